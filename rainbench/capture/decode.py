@@ -1,0 +1,187 @@
+"""Validating decodes: a capture is accepted only if its pixels decode completely.
+
+JPEGs are decoded at a reduced scale (DCT scaling: 2–3× cheaper than a full decode
+and still reading every entropy-coded byte, so truncation and corruption are
+caught). Other formats are decoded fully, then reduced. Either way the result is
+an upright RGB preview, small enough for hashing and tagging features.
+"""
+
+import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass, field
+
+from PIL import Image, UnidentifiedImageError
+
+from rainbench.capture.formats import Format
+from rainbench.capture.reject import CaptureRejected, Reason
+
+# Longest side of the preview every later stage (hashing, tagging) works from.
+PREVIEW_SIDE = 1024
+
+# The pixel cap: 250 MP admits today's 200 MP phone sensors (16320×12240) and
+# 150 MP medium-format backs, and refuses decompression bombs. Pillow's own guard
+# (≈179 MP) would refuse the 200 MP sensors, so it is replaced by this explicit one.
+DEFAULT_MAX_PIXELS = 250_000_000
+
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class Decoded:
+    """What a validating decode learned about a capture."""
+
+    preview: Image.Image  # RGB, upright, longest side about PREVIEW_SIDE (or smaller)
+    width: int  # full-resolution size, upright (EXIF orientation applied)
+    height: int
+    mode: str  # the stored pixel mode: "RGB", "L", "CMYK", "I;16", "RGBA", ...
+    exif: Image.Exif
+    # Further tar members of the sample, extension → bytes (a RAW's rendered preview).
+    extra_members: dict[str, bytes] = field(default_factory=dict)
+
+
+def decode_capture(data: bytes, fmt: Format, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode `data` (of format `fmt`) far enough to prove it is a whole image.
+
+    Raises `CaptureRejected` with the reason when it is not.
+    """
+    if fmt.raw:
+        from rainbench.capture.raw import decode_raw
+
+        return decode_raw(data, fmt, max_pixels)
+    if fmt.name == "heic":
+        from rainbench.capture.heif import decode_heic
+
+        return decode_heic(data, max_pixels)
+    if fmt.name == "png":
+        _check_png_chunks(data)
+    return _decode_with_pillow(data, fmt, max_pixels)
+
+
+def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise CaptureRejected(
+            Reason.TOO_MANY_PIXELS,
+            f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
+            f"{max_pixels / 1e6:.0f} MP (--max-pixels)",
+        )
+
+
+def upright_size(width: int, height: int, exif: Image.Exif) -> tuple[int, int]:
+    """Size after applying EXIF orientation: orientations 5–8 swap the axes."""
+    if exif.get(ORIENTATION_TAG) in (5, 6, 7, 8):
+        return height, width
+    return width, height
+
+
+def to_preview(image: Image.Image, exif: Image.Exif) -> Image.Image:
+    """An upright RGB image with its longest side at most PREVIEW_SIDE."""
+    image = _to_rgb(image)
+    factor = max(image.size) // PREVIEW_SIDE
+    if factor >= 2:
+        image = image.reduce(factor)
+    orientation = exif.get(ORIENTATION_TAG)
+    if orientation in range(2, 9):
+        image = image.transpose(_TRANSPOSES[orientation])
+    return image
+
+
+def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's bomb warning: the cap below decides
+            saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved_cap
+            full_size = image.size  # draft() below shrinks `size` to the decoded scale
+            check_pixel_cap(*full_size, max_pixels)
+            exif = _read_exif(image)
+            mode = image.mode
+            if image.format == "JPEG":
+                # draft() picks the largest DCT scale that keeps the size ≥ the request.
+                image.draft("RGB" if mode != "CMYK" else "CMYK", _draft_request(image.size))
+            image.load()
+    except CaptureRejected:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        # The signature already said which format this is, so a failure here is
+        # damage: truncation when the container's end is missing, else corruption.
+        text = str(error) or type(error).__name__
+        if isinstance(error, UnidentifiedImageError):
+            text = f"the {fmt.name} header does not parse"
+        truncated = "truncated" in text.lower() or isinstance(error, EOFError)
+        if truncated or not _has_end(data, fmt):
+            raise CaptureRejected(Reason.TRUNCATED, f"the file ends early: {text}") from None
+        raise CaptureRejected(Reason.CORRUPT, f"pixel data does not decode: {text}") from None
+    width, height = upright_size(*full_size, exif)
+    return Decoded(to_preview(image, exif), width, height, mode, exif)
+
+
+def _has_end(data: bytes, fmt: Format) -> bool:
+    """Whether the container's closing structure is there (judged only for JPEG and WebP)."""
+    if fmt.name == "jpeg":
+        return b"\xff\xd9" in data[-4096:]
+    if fmt.name == "webp":
+        return len(data) >= 8 + struct.unpack_from("<I", data, 4)[0]
+    return True
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Walk the PNG chunks: every CRC must match and IEND must close the file.
+
+    Pillow checks neither for the pixel-data chunks, so a damaged or cut PNG would
+    otherwise be stored as if whole.
+    """
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        end = position + 12 + length
+        if end > len(data):
+            break
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(data[position + 4 : end - 4]) != crc:
+            name = kind.decode("latin-1")
+            raise CaptureRejected(Reason.CORRUPT, f"PNG chunk {name} at byte {position}: bad CRC")
+        if kind == b"IEND":
+            return
+        position = end
+    raise CaptureRejected(Reason.TRUNCATED, "the file ends early: the PNG has no IEND chunk")
+
+
+def _draft_request(size: tuple[int, int]) -> tuple[int, int]:
+    # draft() decodes at the smallest DCT scale that still covers the request, so
+    # asking for half the preview side yields a preview side in [PREVIEW_SIDE/2, PREVIEW_SIDE).
+    ratio = (PREVIEW_SIDE // 2) / max(size)
+    return max(1, round(size[0] * ratio)), max(1, round(size[1] * ratio))
+
+
+def _read_exif(image: Image.Image) -> Image.Exif:
+    try:
+        return image.getexif()
+    except Exception:  # a broken EXIF block must not hide whether the pixels decode
+        return Image.Exif()
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey: scale to 8 bits rather than clip.
+        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA").convert("RGB")
+    return image.convert("RGB")
+
+
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}

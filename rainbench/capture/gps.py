@@ -1,0 +1,588 @@
+"""GPS removal from capture bytes: ingest stores a capture's original bytes, so location
+is taken out of its EXIF and XMP without re-encoding a pixel. Edits keep lengths (zeroed
+IFDs, XMP blanked with spaces), so no offset moves and every other byte stays as it was.
+"""
+
+import re
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from rainbench.capture.formats import Format
+from rainbench.capture.reject import CaptureRejected, Reason
+
+_GPS_IFD = 0x8825
+_EXIF_IFD = 0x8769
+_SUB_IFDS = 0x014A
+_XMP_TAG = 0x02BC
+_MP_ENTRY = 0xB002
+
+# Bytes per value of each TIFF field type; 13 is the IFD type EXIF uses for pointers.
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_POINTER_TYPES = {4, 13}
+
+# Any `prefix:GPS*` property (DJI writes `drone-dji:GpsLatitude`, hence no case), as an
+# attribute or as an element; namespace declarations such as `xmlns:gps=` are left alone.
+_XMP_GPS = re.compile(
+    rb"""\s(?!xmlns:)[\w.-]+:gps[\w.-]*\s*=\s*(?:"[^"]*"|'[^']*')
+    | <([\w.-]+:gps[\w.-]*)(?=[\s/>])[^>]*?(?:/>|>.*?</\1\s*>)""",
+    re.IGNORECASE | re.DOTALL | re.VERBOSE,
+)
+# A GPS name left outside those matches is in XMP too malformed to blank safely.
+_XMP_GPS_NAME = re.compile(rb"(?<!xmlns):gps[\w.-]*", re.IGNORECASE)
+
+_EXIF_HEADER = b"Exif\0\0"
+_JPEG_XMP = b"http://ns.adobe.com/xap/1.0/\0"
+_JPEG_XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\0"
+_JPEG_MPF = b"MPF\0"
+_PNG_XMP = b"XML:com.adobe.xmp"
+# ImageMagick's hex-encoded profiles in PNG text chunks; Pillow reads the EXIF one too.
+_PNG_RAW_EXIF = {b"Raw profile type exif", b"Raw profile type APP1"}
+_PNG_RAW_XMP = b"Raw profile type xmp"
+# An XMP text chunk inflating beyond this is a decompression bomb, not metadata.
+_MAX_INFLATED = 64 << 20
+
+
+class _Edit(NamedTuple):
+    start: int
+    stop: int
+    data: bytes  # replaces data[start:stop]
+
+
+def strip_gps(data: bytes, fmt: Format) -> bytes:
+    """Return `data` with every GPS record removed.
+
+    `data` itself (the same object) comes back when there was none, so the common case
+    costs no copy; otherwise the result is one copy with only metadata bytes changed.
+    """
+    edits = _CONTAINERS[fmt.name](data)
+    return _apply(data, edits) if edits else data
+
+
+def has_gps(data: bytes, fmt: Format) -> bool:
+    """True when an EXIF GPS IFD with entries, or XMP GPS properties, remain."""
+    return bool(_CONTAINERS[fmt.name](data))
+
+
+def _apply(data: bytes, edits: list[_Edit]) -> bytes:
+    """`data` with `edits` made, built with a single copy."""
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    at = 0
+    for edit in sorted(edits):
+        if edit.start < at:
+            raise CaptureRejected(Reason.CORRUPT_EXIF, "GPS records overlap other metadata")
+        parts += (view[at : edit.start], edit.data)
+        at = edit.stop
+    parts.append(view[at:])
+    return b"".join(parts)
+
+
+def _payload_edits(
+    data: bytes, pieces: list[tuple[int, int]], find: Callable[[bytes], list[_Edit]]
+) -> list[_Edit]:
+    """Run `find` on the payload stored as `pieces` of `data`; its length-preserving edits
+    are mapped back onto the pieces they fall in."""
+    view = memoryview(data)
+    edits = []
+    for edit in find(b"".join(view[start:stop] for start, stop in pieces)):
+        at = 0
+        for start, stop in pieces:
+            low, high = max(edit.start, at), min(edit.stop, at + stop - start)
+            if low < high:
+                cut = edit.data[low - edit.start : high - edit.start]
+                edits.append(_Edit(start + low - at, start + high - at, cut))
+            at += stop - start
+    return edits
+
+
+def _xmp_edits(buf: bytes, start: int, stop: int) -> list[_Edit]:
+    """Blank every GPS property of the XMP in buf[start:stop] with spaces (harmless in XML)."""
+    edits = []
+    at = start
+    for match in _XMP_GPS.finditer(buf, start, stop):
+        _refuse_unparsed_gps(buf, at, match.start())
+        edits.append(_Edit(match.start(), match.end(), b" " * (match.end() - match.start())))
+        at = match.end()
+    _refuse_unparsed_gps(buf, at, stop)
+    return edits
+
+
+def _refuse_unparsed_gps(buf: bytes, start: int, stop: int) -> None:
+    if name := _XMP_GPS_NAME.search(buf, start, stop):
+        raise CaptureRejected(
+            Reason.CORRUPT_EXIF, f"XMP has a GPS property that does not parse: {name[0]!r}"
+        )
+
+
+def _exif_edits(buf: bytes, start: int, stop: int, where: str) -> list[_Edit]:
+    """GPS edits for an EXIF block that may or may not carry the "Exif\\0\\0" prefix."""
+    if buf.startswith(_EXIF_HEADER, start):
+        start += len(_EXIF_HEADER)
+    return _tiff_edits(buf, start, stop, where)
+
+
+class _Tiff:
+    """One TIFF structure in `buf`: its header at `base`, nothing of it past `end`.
+    Offsets inside it count from `base`; positions returned index `buf`."""
+
+    def __init__(self, buf: bytes, base: int, end: int, where: str) -> None:
+        self.buf, self.base, self.end, self.where = buf, base, end, where
+        head = buf[base : base + 4]
+        if head not in (b"II*\0", b"MM\0*") or end - base < 8:
+            raise self.broken(f"no TIFF header (the block starts {head!r})")
+        self.order = "<" if head == b"II*\0" else ">"
+
+    def broken(self, what: str) -> CaptureRejected:
+        return CaptureRejected(Reason.CORRUPT_EXIF, f"{self.where}: {what}")
+
+    def u16(self, pos: int) -> int:
+        return struct.unpack_from(self.order + "H", self.buf, pos)[0]
+
+    def u32(self, pos: int) -> int:
+        return struct.unpack_from(self.order + "I", self.buf, pos)[0]
+
+    def ifd(self, offset: int, name: str) -> tuple[int, int]:
+        """Position and entry count of the IFD at `offset`, once it is known to fit."""
+        pos = self.base + offset
+        if offset < 8 or pos + 2 > self.end:
+            raise self.broken(
+                f"{name} offset {offset} is outside the {self.end - self.base}-byte block"
+            )
+        count = self.u16(pos)
+        if pos + 6 + 12 * count > self.end:
+            raise self.broken(f"{name} at offset {offset} with {count} entries runs past the block")
+        return pos, count
+
+    def entries(self, pos: int, count: int) -> range:
+        return range(pos + 2, pos + 2 + 12 * count, 12)
+
+    def value(self, entry: int) -> tuple[int, int]:
+        """Where the value of the entry at `entry` lies: inside the entry when it fits there."""
+        kind, count = self.u16(entry + 2), self.u32(entry + 4)
+        if kind not in _TYPE_SIZES:
+            raise self.broken(f"tag 0x{self.u16(entry):04X} has unknown type {kind}")
+        size = _TYPE_SIZES[kind] * count
+        if size <= 4:
+            return entry + 8, entry + 8 + size
+        start = self.base + self.u32(entry + 8)
+        if start + size > self.end:
+            raise self.broken(
+                f"tag 0x{self.u16(entry):04X} value ({size} bytes) lies outside the block"
+            )
+        return start, start + size
+
+    def pointers(self, entry: int) -> list[int]:
+        """The IFD offsets an IFD-pointer entry holds."""
+        if self.u16(entry + 2) not in _POINTER_TYPES:
+            raise self.broken(
+                f"IFD pointer tag 0x{self.u16(entry):04X} has type {self.u16(entry + 2)}"
+            )
+        start, stop = self.value(entry)
+        return [self.u32(pos) for pos in range(start, stop, 4)]
+
+
+def _tiff_edits(buf: bytes, base: int, end: int, where: str) -> list[_Edit]:
+    """Edits that remove the GPS IFDs of the TIFF structure at `base`: each is zeroed with
+    its values, and its pointer entry is dropped from the parent IFD. IFDs are followed
+    along the IFD0 → IFD1 → … chain and into Exif IFDs and SubIFDs (RAW files); XMP held
+    in tag 700 (TIFF, DNG) is blanked too."""
+    if base == end:  # an empty EXIF block, as some cameras write, carries nothing
+        return []
+    tiff = _Tiff(buf, base, end, where)
+    walked: dict[int, int] = {}  # start → end of every IFD: GPS zeroing must not touch one
+    parents: dict[int, int] = {}  # position → entry count of the IFDs pointing at a GPS IFD
+    gps: list[int] = []
+    xmp: list[tuple[int, int]] = []
+    # (name, offset, the chain index of its next IFD, or None where no chain is followed)
+    todo: list[tuple[str, int, int | None]] = [("IFD0", tiff.u32(base + 4), 1)]
+    while todo:
+        name, offset, next_index = todo.pop()
+        pos, count = tiff.ifd(offset, name)
+        if pos in walked:
+            raise tiff.broken(f"{name} at offset {offset} is reached twice (an IFD loop)")
+        walked[pos] = pos + 6 + 12 * count
+        for entry in tiff.entries(pos, count):
+            tag = tiff.u16(entry)
+            if tag == _GPS_IFD:
+                gps += [child for child in tiff.pointers(entry) if child]
+                parents[pos] = count
+            elif tag in (_EXIF_IFD, _SUB_IFDS):
+                child_name = "Exif IFD" if tag == _EXIF_IFD else "SubIFD"
+                todo += [(child_name, child, None) for child in tiff.pointers(entry) if child]
+            elif tag == _XMP_TAG:
+                xmp.append(tiff.value(entry))
+        if next_index is not None and (following := tiff.u32(pos + 2 + 12 * count)):
+            todo.append((f"IFD{next_index}", following, next_index + 1))
+
+    zeroed: list[tuple[int, int]] = []
+    for offset in gps:
+        pos, count = tiff.ifd(offset, "GPS IFD")
+        if count:
+            zeroed.append((pos, pos + 6 + 12 * count))
+            zeroed += [tiff.value(entry) for entry in tiff.entries(pos, count)]
+    edits = [_Edit(start, stop, bytes(stop - start)) for start, stop in _merged(zeroed)]
+    for start, stop in zeroed:
+        for ifd_start, ifd_stop in walked.items():
+            if start < ifd_stop and ifd_start < stop:
+                raise tiff.broken(f"GPS data at offset {start - base} overlaps an IFD")
+    if edits:
+        edits += [_without_gps_entries(tiff, pos, count) for pos, count in parents.items()]
+    for start, stop in xmp:
+        edits += _xmp_edits(buf, start, stop)
+    return edits
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching spans joined (GPS values may be shared or adjacent)."""
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        elif start < stop:
+            merged.append((start, stop))
+    return merged
+
+
+def _without_gps_entries(tiff: _Tiff, pos: int, count: int) -> _Edit:
+    """The IFD at `pos` rewritten in place without its GPS pointers: later entries move
+    up, the next-IFD offset follows them and the freed bytes at the end are zeroed."""
+    stop = pos + 6 + 12 * count
+    kept = [tiff.buf[e : e + 12] for e in tiff.entries(pos, count) if tiff.u16(e) != _GPS_IFD]
+    body = struct.pack(tiff.order + "H", len(kept)) + b"".join(kept) + tiff.buf[stop - 4 : stop]
+    return _Edit(pos, stop, body + bytes(stop - pos - len(body)))
+
+
+def _jpeg_edits(data: bytes, soi: int = 0, follow_mpf: bool = True) -> list[_Edit]:
+    """GPS edits for the JPEG at `soi`: its EXIF and XMP segments and, through the MPF
+    index, the further images of a multi-picture file (depth maps, MPO stereo pairs)."""
+    edits: list[_Edit] = []
+    extended: dict[bytes, list[tuple[int, int, int]]] = {}  # GUID → (offset, start, stop)
+    for marker, start, stop in _jpeg_segments(data, soi):
+        if marker == 0xE1 and data.startswith(_EXIF_HEADER, start):
+            edits += _tiff_edits(data, start + len(_EXIF_HEADER), stop, "JPEG EXIF")
+        elif marker == 0xE1 and data.startswith(_JPEG_XMP, start):
+            edits += _xmp_edits(data, start + len(_JPEG_XMP), stop)
+        elif marker == 0xE1 and data.startswith(_JPEG_XMP_EXTENSION, start):
+            # Extended XMP is one packet split over segments: GUID, full length, offset.
+            head = start + len(_JPEG_XMP_EXTENSION)
+            if head + 40 > stop:
+                raise CaptureRejected(Reason.CORRUPT_EXIF, "JPEG extended XMP segment too short")
+            guid = data[head : head + 32]
+            (offset,) = struct.unpack_from(">I", data, head + 36)
+            extended.setdefault(guid, []).append((offset, head + 40, stop))
+        elif marker == 0xE2 and follow_mpf and data.startswith(_JPEG_MPF, start):
+            for image in _mpf_images(data, start + len(_JPEG_MPF), stop):
+                edits += _jpeg_edits(data, image, follow_mpf=False)
+    for chunks in extended.values():
+        pieces = [(start, stop) for _, start, stop in sorted(chunks)]
+        edits += _payload_edits(data, pieces, _xmp_in)
+    return edits
+
+
+def _jpeg_segments(data: bytes, pos: int) -> Iterator[tuple[int, int, int]]:
+    """Marker, payload start and payload end of each segment before the first scan of
+    the JPEG whose start-of-image marker is at `pos`."""
+    pos += 2
+    while True:
+        if pos + 2 > len(data):
+            raise CaptureRejected(Reason.TRUNCATED, "JPEG ends before its first scan")
+        if data[pos] != 0xFF:
+            raise CaptureRejected(Reason.CORRUPT, f"JPEG marker expected at offset {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            pos += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image
+            return
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        stop = pos + 2 + length
+        if length < 2 or stop > len(data):
+            raise CaptureRejected(
+                Reason.TRUNCATED, f"JPEG segment at offset {pos} runs past the end"
+            )
+        yield marker, pos + 4, stop
+        pos = stop
+
+
+def _mpf_images(data: bytes, base: int, end: int) -> list[int]:
+    """Where the further images of a multi-picture JPEG start; MPF offsets count from
+    the TIFF header inside the APP2 segment, the first image's entry is 0."""
+    mpf = _Tiff(data, base, end, "JPEG MPF")
+    pos, count = mpf.ifd(mpf.u32(base + 4), "MP Index IFD")
+    starts = []
+    for entry in mpf.entries(pos, count):
+        if mpf.u16(entry) == _MP_ENTRY:
+            start, stop = mpf.value(entry)
+            # 16 bytes each: attributes, size, offset, two dependent-image entries
+            starts += [base + mpf.u32(at + 8) for at in range(start, stop - 15, 16)]
+    starts = sorted(set(starts) - {base})
+    for start in starts:
+        if not data.startswith(b"\xff\xd8", start):
+            raise mpf.broken(f"an image entry points at offset {start}, where no JPEG starts")
+    return starts
+
+
+def _png_edits(data: bytes) -> list[_Edit]:
+    edits = []
+    pos = 8
+    while True:
+        if pos + 12 > len(data):
+            raise CaptureRejected(Reason.TRUNCATED, "PNG ends before its IEND chunk")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        start, stop = pos + 8, pos + 8 + length
+        if stop + 4 > len(data):
+            raise CaptureRejected(Reason.TRUNCATED, f"PNG {kind!r} chunk runs past the end")
+        body = None
+        if kind == b"eXIf":
+            exif = data[start:stop]
+            if found := _exif_edits(exif, 0, len(exif), "PNG eXIf"):
+                body = _apply(exif, found)
+        elif kind in (b"tEXt", b"zTXt", b"iTXt"):
+            body = _png_text(kind, data, start, stop)
+        if body is not None:
+            chunk = kind + body
+            edits.append(_Edit(pos, stop + 4, struct.pack(">I", len(body)) + chunk + _crc(chunk)))
+        if kind == b"IEND":
+            return edits
+        pos = stop + 4
+
+
+def _crc(chunk: bytes) -> bytes:
+    return struct.pack(">I", zlib.crc32(chunk))
+
+
+def _png_text(kind: bytes, data: bytes, start: int, stop: int) -> bytes | None:
+    """The body of a PNG text chunk with GPS taken out of the XMP or EXIF it carries; None
+    when it carries none. A compressed chunk is inflated and deflated again (length changes
+    are harmless: nothing in a PNG points at a chunk by offset)."""
+    nul = data.find(b"\0", start, min(stop, start + 80))  # keywords are 1–79 bytes
+    if nul < 0:
+        return None
+    keyword = data[start:nul]
+    if keyword == _PNG_XMP:
+        find = _xmp_in
+    elif keyword in _PNG_RAW_EXIF:
+        find = _raw_profile(lambda exif: _exif_edits(exif, 0, len(exif), "PNG EXIF profile"))
+    elif keyword == _PNG_RAW_XMP:
+        find = _raw_profile(_xmp_in)
+    else:
+        return None
+    chunk = data[start:stop]
+    text_at = len(keyword) + 1  # tEXt: keyword, NUL, text
+    compressed = kind == b"zTXt"  # zTXt: keyword, NUL, method, deflated text
+    if kind == b"zTXt":
+        text_at += 1
+    elif kind == b"iTXt":  # keyword, NUL, flag, method, language, NUL, translation, NUL, text
+        compressed = chunk[text_at : text_at + 1] == b"\x01"
+        language_end = chunk.find(b"\0", text_at + 2)
+        text_at = chunk.find(b"\0", language_end + 1) + 1
+        if language_end < 0 or text_at == 0:
+            raise CaptureRejected(Reason.CORRUPT_EXIF, f"PNG iTXt {keyword!r} chunk is malformed")
+    text = _inflate(chunk[text_at:], keyword) if compressed else chunk[text_at:]
+    edits = find(text)
+    if not edits:
+        return None
+    text = _apply(text, edits)
+    return chunk[:text_at] + (zlib.compress(text) if compressed else text)
+
+
+def _xmp_in(xmp: bytes) -> list[_Edit]:
+    return _xmp_edits(xmp, 0, len(xmp))
+
+
+def _raw_profile(find: Callable[[bytes], list[_Edit]]) -> Callable[[bytes], list[_Edit]]:
+    """`find` run on the payload of an ImageMagick profile ("\\nexif\\n  <length>\\n<hex
+    lines>"); its edits come back as one replacing the re-encoded hex."""
+
+    def edits(text: bytes) -> list[_Edit]:
+        parts = text.split(b"\n", 3)
+        head = b"\n".join(parts[:3]) + b"\n"
+        try:
+            payload = bytes.fromhex(parts[3].decode("ascii"))
+        except (ValueError, IndexError):
+            raise CaptureRejected(Reason.CORRUPT_EXIF, "PNG raw profile is not hex") from None
+        found = find(payload)
+        if not found:
+            return []
+        hexed = _apply(payload, found).hex().encode()
+        lines = b"\n".join(hexed[at : at + 72] for at in range(0, len(hexed), 72))
+        return [_Edit(len(head), len(text), lines + b"\n")]
+
+    return edits
+
+
+def _inflate(data: bytes, keyword: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, _MAX_INFLATED)
+    except zlib.error as error:
+        raise CaptureRejected(
+            Reason.CORRUPT_EXIF, f"PNG {keyword!r} text does not inflate: {error}"
+        ) from None
+    if inflater.unconsumed_tail:
+        raise CaptureRejected(Reason.CORRUPT_EXIF, f"PNG {keyword!r} text inflates past 64 MiB")
+    return text
+
+
+def _webp_edits(data: bytes) -> list[_Edit]:
+    edits = []
+    end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
+    pos = 12
+    while pos + 8 <= end:
+        fourcc, size = struct.unpack_from("<4sI", data, pos)
+        start, stop = pos + 8, pos + 8 + size
+        if stop > end:
+            raise CaptureRejected(Reason.TRUNCATED, f"WebP {fourcc!r} chunk runs past the end")
+        if fourcc == b"EXIF":
+            edits += _exif_edits(data, start, stop, "WebP EXIF")
+        elif fourcc == b"XMP ":
+            edits += _xmp_edits(data, start, stop)
+        pos = stop + (size & 1)  # chunks are padded to even sizes
+    return edits
+
+
+def _tiff_file_edits(data: bytes) -> list[_Edit]:
+    """TIFF and the TIFF-based RAW formats: the file is the EXIF structure."""
+    return _tiff_edits(data, 0, len(data), "TIFF")
+
+
+def _heic_edits(data: bytes) -> list[_Edit]:
+    """GPS edits for the Exif and XMP items of a HEIF file, found through its meta box:
+    iinf names each item's type, iloc says where its bytes are."""
+    meta = next(
+        ((start, stop) for kind, start, stop in _boxes(data, 0, len(data)) if kind == b"meta"), None
+    )
+    if meta is None:
+        return []
+    start, stop = meta[0] + 4, meta[1]  # meta is a full box: version and flags come first
+    boxes = {kind: (box_start, box_end) for kind, box_start, box_end in _boxes(data, start, stop)}
+    if b"iinf" not in boxes:
+        return []
+    locations = _heif_locations(data, boxes)
+    edits = []
+    for item, kind in _heif_items(data, *boxes[b"iinf"]):
+        if kind == b"Exif":
+            find = _heif_exif_edits
+        elif kind == b"mime":  # XMP, whatever content type it claims (libheif reads it so)
+            find = _xmp_in
+        else:
+            continue
+        if item not in locations:
+            raise CaptureRejected(
+                Reason.CORRUPT_EXIF, f"HEIF {kind.decode()} item {item} has no location"
+            )
+        pieces = locations[item]
+        if pieces is None:
+            raise CaptureRejected(
+                Reason.UNSUPPORTED, f"HEIF {kind.decode()} item {item} is built from other items"
+            )
+        edits += _payload_edits(data, pieces, find)
+    return edits
+
+
+def _heif_exif_edits(item: bytes) -> list[_Edit]:
+    """An Exif item begins with the big-endian offset of the TIFF header after it."""
+    if len(item) < 4:
+        raise CaptureRejected(Reason.CORRUPT_EXIF, "HEIF Exif item is shorter than its header")
+    return _tiff_edits(item, 4 + struct.unpack_from(">I", item)[0], len(item), "HEIF Exif item")
+
+
+def _boxes(data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """Type, payload start and end of each ISO-BMFF box in data[pos:end]."""
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if size == 1 and pos + 16 <= end:
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            head = 16
+        elif size == 0:  # the box runs to the end of its parent
+            size = end - pos
+        if size < head or pos + size > end:
+            raise CaptureRejected(
+                Reason.TRUNCATED, f"HEIF {kind!r} box at offset {pos} runs past its parent"
+            )
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+class _Reader:
+    """Big-endian fields read in sequence, refusing to read past `end`."""
+
+    def __init__(self, data: bytes, pos: int, end: int, what: str) -> None:
+        self.data, self.pos, self.end, self.what = data, pos, end, what
+
+    def take(self, size: int) -> bytes:
+        if self.pos + size > self.end:
+            raise CaptureRejected(Reason.CORRUPT_EXIF, f"HEIF {self.what} box is cut short")
+        self.pos += size
+        return self.data[self.pos - size : self.pos]
+
+    def uint(self, size: int) -> int:
+        return int.from_bytes(self.take(size), "big")
+
+
+def _heif_items(data: bytes, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+    """ID and type of each item in the iinf box."""
+    header = _Reader(data, start, stop, "iinf")
+    header.uint(2 if header.uint(4) >> 24 == 0 else 4)  # version and flags, entry count
+    for kind, pos, end in _boxes(data, header.pos, stop):
+        if kind != b"infe":
+            continue
+        fields = _Reader(data, pos, end, "infe")
+        version = fields.uint(4) >> 24
+        if version < 2:  # item types exist from infe version 2 on
+            continue
+        item = fields.uint(2 if version == 2 else 4)
+        fields.uint(2)  # protection index
+        yield item, fields.take(4)
+
+
+def _heif_locations(
+    data: bytes, boxes: dict[bytes, tuple[int, int]]
+) -> dict[int, list[tuple[int, int]] | None]:
+    """Each item's extents as file spans, from the iloc box; None for an item built
+    from other items (construction method 2), which is not followed."""
+    if b"iloc" not in boxes:
+        return {}
+    fields = _Reader(data, *boxes[b"iloc"], "iloc")
+    version = fields.uint(4) >> 24
+    sizes = fields.uint(2)
+    offset_size, length_size = sizes >> 12, sizes >> 8 & 15
+    base_size, index_size = sizes >> 4 & 15, (sizes & 15 if version in (1, 2) else 0)
+    idat = boxes.get(b"idat")
+    locations: dict[int, list[tuple[int, int]] | None] = {}
+    for _ in range(fields.uint(2 if version < 2 else 4)):
+        item = fields.uint(2 if version < 2 else 4)
+        method = fields.uint(2) & 15 if version in (1, 2) else 0
+        fields.uint(2)  # data reference index
+        # Method 0 counts from the file's start, method 1 from the idat box's payload.
+        if method == 1 and idat is None:
+            raise CaptureRejected(Reason.CORRUPT_EXIF, f"HEIF item {item} is in a missing idat box")
+        origin, end = idat if method == 1 and idat else (0, len(data))
+        base = origin + fields.uint(base_size)
+        extents = []
+        for _ in range(fields.uint(2)):
+            fields.uint(index_size)
+            offset, length = base + fields.uint(offset_size), fields.uint(length_size)
+            extents.append((offset, offset + length if length else end))  # 0: to the end
+        if method not in (0, 1):
+            locations[item] = None
+        elif any(not origin <= extent < extent_end <= end for extent, extent_end in extents):
+            raise CaptureRejected(Reason.CORRUPT_EXIF, f"HEIF item {item} lies outside its data")
+        else:
+            locations[item] = extents
+    return locations
+
+
+_CONTAINERS: dict[str, Callable[[bytes], list[_Edit]]] = {
+    "jpeg": _jpeg_edits,
+    "png": _png_edits,
+    "webp": _webp_edits,
+    "heic": _heic_edits,
+    **dict.fromkeys(("tiff", "dng", "cr2", "nef", "arw"), _tiff_file_edits),
+}

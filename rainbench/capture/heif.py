@@ -1,0 +1,74 @@
+"""HEIC/HEIF captures (phones), validated by decoding the primary image with libheif.
+
+HEVC has no reduced-scale decode, so the whole image is decoded, then reduced.
+"""
+
+import io
+
+from PIL import Image
+
+from rainbench.capture.decode import ORIENTATION_TAG, Decoded, check_pixel_cap, to_preview
+from rainbench.capture.reject import CaptureRejected, Reason
+
+
+def decode_heic(data: bytes, max_pixels: int) -> Decoded:
+    """Decode the primary image in `data` and reduce it to an upright preview.
+
+    Orientation: HEIF turns and mirrors with its `irot`/`imir` boxes, which libheif
+    applies on decode, so pillow-heif's size and pixels are already upright. MIAF
+    (ISO/IEC 23000-22, 7.3.10.1) says readers ignore the EXIF Orientation; phones
+    still write it, equal to `irot`, so applying it as well would turn the image
+    twice, and where it stands alone (no `irot`) libheif shows the image unturned.
+    It is reset to 1 in the returned EXIF, as pillow-heif's Pillow plugin does, so
+    the EXIF agrees with the upright pixels.
+    """
+    try:
+        import pillow_heif
+    except ImportError:
+        raise CaptureRejected(
+            Reason.UNSUPPORTED, "HEIC needs pillow-heif: pip install 'rainbench[heic]'"
+        ) from None
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data))  # reads the boxes, decodes nothing
+        check_pixel_cap(*heif.size, max_pixels)
+        image = heif.to_pillow()
+    except SyntaxError as error:  # pillow-heif's signal for a codec or feature libheif lacks
+        raise CaptureRejected(Reason.UNSUPPORTED, f"libheif cannot decode it: {error}") from None
+    except (ValueError, EOFError, RuntimeError) as error:
+        message = str(error).strip()
+        if _ends_inside_a_box(data):
+            raise CaptureRejected(Reason.TRUNCATED, f"HEIC ends early: {message}") from None
+        raise CaptureRejected(Reason.CORRUPT, f"HEIC does not decode: {message}") from None
+    exif = _read_exif(heif.info.get("exif"))
+    if ORIENTATION_TAG in exif:
+        exif[ORIENTATION_TAG] = 1
+    return Decoded(to_preview(image, Image.Exif()), *image.size, heif.mode, exif)
+
+
+def _ends_inside_a_box(data: bytes) -> bool:
+    """Whether the file stops before its last top-level ISO-BMFF box ends."""
+    position = 0
+    while position < len(data):
+        if position + 8 > len(data):
+            return True
+        size = int.from_bytes(data[position : position + 4], "big")
+        if size == 1:  # a 64-bit size follows the box type
+            if position + 16 > len(data):
+                return True
+            size = int.from_bytes(data[position + 8 : position + 16], "big")
+        if size == 0:  # the box runs to the end of the file
+            return False
+        if size < 8 or not data[position + 4 : position + 8].isalnum():
+            return False  # no box header here: corrupt, not truncated
+        position += size
+    return position > len(data)
+
+
+def _read_exif(block: bytes | None) -> Image.Exif:
+    exif = Image.Exif()
+    if block:
+        try:
+            exif.load(block)
+        except Exception:  # a broken EXIF block must not hide whether the pixels decode
+            return Image.Exif()
+    return exif

@@ -1,0 +1,100 @@
+"""Probe one capture file: read it once, decide its format, remove GPS, hash the
+bytes that will be stored, validate by decoding, read EXIF and hash perceptually.
+
+`probe` never raises for a bad file: it returns a `Probe` whose `reason` says why
+the file was refused. `stored_bytes` recomputes the stored bytes for the shard
+writer, which reads the file again rather than holding every capture in memory.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, decode_capture
+from rainbench.capture.exif import CaptureExif, read_exif
+from rainbench.capture.formats import FORMATS, Format, sniff
+from rainbench.capture.gps import strip_gps
+from rainbench.capture.phash import phash_variants
+from rainbench.capture.reject import CaptureRejected, Reason
+
+KEY_HEX = 24  # 96 bits of the stored bytes' sha256: dot-free and collision-safe
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    root: str  # absolute ingest root, POSIX
+    path: str  # relative to root, POSIX
+    size: int
+    mtime_ns: int
+
+    @property
+    def absolute(self) -> Path:
+        return Path(self.root) / self.path
+
+
+@dataclass
+class Probe:
+    source: SourceFile
+    reason: Reason | None = None  # None: accepted
+    message: str | None = None
+    format: str | None = None
+    sha256: str | None = None  # of the stored bytes (GPS removed unless kept)
+    source_sha256: str | None = None  # of the file as found
+    bytes: int | None = None  # stored size
+    width: int | None = None  # upright
+    height: int | None = None
+    mode: str | None = None
+    exif: CaptureExif = field(default_factory=CaptureExif)
+    phash: list[int] = field(default_factory=list)  # [upright, 7 other dihedral variants]
+    # Extra tar members produced by decoding (a RAW's rendered preview).
+    extra_members: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        assert self.sha256 is not None
+        return self.sha256[:KEY_HEX]
+
+    @property
+    def ext(self) -> str:
+        return FORMATS[self.format].ext
+
+
+def read_capture(source: SourceFile) -> bytes:
+    try:
+        return source.absolute.read_bytes()
+    except OSError as error:
+        raise CaptureRejected(
+            Reason.UNREADABLE, f"cannot read: {error.strerror or error}"
+        ) from None
+
+
+def stored_bytes(data: bytes, source: SourceFile, keep_gps: bool) -> tuple[Format, bytes]:
+    """The capture's format and the exact bytes ingest stores for it."""
+    if not data:
+        raise CaptureRejected(Reason.EMPTY, "the file is empty (0 bytes)")
+    fmt = sniff(data, source.path)
+    if fmt is None:
+        raise CaptureRejected(Reason.NOT_AN_IMAGE, "not an image: unknown file signature")
+    return fmt, data if keep_gps else strip_gps(data, fmt)
+
+
+def probe(
+    source: SourceFile, keep_gps: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Probe:
+    result = Probe(source)
+    try:
+        data = read_capture(source)
+        fmt, stored = stored_bytes(data, source, keep_gps)
+        decoded = decode_capture(stored, fmt, max_pixels)
+    except CaptureRejected as rejected:
+        result.reason, result.message = rejected.reason, rejected.message
+        return result
+    result.format = fmt.name
+    result.source_sha256 = hashlib.sha256(data).hexdigest()
+    result.sha256 = result.source_sha256 if stored is data else hashlib.sha256(stored).hexdigest()
+    result.bytes = len(stored)
+    result.width, result.height, result.mode = decoded.width, decoded.height, decoded.mode
+    result.exif = read_exif(decoded.exif, keep_gps)
+    result.phash = phash_variants(decoded.preview)
+    result.extra_members = decoded.extra_members
+    return result

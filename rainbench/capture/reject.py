@@ -1,0 +1,42 @@
+"""Why a capture is refused. Every refusal carries one of these codes into
+`manifests/rejects.parquet` together with a one-line human message.
+"""
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    EMPTY = "empty"
+    NOT_AN_IMAGE = "not-an-image"
+    TRUNCATED = "truncated"
+    CORRUPT = "corrupt"
+    TOO_MANY_PIXELS = "too-many-pixels"
+    CORRUPT_EXIF = "corrupt-exif"
+    UNSUPPORTED = "unsupported-format"
+    UNREADABLE = "unreadable"
+    DUPLICATE = "duplicate"
+    CHANGED = "changed-during-ingest"
+
+
+# Refusals that depend only on the file's bytes: the same file is refused again, so a
+# re-run skips it while its size and mtime are unchanged. The others are retried.
+STICKY = frozenset(
+    {
+        Reason.EMPTY,
+        Reason.NOT_AN_IMAGE,
+        Reason.TRUNCATED,
+        Reason.CORRUPT,
+        Reason.TOO_MANY_PIXELS,
+        Reason.CORRUPT_EXIF,
+        Reason.DUPLICATE,
+    }
+)
+
+
+class CaptureRejected(Exception):
+    """A capture that cannot be accepted; `reason` is a `Reason`, the message says why."""
+
+    def __init__(self, reason: Reason, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -1,0 +1,236 @@
+"""The `rainbench` command: parse, call one library function, print.
+
+Exit codes: 0 success, 1 a problem with the input or dataset (one-line message),
+2 a usage error.
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from rainbench import __version__
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS
+from rainbench.ingest import IngestOptions, IngestSummary, ingest
+from rainbench.ingest.run import DEFAULT_NEAR_DUP_BITS, DEFAULT_SHARD_BYTES
+from rainbench.ingest.split import parse_fractions
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.stats import dataset_stats
+from rainbench.shards.verify import problems_to_json, verify
+
+_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
+
+
+class ByteSize(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*([\d.]+)\s*([KMG]?B?)\s*", str(value).upper())
+        if not match:
+            self.fail(f"{value!r} is not a size like 1GB, 500MB or 1000000", param, ctx)
+        return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+class Fractions(click.ParamType):
+    name = "fractions"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_fractions(value) if isinstance(value, str) else value
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rainbench")
+def main() -> None:
+    """rainbench: real rain imagery — ingest, tag, benchmark.
+
+    \b
+    Start with:  rainbench demo --out demo
+    """
+
+
+@main.command("ingest")
+@click.argument("raw", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The dataset directory (created if missing).",
+)
+@click.option(
+    "--layer",
+    type=click.Choice(["rainy", "clean"]),
+    default="rainy",
+    show_default=True,
+    help="What these captures show; clean captures feed unpaired training.",
+)
+@click.option(
+    "--split",
+    type=Fractions(),
+    default=None,
+    help="Split fractions, fixed at the dataset's first ingest. "
+    "[default: train=0.8,val=0.1,test=0.1]",
+)
+@click.option(
+    "--shard-size",
+    type=ByteSize(),
+    default=DEFAULT_SHARD_BYTES,
+    help="Roll to a new shard after this many bytes.  [default: 1GB]",
+)
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default=True,
+    help="Processes used to probe and write.",
+)
+@click.option(
+    "--keep-gps",
+    is_flag=True,
+    help="Keep GPS in the stored bytes and the manifest (removed by default).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse captures with more pixels (decompression bombs).",
+)
+@click.option(
+    "--near-dup-bits",
+    type=click.IntRange(0, 32),
+    default=DEFAULT_NEAR_DUP_BITS,
+    show_default=True,
+    help="pHash distance (of 64 bits) that marks a near-duplicate.",
+)
+@click.option("--name", help="Dataset name recorded in dataset.json (default: the folder name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def ingest_command(
+    raw,
+    out,
+    layer,
+    split,
+    shard_size,
+    workers,
+    keep_gps,
+    max_pixels,
+    near_dup_bits,
+    name,
+    as_json,
+    progress,
+) -> None:
+    """Ingest camera captures under RAW... into the dataset OUT.
+
+    Re-running adds only new files; a killed run resumes where it stopped.
+
+    \b
+    Example:
+      rainbench ingest photos/ --out ds
+      rainbench ingest clear-days/ --out ds --layer clean
+    """
+    options = IngestOptions(
+        layer=layer,
+        keep_gps=keep_gps,
+        max_pixels=max_pixels,
+        shard_bytes=shard_size,
+        split=split,
+        near_dup_bits=near_dup_bits,
+        workers=workers,
+        name=name,
+    )
+    summary = _run(lambda: ingest(list(raw), out, options, progress=progress))
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(format_summary(summary, out))
+
+
+def format_summary(summary: IngestSummary, out: Path) -> str:
+    rejected = sum(summary.rejected.values())
+    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(summary.rejected.items()))
+    lines = [
+        f"{'resumed and finished; ' if summary.resumed else ''}{out}: "
+        f"{summary.accepted} accepted, {summary.duplicates} duplicates, "
+        f"{summary.near_duplicates} near-duplicates (kept, marked), "
+        f"{rejected} rejected" + (f" ({reasons})" if reasons else ""),
+        f"probed {summary.scanned} files ({summary.scanned_bytes / 1e6:.1f} MB) in "
+        f"{summary.seconds:.1f} s: {summary.images_per_second:.1f} images/s, "
+        f"{summary.mb_per_second:.1f} MB/s; {summary.shards} shards written",
+    ]
+    if summary.ignored:
+        lines.append(f"ignored {summary.ignored} files without a capture extension")
+    if rejected:
+        lines.append(f"why each was refused: {out / 'manifests' / 'rejects.parquet'}")
+    return "\n".join(lines)
+
+
+@main.command("verify")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option(
+    "--workers", "-j", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+def verify_command(dataset, workers, as_json) -> None:
+    """Check every shard and manifest row of DATASET; exit 1 naming each problem.
+
+    \b
+    Example:
+      rainbench verify ds
+    """
+    problems = _run(lambda: verify(Dataset(dataset), workers))
+    if as_json:
+        click.echo(problems_to_json(problems))
+    elif problems:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+    else:
+        click.echo(f"{dataset}: ok")
+    if problems:
+        if not as_json:
+            click.echo(f"{dataset}: {len(problems)} problems", err=True)
+        sys.exit(1)
+
+
+@main.command("stats")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def stats_command(dataset, as_json) -> None:
+    """Counts by split, layer, rain type and camera; bytes; capture dates.
+
+    \b
+    Example:
+      rainbench stats ds --json
+    """
+    stats = _run(lambda: dataset_stats(Dataset(dataset)))
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    click.echo(
+        f"{stats['name']}: {stats['samples']} samples in {stats['shards']} shards, "
+        f"{stats['shard_bytes'] / 1e6:.1f} MB"
+    )
+    for title in ("splits", "layers", "rain_types", "formats", "cameras", "rejects"):
+        if stats[title]:
+            parts = ", ".join(f"{k} {v}" for k, v in stats[title].items())
+            click.echo(f"  {title.replace('_', ' ')}: {parts}")
+    click.echo(f"  near-duplicates: {stats['near_duplicates']}")
+    if stats["captured_from"]:
+        click.echo(f"  captured: {stats['captured_from']} … {stats['captured_to']}")
+
+
+def _run(call):
+    try:
+        return call()
+    except DatasetError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)

@@ -1,0 +1,431 @@
+"""The ingest orchestrator: lock the dataset, finish any interrupted run, then
+scan → plan → write → finalize the new one.
+
+Crash safety rests on three rules: shards appear only complete (temporary name,
+fsync, rename); manifests and dataset.json are replaced atomically; and every
+phase's progress is recorded under `DS/.ingest/` before it is relied on, so
+re-running after a kill continues the same run and ends with exactly the dataset
+an uninterrupted run would have written.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from rainbench import __version__
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS
+from rainbench.capture.reject import STICKY
+from rainbench.ingest.plan import Plan, PlanSettings, make_plan
+from rainbench.ingest.scan import Journal, file_id, probe_batch, walk_inputs
+from rainbench.ingest.split import DEFAULT_FRACTIONS
+from rainbench.ingest.write import UnitResult, UnitTask, marker_path, read_marker, write_unit
+from rainbench.parallel import distribute
+from rainbench.shards import manifest
+from rainbench.shards.dataset import SCHEMA_VERSION, Dataset, DatasetError, write_atomic
+from rainbench.shards.tar import TMP_SUFFIX
+
+DEFAULT_SHARD_BYTES = 1_000_000_000
+DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
+_COMMIT_SECONDS = 5.0  # how often finished shards are published to the manifests
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    layer: str = "rainy"
+    keep_gps: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    split: dict[str, float] | None = None  # None: the dataset's, else the defaults
+    near_dup_bits: int = DEFAULT_NEAR_DUP_BITS
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    name: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    accepted: int = 0
+    duplicates: int = 0
+    near_duplicates: int = 0
+    unchanged: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    ignored: int = 0  # files without a capture extension
+    scanned: int = 0  # files probed by this process
+    scanned_bytes: int = 0
+    shards: int = 0
+    seconds: float = 0.0
+    resumed: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        return self.scanned / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.scanned_bytes / 1e6 / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "images_per_second": round(self.images_per_second, 2),
+            "mb_per_second": round(self.mb_per_second, 2),
+        }
+
+
+def ingest(
+    inputs: list[Path], out: Path, options: IngestOptions | None = None, progress: bool = False
+) -> IngestSummary:
+    """Ingest the captures under `inputs` into the dataset at `out`."""
+    options = options or IngestOptions()
+    if options.layer not in ("rainy", "clean"):
+        raise DatasetError(f"--layer must be rainy or clean, not {options.layer!r}")
+    for entry in inputs:
+        if not Path(entry).exists():
+            raise DatasetError(f"input not found: {entry}")
+    dataset = Dataset(Path(out))
+    with dataset.lock():
+        summary = IngestSummary()
+        pending = dataset.state_dir / "run.json"
+        if pending.exists():
+            summary.resumed = True
+            _Run(dataset, json.loads(pending.read_text()), progress).execute(summary)
+        elif dataset.state_dir.exists():
+            # Leftovers of a run that was killed while cleaning up after itself.
+            shutil.rmtree(dataset.state_dir)
+        settings = _start_settings(dataset, inputs, options)
+        _Run(dataset, settings, progress).execute(summary)
+        return summary
+
+
+def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions) -> dict:
+    """The run's settings, checked against the dataset's fixed ones."""
+    info = dataset.read_info() if dataset.exists() else {}
+    fixed = info.get("options", {})
+    fractions = options.split or fixed.get("split") or DEFAULT_FRACTIONS
+    for name, value in (("split", fractions), ("keep_gps", options.keep_gps)):
+        if name in fixed and fixed[name] != value:
+            raise DatasetError(
+                f"{dataset.root} was created with {name}={fixed[name]}; "
+                f"a dataset keeps one {name} setting (got {value})"
+            )
+    return {
+        "run_id": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
+        "started_at": datetime.now(UTC).isoformat(),
+        "inputs": [Path(p).absolute().as_posix() for p in inputs],
+        "layer": options.layer,
+        "keep_gps": options.keep_gps,
+        "max_pixels": options.max_pixels,
+        "shard_bytes": options.shard_bytes,
+        "split": fractions,
+        "near_dup_bits": options.near_dup_bits,
+        "workers": options.workers,
+        "name": options.name or info.get("name") or dataset.root.name,
+        "tool_version": __version__,
+    }
+
+
+class _Run:
+    def __init__(self, dataset: Dataset, settings: dict, progress: bool):
+        self.dataset = dataset
+        self.settings = settings
+        self.progress = progress
+        state = dataset.state_dir
+        self.journal = Journal(state / "scan.jsonl")
+        self.plan_path = state / "plan.parquet"
+        self.plan_rejects_path = state / "plan-rejects.parquet"
+        self.staging = state / "staging"
+        self.markers = state / "done"
+
+    def execute(self, summary: IngestSummary) -> None:
+        started = time.perf_counter()
+        samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+        if not self.plan_path.exists():
+            rejects = manifest.read_manifest(self.dataset.rejects_manifest, manifest.REJECTS)
+            probes = self._scan(samples, rejects, summary)
+            if not probes:
+                if not self.dataset.exists():
+                    shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
+                    self._write_info(samples, shards, run=None)
+                shutil.rmtree(self.dataset.state_dir)
+                summary.seconds += time.perf_counter() - started
+                return
+            shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
+            self._save_plan(make_plan(self.dataset, probes, samples, shards, self._plan_settings()))
+        plan = self._load_plan()
+        results = self._write(plan, summary)
+        self._finalize(plan, results, summary)
+        summary.seconds += time.perf_counter() - started
+
+    # -- phase 1: scan -------------------------------------------------------------------
+
+    def _scan(self, samples: pa.Table, rejects: pa.Table, summary: IngestSummary) -> list:
+        write_atomic(
+            self.dataset.state_dir / "run.json", json.dumps(self.settings, indent=2).encode()
+        )
+        sources, summary.ignored = walk_inputs([Path(p) for p in self.settings["inputs"]])
+        known = _known_files(samples, rejects)
+        journaled = self.journal.load()
+        todo = [s for s in sources if file_id(s) not in known and file_id(s) not in journaled]
+        self.staging.mkdir(parents=True, exist_ok=True)
+        batch = max(1, min(16, len(todo) // (8 * self.settings["workers"]) or 1))
+        tasks = [
+            (
+                todo[i : i + batch],
+                self.settings["keep_gps"],
+                self.settings["max_pixels"],
+                self.staging.as_posix(),
+            )
+            for i in range(0, len(todo), batch)
+        ]
+        bar = self._bar(len(todo), "scan", "img")
+        for records in distribute(probe_batch, tasks, self.settings["workers"]):
+            self.journal.append(records)
+            summary.scanned += len(records)
+            summary.scanned_bytes += sum(max(0, r["source"]["size"]) for r in records)
+            bar.update(len(records))
+        bar.close()
+        wanted = {file_id(s) for s in sources} - known
+        return [p for fid, p in self.journal.load().items() if fid in wanted]
+
+    # -- phase 2: plan -------------------------------------------------------------------
+
+    def _plan_settings(self) -> PlanSettings:
+        s = self.settings
+        return PlanSettings(
+            s["layer"], s["split"], s["shard_bytes"], s["near_dup_bits"], s["run_id"]
+        )
+
+    def _save_plan(self, plan: Plan) -> None:
+        # The rejects first: plan.parquet is the marker that planning is complete.
+        rejects = manifest.rows_to_table(plan.rejects, manifest.REJECTS)
+        manifest.write_manifest(self.plan_rejects_path, rejects)
+        table = manifest.rows_to_table(plan.rows, manifest.SAMPLES)
+        table = table.replace_schema_metadata({"unchanged": str(plan.unchanged)})
+        manifest.write_manifest(self.plan_path, table)
+
+    def _load_plan(self) -> Plan:
+        table = manifest.read_manifest(self.plan_path, manifest.SAMPLES)
+        unchanged = int(pq.read_schema(self.plan_path).metadata.get(b"unchanged", b"0"))
+        rejects = manifest.read_manifest(self.plan_rejects_path, manifest.REJECTS).to_pylist()
+        return Plan(table.to_pylist(), rejects, unchanged)
+
+    # -- phase 3: write ------------------------------------------------------------------
+
+    def _write(self, plan: Plan, summary: IngestSummary) -> list[UnitResult]:
+        shards_dir = self.dataset.root / "shards"
+        for leftover in shards_dir.glob(f"*/*{TMP_SUFFIX}") if shards_dir.exists() else []:
+            leftover.unlink()
+        committed = set(
+            manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)[
+                "shard"
+            ].to_pylist()
+        )
+        results: list[UnitResult] = []
+        tasks = []
+        for shard, rows in plan.units().items():
+            marker = read_marker(marker_path(self.markers, shard))
+            shard_file = self.dataset.root / shard
+            if marker and (marker.sha256 is None or _size(shard_file) == marker.bytes):
+                results.append(marker)
+            else:
+                shard_file.unlink(missing_ok=True)
+                tasks.append(self._task(shard, rows))
+        uncommitted = [r for r in results if r.shard not in committed]
+        if uncommitted:
+            self._commit(plan, results)
+        bar = self._bar(sum(len(t.rows) for t in tasks), "write", "img")
+        last_commit = time.monotonic()
+        for result in distribute(write_unit, tasks, self.settings["workers"]):
+            results.append(result)
+            bar.update(result.samples + len(result.dropped))
+            if time.monotonic() - last_commit > _COMMIT_SECONDS:
+                self._commit(plan, results)
+                last_commit = time.monotonic()
+        bar.close()
+        self._commit(plan, results)
+        summary.shards += sum(1 for r in results if r.sha256)
+        return results
+
+    def _task(self, shard: str, rows: list[dict]) -> UnitTask:
+        return UnitTask(
+            self.dataset.root.as_posix(),
+            shard,
+            rows,
+            self.settings["keep_gps"],
+            self.staging.as_posix(),
+            self.markers.as_posix(),
+        )
+
+    def _commit(self, plan: Plan, results: list[UnitResult]) -> None:
+        """Publish finished shards: their rows join samples.parquet, their hashes shards.parquet."""
+        done = {r.shard: r for r in results if r.sha256}
+        dropped = {d["key"] for r in results for d in r.dropped}
+        samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+        shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
+        present = set(shards["shard"].to_pylist())
+        new_rows = [
+            r
+            for r in plan.rows
+            if r["shard"] in done and r["shard"] not in present and r["key"] not in dropped
+        ]
+        new_shards = [
+            {
+                "shard": r.shard,
+                "split": r.shard.split("/")[1],
+                "samples": r.samples,
+                "bytes": r.bytes,
+                "sha256": r.sha256,
+                "ingest_run": self.settings["run_id"],
+            }
+            for r in done.values()
+            if r.shard not in present
+        ]
+        if not new_shards:
+            return
+        samples = pa.concat_tables([samples, manifest.rows_to_table(new_rows, manifest.SAMPLES)])
+        shards = pa.concat_tables([shards, manifest.rows_to_table(new_shards, manifest.SHARDS)])
+        # Shards first: a shard listed without its rows is harmless, rows without
+        # their shard are not.
+        manifest.write_manifest(self.dataset.shards_manifest, shards.sort_by("shard"))
+        manifest.write_manifest(
+            self.dataset.samples_manifest,
+            samples.sort_by([("shard", "ascending"), ("key", "ascending")]),
+        )
+        self._write_info(samples, shards, run=None)
+
+    # -- phase 4: finalize ---------------------------------------------------------------
+
+    def _finalize(self, plan: Plan, results: list[UnitResult], summary: IngestSummary) -> None:
+        run_id = self.settings["run_id"]
+        by_key = {r["key"]: r for r in plan.rows}
+        lost = [
+            {**_reject_of(by_key[d["key"]], run_id), "reason": d["reason"], "message": d["message"]}
+            for r in results
+            for d in r.dropped
+        ]
+        run_rejects = plan.rejects + lost
+        old = manifest.read_manifest(self.dataset.rejects_manifest, manifest.REJECTS)
+        seen = {(r["source_root"], r["source_path"]) for r in run_rejects + plan.rows}
+        kept = [r for r in old.to_pylist() if (r["source_root"], r["source_path"]) not in seen]
+        rejects = manifest.rows_to_table(kept + run_rejects, manifest.REJECTS)
+        rejects = rejects.sort_by([("source_root", "ascending"), ("source_path", "ascending")])
+        manifest.write_manifest(self.dataset.rejects_manifest, rejects)
+
+        accepted = len(plan.rows) - len(lost)
+        reasons = Counter(r["reason"] for r in run_rejects)
+        run_summary = {
+            "accepted": accepted,
+            "duplicates": reasons.pop("duplicate", 0),
+            "near_duplicates": sum(1 for r in plan.rows if r["near_dup_of"]),
+            "unchanged": plan.unchanged,
+            "rejected": dict(sorted(reasons.items())),
+        }
+        summary.accepted += run_summary["accepted"]
+        summary.duplicates += run_summary["duplicates"]
+        summary.near_duplicates += run_summary["near_duplicates"]
+        summary.unchanged += run_summary["unchanged"]
+        for reason, count in reasons.items():
+            summary.rejected[reason] = summary.rejected.get(reason, 0) + count
+        samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+        shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
+        self._write_info(samples, shards, run=run_summary)
+        # run.json goes first: without it the rest of the state is known to be stale.
+        (self.dataset.state_dir / "run.json").unlink()
+        shutil.rmtree(self.dataset.state_dir)
+
+    def _write_info(self, samples: pa.Table, shards: pa.Table, run: dict | None) -> None:
+        info = (
+            self.dataset.read_info()
+            if self.dataset.exists()
+            else {
+                "name": self.settings["name"],
+                "schema_version": SCHEMA_VERSION,
+                "created_at": self.settings["started_at"],
+                "options": {"split": self.settings["split"], "keep_gps": self.settings["keep_gps"]},
+                "runs": [],
+            }
+        )
+        info["tool"] = {"name": "rainbench", "version": __version__}
+        info["updated_at"] = datetime.now(UTC).isoformat()
+        info["counts"] = {
+            "samples": samples.num_rows,
+            "shards": shards.num_rows,
+            "bytes": int(pc.sum(shards["bytes"]).as_py() or 0),
+            "splits": dict(Counter(samples["split"].to_pylist())),
+            "layers": dict(Counter(samples["layer"].to_pylist())),
+        }
+        if run is not None:
+            keys = (
+                "run_id",
+                "started_at",
+                "inputs",
+                "layer",
+                "shard_bytes",
+                "near_dup_bits",
+                "max_pixels",
+                "tool_version",
+            )
+            entry = {
+                **{k: self.settings[k] for k in keys},
+                "finished_at": datetime.now(UTC).isoformat(),
+                **run,
+            }
+            # A run killed after publishing this entry publishes it again on resume.
+            info["runs"] = [r for r in info["runs"] if r["run_id"] != entry["run_id"]] + [entry]
+        self.dataset.write_info(info)
+
+    def _bar(self, total: int, phase: str, unit: str) -> tqdm:
+        return tqdm(
+            total=total,
+            desc=phase,
+            unit=unit,
+            disable=not self.progress or not total,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+
+def _known_files(samples: pa.Table, rejects: pa.Table) -> set:
+    """Files already decided: stored captures, and refusals a re-run would repeat."""
+    known = {
+        (r["source_root"], r["source_path"], r["source_size"], r["source_mtime_ns"])
+        for r in samples.select(
+            ["source_root", "source_path", "source_size", "source_mtime_ns"]
+        ).to_pylist()
+    }
+    sticky = {str(reason) for reason in STICKY}
+    for r in rejects.to_pylist():
+        if r["reason"] in sticky:
+            known.add((r["source_root"], r["source_path"], r["source_size"], r["source_mtime_ns"]))
+    return known
+
+
+def _reject_of(row: dict, run_id: str) -> dict:
+    return {
+        "source_path": row["source_path"],
+        "reason": None,
+        "message": None,
+        "duplicate_of": None,
+        "source_root": row["source_root"],
+        "source_size": row["source_size"],
+        "source_mtime_ns": row["source_mtime_ns"],
+        "ingest_run": run_id,
+    }
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1

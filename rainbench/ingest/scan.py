@@ -1,0 +1,140 @@
+"""Phase 1, scan: find the capture files under the inputs, skip those the dataset
+already knows, and probe the rest in parallel.
+
+Each probe lands in an append-only journal as soon as it finishes, so a killed
+run re-probes only what it had not finished.
+"""
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+from rainbench.capture.exif import CaptureExif
+from rainbench.capture.formats import is_capture_name
+from rainbench.capture.probe import Probe, SourceFile, probe
+from rainbench.capture.reject import Reason
+from rainbench.shards.dataset import write_atomic
+
+# (root, path, size, mtime_ns): a file is re-probed only when one of these changes.
+FileId = tuple[str, str, int, int]
+
+
+def file_id(source: SourceFile) -> FileId:
+    return (source.root, source.path, source.size, source.mtime_ns)
+
+
+def walk_inputs(inputs: Iterable[Path]) -> tuple[list[SourceFile], int]:
+    """Capture files under `inputs` in a stable order, and how many files were ignored.
+
+    A directory is walked recursively (hidden entries and symlinked directories are
+    not followed); a file given directly is taken as is. Sidecars and other files
+    without a capture extension are ignored, not rejected.
+    """
+    found: list[SourceFile] = []
+    ignored = 0
+    for entry in inputs:
+        entry = Path(entry).absolute()
+        if entry.is_dir():
+            root = entry
+            names = _walk(entry)
+        else:
+            root, names = entry.parent, iter([entry])
+        for path in names:
+            if not is_capture_name(path.name):
+                ignored += 1
+                continue
+            found.append(_source(root, path))
+    found.sort(key=lambda s: (s.root, s.path))
+    return found, ignored
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            yield Path(folder) / name
+
+
+def _source(root: Path, path: Path) -> SourceFile:
+    try:
+        stat = path.stat()
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    except OSError:  # a dangling symlink: probing reports it as unreadable
+        size, mtime = -1, -1
+    return SourceFile(root.as_posix(), path.relative_to(root).as_posix(), size, mtime)
+
+
+def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:
+    """Probe a batch of files (in a worker process) and return journal records.
+
+    A RAW's rendered preview is staged on disk under the run's state directory
+    rather than sent back, so results stay small.
+    """
+    sources, keep_gps, max_pixels, staging = task
+    records = []
+    for source in sources:
+        result = probe(source, keep_gps=keep_gps, max_pixels=max_pixels)
+        for ext, data in result.extra_members.items():
+            write_atomic(Path(staging) / f"{result.key}.{ext}", data)
+        records.append(to_record(result))
+    return records
+
+
+def to_record(result: Probe) -> dict:
+    record = asdict(result)
+    record["extra_members"] = sorted(result.extra_members)
+    record["exif"] = {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in record["exif"].items()
+    }
+    return record
+
+
+def from_record(record: dict) -> Probe:
+    exif = dict(record["exif"])
+    if exif.get("captured_at"):
+        exif["captured_at"] = datetime.fromisoformat(exif["captured_at"])
+    return Probe(
+        **{
+            **record,
+            "source": SourceFile(**record["source"]),
+            "reason": Reason(record["reason"]) if record["reason"] else None,
+            "exif": CaptureExif(**exif),
+            # The bytes wait in the staging directory; only their names are journaled.
+            "extra_members": dict.fromkeys(record["extra_members"], b""),
+        }
+    )
+
+
+class Journal:
+    """Append-only JSON lines of probe records; a torn last line (a kill) is ignored."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict[FileId, Probe]:
+        """The journaled probes; a torn tail is cut off so later appends start clean."""
+        records: dict[FileId, Probe] = {}
+        if not self.path.exists():
+            return records
+        valid = 0
+        with open(self.path, "rb") as handle:
+            for line in handle:
+                try:
+                    result = from_record(json.loads(line))
+                except ValueError:
+                    break
+                if not line.endswith(b"\n"):
+                    break
+                records[file_id(result.source)] = result
+                valid += len(line)
+        os.truncate(self.path, valid)
+        return records
+
+    def append(self, records: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

@@ -1,0 +1,36 @@
+"""Deterministic train/val/test assignment from a capture's key.
+
+A capture's split depends only on its key and the fractions, never on what else
+is in the dataset, so adding captures later never moves existing ones.
+"""
+
+import hashlib
+
+DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def parse_fractions(text: str) -> dict[str, float]:
+    """`"train=0.8,val=0.1,test=0.1"` → fractions; they must be ≥0 and sum to 1."""
+    fractions: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in DEFAULT_FRACTIONS:
+            raise ValueError(f"expected train=F,val=F,test=F, got {text!r}")
+        fractions[name] = float(value)
+    fractions = {name: fractions.get(name, 0.0) for name in DEFAULT_FRACTIONS}
+    if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
+        raise ValueError(f"split fractions must be ≥ 0 and sum to 1, got {text!r}")
+    return fractions
+
+
+def split_for_key(key: str, fractions: dict[str, float]) -> str:
+    # A salted hash, so the split is independent of the key's (content) order.
+    digest = hashlib.sha256(b"rainbench-split:" + key.encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    cumulative = 0.0
+    for name, fraction in fractions.items():
+        cumulative += fraction
+        if position < cumulative:
+            return name
+    return next(name for name, f in reversed(fractions.items()) if f > 0)

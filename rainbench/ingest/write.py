@@ -1,0 +1,116 @@
+"""Phase 3, write: one unit of work = one shard. The worker re-reads each capture,
+re-derives the stored bytes, checks them against the planned sha256, and writes
+`<key>.<ext>`, any staged extra members and `<key>.json` into the shard.
+
+A unit ends with a small "done" marker next to the run's state, written after
+the shard is renamed into place: a shard without its marker is simply redone.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from rainbench import __version__
+from rainbench.capture.probe import SourceFile, read_capture, stored_bytes
+from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.shards.dataset import write_atomic
+from rainbench.shards.tar import ShardWriter
+
+# The capture facts frozen into each sample's `<key>.json` member. Mutable facts
+# (split, layer, rain type, near-duplicate links) live in the manifests only.
+METADATA_FIELDS = (
+    "key",
+    "sha256",
+    "format",
+    "width",
+    "height",
+    "mode",
+    "bytes",
+    "source_path",
+    "source_sha256",
+    "orientation",
+    "camera_make",
+    "camera_model",
+    "lens_model",
+    "captured_at",
+    "exposure_time",
+    "f_number",
+    "iso",
+    "focal_length_mm",
+    "phash",
+)
+GPS_FIELDS = ("gps_lat", "gps_lon", "gps_alt")
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    dataset_root: str
+    shard: str  # relative to the dataset root
+    rows: list[dict]
+    keep_gps: bool
+    staging: str  # where the scan phase left extra members
+    markers: str  # where done markers go
+
+
+@dataclass
+class UnitResult:
+    shard: str
+    sha256: str | None  # None when every capture of the unit was lost
+    bytes: int
+    samples: int
+    dropped: list[dict] = field(default_factory=list)  # {key, reason, message}
+
+
+def marker_path(markers: Path, shard: str) -> Path:
+    return markers / (Path(shard).stem + ".json")
+
+
+def write_unit(task: UnitTask) -> UnitResult:
+    result = UnitResult(task.shard, None, 0, 0)
+    with ShardWriter(Path(task.dataset_root) / task.shard) as writer:
+        for row in task.rows:
+            try:
+                stored = _stored(row, task.keep_gps)
+            except CaptureRejected as rejected:
+                result.dropped.append(
+                    {"key": row["key"], "reason": str(rejected.reason), "message": rejected.message}
+                )
+                continue
+            key, members = row["key"], row["members"]
+            writer.add(f"{key}.{members[0]}", stored)
+            for ext in members[1:-1]:
+                writer.add(f"{key}.{ext}", (Path(task.staging) / f"{key}.{ext}").read_bytes())
+            writer.add(f"{key}.json", metadata_json(row, task.keep_gps))
+            result.samples += 1
+        if result.samples:
+            info = writer.commit()
+            result.sha256, result.bytes = info.sha256, info.bytes
+    marker = json.dumps(result.__dict__, sort_keys=True).encode()
+    write_atomic(marker_path(Path(task.markers), task.shard), marker)
+    return result
+
+
+def read_marker(path: Path) -> UnitResult | None:
+    try:
+        return UnitResult(**json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _stored(row: dict, keep_gps: bool) -> bytes:
+    source = SourceFile(row["source_root"], row["source_path"], row["source_size"], 0)
+    fmt, stored = stored_bytes(read_capture(source), source, keep_gps)
+    if fmt.name != row["format"] or hashlib.sha256(stored).hexdigest() != row["sha256"]:
+        raise CaptureRejected(Reason.CHANGED, "the file changed between scanning and writing")
+    return stored
+
+
+def metadata_json(row: dict, keep_gps: bool) -> bytes:
+    fields = METADATA_FIELDS + (GPS_FIELDS if keep_gps else ())
+    metadata = {name: row[name] for name in fields}
+    if isinstance(metadata["captured_at"], datetime):
+        metadata["captured_at"] = metadata["captured_at"].isoformat()
+    metadata["rainbench_version"] = __version__
+    return json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode()

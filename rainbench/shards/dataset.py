@@ -1,0 +1,111 @@
+"""A dataset directory: where things live, `dataset.json`, atomic replacement of
+files, and the lock that keeps a second writer out.
+"""
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+class DatasetError(Exception):
+    """A problem with a dataset the user should fix; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def samples_manifest(self) -> Path:
+        return self.manifests / "samples.parquet"
+
+    @property
+    def shards_manifest(self) -> Path:
+        return self.manifests / "shards.parquet"
+
+    @property
+    def rejects_manifest(self) -> Path:
+        return self.manifests / "rejects.parquet"
+
+    @property
+    def info_path(self) -> Path:
+        return self.root / "dataset.json"
+
+    @property
+    def state_dir(self) -> Path:
+        """Work in progress of an unfinished ingest; absent when none is pending."""
+        return self.root / ".ingest"
+
+    def shard_name(self, split: str, index: int) -> str:
+        """A shard's path relative to the dataset root."""
+        return f"shards/{split}/{split}-{index:06d}.tar"
+
+    def exists(self) -> bool:
+        return self.info_path.exists()
+
+    def read_info(self) -> dict:
+        try:
+            return json.loads(self.info_path.read_text())
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{self.root} is not a rainbench dataset (no dataset.json)"
+            ) from None
+
+    def write_info(self, info: dict) -> None:
+        write_atomic(self.info_path, (json.dumps(info, indent=2, default=str) + "\n").encode())
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the dataset's writer lock; a second writer is refused at once.
+
+        flock is released by the kernel when the holder dies, so a killed ingest
+        never leaves a stale lock behind.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise DatasetError(
+                    f"another ingest is writing to {self.root} ({holder}); wait for it to finish"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old file or the new, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

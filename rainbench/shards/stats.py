@@ -1,0 +1,43 @@
+"""`rainbench stats`: what a dataset holds, from its manifests alone."""
+
+from collections import Counter
+
+import pyarrow.compute as pc
+
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset
+
+
+def dataset_stats(dataset: Dataset) -> dict:
+    info = dataset.read_info()
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
+    rejects = manifest.read_manifest(dataset.rejects_manifest, manifest.REJECTS)
+
+    def count(column: str) -> dict[str, int]:
+        return dict(Counter(str(v) for v in samples[column].to_pylist()).most_common())
+
+    cameras = Counter(
+        " ".join(part for part in (make, model) if part) or "unknown"
+        for make, model in zip(
+            samples["camera_make"].to_pylist(), samples["camera_model"].to_pylist(), strict=True
+        )
+    )
+    dates = pc.min_max(samples["captured_at"])
+    first, last = dates["min"].as_py(), dates["max"].as_py()
+    return {
+        "name": info.get("name"),
+        "samples": samples.num_rows,
+        "shards": shards.num_rows,
+        "shard_bytes": int(pc.sum(shards["bytes"]).as_py() or 0),
+        "capture_bytes": int(pc.sum(samples["bytes"]).as_py() or 0),
+        "splits": count("split"),
+        "layers": count("layer"),
+        "rain_types": count("rain_type"),
+        "formats": count("format"),
+        "cameras": dict(cameras.most_common()),
+        "near_duplicates": samples.num_rows - samples["near_dup_of"].null_count,
+        "captured_from": first.isoformat() if first else None,
+        "captured_to": last.isoformat() if last else None,
+        "rejects": dict(Counter(rejects["reason"].to_pylist()).most_common()),
+    }

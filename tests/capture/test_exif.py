@@ -1,0 +1,49 @@
+from datetime import datetime
+
+from PIL import Image
+
+from rainbench.capture.exif import read_exif
+
+
+def _exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon\x00 "
+    exif[0x0110] = "EOS R6"
+    exif[0x0112] = 6
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003] = "2026:05:04 17:30:12"
+    sub[0x829A] = 1 / 250
+    sub[0x829D] = 2.8
+    sub[0x8827] = 800
+    sub[0x920A] = 35.0
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "S", (33.0, 51.0, 54.0)
+    gps[3], gps[4] = "E", (151.0, 12.0, 36.0)
+    gps[5], gps[6] = 0, 58.0
+    return exif
+
+
+def test_fields_are_read_and_cleaned():
+    fields = read_exif(_exif())
+    assert (fields.camera_make, fields.camera_model) == ("Canon", "EOS R6")
+    assert fields.orientation == 6
+    assert fields.captured_at == datetime(2026, 5, 4, 17, 30, 12)
+    assert fields.exposure_time == 1 / 250
+    assert (fields.f_number, fields.iso, fields.focal_length_mm) == (2.8, 800, 35.0)
+
+
+def test_gps_only_when_kept():
+    assert read_exif(_exif()).gps_lat is None
+    kept = read_exif(_exif(), keep_gps=True)
+    assert kept.gps_lat == -(33 + 51 / 60 + 54 / 3600)
+    assert kept.gps_lon == 151 + 12 / 60 + 36 / 3600
+    assert kept.gps_alt == 58.0
+
+
+def test_garbage_values_become_none():
+    exif = Image.Exif()
+    exif[0x0112] = 42
+    exif.get_ifd(0x8769)[0x9003] = "yesterday"
+    fields = read_exif(exif)
+    assert fields.orientation is None and fields.captured_at is None
+    assert read_exif(Image.Exif()).camera_make is None

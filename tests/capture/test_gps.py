@@ -1,0 +1,321 @@
+"""GPS removal takes out the location and nothing else: tags, pixels and the bytes outside
+the metadata stay as they were. Captures are made with Pillow; broken EXIF by patching a
+Pillow-made block.
+"""
+
+import io
+import struct
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from rainbench.capture.formats import FORMATS
+from rainbench.capture.gps import has_gps, strip_gps
+from rainbench.capture.reject import CaptureRejected, Reason
+
+MAKE, MODEL, ORIENTATION, XMP_TAG = 0x010F, 0x0110, 0x0112, 0x02BC
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+DATE_TIME_ORIGINAL, EXPOSURE_TIME = 0x9003, 0x829A
+GPS_LATITUDE = 2
+
+PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF", "heic": "HEIF"}
+# Lossless where the format allows, so pixel comparisons are about our bytes only.
+SAVE_PARAMS = {"webp": {"lossless": True}, "heic": {"quality": -1}}
+
+XMP = (
+    b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+    b' xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"'
+    b' exif:GPSLatitude="52,22.19N" xmp:CreatorTool="rainbench"'
+    b" exif:GPSLongitude='4,53.03E'>"
+    b"<exif:GPSAltitude>35/10</exif:GPSAltitude>"
+    b'<exif:GPSVersionID rdf:resource="2.3.0.0"/>'
+    b'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Drizzle</rdf:li></rdf:Alt></dc:title>'
+    b"</rdf:Description></rdf:RDF></x:xmpmeta>\n"
+    b'<?xpacket end="w"?>'
+)
+
+
+def image() -> Image.Image:
+    values = np.arange(48 * 64 * 3, dtype=np.uint32) * 7 % 251
+    return Image.fromarray(values.astype(np.uint8).reshape(48, 64, 3))
+
+
+def exif(gps: bool = True, endian: str = "<") -> Image.Exif:
+    tags = Image.Exif()
+    tags.endian = endian
+    tags[MAKE], tags[MODEL], tags[ORIENTATION] = "Canon", "EOS R6", 6
+    shot = tags.get_ifd(EXIF_IFD)
+    shot[DATE_TIME_ORIGINAL], shot[EXPOSURE_TIME] = "2024:05:01 10:00:00", 1 / 250
+    if gps:
+        location = tags.get_ifd(GPS_IFD)
+        location[1], location[GPS_LATITUDE] = "N", (52.0, 22.0, 11.5)
+        location[3], location[4] = "E", (4.0, 53.0, 2.1)
+        location[6] = 3.5  # altitude
+    return tags
+
+
+def capture(name: str, tags: Image.Exif | None = None, **params: object) -> bytes:
+    if name == "heic":
+        pytest.importorskip("pillow_heif").register_heif_opener()
+    if tags is not None:
+        # TIFF writes nested IFDs only from a loaded block, not from a fresh Exif.
+        params["exif"] = tags.tobytes() if name == "tiff" else tags
+    out = io.BytesIO()
+    image().save(out, PILLOW_FORMATS[name], **SAVE_PARAMS.get(name, {}), **params)
+    return out.getvalue()
+
+
+def opened(data: bytes) -> Image.Image:
+    if data[4:8] == b"ftyp":
+        pytest.importorskip("pillow_heif").register_heif_opener()
+    return Image.open(io.BytesIO(data))
+
+
+def gps_of(data: bytes) -> dict[int, object]:
+    return dict(opened(data).getexif().get_ifd(GPS_IFD))
+
+
+def kept_tags(data: bytes) -> dict[int, object]:
+    tags = opened(data).getexif()
+    shot = tags.get_ifd(EXIF_IFD)
+    return {
+        MAKE: tags.get(MAKE),
+        MODEL: tags.get(MODEL),
+        ORIENTATION: tags.get(ORIENTATION),
+        DATE_TIME_ORIGINAL: shot.get(DATE_TIME_ORIGINAL),
+        EXPOSURE_TIME: shot.get(EXPOSURE_TIME),
+    }
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(opened(data).convert("RGB"))
+
+
+@pytest.mark.parametrize("name", ["jpeg", "png", "webp", "tiff", "heic"])
+def test_strip_removes_gps_and_keeps_tags_and_pixels(name: str) -> None:
+    fmt = FORMATS[name]
+    data = capture(name, exif())
+    assert gps_of(data)[GPS_LATITUDE] == (52.0, 22.0, 11.5)
+    assert has_gps(data, fmt)
+
+    stripped = strip_gps(data, fmt)
+
+    assert gps_of(stripped) == {}
+    assert GPS_IFD not in opened(stripped).getexif()  # the pointer went with the IFD
+    assert not has_gps(stripped, fmt)
+    assert kept_tags(stripped) == kept_tags(data)
+    assert kept_tags(data)[MAKE] == "Canon"
+    assert kept_tags(data)[DATE_TIME_ORIGINAL] == "2024:05:01 10:00:00"
+    assert np.array_equal(pixels(stripped), pixels(data))
+    assert len(stripped) == len(data)
+    assert strip_gps(stripped, fmt) is stripped
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_jpeg_changes_only_bytes_of_the_exif_segment(endian: str) -> None:
+    data = capture("jpeg", exif(endian=endian))
+    assert data[data.index(b"Exif\0\0") + 6 :][:2] == (b"II" if endian == "<" else b"MM")
+
+    stripped = strip_gps(data, FORMATS["jpeg"])
+
+    app1 = data.index(b"\xff\xe1")
+    app1_end = app1 + 2 + struct.unpack_from(">H", data, app1 + 2)[0]
+    changed = np.flatnonzero(np.frombuffer(data, np.uint8) != np.frombuffer(stripped, np.uint8))
+    assert len(stripped) == len(data)
+    assert changed.size and app1 < changed.min() and changed.max() < app1_end
+    scan = data.index(b"\xff\xda")
+    assert stripped[scan:] == data[scan:]
+    assert gps_of(stripped) == {}
+    assert kept_tags(stripped) == kept_tags(data)
+
+
+def test_gps_is_removed_from_every_image_of_a_multi_picture_jpeg() -> None:
+    out = io.BytesIO()
+    image().save(out, "MPO", save_all=True, append_images=[image()], exif=exif())
+    data = out.getvalue()
+
+    stripped = strip_gps(data, FORMATS["jpeg"])
+
+    second = opened(data)
+    second.seek(1)
+    assert second.getexif().get_ifd(GPS_IFD)
+    for frame in range(2):
+        picture = opened(stripped)
+        picture.seek(frame)
+        assert picture.getexif().get_ifd(GPS_IFD) == {}
+        assert picture.getexif()[MAKE] == "Canon"
+    assert not has_gps(stripped, FORMATS["jpeg"])
+
+
+@pytest.mark.parametrize("name", ["jpeg", "png", "webp", "tiff", "heic"])
+def test_capture_without_gps_comes_back_as_the_same_object(name: str) -> None:
+    for data in (capture(name, exif(gps=False)), capture(name)):
+        assert not has_gps(data, FORMATS[name])
+        assert strip_gps(data, FORMATS[name]) is data
+
+
+def test_an_empty_gps_ifd_is_no_gps() -> None:
+    tags = exif(gps=False)
+    tags.get_ifd(GPS_IFD)  # Pillow writes a pointer to an IFD without entries
+    data = capture("jpeg", tags)
+    assert GPS_IFD in opened(data).getexif()
+
+    assert not has_gps(data, FORMATS["jpeg"])
+    assert strip_gps(data, FORMATS["jpeg"]) is data
+
+
+def check_xmp_blanked(xmp: bytes) -> None:
+    assert b"GPS" not in xmp
+    root = ET.fromstring(xmp[xmp.index(b"<x:xmpmeta") : xmp.index(b"</x:xmpmeta>") + 12])
+    description = root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+    assert description is not None
+    assert description.get("{http://ns.adobe.com/xap/1.0/}CreatorTool") == "rainbench"
+    assert root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li").text == "Drizzle"
+
+
+@pytest.mark.parametrize("name", ["jpeg", "webp", "heic"])
+def test_xmp_gps_properties_are_blanked_in_place(name: str) -> None:
+    fmt = FORMATS[name]
+    data = capture(name, exif(), xmp=XMP)
+    assert b"GPSAltitude" in opened(data).info["xmp"]
+
+    stripped = strip_gps(data, fmt)
+
+    assert len(stripped) == len(data)
+    check_xmp_blanked(opened(stripped).info["xmp"])
+    assert gps_of(stripped) == {}
+    assert not has_gps(stripped, fmt)
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+def test_xmp_alone_counts_as_gps() -> None:
+    data = capture("jpeg", exif(gps=False), xmp=XMP)
+    assert has_gps(data, FORMATS["jpeg"])
+    check_xmp_blanked(opened(strip_gps(data, FORMATS["jpeg"])).info["xmp"])
+
+
+def test_xmp_gps_that_does_not_parse_is_rejected() -> None:
+    broken = XMP.replace(b"</exif:GPSAltitude>", b"</exif:GPSAltitud>")
+    data = capture("jpeg", exif(gps=False), xmp=broken)
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(data, FORMATS["jpeg"])
+    assert refused.value.reason == Reason.CORRUPT_EXIF
+
+
+def test_webp_exif_chunk_with_the_jpeg_prefix() -> None:
+    # Pillow writes the EXIF chunk bare; other writers keep JPEG's "Exif\0\0" in front.
+    data = capture("webp", exif())
+    at = data.index(b"EXIF")
+    (size,) = struct.unpack_from("<I", data, at + 4)
+    payload = b"Exif\0\0" + data[at + 8 : at + 8 + size]
+    chunk = b"EXIF" + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1)
+    rest = data[at + 8 + size + (size & 1) :]
+    body = data[8:at] + chunk + rest
+    prefixed = b"RIFF" + struct.pack("<I", len(body)) + body
+    assert gps_of(prefixed)
+
+    stripped = strip_gps(prefixed, FORMATS["webp"])
+
+    assert gps_of(stripped) == {}
+    assert kept_tags(stripped) == kept_tags(prefixed)
+    assert len(stripped) == len(prefixed)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_png_xmp_text_chunk_is_blanked(compressed: bool) -> None:
+    text = PngImagePlugin.PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", XMP.decode(), zip=compressed)
+    data = capture("png", exif(), pnginfo=text)
+    assert b"GPSAltitude" in opened(data).info["xmp"]
+
+    stripped = strip_gps(data, FORMATS["png"])
+
+    check_xmp_blanked(opened(stripped).info["xmp"])
+    assert gps_of(stripped) == {}
+    assert not has_gps(stripped, FORMATS["png"])
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+def test_tiff_xmp_tag_is_blanked() -> None:
+    tags = Image.Exif()
+    tags.load(exif().tobytes())
+    tags[XMP_TAG] = XMP
+    data = capture("tiff", tags)
+
+    stripped = strip_gps(data, FORMATS["tiff"])
+
+    check_xmp_blanked(opened(stripped).getexif()[XMP_TAG])
+    assert gps_of(stripped) == {}
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+def test_png_imagemagick_exif_profile_is_stripped() -> None:
+    block = exif().tobytes()
+    hexed = block.hex()
+    profile = f"\nexif\n{len(block):8d}\n" + "\n".join(
+        hexed[at : at + 72] for at in range(0, len(hexed), 72)
+    )
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Raw profile type exif", profile, zip=True)
+    data = capture("png", pnginfo=text)
+    assert gps_of(data)
+
+    stripped = strip_gps(data, FORMATS["png"])
+
+    assert gps_of(stripped) == {}
+    assert opened(stripped).getexif()[MAKE] == "Canon"
+    assert not has_gps(stripped, FORMATS["png"])
+
+
+def patched(block: bytes, at: int, value: int) -> bytes:
+    """`block` (a little-endian TIFF) with the 32-bit field at `at` set to `value`."""
+    return block[:at] + struct.pack("<I", value) + block[at + 4 :]
+
+
+def entry(block: bytes, ifd: int, tag: int) -> int:
+    """Position of `tag`'s entry in the IFD at offset `ifd` of a little-endian TIFF."""
+    (count,) = struct.unpack_from("<H", block, ifd)
+    for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if struct.unpack_from("<H", block, at)[0] == tag:
+            return at
+    raise AssertionError(f"no tag {tag:#x}")
+
+
+def broken_blocks() -> dict[str, bytes]:
+    block = exif().tobytes()[6:]  # the TIFF structure after "Exif\0\0"
+    pointer = entry(block, 8, GPS_IFD)
+    gps = struct.unpack_from("<I", block, pointer + 8)[0]
+    (count,) = struct.unpack_from("<H", block, 8)
+    return {
+        "gps-pointer-outside": patched(block, pointer + 8, len(block) + 100),
+        "ifd0-offset-outside": patched(block, 4, 0x7FFF_FFFF),
+        "ifd-loop": patched(block, 8 + 2 + 12 * count, 8),
+        "gps-value-outside": patched(block, entry(block, gps, GPS_LATITUDE) + 8, 0xFFFF_0000),
+        "bad-header": b"XX" + block[2:],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(broken_blocks()))
+def test_broken_exif_is_rejected(case: str) -> None:
+    data = capture("jpeg", exif=b"Exif\0\0" + broken_blocks()[case])
+
+    for check in (strip_gps, has_gps):
+        with pytest.raises(CaptureRejected) as refused:
+            check(data, FORMATS["jpeg"])
+        assert refused.value.reason == Reason.CORRUPT_EXIF
+        assert "\n" not in refused.value.message
+
+
+def test_broken_tiff_file_is_rejected() -> None:
+    data = capture("tiff", exif())
+    broken = patched(data, 4, len(data) + 8)  # IFD0 offset past the end of the file
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(broken, FORMATS["dng"])
+    assert refused.value.reason == Reason.CORRUPT_EXIF

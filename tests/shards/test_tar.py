@@ -1,0 +1,36 @@
+import tarfile
+
+import pytest
+
+from rainbench.shards.tar import TMP_SUFFIX, ShardWriter, file_sha256
+
+
+def _write(path, members):
+    with ShardWriter(path) as writer:
+        for name, data in members:
+            writer.add(name, data)
+        return writer.commit()
+
+
+def test_shard_reads_back_with_tarfile_and_is_reproducible(tmp_path):
+    members = [("abc.jpg", b"\xff\xd8" + bytes(1000)), ("abc.json", b'{"key": "abc"}')]
+    first = _write(tmp_path / "a" / "s-000000.tar", members)
+    second = _write(tmp_path / "b" / "s-000000.tar", members)
+    assert first == second
+    assert first.sha256 == file_sha256(tmp_path / "a" / "s-000000.tar")
+    assert first.bytes == (tmp_path / "a" / "s-000000.tar").stat().st_size
+    with tarfile.open(tmp_path / "a" / "s-000000.tar") as archive:
+        infos = archive.getmembers()
+        assert [i.name for i in infos] == ["abc.jpg", "abc.json"]
+        assert all(i.mtime == 0 and i.uid == 0 and i.mode == 0o444 for i in infos)
+        assert archive.extractfile("abc.json").read() == b'{"key": "abc"}'
+
+
+def test_nothing_visible_until_commit_and_error_leaves_nothing(tmp_path):
+    path = tmp_path / "s-000000.tar"
+    with pytest.raises(RuntimeError), ShardWriter(path) as writer:
+        writer.add("k.jpg", b"x")
+        assert not path.exists()
+        assert path.with_name(path.name + TMP_SUFFIX).exists()
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
