@@ -14,6 +14,7 @@ import click
 
 from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
+from rainbench.demo.run import run_demo
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.run import DEFAULT_NEAR_DUP_BITS, DEFAULT_SHARD_BYTES
 from rainbench.ingest.split import parse_fractions
@@ -54,6 +55,69 @@ def main() -> None:
     \b
     Start with:  rainbench demo --out demo
     """
+
+
+@main.command("demo")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Where the demo's captures and dataset go.",
+)
+@click.option(
+    "--captures",
+    type=click.IntRange(min=1),
+    default=24,
+    show_default=True,
+    help="How many sample captures to generate.",
+)
+@click.option(
+    "--size",
+    default="4000x3000",
+    show_default=True,
+    help="Pixel size of the generated captures, WIDTHxHEIGHT.",
+)
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes used to ingest.  [default: all cores]",
+)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def demo_command(out, captures, size, workers, progress) -> None:
+    """Generate realistic camera captures, ingest them, verify and summarise.
+
+    \b
+    Example:
+      rainbench demo --out demo
+    """
+    match = re.fullmatch(r"(\d+)x(\d+)", size)
+    if not match:
+        raise click.BadParameter(f"{size!r} is not WIDTHxHEIGHT", param_hint="--size")
+    dimensions = (int(match.group(1)), int(match.group(2)))
+    click.echo(
+        f"writing {captures} sample captures (plus near-duplicates and bad files) "
+        f"to {out / 'raw'} …",
+        err=True,
+    )
+    result = _run(lambda: run_demo(out, captures, dimensions, workers, progress))
+    click.echo(format_summary(result.summary, result.dataset))
+    click.echo(f"verify: {'ok' if not result.problems else f'{len(result.problems)} problems'}")
+    click.echo(
+        f"splits: {result.stats['splits']}; cameras: {len(result.stats['cameras'])}; "
+        f"near-duplicates: {result.stats['near_duplicates']}"
+    )
+    click.echo(
+        f"\nLook at:\n  {result.dataset / 'dataset.json'}\n"
+        f"  {result.dataset / 'manifests'}/samples.parquet, shards.parquet, rejects.parquet\n"
+        f"  {result.dataset / 'shards'}/<split>/*.tar\n"
+        f"Then try:  rainbench stats {result.dataset}   rainbench verify {result.dataset}"
+    )
+    if result.problems:
+        sys.exit(1)
 
 
 @main.command("ingest")

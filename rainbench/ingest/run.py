@@ -99,7 +99,9 @@ def ingest(
         pending = dataset.state_dir / "run.json"
         if pending.exists():
             summary.resumed = True
-            _Run(dataset, json.loads(pending.read_text()), progress).execute(summary)
+            interrupted = json.loads(pending.read_text())
+            interrupted["workers"] = options.workers  # the rest of its settings stand
+            _Run(dataset, interrupted, progress).execute(summary)
         elif dataset.state_dir.exists():
             # Leftovers of a run that was killed while cleaning up after itself.
             shutil.rmtree(dataset.state_dir)
@@ -226,11 +228,6 @@ class _Run:
         shards_dir = self.dataset.root / "shards"
         for leftover in shards_dir.glob(f"*/*{TMP_SUFFIX}") if shards_dir.exists() else []:
             leftover.unlink()
-        committed = set(
-            manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)[
-                "shard"
-            ].to_pylist()
-        )
         results: list[UnitResult] = []
         tasks = []
         for shard, rows in plan.units().items():
@@ -241,8 +238,7 @@ class _Run:
             else:
                 shard_file.unlink(missing_ok=True)
                 tasks.append(self._task(shard, rows))
-        uncommitted = [r for r in results if r.shard not in committed]
-        if uncommitted:
+        if results:  # finished before a kill: publish what was not yet
             self._commit(plan, results)
         bar = self._bar(sum(len(t.rows) for t in tasks), "write", "img")
         last_commit = time.monotonic()
@@ -268,16 +264,21 @@ class _Run:
         )
 
     def _commit(self, plan: Plan, results: list[UnitResult]) -> None:
-        """Publish finished shards: their rows join samples.parquet, their hashes shards.parquet."""
+        """Publish finished shards: their rows join samples.parquet, their hashes shards.parquet.
+
+        Idempotent row by row and shard by shard, so a kill between the two manifest
+        writes is repaired by the next commit.
+        """
         done = {r.shard: r for r in results if r.sha256}
         dropped = {d["key"] for r in results for d in r.dropped}
         samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
         shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
         present = set(shards["shard"].to_pylist())
+        stored = set(samples["key"].to_pylist())
         new_rows = [
             r
             for r in plan.rows
-            if r["shard"] in done and r["shard"] not in present and r["key"] not in dropped
+            if r["shard"] in done and r["key"] not in stored and r["key"] not in dropped
         ]
         new_shards = [
             {
@@ -291,7 +292,7 @@ class _Run:
             for r in done.values()
             if r.shard not in present
         ]
-        if not new_shards:
+        if not new_shards and not new_rows:
             return
         samples = pa.concat_tables([samples, manifest.rows_to_table(new_rows, manifest.SAMPLES)])
         shards = pa.concat_tables([shards, manifest.rows_to_table(new_shards, manifest.SHARDS)])

@@ -14,8 +14,9 @@ def dataset_stats(dataset: Dataset) -> dict:
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
     rejects = manifest.read_manifest(dataset.rejects_manifest, manifest.REJECTS)
 
-    def count(column: str) -> dict[str, int]:
-        return dict(Counter(str(v) for v in samples[column].to_pylist()).most_common())
+    def count(column: str, missing: str = "unknown") -> dict[str, int]:
+        values = (missing if v is None else str(v) for v in samples[column].to_pylist())
+        return dict(Counter(values).most_common())
 
     cameras = Counter(
         " ".join(part for part in (make, model) if part) or "unknown"
@@ -33,7 +34,7 @@ def dataset_stats(dataset: Dataset) -> dict:
         "capture_bytes": int(pc.sum(samples["bytes"]).as_py() or 0),
         "splits": count("split"),
         "layers": count("layer"),
-        "rain_types": count("rain_type"),
+        "rain_types": count("rain_type", missing="untagged"),
         "formats": count("format"),
         "cameras": dict(cameras.most_common()),
         "near_duplicates": samples.num_rows - samples["near_dup_of"].null_count,

@@ -1,0 +1,418 @@
+"""Throughput and peak memory of `rainbench ingest` on generated 12 MP JPEG captures,
+against two baselines measured in the same run on the same files: the floor (read,
+sha256 and reduced decode only) and a naive ingest that re-encodes every image.
+
+A measurement, not a test: it always exits 0 and prints PASS or MISS per goal.
+Example:  python benchmarks/ingest.py --captures 48 --data /tmp/rain-captures
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import PIL
+from PIL import Image, features
+
+from rainbench.capture.decode import _draft_request
+from rainbench.demo.captures import CaptureSpec, sample_specs, write_capture
+
+REPEATS = 2  # each timed method runs this often; the fastest run is reported
+GOAL_OF_FLOOR = 0.8  # ours ≥ 0.8× the floor's images/s
+GOAL_OF_NAIVE = 3.0  # ours ≥ 3× the naive ingest's images/s
+GOAL_RSS_GROWTH = 1.1  # peak memory at 2N within 10 % of that at N counts as not growing
+NAIVE_QUALITY = 95
+_SAMPLE_SECONDS = 0.01  # /proc sampling period while a method runs
+_HALVES = ("first", "second")  # N captures each; the 2N run ingests both
+
+
+@dataclass
+class Run:
+    """One method run in its own process tree."""
+
+    seconds: float  # wall time of the whole command, interpreter start-up included
+    peak_rss_mb: float  # the largest single process's own peak (VmHWM)
+    tree_rss_mb: float  # the largest sum of VmRSS over the process tree at one sample
+    output: str = ""
+
+
+@dataclass
+class Result:
+    method: str
+    captures: int
+    megabytes: float
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def best(self) -> Run:
+        return min(self.runs, key=lambda run: run.seconds)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.captures / self.best.seconds
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.megabytes / self.best.seconds
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(run.peak_rss_mb for run in self.runs)
+
+    @property
+    def tree_rss_mb(self) -> float:
+        return max(run.tree_rss_mb for run in self.runs)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "captures": self.captures,
+            "megabytes": round(self.megabytes, 1),
+            "seconds": [round(run.seconds, 3) for run in self.runs],
+            "images_per_second": round(self.images_per_second, 2),
+            "mb_per_second": round(self.mb_per_second, 1),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "tree_rss_mb": round(self.tree_rss_mb, 1),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--captures", type=int, default=48, help="N (default 48); 2N are made")
+    parser.add_argument(
+        "--workers", "-j", type=int, default=os.cpu_count() or 1, help="processes per method"
+    )
+    parser.add_argument("--data", type=Path, help="keep generated captures here and reuse them")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    # The baselines run as this script in a fresh process, so each has its own memory peak.
+    parser.add_argument("--baseline", choices=("floor", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("inputs", nargs="*", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline == "floor":
+        floor(args.inputs, args.workers)
+    elif args.baseline == "naive":
+        naive(args.inputs, args.out, args.workers)
+    elif args.data:
+        benchmark(args.data, args.captures, args.workers, args.json)
+    else:
+        with tempfile.TemporaryDirectory(prefix="rainbench-bench-") as data:
+            benchmark(Path(data), args.captures, args.workers, args.json)
+
+
+def benchmark(data: Path, captures: int, workers: int, as_json: bool) -> None:
+    folders = generate(data, captures, workers)
+    _warm(folders)
+    _log(f"{captures} captures × {REPEATS} runs per method, {workers} workers")
+    half = _megabytes(folders[:1])
+    results = {
+        "floor": Result("floor (read + sha256 + reduced decode)", captures, half),
+        "ours": Result("rainbench ingest", captures, half),
+        "naive": Result(f"naive (full decode + JPEG q{NAIVE_QUALITY} + tar)", captures, half),
+        "ours_2n": Result("rainbench ingest, 2N", 2 * captures, _megabytes(folders)),
+    }
+    script = [sys.executable, Path(__file__).resolve(), "-j", workers]
+    with tempfile.TemporaryDirectory(prefix="rainbench-out-", dir=data) as scratch:
+        out = Path(scratch) / "ds"
+        ingest = [sys.executable, "-m", "rainbench", "ingest", "--no-progress", "--json"]
+        ingest += ["-j", workers, "--out", out]
+        commands = {
+            "floor": [*script, "--baseline", "floor", folders[0]],
+            "ours": [*ingest, folders[0]],
+            "naive": [*script, "--baseline", "naive", "--out", out, folders[0]],
+            "ours_2n": [*ingest, *folders],
+        }
+        # Interleaved repeats, so a slow spell of the machine hits every method alike.
+        for repeat in range(REPEATS):
+            for key, command in commands.items():
+                run = measure([str(part) for part in command])
+                shutil.rmtree(out, ignore_errors=True)
+                # Write the last method's dirty pages back now, not during the next one.
+                os.sync()
+                results[key].runs.append(run)
+                _log(f"  run {repeat + 1}: {results[key].method}: {run.seconds:.2f} s")
+                if key.startswith("ours"):
+                    _check_ingest(run, results[key].captures)
+    report(results, captures, workers, as_json)
+
+
+# -- the captures ----------------------------------------------------------------------
+
+
+def capture_specs(count: int) -> list[CaptureSpec]:
+    """The demo's varied captures (cameras, orientations, EXIF with GPS on most), each
+    stored as a 4000×3000 RGB JPEG; every spec has its own scene, so no two share bytes."""
+    specs = []
+    for spec in sample_specs(count):
+        name = Path(spec.name)
+        if name.suffix.lower() not in (".jpg", ".jpeg"):
+            name = name.with_suffix(".jpg")
+        specs.append(replace(spec, fmt="jpeg", mode="RGB", name=name.as_posix()))
+    return specs
+
+
+def generate(data: Path, captures: int, workers: int) -> list[Path]:
+    """Write 2N captures, N under each of data/first and data/second; reused when a
+    previous run with the same N left them there."""
+    folders = [data / half for half in _HALVES]
+    stamp = data / "captures.json"
+    wanted = {"captures": captures, "size": [4000, 3000]}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return folders
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    specs = capture_specs(2 * captures)
+    roots = [folders[0]] * captures + [folders[1]] * captures
+    started = time.perf_counter()
+    with _pool(workers) as pool:
+        list(pool.map(write_capture, roots, specs))
+    _log(f"generated {2 * captures} captures in {time.perf_counter() - started:.0f} s")
+    stamp.write_text(json.dumps(wanted))
+    return folders
+
+
+def capture_files(inputs: list[Path]) -> list[Path]:
+    return sorted(
+        path
+        for folder in inputs
+        for path in folder.rglob("*")
+        if path.suffix.lower() in (".jpg", ".jpeg") and path.is_file()
+    )
+
+
+def _megabytes(inputs: list[Path]) -> float:
+    return sum(path.stat().st_size for path in capture_files(inputs)) / 1e6
+
+
+def _warm(inputs: list[Path]) -> None:
+    """Read every capture once, so every method starts with them in the page cache."""
+    for path in capture_files(inputs):
+        path.read_bytes()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # The start method rainbench.parallel uses, so pool start-up costs the baselines alike.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+# -- the baselines ---------------------------------------------------------------------
+
+
+def floor(inputs: list[Path], workers: int) -> None:
+    """What any validating ingest must do: read, hash and reduced-decode every file."""
+    files = capture_files(inputs)
+    chunk = max(1, len(files) // (8 * workers))
+    with _pool(workers) as pool:
+        for _ in pool.map(_floor_one, files, chunksize=chunk):
+            pass
+
+
+def _floor_one(path: Path) -> str:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    image = Image.open(io.BytesIO(data))
+    # Ingest's own draft request, so the floor decodes at exactly ingest's DCT scale.
+    image.draft("RGB", _draft_request(image.size))
+    image.load()
+    return digest
+
+
+def naive(inputs: list[Path], out: Path, workers: int) -> None:
+    """Decode every image fully and re-encode it into tar shards, as img2dataset does."""
+    files = capture_files(inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    # Several shards per worker, so the last one does not leave the others idle.
+    count = min(len(files), 4 * workers)
+    tasks = [(files[i::count], out / f"{i:05d}.tar") for i in range(count)]
+    with _pool(workers) as pool:
+        for _ in pool.map(_naive_shard, tasks):
+            pass
+
+
+def _naive_shard(task: tuple[list[Path], Path]) -> None:
+    files, shard = task
+    with tarfile.open(shard, "w") as tar:
+        for number, path in enumerate(files):
+            image = Image.open(io.BytesIO(path.read_bytes())).convert("RGB")
+            encoded = io.BytesIO()
+            image.save(encoded, format="JPEG", quality=NAIVE_QUALITY)
+            meta = {"source": path.name, "width": image.width, "height": image.height}
+            key = f"{shard.stem}{number:05d}"
+            _add(tar, f"{key}.jpg", encoded.getvalue())
+            _add(tar, f"{key}.json", json.dumps(meta).encode())
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+# -- measuring -------------------------------------------------------------------------
+
+
+def measure(command: list[str]) -> Run:
+    """Run `command`, sampling its process tree's memory from /proc until it exits.
+
+    VmHWM is each process's own peak as the kernel keeps it, so sampling can miss only
+    growth in a process's last sample period; the tree sum counts shared pages (the
+    interpreter, libraries) once per process, so it is an upper bound.
+    """
+    peaks: dict[int, int] = {}
+    tree_peak = 0
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while process.poll() is None:
+        total = 0
+        for pid in _tree(process.pid):
+            hwm, rss = _memory_kb(pid)
+            peaks[pid] = max(peaks.get(pid, 0), hwm)
+            total += rss
+        tree_peak = max(tree_peak, total)
+        time.sleep(_SAMPLE_SECONDS)
+    seconds = time.perf_counter() - started
+    stdout, stderr = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.decode()}")
+    return Run(seconds, max(peaks.values(), default=0) / 1024, tree_peak / 1024, stdout.decode())
+
+
+def _tree(pid: int) -> Iterator[int]:
+    """`pid` and its living descendants (children of every thread, e.g. a forkserver's)."""
+    yield pid
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for thread in threads:
+        try:
+            children = Path(f"/proc/{pid}/task/{thread}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            yield from _tree(int(child))
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """VmHWM and VmRSS of `pid` in kB; zeros once it has exited."""
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                fields[name] = int(value.split()[0])
+    except OSError:
+        pass
+    return fields.get("VmHWM", 0), fields.get("VmRSS", 0)
+
+
+def _log(line: str) -> None:
+    """Progress goes to stderr, so stdout holds only the results (and parses with --json)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _check_ingest(run: Run, captures: int) -> None:
+    summary = json.loads(run.output)
+    if summary["accepted"] != captures:
+        raise RuntimeError(f"ingest accepted {summary['accepted']} of {captures}: {summary}")
+
+
+# -- reporting -------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    model = next(
+        (
+            line.partition(":")[2].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "pillow": PIL.__version__,
+        "libjpeg_turbo": features.version("libjpeg_turbo"),
+    }
+
+
+def report(results: dict[str, Result], captures: int, workers: int, as_json: bool) -> None:
+    floor_, ours, naive_, ours_2n = (results[k] for k in ("floor", "ours", "naive", "ours_2n"))
+    own_seconds = min(json.loads(run.output)["seconds"] for run in ours.runs)
+    ratios = {
+        "ours_over_floor": ours.images_per_second / floor_.images_per_second,
+        "ours_over_naive": ours.images_per_second / naive_.images_per_second,
+        "peak_rss_2n_over_n": ours_2n.peak_rss_mb / ours.peak_rss_mb,
+        "tree_rss_2n_over_n": ours_2n.tree_rss_mb / ours.tree_rss_mb,
+    }
+    goals = {
+        "ours_over_floor": ratios["ours_over_floor"] >= GOAL_OF_FLOOR,
+        "ours_over_naive": ratios["ours_over_naive"] >= GOAL_OF_NAIVE,
+        "rss_does_not_grow": max(ratios["peak_rss_2n_over_n"], ratios["tree_rss_2n_over_n"])
+        <= GOAL_RSS_GROWTH,
+    }
+    if as_json:
+        document = {
+            "captures": captures,
+            "workers": workers,
+            "repeats": REPEATS,
+            "machine": machine(),
+            "methods": [result.to_dict() for result in results.values()],
+            "ingest_own_seconds": own_seconds,
+            "ratios": {name: round(value, 3) for name, value in ratios.items()},
+            "goals": {name: "PASS" if ok else "MISS" for name, ok in goals.items()},
+        }
+        print(json.dumps(document, indent=2))
+        return
+    print()
+    print(", ".join(f"{key}: {value}" for key, value in machine().items()))
+    print(f"best of {REPEATS} runs (wall time of the whole command); peak RSS: max over runs")
+    print()
+    header = f"{'method':<44} {'images':>6} {'images/s':>9} {'MB/s':>7} {'peak RSS MB':>12}"
+    print(header + f" {'tree RSS MB':>12}")
+    print("-" * (len(header) + 13))
+    for result in results.values():
+        print(
+            f"{result.method:<44} {result.captures:>6} {result.images_per_second:>9.1f} "
+            f"{result.mb_per_second:>7.1f} {result.peak_rss_mb:>12.0f} {result.tree_rss_mb:>12.0f}"
+        )
+    print()
+    print(
+        f"ingest's own summary: {own_seconds:.2f} s of its {ours.best.seconds:.2f} s wall time "
+        "(the rest is interpreter start-up and imports)"
+    )
+    verdict = {True: "PASS", False: "MISS"}
+    print(
+        f"ours / floor  = {ratios['ours_over_floor']:.2f}×  "
+        f"(goal ≥ {GOAL_OF_FLOOR})  {verdict[goals['ours_over_floor']]}"
+    )
+    print(
+        f"ours / naive  = {ratios['ours_over_naive']:.2f}×  "
+        f"(goal ≥ {GOAL_OF_NAIVE})  {verdict[goals['ours_over_naive']]}"
+    )
+    print(
+        f"RSS(2N) / RSS(N) = {ratios['peak_rss_2n_over_n']:.2f} largest process, "
+        f"{ratios['tree_rss_2n_over_n']:.2f} process tree  "
+        f"(goal ≈ 1, ≤ {GOAL_RSS_GROWTH})  {verdict[goals['rss_does_not_grow']]}"
+    )
+
+
+if __name__ == "__main__":
+    main()

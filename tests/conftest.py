@@ -1,0 +1,52 @@
+"""Fixtures that make captures in code: a varied capture folder (every format, mode
+and orientation, EXIF with GPS, awkward names), near-duplicates and bad files.
+Image sizes are small so the suite stays fast; benchmarks use 12 MP.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rainbench.demo.captures import (
+    CaptureSpec,
+    sample_specs,
+    write_bad_corpus,
+    write_capture,
+    write_near_duplicates,
+)
+
+SMALL = (480, 360)
+
+
+@pytest.fixture(scope="session")
+def capture_specs() -> list[CaptureSpec]:
+    # 27 in a row cover every rare kind (grey, CMYK, 16-bit, alpha, WebP, TIFF, ...).
+    return sample_specs(27, seed=3, size=SMALL)
+
+
+@pytest.fixture(scope="session")
+def _capture_folder(tmp_path_factory, capture_specs) -> Path:
+    root = tmp_path_factory.mktemp("captures") / "raw"
+    for spec in capture_specs:
+        write_capture(root, spec)
+    return root
+
+
+@pytest.fixture
+def capture_folder(tmp_path, _capture_folder) -> Path:
+    """A fresh copy of the sample captures, safe to add to or touch."""
+    return Path(shutil.copytree(_capture_folder, tmp_path / "raw", symlinks=True))
+
+
+@pytest.fixture
+def bad_folder(tmp_path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "bad"
+    return root, write_bad_corpus(root)
+
+
+@pytest.fixture
+def near_duplicate_folder(tmp_path) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path / "near"
+    spec = CaptureSpec("scene.jpg", *SMALL, orientation=1, seed=11)
+    return root, write_near_duplicates(root, spec)

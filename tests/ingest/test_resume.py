@@ -1,0 +1,171 @@
+"""Crash safety: a run killed at any moment, then re-run, leaves exactly the dataset
+of an uninterrupted run, and readers never see a half state.
+
+Two kinds of kill: deterministic crashes injected at each phase boundary (in
+process), and real `kill -9` of the whole process tree at random moments.
+"""
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest import run as run_module
+from rainbench.ingest import scan as scan_module
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset
+from rainbench.shards.verify import verify
+
+OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after the crash point runs, no handler catches it."""
+
+
+def fingerprint(ds) -> dict:
+    """Everything that must match an uninterrupted run (run ids and times aside)."""
+    samples = pd.read_parquet(ds / "manifests/samples.parquet").drop(columns="ingest_run")
+    shards = pd.read_parquet(ds / "manifests/shards.parquet").drop(columns="ingest_run")
+    rejects = pd.read_parquet(ds / "manifests/rejects.parquet")
+    files = sorted(p.relative_to(ds).as_posix() for p in (ds / "shards").rglob("*") if p.is_file())
+    samples["members"] = samples["members"].map(tuple)
+    samples = samples.astype(object).where(samples.notna(), None)  # NaN != NaN
+    return {
+        "samples": samples.sort_values("key").to_dict("records"),
+        "shards": shards.to_dict("records"),
+        "rejects": rejects[["source_path", "reason"]].to_dict("records"),
+        "files": {f: hashlib.sha256((ds / f).read_bytes()).hexdigest() for f in files},
+    }
+
+
+@pytest.fixture
+def raw(capture_folder, bad_folder):
+    shutil.move(bad_folder[0], capture_folder / "bad")
+    return capture_folder
+
+
+@pytest.fixture
+def reference(tmp_path, raw) -> dict:
+    ingest([raw], tmp_path / "reference", OPTIONS)
+    return fingerprint(tmp_path / "reference")
+
+
+def _always(*args, **kwargs):
+    return True
+
+
+def _crash_on_call(monkeypatch, target, name, nth, when=_always):
+    original = getattr(target, name)
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        if when(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                raise Killed(f"{name} #{nth}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, crashing)
+
+
+def _named(filename):
+    return lambda path, *args, **kwargs: path.name == filename
+
+
+# Where to crash: (object, function, which of the counted calls, which calls count).
+CRASH_POINTS = {
+    "scan, after two journal appends": (scan_module.Journal, "append", 3, _always),
+    "plan, rejects saved but no plan": (manifest, "write_manifest", 1, _named("plan.parquet")),
+    "write, during the third shard": (run_module, "write_unit", 3, _always),
+    "commit, shards listed but rows not": (
+        manifest,
+        "write_manifest",
+        1,
+        _named("samples.parquet"),
+    ),
+    "finalize, rejects written, dataset.json not": (run_module.Dataset, "write_info", 2, _always),
+    "finalize, cleaning up": (shutil, "rmtree", 1, _always),
+}
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_crash_at_each_phase_then_resume_equals_uninterrupted(
+    tmp_path, raw, reference, monkeypatch, point
+):
+    target, name, nth, when = CRASH_POINTS[point]
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, target, name, nth, when)
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    # Whatever state the crash left, a reader never sees a partial shard or a
+    # manifest row whose shard is missing.
+    problems = verify(Dataset(ds)) if Dataset(ds).exists() else []
+    assert not [
+        p
+        for p in problems
+        if p.kind in ("shard-missing", "member-missing", "shard-sha256", "shard-unlisted")
+    ]
+    ingest([raw], ds, OPTIONS)
+    assert fingerprint(ds) == reference
+    assert verify(Dataset(ds)) == []
+    assert not (ds / ".ingest").exists()
+
+
+def test_crashing_twice_in_a_row_still_converges(tmp_path, raw, reference, monkeypatch):
+    ds = tmp_path / "ds"
+    for nth in (2, 4):
+        with monkeypatch.context() as patch:
+            _crash_on_call(patch, run_module, "write_unit", nth)
+            with pytest.raises(Killed):
+                ingest([raw], ds, OPTIONS)
+    summary = ingest([raw], ds, OPTIONS)
+    assert summary.resumed
+    assert fingerprint(ds) == reference
+
+
+def test_kill_minus_nine_at_random_moments(tmp_path, raw, reference):
+    """The real thing: SIGKILL to the ingest and its worker processes, then resume."""
+    command = [
+        sys.executable,
+        "-m",
+        "rainbench",
+        "ingest",
+        str(raw),
+        "--out",
+        "DS",
+        "--shard-size",
+        "150KB",
+        "-j",
+        "2",
+        "--no-progress",
+    ]
+    started = time.monotonic()
+    subprocess.run(
+        [*command[:6], str(tmp_path / "timed"), *command[7:]], check=True, capture_output=True
+    )
+    duration = time.monotonic() - started
+    rng = random.Random(20261121)
+    for trial in range(3):
+        ds = tmp_path / f"killed-{trial}"
+        argv = [*command[:6], str(ds), *command[7:]]
+        for _ in range(2):  # killed, resumed and killed again, then finished
+            process = subprocess.Popen(
+                argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(rng.uniform(0.2, duration))
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        subprocess.run(argv, check=True, capture_output=True)
+        assert fingerprint(ds) == reference, f"trial {trial}"
+        assert verify(Dataset(ds)) == []

@@ -1,0 +1,225 @@
+"""Ingest end to end through the library call: what lands in shards and manifests."""
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+
+import duckdb
+import pandas as pd
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from rainbench.capture.formats import FORMATS
+from rainbench.capture.gps import has_gps
+from rainbench.demo.captures import CaptureSpec, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.verify import verify
+
+ONE = IngestOptions(workers=1)
+
+
+def _samples(ds) -> pd.DataFrame:
+    return pd.read_parquet(ds / "manifests" / "samples.parquet")
+
+
+def _members(ds) -> dict[str, bytes]:
+    members = {}
+    for shard in sorted((ds / "shards").rglob("*.tar")):
+        with tarfile.open(shard) as archive:
+            for info in archive:
+                members[info.name] = archive.extractfile(info).read()
+    return members
+
+
+def _value(cell):
+    return None if pd.isna(cell) else cell
+
+
+def _shard_hashes(ds) -> dict[str, str]:
+    return {
+        p.relative_to(ds).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((ds / "shards").rglob("*.tar"))
+    }
+
+
+def test_every_kind_of_capture_is_accepted(tmp_path, capture_folder, capture_specs):
+    ds = tmp_path / "ds"
+    summary = ingest([capture_folder], ds, ONE)
+    assert summary.accepted == len(capture_specs) and not summary.rejected
+    assert verify(Dataset(ds)) == []
+    samples = _samples(ds).set_index("source_path")
+    for spec in capture_specs:
+        row = samples.loc[spec.name]
+        assert (row.width, row.height) == spec.upright_size, spec.name
+        assert row.format == spec.fmt  # from the bytes, even for a PNG named .jpg
+        assert _value(row.camera_make) == spec.make
+        assert _value(row.camera_model) == spec.model
+        if spec.captured_at:
+            assert row.captured_at == pd.Timestamp(spec.captured_at)
+        assert row.key == row.sha256[:24] and "." not in row.key
+        assert row.layer == "rainy" and pd.isna(row.rain_type)
+    info = json.loads((ds / "dataset.json").read_text())
+    assert info["counts"]["samples"] == len(capture_specs)
+    assert info["runs"][-1]["accepted"] == len(capture_specs)
+    assert not (ds / ".ingest").exists()
+
+
+def test_gps_is_removed_losslessly_unless_kept(tmp_path, capture_folder, capture_specs):
+    with_gps = [s for s in capture_specs if s.gps and s.fmt == "jpeg"]
+    assert with_gps
+    ingest([capture_folder], tmp_path / "ds", ONE)
+    members = _members(tmp_path / "ds")
+    samples = _samples(tmp_path / "ds")
+    assert samples[["gps_lat", "gps_lon", "gps_alt"]].isna().all().all()
+    for row in samples.itertuples():
+        stored = members[f"{row.key}.{row.members[0]}"]
+        assert not has_gps(stored, FORMATS[row.format]), row.source_path
+        assert hashlib.sha256(stored).hexdigest() == row.sha256
+        assert "gps_lat" not in json.loads(members[f"{row.key}.json"])
+        original = (capture_folder / row.source_path).read_bytes()
+        if row.format == "jpeg":  # lossless: the entropy-coded data is untouched
+            assert len(stored) == len(original)
+            assert stored[original.index(b"\xff\xda") :] == original[original.index(b"\xff\xda") :]
+        with Image.open(io.BytesIO(stored)) as a, Image.open(io.BytesIO(original)) as b:
+            assert a.tobytes() == b.tobytes()
+
+    ingest([capture_folder], tmp_path / "kept", IngestOptions(workers=1, keep_gps=True))
+    kept = _samples(tmp_path / "kept").set_index("source_path")
+    for spec in with_gps:
+        assert kept.loc[spec.name].gps_lat == pytest.approx(spec.gps[0], abs=1e-4)
+        assert kept.loc[spec.name].source_sha256 == kept.loc[spec.name].sha256
+
+
+def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path, capture_folder, bad_folder):
+    root, expected = bad_folder
+    shutil.move(root, capture_folder / "bad")
+    summary = ingest([capture_folder], tmp_path / "ds", ONE)
+    rejects = pd.read_parquet(tmp_path / "ds" / "manifests" / "rejects.parquet")
+    got = dict(zip(rejects.source_path, rejects.reason, strict=True))
+    assert got == {f"bad/{name}": str(reason) for name, reason in expected.items()}
+    assert rejects.message.str.len().min() > 5
+    assert summary.accepted == len(_samples(tmp_path / "ds"))
+    assert sum(summary.rejected.values()) == len(expected)
+    assert verify(Dataset(tmp_path / "ds")) == []
+
+
+def test_reingest_adds_nothing_and_touches_nothing(tmp_path, capture_folder, bad_folder):
+    shutil.move(bad_folder[0], capture_folder / "bad")
+    ds = tmp_path / "ds"
+    ingest([capture_folder], ds, ONE)
+    before = (_shard_hashes(ds), _samples(ds), (ds / "manifests/rejects.parquet").read_bytes())
+    summary = ingest([capture_folder], ds, ONE)
+    assert (summary.accepted, summary.scanned) == (0, 1)  # only the retried: the dangling link
+    assert _shard_hashes(ds) == before[0]
+    pd.testing.assert_frame_equal(_samples(ds), before[1])
+
+
+def test_new_files_add_only_themselves_and_nothing_moves(tmp_path, capture_folder, capture_specs):
+    ds = tmp_path / "ds"
+    later = capture_folder.parent / "later"
+    for spec in capture_specs[20:]:
+        (later / spec.name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(capture_folder / spec.name, later / spec.name)
+    ingest([capture_folder], ds, ONE)
+    first, shards = _samples(ds), _shard_hashes(ds)
+    summary = ingest([capture_folder, later], ds, ONE)
+    assert summary.accepted == len(capture_specs[20:])
+    both = _samples(ds)
+    old = both[both.key.isin(first.key)].sort_values("key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, first.sort_values("key").reset_index(drop=True))
+    assert {k: v for k, v in _shard_hashes(ds).items() if k in shards} == shards
+    assert not set(both[~both.key.isin(first.key)].shard) & set(first.shard)
+
+
+def test_duplicates_refused_near_duplicates_marked_in_one_split(tmp_path, near_duplicate_folder):
+    root, paths = near_duplicate_folder
+    shutil.copy(paths["original"], root / "scene_copy.jpg")
+    ingest([root], tmp_path / "ds", ONE)
+    samples = _samples(tmp_path / "ds").set_index("source_path")
+    original = samples.loc["scene.jpg"]
+    assert pd.isna(original.near_dup_of)
+    for variant in ("reencoded", "resized", "rotated", "oriented"):
+        row = samples.loc[paths[variant].name]
+        assert row.near_dup_of == original.key, variant
+        assert row.near_dup_distance <= 8 and row.split == original.split
+    rejects = pd.read_parquet(tmp_path / "ds/manifests/rejects.parquet")
+    assert list(rejects.source_path) == ["scene_copy.jpg"]
+    assert list(rejects.reason) == ["duplicate"]
+    assert list(rejects.duplicate_of) == [original.key]
+
+
+def test_same_input_same_shards_and_rolling_by_size(tmp_path, capture_folder):
+    small = IngestOptions(workers=2, shard_bytes=400_000)
+    ingest([capture_folder], tmp_path / "a", small)
+    ingest([capture_folder], tmp_path / "b", IngestOptions(workers=1, shard_bytes=400_000))
+    assert _shard_hashes(tmp_path / "a") == _shard_hashes(tmp_path / "b")
+    shards = pd.read_parquet(tmp_path / "a/manifests/shards.parquet")
+    assert len(shards) > 3
+    samples = _samples(tmp_path / "a")
+    per_shard = samples.groupby("shard").bytes.agg(["sum", "max", "count"])
+    assert ((per_shard["sum"] - per_shard["max"]) < 400_000).all()
+    assert (shards.set_index("shard").samples == per_shard["count"]).all()
+
+
+def test_layer_and_split_options(tmp_path, capture_folder):
+    ds = tmp_path / "ds"
+    ingest(
+        [capture_folder],
+        ds,
+        IngestOptions(workers=1, layer="clean", split={"train": 0.0, "val": 0.0, "test": 1.0}),
+    )
+    samples = _samples(ds)
+    assert set(samples.layer) == {"clean"} and set(samples.split) == {"test"}
+    with pytest.raises(DatasetError, match="split"):
+        ingest(
+            [capture_folder],
+            ds,
+            IngestOptions(workers=1, split={"train": 1.0, "val": 0.0, "test": 0.0}),
+        )
+    with pytest.raises(DatasetError, match="layer"):
+        ingest([capture_folder], ds, IngestOptions(workers=1, layer="snowy"))
+
+
+def test_a_second_writer_is_refused(tmp_path, capture_folder):
+    dataset = Dataset(tmp_path / "ds")
+    with dataset.lock(), pytest.raises(DatasetError, match="another ingest"):
+        ingest([capture_folder], dataset.root, ONE)
+
+
+def test_shards_read_with_webdataset_tarfile_pandas_and_duckdb(tmp_path, capture_folder):
+    ds = tmp_path / "ds"
+    ingest([capture_folder], ds, ONE)
+    samples = _samples(ds)
+    urls = sorted(str(p) for p in (ds / "shards").rglob("*.tar"))
+    seen = {}
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        meta = json.loads(sample["json"])
+        assert meta["key"] == sample["__key__"]
+        seen[sample["__key__"]] = meta
+    assert set(seen) == set(samples.key)
+    counts = duckdb.sql(
+        f"select split, count(*) as n from '{ds}/manifests/samples.parquet' group by split"
+    ).df()
+    assert counts.n.sum() == len(samples)
+
+
+def test_12mp_captures_in_every_orientation(tmp_path):
+    """Full-size captures take the reduced-decode path; sizes are recorded upright."""
+    specs = [
+        CaptureSpec(f"IMG_{o:04d}.jpg", 4000, 3000, orientation=o, seed=o, gps=(52.5, 13.4, 34.0))
+        for o in range(1, 9)
+    ]
+    for spec in specs:
+        write_capture(tmp_path / "raw", spec)
+    ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=2))
+    samples = _samples(tmp_path / "ds").set_index("source_path")
+    for spec in specs:
+        row = samples.loc[spec.name]
+        assert (row.width, row.height) == spec.upright_size
+        assert row.orientation == spec.orientation
+    # One scene per seed: no two are near-duplicates of each other.
+    assert samples.near_dup_of.isna().all()
