@@ -21,8 +21,8 @@ SMALL = (480, 360)
 
 @pytest.fixture(scope="session")
 def capture_specs() -> list[CaptureSpec]:
-    # 27 in a row cover every rare kind (grey, CMYK, 16-bit, alpha, WebP, TIFF, ...).
-    return sample_specs(27, seed=3, size=SMALL)
+    # 33 in a row cover every rare kind (grey, CMYK, 16-bit, alpha, WebP, TIFF, DNG, HEIC).
+    return sample_specs(33, seed=3, size=SMALL)
 
 
 @pytest.fixture(scope="session")

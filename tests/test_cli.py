@@ -19,14 +19,14 @@ def test_ingest_verify_stats(runner, tmp_path, capture_folder):
         main, ["ingest", str(capture_folder), "--out", ds, "-j", "1", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
-    assert "27 accepted" in result.output and "images/s" in result.output
+    assert "33 accepted" in result.output and "images/s" in result.output
     again = runner.invoke(
         main, ["ingest", str(capture_folder), "--out", ds, "--json", "--no-progress"]
     )
     assert json.loads(again.output)["accepted"] == 0
     assert runner.invoke(main, ["verify", ds]).output.strip().endswith("ok")
     stats = json.loads(runner.invoke(main, ["stats", ds, "--json"]).output)
-    assert stats["samples"] == 27 and sum(stats["splits"].values()) == 27
+    assert stats["samples"] == 33 and sum(stats["splits"].values()) == 33
     assert "cameras:" in runner.invoke(main, ["stats", ds]).output
 
 

@@ -1,6 +1,7 @@
 """Realistic camera captures made in code: a rainy street scene, written as JPEG, PNG,
-TIFF or WebP in the pixel modes and with the EXIF (orientation, exposure, GPS) that
-cameras and phones produce; near-duplicates of one picture; and every kind of bad file.
+TIFF, WebP, HEIC or camera RAW (DNG) in the pixel modes and with the EXIF (orientation,
+exposure, GPS) that cameras and phones produce; near-duplicates of one picture; and every
+kind of bad file.
 """
 
 import io
@@ -19,14 +20,18 @@ from PIL.ExifTags import GPS, IFD, Base
 from PIL.TiffImagePlugin import IFDRational
 
 from rainbench.capture.reject import Reason
+from rainbench.demo.camera_raw import dng_bytes, ifd_entry
 
-# The pixel modes each format is written in. "RGB;16" is 16-bit RGB PNG, which Pillow
-# cannot write, so this module writes those PNGs itself.
+# The pixel modes each format is written in, the usual one first. "RGB;16" is 16-bit RGB
+# PNG, which Pillow cannot write, so this module writes those PNGs itself; "CFA" is a
+# sensor's colour filter array, which a DNG stores and a raw converter demosaics.
 MODES = {
-    "jpeg": {"RGB", "L", "CMYK"},
-    "png": {"RGB", "L", "RGBA", "I;16", "RGB;16"},
-    "tiff": {"RGB", "L", "RGBA", "CMYK", "I;16"},
-    "webp": {"RGB", "RGBA"},
+    "jpeg": ("RGB", "L", "CMYK"),
+    "png": ("RGB", "L", "RGBA", "I;16", "RGB;16"),
+    "tiff": ("RGB", "L", "RGBA", "CMYK", "I;16"),
+    "webp": ("RGB", "RGBA"),
+    "heic": ("RGB",),
+    "dng": ("CFA",),
 }
 
 # zlib level for PNGs: 1 keeps a 12 MP PNG to about a second; the files stay valid.
@@ -50,7 +55,7 @@ class CaptureSpec:
     width: int = 4000
     height: int = 3000
     fmt: str = "jpeg"  # a key of MODES
-    mode: str = "RGB"  # one of MODES[fmt]
+    mode: str = ""  # one of MODES[fmt]; empty picks the format's usual one, MODES[fmt][0]
     orientation: int | None = 1  # EXIF Orientation 1..8; None writes no EXIF at all
     make: str | None = "Canon"
     model: str | None = "EOS R6"
@@ -60,11 +65,18 @@ class CaptureSpec:
     iso: int | None = None
     focal_length: float | None = None  # mm
     gps: tuple[float, float, float] | None = None  # latitude, longitude (°), altitude (m)
-    quality: int = 90  # JPEG and WebP
+    quality: int = 90  # JPEG, WebP, HEIC and a DNG's embedded preview
+    # DNG: width and height of its embedded JPEG preview, stored turned as the raw is;
+    # None embeds none. Other formats ignore it.
+    dng_preview: tuple[int, int] | None = None
     seed: int = 0  # picks the scene
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES.get(self.fmt, ()):
+        if self.fmt not in MODES:
+            raise ValueError(f"cannot write format {self.fmt!r}, only {', '.join(MODES)}")
+        if not self.mode:
+            object.__setattr__(self, "mode", MODES[self.fmt][0])  # frozen: only here
+        if self.mode not in MODES[self.fmt]:
             raise ValueError(f"cannot write mode {self.mode!r} as {self.fmt!r}")
         if self.orientation not in (None, *range(1, 9)):
             raise ValueError(f"EXIF orientation must be 1..8 or None, not {self.orientation}")
@@ -100,9 +112,32 @@ def render_scene(width: int, height: int, seed: int) -> np.ndarray:
 
 
 def write_capture(root: Path, spec: CaptureSpec) -> Path:
-    """Render `spec`'s scene and write it to root/spec.name (folders created)."""
+    """Render `spec`'s scene and write it to root/spec.name (folders created).
+
+    Raises RuntimeError, saying what to install, when `missing_writer(spec.fmt)` names
+    something missing.
+    """
+    return _write(root, spec.name, capture_bytes(spec))
+
+
+def capture_bytes(spec: CaptureSpec) -> bytes:
+    """The bytes `write_capture` writes for `spec`, for tests that take a file apart."""
     upright = _render(*spec.upright_size, spec.seed)
-    return _write(root, spec, _stored(upright, spec.orientation))
+    return _encode(spec, _stored(upright, spec.orientation))
+
+
+def missing_writer(fmt: str) -> str | None:
+    """Why this machine cannot write `fmt`, and the fix; None when it can. HEIC alone
+    needs more than Pillow: libheif with an HEVC encoder, which pillow-heif bundles."""
+    if fmt != "heic":
+        return None
+    try:
+        import pillow_heif
+    except ImportError:
+        return "writing HEIC needs pillow-heif: pip install 'rainbench[heic]'"
+    if not pillow_heif.libheif_info().get("HEIF"):
+        return "writing HEIC needs an HEVC encoder, which this pillow-heif build lacks"
+    return None
 
 
 def write_sample_captures(
@@ -134,12 +169,12 @@ def write_near_duplicates(root: Path, spec: CaptureSpec) -> dict[str, Path]:
         "oriented": (replace(spec, orientation=turn), _stored(upright, turn)),
     }
     name = Path(spec.name)
-    paths = {"original": _write(root, spec, stored)}
+    paths = {"original": _write(root, spec.name, _encode(spec, stored))}
     for key, (variant, pixels) in variants.items():
         suffix = name.suffix if variant.fmt == spec.fmt else ".jpg"
         variant_name = str(name.with_name(f"{name.stem}_{key}{suffix}"))
         variant = replace(variant, name=variant_name, width=pixels.width, height=pixels.height)
-        paths[key] = _write(root, variant, pixels)
+        paths[key] = _write(root, variant.name, _encode(variant, pixels))
     return paths
 
 
@@ -177,6 +212,21 @@ def write_bad_corpus(root: Path) -> dict[str, Reason]:
     dangling.unlink(missing_ok=True)
     dangling.symlink_to("missing/IMG_0001.jpg")
     return {name: reason for name, (_, reason) in bad.items()} | {dangling.name: Reason.UNREADABLE}
+
+
+def shows_upright(image: Image.Image, spec: CaptureSpec) -> bool:
+    """Whether `image`, a decoded `spec` capture at any scale, tone curve or compression,
+    shows its scene upright: its luminance matches the upright scene better than any
+    turned or mirrored one, and closely (correlation above 0.9)."""
+    scene = _render(*spec.upright_size, spec.seed).convert("L")
+    seen = np.asarray(image.convert("L"), np.float32).ravel()
+
+    def match(candidate: Image.Image) -> float:
+        pixels = np.asarray(candidate.resize(image.size), np.float32).ravel()
+        return float(np.corrcoef(seen, pixels)[0, 1])
+
+    upright = match(scene)
+    return upright > 0.9 and all(upright > match(scene.transpose(t)) for t in Image.Transpose)
 
 
 @dataclass(frozen=True)
@@ -260,6 +310,8 @@ _SPECIALS = (
     _Special("png", "I;16", "mono16", ".png"),
     # The bytes, not the name, decide the format.
     _Special("png", "RGB", "mislabelled", ".jpg", exif=False),
+    _Special("dng", "CFA", "raw", ".dng"),
+    _Special("heic", "RGB", "phone", ".HEIC"),
 )
 
 
@@ -271,8 +323,9 @@ def sample_specs(
     Mostly JPEGs from several cameras and phones, orientations cycling 1..8, with
     exposure settings, capture times and (on four in five) GPS. Every third capture is
     one of the rarer kinds in turn (grey and CMYK JPEG; RGB, 16-bit RGB, RGBA, 16-bit
-    grey and mislabelled PNG; WebP; TIFF), so any 27 in a row hold them all. Names use
-    camera folders, dots and spaces ("IMG.v2 0002.jpg") and non-ASCII ("Regen_Straße").
+    grey and mislabelled PNG; WebP; TIFF; DNG with a full-size preview; HEIC), so any 33
+    in a row hold them all. Names use camera folders, dots and spaces ("IMG.v2 0002.jpg")
+    and non-ASCII ("Regen_Straße"). Writing the HEIC needs pillow-heif (`missing_writer`).
     """
     rng = random.Random(seed)
     clock = datetime(2023, 4, 1, 7, 30) + timedelta(days=rng.randrange(365))
@@ -309,6 +362,8 @@ def sample_specs(
                 name=f"exports/{special.label}_{number:04d}{special.suffix}",
                 fmt=special.fmt,
                 mode=special.mode,
+                # As cameras that write DNG themselves embed it.
+                dng_preview=(spec.width, spec.height) if special.fmt == "dng" else None,
             )
         else:
             name = _quirky_name(plain, number) or spec.name
@@ -476,16 +531,23 @@ def _stored(upright: Image.Image, orientation: int | None) -> Image.Image:
     return upright.transpose(_STORE[orientation]) if orientation in _STORE else upright
 
 
-def _write(root: Path, spec: CaptureSpec, pixels: Image.Image) -> Path:
-    path = root / spec.name
+def _write(root: Path, name: str, data: bytes) -> Path:
+    path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_encode(spec, pixels))
+    path.write_bytes(data)
     return path
 
 
 def _encode(spec: CaptureSpec, pixels: Image.Image) -> bytes:
     """The file's bytes: `pixels` (RGB, stored orientation) in spec's format and mode."""
+    missing = missing_writer(spec.fmt)
+    if missing:
+        raise RuntimeError(missing)
+    if spec.fmt == "dng":
+        return dng_bytes(pixels, _exif_tags(spec), spec.dng_preview, spec.quality)
     exif = _exif_block(spec)
+    if spec.fmt == "heic":
+        return _heic(pixels, exif, spec.quality)
     if spec.mode == "RGB;16":
         return _png16(pixels, exif)
     options: dict[str, object] = {"exif": exif} if exif else {}
@@ -531,12 +593,34 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def _heic(pixels: Image.Image, exif: bytes | None, quality: int) -> bytes:
+    """A HEIC as a phone writes it. pillow-heif turns the EXIF Orientation into `irot` and
+    `imir` boxes, which HEIF readers apply, so the stored pixels show upright."""
+    import pillow_heif
+
+    out = io.BytesIO()
+    # x265's fastest preset: a 12 MP HEIC in about 1.5 s rather than 15 s.
+    heif = pillow_heif.from_pillow(pixels)
+    heif.save(out, quality=quality, exif=exif, enc_params={"preset": "ultrafast"})
+    return out.getvalue()
+
+
 def _exif_block(spec: CaptureSpec) -> bytes | None:
     """The EXIF block (with its "Exif\\0\\0" header) a camera would write for `spec`."""
-    if spec.orientation is None:
+    tags = _exif_tags(spec)
+    if tags is None:
         return None
     exif = Image.Exif()
-    exif[Base.Orientation] = spec.orientation
+    exif.update(tags)
+    return exif.tobytes()
+
+
+def _exif_tags(spec: CaptureSpec) -> dict[int, object] | None:
+    """IFD 0's EXIF tags for `spec`, the Exif and GPS sub-IFDs as nested dicts; None
+    when it has no EXIF at all."""
+    if spec.orientation is None:
+        return None
+    exif: dict[int, object] = {Base.Orientation: spec.orientation}
     if spec.make is not None:
         exif[Base.Make] = spec.make
     if spec.model is not None:
@@ -556,10 +640,10 @@ def _exif_block(spec: CaptureSpec) -> bytes | None:
         photo[Base.FocalLength] = _rational(spec.focal_length)
     # Sub-IFDs only when they have entries: an empty one is not what cameras write.
     if photo:
-        exif.get_ifd(IFD.Exif).update(photo)
+        exif[IFD.Exif] = photo
     if spec.gps is not None:
-        exif.get_ifd(IFD.GPSInfo).update(_gps_ifd(*spec.gps, spec.captured_at))
-    return exif.tobytes()
+        exif[IFD.GPSInfo] = _gps_ifd(*spec.gps, spec.captured_at)
+    return exif
 
 
 def _gps_ifd(
@@ -637,13 +721,11 @@ def _with_gps_pointer_outside(jpeg: bytes) -> bytes:
     length = int.from_bytes(jpeg[app1 + 2 : app1 + 4], "big")
     tiff = bytearray(jpeg[app1 + 10 : app1 + 2 + length])  # after marker, length, "Exif\0\0"
     order = "<" if tiff[:2] == b"II" else ">"
-    (ifd0,) = struct.unpack_from(order + "I", tiff, 4)
-    (entries,) = struct.unpack_from(order + "H", tiff, ifd0)
-    for entry in range(ifd0 + 2, ifd0 + 2 + 12 * entries, 12):
-        if struct.unpack_from(order + "H", tiff, entry)[0] == IFD.GPSInfo:
-            struct.pack_into(order + "I", tiff, entry + 8, len(tiff) + 0x1000)
-            return jpeg[: app1 + 10] + bytes(tiff) + jpeg[app1 + 2 + length :]
-    raise ValueError("EXIF block has no GPS pointer")
+    entry = ifd_entry(tiff, order, struct.unpack_from(order + "I", tiff, 4)[0], IFD.GPSInfo)
+    if entry is None:
+        raise ValueError("EXIF block has no GPS pointer")
+    struct.pack_into(order + "I", tiff, entry + 8, len(tiff) + 0x1000)
+    return jpeg[: app1 + 10] + bytes(tiff) + jpeg[app1 + 2 + length :]
 
 
 def _jpeg_segment(jpeg: bytes, marker: int) -> int:

@@ -3,7 +3,10 @@ and pixel mode asked for, near-duplicates decode, and each bad file is refused f
 reason the corpus promises.
 """
 
+import importlib.util
+import io
 import struct
+import sys
 import time
 import zlib
 from dataclasses import replace
@@ -21,13 +24,26 @@ from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.demo.captures import (
     MODES,
     CaptureSpec,
+    capture_bytes,
+    missing_writer,
     render_scene,
     sample_specs,
+    shows_upright,
     write_bad_corpus,
     write_capture,
     write_near_duplicates,
     write_sample_captures,
 )
+
+# What decoding (or, for HEIC, writing) each format needs beyond Pillow.
+NEEDS = {
+    "dng": pytest.mark.skipif(
+        importlib.util.find_spec("rawpy") is None, reason="decoding DNG needs the [raw] extra"
+    ),
+    "heic": pytest.mark.skipif(
+        missing_writer("heic") is not None, reason=str(missing_writer("heic"))
+    ),
+}
 
 FULL_EXIF = CaptureSpec(
     "exif.jpg",
@@ -45,7 +61,25 @@ FULL_EXIF = CaptureSpec(
     seed=11,
 )
 
-ALL_KINDS = [(fmt, mode) for fmt, modes in MODES.items() for mode in sorted(modes)]
+ALL_KINDS = [
+    pytest.param(fmt, mode, marks=NEEDS.get(fmt, ()))
+    for fmt, modes in MODES.items()
+    for mode in modes
+]
+# sample_specs' rarer kinds: any SAMPLE_CYCLE specs in a row hold them all.
+RARE_KINDS = {
+    ("jpeg", "L"),
+    ("jpeg", "CMYK"),
+    ("png", "RGB"),
+    ("png", "RGB;16"),
+    ("png", "RGBA"),
+    ("png", "I;16"),
+    ("webp", "RGB"),
+    ("tiff", "RGB"),
+    ("dng", "CFA"),
+    ("heic", "RGB"),
+}
+SAMPLE_CYCLE = 33
 
 
 def decode(path: Path) -> Decoded:
@@ -53,6 +87,14 @@ def decode(path: Path) -> Decoded:
     fmt = sniff(data, path.name)
     assert fmt is not None, f"{path.name} sniffs as no image"
     return decode_capture(data, fmt)
+
+
+def written_exif(path: Path) -> Image.Exif:
+    """The EXIF as written: Pillow reads it unchanged where it opens the format; the
+    decoder reads DNG and HEIC. (Decoding a TIFF turns it upright and drops the tag.)"""
+    if path.suffix in (".dng", ".heic"):
+        return decode(path).exif
+    return Image.open(path).getexif()
 
 
 def mean_difference(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
@@ -87,14 +129,23 @@ def test_same_spec_writes_identical_bytes(tmp_path, fmt, mode):
 
 @pytest.mark.parametrize(
     ("fmt", "mode"),
-    [("jpeg", "RGB"), ("png", "RGB"), ("png", "RGB;16"), ("tiff", "RGB"), ("webp", "RGB")],
+    [
+        ("jpeg", "RGB"),
+        ("png", "RGB"),
+        ("png", "RGB;16"),
+        ("tiff", "RGB"),
+        ("webp", "RGB"),
+        pytest.param("dng", "CFA", marks=NEEDS["dng"]),
+        pytest.param("heic", "RGB", marks=NEEDS["heic"]),
+    ],
 )
 def test_exif_reads_back(tmp_path, fmt, mode):
     spec = replace(FULL_EXIF, name=f"exif.{fmt}", fmt=fmt, mode=mode)
-    exif = Image.open(write_capture(tmp_path, spec)).getexif()
+    exif = written_exif(write_capture(tmp_path, spec))
     assert exif[Base.Make] == "FUJIFILM"
     assert exif[Base.Model] == "X-T4"
-    assert exif[Base.Orientation] == 6
+    # HEIC's irot box turned the pixels, so the decoder resets the tag.
+    assert exif[Base.Orientation] == (1 if fmt == "heic" else 6)
     photo = exif.get_ifd(IFD.Exif)
     assert photo[Base.DateTimeOriginal] == "2023:06:14 15:30:05"
     assert float(photo[Base.ExposureTime]) == pytest.approx(1 / 250)
@@ -110,18 +161,25 @@ def test_exif_reads_back(tmp_path, fmt, mode):
     assert gps[GPS.GPSDateStamp] == "2023:06:14"
 
 
-def test_orientation_none_writes_no_exif(tmp_path):
-    for fmt in MODES:
-        spec = CaptureSpec(f"bare.{fmt}", 120, 90, fmt=fmt, orientation=None)
-        image = Image.open(write_capture(tmp_path, spec))
-        assert "exif" not in image.info
-        assert not image.getexif().get(Base.Make)
+@pytest.mark.parametrize("fmt", [pytest.param(fmt, marks=NEEDS.get(fmt, ())) for fmt in MODES])
+def test_orientation_none_writes_no_exif(tmp_path, fmt):
+    spec = CaptureSpec(f"bare.{fmt}", 120, 90, fmt=fmt, orientation=None)
+    exif = decode(write_capture(tmp_path, spec)).exif
+    # A TIFF's own tags (size, strips) read back as EXIF; capture metadata must not.
+    assert not {Base.Make, Base.Model, Base.Orientation, IFD.Exif, IFD.GPSInfo} & set(exif)
 
 
 def test_without_exif_clears_every_exif_field(tmp_path):
     bare = FULL_EXIF.without_exif()
     assert (bare.orientation, bare.make, bare.gps, bare.captured_at) == (None, None, None, None)
     assert "exif" not in Image.open(write_capture(tmp_path, bare)).info
+
+
+def test_mode_defaults_to_the_formats_usual_one():
+    assert CaptureSpec("x.jpg").mode == "RGB"
+    assert CaptureSpec("x.dng", fmt="dng").mode == "CFA"
+    assert CaptureSpec("x.heic", fmt="heic").mode == "RGB"
+    assert CaptureSpec("x.png", fmt="png", mode="I;16").mode == "I;16"
 
 
 @pytest.mark.parametrize(("fmt", "mode"), ALL_KINDS)
@@ -155,12 +213,42 @@ def test_16_bit_grey_png_header(tmp_path):
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("fmt", ["jpeg", "tiff"])
+@pytest.mark.parametrize("fmt", ["jpeg", "tiff", pytest.param("heic", marks=NEEDS["heic"])])
 def test_orientation_makes_the_stored_pixels_upright(tmp_path, fmt, orientation):
     spec = CaptureSpec(f"o.{fmt}", 160, 120, fmt=fmt, orientation=orientation, seed=9)
     decoded = decode(write_capture(tmp_path, spec))
     upright = render_scene(*spec.upright_size, seed=9)
-    assert mean_difference(decoded.preview, upright) < 5  # JPEG loss only
+    assert mean_difference(decoded.preview, upright) < 5  # JPEG or HEVC loss only
+    assert shows_upright(decoded.preview, spec)
+
+
+@NEEDS["dng"]
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("preview", [None, (160, 120)], ids=["rendered", "embedded"])
+def test_dng_orientation_tag_makes_the_sensor_upright(tmp_path, orientation, preview):
+    spec = CaptureSpec("o.dng", 160, 120, fmt="dng", orientation=orientation, dng_preview=preview)
+    decoded = decode(write_capture(tmp_path, spec))
+    assert (decoded.width, decoded.height) == spec.upright_size
+    # LibRaw's rendering has its own tone curve, so the check is likeness, not equality.
+    assert shows_upright(decoded.preview, spec)
+
+
+def test_shows_upright_tells_turned_and_other_pictures_apart():
+    spec = CaptureSpec("o.jpg", 160, 120, orientation=6, seed=9)
+    upright = Image.fromarray(render_scene(*spec.upright_size, seed=9))
+    assert shows_upright(upright.reduce(2), spec)
+    assert not shows_upright(upright.transpose(Image.Transpose.FLIP_LEFT_RIGHT), spec)
+    assert not shows_upright(upright.transpose(Image.Transpose.ROTATE_180), spec)
+    assert not shows_upright(Image.fromarray(render_scene(120, 160, seed=10)), spec)
+
+
+def test_dng_preview_is_stored_turned_like_the_raw():
+    spec = CaptureSpec("p.dng", 160, 120, fmt="dng", orientation=6, dng_preview=(80, 60))
+    data = capture_bytes(spec)
+    preview = Image.open(io.BytesIO(data[data.index(b"\xff\xd8\xff") :]))
+    assert preview.size == (80, 60)
+    stored = Image.fromarray(render_scene(120, 160, seed=0)).transpose(Image.Transpose.ROTATE_90)
+    assert mean_difference(preview, stored.resize((80, 60), Image.Resampling.BILINEAR)) < 5
 
 
 def test_awkward_names_are_written(tmp_path):
@@ -184,26 +272,27 @@ def test_invalid_specs_are_refused():
         CaptureSpec("x.jpg", orientation=9)
     with pytest.raises(ValueError, match="size"):
         CaptureSpec("x.jpg", width=0)
+    with pytest.raises(ValueError, match="format 'cr3'"):
+        CaptureSpec("x.cr3", fmt="cr3")
+    with pytest.raises(ValueError, match="'RGB' as 'dng'"):
+        CaptureSpec("x.dng", fmt="dng", mode="RGB")
+
+
+def test_missing_pillow_heif_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # makes the import fail
+    assert missing_writer("dng") is None  # a DNG is written with numpy and Pillow alone
+    with pytest.raises(RuntimeError, match=r"pip install 'rainbench\[heic\]'"):
+        write_capture(tmp_path, CaptureSpec("x.heic", 64, 48, fmt="heic"))
 
 
 def test_sample_specs_are_varied_and_realistic():
-    specs = sample_specs(27, seed=0, size=(400, 300))
-    assert specs == sample_specs(27, seed=0, size=(400, 300))
-    assert specs != sample_specs(27, seed=1, size=(400, 300))
-    assert len({s.name for s in specs}) == 27
+    specs = sample_specs(SAMPLE_CYCLE, seed=0, size=(400, 300))
+    assert specs == sample_specs(SAMPLE_CYCLE, seed=0, size=(400, 300))
+    assert specs != sample_specs(SAMPLE_CYCLE, seed=1, size=(400, 300))
+    assert len({s.name for s in specs}) == SAMPLE_CYCLE
     assert all((s.width, s.height) == (400, 300) for s in specs)
-    kinds = {(s.fmt, s.mode) for s in specs}
-    rare = {
-        ("jpeg", "L"),
-        ("jpeg", "CMYK"),
-        ("png", "RGB"),
-        ("png", "RGB;16"),
-        ("png", "RGBA"),
-        ("png", "I;16"),
-        ("webp", "RGB"),
-        ("tiff", "RGB"),
-    }
-    assert rare <= kinds
+    assert {(s.fmt, s.mode) for s in specs} >= RARE_KINDS
+    assert [s.dng_preview for s in specs if s.fmt == "dng"] == [(400, 300)]
     jpegs = [s for s in specs if s.fmt == "jpeg"]
     assert len(jpegs) > 0.6 * len(specs)
     assert {s.orientation for s in jpegs if s.mode == "RGB"} == set(range(1, 9))
@@ -219,9 +308,17 @@ def test_sample_specs_are_varied_and_realistic():
     assert any("/" not in n for n in names) and any(n.count("/") >= 2 for n in names)
 
 
+@pytest.mark.parametrize("start", [0, 5, 13])
+def test_any_cycle_of_sample_specs_holds_every_kind(start):
+    specs = sample_specs(start + SAMPLE_CYCLE, size=(64, 48))[start:]
+    assert {(s.fmt, s.mode) for s in specs} >= RARE_KINDS
+
+
+@NEEDS["dng"]
+@NEEDS["heic"]
 def test_sample_captures_all_decode(tmp_path):
-    specs = sample_specs(27, seed=2, size=(160, 120))
-    paths = write_sample_captures(tmp_path, 27, seed=2, size=(160, 120))
+    specs = sample_specs(SAMPLE_CYCLE, seed=2, size=(160, 120))
+    paths = write_sample_captures(tmp_path, SAMPLE_CYCLE, seed=2, size=(160, 120))
     assert paths == [tmp_path / s.name for s in specs]
     for spec, path in zip(specs, paths, strict=True):
         decoded = decode(path)
@@ -340,5 +437,22 @@ def test_full_size_jpeg_is_fast_and_camera_sized(tmp_path):
     # About 0.25 s on one core; the bound leaves room for a slow CI machine.
     assert min(timings) < 1.0
     assert 1.5e6 < path.stat().st_size < 8e6
+    decoded = decode(path)
+    assert (decoded.width, decoded.height) == (4000, 3000)
+
+
+@NEEDS["dng"]
+def test_full_size_dng_is_fast_and_camera_sized(tmp_path):
+    write_capture(tmp_path, CaptureSpec("warm.dng", 64, 48, fmt="dng"))
+    spec = CaptureSpec("IMG_0001.dng", fmt="dng", dng_preview=(4000, 3000), seed=1)
+    timings = []
+    for _ in range(2):  # the better of two, as for the JPEG
+        start = time.perf_counter()
+        path = write_capture(tmp_path, spec)
+        timings.append(time.perf_counter() - start)
+    # About 0.35 s on one core, most of it the scene; the bound leaves room for slow CI.
+    assert min(timings) < 1.5
+    # 12 MP of 16-bit samples, as an uncompressed DNG holds them, plus the preview.
+    assert 24e6 < path.stat().st_size < 32e6
     decoded = decode(path)
     assert (decoded.width, decoded.height) == (4000, 3000)
