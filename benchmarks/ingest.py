@@ -1,6 +1,7 @@
 """Throughput and peak memory of `rainbench ingest` on generated 12 MP JPEG captures,
-against two baselines measured in the same run on the same files: the floor (read,
-sha256 and reduced decode only) and a naive ingest that re-encodes every image.
+against three baselines measured in the same run on the same files: the floor (read,
+sha256 and reduced decode only), the floor that also stores each file unchanged in tar
+shards, and a naive ingest that re-encodes every image.
 
 A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS
 per goal.
@@ -21,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -104,10 +105,18 @@ def main() -> None:
         default=os.cpu_count() or 1,
         help="processes per method (default: all cores)",
     )
+    parser.add_argument(
+        "--shard-size",
+        default="1GB",
+        help="ingest's --shard-size (default 1GB, ingest's own default); a smaller size "
+        "gives each worker shards of its own, as in an ingest many times larger",
+    )
     parser.add_argument("--data", type=Path, help="keep generated captures here and reuse them")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     # The baselines run as this script in a fresh process, so each has its own memory peak.
-    parser.add_argument("--baseline", choices=("floor", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--baseline", choices=("floor", "floor-store", "naive"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("inputs", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,16 +124,18 @@ def main() -> None:
         parser.error("--captures and --workers must be at least 1")
     if args.baseline == "floor":
         floor(args.inputs, args.workers)
+    elif args.baseline == "floor-store":
+        floor_store(args.inputs, args.out, args.workers)
     elif args.baseline == "naive":
         naive(args.inputs, args.out, args.workers)
     elif args.data:
-        benchmark(args.data, args.captures, args.workers, args.json)
+        benchmark(args.data, args.captures, args.workers, args.shard_size, args.json)
     else:
         with tempfile.TemporaryDirectory(prefix="rainbench-bench-") as data:
-            benchmark(Path(data), args.captures, args.workers, args.json)
+            benchmark(Path(data), args.captures, args.workers, args.shard_size, args.json)
 
 
-def benchmark(data: Path, captures: int, workers: int, as_json: bool) -> None:
+def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json: bool) -> None:
     # Others' work on the machine skews every ratio; the load before we start shows it.
     load = os.getloadavg()[0]
     folders = generate(data, captures, workers)
@@ -134,13 +145,18 @@ def benchmark(data: Path, captures: int, workers: int, as_json: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="rainbench-out-", dir=data) as scratch:
         out = Path(scratch) / "ds"
         ingest = [sys.executable, "-m", "rainbench", "ingest", "--no-progress", "--json"]
-        ingest += ["-j", workers, "--out", out]
+        ingest += ["-j", workers, "--shard-size", shard_size, "--out", out]
         # key: (label, input folders, command before the folders)
         methods = {
             "floor": (
                 "floor (read + sha256 + reduced decode)",
                 folders[:1],
                 [*script, "--baseline", "floor"],
+            ),
+            "floor_store": (
+                "floor + store (+ originals into tar)",
+                folders[:1],
+                [*script, "--baseline", "floor-store", "--out", out],
             ),
             "ours": ("rainbench ingest", folders[:1], ingest),
             "naive": (
@@ -242,7 +258,10 @@ def floor(inputs: list[Path], workers: int) -> None:
 
 
 def _floor_one(path: Path) -> str:
-    data = path.read_bytes()
+    return _validate(path.read_bytes())
+
+
+def _validate(data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     image = Image.open(io.BytesIO(data))
     # Ingest's own draft request, so the floor decodes at exactly ingest's DCT scale.
@@ -251,15 +270,39 @@ def _floor_one(path: Path) -> str:
     return digest
 
 
+def floor_store(inputs: list[Path], out: Path, workers: int) -> None:
+    """The floor, plus each file's bytes stored unchanged in tar shards: the ceiling
+    for any ingest that keeps its output."""
+    _write_shards(_floor_store_shard, inputs, out, workers)
+
+
+def _floor_store_shard(task: tuple[list[Path], Path]) -> None:
+    files, shard = task
+    with tarfile.open(shard, "w") as tar:
+        for number, path in enumerate(files):
+            data = path.read_bytes()
+            _validate(data)
+            _add(tar, f"{shard.stem}{number:05d}.jpg", data)
+
+
 def naive(inputs: list[Path], out: Path, workers: int) -> None:
     """Decode every image fully and re-encode it into tar shards, as img2dataset does."""
+    _write_shards(_naive_shard, inputs, out, workers)
+
+
+def _write_shards(
+    write_shard: Callable[[tuple[list[Path], Path]], None],
+    inputs: list[Path],
+    out: Path,
+    workers: int,
+) -> None:
     files = capture_files(inputs)
     out.mkdir(parents=True, exist_ok=True)
     # Several shards per worker, so the last one does not leave the others idle.
     count = min(len(files), 4 * workers)
     tasks = [(files[i::count], out / f"{i:05d}.tar") for i in range(count)]
     with _pool(workers) as pool:
-        for _ in pool.map(_naive_shard, tasks):
+        for _ in pool.map(write_shard, tasks):
             pass
 
 
@@ -385,6 +428,7 @@ def report(
     ours_2n = results["ours_2n"]
     ratios = {
         "ours_over_floor": ours.images_per_second / floor_.images_per_second,
+        "ours_over_floor_store": ours.images_per_second / results["floor_store"].images_per_second,
         "ours_over_naive": ours.images_per_second / naive_.images_per_second,
         "peak_rss_2n_over_n": ours_2n.peak_rss_mb / ours.peak_rss_mb,
         "tree_rss_2n_over_n": ours_2n.tree_rss_mb / ours.tree_rss_mb,
@@ -440,6 +484,10 @@ def report(
     print(
         f"ours / floor  = {ratios['ours_over_floor']:.2f}×  "
         f"(goal ≥ {GOAL_OF_FLOOR})  {verdict[goals['ours_over_floor']]}"
+    )
+    print(
+        f"ours / floor+store = {ratios['ours_over_floor_store']:.2f}×  "
+        "(context, no goal: the ceiling for an ingest that keeps its output)"
     )
     print(
         f"ours / naive  = {ratios['ours_over_naive']:.2f}×  "

@@ -21,6 +21,11 @@ from rainbench.ingest.split import parse_fractions
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import problems_to_json, verify
+from rainbench.synth.build import DEFAULT_RECIPES, SynthOptions, preview_sheet, synthesize
+from rainbench.synth.importers import LAYOUTS
+from rainbench.synth.imports import import_paired
+from rainbench.synth.recipes import RECIPES
+from rainbench.synth.splits import PairsSummary
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
 
@@ -283,13 +288,192 @@ def stats_command(dataset, as_json) -> None:
         f"{stats['name']}: {stats['samples']} samples in {stats['shards']} shards, "
         f"{stats['shard_bytes'] / 1e6:.1f} MB"
     )
-    for title in ("splits", "layers", "rain_types", "formats", "cameras", "rejects"):
+    for title in ("splits", "layers", "rain_types", "formats", "cameras", "rejects",
+                  "paired_splits"):
         if stats[title]:
             parts = ", ".join(f"{k} {v}" for k, v in stats[title].items())
             click.echo(f"  {title.replace('_', ' ')}: {parts}")
     click.echo(f"  near-duplicates: {stats['near_duplicates']}")
     if stats["captured_from"]:
         click.echo(f"  captured: {stats['captured_from']} … {stats['captured_to']}")
+
+
+@main.command("synth")
+@click.argument("dataset", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--recipes",
+    default=",".join(DEFAULT_RECIPES),
+    show_default=True,
+    help=f"Comma-separated recipes, of: {', '.join(RECIPES)}.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Base seed; each render's seed derives from it, the source key and recipe.",
+)
+@click.option(
+    "--source-split",
+    default="test",
+    show_default=True,
+    help="Split of the clean captures to render on.",
+)
+@click.option(
+    "--source-layer",
+    type=click.Choice(["clean", "rainy"]),
+    default="clean",
+    show_default=True,
+    help="Layer of the captures to render on.",
+)
+@click.option(
+    "--renders",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Renders per source capture and recipe.",
+)
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Shrink sources to this longest side first.  [default: full resolution]",
+)
+@click.option(
+    "--shard-size",
+    type=ByteSize(),
+    default=DEFAULT_SHARD_BYTES,
+    help="Roll to a new shard after this many bytes.  [default: 1GB]",
+)
+@click.option(
+    "--workers", "-j", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
+)
+@click.option(
+    "--preview",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instead: render every recipe on this one image into a contact sheet.",
+)
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path), help="Where --preview writes the sheet (PNG)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def synth_command(
+    dataset,
+    recipes,
+    seed,
+    source_split,
+    source_layer,
+    renders,
+    max_side,
+    shard_size,
+    workers,
+    preview,
+    out,
+    as_json,
+    progress,
+) -> None:
+    """Render synthetic rain on clean captures of DATASET as paired splits syn-<recipe>.
+
+    Re-running is a no-op; the same inputs and seed give byte-identical shards.
+
+    \b
+    Example:
+      rainbench synth ds --recipes drizzle,streak,storm,fog-like --seed 0
+      rainbench synth --preview photo.jpg --out sheet.png
+    """
+    if preview:
+        if out is None:
+            raise click.UsageError("--preview needs --out SHEET.png")
+        click.echo(_run(lambda: preview_sheet(preview, out, seed)))
+        return
+    if dataset is None:
+        raise click.UsageError("give a DATASET, or --preview IMAGE --out SHEET.png")
+    options = SynthOptions(
+        recipes=tuple(r.strip() for r in recipes.split(",") if r.strip()),
+        seed=seed,
+        source_split=source_split,
+        source_layer=source_layer,
+        renders=renders,
+        max_side=max_side,
+        shard_bytes=shard_size,
+        workers=workers,
+    )
+    summary = _run(lambda: synthesize(dataset, options, progress=progress))
+    _echo_pairs(summary, as_json)
+
+
+_IMPORT_HELP = """Store a public paired set found at PATH as the paired split NAME of a dataset.
+
+Pairs follow the layout's naming rules; a missing partner or a size mismatch is
+reported and left out, never guessed.
+
+\b
+Example:
+  rainbench import-paired Rain100L/ --layout rain100 --name rain100l --into ds
+
+\b
+Layouts:
+""" + "\n".join(f"  {layout.name}: {layout.description}" for layout in LAYOUTS.values())
+
+
+@main.command("import-paired", help=_IMPORT_HELP)
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--layout", required=True, type=click.Choice(list(LAYOUTS)), help="How the set names its pairs."
+)
+@click.option("--name", required=True, help="The split's name, e.g. rain100l.")
+@click.option(
+    "--into",
+    "into",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The dataset (created if missing).",
+)
+@click.option(
+    "--shard-size",
+    type=ByteSize(),
+    default=DEFAULT_SHARD_BYTES,
+    help="Roll to a new shard after this many bytes.  [default: 1GB]",
+)
+@click.option(
+    "--workers", "-j", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def import_paired_command(path, layout, name, into, shard_size, workers, as_json, progress) -> None:
+    summary, problems = _run(
+        lambda: import_paired(path, layout, name, into, shard_size, workers, progress)
+    )
+    for problem in problems:
+        click.echo(f"{problem.kind}: {problem.path}: {problem.detail}", err=True)
+    if not summary.stored and not summary.existing:
+        click.echo(f"error: no pairs found in {path} for layout {layout}", err=True)
+        sys.exit(1)
+    _echo_pairs(summary, as_json)
+
+
+def _echo_pairs(summary: PairsSummary, as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "stored": dict(summary.stored),
+                    "existing": dict(summary.existing),
+                    "failed": summary.failed,
+                    "shards": summary.shards,
+                },
+                indent=2,
+            )
+        )
+        return
+    for split in sorted(set(summary.stored) | set(summary.existing)):
+        click.echo(
+            f"{split}: {summary.stored[split]} pairs stored, "
+            f"{summary.existing[split]} already there"
+        )
+    for job, why in summary.failed:
+        click.echo(f"failed: {job}: {why}", err=True)
 
 
 def _run(call):

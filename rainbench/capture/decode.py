@@ -91,11 +91,7 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: the cap below decides
-            saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                image = Image.open(io.BytesIO(data))
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved_cap
+            image = _open(data)
             full_size = image.size  # draft() below shrinks `size` to the decoded scale
             check_pixel_cap(*full_size, max_pixels)
             exif = _read_exif(image)
@@ -118,6 +114,39 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
         raise CaptureRejected(Reason.CORRUPT, f"pixel data does not decode: {text}") from None
     width, height = upright_size(*full_size, exif)
     return Decoded(to_preview(image, exif), width, height, mode, exif)
+
+
+def load_upright(data: bytes, fmt: Format) -> Image.Image:
+    """The whole stored capture as an upright 8-bit RGB image, at full resolution.
+
+    For later stages that need the pixels (synthetic rain is rendered on them).
+    RAW captures are not developed here: their stored `preview.jpg` member is the
+    sRGB rendering to use.
+    """
+    if fmt.raw:
+        raise ValueError(f"{fmt.name} is camera RAW: load its preview.jpg member instead")
+    if fmt.name == "heic":
+        from rainbench.capture.heif import open_upright
+
+        return _to_rgb(open_upright(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = _open(data)
+        image.load()
+        orientation = image.getexif().get(ORIENTATION_TAG)
+    image = _to_rgb(image)
+    if orientation in _TRANSPOSES:
+        image = image.transpose(_TRANSPOSES[orientation])
+    return image
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open without Pillow's bomb guard: ingest's explicit pixel cap decides instead."""
+    saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_cap
 
 
 def _has_end(data: bytes, fmt: Format) -> bool:

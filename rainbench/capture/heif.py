@@ -45,6 +45,13 @@ def decode_heic(data: bytes, max_pixels: int) -> Decoded:
     return Decoded(to_preview(image, Image.Exif()), *image.size, heif.mode, exif)
 
 
+def open_upright(data: bytes) -> Image.Image:
+    """The primary image, upright (libheif applies `irot`/`imir`), fully decoded."""
+    import pillow_heif
+
+    return pillow_heif.open_heif(io.BytesIO(data)).to_pillow()
+
+
 def _ends_inside_a_box(data: bytes) -> bool:
     """Whether the file stops before its last top-level ISO-BMFF box ends."""
     position = 0

@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,11 +29,24 @@ from rainbench.capture.reject import STICKY
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
-from rainbench.ingest.write import UnitResult, UnitTask, marker_path, read_marker, write_unit
-from rainbench.parallel import distribute
+from rainbench.ingest.write import (
+    UnitResult,
+    UnitTask,
+    marker_path,
+    read_marker,
+    write_marker,
+    write_unit,
+)
+from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import SCHEMA_VERSION, Dataset, DatasetError, write_atomic
-from rainbench.shards.tar import TMP_SUFFIX
+from rainbench.shards.dataset import (
+    Dataset,
+    DatasetError,
+    initial_info,
+    new_run_id,
+    write_atomic,
+)
+from rainbench.shards.tar import TMP_SUFFIX, publish
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
@@ -94,19 +106,19 @@ def ingest(
         if not Path(entry).exists():
             raise DatasetError(f"input not found: {entry}")
     dataset = Dataset(Path(out))
-    with dataset.lock():
+    with dataset.lock(), WorkerPool(options.workers) as pool:
         summary = IngestSummary()
         pending = dataset.state_dir / "run.json"
         if pending.exists():
             summary.resumed = True
             interrupted = json.loads(pending.read_text())
             interrupted["workers"] = options.workers  # the rest of its settings stand
-            _Run(dataset, interrupted, progress).execute(summary)
+            _Run(dataset, interrupted, pool, progress).execute(summary)
         elif dataset.state_dir.exists():
             # Leftovers of a run that was killed while cleaning up after itself.
             shutil.rmtree(dataset.state_dir)
         settings = _start_settings(dataset, inputs, options)
-        _Run(dataset, settings, progress).execute(summary)
+        _Run(dataset, settings, pool, progress).execute(summary)
         return summary
 
 
@@ -122,7 +134,7 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
                 f"a dataset keeps one {name} setting (got {value})"
             )
     return {
-        "run_id": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
+        "run_id": new_run_id(),
         "started_at": datetime.now(UTC).isoformat(),
         "inputs": [Path(p).absolute().as_posix() for p in inputs],
         "layer": options.layer,
@@ -138,9 +150,10 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
 
 
 class _Run:
-    def __init__(self, dataset: Dataset, settings: dict, progress: bool):
+    def __init__(self, dataset: Dataset, settings: dict, pool: WorkerPool, progress: bool):
         self.dataset = dataset
         self.settings = settings
+        self.pool = pool
         self.progress = progress
         state = dataset.state_dir
         self.journal = Journal(state / "scan.jsonl")
@@ -175,7 +188,8 @@ class _Run:
         write_atomic(
             self.dataset.state_dir / "run.json", json.dumps(self.settings, indent=2).encode()
         )
-        sources, summary.ignored = walk_inputs([Path(p) for p in self.settings["inputs"]])
+        sources, ignored = walk_inputs([Path(p) for p in self.settings["inputs"]])
+        summary.ignored += ignored
         known = _known_files(samples, rejects)
         journaled = self.journal.load()
         todo = [s for s in sources if file_id(s) not in known and file_id(s) not in journaled]
@@ -191,7 +205,7 @@ class _Run:
             for i in range(0, len(todo), batch)
         ]
         bar = self._bar(len(todo), "scan", "img")
-        for records in distribute(probe_batch, tasks, self.settings["workers"]):
+        for records in self.pool.map_unordered(probe_batch, tasks):
             self.journal.append(records)
             summary.scanned += len(records)
             summary.scanned_bytes += sum(max(0, r["source"]["size"]) for r in records)
@@ -217,6 +231,8 @@ class _Run:
         manifest.write_manifest(self.plan_path, table)
 
     def _load_plan(self) -> Plan:
+        # Always read back from disk, also right after saving, so a fresh run and a
+        # resumed one write from exactly the same rows (types included).
         table = manifest.read_manifest(self.plan_path, manifest.SAMPLES)
         unchanged = int(pq.read_schema(self.plan_path).metadata.get(b"unchanged", b"0"))
         rejects = manifest.read_manifest(self.plan_rejects_path, manifest.REJECTS).to_pylist()
@@ -242,7 +258,10 @@ class _Run:
             self._commit(plan, results)
         bar = self._bar(sum(len(t.rows) for t in tasks), "write", "img")
         last_commit = time.monotonic()
-        for result in distribute(write_unit, tasks, self.settings["workers"]):
+        for result in self.pool.map_unordered(write_unit, tasks):
+            if result.sha256:
+                publish(self.dataset.root / result.shard)
+            write_marker(self.markers, result)
             results.append(result)
             bar.update(result.samples + len(result.dropped))
             if time.monotonic() - last_commit > _COMMIT_SECONDS:
@@ -260,7 +279,6 @@ class _Run:
             rows,
             self.settings["keep_gps"],
             self.staging.as_posix(),
-            self.markers.as_posix(),
         )
 
     def _commit(self, plan: Plan, results: list[UnitResult]) -> None:
@@ -349,17 +367,15 @@ class _Run:
         info = (
             self.dataset.read_info()
             if self.dataset.exists()
-            else {
-                "name": self.settings["name"],
-                "schema_version": SCHEMA_VERSION,
-                "created_at": self.settings["started_at"],
-                "options": {"split": self.settings["split"], "keep_gps": self.settings["keep_gps"]},
-                "runs": [],
-            }
+            else initial_info(
+                self.settings["name"],
+                {"split": self.settings["split"], "keep_gps": self.settings["keep_gps"]},
+            )
         )
         info["tool"] = {"name": "rainbench", "version": __version__}
         info["updated_at"] = datetime.now(UTC).isoformat()
         info["counts"] = {
+            **info["counts"],  # synthetic splits' counts are kept up by synth
             "samples": samples.num_rows,
             "shards": shards.num_rows,
             "bytes": int(pc.sum(shards["bytes"]).as_py() or 0),

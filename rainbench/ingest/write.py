@@ -1,9 +1,10 @@
 """Phase 3, write: one unit of work = one shard. The worker re-reads each capture,
 re-derives the stored bytes, checks them against the planned sha256, and writes
-`<key>.<ext>`, any staged extra members and `<key>.json` into the shard.
+`<key>.<ext>`, any staged extra members and `<key>.json` into the shard under its
+temporary name.
 
-A unit ends with a small "done" marker next to the run's state, written after
-the shard is renamed into place: a shard without its marker is simply redone.
+The orchestrator then publishes the shard (flush, rename) and leaves a small
+"done" marker beside the run's state: a shard without its marker is redone.
 """
 
 import hashlib
@@ -51,7 +52,6 @@ class UnitTask:
     rows: list[dict]
     keep_gps: bool
     staging: str  # where the scan phase left extra members
-    markers: str  # where done markers go
 
 
 @dataclass
@@ -85,11 +85,14 @@ def write_unit(task: UnitTask) -> UnitResult:
             writer.add(f"{key}.json", metadata_json(row, task.keep_gps))
             result.samples += 1
         if result.samples:
-            info = writer.commit()
+            info = writer.finish()
             result.sha256, result.bytes = info.sha256, info.bytes
-    marker = json.dumps(result.__dict__, sort_keys=True).encode()
-    write_atomic(marker_path(Path(task.markers), task.shard), marker)
     return result
+
+
+def write_marker(markers: Path, result: UnitResult) -> None:
+    marker = json.dumps(result.__dict__, sort_keys=True).encode()
+    write_atomic(marker_path(markers, result.shard), marker)
 
 
 def read_marker(path: Path) -> UnitResult | None:

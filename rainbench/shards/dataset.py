@@ -5,10 +5,14 @@ files, and the lock that keeps a second writer out.
 import fcntl
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+from rainbench import __version__
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +54,13 @@ class Dataset:
         """A shard's path relative to the dataset root."""
         return f"shards/{split}/{split}-{index:06d}.tar"
 
+    def synthetic_shard_name(self, split: str, index: int) -> str:
+        return f"shards/synthetic/{split}/{split}-{index:06d}.tar"
+
+    @property
+    def synthetic_manifest(self) -> Path:
+        return self.manifests / "synthetic.parquet"
+
     def exists(self) -> bool:
         return self.info_path.exists()
 
@@ -79,7 +90,8 @@ class Dataset:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 raise DatasetError(
-                    f"another ingest is writing to {self.root} ({holder}); wait for it to finish"
+                    f"another rainbench command is writing to {self.root} ({holder}); "
+                    "wait for it to finish"
                 ) from None
             handle.seek(0)
             handle.truncate()
@@ -89,6 +101,26 @@ class Dataset:
                 yield
             finally:
                 handle.truncate(0)
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run of a command that writes to a dataset."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+def initial_info(name: str, options: dict) -> dict:
+    """dataset.json of a new, empty dataset."""
+    now = datetime.now(UTC).isoformat()
+    return {
+        "name": name,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": now,
+        "updated_at": now,
+        "tool": {"name": "rainbench", "version": __version__},
+        "options": options,
+        "counts": {"samples": 0, "shards": 0, "bytes": 0, "splits": {}, "layers": {}},
+        "runs": [],
+    }
 
 
 def write_atomic(path: Path, data: bytes) -> None:

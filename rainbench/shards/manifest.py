@@ -64,6 +64,30 @@ SHARDS = pa.schema(
     ]
 )
 
+SYNTHETIC = pa.schema(
+    [
+        ("key", pa.string()),
+        ("split", pa.string()),  # e.g. syn-streak, or the name given to an imported set
+        ("recipe", pa.string()),  # a rain recipe, or import:<layout> for an imported set
+        ("recipe_version", pa.string()),
+        ("shard", pa.string()),
+        ("source_key", pa.string()),  # the clean capture rendered on (synthetic pairs)
+        ("seed", pa.int64()),  # the derived seed of this render (synthetic pairs)
+        ("job", pa.string()),  # what made the pair; the key is derived from it
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("members", pa.list_(pa.string())),  # e.g. [rain.png, gt.png, streaks.png, json]
+        ("rain_sha256", pa.string()),  # of the <key>.rain.png member
+        ("gt_sha256", pa.string()),  # of the <key>.gt.png member
+        ("intensity", pa.float64()),  # target mean rain intensity E[R] (synthetic pairs)
+        ("compositing", pa.string()),
+        ("group", pa.string()),  # an imported set's subset (DID-MDN heavy/medium/light, …)
+        ("source_rain", pa.string()),  # an imported pair's files, relative to the set's root
+        ("source_gt", pa.string()),
+        ("run", pa.string()),
+    ]
+)
+
 REJECTS = pa.schema(
     [
         ("source_path", pa.string()),

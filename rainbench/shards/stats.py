@@ -13,6 +13,7 @@ def dataset_stats(dataset: Dataset) -> dict:
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
     rejects = manifest.read_manifest(dataset.rejects_manifest, manifest.REJECTS)
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
 
     def count(column: str, missing: str = "unknown") -> dict[str, int]:
         values = (missing if v is None else str(v) for v in samples[column].to_pylist())
@@ -41,4 +42,5 @@ def dataset_stats(dataset: Dataset) -> dict:
         "captured_from": first.isoformat() if first else None,
         "captured_to": last.isoformat() if last else None,
         "rejects": dict(Counter(rejects["reason"].to_pylist()).most_common()),
+        "paired_splits": dict(sorted(Counter(pairs["split"].to_pylist()).items())),
     }

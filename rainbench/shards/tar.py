@@ -25,17 +25,18 @@ class ShardInfo:
 
 
 class ShardWriter:
-    """Append members to a new shard; `commit()` makes it visible at `path`.
+    """Append members to a new shard, written under a temporary name.
 
-    Used as a context manager: leaving the block without committing removes the
-    temporary file, so nothing half-written is ever left behind by an error.
+    `finish()` completes the file and `publish()` makes it visible; `commit()` does
+    both. Used as a context manager: leaving the block before `finish()` removes
+    the temporary file, so an error never leaves a half-written shard behind.
     """
 
     def __init__(self, path: Path):
         self.path = path
-        self._tmp = path.with_name(path.name + TMP_SUFFIX)
+        self.tmp_path = temporary_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit() or __exit__
+        self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - closed by finish() or __exit__
         self._sha = hashlib.sha256()
         self._size = 0
 
@@ -45,7 +46,7 @@ class ShardWriter:
     def __exit__(self, *exc: object) -> None:
         if not self._file.closed:
             self._file.close()
-            self._tmp.unlink(missing_ok=True)
+            self.tmp_path.unlink(missing_ok=True)
 
     def add(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -56,20 +57,40 @@ class ShardWriter:
         self._write(data)
         self._write(bytes(-len(data) % _BLOCK))
 
-    def commit(self) -> ShardInfo:
+    def finish(self) -> ShardInfo:
+        """Write the end-of-archive blocks and close; the shard waits at `tmp_path`."""
         self._write(bytes(2 * _BLOCK))
         self._write(bytes(-self._size % _RECORD))
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._tmp, self.path)
-        fsync_dir(self.path.parent)
         return ShardInfo(self._sha.hexdigest(), self._size)
+
+    def commit(self) -> ShardInfo:
+        info = self.finish()
+        publish(self.path)
+        return info
 
     def _write(self, data: bytes) -> None:
         self._file.write(data)
         self._sha.update(data)
         self._size += len(data)
+
+
+def temporary_path(path: Path) -> Path:
+    return path.with_name(path.name + TMP_SUFFIX)
+
+
+def publish(path: Path) -> None:
+    """Make the finished shard waiting at its temporary name visible at `path`.
+
+    Flushed to disk before the rename, so even after a power cut a shard under its
+    final name is complete. The ingest's main process calls this, keeping the
+    disk waits off the workers.
+    """
+    tmp = temporary_path(path)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def file_sha256(path: Path) -> str:

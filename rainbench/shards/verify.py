@@ -29,6 +29,15 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """What one manifest row expects in its shard."""
+
+    key: str
+    members: list[str]  # extensions, e.g. [jpg, json] or [rain.png, gt.png, json]
+    hashes: dict[str, str]  # extension → expected sha256, for the members the row hashes
+
+
+@dataclass(frozen=True)
 class ShardReading:
     shard: str
     sha256: str | None
@@ -52,23 +61,28 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
             )
         )
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pylist()
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pylist()
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS).to_pylist()
     listed = {row["shard"]: row for row in shards}
-    rows_by_shard: dict[str, list[dict]] = defaultdict(list)
+    rows_by_shard: dict[str, list[Entry]] = defaultdict(list)
+    rows = [(row, "samples.parquet", {row["members"][0]: row["sha256"]}) for row in samples] + [
+        (row, "synthetic.parquet", {"rain.png": row["rain_sha256"], "gt.png": row["gt_sha256"]})
+        for row in pairs
+    ]
     seen_keys: set[str] = set()
-    for row in samples:
+    for row, source, hashes in rows:
         if row["key"] in seen_keys:
-            problems.append(Problem("duplicate-key", row["key"], "listed twice in samples.parquet"))
+            problems.append(Problem("duplicate-key", row["key"], f"listed twice ({source})"))
         seen_keys.add(row["key"])
         if row["shard"] not in listed:
             problems.append(
                 Problem(
                     "shard-unlisted",
                     row["shard"],
-                    f"sample {row['key']} points at a shard not in shards.parquet",
+                    f"{source} row {row['key']} points at a shard not in shards.parquet",
                 )
             )
-        rows_by_shard[row["shard"]].append(row)
+        rows_by_shard[row["shard"]].append(Entry(row["key"], row["members"], hashes))
 
     present = [dataset.root / name for name in listed if (dataset.root / name).exists()]
     for name in listed:
@@ -82,7 +96,7 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
     on_disk = sorted(shards_dir.rglob("*.tar")) if shards_dir.exists() else []
     for path in on_disk:
         name = path.relative_to(dataset.root).as_posix()
-        if name not in listed and not name.startswith("shards/synthetic/"):
+        if name not in listed:
             problems.append(Problem("stray-shard", name, "on disk but not in shards.parquet"))
     for path in sorted(shards_dir.rglob(f"*{TMP_SUFFIX}")) if shards_dir.exists() else []:
         problems.append(
@@ -134,7 +148,7 @@ class _HashingReader:
         return data
 
 
-def _check_shard(reading: ShardReading, listed: dict, rows: list[dict]) -> list[Problem]:
+def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> list[Problem]:
     name = reading.shard
     if reading.error:
         return [Problem("shard-corrupt", name, reading.error)]
@@ -144,40 +158,34 @@ def _check_shard(reading: ShardReading, listed: dict, rows: list[dict]) -> list[
             Problem(
                 "shard-sha256",
                 name,
-                f"sha256 {reading.sha256} ({reading.bytes} "
-                f"bytes) but shards.parquet says {listed['sha256']} "
-                f"({listed['bytes']} bytes)",
+                f"sha256 {reading.sha256} ({reading.bytes} bytes) but shards.parquet says "
+                f"{listed['sha256']} ({listed['bytes']} bytes)",
             )
         )
     expected: set[str] = set()
-    for row in rows:
-        key, members = row["key"], row["members"]
-        expected.update(f"{key}.{ext}" for ext in members)
-        capture = f"{key}.{members[0]}"
-        if capture not in reading.members:
-            problems.append(Problem("member-missing", f"{name}:{capture}", "not in the shard"))
-        elif reading.members[capture] != row["sha256"]:
-            problems.append(
-                Problem(
-                    "member-sha256",
-                    f"{name}:{capture}",
-                    "content does not match the manifest's sha256",
-                )
-            )
-        for ext in members[1:]:
-            if f"{key}.{ext}" not in reading.members:
+    for entry in entries:
+        for ext in entry.members:
+            member = f"{entry.key}.{ext}"
+            expected.add(member)
+            if member not in reading.members:
+                problems.append(Problem("member-missing", f"{name}:{member}", "not in the shard"))
+            elif ext in entry.hashes and reading.members[member] != entry.hashes[ext]:
                 problems.append(
-                    Problem("member-missing", f"{name}:{key}.{ext}", "not in the shard")
+                    Problem(
+                        "member-sha256",
+                        f"{name}:{member}",
+                        "content does not match the manifest's sha256",
+                    )
                 )
     for member in sorted(set(reading.members) - expected):
         problems.append(Problem("stray-member", f"{name}:{member}", "in the shard, not in any row"))
-    if listed["samples"] != len(rows):
+    if listed["samples"] != len(entries):
         problems.append(
             Problem(
                 "shard-samples",
                 name,
-                f"shards.parquet counts {listed['samples']}"
-                f" samples, samples.parquet has {len(rows)}",
+                f"shards.parquet counts {listed['samples']} samples, the manifests "
+                f"list {len(entries)}",
             )
         )
     return problems

@@ -84,8 +84,9 @@ def test_gps_is_removed_losslessly_unless_kept(tmp_path, capture_folder, capture
         if row.format == "jpeg":  # lossless: the entropy-coded data is untouched
             assert len(stored) == len(original)
             assert stored[original.index(b"\xff\xda") :] == original[original.index(b"\xff\xda") :]
-        with Image.open(io.BytesIO(stored)) as a, Image.open(io.BytesIO(original)) as b:
-            assert a.tobytes() == b.tobytes()
+        if row.format in ("jpeg", "png", "tiff", "webp"):  # the formats Pillow reads itself
+            with Image.open(io.BytesIO(stored)) as a, Image.open(io.BytesIO(original)) as b:
+                assert a.tobytes() == b.tobytes()
 
     ingest([capture_folder], tmp_path / "kept", IngestOptions(workers=1, keep_gps=True))
     kept = _samples(tmp_path / "kept").set_index("source_path")
@@ -186,7 +187,7 @@ def test_layer_and_split_options(tmp_path, capture_folder):
 
 def test_a_second_writer_is_refused(tmp_path, capture_folder):
     dataset = Dataset(tmp_path / "ds")
-    with dataset.lock(), pytest.raises(DatasetError, match="another ingest"):
+    with dataset.lock(), pytest.raises(DatasetError, match="another rainbench command"):
         ingest([capture_folder], dataset.root, ONE)
 
 

@@ -22,6 +22,7 @@ def _documented(section: str) -> list[str]:
         ("samples.parquet", manifest.SAMPLES),
         ("shards.parquet", manifest.SHARDS),
         ("rejects.parquet", manifest.REJECTS),
+        ("synthetic.parquet", manifest.SYNTHETIC),
     ],
 )
 def test_every_column_is_documented(section, schema):

@@ -1,0 +1,156 @@
+"""`rainbench synth`: render each recipe's rain on clean captures of the dataset and
+store the pairs as the splits `syn-<recipe>`; and the contact sheet that shows
+what each recipe means on one picture.
+"""
+
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rainbench.capture.decode import load_upright
+from rainbench.capture.formats import FORMATS, sniff
+from rainbench.parallel import WorkerPool
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
+from rainbench.synth.png import encode_png
+from rainbench.synth.recipes import RECIPES
+from rainbench.synth.render import contact_sheet, derive_seed, render
+from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
+
+DEFAULT_RECIPES = ("drizzle", "streak", "storm", "fog-like")
+DEFAULT_SHARD_BYTES = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    recipes: tuple[str, ...] = DEFAULT_RECIPES
+    seed: int = 0
+    source_split: str = "test"
+    source_layer: str = "clean"
+    renders: int = 1  # renders per source capture and recipe
+    max_side: int | None = None  # shrink larger sources to this longest side first
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RenderTask:
+    shard: str  # absolute path of the source capture's shard
+    member: str  # the member holding its pixels
+    format: str
+    recipe: str
+    seed: int  # derived from (source key, recipe, seed, render index)
+    max_side: int | None
+
+
+def synthesize(root: Path, options: SynthOptions, progress: bool = False) -> PairsSummary:
+    """Add the pairs of every recipe × source × render that the dataset lacks."""
+    unknown = [r for r in options.recipes if r not in RECIPES]
+    if unknown:
+        raise DatasetError(f"unknown recipe {unknown[0]!r}; known: {', '.join(RECIPES)}")
+    dataset = Dataset(root)
+    dataset.read_info()  # refuses, with a clear message, a folder that is no dataset
+    with dataset.lock(), WorkerPool(options.workers) as pool:
+        sources = _sources(dataset, options)
+        jobs = [
+            _job(dataset, source, recipe, options, index)
+            for recipe in options.recipes
+            for source in sources
+            for index in range(options.renders)
+        ]
+        run_id = new_run_id()
+        summary = write_pairs(
+            dataset, jobs, render_pair, pool, options.shard_bytes, run_id, progress
+        )
+    return summary
+
+
+def _sources(dataset: Dataset, options: SynthOptions) -> list[dict]:
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    rows = [
+        row
+        for row in samples.select(
+            ["key", "shard", "split", "layer", "members", "format"]
+        ).to_pylist()
+        if row["split"] == options.source_split and row["layer"] == options.source_layer
+    ]
+    if not rows:
+        raise DatasetError(
+            f"no {options.source_layer} captures in the {options.source_split} split to render "
+            f"rain on; ingest some with `rainbench ingest DIR --out {dataset.root} --layer clean`"
+            " or choose others with --source-split/--source-layer"
+        )
+    return sorted(rows, key=lambda row: row["key"])
+
+
+def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, index: int) -> PairJob:
+    version = RECIPES[recipe].version
+    seed = derive_seed(source["key"], recipe, options.seed, index)
+    members = source["members"]
+    # A RAW capture's pixels are its rendered preview; anything else is decoded as stored.
+    member, fmt = (
+        ("preview.jpg", "jpeg") if "preview.jpg" in members else (members[0], source["format"])
+    )
+    return PairJob(
+        split=f"syn-{recipe}",
+        job=f"{recipe}@{version}:{source['key']}:{options.seed}:{index}:{options.max_side or 0}",
+        row={
+            "recipe": recipe,
+            "recipe_version": version,
+            "source_key": source["key"],
+            "seed": seed,
+        },
+        task=RenderTask(
+            (dataset.root / source["shard"]).as_posix(),
+            f"{source['key']}.{member}",
+            fmt,
+            recipe,
+            seed,
+            options.max_side,
+        ),
+    )
+
+
+def render_pair(task: RenderTask) -> MadePair:
+    with tarfile.open(task.shard) as archive:
+        data = archive.extractfile(task.member).read()
+    clean = np.asarray(_fit(load_upright(data, FORMATS[task.format]), task.max_side))
+    rendered = render(clean, task.recipe, task.seed)
+    members = {"rain.png": encode_png(rendered.rain), "gt.png": encode_png(clean)}
+    if rendered.streaks is not None:
+        members["streaks.png"] = encode_png(rendered.streaks)
+    if rendered.transmission is not None:
+        members["transmission.png"] = encode_png(rendered.transmission)
+    height, width = clean.shape[:2]
+    metadata = {
+        "width": width,
+        "height": height,
+        "params": rendered.params,
+        "intensity": rendered.params.get("intensity"),
+        "compositing": rendered.params.get("compositing"),
+    }
+    return MadePair(members, metadata)
+
+
+def _fit(image: Image.Image, max_side: int | None) -> Image.Image:
+    if not max_side or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def preview_sheet(image_path: Path, out: Path, seed: int = 0) -> Path:
+    """Write the contact sheet of every recipe rendered on the picture at `image_path`."""
+    data = Path(image_path).read_bytes()
+    fmt = sniff(data, Path(image_path).name)
+    if fmt is None or fmt.raw:
+        raise DatasetError(f"{image_path}: not an image rainbench can render on (JPEG, PNG, …)")
+    sheet = contact_sheet(np.asarray(load_upright(data, fmt)), seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

@@ -1,0 +1,663 @@
+"""Finding the (rainy, ground-truth) pairs of a public paired deraining set on disk.
+
+Each layout knows the naming rules of one family of releases. `find_pairs` applies
+them, checks sizes from the image headers and reports every file it could not pair:
+a missing partner or a size mismatch is reported, never guessed.
+"""
+
+import os
+import posixpath
+import re
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+# macOS archives carry AppleDouble twins (`__MACOSX/`, `._rain-1.png`) that look like images.
+_SKIPPED_DIRS = frozenset({"__MACOSX"})
+
+# DDN synthesised 14 rain variants of every clean image.
+RAIN1400_VARIANTS = range(1, 15)
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PairSource:
+    name: str  # stable id within the set, dot-free, safe as part of a file name
+    rain: Path
+    gt: Path  # the same file as `rain` for side-by-side layouts
+    crop_rain: Box | None  # PIL box within `rain` (side-by-side layouts), else None
+    crop_gt: Box | None
+    group: str | None  # DID-MDN density or Rain1400 scene id; None when the layout has none
+
+
+@dataclass(frozen=True)
+class LayoutProblem:
+    # missing-gt, missing-rain, size-mismatch, unreadable, unexpected-file, duplicate-name,
+    # no-pairs
+    kind: str
+    path: str  # relative to the root, POSIX separators; "." for the root itself
+    detail: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str  # one line for --help; also what a "no-pairs" problem says is expected
+    find: Callable[[Path], tuple[list[PairSource], list[LayoutProblem]]]
+
+
+def find_pairs(root: Path, layout: str) -> tuple[list[PairSource], list[LayoutProblem]]:
+    """The pairs under `root` by `layout`'s rules, sorted by name (numbers in
+    numeric order: rain-2 before rain-10), and every problem met on the way.
+
+    Pairs whose partner is missing, whose sizes differ or whose files cannot be read
+    are left out and reported. When nothing under `root` fits the layout, the only
+    problem is one "no-pairs" saying what the layout expects; when files fit but no
+    pair survives, a "no-pairs" problem comes last.
+    """
+    try:
+        chosen = LAYOUTS[layout]
+    except KeyError:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}") from None
+    return chosen.find(Path(root))
+
+
+def load_pair(pair: PairSource) -> tuple[np.ndarray, np.ndarray]:
+    """Rainy and ground-truth pixels, uint8 H×W×3 RGB, crops applied.
+
+    EXIF orientation is not applied: the public sets are plain PNG/JPEG whose
+    pixels are stored upright.
+    """
+    rain = _read_rgb(pair.rain, pair.crop_rain)
+    gt = _read_rgb(pair.gt, pair.crop_gt)
+    if rain.shape != gt.shape:
+        raise ValueError(f"{pair.name}: rainy {rain.shape} and ground truth {gt.shape} differ")
+    return rain, gt
+
+
+def _read_rgb(path: Path, box: Box | None) -> np.ndarray:
+    with Image.open(path) as image:
+        region = image.crop(box) if box else image
+        return np.array(region.convert("RGB"), dtype=np.uint8)
+
+
+# --- What is on disk -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """The files under a root, relative to it; hidden files and folders left out."""
+
+    root: Path
+    dirs: tuple[PurePosixPath, ...]
+    images: tuple[PurePosixPath, ...]
+    texts: tuple[PurePosixPath, ...]
+    _children: dict[PurePosixPath, dict[str, PurePosixPath]]
+    _images_by_folder: dict[PurePosixPath, list[PurePosixPath]]
+
+    def child(self, parent: PurePosixPath, *names: str) -> PurePosixPath | None:
+        """The first of `names` (case-insensitive) that is a sub-folder of `parent`."""
+        children = self._children.get(parent, {})
+        return next((children[n] for n in names if n in children), None)
+
+    def images_in(self, folder: PurePosixPath) -> list[PurePosixPath]:
+        return self._images_by_folder.get(folder, [])
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name in _SKIPPED_DIRS
+
+
+def _scan(root: Path) -> _Tree:
+    dirs, images, texts = [], [], []
+    children: dict[PurePosixPath, dict[str, PurePosixPath]] = defaultdict(dict)
+    by_folder: dict[PurePosixPath, list[PurePosixPath]] = defaultdict(list)
+    for here, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not _hidden(d))
+        folder = PurePosixPath(Path(here).relative_to(root).as_posix())
+        dirs.append(folder)
+        children[folder] = {d.lower(): folder / d for d in subdirs}
+        for name in sorted(files):
+            if _hidden(name):
+                continue
+            suffix = PurePosixPath(name).suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                images.append(folder / name)
+                by_folder[folder].append(folder / name)
+            elif suffix == ".txt":
+                texts.append(folder / name)
+    return _Tree(root, tuple(dirs), tuple(images), tuple(texts), children, by_folder)
+
+
+# --- What a layout's rules make of it ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    unit: PurePosixPath  # the folder (or list file) the rule matched in
+    name: str  # unique within its unit
+    rain: PurePosixPath
+    gt: PurePosixPath
+    group: str | None = None
+    scene_group: bool = False  # the group is a scene id within the unit, named like pairs
+    side_by_side: bool = False
+
+
+@dataclass
+class _Match:
+    candidates: list[_Candidate] = field(default_factory=list)
+    problems: list[LayoutProblem] = field(default_factory=list)
+    claimed: set[PurePosixPath] = field(default_factory=set)  # files some rule recognised
+
+
+def _problem(kind: str, path: PurePosixPath, detail: str) -> LayoutProblem:
+    return LayoutProblem(kind, str(path), detail)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+
+
+def _where(folder: PurePosixPath) -> str:
+    return "the root folder" if folder == PurePosixPath(".") else f"{folder}/"
+
+
+def _keyed(
+    files: Iterable[PurePosixPath], key: Callable[[str], Hashable | None]
+) -> dict[Hashable, list[PurePosixPath]]:
+    """Files by the key their stem gives; files whose stem gives none are left out."""
+    keyed: dict[Hashable, list[PurePosixPath]] = defaultdict(list)
+    for path in files:
+        found = key(path.stem)
+        if found is not None:
+            keyed[found].append(path)
+    return keyed
+
+
+def _pair_by_key(
+    match: _Match,
+    unit: PurePosixPath,
+    rainy: dict[Hashable, list[PurePosixPath]],
+    gts: dict[Hashable, list[PurePosixPath]],
+    *,
+    name: Callable[[Hashable], str],
+    gt_key: Callable[[Hashable], Hashable] = lambda key: key,
+    group: Callable[[Hashable], str | None] = lambda key: None,
+    scene_group: bool = False,
+    rain_dir: PurePosixPath,
+    gt_dir: PurePosixPath,
+) -> None:
+    """Pair rainy files with the ground truth their key points to; a key given by
+    two files is a duplicate, and neither file is guessed between."""
+    for files in [*rainy.values(), *gts.values()]:
+        match.claimed.update(files)
+        if len(files) > 1:
+            listed = ", ".join(path.name for path in files)
+            match.problems.append(
+                _problem("duplicate-name", files[0], f"files stand for the same image: {listed}")
+            )
+    for key, files in rainy.items():
+        partner = gts.get(gt_key(key))
+        if partner is None:
+            detail = f"no ground truth for {name(key)} in {_where(gt_dir)}"
+            match.problems.append(_problem("missing-gt", files[0], detail))
+        elif len(files) == 1 and len(partner) == 1:
+            match.candidates.append(
+                _Candidate(unit, name(key), files[0], partner[0], group(key), scene_group)
+            )
+    partnered = {gt_key(key) for key in rainy}
+    for key, files in gts.items():
+        if key not in partnered:
+            detail = f"no rainy image for it in {_where(rain_dir)}"
+            match.problems.append(_problem("missing-rain", files[0], detail))
+
+
+def _number(stem: str, patterns: tuple[re.Pattern[str], ...]) -> int | None:
+    for pattern in patterns:
+        if found := pattern.fullmatch(stem):
+            return int(found[1])
+    return None
+
+
+_FLAGS = re.IGNORECASE | re.ASCII
+_BARE_NUMBER = re.compile(r"(\d+)", _FLAGS)
+
+
+# --- rain100 ---------------------------------------------------------------------------
+
+_RAIN100_RAINY = (re.compile(r"rain-(\d+)", _FLAGS), re.compile(r"norain-(\d+)x2", _FLAGS))
+_RAIN100_GT = (re.compile(r"norain-(\d+)", _FLAGS),)
+_rain100_rainy = partial(_number, patterns=_RAIN100_RAINY)
+_rain100_gt = partial(_number, patterns=_RAIN100_GT)
+# Inside rain/ and norain/ the role is the folder's, so a bare number names a file too.
+_rain100_split_rainy = partial(_number, patterns=(*_RAIN100_RAINY, _BARE_NUMBER))
+_rain100_split_gt = partial(_number, patterns=(*_RAIN100_GT, _BARE_NUMBER))
+
+
+def _rain100_name(number: Hashable) -> str:
+    return f"rain-{number}"
+
+
+def _match_rain100(tree: _Tree) -> _Match:
+    """Rain100L/H (JORDER) and their newer Rain200L/H release.
+
+    Accepts, in any folder at any depth:
+    - one folder holding `rain-N.png` and `norain-N.png` (the original Rain100L/H
+      test sets write N as 001…100, RainTrainL/H as 1…1800: both are read);
+    - `rain/` beside `norain/`: rainy `rain-N`, `norain-Nx2` (the 2019 Rain200
+      release, also inside `rain/X2/`) or bare `N`; ground truth `norain-N` or bare `N`.
+    Pairs are matched on the number N and named `rain-N` with N unpadded. Both
+    releases are read alike; `norain-Nx2` names mark the Rain200 release, whose
+    counts differ (1800 train / 200 test pairs against Rain100's 1800 or 200 / 100).
+    """
+    match = _Match()
+    split_dirs: set[PurePosixPath] = set()
+    for parent in tree.dirs:
+        rain, norain = tree.child(parent, "rain"), tree.child(parent, "norain")
+        if rain is None or norain is None:
+            continue
+        rain_dirs = [rain, *filter(None, [tree.child(rain, "x2")])]
+        split_dirs.update([*rain_dirs, norain])
+        _pair_by_key(
+            match,
+            parent,
+            _keyed([image for d in rain_dirs for image in tree.images_in(d)], _rain100_split_rainy),
+            _keyed(tree.images_in(norain), _rain100_split_gt),
+            name=_rain100_name,
+            rain_dir=rain,
+            gt_dir=norain,
+        )
+    for folder in tree.dirs:
+        if folder in split_dirs:
+            continue
+        files = tree.images_in(folder)
+        _pair_by_key(
+            match,
+            folder,
+            _keyed(files, _rain100_rainy),
+            _keyed(files, _rain100_gt),
+            name=_rain100_name,
+            rain_dir=folder,
+            gt_dir=folder,
+        )
+    return match
+
+
+# --- rain1400 --------------------------------------------------------------------------
+
+_RAIN1400_RAINY = re.compile(r"(\d+)_(\d+)", _FLAGS)
+
+
+def _rain1400_rainy(stem: str) -> tuple[int, int] | None:
+    found = _RAIN1400_RAINY.fullmatch(stem)
+    if found is None or int(found[2]) not in RAIN1400_VARIANTS:
+        return None
+    return int(found[1]), int(found[2])
+
+
+def _match_rain1400(tree: _Tree) -> _Match:
+    """Rain1400 / Rain12600 (DDN, Fu et al. 2017).
+
+    Accepts `rainy_image/I_J.jpg` (J = 1…14) beside `ground_truth/I.jpg`, or the same
+    names in `rain/` beside `norain/`, in any folder at any depth; `.png` as well.
+    Pairs are named `I_J` and grouped by scene I. A scene whose ground truth has some
+    but not all 14 rainy variants is reported; its present variants are still paired.
+    """
+    match = _Match()
+    for parent in tree.dirs:
+        rain = tree.child(parent, "rainy_image")
+        gt_dir = tree.child(parent, "ground_truth")
+        if rain is None or gt_dir is None:
+            rain, gt_dir = tree.child(parent, "rain"), tree.child(parent, "norain")
+        if rain is None or gt_dir is None:
+            continue
+        rainy = _keyed(tree.images_in(rain), _rain1400_rainy)
+        gts = _keyed(tree.images_in(gt_dir), partial(_number, patterns=(_BARE_NUMBER,)))
+        _pair_by_key(
+            match,
+            parent,
+            rainy,
+            gts,
+            name=lambda key: f"{key[0]}_{key[1]}",
+            gt_key=lambda key: key[0],
+            group=lambda key: str(key[0]),
+            scene_group=True,
+            rain_dir=rain,
+            gt_dir=gt_dir,
+        )
+        variants: dict[Hashable, set[int]] = defaultdict(set)
+        for scene, variant in rainy:
+            variants[scene].add(variant)
+        for scene, files in gts.items():
+            absent = [str(j) for j in RAIN1400_VARIANTS if j not in variants[scene]]
+            if variants[scene] and absent:
+                detail = f"scene {scene} lacks rainy variants {', '.join(absent)} of 1–14"
+                match.problems.append(_problem("missing-rain", files[0], detail))
+    return match
+
+
+# --- input-target ----------------------------------------------------------------------
+
+
+def _match_input_target(tree: _Tree) -> _Match:
+    """Restormer / MPRNet / BasicSR-style sets (Rain13K, Test100, Test1200, Test2800,
+    Rain100L/H as re-released there).
+
+    Accepts `input/` beside `target/` (or `gt/`, `groundtruth/`), in any folder at any
+    depth, pairing files of the same stem (the extension may differ). Pairs are named
+    by that stem.
+    """
+    match = _Match()
+    for parent in tree.dirs:
+        inputs = tree.child(parent, "input")
+        targets = tree.child(parent, "target", "gt", "groundtruth")
+        if inputs is None or targets is None:
+            continue
+        _pair_by_key(
+            match,
+            parent,
+            _keyed(tree.images_in(inputs), lambda stem: stem),
+            _keyed(tree.images_in(targets), lambda stem: stem),
+            name=lambda stem: _slug(str(stem)),
+            rain_dir=inputs,
+            gt_dir=targets,
+        )
+    return match
+
+
+# --- spa ---------------------------------------------------------------------------------
+
+
+def _listed_pairs(path: Path) -> list[tuple[int, str]] | None:
+    """The numbered non-blank lines of a "rainy gt" list, or None when the file is
+    some other text (a README, a licence, a single-column list)."""
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), 1)
+        if line.strip()
+    ]
+    return lines if lines and _is_pair_line(lines[0][1]) else None
+
+
+def _is_pair_line(line: str) -> bool:
+    tokens = line.split()
+    return len(tokens) == 2 and all(
+        PurePosixPath(token).suffix.lower() in IMAGE_SUFFIXES for token in tokens
+    )
+
+
+def _listed_path(
+    token: str, list_dir: PurePosixPath, images: set[PurePosixPath]
+) -> tuple[PurePosixPath, bool]:
+    """Where a listed path lies and whether it is there. SPA-Data writes
+    `/real_test_1000/rain/000.png`: relative despite the slash, but copies differ on
+    relative to what, so the list's folder and each one above it up to the root are
+    tried in turn."""
+    clean = token.replace("\\", "/").lstrip("/")
+    tried = [
+        PurePosixPath(posixpath.normpath(f"{base}/{clean}"))
+        for base in (list_dir, *list_dir.parents)
+    ]
+    found = next((path for path in tried if path in images), None)
+    return (found, True) if found else (tried[0], False)
+
+
+def _match_spa(tree: _Tree) -> _Match:
+    """SPA-Data (Wang et al. 2019, real rain with pseudo ground truth).
+
+    Accepts any `.txt` list whose lines are "rainy gt" paths (`real_test_1000.txt`,
+    `real_world.txt`), relative to the list's folder or one above it up to the root,
+    a leading `/` or `./` allowed; listed files must lie under the root. Other `.txt`
+    files (a licence, a README, a single-column list) are ignored. Pairs are named by
+    the rainy file's stem. Without any list, accepts `rain/` beside `gt/` with `NNN.png`
+    and `NNNgt.png` (SPA-Data's test names), `NNN_gt` or the same stem.
+    """
+    match = _Match()
+    images = set(tree.images)
+    lists = [(text, _listed_pairs(tree.root / text)) for text in tree.texts]
+    for text, lines in lists:
+        if lines is None:
+            continue
+        for number, line in lines:
+            if not _is_pair_line(line):
+                detail = f"line {number}: expected 'rainy gt' image paths, got {line[:80]!r}"
+                match.problems.append(_problem("unreadable", text, detail))
+                continue
+            rain_token, gt_token = line.split()
+            rain, has_rain = _listed_path(rain_token, text.parent, images)
+            gt, has_gt = _listed_path(gt_token, text.parent, images)
+            match.claimed.update(path for path, there in [(rain, has_rain), (gt, has_gt)] if there)
+            where = f"listed on line {number} of {text.name} but not found"
+            if not has_rain:
+                match.problems.append(_problem("missing-rain", rain, where))
+            if not has_gt:
+                match.problems.append(_problem("missing-gt", gt, where))
+            if has_rain and has_gt:
+                match.candidates.append(
+                    _Candidate(text.with_suffix(""), _slug(rain.stem), rain, gt)
+                )
+    if any(lines is not None for _, lines in lists):
+        return match
+    for parent in tree.dirs:
+        rain, gt_dir = tree.child(parent, "rain"), tree.child(parent, "gt")
+        if rain is None or gt_dir is None:
+            continue
+        _pair_by_key(
+            match,
+            parent,
+            _keyed(tree.images_in(rain), lambda stem: stem),
+            _keyed(tree.images_in(gt_dir), lambda stem: re.sub(r"[_-]?gt$", "", stem, flags=re.I)),
+            name=lambda stem: _slug(str(stem)),
+            rain_dir=rain,
+            gt_dir=gt_dir,
+        )
+    return match
+
+
+# --- did-mdn -----------------------------------------------------------------------------
+
+_DENSITIES = ("heavy", "medium", "light")
+# Words of a folder name: Rain_Heavy, rain-heavy and RainHeavy all hold "heavy";
+# "lightning" holds no "light".
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+
+
+def _density(parts: Iterable[str]) -> str | None:
+    """The density the nearest of `parts` (innermost first) names, if any."""
+    for part in parts:
+        words = {word.lower() for word in _WORD.findall(part)}
+        if found := next((d for d in _DENSITIES if d in words), None):
+            return found
+    return None
+
+
+def _match_didmdn(tree: _Tree) -> _Match:
+    """DID-MDN Rain1200 (Zhang & Patel 2018): each `N.jpg` holds the rainy image in
+    its left half and the clean one in its right half (DID-MDN's loaders crop
+    `(0, 0, w/2, h)` as input, `(w/2, 0, w, h)` as target).
+
+    Accepts bare-number images in any folder at any depth, e.g.
+    `DID-MDN-training/Rain_{Heavy,Medium,Light}/train2018new/` and `DID-MDN-test/`.
+    Pairs are grouped by the density a folder names (heavy, medium, light) and named
+    `heavy-N`; images in no density folder (the mixed test set) are named `N`.
+    An odd width cannot be split into equal halves and is a size mismatch.
+    """
+    match = _Match()
+    # Looking up to the root's parent lets a root of `Rain_Heavy/train2018new` read heavy.
+    absolute = tree.root.resolve()
+    outside = [absolute.name, absolute.parent.name]
+    for image in tree.images:
+        if _BARE_NUMBER.fullmatch(image.stem) is None:
+            continue
+        density = _density([*reversed(image.parent.parts), *outside])
+        number = int(image.stem)
+        name = f"{density}-{number}" if density else str(number)
+        match.claimed.add(image)
+        match.candidates.append(
+            _Candidate(image.parent, name, image, image, density, side_by_side=True)
+        )
+    return match
+
+
+# --- Checks common to every layout ----------------------------------------------------
+
+
+def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
+    return tuple(
+        (0, int(run), "") if run.isdigit() else (1, 0, run)
+        for run in re.findall(r"[0-9]+|[^0-9]+", text)
+    )
+
+
+def _prefixed(unit: PurePosixPath, text: str) -> str:
+    prefix = "-".join(_slug(part) for part in unit.parts)
+    return f"{prefix}-{text}" if prefix else text
+
+
+def _disambiguated(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Names stay as the rules give them unless two folders (train/ and test/, say)
+    give the same one; then every name takes its folder's path as a prefix."""
+    units: dict[str, set[PurePosixPath]] = defaultdict(set)
+    for candidate in candidates:
+        units[candidate.name].add(candidate.unit)
+    if all(len(found) == 1 for found in units.values()):
+        return candidates
+    return [
+        replace(
+            c,
+            name=_prefixed(c.unit, c.name),
+            group=_prefixed(c.unit, c.group) if c.scene_group and c.group else c.group,
+        )
+        for c in candidates
+    ]
+
+
+class _Sizes:
+    """Image sizes from headers, each file read once; unreadable files are reported once."""
+
+    def __init__(self, root: Path, problems: list[LayoutProblem]):
+        self._root = root
+        self._problems = problems
+        self._known: dict[PurePosixPath, tuple[int, int] | None] = {}
+
+    def __call__(self, path: PurePosixPath) -> tuple[int, int] | None:
+        if path not in self._known:
+            try:
+                with Image.open(self._root / path) as image:
+                    self._known[path] = image.size
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                self._known[path] = None
+                # PIL names the absolute path; the problem already carries the relative one.
+                reason = str(error).replace(f" '{self._root / path}'", "")
+                self._problems.append(_problem("unreadable", path, f"not an image: {reason}"))
+        return self._known[path]
+
+
+def _checked(
+    candidate: _Candidate, sizes: _Sizes, root: Path, problems: list[LayoutProblem]
+) -> PairSource | None:
+    rain_size, gt_size = sizes(candidate.rain), sizes(candidate.gt)
+    if rain_size is None or gt_size is None:
+        return None
+    width, height = rain_size
+    crop_rain = crop_gt = None
+    if candidate.side_by_side:
+        if width % 2:
+            detail = f"width {width} is odd: the halves cannot be equal"
+            problems.append(_problem("size-mismatch", candidate.rain, detail))
+            return None
+        crop_rain, crop_gt = (0, 0, width // 2, height), (width // 2, 0, width, height)
+    elif rain_size != gt_size:
+        detail = f"rainy is {width}×{height}, {candidate.gt} is {gt_size[0]}×{gt_size[1]}"
+        problems.append(_problem("size-mismatch", candidate.rain, detail))
+        return None
+    return PairSource(
+        candidate.name,
+        root / candidate.rain,
+        root / candidate.gt,
+        crop_rain,
+        crop_gt,
+        candidate.group,
+    )
+
+
+def _find(
+    root: Path, *, name: str, description: str, match: Callable[[_Tree], _Match]
+) -> tuple[list[PairSource], list[LayoutProblem]]:
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    tree = _scan(root)
+    found = match(tree)
+    if not found.claimed:
+        detail = f"nothing here is laid out as {name}: expected {description}"
+        return [], [LayoutProblem("no-pairs", ".", detail)]
+    problems = list(found.problems)
+    problems += [
+        _problem("unexpected-file", image, f"fits no {name} naming rule")
+        for image in tree.images
+        if image not in found.claimed
+    ]
+    by_name: dict[str, list[_Candidate]] = defaultdict(list)
+    for candidate in _disambiguated(found.candidates):
+        by_name[candidate.name].append(candidate)
+    sizes = _Sizes(root, problems)
+    pairs = []
+    for pair_name, candidates in by_name.items():
+        if len(candidates) > 1:
+            listed = ", ".join(str(c.rain) for c in candidates)
+            detail = f"{len(candidates)} pairs would be named {pair_name}: {listed}"
+            problems.append(_problem("duplicate-name", candidates[0].rain, detail))
+        elif pair := _checked(candidates[0], sizes, root, problems):
+            pairs.append(pair)
+    pairs.sort(key=lambda pair: _natural(pair.name))
+    problems.sort(key=lambda problem: (_natural(problem.path), problem.kind))
+    if not pairs:
+        detail = f"no complete {name} pair (see the problems above); expected {description}"
+        problems.append(LayoutProblem("no-pairs", ".", detail))
+    return pairs, problems
+
+
+def _layout(name: str, description: str, match: Callable[[_Tree], _Match]) -> Layout:
+    return Layout(
+        name, description, partial(_find, name=name, description=description, match=match)
+    )
+
+
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        _layout(
+            "rain100",
+            "Rain100L/H, Rain200L/H: rain-N.png with norain-N.png, or rain/ beside norain/",
+            _match_rain100,
+        ),
+        _layout(
+            "rain1400",
+            "Rain1400/DDN: rainy_image/I_J.jpg (J = 1–14) with ground_truth/I.jpg",
+            _match_rain1400,
+        ),
+        _layout(
+            "input-target",
+            "Restormer-style: input/ beside target/ (or gt/) with images of the same name",
+            _match_input_target,
+        ),
+        _layout(
+            "spa",
+            "SPA-Data: a .txt list of 'rainy gt' image paths, or rain/ beside gt/ (NNNgt.png)",
+            _match_spa,
+        ),
+        _layout(
+            "did-mdn",
+            "DID-MDN Rain1200: N.jpg holding the rainy left half and the clean right half",
+            _match_didmdn,
+        ),
+    )
+}

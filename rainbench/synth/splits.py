@@ -1,0 +1,220 @@
+"""Storing paired splits — synthetic renders and imported public sets — as shards
+under `shards/synthetic/<split>/` with one `synthetic.parquet` row per pair.
+
+Pairs are made in worker processes and written by this process in a fixed order,
+shard after shard, each shard published and committed before the next begins. A
+pair already in `synthetic.parquet` is never made again, so a re-run is a no-op
+and a killed run, run again, writes exactly the shards an uninterrupted one would.
+"""
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from rainbench import __version__
+from rainbench.parallel import WorkerPool
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset
+from rainbench.shards.tar import ShardInfo, ShardWriter, publish
+from rainbench.synth.png import ZLIB_VERSION
+
+
+@dataclass(frozen=True)
+class PairJob:
+    split: str
+    job: str  # what makes this pair, e.g. "streak@1:<source key>:<seed>:0"; the key derives from it
+    row: dict  # synthetic.parquet fields known before the pair is made
+    task: object  # what the worker function needs, picklable
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(f"{self.split}\0{self.job}".encode()).hexdigest()[:24]
+
+
+@dataclass
+class MadePair:
+    members: dict[str, bytes]  # "rain.png", "gt.png", then optional layers ("streaks.png", …)
+    metadata: dict  # width, height and the recipe's parameters; goes to <key>.json
+    error: str | None = None  # why the pair could not be made (it is then skipped)
+
+
+@dataclass
+class PairsSummary:
+    stored: Counter = field(default_factory=Counter)  # per split
+    existing: Counter = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (job, why)
+    shards: int = 0
+
+
+def write_pairs(
+    dataset: Dataset,
+    jobs: list[PairJob],
+    make: Callable[[object], MadePair],
+    pool: WorkerPool,
+    shard_bytes: int,
+    run_id: str,
+    progress: bool = False,
+) -> PairsSummary:
+    """Make and store every job's pair that the dataset does not hold yet.
+
+    The caller holds the dataset's lock.
+    """
+    summary = PairsSummary()
+    done = set(
+        manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)["key"].to_pylist()
+    )
+    for split in dict.fromkeys(job.split for job in jobs):
+        _repair(dataset, split)
+        todo = [job for job in jobs if job.split == split and job.key not in done]
+        summary.existing[split] = sum(1 for job in jobs if job.split == split) - len(todo)
+        bar = tqdm(total=len(todo), desc=split, unit="pair", disable=not progress or not todo)
+        made = pool.map_ordered(make, [job.task for job in todo])
+        filled = _fill_shards(
+            dataset, split, zip(todo, made, strict=True), shard_bytes, summary, bar
+        )
+        for shard, info, rows in filled:
+            _commit(dataset, split, shard, info, rows, run_id)
+            summary.shards += 1
+            summary.stored[split] += len(rows)
+        bar.close()
+    return summary
+
+
+def _fill_shards(
+    dataset: Dataset,
+    split: str,
+    made: Iterator[tuple[PairJob, MadePair]],
+    shard_bytes: int,
+    summary: PairsSummary,
+    bar: tqdm,
+) -> Iterator[tuple[str, ShardInfo, list[dict]]]:
+    """Write pairs into consecutive shards; yield (shard name, info, rows) per shard."""
+    index = _next_index(dataset, split)
+    writer, rows = None, []
+    for job, pair in made:
+        bar.update(1)
+        if pair.error:
+            summary.failed.append((job.job, pair.error))
+            continue
+        if writer is None:
+            name = dataset.synthetic_shard_name(split, index)
+            writer, rows, size = ShardWriter(dataset.root / name), [], 0
+        members = _member_names(pair)
+        for member in members[:-1]:
+            writer.add(f"{job.key}.{member}", pair.members[member])
+        writer.add(f"{job.key}.json", _metadata_json(job, pair))
+        rows.append(_row(job, pair, name, members))
+        size += sum(len(data) for data in pair.members.values())
+        if size >= shard_bytes:
+            yield name, _publish(writer), rows
+            writer, index = None, index + 1
+    if writer is not None:
+        yield name, _publish(writer), rows
+
+
+def _publish(writer: ShardWriter) -> ShardInfo:
+    with writer:
+        info = writer.finish()
+    publish(writer.path)
+    return info
+
+
+def _member_names(pair: MadePair) -> list[str]:
+    layers = sorted(set(pair.members) - {"rain.png", "gt.png"})
+    return ["rain.png", "gt.png", *layers, "json"]
+
+
+def _row(job: PairJob, pair: MadePair, shard: str, members: list[str]) -> dict:
+    row = dict.fromkeys(manifest.SYNTHETIC.names)
+    row.update(job.row)
+    row.update(
+        key=job.key,
+        split=job.split,
+        job=job.job,
+        shard=shard,
+        width=pair.metadata["width"],
+        height=pair.metadata["height"],
+        members=members,
+        rain_sha256=hashlib.sha256(pair.members["rain.png"]).hexdigest(),
+        gt_sha256=hashlib.sha256(pair.members["gt.png"]).hexdigest(),
+    )
+    for name in ("intensity", "compositing"):
+        if name in pair.metadata:
+            row[name] = pair.metadata[name]
+    return row
+
+
+def _metadata_json(job: PairJob, pair: MadePair) -> bytes:
+    metadata = {
+        **{k: v for k, v in job.row.items() if v is not None},
+        **pair.metadata,
+        "key": job.key,
+        "split": job.split,
+        "job": job.job,
+        "png_zlib_version": ZLIB_VERSION,
+        "rainbench_version": __version__,
+    }
+    return json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode()
+
+
+def _commit(
+    dataset: Dataset, split: str, name: str, info: ShardInfo, rows: list[dict], run_id: str
+) -> None:
+    for row in rows:
+        row["run"] = run_id
+    shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
+    shard_row = {
+        "shard": name,
+        "split": split,
+        "samples": len(rows),
+        "bytes": info.bytes,
+        "sha256": info.sha256,
+        "ingest_run": run_id,
+    }
+    shards = pa.concat_tables([shards, manifest.rows_to_table([shard_row], manifest.SHARDS)])
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    pairs = pa.concat_tables([pairs, manifest.rows_to_table(rows, manifest.SYNTHETIC)])
+    # The shard first: a kill between the two writes leaves a listed shard without
+    # rows, which _repair undoes on the next run.
+    manifest.write_manifest(dataset.shards_manifest, shards.sort_by("shard"))
+    manifest.write_manifest(
+        dataset.synthetic_manifest, pairs.sort_by([("split", "ascending"), ("shard", "ascending")])
+    )
+    info_json = dataset.read_info()
+    info_json["counts"]["synthetic"] = dict(sorted(Counter(pairs["split"].to_pylist()).items()))
+    dataset.write_info(info_json)
+
+
+def _next_index(dataset: Dataset, split: str) -> int:
+    shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
+    names = [
+        n
+        for n, s in zip(shards["shard"].to_pylist(), shards["split"].to_pylist(), strict=True)
+        if s == split
+    ]
+    return 1 + max((int(n.rsplit("-", 1)[1].removesuffix(".tar")) for n in names), default=-1)
+
+
+def _repair(dataset: Dataset, split: str) -> None:
+    """Undo what a killed run left of this split, so it can be made again exactly.
+
+    Unfinished shards and shards never listed are removed; so is a shard listed in
+    shards.parquet whose rows never reached synthetic.parquet (a commit cut in two).
+    """
+    folder = dataset.root / "shards" / "synthetic" / split
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    with_rows = set(pairs["shard"].to_pylist())
+    shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
+    names, splits = shards["shard"].to_pylist(), shards["split"].to_pylist()
+    keep = [n in with_rows or s != split for n, s in zip(names, splits, strict=True)]
+    if not all(keep):
+        manifest.write_manifest(dataset.shards_manifest, shards.filter(pa.array(keep)))
+    listed = {n for n, k in zip(names, keep, strict=True) if k}
+    for path in folder.iterdir() if folder.exists() else []:
+        if path.relative_to(dataset.root).as_posix() not in listed:
+            path.unlink()

@@ -1,0 +1,150 @@
+"""`rainbench synth` on an ingested dataset: the syn-* splits, exact ground truth,
+no-op re-runs, byte-identical shards, and resume after a crash."""
+
+import hashlib
+import io
+import shutil
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from rainbench.capture.decode import load_upright
+from rainbench.capture.formats import FORMATS
+from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.verify import verify
+from rainbench.synth import splits as splits_module
+from rainbench.synth.build import SynthOptions, preview_sheet, synthesize
+
+ALL_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
+OPTIONS = SynthOptions(workers=1, shard_bytes=200_000)
+
+
+@pytest.fixture(scope="module")
+def _clean_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    for spec in sample_specs(5, seed=8, size=(160, 120)):
+        write_capture(root / "clean", spec)
+    ingest([root / "clean"], root / "ds", IngestOptions(workers=1, layer="clean", split=ALL_TEST))
+    return root / "ds"
+
+
+@pytest.fixture
+def ds(tmp_path, _clean_dataset):
+    return shutil.copytree(_clean_dataset, tmp_path / "ds")
+
+
+def _shard_hashes(ds) -> dict[str, str]:
+    return {
+        p.relative_to(ds).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((ds / "shards" / "synthetic").rglob("*.tar"))
+    }
+
+
+def _members(shard) -> dict[str, bytes]:
+    with tarfile.open(shard) as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive}
+
+
+def test_four_splits_with_the_exact_clean_source_as_ground_truth(ds):
+    summary = synthesize(ds, OPTIONS)
+    assert dict(summary.stored) == {f"syn-{r}": 5 for r in OPTIONS.recipes}
+    assert verify(Dataset(ds)) == []
+    pairs = pd.read_parquet(ds / "manifests/synthetic.parquet")
+    samples = pd.read_parquet(ds / "manifests/samples.parquet").set_index("key")
+    assert set(pairs.split) == {"syn-drizzle", "syn-streak", "syn-storm", "syn-fog-like"}
+    assert pairs.recipe_version.notna().all() and pairs.seed.notna().all()
+    for pair in pairs.itertuples():
+        members = _members(ds / pair.shard)
+        source = samples.loc[pair.source_key]
+        stored = _members(ds / source.shard)[f"{pair.source_key}.{source.members[0]}"]
+        clean = (
+            np.asarray(load_upright(stored, FORMATS[source.format]))
+            if source.format != "dng"
+            else None
+        )
+        gt = np.asarray(Image.open(io.BytesIO(members[f"{pair.key}.gt.png"])))
+        rain = np.asarray(Image.open(io.BytesIO(members[f"{pair.key}.rain.png"])))
+        assert gt.shape == rain.shape == (pair.height, pair.width, 3)
+        if clean is not None:
+            assert np.array_equal(gt, clean)
+        assert not np.array_equal(gt, rain)
+        assert f"{pair.key}.json" in members
+
+
+def test_rerun_is_a_no_op_and_output_is_reproducible(ds, tmp_path, _clean_dataset):
+    synthesize(ds, OPTIONS)
+    first = _shard_hashes(ds)
+    again = synthesize(ds, OPTIONS)
+    assert sum(again.stored.values()) == 0 and sum(again.existing.values()) == 20
+    assert _shard_hashes(ds) == first
+    other = shutil.copytree(_clean_dataset, tmp_path / "other")
+    synthesize(other, SynthOptions(workers=2, shard_bytes=200_000))
+    assert _shard_hashes(other) == first
+
+
+def test_killed_run_resumes_into_the_same_shards(ds, tmp_path, _clean_dataset, monkeypatch):
+    reference = shutil.copytree(_clean_dataset, tmp_path / "reference")
+    synthesize(reference, OPTIONS)
+
+    class Killed(BaseException):
+        pass
+
+    original, calls = splits_module.manifest.write_manifest, {"n": 0}
+
+    def crash_on_third(path, table):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second shard's shards.parquet is written, its rows are not
+            raise Killed
+        original(path, table)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(splits_module.manifest, "write_manifest", crash_on_third)
+        with pytest.raises(Killed):
+            synthesize(ds, OPTIONS)
+    synthesize(ds, OPTIONS)
+    assert _shard_hashes(ds) == _shard_hashes(reference)
+    assert verify(Dataset(ds)) == []
+    a = pd.read_parquet(ds / "manifests/synthetic.parquet").drop(columns="run")
+    b = pd.read_parquet(reference / "manifests/synthetic.parquet").drop(columns="run")
+    pd.testing.assert_frame_equal(a.astype(str), b.astype(str))
+
+
+def test_without_clean_sources_it_says_what_to_do(tmp_path, capture_folder):
+    ingest([capture_folder], tmp_path / "ds", IngestOptions(workers=1))
+    with pytest.raises(DatasetError, match="--layer clean"):
+        synthesize(tmp_path / "ds", OPTIONS)
+    with pytest.raises(DatasetError, match="unknown recipe"):
+        synthesize(tmp_path / "ds", SynthOptions(recipes=("hail",)))
+
+
+def test_preview_sheet(tmp_path):
+    spec = sample_specs(1, seed=2, size=(320, 240))[0]
+    path = write_capture(tmp_path, spec)
+    out = preview_sheet(path, tmp_path / "sheet.png")
+    with Image.open(out) as sheet:
+        assert sheet.width > 320 and sheet.format == "PNG"
+
+
+def test_cli(ds, tmp_path):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["synth", str(ds), "--recipes", "drizzle,storm", "-j", "1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "syn-drizzle: 5 pairs stored" in result.output
+    assert "syn-storm" in runner.invoke(main, ["stats", str(ds)]).output
+    image = write_capture(tmp_path, sample_specs(1, seed=4, size=(200, 150))[0])
+    sheet = tmp_path / "sheet.png"
+    preview = runner.invoke(main, ["synth", "--preview", str(image), "--out", str(sheet)])
+    assert preview.exit_code == 0 and sheet.exists()
+    assert runner.invoke(main, ["synth", "--preview", str(image)]).exit_code == 2
+    assert runner.invoke(main, ["synth"]).exit_code == 2

@@ -1,0 +1,381 @@
+"""Layouts of public paired sets, built on disk in code: pairing by each layout's
+naming rules, the variants each accepts, and every problem reported rather than guessed.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rainbench.synth.importers import LAYOUTS, find_pairs, load_pair
+
+SIZE = (48, 32)  # width, height
+
+
+def write_image(path: Path, size: tuple[int, int] = SIZE, seed: int = 0) -> np.ndarray:
+    """Random pixels (so any mix-up shows), saved in the format the suffix names."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def write_files(root: Path, *names: str) -> None:
+    for seed, name in enumerate(names):
+        write_image(root / name, seed=seed)
+
+
+def kinds(problems) -> list[tuple[str, str]]:
+    return [(problem.kind, problem.path) for problem in problems]
+
+
+def test_every_layout_is_registered_with_a_one_line_description():
+    assert list(LAYOUTS) == ["rain100", "rain1400", "input-target", "spa", "did-mdn"]
+    for name, layout in LAYOUTS.items():
+        assert layout.name == name
+        assert layout.description and "\n" not in layout.description
+
+
+def test_unknown_layout_and_missing_folder_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown layout"):
+        find_pairs(tmp_path, "rain800")
+    with pytest.raises(NotADirectoryError):
+        find_pairs(tmp_path / "absent", "rain100")
+
+
+# --- rain100 ---------------------------------------------------------------------------
+
+
+def test_rain100_pairs_by_number_in_numeric_order(tmp_path):
+    rainy = {n: write_image(tmp_path / f"rain-{n}.png", seed=n) for n in (1, 2, 10)}
+    truth = {n: write_image(tmp_path / f"norain-{n}.png", seed=100 + n) for n in (1, 2, 10)}
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert problems == []
+    assert [pair.name for pair in pairs] == ["rain-1", "rain-2", "rain-10"]
+    second = pairs[1]
+    assert (second.rain, second.gt) == (tmp_path / "rain-2.png", tmp_path / "norain-2.png")
+    assert (second.crop_rain, second.crop_gt, second.group) == (None, None, None)
+    rain, gt = load_pair(second)
+    assert rain.dtype == np.uint8 and rain.shape == (32, 48, 3)
+    np.testing.assert_array_equal(rain, rainy[2])
+    np.testing.assert_array_equal(gt, truth[2])
+
+
+@pytest.mark.parametrize(
+    ("rain", "gt"),
+    [
+        ("rain-001.png", "norain-001.png"),  # Rain100L/H test sets pad to three digits
+        ("rain-1.png", "norain-001.png"),
+        ("rain-1.jpg", "norain-1.jpg"),
+        ("rain/X2/norain-1x2.png", "norain/norain-1.png"),  # the Rain200 release
+        ("rain/norain-1x2.png", "norain/norain-1.png"),
+        ("Rain/1.png", "NoRain/1.png"),
+        ("norain-1x2.png", "norain-1.png"),
+    ],
+)
+def test_rain100_variants(tmp_path, rain, gt):
+    write_files(tmp_path / "Rain100L", rain, gt)
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert problems == []
+    assert [(p.name, p.rain, p.gt) for p in pairs] == [
+        ("rain-1", tmp_path / "Rain100L" / rain, tmp_path / "Rain100L" / gt)
+    ]
+
+
+def test_nested_train_and_test_take_their_folder_as_prefix_only_when_names_collide(tmp_path):
+    write_files(tmp_path, "train/rain-1.png", "train/norain-1.png")
+    write_files(tmp_path, "test/rain/X2/norain-2x2.png", "test/norain/norain-2.png")
+    pairs, problems = find_pairs(tmp_path, "rain100")
+    assert problems == []
+    assert [pair.name for pair in pairs] == ["rain-1", "rain-2"]
+
+    write_files(tmp_path, "test/rain/X2/norain-1x2.png", "test/norain/norain-1.png")
+    pairs, problems = find_pairs(tmp_path, "rain100")
+    assert problems == []
+    assert [pair.name for pair in pairs] == ["test-rain-1", "test-rain-2", "train-rain-1"]
+
+
+def test_rain100_missing_partners_are_reported_both_ways(tmp_path):
+    write_files(tmp_path, "rain-1.png", "norain-2.png", "rain-3.png", "norain-3.png")
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-3"]
+    assert kinds(problems) == [("missing-rain", "norain-2.png"), ("missing-gt", "rain-1.png")]
+
+
+def test_size_mismatch_is_reported_and_left_out(tmp_path):
+    write_files(tmp_path, "rain-1.png", "norain-1.png", "rain-2.png")
+    write_image(tmp_path / "norain-2.png", size=(50, 32))
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    assert kinds(problems) == [("size-mismatch", "rain-2.png")]
+    assert "48×32" in problems[0].detail and "50×32" in problems[0].detail
+
+
+def test_two_files_for_one_image_are_a_duplicate_not_a_guess(tmp_path):
+    write_files(tmp_path, "rain-1.png", "rain-001.png", "norain-1.png", "rain-2.png")
+    write_files(tmp_path, "norain-2.png")
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-2"]
+    assert [problem.kind for problem in problems] == ["duplicate-name"]
+    assert "rain-001.png" in problems[0].detail and "rain-1.png" in problems[0].detail
+
+
+def test_unexpected_images_are_reported_and_other_files_ignored(tmp_path):
+    write_files(tmp_path, "rain-1.png", "norain-1.png", "extra/photo.jpg", "cover.png")
+    write_files(tmp_path, "__MACOSX/._rain-1.png", "._rain-5.png")
+    for name in ("README.md", "notes.txt", ".DS_Store", "Thumbs.db"):
+        (tmp_path / name).write_bytes(b"not an image")
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    assert kinds(problems) == [
+        ("unexpected-file", "cover.png"),
+        ("unexpected-file", "extra/photo.jpg"),
+    ]
+
+
+def test_unreadable_image_is_reported(tmp_path):
+    write_files(tmp_path, "norain-1.png", "rain-2.png", "norain-2.png")
+    (tmp_path / "rain-1.png").write_bytes(b"\x89PNG broken")
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-2"]
+    assert kinds(problems) == [("unreadable", "rain-1.png")]
+
+
+def test_files_that_fit_but_never_pair_end_with_no_pairs(tmp_path):
+    write_files(tmp_path, "rain-1.png")
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert pairs == []
+    assert kinds(problems) == [("missing-gt", "rain-1.png"), ("no-pairs", ".")]
+
+
+# --- rain1400 --------------------------------------------------------------------------
+
+
+def write_rain1400(root: Path, scenes, variants=range(1, 15), suffix=".jpg", dirs=None):
+    rain_dir, gt_dir = dirs or ("rainy_image", "ground_truth")
+    for scene in scenes:
+        write_image(root / gt_dir / f"{scene}{suffix}", seed=scene)
+        for j in variants:
+            write_image(root / rain_dir / f"{scene}_{j}{suffix}", seed=scene * 100 + j)
+
+
+def test_rain1400_pairs_14_variants_with_one_ground_truth(tmp_path):
+    write_rain1400(tmp_path, [901, 902])
+
+    pairs, problems = find_pairs(tmp_path, "rain1400")
+
+    assert problems == []
+    assert len(pairs) == 28
+    assert [pair.name for pair in pairs[:11]] == [f"901_{j}" for j in range(1, 12)]
+    last = pairs[-1]
+    assert last.name == "902_14" and last.group == "902"
+    assert last.rain == tmp_path / "rainy_image" / "902_14.jpg"
+    assert last.gt == tmp_path / "ground_truth" / "902.jpg"
+    rain, gt = load_pair(last)
+    assert rain.shape == gt.shape == (32, 48, 3)
+
+
+def test_rain1400_variants_rain_norain_png_nested(tmp_path):
+    write_rain1400(tmp_path / "train", [1], suffix=".png", dirs=("rain", "norain"))
+    write_rain1400(tmp_path / "test", [901])
+
+    pairs, problems = find_pairs(tmp_path, "rain1400")
+
+    assert problems == []
+    assert len(pairs) == 28
+    assert {pair.group for pair in pairs} == {"1", "901"}
+
+
+def test_rain1400_problems(tmp_path):
+    write_rain1400(tmp_path, [901])
+    write_rain1400(tmp_path, [902], variants=[])  # ground truth alone
+    write_rain1400(tmp_path, [903], variants=range(1, 14))  # 14th variant lost
+    write_files(tmp_path, "rainy_image/904_1.jpg", "rainy_image/901_15.jpg")
+
+    pairs, problems = find_pairs(tmp_path, "rain1400")
+
+    assert len(pairs) == 14 + 13
+    assert kinds(problems) == [
+        ("missing-rain", "ground_truth/902.jpg"),
+        ("missing-rain", "ground_truth/903.jpg"),
+        ("unexpected-file", "rainy_image/901_15.jpg"),
+        ("missing-gt", "rainy_image/904_1.jpg"),
+    ]
+    assert "14" in problems[1].detail
+
+
+# --- input-target ----------------------------------------------------------------------
+
+
+def test_input_target_pairs_by_name_and_prefixes_colliding_sets(tmp_path):
+    for name in ("Rain100H", "Rain100L"):
+        write_files(tmp_path / "test" / name, "input/1.png", "target/1.png")
+        write_files(tmp_path / "test" / name, "input/2.png", "target/2.png")
+
+    pairs, problems = find_pairs(tmp_path, "input-target")
+
+    assert problems == []
+    assert [pair.name for pair in pairs] == [
+        "test-Rain100H-1",
+        "test-Rain100H-2",
+        "test-Rain100L-1",
+        "test-Rain100L-2",
+    ]
+    assert pairs[0].gt == tmp_path / "test" / "Rain100H" / "target" / "1.png"
+
+
+def test_input_target_variants_and_missing_partners(tmp_path):
+    write_files(tmp_path, "input/a b.jpg", "gt/a b.png", "input/only.png", "gt/lonely.png")
+
+    pairs, problems = find_pairs(tmp_path, "input-target")
+
+    assert [(p.name, p.rain.name, p.gt.name) for p in pairs] == [("a-b", "a b.jpg", "a b.png")]
+    assert kinds(problems) == [("missing-rain", "gt/lonely.png"), ("missing-gt", "input/only.png")]
+
+
+# --- spa -------------------------------------------------------------------------------
+
+
+def test_spa_reads_the_rainy_gt_list(tmp_path):
+    testing = tmp_path / "Testing"
+    for n in range(3):
+        write_files(testing, f"real_test_1000/rain/{n:03d}.png", f"real_test_1000/gt/{n:03d}gt.png")
+    lines = [f"/real_test_1000/rain/{n:03d}.png /real_test_1000/gt/{n:03d}gt.png" for n in range(5)]
+    lines[3] = "/real_test_1000/rain/003.png /real_test_1000/gt/000gt.png"  # gt shared is fine
+    lines.append("a-single-column.png")
+    write_files(testing, "real_test_1000/rain/003.png", "Real_Internet/rain_1.png")
+    (testing / "real_test_1000.txt").write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    (testing / "License.txt").write_text("Licensed for research.\n")
+
+    pairs, problems = find_pairs(tmp_path, "spa")
+
+    assert [pair.name for pair in pairs] == ["000", "001", "002", "003"]
+    assert pairs[1].rain == testing / "real_test_1000" / "rain" / "001.png"
+    assert pairs[1].gt == testing / "real_test_1000" / "gt" / "001gt.png"
+    assert kinds(problems) == [
+        ("unexpected-file", "Testing/Real_Internet/rain_1.png"),
+        ("unreadable", "Testing/real_test_1000.txt"),
+        ("missing-gt", "Testing/real_test_1000/gt/004gt.png"),
+        ("missing-rain", "Testing/real_test_1000/rain/004.png"),
+    ]
+    assert "line 6" in problems[1].detail
+
+
+def test_spa_list_paths_relative_to_the_root_and_folder_fallback(tmp_path):
+    write_files(tmp_path / "a", "data/rain/000.png", "data/gt/000gt.png")
+    (tmp_path / "a" / "lists").mkdir()
+    (tmp_path / "a" / "lists" / "test.txt").write_text("data/rain/000.png data/gt/000gt.png\n")
+    pairs, problems = find_pairs(tmp_path / "a", "spa")
+    assert problems == []
+    assert [pair.name for pair in pairs] == ["000"]
+
+    write_files(tmp_path / "b", "rain/000.png", "gt/000gt.png", "rain/001.png", "gt/001_gt.png")
+    pairs, problems = find_pairs(tmp_path / "b", "spa")
+    assert problems == []
+    assert [(p.name, p.gt.name) for p in pairs] == [("000", "000gt.png"), ("001", "001_gt.png")]
+
+
+# --- did-mdn ---------------------------------------------------------------------------
+
+
+def write_side_by_side(path: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    full = write_image(path, size=(2 * SIZE[0], SIZE[1]), seed=seed)
+    return full[:, : SIZE[0]], full[:, SIZE[0] :]
+
+
+def test_did_mdn_left_half_is_rain_right_half_is_ground_truth(tmp_path):
+    training = tmp_path / "DID-MDN-training"
+    halves = write_side_by_side(training / "Rain_Heavy" / "train2018new" / "1.png", seed=1)
+    for density in ("Medium", "Light"):
+        write_side_by_side(training / f"Rain_{density}" / "train2018new" / "1.png")
+    write_side_by_side(tmp_path / "DID-MDN-test" / "1.png")
+
+    pairs, problems = find_pairs(tmp_path, "did-mdn")
+
+    assert problems == []
+    assert [(p.name, p.group) for p in pairs] == [
+        ("1", None),
+        ("heavy-1", "heavy"),
+        ("light-1", "light"),
+        ("medium-1", "medium"),
+    ]
+    heavy = pairs[1]
+    assert heavy.rain == heavy.gt == training / "Rain_Heavy" / "train2018new" / "1.png"
+    assert heavy.crop_rain == (0, 0, 48, 32)
+    assert heavy.crop_gt == (48, 0, 96, 32)
+    rain, gt = load_pair(heavy)
+    np.testing.assert_array_equal(rain, halves[0])
+    np.testing.assert_array_equal(gt, halves[1])
+
+
+def test_did_mdn_density_from_above_the_root_odd_width_and_strays(tmp_path):
+    root = tmp_path / "Rain_Light" / "train2018new"
+    write_side_by_side(root / "0.jpg")
+    write_image(root / "1.jpg", size=(97, 32))
+    write_image(root / "cover.jpg")
+
+    pairs, problems = find_pairs(root, "did-mdn")
+
+    assert [(p.name, p.group) for p in pairs] == [("light-0", "light")]
+    assert kinds(problems) == [("size-mismatch", "1.jpg"), ("unexpected-file", "cover.jpg")]
+
+
+# --- a folder laid out some other way ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "files"),
+    [
+        ("rain100", ["rainy_image/901_1.jpg", "ground_truth/901.jpg"]),
+        ("rain1400", ["rain-1.png", "norain-1.png"]),
+        ("input-target", ["rain/1.png", "norain/1.png"]),
+        ("spa", ["rainy_image/901_1.jpg", "ground_truth/901.jpg"]),
+        ("did-mdn", ["rain-1.png", "norain-1.png"]),
+    ],
+)
+def test_wrong_layout_gives_one_no_pairs_problem(tmp_path, layout, files):
+    write_files(tmp_path, *files)
+    (tmp_path / "README.txt").write_text("Rain set.\n")
+
+    pairs, problems = find_pairs(tmp_path, layout)
+
+    assert pairs == []
+    assert kinds(problems) == [("no-pairs", ".")]
+    assert LAYOUTS[layout].description in problems[0].detail
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_empty_folder_gives_no_pairs(tmp_path, layout):
+    pairs, problems = find_pairs(tmp_path, layout)
+
+    assert pairs == []
+    assert kinds(problems) == [("no-pairs", ".")]
+
+
+def test_load_pair_converts_grey_and_palette_to_rgb(tmp_path):
+    grey = np.arange(48 * 32, dtype=np.uint8).reshape(32, 48)
+    Image.fromarray(grey).save(tmp_path / "rain-1.png")
+    Image.fromarray(grey).convert("P").save(tmp_path / "norain-1.png")
+
+    (pair,), _ = find_pairs(tmp_path, "rain100")
+    rain, gt = load_pair(pair)
+
+    assert rain.shape == gt.shape == (32, 48, 3)
+    np.testing.assert_array_equal(rain[..., 1], grey)
