@@ -52,6 +52,26 @@ class Fractions(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+# Options several commands share.
+_workers = click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default=True,
+    help="Worker processes.",
+)
+_shard_size = click.option(
+    "--shard-size",
+    type=ByteSize(),
+    default=DEFAULT_SHARD_BYTES,
+    help="Roll to a new shard after this many bytes.  [default: 1GB]",
+)
+_progress = click.option(
+    "--progress/--no-progress", default=True, help="Show progress bars on stderr."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rainbench")
 def main() -> None:
@@ -91,7 +111,7 @@ def main() -> None:
     default=None,
     help="Processes used to ingest.  [default: all cores]",
 )
-@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+@_progress
 def demo_command(out, captures, size, workers, progress) -> None:
     """Generate realistic camera captures, ingest them, verify and summarise.
 
@@ -148,20 +168,8 @@ def demo_command(out, captures, size, workers, progress) -> None:
     help="Split fractions, fixed at the dataset's first ingest. "
     "[default: train=0.8,val=0.1,test=0.1]",
 )
-@click.option(
-    "--shard-size",
-    type=ByteSize(),
-    default=DEFAULT_SHARD_BYTES,
-    help="Roll to a new shard after this many bytes.  [default: 1GB]",
-)
-@click.option(
-    "--workers",
-    "-j",
-    type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
-    show_default=True,
-    help="Processes used to probe and write.",
-)
+@_shard_size
+@_workers
 @click.option(
     "--keep-gps",
     is_flag=True,
@@ -183,7 +191,7 @@ def demo_command(out, captures, size, workers, progress) -> None:
 )
 @click.option("--name", help="Dataset name recorded in dataset.json (default: the folder name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+@_progress
 def ingest_command(
     raw,
     out,
@@ -245,9 +253,7 @@ def format_summary(summary: IngestSummary, out: Path) -> str:
 
 @main.command("verify")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option(
-    "--workers", "-j", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
-)
+@_workers
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 def verify_command(dataset, workers, as_json) -> None:
     """Check every shard and manifest row of DATASET; exit 1 naming each problem.
@@ -288,8 +294,15 @@ def stats_command(dataset, as_json) -> None:
         f"{stats['name']}: {stats['samples']} samples in {stats['shards']} shards, "
         f"{stats['shard_bytes'] / 1e6:.1f} MB"
     )
-    for title in ("splits", "layers", "rain_types", "formats", "cameras", "rejects",
-                  "paired_splits"):
+    for title in (
+        "splits",
+        "layers",
+        "rain_types",
+        "formats",
+        "cameras",
+        "rejects",
+        "paired_splits",
+    ):
         if stats[title]:
             parts = ", ".join(f"{k} {v}" for k, v in stats[title].items())
             click.echo(f"  {title.replace('_', ' ')}: {parts}")
@@ -339,15 +352,8 @@ def stats_command(dataset, as_json) -> None:
     default=None,
     help="Shrink sources to this longest side first.  [default: full resolution]",
 )
-@click.option(
-    "--shard-size",
-    type=ByteSize(),
-    default=DEFAULT_SHARD_BYTES,
-    help="Roll to a new shard after this many bytes.  [default: 1GB]",
-)
-@click.option(
-    "--workers", "-j", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
-)
+@_shard_size
+@_workers
 @click.option(
     "--preview",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -357,7 +363,7 @@ def stats_command(dataset, as_json) -> None:
     "--out", "-o", type=click.Path(path_type=Path), help="Where --preview writes the sheet (PNG)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+@_progress
 def synth_command(
     dataset,
     recipes,
@@ -430,17 +436,10 @@ Layouts:
     type=click.Path(path_type=Path),
     help="The dataset (created if missing).",
 )
-@click.option(
-    "--shard-size",
-    type=ByteSize(),
-    default=DEFAULT_SHARD_BYTES,
-    help="Roll to a new shard after this many bytes.  [default: 1GB]",
-)
-@click.option(
-    "--workers", "-j", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
-)
+@_shard_size
+@_workers
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+@_progress
 def import_paired_command(path, layout, name, into, shard_size, workers, as_json, progress) -> None:
     summary, problems = _run(
         lambda: import_paired(path, layout, name, into, shard_size, workers, progress)

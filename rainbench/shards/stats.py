@@ -20,7 +20,7 @@ def dataset_stats(dataset: Dataset) -> dict:
         return dict(Counter(values).most_common())
 
     cameras = Counter(
-        " ".join(part for part in (make, model) if part) or "unknown"
+        _camera(make, model)
         for make, model in zip(
             samples["camera_make"].to_pylist(), samples["camera_model"].to_pylist(), strict=True
         )
@@ -44,3 +44,10 @@ def dataset_stats(dataset: Dataset) -> dict:
         "rejects": dict(Counter(rejects["reason"].to_pylist()).most_common()),
         "paired_splits": dict(sorted(Counter(pairs["split"].to_pylist()).items())),
     }
+
+
+def _camera(make: str | None, model: str | None) -> str:
+    """ "Canon EOS R6", also when the model repeats the make (as Canon's do)."""
+    if make and model and model.lower().startswith(make.lower()):
+        return model
+    return " ".join(part for part in (make, model) if part) or "unknown"
