@@ -21,11 +21,8 @@ from rainbench.ingest.split import parse_fractions
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import problems_to_json, verify
-from rainbench.synth.build import DEFAULT_RECIPES, SynthOptions, preview_sheet, synthesize
 from rainbench.synth.importers import LAYOUTS
-from rainbench.synth.imports import import_paired
-from rainbench.synth.recipes import RECIPES
-from rainbench.synth.splits import PairsSummary
+from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
 
@@ -388,6 +385,9 @@ def synth_command(
       rainbench synth ds --recipes drizzle,streak,storm,fog-like --seed 0
       rainbench synth --preview photo.jpg --out sheet.png
     """
+    # Imported here: the renderer pulls in scipy, which ingest and the rest never need.
+    from rainbench.synth.build import SynthOptions, preview_sheet, synthesize
+
     if preview:
         if out is None:
             raise click.UsageError("--preview needs --out SHEET.png")
@@ -441,6 +441,8 @@ Layouts:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_progress
 def import_paired_command(path, layout, name, into, shard_size, workers, as_json, progress) -> None:
+    from rainbench.synth.imports import import_paired
+
     summary, problems = _run(
         lambda: import_paired(path, layout, name, into, shard_size, workers, progress)
     )
@@ -452,7 +454,7 @@ def import_paired_command(path, layout, name, into, shard_size, workers, as_json
     _echo_pairs(summary, as_json)
 
 
-def _echo_pairs(summary: PairsSummary, as_json: bool) -> None:
+def _echo_pairs(summary, as_json: bool) -> None:
     if as_json:
         click.echo(
             json.dumps(

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rainbench.synth.build import DEFAULT_RECIPES
-from rainbench.synth.recipes import RECIPES
+from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
 
 DEFINITIONS = sorted(
     (Path(__file__).resolve().parents[1] / "benchmarks/leaderboard").glob("*.toml")

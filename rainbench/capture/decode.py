@@ -11,6 +11,7 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from PIL import Image, UnidentifiedImageError
 
@@ -32,13 +33,21 @@ ORIENTATION_TAG = 0x0112
 class Decoded:
     """What a validating decode learned about a capture."""
 
-    preview: Image.Image  # RGB, upright, longest side about PREVIEW_SIDE (or smaller)
+    reduced: Image.Image  # RGB, as stored, longest side about PREVIEW_SIDE (or smaller)
     width: int  # full-resolution size, upright (EXIF orientation applied)
     height: int
     mode: str  # the stored pixel mode: "RGB", "L", "CMYK", "I;16", "RGBA", ...
     exif: Image.Exif
     # Further tar members of the sample, extension → bytes (a RAW's rendered preview).
     extra_members: dict[str, bytes] = field(default_factory=dict)
+    orientation: int = 1  # the EXIF orientation that makes `reduced` upright
+
+    @cached_property
+    def preview(self) -> Image.Image:
+        """`reduced`, upright; turned only when asked for."""
+        if self.orientation in _TRANSPOSES:
+            return self.reduced.transpose(_TRANSPOSES[self.orientation])
+        return self.reduced
 
 
 def decode_capture(data: bytes, fmt: Format, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
@@ -75,16 +84,11 @@ def upright_size(width: int, height: int, exif: Image.Exif) -> tuple[int, int]:
     return width, height
 
 
-def to_preview(image: Image.Image, exif: Image.Exif) -> Image.Image:
-    """An upright RGB image with its longest side at most PREVIEW_SIDE."""
+def reduce_for_preview(image: Image.Image) -> Image.Image:
+    """An RGB image with its longest side below 2 × PREVIEW_SIDE."""
     image = _to_rgb(image)
     factor = max(image.size) // PREVIEW_SIDE
-    if factor >= 2:
-        image = image.reduce(factor)
-    orientation = exif.get(ORIENTATION_TAG)
-    if orientation in range(2, 9):
-        image = image.transpose(_TRANSPOSES[orientation])
-    return image
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
@@ -113,7 +117,15 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
             raise CaptureRejected(Reason.TRUNCATED, f"the file ends early: {text}") from None
         raise CaptureRejected(Reason.CORRUPT, f"pixel data does not decode: {text}") from None
     width, height = upright_size(*full_size, exif)
-    return Decoded(to_preview(image, exif), width, height, mode, exif)
+    orientation = exif.get(ORIENTATION_TAG)
+    return Decoded(
+        reduce_for_preview(image),
+        width,
+        height,
+        mode,
+        exif,
+        orientation=orientation if orientation in _TRANSPOSES else 1,
+    )
 
 
 def load_upright(data: bytes, fmt: Format) -> Image.Image:

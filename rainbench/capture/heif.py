@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from rainbench.capture.decode import ORIENTATION_TAG, Decoded, check_pixel_cap, to_preview
+from rainbench.capture.decode import ORIENTATION_TAG, Decoded, check_pixel_cap, reduce_for_preview
 from rainbench.capture.reject import CaptureRejected, Reason
 
 
@@ -42,7 +42,7 @@ def decode_heic(data: bytes, max_pixels: int) -> Decoded:
     exif = _read_exif(heif.info.get("exif"))
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = 1
-    return Decoded(to_preview(image, Image.Exif()), *image.size, heif.mode, exif)
+    return Decoded(reduce_for_preview(image), *image.size, heif.mode, exif)
 
 
 def open_upright(data: bytes) -> Image.Image:

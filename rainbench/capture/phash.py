@@ -24,15 +24,27 @@ _DCT = _dct_matrix(_SIDE)
 _WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
-def phash_variants(preview: Image.Image) -> list[int]:
-    """The pHash of `preview` (index 0) and of its 7 other dihedral transforms."""
-    grey = preview.convert("L").resize((_SIDE, _SIDE), Image.Resampling.BOX)
+# Which of the 8 variants below (flip, then quarter turns anticlockwise) is the
+# picture made upright by each EXIF orientation.
+_UPRIGHT_VARIANT = {1: 0, 2: 4, 3: 2, 4: 6, 5: 5, 6: 3, 7: 7, 8: 1}
+
+
+def phash_variants(image: Image.Image, orientation: int = 1) -> list[int]:
+    """The pHash of the upright picture (index 0) and of its 7 other dihedral transforms.
+
+    `image` is as stored and `orientation` the EXIF orientation that makes it upright:
+    hashing all eight transforms anyway, the upright one is picked rather than the
+    image being turned first.
+    """
+    grey = image.convert("L").resize((_SIDE, _SIDE), Image.Resampling.BOX)
     pixels = np.asarray(grey, dtype=np.float64)
-    variants = []
-    for flipped in (pixels, pixels[:, ::-1]):
-        for turns in range(4):
-            variants.append(_hash(np.rot90(flipped, turns)))
-    return variants
+    variants = [
+        _hash(np.rot90(flipped, turns))
+        for flipped in (pixels, pixels[:, ::-1])
+        for turns in range(4)
+    ]
+    upright = variants.pop(_UPRIGHT_VARIANT.get(orientation, 0))
+    return [upright, *variants]
 
 
 def _hash(pixels: np.ndarray) -> int:

@@ -95,6 +95,6 @@ def probe(
     result.bytes = len(stored)
     result.width, result.height, result.mode = decoded.width, decoded.height, decoded.mode
     result.exif = read_exif(decoded.exif, keep_gps)
-    result.phash = phash_variants(decoded.preview)
+    result.phash = phash_variants(decoded.reduced, decoded.orientation)
     result.extra_members = decoded.extra_members
     return result

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from rainbench.capture.decode import PREVIEW_SIDE, Decoded, check_pixel_cap, to_preview
+from rainbench.capture.decode import PREVIEW_SIDE, Decoded, check_pixel_cap, reduce_for_preview
 from rainbench.capture.formats import Format
 from rainbench.capture.reject import CaptureRejected, Reason
 
@@ -84,7 +84,7 @@ def decode_raw(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
         ) from None
     width, height = (sizes.height, sizes.width) if sizes.flip & 4 else (sizes.width, sizes.height)
     return Decoded(
-        to_preview(upright, Image.Exif()),
+        reduce_for_preview(upright),
         width,
         height,
         mode,

@@ -17,11 +17,10 @@ from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
 from rainbench.synth.png import encode_png
-from rainbench.synth.recipes import RECIPES
+from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
 from rainbench.synth.render import contact_sheet, derive_seed, render
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 
-DEFAULT_RECIPES = ("drizzle", "streak", "storm", "fog-like")
 DEFAULT_SHARD_BYTES = 1_000_000_000
 
 

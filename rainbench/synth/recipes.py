@@ -58,6 +58,9 @@ class Recipe:
         return {name: bounds for name, bounds in found.items() if bounds is not None}
 
 
+# What `rainbench synth` renders unless told otherwise: one split per rain type.
+DEFAULT_RECIPES = ("drizzle", "streak", "storm", "fog-like")
+
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
