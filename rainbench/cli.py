@@ -18,6 +18,8 @@ from rainbench.demo.run import run_demo
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.run import DEFAULT_NEAR_DUP_BITS, DEFAULT_SHARD_BYTES
 from rainbench.ingest.split import parse_fractions
+from rainbench.metrics.engine import DEFAULT_CACHE
+from rainbench.metrics.registry import MetricError
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import problems_to_json, verify
@@ -454,6 +456,225 @@ def import_paired_command(path, layout, name, into, shard_size, workers, as_json
     _echo_pairs(summary, as_json)
 
 
+@main.command("metrics")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def metrics_command(as_json) -> None:
+    """List the metrics rainbench computes, by name.
+
+    \b
+    Example:
+      rainbench metrics
+    """
+    from rainbench.metrics import list_metrics
+
+    specs = list_metrics()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "full_reference": s.full_reference,
+                        "lower_is_better": s.lower_is_better,
+                        "description": s.description,
+                    }
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
+        return
+    for spec in specs:
+        kind = "full-reference" if spec.full_reference else "no-reference"
+        better = "lower is better" if spec.lower_is_better else "higher is better"
+        click.echo(f"{spec.name:10s} {kind:15s} {better:17s} {spec.description}")
+
+
+_weights_dir = click.option(
+    "--weights-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where metric weights are.  [default: $RAINBENCH_WEIGHTS or ~/.cache/rainbench/weights]",
+)
+
+
+@main.group("weights")
+def weights_group() -> None:
+    """The offline weight files of the metrics: what is there, and how to add them.
+
+    \b
+    Example:
+      rainbench weights status
+      rainbench weights extract-niqe basicsr-1.4.2.tar.gz
+    """
+
+
+@weights_group.command("status")
+@_weights_dir
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def weights_status_command(weights_dir, as_json) -> None:
+    """Which weight files are present, where, and whether their checksums hold.
+
+    \b
+    Example:
+      rainbench weights status --json
+    """
+    from rainbench.metrics.weights import resolve_dir, status
+
+    found = status(weights_dir)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "file": s.file.name,
+                        "metrics": list(s.file.metrics),
+                        "state": s.state,
+                        "path": str(s.path) if s.path else None,
+                        "sha256": s.sha256,
+                        "expected": s.file.expected,
+                        "provide": s.file.command,
+                    }
+                    for s in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"weights directory: {resolve_dir(weights_dir)}")
+    for s in found:
+        where = str(s.path) if s.path else f"missing — {s.file.command}"
+        click.echo(f"  {s.state:10s} {s.file.name} ({', '.join(s.file.metrics)}): {where}")
+
+
+@weights_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_weights_dir
+def weights_import_command(file, weights_dir) -> None:
+    """Check FILE against the known weight files and copy it into the weights directory.
+
+    \b
+    Example:
+      rainbench weights import brisque_svm_weights.pth
+    """
+    from rainbench.metrics.weights import import_file
+
+    click.echo(_run(lambda: import_file(file, weights_dir)))
+
+
+@weights_group.command("extract-niqe")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_weights_dir
+def weights_extract_niqe_command(archive, weights_dir) -> None:
+    """Take the published NIQE parameters out of BasicSR's source archive and check them.
+
+    \b
+    Example:
+      pip download basicsr==1.4.2 --no-deps --no-binary :all: --no-build-isolation
+      rainbench weights extract-niqe basicsr-1.4.2.tar.gz
+    """
+    from rainbench.metrics.weights import extract_niqe
+
+    click.echo(_run(lambda: extract_niqe(archive, weights_dir)))
+
+
+@main.command("score")
+@click.option(
+    "--pred",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of images to score (a derainer's outputs).",
+)
+@click.option(
+    "--ref",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of ground truths, paired with --pred by file name.",
+)
+@click.option(
+    "--metrics",
+    "metric_names",
+    default=None,
+    help="Comma-separated metric names.  [default: psnr_y,ssim_y,psnr,ssim with "
+    "--ref, else niqe,brisque,piqe]",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The scores, one row per image (Parquet); provenance goes beside it (.json).",
+)
+@_weights_dir
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, or cuda for the learned and no-reference metrics.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Score cache (SQLite), keyed by image hashes and protocol.",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@_workers
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def score_command(
+    pred, ref, metric_names, out, weights_dir, device, cache, no_cache, workers, as_json
+) -> None:
+    """Score the images in --pred, against --ref when given; write one row per image.
+
+    \b
+    Example:
+      rainbench score --pred derained/ --ref gt/ --metrics psnr_y,ssim_y --out scores.parquet
+      rainbench score --pred derained/ --metrics niqe,piqe --out nr.parquet
+    """
+    from rainbench.metrics.engine import ScoreSettings, pair_folders, score
+    from rainbench.metrics.report import provenance, summary, write_scores
+
+    default = "psnr_y,ssim_y,psnr,ssim" if ref else "niqe,brisque,piqe"
+    metrics = tuple(m.strip() for m in (metric_names or default).split(",") if m.strip())
+    options = {"weights_dir": str(weights_dir)} if weights_dir else {}
+    if device != "cpu":
+        options["device"] = device
+    pairing = pair_folders(pred, ref)
+    for name in pairing.unmatched_pred:
+        click.echo(f"unmatched prediction: {name}", err=True)
+    for name in pairing.unmatched_ref:
+        click.echo(f"unmatched reference: {name}", err=True)
+    if not pairing.jobs:
+        click.echo(f"error: no images to score in {pred}", err=True)
+        sys.exit(1)
+    settings = ScoreSettings(metrics, options, None if no_cache else str(cache))
+    rows = _run(lambda: list(score(pairing.jobs, settings, workers if device == "cpu" else 1)))
+    write_scores(out, rows, metrics, provenance(pred, ref, metrics, pairing, options))
+    lines = summary(rows, metrics)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "summary": lines,
+                    "errors": [r for r in rows if r["status"] != "ok"],
+                },
+                indent=2,
+            )
+        )
+        return
+    for line in lines:
+        mean = "—" if line["mean"] is None else f"{line['mean']:.4f}"
+        extra = f", {line['infinite']} identical (inf)" if line["infinite"] else ""
+        failed = f", {line['failed']} failed" if line["failed"] else ""
+        click.echo(
+            f"{line['metric']:10s} mean {mean:>10s} over {line['images']} images{extra}{failed}"
+        )
+    for row in rows:
+        if row["status"] != "ok":
+            click.echo(f"{row['name']}: {row['status']}", err=True)
+    click.echo(f"scores: {out}")
+
+
 def _echo_pairs(summary, as_json: bool) -> None:
     if as_json:
         click.echo(
@@ -480,6 +701,6 @@ def _echo_pairs(summary, as_json: bool) -> None:
 def _run(call):
     try:
         return call()
-    except DatasetError as error:
+    except (DatasetError, MetricError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

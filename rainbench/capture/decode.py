@@ -152,6 +152,18 @@ def load_upright(data: bytes, fmt: Format) -> Image.Image:
     return image
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """The upright size from the header alone (no pixels decoded), for the formats
+    Pillow reads itself; None for others."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = _open(data)
+            return upright_size(*image.size, image.getexif())
+    except Exception:  # any unreadable header: the size is simply unknown
+        return None
+
+
 def _open(data: bytes) -> Image.Image:
     """Open without Pillow's bomb guard: ingest's explicit pixel cap decides instead."""
     saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None

@@ -1,0 +1,222 @@
+"""Scoring many images: pair predictions with references by name, decode each image
+once for all metrics, score chunks of images on every core, and cache each value by
+(prediction sha256, reference sha256, metric, protocol version) so re-scoring is free.
+
+A file that cannot be read, or a metric that fails on one image, is recorded in that
+image's `status` and the run goes on.
+"""
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import UnidentifiedImageError
+
+from rainbench.capture.decode import header_size, load_upright
+from rainbench.capture.formats import is_capture_name, sniff
+from rainbench.metrics.registry import PROTOCOL_VERSION, Metric, MetricError, create_metric
+from rainbench.parallel import WorkerPool
+
+DEFAULT_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rainbench" / "scores.sqlite"
+)
+_CHUNK = 8  # images per unit of work: amortises start-up without starving a core
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    name: str  # the file's path relative to the prediction folder
+    pred: Path
+    ref: Path | None
+
+
+@dataclass
+class Pairing:
+    jobs: list[ScoreJob]
+    unmatched_pred: list[str] = field(default_factory=list)
+    unmatched_ref: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    metrics: tuple[str, ...]
+    options: dict  # passed to every create_metric (weights_dir, device)
+    cache: str | None  # SQLite file, or None for no cache
+
+
+def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
+    """Predictions paired with references of the same relative path and stem.
+
+    The extension may differ (a derainer may write PNG for a JPEG input); a stem
+    found twice on one side is ambiguous and reported as unmatched.
+    """
+    preds = _images_by_stem(pred_dir)
+    if ref_dir is None:
+        return Pairing(
+            [
+                ScoreJob(path.relative_to(pred_dir).as_posix(), path, None)
+                for _, path in sorted(preds.items())
+            ]
+        )
+    refs = _images_by_stem(ref_dir)
+    jobs = [
+        ScoreJob(preds[s].relative_to(pred_dir).as_posix(), preds[s], refs[s])
+        for s in sorted(preds.keys() & refs.keys())
+    ]
+    return Pairing(
+        jobs,
+        sorted(preds[s].relative_to(pred_dir).as_posix() for s in preds.keys() - refs.keys()),
+        sorted(refs[s].relative_to(ref_dir).as_posix() for s in refs.keys() - preds.keys()),
+    )
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    seen_twice: set[str] = set()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and is_capture_name(path.name):
+            stem = path.relative_to(folder).with_suffix("").as_posix()
+            if stem in found:
+                seen_twice.add(stem)
+            found[stem] = path
+    for stem in seen_twice:
+        del found[stem]
+    return found
+
+
+def score(jobs: list[ScoreJob], settings: ScoreSettings, workers: int) -> Iterator[dict]:
+    """One row per job: name, hashes, size, a column per metric, and status."""
+    for metric in settings.metrics:  # fail fast: an unknown metric, missing weights
+        create_metric(metric, **settings.options)
+    if workers > 1:  # one torch thread per worker process: they share the cores
+        settings = ScoreSettings(
+            settings.metrics, {**settings.options, "threads": 1}, settings.cache
+        )
+    chunks = [(jobs[i : i + _CHUNK], settings) for i in range(0, len(jobs), _CHUNK)]
+    with WorkerPool(workers) as pool:
+        for rows in pool.map_ordered(score_chunk, chunks):
+            if settings.cache:
+                _store(settings.cache, rows, settings.metrics)
+            yield from rows
+
+
+# One set of built metrics per worker process, reused across chunks.
+_BUILT: dict[tuple, dict[str, Metric]] = {}
+
+
+def score_chunk(task: tuple[list[ScoreJob], ScoreSettings]) -> list[dict]:
+    jobs, settings = task
+    key = (settings.metrics, tuple(sorted(settings.options.items())))
+    if key not in _BUILT:
+        _BUILT[key] = {m: create_metric(m, **settings.options) for m in settings.metrics}
+    metrics = _BUILT[key]
+    cache = _open_cache(settings.cache)
+    return [_score_one(job, metrics, cache) for job in jobs]
+
+
+def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:
+    row: dict = {
+        "name": job.name,
+        "pred_sha256": None,
+        "ref_sha256": None,
+        "width": None,
+        "height": None,
+        "status": "ok",
+    }
+    try:
+        pred_bytes = job.pred.read_bytes()
+        ref_bytes = job.ref.read_bytes() if job.ref else None
+    except OSError as error:
+        row["status"] = f"error: cannot read: {error.strerror or error}"
+        return row
+    row["pred_sha256"] = hashlib.sha256(pred_bytes).hexdigest()
+    row["ref_sha256"] = hashlib.sha256(ref_bytes).hexdigest() if ref_bytes is not None else None
+    known = _cached(cache, row["pred_sha256"], row["ref_sha256"], list(metrics))
+    row.update(known)
+    todo = [name for name in metrics if name not in known]
+    if not todo:
+        row["width"], row["height"] = header_size(pred_bytes) or (None, None)
+        return row
+    try:  # decoded once, for every metric that needs computing
+        pred = _decode(pred_bytes, job.pred)
+        ref = _decode(ref_bytes, job.ref) if ref_bytes is not None else None
+    except MetricError as error:
+        row.update(dict.fromkeys(todo))
+        row["status"] = f"error: {error}"
+        return row
+    row["height"], row["width"] = pred.shape[:2]
+    failures = []
+    for name in todo:
+        metric = metrics[name]
+        try:
+            row[name] = metric(pred, ref) if metric.spec.full_reference else metric(pred)
+        except MetricError as error:
+            row[name] = None
+            failures.append(f"{name}: {error}")
+    if failures:
+        row["status"] = "error: " + "; ".join(failures)
+    return row
+
+
+def _decode(data: bytes, path: Path) -> np.ndarray:
+    fmt = sniff(data, path.name)
+    if fmt is None or fmt.raw:
+        raise MetricError(f"{path.name} is not an image that can be scored")
+    try:
+        return np.asarray(load_upright(data, fmt))
+    except UnidentifiedImageError:  # its message names a memory address: not reproducible
+        raise MetricError(f"{path.name} does not decode: no readable {fmt.name} header") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise MetricError(f"{path.name} does not decode: {error}") from None
+
+
+# -- the cache ----------------------------------------------------------------------------
+
+_SCHEMA = """create table if not exists scores (
+    pred_sha256 text not null, ref_sha256 text not null, metric text not null,
+    protocol text not null, value real not null,
+    primary key (pred_sha256, ref_sha256, metric, protocol))"""
+
+
+def _open_cache(path: str | None):
+    if path is None or not Path(path).exists():
+        return None
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _cached(cache, pred_sha: str, ref_sha: str | None, metrics: list[str]) -> dict[str, float]:
+    if cache is None:
+        return {}
+    marks = ",".join("?" * len(metrics))
+    found = cache.execute(
+        f"select metric, value from scores where pred_sha256 = ? and ref_sha256 = ? "
+        f"and protocol = ? and metric in ({marks})",
+        (pred_sha, ref_sha or "", PROTOCOL_VERSION, *metrics),
+    )
+    return dict(found.fetchall())
+
+
+def _store(path: str, rows: list[dict], metrics: tuple[str, ...]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as cache:
+        cache.execute(_SCHEMA)
+        cache.executemany(
+            "insert or replace into scores values (?, ?, ?, ?, ?)",
+            [
+                (
+                    row["pred_sha256"],
+                    row["ref_sha256"] or "",
+                    metric,
+                    PROTOCOL_VERSION,
+                    None if row[metric] == float("inf") else row[metric],
+                )
+                for row in rows
+                if row["pred_sha256"]
+                for metric in metrics
+                if row.get(metric) is not None
+            ],
+        )

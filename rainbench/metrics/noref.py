@@ -1,0 +1,128 @@
+"""No-reference metrics for real rain (niqe, brisque, piqe, musiq, topiq_nr), computed
+by pyiqa. pyiqa is imported here and nowhere else: its licence is non-commercial, so
+this module is the one to replace. Weight files come from `weights`, never a download.
+"""
+
+import sys
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from rainbench.metrics import weights
+from rainbench.metrics.registry import MetricError, MetricSpec, register
+
+INSTALL_HINT = "pip install 'rainbench[eval]'"
+
+
+@dataclass(frozen=True)
+class PyiqaMetric:
+    name: str  # ours and pyiqa's
+    lower_is_better: bool
+    description: str
+    min_side: int = 1
+    options: dict = field(default_factory=dict)  # passed to pyiqa.create_metric
+
+
+METRICS = (
+    PyiqaMetric(
+        "niqe",
+        True,
+        "NIQE, LIVE parameters (pyiqa); compare methods only at equal resolution",
+        min_side=96,  # one 96×96 block
+    ),
+    PyiqaMetric("brisque", True, "BRISQUE, LIVE SVR (pyiqa)"),
+    PyiqaMetric("piqe", True, "PIQE (pyiqa); needs no weights", min_side=16),  # 16×16 blocks
+    PyiqaMetric("musiq", False, "MUSIQ trained on KonIQ-10k (pyiqa), ~0..100"),
+    # Its ResNet-50 comes with the checkpoint: without backbone_pretrain=False timm would
+    # first download ImageNet weights.
+    PyiqaMetric(
+        "topiq_nr",
+        False,
+        "TOPIQ no-reference, KonIQ-10k, ResNet-50 (pyiqa), 0..1",
+        options={"backbone_pretrain": False},
+    ),
+)
+
+
+def _build(
+    metric: PyiqaMetric,
+    weights_dir: str | Path | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+):
+    """The scoring function `(uint8 H×W×3 RGB) → float`, with the pyiqa model built once
+    here (on CPU unless `device` is given) and reused for every image.
+
+    `threads` caps torch's CPU threads: the engine asks for one per worker process
+    when it runs several, so they do not fight over the cores.
+    """
+    torch, pyiqa = _import_pyiqa()
+    if threads:
+        torch.set_num_threads(threads)
+    device = _device(torch, device)
+    options = dict(metric.options)
+    weight_file = weights.require(metric.name, weights_dir)
+    if weight_file is not None:
+        # An explicit path: pyiqa then never looks for its download URL.
+        options["pretrained_model_path"] = str(weight_file)
+    # pyiqa prints "Loading pretrained model" to stdout, which may be the CLI's --json.
+    with redirect_stdout(sys.stderr):
+        model = pyiqa.create_metric(metric.name, device=device, **options)
+
+    def score(pred: np.ndarray) -> float:
+        x = torch.tensor(pred, device=device).permute(2, 0, 1).unsqueeze(0)
+        try:
+            with torch.inference_mode():
+                value = float(model(x.float() / 255))
+        # Flat images leave NIQE without statistics: one image fails, not the run.
+        except (RuntimeError, ValueError) as error:
+            raise MetricError(f"{metric.name} fails on this image: {_first_line(error)}") from error
+        if not np.isfinite(value):
+            raise MetricError(f"{metric.name} is undefined on this image (flat regions?)")
+        return value
+
+    return score
+
+
+def _import_pyiqa():
+    try:
+        import pyiqa
+        import torch
+    # A torchvision that does not match torch fails at import with a RuntimeError.
+    except (ImportError, RuntimeError) as error:
+        raise MetricError(
+            f"no-reference metrics need torch and pyiqa ({_first_line(error)}): {INSTALL_HINT}"
+        ) from error
+    return torch, pyiqa
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def _device(torch, device: str | None):
+    if device is None:
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise MetricError(f"unknown device {device!r}: {error}") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise MetricError(f"device {device!r} asked for, but CUDA is not available here")
+    return chosen
+
+
+for _metric in METRICS:
+    register(
+        MetricSpec(
+            name=_metric.name,
+            full_reference=False,
+            lower_is_better=_metric.lower_is_better,
+            description=_metric.description,
+            factory=partial(_build, _metric),
+            min_side=_metric.min_side,
+        )
+    )

@@ -1,0 +1,102 @@
+"""The metric registry: every metric is a `MetricSpec` registered by name, and
+`create_metric(name)` builds a ready `Metric`. Names are the public contract (see
+DESIGN: psnr_y, ssim_y, psnr, ssim, niqe, brisque, piqe).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+
+import numpy as np
+
+# Bumped whenever any metric's computed value could change: cached scores and
+# published results carry it.
+PROTOCOL_VERSION = "1"
+
+# Modules whose import registers metrics; imported on first use, so that asking for
+# psnr_y never imports torch.
+_PROVIDERS = ("rainbench.metrics.fullref", "rainbench.metrics.noref")
+
+
+class MetricError(Exception):
+    """A metric cannot run on this input or here (missing weights, wrong size, …);
+    the message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    full_reference: bool
+    lower_is_better: bool
+    description: str  # one line, for `rainbench metrics`
+    # Builds the scoring function: (pred, ref) → float for full-reference metrics,
+    # (pred,) → float for no-reference ones; images are uint8 H×W×3 RGB arrays. It takes
+    # the keyword options every metric accepts: weights_dir, device, threads.
+    factory: Callable[..., Callable[..., float]]
+    min_side: int = 1  # the smallest image side the metric accepts
+
+
+_REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+class Metric:
+    """A ready metric: `metric(pred)` or `metric(pred, ref)` → float."""
+
+    def __init__(self, spec: MetricSpec, **options):
+        self.spec = spec
+        self._score = spec.factory(**options)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __call__(self, pred: np.ndarray, ref: np.ndarray | None = None) -> float:
+        _check_image(pred, "prediction")
+        if min(pred.shape[:2]) < self.spec.min_side:
+            raise MetricError(
+                f"{self.name} needs images of at least {self.spec.min_side} px per side, "
+                f"got {pred.shape[1]}×{pred.shape[0]}"
+            )
+        if not self.spec.full_reference:
+            return float(self._score(pred))
+        if ref is None:
+            raise MetricError(f"{self.name} is full-reference: give a reference image")
+        _check_image(ref, "reference")
+        if ref.shape != pred.shape:
+            raise MetricError(
+                f"{self.name}: prediction {pred.shape[1]}×{pred.shape[0]} and reference "
+                f"{ref.shape[1]}×{ref.shape[0]} differ in size"
+            )
+        return float(self._score(pred, ref))
+
+
+def create_metric(name: str, **options) -> Metric:
+    """The metric registered as `name`, built with `options` (e.g. weights_dir=…)."""
+    _load_providers()
+    if name not in _REGISTRY:
+        raise MetricError(f"unknown metric {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return Metric(_REGISTRY[name], **options)
+
+
+def list_metrics() -> list[MetricSpec]:
+    _load_providers()
+    return sorted(_REGISTRY.values(), key=lambda spec: (not spec.full_reference, spec.name))
+
+
+def _load_providers() -> None:
+    for module in _PROVIDERS:
+        import_module(module)
+
+
+def _check_image(image: np.ndarray, what: str) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise MetricError(
+            f"the {what} must be a uint8 array, got {getattr(image, 'dtype', type(image))}"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise MetricError(f"the {what} must be H×W×3 RGB, got shape {image.shape}")

@@ -1,0 +1,80 @@
+"""Writing a scoring run: the scores as Parquet (one row per image) with a JSON of
+provenance beside it, and the per-metric summary the CLI prints.
+"""
+
+import json
+import math
+import platform
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pyarrow as pa
+
+from rainbench import __version__
+from rainbench.metrics.engine import Pairing
+from rainbench.metrics.registry import PROTOCOL_VERSION
+from rainbench.metrics.weights import status
+from rainbench.shards.manifest import write_manifest
+
+
+def write_scores(out: Path, rows: list[dict], metrics: tuple[str, ...], provenance: dict) -> Path:
+    """`out` (Parquet) and `out` with suffix .json (provenance); returns the JSON's path."""
+    columns = ["name", "pred_sha256", "ref_sha256", "width", "height", *metrics, "status"]
+    types = {"width": pa.int64(), "height": pa.int64(), **dict.fromkeys(metrics, pa.float64())}
+    schema = pa.schema([(c, types.get(c, pa.string())) for c in columns])
+    table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema)
+    write_manifest(out, table)
+    sidecar = out.with_suffix(".json")
+    sidecar.write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    return sidecar
+
+
+def provenance(
+    pred: Path, ref: Path | None, metrics: tuple[str, ...], pairing: Pairing, options: dict
+) -> dict:
+    return {
+        "protocol_version": PROTOCOL_VERSION,
+        "metrics": list(metrics),
+        "pred": str(pred),
+        "ref": str(ref) if ref else None,
+        "images": len(pairing.jobs),
+        "unmatched_pred": pairing.unmatched_pred,
+        "unmatched_ref": pairing.unmatched_ref,
+        "options": options,
+        "rainbench_version": __version__,
+        "versions": _versions(),
+        "weights": {w.file.name: w.sha256 for w in status(options.get("weights_dir")) if w.present},
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "time": datetime.now(UTC).isoformat(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    """The versions of what computes the numbers (installed or not, no import needed)."""
+    found = {}
+    for package in ("numpy", "scipy", "pillow", "torch", "pyiqa"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def summary(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
+    """Mean of each metric over the images it scored (inf counted apart)."""
+    lines = []
+    for metric in metrics:
+        values = [row[metric] for row in rows if row.get(metric) is not None]
+        finite = [v for v in values if math.isfinite(v)]
+        lines.append(
+            {
+                "metric": metric,
+                "mean": sum(finite) / len(finite) if finite else None,
+                "images": len(values),
+                "infinite": len(values) - len(finite),
+                "failed": len(rows) - len(values),
+            }
+        )
+    return lines

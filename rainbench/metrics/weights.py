@@ -1,0 +1,228 @@
+"""Weight files of the no-reference metrics, offline: where rainbench looks for them,
+which files it knows (with checksums) and how a user provides each one. Nothing is
+ever downloaded; a missing file is a `MetricError` naming the command that provides it.
+"""
+
+import hashlib
+import io
+import os
+import shlex
+import sys
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from scipy.io.matlab import MatReadError
+
+from rainbench.metrics.registry import MetricError
+from rainbench.shards.dataset import write_atomic
+from rainbench.shards.tar import file_sha256
+
+WEIGHTS_ENV = "RAINBENCH_WEIGHTS"
+DEFAULT_WEIGHTS_DIR = "~/.cache/rainbench/weights"
+
+# The published NIQE parameters inside BasicSR's source distribution (Apache-2.0).
+BASICSR_SDIST = "basicsr-1.4.2.tar.gz"
+NIQE_NPZ_MEMBER = "basicsr/metrics/niqe_pris_params.npz"
+_GET_BASICSR = "pip download basicsr==1.4.2 --no-deps --no-binary :all: --no-build-isolation"
+_PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    name: str  # the file name pyiqa loads
+    metrics: tuple[str, ...]
+    # Hex sha256 the file must start with: a full digest, the 8-digit prefix that pyiqa
+    # puts in a checkpoint's name (torch.hub convention), or None when none is published.
+    sha256: str | None
+    # "file": sha256 of the bytes. "arrays": sha256 of the parameter values (mu ravelled,
+    # then cov, little-endian float64), because a .mat header carries its creation time.
+    digest: str
+    size: int | None  # bytes of the file rainbench writes, when it writes one
+    command: str  # the rainbench command that puts it in the weights directory
+    source: str  # where that command's input comes from
+
+    @property
+    def expected(self) -> str:
+        """The checksum as a message shows it."""
+        if self.sha256 is None:
+            return "none published"
+        return self.sha256 if len(self.sha256) == 64 else f"{self.sha256}…"
+
+    def check(self, path: Path) -> tuple[str | None, str]:
+        """(sha256 as this file is identified, state): ok, mismatch or unverified."""
+        try:
+            actual = _niqe_digest(path) if self.digest == "arrays" else file_sha256(path)
+        except (ValueError, KeyError, OSError, MatReadError):
+            return None, "mismatch"
+        if self.sha256 is None:
+            return actual, "unverified"
+        return actual, "ok" if actual.startswith(self.sha256) else "mismatch"
+
+
+def _from_pyiqa(name: str, metric: str, sha256: str | None) -> WeightFile:
+    return WeightFile(
+        name=name,
+        metrics=(metric,),
+        sha256=sha256,
+        digest="file",
+        size=None,
+        command=f"rainbench weights import {name}",
+        source=f"pyiqa's file, fetched where there is network: {_PYIQA_WEIGHTS_URL}/{name}",
+    )
+
+
+KNOWN_FILES: dict[str, WeightFile] = {
+    f.name: f
+    for f in (
+        WeightFile(
+            name="niqe_modelparameters.mat",
+            metrics=("niqe",),
+            sha256="f6284a2b53fd40bbc960472b76ec55b67a299a0270294b804c847e99b8cc1e30",
+            digest="arrays",
+            size=10928,
+            command=f"rainbench weights extract-niqe {BASICSR_SDIST}",
+            source=f"BasicSR's sdist: {_GET_BASICSR}",
+        ),
+        # pyiqa hard-codes this SVR's rho and feature ranges; the `brisque` wheel's LIVE
+        # model is a different SVR and cannot stand in for it (see docs/metrics.md).
+        _from_pyiqa("brisque_svm_weights.pth", "brisque", None),
+        _from_pyiqa("musiq_koniq_ckpt-e95806b9.pth", "musiq", "e95806b9"),
+        _from_pyiqa("cfanet_nr_koniq_res50-9a73138b.pth", "topiq_nr", "9a73138b"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class WeightStatus:
+    file: WeightFile
+    path: Path | None  # where it was found; None when missing
+    sha256: str | None  # as computed here (see WeightFile.digest)
+    state: str  # ok, mismatch, unverified (no published checksum) or missing
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
+
+
+def resolve_dir(weights_dir: str | Path | None = None) -> Path:
+    """`weights_dir` (--weights-dir), else $RAINBENCH_WEIGHTS, else ~/.cache/rainbench/weights."""
+    return Path(weights_dir or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS_DIR).expanduser()
+
+
+def pyiqa_cache_dir() -> Path:
+    """Where pyiqa keeps what it downloaded: torch.hub.get_dir()/pyiqa. Computed the way
+    torch does when torch is not loaded, so that `weights status` never imports it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir()) / "pyiqa"
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(home).expanduser() / "hub" / "pyiqa"
+
+
+def status(weights_dir: str | Path | None = None) -> list[WeightStatus]:
+    """Every known file: where it is found first (the weights directory, then pyiqa's
+    cache) and whether its checksum holds."""
+    return [_status(file, resolve_dir(weights_dir)) for file in KNOWN_FILES.values()]
+
+
+def require(metric: str, weights_dir: str | Path | None = None) -> Path | None:
+    """The checked weight file `metric` loads; None when it needs none."""
+    file = next((f for f in KNOWN_FILES.values() if metric in f.metrics), None)
+    if file is None:
+        return None
+    folder = resolve_dir(weights_dir)
+    found = _status(file, folder)
+    command = file.command + (f" --weights-dir {shlex.quote(str(folder))}" if weights_dir else "")
+    if not found.present:
+        raise MetricError(
+            f"{metric} needs {file.name}, found in neither {folder} nor {pyiqa_cache_dir()}; "
+            f"provide it: {command} ({file.source})"
+        )
+    if found.state == "mismatch":
+        raise MetricError(
+            f"{metric}: {found.path} is not the expected {file.name} "
+            f"({_found(found.sha256)}, expected {file.expected}); replace it: {command}"
+        )
+    return found.path
+
+
+def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path:
+    """Copy a known weight file into the weights directory after checking its checksum."""
+    path = Path(path)
+    file = KNOWN_FILES.get(path.name)
+    if file is None:
+        raise MetricError(
+            f"{path.name} is not a known weight file; known: {', '.join(sorted(KNOWN_FILES))}"
+        )
+    sha256, state = file.check(path)
+    if state == "mismatch":
+        raise MetricError(
+            f"{path} is not the expected {file.name} for {', '.join(file.metrics)}: "
+            f"{_found(sha256)}, expected {file.expected} ({file.source})"
+        )
+    dest = resolve_dir(weights_dir) / file.name
+    if not (dest.exists() and dest.samefile(path)):
+        write_atomic(dest, Path(path).read_bytes())
+    return dest
+
+
+def extract_niqe(archive: str | Path, weights_dir: str | Path | None = None) -> Path:
+    """Write pyiqa's niqe_modelparameters.mat from the NIQE parameters in BasicSR's sdist,
+    reading only that member of the archive."""
+    file = KNOWN_FILES["niqe_modelparameters.mat"]
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            member = next((m for m in tar if m.name.endswith(NIQE_NPZ_MEMBER) and m.isfile()), None)
+            if member is None:
+                raise MetricError(
+                    f"{archive} has no {NIQE_NPZ_MEMBER}; expected BasicSR's sdist "
+                    f"{BASICSR_SDIST} ({_GET_BASICSR})"
+                )
+            with np.load(io.BytesIO(tar.extractfile(member).read())) as npz:
+                mu, cov = npz["mu_pris_param"], npz["cov_pris_param"]
+        found = _params_sha256(mu, cov)
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, ValueError, KeyError) as error:
+        raise MetricError(f"cannot read the NIQE parameters from {archive}: {error}") from error
+    if found != file.sha256:
+        raise MetricError(
+            f"the NIQE parameters in {archive} are not the published ones "
+            f"(sha256 {found}, expected {file.sha256})"
+        )
+    buffer = io.BytesIO()
+    # pyiqa's NIQE reads these two variable names from a MATLAB file.
+    scipy.io.savemat(buffer, {"mu_prisparam": mu, "cov_prisparam": cov})
+    dest = resolve_dir(weights_dir) / file.name
+    write_atomic(dest, buffer.getvalue())
+    if file.check(dest)[1] != "ok":
+        dest.unlink()
+        raise MetricError(f"{dest} did not read back with the published NIQE parameters")
+    return dest
+
+
+def _status(file: WeightFile, folder: Path) -> WeightStatus:
+    for candidate in (folder / file.name, pyiqa_cache_dir() / file.name):
+        if candidate.is_file():
+            sha256, state = file.check(candidate)
+            return WeightStatus(file, candidate, sha256, state)
+    return WeightStatus(file, None, None, "missing")
+
+
+def _found(sha256: str | None) -> str:
+    return f"sha256 {sha256}" if sha256 else "unreadable"
+
+
+def _niqe_digest(path: Path) -> str:
+    params = scipy.io.loadmat(path)
+    return _params_sha256(params["mu_prisparam"], params["cov_prisparam"])
+
+
+def _params_sha256(mu: np.ndarray, cov: np.ndarray) -> str:
+    mu = np.asarray(mu, dtype="<f8").ravel()
+    cov = np.asarray(cov, dtype="<f8")
+    if mu.shape != (36,) or cov.shape != (36, 36):
+        raise ValueError(f"NIQE parameters must be mu 1×36 and cov 36×36, got {mu.shape}")
+    return hashlib.sha256(mu.tobytes() + cov.tobytes()).hexdigest()

@@ -1,0 +1,97 @@
+"""`rainbench score`, `metrics` and `weights` as a user runs them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rainbench.cli import main
+
+
+@pytest.fixture
+def folders(tmp_path):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        truth = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        for folder, image in ((gt, truth), (pred, np.clip(truth.astype(int) + 5, 0, 255))):
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(image.astype(np.uint8)).save(folder / f"{i}.png")
+    Image.fromarray(truth).save(pred / "unpaired.png")
+    return pred, gt
+
+
+def test_score_writes_rows_and_provenance(tmp_path, folders):
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            "--pred",
+            str(folders[0]),
+            "--ref",
+            str(folders[1]),
+            "--metrics",
+            "psnr,ssim_y",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "-j",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "unmatched prediction: unpaired.png" in result.output
+    scores = pd.read_parquet(out)
+    assert list(scores.name) == ["0.png", "1.png", "2.png"]
+    assert (scores.status == "ok").all() and scores.psnr.notna().all()
+    provenance = json.loads(out.with_suffix(".json").read_text())
+    assert provenance["protocol_version"] == "1" and provenance["unmatched_pred"] == [
+        "unpaired.png"
+    ]
+    assert "numpy" in provenance["versions"]
+
+
+def test_unknown_metric_and_empty_folder_exit_one(tmp_path, folders):
+    runner = CliRunner()
+    unknown = runner.invoke(
+        main,
+        [
+            "score",
+            "--pred",
+            str(folders[0]),
+            "--metrics",
+            "vibes",
+            "--out",
+            str(tmp_path / "x.parquet"),
+            "--no-cache",
+        ],
+    )
+    assert unknown.exit_code == 1 and "unknown metric 'vibes'" in unknown.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(
+        main,
+        [
+            "score",
+            "--pred",
+            str(tmp_path / "empty"),
+            "--metrics",
+            "psnr",
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
+    assert empty.exit_code == 1
+
+
+def test_metrics_and_weights_status(tmp_path):
+    runner = CliRunner()
+    names = {m["name"] for m in json.loads(runner.invoke(main, ["metrics", "--json"]).output)}
+    assert {"psnr_y", "ssim_y", "psnr", "ssim", "niqe", "brisque", "piqe"} <= names
+    status = runner.invoke(main, ["weights", "status", "--weights-dir", str(tmp_path), "--json"])
+    files = {f["file"]: f for f in json.loads(status.output)}
+    assert files["niqe_modelparameters.mat"]["provide"].startswith("rainbench weights extract-niqe")

@@ -1,0 +1,161 @@
+"""No-reference metrics through pyiqa: the calibration images in pyiqa's wheel against
+pyiqa's published values, the size limit, missing weights, and never a download.
+"""
+
+import importlib.metadata
+import re
+import socket
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from rainbench.metrics import create_metric, list_metrics, weights
+from rainbench.metrics.registry import MetricError
+
+pyiqa = pytest.importorskip("pyiqa", reason="no-reference metrics need rainbench[eval]")
+torch = pytest.importorskip("torch", reason="no-reference metrics need rainbench[eval]")
+
+# pyiqa's ResultsCalibra/calibration_summary.csv, rows "<metric>(ours)"; the wheel ships
+# the images but not this table.
+PUBLISHED = {
+    "niqe": {"I03": 15.6538, "I04": 3.6549, "I06": 3.2342, "I08": 3.1921, "I19": 9.0722},
+    "piqe": {"I03": 100.0, "I04": 21.6242, "I06": 35.8646, "I08": 41.147, "I19": 76.9485},
+    "brisque": {"I03": 94.6452, "I04": -0.1082, "I06": 1.0759, "I08": 5.1423, "I19": 66.8381},
+    "musiq": {"I03": 12.4773, "I04": 75.7764, "I06": 73.7459, "I08": 75.4604, "I19": 38.0248},
+}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """A download attempt fails the test instead of going unnoticed."""
+
+    def refuse(*args):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def calibration_images() -> dict[str, np.ndarray]:
+    found = {
+        f.name.removesuffix(".bmp"): f.locate()
+        for f in importlib.metadata.files("pyiqa") or []
+        if f.parent.as_posix() == "ResultsCalibra/dist_dir"
+    }
+    if sorted(found) != sorted(PUBLISHED["niqe"]):
+        pytest.skip("this pyiqa wheel does not ship ResultsCalibra/dist_dir")
+    return {name: np.asarray(Image.open(path).convert("RGB")) for name, path in found.items()}
+
+
+@pytest.fixture
+def empty_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "weights"
+
+
+@pytest.fixture
+def any_niqe_parameters(monkeypatch, tmp_path):
+    """A NIQE file of the right form (not the published values), for tests of anything
+    but the values."""
+    path = tmp_path / "niqe_modelparameters.mat"
+    scipy.io.savemat(path, {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": np.eye(36)})
+    monkeypatch.setattr(
+        weights, "require", lambda metric, weights_dir=None: path if metric == "niqe" else None
+    )
+
+
+def weights_or_skip(metric: str) -> None:
+    """Uses the user's weights ($RAINBENCH_WEIGHTS or the default folder, or pyiqa's cache)."""
+    try:
+        weights.require(metric)
+    except MetricError as error:
+        pytest.skip(str(error))
+
+
+@pytest.mark.parametrize("metric", ["niqe", "piqe", "brisque", "musiq"])
+def test_calibration_images_give_pyiqas_published_values(metric, calibration_images):
+    weights_or_skip(metric)
+    score = create_metric(metric)
+    got = {name: score(image) for name, image in calibration_images.items()}
+    assert got == pytest.approx(PUBLISHED[metric], abs=0.01)
+
+
+def test_directions_and_sizes_are_registered():
+    lower_is_better = {
+        "niqe": True,
+        "brisque": True,
+        "piqe": True,
+        "musiq": False,
+        "topiq_nr": False,
+    }
+    specs = {s.name: s for s in list_metrics() if s.name in lower_is_better}
+    assert not any(s.full_reference for s in specs.values())
+    assert {n: s.lower_is_better for n, s in specs.items()} == lower_is_better
+    assert specs["niqe"].min_side == 96
+
+
+def test_niqe_refuses_images_below_96_px(any_niqe_parameters):
+    niqe = create_metric("niqe")
+    with pytest.raises(MetricError, match="at least 96 px"):
+        niqe(np.zeros((95, 400, 3), np.uint8))
+    assert np.isfinite(niqe(np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8)))
+
+
+def test_a_flat_image_is_one_failure_not_a_crash(any_niqe_parameters):
+    with pytest.raises(MetricError, match="niqe"):
+        create_metric("niqe")(np.full((200, 300, 3), 128, np.uint8))
+    with pytest.raises(MetricError, match="piqe is undefined"):
+        create_metric("piqe")(np.zeros((200, 300, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("metric", "file"),
+    [
+        ("niqe", "niqe_modelparameters.mat"),
+        ("brisque", "brisque_svm_weights.pth"),
+        ("musiq", "musiq_koniq_ckpt-e95806b9.pth"),
+        ("topiq_nr", "cfanet_nr_koniq_res50-9a73138b.pth"),
+    ],
+)
+def test_missing_weights_give_the_clear_error(metric, file, empty_weights):
+    with pytest.raises(MetricError, match=f"needs {re.escape(file)}.*rainbench weights"):
+        create_metric(metric, weights_dir=str(empty_weights))
+
+
+def test_the_pyiqa_model_is_built_once(monkeypatch):
+    built = []
+    real = pyiqa.create_metric
+
+    def counting(*args, **kwargs):
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pyiqa, "create_metric", counting)
+    piqe = create_metric("piqe")
+    image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), np.uint8)
+    assert piqe(image) == piqe(image)
+    assert len(built) == 1
+
+
+def test_without_pyiqa_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyiqa", None)
+    with pytest.raises(MetricError, match=r"pip install 'rainbench\[eval\]'"):
+        create_metric("piqe")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_asked_where_there_is_none():
+    with pytest.raises(MetricError, match="CUDA is not available"):
+        create_metric("piqe", device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_value(calibration_images):
+    image = calibration_images["I04"]
+    assert create_metric("piqe", device="cuda")(image) == pytest.approx(
+        create_metric("piqe")(image), abs=1e-3
+    )

@@ -1,0 +1,211 @@
+"""Offline weight files: where they are looked for, checksums, import, and NIQE's
+parameters extracted from BasicSR's sdist (a small fake .npz in a .tar.gz here; the
+real sdist when RAINBENCH_BASICSR_SDIST names it).
+"""
+
+import dataclasses
+import hashlib
+import io
+import os
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from rainbench.metrics import weights
+from rainbench.metrics.registry import MetricError
+
+NIQE = "niqe_modelparameters.mat"
+MUSIQ = "musiq_koniq_ckpt-e95806b9.pth"
+BRISQUE = "brisque_svm_weights.pth"
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path) -> Path:
+    """Neither the user's weights nor pyiqa's cache leak in; returns the weights dir."""
+    monkeypatch.delenv(weights.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "weights"
+
+
+def params_sha256(mu: np.ndarray, cov: np.ndarray) -> str:
+    """The digest the table keeps for NIQE: mu ravelled, then cov, as <f8."""
+    data = np.asarray(mu, "<f8").ravel().tobytes() + np.asarray(cov, "<f8").tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def fake_params(monkeypatch) -> tuple[np.ndarray, np.ndarray]:
+    """NIQE-shaped parameters that the table is told to expect."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(36, 36))
+    mu, cov = rng.normal(size=(1, 36)), a @ a.T
+    known = dataclasses.replace(weights.KNOWN_FILES[NIQE], sha256=params_sha256(mu, cov))
+    monkeypatch.setitem(weights.KNOWN_FILES, NIQE, known)
+    return mu, cov
+
+
+def write_sdist(path: Path, mu=None, cov=None) -> Path:
+    """A .tar.gz laid out like BasicSR's sdist; without mu, the npz member is left out."""
+    with tarfile.open(path, "w:gz") as tar:
+        _add(tar, "basicsr-1.4.2/setup.py", b"# not read\n")
+        if mu is not None:
+            npz = io.BytesIO()
+            np.savez(npz, mu_pris_param=mu, cov_pris_param=cov, gaussian_window=np.ones((7, 7)))
+            _add(tar, "basicsr-1.4.2/" + weights.NIQE_NPZ_MEMBER, npz.getvalue())
+    return path
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_mat(path: Path, mu: np.ndarray, cov: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"mu_prisparam": mu, "cov_prisparam": cov})
+    return path
+
+
+def test_weights_dir_is_option_then_env_then_home(monkeypatch, tmp_path):
+    assert weights.resolve_dir() == tmp_path / "home/.cache/rainbench/weights"
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "env"))
+    assert weights.resolve_dir() == tmp_path / "env"
+    assert weights.resolve_dir(tmp_path / "option") == tmp_path / "option"
+
+
+def test_pyiqa_cache_follows_torch_home(tmp_path):
+    assert weights.pyiqa_cache_dir() == tmp_path / "torch/hub/pyiqa"
+
+
+def test_status_of_an_empty_setup_is_all_missing(isolated):
+    found = weights.status(isolated)
+    assert [s.file.name for s in found] == list(weights.KNOWN_FILES)
+    assert {s.state for s in found} == {"missing"}
+    assert not any(s.present for s in found)
+    assert weights.require("piqe", isolated) is None  # PIQE needs no file
+
+
+def test_extract_niqe_writes_the_mat_that_pyiqa_loads(isolated, tmp_path, fake_params):
+    mu, cov = fake_params
+    path = weights.extract_niqe(write_sdist(tmp_path / "sdist.tar.gz", mu, cov), isolated)
+    assert path == isolated / NIQE
+    params = scipy.io.loadmat(path)
+    np.testing.assert_array_equal(params["mu_prisparam"], mu)
+    np.testing.assert_array_equal(params["cov_prisparam"], cov)
+    assert sorted(p.name for p in isolated.iterdir()) == [NIQE]  # no .part left behind
+    (niqe_status,) = [s for s in weights.status(isolated) if s.file.name == NIQE]
+    assert (niqe_status.state, niqe_status.path) == ("ok", path)
+    assert weights.require("niqe", isolated) == path
+
+
+def test_extract_niqe_refuses_other_parameters(isolated, tmp_path):
+    rng = np.random.default_rng(1)
+    archive = write_sdist(tmp_path / "sdist.tar.gz", rng.normal(size=(1, 36)), np.eye(36))
+    with pytest.raises(MetricError, match="not the published ones") as error:
+        weights.extract_niqe(archive, isolated)
+    assert weights.KNOWN_FILES[NIQE].sha256 in str(error.value)
+    assert not (isolated / NIQE).exists()
+
+
+def test_extract_niqe_needs_the_npz_member(isolated, tmp_path):
+    with pytest.raises(MetricError, match=r"niqe_pris_params\.npz.*pip download basicsr"):
+        weights.extract_niqe(write_sdist(tmp_path / "other.tar.gz"), isolated)
+
+
+def test_extract_niqe_from_a_file_that_is_no_archive(isolated, tmp_path):
+    junk = tmp_path / "basicsr-1.4.2.tar.gz"
+    junk.write_bytes(os.urandom(1000))
+    with pytest.raises(MetricError, match="cannot read the NIQE parameters"):
+        weights.extract_niqe(junk, isolated)
+
+
+def test_extract_niqe_from_the_real_basicsr_sdist(isolated):
+    sdist = os.environ.get("RAINBENCH_BASICSR_SDIST")
+    if not sdist:
+        pytest.skip(
+            "set RAINBENCH_BASICSR_SDIST to basicsr-1.4.2.tar.gz "
+            "(pip download basicsr==1.4.2 --no-deps --no-binary :all: --no-build-isolation)"
+        )
+    path = weights.extract_niqe(sdist, isolated)
+    params = scipy.io.loadmat(path)
+    assert params["mu_prisparam"].shape == (1, 36)
+    assert params["cov_prisparam"].shape == (36, 36)
+    assert params_sha256(params["mu_prisparam"], params["cov_prisparam"]) == (
+        weights.KNOWN_FILES[NIQE].sha256
+    )
+    assert path.stat().st_size == weights.KNOWN_FILES[NIQE].size
+
+
+def test_import_copies_a_file_whose_checksum_holds(isolated, tmp_path, fake_params):
+    source = write_mat(tmp_path / "elsewhere" / NIQE, *fake_params)
+    assert weights.import_file(source, isolated) == isolated / NIQE
+    assert (isolated / NIQE).read_bytes() == source.read_bytes()
+    assert weights.import_file(isolated / NIQE, isolated) == isolated / NIQE  # already there
+
+
+def test_import_refuses_a_mismatching_file(isolated, tmp_path):
+    source = write_mat(tmp_path / NIQE, np.zeros((1, 36)), np.eye(36))
+    with pytest.raises(MetricError, match="expected " + weights.KNOWN_FILES[NIQE].sha256):
+        weights.import_file(source, isolated)
+    checkpoint = tmp_path / MUSIQ
+    checkpoint.write_bytes(b"not the checkpoint")
+    with pytest.raises(MetricError, match="expected e95806b9…"):
+        weights.import_file(checkpoint, isolated)
+    assert not isolated.exists()
+
+
+def test_import_refuses_an_unknown_file(isolated, tmp_path):
+    other = tmp_path / "model.pth"
+    other.write_bytes(b"x")
+    with pytest.raises(MetricError, match="not a known weight file; known: .*" + re.escape(NIQE)):
+        weights.import_file(other, isolated)
+
+
+def test_a_file_without_published_checksum_is_unverified(isolated, tmp_path):
+    source = tmp_path / BRISQUE
+    source.write_bytes(b"whatever pyiqa's file holds")
+    weights.import_file(source, isolated)
+    (brisque,) = [s for s in weights.status(isolated) if s.file.name == BRISQUE]
+    assert brisque.state == "unverified"
+    assert brisque.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_missing_file_names_the_file_the_folders_and_the_command(isolated):
+    with pytest.raises(MetricError) as error:
+        weights.require("niqe", isolated)
+    message = str(error.value)
+    assert "\n" not in message
+    assert NIQE in message
+    assert str(isolated) in message
+    assert str(weights.pyiqa_cache_dir()) in message
+    assert f"rainbench weights extract-niqe basicsr-1.4.2.tar.gz --weights-dir {isolated}" in (
+        message
+    )
+    assert "pip download basicsr==1.4.2" in message
+
+
+def test_learned_metric_names_the_checkpoint_pyiqa_expects(isolated):
+    with pytest.raises(MetricError, match=f"rainbench weights import {MUSIQ}"):
+        weights.require("musiq", isolated)
+
+
+def test_a_file_in_pyiqas_cache_is_used(isolated, fake_params):
+    cached = write_mat(weights.pyiqa_cache_dir() / NIQE, *fake_params)
+    assert weights.require("niqe", isolated) == cached
+    ours = write_mat(isolated / NIQE, *fake_params)
+    assert weights.require("niqe", isolated) == ours  # the weights directory comes first
+
+
+def test_a_wrong_file_in_place_is_refused_not_used(isolated):
+    write_mat(isolated / NIQE, np.zeros((1, 36)), np.eye(36))
+    with pytest.raises(MetricError, match=r"is not the expected niqe_modelparameters\.mat"):
+        weights.require("niqe", isolated)
+    (isolated / NIQE).write_bytes(b"not a MATLAB file")
+    with pytest.raises(MetricError, match="replace it: rainbench weights extract-niqe"):
+        weights.require("niqe", isolated)
