@@ -647,7 +647,7 @@ def score_command(
         click.echo(f"error: no images to score in {pred}", err=True)
         sys.exit(1)
     settings = ScoreSettings(metrics, options, None if no_cache else str(cache))
-    rows = _run(lambda: list(score(pairing.jobs, settings, workers if device == "cpu" else 1)))
+    rows = _run(lambda: score(pairing.jobs, settings, workers if device == "cpu" else 1))
     write_scores(out, rows, metrics, provenance(pred, ref, metrics, pairing, options))
     lines = summary(rows, metrics)
     if as_json:

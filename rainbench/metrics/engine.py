@@ -1,5 +1,5 @@
 """Scoring many images: pair predictions with references by name, decode each image
-once for all metrics, score chunks of images on every core, and cache each value by
+once for all metrics, score the images on every core (largest first), and cache each value by
 (prediction sha256, reference sha256, metric, protocol version) so re-scoring is free.
 
 A file that cannot be read, or a metric that fails on one image, is recorded in that
@@ -9,7 +9,6 @@ image's `status` and the run goes on.
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +17,19 @@ from PIL import UnidentifiedImageError
 
 from rainbench.capture.decode import header_size, load_upright
 from rainbench.capture.formats import is_capture_name, sniff
-from rainbench.metrics.registry import PROTOCOL_VERSION, Metric, MetricError, create_metric
+from rainbench.metrics import weights
+from rainbench.metrics.registry import (
+    PROTOCOL_VERSION,
+    Metric,
+    MetricError,
+    check_metric,
+    create_metric,
+)
 from rainbench.parallel import WorkerPool
 
 DEFAULT_CACHE = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rainbench" / "scores.sqlite"
 )
-_CHUNK = 8  # images per unit of work: amortises start-up without starving a core
 
 
 @dataclass(frozen=True)
@@ -88,34 +93,44 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
     return found
 
 
-def score(jobs: list[ScoreJob], settings: ScoreSettings, workers: int) -> Iterator[dict]:
-    """One row per job: name, hashes, size, a column per metric, and status."""
-    for metric in settings.metrics:  # fail fast: an unknown metric, missing weights
-        create_metric(metric, **settings.options)
+def score(jobs: list[ScoreJob], settings: ScoreSettings, workers: int) -> list[dict]:
+    """One row per job, in name order: name, hashes, size, a column per metric, status."""
+    for metric in settings.metrics:  # fail fast, without building (importing torch) here
+        check_metric(metric)
+        weights.require(metric, settings.options.get("weights_dir"))
     if workers > 1:  # one torch thread per worker process: they share the cores
         settings = ScoreSettings(
             settings.metrics, {**settings.options, "threads": 1}, settings.cache
         )
-    chunks = [(jobs[i : i + _CHUNK], settings) for i in range(0, len(jobs), _CHUNK)]
+    # One image per unit, largest first, so no worker idles while another has a backlog.
+    ordered = sorted(jobs, key=_pixels_hint, reverse=True)
+    rows = []
     with WorkerPool(workers) as pool:
-        for rows in pool.map_ordered(score_chunk, chunks):
+        for row in pool.map_unordered(score_one, [(job, settings) for job in ordered]):
             if settings.cache:
-                _store(settings.cache, rows, settings.metrics)
-            yield from rows
+                _store(settings.cache, [row], settings.metrics)
+            rows.append(row)
+    return sorted(rows, key=lambda row: row["name"])
+
+
+def _pixels_hint(job: ScoreJob) -> int:
+    """File sizes, as a cheap stand-in for how long an image takes."""
+    try:
+        return job.pred.stat().st_size + (job.ref.stat().st_size if job.ref else 0)
+    except OSError:
+        return 0
 
 
 # One set of built metrics per worker process, reused across chunks.
 _BUILT: dict[tuple, dict[str, Metric]] = {}
 
 
-def score_chunk(task: tuple[list[ScoreJob], ScoreSettings]) -> list[dict]:
-    jobs, settings = task
+def score_one(task: tuple[ScoreJob, ScoreSettings]) -> dict:
+    job, settings = task
     key = (settings.metrics, tuple(sorted(settings.options.items())))
     if key not in _BUILT:
         _BUILT[key] = {m: create_metric(m, **settings.options) for m in settings.metrics}
-    metrics = _BUILT[key]
-    cache = _open_cache(settings.cache)
-    return [_score_one(job, metrics, cache) for job in jobs]
+    return _score_one(job, _BUILT[key], _open_cache(settings.cache))
 
 
 def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:
@@ -212,7 +227,7 @@ def _store(path: str, rows: list[dict], metrics: tuple[str, ...]) -> None:
                     row["ref_sha256"] or "",
                     metric,
                     PROTOCOL_VERSION,
-                    None if row[metric] == float("inf") else row[metric],
+                    row[metric],  # inf (identical images) is a REAL to SQLite too
                 )
                 for row in rows
                 if row["pred_sha256"]

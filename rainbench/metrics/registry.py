@@ -77,10 +77,15 @@ class Metric:
 
 def create_metric(name: str, **options) -> Metric:
     """The metric registered as `name`, built with `options` (e.g. weights_dir=…)."""
+    return Metric(check_metric(name), **options)
+
+
+def check_metric(name: str) -> MetricSpec:
+    """The spec registered as `name`, without building the metric; MetricError if unknown."""
     _load_providers()
     if name not in _REGISTRY:
         raise MetricError(f"unknown metric {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return Metric(_REGISTRY[name], **options)
+    return _REGISTRY[name]
 
 
 def list_metrics() -> list[MetricSpec]:

@@ -85,3 +85,13 @@ def test_no_reference_scoring_without_ref(folders):
     pairing = pair_folders(folders[0], None)
     rows = list(score(pairing.jobs, ScoreSettings(("test_mean",), {}, None), workers=1))
     assert len(rows) == 13 and rows[0]["ref_sha256"] is None
+
+
+def test_a_perfect_prediction_is_cached_as_infinite(tmp_path):
+    for folder in ("p", "r"):
+        _save(tmp_path / folder / "x.png", 77)
+    settings = ScoreSettings(("psnr",), {}, str(tmp_path / "c.sqlite"))
+    jobs = pair_folders(tmp_path / "p", tmp_path / "r").jobs
+    first = score(jobs, settings, workers=1)
+    assert first[0]["psnr"] == float("inf") and first[0]["status"] == "ok"
+    assert score(jobs, settings, workers=1) == first
