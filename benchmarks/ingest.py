@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import PIL
+from bench import cpu_model, log  # benchmarks/ is on sys.path when run as a script
 from PIL import Image, features
 
 from rainbench.capture.decode import _draft_request
@@ -140,7 +141,7 @@ def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json:
     load = os.getloadavg()[0]
     folders = generate(data, captures, workers)
     _warm(folders)
-    _log(f"{captures} captures × {REPEATS} runs per method, {workers} workers")
+    log(f"{captures} captures × {REPEATS} runs per method, {workers} workers")
     script = [sys.executable, Path(__file__).resolve(), "-j", workers]
     with tempfile.TemporaryDirectory(prefix="rainbench-out-", dir=data) as scratch:
         out = Path(scratch) / "ds"
@@ -180,7 +181,7 @@ def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json:
                 # Write the last method's dirty pages back now, not during the next one.
                 os.sync()
                 results[key].runs.append(run)
-                _log(f"  run {repeat + 1}: {label}: {run.seconds:.2f} s")
+                log(f"  run {repeat + 1}: {label}: {run.seconds:.2f} s")
                 if key.startswith("ours"):
                     _check_ingest(run, results[key].captures)
     report(results, captures, workers, load, as_json)
@@ -216,7 +217,7 @@ def generate(data: Path, captures: int, workers: int) -> list[Path]:
     started = time.perf_counter()
     with _pool(workers) as pool:
         list(pool.map(write_capture, roots, specs))
-    _log(f"generated {2 * captures} captures in {time.perf_counter() - started:.0f} s")
+    log(f"generated {2 * captures} captures in {time.perf_counter() - started:.0f} s")
     stamp.write_text(json.dumps(wanted))
     return folders
 
@@ -388,11 +389,6 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return fields.get("VmHWM", 0), fields.get("VmRSS", 0)
 
 
-def _log(line: str) -> None:
-    """Progress goes to stderr, so stdout holds only the results (and parses with --json)."""
-    print(line, file=sys.stderr, flush=True)
-
-
 def _check_ingest(run: Run, captures: int) -> None:
     summary = json.loads(run.output)
     if summary["accepted"] != captures:
@@ -403,17 +399,9 @@ def _check_ingest(run: Run, captures: int) -> None:
 
 
 def machine(load: float) -> dict:
-    model = next(
-        (
-            line.partition(":")[2].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     return {
         "cores": os.cpu_count(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "pillow": PIL.__version__,
         "libjpeg_turbo": features.version("libjpeg_turbo"),

@@ -26,6 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from bench import cpu_model, log  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
@@ -193,7 +194,7 @@ def benchmark(
     for path in sorted(data.rglob("*.png")):  # every method starts from the page cache
         path.read_bytes()
     megapixels = sum(spec.megapixels for spec in specs)
-    _log(f"{len(specs)} pairs, {megapixels:.1f} MP: " + _describe(specs))
+    log(f"{len(specs)} pairs, {megapixels:.1f} MP: " + _describe(specs))
     script = [sys.executable, str(Path(__file__).resolve()), "--data", str(data)]
     script += ["--weights-dir", str(weights_dir), "-j", str(workers)]
     results = {key: Result(label, len(specs), megapixels) for key, (label, _) in METHODS.items()}
@@ -203,7 +204,7 @@ def benchmark(
             method = "naive" if key == "naive" else "ours"
             run = measure([*script, "--method", method], env)
             results[key].runs.append(run)
-            _log(f"  run {repeat + 1}: {label}: {run.seconds:.1f} s")
+            log(f"  run {repeat + 1}: {label}: {run.seconds:.1f} s")
     report(results, specs, counts, workers, load, as_json)
 
 
@@ -243,7 +244,7 @@ def generate(data: Path, counts: list[tuple[float, int]], workers: int) -> list[
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         list(pool.map(write_pair, [data] * len(specs), specs))
-    _log(f"generated {len(specs)} pairs in {time.perf_counter() - started:.0f} s")
+    log(f"generated {len(specs)} pairs in {time.perf_counter() - started:.0f} s")
     stamp.write_text(json.dumps(wanted))
     return specs
 
@@ -355,11 +356,6 @@ def measure(command: list[str], env: dict[str, str]) -> Run:
     return Run(seconds, json.loads(done.stdout))
 
 
-def _log(line: str) -> None:
-    """Progress goes to stderr, so stdout holds only the results (and parses with --json)."""
-    print(line, file=sys.stderr, flush=True)
-
-
 # -- reporting -------------------------------------------------------------------------
 
 
@@ -425,17 +421,9 @@ def naive_breakdown(naive_out: dict) -> list[dict]:
 
 
 def machine(load: float) -> dict:
-    model = next(
-        (
-            line.partition(":")[2].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     return {
         "cores": os.cpu_count(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         **{package: version(package) for package in ("numpy", "scipy", "pillow", "torch", "pyiqa")},
         "load_1min_at_start": round(load, 2),
