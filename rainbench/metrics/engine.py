@@ -130,7 +130,12 @@ def score_one(task: tuple[ScoreJob, ScoreSettings]) -> dict:
     key = (settings.metrics, tuple(sorted(settings.options.items())))
     if key not in _BUILT:
         _BUILT[key] = {m: create_metric(m, **settings.options) for m in settings.metrics}
-    return _score_one(job, _BUILT[key], _open_cache(settings.cache))
+    cache = _open_cache(settings.cache)
+    try:
+        return _score_one(job, _BUILT[key], cache)
+    finally:
+        if cache is not None:
+            cache.close()
 
 
 def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:
