@@ -60,7 +60,34 @@ def test_usage_errors_exit_two(runner, tmp_path):
     )
 
 
-@pytest.mark.parametrize("command", ["ingest", "verify", "stats"])
+@pytest.mark.parametrize("command", ["ingest", "verify", "stats", "tag", "tag-eval"])
 def test_help_has_an_example(runner, command):
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_tag_applies_a_sheet_and_stats_count_rain_types(runner, tmp_path, capture_folder):
+    ds = str(tmp_path / "ds")
+    runner.invoke(main, ["ingest", str(capture_folder), "--out", ds, "-j", "1", "--no-progress"])
+    stats = json.loads(runner.invoke(main, ["stats", ds, "--json"]).output)
+    assert sum(stats["rain_types"].values()) == 33 and "untagged" not in stats["rain_types"]
+    name = sorted(p.name for p in capture_folder.iterdir() if p.is_file())[0]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"source_path,rain_type,note\n{name},storm,by eye\n")
+    result = runner.invoke(main, ["tag", ds, "--labels", str(sheet), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "tagged 33 captures" in result.output and "1 by manual label" in result.output
+    shown = runner.invoke(main, ["stats", ds]).output
+    assert "rain types:" in shown and "rain type sources: auto 32, manual 1" in shown
+
+
+def test_bad_labels_are_listed_then_one_error(runner, tmp_path, capture_folder):
+    ds = str(tmp_path / "ds")
+    runner.invoke(main, ["ingest", str(capture_folder), "--out", ds, "-j", "1", "--no-progress"])
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("source_path,rain_type\nnope.jpg,storm\nalso-nope.jpg,hail\n")
+    result = runner.invoke(main, ["tag", ds, "--labels", str(sheet)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith(f"{sheet}:2: ") and lines[1].startswith(f"{sheet}:3: ")
+    assert lines[2].startswith("error: 2 label problem(s); nothing from the sheet was applied")

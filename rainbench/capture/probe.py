@@ -7,8 +7,11 @@ writer, which reads the file again rather than holding every capture in memory.
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS, decode_capture
 from rainbench.capture.exif import CaptureExif, read_exif
@@ -48,6 +51,8 @@ class Probe:
     phash: list[int] = field(default_factory=list)  # [upright, 7 other dihedral variants]
     # Extra tar members produced by decoding (a RAW's rendered preview).
     extra_members: dict[str, bytes] = field(default_factory=dict)
+    # What `measure` found in the upright preview (ingest: the rain-type features).
+    features: dict[str, float] | None = None
 
     @property
     def key(self) -> str:
@@ -79,8 +84,13 @@ def stored_bytes(data: bytes, source: SourceFile, keep_gps: bool) -> tuple[Forma
 
 
 def probe(
-    source: SourceFile, keep_gps: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: SourceFile,
+    keep_gps: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    measure: Callable[[Image.Image], dict[str, float]] | None = None,
 ) -> Probe:
+    """Probe `source`; `measure`, when given, is applied to the upright preview so later
+    stages get what they need from this one decode."""
     result = Probe(source)
     try:
         data = read_capture(source)
@@ -97,4 +107,6 @@ def probe(
     result.exif = read_exif(decoded.exif, keep_gps)
     result.phash = phash_variants(decoded.reduced, decoded.orientation)
     result.extra_members = decoded.extra_members
+    if measure is not None:
+        result.features = measure(decoded.preview)
     return result

@@ -17,6 +17,8 @@ from rainbench.capture.probe import Probe
 from rainbench.capture.reject import Reason
 from rainbench.ingest.split import split_for_key
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.tagging.tag import auto_tag_columns, feature_columns
+from rainbench.tagging.tagger import load_tagger
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,6 @@ def sample_row(
         "shard": None,
         "split": split,
         "layer": settings.layer,
-        "rain_type": None,
-        "rain_type_source": None,
-        "rain_type_confidence": None,
         "width": result.width,
         "height": result.height,
         "format": result.format,
@@ -184,6 +183,8 @@ def sample_row(
         "source_mtime_ns": result.source.mtime_ns,
         "source_sha256": result.source_sha256,
         "ingest_run": settings.run_id,
+        **auto_tag_columns(result.features, settings.layer, result.height, load_tagger()),
+        **feature_columns(result.features),
     }
 
 

@@ -47,6 +47,7 @@ from rainbench.shards.dataset import (
     write_atomic,
 )
 from rainbench.shards.tar import TMP_SUFFIX, publish
+from rainbench.tagging.tag import LabelsRejected, read_labels, retag
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
@@ -63,6 +64,8 @@ class IngestOptions:
     near_dup_bits: int = DEFAULT_NEAR_DUP_BITS
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     name: str | None = None
+    labels: Path | None = None  # a label sheet applied once the captures are in
+    skip_bad_labels: bool = False  # apply a sheet's good labels despite problems
 
 
 @dataclass
@@ -78,6 +81,7 @@ class IngestSummary:
     shards: int = 0
     seconds: float = 0.0
     resumed: bool = False
+    tagging: dict | None = None  # what applying the label sheet did
 
     @property
     def images_per_second(self) -> float:
@@ -105,6 +109,11 @@ def ingest(
     for entry in inputs:
         if not Path(entry).exists():
             raise DatasetError(f"input not found: {entry}")
+    if options.labels is not None:
+        # A broken sheet or an unknown rain type is refused before any work is done.
+        _, problems = read_labels(options.labels)
+        if problems and not options.skip_bad_labels:
+            raise LabelsRejected(problems)
     dataset = Dataset(Path(out))
     with dataset.lock(), WorkerPool(options.workers) as pool:
         summary = IngestSummary()
@@ -119,6 +128,9 @@ def ingest(
             shutil.rmtree(dataset.state_dir)
         settings = _start_settings(dataset, inputs, options)
         _Run(dataset, settings, pool, progress).execute(summary)
+        if options.labels is not None:
+            tagged = retag(dataset, options.labels, options.skip_bad_labels, options.workers)
+            summary.tagging = tagged.to_dict()
         return summary
 
 

@@ -17,6 +17,7 @@ from rainbench.capture.formats import is_capture_name
 from rainbench.capture.probe import Probe, SourceFile, probe
 from rainbench.capture.reject import Reason
 from rainbench.shards.dataset import write_atomic
+from rainbench.tagging.measure import compute_features
 
 # (root, path, size, mtime_ns): a file is re-probed only when one of these changes.
 FileId = tuple[str, str, int, int]
@@ -76,7 +77,7 @@ def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:
     sources, keep_gps, max_pixels, staging = task
     records = []
     for source in sources:
-        result = probe(source, keep_gps=keep_gps, max_pixels=max_pixels)
+        result = probe(source, keep_gps=keep_gps, max_pixels=max_pixels, measure=compute_features)
         for ext, data in result.extra_members.items():
             write_atomic(Path(staging) / f"{result.key}.{ext}", data)
         records.append(to_record(result))

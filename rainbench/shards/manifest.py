@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rainbench.shards.dataset import write_atomic
+from rainbench.tagging.features import FEATURE_NAMES, feature_column
 
 _TS = pa.timestamp("us")
 
@@ -45,6 +46,13 @@ SAMPLES = pa.schema(
         ("phash", pa.string()),  # 64-bit pHash of the upright picture, hex
         ("near_dup_of", pa.string()),  # key of the earlier capture it nearly duplicates
         ("near_dup_distance", pa.int64()),  # pHash bits between them
+        ("rain_type_auto", pa.string()),  # the tagger's pick, also where a label overrides it
+        ("rain_type_note", pa.string()),  # the label sheet's note
+        ("looks_rainy", pa.bool_()),  # clean captures: the tagger sees rain
+        ("tag_caveats", pa.list_(pa.string())),  # why confidence is capped: tiny, grey, night
+        ("tagger_version", pa.string()),
+        ("features_version", pa.string()),
+        *((feature_column(name), pa.float64()) for name in FEATURE_NAMES),
         ("source_root", pa.string()),
         ("source_size", pa.int64()),
         ("source_mtime_ns", pa.int64()),

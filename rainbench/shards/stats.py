@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from rainbench.shards import manifest
@@ -35,7 +36,9 @@ def dataset_stats(dataset: Dataset) -> dict:
         "capture_bytes": int(pc.sum(samples["bytes"]).as_py() or 0),
         "splits": count("split"),
         "layers": count("layer"),
-        "rain_types": count("rain_type", missing="untagged"),
+        "rain_types": rain_type_counts(samples),
+        "rain_type_sources": count("rain_type_source", missing="none"),
+        "looks_rainy": int(pc.sum(samples["looks_rainy"]).as_py() or 0),
         "formats": count("format"),
         "cameras": dict(cameras.most_common()),
         "near_duplicates": samples.num_rows - samples["near_dup_of"].null_count,
@@ -44,6 +47,17 @@ def dataset_stats(dataset: Dataset) -> dict:
         "rejects": dict(Counter(rejects["reason"].to_pylist()).most_common()),
         "paired_splits": dict(sorted(Counter(pairs["split"].to_pylist()).items())),
     }
+
+
+def rain_type_counts(samples: pa.Table) -> dict[str, int]:
+    """Captures per rain type; clean captures and untagged rainy ones counted apart."""
+    names = (
+        rain_type or ("clean" if layer == "clean" else "untagged")
+        for rain_type, layer in zip(
+            samples["rain_type"].to_pylist(), samples["layer"].to_pylist(), strict=True
+        )
+    )
+    return dict(Counter(names).most_common())
 
 
 def _camera(make: str | None, model: str | None) -> str:

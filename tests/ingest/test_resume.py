@@ -37,7 +37,8 @@ def fingerprint(ds) -> dict:
     shards = pd.read_parquet(ds / "manifests/shards.parquet").drop(columns="ingest_run")
     rejects = pd.read_parquet(ds / "manifests/rejects.parquet")
     files = sorted(p.relative_to(ds).as_posix() for p in (ds / "shards").rglob("*") if p.is_file())
-    samples["members"] = samples["members"].map(tuple)
+    for column in ("members", "tag_caveats"):
+        samples[column] = samples[column].map(tuple)
     samples = samples.astype(object).where(samples.notna(), None)  # NaN != NaN
     return {
         "samples": samples.sort_values("key").to_dict("records"),

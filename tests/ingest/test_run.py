@@ -61,7 +61,7 @@ def test_every_kind_of_capture_is_accepted(tmp_path, capture_folder, capture_spe
         if spec.captured_at:
             assert row.captured_at == pd.Timestamp(spec.captured_at)
         assert row.key == row.sha256[:24] and "." not in row.key
-        assert row.layer == "rainy" and pd.isna(row.rain_type)
+        assert row.layer == "rainy" and row.rain_type_source == "auto"
     info = json.loads((ds / "dataset.json").read_text())
     assert info["counts"]["samples"] == len(capture_specs)
     assert info["runs"][-1]["accepted"] == len(capture_specs)

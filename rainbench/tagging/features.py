@@ -1,0 +1,53 @@
+"""The rain-type features: their names, meanings and version (a catalogue with no
+heavy imports, for the manifest schema and the tagger). `rainbench.tagging.measure`
+computes them.
+"""
+
+# Bump whenever a change alters any feature's value: stored features of another
+# version are recomputed by `rainbench tag`, never mixed with these.
+FEATURES_VERSION = "1"
+
+# Rows of the working image: the smallest preview a 12 MP JPEG decodes to is ≈ 378
+# rows, so this needs no upscaling for real captures.
+WORK_HEIGHT = 384
+MAX_ASPECT = 4  # wider panoramas are measured on their central 4:1 part
+
+# Below this many rows (before resizing) a capture is too small to see rain reliably.
+TINY_HEIGHT = 192
+
+BOX = 5  # the smoothing window whose residual is "high frequency", px at WORK_HEIGHT
+DARK_PATCH = 9  # the dark channel's window, px at WORK_HEIGHT (15 at 600 rows in He et al.)
+STREAK_BAND = 15.0  # degrees either side of the dominant angle that count as "along"
+# px at WORK_HEIGHT: how far along a streak its residual persists, for every streak
+# (drizzle's are ≈ 8–16 px long) and for long ones only (streak and storm: 20–50 px)
+LENGTH_LAG, REACH_LAG = 6, 16
+RUN_LAG = 12  # px at WORK_HEIGHT: the lag at which streak pixels should still line up
+BLOCK = 32  # px at WORK_HEIGHT: the blocks that vote on an orientation
+
+# (name, meaning) in manifest order; the column is `feat_<name>`.
+FEATURES: tuple[tuple[str, str], ...] = (
+    ("hf_share", "share of the luma variance in the high-pass residual Y − box5(Y)"),
+    ("hf_level", "RMS of the high-pass residual, luma in [0, 1]"),
+    ("streak_energy", "share of residual gradient energy within ±15° of the dominant angle"),
+    ("streak_coherence", "global orientation coherence of the residual gradients, 0–1"),
+    ("streak_angle", "dominant streak angle, degrees from horizontal (90 = vertical)"),
+    ("streak_density", "share of pixels on a bright, oriented streak"),
+    ("streak_length", "correlation of the residual with itself 6 px along the streak angle"),
+    ("streak_anisotropy", "that correlation along minus across the streak angle"),
+    ("streak_reach", "correlation of the residual with itself 16 px along the streak angle"),
+    ("streak_run", "correlation of the streak-pixel mask with itself 12 px along the angle"),
+    ("streak_agreement", "how far 32 px blocks agree on one orientation, each with one vote"),
+    ("streak_blocks", "share of 32 px blocks oriented within ±15° of the agreed angle"),
+    ("dark_channel", "mean dark channel (min over RGB and a 9 px window)"),
+    ("transmission", "1 − 0.95 · mean(dark channel / atmospheric light), He et al."),
+    ("veil_gradient", "dark channel, top third minus bottom third: a veil grows with depth"),
+    ("contrast", "standard deviation of luma"),
+    ("brightness", "mean luma"),
+    ("black_level", "1st percentile of luma: a veil lifts the blacks"),
+    ("saturation", "mean of (max − min) / max over RGB"),
+)
+FEATURE_NAMES = tuple(name for name, _ in FEATURES)
+
+
+def feature_column(name: str) -> str:
+    return f"feat_{name}"

@@ -1,0 +1,224 @@
+"""Manual rain-type labels: reading a label sheet (a CSV a person filled in) and matching
+each row to the capture it names in samples.parquet. A mistake on one row is reported
+with its line, never raised, so one bad row does not cost the rest of the sheet.
+"""
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+LABEL_TYPES = ("drizzle", "streak", "storm", "fog-like", "clean")  # clean: no rain visible
+
+# The columns that name a capture, most precise first: a row uses the first it fills.
+IDENTS = ("key", "sha256", "source_path")
+_HEX_DIGITS = {"key": 24, "sha256": 64}
+_ALLOWED = f"allowed: {', '.join(LABEL_TYPES)}"
+_ANY_IDENT = f"{', '.join(IDENTS[:-1])} or {IDENTS[-1]}"
+
+
+@dataclass(frozen=True)
+class Label:
+    line: int  # 1-based line in the sheet; the header is line 1 unless comments precede it
+    ident: str  # the identifying column used: one of IDENTS
+    value: str  # its value, normalised: hex lowercased, paths POSIX without a leading ./
+    rain_type: str  # one of LABEL_TYPES
+    note: str | None
+
+
+@dataclass(frozen=True)
+class LabelProblem:
+    sheet: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        if not self.sheet:
+            return f"line {self.line}: {self.message}"
+        return f"{self.sheet}:{self.line}: {self.message}"
+
+
+class LabelSheetError(ValueError):
+    """The whole sheet is unusable; the message is one line naming the file."""
+
+
+@dataclass
+class LabelMatch:
+    labels: dict[str, Label]  # sample key -> the label that applies
+    problems: list[LabelProblem]
+
+
+def read_label_sheet(path: Path) -> tuple[list[Label], list[LabelProblem]]:
+    """The sheet's labels, and a problem for each row that cannot be one."""
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns: dict[str, int] | None = None
+    labels: list[Label] = []
+    problems: list[LabelProblem] = []
+    start = 1
+    try:
+        for cells in reader:
+            # A quoted cell may span lines: a row is numbered by the line it starts on.
+            line, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in cells) or cells[0].strip().startswith("#"):
+                continue
+            if columns is None:
+                columns = _header(path, cells)
+                continue
+            result = _row(line, cells, columns)
+            if isinstance(result, Label):
+                labels.append(result)
+            else:
+                problems.append(LabelProblem(str(path), line, result))
+    except csv.Error as err:
+        raise LabelSheetError(f"{path}:{reader.line_num}: not a readable CSV ({err})") from err
+    if columns is None:
+        raise LabelSheetError(f"{path}: no header row (it needs rain_type and one of {_ANY_IDENT})")
+    return labels, problems
+
+
+def match_labels(
+    labels: list[Label], samples: pa.Table, rejects: pa.Table | None = None, sheet: str = ""
+) -> LabelMatch:
+    """The capture each label names. Labels that name no capture, or several, or that
+    disagree with an earlier label of the same capture, become problems instead."""
+    index, clean_layer = _index(samples)
+    refused = _refused(rejects)
+    first: dict[str, Label] = {}
+    conflicting: set[str] = set()
+    problems: list[LabelProblem] = []
+    for label in sorted(labels, key=lambda label: label.line):
+        keys = index.get((label.ident, label.value), [])
+        if len(keys) != 1:
+            problems.append(LabelProblem(sheet, label.line, _unmatched(label, len(keys), refused)))
+            continue
+        key = keys[0]
+        if key in clean_layer and label.rain_type != "clean":
+            # The contract keeps rain_type null for the clean layer.
+            message = f"capture {key} is in the clean layer, which takes no rain type"
+            problems.append(LabelProblem(sheet, label.line, message))
+        elif key not in first:
+            first[key] = label
+        elif first[key].rain_type != label.rain_type:
+            earlier = first[key]
+            message = (
+                f"conflicts with line {earlier.line} for capture {key} "
+                f"({earlier.rain_type} there, {label.rain_type} here): neither is applied"
+            )
+            problems.append(LabelProblem(sheet, label.line, message))
+            conflicting.add(key)
+    applied = {key: label for key, label in first.items() if key not in conflicting}
+    return LabelMatch(applied, problems)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise LabelSheetError(f"{path}: no such label sheet") from err
+    except OSError as err:
+        raise LabelSheetError(f"{path}: cannot read the label sheet ({err.strerror})") from err
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # err.object, not data: the offsets count from after a BOM.
+        line = err.object[: err.start].count(b"\n") + 1
+        byte = err.object[err.start]
+        raise LabelSheetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8 CSV"
+        ) from err
+
+
+def _header(path: Path, cells: list[str]) -> dict[str, int]:
+    """Where each column this module reads sits; headers are case-insensitive."""
+    names = [cell.strip().lower() for cell in cells]
+    columns = {name: names.index(name) for name in (*IDENTS, "rain_type", "note") if name in names}
+    found = ",".join(cells)
+    if "rain_type" not in columns:
+        raise LabelSheetError(f"{path}: no rain_type column (the header is: {found})")
+    if not any(ident in columns for ident in IDENTS):
+        raise LabelSheetError(
+            f"{path}: no column naming the capture: needs {_ANY_IDENT} (the header is: {found})"
+        )
+    return columns
+
+
+def _row(line: int, cells: list[str], columns: dict[str, int]) -> Label | str:
+    """The row's label, or why it cannot be one."""
+    values = {
+        name: cells[index].strip() if index < len(cells) else "" for name, index in columns.items()
+    }
+    rain_type = values["rain_type"].lower()
+    if rain_type not in LABEL_TYPES:
+        if not rain_type:
+            return f"no rain type ({_ALLOWED})"
+        return f"unknown rain type '{values['rain_type']}' ({_ALLOWED})"
+    filled = [ident for ident in IDENTS if values.get(ident)]
+    if not filled:
+        return f"no {' or '.join(ident for ident in IDENTS if ident in columns)} on this row"
+    ident = filled[0]
+    value = values[ident]
+    if ident in _HEX_DIGITS:
+        value = value.lower()
+        digits = _HEX_DIGITS[ident]
+        if not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
+            return f'{ident} "{values[ident]}" is not {digits} hex digits'
+    else:
+        value = value.replace("\\", "/").removeprefix("./")
+    return Label(line, ident, value, rain_type, values.get("note") or None)
+
+
+def _index(samples: pa.Table) -> tuple[dict[tuple[str, str], list[str]], set[str]]:
+    """(ident, value) -> the keys of the captures it names; and the clean layer's keys."""
+    # A sha256 may be of the stored bytes or of the file as found (they differ when
+    # ingest removed GPS), and the user can only hash the latter.
+    by_column = {
+        "key": "key",
+        "sha256": "sha256",
+        "source_sha256": "sha256",
+        "source_path": "source_path",
+    }
+    names = [name for name in (*by_column, "layer") if name in samples.column_names]
+    index: dict[tuple[str, str], list[str]] = {}
+    clean_layer: set[str] = set()
+    for row in samples.select(names).to_pylist():
+        for column, ident in by_column.items():
+            value = row.get(column)
+            if value is None:
+                continue
+            keys = index.setdefault((ident, value), [])
+            if row["key"] not in keys:
+                keys.append(row["key"])
+        if row.get("layer") == "clean":
+            clean_layer.add(row["key"])
+    return index, clean_layer
+
+
+def _refused(rejects: pa.Table | None) -> dict[str, dict]:
+    """source_path -> its reject row (the first, when several roots refused that path)."""
+    if rejects is None:
+        return {}
+    refused: dict[str, dict] = {}
+    for row in rejects.select(["source_path", "reason", "duplicate_of"]).to_pylist():
+        refused.setdefault(row["source_path"], row)
+    return refused
+
+
+def _unmatched(label: Label, count: int, refused: dict[str, dict]) -> str:
+    what = f'{label.ident} "{label.value}"'
+    if count > 1:
+        # Only a more precise identifier can tell the captures apart.
+        precise = " or ".join(IDENTS[: IDENTS.index(label.ident)])
+        return f"ambiguous: {count} captures have {what}; use {precise}"
+    reject = refused.get(label.value) if label.ident == "source_path" else None
+    if reject is None:
+        return f"no capture has {what}"
+    if reject["reason"] == "duplicate":
+        return (
+            f"{what} was refused at ingest (duplicate): "
+            f"label the capture it repeats by key {reject['duplicate_of']}"
+        )
+    return f"{what} was refused at ingest ({reject['reason']})"

@@ -1,0 +1,217 @@
+"""Tagging a dataset's captures: the manifest columns a capture's features and tag
+fill, and `rainbench tag`, which re-runs the tagger over samples.parquet and applies
+label sheets without touching a shard.
+
+Manual labels always win: a row whose `rain_type_source` is `manual` keeps its rain
+type whatever the tagger says (its `rain_type_auto` is still refreshed), until a
+later label sheet says otherwise.
+"""
+
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from rainbench.capture.formats import FORMATS
+from rainbench.parallel import WorkerPool
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.stats import rain_type_counts
+from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
+from rainbench.tagging.labels import (
+    Label,
+    LabelProblem,
+    LabelSheetError,
+    match_labels,
+    read_label_sheet,
+)
+from rainbench.tagging.tagger import Tagger, load_tagger
+
+# Everything the tagger and label sheets own in a samples row.
+TAG_COLUMNS = (
+    "rain_type",
+    "rain_type_source",
+    "rain_type_confidence",
+    "rain_type_auto",
+    "rain_type_note",
+    "looks_rainy",
+    "tag_caveats",
+    "tagger_version",
+)
+
+
+class LabelsRejected(DatasetError):
+    """A label sheet has problems; nothing from it was applied."""
+
+    def __init__(self, problems: list[LabelProblem]):
+        self.problems = problems
+        super().__init__(
+            f"{len(problems)} label problem(s); nothing from the sheet was applied "
+            "(--skip-bad-labels applies the rest)"
+        )
+
+
+@dataclass
+class TagSummary:
+    samples: int = 0
+    measured: int = 0  # captures whose features were missing or stale, decoded again
+    unmeasurable: list[str] = field(default_factory=list)  # keys that could not be decoded
+    labelled: int = 0  # labels applied from the sheet
+    label_problems: list[str] = field(default_factory=list)  # skipped with --skip-bad-labels
+    changed: int = 0  # rows whose tag columns changed
+    rain_types: dict[str, int] = field(default_factory=dict)
+    manual: int = 0
+    looks_rainy: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def feature_columns(features: dict[str, float] | None) -> dict:
+    """The manifest's feature columns for one capture (all null when unmeasured)."""
+    values = {feature_column(name): (features or {}).get(name) for name in FEATURE_NAMES}
+    return {**values, "features_version": FEATURES_VERSION if features else None}
+
+
+def auto_tag_columns(
+    features: dict[str, float] | None, layer: str, height: int, tagger: Tagger
+) -> dict:
+    """The tag columns the tagger gives one capture (untagged when unmeasured)."""
+    if features is None:
+        return dict.fromkeys(TAG_COLUMNS)
+    tag = tagger.tag(features, layer, height)
+    return {
+        "rain_type": tag.rain_type,
+        "rain_type_source": "auto" if tag.rain_type else None,
+        "rain_type_confidence": tag.confidence,
+        "rain_type_auto": tag.rain_type,
+        "rain_type_note": None,
+        "looks_rainy": tag.looks_rainy,
+        "tag_caveats": list(tag.caveats),
+        "tagger_version": tagger.version,
+    }
+
+
+def read_labels(sheet: Path) -> tuple[list[Label], list[LabelProblem]]:
+    """A label sheet's labels and row problems; an unusable sheet is a DatasetError."""
+    try:
+        return read_label_sheet(sheet)
+    except LabelSheetError as error:
+        raise DatasetError(str(error)) from None
+
+
+def tag_dataset(
+    path: Path,
+    labels: Path | None = None,
+    skip_bad_labels: bool = False,
+    workers: int = 1,
+) -> TagSummary:
+    """Re-tag every capture of the dataset at `path` from its stored features, and
+    apply the label sheet `labels` if given. Only samples.parquet is rewritten."""
+    dataset = Dataset(path)
+    if not dataset.samples_manifest.exists():
+        raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
+    with dataset.lock():
+        return retag(dataset, labels, skip_bad_labels, workers)
+
+
+def retag(dataset: Dataset, labels: Path | None, skip_bad_labels: bool, workers: int) -> TagSummary:
+    """`tag_dataset` for a caller that already holds the dataset's lock (ingest)."""
+    summary = TagSummary()
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    matched: dict[str, Label] = {}
+    if labels is not None:
+        found, problems = read_labels(labels)
+        rejects = manifest.read_manifest(dataset.rejects_manifest, manifest.REJECTS)
+        match = match_labels(found, samples, rejects, sheet=str(labels))
+        problems = sorted([*problems, *match.problems], key=lambda p: p.line)
+        if problems and not skip_bad_labels:
+            raise LabelsRejected(problems)
+        summary.label_problems = [str(p) for p in problems]
+        matched = match.labels
+    rows = samples.to_pylist()
+    _measure_missing(dataset, rows, workers, summary)
+    tagger = load_tagger()
+    for row in rows:
+        before = {name: row[name] for name in TAG_COLUMNS}
+        _tag_row(row, tagger, matched.get(row["key"]))
+        summary.changed += before != {name: row[name] for name in TAG_COLUMNS}
+    summary.labelled = len(matched)
+    table = pa.Table.from_pylist(rows, schema=manifest.SAMPLES)
+    if not table.equals(samples):
+        manifest.write_manifest(dataset.samples_manifest, table)
+    summary.samples = table.num_rows
+    summary.rain_types = rain_type_counts(table)
+    summary.manual = sum(source == "manual" for source in table["rain_type_source"].to_pylist())
+    summary.looks_rainy = sum(bool(flag) for flag in table["looks_rainy"].to_pylist())
+    return summary
+
+
+def _tag_row(row: dict, tagger: Tagger, label: Label | None) -> None:
+    features = _stored_features(row)
+    manual = {name: row[name] for name in ("rain_type", "rain_type_confidence", "rain_type_note")}
+    was_manual = row["rain_type_source"] == "manual"
+    row.update(auto_tag_columns(features, row["layer"], row["height"], tagger))
+    if label is not None:
+        rain_type = None if label.rain_type == "clean" else label.rain_type
+        row.update(
+            rain_type=rain_type,
+            rain_type_source="manual",
+            rain_type_confidence=1.0 if rain_type else None,
+            rain_type_note=label.note,
+        )
+    elif was_manual:
+        row.update(manual, rain_type_source="manual")
+
+
+def _stored_features(row: dict) -> dict[str, float] | None:
+    if row["features_version"] != FEATURES_VERSION:
+        return None
+    return {name: row[feature_column(name)] for name in FEATURE_NAMES}
+
+
+def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: TagSummary) -> None:
+    """Decode (at preview scale) the captures whose features are missing or of another
+    version, shard by shard, and store fresh features in their rows."""
+    stale: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        if _stored_features(row) is None:
+            member = f"{row['key']}.{FORMATS[row['format']].ext}"
+            stale.setdefault(row["shard"], []).append((row["key"], member, row["format"]))
+    if not stale:
+        return
+    by_key = {row["key"]: row for row in rows}
+    tasks = [(str(dataset.root / shard), members) for shard, members in sorted(stale.items())]
+    with WorkerPool(workers) as pool:
+        for results in pool.map_unordered(_measure_shard, tasks):
+            for key, features in results:
+                if features is None:
+                    summary.unmeasurable.append(key)
+                    continue
+                by_key[key].update(feature_columns(features))
+                summary.measured += 1
+    summary.unmeasurable.sort()
+
+
+def _measure_shard(task: tuple[str, list[tuple[str, str, str]]]) -> list[tuple[str, dict | None]]:
+    # Imported in the worker: measuring needs scipy, which tagging from stored
+    # features (and ingest's main process, which imports this module) never does.
+    from rainbench.capture.decode import decode_capture
+    from rainbench.capture.reject import CaptureRejected
+    from rainbench.tagging.measure import compute_features
+
+    shard, members = task
+    results: dict[str, dict | None] = dict.fromkeys(key for key, _, _ in members)
+    try:
+        with tarfile.open(shard) as tar:
+            for key, member, fmt in members:
+                try:
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    decoded = decode_capture(data, FORMATS[fmt])
+                except (KeyError, CaptureRejected):
+                    continue
+                results[key] = compute_features(decoded.preview)
+    except (OSError, tarfile.TarError):
+        pass  # a missing or damaged shard: its captures stay unmeasured (verify names it)
+    return list(results.items())

@@ -1,0 +1,164 @@
+"""The rain-type tagger: a multinomial logistic regression on a capture's features and
+their pairwise products, to clean / drizzle / streak / storm / fog-like. Its
+parameters are a small versioned JSON file in the package, written by
+`benchmarks/calibrate_tagger.py`.
+
+A rainy capture gets the most probable rain type, with that type's probability
+among the four as its confidence; a clean capture gets none, and is flagged
+`looks_rainy` when the tagger's probability of rain reaches the file's flag
+threshold.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+from rainbench.tagging.features import FEATURE_NAMES, TINY_HEIGHT
+
+RAIN_TYPES = ("drizzle", "streak", "storm", "fog-like")
+CLASSES = ("clean", *RAIN_TYPES)
+
+PARAMS_FILE = "tagger-v1.json"
+
+# What the tagger cannot judge well, with the most confidence it may then claim:
+# a tiny capture shows too little, a grey one has no colour for the veil cues, and at
+# night the streaks' contrast and the dark channel mean something else.
+LOW_CONFIDENCE_CAP = 0.4
+GREY_SATURATION = 0.02  # mean (max − min) / max below this: a grey picture
+NIGHT_BRIGHTNESS = 0.12  # mean luma below this: a night scene
+
+
+@dataclass(frozen=True)
+class Tag:
+    rain_type: str | None  # None for a clean capture
+    confidence: float | None  # of rain_type; None for a clean capture
+    looks_rainy: bool | None  # clean captures only: the tagger sees rain
+    best: str  # the tagger's own pick among CLASSES, whatever the layer
+    caveats: tuple[str, ...]  # why confidence was capped: "tiny", "grey", "night"
+
+
+@dataclass(frozen=True)
+class Tagger:
+    """A fitted model. The features named in `inputs` are each transformed (`log`:
+    log(x + offset), else as is) and standardised (`mean`, `scale`); they and all their
+    pairwise products (squares included) are standardised again (`expanded_mean`,
+    `expanded_scale`) and fed to the softmax."""
+
+    version: str
+    features_version: str
+    inputs: tuple[str, ...]
+    transforms: tuple[str, ...]
+    offsets: tuple[float, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    expanded_mean: np.ndarray
+    expanded_scale: np.ndarray
+    weights: np.ndarray  # len(CLASSES) × expanded features
+    bias: np.ndarray  # len(CLASSES)
+    flag_threshold: float  # a clean capture looks rainy when P(rain) reaches this
+    calibration: dict  # how the parameters were produced: script, data, settings, scores
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """P(class) for each row of `features` (columns in FEATURE_NAMES order)."""
+        columns = [FEATURE_NAMES.index(name) for name in self.inputs]
+        x = np.asarray(features, dtype=np.float64)[:, columns]
+        x = (expand(self.transform(x)) - self.expanded_mean) / self.expanded_scale
+        logits = x @ self.weights.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        odds = np.exp(logits)
+        return odds / odds.sum(axis=1, keepdims=True)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = x.copy()
+        for column, (kind, offset) in enumerate(zip(self.transforms, self.offsets, strict=True)):
+            if kind == "log":
+                x[:, column] = np.log(np.maximum(x[:, column], 0) + offset)
+        return (x - self.mean) / self.scale
+
+    def tag(self, features: dict[str, float], layer: str, height: int) -> Tag:
+        row = np.array([[features[name] for name in FEATURE_NAMES]])
+        return self.decide(self.probabilities(row)[0], features, layer, height)
+
+    def decide(self, p: np.ndarray, features: dict[str, float], layer: str, height: int) -> Tag:
+        """The tag for one capture from its class probabilities `p` (CLASSES order)."""
+        caveats = tuple(
+            name
+            for name, applies in (
+                ("tiny", height < TINY_HEIGHT),
+                ("grey", features["saturation"] < GREY_SATURATION),
+                ("night", features["brightness"] < NIGHT_BRIGHTNESS),
+            )
+            if applies
+        )
+        best = CLASSES[int(np.argmax(p))]
+        if layer == "clean":
+            return Tag(None, None, bool(1 - p[0] >= self.flag_threshold), best, caveats)
+        rain = p[1:] / max(float(p[1:].sum()), 1e-12)
+        pick = int(np.argmax(rain))
+        confidence = float(rain[pick])
+        if caveats:
+            confidence = min(confidence, LOW_CONFIDENCE_CAP)
+        return Tag(RAIN_TYPES[pick], round(confidence, 4), None, best, caveats)
+
+    def to_json(self) -> dict:
+        return {
+            "version": self.version,
+            "features_version": self.features_version,
+            "classes": list(CLASSES),
+            "inputs": list(self.inputs),
+            "transforms": list(self.transforms),
+            "offsets": list(self.offsets),
+            "mean": _floats(self.mean),
+            "scale": _floats(self.scale),
+            "expanded_mean": _floats(self.expanded_mean),
+            "expanded_scale": _floats(self.expanded_scale),
+            "weights": [_floats(row) for row in self.weights],
+            "bias": _floats(self.bias),
+            "flag_threshold": self.flag_threshold,
+            "calibration": self.calibration,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Tagger":
+        if tuple(data["classes"]) != CLASSES:
+            raise ValueError(f"tagger classes {data['classes']} are not {list(CLASSES)}")
+        unknown = set(data["inputs"]) - set(FEATURE_NAMES)
+        if unknown:
+            raise ValueError(f"tagger inputs {sorted(unknown)} are not features")
+        return cls(
+            version=data["version"],
+            features_version=data["features_version"],
+            inputs=tuple(data["inputs"]),
+            transforms=tuple(data["transforms"]),
+            offsets=tuple(data["offsets"]),
+            mean=np.array(data["mean"]),
+            scale=np.array(data["scale"]),
+            expanded_mean=np.array(data["expanded_mean"]),
+            expanded_scale=np.array(data["expanded_scale"]),
+            weights=np.array(data["weights"]),
+            bias=np.array(data["bias"]),
+            flag_threshold=float(data["flag_threshold"]),
+            calibration=data["calibration"],
+        )
+
+
+def expand(x: np.ndarray) -> np.ndarray:
+    """Each row's values followed by every product x_i·x_j with i ≤ j."""
+    rows, columns = np.triu_indices(x.shape[1])
+    return np.hstack([x, x[:, rows] * x[:, columns]])
+
+
+@cache
+def load_tagger() -> Tagger:
+    """The tagger shipped in the package."""
+    text = resources.files("rainbench.tagging").joinpath(PARAMS_FILE).read_text("utf-8")
+    return Tagger.from_json(json.loads(text))
+
+
+def _floats(values: np.ndarray) -> list[float]:
+    # Nine significant digits survive a JSON round trip unchanged in every reader.
+    return [float(f"{v:.9g}") if math.isfinite(v) else 0.0 for v in np.asarray(values).tolist()]

@@ -1,0 +1,265 @@
+"""Label sheets: what a sheet may look like, how each row finds its capture, and how
+every mistake is reported with its line instead of stopping the whole sheet."""
+
+import pytest
+
+from rainbench.shards.manifest import REJECTS, SAMPLES, rows_to_table
+from rainbench.tagging.labels import (
+    Label,
+    LabelProblem,
+    LabelSheetError,
+    match_labels,
+    read_label_sheet,
+)
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+SHA_C = "c" * 64
+KEY_A, KEY_B, KEY_C = SHA_A[:24], SHA_B[:24], SHA_C[:24]
+SOURCE_SHA_A = "0" * 64  # the file as found, before ingest removed its GPS
+
+
+def _samples(*rows: dict):
+    return rows_to_table([{"layer": "rainy", **row} for row in rows], SAMPLES)
+
+
+SAMPLES_TABLE = _samples(
+    {"key": KEY_A, "sha256": SHA_A, "source_sha256": SOURCE_SHA_A, "source_path": "a.jpg"},
+    {"key": KEY_B, "sha256": SHA_B, "source_sha256": SHA_B, "source_path": "dir/b.jpg"},
+    {"key": KEY_C, "sha256": SHA_C, "source_sha256": SHA_C, "source_path": "c.jpg"},
+)
+REJECTS_TABLE = rows_to_table(
+    [
+        {"source_path": "copy-of-a.jpg", "reason": "duplicate", "duplicate_of": KEY_A},
+        {"source_path": "broken.jpg", "reason": "corrupt"},
+    ],
+    REJECTS,
+)
+
+
+def _sheet(tmp_path, text: str, encoding: str = "utf-8"):
+    path = tmp_path / "labels.csv"
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def _match(tmp_path, text: str, samples=SAMPLES_TABLE):
+    path = _sheet(tmp_path, text)
+    labels, problems = read_label_sheet(path)
+    assert problems == []
+    return match_labels(labels, samples, REJECTS_TABLE, sheet="labels.csv")
+
+
+def test_a_plain_sheet_gives_one_label_per_row(tmp_path):
+    path = _sheet(tmp_path, "source_path,rain_type,note\na.jpg,storm,lamp glare\nc.jpg,drizzle,\n")
+    labels, problems = read_label_sheet(path)
+    assert problems == []
+    assert labels == [
+        Label(2, "source_path", "a.jpg", "storm", "lamp glare"),
+        Label(3, "source_path", "c.jpg", "drizzle", None),
+    ]
+
+
+def test_bom_extra_columns_comments_and_blank_lines_are_tolerated(tmp_path):
+    text = (
+        "# labelled by hand, March\n"
+        " Source_Path , camera , RAIN_TYPE \r\n"
+        "\r\n"
+        "a.jpg, phone , Storm \r\n"
+        "# c.jpg,phone,drizzle\r\n"
+        ",,\r\n"
+        '"dir/b.jpg","phone, old","Fog-Like"\r\n'
+    )
+    labels, problems = read_label_sheet(_sheet(tmp_path, text, encoding="utf-8-sig"))
+    assert problems == []
+    assert labels == [
+        Label(4, "source_path", "a.jpg", "storm", None),
+        Label(7, "source_path", "dir/b.jpg", "fog-like", None),
+    ]
+
+
+def test_a_row_is_numbered_by_the_line_it_starts_on(tmp_path):
+    text = 'source_path,rain_type,note\na.jpg,storm,"two\nlines"\nc.jpg,hail,\n'
+    labels, problems = read_label_sheet(_sheet(tmp_path, text))
+    assert labels[0].note == "two\nlines"
+    assert [problem.line for problem in problems] == [4]
+
+
+def test_each_identifier_finds_its_capture(tmp_path):
+    text = (
+        "key,sha256,source_path,rain_type\n"
+        f"{KEY_A.upper()},,,storm\n"
+        f",{SHA_B},,streak\n"
+        ",,./c.jpg,drizzle\n"
+    )
+    match = _match(tmp_path, text)
+    assert match.problems == []
+    assert {key: label.rain_type for key, label in match.labels.items()} == {
+        KEY_A: "storm",
+        KEY_B: "streak",
+        KEY_C: "drizzle",
+    }
+    assert [label.ident for label in match.labels.values()] == ["key", "sha256", "source_path"]
+
+
+def test_a_row_uses_its_most_precise_identifier(tmp_path):
+    match = _match(tmp_path, f"source_path,key,rain_type\nc.jpg,{KEY_A},storm\n")
+    assert list(match.labels) == [KEY_A]
+
+
+def test_the_sha256_of_the_file_as_found_finds_its_capture(tmp_path):
+    match = _match(tmp_path, f"sha256,rain_type\n{SOURCE_SHA_A},storm\n")
+    assert list(match.labels) == [KEY_A]
+
+
+def test_windows_separators_find_the_posix_source_path(tmp_path):
+    match = _match(tmp_path, "source_path,rain_type\ndir\\b.jpg,storm\n")
+    assert list(match.labels) == [KEY_B]
+
+
+def test_clean_is_a_label(tmp_path):
+    match = _match(tmp_path, "source_path,rain_type\na.jpg,CLEAN\n")
+    assert match.labels[KEY_A].rain_type == "clean"
+
+
+@pytest.mark.parametrize("rain_type", ["hail", "fog", "foglike", "fog_like"])
+def test_an_unknown_rain_type_names_its_line_and_the_allowed_ones(tmp_path, rain_type):
+    path = _sheet(tmp_path, f"source_path,rain_type\na.jpg,storm\nc.jpg,{rain_type}\n")
+    labels, problems = read_label_sheet(path)
+    assert [label.line for label in labels] == [2]
+    assert [str(problem) for problem in problems] == [
+        f"{path}:3: unknown rain type '{rain_type}' "
+        "(allowed: drizzle, streak, storm, fog-like, clean)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (",,storm", "no key or source_path on this row"),
+        ("a.jpg,,", "no rain type (allowed: drizzle, streak, storm, fog-like, clean)"),
+        (",abc,storm", 'key "abc" is not 24 hex digits'),
+        (f",{'g' * 24},storm", f'key "{"g" * 24}" is not 24 hex digits'),
+    ],
+)
+def test_row_mistakes_are_problems_not_errors(tmp_path, row, message):
+    labels, problems = read_label_sheet(_sheet(tmp_path, f"source_path,key,rain_type\n{row}\n"))
+    assert labels == []
+    assert [(problem.line, problem.message) for problem in problems] == [(2, message)]
+
+
+def test_a_short_sha256_is_a_problem(tmp_path):
+    _, problems = read_label_sheet(_sheet(tmp_path, f"sha256,rain_type\n{SHA_A[:63]},storm\n"))
+    assert problems[0].message == f'sha256 "{SHA_A[:63]}" is not 64 hex digits'
+
+
+def test_a_label_for_no_capture_is_a_problem(tmp_path):
+    match = _match(tmp_path, f"source_path,key,rain_type\nnew.jpg,,storm\n,{'d' * 24},storm\n")
+    assert match.labels == {}
+    assert [str(problem) for problem in match.problems] == [
+        'labels.csv:2: no capture has source_path "new.jpg"',
+        f'labels.csv:3: no capture has key "{"d" * 24}"',
+    ]
+
+
+def test_a_refused_duplicate_points_at_the_capture_it_repeats(tmp_path):
+    match = _match(tmp_path, "source_path,rain_type\ncopy-of-a.jpg,storm\nbroken.jpg,storm\n")
+    assert match.labels == {}
+    assert [problem.message for problem in match.problems] == [
+        'source_path "copy-of-a.jpg" was refused at ingest (duplicate): '
+        f"label the capture it repeats by key {KEY_A}",
+        'source_path "broken.jpg" was refused at ingest (corrupt)',
+    ]
+
+
+def test_a_source_path_under_two_ingest_roots_is_ambiguous(tmp_path):
+    samples = _samples(
+        {"key": KEY_A, "sha256": SHA_A, "source_path": "a.jpg", "source_root": "/one"},
+        {"key": KEY_B, "sha256": SHA_B, "source_path": "a.jpg", "source_root": "/two"},
+    )
+    match = _match(tmp_path, "source_path,rain_type\na.jpg,storm\n", samples)
+    assert match.labels == {}
+    assert [problem.message for problem in match.problems] == [
+        'ambiguous: 2 captures have source_path "a.jpg"; use key or sha256'
+    ]
+
+
+def test_disagreeing_labels_of_one_capture_apply_neither(tmp_path):
+    text = f"source_path,key,rain_type\na.jpg,,storm\nc.jpg,,streak\n,{KEY_A},drizzle\n"
+    match = _match(tmp_path, text)
+    assert list(match.labels) == [KEY_C]
+    assert [str(problem) for problem in match.problems] == [
+        f"labels.csv:4: conflicts with line 2 for capture {KEY_A} "
+        "(storm there, drizzle here): neither is applied"
+    ]
+
+
+def test_agreeing_labels_of_one_capture_keep_the_first(tmp_path):
+    text = f"source_path,key,rain_type,note\na.jpg,,storm,first\n,{KEY_A},STORM,second\n"
+    match = _match(tmp_path, text)
+    assert match.problems == []
+    assert match.labels == {KEY_A: Label(2, "source_path", "a.jpg", "storm", "first")}
+
+
+def test_a_clean_layer_capture_takes_only_the_clean_label(tmp_path):
+    samples = _samples(
+        {"key": KEY_A, "sha256": SHA_A, "source_path": "a.jpg", "layer": "clean"},
+        {"key": KEY_B, "sha256": SHA_B, "source_path": "b.jpg", "layer": "clean"},
+    )
+    match = _match(tmp_path, "source_path,rain_type\na.jpg,storm\nb.jpg,clean\n", samples)
+    assert list(match.labels) == [KEY_B]
+    assert [problem.message for problem in match.problems] == [
+        f"capture {KEY_A} is in the clean layer, which takes no rain type"
+    ]
+
+
+def test_problems_come_in_line_order(tmp_path):
+    labels = [
+        Label(5, "source_path", "x.jpg", "storm", None),
+        Label(3, "source_path", "y.jpg", "storm", None),
+    ]
+    match = match_labels(labels, SAMPLES_TABLE)
+    assert [str(problem) for problem in match.problems] == [
+        'line 3: no capture has source_path "y.jpg"',
+        'line 5: no capture has source_path "x.jpg"',
+    ]
+
+
+def test_problem_text_names_the_sheet_and_line():
+    problem = LabelProblem("labels.csv", 7, "unknown rain type 'hail'")
+    assert str(problem) == "labels.csv:7: unknown rain type 'hail'"
+
+
+NEEDS = "key, sha256 or source_path"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("source_path,note\na.jpg,x\n", "no rain_type column (the header is: source_path,note)"),
+        (
+            "camera,rain_type\nphone,storm\n",
+            f"no column naming the capture: needs {NEEDS} (the header is: camera,rain_type)",
+        ),
+        ("# nothing yet\n\n", f"no header row (it needs rain_type and one of {NEEDS})"),
+        ("", f"no header row (it needs rain_type and one of {NEEDS})"),
+    ],
+)
+def test_an_unusable_sheet_is_an_error_naming_the_file(tmp_path, text, message):
+    path = _sheet(tmp_path, text)
+    with pytest.raises(LabelSheetError) as caught:
+        read_label_sheet(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_missing_sheet_is_an_error(tmp_path):
+    with pytest.raises(LabelSheetError, match="no such label sheet"):
+        read_label_sheet(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_sheet_that_is_not_utf8_is_an_error(tmp_path, bom):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(bom + "source_path,rain_type\ncafé.jpg,storm\n".encode("latin-1"))
+    with pytest.raises(LabelSheetError, match=r"labels\.csv:2: not UTF-8 text \(byte 0xe9\)"):
+        read_label_sheet(path)

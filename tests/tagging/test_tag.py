@@ -1,0 +1,169 @@
+"""Tagging a dataset: ingest tags as it goes, `tag_dataset` re-tags from stored
+features without touching shards, and label sheets win over the tagger."""
+
+import hashlib
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.stats import dataset_stats
+from rainbench.tagging.features import FEATURE_NAMES, feature_column
+from rainbench.tagging.tag import LabelsRejected, tag_dataset
+from rainbench.tagging.tagger import RAIN_TYPES
+
+ONE = IngestOptions(workers=1)
+
+
+@pytest.fixture(scope="module")
+def _tagged(tmp_path_factory, _capture_folder):
+    ds = tmp_path_factory.mktemp("tagged") / "ds"
+    ingest([_capture_folder], ds, ONE)
+    return ds
+
+
+@pytest.fixture
+def tagged(tmp_path, _tagged):
+    """A fresh copy of a dataset ingested from the sample captures."""
+    import shutil
+
+    return shutil.copytree(_tagged, tmp_path / "ds")
+
+
+def _samples(ds) -> pd.DataFrame:
+    return pd.read_parquet(ds / "manifests" / "samples.parquet").set_index("key")
+
+
+def _hashes(ds) -> dict[str, str]:
+    return {
+        p.relative_to(ds).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(ds.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _sheet(tmp_path, rows: list[str]):
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join(["source_path,sha256,key,rain_type,note", *rows]) + "\n")
+    return path
+
+
+def test_ingest_stores_features_and_tags_every_rainy_capture(tagged):
+    samples = _samples(tagged)
+    assert samples["features_version"].notna().all()
+    for name in FEATURE_NAMES:
+        assert samples[feature_column(name)].notna().all(), name
+    assert samples["rain_type"].isin(RAIN_TYPES).all()
+    assert (samples["rain_type_source"] == "auto").all()
+    assert samples["rain_type_confidence"].between(0, 1).all()
+    assert (samples["rain_type"] == samples["rain_type_auto"]).all()
+    assert samples["looks_rainy"].isna().all()  # only clean captures are flagged
+
+
+def test_retagging_is_idempotent_and_touches_only_nothing(tagged):
+    before = _hashes(tagged)
+    summary = tag_dataset(tagged)
+    assert summary.changed == 0 and summary.measured == 0
+    assert summary.samples == len(_samples(tagged))
+    assert _hashes(tagged) == before  # not even samples.parquet is rewritten
+
+
+def test_missing_features_are_measured_again_from_the_shards(tagged):
+    path = Dataset(tagged).samples_manifest
+    table = manifest.read_manifest(path, manifest.SAMPLES)
+    stored = table.to_pandas().set_index("key")
+    for name in ["features_version", *(feature_column(n) for n in FEATURE_NAMES)]:
+        index = table.schema.get_field_index(name)
+        table = table.set_column(
+            index, name, pa.nulls(table.num_rows, table.schema.field(name).type)
+        )
+    manifest.write_manifest(path, table)
+    shards = {k: v for k, v in _hashes(tagged).items() if k.startswith("shards/")}
+
+    summary = tag_dataset(tagged)
+
+    assert summary.measured == len(stored) and not summary.unmeasurable
+    again = _samples(tagged)
+    # The same decode as ingest's, so the same features and tags.
+    columns = [feature_column(name) for name in FEATURE_NAMES] + ["rain_type"]
+    pd.testing.assert_frame_equal(again[columns], stored.loc[again.index, columns])
+    assert {k: v for k, v in _hashes(tagged).items() if k.startswith("shards/")} == shards
+
+
+def test_manual_labels_win_and_stay(tmp_path, tagged):
+    samples = _samples(tagged)
+    first, second = samples.index[:2]
+    other = next(t for t in RAIN_TYPES if t != samples.loc[first, "rain_type"])
+    sheet = _sheet(
+        tmp_path,
+        [f",,{first},{other},checked by eye", f"{samples.loc[second, 'source_path']},,,clean,"],
+    )
+    summary = tag_dataset(tagged, labels=sheet)
+    assert summary.labelled == 2 and summary.manual == 2
+    for _ in range(2):  # and a later run without the sheet keeps them
+        row = _samples(tagged).loc[first]
+        assert (row.rain_type, row.rain_type_source, row.rain_type_confidence) == (
+            other,
+            "manual",
+            1.0,
+        )
+        assert row.rain_type_note == "checked by eye"
+        assert row.rain_type_auto == samples.loc[first, "rain_type"]
+        cleared = _samples(tagged).loc[second]
+        assert pd.isna(cleared.rain_type) and cleared.rain_type_source == "manual"
+        tag_dataset(tagged)
+
+
+def test_bad_labels_are_reported_and_nothing_is_applied(tmp_path, tagged):
+    key = _samples(tagged).index[0]
+    sheet = _sheet(tmp_path, [f",,{key},storm,", "nowhere.jpg,,,streak,", f",,{key[::-1]},hail,"])
+    before = _hashes(tagged)
+    with pytest.raises(LabelsRejected) as raised:
+        tag_dataset(tagged, labels=sheet)
+    messages = [str(p) for p in raised.value.problems]
+    assert messages[0].startswith(f"{sheet}:3: ") and "nowhere.jpg" in messages[0]
+    assert messages[1].startswith(f"{sheet}:4: ") and "hail" in messages[1]
+    assert _hashes(tagged) == before
+
+    summary = tag_dataset(tagged, labels=sheet, skip_bad_labels=True)
+    assert summary.labelled == 1 and len(summary.label_problems) == 2
+    assert _samples(tagged).loc[key, "rain_type"] == "storm"
+
+
+def test_ingest_applies_labels_and_refuses_a_bad_sheet_first(tmp_path, capture_folder):
+    name = sorted(p.name for p in capture_folder.iterdir() if p.is_file())[0]
+    good = _sheet(tmp_path, [f"{name},,,fog-like,"])
+    ds = tmp_path / "ds"
+    summary = ingest([capture_folder], ds, IngestOptions(workers=1, labels=good))
+    assert summary.tagging["labelled"] == 1
+    row = _samples(ds).set_index("source_path").loc[name]
+    assert (row.rain_type, row.rain_type_source) == ("fog-like", "manual")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source_path,rain_type\nx.jpg,hail\n")
+    with pytest.raises(LabelsRejected):
+        ingest([capture_folder], tmp_path / "other", IngestOptions(workers=1, labels=bad))
+    assert not (tmp_path / "other").exists()  # refused before any work
+
+
+def test_clean_captures_get_no_rain_type_but_a_flag(tmp_path, capture_folder):
+    ds = tmp_path / "ds"
+    ingest([capture_folder], ds, IngestOptions(workers=1, layer="clean"))
+    samples = _samples(ds)
+    assert samples["rain_type"].isna().all() and samples["rain_type_source"].isna().all()
+    assert samples["looks_rainy"].notna().all()
+
+
+def test_stats_count_rain_types(tagged):
+    stats = dataset_stats(Dataset(tagged))
+    assert sum(stats["rain_types"].values()) == stats["samples"]
+    assert set(stats["rain_types"]) <= set(RAIN_TYPES)
+    assert stats["rain_type_sources"] == {"auto": stats["samples"]}
+
+
+def test_tagging_a_folder_that_is_no_dataset_fails_clearly(tmp_path):
+    with pytest.raises(DatasetError, match="not a rainbench dataset"):
+        tag_dataset(tmp_path)
