@@ -20,6 +20,7 @@ from rainbench.ingest.run import DEFAULT_NEAR_DUP_BITS, DEFAULT_SHARD_BYTES
 from rainbench.ingest.split import parse_fractions
 from rainbench.metrics.engine import DEFAULT_CACHE
 from rainbench.metrics.registry import MetricError
+from rainbench.models.registry import DerainerError
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import problems_to_json, verify
@@ -598,6 +599,212 @@ _weights_dir = click.option(
 )
 
 
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_command(as_json) -> None:
+    """List the registered derainers (built-ins and installed plug-ins), by name.
+
+    \b
+    Example:
+      rainbench models
+    """
+    from rainbench.models.registry import list_derainers
+
+    specs = list_derainers()
+    if as_json:
+        rows = [
+            {
+                "name": s.name,
+                "description": s.description,
+                "needs_checkpoint": s.needs_checkpoint,
+                "source": s.source,
+            }
+            for s in specs
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(s.name) for s in specs), default=0)
+    for spec in specs:
+        origin = "" if spec.source == "built-in" else f"  [{spec.source}]"
+        click.echo(f"{spec.name:<{width}}  {spec.description}{origin}")
+
+
+_EVAL_HELP = """Run a derainer over a dataset's splits and score every output.
+
+Real splits get the no-reference metrics (niqe, brisque, piqe), broken down by rain
+type on the leaderboard; synthetic splits also psnr_y, ssim_y, psnr and ssim. One
+row per image (metrics, s per megapixel, peak memory, status) goes to
+RESULTS/<model>/<dataset>/<split>.parquet with a provenance JSON beside it. A failing
+image is recorded and the run goes on; a killed run resumes; a re-run is a no-op.
+
+\b
+Example:
+  rainbench eval --model guided --dataset ds --split all --results res
+  rainbench eval --model-cmd "python test.py --in {input_dir} --out {output_dir}" \\
+      --name theirs --dataset ds --split syn-streak --results res
+  rainbench eval --outputs derained/ --name theirs --dataset ds --split test --results res
+"""
+
+
+@main.command("eval", help=_EVAL_HELP)
+@click.option("--model", help="A registered derainer (rainbench models).")
+@click.option(
+    "--model-cmd",
+    help="An external command with {input_dir} and {output_dir} placeholders.",
+)
+@click.option(
+    "--outputs",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Outputs computed elsewhere: DIR/<key>.png (or DIR/<split>/<key>.png).",
+)
+@click.option("--name", help="The method's name, with --model-cmd or --outputs.")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the derainer (repeatable), e.g. --option radius=8.",
+)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataset", required=True, type=click.Path(path_type=Path))
+@click.option("--split", default="all", show_default=True, help="A split's name, or all.")
+@click.option("--results", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
+@click.option(
+    "--tile",
+    type=click.IntRange(min=64),
+    help="Derain images larger than this in overlapping tiles of this side.",
+)
+@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--crops",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Images per split whose crops are kept for the leaderboard's comparison strip.",
+)
+@click.option("--metrics", "metric_names", help="Comma-separated metrics instead of the defaults.")
+@_weights_dir
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_progress
+def eval_command(
+    model,
+    model_cmd,
+    outputs,
+    name,
+    options,
+    checkpoint,
+    dataset,
+    split,
+    results,
+    device,
+    tile,
+    overlap,
+    batch,
+    crops,
+    metric_names,
+    weights_dir,
+    as_json,
+    progress,
+) -> None:
+    from rainbench.leaderboard.eval import EvalSettings, evaluate
+
+    if sum(x is not None for x in (model, model_cmd, outputs)) != 1:
+        raise click.UsageError("give exactly one of --model, --model-cmd or --outputs")
+    if (model_cmd or outputs) and not name:
+        raise click.UsageError("--model-cmd and --outputs need --name")
+    settings = EvalSettings(
+        metrics=tuple(m.strip() for m in metric_names.split(",")) if metric_names else None,
+        device=device,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        crops=crops,
+        weights_dir=weights_dir,
+    )
+
+    derainer_options = _key_values(options)
+
+    def run():
+        source = _eval_source(
+            model, model_cmd, outputs, name, checkpoint, settings, derainer_options
+        )
+        return evaluate(source, dataset, split, results, settings, checkpoint, progress)
+
+    reports = _run(run)
+    if as_json:
+        rows = [{**r.__dict__, "path": str(r.path)} for r in reports]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for report in reports:
+        for metric, reason in report.unavailable_metrics.items():
+            click.echo(f"warning: {metric} not computed: {reason}", err=True)
+        click.echo(
+            f"{report.dataset}/{report.split} ({report.kind}): {report.scored} scored, "
+            f"{report.failed} failed, {report.skipped} already done -> {report.path}"
+        )
+
+
+def _key_values(pairs: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs; a VALUE that reads as JSON (8, 0.02, true, null) is taken as such."""
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        try:
+            found[key] = json.loads(value)
+        except ValueError:
+            found[key] = value
+    return found
+
+
+def _eval_source(model, model_cmd, outputs, name, checkpoint, settings, options):
+    from rainbench.leaderboard.sources import DerainerSource, FolderSource
+
+    if outputs is not None:
+        return FolderSource(outputs, name)
+    if model_cmd is not None:
+        from rainbench.models.external import CommandDerainer
+
+        derainer = CommandDerainer(model_cmd, name=name)
+    else:
+        from rainbench.models.registry import create_derainer
+
+        derainer = create_derainer(model, checkpoint=checkpoint, device=settings.device, **options)
+    return DerainerSource(derainer, settings.device, settings.tile, settings.overlap)
+
+
+@main.command("leaderboard")
+@click.option("--results", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "csv", "latex", "html"]),
+    default="md",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
+def leaderboard_command(results, fmt, out) -> None:
+    """Publish the results of rainbench eval as a table or a page.
+
+    Per split: each method's mean with a 95 % bootstrap interval, its rank, per rain
+    type columns on real splits, and speed. HTML is one self-contained page with plots
+    and a visual comparison of the same crops across methods.
+
+    \b
+    Example:
+      rainbench leaderboard --results res --format html --out lb.html
+    """
+    from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
+
+    if out is None:
+        click.echo(_run(lambda: render_leaderboard(results, fmt)), nl=False)
+        return
+    click.echo(f"wrote {_run(lambda: write_leaderboard(results, fmt, out))}")
+
+
 @main.group("weights")
 def weights_group() -> None:
     """The offline weight files of the metrics: what is there, and how to add them.
@@ -807,6 +1014,6 @@ def _run(call):
             click.echo(str(problem), err=True)
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
-    except (DatasetError, MetricError) as error:
+    except (DatasetError, MetricError, DerainerError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

@@ -60,7 +60,9 @@ def test_usage_errors_exit_two(runner, tmp_path):
     )
 
 
-@pytest.mark.parametrize("command", ["ingest", "verify", "stats", "tag", "tag-eval"])
+@pytest.mark.parametrize(
+    "command", ["ingest", "verify", "stats", "tag", "tag-eval", "models", "eval", "leaderboard"]
+)
 def test_help_has_an_example(runner, command):
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.output
@@ -91,3 +93,26 @@ def test_bad_labels_are_listed_then_one_error(runner, tmp_path, capture_folder):
     lines = result.output.strip().splitlines()
     assert lines[0].startswith(f"{sheet}:2: ") and lines[1].startswith(f"{sheet}:3: ")
     assert lines[2].startswith("error: 2 label problem(s); nothing from the sheet was applied")
+
+
+def test_models_lists_the_built_in_derainers(runner):
+    result = runner.invoke(main, ["models"])
+    assert result.exit_code == 0
+    names = [line.split()[0] for line in result.output.splitlines()]
+    assert {"identity", "guided", "dcp"} <= set(names)
+    listed = json.loads(runner.invoke(main, ["models", "--json"]).output)
+    assert all(entry["description"] for entry in listed)
+
+
+def test_eval_needs_exactly_one_source(runner, tmp_path):
+    base = ["eval", "--dataset", str(tmp_path), "--results", str(tmp_path / "r")]
+    assert runner.invoke(main, base).exit_code == 2
+    both = [*base, "--model", "identity", "--outputs", str(tmp_path)]
+    assert runner.invoke(main, both).exit_code == 2
+    unnamed = [*base, "--outputs", str(tmp_path)]
+    assert runner.invoke(main, unnamed).exit_code == 2
+    bad = [*base, "--model", "identity", "--option", "radius"]
+    assert runner.invoke(main, bad).exit_code == 2
+    unknown = [*base, "--model", "nope"]
+    result = runner.invoke(main, unknown)
+    assert result.exit_code == 1 and result.output.startswith("error:")

@@ -43,7 +43,7 @@ def provenance(
         "unmatched_ref": pairing.unmatched_ref,
         "options": options,
         "rainbench_version": __version__,
-        "versions": _versions(),
+        "versions": versions(),
         "weights": {w.file.name: w.sha256 for w in status(options.get("weights_dir")) if w.present},
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -51,7 +51,7 @@ def provenance(
     }
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     """The versions of what computes the numbers (installed or not, no import needed)."""
     found = {}
     for package in ("numpy", "scipy", "pillow", "torch", "pyiqa"):

@@ -1,0 +1,3 @@
+"""The leaderboard: `rainbench eval` scores a derainer on a dataset's splits
+(eval.py, sources.py), and `rainbench leaderboard` publishes the results (publish.py).
+"""

@@ -1,0 +1,469 @@
+"""`rainbench eval`: run one derainer over a dataset's splits, streamed from the shards,
+and score every output. One Parquet per (model, dataset, split) with a row per image
+(metrics, speed, memory, status), a provenance JSON beside it, and crops of the first
+images for the leaderboard's visual comparison.
+
+A derainer that raises, returns NaN or the wrong shape on an image is recorded for
+that image and the run goes on. Rows are flushed as the run goes, so a killed run
+resumes where it stopped, and a finished one re-run is a no-op.
+"""
+
+import hashlib
+import io
+import json
+import os
+import platform
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+from tqdm import tqdm
+
+from rainbench import __version__
+from rainbench.capture.decode import load_upright
+from rainbench.capture.formats import FORMATS
+from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metric, create_metric
+from rainbench.metrics.report import versions
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError, write_atomic
+
+REAL_METRICS = ("niqe", "brisque", "piqe")
+SYNTHETIC_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
+CROP_SIDE = 256  # px: the crops the leaderboard's comparison strip shows
+_FLUSH_SECONDS = 10.0
+
+
+class EvalError(DatasetError):
+    """The run cannot start (unknown split, results made otherwise); one line."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    metrics: tuple[str, ...] | None = None  # None: by split kind (REAL/SYNTHETIC_METRICS)
+    device: str = "cpu"
+    tile: int | None = None  # derain in tiles of this side when an image is larger
+    overlap: int = 32
+    batch: int = 4  # images of one size derained together
+    crops: int = 3  # images per split whose crops are kept for the comparison strip
+    weights_dir: Path | None = None
+
+
+@dataclass
+class SplitReport:
+    dataset: str
+    split: str
+    kind: str
+    path: Path
+    scored: int = 0  # images scored by this run
+    skipped: int = 0  # already in the results
+    failed: int = 0  # of those scored here
+    unavailable_metrics: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Item:
+    """One image to derain: the rainy input and, for a synthetic pair, its ground truth."""
+
+    key: str
+    rain_type: str | None
+    rain: np.ndarray  # uint8 H×W×3
+    gt: np.ndarray | None
+
+
+@dataclass
+class Output:
+    image: np.ndarray | None  # uint8 H×W×3, None when the derainer failed
+    error: str | None
+    seconds: float
+    peak_mem_mb: float | None
+
+
+class Source:
+    """Where outputs come from: a derainer, or a folder of outputs computed elsewhere.
+    Subclasses (rainbench.leaderboard.sources) implement `run`."""
+
+    name: str
+
+    def info(self) -> dict:
+        raise NotImplementedError
+
+    def run(self, items: list[Item], split: str) -> list[Output]:
+        raise NotImplementedError
+
+
+def evaluate(
+    source: Source,
+    dataset_path: Path,
+    split: str,
+    results: Path,
+    settings: EvalSettings,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+) -> list[SplitReport]:
+    """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`."""
+    dataset = Dataset(dataset_path)
+    if not dataset.samples_manifest.exists():
+        raise EvalError(f"{dataset_path} is not a rainbench dataset (no manifests/samples.parquet)")
+    name = dataset.read_info().get("name") or dataset.root.name
+    splits = _splits(dataset)
+    chosen = sorted(splits) if split == "all" else [split]
+    for wanted in chosen:
+        if wanted not in splits:
+            known = ", ".join(sorted(splits)) or "none"
+            raise EvalError(f"{dataset_path} has no split {wanted!r}; known: {known}")
+    checkpoint_info = (
+        {"path": str(checkpoint), "sha256": _file_sha256(checkpoint)} if checkpoint else None
+    )
+    return [
+        _SplitRun(
+            source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info
+        ).execute(progress)
+        for wanted in chosen
+    ]
+
+
+def _splits(dataset: Dataset) -> dict[str, str]:
+    """Split name → kind, for the real splits holding rainy captures and every paired split."""
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    found = {
+        split: "real"
+        for split, layer in zip(
+            samples["split"].to_pylist(), samples["layer"].to_pylist(), strict=True
+        )
+        if layer == "rainy"
+    }
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    found.update(dict.fromkeys(pairs["split"].to_pylist(), "synthetic"))
+    return found
+
+
+class _SplitRun:
+    def __init__(
+        self,
+        source: Source,
+        dataset: Dataset,
+        name: str,
+        split: str,
+        kind: str,
+        results: Path,
+        settings: EvalSettings,
+        checkpoint: dict | None,
+    ):
+        self.source, self.dataset, self.name = source, dataset, name
+        self.split, self.kind, self.settings = split, kind, settings
+        self.folder = results / _safe(source.name) / _safe(name)
+        self.table_path = self.folder / f"{split}.parquet"
+        self.info_path = self.folder / f"{split}.json"
+        self.crop_dir = self.folder / f"{split}.crops"
+        self.reference_dir = results / "_reference" / _safe(name) / f"{split}.crops"
+        self.checkpoint = checkpoint
+        self.report = SplitReport(name, split, kind, self.table_path)
+
+    def execute(self, progress: bool) -> SplitReport:
+        rows_manifest = self._manifest_rows()
+        metrics = self._metrics()
+        provenance = self._provenance(metrics)
+        done = self._resume(provenance)
+        todo = [row for row in rows_manifest if row["key"] not in done]
+        self.report.skipped = len(rows_manifest) - len(todo)
+        crop_keys = set(sorted(row["key"] for row in rows_manifest)[: self.settings.crops])
+        columns = [name for name, _ in metrics]
+        rows = list(done.values())
+        last_flush = time.monotonic()
+        bar = tqdm(
+            total=len(todo),
+            desc=f"{self.source.name} on {self.name}/{self.split}",
+            unit="image",
+            disable=not progress,
+        )
+        with bar:
+            for items in self._batches(todo):
+                outputs = self.source.run(items, self.split)
+                for item, output in zip(items, outputs, strict=True):
+                    rows.append(self._row(item, output, metrics, columns))
+                    if item.key in crop_keys and output.image is not None:
+                        self._save_crops(item, output.image, provenance)
+                    bar.update(1)
+                if time.monotonic() - last_flush > _FLUSH_SECONDS:
+                    self._flush(rows, columns)
+                    last_flush = time.monotonic()
+        self._flush(rows, columns)
+        statuses = [row["status"] for row in rows]
+        provenance["images"] = {"ok": statuses.count("ok"), "failed": statuses.count("failed")}
+        provenance["finished_at"] = _now()
+        self._write_json(provenance)
+        return self.report
+
+    def _manifest_rows(self) -> list[dict]:
+        if self.kind == "real":
+            table = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+            rows = [
+                row
+                for row in table.to_pylist()
+                if row["split"] == self.split and row["layer"] == "rainy"
+            ]
+        else:
+            table = manifest.read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
+            rows = [row for row in table.to_pylist() if row["split"] == self.split]
+        return sorted(rows, key=lambda row: (row["shard"], row["key"]))
+
+    def _metrics(self) -> list[tuple[str, object]]:
+        """The metrics to compute, built once; those that cannot run here are reported."""
+        names = self.settings.metrics or (
+            REAL_METRICS if self.kind == "real" else SYNTHETIC_METRICS
+        )
+        built = []
+        for name in names:
+            spec = check_metric(name)
+            if spec.full_reference and self.kind == "real":
+                continue  # no ground truth for real rain
+            try:
+                built.append(
+                    (
+                        name,
+                        create_metric(
+                            name,
+                            weights_dir=self.settings.weights_dir,
+                            device=self.settings.device,
+                        ),
+                    )
+                )
+            except MetricError as error:
+                self.report.unavailable_metrics[name] = str(error)
+        return built
+
+    def _provenance(self, metrics: list[tuple[str, object]]) -> dict:
+        manifest_path = self.dataset.synthetic_manifest
+        if self.kind == "real":
+            manifest_path = self.dataset.samples_manifest
+        return {
+            "model": self.source.info(),
+            "checkpoint": self.checkpoint,
+            "dataset": {
+                "name": self.name,
+                "path": str(self.dataset.root.absolute()),
+                "manifest": manifest_path.name,
+                "manifest_sha256": _file_sha256(manifest_path),
+            },
+            "split": self.split,
+            "kind": self.kind,
+            "metrics": [name for name, _ in metrics],
+            "unavailable_metrics": self.report.unavailable_metrics,
+            "lower_is_better": {name: metric.spec.lower_is_better for name, metric in metrics},
+            "metric_protocol_version": PROTOCOL_VERSION,
+            "tile": (
+                {"size": self.settings.tile, "overlap": self.settings.overlap}
+                if self.settings.tile
+                else None
+            ),
+            "batch": self.settings.batch,
+            "device": self.settings.device,
+            "hardware": _hardware(self.settings.device),
+            "versions": {"rainbench": __version__, **versions()},
+            "started_at": _now(),
+            "finished_at": None,
+            "images": {"ok": 0, "failed": 0},
+            "crops": {},
+        }
+
+    def _resume(self, provenance: dict) -> dict[str, dict]:
+        """Rows already scored, by key, after checking they were scored the same way."""
+        if not self.info_path.exists():
+            self._write_json(provenance)
+            return {}
+        before = json.loads(self.info_path.read_text(encoding="utf-8"))
+        for what in ("model", "checkpoint", "metrics", "tile", "metric_protocol_version"):
+            if before.get(what) != provenance[what]:
+                raise EvalError(
+                    f"{self.info_path} was made with another {what.replace('_', ' ')}; "
+                    "give another --results folder or remove its files to start over"
+                )
+        if before["dataset"]["manifest_sha256"] != provenance["dataset"]["manifest_sha256"]:
+            raise EvalError(
+                f"{self.info_path}: the dataset's {provenance['dataset']['manifest']} changed "
+                "since these results were made; give another --results folder or remove them"
+            )
+        provenance["started_at"] = before["started_at"]
+        provenance["crops"] = before.get("crops", {})
+        if not self.table_path.exists():
+            return {}
+        table = manifest.read_manifest(self.table_path, _schema([n for n in provenance["metrics"]]))
+        return {row["key"]: row for row in table.to_pylist()}
+
+    def _batches(self, rows: list[dict]) -> Iterator[list[Item]]:
+        """Items read shard by shard, grouped into batches of one image size."""
+        pending: dict[tuple, list[Item]] = {}
+        for item in self._items(rows):
+            group = pending.setdefault(item.rain.shape, [])
+            group.append(item)
+            if len(group) >= self.settings.batch:
+                yield pending.pop(item.rain.shape)
+            elif sum(map(len, pending.values())) > self.settings.batch:
+                # Captures of many sizes: never hold more than a batch's worth of images.
+                yield pending.pop(next(iter(pending)))
+        yield from pending.values()
+
+    def _items(self, rows: list[dict]) -> Iterator[Item]:
+        by_shard: dict[str, list[dict]] = {}
+        for row in rows:
+            by_shard.setdefault(row["shard"], []).append(row)
+        for shard, members in by_shard.items():
+            with tarfile.open(self.dataset.root / shard) as tar:
+                for row in members:
+                    yield self._item(tar, row)
+
+    def _item(self, tar: tarfile.TarFile, row: dict) -> Item:
+        key = row["key"]
+        if self.kind == "synthetic":
+            return Item(
+                key,
+                row["recipe"],
+                _png(tar, f"{key}.rain.png"),
+                _png(tar, f"{key}.gt.png"),
+            )
+        fmt = FORMATS[row["format"]]
+        if fmt.raw:  # camera RAW: the stored sRGB preview is the picture to derain
+            image = load_upright(_member(tar, f"{key}.preview.jpg"), FORMATS["jpeg"])
+        else:
+            image = load_upright(_member(tar, f"{key}.{fmt.ext}"), fmt)
+        return Item(key, row["rain_type"], np.asarray(image), None)
+
+    def _row(self, item: Item, output: Output, metrics: list, columns: list[str]) -> dict:
+        height, width = item.rain.shape[:2]
+        row = {
+            "key": item.key,
+            "split": self.split,
+            "kind": self.kind,
+            "rain_type": item.rain_type,
+            "width": width,
+            "height": height,
+            "status": "ok",
+            "error": output.error,
+            "seconds": round(output.seconds, 6),
+            "s_per_mp": round(output.seconds / (width * height / 1e6), 6),
+            "peak_mem_mb": output.peak_mem_mb,
+            **dict.fromkeys(columns),
+        }
+        self.report.scored += 1
+        if output.image is None:
+            row["status"] = "failed"
+            self.report.failed += 1
+            return row
+        problems = []
+        for name, metric in metrics:
+            try:
+                value = (
+                    metric(output.image, item.gt)
+                    if metric.spec.full_reference
+                    else metric(output.image)
+                )
+                row[name] = value
+            except (MetricError, ValueError, RuntimeError) as error:
+                problems.append(f"{name}: {one_line(error)}")
+        if problems:
+            row["error"] = "; ".join(problems)
+        return row
+
+    def _save_crops(self, item: Item, output: np.ndarray, provenance: dict) -> None:
+        height, width = item.rain.shape[:2]
+        side = min(CROP_SIDE, height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        box = (slice(top, top + side), slice(left, left + side))
+        provenance["crops"][item.key] = [left, top, side]
+        _save_png(self.crop_dir / f"{item.key}.png", output[box])
+        _save_png(self.reference_dir / f"{item.key}.input.png", item.rain[box])
+        if item.gt is not None:
+            _save_png(self.reference_dir / f"{item.key}.gt.png", item.gt[box])
+
+    def _flush(self, rows: list[dict], columns: list[str]) -> None:
+        table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), schema=_schema(columns))
+        manifest.write_manifest(self.table_path, table)
+
+    def _write_json(self, provenance: dict) -> None:
+        text = json.dumps(provenance, indent=2, ensure_ascii=False) + "\n"
+        write_atomic(self.info_path, text.encode())
+
+
+def _schema(metrics: list[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            ("key", pa.string()),
+            ("split", pa.string()),
+            ("kind", pa.string()),
+            ("rain_type", pa.string()),
+            ("width", pa.int64()),
+            ("height", pa.int64()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("seconds", pa.float64()),
+            ("s_per_mp", pa.float64()),
+            ("peak_mem_mb", pa.float64()),
+            *((name, pa.float64()) for name in metrics),
+        ]
+    )
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    handle = tar.extractfile(name)
+    if handle is None:
+        raise DatasetError(f"{tar.name}: {name} is not a file")
+    return handle.read()
+
+
+def _png(tar: tarfile.TarFile, name: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(_member(tar, name))).convert("RGB"))
+
+
+def _save_png(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "PNG")
+    write_atomic(path, buffer.getvalue())
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hardware(device: str) -> dict:
+    gpu = None
+    if device.startswith("cuda"):
+        import torch
+
+        gpu = torch.cuda.get_device_name(torch.device(device))
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform()}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _safe(name: str) -> str:
+    """A name usable as one folder: path separators and leading dots replaced."""
+    return name.replace("/", "_").replace("\\", "_").lstrip(".") or "_"
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

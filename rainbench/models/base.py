@@ -1,0 +1,53 @@
+"""The derainer interface every model implements, built-in or plug-in: a float batch
+N×3×H×W in [0, 1] (RGB) in, one of the same shape out. Importing it does not import
+torch; the tensors come from the caller.
+"""
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Derainer(ABC):
+    """Maps a float32 batch N×3×H×W in [0,1] (RGB) to one of the same shape.
+
+    `device` is where the caller should put batches ("cpu", "cuda:0", …); the output
+    comes back on the input's device.
+    """
+
+    name: str = "derainer"
+    version: str = "0"  # bump whenever the outputs for the same input could change
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    @abstractmethod
+    def derain(self, batch: "torch.Tensor") -> "torch.Tensor": ...
+
+    def options(self) -> dict:
+        """The settings the outputs depend on, JSON-serialisable."""
+        return {}
+
+    def info(self) -> dict:
+        """Name, version and options, JSON-serialisable: the provenance of results."""
+        return {"name": self.name, "version": self.version, "options": self.options()}
+
+
+class NumpyDerainer(Derainer):
+    """A derainer written in numpy: it runs on the CPU whatever the device, on float32
+    N×H×W×3 arrays, and its output goes back to the batch's device and dtype."""
+
+    def derain(self, batch: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        images = batch.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+        result = self.derain_images(np.ascontiguousarray(images))
+        return torch.from_numpy(result).permute(0, 3, 1, 2).to(batch.device, batch.dtype)
+
+    @abstractmethod
+    def derain_images(self, images: np.ndarray) -> np.ndarray:
+        """float32 N×H×W×3 in [0, 1] → the same shape."""

@@ -1,0 +1,102 @@
+"""`dcp`: He, Sun and Tang's dark channel prior (CVPR 2009, TPAMI 2011) for rain that
+is mostly veil: heavy rain far away scatters light like fog, and removing that haze
+restores the contrast it takes.
+"""
+
+import numpy as np
+
+from rainbench.models.base import NumpyDerainer
+from rainbench.models.filters import guided_filter, luma, min_filter
+from rainbench.models.registry import DerainerError
+
+# He et al.'s settings are for 600-row images: a 15 px patch, and a guided filter of
+# radius 60 (4 patches) to refine the transmission. Both scale with the image height.
+REFERENCE_ROWS = 600
+REFERENCE_PATCH = 15
+REFERENCE_RADIUS = 60
+
+
+class DarkChannelDerainer(NumpyDerainer):
+    """Per image I (RGB in [0, 1]), with a patch of `patch` px:
+
+    1. dark(X) = the minimum over the patch around each pixel of X's smallest channel.
+    2. The atmospheric light A is the mean colour of I over the brightest
+       `light_fraction` (0.1 %) of dark(I). He et al. take the single brightest pixel
+       there; the mean is steadier where a rain streak is the brightest thing.
+    3. The transmission t = 1 − omega·dark(I / A), refined by a guided filter (radius,
+       eps) with the luma of I as guide, so it follows edges instead of patches.
+    4. The output is J = (I − A) / max(t, t0) + A, clipped to [0, 1].
+
+    `patch` None is 15 px at 600 rows scaled to the image height (odd, at least 3) and
+    `radius` None 60 px at 600 rows; A is estimated per image (per tile when tiled).
+    """
+
+    name = "dcp"
+    version = "1"
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        patch: int | None = None,
+        omega: float = 0.95,
+        t0: float = 0.1,
+        light_fraction: float = 0.001,
+        radius: int | None = None,
+        eps: float = 0.001,
+    ):
+        super().__init__(device)
+        self.patch = None if patch is None else int(patch)
+        self.omega, self.t0 = float(omega), float(t0)
+        self.light_fraction = float(light_fraction)
+        self.radius = None if radius is None else int(radius)
+        self.eps = float(eps)
+        if (self.patch is not None and self.patch < 1) or (
+            self.radius is not None and self.radius < 1
+        ):
+            raise DerainerError("dcp: patch and radius must be at least 1")
+        if not (0 < self.omega <= 1 and 0 < self.t0 <= 1 and 0 < self.light_fraction <= 1):
+            raise DerainerError("dcp: omega, t0 and light_fraction must be in (0, 1]")
+        if self.eps <= 0:
+            raise DerainerError("dcp: eps must be positive")
+
+    def options(self) -> dict:
+        return {
+            "patch": self.patch,
+            "omega": self.omega,
+            "t0": self.t0,
+            "light_fraction": self.light_fraction,
+            "radius": self.radius,
+            "eps": self.eps,
+        }
+
+    def derain_images(self, images: np.ndarray) -> np.ndarray:
+        return np.stack([self.derain_image(image) for image in images])
+
+    def derain_image(self, image: np.ndarray) -> np.ndarray:
+        """float32 H×W×3 in [0, 1] → the same, dehazed."""
+        scale = image.shape[0] / REFERENCE_ROWS
+        patch = self.patch or max(3, 2 * round((REFERENCE_PATCH * scale - 1) / 2) + 1)
+        radius = self.radius or max(1, round(REFERENCE_RADIUS * scale))
+        light = self.atmospheric_light(image, patch)
+        transmission = 1 - self.omega * dark_channel(image / light, patch)
+        transmission = guided_filter(luma(image), transmission, radius, self.eps)
+        np.maximum(transmission, self.t0, out=transmission)
+        out = image - light
+        out /= transmission[..., None]
+        out += light
+        return np.clip(out, 0, 1, out=out)
+
+    def atmospheric_light(self, image: np.ndarray, patch: int) -> np.ndarray:
+        """A, float32 RGB: the mean of `image` over its haziest pixels."""
+        dark = dark_channel(image, patch).ravel()
+        count = max(1, round(self.light_fraction * dark.size))
+        haziest = np.argpartition(dark, dark.size - count)[-count:]
+        light = image.reshape(-1, 3)[haziest].mean(axis=0, dtype=np.float64)
+        # A black frame has no light to divide by: A stays above one 8-bit level.
+        return np.maximum(light, 1 / 255).astype(np.float32)
+
+
+def dark_channel(image: np.ndarray, patch: int) -> np.ndarray:
+    """The minimum over the patch×patch window of each pixel's smallest channel, H×W."""
+    channels_min = np.minimum(np.minimum(image[..., 0], image[..., 1]), image[..., 2])
+    return min_filter(channels_min, patch)

@@ -1,0 +1,169 @@
+"""Derainers that run outside rainbench: `CommandDerainer` hands a batch to any program
+as PNG files in a folder (`--model-cmd`), and `OutputsFolder` reads outputs computed
+elsewhere by sample key (`--outputs`).
+"""
+
+import hashlib
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rainbench.models.base import NumpyDerainer
+from rainbench.models.registry import DerainerError
+
+# What an output may be saved as; the stem is the input's name or the sample key.
+OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+# Pillow modes of 8-bit images; a 16-bit or float image would be silently clipped.
+_EIGHT_BIT_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA")
+
+PLACEHOLDERS = ("{input_dir}", "{output_dir}")
+
+
+class CommandDerainer(NumpyDerainer):
+    """Runs `command` once per batch, e.g. `python test.py --in {input_dir} --out
+    {output_dir}`: the batch goes in as 8-bit PNGs 000000.png, 000001.png, … and the
+    outputs are read back by the same stems (any of OUTPUT_EXTENSIONS). The command is
+    split like a shell would, after the placeholders are replaced by quoted paths, and
+    run without a shell; `timeout` is in seconds per batch.
+    """
+
+    version = "external"
+
+    def __init__(self, command: str, name: str = "command", timeout: float | None = None):
+        super().__init__()
+        missing = [placeholder for placeholder in PLACEHOLDERS if placeholder not in command]
+        if missing:
+            raise DerainerError(f"the command needs a {missing[0]} placeholder: {command}")
+        self.command, self.name, self.timeout = command, name, timeout
+
+    def options(self) -> dict:
+        return {"timeout": self.timeout}
+
+    def info(self) -> dict:
+        digest = hashlib.sha256(self.command.encode()).hexdigest()
+        return {**super().info(), "command": self.command, "command_sha256": digest}
+
+    def derain_images(self, images: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="rainbench-derain-") as work:
+            input_dir, output_dir = Path(work, "input"), Path(work, "output")
+            input_dir.mkdir()
+            output_dir.mkdir()
+            stems = [f"{index:06d}" for index in range(len(images))]
+            pixels = np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+            for stem, image in zip(stems, pixels, strict=True):
+                # Level 1: the program reads these once; speed matters more than size.
+                Image.fromarray(image).save(input_dir / f"{stem}.png", compress_level=1)
+            self._run(input_dir, output_dir)
+            outputs = OutputsFolder(output_dir, self.name)
+            size = (images.shape[2], images.shape[1])
+            derained = np.stack([outputs.load(stem, size) for stem in stems])
+        return derained.astype(np.float32) / 255
+
+    def _run(self, input_dir: Path, output_dir: Path) -> None:
+        line = self.command
+        for placeholder, path in zip(PLACEHOLDERS, (input_dir, output_dir), strict=True):
+            line = line.replace(placeholder, shlex.quote(str(path)))
+        argv = shlex.split(line)
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, errors="replace", timeout=self.timeout
+            )
+        except subprocess.TimeoutExpired as error:
+            raise DerainerError(
+                f"{self.name}: the command ran past its {self.timeout} s timeout"
+            ) from error
+        except OSError as error:
+            raise DerainerError(f"{self.name}: cannot run {argv[0]}: {error.strerror}") from error
+        if result.returncode != 0:
+            lines = [text for text in result.stderr.splitlines() if text.strip()]
+            last = lines[-1].strip() if lines else "nothing on stderr"
+            raise DerainerError(f"{self.name}: the command exited with {result.returncode}: {last}")
+
+
+class OutputsFolder:
+    """Derained images computed elsewhere, by sample key: FOLDER/<split>/<key>.<ext>
+    or FOLDER/<key>.<ext>, with ext any of OUTPUT_EXTENSIONS (any case)."""
+
+    version = "precomputed"
+
+    def __init__(self, folder: Path, name: str):
+        self.folder, self.name = Path(folder), name
+        if not self.folder.is_dir():
+            raise DerainerError(f"outputs folder {self.folder} not found")
+        self._listings: dict[Path, dict[str, list[Path]]] = {}
+
+    def load(self, key: str, size: tuple[int, int], split: str | None = None) -> np.ndarray:
+        """The output for `key` as uint8 H×W×3 RGB; `size` is the input's (width,
+        height), as PIL gives it, and the output must match it."""
+        path = self.find(key, split)
+        try:
+            with Image.open(path) as image:
+                if image.size != tuple(size):
+                    raise DerainerError(
+                        f"{path} is {image.size[0]}×{image.size[1]}, "
+                        f"the input is {size[0]}×{size[1]}"
+                    )
+                if image.mode not in _EIGHT_BIT_MODES:
+                    raise DerainerError(f"{path} is a {image.mode} image: save 8-bit RGB")
+                return np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as error:
+            raise DerainerError(f"cannot read {path}: {error}") from error
+
+    def find(self, key: str, split: str | None = None) -> Path:
+        """The file holding `key`'s output: in the split's sub-folder first."""
+        for folder in self._folders(split):
+            paths = self._listing(folder).get(key, [])
+            if len(paths) > 1:
+                names = ", ".join(sorted(path.name for path in paths))
+                raise DerainerError(f"more than one output for {key} in {folder}: {names}")
+            if paths:
+                return paths[0]
+        raise DerainerError(f"no output for {key} in {self.folder}")
+
+    def keys(self, split: str | None = None) -> list[str]:
+        """Every key `load(key, split=split)` finds, sorted."""
+        return sorted({key for folder in self._folders(split) for key in self._listing(folder)})
+
+    def info(self) -> dict:
+        """Name, folder and a sha256 over every output file's path and sha256."""
+        files = sorted(
+            path.relative_to(self.folder).as_posix()
+            for folder in (self.folder, *self._split_folders())
+            for paths in self._listing(folder).values()
+            for path in paths
+        )
+        digest = hashlib.sha256()
+        for name in files:
+            with open(self.folder / name, "rb") as file:
+                digest.update(
+                    f"{name}\t{hashlib.file_digest(file, 'sha256').hexdigest()}\n".encode()
+                )
+        return {
+            "name": self.name,
+            "version": self.version,
+            "folder": str(self.folder.resolve()),
+            "files": len(files),
+            "outputs_sha256": digest.hexdigest(),
+        }
+
+    def _folders(self, split: str | None) -> list[Path]:
+        return [self.folder] if split is None else [self.folder / split, self.folder]
+
+    def _split_folders(self) -> list[Path]:
+        return sorted(path for path in self.folder.iterdir() if path.is_dir())
+
+    def _listing(self, folder: Path) -> dict[str, list[Path]]:
+        """The output files directly in `folder` by stem, listed once."""
+        if folder not in self._listings:
+            listing: dict[str, list[Path]] = {}
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.suffix.lower() in OUTPUT_EXTENSIONS and path.is_file():
+                        listing.setdefault(path.stem, []).append(path)
+            self._listings[folder] = listing
+        return self._listings[folder]

@@ -1,0 +1,283 @@
+"""`rainbench eval`: scores per image from the shards, failures per image, resume,
+external commands and outputs computed elsewhere."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.leaderboard import eval as eval_module
+from rainbench.leaderboard.eval import EvalError, EvalSettings, evaluate
+from rainbench.leaderboard.sources import DerainerSource, FolderSource
+from rainbench.metrics.fullref import psnr, psnr_y, ssim, ssim_y
+from rainbench.models.base import Derainer
+from rainbench.models.external import CommandDerainer
+from rainbench.models.registry import create_derainer
+from rainbench.synth.build import SynthOptions, synthesize
+
+FULL_REFERENCE = ("psnr_y", "ssim_y", "psnr", "ssim")
+FAST = EvalSettings(metrics=(*FULL_REFERENCE, "piqe"), batch=2, crops=2)
+
+
+@pytest.fixture(scope="module")
+def _dataset(tmp_path_factory):
+    """Rainy captures (split test) and clean ones rendered into syn-streak pairs."""
+    root = tmp_path_factory.mktemp("eval")
+    everything_test = {"train": 0.0, "val": 0.0, "test": 1.0}
+    for spec in sample_specs(4, seed=2, size=(160, 120)):
+        write_capture(root / "rainy", spec)
+    for spec in sample_specs(3, seed=9, size=(160, 120)):
+        write_capture(root / "clean", spec)
+    ds = root / "ds"
+    ingest([root / "rainy"], ds, IngestOptions(workers=1, split=everything_test))
+    ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=everything_test))
+    synthesize(ds, SynthOptions(recipes=("streak",), workers=1))
+    return ds
+
+
+@pytest.fixture
+def ds(tmp_path, _dataset):
+    return shutil.copytree(_dataset, tmp_path / "ds")
+
+
+def _source(name: str) -> DerainerSource:
+    return DerainerSource(create_derainer(name), "cpu", None, 32)
+
+
+def _table(results, model, split):
+    return pd.read_parquet(results / model / "ds" / f"{split}.parquet").set_index("key")
+
+
+def test_identity_reproduces_the_input_against_ground_truth_scores(tmp_path, ds):
+    results = tmp_path / "res"
+    reports = evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    assert [(r.scored, r.failed) for r in reports] == [(3, 0)]
+    table = _table(results, "identity", "syn-streak")
+    pairs = eval_module._SplitRun(
+        _source("identity"), eval_module.Dataset(ds), "ds", "syn-streak", "synthetic",
+        results, FAST, None,
+    )  # fmt: skip
+    for item in pairs._items(pairs._manifest_rows()):
+        row = table.loc[item.key]
+        assert row.status == "ok" and row.rain_type == "streak"
+        for name, metric in (
+            ("psnr_y", psnr_y),
+            ("ssim_y", ssim_y),
+            ("psnr", psnr),
+            ("ssim", ssim),
+        ):
+            assert row[name] == metric(item.rain, item.gt), name
+    info = json.loads((results / "identity" / "ds" / "syn-streak.json").read_text())
+    assert info["finished_at"] and info["images"] == {"ok": 3, "failed": 0}
+    assert info["metrics"] == [*FULL_REFERENCE, "piqe"] and info["kind"] == "synthetic"
+    assert len(info["dataset"]["manifest_sha256"]) == 64
+    assert len(list((results / "identity" / "ds" / "syn-streak.crops").glob("*.png"))) == 2
+    assert len(list((results / "_reference" / "ds" / "syn-streak.crops").glob("*.gt.png"))) == 2
+
+
+def test_tiled_evaluation_matches_whole_images_for_identity(tmp_path, ds):
+    whole = evaluate(_source("identity"), ds, "syn-streak", tmp_path / "a", FAST)
+    tiled_source = DerainerSource(create_derainer("identity"), "cpu", 64, 16)
+    tiled = evaluate(tiled_source, ds, "syn-streak", tmp_path / "b", FAST)
+    assert whole[0].scored == tiled[0].scored == 3
+    pd.testing.assert_frame_equal(
+        _table(tmp_path / "a", "identity", "syn-streak")[list(FULL_REFERENCE)],
+        _table(tmp_path / "b", "identity", "syn-streak")[list(FULL_REFERENCE)],
+    )
+
+
+def test_all_splits_and_real_ones_get_no_reference_metrics_only(tmp_path, ds):
+    results = tmp_path / "res"
+    reports = evaluate(_source("identity"), ds, "all", results, FAST)
+    assert {r.split: r.kind for r in reports} == {"test": "real", "syn-streak": "synthetic"}
+    real = _table(results, "identity", "test")
+    assert len(real) == 4 and (real.status == "ok").all()
+    assert "psnr_y" not in real.columns and real.piqe.notna().all()
+    assert real.rain_type.notna().all()  # from the tagger, joined at eval time
+    assert (real.s_per_mp >= 0).all() and real.peak_mem_mb.notna().all()
+
+
+class _Flaky(Derainer):
+    """Refuses batches; of single images it raises on the first, returns NaN on the
+    second, the wrong shape on the third, and derains (identity) the rest."""
+
+    name, version = "flaky", "1"
+
+    def __init__(self):
+        self.singles = 0
+
+    def derain(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[0] > 1:
+            raise RuntimeError("batches are not supported")  # then every image runs alone
+        self.singles += 1
+        if self.singles == 1:
+            raise ValueError("too dark for me\nsecond line")
+        if self.singles == 2:
+            return batch * float("nan")
+        if self.singles == 3:
+            return batch[:, :, :-1]
+        return batch.clone()
+
+    def info(self) -> dict:
+        return {"name": self.name, "version": self.version, "options": {}}
+
+
+def test_a_failing_derainer_is_recorded_per_image_and_the_run_goes_on(tmp_path, ds):
+    results = tmp_path / "res"
+    [report] = evaluate(DerainerSource(_Flaky(), "cpu", None, 32), ds, "test", results, FAST)
+    assert (report.scored, report.failed) == (4, 3)
+    table = _table(results, "flaky", "test")
+    failed = table[table.status == "failed"]
+    assert sorted(failed.error) == [
+        "ValueError: too dark for me",
+        "returned NaN or infinite values",
+        "returned shape (1, 3, 119, 160), expected (1, 3, 120, 160)",
+    ]
+    assert failed.piqe.isna().all()
+    assert table[table.status == "ok"].piqe.notna().all()
+
+
+def test_resume_after_a_kill_scores_only_the_rest_and_a_rerun_is_a_no_op(tmp_path, ds, monkeypatch):
+    results = tmp_path / "res"
+    calls = []
+    real_run = DerainerSource.run
+
+    def dying(self, items, split):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as good as a kill: nothing after this is written
+        return real_run(self, items, split)
+
+    monkeypatch.setattr(eval_module, "_FLUSH_SECONDS", 0.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(DerainerSource, "run", dying)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(_source("identity"), ds, "test", results, FAST)
+    partial = _table(results, "identity", "test")
+    assert len(partial) == 2
+    info = json.loads((results / "identity" / "ds" / "test.json").read_text())
+    assert info["finished_at"] is None
+
+    [report] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert (report.scored, report.skipped) == (2, 2)
+    [again] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert (again.scored, again.skipped) == (0, 4)
+    assert len(_table(results, "identity", "test")) == 4
+
+
+def test_results_made_otherwise_are_refused(tmp_path, ds):
+    results = tmp_path / "res"
+    evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    other = EvalSettings(metrics=("piqe",))
+    with pytest.raises(EvalError, match="another metrics"):
+        evaluate(_source("identity"), ds, "syn-streak", results, other)
+
+
+def test_an_unknown_split_names_the_known_ones(tmp_path, ds):
+    with pytest.raises(EvalError, match="known: syn-streak, test"):
+        evaluate(_source("identity"), ds, "nope", tmp_path / "res", FAST)
+
+
+def test_an_external_command_derainer(tmp_path, ds):
+    script = tmp_path / "theirs.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from pathlib import Path
+            from PIL import Image, ImageOps
+            source, target = Path(sys.argv[1]), Path(sys.argv[2])
+            for path in source.glob("*.png"):
+                ImageOps.invert(Image.open(path).convert("RGB")).save(target / path.name)
+            """
+        )
+    )
+    command = f"{sys.executable} {script} {{input_dir}} {{output_dir}}"
+    source = DerainerSource(CommandDerainer(command, name="inverter"), "cpu", None, 32)
+    [report] = evaluate(source, ds, "syn-streak", tmp_path / "res", FAST)
+    assert (report.scored, report.failed) == (3, 0)
+    table = _table(tmp_path / "res", "inverter", "syn-streak")
+    assert (table.psnr_y < 15).all()  # inverted pictures are far from the ground truth
+
+
+def test_outputs_computed_elsewhere(tmp_path, ds):
+    identity = tmp_path / "identity"
+    evaluate(_source("identity"), ds, "syn-streak", identity, FAST)
+    expected = _table(identity, "identity", "syn-streak")
+    # Write the rainy inputs as someone's outputs, one missing.
+    outputs = tmp_path / "outputs"
+    run = eval_module._SplitRun(
+        _source("identity"), eval_module.Dataset(ds), "ds", "syn-streak", "synthetic",
+        identity, FAST, None,
+    )  # fmt: skip
+    items = list(run._items(run._manifest_rows()))
+    for item in items[1:]:
+        eval_module._save_png(outputs / f"{item.key}.png", item.rain)
+    [report] = evaluate(FolderSource(outputs, "theirs"), ds, "syn-streak", tmp_path / "r", FAST)
+    assert (report.scored, report.failed) == (3, 1)
+    table = _table(tmp_path / "r", "theirs", "syn-streak")
+    assert table.loc[items[0].key].status == "failed"
+    for item in items[1:]:
+        assert table.loc[item.key].psnr_y == expected.loc[item.key].psnr_y
+
+
+def test_the_cli_runs_eval_and_reports(tmp_path, ds):
+    result = subprocess.run(
+        [sys.executable, "-m", "rainbench", "eval", "--model", "identity", "--dataset", str(ds),
+         "--split", "syn-streak", "--results", str(tmp_path / "res"), "--metrics", "psnr_y",
+         "--no-progress"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ds/syn-streak (synthetic): 3 scored, 0 failed, 0 already done" in result.stdout
+    np.testing.assert_array_equal(
+        _table(tmp_path / "res", "identity", "syn-streak").status.to_numpy(), ["ok"] * 3
+    )
+    board = subprocess.run(
+        [sys.executable, "-m", "rainbench", "leaderboard", "--results", str(tmp_path / "res")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "identity" in board.stdout and "PSNR-Y" in board.stdout
+
+
+def test_batches_hold_one_size_each_and_never_pile_up(tmp_path, ds, monkeypatch):
+    run = eval_module._SplitRun(
+        _source("identity"), eval_module.Dataset(ds), "ds", "test", "real",
+        tmp_path, EvalSettings(batch=3), None,
+    )  # fmt: skip
+    shapes = [(8 + index % 5, 8, 3) for index in range(40)]  # five sizes, interleaved
+    held = []
+
+    def items(rows):
+        for index, shape in enumerate(shapes):
+            held.append(index)
+            yield eval_module.Item(str(index), None, np.zeros(shape, np.uint8), None)
+
+    monkeypatch.setattr(run, "_items", items)
+    seen = []
+    for batch in run._batches([]):
+        assert len({item.rain.shape for item in batch}) == 1 and len(batch) <= 3
+        seen.extend(int(item.key) for item in batch)
+        assert len(held) - len(seen) <= 3  # read but not yet handed out
+    assert sorted(seen) == list(range(40))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_the_gpu_the_scores_are_those_of_the_cpu(tmp_path, ds):
+    evaluate(_source("identity"), ds, "syn-streak", tmp_path / "cpu", FAST)
+    gpu = DerainerSource(create_derainer("identity", device="cuda"), "cuda", 64, 16)
+    settings = EvalSettings(metrics=FAST.metrics, device="cuda", batch=2, tile=64, overlap=16)
+    evaluate(gpu, ds, "syn-streak", tmp_path / "gpu", settings)
+    cpu_table = _table(tmp_path / "cpu", "identity", "syn-streak")
+    gpu_table = _table(tmp_path / "gpu", "identity", "syn-streak")
+    pd.testing.assert_frame_equal(cpu_table[list(FULL_REFERENCE)], gpu_table[list(FULL_REFERENCE)])
+    assert gpu_table.peak_mem_mb.notna().all()

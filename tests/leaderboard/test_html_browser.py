@@ -1,0 +1,96 @@
+"""The HTML leaderboard in a real headless Chromium (Playwright driving the system
+browser): it loads without a console or page error, fetches nothing from outside, fits a
+1280 px window, and shows its tables, charts and every crop.
+
+Without Playwright or a Chromium the test skips, except under CI=true, where it fails.
+"""
+
+import os
+import shutil
+import struct
+
+import pytest
+
+from rainbench.leaderboard.publish import leaderboard_tables, load_results, write_leaderboard
+
+WIDTH = 1280
+
+
+def _browser_tooling():
+    """Playwright's sync API and a Chromium executable, or a skip (a failure on CI)."""
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright, reason = None, "playwright is not installed (pip install playwright)"
+    executable = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    if reason is None and executable is None:
+        reason = "no chromium, chromium-browser or google-chrome on PATH"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tooling missing on CI: {reason}")
+        pytest.skip(reason)
+    return sync_playwright, executable
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_page_renders_cleanly_in_chromium(results_dir, tmp_path):
+    sync_playwright, executable = _browser_tooling()
+    page_path = write_leaderboard(results_dir, "html", tmp_path / "leaderboard.html")
+    tables = leaderboard_tables(load_results(results_dir))
+    errors, outside = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+            page.on(
+                "console",
+                lambda message: (
+                    errors.append(f"console: {message.text}") if message.type == "error" else None
+                ),
+            )
+            page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
+            page.on(
+                "request",
+                lambda request: (
+                    outside.append(request.url)
+                    if not request.url.startswith(("file:", "data:"))
+                    else None
+                ),
+            )
+            page.goto(page_path.as_uri(), wait_until="load")
+            # Open the provenance, so that the screenshot shows it and its layout is checked.
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            facts = page.evaluate(
+                """() => ({
+                    tables: document.querySelectorAll('table').length,
+                    svgs: document.querySelectorAll('svg').length,
+                    images: [...document.images].map(i => [i.alt, i.complete, i.naturalWidth]),
+                    scrollWidth: document.documentElement.scrollWidth,
+                })"""
+            )
+            screenshot = tmp_path / "leaderboard.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+    assert errors == []
+    assert outside == []
+    assert facts["tables"] == len(tables)
+    assert facts["svgs"] == 2 * len(tables)  # a bar chart and a scatter per split
+    # 3 crop keys per split: input, 4 models (one without crops) and, on syn-streak, the
+    # ground truth; the model without crops shows a placeholder, not a broken image.
+    assert len(facts["images"]) == 3 * (1 + 3) + 3 * (1 + 3 + 1)
+    broken = [alt for alt, complete, width in facts["images"] if not complete or width == 0]
+    assert broken == []
+    assert facts["scrollWidth"] <= WIDTH, "the page overflows a 1280 px window"
+    data = screenshot.read_bytes()
+    width, height = _png_size(data)
+    assert width == WIDTH
+    assert height > 900

@@ -1,0 +1,342 @@
+"""Publishing: reading a results directory, the ranked tables with bootstrap intervals,
+and the Markdown, CSV, LaTeX and HTML renderings."""
+
+import csv
+import io
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rainbench.leaderboard.bootstrap import estimate, seed_for
+from rainbench.leaderboard.html import render_html
+from rainbench.leaderboard.publish import (
+    CSV_COLUMNS,
+    FORMATS,
+    LeaderboardError,
+    leaderboard_tables,
+    load_results,
+    render_csv,
+    render_latex,
+    render_markdown,
+    write_leaderboard,
+)
+
+
+def _table(root, split):
+    return next(t for t in leaderboard_tables(load_results(root)) if t.split == split)
+
+
+def _ranks(table):
+    return {row.model: row.rank for row in table.rows}
+
+
+def test_interval_contains_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (10, 100, 1000, 20000):
+        values = rng.normal(5, 1, n)
+        found = estimate(values, seed_for("demo", "test", "nlcl", "niqe"))
+        assert found.low < found.mean < found.high
+        assert found.mean == pytest.approx(values.mean())
+        assert found.n == n
+        widths.append(found.high - found.low)
+    assert widths == sorted(widths, reverse=True)
+    # The percentile interval of a mean of unit-variance values: about ±1.96/√n.
+    assert widths[2] == pytest.approx(2 * 1.96 / math.sqrt(1000), rel=0.15)
+
+
+def test_bootstrap_is_seeded_by_what_it_estimates():
+    values = np.random.default_rng(1).normal(0, 1, 50)
+    first = estimate(values, seed_for("demo", "test", "nlcl", "niqe"))
+    assert estimate(values, seed_for("demo", "test", "nlcl", "niqe")) == first
+    assert estimate(values, seed_for("demo", "test", "nlcl", "piqe")) != first
+    assert estimate(np.array([2.5]), 0) == estimate(np.array([2.5]), 1)
+    empty = estimate(np.array([]), 0)
+    assert empty.n == 0 and math.isnan(empty.mean) and not empty.present
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_output_is_reproducible(results_dir, tmp_path, fmt):
+    first = write_leaderboard(results_dir, fmt, tmp_path / f"first.{fmt}").read_bytes()
+    second = write_leaderboard(results_dir, fmt, tmp_path / f"second.{fmt}").read_bytes()
+    assert first == second
+
+
+def test_lower_is_better_metrics_rank_the_smallest_first(tmp_path, write_run):
+    for model, niqe in (("blurry", 6.0), ("sharp", 3.0), ("middle", 4.5)):
+        write_run(tmp_path, model, "ds", "test", kind="real", metrics={"niqe": [niqe] * 4})
+        write_run(
+            tmp_path, model, "ds", "syn", kind="synthetic", metrics={"psnr_y": [40 - niqe] * 4}
+        )
+    real = _table(tmp_path, "test")
+    assert real.primary == "niqe" and real.lower_is_better["niqe"]
+    assert [row.model for row in real.rows] == ["sharp", "middle", "blurry"]
+    assert real.best("niqe") == 3.0
+    synthetic = _table(tmp_path, "syn")
+    assert synthetic.primary == "psnr_y"
+    assert _ranks(synthetic) == {"sharp": 1, "middle": 2, "blurry": 3}
+    assert synthetic.best("psnr_y") == 37.0
+
+
+def test_real_split_without_niqe_ranks_by_the_first_no_reference_metric(tmp_path, write_run):
+    for model, piqe in (("a", 30.0), ("b", 20.0)):
+        write_run(
+            tmp_path, model, "ds", "test", kind="real", metrics={"piqe": [piqe], "brisque": [1.0]}
+        )
+    table = _table(tmp_path, "test")
+    assert table.metrics == ("brisque", "piqe")
+    assert table.primary == "brisque"
+    assert _ranks(table) == {"a": 1, "b": 1}  # equal brisque
+
+
+def test_direction_comes_from_the_json(tmp_path, write_run):
+    for model, value in (("a", 1.0), ("b", 2.0)):
+        write_run(
+            tmp_path,
+            model,
+            "ds",
+            "test",
+            kind="real",
+            metrics={"mymetric": [value] * 3},
+            lower_is_better={"mymetric": True},
+        )
+    table = _table(tmp_path, "test")
+    assert table.primary == "mymetric"
+    assert _ranks(table) == {"a": 1, "b": 2}
+
+
+def test_a_metric_of_unknown_direction_is_an_error(tmp_path, write_run):
+    write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"mymetric": [1.0]})
+    with pytest.raises(LeaderboardError, match="mymetric"):
+        leaderboard_tables(load_results(tmp_path))
+
+
+def test_ties_share_a_rank(tmp_path, write_run):
+    for model, psnr in (("a", 30.0), ("b", 31.0), ("c", 31.0), ("d", 29.0)):
+        write_run(tmp_path, model, "ds", "syn", kind="synthetic", metrics={"psnr_y": [psnr] * 5})
+    table = _table(tmp_path, "syn")
+    assert _ranks(table) == {"b": 1, "c": 1, "a": 3, "d": 4}
+    assert [row.model for row in table.rows] == ["b", "c", "a", "d"]
+
+
+def test_per_rain_type_columns(results_dir):
+    table = _table(results_dir, "test")
+    assert table.rain_types == ("drizzle", "streak", "storm", "fog-like", "untagged")
+    scores = pd.read_parquet(results_dir / "guided-filter" / "demo" / "test.parquet")
+    ok = scores[scores["status"] == "ok"]
+    row = next(r for r in table.rows if r.model == "guided-filter")
+    drizzle = ok[ok["rain_type"] == "drizzle"]["niqe"]
+    assert row.by_rain_type["drizzle"].mean == pytest.approx(drizzle.mean())
+    assert row.by_rain_type["drizzle"].n == len(drizzle) == 5  # one drizzle image failed
+    untagged = ok[ok["rain_type"].isna()]["niqe"]
+    assert row.by_rain_type["untagged"].mean == pytest.approx(untagged.mean())
+    # The unfinished run covers the first ten images only: no storm ones.
+    wip = next(r for r in table.rows if r.model == "restormer-wip")
+    assert not wip.by_rain_type["storm"].present
+    assert _table(results_dir, "syn-streak").rain_types == ()
+    markdown = render_markdown(load_results(results_dir))
+    assert "| drizzle: NIQE ↓ | streak: NIQE ↓ |" in markdown
+    rows = list(csv.DictReader(io.StringIO(render_csv(load_results(results_dir)))))
+    storm = [r for r in rows if r["rain_type"] == "storm" and r["model"] == "nlcl"]
+    assert [r["metric"] for r in storm] == ["niqe"] and storm[0]["n"] == "5"
+
+
+def test_failed_images_are_excluded_from_means_but_counted(tmp_path, write_run):
+    write_run(
+        tmp_path,
+        "flaky",
+        "ds",
+        "test",
+        kind="real",
+        metrics={"niqe": [4.0, 6.0, 1.0]},
+        status=["ok", "ok", "failed"],
+        s_per_mp=[1.0, 3.0, 100.0],
+    )
+    table = _table(tmp_path, "test")
+    (row,) = table.rows
+    assert row.estimates["niqe"].mean == 5.0 and row.estimates["niqe"].n == 2
+    assert (row.images_ok, row.images_failed) == (2, 1)
+    assert row.s_per_mp == 2.0
+    results = load_results(tmp_path)
+    markdown = render_markdown(results)
+    assert "2 ok, 1 failed" in markdown
+    assert "Failed images (excluded from the means): flaky 1 of 3." in markdown
+    assert "1 failed" in render_html(results)
+    rows = list(csv.DictReader(io.StringIO(render_csv(results))))
+    assert (rows[0]["images_ok"], rows[0]["images_failed"], rows[0]["n"]) == ("2", "1", "2")
+
+
+def test_incomplete_runs_are_flagged(tmp_path, write_run):
+    write_run(tmp_path, "done", "ds", "test", kind="real", metrics={"niqe": [4.0]})
+    write_run(
+        tmp_path, "running", "ds", "test", kind="real", metrics={"niqe": [4.5]}, finished=False
+    )
+    write_run(
+        tmp_path, "bare", "ds", "test", kind="real", metrics={"niqe": [5.0]}, provenance=False
+    )
+    write_run(
+        tmp_path, "started", "ds", "test", kind="real", metrics={"niqe": [5.0]}, finished=False
+    )
+    (tmp_path / "started" / "ds" / "test.parquet").unlink()
+    results = load_results(tmp_path)
+    assert {run.model: run.complete for run in results.runs} == {
+        "done": True,
+        "running": False,
+        "bare": False,
+        "started": False,
+    }
+    table = _table(tmp_path, "test")
+    started = next(r for r in table.rows if r.model == "started")
+    assert started.rank is None and started.images_ok == 0 and table.rows[-1] is started
+    markdown = render_markdown(results)
+    assert "running 1.0 (incomplete)" in markdown and "done 1.0 (incomplete)" not in markdown
+    assert "bare (incomplete)" in markdown
+    rows = list(csv.DictReader(io.StringIO(render_csv(results))))
+    assert {r["model"]: r["complete"] for r in rows} == {
+        "done": "true",
+        "running": "false",
+        "bare": "false",
+        "started": "false",
+    }
+    assert render_html(results).count('class="badge"') == 3
+
+
+def test_every_format_renders(results_dir):
+    results = load_results(results_dir)
+    markdown = render_markdown(results)
+    assert "## demo / test (real rain, 24 images)" in markdown
+    assert "## demo / syn-streak (synthetic rain, 16 images)" in markdown
+    assert "| rank | model | NIQE ↓ (95% CI) |" in markdown
+    assert "metric protocol v1; NIQE ↓, BRISQUE ↓, PIQE ↓" in markdown
+    assert "manifest cdcdcdcdcdcd" in markdown and "checkpoint abababababab" in markdown
+
+    frame = pd.read_csv(io.StringIO(render_csv(results)))
+    assert tuple(frame.columns) == CSV_COLUMNS
+    overall = frame[frame["rain_type"] == "all"]
+    assert not overall.duplicated(["dataset", "split", "model", "metric"]).any()
+    # 4 models × 3 metrics on test, 3 models × 5 metrics on syn-streak, plus rain types.
+    assert len(overall) == 4 * 3 + 3 * 5
+    nlcl = overall[(overall["model"] == "nlcl") & (overall["metric"] == "psnr_y")].iloc[0]
+    found = next(r for r in _table(results_dir, "syn-streak").rows if r.model == "nlcl")
+    assert nlcl["mean"] == found.estimates["psnr_y"].mean
+    assert nlcl["low"] == found.estimates["psnr_y"].low and nlcl["rank"] == 1
+
+    latex = render_latex(results)
+    assert latex.count("\\begin{tabular}") == 2
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\cmidrule"):
+        assert rule in latex
+    assert "\\pm" not in latex
+    assert re.search(r"\\textbf\{\d+\.\d+\} \[\d+\.\d+, \d+\.\d+\]", latex)
+    assert "restormer-wip 1.0 (incomplete)" in latex
+
+    page = render_html(results)
+    assert page.startswith("<!doctype html>")
+    assert page.count("<table>") == 2 and page.count("<svg") == 4
+    assert "data:image/png;base64," in page
+    assert "<details>" in page
+
+
+def test_html_references_nothing_outside(results_dir):
+    page = render_html(load_results(results_dir))
+    assert "http://" not in page and "https://" not in page
+    links = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert links and all(link.startswith(("data:", "#")) for link in links)
+    assert "<script" not in page and "@import" not in page and "url(" not in page
+
+
+def test_html_escapes_names(tmp_path, write_run):
+    write_run(tmp_path, "<b>&bold", "ds", "test", kind="real", metrics={"niqe": [3.0]})
+    page = render_html(load_results(tmp_path))
+    assert "&lt;b&gt;&amp;bold" in page and "<b>&bold" not in page
+
+
+def test_latex_and_markdown_escape_names(tmp_path, write_run):
+    write_run(tmp_path, "a_b&c|d", "ds", "test", kind="real", metrics={"niqe": [3.0]})
+    results = load_results(tmp_path)
+    assert "a\\_b\\&c|d" in render_latex(results)
+    assert "a_b&c\\|d" in render_markdown(results)
+
+
+def test_reference_crops_are_not_a_model(results_dir):
+    assert "_reference" not in {run.model for run in load_results(results_dir).runs}
+
+
+def _garbage_parquet(parquet):
+    parquet.write_bytes(b"PAR1 not really")
+
+
+def _bad_json(parquet):
+    parquet.with_suffix(".json").write_text('{"model": ')
+
+
+def _json_list(parquet):
+    parquet.with_suffix(".json").write_text("[]")
+
+
+def _json_wrong_type(parquet):
+    provenance = json.loads(parquet.with_suffix(".json").read_text())
+    provenance["lower_is_better"] = ["niqe"]
+    parquet.with_suffix(".json").write_text(json.dumps(provenance))
+
+
+def _no_status(parquet):
+    pq.write_table(pq.read_table(parquet).drop_columns(["status"]), parquet)
+
+
+def _odd_status(parquet):
+    table = pq.read_table(parquet)
+    column = table.column_names.index("status")
+    pq.write_table(table.set_column(column, "status", pa.array(["done"] * len(table))), parquet)
+
+
+def _text_metric(parquet):
+    table = pq.read_table(parquet)
+    column = table.column_names.index("niqe")
+    pq.write_table(table.set_column(column, "niqe", pa.array(["4"] * len(table))), parquet)
+
+
+def _odd_kind(parquet):
+    provenance = json.loads(parquet.with_suffix(".json").read_text())
+    provenance["kind"] = "paired"
+    parquet.with_suffix(".json").write_text(json.dumps(provenance))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _garbage_parquet,
+        _bad_json,
+        _json_list,
+        _json_wrong_type,
+        _no_status,
+        _odd_status,
+        _text_metric,
+        _odd_kind,
+    ],
+)
+def test_a_malformed_file_is_a_one_line_error_naming_it(tmp_path, write_run, damage):
+    parquet = write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [3.0, 4.0]})
+    damage(parquet)
+    with pytest.raises(LeaderboardError) as caught:
+        leaderboard_tables(load_results(tmp_path))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(parquet.parent) in message and "test." in message
+
+
+def test_no_results_is_an_error(tmp_path):
+    with pytest.raises(LeaderboardError, match="no such results directory"):
+        load_results(tmp_path / "missing")
+    with pytest.raises(LeaderboardError, match="no results"):
+        load_results(tmp_path)
+
+
+def test_unknown_format_is_an_error(results_dir, tmp_path):
+    with pytest.raises(LeaderboardError, match="unknown format"):
+        write_leaderboard(results_dir, "pdf", tmp_path / "x.pdf")

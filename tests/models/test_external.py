@@ -1,0 +1,198 @@
+"""Derainers outside rainbench: a command run on a folder of PNGs (here a small
+Python script written by the test) and a folder of outputs computed elsewhere."""
+
+import hashlib
+import shlex
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rainbench.models import CommandDerainer, DerainerError, OutputsFolder
+
+torch = pytest.importorskip("torch")
+
+# Inverts every image of --in into --out; the other flags misbehave on purpose.
+SCRIPT = """
+import argparse, pathlib, sys
+from PIL import Image, ImageOps
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--in", dest="source", type=pathlib.Path)
+parser.add_argument("--out", type=pathlib.Path)
+parser.add_argument("--ext", default="png")
+parser.add_argument("--skip", default="")
+parser.add_argument("--shrink", action="store_true")
+parser.add_argument("--fail", action="store_true")
+args = parser.parse_args()
+if args.fail:
+    print("loading weights", file=sys.stderr)
+    print("CUDA out of memory", file=sys.stderr)
+    sys.exit(3)
+for path in sorted(args.source.iterdir()):
+    if path.stem == args.skip:
+        continue
+    image = ImageOps.invert(Image.open(path).convert("RGB"))
+    if args.shrink:
+        image = image.resize((image.width - 1, image.height))
+    image.save(args.out / f"{path.stem}.{args.ext}", quality=100)
+"""
+
+
+@pytest.fixture
+def script(tmp_path) -> str:
+    """The script's command prefix; its folder has a space, so paths must be quoted."""
+    folder = tmp_path / "their model"
+    folder.mkdir()
+    (folder / "test.py").write_text(SCRIPT)
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(folder / 'test.py'))}"
+
+
+@pytest.fixture
+def batch():
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 3, 37, 53), dtype=np.uint8)
+    return torch.from_numpy(pixels).float() / 255
+
+
+def command(script: str, *flags: str) -> str:
+    return f"{script} --in {{input_dir}} --out {{output_dir}} {' '.join(flags)}"
+
+
+def test_a_command_derains_a_batch_through_png_files(script, batch):
+    derainer = CommandDerainer(command(script), name="inverter")
+    derained = derainer.derain(batch)
+    assert derained.shape == batch.shape
+    assert torch.allclose(derained, 1 - batch, atol=1e-6)  # 8-bit in, 8-bit out: exact
+
+
+def test_outputs_may_come_back_as_another_format(script, batch):
+    derained = CommandDerainer(command(script, "--ext BMP")).derain(batch)
+    assert torch.allclose(derained, 1 - batch, atol=1e-6)
+
+
+def test_a_failing_command_is_an_error_with_its_last_stderr_line(script, batch):
+    derainer = CommandDerainer(command(script, "--fail"), name="theirs")
+    with pytest.raises(
+        DerainerError, match=r"^theirs: the command exited with 3: CUDA out of memory$"
+    ):
+        derainer.derain(batch)
+
+
+def test_a_missing_output_is_an_error_naming_it(script, batch):
+    with pytest.raises(DerainerError, match="no output for 000001 in"):
+        CommandDerainer(command(script, "--skip 000001")).derain(batch)
+
+
+def test_an_output_of_the_wrong_size_is_an_error_naming_it(script, batch):
+    with pytest.raises(DerainerError, match=r"000000\.png is 52×37, the input is 53×37"):
+        CommandDerainer(command(script, "--shrink")).derain(batch)
+
+
+def test_a_program_that_is_not_there_is_an_error(batch):
+    derainer = CommandDerainer("rainbench-no-such-program {input_dir} {output_dir}")
+    with pytest.raises(DerainerError, match="cannot run rainbench-no-such-program"):
+        derainer.derain(batch)
+
+
+def test_a_command_past_its_timeout_is_an_error(batch):
+    sleep = "'import time; time.sleep(5)'"
+    sleeper = f"{shlex.quote(sys.executable)} -c {sleep} {{input_dir}} {{output_dir}}"
+    with pytest.raises(DerainerError, match=r"ran past its 0\.2 s timeout"):
+        CommandDerainer(sleeper, timeout=0.2).derain(batch)
+
+
+def test_both_placeholders_are_required():
+    with pytest.raises(DerainerError, match=r"needs a \{output_dir\} placeholder"):
+        CommandDerainer("python test.py --in {input_dir}")
+
+
+def test_info_holds_the_command_and_its_hash(script):
+    line = command(script)
+    info = CommandDerainer(line, name="theirs", timeout=60).info()
+    assert info == {
+        "name": "theirs",
+        "version": "external",
+        "options": {"timeout": 60},
+        "command": line,
+        "command_sha256": hashlib.sha256(line.encode()).hexdigest(),
+    }
+
+
+# --- outputs computed elsewhere -------------------------------------------------------
+
+
+def save(path, width=6, height=4, value=0, mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (width, height), value).save(path)
+    return path
+
+
+def test_an_output_is_found_by_key_in_the_folder_or_its_split(tmp_path):
+    save(tmp_path / "a.png", value=(10, 20, 30))
+    save(tmp_path / "b.JPG", value=(200, 200, 200))
+    save(tmp_path / "test" / "a.webp", value=(90, 90, 90))
+    outputs = OutputsFolder(tmp_path, "theirs")
+    image = outputs.load("a", (6, 4))
+    assert image.dtype == np.uint8 and image.shape == (4, 6, 3)
+    assert image[0, 0].tolist() == [10, 20, 30]
+    assert outputs.load("a", (6, 4), split="test")[0, 0].tolist() == [90, 90, 90]  # split first
+    assert outputs.load("b", (6, 4), split="test")[0, 0].tolist() == [200, 200, 200]  # then root
+    assert outputs.keys() == ["a", "b"]
+    assert outputs.keys("test") == ["a", "b"]
+
+
+def test_grey_outputs_are_read_as_rgb(tmp_path):
+    save(tmp_path / "k.png", value=77, mode="L")
+    assert OutputsFolder(tmp_path, "x").load("k", (6, 4))[1, 1].tolist() == [77, 77, 77]
+
+
+@pytest.mark.parametrize(
+    ("files", "key", "size", "message"),
+    [
+        ([], "k", (6, 4), "no output for k in "),
+        (["k.png"], "k", (4, 6), r"k\.png is 6×4, the input is 4×6"),
+        (["k.png", "k.jpg"], "k", (6, 4), r"more than one output for k in .*: k\.jpg, k\.png"),
+    ],
+)
+def test_lookup_errors_name_the_key_or_file(tmp_path, files, key, size, message):
+    for name in files:
+        save(tmp_path / name)
+    with pytest.raises(DerainerError, match=message):
+        OutputsFolder(tmp_path, "theirs").load(key, size)
+
+
+def test_a_sixteen_bit_output_is_refused_not_clipped(tmp_path):
+    Image.fromarray(np.full((4, 6), 40000, np.uint16)).save(tmp_path / "k.png")
+    with pytest.raises(DerainerError, match="save 8-bit RGB"):
+        OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+
+
+def test_an_unreadable_output_is_an_error(tmp_path):
+    (tmp_path / "k.png").write_bytes(b"not a png")
+    with pytest.raises(DerainerError, match=r"cannot read .*k\.png"):
+        OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+
+
+def test_a_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(DerainerError, match=r"outputs folder .* not found"):
+        OutputsFolder(tmp_path / "nope", "theirs")
+
+
+def test_info_hashes_every_output_file(tmp_path):
+    save(tmp_path / "a.png")
+    save(tmp_path / "val" / "b.png")
+    (tmp_path / "notes.txt").write_text("not an output")
+    info = OutputsFolder(tmp_path, "theirs").info()
+    assert info["name"] == "theirs"
+    assert info["folder"] == str(tmp_path.resolve())
+    assert info["files"] == 2
+    lines = "".join(
+        f"{name}\t{hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()}\n"
+        for name in ("a.png", "val/b.png")
+    )
+    assert info["outputs_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
+    (tmp_path / "notes.txt").write_text("changed")  # not an output: same hash
+    assert OutputsFolder(tmp_path, "theirs").info() == info
+    save(tmp_path / "a.png", value=(1, 2, 3))
+    assert OutputsFolder(tmp_path, "theirs").info()["outputs_sha256"] != info["outputs_sha256"]
