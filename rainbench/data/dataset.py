@@ -1,0 +1,272 @@
+"""`RainDataset`: the shards as a PyTorch IterableDataset, exactly once per epoch across
+nodes × DataLoader workers, shuffled from (seed, epoch), resumable mid-epoch.
+
+The stages, each a small function: select samples from the manifests
+(`rainbench.data.select`), order them for the epoch and give every loader slot (rank ×
+worker) its own stride of that order, read members from the shards by offset
+(`rainbench.data.read`), decode upright, and cut K random crops per decoded image.
+
+Modes: `single` (one picture per sample), `paired` (a synthetic split: the same crop
+of rain and ground truth), `unpaired` (a rainy crop with a clean crop, for NLCL).
+"""
+
+import hashlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from rainbench.capture.decode import load_upright
+from rainbench.capture.formats import FORMATS, Format
+from rainbench.data.read import ShardReader
+from rainbench.data.select import Filters, captures, pairs
+from rainbench.shards.dataset import DatasetError
+
+MODES = ("single", "paired", "unpaired")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One loader process's place among all of them: rank × DataLoader worker."""
+
+    index: int
+    count: int
+
+
+def current_slot(rank: int | None = None, world_size: int | None = None) -> Slot:
+    """This process's slot: rank and world size from torch.distributed when it is
+    initialised, else from $RANK / $WORLD_SIZE, else 0 of 1; times the DataLoader worker."""
+    if rank is None or world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            rank = int(os.environ.get("RANK", 0))
+            world_size = int(os.environ.get("WORLD_SIZE", 1))
+    worker = get_worker_info()
+    workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+    return Slot(rank * workers + worker_id, world_size * workers)
+
+
+@dataclass
+class RainDataset(IterableDataset):
+    """Crops (or whole pictures) from a rainbench dataset, as dicts of tensors and labels.
+
+    Every crop is a float32 tensor 3×crop×crop in [0, 1] (RGB, upright). Each sample also
+    carries its `key`, its manifest labels and `__slot__` / `__position__`, which
+    `Loader` uses to know what has been consumed.
+    """
+
+    root: str | os.PathLike
+    mode: str = "single"
+    filters: Filters = field(default_factory=Filters)  # single: which captures; unpaired: rainy
+    clean_filters: Filters | None = None  # unpaired: which clean captures
+    paired_split: str | None = None  # paired: the synthetic split, e.g. syn-streak
+    crop: int | None = 256  # None: whole pictures (then use batch_size=1)
+    crops_per_image: int = 1  # K crops from each decoded picture
+    shuffle: bool = True
+    seed: int = 0
+    verify: bool = False  # check each shard's sha256 when first opened
+    # None: Pillow on the CPU. "cuda" (or "cpu"): JPEGs decoded by torchvision on that
+    # device (nvJPEG on a GPU; use num_workers=0 then), other formats by Pillow.
+    decode_device: str | None = None
+    rank: int | None = None  # None: from torch.distributed or the environment
+    world_size: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.crops_per_image < 1:
+            raise ValueError("crops_per_image must be at least 1")
+        self.epoch = 0
+        self._resume: dict = {}
+        self._reader = ShardReader(self.root, verify=self.verify)
+        if self.mode == "paired":
+            if not self.paired_split:
+                raise DatasetError("paired mode needs paired_split (e.g. syn-streak)")
+            self.samples = pairs(self.root, self.paired_split, self.filters.query)
+        elif self.mode == "unpaired":
+            rainy = self.filters if self.filters.layer else _with_layer(self.filters, "rainy")
+            self.samples = captures(self.root, rainy)
+            clean = self.clean_filters or Filters(layer="clean")
+            self.clean = captures(self.root, clean)
+            if self.clean.empty:
+                raise DatasetError(f"unpaired mode needs clean captures; none in {self.root}")
+        else:
+            self.samples = captures(self.root, self.filters)
+        if self.samples.empty:
+            raise DatasetError(f"no samples in {self.root} pass the filters")
+
+    def __len__(self) -> int:
+        """Crops per epoch over all ranks and workers."""
+        return len(self.samples) * self.crops_per_image
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def state_dict(self, consumed: dict[int, int] | None = None) -> dict:
+        """Where this epoch stands: crops consumed per slot (from `Loader`)."""
+        return {"epoch": self.epoch, "seed": self.seed, "consumed": dict(consumed or {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next iteration of `state['epoch']` skips what was consumed."""
+        if state["seed"] != self.seed:
+            raise ValueError(f"the state was saved with seed {state['seed']}, not {self.seed}")
+        self.epoch = state["epoch"]
+        self._resume = {int(slot): int(n) for slot, n in state["consumed"].items()}
+
+    def __iter__(self) -> Iterator[dict]:
+        slot = current_slot(self.rank, self.world_size)
+        skip = self._resume.get(slot.index, 0)
+        order = epoch_order(self.samples["shard"].to_numpy(), self.seed, self.epoch, self.shuffle)
+        mine = order[slot.index :: slot.count]
+        first, partial = divmod(skip, self.crops_per_image)
+        for place in range(first, len(mine)):
+            index = int(mine[place])
+            rng = np.random.default_rng(_seed(self.seed, self.epoch, index))
+            crops = self._crops(index, rng)
+            for number, crop in enumerate(crops):
+                if place == first and number < partial:
+                    continue
+                crop["__slot__"] = slot.index
+                crop["__position__"] = place * self.crops_per_image + number
+                yield crop
+
+    def _crops(self, index: int, rng: np.random.Generator) -> list[dict]:
+        row = self.samples.iloc[index]
+        labels = _labels(row)
+        if self.mode == "paired":
+            rain = self._picture(row["shard"], row["rain_member"], FORMATS["png"], None)
+            gt = self._picture(row["shard"], row["gt_member"], FORMATS["png"], None)
+            return [
+                {**labels, "rain": _float(rain[box]), "gt": _float(gt[box])}
+                for box in self._boxes(rain.shape, rng)
+            ]
+        picture = self._capture(row)
+        if self.mode == "single":
+            return [
+                {**labels, "image": _float(picture[box])} for box in self._boxes(picture.shape, rng)
+            ]
+        partner = self.clean.iloc[int(rng.integers(len(self.clean)))]
+        clean = self._capture(partner)
+        return [
+            {
+                **labels,
+                "clean_key": partner["key"],
+                "rain": _float(picture[box]),
+                "clean": _float(clean[other]),
+            }
+            for box, other in zip(
+                self._boxes(picture.shape, rng), self._boxes(clean.shape, rng), strict=True
+            )
+        ]
+
+    def _capture(self, row) -> torch.Tensor:
+        fmt = FORMATS[row["format"]]
+        if fmt.raw:  # camera RAW: the stored sRGB preview, already upright
+            return self._picture(row["shard"], row["member"], FORMATS["jpeg"], None)
+        orientation = row["orientation"]
+        return self._picture(
+            row["shard"], row["member"], fmt, None if pd.isna(orientation) else int(orientation)
+        )
+
+    def _picture(
+        self, shard: str, member: str, fmt: Format, orientation: int | None
+    ) -> torch.Tensor:
+        """The picture as uint8 3×H×W, upright, at least crop×crop (edges repeated)."""
+        data = self._reader.read(shard, member)
+        if self.decode_device is not None and fmt.name == "jpeg":
+            picture = decode_jpeg(data, self.decode_device, orientation)
+        else:
+            # A copy: Pillow's pixels are read-only.
+            picture = torch.from_numpy(np.array(load_upright(data, fmt))).permute(2, 0, 1)
+        if self.crop is None:
+            return picture
+        height, width = picture.shape[1:]
+        if height < self.crop or width < self.crop:
+            pad = (0, max(0, self.crop - width), 0, max(0, self.crop - height))
+            padded = torch.nn.functional.pad(picture[None].float(), pad, mode="replicate")
+            picture = padded[0].to(torch.uint8)
+        return picture
+
+    def _boxes(self, shape: tuple, rng: np.random.Generator) -> list[tuple]:
+        """K crop boxes for a 3×H×W picture, drawn from `rng`."""
+        height, width = shape[1:]
+        if self.crop is None:
+            return [(slice(None), slice(0, height), slice(0, width))] * self.crops_per_image
+        tops = rng.integers(0, height - self.crop + 1, self.crops_per_image)
+        lefts = rng.integers(0, width - self.crop + 1, self.crops_per_image)
+        return [
+            (
+                slice(None),
+                slice(int(top), int(top) + self.crop),
+                slice(int(left), int(left) + self.crop),
+            )
+            for top, left in zip(tops, lefts, strict=True)
+        ]
+
+
+def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tensor:
+    """A JPEG decoded by torchvision on `device` (nvJPEG on a GPU), made upright by the
+    EXIF `orientation` the manifest recorded: uint8 3×H×W."""
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as torch_decode
+
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    picture = torch_decode(encoded, mode=ImageReadMode.RGB, device=device)
+    return upright(picture, orientation)
+
+
+def upright(picture: torch.Tensor, orientation: int | None) -> torch.Tensor:
+    """EXIF orientation 1–8 applied to a C×H×W tensor, as Pillow's exif_transpose does."""
+    if orientation in (5, 6, 7, 8):
+        picture = picture.transpose(1, 2)  # rows become columns
+    flips = {2: (2,), 3: (1, 2), 4: (1,), 6: (2,), 7: (1, 2), 8: (1,)}.get(orientation or 1)
+    return picture.flip(flips) if flips else picture
+
+
+def epoch_order(shards: np.ndarray, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """Sample indices in this epoch's order, the same in every process.
+
+    Shuffled, shards come in a random order and samples in a random order within each
+    shard, so consecutive samples of one slot tend to share a shard (and its page cache).
+    """
+    count = len(shards)
+    if not shuffle:
+        return np.arange(count)
+    rng = np.random.default_rng(_seed(seed, epoch, "order"))
+    names, inverse = np.unique(shards, return_inverse=True)
+    shard_rank = rng.permutation(len(names))[inverse]
+    within = rng.random(count)
+    return np.lexsort((within, shard_rank))
+
+
+def _with_layer(filters: Filters, layer: str) -> Filters:
+    return Filters(**{**filters.__dict__, "layer": layer})
+
+
+def _labels(row) -> dict:
+    """The manifest's labels of a sample, collatable (no None)."""
+    labels = {"key": row["key"], "split": row["split"]}
+    if "rain_type" in row:
+        labels["rain_type"] = row["rain_type"] or ""
+        confidence = row["rain_type_confidence"]
+        labels["confidence"] = math.nan if pd.isna(confidence) else float(confidence)
+        labels["layer"] = row["layer"]
+    if "recipe" in row:
+        labels["recipe"] = row["recipe"]
+    return labels
+
+
+def _float(crop: torch.Tensor) -> torch.Tensor:
+    return crop.float().div_(255)
+
+
+def _seed(*parts: object) -> int:
+    text = "\0".join(("rainbench-data", *map(str, parts)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")

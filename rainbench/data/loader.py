@@ -1,0 +1,50 @@
+"""`Loader`: a torch DataLoader over a `RainDataset` that knows what it has handed out,
+so a checkpoint can resume in the middle of an epoch with exactly the samples left.
+"""
+
+from collections.abc import Iterator
+
+from torch.utils.data import DataLoader
+
+from rainbench.data.dataset import RainDataset
+
+
+class Loader:
+    """Iterate batches; `state_dict()` at any point, `load_state_dict()` to resume.
+
+    Keyword arguments go to `torch.utils.data.DataLoader` (batch_size, num_workers,
+    pin_memory, …). The layout of slots (world size × workers) must be the same when
+    resuming.
+    """
+
+    def __init__(self, dataset: RainDataset, **options):
+        self.dataset = dataset
+        self.options = options
+        self._consumed: dict[int, int] = {}
+
+    def __iter__(self) -> Iterator[dict]:
+        loader = DataLoader(self.dataset, **self.options)
+        for batch in loader:
+            for slot, position in zip(
+                batch["__slot__"].tolist(), batch["__position__"].tolist(), strict=True
+            ):
+                self._consumed[slot] = max(self._consumed.get(slot, 0), position + 1)
+            yield batch
+        # The epoch is over: the next one starts from nothing.
+        self._consumed = {}
+        self.dataset.load_state_dict(self.dataset.state_dict())
+
+    def __len__(self) -> int:
+        size = self.options.get("batch_size", 1) or 1
+        return -(-len(self.dataset) // size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        self._consumed = {}
+
+    def state_dict(self) -> dict:
+        return self.dataset.state_dict(self._consumed)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.load_state_dict(state)
+        self._consumed = dict(state["consumed"])

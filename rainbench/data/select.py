@@ -1,0 +1,69 @@
+"""Stage 1 of the loader: which samples, from the manifests alone. Labels and every
+filter come from samples.parquet / synthetic.parquet joined by key, never from the tars.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rainbench.capture.formats import FORMATS
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What to keep; None keeps everything. Values may be one or several."""
+
+    split: str | tuple[str, ...] | None = None
+    layer: str | tuple[str, ...] | None = None
+    rain_type: str | tuple[str, ...] | None = None
+    camera_model: str | tuple[str, ...] | None = None
+    min_confidence: float | None = None  # rain_type_confidence ≥ this (manual labels: 1.0)
+    query: str | None = None  # any pandas query over the manifest's columns
+
+
+def captures(root: Path, filters: Filters) -> pd.DataFrame:
+    """Rows of samples.parquet that pass `filters`, each with `member`: the tar member
+    holding the picture to decode (a RAW capture's stored preview)."""
+    dataset = Dataset(Path(root))
+    if not dataset.samples_manifest.exists():
+        raise DatasetError(f"{root} is not a rainbench dataset (no manifests/samples.parquet)")
+    table = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
+    table = _keep(table, filters)
+    table["member"] = [
+        f"{key}.preview.jpg" if FORMATS[fmt].raw else f"{key}.{FORMATS[fmt].ext}"
+        for key, fmt in zip(table["key"], table["format"], strict=True)
+    ]
+    return table.reset_index(drop=True)
+
+
+def pairs(root: Path, split: str | tuple[str, ...], query: str | None = None) -> pd.DataFrame:
+    """Rows of synthetic.parquet for the paired split(s), with their two members."""
+    dataset = Dataset(Path(root))
+    table = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pandas()
+    table = _keep(table, Filters(split=split, query=query))
+    if table.empty:
+        known = sorted(set(manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+                           ["split"].to_pylist()))  # fmt: skip
+        raise DatasetError(f"no pairs in split {split!r} of {root}; paired splits: {known}")
+    table["rain_member"] = table["key"] + ".rain.png"
+    table["gt_member"] = table["key"] + ".gt.png"
+    return table.reset_index(drop=True)
+
+
+def _keep(table: pd.DataFrame, filters: Filters) -> pd.DataFrame:
+    for column in ("split", "layer", "rain_type", "camera_model"):
+        wanted = getattr(filters, column)
+        if wanted is not None:
+            values = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+            table = table[table[column].isin(values)]
+    if filters.min_confidence is not None:
+        table = table[table["rain_type_confidence"].fillna(-1) >= filters.min_confidence]
+    if filters.query:
+        try:
+            table = table.query(filters.query)
+        except Exception as error:  # pandas raises many kinds for a bad expression
+            raise DatasetError(f"bad query {filters.query!r}: {error}") from None
+    return table.sort_values(["shard", "key"])

@@ -1,0 +1,261 @@
+"""The loader: exactly once across ranks × workers, mid-epoch resume, filters, aligned
+paired crops, unpaired partners, and shards that are never unpickled."""
+
+import io
+import itertools
+import pickle
+import shutil
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from rainbench.data import Filters, Loader, RainDataset, epoch_order
+from rainbench.data.dataset import upright
+from rainbench.data.read import ShardError, ShardReader
+from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards.dataset import DatasetError
+from rainbench.synth.build import SynthOptions, synthesize
+
+EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
+
+
+@pytest.fixture(scope="module")
+def _dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for spec in sample_specs(14, seed=4, size=(160, 120)):
+        write_capture(root / "rainy", spec)
+    for spec in sample_specs(3, seed=11, size=(160, 120)):
+        write_capture(root / "clean", spec)
+    ds = root / "ds"
+    ingest(
+        [root / "rainy"], ds, IngestOptions(workers=1, shard_bytes=150_000, split=EVERYTHING_TEST)
+    )
+    ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=EVERYTHING_TEST))
+    synthesize(ds, SynthOptions(recipes=("streak",), workers=1))
+    return ds
+
+
+@pytest.fixture
+def ds(tmp_path, _dataset):
+    return shutil.copytree(_dataset, tmp_path / "ds")
+
+
+def _samples(ds) -> pd.DataFrame:
+    return pd.read_parquet(ds / "manifests" / "samples.parquet")
+
+
+def _keys(loader) -> list[str]:
+    return [key for batch in loader for key in batch["key"]]
+
+
+@pytest.mark.parametrize("crops_per_image", [1, 3])
+def test_every_sample_exactly_once_across_two_ranks_of_two_workers(_dataset, crops_per_image):
+    everything = Counter()
+    for rank in (0, 1):
+        dataset = RainDataset(
+            _dataset, crop=48, crops_per_image=crops_per_image, rank=rank, world_size=2
+        )
+        everything.update(_keys(DataLoader(dataset, batch_size=3, num_workers=2)))
+    expected = _samples(_dataset).key
+    assert sorted(everything) == sorted(expected)
+    assert set(everything.values()) == {crops_per_image}
+
+
+def test_the_order_comes_from_seed_and_epoch():
+    shards = np.array(["a", "a", "b", "b", "b", "c"])
+    first = epoch_order(shards, seed=1, epoch=0, shuffle=True)
+    assert np.array_equal(first, epoch_order(shards, seed=1, epoch=0, shuffle=True))
+    assert sorted(first) == list(range(6))
+    orders = {tuple(epoch_order(shards, 1, epoch, True)) for epoch in range(8)}
+    assert len(orders) > 1
+    assert list(epoch_order(shards, 1, 0, shuffle=False)) == list(range(6))
+    # Samples of one shard stay together, shards in a random order.
+    runs = [shards[i] for i in first]
+    assert sum(a != b for a, b in itertools.pairwise(runs)) == 2
+
+
+def test_resuming_mid_epoch_gives_the_rest_and_nothing_else(_dataset):
+    options = {"batch_size": 2, "num_workers": 2}
+    dataset = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
+    dataset.set_epoch(3)
+    loader = Loader(dataset, **options)
+    seen = []
+    for number, batch in enumerate(loader):
+        seen.extend(zip(batch["key"], batch["__position__"].tolist(), strict=True))
+        if number == 4:
+            state = loader.state_dict()
+            break
+    fresh = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
+    resumed = Loader(fresh, **options)
+    resumed.load_state_dict(state)
+    rest = [
+        (key, position)
+        for batch in resumed
+        for key, position in zip(batch["key"], batch["__position__"].tolist(), strict=True)
+    ]
+    whole = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
+    whole.set_epoch(3)
+    everything = [
+        (key, position)
+        for batch in Loader(whole, **options)
+        for key, position in zip(batch["key"], batch["__position__"].tolist(), strict=True)
+    ]
+    assert not set(seen) & set(rest)
+    assert sorted(seen + rest) == sorted(everything)
+    assert len(everything) == len(whole)
+
+
+def test_resumed_crops_are_the_same_pixels(_dataset):
+    dataset = RainDataset(_dataset, crop=32, crops_per_image=3, seed=2)
+    everything = list(dataset)
+    dataset.load_state_dict({"epoch": 0, "seed": 2, "consumed": {0: 4}})
+    rest = list(dataset)
+    assert len(rest) == len(everything) - 4
+    for a, b in zip(everything[4:], rest, strict=True):
+        assert a["key"] == b["key"] and torch.equal(a["image"], b["image"])
+
+
+def test_filters_come_from_the_manifest(_dataset):
+    samples = _samples(_dataset)
+    rainy = samples[samples.layer == "rainy"]
+    some_type = rainy.rain_type.mode()[0]
+    chosen = RainDataset(_dataset, filters=Filters(layer="rainy", rain_type=some_type), crop=32)
+    assert {s["rain_type"] for s in chosen} == {some_type}
+    assert len(chosen) == (rainy.rain_type == some_type).sum()
+    clean = RainDataset(_dataset, filters=Filters(layer="clean"), crop=32)
+    assert len(clean) == 3 and {s["layer"] for s in clean} == {"clean"}
+    camera = rainy.camera_model.dropna().iloc[0]
+    queried = RainDataset(_dataset, filters=Filters(query=f"camera_model == '{camera}'"), crop=32)
+    assert len(queried) == (samples.camera_model == camera).sum()
+    confident = RainDataset(_dataset, filters=Filters(min_confidence=0.0), crop=32)
+    assert len(confident) == samples.rain_type_confidence.notna().sum()
+    with pytest.raises(DatasetError, match="no samples"):
+        RainDataset(_dataset, filters=Filters(rain_type="hail"))
+    with pytest.raises(DatasetError, match="bad query"):
+        RainDataset(_dataset, filters=Filters(query="nonsense ==="))
+
+
+def _locate(window: np.ndarray, image: np.ndarray) -> list[tuple[int, int]]:
+    side = window.shape[0]
+    views = np.lib.stride_tricks.sliding_window_view(image, (side, side, 3))[:, :, 0]
+    matches = np.all(views == window, axis=(2, 3, 4))
+    return [tuple(int(v) for v in p) for p in np.argwhere(matches)]
+
+
+def test_paired_crops_are_aligned_to_the_pixel(_dataset):
+    dataset = RainDataset(_dataset, mode="paired", paired_split="syn-streak", crop=40,
+                          crops_per_image=2)  # fmt: skip
+    reader = ShardReader(_dataset)
+    pairs = pd.read_parquet(_dataset / "manifests" / "synthetic.parquet").set_index("key")
+    for sample in dataset:
+        shard = pairs.loc[sample["key"], "shard"]
+        from PIL import Image
+
+        rain = np.asarray(Image.open(io.BytesIO(reader.read(shard, f"{sample['key']}.rain.png"))))
+        gt = np.asarray(Image.open(io.BytesIO(reader.read(shard, f"{sample['key']}.gt.png"))))
+        rain_crop = (sample["rain"] * 255).round().byte().permute(1, 2, 0).numpy()
+        gt_crop = (sample["gt"] * 255).round().byte().permute(1, 2, 0).numpy()
+        at = _locate(gt_crop, gt)
+        assert at and any(
+            np.array_equal(rain[r : r + 40, c : c + 40], rain_crop) for r, c in at
+        )  # the same place in both
+
+
+def test_unpaired_gives_a_rainy_and_a_clean_crop(_dataset):
+    dataset = RainDataset(_dataset, mode="unpaired", crop=32)
+    samples = _samples(_dataset).set_index("key")
+    got = list(dataset)
+    assert len(got) == (samples.layer == "rainy").sum()
+    for sample in got:
+        assert samples.loc[sample["key"], "layer"] == "rainy"
+        assert samples.loc[sample["clean_key"], "layer"] == "clean"
+        assert sample["rain"].shape == sample["clean"].shape == (3, 32, 32)
+
+
+def test_whole_pictures_and_small_ones(_dataset):
+    whole = next(iter(RainDataset(_dataset, crop=None, shuffle=False)))
+    assert whole["image"].shape[0] == 3 and whole["image"].shape[1:] in {(120, 160), (160, 120)}
+    padded = next(iter(RainDataset(_dataset, crop=200, shuffle=False)))
+    assert padded["image"].shape == (3, 200, 200)
+
+
+def _add_member(shard, name: str, data: bytes) -> None:
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar]
+    with tarfile.open(shard, "w") as tar:
+        for info, content in members:
+            tar.addfile(info, io.BytesIO(content))
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+class _Boom:
+    def __reduce__(self):
+        return (open, ("/tmp/rainbench-was-unpickled", "w"))
+
+
+def test_a_shard_with_pickles_is_never_unpickled(tmp_path, ds):
+    marker = tmp_path / "marker"
+    samples = _samples(ds)
+    shard, key = samples.shard.iloc[0], samples.key.iloc[0]
+    payload = pickle.dumps(_Boom()).replace(b"/tmp/rainbench-was-unpickled", str(marker).encode())
+    _add_member(ds / shard, f"{key}.pyd", payload)
+    _add_member(ds / shard, f"{key}.pth", payload)
+    assert len(list(RainDataset(ds, crop=32))) == len(samples)
+    assert not marker.exists()
+    with pytest.raises(ShardError, match="not a picture or JSON member"):
+        ShardReader(ds).read(shard, f"{key}.pyd")
+
+
+def test_a_damaged_shard_is_named_when_verified(ds):
+    samples = _samples(ds)
+    shard = ds / samples.shard.iloc[0]
+    data = bytearray(shard.read_bytes())
+    data[-2000] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=f"shard {samples.shard.iloc[0]} is damaged"):
+        list(RainDataset(ds, crop=32, verify=True, shuffle=False))
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_upright_turns_tensors_as_pillow_turns_pictures(orientation):
+    from PIL import Image
+
+    from rainbench.capture.decode import _TRANSPOSES
+
+    pixels = np.random.default_rng(orientation).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    expected = Image.fromarray(pixels)
+    if orientation in _TRANSPOSES:
+        expected = expected.transpose(_TRANSPOSES[orientation])
+    turned = upright(torch.from_numpy(pixels).permute(2, 0, 1), orientation)
+    assert np.array_equal(turned.permute(1, 2, 0).numpy(), np.asarray(expected))
+
+
+def test_torchvision_decoding_gives_pillows_pictures(_dataset):
+    plain = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=None,
+                        shuffle=False)  # fmt: skip
+    torch_decoded = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=None,
+                                shuffle=False, decode_device="cpu")  # fmt: skip
+    for a, b in zip(plain, torch_decoded, strict=True):
+        assert a["key"] == b["key"] and a["image"].shape == b["image"].shape
+        # Both are libjpeg-turbo; their IDCT and upsampling may round differently.
+        assert (a["image"] - b["image"]).abs().mean() < 2 / 255
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_jpegs_decode_on_the_gpu(_dataset):
+    on_gpu = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=64,
+                         shuffle=False, decode_device="cuda")  # fmt: skip
+    on_cpu = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=64,
+                         shuffle=False)  # fmt: skip
+    for a, b in zip(on_gpu, on_cpu, strict=True):
+        assert a["image"].is_cuda and a["key"] == b["key"]
+        assert (a["image"].cpu() - b["image"]).abs().mean() < 4 / 255
