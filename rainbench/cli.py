@@ -805,6 +805,161 @@ def leaderboard_command(results, fmt, out) -> None:
     click.echo(f"wrote {_run(lambda: write_leaderboard(results, fmt, out))}")
 
 
+@main.group("train")
+def train_group() -> None:
+    """Train a derainer on a dataset's shards."""
+
+
+_TRAIN_HELP = """Train NLCL (unsupervised, non-local contrastive deraining) on DATASET.
+
+Rainy captures of --split and the clean captures of the same split are drawn as
+unpaired random crops. RUN gets config.json, losses.csv (every loss term),
+TensorBoard logs, checkpoints/ (exact resume: run the same command again) and
+nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt.
+
+\b
+Example:
+  rainbench train nlcl --dataset ds --out runs/nlcl --steps 20000 --device cuda --amp bf16
+  torchrun --nproc-per-node 4 -m rainbench train nlcl --dataset ds --out runs/nlcl --device cuda
+"""
+
+
+@train_group.command("nlcl", help=_TRAIN_HELP)
+@click.option("--dataset", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rain-types", help="Comma-separated rain types to train on (default: all).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option(
+    "--decay-steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Decay the learning rate linearly to 0 over the last N steps.",
+)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--crop", type=click.IntRange(min=48), default=256, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--channels", type=click.IntRange(min=4), default=32, show_default=True)
+@click.option("--blocks", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--rain-temperature",
+    type=float,
+    help="Asymmetric layer contrast: the rain anchors' temperature (default: 0.07).",
+)
+@click.option("--amp", type=click.Choice(["off", "bf16"]), default="off", show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the generators.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="DataLoader workers.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--validate-every", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--val-split", help="A paired split for validation psnr_y, e.g. syn-streak.")
+@click.option("--val-images", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_progress
+def train_nlcl_command(
+    dataset,
+    run,
+    rain_types,
+    split,
+    steps,
+    decay_steps,
+    batch,
+    crop,
+    lr,
+    channels,
+    blocks,
+    rain_temperature,
+    amp,
+    compile_,
+    device,
+    workers,
+    seed,
+    checkpoint_every,
+    log_every,
+    validate_every,
+    val_split,
+    val_images,
+    as_json,
+    progress,
+) -> None:
+    from rainbench.train.nlcl.config import NLCLConfig
+    from rainbench.train.nlcl.trainer import train
+
+    config = NLCLConfig(
+        steps=steps,
+        decay_steps=decay_steps,
+        batch=batch,
+        crop=crop,
+        lr=lr,
+        channels=channels,
+        blocks=blocks,
+        rain_temperature=rain_temperature,
+        rain_types=tuple(t.strip() for t in rain_types.split(",")) if rain_types else None,
+        split=split,
+        workers=workers,
+        seed=seed,
+        amp=amp,
+        compile=compile_,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        validate_every=validate_every,
+        val_split=val_split,
+        val_images=val_images,
+    )
+    report = _run(lambda: train(dataset, run, config, device, progress))
+    if as_json:
+        summary = {**report.__dict__, "run": str(report.run)}
+        click.echo(json.dumps(summary, indent=2))
+        return
+    resumed = f" (resumed at step {report.resumed_from})" if report.resumed_from else ""
+    click.echo(
+        f"{run}: trained to step {report.step}{resumed} in {report.seconds:.0f} s; "
+        f"derainer: rainbench eval --model nlcl --checkpoint {run / 'nlcl.pt'}"
+    )
+
+
+@main.group("nlcl")
+def nlcl_group() -> None:
+    """NLCL utilities."""
+
+
+@nlcl_group.command("import-checkpoint")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def nlcl_import_command(file, out) -> None:
+    """Convert the published NLCL release's background generator into a checkpoint
+    for rainbench eval --model nlcl.
+
+    \b
+    Example:
+      rainbench nlcl import-checkpoint net_G_B.pth --out nlcl-published.pt
+    """
+    from rainbench.shards.tar import file_sha256
+    from rainbench.train.nlcl.checkpoint_import import (
+        CheckpointError,
+        import_published,
+        save_generator_checkpoint,
+    )
+
+    try:
+        state = import_published(file)
+    except CheckpointError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    save_generator_checkpoint(state, out, file_sha256(file))
+    click.echo(f"wrote {out}: rainbench eval --model nlcl --checkpoint {out}")
+
+
 @main.group("weights")
 def weights_group() -> None:
     """The offline weight files of the metrics: what is there, and how to add them.

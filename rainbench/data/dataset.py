@@ -107,6 +107,9 @@ class RainDataset(IterableDataset):
         return len(self.samples) * self.crops_per_image
 
     def set_epoch(self, epoch: int) -> None:
+        """Iterate epoch `epoch` next; a resume point of another epoch is dropped."""
+        if epoch != self.epoch:
+            self._resume = {}
         self.epoch = epoch
 
     def state_dict(self, consumed: dict[int, int] | None = None) -> dict:

@@ -39,8 +39,9 @@ class Loader:
         return -(-len(self.dataset) // size)
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.dataset.epoch:
+            self._consumed = {}
         self.dataset.set_epoch(epoch)
-        self._consumed = {}
 
     def state_dict(self) -> dict:
         return self.dataset.state_dict(self._consumed)

@@ -1,5 +1,6 @@
 """The built-in derainers, registered by name: `identity` (the rainy input, the floor
-every method should beat), and the classical `guided` and `dcp` (numpy, CPU).
+every method should beat), the classical `guided` and `dcp` (numpy, CPU), and `nlcl`
+(a trained checkpoint).
 """
 
 import inspect
@@ -61,5 +62,23 @@ register(
         "dcp",
         "classical: dark channel prior dehazing, for veiling rain (He et al. 2009)",
         _built_in(DarkChannelDerainer),
+    )
+)
+
+
+def _nlcl(checkpoint: Path | None, device: str, **options) -> Derainer:
+    from rainbench.models.nlcl import NLCLDerainer  # imports torch
+
+    if options:
+        raise DerainerError(f"nlcl has no option {sorted(options)[0]!r}; it takes a checkpoint")
+    return NLCLDerainer(checkpoint, device=device)
+
+
+register(
+    DerainerSpec(
+        "nlcl",
+        "NLCL (Ye et al. 2022): unsupervised, non-local contrastive; needs --checkpoint",
+        _nlcl,
+        needs_checkpoint=True,
     )
 )

@@ -1,0 +1,46 @@
+"""The `nlcl` derainer: the background generator of an NLCL checkpoint (from
+`rainbench train nlcl`, or imported from the public release with `rainbench nlcl
+import-checkpoint`), at full resolution: no resizing, tiles only if asked for.
+"""
+
+from pathlib import Path
+
+from rainbench.models.base import Derainer
+from rainbench.models.registry import DerainerError
+
+
+class NLCLDerainer(Derainer):
+    name = "nlcl"
+    version = "1"
+
+    def __init__(self, checkpoint: Path, device: str = "cpu"):
+        import torch
+
+        from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT
+        from rainbench.train.nlcl.networks import Generator
+
+        super().__init__(device)
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many kinds for a file it cannot read
+            raise DerainerError(f"cannot read the checkpoint {checkpoint}: {error}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise DerainerError(
+                f"{checkpoint} is not a rainbench NLCL checkpoint (train one with rainbench "
+                "train nlcl, or convert the published one with rainbench nlcl import-checkpoint)"
+            )
+        config = state.get("config", {})
+        self.generator = Generator(config.get("channels", 32), config.get("blocks", 16))
+        self.generator.load_state_dict(state["background"])
+        self.generator.to(device).eval()
+        self.step = state.get("step")
+
+    def derain(self, batch):
+        import torch
+
+        with torch.inference_mode():
+            output = self.generator(batch.to(self.device).float() * 2 - 1)
+        return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
+
+    def options(self) -> dict:
+        return {"step": self.step}

@@ -1,0 +1,1 @@
+"""Trainers: NLCL (rainbench.train.nlcl)."""

@@ -1,0 +1,122 @@
+"""Import the published NLCL background generator into our own checkpoint format. The
+file is read with weights-only unpickling, so a checkpoint from elsewhere cannot run
+code, and its tensors must match the published layout exactly.
+"""
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from rainbench.train.nlcl.networks import Generator
+
+# The released generator's shape.
+CHANNELS, BLOCKS = 32, 16
+VERSION = 1
+# Keys under which released checkpoints commonly nest the state dict, in order of
+# preference: a file holding both generators yields the background one (netG_B).
+NESTING_KEYS = ("state_dict", "model", "netG_B", "netG", "generator", "params")
+
+StateDict = dict[str, torch.Tensor]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable or not the published generator layout."""
+
+
+def published_layout() -> dict[str, tuple[int, ...]]:
+    """Key → shape of the released background generator (32 channels, 16 blocks)."""
+    with torch.device("meta"):
+        generator = Generator(CHANNELS, BLOCKS)
+    return {key: tuple(value.shape) for key, value in generator.state_dict().items()}
+
+
+def import_published(path: Path) -> StateDict:
+    """The published background generator's state dict, checked and ready for
+    `Generator().load_state_dict`: float32 tensors in the layout's key order. Accepts a
+    bare state dict, one nested under a common key or as a dictionary's only tensor
+    dictionary, and DataParallel's "module." prefixes."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+        raise CheckpointError(f"{path}: {_load_failure(error)}") from None
+    state = {key.removeprefix("module."): value for key, value in _find_state(loaded, path).items()}
+    check_layout(state, str(path))
+    return {key: state[key].detach().to(torch.float32).contiguous() for key in published_layout()}
+
+
+def check_layout(state: StateDict, where: str) -> None:
+    """Raise CheckpointError naming the first missing or unexpected key, or wrong shape."""
+    problem = _layout_problem(state)
+    if problem:
+        raise CheckpointError(f"{where}: {problem} (not the published NLCL generator layout)")
+
+
+def _layout_problem(state: StateDict) -> str | None:
+    layout = published_layout()
+    for key in layout:
+        if key not in state:
+            return f"missing key {key!r}"
+    for key in state:
+        if key not in layout:
+            return f"unexpected key {key!r}"
+    for key, shape in layout.items():
+        value = state[key]
+        if tuple(value.shape) != shape:
+            return f"{key!r} has shape {tuple(value.shape)}, expected {shape}"
+        if not value.is_floating_point():
+            return f"{key!r} is {value.dtype}, expected floating point"
+        if not torch.isfinite(value).all():
+            return f"{key!r} holds NaN or infinite values"
+    return None
+
+
+def save_generator_checkpoint(state: StateDict, out: Path, source_sha256: str) -> None:
+    """Write `state` (the background generator) as an `nlcl` derainer checkpoint,
+    atomically: a reader sees the old file or the complete new one."""
+    check_layout(state, "background state")
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "version": VERSION,
+        "background": state,
+        "rain": None,  # the release has no rain generator
+        "config": {"channels": CHANNELS, "blocks": BLOCKS},
+        "imported_from": {"sha256": source_sha256, "layout": "published NLCL release"},
+    }
+    save_atomic(checkpoint, out)
+
+
+def _find_state(loaded: object, path: Path) -> StateDict:
+    if _is_state(loaded):
+        return loaded
+    if isinstance(loaded, dict):
+        for key in NESTING_KEYS:
+            if _is_state(loaded.get(key)):
+                return loaded[key]
+        nested = [value for value in loaded.values() if _is_state(value)]
+        if len(nested) == 1:
+            return nested[0]
+        if nested:
+            keys = [str(key) for key, value in loaded.items() if _is_state(value)]
+            raise CheckpointError(f"{path}: several state dicts ({', '.join(keys)}), none known")
+    raise CheckpointError(f"{path}: no state dict of tensors found")
+
+
+def _is_state(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
+
+
+def _load_failure(error: Exception) -> str:
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if refused:
+        return f"refused: it pickles {refused.group(1)}, not only tensors (weights-only loading)"
+    if isinstance(error, pickle.UnpicklingError):
+        return "not a tensor checkpoint (weights-only unpickling failed)"
+    lines = str(error).strip().splitlines()
+    return f"not a readable checkpoint: {lines[0] if lines else type(error).__name__}"

@@ -1,0 +1,93 @@
+"""NLCL's loss terms: the layer contrast (supervised contrastive over image and rain
+patch vectors, optionally asymmetric), the location contrast (PatchNCE), LSGAN, and
+the decomposition's consistency and sparsity. Scalars, averaged over the batch.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def layer_contrast(
+    image_vectors: Tensor,
+    rain_vectors: Tensor,
+    temperature: float = 0.07,
+    rain_temperature: float | None = None,
+    rain_weight: float = 1.0,
+) -> Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020) over image and rain patch vectors.
+
+    Per image, the Ki image vectors (N×Ki×D) and Kr rain vectors (N×Kr×D) are L2-normalised
+    and pooled. Each vector a is an anchor; its positives P(a) are the other vectors of
+    its label, its denominator holds every vector but itself:
+
+        ℓ(a) = −1/|P(a)| Σ_{p∈P(a)} log( exp(a·p/τ_a) / Σ_{k≠a} exp(a·k/τ_a) )
+
+    and the loss is the weighted mean Σ_a w_a ℓ(a) / Σ_a w_a, averaged over the batch.
+
+    Image anchors use τ_a = `temperature` and w_a = 1. Rain anchors use τ_a =
+    `rain_temperature` and w_a = `rain_weight`. With the defaults (rain_temperature =
+    temperature, rain_weight = 1) this is the symmetric loss of NLCL (CVPR 2022).
+
+    The asymmetric variant is our parameterisation of the journal version's loss, whose
+    formula is not public: its premise is that rain patches have a lower intrinsic
+    dimension than non-local image patches. A rain temperature below `temperature`
+    sharpens the rain anchors' softmax, so a rain anchor is only satisfied when its
+    fellow rain vectors are much closer than the image vectors, holding the rain set
+    more compactly than the image set; `rain_weight` sets how much those terms count.
+    """
+    k_image, k_rain = image_vectors.shape[1], rain_vectors.shape[1]
+    if k_image < 2 or k_rain < 2:
+        raise ValueError(
+            "the layer contrast needs at least 2 image and 2 rain vectors per image, got "
+            f"{k_image} and {k_rain}"
+        )
+    k = k_image + k_rain
+    device = image_vectors.device
+    vectors = F.normalize(torch.cat([image_vectors, rain_vectors], dim=1).float(), dim=2)
+    is_rain = torch.arange(k, device=device) >= k_image
+    rain_temperature = temperature if rain_temperature is None else rain_temperature
+    temperatures = torch.where(is_rain, rain_temperature, temperature)
+    weights = torch.where(is_rain, rain_weight, 1.0)
+
+    self_pair = torch.eye(k, dtype=torch.bool, device=device)
+    # −inf, not a large negative constant: it stays exact in low precision.
+    logits = (vectors @ vectors.transpose(1, 2) / temperatures[:, None]).masked_fill(
+        self_pair, float("-inf")
+    )
+    log_prob = logits - logits.logsumexp(dim=2, keepdim=True)
+    positives = (is_rain[:, None] == is_rain[None, :]) & ~self_pair
+    # masked_fill, not a product: the −inf on the diagonal times 0 would be NaN.
+    per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=2) / positives.sum(dim=1)
+    return ((per_anchor * weights).sum(dim=1) / weights.sum()).mean()
+
+
+def patch_nce(query: Tensor, key: Tensor, temperature: float = 0.07) -> Tensor:
+    """InfoNCE as in CUT (Park et al., 2020) over N×P×D queries and keys.
+
+    Each query's positive is the key at its own location; its negatives are the keys at
+    the other P−1 locations of the same image (no negatives across images). Vectors
+    are L2-normalised here. The key is detached here: it is the target the query is
+    pulled to, and gets no gradient. Mean over locations and batch.
+    """
+    n, p, _ = query.shape
+    query = F.normalize(query.float(), dim=2)
+    key = F.normalize(key.detach().float(), dim=2)
+    logits = query @ key.transpose(1, 2) / temperature  # N×P×P; the positive on the diagonal
+    target = torch.arange(p, device=query.device).repeat(n)
+    return F.cross_entropy(logits.flatten(0, 1), target)
+
+
+def lsgan_loss(logits: Tensor, real: bool) -> Tensor:
+    """Least-squares GAN loss: mean((logits − 1)²) for real, mean(logits²) for fake."""
+    return (logits - 1).square().mean() if real else logits.square().mean()
+
+
+def consistency_loss(rain: Tensor, background: Tensor, observed: Tensor) -> Tensor:
+    """mean((R̂ + B̂ − O)²): the two layers must add up to the rainy image."""
+    return F.mse_loss(rain + background, observed)
+
+
+def sparsity_loss(observed: Tensor, background: Tensor) -> Tensor:
+    """mean|O − B̂|: rain is sparse, so the background should stay close to the input."""
+    return F.l1_loss(background, observed)

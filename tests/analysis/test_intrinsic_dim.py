@@ -1,0 +1,234 @@
+"""Intrinsic dimension: the estimators on manifolds of known dimension, NLCL's patch
+sampler, the report on a rendered example, and reading pairs from a synthetic split."""
+
+import io
+import json
+import math
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from rainbench.analysis.intrinsic_dim import (
+    Report,
+    Settings,
+    Spread,
+    analyze,
+    from_synthetic_split,
+    mle,
+    nonlocal_groups,
+    nonlocal_patches,
+    patch_vectors,
+    random_patches,
+    random_positions,
+    two_nn,
+)
+from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards.dataset import DatasetError
+from rainbench.synth.build import SynthOptions, synthesize
+from rainbench.synth.render import render
+
+
+def _subspace(n: int, d: int, seed: int) -> np.ndarray:
+    """Gaussian points on a random d-dimensional linear subspace of R^64."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((64, d)))
+    return rng.standard_normal((n, d)) @ basis.T
+
+
+def _swiss_roll(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = 1.5 * np.pi * (1 + 2 * rng.uniform(size=n))
+    height = 21 * rng.uniform(size=n)
+    return np.stack([t * np.cos(t), height, t * np.sin(t)], axis=1)
+
+
+@pytest.mark.parametrize("estimator", [two_nn, mle])
+@pytest.mark.parametrize("d", [2, 5, 10])
+def test_estimators_find_the_dimension_of_a_linear_subspace(estimator, d):
+    assert estimator(_subspace(1500, d, seed=d)) == pytest.approx(d, rel=0.15)
+
+
+@pytest.mark.parametrize("estimator", [two_nn, mle])
+def test_estimators_find_the_swiss_roll_two_dimensional(estimator):
+    assert estimator(_swiss_roll(1500, seed=1)) == pytest.approx(2, rel=0.15)
+
+
+@pytest.mark.parametrize("estimator", [two_nn, mle])
+def test_duplicates_are_dropped_and_too_few_points_refused(estimator):
+    points = _subspace(300, 3, seed=0)
+    assert estimator(np.concatenate([points, points[:100]])) == estimator(points)
+    with pytest.raises(ValueError, match="distinct points"):
+        estimator(np.repeat(points[:2], 50, axis=0))
+    with pytest.raises(ValueError, match="n×d"):
+        estimator(points[0])
+
+
+def _noise(height: int = 64, width: int = 80, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(size=(height, width, 3)).astype(np.float32)
+
+
+def test_nonlocal_groups_start_at_the_reference_and_stay_in_the_window():
+    image = _noise()
+    corners = random_positions(image.shape, 16, 20, np.random.default_rng(1))
+    groups = nonlocal_groups(image, corners, patch=16, window=40, per_reference=8)
+    assert groups.shape == (20, 8, 2)
+    assert np.array_equal(groups[:, 0], corners)
+    offsets = groups - corners[:, None, :]
+    assert offsets.min() >= -20 and offsets.max() <= 19
+    for group in groups:
+        assert len({tuple(corner) for corner in group}) == 8
+        vectors = [image[r : r + 16, c : c + 16].ravel() for r, c in group]
+        distances = [np.sum((v - vectors[0]) ** 2) for v in vectors]
+        assert distances == sorted(distances)
+    # On a flat image every candidate ties with the reference, which still comes first.
+    flat = nonlocal_groups(np.zeros((64, 80, 3)), corners, per_reference=8)
+    assert np.array_equal(flat[:, 0], corners)
+
+
+def test_nonlocal_patches_are_the_groups_as_vectors():
+    image = (_noise() * 255).round().astype(np.uint8)
+    patches = nonlocal_patches(image, references=5, rng=np.random.default_rng(3))
+    assert patches.shape == (5 * 8, 16 * 16 * 3)
+    corners = random_positions(image.shape, 16, 5, np.random.default_rng(3))
+    assert np.array_equal(patches[::8], patch_vectors(image, corners, 16))
+    same = nonlocal_patches(image / np.float32(255), references=5, rng=np.random.default_rng(3))
+    np.testing.assert_allclose(same, patches, atol=1e-6)
+
+
+def test_patches_lose_their_mean_and_optionally_their_norm():
+    image = _noise()
+    brighter = random_patches(image + 0.2, count=30, rng=np.random.default_rng(0))
+    patches = random_patches(image, count=30, rng=np.random.default_rng(0))
+    assert patches.shape == (30, 768)
+    np.testing.assert_allclose(patches.mean(axis=1), 0, atol=1e-6)
+    np.testing.assert_allclose(brighter, patches, atol=1e-5)
+    unit = random_patches(image, count=30, rng=np.random.default_rng(0), unit_norm=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, rtol=1e-5)
+    flat = patch_vectors(np.full((20, 20, 3), 0.5), np.array([[0, 0]]), 16, unit_norm=True)
+    assert not flat.any()
+    with pytest.raises(ValueError, match="smaller than"):
+        random_patches(np.zeros((10, 40, 3)), patch=16, count=1)
+    with pytest.raises(ValueError, match="H×W×3"):
+        random_patches(np.zeros((40, 40)), count=1)
+
+
+def _photo(name: str, height: int = 128) -> np.ndarray:
+    from skimage import data, transform
+
+    picture = getattr(data, name)()
+    width = round(height * picture.shape[1] / picture.shape[0])
+    resized = transform.resize(picture, (height, width), anti_aliasing=True)
+    return (resized * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def rendered_report() -> Report:
+    """Photographs and the streak layers rendered on them, as analyze takes them."""
+    pairs = []
+    for seed, name in enumerate(("astronaut", "coffee", "chelsea")):
+        clean = _photo(name)
+        streaks = render(clean, "streak", seed).streaks
+        rain = np.repeat(streaks[:, :, None], 3, axis=2)
+        pairs.append((clean / np.float32(255), rain / np.float32(255)))
+    return analyze(pairs)
+
+
+def test_report_on_rendered_streaks(rendered_report):
+    # Measured (128 px high, seeds 0–2; also at 192, 256 and 384 px and other seeds):
+    # with NLCL's non-local groups TwoNN puts image patches above streak patches on
+    # every image (about 4.5–11 against 3–4); the MLE over k=20 neighbours, which
+    # reach beyond one group of 8, does not agree, so only TwoNN's order is pinned.
+    report = rendered_report
+    assert report.image_higher("two_nn") == (3, 3)
+    for spread in (
+        report.image_dim_two_nn,
+        report.rain_dim_two_nn,
+        report.image_dim_mle,
+        report.rain_dim_mle,
+    ):
+        assert all(1 < value < 30 for value in spread.per_image)
+    assert report.counts["images"] == 3
+    assert report.counts["image_patches"] == report.counts["rain_patches"] == 3 * 64 * 8
+    assert report.to_json()["settings"] == {
+        "patch": 16,
+        "window": 40,
+        "per_reference": 8,
+        "references": 64,
+        "k": 20,
+        "unit_norm": False,
+        "seed": 0,
+    }
+    assert json.loads(json.dumps(report.to_json()))["image_higher"]["two_nn"] == {
+        "images": 3,
+        "of": 3,
+    }
+    markdown = report.to_markdown()
+    assert "| TwoNN |" in markdown and "3 of 3 images" in markdown
+    assert report.verdict() in markdown and report.verdict().startswith("Image patches came out")
+
+
+def test_spread_and_verdict_without_estimates():
+    spread = Spread((4.0, math.nan, 2.0, 6.0, 8.0))
+    assert (spread.q25, spread.median, spread.q75) == (3.5, 5.0, 6.5)
+    assert spread.to_json()["images"] == 4 and spread.to_json()["per_image"][1] is None
+    empty = Spread((math.nan,) * 5)
+    assert math.isnan(empty.median) and empty.to_json()["median"] is None
+    report = Report(spread, empty, spread, empty, {}, Settings())
+    assert report.image_higher("mle") == (0, 0)
+    assert report.verdict().startswith("Image patches did not come out higher")
+    with pytest.raises(ValueError, match="unknown estimator"):
+        report.image_higher("pca")
+
+
+def test_a_uniform_rain_layer_gives_no_estimate_rather_than_an_error():
+    background = _photo("astronaut", 64) / np.float32(255)
+    report = analyze([(background, np.zeros_like(background))], Settings(references=8))
+    assert math.isnan(report.rain_dim_two_nn.median) and math.isnan(report.rain_dim_mle.median)
+    assert report.counts["rain_distinct"] == 1
+    assert report.image_dim_two_nn.median > 0
+    assert "—" in report.to_markdown()
+
+
+@pytest.fixture(scope="module")
+def synthetic_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("intrinsic")
+    for spec in sample_specs(3, seed=8, size=(160, 120)):
+        write_capture(root / "clean", spec)
+    split = {"train": 0.0, "val": 0.0, "test": 1.0}
+    ingest([root / "clean"], root / "ds", IngestOptions(workers=1, layer="clean", split=split))
+    synthesize(root / "ds", SynthOptions(recipes=("streak",), workers=1))
+    return root / "ds"
+
+
+def test_from_synthetic_split_yields_ground_truth_and_rain_layer(synthetic_dataset):
+    ds = synthetic_dataset
+    rows = pd.read_parquet(ds / "manifests/synthetic.parquet").sort_values(["shard", "key"])
+    pairs = list(from_synthetic_split(ds, "syn-streak", limit=None))
+    assert len(pairs) == len(rows) == 3
+    for (gt, rain), row in zip(pairs, rows.itertuples(), strict=True):
+        assert gt.dtype == rain.dtype == np.float32
+        assert gt.shape == rain.shape == (row.height, row.width, 3)
+        with tarfile.open(ds / row.shard) as tar:
+            stored = {
+                name: np.asarray(
+                    Image.open(io.BytesIO(tar.extractfile(f"{row.key}.{name}").read()))
+                )
+                for name in ("gt.png", "rain.png")
+            }
+        assert np.array_equal(gt, stored["gt.png"] / np.float32(255))
+        expected = np.clip(stored["rain.png"] / np.float32(255) - gt, 0, 1)
+        assert np.array_equal(rain, expected) and rain.max() > 0
+    assert len(list(from_synthetic_split(ds, "syn-streak", limit=2))) == 2
+    report = analyze(from_synthetic_split(ds, "syn-streak", limit=None))
+    assert report.counts["images"] == 3
+
+
+def test_unknown_split_or_dataset_is_refused_at_once(synthetic_dataset, tmp_path):
+    with pytest.raises(DatasetError, match=r"no pairs in split 'syn-hail'.*syn-streak"):
+        from_synthetic_split(synthetic_dataset, "syn-hail", limit=None)
+    with pytest.raises(DatasetError, match="not a rainbench dataset"):
+        from_synthetic_split(tmp_path, "syn-streak", limit=None)

@@ -1,0 +1,115 @@
+"""The NLCL training loop at a tiny size on the CPU: every loss term logged, validation,
+checkpoints, an exact resume, and the checkpoint scored through the leaderboard."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.leaderboard.eval import EvalSettings, evaluate
+from rainbench.leaderboard.sources import DerainerSource
+from rainbench.models.registry import create_derainer
+from rainbench.shards.dataset import DatasetError
+from rainbench.synth.build import SynthOptions, synthesize
+from rainbench.train.nlcl.config import NLCLConfig
+from rainbench.train.nlcl.trainer import LOSS_TERMS, train
+
+TINY = NLCLConfig(
+    steps=4,
+    crop=48,
+    channels=8,
+    blocks=2,
+    window=16,
+    patch=8,
+    positives=4,
+    negatives=16,
+    nce_layers=(0, 1, 2, 3),
+    nce_locations=32,
+    workers=0,
+    checkpoint_every=2,
+    log_every=1,
+    validate_every=2,
+    val_split="syn-streak",
+    val_images=2,
+)
+
+
+@pytest.fixture(scope="module")
+def _dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nlcl")
+    for spec in sample_specs(4, seed=6, size=(96, 72)):
+        write_capture(root / "rainy", spec)
+    for spec in sample_specs(3, seed=12, size=(96, 72)):
+        write_capture(root / "clean", spec)
+    ds = root / "ds"
+    options = {"workers": 1, "split": {"train": 1.0}}
+    ingest([root / "rainy"], ds, IngestOptions(**options))
+    ingest([root / "clean"], ds, IngestOptions(layer="clean", **options))
+    synthesize(ds, SynthOptions(recipes=("streak",), source_split="train", workers=1))
+    return ds
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_logs_every_term_validates_and_checkpoints(tmp_path, _dataset):
+    run = tmp_path / "run"
+    report = train(_dataset, run, TINY)
+    assert report.step == 4 and report.resumed_from is None
+    losses = _rows(run / "losses.csv")
+    assert [int(r["step"]) for r in losses] == [1, 2, 3, 4]
+    for row in losses:
+        for term in LOSS_TERMS:
+            assert math.isfinite(float(row[term])), term
+    validation = _rows(run / "validation.csv")
+    assert [int(r["step"]) for r in validation] == [2, 4]
+    assert all(float(r["psnr_y"]) > 0 for r in validation)
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {
+        "step-0000002.pt", "step-0000004.pt", "last.pt"
+    }  # fmt: skip
+    assert (run / "config.json").exists() and (run / "nlcl.pt").exists()
+
+
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path, _dataset):
+    whole = tmp_path / "whole"
+    train(_dataset, whole, TINY)
+    halves = tmp_path / "halves"
+    train(_dataset, halves, NLCLConfig(**{**TINY.to_json(), "steps": 2}))
+    report = train(_dataset, halves, TINY)
+    assert report.resumed_from == 2
+    # The same losses at steps 3 and 4, and the same weights at the end.
+    assert _rows(whole / "losses.csv")[2:] == _rows(halves / "losses.csv")[2:]
+    ours = torch.load(halves / "checkpoints" / "last.pt", weights_only=True)
+    theirs = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
+    for part in ("background", "rain", "discriminator"):
+        for name, tensor in theirs[part].items():
+            assert torch.equal(ours[part][name], tensor), f"{part}.{name}"
+
+
+def test_other_settings_are_refused_on_resume(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0}))
+    with pytest.raises(DatasetError, match="other settings"):
+        train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "crop": 40}))
+
+
+def test_the_checkpoint_scores_on_the_leaderboard(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
+    derainer = create_derainer("nlcl", checkpoint=run / "nlcl.pt")
+    batch = torch.rand(2, 3, 37, 53)
+    assert derainer.derain(batch).shape == batch.shape
+    source = DerainerSource(derainer, "cpu", None, 32)
+    settings = EvalSettings(metrics=("psnr_y", "ssim_y"))
+    [report] = evaluate(source, _dataset, "syn-streak", tmp_path / "res", settings)
+    assert report.scored == 3 and report.failed == 0
+
+
+def test_training_on_an_empty_split_fails_clearly(tmp_path, _dataset):
+    with pytest.raises(DatasetError, match=r"cannot train on .*needs clean captures"):
+        train(_dataset, tmp_path / "run", NLCLConfig(**{**TINY.to_json(), "split": "test"}))
