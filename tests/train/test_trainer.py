@@ -113,3 +113,27 @@ def test_the_checkpoint_scores_on_the_leaderboard(tmp_path, _dataset):
 def test_training_on_an_empty_split_fails_clearly(tmp_path, _dataset):
     with pytest.raises(DatasetError, match=r"cannot train on .*needs clean captures"):
         train(_dataset, tmp_path / "run", NLCLConfig(**{**TINY.to_json(), "split": "test"}))
+
+
+def test_the_cli_trains_resumes_and_imports(tmp_path, _dataset):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+    from rainbench.train.nlcl.networks import Generator
+
+    runner = CliRunner()
+    args = ["train", "nlcl", "--dataset", str(_dataset), "--out", str(tmp_path / "run")]
+    args += ["--crop", "48", "--channels", "8", "--blocks", "2", "-j", "0", "--no-progress"]
+    first = runner.invoke(main, [*args, "--steps", "1"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(main, [*args, "--steps", "2"])
+    assert "resumed at step 1" in again.output
+    published = tmp_path / "published.pth"
+    torch.save({"netG_B": Generator().state_dict()}, published)
+    imported = runner.invoke(
+        main, ["nlcl", "import-checkpoint", str(published), "--out", str(tmp_path / "n.pt")]
+    )
+    assert imported.exit_code == 0, imported.output
+    assert create_derainer("nlcl", checkpoint=tmp_path / "n.pt").derain(
+        torch.rand(1, 3, 8, 8)
+    ).shape == (1, 3, 8, 8)

@@ -50,6 +50,16 @@ class NLCLConfig:
     val_split: str | None = None  # a paired split for psnr_y, e.g. syn-streak
     val_images: int = 8
 
+    def __post_init__(self) -> None:
+        # Generator layers 0 (first conv) … blocks + 1 (tail) have `channels` channels.
+        if not self.nce_layers or max(self.nce_layers) > self.blocks + 1:
+            raise ValueError(
+                f"nce_layers {self.nce_layers} must lie within 0…{self.blocks + 1} "
+                f"for a generator of {self.blocks} blocks"
+            )
+        if self.amp not in ("off", "bf16"):
+            raise ValueError(f"amp must be off or bf16, not {self.amp!r}")
+
     def to_json(self) -> dict:
         return asdict(self)
 

@@ -1,0 +1,93 @@
+"""NLCL training speed: steps/s, samples/s and peak GPU memory of one training step at
+batch 1 and batch 16, 256×256 crops, fp32 and bf16 autocast, measured in one run.
+
+    python benchmarks/train_nlcl.py --device cuda            # the goal is for one H100
+    python benchmarks/train_nlcl.py --device cpu --crop 64 --steps 3   # a CPU smoke run
+
+Goal (issue 8): batch-16 bf16 at least 10× the samples/s of batch-1 fp32 on one H100.
+The step is the trainer's own (`_train_step`: discriminator and generator updates with
+both contrasts); crops are random tensors, so data loading is not measured (the
+loader has its own benchmark). Exits 0 whatever the figures.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from rainbench.train.nlcl.config import NLCLConfig
+from rainbench.train.nlcl.model import NLCLModel
+from rainbench.train.nlcl.trainer import _train_step
+
+
+def measure(device: str, batch: int, amp: str, crop: int, steps: int, warmup: int) -> dict:
+    config = NLCLConfig(batch=batch, crop=crop, amp=amp)
+    torch.manual_seed(0)
+    model = NLCLModel(config).to(device)
+    betas = (config.beta1, config.beta2)
+    g_opt = torch.optim.Adam(model.generator_parameters(), lr=config.lr, betas=betas)
+    d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=betas)
+    sampler = torch.Generator(device=device).manual_seed(0)
+    batch_data = {
+        "rain": torch.rand(batch, 3, crop, crop, device=device),
+        "clean": torch.rand(batch, 3, crop, crop, device=device),
+    }
+    for _ in range(warmup):
+        _train_step(model, batch_data, g_opt, d_opt, sampler, config, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(steps):
+        _train_step(model, batch_data, g_opt, d_opt, sampler, config, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    return {
+        "batch": batch,
+        "amp": amp,
+        "steps_per_s": round(steps / seconds, 3),
+        "samples_per_s": round(steps * batch / seconds, 3),
+        "peak_gpu_gib": round(peak, 2) if peak is not None else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = [
+        measure(args.device, batch, amp, args.crop, args.steps, args.warmup)
+        for batch in (1, 16)
+        for amp in ("off", "bf16")
+    ]
+    base = next(r for r in rows if r["batch"] == 1 and r["amp"] == "off")
+    best = next(r for r in rows if r["batch"] == 16 and r["amp"] == "bf16")
+    ratio = best["samples_per_s"] / base["samples_per_s"]
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    result = {"device": device_name, "crop": args.crop, "rows": rows, "ratio": round(ratio, 2),
+              "torch": torch.__version__}  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"device: {device_name}, torch {torch.__version__}, crops {args.crop}×{args.crop}")
+    print(f"{'batch':>5} {'amp':>5} {'steps/s':>9} {'samples/s':>10} {'peak GiB':>9}")
+    for row in rows:
+        peak = "—" if row["peak_gpu_gib"] is None else f"{row['peak_gpu_gib']:.2f}"
+        print(f"{row['batch']:>5} {row['amp']:>5} {row['steps_per_s']:>9.3f} "
+              f"{row['samples_per_s']:>10.3f} {peak:>9}")  # fmt: skip
+    verdict = "PASS" if ratio >= 10 else "MISS"
+    where = "" if args.device.startswith("cuda") else " (not a GPU: the goal is for an H100)"
+    print(f"batch-16 bf16 / batch-1 fp32 samples/s = {ratio:.2f}× (goal ≥ 10) {verdict}{where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
