@@ -137,3 +137,34 @@ def test_the_cli_trains_resumes_and_imports(tmp_path, _dataset):
     assert create_derainer("nlcl", checkpoint=tmp_path / "n.pt").derain(
         torch.rand(1, 3, 8, 8)
     ).shape == (1, 3, 8, 8)
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path, _dataset):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(run):
+        return [sys.executable, "-m", "rainbench", "train", "nlcl", "--dataset", str(_dataset),
+                "--out", str(run), "--crop", "48", "--channels", "8", "--blocks", "2",
+                "-j", "0", "--steps", "6", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoints" / "step-0000003.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "checkpoints" / "step-0000006.pt").exists()
+    subprocess.run(command(killed), check=True, capture_output=True)
+    subprocess.run(command(tmp_path / "whole"), check=True, capture_output=True)
+    ours = torch.load(killed / "nlcl.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "whole" / "nlcl.pt", weights_only=True)
+    assert ours["step"] == theirs["step"] == 6
+    for name, tensor in theirs["background"].items():
+        assert torch.equal(ours["background"][name], tensor), name
+    assert (killed / "losses.csv").read_text() == (tmp_path / "whole" / "losses.csv").read_text()

@@ -67,7 +67,7 @@ def train(
     if config.compile:
         model.background = torch.compile(model.background)
         model.rain = torch.compile(model.rain)
-    log = _Log(run, enabled=rank == 0)
+    log = _Log(run, enabled=rank == 0, resumed_at=step)
     started, last = time.perf_counter(), {}
     while step < config.steps:
         loader.set_epoch(loader.dataset.epoch)
@@ -283,12 +283,14 @@ def _progress_line(step: int, steps: int, values: dict[str, float]) -> str:
 class _Log:
     """losses.csv and validation.csv in the run folder, and TensorBoard when installed."""
 
-    def __init__(self, run: Path, enabled: bool):
+    def __init__(self, run: Path, enabled: bool, resumed_at: int):
         self.enabled = enabled
         self.run = run
         self.board = None
         if not enabled:
             return
+        for name in ("losses.csv", "validation.csv"):
+            _truncate(run / name, resumed_at)  # rows a killed run logged after its checkpoint
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -327,6 +329,21 @@ class _Log:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def _truncate(path: Path, step: int) -> None:
+    """Drop the rows of a log beyond `step`."""
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [row for row in rows if int(row["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
 
 
 def validate(model: NLCLModel, dataset: Path, config: NLCLConfig, device: str) -> dict[str, float]:
