@@ -135,20 +135,31 @@ def load_upright(data: bytes, fmt: Format) -> Image.Image:
     RAW captures are not developed here: their stored `preview.jpg` member is the
     sRGB rendering to use.
     """
+    image, orientation = load_stored(data, fmt)
+    return turn_upright(image, orientation)
+
+
+def load_stored(data: bytes, fmt: Format) -> tuple[Image.Image, int]:
+    """The whole capture as 8-bit RGB, as stored (not yet turned), and the EXIF
+    orientation (1–8) that turns it upright: for a loader that turns only its crops."""
     if fmt.raw:
         raise ValueError(f"{fmt.name} is camera RAW: load its preview.jpg member instead")
     if fmt.name == "heic":
         from rainbench.capture.heif import open_upright
 
-        return _to_rgb(open_upright(data))
+        return _to_rgb(open_upright(data)), 1  # libheif applies the orientation itself
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = _open(data)
         image.load()
         orientation = image.getexif().get(ORIENTATION_TAG)
-    image = _to_rgb(image)
+    return _to_rgb(image), orientation if orientation in _TRANSPOSES else 1
+
+
+def turn_upright(image: Image.Image, orientation: int) -> Image.Image:
+    """`image` turned by EXIF `orientation` (1–8), as a camera meant it to be seen."""
     if orientation in _TRANSPOSES:
-        image = image.transpose(_TRANSPOSES[orientation])
+        return image.transpose(_TRANSPOSES[orientation])
     return image
 
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rainbench.capture.decode import load_upright
+from rainbench.capture.decode import load_stored, turn_upright
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.data.read import ShardReader
 from rainbench.data.select import Filters, captures, pairs
@@ -178,16 +179,18 @@ class RainDataset(IterableDataset):
             row["shard"], row["member"], fmt, None if pd.isna(orientation) else int(orientation)
         )
 
-    def _picture(
-        self, shard: str, member: str, fmt: Format, orientation: int | None
-    ) -> torch.Tensor:
-        """The picture as uint8 3×H×W, upright, at least crop×crop (edges repeated)."""
+    def _picture(self, shard: str, member: str, fmt: Format, orientation: int | None):
+        """The picture, upright, at least crop×crop (edges repeated): a uint8 3×H×W
+        tensor, or a `StoredPicture` that turns only the crops cut from it."""
         data = self._reader.read(shard, member)
         if self.decode_device is not None and fmt.name == "jpeg":
             picture = decode_jpeg(data, self.decode_device, orientation)
         else:
-            # A copy: Pillow's pixels are read-only.
-            picture = torch.from_numpy(np.array(load_upright(data, fmt))).permute(2, 0, 1)
+            stored = StoredPicture(*load_stored(data, fmt))
+            _, height, width = stored.shape
+            if self.crop is not None and min(height, width) >= self.crop:
+                return stored
+            picture = stored.whole()
         if self.crop is None:
             return picture
         height, width = picture.shape[1:]
@@ -212,6 +215,45 @@ class RainDataset(IterableDataset):
             )
             for top, left in zip(tops, lefts, strict=True)
         ]
+
+
+class StoredPicture:
+    """A decoded picture as stored, not yet turned upright. A crop is cut where it lies
+    in the stored pixels and only the crop is turned: a 12 MP capture is never turned
+    (a full-size copy) or converted to an array whole for K small crops."""
+
+    def __init__(self, image: Image.Image, orientation: int):
+        self.image, self.orientation = image, orientation
+        width, height = image.size
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        self.shape = (3, height, width)  # upright, as a tensor's would be
+
+    def __getitem__(self, box: tuple) -> torch.Tensor:
+        _, rows, columns = box
+        top, left = rows.start or 0, columns.start or 0
+        side = rows.stop - top
+        x, y = self._stored_corner(top, left, side)
+        crop = turn_upright(self.image.crop((x, y, x + side, y + side)), self.orientation)
+        return torch.from_numpy(np.array(crop)).permute(2, 0, 1)
+
+    def whole(self) -> torch.Tensor:
+        upright = turn_upright(self.image, self.orientation)
+        return torch.from_numpy(np.array(upright)).permute(2, 0, 1)
+
+    def _stored_corner(self, top: int, left: int, side: int) -> tuple[int, int]:
+        """The stored top-left corner (x, y) of the upright square crop at (top, left)."""
+        width, height = self.image.size
+        return {
+            1: (left, top),
+            2: (width - left - side, top),
+            3: (width - left - side, height - top - side),
+            4: (left, height - top - side),
+            5: (top, left),
+            6: (top, height - left - side),
+            7: (width - top - side, height - left - side),
+            8: (width - top - side, left),
+        }[self.orientation]
 
 
 def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tensor:

@@ -259,3 +259,26 @@ def test_jpegs_decode_on_the_gpu(_dataset):
     for a, b in zip(on_gpu, on_cpu, strict=True):
         assert a["image"].is_cuda and a["key"] == b["key"]
         assert (a["image"].cpu() - b["image"]).abs().mean() < 4 / 255
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_crops_cut_before_turning_equal_crops_of_the_upright_picture(orientation):
+    from PIL import Image
+
+    from rainbench.capture.decode import load_stored, load_upright
+    from rainbench.capture.formats import FORMATS
+    from rainbench.data.dataset import StoredPicture
+
+    pixels = np.random.default_rng(orientation).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+    data = buffer.getvalue()
+    upright = np.asarray(load_upright(data, FORMATS["jpeg"]))
+    stored = StoredPicture(*load_stored(data, FORMATS["jpeg"]))
+    assert stored.shape == (3, *upright.shape[:2])
+    for top, left, side in [(0, 0, 20), (3, 11, 17), (upright.shape[0] - 9, 2, 9)]:
+        box = (slice(None), slice(top, top + side), slice(left, left + side))
+        crop = stored[box].permute(1, 2, 0).numpy()
+        assert np.array_equal(crop, upright[top : top + side, left : left + side])
