@@ -1,21 +1,13 @@
-"""What the benchmark scripts share: progress on stderr and the machine's CPU model."""
+"""What the benchmark scripts share: progress on stderr and the machine's CPU model
+(the same description `rainbench eval` records in its provenance)."""
 
-import platform
 import sys
-from pathlib import Path
+
+from rainbench.metrics.report import cpu_model
+
+__all__ = ["cpu_model", "log"]
 
 
 def log(line: str) -> None:
     """Progress goes to stderr, so stdout holds only the results (and parses with --json)."""
     print(line, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    return next(
-        (
-            line.partition(":")[2].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )

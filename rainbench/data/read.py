@@ -7,13 +7,13 @@ bytes are only ever decoded as pictures or JSON: nothing in a shard is unpickled
 against shards.parquet when it is first opened.
 """
 
-import hashlib
 import tarfile
 from collections import OrderedDict
 from pathlib import Path
 
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.tar import file_sha256
 
 # Member suffixes the loader reads; anything else in a shard is never touched.
 READABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".json")
@@ -88,14 +88,11 @@ class ShardReader:
         expected = self._expected.get(shard)
         if expected is None:
             raise ShardError(f"shard {shard} is not in shards.parquet")
-        digest = hashlib.sha256()
         try:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            digest = file_sha256(path)
         except OSError as error:
             raise ShardError(f"cannot read shard {shard}: {error.strerror or error}") from None
-        if digest.hexdigest() != expected:
+        if digest != expected:
             raise ShardError(
                 f"shard {shard} is damaged: its sha256 differs from shards.parquet "
                 "(run rainbench verify)"

@@ -8,7 +8,6 @@ that image and the run goes on. Rows are flushed as the run goes, so a killed ru
 resumes where it stopped, and a finished one re-run is a no-op.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -29,9 +28,10 @@ from rainbench import __version__
 from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS
 from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metric, create_metric
-from rainbench.metrics.report import versions
+from rainbench.metrics.report import cpu_model, versions
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, write_atomic
+from rainbench.shards.tar import file_sha256
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
 SYNTHETIC_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
@@ -118,7 +118,7 @@ def evaluate(
             known = ", ".join(sorted(splits)) or "none"
             raise EvalError(f"{dataset_path} has no split {wanted!r}; known: {known}")
     checkpoint_info = (
-        {"path": str(checkpoint), "sha256": _file_sha256(checkpoint)} if checkpoint else None
+        {"path": str(checkpoint), "sha256": file_sha256(checkpoint)} if checkpoint else None
     )
     return [
         _SplitRun(
@@ -249,7 +249,7 @@ class _SplitRun:
                 "name": self.name,
                 "path": str(self.dataset.root.absolute()),
                 "manifest": manifest_path.name,
-                "manifest_sha256": _file_sha256(manifest_path),
+                "manifest_sha256": file_sha256(manifest_path),
             },
             "split": self.split,
             "kind": self.kind,
@@ -427,31 +427,13 @@ def _save_png(path: Path, pixels: np.ndarray) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _hardware(device: str) -> dict:
     gpu = None
     if device.startswith("cuda"):
         import torch
 
         gpu = torch.cuda.get_device_name(torch.device(device))
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform()}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform()}
 
 
 def _safe(name: str) -> str:

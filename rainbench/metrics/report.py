@@ -51,6 +51,17 @@ def provenance(
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name, for the provenance of timings."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict[str, str]:
     """The versions of what computes the numbers (installed or not, no import needed)."""
     found = {}
