@@ -50,3 +50,19 @@ def near_duplicate_folder(tmp_path) -> tuple[Path, dict[str, Path]]:
     root = tmp_path / "near"
     spec = CaptureSpec("scene.jpg", *SMALL, orientation=1, seed=11)
     return root, write_near_duplicates(root, spec)
+
+
+@pytest.fixture
+def any_niqe_parameters(monkeypatch, tmp_path):
+    """A NIQE file of the right form (not the published values), for tests of anything
+    but the values."""
+    import numpy as np
+    import scipy.io
+
+    from rainbench.metrics import weights
+
+    path = tmp_path / "niqe_modelparameters.mat"
+    scipy.io.savemat(path, {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": np.eye(36)})
+    monkeypatch.setattr(
+        weights, "require", lambda metric, weights_dir=None: path if metric == "niqe" else None
+    )

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from rainbench.cli import main
+from rainbench.demo.run import DemoResult, Stage
 
 
 @pytest.fixture
@@ -61,7 +62,8 @@ def test_usage_errors_exit_two(runner, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", ["ingest", "verify", "stats", "tag", "tag-eval", "models", "eval", "leaderboard"]
+    "command",
+    ["demo", "ingest", "verify", "stats", "tag", "tag-eval", "models", "eval", "leaderboard"],
 )
 def test_help_has_an_example(runner, command):
     result = runner.invoke(main, [command, "--help"])
@@ -116,3 +118,43 @@ def test_eval_needs_exactly_one_source(runner, tmp_path):
     unknown = [*base, "--model", "nope"]
     result = runner.invoke(main, unknown)
     assert result.exit_code == 1 and result.output.startswith("error:")
+
+
+def _demo_result(out) -> DemoResult:
+    return DemoResult(
+        out=out,
+        raw=out / "raw",
+        dataset=out / "ds",
+        labels=out / "labels.csv",
+        run=out / "runs" / "nlcl",
+        results=out / "results",
+        leaderboard_md=out / "leaderboard.md",
+        leaderboard_html=out / "leaderboard.html",
+        methods=["identity", "nlcl"],
+        splits=["test", "syn-streak"],
+        unavailable_metrics={"niqe": "niqe needs a file; provide it: rainbench weights x"},
+        stages=[Stage("captures", 1.5, "24 captures"), Stage("train", 150.0, "NLCL to step 9")],
+        seconds=151.5,
+    )
+
+
+def test_demo_prints_each_stage_what_was_left_out_and_where_to_look(runner, tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    calls = []
+
+    def fake_demo(where, options, progress):
+        calls.append((where, options))
+        return _demo_result(where)
+
+    monkeypatch.setattr("rainbench.cli.run_demo", fake_demo)
+    result = runner.invoke(main, ["demo", "--out", str(out), "--width", "200", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert calls[0][0] == out and calls[0][1].width == 200
+    lines = result.output.splitlines()
+    assert lines[0] == "rainbench demo: done in 2 min 32 s on cpu"
+    assert lines[1].split() == ["captures", "1.5", "s", "24", "captures"]
+    assert "not computed: niqe needs a file; provide it: rainbench weights x" in lines
+    assert any(line.split()[0] == str(out / "leaderboard.html") for line in lines if line)
+    shown = json.loads(runner.invoke(main, ["demo", "--out", str(out), "--json"]).output)
+    assert shown["leaderboard"]["html"] == str(out / "leaderboard.html")
+    assert shown["stages"][1] == {"name": "train", "seconds": 150.0, "detail": "NLCL to step 9"}

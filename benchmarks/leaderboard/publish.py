@@ -15,14 +15,14 @@ type on the other photographs. Both are stated on the published page.
 """
 
 import argparse
-import io
 import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
+from rainbench.demo.captures import CaptureSpec, write_picture
+from rainbench.demo.photos import framed_photo, with_rain
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.publish import write_leaderboard
@@ -30,8 +30,6 @@ from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.synth.recipes import DEFAULT_RECIPES
-from rainbench.synth.render import derive_seed, render
-from rainbench.tagging.calibration import sample_photo
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -91,36 +89,27 @@ def build_reference(work: Path, workers: int) -> Path:
     dataset = work / "reference"
     if dataset.exists():
         return dataset
-    definition = tomllib.loads((HERE / "v1.toml").read_text())
+    seed = tomllib.loads((HERE / "v1.toml").read_text())["synth"]["seed"]
     for photo in CLEAN_PHOTOS:
-        _write_jpeg(work / "raw" / "clean" / f"{Path(photo).stem}.jpg", _photo(photo))
+        _write_jpeg(work / "raw" / "clean", f"{Path(photo).stem}.jpg", framed_photo(photo, WIDTH))
     for photo in RAINY_PHOTOS:
-        clean = _photo(photo)
+        clean = framed_photo(photo, WIDTH)
         for recipe in DEFAULT_RECIPES:
-            seed = derive_seed(photo, recipe, definition["synth"]["seed"])
-            rainy = render(clean, recipe, seed).rain
-            _write_jpeg(work / "raw" / "rainy" / f"{Path(photo).stem}-{recipe}.jpg", rainy)
+            rainy = with_rain(clean, photo, recipe, seed)
+            _write_jpeg(work / "raw" / "rainy", f"{Path(photo).stem}-{recipe}.jpg", rainy)
     ingest(
         [work / "raw" / "clean"],
         dataset,
         IngestOptions(layer="clean", split=EVERYTHING_TEST, workers=workers, name="reference"),
     )
     ingest([work / "raw" / "rainy"], dataset, IngestOptions(split=EVERYTHING_TEST, workers=workers))
-    synthesize(dataset, SynthOptions(seed=definition["synth"]["seed"], workers=workers))
+    synthesize(dataset, SynthOptions(seed=seed, workers=workers))
     return dataset
 
 
-def _photo(name: str) -> np.ndarray:
-    image = Image.open(sample_photo(name)).convert("RGB")
-    height = round(image.height * WIDTH / image.width)
-    return np.asarray(image.resize((WIDTH, height), Image.Resampling.LANCZOS))
-
-
-def _write_jpeg(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
-    path.write_bytes(buffer.getvalue())
+def _write_jpeg(folder: Path, name: str, picture: Image.Image) -> None:
+    # Plain files, no EXIF: the reference captures stand for nothing but their pixels.
+    write_picture(folder, CaptureSpec(name, quality=95).without_exif(), picture)
 
 
 def _demote_title(markdown: str) -> str:

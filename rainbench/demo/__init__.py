@@ -1,3 +1,5 @@
-"""Demo data made in code: realistic camera captures with EXIF, near-duplicates and bad
-files, for `rainbench demo`, the test-suite fixtures and the performance benchmarks.
+"""`rainbench demo` and the data it is made of: captures made in code (camera files with
+EXIF, near-duplicates, bad files; `captures`), natural photographs framed as captures
+with rendered rain (`photos`), and the whole journey over them (`run`). The test-suite
+fixtures and the performance benchmarks use the same captures.
 """

@@ -120,6 +120,13 @@ def write_capture(root: Path, spec: CaptureSpec) -> Path:
     return _write(root, spec.name, capture_bytes(spec))
 
 
+def write_picture(root: Path, spec: CaptureSpec, upright: Image.Image) -> Path:
+    """Write the upright picture `upright` (RGB) as `spec` describes it — stored turned
+    for its EXIF orientation, in its format, with its EXIF — to root/spec.name. The
+    picture's own size stands in for spec's width and height."""
+    return _write(root, spec.name, _encode(spec, _stored(upright, spec.orientation)))
+
+
 def capture_bytes(spec: CaptureSpec) -> bytes:
     """The bytes `write_capture` writes for `spec`, for tests that take a file apart."""
     upright = _render(*spec.upright_size, spec.seed)

@@ -1,48 +1,340 @@
-"""`rainbench demo`: the journey so far on generated data — write a folder of
-realistic captures (with a duplicate, near-duplicates and bad files among them),
-ingest it, verify the result and summarise it.
+"""`rainbench demo`: the whole journey on built-in data. A capture folder is made from
+natural photographs (rainy and clean captures with EXIF, an exact copy, a reduced copy
+and bad files); it is ingested, tagged (a label sheet corrects the tagger), verified,
+given synthetic paired splits; NLCL is trained briefly; every derainer is evaluated on
+the real and synthetic test splits; and the leaderboard is published. Each stage skips
+what an earlier run of the same folder finished, so running it again resumes.
 """
 
+import contextlib
+import csv
+import os
 import shutil
-from dataclasses import dataclass
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
-from rainbench.demo.captures import (
-    CaptureSpec,
-    write_bad_corpus,
-    write_near_duplicates,
-    write_sample_captures,
+from rainbench.demo.captures import write_bad_corpus
+from rainbench.demo.photos import (
+    photo_captures,
+    write_photo_captures,
+    write_reduced_copy,
 )
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
-from rainbench.shards.dataset import Dataset
-from rainbench.shards.stats import dataset_stats
-from rainbench.shards.verify import Problem, verify
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.verify import verify
+from rainbench.tagging.tag import TagSummary, tag_dataset
+from rainbench.train.nlcl.config import NLCLConfig
+
+# NLCL as the demo trains it: a 4-block generator on 64 px crops, sized to take about
+# 2–3 minutes on two CPU cores. Far too short to derain well; it shows the machinery.
+# Crops are read in the training process: an epoch is a few steps long, and a loader
+# worker would be started again (torch imported again) every epoch.
+DEMO_NLCL = NLCLConfig(
+    steps=750,
+    crop=64,
+    channels=32,
+    blocks=4,
+    nce_layers=(0, 2, 4),
+    workers=0,
+    checkpoint_every=250,
+    log_every=50,
+)
+
+# Half the captures train NLCL, half are the test split: its rainy captures are the real
+# rain the leaderboard scores, its clean ones carry the synthetic splits' rain.
+SPLIT = {"train": 0.5, "val": 0.0, "test": 0.5}
+NEEDED = (("train", "rainy"), ("train", "clean"), ("test", "rainy"), ("test", "clean"))
+# The demo trains this checkpoint-needing derainer itself; others that need one are skipped.
+TRAINED = "nlcl"
+# Module → the distribution that provides it, for the message when one is missing.
+REQUIREMENTS = {"skimage": "scikit-image", "torch": "torch", "pyiqa": "pyiqa"}
+STAGES = ("captures", "ingest", "tag", "verify", "synth", "train", "eval", "leaderboard")
+
+
+class DemoError(DatasetError):
+    """The demo cannot run or go on; the message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    width: int = 800  # px, of every capture (3:2, stored turned where EXIF says so)
+    seed: int = 0  # picks the captures' cameras, names and EXIF, so their keys and splits
+    nlcl: NLCLConfig = DEMO_NLCL
+    device: str | None = None  # None: cuda when there is a GPU, else cpu
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    detail: str  # one line: what it did, or found already done
 
 
 @dataclass
 class DemoResult:
-    raw: Path
+    out: Path
+    raw: Path  # the capture folder: rainy/, clean/
     dataset: Path
-    summary: IngestSummary
-    problems: list[Problem]
-    stats: dict
+    labels: Path  # the label sheet the tag stage wrote and applied
+    run: Path  # the NLCL run folder
+    results: Path  # rainbench eval's results
+    leaderboard_md: Path
+    leaderboard_html: Path
+    device: str = "cpu"
+    ingest: dict[str, IngestSummary] = field(default_factory=dict)  # per layer
+    tagging: TagSummary | None = None
+    methods: list[str] = field(default_factory=list)  # evaluated
+    skipped_methods: dict[str, str] = field(default_factory=dict)  # name → why
+    splits: list[str] = field(default_factory=list)  # evaluated
+    unavailable_metrics: dict[str, str] = field(default_factory=dict)  # name → why, and the fix
+    stages: list[Stage] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        paths = ("out", "raw", "dataset", "labels", "run", "results")
+        return {
+            **{name: str(getattr(self, name)) for name in paths},
+            "leaderboard": {"md": str(self.leaderboard_md), "html": str(self.leaderboard_html)},
+            "device": self.device,
+            "ingest": {layer: s.to_dict() for layer, s in self.ingest.items()},
+            "tagging": self.tagging.to_dict() if self.tagging else None,
+            "methods": self.methods,
+            "skipped_methods": self.skipped_methods,
+            "splits": self.splits,
+            "unavailable_metrics": self.unavailable_metrics,
+            "stages": [stage.__dict__ for stage in self.stages],
+            "seconds": self.seconds,
+        }
 
 
-def run_demo(
-    out: Path,
-    count: int = 24,
-    size: tuple[int, int] = (4000, 3000),
-    workers: int | None = None,
-    progress: bool = False,
-) -> DemoResult:
-    raw, dataset = out / "raw", out / "ds"
-    if not raw.exists():  # the captures are deterministic: written once
-        first = write_sample_captures(raw / "captures", count, seed=0, size=size)[0]
-        shutil.copy(first, raw / f"copy of {first.name}")  # an exact duplicate
-        write_near_duplicates(raw / "near-duplicates", CaptureSpec("burst.jpg", *size, seed=1))
-        write_bad_corpus(raw / "bad")
-    options = IngestOptions() if workers is None else IngestOptions(workers=workers)
-    summary = ingest([raw], dataset, options, progress=progress)
-    return DemoResult(
-        raw, dataset, summary, verify(Dataset(dataset)), dataset_stats(Dataset(dataset))
-    )
+def run_demo(out: Path, options: DemoOptions | None = None, progress: bool = False) -> DemoResult:
+    """Run every stage into `out` (default options: `DemoOptions()`); with `progress`, a
+    line per stage and the stages' own progress go to stderr."""
+    missing = [dist for module, dist in REQUIREMENTS.items() if find_spec(module) is None]
+    if missing:
+        raise DemoError(
+            f'the demo needs {", ".join(missing)}: pip install "rainbench[demo]" '
+            '(from a checkout: pip install ".[demo]")'
+        )
+    return _Demo(Path(out), options or DemoOptions(), progress).run()
+
+
+class _Demo:
+    def __init__(self, out: Path, options: DemoOptions, progress: bool):
+        self.options, self.progress = options, progress
+        self.captures = photo_captures(options.seed)
+        # The reduced copy shows the second rainy capture; the exact copy, the first.
+        self.shared = f"Shared/{Path(self.captures[1].spec.name).stem} (small).jpg"
+        self.result = DemoResult(
+            out=out,
+            raw=out / "raw",
+            dataset=out / "ds",
+            labels=out / "labels.csv",
+            run=out / "runs" / "nlcl",
+            results=out / "results",
+            leaderboard_md=out / "leaderboard.md",
+            leaderboard_html=out / "leaderboard.html",
+        )
+
+    def run(self) -> DemoResult:
+        import torch
+
+        self.result.device = self.options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        started = time.perf_counter()
+        for name in STAGES:
+            self._stage(name, getattr(self, f"_{name}"))  # each stage is the method _<name>
+        self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    def _stage(self, name: str, work: Callable[[], str]) -> None:
+        number = f"[{len(self.result.stages) + 1}/{len(STAGES)}]"
+        self._say(f"{number} {name} …")
+        started = time.perf_counter()
+        detail = work()
+        stage = Stage(name, time.perf_counter() - started, detail)
+        self.result.stages.append(stage)
+        self._say(f"{number} {name}: {detail} ({stage.seconds:.1f} s)")
+
+    def _say(self, line: str) -> None:
+        if self.progress:
+            print(line, file=sys.stderr, flush=True)
+
+    def _captures(self) -> str:
+        raw = self.result.raw
+        if raw.exists():
+            return f"{raw} is already written (remove it to write it again)"
+        # Written beside and renamed when complete, so a killed run never leaves half.
+        partial = raw.with_name(f"{raw.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        paths = write_photo_captures(partial, self.captures, self.options.width)
+        first = paths[0]
+        shutil.copy(first, first.with_name(f"copy of {first.name}"))
+        write_reduced_copy(partial, self.captures[1], self.options.width, self.shared)
+        bad = write_bad_corpus(partial / "rainy" / "bad")
+        partial.rename(raw)
+        layers = Counter(capture.layer for capture in self.captures)
+        return (
+            f"{layers['rainy']} rainy captures (rain of each type rendered on scikit-image's "
+            f"photographs) and {layers['clean']} clean ones with camera EXIF, an exact copy, "
+            f"a reduced copy and {len(bad)} bad files -> {raw}"
+        )
+
+    def _ingest(self) -> str:
+        ds, raw, workers = self.result.dataset, self.result.raw, self.options.workers
+        # The dataset's name labels its tables on the leaderboard.
+        clean = IngestOptions(layer="clean", split=SPLIT, workers=workers, name="demo")
+        rainy = IngestOptions(layer="rainy", split=SPLIT, workers=workers)
+        for layer, options in (("clean", clean), ("rainy", rainy)):
+            self.result.ingest[layer] = ingest([raw / layer], ds, options, progress=self.progress)
+        summaries = self.result.ingest.values()
+        rejected = Counter()
+        for summary in summaries:
+            rejected.update(summary.rejected)
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()))
+        duplicates = sum(s.duplicates for s in summaries)
+        near = sum(s.near_duplicates for s in summaries)
+        return (
+            f"{sum(s.accepted for s in summaries)} accepted, duplicates refused: {duplicates}, "
+            f"near-duplicates kept and marked: {near}, rejected: {sum(rejected.values())} "
+            f"({reasons or 'none'}) -> {ds}"
+        )
+
+    def _tag(self) -> str:
+        """Ingest tagged every capture. Here a person's check is played by the rain each
+        capture was rendered with: where the tagger disagrees, a label sheet corrects it."""
+        truth = {c.spec.name: c.recipe for c in self.captures if c.layer == "rainy"}
+        truth[self.shared] = self.captures[1].recipe
+        dataset = Dataset(self.result.dataset)
+        samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+        rainy = [
+            row
+            for row in samples.to_pylist()
+            if row["layer"] == "rainy" and row["source_path"] in truth
+        ]
+        wrong = [
+            (row["source_path"], truth[row["source_path"]], row["rain_type_auto"])
+            for row in sorted(rainy, key=lambda row: row["source_path"])
+            if row["rain_type_auto"] != truth[row["source_path"]]
+        ]
+        with open(self.result.labels, "w", newline="", encoding="utf-8") as handle:
+            sheet = csv.writer(handle)
+            sheet.writerow(["source_path", "rain_type", "note"])
+            for path, rendered, tagged in wrong:
+                sheet.writerow(
+                    [path, rendered, f"rendered as {rendered}; the tagger said {tagged}"]
+                )
+        self.result.tagging = tag_dataset(
+            dataset.root, self.result.labels, workers=self.options.workers
+        )
+        counts = self.result.tagging.rain_types
+        types = ", ".join(f"{t} {n}" for t, n in counts.items() if t != "clean")
+        return (
+            f"the tagger agreed with the rain rendered on {len(rainy) - len(wrong)} of "
+            f"{len(rainy)} rainy captures; the label sheet {self.result.labels} corrects "
+            f"the other {len(wrong)} (now {types})"
+        )
+
+    def _verify(self) -> str:
+        dataset = Dataset(self.result.dataset)
+        problems = verify(dataset, self.options.workers)
+        if problems:
+            raise DemoError(
+                f"{dataset.root}: {len(problems)} problems, the first: {problems[0]}; "
+                f"see rainbench verify {dataset.root}"
+            )
+        samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+        found = Counter(
+            zip(samples["split"].to_pylist(), samples["layer"].to_pylist(), strict=True)
+        )
+        empty = [
+            f"{layer} captures in {split}" for split, layer in NEEDED if not found[split, layer]
+        ]
+        if empty:
+            # A capture's split follows from its bytes; another seed gives other bytes.
+            raise DemoError(
+                f"the splits drawn for these captures left no {' and no '.join(empty)}; "
+                f"run the demo with another --seed into a new --out"
+            )
+        counts = ", ".join(f"{layer} {split} {found[split, layer]}" for split, layer in NEEDED)
+        return f"every shard and manifest row checks out; {counts}"
+
+    def _synth(self) -> str:
+        from rainbench.synth.build import SynthOptions, synthesize
+
+        options = SynthOptions(workers=self.options.workers)
+        summary = synthesize(self.result.dataset, options, progress=self.progress)
+        pairs = summary.stored + summary.existing
+        self.result.splits = ["test", *sorted(pairs)]
+        counts = ", ".join(f"{split} {n}" for split, n in sorted(pairs.items()))
+        existing = sum(summary.existing.values())
+        done = f", {existing} already there" if existing else ""
+        return f"{pairs.total()} pairs on the clean test captures ({counts}){done}"
+
+    def _train(self) -> str:
+        from rainbench.train.nlcl.trainer import train
+
+        config, device = self.options.nlcl, self.result.device
+        # The trainer prints its progress to stdout, which --json keeps for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            report = train(self.result.dataset, self.result.run, config, device, self.progress)
+        shape = f"{config.blocks} blocks of {config.channels} channels, {config.crop} px crops"
+        if report.resumed_from == report.step:
+            return f"NLCL already trained to step {report.step} ({shape}) -> {self.result.run}"
+        resumed = f", resumed at step {report.resumed_from}" if report.resumed_from else ""
+        return (
+            f"NLCL trained to step {report.step} on {device} ({shape}{resumed}) "
+            f"-> {self.result.run / 'nlcl.pt'}"
+        )
+
+    def _eval(self) -> str:
+        from rainbench.leaderboard.eval import EvalSettings, evaluate
+        from rainbench.leaderboard.sources import DerainerSource
+        from rainbench.models.registry import DerainerError, create_derainer, list_derainers
+
+        device, result, progress = self.result.device, self.result, self.progress
+        # Results of an earlier run made otherwise (metric weights added since, NLCL
+        # trained further) are scored again.
+        settings = EvalSettings(device=device, rescore_stale=True)
+        scored = done = failed = 0
+        for spec in list_derainers():
+            checkpoint = result.run / "nlcl.pt" if spec.name == TRAINED else None
+            if spec.needs_checkpoint and checkpoint is None:
+                result.skipped_methods[spec.name] = "needs a checkpoint the demo does not train"
+                continue
+            try:
+                derainer = create_derainer(spec.name, checkpoint=checkpoint, device=device)
+            except DerainerError as error:
+                result.skipped_methods[spec.name] = str(error)
+                continue
+            source = DerainerSource(derainer, device, None, settings.overlap)
+            for split in result.splits:
+                reports = evaluate(
+                    source, result.dataset, split, result.results, settings, checkpoint, progress
+                )
+                for report in reports:
+                    scored += report.scored
+                    done += report.skipped
+                    failed += report.failed
+                    result.unavailable_metrics.update(report.unavailable_metrics)
+            result.methods.append(spec.name)
+        missing = ", ".join(result.unavailable_metrics)
+        left_out = f"; left out: {missing}" if missing else ""
+        return (
+            f"{', '.join(result.methods)} on {', '.join(result.splits)}: {scored} images scored, "
+            f"{done} already done, {failed} failed{left_out} -> {result.results}"
+        )
+
+    def _leaderboard(self) -> str:
+        from rainbench.leaderboard.publish import write_leaderboard
+
+        result = self.result
+        write_leaderboard(result.results, "md", result.leaderboard_md)
+        write_leaderboard(result.results, "html", result.leaderboard_html)
+        return f"{result.leaderboard_md}, {result.leaderboard_html}"

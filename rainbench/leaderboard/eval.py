@@ -52,6 +52,9 @@ class EvalSettings:
     batch: int = 4  # images of one size derained together
     crops: int = 3  # images per split whose crops are kept for the comparison strip
     weights_dir: Path | None = None
+    # Results made otherwise (another checkpoint, metrics, dataset manifest…) are scored
+    # again from the start instead of refused.
+    rescore_stale: bool = False
 
 
 @dataclass
@@ -278,17 +281,28 @@ class _SplitRun:
             self._write_json(provenance)
             return {}
         before = json.loads(self.info_path.read_text(encoding="utf-8"))
-        for what in ("model", "checkpoint", "metrics", "tile", "metric_protocol_version"):
-            if before.get(what) != provenance[what]:
-                raise EvalError(
-                    f"{self.info_path} was made with another {what.replace('_', ' ')}; "
-                    "give another --results folder or remove its files to start over"
-                )
+        # A checkpoint is the same by its bytes, whatever path it was given by.
+        before["checkpoint"] = (before.get("checkpoint") or {}).get("sha256")
+        now = {**provenance, "checkpoint": (provenance["checkpoint"] or {}).get("sha256")}
+        stale = [
+            f"{self.info_path} was made with another {what.replace('_', ' ')}; "
+            "give another --results folder or remove its files to start over"
+            for what in ("model", "checkpoint", "metrics", "tile", "metric_protocol_version")
+            if before.get(what) != now[what]
+        ]
         if before["dataset"]["manifest_sha256"] != provenance["dataset"]["manifest_sha256"]:
-            raise EvalError(
+            stale.append(
                 f"{self.info_path}: the dataset's {provenance['dataset']['manifest']} changed "
                 "since these results were made; give another --results folder or remove them"
             )
+        if stale and not self.settings.rescore_stale:
+            raise EvalError(stale[0])
+        if stale:
+            # The old rows go first: a run killed now must not find them under the new
+            # provenance.
+            self.table_path.unlink(missing_ok=True)
+            self._write_json(provenance)
+            return {}
         provenance["started_at"] = before["started_at"]
         provenance["crops"] = before.get("crops", {})
         if not self.table_path.exists():

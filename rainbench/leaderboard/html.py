@@ -29,6 +29,7 @@ from rainbench.leaderboard.publish import (
     primary_label,
     short_sha,
     speed_decimals,
+    unavailable_text,
 )
 
 STRIP_KEYS = 6  # crop rows shown per split
@@ -231,6 +232,9 @@ def _how_to_read(tables: list[SplitTable]) -> str:
         f"<dd><code>{escape(m)}</code> {escape(description)}</dd>"
         for m, lower, description in metric_glossary(tables)
     )
+    unavailable = unavailable_text(tables)
+    if unavailable:
+        items.append(unavailable)
     return (
         '<section class="howto"><h2>How to read this page</h2><ul>'
         + "".join(f"<li>{escape(item)}</li>" for item in items)

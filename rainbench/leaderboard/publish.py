@@ -519,6 +519,18 @@ def failures_text(table: SplitTable) -> str | None:
     return f"Failed images (excluded from the means): {'; '.join(failed)}." if failed else None
 
 
+def unavailable_text(tables: list[SplitTable]) -> str | None:
+    """The metrics some run could not compute where it ran, each once with why and the
+    fix (as eval recorded them); None when every metric was computed."""
+    reasons: dict[str, str] = {}
+    for table in tables:
+        for row in table.rows:
+            provenance = row.run.provenance or {}
+            for metric, why in (provenance.get("unavailable_metrics") or {}).items():
+                reasons.setdefault(metric, why)
+    return f"Not computed: {'; '.join(reasons.values())}." if reasons else None
+
+
 def render_markdown(results: Results) -> str:
     tables = leaderboard_tables(results)
     lines = [
@@ -534,6 +546,9 @@ def render_markdown(results: Results) -> str:
             for m, lower, description in metric_glossary(tables)
         ),
     ]
+    unavailable = unavailable_text(tables)
+    if unavailable:
+        lines += ["", _md(unavailable)]
     for table in tables:
         lines += ["", *_markdown_table(table)]
     return "\n".join(lines) + "\n"

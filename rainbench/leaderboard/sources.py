@@ -35,8 +35,6 @@ class DerainerSource(Source):
     def _run_batch(self, items: list[Item]) -> list[Output]:
         import torch
 
-        from rainbench.models.tiling import derain_tiled
-
         batch = torch.from_numpy(np.stack([item.rain for item in items])).to(self.device)
         batch = batch.permute(0, 3, 1, 2).float().div_(255)
         _reset_peak_memory(self.device)
@@ -44,7 +42,7 @@ class DerainerSource(Source):
         with torch.inference_mode():
             height, width = batch.shape[-2:]
             if self.tile and max(height, width) > self.tile:
-                result = derain_tiled(self.derainer, batch, self.tile, self.overlap)
+                result = self.derainer.derain_in_tiles(batch, self.tile, self.overlap)
             else:
                 result = self.derainer.derain(batch)
             if self.device.startswith("cuda"):

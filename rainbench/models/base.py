@@ -28,6 +28,14 @@ class Derainer(ABC):
     @abstractmethod
     def derain(self, batch: "torch.Tensor") -> "torch.Tensor": ...
 
+    def derain_in_tiles(self, batch: "torch.Tensor", tile: int, overlap: int) -> "torch.Tensor":
+        """`derain` for images too large to go through at once (`--tile`): overlapping
+        tiles blended across their overlaps (`rainbench.models.tiling`). A derainer that
+        can do better, exactly or with less memory, overrides this."""
+        from rainbench.models.tiling import derain_tiled
+
+        return derain_tiled(self, batch, tile, overlap)
+
     def options(self) -> dict:
         """The settings the outputs depend on, JSON-serialisable."""
         return {}

@@ -1,6 +1,8 @@
 """The `nlcl` derainer: the background generator of an NLCL checkpoint (from
 `rainbench train nlcl`, or imported from the public release with `rainbench nlcl
-import-checkpoint`), at full resolution: no resizing, tiles only if asked for.
+import-checkpoint`), at full resolution: no resizing. Asked for tiles (`--tile`), it
+runs layer by layer with whole-image InstanceNorm statistics, so tiles give the
+whole-image result and need no overlap.
 """
 
 from pathlib import Path
@@ -40,6 +42,16 @@ class NLCLDerainer(Derainer):
 
         with torch.inference_mode():
             output = self.generator(batch.to(self.device).float() * 2 - 1)
+        return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
+
+    def derain_in_tiles(self, batch, tile: int, overlap: int):
+        """Only tile×tile pieces on the device; the activations stay in host memory."""
+        import torch
+
+        from rainbench.train.nlcl.networks import generate_in_tiles
+
+        with torch.inference_mode():
+            output = generate_in_tiles(self.generator, batch.float().cpu() * 2 - 1, tile)
         return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
 
     def options(self) -> dict:

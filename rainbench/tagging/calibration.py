@@ -341,7 +341,7 @@ def sample_photo(name: str) -> Path:
     except ModuleNotFoundError:
         raise CalibrationError(
             "the tagger's calibration photographs come with scikit-image: "
-            'pip install "rainbench[test]" (or scikit-image)'
+            'pip install "rainbench[demo]" (or scikit-image)'
         ) from None
     return folder / name
 

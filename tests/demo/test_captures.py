@@ -32,6 +32,7 @@ from rainbench.demo.captures import (
     write_bad_corpus,
     write_capture,
     write_near_duplicates,
+    write_picture,
     write_sample_captures,
 )
 
@@ -249,6 +250,20 @@ def test_dng_preview_is_stored_turned_like_the_raw():
     assert preview.size == (80, 60)
     stored = Image.fromarray(render_scene(120, 160, seed=0)).transpose(Image.Transpose.ROTATE_90)
     assert mean_difference(preview, stored.resize((80, 60), Image.Resampling.BILINEAR)) < 5
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_write_picture_stores_any_picture_turned_for_its_exif(tmp_path, orientation):
+    upright = Image.fromarray(render_scene(90, 60, seed=5))
+    spec = replace(FULL_EXIF, name="photo/p.jpg", orientation=orientation)
+    path = write_picture(tmp_path, spec, upright)
+    assert path == tmp_path / "photo" / "p.jpg"
+    stored = Image.open(path)
+    assert stored.size == ((90, 60) if orientation == 1 else (60, 90))
+    assert stored.getexif()[Base.Make] == "FUJIFILM"
+    decoded = decode(path)
+    assert (decoded.width, decoded.height) == (90, 60)  # spec's 400×300 is not used
+    assert mean_difference(decoded.preview, upright) < 5
 
 
 def test_awkward_names_are_written(tmp_path):

@@ -181,6 +181,33 @@ def test_results_made_otherwise_are_refused(tmp_path, ds):
         evaluate(_source("identity"), ds, "syn-streak", results, other)
 
 
+def test_a_checkpoint_is_recognised_by_its_bytes_not_its_path(tmp_path, ds):
+    results, first, moved = tmp_path / "res", tmp_path / "a.pt", tmp_path / "b" / "a.pt"
+    first.write_bytes(b"weights")
+    [report] = evaluate(_source("identity"), ds, "test", results, FAST, first)
+    moved.parent.mkdir()
+    shutil.copy(first, moved)
+    [again] = evaluate(_source("identity"), ds, "test", results, FAST, moved)
+    assert (again.scored, again.skipped) == (0, report.scored)
+    moved.write_bytes(b"trained further")
+    with pytest.raises(EvalError, match="another checkpoint"):
+        evaluate(_source("identity"), ds, "test", results, FAST, moved)
+
+
+def test_results_made_otherwise_are_scored_again_when_asked(tmp_path, ds):
+    results = tmp_path / "res"
+    [first] = evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    other = EvalSettings(metrics=("piqe",), crops=2, rescore_stale=True)
+    [again] = evaluate(_source("identity"), ds, "syn-streak", results, other)
+    assert (again.scored, again.skipped) == (first.scored, 0)
+    table = _table(results, "identity", "syn-streak")
+    assert "piqe" in table.columns and "psnr_y" not in table.columns
+    info = json.loads((results / "identity" / "ds" / "syn-streak.json").read_text())
+    assert info["metrics"] == ["piqe"] and info["finished_at"] is not None
+    [third] = evaluate(_source("identity"), ds, "syn-streak", results, other)
+    assert (third.scored, third.skipped) == (0, first.scored)
+
+
 def test_an_unknown_split_names_the_known_ones(tmp_path, ds):
     with pytest.raises(EvalError, match="known: syn-streak, test"):
         evaluate(_source("identity"), ds, "nope", tmp_path / "res", FAST)

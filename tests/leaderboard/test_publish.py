@@ -172,6 +172,21 @@ def test_failed_images_are_excluded_from_means_but_counted(tmp_path, write_run):
     assert (rows[0]["images_ok"], rows[0]["images_failed"], rows[0]["n"]) == ("2", "1", "2")
 
 
+def test_metrics_not_computed_are_named_with_the_fix(tmp_path, write_run):
+    why = "niqe needs niqe_modelparameters.mat; provide it: rainbench weights extract-niqe X"
+    for model in ("identity", "guided"):
+        parquet = write_run(tmp_path, model, "ds", "test", kind="real", metrics={"piqe": [30.0]})
+        sidecar = parquet.with_suffix(".json")
+        provenance = json.loads(sidecar.read_text())
+        provenance["unavailable_metrics"] = {"niqe": why}
+        sidecar.write_text(json.dumps(provenance))
+    write_run(tmp_path, "identity", "ds", "syn-streak", kind="synthetic", metrics={"psnr": [30.0]})
+    results = load_results(tmp_path)
+    markdown = render_markdown(results)
+    assert markdown.count(f"Not computed: {why}.") == 1  # once a page, not per run or table
+    assert render_html(results).count(f"Not computed: {why}.") == 1
+
+
 def test_incomplete_runs_are_flagged(tmp_path, write_run):
     write_run(tmp_path, "done", "ds", "test", kind="real", metrics={"niqe": [4.0]})
     write_run(

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import scipy.io
 from PIL import Image
 
 from rainbench.metrics import create_metric, list_metrics, weights
@@ -54,17 +53,6 @@ def calibration_images() -> dict[str, np.ndarray]:
 def empty_weights(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return tmp_path / "weights"
-
-
-@pytest.fixture
-def any_niqe_parameters(monkeypatch, tmp_path):
-    """A NIQE file of the right form (not the published values), for tests of anything
-    but the values."""
-    path = tmp_path / "niqe_modelparameters.mat"
-    scipy.io.savemat(path, {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": np.eye(36)})
-    monkeypatch.setattr(
-        weights, "require", lambda metric, weights_dir=None: path if metric == "niqe" else None
-    )
 
 
 def weights_or_skip(metric: str) -> None:

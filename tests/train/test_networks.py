@@ -1,6 +1,7 @@
 """NLCL's networks: the generator has the published checkpoint's layout and size, is
-fully convolutional and residual; the discriminator's stages and patch logits; unit
-projection heads; the initialisation and the range helpers."""
+fully convolutional and residual, and computes the same in tiles; the discriminator's
+stages and patch logits; unit projection heads; the initialisation and the range
+helpers."""
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from rainbench.train.nlcl.networks import (
     Discriminator,
     Generator,
     ProjectionHead,
+    generate_in_tiles,
     init_weights,
     to_image_range,
     to_model_range,
@@ -57,6 +59,19 @@ def test_residual_blocks_add_their_input():
     torch.nn.init.zeros_(second.bias)
     x = torch.randn(1, 8, 9, 11)
     assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize("tile", [16, 25, 64])
+def test_tiles_with_whole_image_statistics_give_the_whole_image_result(tile):
+    torch.manual_seed(1)
+    generator = init_weights(Generator(channels=8, blocks=3), gain=0.3).eval()
+    x = torch.rand(2, 3, 45, 70) * 2 - 1
+    with torch.no_grad():
+        whole = generator(x)
+        assert torch.allclose(generate_in_tiles(generator, x, tile), whole, atol=1e-4)
+        # Tiles that each normalised themselves would not.
+        alone = generator(x[..., :tile, :tile])
+    assert (alone - whole[..., :tile, :tile]).abs().max() > 0.01
 
 
 def test_features_are_the_layer_outputs_from_one_short_pass(generator):

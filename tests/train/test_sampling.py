@@ -139,3 +139,15 @@ def test_self_similar_locations_take_every_position_when_there_are_fewer():
     locations = self_similar_locations(torch.randn(2, 4, 5, 6), 256, seeded())
     assert locations.shape == (2, 30)
     assert all(sorted(row.tolist()) == list(range(30)) for row in locations)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ranking_on_the_gpu_matches_brute_force_on_the_cpu():
+    images = torch.rand(4, 3, 64, 64, generator=seeded(7))
+    refs = reference_centres(4, 64, 64, 40, 16, seeded(8))
+    on_gpu = rank_candidates(images.cuda(), refs.cuda(), 8, 40, 16)
+    assert on_gpu.is_cuda
+    # The GPU's float sums may order a near-tie the other way; nothing more.
+    same = (on_gpu.cpu() == similar_centres_reference(images, refs, 8, 40, 16)).all(-1)
+    assert same.float().mean() >= 0.95

@@ -3,6 +3,8 @@ checkpoints, an exact resume, and the checkpoint scored through the leaderboard.
 
 import csv
 import math
+import os
+import shutil
 
 import pytest
 import torch
@@ -40,9 +42,9 @@ TINY = NLCLConfig(
 @pytest.fixture(scope="module")
 def _dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("nlcl")
-    for spec in sample_specs(4, seed=6, size=(96, 72)):
+    for spec in sample_specs(4, seed=6, size=(128, 96)):
         write_capture(root / "rainy", spec)
-    for spec in sample_specs(3, seed=12, size=(96, 72)):
+    for spec in sample_specs(3, seed=12, size=(128, 96)):
         write_capture(root / "clean", spec)
     ds = root / "ds"
     options = {"workers": 1, "split": {"train": 1.0}}
@@ -75,6 +77,32 @@ def test_training_logs_every_term_validates_and_checkpoints(tmp_path, _dataset):
     assert (run / "config.json").exists() and (run / "nlcl.pt").exists()
 
 
+def test_validation_scores_niqe_on_real_rain_and_pairs_of_another_dataset(
+    tmp_path, _dataset, any_niqe_parameters
+):
+    elsewhere = tmp_path / "paired"
+    shutil.copytree(_dataset, elsewhere)
+    settings = {"steps": 2, "val_real": "train", "val_dataset": str(elsewhere)}
+    train(_dataset, tmp_path / "run", NLCLConfig(**{**TINY.to_json(), **settings}))
+    [row] = _rows(tmp_path / "run" / "validation.csv")
+    assert set(row) == {"step", "psnr_y", "psnr_y_identity", "niqe", "niqe_identity"}
+    assert all(math.isfinite(float(value)) for value in row.values())
+    shutil.rmtree(elsewhere)  # the pairs are read from there, not from the training set
+    with pytest.raises(DatasetError):
+        train(_dataset, tmp_path / "other", NLCLConfig(**{**TINY.to_json(), **settings}))
+
+
+def test_niqe_validation_without_its_parameters_stops_before_training(
+    tmp_path, _dataset, monkeypatch
+):
+    monkeypatch.setenv("RAINBENCH_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    config = NLCLConfig(**{**TINY.to_json(), "val_real": "train"})
+    with pytest.raises(DatasetError, match=r"niqe needs niqe_modelparameters\.mat"):
+        train(_dataset, tmp_path / "run", config)
+    assert not (tmp_path / "run" / "losses.csv").exists()
+
+
 def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path, _dataset):
     whole = tmp_path / "whole"
     train(_dataset, whole, TINY)
@@ -103,7 +131,9 @@ def test_the_checkpoint_scores_on_the_leaderboard(tmp_path, _dataset):
     train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
     derainer = create_derainer("nlcl", checkpoint=run / "nlcl.pt")
     batch = torch.rand(2, 3, 37, 53)
-    assert derainer.derain(batch).shape == batch.shape
+    whole = derainer.derain(batch)
+    assert whole.shape == batch.shape
+    assert torch.allclose(derainer.derain_in_tiles(batch, tile=16, overlap=0), whole, atol=1e-5)
     source = DerainerSource(derainer, "cpu", None, 32)
     settings = EvalSettings(metrics=("psnr_y", "ssim_y"))
     [report] = evaluate(source, _dataset, "syn-streak", tmp_path / "res", settings)
@@ -140,7 +170,6 @@ def test_the_cli_trains_resumes_and_imports(tmp_path, _dataset):
 
 
 def test_a_killed_training_resumes_to_the_same_weights(tmp_path, _dataset):
-    import os
     import signal
     import subprocess
     import sys
@@ -168,3 +197,47 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, _dataset):
     for name, tensor in theirs["background"].items():
         assert torch.equal(ours["background"][name], tensor), name
     assert (killed / "losses.csv").read_text() == (tmp_path / "whole" / "losses.csv").read_text()
+
+
+def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _dataset):
+    """Data parallelism on the CPU (gloo): both ranks start from rank 0's weights, stay
+    identical (the trainer refuses to checkpoint otherwise), only rank 0 writes, and the
+    checkpoint holds both ranks' loader positions."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+
+    def torchrun(steps: int) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+             "2", "-m", "rainbench", "train", "nlcl", "--dataset", str(_dataset), "--out",
+             str(run), "--crop", "48", "--channels", "8", "--blocks", "2", "-j", "0",
+             "--steps", str(steps), "--checkpoint-every", "1", "--log-every", "1", "--no-progress"],
+            check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+
+    torchrun(2)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    assert sorted(state["loader"]["consumed"]) == [0, 1]  # rank 0's slot and rank 1's
+    torchrun(3)
+    steps = [int(row["step"]) for row in _rows(run / "losses.csv")]
+    assert steps == [1, 2, 3]  # one writer, and the resumed step follows on
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_training_on_the_gpu_resumes_and_scores(tmp_path, _dataset, amp):
+    config = NLCLConfig(**{**TINY.to_json(), "batch": 2, "amp": amp})
+    train(_dataset, tmp_path / "run", NLCLConfig(**{**config.to_json(), "steps": 2}), "cuda")
+    report = train(_dataset, tmp_path / "run", config, "cuda")
+    assert report.resumed_from == 2 and report.step == 4
+    for row in _rows(tmp_path / "run" / "losses.csv"):
+        assert all(math.isfinite(float(row[term])) for term in LOSS_TERMS)
+    derainer = create_derainer("nlcl", checkpoint=tmp_path / "run" / "nlcl.pt", device="cuda")
+    batch = torch.rand(1, 3, 40, 56, device="cuda")
+    whole = derainer.derain(batch)
+    assert whole.is_cuda and whole.shape == batch.shape
+    assert torch.allclose(derainer.derain_in_tiles(batch, tile=16, overlap=0), whole, atol=1e-4)

@@ -48,6 +48,8 @@ class NLCLConfig:
     checkpoint_every: int = 500
     validate_every: int = 0  # 0: never
     val_split: str | None = None  # a paired split for psnr_y, e.g. syn-streak
+    val_real: str | None = None  # a split whose real rainy captures get niqe, e.g. val
+    val_dataset: str | None = None  # where val_split is (None: the training set)
     val_images: int = 8
 
     def __post_init__(self) -> None:

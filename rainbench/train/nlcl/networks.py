@@ -203,3 +203,45 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return module
+
+
+def generate_in_tiles(generator: Generator, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """`generator(x)` computed layer by layer with only tile×tile pieces on the
+    generator's device: the whole-image activations stay where `x` is (host memory), each
+    3×3 convolution runs tile by tile with a one-pixel halo, and every InstanceNorm uses
+    the statistics of the whole image. So the result is the whole-image result, up to
+    floating-point rounding, whatever the tile size (tiles that each normalise
+    themselves would differ by a tone shift per tile)."""
+    device = next(generator.parameters()).device
+
+    def conv(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x, (1, 1, 1, 1))
+        height, width = x.shape[-2:]
+        out = torch.empty((x.shape[0], layer.out_channels, height, width), dtype=x.dtype)
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                piece = padded[..., top : top + tile + 2, left : left + tile + 2].to(device)
+                result = F.conv2d(piece, layer.weight, layer.bias)
+                out[..., top : top + tile, left : left + tile] = result.to(x.device, x.dtype)
+        return out
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return F.instance_norm(x, eps=1e-5)
+
+    def conv_norm(block: ConvNorm, x: torch.Tensor) -> torch.Tensor:
+        y = norm(conv(block.conv, x))
+        return F.relu(y) if block.relu else y
+
+    x = x.float()
+    for layer in generator.gen:
+        if isinstance(layer, nn.Conv2d):
+            x = conv(layer, x)
+        elif isinstance(layer, ResidualBlock):
+            first, second = layer.model
+            x = x + conv_norm(second, conv_norm(first, x))
+        elif isinstance(layer, TailBlock):
+            first, _, _, last = layer.conv
+            x = conv(last, F.relu(norm(conv(first, x))))
+        else:
+            raise TypeError(f"no tiled form for {type(layer).__name__}")
+    return x

@@ -15,6 +15,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,12 @@ def train(
     if distributed and device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     config = _settle_config(run, config, write=rank == 0)
+    if config.val_real and config.validate_every:
+        _niqe(device)  # missing NIQE parameters stop the run now, not at its first validation
     _seed_everything(config.seed + rank)
     model = NLCLModel(config).to(device)
+    if distributed:  # every rank starts from rank 0's initial weights
+        _broadcast(model)
     g_opt = torch.optim.Adam(
         model.generator_parameters(), lr=config.lr, betas=(config.beta1, config.beta2)
     )
@@ -81,8 +86,12 @@ def train(
                 log.write(step, loader.dataset.epoch, g_opt.param_groups[0]["lr"], last)
                 if progress and rank == 0:
                     print(_progress_line(step, config.steps, last), flush=True)
-            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
-                _save_checkpoint(run, step, model, g_opt, d_opt, loader, sampler, config)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                position = _loader_position(loader, distributed)
+                if distributed:
+                    _check_in_step(model)
+                if rank == 0:
+                    _save_checkpoint(run, step, model, g_opt, d_opt, position, sampler, config)
             if rank == 0 and config.validate_every and step % config.validate_every == 0:
                 log.validation(step, validate(model, dataset, config, device))
         else:
@@ -141,6 +150,32 @@ def _average_gradients(parameters) -> None:
             parameter.grad.div_(world)
 
 
+def _broadcast(model: torch.nn.Module) -> None:
+    for tensor in [*model.parameters(), *model.buffers()]:
+        torch.distributed.broadcast(tensor.data, src=0)
+
+
+def _check_in_step(model: torch.nn.Module) -> None:
+    """Averaged gradients keep every rank's weights identical; refuse to save if not."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+    everyone = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, checksum)
+    if any(not torch.equal(theirs, checksum) for theirs in everyone):
+        raise RuntimeError("the ranks' weights have diverged; the checkpoint is not saved")
+
+
+def _loader_position(loader: Loader, distributed: bool) -> dict:
+    """The loader's state over every rank: each rank knows only its own slots."""
+    state = loader.state_dict()
+    if not distributed:
+        return state
+    everyone = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, state["consumed"])
+    for consumed in everyone:
+        state["consumed"].update(consumed)
+    return state
+
+
 def _loader(dataset: Path, config: NLCLConfig) -> Loader:
     rainy = Filters(split=config.split, layer="rainy", rain_type=config.rain_types)
     try:
@@ -188,7 +223,7 @@ def _settle_config(run: Path, config: NLCLConfig, write: bool) -> NLCLConfig:
     return config
 
 
-def _save_checkpoint(run, step, model, g_opt, d_opt, loader, sampler, config) -> None:
+def _save_checkpoint(run, step, model, g_opt, d_opt, position, sampler, config) -> None:
     folder = run / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     state = {
@@ -203,7 +238,7 @@ def _save_checkpoint(run, step, model, g_opt, d_opt, loader, sampler, config) ->
         "nce_heads": model.nce_heads.state_dict(),
         "g_opt": g_opt.state_dict(),
         "d_opt": d_opt.state_dict(),
-        "loader": loader.state_dict(),
+        "loader": position,
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -347,27 +382,67 @@ def _truncate(path: Path, step: int) -> None:
 
 
 def validate(model: NLCLModel, dataset: Path, config: NLCLConfig, device: str) -> dict[str, float]:
-    """psnr_y of the background generator on up to val_images pairs of the paired
-    split, against the rainy input's own psnr_y (the identity's), whole images."""
+    """The background generator on whole images: psnr_y on up to val_images pairs of
+    the paired split (in val_dataset when given), beside the rainy input's own (the
+    identity's), and niqe on up to val_images real rainy captures of the val_real split
+    of `dataset`, beside the input's own."""
+    scores = {}
+    model.background.eval()
+    with torch.inference_mode():
+        if config.val_split:
+            paired = Path(config.val_dataset) if config.val_dataset else dataset
+            scores.update(_validate_pairs(model, paired, config, device))
+        if config.val_real:
+            scores.update(_validate_real(model, dataset, config, device))
+    model.background.train()
+    return scores
+
+
+def _validate_pairs(model, dataset, config, device) -> dict[str, float]:
     from rainbench.metrics.fullref import psnr_y
 
-    if not config.val_split:
-        return {}
     pairs = RainDataset(dataset, mode="paired", paired_split=config.val_split, crop=None,
                         shuffle=False)  # fmt: skip
-    model.background.eval()
     ours, identity = [], []
-    with torch.inference_mode():
-        for index, sample in enumerate(pairs):
-            if index >= config.val_images:
-                break
-            rain = sample["rain"][None].to(device)
-            out = (model.background(to_model_range(rain)) + 1) / 2
-            gt = _pixels(sample["gt"])
-            ours.append(psnr_y(_pixels(out[0].float()), gt))
-            identity.append(psnr_y(_pixels(sample["rain"]), gt))
-    model.background.train()
+    for sample in islice(pairs, config.val_images):
+        gt = _pixels(sample["gt"])
+        ours.append(psnr_y(_derain(model, sample["rain"], device), gt))
+        identity.append(psnr_y(_pixels(sample["rain"]), gt))
     return {"psnr_y": float(np.mean(ours)), "psnr_y_identity": float(np.mean(identity))}
+
+
+def _validate_real(model, dataset, config, device) -> dict[str, float]:
+    from rainbench.metrics.registry import MetricError
+
+    niqe = _niqe(device)
+    rainy = Filters(split=config.val_real, layer="rainy", rain_type=config.rain_types)
+    captures = RainDataset(dataset, mode="single", filters=rainy, crop=None, shuffle=False)
+    ours, identity = [], []
+    for sample in islice(captures, config.val_images):
+        try:
+            score = niqe(_derain(model, sample["image"], device))
+            own = niqe(_pixels(sample["image"]))
+        except MetricError:  # NIQE is undefined on flat pictures: that one is left out
+            continue
+        ours.append(score)
+        identity.append(own)
+    return {"niqe": float(np.mean(ours)), "niqe_identity": float(np.mean(identity))}
+
+
+def _niqe(device: str):
+    """NIQE through rainbench.metrics; a DatasetError naming the fix when its
+    parameters are missing."""
+    from rainbench.metrics.registry import MetricError, create_metric
+
+    try:
+        return create_metric("niqe", device=device)
+    except MetricError as error:
+        raise DatasetError(f"validation on real rain (val_real): {error}") from None
+
+
+def _derain(model: NLCLModel, rain: torch.Tensor, device: str) -> np.ndarray:
+    out = (model.background(to_model_range(rain[None].to(device))) + 1) / 2
+    return _pixels(out[0].float())
 
 
 def _pixels(image: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""The command-line reference, docs/cli.md, rendered from the click commands themselves:
+every command's --help, in the order `rainbench --help` lists them. Regenerate it with
+
+    python -m rainbench.cli_reference docs/cli.md
+
+and tests/test_cli_reference.py fails while it is stale.
+"""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from rainbench.cli import main
+
+# Help is wrapped to this many columns whatever the terminal, so the page is the same
+# wherever it is made.
+WIDTH = 100
+
+INTRO = """\
+# Command-line reference
+
+Every `rainbench` command with its `--help`, generated from the commands themselves by
+`python -m rainbench.cli_reference docs/cli.md` (a test fails when this page is stale).
+Exit codes: 0 success, 1 a problem with the input or dataset (one line on stderr
+saying what to do), 2 a usage error. Commands that run long show progress bars on
+stderr (`--no-progress` hides them); `--json` prints a result that scripts can read.
+"""
+
+
+def render_reference(group: click.Group = main, name: str = "rainbench") -> str:
+    """The reference page for `group` (Markdown): a list of the commands, then each
+    one's help as `--help` prints it."""
+    root = click.Context(
+        group,
+        info_name=name,
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
+        **group.context_settings,
+    )
+    commands = list(_walk(root))
+    lines = [INTRO]
+    lines += [f"- [`{ctx.command_path}`](#{_anchor(ctx.command_path)})" for ctx in commands]
+    for ctx in commands:
+        lines += ["", f"## `{ctx.command_path}`", "", "```text", ctx.get_help(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _walk(ctx: click.Context) -> Iterator[click.Context]:
+    """`ctx` and the contexts of every command below it, depth first."""
+    yield ctx
+    command = ctx.command
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            child = command.get_command(ctx, name)
+            if child is not None and not child.hidden:
+                context = click.Context(child, info_name=name, parent=ctx, **child.context_settings)
+                yield from _walk(context)
+
+
+def _anchor(title: str) -> str:
+    """The id GitHub gives a heading: lower case, spaces to hyphens, punctuation dropped."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m rainbench.cli_reference docs/cli.md")
+    Path(sys.argv[1]).write_text(render_reference(), encoding="utf-8")
