@@ -121,15 +121,8 @@ def test_eval_needs_exactly_one_source(runner, tmp_path):
 
 
 def _demo_result(out) -> DemoResult:
-    return DemoResult(
-        out=out,
-        raw=out / "raw",
-        dataset=out / "ds",
-        labels=out / "labels.csv",
-        run=out / "runs" / "nlcl",
-        results=out / "results",
-        leaderboard_md=out / "leaderboard.md",
-        leaderboard_html=out / "leaderboard.html",
+    return DemoResult.under(
+        out,
         methods=["identity", "nlcl"],
         splits=["test", "syn-streak"],
         unavailable_metrics={"niqe": "niqe needs a file; provide it: rainbench weights x"},

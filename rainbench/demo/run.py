@@ -97,6 +97,21 @@ class DemoResult:
     stages: list[Stage] = field(default_factory=list)
     seconds: float = 0.0
 
+    @classmethod
+    def under(cls, out: Path, **found) -> "DemoResult":
+        """Where the demo puts everything in `out`, with `found` so far."""
+        return cls(
+            out=out,
+            raw=out / "raw",
+            dataset=out / "ds",
+            labels=out / "labels.csv",
+            run=out / "runs" / "nlcl",
+            results=out / "results",
+            leaderboard_md=out / "leaderboard.md",
+            leaderboard_html=out / "leaderboard.html",
+            **found,
+        )
+
     def to_json(self) -> dict:
         paths = ("out", "raw", "dataset", "labels", "run", "results")
         return {
@@ -132,16 +147,7 @@ class _Demo:
         self.captures = photo_captures(options.seed)
         # The reduced copy shows the second rainy capture; the exact copy, the first.
         self.shared = f"Shared/{Path(self.captures[1].spec.name).stem} (small).jpg"
-        self.result = DemoResult(
-            out=out,
-            raw=out / "raw",
-            dataset=out / "ds",
-            labels=out / "labels.csv",
-            run=out / "runs" / "nlcl",
-            results=out / "results",
-            leaderboard_md=out / "leaderboard.md",
-            leaderboard_html=out / "leaderboard.html",
-        )
+        self.result = DemoResult.under(out)
 
     def run(self) -> DemoResult:
         import torch
