@@ -7,12 +7,14 @@ input's own psnr_y), with the same measure every --validate-every steps on the w
 
 The data (built once under --work) come from scikit-image's sample photographs, in the
 standard unpaired setting: the training captures as clean captures and, with streak
-rain rendered on them (3 renders each), as rainy captures, cropped independently. The
-held-out pairs are syn-streak rendered on captures in a dataset of their own that
-training never reads: two quarters of each of five colour photographs, whose other two
+rain rendered on them (3 renders each; `--recipe storm` or `multi-streak` for those
+recipes' rain), as rainy captures, cropped independently. The held-out pairs are that
+recipe's rain rendered on captures in a dataset of their own that training never
+reads: two quarters of each of five colour photographs, whose other two
 quarters train (`--held-out regions`), or 2×2 tiles of four photographs that training
 never sees at all (`--held-out photos`). Prints and writes a JSON with the numbers, the
-validation curve and the command.
+validation curve and the command, and beside it a JPEG contact sheet of four held-out
+pairs (rainy | B̂ | clean).
 """
 
 import argparse
@@ -22,12 +24,14 @@ import shutil
 import sys
 import time
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from rainbench.data import RainDataset
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
@@ -52,9 +56,10 @@ GREY_AND_OTHER = ("coins.png", "gravel.png", "clock_motion.png", "ihc.png", "cel
 # the held-out quarters' scene.)
 COLOUR = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
 HELD_OUT_PHOTOS = ("coffee.png", "chelsea.png", "motorcycle_left.png", "astronaut.png")
-RENDERS = 3  # streak renders per training capture
+RENDERS = 3  # rain renders per training capture
 WIDTH = 384  # px: the whole photographs' width; quarters keep their native resolution
 HELD_OUT_NAME = "nlcl-held-out"  # the held-out dataset's name, under which results go
+SHEET_HEIGHT = 192  # px: each picture's height on the contact sheet
 
 
 def main() -> int:
@@ -68,53 +73,92 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--blocks", type=int, default=16)
     parser.add_argument("--amp", default="off")
+    parser.add_argument(
+        "--sparsity",
+        type=float,
+        default=NLCLConfig.sparsity,
+        help="the weight of the sparsity term mean|O − B̂| (the paper's: 0.1)",
+    )
     parser.add_argument("--validate-every", type=int, default=250)
     parser.add_argument("--held-out", choices=("regions", "photos"), default="regions")
+    parser.add_argument(
+        "--recipe",
+        choices=("streak", "storm", "multi-streak"),
+        default="streak",
+        help="the rain rendered on the training captures and the held-out pairs",
+    )
     parser.add_argument("--out", type=Path, default=Path("nlcl-learns.json"))
     args = parser.parse_args()
 
-    train_set, held_out = build(args.work, args.held_out)
+    train_set, held_out = build(args.work, args.held_out, args.recipe)
+    split = f"syn-{args.recipe}"
     config = NLCLConfig(
         crop=args.crop, batch=args.batch, channels=args.channels, blocks=args.blocks,
+        sparsity=args.sparsity,
         # The paper's location-contrast layers, as far as a smaller generator has them.
         nce_layers=tuple(layer for layer in (0, 2, 4, 8, 12) if layer <= args.blocks + 1),
         amp=args.amp, workers=1, log_every=50, validate_every=args.validate_every,
-        val_split="syn-streak", val_dataset=str(held_out), val_images=1000,
+        val_split=split, val_dataset=str(held_out), val_images=1000,
     )  # fmt: skip
     steps = _steps_in(args.minutes, train_set, config, args) if args.minutes else args.steps
     config = replace(config, steps=steps, checkpoint_every=steps, decay_steps=steps // 4)
-    run = train_set.parent / f"run-{args.device.replace(':', '')}-{args.crop}-{args.blocks}-{steps}"
+    weights = "" if args.sparsity == NLCLConfig.sparsity else f"-sparsity{args.sparsity:g}"
+    device = args.device.replace(":", "")
+    run = train_set.parent / f"run-{device}-{args.crop}-{args.blocks}-{steps}{weights}"
     started = time.perf_counter()
-    train(train_set, run, config, args.device, progress=True)
+    report = train(train_set, run, config, args.device, progress=True)
     seconds = time.perf_counter() - started
-    scores = {}
+    scores, derainers = {}, {}
     for name, checkpoint in (("identity", None), ("nlcl", run / "nlcl.pt")):
-        derainer = create_derainer(name, checkpoint=checkpoint, device=args.device)
-        source = DerainerSource(derainer, args.device, None, 32)
+        derainers[name] = create_derainer(name, checkpoint=checkpoint, device=args.device)
+        source = DerainerSource(derainers[name], args.device, None, 32)
         settings = EvalSettings(metrics=("psnr_y", "ssim_y"), device=args.device)
-        evaluate(source, held_out, "syn-streak", run / "results", settings)
-        table = pd.read_parquet(run / "results" / name / HELD_OUT_NAME / "syn-streak.parquet")
+        evaluate(source, held_out, split, run / "results", settings)
+        table = pd.read_parquet(run / "results" / name / HELD_OUT_NAME / f"{split}.parquet")
         scores[name] = {m: round(float(table[m].mean()), 3) for m in ("psnr_y", "ssim_y")}
     curve = pd.read_csv(run / "validation.csv")
     result = {
         "command": " ".join(["python", "benchmarks/nlcl_learns.py", *sys.argv[1:]]),
         "device": args.device,
         "config": config.to_json(),
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(seconds, 1),  # this invocation's only, when it resumed
+        "resumed_from": report.resumed_from,
         "held_out_pairs": len(table),
         "scores": scores,
         "psnr_y_gain": round(scores["nlcl"]["psnr_y"] - scores["identity"]["psnr_y"], 3),
         "validation": curve.round(3).to_dict(orient="records"),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    contact_sheet(derainers["nlcl"], held_out, split, args.out.with_suffix(".jpg"))
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
     return 0
 
 
-def build(work: Path, held_out_by: str) -> tuple[Path, Path]:
-    """Two datasets: `train` (clean and rainy captures) and `held-out` (syn-streak pairs
-    on captures that training never reads)."""
-    work = work / held_out_by
+def contact_sheet(derainer, held_out: Path, split: str, path: Path, rows: int = 4) -> None:
+    """The first `rows` held-out pairs as rows of rainy | B̂ | clean, each 192 px high."""
+    pairs = RainDataset(held_out, mode="paired", paired_split=split, crop=None, shuffle=False)
+    lines = []
+    for pair in islice(pairs, rows):
+        background = derainer.derain(pair["rain"][None])[0]
+        columns = (pair["rain"], background, pair["gt"])
+        pictures = [_resized(image, SHEET_HEIGHT) for image in columns]
+        lines.append(np.concatenate(pictures, axis=1))
+    width = max(line.shape[1] for line in lines)
+    padded = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255)
+              for line in lines]  # fmt: skip
+    Image.fromarray(np.concatenate(padded)).save(path, quality=90)
+
+
+def _resized(image, height: int) -> np.ndarray:
+    pixels = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    width = round(pixels.shape[1] * height / pixels.shape[0])
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def build(work: Path, held_out_by: str, recipe: str) -> tuple[Path, Path]:
+    """Two datasets: `train` (clean captures, and rainy ones with `recipe`'s rain) and
+    `held-out` (syn-`recipe` pairs on captures that training never reads)."""
+    work = work / held_out_by if recipe == "streak" else work / f"{held_out_by}-{recipe}"
     train, held_out = work / "train", work / "held-out"
     raw = work / "raw"
     if train.exists() and held_out.exists():
@@ -136,7 +180,7 @@ def build(work: Path, held_out_by: str) -> tuple[Path, Path]:
     for stem, pixels in training.items():
         _write(raw / "clean" / f"{stem}.jpg", pixels)
         for index in range(RENDERS):
-            rainy = render(pixels, "streak", derive_seed(stem, "streak", index)).rain
+            rainy = render(pixels, recipe, derive_seed(stem, recipe, index)).rain
             _write(raw / "rainy" / f"{stem}-{index}.jpg", rainy)
     for stem, pixels in testing.items():
         _write(raw / "held-out" / f"{stem}.jpg", pixels)
@@ -147,7 +191,7 @@ def build(work: Path, held_out_by: str) -> tuple[Path, Path]:
     everything = {"train": 0.0, "val": 0.0, "test": 1.0}
     options = IngestOptions(layer="clean", split=everything, workers=2, name=HELD_OUT_NAME)
     ingest([raw / "held-out"], held_out, options)
-    synthesize(held_out, SynthOptions(recipes=("streak",), source_split="test", workers=2))
+    synthesize(held_out, SynthOptions(recipes=(recipe,), source_split="test", workers=2))
     return train, held_out
 
 

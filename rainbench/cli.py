@@ -27,6 +27,7 @@ from rainbench.shards.verify import problems_to_json, verify
 from rainbench.synth.importers import LAYOUTS
 from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
 from rainbench.tagging.tag import LabelsRejected, TagSummary, tag_dataset
+from rainbench.train.nlcl.config import NLCLConfig
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
 
@@ -845,6 +846,37 @@ Example:
 """
 
 
+_WEIGHT = click.FloatRange(min=0)
+_COUNT = click.IntRange(min=2)
+# NLCL's loss weights and contrast settings, each an option named after its NLCLConfig
+# field, with the public code's default (docs/nlcl.md, "What is trained").
+_NLCL_LOSS_OPTIONS = (
+    ("adversarial", _WEIGHT, "Weight of the adversarial (LSGAN) term on B̂."),
+    ("consistency", _WEIGHT, "Weight of the consistency term mean((R̂ + B̂ − O)²)."),
+    ("sparsity", _WEIGHT, "Weight of the sparsity term mean|O − B̂|."),
+    ("layer_contrast", _WEIGHT, "Weight of the layer contrast (image vs rain patches)."),
+    ("location_contrast", _WEIGHT, "Weight of the location contrast (PatchNCE)."),
+    ("temperature", click.FloatRange(min=0, min_open=True), "Temperature of both contrasts."),
+    ("rain_weight", _WEIGHT, "Asymmetric layer contrast: the rain anchors' weight."),
+    ("positives", _COUNT, "Self-similar image patches the layer contrast draws from B̂."),
+    ("negatives", _COUNT, "Self-similar rain patches the layer contrast draws from R̂."),
+    ("window", click.IntRange(min=1), "Side of the non-local sampler's search window, px."),
+    ("patch", click.IntRange(min=1), "Side of the patches the sampler compares, px."),
+    ("nce_locations", _COUNT, "Locations the location contrast compares per image."),
+)
+
+
+def _nlcl_loss_options(command):
+    for field, kind, text in reversed(_NLCL_LOSS_OPTIONS):
+        flag = "--" + field.replace("_", "-")
+        default = getattr(NLCLConfig, field)
+        command = click.option(flag, field, type=kind, default=default, show_default=True,
+                               help=text)(command)  # fmt: skip
+    identity = "Location contrast: also map clean crops to themselves (CUT's identity term)."
+    return click.option("--identity/--no-identity", default=True, show_default=True,
+                        help=identity)(command)  # fmt: skip
+
+
 @train_group.command("nlcl", help=_TRAIN_HELP)
 @click.option("--dataset", required=True, type=click.Path(path_type=Path))
 @click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path))
@@ -866,8 +898,9 @@ Example:
 @click.option(
     "--rain-temperature",
     type=float,
-    help="Asymmetric layer contrast: the rain anchors' temperature (default: 0.07).",
+    help="Asymmetric layer contrast: the rain anchors' temperature (default: --temperature).",
 )
+@_nlcl_loss_options
 @click.option("--amp", type=click.Choice(["off", "bf16"]), default="off", show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the generators.")
 @click.option("--device", default="cpu", show_default=True)
@@ -925,8 +958,8 @@ def train_nlcl_command(
     val_images,
     as_json,
     progress,
+    **losses,
 ) -> None:
-    from rainbench.train.nlcl.config import NLCLConfig
     from rainbench.train.nlcl.trainer import train
 
     config = NLCLConfig(
@@ -953,6 +986,7 @@ def train_nlcl_command(
         val_real=val_real,
         val_dataset=str(val_dataset) if val_dataset else None,
         val_images=val_images,
+        **losses,
     )
     report = _run(lambda: train(dataset, run, config, device, progress))
     if as_json:

@@ -75,6 +75,18 @@ def test_clustered_layers_score_lower_than_mixed_ones():
     assert float(clustered) < float(mixed) - 1.0
 
 
+def test_layer_contrast_floor_is_not_zero():
+    # Two collapsed, opposite sets: each anchor's positives are all at the maximum
+    # similarity and its negatives vanish, so ℓ(a) = log(K − 1) for a set of K. With the
+    # paper's 8 image and 128 rain vectors the symmetric loss cannot go below
+    # (8·ln 7 + 128·ln 127) / 136 ≈ 4.674 (docs/nlcl.md: reading losses.csv).
+    direction = torch.randn(16, generator=seeded(6))
+    image, rain = direction.expand(1, 8, 16), -direction.expand(1, 128, 16)
+    floor = (8 * math.log(7) + 128 * math.log(127)) / 136
+    assert float(layer_contrast(image, rain, 0.07)) == pytest.approx(floor, abs=1e-4)
+    assert round(floor, 3) == 4.674
+
+
 def test_layer_contrast_gradients_reach_both_inputs_and_are_finite():
     image = torch.randn(2, 8, 16, requires_grad=True)
     rain = torch.randn(2, 32, 16, requires_grad=True)

@@ -2,6 +2,7 @@
 checkpoints, an exact resume, and the checkpoint scored through the leaderboard."""
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -167,6 +168,27 @@ def test_the_cli_trains_resumes_and_imports(tmp_path, _dataset):
     assert create_derainer("nlcl", checkpoint=tmp_path / "n.pt").derain(
         torch.rand(1, 3, 8, 8)
     ).shape == (1, 3, 8, 8)
+
+
+def test_the_cli_sets_every_loss_weight_and_contrast_setting(tmp_path, _dataset):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "nlcl", "--dataset", str(_dataset), "--out", str(run), "--steps", "1"]
+    args += ["--crop", "48", "--channels", "8", "--blocks", "2", "-j", "0", "--no-progress"]
+    chosen = {"adversarial": 0.5, "consistency": 2.0, "sparsity": 1.0, "layer_contrast": 0.25,
+              "location_contrast": 0.0, "temperature": 0.1, "rain_weight": 3.0, "positives": 4,
+              "negatives": 16, "window": 24, "patch": 8, "nce_locations": 64}  # fmt: skip
+    for field, value in chosen.items():
+        args += ["--" + field.replace("_", "-"), str(value)]
+    result = CliRunner().invoke(main, [*args, "--no-identity"])
+    assert result.exit_code == 0, result.output
+    config = NLCLConfig.from_json(json.loads((run / "config.json").read_text()))
+    assert {field: getattr(config, field) for field in chosen} == chosen
+    assert config.identity is False
+    assert NLCLConfig().sparsity == 0.1  # the paper's weights stay the defaults
 
 
 def test_a_killed_training_resumes_to_the_same_weights(tmp_path, _dataset):
