@@ -35,6 +35,7 @@ from rainbench.data import RainDataset
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
+from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.synth.render import derive_seed, render
@@ -150,7 +151,7 @@ def contact_sheet(derainer, held_out: Path, split: str, path: Path, rows: int = 
 
 
 def _resized(image, height: int) -> np.ndarray:
-    pixels = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    pixels = to_pixels(image)
     width = round(pixels.shape[1] * height / pixels.shape[0])
     return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rainbench.leaderboard.eval import Item, Output, Source, one_line
+from rainbench.models.base import to_pixels
 from rainbench.models.registry import DerainerError
 
 
@@ -58,8 +59,7 @@ class DerainerSource(Source):
             if not torch.isfinite(image).all():
                 outputs.append(Output(None, "returned NaN or infinite values", seconds, peak))
                 continue
-            pixels = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
-            outputs.append(Output(pixels.numpy(), None, seconds, peak))
+            outputs.append(Output(to_pixels(image), None, seconds, peak))
         return outputs
 
 

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     import torch
 
 
+def to_pixels(image: "torch.Tensor") -> np.ndarray:
+    """A 3×H×W tensor in [0, 1] as the uint8 H×W×3 picture the metrics take: clipped,
+    scaled by 255 and rounded."""
+    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 class Derainer(ABC):
     """Maps a float32 batch N×3×H×W in [0,1] (RGB) to one of the same shape.
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from rainbench.data import Filters, Loader, RainDataset
+from rainbench.models.base import to_pixels
 from rainbench.shards.dataset import DatasetError
 from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from rainbench.train.nlcl.config import NLCLConfig
@@ -405,9 +406,9 @@ def _validate_pairs(model, dataset, config, device) -> dict[str, float]:
                         shuffle=False)  # fmt: skip
     ours, identity = [], []
     for sample in islice(pairs, config.val_images):
-        gt = _pixels(sample["gt"])
+        gt = to_pixels(sample["gt"])
         ours.append(psnr_y(_derain(model, sample["rain"], device), gt))
-        identity.append(psnr_y(_pixels(sample["rain"]), gt))
+        identity.append(psnr_y(to_pixels(sample["rain"]), gt))
     return {"psnr_y": float(np.mean(ours)), "psnr_y_identity": float(np.mean(identity))}
 
 
@@ -421,7 +422,7 @@ def _validate_real(model, dataset, config, device) -> dict[str, float]:
     for sample in islice(captures, config.val_images):
         try:
             score = niqe(_derain(model, sample["image"], device))
-            own = niqe(_pixels(sample["image"]))
+            own = niqe(to_pixels(sample["image"]))
         except MetricError:  # NIQE is undefined on flat pictures: that one is left out
             continue
         ours.append(score)
@@ -442,9 +443,4 @@ def _niqe(device: str):
 
 def _derain(model: NLCLModel, rain: torch.Tensor, device: str) -> np.ndarray:
     out = (model.background(to_model_range(rain[None].to(device))) + 1) / 2
-    return _pixels(out[0].float())
-
-
-def _pixels(image: torch.Tensor) -> np.ndarray:
-    """A 3×H×W tensor in [0, 1] as the uint8 H×W×3 picture the metrics take."""
-    return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return to_pixels(out[0].float())
