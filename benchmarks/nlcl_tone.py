@@ -1,0 +1,128 @@
+"""How an NLCL checkpoint's background generator keeps the tone of its input, on
+held-out synthetic pairs: psnr_y of B̂ on the whole image against B̂ in independent
+crop-sized tiles (each normalised on its own, as the crops were in training), and how
+much of a brightness change of the input reaches the output.
+
+    python benchmarks/nlcl_tone.py /tmp/nl3/regions/run-cpu-64-4-5000/nlcl.pt \
+        /tmp/nl3/regions/held-out --split syn-streak --sheet tone.jpg
+
+Why: the generator has no skip around its tail (conv → InstanceNorm → ReLU → conv), and
+InstanceNorm takes away every channel's mean and scale, so the output's absolute tone
+is not a linear function of the input's. The network has to recover it from cues such
+as the zero padding at the borders, whose weight depends on the image's size. A
+generator trained on small crops may then set the tone of a whole image wrongly even
+where it sets a crop's right. Every figure is over the same pixels: each image cut to a
+whole number of tiles.
+"""
+
+import argparse
+import json
+import sys
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rainbench.data import RainDataset
+from rainbench.metrics.fullref import psnr_y
+from rainbench.models.base import to_pixels
+from rainbench.models.registry import create_derainer
+
+SHIFT = 0.1  # the brightness change of the input, in [0, 1] pixel units
+SHEET_ROWS, SHEET_HEIGHT = 4, 160  # pairs on the contact sheet, and each picture's px
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="RUN/nlcl.pt")
+    parser.add_argument("held_out", type=Path, help="a dataset with a paired split")
+    parser.add_argument("--split", default="syn-streak")
+    parser.add_argument("--tile", type=int, help="px (default: the checkpoint's training crop)")
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument(
+        "--sheet", type=Path, help="a JPEG of the first 4 pairs: rainy | whole | tiles | clean"
+    )
+    args = parser.parse_args()
+
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    tile = args.tile or state["config"]["crop"]
+    derainer = create_derainer("nlcl", checkpoint=args.checkpoint, device="cpu")
+    pairs = RainDataset(
+        args.held_out, mode="paired", paired_split=args.split, crop=None, shuffle=False
+    )
+    rows, pictures = [], []
+    for pair in islice(pairs, args.pairs):
+        rainy, clean = (_whole_tiles(pair[key], tile) for key in ("rain", "gt"))
+        whole = derainer.derain(rainy[None])[0]
+        tiled = _in_tiles(derainer, rainy, tile)
+        reference = to_pixels(clean)
+        rows.append({
+            "identity": psnr_y(to_pixels(rainy), reference),
+            "whole": psnr_y(to_pixels(whole), reference),
+            "tiles": psnr_y(to_pixels(tiled), reference),
+            "follow_whole": _follow(lambda x: derainer.derain(x[None])[0], clean),
+            "follow_tiles": _follow(lambda x: _in_tiles(derainer, x, tile), clean),
+        })  # fmt: skip
+        if len(pictures) < SHEET_ROWS:
+            pictures.append([to_pixels(image) for image in (rainy, whole, tiled, clean)])
+    means = {key: round(float(np.mean([row[key] for row in rows])), 3) for key in rows[0]}
+    result = {
+        "command": " ".join(["python", "benchmarks/nlcl_tone.py", *sys.argv[1:]]),
+        "tile": tile,
+        "pairs": len(rows),
+        "psnr_y": {key: means[key] for key in ("identity", "whole", "tiles")},
+        # 1.0: a brightness change of the input reaches the output whole (as it would
+        # through a derainer that keeps the tone); 0.0: the output ignores it.
+        "brightness_followed": {"whole": means["follow_whole"], "tiles": means["follow_tiles"]},
+    }
+    print(json.dumps(result, indent=2))
+    if args.sheet:
+        _contact_sheet(pictures, args.sheet)
+    return 0
+
+
+def _contact_sheet(pictures: list[list[np.ndarray]], path: Path) -> None:
+    """One row a pair, SHEET_HEIGHT px high, white where a row is narrower."""
+    lines = []
+    for row in pictures:
+        scaled = [Image.fromarray(p).resize((round(p.shape[1] * SHEET_HEIGHT / p.shape[0]),
+                                             SHEET_HEIGHT), Image.Resampling.LANCZOS)
+                  for p in row]  # fmt: skip
+        lines.append(np.concatenate([np.asarray(image) for image in scaled], axis=1))
+    width = max(line.shape[1] for line in lines)
+    padded = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255)
+              for line in lines]  # fmt: skip
+    Image.fromarray(np.concatenate(padded)).save(path, quality=90)
+
+
+def _whole_tiles(image: torch.Tensor, tile: int) -> torch.Tensor:
+    """The image in [0, 1], cut to a whole number of tile×tile tiles."""
+    image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    rows, cols = image.shape[1] // tile * tile, image.shape[2] // tile * tile
+    if not rows or not cols:
+        raise SystemExit(f"an image of {image.shape[2]}×{image.shape[1]} has no {tile} px tile")
+    return image[:, :rows, :cols]
+
+
+def _in_tiles(derainer, image: torch.Tensor, tile: int) -> torch.Tensor:
+    """B̂ of each tile×tile tile on its own, put back together."""
+    channels, height, width = image.shape
+    rows, cols = height // tile, width // tile
+    tiles = image.reshape(channels, rows, tile, cols, tile).permute(1, 3, 0, 2, 4)
+    output = derainer.derain(tiles.reshape(rows * cols, channels, tile, tile))
+    output = output.reshape(rows, cols, channels, tile, tile).permute(2, 0, 3, 1, 4)
+    return output.reshape(channels, height, width)
+
+
+def _follow(generate, clean: torch.Tensor) -> float:
+    """The change of the output's mean over that of the input's, for the clean image
+    made SHIFT darker and SHIFT brighter (within [0, 1] as far as it stays there)."""
+    darker, brighter = (clean - SHIFT).clamp(0, 1), (clean + SHIFT).clamp(0, 1)
+    change_in = float(brighter.mean() - darker.mean())
+    return float(generate(brighter).mean() - generate(darker).mean()) / change_in
+
+
+if __name__ == "__main__":
+    sys.exit(main())
