@@ -136,14 +136,19 @@ def main() -> int:
 
 
 def contact_sheet(derainer, held_out: Path, split: str, path: Path, rows: int = 4) -> None:
-    """The first `rows` held-out pairs as rows of rainy | B̂ | clean, each 192 px high."""
+    """The first `rows` held-out pairs as rows of rainy | B̂ | clean."""
     pairs = RainDataset(held_out, mode="paired", paired_split=split, crop=None, shuffle=False)
-    lines = []
-    for pair in islice(pairs, rows):
-        background = derainer.derain(pair["rain"][None])[0]
-        columns = (pair["rain"], background, pair["gt"])
-        pictures = [_resized(image, SHEET_HEIGHT) for image in columns]
-        lines.append(np.concatenate(pictures, axis=1))
+    write_sheet(
+        [(pair["rain"], derainer.derain(pair["rain"][None])[0], pair["gt"])
+         for pair in islice(pairs, rows)],
+        path,
+    )  # fmt: skip
+
+
+def write_sheet(rows, path: Path, height: int = SHEET_HEIGHT) -> None:
+    """A JPEG of rows of 3×H×W pictures in [0, 1] side by side, each `height` px high,
+    white where a row is narrower than the widest."""
+    lines = [np.concatenate([_resized(image, height) for image in row], axis=1) for row in rows]
     width = max(line.shape[1] for line in lines)
     padded = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255)
               for line in lines]  # fmt: skip

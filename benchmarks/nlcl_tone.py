@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from nlcl_learns import write_sheet  # benchmarks/ is on sys.path when run as a script
 
 from rainbench.data import RainDataset
 from rainbench.metrics.fullref import psnr_y
@@ -31,7 +31,7 @@ from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer
 
 SHIFT = 0.1  # the brightness change of the input, in [0, 1] pixel units
-SHEET_ROWS, SHEET_HEIGHT = 4, 160  # pairs on the contact sheet, and each picture's px
+SHEET_ROWS = 4  # pairs on the contact sheet
 
 
 def main() -> int:
@@ -66,7 +66,7 @@ def main() -> int:
             "follow_tiles": _follow(lambda x: _in_tiles(derainer, x, tile), clean),
         })  # fmt: skip
         if len(pictures) < SHEET_ROWS:
-            pictures.append([to_pixels(image) for image in (rainy, whole, tiled, clean)])
+            pictures.append((rainy, whole, tiled, clean))
     means = {key: round(float(np.mean([row[key] for row in rows])), 3) for key in rows[0]}
     result = {
         "command": " ".join(["python", "benchmarks/nlcl_tone.py", *sys.argv[1:]]),
@@ -79,22 +79,8 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     if args.sheet:
-        _contact_sheet(pictures, args.sheet)
+        write_sheet(pictures, args.sheet)
     return 0
-
-
-def _contact_sheet(pictures: list[list[np.ndarray]], path: Path) -> None:
-    """One row a pair, SHEET_HEIGHT px high, white where a row is narrower."""
-    lines = []
-    for row in pictures:
-        scaled = [Image.fromarray(p).resize((round(p.shape[1] * SHEET_HEIGHT / p.shape[0]),
-                                             SHEET_HEIGHT), Image.Resampling.LANCZOS)
-                  for p in row]  # fmt: skip
-        lines.append(np.concatenate([np.asarray(image) for image in scaled], axis=1))
-    width = max(line.shape[1] for line in lines)
-    padded = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255)
-              for line in lines]  # fmt: skip
-    Image.fromarray(np.concatenate(padded)).save(path, quality=90)
 
 
 def _whole_tiles(image: torch.Tensor, tile: int) -> torch.Tensor:
