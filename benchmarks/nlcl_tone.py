@@ -47,7 +47,9 @@ def main() -> int:
     args = parser.parse_args()
 
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    tile = args.tile or state["config"]["crop"]
+    tile = args.tile or state.get("config", {}).get("crop")
+    if not tile:
+        parser.error(f"{args.checkpoint} records no training crop: give --tile")
     derainer = create_derainer("nlcl", checkpoint=args.checkpoint, device="cpu")
     pairs = RainDataset(
         args.held_out, mode="paired", paired_split=args.split, crop=None, shuffle=False
