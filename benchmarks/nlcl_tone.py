@@ -29,6 +29,7 @@ from rainbench.data import RainDataset
 from rainbench.metrics.fullref import psnr_y
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer
+from rainbench.models.tiling import derain_tiled
 
 SHIFT = 0.1  # the brightness change of the input, in [0, 1] pixel units
 SHEET_ROWS = 4  # pairs on the contact sheet
@@ -86,8 +87,7 @@ def main() -> int:
 
 
 def _whole_tiles(image: torch.Tensor, tile: int) -> torch.Tensor:
-    """The image in [0, 1], cut to a whole number of tile×tile tiles."""
-    image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    """The image cut to a whole number of tile×tile tiles."""
     rows, cols = image.shape[1] // tile * tile, image.shape[2] // tile * tile
     if not rows or not cols:
         raise SystemExit(f"an image of {image.shape[2]}×{image.shape[1]} has no {tile} px tile")
@@ -95,13 +95,8 @@ def _whole_tiles(image: torch.Tensor, tile: int) -> torch.Tensor:
 
 
 def _in_tiles(derainer, image: torch.Tensor, tile: int) -> torch.Tensor:
-    """B̂ of each tile×tile tile on its own, put back together."""
-    channels, height, width = image.shape
-    rows, cols = height // tile, width // tile
-    tiles = image.reshape(channels, rows, tile, cols, tile).permute(1, 3, 0, 2, 4)
-    output = derainer.derain(tiles.reshape(rows * cols, channels, tile, tile))
-    output = output.reshape(rows, cols, channels, tile, tile).permute(2, 0, 3, 1, 4)
-    return output.reshape(channels, height, width)
+    """B̂ of each tile×tile tile on its own (the image is a whole number of them)."""
+    return derain_tiled(derainer, image[None], tile, overlap=0)[0]
 
 
 def _follow(generate, clean: torch.Tensor) -> float:
