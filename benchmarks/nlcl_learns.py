@@ -10,11 +10,12 @@ standard unpaired setting: the training captures as clean captures and, with str
 rain rendered on them (3 renders each; `--recipe storm` or `multi-streak` for those
 recipes' rain), as rainy captures, cropped independently. The held-out pairs are that
 recipe's rain rendered on captures in a dataset of their own that training never
-reads: two quarters of each of five colour photographs, whose other two
-quarters train (`--held-out regions`), or 2×2 tiles of four photographs that training
-never sees at all (`--held-out photos`). Prints and writes a JSON with the numbers, the
-validation curve and the command, and beside it a JPEG contact sheet of four held-out
-pairs (rainy | B̂ | clean).
+reads: two quarters of each of five colour photographs, whose other two quarters train
+(`--held-out regions`; with `--colour-only`, they alone train, without the grey and
+other photographs), or 2×2 tiles of four photographs that training never sees at all
+(`--held-out photos`). Prints and writes a JSON with the numbers, the validation curve
+and the command, and beside it a JPEG contact sheet of four held-out pairs (rainy | B̂ |
+clean).
 """
 
 import argparse
@@ -83,6 +84,11 @@ def main() -> int:
     parser.add_argument("--validate-every", type=int, default=250)
     parser.add_argument("--held-out", choices=("regions", "photos"), default="regions")
     parser.add_argument(
+        "--colour-only",
+        action="store_true",
+        help="with --held-out regions: train on the colour photographs' quarters alone",
+    )
+    parser.add_argument(
         "--recipe",
         choices=("streak", "storm", "multi-streak"),
         default="streak",
@@ -91,7 +97,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("nlcl-learns.json"))
     args = parser.parse_args()
 
-    train_set, held_out = build(args.work, args.held_out, args.recipe)
+    if args.colour_only and args.held_out != "regions":
+        parser.error("--colour-only goes with --held-out regions")
+    train_set, held_out = build(args.work, args.held_out, args.recipe, args.colour_only)
     split = f"syn-{args.recipe}"
     config = NLCLConfig(
         crop=args.crop, batch=args.batch, channels=args.channels, blocks=args.blocks,
@@ -161,10 +169,14 @@ def _resized(image, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS))
 
 
-def build(work: Path, held_out_by: str, recipe: str) -> tuple[Path, Path]:
+def build(
+    work: Path, held_out_by: str, recipe: str, colour_only: bool = False
+) -> tuple[Path, Path]:
     """Two datasets: `train` (clean captures, and rainy ones with `recipe`'s rain) and
-    `held-out` (syn-`recipe` pairs on captures that training never reads)."""
-    work = work / held_out_by if recipe == "streak" else work / f"{held_out_by}-{recipe}"
+    `held-out` (syn-`recipe` pairs on captures that training never reads). With
+    `colour_only`, training reads the colour photographs' quarters alone."""
+    name = held_out_by + ("-colour" if colour_only else "")
+    work = work / name if recipe == "streak" else work / f"{name}-{recipe}"
     train, held_out = work / "train", work / "held-out"
     raw = work / "raw"
     if train.exists() and held_out.exists():
@@ -175,7 +187,8 @@ def build(work: Path, held_out_by: str, recipe: str) -> tuple[Path, Path]:
         testing = {f"{Path(n).stem}-{i}": q for n in HELD_OUT_PHOTOS
                    for i, q in enumerate(_quarters(_photo(n, 2 * WIDTH)))}  # fmt: skip
     else:
-        training = {Path(n).stem: _photo(n, WIDTH) for n in GREY_AND_OTHER}
+        grey = () if colour_only else GREY_AND_OTHER
+        training = {Path(n).stem: _photo(n, WIDTH) for n in grey}
         testing = {}
         for number, name in enumerate(COLOUR):
             quarters = _quarters(_photo(name))

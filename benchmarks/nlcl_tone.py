@@ -1,7 +1,11 @@
 """How an NLCL checkpoint's background generator keeps the tone of its input, on
 held-out synthetic pairs: psnr_y of B̂ on the whole image against B̂ in independent
 crop-sized tiles (each normalised on its own, as the crops were in training), and how
-much of a brightness change of the input reaches the output.
+much of a brightness change of the input reaches the output. With a trained (not an
+imported) checkpoint, also O − R̂, the input less the rain generator's layer, against
+the input less that layer's mean alone: O − R̂ keeps the input's tone by construction,
+and the second figure tells how much of its score is the rain's streaks and how much a
+uniform darkening.
 
     python benchmarks/nlcl_tone.py /tmp/nl3/regions/run-cpu-64-4-5000/nlcl.pt \
         /tmp/nl3/regions/held-out --split syn-streak --sheet tone.jpg
@@ -30,6 +34,7 @@ from rainbench.metrics.fullref import psnr_y
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer
 from rainbench.models.tiling import derain_tiled
+from rainbench.train.nlcl.networks import Generator, to_model_range
 
 SHIFT = 0.1  # the brightness change of the input, in [0, 1] pixel units
 SHEET_ROWS = 4  # pairs on the contact sheet
@@ -43,7 +48,9 @@ def main() -> int:
     parser.add_argument("--tile", type=int, help="px (default: the checkpoint's training crop)")
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument(
-        "--sheet", type=Path, help="a JPEG of the first 4 pairs: rainy | whole | tiles | clean"
+        "--sheet",
+        type=Path,
+        help="a JPEG of the first 4 pairs: rainy | whole | tiles | O − R̂ (trained ones) | clean",
     )
     args = parser.parse_args()
 
@@ -52,6 +59,7 @@ def main() -> int:
     if not tile:
         parser.error(f"{args.checkpoint} records no training crop: give --tile")
     derainer = create_derainer("nlcl", checkpoint=args.checkpoint, device="cpu")
+    rain = _rain_generator(state)
     pairs = RainDataset(
         args.held_out, mode="paired", paired_split=args.split, crop=None, shuffle=False
     )
@@ -68,8 +76,16 @@ def main() -> int:
             "follow_whole": _follow(lambda x: derainer.derain(x[None])[0], clean),
             "follow_tiles": _follow(lambda x: _in_tiles(derainer, x, tile), clean),
         })  # fmt: skip
+        shown = (rainy, whole, tiled)
+        if rain is not None:
+            layer = _rain_layer(rain, rainy)
+            less_rain = (rainy - layer).clamp(0, 1)
+            less_mean = (rainy - layer.mean(dim=(1, 2), keepdim=True)).clamp(0, 1)
+            rows[-1]["less_rain"] = psnr_y(to_pixels(less_rain), reference)
+            rows[-1]["less_rain_mean"] = psnr_y(to_pixels(less_mean), reference)
+            shown += (less_rain,)
         if len(pictures) < SHEET_ROWS:
-            pictures.append((rainy, whole, tiled, clean))
+            pictures.append((*shown, clean))
     means = {key: round(float(np.mean([row[key] for row in rows])), 3) for key in rows[0]}
     result = {
         "command": " ".join(["python", "benchmarks/nlcl_tone.py", *sys.argv[1:]]),
@@ -80,10 +96,29 @@ def main() -> int:
         # through a derainer that keeps the tone); 0.0: the output ignores it.
         "brightness_followed": {"whole": means["follow_whole"], "tiles": means["follow_tiles"]},
     }
+    if rain is not None:
+        # O − R̂, and O less R̂'s mean (per channel) alone: what a uniform darkening scores.
+        result["psnr_y"].update({key: means[key] for key in ("less_rain", "less_rain_mean")})
     print(json.dumps(result, indent=2))
     if args.sheet:
         write_sheet(pictures, args.sheet)
     return 0
+
+
+def _rain_generator(state: dict) -> Generator | None:
+    """The checkpoint's rain generator; None for an imported one, which has none."""
+    if state.get("rain") is None:
+        return None
+    config = state.get("config", {})
+    generator = Generator(config.get("channels", 32), config.get("blocks", 16))
+    generator.load_state_dict(state["rain"])
+    return generator.eval()
+
+
+def _rain_layer(generator: Generator, rainy: torch.Tensor) -> torch.Tensor:
+    """R̂ in pixel units: the model's R̂ + B̂ = O holds in [-1, 1], so R̂ / 2 here."""
+    with torch.inference_mode():
+        return generator(to_model_range(rainy[None]))[0] / 2
 
 
 def _whole_tiles(image: torch.Tensor, tile: int) -> torch.Tensor:
