@@ -4,7 +4,7 @@ crop-sized tiles (each normalised on its own, as the crops were in training), an
 much of a brightness change of the input reaches the output. With a trained (not an
 imported) checkpoint, also O − R̂, the input less the rain generator's layer, against
 the input less that layer's mean alone: O − R̂ keeps the input's tone by construction,
-and the second figure tells how much of its score is the rain's streaks and how much a
+and the second figure tells how much of its score is R̂'s streaks and how much a
 uniform darkening.
 
     python benchmarks/nlcl_tone.py /tmp/nl3/regions/run-cpu-64-4-5000/nlcl.pt \
