@@ -34,6 +34,7 @@ from rainbench.metrics.fullref import psnr_y
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer
 from rainbench.models.tiling import derain_tiled
+from rainbench.train.nlcl.checkpoint import load_generator
 from rainbench.train.nlcl.networks import Generator, to_model_range
 
 SHIFT = 0.1  # the brightness change of the input, in [0, 1] pixel units
@@ -59,7 +60,8 @@ def main() -> int:
     if not tile:
         parser.error(f"{args.checkpoint} records no training crop: give --tile")
     derainer = create_derainer("nlcl", checkpoint=args.checkpoint, device="cpu")
-    rain = _rain_generator(state)
+    # An imported checkpoint has no rain generator.
+    rain = load_generator(state, "rain") if state.get("rain") is not None else None
     pairs = RainDataset(
         args.held_out, mode="paired", paired_split=args.split, crop=None, shuffle=False
     )
@@ -103,16 +105,6 @@ def main() -> int:
     if args.sheet:
         write_sheet(pictures, args.sheet)
     return 0
-
-
-def _rain_generator(state: dict) -> Generator | None:
-    """The checkpoint's rain generator; None for an imported one, which has none."""
-    if state.get("rain") is None:
-        return None
-    config = state.get("config", {})
-    generator = Generator(config.get("channels", 32), config.get("blocks", 16))
-    generator.load_state_dict(state["rain"])
-    return generator.eval()
 
 
 def _rain_layer(generator: Generator, rainy: torch.Tensor) -> torch.Tensor:

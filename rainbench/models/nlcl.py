@@ -18,8 +18,7 @@ class NLCLDerainer(Derainer):
     def __init__(self, checkpoint: Path, device: str = "cpu"):
         import torch
 
-        from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT
-        from rainbench.train.nlcl.networks import Generator
+        from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT, load_generator
 
         super().__init__(device)
         try:
@@ -31,10 +30,7 @@ class NLCLDerainer(Derainer):
                 f"{checkpoint} is not a rainbench NLCL checkpoint (train one with rainbench "
                 "train nlcl, or convert the published one with rainbench nlcl import-checkpoint)"
             )
-        config = state.get("config", {})
-        self.generator = Generator(config.get("channels", 32), config.get("blocks", 16))
-        self.generator.load_state_dict(state["background"])
-        self.generator.to(device).eval()
+        self.generator = load_generator(state, "background").to(device)
         self.step = state.get("step")
 
     def derain(self, batch):

@@ -1,5 +1,5 @@
-"""NLCL checkpoint files: their format name, and writing one atomically (a reader sees
-the old file or the complete new one, never a torn write)."""
+"""NLCL checkpoint files: their format name, writing one atomically (a reader sees the
+old file or the complete new one, never a torn write), and reading a generator back."""
 
 import os
 import tempfile
@@ -7,7 +7,18 @@ from pathlib import Path
 
 import torch
 
+from rainbench.train.nlcl.networks import Generator
+
 CHECKPOINT_FORMAT = "rainbench-nlcl"
+
+
+def load_generator(state: dict, layer: str) -> Generator:
+    """The `layer` generator ("background" or "rain") of a loaded checkpoint, at the size
+    its config records (the paper's where it records none), in eval mode."""
+    config = state.get("config", {})
+    generator = Generator(config.get("channels", 32), config.get("blocks", 16))
+    generator.load_state_dict(state[layer])
+    return generator.eval()
 
 
 def save_atomic(state: dict, path: Path) -> None:
