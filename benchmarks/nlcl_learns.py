@@ -7,20 +7,21 @@ input's own psnr_y), with the same measure every --validate-every steps on the w
 
 The data (built once under --work) come from scikit-image's sample photographs, in the
 standard unpaired setting: the training captures as clean captures and, with streak
-rain rendered on them (3 renders each; `--recipe storm` or `multi-streak` for those
-recipes' rain), as rainy captures, cropped independently. The held-out pairs are that
-recipe's rain rendered on captures in a dataset of their own that training never
-reads: two quarters of each of five colour photographs, whose other two quarters train
-(`--held-out regions`; with `--colour-only`, they alone train, without the grey and
-other photographs), or 2×2 tiles of four photographs that training never sees at all
-(`--held-out photos`). Prints and writes a JSON with the numbers, the validation curve
-and the command, and beside it a JPEG contact sheet of four held-out pairs (rainy | B̂ |
-clean).
+rain rendered on them (3 renders each; `--recipe storm`, `multi-streak` or
+`heavy-streak` for those recipes' rain), as rainy captures, cropped independently. The
+held-out pairs are that recipe's rain rendered on captures in a dataset of their own
+that training never reads: two quarters of each of five colour photographs, whose
+other two quarters train (`--held-out regions`; with `--colour-only`, they alone train,
+without the grey and other photographs), or 2×2 tiles of four photographs that training
+never sees at all (`--held-out photos`). Prints and writes a JSON with the numbers, the
+validation curve and the command, and beside it a JPEG contact sheet of four held-out
+pairs (rainy | B̂ | clean).
 """
 
 import argparse
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -30,12 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
+from rainbench import __version__
 from rainbench.data import RainDataset
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
+from rainbench.metrics.report import cpu_model, versions
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer
 from rainbench.synth.build import SynthOptions, synthesize
@@ -82,6 +86,7 @@ def main() -> int:
         help="the weight of the sparsity term mean|O − B̂| (the paper's: 0.1)",
     )
     parser.add_argument("--validate-every", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0, help="the training run's seed")
     parser.add_argument("--held-out", choices=("regions", "photos"), default="regions")
     parser.add_argument(
         "--colour-only",
@@ -90,7 +95,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--recipe",
-        choices=("streak", "storm", "multi-streak"),
+        choices=("streak", "storm", "multi-streak", "heavy-streak"),
         default="streak",
         help="the rain rendered on the training captures and the held-out pairs",
     )
@@ -103,7 +108,7 @@ def main() -> int:
     split = f"syn-{args.recipe}"
     config = NLCLConfig(
         crop=args.crop, batch=args.batch, channels=args.channels, blocks=args.blocks,
-        sparsity=args.sparsity,
+        sparsity=args.sparsity, seed=args.seed,
         # The paper's location-contrast layers, as far as a smaller generator has them.
         nce_layers=tuple(layer for layer in (0, 2, 4, 8, 12) if layer <= args.blocks + 1),
         amp=args.amp, workers=1, log_every=50, validate_every=args.validate_every,
@@ -112,8 +117,9 @@ def main() -> int:
     steps = _steps_in(args.minutes, train_set, config, args) if args.minutes else args.steps
     config = replace(config, steps=steps, checkpoint_every=steps, decay_steps=steps // 4)
     weights = "" if args.sparsity == NLCLConfig.sparsity else f"-sparsity{args.sparsity:g}"
+    seed = f"-seed{args.seed}" if args.seed else ""
     device = args.device.replace(":", "")
-    run = train_set.parent / f"run-{device}-{args.crop}-{args.blocks}-{steps}{weights}"
+    run = train_set.parent / f"run-{device}-{args.crop}-{args.blocks}-{steps}{weights}{seed}"
     started = time.perf_counter()
     report = train(train_set, run, config, args.device, progress=True)
     seconds = time.perf_counter() - started
@@ -129,6 +135,14 @@ def main() -> int:
     result = {
         "command": " ".join(["python", "benchmarks/nlcl_learns.py", *sys.argv[1:]]),
         "device": args.device,
+        # What the seconds and the numbers depend on: the same seed gives the same curve
+        # with these versions; the seconds follow the machine.
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": {"rainbench": __version__, **versions()},
         "config": config.to_json(),
         "train_seconds": round(seconds, 1),  # this invocation's only, when it resumed
         "resumed_from": report.resumed_from,

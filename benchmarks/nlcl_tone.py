@@ -1,11 +1,12 @@
 """How an NLCL checkpoint's background generator keeps the tone of its input, on
 held-out synthetic pairs: psnr_y of B̂ on the whole image against B̂ in independent
 crop-sized tiles (each normalised on its own, as the crops were in training), and how
-much of a brightness change of the input reaches the output. With a trained (not an
-imported) checkpoint, also O − R̂, the input less the rain generator's layer, against
-the input less that layer's mean alone: O − R̂ keeps the input's tone by construction,
-and the second figure tells how much of its score is R̂'s streaks and how much a
-uniform darkening.
+much of a brightness change of the input reaches the output. Beside the identity, the
+input moved to B̂'s mean per channel: what B̂ gains over that is not its tone alone.
+With a trained (not an imported) checkpoint, also O − R̂, the input less the rain
+generator's layer, against the input less that layer's mean alone: O − R̂ keeps the
+input's tone by construction, and the second figure tells how much of its score is
+R̂'s streaks and how much a uniform darkening.
 
     python benchmarks/nlcl_tone.py /tmp/nl3/regions/run-cpu-64-4-5000/nlcl.pt \
         /tmp/nl3/regions/held-out --split syn-streak --sheet tone.jpg
@@ -71,8 +72,12 @@ def main() -> int:
         whole = derainer.derain(rainy[None])[0]
         tiled = _in_tiles(derainer, rainy, tile)
         reference = to_pixels(clean)
+        # The input moved to B̂'s mean per channel: what B̂'s tone alone is worth.
+        retoned = (rainy - rainy.mean(dim=(1, 2), keepdim=True)
+                   + whole.mean(dim=(1, 2), keepdim=True)).clamp(0, 1)  # fmt: skip
         rows.append({
             "identity": psnr_y(to_pixels(rainy), reference),
+            "identity_at_b_mean": psnr_y(to_pixels(retoned), reference),
             "whole": psnr_y(to_pixels(whole), reference),
             "tiles": psnr_y(to_pixels(tiled), reference),
             "follow_whole": _follow(lambda x: derainer.derain(x[None])[0], clean),
@@ -93,7 +98,7 @@ def main() -> int:
         "command": " ".join(["python", "benchmarks/nlcl_tone.py", *sys.argv[1:]]),
         "tile": tile,
         "pairs": len(rows),
-        "psnr_y": {key: means[key] for key in ("identity", "whole", "tiles")},
+        "psnr_y": {key: means[key] for key in ("identity", "identity_at_b_mean", "whole", "tiles")},
         # 1.0: a brightness change of the input reaches the output whole (as it would
         # through a derainer that keeps the tone); 0.0: the output ignores it.
         "brightness_followed": {"whole": means["follow_whole"], "tiles": means["follow_tiles"]},

@@ -131,7 +131,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="multi-streak",
             version="1",
-            description="streaks in three directions, as in Rain100H/Rain1400; no veil",
+            description="streaks in three directions, as in Rain1400; no veil",
             compositing="additive",
             intensity=(0.04, 0.1),
             layers=3,
@@ -140,6 +140,21 @@ RECIPES: dict[str, Recipe] = {
             length=(21.0, 60.0),
             width=(0.4, 0.9),
             density=(0.002, 0.006),
+        ),
+        Recipe(
+            name="heavy-streak",
+            version="1",
+            description=(
+                "bright, wide streaks in three directions, heavy rain as in Rain100H; no veil"
+            ),
+            compositing="additive",
+            intensity=(0.12, 0.2),
+            layers=3,
+            angle=(80.0, 100.0),
+            spread=(10.0, 30.0),
+            length=(30.0, 60.0),
+            width=(1.2, 2.0),
+            density=(0.002, 0.004),
         ),
     )
 }
