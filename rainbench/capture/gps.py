@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from rainbench.capture.formats import Format
+from rainbench.capture.location import location_hint, xmp_location_spans
 from rainbench.capture.reject import CaptureRejected, Reason
 
 _GPS_IFD = 0x8825
@@ -21,16 +22,6 @@ _MP_ENTRY = 0xB002
 # Bytes per value of each TIFF field type; 13 is the IFD type EXIF uses for pointers.
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _POINTER_TYPES = {4, 13}
-
-# Any `prefix:GPS*` property (DJI writes `drone-dji:GpsLatitude`, hence no case), as an
-# attribute or as an element; namespace declarations such as `xmlns:gps=` are left alone.
-_XMP_GPS = re.compile(
-    rb"""\s(?!xmlns:)[\w.-]+:gps[\w.-]*\s*=\s*(?:"[^"]*"|'[^']*')
-    | <([\w.-]+:gps[\w.-]*)(?=[\s/>])[^>]*?(?:/>|>.*?</\1\s*>)""",
-    re.IGNORECASE | re.DOTALL | re.VERBOSE,
-)
-# A GPS name left outside those matches is in XMP too malformed to blank safely.
-_XMP_GPS_NAME = re.compile(rb"(?<!xmlns):gps[\w.-]*", re.IGNORECASE)
 
 _EXIF_HEADER = b"Exif\0\0"
 _JPEG_XMP = b"http://ns.adobe.com/xap/1.0/\0"
@@ -98,22 +89,45 @@ def _payload_edits(
 
 
 def _xmp_edits(buf: bytes, start: int, stop: int) -> list[_Edit]:
-    """Blank every GPS property of the XMP in buf[start:stop] with spaces (harmless in XML)."""
-    edits = []
-    at = start
-    for match in _XMP_GPS.finditer(buf, start, stop):
-        _refuse_unparsed_gps(buf, at, match.start())
-        edits.append(_Edit(match.start(), match.end(), b" " * (match.end() - match.start())))
-        at = match.end()
-    _refuse_unparsed_gps(buf, at, stop)
-    return edits
+    """Blank every location property of the XMP in buf[start:stop] with spaces (harmless
+    in XML)."""
+    return [
+        _Edit(low, high, b" " * (high - low)) for low, high in xmp_location_spans(buf, start, stop)
+    ]
 
 
-def _refuse_unparsed_gps(buf: bytes, start: int, stop: int) -> None:
-    if name := _XMP_GPS_NAME.search(buf, start, stop):
+def _trailer_edits(data: bytes, end: int) -> list[_Edit]:
+    """Bytes after the end of the picture (a motion photo's video, an appended file) are
+    no part of it, and may carry anything: they are cut off. Padding (all 0x00 or all
+    0xFF, as some cameras write) can carry nothing and stays."""
+    trailer = data[end:]
+    if not trailer.strip(b"\0") or not trailer.strip(b"\xff"):
+        return []
+    return [_Edit(end, len(data), b"")]
+
+
+def _refuse_location_left(
+    data: bytes, start: int, stop: int, edits: list[_Edit], where: str
+) -> None:
+    """Refuse a metadata block that still names a location once `edits` are made in it:
+    the location is somewhere GPS removal does not clean field by field."""
+    block = _apply(
+        data[start:stop],
+        [
+            _Edit(e.start - start, e.stop - start, e.data)
+            for e in edits
+            if start <= e.start and e.stop <= stop
+        ],
+    )
+    if hint := location_hint(block):
         raise CaptureRejected(
-            Reason.CORRUPT_EXIF, f"XMP has a GPS property that does not parse: {name[0]!r}"
+            Reason.GPS_UNCERTAIN, f"{where} names a location outside its GPS directory: {hint!r}"
         )
+
+
+def _blank_if_located(start: int, stop: int, body: bytes) -> list[_Edit]:
+    """Metadata of a kind GPS removal does not parse is zeroed when it names a location."""
+    return [_Edit(start, stop, bytes(stop - start))] if location_hint(body) else []
 
 
 def _exif_edits(buf: bytes, start: int, stop: int, where: str) -> list[_Edit]:
@@ -254,14 +268,32 @@ def _without_gps_entries(tiff: _Tiff, pos: int, count: int) -> _Edit:
     return _Edit(pos, stop, body + bytes(stop - pos - len(body)))
 
 
-def _jpeg_edits(data: bytes, soi: int = 0, follow_mpf: bool = True) -> list[_Edit]:
-    """GPS edits for the JPEG at `soi`: its EXIF and XMP segments and, through the MPF
-    index, the further images of a multi-picture file (depth maps, MPO stereo pairs)."""
+def _jpeg_edits(data: bytes) -> list[_Edit]:
+    """GPS edits for a JPEG file: the primary picture, the further pictures of a
+    multi-picture file (depth maps, MPO stereo pairs) found through its MPF index, and
+    whatever follows the last of them cut off."""
+    edits, end, further = _jpeg_picture_edits(data, 0)
+    for soi in further:
+        found, picture_end, _ = _jpeg_picture_edits(data, soi)
+        edits += found
+        end = max(end, picture_end)
+    return edits + _trailer_edits(data, end)
+
+
+def _jpeg_picture_edits(data: bytes, soi: int) -> tuple[list[_Edit], int, list[int]]:
+    """GPS edits for the JPEG picture at `soi`, where it ends, and where the further
+    pictures its MPF index lists start. Every segment counts, those between the scans of
+    a progressive picture too: EXIF and XMP are cleaned field by field, any other
+    application segment or comment that names a location is zeroed."""
     edits: list[_Edit] = []
     extended: dict[bytes, list[tuple[int, int, int]]] = {}  # GUID → (offset, start, stop)
-    for marker, start, stop in _jpeg_segments(data, soi):
+    further: list[int] = []
+    segments, end = _jpeg_segments(data, soi)
+    for marker, start, stop in segments:
         if marker == 0xE1 and data.startswith(_EXIF_HEADER, start):
-            edits += _tiff_edits(data, start + len(_EXIF_HEADER), stop, "JPEG EXIF")
+            found = _tiff_edits(data, start + len(_EXIF_HEADER), stop, "JPEG EXIF")
+            _refuse_location_left(data, start, stop, found, "JPEG EXIF")
+            edits += found
         elif marker == 0xE1 and data.startswith(_JPEG_XMP, start):
             edits += _xmp_edits(data, start + len(_JPEG_XMP), stop)
         elif marker == 0xE1 and data.startswith(_JPEG_XMP_EXTENSION, start):
@@ -272,30 +304,39 @@ def _jpeg_edits(data: bytes, soi: int = 0, follow_mpf: bool = True) -> list[_Edi
             guid = data[head : head + 32]
             (offset,) = struct.unpack_from(">I", data, head + 36)
             extended.setdefault(guid, []).append((offset, head + 40, stop))
-        elif marker == 0xE2 and follow_mpf and data.startswith(_JPEG_MPF, start):
-            for image in _mpf_images(data, start + len(_JPEG_MPF), stop):
-                edits += _jpeg_edits(data, image, follow_mpf=False)
+        elif marker == 0xE2 and soi == 0 and data.startswith(_JPEG_MPF, start):
+            further = _mpf_images(data, start + len(_JPEG_MPF), stop)
+        elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            edits += _blank_if_located(start, stop, data[start:stop])
     for chunks in extended.values():
         pieces = [(start, stop) for _, start, stop in sorted(chunks)]
         edits += _payload_edits(data, pieces, _xmp_in)
-    return edits
+    return edits, end, further
 
 
-def _jpeg_segments(data: bytes, pos: int) -> Iterator[tuple[int, int, int]]:
-    """Marker, payload start and payload end of each segment before the first scan of
-    the JPEG whose start-of-image marker is at `pos`."""
+# In entropy-coded data a 0xFF is followed by a stuffed 0x00 or a restart marker; any
+# other byte after it is the next segment's marker.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_segments(data: bytes, pos: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Marker, payload start and payload end of every segment of the JPEG picture whose
+    start-of-image marker is at `pos`, and the position just after its end-of-image
+    marker. Entropy-coded data is skipped; a marker the standard does not define found in
+    it is taken as part of it, as decoders do."""
+    segments = []
     pos += 2
     while True:
         if pos + 2 > len(data):
-            raise CaptureRejected(Reason.TRUNCATED, "JPEG ends before its first scan")
+            raise CaptureRejected(Reason.TRUNCATED, "JPEG ends before its end-of-image marker")
         if data[pos] != 0xFF:
             raise CaptureRejected(Reason.CORRUPT, f"JPEG marker expected at offset {pos}")
         marker = data[pos + 1]
         if marker == 0xFF:  # a fill byte before the marker
             pos += 1
             continue
-        if marker in (0xDA, 0xD9):  # start of scan, end of image
-            return
+        if marker == 0xD9:  # end of image
+            return segments, pos + 2
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             pos += 2
             continue
@@ -305,8 +346,20 @@ def _jpeg_segments(data: bytes, pos: int) -> Iterator[tuple[int, int, int]]:
             raise CaptureRejected(
                 Reason.TRUNCATED, f"JPEG segment at offset {pos} runs past the end"
             )
-        yield marker, pos + 4, stop
+        segments.append((marker, pos + 4, stop))
         pos = stop
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+            pos = _next_marker(data, pos)
+
+
+def _next_marker(data: bytes, pos: int) -> int:
+    while found := _JPEG_NEXT_MARKER.search(data, pos):
+        if found[0][1] >= 0xC0 or found[0][1] == 0x01:
+            return found.start()
+        pos = found.end()
+    raise CaptureRejected(
+        Reason.TRUNCATED, "JPEG ends inside a scan, before its end-of-image marker"
+    )
 
 
 def _mpf_images(data: bytes, base: int, end: int) -> list[int]:
@@ -328,6 +381,9 @@ def _mpf_images(data: bytes, base: int, end: int) -> list[int]:
 
 
 def _png_edits(data: bytes) -> list[_Edit]:
+    """GPS edits for a PNG: EXIF and XMP cleaned field by field; any other ancillary chunk
+    that names a location, or is named for one, dropped whole (nothing in a PNG points at
+    a chunk by offset); whatever follows IEND cut off."""
     edits = []
     pos = 8
     while True:
@@ -340,16 +396,28 @@ def _png_edits(data: bytes) -> list[_Edit]:
         body = None
         if kind == b"eXIf":
             exif = data[start:stop]
-            if found := _exif_edits(exif, 0, len(exif), "PNG eXIf"):
+            found = _exif_edits(exif, 0, len(exif), "PNG eXIf")
+            _refuse_location_left(exif, 0, len(exif), found, "PNG eXIf")
+            if found:
                 body = _apply(exif, found)
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
             body = _png_text(kind, data, start, stop)
-        if body is not None:
+        elif kind[0] & 0x20 and location_hint(data[start:stop]):  # an ancillary chunk
+            body = _DROP
+        if body == _DROP:
+            edits.append(_Edit(pos, stop + 4, b""))
+        elif body is not None:
             chunk = kind + body
             edits.append(_Edit(pos, stop + 4, struct.pack(">I", len(body)) + chunk + _crc(chunk)))
         if kind == b"IEND":
-            return edits
+            return edits + _trailer_edits(data, stop + 4)
         pos = stop + 4
+
+
+# What _png_text returns for a chunk to drop whole.
+_DROP = b""
+# A text chunk named for a location: "GPS", "exif:GPSLatitude", "Location", …
+_LOCATION_KEYWORD = re.compile(rb"gps|latitude|longitude|location", re.IGNORECASE)
 
 
 def _crc(chunk: bytes) -> bytes:
@@ -357,21 +425,15 @@ def _crc(chunk: bytes) -> bytes:
 
 
 def _png_text(kind: bytes, data: bytes, start: int, stop: int) -> bytes | None:
-    """The body of a PNG text chunk with GPS taken out of the XMP or EXIF it carries; None
-    when it carries none. A compressed chunk is inflated and deflated again (length changes
-    are harmless: nothing in a PNG points at a chunk by offset)."""
+    """The body of a PNG text chunk with GPS taken out of the XMP or EXIF it carries;
+    None when it carries none, `_DROP` when it is named for a location or its text names
+    one. A compressed chunk is inflated and deflated again."""
     nul = data.find(b"\0", start, min(stop, start + 80))  # keywords are 1–79 bytes
     if nul < 0:
-        return None
+        return _DROP if location_hint(data[start:stop]) else None
     keyword = data[start:nul]
-    if keyword == _PNG_XMP:
-        find = _xmp_in
-    elif keyword in _PNG_RAW_EXIF:
-        find = _raw_profile(lambda exif: _exif_edits(exif, 0, len(exif), "PNG EXIF profile"))
-    elif keyword == _PNG_RAW_XMP:
-        find = _raw_profile(_xmp_in)
-    else:
-        return None
+    if _LOCATION_KEYWORD.search(keyword):
+        return _DROP
     chunk = data[start:stop]
     text_at = len(keyword) + 1  # tEXt: keyword, NUL, text
     compressed = kind == b"zTXt"  # zTXt: keyword, NUL, method, deflated text
@@ -384,10 +446,19 @@ def _png_text(kind: bytes, data: bytes, start: int, stop: int) -> bytes | None:
         if language_end < 0 or text_at == 0:
             raise CaptureRejected(Reason.CORRUPT_EXIF, f"PNG iTXt {keyword!r} chunk is malformed")
     text = _inflate(chunk[text_at:], keyword) if compressed else chunk[text_at:]
-    edits = find(text)
+    if keyword == _PNG_XMP:
+        edits = _xmp_in(text)
+    elif keyword in _PNG_RAW_EXIF:
+        edits = _raw_profile(lambda exif: _exif_edits(exif, 0, len(exif), "PNG EXIF profile"))(text)
+    elif keyword == _PNG_RAW_XMP:
+        edits = _raw_profile(_xmp_in)(text)
+    else:
+        edits = []
+    text = _apply(text, edits) if edits else text
+    if location_hint(text) or location_hint(chunk[len(keyword) + 1 : text_at]):
+        return _DROP  # the translated keyword of an iTXt chunk counts too
     if not edits:
         return None
-    text = _apply(text, edits)
     return chunk[:text_at] + (zlib.compress(text) if compressed else text)
 
 
@@ -407,6 +478,7 @@ def _raw_profile(find: Callable[[bytes], list[_Edit]]) -> Callable[[bytes], list
         except (ValueError, IndexError):
             raise CaptureRejected(Reason.CORRUPT_EXIF, "PNG raw profile is not hex") from None
         found = find(payload)
+        _refuse_location_left(payload, 0, len(payload), found, "PNG raw profile")
         if not found:
             return []
         hexed = _apply(payload, found).hex().encode()
@@ -430,6 +502,8 @@ def _inflate(data: bytes, keyword: bytes) -> bytes:
 
 
 def _webp_edits(data: bytes) -> list[_Edit]:
+    """GPS edits for a WebP: EXIF and XMP cleaned field by field, any other metadata
+    chunk that names a location zeroed, whatever lies past the RIFF size cut off."""
     edits = []
     end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
     pos = 12
@@ -439,11 +513,19 @@ def _webp_edits(data: bytes) -> list[_Edit]:
         if stop > end:
             raise CaptureRejected(Reason.TRUNCATED, f"WebP {fourcc!r} chunk runs past the end")
         if fourcc == b"EXIF":
-            edits += _exif_edits(data, start, stop, "WebP EXIF")
+            found = _exif_edits(data, start, stop, "WebP EXIF")
+            _refuse_location_left(data, start, stop, found, "WebP EXIF")
+            edits += found
         elif fourcc == b"XMP ":
             edits += _xmp_edits(data, start, stop)
+        elif fourcc not in _WEBP_PICTURE:
+            edits += _blank_if_located(start, stop, data[start:stop])
         pos = stop + (size & 1)  # chunks are padded to even sizes
-    return edits
+    return edits + _trailer_edits(data, end)
+
+
+# WebP chunks that hold the picture itself (VP8X flags, frames, alpha, ICC profile).
+_WEBP_PICTURE = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"}
 
 
 def _tiff_file_edits(data: bytes) -> list[_Edit]:
@@ -489,7 +571,9 @@ def _heif_exif_edits(item: bytes) -> list[_Edit]:
     """An Exif item begins with the big-endian offset of the TIFF header after it."""
     if len(item) < 4:
         raise CaptureRejected(Reason.CORRUPT_EXIF, "HEIF Exif item is shorter than its header")
-    return _tiff_edits(item, 4 + struct.unpack_from(">I", item)[0], len(item), "HEIF Exif item")
+    found = _tiff_edits(item, 4 + struct.unpack_from(">I", item)[0], len(item), "HEIF Exif item")
+    _refuse_location_left(item, 0, len(item), found, "HEIF Exif item")
+    return found
 
 
 def _boxes(data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:

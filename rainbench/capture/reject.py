@@ -12,8 +12,12 @@ class Reason(StrEnum):
     CORRUPT = "corrupt"
     TOO_MANY_PIXELS = "too-many-pixels"
     CORRUPT_EXIF = "corrupt-exif"
+    # Metadata that may hold a location in a form GPS removal cannot clean with certainty.
+    GPS_UNCERTAIN = "gps-uncertain"
     UNSUPPORTED = "unsupported-format"
     UNREADABLE = "unreadable"
+    NOT_A_FILE = "not-a-file"  # a FIFO, socket, device or directory: never opened
+    LINK_OUTSIDE = "link-outside"  # a symlink leading out of the ingest root
     DUPLICATE = "duplicate"
     CHANGED = "changed-during-ingest"
 
@@ -28,6 +32,7 @@ STICKY = frozenset(
         Reason.CORRUPT,
         Reason.TOO_MANY_PIXELS,
         Reason.CORRUPT_EXIF,
+        Reason.GPS_UNCERTAIN,
         Reason.DUPLICATE,
     }
 )
