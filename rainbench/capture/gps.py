@@ -1,6 +1,8 @@
 """GPS removal from capture bytes: ingest stores a capture's original bytes, so location
-is taken out of its EXIF and XMP without re-encoding a pixel. Edits keep lengths (zeroed
-IFDs, XMP blanked with spaces), so no offset moves and every other byte stays as it was.
+is taken out of its metadata without re-encoding a pixel, and a capture that may still
+hold one afterwards is refused. Edits keep lengths (zeroed IFDs, XMP blanked with
+spaces), so no offset moves; only bytes after the picture's end are cut, and PNG chunks,
+which nothing points at by offset, dropped.
 """
 
 import re
@@ -52,7 +54,8 @@ def strip_gps(data: bytes, fmt: Format) -> bytes:
 
 
 def has_gps(data: bytes, fmt: Format) -> bool:
-    """True when an EXIF GPS IFD with entries, or XMP GPS properties, remain."""
+    """True when `strip_gps` would change `data`: a GPS IFD with entries, an XMP location
+    property, other metadata naming a location, or bytes after the picture's end."""
     return bool(_CONTAINERS[fmt.name](data))
 
 
