@@ -4,11 +4,13 @@ Exit codes: 0 success, 1 a problem with the input or dataset (one-line message),
 2 a usage error.
 """
 
+import errno
 import json
 import os
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -86,7 +88,59 @@ _skip_bad_labels = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Expected failures of modules that import torch or scipy: (module, class), looked up
+# only once the module is loaded, as no error of theirs can exist before.
+_LAZY_ERRORS = (
+    ("rainbench.tagging.calibration", "CalibrationError"),
+    ("rainbench.train.nlcl.checkpoint_import", "CheckpointError"),
+)
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """The failures a command expects, each raised with a one-line message saying what
+    to do."""
+    lazy = (
+        getattr(sys.modules[module], name) for module, name in _LAZY_ERRORS if module in sys.modules
+    )
+    return (DatasetError, MetricError, DerainerError, *lazy)
+
+
+class _Commands(click.Group):
+    """The top group: an expected failure in any command below it, or an OSError (a
+    full disk, a file the user named that is missing or not theirs), ends the command
+    with `error: <one line>` on stderr and exit code 1 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LabelsRejected as error:
+            for problem in error.problems:
+                click.echo(str(problem), err=True)
+            _fail(str(error))
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                raise  # click quiets a closed pipe (`rainbench … | head`) itself
+            _fail(_os_error_text(error))
+        except Exception as error:
+            if not isinstance(error, _expected_errors()):
+                raise
+            _fail(str(error))
+
+
+def _fail(message: str) -> NoReturn:
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    click.echo(f"error: {text}", err=True)
+    sys.exit(1)
+
+
+def _os_error_text(error: OSError) -> str:
+    """'PATH: No space left on device', as the OS words it, naming both paths of a move."""
+    why = error.strerror or str(error) or type(error).__name__
+    paths = [str(path) for path in (error.filename, error.filename2) if path is not None]
+    return f"{' -> '.join(paths)}: {why}" if paths else why
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rainbench")
 def main() -> None:
     """rainbench: real rain imagery — ingest, tag, benchmark.
@@ -137,7 +191,7 @@ def demo_command(out, width, seed, device, workers, as_json, progress) -> None:
       rainbench demo --out demo
     """
     options = DemoOptions(width=width, seed=seed, device=device, workers=workers)
-    result = _run(lambda: run_demo(out, options, progress))
+    result = run_demo(out, options, progress)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -266,7 +320,7 @@ def ingest_command(
         labels=labels,
         skip_bad_labels=skip_bad_labels,
     )
-    summary = _run(lambda: ingest(list(raw), out, options, progress=progress))
+    summary = ingest(list(raw), out, options, progress=progress)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -305,7 +359,7 @@ def verify_command(dataset, workers, as_json) -> None:
     Example:
       rainbench verify ds
     """
-    problems = _run(lambda: verify(Dataset(dataset), workers))
+    problems = verify(Dataset(dataset), workers)
     if as_json:
         click.echo(problems_to_json(problems))
     elif problems:
@@ -329,7 +383,7 @@ def stats_command(dataset, as_json) -> None:
     Example:
       rainbench stats ds --json
     """
-    stats = _run(lambda: dataset_stats(Dataset(dataset)))
+    stats = dataset_stats(Dataset(dataset))
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
@@ -374,7 +428,7 @@ def tag_command(dataset, labels, skip_bad_labels, workers, as_json) -> None:
     Example:
       rainbench tag ds --labels collection/labels.csv
     """
-    summary = _run(lambda: tag_dataset(dataset, labels, skip_bad_labels, workers))
+    summary = tag_dataset(dataset, labels, skip_bad_labels, workers)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
         return
@@ -422,13 +476,9 @@ def tag_eval_command(per_image, seed, workers, out, as_json) -> None:
     Example:
       rainbench tag-eval --out tag-eval.json
     """
-    from rainbench.tagging.calibration import CalibrationError, evaluate_held_out
+    from rainbench.tagging.calibration import evaluate_held_out
 
-    try:
-        result = evaluate_held_out(per_image, seed, workers)
-    except CalibrationError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
+    result = evaluate_held_out(per_image, seed, workers)
     if out:
         out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.to_markdown())
@@ -517,7 +567,7 @@ def synth_command(
     if preview:
         if out is None:
             raise click.UsageError("--preview needs --out SHEET.png")
-        click.echo(_run(lambda: preview_sheet(preview, out, seed)))
+        click.echo(preview_sheet(preview, out, seed))
         return
     if dataset is None:
         raise click.UsageError("give a DATASET, or --preview IMAGE --out SHEET.png")
@@ -531,7 +581,7 @@ def synth_command(
         shard_bytes=shard_size,
         workers=workers,
     )
-    summary = _run(lambda: synthesize(dataset, options, progress=progress))
+    summary = synthesize(dataset, options, progress=progress)
     _echo_pairs(summary, as_json)
 
 
@@ -569,14 +619,11 @@ Layouts:
 def import_paired_command(path, layout, name, into, shard_size, workers, as_json, progress) -> None:
     from rainbench.synth.imports import import_paired
 
-    summary, problems = _run(
-        lambda: import_paired(path, layout, name, into, shard_size, workers, progress)
-    )
+    summary, problems = import_paired(path, layout, name, into, shard_size, workers, progress)
     for problem in problems:
         click.echo(f"{problem.kind}: {problem.path}: {problem.detail}", err=True)
     if not summary.stored and not summary.existing:
-        click.echo(f"error: no pairs found in {path} for layout {layout}", err=True)
-        sys.exit(1)
+        _fail(f"no pairs found in {path} for layout {layout}")
     _echo_pairs(summary, as_json)
 
 
@@ -746,15 +793,11 @@ def eval_command(
         weights_dir=weights_dir,
     )
 
+    if options and model is None:
+        raise click.UsageError("--option is for --model: a registered derainer's options")
     derainer_options = _key_values(options)
-
-    def run():
-        source = _eval_source(
-            model, model_cmd, outputs, name, checkpoint, settings, derainer_options
-        )
-        return evaluate(source, dataset, split, results, settings, checkpoint, progress)
-
-    reports = _run(run)
+    source = _eval_source(model, model_cmd, outputs, name, checkpoint, settings, derainer_options)
+    reports = evaluate(source, dataset, split, results, settings, checkpoint, progress)
     if as_json:
         rows = [{**r.__dict__, "path": str(r.path)} for r in reports]
         click.echo(json.dumps(rows, indent=2))
@@ -769,12 +812,15 @@ def eval_command(
 
 
 def _key_values(pairs: tuple[str, ...]) -> dict:
-    """KEY=VALUE pairs; a VALUE that reads as JSON (8, 0.02, true, null) is taken as such."""
+    """KEY=VALUE pairs; a VALUE that reads as JSON (8, 0.02, true, null) is taken as such,
+    and the derainer checks its type and range when it is built."""
     found = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        if key in found:
+            raise click.BadParameter(f"{key} is given twice", param_hint="--option")
         try:
             found[key] = json.loads(value)
         except ValueError:
@@ -822,9 +868,9 @@ def leaderboard_command(results, fmt, out) -> None:
     from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
 
     if out is None:
-        click.echo(_run(lambda: render_leaderboard(results, fmt)), nl=False)
+        click.echo(render_leaderboard(results, fmt), nl=False)
         return
-    click.echo(f"wrote {_run(lambda: write_leaderboard(results, fmt, out))}")
+    click.echo(f"wrote {write_leaderboard(results, fmt, out)}")
 
 
 @main.group("train")
@@ -988,7 +1034,7 @@ def train_nlcl_command(
         val_images=val_images,
         **losses,
     )
-    report = _run(lambda: train(dataset, run, config, device, progress))
+    report = train(dataset, run, config, device, progress)
     if as_json:
         summary = {**report.__dict__, "run": str(report.run)}
         click.echo(json.dumps(summary, indent=2))
@@ -1017,17 +1063,9 @@ def nlcl_import_command(file, out) -> None:
       rainbench nlcl import-checkpoint net_G_B.pth --out nlcl-published.pt
     """
     from rainbench.shards.tar import file_sha256
-    from rainbench.train.nlcl.checkpoint_import import (
-        CheckpointError,
-        import_published,
-        save_generator_checkpoint,
-    )
+    from rainbench.train.nlcl.checkpoint_import import import_published, save_generator_checkpoint
 
-    try:
-        state = import_published(file)
-    except CheckpointError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
+    state = import_published(file)
     save_generator_checkpoint(state, out, file_sha256(file))
     click.echo(f"wrote {out}: rainbench eval --model nlcl --checkpoint {out}")
 
@@ -1088,7 +1126,7 @@ def analyze_intrinsic_dim_command(
     from rainbench.analysis.intrinsic_dim import Settings, analyze, from_synthetic_split
 
     settings = Settings(references=references, unit_norm=unit_norm, seed=seed)
-    report = _run(lambda: analyze(from_synthetic_split(dataset, split, limit), settings, progress))
+    report = analyze(from_synthetic_split(dataset, split, limit), settings, progress)
     result = {"dataset": str(dataset), "split": split, **report.to_json()}
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -1156,7 +1194,7 @@ def weights_import_command(file, weights_dir) -> None:
     """
     from rainbench.metrics.weights import import_file
 
-    click.echo(_run(lambda: import_file(file, weights_dir)))
+    click.echo(import_file(file, weights_dir))
 
 
 @weights_group.command("extract-niqe")
@@ -1172,7 +1210,7 @@ def weights_extract_niqe_command(archive, weights_dir) -> None:
     """
     from rainbench.metrics.weights import extract_niqe
 
-    click.echo(_run(lambda: extract_niqe(archive, weights_dir)))
+    click.echo(extract_niqe(archive, weights_dir))
 
 
 @main.command("score")
@@ -1242,10 +1280,9 @@ def score_command(
     for name in pairing.unmatched_ref:
         click.echo(f"unmatched reference: {name}", err=True)
     if not pairing.jobs:
-        click.echo(f"error: no images to score in {pred}", err=True)
-        sys.exit(1)
+        _fail(f"no images to score in {pred}")
     settings = ScoreSettings(metrics, options, None if no_cache else str(cache))
-    rows = _run(lambda: score(pairing.jobs, settings, workers if device == "cpu" else 1))
+    rows = score(pairing.jobs, settings, workers if device == "cpu" else 1)
     write_scores(out, rows, metrics, provenance(pred, ref, metrics, pairing, options))
     lines = summary(rows, metrics)
     if as_json:
@@ -1294,16 +1331,3 @@ def _echo_pairs(summary, as_json: bool) -> None:
         )
     for job, why in summary.failed:
         click.echo(f"failed: {job}: {why}", err=True)
-
-
-def _run(call):
-    try:
-        return call()
-    except LabelsRejected as error:
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
-    except (DatasetError, MetricError, DerainerError) as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)

@@ -2,10 +2,15 @@
 
 Units are plain picklable values and the function a module-level one, so another
 engine (Ray, Spark) can stand in for this one without touching the callers. One
-`WorkerPool` can serve several phases, so worker start-up is paid once.
+`WorkerPool` can serve several phases, so worker start-up is paid once. Workers exit
+when the process that started them dies, however it dies.
 """
 
 import multiprocessing
+import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
@@ -65,8 +70,47 @@ class WorkerPool:
             # forkserver, not fork: the parent may run threads (progress bars) and
             # OpenMP libraries (rawpy), neither of which survives a fork safely.
             context = multiprocessing.get_context("forkserver")
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_exit_with,
+                initargs=(os.getpid(),),
+            )
         return self._executor
+
+
+def _exit_with(parent: int) -> None:
+    """Runs first in every worker: exit as soon as process `parent` is gone.
+
+    A worker is the forkserver's child, not `parent`'s, and waits on a queue whose
+    writing end it holds itself, so a `kill -9` of `parent` would leave the workers,
+    and the forkserver that waits for them, running forever. A pidfd becomes readable
+    when its process exits; without one (not Linux), `parent` is polled.
+    """
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        threading.Thread(target=_poll_then_exit, args=(parent,), daemon=True).start()
+        return
+    threading.Thread(target=_wait_then_exit, args=(pidfd,), daemon=True).start()
+
+
+def _wait_then_exit(pidfd: int) -> None:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.poll()
+    os._exit(1)
+
+
+def _poll_then_exit(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(parent, 0)
+        except (ProcessLookupError, PermissionError):  # gone, or its pid reused by another user
+            os._exit(1)
 
 
 def distribute(fn: Callable[[T], R], units: Iterable[T], workers: int) -> Iterator[R]:

@@ -66,3 +66,24 @@ def any_niqe_parameters(monkeypatch, tmp_path):
     monkeypatch.setattr(
         weights, "require", lambda metric, weights_dir=None: path if metric == "niqe" else None
     )
+
+
+@pytest.fixture
+def session_processes():
+    """A function: the living (not zombie) processes of a session, read from /proc."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads /proc (Linux)")
+
+    def living(session: int) -> set[int]:
+        found = set()
+        for entry in Path("/proc").iterdir():
+            try:
+                # After the command's closing parenthesis: state, ppid, pgrp, session, …
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[3]) == session:
+                found.add(int(entry.name))
+        return found
+
+    return living

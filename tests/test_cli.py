@@ -1,6 +1,8 @@
 """The command line: exit codes, one-line errors, --json output, help with examples."""
 
+import errno
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -151,3 +153,200 @@ def test_demo_prints_each_stage_what_was_left_out_and_where_to_look(runner, tmp_
     shown = json.loads(runner.invoke(main, ["demo", "--out", str(out), "--json"]).output)
     assert shown["leaderboard"]["html"] == str(out / "leaderboard.html")
     assert shown["stages"][1] == {"name": "train", "seconds": 150.0, "detail": "NLCL to step 9"}
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ("radius=abc", '"abc"'),
+        ("radius=1e999", "Infinity"),
+        ("radius=[1,2]", "[1, 2]"),
+        ("radius=true", "true"),
+        ("radius=2.7", "2.7"),
+        ("eps=NaN", "NaN"),
+        ("eps=-Infinity", "-Infinity"),
+    ],
+)
+def test_a_bad_derainer_option_is_one_line_before_any_work(runner, tmp_path, option, shown):
+    results = tmp_path / "res"
+    args = ["eval", "--model", "guided", "--option", option, "--dataset", str(tmp_path)]
+    result = runner.invoke(main, [*args, "--results", str(results)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.count("\n") == 1
+    assert result.output.startswith(f"error: guided: {option.split('=')[0]} must be ")
+    assert result.output.endswith(f", not {shown}\n")
+    assert not results.exists()
+
+
+def test_derainer_options_are_for_a_registered_derainer_and_given_once(runner, tmp_path):
+    base = ["eval", "--dataset", str(tmp_path), "--results", str(tmp_path / "r")]
+    folder = [*base, "--outputs", str(tmp_path), "--name", "x", "--option", "radius=2"]
+    assert runner.invoke(main, folder).exit_code == 2
+    twice = [*base, "--model", "guided", "--option", "radius=2", "--option", "radius=3"]
+    result = runner.invoke(main, twice)
+    assert result.exit_code == 2 and "radius is given twice" in result.output
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/part-000001.tar")
+
+
+def _not_allowed(*args, **kwargs):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/srv/theirs/labels.csv")
+
+
+def _raises(error_type, text="what went wrong\nand a second line"):
+    def fail(*args, **kwargs):
+        raise _error(error_type)(text)
+
+    return fail
+
+
+def _error(name):
+    """An expected error class by name; some live in modules that import torch."""
+    from importlib import import_module
+
+    modules = {
+        "DatasetError": "rainbench.shards.dataset",
+        "MetricError": "rainbench.metrics.registry",
+        "DerainerError": "rainbench.models.registry",
+        "CalibrationError": "rainbench.tagging.calibration",
+        "CheckpointError": "rainbench.train.nlcl.checkpoint_import",
+        "LeaderboardError": "rainbench.leaderboard.publish",
+    }
+    return getattr(import_module(modules[name]), name)
+
+
+# (command line, the function it calls, how that fails): a family per command.
+FAILURES = [
+    (["demo", "--out", "{tmp}/demo"], "rainbench.cli.run_demo", _disk_full),
+    (["ingest", "{tmp}", "--out", "{tmp}/ds"], "rainbench.cli.ingest", _disk_full),
+    (["ingest", "{tmp}", "--out", "{tmp}/ds"], "rainbench.cli.ingest", _not_allowed),
+    (["verify", "{tmp}"], "rainbench.cli.verify", _raises("DatasetError")),
+    (["stats", "{tmp}"], "rainbench.cli.dataset_stats", _not_allowed),
+    (["tag", "{tmp}"], "rainbench.cli.tag_dataset", _raises("DatasetError")),
+    (
+        ["tag-eval"],
+        "rainbench.tagging.calibration.evaluate_held_out",
+        _raises("CalibrationError"),
+    ),
+    (["synth", "{tmp}"], "rainbench.synth.build.synthesize", _disk_full),
+    (
+        ["synth", "--preview", "{file}", "--out", "{tmp}/sheet.png"],
+        "rainbench.synth.build.preview_sheet",
+        _disk_full,
+    ),
+    (
+        ["import-paired", "{tmp}", "--layout", "rain100", "--name", "x", "--into", "{tmp}/ds"],
+        "rainbench.synth.imports.import_paired",
+        _raises("DatasetError"),
+    ),
+    (["models"], "rainbench.models.registry.list_derainers", _not_allowed),
+    (["metrics"], "rainbench.metrics.list_metrics", _raises("MetricError")),
+    (
+        ["eval", "--model", "identity", "--dataset", "{tmp}", "--results", "{tmp}/r"],
+        "rainbench.leaderboard.eval.evaluate",
+        _disk_full,
+    ),
+    (
+        ["eval", "--model", "identity", "--dataset", "{tmp}", "--results", "{tmp}/r"],
+        "rainbench.models.registry.create_derainer",
+        _raises("DerainerError"),
+    ),
+    (
+        ["leaderboard", "--results", "{tmp}", "--out", "{tmp}/lb.md"],
+        "rainbench.leaderboard.publish.write_leaderboard",
+        _disk_full,
+    ),
+    (
+        ["leaderboard", "--results", "{tmp}"],
+        "rainbench.leaderboard.publish.render_leaderboard",
+        _raises("LeaderboardError"),
+    ),
+    (
+        ["train", "nlcl", "--dataset", "{tmp}", "--out", "{tmp}/run"],
+        "rainbench.train.nlcl.trainer.train",
+        _disk_full,
+    ),
+    (
+        ["nlcl", "import-checkpoint", "{file}", "--out", "{tmp}/n.pt"],
+        "rainbench.train.nlcl.checkpoint_import.import_published",
+        _raises("CheckpointError"),
+    ),
+    (
+        ["nlcl", "import-checkpoint", "{file}", "--out", "{tmp}/n.pt"],
+        "rainbench.train.nlcl.checkpoint_import.import_published",
+        _disk_full,
+    ),
+    (
+        ["analyze", "intrinsic-dim", "--dataset", "{tmp}", "--split", "syn"],
+        "rainbench.analysis.intrinsic_dim.from_synthetic_split",
+        _raises("DatasetError"),
+    ),
+    (["weights", "status"], "rainbench.metrics.weights.status", _not_allowed),
+    (["weights", "import", "{file}"], "rainbench.metrics.weights.import_file", _disk_full),
+    (
+        ["weights", "extract-niqe", "{file}"],
+        "rainbench.metrics.weights.extract_niqe",
+        _raises("MetricError"),
+    ),
+    (
+        ["score", "--pred", "{tmp}", "--out", "{tmp}/s.parquet"],
+        "rainbench.metrics.engine.pair_folders",
+        _not_allowed,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "target", "failure"),
+    FAILURES,
+    ids=[f"{' '.join(a[:2])}-{f.__name__}" for a, _, f in FAILURES],
+)
+def test_every_command_turns_expected_failures_into_one_line(
+    runner, tmp_path, monkeypatch, args, target, failure
+):
+    given = tmp_path / "given.bin"
+    given.write_bytes(b"x")
+    monkeypatch.setattr(target, failure)
+    argv = [arg.format(tmp=tmp_path, file=given) for arg in args]
+    result = runner.invoke(main, argv)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ")
+    shown = result.output.removeprefix("error: ").strip()
+    assert shown in {
+        "out/part-000001.tar: No space left on device",
+        "/srv/theirs/labels.csv: Permission denied",
+        "what went wrong and a second line",
+    }
+
+
+def test_a_real_os_error_names_the_file(runner, tmp_path):
+    from PIL import Image
+
+    photo, blocker = tmp_path / "photo.png", tmp_path / "a-file"
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(photo)
+    blocker.write_text("")
+    args = ["synth", "--preview", str(photo), "--out", str(blocker / "sheet.png")]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.count("\n") == 1 and result.output.startswith(f"error: {blocker}")
+
+
+def test_an_unexpected_error_is_not_hidden(runner, monkeypatch):
+    def bug():
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("rainbench.models.registry.list_derainers", bug)
+    result = runner.invoke(main, ["models"])
+    assert isinstance(result.exception, KeyError)
+
+
+def test_a_closed_pipe_is_left_to_click(runner, monkeypatch):
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    monkeypatch.setattr("rainbench.models.registry.list_derainers", closed)
+    result = runner.invoke(main, ["models"])
+    assert result.exit_code == 1 and "error:" not in result.output

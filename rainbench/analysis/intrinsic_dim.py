@@ -3,7 +3,6 @@ non-local image patches have a higher intrinsic dimension than rain patches: two
 estimators (TwoNN, Levina–Bickel MLE), NLCL's non-local patch sampler, and a report.
 """
 
-import io
 import math
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -13,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from PIL import Image
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
+from rainbench.capture.formats import FORMATS
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.members import decode_picture, open_shard, read_member, size_limit
 
 # TwoNN fits the law of μ = r2/r1 on its lower 90 % only: the largest ratios come from
 # the sparse tail of the sample and bend the line (Facco et al. 2017).
@@ -386,7 +386,9 @@ def from_synthetic_split(
     dataset.read_info()
     table = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
     rows = [
-        row for row in table.select(["key", "split", "shard"]).to_pylist() if row["split"] == split
+        row
+        for row in table.select(["key", "split", "shard", "width", "height"]).to_pylist()
+        if row["split"] == split
     ]
     rows.sort(key=lambda row: (row["shard"], row["key"]))
     if not rows:
@@ -399,18 +401,18 @@ def from_synthetic_split(
 
 
 def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A member that cannot be read, or is larger than its row says, stops the estimate
+    with a one-line `ShardError` naming it."""
     for shard, members in groupby(rows, key=lambda row: row["shard"]):
-        with tarfile.open(dataset.root / shard) as tar:
+        with open_shard(dataset.root, shard) as tar:
             for row in members:
-                gt = _png(tar, f"{row['key']}.gt.png")
-                rainy = _png(tar, f"{row['key']}.rain.png")
+                gt = _png(tar, row, f"{row['key']}.gt.png")
+                rainy = _png(tar, row, f"{row['key']}.rain.png")
                 yield gt, np.clip(rainy - gt, 0, 1)
 
 
-def _png(tar: tarfile.TarFile, name: str) -> np.ndarray:
-    try:
-        data = tar.extractfile(name).read()
-    except (KeyError, AttributeError):
-        raise DatasetError(f"{tar.name}: no member {name} (run rainbench verify)") from None
-    picture = Image.open(io.BytesIO(data)).convert("RGB")
+def _png(tar: tarfile.TarFile, row: dict, name: str) -> np.ndarray:
+    width, height = row["width"], row["height"]
+    data = read_member(tar, row["shard"], name, size_limit(None, width, height))
+    picture, _ = decode_picture(data, FORMATS["png"], f"{row['shard']}:{name}", width, height)
     return np.asarray(picture, dtype=np.float32) / 255

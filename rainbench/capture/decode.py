@@ -128,29 +128,36 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     )
 
 
-def load_upright(data: bytes, fmt: Format) -> Image.Image:
+def load_upright(data: bytes, fmt: Format, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """The whole stored capture as an upright 8-bit RGB image, at full resolution.
 
     For later stages that need the pixels (synthetic rain is rendered on them).
     RAW captures are not developed here: their stored `preview.jpg` member is the
-    sRGB rendering to use.
+    sRGB rendering to use. See `load_stored` for `max_pixels`.
     """
-    image, orientation = load_stored(data, fmt)
+    image, orientation = load_stored(data, fmt, max_pixels)
     return turn_upright(image, orientation)
 
 
-def load_stored(data: bytes, fmt: Format) -> tuple[Image.Image, int]:
+def load_stored(
+    data: bytes, fmt: Format, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Image.Image, int]:
     """The whole capture as 8-bit RGB, as stored (not yet turned), and the EXIF
-    orientation (1–8) that turns it upright: for a loader that turns only its crops."""
+    orientation (1–8) that turns it upright: for a loader that turns only its crops.
+
+    A picture whose header declares more than `max_pixels` (the cap, or a reader's
+    bound from the manifest) is refused before any pixel is decoded: `CaptureRejected`.
+    """
     if fmt.raw:
         raise ValueError(f"{fmt.name} is camera RAW: load its preview.jpg member instead")
     if fmt.name == "heic":
         from rainbench.capture.heif import open_upright
 
-        return _to_rgb(open_upright(data)), 1  # libheif applies the orientation itself
+        return _to_rgb(open_upright(data, max_pixels)), 1  # libheif applies the orientation
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = _open(data)
+        check_pixel_cap(*image.size, max_pixels)
         image.load()
         orientation = image.getexif().get(ORIENTATION_TAG)
     return _to_rgb(image), orientation if orientation in _TRANSPOSES else 1

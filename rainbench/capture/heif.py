@@ -45,11 +45,14 @@ def decode_heic(data: bytes, max_pixels: int) -> Decoded:
     return Decoded(reduce_for_preview(image), *image.size, heif.mode, exif)
 
 
-def open_upright(data: bytes) -> Image.Image:
-    """The primary image, upright (libheif applies `irot`/`imir`), fully decoded."""
+def open_upright(data: bytes, max_pixels: int) -> Image.Image:
+    """The primary image, upright (libheif applies `irot`/`imir`), fully decoded once
+    its size is within `max_pixels`."""
     import pillow_heif
 
-    return pillow_heif.open_heif(io.BytesIO(data)).to_pillow()
+    heif = pillow_heif.open_heif(io.BytesIO(data))  # reads the boxes, decodes nothing
+    check_pixel_cap(*heif.size, max_pixels)
+    return heif.to_pillow()
 
 
 def _ends_inside_a_box(data: bytes) -> bool:

@@ -9,7 +9,6 @@ writer, which reads the file again rather than holding every capture in memory.
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from PIL import Image
 
@@ -19,20 +18,9 @@ from rainbench.capture.formats import FORMATS, Format, sniff
 from rainbench.capture.gps import strip_gps
 from rainbench.capture.phash import phash_variants
 from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.source import SourceFile, read_capture
 
 KEY_HEX = 24  # 96 bits of the stored bytes' sha256: dot-free and collision-safe
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    root: str  # absolute ingest root, POSIX
-    path: str  # relative to root, POSIX
-    size: int
-    mtime_ns: int
-
-    @property
-    def absolute(self) -> Path:
-        return Path(self.root) / self.path
 
 
 @dataclass
@@ -62,15 +50,6 @@ class Probe:
     @property
     def ext(self) -> str:
         return FORMATS[self.format].ext
-
-
-def read_capture(source: SourceFile) -> bytes:
-    try:
-        return source.absolute.read_bytes()
-    except OSError as error:
-        raise CaptureRejected(
-            Reason.UNREADABLE, f"cannot read: {error.strerror or error}"
-        ) from None
 
 
 def stored_bytes(data: bytes, source: SourceFile, keep_gps: bool) -> tuple[Format, bytes]:

@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rainbench.capture.decode import load_stored, turn_upright
+from rainbench.capture.decode import turn_upright
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.data.read import ShardReader
 from rainbench.data.select import Filters, captures, pairs
 from rainbench.shards.dataset import DatasetError
+from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
 
 MODES = ("single", "paired", "unpaired")
 
@@ -145,8 +146,8 @@ class RainDataset(IterableDataset):
         row = self.samples.iloc[index]
         labels = _labels(row)
         if self.mode == "paired":
-            rain = self._picture(row["shard"], row["rain_member"], FORMATS["png"], None)
-            gt = self._picture(row["shard"], row["gt_member"], FORMATS["png"], None)
+            rain = self._picture(row, row["rain_member"], FORMATS["png"], None)
+            gt = self._picture(row, row["gt_member"], FORMATS["png"], None)
             return [
                 {**labels, "rain": _float(rain[box]), "gt": _float(gt[box])}
                 for box in self._boxes(rain.shape, rng)
@@ -173,20 +174,33 @@ class RainDataset(IterableDataset):
     def _capture(self, row) -> torch.Tensor:
         fmt = FORMATS[row["format"]]
         if fmt.raw:  # camera RAW: the stored sRGB preview, already upright
-            return self._picture(row["shard"], row["member"], FORMATS["jpeg"], None)
-        orientation = row["orientation"]
+            return self._picture(row, row["member"], FORMATS["jpeg"], None)
         return self._picture(
-            row["shard"], row["member"], fmt, None if pd.isna(orientation) else int(orientation)
+            row, row["member"], fmt, _int(row["orientation"]), stored_bytes=_int(row["bytes"])
         )
 
-    def _picture(self, shard: str, member: str, fmt: Format, orientation: int | None):
+    def _picture(
+        self,
+        row,
+        member: str,
+        fmt: Format,
+        orientation: int | None,
+        stored_bytes: int | None = None,
+    ):
         """The picture, upright, at least crop×crop (edges repeated): a uint8 3×H×W
-        tensor, or a `StoredPicture` that turns only the crops cut from it."""
-        data = self._reader.read(shard, member)
+        tensor, or a `StoredPicture` that turns only the crops cut from it. Bounded by
+        the manifest: `stored_bytes` (a capture's size) or the row's width × height."""
+        width, height = _int(row["width"]), _int(row["height"])
+        data = self._reader.read(row["shard"], member, size_limit(stored_bytes, width, height))
+        where = f"{row['shard']}:{member}"
         if self.decode_device is not None and fmt.name == "jpeg":
-            picture = decode_jpeg(data, self.decode_device, orientation)
+            check_jpeg(data, where, width, height)
+            try:
+                picture = decode_jpeg(data, self.decode_device, orientation)
+            except RuntimeError as error:  # torchvision's signal for a JPEG it cannot decode
+                raise ShardError(f"{where}: does not decode: {error}") from None
         else:
-            stored = StoredPicture(*load_stored(data, fmt))
+            stored = StoredPicture(*decode_picture(data, fmt, where, width, height))
             _, height, width = stored.shape
             if self.crop is not None and min(height, width) >= self.crop:
                 return stored
@@ -306,6 +320,11 @@ def _labels(row) -> dict:
     if "recipe" in row:
         labels["recipe"] = row["recipe"]
     return labels
+
+
+def _int(value) -> int | None:
+    """A manifest integer as pandas gives it (NaN where null)."""
+    return None if pd.isna(value) else int(value)
 
 
 def _float(crop: torch.Tensor) -> torch.Tensor:

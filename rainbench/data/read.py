@@ -4,7 +4,9 @@ A shard's member offsets come from its tar headers (read once per process); a me
 is then one seek and one read. Only picture and JSON members are ever read, and the
 bytes are only ever decoded as pictures or JSON: nothing in a shard is unpickled or
 `torch.load`ed, whatever its name. With `verify`, each shard's sha256 is checked
-against shards.parquet when it is first opened.
+against shards.parquet when it is first opened. Shards are found through
+`shards.members.shard_path` (inside the dataset); only regular members are indexed,
+and a member larger than the caller's limit (from the manifest) is never read.
 """
 
 import tarfile
@@ -12,7 +14,14 @@ from collections import OrderedDict
 from pathlib import Path
 
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.dataset import Dataset
+from rainbench.shards.members import (
+    ShardError,
+    irregular,
+    open_shard,
+    shard_path,
+    size_limit,
+)
 from rainbench.shards.tar import file_sha256
 
 # Member suffixes the loader reads; anything else in a shard is never touched.
@@ -20,25 +29,29 @@ READABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".json")
 _OPEN_FILES = 8  # shard files kept open per process
 
 
-class ShardError(DatasetError):
-    """A shard is missing, damaged or not what the manifest says; the message names it."""
-
-
 class ShardReader:
     def __init__(self, root: str | Path, verify: bool = False):
         self.root = Path(root)
         self.verify = verify
         self._expected: dict[str, str] | None = None
-        self._index: dict[str, dict[str, tuple[int, int]]] = {}
+        # shard → member → (offset, size), or why the member is refused
+        self._index: dict[str, dict[str, tuple[int, int] | str]] = {}
         self._files: OrderedDict[str, object] = OrderedDict()
 
-    def read(self, shard: str, member: str) -> bytes:
+    def read(self, shard: str, member: str, limit: int | None = None) -> bytes:
+        """The member's bytes; refused when larger than `limit` (default: what a picture
+        within the pixel cap can take)."""
         if not member.lower().endswith(READABLE):
             raise ShardError(f"{shard}: refusing to read {member}: not a picture or JSON member")
         offsets = self._offsets(shard)
         if member not in offsets:
             raise ShardError(f"{shard}: no member {member} (run rainbench verify)")
+        if isinstance(offsets[member], str):
+            raise ShardError(offsets[member])
         start, size = offsets[member]
+        limit = size_limit(None, None, None) if limit is None else limit
+        if size > limit:
+            raise ShardError(f"{shard}:{member}: {size} bytes, more than the {limit} allowed")
         handle = self._file(shard)
         handle.seek(start)
         data = handle.read(size)
@@ -55,24 +68,21 @@ class ShardReader:
         # Sent to DataLoader workers without open files; each opens its own.
         return {**self.__dict__, "_files": OrderedDict()}
 
-    def _offsets(self, shard: str) -> dict[str, tuple[int, int]]:
+    def _offsets(self, shard: str) -> dict[str, tuple[int, int] | str]:
         if shard not in self._index:
-            path = self.root / shard
             if self.verify:
-                self._check_sha256(shard, path)
-            try:
-                with tarfile.open(path) as tar:
-                    self._index[shard] = {
-                        info.name: (info.offset_data, info.size) for info in tar if info.isfile()
-                    }
-            except (OSError, tarfile.TarError) as error:
-                raise ShardError(f"cannot read shard {shard}: {error}") from None
+                self._check_sha256(shard, shard_path(self.root, shard))
+            with open_shard(self.root, shard) as tar:
+                try:
+                    self._index[shard] = {info.name: _where(shard, info) for info in tar}
+                except (OSError, tarfile.TarError, EOFError) as error:
+                    raise ShardError(f"cannot read shard {shard}: {error}") from None
         return self._index[shard]
 
     def _file(self, shard: str):
         handle = self._files.pop(shard, None)
         if handle is None:
-            handle = open(self.root / shard, "rb")  # noqa: SIM115 (kept open, closed in close())
+            handle = open(shard_path(self.root, shard), "rb")  # noqa: SIM115 (closed in close())
             if len(self._files) >= _OPEN_FILES:
                 _, oldest = self._files.popitem(last=False)
                 oldest.close()
@@ -97,3 +107,10 @@ class ShardReader:
                 f"shard {shard} is damaged: its sha256 differs from shards.parquet "
                 "(run rainbench verify)"
             )
+
+
+def _where(shard: str, info: tarfile.TarInfo) -> tuple[int, int] | str:
+    """A member's (offset, size), or why it is refused."""
+    if why := irregular(info):
+        return f"{shard}:{info.name}: {why}"
+    return info.offset_data, info.size

@@ -8,12 +8,15 @@ re-running after a kill continues the same run and ends with exactly the dataset
 an uninterrupted run would have written.
 """
 
+import errno
 import json
 import os
 import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +29,7 @@ from tqdm import tqdm
 from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import STICKY
+from rainbench.capture.source import name_text
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
@@ -52,6 +56,7 @@ from rainbench.tagging.tag import LabelsRejected, read_labels, retag
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
 _COMMIT_SECONDS = 5.0  # how often finished shards are published to the manifests
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ def ingest(
         if problems and not options.skip_bad_labels:
             raise LabelsRejected(problems)
     dataset = Dataset(Path(out))
-    with dataset.lock(), WorkerPool(options.workers) as pool:
+    with _locked(dataset), WorkerPool(options.workers) as pool:
         summary = IngestSummary()
         pending = dataset.state_dir / "run.json"
         if pending.exists():
@@ -132,6 +137,36 @@ def ingest(
             tagged = retag(dataset, options.labels, options.skip_bad_labels, options.workers)
             summary.tagging = tagged.to_dict()
         return summary
+
+
+@contextmanager
+def _locked(dataset: Dataset) -> Iterator[None]:
+    """Hold the dataset's lock; a full disk ends the run in a one-line `DatasetError`.
+
+    Everything the run had finished is kept for the next run to resume from; a shard
+    not yet published is removed (under the lock, so it is this run's).
+    """
+    try:
+        with dataset.lock():
+            try:
+                yield
+            except OSError as error:
+                if error.errno in _NO_SPACE:
+                    _remove_unpublished(dataset)
+                raise
+    except OSError as error:
+        if error.errno not in _NO_SPACE:
+            raise
+        raise DatasetError(
+            f"{dataset.root}: {error.strerror}; free some space and run the same ingest "
+            "again to resume"
+        ) from None
+
+
+def _remove_unpublished(dataset: Dataset) -> None:
+    shards_dir = dataset.root / "shards"
+    for leftover in shards_dir.glob(f"*/*{TMP_SUFFIX}") if shards_dir.exists() else []:
+        leftover.unlink()
 
 
 def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions) -> dict:
@@ -253,9 +288,7 @@ class _Run:
     # -- phase 3: write ------------------------------------------------------------------
 
     def _write(self, plan: Plan, summary: IngestSummary) -> list[UnitResult]:
-        shards_dir = self.dataset.root / "shards"
-        for leftover in shards_dir.glob(f"*/*{TMP_SUFFIX}") if shards_dir.exists() else []:
-            leftover.unlink()
+        _remove_unpublished(self.dataset)
         results: list[UnitResult] = []
         tasks = []
         for shard, rows in plan.units().items():
@@ -407,6 +440,7 @@ class _Run:
             )
             entry = {
                 **{k: self.settings[k] for k in keys},
+                "inputs": [name_text(p) for p in self.settings["inputs"]],
                 "finished_at": datetime.now(UTC).isoformat(),
                 **run,
             }

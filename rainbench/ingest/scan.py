@@ -14,8 +14,9 @@ from pathlib import Path
 
 from rainbench.capture.exif import CaptureExif
 from rainbench.capture.formats import is_capture_name
-from rainbench.capture.probe import Probe, SourceFile, probe
+from rainbench.capture.probe import Probe, probe
 from rainbench.capture.reject import Reason
+from rainbench.capture.source import SourceFile, name_text
 from rainbench.shards.dataset import write_atomic
 from rainbench.tagging.measure import compute_features
 
@@ -31,7 +32,8 @@ def walk_inputs(inputs: Iterable[Path]) -> tuple[list[SourceFile], int]:
     """Capture files under `inputs` in a stable order, and how many files were ignored.
 
     A directory is walked recursively (hidden entries and symlinked directories are
-    not followed); a file given directly is taken as is. Sidecars and other files
+    not followed; a symlinked directory named like a capture is listed, for the probe
+    to refuse); a file given directly is taken as is. Sidecars and other files
     without a capture extension are ignored, not rejected.
     """
     found: list[SourceFile] = []
@@ -54,8 +56,9 @@ def walk_inputs(inputs: Iterable[Path]) -> tuple[list[SourceFile], int]:
 
 def _walk(root: Path) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root):
+        links = [d for d in dirs if is_capture_name(d) and os.path.islink(os.path.join(folder, d))]
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
+        for name in sorted(files + links):
             yield Path(folder) / name
 
 
@@ -63,9 +66,10 @@ def _source(root: Path, path: Path) -> SourceFile:
     try:
         stat = path.stat()
         size, mtime = stat.st_size, stat.st_mtime_ns
-    except OSError:  # a dangling symlink: probing reports it as unreadable
+    except OSError:  # a dangling symlink or a loop: probing reports it as unreadable
         size, mtime = -1, -1
-    return SourceFile(root.as_posix(), path.relative_to(root).as_posix(), size, mtime)
+    relative = path.relative_to(root).as_posix()
+    return SourceFile(name_text(root.as_posix()), name_text(relative), size, mtime)
 
 
 def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:

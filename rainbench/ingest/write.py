@@ -14,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from rainbench import __version__
-from rainbench.capture.probe import SourceFile, read_capture, stored_bytes
+from rainbench.capture.probe import stored_bytes
 from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.source import SourceFile, read_capture
 from rainbench.shards.dataset import write_atomic
 from rainbench.shards.tar import ShardWriter
 

@@ -4,8 +4,10 @@ and score every output. One Parquet per (model, dataset, split) with a row per i
 images for the leaderboard's visual comparison.
 
 A derainer that raises, returns NaN or the wrong shape on an image is recorded for
-that image and the run goes on. Rows are flushed as the run goes, so a killed run
-resumes where it stopped, and a finished one re-run is a no-op.
+that image and the run goes on; so is an image that cannot be read from its shard
+(`shards.members` bounds what is read and decoded by the manifest). Rows are flushed
+as the run goes, so a killed run resumes where it stopped, and a finished one re-run
+is a no-op.
 """
 
 import io
@@ -25,12 +27,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from rainbench import __version__
-from rainbench.capture.decode import load_upright
-from rainbench.capture.formats import FORMATS
+from rainbench.capture.decode import turn_upright
+from rainbench.capture.formats import FORMATS, Format
 from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metric, create_metric
 from rainbench.metrics.report import cpu_model, versions
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, write_atomic
+from rainbench.shards.members import ShardError, decode_picture, open_shard, read_member, size_limit
 from rainbench.shards.tar import file_sha256
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
@@ -161,12 +164,15 @@ class _SplitRun:
         self.source, self.dataset, self.name = source, dataset, name
         self.split, self.kind, self.settings = split, kind, settings
         self.folder = results / _safe(source.name) / _safe(name)
-        self.table_path = self.folder / f"{split}.parquet"
-        self.info_path = self.folder / f"{split}.json"
-        self.crop_dir = self.folder / f"{split}.crops"
-        self.reference_dir = results / "_reference" / _safe(name) / f"{split}.crops"
+        self.table_path = _inside(results, self.folder / f"{split}.parquet")
+        self.info_path = _inside(results, self.folder / f"{split}.json")
+        self.crop_dir = _inside(results, self.folder / f"{split}.crops")
+        self.reference_dir = _inside(
+            results, results / "_reference" / _safe(name) / f"{split}.crops"
+        )
         self.checkpoint = checkpoint
         self.report = SplitReport(name, split, kind, self.table_path)
+        self.unreadable: list[dict] = []  # failed rows of images that could not be read
 
     def execute(self, progress: bool) -> SplitReport:
         rows_manifest = self._manifest_rows()
@@ -194,9 +200,10 @@ class _SplitRun:
                         self._save_crops(item, output.image, provenance)
                     bar.update(1)
                 if time.monotonic() - last_flush > _FLUSH_SECONDS:
-                    self._flush(rows, columns)
+                    self._flush(rows, columns, provenance)
                     last_flush = time.monotonic()
-        self._flush(rows, columns)
+        rows += self.unreadable
+        self._flush(rows, columns, provenance)
         statuses = [row["status"] for row in rows]
         provenance["images"] = {"ok": statuses.count("ok"), "failed": statuses.count("failed")}
         provenance["finished_at"] = _now()
@@ -304,11 +311,19 @@ class _SplitRun:
             self._write_json(provenance)
             return {}
         provenance["started_at"] = before["started_at"]
-        provenance["crops"] = before.get("crops", {})
         if not self.table_path.exists():
             return {}
         table = manifest.read_manifest(self.table_path, _schema([n for n in provenance["metrics"]]))
-        return {row["key"]: row for row in table.to_pylist()}
+        done = {row["key"]: row for row in table.to_pylist()}
+        # Each flush writes the JSON before the rows (`_flush`): it holds the crop
+        # position of every row done, and of any that a kill left undone, which are
+        # derained again and placed anew.
+        provenance["crops"] = {
+            key: place
+            for key, place in (before.get("crops") or {}).items()
+            if key in done and done[key]["status"] == "ok"
+        }
+        return done
 
     def _batches(self, rows: list[dict]) -> Iterator[list[Item]]:
         """Items read shard by shard, grouped into batches of one image size."""
@@ -324,13 +339,25 @@ class _SplitRun:
         yield from pending.values()
 
     def _items(self, rows: list[dict]) -> Iterator[Item]:
+        """The images, shard by shard; one that cannot be read becomes a failed row."""
         by_shard: dict[str, list[dict]] = {}
         for row in rows:
             by_shard.setdefault(row["shard"], []).append(row)
         for shard, members in by_shard.items():
-            with tarfile.open(self.dataset.root / shard) as tar:
+            try:
+                tar = open_shard(self.dataset.root, shard)
+            except ShardError as error:
                 for row in members:
-                    yield self._item(tar, row)
+                    self._unreadable(row, error)
+                continue
+            with tar:
+                for row in members:
+                    try:
+                        item = self._item(tar, row)
+                    except ShardError as error:
+                        self._unreadable(row, error)
+                        continue
+                    yield item
 
     def _item(self, tar: tarfile.TarFile, row: dict) -> Item:
         key = row["key"]
@@ -338,15 +365,31 @@ class _SplitRun:
             return Item(
                 key,
                 row["recipe"],
-                _png(tar, f"{key}.rain.png"),
-                _png(tar, f"{key}.gt.png"),
+                _picture(tar, row, f"{key}.rain.png", FORMATS["png"]),
+                _picture(tar, row, f"{key}.gt.png", FORMATS["png"]),
             )
         fmt = FORMATS[row["format"]]
         if fmt.raw:  # camera RAW: the stored sRGB preview is the picture to derain
-            image = load_upright(_member(tar, f"{key}.preview.jpg"), FORMATS["jpeg"])
+            image = _picture(tar, row, f"{key}.preview.jpg", FORMATS["jpeg"])
         else:
-            image = load_upright(_member(tar, f"{key}.{fmt.ext}"), fmt)
-        return Item(key, row["rain_type"], np.asarray(image), None)
+            image = _picture(tar, row, f"{key}.{fmt.ext}", fmt, row["bytes"])
+        return Item(key, row["rain_type"], image, None)
+
+    def _unreadable(self, row: dict, error: ShardError) -> None:
+        self.unreadable.append(
+            {
+                "key": row["key"],
+                "split": self.split,
+                "kind": self.kind,
+                "rain_type": row["recipe"] if self.kind == "synthetic" else row["rain_type"],
+                "width": row["width"],
+                "height": row["height"],
+                "status": "failed",
+                "error": f"unreadable: {error}",
+            }
+        )
+        self.report.scored += 1
+        self.report.failed += 1
 
     def _row(self, item: Item, output: Output, metrics: list, columns: list[str]) -> dict:
         height, width = item.rain.shape[:2]
@@ -389,13 +432,17 @@ class _SplitRun:
         side = min(CROP_SIDE, height, width)
         top, left = (height - side) // 2, (width - side) // 2
         box = (slice(top, top + side), slice(left, left + side))
-        provenance["crops"][item.key] = [left, top, side]
         _save_png(self.crop_dir / f"{item.key}.png", output[box])
         _save_png(self.reference_dir / f"{item.key}.input.png", item.rain[box])
         if item.gt is not None:
             _save_png(self.reference_dir / f"{item.key}.gt.png", item.gt[box])
+        # Recorded once the crops exist; the next flush makes it durable with the row.
+        provenance["crops"][item.key] = [left, top, side]
 
-    def _flush(self, rows: list[dict], columns: list[str]) -> None:
+    def _flush(self, rows: list[dict], columns: list[str], provenance: dict) -> None:
+        """Save the rows so far with the crop positions they come with: the JSON first,
+        so that rows on disk never lack their positions, whenever the run is killed."""
+        self._write_json(provenance)
         table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), schema=_schema(columns))
         manifest.write_manifest(self.table_path, table)
 
@@ -423,15 +470,15 @@ def _schema(metrics: list[str]) -> pa.Schema:
     )
 
 
-def _member(tar: tarfile.TarFile, name: str) -> bytes:
-    handle = tar.extractfile(name)
-    if handle is None:
-        raise DatasetError(f"{tar.name}: {name} is not a file")
-    return handle.read()
-
-
-def _png(tar: tarfile.TarFile, name: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(_member(tar, name))).convert("RGB"))
+def _picture(
+    tar: tarfile.TarFile, row: dict, member: str, fmt: Format, stored_bytes: int | None = None
+) -> np.ndarray:
+    """A member as upright uint8 RGB, read and decoded within the manifest row's sizes:
+    `stored_bytes` (a capture as stored) and width × height."""
+    width, height = row["width"], row["height"]
+    data = read_member(tar, row["shard"], member, size_limit(stored_bytes, width, height))
+    image, orientation = decode_picture(data, fmt, f"{row['shard']}:{member}", width, height)
+    return np.asarray(turn_upright(image, orientation))
 
 
 def _save_png(path: Path, pixels: np.ndarray) -> None:
@@ -448,6 +495,13 @@ def _hardware(device: str) -> dict:
 
         gpu = torch.cuda.get_device_name(torch.device(device))
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform()}
+
+
+def _inside(results: Path, path: Path) -> Path:
+    """`path`, refused unless it stays inside the results folder."""
+    if not path.resolve().is_relative_to(results.resolve()):
+        raise EvalError(f"{path} would lie outside the results folder {results}; refused")
+    return path
 
 
 def _safe(name: str) -> str:

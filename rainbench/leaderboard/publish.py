@@ -534,7 +534,7 @@ def unavailable_text(tables: list[SplitTable]) -> str | None:
 def render_markdown(results: Results) -> str:
     tables = leaderboard_tables(results)
     lines = [
-        f"# rainbench leaderboard: {results.root.name}",
+        f"# rainbench leaderboard: {_md(results.root.name)}",
         "",
         "Each cell is a mean with its 95% bootstrap interval in brackets; **bold** is the "
         "best in its column. Rows are ranked by the split's primary metric.",
@@ -542,7 +542,7 @@ def render_markdown(results: Results) -> str:
         "Metrics:",
         "",
         *(
-            f"- {metric_label(m)} {arrow(lower)} (`{m}`): {description}".rstrip(": ")
+            _glossary_line(m, lower, description)
             for m, lower, description in metric_glossary(tables)
         ),
     ]
@@ -554,16 +554,21 @@ def render_markdown(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _glossary_line(metric: str, lower_is_better: bool, description: str) -> str:
+    line = f"- {_md(metric_label(metric))} {arrow(lower_is_better)} ({_md_code(metric)})"
+    return f"{line}: {_md(description)}" if description else line
+
+
 def _markdown_table(table: SplitTable) -> list[str]:
     kind = "real rain" if table.kind == "real" else "synthetic rain"
     lines = [f"## {_md(table.title)} ({kind}, {table.images} images)", ""]
     if table.primary:
-        lines += [f"Ranked by {primary_label(table)}.", ""]
+        lines += [f"Ranked by {_md(primary_label(table))}.", ""]
     header = ["rank", "model"]
     header += [
-        f"{metric_label(m)} {arrow(table.lower_is_better[m])} (95% CI)" for m in table.metrics
+        f"{_md(metric_label(m))} {arrow(table.lower_is_better[m])} (95% CI)" for m in table.metrics
     ]
-    header += [f"{t}: {primary_label(table)}" for t in table.rain_types]
+    header += [_md(f"{t}: {primary_label(table)}") for t in table.rain_types]
     header += ["s/MP", "images"]
     lines += ["| " + " | ".join(header) + " |"]
     lines += ["|" + "|".join(["---:", "---", *["---:"] * (len(header) - 2)]) + "|"]
@@ -590,10 +595,10 @@ def _markdown_table(table: SplitTable) -> list[str]:
             cells.append(f"{mean} (n={found.n})")
         cells += [format_value(row.s_per_mp, speed_decimals(table)), images_text(row)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Conventions: {conventions(table)}."]
+    lines += ["", f"Conventions: {_md(conventions(table))}."]
     failures = failures_text(table)
     if failures:
-        lines += ["", failures]
+        lines += ["", _md(failures)]
     lines += ["", "Provenance:", ""]
     lines += [f"- {_md(_provenance_text(row))}" for row in table.rows]
     return lines
@@ -622,8 +627,55 @@ def _provenance_text(row: Row) -> str:
     return " ".join(parts)
 
 
+# Markdown that a name must not start: inline markup is escaped wherever it stands, and
+# what would open a block (a list, a heading) where the name starts a line.
+_MD_ESCAPED = frozenset("\\`*[]|~$")
+_MD_HTML = {"<": "&lt;", ">": "&gt;"}
+_MD_ENTITY = re.compile(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+_MD_BLOCK_START = re.compile(r"^(\s*)([-+#=]|\d+(?=[.)]))")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|")
+    """`text` as Markdown that renders as the same plain text, in a table cell or a
+    list item: no HTML, link, emphasis, code or math, and no line break or `|` to end
+    the cell. `&` and intra-word `_` stay as they are where they cannot be markup."""
+    text = _CONTROL.sub(" ", text)
+    out = []
+    for index, char in enumerate(text):
+        if char in _MD_ESCAPED:
+            out.append("\\" + char)
+        elif char in _MD_HTML:
+            out.append(_MD_HTML[char])
+        elif char == "&" and _MD_ENTITY.match(text, index):
+            out.append("&amp;")
+        elif char == "_" and not _between_word_characters(text, index):
+            out.append("\\_")
+        else:
+            out.append(char)
+    escaped = "".join(out)
+    block = _MD_BLOCK_START.match(escaped)
+    if block is None:
+        return escaped
+    lead, marker = block.groups()
+    if marker.isdigit():  # "1." or "1)" would start a numbered list
+        end = block.end()
+        return f"{escaped[:end]}\\{escaped[end:]}"
+    return f"{lead}\\{escaped[len(lead) :]}"
+
+
+def _between_word_characters(text: str, index: int) -> bool:
+    """Whether text[index] has a letter or digit on both sides: an `_` there is no
+    emphasis in CommonMark."""
+    return 0 < index < len(text) - 1 and text[index - 1].isalnum() and text[index + 1].isalnum()
+
+
+def _md_code(text: str) -> str:
+    """`text` as a Markdown code span, fenced by more backticks than it holds in a row."""
+    text = _CONTROL.sub(" ", text)
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 CSV_COLUMNS = (
@@ -663,17 +715,17 @@ def render_csv(results: Results) -> str:
                 found = found or Estimate(math.nan, math.nan, math.nan, 0)
                 writer.writerow(
                     [
-                        table.dataset,
-                        table.split,
+                        _csv_text(table.dataset),
+                        _csv_text(table.split),
                         table.kind,
-                        row.model,
-                        row.run.version or "",
+                        _csv_text(row.model),
+                        _csv_text(row.run.version or ""),
                         str(row.run.complete).lower(),
                         row.rank or "",
-                        metric,
+                        _csv_text(metric),
                         str(table.lower_is_better[metric]).lower(),
                         str(metric == table.primary).lower(),
-                        rain_type,
+                        _csv_text(rain_type),
                         _csv_float(found.mean),
                         _csv_float(found.low),
                         _csv_float(found.high),
@@ -681,7 +733,7 @@ def render_csv(results: Results) -> str:
                         row.images_ok,
                         row.images_failed,
                         _csv_float(row.s_per_mp),
-                        (row.run.provenance or {}).get("metric_protocol_version", ""),
+                        _csv_text((row.run.provenance or {}).get("metric_protocol_version", "")),
                     ]
                 )
     return buffer.getvalue()
@@ -689,6 +741,21 @@ def render_csv(results: Results) -> str:
 
 def _csv_float(value: float) -> str:
     return repr(value) if math.isfinite(value) else ""
+
+
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV
+# injection"); a plain number such as -1.5 it reads as a number, so that stays.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _csv_text(value: object) -> str:
+    """A name as a CSV cell no spreadsheet runs: one that would start a formula gets a
+    leading single quote, shown as text."""
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def render_latex(results: Results) -> str:

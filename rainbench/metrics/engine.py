@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from rainbench.capture.decode import header_size, load_upright
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_upright
 from rainbench.capture.formats import is_capture_name, sniff
+from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.source import name_text, read_regular
 from rainbench.metrics import weights
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
@@ -57,26 +59,28 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
     """Predictions paired with references of the same relative path and stem.
 
     The extension may differ (a derainer may write PNG for a JPEG input); a stem
-    found twice on one side is ambiguous and reported as unmatched.
+    found twice on one side is ambiguous and reported as unmatched. Names are given
+    as ingest stores them (`name_text`: bytes that are not UTF-8 as `\\xHH`).
     """
     preds = _images_by_stem(pred_dir)
     if ref_dir is None:
         return Pairing(
-            [
-                ScoreJob(path.relative_to(pred_dir).as_posix(), path, None)
-                for _, path in sorted(preds.items())
-            ]
+            [ScoreJob(_name(path, pred_dir), path, None) for _, path in sorted(preds.items())]
         )
     refs = _images_by_stem(ref_dir)
     jobs = [
-        ScoreJob(preds[s].relative_to(pred_dir).as_posix(), preds[s], refs[s])
+        ScoreJob(_name(preds[s], pred_dir), preds[s], refs[s])
         for s in sorted(preds.keys() & refs.keys())
     ]
     return Pairing(
         jobs,
-        sorted(preds[s].relative_to(pred_dir).as_posix() for s in preds.keys() - refs.keys()),
-        sorted(refs[s].relative_to(ref_dir).as_posix() for s in refs.keys() - preds.keys()),
+        sorted(_name(preds[s], pred_dir) for s in preds.keys() - refs.keys()),
+        sorted(_name(refs[s], ref_dir) for s in refs.keys() - preds.keys()),
     )
+
+
+def _name(path: Path, folder: Path) -> str:
+    return name_text(path.relative_to(folder).as_posix())
 
 
 def _images_by_stem(folder: Path) -> dict[str, Path]:
@@ -147,11 +151,11 @@ def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:
         "height": None,
         "status": "ok",
     }
-    try:
-        pred_bytes = job.pred.read_bytes()
-        ref_bytes = job.ref.read_bytes() if job.ref else None
-    except OSError as error:
-        row["status"] = f"error: cannot read: {error.strerror or error}"
+    try:  # a FIFO or device swapped in after the folder was listed is refused, not read
+        pred_bytes = read_regular(job.pred)
+        ref_bytes = read_regular(job.ref) if job.ref else None
+    except CaptureRejected as rejected:
+        row["status"] = f"error: {rejected.message}"
         return row
     row["pred_sha256"] = hashlib.sha256(pred_bytes).hexdigest()
     row["ref_sha256"] = hashlib.sha256(ref_bytes).hexdigest() if ref_bytes is not None else None
@@ -184,14 +188,20 @@ def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:
 
 def _decode(data: bytes, path: Path) -> np.ndarray:
     fmt = sniff(data, path.name)
+    name = name_text(path.name)
     if fmt is None or fmt.raw:
-        raise MetricError(f"{path.name} is not an image that can be scored")
+        raise MetricError(f"{name} is not an image that can be scored")
     try:
         return np.asarray(load_upright(data, fmt))
+    except CaptureRejected:  # load_upright read the header only: the size is past the cap
+        raise MetricError(
+            f"{name} is not decoded: its header declares more than the "
+            f"{DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap"
+        ) from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
-        raise MetricError(f"{path.name} does not decode: no readable {fmt.name} header") from None
+        raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise MetricError(f"{path.name} does not decode: {error}") from None
+        raise MetricError(f"{name} does not decode: {error}") from None
 
 
 # -- the cache ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 
 from rainbench.models.base import NumpyDerainer
 from rainbench.models.filters import guided_filter, luma, min_filter
-from rainbench.models.registry import DerainerError
+from rainbench.models.options import MAX_WINDOW, number_option
 
 # He et al.'s settings are for 600-row images: a 15 px patch, and a guided filter of
 # radius 60 (4 patches) to refine the transmission. Both scale with the image height.
@@ -45,19 +45,17 @@ class DarkChannelDerainer(NumpyDerainer):
         eps: float = 0.001,
     ):
         super().__init__(device)
-        self.patch = None if patch is None else int(patch)
-        self.omega, self.t0 = float(omega), float(t0)
-        self.light_fraction = float(light_fraction)
-        self.radius = None if radius is None else int(radius)
-        self.eps = float(eps)
-        if (self.patch is not None and self.patch < 1) or (
-            self.radius is not None and self.radius < 1
-        ):
-            raise DerainerError("dcp: patch and radius must be at least 1")
-        if not (0 < self.omega <= 1 and 0 < self.t0 <= 1 and 0 < self.light_fraction <= 1):
-            raise DerainerError("dcp: omega, t0 and light_fraction must be in (0, 1]")
-        if self.eps <= 0:
-            raise DerainerError("dcp: eps must be positive")
+        self.patch = number_option(
+            "dcp", "patch", patch, int, low=1, high=MAX_WINDOW, optional=True
+        )
+        fraction = {"kind": float, "low": 0, "low_open": True, "high": 1}
+        self.omega = number_option("dcp", "omega", omega, **fraction)
+        self.t0 = number_option("dcp", "t0", t0, **fraction)
+        self.light_fraction = number_option("dcp", "light_fraction", light_fraction, **fraction)
+        self.radius = number_option(
+            "dcp", "radius", radius, int, low=1, high=MAX_WINDOW, optional=True
+        )
+        self.eps = number_option("dcp", "eps", eps, float, low=0, low_open=True)
 
     def options(self) -> dict:
         return {

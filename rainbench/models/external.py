@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rainbench.models.base import NumpyDerainer
+from rainbench.models.options import number_option
 from rainbench.models.registry import DerainerError
 
 # What an output may be saved as; the stem is the input's name or the sample key.
@@ -39,7 +40,10 @@ class CommandDerainer(NumpyDerainer):
         missing = [placeholder for placeholder in PLACEHOLDERS if placeholder not in command]
         if missing:
             raise DerainerError(f"the command needs a {missing[0]} placeholder: {command}")
-        self.command, self.name, self.timeout = command, name, timeout
+        self.command, self.name = command, name
+        self.timeout = number_option(
+            name, "timeout", timeout, float, low=0, low_open=True, optional=True
+        )
 
     def options(self) -> dict:
         return {"timeout": self.timeout}

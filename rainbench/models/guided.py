@@ -7,7 +7,7 @@ import numpy as np
 
 from rainbench.models.base import NumpyDerainer
 from rainbench.models.filters import guided_filter, luma
-from rainbench.models.registry import DerainerError
+from rainbench.models.options import MAX_WINDOW, number_option
 
 # The default radius is one pixel per this many image rows (at least 2): rain streaks
 # are a few pixels wide in a 480-row image and scale with the image.
@@ -44,13 +44,13 @@ class GuidedDerainer(NumpyDerainer):
         refine_eps: float | None = 0.01,
     ):
         super().__init__(device)
-        self.radius = None if radius is None else int(radius)
-        self.eps = float(eps)
-        self.refine_eps = None if refine_eps is None else float(refine_eps)
-        if self.radius is not None and self.radius < 1:
-            raise DerainerError(f"guided: radius must be at least 1, not {radius}")
-        if self.eps <= 0 or (self.refine_eps is not None and self.refine_eps <= 0):
-            raise DerainerError("guided: eps and refine_eps must be positive")
+        self.radius = number_option(
+            "guided", "radius", radius, int, low=1, high=MAX_WINDOW, optional=True
+        )
+        self.eps = number_option("guided", "eps", eps, float, low=0, low_open=True)
+        self.refine_eps = number_option(
+            "guided", "refine_eps", refine_eps, float, low=0, low_open=True, optional=True
+        )
 
     def options(self) -> dict:
         return {"radius": self.radius, "eps": self.eps, "refine_eps": self.refine_eps}

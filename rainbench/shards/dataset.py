@@ -66,11 +66,18 @@ class Dataset:
 
     def read_info(self) -> dict:
         try:
-            return json.loads(self.info_path.read_text())
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DatasetError(
                 f"{self.root} is not a rainbench dataset (no dataset.json)"
             ) from None
+        except OSError as error:
+            raise DatasetError(f"{self.info_path}: cannot read it: {error.strerror}") from None
+        except ValueError as error:  # not UTF-8, or not JSON
+            raise DatasetError(f"{self.info_path}: cannot read it: not JSON ({error})") from None
+        if not isinstance(info, dict):
+            raise DatasetError(f"{self.info_path}: not a rainbench dataset.json (not an object)")
+        return info
 
     def write_info(self, info: dict) -> None:
         write_atomic(self.info_path, (json.dumps(info, indent=2, default=str) + "\n").encode())
@@ -127,11 +134,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers see the old file or the new, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupted: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 

@@ -1,14 +1,21 @@
 """The Parquet manifests: their schemas (the contract in DESIGN.md, documented in
 docs/dataset-format.md), reading them, and replacing them atomically.
+
+Reading is where names from a dataset are checked: keys, split names, shard paths,
+formats and member extensions must match the documented patterns, or the manifest is
+refused as a whole (a one-line `DatasetError`) before any reader builds a path from it.
 """
 
 import io
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rainbench.shards.dataset import write_atomic
+from rainbench.capture.formats import FORMATS
+from rainbench.capture.probe import KEY_HEX
+from rainbench.shards.dataset import DatasetError, write_atomic
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 
 _TS = pa.timestamp("us")
@@ -110,11 +117,77 @@ REJECTS = pa.schema(
 )
 
 
+# The names readers build paths and member names from. A capture's key is the first
+# KEY_HEX hex digits of its stored bytes' sha256, a pair's those of its split and job
+# (synth.splits.PairJob); splits are train/val/test, syn-<recipe> or an imported set's
+# name; shards are Dataset.shard_name / synthetic_shard_name.
+KEY = f"[0-9a-f]{{{KEY_HEX}}}"
+SPLIT = "[a-z0-9][a-z0-9_-]*"
+SHARD = rf"shards/(synthetic/)?{SPLIT}/{SPLIT}-[0-9]{{6,}}\.tar"
+FORMAT = "|".join(FORMATS)
+MEMBER = r"[a-z0-9]+(\.[a-z0-9]+)*"  # a member's extension: jpg, preview.jpg, rain.png
+
+# column → (pattern, what it is, whether null is allowed); checked in every manifest
+# that has the column.
+NAMES = {
+    "key": (KEY, "key", False),
+    "split": (SPLIT, "split name", False),
+    "shard": (SHARD, "shard path", False),
+    "source_key": (KEY, "key", True),
+    "near_dup_of": (KEY, "key", True),
+    "duplicate_of": (KEY, "key", True),
+    "format": (FORMAT, "format", False),
+    "members": (MEMBER, "member extension", False),
+}
+
+
 def read_manifest(path: Path, schema: pa.Schema) -> pa.Table:
-    """The manifest at `path`, or an empty table of `schema` when there is none yet."""
+    """The manifest at `path`, or an empty table of `schema` when there is none yet.
+
+    A file that is no Parquet, lacks a column that names rows, or holds a name that
+    does not match its pattern (`NAMES`) is refused with a one-line `DatasetError`.
+    """
     if not path.exists():
         return schema.empty_table()
-    return pq.read_table(path, schema=schema)
+    try:
+        present = set(pq.read_schema(path).names)
+        table = pq.read_table(path, schema=schema)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DatasetError(
+            f"{path}: not a readable Parquet manifest ({_first_line(error)})"
+        ) from None
+    if not present & set(schema.names):
+        raise DatasetError(f"{path}: not a rainbench manifest: none of its columns are known")
+    for column, (pattern, what, nullable) in NAMES.items():
+        if column not in schema.names:
+            continue
+        if not nullable and column not in present:
+            raise DatasetError(f"{path}: not a rainbench manifest: it has no {column} column")
+        _check_names(path, table[column], column, pattern, what, nullable)
+    return table
+
+
+def _check_names(
+    path: Path, values: pa.ChunkedArray, column: str, pattern: str, what: str, nullable: bool
+) -> None:
+    if pa.types.is_list(values.type):
+        lengths = pc.fill_null(pc.list_value_length(values), 0)
+        if not pc.all(pc.greater(lengths, 0), min_count=0).as_py():
+            raise DatasetError(f"{path}: a row has no {column}; the manifest is damaged")
+        values, nullable = pc.list_flatten(values), False
+    matches = pc.fill_null(pc.match_substring_regex(values, f"^({pattern})$"), nullable)
+    if not pc.all(matches, min_count=0).as_py():
+        bad = values[pc.index(matches, False).as_py()].as_py()
+        shown = "null" if bad is None else repr(bad[:80])
+        raise DatasetError(
+            f"{path}: {column} {shown} is not a valid {what}; the manifest is damaged "
+            "or was not written by rainbench (see docs/dataset-format.md)"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def write_manifest(path: Path, table: pa.Table) -> None:

@@ -44,6 +44,11 @@ class ShardWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary file of a shard that was not finished (a no-op after
+        `finish()`)."""
         if not self._file.closed:
             self._file.close()
             self.tmp_path.unlink(missing_ok=True)

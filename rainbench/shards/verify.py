@@ -3,6 +3,8 @@
 Each shard is read once, in one pass that hashes the whole file and every member:
 the shard's sha256 must match shards.parquet, every manifest row's members must be
 there with the right sha256, and nothing may be on disk that no manifest lists.
+Members are hashed in chunks as they stream by; one that is not a regular file (a
+link, a sparse file, a device) is reported, never read.
 """
 
 import hashlib
@@ -10,12 +12,15 @@ import json
 import os
 import tarfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rainbench.parallel import distribute
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.members import ShardError, irregular, shard_path
 from rainbench.shards.tar import TMP_SUFFIX
+
+_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Entry:
     key: str
     members: list[str]  # extensions, e.g. [jpg, json] or [rain.png, gt.png, json]
     hashes: dict[str, str]  # extension → expected sha256, for the members the row hashes
+    sizes: dict[str, int | None] = field(default_factory=dict)  # extension → expected bytes
 
 
 @dataclass(frozen=True)
@@ -43,15 +49,28 @@ class ShardReading:
     sha256: str | None
     bytes: int
     members: dict[str, str]  # member name → sha256
+    sizes: dict[str, int] = field(default_factory=dict)  # member name → bytes
     error: str | None = None
+    refused: tuple[tuple[str, str], ...] = ()  # (member name, why) of members not read
 
 
 def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem]:
     """Every problem found; an empty list means the dataset is sound."""
+    pending = (dataset.state_dir / "run.json").exists()
     if not dataset.exists():
+        if pending:  # the first ingest stopped before its first commit
+            return [
+                Problem(
+                    "ingest-pending",
+                    str(dataset.state_dir),
+                    "the first ingest was interrupted before it stored anything; "
+                    "re-run it to finish",
+                )
+            ]
         raise DatasetError(f"{dataset.root} is not a rainbench dataset (no dataset.json)")
+    info = dataset.read_info()
     problems: list[Problem] = []
-    if (dataset.state_dir / "run.json").exists():
+    if pending:
         problems.append(
             Problem(
                 "ingest-pending",
@@ -65,12 +84,20 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS).to_pylist()
     listed = {row["shard"]: row for row in shards}
     rows_by_shard: dict[str, list[Entry]] = defaultdict(list)
-    rows = [(row, "samples.parquet", {row["members"][0]: row["sha256"]}) for row in samples] + [
-        (row, "synthetic.parquet", {"rain.png": row["rain_sha256"], "gt.png": row["gt_sha256"]})
+    rows = [
+        (
+            row,
+            "samples.parquet",
+            {row["members"][0]: row["sha256"]},
+            {row["members"][0]: row["bytes"]},
+        )
+        for row in samples
+    ] + [
+        (row, "synthetic.parquet", {"rain.png": row["rain_sha256"], "gt.png": row["gt_sha256"]}, {})
         for row in pairs
     ]
     seen_keys: set[str] = set()
-    for row, source, hashes in rows:
+    for row, source, hashes, sizes in rows:
         if row["key"] in seen_keys:
             problems.append(Problem("duplicate-key", row["key"], f"listed twice ({source})"))
         seen_keys.add(row["key"])
@@ -82,13 +109,19 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
                     f"{source} row {row['key']} points at a shard not in shards.parquet",
                 )
             )
-        rows_by_shard[row["shard"]].append(Entry(row["key"], row["members"], hashes))
+        rows_by_shard[row["shard"]].append(Entry(row["key"], row["members"], hashes, sizes))
 
-    present = [dataset.root / name for name in listed if (dataset.root / name).exists()]
+    tasks = []
     for name in listed:
-        if not (dataset.root / name).exists():
+        try:
+            path = shard_path(dataset.root, name)
+        except ShardError as error:
+            problems.append(Problem("shard-outside", name, str(error)))
+            continue
+        if path.exists():
+            tasks.append((path.as_posix(), name))
+        else:
             problems.append(Problem("shard-missing", name, "listed in shards.parquet, not on disk"))
-    tasks = [(path.as_posix(), path.relative_to(dataset.root).as_posix()) for path in present]
     for reading in distribute(read_shard, tasks, workers):
         problems += _check_shard(reading, listed[reading.shard], rows_by_shard[reading.shard])
 
@@ -106,8 +139,8 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
                 "a shard that was never finished",
             )
         )
-    info = dataset.read_info()
-    counted = info.get("counts", {}).get("samples")
+    counts = info.get("counts")
+    counted = counts.get("samples") if isinstance(counts, dict) else None
     if counted != len(samples):
         problems.append(
             Problem(
@@ -123,18 +156,32 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
     path, name = task
     whole = hashlib.sha256()
     members: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    refused: list[tuple[str, str]] = []
     with open(path, "rb") as raw:
         hashing = _HashingReader(raw, whole)
         try:
             with tarfile.open(fileobj=hashing, mode="r|") as archive:
                 for member in archive:
-                    data = archive.extractfile(member).read() if member.isfile() else b""
-                    members[member.name] = hashlib.sha256(data).hexdigest()
+                    if why := irregular(member):
+                        refused.append((member.name, why))
+                        continue
+                    members[member.name] = _member_sha256(archive.extractfile(member))
+                    sizes[member.name] = member.size
         except (tarfile.TarError, OSError, EOFError) as error:
-            return ShardReading(name, None, 0, members, f"unreadable tar: {error}")
-        while hashing.read(1 << 22):
+            return ShardReading(name, None, 0, members, error=f"unreadable tar: {error}")
+        while hashing.read(_CHUNK):
             pass
-    return ShardReading(name, whole.hexdigest(), hashing.size, members)
+    return ShardReading(
+        name, whole.hexdigest(), hashing.size, members, sizes, refused=tuple(refused)
+    )
+
+
+def _member_sha256(handle) -> str:
+    sha = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        sha.update(chunk)
+    return sha.hexdigest()
 
 
 class _HashingReader:
@@ -152,7 +199,8 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
     name = reading.shard
     if reading.error:
         return [Problem("shard-corrupt", name, reading.error)]
-    problems = []
+    refused = dict(reading.refused)
+    problems = [Problem("member-type", f"{name}:{member}", why) for member, why in refused.items()]
     if reading.sha256 != listed["sha256"] or reading.bytes != listed["bytes"]:
         problems.append(
             Problem(
@@ -168,7 +216,18 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
             member = f"{entry.key}.{ext}"
             expected.add(member)
             if member not in reading.members:
-                problems.append(Problem("member-missing", f"{name}:{member}", "not in the shard"))
+                if member not in refused:
+                    problems.append(
+                        Problem("member-missing", f"{name}:{member}", "not in the shard")
+                    )
+            elif entry.sizes.get(ext) not in (None, reading.sizes[member]):
+                problems.append(
+                    Problem(
+                        "member-size",
+                        f"{name}:{member}",
+                        f"{reading.sizes[member]} bytes, the manifest says {entry.sizes[ext]}",
+                    )
+                )
             elif ext in entry.hashes and reading.members[member] != entry.hashes[ext]:
                 problems.append(
                     Problem(

@@ -4,18 +4,18 @@ what each recipe means on one picture.
 """
 
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from rainbench.capture.decode import load_upright
+from rainbench.capture.decode import load_upright, turn_upright
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
+from rainbench.shards.members import ShardError, decode_picture, open_shard, read_member, size_limit
 from rainbench.synth.png import encode_png
 from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
 from rainbench.synth.render import contact_sheet, derive_seed, render
@@ -38,12 +38,16 @@ class SynthOptions:
 
 @dataclass(frozen=True)
 class RenderTask:
-    shard: str  # absolute path of the source capture's shard
+    root: Path  # the dataset
+    shard: str  # the source capture's shard, relative to root
     member: str  # the member holding its pixels
     format: str
     recipe: str
     seed: int  # derived from (source key, recipe, seed, render index)
     max_side: int | None
+    bytes: int | None  # the manifest's bounds on reading the member
+    width: int
+    height: int
 
 
 def synthesize(root: Path, options: SynthOptions, progress: bool = False) -> PairsSummary:
@@ -73,7 +77,7 @@ def _sources(dataset: Dataset, options: SynthOptions) -> list[dict]:
     rows = [
         row
         for row in samples.select(
-            ["key", "shard", "split", "layer", "members", "format"]
+            ["key", "shard", "split", "layer", "members", "format", "bytes", "width", "height"]
         ).to_pylist()
         if row["split"] == options.source_split and row["layer"] == options.source_layer
     ]
@@ -90,9 +94,12 @@ def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, ind
     version = RECIPES[recipe].version
     seed = derive_seed(source["key"], recipe, options.seed, index)
     members = source["members"]
-    # A RAW capture's pixels are its rendered preview; anything else is decoded as stored.
-    member, fmt = (
-        ("preview.jpg", "jpeg") if "preview.jpg" in members else (members[0], source["format"])
+    # A RAW capture's pixels are its rendered preview; anything else is decoded as stored,
+    # its size known from the manifest.
+    member, fmt, stored_bytes = (
+        ("preview.jpg", "jpeg", None)
+        if "preview.jpg" in members
+        else (members[0], source["format"], source["bytes"])
     )
     return PairJob(
         split=f"syn-{recipe}",
@@ -104,20 +111,26 @@ def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, ind
             "seed": seed,
         },
         task=RenderTask(
-            (dataset.root / source["shard"]).as_posix(),
+            dataset.root,
+            source["shard"],
             f"{source['key']}.{member}",
             fmt,
             recipe,
             seed,
             options.max_side,
+            stored_bytes,
+            source["width"],
+            source["height"],
         ),
     )
 
 
 def render_pair(task: RenderTask) -> MadePair:
-    with tarfile.open(task.shard) as archive:
-        data = archive.extractfile(task.member).read()
-    clean = np.asarray(_fit(load_upright(data, FORMATS[task.format]), task.max_side))
+    try:
+        source = _read_source(task)
+    except ShardError as error:  # this pair is not made; verify names the damage
+        return MadePair({}, {}, error=str(error))
+    clean = np.asarray(_fit(source, task.max_side))
     rendered = render(clean, task.recipe, task.seed)
     members = {"rain.png": encode_png(rendered.rain), "gt.png": encode_png(clean)}
     if rendered.streaks is not None:
@@ -133,6 +146,16 @@ def render_pair(task: RenderTask) -> MadePair:
         "compositing": rendered.params.get("compositing"),
     }
     return MadePair(members, metadata)
+
+
+def _read_source(task: RenderTask) -> Image.Image:
+    """The source capture, upright, read and decoded within the manifest's sizes."""
+    with open_shard(task.root, task.shard) as archive:
+        limit = size_limit(task.bytes, task.width, task.height)
+        data = read_member(archive, task.shard, task.member, limit)
+    where = f"{task.shard}:{task.member}"
+    image, orientation = decode_picture(data, FORMATS[task.format], where, task.width, task.height)
+    return turn_upright(image, orientation)
 
 
 def _fit(image: Image.Image, max_side: int | None) -> Image.Image:

@@ -93,28 +93,36 @@ def _fill_shards(
     summary: PairsSummary,
     bar: tqdm,
 ) -> Iterator[tuple[str, ShardInfo, list[dict]]]:
-    """Write pairs into consecutive shards; yield (shard name, info, rows) per shard."""
+    """Write pairs into consecutive shards; yield (shard name, info, rows) per shard.
+
+    A failure (a full disk) removes the shard being written, so no temporary is left.
+    """
     index = _next_index(dataset, split)
     writer, rows = None, []
-    for job, pair in made:
-        bar.update(1)
-        if pair.error:
-            summary.failed.append((job.job, pair.error))
-            continue
-        if writer is None:
-            name = dataset.synthetic_shard_name(split, index)
-            writer, rows, size = ShardWriter(dataset.root / name), [], 0
-        members = _member_names(pair)
-        for member in members[:-1]:
-            writer.add(f"{job.key}.{member}", pair.members[member])
-        writer.add(f"{job.key}.json", _metadata_json(job, pair))
-        rows.append(_row(job, pair, name, members))
-        size += sum(len(data) for data in pair.members.values())
-        if size >= shard_bytes:
+    try:
+        for job, pair in made:
+            bar.update(1)
+            if pair.error:
+                summary.failed.append((job.job, pair.error))
+                continue
+            if writer is None:
+                name = dataset.synthetic_shard_name(split, index)
+                writer, rows, size = ShardWriter(dataset.root / name), [], 0
+            members = _member_names(pair)
+            for member in members[:-1]:
+                writer.add(f"{job.key}.{member}", pair.members[member])
+            writer.add(f"{job.key}.json", _metadata_json(job, pair))
+            rows.append(_row(job, pair, name, members))
+            size += sum(len(data) for data in pair.members.values())
+            if size >= shard_bytes:
+                yield name, _publish(writer), rows
+                writer, index = None, index + 1
+        if writer is not None:
             yield name, _publish(writer), rows
-            writer, index = None, index + 1
-    if writer is not None:
-        yield name, _publish(writer), rows
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
 
 
 def _publish(writer: ShardWriter) -> ShardInfo:

@@ -18,6 +18,7 @@ IDENTS = ("key", "sha256", "source_path")
 _HEX_DIGITS = {"key": 24, "sha256": 64}
 _ALLOWED = f"allowed: {', '.join(LABEL_TYPES)}"
 _ANY_IDENT = f"{', '.join(IDENTS[:-1])} or {IDENTS[-1]}"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,11 @@ class LabelMatch:
 def read_label_sheet(path: Path) -> tuple[list[Label], list[LabelProblem]]:
     """The sheet's labels, and a problem for each row that cannot be one."""
     text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     columns: dict[str, int] | None = None
     labels: list[Label] = []
     problems: list[LabelProblem] = []
-    start = 1
+    start = 1  # the line the row being read starts on
     try:
         for cells in reader:
             # A quoted cell may span lines: a row is numbered by the line it starts on.
@@ -66,15 +67,30 @@ def read_label_sheet(path: Path) -> tuple[list[Label], list[LabelProblem]]:
             if not any(cell.strip() for cell in cells) or cells[0].strip().startswith("#"):
                 continue
             if columns is None:
+                if any(_LINE_BREAK.search(cell) for cell in cells):
+                    raise LabelSheetError(f'{path}:{line}: a quote (") in the header is not closed')
                 columns = _header(path, cells)
                 continue
+            swallowed = _swallowed_row(line, cells, columns)
+            if swallowed is not None:
+                raise LabelSheetError(
+                    f'{path}:{line}: a quote (") opened on this line is not closed: its cell '
+                    f"runs on over line {swallowed}, which reads as a label row"
+                )
             result = _row(line, cells, columns)
             if isinstance(result, Label):
                 labels.append(result)
             else:
                 problems.append(LabelProblem(str(path), line, result))
     except csv.Error as err:
-        raise LabelSheetError(f"{path}:{reader.line_num}: not a readable CSV ({err})") from err
+        # Strict, so a quote left open that runs to the end of the sheet, or to a later
+        # quote with text after it, is an error instead of one long cell.
+        if "end of data" in str(err):
+            message = 'a quote (") opened on this line is never closed'
+        else:
+            where = "" if reader.line_num == start else f" on line {reader.line_num}"
+            message = f"not a readable CSV ({err}{where})"
+        raise LabelSheetError(f"{path}:{start}: {message}") from err
     if columns is None:
         raise LabelSheetError(f"{path}: no header row (it needs rain_type and one of {_ANY_IDENT})")
     return labels, problems
@@ -130,6 +146,19 @@ def _read_text(path: Path) -> str:
         raise LabelSheetError(
             f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8 CSV"
         ) from err
+
+
+def _swallowed_row(line: int, cells: list[str], columns: dict[str, int]) -> int | None:
+    """The line of the first label row inside a cell that spans lines: a quote left open
+    takes the rows after it into its cell until another quote closes it; None if none."""
+    for cell in cells:
+        parts = _LINE_BREAK.split(cell)
+        for offset, text in enumerate(parts[1:], 1):
+            inner = next(csv.reader([text]), [])
+            if isinstance(_row(line + offset, inner, columns), Label):
+                return line + offset
+        line += len(parts) - 1
+    return None
 
 
 def _header(path: Path, cells: list[str]) -> dict[str, int]:

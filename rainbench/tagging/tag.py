@@ -7,7 +7,6 @@ type whatever the tagger says (its `rain_type_auto` is still refreshed), until a
 later label sheet says otherwise.
 """
 
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rainbench.capture.formats import FORMATS
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.members import ShardError, open_shard, pixel_limit, read_member, size_limit
 from rainbench.shards.stats import rain_type_counts
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
 from rainbench.tagging.labels import (
@@ -171,18 +171,30 @@ def _stored_features(row: dict) -> dict[str, float] | None:
     return {name: row[feature_column(name)] for name in FEATURE_NAMES}
 
 
+@dataclass(frozen=True)
+class Stale:
+    """A capture to measure again, with the manifest's sizes that bound reading it."""
+
+    key: str
+    format: str
+    bytes: int | None
+    width: int | None
+    height: int | None
+
+
 def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: TagSummary) -> None:
     """Decode (at preview scale) the captures whose features are missing or of another
     version, shard by shard, and store fresh features in their rows."""
-    stale: dict[str, list[tuple[str, str]]] = {}
+    stale: dict[str, list[Stale]] = {}
     for row in rows:
         if _stored_features(row) is None:
-            member = f"{row['key']}.{FORMATS[row['format']].ext}"
-            stale.setdefault(row["shard"], []).append((row["key"], member, row["format"]))
+            stale.setdefault(row["shard"], []).append(
+                Stale(row["key"], row["format"], row["bytes"], row["width"], row["height"])
+            )
     if not stale:
         return
     by_key = {row["key"]: row for row in rows}
-    tasks = [(str(dataset.root / shard), members) for shard, members in sorted(stale.items())]
+    tasks = [(dataset.root, shard, members) for shard, members in sorted(stale.items())]
     with WorkerPool(workers) as pool:
         for results in pool.map_unordered(_measure_shard, tasks):
             for key, features in results:
@@ -194,24 +206,29 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
     summary.unmeasurable.sort()
 
 
-def _measure_shard(task: tuple[str, list[tuple[str, str, str]]]) -> list[tuple[str, dict | None]]:
+def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict | None]]:
     # Imported in the worker: measuring needs scipy, which tagging from stored
     # features (and ingest's main process, which imports this module) never does.
-    from rainbench.capture.decode import decode_capture
+    from rainbench.capture.decode import DEFAULT_MAX_PIXELS, decode_capture
     from rainbench.capture.reject import CaptureRejected
     from rainbench.tagging.measure import compute_features
 
-    shard, members = task
-    results: dict[str, dict | None] = dict.fromkeys(key for key, _, _ in members)
+    root, shard, members = task
+    results: dict[str, dict | None] = dict.fromkeys(stale.key for stale in members)
     try:
-        with tarfile.open(shard) as tar:
-            for key, member, fmt in members:
-                try:
-                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                    decoded = decode_capture(data, FORMATS[fmt])
-                except (KeyError, CaptureRejected):
-                    continue
-                results[key] = compute_features(decoded.preview)
-    except (OSError, tarfile.TarError):
-        pass  # a missing or damaged shard: its captures stay unmeasured (verify names it)
+        tar = open_shard(root, shard)
+    except ShardError:
+        return list(results.items())  # missing or damaged: unmeasured (verify names it)
+    with tar:
+        for stale in members:
+            fmt = FORMATS[stale.format]
+            limit = size_limit(stale.bytes, stale.width, stale.height)
+            # A RAW's sensor is a little larger than the picture the manifest sizes.
+            pixels = DEFAULT_MAX_PIXELS if fmt.raw else pixel_limit(stale.width, stale.height)
+            try:
+                data = read_member(tar, shard, f"{stale.key}.{fmt.ext}", limit)
+                decoded = decode_capture(data, fmt, pixels)
+            except (ShardError, CaptureRejected):
+                continue
+            results[stale.key] = compute_features(decoded.preview)
     return list(results.items())

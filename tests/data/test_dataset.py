@@ -224,6 +224,17 @@ def test_a_damaged_shard_is_named_when_verified(ds):
         list(RainDataset(ds, crop=32, verify=True, shuffle=False))
 
 
+def test_a_member_beyond_its_manifest_row_is_refused_unread(ds):
+    samples = _samples(ds)
+    row = samples[samples.format == "jpeg"].iloc[0]
+    member = f"{row.key}.jpg"
+    _add_member(ds / row.shard, member, bytes(row.bytes + 1))  # the later member wins
+    with pytest.raises(ShardError, match=f"{member}: {row.bytes + 1} bytes, more than"):
+        ShardReader(ds).read(row.shard, member, int(row.bytes))
+    with pytest.raises(ShardError, match=member):
+        list(RainDataset(ds, crop=32, shuffle=False))
+
+
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_upright_turns_tensors_as_pillow_turns_pictures(orientation):
     from PIL import Image

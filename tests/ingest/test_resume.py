@@ -5,6 +5,7 @@ Two kinds of kill: deterministic crashes injected at each phase boundary (in
 process), and real `kill -9` of the whole process tree at random moments.
 """
 
+import errno
 import hashlib
 import os
 import random
@@ -16,12 +17,15 @@ import time
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from rainbench.cli import main
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
 from rainbench.ingest import scan as scan_module
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset
+from rainbench.shards import tar as tar_module
+from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 
 OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
@@ -64,7 +68,7 @@ def _always(*args, **kwargs):
     return True
 
 
-def _crash_on_call(monkeypatch, target, name, nth, when=_always):
+def _crash_on_call(monkeypatch, target, name, nth, when=_always, error=None):
     original = getattr(target, name)
     calls = {"n": 0}
 
@@ -72,7 +76,7 @@ def _crash_on_call(monkeypatch, target, name, nth, when=_always):
         if when(*args, **kwargs):
             calls["n"] += 1
             if calls["n"] == nth:
-                raise Killed(f"{name} #{nth}")
+                raise error() if error else Killed(f"{name} #{nth}")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(target, name, crashing)
@@ -170,3 +174,72 @@ def test_kill_minus_nine_at_random_moments(tmp_path, raw, reference):
         subprocess.run(argv, check=True, capture_output=True)
         assert fingerprint(ds) == reference, f"trial {trial}"
         assert verify(Dataset(ds)) == []
+
+
+def test_killing_only_the_main_process_takes_its_workers_with_it(
+    tmp_path, raw, reference, session_processes
+):
+    ds = tmp_path / "ds"
+    command = [sys.executable, "-m", "rainbench", "ingest", str(raw), "--out", str(ds)]
+    command += ["--shard-size", "150KB", "-j", "2", "--no-progress"]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(session_processes(process.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the forkserver and a worker have started
+        assert process.poll() is None, "finished before its workers could be seen"
+    finally:
+        process.kill()  # the main process alone
+        process.wait()
+    deadline = time.monotonic() + 10
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not session_processes(process.pid)
+    ingest([raw], ds, OPTIONS)
+    assert fingerprint(ds) == reference
+
+
+def _disk_full() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# Where the disk fills: (object, function, which of the counted calls, which calls count).
+DISK_FULL_POINTS = {
+    "scan, appending to the journal": (scan_module.Journal, "append", 2, _always),
+    # Three writes per tar member: this is inside the first shard's sixth capture or so.
+    "write, inside a shard": (tar_module.ShardWriter, "_write", 40, _always),
+    "write, flushing a finished shard": (run_module, "publish", 2, _always),
+    "commit, a manifest": (manifest, "write_manifest", 1, _named("samples.parquet")),
+    "finalize, dataset.json": (run_module.Dataset, "write_info", 2, _always),
+}
+
+
+@pytest.mark.parametrize("point", list(DISK_FULL_POINTS))
+def test_a_full_disk_is_a_one_line_error_and_the_next_run_resumes(
+    tmp_path, raw, reference, monkeypatch, point
+):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, *DISK_FULL_POINTS[point], error=_disk_full)
+        with pytest.raises(DatasetError) as full:
+            ingest([raw], ds, OPTIONS)
+    assert "No space left on device" in str(full.value) and "\n" not in str(full.value)
+    assert not [p for p in ds.rglob("*.tmp")]
+    ingest([raw], ds, OPTIONS)
+    assert fingerprint(ds) == reference
+    assert verify(Dataset(ds)) == []
+
+
+def test_the_cli_says_the_disk_is_full_in_one_line(tmp_path, raw, monkeypatch):
+    _crash_on_call(monkeypatch, tar_module.ShardWriter, "_write", 1, error=_disk_full)
+    ds = tmp_path / "ds"
+    result = CliRunner().invoke(
+        main, ["ingest", str(raw), "--out", str(ds), "-j", "1", "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"error: {ds}: No space left on device; free some space and run the same ingest "
+        "again to resume"
+    ]

@@ -21,6 +21,7 @@ from rainbench.metrics.fullref import psnr, psnr_y, ssim, ssim_y
 from rainbench.models.base import Derainer
 from rainbench.models.external import CommandDerainer
 from rainbench.models.registry import create_derainer
+from rainbench.shards import manifest
 from rainbench.synth.build import SynthOptions, synthesize
 
 FULL_REFERENCE = ("psnr_y", "ssim_y", "psnr", "ssim")
@@ -173,6 +174,52 @@ def test_resume_after_a_kill_scores_only_the_rest_and_a_rerun_is_a_no_op(tmp_pat
     assert len(_table(results, "identity", "test")) == 4
 
 
+def _evaluate_killed_after_write(results, ds, settings, monkeypatch, kill_after: int) -> int:
+    """Evaluate, killed (KeyboardInterrupt) once the `kill_after`-th write of the JSON or
+    the Parquet is on disk (never when 0); returns how many writes there were."""
+    writes = []
+    write_json, write_manifest = eval_module._SplitRun._write_json, manifest.write_manifest
+
+    def counted(write):
+        def wrapper(*args):
+            write(*args)
+            writes.append(write)
+            if len(writes) == kill_after:
+                raise KeyboardInterrupt
+
+        return wrapper
+
+    with monkeypatch.context() as patch:
+        patch.setattr(eval_module._SplitRun, "_write_json", counted(write_json))
+        patch.setattr(manifest, "write_manifest", counted(write_manifest))
+        evaluate(_source("identity"), ds, "test", results, settings)
+    return len(writes)
+
+
+def test_a_run_killed_at_any_write_resumes_to_the_same_crops(tmp_path, ds, monkeypatch):
+    monkeypatch.setattr(eval_module, "_FLUSH_SECONDS", -1.0)  # a flush after every batch
+    settings = EvalSettings(metrics=("piqe",), batch=1, crops=3)
+    whole = tmp_path / "whole"
+    writes = _evaluate_killed_after_write(whole, ds, settings, monkeypatch, 0)
+    expected = json.loads((whole / "identity" / "ds" / "test.json").read_text())["crops"]
+    assert len(expected) == 3 and writes > 6  # the first JSON, two per flush, the last JSON
+    for kill_after in range(1, writes):
+        results = tmp_path / f"killed-{kill_after}"
+        with pytest.raises(KeyboardInterrupt):
+            _evaluate_killed_after_write(results, ds, settings, monkeypatch, kill_after)
+        evaluate(_source("identity"), ds, "test", results, settings)
+        folder = results / "identity" / "ds"
+        info = json.loads((folder / "test.json").read_text())
+        assert info["crops"] == expected, f"killed after write {kill_after}"
+        assert info["finished_at"] and info["images"] == {"ok": 4, "failed": 0}
+        assert sorted(path.stem for path in (folder / "test.crops").glob("*.png")) == sorted(
+            expected
+        )
+        assert sorted(_table(results, "identity", "test").index) == sorted(
+            _table(whole, "identity", "test").index
+        )
+
+
 def test_results_made_otherwise_are_refused(tmp_path, ds):
     results = tmp_path / "res"
     evaluate(_source("identity"), ds, "syn-streak", results, FAST)
@@ -206,6 +253,15 @@ def test_results_made_otherwise_are_scored_again_when_asked(tmp_path, ds):
     assert info["metrics"] == ["piqe"] and info["finished_at"] is not None
     [third] = evaluate(_source("identity"), ds, "syn-streak", results, other)
     assert (third.scored, third.skipped) == (0, first.scored)
+
+
+def test_an_output_path_outside_the_results_is_refused(tmp_path, ds):
+    # Split names are checked where the manifest is read; this is the second guard.
+    with pytest.raises(EvalError, match="outside the results folder"):
+        eval_module._SplitRun(
+            _source("identity"), eval_module.Dataset(ds), "ds", "../../../x", "real",
+            tmp_path / "res", FAST, None,
+        )  # fmt: skip
 
 
 def test_an_unknown_split_names_the_known_ones(tmp_path, ds):

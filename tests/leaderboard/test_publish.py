@@ -2,6 +2,7 @@
 and the Markdown, CSV, LaTeX and HTML renderings."""
 
 import csv
+import html.parser
 import io
 import json
 import math
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rainbench.leaderboard import publish
 from rainbench.leaderboard.bootstrap import estimate, seed_for
 from rainbench.leaderboard.html import render_html
 from rainbench.leaderboard.publish import (
@@ -355,3 +357,100 @@ def test_no_results_is_an_error(tmp_path):
 def test_unknown_format_is_an_error(results_dir, tmp_path):
     with pytest.raises(LeaderboardError, match="unknown format"):
         write_leaderboard(results_dir, "pdf", tmp_path / "x.pdf")
+
+
+# Names a results folder may hold that are markup in Markdown or a formula in a sheet.
+HOSTILE_MODELS = (
+    "*a* _b_ __c__ `d` [e](f) ~~g~~ $h$ \\i | j &amp; &k <!-- l",
+    "- 1. # m",
+    "12) n",
+    "# o #",
+    '=HYPERLINK("evil.example","p")',
+    "+q",
+    "@SUM(1)",
+    "\tr",
+)
+HOSTILE_DATASET = "<img src=x onerror=alert(1)>"
+
+
+class _Cells(html.parser.HTMLParser):
+    """Every td, li and h2 of rendered HTML: its text and the tags inside it."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.found: dict[str, list[tuple[str, set[str]]]] = {"td": [], "li": [], "h2": []}
+        self.open: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.found:
+            self.open = tag
+            self.found[tag].append(("", set()))
+        elif self.open:
+            self.found[self.open][-1][1].add(tag)
+
+    def handle_endtag(self, tag):
+        if tag == self.open:
+            self.open = None
+
+    def handle_data(self, data):
+        if self.open:
+            text, tags = self.found[self.open][-1]
+            self.found[self.open][-1] = (text + data, tags)
+
+
+def test_markdown_renders_any_name_as_its_plain_text(tmp_path, write_run):
+    markdown_it = pytest.importorskip("markdown_it")
+    for index, model in enumerate(HOSTILE_MODELS):
+        values = [3.0 + index]
+        write_run(tmp_path, model, HOSTILE_DATASET, "-test", kind="real", metrics={"niqe": values})
+    text = render_markdown(load_results(tmp_path))
+    assert "<img" not in text
+    rendered = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    cells = _Cells()
+    cells.feed(rendered.render(text))
+    # As HTML shows text: a tab is a space, and a cell's leading space is not shown.
+    shown = {f"{name} 1.0".replace("\t", " ").strip() for name in HOSTILE_MODELS}
+    models = {text for text, tags in cells.found["td"] if text in shown}
+    assert models == shown
+    assert all(tags <= {"strong"} for _, tags in cells.found["td"])  # only the best is bold
+    provenance = [(text, tags) for text, tags in cells.found["li"] if "checkpoint" in text]
+    assert {text.split(":")[0].strip() for text, _ in provenance} == shown
+    assert all(not tags for _, tags in provenance)
+    assert cells.found["h2"] == [(f"{HOSTILE_DATASET} / -test (real rain, 1 images)", set())]
+
+
+def test_markdown_escapes_only_what_would_be_markup():
+    assert publish._md("a_b&c|d") == "a_b&c\\|d"
+    assert publish._md("_a_ &amp; &#1; <b>") == "\\_a\\_ &amp;amp; &amp;#1; &lt;b&gt;"
+    assert publish._md("- x") == "\\- x" and publish._md("3. x") == "3\\. x"
+    assert publish._md("syn-streak 1.0") == "syn-streak 1.0"
+    assert publish._md("two\nlines") == "two lines"
+    assert publish._md_code("a`b") == "``a`b``" and publish._md_code("`") == "`` ` ``"
+
+
+def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers(tmp_path, write_run):
+    for index, model in enumerate(HOSTILE_MODELS):
+        write_run(
+            tmp_path,
+            model,
+            "=ds",
+            "@split",
+            kind="real",
+            metrics={"mymetric": [-1.5 - index, -2.5]},
+            rain_types=["+x", "-2"],
+            lower_is_better={"mymetric": True},
+            version="-1+1",
+        )
+    rows = list(csv.reader(io.StringIO(render_csv(load_results(tmp_path)))))[1:]
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), row
+            assert not cell.startswith("-") or re.fullmatch(r"-[\d.e+-]+", cell), row
+    frame = pd.read_csv(io.StringIO(render_csv(load_results(tmp_path))), keep_default_na=False)
+    assert set(frame["model"]) == {
+        "'" + m if m.startswith(("=", "+", "-", "@", "\t")) else m for m in HOSTILE_MODELS
+    }
+    assert set(frame["dataset"]) == {"'=ds"} and set(frame["split"]) == {"'@split"}
+    assert set(frame["model_version"]) == {"'-1+1"}
+    assert set(frame["rain_type"]) == {"all", "'+x", "-2"}  # -2 stays a number
+    assert frame["mean"].dtype == np.float64 and (frame["mean"] < 0).all()

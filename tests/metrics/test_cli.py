@@ -1,6 +1,7 @@
 """`rainbench score`, `metrics` and `weights` as a user runs them."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -95,3 +96,19 @@ def test_metrics_and_weights_status(tmp_path):
     status = runner.invoke(main, ["weights", "status", "--weights-dir", str(tmp_path), "--json"])
     files = {f["file"]: f for f in json.loads(status.output)}
     assert files["niqe_modelparameters.mat"]["provide"].startswith("rainbench weights extract-niqe")
+
+
+def test_score_a_folder_with_special_files_and_names_that_are_not_utf8(tmp_path, folders):
+    pred, gt = folders
+    for folder in folders:
+        (folder / "0.png").rename(folder / os.fsdecode(b"bad\xff.png"))
+    os.mkfifo(pred / "pipe.png")  # reading it would block for ever
+    (pred / "zero.png").symlink_to("/dev/zero")  # endless
+    (pred / "loop.png").symlink_to("loop.png")
+    out = tmp_path / "scores.parquet"
+    options = ["--metrics", "psnr", "--out", str(out), "--no-cache", "-j", "1"]
+    result = CliRunner().invoke(main, ["score", "--pred", str(pred), "--ref", str(gt), *options])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(out)
+    assert list(scores.name) == ["1.png", "2.png", r"bad\xff.png"]
+    assert (scores.status == "ok").all()

@@ -76,6 +76,33 @@ def test_bad_option_values_are_errors(name, options, message):
         create_derainer(name, **options)
 
 
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("guided", {"radius": "abc"}, 'radius must be .*an integer.*, not "abc"$'),
+        ("guided", {"radius": float("inf")}, "radius .* not Infinity$"),
+        ("guided", {"radius": [1, 2]}, r"radius .* not \[1, 2\]$"),
+        ("guided", {"radius": True}, "radius .* not true$"),
+        ("guided", {"radius": 2.7}, "radius .* not 2.7$"),
+        ("guided", {"radius": 10**6}, "radius must be at least 1 and at most 10000"),
+        ("guided", {"eps": float("nan")}, r"eps must be positive \(a finite number\), not NaN$"),
+        ("guided", {"refine_eps": "0.1"}, "refine_eps must be positive"),
+        ("dcp", {"t0": float("nan")}, r"t0 must be in \(0, 1\]"),
+        ("dcp", {"light_fraction": False}, "light_fraction"),
+        ("dcp", {"patch": 3.5}, "patch .* not 3.5$"),
+        ("dcp", {"radius": None, "eps": "x"}, "eps must be positive"),
+    ],
+)
+def test_option_values_are_typed_strictly(name, options, message):
+    with pytest.raises(DerainerError, match=f"^{name}: {message}"):
+        create_derainer(name, **options)
+
+
+def test_null_options_take_the_automatic_value():
+    assert create_derainer("guided", radius=None).info()["options"]["radius"] is None
+    assert create_derainer("dcp", patch=None, radius=None).info()["options"]["patch"] is None
+
+
 def test_built_ins_take_no_checkpoint(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")

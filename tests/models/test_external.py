@@ -102,6 +102,12 @@ def test_a_command_past_its_timeout_is_an_error(batch):
         CommandDerainer(sleeper, timeout=0.2).derain(batch)
 
 
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5", True])
+def test_a_timeout_must_be_a_positive_number(timeout):
+    with pytest.raises(DerainerError, match=r"^theirs: timeout must be positive"):
+        CommandDerainer("run {input_dir} {output_dir}", "theirs", timeout=timeout)
+
+
 def test_both_placeholders_are_required():
     with pytest.raises(DerainerError, match=r"needs a \{output_dir\} placeholder"):
         CommandDerainer("python test.py --in {input_dir}")

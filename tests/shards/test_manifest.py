@@ -1,11 +1,15 @@
-"""The documented schema and the code's schema are the same list of columns."""
+"""The documented schema and the code's schema are the same list of columns, and a
+manifest is read only when every name in it matches its documented pattern."""
 
 import re
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from rainbench.shards import manifest
+from rainbench.shards.dataset import DatasetError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "dataset-format.md"
 
@@ -27,3 +31,67 @@ def _documented(section: str) -> list[str]:
 )
 def test_every_column_is_documented(section, schema):
     assert _documented(section) == schema.names
+
+
+def _write_samples(path: Path, **changes) -> None:
+    row = {
+        "key": "0123456789abcdef01234567",
+        "shard": "shards/test/test-000000.tar",
+        "split": "test",
+        "format": "jpeg",
+        "members": ["jpg", "json"],
+        **changes,
+    }
+    manifest.write_manifest(path, manifest.rows_to_table([row], manifest.SAMPLES))
+
+
+def test_a_sound_manifest_reads_back(tmp_path):
+    path = tmp_path / "samples.parquet"
+    _write_samples(path, near_dup_of=None)
+    assert manifest.read_manifest(path, manifest.SAMPLES).num_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("key", "../../../../../y"),
+        ("key", "0123456789ABCDEF01234567"),
+        ("key", None),
+        ("split", "../../../../x"),
+        ("split", "Test"),
+        ("shard", "../../../../etc/passwd"),
+        ("shard", "/etc/passwd"),
+        ("shard", "shards/test/../../../x-000000.tar"),
+        ("shard", "shards\\test\\test-000000.tar"),
+        ("shard", "shards/test/test-000000.tar.gz"),
+        ("near_dup_of", "../y"),
+        ("format", "gif"),
+        ("members", ["../../x"]),
+        ("members", []),
+    ],
+)
+def test_a_name_off_its_pattern_refuses_the_whole_manifest(tmp_path, column, value):
+    path = tmp_path / "samples.parquet"
+    _write_samples(path, **{column: value})
+    with pytest.raises(DatasetError, match=f"{path}: .*{column}") as caught:
+        manifest.read_manifest(path, manifest.SAMPLES)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_file_that_is_no_manifest_is_one_line(tmp_path):
+    path = tmp_path / "samples.parquet"
+    path.write_bytes(b"PAR1 not Parquet PAR1")
+    with pytest.raises(DatasetError, match="not a readable Parquet manifest"):
+        manifest.read_manifest(path, manifest.SAMPLES)
+    pq.write_table(pa.table({"name": ["a"]}), path)
+    with pytest.raises(DatasetError, match="not a rainbench manifest: none of its columns"):
+        manifest.read_manifest(path, manifest.SAMPLES)
+    pq.write_table(pa.table({"split": ["test"]}), path)
+    with pytest.raises(DatasetError, match="not a rainbench manifest: it has no key column"):
+        manifest.read_manifest(path, manifest.SAMPLES)
+
+
+def test_the_patterns_are_the_documented_ones():
+    trusts = DOC.read_text().split("## What a reader trusts\n", 1)[1]
+    assert f"`{manifest.KEY}`" in trusts and f"`{manifest.SPLIT}`" in trusts
+    assert f"`{manifest.MEMBER}`" in trusts

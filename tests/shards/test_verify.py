@@ -77,3 +77,16 @@ def test_a_manifest_row_without_its_member_is_caught(ds):
 def test_not_a_dataset(tmp_path):
     with pytest.raises(DatasetError, match="not a rainbench dataset"):
         verify(Dataset(tmp_path))
+
+
+def test_a_member_of_another_size_than_the_manifest_says_is_caught(ds):
+    table = pq.read_table(ds / "manifests/samples.parquet").to_pandas()
+    table.loc[0, "bytes"] += 1
+    table.to_parquet(ds / "manifests/samples.parquet")
+    assert _kinds(ds) == {"member-size"}
+
+
+def test_a_first_ingest_killed_before_its_first_commit_is_pending(tmp_path):
+    (tmp_path / ".ingest").mkdir()
+    (tmp_path / ".ingest" / "run.json").write_text("{}")
+    assert [p.kind for p in verify(Dataset(tmp_path))] == ["ingest-pending"]

@@ -1,6 +1,7 @@
 """`rainbench synth` on an ingested dataset: the syn-* splits, exact ground truth,
 no-op re-runs, byte-identical shards, and resume after a crash."""
 
+import errno
 import hashlib
 import io
 import shutil
@@ -112,6 +113,38 @@ def test_killed_run_resumes_into_the_same_shards(ds, tmp_path, _clean_dataset, m
     a = pd.read_parquet(ds / "manifests/synthetic.parquet").drop(columns="run")
     b = pd.read_parquet(reference / "manifests/synthetic.parquet").drop(columns="run")
     pd.testing.assert_frame_equal(a.astype(str), b.astype(str))
+
+
+def test_full_disk_ends_in_one_line_and_leaves_no_temporary(
+    ds, tmp_path, _clean_dataset, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+    from rainbench.shards.tar import ShardWriter
+
+    reference = shutil.copytree(_clean_dataset, tmp_path / "reference")
+    synthesize(reference, OPTIONS)
+    original, written = ShardWriter._write, {"bytes": 0}
+
+    def fill_up(self, data):
+        written["bytes"] += len(data)
+        if written["bytes"] > 300_000:  # inside the second shard
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.tmp_path))
+        original(self, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ShardWriter, "_write", fill_up)
+        result = CliRunner().invoke(
+            main, ["synth", str(ds), "-j", "1", "--shard-size", "200000", "--no-progress"]
+        )
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: ") and "No space left" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not list(ds.rglob("*.tmp"))
+    synthesize(ds, OPTIONS)
+    assert _shard_hashes(ds) == _shard_hashes(reference)
+    assert verify(Dataset(ds)) == []
 
 
 def test_without_clean_sources_it_says_what_to_do(tmp_path, capture_folder):

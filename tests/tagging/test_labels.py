@@ -263,3 +263,67 @@ def test_a_sheet_that_is_not_utf8_is_an_error(tmp_path, bom):
     path.write_bytes(bom + "source_path,rain_type\ncafé.jpg,storm\n".encode("latin-1"))
     with pytest.raises(LabelSheetError, match=r"labels\.csv:2: not UTF-8 text \(byte 0xe9\)"):
         read_label_sheet(path)
+
+
+HEADER = "source_path,rain_type,note\n"
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        # The reported sheet: every row after the open quote would become line 3's note.
+        (
+            'a.jpg,storm,ok\nc.jpg,drizzle,"lamp glare\ndir/b.jpg,storm,\nnew.jpg,streak,x\n',
+            '3: a quote (") opened on this line is never closed',
+        ),
+        ('a.jpg,storm,"lamp glare', '2: a quote (") opened on this line is never closed'),
+        ('a.jpg,"storm\n', '2: a quote (") opened on this line is never closed'),
+        # Closed by a later row's quote: text follows it, which strict CSV refuses.
+        (
+            'a.jpg,storm,"lamp glare\nc.jpg,drizzle,"drops" on lens\n',
+            "2: not a readable CSV (',' expected after '\"' on line 3)",
+        ),
+        # Closed by a quote that ends a later row: the rows between read as labels.
+        (
+            'a.jpg,storm,"lamp glare\nc.jpg,drizzle,x\r\ndir/b.jpg,storm,5"\n',
+            '2: a quote (") opened on this line is not closed: its cell runs on over line 3, '
+            "which reads as a label row",
+        ),
+        (
+            'a.jpg,storm,"two\nlines"\nc.jpg,streak,"three\nmore\nb.jpg,clean,5"\n',
+            '4: a quote (") opened on this line is not closed: its cell runs on over line 6, '
+            "which reads as a label row",
+        ),
+    ],
+)
+def test_an_unclosed_quote_is_an_error_naming_the_line_it_opens_on(tmp_path, rows, message):
+    path = _sheet(tmp_path, HEADER + rows)
+    with pytest.raises(LabelSheetError) as caught:
+        read_label_sheet(path)
+    assert str(caught.value) == f"{path}:{message}"
+
+
+def test_an_unclosed_quote_in_the_header_is_an_error(tmp_path):
+    path = _sheet(tmp_path, 'source_path,rain_type,"note\na.jpg,storm,x"\nc.jpg,streak,y\n')
+    with pytest.raises(LabelSheetError, match=r"labels\.csv:1: a quote .* in the header"):
+        read_label_sheet(path)
+
+
+def test_a_note_over_lines_that_holds_no_label_row_is_kept(tmp_path):
+    text = HEADER + 'a.jpg,storm,"drops, lens\nstorm, a.jpg?\n\n"\nc.jpg,streak,\n'
+    labels, problems = read_label_sheet(_sheet(tmp_path, text))
+    assert problems == [] and [label.line for label in labels] == [2, 6]
+    assert labels[0].note == "drops, lens\nstorm, a.jpg?"
+
+
+def test_ingest_refuses_a_sheet_with_an_open_quote_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    sheet = _sheet(tmp_path, HEADER + 'a.jpg,storm,"lamp glare\nc.jpg,drizzle,\n')
+    out = tmp_path / "ds"
+    args = ["ingest", str(tmp_path), "--out", str(out), "--labels", str(sheet)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and not out.exists()  # refused before any work
+    assert result.output == f'error: {sheet}:2: a quote (") opened on this line is never closed\n'

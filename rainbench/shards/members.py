@@ -1,0 +1,142 @@
+"""Reading a dataset's shards: the one way a reader opens a shard and takes a member
+out of it. What a dataset says is untrusted: a shard must lie inside the dataset, a
+member must be a regular file no larger than the manifest allows, and a picture's
+header must not declare more pixels than the manifest gives before one is decoded.
+"""
+
+import re
+import tarfile
+from pathlib import Path
+
+from PIL import Image
+
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_stored
+from rainbench.capture.formats import Format
+from rainbench.capture.reject import CaptureRejected
+from rainbench.shards.dataset import DatasetError
+from rainbench.shards.manifest import SHARD
+
+# A member whose size the manifest does not give (a RAW's preview, a pair's PNGs) may
+# hold its pixels at 8 bytes each (16-bit RGBA, uncompressed) and this much metadata.
+_BYTES_PER_PIXEL = 8
+_METADATA_BYTES = 16 << 20
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
+_KINDS = {
+    tarfile.SYMTYPE: "symbolic link",
+    tarfile.LNKTYPE: "hard link",
+    tarfile.CHRTYPE: "device",
+    tarfile.BLKTYPE: "device",
+    tarfile.FIFOTYPE: "fifo",
+    tarfile.DIRTYPE: "directory",
+}
+
+
+class ShardError(DatasetError):
+    """A shard or member is missing, damaged or not what the manifest says; the message
+    names it."""
+
+
+def shard_path(root: Path, shard: str) -> Path:
+    """The file of `shard` (a path from a manifest), refused unless it is a shard path
+    and lies inside the dataset at `root` once links are resolved."""
+    if not re.fullmatch(SHARD, shard):
+        raise ShardError(f"{shard!r} is not a shard path; refused")
+    path = (root / shard).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ShardError(f"shard {shard} leads outside {root}; refused")
+    return path
+
+
+def open_shard(root: Path, shard: str) -> tarfile.TarFile:
+    """The shard as an uncompressed tar (nothing in it is inflated); see `shard_path`."""
+    path = shard_path(root, shard)
+    try:
+        return tarfile.open(path, "r:")
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise ShardError(f"cannot read shard {shard}: {_reason(error)}") from None
+
+
+def read_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> bytes:
+    """The bytes of member `name`: a regular file of at most `limit` bytes."""
+    where = f"{shard}:{name}"
+    try:
+        info = tar.getmember(name)
+    except KeyError:
+        raise ShardError(f"{where}: not in the shard (run rainbench verify)") from None
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise ShardError(f"cannot read shard {shard}: {_reason(error)}") from None
+    check_regular(info, where)
+    if info.size > limit:
+        raise ShardError(f"{where}: {info.size} bytes, more than the {limit} allowed; refused")
+    try:
+        data = tar.extractfile(info).read(info.size)  # type: ignore[union-attr]
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise ShardError(f"{where}: cannot read it: {_reason(error)}") from None
+    if len(data) != info.size:
+        raise ShardError(f"{where}: cut short (run rainbench verify)")
+    return data
+
+
+def check_regular(info: tarfile.TarInfo, where: str) -> None:
+    if why := irregular(info):
+        raise ShardError(f"{where}: {why}")
+
+
+def irregular(info: tarfile.TarInfo) -> str | None:
+    """Why a member is refused unread, or None for a regular file: a link stands for
+    another member (or a file outside), a sparse member inflates to a size nothing
+    bounds, a device is no data at all."""
+    if info.type in _REGULAR and info.sparse is None:
+        return None
+    kind = "sparse file" if info.sparse is not None else _KINDS.get(info.type, "special file")
+    return f"a {kind}, not a regular file; refused"
+
+
+def pixel_limit(width: int | None, height: int | None) -> int:
+    """The most pixels a picture of the manifest's `width` × `height` may declare."""
+    if width and height and width > 0 and height > 0:
+        return min(width * height, DEFAULT_MAX_PIXELS)
+    return DEFAULT_MAX_PIXELS
+
+
+def size_limit(stored_bytes: int | None, width: int | None, height: int | None) -> int:
+    """The most bytes a member may hold: the manifest's `bytes` (a capture as stored), or
+    else what a picture of its size can take."""
+    if stored_bytes is not None and stored_bytes >= 0:
+        return stored_bytes
+    return pixel_limit(width, height) * _BYTES_PER_PIXEL + _METADATA_BYTES
+
+
+def decode_picture(
+    data: bytes, fmt: Format, where: str, width: int | None, height: int | None
+) -> tuple[Image.Image, int]:
+    """`load_stored`, once the header declares no more pixels than the manifest's size."""
+    try:
+        return load_stored(data, fmt, pixel_limit(width, height))
+    except CaptureRejected:
+        raise ShardError(
+            f"{where}: its header declares more pixels than the manifest's {width}×{height} "
+            f"(or the {DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap); not decoded"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ShardError(f"{where}: does not decode: {_reason(error)}") from None
+
+
+def check_jpeg(data: bytes, where: str, width: int | None, height: int | None) -> None:
+    """For a decoder other than Pillow's (nvJPEG): refuse a JPEG whose header (read by
+    Pillow, which decodes nothing to read a JPEG's) declares too many pixels."""
+    size = header_size(data)
+    if size is None:
+        raise ShardError(f"{where}: no readable JPEG header")
+    if size[0] * size[1] > pixel_limit(width, height):
+        raise ShardError(
+            f"{where}: its header declares {size[0]}×{size[1]}, more pixels than the "
+            f"manifest's {width}×{height}; not decoded"
+        )
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

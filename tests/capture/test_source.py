@@ -1,0 +1,130 @@
+"""Reading from the raw folder: only regular files are read, never past the size the
+open file reports, and every name maps to storable text and back."""
+
+import os
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.source import SourceFile, name_on_disk, name_text, read_capture, read_regular
+
+# Any file name a POSIX file system allows: bytes other than NUL and "/".
+NAMES = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b)
+
+
+@given(NAMES)
+def test_every_name_becomes_utf8_text_that_maps_back_to_it(raw):
+    name = os.fsdecode(raw)
+    text = name_text(name)
+    text.encode("utf-8")  # storable: raises for a lone surrogate
+    assert os.fsencode(name_on_disk(text)) == raw  # so no two names share a text
+
+
+@given(st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\\/\0")))
+def test_utf8_names_without_backslashes_are_stored_as_they_are(name):
+    assert name_text(name) == name
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"bad\xff.jpg", r"bad\xff.jpg"),
+        (rb"lit\xff.jpg", r"lit\\xff.jpg"),  # a real backslash that would read as an escape
+        (rb"a\b.jpg", r"a\b.jpg"),
+        (b"\\\xe9.jpg", r"\\\xe9.jpg"),
+        ("é.jpg".encode(), "é.jpg"),
+    ],
+)
+def test_how_names_are_written(raw, text):
+    assert name_text(os.fsdecode(raw)) == text
+
+
+def _refused(path, **kwargs) -> CaptureRejected:
+    with pytest.raises(CaptureRejected) as refused:
+        read_regular(path, **kwargs)
+    return refused.value
+
+
+def test_a_regular_file_is_read_and_its_size_checked(tmp_path):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"abc")
+    assert read_regular(path) == read_regular(path, size=3) == b"abc"
+    assert _refused(path, size=2).reason == Reason.CHANGED
+
+
+def test_special_files_are_refused_without_being_opened(tmp_path, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it for reading would block
+    (tmp_path / "dir.jpg").mkdir()
+    monkeypatch.chdir(tmp_path)  # a socket's path must be short
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("sock.jpg")
+        for name, kind in [
+            ("pipe.jpg", "a FIFO"),
+            ("dir.jpg", "a directory"),
+            ("sock.jpg", "a socket"),
+        ]:
+            refused = _refused(tmp_path / name)
+            assert refused.reason == Reason.NOT_A_FILE
+            assert refused.message == f"not a regular file: {kind}"
+
+
+def test_symlinks_lead_only_to_regular_files_inside_the_root(tmp_path):
+    root = tmp_path / "raw"
+    (root / ".store").mkdir(parents=True)
+    (root / ".store" / "real.jpg").write_bytes(b"inside")
+    (tmp_path / "elsewhere.jpg").write_bytes(b"outside")
+    os.mkfifo(root / "pipe")
+    links = {
+        "inside.jpg": ".store/real.jpg",
+        "outside.jpg": "../elsewhere.jpg",
+        "zero.jpg": "/dev/zero",
+        "to_pipe.jpg": "pipe",
+        "loop.jpg": "loop.jpg",
+        "dangling.jpg": "missing.jpg",
+    }
+    for name, target in links.items():
+        (root / name).symlink_to(target)
+    assert read_regular(root / "inside.jpg", within=root) == b"inside"
+    assert _refused(root / "outside.jpg", within=root).reason == Reason.LINK_OUTSIDE
+    assert _refused(root / "zero.jpg", within=root).reason == Reason.LINK_OUTSIDE
+    assert read_regular(root / "outside.jpg") == b"outside"  # no root given: any regular file
+    assert (
+        _refused(root / "zero.jpg").message == "not a regular file: a symlink to a character device"
+    )
+    assert _refused(root / "to_pipe.jpg", within=root).reason == Reason.NOT_A_FILE
+    for name in ("loop.jpg", "dangling.jpg"):
+        assert _refused(root / name, within=root).reason == Reason.UNREADABLE
+
+
+def test_a_file_that_grows_or_shrinks_while_read_is_changed(tmp_path, monkeypatch):
+    path = tmp_path / "a.jpg"
+    real_read = os.read
+
+    def read_after(change):
+        def read(fd, n):
+            change()
+            monkeypatch.setattr(os, "read", real_read)
+            return real_read(fd, n)
+
+        return read
+
+    for change, what in [
+        (lambda: path.write_bytes(b"abcdef"), "grew"),
+        (lambda: os.truncate(path, 1), "shrank"),
+    ]:
+        path.write_bytes(b"abc")
+        monkeypatch.setattr(os, "read", read_after(change))
+        refused = _refused(path)
+        assert (refused.reason, refused.message) == (
+            Reason.CHANGED,
+            f"the file {what} while being read",
+        )
+
+
+def test_a_source_file_with_an_undecodable_name_is_found(tmp_path):
+    (tmp_path / os.fsdecode(b"bad\xff.jpg")).write_bytes(b"bytes")
+    source = SourceFile(name_text(tmp_path.as_posix()), r"bad\xff.jpg", 5, 0)
+    assert read_capture(source) == b"bytes"

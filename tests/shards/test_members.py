@@ -1,0 +1,126 @@
+"""Reading members out of shards: the shard must lie inside the dataset, the member
+must be a regular file within the manifest's size, the picture's header within the
+manifest's pixels before anything is decoded."""
+
+import io
+import tarfile
+
+import pytest
+from PIL import Image
+
+from rainbench.capture.formats import FORMATS
+from rainbench.shards.members import (
+    ShardError,
+    check_jpeg,
+    decode_picture,
+    open_shard,
+    read_member,
+    shard_path,
+    size_limit,
+)
+from rainbench.shards.tar import ShardWriter
+
+SHARD = "shards/test/test-000000.tar"
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 80, 120)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def ds(tmp_path):
+    root = tmp_path / "ds"
+    with ShardWriter(root / SHARD) as writer:
+        writer.add("a.png", _png(32, 24))
+        writer.commit()
+    return root
+
+
+def _append(ds, info: tarfile.TarInfo, data: bytes | None = None) -> None:
+    path = ds / SHARD
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for member, content in [*members, (info, data)]:
+            tar.addfile(member, io.BytesIO(content) if content is not None else None)
+
+
+def test_a_member_is_read_within_its_limit(ds):
+    with open_shard(ds, SHARD) as tar:
+        data = read_member(tar, SHARD, "a.png", 10_000)
+        assert decode_picture(data, FORMATS["png"], "a.png", 32, 24)[0].size == (32, 24)
+        with pytest.raises(ShardError, match=r"a\.png: \d+ bytes, more than the 10 allowed"):
+            read_member(tar, SHARD, "a.png", 10)
+        with pytest.raises(ShardError, match=r"b\.png: not in the shard"):
+            read_member(tar, SHARD, "b.png", 10_000)
+
+
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [
+        (tarfile.SYMTYPE, "symbolic link"),
+        (tarfile.LNKTYPE, "hard link"),
+        (tarfile.CHRTYPE, "device"),
+    ],
+)
+def test_links_and_devices_are_refused_unread(ds, kind, what):
+    info = tarfile.TarInfo("b.png")
+    info.type, info.linkname = kind, "a.png"
+    _append(ds, info)
+    with open_shard(ds, SHARD) as tar, pytest.raises(ShardError, match=f"a {what}, not a regular"):
+        read_member(tar, SHARD, "b.png", 10_000)
+
+
+def test_a_sparse_member_is_refused_unread(ds):
+    info = tarfile.TarInfo("b.png")
+    info.size = 512
+    info.pax_headers = {"GNU.sparse.size": str(3 << 29), "GNU.sparse.map": f"{(3 << 29) - 512},512"}
+    _append(ds, info, bytes(512))
+    with open_shard(ds, SHARD) as tar, pytest.raises(ShardError, match="a sparse file"):
+        read_member(tar, SHARD, "b.png", size_limit(None, None, None))
+
+
+def test_a_shard_must_lie_inside_the_dataset(ds, tmp_path):
+    assert shard_path(ds, SHARD) == (ds / SHARD).resolve()
+    for name in ("../outside.tar", "/etc/passwd", "shards/test/../../x-000000.tar"):
+        with pytest.raises(ShardError, match="not a shard path"):
+            shard_path(ds, name)
+    outside = tmp_path / "outside.tar"
+    (ds / SHARD).rename(outside)
+    (ds / SHARD).symlink_to(outside)
+    with pytest.raises(ShardError, match="leads outside"):
+        open_shard(ds, SHARD)
+
+
+def test_a_missing_or_truncated_shard_is_one_line(ds):
+    data = (ds / SHARD).read_bytes()
+    (ds / SHARD).write_bytes(data[:700])
+    with open_shard(ds, SHARD) as tar, pytest.raises(ShardError, match="unexpected end of data"):
+        read_member(tar, SHARD, "a.png", 10_000)
+    (ds / SHARD).unlink()
+    with pytest.raises(ShardError, match=f"cannot read shard {SHARD}"):
+        open_shard(ds, SHARD)
+
+
+def test_a_picture_larger_than_the_manifest_says_is_not_decoded():
+    with pytest.raises(ShardError, match="more pixels than the manifest's 16×12"):
+        decode_picture(_png(32, 24), FORMATS["png"], "a.png", 16, 12)
+    with pytest.raises(ShardError, match="more pixels than the manifest's 16×12"):
+        check_jpeg(_jpeg(32, 24), "a.jpg", 16, 12)
+    check_jpeg(_jpeg(32, 24), "a.jpg", 24, 32)  # turned by EXIF: the same pixels
+    with pytest.raises(ShardError, match="does not decode"):
+        decode_picture(b"\x89PNG\r\n\x1a\n" + bytes(30), FORMATS["png"], "a.png", 16, 12)
+
+
+def test_size_limits_come_from_the_manifest():
+    assert size_limit(1234, 4000, 3000) == 1234
+    assert size_limit(None, 10, 10) == 800 + (16 << 20)
+    assert size_limit(None, None, -1) == size_limit(None, 10**6, 10**6)
