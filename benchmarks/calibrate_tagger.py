@@ -4,7 +4,7 @@
     rainbench tag-eval                               # judge it on unseen photographs
 
 Synthetic rain of each type is rendered on scikit-image's calibration photographs at
-several sizes, exposures and JPEG qualities (rainbench.tagging.calibration), measured
+several sizes, exposures and JPEG qualities (rainbench.train.tagger), measured
 through ingest's own decode, and a logistic regression is fitted to the features.
 The file records every setting, the features' checksum and the fit's own accuracy.
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rainbench.tagging.calibration import (
+from rainbench.tagging.tagger import PARAMS_FILE
+from rainbench.train.tagger import (
     CALIBRATION_IMAGES,
     HEIGHTS,
     QUALITIES,
@@ -31,7 +32,6 @@ from rainbench.tagging.calibration import (
     fit,
     measure_all,
 )
-from rainbench.tagging.tagger import PARAMS_FILE
 
 DEFAULT_OUT = Path(__file__).parent.parent / "rainbench" / "tagging" / PARAMS_FILE
 

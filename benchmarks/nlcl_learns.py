@@ -44,9 +44,9 @@ from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.synth.render import derive_seed, render
-from rainbench.tagging.calibration import sample_photo
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.trainer import train
+from rainbench.train.tagger import sample_photo
 
 # The standard unpaired setting: training captures as clean captures and, with streak
 # rain rendered on them, as rainy captures, cropped independently so no crop has its

@@ -33,10 +33,10 @@ from nlcl_learns import write_sheet  # benchmarks/ is on sys.path when run as a 
 from rainbench.data import RainDataset
 from rainbench.metrics.fullref import psnr_y
 from rainbench.models.base import to_pixels
+from rainbench.models.nlcl.checkpoint import load_generator
+from rainbench.models.nlcl.generator import Generator, to_model_range
 from rainbench.models.registry import create_derainer
 from rainbench.models.tiling import derain_tiled
-from rainbench.train.nlcl.checkpoint import load_generator
-from rainbench.train.nlcl.networks import Generator, to_model_range
 
 SHIFT = 0.1  # the brightness change of the input, in [0, 1] pixel units
 SHEET_ROWS = 4  # pairs on the contact sheet

@@ -25,7 +25,10 @@ Every `rainbench` command with its `--help`, generated from the commands themsel
 `python -m rainbench.cli_reference docs/cli.md` (a test fails when this page is stale).
 Exit codes: 0 success, 1 a problem with the input or dataset (one line on stderr
 saying what to do), 2 a usage error. Commands that run long show progress bars on
-stderr (`--no-progress` hides them); `--json` prints a result that scripts can read.
+stderr when it is a terminal (`--progress` or `--no-progress` decide otherwise); stdout
+carries only the result, and `--json` prints it for scripts to read. A command's
+dataset is its positional DATASET; the flags older releases named it by (`--dataset`,
+`--into`) still work.
 """
 
 

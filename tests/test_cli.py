@@ -141,7 +141,7 @@ def test_demo_prints_each_stage_what_was_left_out_and_where_to_look(runner, tmp_
         calls.append((where, options))
         return _demo_result(where)
 
-    monkeypatch.setattr("rainbench.cli.run_demo", fake_demo)
+    monkeypatch.setattr("rainbench.cli.demo.run_demo", fake_demo)
     result = runner.invoke(main, ["demo", "--out", str(out), "--width", "200", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert calls[0][0] == out and calls[0][1].width == 200
@@ -210,8 +210,8 @@ def _error(name):
         "DatasetError": "rainbench.shards.dataset",
         "MetricError": "rainbench.metrics.registry",
         "DerainerError": "rainbench.models.registry",
-        "CalibrationError": "rainbench.tagging.calibration",
-        "CheckpointError": "rainbench.train.nlcl.checkpoint_import",
+        "CalibrationError": "rainbench.train.tagger",
+        "CheckpointError": "rainbench.models.nlcl.published",
         "LeaderboardError": "rainbench.leaderboard.publish",
     }
     return getattr(import_module(modules[name]), name)
@@ -219,21 +219,21 @@ def _error(name):
 
 # (command line, the function it calls, how that fails): a family per command.
 FAILURES = [
-    (["demo", "--out", "{tmp}/demo"], "rainbench.cli.run_demo", _disk_full),
-    (["ingest", "{tmp}", "--out", "{tmp}/ds"], "rainbench.cli.ingest", _disk_full),
-    (["ingest", "{tmp}", "--out", "{tmp}/ds"], "rainbench.cli.ingest", _not_allowed),
-    (["verify", "{tmp}"], "rainbench.cli.verify", _raises("DatasetError")),
-    (["stats", "{tmp}"], "rainbench.cli.dataset_stats", _not_allowed),
-    (["tag", "{tmp}"], "rainbench.cli.tag_dataset", _raises("DatasetError")),
+    (["demo", "--out", "{tmp}/demo"], "rainbench.cli.demo.run_demo", _disk_full),
+    (["ingest", "{tmp}", "--out", "{tmp}/ds"], "rainbench.cli.dataset.ingest", _disk_full),
+    (["ingest", "{tmp}", "--out", "{tmp}/ds"], "rainbench.cli.dataset.ingest", _not_allowed),
+    (["verify", "{tmp}"], "rainbench.cli.dataset.verify", _raises("DatasetError")),
+    (["stats", "{tmp}"], "rainbench.cli.dataset.dataset_stats", _not_allowed),
+    (["tag", "{tmp}"], "rainbench.cli.dataset.tag_dataset", _raises("DatasetError")),
     (
         ["tag-eval"],
-        "rainbench.tagging.calibration.evaluate_held_out",
+        "rainbench.train.tagger.evaluate_held_out",
         _raises("CalibrationError"),
     ),
-    (["synth", "{tmp}"], "rainbench.synth.build.synthesize", _disk_full),
+    (["synth", "{tmp}"], "rainbench.cli.synth.synthesize", _disk_full),
     (
         ["synth", "--preview", "{file}", "--out", "{tmp}/sheet.png"],
-        "rainbench.synth.build.preview_sheet",
+        "rainbench.cli.synth.preview_sheet",
         _disk_full,
     ),
     (
@@ -241,26 +241,26 @@ FAILURES = [
         "rainbench.synth.imports.import_paired",
         _raises("DatasetError"),
     ),
-    (["models"], "rainbench.models.registry.list_derainers", _not_allowed),
-    (["metrics"], "rainbench.metrics.list_metrics", _raises("MetricError")),
+    (["models"], "rainbench.cli.models.list_derainers", _not_allowed),
+    (["metrics"], "rainbench.cli.metrics.list_metrics", _raises("MetricError")),
     (
         ["eval", "--model", "identity", "--dataset", "{tmp}", "--results", "{tmp}/r"],
-        "rainbench.leaderboard.eval.evaluate",
+        "rainbench.cli.leaderboard.evaluate",
         _disk_full,
     ),
     (
         ["eval", "--model", "identity", "--dataset", "{tmp}", "--results", "{tmp}/r"],
-        "rainbench.models.registry.create_derainer",
+        "rainbench.cli.leaderboard.create_derainer",
         _raises("DerainerError"),
     ),
     (
         ["leaderboard", "--results", "{tmp}", "--out", "{tmp}/lb.md"],
-        "rainbench.leaderboard.publish.write_leaderboard",
+        "rainbench.cli.leaderboard.write_leaderboard",
         _disk_full,
     ),
     (
         ["leaderboard", "--results", "{tmp}"],
-        "rainbench.leaderboard.publish.render_leaderboard",
+        "rainbench.cli.leaderboard.render_leaderboard",
         _raises("LeaderboardError"),
     ),
     (
@@ -270,29 +270,29 @@ FAILURES = [
     ),
     (
         ["nlcl", "import-checkpoint", "{file}", "--out", "{tmp}/n.pt"],
-        "rainbench.train.nlcl.checkpoint_import.import_published",
+        "rainbench.models.nlcl.published.import_published",
         _raises("CheckpointError"),
     ),
     (
         ["nlcl", "import-checkpoint", "{file}", "--out", "{tmp}/n.pt"],
-        "rainbench.train.nlcl.checkpoint_import.import_published",
+        "rainbench.models.nlcl.published.import_published",
         _disk_full,
     ),
     (
         ["analyze", "intrinsic-dim", "--dataset", "{tmp}", "--split", "syn"],
-        "rainbench.analysis.intrinsic_dim.from_synthetic_split",
+        "rainbench.cli.analyze.from_synthetic_split",
         _raises("DatasetError"),
     ),
-    (["weights", "status"], "rainbench.metrics.weights.status", _not_allowed),
-    (["weights", "import", "{file}"], "rainbench.metrics.weights.import_file", _disk_full),
+    (["weights", "status"], "rainbench.cli.metrics.status", _not_allowed),
+    (["weights", "import", "{file}"], "rainbench.cli.metrics.import_file", _disk_full),
     (
         ["weights", "extract-niqe", "{file}"],
-        "rainbench.metrics.weights.extract_niqe",
+        "rainbench.cli.metrics.extract_niqe",
         _raises("MetricError"),
     ),
     (
         ["score", "--pred", "{tmp}", "--out", "{tmp}/s.parquet"],
-        "rainbench.metrics.engine.pair_folders",
+        "rainbench.cli.metrics.pair_folders",
         _not_allowed,
     ),
 ]
@@ -338,7 +338,7 @@ def test_an_unexpected_error_is_not_hidden(runner, monkeypatch):
     def bug():
         raise KeyError("a bug")
 
-    monkeypatch.setattr("rainbench.models.registry.list_derainers", bug)
+    monkeypatch.setattr("rainbench.cli.models.list_derainers", bug)
     result = runner.invoke(main, ["models"])
     assert isinstance(result.exception, KeyError)
 
@@ -347,6 +347,6 @@ def test_a_closed_pipe_is_left_to_click(runner, monkeypatch):
     def closed(*args, **kwargs):
         raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
-    monkeypatch.setattr("rainbench.models.registry.list_derainers", closed)
+    monkeypatch.setattr("rainbench.cli.models.list_derainers", closed)
     result = runner.invoke(main, ["models"])
     assert result.exit_code == 1 and "error:" not in result.output

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from rainbench.capture.formats import FORMATS
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.layout import GROUND_TRUTH, RAIN, member
 from rainbench.shards.members import decode_picture, open_shard, read_member, size_limit
 
 # TwoNN fits the law of μ = r2/r1 on its lower 90 % only: the largest ratios come from
@@ -211,7 +212,7 @@ class Spread:
     def q75(self) -> float:
         return self._percentile(75)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {
             "median": _number(self.median),
             "q25": _number(self.q25),
@@ -265,12 +266,12 @@ class Report:
         which = "TwoNN" if higher["two_nn"] else "MLE"
         return f"Image patches came out higher than rain patches with {which} only."
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {
-            "image_dim_two_nn": self.image_dim_two_nn.to_json(),
-            "rain_dim_two_nn": self.rain_dim_two_nn.to_json(),
-            "image_dim_mle": self.image_dim_mle.to_json(),
-            "rain_dim_mle": self.rain_dim_mle.to_json(),
+            "image_dim_two_nn": self.image_dim_two_nn.to_dict(),
+            "rain_dim_two_nn": self.rain_dim_two_nn.to_dict(),
+            "image_dim_mle": self.image_dim_mle.to_dict(),
+            "rain_dim_mle": self.rain_dim_mle.to_dict(),
             "image_higher": {
                 name: dict(zip(("images", "of"), self.image_higher(name), strict=True))
                 for name in ("two_nn", "mle")
@@ -406,8 +407,8 @@ def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray
     for shard, members in groupby(rows, key=lambda row: row["shard"]):
         with open_shard(dataset.root, shard) as tar:
             for row in members:
-                gt = _png(tar, row, f"{row['key']}.gt.png")
-                rainy = _png(tar, row, f"{row['key']}.rain.png")
+                gt = _png(tar, row, member(row["key"], GROUND_TRUTH))
+                rainy = _png(tar, row, member(row["key"], RAIN))
                 yield gt, np.clip(rainy - gt, 0, 1)
 
 

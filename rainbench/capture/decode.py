@@ -16,6 +16,7 @@ from functools import cached_property
 from PIL import Image, UnidentifiedImageError
 
 from rainbench.capture.formats import Format
+from rainbench.capture.orientation import ORIENTATION_TAG, STEPS, turn_upright, upright_size
 from rainbench.capture.reject import CaptureRejected, Reason
 
 # Longest side of the preview every later stage (hashing, tagging) works from.
@@ -25,8 +26,6 @@ PREVIEW_SIDE = 1024
 # 150 MP medium-format backs, and refuses decompression bombs. Pillow's own guard
 # (≈179 MP) would refuse the 200 MP sensors, so it is replaced by this explicit one.
 DEFAULT_MAX_PIXELS = 250_000_000
-
-ORIENTATION_TAG = 0x0112
 
 
 @dataclass
@@ -45,9 +44,7 @@ class Decoded:
     @cached_property
     def preview(self) -> Image.Image:
         """`reduced`, upright; turned only when asked for."""
-        if self.orientation in _TRANSPOSES:
-            return self.reduced.transpose(_TRANSPOSES[self.orientation])
-        return self.reduced
+        return turn_upright(self.reduced, self.orientation)
 
 
 def decode_capture(data: bytes, fmt: Format, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
@@ -75,13 +72,6 @@ def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:
             f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
             f"{max_pixels / 1e6:.0f} MP (--max-pixels)",
         )
-
-
-def upright_size(width: int, height: int, exif: Image.Exif) -> tuple[int, int]:
-    """Size after applying EXIF orientation: orientations 5–8 swap the axes."""
-    if exif.get(ORIENTATION_TAG) in (5, 6, 7, 8):
-        return height, width
-    return width, height
 
 
 def reduce_for_preview(image: Image.Image) -> Image.Image:
@@ -116,7 +106,7 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
         if truncated or not _has_end(data, fmt):
             raise CaptureRejected(Reason.TRUNCATED, f"the file ends early: {text}") from None
         raise CaptureRejected(Reason.CORRUPT, f"pixel data does not decode: {text}") from None
-    width, height = upright_size(*full_size, exif)
+    width, height = upright_size(*full_size, exif.get(ORIENTATION_TAG))
     orientation = exif.get(ORIENTATION_TAG)
     return Decoded(
         reduce_for_preview(image),
@@ -124,7 +114,7 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
         height,
         mode,
         exif,
-        orientation=orientation if orientation in _TRANSPOSES else 1,
+        orientation=orientation if orientation in STEPS else 1,
     )
 
 
@@ -160,14 +150,7 @@ def load_stored(
         check_pixel_cap(*image.size, max_pixels)
         image.load()
         orientation = image.getexif().get(ORIENTATION_TAG)
-    return _to_rgb(image), orientation if orientation in _TRANSPOSES else 1
-
-
-def turn_upright(image: Image.Image, orientation: int) -> Image.Image:
-    """`image` turned by EXIF `orientation` (1–8), as a camera meant it to be seen."""
-    if orientation in _TRANSPOSES:
-        return image.transpose(_TRANSPOSES[orientation])
-    return image
+    return _to_rgb(image), orientation if orientation in STEPS else 1
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -177,7 +160,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = _open(data)
-            return upright_size(*image.size, image.getexif())
+            return upright_size(*image.size, image.getexif().get(ORIENTATION_TAG))
     except Exception:  # any unreadable header: the size is simply unknown
         return None
 
@@ -245,14 +228,3 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         return image.convert("RGBA").convert("RGB")
     return image.convert("RGB")
-
-
-_TRANSPOSES = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}

@@ -7,7 +7,8 @@ import io
 
 from PIL import Image
 
-from rainbench.capture.decode import ORIENTATION_TAG, Decoded, check_pixel_cap, reduce_for_preview
+from rainbench.capture.decode import Decoded, check_pixel_cap, reduce_for_preview
+from rainbench.capture.orientation import ORIENTATION_TAG
 from rainbench.capture.reject import CaptureRejected, Reason
 
 

@@ -8,6 +8,8 @@ rotated lands within a few bits of one of them.
 import numpy as np
 from PIL import Image
 
+from rainbench.capture.orientation import STEPS, turn_array
+
 _SIDE = 32  # the thumbnail the DCT runs on
 _LOW = 8  # the low-frequency block that makes the 64 bits
 
@@ -24,9 +26,24 @@ _DCT = _dct_matrix(_SIDE)
 _WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
-# Which of the 8 variants below (flip, then quarter turns anticlockwise) is the
-# picture made upright by each EXIF orientation.
-_UPRIGHT_VARIANT = {1: 0, 2: 4, 3: 2, 4: 6, 5: 5, 6: 3, 7: 7, 8: 1}
+def _dihedral(pixels: np.ndarray) -> list[np.ndarray]:
+    """The 8 variants of `pixels`: mirrored or not, then 0–3 quarter turns anticlockwise."""
+    return [np.rot90(flipped, turns) for flipped in (pixels, pixels[:, ::-1]) for turns in range(4)]
+
+
+def _upright_variants() -> dict[int, int]:
+    """Which variant is the picture made upright by each EXIF orientation."""
+    probe = np.arange(6).reshape(2, 3)
+    variants = _dihedral(probe)
+    return {
+        orientation: next(
+            i for i, v in enumerate(variants) if np.array_equal(v, turn_array(probe, orientation))
+        )
+        for orientation in STEPS
+    }
+
+
+_UPRIGHT_VARIANT = _upright_variants()
 
 
 def phash_variants(image: Image.Image, orientation: int = 1) -> list[int]:
@@ -38,11 +55,7 @@ def phash_variants(image: Image.Image, orientation: int = 1) -> list[int]:
     """
     grey = image.convert("L").resize((_SIDE, _SIDE), Image.Resampling.BOX)
     pixels = np.asarray(grey, dtype=np.float64)
-    variants = [
-        _hash(np.rot90(flipped, turns))
-        for flipped in (pixels, pixels[:, ::-1])
-        for turns in range(4)
-    ]
+    variants = [_hash(variant) for variant in _dihedral(pixels)]
     upright = variants.pop(_UPRIGHT_VARIANT.get(orientation, 0))
     return [upright, *variants]
 

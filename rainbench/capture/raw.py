@@ -13,6 +13,7 @@ from PIL import Image
 
 from rainbench.capture.decode import PREVIEW_SIDE, Decoded, check_pixel_cap, reduce_for_preview
 from rainbench.capture.formats import Format
+from rainbench.capture.orientation import orientation_of, turn_upright
 from rainbench.capture.reject import CaptureRejected, Reason
 
 if TYPE_CHECKING:
@@ -23,20 +24,6 @@ PREVIEW_JPEG_QUALITY = 90
 # An embedded JPEG whose aspect ratio differs more than this from the sensor's is
 # letterboxed, cropped differently or already rotated: rendering is the safe choice.
 _ASPECT_TOLERANCE = 0.05
-
-# LibRaw's `sizes.flip` (dcraw's code: bit 2 transposes, bit 1 flips top-bottom, bit 0
-# left-right; 3 = 180°, 5 = 90° CCW, 6 = 90° CW) as the transpose that makes the
-# sensor-oriented image upright. postprocess() applies it itself, but embedded JPEGs
-# are stored sensor-oriented, as the RAW is, so they are turned here.
-_FLIP_TRANSPOSES = {
-    1: Image.Transpose.FLIP_LEFT_RIGHT,
-    2: Image.Transpose.FLIP_TOP_BOTTOM,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.TRANSPOSE,
-    5: Image.Transpose.ROTATE_90,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-}
 
 # IFD0 tags that describe the RAW file's own image structure (strips, tiles, CFA,
 # sub-IFD offsets) rather than the capture; kept, they would point into a file the
@@ -116,11 +103,24 @@ def _embedded_preview(raw: "rawpy.RawPy") -> tuple[Image.Image, bytes] | None:
             image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
         return None
-    transpose = _FLIP_TRANSPOSES.get(sizes.flip)
-    if transpose is None:
+    orientation = _flip_orientation(sizes.flip)
+    if orientation == 1:
         return image, _without_app1(thumb.data)
-    image = image.convert("RGB").transpose(transpose)
+    image = turn_upright(image.convert("RGB"), orientation)
     return image, _encode_jpeg(image)
+
+
+def _flip_orientation(flip: int) -> int:
+    """LibRaw's `sizes.flip` (dcraw's code: bit 2 transposes, bit 1 flips top-bottom,
+    bit 0 left-right, the flips before the transpose; 3 = 180°, 5 = 90° CCW, 6 = 90° CW)
+    as the EXIF orientation that makes the sensor-oriented image upright; 1 for a code
+    it does not know. postprocess() applies it itself, but embedded JPEGs are stored
+    sensor-oriented, as the RAW is, so they are turned here."""
+    if flip not in range(1, 8):
+        return 1
+    swap, rows, columns = bool(flip & 4), bool(flip & 2), bool(flip & 1)
+    # Flipped before the transpose, rows are columns after it.
+    return orientation_of(swap, columns, rows) if swap else orientation_of(swap, rows, columns)
 
 
 def _without_app1(jpeg: bytes) -> bytes:

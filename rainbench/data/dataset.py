@@ -10,7 +10,6 @@ Modes: `single` (one picture per sample), `paired` (a synthetic split: the same 
 of rain and ground truth), `unpaired` (a rainy crop with a clean crop, for NLCL).
 """
 
-import hashlib
 import math
 import os
 from collections.abc import Iterator
@@ -22,10 +21,11 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rainbench.capture.decode import turn_upright
 from rainbench.capture.formats import FORMATS, Format
+from rainbench.capture.orientation import STEPS, turn_upright, upright_size
 from rainbench.data.read import ShardReader
 from rainbench.data.select import Filters, captures, pairs
+from rainbench.seeds import seed_from
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
 
@@ -238,9 +238,7 @@ class StoredPicture:
 
     def __init__(self, image: Image.Image, orientation: int):
         self.image, self.orientation = image, orientation
-        width, height = image.size
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
+        width, height = upright_size(*image.size, orientation)
         self.shape = (3, height, width)  # upright, as a tensor's would be
 
     def __getitem__(self, box: tuple) -> torch.Tensor:
@@ -256,18 +254,14 @@ class StoredPicture:
         return torch.from_numpy(np.array(upright)).permute(2, 0, 1)
 
     def _stored_corner(self, top: int, left: int, side: int) -> tuple[int, int]:
-        """The stored top-left corner (x, y) of the upright square crop at (top, left)."""
+        """The stored top-left corner (x, y) of the upright square crop at (top, left):
+        the orientation's flips undone in the swapped picture, then the swap."""
+        swap, flip_rows, flip_columns = STEPS[self.orientation]
         width, height = self.image.size
-        return {
-            1: (left, top),
-            2: (width - left - side, top),
-            3: (width - left - side, height - top - side),
-            4: (left, height - top - side),
-            5: (top, left),
-            6: (top, height - left - side),
-            7: (width - top - side, height - left - side),
-            8: (width - top - side, left),
-        }[self.orientation]
+        rows, columns = (width, height) if swap else (height, width)
+        row = rows - top - side if flip_rows else top
+        column = columns - left - side if flip_columns else left
+        return (row, column) if swap else (column, row)
 
 
 def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tensor:
@@ -283,9 +277,10 @@ def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tens
 
 def upright(picture: torch.Tensor, orientation: int | None) -> torch.Tensor:
     """EXIF orientation 1–8 applied to a C×H×W tensor, as Pillow's exif_transpose does."""
-    if orientation in (5, 6, 7, 8):
+    swap, flip_rows, flip_columns = STEPS.get(orientation, STEPS[1])
+    if swap:
         picture = picture.transpose(1, 2)  # rows become columns
-    flips = {2: (2,), 3: (1, 2), 4: (1,), 6: (2,), 7: (1, 2), 8: (1,)}.get(orientation or 1)
+    flips = (1,) * flip_rows + (2,) * flip_columns
     return picture.flip(flips) if flips else picture
 
 
@@ -332,5 +327,4 @@ def _float(crop: torch.Tensor) -> torch.Tensor:
 
 
 def _seed(*parts: object) -> int:
-    text = "\0".join(("rainbench-data", *map(str, parts)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    return seed_from("rainbench-data", *parts, bits=64)

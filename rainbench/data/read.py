@@ -13,6 +13,7 @@ import tarfile
 from collections import OrderedDict
 from pathlib import Path
 
+from rainbench.files import file_sha256
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset
 from rainbench.shards.members import (
@@ -22,7 +23,6 @@ from rainbench.shards.members import (
     shard_path,
     size_limit,
 )
-from rainbench.shards.tar import file_sha256
 
 # Member suffixes the loader reads; anything else in a shard is never touched.
 READABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".json")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rainbench.capture.formats import FORMATS
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.layout import GROUND_TRUTH, RAIN, member, picture_ext
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
     table = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
     table = _keep(table, filters)
     table["member"] = [
-        f"{key}.preview.jpg" if FORMATS[fmt].raw else f"{key}.{FORMATS[fmt].ext}"
+        member(key, picture_ext(fmt))
         for key, fmt in zip(table["key"], table["format"], strict=True)
     ]
     return table.reset_index(drop=True)
@@ -48,8 +48,8 @@ def pairs(root: Path, split: str | tuple[str, ...], query: str | None = None) ->
         known = sorted(set(manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
                            ["split"].to_pylist()))  # fmt: skip
         raise DatasetError(f"no pairs in split {split!r} of {root}; paired splits: {known}")
-    table["rain_member"] = table["key"] + ".rain.png"
-    table["gt_member"] = table["key"] + ".gt.png"
+    table["rain_member"] = table["key"] + "." + RAIN
+    table["gt_member"] = table["key"] + "." + GROUND_TRUTH
     return table.reset_index(drop=True)
 
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageChops, ImageDraw
 from PIL.ExifTags import GPS, IFD, Base
 from PIL.TiffImagePlugin import IFDRational
 
+from rainbench.capture.orientation import turn_stored, upright_size
 from rainbench.capture.reject import Reason
 from rainbench.demo.camera_raw import dng_bytes, ifd_entry
 
@@ -101,9 +102,7 @@ class CaptureSpec:
     @property
     def upright_size(self) -> tuple[int, int]:
         """Width and height once EXIF orientation is applied: 5–8 swap the axes."""
-        if self.orientation in (5, 6, 7, 8):
-            return self.height, self.width
-        return self.width, self.height
+        return upright_size(self.width, self.height, self.orientation)
 
 
 def render_scene(width: int, height: int, seed: int) -> np.ndarray:
@@ -124,13 +123,13 @@ def write_picture(root: Path, spec: CaptureSpec, upright: Image.Image) -> Path:
     """Write the upright picture `upright` (RGB) as `spec` describes it — stored turned
     for its EXIF orientation, in its format, with its EXIF — to root/spec.name. The
     picture's own size stands in for spec's width and height."""
-    return _write(root, spec.name, _encode(spec, _stored(upright, spec.orientation)))
+    return _write(root, spec.name, _encode(spec, turn_stored(upright, spec.orientation)))
 
 
 def capture_bytes(spec: CaptureSpec) -> bytes:
     """The bytes `write_capture` writes for `spec`, for tests that take a file apart."""
     upright = _render(*spec.upright_size, spec.seed)
-    return _encode(spec, _stored(upright, spec.orientation))
+    return _encode(spec, turn_stored(upright, spec.orientation))
 
 
 def missing_writer(fmt: str) -> str | None:
@@ -163,7 +162,7 @@ def write_near_duplicates(root: Path, spec: CaptureSpec) -> dict[str, Path]:
     original, named `<stem>_<variant><suffix>`.
     """
     upright = _render(*spec.upright_size, spec.seed)
-    stored = _stored(upright, spec.orientation)
+    stored = turn_stored(upright, spec.orientation)
     turn = 8 if spec.orientation == 6 else 6
     jpeg_mode = spec.mode if spec.mode in MODES["jpeg"] else "RGB"
     variants = {
@@ -173,7 +172,7 @@ def write_near_duplicates(root: Path, spec: CaptureSpec) -> dict[str, Path]:
         ),
         "resized": (spec, stored.reduce(2)),
         "rotated": (spec.without_exif(), upright.transpose(Image.Transpose.ROTATE_90)),
-        "oriented": (replace(spec, orientation=turn), _stored(upright, turn)),
+        "oriented": (replace(spec, orientation=turn), turn_stored(upright, turn)),
     }
     name = Path(spec.name)
     paths = {"original": _write(root, spec.name, _encode(spec, stored))}
@@ -520,22 +519,6 @@ def _colour(
 
 
 # --- writing ---------------------------------------------------------------------------
-
-# How to store an upright picture so that a viewer applying the EXIF orientation shows
-# it upright: the inverse of each orientation's display transform.
-_STORE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
-
-
-def _stored(upright: Image.Image, orientation: int | None) -> Image.Image:
-    return upright.transpose(_STORE[orientation]) if orientation in _STORE else upright
 
 
 def _write(root: Path, name: str, data: bytes) -> Path:

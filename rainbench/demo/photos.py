@@ -14,7 +14,7 @@ from PIL import Image
 from rainbench.demo.captures import CaptureSpec, sample_specs, write_picture
 from rainbench.synth.recipes import DEFAULT_RECIPES
 from rainbench.synth.render import derive_seed, render
-from rainbench.tagging.calibration import sample_photo
+from rainbench.train.tagger import sample_photo
 
 # Scenes whose captures are rainy, and scenes kept as clean captures: no scene is both,
 # as in a real collection the clean captures are taken on other days.

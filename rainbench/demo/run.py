@@ -6,7 +6,6 @@ the real and synthetic test splits; and the leaderboard is published. Each stage
 what an earlier run of the same folder finished, so running it again resumes.
 """
 
-import contextlib
 import csv
 import os
 import shutil
@@ -25,10 +24,10 @@ from rainbench.demo.photos import (
     write_reduced_copy,
 )
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
+from rainbench.ingest.tag import TagSummary, tag_dataset
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
-from rainbench.tagging.tag import TagSummary, tag_dataset
 from rainbench.train.nlcl.config import NLCLConfig
 
 # NLCL as the demo trains it: a 4-block generator on 64 px crops, sized to take about
@@ -112,7 +111,7 @@ class DemoResult:
             **found,
         )
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         paths = ("out", "raw", "dataset", "labels", "run", "results")
         return {
             **{name: str(getattr(self, name)) for name in paths},
@@ -287,9 +286,7 @@ class _Demo:
         from rainbench.train.nlcl.trainer import train
 
         config, device = self.options.nlcl, self.result.device
-        # The trainer prints its progress to stdout, which --json keeps for the result.
-        with contextlib.redirect_stdout(sys.stderr):
-            report = train(self.result.dataset, self.result.run, config, device, self.progress)
+        report = train(self.result.dataset, self.result.run, config, device, self.progress)
         shape = f"{config.blocks} blocks of {config.channels} channels, {config.crop} px crops"
         if report.resumed_from == report.step:
             return f"NLCL already trained to step {report.step} ({shape}) -> {self.result.run}"

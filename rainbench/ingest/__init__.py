@@ -1,6 +1,7 @@
 """`rainbench ingest`: camera captures → shards + manifests, in four resumable
 phases — scan (probe every new file), plan (dedup, near-duplicates, splits,
-shards), write (one shard per unit of work, in parallel) and finalize.
+shards), write (one shard per unit of work, in parallel) and finalize; and
+`rainbench tag` (`rainbench.ingest.tag`), which re-tags a dataset's manifest.
 """
 
 __all__ = ["IngestOptions", "IngestSummary", "ingest"]

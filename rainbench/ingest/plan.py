@@ -16,8 +16,8 @@ from rainbench.capture.phash import hamming
 from rainbench.capture.probe import Probe
 from rainbench.capture.reject import Reason
 from rainbench.ingest.split import split_for_key
+from rainbench.ingest.tag import auto_tag_columns, feature_columns
 from rainbench.shards.dataset import Dataset, DatasetError
-from rainbench.tagging.tag import auto_tag_columns, feature_columns
 from rainbench.tagging.tagger import load_tagger
 
 

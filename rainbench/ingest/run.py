@@ -30,9 +30,11 @@ from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import STICKY
 from rainbench.capture.source import name_text
+from rainbench.files import write_atomic
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
+from rainbench.ingest.tag import LabelsRejected, read_labels, retag
 from rainbench.ingest.write import (
     UnitResult,
     UnitTask,
@@ -43,15 +45,8 @@ from rainbench.ingest.write import (
 )
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import (
-    Dataset,
-    DatasetError,
-    initial_info,
-    new_run_id,
-    write_atomic,
-)
+from rainbench.shards.dataset import Dataset, DatasetError, initial_info, new_run_id
 from rainbench.shards.tar import TMP_SUFFIX, publish
-from rainbench.tagging.tag import LabelsRejected, read_labels, retag
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4

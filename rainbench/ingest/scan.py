@@ -17,7 +17,8 @@ from rainbench.capture.formats import is_capture_name
 from rainbench.capture.probe import Probe, probe
 from rainbench.capture.reject import Reason
 from rainbench.capture.source import SourceFile, name_text
-from rainbench.shards.dataset import write_atomic
+from rainbench.files import write_atomic
+from rainbench.shards.layout import member
 from rainbench.tagging.measure import compute_features
 
 # (root, path, size, mtime_ns): a file is re-probed only when one of these changes.
@@ -83,7 +84,7 @@ def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:
     for source in sources:
         result = probe(source, keep_gps=keep_gps, max_pixels=max_pixels, measure=compute_features)
         for ext, data in result.extra_members.items():
-            write_atomic(Path(staging) / f"{result.key}.{ext}", data)
+            write_atomic(Path(staging) / member(result.key, ext), data)
         records.append(to_record(result))
     return records
 

@@ -4,7 +4,7 @@ A capture's split depends only on its key and the fractions, never on what else
 is in the dataset, so adding captures later never moves existing ones.
 """
 
-import hashlib
+from rainbench.seeds import seed_from
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -26,8 +26,7 @@ def parse_fractions(text: str) -> dict[str, float]:
 
 def split_for_key(key: str, fractions: dict[str, float]) -> str:
     # A salted hash, so the split is independent of the key's (content) order.
-    digest = hashlib.sha256(b"rainbench-split:" + key.encode()).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
+    position = seed_from(f"rainbench-split:{key}", bits=64) / 2**64
     cumulative = 0.0
     for name, fraction in fractions.items():
         cumulative += fraction

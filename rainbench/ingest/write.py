@@ -17,7 +17,8 @@ from rainbench import __version__
 from rainbench.capture.probe import stored_bytes
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.source import SourceFile, read_capture
-from rainbench.shards.dataset import write_atomic
+from rainbench.files import write_atomic
+from rainbench.shards.layout import METADATA, member
 from rainbench.shards.tar import ShardWriter
 
 # The capture facts frozen into each sample's `<key>.json` member. Mutable facts
@@ -80,10 +81,11 @@ def write_unit(task: UnitTask) -> UnitResult:
                 )
                 continue
             key, members = row["key"], row["members"]
-            writer.add(f"{key}.{members[0]}", stored)
+            writer.add(member(key, members[0]), stored)
             for ext in members[1:-1]:
-                writer.add(f"{key}.{ext}", (Path(task.staging) / f"{key}.{ext}").read_bytes())
-            writer.add(f"{key}.json", metadata_json(row, task.keep_gps))
+                staged = Path(task.staging) / member(key, ext)
+                writer.add(member(key, ext), staged.read_bytes())
+            writer.add(member(key, METADATA), metadata_json(row, task.keep_gps))
             result.samples += 1
         if result.samples:
             info = writer.finish()

@@ -3,11 +3,12 @@ what is estimated (dataset, split, model, metric), so a table renders to the sam
 every time and two cells never share their resamples.
 """
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from rainbench.seeds import seed_from
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -31,8 +32,7 @@ class Estimate:
 
 def seed_for(*parts: str) -> int:
     """A 64-bit seed that depends only on `parts`."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
+    return seed_from(*parts, bits=64, separator="\x1f")
 
 
 def estimate(

@@ -27,14 +27,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from rainbench import __version__
-from rainbench.capture.decode import turn_upright
 from rainbench.capture.formats import FORMATS, Format
+from rainbench.capture.orientation import turn_upright
+from rainbench.files import file_sha256, write_atomic
 from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metric, create_metric
 from rainbench.metrics.report import cpu_model, versions
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, write_atomic
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.layout import GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import ShardError, decode_picture, open_shard, read_member, size_limit
-from rainbench.shards.tar import file_sha256
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
 SYNTHETIC_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
@@ -70,6 +71,9 @@ class SplitReport:
     skipped: int = 0  # already in the results
     failed: int = 0  # of those scored here
     unavailable_metrics: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "path": str(self.path)}
 
 
 @dataclass
@@ -365,14 +369,14 @@ class _SplitRun:
             return Item(
                 key,
                 row["recipe"],
-                _picture(tar, row, f"{key}.rain.png", FORMATS["png"]),
-                _picture(tar, row, f"{key}.gt.png", FORMATS["png"]),
+                _picture(tar, row, member(key, RAIN), FORMATS["png"]),
+                _picture(tar, row, member(key, GROUND_TRUTH), FORMATS["png"]),
             )
         fmt = FORMATS[row["format"]]
         if fmt.raw:  # camera RAW: the stored sRGB preview is the picture to derain
-            image = _picture(tar, row, f"{key}.preview.jpg", FORMATS["jpeg"])
+            image = _picture(tar, row, member(key, PREVIEW), FORMATS["jpeg"])
         else:
-            image = _picture(tar, row, f"{key}.{fmt.ext}", fmt, row["bytes"])
+            image = _picture(tar, row, member(key, fmt.ext), fmt, row["bytes"])
         return Item(key, row["rain_type"], image, None)
 
     def _unreadable(self, row: dict, error: ShardError) -> None:

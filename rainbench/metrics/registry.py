@@ -9,6 +9,8 @@ from importlib import import_module
 
 import numpy as np
 
+from rainbench.errors import RainbenchError
+
 # Bumped whenever any metric's computed value could change: cached scores and
 # published results carry it.
 PROTOCOL_VERSION = "1"
@@ -18,7 +20,7 @@ PROTOCOL_VERSION = "1"
 _PROVIDERS = ("rainbench.metrics.fullref", "rainbench.metrics.noref")
 
 
-class MetricError(Exception):
+class MetricError(RainbenchError):
     """A metric cannot run on this input or here (missing weights, wrong size, …);
     the message is one line saying what to do."""
 
@@ -34,6 +36,14 @@ class MetricSpec:
     # the keyword options every metric accepts: weights_dir, device, threads.
     factory: Callable[..., Callable[..., float]]
     min_side: int = 1  # the smallest image side the metric accepts
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "full_reference": self.full_reference,
+            "lower_is_better": self.lower_is_better,
+            "description": self.description,
+        }
 
 
 _REGISTRY: dict[str, MetricSpec] = {}

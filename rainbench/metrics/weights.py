@@ -17,9 +17,8 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from rainbench.files import file_sha256, write_atomic
 from rainbench.metrics.registry import MetricError
-from rainbench.shards.dataset import write_atomic
-from rainbench.shards.tar import file_sha256
 
 WEIGHTS_ENV = "RAINBENCH_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = "~/.cache/rainbench/weights"
@@ -106,6 +105,17 @@ class WeightStatus:
     @property
     def present(self) -> bool:
         return self.path is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file.name,
+            "metrics": list(self.file.metrics),
+            "state": self.state,
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256,
+            "expected": self.file.expected,
+            "provide": self.file.command,
+        }
 
 
 def resolve_dir(weights_dir: str | Path | None = None) -> Path:

@@ -6,8 +6,9 @@ restores the contrast it takes.
 import numpy as np
 
 from rainbench.models.base import NumpyDerainer
-from rainbench.models.filters import guided_filter, luma, min_filter
+from rainbench.models.filters import guided_filter, luma
 from rainbench.models.options import MAX_WINDOW, number_option
+from rainbench.windows import min_filter
 
 # He et al.'s settings are for 600-row images: a 15 px patch, and a guided filter of
 # radius 60 (4 patches) to refine the transmission. Both scale with the image height.

@@ -12,6 +12,8 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rainbench.errors import RainbenchError
+
 if TYPE_CHECKING:
     from rainbench.models.base import Derainer
 
@@ -23,7 +25,7 @@ _PROVIDERS = ("rainbench.models.builtin",)
 BUILT_IN = "built-in"
 
 
-class DerainerError(Exception):
+class DerainerError(RainbenchError):
     """A derainer cannot be built or run (unknown name, missing checkpoint, failed
     command, …); the message is one line saying what to do."""
 
@@ -36,6 +38,14 @@ class DerainerSpec:
     factory: Callable[..., "Derainer"]
     needs_checkpoint: bool = False
     source: str = BUILT_IN  # or the distribution an entry point comes from
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "needs_checkpoint": self.needs_checkpoint,
+            "source": self.source,
+        }
 
 
 _REGISTRY: dict[str, DerainerSpec] = {}

@@ -1,5 +1,5 @@
-"""A dataset directory: where things live, `dataset.json`, atomic replacement of
-files, and the lock that keeps a second writer out.
+"""A dataset directory: where things live, `dataset.json`, and the lock that keeps a
+second writer out.
 """
 
 import fcntl
@@ -13,11 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rainbench import __version__
+from rainbench.errors import RainbenchError
+from rainbench.files import write_atomic
 
 SCHEMA_VERSION = 1
 
 
-class DatasetError(Exception):
+class DatasetError(RainbenchError):
     """A problem with a dataset the user should fix; the message is one line."""
 
 
@@ -128,27 +130,3 @@ def initial_info(name: str, options: dict) -> dict:
         "counts": {"samples": 0, "shards": 0, "bytes": 0, "splits": {}, "layers": {}},
         "runs": [],
     }
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old file or the new, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # disk full, interrupted: no half-written file stays behind
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

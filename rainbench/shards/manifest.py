@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.probe import KEY_HEX
-from rainbench.shards.dataset import DatasetError, write_atomic
+from rainbench.files import write_atomic
+from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 
 _TS = pa.timestamp("us")

@@ -8,7 +8,6 @@ link, a sparse file, a device) is reported, never read.
 """
 
 import hashlib
-import json
 import os
 import tarfile
 from collections import defaultdict
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from rainbench.parallel import distribute
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.layout import GROUND_TRUTH, RAIN
+from rainbench.shards.layout import member as layout_member
 from rainbench.shards.members import ShardError, irregular, shard_path
 from rainbench.shards.tar import TMP_SUFFIX
 
@@ -31,6 +32,9 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.where}: {self.detail}"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
         )
         for row in samples
     ] + [
-        (row, "synthetic.parquet", {"rain.png": row["rain_sha256"], "gt.png": row["gt_sha256"]}, {})
+        (row, "synthetic.parquet", {RAIN: row["rain_sha256"], GROUND_TRUTH: row["gt_sha256"]}, {})
         for row in pairs
     ]
     seen_keys: set[str] = set()
@@ -213,7 +217,7 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
     expected: set[str] = set()
     for entry in entries:
         for ext in entry.members:
-            member = f"{entry.key}.{ext}"
+            member = layout_member(entry.key, ext)
             expected.add(member)
             if member not in reading.members:
                 if member not in refused:
@@ -248,7 +252,3 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
             )
         )
     return problems
-
-
-def problems_to_json(problems: list[Problem]) -> str:
-    return json.dumps([p.__dict__ for p in problems], indent=2)

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rainbench.capture.decode import load_upright, turn_upright
+from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS, sniff
+from rainbench.capture.orientation import turn_upright
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
+from rainbench.shards.layout import GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import ShardError, decode_picture, open_shard, read_member, size_limit
 from rainbench.synth.png import encode_png
 from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
@@ -96,9 +98,9 @@ def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, ind
     members = source["members"]
     # A RAW capture's pixels are its rendered preview; anything else is decoded as stored,
     # its size known from the manifest.
-    member, fmt, stored_bytes = (
-        ("preview.jpg", "jpeg", None)
-        if "preview.jpg" in members
+    ext, fmt, stored_bytes = (
+        (PREVIEW, "jpeg", None)
+        if PREVIEW in members
         else (members[0], source["format"], source["bytes"])
     )
     return PairJob(
@@ -113,7 +115,7 @@ def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, ind
         task=RenderTask(
             dataset.root,
             source["shard"],
-            f"{source['key']}.{member}",
+            member(source["key"], ext),
             fmt,
             recipe,
             seed,
@@ -132,7 +134,7 @@ def render_pair(task: RenderTask) -> MadePair:
         return MadePair({}, {}, error=str(error))
     clean = np.asarray(_fit(source, task.max_side))
     rendered = render(clean, task.recipe, task.seed)
-    members = {"rain.png": encode_png(rendered.rain), "gt.png": encode_png(clean)}
+    members = {RAIN: encode_png(rendered.rain), GROUND_TRUTH: encode_png(clean)}
     if rendered.streaks is not None:
         members["streaks.png"] = encode_png(rendered.streaks)
     if rendered.transmission is not None:

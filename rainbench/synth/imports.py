@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 
 from rainbench.parallel import WorkerPool
+from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, initial_info, new_run_id
+from rainbench.shards.layout import GROUND_TRUTH, RAIN
 from rainbench.synth.importers import LAYOUTS, LayoutProblem, PairSource, find_pairs, load_pair
 from rainbench.synth.png import encode_png
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _RESERVED = {"train", "val", "test", "synthetic"}
 
 
@@ -32,7 +33,7 @@ def import_paired(
     """
     if layout not in LAYOUTS:
         raise DatasetError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    if not _NAME.fullmatch(name) or name in _RESERVED or name.startswith("syn-"):
+    if not re.fullmatch(manifest.SPLIT, name) or name in _RESERVED or name.startswith("syn-"):
         raise DatasetError(
             f"--name {name!r}: use lower-case letters, digits, - and _; not train, val, "
             "test, synthetic or a syn-* name"
@@ -72,5 +73,5 @@ def import_pair(pair: PairSource) -> MadePair:
     except Exception as error:  # any undecodable file: reported for this pair, the run goes on
         return MadePair({}, {}, error=f"{pair.rain.name}: {error}")
     height, width = rain.shape[:2]
-    members = {"rain.png": encode_png(rain), "gt.png": encode_png(gt)}
+    members = {RAIN: encode_png(rain), GROUND_TRUTH: encode_png(gt)}
     return MadePair(members, {"width": width, "height": height})

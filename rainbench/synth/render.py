@@ -3,7 +3,6 @@ composited additively or under a veil of transmission and atmospheric light. Eve
 random choice comes from the seed, so a render is a pure function of its arguments.
 """
 
-import hashlib
 import math
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from scipy import ndimage
 
+from rainbench.seeds import seed_from
 from rainbench.synth.recipes import ATMOSPHERIC_LIGHT, RECIPES, REFERENCE_HEIGHT, Recipe
 
 # The streak field is drawn at most this many pixels high and resized up smoothly: a
@@ -40,8 +40,7 @@ def derive_seed(source_key: str, recipe: str, seed: int, index: int = 0) -> int:
 
     63 bits, so it fits a signed 64-bit Parquet column.
     """
-    text = "\0".join(("rainbench-synth", source_key, recipe, str(seed), str(index)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+    return seed_from("rainbench-synth", source_key, recipe, seed, index)
 
 
 def render(clean: np.ndarray, recipe: str, seed: int, intensity: float | None = None) -> Rendered:

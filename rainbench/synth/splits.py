@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from rainbench import __version__
 from rainbench.parallel import WorkerPool
-from rainbench.shards import manifest
+from rainbench.shards import layout, manifest
 from rainbench.shards.dataset import Dataset
 from rainbench.shards.tar import ShardInfo, ShardWriter, publish
 from rainbench.synth.png import ZLIB_VERSION
@@ -49,6 +49,14 @@ class PairsSummary:
     existing: Counter = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (job, why)
     shards: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "stored": dict(self.stored),
+            "existing": dict(self.existing),
+            "failed": self.failed,
+            "shards": self.shards,
+        }
 
 
 def write_pairs(
@@ -110,8 +118,8 @@ def _fill_shards(
                 writer, rows, size = ShardWriter(dataset.root / name), [], 0
             members = _member_names(pair)
             for member in members[:-1]:
-                writer.add(f"{job.key}.{member}", pair.members[member])
-            writer.add(f"{job.key}.json", _metadata_json(job, pair))
+                writer.add(layout.member(job.key, member), pair.members[member])
+            writer.add(layout.member(job.key, layout.METADATA), _metadata_json(job, pair))
             rows.append(_row(job, pair, name, members))
             size += sum(len(data) for data in pair.members.values())
             if size >= shard_bytes:
@@ -133,8 +141,7 @@ def _publish(writer: ShardWriter) -> ShardInfo:
 
 
 def _member_names(pair: MadePair) -> list[str]:
-    layers = sorted(set(pair.members) - {"rain.png", "gt.png"})
-    return ["rain.png", "gt.png", *layers, "json"]
+    return layout.pair_members(list(pair.members))
 
 
 def _row(job: PairJob, pair: MadePair, shard: str, members: list[str]) -> dict:
@@ -148,8 +155,8 @@ def _row(job: PairJob, pair: MadePair, shard: str, members: list[str]) -> dict:
         width=pair.metadata["width"],
         height=pair.metadata["height"],
         members=members,
-        rain_sha256=hashlib.sha256(pair.members["rain.png"]).hexdigest(),
-        gt_sha256=hashlib.sha256(pair.members["gt.png"]).hexdigest(),
+        rain_sha256=hashlib.sha256(pair.members[layout.RAIN]).hexdigest(),
+        gt_sha256=hashlib.sha256(pair.members[layout.GROUND_TRUTH]).hexdigest(),
     )
     for name in ("intensity", "compositing"):
         if name in pair.metadata:

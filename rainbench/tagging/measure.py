@@ -24,6 +24,7 @@ from rainbench.tagging.features import (
     STREAK_BAND,
     WORK_HEIGHT,
 )
+from rainbench.windows import box_sum, min_filter
 
 
 def working_image(preview: Image.Image) -> np.ndarray:
@@ -49,7 +50,7 @@ def compute_features(preview: Image.Image) -> dict[str, float]:
     # sums on every machine) and ~10× faster on interleaved RGB.
     luma = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
     lowest = np.minimum(np.minimum(red, green), blue)
-    residual = luma - _window(luma, BOX, np.add) / np.float32(BOX * BOX)
+    residual = luma - box_sum(luma, BOX) / np.float32(BOX * BOX)
     variance = float(luma.var())
     features = {
         "hf_share": float(np.mean(residual**2)) / max(variance, 1e-8),
@@ -157,7 +158,7 @@ def _lag_correlation(residual: np.ndarray, angle: float, lag: int) -> float:
 
 
 def _veil_features(lowest: np.ndarray, luma: np.ndarray) -> dict[str, float]:
-    dark = _window(lowest, DARK_PATCH, np.minimum)
+    dark = min_filter(lowest, DARK_PATCH)
     # Atmospheric light: the mean luma of the 0.1 % pixels with the brightest dark channel.
     count = max(1, dark.size // 1000)
     brightest = np.argpartition(dark.ravel(), -count)[-count:]
@@ -175,24 +176,6 @@ def _veil_features(lowest: np.ndarray, luma: np.ndarray) -> dict[str, float]:
 def _saturation(rgb: np.ndarray, lowest: np.ndarray) -> float:
     high = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     return float(np.mean((high - lowest) / np.maximum(high, 1e-3)))
-
-
-def _window(values: np.ndarray, size: int, combine: np.ufunc) -> np.ndarray:
-    """`combine` (np.add: a box sum; np.minimum: a min filter) over a size×size window
-    centred on each pixel, edges repeated: separable, one array operation per offset
-    and axis, and no scipy to import in every ingest worker."""
-    half = size // 2
-    rows = np.pad(values, ((half, half), (0, 0)), "edge")
-    height = values.shape[0]
-    out = rows[:height].copy()
-    for offset in range(1, size):
-        combine(out, rows[offset : offset + height], out=out)
-    columns = np.pad(out, ((0, 0), (half, half)), "edge")
-    width = values.shape[1]
-    out = columns[:, :width].copy()
-    for offset in range(1, size):
-        combine(out, columns[:, offset : offset + width], out=out)
-    return out
 
 
 def _round(value: float) -> float:

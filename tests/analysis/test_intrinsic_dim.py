@@ -153,7 +153,7 @@ def test_report_on_rendered_streaks(rendered_report):
         assert all(1 < value < 30 for value in spread.per_image)
     assert report.counts["images"] == 3
     assert report.counts["image_patches"] == report.counts["rain_patches"] == 3 * 64 * 8
-    assert report.to_json()["settings"] == {
+    assert report.to_dict()["settings"] == {
         "patch": 16,
         "window": 40,
         "per_reference": 8,
@@ -162,7 +162,7 @@ def test_report_on_rendered_streaks(rendered_report):
         "unit_norm": False,
         "seed": 0,
     }
-    assert json.loads(json.dumps(report.to_json()))["image_higher"]["two_nn"] == {
+    assert json.loads(json.dumps(report.to_dict()))["image_higher"]["two_nn"] == {
         "images": 3,
         "of": 3,
     }
@@ -174,9 +174,9 @@ def test_report_on_rendered_streaks(rendered_report):
 def test_spread_and_verdict_without_estimates():
     spread = Spread((4.0, math.nan, 2.0, 6.0, 8.0))
     assert (spread.q25, spread.median, spread.q75) == (3.5, 5.0, 6.5)
-    assert spread.to_json()["images"] == 4 and spread.to_json()["per_image"][1] is None
+    assert spread.to_dict()["images"] == 4 and spread.to_dict()["per_image"][1] is None
     empty = Spread((math.nan,) * 5)
-    assert math.isnan(empty.median) and empty.to_json()["median"] is None
+    assert math.isnan(empty.median) and empty.to_dict()["median"] is None
     report = Report(spread, empty, spread, empty, {}, Settings())
     assert report.image_higher("mle") == (0, 0)
     assert report.verdict().startswith("Image patches did not come out higher")

@@ -239,7 +239,7 @@ def test_a_member_beyond_its_manifest_row_is_refused_unread(ds):
 def test_upright_turns_tensors_as_pillow_turns_pictures(orientation):
     from PIL import Image
 
-    from rainbench.capture.decode import _TRANSPOSES
+    from rainbench.capture.orientation import _UPRIGHT as _TRANSPOSES
 
     pixels = np.random.default_rng(orientation).integers(0, 255, (5, 7, 3), dtype=np.uint8)
     expected = Image.fromarray(pixels)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
-from rainbench.tagging.tag import tag_dataset
+from rainbench.ingest.tag import tag_dataset
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

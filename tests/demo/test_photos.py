@@ -23,7 +23,7 @@ from rainbench.demo.photos import (
     write_reduced_copy,
 )
 from rainbench.synth.recipes import DEFAULT_RECIPES
-from rainbench.tagging.calibration import sample_photo
+from rainbench.train.tagger import sample_photo
 
 
 def test_the_whole_photograph_is_resized_to_the_width():

@@ -89,7 +89,7 @@ def test_every_stage_leaves_its_mark(demo):
     for method in demo.methods:
         for split in demo.splits:
             assert (demo.results / method / "demo" / f"{split}.parquet").is_file()
-    json.dumps(demo.to_json())  # everything in it is JSON
+    json.dumps(demo.to_dict())  # everything in it is JSON
 
 
 @pytest.mark.slow

@@ -11,7 +11,9 @@ import struct
 
 import pytest
 
-from rainbench.leaderboard.publish import leaderboard_tables, load_results, write_leaderboard
+from rainbench.leaderboard.publish import write_leaderboard
+from rainbench.leaderboard.ranking import leaderboard_tables
+from rainbench.leaderboard.results import load_results
 
 WIDTH = 1280
 

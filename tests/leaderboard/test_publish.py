@@ -2,11 +2,13 @@
 and the Markdown, CSV, LaTeX and HTML renderings."""
 
 import csv
+import hashlib
 import html.parser
 import io
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,20 +16,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rainbench.leaderboard import publish
+from rainbench import __version__
+from rainbench.leaderboard import markdown
 from rainbench.leaderboard.bootstrap import estimate, seed_for
+from rainbench.leaderboard.csv import CSV_COLUMNS, render_csv
 from rainbench.leaderboard.html import render_html
-from rainbench.leaderboard.publish import (
-    CSV_COLUMNS,
-    FORMATS,
-    LeaderboardError,
-    leaderboard_tables,
-    load_results,
-    render_csv,
-    render_latex,
-    render_markdown,
-    write_leaderboard,
-)
+from rainbench.leaderboard.latex import render_latex
+from rainbench.leaderboard.markdown import render_markdown
+from rainbench.leaderboard.publish import FORMATS, render_leaderboard, write_leaderboard
+from rainbench.leaderboard.ranking import leaderboard_tables
+from rainbench.leaderboard.results import LeaderboardError, load_results
 
 
 def _table(root, split):
@@ -420,12 +418,12 @@ def test_markdown_renders_any_name_as_its_plain_text(tmp_path, write_run):
 
 
 def test_markdown_escapes_only_what_would_be_markup():
-    assert publish._md("a_b&c|d") == "a_b&c\\|d"
-    assert publish._md("_a_ &amp; &#1; <b>") == "\\_a\\_ &amp;amp; &amp;#1; &lt;b&gt;"
-    assert publish._md("- x") == "\\- x" and publish._md("3. x") == "3\\. x"
-    assert publish._md("syn-streak 1.0") == "syn-streak 1.0"
-    assert publish._md("two\nlines") == "two lines"
-    assert publish._md_code("a`b") == "``a`b``" and publish._md_code("`") == "`` ` ``"
+    assert markdown._md("a_b&c|d") == "a_b&c\\|d"
+    assert markdown._md("_a_ &amp; &#1; <b>") == "\\_a\\_ &amp;amp; &amp;#1; &lt;b&gt;"
+    assert markdown._md("- x") == "\\- x" and markdown._md("3. x") == "3\\. x"
+    assert markdown._md("syn-streak 1.0") == "syn-streak 1.0"
+    assert markdown._md("two\nlines") == "two lines"
+    assert markdown._md_code("a`b") == "``a`b``" and markdown._md_code("`") == "`` ` ``"
 
 
 def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers(tmp_path, write_run):
@@ -454,3 +452,74 @@ def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers(tmp_path, writ
     assert set(frame["model_version"]) == {"'-1+1"}
     assert set(frame["rain_type"]) == {"all", "'+x", "-2"}  # -2 stays a number
     assert frame["mean"].dtype == np.float64 and (frame["mean"] < 0).all()
+
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+# sha256 of each format rendered from _golden_results (the rainbench version in the HTML
+# replaced by "VERSION"): any change to a rendering's bytes changes its digest. Where a
+# change is meant, write the new digests here and say why in the commit.
+GOLDEN = {
+    "md": "fecae21ab3219c3ae51ab0346f4c83b4e3f72eab2e1b864546746acfa313ac6c",
+    "csv": "8e228214cf2b468fee5fc9ff10148d2fe2b0e454a139029a0a14bff69e90c375",
+    "latex": "5f5cad11f84fce5ac7bda8db9ee5a0517e8f6f8afe5efbdbbffc425b124ee9bb",
+    "html": "7c07b0a839dbf5a392ef6185203719d4d2c863d72a06a18a04a0585e149ab9ae",
+}
+
+
+def _golden_results(root, write_run):
+    """Constant scores, so that every interval is the mean itself and no digest depends on
+    the resampling: a real split with rain types, a failed image, a model without the
+    primary metric and one without a version; a synthetic split with a tie and an
+    incomplete run."""
+    types = ["drizzle", "drizzle", "storm", None]
+    write_run(
+        root,
+        "alpha",
+        "ds",
+        "test",
+        kind="real",
+        metrics={"niqe": [3.0] * 4, "piqe": [20.0] * 4},
+        rain_types=types,
+    )
+    write_run(
+        root,
+        "beta",
+        "ds",
+        "test",
+        kind="real",
+        metrics={"niqe": [4.0] * 4},
+        rain_types=types,
+        status=["ok", "ok", "ok", "failed"],
+        s_per_mp=[2.0] * 4,
+    )
+    write_run(root, "gamma", "ds", "test", kind="real", metrics={"piqe": [10.0] * 4}, version="")
+    write_run(
+        root,
+        "alpha",
+        "ds",
+        "syn",
+        kind="synthetic",
+        metrics={"psnr_y": [30.0] * 2, "ssim_y": [0.9] * 2},
+    )
+    write_run(
+        root, "beta", "ds", "syn", kind="synthetic", metrics={"psnr_y": [30.0] * 2}, finished=False
+    )
+    return root
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_renders_the_same_bytes_as_published(tmp_path, write_run, fmt):
+    root = _golden_results(tmp_path / "golden", write_run)
+    text = render_leaderboard(root, fmt).replace(__version__, "VERSION")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert digest == GOLDEN[fmt], f"the {fmt} rendering changed:\n{text[:4000]}"
+
+
+def test_the_published_leaderboard_is_what_its_results_render():
+    """docs/leaderboard.md is benchmarks/leaderboard/publish.py's page: its intro, then
+    the Markdown of the committed results with every heading one level down."""
+    published = (REPOSITORY / "docs" / "leaderboard.md").read_text(encoding="utf-8")
+    text = render_leaderboard(REPOSITORY / "benchmarks" / "leaderboard" / "results", "md")
+    demoted = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+    assert published.startswith("# Leaderboard\n")
+    assert published.endswith("\n\n" + demoted)

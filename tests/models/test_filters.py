@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import minimum_filter
 
-from rainbench.models.filters import box_mean, guided_filter, luma, min_filter
+from rainbench.models.filters import guided_filter, luma
+from rainbench.windows import box_mean, min_filter
 
 
 def direct_box_mean(image: np.ndarray, radius: int) -> np.ndarray:

@@ -2,7 +2,8 @@ import tarfile
 
 import pytest
 
-from rainbench.shards.tar import TMP_SUFFIX, ShardWriter, file_sha256
+from rainbench.files import file_sha256
+from rainbench.shards.tar import TMP_SUFFIX, ShardWriter
 
 
 def _write(path, members):

@@ -10,10 +10,10 @@ from rainbench.capture.decode import decode_capture
 from rainbench.capture.formats import FORMATS
 from rainbench.synth.recipes import RECIPES
 from rainbench.synth.render import render
-from rainbench.tagging.calibration import INPUTS, sample_photo
 from rainbench.tagging.features import FEATURES_VERSION
 from rainbench.tagging.measure import compute_features
 from rainbench.tagging.tagger import LOW_CONFIDENCE_CAP, RAIN_TYPES, Tagger, load_tagger
+from rainbench.train.tagger import INPUTS, sample_photo
 
 
 def _capture(pixels: np.ndarray, quality: int = 92):

@@ -6,15 +6,17 @@ helpers."""
 import pytest
 import torch
 
+from rainbench.models.nlcl.generator import (
+    Generator,
+    generate_in_tiles,
+    to_image_range,
+    to_model_range,
+)
 from rainbench.train.nlcl.networks import (
     BlurDownsample,
     Discriminator,
-    Generator,
     ProjectionHead,
-    generate_in_tiles,
     init_weights,
-    to_image_range,
-    to_model_range,
 )
 
 

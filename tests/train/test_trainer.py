@@ -150,7 +150,7 @@ def test_the_cli_trains_resumes_and_imports(tmp_path, _dataset):
     from click.testing import CliRunner
 
     from rainbench.cli import main
-    from rainbench.train.nlcl.networks import Generator
+    from rainbench.models.nlcl.generator import Generator
 
     runner = CliRunner()
     args = ["train", "nlcl", "--dataset", str(_dataset), "--out", str(tmp_path / "run")]

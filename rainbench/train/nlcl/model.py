@@ -6,6 +6,7 @@ loss terms (docs/nlcl.md has the formulas).
 import torch
 from torch import nn
 
+from rainbench.models.nlcl.generator import Generator
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.losses import (
     consistency_loss,
@@ -14,12 +15,7 @@ from rainbench.train.nlcl.losses import (
     patch_nce,
     sparsity_loss,
 )
-from rainbench.train.nlcl.networks import (
-    Discriminator,
-    Generator,
-    ProjectionHead,
-    init_weights,
-)
+from rainbench.train.nlcl.networks import Discriminator, ProjectionHead, init_weights
 from rainbench.train.nlcl.sampling import (
     gather,
     gather_flat,

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,11 +24,11 @@ import torch
 
 from rainbench.data import Filters, Loader, RainDataset
 from rainbench.models.base import to_pixels
+from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from rainbench.models.nlcl.generator import to_model_range
 from rainbench.shards.dataset import DatasetError
-from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import NLCLModel
-from rainbench.train.nlcl.networks import to_model_range
 
 LOSS_TERMS = ("total", "adversarial", "consistency", "sparsity", "layer_contrast",
               "location_contrast", "discriminator")  # fmt: skip
@@ -40,6 +41,9 @@ class TrainReport:
     resumed_from: int | None
     seconds: float
     last: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "run": str(self.run)}
 
 
 def train(
@@ -86,7 +90,8 @@ def train(
             if step % config.log_every == 0 or step == config.steps:
                 log.write(step, loader.dataset.epoch, g_opt.param_groups[0]["lr"], last)
                 if progress and rank == 0:
-                    print(_progress_line(step, config.steps, last), flush=True)
+                    # stderr, as all progress: stdout is the result's (--json).
+                    print(_progress_line(step, config.steps, last), file=sys.stderr, flush=True)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 position = _loader_position(loader, distributed)
                 if distributed:

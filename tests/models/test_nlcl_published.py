@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rainbench.train.nlcl.checkpoint_import import (
+from rainbench.models.nlcl.generator import Generator, to_model_range
+from rainbench.models.nlcl.published import (
     CheckpointError,
     import_published,
     published_layout,
     save_generator_checkpoint,
 )
-from rainbench.train.nlcl.networks import Generator, init_weights, to_model_range
+from rainbench.train.nlcl.networks import init_weights
 
 
 @pytest.fixture(scope="module")

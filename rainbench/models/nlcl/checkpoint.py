@@ -1,13 +1,13 @@
 """NLCL checkpoint files: their format name, writing one atomically (a reader sees the
 old file or the complete new one, never a torn write), and reading a generator back."""
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
 
-from rainbench.train.nlcl.networks import Generator
+from rainbench.files import write_atomic
+from rainbench.models.nlcl.generator import Generator
 
 CHECKPOINT_FORMAT = "rainbench-nlcl"
 
@@ -22,15 +22,6 @@ def load_generator(state: dict, layer: str) -> Generator:
 
 
 def save_atomic(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    temporary = Path(name)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())

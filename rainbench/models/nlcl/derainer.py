@@ -18,7 +18,7 @@ class NLCLDerainer(Derainer):
     def __init__(self, checkpoint: Path, device: str = "cpu"):
         import torch
 
-        from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT, load_generator
+        from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, load_generator
 
         super().__init__(device)
         try:
@@ -44,7 +44,7 @@ class NLCLDerainer(Derainer):
         """Only tile×tile pieces on the device; the activations stay in host memory."""
         import torch
 
-        from rainbench.train.nlcl.networks import generate_in_tiles
+        from rainbench.models.nlcl.generator import generate_in_tiles
 
         with torch.inference_mode():
             output = generate_in_tiles(self.generator, batch.float().cpu() * 2 - 1, tile)

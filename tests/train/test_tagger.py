@@ -4,7 +4,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from rainbench.tagging.calibration import (
+from rainbench.tagging.features import FEATURE_NAMES
+from rainbench.tagging.tagger import CLASSES, RAIN_TYPES
+from rainbench.train.tagger import (
     CALIBRATION_IMAGES,
     EVALUATION_IMAGES,
     FLAG_THRESHOLDS,
@@ -18,8 +20,6 @@ from rainbench.tagging.calibration import (
     fit,
     measure,
 )
-from rainbench.tagging.features import FEATURE_NAMES
-from rainbench.tagging.tagger import CLASSES, RAIN_TYPES
 
 
 def test_calibration_and_evaluation_share_no_photograph():

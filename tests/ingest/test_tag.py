@@ -8,11 +8,11 @@ import pyarrow as pa
 import pytest
 
 from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest.tag import LabelsRejected, tag_dataset
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.stats import dataset_stats
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
-from rainbench.tagging.tag import LabelsRejected, tag_dataset
 from rainbench.tagging.tagger import RAIN_TYPES
 
 ONE = IngestOptions(workers=1)

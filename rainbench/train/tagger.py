@@ -6,7 +6,6 @@ Calibration and evaluation draw from disjoint photographs, so the reported accur
 is on scenes the tagger never saw.
 """
 
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -19,7 +18,9 @@ from scipy import optimize
 
 from rainbench.capture.decode import decode_capture
 from rainbench.capture.formats import FORMATS
+from rainbench.errors import RainbenchError
 from rainbench.parallel import WorkerPool
+from rainbench.seeds import seed_from
 from rainbench.synth.render import render
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION
 from rainbench.tagging.measure import compute_features
@@ -240,7 +241,7 @@ class Evaluation:
         ]
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {
             "labels": list(self.labels),
             "confusion": self.confusion.tolist(),
@@ -346,10 +347,9 @@ def sample_photo(name: str) -> Path:
     return folder / name
 
 
-class CalibrationError(RuntimeError):
-    pass
+class CalibrationError(RainbenchError):
+    """The calibration photographs are missing."""
 
 
 def _derive(seed: int, *parts: object) -> int:
-    text = "\0".join(("rainbench-tagging", str(seed), *map(str, parts)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+    return seed_from("rainbench-tagging", seed, *parts)

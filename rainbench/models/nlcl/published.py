@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from rainbench.train.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
-from rainbench.train.nlcl.networks import Generator
+from rainbench.errors import RainbenchError
+from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from rainbench.models.nlcl.generator import Generator
 
 # The released generator's shape.
 CHANNELS, BLOCKS = 32, 16
@@ -22,7 +23,7 @@ NESTING_KEYS = ("state_dict", "model", "netG_B", "netG", "generator", "params")
 StateDict = dict[str, torch.Tensor]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RainbenchError):
     """A checkpoint that is unreadable or not the published generator layout."""
 
 

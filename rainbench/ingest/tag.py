@@ -16,6 +16,7 @@ from rainbench.capture.formats import FORMATS
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.layout import member
 from rainbench.shards.members import ShardError, open_shard, pixel_limit, read_member, size_limit
 from rainbench.shards.stats import rain_type_counts
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
@@ -226,7 +227,7 @@ def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict 
             # A RAW's sensor is a little larger than the picture the manifest sizes.
             pixels = DEFAULT_MAX_PIXELS if fmt.raw else pixel_limit(stale.width, stale.height)
             try:
-                data = read_member(tar, shard, f"{stale.key}.{fmt.ext}", limit)
+                data = read_member(tar, shard, member(stale.key, fmt.ext), limit)
                 decoded = decode_capture(data, fmt, pixels)
             except (ShardError, CaptureRejected):
                 continue

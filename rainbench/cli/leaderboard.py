@@ -1,0 +1,177 @@
+"""The benchmark: run a derainer over a dataset's splits and score it, then publish
+the results as tables or a page."""
+
+import json
+from pathlib import Path
+
+import click
+
+from rainbench.cli import options
+from rainbench.cli.output import emit
+from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate
+from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
+from rainbench.leaderboard.sources import DerainerSource, FolderSource
+from rainbench.models.external import CommandDerainer
+from rainbench.models.registry import create_derainer
+
+_EVAL_HELP = """Run a derainer over a dataset's splits and score every output.
+
+Real splits get the no-reference metrics (niqe, brisque, piqe), broken down by rain
+type on the leaderboard; synthetic splits also psnr_y, ssim_y, psnr and ssim. One
+row per image (metrics, s per megapixel, peak memory, status) goes to
+RESULTS/<model>/<dataset>/<split>.parquet with a provenance JSON beside it. A failing
+image is recorded and the run goes on; a killed run resumes; a re-run is a no-op.
+
+\b
+Example:
+  rainbench eval ds --model guided --split all --results res
+  rainbench eval ds --model-cmd "python test.py --in {input_dir} --out {output_dir}" \\
+      --name theirs --split syn-streak --results res
+  rainbench eval ds --outputs derained/ --name theirs --split test --results res
+"""
+
+
+@click.command("eval", help=_EVAL_HELP)
+@options.dataset("--dataset")
+@click.option("--model", help="A registered derainer (rainbench models).")
+@click.option(
+    "--model-cmd",
+    help="An external command with {input_dir} and {output_dir} placeholders.",
+)
+@click.option(
+    "--outputs",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Outputs computed elsewhere: DIR/<key>.png (or DIR/<split>/<key>.png).",
+)
+@click.option("--name", help="The method's name, with --model-cmd or --outputs.")
+@click.option(
+    "--option",
+    "options_",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the derainer (repeatable), e.g. --option radius=8.",
+)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--split", default="all", show_default=True, help="A split's name, or all.")
+@click.option("--results", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--device", default=EvalSettings.device, show_default=True, help="cpu, cuda, cuda:1, …"
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(min=64),
+    default=EvalSettings.tile,
+    help="Derain images larger than this in overlapping tiles of this side.",
+)
+@click.option(
+    "--overlap", type=click.IntRange(min=0), default=EvalSettings.overlap, show_default=True
+)
+@click.option("--batch", type=click.IntRange(min=1), default=EvalSettings.batch, show_default=True)
+@click.option(
+    "--crops",
+    type=click.IntRange(min=0),
+    default=EvalSettings.crops,
+    show_default=True,
+    help="Images per split whose crops are kept for the leaderboard's comparison strip.",
+)
+@click.option("--metrics", "metric_names", help="Comma-separated metrics instead of the defaults.")
+@options.weights_dir
+@options.as_json()
+@options.progress
+def eval_command(
+    dataset,
+    model,
+    model_cmd,
+    outputs,
+    name,
+    options_,
+    checkpoint,
+    split,
+    results,
+    metric_names,
+    as_json,
+    progress,
+    **settings,
+) -> None:
+    if sum(x is not None for x in (model, model_cmd, outputs)) != 1:
+        raise click.UsageError("give exactly one of --model, --model-cmd or --outputs")
+    if (model_cmd or outputs) and not name:
+        raise click.UsageError("--model-cmd and --outputs need --name")
+    metrics = tuple(m.strip() for m in metric_names.split(",")) if metric_names else None
+    eval_settings = EvalSettings(metrics=metrics, **settings)
+    if options_ and model is None:
+        raise click.UsageError("--option is for --model: a registered derainer's options")
+    derainer_options = _key_values(options_)
+    source = _eval_source(
+        model, model_cmd, outputs, name, checkpoint, eval_settings, derainer_options
+    )
+    reports = evaluate(source, dataset, split, results, eval_settings, checkpoint, progress)
+    emit(reports, as_json, _report_lines)
+
+
+def _report_lines(reports: list[SplitReport]) -> list[str]:
+    lines = []
+    for report in reports:
+        for metric, reason in report.unavailable_metrics.items():
+            click.echo(f"warning: {metric} not computed: {reason}", err=True)
+        lines.append(
+            f"{report.dataset}/{report.split} ({report.kind}): {report.scored} scored, "
+            f"{report.failed} failed, {report.skipped} already done -> {report.path}"
+        )
+    return lines
+
+
+def _key_values(pairs: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs; a VALUE that reads as JSON (8, 0.02, true, null) is taken as such,
+    and the derainer checks its type and range when it is built."""
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        if key in found:
+            raise click.BadParameter(f"{key} is given twice", param_hint="--option")
+        try:
+            found[key] = json.loads(value)
+        except ValueError:
+            found[key] = value
+    return found
+
+
+def _eval_source(model, model_cmd, outputs, name, checkpoint, settings, derainer_options):
+    if outputs is not None:
+        return FolderSource(outputs, name)
+    if model_cmd is not None:
+        derainer = CommandDerainer(model_cmd, name=name)
+    else:
+        derainer = create_derainer(
+            model, checkpoint=checkpoint, device=settings.device, **derainer_options
+        )
+    return DerainerSource(derainer, settings.device, settings.tile, settings.overlap)
+
+
+@click.command("leaderboard")
+@click.option("--results", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "csv", "latex", "html"]),
+    default="md",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
+def leaderboard_command(results, fmt, out) -> None:
+    """Publish the results of rainbench eval as a table or a page.
+
+    Per split: each method's mean with a 95 % bootstrap interval, its rank, per rain
+    type columns on real splits, and speed. HTML is one self-contained page with plots
+    and a visual comparison of the same crops across methods.
+
+    \b
+    Example:
+      rainbench leaderboard --results res --format html --out lb.html
+    """
+    if out is None:
+        click.echo(render_leaderboard(results, fmt), nl=False)
+        return
+    click.echo(f"wrote {write_leaderboard(results, fmt, out)}")

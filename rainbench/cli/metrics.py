@@ -1,0 +1,185 @@
+"""The metrics: list them, score folders of images, and manage the offline weight
+files the no-reference metrics need."""
+
+from pathlib import Path
+
+import click
+
+from rainbench.cli import options
+from rainbench.cli.group import fail
+from rainbench.cli.output import emit
+from rainbench.metrics import list_metrics
+from rainbench.metrics.engine import DEFAULT_CACHE, ScoreSettings, pair_folders, score
+from rainbench.metrics.registry import MetricSpec
+from rainbench.metrics.report import provenance, summary, write_scores
+from rainbench.metrics.weights import WeightStatus, extract_niqe, import_file, resolve_dir, status
+
+
+@click.command("metrics")
+@options.as_json("Print as JSON.")
+def metrics_command(as_json) -> None:
+    """List the metrics rainbench computes, by name.
+
+    \b
+    Example:
+      rainbench metrics
+    """
+    emit(list_metrics(), as_json, _metric_lines)
+
+
+def _metric_lines(specs: list[MetricSpec]) -> list[str]:
+    lines = []
+    for spec in specs:
+        kind = "full-reference" if spec.full_reference else "no-reference"
+        better = "lower is better" if spec.lower_is_better else "higher is better"
+        lines.append(f"{spec.name:10s} {kind:15s} {better:17s} {spec.description}")
+    return lines
+
+
+@click.command("score")
+@click.option(
+    "--pred",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of images to score (a derainer's outputs).",
+)
+@click.option(
+    "--ref",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of ground truths, paired with --pred by file name.",
+)
+@click.option(
+    "--metrics",
+    "metric_names",
+    default=None,
+    help="Comma-separated metric names.  [default: psnr_y,ssim_y,psnr,ssim with "
+    "--ref, else niqe,brisque,piqe]",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The scores, one row per image (Parquet); provenance goes beside it (.json).",
+)
+@options.weights_dir
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, or cuda for the learned and no-reference metrics.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CACHE,
+    help="Score cache (SQLite), keyed by image hashes and protocol.  "
+    "[default: $XDG_CACHE_HOME/rainbench/scores.sqlite, ~/.cache without it]",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@options.workers
+@options.as_json()
+def score_command(
+    pred, ref, metric_names, out, weights_dir, device, cache, no_cache, workers, as_json
+) -> None:
+    """Score the images in --pred, against --ref when given; write one row per image.
+
+    \b
+    Example:
+      rainbench score --pred derained/ --ref gt/ --metrics psnr_y,ssim_y --out scores.parquet
+      rainbench score --pred derained/ --metrics niqe,piqe --out nr.parquet
+    """
+    default = "psnr_y,ssim_y,psnr,ssim" if ref else "niqe,brisque,piqe"
+    metrics = tuple(m.strip() for m in (metric_names or default).split(",") if m.strip())
+    metric_options = {"weights_dir": str(weights_dir)} if weights_dir else {}
+    if device != "cpu":
+        metric_options["device"] = device
+    pairing = pair_folders(pred, ref)
+    for name in pairing.unmatched_pred:
+        click.echo(f"unmatched prediction: {name}", err=True)
+    for name in pairing.unmatched_ref:
+        click.echo(f"unmatched reference: {name}", err=True)
+    if not pairing.jobs:
+        fail(f"no images to score in {pred}")
+    settings = ScoreSettings(metrics, metric_options, None if no_cache else str(cache))
+    rows = score(pairing.jobs, settings, workers if device == "cpu" else 1)
+    write_scores(out, rows, metrics, provenance(pred, ref, metrics, pairing, metric_options))
+    result = {
+        "out": str(out),
+        "summary": summary(rows, metrics),
+        "errors": [r for r in rows if r["status"] != "ok"],
+    }
+    emit(result, as_json, _score_lines)
+
+
+def _score_lines(result: dict) -> list[str]:
+    lines = []
+    for line in result["summary"]:
+        mean = "—" if line["mean"] is None else f"{line['mean']:.4f}"
+        extra = f", {line['infinite']} identical (inf)" if line["infinite"] else ""
+        failed = f", {line['failed']} failed" if line["failed"] else ""
+        lines.append(
+            f"{line['metric']:10s} mean {mean:>10s} over {line['images']} images{extra}{failed}"
+        )
+    for row in result["errors"]:
+        click.echo(f"{row['name']}: {row['status']}", err=True)
+    return [*lines, f"scores: {result['out']}"]
+
+
+@click.group("weights")
+def weights_group() -> None:
+    """The offline weight files of the metrics: what is there, and how to add them.
+
+    \b
+    Example:
+      rainbench weights status
+      rainbench weights extract-niqe basicsr-1.4.2.tar.gz
+    """
+
+
+@weights_group.command("status")
+@options.weights_dir
+@options.as_json("Print as JSON.")
+def weights_status_command(weights_dir, as_json) -> None:
+    """Which weight files are present, where, and whether their checksums hold.
+
+    \b
+    Example:
+      rainbench weights status --json
+    """
+    emit(status(weights_dir), as_json, lambda found: _status_lines(found, weights_dir))
+
+
+def _status_lines(found: list[WeightStatus], weights_dir: Path | None) -> list[str]:
+    lines = [f"weights directory: {resolve_dir(weights_dir)}"]
+    for s in found:
+        where = str(s.path) if s.path else f"missing — {s.file.command}"
+        lines.append(f"  {s.state:10s} {s.file.name} ({', '.join(s.file.metrics)}): {where}")
+    return lines
+
+
+@weights_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@options.weights_dir
+def weights_import_command(file, weights_dir) -> None:
+    """Check FILE against the known weight files and copy it into the weights directory.
+
+    \b
+    Example:
+      rainbench weights import brisque_svm_weights.pth
+    """
+    click.echo(import_file(file, weights_dir))
+
+
+@weights_group.command("extract-niqe")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@options.weights_dir
+def weights_extract_niqe_command(archive, weights_dir) -> None:
+    """Take the published NIQE parameters out of BasicSR's source archive and check them.
+
+    \b
+    Example:
+      pip download basicsr==1.4.2 --no-deps --no-binary :all: --no-build-isolation
+      rainbench weights extract-niqe basicsr-1.4.2.tar.gz
+    """
+    click.echo(extract_niqe(archive, weights_dir))

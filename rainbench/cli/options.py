@@ -1,0 +1,127 @@
+"""Options and parameter types several commands share, and the dataset argument: one
+positional DATASET everywhere, with the flags older releases named it by kept as
+hidden aliases so that old command lines still work."""
+
+import functools
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from rainbench.ingest.split import parse_fractions
+
+_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
+
+
+class ByteSize(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*([\d.]+)\s*([KMG]?B?)\s*", str(value).upper())
+        if not match:
+            self.fail(f"{value!r} is not a size like 1GB, 500MB or 1000000", param, ctx)
+        return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+class Fractions(click.ParamType):
+    name = "fractions"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_fractions(value) if isinstance(value, str) else value
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def _size_text(size: int) -> str:
+    """1000000000 as 1GB: the largest unit that divides it."""
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _all_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _stderr_is_terminal() -> bool:
+    # Bars drawn into a log file or a CI console are noise; a terminal shows them.
+    return sys.stderr.isatty()
+
+
+workers = click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=_all_cores,
+    # Shown as words, not this machine's count, so the help (and docs/cli.md) is the same
+    # everywhere.
+    show_default="all cores",
+    help="Worker processes.",
+)
+progress = click.option(
+    "--progress/--no-progress",
+    default=_stderr_is_terminal,
+    help="Show progress bars on stderr.  [default: on when it is a terminal]",
+)
+labels = click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    help="A label sheet (CSV: key, sha256 or source_path; rain_type; note) to apply.",
+)
+skip_bad_labels = click.option(
+    "--skip-bad-labels",
+    is_flag=True,
+    help="Apply a sheet's good labels even when others have problems (still reported).",
+)
+weights_dir = click.option(
+    "--weights-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where metric weights are.  [default: $RAINBENCH_WEIGHTS or ~/.cache/rainbench/weights]",
+)
+
+
+def shard_size(default: int):
+    """--shard-size, defaulting to the settings' shard_bytes."""
+    return click.option(
+        "--shard-size",
+        type=ByteSize(),
+        default=default,
+        help=f"Roll to a new shard after this many bytes.  [default: {_size_text(default)}]",
+    )
+
+
+def as_json(text: str = "Print the summary as JSON."):
+    """--json: print the result as JSON (its to_dict()) instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help=text)
+
+
+def dataset(*aliases: str, required: bool = True, **path: bool):
+    """The positional DATASET (a click.Path with the `path` settings), passed to the
+    command as `dataset`; each flag in `aliases` (`--dataset`, `--into`) is a hidden
+    option that names it the old way."""
+    kind = click.Path(path_type=Path, **path)
+
+    def decorate(command):
+        @functools.wraps(command)
+        def merged(*args, dataset=None, dataset_alias=None, **kwargs):
+            if dataset is not None and dataset_alias is not None:
+                raise click.UsageError(f"give DATASET or {'/'.join(aliases)}, not both")
+            chosen = dataset if dataset is not None else dataset_alias
+            if chosen is None and required:
+                raise click.UsageError("Missing argument 'DATASET'.")
+            return command(*args, dataset=chosen, **kwargs)
+
+        if aliases:
+            merged = click.option(*aliases, "dataset_alias", type=kind, hidden=True)(merged)
+        # Required or not, it shows as DATASET: the hidden aliases are why click may not
+        # insist on it itself.
+        metavar = "DATASET" if required else "[DATASET]"
+        return click.argument("dataset", required=False, type=kind, metavar=metavar)(merged)
+
+    return decorate

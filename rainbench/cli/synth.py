@@ -1,0 +1,142 @@
+"""Paired splits: render synthetic rain on a dataset's clean captures, or import a
+public paired set."""
+
+from pathlib import Path
+
+import click
+
+from rainbench.cli import options
+from rainbench.cli.group import fail
+from rainbench.cli.output import emit
+from rainbench.synth.build import SynthOptions, preview_sheet, synthesize
+from rainbench.synth.importers import LAYOUTS
+from rainbench.synth.recipes import RECIPES
+from rainbench.synth.splits import PairsSummary
+
+
+@click.command("synth")
+@options.dataset(required=False)
+@click.option(
+    "--recipes",
+    default=",".join(SynthOptions.recipes),
+    show_default=True,
+    help=f"Comma-separated recipes, of: {', '.join(RECIPES)}.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=SynthOptions.seed,
+    show_default=True,
+    help="Base seed; each render's seed derives from it, the source key and recipe.",
+)
+@click.option(
+    "--source-split",
+    default=SynthOptions.source_split,
+    show_default=True,
+    help="Split of the clean captures to render on.",
+)
+@click.option(
+    "--source-layer",
+    type=click.Choice(["clean", "rainy"]),
+    default=SynthOptions.source_layer,
+    show_default=True,
+    help="Layer of the captures to render on.",
+)
+@click.option(
+    "--renders",
+    type=click.IntRange(min=1),
+    default=SynthOptions.renders,
+    show_default=True,
+    help="Renders per source capture and recipe.",
+)
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=16),
+    default=SynthOptions.max_side,
+    help="Shrink sources to this longest side first.  [default: full resolution]",
+)
+@options.shard_size(SynthOptions.shard_bytes)
+@options.workers
+@click.option(
+    "--preview",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instead: render every recipe on this one image into a contact sheet.",
+)
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path), help="Where --preview writes the sheet (PNG)."
+)
+@options.as_json()
+@options.progress
+def synth_command(
+    dataset, recipes, shard_size, preview, out, as_json, progress, **settings
+) -> None:
+    """Render synthetic rain on clean captures of DATASET as paired splits syn-<recipe>.
+
+    Re-running is a no-op; the same inputs and seed give byte-identical shards.
+
+    \b
+    Example:
+      rainbench synth ds --recipes drizzle,streak,storm,fog-like --seed 0
+      rainbench synth --preview photo.jpg --out sheet.png
+    """
+    if preview:
+        if out is None:
+            raise click.UsageError("--preview needs --out SHEET.png")
+        click.echo(preview_sheet(preview, out, settings["seed"]))
+        return
+    if dataset is None:
+        raise click.UsageError("give a DATASET, or --preview IMAGE --out SHEET.png")
+    synth_options = SynthOptions(
+        recipes=tuple(r.strip() for r in recipes.split(",") if r.strip()),
+        shard_bytes=shard_size,
+        **settings,
+    )
+    emit(synthesize(dataset, synth_options, progress=progress), as_json, pairs_lines)
+
+
+_IMPORT_HELP = """Store a public paired set found at PATH as the paired split NAME of DATASET.
+
+Pairs follow the layout's naming rules; a missing partner or a size mismatch is
+reported and left out, never guessed. DATASET is created if missing.
+
+\b
+Example:
+  rainbench import-paired Rain100L/ ds --layout rain100 --name rain100l
+
+\b
+Layouts:
+""" + "\n".join(f"  {layout.name}: {layout.description}" for layout in LAYOUTS.values())
+
+
+@click.command("import-paired", help=_IMPORT_HELP)
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@options.dataset("--into")
+@click.option(
+    "--layout", required=True, type=click.Choice(list(LAYOUTS)), help="How the set names its pairs."
+)
+@click.option("--name", required=True, help="The split's name, e.g. rain100l.")
+@options.shard_size(SynthOptions.shard_bytes)
+@options.workers
+@options.as_json()
+@options.progress
+def import_paired_command(
+    path, dataset, layout, name, shard_size, workers, as_json, progress
+) -> None:
+    from rainbench.synth.imports import import_paired
+
+    summary, problems = import_paired(path, layout, name, dataset, shard_size, workers, progress)
+    for problem in problems:
+        click.echo(f"{problem.kind}: {problem.path}: {problem.detail}", err=True)
+    if not summary.stored and not summary.existing:
+        fail(f"no pairs found in {path} for layout {layout}")
+    emit(summary, as_json, pairs_lines)
+
+
+def pairs_lines(summary: PairsSummary) -> list[str]:
+    """Pairs stored and already there, per split; failed renders go to stderr."""
+    for job, why in summary.failed:
+        click.echo(f"failed: {job}: {why}", err=True)
+    return [
+        f"{split}: {summary.stored[split]} pairs stored, {summary.existing[split]} already there"
+        for split in sorted(set(summary.stored) | set(summary.existing))
+    ]

@@ -1,0 +1,224 @@
+"""What every format shows, built once: a table's rows as cells (each value at its column's
+decimals, marked where it is the column's best) and the texts around a table (labels,
+conventions, glossary, failures, provenance). A renderer only adds its own markup.
+"""
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES, Estimate
+from rainbench.leaderboard.ranking import Row, SplitTable, metric_specs, ordered_metrics
+
+METRIC_LABELS = {
+    "psnr_y": "PSNR-Y",
+    "ssim_y": "SSIM-Y",
+    "psnr": "PSNR-RGB",
+    "ssim": "SSIM-RGB",
+    "niqe": "NIQE",
+    "brisque": "BRISQUE",
+    "piqe": "PIQE",
+}
+
+
+@dataclass(frozen=True)
+class ValueCell:
+    """One estimate in a table: a metric over all images, or the primary metric over one
+    rain type."""
+
+    metric: str
+    rain_type: str | None  # None: over all images
+    estimate: Estimate | None  # None where the run has no value for it at all
+    decimals: int
+    best: bool  # the best mean of its column
+
+    @property
+    def present(self) -> bool:
+        return self.estimate is not None and self.estimate.present
+
+    @property
+    def n(self) -> int:
+        return self.estimate.n if self.estimate else 0
+
+    @property
+    def mean(self) -> str:
+        return format_value(self.estimate.mean if self.estimate else None, self.decimals)
+
+    @property
+    def low(self) -> str:
+        return format_value(self.estimate.low if self.estimate else None, self.decimals)
+
+    @property
+    def high(self) -> str:
+        return format_value(self.estimate.high if self.estimate else None, self.decimals)
+
+
+@dataclass(frozen=True)
+class RowCells:
+    """A model's line in a split's table, as cells in the table's column order."""
+
+    row: Row
+    metrics: tuple[ValueCell, ...]  # one per table.metrics
+    rain_types: tuple[ValueCell, ...]  # the primary metric, one per table.rain_types
+    speed: str  # the median seconds per megapixel at the column's decimals
+    fastest: bool
+
+    @property
+    def model(self) -> str:
+        """The model with its version, flagged where its run is incomplete."""
+        run = self.row.run
+        text = run.model + (f" {run.version}" if run.version else "")
+        return text if run.complete else f"{text} (incomplete)"
+
+
+def table_cells(table: SplitTable) -> list[RowCells]:
+    """The cells of every row of `table`, in rank order."""
+    decimals = {m: metric_decimals(table, m) for m in table.metrics}
+    best = {m: table.best(m) for m in table.metrics}
+    best_by_type = {t: table.best(table.primary, t) for t in table.rain_types}
+    fastest, speed = table.best_speed(), speed_decimals(table)
+    return [
+        RowCells(
+            row,
+            metrics=tuple(
+                _value_cell(m, None, row.estimates.get(m), decimals[m], best[m])
+                for m in table.metrics
+            ),
+            rain_types=tuple(
+                _value_cell(
+                    table.primary,
+                    t,
+                    row.by_rain_type.get(t),
+                    decimals[table.primary],
+                    best_by_type[t],
+                )
+                for t in table.rain_types
+            ),
+            speed=format_value(row.s_per_mp, speed),
+            fastest=row.s_per_mp == fastest,
+        )
+        for row in table.rows
+    ]
+
+
+def _value_cell(
+    metric: str, rain_type: str | None, found: Estimate | None, decimals: int, best: float | None
+) -> ValueCell:
+    present = found is not None and found.present
+    return ValueCell(metric, rain_type, found, decimals, present and found.mean == best)
+
+
+def decimals_for(values: Iterable[float]) -> int:
+    """Decimals that show four significant digits of the largest value (at least one)."""
+    largest = max((abs(v) for v in values), default=0.0)
+    if largest < 1:
+        return 4
+    return max(1, 4 - len(str(int(largest))))
+
+
+def metric_decimals(table: SplitTable, metric: str) -> int:
+    """The decimals every value of the `metric` column is shown with."""
+    means = [row.estimates[metric].mean for row in table.rows if metric in row.estimates]
+    return decimals_for([m for m in means if math.isfinite(m)])
+
+
+def speed_decimals(table: SplitTable) -> int:
+    return decimals_for(r.s_per_mp for r in table.rows if math.isfinite(r.s_per_mp))
+
+
+def format_value(value: float | None, decimals: int) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.{decimals}f}"
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.upper())
+
+
+def arrow(lower_is_better: bool) -> str:
+    return "↓" if lower_is_better else "↑"
+
+
+def primary_label(table: SplitTable) -> str:
+    """The primary metric's name with its direction, e.g. 'NIQE ↓'."""
+    if table.primary is None:
+        return "—"
+    return f"{metric_label(table.primary)} {arrow(table.lower_is_better[table.primary])}"
+
+
+def kind_label(table: SplitTable) -> str:
+    return "real rain" if table.kind == "real" else "synthetic rain"
+
+
+def short_sha(digest: object) -> str:
+    return str(digest)[:12] if digest else "—"
+
+
+def hardware_text(provenance: dict | None) -> str:
+    hardware = (provenance or {}).get("hardware") or {}
+    parts = [
+        hardware.get("gpu"),
+        hardware.get("cpu"),
+        f"{hardware['cores']} cores" if hardware.get("cores") else None,
+    ]
+    device = (provenance or {}).get("device")
+    text = ", ".join(str(p) for p in parts if p)
+    return f"{text} ({device})" if device and text else text or str(device or "—")
+
+
+def images_text(row: Row) -> str:
+    if row.images_failed:
+        return f"{row.images_ok} ok, {row.images_failed} failed"
+    return str(row.images_ok)
+
+
+def conventions(table: SplitTable) -> str:
+    """One line: the metrics' protocol, directions and how the means were computed."""
+    versions = table.protocol_versions
+    protocol = (
+        f"metric protocol v{versions[0]}"
+        if len(versions) == 1
+        else f"metric protocols {', '.join(versions)} differ between runs: not comparable"
+        if versions
+        else "metric protocol not recorded"
+    )
+    directions = ", ".join(
+        f"{metric_label(m)} {arrow(table.lower_is_better[m])}" for m in table.metrics
+    )
+    return (
+        f"{protocol}; {directions} (↑ higher is better, ↓ lower is better); "
+        f"means over the images each model processed without error, with "
+        f"{CONFIDENCE:.0%} percentile-bootstrap intervals ({RESAMPLES} resamples)"
+    )
+
+
+def metric_glossary(tables: list[SplitTable]) -> list[tuple[str, bool, str]]:
+    """(metric, lower is better, description) for every metric the tables show."""
+    specs = metric_specs()
+    directions = {m: t.lower_is_better[m] for t in tables for m in t.metrics}
+    return [
+        (m, directions[m], specs[m].description if m in specs else "")
+        for m in ordered_metrics(set(directions))
+    ]
+
+
+def failures_text(table: SplitTable) -> str | None:
+    failed = [
+        f"{row.model} {row.images_failed} of {row.images_ok + row.images_failed}"
+        for row in table.rows
+        if row.images_failed
+    ]
+    return f"Failed images (excluded from the means): {'; '.join(failed)}." if failed else None
+
+
+def unavailable_text(tables: list[SplitTable]) -> str | None:
+    """The metrics some run could not compute where it ran, each once with why and the
+    fix (as eval recorded them); None when every metric was computed."""
+    reasons: dict[str, str] = {}
+    for table in tables:
+        for row in table.rows:
+            provenance = row.run.provenance or {}
+            for metric, why in (provenance.get("unavailable_metrics") or {}).items():
+                reasons.setdefault(metric, why)
+    return f"Not computed: {'; '.join(reasons.values())}." if reasons else None

@@ -1,0 +1,218 @@
+"""Ranking: the runs of each (dataset, split) summarised as one table of models, each
+metric a mean with its bootstrap interval (bootstrap.py) over the images a model processed
+without error, ranked by the split's primary metric.
+"""
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from rainbench.leaderboard.bootstrap import Estimate, estimate, seed_for
+from rainbench.leaderboard.results import LeaderboardError, Results, Run
+from rainbench.metrics.registry import MetricSpec, list_metrics
+
+# The contract's metrics in the order tables show them; other metrics follow.
+METRIC_ORDER = ("psnr_y", "ssim_y", "psnr", "ssim", "niqe", "brisque", "piqe")
+PRIMARY = {"synthetic": "psnr_y", "real": "niqe"}
+RAIN_TYPE_ORDER = ("drizzle", "streak", "storm", "fog-like")
+UNTAGGED = "untagged"  # real images whose rain type is null
+
+
+@dataclass(frozen=True, eq=False)
+class Row:
+    """A model's line in a split's table."""
+
+    run: Run
+    rank: int | None  # None when the model has no value for the primary metric
+    estimates: dict[str, Estimate]  # per metric, over the images with status ok
+    by_rain_type: dict[str, Estimate]  # the primary metric per rain type (real splits)
+    s_per_mp: float  # median over ok images; NaN when none
+    images_ok: int
+    images_failed: int
+
+    @property
+    def model(self) -> str:
+        return self.run.model
+
+
+@dataclass(frozen=True, eq=False)
+class SplitTable:
+    dataset: str
+    split: str
+    kind: str
+    metrics: tuple[str, ...]
+    lower_is_better: dict[str, bool]
+    primary: str | None
+    rain_types: tuple[str, ...]  # empty on synthetic splits
+    rows: tuple[Row, ...]  # by rank
+    images: int  # distinct keys over all runs
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} / {self.split}"
+
+    @property
+    def protocol_versions(self) -> tuple[str, ...]:
+        found = {
+            str(row.run.provenance["metric_protocol_version"])
+            for row in self.rows
+            if row.run.provenance and row.run.provenance.get("metric_protocol_version")
+        }
+        return tuple(sorted(found))
+
+    def best(self, metric: str, rain_type: str | None = None) -> float | None:
+        """The best mean of `metric` (of the primary metric on `rain_type`) in the table."""
+        means = [
+            (row.by_rain_type if rain_type else row.estimates).get(rain_type or metric)
+            for row in self.rows
+        ]
+        return _best([e.mean for e in means if e and e.present], self.lower_is_better[metric])
+
+    def best_speed(self) -> float | None:
+        return _best([row.s_per_mp for row in self.rows if math.isfinite(row.s_per_mp)], True)
+
+
+def leaderboard_tables(results: Results) -> list[SplitTable]:
+    """One ranked table per (dataset, split): per dataset, real splits first, then by name."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in results.runs:
+        groups.setdefault((run.dataset, run.split), []).append(run)
+    tables = [_split_table(dataset, split, runs) for (dataset, split), runs in groups.items()]
+    return sorted(tables, key=lambda t: (t.dataset, t.kind != "real", t.split))
+
+
+def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
+    where = f"{dataset}/{split}"
+    kinds = {run.kind for run in runs if run.kind}
+    if len(kinds) != 1:
+        raise LeaderboardError(
+            f"{where}: runs disagree on real or synthetic ({sorted(kinds)})"
+            if kinds
+            else f"{where}: no run says whether the split is real or synthetic"
+        )
+    kind = kinds.pop()
+    metrics = ordered_metrics({m for run in runs for m in run.metrics})
+    lower_is_better = {m: _direction(m, runs, where) for m in metrics}
+    primary = _primary(kind, metrics)
+    rain_types = _rain_types(runs) if kind == "real" and primary else ()
+    rows = [_row(run, metrics, primary, rain_types) for run in runs]
+    ranked = _rank(rows, primary, lower_is_better)
+    return SplitTable(
+        dataset=dataset,
+        split=split,
+        kind=kind,
+        metrics=metrics,
+        lower_is_better=lower_is_better,
+        primary=primary,
+        rain_types=rain_types,
+        rows=ranked,
+        images=len({key for run in runs for key in run.scores["key"]}),
+    )
+
+
+def ordered_metrics(metrics: set[str]) -> tuple[str, ...]:
+    """The contract's metrics in METRIC_ORDER, then any others by name."""
+    known = [m for m in METRIC_ORDER if m in metrics]
+    return (*known, *sorted(metrics - set(known)))
+
+
+def _direction(metric: str, runs: list[Run], where: str) -> bool:
+    stated = {
+        run.provenance["lower_is_better"][metric]
+        for run in runs
+        if run.provenance and metric in run.provenance.get("lower_is_better", {})
+    }
+    if len(stated) > 1:
+        raise LeaderboardError(f"{where}: runs disagree whether lower {metric} is better")
+    if stated:
+        return stated.pop()
+    spec = metric_specs().get(metric)
+    if spec is None:
+        raise LeaderboardError(
+            f"{where}: unknown metric {metric!r} and no lower_is_better for it in the JSON"
+        )
+    return spec.lower_is_better
+
+
+def metric_specs() -> dict[str, MetricSpec]:
+    """The registered metrics by name (their direction, kind and description)."""
+    return {spec.name: spec for spec in list_metrics()}
+
+
+def _primary(kind: str, metrics: tuple[str, ...]) -> str | None:
+    if PRIMARY[kind] in metrics:
+        return PRIMARY[kind]
+    if kind == "real":
+        specs = metric_specs()
+        no_reference = [m for m in metrics if m not in specs or not specs[m].full_reference]
+        if no_reference:
+            return no_reference[0]
+    return metrics[0] if metrics else None
+
+
+def _rain_types(runs: list[Run]) -> tuple[str, ...]:
+    found = {
+        UNTAGGED if pd.isna(t) else str(t)
+        for run in runs
+        for t in run.scores.loc[run.scores["status"] == "ok", "rain_type"]
+    }
+    known = [t for t in RAIN_TYPE_ORDER if t in found]
+    others = sorted(found - {*known, UNTAGGED})
+    return (*known, *others, *([UNTAGGED] if UNTAGGED in found else []))
+
+
+def _row(
+    run: Run, metrics: tuple[str, ...], primary: str | None, rain_types: tuple[str, ...]
+) -> Row:
+    ok = run.scores[run.scores["status"] == "ok"]
+
+    def mean(values: pd.Series, *parts: str) -> Estimate:
+        # Nulls are images a metric was not computed on; an infinite PSNR (output equal to
+        # the ground truth) would swallow the mean, so both stay out of it and out of n.
+        array = values.to_numpy(dtype=np.float64)
+        return estimate(
+            array[np.isfinite(array)], seed_for(run.dataset, run.split, run.model, *parts)
+        )
+
+    estimates = {m: mean(ok[m], m) for m in metrics if m in run.metrics}
+    by_rain_type = {}
+    if primary in run.metrics:
+        types = ok["rain_type"].astype(object).where(ok["rain_type"].notna(), UNTAGGED)
+        by_rain_type = {t: mean(ok.loc[types == t, primary], primary, t) for t in rain_types}
+    speeds = ok["s_per_mp"].to_numpy(dtype=np.float64)
+    speeds = speeds[np.isfinite(speeds)]
+    return Row(
+        run=run,
+        rank=None,
+        estimates=estimates,
+        by_rain_type=by_rain_type,
+        s_per_mp=float(np.median(speeds)) if speeds.size else math.nan,
+        images_ok=len(ok),
+        images_failed=int((run.scores["status"] == "failed").sum()),
+    )
+
+
+def _rank(rows: list[Row], primary: str | None, lower_is_better: dict) -> tuple[Row, ...]:
+    """Standard competition ranking (1, 1, 3): equal means share a rank."""
+
+    def score(row: Row) -> float | None:
+        found = row.estimates.get(primary) if primary else None
+        if found is None or not found.present:
+            return None
+        return found.mean if lower_is_better[primary] else -found.mean
+
+    scores = [score(row) for row in rows]
+    known = [s for s in scores if s is not None]
+    ranked = [
+        replace(row, rank=None if mine is None else 1 + sum(s < mine for s in known))
+        for row, mine in zip(rows, scores, strict=True)
+    ]
+    return tuple(sorted(ranked, key=lambda r: (r.rank is None, r.rank or 0, r.model)))
+
+
+def _best(values: list[float], lower: bool) -> float | None:
+    if not values:
+        return None
+    return min(values) if lower else max(values)

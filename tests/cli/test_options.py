@@ -1,0 +1,82 @@
+"""Shared options: one positional DATASET with the old flags as hidden aliases, and
+progress bars only on a terminal unless asked."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rainbench.cli import main
+
+
+class Called(Exception):
+    """Stops the command once it has reached the library, with what it passed."""
+
+
+def _record(*args, **kwargs):
+    raise Called(args, kwargs)
+
+
+def _called(argv: list[str], monkeypatch, target: str) -> tuple[tuple, dict]:
+    monkeypatch.setattr(target, _record)
+    result = CliRunner().invoke(main, argv)
+    assert isinstance(result.exception, Called), result.output
+    return result.exception.args
+
+
+# (command line before the dataset, the old flag, after it, the function it calls,
+# the position of the dataset among that function's arguments)
+COMMANDS = [
+    (["eval", "--model", "identity"], "--dataset", ["--results", "{tmp}/r"],
+     "rainbench.cli.leaderboard.evaluate", 1),
+    (["import-paired", "{tmp}"], "--into", ["--layout", "rain100", "--name", "x"],
+     "rainbench.synth.imports.import_paired", 3),
+    (["analyze", "intrinsic-dim"], "--dataset", ["--split", "syn"],
+     "rainbench.cli.analyze.from_synthetic_split", 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("before", "flag", "after", "target", "position"), COMMANDS)
+def test_dataset_is_positional_and_the_old_flag_still_works(
+    tmp_path, monkeypatch, before, flag, after, target, position
+):
+    ds = str(tmp_path / "ds")
+    before, after = ([a.format(tmp=tmp_path) for a in args] for args in (before, after))
+    positional = _called([*before, ds, *after], monkeypatch, target)
+    old = _called([*before, *after, flag, ds], monkeypatch, target)
+    assert positional[0][position] == old[0][position] == Path(ds)
+
+
+def test_train_nlcl_takes_the_dataset_either_way(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    ds, run = str(tmp_path / "ds"), str(tmp_path / "run")
+    target = "rainbench.train.nlcl.trainer.train"
+    positional = _called(["train", "nlcl", ds, "--out", run], monkeypatch, target)
+    old = _called(["train", "nlcl", "--dataset", ds, "--out", run], monkeypatch, target)
+    assert positional[0][0] == old[0][0] == Path(ds)
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [(["eval"], "--dataset"), (["import-paired"], "--into"), (["train", "nlcl"], "--dataset"),
+     (["analyze", "intrinsic-dim"], "--dataset")],
+)  # fmt: skip
+def test_the_old_flags_are_hidden(command, flag):
+    shown = CliRunner().invoke(main, [*command, "--help"]).output
+    assert "DATASET" in shown.splitlines()[0] and f"{flag} " not in shown
+
+
+def test_a_dataset_is_needed_once(tmp_path):
+    base = ["eval", "--model", "identity", "--results", str(tmp_path / "r")]
+    missing = CliRunner().invoke(main, base)
+    assert missing.exit_code == 2 and "Missing argument 'DATASET'" in missing.output
+    both = CliRunner().invoke(main, [*base, "a", "--dataset", "b"])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_progress_is_off_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
+    argv = ["eval", str(tmp_path), "--model", "identity", "--results", str(tmp_path / "r")]
+    target = "rainbench.cli.leaderboard.evaluate"
+    # CliRunner's stderr is not a terminal, as in a log file or CI.
+    assert _called(argv, monkeypatch, target)[0][-1] is False
+    assert _called([*argv, "--progress"], monkeypatch, target)[0][-1] is True

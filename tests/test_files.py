@@ -1,0 +1,35 @@
+"""Atomic replacement that leaves nothing behind when it fails, and file hashes."""
+
+import hashlib
+import os
+
+import pytest
+
+from rainbench import files as files_module
+from rainbench.files import file_sha256, write_atomic
+
+
+def test_write_atomic_replaces_the_file(tmp_path):
+    path = tmp_path / "a" / "file.json"
+    write_atomic(path, b"one")
+    write_atomic(path, b"two")
+    assert path.read_bytes() == b"two" and os.listdir(path.parent) == ["file.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "file.json"
+    write_atomic(path, b"old")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(path, b"new")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["file.json"]
+
+
+def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 40_000)  # more than one 4 MiB read
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
