@@ -4,10 +4,12 @@ import errno
 import json
 import os
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from rainbench.cli import main
+from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.demo.run import DemoResult, Stage
 
 
@@ -97,6 +99,39 @@ def test_bad_labels_are_listed_then_one_error(runner, tmp_path, capture_folder):
     lines = result.output.strip().splitlines()
     assert lines[0].startswith(f"{sheet}:2: ") and lines[1].startswith(f"{sheet}:3: ")
     assert lines[2].startswith("error: 2 label problem(s); nothing from the sheet was applied")
+
+
+def test_tag_fit_prints_held_out_agreement_and_ingest_uses_the_fit(
+    runner, tmp_path, capture_folder
+):
+    ds = tmp_path / "ds"
+    runner.invoke(main, ["ingest", str(capture_folder), "--out", str(ds), "-j", "1"])
+    keys = sorted(pd.read_parquet(ds / "manifests" / "samples.parquet")["key"])
+    sheet = tmp_path / "labels.csv"
+    few = "".join(f"{key},storm\n" for key in keys[:6])
+    sheet.write_text("key,rain_type\n" + few)
+    refused = runner.invoke(main, ["tag", str(ds), "--labels", str(sheet), "--fit"])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1
+    assert "at least 5 manual labels" in refused.output and "about 20 per type" in refused.output
+
+    rows = "".join(f"{key},{('storm', 'streak')[i % 2]}\n" for i, key in enumerate(keys))
+    sheet.write_text("key,rain_type\n" + rows)
+    result = runner.invoke(main, ["tag", str(ds), "--labels", str(sheet), "--fit"])
+    assert result.exit_code == 0, result.output
+    assert "fitted: tagger 1-fit-1-" in result.output
+    assert "(taggers/tagger-fit-1.json)" in result.output
+    assert "held out in 5 folds: macro-F1" in result.output and "shipped" in result.output
+    shown = json.loads(runner.invoke(main, ["tag", str(ds), "--fit", "--json"]).output)
+    assert shown["fit"]["reused"] and shown["tagger"] == shown["fit"]["version"]
+
+    more = tmp_path / "more"
+    for spec in sample_specs(2, seed=21, size=(480, 360)):
+        write_capture(more, spec)
+    added = runner.invoke(main, ["ingest", str(more), "--out", str(ds), "-j", "1"])
+    assert added.exit_code == 0, added.output
+    samples = pd.read_parquet(ds / "manifests" / "samples.parquet").set_index("key")
+    new = samples.drop(keys)
+    assert len(new) == 2 and (new["tagger_version"] == shown["fit"]["version"]).all()
 
 
 def test_models_lists_the_built_in_derainers(runner):

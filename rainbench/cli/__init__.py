@@ -33,6 +33,10 @@ COMMANDS = {
         "rainbench.cli.dataset:ingest_command",
         "Ingest camera captures under RAW... into the dataset OUT.",
     ),
+    "label": (
+        "rainbench.cli.label:label_command",
+        "Write one self-contained HTML page for labelling DATASET's rainy captures.",
+    ),
     "leaderboard": (
         "rainbench.cli.leaderboard:leaderboard_command",
         "Publish the results of rainbench eval as a table or a page.",

@@ -169,28 +169,40 @@ def _stats_lines(stats: dict) -> list[str]:
 @options.dataset()
 @options.labels
 @options.skip_bad_labels
+@click.option(
+    "--fit",
+    is_flag=True,
+    help="First refit the tagger to the dataset's manual labels (with --labels, the "
+    "sheet's too), print its cross-validated agreement, and keep it as the dataset's "
+    "tagger.",
+)
 @options.workers
 @options.as_json()
-def tag_command(dataset, labels, skip_bad_labels, workers, as_json) -> None:
+def tag_command(dataset, labels, skip_bad_labels, fit, workers, as_json) -> None:
     """Re-tag every capture's rain type from its stored features; apply a label sheet.
 
     Only manifests/samples.parquet changes; shards are never touched. Captures whose
     features are missing (or from another tagger version) are decoded again at
-    preview size. Manual labels always win over the tagger.
+    preview size. Manual labels always win over the tagger. A tagger fitted with
+    --fit is kept in DATASET/taggers/, named in dataset.json, and used by later tag
+    and ingest runs.
 
     \b
     Example:
       rainbench tag ds --labels collection/labels.csv
+      rainbench tag ds --labels collection/labels.csv --fit
     """
-    emit(tag_dataset(dataset, labels, skip_bad_labels, workers), as_json, format_tagging)
+    emit(tag_dataset(dataset, labels, skip_bad_labels, workers, fit), as_json, format_tagging)
 
 
 def format_tagging(summary: TagSummary) -> list[str]:
     types = ", ".join(f"{name} {count}" for name, count in summary.rain_types.items())
-    lines = [
+    lines = [*format_fit(summary.fit)] if summary.fit else []
+    lines.append(
         f"tagged {summary.samples} captures ({types}); {summary.manual} by manual label, "
-        f"{summary.labelled} labels applied now, {summary.changed} tags changed",
-    ]
+        f"{summary.labelled} labels applied now, {summary.changed} tags changed"
+        + (f"; tagger {summary.tagger}" if summary.tagger else "")
+    )
     if summary.measured:
         lines.append(f"measured {summary.measured} captures whose features were missing")
     if summary.looks_rainy:
@@ -198,6 +210,28 @@ def format_tagging(summary: TagSummary) -> list[str]:
     lines.extend(f"skipped: {problem}" for problem in summary.label_problems)
     if summary.unmeasurable:
         lines.append(f"could not decode {len(summary.unmeasurable)}: run rainbench verify")
+    return lines
+
+
+def format_fit(fit: dict) -> list[str]:
+    """The fitted tagger, and its cross-validated agreement beside the shipped tagger's."""
+    counts = ", ".join(f"{name} {count}" for name, count in fit["labels"].items())
+    ours, shipped = fit["cv_fitted"], fit["cv_shipped"]
+    penalty = "shipped weights kept" if fit["penalty"] is None else f"penalty {fit['penalty']:g}"
+    lines = [
+        f"{'already fitted to these labels' if fit['reused'] else 'fitted'}: tagger "
+        f"{fit['version']} ({fit['path']}), from shipped {fit['base_version']}, on "
+        f"{counts} labels; {penalty}",
+        f"held out in {fit['folds']} folds: macro-F1 {ours['macro_f1']:.2f} fitted, "
+        f"{shipped['macro_f1']:.2f} shipped; accuracy {ours['accuracy']:.2f} fitted, "
+        f"{shipped['accuracy']:.2f} shipped",
+    ]
+    if ours["macro_f1"] <= shipped["macro_f1"]:
+        lines.append("the fit did not beat the shipped tagger on held-out labels")
+    if fit["clean_labels_unused"]:
+        lines.append(
+            f"{fit['clean_labels_unused']} clean labels not used: the fit learns rain types"
+        )
     return lines
 
 

@@ -1,7 +1,8 @@
 """`rainbench ingest`: camera captures → shards + manifests, in four resumable
 phases — scan (probe every new file), plan (dedup, near-duplicates, splits,
 shards), write (one shard per unit of work, in parallel) and finalize; and
-`rainbench tag` (`rainbench.ingest.tag`), which re-tags a dataset's manifest.
+`rainbench tag` (`rainbench.ingest.tag`), which re-tags a dataset's manifest, with
+the tagger fitted to its labels when it has one (`rainbench.ingest.taggers`).
 """
 
 __all__ = ["IngestOptions", "IngestSummary", "ingest"]

@@ -18,7 +18,7 @@ from rainbench.capture.reject import Reason
 from rainbench.ingest.split import split_for_key
 from rainbench.ingest.tag import auto_tag_columns, feature_columns
 from rainbench.shards.dataset import Dataset, DatasetError
-from rainbench.tagging.tagger import load_tagger
+from rainbench.tagging.tagger import Tagger
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class PlanSettings:
     shard_bytes: int
     near_dup_bits: int
     run_id: str
+    tagger: Tagger  # the dataset's fitted tagger, or the shipped one
 
 
 @dataclass
@@ -183,7 +184,7 @@ def sample_row(
         "source_mtime_ns": result.source.mtime_ns,
         "source_sha256": result.source_sha256,
         "ingest_run": settings.run_id,
-        **auto_tag_columns(result.features, settings.layer, result.height, load_tagger()),
+        **auto_tag_columns(result.features, settings.layer, result.height, settings.tagger),
         **feature_columns(result.features),
     }
 

@@ -35,6 +35,7 @@ from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
 from rainbench.ingest.tag import LabelsRejected, read_labels, retag
+from rainbench.ingest.taggers import active_tagger
 from rainbench.ingest.write import (
     UnitResult,
     UnitTask,
@@ -261,7 +262,12 @@ class _Run:
     def _plan_settings(self) -> PlanSettings:
         s = self.settings
         return PlanSettings(
-            s["layer"], s["split"], s["shard_bytes"], s["near_dup_bits"], s["run_id"]
+            s["layer"],
+            s["split"],
+            s["shard_bytes"],
+            s["near_dup_bits"],
+            s["run_id"],
+            active_tagger(self.dataset),
         )
 
     def _save_plan(self, plan: Plan) -> None:

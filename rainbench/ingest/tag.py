@@ -1,18 +1,23 @@
 """Tagging a dataset's captures: the manifest columns a capture's features and tag
 fill, and `rainbench tag`, which re-runs the tagger over samples.parquet and applies
-label sheets without touching a shard.
+label sheets without touching a shard; with --fit it first refits the tagger to the
+dataset's manual labels (rainbench.ingest.taggers keeps the fitted one).
 
 Manual labels always win: a row whose `rain_type_source` is `manual` keeps its rain
 type whatever the tagger says (its `rain_type_auto` is still refreshed), until a
 later label sheet says otherwise.
 """
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from rainbench.capture.formats import FORMATS
+from rainbench.ingest.taggers import FitReport, active_tagger, reusable, store_fitted
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
@@ -27,7 +32,7 @@ from rainbench.tagging.labels import (
     match_labels,
     read_label_sheet,
 )
-from rainbench.tagging.tagger import Tagger, load_tagger
+from rainbench.tagging.tagger import RAIN_TYPES, Tagger, load_tagger
 
 # Everything the tagger and label sheets own in a samples row.
 TAG_COLUMNS = (
@@ -64,6 +69,8 @@ class TagSummary:
     rain_types: dict[str, int] = field(default_factory=dict)
     manual: int = 0
     looks_rainy: int = 0
+    tagger: str | None = None  # the version that tagged: shipped, or the dataset's fitted one
+    fit: dict | None = None  # with --fit: the FitReport
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -107,17 +114,22 @@ def tag_dataset(
     labels: Path | None = None,
     skip_bad_labels: bool = False,
     workers: int = 1,
+    fit: bool = False,
 ) -> TagSummary:
     """Re-tag every capture of the dataset at `path` from its stored features, and
-    apply the label sheet `labels` if given. Only samples.parquet is rewritten."""
+    apply the label sheet `labels` if given. With `fit`, first refit the tagger to the
+    dataset's manual labels (the sheet's included) and keep it as the dataset's tagger.
+    Only samples.parquet, and with `fit` dataset.json and taggers/, are written."""
     dataset = Dataset(path)
     if not dataset.samples_manifest.exists():
         raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
     with dataset.lock():
-        return retag(dataset, labels, skip_bad_labels, workers)
+        return retag(dataset, labels, skip_bad_labels, workers, fit)
 
 
-def retag(dataset: Dataset, labels: Path | None, skip_bad_labels: bool, workers: int) -> TagSummary:
+def retag(
+    dataset: Dataset, labels: Path | None, skip_bad_labels: bool, workers: int, fit: bool = False
+) -> TagSummary:
     """`tag_dataset` for a caller that already holds the dataset's lock (ingest)."""
     summary = TagSummary()
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
@@ -133,11 +145,20 @@ def retag(dataset: Dataset, labels: Path | None, skip_bad_labels: bool, workers:
         matched = match.labels
     rows = samples.to_pylist()
     _measure_missing(dataset, rows, workers, summary)
-    tagger = load_tagger()
+    before = [{name: row[name] for name in TAG_COLUMNS} for row in rows]
+    tagger = active_tagger(dataset)
     for row in rows:
-        before = {name: row[name] for name in TAG_COLUMNS}
         _tag_row(row, tagger, matched.get(row["key"]))
-        summary.changed += before != {name: row[name] for name in TAG_COLUMNS}
+    if fit:
+        # The labels are in the rows now, so the fit sees the sheet's too; the fitted
+        # tagger then re-tags, and the manual labels it was fitted to still win.
+        tagger, report = _fit(dataset, rows)
+        summary.fit = report.to_dict()
+        for row in rows:
+            _tag_row(row, tagger, None)
+    after = [{name: row[name] for name in TAG_COLUMNS} for row in rows]
+    summary.changed = sum(old != new for old, new in zip(before, after, strict=True))
+    summary.tagger = tagger.version
     summary.labelled = len(matched)
     table = pa.Table.from_pylist(rows, schema=manifest.SAMPLES)
     if not table.equals(samples):
@@ -147,6 +168,45 @@ def retag(dataset: Dataset, labels: Path | None, skip_bad_labels: bool, workers:
     summary.manual = sum(source == "manual" for source in table["rain_type_source"].to_pylist())
     summary.looks_rainy = sum(bool(flag) for flag in table["looks_rainy"].to_pylist())
     return summary
+
+
+def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
+    """The shipped tagger refitted to the rows' manual rain-type labels and stored as the
+    dataset's tagger, or the active one when it was fitted to these very labels."""
+    # Imported here: fitting needs scipy, which tagging from stored features never does.
+    from rainbench.tagging.fit import fit_to_labels
+
+    manual = [row for row in rows if row["rain_type_source"] == "manual"]
+    labelled = sorted(
+        (row for row in manual if row["rain_type"] in RAIN_TYPES and _stored_features(row)),
+        key=lambda row: row["key"],
+    )
+    pairs = [[row["key"], row["rain_type"]] for row in labelled]
+    digest = hashlib.sha256(json.dumps([FEATURES_VERSION, pairs]).encode()).hexdigest()
+    found = reusable(dataset, digest)
+    if found is not None:
+        return active_tagger(dataset), found
+    base = load_tagger()
+    features = np.array(
+        [[row[feature_column(name)] for name in FEATURE_NAMES] for row in labelled], dtype=float
+    )
+    labels = [row["rain_type"] for row in labelled]
+    fitted = fit_to_labels(base, features, labels, [row["key"] for row in labelled])
+    report = FitReport(
+        version="",
+        path="",
+        reused=False,
+        base_version=base.version,
+        labels_sha256=digest,
+        labels=fitted.counts,
+        clean_labels_unused=sum(row["rain_type"] is None for row in manual),
+        penalty=fitted.penalty,
+        folds=fitted.folds,
+        cv_fitted=fitted.fitted.to_dict(),
+        cv_shipped=fitted.shipped.to_dict(),
+    )
+    report = store_fitted(dataset, fitted.tagger, report)
+    return active_tagger(dataset), report
 
 
 def _tag_row(row: dict, tagger: Tagger, label: Label | None) -> None:

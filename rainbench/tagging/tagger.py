@@ -64,13 +64,16 @@ class Tagger:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """P(class) for each row of `features` (columns in FEATURE_NAMES order)."""
-        columns = [FEATURE_NAMES.index(name) for name in self.inputs]
-        x = np.asarray(features, dtype=np.float64)[:, columns]
-        x = (expand(self.transform(x)) - self.expanded_mean) / self.expanded_scale
-        logits = x @ self.weights.T + self.bias
+        logits = self.design(features) @ self.weights.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         odds = np.exp(logits)
         return odds / odds.sum(axis=1, keepdims=True)
+
+    def design(self, features: np.ndarray) -> np.ndarray:
+        """What the softmax sees: the inputs transformed, expanded and standardised."""
+        columns = [FEATURE_NAMES.index(name) for name in self.inputs]
+        x = np.asarray(features, dtype=np.float64)[:, columns]
+        return (expand(self.transform(x)) - self.expanded_mean) / self.expanded_scale
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         x = x.copy()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import optimize
 
 from rainbench.capture.decode import decode_capture
 from rainbench.capture.formats import FORMATS
@@ -23,6 +22,7 @@ from rainbench.parallel import WorkerPool
 from rainbench.seeds import seed_from
 from rainbench.synth.render import render
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION
+from rainbench.tagging.fit import softmax_regression
 from rainbench.tagging.measure import compute_features
 from rainbench.tagging.tagger import CLASSES, RAIN_TYPES, Tagger, expand, load_tagger
 
@@ -140,7 +140,7 @@ def fit(measured: list[Measured], l2: float, calibration: dict) -> Tagger:
     expanded_mean, expanded_scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     x = (x - expanded_mean) / expanded_scale
     y = np.array([CLASSES.index(m.example.label) for m in measured])
-    theta = _softmax_regression(x, np.eye(len(CLASSES))[y], l2)
+    theta = softmax_regression(x, np.eye(len(CLASSES))[y], l2)
     return replace(
         model,
         expanded_mean=expanded_mean,
@@ -148,27 +148,6 @@ def fit(measured: list[Measured], l2: float, calibration: dict) -> Tagger:
         weights=theta[:, :-1],
         bias=theta[:, -1],
     )
-
-
-def _softmax_regression(x: np.ndarray, onehot: np.ndarray, l2: float) -> np.ndarray:
-    """Weights and (last column) biases minimising cross-entropy + l2/2·|weights|²."""
-    shape = (onehot.shape[1], x.shape[1] + 1)
-
-    def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = flat.reshape(shape)
-        logits = x @ theta[:, :-1].T + theta[:, -1]
-        logits -= logits.max(axis=1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        error = (np.exp(log_p) - onehot) / len(x)
-        grad = np.concatenate([error.T @ x, error.sum(axis=0)[:, None]], axis=1)
-        grad[:, :-1] += l2 * theta[:, :-1]
-        penalty = 0.5 * l2 * float((theta[:, :-1] ** 2).sum())
-        return -float((onehot * log_p).sum()) / len(x) + penalty, grad.ravel()
-
-    solution = optimize.minimize(
-        loss, np.zeros(np.prod(shape)), jac=True, method="L-BFGS-B", options={"maxiter": 3000}
-    )
-    return solution.x.reshape(shape)
 
 
 # Candidate flag thresholds, and the share of clean captures a flag may hit: a flag

@@ -1,0 +1,116 @@
+"""A dataset's own taggers: fitted to its manual labels by `rainbench tag DS --fit`, kept
+versioned as DS/taggers/tagger-fit-<n>.json, the active one named in dataset.json under
+"tagger". Ingest and `rainbench tag` use the active one in place of the shipped tagger.
+"""
+
+import json
+import re
+from dataclasses import dataclass, replace
+
+from rainbench.files import write_atomic
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.tagging.features import FEATURES_VERSION
+from rainbench.tagging.tagger import Tagger, load_tagger
+
+FOLDER = "taggers"
+INFO_KEY = "tagger"  # dataset.json: {"version", "path"} of the active fitted tagger
+_FITTED = re.compile(rf"{FOLDER}/tagger-fit-[0-9]+\.json")
+
+
+@dataclass
+class FitReport:
+    """What `--fit` fitted (or found already fitted to the same labels), and how well the
+    fit agreed with labels it never saw, beside the shipped tagger on the same captures."""
+
+    version: str
+    path: str  # relative to the dataset
+    reused: bool  # the active tagger was already fitted to exactly these labels
+    base_version: str
+    labels_sha256: str
+    labels: dict[str, int]  # per rain type
+    clean_labels_unused: int  # manual "clean" labels: the fit learns rain types only
+    penalty: float | None  # None: cross-validation kept the shipped weights
+    folds: int
+    cv_fitted: dict  # macro_f1, accuracy, f1 per type
+    cv_shipped: dict
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def active_tagger(dataset: Dataset) -> Tagger:
+    """The dataset's fitted tagger when it has one, else the shipped tagger."""
+    entry = _active_entry(dataset)
+    if entry is None:
+        return load_tagger()
+    path = dataset.root / entry["path"]
+    try:
+        tagger = Tagger.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DatasetError(
+            f"{path}: cannot read the dataset's fitted tagger ({error}); "
+            "fit it again with rainbench tag --fit"
+        ) from None
+    if tagger.features_version != FEATURES_VERSION:
+        raise DatasetError(
+            f"{path} was fitted to features version {tagger.features_version}, these are "
+            f"version {FEATURES_VERSION}: fit it again with rainbench tag --fit"
+        )
+    return tagger
+
+
+def reusable(dataset: Dataset, labels_sha256: str) -> FitReport | None:
+    """The active tagger's report when it was fitted to these very labels from the
+    shipped tagger of today, so fitting again would give the same tagger."""
+    entry = _active_entry(dataset)
+    if entry is None:
+        return None
+    tagger = active_tagger(dataset)
+    report = tagger.calibration.get("fit")
+    if (
+        not isinstance(report, dict)
+        or report.get("labels_sha256") != labels_sha256
+        or report.get("base_version") != load_tagger().version
+    ):
+        return None
+    return FitReport(**{**report, "reused": True})
+
+
+def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> FitReport:
+    """Write the fitted tagger as the next tagger-fit-<n>.json and make it the active one."""
+    folder = dataset.root / FOLDER
+    folder.mkdir(exist_ok=True)
+    taken = [
+        int(path.stem.rsplit("-", 1)[1])
+        for path in folder.glob("tagger-fit-*.json")
+        if path.stem.rsplit("-", 1)[1].isdigit()
+    ]
+    number = max(taken, default=0) + 1
+    version = f"{report.base_version}-fit-{number}-{report.labels_sha256[:8]}"
+    path = f"{FOLDER}/tagger-fit-{number}.json"
+    report = replace(report, version=version, path=path, reused=False)
+    calibration = {"fit": report.to_dict(), "command": "rainbench tag DS --fit"}
+    fitted = replace(tagger, version=version, calibration=calibration)
+    write_atomic(
+        dataset.root / path, (json.dumps(fitted.to_json(), indent=1) + "\n").encode("utf-8")
+    )
+    info = dataset.read_info()
+    info[INFO_KEY] = {"version": version, "path": path}
+    dataset.write_info(info)
+    return report
+
+
+def _active_entry(dataset: Dataset) -> dict | None:
+    if not dataset.exists():
+        return None
+    entry = dataset.read_info().get(INFO_KEY)
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        raise DatasetError(f"{dataset.info_path}: '{INFO_KEY}' is not a tagger's version and path")
+    if not _FITTED.fullmatch(entry["path"]):  # a name from the dataset: never outside it
+        raise DatasetError(
+            f"{dataset.info_path}: tagger path {entry['path']!r} is not "
+            f"{FOLDER}/tagger-fit-<n>.json; refused"
+        )
+    return entry

@@ -1,0 +1,119 @@
+"""A dataset's own tagger: `tag --fit` refits on its manual labels, keeps the fit
+versioned in DS/taggers/ with dataset.json naming it, and later tag and ingest runs use
+it; manual labels still win."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest.tag import tag_dataset
+from rainbench.shards.dataset import DatasetError
+from rainbench.tagging.fit import TooFewLabels
+from rainbench.tagging.tagger import load_tagger
+
+ONE = IngestOptions(workers=1)
+
+
+@pytest.fixture(scope="module")
+def _ingested(tmp_path_factory, _capture_folder):
+    ds = tmp_path_factory.mktemp("fit") / "ds"
+    ingest([_capture_folder], ds, ONE)
+    return ds
+
+
+@pytest.fixture
+def ds(tmp_path, _ingested):
+    return shutil.copytree(_ingested, tmp_path / "ds")
+
+
+def _samples(ds) -> pd.DataFrame:
+    return pd.read_parquet(ds / "manifests" / "samples.parquet").set_index("key")
+
+
+def label_sheet(ds, path, types=("storm", "streak")):
+    """A sheet labelling every rainy capture, the types dealt out in key order."""
+    keys = sorted(_samples(ds).index)
+    rows = [f"{key},{types[i % len(types)]}" for i, key in enumerate(keys)]
+    path.write_text("\n".join(["key,rain_type", *rows]) + "\n")
+    return path
+
+
+def test_fit_stores_a_versioned_tagger_that_retags_and_later_ingests_use(tmp_path, ds):
+    sheet = label_sheet(ds, tmp_path / "labels.csv")
+
+    summary = tag_dataset(ds, labels=sheet, fit=True)
+
+    fit = summary.fit
+    assert fit["labels"] == {"drizzle": 0, "streak": 16, "storm": 17, "fog-like": 0}
+    assert fit["path"] == "taggers/tagger-fit-1.json" and not fit["reused"]
+    assert fit["version"].startswith(f"{load_tagger().version}-fit-1-")
+    assert set(fit["cv_fitted"]) == {"macro_f1", "accuracy", "f1"}
+    info = json.loads((ds / "dataset.json").read_text())
+    assert info["tagger"] == {"version": fit["version"], "path": fit["path"]}
+    stored = json.loads((ds / fit["path"]).read_text())
+    assert stored["version"] == fit["version"]
+    assert stored["calibration"]["fit"]["labels_sha256"] == fit["labels_sha256"]
+    assert stored["calibration"]["fit"]["base_version"] == load_tagger().version
+    samples = _samples(ds)
+    assert (samples["tagger_version"] == fit["version"]).all()
+    assert (samples["rain_type_source"] == "manual").all()  # the labels still win
+    assert summary.tagger == fit["version"]
+
+    more = tmp_path / "more"
+    for spec in sample_specs(3, seed=21, size=(480, 360)):
+        write_capture(more, spec)
+    ingest([more], ds, ONE)
+    added = _samples(ds).drop(samples.index)
+    assert len(added) == 3
+    assert (added["tagger_version"] == fit["version"]).all()
+    assert (added["rain_type_source"] == "auto").all()
+
+    # The same labels again: the same tagger, not a second file.
+    again = tag_dataset(ds, fit=True).fit
+    assert again["reused"] and again["version"] == fit["version"]
+    assert sorted(p.name for p in (ds / "taggers").iterdir()) == ["tagger-fit-1.json"]
+
+
+def test_fit_alone_learns_from_the_labels_already_applied(tmp_path, ds):
+    tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"))
+    fit = tag_dataset(ds, fit=True).fit
+    assert fit["labels"]["storm"] == 17
+    # New labels make a new version beside the first.
+    relabelled = label_sheet(ds, tmp_path / "other.csv", types=("streak", "storm", "drizzle"))
+    second = tag_dataset(ds, labels=relabelled, fit=True).fit
+    assert second["path"] == "taggers/tagger-fit-2.json" and second["version"] != fit["version"]
+    assert (ds / fit["path"]).exists()
+    assert json.loads((ds / "dataset.json").read_text())["tagger"]["path"] == second["path"]
+
+
+def test_too_few_labels_change_nothing(tmp_path, ds):
+    before = (ds / "manifests" / "samples.parquet").read_bytes()
+    sheet = tmp_path / "labels.csv"
+    keys = sorted(_samples(ds).index)[:6]
+    sheet.write_text("key,rain_type\n" + "".join(f"{key},storm\n" for key in keys))
+    with pytest.raises(TooFewLabels, match="storm 6"):
+        tag_dataset(ds, labels=sheet, fit=True)
+    assert (ds / "manifests" / "samples.parquet").read_bytes() == before
+    assert not (ds / "taggers").exists() and "tagger" not in json.loads(
+        (ds / "dataset.json").read_text()
+    )
+
+
+def test_an_unreadable_fitted_tagger_is_one_clear_error(tmp_path, ds):
+    tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True)
+    (ds / "taggers" / "tagger-fit-1.json").write_text("{")
+    with pytest.raises(DatasetError, match="fit it again with rainbench tag --fit"):
+        tag_dataset(ds)
+
+
+def test_a_tagger_path_leading_outside_the_dataset_is_refused(tmp_path, ds):
+    (tmp_path / "outside.json").write_text(json.dumps(load_tagger().to_json()))
+    info = json.loads((ds / "dataset.json").read_text())
+    info["tagger"] = {"version": "1-fit-1-x", "path": "../outside.json"}
+    (ds / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="refused"):
+        tag_dataset(ds)

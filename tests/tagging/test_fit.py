@@ -1,0 +1,75 @@
+"""Fitting the tagger to a lab's labels: it learns a systematic disagreement from about
+20 labels per type, stays with the shipped tagger when the labels agree with it, and
+refuses too few labels. The labs are benchmarks/tagger_fit.py's, whose table
+docs/tagging.md shows."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rainbench.tagging.fit import (
+    MIN_PER_TYPE,
+    PENALTIES,
+    TooFewLabels,
+    fit_to_labels,
+    refit,
+)
+from rainbench.tagging.tagger import RAIN_TYPES, load_tagger
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "tagger_fit.py"
+
+
+@pytest.fixture(scope="module")
+def labs():
+    spec = importlib.util.spec_from_file_location("tagger_fit", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_twenty_labels_per_type_teach_it_a_labs_fainter_streaks(labs):
+    result = labs.run("fainter streaks", per_type=20, seed=0)
+    # The shipped tagger calls most of this lab's streaks drizzle.
+    assert result["cv_shipped"] < 0.72 and result["held_out_shipped"] < 0.72
+    assert result["cv_fitted"] >= result["cv_shipped"] + 0.08
+    assert result["held_out_fitted"] >= result["held_out_shipped"] + 0.08
+
+
+def test_labels_that_agree_keep_it_near_the_shipped_tagger(labs):
+    result = labs.run("agreeing", per_type=20, seed=0)
+    assert result["cv_fitted"] >= result["cv_shipped"] - 0.02
+    assert result["agrees_with_shipped"] >= 0.98
+    # Even the weakest penalty of the grid keeps it close: the penalty does its work.
+    tagger = load_tagger()
+    rows, labels = labs.lab(tagger, labs.centres(tagger), "agreeing", 20, seed=1)
+    fresh, _ = labs.lab(tagger, labs.centres(tagger), "agreeing", 300, seed=2)
+    y = np.array([RAIN_TYPES.index(label) for label in labels])
+    theta = refit(tagger, tagger.design(rows), y, min(PENALTIES))
+    calls = (tagger.design(fresh) @ theta[:, :-1].T + theta[:, -1]).argmax(axis=1)
+    assert np.mean(calls == labs.rain_probabilities(tagger, fresh).argmax(axis=1)) >= 0.9
+
+
+def test_the_same_labels_give_the_same_tagger_in_any_order(labs):
+    tagger = load_tagger()
+    rows, labels = labs.lab(tagger, labs.centres(tagger), "fainter streaks", 8, seed=3)
+    keys = [f"k{i:03d}" for i in range(len(rows))]
+    first = fit_to_labels(tagger, rows, labels, keys)
+    order = np.random.default_rng(0).permutation(len(rows))
+    again = fit_to_labels(tagger, rows[order], [labels[i] for i in order], [keys[i] for i in order])
+    assert np.array_equal(first.tagger.weights, again.tagger.weights)
+    assert first.fitted == again.fitted and first.penalty == again.penalty
+    # Only the rain types are refitted; the clean row (and so the layout) is shipped.
+    assert np.array_equal(first.tagger.weights[0], tagger.weights[0])
+    assert first.tagger.bias[0] == tagger.bias[0]
+
+
+def test_too_few_labels_are_refused_saying_how_many_are_needed(labs):
+    tagger = load_tagger()
+    rows, labels = labs.lab(tagger, labs.centres(tagger), "fainter streaks", 4, seed=4)
+    with pytest.raises(TooFewLabels) as refused:
+        fit_to_labels(tagger, rows, labels, [str(i) for i in range(len(rows))])
+    message = str(refused.value)
+    assert f"at least {MIN_PER_TYPE} manual labels" in message
+    assert "drizzle 4, streak 4, storm 4, fog-like 4" in message and "\n" not in message
