@@ -3,6 +3,7 @@ and orientation, EXIF with GPS, awkward names), near-duplicates and bad files.
 Image sizes are small so the suite stays fast; benchmarks use 12 MP.
 """
 
+import os
 import shutil
 from pathlib import Path
 
@@ -87,3 +88,24 @@ def session_processes():
         return found
 
     return living
+
+
+@pytest.fixture
+def browser_tooling():
+    """Playwright's sync API and a Chromium executable, or a skip (a failure on CI, where
+    .ci/run installs Chromium)."""
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright, reason = None, "playwright is not installed (pip install playwright)"
+    executable = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    if reason is None and executable is None:
+        reason = "no chromium, chromium-browser or google-chrome on PATH"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tooling missing on CI: {reason}")
+        pytest.skip(reason)
+    return sync_playwright, executable

@@ -7,7 +7,6 @@ applies. Without Playwright or a Chromium the browser test skips (fails under CI
 import base64
 import io
 import math
-import os
 import re
 import shutil
 
@@ -159,27 +158,8 @@ def test_the_crop_is_chosen_at_the_same_place_on_a_large_picture():
     assert 760 * 4 - side <= left <= 1016 * 4 and 520 * 4 - side <= top <= 776 * 4
 
 
-def _browser_tooling():
-    """Playwright's sync API and a Chromium executable, or a skip (a failure on CI)."""
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright, reason = None, "playwright is not installed (pip install playwright)"
-    executable = next(
-        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
-    )
-    if reason is None and executable is None:
-        reason = "no chromium, chromium-browser or google-chrome on PATH"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tooling missing on CI: {reason}")
-        pytest.skip(reason)
-    return sync_playwright, executable
-
-
-def test_keys_label_and_export_makes_a_sheet_tag_applies(dataset, tmp_path):
-    sync_playwright, executable = _browser_tooling()
+def test_keys_label_and_export_makes_a_sheet_tag_applies(dataset, tmp_path, browser_tooling):
+    sync_playwright, executable = browser_tooling
     out = write_label_page(dataset, tmp_path / "labels.html").out
     keys = _card_keys(out.read_text(encoding="utf-8"))
     sheet = tmp_path / "exported.csv"

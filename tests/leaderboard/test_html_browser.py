@@ -5,11 +5,7 @@ browser): it loads without a console or page error, fetches nothing from outside
 Without Playwright or a Chromium the test skips, except under CI=true, where it fails.
 """
 
-import os
-import shutil
 import struct
-
-import pytest
 
 from rainbench.leaderboard.publish import write_leaderboard
 from rainbench.leaderboard.ranking import leaderboard_tables
@@ -18,32 +14,13 @@ from rainbench.leaderboard.results import load_results
 WIDTH = 1280
 
 
-def _browser_tooling():
-    """Playwright's sync API and a Chromium executable, or a skip (a failure on CI)."""
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright, reason = None, "playwright is not installed (pip install playwright)"
-    executable = next(
-        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
-    )
-    if reason is None and executable is None:
-        reason = "no chromium, chromium-browser or google-chrome on PATH"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tooling missing on CI: {reason}")
-        pytest.skip(reason)
-    return sync_playwright, executable
-
-
 def _png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     return struct.unpack(">II", data[16:24])
 
 
-def test_page_renders_cleanly_in_chromium(results_dir, tmp_path):
-    sync_playwright, executable = _browser_tooling()
+def test_page_renders_cleanly_in_chromium(results_dir, tmp_path, browser_tooling):
+    sync_playwright, executable = browser_tooling
     page_path = write_leaderboard(results_dir, "html", tmp_path / "leaderboard.html")
     tables = leaderboard_tables(load_results(results_dir))
     errors, outside = [], []
