@@ -19,7 +19,10 @@ from rainbench.capture.formats import FORMATS
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import GROUND_TRUTH, RAIN, member
-from rainbench.shards.members import decode_picture, open_shard, read_member, size_limit
+from rainbench.shards.members import (
+    open_shard,
+    read_upright,
+)
 
 # TwoNN fits the law of μ = r2/r1 on its lower 90 % only: the largest ratios come from
 # the sparse tail of the sample and bend the line (Facco et al. 2017).
@@ -413,7 +416,5 @@ def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray
 
 
 def _png(tar: tarfile.TarFile, row: dict, name: str) -> np.ndarray:
-    width, height = row["width"], row["height"]
-    data = read_member(tar, row["shard"], name, size_limit(None, width, height))
-    picture, _ = decode_picture(data, FORMATS["png"], f"{row['shard']}:{name}", width, height)
+    picture = read_upright(tar, row["shard"], name, FORMATS["png"], row["width"], row["height"])
     return np.asarray(picture, dtype=np.float32) / 255

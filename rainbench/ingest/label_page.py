@@ -18,13 +18,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from rainbench.capture.formats import FORMATS
-from rainbench.capture.orientation import turn_upright
 from rainbench.files import write_atomic
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import member, picture_ext
-from rainbench.shards.members import ShardError, decode_picture, open_shard, read_member, size_limit
+from rainbench.shards.members import (
+    ShardError,
+    open_shard,
+    read_upright,
+)
 
 # What keys 1–5 set, in order: the page's legend, its keyboard and its export all read
 # this one tuple.
@@ -158,13 +161,9 @@ def _upright(tar, shard: str, row: dict) -> Image.Image:
     ext = picture_ext(row["format"])
     # A RAW's preview is a JPEG whose size the manifest does not give.
     stored = None if fmt.raw else row["bytes"]
-    name = member(row["key"], ext)
-    data = read_member(tar, shard, name, size_limit(stored, row["width"], row["height"]))
     decoder = FORMATS["jpeg"] if fmt.raw else fmt
-    image, orientation = decode_picture(
-        data, decoder, f"{shard}:{name}", row["width"], row["height"]
-    )
-    return turn_upright(image, orientation)
+    name = member(row["key"], ext)
+    return read_upright(tar, shard, name, decoder, row["width"], row["height"], stored)
 
 
 def _pictures(upright: Image.Image) -> dict:

@@ -28,14 +28,17 @@ from tqdm import tqdm
 
 from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
-from rainbench.capture.orientation import turn_upright
 from rainbench.files import file_sha256, write_atomic
 from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metric, create_metric
 from rainbench.metrics.report import cpu_model, versions
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import GROUND_TRUTH, PREVIEW, RAIN, member
-from rainbench.shards.members import ShardError, decode_picture, open_shard, read_member, size_limit
+from rainbench.shards.members import (
+    ShardError,
+    open_shard,
+    read_upright,
+)
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
 SYNTHETIC_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
@@ -475,14 +478,12 @@ def _schema(metrics: list[str]) -> pa.Schema:
 
 
 def _picture(
-    tar: tarfile.TarFile, row: dict, member: str, fmt: Format, stored_bytes: int | None = None
+    tar: tarfile.TarFile, row: dict, name: str, fmt: Format, stored_bytes: int | None = None
 ) -> np.ndarray:
-    """A member as upright uint8 RGB, read and decoded within the manifest row's sizes:
-    `stored_bytes` (a capture as stored) and width × height."""
-    width, height = row["width"], row["height"]
-    data = read_member(tar, row["shard"], member, size_limit(stored_bytes, width, height))
-    image, orientation = decode_picture(data, fmt, f"{row['shard']}:{member}", width, height)
-    return np.asarray(turn_upright(image, orientation))
+    """Member `name` as upright uint8 RGB, read and decoded within the manifest row's
+    sizes: `stored_bytes` (a capture as stored) and width × height."""
+    picture = read_upright(tar, row["shard"], name, fmt, row["width"], row["height"], stored_bytes)
+    return np.asarray(picture)
 
 
 def _save_png(path: Path, pixels: np.ndarray) -> None:

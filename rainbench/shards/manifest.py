@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.probe import KEY_HEX
+from rainbench.errors import first_line
 from rainbench.files import write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
@@ -155,7 +156,7 @@ def read_manifest(path: Path, schema: pa.Schema) -> pa.Table:
         table = pq.read_table(path, schema=schema)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DatasetError(
-            f"{path}: not a readable Parquet manifest ({_first_line(error)})"
+            f"{path}: not a readable Parquet manifest ({first_line(error)})"
         ) from None
     if not present & set(schema.names):
         raise DatasetError(f"{path}: not a rainbench manifest: none of its columns are known")
@@ -184,11 +185,6 @@ def _check_names(
             f"{path}: {column} {shown} is not a valid {what}; the manifest is damaged "
             "or was not written by rainbench (see docs/dataset-format.md)"
         )
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def write_manifest(path: Path, table: pa.Table) -> None:

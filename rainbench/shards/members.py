@@ -12,7 +12,9 @@ from PIL import Image
 
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_stored
 from rainbench.capture.formats import Format
+from rainbench.capture.orientation import turn_upright
 from rainbench.capture.reject import CaptureRejected
+from rainbench.errors import first_line
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.manifest import SHARD
 
@@ -53,7 +55,7 @@ def open_shard(root: Path, shard: str) -> tarfile.TarFile:
     try:
         return tarfile.open(path, "r:")
     except (OSError, tarfile.TarError, EOFError) as error:
-        raise ShardError(f"cannot read shard {shard}: {_reason(error)}") from None
+        raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
 
 
 def read_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> bytes:
@@ -64,14 +66,14 @@ def read_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> byte
     except KeyError:
         raise ShardError(f"{where}: not in the shard (run rainbench verify)") from None
     except (OSError, tarfile.TarError, EOFError) as error:
-        raise ShardError(f"cannot read shard {shard}: {_reason(error)}") from None
+        raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
     check_regular(info, where)
     if info.size > limit:
         raise ShardError(f"{where}: {info.size} bytes, more than the {limit} allowed; refused")
     try:
         data = tar.extractfile(info).read(info.size)  # type: ignore[union-attr]
     except (OSError, tarfile.TarError, EOFError) as error:
-        raise ShardError(f"{where}: cannot read it: {_reason(error)}") from None
+        raise ShardError(f"{where}: cannot read it: {first_line(error)}") from None
     if len(data) != info.size:
         raise ShardError(f"{where}: cut short (run rainbench verify)")
     return data
@@ -119,7 +121,23 @@ def decode_picture(
             f"(or the {DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap); not decoded"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ShardError(f"{where}: does not decode: {_reason(error)}") from None
+        raise ShardError(f"{where}: does not decode: {first_line(error)}") from None
+
+
+def read_upright(
+    tar: tarfile.TarFile,
+    shard: str,
+    name: str,
+    fmt: Format,
+    width: int | None,
+    height: int | None,
+    stored_bytes: int | None = None,
+) -> Image.Image:
+    """Member `name` decoded as `fmt` and turned upright, read within the manifest row's
+    sizes: `stored_bytes` (a capture as stored) and `width` × `height`."""
+    data = read_member(tar, shard, name, size_limit(stored_bytes, width, height))
+    image, orientation = decode_picture(data, fmt, f"{shard}:{name}", width, height)
+    return turn_upright(image, orientation)
 
 
 def check_jpeg(data: bytes, where: str, width: int | None, height: int | None) -> None:
@@ -133,10 +151,3 @@ def check_jpeg(data: bytes, where: str, width: int | None, height: int | None) -
             f"{where}: its header declares {size[0]}×{size[1]}, more pixels than the "
             f"manifest's {width}×{height}; not decoded"
         )
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

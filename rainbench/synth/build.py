@@ -12,12 +12,15 @@ from PIL import Image
 
 from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS, sniff
-from rainbench.capture.orientation import turn_upright
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
 from rainbench.shards.layout import GROUND_TRUTH, PREVIEW, RAIN, member
-from rainbench.shards.members import ShardError, decode_picture, open_shard, read_member, size_limit
+from rainbench.shards.members import (
+    ShardError,
+    open_shard,
+    read_upright,
+)
 from rainbench.synth.png import encode_png
 from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
 from rainbench.synth.render import contact_sheet, derive_seed, render
@@ -153,11 +156,10 @@ def render_pair(task: RenderTask) -> MadePair:
 def _read_source(task: RenderTask) -> Image.Image:
     """The source capture, upright, read and decoded within the manifest's sizes."""
     with open_shard(task.root, task.shard) as archive:
-        limit = size_limit(task.bytes, task.width, task.height)
-        data = read_member(archive, task.shard, task.member, limit)
-    where = f"{task.shard}:{task.member}"
-    image, orientation = decode_picture(data, FORMATS[task.format], where, task.width, task.height)
-    return turn_upright(image, orientation)
+        fmt = FORMATS[task.format]
+        return read_upright(
+            archive, task.shard, task.member, fmt, task.width, task.height, task.bytes
+        )
 
 
 def _fit(image: Image.Image, max_side: int | None) -> Image.Image:

@@ -18,19 +18,9 @@ from rainbench.tagging.tagger import RAIN_TYPES
 ONE = IngestOptions(workers=1)
 
 
-@pytest.fixture(scope="module")
-def _tagged(tmp_path_factory, _capture_folder):
-    ds = tmp_path_factory.mktemp("tagged") / "ds"
-    ingest([_capture_folder], ds, ONE)
-    return ds
-
-
 @pytest.fixture
-def tagged(tmp_path, _tagged):
-    """A fresh copy of a dataset ingested from the sample captures."""
-    import shutil
-
-    return shutil.copytree(_tagged, tmp_path / "ds")
+def tagged(sample_dataset):
+    return sample_dataset
 
 
 def _samples(ds) -> pd.DataFrame:

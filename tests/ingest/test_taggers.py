@@ -3,7 +3,6 @@ versioned in DS/taggers/ with dataset.json naming it, and later tag and ingest r
 it; manual labels still win."""
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
@@ -18,16 +17,9 @@ from rainbench.tagging.tagger import load_tagger
 ONE = IngestOptions(workers=1)
 
 
-@pytest.fixture(scope="module")
-def _ingested(tmp_path_factory, _capture_folder):
-    ds = tmp_path_factory.mktemp("fit") / "ds"
-    ingest([_capture_folder], ds, ONE)
-    return ds
-
-
 @pytest.fixture
-def ds(tmp_path, _ingested):
-    return shutil.copytree(_ingested, tmp_path / "ds")
+def ds(sample_dataset):
+    return sample_dataset
 
 
 def _samples(ds) -> pd.DataFrame:
