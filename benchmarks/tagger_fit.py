@@ -6,7 +6,7 @@ lab whose streaks the shipped tagger calls drizzle, and one whose labels agree w
 Feature rows are drawn in the shipped tagger's own standardised inputs: a cluster per
 rain type around the mean of candidates it calls that type with confidence > 0.8. In
 the "fainter streaks" lab, real streaks are fainter than rendered ones, so their cluster
-sits 60 % of the way from the shipped tagger's streak centre towards its drizzle centre,
+sits 70 % of the way from the shipped tagger's streak centre towards its drizzle centre,
 where it calls most of them drizzle. In the "agreeing" lab every label is the shipped
 tagger's own call. Each lab labels N captures per type; the table gives the fitted
 tagger's cross-validated macro-F1 (nested folds, as `--fit` prints it) beside the
@@ -25,7 +25,7 @@ from rainbench.tagging.fit import LabelFit, agreement, fit_to_labels
 from rainbench.tagging.tagger import RAIN_TYPES, Tagger, load_tagger
 
 SPREAD = 0.5  # each cluster's standard deviation, in standardised inputs
-FAINTER = 0.6  # how far the lab's streaks sit from the shipped streak centre to drizzle's
+FAINTER = 0.7  # how far the lab's streaks sit from the shipped streak centre to drizzle's
 HELD_OUT = 600  # fresh captures per type that judge the fits
 LABS = ("fainter streaks", "agreeing")
 

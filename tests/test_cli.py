@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.demo.run import DemoResult, Stage
+from rainbench.tagging.tagger import load_tagger
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_tag_fit_prints_held_out_agreement_and_ingest_uses_the_fit(
     sheet.write_text("key,rain_type\n" + rows)
     result = runner.invoke(main, ["tag", str(ds), "--labels", str(sheet), "--fit"])
     assert result.exit_code == 0, result.output
-    assert "fitted: tagger 1-fit-1-" in result.output
+    assert f"fitted: tagger {load_tagger().version}-fit-1-" in result.output
     assert "(taggers/tagger-fit-1.json)" in result.output
     assert "held out in 5 folds: macro-F1" in result.output and "shipped" in result.output
     shown = json.loads(runner.invoke(main, ["tag", str(ds), "--fit", "--json"]).output)
@@ -264,6 +265,11 @@ FAILURES = [
         ["tag-eval"],
         "rainbench.train.tagger.evaluate_held_out",
         _raises("CalibrationError"),
+    ),
+    (
+        ["tag-eval", "{tmp}"],
+        "rainbench.ingest.agreement.label_agreement",
+        _raises("DatasetError"),
     ),
     (["synth", "{tmp}"], "rainbench.cli.synth.synthesize", _disk_full),
     (

@@ -68,7 +68,7 @@ COMMANDS = {
     ),
     "tag-eval": (
         "rainbench.cli.dataset:tag_eval_command",
-        "Measure the rain-type tagger on held-out labelled examples.",
+        "Measure the rain-type tagger where it never looked.",
     ),
     "train": ("rainbench.cli.train:train_group", "Train a derainer on a dataset's shards."),
     "verify": (

@@ -236,33 +236,51 @@ def format_fit(fit: dict) -> list[str]:
 
 
 @click.command("tag-eval")
+@options.dataset(required=False)
 @click.option(
-    "--per-image",
-    type=click.IntRange(min=1),
-    default=16,
+    "--tagger",
+    "which",
+    type=click.Choice(["active", "shipped"]),
+    default="active",
     show_default=True,
-    help="Examples of each class rendered on each held-out photograph.",
+    help="With DATASET: its active tagger (fitted, if it has one) or the shipped one.",
+)
+@click.option(
+    "--per-cell",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Without DATASET: examples per background, rain type and rain model.",
 )
 @click.option("--seed", type=int, default=1, show_default=True)
 @options.workers
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the result as JSON.")
 @options.as_json("Print the result as JSON.")
-def tag_eval_command(per_image, seed, workers, out, as_json) -> None:
-    """Measure the rain-type tagger on held-out labelled examples.
+def tag_eval_command(dataset, which, per_cell, seed, workers, out, as_json) -> None:
+    """Measure the rain-type tagger where it never looked.
 
-    Synthetic rain of each type is rendered on photographs the tagger was not
-    calibrated on, at several sizes and JPEG qualities, and tagged through ingest's
-    own decode. Prints the confusion matrix and macro-F1 (needs scikit-image, in
-    the demo and test extras, for the photographs).
+    With DATASET: against its manual labels (rainbench label, rainbench tag
+    --labels): rain types, the looks_rainy flag on rain and clean labels, and the
+    calibration error of the confidence, from the stored features in seconds.
+
+    Without: synthetic rain from each of three rain models, on every background
+    photograph, judged by fits that never saw that rain model (nor that
+    background); needs scikit-image and matplotlib (test extra) for the photographs.
 
     \b
     Example:
+      rainbench tag-eval ds
       rainbench tag-eval --out tag-eval.json
     """
-    # Imported here: the calibration renders rain with scipy, which the rest never needs.
-    from rainbench.train.tagger import evaluate_held_out
+    if dataset is not None:
+        from rainbench.ingest.agreement import label_agreement
 
-    result = evaluate_held_out(per_image, seed, workers)
+        result = label_agreement(dataset, which)
+    else:
+        # Imported here: the calibration renders rain with scipy, which the rest never needs.
+        from rainbench.train.tagger import evaluate_held_out
+
+        result = evaluate_held_out(per_cell, seed, workers)
     if out:
         write_json(result, out)
-    emit(result, as_json, lambda result: [result.to_markdown()])
+    emit(result, as_json, lambda result: result.to_lines())

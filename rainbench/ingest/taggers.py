@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 
 from rainbench.files import write_atomic
 from rainbench.shards.dataset import Dataset, DatasetError
-from rainbench.tagging.features import FEATURES_VERSION
 from rainbench.tagging.tagger import Tagger, load_tagger
 
 FOLDER = "taggers"
@@ -51,11 +50,6 @@ def active_tagger(dataset: Dataset) -> Tagger:
             f"{path}: cannot read the dataset's fitted tagger ({error}); "
             "fit it again with rainbench tag --fit"
         ) from None
-    if tagger.features_version != FEATURES_VERSION:
-        raise DatasetError(
-            f"{path} was fitted to features version {tagger.features_version}, these are "
-            f"version {FEATURES_VERSION}: fit it again with rainbench tag --fit"
-        )
     return tagger
 
 

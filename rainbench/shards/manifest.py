@@ -58,7 +58,7 @@ SAMPLES = pa.schema(
         ("rain_type_auto", pa.string()),  # the tagger's pick, also where a label overrides it
         ("rain_type_note", pa.string()),  # the label sheet's note
         ("looks_rainy", pa.bool_()),  # clean captures: the tagger sees rain
-        ("tag_caveats", pa.list_(pa.string())),  # why confidence is capped: tiny, grey, night
+        ("tag_caveats", pa.list_(pa.string())),  # what the tagger judges less well
         ("tagger_version", pa.string()),
         ("features_version", pa.string()),
         *((feature_column(name), pa.float64()) for name in FEATURE_NAMES),

@@ -137,12 +137,14 @@ def render_pair(task: RenderTask) -> MadePair:
         return MadePair({}, {}, error=str(error))
     clean = np.asarray(_fit(source, task.max_side))
     rendered = render(clean, task.recipe, task.seed)
-    members = {RAIN: encode_png(rendered.rain), GROUND_TRUTH: encode_png(clean)}
+    # A version-2 recipe passes the clean image through the rain's camera chain too.
+    truth = clean if rendered.ground_truth is None else rendered.ground_truth
+    members = {RAIN: encode_png(rendered.rain), GROUND_TRUTH: encode_png(truth)}
     if rendered.streaks is not None:
         members["streaks.png"] = encode_png(rendered.streaks)
     if rendered.transmission is not None:
         members["transmission.png"] = encode_png(rendered.transmission)
-    height, width = clean.shape[:2]
+    height, width = rendered.rain.shape[:2]  # the pair's size, smaller if the chain shrank it
     metadata = {
         "width": width,
         "height": height,

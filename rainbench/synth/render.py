@@ -11,7 +11,13 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from scipy import ndimage
 
 from rainbench.seeds import seed_from
-from rainbench.synth.recipes import ATMOSPHERIC_LIGHT, RECIPES, REFERENCE_HEIGHT, Recipe
+from rainbench.synth.recipes import (
+    ATMOSPHERIC_LIGHT,
+    RECIPES,
+    REFERENCE_HEIGHT,
+    PhysicalRecipe,
+    Recipe,
+)
 
 # The streak field is drawn at most this many pixels high and resized up smoothly: a
 # streak is a soft motion-blurred line, so resampling keeps its look relative to the
@@ -27,12 +33,15 @@ SIGNIFICANT_DIGITS = 4
 
 @dataclass
 class Rendered:
-    """One rendered sample; the ground truth is the clean image it was rendered on."""
+    """One rendered sample and, where it is not the clean input, its ground truth."""
 
     rain: np.ndarray  # uint8 H×W×3, the rainy image
     streaks: np.ndarray | None  # uint8 H×W, the rain layer R·255; None where a recipe has none
     transmission: np.ndarray | None  # uint8 H×W, T·255; None where there is no veil
     params: dict  # every drawn parameter, JSON-serialisable
+    # uint8 h×w×3: the clean input through the same camera chain as `rain` (version 2);
+    # None where the clean input itself is the ground truth.
+    ground_truth: np.ndarray | None = None
 
 
 def derive_seed(source_key: str, recipe: str, seed: int, index: int = 0) -> int:
@@ -48,7 +57,9 @@ def render(clean: np.ndarray, recipe: str, seed: int, intensity: float | None = 
 
     `intensity` is the target mean of the rain layer, E[R]; None draws it from the
     recipe's range. The other parameters are drawn the same either way, so one seed at
-    several intensities gives the same streaks at different strengths.
+    several intensities gives the same streaks at different strengths. Version-2
+    recipes (`PhysicalRecipe`) go to `render_physical`, with its camera chain; they
+    draw their strength from the rain rate and refuse `intensity`.
     """
     if clean.ndim != 3 or clean.shape[2] != 3 or clean.dtype != np.uint8:
         raise ValueError(f"clean must be uint8 H×W×3, not {clean.dtype} {clean.shape}")
@@ -59,6 +70,13 @@ def render(clean: np.ndarray, recipe: str, seed: int, intensity: float | None = 
     if intensity is not None and not 0 < intensity <= 1:
         raise ValueError(f"intensity is a mean in (0, 1], not {intensity}")
     spec = RECIPES[recipe]
+    if isinstance(spec, PhysicalRecipe):
+        if intensity is not None:
+            raise ValueError(f"{recipe} is a physical recipe: it takes no intensity")
+        # Imported here: the physical model builds on this module's `Rendered`.
+        from rainbench.synth.physical import render_physical
+
+        return render_physical(clean, spec, seed)
     # Separate streams: the drawn parameters never depend on the image size.
     param_seed, drop_seed = np.random.SeedSequence(seed).spawn(2)
     params = _draw(spec, np.random.default_rng(param_seed), intensity, _mean_luma(clean))

@@ -3,14 +3,23 @@ heavy imports, for the manifest schema and the tagger). `rainbench.tagging.measu
 computes them.
 """
 
-# Bump whenever a change alters any feature's value: stored features of another
-# version are recomputed by `rainbench tag`, never mixed with these.
-FEATURES_VERSION = "1"
+# Bump whenever a change alters any feature's value or adds one: stored features of
+# another version are recomputed by `rainbench tag`, never mixed with these. Version 2
+# added the thin-line (`thin_*`, `ridge_*`) features; the others kept their values.
+FEATURES_VERSION = "2"
+# Versions whose features keep their values in this one: a tagger fitted to any of
+# them still reads these features right.
+COMPATIBLE_VERSIONS = ("1", "2")
 
 # Rows of the working image: the smallest preview a 12 MP JPEG decodes to is ≈ 378
 # rows, so this needs no upscaling for real captures.
 WORK_HEIGHT = 384
 MAX_ASPECT = 4  # wider panoramas are measured on their central 4:1 part
+# The thin-line features look at the preview's own pixels, up to this many rows: a
+# real streak is 1–3 px wide, and the 384-row working image would blur it away.
+NATIVE_HEIGHT = 512
+THIN_SIGMA = 1.0  # px of the preview: the ridge filter's scale for thin streaks
+WIDE_SIGMA = 1.5  # px at WORK_HEIGHT: the same filter relative to the picture's size
 
 # Below this many rows (before resizing) a capture is too small to see rain reliably.
 TINY_HEIGHT = 192
@@ -45,6 +54,24 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("brightness", "mean luma"),
     ("black_level", "1st percentile of luma: a veil lifts the blacks"),
     ("saturation", "mean of (max − min) / max over RGB"),
+    *(
+        (f"{prefix}_{name}", f"{meaning}, {where}")
+        for prefix, where in (
+            ("thin", "σ 1 px on the preview (≤ 512 rows)"),
+            ("ridge", "σ 1.5 px at 384 rows"),
+        )
+        for name, meaning in (
+            ("polarity", "log of bright over dark along-ridge energy: rain only adds light"),
+            ("coherence", "orientation coherence of the bright ridges (energy-weighted), 0–1"),
+            ("excess", "bright-ridge coherence minus dark-ridge coherence"),
+            ("density", "share of pixels on a significant bright along-ridge"),
+            ("segments", "significant bright along-ridge segments ≥ 3 px long per 10⁴ px"),
+            ("length", "median length of those segments, px along the ridge"),
+            ("spread", "share of 6×6 grid cells holding a segment's centre"),
+            ("on_dark", "share of ridge pixels on dark ground minus the picture's dark share"),
+            ("clutter", "median ridge strength: texture, noise and ringing"),
+        )
+    ),
 )
 FEATURE_NAMES = tuple(name for name, _ in FEATURES)
 

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import optimize
 
 from rainbench.errors import RainbenchError
+from rainbench.tagging.scores import f1_scores
 from rainbench.tagging.tagger import RAIN_TYPES, Tagger
 
 FOLDS = 5  # stratified folds, for the reported agreement and for choosing the penalty
@@ -62,6 +63,13 @@ def fit_to_labels(
             f"{MIN_TYPES} or more rain types (have {have}); it helps from about "
             f"{HELPS_FROM} per type"
         )
+    # The temperature folded into the weights: the refit's likelihood is of its own logits.
+    base = replace(
+        base,
+        weights=base.weights / base.temperature,
+        bias=base.bias / base.temperature,
+        temperature=1.0,
+    )
     order = sorted(range(len(keys)), key=lambda index: keys[index])
     x = base.design(np.asarray(features, dtype=np.float64)[order])
     y = np.array([RAIN_TYPES.index(labels[index]) for index in order])
@@ -132,15 +140,11 @@ def refit(base: Tagger, x: np.ndarray, y: np.ndarray, penalty: float | None) -> 
 
 
 def agreement(truth: np.ndarray, predicted: np.ndarray) -> Agreement:
-    f1 = {}
-    for label, name in enumerate(RAIN_TYPES):
-        true = truth == label
-        if not true.any():
-            continue
-        hit = int((true & (predicted == label)).sum())
-        f1[name] = round(2 * hit / int(true.sum() + (predicted == label).sum()), 4)
+    confusion = np.zeros((len(RAIN_TYPES), len(RAIN_TYPES)), dtype=np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    f1, macro_f1 = f1_scores(confusion, labelled_only=True)
     return Agreement(
-        macro_f1=round(float(np.mean(list(f1.values()))), 4),
+        macro_f1=macro_f1,
         accuracy=round(float(np.mean(truth == predicted)), 4),
         f1=f1,
     )

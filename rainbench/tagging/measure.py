@@ -19,27 +19,47 @@ from rainbench.tagging.features import (
     FEATURE_NAMES,
     LENGTH_LAG,
     MAX_ASPECT,
+    NATIVE_HEIGHT,
     REACH_LAG,
     RUN_LAG,
     STREAK_BAND,
+    THIN_SIGMA,
+    WIDE_SIGMA,
     WORK_HEIGHT,
 )
+from rainbench.tagging.ridges import ridge_features
 from rainbench.windows import box_sum, min_filter
 
 
-def working_image(preview: Image.Image) -> np.ndarray:
-    """The upright preview as float32 RGB in [0, 1], WORK_HEIGHT rows high."""
-    image = preview.convert("RGB")
+def working_image(preview: Image.Image, height: int = WORK_HEIGHT) -> np.ndarray:
+    """The upright preview as float32 RGB in [0, 1], `height` rows high."""
+    image = _central(preview.convert("RGB"))
+    width, rows = image.size
+    # A portrait is measured `height` rows high too, but never wider than tall×4.
+    work_width = max(8, min(round(width * height / rows), MAX_ASPECT * height))
+    resample = Image.Resampling.BOX if rows > height else Image.Resampling.BILINEAR
+    image = image.resize((work_width, height), resample)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def native_luma(preview: Image.Image) -> np.ndarray:
+    """The preview's luma at its own scale (reduced only above NATIVE_HEIGHT rows), so
+    a streak one pixel wide in the preview is still one pixel wide."""
+    image = _central(preview.convert("L"))
+    width, rows = image.size
+    if rows > NATIVE_HEIGHT:
+        size = (max(8, round(width * NATIVE_HEIGHT / rows)), NATIVE_HEIGHT)
+        image = image.resize(size, Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def _central(image: Image.Image) -> Image.Image:
+    """Wider panoramas are measured on their central MAX_ASPECT:1 part."""
     width, height = image.size
     if width > MAX_ASPECT * height:
         left = (width - MAX_ASPECT * height) // 2
         image = image.crop((left, 0, left + MAX_ASPECT * height, height))
-        width = MAX_ASPECT * height
-    # A portrait is measured WORK_HEIGHT rows high too, but never wider than tall×4.
-    work_width = max(8, min(round(width * WORK_HEIGHT / height), MAX_ASPECT * WORK_HEIGHT))
-    resample = Image.Resampling.BOX if height > WORK_HEIGHT else Image.Resampling.BILINEAR
-    image = image.resize((work_width, WORK_HEIGHT), resample)
-    return np.asarray(image, dtype=np.float32) / 255
+    return image
 
 
 def compute_features(preview: Image.Image) -> dict[str, float]:
@@ -61,6 +81,8 @@ def compute_features(preview: Image.Image) -> dict[str, float]:
         "brightness": float(luma.mean()),
         "black_level": float(np.percentile(luma, 1)),
         "saturation": _saturation(rgb, lowest),
+        **ridge_features(native_luma(preview), THIN_SIGMA, "thin"),
+        **ridge_features(luma, WIDE_SIGMA, "ridge"),
     }
     return {name: _round(features[name]) for name in FEATURE_NAMES}
 

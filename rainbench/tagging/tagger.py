@@ -1,12 +1,13 @@
-"""The rain-type tagger: a multinomial logistic regression on a capture's features and
-their pairwise products, to clean / drizzle / streak / storm / fog-like. Its
-parameters are a small versioned JSON file in the package, written by
+"""The rain-type tagger: a multinomial logistic regression on a capture's features (and,
+in version 1, their pairwise products), to clean / drizzle / streak / storm / fog-like.
+Its parameters are a small versioned JSON file in the package, written by
 `benchmarks/calibrate_tagger.py`.
 
 A rainy capture gets the most probable rain type, with that type's probability
 among the four as its confidence; a clean capture gets none, and is flagged
 `looks_rainy` when the tagger's probability of rain reaches the file's flag
-threshold.
+threshold. A capture whose features lie far from every calibration example gets the
+caveat `unlike-calibration` and a capped confidence.
 """
 
 import json
@@ -17,17 +18,20 @@ from importlib import resources
 
 import numpy as np
 
-from rainbench.tagging.features import FEATURE_NAMES, TINY_HEIGHT
+from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, TINY_HEIGHT
 
 RAIN_TYPES = ("drizzle", "streak", "storm", "fog-like")
 CLASSES = ("clean", *RAIN_TYPES)
 
-PARAMS_FILE = "tagger-v1.json"
+PARAMS_FILE = "tagger-v2.json"
 
 # What the tagger cannot judge well, with the most confidence it may then claim:
-# a tiny capture shows too little, a grey one has no colour for the veil cues, and at
-# night the streaks' contrast and the dark channel mean something else.
+# a tiny capture shows too little, a grey one has no colour for the veil cues, at
+# night the streaks' contrast and the dark channel mean something else, and a capture
+# unlike every calibration example is outside what the fit knows. Which of these cap
+# the confidence is the parameter file's choice (`capped`).
 LOW_CONFIDENCE_CAP = 0.4
+UNLIKE = "unlike-calibration"
 GREY_SATURATION = 0.02  # mean (max − min) / max below this: a grey picture
 NIGHT_BRIGHTNESS = 0.12  # mean luma below this: a night scene
 
@@ -44,9 +48,12 @@ class Tag:
 @dataclass(frozen=True)
 class Tagger:
     """A fitted model. The features named in `inputs` are each transformed (`log`:
-    log(x + offset), else as is) and standardised (`mean`, `scale`); they and all their
-    pairwise products (squares included) are standardised again (`expanded_mean`,
-    `expanded_scale`) and fed to the softmax."""
+    log(x + offset), else as is) and standardised (`mean`, `scale`); they, and with
+    `products` all their pairwise products (squares included), are standardised again
+    (`expanded_mean`, `expanded_scale`) and fed to the softmax, whose logits are divided
+    by `temperature`. `ood` holds the calibration examples' spread of the standardised
+    inputs (`mean`, `precision` matrix, and the squared Mahalanobis distance `limit`
+    beyond which a capture is unlike them)."""
 
     version: str
     features_version: str
@@ -61,19 +68,35 @@ class Tagger:
     bias: np.ndarray  # len(CLASSES)
     flag_threshold: float  # a clean capture looks rainy when P(rain) reaches this
     calibration: dict  # how the parameters were produced: script, data, settings, scores
+    products: bool = True
+    temperature: float = 1.0
+    ood: dict | None = None
+    capped: tuple[str, ...] = ("tiny", "grey", "night")  # caveats that cap the confidence
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """P(class) for each row of `features` (columns in FEATURE_NAMES order)."""
-        logits = self.design(features) @ self.weights.T + self.bias
+        logits = (self.design(features) @ self.weights.T + self.bias) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         odds = np.exp(logits)
         return odds / odds.sum(axis=1, keepdims=True)
 
     def design(self, features: np.ndarray) -> np.ndarray:
         """What the softmax sees: the inputs transformed, expanded and standardised."""
+        x = self.transform(self._inputs(features))
+        if self.products:
+            x = expand(x)
+        return (x - self.expanded_mean) / self.expanded_scale
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """Each row's squared Mahalanobis distance from the calibration examples."""
+        if self.ood is None:
+            return np.zeros(len(features))
+        x = self.transform(self._inputs(features)) - np.asarray(self.ood["mean"])
+        return np.einsum("ij,jk,ik->i", x, np.asarray(self.ood["precision"]), x)
+
+    def _inputs(self, features: np.ndarray) -> np.ndarray:
         columns = [FEATURE_NAMES.index(name) for name in self.inputs]
-        x = np.asarray(features, dtype=np.float64)[:, columns]
-        return (expand(self.transform(x)) - self.expanded_mean) / self.expanded_scale
+        return np.asarray(features, dtype=np.float64)[:, columns]
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         x = x.copy()
@@ -84,16 +107,21 @@ class Tagger:
 
     def tag(self, features: dict[str, float], layer: str, height: int) -> Tag:
         row = np.array([[features[name] for name in FEATURE_NAMES]])
-        return self.decide(self.probabilities(row)[0], features, layer, height)
+        unlike = self.ood is not None and self.distance(row)[0] > self.ood["limit"]
+        return self.decide(self.probabilities(row)[0], features, layer, height, unlike)
 
-    def decide(self, p: np.ndarray, features: dict[str, float], layer: str, height: int) -> Tag:
-        """The tag for one capture from its class probabilities `p` (CLASSES order)."""
+    def decide(
+        self, p: np.ndarray, features: dict[str, float], layer: str, height: int, unlike: bool
+    ) -> Tag:
+        """The tag for one capture from its class probabilities `p` (CLASSES order);
+        `unlike`: its features are unlike every calibration example's."""
         caveats = tuple(
             name
             for name, applies in (
                 ("tiny", height < TINY_HEIGHT),
                 ("grey", features["saturation"] < GREY_SATURATION),
                 ("night", features["brightness"] < NIGHT_BRIGHTNESS),
+                (UNLIKE, unlike),
             )
             if applies
         )
@@ -103,7 +131,7 @@ class Tagger:
         rain = p[1:] / max(float(p[1:].sum()), 1e-12)
         pick = int(np.argmax(rain))
         confidence = float(rain[pick])
-        if caveats:
+        if set(caveats) & set(self.capped):
             confidence = min(confidence, LOW_CONFIDENCE_CAP)
         return Tag(RAIN_TYPES[pick], round(confidence, 4), None, best, caveats)
 
@@ -122,6 +150,10 @@ class Tagger:
             "weights": [_floats(row) for row in self.weights],
             "bias": _floats(self.bias),
             "flag_threshold": self.flag_threshold,
+            "products": self.products,
+            "temperature": self.temperature,
+            "ood": self.ood,
+            "capped": list(self.capped),
             "calibration": self.calibration,
         }
 
@@ -132,6 +164,11 @@ class Tagger:
         unknown = set(data["inputs"]) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(f"tagger inputs {sorted(unknown)} are not features")
+        if data["features_version"] not in COMPATIBLE_VERSIONS:
+            raise ValueError(
+                f"tagger of features version {data['features_version']}; these features "
+                f"keep the values of versions {', '.join(COMPATIBLE_VERSIONS)} only"
+            )
         return cls(
             version=data["version"],
             features_version=data["features_version"],
@@ -146,6 +183,11 @@ class Tagger:
             bias=np.array(data["bias"]),
             flag_threshold=float(data["flag_threshold"]),
             calibration=data["calibration"],
+            # Version 1 files predate these: pairwise products, no temperature, no spread.
+            products=bool(data.get("products", True)),
+            temperature=float(data.get("temperature", 1.0)),
+            ood=data.get("ood"),
+            capped=tuple(data.get("capped", ("tiny", "grey", "night"))),
         )
 
 
@@ -156,9 +198,9 @@ def expand(x: np.ndarray) -> np.ndarray:
 
 
 @cache
-def load_tagger() -> Tagger:
-    """The tagger shipped in the package."""
-    text = resources.files("rainbench.tagging").joinpath(PARAMS_FILE).read_text("utf-8")
+def load_tagger(params_file: str = PARAMS_FILE) -> Tagger:
+    """The tagger shipped in the package (or an earlier one kept beside it)."""
+    text = resources.files("rainbench.tagging").joinpath(params_file).read_text("utf-8")
     return Tagger.from_json(json.loads(text))
 
 

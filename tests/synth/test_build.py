@@ -20,6 +20,7 @@ from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.synth import splits as splits_module
 from rainbench.synth.build import SynthOptions, preview_sheet, synthesize
+from rainbench.synth.recipes import V2_RECIPES
 
 ALL_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
 OPTIONS = SynthOptions(workers=1, shard_bytes=200_000)
@@ -75,6 +76,23 @@ def test_four_splits_with_the_exact_clean_source_as_ground_truth(ds):
             assert np.array_equal(gt, clean)
         assert not np.array_equal(gt, rain)
         assert f"{pair.key}.json" in members
+
+
+def test_version_2_recipes_store_the_camera_chains_ground_truth(ds):
+    options = SynthOptions(workers=1, shard_bytes=200_000, recipes=V2_RECIPES)
+    summary = synthesize(ds, options)
+    assert dict(summary.stored) == {f"syn-{r}": 5 for r in V2_RECIPES}
+    assert verify(Dataset(ds)) == []
+    pairs = pd.read_parquet(ds / "manifests/synthetic.parquet")
+    assert set(pairs.recipe_version) == {"2"}
+    for pair in pairs.itertuples():
+        members = _members(ds / pair.shard)
+        gt = np.asarray(Image.open(io.BytesIO(members[f"{pair.key}.gt.png"])))
+        rain = np.asarray(Image.open(io.BytesIO(members[f"{pair.key}.rain.png"])))
+        # The pair went through one camera chain: the same size, possibly smaller
+        # than the source, and the ground truth is the chain's, not the source.
+        assert gt.shape == rain.shape == (pair.height, pair.width, 3)
+        assert pair.height <= 120 and not np.array_equal(gt, rain)
 
 
 def test_rerun_is_a_no_op_and_output_is_reproducible(ds, tmp_path, _clean_dataset):

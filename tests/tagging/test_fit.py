@@ -60,9 +60,11 @@ def test_the_same_labels_give_the_same_tagger_in_any_order(labs):
     again = fit_to_labels(tagger, rows[order], [labels[i] for i in order], [keys[i] for i in order])
     assert np.array_equal(first.tagger.weights, again.tagger.weights)
     assert first.fitted == again.fitted and first.penalty == again.penalty
-    # Only the rain types are refitted; the clean row (and so the layout) is shipped.
-    assert np.array_equal(first.tagger.weights[0], tagger.weights[0])
-    assert first.tagger.bias[0] == tagger.bias[0]
+    # Only the rain types are refitted; the clean row (and so the flag) is shipped, with
+    # the temperature folded into the weights.
+    assert first.tagger.temperature == 1.0
+    assert np.array_equal(first.tagger.weights[0], tagger.weights[0] / tagger.temperature)
+    assert first.tagger.bias[0] == tagger.bias[0] / tagger.temperature
 
 
 def test_too_few_labels_are_refused_saying_how_many_are_needed(labs):

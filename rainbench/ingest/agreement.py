@@ -1,0 +1,129 @@
+"""How well a tagger agrees with a dataset's manual labels: rain types against labelled
+types, the looks_rainy flag against "rain" and "clean" labels, and whether its
+confidence means what it says (expected calibration error). The real test of tagging,
+on the lab's own captures; `rainbench tag-eval DS` prints it.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rainbench.ingest.taggers import active_tagger
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, feature_column
+from rainbench.tagging.scores import calibration_error, f1_scores
+from rainbench.tagging.tagger import RAIN_TYPES, UNLIKE, Tagger, load_tagger
+
+
+@dataclass
+class LabelAgreement:
+    """A tagger's decisions on manually labelled captures, as ingest would make them."""
+
+    tagger: str  # its version
+    fitted_to_these: bool  # the dataset's own fit: these labels are not held out from it
+    labels: dict[str, int]  # manual labels per rain type, and "clean"
+    confusion: list[list[int]]  # rows: labelled type, columns: tagged (RAIN_TYPES order)
+    f1: dict[str, float]  # per labelled type
+    macro_f1: float
+    accuracy: float
+    calibration_error: float | None  # ECE of the rain-type confidence
+    rain_flagged: float | None  # share of rain-labelled captures whose P(rain) reaches the flag
+    clean_flagged: float | None  # share of clean-labelled captures flagged
+    unlike: int  # labelled captures with the unlike-calibration caveat
+    unmeasured: int  # labelled captures without features of a version the tagger reads
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def to_lines(self) -> list[str]:
+        head = f"tagger {self.tagger} on {sum(self.labels.values())} manual labels (" + (
+            ", ".join(f"{name} {count}" for name, count in self.labels.items()) + ")"
+        )
+        lines = [head]
+        if self.fitted_to_these:
+            lines.append(
+                "warning: this tagger was fitted to these labels, so this is not held-out "
+                "agreement; --fit printed that, or use --tagger shipped"
+            )
+        lines.append("| labelled \\ tagged | " + " | ".join(RAIN_TYPES) + " |")
+        lines.append("|---" * (len(RAIN_TYPES) + 1) + "|")
+        for name, row in zip(RAIN_TYPES, self.confusion, strict=True):
+            lines.append(f"| **{name}** | " + " | ".join(str(n) for n in row) + " |")
+        facts = [f"macro-F1 {self.macro_f1:.3f}", f"accuracy {self.accuracy:.3f}"]
+        if self.calibration_error is not None:
+            facts.append(f"calibration error {self.calibration_error:.3f}")
+        if self.rain_flagged is not None:
+            facts.append(f"rain flagged {self.rain_flagged:.1%}")
+        if self.clean_flagged is not None:
+            facts.append(f"clean flagged {self.clean_flagged:.1%}")
+        facts.append(f"{UNLIKE} {self.unlike}")
+        lines.append("; ".join(facts))
+        if self.unmeasured:
+            lines.append(f"{self.unmeasured} labelled captures have no features: run rainbench tag")
+        return lines
+
+
+def label_agreement(path, which: str = "active") -> LabelAgreement:
+    """Agreement of the dataset's active tagger (`which` "active") or the shipped one
+    ("shipped") with the manual labels of the dataset at `path`, from stored features."""
+    dataset = Dataset(path)
+    if not dataset.samples_manifest.exists():
+        raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
+    tagger = active_tagger(dataset) if which == "active" else load_tagger()
+    rows = [
+        row
+        for row in manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pylist()
+        if row["rain_type_source"] == "manual"
+    ]
+    if not rows:
+        raise DatasetError(
+            f"{path} has no manual labels: label captures with rainbench label and "
+            "rainbench tag --labels first"
+        )
+    measured = [row for row in rows if row["features_version"] in COMPATIBLE_VERSIONS]
+    features = np.array(
+        [[row[feature_column(name)] for name in FEATURE_NAMES] for row in measured], dtype=float
+    ).reshape(len(measured), len(FEATURE_NAMES))
+    return _agreement(tagger, measured, features, len(rows) - len(measured))
+
+
+def _agreement(
+    tagger: Tagger, rows: list[dict], features: np.ndarray, unmeasured: int
+) -> LabelAgreement:
+    p = tagger.probabilities(features) if len(rows) else np.zeros((0, len(RAIN_TYPES) + 1))
+    distance = tagger.distance(features) if len(rows) else np.zeros(0)
+    limit = tagger.ood["limit"] if tagger.ood else np.inf
+    confusion = np.zeros((len(RAIN_TYPES), len(RAIN_TYPES)), dtype=np.int64)
+    confidence, right, rain_flags, clean_flags = [], [], [], []
+    for row, values, probabilities, d in zip(rows, features, p, distance, strict=True):
+        flagged = 1 - probabilities[0] >= tagger.flag_threshold
+        if row["rain_type"] is None:  # labelled clean: no rain visible
+            clean_flags.append(flagged)
+            continue
+        rain_flags.append(flagged)
+        named = dict(zip(FEATURE_NAMES, values, strict=True))
+        tag = tagger.decide(probabilities, named, "rainy", row["height"], bool(d > limit))
+        confusion[RAIN_TYPES.index(row["rain_type"]), RAIN_TYPES.index(tag.rain_type)] += 1
+        confidence.append(tag.confidence)
+        right.append(tag.rain_type == row["rain_type"])
+    labels = {name: int(confusion[i].sum()) for i, name in enumerate(RAIN_TYPES)}
+    labels["clean"] = len(clean_flags)
+    f1, macro_f1 = f1_scores(confusion, labelled_only=True)
+    fit = tagger.calibration.get("fit")
+    return LabelAgreement(
+        tagger=tagger.version,
+        fitted_to_these=isinstance(fit, dict),
+        labels=labels,
+        confusion=confusion.tolist(),
+        f1=f1,
+        macro_f1=macro_f1,
+        accuracy=round(float(np.mean(right)), 4) if right else 0.0,
+        calibration_error=calibration_error(np.array(confidence), np.array(right))
+        if confidence
+        else None,
+        rain_flagged=round(float(np.mean(rain_flags)), 4) if rain_flags else None,
+        clean_flagged=round(float(np.mean(clean_flags)), 4) if clean_flags else None,
+        unlike=int(np.sum(distance > limit)),
+        unmeasured=unmeasured,
+    )

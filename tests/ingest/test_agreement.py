@@ -1,0 +1,80 @@
+"""`rainbench tag-eval DS`: a tagger against the dataset's manual labels."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rainbench.ingest.agreement import label_agreement
+from rainbench.ingest.tag import tag_dataset
+from rainbench.shards.dataset import DatasetError
+from rainbench.tagging.features import FEATURE_NAMES, feature_column
+from rainbench.tagging.tagger import RAIN_TYPES, load_tagger
+
+
+def _samples(ds) -> pd.DataFrame:
+    return pd.read_parquet(ds / "manifests" / "samples.parquet").set_index("key")
+
+
+def test_agreement_is_the_taggers_own_decisions_against_the_labels(tmp_path, sample_dataset):
+    samples = _samples(sample_dataset)
+    rainy = samples[samples["layer"] == "rainy"].sort_index()
+    # Half labelled with the tagger's own pick, half with another type, one clean.
+    picks = list(rainy["rain_type_auto"])
+    labels = [
+        pick if i % 2 == 0 else RAIN_TYPES[(RAIN_TYPES.index(pick) + 1) % 4]
+        for i, pick in enumerate(picks)
+    ]
+    labels[-1] = "clean"
+    rows = [f"{key},{label}" for key, label in zip(rainy.index, labels, strict=True)]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("\n".join(["key,rain_type", *rows]) + "\n")
+    tag_dataset(sample_dataset, labels=sheet)
+
+    result = label_agreement(sample_dataset)
+
+    typed = len(labels) - 1
+    assert sum(sum(row) for row in result.confusion) == typed
+    assert result.labels["clean"] == 1
+    assert result.accuracy == pytest.approx(sum(i % 2 == 0 for i in range(typed)) / typed, abs=1e-4)
+    assert result.tagger == load_tagger().version and not result.fitted_to_these
+    assert result.rain_flagged is not None and result.clean_flagged in (0.0, 1.0)
+    assert 0 <= result.calibration_error <= 1
+    text = "\n".join(result.to_lines())
+    assert "macro-F1" in text and "| **streak** |" in text
+
+
+def test_a_dataset_without_labels_or_a_dataset_at_all_is_one_clear_error(tmp_path, sample_dataset):
+    with pytest.raises(DatasetError, match="no manual labels"):
+        label_agreement(sample_dataset)
+    with pytest.raises(DatasetError, match="not a rainbench dataset"):
+        label_agreement(tmp_path)
+
+
+def test_the_fitted_tagger_is_flagged_as_not_held_out(tmp_path, sample_dataset):
+    keys = sorted(_samples(sample_dataset).index)
+    rows = [f"{key},{('storm', 'streak')[i % 2]}" for i, key in enumerate(keys)]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("\n".join(["key,rain_type", *rows]) + "\n")
+    tag_dataset(sample_dataset, labels=sheet, fit=True)
+
+    active = label_agreement(sample_dataset)
+    shipped = label_agreement(sample_dataset, "shipped")
+
+    assert active.fitted_to_these and "not held-out" in "\n".join(active.to_lines())
+    assert not shipped.fitted_to_these and shipped.tagger == load_tagger().version
+
+
+def test_stored_features_are_what_is_judged(sample_dataset, tmp_path):
+    samples = _samples(sample_dataset)
+    key = samples.index[0]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"key,rain_type\n{key},fog-like\n")
+    tag_dataset(sample_dataset, labels=sheet)
+    row = samples.loc[key]
+    features = np.array([[row[feature_column(name)] for name in FEATURE_NAMES]])
+    expected = RAIN_TYPES[int(np.argmax(load_tagger().probabilities(features)[0, 1:]))]
+
+    result = label_agreement(sample_dataset)
+
+    tagged = RAIN_TYPES[int(np.argmax(result.confusion[RAIN_TYPES.index("fog-like")]))]
+    assert tagged == expected
