@@ -50,7 +50,10 @@ def main() -> int:
         "--products", action="store_true", help="also feed the features' pairwise products"
     )
     parser.add_argument(
-        "--features", type=Path, help="keep the measured examples here, or reuse them"
+        "--features",
+        type=Path,
+        help="keep the measured examples here, or reuse them (same code only: delete the "
+        "file after changing a renderer)",
     )
     parser.add_argument("-j", "--workers", type=int, default=2)
     args = parser.parse_args()

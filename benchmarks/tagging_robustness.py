@@ -34,7 +34,10 @@ def main() -> int:
     parser.add_argument("--per-cell", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--features", type=Path, help="keep the measured examples here, or reuse them"
+        "--features",
+        type=Path,
+        help="keep the measured examples here, or reuse them (same code only: delete the "
+        "file after changing a renderer)",
     )
     parser.add_argument("-j", "--workers", type=int, default=2)
     parser.add_argument("--l2", type=float, help="the fits' penalty [default: the shipped one's]")

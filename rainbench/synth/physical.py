@@ -291,7 +291,9 @@ def _splashes(params: dict, height: int, width: int, rng: np.random.Generator) -
         py,
         np.zeros(droplets),
         np.zeros(droplets),
-        np.full(droplets, math.pi / 4 * size**2),
+        # Splash droplets reflect the ambient light; the `brightness` boost stands for
+        # a falling drop's wide cone of sky, so their opacity is divided by it.
+        np.full(droplets, math.pi / 4 * size**2 / params["brightness"]),
         1.0,
     )
     return _blur(canvas, max(0.5, size / 2))

@@ -245,7 +245,13 @@ def contact_sheet(clean: np.ndarray, seed: int = 0, width: int = 1600) -> Image.
     """
     panels = [("clean", "clean", clean)]
     for name in RECIPES:
-        rendered = render(clean, name, derive_seed("contact-sheet", name, seed))
+        seed_of = derive_seed("contact-sheet", name, seed)
+        if RECIPES[name].version == "1":
+            rendered = render(clean, name, seed_of)
+        else:  # without the camera chain, which may shrink it: the crops stay 1:1
+            from rainbench.synth.physical import render_physical
+
+            rendered = render_physical(clean, RECIPES[name], seed_of, acquisition=False)
         caption = (
             f"{name}  {rendered.params['compositing']}  E[R]={rendered.params['intensity']:.3f}"
         )
