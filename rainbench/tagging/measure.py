@@ -4,7 +4,8 @@ much oriented high-frequency energy there is and at what angle, how dense and lo
 streaks are, how strong the veil is, and the picture's contrast, brightness and colour.
 
 Everything is measured at a fixed working height, so a feature means the same thing
-for a 2 MP and a 48 MP capture of the same scene.
+for a 2 MP and a 48 MP capture of the same scene; the thin-line features are measured
+there and on the preview's own pixels too, where a streak keeps its width in pixels.
 """
 
 import math
@@ -31,14 +32,14 @@ from rainbench.tagging.ridges import ridge_features
 from rainbench.windows import box_sum, min_filter
 
 
-def working_image(preview: Image.Image, height: int = WORK_HEIGHT) -> np.ndarray:
-    """The upright preview as float32 RGB in [0, 1], `height` rows high."""
+def working_image(preview: Image.Image) -> np.ndarray:
+    """The upright preview as float32 RGB in [0, 1], WORK_HEIGHT rows high."""
     image = _central(preview.convert("RGB"))
     width, rows = image.size
-    # A portrait is measured `height` rows high too, but never wider than tall×4.
-    work_width = max(8, min(round(width * height / rows), MAX_ASPECT * height))
-    resample = Image.Resampling.BOX if rows > height else Image.Resampling.BILINEAR
-    image = image.resize((work_width, height), resample)
+    # A portrait is measured WORK_HEIGHT rows high too, but never wider than tall×4.
+    work_width = max(8, min(round(width * WORK_HEIGHT / rows), MAX_ASPECT * WORK_HEIGHT))
+    resample = Image.Resampling.BOX if rows > WORK_HEIGHT else Image.Resampling.BILINEAR
+    image = image.resize((work_width, WORK_HEIGHT), resample)
     return np.asarray(image, dtype=np.float32) / 255
 
 

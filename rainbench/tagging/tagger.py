@@ -42,7 +42,7 @@ class Tag:
     confidence: float | None  # of rain_type; None for a clean capture
     looks_rainy: bool | None  # clean captures only: the tagger sees rain
     best: str  # the tagger's own pick among CLASSES, whatever the layer
-    caveats: tuple[str, ...]  # why confidence was capped: "tiny", "grey", "night"
+    caveats: tuple[str, ...]  # what it judges less well: tiny, grey, night, unlike-calibration
 
 
 @dataclass(frozen=True)

@@ -181,9 +181,9 @@ def rain(example: Example, clean: np.ndarray) -> np.ndarray:
         return render(clean, example.label, example.seed).rain
     if example.model == "v2":
         from rainbench.synth.physical import render_physical
-        from rainbench.synth.recipes import RECIPES
+        from rainbench.synth.recipes import RECIPES, V2_RECIPES
 
-        recipe = RECIPES[f"{example.label}-v2"]
+        recipe = next(RECIPES[n] for n in V2_RECIPES if RECIPES[n].rain_type == example.label)
         return render_physical(
             clean, recipe, example.seed, night=example.night, acquisition=False
         ).rain
