@@ -77,7 +77,7 @@ COMMANDS = {
     ),
     "weights": (
         "rainbench.cli.metrics:weights_group",
-        "The offline weight files of the metrics: what is there, and how to add them.",
+        "The weight files of the metrics: what is there, and how to add them.",
     ),
 }
 

@@ -12,7 +12,14 @@ from rainbench.metrics import list_metrics
 from rainbench.metrics.engine import DEFAULT_CACHE, ScoreSettings, pair_folders, score
 from rainbench.metrics.registry import MetricSpec
 from rainbench.metrics.report import provenance, summary, write_scores
-from rainbench.metrics.weights import WeightStatus, extract_niqe, import_file, resolve_dir, status
+from rainbench.metrics.weights import (
+    WeightStatus,
+    extract_niqe,
+    fetch,
+    import_file,
+    resolve_dir,
+    status,
+)
 
 
 @click.command("metrics")
@@ -128,11 +135,12 @@ def _score_lines(result: dict) -> list[str]:
 
 @click.group("weights")
 def weights_group() -> None:
-    """The offline weight files of the metrics: what is there, and how to add them.
+    """The weight files of the metrics: what is there, and how to add them.
 
     \b
     Example:
       rainbench weights status
+      rainbench weights fetch niqe brisque
       rainbench weights extract-niqe basicsr-1.4.2.tar.gz
     """
 
@@ -169,6 +177,30 @@ def weights_import_command(file, weights_dir) -> None:
       rainbench weights import brisque_svm_weights.pth
     """
     click.echo(import_file(file, weights_dir))
+
+
+@weights_group.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--from",
+    "base_url",
+    metavar="URL",
+    help="Download from this folder URL (a mirror of pyiqa's file names).  "
+    "[default: $RAINBENCH_WEIGHTS_URL, else pyiqa's published location]",
+)
+@options.weights_dir
+def weights_fetch_command(names, base_url, weights_dir) -> None:
+    """Download the weight files of the metrics NAMES (or file names) and check them.
+
+    A file whose published checksum does not hold is refused; brisque's has none
+    published, so it is kept and marked unverified.
+
+    \b
+    Example:
+      rainbench weights fetch niqe brisque musiq topiq_nr
+    """
+    for found in fetch(list(names), weights_dir, base_url):
+        click.echo(f"{found.path}  {found.state}")
 
 
 @weights_group.command("extract-niqe")

@@ -1,14 +1,18 @@
-"""Weight files of the no-reference metrics, offline: where rainbench looks for them,
-which files it knows (with checksums) and how a user provides each one. Nothing is
-ever downloaded; a missing file is a `MetricError` naming the command that provides it.
+"""Weight files of the no-reference metrics: where rainbench looks for them, which files
+it knows (with checksums) and how a user provides each one. Nothing is downloaded
+unless asked (`rainbench weights fetch`); a missing file is a `MetricError` naming the
+command that provides it.
 """
 
 import hashlib
+import http.client
 import io
 import os
 import shlex
 import sys
 import tarfile
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,10 @@ BASICSR_SDIST = "basicsr-1.4.2.tar.gz"
 NIQE_NPZ_MEMBER = "basicsr/metrics/niqe_pris_params.npz"
 _GET_BASICSR = "pip download basicsr==1.4.2 --no-deps --no-binary :all: --no-build-isolation"
 _PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+# Where `weights fetch` downloads from, unless told: pyiqa's own published files (a
+# mirror with the same file names may stand in).
+FETCH_URL_ENV = "RAINBENCH_WEIGHTS_URL"
+LARGEST_DOWNLOAD = 1 << 30  # bytes: the largest checkpoint is about 0.2 GB
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,75 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
     if not (dest.exists() and dest.samefile(path)):
         write_atomic(dest, Path(path).read_bytes())
     return dest
+
+
+def fetch(
+    names: list[str],
+    weights_dir: str | Path | None = None,
+    base_url: str | None = None,
+    timeout: float = 30.0,
+) -> list[WeightStatus]:
+    """Download the weight files of `names` (metric or file names) from `base_url`
+    (else $RAINBENCH_WEIGHTS_URL, else pyiqa's published location) into the weights
+    directory. Each is checked before it is kept: a file whose checksum does not hold is
+    refused and nothing is stored; one with no published checksum is kept, unverified."""
+    files = list(dict.fromkeys(_known(name) for name in names))
+    root = (base_url or os.environ.get(FETCH_URL_ENV) or _PYIQA_WEIGHTS_URL).rstrip("/")
+    folder = resolve_dir(weights_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [_fetch(file, f"{root}/{file.name}", folder, timeout) for file in files]
+
+
+def _known(name: str) -> WeightFile:
+    found = KNOWN_FILES.get(name) or next(
+        (f for f in KNOWN_FILES.values() if name in f.metrics), None
+    )
+    if found is None:
+        metrics = sorted(m for f in KNOWN_FILES.values() for m in f.metrics)
+        raise MetricError(
+            f"{name!r} needs no weight file rainbench knows; known: {', '.join(metrics)} "
+            f"(or their files: {', '.join(sorted(KNOWN_FILES))})"
+        )
+    return found
+
+
+def _fetch(file: WeightFile, url: str, folder: Path, timeout: float) -> WeightStatus:
+    partial = folder / f".{file.name}.part"
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                _copy(response, partial, url)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            if isinstance(error, urllib.error.HTTPError):
+                reason = f"HTTP {error.code} {error.reason}"
+            else:
+                reason = getattr(error, "reason", None) or error
+            raise MetricError(
+                f"cannot download {file.name} from {url} ({reason}); without network: "
+                f"{file.command} ({file.source})"
+            ) from None
+        sha256, state = file.check(partial)
+        if state == "mismatch":
+            raise MetricError(
+                f"{url} is not the expected {file.name} ({_found(sha256)}, expected "
+                f"{file.expected}); nothing stored"
+            )
+        dest = folder / file.name
+        os.replace(partial, dest)
+        return WeightStatus(file, dest, sha256, state)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _copy(response, path: Path, url: str) -> None:
+    """The response body into `path`, refusing one larger than LARGEST_DOWNLOAD."""
+    copied = 0
+    with open(path, "wb") as out:
+        while chunk := response.read(1 << 20):
+            copied += len(chunk)
+            if copied > LARGEST_DOWNLOAD:
+                raise MetricError(f"{url} sends more than {LARGEST_DOWNLOAD} bytes; refused")
+            out.write(chunk)
 
 
 def extract_niqe(archive: str | Path, weights_dir: str | Path | None = None) -> Path:

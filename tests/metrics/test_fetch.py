@@ -1,0 +1,118 @@
+"""`rainbench weights fetch`: downloads checked before they are kept, and one line when
+there is no network. The server is a local one on 127.0.0.1, started by the test."""
+
+import dataclasses
+import hashlib
+import socket
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rainbench.cli import main
+from rainbench.metrics import weights
+from rainbench.metrics.registry import MetricError
+
+MUSIQ = "musiq_koniq_ckpt-e95806b9.pth"
+BRISQUE = "brisque_svm_weights.pth"
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path) -> Path:
+    """Neither the user's weights nor pyiqa's cache leak in; returns the weights dir."""
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "weights"))
+    monkeypatch.delenv(weights.FETCH_URL_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "weights"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_file_whose_checksum_holds_is_kept(isolated, server, monkeypatch):
+    folder, url = server
+    data = b"musiq checkpoint bytes"
+    (folder / MUSIQ).write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    known = dataclasses.replace(weights.KNOWN_FILES[MUSIQ], sha256=digest[:8])
+    monkeypatch.setitem(weights.KNOWN_FILES, MUSIQ, known)
+
+    [found] = weights.fetch(["musiq"], base_url=url)
+
+    assert found.path == isolated / MUSIQ and found.state == "ok"
+    assert found.path.read_bytes() == data
+    assert [s.state for s in weights.status() if s.file.name == MUSIQ] == ["ok"]
+
+
+def test_a_mismatching_download_is_refused_and_nothing_stored(isolated, server):
+    folder, url = server
+    (folder / MUSIQ).write_bytes(b"not the checkpoint")
+    with pytest.raises(MetricError, match="is not the expected musiq") as refused:
+        weights.fetch([MUSIQ], base_url=url)
+    assert "\n" not in str(refused.value)
+    assert not (isolated / MUSIQ).exists() and list(isolated.iterdir()) == []
+
+
+def test_a_file_without_a_published_checksum_is_kept_unverified(isolated, server, monkeypatch):
+    folder, url = server
+    (folder / BRISQUE).write_bytes(b"svm")
+    monkeypatch.setenv(weights.FETCH_URL_ENV, url)
+    [found] = weights.fetch(["brisque", BRISQUE])  # the same file named twice: once
+    assert found.state == "unverified" and found.path.read_bytes() == b"svm"
+
+
+def test_a_missing_file_on_the_server_is_one_line(isolated, server):
+    _, url = server
+    with pytest.raises(MetricError) as refused:
+        weights.fetch(["brisque"], base_url=url)
+    message = str(refused.value)
+    assert "HTTP 404" in message and "rainbench weights import brisque_svm_weights.pth" in message
+    assert "\n" not in message and not isolated.joinpath(BRISQUE).exists()
+
+
+def test_without_network_it_fails_in_one_line(isolated, monkeypatch):
+    def blocked(*args, **kwargs):
+        raise OSError("network is unreachable (sockets blocked by the test)")
+
+    monkeypatch.setattr(socket.socket, "connect", blocked)
+    monkeypatch.setattr(socket, "create_connection", blocked)
+    with pytest.raises(MetricError) as refused:
+        weights.fetch(["niqe"])
+    message = str(refused.value)
+    assert message.startswith("cannot download niqe_modelparameters.mat from https://")
+    assert "rainbench weights extract-niqe" in message and "\n" not in message
+
+
+def test_an_unknown_name_lists_the_known_ones(isolated):
+    with pytest.raises(MetricError, match="known: brisque, musiq, niqe, topiq_nr"):
+        weights.fetch(["psnr_y"])
+
+
+def test_the_cli_prints_each_file_and_fails_with_one_line(isolated, server):
+    folder, url = server
+    (folder / BRISQUE).write_bytes(b"svm")
+    runner = CliRunner()
+    done = runner.invoke(main, ["weights", "fetch", "brisque", "--from", url])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == f"{isolated / BRISQUE}  unverified"
+    failed = runner.invoke(main, ["weights", "fetch", "musiq", "--from", url])
+    assert failed.exit_code == 1 and len(failed.output.strip().splitlines()) == 1
