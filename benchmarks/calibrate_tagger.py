@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from bench import add_example_arguments  # benchmarks/ is on sys.path when run as a script
 
 from rainbench.tagging.tagger import PARAMS_FILE
 from rainbench.train.tagger import (
@@ -40,22 +41,12 @@ DEFAULT_OUT = Path(__file__).parent.parent / "rainbench" / "tagging" / PARAMS_FI
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_example_arguments(parser, seed=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument(
-        "--per-cell", type=int, default=4, help="examples per background, rain type and model"
-    )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--l2", type=float, default=0.03, help="L2 penalty on the weights")
     parser.add_argument(
         "--products", action="store_true", help="also feed the features' pairwise products"
     )
-    parser.add_argument(
-        "--features",
-        type=Path,
-        help="keep the measured examples here, or reuse them (same code only: delete the "
-        "file after changing a renderer)",
-    )
-    parser.add_argument("-j", "--workers", type=int, default=2)
     args = parser.parse_args()
 
     measured, how = measured_examples(args.per_cell, args.seed, args.workers, args.features)

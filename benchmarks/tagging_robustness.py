@@ -14,9 +14,9 @@ settings (penalty, products) are the shipped file's unless given.
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
+from bench import add_example_arguments  # benchmarks/ is on sys.path when run as a script
 
 from rainbench.tagging.features import FEATURE_NAMES
 from rainbench.tagging.tagger import load_tagger
@@ -31,15 +31,7 @@ from rainbench.train.tagger import (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-cell", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--features",
-        type=Path,
-        help="keep the measured examples here, or reuse them (same code only: delete the "
-        "file after changing a renderer)",
-    )
-    parser.add_argument("-j", "--workers", type=int, default=2)
+    add_example_arguments(parser, seed=1)
     parser.add_argument("--l2", type=float, help="the fits' penalty [default: the shipped one's]")
     parser.add_argument(
         "--products", action="store_true", help="also feed the pairwise products to the fits"

@@ -12,7 +12,7 @@ from rainbench.ingest.taggers import active_tagger
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, feature_column
-from rainbench.tagging.scores import calibration_error, f1_scores
+from rainbench.tagging.scores import calibration_error, decide_all, f1_scores
 from rainbench.tagging.tagger import RAIN_TYPES, UNLIKE, Tagger, load_tagger
 
 
@@ -93,37 +93,35 @@ def _agreement(
 ) -> LabelAgreement:
     p = tagger.probabilities(features) if len(rows) else np.zeros((0, len(RAIN_TYPES) + 1))
     distance = tagger.distance(features) if len(rows) else np.zeros(0)
-    limit = tagger.ood["limit"] if tagger.ood else np.inf
-    confusion = np.zeros((len(RAIN_TYPES), len(RAIN_TYPES)), dtype=np.int64)
-    confidence, right, rain_flags, clean_flags = [], [], [], []
-    for row, values, probabilities, d in zip(rows, features, p, distance, strict=True):
-        flagged = 1 - probabilities[0] >= tagger.flag_threshold
-        if row["rain_type"] is None:  # labelled clean: no rain visible
-            clean_flags.append(flagged)
-            continue
-        rain_flags.append(flagged)
-        named = dict(zip(FEATURE_NAMES, values, strict=True))
-        tag = tagger.decide(probabilities, named, "rainy", row["height"], bool(d > limit))
-        confusion[RAIN_TYPES.index(row["rain_type"]), RAIN_TYPES.index(tag.rain_type)] += 1
-        confidence.append(tag.confidence)
-        right.append(tag.rain_type == row["rain_type"])
-    labels = {name: int(confusion[i].sum()) for i, name in enumerate(RAIN_TYPES)}
-    labels["clean"] = len(clean_flags)
-    f1, macro_f1 = f1_scores(confusion, labelled_only=True)
+    made = decide_all(
+        tagger,
+        p,
+        distance,
+        [dict(zip(FEATURE_NAMES, values, strict=True)) for values in features],
+        [row["rain_type"] for row in rows],  # None: labelled clean, no rain visible
+        [row["height"] for row in rows],
+    )
+    labels = {name: int(made.confusion[i].sum()) for i, name in enumerate(RAIN_TYPES)}
+    labels["clean"] = len(made.clean_flags)
+    f1, macro_f1 = f1_scores(made.confusion, labelled_only=True)
     fit = tagger.calibration.get("fit")
     return LabelAgreement(
         tagger=tagger.version,
         fitted_to_these=isinstance(fit, dict),
         labels=labels,
-        confusion=confusion.tolist(),
+        confusion=made.confusion.tolist(),
         f1=f1,
         macro_f1=macro_f1,
-        accuracy=round(float(np.mean(right)), 4) if right else 0.0,
-        calibration_error=calibration_error(np.array(confidence), np.array(right))
-        if confidence
+        accuracy=round(float(np.mean(made.right)), 4) if made.right.size else 0.0,
+        calibration_error=calibration_error(made.confidence, made.right)
+        if made.confidence.size
         else None,
-        rain_flagged=round(float(np.mean(rain_flags)), 4) if rain_flags else None,
-        clean_flagged=round(float(np.mean(clean_flags)), 4) if clean_flags else None,
-        unlike=int(np.sum(distance > limit)),
+        rain_flagged=_share(made.rain_flags),
+        clean_flagged=_share(made.clean_flags),
+        unlike=int(made.unlike.sum()),
         unmeasured=unmeasured,
     )
+
+
+def _share(flags: np.ndarray) -> float | None:
+    return round(float(np.mean(flags)), 4) if flags.size else None

@@ -28,7 +28,7 @@ from rainbench.synth.acquisition import Acquisition, acquire, draw_acquisition
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION
 from rainbench.tagging.fit import softmax_regression
 from rainbench.tagging.measure import compute_features
-from rainbench.tagging.scores import calibration_error, f1_scores
+from rainbench.tagging.scores import calibration_error, decide_all, f1_scores
 from rainbench.tagging.tagger import CLASSES, RAIN_TYPES, UNLIKE, Tagger, expand, load_tagger
 
 # The photographs rain is rendered on, by name: scikit-image's bundled samples and
@@ -383,38 +383,32 @@ def evaluate(
     """Score decisions made as ingest makes them, from held-out class probabilities and
     distances (a fit's that never saw these examples), with `tagger`'s threshold,
     distance limit and caps."""
-    confusion = np.zeros((len(RAIN_TYPES), len(RAIN_TYPES)), dtype=np.int64)
-    confidence, right, flags_rain, flags_clean, unlike = [], [], [], [], []
-    limit = tagger.ood["limit"] if tagger.ood else np.inf
-    for m, p, d in zip(measured, probabilities, distance, strict=True):
-        rainy = m.example.label != "clean"
-        (flags_rain if rainy else flags_clean).append(1 - p[0] >= tagger.flag_threshold)
-        unlike.append(d > limit)
-        if not rainy:
-            continue
-        tag = tagger.decide(p, m.features, "rainy", m.height, bool(d > limit))
-        truth = RAIN_TYPES.index(m.example.label)
-        confusion[truth, RAIN_TYPES.index(tag.rain_type)] += 1
-        confidence.append(tag.confidence)
-        right.append(tag.rain_type == m.example.label)
-    f1, macro_f1 = f1_scores(confusion)
+    made = decide_all(
+        tagger,
+        probabilities,
+        distance,
+        [m.features for m in measured],
+        [None if m.example.label == "clean" else m.example.label for m in measured],
+        [m.height for m in measured],
+    )
+    f1, macro_f1 = f1_scores(made.confusion)
     return Evaluation(
         labels=RAIN_TYPES,
-        confusion=confusion,
+        confusion=made.confusion,
         f1=f1,
         macro_f1=macro_f1,
-        flag_recall=_share(flags_rain),
-        clean_flagged=_share(flags_clean),
-        calibration_error=calibration_error(np.array(confidence), np.array(right))
-        if confidence
+        flag_recall=_share(made.rain_flags),
+        clean_flagged=_share(made.clean_flags),
+        calibration_error=calibration_error(made.confidence, made.right)
+        if made.confidence.size
         else 0.0,
-        unlike=_share(unlike),
+        unlike=_share(made.unlike),
         examples=len(measured),
     )
 
 
-def _share(values: list) -> float:
-    return round(float(np.mean(values)), 4) if values else 0.0
+def _share(values: np.ndarray) -> float:
+    return round(float(np.mean(values)), 4) if values.size else 0.0
 
 
 def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
