@@ -5,9 +5,17 @@ Image sizes are small so the suite stays fast; benchmarks use 12 MP.
 
 import os
 import shutil
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+# One torch thread everywhere, subprocesses too: runs compared bit for bit (a resumed
+# training, a killed one) must not differ by a thread count that follows the machine's
+# load (rainbench.threads reads this as the user's choice).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from rainbench.demo.captures import (
     CaptureSpec,
@@ -51,6 +59,24 @@ def near_duplicate_folder(tmp_path) -> tuple[Path, dict[str, Path]]:
     root = tmp_path / "near"
     spec = CaptureSpec("scene.jpg", *SMALL, orientation=1, seed=11)
     return root, write_near_duplicates(root, spec)
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.fixture

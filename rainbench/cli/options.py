@@ -64,6 +64,11 @@ workers = click.option(
     show_default="all cores",
     help="Worker processes.",
 )
+threads = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="torch's CPU threads.  [default: the CPUs that are free, less the data-loader workers]",
+)
 progress = click.option(
     "--progress/--no-progress",
     default=_stderr_is_terminal,

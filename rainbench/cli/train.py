@@ -111,10 +111,11 @@ def _nlcl_loss_options(command):
     help="The dataset holding --val-split (default: DATASET), e.g. an imported public paired set.",
 )
 @_config("val_images", type=click.IntRange(min=1))
+@options.threads
 @options.as_json()
 @options.progress
 def train_nlcl_command(
-    dataset, run, rain_types, val_dataset, device, as_json, progress, **settings
+    dataset, run, rain_types, val_dataset, device, threads, as_json, progress, **settings
 ) -> None:
     # Imported here, as in import-checkpoint: torch, which `--help` does without.
     from rainbench.train.nlcl.trainer import train
@@ -126,14 +127,15 @@ def train_nlcl_command(
         val_dataset=str(val_dataset) if val_dataset else None,
         **settings,
     )
-    report = train(dataset, run, config, device, progress)
+    report = train(dataset, run, config, device, progress, threads)
     emit(report, as_json, _trained_lines)
 
 
 def _trained_lines(report: "TrainReport") -> list[str]:
     resumed = f" (resumed at step {report.resumed_from})" if report.resumed_from else ""
     return [
-        f"{report.run}: trained to step {report.step}{resumed} in {report.seconds:.0f} s; "
+        f"{report.run}: trained to step {report.step}{resumed} in {report.seconds:.0f} s "
+        f"({report.threads} CPU threads); "
         f"derainer: rainbench eval --model nlcl --checkpoint {report.run / 'nlcl.pt'}"
     ]
 

@@ -1,6 +1,6 @@
-"""NLCL losses: the layer contrast and PatchNCE match brute-force loops, behave as
-contrasts should (clustered beats mixed, random gives log P), and route gradients as
-documented; the simple terms are their formulas."""
+"""NLCL losses: the layer contrast and PatchNCE match brute-force loops, take the heads'
+vectors as they are, behave as contrasts should (clustered beats mixed, random gives
+log P), and route gradients as documented; the simple terms are their formulas."""
 
 import math
 
@@ -21,10 +21,15 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def unit(x):
+    """Unit vectors along the last axis, as the projection heads give them."""
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
 def layer_contrast_loops(image, rain, temperature, rain_temperature, rain_weight):
     losses = []
     for n in range(image.shape[0]):
-        vectors = [v / v.norm() for v in torch.cat([image[n], rain[n]]).double()]
+        vectors = list(torch.cat([image[n], rain[n]]).double())
         labels = [0] * image.shape[1] + [1] * rain.shape[1]
         total, weights = 0.0, 0.0
         for a, anchor in enumerate(vectors):
@@ -42,8 +47,7 @@ def layer_contrast_loops(image, rain, temperature, rain_temperature, rain_weight
 def patch_nce_loops(query, key, temperature):
     losses = []
     for n in range(query.shape[0]):
-        q = [v / v.norm() for v in query[n].double()]
-        k = [v / v.norm() for v in key[n].double()]
+        q, k = query[n].double(), key[n].double()
         for i in range(len(q)):
             logits = [float(q[i] @ kj) / temperature for kj in k]
             losses.append(-logits[i] + math.log(sum(math.exp(x) for x in logits)))
@@ -54,23 +58,23 @@ def patch_nce_loops(query, key, temperature):
     ("rain_temperature", "rain_weight"), [(None, 1.0), (0.03, 1.0), (0.05, 2.5), (0.2, 0.5)]
 )
 def test_layer_contrast_matches_loops(rain_temperature, rain_weight):
-    image = torch.randn(2, 4, 6, generator=seeded(1))
-    rain = torch.randn(2, 7, 6, generator=seeded(2))
+    image = unit(torch.randn(2, 4, 6, generator=seeded(1)))
+    rain = unit(torch.randn(2, 7, 6, generator=seeded(2)))
     loss = layer_contrast(image, rain, 0.1, rain_temperature, rain_weight)
     expected = layer_contrast_loops(image, rain, 0.1, rain_temperature or 0.1, rain_weight)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
 def test_no_rain_temperature_is_the_symmetric_loss():
-    image, rain = torch.randn(3, 8, 16), torch.randn(3, 32, 16)
+    image, rain = unit(torch.randn(3, 8, 16)), unit(torch.randn(3, 32, 16))
     assert torch.equal(layer_contrast(image, rain, 0.07), layer_contrast(image, rain, 0.07, 0.07))
 
 
 def test_clustered_layers_score_lower_than_mixed_ones():
     direction = torch.randn(16, generator=seeded(3))
     noise = 0.1 * torch.randn(2, 40, 16, generator=seeded(4))
-    clustered = layer_contrast(direction + noise[:, :8], -direction + noise[:, 8:])
-    mixed_all = torch.randn(2, 40, 16, generator=seeded(5))
+    clustered = layer_contrast(unit(direction + noise[:, :8]), unit(-direction + noise[:, 8:]))
+    mixed_all = unit(torch.randn(2, 40, 16, generator=seeded(5)))
     mixed = layer_contrast(mixed_all[:, :8], mixed_all[:, 8:])
     assert float(clustered) < float(mixed) - 1.0
 
@@ -80,7 +84,7 @@ def test_layer_contrast_floor_is_not_zero():
     # similarity and its negatives vanish, so ℓ(a) = log(K − 1) for a set of K. With the
     # paper's 8 image and 128 rain vectors the symmetric loss cannot go below
     # (8·ln 7 + 128·ln 127) / 136 ≈ 4.674 (docs/nlcl.md: reading losses.csv).
-    direction = torch.randn(16, generator=seeded(6))
+    direction = unit(torch.randn(16, generator=seeded(6)))
     image, rain = direction.expand(1, 8, 16), -direction.expand(1, 128, 16)
     floor = (8 * math.log(7) + 128 * math.log(127)) / 136
     assert float(layer_contrast(image, rain, 0.07)) == pytest.approx(floor, abs=1e-4)
@@ -88,17 +92,29 @@ def test_layer_contrast_floor_is_not_zero():
 
 
 def test_layer_contrast_gradients_reach_both_inputs_and_are_finite():
-    image = torch.randn(2, 8, 16, requires_grad=True)
-    rain = torch.randn(2, 32, 16, requires_grad=True)
+    image = unit(torch.randn(2, 8, 16)).requires_grad_()
+    rain = unit(torch.randn(2, 32, 16)).requires_grad_()
     layer_contrast(image, rain, 0.07, 0.03, 2.0).backward()
     for tensor in (image, rain):
         assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
 
 
 def test_layer_contrast_stays_finite_in_bf16():
-    image = torch.randn(1, 8, 16, dtype=torch.bfloat16)
-    rain = torch.randn(1, 32, 16, dtype=torch.bfloat16)
+    image = unit(torch.randn(1, 8, 16)).bfloat16()
+    rain = unit(torch.randn(1, 32, 16)).bfloat16()
     assert torch.isfinite(layer_contrast(image, rain))
+
+
+def test_the_contrasts_take_vectors_as_they_are():
+    # The heads' vectors can start short of unit length (networks.py); the public code
+    # does not normalise them again, so neither do the losses. In float64 they compute
+    # in float64.
+    image = unit(torch.randn(1, 8, 16, generator=seeded(9), dtype=torch.float64))
+    rain = unit(torch.randn(1, 32, 16, generator=seeded(10), dtype=torch.float64))
+    assert layer_contrast(image, rain).dtype == torch.float64
+    assert float(layer_contrast(0.99 * image, 0.99 * rain)) != float(layer_contrast(image, rain))
+    assert patch_nce(image, image).dtype == torch.float64
+    assert float(patch_nce(0.99 * image, image)) != float(patch_nce(image, image))
 
 
 def test_layer_contrast_needs_positives_for_every_anchor():
@@ -108,8 +124,8 @@ def test_layer_contrast_needs_positives_for_every_anchor():
 
 def test_patch_nce_matches_loops():
     query, key = (
-        torch.randn(2, 9, 5, generator=seeded(6)),
-        torch.randn(2, 9, 5, generator=seeded(7)),
+        unit(torch.randn(2, 9, 5, generator=seeded(6))),
+        unit(torch.randn(2, 9, 5, generator=seeded(7))),
     )
     assert float(patch_nce(query, key, 0.2)) == pytest.approx(
         patch_nce_loops(query, key, 0.2), rel=1e-5
@@ -127,7 +143,9 @@ def test_patch_nce_sends_no_gradient_to_the_key():
 def test_patch_nce_is_log_p_for_random_vectors_and_small_for_matching_ones():
     p = 64
     # High dimension: random unit vectors are nearly orthogonal, all logits ≈ 0.
-    random = patch_nce(torch.randn(4, p, 4096, generator=seeded(8)), torch.randn(4, p, 4096))
+    random = patch_nce(
+        unit(torch.randn(4, p, 4096, generator=seeded(8))), unit(torch.randn(4, p, 4096))
+    )
     assert float(random) == pytest.approx(math.log(p), abs=0.15)
     keys = torch.eye(p).expand(2, -1, -1)  # distinct, orthogonal
     assert float(patch_nce(keys, keys)) < 1e-3

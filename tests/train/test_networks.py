@@ -1,7 +1,7 @@
 """NLCL's networks: the generator has the published checkpoint's layout and size, is
 fully convolutional and residual, and computes the same in tiles; the discriminator's
-stages and patch logits; unit projection heads; the initialisation and the range
-helpers."""
+encoder levels, patch logits and public state-dict keys; unit projection heads with
+the public code's eps; the public code's initialisation and the range helpers."""
 
 import pytest
 import torch
@@ -103,20 +103,31 @@ def test_features_are_the_layer_outputs_from_one_short_pass(generator):
         generator.features(x, (0, 19))
 
 
-def test_discriminator_stages_and_patch_logits():
+def test_discriminator_levels_and_patch_logits():
     torch.manual_seed(0)
     discriminator = init_weights(Discriminator()).eval()
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
-        stages = discriminator.features(x)
+        levels = discriminator.features(x)
         logits = discriminator(x)
-    assert [s.shape for s in stages] == [(2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8)]
+        # Where the public code taps them: the first conv after its LeakyReLU, the
+        # others' raw conv outputs, before InstanceNorm and down-sampling.
+        layers = discriminator.model
+        assert torch.equal(levels[0], layers[1](layers[0](x)))
+        assert torch.equal(levels[1], layers[:4](x))
+        assert torch.equal(levels[3], layers[:12](x))
+        assert [f.shape for f in discriminator.features(x, 2)] == [f.shape for f in levels[:2]]
+    assert [f.shape for f in levels] == [
+        (2, 64, 63, 63), (2, 128, 31, 31), (2, 256, 15, 15), (2, 512, 7, 7)
+    ]  # fmt: skip
+    assert discriminator.channels == (64, 128, 256, 512)
     assert logits.shape == (2, 1, 6, 6)
     with torch.no_grad():
-        assert torch.equal(logits, discriminator.head(stages[-1]))
         assert discriminator(torch.rand(1, 3, 96, 96)).shape == (1, 1, 10, 10)
-    # The blur is fixed: not a parameter, not in the state dict.
-    assert not any("kernel" in key for key in discriminator.state_dict())
+    # The public code's state-dict keys; the blur is fixed: not a parameter, not saved.
+    assert list(discriminator.state_dict()) == [
+        f"model.{i}.{name}" for i in (0, 3, 7, 11, 14) for name in ("weight", "bias")
+    ]
     assert sum(p.numel() for p in discriminator.parameters()) == (
         (3 * 16 + 1) * 64 + (64 * 16 + 1) * 128 + (128 * 16 + 1) * 256
         + (256 * 16 + 1) * 512 + (512 * 16 + 1)
@@ -147,16 +158,24 @@ def test_projection_head_gives_unit_vectors():
     assert out.shape == (2, 10, 256)
     assert torch.allclose(out.norm(dim=-1), torch.ones(2, 10), atol=1e-5)
     assert [p.shape for p in head.parameters()] == [(256, 64), (256,), (256, 256), (256,)]
+    # The public code's eps, added to the norm: a short output stays a little short.
+    tiny = init_weights(ProjectionHead(3))(torch.rand(5, 3, dtype=torch.float32))
+    norms = tiny.norm(dim=-1)
+    assert (norms < 1 - 1e-5).all() and (norms > 0.99).all()
 
 
-def test_init_weights_draws_small_normal_weights_and_zero_biases():
+def test_init_weights_is_xavier_normal_with_gain_and_zero_biases():
     torch.manual_seed(0)
-    generator = init_weights(Generator(channels=32, blocks=2), gain=0.02)
-    weights = torch.cat([p.flatten() for n, p in generator.named_parameters() if "weight" in n])
-    biases = torch.cat([p.flatten() for n, p in generator.named_parameters() if "bias" in n])
-    assert abs(weights.mean().item()) < 1e-3
-    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
-    assert torch.equal(biases, torch.zeros_like(biases))
+    discriminator = init_weights(Discriminator())
+    for index in (0, 3, 7, 11, 14):
+        conv = discriminator.model[index]
+        fan_in = conv.in_channels * 16
+        fan_out = conv.out_channels * 16
+        expected = 0.02 * (2 / (fan_in + fan_out)) ** 0.5
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.1)
+        assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
+    head = init_weights(ProjectionHead(64)).mlp[2]
+    assert head.weight.std().item() == pytest.approx(0.02 * (2 / 512) ** 0.5, rel=0.05)
 
 
 def test_range_helpers_are_inverse():

@@ -1,6 +1,7 @@
 """NLCL sampling: the batched ranking matches brute force, the reference always comes
-first, exact copies rank next, draws are reproducible, and the gathers pick the right
-vectors at each feature resolution."""
+first, exact copies rank next, references keep the public code's distance from the
+borders, draws are reproducible, and the gathers pick the right vectors at each feature
+resolution."""
 
 import pytest
 
@@ -12,7 +13,6 @@ from rainbench.train.nlcl.sampling import (  # noqa: E402
     gather_flat,
     rank_candidates,
     reference_centres,
-    self_similar_locations,
     similar_centres,
     similar_centres_reference,
 )
@@ -68,8 +68,9 @@ def test_count_is_clamped_to_the_fewest_candidates():
     centres = similar_centres(images, 1000, window=40, patch=PATCH, generator=seeded())
     assert centres.shape == (2, 169, 2)
     assert all(len({tuple(c) for c in image.tolist()}) == 169 for image in centres)
-    # In a larger image a corner reference sees the fewest: window rows 0…19, valid 4…19.
-    assert candidate_count(48, 56, WINDOW, PATCH) == 16 * 16
+    # In a larger image a reference nearest a corner sees the fewest: at (8, 8) window
+    # rows and columns −2…17, valid 4…17.
+    assert candidate_count(48, 56, WINDOW, PATCH) == 14 * 14
 
 
 def test_bad_sizes_are_refused():
@@ -119,26 +120,14 @@ def test_gather_flat_picks_vectors_and_passes_gradients():
     assert features.grad.abs().sum() > 0
 
 
-def test_self_similar_locations_are_the_most_cosine_similar():
-    features = torch.randn(3, 8, 9, 11, generator=seeded(10))
-    locations = self_similar_locations(features, 20, seeded(11))
-    assert locations.shape == (3, 20)
-    refs = torch.randint(9 * 11, (3,), generator=seeded(11))
-    for n in range(3):
-        flat = features[n].flatten(1)
-        reference = flat[:, refs[n]]
-        similarity = [
-            float(torch.cosine_similarity(flat[:, i], reference, dim=0)) for i in range(99)
-        ]
-        best = sorted(range(99), key=lambda i: -similarity[i])[:20]
-        assert locations[n].tolist() == best
-        assert int(locations[n, 0]) == int(refs[n])
-
-
-def test_self_similar_locations_take_every_position_when_there_are_fewer():
-    locations = self_similar_locations(torch.randn(2, 4, 5, 6), 256, seeded())
-    assert locations.shape == (2, 30)
-    assert all(sorted(row.tolist()) == list(range(30)) for row in locations)
+def test_references_keep_a_whole_patch_from_every_border():
+    # As the public code draws them: on a 256 crop with 16 px patches, 16…240.
+    refs = reference_centres(4000, 256, 64, 40, 16, seeded(12))
+    assert (refs[:, 0].min(), refs[:, 0].max()) == (16, 240)
+    assert (refs[:, 1].min(), refs[:, 1].max()) == (16, 48)
+    # An image too small for that: wherever the reference's own patch fits.
+    refs = reference_centres(500, 20, 20, 40, 16, seeded(13))
+    assert refs.min() == 8 and refs.max() == 12
 
 
 @pytest.mark.gpu

@@ -1,11 +1,13 @@
 """The NLCL training loop at a tiny size on the CPU: every loss term logged, validation,
-checkpoints, an exact resume, and the checkpoint scored through the leaderboard."""
+checkpoints, an exact resume (an earlier trainer's checkpoint refused), the public
+code's defects as switches, and the checkpoint scored through the leaderboard."""
 
 import csv
 import json
 import math
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,7 +20,14 @@ from rainbench.models.registry import create_derainer
 from rainbench.shards.dataset import DatasetError
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.train.nlcl.config import NLCLConfig
-from rainbench.train.nlcl.trainer import LOSS_TERMS, train
+from rainbench.train.nlcl.model import NLCLModel
+from rainbench.train.nlcl.trainer import (
+    LOSS_TERMS,
+    _set_lr,
+    _train_step,
+    build_optimizers,
+    train,
+)
 
 TINY = NLCLConfig(
     steps=4,
@@ -139,6 +148,55 @@ def test_the_checkpoint_scores_on_the_leaderboard(tmp_path, _dataset):
     settings = EvalSettings(metrics=("psnr_y", "ssim_y"))
     [report] = evaluate(source, _dataset, "syn-streak", tmp_path / "res", settings)
     assert report.scored == 3 and report.failed == 0
+
+
+def test_a_checkpoint_of_an_earlier_trainer_is_refused(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0}))
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    torch.save({**state, "version": 1}, last)
+    with pytest.raises(DatasetError, match="earlier NLCL trainer"):
+        train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
+
+
+def _one_step(config: NLCLConfig) -> tuple[dict, NLCLModel]:
+    """The weights before and the model after one training step on fixed random crops."""
+    torch.manual_seed(0)
+    model = NLCLModel(config)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    g_opt, d_opt = build_optimizers(model, config)
+    _set_lr((g_opt, d_opt), config, 0)
+    crops = torch.rand(2, 1, 3, config.crop, config.crop, generator=torch.Generator())
+    batch = {"rain": crops[0], "clean": crops[1]}
+    _train_step(model, batch, g_opt, d_opt, torch.Generator().manual_seed(1), config, "cpu")
+    return before, model
+
+
+def test_public_heads_freeze_two_head_sets_and_step_the_rain_heads_twice():
+    # The public code's optimiser defects (docs/nlcl.md); tests/train/test_nlcl_reference.py
+    # checks them against that code itself.
+    config = replace(TINY, validate_every=0)
+    before, fixed = _one_step(config)
+    _, public = _one_step(replace(config, public_heads=True))
+    for name, parameter in public.named_parameters():
+        mine = fixed.get_parameter(name)
+        if name.startswith(("image_heads", "nce_heads")):
+            assert torch.equal(parameter, before[name]), name
+            assert not torch.equal(mine, before[name]), name
+        elif name.startswith("rain_heads"):
+            step = (mine - before[name]).detach()
+            assert torch.allclose(parameter - before[name], 2 * step, atol=1e-9), name
+        else:  # the same gradients: a step changes only where the heads are
+            assert torch.equal(parameter, mine), name
+
+
+def test_public_levels_leave_out_the_deepest_discriminator_level():
+    fixed, public = NLCLModel(TINY), NLCLModel(replace(TINY, public_levels=True))
+    assert [h.mlp[0].in_features for h in fixed.image_heads] == [3, 64, 128, 256, 512]
+    assert [h.mlp[0].in_features for h in public.rain_heads] == [3, 64, 128, 256]
+    image = torch.rand(1, 3, 48, 48)
+    assert [f.shape[1] for f in public._levels(image)] == [3, 64, 128, 256]
 
 
 def test_training_on_an_empty_split_fails_clearly(tmp_path, _dataset):

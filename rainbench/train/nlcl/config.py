@@ -36,6 +36,11 @@ class NLCLConfig:
     # Location contrast (PatchNCE).
     nce_layers: tuple[int, ...] = (0, 2, 4, 8, 12)
     nce_locations: int = 256
+    # The public code's defects, reproduced when True: the differential tests
+    # (tests/train/test_nlcl_reference.py) switch them on to prove everything else
+    # equal. Not CLI options: docs/nlcl.md, "Proven equal to the public code".
+    public_heads: bool = False  # nce and image heads never stepped, rain heads twice
+    public_levels: bool = False  # the deepest discriminator level left out
     # Data.
     rain_types: tuple[str, ...] | None = None
     split: str = "train"

@@ -1,6 +1,10 @@
 """NLCL's loss terms: the layer contrast (supervised contrastive over image and rain
 patch vectors, optionally asymmetric), the location contrast (PatchNCE), LSGAN, and
 the decomposition's consistency and sparsity. Scalars, averaged over the batch.
+
+The contrasts take the projection heads' vectors as they are, as the public code does:
+normalising them again would change the logits, because a head's output can be short
+of unit length (networks.ProjectionHead).
 """
 
 import torch
@@ -17,8 +21,8 @@ def layer_contrast(
 ) -> Tensor:
     """Supervised contrastive loss (Khosla et al., 2020) over image and rain patch vectors.
 
-    Per image, the Ki image vectors (N×Ki×D) and Kr rain vectors (N×Kr×D) are L2-normalised
-    and pooled. Each vector a is an anchor; its positives P(a) are the other vectors of
+    Per image, the Ki image vectors (N×Ki×D) and Kr rain vectors (N×Kr×D), unit vectors,
+    are pooled. Each vector a is an anchor; its positives P(a) are the other vectors of
     its label, its denominator holds every vector but itself:
 
         ℓ(a) = −1/|P(a)| Σ_{p∈P(a)} log( exp(a·p/τ_a) / Σ_{k≠a} exp(a·k/τ_a) )
@@ -44,7 +48,7 @@ def layer_contrast(
         )
     k = k_image + k_rain
     device = image_vectors.device
-    vectors = F.normalize(torch.cat([image_vectors, rain_vectors], dim=1).float(), dim=2)
+    vectors = _at_least_float32(torch.cat([image_vectors, rain_vectors], dim=1))
     is_rain = torch.arange(k, device=device) >= k_image
     rain_temperature = temperature if rain_temperature is None else rain_temperature
     temperatures = torch.where(is_rain, rain_temperature, temperature)
@@ -66,13 +70,12 @@ def patch_nce(query: Tensor, key: Tensor, temperature: float = 0.07) -> Tensor:
     """InfoNCE as in CUT (Park et al., 2020) over N×P×D queries and keys.
 
     Each query's positive is the key at its own location; its negatives are the keys at
-    the other P−1 locations of the same image (no negatives across images). Vectors
-    are L2-normalised here. The key is detached here: it is the target the query is
-    pulled to, and gets no gradient. Mean over locations and batch.
+    the other P−1 locations of the same image (no negatives across images); unit
+    vectors. The key is detached here: it is the target the query is pulled to, and
+    gets no gradient. Mean over locations and batch.
     """
     n, p, _ = query.shape
-    query = F.normalize(query.float(), dim=2)
-    key = F.normalize(key.detach().float(), dim=2)
+    query, key = _at_least_float32(query), _at_least_float32(key.detach())
     logits = query @ key.transpose(1, 2) / temperature  # N×P×P; the positive on the diagonal
     target = torch.arange(p, device=query.device).repeat(n)
     return F.cross_entropy(logits.flatten(0, 1), target)
@@ -91,3 +94,8 @@ def consistency_loss(rain: Tensor, background: Tensor, observed: Tensor) -> Tens
 def sparsity_loss(observed: Tensor, background: Tensor) -> Tensor:
     """mean|O − B̂|: rain is sparse, so the background should stay close to the input."""
     return F.l1_loss(background, observed)
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """x in float32, or in its own dtype when that is wider (float64 in the tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))

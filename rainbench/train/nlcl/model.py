@@ -1,7 +1,9 @@
 """NLCL as one module: the background and rain generators, the discriminator, and the
-projection heads of the two contrasts; and `NLCLModel.losses`, one training step's
-loss terms (docs/nlcl.md has the formulas).
+projection heads of the two contrasts; and one training step's loss terms
+(`NLCLModel.discriminator_loss`, `.generator_losses`; docs/nlcl.md has the formulas).
 """
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,16 +18,21 @@ from rainbench.train.nlcl.losses import (
     sparsity_loss,
 )
 from rainbench.train.nlcl.networks import Discriminator, ProjectionHead, init_weights
-from rainbench.train.nlcl.sampling import (
-    gather,
-    gather_flat,
-    self_similar_locations,
-    similar_centres,
-)
+from rainbench.train.nlcl.sampling import gather, similar_centres
 
-# Channels of the layer contrast's feature levels: the image itself, then the
-# discriminator's three stages.
-LEVEL_CHANNELS = (3, 64, 128, 256)
+
+@dataclass(frozen=True)
+class Centres:
+    """Where one generator step's contrasts look, N×K×2 (row, column) in image
+    coordinates: the layer contrast's centres in B̂ (`image`) and in R̂ (`rain`), the
+    location contrast's on O's first-layer features (`locations`) and, for its identity
+    term, on the clean crop's (`identity`). The step draws them unless given: the
+    differential tests give the public code and ours the same ones."""
+
+    image: torch.Tensor
+    rain: torch.Tensor
+    locations: torch.Tensor
+    identity: torch.Tensor | None = None
 
 
 class NLCLModel(nn.Module):
@@ -35,16 +42,40 @@ class NLCLModel(nn.Module):
         self.background = Generator(config.channels, config.blocks)
         self.rain = Generator(config.channels, config.blocks)
         self.discriminator = Discriminator()
-        self.layer_heads = nn.ModuleList(ProjectionHead(c) for c in LEVEL_CHANNELS)
+        # The layer contrast's levels: the image itself, then the discriminator's four
+        # (the public code drops the deepest: `public_levels`).
+        self.levels = len(self.discriminator.channels) - int(config.public_levels)
+        channels = (3, *self.discriminator.channels[: self.levels])
+        # Separate heads for B̂'s and R̂'s vectors, as in the public code.
+        self.image_heads = nn.ModuleList(ProjectionHead(c) for c in channels)
+        self.rain_heads = nn.ModuleList(ProjectionHead(c) for c in channels)
         self.nce_heads = nn.ModuleList(ProjectionHead(config.channels) for _ in config.nce_layers)
-        for module in (self.background, self.rain, self.discriminator, self.layer_heads,
-                       self.nce_heads):  # fmt: skip
+        # The generators keep PyTorch's default initialisation, as in the public code.
+        for module in (self.discriminator, self.image_heads, self.rain_heads, self.nce_heads):
             init_weights(module)
 
+    def generator_groups(self) -> list[dict]:
+        """The generator optimiser's parameter groups, each with the factor
+        (`lr_scale`) its learning rate gets. Every head is stepped with the generators.
+        With `public_heads`, as in the public code: the location contrast's heads and
+        the image heads never move (scale 0), and the rain heads are stepped twice per
+        step by two Adam optimisers that see the same gradients, so both make the same
+        update: one Adam at twice the rate (scale 2)."""
+        generators = [*self.background.parameters(), *self.rain.parameters()]
+        if not self.config.public_heads:
+            heads = (self.image_heads, self.rain_heads, self.nce_heads)
+            every_head = [p for head in heads for p in head.parameters()]
+            return [{"params": generators + every_head, "lr_scale": 1.0}]
+        frozen = [*self.image_heads.parameters(), *self.nce_heads.parameters()]
+        return [
+            {"params": generators, "lr_scale": 1.0},
+            {"params": list(self.rain_heads.parameters()), "lr_scale": 2.0},
+            {"params": frozen, "lr_scale": 0.0},
+        ]
+
     def generator_parameters(self) -> list[nn.Parameter]:
-        """What the generator step updates: both generators and every head."""
-        modules = (self.background, self.rain, self.layer_heads, self.nce_heads)
-        return [p for module in modules for p in module.parameters()]
+        """What the generator step differentiates: both generators and every head."""
+        return [p for group in self.generator_groups() for p in group["params"]]
 
     def discriminator_loss(self, observed: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -54,12 +85,17 @@ class NLCLModel(nn.Module):
         return 0.5 * (real + fake)
 
     def generator_losses(
-        self, observed: torch.Tensor, clean: torch.Tensor, sampler: torch.Generator
+        self,
+        observed: torch.Tensor,
+        clean: torch.Tensor,
+        sampler: torch.Generator,
+        centres: Centres | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every loss term of the generator step, and their weighted `total`.
 
         The discriminator is only read here (its parameters must be frozen by the
-        caller); gradients reach B̂ and R̂ through it.
+        caller); gradients reach B̂ and R̂ through it. The contrasts' positions are
+        drawn from `sampler` unless `centres` gives them.
         """
         config = self.config
         background = self.background(observed)
@@ -68,12 +104,16 @@ class NLCLModel(nn.Module):
             "adversarial": lsgan_loss(self.discriminator(background), real=True),
             "consistency": consistency_loss(rain, background, observed),
             "sparsity": sparsity_loss(observed, background),
-            "layer_contrast": self._layer_contrast(background, rain, sampler),
-            "location_contrast": self._location_contrast(observed, background, sampler),
+            "layer_contrast": self._layer_contrast(background, rain, sampler, centres),
+            "location_contrast": self._location_contrast(
+                observed, background, sampler, None if centres is None else centres.locations
+            ),
         }
         if config.identity:
             clean_out = self.background(clean)
-            identity = self._location_contrast(clean, clean_out, sampler)
+            identity = self._location_contrast(
+                clean, clean_out, sampler, None if centres is None else centres.identity
+            )
             terms["location_contrast"] = 0.5 * (terms["location_contrast"] + identity)
         terms["total"] = (
             config.adversarial * terms["adversarial"]
@@ -85,28 +125,34 @@ class NLCLModel(nn.Module):
         return terms
 
     def _levels(self, image: torch.Tensor) -> list[torch.Tensor]:
-        return [image, *self.discriminator.features(image)]
+        return [image, *self.discriminator.features(image, self.levels)]
+
+    def _draw(self, images: torch.Tensor, count: int, sampler: torch.Generator) -> torch.Tensor:
+        config = self.config
+        return similar_centres(images.detach(), count, config.window, config.patch, sampler)
 
     def _layer_contrast(
-        self, background: torch.Tensor, rain: torch.Tensor, sampler: torch.Generator
+        self,
+        background: torch.Tensor,
+        rain: torch.Tensor,
+        sampler: torch.Generator,
+        centres: Centres | None,
     ) -> torch.Tensor:
         config = self.config
         size = tuple(background.shape[-2:])
-        positives = similar_centres(
-            background.detach(), config.positives, config.window, config.patch, sampler
-        )
-        negatives = similar_centres(
-            rain.detach(), config.negatives, config.window, config.patch, sampler
-        )
+        if centres is None:
+            positives = self._draw(background, config.positives, sampler)
+            negatives = self._draw(rain, config.negatives, sampler)
+        else:
+            positives, negatives = centres.image, centres.rain
         losses = []
-        levels = zip(self._levels(background), self._levels(rain), self.layer_heads, strict=True)
-        for image_map, rain_map, head in levels:
-            image_vectors = head(gather(image_map, positives, size))
-            rain_vectors = head(gather(rain_map, negatives, size))
+        heads = zip(self.image_heads, self.rain_heads, strict=True)
+        levels = zip(self._levels(background), self._levels(rain), heads, strict=True)
+        for image_map, rain_map, (image_head, rain_head) in levels:
             losses.append(
                 layer_contrast(
-                    image_vectors,
-                    rain_vectors,
+                    image_head(gather(image_map, positives, size)),
+                    rain_head(gather(rain_map, negatives, size)),
                     config.temperature,
                     config.rain_temperature,
                     config.rain_weight,
@@ -115,16 +161,25 @@ class NLCLModel(nn.Module):
         return torch.stack(losses).mean()
 
     def _location_contrast(
-        self, source: torch.Tensor, output: torch.Tensor, sampler: torch.Generator
+        self,
+        source: torch.Tensor,
+        output: torch.Tensor,
+        sampler: torch.Generator,
+        locations: torch.Tensor | None,
     ) -> torch.Tensor:
+        """PatchNCE at the positions where the patches of the source's features at the
+        first of `nce_layers` (layer 0: the first conv) are most like a random
+        reference's: the public code runs the layer contrast's non-local sampler there."""
         config = self.config
         keys = self.background.features(source, config.nce_layers)
         queries = self.background.features(output, config.nce_layers)
-        locations = self_similar_locations(keys[0].detach(), config.nce_locations, sampler)
+        if locations is None:
+            locations = self._draw(keys[0], config.nce_locations, sampler)
+        size = tuple(source.shape[-2:])
         losses = [
             patch_nce(
-                head(gather_flat(query, locations)),
-                head(gather_flat(key, locations)),
+                head(gather(query, locations, size)),
+                head(gather(key, locations, size)),
                 config.temperature,
             )
             for query, key, head in zip(queries, keys, self.nce_heads, strict=True)

@@ -31,73 +31,80 @@ class BlurDownsample(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """PatchGAN with anti-aliased down-sampling, as CUT's n_layers=3 discriminator
-    (4×4 kernels, padding 1, convs with bias, InstanceNorm without affine parameters,
-    LeakyReLU 0.2). Each stride-2 conv of pix2pix becomes a stride-1 conv followed
-    by BlurDownsample:
+    """PatchGAN with anti-aliased down-sampling, CUT's n_layers=3 discriminator layer
+    for layer (4×4 kernels, padding 1, convs with bias, InstanceNorm without affine
+    parameters, LeakyReLU 0.2; each stride-2 conv of pix2pix becomes a stride-1 conv
+    followed by BlurDownsample), so its state dict is the public code's:
 
-        stages.0   conv 3 → 64,                 LeakyReLU, BlurDownsample
-        stages.1   conv 64 → 128,  InstanceNorm, LeakyReLU, BlurDownsample
-        stages.2   conv 128 → 256, InstanceNorm, LeakyReLU, BlurDownsample
-        head       conv 256 → 512, InstanceNorm, LeakyReLU (stride 1)
-                   conv 512 → 1: the patch logits
+        model.0    conv 3 → 64,                  LeakyReLU (1),  BlurDownsample (2)
+        model.3    conv 64 → 128,  InstanceNorm, LeakyReLU (5),  BlurDownsample (6)
+        model.7    conv 128 → 256, InstanceNorm, LeakyReLU (9),  BlurDownsample (10)
+        model.11   conv 256 → 512, InstanceNorm, LeakyReLU (13)
+        model.14   conv 512 → 1: the patch logits
 
-    An S×S input (S a multiple of 8) gives stages of side S/2, S/4 and S/8 and
-    (S/8 − 2)² logits: 30×30 at 256. `features` returns the three stage outputs (64,
-    128, 256 channels): the layer contrast's encoder levels after the image itself.
+    An S×S input gives (S/8 − 2)² logits when S is a multiple of 8: 30×30 at 256.
+    `features` returns the layer contrast's encoder levels where the public code taps
+    them (its layers 0, 3, 7, 11): each conv's raw output, before InstanceNorm and
+    down-sampling (S−1, S/2−1, S/4−1, S/8−1 pixels square; 64, 128, 256, 512 channels),
+    except the first, which the public code's in-place LeakyReLU turns into its
+    activation.
     """
 
     def __init__(self, base: int = 64, layers: int = 3):
         super().__init__()
-        widths = [base * 2 ** min(n, 3) for n in range(layers)]
-        stages = [nn.Sequential(_conv4(3, base), nn.LeakyReLU(0.2), BlurDownsample(base))]
-        for channels_in, channels_out in pairwise(widths):
-            stages.append(
-                nn.Sequential(
-                    _conv4(channels_in, channels_out),
-                    nn.InstanceNorm2d(channels_out),
-                    nn.LeakyReLU(0.2),
-                    BlurDownsample(channels_out),
-                )
-            )
-        self.stages = nn.ModuleList(stages)
-        widest = base * 2 ** min(layers, 3)
-        self.head = nn.Sequential(
-            _conv4(widths[-1], widest),
-            nn.InstanceNorm2d(widest),
-            nn.LeakyReLU(0.2),
-            _conv4(widest, 1),
-        )
+        widths = [base * 2 ** min(n, 3) for n in range(layers + 1)]
+        sequence = [_conv4(3, base), nn.LeakyReLU(0.2), BlurDownsample(base)]
+        self.taps = [1]  # after the first LeakyReLU (see above)
+        for index, (channels_in, channels_out) in enumerate(pairwise(widths)):
+            self.taps.append(len(sequence))
+            sequence += [_conv4(channels_in, channels_out), nn.InstanceNorm2d(channels_out),
+                         nn.LeakyReLU(0.2)]  # fmt: skip
+            if index < layers - 1:
+                sequence.append(BlurDownsample(channels_out))
+        sequence.append(_conv4(widths[-1], 1))
+        self.model = nn.Sequential(*sequence)
+        self.channels = tuple(widths)
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, x: torch.Tensor, count: int | None = None) -> list[torch.Tensor]:
+        """The first `count` encoder levels (all of them when None), from one pass that
+        stops at the last one."""
+        taps = self.taps[:count]
         outputs = []
-        for stage in self.stages:
-            x = stage(x)
-            outputs.append(x)
+        for index, layer in enumerate(self.model[: taps[-1] + 1]):
+            x = layer(x)
+            if index in taps:
+                outputs.append(x)
         return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[-1])
+        return self.model(x)
 
 
 class ProjectionHead(nn.Module):
     """Linear in → dim, ReLU, linear dim → dim, then L2 normalisation: feature vectors
-    (…, in_channels) → unit vectors (…, dim)."""
+    (…, in_channels) → unit vectors (…, dim), or shorter while outputs are tiny."""
 
     def __init__(self, in_channels: int, dim: int = 256):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(in_channels, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(x), dim=-1)
+        y = self.mlp(x)
+        # The public code's normalisation (CUT's Normalize), eps added to the norm. With
+        # the small initial weights below, outputs start 1e-8 (deep discriminator
+        # levels) to 1e-3 long, so at first this eps leaves some vectors well short of
+        # unit length, and the contrasts' logits smaller: as in the public code.
+        return y / (y.norm(dim=-1, keepdim=True) + 1e-7)
 
 
 def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
-    """CUT's "normal" initialisation: conv and linear weights from N(0, gain²), biases
-    zero. Returns `module`, changed in place."""
+    """The public code's initialisation of the discriminator and heads (CUT's default,
+    --init_type xavier --init_gain 0.02): conv and linear weights Xavier-normal scaled
+    by `gain`, biases zero. (Its generators keep PyTorch's default initialisation.)
+    Returns `module`, changed in place."""
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d | nn.Linear):
-            nn.init.normal_(layer.weight, 0.0, gain)
+            nn.init.xavier_normal_(layer.weight, gain=gain)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return module

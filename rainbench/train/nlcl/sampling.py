@@ -1,10 +1,10 @@
-"""Where NLCL's contrasts look: non-local self-similar patch centres for the layer
-contrast, self-similar feature locations for the location contrast, and the gathers
-that turn chosen positions into feature vectors. Batched, on the inputs' device.
+"""Where NLCL's contrasts look: non-local self-similar patch centres, in the images for
+the layer contrast and in the generator's first-layer features for the location
+contrast, and the gathers that turn chosen positions into feature vectors. Batched,
+on the inputs' device.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -17,10 +17,10 @@ def similar_centres(
 ) -> Tensor:
     """The centres of the `count` patches most like a random reference patch, per image.
 
-    For each image of the N×C×H×W batch a reference centre is drawn (from `generator`)
-    where the `window`×`window` square around it fits the image (a window larger than
-    the image is clamped to it); every centre in that square whose `patch`×`patch`
-    patch lies inside the image is a candidate, ranked by the squared L2 distance
+    For each image of the N×C×H×W batch a reference centre is drawn (from `generator`,
+    see `reference_centres`); every centre in the `window`×`window` square around it
+    (a window larger than the image is clamped to it) whose `patch`×`patch` patch lies
+    inside the image is a candidate, ranked by the squared L2 distance
     between its patch and the reference's. Returns N×count×2 (row, column) in image
     coordinates: the reference first, then the nearest by distance, ties by position
     (row-major). `count` is clamped to the fewest candidates any reference can have,
@@ -47,16 +47,14 @@ def reference_centres(
     patch: int,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """N×2 reference centres, uniform over those where both the (clamped) window and
-    the reference's own patch fit the image. On the generator's device (CPU if none)."""
+    """N×2 reference centres, uniform over a whole patch's width from each border, as
+    the public code draws them (on a 256 crop 16…240, where a 40 window near a border
+    loses some candidates); on images too small for that, wherever the reference's own
+    patch fits. On the generator's device (CPU if none)."""
     _check_sizes(height, width, window, patch)
     device = generator.device if generator is not None else torch.device("cpu")
-    rows = torch.randint(
-        *_reference_range(height, window, patch), (n,), generator=generator, device=device
-    )
-    cols = torch.randint(
-        *_reference_range(width, window, patch), (n,), generator=generator, device=device
-    )
+    rows = torch.randint(*_reference_range(height, patch), (n,), generator=generator, device=device)
+    cols = torch.randint(*_reference_range(width, patch), (n,), generator=generator, device=device)
     return torch.stack([rows, cols], dim=1)
 
 
@@ -126,23 +124,6 @@ def gather(features: Tensor, centres: Tensor, image_size: tuple[int, int]) -> Te
     return gather_flat(features, rows * w + cols)
 
 
-def self_similar_locations(
-    features: Tensor, count: int = 256, generator: torch.Generator | None = None
-) -> Tensor:
-    """N×K flat indices into H·W: the `count` positions whose feature vectors are most
-    cosine-similar to a random reference position's (all positions, K = H·W, if there
-    are fewer). Most similar first, ties by position; the reference is drawn from
-    `generator`."""
-    n, _, h, w = features.shape
-    count = min(_checked_count(count), h * w)
-    device = generator.device if generator is not None else torch.device("cpu")
-    refs = torch.randint(h * w, (n,), generator=generator, device=device).to(features.device)
-    vectors = F.normalize(features.detach().float().flatten(2), dim=1)  # N × C × HW
-    reference = vectors.gather(2, refs[:, None, None].expand(-1, vectors.shape[1], 1))
-    similarity = (vectors * reference).sum(dim=1)  # N × HW
-    return similarity.sort(dim=1, descending=True, stable=True).indices[:, :count]
-
-
 def gather_flat(features: Tensor, indices: Tensor) -> Tensor:
     """N×K×C: the vectors of the N×C×H×W `features` at N×K flat indices into H·W."""
     flat = features.flatten(2)
@@ -163,11 +144,11 @@ def _checked_count(count: int) -> int:
     return count
 
 
-def _reference_range(size: int, window: int, patch: int) -> tuple[int, int]:
+def _reference_range(size: int, patch: int) -> tuple[int, int]:
     """[low, high) of reference coordinates along one axis of length `size`."""
-    window = min(window, size)
-    low = max(window // 2, patch // 2)
-    high = min(size - window + window // 2, size - patch + patch // 2)
+    low, high = patch, size - patch
+    if low > high:
+        low, high = patch // 2, size - patch + patch // 2
     return low, high + 1
 
 
@@ -181,7 +162,7 @@ def _fewest(size: int, window: int, patch: int) -> int:
         return min(start + window - 1, valid_high) - max(start, valid_low) + 1
 
     # The overlap of two intervals is concave in the shift, so an end is the minimum.
-    low, high = _reference_range(size, window, patch)
+    low, high = _reference_range(size, patch)
     return min(valid(low), valid(high - 1))
 
 

@@ -27,9 +27,13 @@ from rainbench.models.base import to_pixels
 from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from rainbench.models.nlcl.generator import to_model_range
 from rainbench.shards.dataset import DatasetError
+from rainbench.threads import set_torch_threads
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import NLCLModel
 
+# 2: the discriminator as CUT's layer list, separate image and rain heads (docs/nlcl.md,
+# "Proven equal to the public code").
+CHECKPOINT_VERSION = 2
 LOSS_TERMS = ("total", "adversarial", "consistency", "sparsity", "layer_contrast",
               "location_contrast", "discriminator")  # fmt: skip
 
@@ -41,15 +45,27 @@ class TrainReport:
     resumed_from: int | None
     seconds: float
     last: dict[str, float]
+    threads: int  # torch's CPU threads
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "run": str(self.run)}
 
 
 def train(
-    dataset: Path, run: Path, config: NLCLConfig, device: str = "cpu", progress: bool = False
+    dataset: Path,
+    run: Path,
+    config: NLCLConfig,
+    device: str = "cpu",
+    progress: bool = False,
+    threads: int | None = None,
 ) -> TrainReport:
-    """Train NLCL on `dataset` into the folder `run`, resuming from its last checkpoint."""
+    """Train NLCL on `dataset` into the folder `run`, resuming from its last checkpoint.
+
+    torch's CPU threads are `threads`, else chosen from the free CPUs less the loader's
+    workers (`rainbench.threads`); they change speed, not what a step computes beyond
+    rounding, so a run may resume with another count.
+    """
+    threads = set_torch_threads(config.workers, threads)
     distributed = _start_distributed(device)
     rank = torch.distributed.get_rank() if distributed else 0
     if distributed and device.startswith("cuda"):
@@ -61,12 +77,7 @@ def train(
     model = NLCLModel(config).to(device)
     if distributed:  # every rank starts from rank 0's initial weights
         _broadcast(model)
-    g_opt = torch.optim.Adam(
-        model.generator_parameters(), lr=config.lr, betas=(config.beta1, config.beta2)
-    )
-    d_opt = torch.optim.Adam(
-        model.discriminator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2)
-    )
+    g_opt, d_opt = build_optimizers(model, config)
     loader = _loader(dataset, config)
     sampler = torch.Generator(device=device).manual_seed(config.seed + rank)
     step, resumed_from = 0, None
@@ -103,7 +114,18 @@ def train(
         else:
             loader.set_epoch(loader.dataset.epoch + 1)
     log.close()
-    return TrainReport(run, step, resumed_from, time.perf_counter() - started, last)
+    return TrainReport(run, step, resumed_from, time.perf_counter() - started, last, threads)
+
+
+def build_optimizers(
+    model: NLCLModel, config: NLCLConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam for the generator step (generators and heads, in the model's groups) and
+    for the discriminator; `_set_lr` sets their rates every step."""
+    betas = (config.beta1, config.beta2)
+    g_opt = torch.optim.Adam(model.generator_groups(), lr=config.lr, betas=betas)
+    d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=betas)
+    return g_opt, d_opt
 
 
 def _train_step(
@@ -210,7 +232,7 @@ def _set_lr(optimizers, config: NLCLConfig, step: int) -> None:
     share = 1.0 if step < start else max(0.0, (config.steps - step) / max(config.decay_steps, 1))
     for optimizer in optimizers:
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * share
+            group["lr"] = config.lr * share * group.get("lr_scale", 1.0)
 
 
 def _settle_config(run: Path, config: NLCLConfig, write: bool) -> NLCLConfig:
@@ -234,13 +256,14 @@ def _save_checkpoint(run, step, model, g_opt, d_opt, position, sampler, config) 
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         "format": CHECKPOINT_FORMAT,
-        "version": 1,
+        "version": CHECKPOINT_VERSION,
         "config": config.to_json(),
         "step": step,
         "background": _plain(model.background).state_dict(),
         "rain": _plain(model.rain).state_dict(),
         "discriminator": model.discriminator.state_dict(),
-        "layer_heads": model.layer_heads.state_dict(),
+        "image_heads": model.image_heads.state_dict(),
+        "rain_heads": model.rain_heads.state_dict(),
         "nce_heads": model.nce_heads.state_dict(),
         "g_opt": g_opt.state_dict(),
         "d_opt": d_opt.state_dict(),
@@ -265,10 +288,16 @@ def _load_checkpoint(path, model, g_opt, d_opt, loader, sampler, device) -> int:
     state = torch.load(path, map_location=device, weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise DatasetError(f"{path} is not a rainbench NLCL checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise DatasetError(
+            f"{path} was written by an earlier NLCL trainer, whose discriminator and heads "
+            "differ from this one's; start a new run with another --out"
+        )
     _plain(model.background).load_state_dict(state["background"])
     _plain(model.rain).load_state_dict(state["rain"])
     model.discriminator.load_state_dict(state["discriminator"])
-    model.layer_heads.load_state_dict(state["layer_heads"])
+    model.image_heads.load_state_dict(state["image_heads"])
+    model.rain_heads.load_state_dict(state["rain_heads"])
     model.nce_heads.load_state_dict(state["nce_heads"])
     g_opt.load_state_dict(state["g_opt"])
     d_opt.load_state_dict(state["d_opt"])

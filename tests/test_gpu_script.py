@@ -1,0 +1,131 @@
+"""benchmarks/gpu.sh's CPU dry run, as CI runs it, so the first GPU's script cannot rot:
+one JSON with every part, each with its figures or the reason it was skipped, none
+failing. And the public trainer's timing, on a stand-in train.py that prints its
+per-iteration lines (the release itself has no licence and is not in CI)."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("pytest_gpu", "train", "reference", "inference", "loader")
+# The public train.py's part in the timing: its options as given, then a loss line per
+# iteration (one per picture of trainA), 0.05 s apart.
+TIMED_STAND_IN = """
+import argparse, os, time
+parser = argparse.ArgumentParser()
+for name in ("dataroot", "gpu_ids", "crop_size", "batch_size", "print_freq"):
+    parser.add_argument("--" + name)
+options, _ = parser.parse_known_args()
+assert (options.gpu_ids, options.crop_size, options.batch_size) == ("-1", "32", "1")
+pictures = len(os.listdir(os.path.join(options.dataroot, "trainA")))
+for iteration in range(1, pictures + 1):
+    time.sleep(0.05)
+    print("0:00:00.010000")
+    print(f"(epoch: 1, iters: {iteration}, time: 0.100, data: 0.001) G_GAN: 0.5 ")
+"""
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("gpu") / "gpu.json"
+    env = {key: value for key, value in os.environ.items() if key != "RAINBENCH_NLCL_REFERENCE"}
+    env.update(OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    finished = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "PASS" in finished.stdout or "MISS" in finished.stdout
+    return json.loads(out.read_text())
+
+
+def test_the_dry_run_records_every_part_and_none_fails(dry_run):
+    assert dry_run["mode"] == "dry-run" and dry_run["device"] == "cpu"
+    assert tuple(dry_run["parts"]) == PARTS
+    for name, part in dry_run["parts"].items():
+        assert part["status"] in ("ok", "skipped"), (name, part)
+        assert part["seconds"] >= 0 and part["timeout_s"] > 0
+        if part["status"] == "ok":
+            assert part["figures"] and part["summary"], name
+        else:
+            assert part["reason"], name
+    # Without RAINBENCH_NLCL_REFERENCE only the public trainer is skipped, saying why.
+    assert [name for name, part in dry_run["parts"].items() if part["status"] == "skipped"] == [
+        "reference"
+    ]
+    assert "RAINBENCH_NLCL_REFERENCE" in dry_run["parts"]["reference"]["reason"]
+    seconds = sum(part["seconds"] for part in dry_run["parts"].values())
+    assert seconds <= dry_run["total_seconds"] <= dry_run["budget_s"]
+
+
+def test_the_dry_run_figures(dry_run):
+    parts = dry_run["parts"]
+    tests = parts["pytest_gpu"]["figures"]
+    assert tests["skipped"] > 0 and tests["passed"] == tests["failed"] == tests["errors"] == 0
+    train = parts["train"]["figures"]
+    assert {(row["batch"], row["amp"]) for row in train["rows"]} == {(1, "off"), (16, "bf16")}
+    assert train["ratio"] > 0
+    inference = parts["inference"]["figures"]
+    assert inference["shape"][:2] == [1, 3] and inference["median_s"] > 0
+    loader = parts["loader"]["figures"]
+    assert set(loader["crops_per_s"]) == {"pillow", "cpu"}
+    assert all(speed > 0 for speed in loader["crops_per_s"].values())
+    for goal, verdict in dry_run["goals"].items():
+        assert goal.split(".")[0] in PARTS and verdict in ("PASS", "MISS")
+    machine = dry_run["machine"]
+    assert machine["torch"] and machine["cores"] >= 1 and "gpu" in machine
+
+
+@pytest.fixture
+def gpu_script(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its `from bench import ...`
+    spec = importlib.util.spec_from_file_location("gpu_script", ROOT / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stand_in(folder: Path, body: str) -> Path:
+    folder.mkdir()
+    (folder / "train.py").write_text(body)
+    return folder
+
+
+def test_the_public_trainer_is_timed_between_its_iteration_lines(gpu_script, tmp_path, monkeypatch):
+    release = _stand_in(tmp_path / "release", TIMED_STAND_IN)
+    monkeypatch.setenv("RAINBENCH_NLCL_REFERENCE", str(release))
+    plan = dataclasses.replace(gpu_script.DRY_RUN, reference_iterations=6, reference_warmup=2)
+    (tmp_path / "work").mkdir()
+    result = gpu_script.reference_speed(plan, tmp_path / "work")
+    figures = result["figures"]
+    assert figures["iterations"] == 6 and figures["timed_iterations"] == 4
+    assert 0.04 <= figures["seconds_per_iteration"] <= 0.5
+    ours = {"batch": 16, "amp": "bf16", "samples_per_s": 40 * figures["samples_per_s"]}
+    records = {
+        "train": {"status": "ok", "figures": {"rows": [ours]}},
+        "reference": {"status": "ok", **result},
+    }
+    gpu_script.compare_with_reference(records)
+    assert records["reference"]["goals"]["ours_over_reference"]["verdict"] == "PASS"
+
+
+def test_a_public_trainer_that_fails_is_one_line_naming_why(gpu_script, tmp_path, monkeypatch):
+    release = _stand_in(tmp_path / "release", "import dominate_not_installed\n")
+    monkeypatch.setenv("RAINBENCH_NLCL_REFERENCE", str(release))
+    (tmp_path / "work").mkdir()
+    with pytest.raises(RuntimeError, match="No module named 'dominate_not_installed'"):
+        gpu_script.reference_speed(gpu_script.DRY_RUN, tmp_path / "work")
+    monkeypatch.delenv("RAINBENCH_NLCL_REFERENCE")
+    with pytest.raises(gpu_script.Skipped, match="RAINBENCH_NLCL_REFERENCE is not set"):
+        gpu_script.reference_speed(gpu_script.DRY_RUN, tmp_path / "work")
