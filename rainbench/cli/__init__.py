@@ -42,8 +42,8 @@ COMMANDS = {
         "Publish the results of rainbench eval as a table or a page.",
     ),
     "metrics": (
-        "rainbench.cli.metrics:metrics_command",
-        "List the metrics rainbench computes, by name.",
+        "rainbench.cli.metrics:metrics_group",
+        "List the metrics rainbench computes, by name; check the no-reference ones.",
     ),
     "models": (
         "rainbench.cli.models:models_command",

@@ -33,23 +33,38 @@ from rainbench.demo.run import DemoOptions, DemoResult, run_demo
     help="Picks the captures' cameras, names and EXIF, and so their splits.",
 )
 @click.option("--device", help="cpu, cuda, cuda:1, …  [default: cuda when there is a GPU]")
+@click.option(
+    "--no-fetch",
+    is_flag=True,
+    help="Never try downloading the metrics' weight files (NIQE, BRISQUE); without them "
+    "those metrics are left out.",
+)
 @options.workers
+@options.threads
 @options.as_json("Print the result as JSON.")
 @options.progress
-def demo_command(out, width, seed, device, workers, as_json, progress) -> None:
+def demo_command(out, width, seed, device, no_fetch, workers, threads, as_json, progress) -> None:
     """The whole journey in one command, on built-in data.
 
     Makes a folder of rainy and clean captures (with EXIF, a duplicate, a near-duplicate
     and bad files) from scikit-image's photographs, ingests and tags it, builds the
-    synthetic splits, trains NLCL briefly, evaluates every derainer on the real and
-    synthetic test splits and publishes the leaderboard as Markdown and HTML. Under
+    synthetic splits, trains NLCL briefly, downloads NIQE's and BRISQUE's weight files
+    where there is network (else leaves them out), evaluates every derainer on the real
+    and synthetic test splits and publishes the leaderboard as Markdown and HTML. Under
     10 minutes on two CPU cores; needs the demo extra (pip install "rainbench[demo]").
 
     \b
     Example:
       rainbench demo --out demo
     """
-    demo_options = DemoOptions(width=width, seed=seed, device=device, workers=workers)
+    demo_options = DemoOptions(
+        width=width,
+        seed=seed,
+        device=device,
+        workers=workers,
+        threads=threads,
+        fetch_weights=not no_fetch,
+    )
     emit(run_demo(out, demo_options, progress), as_json, _demo_lines)
 
 
@@ -60,6 +75,9 @@ def _demo_lines(result: DemoResult) -> list[str]:
         f"  {stage.name:<{width}} {stage.seconds:6.1f} s  {stage.detail}" for stage in result.stages
     ]
     lines += [f"not evaluated: {name}: {why}" for name, why in result.skipped_methods.items()]
+    lines += [
+        f"not downloaded: {why}" for why in result.weights.values() if not why.startswith("fetched")
+    ]
     lines += [f"not computed: {why}" for why in result.unavailable_metrics.values()]
     data = result.dataset
     places = [

@@ -76,6 +76,7 @@ Example:
 )
 @click.option("--metrics", "metric_names", help="Comma-separated metrics instead of the defaults.")
 @options.weights_dir
+@options.threads
 @options.as_json()
 @options.progress
 def eval_command(
@@ -164,8 +165,11 @@ def leaderboard_command(results, fmt, out) -> None:
     """Publish the results of rainbench eval as a table or a page.
 
     Per split: each method's mean with a 95 % bootstrap interval, its rank, per rain
-    type columns on real splits, and speed. HTML is one self-contained page with plots
-    and a visual comparison of the same crops across methods.
+    type columns on real splits, and speed. On paired splits, rows under the table show
+    how far each no-reference metric agrees with psnr_y and ssim_y, with a warning for
+    each pair of methods it ranks against both (as `rainbench metrics validity`). HTML
+    is one self-contained page with plots and a visual comparison of the same crops
+    across methods.
 
     \b
     Example:

@@ -1,5 +1,5 @@
-"""The metrics: list them, score folders of images, and manage the offline weight
-files the no-reference metrics need."""
+"""The metrics: list them, check the no-reference ones against ground truth, score
+folders of images, and manage the offline weight files the no-reference metrics need."""
 
 from pathlib import Path
 
@@ -8,6 +8,18 @@ import click
 from rainbench.cli import options
 from rainbench.cli.group import fail
 from rainbench.cli.output import emit
+from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES
+from rainbench.leaderboard.cells import metric_label
+from rainbench.leaderboard.results import load_results
+from rainbench.leaderboard.validity import (
+    DEFAULT_SEED,
+    Correlation,
+    SplitValidity,
+    correlation_text,
+    discordance_text,
+    results_validity,
+    validity_caveats,
+)
 from rainbench.metrics import list_metrics
 from rainbench.metrics.engine import DEFAULT_CACHE, ScoreSettings, pair_folders, score
 from rainbench.metrics.registry import MetricSpec
@@ -22,16 +34,22 @@ from rainbench.metrics.weights import (
 )
 
 
-@click.command("metrics")
+@click.group("metrics", invoke_without_command=True)
 @options.as_json("Print as JSON.")
-def metrics_command(as_json) -> None:
-    """List the metrics rainbench computes, by name.
+@click.pass_context
+def metrics_group(ctx: click.Context, as_json) -> None:
+    """List the metrics rainbench computes, by name; check the no-reference ones.
+
+    Without a command, lists every metric: its name, whether it needs a ground truth,
+    and which way is better.
 
     \b
     Example:
       rainbench metrics
+      rainbench metrics validity res
     """
-    emit(list_metrics(), as_json, _metric_lines)
+    if ctx.invoked_subcommand is None:
+        emit(list_metrics(), as_json, _metric_lines)
 
 
 def _metric_lines(specs: list[MetricSpec]) -> list[str]:
@@ -41,6 +59,66 @@ def _metric_lines(specs: list[MetricSpec]) -> list[str]:
         better = "lower is better" if spec.lower_is_better else "higher is better"
         lines.append(f"{spec.name:10s} {kind:15s} {better:17s} {spec.description}")
     return lines
+
+
+@metrics_group.command("validity")
+@click.argument("results", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the bootstrap."
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=1),
+    default=RESAMPLES,
+    show_default=True,
+    help="Bootstrap resamples of the images.",
+)
+@options.as_json("Print as JSON.")
+def metrics_validity_command(results, seed, resamples, as_json) -> None:
+    """Check each no-reference metric against psnr_y and ssim_y on the paired splits.
+
+    On every paired split of RESULTS (a `rainbench eval` results directory): Kendall τ
+    between the methods' means, Spearman ρ over every (method, image), both +1 when the
+    no-reference metric calls better what the full-reference one does, with bootstrap
+    intervals that resample images; and a warning for each pair of methods it ranks
+    against both psnr_y and ssim_y by more than the bootstrap noise.
+
+    \b
+    Example:
+      rainbench metrics validity res
+      rainbench metrics validity res --json --seed 1
+    """
+    found = results_validity(load_results(results), seed, resamples)
+    emit(found, as_json, _validity_lines)
+
+
+def _validity_lines(found: list[SplitValidity]) -> list[str]:
+    if not found:
+        return ["no paired split scored with a no-reference metric and psnr_y or ssim_y"]
+    lines = []
+    for split in found:
+        lines += [
+            f"{split.title} ({split.kind}): {CONFIDENCE:.0%} intervals, "
+            f"{split.resamples} resamples, seed {split.seed}",
+            f"  {'metric':10s} {'against':8s} {'τ across methods':34s} ρ across images",
+        ]
+        for metric in split.metrics:
+            name = f"{metric_label(metric.metric)} {'↓' if metric.lower_is_better else '↑'}"
+            for agreement in metric.agreements:
+                lines.append(
+                    f"  {name:10s} {metric_label(agreement.reference):8s} "
+                    f"{_correlation(agreement.across_methods, 'methods'):34s} "
+                    f"{_correlation(agreement.across_images, 'images')}"
+                )
+        lines += [f"  {caveat}" for caveat in validity_caveats(split)]
+        lines += [f"  {discordance_text(d)}" for d in split.discordances]
+    return lines
+
+
+def _correlation(found: Correlation, items: str) -> str:
+    value, low, high = correlation_text(found)
+    interval = f" [{low}, {high}]" if low != "—" else ""
+    return f"{value}{interval} ({found.n} {items})"
 
 
 @click.command("score")

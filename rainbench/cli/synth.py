@@ -97,11 +97,19 @@ def synth_command(
 _IMPORT_HELP = """Store a public paired set found at PATH as the paired split NAME of DATASET.
 
 Pairs follow the layout's naming rules; a missing partner or a size mismatch is
-reported and left out, never guessed. DATASET is created if missing.
+reported and left out, never guessed. DATASET is created if missing. A real-paired
+set's scene already in another split of the same layout is refused.
+
+With --protocol and --split, the set is imported as that leaderboard split (its
+layout and name) and checked against the split's pair count and checksum list; any
+mismatch is reported and nothing is stored. --write-checksums writes the list, once,
+from this download.
 
 \b
 Example:
   rainbench import-paired Rain100L/ ds --layout rain100 --name rain100l
+  rainbench import-paired GT-RAIN_test/ ds --split gt-rain-test \\
+      --protocol benchmarks/leaderboard/v2.toml
 
 \b
 Layouts:
@@ -112,21 +120,59 @@ Layouts:
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @options.dataset("--into")
 @click.option(
-    "--layout", required=True, type=click.Choice(list(LAYOUTS)), help="How the set names its pairs."
+    "--layout",
+    type=click.Choice(list(LAYOUTS)),
+    help="How the set names its pairs.  [default: the --split's]",
 )
-@click.option("--name", required=True, help="The split's name, e.g. rain100l.")
+@click.option("--name", help="The split's name, e.g. rain100l.  [default: the --split's]")
+@click.option(
+    "--protocol",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A leaderboard definition naming public real test splits, e.g. v2.toml.",
+)
+@click.option("--split", "split_name", help="The --protocol split PATH holds, e.g. gt-rain-test.")
+@click.option(
+    "--write-checksums",
+    is_flag=True,
+    help="Write the --split's checksum list from PATH first (once, when it has none).",
+)
 @options.shard_size(SynthOptions.shard_bytes)
 @options.workers
 @options.as_json()
 @options.progress
 def import_paired_command(
-    path, dataset, layout, name, shard_size, workers, as_json, progress
+    path,
+    dataset,
+    layout,
+    name,
+    protocol,
+    split_name,
+    write_checksums,
+    shard_size,
+    workers,
+    as_json,
+    progress,
 ) -> None:
     from rainbench.synth.imports import import_paired
+    from rainbench.synth.protocol import MISMATCHES, protocol_split
 
-    summary, problems = import_paired(path, layout, name, dataset, shard_size, workers, progress)
+    split = None
+    if protocol or split_name:
+        if not (protocol and split_name):
+            raise click.UsageError("--protocol FILE and --split NAME go together")
+        split = protocol_split(protocol, split_name)
+        layout, name = layout or split.layout, name or split.name
+    elif write_checksums:
+        raise click.UsageError("--write-checksums needs --protocol FILE --split NAME")
+    if layout is None or name is None:
+        raise click.UsageError("give --layout and --name, or --protocol FILE --split NAME")
+    summary, problems = import_paired(
+        path, layout, name, dataset, shard_size, workers, progress, split, write_checksums
+    )
     for problem in problems:
         click.echo(f"{problem.kind}: {problem.path}: {problem.detail}", err=True)
+    if any(problem.kind in MISMATCHES for problem in problems):
+        fail(f"{path} does not match {split.title}: nothing stored")
     if not summary.stored and not summary.existing:
         fail(f"no pairs found in {path} for layout {layout}")
     emit(summary, as_json, pairs_lines)

@@ -1,8 +1,9 @@
 """`rainbench demo`: the whole journey on built-in data. A capture folder is made from
 natural photographs (rainy and clean captures with EXIF, an exact copy, a reduced copy
 and bad files); it is ingested, tagged (a label sheet corrects the tagger), verified,
-given synthetic paired splits; NLCL is trained briefly; every derainer is evaluated on
-the real and synthetic test splits; and the leaderboard is published. Each stage skips
+given synthetic paired splits; NLCL is trained briefly; the no-reference metrics'
+weight files are downloaded where there is network; every derainer is evaluated on the
+real and synthetic test splits; and the leaderboard is published. Each stage skips
 what an earlier run of the same folder finished, so running it again resumes.
 """
 
@@ -53,7 +54,19 @@ NEEDED = (("train", "rainy"), ("train", "clean"), ("test", "rainy"), ("test", "c
 TRAINED = "nlcl"
 # Module → the distribution that provides it, for the message when one is missing.
 REQUIREMENTS = {"skimage": "scikit-image", "torch": "torch", "pyiqa": "pyiqa"}
-STAGES = ("captures", "ingest", "tag", "verify", "synth", "train", "eval", "leaderboard")
+STAGES = (
+    "captures",
+    "ingest",
+    "tag",
+    "verify",
+    "synth",
+    "train",
+    "weights",
+    "eval",
+    "leaderboard",
+)
+# Seconds to wait for each weight file's server: without network the demo goes on soon.
+FETCH_TIMEOUT = 10.0
 
 
 class DemoError(DatasetError):
@@ -67,6 +80,9 @@ class DemoOptions:
     nlcl: NLCLConfig = DEMO_NLCL
     device: str | None = None  # None: cuda when there is a GPU, else cpu
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int | None = None  # torch's CPU threads; None: chosen from the free CPUs
+    fetch_weights: bool = True  # try downloading the metrics' missing weight files
+    weights_url: str | None = None  # where from (None: $RAINBENCH_WEIGHTS_URL, else pyiqa's)
 
 
 @dataclass
@@ -93,6 +109,7 @@ class DemoResult:
     skipped_methods: dict[str, str] = field(default_factory=dict)  # name → why
     splits: list[str] = field(default_factory=list)  # evaluated
     unavailable_metrics: dict[str, str] = field(default_factory=dict)  # name → why, and the fix
+    weights: dict[str, str] = field(default_factory=dict)  # weight file → fetched, or why not
     stages: list[Stage] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -123,6 +140,7 @@ class DemoResult:
             "skipped_methods": self.skipped_methods,
             "splits": self.splits,
             "unavailable_metrics": self.unavailable_metrics,
+            "weights": self.weights,
             "stages": [stage.__dict__ for stage in self.stages],
             "seconds": self.seconds,
         }
@@ -286,14 +304,51 @@ class _Demo:
         from rainbench.train.nlcl.trainer import train
 
         config, device = self.options.nlcl, self.result.device
-        report = train(self.result.dataset, self.result.run, config, device, self.progress)
+        report = train(
+            self.result.dataset,
+            self.result.run,
+            config,
+            device,
+            self.progress,
+            self.options.threads,
+        )
         shape = f"{config.blocks} blocks of {config.channels} channels, {config.crop} px crops"
         if report.resumed_from == report.step:
             return f"NLCL already trained to step {report.step} ({shape}) -> {self.result.run}"
         resumed = f", resumed at step {report.resumed_from}" if report.resumed_from else ""
         return (
-            f"NLCL trained to step {report.step} on {device} ({shape}{resumed}) "
+            f"NLCL trained to step {report.step} on {device}, {report.threads} CPU threads "
+            f"({shape}{resumed}) "
             f"-> {self.result.run / 'nlcl.pt'}"
+        )
+
+    def _weights(self) -> str:
+        """Download the weight files the default metrics lack; where that fails (no
+        network) the metric is left out by eval, which names the offline fix."""
+        from rainbench.leaderboard.eval import PAIRED_METRICS
+        from rainbench.metrics.registry import MetricError
+        from rainbench.metrics.weights import fetch, status
+
+        missing = [
+            found.file
+            for found in status()
+            if not found.present and set(found.file.metrics) & set(PAIRED_METRICS)
+        ]
+        if not missing:
+            return "every metric's weight file is present"
+        if not self.options.fetch_weights:
+            return f"not downloading {', '.join(f.name for f in missing)} (--no-fetch)"
+        for file in missing:
+            try:
+                (fetched,) = fetch(
+                    [file.name], base_url=self.options.weights_url, timeout=FETCH_TIMEOUT
+                )
+                self.result.weights[file.name] = f"fetched -> {fetched.path}"
+            except MetricError as error:
+                self.result.weights[file.name] = str(error)
+        return "; ".join(
+            f"{name}: {'fetched' if outcome.startswith('fetched') else 'not fetched, left out'}"
+            for name, outcome in self.result.weights.items()
         )
 
     def _eval(self) -> str:
@@ -304,7 +359,7 @@ class _Demo:
         device, result, progress = self.result.device, self.result, self.progress
         # Results of an earlier run made otherwise (metric weights added since, NLCL
         # trained further) are scored again.
-        settings = EvalSettings(device=device, rescore_stale=True)
+        settings = EvalSettings(device=device, rescore_stale=True, threads=self.options.threads)
         scored = done = failed = 0
         for spec in list_derainers():
             checkpoint = result.run / "nlcl.pt" if spec.name == TRAINED else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES, Estimate
 from rainbench.leaderboard.ranking import Row, SplitTable, metric_specs, ordered_metrics
+from rainbench.leaderboard.results import Run
 
 METRIC_LABELS = {
     "psnr_y": "PSNR-Y",
@@ -65,10 +66,20 @@ class RowCells:
 
     @property
     def model(self) -> str:
-        """The model with its version, flagged where its run is incomplete."""
+        """The model with its version, flagged where its weights were imported from a
+        published release and where its run is incomplete."""
         run = self.row.run
         text = run.model + (f" {run.version}" if run.version else "")
+        if imported_weights(run):
+            text += " (imported weights)"
         return text if run.complete else f"{text} (incomplete)"
+
+
+def imported_weights(run: Run) -> bool:
+    """Whether the run's derainer used weights imported from a published release
+    (`rainbench nlcl import-checkpoint`) rather than trained here."""
+    model = (run.provenance or {}).get("model") or {}
+    return bool((model.get("options") or {}).get("imported_from"))
 
 
 def table_cells(table: SplitTable) -> list[RowCells]:
@@ -147,8 +158,16 @@ def primary_label(table: SplitTable) -> str:
     return f"{metric_label(table.primary)} {arrow(table.lower_is_better[table.primary])}"
 
 
+KIND_LABELS = {
+    "real": "real rain",
+    "real-paired": "real rain, ground truth estimated from video",
+    "imported": "public paired set",
+    "synthetic": "synthetic rain",
+}
+
+
 def kind_label(table: SplitTable) -> str:
-    return "real rain" if table.kind == "real" else "synthetic rain"
+    return KIND_LABELS[table.kind]
 
 
 def short_sha(digest: object) -> str:

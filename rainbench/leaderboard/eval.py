@@ -17,7 +17,7 @@ import platform
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,9 +39,11 @@ from rainbench.shards.members import (
     open_shard,
     read_upright,
 )
+from rainbench.synth.importers import paired_kind
+from rainbench.threads import set_torch_threads
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
-SYNTHETIC_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
+PAIRED_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
 CROP_SIDE = 256  # px: the crops the leaderboard's comparison strip shows
 _FLUSH_SECONDS = 10.0
 
@@ -52,7 +54,7 @@ class EvalError(DatasetError):
 
 @dataclass(frozen=True)
 class EvalSettings:
-    metrics: tuple[str, ...] | None = None  # None: by split kind (REAL/SYNTHETIC_METRICS)
+    metrics: tuple[str, ...] | None = None  # None: by split kind (REAL/PAIRED_METRICS)
     device: str = "cpu"
     tile: int | None = None  # derain in tiles of this side when an image is larger
     overlap: int = 32
@@ -62,6 +64,7 @@ class EvalSettings:
     # Results made otherwise (another checkpoint, metrics, dataset manifest…) are scored
     # again from the start instead of refused.
     rescore_stale: bool = False
+    threads: int | None = None  # torch's CPU threads; None: chosen from the free CPUs
 
 
 @dataclass
@@ -81,7 +84,7 @@ class SplitReport:
 
 @dataclass
 class Item:
-    """One image to derain: the rainy input and, for a synthetic pair, its ground truth."""
+    """One image to derain: the rainy input and, for a pair, its ground truth."""
 
     key: str
     rain_type: str | None
@@ -121,8 +124,11 @@ def evaluate(
 ) -> list[SplitReport]:
     """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`."""
     dataset = Dataset(dataset_path)
-    if not dataset.samples_manifest.exists():
-        raise EvalError(f"{dataset_path} is not a rainbench dataset (no manifests/samples.parquet)")
+    if not (dataset.samples_manifest.exists() or dataset.synthetic_manifest.exists()):
+        raise EvalError(
+            f"{dataset_path} is not a rainbench dataset (no manifests/samples.parquet or "
+            "manifests/synthetic.parquet)"
+        )
     name = dataset.read_info().get("name") or dataset.root.name
     splits = _splits(dataset)
     chosen = sorted(splits) if split == "all" else [split]
@@ -133,6 +139,7 @@ def evaluate(
     checkpoint_info = (
         {"path": str(checkpoint), "sha256": file_sha256(checkpoint)} if checkpoint else None
     )
+    settings = replace(settings, threads=set_torch_threads(requested=settings.threads))
     return [
         _SplitRun(
             source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info
@@ -142,7 +149,8 @@ def evaluate(
 
 
 def _splits(dataset: Dataset) -> dict[str, str]:
-    """Split name → kind, for the real splits holding rainy captures and every paired split."""
+    """Split name → kind, for the real splits holding rainy captures and every paired
+    split: synthetic, imported or real-paired by what made its pairs."""
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
     found = {
         split: "real"
@@ -152,7 +160,8 @@ def _splits(dataset: Dataset) -> dict[str, str]:
         if layer == "rainy"
     }
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    found.update(dict.fromkeys(pairs["split"].to_pylist(), "synthetic"))
+    for split, recipe in zip(pairs["split"].to_pylist(), pairs["recipe"].to_pylist(), strict=True):
+        found[split] = paired_kind(recipe)
     return found
 
 
@@ -232,9 +241,7 @@ class _SplitRun:
 
     def _metrics(self) -> list[tuple[str, object]]:
         """The metrics to compute, built once; those that cannot run here are reported."""
-        names = self.settings.metrics or (
-            REAL_METRICS if self.kind == "real" else SYNTHETIC_METRICS
-        )
+        names = self.settings.metrics or (REAL_METRICS if self.kind == "real" else PAIRED_METRICS)
         built = []
         for name in names:
             spec = check_metric(name)
@@ -281,6 +288,7 @@ class _SplitRun:
             ),
             "batch": self.settings.batch,
             "device": self.settings.device,
+            "threads": self.settings.threads,
             "hardware": _hardware(self.settings.device),
             "versions": {"rainbench": __version__, **versions()},
             "started_at": _now(),
@@ -301,7 +309,14 @@ class _SplitRun:
         stale = [
             f"{self.info_path} was made with another {what.replace('_', ' ')}; "
             "give another --results folder or remove its files to start over"
-            for what in ("model", "checkpoint", "metrics", "tile", "metric_protocol_version")
+            for what in (
+                "model",
+                "checkpoint",
+                "kind",
+                "metrics",
+                "tile",
+                "metric_protocol_version",
+            )
             if before.get(what) != now[what]
         ]
         if before["dataset"]["manifest_sha256"] != provenance["dataset"]["manifest_sha256"]:
@@ -368,7 +383,7 @@ class _SplitRun:
 
     def _item(self, tar: tarfile.TarFile, row: dict) -> Item:
         key = row["key"]
-        if self.kind == "synthetic":
+        if self.kind != "real":
             return Item(
                 key,
                 row["recipe"],
@@ -388,7 +403,7 @@ class _SplitRun:
                 "key": row["key"],
                 "split": self.split,
                 "kind": self.kind,
-                "rain_type": row["recipe"] if self.kind == "synthetic" else row["rain_type"],
+                "rain_type": row["rain_type"] if self.kind == "real" else row["recipe"],
                 "width": row["width"],
                 "height": row["height"],
                 "status": "failed",

@@ -1,13 +1,16 @@
 """The leaderboard as one self-contained HTML page: the shared cells (cells.py) as styled
-tables, SVG charts (charts.py), and a strip of crops comparing each model's output with
-the rainy input (and the ground truth), embedded as data URIs. Nothing is fetched: no
-script, font or image from outside. The page's frame and style are package data
-(page.html, page.css); its icon is empty so that a browser asks for no favicon.ico.
+tables, on paired splits with each no-reference metric's agreement with the full-reference
+ones (validity.py) in rows under its column, SVG charts (charts.py), and a strip of crops
+comparing each model's output with the rainy input (and the ground truth), embedded as
+data URIs. Nothing is fetched: no script, font or image from outside. The page's frame
+and style are package data (page.html, page.css); its icon is empty so that a browser
+asks for no favicon.ico.
 """
 
 import base64
 import json
 import math
+from collections import Counter
 from functools import cache
 from html import escape
 from importlib.resources import files
@@ -38,6 +41,19 @@ from rainbench.leaderboard.cells import (
 from rainbench.leaderboard.charts import Point, Series, bar_chart, scatter_chart
 from rainbench.leaderboard.ranking import Row, SplitTable, leaderboard_tables
 from rainbench.leaderboard.results import Results
+from rainbench.leaderboard.validity import (
+    AgreementRow,
+    SplitValidity,
+    agreement_rows,
+    correlation_sign,
+    correlation_text,
+    discordance_text,
+    flagged,
+    real_split_note,
+    validity_by_split,
+    validity_caveats,
+    validity_note,
+)
 
 STRIP_KEYS = 6  # crop rows shown per split
 # Tableau 10: distinct, readable on white, and fine for the common colour-vision deficiencies.
@@ -59,16 +75,17 @@ def render_html(results: Results) -> str:
     tables = leaderboard_tables(results)
     models = sorted({run.model for run in results.runs})
     colors = {model: PALETTE[i % len(PALETTE)] for i, model in enumerate(models)}
+    validities = validity_by_split(tables)
     body = [
         "<header>",
         "<h1>rainbench leaderboard</h1>",
         f'<p class="lead">{escape(_intro(results, tables, models))}</p>',
         "</header>",
-        _how_to_read(tables),
+        _how_to_read(tables, bool(validities)),
         "<nav><ol>",
         *(f'<li><a href="#{_anchor(t)}">{escape(t.title)}</a></li>' for t in tables),
         "</ol></nav>",
-        *(_section(table, results, colors) for table in tables),
+        *(_section(table, results, colors, validities) for table in tables),
         f"<footer>Made by rainbench {escape(__version__)} from {len(results.runs)} result "
         f"files in <code>{escape(results.root.name)}</code>.</footer>",
     ]
@@ -89,18 +106,21 @@ def _style() -> str:
 
 def _intro(results: Results, tables: list[SplitTable], models: list[str]) -> str:
     datasets = sorted({t.dataset for t in tables})
-    real = sum(t.kind == "real" for t in tables)
-    synthetic = len(tables) - real
+    counts = Counter(t.kind for t in tables)
     kinds = [
-        f"{_count(real, 'real-rain split')} without ground truth, scored with no-reference metrics"
-        if real
-        else "",
-        f"{_count(synthetic, 'synthetic split')} with known ground truth" if synthetic else "",
+        f"{_count(counts[kind], noun)} {what}"
+        for kind, noun, what in (
+            ("real", "real-rain split", "without ground truth, scored with no-reference metrics"),
+            ("real-paired", "real-rain split", "with ground truth estimated from video"),
+            ("imported", "public paired set", "with its rendered rain's ground truth"),
+            ("synthetic", "synthetic split", "with known ground truth"),
+        )
+        if counts[kind]
     ]
+    listed = f"{', '.join(kinds[:-1])} and {kinds[-1]}" if len(kinds) > 1 else "".join(kinds)
     return (
         f"{_count(len(models), 'derainer')} ({', '.join(models)}) on "
-        f"{_count(len(tables), 'split')} of {', '.join(datasets)}: "
-        f"{' and '.join(k for k in kinds if k)}."
+        f"{_count(len(tables), 'split')} of {', '.join(datasets)}: {listed}."
     )
 
 
@@ -108,7 +128,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-def _how_to_read(tables: list[SplitTable]) -> str:
+def _how_to_read(tables: list[SplitTable], validity: bool) -> str:
     primaries = sorted({(t.kind, primary_label(t)) for t in tables if t.primary})
     ranking = "; ".join(f"{label} on {kind} splits" for kind, label in primaries)
     items = [
@@ -123,6 +143,8 @@ def _how_to_read(tables: list[SplitTable]) -> str:
         "No-reference scores depend on resolution: compare models within a split, not "
         "across splits.",
     ]
+    if validity:
+        items.append(validity_note())
     metrics = "".join(
         f"<dt>{escape(metric_label(m))} {arrow(lower)}</dt>"
         f"<dd><code>{escape(m)}</code> {escape(description)}</dd>"
@@ -142,16 +164,27 @@ def _anchor(table: SplitTable) -> str:
     return "".join(c if c.isalnum() else "-" for c in f"{table.dataset}--{table.split}")
 
 
-def _section(table: SplitTable, results: Results, colors: dict[str, str]) -> str:
+def _section(
+    table: SplitTable,
+    results: Results,
+    colors: dict[str, str],
+    validities: dict[tuple[str, str], SplitValidity],
+) -> str:
+    validity = validities.get((table.dataset, table.split))
     meta = [f"{table.images} images", f"ranked by {primary_label(table)}"]
     meta += [f"metric protocol v{v}" for v in table.protocol_versions]
     parts = [
         f'<section class="split" id="{_anchor(table)}">',
         f'<h2>{escape(table.title)}<span class="kind {table.kind}">{kind_label(table)}</span></h2>',
         f'<p class="meta">{escape(" · ".join(meta))}</p>',
-        f'<div class="table-wrap">{_table(table, colors)}</div>',
+        f'<div class="table-wrap">{_table(table, colors, validity)}</div>',
         f'<p class="note">{escape(conventions(table))}.</p>',
     ]
+    if validity:
+        parts += _validity_notes(validity)
+    real_note = real_split_note(table, list(validities.values()))
+    if real_note:
+        parts.append(f'<p class="note">{escape(real_note)}</p>')
     if len(table.protocol_versions) > 1:
         parts.append(
             '<p class="warn">These runs used different metric protocols; their numbers are '
@@ -166,13 +199,20 @@ def _section(table: SplitTable, results: Results, colors: dict[str, str]) -> str
     return "\n".join(parts)
 
 
-def _table(table: SplitTable, colors: dict[str, str]) -> str:
+def _table(table: SplitTable, colors: dict[str, str], validity: SplitValidity | None) -> str:
     head = ['<th class="rank">Rank</th>', '<th class="model">Model</th>']
+    warned = flagged(validity)
     for metric in table.metrics:
         primary = ' class="primary"' if metric == table.primary else ""
+        flag = (
+            '<span class="flag" title="ranks a method above one that beats it on the '
+            'full-reference metrics: see the warnings under the table">⚠</span>'
+            if metric in warned
+            else ""
+        )
         head.append(
             f"<th{primary}>{escape(metric_label(metric))} {arrow(table.lower_is_better[metric])}"
-            "</th>"
+            f"{flag}</th>"
         )
     head += [f"<th>{escape(t)}</th>" for t in table.rain_types]
     head += ["<th>s/MP</th>", "<th>Images ok</th>"]
@@ -185,10 +225,46 @@ def _table(table: SplitTable, colors: dict[str, str]) -> str:
             '(mean, images)</th><th colspan="2"></th></tr>'
         )
     body = [_table_row(cells, colors) for cells in table_cells(table)]
+    foot = ""
+    if validity:
+        extra = len(table.rain_types) + 2
+        rows = "".join(_agreement_row(row, extra) for row in agreement_rows(table, validity))
+        foot = f'<tfoot class="agreement">{rows}</tfoot>'
     return (
         f"<table><thead>{group}<tr>{''.join(head)}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f"<tbody>{''.join(body)}</tbody>{foot}</table>"
     )
+
+
+def _agreement_row(row: AgreementRow, extra: int) -> str:
+    """One statistic under each no-reference column, tinted where its interval lies wholly
+    on one side of 0; `extra` empty cells end the row."""
+    cells = [f'<th colspan="2" class="model">{escape(row.label)}</th>']
+    for found in row.cells:
+        if found is None:
+            cells.append("<td></td>")
+            continue
+        value, low, high = correlation_text(found)
+        sign = correlation_sign(found)
+        tint = f' class="{sign}"' if sign else ""
+        detail = f"n = {found.n}"
+        if math.isfinite(found.value):
+            detail = f"{low} – {high}, {detail}"
+        cells.append(
+            f'<td{tint}><span class="mean">{value}</span>'
+            f'<span class="ci">{escape(detail)}</span></td>'
+        )
+    cells += ["<td></td>"] * extra
+    return f"<tr>{''.join(cells)}</tr>"
+
+
+def _validity_notes(validity: SplitValidity) -> list[str]:
+    caveats = validity_caveats(validity)
+    parts = [f'<p class="note">{escape(" ".join(caveats))}</p>'] if caveats else []
+    warnings = [f"<li>{escape(discordance_text(d))}.</li>" for d in validity.discordances]
+    if warnings:
+        parts.append(f'<ul class="discordant">{"".join(warnings)}</ul>')
+    return parts
 
 
 def _table_row(cells: RowCells, colors: dict[str, str]) -> str:
@@ -275,7 +351,7 @@ def _strip(table: SplitTable, results: Results, colors: dict[str, str]) -> str:
     if not keys:
         return ""
     has_input = any((reference / f"{k}.input.png").is_file() for k in keys)
-    has_gt = table.kind == "synthetic" and any((reference / f"{k}.gt.png").is_file() for k in keys)
+    has_gt = table.kind != "real" and any((reference / f"{k}.gt.png").is_file() for k in keys)
     heads = ['<div class="head blank"></div>']
     if has_input:
         heads.append('<div class="head">rainy input</div>')

@@ -1,7 +1,9 @@
 """The leaderboard as LaTeX: one booktabs table per split of the shared cells (cells.py),
-best values in bold, every name escaped.
+best values in bold, every name escaped; on paired splits, rows of each no-reference
+metric's agreement with the full-reference ones (validity.py) and its warnings.
 """
 
+import math
 import re
 
 from rainbench.leaderboard.cells import (
@@ -13,21 +15,41 @@ from rainbench.leaderboard.cells import (
 )
 from rainbench.leaderboard.ranking import SplitTable, leaderboard_tables
 from rainbench.leaderboard.results import Results
+from rainbench.leaderboard.validity import (
+    AgreementRow,
+    SplitValidity,
+    agreement_rows,
+    correlation_text,
+    discordance_text,
+    validity_by_split,
+)
 
 
 def render_latex(results: Results) -> str:
     """One booktabs table per split (needs \\usepackage{booktabs}); best values in bold."""
+    tables = leaderboard_tables(results)
+    validities = validity_by_split(tables)
     blocks = ["% rainbench leaderboard; needs \\usepackage{booktabs}"]
-    blocks += [_latex_table(table) for table in leaderboard_tables(results)]
+    blocks += [
+        _latex_table(table, validities.get((table.dataset, table.split))) for table in tables
+    ]
     return "\n\n".join(blocks) + "\n"
 
 
-def _latex_table(table: SplitTable) -> str:
+def _latex_table(table: SplitTable, validity: SplitValidity | None) -> str:
     ranked = f", ranked by {metric_label(table.primary)}" if table.primary else ""
     caption = (
         f"{_tex(table.title)} ({kind_label(table)}, {table.images} images{_tex(ranked)}): mean and "
         f"95\\% bootstrap interval over the images each model processed; best in bold."
     )
+    if validity:
+        references = " and ".join(_tex(metric_label(r)) for r in validity.references)
+        caption += (
+            f" Last rows: each no-reference metric's agreement with {references} (+1: it "
+            "calls better what they do), Kendall $\\tau$ between the methods' means and "
+            "Spearman $\\rho$ over every (method, image), with 95\\% bootstrap intervals "
+            "resampling images."
+        )
     columns = "rl" + "c" * len(table.metrics) + "r" * len(table.rain_types) + "rr"
     header = ["Rank", "Model"]
     header += [
@@ -54,8 +76,38 @@ def _latex_table(table: SplitTable) -> str:
     lines.append(" & ".join(header) + " \\\\")
     lines.append("\\midrule")
     lines += [" & ".join(_latex_row(cells)) + " \\\\" for cells in table_cells(table)]
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    if validity:
+        extra = len(table.rain_types) + 2
+        lines.append("\\midrule")
+        lines += [
+            " & ".join(_agreement_row(row, extra)) + " \\\\"
+            for row in agreement_rows(table, validity)
+        ]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if validity and validity.discordances:
+        lines.append("\\par\\smallskip\\footnotesize")
+        lines += [
+            f"\\textbf{{Warning:}} {_tex(discordance_text(d).removeprefix('⚠ '))}.\\par"
+            for d in validity.discordances
+        ]
+    lines.append("\\end{table}")
     return "\n".join(lines)
+
+
+def _agreement_row(row: AgreementRow, extra: int) -> list[str]:
+    """The statistic under each no-reference column; `extra` empty cells end the row."""
+    symbol = {"τ": "$\\tau$", "ρ": "$\\rho$"}[row.symbol]
+    label = f"{symbol} with {_tex(metric_label(row.reference))} across {row.across}"
+    cells = []
+    for found in row.cells:
+        if found is None:
+            cells.append("")
+        elif not math.isfinite(found.value):
+            cells.append(f"-- ($n={found.n}$)")
+        else:
+            value, low, high = correlation_text(found)
+            cells.append(f"${value}$ [${low}$, ${high}$] ($n={found.n}$)")
+    return [f"\\multicolumn{{2}}{{l}}{{{label}}}", *cells, *[""] * extra]
 
 
 def _latex_row(cells: RowCells) -> list[str]:

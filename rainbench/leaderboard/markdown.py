@@ -1,8 +1,11 @@
 """The leaderboard as Markdown: a glossary of the metrics, then per split a table of the
-shared cells (cells.py) and the run's provenance as a list. Every name from the results
-is escaped so that it renders as its plain text.
+shared cells (cells.py), on paired splits with rows of each no-reference metric's
+agreement with the full-reference ones (validity.py) and its warnings, and the run's
+provenance as a list. Every name from the results is escaped so that it renders as its
+plain text.
 """
 
+import math
 import re
 
 from rainbench.leaderboard.cells import (
@@ -23,6 +26,18 @@ from rainbench.leaderboard.cells import (
 )
 from rainbench.leaderboard.ranking import Row, SplitTable, leaderboard_tables
 from rainbench.leaderboard.results import Results
+from rainbench.leaderboard.validity import (
+    AgreementRow,
+    SplitValidity,
+    agreement_rows,
+    correlation_text,
+    discordance_text,
+    flagged,
+    real_split_note,
+    validity_by_split,
+    validity_caveats,
+    validity_note,
+)
 
 
 def render_markdown(results: Results) -> str:
@@ -43,8 +58,13 @@ def render_markdown(results: Results) -> str:
     unavailable = unavailable_text(tables)
     if unavailable:
         lines += ["", _md(unavailable)]
+    validities = validity_by_split(tables)
+    if validities:
+        lines += ["", _md(validity_note())]
     for table in tables:
-        lines += ["", *_markdown_table(table)]
+        validity = validities.get((table.dataset, table.split))
+        note = real_split_note(table, list(validities.values()))
+        lines += ["", *_markdown_table(table, validity, note)]
     return "\n".join(lines) + "\n"
 
 
@@ -53,20 +73,37 @@ def _glossary_line(metric: str, lower_is_better: bool, description: str) -> str:
     return f"{line}: {_md(description)}" if description else line
 
 
-def _markdown_table(table: SplitTable) -> list[str]:
+def _markdown_table(
+    table: SplitTable, validity: SplitValidity | None, real_note: str | None
+) -> list[str]:
     lines = [f"## {_md(table.title)} ({kind_label(table)}, {table.images} images)", ""]
     if table.primary:
         lines += [f"Ranked by {_md(primary_label(table))}.", ""]
+    warned = flagged(validity)
     header = ["rank", "model"]
     header += [
-        f"{_md(metric_label(m))} {arrow(table.lower_is_better[m])} (95% CI)" for m in table.metrics
+        f"{_md(metric_label(m))} {arrow(table.lower_is_better[m])}{' ⚠' * (m in warned)} (95% CI)"
+        for m in table.metrics
     ]
     header += [_md(f"{t}: {primary_label(table)}") for t in table.rain_types]
     header += ["s/MP", "images"]
     lines += ["| " + " | ".join(header) + " |"]
     lines += ["|" + "|".join(["---:", "---", *["---:"] * (len(header) - 2)]) + "|"]
     lines += ["| " + " | ".join(_markdown_row(cells)) + " |" for cells in table_cells(table)]
+    if validity:
+        extra = len(table.rain_types) + 2
+        lines += [
+            "| " + " | ".join(_agreement_row(row, extra)) + " |"
+            for row in agreement_rows(table, validity)
+        ]
     lines += ["", f"Conventions: {_md(conventions(table))}."]
+    if validity:
+        caveats = validity_caveats(validity)
+        lines += ["", _md(" ".join(caveats))] if caveats else []
+        warnings = [f"- {_md(discordance_text(d))}." for d in validity.discordances]
+        lines += ["", *warnings] if warnings else []
+    if real_note:
+        lines += ["", _md(real_note)]
     failures = failures_text(table)
     if failures:
         lines += ["", _md(failures)]
@@ -90,6 +127,19 @@ def _markdown_row(cells: RowCells) -> list[str]:
         cells.speed,
         images_text(cells.row),
     ]
+
+
+def _agreement_row(row: AgreementRow, extra: int) -> list[str]:
+    """The statistic under each no-reference column; `extra` empty cells end the row."""
+    cells = []
+    for found in row.cells:
+        if found is None:
+            cells.append("")
+            continue
+        value, low, high = correlation_text(found)
+        shown = f"{value} [{low}, {high}]" if math.isfinite(found.value) else "—"
+        cells.append(f"{shown} (n={found.n})")
+    return ["", f"*{_md(row.label)}*", *cells, *[""] * extra]
 
 
 def _markdown_value(cell: ValueCell) -> str:

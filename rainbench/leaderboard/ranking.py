@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from rainbench.leaderboard.bootstrap import Estimate, estimate, seed_for
-from rainbench.leaderboard.results import LeaderboardError, Results, Run
+from rainbench.leaderboard.results import KINDS, LeaderboardError, Results, Run
 from rainbench.metrics.registry import MetricSpec, list_metrics
 
 # The contract's metrics in the order tables show them; other metrics follow.
 METRIC_ORDER = ("psnr_y", "ssim_y", "psnr", "ssim", "niqe", "brisque", "piqe")
-PRIMARY = {"synthetic": "psnr_y", "real": "niqe"}
+PRIMARY = {"real": "niqe", "real-paired": "psnr_y", "imported": "psnr_y", "synthetic": "psnr_y"}
 RAIN_TYPE_ORDER = ("drizzle", "streak", "storm", "fog-like")
 UNTAGGED = "untagged"  # real images whose rain type is null
 
@@ -75,12 +75,13 @@ class SplitTable:
 
 
 def leaderboard_tables(results: Results) -> list[SplitTable]:
-    """One ranked table per (dataset, split): per dataset, real splits first, then by name."""
+    """One ranked table per (dataset, split): per dataset by kind (real rain first,
+    synthetic last, never mixed), then by name."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in results.runs:
         groups.setdefault((run.dataset, run.split), []).append(run)
     tables = [_split_table(dataset, split, runs) for (dataset, split), runs in groups.items()]
-    return sorted(tables, key=lambda t: (t.dataset, t.kind != "real", t.split))
+    return sorted(tables, key=lambda t: (t.dataset, KINDS.index(t.kind), t.split))
 
 
 def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
@@ -88,9 +89,9 @@ def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
     kinds = {run.kind for run in runs if run.kind}
     if len(kinds) != 1:
         raise LeaderboardError(
-            f"{where}: runs disagree on real or synthetic ({sorted(kinds)})"
+            f"{where}: runs disagree on the kind of split ({', '.join(sorted(kinds))})"
             if kinds
-            else f"{where}: no run says whether the split is real or synthetic"
+            else f"{where}: no run says which kind of split it is ({', '.join(KINDS)})"
         )
     kind = kinds.pop()
     metrics = ordered_metrics({m for run in runs for m in run.metrics})

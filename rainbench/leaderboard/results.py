@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 from rainbench.errors import RainbenchError
 
 REFERENCE = "_reference"  # the results directory's folder of input and ground-truth crops
-KINDS = ("real", "synthetic")
+# Real rain without ground truth, then the kinds of paired split (DESIGN.md), in the
+# order the leaderboard shows them: real rain with estimated ground truth first.
+KINDS = ("real", "real-paired", "imported", "synthetic")
 STATUSES = ("ok", "failed")
 BASE_COLUMNS = (
     "key",
@@ -125,7 +127,7 @@ def _load_run(stem: Path) -> Run:
     if provenance and "kind" in provenance:
         kinds.add(provenance["kind"])
     if not kinds <= set(KINDS) or len(kinds) > 1:
-        raise LeaderboardError(f"{parquet}: kind must be one of real, synthetic; found {kinds}")
+        raise LeaderboardError(f"{parquet}: kind must be one of {', '.join(KINDS)}; found {kinds}")
     return Run(
         model=stem.parent.parent.name,
         dataset=stem.parent.name,

@@ -35,16 +35,23 @@ class PairSource:
     gt: Path  # the same file as `rain` for side-by-side layouts
     crop_rain: Box | None  # PIL box within `rain` (side-by-side layouts), else None
     crop_gt: Box | None
-    group: str | None  # DID-MDN density or Rain1400 scene id; None when the layout has none
+    # DID-MDN density, Rain1400 scene id; for a real-paired layout the scene or sequence
+    # id, which never straddles two splits; None when the layout has none
+    group: str | None
 
 
 @dataclass(frozen=True)
 class LayoutProblem:
     # missing-gt, missing-rain, size-mismatch, unreadable, unexpected-file, duplicate-name,
-    # no-pairs
+    # mixed-partitions, no-pairs (and, from a protocol check, rainbench.synth.protocol's)
     kind: str
     path: str  # relative to the root, POSIX separators; "." for the root itself
     detail: str
+
+
+# Kinds of paired split (DESIGN.md): rain rendered by someone else, or real rain whose
+# ground truth was estimated from time.
+IMPORTED, REAL_PAIRED = "imported", "real-paired"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,17 @@ class Layout:
     name: str
     description: str  # one line for --help; also what a "no-pairs" problem says is expected
     find: Callable[[Path], tuple[list[PairSource], list[LayoutProblem]]]
+    kind: str = IMPORTED
+    ground_truth: str | None = None  # how a real-paired set estimated its ground truth
+
+
+def paired_kind(recipe: str) -> str:
+    """The kind of paired split whose pairs carry `recipe`: `import:<layout>` for an
+    imported set (by its layout's kind), a rain recipe for rainbench's own renders."""
+    if not recipe.startswith("import:"):
+        return "synthetic"
+    layout = LAYOUTS.get(recipe.removeprefix("import:"))
+    return layout.kind if layout else IMPORTED
 
 
 def find_pairs(root: Path, layout: str) -> tuple[list[PairSource], list[LayoutProblem]]:
@@ -61,7 +79,9 @@ def find_pairs(root: Path, layout: str) -> tuple[list[PairSource], list[LayoutPr
     Pairs whose partner is missing, whose sizes differ or whose files cannot be read
     are left out and reported. When nothing under `root` fits the layout, the only
     problem is one "no-pairs" saying what the layout expects; when files fit but no
-    pair survives, a "no-pairs" problem comes last.
+    pair survives, a "no-pairs" problem comes last. When a real set's pairs lie in
+    more than one of its own partitions (`GT-RAIN_train/` and `GT-RAIN_test/`), none is
+    returned and a "mixed-partitions" problem comes last: a split never mixes them.
     """
     try:
         chosen = LAYOUTS[layout]
@@ -111,6 +131,9 @@ class _Tree:
     def images_in(self, folder: PurePosixPath) -> list[PurePosixPath]:
         return self._images_by_folder.get(folder, [])
 
+    def subdirs(self, parent: PurePosixPath) -> list[PurePosixPath]:
+        return sorted(self._children.get(parent, {}).values())
+
 
 def _hidden(name: str) -> bool:
     return name.startswith(".") or name in _SKIPPED_DIRS
@@ -149,6 +172,7 @@ class _Candidate:
     group: str | None = None
     scene_group: bool = False  # the group is a scene id within the unit, named like pairs
     side_by_side: bool = False
+    partition: PurePosixPath | None = None  # the set's own train/val/test folder holding it
 
 
 @dataclass
@@ -194,6 +218,7 @@ def _pair_by_key(
     scene_group: bool = False,
     rain_dir: PurePosixPath,
     gt_dir: PurePosixPath,
+    partition: PurePosixPath | None = None,
 ) -> None:
     """Pair rainy files with the ground truth their key points to; a key given by
     two files is a duplicate, and neither file is guessed between."""
@@ -211,7 +236,15 @@ def _pair_by_key(
             match.problems.append(_problem("missing-gt", files[0], detail))
         elif len(files) == 1 and len(partner) == 1:
             match.candidates.append(
-                _Candidate(unit, name(key), files[0], partner[0], group(key), scene_group)
+                _Candidate(
+                    unit,
+                    name(key),
+                    files[0],
+                    partner[0],
+                    group(key),
+                    scene_group,
+                    partition=partition,
+                )
             )
     partnered = {gt_key(key) for key in rainy}
     for key, files in gts.items():
@@ -229,6 +262,35 @@ def _number(stem: str, patterns: tuple[re.Pattern[str], ...]) -> int | None:
 
 _FLAGS = re.IGNORECASE | re.ASCII
 _BARE_NUMBER = re.compile(r"(\d+)", _FLAGS)
+# Words of a folder name: Rain_Heavy, rain-heavy and RainHeavy all hold "heavy";
+# "lightning" holds no "light", "GT-RAIN_test" holds "test".
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+# How the real sets name their own partitions: GT-RAIN_test, real_test_1000, Training.
+_PARTITION_WORDS = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+
+
+def _words(name: str) -> set[str]:
+    return {word.lower() for word in _WORD.findall(name)}
+
+
+def _partition(folder: PurePosixPath) -> PurePosixPath | None:
+    """The innermost of `folder` and the folders above it (below the root) whose name
+    holds a partition word: `GT-RAIN_test`, `RealRain-1k-L/test`, `Testing/real_test_1000`."""
+    for candidate in (folder, *folder.parents):
+        if candidate.name and _PARTITION_WORDS & _words(candidate.name):
+            return candidate
+    return None
+
+
+def _beside(
+    tree: _Tree, rain_names: tuple[str, ...], gt_names: tuple[str, ...]
+) -> Iterable[tuple[PurePosixPath, PurePosixPath, PurePosixPath]]:
+    """(parent, rainy folder, ground-truth folder) for every folder holding one of
+    `rain_names` beside one of `gt_names`."""
+    for parent in tree.dirs:
+        rain, gt = tree.child(parent, *rain_names), tree.child(parent, *gt_names)
+        if rain is not None and gt is not None:
+            yield parent, rain, gt
 
 
 # --- rain100 ---------------------------------------------------------------------------
@@ -356,21 +418,35 @@ def _match_input_target(tree: _Tree) -> _Match:
     by that stem.
     """
     match = _Match()
-    for parent in tree.dirs:
-        inputs = tree.child(parent, "input")
-        targets = tree.child(parent, "target", "gt", "groundtruth")
-        if inputs is None or targets is None:
-            continue
-        _pair_by_key(
-            match,
-            parent,
-            _keyed(tree.images_in(inputs), lambda stem: stem),
-            _keyed(tree.images_in(targets), lambda stem: stem),
-            name=lambda stem: _slug(str(stem)),
-            rain_dir=inputs,
-            gt_dir=targets,
-        )
+    for parent, inputs, targets in _beside(tree, ("input",), ("target", "gt", "groundtruth")):
+        _pair_same_names(match, tree, parent, inputs, targets)
     return match
+
+
+def _pair_same_names(
+    match: _Match,
+    tree: _Tree,
+    parent: PurePosixPath,
+    rain_dir: PurePosixPath,
+    gt_dir: PurePosixPath,
+    *,
+    name: Callable[[Hashable], str] = lambda stem: _slug(str(stem)),
+    group: Callable[[Hashable], str | None] = lambda stem: None,
+    partition: PurePosixPath | None = None,
+) -> None:
+    """Pair the images of `rain_dir` with those of `gt_dir` that have the same stem (the
+    extension may differ), each pair named by that stem unless `name` says otherwise."""
+    _pair_by_key(
+        match,
+        parent,
+        _keyed(tree.images_in(rain_dir), lambda stem: stem),
+        _keyed(tree.images_in(gt_dir), lambda stem: stem),
+        name=name,
+        group=group,
+        rain_dir=rain_dir,
+        gt_dir=gt_dir,
+        partition=partition,
+    )
 
 
 # --- spa ---------------------------------------------------------------------------------
@@ -413,12 +489,19 @@ def _listed_path(
 def _match_spa(tree: _Tree) -> _Match:
     """SPA-Data (Wang et al. 2019, real rain with pseudo ground truth).
 
+    Checked against the authors' loader, stevewongv/SPANet `dataset.py` (each line of
+    the list is "rainy gt"; the test loader reads `testing/real_test_1000.txt` and puts
+    a `.` before its `/real_test_1000/…` paths, `main.py`), and the release notes
+    `Test_Datset_README.md` / `Train_Dataset_README.md` (`real_world/<video>/<video>-<frame>/`).
+
     Accepts any `.txt` list whose lines are "rainy gt" paths (`real_test_1000.txt`,
     `real_world.txt`), relative to the list's folder or one above it up to the root,
     a leading `/` or `./` allowed; listed files must lie under the root. Other `.txt`
     files (a licence, a README, a single-column list) are ignored. Pairs are named by
     the rainy file's stem. Without any list, accepts `rain/` beside `gt/` with `NNN.png`
-    and `NNNgt.png` (SPA-Data's test names), `NNN_gt` or the same stem.
+    and `NNNgt.png` (SPA-Data's test names), `NNN_gt` or the same stem. A training
+    crop's group is its video (`real_world/<video>/…`); the test set names no scene.
+    Lists of both `training/` and `testing/` under one root are mixed partitions.
     """
     match = _Match()
     images = set(tree.images)
@@ -442,7 +525,14 @@ def _match_spa(tree: _Tree) -> _Match:
                 match.problems.append(_problem("missing-gt", gt, where))
             if has_rain and has_gt:
                 match.candidates.append(
-                    _Candidate(text.with_suffix(""), _slug(rain.stem), rain, gt)
+                    _Candidate(
+                        text.with_suffix(""),
+                        _slug(rain.stem),
+                        rain,
+                        gt,
+                        _spa_scene(rain),
+                        partition=_partition(rain.parent),
+                    )
                 )
     if any(lines is not None for _, lines in lists):
         return match
@@ -458,22 +548,29 @@ def _match_spa(tree: _Tree) -> _Match:
             name=lambda stem: _slug(str(stem)),
             rain_dir=rain,
             gt_dir=gt_dir,
+            partition=_partition(parent),
         )
     return match
+
+
+def _spa_scene(rain: PurePosixPath) -> str | None:
+    """The video a training crop comes from: `real_world/<video>/<video-frame>/…`. The
+    test set's names (`real_test_1000/rain/NNN.png`) carry none."""
+    folders = [part.lower() for part in rain.parts[:-1]]
+    if "real_world" in folders[:-1]:
+        return rain.parts[folders.index("real_world") + 1]
+    return None
 
 
 # --- did-mdn -----------------------------------------------------------------------------
 
 _DENSITIES = ("heavy", "medium", "light")
-# Words of a folder name: Rain_Heavy, rain-heavy and RainHeavy all hold "heavy";
-# "lightning" holds no "light".
-_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
 def _density(parts: Iterable[str]) -> str | None:
     """The density the nearest of `parts` (innermost first) names, if any."""
     for part in parts:
-        words = {word.lower() for word in _WORD.findall(part)}
+        words = _words(part)
         if found := next((d for d in _DENSITIES if d in words), None):
             return found
     return None
@@ -504,6 +601,136 @@ def _match_didmdn(tree: _Tree) -> _Match:
         match.candidates.append(
             _Candidate(image.parent, name, image, image, density, side_by_side=True)
         )
+    return match
+
+
+# --- gt-rain ---------------------------------------------------------------------------
+
+_GT_RAIN_FRAME = re.compile(r"(.+)-([RC])-(\d+)", _FLAGS)
+
+
+def _gt_rain_frame(stem: str, role: str) -> tuple[str, int] | None:
+    """(prefix, frame number) of a `<prefix>-R-NNN` (rainy) or `<prefix>-C-NNN` (clean)
+    stem of the `role` asked for."""
+    found = _GT_RAIN_FRAME.fullmatch(stem)
+    if found is None or found[2].upper() != role:
+        return None
+    return found[1], int(found[3])
+
+
+def _match_gt_rain(tree: _Tree) -> _Match:
+    """GT-RAIN (Ba et al., ECCV 2022): real rain and clean frames of the same scenes.
+
+    Checked against the authors' loaders, UCLA-VMG/GT-RAIN `training_deraining_code.ipynb`
+    (`GTRainDataset`: each scene folder under the train/val roots; rainy `*R-*.png`;
+    the clean frame is the rainy name with `R-NNN.png` swapped for `C-000.png`, except
+    scene `Gurutto_1-2`, whose every rainy frame has its own `C-NNN`) and
+    `testing_deraining_code.ipynb` (scene folders of the test set; `*C-000.png` with
+    `*R-*.png`). The release unzips to `GT-RAIN_train/`, `GT-RAIN_val/`, `GT-RAIN_test/`.
+
+    Accepts, in any folder at any depth, `<prefix>-R-NNN.png` rainy frames beside
+    `<prefix>-C-NNN.png` clean ones (any image suffix). Where a prefix has one clean
+    frame, every rainy frame of it pairs with that one, whatever its number (several
+    rainy frames per clean frame); where it has several, each rainy frame pairs with
+    the clean frame of its own number (the `Gurutto_1-2` case) and one without is
+    reported. Pairs are named `<prefix>-R-NNN` and grouped by scene: the folder's name
+    (the root's own name when the frames lie in the root). Scenes from two of the
+    set's partitions (`GT-RAIN_train/` and `GT-RAIN_test/`) under one root are mixed.
+    """
+    match = _Match()
+    for folder in tree.dirs:
+        files = tree.images_in(folder)
+        rainy = _keyed(files, partial(_gt_rain_frame, role="R"))
+        clean = _keyed(files, partial(_gt_rain_frame, role="C"))
+        scene = folder.name or tree.root.resolve().name
+        for prefix in sorted({prefix for prefix, _ in [*rainy, *clean]}):
+            cleans = [key for key in clean if key[0] == prefix]
+            only = cleans[0] if len(cleans) == 1 else None  # shared by every rainy frame
+            _pair_by_key(
+                match,
+                folder,
+                {key: found for key, found in rainy.items() if key[0] == prefix},
+                {key: clean[key] for key in cleans},
+                name=lambda key: _slug(f"{key[0]}-R-{key[1]:03d}"),
+                gt_key=(lambda key, only=only: only) if only is not None else (lambda key: key),
+                group=lambda key, scene=scene: scene,
+                rain_dir=folder,
+                gt_dir=folder,
+                partition=_partition(folder.parent),
+            )
+    return match
+
+
+# --- realrain-1k -----------------------------------------------------------------------
+
+
+def _match_realrain_1k(tree: _Tree) -> _Match:
+    """RealRain-1k (Li et al. 2022): real rain with ground truth estimated from a
+    static-camera video, in a light (`RealRain-1k-L`) and a heavy (`RealRain-1k-H`) set.
+
+    The official repository, hiker-lw/RealRain-1k, holds only a README: no loader. The
+    layout follows third-party loaders found by code search (not the authors'):
+    `RealRain-1k/RealRain-1k-{L,H}/{train,val or validation,test}/{input,target}/`,
+    numbered images, the ground truth under the rainy image's name.
+
+    Accepts `input/` beside `target/` in any folder at any depth, pairing images of the
+    same stem (the extension may differ), named by it. The names carry no scene id, so
+    the pairs have no group. Two of the set's partitions under one root (`train/` and
+    `test/`, or `RealRain-1k-L/test/` and `RealRain-1k-H/test/`) are mixed.
+    """
+    match = _Match()
+    for parent, inputs, targets in _beside(tree, ("input",), ("target",)):
+        _pair_same_names(match, tree, parent, inputs, targets, partition=_partition(parent))
+    return match
+
+
+# --- lhp-rain --------------------------------------------------------------------------
+
+
+def _sequence_number(stem: Hashable) -> str | None:
+    found = _BARE_NUMBER.match(str(stem))
+    return found[1] if found else None
+
+
+def _match_lhp_rain(tree: _Tree) -> _Match:
+    """LHP-Rain (Guo et al., ICCV 2023): frames of 3,000 static-camera rain videos,
+    ground truth by low-rank tensor recovery.
+
+    Checked against the authors' loader, yunguo224/LHP-Rain
+    `SCD-Former/dataset/dataset_derain.py` (`DataLoaderTrain`, `DataLoaderVal`: PNGs of
+    `<dir>/input/` and `<dir>/gt/`, paired by their place in the sorted listings).
+    Third-party scripts name the ground truth folder `target/` and a test image
+    `test/…/2701.png`.
+
+    Accepts `input/` beside `gt/` (or `target/`) in any folder at any depth, pairing
+    images of the same stem (not by sorted place: a file missing on one side is
+    reported, never paired with its neighbour), one ground truth per rainy frame as
+    the loader has it:
+    - images directly inside, named by stem and grouped by the sequence number the
+      name starts with (`2701.png`, `2701_005.png` → `2701`; none, no group);
+    - per-sequence folders, `input/<seq>/` beside `gt/<seq>/`, named `<seq>-<stem>`
+      and grouped by `<seq>`.
+    Two of the set's partitions (`train/` and `test/`) under one root are mixed.
+    """
+    match = _Match()
+    for parent, inputs, gts in _beside(tree, ("input",), ("gt", "target")):
+        partition = _partition(parent)
+        _pair_same_names(
+            match, tree, parent, inputs, gts, group=_sequence_number, partition=partition
+        )
+        rain_sequences = {folder.name: folder for folder in tree.subdirs(inputs)}
+        gt_sequences = {folder.name: folder for folder in tree.subdirs(gts)}
+        for sequence in sorted(rain_sequences.keys() | gt_sequences.keys()):
+            _pair_same_names(
+                match,
+                tree,
+                parent,
+                rain_sequences.get(sequence, inputs / sequence),
+                gt_sequences.get(sequence, gts / sequence),
+                name=lambda stem, sequence=sequence: _slug(f"{sequence}-{stem}"),
+                group=lambda stem, sequence=sequence: sequence,
+                partition=partition,
+            )
     return match
 
 
@@ -605,6 +832,15 @@ def _find(
         for image in tree.images
         if image not in found.claimed
     ]
+    partitions = sorted({c.partition for c in found.candidates if c.partition is not None})
+    if len(partitions) > 1:
+        problems.sort(key=lambda problem: (_natural(problem.path), problem.kind))
+        listed = ", ".join(f"{partition}/" for partition in partitions)
+        detail = (
+            f"pairs from {len(partitions)} of the set's own partitions ({listed}): a split "
+            "keeps to one, so import each folder as its own split"
+        )
+        return [], [*problems, LayoutProblem("mixed-partitions", ".", detail)]
     by_name: dict[str, list[_Candidate]] = defaultdict(list)
     for candidate in _disambiguated(found.candidates):
         by_name[candidate.name].append(candidate)
@@ -625,10 +861,15 @@ def _find(
     return pairs, problems
 
 
-def _layout(name: str, description: str, match: Callable[[_Tree], _Match]) -> Layout:
-    return Layout(
-        name, description, partial(_find, name=name, description=description, match=match)
-    )
+def _layout(
+    name: str,
+    description: str,
+    match: Callable[[_Tree], _Match],
+    kind: str = IMPORTED,
+    ground_truth: str | None = None,
+) -> Layout:
+    find = partial(_find, name=name, description=description, match=match)
+    return Layout(name, description, find, kind, ground_truth)
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -653,11 +894,34 @@ LAYOUTS: dict[str, Layout] = {
             "spa",
             "SPA-Data: a .txt list of 'rainy gt' image paths, or rain/ beside gt/ (NNNgt.png)",
             _match_spa,
+            REAL_PAIRED,
+            "per-pixel selection of rain-free frames of a static-camera video (SPA-Data)",
         ),
         _layout(
             "did-mdn",
             "DID-MDN Rain1200: N.jpg holding the rainy left half and the clean right half",
             _match_didmdn,
+        ),
+        _layout(
+            "gt-rain",
+            "GT-RAIN: scene folders of <scene>-R-NNN.png rainy and <scene>-C-NNN.png clean frames",
+            _match_gt_rain,
+            REAL_PAIRED,
+            "clean frames of the same static camera when the rain had stopped (GT-RAIN)",
+        ),
+        _layout(
+            "realrain-1k",
+            "RealRain-1k-L/H: input/ beside target/ with images of the same name",
+            _match_realrain_1k,
+            REAL_PAIRED,
+            "background estimated from the frames of a static-camera rain video (RealRain-1k)",
+        ),
+        _layout(
+            "lhp-rain",
+            "LHP-Rain: input/ beside gt/ (or target/), images or per-sequence folders",
+            _match_lhp_rain,
+            REAL_PAIRED,
+            "low-rank tensor recovery of a static-camera video's background (LHP-Rain)",
         ),
     )
 }

@@ -12,12 +12,17 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import Base
 
-from rainbench.demo.run import DEMO_NLCL, STAGES, DemoError, DemoOptions, run_demo
+from rainbench.demo.run import DEMO_NLCL, STAGES, DemoError, DemoOptions, _Demo, run_demo
 from rainbench.metrics.registry import MetricError, create_metric
+from rainbench.metrics.weights import WEIGHTS_ENV, status
 from rainbench.models.registry import list_derainers
 
+# Weight files are tried from a port where nothing listens: the download fails at once.
 TINY = DemoOptions(
-    width=128, nlcl=replace(DEMO_NLCL, steps=2, checkpoint_every=1, log_every=1), workers=2
+    width=128,
+    nlcl=replace(DEMO_NLCL, steps=2, checkpoint_every=1, log_every=1),
+    workers=2,
+    weights_url="http://127.0.0.1:1",
 )
 SYNTHETIC = ["syn-drizzle", "syn-fog-like", "syn-storm", "syn-streak"]
 
@@ -70,6 +75,33 @@ def test_metrics_without_weights_are_left_out_and_named_with_the_fix(demo):
     for why in missing.values():
         assert why in markdown and "rainbench weights" in why
     assert "PIQE" in markdown  # it needs no weights
+
+
+@pytest.mark.slow
+def test_missing_weight_files_are_tried_and_the_demo_goes_on_without_them(demo):
+    missing = {found.file.name for found in status() if not found.present}
+    assert set(demo.weights) == missing & {"niqe_modelparameters.mat", "brisque_svm_weights.pth"}
+    for name, outcome in demo.weights.items():
+        assert outcome.startswith(f"cannot download {name} from http://127.0.0.1:1/{name}")
+    stage = next(stage for stage in demo.stages if stage.name == "weights")
+    assert all(f"{name}: not fetched, left out" in stage.detail for name in demo.weights)
+
+
+def test_the_weights_stage_keeps_what_it_downloads(tmp_path, server, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "weights"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder, url = server
+    (folder / "brisque_svm_weights.pth").write_bytes(b"svm")  # no checksum is published
+    demo = _Demo(tmp_path / "demo", replace(TINY, weights_url=url), progress=False)
+    detail = demo._weights()
+    assert (tmp_path / "weights" / "brisque_svm_weights.pth").read_bytes() == b"svm"
+    assert detail == (
+        "niqe_modelparameters.mat: not fetched, left out; brisque_svm_weights.pth: fetched"
+    )
+    assert "HTTP 404" in demo.result.weights["niqe_modelparameters.mat"]
+    off = _Demo(tmp_path / "demo", replace(TINY, fetch_weights=False), progress=False)
+    assert off._weights() == "not downloading niqe_modelparameters.mat (--no-fetch)"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
@@ -23,6 +24,7 @@ from rainbench.models.external import CommandDerainer
 from rainbench.models.registry import create_derainer
 from rainbench.shards import manifest
 from rainbench.synth.build import SynthOptions, synthesize
+from rainbench.synth.imports import import_paired
 
 FULL_REFERENCE = ("psnr_y", "ssim_y", "psnr", "ssim")
 FAST = EvalSettings(metrics=(*FULL_REFERENCE, "piqe"), batch=2, crops=2)
@@ -104,6 +106,35 @@ def test_all_splits_and_real_ones_get_no_reference_metrics_only(tmp_path, ds):
     assert "psnr_y" not in real.columns and real.piqe.notna().all()
     assert real.rain_type.notna().all()  # from the tagger, joined at eval time
     assert (real.s_per_mp >= 0).all() and real.peak_mem_mb.notna().all()
+
+
+def _png(path, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def test_imported_sets_are_scored_as_their_kind_of_paired_split(tmp_path, ds):
+    for n in range(2):
+        _png(tmp_path / "spa" / "rain" / f"{n:03d}.png", n)
+        _png(tmp_path / "spa" / "gt" / f"{n:03d}gt.png", 10 + n)
+        _png(tmp_path / "rain100" / f"rain-{n + 1}.png", 20 + n)
+        _png(tmp_path / "rain100" / f"norain-{n + 1}.png", 30 + n)
+    import_paired(tmp_path / "spa", "spa", "spa-test", ds, 10**9, workers=1)
+    import_paired(tmp_path / "rain100", "rain100", "rain100l", ds, 10**9, workers=1)
+    results = tmp_path / "res"
+    reports = evaluate(_source("identity"), ds, "all", results, FAST)
+    assert {r.split: r.kind for r in reports} == {
+        "test": "real",
+        "syn-streak": "synthetic",
+        "spa-test": "real-paired",
+        "rain100l": "imported",
+    }
+    spa = _table(results, "identity", "spa-test")
+    assert set(spa.kind) == {"real-paired"} and spa.psnr_y.notna().all()
+    assert set(spa.rain_type) == {"import:spa"}
+    info = json.loads((results / "identity" / "ds" / "spa-test.json").read_text())
+    assert info["kind"] == "real-paired" and "psnr_y" in info["metrics"]
 
 
 class _Flaky(Derainer):
@@ -364,3 +395,17 @@ def test_on_the_gpu_the_scores_are_those_of_the_cpu(tmp_path, ds):
     gpu_table = _table(tmp_path / "gpu", "identity", "syn-streak")
     pd.testing.assert_frame_equal(cpu_table[list(FULL_REFERENCE)], gpu_table[list(FULL_REFERENCE)])
     assert gpu_table.peak_mem_mb.notna().all()
+
+
+def test_torch_threads_are_chosen_or_given_and_recorded(tmp_path, ds):
+    before = torch.get_num_threads()
+    try:
+        evaluate(_source("identity"), ds, "test", tmp_path / "a", FAST)
+        chosen = json.loads((tmp_path / "a" / "identity" / "ds" / "test.json").read_text())
+        assert chosen["threads"] == torch.get_num_threads() >= 1
+        given = EvalSettings(metrics=FAST.metrics, threads=1)
+        evaluate(_source("identity"), ds, "test", tmp_path / "b", given)
+        info = json.loads((tmp_path / "b" / "identity" / "ds" / "test.json").read_text())
+        assert info["threads"] == torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -222,6 +222,47 @@ def test_incomplete_runs_are_flagged(tmp_path, write_run):
     assert render_html(results).count('class="badge"') == 3
 
 
+def test_paired_kinds_are_tables_of_their_own_in_a_fixed_order(tmp_path, write_run):
+    for split, kind in (
+        ("syn-streak", "synthetic"),
+        ("rain100l", "imported"),
+        ("spa-test", "real-paired"),
+        ("test", "real"),
+    ):
+        metrics = {"niqe": [4.0]} if kind == "real" else {"psnr_y": [30.0], "niqe": [4.0]}
+        write_run(tmp_path, "identity", "ds", split, kind=kind, metrics=metrics)
+    tables = leaderboard_tables(load_results(tmp_path))
+    assert [(t.split, t.primary) for t in tables] == [
+        ("test", "niqe"),
+        ("spa-test", "psnr_y"),
+        ("rain100l", "psnr_y"),
+        ("syn-streak", "psnr_y"),
+    ]
+    text = render_markdown(load_results(tmp_path))
+    assert "## ds / spa-test (real rain, ground truth estimated from video, 1 images)" in text
+    assert "## ds / rain100l (public paired set, 1 images)" in text
+
+
+def test_a_split_whose_runs_disagree_on_its_kind_is_an_error(tmp_path, write_run):
+    write_run(tmp_path, "a", "ds", "spa", kind="real-paired", metrics={"psnr_y": [30.0]})
+    write_run(tmp_path, "b", "ds", "spa", kind="imported", metrics={"psnr_y": [30.0]})
+    with pytest.raises(LeaderboardError, match="disagree on the kind of split"):
+        leaderboard_tables(load_results(tmp_path))
+
+
+def test_a_row_from_imported_weights_says_so(tmp_path, write_run):
+    write_run(tmp_path, "nlcl", "ds", "syn-streak", kind="synthetic", metrics={"psnr_y": [30.0]})
+    path = write_run(
+        tmp_path, "nlcl-published", "ds", "syn-streak", kind="synthetic", metrics={"psnr_y": [31.0]}
+    )
+    info = json.loads(path.with_suffix(".json").read_text())
+    info["model"]["options"] = {"step": None, "imported_from": {"sha256": "ef" * 32}}
+    path.with_suffix(".json").write_text(json.dumps(info))
+    text = render_markdown(load_results(tmp_path))
+    assert "nlcl-published 1.0 (imported weights)" in text
+    assert "nlcl 1.0 (imported weights)" not in text
+
+
 def test_every_format_renders(results_dir):
     results = load_results(results_dir)
     markdown = render_markdown(results)
@@ -462,7 +503,7 @@ GOLDEN = {
     "md": "fecae21ab3219c3ae51ab0346f4c83b4e3f72eab2e1b864546746acfa313ac6c",
     "csv": "8e228214cf2b468fee5fc9ff10148d2fe2b0e454a139029a0a14bff69e90c375",
     "latex": "5f5cad11f84fce5ac7bda8db9ee5a0517e8f6f8afe5efbdbbffc425b124ee9bb",
-    "html": "7c07b0a839dbf5a392ef6185203719d4d2c863d72a06a18a04a0585e149ab9ae",
+    "html": "f46fd7c5837a0b8d25750f44fdc5dec440ec1299ebe7d3d6a380ebbc2ce6f020",
 }
 
 

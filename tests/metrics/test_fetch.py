@@ -4,9 +4,6 @@ there is no network. The server is a local one on 127.0.0.1, started by the test
 import dataclasses
 import hashlib
 import socket
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,24 +25,6 @@ def isolated(monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return tmp_path / "weights"
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_a_file_whose_checksum_holds_is_kept(isolated, server, monkeypatch):

@@ -16,6 +16,7 @@ from rainbench.models.nlcl.published import (
     published_layout,
     save_generator_checkpoint,
 )
+from rainbench.models.registry import create_derainer
 from rainbench.train.nlcl.networks import init_weights
 
 
@@ -161,3 +162,11 @@ def test_saving_an_off_layout_state_writes_nothing(tmp_path, released):
     with pytest.raises(CheckpointError, match="missing key"):
         save_generator_checkpoint(broken(released.state_dict(), "missing"), out, "00" * 32)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_imported_checkpoint_scores_under_its_own_name(tmp_path, released):
+    out = tmp_path / "nlcl-published.pt"
+    save_generator_checkpoint(released.state_dict(), out, source_sha256="ab" * 32)
+    derainer = create_derainer("nlcl", checkpoint=out)
+    assert derainer.info()["name"] == "nlcl-published"
+    assert derainer.info()["options"]["imported_from"]["sha256"] == "ab" * 32

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rainbench.synth.importers import LAYOUTS, find_pairs, load_pair
+from rainbench.synth.importers import (
+    IMPORTED,
+    LAYOUTS,
+    REAL_PAIRED,
+    find_pairs,
+    load_pair,
+    paired_kind,
+)
 
 SIZE = (48, 32)  # width, height
 
@@ -31,10 +38,32 @@ def kinds(problems) -> list[tuple[str, str]]:
 
 
 def test_every_layout_is_registered_with_a_one_line_description():
-    assert list(LAYOUTS) == ["rain100", "rain1400", "input-target", "spa", "did-mdn"]
+    assert list(LAYOUTS) == [
+        "rain100",
+        "rain1400",
+        "input-target",
+        "spa",
+        "did-mdn",
+        "gt-rain",
+        "realrain-1k",
+        "lhp-rain",
+    ]
     for name, layout in LAYOUTS.items():
         assert layout.name == name
         assert layout.description and "\n" not in layout.description
+
+
+def test_real_paired_layouts_say_how_their_ground_truth_was_estimated():
+    real = [name for name, layout in LAYOUTS.items() if layout.kind == REAL_PAIRED]
+    assert real == ["spa", "gt-rain", "realrain-1k", "lhp-rain"]
+    for layout in LAYOUTS.values():
+        if layout.kind == REAL_PAIRED:
+            assert layout.ground_truth and "\n" not in layout.ground_truth
+        else:
+            assert layout.kind == IMPORTED and layout.ground_truth is None
+    assert paired_kind("import:gt-rain") == REAL_PAIRED
+    assert paired_kind("import:rain100") == IMPORTED
+    assert paired_kind("streak") == "synthetic"
 
 
 def test_unknown_layout_and_missing_folder_are_errors(tmp_path):
@@ -292,6 +321,198 @@ def test_spa_list_paths_relative_to_the_root_and_folder_fallback(tmp_path):
     assert [(p.name, p.gt.name) for p in pairs] == [("000", "000gt.png"), ("001", "001_gt.png")]
 
 
+def test_spa_groups_training_crops_by_video_and_refuses_mixed_partitions(spa_data):
+    pairs, problems = find_pairs(spa_data / "training", "spa")
+
+    assert problems == []
+    assert [(p.name, p.group) for p in pairs] == [
+        ("000-1_1_1", "000"),
+        ("000-2_1_1", "000"),
+        ("001-1_1_1", "001"),
+        ("001-2_1_1", "001"),
+    ]
+    test_pairs, _ = find_pairs(spa_data / "testing", "spa")
+    assert {pair.group for pair in test_pairs} == {None}
+
+    pairs, problems = find_pairs(spa_data, "spa")
+
+    assert pairs == []
+    assert kinds(problems) == [("mixed-partitions", ".")]
+    assert "testing/real_test_1000/, training/" in problems[0].detail
+
+
+# --- gt-rain ---------------------------------------------------------------------------
+
+
+def test_gt_rain_pairs_every_rainy_frame_with_its_scenes_clean_frame(gt_rain):
+    pairs, problems = find_pairs(gt_rain / "GT-RAIN_test", "gt-rain")
+
+    assert problems == []
+    assert [(p.name, p.group, p.gt.name) for p in pairs] == [
+        ("M1135_0-0-Webcam-R-000", "M1135_0-0", "M1135_0-0-Webcam-C-000.png"),
+        ("M1135_0-0-Webcam-R-001", "M1135_0-0", "M1135_0-0-Webcam-C-000.png"),
+        ("Oinari_0-0-Webcam-R-000", "Oinari_0-0", "Oinari_0-0-Webcam-C-000.png"),
+        ("Oinari_0-0-Webcam-R-001", "Oinari_0-0", "Oinari_0-0-Webcam-C-000.png"),
+        ("Oinari_0-0-Webcam-R-002", "Oinari_0-0", "Oinari_0-0-Webcam-C-000.png"),
+    ]
+    assert all("." not in pair.name for pair in pairs)
+    rain, gt = load_pair(pairs[3])
+    np.testing.assert_array_equal(gt, load_pair(pairs[2])[1])
+    assert not np.array_equal(rain, load_pair(pairs[2])[0])
+
+
+def test_gt_rain_scene_with_a_clean_frame_per_rainy_frame_pairs_by_number(gt_rain):
+    pairs, problems = find_pairs(gt_rain / "GT-RAIN_val", "gt-rain")
+
+    assert problems == []
+    assert [(p.rain.name, p.gt.name) for p in pairs] == [
+        ("Gurutto_1-2-Webcam-R-000.png", "Gurutto_1-2-Webcam-C-000.png"),
+        ("Gurutto_1-2-Webcam-R-001.png", "Gurutto_1-2-Webcam-C-001.png"),
+    ]
+
+
+def test_gt_rain_a_scene_folder_as_root_is_its_own_scene(gt_rain):
+    pairs, problems = find_pairs(gt_rain / "GT-RAIN_test" / "Oinari_0-0", "gt-rain")
+
+    assert problems == []
+    assert {pair.group for pair in pairs} == {"Oinari_0-0"}
+
+
+def test_gt_rain_problems(gt_rain):
+    scene = gt_rain / "GT-RAIN_test" / "Oinari_0-0"
+    write_image(scene / "Oinari_0-0-Webcam-R-003.png", size=(50, 32))
+    write_image(scene / "Oinari_0-0-Webcam-R-3.jpg")
+    write_image(scene / "preview.png")
+    write_files(gt_rain / "GT-RAIN_test" / "Lonely_0-0", "Lonely_0-0-Webcam-R-000.png")
+    gurutto = gt_rain / "GT-RAIN_val" / "Gurutto_1-2"
+    write_files(gurutto, "Gurutto_1-2-Webcam-R-002.png", "Gurutto_1-2-Webcam-C-005.png")
+
+    test_pairs, test_problems = find_pairs(gt_rain / "GT-RAIN_test", "gt-rain")
+    val_pairs, val_problems = find_pairs(gt_rain / "GT-RAIN_val", "gt-rain")
+
+    assert len(test_pairs) == 5 and len(val_pairs) == 2
+    assert kinds(test_problems) == [
+        ("missing-gt", "Lonely_0-0/Lonely_0-0-Webcam-R-000.png"),
+        ("duplicate-name", "Oinari_0-0/Oinari_0-0-Webcam-R-003.png"),
+        ("unexpected-file", "Oinari_0-0/preview.png"),
+    ]
+    assert kinds(val_problems) == [
+        ("missing-rain", "Gurutto_1-2/Gurutto_1-2-Webcam-C-005.png"),
+        ("missing-gt", "Gurutto_1-2/Gurutto_1-2-Webcam-R-002.png"),
+    ]
+
+
+def test_gt_rain_size_mismatch_with_the_shared_clean_frame(gt_rain):
+    write_image(gt_rain / "GT-RAIN_test/M1135_0-0/M1135_0-0-Webcam-R-002.png", size=(50, 32))
+
+    pairs, problems = find_pairs(gt_rain / "GT-RAIN_test", "gt-rain")
+
+    assert len(pairs) == 5
+    assert kinds(problems) == [("size-mismatch", "M1135_0-0/M1135_0-0-Webcam-R-002.png")]
+
+
+def test_gt_rain_train_and_test_under_one_root_are_refused(gt_rain):
+    pairs, problems = find_pairs(gt_rain, "gt-rain")
+
+    assert pairs == []
+    assert kinds(problems) == [("mixed-partitions", ".")]
+    assert "GT-RAIN_test/, GT-RAIN_train/, GT-RAIN_val/" in problems[0].detail
+
+
+# --- realrain-1k -----------------------------------------------------------------------
+
+
+def test_realrain_1k_pairs_input_with_target_of_the_same_name(realrain_1k):
+    root = realrain_1k / "RealRain-1k-L" / "test"
+
+    pairs, problems = find_pairs(root, "realrain-1k")
+
+    assert problems == []
+    assert [(p.name, p.group) for p in pairs] == [("3", None), ("17", None)]
+    assert pairs[1].rain == root / "input" / "17.png"
+    assert pairs[1].gt == root / "target" / "17.png"
+
+
+def test_realrain_1k_light_and_heavy_or_train_and_test_are_not_mixed(realrain_1k):
+    for root, listed in [
+        (realrain_1k, "RealRain-1k-H/test/, RealRain-1k-L/test/, RealRain-1k-L/train/"),
+        (realrain_1k / "RealRain-1k-L", "test/, train/"),
+    ]:
+        pairs, problems = find_pairs(root, "realrain-1k")
+
+        assert pairs == []
+        assert kinds(problems) == [("mixed-partitions", ".")]
+        assert f"({listed})" in problems[0].detail
+
+
+def test_realrain_1k_problems(realrain_1k):
+    root = realrain_1k / "RealRain-1k-H" / "test"
+    (root / "target" / "5.png").unlink()
+    write_files(root, "target/9.png", "input/notes.png")
+    write_image(root / "target" / "4.png", size=(50, 32))
+
+    pairs, problems = find_pairs(root, "realrain-1k")
+
+    assert pairs == []
+    assert kinds(problems) == [
+        ("size-mismatch", "input/4.png"),
+        ("missing-gt", "input/5.png"),
+        ("missing-gt", "input/notes.png"),
+        ("missing-rain", "target/9.png"),
+        ("no-pairs", "."),
+    ]
+
+
+# --- lhp-rain --------------------------------------------------------------------------
+
+
+def test_lhp_rain_flat_folders_group_by_sequence_number(lhp_rain):
+    pairs, problems = find_pairs(lhp_rain / "test", "lhp-rain")
+
+    assert problems == []
+    assert [(p.name, p.group, p.gt.name) for p in pairs] == [
+        ("2701", "2701", "2701.png"),
+        ("2702", "2702", "2702.png"),
+    ]
+
+
+def test_lhp_rain_sequence_folders_are_groups(lhp_rain):
+    pairs, problems = find_pairs(lhp_rain / "train", "lhp-rain")
+
+    assert problems == []
+    assert [(p.name, p.group, p.gt.relative_to(lhp_rain / "train").as_posix()) for p in pairs] == [
+        ("0001-000", "0001", "gt/0001/000.png"),
+        ("0001-001", "0001", "gt/0001/001.png"),
+        ("0001-002", "0001", "gt/0001/002.png"),
+        ("0002-000", "0002", "gt/0002/000.png"),
+        ("0002-001", "0002", "gt/0002/001.png"),
+    ]
+
+
+def test_lhp_rain_problems_and_mixed_partitions(lhp_rain):
+    train = lhp_rain / "train"
+    (train / "gt" / "0002" / "001.png").unlink()
+    write_files(train, "gt/0003/000.png", "input/0004/000.png", "target/ignored.png")
+    write_files(lhp_rain / "test", "input/2703.png", "input/0001/extra/deep.png")
+
+    train_pairs, train_problems = find_pairs(train, "lhp-rain")
+    _, test_problems = find_pairs(lhp_rain / "test", "lhp-rain")
+    pairs, problems = find_pairs(lhp_rain, "lhp-rain")
+
+    assert len(train_pairs) == 4
+    assert kinds(train_problems) == [
+        ("missing-rain", "gt/0003/000.png"),
+        ("missing-gt", "input/0002/001.png"),
+        ("missing-gt", "input/0004/000.png"),
+        ("unexpected-file", "target/ignored.png"),
+    ]
+    assert kinds(test_problems) == [
+        ("unexpected-file", "input/0001/extra/deep.png"),
+        ("missing-gt", "input/2703.png"),
+    ]
+    assert pairs == [] and kinds(problems)[-1] == ("mixed-partitions", ".")
+
+
 # --- did-mdn ---------------------------------------------------------------------------
 
 
@@ -348,6 +569,9 @@ def test_did_mdn_density_from_above_the_root_odd_width_and_strays(tmp_path):
         ("input-target", ["rain/1.png", "norain/1.png"]),
         ("spa", ["rainy_image/901_1.jpg", "ground_truth/901.jpg"]),
         ("did-mdn", ["rain-1.png", "norain-1.png"]),
+        ("gt-rain", ["input/1.png", "target/1.png"]),
+        ("realrain-1k", ["rain-1.png", "norain-1.png"]),
+        ("lhp-rain", ["Oinari/Oinari-R-000.png", "Oinari/Oinari-C-000.png"]),
     ],
 )
 def test_wrong_layout_gives_one_no_pairs_problem(tmp_path, layout, files):

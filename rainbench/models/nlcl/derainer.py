@@ -3,6 +3,10 @@
 import-checkpoint`), at full resolution: no resizing. Asked for tiles (`--tile`), it
 runs layer by layer with whole-image InstanceNorm statistics, so tiles give the
 whole-image result and need no overlap.
+
+Results of an imported checkpoint are named `nlcl-published`, so that the published
+weights and one's own training sit side by side in one results folder, and the
+leaderboard labels the row as imported weights.
 """
 
 from pathlib import Path
@@ -32,6 +36,9 @@ class NLCLDerainer(Derainer):
             )
         self.generator = load_generator(state, "background").to(device)
         self.step = state.get("step")
+        self.imported_from = state.get("imported_from")
+        if self.imported_from:
+            self.name = f"{self.name}-published"
 
     def derain(self, batch):
         import torch
@@ -51,4 +58,6 @@ class NLCLDerainer(Derainer):
         return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
 
     def options(self) -> dict:
+        if self.imported_from:
+            return {"step": self.step, "imported_from": self.imported_from}
         return {"step": self.step}

@@ -1,0 +1,141 @@
+"""The public real test splits a leaderboard protocol names (benchmarks/leaderboard/v2.toml):
+the layout each is read with, the pairs it holds and a checksum list of its files, so
+that two labs that download a set import identical splits. A lab writes a split's list
+once from its download; every import checks against it and reports each difference.
+"""
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from rainbench.files import file_sha256, write_atomic
+from rainbench.shards.dataset import DatasetError
+from rainbench.synth.importers import REAL_PAIRED, LayoutProblem, PairSource
+
+# What a protocol check reports; any of these keeps the split out of the dataset.
+MISMATCHES = frozenset(
+    {"protocol-count", "checksum-missing", "checksum-extra", "checksum-mismatch", "checksum-list"}
+)
+# A note, not a mismatch: the split's checksum list has not been written yet.
+NO_CHECKSUMS = "no-checksums"
+
+# One line of a checksum list, as sha256sum writes it: the hex digest, two spaces, the
+# file's path relative to the folder the set was imported from.
+_LINE = re.compile(r"([0-9a-f]{64})  (\S.*)")
+
+
+@dataclass(frozen=True)
+class ProtocolSplit:
+    version: str  # the protocol's, e.g. "2"
+    name: str  # the split's name in the protocol and in the dataset
+    layout: str
+    pairs: int | None  # how many pairs it holds; None where the protocol fixes no count yet
+    checksums: Path  # where its checksum list lies, written yet or not
+
+    @property
+    def title(self) -> str:
+        return f"protocol v{self.version} split {self.name}"
+
+
+def protocol_split(path: Path, name: str) -> ProtocolSplit:
+    """The real-paired split `name` of the protocol definition at `path`."""
+    try:
+        definition = tomllib.loads(Path(path).read_text("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise DatasetError(f"{path}: not a protocol definition ({error})") from None
+    splits = [s for s in definition.get("splits", []) if s.get("kind") == REAL_PAIRED]
+    found = next((s for s in splits if s.get("name") == name), None)
+    if found is None:
+        known = ", ".join(str(s.get("name")) for s in splits) or "none"
+        raise DatasetError(f"{path} names no real-paired split {name!r}; it names: {known}")
+    try:
+        checksums = PurePosixPath(found["checksums"])
+        split = ProtocolSplit(
+            str(definition["protocol_version"]),
+            name,
+            found["layout"],
+            found.get("pairs"),
+            Path(path).parent / checksums,
+        )
+    except KeyError as error:
+        raise DatasetError(f"{path}: split {name} has no {error}") from None
+    if checksums.is_absolute() or ".." in checksums.parts:
+        raise DatasetError(f"{path}: split {name}'s checksums must lie beside the definition")
+    return split
+
+
+def check_protocol(
+    split: ProtocolSplit, root: Path, pairs: list[PairSource], write: bool = False
+) -> list[LayoutProblem]:
+    """How the pairs found under `root` differ from `split`: a wrong pair count, then
+    every listed file not among them, every file of theirs not listed and every file
+    whose bytes differ, one problem each (kinds in MISMATCHES). Without a checksum list
+    yet, one NO_CHECKSUMS note says so.
+
+    With `write`, first writes the list from these pairs, when their count is right
+    and no list exists yet: a list is written once, from one download.
+    """
+    problems = []
+    if split.pairs is not None and len(pairs) != split.pairs:
+        detail = f"{len(pairs)} pairs found; {split.title} holds {split.pairs}"
+        problems.append(LayoutProblem("protocol-count", ".", detail))
+    files = _files(root, pairs)
+    if write and not problems:
+        _write_checksums(split, files)
+    if not split.checksums.exists():
+        checked = "the pair count was" if split.pairs is not None else "nothing could be"
+        detail = (
+            f"{split.title} has no checksum list yet ({split.checksums.name}), so only "
+            f"{checked} checked; write it once from a download with --write-checksums"
+        )
+        return [*problems, LayoutProblem(NO_CHECKSUMS, ".", detail)]
+    listed, unreadable = _read_checksums(split.checksums)
+    problems += unreadable
+    where = split.checksums.name
+    for path in sorted(listed.keys() - files.keys()):
+        detail = f"listed in {where} but not among the pairs found"
+        problems.append(LayoutProblem("checksum-missing", path, detail))
+    for path in sorted(files.keys() - listed.keys()):
+        detail = f"a file of the pairs found that {where} does not list"
+        problems.append(LayoutProblem("checksum-extra", path, detail))
+    for path in sorted(files.keys() & listed.keys()):
+        digest = file_sha256(files[path])
+        if digest != listed[path]:
+            detail = f"sha256 {digest[:16]}…, {where} lists {listed[path][:16]}…"
+            problems.append(LayoutProblem("checksum-mismatch", path, detail))
+    return problems
+
+
+def _files(root: Path, pairs: list[PairSource]) -> dict[str, Path]:
+    """Every rainy and ground-truth file of the pairs, once (a clean frame several rainy
+    frames share is one file), by its path relative to `root`."""
+    return {
+        path.relative_to(root).as_posix(): path for pair in pairs for path in (pair.rain, pair.gt)
+    }
+
+
+def _write_checksums(split: ProtocolSplit, files: dict[str, Path]) -> None:
+    if any("\n" in path or "\r" in path for path in files):
+        raise DatasetError("a file name holds a line break: it cannot be listed")
+    if split.checksums.exists():
+        raise DatasetError(
+            f"{split.checksums} exists: a checksum list is written once; delete it to "
+            "write it again"
+        )
+    lines = "".join(f"{file_sha256(files[path])}  {path}\n" for path in sorted(files))
+    write_atomic(split.checksums, lines.encode("utf-8"))
+
+
+def _read_checksums(path: Path) -> tuple[dict[str, str], list[LayoutProblem]]:
+    listed: dict[str, str] = {}
+    problems = []
+    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        found = _LINE.fullmatch(line)
+        if found is None or found[2] in listed:
+            why = "a second line for the same file" if found else "expected 'sha256  path'"
+            detail = f"line {number} of {path.name}: {why}, got {line[:80]!r}"
+            problems.append(LayoutProblem("checksum-list", ".", detail))
+        else:
+            listed[found[2]] = found[1]
+    return listed, problems

@@ -1,0 +1,136 @@
+"""Protocol splits: reading a split from a leaderboard definition, checking a download
+against its pair count and checksum list, and writing that list once."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from rainbench.shards.dataset import DatasetError
+from rainbench.synth.importers import find_pairs
+from rainbench.synth.protocol import MISMATCHES, NO_CHECKSUMS, check_protocol, protocol_split
+
+V2 = Path(__file__).resolve().parents[2] / "benchmarks" / "leaderboard" / "v2.toml"
+
+
+@pytest.fixture
+def test_set(gt_rain):
+    root = gt_rain / "GT-RAIN_test"
+    return root, find_pairs(root, "gt-rain")[0]
+
+
+def kinds(problems) -> list[tuple[str, str]]:
+    return [(problem.kind, problem.path) for problem in problems]
+
+
+def test_the_v2_definition_names_the_public_real_test_splits():
+    split = protocol_split(V2, "gt-rain-test")
+    assert (split.version, split.layout, split.pairs) == ("2", "gt-rain", 2100)
+    assert split.checksums == V2.parent / "v2" / "gt-rain-test.sha256"
+    assert split.title == "protocol v2 split gt-rain-test"
+    assert protocol_split(V2, "lhp-rain-test").pairs is None
+    with pytest.raises(DatasetError, match=r"no real-paired split 'syn-streak'.*gt-rain-test"):
+        protocol_split(V2, "syn-streak")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("protocol_version = ", "not a protocol definition"),
+        ('protocol_version = "9"\n[[splits]]\nname = "x"\nkind = "real-paired"\n', "has no"),
+    ],
+)
+def test_a_broken_definition_is_one_line_error(tmp_path, text, message):
+    (tmp_path / "v9.toml").write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        protocol_split(tmp_path / "v9.toml", "x")
+
+
+def test_a_checksum_list_outside_the_definitions_folder_is_refused(protocol_file):
+    path = protocol_file(checksums="../elsewhere.sha256")
+    with pytest.raises(DatasetError, match="beside the definition"):
+        protocol_split(path, "gt-rain-test")
+
+
+def test_without_a_list_only_the_count_is_checked_and_one_line_says_so(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+
+    problems = check_protocol(split, root, pairs)
+
+    assert kinds(problems) == [(NO_CHECKSUMS, ".")]
+    assert "only the pair count was checked" in problems[0].detail
+    assert "--write-checksums" in problems[0].detail
+    wrong = protocol_split(protocol_file(pairs=6), "gt-rain-test")
+    assert kinds(check_protocol(wrong, root, pairs)) == [
+        ("protocol-count", "."),
+        (NO_CHECKSUMS, "."),
+    ]
+    no_count = protocol_split(protocol_file(pairs=None), "gt-rain-test")
+    (note,) = check_protocol(no_count, root, pairs)
+    assert "nothing could be checked" in note.detail
+
+
+def test_checksums_written_once_then_verified(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+
+    assert check_protocol(split, root, pairs, write=True) == []
+
+    lines = split.checksums.read_text().splitlines()
+    paths = [line.split("  ", 1)[1] for line in lines]
+    assert len(lines) == 5 + 2  # every rainy frame, each scene's clean frame once
+    assert paths == sorted(paths)
+    assert "Oinari_0-0/Oinari_0-0-Webcam-C-000.png" in paths
+    digest, path = lines[0].split("  ")
+    assert digest == hashlib.sha256((root / path).read_bytes()).hexdigest()
+    assert check_protocol(split, root, pairs) == []
+    with pytest.raises(DatasetError, match="written once"):
+        check_protocol(split, root, pairs, write=True)
+    assert split.checksums.read_text().splitlines() == lines
+
+
+def test_no_list_is_written_from_a_download_of_the_wrong_size(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(pairs=2100), "gt-rain-test")
+
+    problems = check_protocol(split, root, pairs, write=True)
+
+    assert kinds(problems) == [("protocol-count", "."), (NO_CHECKSUMS, ".")]
+    assert "5 pairs found; protocol v9 split gt-rain-test holds 2100" in problems[0].detail
+    assert not split.checksums.exists()
+
+
+def test_every_difference_from_the_list_is_one_problem(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+    check_protocol(split, root, pairs, write=True)
+    (root / "M1135_0-0" / "M1135_0-0-Webcam-R-001.png").unlink()
+    changed = root / "Oinari_0-0" / "Oinari_0-0-Webcam-R-002.png"
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    new = root / "Oinari_0-0" / "Oinari_0-0-Webcam-R-003.png"
+    new.write_bytes((root / "Oinari_0-0" / "Oinari_0-0-Webcam-R-000.png").read_bytes())
+
+    problems = check_protocol(split, root, find_pairs(root, "gt-rain")[0])
+
+    assert kinds(problems) == [
+        ("checksum-missing", "M1135_0-0/M1135_0-0-Webcam-R-001.png"),
+        ("checksum-extra", "Oinari_0-0/Oinari_0-0-Webcam-R-003.png"),
+        ("checksum-mismatch", "Oinari_0-0/Oinari_0-0-Webcam-R-002.png"),
+    ]
+    assert {problem.kind for problem in problems} <= MISMATCHES
+    assert all("\n" not in problem.detail for problem in problems)
+
+
+def test_a_damaged_list_is_reported_line_by_line(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+    check_protocol(split, root, pairs, write=True)
+    lines = split.checksums.read_text().splitlines()
+    split.checksums.write_text("\n".join([lines[0], "not a checksum", *lines]) + "\n")
+
+    problems = check_protocol(split, root, pairs)
+
+    assert kinds(problems) == [("checksum-list", "."), ("checksum-list", ".")]
+    assert "line 2 of gt-rain-test.sha256: expected" in problems[0].detail
+    assert "line 3 of gt-rain-test.sha256: a second line" in problems[1].detail
