@@ -317,7 +317,8 @@ class _Demo:
             return f"NLCL already trained to step {report.step} ({shape}) -> {self.result.run}"
         resumed = f", resumed at step {report.resumed_from}" if report.resumed_from else ""
         return (
-            f"NLCL trained to step {report.step} on {device}, {report.threads} CPU threads "
+            f"NLCL trained to step {report.step} on {device}, {report.threads} CPU "
+            f"thread{'s' * (report.threads != 1)} "
             f"({shape}{resumed}) "
             f"-> {self.result.run / 'nlcl.pt'}"
         )

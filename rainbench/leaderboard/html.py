@@ -112,7 +112,7 @@ def _intro(results: Results, tables: list[SplitTable], models: list[str]) -> str
         for kind, noun, what in (
             ("real", "real-rain split", "without ground truth, scored with no-reference metrics"),
             ("real-paired", "real-rain split", "with ground truth estimated from video"),
-            ("imported", "public paired set", "with its rendered rain's ground truth"),
+            ("imported", "public paired set", "with the ground truth of its rendered rain"),
             ("synthetic", "synthetic split", "with known ground truth"),
         )
         if counts[kind]

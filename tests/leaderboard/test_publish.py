@@ -241,6 +241,11 @@ def test_paired_kinds_are_tables_of_their_own_in_a_fixed_order(tmp_path, write_r
     text = render_markdown(load_results(tmp_path))
     assert "## ds / spa-test (real rain, ground truth estimated from video, 1 images)" in text
     assert "## ds / rain100l (public paired set, 1 images)" in text
+    assert (
+        "1 real-rain split without ground truth, scored with no-reference metrics, 1 real-rain "
+        "split with ground truth estimated from video, 1 public paired set with the ground truth "
+        "of its rendered rain and 1 synthetic split with known ground truth."
+    ) in render_html(load_results(tmp_path))
 
 
 def test_a_split_whose_runs_disagree_on_its_kind_is_an_error(tmp_path, write_run):
