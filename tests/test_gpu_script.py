@@ -66,7 +66,9 @@ def test_the_dry_run_records_every_part_and_none_fails(dry_run):
     ]
     assert "RAINBENCH_NLCL_REFERENCE" in dry_run["parts"]["reference"]["reason"]
     seconds = sum(part["seconds"] for part in dry_run["parts"].values())
-    assert seconds <= dry_run["total_seconds"] <= dry_run["budget_s"]
+    rounding = 0.05 * (len(dry_run["parts"]) + 1)  # each figure is rounded to 0.1 s
+    assert seconds <= dry_run["total_seconds"] + rounding
+    assert dry_run["total_seconds"] <= dry_run["budget_s"]
 
 
 def test_the_dry_run_figures(dry_run):
