@@ -20,7 +20,20 @@ PACKAGE = Path(__file__).resolve().parent
 # what it uses. A package may import only from layers below its own. A new package or
 # top-level module gets its place here.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("__init__", "errors", "files", "seeds", "windows", "parallel", "threads")),
+    (
+        "foundation",
+        (
+            "__init__",
+            "errors",
+            "files",
+            "seeds",
+            "windows",
+            "parallel",
+            "threads",
+            "cluster",
+            "store",
+        ),
+    ),
     ("capture", ("capture",)),
     ("tagging", ("tagging",)),
     ("shards", ("shards",)),

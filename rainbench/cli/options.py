@@ -69,6 +69,16 @@ threads = click.option(
     type=click.IntRange(min=1),
     help="torch's CPU threads.  [default: the CPUs that are free, less the data-loader workers]",
 )
+ray = click.option(
+    "--ray",
+    "ray",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the work as Ray tasks on the cluster at ADDRESS (alone: auto, the one "
+    "`ray start` runs here). Needs the cluster extra: pip install 'rainbench[cluster]'.",
+)
 progress = click.option(
     "--progress/--no-progress",
     default=_stderr_is_terminal,
