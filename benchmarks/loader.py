@@ -17,11 +17,17 @@ the crop upright by the EXIF orientation; the bare pipelines never turn anything
 webdataset's `rgb8` handler makes one extra full-size copy (`Image.convert` to the mode
 it already has) and a full-size array. Crop counts are checked equal.
 
+With `--store s3` it measures instead, in the same run, RainDataset reading the same
+dataset from local files and streaming it from a local S3 endpoint (moto in server mode
+on 127.0.0.1, started here; the shards uploaded as they are): members by range requests,
+manifests fetched when each pass builds its dataset. Goal: S3 ≥ 0.8× local crops/s.
+
 A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS
 per goal.
 
 Example:  python benchmarks/loader.py --data /tmp/loaderdata
           python benchmarks/loader.py --data /tmp/loaderdata --k 8 --repeats 3 --json
+          python benchmarks/loader.py --data /tmp/loaderdata --store s3
 """
 
 import argparse
@@ -30,10 +36,14 @@ import os
 import platform
 import random
 import shutil
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -58,6 +68,7 @@ WORKERS = 2
 GOAL_OF_ONE_CROP = 4.0  # ours at K = 8 ≥ 4× the crops/s of (a)
 GOAL_K = 8  # the K that goal is stated at
 GOAL_OF_K_CROPS = 0.9  # ours at K ≥ 0.9× (b) at the same K: filters and joins cost ≤ 10 %
+GOAL_OF_STORE = 0.8  # ours streaming from S3 ≥ 0.8× ours reading local files
 # webdataset gives each worker whole shards, so equal shards keep its workers equally
 # busy: 48 captures of ≈2.6 MB make 12 shards of 4, 24 captures per worker.
 SHARD_BYTES = 8_000_000
@@ -100,14 +111,20 @@ def main() -> None:
         "--data", type=Path, help="keep the generated captures and dataset here and reuse them"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--store",
+        choices=["s3"],
+        help="compare local files with streaming from a local S3 endpoint (moto) instead",
+    )
     args = parser.parse_args()
     if min(args.captures, args.k, args.repeats) < 1:
         parser.error("--captures, --k and --repeats must be at least 1")
+    run = benchmark_store if args.store else benchmark
     if args.data:
-        benchmark(args.data, args.captures, args.k, args.repeats, args.json)
+        run(args.data, args.captures, args.k, args.repeats, args.json)
     else:
         with tempfile.TemporaryDirectory(prefix="rainbench-bench-") as data:
-            benchmark(Path(data), args.captures, args.k, args.repeats, args.json)
+            run(Path(data), args.captures, args.k, args.repeats, args.json)
 
 
 def benchmark(data: Path, captures: int, k: int, repeats: int, as_json: bool) -> None:
@@ -148,6 +165,106 @@ def benchmark(data: Path, captures: int, k: int, repeats: int, as_json: bool) ->
         assert results[key].crops == captures * k, (key, results[key].crops)
     loads = (load, os.getloadavg()[0])
     report(results, captures, k, per_worker, repeats, loads, as_json)
+
+
+def benchmark_store(data: Path, captures: int, k: int, repeats: int, as_json: bool) -> None:
+    """RainDataset over local files and over the same shards in a local S3 endpoint."""
+    load = os.getloadavg()[0]
+    root = build_dataset(data, captures)
+    with local_s3(data / "store-cache") as bucket:
+        import s3fs
+
+        url = f"{bucket}/ds"
+        started = time.perf_counter()
+        s3fs.S3FileSystem().put(str(root), url.removeprefix("s3://"), recursive=True)
+        log(f"uploaded the dataset to {url} in {time.perf_counter() - started:.1f} s")
+        methods = {
+            "local": (f"RainDataset, local files, K = {k}", partial(ours, root, k)),
+            "s3": (f"RainDataset, streaming from S3, K = {k}", partial(ours, url, k)),
+        }
+        results = {key: Result(label, k) for key, (label, _) in methods.items()}
+        for key, (label, make) in methods.items():
+            results[key].crops, seconds = one_pass(make)
+            log(f"  warm-up: {label}: {seconds:.2f} s")
+        for repeat in range(repeats):
+            for key, (label, make) in methods.items():
+                crops, seconds = one_pass(make)
+                if crops != results[key].crops:
+                    raise RuntimeError(f"{label}: {crops} crops, {results[key].crops} before")
+                results[key].seconds.append(seconds)
+                log(f"  run {repeat + 1}: {label}: {seconds:.2f} s")
+    ratio = results["s3"].crops_per_second / results["local"].crops_per_second
+    on_medians = results["local"].median_seconds / results["s3"].median_seconds
+    verdict = "PASS" if ratio >= GOAL_OF_STORE else "MISS"
+    if as_json:
+        document = {
+            "captures": captures,
+            "k": k,
+            "workers": WORKERS,
+            "repeats": repeats,
+            "machine": machine((load, os.getloadavg()[0])),
+            "methods": {key: result.to_dict() for key, result in results.items()},
+            "ratios": {
+                "s3_over_local": round(ratio, 3),
+                "s3_over_local_on_medians": round(on_medians, 3),
+            },
+            "goals": {"s3_over_local": verdict},
+        }
+        print(json.dumps(document, indent=2))
+        return
+    print()
+    print(
+        f"{captures} 12 MP JPEGs; {CROP}×{CROP} crops, K = {k}, batch {BATCH_SIZE}, "
+        f"{WORKERS} workers; best of {repeats} full passes (dataset built in each)"
+    )
+    header = f"{'method':<44} {'crops':>6} {'best s':>7} {'median s':>9} {'crops/s':>8}"
+    print(header)
+    print("-" * len(header))
+    for result in results.values():
+        print(
+            f"{result.method:<44} {result.crops:>6} {min(result.seconds):>7.2f} "
+            f"{result.median_seconds:>9.2f} {result.crops_per_second:>8.1f}"
+        )
+    print(f"\nS3 / local = {ratio:.3f}×  (goal ≥ {GOAL_OF_STORE})  {verdict}")
+    print(f"S3 / local on median times = {on_medians:.3f}×  (context: the noise)")
+
+
+@contextmanager
+def local_s3(cache: Path) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 (its own process), the environment pointing at it
+    as a user's would (AWS_ENDPOINT_URL, credentials), and a bucket in it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.1)
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+            RAINBENCH_CACHE=str(cache),
+        )
+        import s3fs
+
+        s3fs.S3FileSystem().mkdir("rainbench-bench")
+        yield "s3://rainbench-bench"
+    finally:
+        server.terminate()
+        server.wait()
 
 
 # -- the data --------------------------------------------------------------------------
@@ -211,7 +328,7 @@ def random_crops(samples: Iterator[dict], k: int) -> Iterator[dict]:
             yield {"image": image, "key": sample["__key__"]}
 
 
-def ours(root: Path, k: int) -> IterableDataset:
+def ours(root: Path | str, k: int) -> IterableDataset:
     return RainDataset(
         root,
         filters=Filters(split="train", query="width > 0"),

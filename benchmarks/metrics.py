@@ -1,11 +1,14 @@
 """Throughput and values of `rainbench.metrics.engine.score` with niqe, piqe, psnr_y and
 ssim_y on generated prediction/reference PNG pairs of several resolutions, against a
 naive loop that calls pyiqa per image and per metric, in the same run on the same files.
+With --noref-only: the engine with niqe and piqe alone against pyiqa's niqe and piqe
+called directly, as a user would (each metric created once, then called per image).
 
 A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS
 per goal.
 
 Example:  python benchmarks/metrics.py --weights-dir /tmp/w3 --data /tmp/rain-pairs
+          python benchmarks/metrics.py --weights-dir /tmp/w3 --noref-only --repeats 2
 """
 
 import argparse
@@ -40,6 +43,12 @@ METRICS = ("niqe", "piqe", "psnr_y", "ssim_y")
 DEFAULT_COUNTS = "0.5:8,2:4,6:1,12:1"
 GOAL_OF_NAIVE = 2.0  # ours ≥ 2× the naive loop's images/s
 TOLERANCE = 1e-4  # values equal to this, absolute
+NOREF = ("niqe", "piqe")
+GOAL_OF_PYIQA = 1.5  # --noref-only: ours ≥ 1.5× pyiqa's own niqe and piqe calls
+# Relative. The engine hands pyiqa the same float32 tensor pyiqa makes from the file, but
+# its workers run torch on one thread each, and torch splits a large reduction by thread:
+# on 12 MP, PIQE moves by one float32 step (1.2e-7 relative) and NIQE by ~1e-13.
+NOREF_TOLERANCE = 1e-6
 # The prediction: the reference blurred and noised, then rounded back to uint8.
 BLUR_SIGMA = 1.0
 NOISE_SIGMA = 4.0
@@ -61,6 +70,10 @@ METHODS = {
     # torch starts as many threads as there are cores in every worker process.
     "ours_1thread": ("rainbench score engine, OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"}),
     "naive": ("naive pyiqa loop (per image, per metric)", {}),
+}
+NOREF_METHODS = {
+    "ours_noref": ("rainbench score engine, niqe + piqe", {}),
+    "pyiqa": ("pyiqa niqe + piqe, created once, per image", {}),
 }
 _VERDICT = {True: "PASS", False: "MISS"}
 
@@ -139,8 +152,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per method (default 1)")
     parser.add_argument("--data", type=Path, help="keep the generated pairs here and reuse them")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--noref-only",
+        action="store_true",
+        help="time the engine with niqe and piqe alone against pyiqa's niqe and piqe",
+    )
     # Each method runs as this script in a fresh process.
-    parser.add_argument("--method", choices=("ours", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--method", choices=("ours", "naive", *NOREF_METHODS), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     try:
         counts = parse_counts(args.counts)
@@ -156,15 +176,21 @@ def main() -> None:
     if args.method:
         pred, ref = args.data / "pred", args.data / "ref"
         if args.method == "ours":
-            output = ours(pred, ref, niqe_file.parent, args.workers)
+            output = ours(pred, ref, niqe_file.parent, args.workers, METRICS)
+        elif args.method == "ours_noref":
+            output = ours(pred, None, niqe_file.parent, args.workers, NOREF)
+        elif args.method == "pyiqa":
+            output = pyiqa_noref(pred, niqe_file)
         else:
             output = naive(pred, ref, niqe_file)
         print(json.dumps(output))
-    elif args.data:
-        benchmark(args.data, counts, args.workers, niqe_file.parent, args.repeats, args.json)
+        return
+    run = benchmark_noref if args.noref_only else benchmark
+    if args.data:
+        run(args.data, counts, args.workers, niqe_file.parent, args.repeats, args.json)
     else:
         with tempfile.TemporaryDirectory(prefix="rainbench-bench-") as data:
-            benchmark(Path(data), counts, args.workers, niqe_file.parent, args.repeats, args.json)
+            run(Path(data), counts, args.workers, niqe_file.parent, args.repeats, args.json)
 
 
 def parse_counts(text: str) -> list[tuple[float, int]]:
@@ -190,22 +216,57 @@ def benchmark(
 ) -> None:
     # Others' work on the machine skews every ratio; the load around the run shows it.
     load = os.getloadavg()[0]
+    specs = prepare(data, counts, workers)
+    methods = {key: ("naive" if key == "naive" else "ours", *rest) for key, rest in METHODS.items()}
+    results = run_methods(data, specs, methods, workers, weights_dir, repeats)
+    report(results, specs, counts, workers, load, as_json)
+
+
+def benchmark_noref(
+    data: Path,
+    counts: list[tuple[float, int]],
+    workers: int,
+    weights_dir: Path,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """The engine with niqe and piqe against pyiqa's niqe and piqe, on the predictions."""
+    load = os.getloadavg()[0]
+    specs = prepare(data, counts, workers)
+    methods = {key: (key, *rest) for key, rest in NOREF_METHODS.items()}
+    results = run_methods(data, specs, methods, workers, weights_dir, repeats)
+    report_noref(results, specs, workers, load, as_json)
+
+
+def prepare(data: Path, counts: list[tuple[float, int]], workers: int) -> list[PairSpec]:
     specs = generate(data, counts, workers)
     for path in sorted(data.rglob("*.png")):  # every method starts from the page cache
         path.read_bytes()
     megapixels = sum(spec.megapixels for spec in specs)
     log(f"{len(specs)} pairs, {megapixels:.1f} MP: " + _describe(specs))
+    return specs
+
+
+def run_methods(
+    data: Path,
+    specs: list[PairSpec],
+    methods: dict[str, tuple[str, str, dict[str, str]]],
+    workers: int,
+    weights_dir: Path,
+    repeats: int,
+) -> dict[str, Result]:
+    """Each method (key → hidden --method, label, environment) `repeats` times."""
+    megapixels = sum(spec.megapixels for spec in specs)
     script = [sys.executable, str(Path(__file__).resolve()), "--data", str(data)]
     script += ["--weights-dir", str(weights_dir), "-j", str(workers)]
-    results = {key: Result(label, len(specs), megapixels) for key, (label, _) in METHODS.items()}
+    results = {key: Result(label, len(specs), megapixels) for key, (_, label, _) in methods.items()}
     # Interleaved repeats, so a slow spell of the machine hits every method alike.
     for repeat in range(repeats):
-        for key, (label, env) in METHODS.items():
-            method = "naive" if key == "naive" else "ours"
+        for key, (method, label, env) in methods.items():
             run = measure([*script, "--method", method], env)
             results[key].runs.append(run)
             log(f"  run {repeat + 1}: {label}: {run.seconds:.1f} s")
-    report(results, specs, counts, workers, load, as_json)
+    return results
 
 
 # -- the pairs -------------------------------------------------------------------------
@@ -268,12 +329,14 @@ def _describe(specs: list[PairSpec]) -> str:
 # -- the methods -----------------------------------------------------------------------
 
 
-def ours(pred: Path, ref: Path, weights_dir: Path, workers: int) -> dict:
+def ours(
+    pred: Path, ref: Path | None, weights_dir: Path, workers: int, metrics: tuple[str, ...]
+) -> dict:
     """The engine as `rainbench score --no-cache` runs it: pool start and the workers'
     imports of torch and pyiqa fall inside the timing."""
     started = time.perf_counter()
     jobs = pair_folders(pred, ref).jobs
-    settings = ScoreSettings(METRICS, {"weights_dir": str(weights_dir)}, cache=None)
+    settings = ScoreSettings(metrics, {"weights_dir": str(weights_dir)}, cache=None)
     rows = list(score(jobs, settings, workers))
     seconds = time.perf_counter() - started
     failed = [f"{row['name']}: {row['status']}" for row in rows if row["status"] != "ok"]
@@ -282,8 +345,27 @@ def ours(pred: Path, ref: Path, weights_dir: Path, workers: int) -> dict:
     return {
         "seconds": seconds,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "values": {row["name"]: {metric: row[metric] for metric in METRICS} for row in rows},
+        "values": {row["name"]: {metric: row[metric] for metric in metrics} for row in rows},
     }
+
+
+def pyiqa_noref(pred: Path, niqe_file: Path) -> dict:
+    """pyiqa's niqe and piqe as a user calls them: each created once, then called on
+    every prediction's path (pyiqa decodes it), one process, torch's default threads."""
+    jobs = pair_folders(pred, None).jobs
+    started = time.perf_counter()
+    import pyiqa
+
+    with redirect_stdout(sys.stderr):  # pyiqa prints while loading
+        models = {
+            "niqe": pyiqa.create_metric("niqe", device="cpu", pretrained_model_path=str(niqe_file)),
+            "piqe": pyiqa.create_metric("piqe", device="cpu"),
+        }
+    values = {
+        job.name: {metric: float(model(str(job.pred))) for metric, model in models.items()}
+        for job in jobs
+    }
+    return {"seconds": time.perf_counter() - started, "values": values}
 
 
 def naive(pred: Path, ref: Path, niqe_file: Path) -> dict:
@@ -357,6 +439,70 @@ def measure(command: list[str], env: dict[str, str]) -> Run:
 
 
 # -- reporting -------------------------------------------------------------------------
+
+
+def report_noref(
+    results: dict[str, Result], specs: list[PairSpec], workers: int, load: float, as_json: bool
+) -> None:
+    ours_, pyiqa_ = results["ours_noref"], results["pyiqa"]
+    ratio = pyiqa_.best.seconds / ours_.best.seconds
+    theirs = pyiqa_.best.output["values"]
+    differences = {  # relative
+        metric: max(
+            _difference(run.output["values"][name][metric], theirs[name][metric])
+            / abs(theirs[name][metric])
+            for run in ours_.runs
+            for name in theirs
+        )
+        for metric in NOREF
+    }
+    goals = {
+        "ours_over_pyiqa": ratio >= GOAL_OF_PYIQA,
+        "values_equal": all(d <= NOREF_TOLERANCE for d in differences.values()),
+    }
+    info = machine(load)
+    if as_json:
+        document = {
+            "pairs": [asdict(spec) for spec in specs],
+            "workers": workers,
+            "machine": info,
+            "methods": {key: result.to_dict() for key, result in results.items()},
+            "max_relative_difference": differences,
+            "relative_tolerance": NOREF_TOLERANCE,
+            "ratio": round(ratio, 3),
+            "goals": {name: _VERDICT[ok] for name, ok in goals.items()},
+        }
+        print(json.dumps(document, indent=2))
+        return
+    print()
+    print(", ".join(f"{key}: {value}" for key, value in info.items()))
+    print(
+        f"{len(specs)} predictions ({_describe(specs)}), {workers} engine workers; best of "
+        f"{len(ours_.runs)} run(s), wall time of the whole command"
+    )
+    print()
+    header = f"{'method':<44} {'images':>6} {'MP':>6} {'wall s':>7} {'own s':>7}"
+    print(header + f" {'images/s':>9}   runs (wall s)")
+    print("-" * (len(header) + 26))
+    for result in results.values():
+        print(
+            f"{result.method:<44} {result.images:>6} {result.megapixels:>6.1f} "
+            f"{result.best.seconds:>7.1f} {result.best.output['seconds']:>7.1f} "
+            f"{result.images_per_second:>9.3f}   "
+            + ", ".join(f"{run.seconds:.1f}" for run in result.runs)
+        )
+    print()
+    for metric, difference in differences.items():
+        print(
+            f"  |ours {metric} − pyiqa {metric}| / |pyiqa|, max over images, runs: {difference:.2e}"
+        )
+    print(
+        f"values equal (relative tolerance {NOREF_TOLERANCE:g}): " + _VERDICT[goals["values_equal"]]
+    )
+    print(
+        f"ours / pyiqa's niqe + piqe = {ratio:.2f}×  (goal ≥ {GOAL_OF_PYIQA})  "
+        f"{_VERDICT[goals['ours_over_pyiqa']]}"
+    )
 
 
 def compare_values(results: dict[str, Result]) -> list[dict]:

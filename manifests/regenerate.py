@@ -35,7 +35,7 @@ MANIFESTS = {
     "synthetic": (manifest.SYNTHETIC, "key"),
 }
 # Columns that differ from run to run or machine to machine.
-VOLATILE = frozenset({"ingest_run", "run", "source_root", "source_mtime_ns"})
+VOLATILE = frozenset({"ingest_run", "run", "source_root", "source_mtime_ns", "source_inode"})
 # dataset.json's keys of that kind; `runs` logs every ingest, a re-run of the demo's too.
 VOLATILE_INFO = frozenset({"created_at", "updated_at", "runs"})
 

@@ -20,20 +20,8 @@ PACKAGE = Path(__file__).resolve().parent
 # what it uses. A package may import only from layers below its own. A new package or
 # top-level module gets its place here.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "foundation",
-        (
-            "__init__",
-            "errors",
-            "files",
-            "seeds",
-            "windows",
-            "parallel",
-            "threads",
-            "cluster",
-            "store",
-        ),
-    ),
+    ("foundation", ("__init__", "errors", "files", "seeds", "windows", "parallel", "threads")),
+    ("scale-out", ("cluster", "store")),
     ("capture", ("capture",)),
     ("tagging", ("tagging",)),
     ("shards", ("shards",)),
@@ -177,7 +165,7 @@ def render(found: list[Import]) -> str:
         "rainbench's folders follow a capture's journey: capture → tagging → shards →",
         "data → synth → models → metrics → leaderboard. Below the stages lies a foundation",
         "(the error base, atomic files and hashes, seeds, window filters, worker pools, torch's",
-        "CPU threads);",
+        "CPU threads) and, just above it, scale-out (Ray pools, object-store datasets);",
         "above them the drivers: ingest, training, analysis, the demo and the CLI. Every",
         "import points down: a stage uses only what lies below it, never a later stage.",
         "",

@@ -5,12 +5,15 @@ old file or the complete new one, never a mix, even after a power cut) and hashe
 import hashlib
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old file or the new, never a mix."""
+def write_atomic(path: Path, data: bytes, shared: bool = False) -> None:
+    """Replace `path` with `data` so that readers see the old file or the new, never a mix.
+    `shared`: processes that hold no lock may write it at once (a store's read view);
+    each writes its own temporary file and the last rename wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if shared else f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -34,8 +37,14 @@ def fsync_dir(path: Path) -> None:
 
 def file_sha256(path: Path) -> str:
     """The hex SHA-256 of the file at `path`, read in 4 MiB pieces."""
-    sha = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            sha.update(chunk)
+        return stream_sha256(handle)
+
+
+def stream_sha256(handle: BinaryIO) -> str:
+    """The hex SHA-256 of what is left to read from `handle` (a file, or an object in a
+    store read as a stream), read in 4 MiB pieces."""
+    sha = hashlib.sha256()
+    while chunk := handle.read(1 << 22):
+        sha.update(chunk)
     return sha.hexdigest()

@@ -113,16 +113,6 @@ def _poll_then_exit(parent: int) -> None:
             os._exit(1)
 
 
-def make_pool(workers: int, ray: str | None = None) -> "WorkerPool":
-    """A local `WorkerPool`, or with `ray` (a cluster address, or "auto") a pool of Ray
-    tasks on that cluster with the same methods (`rainbench.cluster.RayPool`)."""
-    if ray is None:
-        return WorkerPool(workers)
-    from rainbench.cluster import RayPool
-
-    return RayPool(ray, workers)
-
-
 def distribute(fn: Callable[[T], R], units: Iterable[T], workers: int) -> Iterator[R]:
     """`fn` over `units` on a pool of its own."""
     with WorkerPool(workers) as pool:

@@ -5,6 +5,7 @@ Image sizes are small so the suite stays fast; benchmarks use 12 MP.
 
 import os
 import shutil
+import socket
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,21 @@ from rainbench.demo.captures import (
     write_capture,
     write_near_duplicates,
 )
+
+# Object stores: only the local S3 endpoint tests/store starts (on this port), with fake
+# credentials, never a real store. Set here, before any worker pool starts, because
+# forkserver workers keep the environment their server started with.
+with socket.socket() as _probe:
+    _probe.bind(("127.0.0.1", 0))
+    _s3_port = _probe.getsockname()[1]
+os.environ.update(
+    AWS_ENDPOINT_URL=f"http://127.0.0.1:{_s3_port}",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_name, None)
 
 SMALL = (480, 360)
 

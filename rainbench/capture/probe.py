@@ -7,7 +7,8 @@ writer, which reads the file again rather than holding every capture in memory.
 """
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -67,12 +68,14 @@ def probe(
     keep_gps: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     measure: Callable[[Image.Image], dict[str, float]] | None = None,
+    read: Callable[[SourceFile], bytes] | None = None,
 ) -> Probe:
     """Probe `source`; `measure`, when given, is applied to the upright preview so later
-    stages get what they need from this one decode."""
+    stages get what they need from this one decode. `read`: how to get its bytes
+    (default `read_capture`)."""
     result = Probe(source)
     try:
-        data = read_capture(source)
+        data = (read or read_capture)(source)
         fmt, stored = stored_bytes(data, source, keep_gps)
         decoded = decode_capture(stored, fmt, max_pixels)
     except CaptureRejected as rejected:
@@ -89,3 +92,17 @@ def probe(
     if measure is not None:
         result.features = measure(decoded.preview)
     return result
+
+
+def probe_many(sources: list[SourceFile], **options) -> Iterator[Probe]:
+    """`probe` each of `sources` in turn (`options` as for `probe`), the next file read
+    on a thread while this one decodes and is measured: reading and decoding both
+    release the GIL, so a slow disk or a network mount waits behind the decode, not
+    before it. At most two captures are held at once."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        ahead: Future | None = reader.submit(read_capture, sources[0]) if sources else None
+        for number, source in enumerate(sources):
+            pending = ahead
+            following = sources[number + 1 : number + 2]
+            ahead = reader.submit(read_capture, following[0]) if following else None
+            yield probe(source, **options, read=lambda _, pending=pending: pending.result())

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.errors import first_line
+from rainbench.store import StoreError, is_url, read_bytes
 
 # A name's bytes that are not UTF-8 reach Python as surrogates U+DC80–U+DCFF
 # (surrogateescape). They are stored as `\xHH`; a backslash that would read as the
@@ -43,6 +45,7 @@ class SourceFile:
     path: str  # relative to root, POSIX, as `name_text` stores it
     size: int
     mtime_ns: int
+    inode: int = 0  # 0 where there is none to know (an object in a store)
 
     @property
     def absolute(self) -> Path:
@@ -51,8 +54,24 @@ class SourceFile:
 
 def read_capture(source: SourceFile) -> bytes:
     """The bytes of `source`, which must still have the size the scan found; a symlink
-    is followed only to a regular file inside the ingest root."""
+    is followed only to a regular file inside the ingest root. A root that is a URL
+    (`s3://bucket/raw`) is read from its object store."""
+    if is_url(source.root):
+        return _read_object(source)
     return read_regular(source.absolute, source.size, Path(name_on_disk(source.root)))
+
+
+def _read_object(source: SourceFile) -> bytes:
+    url = f"{name_on_disk(source.root)}/{name_on_disk(source.path)}"
+    try:
+        data = read_bytes(url)
+    except (OSError, StoreError) as error:
+        raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {first_line(error)}") from None
+    if len(data) != source.size:
+        raise CaptureRejected(
+            Reason.CHANGED, f"the object changed size since the scan ({source.size} → {len(data)})"
+        )
+    return data
 
 
 def read_regular(path: Path, size: int | None = None, within: Path | None = None) -> bytes:

@@ -17,6 +17,7 @@ COMMANDS = {
         "rainbench.cli.analyze:analyze_group",
         "Measurements on a dataset's images that check claims made about rain.",
     ),
+    "cclgan": ("rainbench.cli.train:cclgan_group", "CCLGAN utilities."),
     "demo": (
         "rainbench.cli.demo:demo_command",
         "The whole journey in one command, on built-in data.",

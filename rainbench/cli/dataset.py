@@ -10,19 +10,19 @@ from rainbench.cli import options
 from rainbench.cli.output import emit, to_json, write_json
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
-from rainbench.shards.dataset import Dataset
+from rainbench.shards.dataset import open_dataset
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import verify
 
 
 @click.command("ingest")
-@click.argument("raw", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("raw", nargs=-1, required=True, type=options.Location(exists=True, path_type=Path))
 @click.option(
     "--out",
     "-o",
     required=True,
-    type=click.Path(path_type=Path),
-    help="The dataset directory (created if missing).",
+    type=options.Location(path_type=Path),
+    help="The dataset directory or object-store URL, s3://bucket/ds (created if missing).",
 )
 @click.option(
     "--layer",
@@ -40,6 +40,7 @@ from rainbench.shards.verify import verify
 )
 @options.shard_size(IngestOptions.shard_bytes)
 @options.workers
+@options.ray
 @click.option(
     "--keep-gps",
     is_flag=True,
@@ -75,6 +76,8 @@ def ingest_command(raw, out, shard_size, as_json, progress, **settings) -> None:
     Example:
       rainbench ingest photos/ --out ds --labels labels.csv
       rainbench ingest clear-days/ --out ds --layer clean
+      rainbench ingest s3://lab/raw/ --out s3://lab/ds
+      rainbench ingest /shared/photos/ --out /shared/ds --ray
     """
     ingest_options = IngestOptions(shard_bytes=shard_size, **settings)
     summary = ingest(list(raw), out, ingest_options, progress=progress)
@@ -96,14 +99,14 @@ def format_summary(summary: IngestSummary, out: Path) -> str:
     if summary.ignored:
         lines.append(f"ignored {summary.ignored} files without a capture extension")
     if rejected:
-        lines.append(f"why each was refused: {out / 'manifests' / 'rejects.parquet'}")
+        lines.append(f"why each was refused: {out}/manifests/rejects.parquet")
     if summary.tagging:
         lines.extend(format_tagging(TagSummary(**summary.tagging)))
     return "\n".join(lines)
 
 
 @click.command("verify")
-@options.dataset()
+@options.dataset(url=True)
 @options.workers
 @options.as_json("Print the problems as JSON.")
 def verify_command(dataset, workers, as_json) -> None:
@@ -112,8 +115,9 @@ def verify_command(dataset, workers, as_json) -> None:
     \b
     Example:
       rainbench verify ds
+      rainbench verify s3://lab/ds
     """
-    problems = verify(Dataset(dataset), workers)
+    problems = verify(open_dataset(dataset), workers)
     if as_json:
         click.echo(to_json(problems))
     elif problems:
@@ -127,7 +131,7 @@ def verify_command(dataset, workers, as_json) -> None:
 
 
 @click.command("stats")
-@options.dataset()
+@options.dataset(url=True)
 @options.as_json("Print as JSON.")
 def stats_command(dataset, as_json) -> None:
     """Counts by split, layer, rain type and camera; bytes; capture dates.
@@ -136,7 +140,7 @@ def stats_command(dataset, as_json) -> None:
     Example:
       rainbench stats ds --json
     """
-    emit(dataset_stats(Dataset(dataset)), as_json, _stats_lines)
+    emit(dataset_stats(open_dataset(dataset)), as_json, _stats_lines)
 
 
 def _stats_lines(stats: dict) -> list[str]:

@@ -2,13 +2,14 @@
 the results as tables or a page."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import click
 
 from rainbench.cli import options
 from rainbench.cli.output import emit
-from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate
+from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate, evaluate_on_ray
 from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.models.external import CommandDerainer
@@ -28,11 +29,12 @@ Example:
   rainbench eval ds --model-cmd "python test.py --in {input_dir} --out {output_dir}" \\
       --name theirs --split syn-streak --results res
   rainbench eval ds --outputs derained/ --name theirs --split test --results res
+  rainbench eval /shared/ds --model nlcl --device cuda --results /shared/res --ray
 """
 
 
 @click.command("eval", help=_EVAL_HELP)
-@options.dataset("--dataset")
+@options.dataset("--dataset", url=True)
 @click.option("--model", help="A registered derainer (rainbench models).")
 @click.option(
     "--model-cmd",
@@ -77,6 +79,7 @@ Example:
 @click.option("--metrics", "metric_names", help="Comma-separated metrics instead of the defaults.")
 @options.weights_dir
 @options.threads
+@options.ray
 @options.as_json()
 @options.progress
 def eval_command(
@@ -90,6 +93,7 @@ def eval_command(
     split,
     results,
     metric_names,
+    ray,
     as_json,
     progress,
     **settings,
@@ -103,10 +107,14 @@ def eval_command(
     if options_ and model is None:
         raise click.UsageError("--option is for --model: a registered derainer's options")
     derainer_options = _key_values(options_)
-    source = _eval_source(
-        model, model_cmd, outputs, name, checkpoint, eval_settings, derainer_options
-    )
-    reports = evaluate(source, dataset, split, results, eval_settings, checkpoint, progress)
+    build = partial(_eval_source, model, model_cmd, outputs, name, checkpoint, derainer_options)
+    if ray is None:
+        source = build(eval_settings)
+        reports = evaluate(source, dataset, split, results, eval_settings, checkpoint, progress)
+    else:  # each of the cluster's actors builds the source itself
+        reports = evaluate_on_ray(
+            build, ray, dataset, split, results, eval_settings, checkpoint, progress
+        )
     emit(reports, as_json, _report_lines)
 
 
@@ -139,7 +147,7 @@ def _key_values(pairs: tuple[str, ...]) -> dict:
     return found
 
 
-def _eval_source(model, model_cmd, outputs, name, checkpoint, settings, derainer_options):
+def _eval_source(model, model_cmd, outputs, name, checkpoint, derainer_options, settings):
     if outputs is not None:
         return FolderSource(outputs, name)
     if model_cmd is not None:

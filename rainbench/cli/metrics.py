@@ -163,9 +163,10 @@ def _correlation(found: Correlation, items: str) -> str:
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
 @options.workers
+@options.ray
 @options.as_json()
 def score_command(
-    pred, ref, metric_names, out, weights_dir, device, cache, no_cache, workers, as_json
+    pred, ref, metric_names, out, weights_dir, device, cache, no_cache, workers, ray, as_json
 ) -> None:
     """Score the images in --pred, against --ref when given; write one row per image.
 
@@ -173,6 +174,7 @@ def score_command(
     Example:
       rainbench score --pred derained/ --ref gt/ --metrics psnr_y,ssim_y --out scores.parquet
       rainbench score --pred derained/ --metrics niqe,piqe --out nr.parquet
+      rainbench score --pred /shared/out/ --ref /shared/gt/ --out scores.parquet --ray
     """
     default = "psnr_y,ssim_y,psnr,ssim" if ref else "niqe,brisque,piqe"
     metrics = tuple(m.strip() for m in (metric_names or default).split(",") if m.strip())
@@ -187,7 +189,7 @@ def score_command(
     if not pairing.jobs:
         fail(f"no images to score in {pred}")
     settings = ScoreSettings(metrics, metric_options, None if no_cache else str(cache))
-    rows = score(pairing.jobs, settings, workers if device == "cpu" else 1)
+    rows = score(pairing.jobs, settings, workers if device == "cpu" else 1, ray)
     write_scores(out, rows, metrics, provenance(pred, ref, metrics, pairing, metric_options))
     result = {
         "out": str(out),

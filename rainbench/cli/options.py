@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from rainbench.ingest.split import parse_fractions
+from rainbench.store import is_url
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
 
@@ -116,11 +117,21 @@ def as_json(text: str = "Print the summary as JSON."):
     return click.option("--json", "as_json", is_flag=True, help=text)
 
 
-def dataset(*aliases: str, required: bool = True, **path: bool):
-    """The positional DATASET (a click.Path with the `path` settings), passed to the
-    command as `dataset`; each flag in `aliases` (`--dataset`, `--into`) is a hidden
-    option that names it the old way."""
-    kind = click.Path(path_type=Path, **path)
+class Location(click.Path):
+    """A local path (a click.Path with these settings) or an object store's URL
+    (`s3://bucket/ds`, `gs://…`), which is passed on as text."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and is_url(value):
+            return value
+        return super().convert(value, param, ctx)
+
+
+def dataset(*aliases: str, required: bool = True, url: bool = False, **path: bool):
+    """The positional DATASET (a click.Path with the `path` settings; `url`: or an
+    object store's URL), passed to the command as `dataset`; each flag in `aliases`
+    (`--dataset`, `--into`) is a hidden option that names it the old way."""
+    kind = (Location if url else click.Path)(path_type=Path, **path)
 
     def decorate(command):
         @functools.wraps(command)

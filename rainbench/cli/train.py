@@ -1,5 +1,5 @@
-"""Training: NLCL on a dataset's shards, and NLCL's published checkpoint converted for
-rainbench eval."""
+"""Training: NLCL and CCLGAN on a dataset's shards, and published checkpoints converted
+for rainbench eval."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -8,10 +8,12 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.output import emit
+from rainbench.train.cclgan.config import SEMANTIC_ENCODERS, CCLGANConfig
+from rainbench.train.core.config import NEGATIVE_SELECTIONS, RunConfig
 from rainbench.train.nlcl.config import NLCLConfig
 
 if TYPE_CHECKING:
-    from rainbench.train.nlcl.trainer import TrainReport
+    from rainbench.train.core.loop import TrainReport
 
 
 @click.group("train")
@@ -33,12 +35,16 @@ Example:
 """
 
 
-def _config(field: str, *flags: str, **settings):
-    """An option for an NLCLConfig field, named after it unless `flags` are given, with
-    the field's default."""
+def _option(config: type[RunConfig], field: str, *flags: str, **settings):
+    """An option for a config field, named after it unless `flags` are given, with the
+    field's default."""
     flags = flags or ("--" + field.replace("_", "-"),)
-    default = getattr(NLCLConfig, field)
+    default = getattr(config, field)
     return click.option(*flags, field, default=default, show_default=True, **settings)
+
+
+def _config(field: str, *flags: str, **settings):
+    return _option(NLCLConfig, field, *flags, **settings)
 
 
 _WEIGHT = click.FloatRange(min=0)
@@ -68,20 +74,87 @@ def _nlcl_loss_options(command):
     return _config("identity", "--identity/--no-identity", help=identity)(command)
 
 
+def _run_options(config: type[RunConfig], min_crop: int):
+    """The options every trainer has: data, length, optimiser, machinery, validation and
+    the location contrast's negative selection, with `config`'s defaults."""
+
+    def option(field: str, *flags: str, **settings):
+        return _option(config, field, *flags, **settings)
+
+    decorators = [
+        options.dataset("--dataset"),
+        click.option(
+            "--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path)
+        ),
+        click.option("--rain-types", help="Comma-separated rain types to train on (default: all)."),
+        option("split"),
+        option("steps", type=click.IntRange(min=1)),
+        option(
+            "decay_steps",
+            type=click.IntRange(min=0),
+            help="Decay the learning rate linearly to 0 over the last N steps.",
+        ),
+        option("batch", type=click.IntRange(min=1)),
+        option("crop", type=click.IntRange(min=min_crop)),
+        option("lr", type=float),
+        option(
+            "nce_negatives",
+            type=click.Choice(NEGATIVE_SELECTIONS),
+            help="The location contrast's negatives: cut (other locations of the input), "
+            "domain (other locations of the output: Kahana & Hoshen), hcsc (keys of other "
+            "k-means prototypes; own key and prototype positive: Guo et al. 2022).",
+        ),
+        option("prototypes", type=click.IntRange(min=2), help="hcsc: k-means prototypes."),
+        option(
+            "prototype_memory",
+            type=click.IntRange(min=2),
+            help="hcsc: recent keys per layer the prototypes are clustered over.",
+        ),
+        option("amp", type=click.Choice(["off", "bf16"])),
+        click.option("--compile", "compile", is_flag=True, help="torch.compile the generators."),
+        click.option("--device", default="cpu", show_default=True),
+        option(
+            "workers", "--workers", "-j", type=click.IntRange(min=0), help="DataLoader workers."
+        ),
+        option("seed", type=int),
+        option("checkpoint_every", type=click.IntRange(min=1)),
+        option("log_every", type=click.IntRange(min=1)),
+        option("validate_every", type=click.IntRange(min=0)),
+        click.option("--val-split", help="A paired split for validation psnr_y, e.g. syn-streak."),
+        click.option(
+            "--val-real",
+            help="A split whose real rainy captures get validation niqe, e.g. val "
+            "(needs the NIQE parameters: rainbench weights status).",
+        ),
+        click.option(
+            "--val-dataset",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="The dataset holding --val-split (default: DATASET), e.g. an imported "
+            "public paired set.",
+        ),
+        option("val_images", type=click.IntRange(min=1)),
+        options.threads,
+        options.as_json(),
+        options.progress,
+    ]
+
+    def apply(command):
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def _run_settings(rain_types: str | None, val_dataset: Path | None) -> dict:
+    return {
+        "rain_types": tuple(t.strip() for t in rain_types.split(",")) if rain_types else None,
+        "val_dataset": str(val_dataset) if val_dataset else None,
+    }
+
+
 @train_group.command("nlcl", help=_TRAIN_HELP)
-@options.dataset("--dataset")
-@click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--rain-types", help="Comma-separated rain types to train on (default: all).")
-@_config("split")
-@_config("steps", type=click.IntRange(min=1))
-@_config(
-    "decay_steps",
-    type=click.IntRange(min=0),
-    help="Decay the learning rate linearly to 0 over the last N steps.",
-)
-@_config("batch", type=click.IntRange(min=1))
-@_config("crop", type=click.IntRange(min=48))
-@_config("lr", type=float)
+@_run_options(NLCLConfig, min_crop=48)
 @_config("channels", type=click.IntRange(min=4))
 @_config("blocks", type=click.IntRange(min=1))
 @click.option(
@@ -91,29 +164,6 @@ def _nlcl_loss_options(command):
     help="Asymmetric layer contrast: the rain anchors' temperature (default: --temperature).",
 )
 @_nlcl_loss_options
-@_config("amp", type=click.Choice(["off", "bf16"]))
-@click.option("--compile", "compile", is_flag=True, help="torch.compile the generators.")
-@click.option("--device", default="cpu", show_default=True)
-@_config("workers", "--workers", "-j", type=click.IntRange(min=0), help="DataLoader workers.")
-@_config("seed", type=int)
-@_config("checkpoint_every", type=click.IntRange(min=1))
-@_config("log_every", type=click.IntRange(min=1))
-@_config("validate_every", type=click.IntRange(min=0))
-@click.option("--val-split", help="A paired split for validation psnr_y, e.g. syn-streak.")
-@click.option(
-    "--val-real",
-    help="A split whose real rainy captures get validation niqe, e.g. val "
-    "(needs the NIQE parameters: rainbench weights status).",
-)
-@click.option(
-    "--val-dataset",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The dataset holding --val-split (default: DATASET), e.g. an imported public paired set.",
-)
-@_config("val_images", type=click.IntRange(min=1))
-@options.threads
-@options.as_json()
-@options.progress
 def train_nlcl_command(
     dataset, run, rain_types, val_dataset, device, threads, as_json, progress, **settings
 ) -> None:
@@ -123,20 +173,80 @@ def train_nlcl_command(
     config = NLCLConfig(
         # The paper's layers, as far as a smaller generator has them.
         nce_layers=tuple(layer for layer in (0, 2, 4, 8, 12) if layer <= settings["blocks"] + 1),
-        rain_types=tuple(t.strip() for t in rain_types.split(",")) if rain_types else None,
-        val_dataset=str(val_dataset) if val_dataset else None,
+        **_run_settings(rain_types, val_dataset),
         **settings,
     )
     report = train(dataset, run, config, device, progress, threads)
-    emit(report, as_json, _trained_lines)
+    emit(report, as_json, lambda r: _trained_lines(r, "nlcl"))
 
 
-def _trained_lines(report: "TrainReport") -> list[str]:
+_CCLGAN_HELP = """Train CCLGAN (unsupervised, cycle contrastive adversarial deraining) on DATASET.
+
+Two ResNet generators (rainy→clean, clean→rainy) and two PatchGAN discriminators with
+hinge loss, PatchNCE on the four translation and cycle directions, identity terms,
+and cycle contrast in a frozen encoder's space (VGG16, or CLIP) and in the
+discriminators'. The encoder's published weights must be in the weights directory:
+rainbench weights import vgg16-397923af.pth. RUN gets what rainbench train nlcl
+writes, with cclgan.pt for rainbench eval --model cclgan --checkpoint RUN/cclgan.pt.
+
+\b
+Example:
+  rainbench train cclgan --dataset ds --out runs/cclgan --steps 20000 --device cuda
+"""
+
+_CCLGAN_LOSS_OPTIONS = (
+    ("adversarial", _WEIGHT, "Weight of the mean of the two hinge GAN terms."),
+    ("location_contrast", _WEIGHT, "Weight of the mean of the four PatchNCE terms."),
+    ("identity", _WEIGHT, "Weight of L1(G(clean), clean) + L1(F(rainy), rainy)."),
+    ("semantic_contrast", _WEIGHT, "Weight of the cycle contrast in the encoder's space."),
+    ("discriminator_contrast", _WEIGHT, "Weight of the cycle contrast in the discriminators'."),
+    ("weak_negative", _WEIGHT, "The translated image's share of a cycle ratio's denominator."),
+    ("temperature", click.FloatRange(min=0, min_open=True), "Temperature of PatchNCE."),
+    ("nce_locations", _COUNT, "Random locations PatchNCE compares per layer."),
+    ("discriminator_locations", _COUNT, "Random locations of the discriminator-space contrast."),
+    ("discriminator_levels", click.IntRange(1, 4), "Discriminator levels that contrast reads."),
+)
+
+
+def _cclgan_options(command):
+    for field, kind, text in reversed(_CCLGAN_LOSS_OPTIONS):
+        command = _option(CCLGANConfig, field, type=kind, help=text)(command)
+    return command
+
+
+@train_group.command("cclgan", help=_CCLGAN_HELP)
+@_run_options(CCLGANConfig, min_crop=16)
+@_option(CCLGANConfig, "channels", type=click.IntRange(min=4))
+@_option(CCLGANConfig, "blocks", type=click.IntRange(min=1))
+@_cclgan_options
+@_option(CCLGANConfig, "semantic_encoder", type=click.Choice(SEMANTIC_ENCODERS),
+         help="The frozen encoder of the semantic cycle contrast.")  # fmt: skip
+@_option(CCLGANConfig, "random_encoder", "--random-encoder/--pretrained-encoder",
+         help="Random encoder weights (smoke tests only: no semantics).")  # fmt: skip
+@_option(CCLGANConfig, "flip", "--flip/--no-flip", help="Random horizontal flips of the crops.")
+@options.weights_dir
+def train_cclgan_command(
+    dataset, run, rain_types, val_dataset, device, threads, as_json, progress, weights_dir,
+    **settings,
+) -> None:  # fmt: skip
+    from rainbench.train.cclgan.trainer import train
+
+    config = CCLGANConfig(
+        # CUT's layers 4, 8, 12 in CycleGAN's layout, as far as the generator has them.
+        nce_layers=tuple(layer for layer in (4, 7, 10) if layer <= 9 + settings["blocks"]),
+        **_run_settings(rain_types, val_dataset),
+        **settings,
+    )
+    report = train(dataset, run, config, device, progress, threads, weights_dir)
+    emit(report, as_json, lambda r: _trained_lines(r, "cclgan"))
+
+
+def _trained_lines(report: "TrainReport", name: str) -> list[str]:
     resumed = f" (resumed at step {report.resumed_from})" if report.resumed_from else ""
     return [
         f"{report.run}: trained to step {report.step}{resumed} in {report.seconds:.0f} s "
         f"({report.threads} CPU threads); "
-        f"derainer: rainbench eval --model nlcl --checkpoint {report.run / 'nlcl.pt'}"
+        f"derainer: rainbench eval --model {name} --checkpoint {report.run / f'{name}.pt'}"
     ]
 
 
@@ -162,3 +272,27 @@ def nlcl_import_command(file, out) -> None:
     state = import_published(file)
     save_generator_checkpoint(state, out, file_sha256(file))
     click.echo(f"wrote {out}: rainbench eval --model nlcl --checkpoint {out}")
+
+
+@click.group("cclgan")
+def cclgan_group() -> None:
+    """CCLGAN utilities."""
+
+
+@cclgan_group.command("import-checkpoint")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def cclgan_import_command(file, out) -> None:
+    """Convert a CycleGAN-layout rainy→clean generator (CycleGAN's, or CCLGAN's
+    latest_net_G_A.pth trained without anti-aliasing) into a checkpoint for rainbench
+    eval --model cclgan.
+
+    \b
+    Example:
+      rainbench cclgan import-checkpoint latest_net_G_A.pth --out cclgan-published.pt
+    """
+    from rainbench.files import file_sha256
+    from rainbench.models.cclgan import import_cyclegan_generator
+
+    import_cyclegan_generator(file, out, file_sha256(file))
+    click.echo(f"wrote {out}: rainbench eval --model cclgan --checkpoint {out}")

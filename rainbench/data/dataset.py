@@ -26,7 +26,7 @@ from rainbench.capture.orientation import STEPS, turn_upright, upright_size
 from rainbench.data.read import ShardReader
 from rainbench.data.select import Filters, captures, pairs
 from rainbench.seeds import seed_from
-from rainbench.shards.dataset import DatasetError
+from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
 
 MODES = ("single", "paired", "unpaired")
@@ -87,20 +87,22 @@ class RainDataset(IterableDataset):
             raise ValueError("crops_per_image must be at least 1")
         self.epoch = 0
         self._resume: dict = {}
-        self._reader = ShardReader(self.root, verify=self.verify)
+        # A URL's manifests are fetched once, here; every worker reads shards by range.
+        local = open_dataset(self.root).root
+        self._reader = ShardReader(local, verify=self.verify)
         if self.mode == "paired":
             if not self.paired_split:
                 raise DatasetError("paired mode needs paired_split (e.g. syn-streak)")
-            self.samples = pairs(self.root, self.paired_split, self.filters.query)
+            self.samples = pairs(local, self.paired_split, self.filters.query)
         elif self.mode == "unpaired":
             rainy = self.filters if self.filters.layer else _with_layer(self.filters, "rainy")
-            self.samples = captures(self.root, rainy)
+            self.samples = captures(local, rainy)
             clean = self.clean_filters or Filters(layer="clean")
-            self.clean = captures(self.root, clean)
+            self.clean = captures(local, clean)
             if self.clean.empty:
                 raise DatasetError(f"unpaired mode needs clean captures; none in {self.root}")
         else:
-            self.samples = captures(self.root, self.filters)
+            self.samples = captures(local, self.filters)
         if self.samples.empty:
             raise DatasetError(f"no samples in {self.root} pass the filters")
 
@@ -133,6 +135,8 @@ class RainDataset(IterableDataset):
         first, partial = divmod(skip, self.crops_per_image)
         for place in range(first, len(mine)):
             index = int(mine[place])
+            if place + 1 < len(mine):
+                self._read_ahead(int(mine[place + 1]))
             rng = np.random.default_rng(_seed(self.seed, self.epoch, index))
             crops = self._crops(index, rng)
             for number, crop in enumerate(crops):
@@ -141,6 +145,13 @@ class RainDataset(IterableDataset):
                 crop["__slot__"] = slot.index
                 crop["__position__"] = place * self.crops_per_image + number
                 yield crop
+
+    def _read_ahead(self, index: int) -> None:
+        """From a store, fetch sample `index`'s pictures while the current one decodes."""
+        row = self.samples.iloc[index]
+        paired = self.mode == "paired"
+        members = [row["rain_member"], row["gt_member"]] if paired else [row["member"]]
+        self._reader.prefetch(row["shard"], members)
 
     def _crops(self, index: int, rng: np.random.Generator) -> list[dict]:
         row = self.samples.iloc[index]

@@ -5,38 +5,51 @@ is then one seek and one read. Only picture and JSON members are ever read, and 
 bytes are only ever decoded as pictures or JSON: nothing in a shard is unpickled or
 `torch.load`ed, whatever its name. With `verify`, each shard's sha256 is checked
 against shards.parquet when it is first opened. Shards are found through
-`shards.members.shard_path` (inside the dataset); only regular members are indexed,
-and a member larger than the caller's limit (from the manifest) is never read.
+`shards.members` (inside the dataset); only regular members are indexed, and a member
+larger than the caller's limit (from the manifest) is never read. From an object store
+(`root` a mirror folder, see `open_dataset`) the headers and each member are fetched by
+range requests; a shard is never downloaded whole, and its member offsets are kept in the
+mirror folder under the shard's sha256, so later workers and passes skip the headers.
+`prefetch` fetches the next sample's members in a thread while this one decodes.
 """
 
+import contextlib
+import json
+import re
 import tarfile
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from rainbench.files import file_sha256
+from rainbench.files import stream_sha256, write_atomic
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset
+from rainbench.shards.dataset import Dataset, open_dataset
 from rainbench.shards.members import (
     ShardError,
     irregular,
     open_shard,
-    shard_path,
+    open_shard_file,
+    shard_url,
     size_limit,
 )
+from rainbench.store import read_range
 
 # Member suffixes the loader reads; anything else in a shard is never touched.
 READABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".json")
 _OPEN_FILES = 8  # shard files kept open per process
+_AHEAD = 8  # members fetched ahead and not yet read, at most
 
 
 class ShardReader:
     def __init__(self, root: str | Path, verify: bool = False):
-        self.root = Path(root)
+        self.root = open_dataset(root).root  # a URL: its local view
         self.verify = verify
         self._expected: dict[str, str] | None = None
         # shard → member → (offset, size), or why the member is refused
         self._index: dict[str, dict[str, tuple[int, int] | str]] = {}
         self._files: OrderedDict[str, object] = OrderedDict()
+        self._ahead: dict[tuple[str, str], Future] = {}
+        self._threads: ThreadPoolExecutor | None = None
 
     def read(self, shard: str, member: str, limit: int | None = None) -> bytes:
         """The member's bytes; refused when larger than `limit` (default: what a picture
@@ -52,54 +65,115 @@ class ShardReader:
         limit = size_limit(None, None, None) if limit is None else limit
         if size > limit:
             raise ShardError(f"{shard}:{member}: {size} bytes, more than the {limit} allowed")
-        handle = self._file(shard)
-        handle.seek(start)
-        data = handle.read(size)
+        ahead = self._ahead.pop((shard, member), None)
+        if ahead is not None and ahead.exception() is None:
+            data = ahead.result()
+        else:  # read here, so a failure is reported as a read's
+            handle = self._file(shard)
+            handle.seek(start)
+            data = handle.read(size)
         if len(data) != size:
             raise ShardError(f"{shard}: {member} is cut short (run rainbench verify)")
         return data
+
+    def prefetch(self, shard: str, members: list[str]) -> None:
+        """From a store, start fetching `members` of `shard` in a thread, for `read` to
+        take; a no-op for local files (the page cache reads ahead). Only members `read`
+        would read without a limit are fetched; anything amiss is left for `read`."""
+        url = shard_url(self.root, shard)
+        if url is None:
+            return
+        try:
+            offsets = self._offsets(shard)
+        except ShardError:
+            return
+        for member in members:
+            where = offsets.get(member)
+            if (shard, member) in self._ahead or not isinstance(where, tuple):
+                continue
+            start, size = where
+            if size > size_limit(None, None, None) or not member.lower().endswith(READABLE):
+                continue
+            if len(self._ahead) >= _AHEAD:
+                self._ahead.pop(next(iter(self._ahead))).cancel()
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(2, thread_name_prefix="rainbench-prefetch")
+            self._ahead[(shard, member)] = self._threads.submit(
+                read_range, url, start, start + size
+            )
 
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
         self._files.clear()
+        self._ahead.clear()
+        if self._threads is not None:
+            self._threads.shutdown(cancel_futures=True)
+            self._threads = None
 
     def __getstate__(self) -> dict:
-        # Sent to DataLoader workers without open files; each opens its own.
-        return {**self.__dict__, "_files": OrderedDict()}
+        # Sent to DataLoader workers without open files or threads; each starts its own.
+        return {**self.__dict__, "_files": OrderedDict(), "_ahead": {}, "_threads": None}
 
     def _offsets(self, shard: str) -> dict[str, tuple[int, int] | str]:
         if shard not in self._index:
             if self.verify:
-                self._check_sha256(shard, shard_path(self.root, shard))
-            with open_shard(self.root, shard) as tar:
-                try:
-                    self._index[shard] = {info.name: _where(shard, info) for info in tar}
-                except (OSError, tarfile.TarError, EOFError) as error:
-                    raise ShardError(f"cannot read shard {shard}: {error}") from None
+                self._check_sha256(shard)
+            if shard_url(self.root, shard) is None:
+                self._index[shard] = self._read_index(shard)
+            else:
+                self._index[shard] = self._kept_index(shard)
         return self._index[shard]
+
+    def _read_index(self, shard: str) -> dict[str, tuple[int, int] | str]:
+        with open_shard(self.root, shard) as tar:
+            try:
+                return {info.name: _where(shard, info) for info in tar}
+            except (OSError, tarfile.TarError, EOFError) as error:
+                raise ShardError(f"cannot read shard {shard}: {error}") from None
+
+    def _kept_index(self, shard: str) -> dict[str, tuple[int, int] | str]:
+        """A store's shard's index, from the mirror folder when an earlier reader kept it
+        there: one range request per member header is the cost of streaming."""
+        digest = self._expected_sha256(shard)
+        if digest is None or not re.fullmatch("[0-9a-f]{64}", digest):
+            return self._read_index(shard)
+        path = self.root / "index" / f"{digest}.json"
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            return {name: where if isinstance(where, str) else tuple(where) for name, where in kept}
+        except (OSError, ValueError, TypeError):
+            pass  # not kept yet, or torn: read the headers again
+        index = self._read_index(shard)
+        with contextlib.suppress(OSError):  # only a cache: a full disk costs nothing more
+            write_atomic(path, json.dumps(list(index.items())).encode(), shared=True)
+        return index
 
     def _file(self, shard: str):
         handle = self._files.pop(shard, None)
         if handle is None:
-            handle = open(shard_path(self.root, shard), "rb")  # noqa: SIM115 (closed in close())
+            handle = open_shard_file(self.root, shard)
             if len(self._files) >= _OPEN_FILES:
                 _, oldest = self._files.popitem(last=False)
                 oldest.close()
         self._files[shard] = handle
         return handle
 
-    def _check_sha256(self, shard: str, path: Path) -> None:
+    def _expected_sha256(self, shard: str) -> str | None:
         if self._expected is None:  # real and synthetic shards are all in shards.parquet
             shards = manifest.read_manifest(Dataset(self.root).shards_manifest, manifest.SHARDS)
             self._expected = dict(
                 zip(shards["shard"].to_pylist(), shards["sha256"].to_pylist(), strict=True)
             )
-        expected = self._expected.get(shard)
+        return self._expected.get(shard)
+
+    def _check_sha256(self, shard: str) -> None:
+        expected = self._expected_sha256(shard)
         if expected is None:
             raise ShardError(f"shard {shard} is not in shards.parquet")
         try:
-            digest = file_sha256(path)
+            with open_shard_file(self.root, shard, stream=True) as handle:
+                digest = stream_sha256(handle)
         except OSError as error:
             raise ShardError(f"cannot read shard {shard}: {error.strerror or error}") from None
         if digest != expected:

@@ -29,7 +29,9 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
     holding the picture to decode (a RAW capture's stored preview)."""
     dataset = Dataset(Path(root))
     if not dataset.samples_manifest.exists():
-        raise DatasetError(f"{root} is not a rainbench dataset (no manifests/samples.parquet)")
+        raise DatasetError(
+            f"{dataset.url or root} is not a rainbench dataset (no manifests/samples.parquet)"
+        )
     table = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
     table = _keep(table, filters)
     table["member"] = [
@@ -47,7 +49,8 @@ def pairs(root: Path, split: str | tuple[str, ...], query: str | None = None) ->
     if table.empty:
         known = sorted(set(manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
                            ["split"].to_pylist()))  # fmt: skip
-        raise DatasetError(f"no pairs in split {split!r} of {root}; paired splits: {known}")
+        where = dataset.url or root
+        raise DatasetError(f"no pairs in split {split!r} of {where}; paired splits: {known}")
     table["rain_member"] = table["key"] + "." + RAIN
     table["gt_member"] = table["key"] + "." + GROUND_TRUTH
     return table.reset_index(drop=True)

@@ -35,7 +35,13 @@ class PlanSettings:
 class Plan:
     rows: list[dict] = field(default_factory=list)  # new samples, `shard` assigned
     rejects: list[dict] = field(default_factory=list)
-    unchanged: int = 0  # files seen again (touched, same bytes, same place)
+    # Stored captures seen again, touched or replaced by a copy (same bytes, same place):
+    # key → the file's [size, mtime_ns, inode] now, which its manifest row takes on.
+    seen_again: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def unchanged(self) -> int:
+        return len(self.seen_again)
 
     def units(self) -> dict[str, list[dict]]:
         """Rows grouped by shard, in plan order: one unit of work per shard."""
@@ -66,7 +72,8 @@ def make_plan(
             known.add_sha(result)
             accepted.append(result)
         elif original == (result.source.root, result.source.path, result.key):
-            plan.unchanged += 1
+            source = result.source
+            plan.seen_again[result.key] = [source.size, source.mtime_ns, source.inode]
         else:
             message = f"same bytes as {original[1]} (key {original[2]})"
             row = reject_row(result, Reason.DUPLICATE, message, settings.run_id)
@@ -182,6 +189,7 @@ def sample_row(
         "source_root": result.source.root,
         "source_size": result.source.size,
         "source_mtime_ns": result.source.mtime_ns,
+        "source_inode": result.source.inode,
         "source_sha256": result.source_sha256,
         "ingest_run": settings.run_id,
         **auto_tag_columns(result.features, settings.layer, result.height, settings.tagger),
@@ -198,5 +206,6 @@ def reject_row(result: Probe, reason: Reason, message: str | None, run_id: str) 
         "source_root": result.source.root,
         "source_size": result.source.size,
         "source_mtime_ns": result.source.mtime_ns,
+        "source_inode": result.source.inode,
         "ingest_run": run_id,
     }

@@ -30,9 +30,10 @@ from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import STICKY
 from rainbench.capture.source import name_text
+from rainbench.cluster import make_pool
 from rainbench.files import write_atomic
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
-from rainbench.ingest.scan import Journal, file_id, probe_batch, walk_inputs
+from rainbench.ingest.scan import Journal, file_id, is_known, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
 from rainbench.ingest.tag import LabelsRejected, read_labels, retag
 from rainbench.ingest.taggers import active_tagger
@@ -46,8 +47,15 @@ from rainbench.ingest.write import (
 )
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, initial_info, new_run_id
+from rainbench.shards.dataset import (
+    Dataset,
+    DatasetError,
+    initial_info,
+    new_run_id,
+    open_for_writing,
+)
 from rainbench.shards.tar import TMP_SUFFIX, publish
+from rainbench.store import is_url, size
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
@@ -67,6 +75,9 @@ class IngestOptions:
     name: str | None = None
     labels: Path | None = None  # a label sheet applied once the captures are in
     skip_bad_labels: bool = False  # apply a sheet's good labels despite problems
+    # A Ray cluster's address ("auto": the one `ray start` runs here) to probe and write
+    # on; None: local worker processes. Its nodes must all see the inputs and the dataset.
+    ray: str | None = None
 
 
 @dataclass
@@ -108,17 +119,19 @@ def ingest(
     if options.layer not in ("rainy", "clean"):
         raise DatasetError(f"--layer must be rainy or clean, not {options.layer!r}")
     for entry in inputs:
-        if not Path(entry).exists():
+        if not is_url(entry) and not Path(entry).exists():
             raise DatasetError(f"input not found: {entry}")
     if options.labels is not None:
         # A broken sheet or an unknown rain type is refused before any work is done.
         _, problems = read_labels(options.labels)
         if problems and not options.skip_bad_labels:
             raise LabelsRejected(problems)
-    dataset = Dataset(Path(out))
-    with _locked(dataset), WorkerPool(options.workers) as pool:
+    dataset = open_for_writing(out)
+    with _locked(dataset), make_pool(options.workers, options.ray) as pool:
         summary = IngestSummary()
         pending = dataset.state_dir / "run.json"
+        if not pending.exists():
+            dataset.pull()  # in a store: its manifests as they are now (locally: nothing)
         if pending.exists():
             summary.resumed = True
             interrupted = json.loads(pending.read_text())
@@ -179,7 +192,7 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
     return {
         "run_id": new_run_id(),
         "started_at": datetime.now(UTC).isoformat(),
-        "inputs": [Path(p).absolute().as_posix() for p in inputs],
+        "inputs": [p if is_url(p) else Path(p).absolute().as_posix() for p in inputs],
         "layer": options.layer,
         "keep_gps": options.keep_gps,
         "max_pixels": options.max_pixels,
@@ -187,7 +200,7 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
         "split": fractions,
         "near_dup_bits": options.near_dup_bits,
         "workers": options.workers,
-        "name": options.name or info.get("name") or dataset.root.name,
+        "name": options.name or info.get("name") or Path(dataset.url or dataset.root).name,
         "tool_version": __version__,
     }
 
@@ -231,11 +244,12 @@ class _Run:
         write_atomic(
             self.dataset.state_dir / "run.json", json.dumps(self.settings, indent=2).encode()
         )
-        sources, ignored = walk_inputs([Path(p) for p in self.settings["inputs"]])
+        sources, ignored = walk_inputs(self.settings["inputs"])
         summary.ignored += ignored
         known = _known_files(samples, rejects)
         journaled = self.journal.load()
-        todo = [s for s in sources if file_id(s) not in known and file_id(s) not in journaled]
+        sources = [s for s in sources if not is_known(s, known)]
+        todo = [s for s in sources if file_id(s) not in journaled]
         self.staging.mkdir(parents=True, exist_ok=True)
         batch = max(1, min(16, len(todo) // (8 * self.settings["workers"]) or 1))
         tasks = [
@@ -254,7 +268,7 @@ class _Run:
             summary.scanned_bytes += sum(max(0, r["source"]["size"]) for r in records)
             bar.update(len(records))
         bar.close()
-        wanted = {file_id(s) for s in sources} - known
+        wanted = {file_id(s) for s in sources}
         return [p for fid, p in self.journal.load().items() if fid in wanted]
 
     # -- phase 2: plan -------------------------------------------------------------------
@@ -275,16 +289,16 @@ class _Run:
         rejects = manifest.rows_to_table(plan.rejects, manifest.REJECTS)
         manifest.write_manifest(self.plan_rejects_path, rejects)
         table = manifest.rows_to_table(plan.rows, manifest.SAMPLES)
-        table = table.replace_schema_metadata({"unchanged": str(plan.unchanged)})
+        table = table.replace_schema_metadata({"seen_again": json.dumps(plan.seen_again)})
         manifest.write_manifest(self.plan_path, table)
 
     def _load_plan(self) -> Plan:
         # Always read back from disk, also right after saving, so a fresh run and a
         # resumed one write from exactly the same rows (types included).
         table = manifest.read_manifest(self.plan_path, manifest.SAMPLES)
-        unchanged = int(pq.read_schema(self.plan_path).metadata.get(b"unchanged", b"0"))
+        seen_again = json.loads(pq.read_schema(self.plan_path).metadata.get(b"seen_again", b"{}"))
         rejects = manifest.read_manifest(self.plan_rejects_path, manifest.REJECTS).to_pylist()
-        return Plan(table.to_pylist(), rejects, unchanged)
+        return Plan(table.to_pylist(), rejects, seen_again)
 
     # -- phase 3: write ------------------------------------------------------------------
 
@@ -295,7 +309,7 @@ class _Run:
         for shard, rows in plan.units().items():
             marker = read_marker(marker_path(self.markers, shard))
             shard_file = self.dataset.root / shard
-            if marker and (marker.sha256 is None or _size(shard_file) == marker.bytes):
+            if marker and (marker.sha256 is None or _size(self.dataset, shard) == marker.bytes):
                 results.append(marker)
             else:
                 shard_file.unlink(missing_ok=True)
@@ -305,7 +319,7 @@ class _Run:
         bar = self._bar(sum(len(t.rows) for t in tasks), "write", "img")
         last_commit = time.monotonic()
         for result in self.pool.map_unordered(write_unit, tasks):
-            if result.sha256:
+            if result.sha256 and self.dataset.url is None:  # to a store: uploaded by the worker
                 publish(self.dataset.root / result.shard)
             write_marker(self.markers, result)
             results.append(result)
@@ -325,6 +339,7 @@ class _Run:
             rows,
             self.settings["keep_gps"],
             self.staging.as_posix(),
+            self.dataset.url,
         )
 
     def _commit(self, plan: Plan, results: list[UnitResult]) -> None:
@@ -386,6 +401,11 @@ class _Run:
         rejects = manifest.rows_to_table(kept + run_rejects, manifest.REJECTS)
         rejects = rejects.sort_by([("source_root", "ascending"), ("source_path", "ascending")])
         manifest.write_manifest(self.dataset.rejects_manifest, rejects)
+        if plan.seen_again:  # so the next run knows these files without reading them
+            samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+            manifest.write_manifest(
+                self.dataset.samples_manifest, _with_identities(samples, plan.seen_again)
+            )
 
         accepted = len(plan.rows) - len(lost)
         reasons = Counter(r["reason"] for r in run_rejects)
@@ -462,17 +482,22 @@ class _Run:
 
 def _known_files(samples: pa.Table, rejects: pa.Table) -> set:
     """Files already decided: stored captures, and refusals a re-run would repeat."""
-    known = {
-        (r["source_root"], r["source_path"], r["source_size"], r["source_mtime_ns"])
-        for r in samples.select(
-            ["source_root", "source_path", "source_size", "source_mtime_ns"]
-        ).to_pylist()
-    }
+    columns = ["source_root", "source_path", "source_size", "source_mtime_ns", "source_inode"]
     sticky = {str(reason) for reason in STICKY}
-    for r in rejects.to_pylist():
-        if r["reason"] in sticky:
-            known.add((r["source_root"], r["source_path"], r["source_size"], r["source_mtime_ns"]))
-    return known
+    rows = samples.select(columns).to_pylist()
+    rows += [r for r in rejects.to_pylist() if r["reason"] in sticky]
+    # A row written before inodes were kept has none: 0, matched on the rest.
+    return {(*(r[c] for c in columns[:4]), r["source_inode"] or 0) for r in rows}
+
+
+def _with_identities(samples: pa.Table, identities: dict[str, list[int]]) -> pa.Table:
+    """`samples` with the given captures' files as they are now: [size, mtime_ns, inode]
+    by key. Applying it twice (a resumed run) changes nothing more."""
+    rows = samples.to_pylist()
+    for row in rows:
+        if row["key"] in identities:
+            row["source_size"], row["source_mtime_ns"], row["source_inode"] = identities[row["key"]]
+    return manifest.rows_to_table(rows, manifest.SAMPLES)
 
 
 def _reject_of(row: dict, run_id: str) -> dict:
@@ -484,12 +509,16 @@ def _reject_of(row: dict, run_id: str) -> dict:
         "source_root": row["source_root"],
         "source_size": row["source_size"],
         "source_mtime_ns": row["source_mtime_ns"],
+        "source_inode": row["source_inode"],
         "ingest_run": run_id,
     }
 
 
-def _size(path: Path) -> int:
+def _size(dataset: Dataset, shard: str) -> int:
+    """The published shard's size (in a store: the object's), or -1 when there is none."""
+    if dataset.url is not None:
+        return size(f"{dataset.url}/{shard}")
     try:
-        return path.stat().st_size
+        return (dataset.root / shard).stat().st_size
     except FileNotFoundError:
         return -1

@@ -14,32 +14,48 @@ from pathlib import Path
 
 from rainbench.capture.exif import CaptureExif
 from rainbench.capture.formats import is_capture_name
-from rainbench.capture.probe import Probe, probe
+from rainbench.capture.probe import Probe, probe_many
 from rainbench.capture.reject import Reason
 from rainbench.capture.source import SourceFile, name_text
 from rainbench.files import write_atomic
 from rainbench.shards.layout import member
+from rainbench.store import is_url, listing
 from rainbench.tagging.measure import compute_features
 
-# (root, path, size, mtime_ns): a file is re-probed only when one of these changes.
-FileId = tuple[str, str, int, int]
+# (root, path, size, mtime_ns, inode): a file is re-probed only when one of these
+# changes. The inode catches a file replaced by another of the same size and time (a
+# copy that kept the original's mtime, an rsync).
+FileId = tuple[str, str, int, int, int]
 
 
 def file_id(source: SourceFile) -> FileId:
-    return (source.root, source.path, source.size, source.mtime_ns)
+    return (source.root, source.path, source.size, source.mtime_ns, source.inode)
 
 
-def walk_inputs(inputs: Iterable[Path]) -> tuple[list[SourceFile], int]:
+def is_known(source: SourceFile, known: set[FileId]) -> bool:
+    """Whether `known` holds `source` as it is now. A record without an inode (0: an
+    object in a store, or a row written before inodes were kept) matches on the rest."""
+    found = file_id(source)
+    return found in known or (*found[:4], 0) in known
+
+
+def walk_inputs(inputs: Iterable[Path | str]) -> tuple[list[SourceFile], int]:
     """Capture files under `inputs` in a stable order, and how many files were ignored.
 
     A directory is walked recursively (hidden entries and symlinked directories are
     not followed; a symlinked directory named like a capture is listed, for the probe
-    to refuse); a file given directly is taken as is. Sidecars and other files
-    without a capture extension are ignored, not rejected.
+    to refuse); a file given directly is taken as is; a URL (`s3://bucket/raw`) is
+    walked as a folder of objects. Sidecars and other files without a capture extension
+    are ignored, not rejected.
     """
     found: list[SourceFile] = []
     ignored = 0
     for entry in inputs:
+        if is_url(entry):
+            stored, skipped = _store_sources(str(entry))
+            found += stored
+            ignored += skipped
+            continue
         entry = Path(entry).absolute()
         if entry.is_dir():
             root = entry
@@ -55,6 +71,23 @@ def walk_inputs(inputs: Iterable[Path]) -> tuple[list[SourceFile], int]:
     return found, ignored
 
 
+def _store_sources(url: str) -> tuple[list[SourceFile], int]:
+    """The capture objects under the prefix `url`, walked as a folder is (hidden folders
+    skipped), with size and modification time from the store's listing; and how many
+    objects were ignored."""
+    root = url.rstrip("/")
+    found, ignored = [], 0
+    for relative, (size, mtime) in sorted(listing(root).items()):
+        *folders, name = relative.split("/")
+        if any(folder.startswith(".") for folder in folders):
+            continue
+        if not is_capture_name(name):
+            ignored += 1
+            continue
+        found.append(SourceFile(name_text(root), name_text(relative), size, mtime))
+    return found, ignored
+
+
 def _walk(root: Path) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root):
         links = [d for d in dirs if is_capture_name(d) and os.path.islink(os.path.join(folder, d))]
@@ -66,11 +99,11 @@ def _walk(root: Path) -> Iterator[Path]:
 def _source(root: Path, path: Path) -> SourceFile:
     try:
         stat = path.stat()
-        size, mtime = stat.st_size, stat.st_mtime_ns
+        size, mtime, inode = stat.st_size, stat.st_mtime_ns, stat.st_ino
     except OSError:  # a dangling symlink or a loop: probing reports it as unreadable
-        size, mtime = -1, -1
+        size, mtime, inode = -1, -1, 0
     relative = path.relative_to(root).as_posix()
-    return SourceFile(name_text(root.as_posix()), name_text(relative), size, mtime)
+    return SourceFile(name_text(root.as_posix()), name_text(relative), size, mtime, inode)
 
 
 def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:
@@ -81,8 +114,8 @@ def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:
     """
     sources, keep_gps, max_pixels, staging = task
     records = []
-    for source in sources:
-        result = probe(source, keep_gps=keep_gps, max_pixels=max_pixels, measure=compute_features)
+    options = {"keep_gps": keep_gps, "max_pixels": max_pixels, "measure": compute_features}
+    for result in probe_many(sources, **options):
         for ext, data in result.extra_members.items():
             write_atomic(Path(staging) / member(result.key, ext), data)
         records.append(to_record(result))

@@ -4,7 +4,9 @@ re-derives the stored bytes, checks them against the planned sha256, and writes
 temporary name.
 
 The orchestrator then publishes the shard (flush, rename) and leaves a small
-"done" marker beside the run's state: a shard without its marker is redone.
+"done" marker beside the run's state: a shard without its marker is redone. A shard of
+a dataset in an object store is uploaded by the worker that wrote it (one atomic PUT to
+its final key), wherever that worker runs, and its temporary file removed.
 """
 
 import hashlib
@@ -20,6 +22,7 @@ from rainbench.capture.source import SourceFile, read_capture
 from rainbench.files import write_atomic
 from rainbench.shards.layout import METADATA, member
 from rainbench.shards.tar import ShardWriter
+from rainbench.store import upload
 
 # The capture facts frozen into each sample's `<key>.json` member. Mutable facts
 # (split, layer, rain type, near-duplicate links) live in the manifests only.
@@ -54,6 +57,7 @@ class UnitTask:
     rows: list[dict]
     keep_gps: bool
     staging: str  # where the scan phase left extra members
+    store: str | None = None  # the dataset's URL when it lives in an object store
 
 
 @dataclass
@@ -90,6 +94,9 @@ def write_unit(task: UnitTask) -> UnitResult:
         if result.samples:
             info = writer.finish()
             result.sha256, result.bytes = info.sha256, info.bytes
+            if task.store is not None:
+                upload(writer.tmp_path, f"{task.store}/{task.shard}")
+                writer.tmp_path.unlink()
     return result
 
 

@@ -8,6 +8,10 @@ that image and the run goes on; so is an image that cannot be read from its shar
 (`shards.members` bounds what is read and decoded by the manifest). Rows are flushed
 as the run goes, so a killed run resumes where it stopped, and a finished one re-run
 is a no-op.
+
+On a Ray cluster (`evaluate_on_ray`) each shard is a unit of work for an actor that
+builds the derainer and the metrics once (and holds a GPU when the device is cuda);
+this process still writes the one results Parquet and provenance JSON per split.
 """
 
 import io
@@ -16,9 +20,10 @@ import os
 import platform
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +33,12 @@ from tqdm import tqdm
 
 from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
+from rainbench.cluster import RayActors
 from rainbench.files import file_sha256, write_atomic
 from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metric, create_metric
 from rainbench.metrics.report import cpu_model, versions
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import (
     ShardError,
@@ -100,6 +106,24 @@ class Output:
     peak_mem_mb: float | None
 
 
+@dataclass
+class Crops:
+    """The crops of one image the leaderboard's comparison strip shows."""
+
+    place: list[int]  # left, top, side
+    output: np.ndarray
+    rain: np.ndarray
+    gt: np.ndarray | None
+
+
+@dataclass
+class Scored:
+    """One image's results row, with its crops when it is one whose crops are kept."""
+
+    row: dict
+    crops: Crops | None = None
+
+
 class Source:
     """Where outputs come from: a derainer, or a folder of outputs computed elsewhere.
     Subclasses (rainbench.leaderboard.sources) implement `run`."""
@@ -115,7 +139,7 @@ class Source:
 
 def evaluate(
     source: Source,
-    dataset_path: Path,
+    dataset_path: str | Path,
     split: str,
     results: Path,
     settings: EvalSettings,
@@ -123,22 +147,8 @@ def evaluate(
     progress: bool = False,
 ) -> list[SplitReport]:
     """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`."""
-    dataset = Dataset(dataset_path)
-    if not (dataset.samples_manifest.exists() or dataset.synthetic_manifest.exists()):
-        raise EvalError(
-            f"{dataset_path} is not a rainbench dataset (no manifests/samples.parquet or "
-            "manifests/synthetic.parquet)"
-        )
-    name = dataset.read_info().get("name") or dataset.root.name
-    splits = _splits(dataset)
-    chosen = sorted(splits) if split == "all" else [split]
-    for wanted in chosen:
-        if wanted not in splits:
-            known = ", ".join(sorted(splits)) or "none"
-            raise EvalError(f"{dataset_path} has no split {wanted!r}; known: {known}")
-    checkpoint_info = (
-        {"path": str(checkpoint), "sha256": file_sha256(checkpoint)} if checkpoint else None
-    )
+    dataset, name, splits, chosen = _chosen(dataset_path, split)
+    checkpoint_info = _checkpoint_info(checkpoint)
     settings = replace(settings, threads=set_torch_threads(requested=settings.threads))
     return [
         _SplitRun(
@@ -146,6 +156,71 @@ def evaluate(
         ).execute(progress)
         for wanted in chosen
     ]
+
+
+def evaluate_on_ray(
+    build_source: Callable[[EvalSettings], Source],
+    address: str,
+    dataset_path: str | Path,
+    split: str,
+    results: Path,
+    settings: EvalSettings,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+) -> list[SplitReport]:
+    """`evaluate`, with the images derained and scored by actors on the Ray cluster at
+    `address`, each building its source with `build_source(settings)`. The dataset must
+    be where every node sees it (shared storage, a URL); results are written here."""
+    dataset, name, splits, chosen = _chosen(dataset_path, split)
+    checkpoint_info = _checkpoint_info(checkpoint)
+    gpu = settings.device.startswith("cuda")
+    # Ray gives each actor its GPU as the only one it sees.
+    there = replace(settings, device="cuda") if gpu else settings
+    location = dataset_path if "://" in str(dataset_path) else Path(dataset_path).absolute()
+    build = partial(_Worker, build_source, there, Path(results).absolute(), location)
+    with RayActors(address, build, gpu, most=_shard_count(dataset, chosen)) as actors:
+        source = _ClusterSource(actors)
+        return [
+            _SplitRun(
+                source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info
+            ).execute(progress)
+            for wanted in chosen
+        ]
+
+
+def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[str, str], list]:
+    """The dataset, its name, its splits (name → kind) and those `split` chooses."""
+    dataset = open_dataset(dataset_path)  # a URL: its manifests here, shards read by range
+    if not (dataset.samples_manifest.exists() or dataset.synthetic_manifest.exists()):
+        raise EvalError(
+            f"{dataset_path} is not a rainbench dataset (no manifests/samples.parquet or "
+            "manifests/synthetic.parquet)"
+        )
+    name = dataset.read_info().get("name") or Path(dataset.url or dataset.root).name
+    splits = _splits(dataset)
+    chosen = sorted(splits) if split == "all" else [split]
+    for wanted in chosen:
+        if wanted not in splits:
+            known = ", ".join(sorted(splits)) or "none"
+            raise EvalError(f"{dataset_path} has no split {wanted!r}; known: {known}")
+    return dataset, name, splits, chosen
+
+
+def _checkpoint_info(checkpoint: Path | None) -> dict | None:
+    return {"path": str(checkpoint), "sha256": file_sha256(checkpoint)} if checkpoint else None
+
+
+def _shard_count(dataset: Dataset, splits: list[str]) -> int:
+    """How many shards hold the images of `splits`: more actors than that would idle."""
+    wanted, shards = set(splits), set()
+    for path, schema in (
+        (dataset.samples_manifest, manifest.SAMPLES),
+        (dataset.synthetic_manifest, manifest.SYNTHETIC),
+    ):
+        table = manifest.read_manifest(path, schema)
+        pairs = zip(table["shard"].to_pylist(), table["split"].to_pylist(), strict=True)
+        shards |= {shard for shard, split in pairs if split in wanted}
+    return len(shards)
 
 
 def _splits(dataset: Dataset) -> dict[str, str]:
@@ -192,8 +267,16 @@ class _SplitRun:
 
     def execute(self, progress: bool) -> SplitReport:
         rows_manifest = self._manifest_rows()
-        metrics = self._metrics()
-        provenance = self._provenance(metrics)
+        if isinstance(self.source, _ClusterSource):
+            described = self.source.describe(self.kind)
+            metrics = [(name, None) for name in described["metrics"]]
+            self.report.unavailable_metrics.update(described["unavailable"])
+            provenance = self._provenance(metrics, described["hardware"], described["threads"])
+        else:
+            metrics = self._metrics()
+            provenance = self._provenance(
+                metrics, _hardware(self.settings.device), self.settings.threads
+            )
         done = self._resume(provenance)
         todo = [row for row in rows_manifest if row["key"] not in done]
         self.report.skipped = len(rows_manifest) - len(todo)
@@ -208,23 +291,59 @@ class _SplitRun:
             disable=not progress,
         )
         with bar:
-            for items in self._batches(todo):
-                outputs = self.source.run(items, self.split)
-                for item, output in zip(items, outputs, strict=True):
-                    rows.append(self._row(item, output, metrics, columns))
-                    if item.key in crop_keys and output.image is not None:
-                        self._save_crops(item, output.image, provenance)
+            for scored in self._scored(todo, metrics, columns, crop_keys):
+                for one in scored:
+                    rows.append(self._count(one.row))
+                    if one.crops is not None:
+                        self._save_crops(one.row["key"], one.crops, provenance)
                     bar.update(1)
                 if time.monotonic() - last_flush > _FLUSH_SECONDS:
                     self._flush(rows, columns, provenance)
                     last_flush = time.monotonic()
-        rows += self.unreadable
+        rows += [self._count(row) for row in self.unreadable]
         self._flush(rows, columns, provenance)
         statuses = [row["status"] for row in rows]
         provenance["images"] = {"ok": statuses.count("ok"), "failed": statuses.count("failed")}
         provenance["finished_at"] = _now()
         self._write_json(provenance)
         return self.report
+
+    def _scored(
+        self, rows: list[dict], metrics: list, columns: list[str], crop_keys: set[str]
+    ) -> Iterator[list[Scored]]:
+        """The images of `rows` derained and scored, a batch at a time here, or a shard
+        at a time by the cluster's actors."""
+        if not isinstance(self.source, _ClusterSource):
+            yield from self._score(rows, metrics, columns, crop_keys)
+            return
+        by_shard: dict[str, list[dict]] = {}
+        for row in rows:
+            by_shard.setdefault(row["shard"], []).append(row)
+        units = [
+            _Unit(self.name, self.split, self.kind, shard_rows, frozenset(crop_keys))
+            for shard_rows in by_shard.values()
+        ]
+        yield from self.source.score(units)
+
+    def _score(
+        self, rows: list[dict], metrics: list, columns: list[str], crop_keys: set[str]
+    ) -> Iterator[list[Scored]]:
+        for items in self._batches(rows):
+            outputs = self.source.run(items, self.split)
+            yield [
+                Scored(
+                    self._row(item, output, metrics, columns),
+                    _crops(item, output.image)
+                    if item.key in crop_keys and output.image is not None
+                    else None,
+                )
+                for item, output in zip(items, outputs, strict=True)
+            ]
+
+    def _count(self, row: dict) -> dict:
+        self.report.scored += 1
+        self.report.failed += row["status"] == "failed"
+        return row
 
     def _manifest_rows(self) -> list[dict]:
         if self.kind == "real":
@@ -241,28 +360,13 @@ class _SplitRun:
 
     def _metrics(self) -> list[tuple[str, object]]:
         """The metrics to compute, built once; those that cannot run here are reported."""
-        names = self.settings.metrics or (REAL_METRICS if self.kind == "real" else PAIRED_METRICS)
-        built = []
-        for name in names:
-            spec = check_metric(name)
-            if spec.full_reference and self.kind == "real":
-                continue  # no ground truth for real rain
-            try:
-                built.append(
-                    (
-                        name,
-                        create_metric(
-                            name,
-                            weights_dir=self.settings.weights_dir,
-                            device=self.settings.device,
-                        ),
-                    )
-                )
-            except MetricError as error:
-                self.report.unavailable_metrics[name] = str(error)
+        built, unavailable = _build_metrics(self.kind, self.settings)
+        self.report.unavailable_metrics.update(unavailable)
         return built
 
-    def _provenance(self, metrics: list[tuple[str, object]]) -> dict:
+    def _provenance(
+        self, metrics: list[tuple[str, object]], hardware: dict, threads: int | None
+    ) -> dict:
         manifest_path = self.dataset.synthetic_manifest
         if self.kind == "real":
             manifest_path = self.dataset.samples_manifest
@@ -271,7 +375,7 @@ class _SplitRun:
             "checkpoint": self.checkpoint,
             "dataset": {
                 "name": self.name,
-                "path": str(self.dataset.root.absolute()),
+                "path": self.dataset.location,
                 "manifest": manifest_path.name,
                 "manifest_sha256": file_sha256(manifest_path),
             },
@@ -279,7 +383,7 @@ class _SplitRun:
             "kind": self.kind,
             "metrics": [name for name, _ in metrics],
             "unavailable_metrics": self.report.unavailable_metrics,
-            "lower_is_better": {name: metric.spec.lower_is_better for name, metric in metrics},
+            "lower_is_better": {name: check_metric(name).lower_is_better for name, _ in metrics},
             "metric_protocol_version": PROTOCOL_VERSION,
             "tile": (
                 {"size": self.settings.tile, "overlap": self.settings.overlap}
@@ -288,8 +392,8 @@ class _SplitRun:
             ),
             "batch": self.settings.batch,
             "device": self.settings.device,
-            "threads": self.settings.threads,
-            "hardware": _hardware(self.settings.device),
+            "threads": threads,
+            "hardware": hardware,
             "versions": {"rainbench": __version__, **versions()},
             "started_at": _now(),
             "finished_at": None,
@@ -410,8 +514,6 @@ class _SplitRun:
                 "error": f"unreadable: {error}",
             }
         )
-        self.report.scored += 1
-        self.report.failed += 1
 
     def _row(self, item: Item, output: Output, metrics: list, columns: list[str]) -> dict:
         height, width = item.rain.shape[:2]
@@ -429,10 +531,8 @@ class _SplitRun:
             "peak_mem_mb": output.peak_mem_mb,
             **dict.fromkeys(columns),
         }
-        self.report.scored += 1
         if output.image is None:
             row["status"] = "failed"
-            self.report.failed += 1
             return row
         problems = []
         for name, metric in metrics:
@@ -449,17 +549,13 @@ class _SplitRun:
             row["error"] = "; ".join(problems)
         return row
 
-    def _save_crops(self, item: Item, output: np.ndarray, provenance: dict) -> None:
-        height, width = item.rain.shape[:2]
-        side = min(CROP_SIDE, height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        box = (slice(top, top + side), slice(left, left + side))
-        _save_png(self.crop_dir / f"{item.key}.png", output[box])
-        _save_png(self.reference_dir / f"{item.key}.input.png", item.rain[box])
-        if item.gt is not None:
-            _save_png(self.reference_dir / f"{item.key}.gt.png", item.gt[box])
+    def _save_crops(self, key: str, crops: Crops, provenance: dict) -> None:
+        _save_png(self.crop_dir / f"{key}.png", crops.output)
+        _save_png(self.reference_dir / f"{key}.input.png", crops.rain)
+        if crops.gt is not None:
+            _save_png(self.reference_dir / f"{key}.gt.png", crops.gt)
         # Recorded once the crops exist; the next flush makes it durable with the row.
-        provenance["crops"][item.key] = [left, top, side]
+        provenance["crops"][key] = crops.place
 
     def _flush(self, rows: list[dict], columns: list[str], provenance: dict) -> None:
         """Save the rows so far with the crop positions they come with: the JSON first,
@@ -471,6 +567,106 @@ class _SplitRun:
     def _write_json(self, provenance: dict) -> None:
         text = json.dumps(provenance, indent=2, ensure_ascii=False) + "\n"
         write_atomic(self.info_path, text.encode())
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """The work of one actor call: the images of one shard of a split."""
+
+    name: str  # the dataset's
+    split: str
+    kind: str
+    rows: list[dict]  # manifest rows
+    crop_keys: frozenset[str]
+
+
+class _Worker:
+    """What each Ray actor holds: the source, built once, and the metrics, built once per
+    kind of split. It derains and scores a unit's images as this process would."""
+
+    def __init__(
+        self,
+        build_source: Callable[[EvalSettings], Source],
+        settings: EvalSettings,
+        results: Path,
+        dataset: str | Path,
+    ):
+        self.settings = replace(settings, threads=set_torch_threads(requested=settings.threads))
+        self.source = build_source(self.settings)
+        self.results, self.dataset = results, open_dataset(dataset)
+        self.metrics: dict[str, tuple[list, dict[str, str]]] = {}
+
+    def identity(self, _: None) -> tuple[str, dict]:
+        return self.source.name, self.source.info()
+
+    def describe(self, kind: str) -> dict:
+        built, unavailable = self._metrics(kind)
+        return {
+            "metrics": [name for name, _ in built],
+            "unavailable": unavailable,
+            "hardware": _hardware(self.settings.device),
+            "threads": self.settings.threads,
+        }
+
+    def score(self, unit: _Unit) -> list[Scored]:
+        run = _SplitRun(
+            self.source, self.dataset, unit.name, unit.split, unit.kind, self.results,
+            self.settings, None,
+        )  # fmt: skip
+        metrics, _ = self._metrics(unit.kind)
+        columns = [name for name, _ in metrics]
+        batches = run._score(unit.rows, metrics, columns, set(unit.crop_keys))
+        return [one for batch in batches for one in batch] + [Scored(r) for r in run.unreadable]
+
+    def _metrics(self, kind: str) -> tuple[list, dict[str, str]]:
+        if kind not in self.metrics:
+            self.metrics[kind] = _build_metrics(kind, self.settings)
+        return self.metrics[kind]
+
+
+class _ClusterSource(Source):
+    """The source as this process sees it while actors run it: its name and info, asked
+    of one of them."""
+
+    def __init__(self, actors: RayActors):
+        self.actors = actors
+        self.name, self._info = actors.ask(_Worker.identity, None)
+
+    def info(self) -> dict:
+        return self._info
+
+    def describe(self, kind: str) -> dict:
+        return self.actors.ask(_Worker.describe, kind)
+
+    def score(self, units: list[_Unit]) -> Iterator[list[Scored]]:
+        return self.actors.map_unordered(_Worker.score, units)
+
+
+def _build_metrics(kind: str, settings: EvalSettings) -> tuple[list, dict[str, str]]:
+    """The metrics a split of this kind is scored with, built, and why any cannot run."""
+    names = settings.metrics or (REAL_METRICS if kind == "real" else PAIRED_METRICS)
+    built, unavailable = [], {}
+    for name in names:
+        spec = check_metric(name)
+        if spec.full_reference and kind == "real":
+            continue  # no ground truth for real rain
+        try:
+            metric = create_metric(name, weights_dir=settings.weights_dir, device=settings.device)
+        except MetricError as error:
+            unavailable[name] = str(error)
+            continue
+        built.append((name, metric))
+    return built, unavailable
+
+
+def _crops(item: Item, output: np.ndarray) -> Crops:
+    """The centre square, at most CROP_SIDE, of the output, the input and the truth."""
+    height, width = item.rain.shape[:2]
+    side = min(CROP_SIDE, height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    box = (slice(top, top + side), slice(left, left + side))
+    gt = item.gt[box].copy() if item.gt is not None else None
+    return Crops([left, top, side], output[box].copy(), item.rain[box].copy(), gt)
 
 
 def _schema(metrics: list[str]) -> pa.Schema:

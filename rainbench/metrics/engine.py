@@ -1,14 +1,17 @@
 """Scoring many images: pair predictions with references by name, decode each image
-once for all metrics, score the images on every core (largest first), and cache each value by
+once for all metrics, score the images on every core (largest first; as many workers as
+memory holds for the largest images), and cache each value by
 (prediction sha256, reference sha256, metric, protocol version) so re-scoring is free.
 
 A file that cannot be read, or a metric that fails on one image, is recorded in that
 image's `status` and the run goes on.
 """
 
+import functools
 import hashlib
 import os
 import sqlite3
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +22,16 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_uprig
 from rainbench.capture.formats import is_capture_name, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import name_text, read_regular
+from rainbench.cluster import make_pool
 from rainbench.metrics import weights
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
     Metric,
     MetricError,
+    MetricSpec,
     check_metric,
     create_metric,
 )
-from rainbench.parallel import WorkerPool
 
 DEFAULT_CACHE = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rainbench" / "scores.sqlite"
@@ -97,49 +101,147 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
     return found
 
 
-def score(jobs: list[ScoreJob], settings: ScoreSettings, workers: int) -> list[dict]:
-    """One row per job, in name order: name, hashes, size, a column per metric, status."""
+def score(
+    jobs: list[ScoreJob], settings: ScoreSettings, workers: int, ray: str | None = None
+) -> list[dict]:
+    """One row per job, in name order: name, hashes, size, a column per metric, status.
+
+    With `ray` (a cluster address, or "auto") the images are scored as Ray tasks
+    (`rainbench.cluster.make_pool`); locally, `workers` is first cut to what the
+    memory here holds for the largest image.
+    """
+    specs = [check_metric(metric) for metric in settings.metrics]
     for metric in settings.metrics:  # fail fast, without building (importing torch) here
-        check_metric(metric)
         weights.require(metric, settings.options.get("weights_dir"))
+    # One image per unit, largest first, so no worker idles while another has a backlog.
+    sizes = {job: _pixels(job) for job in jobs}
+    ordered = sorted(jobs, key=lambda job: sizes[job], reverse=True)
+    if ray is None:
+        largest = [worker_memory(specs, sizes[job]) for job in ordered[:workers]]
+        workers = workers_for_memory(largest, available_memory())
     if workers > 1:  # one torch thread per worker process: they share the cores
         settings = ScoreSettings(
             settings.metrics, {**settings.options, "threads": 1}, settings.cache
         )
-    # One image per unit, largest first, so no worker idles while another has a backlog.
-    ordered = sorted(jobs, key=_pixels_hint, reverse=True)
+    tune = ray is not None or workers > 1  # the units run in worker processes
     rows = []
-    with WorkerPool(workers) as pool:
-        for row in pool.map_unordered(score_one, [(job, settings) for job in ordered]):
+    with make_pool(workers, ray) as pool:
+        units = [(job, settings, tune) for job in ordered]
+        for row in pool.map_unordered(score_one, units):
             if settings.cache:
                 _store(settings.cache, [row], settings.metrics)
             rows.append(row)
     return sorted(rows, key=lambda row: row["name"])
 
 
-def _pixels_hint(job: ScoreJob) -> int:
-    """File sizes, as a cheap stand-in for how long an image takes."""
+# -- memory -------------------------------------------------------------------------------
+
+# A worker with torch and pyiqa imported and no image yet (measured: 0.45 GB), rounded up.
+WORKER_BASE_BYTES = 1 << 30
+# The decoded prediction and reference (uint8 RGB), held while every metric runs.
+DECODED_BYTES_PER_PIXEL = 6
+_HEADER_BYTES = 1 << 18  # enough for a PNG, JPEG, TIFF or WebP header, EXIF included
+
+
+def worker_memory(specs: list[MetricSpec], pixels: int) -> int:
+    """Bytes one worker needs to score an image of `pixels` with these metrics: they
+    run one after another, so the hungriest one counts."""
+    hungriest = max((spec.peak_bytes_per_pixel for spec in specs), default=0.0)
+    return WORKER_BASE_BYTES + int(pixels * (hungriest + DECODED_BYTES_PER_PIXEL))
+
+
+def workers_for_memory(needs: list[int], available: int) -> int:
+    """How many workers fit: `needs` are the bytes of the largest images, largest first,
+    one per worker wanted. Each worker's first image is one of them and the largest it
+    will see; at least one."""
+    total = 0
+    for fitting, need in enumerate(needs):
+        total += need
+        if total > available:
+            return max(1, fitting)
+    return max(1, len(needs))
+
+
+def available_memory(
+    meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int:
+    """Bytes free for new work: MemAvailable, or less where a cgroup limit is tighter;
+    unbounded (a very large number) where neither can be read."""
+    found = [2**62]
     try:
-        return job.pred.stat().st_size + (job.ref.stat().st_size if job.ref else 0)
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    # cgroup v2 (memory.max, memory.current), else v1 (limit_in_bytes, usage_in_bytes)
+    for limit, usage in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        try:
+            cap = (cgroup / limit).read_text().strip()
+            used = int((cgroup / usage).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit():  # "max" is no limit
+            found.append(max(0, int(cap) - used))
+        break
+    return min(found)
+
+
+def _pixels(job: ScoreJob) -> int:
+    """The prediction's size from its header (the whole file read only when the header is
+    not in its first bytes); its file size when unreadable: still a fair order."""
+    try:
+        with open(job.pred, "rb") as file:
+            head = file.read(_HEADER_BYTES)
+            width_height = header_size(head)
+            if width_height is None and len(head) == _HEADER_BYTES:
+                width_height = header_size(head + file.read())
+        size = job.pred.stat().st_size
     except OSError:
         return 0
+    return width_height[0] * width_height[1] if width_height else size
 
 
-# One set of built metrics per worker process, reused across chunks.
-_BUILT: dict[tuple, dict[str, Metric]] = {}
+# -- in each worker process ---------------------------------------------------------------
+
+# The metrics built in this process, by (name, weights dir, device): a worker builds each
+# once, whatever runs it (this pool's processes, Ray's, or the caller's own).
+_BUILT: dict[tuple[str, str | None, str | None], Metric] = {}
 
 
-def score_one(task: tuple[ScoreJob, ScoreSettings]) -> dict:
-    job, settings = task
-    key = (settings.metrics, tuple(sorted(settings.options.items())))
+def built_metric(name: str, options: dict) -> Metric:
+    key = (name, options.get("weights_dir"), options.get("device"))
     if key not in _BUILT:
-        _BUILT[key] = {m: create_metric(m, **settings.options) for m in settings.metrics}
+        _BUILT[key] = create_metric(name, **options)
+    return _BUILT[key]
+
+
+def score_one(task: tuple[ScoreJob, ScoreSettings, bool]) -> dict:
+    job, settings, tune = task
+    if tune:
+        _tune_worker()
+    metrics = {name: built_metric(name, settings.options) for name in settings.metrics}
     cache = _open_cache(settings.cache)
     try:
-        return _score_one(job, _BUILT[key], cache)
+        return _score_one(job, metrics, cache)
     finally:
         if cache is not None:
             cache.close()
+
+
+@functools.cache  # once per process
+def _tune_worker() -> None:
+    """Ask torch for transparent huge pages, if it is not imported yet in this worker
+    (torch reads the variable at its first allocation). NIQE allocates and frees
+    0.5 GB per MP per call (pyiqa's float64 convolutions unfold 49 values per pixel),
+    and the kernel faults each block in anew: with 2 MB pages, 60× fewer faults. Only in
+    pool workers, never in the caller's process; values are the same either way.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:

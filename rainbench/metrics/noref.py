@@ -24,6 +24,7 @@ class PyiqaMetric:
     description: str
     min_side: int = 1
     options: dict = field(default_factory=dict)  # passed to pyiqa.create_metric
+    peak_bytes_per_pixel: float = 0.0  # MetricSpec's; 0 where not measured
 
 
 METRICS = (
@@ -32,9 +33,17 @@ METRICS = (
         True,
         "NIQE, LIVE parameters (pyiqa); compare methods only at equal resolution",
         min_side=96,  # one 96×96 block
+        # float64 convolutions unfold 49 values per pixel: measured 430–450 B/px
+        peak_bytes_per_pixel=460,
     ),
     PyiqaMetric("brisque", True, "BRISQUE, LIVE SVR (pyiqa)"),
-    PyiqaMetric("piqe", True, "PIQE (pyiqa); needs no weights", min_side=16),  # 16×16 blocks
+    PyiqaMetric(
+        "piqe",
+        True,
+        "PIQE (pyiqa); needs no weights",
+        min_side=16,  # one 16×16 block
+        peak_bytes_per_pixel=180,  # measured 100–175 B/px from 2 to 12 MP
+    ),
     PyiqaMetric("musiq", False, "MUSIQ trained on KonIQ-10k (pyiqa), ~0..100"),
     # Its ResNet-50 comes with the checkpoint: without backbone_pretrain=False timm would
     # first download ImageNet weights.
@@ -124,5 +133,6 @@ for _metric in METRICS:
             description=_metric.description,
             factory=partial(_build, _metric),
             min_side=_metric.min_side,
+            peak_bytes_per_pixel=_metric.peak_bytes_per_pixel,
         )
     )

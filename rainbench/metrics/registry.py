@@ -36,6 +36,9 @@ class MetricSpec:
     # the keyword options every metric accepts: weights_dir, device, threads.
     factory: Callable[..., Callable[..., float]]
     min_side: int = 1  # the smallest image side the metric accepts
+    # The most memory one call takes, per pixel of the image, measured (peak RSS over a
+    # fresh process's, on the engine's workers): the engine sizes its worker count by it.
+    peak_bytes_per_pixel: float = 0.0
 
     def to_dict(self) -> dict:
         return {

@@ -35,6 +35,8 @@ _PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resol
 # Where `weights fetch` downloads from, unless told: pyiqa's own published files (a
 # mirror with the same file names may stand in).
 FETCH_URL_ENV = "RAINBENCH_WEIGHTS_URL"
+VGG16_FILE = "vgg16-397923af.pth"
+CLIP_FILE = "ViT-B-32.pt"
 LARGEST_DOWNLOAD = 1 << 30  # bytes: the largest checkpoint is about 0.2 GB
 
 
@@ -51,6 +53,7 @@ class WeightFile:
     size: int | None  # bytes of the file rainbench writes, when it writes one
     command: str  # the rainbench command that puts it in the weights directory
     source: str  # where that command's input comes from
+    fetched: bool = True  # whether `weights fetch` gets it (from pyiqa's location)
 
     @property
     def expected(self) -> str:
@@ -99,6 +102,27 @@ KNOWN_FILES: dict[str, WeightFile] = {
         _from_pyiqa("brisque_svm_weights.pth", "brisque", None),
         _from_pyiqa("musiq_koniq_ckpt-e95806b9.pth", "musiq", "e95806b9"),
         _from_pyiqa("cfanet_nr_koniq_res50-9a73138b.pth", "topiq_nr", "9a73138b"),
+        # Not a metric's: CCLGAN's semantic cycle contrast encodes with it (rainbench.train.cclgan).
+        WeightFile(
+            name=VGG16_FILE,
+            metrics=("cclgan-vgg16",),
+            sha256="397923af",
+            digest="file",
+            size=None,
+            command=f"rainbench weights import {VGG16_FILE}",
+            source=f"torchvision's ImageNet VGG16, https://download.pytorch.org/models/{VGG16_FILE}",
+            fetched=False,
+        ),
+        WeightFile(
+            name=CLIP_FILE,
+            metrics=("cclgan-clip",),
+            sha256=None,
+            digest="file",
+            size=None,
+            command=f"rainbench weights import {CLIP_FILE}",
+            source="OpenAI's CLIP ViT-B/32 release (openaipublic.azureedge.net/clip/models/…)",
+            fetched=False,
+        ),
     )
 }
 
@@ -206,14 +230,13 @@ def fetch(
 
 
 def _known(name: str) -> WeightFile:
-    found = KNOWN_FILES.get(name) or next(
-        (f for f in KNOWN_FILES.values() if name in f.metrics), None
-    )
+    fetched = {f.name: f for f in KNOWN_FILES.values() if f.fetched}
+    found = fetched.get(name) or next((f for f in fetched.values() if name in f.metrics), None)
     if found is None:
-        metrics = sorted(m for f in KNOWN_FILES.values() for m in f.metrics)
+        metrics = sorted(m for f in fetched.values() for m in f.metrics)
         raise MetricError(
             f"{name!r} needs no weight file rainbench knows; known: {', '.join(metrics)} "
-            f"(or their files: {', '.join(sorted(KNOWN_FILES))})"
+            f"(or their files: {', '.join(sorted(fetched))})"
         )
     return found
 

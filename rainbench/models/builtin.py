@@ -1,6 +1,6 @@
 """The built-in derainers, registered by name: `identity` (the rainy input, the floor
 every method should beat), the classical `guided` and `dcp` (numpy, CPU), and `nlcl`
-(a trained checkpoint).
+and `cclgan` (trained checkpoints).
 """
 
 import inspect
@@ -79,6 +79,24 @@ register(
         "nlcl",
         "NLCL (Ye et al. 2022): unsupervised, non-local contrastive; needs --checkpoint",
         _nlcl,
+        needs_checkpoint=True,
+    )
+)
+
+
+def _cclgan(checkpoint: Path | None, device: str, **options) -> Derainer:
+    from rainbench.models.cclgan import CCLGANDerainer  # imports torch
+
+    if options:
+        raise DerainerError(f"cclgan has no option {sorted(options)[0]!r}; it takes a checkpoint")
+    return CCLGANDerainer(checkpoint, device=device)
+
+
+register(
+    DerainerSpec(
+        "cclgan",
+        "CCLGAN (Zhao et al. 2024): unsupervised, cycle contrastive GAN; needs --checkpoint",
+        _cclgan,
         needs_checkpoint=True,
     )
 )

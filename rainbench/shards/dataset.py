@@ -1,5 +1,7 @@
 """A dataset directory: where things live, `dataset.json`, and the lock that keeps a
-second writer out.
+second writer out. A dataset in an object store is worked on through a local mirror
+folder (`open_dataset`, `open_for_writing`) holding its dataset.json and manifests;
+its shards stay in the store.
 """
 
 import fcntl
@@ -15,8 +17,19 @@ from pathlib import Path
 from rainbench import __version__
 from rainbench.errors import RainbenchError
 from rainbench.files import write_atomic
+from rainbench.store import (
+    is_url,
+    mirror_dir,
+    mirrored_url,
+    read_bytes,
+    upload,
+)
 
 SCHEMA_VERSION = 1
+# The manifests in the order a reader fetches them from a store; a writer pushes them in
+# the reverse order and dataset.json last, so a reader never holds a sample row whose
+# shard its shards.parquet lacks.
+_FETCH_ORDER = ("samples.parquet", "synthetic.parquet", "rejects.parquet", "shards.parquet")
 
 
 class DatasetError(RainbenchError):
@@ -63,15 +76,48 @@ class Dataset:
     def synthetic_manifest(self) -> Path:
         return self.manifests / "synthetic.parquet"
 
+    @property
+    def url(self) -> str | None:
+        """The object-store URL this folder mirrors; None for a local dataset."""
+        return mirrored_url(self.root)
+
+    @property
+    def location(self) -> str:
+        """Where the dataset is, as a user names it: its URL, or its absolute path."""
+        return self.url or str(self.root.absolute())
+
     def exists(self) -> bool:
         return self.info_path.exists()
+
+    def pull(self) -> None:
+        """Refresh a mirror's dataset.json and manifests from the store (a no-op for a
+        local dataset); a file the store no longer has is removed here too."""
+        if self.url is None:
+            return
+        names = [f"manifests/{name}" for name in _FETCH_ORDER] + ["dataset.json"]
+        for name in names:
+            try:
+                write_atomic(self.root / name, read_bytes(f"{self.url}/{name}"), shared=True)
+            except FileNotFoundError:
+                (self.root / name).unlink(missing_ok=True)
+
+    def push(self) -> None:
+        """Publish a mirror's manifests, then dataset.json, to the store (each upload is
+        atomic); a no-op for a local dataset, whose files are already in place."""
+        if self.url is None:
+            return
+        for name in reversed(_FETCH_ORDER):
+            if (self.manifests / name).exists():
+                upload(self.manifests / name, f"{self.url}/manifests/{name}")
+        if self.info_path.exists():
+            upload(self.info_path, f"{self.url}/dataset.json")
 
     def read_info(self) -> dict:
         try:
             info = json.loads(self.info_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DatasetError(
-                f"{self.root} is not a rainbench dataset (no dataset.json)"
+                f"{self.url or self.root} is not a rainbench dataset (no dataset.json)"
             ) from None
         except OSError as error:
             raise DatasetError(f"{self.info_path}: cannot read it: {error.strerror}") from None
@@ -82,7 +128,10 @@ class Dataset:
         return info
 
     def write_info(self, info: dict) -> None:
+        """Replace dataset.json: the commit point of every change to the manifests, so a
+        mirror publishes its manifests to the store here."""
         write_atomic(self.info_path, (json.dumps(info, indent=2, default=str) + "\n").encode())
+        self.push()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -110,6 +159,25 @@ class Dataset:
                 yield
             finally:
                 handle.truncate(0)
+
+
+def open_dataset(location: str | os.PathLike) -> Dataset:
+    """The dataset at `location` for reading: a local folder as it is, or a URL's local
+    view with dataset.json and the manifests fetched afresh (shards stay in the store)."""
+    if not is_url(location):
+        return Dataset(Path(location))
+    dataset = Dataset(mirror_dir(str(location), "read"))
+    dataset.pull()
+    return dataset
+
+
+def open_for_writing(location: str | os.PathLike) -> Dataset:
+    """The dataset at `location` for a writer: a local folder, or a URL's local state
+    folder (its lock, an ingest's journal and unpublished shards), refreshed from the
+    store by the writer under its lock (`Dataset.pull`)."""
+    if not is_url(location):
+        return Dataset(Path(location))
+    return Dataset(mirror_dir(str(location), "write"))
 
 
 def new_run_id() -> str:

@@ -65,6 +65,7 @@ SAMPLES = pa.schema(
         ("source_root", pa.string()),
         ("source_size", pa.int64()),
         ("source_mtime_ns", pa.int64()),
+        ("source_inode", pa.int64()),  # 0: none known (an object in a store)
         ("source_sha256", pa.string()),  # of the file as found (before GPS removal)
         ("ingest_run", pa.string()),
     ]
@@ -114,6 +115,7 @@ REJECTS = pa.schema(
         ("source_root", pa.string()),
         ("source_size", pa.int64()),
         ("source_mtime_ns", pa.int64()),
+        ("source_inode", pa.int64()),
         ("ingest_run", pa.string()),
     ]
 )

@@ -1,7 +1,8 @@
 """Reading a dataset's shards: the one way a reader opens a shard and takes a member
-out of it. What a dataset says is untrusted: a shard must lie inside the dataset, a
-member must be a regular file no larger than the manifest allows, and a picture's
-header must not declare more pixels than the manifest gives before one is decoded.
+out of it, from a folder or, by range requests, from an object store. What a dataset
+says is untrusted: a shard must lie inside the dataset, a member must be a regular
+file no larger than the manifest allows, and a picture's header must not declare more
+pixels than the manifest gives before one is decoded.
 """
 
 import re
@@ -17,6 +18,7 @@ from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.manifest import SHARD
+from rainbench.store import mirrored_url, open_ranged, open_stream
 
 # A member whose size the manifest does not give (a RAW's preview, a pair's PNGs) may
 # hold its pixels at 8 bytes each (16-bit RGBA, uncompressed) and this much metadata.
@@ -49,11 +51,37 @@ def shard_path(root: Path, shard: str) -> Path:
     return path
 
 
-def open_shard(root: Path, shard: str) -> tarfile.TarFile:
-    """The shard as an uncompressed tar (nothing in it is inflated); see `shard_path`."""
-    path = shard_path(root, shard)
+def shard_url(root: Path, shard: str) -> str | None:
+    """Where `shard` lies in the store when `root` mirrors one (None for a local
+    dataset); refused unless it is a shard path, whose pattern keeps it under the URL."""
+    url = mirrored_url(Path(root))
+    if url is None:
+        return None
+    if not re.fullmatch(SHARD, shard):
+        raise ShardError(f"{shard!r} is not a shard path; refused")
+    return f"{url}/{shard}"
+
+
+def open_shard_file(root: Path, shard: str, stream: bool = False):
+    """The shard's bytes as a binary file: the local file, or the store's object read by
+    range requests (`stream`: in large pieces, for one pass over all of it)."""
     try:
-        return tarfile.open(path, "r:")
+        url = shard_url(root, shard)
+        if url is None:
+            return open(shard_path(root, shard), "rb")  # the caller closes it
+        return open_stream(url) if stream else open_ranged(url)
+    except OSError as error:
+        raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
+
+
+def open_shard(root: Path, shard: str) -> tarfile.TarFile:
+    """The shard as an uncompressed tar (nothing in it is inflated); see `shard_path`.
+    From a store, only the headers and the members read are fetched."""
+    try:
+        if shard_url(root, shard) is None:
+            return tarfile.open(shard_path(root, shard), "r:")
+        # The store's file object holds no descriptor: it goes with the tar.
+        return tarfile.open(fileobj=open_shard_file(root, shard), mode="r:")
     except (OSError, tarfile.TarError, EOFError) as error:
         raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
 

@@ -4,7 +4,9 @@ Each shard is read once, in one pass that hashes the whole file and every member
 the shard's sha256 must match shards.parquet, every manifest row's members must be
 there with the right sha256, and nothing may be on disk that no manifest lists.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
-link, a sparse file, a device) is reported, never read.
+link, a sparse file, a device) is reported, never read. A dataset in an object store is
+checked the same way: each shard object streams by once (no local copy), and the
+store's listing stands for what is on disk.
 """
 
 import hashlib
@@ -18,8 +20,9 @@ from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import GROUND_TRUTH, RAIN
 from rainbench.shards.layout import member as layout_member
-from rainbench.shards.members import ShardError, irregular, shard_path
+from rainbench.shards.members import ShardError, irregular, shard_path, shard_url
 from rainbench.shards.tar import TMP_SUFFIX
+from rainbench.store import is_url, listing, open_stream
 
 _CHUNK = 1 << 22
 
@@ -71,7 +74,9 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
                     "re-run it to finish",
                 )
             ]
-        raise DatasetError(f"{dataset.root} is not a rainbench dataset (no dataset.json)")
+        raise DatasetError(
+            f"{dataset.url or dataset.root} is not a rainbench dataset (no dataset.json)"
+        )
     info = dataset.read_info()
     problems: list[Problem] = []
     if pending:
@@ -115,34 +120,28 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
             )
         rows_by_shard[row["shard"]].append(Entry(row["key"], row["members"], hashes, sizes))
 
+    stored = _stored_names(dataset)
     tasks = []
     for name in listed:
         try:
             path = shard_path(dataset.root, name)
+            url = shard_url(dataset.root, name)
         except ShardError as error:
             problems.append(Problem("shard-outside", name, str(error)))
             continue
-        if path.exists():
-            tasks.append((path.as_posix(), name))
+        if path.exists() if url is None else name in stored:
+            tasks.append((url or path.as_posix(), name))
         else:
             problems.append(Problem("shard-missing", name, "listed in shards.parquet, not on disk"))
     for reading in distribute(read_shard, tasks, workers):
         problems += _check_shard(reading, listed[reading.shard], rows_by_shard[reading.shard])
 
-    shards_dir = dataset.root / "shards"
-    on_disk = sorted(shards_dir.rglob("*.tar")) if shards_dir.exists() else []
-    for path in on_disk:
-        name = path.relative_to(dataset.root).as_posix()
-        if name not in listed:
+    for name in stored:
+        if name.endswith(".tar") and name not in listed:
             problems.append(Problem("stray-shard", name, "on disk but not in shards.parquet"))
-    for path in sorted(shards_dir.rglob(f"*{TMP_SUFFIX}")) if shards_dir.exists() else []:
-        problems.append(
-            Problem(
-                "stray-temporary",
-                path.relative_to(dataset.root).as_posix(),
-                "a shard that was never finished",
-            )
-        )
+    for name in stored:
+        if name.endswith(TMP_SUFFIX):
+            problems.append(Problem("stray-temporary", name, "a shard that was never finished"))
     counts = info.get("counts")
     counted = counts.get("samples") if isinstance(counts, dict) else None
     if counted != len(samples):
@@ -156,13 +155,30 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
     return problems
 
 
+def _stored_names(dataset: Dataset) -> list[str]:
+    """Every file under the dataset's shards/ (in a store: every object), relative to
+    the dataset, in path order."""
+    if dataset.url is not None:
+        names = [f"shards/{name}" for name in listing(f"{dataset.url}/shards")]
+    else:
+        shards_dir = dataset.root / "shards"
+        found = shards_dir.rglob("*") if shards_dir.exists() else []
+        names = [
+            path.relative_to(dataset.root).as_posix()
+            for path in found
+            if path.is_symlink() or not path.is_dir()
+        ]
+    return sorted(names, key=lambda name: name.split("/"))
+
+
 def read_shard(task: tuple[str, str]) -> ShardReading:
+    """One pass over the shard at `task`'s path or URL: its sha256 and every member's."""
     path, name = task
     whole = hashlib.sha256()
     members: dict[str, str] = {}
     sizes: dict[str, int] = {}
     refused: list[tuple[str, str]] = []
-    with open(path, "rb") as raw:
+    with open_stream(path) if is_url(path) else open(path, "rb") as raw:
         hashing = _HashingReader(raw, whole)
         try:
             with tarfile.open(fileobj=hashing, mode="r|") as archive:

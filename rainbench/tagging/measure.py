@@ -34,13 +34,13 @@ from rainbench.windows import box_sum, min_filter
 
 def working_image(preview: Image.Image) -> np.ndarray:
     """The upright preview as float32 RGB in [0, 1], WORK_HEIGHT rows high."""
-    image = _central(preview.convert("RGB"))
+    image = _central(preview if preview.mode == "RGB" else preview.convert("RGB"))
     width, rows = image.size
     # A portrait is measured WORK_HEIGHT rows high too, but never wider than tall×4.
     work_width = max(8, min(round(width * WORK_HEIGHT / rows), MAX_ASPECT * WORK_HEIGHT))
     resample = Image.Resampling.BOX if rows > WORK_HEIGHT else Image.Resampling.BILINEAR
     image = image.resize((work_width, WORK_HEIGHT), resample)
-    return np.asarray(image, dtype=np.float32) / 255
+    return _unit_range(image)
 
 
 def native_luma(preview: Image.Image) -> np.ndarray:
@@ -51,7 +51,12 @@ def native_luma(preview: Image.Image) -> np.ndarray:
     if rows > NATIVE_HEIGHT:
         size = (max(8, round(width * NATIVE_HEIGHT / rows)), NATIVE_HEIGHT)
         image = image.resize(size, Image.Resampling.BOX)
-    return np.asarray(image, dtype=np.float32) / 255
+    return _unit_range(image)
+
+
+def _unit_range(image: Image.Image) -> np.ndarray:
+    """8-bit pixels as float32 / 255: converted inside the division, in one pass."""
+    return np.divide(np.asarray(image), np.float32(255), dtype=np.float32)
 
 
 def _central(image: Image.Image) -> Image.Image:
@@ -92,7 +97,8 @@ def _streak_features(residual: np.ndarray) -> dict[str, float]:
     """Orientation statistics of the residual: rain streaks are thin bright lines,
     all at nearly one angle, so their gradients point across that angle."""
     gy, gx = np.gradient(residual)
-    energy = gx**2 + gy**2
+    gx_squared, gy_squared = gx**2, gy**2
+    energy = gx_squared + gy_squared
     total = float(energy.sum())
     if total <= 1e-12:
         return {
@@ -108,8 +114,11 @@ def _streak_features(residual: np.ndarray) -> dict[str, float]:
             "streak_blocks": 0.0,
         }
     # Doubled-angle sums: a gradient and its opposite count as the same orientation.
-    cos2 = float(np.sum(gx**2 - gy**2))
-    sin2 = float(np.sum(2 * gx * gy))
+    # Each kept for the pixelwise dot product below, which uses the same terms.
+    doubled_cos = gx_squared - gy_squared
+    doubled_sin = 2 * gx * gy
+    cos2 = float(np.sum(doubled_cos))
+    sin2 = float(np.sum(doubled_sin))
     coherence = math.hypot(cos2, sin2) / total
     if coherence <= 1e-9:
         cos2, sin2 = 1.0, 0.0  # no preferred orientation: measure against vertical streaks
@@ -118,7 +127,7 @@ def _streak_features(residual: np.ndarray) -> dict[str, float]:
     angle = (90 - gradient_angle) % 180
     # A pixel is "along" when its doubled gradient angle lies within 2·STREAK_BAND of
     # the dominant one: a dot product of unit doubled-angle vectors, no arctangents.
-    dot = (gx**2 - gy**2) * (cos2 / math.hypot(cos2, sin2)) + (2 * gx * gy) * (
+    dot = doubled_cos * (cos2 / math.hypot(cos2, sin2)) + doubled_sin * (
         sin2 / math.hypot(cos2, sin2)
     )
     along = dot >= math.cos(math.radians(2 * STREAK_BAND)) * energy

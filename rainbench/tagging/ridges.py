@@ -34,10 +34,19 @@ def ridge_features(luma: np.ndarray, sigma: float, prefix: str) -> dict[str, flo
     # filters, and everything float32.
     smooth = ndimage.gaussian_filter(luma, sigma)
     scale = np.float32(sigma * sigma)
-    centre = smooth[1:-1, 1:-1]
-    xx = (smooth[1:-1, 2:] + smooth[1:-1, :-2] - 2 * centre) * scale
-    yy = (smooth[2:, 1:-1] + smooth[:-2, 1:-1] - 2 * centre) * scale
-    twice_xy = (smooth[2:, 2:] - smooth[2:, :-2] - smooth[:-2, 2:] + smooth[:-2, :-2]) * (scale / 2)
+    twice_centre = smooth[1:-1, 1:-1] * 2
+    # In place wherever a value is not needed again: the same operations in the same
+    # order as written out, so the same float32 values, with half the passes over memory.
+    xx = np.add(smooth[1:-1, 2:], smooth[1:-1, :-2])
+    xx -= twice_centre
+    xx *= scale
+    yy = np.add(smooth[2:, 1:-1], smooth[:-2, 1:-1])
+    yy -= twice_centre
+    yy *= scale
+    twice_xy = np.subtract(smooth[2:, 2:], smooth[2:, :-2])
+    twice_xy -= smooth[:-2, 2:]
+    twice_xy += smooth[:-2, :-2]
+    twice_xy *= scale / 2
     trace = xx + yy
     diff = np.subtract(xx, yy, out=xx)
     # The eigenvalues are (trace ± spread) / 2. A bright ridge curves down steeply across
@@ -45,40 +54,48 @@ def ridge_features(luma: np.ndarray, sigma: float, prefix: str) -> dict[str, flo
     # spread); a dark ridge the other way, min(trace, spread); a blob curves both ways
     # and is neither.
     spread = np.hypot(diff, twice_xy)
-    bright = np.maximum(np.minimum(-trace, spread), 0)
-    dark = np.maximum(np.minimum(trace, spread), 0)
+    bright = np.negative(trace)
+    np.minimum(bright, spread, out=bright)
+    np.maximum(bright, 0, out=bright)
+    dark = np.minimum(trace, spread, out=yy)
+    np.maximum(dark, 0, out=dark)
     # The along-ridge direction as a doubled angle: (xx − yy, 2xy) points along the
     # high-curvature axis's normal for a bright ridge, and its opposite for a dark one.
     norm = np.maximum(spread, np.float32(1e-12))
-    cos2, sin2 = diff / norm, twice_xy / norm
+    cos2 = np.divide(diff, norm, out=diff)
+    sin2 = np.divide(twice_xy, norm, out=twice_xy)
     # Orientations weighted by squared strength, so a line's peak outweighs its flanks
     # and faint clutter (noise, texture) counts little beside a clear line.
-    bright_weight, dark_weight = np.square(bright), np.square(dark)
+    bright_weight, dark_weight = np.square(bright), np.square(dark, out=dark)
+    product = norm  # scratch from here on
     bright_total = float(bright_weight.sum()) + 1e-12
-    mean_cos = float(np.sum(bright_weight * cos2)) / bright_total
-    mean_sin = float(np.sum(bright_weight * sin2)) / bright_total
+    mean_cos = float(np.multiply(bright_weight, cos2, out=product).sum()) / bright_total
+    mean_sin = float(np.multiply(bright_weight, sin2, out=product).sum()) / bright_total
     coherence = math.hypot(mean_cos, mean_sin)
     dark_total = float(dark_weight.sum()) + 1e-12
     dark_coherence = math.hypot(
-        float(np.sum(dark_weight * cos2)) / dark_total,
-        float(np.sum(dark_weight * sin2)) / dark_total,
+        float(np.multiply(dark_weight, cos2, out=product).sum()) / dark_total,
+        float(np.multiply(dark_weight, sin2, out=product).sum()) / dark_total,
     )
     if coherence > 1e-9:
         axis_cos, axis_sin = mean_cos / coherence, mean_sin / coherence
     else:
         axis_cos, axis_sin = -1.0, 0.0  # no preferred orientation: measure along vertical
-    alignment = cos2 * np.float32(axis_cos) + sin2 * np.float32(axis_sin)
+    alignment = np.multiply(cos2, np.float32(axis_cos), out=product)
+    alignment += np.multiply(sin2, np.float32(axis_sin), out=cos2)
     limit = np.float32(math.cos(math.radians(2 * BAND)))
-    bright_along, dark_along = alignment >= limit, -alignment >= limit
+    bright_along, dark_along = alignment >= limit, alignment <= -limit
     # A quarter of the pixels give the median to well within its spread across pictures.
-    clutter = float(np.median(np.minimum(np.abs(trace), spread)[::2, ::2]))
+    clutter = float(np.median(np.minimum(np.abs(trace[::2, ::2]), spread[::2, ::2])))
     threshold = max(CLUTTER_FACTOR * clutter, STRENGTH_FLOOR)
     mask = bright_along & (bright > threshold)
     segments = _segments(mask, axis_cos, axis_sin)
     area = mask.size
     background = ndimage.uniform_filter(luma, 4 * sigma + 1)[1:-1, 1:-1]
-    dark_share = float(np.mean(background < DARK_LUMA))
-    on_dark = float(np.mean(background[mask] < DARK_LUMA)) if mask.any() else dark_share
+    on_dark_ground = background < DARK_LUMA
+    dark_share = np.count_nonzero(on_dark_ground) / area
+    ridges = np.count_nonzero(mask)
+    on_dark = np.count_nonzero(on_dark_ground & mask) / ridges if ridges else dark_share
     return {
         # Squared, so a line's own peak outweighs the opposite-signed flanks the filter
         # gives it (each about 0.45 of the peak): a bright line reads bright.

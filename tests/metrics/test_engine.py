@@ -1,13 +1,18 @@
 """The scoring engine: pairing by name, one decode per image, per-image errors,
-the cache, and the same rows whatever the number of workers."""
+the cache, the same rows whatever the number of workers, metrics built once per
+process, and the worker count capped by memory."""
+
+import os
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from rainbench.metrics import registry
+from rainbench.metrics import engine, registry
 from rainbench.metrics.engine import ScoreSettings, pair_folders, score
 from rainbench.metrics.registry import MetricSpec, register
+from rainbench.parallel import WorkerPool
 
 
 def _mean_abs(pred, ref):
@@ -95,3 +100,117 @@ def test_a_perfect_prediction_is_cached_as_infinite(tmp_path):
     first = score(jobs, settings, workers=1)
     assert first[0]["psnr"] == float("inf") and first[0]["status"] == "ok"
     assert score(jobs, settings, workers=1) == first
+
+
+def test_rows_in_name_order_whatever_order_they_finish(tmp_path):
+    # Scored largest first: the largest image has the last name here.
+    for i, side in enumerate((20, 30, 40, 50)):
+        _save(tmp_path / "p" / f"img{i}.png", 10 * i, size=(side, side))
+    jobs = pair_folders(tmp_path / "p", None).jobs
+    rows = score(jobs, ScoreSettings(("test_mean",), {}, None), workers=1)
+    assert [row["name"] for row in rows] == ["img0.png", "img1.png", "img2.png", "img3.png"]
+    assert [row["width"] for row in rows] == [20, 30, 40, 50]
+
+
+def test_piqe_is_the_same_on_one_worker_and_on_two(tmp_path):
+    pytest.importorskip("pyiqa", reason="no-reference metrics need rainbench[eval]")
+    rng = np.random.default_rng(0)
+    for i, side in enumerate((48, 64, 96)):
+        pixels = rng.integers(0, 256, (side, side + 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"img{i}.png")
+    jobs = pair_folders(tmp_path, None).jobs
+    settings = ScoreSettings(("piqe",), {}, None)
+    one = score(jobs, settings, workers=1)
+    two = score(jobs, settings, workers=2)  # tuned worker processes (engine._tune_worker)
+    assert one == two and all(row["status"] == "ok" for row in one)
+
+
+def test_each_metric_is_built_once_per_process(tmp_path, monkeypatch):
+    builds = []
+
+    def factory(**options):
+        builds.append(options)
+        return _brightness
+
+    register(MetricSpec("test_counted", False, False, "counts its builds", factory))
+    monkeypatch.setattr(engine, "_BUILT", {})
+    for i in range(5):
+        _save(tmp_path / f"img{i}.png", i)
+    jobs = pair_folders(tmp_path, None).jobs
+    settings = ScoreSettings(("test_counted",), {"weights_dir": "/w"}, None)
+    score(jobs, settings, workers=1)
+    score(jobs, settings, workers=1)
+    assert len(builds) == 1
+    engine.built_metric("test_counted", {"weights_dir": "/other"})  # another key: built
+    engine.built_metric("test_counted", {"weights_dir": "/w", "threads": 1})  # same key
+    assert builds == [{"weights_dir": "/w"}, {"weights_dir": "/other"}]
+
+
+def _meminfo(tmp_path, available_kib: int):
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal:       99999999 kB\nMemAvailable:   {available_kib} kB\n")
+    return path
+
+
+def test_available_memory_is_meminfo_or_a_tighter_cgroup_limit(tmp_path):
+    meminfo = _meminfo(tmp_path, 8 * 1024 * 1024)  # 8 GiB
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    assert engine.available_memory(meminfo, cgroup) == 8 << 30  # no cgroup files
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text(str(1 << 30))
+    assert engine.available_memory(meminfo, cgroup) == 8 << 30  # "max": no limit
+    (cgroup / "memory.max").write_text(str(4 << 30))
+    assert engine.available_memory(meminfo, cgroup) == 3 << 30  # 4 GiB limit, 1 GiB used
+    assert engine.available_memory(tmp_path / "none", tmp_path / "none") >= 1 << 60
+
+
+def test_worker_memory_counts_the_hungriest_metric_on_the_largest_image():
+    def spec(name, per_pixel):
+        return MetricSpec(
+            name, False, True, "", lambda: _brightness, peak_bytes_per_pixel=per_pixel
+        )
+
+    twelve_mp = 12_000_000
+    need = engine.worker_memory([spec("a", 820), spec("b", 180)], twelve_mp)
+    assert need == engine.WORKER_BASE_BYTES + twelve_mp * (820 + engine.DECODED_BYTES_PER_PIXEL)
+    assert engine.worker_memory([], 0) == engine.WORKER_BASE_BYTES
+
+
+def test_workers_for_memory_sums_the_largest_images():
+    assert engine.workers_for_memory([10, 6, 6, 6], available=23) == 3
+    assert engine.workers_for_memory([10, 6, 6, 6], available=100) == 4
+    assert engine.workers_for_memory([10, 6], available=15) == 1
+    assert engine.workers_for_memory([10, 6], available=5) == 1  # never fewer than one
+    assert engine.workers_for_memory([], available=5) == 1
+
+
+def test_workers_are_capped_by_memory(tmp_path, monkeypatch):
+    asked = []
+
+    def inline_pool(workers, ray):
+        asked.append((workers, ray))
+        return WorkerPool(1)
+
+    monkeypatch.setattr(engine, "make_pool", inline_pool)
+    for i in range(3):
+        _save(tmp_path / f"img{i}.png", i, size=(100, 100))
+    jobs = pair_folders(tmp_path, None).jobs
+    settings = ScoreSettings(("test_mean",), {}, None)
+    need = engine.worker_memory([registry.check_metric("test_mean")], 100 * 100)
+    monkeypatch.setattr(engine, "available_memory", lambda: 2 * need + need // 2)
+    score(jobs, settings, workers=8)
+    monkeypatch.setattr(engine, "available_memory", lambda: need // 2)
+    score(jobs, settings, workers=8)  # never fewer than one
+    score(jobs, settings, workers=8, ray="auto")  # a cluster's memory is not this machine's
+    assert asked == [(2, None), (1, None), (8, "auto")]
+
+
+def test_workers_ask_for_huge_pages_only_before_torch_is_imported(monkeypatch):
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    monkeypatch.setitem(sys.modules, "torch", object())
+    engine._tune_worker.__wrapped__()
+    assert "THP_MEM_ALLOC_ENABLE" not in os.environ  # too late: torch has read it
+    monkeypatch.delitem(sys.modules, "torch")
+    engine._tune_worker.__wrapped__()
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"

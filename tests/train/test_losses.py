@@ -8,11 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from rainbench.train.core.contrast import patch_nce  # noqa: E402
 from rainbench.train.nlcl.losses import (  # noqa: E402
     consistency_loss,
     layer_contrast,
     lsgan_loss,
-    patch_nce,
     sparsity_loss,
 )
 

@@ -30,10 +30,11 @@ from PIL import Image
 
 from rainbench.models.nlcl.generator import to_model_range
 from rainbench.models.nlcl.published import import_published
+from rainbench.train.core.loop import set_lr
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import Centres, NLCLModel
 from rainbench.train.nlcl.sampling import rank_candidates, reference_centres, similar_centres
-from rainbench.train.nlcl.trainer import _set_lr, _train_step, build_optimizers
+from rainbench.train.nlcl.trainer import _train_step, build_optimizers
 
 REFERENCE = os.environ.get("RAINBENCH_NLCL_REFERENCE")
 pytestmark = [
@@ -240,7 +241,7 @@ def _our_step(config: NLCLConfig, initial: dict, batch: dict, centres: Centres):
     model.load_state_dict(initial)
     gradients = _record_gradients(dict(model.named_parameters()))
     g_opt, d_opt = build_optimizers(model, config)
-    _set_lr((g_opt, d_opt), config, 0)
+    set_lr((g_opt, d_opt), config, 0)
     model.generator_losses = partial(model.generator_losses, centres=centres)
     sampler = torch.Generator().manual_seed(0)
     terms = _train_step(model, batch, g_opt, d_opt, sampler, config, "cpu")

@@ -12,22 +12,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from rainbench.demo.captures import sample_specs, write_capture
-from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
 from rainbench.shards.dataset import DatasetError
-from rainbench.synth.build import SynthOptions, synthesize
+from rainbench.train.core.loop import set_lr
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import NLCLModel
-from rainbench.train.nlcl.trainer import (
-    LOSS_TERMS,
-    _set_lr,
-    _train_step,
-    build_optimizers,
-    train,
-)
+from rainbench.train.nlcl.trainer import LOSS_TERMS, _train_step, build_optimizers, train
 
 TINY = NLCLConfig(
     steps=4,
@@ -47,21 +39,6 @@ TINY = NLCLConfig(
     val_split="syn-streak",
     val_images=2,
 )
-
-
-@pytest.fixture(scope="module")
-def _dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nlcl")
-    for spec in sample_specs(4, seed=6, size=(128, 96)):
-        write_capture(root / "rainy", spec)
-    for spec in sample_specs(3, seed=12, size=(128, 96)):
-        write_capture(root / "clean", spec)
-    ds = root / "ds"
-    options = {"workers": 1, "split": {"train": 1.0}}
-    ingest([root / "rainy"], ds, IngestOptions(**options))
-    ingest([root / "clean"], ds, IngestOptions(layer="clean", **options))
-    synthesize(ds, SynthOptions(recipes=("streak",), source_split="train", workers=1))
-    return ds
 
 
 def _rows(path) -> list[dict]:
@@ -156,7 +133,7 @@ def test_a_checkpoint_of_an_earlier_trainer_is_refused(tmp_path, _dataset):
     last = run / "checkpoints" / "last.pt"
     state = torch.load(last, weights_only=True)
     torch.save({**state, "version": 1}, last)
-    with pytest.raises(DatasetError, match="earlier NLCL trainer"):
+    with pytest.raises(DatasetError, match="earlier nlcl trainer"):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
 
 
@@ -166,7 +143,7 @@ def _one_step(config: NLCLConfig) -> tuple[dict, NLCLModel]:
     model = NLCLModel(config)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     g_opt, d_opt = build_optimizers(model, config)
-    _set_lr((g_opt, d_opt), config, 0)
+    set_lr((g_opt, d_opt), config, 0)
     crops = torch.rand(2, 1, 3, config.crop, config.crop, generator=torch.Generator())
     batch = {"rain": crops[0], "clean": crops[1]}
     _train_step(model, batch, g_opt, d_opt, torch.Generator().manual_seed(1), config, "cpu")

@@ -1,6 +1,7 @@
 """NLCL's loss terms: the layer contrast (supervised contrastive over image and rain
-patch vectors, optionally asymmetric), the location contrast (PatchNCE), LSGAN, and
-the decomposition's consistency and sparsity. Scalars, averaged over the batch.
+patch vectors, optionally asymmetric), LSGAN, and the decomposition's consistency and
+sparsity (the location contrast is the core's: rainbench.train.core.contrast).
+Scalars, averaged over the batch.
 
 The contrasts take the projection heads' vectors as they are, as the public code does:
 normalising them again would change the logits, because a head's output can be short
@@ -10,6 +11,8 @@ of unit length (networks.ProjectionHead).
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rainbench.train.core.contrast import at_least_float32
 
 
 def layer_contrast(
@@ -48,7 +51,7 @@ def layer_contrast(
         )
     k = k_image + k_rain
     device = image_vectors.device
-    vectors = _at_least_float32(torch.cat([image_vectors, rain_vectors], dim=1))
+    vectors = at_least_float32(torch.cat([image_vectors, rain_vectors], dim=1))
     is_rain = torch.arange(k, device=device) >= k_image
     rain_temperature = temperature if rain_temperature is None else rain_temperature
     temperatures = torch.where(is_rain, rain_temperature, temperature)
@@ -66,21 +69,6 @@ def layer_contrast(
     return ((per_anchor * weights).sum(dim=1) / weights.sum()).mean()
 
 
-def patch_nce(query: Tensor, key: Tensor, temperature: float = 0.07) -> Tensor:
-    """InfoNCE as in CUT (Park et al., 2020) over N×P×D queries and keys.
-
-    Each query's positive is the key at its own location; its negatives are the keys at
-    the other P−1 locations of the same image (no negatives across images); unit
-    vectors. The key is detached here: it is the target the query is pulled to, and
-    gets no gradient. Mean over locations and batch.
-    """
-    n, p, _ = query.shape
-    query, key = _at_least_float32(query), _at_least_float32(key.detach())
-    logits = query @ key.transpose(1, 2) / temperature  # N×P×P; the positive on the diagonal
-    target = torch.arange(p, device=query.device).repeat(n)
-    return F.cross_entropy(logits.flatten(0, 1), target)
-
-
 def lsgan_loss(logits: Tensor, real: bool) -> Tensor:
     """Least-squares GAN loss: mean((logits − 1)²) for real, mean(logits²) for fake."""
     return (logits - 1).square().mean() if real else logits.square().mean()
@@ -94,8 +82,3 @@ def consistency_loss(rain: Tensor, background: Tensor, observed: Tensor) -> Tens
 def sparsity_loss(observed: Tensor, background: Tensor) -> Tensor:
     """mean|O − B̂|: rain is sparse, so the background should stay close to the input."""
     return F.l1_loss(background, observed)
-
-
-def _at_least_float32(x: Tensor) -> Tensor:
-    """x in float32, or in its own dtype when that is wider (float64 in the tests)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

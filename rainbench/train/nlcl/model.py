@@ -9,14 +9,9 @@ import torch
 from torch import nn
 
 from rainbench.models.nlcl.generator import Generator
+from rainbench.train.core.contrast import PrototypeMemory, location_contrast
 from rainbench.train.nlcl.config import NLCLConfig
-from rainbench.train.nlcl.losses import (
-    consistency_loss,
-    layer_contrast,
-    lsgan_loss,
-    patch_nce,
-    sparsity_loss,
-)
+from rainbench.train.nlcl.losses import consistency_loss, layer_contrast, lsgan_loss, sparsity_loss
 from rainbench.train.nlcl.networks import Discriminator, ProjectionHead, init_weights
 from rainbench.train.nlcl.sampling import gather, similar_centres
 
@@ -50,6 +45,12 @@ class NLCLModel(nn.Module):
         self.image_heads = nn.ModuleList(ProjectionHead(c) for c in channels)
         self.rain_heads = nn.ModuleList(ProjectionHead(c) for c in channels)
         self.nce_heads = nn.ModuleList(ProjectionHead(config.channels) for _ in config.nce_layers)
+        # HCSC selection's key memories, one per location-contrast layer.
+        self.memories = (
+            nn.ModuleList(PrototypeMemory(config.prototype_memory) for _ in config.nce_layers)
+            if config.nce_negatives == "hcsc"
+            else None
+        )
         # The generators keep PyTorch's default initialisation, as in the public code.
         for module in (self.discriminator, self.image_heads, self.rain_heads, self.nce_heads):
             init_weights(module)
@@ -176,12 +177,19 @@ class NLCLModel(nn.Module):
         if locations is None:
             locations = self._draw(keys[0], config.nce_locations, sampler)
         size = tuple(source.shape[-2:])
+        memories = self.memories or [None] * len(self.nce_heads)
         losses = [
-            patch_nce(
+            location_contrast(
                 head(gather(query, locations, size)),
                 head(gather(key, locations, size)),
+                config.nce_negatives,
                 config.temperature,
+                memory,
+                config.prototypes,
+                sampler,
             )
-            for query, key, head in zip(queries, keys, self.nce_heads, strict=True)
+            for query, key, head, memory in zip(
+                queries, keys, self.nce_heads, memories, strict=True
+            )
         ]
         return torch.stack(losses).mean()

@@ -1,0 +1,243 @@
+"""Run units of work on a Ray cluster (the optional `cluster` extra): `RayPool` stands in
+for `rainbench.parallel.WorkerPool` with Ray tasks, `RayActors` keeps something costly
+to build (a derainer, its metrics) alive in one actor per CPU or GPU.
+
+Both only connect to a cluster that is already running and leave it running. A task
+whose worker or node dies is run again by Ray; an exception the function raises itself
+reaches the caller as that exception, not wrapped, so callers handle errors as they do
+for local workers.
+"""
+
+import logging
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from rainbench.errors import RainbenchError, first_line
+from rainbench.parallel import WorkerPool
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+INSTALL = "pip install 'rainbench[cluster]'"
+# Runs of a unit whose worker or node died before Ray gives up on it.
+MAX_RETRIES = 3
+_CONNECT_SECONDS = 10.0
+
+
+class ClusterError(RainbenchError):
+    """No Ray, no cluster to connect to, or work Ray could not finish; one line."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(f"--ray needs Ray, which is not installed: {INSTALL}") from None
+    return ray
+
+
+class _Connection:
+    """A driver's connection to the cluster at `address`, opened on entry, closed on exit
+    unless it was open already (a caller that connected itself keeps its connection)."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.ray = import_ray()
+        self._opened = False
+
+    def __enter__(self):
+        if not self.ray.is_initialized():
+            self._connect()
+            self._opened = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._opened:
+            # Disconnects this driver; the cluster, started by someone else, runs on.
+            self.ray.shutdown()
+            self._opened = False
+
+    def _connect(self) -> None:
+        _check_reachable(self.address)
+        try:
+            self.ray.init(
+                address=self.address,
+                log_to_driver=False,  # workers' output is in the cluster's logs
+                logging_level=logging.ERROR,
+                configure_logging=True,
+                include_dashboard=False,
+            )
+        except ConnectionError as error:
+            where = (
+                "no Ray cluster is running here; start one with `ray start --head` "
+                "or give --ray ADDRESS"
+                if self.address == "auto"
+                else f"cannot connect to the Ray cluster at {self.address}"
+            )
+            raise ClusterError(f"{where} ({first_line(error)})") from None
+
+    def cpus(self) -> int:
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def gpus(self) -> int:
+        return int(self.ray.cluster_resources().get("GPU", 0))
+
+    def get(self, ref):
+        exceptions = self.ray.exceptions
+        try:
+            return self.ray.get(ref)
+        except exceptions.RayTaskError as error:
+            cause = error.cause
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise ClusterError(first_line(error)) from None
+        except exceptions.RayError as error:
+            # A worker or node died more often than MAX_RETRIES, an actor is gone…
+            raise ClusterError(f"Ray could not finish the work: {first_line(error)}") from None
+
+
+class RayPool:
+    """`WorkerPool`'s methods, with each unit a Ray task (one CPU) on the cluster at
+    `address` ("auto": the one `ray start` runs on this machine)."""
+
+    def __init__(self, address: str, workers: int):
+        self.workers = workers
+        self.connection = _Connection(address)
+
+    def __enter__(self) -> "RayPool":
+        self.connection.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.__exit__(*exc)
+
+    def map_unordered(self, fn: Callable[[T], R], units: Iterable[T]) -> Iterator[R]:
+        task = self._task(fn)
+        queue = iter(units)
+        # A bounded number of units in flight, so the driver's memory does not grow with
+        # the input: enough to keep every CPU of the cluster busy.
+        pending = [task.remote(unit) for unit in _take(queue, self._in_flight())]
+        while pending:
+            done, pending = self.connection.ray.wait(pending, num_returns=1)
+            result = self.connection.get(done[0])
+            pending += [task.remote(unit) for unit in _take(queue, 1)]
+            yield result
+
+    def map_ordered(self, fn: Callable[[T], R], units: Iterable[T]) -> Iterator[R]:
+        """Like `map_unordered`, but results come in the order of `units`."""
+        task = self._task(fn)
+        queue = iter(units)
+        ahead = [task.remote(unit) for unit in _take(queue, self._in_flight())]
+        while ahead:
+            result = self.connection.get(ahead.pop(0))
+            ahead += [task.remote(unit) for unit in _take(queue, 1)]
+            yield result
+
+    def _task(self, fn: Callable):
+        return self.connection.ray.remote(fn).options(
+            num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False
+        )
+
+    def _in_flight(self) -> int:
+        return 2 * max(self.workers, self.connection.cpus())
+
+
+class _Holder:
+    """The actor: holds what `build()` makes, and calls functions on it."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self.build = build
+        self.held = None
+
+    def call(self, fn: Callable[[Any, T], R], unit: T) -> R:
+        # Built on the first call, not in the constructor: an error building it then
+        # reaches the caller as itself, not as the actor's death.
+        if self.held is None:
+            self.held = self.build()
+        return fn(self.held, unit)
+
+
+class RayActors:
+    """Actors on the cluster at `address`, each holding what `build()` returns (built once
+    per actor): one per GPU of the cluster when `gpu`, else one per CPU, at most `most`.
+    An actor whose node dies is built again elsewhere and its unit run again."""
+
+    def __init__(self, address: str, build: Callable[[], Any], gpu: bool, most: int):
+        self.connection = _Connection(address)
+        self.build, self.gpu, self.most = build, gpu, max(1, most)
+        self.actors: list = []
+
+    def __enter__(self) -> "RayActors":
+        self.connection.__enter__()
+        try:
+            self._start()
+        except BaseException:
+            self.connection.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for actor in self.actors:
+            self.connection.ray.kill(actor)
+        self.actors = []
+        self.connection.__exit__(*exc)
+
+    def _start(self) -> None:
+        ray = self.connection.ray
+        if self.gpu:
+            count = self.connection.gpus()
+            if not count:
+                raise ClusterError("the Ray cluster has no GPU; give --device cpu or add GPU nodes")
+        else:
+            count = self.connection.cpus()
+        actor = ray.remote(_Holder).options(
+            num_cpus=1,
+            num_gpus=1 if self.gpu else 0,
+            max_restarts=MAX_RETRIES,
+            max_task_retries=MAX_RETRIES,
+        )
+        self.actors = [actor.remote(self.build) for _ in range(min(count, self.most))]
+
+    def ask(self, fn: Callable[[Any, T], R], unit: T) -> R:
+        """`fn(held, unit)` on one actor: a question about what the work is done with."""
+        return self.connection.get(self.actors[0].call.remote(fn, unit))
+
+    def map_unordered(self, fn: Callable[[Any, T], R], units: Iterable[T]) -> Iterator[R]:
+        """`fn(held, unit)` for each unit, on whichever actor is free, results as they come."""
+        queue = iter(units)
+        busy = {}
+        for actor, unit in zip(self.actors, queue, strict=False):
+            busy[actor.call.remote(fn, unit)] = actor
+        while busy:
+            done, _ = self.connection.ray.wait(list(busy), num_returns=1)
+            actor = busy.pop(done[0])
+            result = self.connection.get(done[0])
+            for unit in _take(queue, 1):
+                busy[actor.call.remote(fn, unit)] = actor
+            yield result
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a HOST:PORT nobody listens on in seconds: Ray itself retries for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", or a ray:// client address: Ray's own checks are quick
+    try:
+        socket.create_connection((host, int(port)), timeout=_CONNECT_SECONDS).close()
+    except OSError as error:
+        raise ClusterError(
+            f"cannot connect to the Ray cluster at {address}: {first_line(error)}"
+        ) from None
+
+
+def _take(queue: Iterator[T], n: int) -> list[T]:
+    return [unit for _, unit in zip(range(n), queue, strict=False)]
+
+
+def make_pool(workers: int, ray: str | None = None) -> "WorkerPool | RayPool":
+    """A local `WorkerPool`, or with `ray` (a cluster address, or "auto") a pool of Ray
+    tasks on that cluster with the same methods (`rainbench.cluster.RayPool`)."""
+    if ray is None:
+        return WorkerPool(workers)
+    return RayPool(ray, workers)

@@ -1,0 +1,164 @@
+"""CCLGAN's rainy→clean generator (Zhao et al. 2024) as the `cclgan` derainer: a
+CycleGAN ResNet generator, its checkpoint files (from `rainbench train cclgan`, or
+converted from a CycleGAN-layout state dict with `rainbench cclgan import-checkpoint`).
+Training it is `rainbench.train.cclgan`.
+"""
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rainbench.models.base import Derainer
+from rainbench.models.registry import DerainerError
+
+CHECKPOINT_FORMAT = "rainbench-cclgan"
+
+
+class ResidualBlock(nn.Module):
+    """x + [pad → conv 3×3 → IN → ReLU → pad → conv 3×3 → IN](x), reflect padding."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels),
+            nn.ReLU(True), nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3),
+            nn.InstanceNorm2d(channels),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's resnet_9blocks generator (convs with bias, InstanceNorm without affine
+    parameters, no dropout, tanh output), one `model` sequence so that its state dict
+    has CycleGAN's keys:
+
+        0–3    reflect pad 3, conv 7×7 3 → c, IN, ReLU
+        4–6    conv 3×3 stride 2 c → 2c, IN, ReLU
+        7–9    conv 3×3 stride 2 2c → 4c, IN, ReLU
+        10…    `blocks` residual blocks at 4c
+        then   two transposed convs (4c → 2c → c) with IN, ReLU; reflect pad 3, conv 7×7
+               c → 3, tanh
+
+    Inputs in [-1, 1] with sides that are multiples of 4 (`derain` pads to that).
+    """
+
+    def __init__(self, channels: int = 64, blocks: int = 9):
+        super().__init__()
+        c = channels
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, c, 7), nn.InstanceNorm2d(c), nn.ReLU(True)]
+        for factor in (1, 2):
+            layers += [nn.Conv2d(c * factor, c * factor * 2, 3, stride=2, padding=1),
+                       nn.InstanceNorm2d(c * factor * 2), nn.ReLU(True)]  # fmt: skip
+        layers += [ResidualBlock(4 * c) for _ in range(blocks)]
+        for factor in (4, 2):
+            layers += [nn.ConvTranspose2d(c * factor, c * factor // 2, 3, stride=2, padding=1,
+                                          output_padding=1),
+                       nn.InstanceNorm2d(c * factor // 2), nn.ReLU(True)]  # fmt: skip
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        self.channels, self.blocks = channels, blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def features(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """The outputs of the `layers` (indices into `model`), from one pass that stops
+        at the last of them."""
+        outputs = []
+        for index, layer in enumerate(self.model[: max(layers) + 1]):
+            x = layer(x)
+            if index in layers:
+                outputs.append(x)
+        return outputs
+
+
+def translate_any_size(generator: ResnetGenerator, x: torch.Tensor) -> torch.Tensor:
+    """The generator on an image of any size: reflect-padded to multiples of 4 (its two
+    down-samplings), the padding cut off again."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % 4, -w % 4
+    if pad_h or pad_w:
+        mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return generator(x)[..., :h, :w]
+
+
+def load_generator(state: dict, part: str = "derain") -> ResnetGenerator:
+    """The `part` generator of a loaded checkpoint at the size its config records, in
+    eval mode."""
+    config = state.get("config", {})
+    generator = ResnetGenerator(config.get("channels", 64), config.get("blocks", 9))
+    generator.load_state_dict(state[part])
+    return generator.eval()
+
+
+def import_cyclegan_generator(path: Path, out: Path, source_sha256: str) -> None:
+    """Write a `cclgan` checkpoint from a CycleGAN-layout rainy→clean generator state
+    dict (CycleGAN's, CUT's or CCLGAN's `latest_net_G_A.pth` without anti-aliasing):
+    its width and block count are read from the tensors' shapes."""
+    from rainbench.models.nlcl.checkpoint import save_atomic
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a file it cannot read
+        raise DerainerError(f"cannot read {path}: {error}") from None
+    state = (
+        {k.removeprefix("module."): v for k, v in state.items()} if isinstance(state, dict) else {}
+    )
+    if "model.1.weight" not in state:
+        raise DerainerError(f"{path} is not a CycleGAN-layout generator (no model.1.weight)")
+    channels = state["model.1.weight"].shape[0]
+    blocks = len({k.split(".")[1] for k in state if ".conv_block." in k})
+    generator = ResnetGenerator(channels, blocks)
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as error:
+        raise DerainerError(f"{path} does not fit a ResNet generator: {error}") from None
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "step": None,
+        "config": {"channels": channels, "blocks": blocks},
+        "derain": generator.state_dict(),
+        "imported_from": source_sha256,
+    }
+    save_atomic(state, out)
+
+
+class CCLGANDerainer(Derainer):
+    """The rainy→clean generator of a CCLGAN checkpoint, at full resolution. Results of
+    an imported checkpoint are named `cclgan-published`."""
+
+    name = "cclgan"
+    version = "1"
+
+    def __init__(self, checkpoint: Path, device: str = "cpu"):
+        super().__init__(device)
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many kinds for a file it cannot read
+            raise DerainerError(f"cannot read the checkpoint {checkpoint}: {error}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise DerainerError(
+                f"{checkpoint} is not a rainbench CCLGAN checkpoint (train one with rainbench "
+                "train cclgan, or convert one with rainbench cclgan import-checkpoint)"
+            )
+        self.generator = load_generator(state).to(device)
+        self.step = state.get("step")
+        self.imported_from = state.get("imported_from")
+        if self.imported_from:
+            self.name = f"{self.name}-published"
+
+    def derain(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            output = translate_any_size(self.generator, batch.to(self.device).float() * 2 - 1)
+        return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
+
+    def options(self) -> dict:
+        if self.imported_from:
+            return {"step": self.step, "imported_from": self.imported_from}
+        return {"step": self.step}

@@ -1,0 +1,197 @@
+"""Object stores (`s3://`, `gs://`, any fsspec protocol) as places for datasets and
+captures: telling a URL from a local path, the fsspec filesystem behind it, reading by
+range or as a stream, atomic uploads, and the local folders that mirror a store's URL.
+
+Credentials and endpoints come from where each store's own client looks (AWS_* and
+AWS_ENDPOINT_URL, ~/.aws, GOOGLE_APPLICATION_CREDENTIALS, fsspec's configuration);
+rainbench keeps no secrets. A plain path never touches this module's filesystems.
+"""
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from rainbench.errors import RainbenchError, first_line
+
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+_EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
+STREAM_BLOCK = 8 << 20  # what a sequential read (verify's hash) fetches at a time
+VIEW_FILE = "store.json"  # in a mirror folder: the URL it mirrors
+
+
+class StoreError(RainbenchError):
+    """An object store cannot be reached or read; the message is one line."""
+
+
+def is_url(location: object) -> bool:
+    """Whether `location` names a place in an object store (`s3://…`, `gs://…`); plain
+    paths and `file://` URLs stay local."""
+    match = _URL.match(str(location)) if isinstance(location, str) else None
+    return bool(match) and match.group(1).lower() != "file"
+
+
+def filesystem(url: str):
+    """The fsspec filesystem for `url` and the path inside it."""
+    try:
+        import fsspec.core
+    except ImportError:
+        raise StoreError(_install_hint(url)) from None
+    driver = _EXTRAS.get(_URL.match(url).group(1).lower())
+    # No cached listings: an object replaced since (by another writer) is read as it is.
+    settings = {"use_listings_cache": False} if driver else {}
+    if driver == "s3fs":
+        settings["session"] = _aws_session()
+    try:
+        return fsspec.core.url_to_fs(url, **settings)
+    except ImportError:
+        raise StoreError(_install_hint(url)) from None
+    except ValueError as error:
+        raise StoreError(f"{url}: {error}") from None
+
+
+@lru_cache(maxsize=1)
+def _aws_session():
+    """One botocore session per process, inherited by the processes it forks (DataLoader
+    workers): they find S3's service description already parsed, half a second each."""
+    try:
+        from aiobotocore.session import AioSession
+    except ImportError:
+        return None
+    return AioSession()
+
+
+def _install_hint(url: str) -> str:
+    scheme = _URL.match(url).group(1).lower()
+    package = _EXTRAS.get(scheme, f"the fsspec driver for {scheme}://")
+    return f"{url}: reading {scheme}:// needs {package}: pip install 'rainbench[cluster]'"
+
+
+@contextmanager
+def _reporting(url: str) -> Iterator[None]:
+    """A store's failure as a one-line `StoreError`; a missing object stays a
+    FileNotFoundError, which callers take as "not there"."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise StoreError(f"{url}: {first_line(error)}") from None
+
+
+def open_ranged(url: str):
+    """`url` as a seekable binary file in which every read is one range request for
+    exactly the bytes asked for: a tar header, a member, never the whole object."""
+    return _open(url, cache_type="none")
+
+
+def open_stream(url: str):
+    """`url` as a binary file for one sequential pass, fetched in large pieces."""
+    return _open(url, cache_type="readahead", block_size=STREAM_BLOCK)
+
+
+def _open(url: str, **settings):
+    fs, path = filesystem(url)
+    with _reporting(url):
+        return fs.open(path, "rb", **settings)
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    with _reporting(url):
+        return fs.cat_file(path)
+
+
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes `start` to `end` of the object at `url`: one range request, no file state,
+    so threads may share it."""
+    fs, path = filesystem(url)
+    with _reporting(url):
+        return fs.cat_file(path, start=start, end=end)
+
+
+def upload(local: Path, url: str) -> None:
+    """Put the file at `local` under `url`. An object store's PUT (and a multipart
+    upload's completion) is atomic: readers see the whole object or none."""
+    fs, path = filesystem(url)
+    with _reporting(url):
+        fs.put_file(os.fspath(local), path)
+
+
+def listing(url: str) -> dict[str, tuple[int, int]]:
+    """Every object under `url`: its path relative to `url` → (size, mtime in ns), as
+    the store's listing gives them (no object is opened)."""
+    fs, path = filesystem(url)
+    root = path.rstrip("/")
+    try:
+        with _reporting(url):
+            found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        return {}
+    objects = {}
+    for name, info in found.items():
+        if info.get("type") == "directory" or not name.startswith(root + "/"):
+            continue
+        objects[name[len(root) + 1 :]] = (int(info.get("size") or 0), _mtime_ns(info))
+    return objects
+
+
+def _mtime_ns(info: dict) -> int:
+    """Modification time from a listing: S3's LastModified, GCS's updated, or mtime."""
+    value = info.get("LastModified") or info.get("updated") or info.get("mtime")
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
+    return int(float(value) * 1e9) if value is not None else 0
+
+
+def size(url: str) -> int:
+    """The object's size in bytes, or -1 when there is none."""
+    fs, path = filesystem(url)
+    try:
+        with _reporting(url):
+            return int(fs.size(path))
+    except FileNotFoundError:
+        return -1
+
+
+def cache_root() -> Path:
+    """Where rainbench keeps its local mirrors: $RAINBENCH_CACHE, else
+    $XDG_CACHE_HOME/rainbench, else ~/.cache/rainbench."""
+    if explicit := os.environ.get("RAINBENCH_CACHE"):
+        return Path(explicit).absolute()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).absolute() / "rainbench"
+
+
+def mirror_dir(url: str, purpose: str) -> Path:
+    """The local folder mirroring `url` for `purpose` (`read`: a view readers refresh;
+    `write`: an ingest's state and lock), named by the URL's hash and marked with it."""
+    url = url.rstrip("/")
+    folder = cache_root() / "store" / purpose / hashlib.sha256(url.encode()).hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / VIEW_FILE
+    if not marker.exists():  # renamed into place: a reader never finds half of it
+        tmp = folder / f".{VIEW_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"url": url}) + "\n", encoding="utf-8")
+        os.replace(tmp, marker)
+    return folder
+
+
+@lru_cache(maxsize=64)
+def mirrored_url(folder: Path) -> str | None:
+    """The URL a mirror folder stands for, or None for any other folder. Only folders
+    under the cache root count: a dataset's own files never redirect a reader."""
+    try:
+        resolved = folder.resolve()
+        if not resolved.is_relative_to((cache_root() / "store").resolve()):
+            return None
+        return json.loads((resolved / VIEW_FILE).read_text(encoding="utf-8"))["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,105 @@
+"""A real Ray cluster on this machine for the cluster tests: a head and a second node of
+one CPU each, started with the `ray` command beside this Python and stopped by killing
+exactly the processes they started (`ray stop` would stop every Ray on the machine)."""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+RAY = Path(sys.executable).parent / "ray"
+START_SECONDS = 90
+
+
+class LocalCluster:
+    """Ray nodes of one CPU each, every one in a session of its own, which its daemons
+    and worker processes keep: killing a session's processes takes the node down."""
+
+    def __init__(self, temp: Path):
+        self.temp = temp
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.sessions: list[int] = []
+
+    def start_head(self) -> None:
+        port = self.address.rpartition(":")[2]
+        self._start("--head", "--port", port, "--include-dashboard", "false")
+
+    def add_node(self, **env: str) -> int:
+        """Another node, its processes given `env`; returns its session."""
+        return self._start("--address", self.address, **env)
+
+    def kill(self, session: int) -> None:
+        for pid, sid in _sessions().items():
+            if sid == session and pid != os.getpid():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        for session in self.sessions:
+            self.kill(session)
+
+    def _start(self, *args: str, **env: str) -> int:
+        temp = self.temp / str(len(self.sessions))  # short: unix socket paths
+        command = [str(RAY), "start", *args, "--node-ip-address", "127.0.0.1"]
+        command += ["--num-cpus", "1", "--object-store-memory", str(100 * 2**20)]
+        command += ["--disable-usage-stats", "--temp-dir", str(temp)]
+        command += ["--ray-client-server-port", str(_free_port())]
+        command += ["--dashboard-agent-listen-port", str(_free_port())]
+        process = subprocess.Popen(
+            command,
+            start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        output, _ = process.communicate(timeout=START_SECONDS)
+        # The session's id is the pid of the `ray start` that made it.
+        self.sessions.append(process.pid)
+        if process.returncode != 0:
+            pytest.fail(f"ray start failed: {output[-2000:]}")
+        return process.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _sessions() -> dict[int, int]:
+    """pid → session id of every process this user can see."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        found[int(stat.parent.name)] = int(fields[3])  # after state, ppid, pgrp: session
+    return found
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'rainbench[cluster]'")
+    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rbray", dir="/tmp")))
+    try:
+        cluster.start_head()
+        cluster.add_node()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.temp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster(local_cluster) -> str:
+    """The address ("127.0.0.1:PORT") of a cluster of two nodes of one CPU each."""
+    return local_cluster.address

@@ -1,0 +1,87 @@
+"""`rainbench.cluster`: Ray tasks and actors behave as local worker processes do for the
+callers: every unit once, errors as themselves, one-line errors without Ray or a cluster."""
+
+import socket
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from rainbench.cli import main
+from rainbench.cluster import ClusterError, RayActors, RayPool, make_pool
+from rainbench.shards.dataset import DatasetError
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _refuse(x: int) -> int:
+    if x == 7:
+        raise DatasetError(f"unit {x} refused")
+    return x
+
+
+def _counter() -> dict:
+    return {"calls": 0}
+
+
+def _count(held: dict, x: int) -> tuple[int, int]:
+    held["calls"] += 1
+    return x * x, held["calls"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _by_value():
+    """Ray's workers cannot import a test module: its functions travel by value."""
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_every_unit_runs_once_and_ordered_results_keep_their_order(ray_cluster):
+    with make_pool(2, ray_cluster) as pool:
+        assert isinstance(pool, RayPool)
+        assert sorted(pool.map_unordered(_square, range(30))) == [x * x for x in range(30)]
+        assert list(pool.map_ordered(_square, range(30))) == [x * x for x in range(30)]
+
+
+def test_an_error_raised_by_the_function_arrives_as_itself(ray_cluster):
+    with RayPool(ray_cluster, 2) as pool, pytest.raises(DatasetError) as raised:
+        list(pool.map_unordered(_refuse, range(10)))
+    assert type(raised.value) is DatasetError
+    assert str(raised.value) == "unit 7 refused"
+
+
+def test_actors_build_once_and_share_the_units(ray_cluster):
+    with RayActors(ray_cluster, _counter, gpu=False, most=2) as actors:
+        results = list(actors.map_unordered(_count, range(10)))
+    assert sorted(square for square, _ in results) == [x * x for x in range(10)]
+    assert len(actors.actors) == 0  # killed on exit
+    # Each actor's state lives on across its calls: its counts run 1, 2, 3…
+    assert sum(calls == 1 for _, calls in results) == 2
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    (tmp_path / "raw").mkdir()
+    result = CliRunner().invoke(
+        main, ["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "ds"), "--ray"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: --ray needs Ray, which is not installed: pip install 'rainbench[cluster]'"
+    ]
+
+
+def test_an_address_nobody_listens_on_is_refused_in_one_line():
+    pytest.importorskip("ray")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the test connects
+    with (
+        pytest.raises(ClusterError, match=f"cannot connect to the Ray cluster at 127.0.0.1:{port}"),
+        RayPool(f"127.0.0.1:{port}", 2),
+    ):
+        pass

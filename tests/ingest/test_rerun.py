@@ -1,0 +1,101 @@
+"""A re-run reads only what changed: a file whose (size, mtime, inode) the dataset
+already holds is neither read nor hashed again, and a file replaced by another of the
+same size and time (a new inode) is probed again, once: the manifest then names it."""
+
+import os
+import shutil
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from rainbench.capture import probe as probe_module
+from rainbench.capture.source import read_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest import write as write_module
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset
+
+OPTIONS = IngestOptions(workers=1)  # inline, so the counting stand-in below is the one used
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """The path of every capture read from here on, by the probe or the shard writer."""
+    paths: list[str] = []
+
+    def counting(source):
+        paths.append(source.path)
+        return read_capture(source)
+
+    monkeypatch.setattr(probe_module, "read_capture", counting)
+    monkeypatch.setattr(write_module, "read_capture", counting)
+    return paths
+
+
+def test_an_unchanged_folder_is_not_read_again(capture_folder, tmp_path, reads):
+    first = ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    assert first.accepted > 0 and len(reads) >= first.accepted
+    reads.clear()
+    again = ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    assert reads == []
+    assert (again.scanned, again.accepted, again.unchanged) == (0, 0, 0)
+
+
+def test_a_file_replaced_with_the_same_size_and_time_is_probed_again(
+    capture_folder, tmp_path, reads
+):
+    ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    samples = manifest.read_manifest(Dataset(tmp_path / "ds").samples_manifest, manifest.SAMPLES)
+    path = capture_folder / samples["source_path"][0].as_py()
+    before = path.stat()
+    # A copy put in its place, with the original's time: only the inode tells them apart.
+    copy = path.with_name(".incoming")
+    shutil.copyfile(path, copy)
+    os.replace(copy, path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+    reads.clear()
+    again = ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    assert reads == [path.relative_to(capture_folder).as_posix()]
+    assert (again.scanned, again.accepted, again.unchanged) == (1, 0, 1)
+    # Its manifest row now names the new file, so the next run reads nothing.
+    reads.clear()
+    assert ingest([capture_folder], tmp_path / "ds", OPTIONS).scanned == 0
+    assert reads == []
+
+
+def test_a_touched_file_is_read_once_then_known(capture_folder, tmp_path, reads):
+    ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    samples = manifest.read_manifest(Dataset(tmp_path / "ds").samples_manifest, manifest.SAMPLES)
+    name = samples["source_path"][0].as_py()
+    path = capture_folder / name
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    reads.clear()
+    again = ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    assert reads == [name]
+    assert again.unchanged == 1
+    samples = manifest.read_manifest(Dataset(tmp_path / "ds").samples_manifest, manifest.SAMPLES)
+    row = samples.filter(pc.equal(samples["source_path"], name)).to_pylist()[0]
+    now = path.stat()
+    assert (row["source_mtime_ns"], row["source_inode"]) == (now.st_mtime_ns, now.st_ino)
+    reads.clear()
+    assert ingest([capture_folder], tmp_path / "ds", OPTIONS).scanned == 0
+    assert reads == []
+
+
+def test_a_dataset_written_before_inodes_were_kept_is_not_read_again(
+    capture_folder, tmp_path, reads
+):
+    ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    dataset = Dataset(tmp_path / "ds")
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    column = samples.schema.get_field_index("source_inode")
+    legacy = samples.set_column(column, "source_inode", pa.nulls(len(samples), pa.int64()))
+    manifest.write_manifest(dataset.samples_manifest, legacy)
+    reads.clear()
+    again = ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    assert reads == []
+    assert again.scanned == 0

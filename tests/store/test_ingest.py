@@ -1,0 +1,158 @@
+"""Ingest into and out of an object store (a local moto S3 endpoint): the same inputs
+give the shards and manifests a local ingest gives, captures can be read from the store,
+a killed run resumes to the same dataset, and incremental ingest from a fresh machine
+(an empty cache) adds to what the store holds."""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import s3fs
+
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest import run as run_module
+from rainbench.shards.dataset import open_dataset
+from rainbench.shards.verify import verify
+
+OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
+
+
+def snapshot(url: str) -> dict:
+    """What a dataset in the store holds, with run ids, times and the ingest root aside:
+    every shard's bytes and every manifest's rows."""
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    prefix = url.removeprefix("s3://")
+    names = sorted(name[len(prefix) + 1 :] for name in fs.find(prefix))
+    return _fingerprint(names, lambda name: fs.cat_file(f"{prefix}/{name}"))
+
+
+def local_snapshot(ds, ignore: tuple[str, ...] = ()) -> dict:
+    names = sorted(
+        p.relative_to(ds).as_posix()
+        for p in ds.rglob("*")
+        if p.is_file() and p.name != ".lock" and not p.relative_to(ds).as_posix().startswith(".")
+    )
+    return _fingerprint(names, lambda name: (ds / name).read_bytes(), ignore)
+
+
+def _fingerprint(names: list[str], read, ignore: tuple[str, ...] = ()) -> dict:
+    result = {"names": names}
+    for name in names:
+        data = read(name)
+        if name.startswith("shards/"):
+            result[name] = hashlib.sha256(data).hexdigest()
+        elif name.endswith(".parquet"):
+            table = pd.read_parquet(pd.io.common.BytesIO(data))
+            table = table.drop(columns=["ingest_run", "source_root", *ignore], errors="ignore")
+            result[name] = table.astype(str).to_dict("records")
+    return result
+
+
+@pytest.fixture
+def raw(capture_folder, bad_folder):
+    shutil.move(bad_folder[0], capture_folder / "bad")
+    return capture_folder
+
+
+@pytest.fixture
+def reference(tmp_path, raw) -> dict:
+    ingest([raw], tmp_path / "reference", OPTIONS)
+    return local_snapshot(tmp_path / "reference")
+
+
+def test_ingest_into_the_store_equals_a_local_ingest(bucket, raw, reference):
+    url = f"{bucket}/ds"
+    summary = ingest([raw], url, OPTIONS)
+    assert summary.accepted > 0
+    assert snapshot(url) == reference
+    assert verify(open_dataset(url)) == []
+    assert open_dataset(url).read_info()["name"] == "ds"
+
+
+def test_ingest_from_the_store_equals_a_local_ingest(bucket, capture_folder, tmp_path):
+    ingest([capture_folder], tmp_path / "local", OPTIONS)
+    fs = s3fs.S3FileSystem()
+    fs.put(str(capture_folder), f"{bucket.removeprefix('s3://')}/raw", recursive=True)
+    ingest([f"{bucket}/raw"], tmp_path / "from-store", OPTIONS)
+    # The same captures and shards, byte for byte; file times and inodes are the store's.
+    mtime = ("source_mtime_ns", "source_inode")
+    from_store = local_snapshot(tmp_path / "from-store", mtime)
+    assert from_store == local_snapshot(tmp_path / "local", mtime)
+    samples = pd.read_parquet(tmp_path / "from-store/manifests/samples.parquet")
+    assert set(samples["source_root"]) == {f"{bucket}/raw"}
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after the crash point runs."""
+
+
+def test_a_killed_ingest_into_the_store_resumes_to_the_same_dataset(
+    bucket, raw, reference, monkeypatch
+):
+    url = f"{bucket}/ds"
+    original, calls = run_module.write_unit, []
+
+    def crashing(task):
+        calls.append(task.shard)
+        if len(calls) == 3:
+            raise Killed(task.shard)
+        return original(task)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "write_unit", crashing)
+        patch.setattr(run_module, "_COMMIT_SECONDS", 0)  # every finished shard is committed
+        with pytest.raises(Killed):
+            ingest([raw], url, OPTIONS)
+    # What a reader sees meanwhile: no row whose shard is missing, nothing half written.
+    problems = verify(open_dataset(url))
+    assert not [p for p in problems if p.kind not in ("stray-shard", "dataset-json")]
+    summary = ingest([raw], url, OPTIONS)
+    assert summary.resumed
+    assert snapshot(url) == reference
+    assert verify(open_dataset(url)) == []
+
+
+def test_kill_minus_nine_then_resume(bucket, raw, reference, tmp_path):
+    url = f"{bucket}/ds"
+    command = [sys.executable, "-m", "rainbench", "ingest", str(raw), "--out", url]
+    command += ["--shard-size", "150KB", "-j", "2", "--no-progress"]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    fs, shards = s3fs.S3FileSystem(), f"{url.removeprefix('s3://')}/shards"
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:  # until a shard is up
+        fs.invalidate_cache()
+        if fs.exists(shards) and fs.find(shards):
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the ingest and its workers
+    assert process.wait() == -signal.SIGKILL, "finished before it could be killed"
+    resumed = subprocess.run(command, check=True, capture_output=True, text=True)
+    assert resumed.stdout.startswith("resumed and finished")
+    assert snapshot(url) == reference
+
+
+def test_incremental_ingest_from_a_fresh_machine(bucket, raw, tmp_path, monkeypatch):
+    url = f"{bucket}/ds"
+    first = sorted(raw.rglob("*"))[: len(list(raw.rglob("*"))) // 2]
+    half = tmp_path / "half"
+    for path in first:
+        if path.is_file():
+            target = half / path.relative_to(raw)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    ingest([half], url, OPTIONS)
+    before = open_dataset(url).read_info()["counts"]["samples"]
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "another-machine"))
+    ingest([raw], url, OPTIONS)
+    dataset = open_dataset(url)
+    assert dataset.read_info()["counts"]["samples"] > before
+    assert verify(dataset) == []

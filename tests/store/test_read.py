@@ -1,0 +1,180 @@
+"""Reading a dataset from an object store (a local moto S3 endpoint): verify streams
+each shard once and finds damage, the loader and eval read members by range and give
+what they give locally, and names from the store's manifests are checked as locally."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import s3fs
+import torch
+from click.testing import CliRunner
+from torch.utils.data import DataLoader
+
+from rainbench.cli import main
+from rainbench.data import RainDataset
+from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.leaderboard.eval import EvalSettings, evaluate
+from rainbench.leaderboard.sources import DerainerSource
+from rainbench.models.registry import create_derainer
+from rainbench.shards import manifest
+from rainbench.shards.dataset import DatasetError, open_dataset
+from rainbench.shards.members import ShardError, shard_url
+from rainbench.shards.verify import verify
+from rainbench.synth.build import SynthOptions, synthesize
+
+EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
+
+
+@pytest.fixture(scope="module")
+def local_ds(tmp_path_factory):
+    """Rainy captures in one shard, clean ones rendered into syn-streak pairs."""
+    root = tmp_path_factory.mktemp("store-read")
+    for spec in sample_specs(12, seed=4, size=(160, 120)):
+        write_capture(root / "rainy", spec)
+    for spec in sample_specs(2, seed=9, size=(160, 120)):
+        write_capture(root / "clean", spec)
+    ds = root / "ds"
+    ingest([root / "rainy"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=EVERYTHING_TEST))
+    synthesize(ds, SynthOptions(recipes=("streak",), workers=1))
+    return ds
+
+
+@pytest.fixture
+def url(bucket, local_ds) -> str:
+    """The dataset uploaded to the store as it is on disk."""
+    target = f"{bucket}/ds"
+    s3fs.S3FileSystem().put(str(local_ds), target.removeprefix("s3://"), recursive=True)
+    return target
+
+
+def _key(url: str, name: str) -> str:
+    return f"{url.removeprefix('s3://')}/{name}"
+
+
+def _shards(local_ds) -> list[str]:
+    return manifest.read_manifest(local_ds / "manifests/shards.parquet", manifest.SHARDS)[
+        "shard"
+    ].to_pylist()
+
+
+def test_verify_streams_the_store_and_finds_damage(url, local_ds):
+    assert verify(open_dataset(url), workers=1) == []
+    fs = s3fs.S3FileSystem()
+    first, second = _shards(local_ds)[:2]
+    damaged = bytearray(fs.cat_file(_key(url, first)))
+    damaged[520] ^= 0xFF  # in the first member's bytes
+    fs.pipe_file(_key(url, first), bytes(damaged))
+    fs.rm_file(_key(url, second))
+    fs.pipe_file(_key(url, "shards/test/test-000099.tar"), b"")
+    problems = verify(open_dataset(url), workers=1)
+    kinds = {(p.kind, p.where) for p in problems}
+    assert ("shard-sha256", first) in kinds
+    assert ("shard-missing", second) in kinds
+    assert ("stray-shard", "shards/test/test-000099.tar") in kinds
+
+
+def test_the_cli_verifies_and_counts_a_dataset_in_the_store(url):
+    verified = CliRunner().invoke(main, ["verify", url, "-j", "1"])
+    assert verified.exit_code == 0, verified.output
+    assert verified.output.strip() == f"{url}: ok"
+    stats = CliRunner().invoke(main, ["stats", url, "--json"])
+    assert stats.exit_code == 0 and json.loads(stats.output)["samples"] == 14
+
+
+def _crops(root, workers: int = 0) -> dict[str, torch.Tensor]:
+    dataset = RainDataset(root, crop=64, seed=3)
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+    return {sample["key"]: sample["image"] for sample in loader}
+
+
+def test_the_loader_reads_the_store_as_it_reads_local_files(url, local_ds):
+    local = _crops(local_ds)
+    remote = _crops(url, workers=2)  # each worker opens its own connection
+    assert local.keys() == remote.keys() and len(local) == 14
+    for key, crop in local.items():
+        assert torch.equal(crop, remote[key])
+
+
+def test_the_loader_fetches_members_by_range_never_whole_shards(url, local_ds, monkeypatch):
+    fetched: list[int] = []
+    original = s3fs.core.S3File._fetch_range
+
+    def counting(self, start, end):
+        data = original(self, start, end)
+        fetched.append(len(data))
+        return data
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counting)
+    dataset = RainDataset(url, crop=64, shuffle=False, filters=_rainy())
+    next(iter(dataset))
+    shard = dataset.samples["shard"].iloc[0]
+    size = (local_ds / shard).stat().st_size
+    # The tar headers (512 bytes each) and one capture, of a shard of 12 captures.
+    assert sum(fetched) < size / 4
+    assert max(fetched) == dataset.samples["bytes"].iloc[0]
+
+
+def _rainy():
+    from rainbench.data import Filters
+
+    return Filters(layer="rainy")
+
+
+def test_eval_on_the_store_gives_the_rows_it_gives_locally(url, local_ds, tmp_path):
+    settings = EvalSettings(metrics=("psnr", "ssim"), batch=2, crops=0)
+    source = DerainerSource(create_derainer("identity"), "cpu", None, 32)
+    evaluate(source, local_ds, "all", tmp_path / "local", settings)
+    evaluate(source, url, "all", tmp_path / "store", settings)
+    for split in ("syn-streak", "test"):
+        local = pd.read_parquet(tmp_path / f"local/identity/ds/{split}.parquet")
+        remote = pd.read_parquet(tmp_path / f"store/identity/ds/{split}.parquet")
+        assert len(local) > 0 and (remote["status"] == "ok").all()
+        measured = ["seconds", "s_per_mp", "peak_mem_mb"]  # this run's timings and memory
+        pd.testing.assert_frame_equal(local.drop(columns=measured), remote.drop(columns=measured))
+        info = json.loads((tmp_path / f"store/identity/ds/{split}.json").read_text())
+        assert info["dataset"]["path"] == url
+
+
+def test_a_manifest_naming_a_shard_outside_the_dataset_is_refused(url, local_ds, tmp_path):
+    samples = pd.read_parquet(local_ds / "manifests/samples.parquet")
+    samples.loc[0, "shard"] = "shards/../../elsewhere/test-000000.tar"
+    bad = tmp_path / "samples.parquet"
+    samples.to_parquet(bad)
+    s3fs.S3FileSystem().put_file(str(bad), _key(url, "manifests/samples.parquet"))
+    with pytest.raises(DatasetError, match="not a valid shard path"):
+        RainDataset(url)
+    root = open_dataset(url.replace("/ds", "/other")).root
+    with pytest.raises(ShardError, match="not a shard path"):
+        shard_url(root, "shards/../../elsewhere/test-000000.tar")
+    shutil.rmtree(root)
+
+
+def test_the_commands_a_new_user_runs_against_the_store(bucket, tmp_path):
+    """ingest into the store, verify it, eval a derainer on it, train from it."""
+    for spec in sample_specs(4, seed=2, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    url = f"{bucket}/ds"
+    runner = CliRunner()
+    ingested = runner.invoke(main, ["ingest", str(tmp_path / "raw"), "--out", url, "-j", "1"])
+    assert ingested.exit_code == 0, ingested.output
+    assert ingested.output.startswith(f"{url}: 4 accepted")
+    verified = runner.invoke(main, ["verify", url, "-j", "1"])
+    assert verified.exit_code == 0, verified.output
+    results = tmp_path / "res"
+    command = ["eval", "--model", "guided", "--dataset", url, "--split", "all"]
+    evaluated = runner.invoke(main, [*command, "--results", str(results), "--metrics", "piqe"])
+    assert evaluated.exit_code == 0, evaluated.output
+    scored = pd.concat(pd.read_parquet(p) for p in (results / "guided" / "ds").glob("*.parquet"))
+    assert len(scored) == 4 and (scored["status"] == "ok").all()
+    assert len(_crops(url)) == 4
+
+
+def test_a_url_with_no_dataset_is_named_in_the_error(bucket):
+    with pytest.raises(DatasetError, match=f"^{bucket}/nothing is not a rainbench dataset"):
+        RainDataset(f"{bucket}/nothing")
+    with pytest.raises(DatasetError, match=f"^{bucket}/nothing is not a rainbench dataset"):
+        verify(open_dataset(f"{bucket}/nothing"))

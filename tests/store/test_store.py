@@ -1,0 +1,72 @@
+"""rainbench.store: which locations are URLs, the one-line hint when a store's driver is
+missing, listings, ranged reads, and mirror folders that only the cache can make."""
+
+import json
+
+import fsspec.core
+import pytest
+import s3fs
+
+from rainbench import store
+
+
+@pytest.mark.parametrize(
+    ("location", "url"),
+    [
+        ("s3://bucket/ds", True),
+        ("gs://bucket/ds", True),
+        ("S3://bucket/ds", True),
+        ("memory://ds", True),
+        ("file:///data/ds", False),
+        ("/data/ds", False),
+        ("ds", False),
+        ("s3:/bucket/ds", False),
+    ],
+)
+def test_urls_and_paths(location, url):
+    assert store.is_url(location) is url
+
+
+def test_a_missing_driver_names_the_extra_to_install(monkeypatch):
+    def missing(url, **kwargs):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", missing)
+    with pytest.raises(store.StoreError) as error:
+        store.filesystem("s3://bucket/ds")
+    assert str(error.value) == (
+        "s3://bucket/ds: reading s3:// needs s3fs: pip install 'rainbench[cluster]'"
+    )
+
+
+def test_listing_size_and_ranged_reads(bucket, tmp_path):
+    fs = s3fs.S3FileSystem()
+    root = bucket.removeprefix("s3://")
+    fs.pipe_file(f"{root}/raw/a.jpg", b"a" * 1000)
+    fs.pipe_file(f"{root}/raw/sub/b.jpg", bytes(range(256)) * 4)
+    found = store.listing(f"{bucket}/raw/")
+    assert sorted(found) == ["a.jpg", "sub/b.jpg"]
+    assert found["a.jpg"][0] == 1000 and found["a.jpg"][1] > 0
+    assert store.listing(f"{bucket}/nothing") == {}
+    assert store.size(f"{bucket}/raw/a.jpg") == 1000 and store.size(f"{bucket}/raw/x") == -1
+    with store.open_ranged(f"{bucket}/raw/sub/b.jpg") as handle:
+        handle.seek(300)
+        assert handle.read(4) == bytes([44, 45, 46, 47])
+    local = tmp_path / "up.bin"
+    local.write_bytes(b"uploaded")
+    store.upload(local, f"{bucket}/up.bin")
+    assert store.read_bytes(f"{bucket}/up.bin") == b"uploaded"
+
+
+def test_only_folders_in_the_cache_stand_for_a_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
+    folder = store.mirror_dir("s3://bucket/ds/", "read")
+    assert folder.is_relative_to(tmp_path / "cache")
+    assert store.mirrored_url(folder) == "s3://bucket/ds"
+    assert store.mirror_dir("s3://bucket/ds", "read") == folder
+    assert store.mirror_dir("s3://bucket/ds", "write") != folder
+    # A dataset's own files never redirect a reader into a store.
+    planted = tmp_path / "ds"
+    planted.mkdir()
+    (planted / store.VIEW_FILE).write_text(json.dumps({"url": "s3://elsewhere"}))
+    assert store.mirrored_url(planted) is None
