@@ -1,5 +1,5 @@
 """Every GPU check in one run, one JSON: `pytest -m gpu`; the trainer's speed (batch-16
-bf16 against batch-1 fp32, `benchmarks/train_nlcl.py`); the public NLCL trainer's speed
+bf16 against batch-1 fp32, `benchmarks/train_nlcl.py`) and CCLGAN's; the public NLCL trainer's speed
 on the same GPU, when RAINBENCH_NLCL_REFERENCE names an unpacked copy of its release;
 12 MP `nlcl` inference; and the loader's nvJPEG crops/s against its CPU decoders.
 
@@ -81,7 +81,14 @@ GPU = Plan(
     name="gpu",
     device="cuda",
     budget_s=480,
-    timeouts={"pytest_gpu": 180, "train": 150, "reference": 150, "inference": 60, "loader": 120},
+    timeouts={
+        "pytest_gpu": 180,
+        "train": 150,
+        "cclgan": 90,
+        "reference": 150,
+        "inference": 60,
+        "loader": 120,
+    },
     train_crop=256,
     train_steps=20,
     train_warmup=3,
@@ -104,7 +111,14 @@ DRY_RUN = Plan(
     name="dry-run",
     device="cpu",
     budget_s=150,
-    timeouts={"pytest_gpu": 60, "train": 60, "reference": 90, "inference": 30, "loader": 60},
+    timeouts={
+        "pytest_gpu": 60,
+        "train": 60,
+        "cclgan": 60,
+        "reference": 90,
+        "inference": 30,
+        "loader": 60,
+    },
     train_crop=32,
     train_steps=1,
     train_warmup=1,
@@ -212,6 +226,55 @@ def train_speed(plan: Plan, work: Path) -> dict:
         "figures": figures,
         "goals": {"batch16_bf16_over_batch1_fp32": at_least(best / base, TRAIN_GOAL)},
         "summary": f"batch-16 bf16 / batch-1 fp32 samples/s = {best / base:.2f}×",
+    }
+
+
+def cclgan_speed(plan: Plan, work: Path) -> dict:
+    """CCLGAN's training step (its trainer's own `train_step`, both discriminators then
+    both generators with every contrast) at batch 1 fp32 and batch 16 bf16, random
+    crops, a VGG16 of random weights (the same cost as pretrained ones)."""
+    import torch
+
+    from rainbench.train.cclgan.config import CCLGANConfig
+    from rainbench.train.cclgan.trainer import CCLGANMethod
+
+    device, crop, rows = plan.device, plan.train_crop, []
+    for batch, amp in ((1, "off"), (16, "bf16")):
+        config = CCLGANConfig(batch=batch, crop=crop, amp=amp, random_encoder=True)
+        method = CCLGANMethod()
+        torch.manual_seed(0)
+        model = method.build(config).to(device)
+        optimizers = method.optimizers(model, config)
+        sampler = torch.Generator(device=device).manual_seed(0)
+        data = {name: torch.rand(batch, 3, crop, crop, device=device) for name in ("rain", "clean")}
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        timings = []
+        for index in range(plan.train_warmup + plan.train_steps):
+            started = time.perf_counter()
+            method.step(model, data, optimizers, sampler, config, device, False)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if index >= plan.train_warmup:
+                timings.append(time.perf_counter() - started)
+        steps_per_s = len(timings) / sum(timings)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+        rows.append(
+            {
+                "batch": batch,
+                "amp": amp,
+                "steps_per_s": round(steps_per_s, 3),
+                "samples_per_s": round(steps_per_s * batch, 2),
+                "peak_gpu_mb": round(peak) if peak is not None else None,
+            }
+        )
+        log(f"  cclgan: batch {batch}, amp {amp}: {rows[-1]['samples_per_s']} samples/s")
+    ratio = _row(rows, 16, "bf16")["samples_per_s"] / _row(rows, 1, "off")["samples_per_s"]
+    figures = {"crop": crop, "steps": plan.train_steps, "rows": rows, "ratio": round(ratio, 2)}
+    return {
+        "figures": figures,
+        "goals": {},
+        "summary": f"batch-16 bf16 / batch-1 fp32 samples/s = {ratio:.2f}×",
     }
 
 
@@ -445,6 +508,7 @@ def one_pass(root: Path, plan: Plan, decoder: str) -> tuple[int, float]:
 PARTS: dict[str, Callable[[Plan, Path], dict]] = {
     "pytest_gpu": pytest_gpu,
     "train": train_speed,
+    "cclgan": cclgan_speed,
     "reference": reference_speed,
     "inference": inference_time,
     "loader": loader_speed,

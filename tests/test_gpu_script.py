@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("pytest_gpu", "train", "reference", "inference", "loader")
+PARTS = ("pytest_gpu", "train", "cclgan", "reference", "inference", "loader")
 # The public train.py's part in the timing: its options as given, then a loss line per
 # iteration (one per picture of trainA), 0.05 s apart.
 TIMED_STAND_IN = """
@@ -78,6 +78,9 @@ def test_the_dry_run_figures(dry_run):
     train = parts["train"]["figures"]
     assert {(row["batch"], row["amp"]) for row in train["rows"]} == {(1, "off"), (16, "bf16")}
     assert train["ratio"] > 0
+    cclgan = parts["cclgan"]["figures"]
+    assert [(row["batch"], row["amp"]) for row in cclgan["rows"]] == [(1, "off"), (16, "bf16")]
+    assert all(row["samples_per_s"] > 0 for row in cclgan["rows"])
     inference = parts["inference"]["figures"]
     assert inference["shape"][:2] == [1, 3] and inference["median_s"] > 0
     loader = parts["loader"]["figures"]
