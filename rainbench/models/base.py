@@ -4,9 +4,12 @@ torch; the tensors come from the caller.
 """
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from rainbench.models.registry import DerainerError
 
 if TYPE_CHECKING:
     import torch
@@ -16,6 +19,21 @@ def to_pixels(image: "torch.Tensor") -> np.ndarray:
     """A 3×H×W tensor in [0, 1] as the uint8 H×W×3 picture the metrics take: clipped,
     scaled by 255 and rounded."""
     return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def read_checkpoint(checkpoint: Path, expected_format: str, refusal: str) -> dict:
+    """A trained method's checkpoint, read as tensors only (`weights_only`), or a one-line
+    `DerainerError`: it cannot be read, or is not in `expected_format` (`refusal` says
+    what it should have been and how to get one)."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a file it cannot read
+        raise DerainerError(f"cannot read the checkpoint {checkpoint}: {error}") from None
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        raise DerainerError(f"{checkpoint} is not {refusal}")
+    return state
 
 
 class Derainer(ABC):

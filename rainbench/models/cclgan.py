@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rainbench.models.base import Derainer
+from rainbench.models.base import Derainer, read_checkpoint
 from rainbench.models.registry import DerainerError
 
 CHECKPOINT_FORMAT = "rainbench-cclgan"
@@ -138,15 +138,12 @@ class CCLGANDerainer(Derainer):
 
     def __init__(self, checkpoint: Path, device: str = "cpu"):
         super().__init__(device)
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many kinds for a file it cannot read
-            raise DerainerError(f"cannot read the checkpoint {checkpoint}: {error}") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise DerainerError(
-                f"{checkpoint} is not a rainbench CCLGAN checkpoint (train one with rainbench "
-                "train cclgan, or convert one with rainbench cclgan import-checkpoint)"
-            )
+        state = read_checkpoint(
+            checkpoint,
+            CHECKPOINT_FORMAT,
+            "a rainbench CCLGAN checkpoint (train one with rainbench train cclgan, or "
+            "convert one with rainbench cclgan import-checkpoint)",
+        )
         self.generator = load_generator(state).to(device)
         self.step = state.get("step")
         self.imported_from = state.get("imported_from")

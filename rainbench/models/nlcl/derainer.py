@@ -11,8 +11,7 @@ leaderboard labels the row as imported weights.
 
 from pathlib import Path
 
-from rainbench.models.base import Derainer
-from rainbench.models.registry import DerainerError
+from rainbench.models.base import Derainer, read_checkpoint
 
 
 class NLCLDerainer(Derainer):
@@ -20,20 +19,15 @@ class NLCLDerainer(Derainer):
     version = "1"
 
     def __init__(self, checkpoint: Path, device: str = "cpu"):
-        import torch
-
         from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, load_generator
 
         super().__init__(device)
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many kinds for a file it cannot read
-            raise DerainerError(f"cannot read the checkpoint {checkpoint}: {error}") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise DerainerError(
-                f"{checkpoint} is not a rainbench NLCL checkpoint (train one with rainbench "
-                "train nlcl, or convert the published one with rainbench nlcl import-checkpoint)"
-            )
+        state = read_checkpoint(
+            checkpoint,
+            CHECKPOINT_FORMAT,
+            "a rainbench NLCL checkpoint (train one with rainbench train nlcl, or convert the "
+            "published one with rainbench nlcl import-checkpoint)",
+        )
         self.generator = load_generator(state, "background").to(device)
         self.step = state.get("step")
         self.imported_from = state.get("imported_from")
