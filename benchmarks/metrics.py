@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass, field
@@ -125,6 +126,19 @@ class Result:
             "images_per_second": round(self.images_per_second, 4),
             "megapixels_per_second": round(self.megapixels_per_second, 4),
         }
+
+
+def print_methods(results: dict, extra_header: str, extra: Callable[[object], str]) -> None:
+    """One line per method: images, MP, wall and own seconds, images/s, then `extra`."""
+    header = f"{'method':<44} {'images':>6} {'MP':>6} {'wall s':>7} {'own s':>7} {'images/s':>9}"
+    print(header + extra_header)
+    print("-" * (len(header) + len(extra_header)))
+    for result in results.values():
+        print(
+            f"{result.method:<44} {result.images:>6} {result.megapixels:>6.1f} "
+            f"{result.best.seconds:>7.1f} {result.best.output['seconds']:>7.1f} "
+            f"{result.images_per_second:>9.3f}" + extra(result)
+        )
 
 
 def main() -> None:
@@ -481,16 +495,11 @@ def report_noref(
         f"{len(ours_.runs)} run(s), wall time of the whole command"
     )
     print()
-    header = f"{'method':<44} {'images':>6} {'MP':>6} {'wall s':>7} {'own s':>7}"
-    print(header + f" {'images/s':>9}   runs (wall s)")
-    print("-" * (len(header) + 26))
-    for result in results.values():
-        print(
-            f"{result.method:<44} {result.images:>6} {result.megapixels:>6.1f} "
-            f"{result.best.seconds:>7.1f} {result.best.output['seconds']:>7.1f} "
-            f"{result.images_per_second:>9.3f}   "
-            + ", ".join(f"{run.seconds:.1f}" for run in result.runs)
-        )
+    print_methods(
+        results,
+        "   runs (wall s)",
+        lambda r: "   " + ", ".join(f"{run.seconds:.1f}" for run in r.runs),
+    )
     print()
     for metric, difference in differences.items():
         print(
@@ -627,15 +636,7 @@ def report(
         f"{len(ours_.runs)} run(s), wall time of the whole command"
     )
     print()
-    header = f"{'method':<44} {'images':>6} {'MP':>6} {'wall s':>7} {'own s':>7}"
-    print(header + f" {'images/s':>9} {'MP/s':>7}")
-    print("-" * (len(header) + 17))
-    for result in results.values():
-        print(
-            f"{result.method:<44} {result.images:>6} {result.megapixels:>6.1f} "
-            f"{result.best.seconds:>7.1f} {result.best.output['seconds']:>7.1f} "
-            f"{result.images_per_second:>9.3f} {result.megapixels_per_second:>7.3f}"
-        )
+    print_methods(results, f" {'MP/s':>7}", lambda r: f" {r.megapixels_per_second:>7.3f}")
     print("(own s: the method's own timing, without interpreter start-up and first imports)")
     print()
     print(
