@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ingest", ("ingest",)),
     ("data", ("data",)),
     ("synth", ("synth",)),
+    ("pairs", ("pairs",)),
     ("models", ("models",)),
     ("metrics", ("metrics",)),
     ("leaderboard", ("leaderboard",)),

@@ -11,6 +11,7 @@ _MAKE, _MODEL, _ORIENTATION, _DATETIME = 0x010F, 0x0110, 0x0112, 0x0132
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _EXPOSURE_TIME, _F_NUMBER, _ISO = 0x829A, 0x829D, 0x8827
 _DATETIME_ORIGINAL, _FOCAL_LENGTH, _LENS_MODEL = 0x9003, 0x920A, 0xA434
+_SUBSEC, _SUBSEC_ORIGINAL = 0x9290, 0x9291
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class CaptureExif:
     camera_make: str | None = None
     camera_model: str | None = None
     lens_model: str | None = None
-    captured_at: datetime | None = None  # DateTimeOriginal, camera-local time
+    # DateTimeOriginal (its SubSecTimeOriginal too: bursts are seconds apart), camera-local
+    captured_at: datetime | None = None
     exposure_time: float | None = None  # seconds
     f_number: float | None = None
     iso: int | None = None
@@ -42,7 +44,7 @@ def read_exif(exif: Image.Exif, keep_gps: bool = False) -> CaptureExif:
         camera_make=_text(exif.get(_MAKE)),
         camera_model=_text(exif.get(_MODEL)),
         lens_model=_text(sub.get(_LENS_MODEL)),
-        captured_at=_timestamp(sub.get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)),
+        captured_at=_captured_at(exif, sub),
         exposure_time=_number(sub.get(_EXPOSURE_TIME)),
         f_number=_number(sub.get(_F_NUMBER)),
         iso=_integer(iso),
@@ -96,6 +98,18 @@ def _timestamp(value: object) -> datetime | None:
         return datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
+
+
+def _captured_at(exif: Image.Exif, sub: dict) -> datetime | None:
+    """DateTimeOriginal with its fraction of a second, else DateTime with its own."""
+    if sub.get(_DATETIME_ORIGINAL):
+        stamp, fraction = _timestamp(sub.get(_DATETIME_ORIGINAL)), sub.get(_SUBSEC_ORIGINAL)
+    else:
+        stamp, fraction = _timestamp(exif.get(_DATETIME)), sub.get(_SUBSEC)
+    digits = (_text(fraction) or "").strip()
+    if stamp is None or not digits.isdigit():
+        return stamp
+    return stamp.replace(microsecond=int(digits[:6].ljust(6, "0")))
 
 
 def _gps(gps: dict) -> tuple[float | None, float | None, float | None]:

@@ -11,9 +11,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from rainbench.capture import bmff
 from rainbench.capture.formats import Format
 from rainbench.capture.location import location_hint, xmp_location_spans
 from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.video import strip_location
 
 _GPS_IFD = 0x8825
 _EXIF_IFD = 0x8769
@@ -49,13 +51,18 @@ def strip_gps(data: bytes, fmt: Format) -> bytes:
     `data` itself (the same object) comes back when there was none, so the common case
     costs no copy; otherwise the result is one copy with only metadata bytes changed.
     """
+    if fmt.video:
+        return strip_location(data, fmt)
     edits = _CONTAINERS[fmt.name](data)
     return _apply(data, edits) if edits else data
 
 
 def has_gps(data: bytes, fmt: Format) -> bool:
     """True when `strip_gps` would change `data`: a GPS IFD with entries, an XMP location
-    property, other metadata naming a location, or bytes after the picture's end."""
+    property, other metadata naming a location, or bytes after the picture's end (a
+    video: a location record in its container)."""
+    if fmt.video:
+        return strip_gps(data, fmt) is not data
     return bool(_CONTAINERS[fmt.name](data))
 
 
@@ -540,12 +547,20 @@ def _heic_edits(data: bytes) -> list[_Edit]:
     """GPS edits for the Exif and XMP items of a HEIF file, found through its meta box:
     iinf names each item's type, iloc says where its bytes are."""
     meta = next(
-        ((start, stop) for kind, start, stop in _boxes(data, 0, len(data)) if kind == b"meta"), None
+        (
+            (start, stop)
+            for kind, _, start, stop in bmff.boxes(data, 0, len(data), "HEIF")
+            if kind == b"meta"
+        ),
+        None,
     )
     if meta is None:
         return []
     start, stop = meta[0] + 4, meta[1]  # meta is a full box: version and flags come first
-    boxes = {kind: (box_start, box_end) for kind, box_start, box_end in _boxes(data, start, stop)}
+    boxes = {
+        kind: (box_start, box_end)
+        for kind, _, box_start, box_end in bmff.boxes(data, start, stop, "HEIF")
+    }
     if b"iinf" not in boxes:
         return []
     locations = _heif_locations(data, boxes)
@@ -579,24 +594,6 @@ def _heif_exif_edits(item: bytes) -> list[_Edit]:
     return found
 
 
-def _boxes(data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """Type, payload start and end of each ISO-BMFF box in data[pos:end]."""
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        head = 8
-        if size == 1 and pos + 16 <= end:
-            (size,) = struct.unpack_from(">Q", data, pos + 8)
-            head = 16
-        elif size == 0:  # the box runs to the end of its parent
-            size = end - pos
-        if size < head or pos + size > end:
-            raise CaptureRejected(
-                Reason.TRUNCATED, f"HEIF {kind!r} box at offset {pos} runs past its parent"
-            )
-        yield kind, pos + head, pos + size
-        pos += size
-
-
 class _Reader:
     """Big-endian fields read in sequence, refusing to read past `end`."""
 
@@ -617,7 +614,7 @@ def _heif_items(data: bytes, start: int, stop: int) -> Iterator[tuple[int, bytes
     """ID and type of each item in the iinf box."""
     header = _Reader(data, start, stop, "iinf")
     header.uint(2 if header.uint(4) >> 24 == 0 else 4)  # version and flags, entry count
-    for kind, pos, end in _boxes(data, header.pos, stop):
+    for kind, _, pos, end in bmff.boxes(data, header.pos, stop, "HEIF"):
         if kind != b"infe":
             continue
         fields = _Reader(data, pos, end, "infe")

@@ -7,6 +7,7 @@ import io
 
 from PIL import Image
 
+from rainbench.capture.bmff import ends_inside_a_box
 from rainbench.capture.decode import Decoded, check_pixel_cap, reduce_for_preview
 from rainbench.capture.orientation import ORIENTATION_TAG
 from rainbench.capture.reject import CaptureRejected, Reason
@@ -37,7 +38,7 @@ def decode_heic(data: bytes, max_pixels: int) -> Decoded:
         raise CaptureRejected(Reason.UNSUPPORTED, f"libheif cannot decode it: {error}") from None
     except (ValueError, EOFError, RuntimeError) as error:
         message = str(error).strip()
-        if _ends_inside_a_box(data):
+        if ends_inside_a_box(data):
             raise CaptureRejected(Reason.TRUNCATED, f"HEIC ends early: {message}") from None
         raise CaptureRejected(Reason.CORRUPT, f"HEIC does not decode: {message}") from None
     exif = _read_exif(heif.info.get("exif"))
@@ -54,25 +55,6 @@ def open_upright(data: bytes, max_pixels: int) -> Image.Image:
     heif = pillow_heif.open_heif(io.BytesIO(data))  # reads the boxes, decodes nothing
     check_pixel_cap(*heif.size, max_pixels)
     return heif.to_pillow()
-
-
-def _ends_inside_a_box(data: bytes) -> bool:
-    """Whether the file stops before its last top-level ISO-BMFF box ends."""
-    position = 0
-    while position < len(data):
-        if position + 8 > len(data):
-            return True
-        size = int.from_bytes(data[position : position + 4], "big")
-        if size == 1:  # a 64-bit size follows the box type
-            if position + 16 > len(data):
-                return True
-            size = int.from_bytes(data[position + 8 : position + 16], "big")
-        if size == 0:  # the box runs to the end of the file
-            return False
-        if size < 8 or not data[position + 4 : position + 8].isalnum():
-            return False  # no box header here: corrupt, not truncated
-        position += size
-    return position > len(data)
 
 
 def _read_exif(block: bytes | None) -> Image.Exif:

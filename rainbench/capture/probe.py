@@ -1,5 +1,6 @@
 """Probe one capture file: read it once, decide its format, remove GPS, hash the
-bytes that will be stored, validate by decoding, read EXIF and hash perceptually.
+bytes that will be stored, validate by decoding, read EXIF and hash perceptually. A
+video is validated by demuxing it, and hashed and measured on its middle frame.
 
 `probe` never raises for a bad file: it returns a `Probe` whose `reason` says why
 the file was refused. `stored_bytes` recomputes the stored bytes for the shard
@@ -20,6 +21,7 @@ from rainbench.capture.gps import strip_gps
 from rainbench.capture.phash import phash_variants
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.source import SourceFile, read_capture
+from rainbench.capture.video import VideoInfo, probe_video
 
 KEY_HEX = 24  # 96 bits of the stored bytes' sha256: dot-free and collision-safe
 
@@ -42,6 +44,12 @@ class Probe:
     extra_members: dict[str, bytes] = field(default_factory=dict)
     # What `measure` found in the upright preview (ingest: the rain-type features).
     features: dict[str, float] | None = None
+    # Videos only: what probe_video found (None for stills).
+    codec: str | None = None
+    frame_rate: float | None = None
+    duration_s: float | None = None
+    frames: int | None = None
+    rotation: int | None = None
 
     @property
     def key(self) -> str:
@@ -51,6 +59,11 @@ class Probe:
     @property
     def ext(self) -> str:
         return FORMATS[self.format].ext
+
+    @property
+    def kind(self) -> str:
+        """`video` or `still`: the manifest's `kind`."""
+        return "video" if self.format and FORMATS[self.format].video else "still"
 
 
 def stored_bytes(data: bytes, source: SourceFile, keep_gps: bool) -> tuple[Format, bytes]:
@@ -77,7 +90,10 @@ def probe(
     try:
         data = (read or read_capture)(source)
         fmt, stored = stored_bytes(data, source, keep_gps)
-        decoded = decode_capture(stored, fmt, max_pixels)
+        if fmt.video:
+            video = probe_video(stored, max_pixels, keep_gps)
+        else:
+            decoded = decode_capture(stored, fmt, max_pixels)
     except CaptureRejected as rejected:
         result.reason, result.message = rejected.reason, rejected.message
         return result
@@ -85,13 +101,34 @@ def probe(
     result.source_sha256 = hashlib.sha256(data).hexdigest()
     result.sha256 = result.source_sha256 if stored is data else hashlib.sha256(stored).hexdigest()
     result.bytes = len(stored)
-    result.width, result.height, result.mode = decoded.width, decoded.height, decoded.mode
-    result.exif = read_exif(decoded.exif, keep_gps)
-    result.phash = phash_variants(decoded.reduced, decoded.orientation)
-    result.extra_members = decoded.extra_members
+    if fmt.video:
+        preview = _take_video(result, video)
+    else:
+        result.width, result.height, result.mode = decoded.width, decoded.height, decoded.mode
+        result.exif = read_exif(decoded.exif, keep_gps)
+        result.phash = phash_variants(decoded.reduced, decoded.orientation)
+        result.extra_members = decoded.extra_members
+        preview = decoded.preview
     if measure is not None:
-        result.features = measure(decoded.preview)
+        result.features = measure(preview)
     return result
+
+
+def _take_video(result: Probe, video: VideoInfo) -> Image.Image:
+    """Fill `result` from what `probe_video` found; the middle frame, upright, stands for
+    the video wherever a still's picture is used (perceptual hash, rain-type features)."""
+    result.width, result.height, result.mode = video.width, video.height, video.pixel_format
+    result.codec, result.frame_rate, result.frames = video.codec, video.frame_rate, video.frames
+    result.duration_s, result.rotation = video.duration_s, video.rotation
+    result.exif = CaptureExif(
+        camera_make=video.camera_make,
+        camera_model=video.camera_model,
+        captured_at=video.captured_at,
+        gps_lat=video.gps_lat,
+        gps_lon=video.gps_lon,
+    )
+    result.phash = phash_variants(video.preview)
+    return video.preview
 
 
 def probe_many(sources: list[SourceFile], **options) -> Iterator[Probe]:

@@ -51,6 +51,10 @@ COMMANDS = {
         "List the registered derainers (built-ins and installed plug-ins), by name.",
     ),
     "nlcl": ("rainbench.cli.train:nlcl_group", "NLCL utilities."),
+    "pairs": (
+        "rainbench.cli.pairs:pairs_command",
+        "Pair DATASET's rain videos and bursts with clean frames estimated from time.",
+    ),
     "score": (
         "rainbench.cli.metrics:score_command",
         "Score the images in --pred, against --ref when given; write one row per image.",

@@ -60,6 +60,15 @@ from rainbench.shards.verify import verify
     show_default=True,
     help="pHash distance (of 64 bits) that marks a near-duplicate.",
 )
+@click.option(
+    "--burst-gap",
+    type=click.FloatRange(min=0),
+    default=IngestOptions.burst_gap,
+    show_default=True,
+    metavar="SECONDS",
+    help="Stills of one camera, size and folder this close in time (3 or more) are a "
+    "burst, a sequence like a video; 0: no bursts.",
+)
 @click.option("--name", help="Dataset name recorded in dataset.json (default: the folder name).")
 @options.labels
 @options.skip_bad_labels
@@ -76,6 +85,7 @@ def ingest_command(raw, out, shard_size, as_json, progress, **settings) -> None:
     Example:
       rainbench ingest photos/ --out ds --labels labels.csv
       rainbench ingest clear-days/ --out ds --layer clean
+      rainbench ingest rain-videos/ --out ds --burst-gap 1.5
       rainbench ingest s3://lab/raw/ --out s3://lab/ds
       rainbench ingest /shared/photos/ --out /shared/ds --ray
     """

@@ -6,8 +6,11 @@ The stages, each a small function: select samples from the manifests
 worker) its own stride of that order, read members from the shards by offset
 (`rainbench.data.read`), decode upright, and cut K random crops per decoded image.
 
-Modes: `single` (one picture per sample), `paired` (a synthetic split: the same crop
-of rain and ground truth), `unpaired` (a rainy crop with a clean crop, for NLCL).
+Modes: `single` (one picture per sample), `paired` (a paired split: the same crop of
+rain and ground truth, and of a real pair's confidence map), `unpaired` (a rainy crop
+with a clean crop, for NLCL).
+`single` and `unpaired` read still captures only: video rows are skipped (a video is
+no picture; `rainbench.capture.video.VideoFrames` reads its frames by index).
 """
 
 import math
@@ -94,6 +97,9 @@ class RainDataset(IterableDataset):
             if not self.paired_split:
                 raise DatasetError("paired mode needs paired_split (e.g. syn-streak)")
             self.samples = pairs(local, self.paired_split, self.filters.query)
+            # Real pairs (`rainbench pairs`) carry a confidence map; a pair without one,
+            # in a mix of splits, gets a map of ones so that batches collate.
+            self._confidence = bool(self.samples["confidence_member"].notna().any())
         elif self.mode == "unpaired":
             rainy = self.filters if self.filters.layer else _with_layer(self.filters, "rainy")
             self.samples = captures(local, rainy)
@@ -151,6 +157,8 @@ class RainDataset(IterableDataset):
         row = self.samples.iloc[index]
         paired = self.mode == "paired"
         members = [row["rain_member"], row["gt_member"]] if paired else [row["member"]]
+        if paired and isinstance(row["confidence_member"], str):
+            members.append(row["confidence_member"])
         self._reader.prefetch(row["shard"], members)
 
     def _crops(self, index: int, rng: np.random.Generator) -> list[dict]:
@@ -159,10 +167,18 @@ class RainDataset(IterableDataset):
         if self.mode == "paired":
             rain = self._picture(row, row["rain_member"], FORMATS["png"], None)
             gt = self._picture(row, row["gt_member"], FORMATS["png"], None)
-            return [
-                {**labels, "rain": _float(rain[box]), "gt": _float(gt[box])}
-                for box in self._boxes(rain.shape, rng)
-            ]
+            boxes = self._boxes(rain.shape, rng)
+            crops = [{**labels, "rain": _float(rain[box]), "gt": _float(gt[box])} for box in boxes]
+            if self._confidence:
+                # The same crop of a real pair's confidence map: 1×h×w in [0, 1].
+                member = row["confidence_member"]
+                stored = None
+                if isinstance(member, str):
+                    stored = self._picture(row, member, FORMATS["png"], None)
+                for crop, box in zip(crops, boxes, strict=True):
+                    ones = torch.ones_like(crop["rain"][:1])
+                    crop["gt_confidence"] = ones if stored is None else _float(stored[box][:1])
+            return crops
         picture = self._capture(row)
         if self.mode == "single":
             return [

@@ -9,7 +9,7 @@ import pandas as pd
 
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
-from rainbench.shards.layout import GROUND_TRUTH, RAIN, member, picture_ext
+from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, RAIN, member, picture_ext
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,15 @@ class Filters:
 
 def captures(root: Path, filters: Filters) -> pd.DataFrame:
     """Rows of samples.parquet that pass `filters`, each with `member`: the tar member
-    holding the picture to decode (a RAW capture's stored preview)."""
+    holding the picture to decode (a RAW capture's stored preview). Videos are left out:
+    they are no picture (read their frames with `rainbench.capture.video.VideoFrames`)."""
     dataset = Dataset(Path(root))
     if not dataset.samples_manifest.exists():
         raise DatasetError(
             f"{dataset.url or root} is not a rainbench dataset (no manifests/samples.parquet)"
         )
     table = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
+    table = table[table["kind"].fillna("still") != "video"]  # null: written before videos
     table = _keep(table, filters)
     table["member"] = [
         member(key, picture_ext(fmt))
@@ -42,7 +44,8 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
 
 
 def pairs(root: Path, split: str | tuple[str, ...], query: str | None = None) -> pd.DataFrame:
-    """Rows of synthetic.parquet for the paired split(s), with their two members."""
+    """Rows of synthetic.parquet for the paired split(s), with their members: rain,
+    ground truth and, for a real pair, its confidence map."""
     dataset = Dataset(Path(root))
     table = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pandas()
     table = _keep(table, Filters(split=split, query=query))
@@ -53,6 +56,11 @@ def pairs(root: Path, split: str | tuple[str, ...], query: str | None = None) ->
         raise DatasetError(f"no pairs in split {split!r} of {where}; paired splits: {known}")
     table["rain_member"] = table["key"] + "." + RAIN
     table["gt_member"] = table["key"] + "." + GROUND_TRUTH
+    # A real pair's confidence map (`rainbench pairs`); None for pairs without one.
+    table["confidence_member"] = [
+        f"{key}.{CONFIDENCE}" if CONFIDENCE in list(members) else None
+        for key, members in zip(table["key"], table["members"], strict=True)
+    ]
     return table.reset_index(drop=True)
 
 

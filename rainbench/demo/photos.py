@@ -14,6 +14,7 @@ from PIL import Image
 from rainbench.demo.captures import CaptureSpec, sample_specs, write_picture
 from rainbench.synth.recipes import DEFAULT_RECIPES
 from rainbench.synth.render import derive_seed, render
+from rainbench.synth.video import encode_h264, render_rain_video
 from rainbench.train.tagger import sample_photo
 
 # Scenes whose captures are rainy, and scenes kept as clean captures: no scene is both,
@@ -30,6 +31,9 @@ CLEAN_SCENES = ("astronaut.png", "coffee.png", "chelsea.png", "brick.png", "grav
 # Each scene is taken twice, framed differently (a 3:2 box at 80 % of the largest one, in
 # opposite corners), so that two captures of a scene are not near-duplicates.
 FRAMINGS = (0.0, 1.0)
+# The tripod video: a rainy scene framed at the centre (neither still's framing), in
+# streaks, with a little shake and an object crossing — `rainbench pairs` material.
+VIDEO_SCENE, VIDEO_RECIPE, VIDEO_FRAMES = "rocket.jpg", "streak", 48
 ASPECT = 3 / 2
 ZOOM = 0.8
 
@@ -118,3 +122,18 @@ def write_reduced_copy(root: Path, capture: PhotoCapture, width: int, name: str)
     same picture, other bytes — a near-duplicate."""
     copy = replace(capture.spec, name=name).without_exif()
     return write_picture(root / capture.layer, copy, capture_picture(capture, width).reduce(2))
+
+
+def write_tripod_video(path: Path, width: int, seed: int = 0) -> Path:
+    """A rain video as a camera on a tripod films it, `width` px wide (made even, as
+    H.264 needs): VIDEO_FRAMES frames of VIDEO_SCENE in VIDEO_RECIPE's rain, encoded
+    to H.264 in MP4. Its seed derives from the scene, the recipe and `seed`."""
+    even = width - width % 2
+    still = np.asarray(framed_photo(VIDEO_SCENE, even, ASPECT, ZOOM, 0.5))
+    still = still[: still.shape[0] - still.shape[0] % 2]
+    video = render_rain_video(
+        still, VIDEO_RECIPE, VIDEO_FRAMES, derive_seed(VIDEO_SCENE, VIDEO_RECIPE, seed)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encode_h264(video.frames, path)
+    return path

@@ -23,6 +23,7 @@ from rainbench.demo.photos import (
     photo_captures,
     write_photo_captures,
     write_reduced_copy,
+    write_tripod_video,
 )
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
@@ -60,6 +61,7 @@ STAGES = (
     "tag",
     "verify",
     "synth",
+    "pairs",
     "train",
     "weights",
     "eval",
@@ -201,12 +203,13 @@ class _Demo:
         shutil.copy(first, first.with_name(f"copy of {first.name}"))
         write_reduced_copy(partial, self.captures[1], self.options.width, self.shared)
         bad = write_bad_corpus(partial / "rainy" / "bad")
+        write_tripod_video(partial / "videos" / "tripod.mp4", self.options.width, self.options.seed)
         partial.rename(raw)
         layers = Counter(capture.layer for capture in self.captures)
         return (
             f"{layers['rainy']} rainy captures (rain of each type rendered on scikit-image's "
             f"photographs) and {layers['clean']} clean ones with camera EXIF, an exact copy, "
-            f"a reduced copy and {len(bad)} bad files -> {raw}"
+            f"a reduced copy, {len(bad)} bad files and a rain video from a tripod -> {raw}"
         )
 
     def _ingest(self) -> str:
@@ -214,8 +217,9 @@ class _Demo:
         # The dataset's name labels its tables on the leaderboard.
         clean = IngestOptions(layer="clean", split=SPLIT, workers=workers, name="demo")
         rainy = IngestOptions(layer="rainy", split=SPLIT, workers=workers)
+        inputs = {"clean": [raw / "clean"], "rainy": [raw / "rainy", raw / "videos"]}
         for layer, options in (("clean", clean), ("rainy", rainy)):
-            self.result.ingest[layer] = ingest([raw / layer], ds, options, progress=self.progress)
+            self.result.ingest[layer] = ingest(inputs[layer], ds, options, progress=self.progress)
         summaries = self.result.ingest.values()
         rejected = Counter()
         for summary in summaries:
@@ -299,6 +303,21 @@ class _Demo:
         existing = sum(summary.existing.values())
         done = f", {existing} already there" if existing else ""
         return f"{pairs.total()} pairs on the clean test captures ({counts}){done}"
+
+    def _pairs(self) -> str:
+        from rainbench.pairs.build import PairsOptions, build_pairs
+
+        options = PairsOptions(workers=self.options.workers)
+        summary = build_pairs(self.result.dataset, options, progress=self.progress)
+        stored, existing = summary.stored[options.name], summary.existing[options.name]
+        if stored or existing:
+            self.result.splits.append(options.name)
+        done = f", {existing} already there" if existing else ""
+        left_out = f", {len(summary.failed)} frames left out" if summary.failed else ""
+        return (
+            f"{stored} real pairs from the tripod video as {options.name}, their ground truth "
+            f"estimated from time{done}{left_out}"
+        )
 
     def _train(self) -> str:
         from rainbench.train.nlcl.trainer import train

@@ -18,6 +18,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from rainbench.capture.formats import FORMATS
+from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.video import middle_frame
 from rainbench.files import write_atomic
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
@@ -26,7 +28,10 @@ from rainbench.shards.layout import member, picture_ext
 from rainbench.shards.members import (
     ShardError,
     open_shard,
+    pixel_limit,
+    read_member,
     read_upright,
+    size_limit,
 )
 
 # What keys 1–5 set, in order: the page's legend, its keyboard and its export all read
@@ -158,6 +163,13 @@ def _pictures_of_shard(task: tuple[Path, str, list[dict]]) -> dict[str, dict]:
 
 def _upright(tar, shard: str, row: dict) -> Image.Image:
     fmt = FORMATS[row["format"]]
+    if fmt.video:  # shown by its middle frame, the one it was tagged on
+        name = member(row["key"], fmt.ext)
+        data = read_member(tar, shard, name, size_limit(row["bytes"], None, None))
+        try:
+            return middle_frame(data, pixel_limit(row["width"], row["height"]))
+        except CaptureRejected as rejected:
+            raise ShardError(f"{shard}:{name}: {rejected.message}") from None
     ext = picture_ext(row["format"])
     # A RAW's preview is a JPEG whose size the manifest does not give.
     stored = None if fmt.raw else row["bytes"]

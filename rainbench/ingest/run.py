@@ -32,6 +32,7 @@ from rainbench.capture.reject import STICKY
 from rainbench.capture.source import name_text
 from rainbench.cluster import make_pool
 from rainbench.files import write_atomic
+from rainbench.ingest.bursts import DEFAULT_BURST_GAP, group_bursts
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, is_known, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
@@ -71,6 +72,7 @@ class IngestOptions:
     shard_bytes: int = DEFAULT_SHARD_BYTES
     split: dict[str, float] | None = None  # None: the dataset's, else the defaults
     near_dup_bits: int = DEFAULT_NEAR_DUP_BITS
+    burst_gap: float = DEFAULT_BURST_GAP  # seconds between a burst's stills; 0: no bursts
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     name: str | None = None
     labels: Path | None = None  # a label sheet applied once the captures are in
@@ -199,6 +201,7 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
         "shard_bytes": options.shard_bytes,
         "split": fractions,
         "near_dup_bits": options.near_dup_bits,
+        "burst_gap": options.burst_gap,
         "workers": options.workers,
         "name": options.name or info.get("name") or Path(dataset.url or dataset.root).name,
         "tool_version": __version__,
@@ -228,6 +231,7 @@ class _Run:
                 if not self.dataset.exists():
                     shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
                     self._write_info(samples, shards, run=None)
+                self._group_bursts()
                 shutil.rmtree(self.dataset.state_dir)
                 summary.seconds += time.perf_counter() - started
                 return
@@ -406,6 +410,7 @@ class _Run:
             manifest.write_manifest(
                 self.dataset.samples_manifest, _with_identities(samples, plan.seen_again)
             )
+        self._group_bursts()
 
         accepted = len(plan.rows) - len(lost)
         reasons = Counter(r["reason"] for r in run_rejects)
@@ -428,6 +433,19 @@ class _Run:
         # run.json goes first: without it the rest of the state is known to be stale.
         (self.dataset.state_dir / "run.json").unlink()
         shutil.rmtree(self.dataset.state_dir)
+
+    def _group_bursts(self) -> None:
+        """Bursts regrouped over the whole manifest (new stills may extend one); the
+        manifest is rewritten only when that changes something, so re-running it (a
+        resumed finalize, an ingest with nothing new) changes nothing more."""
+        path = self.dataset.samples_manifest
+        if not path.exists():
+            return
+        samples = manifest.read_manifest(path, manifest.SAMPLES)
+        gap = self.settings.get("burst_gap", DEFAULT_BURST_GAP)  # a run.json from before bursts
+        grouped = group_bursts(samples, gap)
+        if not grouped.equals(samples):
+            manifest.write_manifest(path, grouped)
 
     def _write_info(self, samples: pa.Table, shards: pa.Table, run: dict | None) -> None:
         info = (

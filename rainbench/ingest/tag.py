@@ -270,8 +270,9 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
 def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict | None]]:
     # Imported in the worker: measuring needs scipy, which tagging from stored
     # features (and ingest's main process, which imports this module) never does.
-    from rainbench.capture.decode import DEFAULT_MAX_PIXELS, decode_capture
+    from rainbench.capture.decode import DEFAULT_MAX_PIXELS, decode_capture, reduce_for_preview
     from rainbench.capture.reject import CaptureRejected
+    from rainbench.capture.video import middle_frame
     from rainbench.tagging.measure import compute_features
 
     root, shard, members = task
@@ -288,8 +289,11 @@ def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict 
             pixels = DEFAULT_MAX_PIXELS if fmt.raw else pixel_limit(stale.width, stale.height)
             try:
                 data = read_member(tar, shard, member(stale.key, fmt.ext), limit)
-                decoded = decode_capture(data, fmt, pixels)
+                if fmt.video:  # measured on its middle frame, as ingest did
+                    preview = reduce_for_preview(middle_frame(data, pixels))
+                else:
+                    preview = decode_capture(data, fmt, pixels).preview
             except (ShardError, CaptureRejected):
                 continue
-            results[stale.key] = compute_features(decoded.preview)
+            results[stale.key] = compute_features(preview)
     return list(results.items())

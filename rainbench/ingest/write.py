@@ -48,6 +48,7 @@ METADATA_FIELDS = (
     "phash",
 )
 GPS_FIELDS = ("gps_lat", "gps_lon", "gps_alt")
+VIDEO_FIELDS = ("kind", "codec", "frame_rate", "duration_s", "frames", "rotation")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def _stored(row: dict, keep_gps: bool) -> bytes:
 
 def metadata_json(row: dict, keep_gps: bool) -> bytes:
     fields = METADATA_FIELDS + (GPS_FIELDS if keep_gps else ())
+    if row.get("kind") == "video":  # a still's member stays as it was before videos
+        fields += VIDEO_FIELDS
     metadata = {name: row[name] for name in fields}
     if isinstance(metadata["captured_at"], datetime):
         metadata["captured_at"] = metadata["captured_at"].isoformat()

@@ -170,6 +170,35 @@ def kind_label(table: SplitTable) -> str:
     return KIND_LABELS[table.kind]
 
 
+def ground_truth_text(table: SplitTable) -> str | None:
+    """On a real-paired split: how its ground truth was made and how good it is said
+    to be, from the provenance `rainbench eval` recorded (None on other splits, or when
+    no run recorded it)."""
+    if table.kind != "real-paired":
+        return None
+    found = [
+        row.run.provenance["ground_truth"]
+        for row in table.rows
+        if row.run.provenance and isinstance(row.run.provenance.get("ground_truth"), dict)
+    ]
+    if not found:
+        return None
+    truth = found[0]
+    methods = ", ".join(f"{name} ({count})" for name, count in truth.get("methods", {}).items())
+    text = f"Ground truth by {methods}"
+    if "gt_psnr_estimate_median" in truth:
+        text += (
+            f", estimated from time over windows of up to {truth['window_frames_max']} frames: "
+            f"the estimate's own spread puts it at a median {truth['gt_psnr_estimate_median']:.1f}"
+            f" dB psnr_y from the true background; mean confidence "
+            f"{truth['confidence_mean']:.2f}, {100 * truth['moving_mean']:.1f}% of a frame "
+            f"masked as moving on average; full-reference metrics score only the pixels of "
+            f"confidence ≥ {truth['confident_from']:.2f}. How far such estimates are from the "
+            "truth, measured on synthetic videos: docs/pairs.md"
+        )
+    return text + "."
+
+
 def short_sha(digest: object) -> str:
     return str(digest)[:12] if digest else "—"
 

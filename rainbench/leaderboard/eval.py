@@ -20,6 +20,7 @@ import os
 import platform
 import tarfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metr
 from rainbench.metrics.report import cpu_model, versions
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
-from rainbench.shards.layout import GROUND_TRUTH, PREVIEW, RAIN, member
+from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import (
     ShardError,
     open_shard,
@@ -49,6 +50,8 @@ from rainbench.synth.importers import paired_kind
 from rainbench.threads import set_torch_threads
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
+# A real pair's pixel is scored when its confidence map says at least this (of 255).
+CONFIDENT = 128
 PAIRED_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
 CROP_SIDE = 256  # px: the crops the leaderboard's comparison strip shows
 _FLUSH_SECONDS = 10.0
@@ -96,6 +99,9 @@ class Item:
     rain_type: str | None
     rain: np.ndarray  # uint8 H×W×3
     gt: np.ndarray | None
+    # A real pair's confident pixels (confidence ≥ CONFIDENT), the only ones its
+    # full-reference metrics score; None: every pixel.
+    mask: np.ndarray | None = None
 
 
 @dataclass
@@ -224,15 +230,15 @@ def _shard_count(dataset: Dataset, splits: list[str]) -> int:
 
 
 def _splits(dataset: Dataset) -> dict[str, str]:
-    """Split name → kind, for the real splits holding rainy captures and every paired
-    split: synthetic, imported or real-paired by what made its pairs."""
+    """Split name → kind, for the real splits holding rainy stills (a video is scored
+    through its real pairs) and every paired split: synthetic, imported or real-paired
+    by what made its pairs."""
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    columns = (samples[name].to_pylist() for name in ("split", "layer", "kind"))
     found = {
         split: "real"
-        for split, layer in zip(
-            samples["split"].to_pylist(), samples["layer"].to_pylist(), strict=True
-        )
-        if layer == "rainy"
+        for split, layer, kind in zip(*columns, strict=True)
+        if layer == "rainy" and kind != "video"
     }
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
     for split, recipe in zip(pairs["split"].to_pylist(), pairs["recipe"].to_pylist(), strict=True):
@@ -348,10 +354,13 @@ class _SplitRun:
     def _manifest_rows(self) -> list[dict]:
         if self.kind == "real":
             table = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+            # A video is scored through the real pairs made of its frames.
             rows = [
                 row
                 for row in table.to_pylist()
-                if row["split"] == self.split and row["layer"] == "rainy"
+                if row["split"] == self.split
+                and row["layer"] == "rainy"
+                and row.get("kind") != "video"
             ]
         else:
             table = manifest.read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
@@ -399,6 +408,28 @@ class _SplitRun:
             "finished_at": None,
             "images": {"ok": 0, "failed": 0},
             "crops": {},
+            **({"ground_truth": self._ground_truth()} if self.kind == "real-paired" else {}),
+        }
+
+    def _ground_truth(self) -> dict:
+        """How a real-paired split's ground truth was made and how good it is said to be:
+        the methods, and for pairs estimated by `rainbench pairs` their confidence and
+        the estimate's own spread as psnr_y."""
+        table = manifest.read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
+        rows = [row for row in table.to_pylist() if row["split"] == self.split]
+        methods = Counter(row["recipe"] for row in rows)
+        estimated = [row for row in rows if row["gt_psnr_estimate"] is not None]
+        if not estimated:
+            return {"methods": dict(sorted(methods.items()))}
+        return {
+            "methods": dict(sorted(methods.items())),
+            "confident_from": CONFIDENT / 255,
+            "confidence_mean": round(float(np.mean([r["confidence_mean"] for r in estimated])), 4),
+            "moving_mean": round(float(np.mean([r["moving_fraction"] for r in estimated])), 4),
+            "gt_psnr_estimate_median": round(
+                float(np.median([r["gt_psnr_estimate"] for r in estimated])), 2
+            ),
+            "window_frames_max": max(r["window_end"] - r["window_start"] + 1 for r in estimated),
         }
 
     def _resume(self, provenance: dict) -> dict[str, dict]:
@@ -488,11 +519,16 @@ class _SplitRun:
     def _item(self, tar: tarfile.TarFile, row: dict) -> Item:
         key = row["key"]
         if self.kind != "real":
+            mask = None
+            if CONFIDENCE in row["members"]:
+                confidence = _picture(tar, row, member(key, CONFIDENCE), FORMATS["png"])
+                mask = np.atleast_3d(confidence)[..., 0] >= CONFIDENT  # stored grey, read RGB
             return Item(
                 key,
                 row["recipe"],
                 _picture(tar, row, member(key, RAIN), FORMATS["png"]),
                 _picture(tar, row, member(key, GROUND_TRUTH), FORMATS["png"]),
+                mask,
             )
         fmt = FORMATS[row["format"]]
         if fmt.raw:  # camera RAW: the stored sRGB preview is the picture to derain
@@ -538,7 +574,7 @@ class _SplitRun:
         for name, metric in metrics:
             try:
                 value = (
-                    metric(output.image, item.gt)
+                    metric(output.image, item.gt, item.mask)
                     if metric.spec.full_reference
                     else metric(output.image)
                 )

@@ -27,6 +27,7 @@ from rainbench.leaderboard.cells import (
     conventions,
     failures_text,
     format_value,
+    ground_truth_text,
     hardware_text,
     images_text,
     kind_label,
@@ -185,6 +186,9 @@ def _section(
     real_note = real_split_note(table, list(validities.values()))
     if real_note:
         parts.append(f'<p class="note">{escape(real_note)}</p>')
+    truth = ground_truth_text(table)
+    if truth:
+        parts.append(f'<p class="note">{escape(truth)}</p>')
     if len(table.protocol_versions) > 1:
         parts.append(
             '<p class="warn">These runs used different metric protocols; their numbers are '

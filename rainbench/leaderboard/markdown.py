@@ -14,6 +14,7 @@ from rainbench.leaderboard.cells import (
     arrow,
     conventions,
     failures_text,
+    ground_truth_text,
     hardware_text,
     images_text,
     kind_label,
@@ -104,6 +105,9 @@ def _markdown_table(
         lines += ["", *warnings] if warnings else []
     if real_note:
         lines += ["", _md(real_note)]
+    truth = ground_truth_text(table)
+    if truth:
+        lines += ["", _md(truth)]
     failures = failures_text(table)
     if failures:
         lines += ["", _md(failures)]

@@ -1,6 +1,10 @@
 """Full-reference metrics in the convention deraining papers publish: PSNR and SSIM on
 the luma of MATLAB's `rgb2ycbcr` (`psnr_y`, `ssim_y`) and on RGB (`psnr`, `ssim`).
 Every constant is pinned here, because the conventions differ by more than methods do.
+
+Each takes an optional `mask` (bool H×W): a real pair's confident pixels. PSNR then
+averages the squared error over the masked pixels only, SSIM the map's values whose
+window is centred on one; without a mask, every pixel counts, as published.
 """
 
 import math
@@ -60,46 +64,65 @@ def matlab_y(rgb: np.ndarray) -> np.ndarray:
     return y.astype(np.uint8)
 
 
-def psnr(pred: np.ndarray, ref: np.ndarray) -> float:
-    """20·log10(255 / RMSE) over every value of two equal-shaped uint8 arrays, in dB;
-    `inf` when they are identical."""
-    diff = np.subtract(pred, ref, dtype=np.int16).ravel()
+def psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """20·log10(255 / RMSE) over every value of two equal-shaped uint8 arrays (the
+    masked pixels' only, with a mask), in dB; `inf` when they are identical."""
+    diff = np.subtract(pred, ref, dtype=np.int16)
+    diff = (diff if mask is None else diff[_checked(mask, pred)]).ravel()
     mse = int(np.einsum("i,i->", diff, diff, dtype=np.int64)) / diff.size  # exact sum
     if mse == 0:
         return math.inf
     return 20 * math.log10(PEAK / math.sqrt(mse))
 
 
-def ssim(pred: np.ndarray, ref: np.ndarray) -> float:
+def ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Wang et al.'s mean SSIM of two equal-shaped uint8 arrays, H×W or H×W×C (the mean
-    of the channels' SSIM); both sides at least 11 px."""
+    of the channels' SSIM); both sides at least 11 px. With a mask, the mean of the
+    map's values whose window is centred on a masked pixel."""
     if min(pred.shape[:2]) < SSIM_WINDOW:
         raise MetricError(
             f"SSIM needs images of at least {SSIM_WINDOW} px per side, got "
             f"{pred.shape[1]}×{pred.shape[0]}"
         )
+    centres = None
+    if mask is not None:
+        centres = _checked(mask, pred)[_RADIUS:-_RADIUS, _RADIUS:-_RADIUS]
+        if not centres.any():
+            raise MetricError("no masked pixel lies 5 px or more inside the image")
     if pred.ndim == 2:
-        return _ssim_plane(pred, ref)
-    return float(np.mean([_ssim_plane(pred[..., c], ref[..., c]) for c in range(pred.shape[2])]))
+        return _ssim_plane(pred, ref, centres)
+    planes = [_ssim_plane(pred[..., c], ref[..., c], centres) for c in range(pred.shape[2])]
+    return float(np.mean(planes))
 
 
-def psnr_y(pred: np.ndarray, ref: np.ndarray) -> float:
-    return psnr(matlab_y(pred), matlab_y(ref))
+def psnr_y(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    return psnr(matlab_y(pred), matlab_y(ref), mask)
 
 
-def ssim_y(pred: np.ndarray, ref: np.ndarray) -> float:
-    return ssim(matlab_y(pred), matlab_y(ref))
+def ssim_y(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    return ssim(matlab_y(pred), matlab_y(ref), mask)
 
 
-def _ssim_plane(pred: np.ndarray, ref: np.ndarray) -> float:
+def _checked(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """`mask` as bool H×W, refused unless it matches the image and holds a pixel."""
+    if mask.shape != image.shape[:2]:
+        raise MetricError(f"mask {mask.shape} does not match the image {image.shape[:2]}")
+    mask = mask.astype(bool, copy=False)
+    if not mask.any():
+        raise MetricError("the mask holds no pixel to score")
+    return mask
+
+
+def _ssim_plane(pred: np.ndarray, ref: np.ndarray, centres: np.ndarray | None = None) -> float:
     height = pred.shape[0] - 2 * _RADIUS
     width = pred.shape[1] - 2 * _RADIUS
     band = max(1, SSIM_BAND_VALUES // width)
     total = 0.0
     for top in range(0, height, band):
         rows = slice(top, min(top + band, height) + 2 * _RADIUS)  # with the windows' margin
-        total += _ssim_map(pred[rows], ref[rows]).sum()
-    return total / (height * width)
+        values = _ssim_map(pred[rows], ref[rows])
+        total += values.sum() if centres is None else values[centres[top : top + band]].sum()
+    return total / (height * width if centres is None else np.count_nonzero(centres))
 
 
 def _ssim_map(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -58,7 +58,8 @@ def register(spec: MetricSpec) -> MetricSpec:
 
 
 class Metric:
-    """A ready metric: `metric(pred)` or `metric(pred, ref)` → float."""
+    """A ready metric: `metric(pred)` or `metric(pred, ref)` → float; a full-reference
+    one also takes `mask` (bool H×W), the pixels to score."""
 
     def __init__(self, spec: MetricSpec, **options):
         self.spec = spec
@@ -68,7 +69,9 @@ class Metric:
     def name(self) -> str:
         return self.spec.name
 
-    def __call__(self, pred: np.ndarray, ref: np.ndarray | None = None) -> float:
+    def __call__(
+        self, pred: np.ndarray, ref: np.ndarray | None = None, mask: np.ndarray | None = None
+    ) -> float:
         _check_image(pred, "prediction")
         if min(pred.shape[:2]) < self.spec.min_side:
             raise MetricError(
@@ -85,7 +88,9 @@ class Metric:
                 f"{self.name}: prediction {pred.shape[1]}×{pred.shape[0]} and reference "
                 f"{ref.shape[1]}×{ref.shape[0]} differ in size"
             )
-        return float(self._score(pred, ref))
+        if mask is None:
+            return float(self._score(pred, ref))
+        return float(self._score(pred, ref, mask))
 
 
 def create_metric(name: str, **options) -> Metric:

@@ -8,6 +8,7 @@ METADATA = "json"  # <key>.json: the sample's immutable metadata, last in its sa
 PREVIEW = "preview.jpg"  # a camera RAW's rendered, upright sRGB preview
 RAIN = "rain.png"  # a pair's rainy picture
 GROUND_TRUTH = "gt.png"  # a pair's clean picture
+CONFIDENCE = "confidence.png"  # a real pair's confidence map: grey, 255 trusted, 0 skipped
 
 
 def member(key: str, ext: str) -> str:

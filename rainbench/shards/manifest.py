@@ -43,6 +43,14 @@ SAMPLES = pa.schema(
         # Beyond the contract's minimum:
         ("members", pa.list_(pa.string())),  # tar member extensions, e.g. [jpg, json]
         ("mode", pa.string()),
+        ("kind", pa.string()),  # still or video (null in datasets from before videos: still)
+        ("codec", pa.string()),  # videos: FFmpeg's decoder name (h264, hevc, …)
+        ("frame_rate", pa.float64()),  # videos: frames per second
+        ("duration_s", pa.float64()),
+        ("frames", pa.int64()),  # videos: frames, addressed 0 … frames-1
+        ("rotation", pa.int64()),  # videos: clockwise degrees that make frames upright
+        ("sequence", pa.string()),  # key of the video, or of a burst's first still
+        ("sequence_index", pa.int64()),  # a still's position in its burst
         ("orientation", pa.int64()),
         ("lens_model", pa.string()),
         ("exposure_time", pa.float64()),
@@ -102,6 +110,13 @@ SYNTHETIC = pa.schema(
         ("group", pa.string()),  # an imported set's subset (DID-MDN heavy/medium/light, …)
         ("source_rain", pa.string()),  # an imported pair's files, relative to the set's root
         ("source_gt", pa.string()),
+        # Real pairs estimated from a sequence (`rainbench pairs`):
+        ("frame_index", pa.int64()),  # the rainy frame's index within its sequence
+        ("window_start", pa.int64()),  # the frames the ground truth was estimated from
+        ("window_end", pa.int64()),
+        ("confidence_mean", pa.float64()),  # mean of the pair's confidence map, in [0, 1]
+        ("moving_fraction", pa.float64()),  # share of the frame masked as moving
+        ("gt_psnr_estimate", pa.float64()),  # the estimate's own noise, as psnr_y in dB
         ("run", pa.string()),
     ]
 )
@@ -139,6 +154,7 @@ NAMES = {
     "shard": (SHARD, "shard path", False),
     "source_key": (KEY, "key", True),
     "near_dup_of": (KEY, "key", True),
+    "sequence": (KEY, "key", True),
     "duplicate_of": (KEY, "key", True),
     "format": (FORMAT, "format", False),
     "members": (MEMBER, "member extension", False),

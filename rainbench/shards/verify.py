@@ -2,7 +2,10 @@
 
 Each shard is read once, in one pass that hashes the whole file and every member:
 the shard's sha256 must match shards.parquet, every manifest row's members must be
-there with the right sha256, and nothing may be on disk that no manifest lists.
+there with the right sha256, and nothing may be on disk that no manifest lists. A
+video member must open and hold the frames its row counts (its packets are demuxed,
+nothing is decoded; skipped where PyAV is not installed). Nothing is decoded as a
+picture.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
 link, a sparse file, a device) is reported, never read. A dataset in an object store is
 checked the same way: each shard object streams by once (no local copy), and the
@@ -14,13 +17,16 @@ import os
 import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.video import VideoFrames
 from rainbench.parallel import distribute
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import GROUND_TRUTH, RAIN
 from rainbench.shards.layout import member as layout_member
-from rainbench.shards.members import ShardError, irregular, shard_path, shard_url
+from rainbench.shards.members import ShardError, irregular, open_shard, shard_path, shard_url
 from rainbench.shards.tar import TMP_SUFFIX
 from rainbench.store import is_url, listing, open_stream
 
@@ -105,6 +111,12 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
         (row, "synthetic.parquet", {RAIN: row["rain_sha256"], GROUND_TRUTH: row["gt_sha256"]}, {})
         for row in pairs
     ]
+    videos: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
+    for row in samples:
+        if row["kind"] == "video":
+            videos[row["shard"]].append(
+                (layout_member(row["key"], row["members"][0]), row["frames"])
+            )
     seen_keys: set[str] = set()
     for row, source, hashes, sizes in rows:
         if row["key"] in seen_keys:
@@ -135,6 +147,9 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
             problems.append(Problem("shard-missing", name, "listed in shards.parquet, not on disk"))
     for reading in distribute(read_shard, tasks, workers):
         problems += _check_shard(reading, listed[reading.shard], rows_by_shard[reading.shard])
+    checks = [(dataset.root.as_posix(), name, videos[name]) for _, name in tasks if videos[name]]
+    for found in distribute(check_videos, checks, workers):
+        problems += found
 
     for name in stored:
         if name.endswith(".tar") and name not in listed:
@@ -195,6 +210,42 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
     return ShardReading(
         name, whole.hexdigest(), hashing.size, members, sizes, refused=tuple(refused)
     )
+
+
+def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Problem]:
+    """Each of the shard's video members (name, frames the manifest counts) opens as a
+    video with that many frames. A member missing or not regular is left to the hash
+    pass, which reports it; without PyAV nothing is checked."""
+    root, shard, videos = task
+    problems: list[Problem] = []
+    try:
+        tar = open_shard(Path(root), shard)
+    except ShardError:
+        return problems
+    with tar:
+        for name, frames in videos:
+            where = f"{shard}:{name}"
+            try:
+                info = tar.getmember(name)
+                if irregular(info):
+                    continue
+                with VideoFrames(tar.extractfile(info)) as video:
+                    counted = len(video)
+            except KeyError:
+                continue
+            except (OSError, tarfile.TarError, EOFError) as error:
+                problems.append(Problem("video-unreadable", where, str(error)))
+                continue
+            except CaptureRejected as rejected:
+                if rejected.reason == Reason.UNSUPPORTED:  # no PyAV here
+                    return problems
+                problems.append(Problem("video-unreadable", where, rejected.message))
+                continue
+            if frames is not None and counted != frames:
+                problems.append(
+                    Problem("video-frames", where, f"{counted} frames, the manifest says {frames}")
+                )
+    return problems
 
 
 def _member_sha256(handle) -> str:

@@ -79,12 +79,14 @@ def synthesize(root: Path, options: SynthOptions, progress: bool = False) -> Pai
 
 def _sources(dataset: Dataset, options: SynthOptions) -> list[dict]:
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    columns = ["key", "shard", "split", "layer", "kind", "members", "format", "bytes"]
+    # A video is no picture to render on; its frames are paired by `rainbench pairs`.
     rows = [
         row
-        for row in samples.select(
-            ["key", "shard", "split", "layer", "members", "format", "bytes", "width", "height"]
-        ).to_pylist()
-        if row["split"] == options.source_split and row["layer"] == options.source_layer
+        for row in samples.select([*columns, "width", "height"]).to_pylist()
+        if row["split"] == options.source_split
+        and row["layer"] == options.source_layer
+        and row["kind"] != "video"
     ]
     if not rows:
         raise DatasetError(

@@ -63,9 +63,17 @@ class Layout:
     ground_truth: str | None = None  # how a real-paired set estimated its ground truth
 
 
+# The recipe of a pair `rainbench pairs` estimated from a lab's own sequence:
+# `pairs:<method>` (percentile, median, lowrank or rain-free).
+ESTIMATED = "pairs:"
+
+
 def paired_kind(recipe: str) -> str:
     """The kind of paired split whose pairs carry `recipe`: `import:<layout>` for an
-    imported set (by its layout's kind), a rain recipe for rainbench's own renders."""
+    imported set (by its layout's kind), `pairs:<method>` for real pairs estimated
+    from a lab's own sequences, a rain recipe for rainbench's own renders."""
+    if recipe.startswith(ESTIMATED):
+        return REAL_PAIRED
     if not recipe.startswith("import:"):
         return "synthetic"
     layout = LAYOUTS.get(recipe.removeprefix("import:"))

@@ -5,6 +5,10 @@ Pairs are made in worker processes and written by this process in a fixed order,
 shard after shard, each shard published and committed before the next begins. A
 pair already in `synthetic.parquet` is never made again, so a re-run is a no-op
 and a killed run, run again, writes exactly the shards an uninterrupted one would.
+
+A job makes one pair, or several (`rainbench pairs`: one window of a sequence gives
+a pair per target frame); a job that made several is done once any of its pairs is
+stored, as they are committed together.
 """
 
 import hashlib
@@ -23,6 +27,16 @@ from rainbench.shards.dataset import Dataset
 from rainbench.shards.tar import ShardInfo, ShardWriter, publish
 from rainbench.synth.png import ZLIB_VERSION
 
+# What a real pair estimated from a sequence adds to its row (manifest.SYNTHETIC).
+_ESTIMATE_COLUMNS = (
+    "frame_index",
+    "window_start",
+    "window_end",
+    "confidence_mean",
+    "moving_fraction",
+    "gt_psnr_estimate",
+)
+
 
 @dataclass(frozen=True)
 class PairJob:
@@ -35,12 +49,19 @@ class PairJob:
     def key(self) -> str:
         return hashlib.sha256(f"{self.split}\0{self.job}".encode()).hexdigest()[:24]
 
+    def part_key(self, part: str | None) -> str:
+        """The key of the pair `part` of a job that makes several; `key` when None."""
+        if part is None:
+            return self.key
+        return hashlib.sha256(f"{self.split}\0{self.job}\0{part}".encode()).hexdigest()[:24]
+
 
 @dataclass
 class MadePair:
     members: dict[str, bytes]  # "rain.png", "gt.png", then optional layers ("streaks.png", …)
     metadata: dict  # width, height and the recipe's parameters; goes to <key>.json
     error: str | None = None  # why the pair could not be made (it is then skipped)
+    part: str | None = None  # which of a job's several pairs this is; its key derives from it
 
 
 @dataclass
@@ -62,7 +83,7 @@ class PairsSummary:
 def write_pairs(
     dataset: Dataset,
     jobs: list[PairJob],
-    make: Callable[[object], MadePair],
+    make: Callable[[object], MadePair | list[MadePair]],
     pool: WorkerPool,
     shard_bytes: int,
     run_id: str,
@@ -73,13 +94,15 @@ def write_pairs(
     The caller holds the dataset's lock.
     """
     summary = PairsSummary()
-    done = set(
-        manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)["key"].to_pylist()
-    )
+    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    # (split, job) of every stored pair: a job is done once its pairs are stored.
+    stored_jobs = list(zip(stored["split"].to_pylist(), stored["job"].to_pylist(), strict=True))
+    done = set(stored_jobs)
     for split in dict.fromkeys(job.split for job in jobs):
         _repair(dataset, split)
-        todo = [job for job in jobs if job.split == split and job.key not in done]
-        summary.existing[split] = sum(1 for job in jobs if job.split == split) - len(todo)
+        todo = [job for job in jobs if job.split == split and (split, job.job) not in done]
+        wanted = {(split, job.job) for job in jobs if job.split == split}
+        summary.existing[split] = sum(1 for done in stored_jobs if done in wanted)
         bar = tqdm(total=len(todo), desc=split, unit="pair", disable=not progress or not todo)
         made = pool.map_ordered(make, [job.task for job in todo])
         filled = _fill_shards(
@@ -96,7 +119,7 @@ def write_pairs(
 def _fill_shards(
     dataset: Dataset,
     split: str,
-    made: Iterator[tuple[PairJob, MadePair]],
+    made: Iterator[tuple[PairJob, MadePair | list[MadePair]]],
     shard_bytes: int,
     summary: PairsSummary,
     bar: tqdm,
@@ -108,21 +131,25 @@ def _fill_shards(
     index = _next_index(dataset, split)
     writer, rows = None, []
     try:
-        for job, pair in made:
+        for job, made_pairs in made:
             bar.update(1)
-            if pair.error:
-                summary.failed.append((job.job, pair.error))
-                continue
-            if writer is None:
-                name = dataset.synthetic_shard_name(split, index)
-                writer, rows, size = ShardWriter(dataset.root / name), [], 0
-            members = _member_names(pair)
-            for member in members[:-1]:
-                writer.add(layout.member(job.key, member), pair.members[member])
-            writer.add(layout.member(job.key, layout.METADATA), _metadata_json(job, pair))
-            rows.append(_row(job, pair, name, members))
-            size += sum(len(data) for data in pair.members.values())
-            if size >= shard_bytes:
+            made_pairs = made_pairs if isinstance(made_pairs, list) else [made_pairs]
+            for pair in made_pairs:
+                if pair.error:
+                    summary.failed.append((_named(job, pair), pair.error))
+                    continue
+                if writer is None:
+                    name = dataset.synthetic_shard_name(split, index)
+                    writer, rows, size = ShardWriter(dataset.root / name), [], 0
+                key = job.part_key(pair.part)
+                members = _member_names(pair)
+                for member in members[:-1]:
+                    writer.add(layout.member(key, member), pair.members[member])
+                writer.add(layout.member(key, layout.METADATA), _metadata_json(job, pair))
+                rows.append(_row(job, pair, name, members))
+                size += sum(len(data) for data in pair.members.values())
+            # A job's pairs share a shard, so a job is stored whole or not at all.
+            if writer is not None and size >= shard_bytes:
                 yield name, _publish(writer), rows
                 writer, index = None, index + 1
         if writer is not None:
@@ -140,6 +167,10 @@ def _publish(writer: ShardWriter) -> ShardInfo:
     return info
 
 
+def _named(job: PairJob, pair: MadePair) -> str:
+    return job.job if pair.part is None else f"{job.job}:{pair.part}"
+
+
 def _member_names(pair: MadePair) -> list[str]:
     return layout.pair_members(list(pair.members))
 
@@ -148,7 +179,7 @@ def _row(job: PairJob, pair: MadePair, shard: str, members: list[str]) -> dict:
     row = dict.fromkeys(manifest.SYNTHETIC.names)
     row.update(job.row)
     row.update(
-        key=job.key,
+        key=job.part_key(pair.part),
         split=job.split,
         job=job.job,
         shard=shard,
@@ -158,7 +189,7 @@ def _row(job: PairJob, pair: MadePair, shard: str, members: list[str]) -> dict:
         rain_sha256=hashlib.sha256(pair.members[layout.RAIN]).hexdigest(),
         gt_sha256=hashlib.sha256(pair.members[layout.GROUND_TRUTH]).hexdigest(),
     )
-    for name in ("intensity", "compositing"):
+    for name in ("recipe", "intensity", "compositing", *_ESTIMATE_COLUMNS):
         if name in pair.metadata:
             row[name] = pair.metadata[name]
     return row
@@ -168,7 +199,7 @@ def _metadata_json(job: PairJob, pair: MadePair) -> bytes:
     metadata = {
         **{k: v for k, v in job.row.items() if v is not None},
         **pair.metadata,
-        "key": job.key,
+        "key": job.part_key(pair.part),
         "split": job.split,
         "job": job.job,
         "png_zlib_version": ZLIB_VERSION,

@@ -47,3 +47,11 @@ def test_garbage_values_become_none():
     fields = read_exif(exif)
     assert fields.orientation is None and fields.captured_at is None
     assert read_exif(Image.Exif()).camera_make is None
+
+
+def test_subsecond_time_is_kept_for_bursts():
+    exif = _exif()
+    exif.get_ifd(0x8769)[0x9291] = "25"
+    assert read_exif(exif).captured_at == datetime(2026, 5, 4, 17, 30, 12, 250000)
+    exif.get_ifd(0x8769)[0x9291] = "n/a"
+    assert read_exif(exif).captured_at == datetime(2026, 5, 4, 17, 30, 12)

@@ -43,12 +43,15 @@ def _sections(markdown: str) -> dict[str, str]:
 def test_leaderboard_lists_every_method_on_real_and_synthetic_splits(demo):
     expected = [s.name for s in list_derainers() if not s.needs_checkpoint or s.name == "nlcl"]
     assert demo.methods == expected and "nlcl" in expected
-    assert demo.splits == ["test", *SYNTHETIC]
+    assert demo.splits == ["test", *SYNTHETIC, "lab-pairs"]
     sections = _sections(demo.leaderboard_md.read_text(encoding="utf-8"))
     titles = {title.split(" (")[0]: title for title in sections}
     assert set(titles) == {f"demo / {split}" for split in demo.splits}
     assert "real rain" in titles["demo / test"]
     assert all("synthetic rain" in titles[f"demo / {s}"] for s in SYNTHETIC)
+    # The tripod video's pairs, with how their ground truth was made and how good it is.
+    assert "ground truth estimated from video" in titles["demo / lab-pairs"]
+    assert "Ground truth by pairs:" in sections[titles["demo / lab-pairs"]]
     page = demo.leaderboard_html.read_text(encoding="utf-8")
     for title, section in sections.items():
         for method in demo.methods:

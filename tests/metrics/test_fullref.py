@@ -257,3 +257,31 @@ def test_ssim_refuses_images_smaller_than_its_window(name):
 def test_psnr_takes_tiny_images():
     pred, ref = pixel(10, 20, 30), pixel(11, 21, 31)
     assert create_metric("psnr")(pred, ref) == 20 * math.log10(255)
+
+
+def test_a_mask_scores_only_its_pixels():
+    rng = np.random.default_rng(5)
+    ref = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    pred = np.clip(ref + rng.normal(0, 4, ref.shape), 0, 255).astype(np.uint8)
+    everything = np.ones(ref.shape[:2], bool)
+    assert psnr_y(pred, ref, everything) == psnr_y(pred, ref)
+    assert ssim_y(pred, ref, everything) == pytest.approx(ssim_y(pred, ref), abs=1e-12)
+    mask = everything.copy()
+    mask[:, :20] = False
+    spoiled = pred.copy()
+    spoiled[:, :15] = 0  # left of the mask, and of every window centred in it
+    assert psnr_y(spoiled, ref, mask) == psnr_y(pred[:, 20:], ref[:, 20:])
+    assert ssim_y(spoiled, ref, mask) == pytest.approx(ssim_y(pred, ref, mask), abs=1e-12)
+    assert ssim_y(spoiled, ref) < ssim_y(pred, ref)
+
+
+def test_an_empty_or_misshapen_mask_is_refused():
+    image = np.zeros((20, 20, 3), np.uint8)
+    with pytest.raises(MetricError, match="no pixel"):
+        psnr_y(image, image, np.zeros((20, 20), bool))
+    with pytest.raises(MetricError, match="does not match"):
+        ssim_y(image, image, np.ones((10, 20), bool))
+    border = np.zeros((20, 20), bool)
+    border[0] = True
+    with pytest.raises(MetricError, match="5 px"):
+        ssim_y(image, image, border)

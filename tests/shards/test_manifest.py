@@ -65,6 +65,7 @@ def test_a_sound_manifest_reads_back(tmp_path):
         ("shard", "shards\\test\\test-000000.tar"),
         ("shard", "shards/test/test-000000.tar.gz"),
         ("near_dup_of", "../y"),
+        ("sequence", "../y"),
         ("format", "gif"),
         ("members", ["../../x"]),
         ("members", []),
@@ -76,6 +77,17 @@ def test_a_name_off_its_pattern_refuses_the_whole_manifest(tmp_path, column, val
     with pytest.raises(DatasetError, match=f"{path}: .*{column}") as caught:
         manifest.read_manifest(path, manifest.SAMPLES)
     assert "\n" not in str(caught.value)
+
+
+def test_a_manifest_from_before_videos_reads_with_the_new_columns_null(tmp_path):
+    path = tmp_path / "samples.parquet"
+    _write_samples(path)
+    new = ["kind", "codec", "frame_rate", "duration_s", "frames", "rotation"]
+    new += ["sequence", "sequence_index"]
+    pq.write_table(pq.read_table(path).drop_columns(new), path)
+    table = manifest.read_manifest(path, manifest.SAMPLES)
+    assert table.schema == manifest.SAMPLES
+    assert all(table[name].null_count == 1 for name in new)
 
 
 def test_a_file_that_is_no_manifest_is_one_line(tmp_path):

@@ -1,0 +1,310 @@
+"""How good the ground truth of real pairs estimated from time is, measured: synthetic
+tripod rain videos with a known background (`rainbench.synth.video`: a still, a little
+shake, a person crossing, one recipe's rain new every frame, H.264), estimated by
+`rainbench.pairs.estimate` and scored against the truth with psnr_y and ssim_y over
+the pixels the estimate trusts (confidence ≥ 128). Then the ranking: the built-in
+derainers that need no checkpoint, scored against the estimated ground truth and
+against the true one; Kendall's τ between the two orders, per recipe.
+
+A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS
+per goal (≥ 35 dB on drizzle and streak and ≥ 30 dB on storm, worst condition).
+
+Example:  python benchmarks/pairs_quality.py --out /tmp/pairs-quality.json
+          python benchmarks/pairs_quality.py --quick
+          python benchmarks/pairs_quality.py --floor   # also the codec's own floor
+          python benchmarks/pairs_quality.py --method lowrank --recipes streak \
+              --conditions 360p-crf18 360p-crf28
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from bench import cpu_model, log  # benchmarks/ is on sys.path when run as a script
+from scipy.stats import kendalltau
+
+from rainbench.demo.captures import render_scene
+from rainbench.demo.photos import framed_photo
+from rainbench.metrics.fullref import psnr_y, ssim_y
+from rainbench.models.base import to_pixels
+from rainbench.models.registry import create_derainer, list_derainers
+from rainbench.pairs.estimate import METHODS, ArrayFrames, EstimateOptions, estimate_pairs
+from rainbench.synth.video import decode_video, encode_h264, render_rain_video
+
+RECIPES = ("drizzle", "streak", "storm", "fog-like")
+GOALS = {"drizzle": 35.0, "streak": 35.0, "storm": 30.0}
+TRUSTED = 128  # confidence ≥ this: the pixels a pair's metrics count
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    still: str  # a scikit-image sample photograph, or "street" (the demo's procedural scene)
+    width: int
+    height: int
+    crf: int
+    night: bool
+    seed: int
+    frames: int = 31
+    rain_free_lead: int = 0
+    tuned: bool = False  # the condition the estimator's constants were tuned on
+
+
+CONDITIONS = (
+    Condition("360p-crf18", "motorcycle_left.png", 640, 360, 18, False, 1, tuned=True),
+    Condition("360p-crf28", "rocket.jpg", 640, 360, 28, False, 2),
+    Condition("360p-crf23-night", "street", 640, 360, 23, True, 3),
+    Condition("720p-crf18", "street", 1280, 720, 18, False, 4),
+    Condition("720p-crf28-night", "coffee.png", 1280, 720, 28, True, 5),
+    # Rain stops: the first 9 frames are dry, and the pairs take their ground truth.
+    Condition("360p-crf18-dry-lead", "chelsea.png", 640, 360, 18, False, 6, 40, 9),
+)
+QUICK = (Condition("180p-crf18", "street", 320, 180, 18, False, 1, 15),)
+
+
+def still_of(condition: Condition) -> np.ndarray:
+    if condition.still == "street":
+        return render_scene(condition.width, condition.height, condition.seed)
+    aspect = condition.width / condition.height
+    return np.asarray(framed_photo(condition.still, condition.width, aspect=aspect))
+
+
+def derain(derainer, frame: np.ndarray) -> np.ndarray:
+    import torch
+
+    batch = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    return to_pixels(derainer.derain(batch)[0])
+
+
+def measure(
+    condition: Condition, recipe: str, derainers: dict, floor: bool, options: EstimateOptions
+) -> dict:
+    """One video: per target, the estimate's scores against the truth and each
+    derainer's psnr_y against the estimate and against the truth."""
+    started = time.perf_counter()
+    still = still_of(condition)
+    video = render_rain_video(
+        still,
+        recipe,
+        condition.frames,
+        condition.seed,
+        night=condition.night,
+        rain_free_lead=condition.rain_free_lead,
+    )
+    data = encode_h264(video.frames, crf=condition.crf)
+    frames = ArrayFrames(decode_video(data))
+    rendered = time.perf_counter()
+    estimates = list(estimate_pairs(frames, options))
+    estimated = time.perf_counter()
+    targets = []
+    for estimate in estimates:
+        if estimate.skipped is not None:
+            targets.append({"index": estimate.index, "skipped": estimate.skipped})
+            continue
+        truth = video.backgrounds[estimate.index]
+        trusted = estimate.confidence >= TRUSTED
+        rainy = frames.frames[estimate.index]
+        row = {
+            "index": estimate.index,
+            "method": estimate.method,
+            "coverage": float(trusted.mean()),
+            "psnr_y": psnr_y(estimate.gt, truth, trusted),
+            "ssim_y": ssim_y(estimate.gt, truth, trusted),
+            "psnr_y_all": psnr_y(estimate.gt, truth),
+            "gt_psnr_estimate": estimate.gt_psnr_estimate,
+            "rainy_psnr_y": psnr_y(rainy, truth, trusted),
+            "object_leak": int(np.count_nonzero(trusted & video.objects[estimate.index])),
+            "moving": estimate.moving,
+            "derainers": {},
+        }
+        for name, derainer in derainers.items():
+            output = derain(derainer, rainy)
+            row["derainers"][name] = {
+                "vs_estimate": psnr_y(output, estimate.gt, trusted),
+                "vs_truth": psnr_y(output, truth, trusted),
+            }
+        targets.append(row)
+    result = {
+        "condition": condition.name,
+        "recipe": recipe,
+        "h264_bytes": len(data),
+        "render_s": round(rendered - started, 2),
+        "estimate_s": round(estimated - rendered, 2),
+        "targets": targets,
+    }
+    if floor:
+        result["codec_floor_psnr_y"] = codec_floor(condition, still, recipe, options)
+    return result
+
+
+def codec_floor(
+    condition: Condition, still: np.ndarray, recipe: str, options: EstimateOptions
+) -> float:
+    """The same video with no rain at all through the same codec and estimator: what
+    the codec alone leaves of the background."""
+    video = render_rain_video(
+        still,
+        recipe,
+        condition.frames,
+        condition.seed,
+        night=condition.night,
+        rain_free_lead=condition.frames,
+    )
+    frames = ArrayFrames(decode_video(encode_h264(video.frames, crf=condition.crf)))
+    scores = [
+        psnr_y(e.gt, video.backgrounds[e.index], e.confidence >= TRUSTED)
+        for e in estimate_pairs(frames, replace(options, prefer_rain_free=False))
+        if e.skipped is None
+    ]
+    return float(np.mean(scores))
+
+
+def summarise(results: list[dict], names: list[str]) -> dict:
+    """Per recipe: each condition's mean scores, the worst condition, and the derainers'
+    orders against the estimate and against the truth."""
+    summary = {}
+    for recipe in dict.fromkeys(r["recipe"] for r in results):
+        rows = []
+        scores = {name: {"vs_estimate": [], "vs_truth": []} for name in names}
+        for result in (r for r in results if r["recipe"] == recipe):
+            paired = [t for t in result["targets"] if "psnr_y" in t]
+            row = {"condition": result["condition"], "pairs": len(paired)}
+            row["skipped"] = len(result["targets"]) - len(paired)
+            for key in ("psnr_y", "ssim_y", "coverage", "gt_psnr_estimate", "rainy_psnr_y"):
+                row[key] = float(np.mean([t[key] for t in paired])) if paired else math.nan
+            row["min_psnr_y"] = min((t["psnr_y"] for t in paired), default=math.nan)
+            row["object_leak"] = sum(t["object_leak"] for t in paired)
+            if "codec_floor_psnr_y" in result:
+                row["codec_floor_psnr_y"] = result["codec_floor_psnr_y"]
+            row["kendall_tau"] = order_agreement(paired, names)
+            rows.append(row)
+            for target in paired:
+                for name in names:
+                    for side in ("vs_estimate", "vs_truth"):
+                        scores[name][side].append(target["derainers"][name][side])
+        means = {
+            name: {side: float(np.mean(v)) for side, v in sides.items()}
+            for name, sides in scores.items()
+        }
+        by_estimate = sorted(names, key=lambda n: -means[n]["vs_estimate"])
+        by_truth = sorted(names, key=lambda n: -means[n]["vs_truth"])
+        tau = kendalltau(
+            [means[n]["vs_estimate"] for n in names], [means[n]["vs_truth"] for n in names]
+        ).statistic
+        worst = min(rows, key=lambda r: r["psnr_y"])
+        summary[recipe] = {
+            "conditions": rows,
+            "worst": {"condition": worst["condition"], "psnr_y": worst["psnr_y"]},
+            "derainers": means,
+            "order_vs_estimate": by_estimate,
+            "order_vs_truth": by_truth,
+            "kendall_tau": float(tau),
+            "ranking_matches": by_estimate == by_truth,
+        }
+    return summary
+
+
+def order_agreement(targets: list[dict], names: list[str]) -> float:
+    """Kendall's τ between the derainers' mean psnr_y against the estimate and against
+    the truth over `targets`."""
+    if not targets:
+        return math.nan
+    sides = [
+        [float(np.mean([t["derainers"][n][side] for t in targets])) for n in names]
+        for side in ("vs_estimate", "vs_truth")
+    ]
+    return float(kendalltau(*sides).statistic)
+
+
+def print_tables(summary: dict, conditions: tuple[Condition, ...]) -> None:
+    tuned = [c.name for c in conditions if c.tuned]
+    print(f"\nEstimated background against the truth (confidence ≥ {TRUSTED}); tuned on {tuned}")
+    floor = any("codec_floor_psnr_y" in r for s in summary.values() for r in s["conditions"])
+    header = (
+        "| recipe | condition | pairs | psnr_y | min | ssim_y | coverage | predicted | rainy | τ |"
+    )
+    print(header + (" codec floor |" if floor else ""))
+    print("|---" * (10 + floor) + "|")
+    for recipe, entry in summary.items():
+        for row in entry["conditions"]:
+            line = (
+                f"| {recipe} | {row['condition']} | {row['pairs']} | {row['psnr_y']:.2f} | "
+                f"{row['min_psnr_y']:.2f} | {row['ssim_y']:.4f} | {row['coverage']:.3f} | "
+                f"{row['gt_psnr_estimate']:.2f} | {row['rainy_psnr_y']:.2f} | "
+                f"{row['kendall_tau']:.2f} |"
+            )
+            print(line + (f" {row.get('codec_floor_psnr_y', math.nan):.2f} |" if floor else ""))
+    print("\n| recipe | worst condition | worst psnr_y | goal | |")
+    print("|---|---|---|---|---|")
+    for recipe, entry in summary.items():
+        goal = GOALS.get(recipe)
+        verdict = "" if goal is None else ("PASS" if entry["worst"]["psnr_y"] >= goal else "MISS")
+        goal_text = "—" if goal is None else f"≥ {goal:.0f}"
+        print(
+            f"| {recipe} | {entry['worst']['condition']} | {entry['worst']['psnr_y']:.2f} | "
+            f"{goal_text} | {verdict} |"
+        )
+    print("\nDerainers' mean psnr_y against the estimated and the true background")
+    print("| recipe | " + " | ".join(next(iter(summary.values()))["derainers"]) + " | τ | match |")
+    print("|---" * (len(next(iter(summary.values()))["derainers"]) + 3) + "|")
+    for recipe, entry in summary.items():
+        cells = " | ".join(
+            f"{m['vs_estimate']:.2f} / {m['vs_truth']:.2f}" for m in entry["derainers"].values()
+        )
+        print(
+            f"| {recipe} | {cells} | {entry['kendall_tau']:.2f} | "
+            f"{'yes' if entry['ranking_matches'] else 'NO'} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one small condition, two recipes")
+    parser.add_argument("--floor", action="store_true", help="also the codec floor per video")
+    parser.add_argument("--recipes", nargs="*", default=None, help=f"default: {RECIPES}")
+    parser.add_argument("--conditions", nargs="*", default=None, help="only these, by name")
+    parser.add_argument("--method", default="percentile", choices=METHODS)
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    conditions = QUICK if args.quick else CONDITIONS
+    if args.conditions:
+        conditions = tuple(c for c in conditions if c.name in args.conditions)
+    recipes = args.recipes or (RECIPES[:2] if args.quick else RECIPES)
+    names = [spec.name for spec in list_derainers() if not spec.needs_checkpoint]
+    derainers = {name: create_derainer(name) for name in names}
+    options = EstimateOptions(method=args.method)
+    started = time.perf_counter()
+    results = []
+    for condition in conditions:
+        for recipe in recipes:
+            results.append(measure(condition, recipe, derainers, args.floor, options))
+            log(
+                f"{condition.name} {recipe}: estimate {results[-1]['estimate_s']} s, "
+                f"{time.perf_counter() - started:.0f} s in all"
+            )
+    summary = summarise(results, names)
+    print_tables(summary, conditions)
+    report = {
+        "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+        "machine": {"cpu": cpu_model(), "python": platform.python_version()},
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "options": asdict(options),
+        "conditions": [asdict(c) for c in conditions],
+        "summary": summary,
+        "results": results,
+    }
+    print(f"\n{report['seconds']} s")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(report, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,637 @@
+"""Video captures (MP4, QuickTime, Matroska/WebM): probed and read with PyAV, whose wheels
+bundle FFmpeg; location taken out of the container without touching a byte of the
+picture; frames addressed by index, found by demuxing packet timestamps, never by time.
+
+Frame i is the i-th frame the decoder puts out from the start of the stream (presentation
+order); the manifest's `frames` counts them. Location removal keeps the file's size and
+every offset: a location box is renamed `free` and zeroed, a Matroska tag's value zeroed.
+"""
+
+import io
+import re
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from rainbench.capture import bmff
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, reduce_for_preview
+from rainbench.capture.formats import Format
+from rainbench.capture.location import location_hint, xmp_location_spans
+from rainbench.capture.reject import CaptureRejected, Reason
+
+# More frames than a day at 100 fps is no camera's video: refused before it is indexed.
+MAX_FRAMES = 10_000_000
+_MAX_DEPTH = 16  # box and element nesting followed, at most
+_MAX_TOP_BOXES = 10_000  # top-level boxes looked at to tell a cut file from a damaged one
+_EBML = b"\x1a\x45\xdf\xa3"  # the magic of Matroska and WebM files
+_PYAV_MISSING = "video needs PyAV: pip install 'rainbench[video]'"
+
+# A metadata name that says location: ©xyz, loci, com.apple.quicktime.location.ISO6709,
+# Matroska's LOCATION, GPS_LATITUDE and their like.
+_LOCATION_NAME = re.compile(rb"location|gps|latitude|longitude|iso6709|\xa9xyz|loci", re.I)
+# In a subtitle or timed-metadata sample, "GPS" alone marks a position: DJI's subtitles
+# read "GPS(8.5451,47.3754,420)".
+_GPS_TEXT = re.compile(rb"gps", re.I)
+# Bytes a Matroska block puts before its frame: track number, timecode, flags.
+_BLOCK_HEADER = 64
+# Boxes that hold other boxes and may hold metadata; sample tables and media are skipped.
+_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"udta", b"meta", b"moof", b"traf"}
+# Boxes whose payload means nothing; one holding old metadata is zeroed like user data.
+_FREE_BOXES = {b"free", b"skip", b"wide"}
+_XMP_UUID = bytes.fromhex("be7acfcb97a942e89c71999491e3afac")
+
+# Matroska element IDs (their length marker included).
+_EBML_HEADER, _SEGMENT, _CLUSTER = 0x1A45DFA3, 0x18538067, 0x1F43B675
+_TAGS, _TAG, _SIMPLE_TAG = 0x1254C367, 0x7373, 0x67C8
+_TAG_NAME, _TAG_STRING, _TAG_BINARY = 0x45A3, 0x4487, 0x4485
+# The children of a Segment: where an element of unknown size (a live-written Cluster) ends.
+_SEGMENT_CHILDREN = {0x114D9B74, 0x1549A966, 0x1654AE6B, 0x1C53BB6B, 0x1941A469, 0x1043A770}
+_SEGMENT_CHILDREN |= {_CLUSTER, _TAGS}
+
+# ISO 6709 point: latitude ±DD[MM[SS]][.f], longitude ±DDD[MM[SS]][.f].
+_ISO6709 = re.compile(r"([+-])(\d{2}(?:\d{2}){0,2})(\.\d+)?([+-])(\d{3}(?:\d{2}){0,2})(\.\d+)?")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    codec: str  # FFmpeg's decoder name: h264, hevc, mpeg4, vp9, av1, …
+    frame_rate: float  # frames per second (the stream's average)
+    frames: int  # frames in the video stream, counted by demuxing
+    duration_s: float
+    width: int  # upright: the display matrix's rotation applied
+    height: int
+    rotation: int  # clockwise degrees the decoded frames are turned to show upright
+    pixel_format: str | None = None  # FFmpeg's name for the stored pixels: yuv420p, …
+    camera_make: str | None = None
+    camera_model: str | None = None
+    captured_at: datetime | None = None  # camera-local where the container says so, else UTC
+    gps_lat: float | None = None  # only when asked to keep location
+    gps_lon: float | None = None
+    # The middle frame, upright, reduced for hashing and tagging.
+    preview: Image.Image | None = field(default=None, repr=False, compare=False)
+
+
+def probe_video(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, keep_gps: bool = False
+) -> VideoInfo:
+    """What the manifest says about the video in `data`, proven readable by demuxing every
+    packet of its video stream and decoding its middle frame; `CaptureRejected` when not."""
+    with VideoFrames(data, max_pixels) as video:
+        middle = video.read([len(video) // 2])[0]
+        tags = video.tags
+        stream = video.stream
+        frames = len(video)
+        rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+        duration = _duration(video)
+        codec = stream.codec_context.name
+        pixel_format = stream.codec_context.format.name if stream.codec_context.format else None
+    lat, lon = _iso6709(tags) if keep_gps else (None, None)
+    height, width = middle.shape[:2]
+    return VideoInfo(
+        codec=codec,
+        frame_rate=float(rate) if rate else (frames / duration if duration else 0.0),
+        frames=frames,
+        duration_s=duration if duration else (frames / float(rate) if rate else 0.0),
+        width=width,
+        height=height,
+        rotation=video.rotation,
+        pixel_format=pixel_format,
+        camera_make=_first(tags, "com.apple.quicktime.make", "make", "com.android.manufacturer"),
+        camera_model=_first(tags, "com.apple.quicktime.model", "model", "com.android.model"),
+        captured_at=_captured_at(tags),
+        gps_lat=lat,
+        gps_lon=lon,
+        preview=reduce_for_preview(Image.fromarray(middle)),
+    )
+
+
+def middle_frame(source: bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The frame that stands for the video where a still's picture is used (hashing,
+    tagging, the label page): its middle one, upright, at full size."""
+    with VideoFrames(source, max_pixels) as video:
+        return Image.fromarray(video.read([len(video) // 2])[0])
+
+
+class VideoFrames:
+    """Frames of a video by index, as RGB arrays turned upright.
+
+    Opening demuxes the video stream once, without decoding, to learn every frame's
+    timestamp and where the keyframes are; `read` then seeks to the keyframe at or before
+    the first wanted frame and decodes forward, so a window of frames anywhere in a long
+    video costs one group of pictures, not the video up to it. `source`: the bytes, or a
+    seekable binary file holding the video from its start (a tar member from
+    `tarfile.extractfile`). Refusals (no video
+    stream, damage, too many pixels or frames) are `CaptureRejected`.
+    """
+
+    def __init__(self, source: bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        av = _pyav()
+        self._file = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+        self._size = self._file.seek(0, io.SEEK_END)
+        self._file.seek(0)
+        try:
+            self.container = av.open(self._file, "r", metadata_errors="replace")
+        except av.FFmpegError as error:
+            raise self._damaged(error) from None
+        try:
+            self._index(av, max_pixels)
+        except BaseException:
+            self.container.close()
+            raise
+        self._rotation: int | None = None  # from the first decoded frame's display matrix
+
+    def _index(self, av, max_pixels: int) -> None:
+        if self._damage_reason() == Reason.TRUNCATED:
+            raise CaptureRejected(Reason.TRUNCATED, "the file ends before its container does")
+        if not self.container.streams.video:
+            raise CaptureRejected(Reason.NOT_AN_IMAGE, "the file has no video stream")
+        self.stream = self.container.streams.video[0]
+        context = self.stream.codec_context
+        if not context.width or not context.height:
+            raise CaptureRejected(Reason.CORRUPT, "the video stream declares no frame size")
+        check_pixel_cap(context.width, context.height, max_pixels)
+        declared = self.stream.frames
+        if declared > MAX_FRAMES:
+            raise CaptureRejected(
+                Reason.TOO_MANY_PIXELS, f"{declared} frames exceed the cap of {MAX_FRAMES}"
+            )
+        pts: list[int | None] = []
+        keyframes: list[int] = []  # positions in `pts` (decode order)
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:  # the demuxer's end-of-stream packet
+                    continue
+                if packet.is_corrupt:
+                    raise CaptureRejected(
+                        self._damage_reason(), f"video packet {len(pts)} is damaged"
+                    )
+                if packet.is_keyframe:
+                    keyframes.append(len(pts))
+                pts.append(packet.pts)
+                if len(pts) > MAX_FRAMES:
+                    raise CaptureRejected(
+                        Reason.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames (the cap)"
+                    )
+        except av.FFmpegError as error:
+            raise self._damaged(error) from None
+        if not pts:
+            raise CaptureRejected(self._damage_reason(), "the video stream holds no frames")
+        if declared and len(pts) < declared:
+            raise CaptureRejected(
+                self._damage_reason(), f"the video has {len(pts)} of the {declared} frames it lists"
+            )
+        self._count = len(pts)
+        timed = None not in pts and len(set(pts)) == len(pts) and 0 in keyframes
+        # Frame i ↔ the i-th smallest timestamp; each keyframe's timestamp for seeking.
+        self._pts = sorted(pts) if timed else None
+        self._key_pts = sorted(pts[k] for k in keyframes) if timed else []
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def rotation(self) -> int:
+        """Clockwise degrees (0, 90, 180, 270) that turn the decoded frames upright, from
+        the container's display matrix (FFmpeg hands it to every frame)."""
+        if self._rotation is None:
+            self.read([0])
+        assert self._rotation is not None
+        return self._rotation
+
+    def __enter__(self) -> "VideoFrames":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The container's and the video stream's metadata, names lower-cased."""
+        found = {k.lower(): v for k, v in self.stream.metadata.items()}
+        return found | {k.lower(): v for k, v in self.container.metadata.items()}
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames `indices` (0-based, in any order, repeats allowed) as an array
+        n × H × W × 3 of uint8 RGB, upright."""
+        wanted = sorted({int(i) for i in indices})
+        for index in wanted:
+            if not 0 <= index < self._count:
+                raise IndexError(f"frame {index} is out of range: the video has {self._count}")
+        if not wanted:
+            return np.zeros((0, 0, 0, 3), np.uint8)
+        av = _pyav()
+        try:
+            found = self._decode_timed(wanted) if self._pts is not None else {}
+            if len(found) < len(wanted):  # no timestamps, or a seek that landed late
+                found = self._decode_from_start(wanted)
+        except av.FFmpegError as error:
+            raise self._damaged(error) from None
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise CaptureRejected(self._damage_reason(), f"frame {missing[0]} does not decode")
+        return np.stack([found[int(i)] for i in indices])
+
+    def _decode_timed(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        assert self._pts is not None
+        by_pts = {self._pts[i]: i for i in wanted}
+        first = self._pts[wanted[0]]
+        key = next((p for p in reversed(self._key_pts) if p <= first), self._key_pts[0])
+        self.container.seek(key, stream=self.stream, backward=True, any_frame=False)
+        found: dict[int, np.ndarray] = {}
+        for frame in self._frames():
+            if frame.pts in by_pts:
+                found[by_pts[frame.pts]] = self._upright(frame)
+            if len(found) == len(wanted) or (frame.pts or 0) > self._pts[wanted[-1]]:
+                break
+        return found
+
+    def _decode_from_start(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        self.container.seek(0, stream=self.stream, backward=True, any_frame=False)
+        found: dict[int, np.ndarray] = {}
+        targets = set(wanted)
+        for position, frame in enumerate(self._frames()):
+            if position in targets:
+                found[position] = self._upright(frame)
+            if position >= wanted[-1]:
+                break
+        return found
+
+    def _frames(self) -> Iterator:
+        for packet in self.container.demux(self.stream):
+            yield from packet.decode()
+
+    def _upright(self, frame) -> np.ndarray:
+        if self._rotation is None:
+            # PyAV gives the matrix's counterclockwise angle: an iPhone's portrait is -90.
+            self._rotation = round(-(frame.rotation or 0) / 90) % 4 * 90
+        picture = frame.to_ndarray(format="rgb24")
+        return np.ascontiguousarray(np.rot90(picture, -self._rotation // 90))
+
+    def _damage_reason(self) -> Reason:
+        at = self._file.tell()
+        try:
+            ends_early = _ends_early(self._file, self._size)
+        finally:
+            self._file.seek(at)
+        return Reason.TRUNCATED if ends_early else Reason.CORRUPT
+
+    def _damaged(self, error: Exception) -> CaptureRejected:
+        text = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+        text = text.splitlines()[0]
+        if self._damage_reason() == Reason.TRUNCATED:
+            return CaptureRejected(Reason.TRUNCATED, f"the video ends early: {text}")
+        return CaptureRejected(Reason.CORRUPT, f"the video does not decode: {text}")
+
+
+def _pyav():
+    try:
+        import av
+    except ImportError:
+        raise CaptureRejected(Reason.UNSUPPORTED, _PYAV_MISSING) from None
+    return av
+
+
+def _ends_early(file: BinaryIO, size: int) -> bool:
+    """Whether the file stops before its container's structure says it ends: inside its
+    last top-level box, or before its Matroska Segment's declared end."""
+    file.seek(0)
+    head = file.read(64)
+    if head.startswith(_EBML):
+        try:
+            for element, _, _, stop in _ebml_elements(head, 0, len(head), tolerate_end=True):
+                if element == _SEGMENT:
+                    return stop > size
+        except CaptureRejected:
+            return False
+        return False
+    position = 0
+    for _ in range(_MAX_TOP_BOXES):
+        if position >= size:
+            return position > size
+        file.seek(position)
+        header = file.read(16)
+        if len(header) < 8:
+            return True
+        box_size = int.from_bytes(header[:4], "big")
+        if box_size == 1:  # a 64-bit size follows the box type
+            if len(header) < 16:
+                return True
+            box_size = int.from_bytes(header[8:16], "big")
+        if box_size == 0:  # the box runs to the end of the file
+            return False
+        if box_size < 8 or not header[4:8].isalnum():
+            return False  # no box header here: corrupt, not truncated
+        position += box_size
+    return False
+
+
+def _duration(video: VideoFrames) -> float:
+    stream = video.stream
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if video.container.duration:
+        return video.container.duration / 1_000_000  # AV_TIME_BASE
+    return 0.0
+
+
+def _first(tags: dict[str, str], *names: str) -> str | None:
+    for name in names:
+        value = (tags.get(name) or "").replace("\x00", "").strip()
+        if value:
+            return value
+    return None
+
+
+def _captured_at(tags: dict[str, str]) -> datetime | None:
+    """Apple's creationdate keeps the camera's local time, as EXIF's DateTimeOriginal
+    does; creation_time is UTC. Either way the stored time has no zone."""
+    for name in ("com.apple.quicktime.creationdate", "creation_time"):
+        text = (tags.get(name) or "").strip()
+        if not text:
+            continue
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if name == "creation_time" and moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+        return moment.replace(tzinfo=None)
+    return None
+
+
+def _iso6709(tags: dict[str, str]) -> tuple[float | None, float | None]:
+    """Latitude and longitude of the first ISO 6709 point among the location tags."""
+    for name, value in tags.items():
+        if not _LOCATION_NAME.search(name.encode()):
+            continue
+        found = _ISO6709.match(value.strip())
+        if found:
+            lat_sign, lat, lat_fraction, lon_sign, lon, lon_fraction = found.groups()
+            return (
+                _degrees(lat_sign, lat, lat_fraction, 2),
+                _degrees(lon_sign, lon, lon_fraction, 3),
+            )
+    return None, None
+
+
+def _degrees(sign: str, digits: str, fraction: str | None, width: int) -> float:
+    """±DD[MM[SS]][.f] (latitude; longitude has three degree digits) in degrees."""
+    parts = [digits[:width], digits[width : width + 2], digits[width + 2 :]]
+    numbers = [float(p) if p else 0.0 for p in parts]
+    last = len([p for p in parts if p]) - 1
+    numbers[last] += float(fraction) if fraction else 0.0
+    value = numbers[0] + numbers[1] / 60 + numbers[2] / 3600
+    return -value if sign == "-" else value
+
+
+# -- location removal --------------------------------------------------------------------
+
+
+def strip_location(data: bytes, fmt: Format) -> bytes:
+    """`data` with every location record of its container neutralised in place (size and
+    offsets unchanged, nothing re-encoded); `data` itself when there was none. Refused as
+    `gps-uncertain` where a trace of a location is left that no record accounts for."""
+    if fmt.name == "mkv":
+        edits, unchecked = _matroska_edits(data)
+    else:
+        edits, unchecked = _box_edits(data)
+    edits += _timed_sample_edits(data)
+    # A value already zeroed (a file stripped before) is no edit: stripping is idempotent.
+    edits = [(at, new) for at, new in edits if data[at : at + len(new)] != new]
+    stripped = data
+    if edits:
+        buffer = bytearray(data)
+        for start, replacement in edits:
+            buffer[start : start + len(replacement)] = replacement
+        stripped = bytes(buffer)
+    _refuse_location_left(stripped, unchecked, fmt)
+    return stripped
+
+
+def _timed_sample_edits(data: bytes) -> list[tuple[int, bytes]]:
+    """Edits zeroing the samples of subtitle and timed-metadata tracks that name a
+    location (a drone's or a dashcam's position frame by frame, in the media data where
+    the container's metadata is not). Found by demuxing those tracks; a sample whose
+    bytes are not stored as demuxed (compressed, split) cannot be cleaned in place and
+    the video is refused."""
+    av = _pyav()
+    edits: list[tuple[int, bytes]] = []
+    try:
+        with av.open(io.BytesIO(data), "r", metadata_errors="replace") as container:
+            timed = [s for s in container.streams if s.type not in ("video", "audio")]
+            for packet in container.demux(timed) if timed else ():
+                payload = bytes(packet)
+                if not payload or not (location_hint(payload) or _GPS_TEXT.search(payload)):
+                    continue
+                start = max(packet.pos, 0)
+                at = data.find(payload, start, start + len(payload) + _BLOCK_HEADER)
+                if packet.pos < 0 or at < 0:
+                    raise CaptureRejected(
+                        Reason.GPS_UNCERTAIN,
+                        f"a {packet.stream.type} track names a location in a sample that "
+                        "cannot be cleaned in place",
+                    )
+                edits.append((at, bytes(len(payload))))
+    except av.FFmpegError as error:
+        text = getattr(error, "strerror", None) or type(error).__name__
+        raise CaptureRejected(Reason.CORRUPT, f"the video does not demux: {text}") from None
+    return edits
+
+
+def _refuse_location_left(data: bytes, unchecked: list[tuple[int, int]], fmt: Format) -> None:
+    """Refuse when the container's metadata still names a location: every byte is looked
+    at but the media data and the names of the records cleaned (`unchecked`)."""
+    at = 0
+    view = memoryview(data)
+    for start, stop in [*sorted(unchecked), (len(data), len(data))]:
+        if start > at and (hint := location_hint(bytes(view[at:start]))):
+            raise CaptureRejected(
+                Reason.GPS_UNCERTAIN,
+                f"{fmt.name.upper()} metadata names a location outside the records location "
+                f"removal cleans: {hint!r}",
+            )
+        at = max(at, stop)
+
+
+def _box_edits(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+    """Edits neutralising the location boxes of an MP4/QuickTime file, and the spans the
+    final check skips (media data, the key names of Apple metadata)."""
+    edits: list[tuple[int, bytes]] = []
+    unchecked: list[tuple[int, int]] = []
+    walk = [(0, len(data), 0, b"")]
+    while walk:
+        pos, end, depth, parent = walk.pop()
+        if depth > _MAX_DEPTH:
+            raise CaptureRejected(Reason.CORRUPT, f"boxes nested deeper than {_MAX_DEPTH}")
+        for kind, head, start, stop in bmff.boxes(data, pos, end, "video"):
+            if kind == b"cmov":
+                raise CaptureRejected(
+                    Reason.UNSUPPORTED, "a compressed QuickTime movie header (cmov)"
+                )
+            if kind == b"mdat":
+                unchecked.append((start, stop))
+            elif kind == b"meta":
+                edits += _meta_edits(data, start, stop, unchecked)
+                walk.append((_meta_children(data, start, stop), stop, depth + 1, kind))
+            elif kind in _CONTAINER_BOXES:
+                walk.append((start, stop, depth + 1, kind))
+            elif kind == b"uuid" and data[start : start + 16] == _XMP_UUID:
+                spans = xmp_location_spans(data, start + 16, stop)
+                edits += [(low, b" " * (high - low)) for low, high in spans]
+            elif kind in (b"\xa9xyz", b"loci") or (
+                (parent == b"udta" or kind in _FREE_BOXES) and location_hint(data[start:stop])
+            ):
+                edits.append(_freed(head, start, stop))
+    return edits, unchecked
+
+
+def _meta_children(data: bytes, start: int, stop: int) -> int:
+    """Where a meta box's children start: ISO's meta is a full box (version and flags
+    first, zero), QuickTime's is a plain one whose first child's size comes first."""
+    if stop - start >= 12 and data[start : start + 4] == b"\0\0\0\0":
+        return start + 4
+    return start
+
+
+def _meta_edits(
+    data: bytes, start: int, stop: int, unchecked: list[tuple[int, int]]
+) -> list[tuple[int, bytes]]:
+    """Items of a meta box's ilst that hold a location: by key name (Apple's mdta keys,
+    com.apple.quicktime.location.*), by item type (©xyz) or by what they say."""
+    first = _meta_children(data, start, stop)
+    children = {kind: (head, s, e) for kind, head, s, e in bmff.boxes(data, first, stop, "video")}
+    names = _mdta_keys(data, *children[b"keys"][1:]) if b"keys" in children else {}
+    if b"keys" in children:
+        unchecked.append(children[b"keys"][1:])
+    if b"ilst" not in children:
+        return []
+    edits = []
+    for kind, head, item_start, item_stop in bmff.boxes(data, *children[b"ilst"][1:], "video"):
+        name = names.get(int.from_bytes(kind, "big"), kind) if names else kind
+        if _LOCATION_NAME.search(name) or location_hint(data[item_start:item_stop]):
+            edits.append(_freed(head, item_start, item_stop))
+    return edits
+
+
+def _mdta_keys(data: bytes, start: int, stop: int) -> dict[int, bytes]:
+    """Apple's metadata keys by their 1-based index: the ilst items' box types."""
+    if stop - start < 8:
+        raise CaptureRejected(Reason.CORRUPT_EXIF, "the video's metadata keys box is cut short")
+    (count,) = struct.unpack_from(">I", data, start + 4)
+    names = {}
+    pos = start + 8
+    for index in range(1, count + 1):
+        if pos + 8 > stop:
+            raise CaptureRejected(Reason.CORRUPT_EXIF, "the video's metadata keys run past")
+        (size,) = struct.unpack_from(">I", data, pos)
+        if size < 8 or pos + size > stop:
+            raise CaptureRejected(Reason.CORRUPT_EXIF, f"the video's metadata key {index} is bad")
+        names[index] = data[pos + 8 : pos + size]
+        pos += size
+    return names
+
+
+def _freed(head: int, start: int, stop: int) -> tuple[int, bytes]:
+    """The box at `head` becomes a `free` box of zeros: the same size, nothing to read."""
+    return head + 4, b"free" + bytes(start - head - 8) + bytes(stop - start)
+
+
+def _matroska_edits(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+    """Edits zeroing the values of location tags (SimpleTag elements whose TagName says
+    location, or whose value names one), and the spans the final check skips (clusters'
+    media data, the names of the tags cleaned)."""
+    edits: list[tuple[int, bytes]] = []
+    unchecked: list[tuple[int, int]] = []
+    walk = [(0, len(data), 0)]
+    while walk:
+        pos, end, depth = walk.pop()
+        if depth > _MAX_DEPTH:
+            raise CaptureRejected(Reason.CORRUPT, f"elements nested deeper than {_MAX_DEPTH}")
+        for element, _, start, stop in _ebml_elements(data, pos, end):
+            if element == _CLUSTER:
+                unchecked.append((start, stop))
+            elif element in (_SEGMENT, _TAGS, _TAG):
+                walk.append((start, stop, depth + 1))
+            elif element == _SIMPLE_TAG:
+                edits += _simple_tag_edits(data, start, stop, unchecked, depth)
+    return edits, unchecked
+
+
+def _simple_tag_edits(
+    data: bytes, start: int, stop: int, unchecked: list[tuple[int, int]], depth: int
+) -> list[tuple[int, bytes]]:
+    if depth > _MAX_DEPTH:
+        raise CaptureRejected(Reason.CORRUPT, f"tags nested deeper than {_MAX_DEPTH}")
+    children = list(_ebml_elements(data, start, stop))
+    name = b"".join(data[s:e] for element, _, s, e in children if element == _TAG_NAME)
+    values = [(s, e) for element, _, s, e in children if element in (_TAG_STRING, _TAG_BINARY)]
+    edits = []
+    if _LOCATION_NAME.search(name) or any(location_hint(data[s:e]) for s, e in values):
+        edits = [(s, bytes(e - s)) for s, e in values]
+        unchecked += [(s, e) for element, _, s, e in children if element == _TAG_NAME]
+    for element, _, s, e in children:
+        if element == _SIMPLE_TAG:
+            edits += _simple_tag_edits(data, s, e, unchecked, depth + 1)
+    return edits
+
+
+def _ebml_elements(
+    data: bytes, pos: int, end: int, tolerate_end: bool = False
+) -> Iterator[tuple[int, int, int, int]]:
+    """ID, header start, payload start and payload end of each EBML element in
+    data[pos:end]. An element of unknown size ends where its parent does, or (a Cluster)
+    where the next element of its parent's kind starts. With `tolerate_end` (a file's
+    first bytes only) the Segment's declared end is yielded even if it lies beyond."""
+    while pos < end:
+        element, id_length = _vint(data, pos, end, keep_marker=True)
+        size, size_length = _vint(data, pos + id_length, end, keep_marker=False)
+        start = pos + id_length + size_length
+        if size is None:
+            stop = _unknown_end(data, start, end) if element == _CLUSTER else end
+        else:
+            stop = start + size
+        if stop > end and not (tolerate_end and element == _SEGMENT):
+            raise CaptureRejected(
+                Reason.TRUNCATED, f"Matroska element 0x{element:X} at {pos} runs past its parent"
+            )
+        yield element, pos, start, stop
+        pos = stop
+
+
+def _unknown_end(data: bytes, pos: int, end: int) -> int:
+    while pos < end:
+        element, id_length = _vint(data, pos, end, keep_marker=True)
+        if element in _SEGMENT_CHILDREN:
+            return pos
+        size, size_length = _vint(data, pos + id_length, end, keep_marker=False)
+        if size is None:
+            raise CaptureRejected(Reason.CORRUPT, "a Matroska cluster element of unknown size")
+        pos += id_length + size_length + size
+    return end
+
+
+def _vint(data: bytes, pos: int, end: int, keep_marker: bool) -> tuple[int | None, int]:
+    """An EBML variable-length integer at `pos`: its value (None: the all-ones "unknown"
+    size) and its length in bytes."""
+    if pos >= end:
+        raise CaptureRejected(Reason.TRUNCATED, f"Matroska file ends inside an element at {pos}")
+    first = data[pos]
+    if first == 0:
+        raise CaptureRejected(Reason.CORRUPT, f"no Matroska element at offset {pos}")
+    length = 9 - first.bit_length()
+    if pos + length > end:
+        raise CaptureRejected(Reason.TRUNCATED, f"Matroska file ends inside an element at {pos}")
+    value = int.from_bytes(data[pos : pos + length], "big")
+    if keep_marker:
+        return value, length
+    value &= (1 << (7 * length)) - 1
+    return (None if value == (1 << (7 * length)) - 1 else value), length

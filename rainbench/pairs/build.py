@@ -1,0 +1,322 @@
+"""`rainbench pairs`: store real pairs estimated from a dataset's sequences — each video
+capture, each burst of stills from a fixed camera — as a real-paired split.
+
+A sequence is cut into windows (`rainbench.pairs.estimate.plan_windows`); each window
+is one job that estimates the background of its frames and makes a pair per target
+frame: the frame as decoded (`<key>.rain.png`), the background in that frame's
+coordinates (`<key>.gt.png`) and the confidence map (`<key>.confidence.png`). When the
+sequence holds rain-free frames (before or after the rain), they are the ground truth
+instead. Storing goes through `rainbench.synth.splits.write_pairs`: a re-run is a
+no-op, a killed run resumes, the same inputs give the same bytes.
+"""
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rainbench.capture.formats import FORMATS
+from rainbench.errors import first_line
+from rainbench.pairs.estimate import (
+    RAIN_FREE,
+    EstimateOptions,
+    FrameSource,
+    Window,
+    check_options,
+    estimate_window,
+    find_rain_free,
+    plan_windows,
+)
+from rainbench.parallel import WorkerPool
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
+from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
+from rainbench.shards.members import ShardError, open_shard, read_member, read_upright
+from rainbench.synth.importers import ESTIMATED
+from rainbench.synth.png import encode_png
+from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
+
+# The version of how pairs are made; part of every job, so a change makes them anew.
+VERSION = "1"
+DEFAULT_NAME = "lab-pairs"
+DEFAULT_SHARD_BYTES = 1_000_000_000
+_RESERVED = {"train", "val", "test", "synthetic"}
+_MIN_FRAMES = 3  # fewer frames hold no temporal statistic worth the name
+
+
+@dataclass(frozen=True)
+class PairsOptions:
+    name: str = DEFAULT_NAME  # the real-paired split's name
+    estimate: EstimateOptions = field(default_factory=EstimateOptions)
+    sequences: tuple[str, ...] = ()  # only these sequences (keys); all rainy ones when empty
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """A sequence as the manifest holds it: one video, or a burst's stills in order."""
+
+    key: str  # the video's key, or the burst's first still's
+    frames: int
+    rows: tuple[dict, ...]  # the video's row, or the stills' rows in burst order
+
+    @property
+    def video(self) -> bool:
+        return self.rows[0].get("kind") == "video"
+
+
+@dataclass(frozen=True)
+class SequenceTask:
+    root: Path
+    sequence: Sequence
+    options: EstimateOptions
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    root: Path
+    sequence: Sequence
+    window: Window
+    rain_free: tuple[int, ...]
+    options: EstimateOptions
+
+
+def build_pairs(root: Path, options: PairsOptions, progress: bool = False) -> PairsSummary:
+    """Add the pairs of every window of every chosen sequence that the split lacks."""
+    dataset = Dataset(Path(root))
+    dataset.read_info()  # refuses, with a clear message, a folder that is no dataset
+    _check_name(dataset, options.name)
+    try:
+        check_options(options.estimate)
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
+    with dataset.lock(), WorkerPool(options.workers) as pool:
+        sequences = find_sequences(dataset, options.sequences)
+        digest = _digest(options.estimate)
+        planned = [
+            (sequence, window, _job_name(sequence, window, digest))
+            for sequence in sequences
+            for window in plan_windows(sequence.frames, options.estimate)
+        ]
+        stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+        done = {
+            job
+            for split, job in zip(
+                stored["split"].to_pylist(), stored["job"].to_pylist(), strict=True
+            )
+            if split == options.name
+        }
+        pending = {s.key: s for s, _, job in planned if job not in done}
+        rain_free = dict.fromkeys((s.key for s in sequences), ())
+        if options.estimate.prefer_rain_free and pending:
+            tasks = [SequenceTask(dataset.root, s, options.estimate) for s in pending.values()]
+            found = pool.map_ordered(_rain_free, tasks)
+            rain_free.update(zip(pending, found, strict=True))
+        jobs = [
+            PairJob(
+                split=options.name,
+                job=job,
+                row={
+                    "recipe_version": VERSION,
+                    "source_key": sequence.key,
+                    "group": sequence.key,  # a sequence never straddles two splits
+                },
+                task=WindowTask(
+                    dataset.root, sequence, window, rain_free[sequence.key], options.estimate
+                ),
+            )
+            for sequence, window, job in planned
+        ]
+        summary = write_pairs(
+            dataset, jobs, make_window, pool, options.shard_bytes, new_run_id(), progress
+        )
+    return summary
+
+
+def find_sequences(dataset: Dataset, keys: tuple[str, ...] = ()) -> list[Sequence]:
+    """The rainy sequences of the dataset, by key: videos and bursts of stills.
+
+    Asking for a key that is no sequence is an error, so a typo is not a silent no-op.
+    """
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    rows = [row for row in samples.to_pylist() if row["layer"] == "rainy"]
+    videos = [
+        Sequence(row["key"], row["frames"] or 0, (row,))
+        for row in rows
+        if row.get("kind") == "video"
+    ]
+    bursts: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("kind") != "video" and row.get("sequence"):
+            bursts.setdefault(row["sequence"], []).append(row)
+    stills = [
+        Sequence(key, len(members), tuple(sorted(members, key=lambda r: r["sequence_index"])))
+        for key, members in bursts.items()
+    ]
+    found = {s.key: s for s in sorted(videos + stills, key=lambda s: s.key)}
+    unknown = [key for key in keys if key not in found]
+    if unknown:
+        raise DatasetError(
+            f"--sequence {unknown[0]}: no rainy video or burst of stills has that key "
+            f"in {dataset.location}"
+        )
+    chosen = [found[key] for key in keys] if keys else list(found.values())
+    return [s for s in chosen if s.frames >= _MIN_FRAMES]
+
+
+def make_window(task: WindowTask) -> list[MadePair]:
+    """The pairs of one window: one per target frame that is paired, and one carrying
+    the reason for each target that is not (too much moves, registration failed)."""
+    try:
+        frames = _Remembered(open_frames(task.root, task.sequence))
+        estimates = estimate_window(frames, task.window, task.rain_free, task.options)
+        made = []
+        for estimate in estimates:
+            if estimate.skipped == RAIN_FREE:  # clean already: its own ground truth
+                continue
+            part = str(estimate.index)
+            if estimate.skipped is not None:
+                why = f"frame {estimate.index}: {estimate.skipped}"
+                made.append(MadePair({}, {}, error=why, part=part))
+                continue
+            rain = frames.read([estimate.index])[0]
+            made.append(_pair(estimate, rain, task.options, part))
+        return made
+    except (ShardError, DatasetError, ValueError, OSError) as error:
+        return [MadePair({}, {}, error=first_line(error))]
+
+
+def _pair(estimate, rain: np.ndarray, options: EstimateOptions, part: str) -> MadePair:
+    height, width = rain.shape[:2]
+    confidence = estimate.confidence
+    members = {
+        RAIN: encode_png(np.ascontiguousarray(rain)),
+        GROUND_TRUTH: encode_png(estimate.gt),
+        CONFIDENCE: encode_png(confidence),
+    }
+    metadata = {
+        "width": width,
+        "height": height,
+        "recipe": f"{ESTIMATED}{estimate.method}",
+        "frame_index": estimate.index,
+        "window_start": estimate.window[0],
+        "window_end": estimate.window[1],
+        "confidence_mean": round(float(confidence.mean()) / 255, 6),
+        "moving_fraction": round(float(estimate.moving), 6),
+        "gt_psnr_estimate": round(float(estimate.gt_psnr_estimate), 4),
+        "shift": [round(float(v), 4) for v in estimate.shift],
+        "estimate_options": asdict(options),
+    }
+    return MadePair(members, metadata, part=part)
+
+
+def _rain_free(task: SequenceTask) -> tuple[int, ...]:
+    """The sequence's rain-free frames; none when it cannot be read (its windows then
+    report why)."""
+    try:
+        return tuple(find_rain_free(open_frames(task.root, task.sequence), task.options))
+    except (ShardError, DatasetError, ValueError, OSError):
+        return ()
+
+
+def open_frames(root: Path, sequence: Sequence) -> FrameSource:
+    """The sequence's frames, addressed by index: a video's decoded frames, or a burst's
+    stills decoded upright."""
+    if sequence.video:
+        return _VideoFrames(root, sequence.rows[0])
+    return _BurstFrames(root, sequence.rows)
+
+
+class _VideoFrames:
+    def __init__(self, root: Path, row: dict):
+        from rainbench.capture.video import VideoFrames
+
+        shard, ext = row["shard"], FORMATS[row["format"]].ext
+        with open_shard(root, shard) as tar:
+            data = read_member(tar, shard, member(row["key"], ext), row["bytes"])
+        self._frames = VideoFrames(data)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def read(self, indices) -> np.ndarray:
+        return self._frames.read(list(indices))
+
+
+class _BurstFrames:
+    def __init__(self, root: Path, rows: tuple[dict, ...]):
+        self._root, self._rows = root, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def read(self, indices) -> np.ndarray:
+        return np.stack([self._still(self._rows[index]) for index in indices])
+
+    def _still(self, row: dict) -> np.ndarray:
+        fmt = FORMATS[row["format"]]
+        # A RAW capture's pixels are its rendered preview; anything else is decoded as stored.
+        ext, fmt, stored = (
+            (PREVIEW, FORMATS["jpeg"], None) if fmt.raw else (fmt.ext, fmt, row["bytes"])
+        )
+        with open_shard(self._root, row["shard"]) as tar:
+            image = read_upright(
+                tar, row["shard"], member(row["key"], ext), fmt, row["width"], row["height"], stored
+            )
+        return np.asarray(image.convert("RGB"))
+
+
+class _Remembered:
+    """A frame source that keeps the frames of its last read, so the rainy frame of a
+    pair is not decoded twice."""
+
+    def __init__(self, frames: FrameSource):
+        self._frames, self._kept = frames, {}
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def read(self, indices) -> np.ndarray:
+        indices = list(indices)
+        missing = [index for index in indices if index not in self._kept]
+        if missing:
+            self._kept = {
+                **{i: self._kept[i] for i in indices if i in self._kept},
+                **dict(zip(missing, self._frames.read(missing), strict=True)),
+            }
+        return np.stack([self._kept[index] for index in indices])
+
+
+def _check_name(dataset: Dataset, name: str) -> None:
+    if not re.fullmatch(manifest.SPLIT, name) or name in _RESERVED or name.startswith("syn-"):
+        raise DatasetError(
+            f"--name {name!r}: use lower-case letters, digits, - and _; not train, val, "
+            "test, synthetic or a syn-* name"
+        )
+    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    others = {
+        recipe
+        for split, recipe in zip(
+            stored["split"].to_pylist(), stored["recipe"].to_pylist(), strict=True
+        )
+        if split == name and not recipe.startswith(ESTIMATED)
+    }
+    if others:
+        raise DatasetError(
+            f"--name {name}: the split holds pairs made otherwise ({sorted(others)[0]}); "
+            "choose another name"
+        )
+
+
+def _digest(options: EstimateOptions) -> str:
+    text = json.dumps(asdict(options), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _job_name(sequence: Sequence, window: Window, digest: str) -> str:
+    return f"pairs@{VERSION}:{sequence.key}:{window.start}-{window.end}:{digest}"

@@ -1,0 +1,783 @@
+"""The clean background of a rain sequence from a fixed camera, estimated from time: each
+window of frames is registered (small shake undone), moving objects are masked, and a
+robust temporal statistic that knows rain only adds light gives the background of every
+target frame, with a confidence map and a predicted quality. Pure numpy/scipy.
+"""
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy import fft, ndimage
+
+METHODS: tuple[str, ...] = ("percentile", "median", "lowrank")
+RAIN_FREE = "rain-free"
+_ABSENT = np.float32(1e6)  # the luma of a sample that is not there: ranked last
+
+# MATLAB rgb2ycbcr's Y, on 8-bit RGB: outlier decisions, noise and the predicted quality
+# are all in the units psnr_y is computed in.
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float32) / 255
+_Y_OFFSET = np.float32(16)
+_CHROMA_WEIGHTS = (
+    np.array([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=np.float32) / 255
+)
+
+# Registration works on a central luma crop of at most this many pixels a side: enough
+# texture for a 0.02 px fit, and a 4K frame costs no more than a 640×360 one.
+REGISTER_CROP = 512
+# A frame whose registered crop correlates (high-passed) less than this share of the
+# window's median with the reference is not registered: its shift is not to be trusted.
+MATCH_SHARE = 0.5
+# Shifts this close to a whole pixel are taken as whole: no interpolation blur.
+WHOLE_PIXEL = 0.02
+# Frames are moved by a Fourier shift, the ideal band-limited translation (a cubic
+# spline, twice over, costs 2–4 dB on fine texture), mirrored this far beyond each
+# side so the spectrum sees no seam.
+WARP_PAD = 16
+# Moving objects are found on luma box-averaged to about this height: thin rain streaks
+# shrink to a cell or less, which a 3×3 opening removes, while a person stays a blob.
+DETECT_HEIGHT = 180
+# A sample is a moving object where it differs from the window's median by more than
+# max(this many robust σ of its frame's differences, MIN_CONTRAST levels of Y).
+MOVING_SIGMA = 4.5
+MIN_CONTRAST = 6.0
+_SQUARE3 = np.ones((3, 3), bool)
+_SQUARE5 = np.ones((5, 5), bool)
+MIN_BLOB_CELLS = 4  # smaller blobs after the opening are noise, not objects
+MOVING_GROW = 2  # cells the mask grows by on every side (shadows, soft edges)
+# Inliers of the temporal statistic lie in [L − 3σ, L + 2.5σ]: rain sits above, never
+# below; a tighter upper bound trims faint streaks at no cost on clean samples.
+INLIER_LOW = 3.0
+INLIER_HIGH = 2.5
+ITERATIONS = 3
+NOISE_SMOOTHING = 3.0  # σ in px of the spatial smoothing of the per-pixel noise
+NOISE_FLOOR = 0.5  # levels of Y: no pixel is trusted to be quieter than this
+# Confidence 255·min(1, n/FULL_COUNT)/(1 + (se/HALF_ERROR)²): half (128) where the
+# background's predicted standard error reaches HALF_ERROR levels of Y (≈ 42 dB).
+FULL_COUNT = 5
+HALF_ERROR = 2.0
+MAX_PSNR = 60.0
+# The share of the samples' variance taken as shared by all frames in gt_psnr_estimate:
+# H.264 keeps a static background's coding error from frame to frame, so it is in the
+# spread of single samples but does not shrink with their number. Fitted on the
+# benchmark's tuning condition (benchmarks/pairs_quality.py).
+CORRELATED = 0.5
+BAND_PIXELS = 1 << 18  # pixels per row band: ~100 MB of float32 for a 31-frame window
+# Rain-free frames are found on luma box-averaged to about this height.
+RAIN_FREE_HEIGHT = 360
+RAIN_FREE_LIFT = 2.0  # levels of Y a dry frame's median may sit above the darkest frame's
+RAIN_FREE_APART = 4  # the rainy frames' median score must be this many times the threshold
+LOWRANK_ITERATIONS = 60
+LOWRANK_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    method: str = "percentile"  # one of METHODS
+    percentile: float = 25.0  # where "percentile" starts before its inlier iterations
+    window: int = 31  # frames per window
+    stride: int = 8  # pair every stride-th frame
+    register: bool = True  # undo small camera shake (a translation)
+    max_shift: float = 8.0  # px: a frame shaken further is not used nor paired
+    max_moving: float = 0.25  # a frame with more of its area moving is not paired
+    prefer_rain_free: bool = True  # rain-free frames of the sequence are the ground truth
+    min_frames: int = 3  # fewer usable frames in a window: nothing is paired
+    rain_free_score: float = 0.002  # net share of bright outliers below which a frame is dry
+    min_rain_free: int = 3  # fewer dry frames than this: none are used
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # first frame the estimate uses
+    end: int  # last frame it uses (inclusive)
+    targets: tuple[int, ...]  # frames to pair
+
+
+@dataclass
+class FrameEstimate:
+    index: int  # frame index within the sequence
+    gt: np.ndarray | None  # uint8 H×W×3 RGB background in this frame's own coordinates
+    confidence: np.ndarray | None  # uint8 H×W: 255 trusted … 0 skip
+    method: str  # one of METHODS or "rain-free"
+    window: tuple[int, int]  # first and last frame index the estimate used
+    # (dy, dx) of this frame's content against the window's reference: the camera's
+    # median position over the window
+    shift: tuple[float, float]
+    moving: float  # share of the frame masked as moving
+    gt_psnr_estimate: float  # predicted psnr_y of gt against the truth, from the data alone
+    skipped: str | None = None  # why the frame is not paired; gt and confidence None then
+
+
+class FrameSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def read(self, indices: Sequence[int]) -> np.ndarray: ...  # (n, H, W, 3) uint8 RGB
+
+
+class ArrayFrames:
+    """A FrameSource over frames held in memory: (n, H, W, 3) uint8, or a list of H×W×3."""
+
+    def __init__(self, frames: np.ndarray | Sequence[np.ndarray]):
+        self.frames = np.asarray(frames) if isinstance(frames, np.ndarray) else np.stack(frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        return self.frames[list(indices)]
+
+
+def check_options(options: EstimateOptions) -> None:
+    """ValueError saying which option is out of range."""
+    if options.method not in METHODS:
+        raise ValueError(f"unknown method {options.method!r}; known: {', '.join(METHODS)}")
+    if not 0 <= options.percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], not {options.percentile}")
+    if options.min_frames < 2:
+        raise ValueError(f"min_frames must be ≥ 2, not {options.min_frames}")
+    if options.window < options.min_frames:
+        raise ValueError(f"window must be ≥ {options.min_frames} frames, not {options.window}")
+    if options.stride < 1:
+        raise ValueError(f"stride must be ≥ 1, not {options.stride}")
+    if options.max_shift < 0 or not 0 < options.max_moving <= 1:
+        raise ValueError("max_shift must be ≥ 0 and max_moving in (0, 1]")
+
+
+def plan_windows(frame_count: int, options: EstimateOptions) -> list[Window]:
+    """Every stride-th frame, on a grid centred in the sequence, grouped into windows of
+    `window` frames centred on their targets; none below `min_frames` frames."""
+    check_options(options)
+    if frame_count < options.min_frames:
+        return []
+    stride, length = options.stride, min(options.window, frame_count)
+    first = (frame_count - 1 - stride * ((frame_count - 1) // stride)) // 2
+    targets = list(range(first, frame_count, stride))
+    # Targets per window: their span stays within the window, so each has frames around it.
+    group = max(1, math.ceil(options.window / stride) - 1)
+    windows: list[Window] = []
+    for at in range(0, len(targets), group):
+        chosen = tuple(targets[at : at + group])
+        middle = (chosen[0] + chosen[-1]) // 2
+        start = min(max(0, middle - (length - 1) // 2), frame_count - length)
+        if windows and windows[-1].start == start:  # the same frames: one estimate
+            chosen = windows.pop().targets + chosen
+        windows.append(Window(start, start + length - 1, chosen))
+    return windows
+
+
+def find_rain_free(frames: FrameSource, options: EstimateOptions) -> tuple[int, ...]:
+    """The frames without rain (before or after it), when at least `min_rain_free`.
+
+    Each chunk of `window` frames is box-averaged to about 360 rows, registered, and
+    compared with its own low temporal percentile: rain adds bright outliers and nothing
+    else adds more bright than dark ones once blobs (moving objects) are left out, so a
+    frame whose net share of bright outliers is below `rain_free_score` may be dry. It is
+    dry if its median luma is also within RAIN_FREE_LIFT of the sequence's darkest (rain
+    and its veil add light), and if the other frames are clearly streaked or lifted.
+    """
+    check_options(options)
+    count = len(frames)
+    if count < max(options.min_rain_free, options.min_frames):
+        return ()
+    chunks = np.array_split(np.arange(count), math.ceil(count / options.window))
+    scores, levels = [], []
+    for chunk in chunks:
+        lumas = np.stack([_box_luma(frame, RAIN_FREE_HEIGHT) for frame in frames.read(chunk)])
+        levels.extend(float(np.median(luma)) for luma in lumas)
+        shifts = [(0.0, 0.0)] * len(lumas)
+        if options.register:  # shake would pass for outliers on every edge
+            opened = np.stack([ndimage.grey_opening(luma, size=(3, 3)) for luma in lumas])
+            shifts, _ = _register(opened, None, options.max_shift)
+        aligned = [
+            _translate(luma, (-dy, -dx)) for luma, (dy, dx) in zip(lumas, shifts, strict=True)
+        ]
+        base = np.percentile(aligned, 20, axis=0).astype(np.float32)
+        # Each frame against the base moved to it: the frame itself is not resampled,
+        # which would ring around every sharp streak. The border a shift uncovers holds
+        # copies, not the scene: left out.
+        edge = math.ceil(max(max(abs(dy), abs(dx)) for dy, dx in shifts)) + 1
+        inner = (slice(edge, -edge), slice(edge, -edge))
+        diffs = np.stack(
+            [
+                (luma - _translate(base, shift))[inner]
+                for luma, shift in zip(lumas, shifts, strict=True)
+            ]
+        )
+        diffs -= np.median(diffs, axis=(1, 2), keepdims=True)
+        sigma = max(1.4826 * float(np.median(np.abs(diffs))), 1.0)
+        for diff in diffs:
+            bright, dark = diff > 4 * sigma, diff < -4 * sigma
+            blobs = ndimage.binary_dilation(
+                ndimage.binary_opening(bright | dark, _SQUARE3), iterations=2
+            )
+            thin = np.count_nonzero(bright & ~blobs) - np.count_nonzero(dark & ~blobs)
+            scores.append(thin / diff.size)
+    # Rain lifts the level too (drops add light, a veil is brighter than the mean scene),
+    # which catches a veil or mist without distinct streaks.
+    low = min(levels)
+    dry = [
+        index
+        for index in range(count)
+        if scores[index] < options.rain_free_score and levels[index] <= low + RAIN_FREE_LIFT
+    ]
+    wet = [index for index in range(count) if index not in set(dry)]
+    if len(dry) < options.min_rain_free or not wet:
+        return ()
+    # The dry frames must stand apart from the rest — those clearly streaked or clearly
+    # lifted — else time cannot tell them (dense rain or mist in every frame).
+    streaked = np.median([scores[i] for i in wet]) > RAIN_FREE_APART * options.rain_free_score
+    lifted = np.median([levels[i] for i in wet]) > np.median([levels[i] for i in dry]) + (
+        RAIN_FREE_LIFT
+    )
+    return tuple(dry) if streaked or lifted else ()
+
+
+def estimate_window(
+    frames: FrameSource, window: Window, rain_free: tuple[int, ...], options: EstimateOptions
+) -> list[FrameEstimate]:
+    """One estimate per target of `window`, in order.
+
+    With `rain_free` frames (and `prefer_rain_free`), the background is their robust
+    mean, from those nearest the window in time, and the method is "rain-free"; the
+    window's own frames then only place the targets and find what moves in them.
+    Rain-free frames are never targets: they come back with skipped="rain-free".
+    """
+    check_options(options)
+    dry = set(rain_free)
+    indices = list(range(window.start, window.end + 1))
+    stack = frames.read(indices)
+    height, width = stack.shape[1:3]
+    use_dry = bool(rain_free) and options.prefer_rain_free
+    scene = _align(stack, None, options, warp=not use_dry)
+    if use_dry:
+        centre = (window.start + window.end) / 2
+        nearest = sorted(rain_free, key=lambda i: (abs(i - centre), i))[: options.window]
+        chosen = sorted(nearest)
+        samples = _align(frames.read(chosen), scene.reference, options, warp=True)
+        method, sample_indices = RAIN_FREE, chosen
+    else:
+        keep = [p for p, i in enumerate(indices) if i not in dry]
+        samples = scene if len(keep) == len(indices) else scene.subset(keep)
+        method = options.method
+        sample_indices = [indices[p] for p in keep]
+    used = (min(sample_indices), max(sample_indices))
+
+    results: dict[int, FrameEstimate] = {}
+    wanted = []
+    for target in window.targets:
+        position = target - window.start
+        shift = scene.shifts[position]
+        moving = scene.moving_share(position)
+        why = None
+        if target in dry:
+            why = RAIN_FREE
+        elif moving > options.max_moving:  # (a frame this covered does not register well)
+            why = f"{moving:.0%} of the frame moves, more than max_moving {options.max_moving:.0%}"
+        elif not scene.registered[position]:
+            why = f"not registered: a shake beyond max_shift {options.max_shift} px or no match"
+        elif samples.usable < options.min_frames:
+            why = f"{samples.usable} usable frames, fewer than min_frames {options.min_frames}"
+        if why is None:
+            wanted.append(target)
+        results[target] = FrameEstimate(target, None, None, method, used, shift, moving, 0.0, why)
+    if not wanted:
+        return [results[t] for t in window.targets]
+
+    rows = [sample_indices.index(t) if method == "lowrank" else 0 for t in wanted]
+    backgrounds, error, count = _background(samples, method, rows, options)
+    for target, background in zip(wanted, backgrounds, strict=True):
+        position = target - window.start
+        shift = scene.shifts[position]
+        gt = background if shift == (0.0, 0.0) else _translate(background, shift)
+        confidence = _confidence(error, count, shift, scene.moving_mask(position, height, width))
+        results[target].gt = _round(gt)
+        results[target].confidence = confidence
+        # The frames' shared error (what a codec froze into every frame) does not average
+        # out: a share CORRELATED of the sample variance σ² = se²·n is added to se².
+        shared = error**2 * (1 + CORRELATED * count)
+        results[target].gt_psnr_estimate = _predicted_psnr(_to_frame(shared, shift), confidence)
+    return [results[t] for t in window.targets]
+
+
+def estimate_pairs(frames: FrameSource, options: EstimateOptions) -> Iterator[FrameEstimate]:
+    """Every target of the whole sequence, window after window."""
+    rain_free = find_rain_free(frames, options) if options.prefer_rain_free else ()
+    for window in plan_windows(len(frames), options):
+        yield from estimate_window(frames, window, rain_free, options)
+
+
+# Alignment: shifts, coverage and moving masks of a stack of frames
+
+
+@dataclass
+class _Aligned:
+    stack: np.ndarray  # (n, H, W, 3) uint8, in reference coordinates when warped
+    shifts: list[tuple[float, float]]  # (dy, dx): frame(y, x) = reference(y − dy, x − dx)
+    registered: list[bool]  # shake within max_shift
+    moving: np.ndarray  # (n, h, w) bool on the detection grid, in reference coordinates
+    cell: int  # detection grid cell size, px
+    reference: np.ndarray  # rain-robust registration reference: luma crop, float32
+
+    @property
+    def usable(self) -> int:
+        return sum(self.registered)
+
+    def subset(self, positions: list[int]) -> "_Aligned":
+        return _Aligned(
+            self.stack[positions],
+            [self.shifts[p] for p in positions],
+            [self.registered[p] for p in positions],
+            self.moving[positions],
+            self.cell,
+            self.reference,
+        )
+
+    def moving_share(self, position: int) -> float:
+        return float(self.moving[position].mean())
+
+    def moving_mask(self, position: int, height: int, width: int) -> np.ndarray:
+        """Frame `position`'s moving mask at full size, in reference coordinates."""
+        return self.moving_rows(0, height, width, [position])[0]
+
+    def moving_rows(
+        self, top: int, bottom: int, width: int, positions: list[int] | None = None
+    ) -> np.ndarray:
+        """The moving masks of rows top..bottom−1 at full size (every frame's, or those at
+        `positions`); pixels past the last whole cell take the last cell's value."""
+        cells = self.moving if positions is None else self.moving[positions]
+        rows = np.minimum(np.arange(top, bottom) // self.cell, cells.shape[1] - 1)
+        columns = np.minimum(np.arange(width) // self.cell, cells.shape[2] - 1)
+        return cells[:, rows][:, :, columns]
+
+
+def _align(
+    stack: np.ndarray, reference: np.ndarray | None, options: EstimateOptions, warp: bool
+) -> _Aligned:
+    """Register `stack` (to `reference`, a crop from `_align`, or to its own middle frame),
+    mask what moves in it and, with `warp`, move its frames into the reference's
+    coordinates (in place)."""
+    count, height, width = stack.shape[:3]
+    # A grey opening takes the rain out of what is registered: thin bright streaks,
+    # new every frame, would otherwise be what the phase correlation lines up.
+    size = max(3, 2 * round(height / 540) + 1)
+    crops = np.stack(
+        [
+            ndimage.grey_opening(_luma(frame[_crop_slices(height, width)]), size=(size, size))
+            for frame in stack
+        ]
+    )
+    registered = [True] * count
+    if options.register:
+        shifts, reference = _register(crops, reference, options.max_shift)
+        matches = [_match(c, reference, shift) for c, shift in zip(crops, shifts, strict=True)]
+        typical = float(np.median(matches))
+        registered = [
+            math.hypot(*shift) <= options.max_shift and match >= MATCH_SHARE * typical
+            for shift, match in zip(shifts, matches, strict=True)
+        ]
+    else:
+        shifts = [(0.0, 0.0)] * count
+        reference = np.median(crops, axis=0) if reference is None else reference
+    cell = max(1, round(height / DETECT_HEIGHT))
+    small = np.stack(
+        [
+            ndimage.shift(
+                np.concatenate([_box_luma(frame, DETECT_HEIGHT)[None], _box_chroma(frame, cell)]),
+                (0, -dy / cell, -dx / cell),
+                order=1,
+                mode="nearest",
+            )
+            for frame, (dy, dx) in zip(stack, shifts, strict=True)
+        ]
+    )
+    if warp:
+        # In place: a window's frames are held once, at 8 bits (the rounding's noise
+        # averages out over the window, as the frames' shifts differ).
+        for frame, shift, ok in zip(stack, shifts, registered, strict=True):
+            if ok and shift != (0.0, 0.0):
+                frame[...] = _round(_translate(frame, (-shift[0], -shift[1])))
+    return _Aligned(stack, shifts, registered, _moving(small, registered), cell, reference)
+
+
+def _crop_slices(height: int, width: int) -> tuple[slice, slice]:
+    crop_h, crop_w = min(height, REGISTER_CROP), min(width, REGISTER_CROP)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return slice(top, top + crop_h), slice(left, left + crop_w)
+
+
+def _register(
+    crops: np.ndarray, reference: np.ndarray | None, limit: float
+) -> tuple[list[tuple[float, float]], np.ndarray]:
+    """(dy, dx) of each crop against `reference` (None: the median of the crops aligned,
+    which neither rain nor a moving object can bias, placed at the median shift): phase
+    correlation to the whole pixel, then a robust Lucas–Kanade fit on high-passed luma
+    with a gain (a veil lowers contrast)."""
+    own = reference is None
+    if own:
+        # First against the crops' plain median (a shake of a pixel or two blurs it a
+        # little; one jolted frame, rain or a passer-by cannot move it), then against
+        # the median of the crops so aligned.
+        anchor = np.median(crops, axis=0).astype(np.float32)
+        shifts = [_phase_correlation(crop, anchor, limit) for crop in crops]
+        aligned = [
+            ndimage.shift(c, (-dy, -dx), order=1, mode="nearest")
+            for c, (dy, dx) in zip(crops, shifts, strict=True)
+        ]
+        reference = np.median(np.stack(aligned), axis=0).astype(np.float32)
+    shifts = [_phase_correlation(crop, reference, limit) for crop in crops]
+    shifts = [_refine(crop, reference, shift) for crop, shift in zip(crops, shifts, strict=True)]
+    if own:
+        # The reference is the camera's typical position: the median shift is zero.
+        typical = tuple(float(np.median([shift[a] for shift in shifts])) for a in (0, 1))
+        shifts = [(dy - typical[0], dx - typical[1]) for dy, dx in shifts]
+        reference = ndimage.shift(reference, typical, order=3, mode="nearest").astype(np.float32)
+    snapped = [tuple(_snap(v) for v in shift) for shift in shifts]
+    return snapped, reference
+
+
+def _match(crop: np.ndarray, reference: np.ndarray, shift: tuple[float, float]) -> float:
+    """The correlation of a registered crop's high-passed luma with the reference's: low
+    where the shift is wrong (a shake beyond the search, a scene that changed)."""
+    warped = _high_pass(ndimage.shift(crop, (-shift[0], -shift[1]), order=1, mode="nearest"))
+    ref = _high_pass(reference)
+    margin = int(max(abs(shift[0]), abs(shift[1]))) + 4
+    inner = (slice(margin, -margin), slice(margin, -margin))
+    a, b = warped[inner].ravel(), ref[inner].ravel()
+    return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-9))
+
+
+def _phase_correlation(
+    crop: np.ndarray, reference: np.ndarray, limit: float
+) -> tuple[float, float]:
+    """The whole-pixel shift of `crop` against `reference`, from the normalised
+    cross-power spectrum's highest peak within `limit` (+2) px of none; beyond it, a
+    shake too large anyway."""
+    taper = np.outer(np.hanning(crop.shape[0]), np.hanning(crop.shape[1]))
+    spectrum = np.fft.rfft2((crop - crop.mean()) * taper) * np.conj(
+        np.fft.rfft2((reference - reference.mean()) * taper)
+    )
+    spectrum /= np.maximum(np.abs(spectrum), 1e-9)
+    surface = np.fft.irfft2(spectrum, crop.shape)
+    offsets = [np.minimum(np.arange(n), n - np.arange(n)) for n in surface.shape]
+    near = np.hypot(offsets[0][:, None], offsets[1][None, :]) <= limit + 2
+    peak = np.unravel_index(int(np.argmax(np.where(near, surface, -np.inf))), surface.shape)
+    return tuple(
+        float(p - n if p > n // 2 else p) for p, n in zip(peak, surface.shape, strict=True)
+    )
+
+
+def _refine(
+    crop: np.ndarray, reference: np.ndarray, shift: tuple[float, float]
+) -> tuple[float, float]:
+    """Gauss–Newton on the translation (and a gain) of high-passed luma, with residuals
+    beyond 3 robust σ (rain, moving objects) left out."""
+    ref = _high_pass(reference)
+    gy, gx = np.gradient(ref)
+    margin = int(abs(shift[0]) + abs(shift[1])) + 4
+    inner = (slice(margin, -margin), slice(margin, -margin))
+    if min(ref[inner].shape) < 8:
+        return shift
+    high = ndimage.spline_filter(_high_pass(crop), order=3)  # once: every step reuses it
+    dy, dx = shift
+    for _ in range(8):
+        warped = ndimage.shift(high, (-dy, -dx), order=3, mode="mirror", prefilter=False)[inner]
+        r, jy, jx = ref[inner], gy[inner], gx[inner]
+        gain = float((warped * r).sum() / max(float((r * r).sum()), 1e-9))
+        residual = warped - gain * r
+        sigma = 1.4826 * float(np.median(np.abs(residual))) + 1e-6
+        keep = np.abs(residual) < 3 * sigma
+        a = (
+            np.array(
+                [
+                    [(jy * jy)[keep].sum(), (jy * jx)[keep].sum()],
+                    [(jy * jx)[keep].sum(), (jx * jx)[keep].sum()],
+                ]
+            )
+            * gain**2
+        )
+        b = np.array([(jy * residual)[keep].sum(), (jx * residual)[keep].sum()]) * gain
+        if np.linalg.eigvalsh(a)[0] < 1e-6 * max(a.trace(), 1e-12):
+            return shift  # no texture to fit a shift on: keep the whole-pixel one
+        # warped(y) = ref(y − δ) ≈ ref − δ·∇ref, so the residual's fit to −∇ref is δ.
+        step = np.clip(-np.linalg.solve(a, b), -0.5, 0.5)
+        dy, dx = dy + float(step[0]), dx + float(step[1])
+        if abs(step[0]) + abs(step[1]) < 1e-3:
+            break
+    if max(abs(dy - shift[0]), abs(dx - shift[1])) > 1.5:
+        return shift  # the fit wandered off: keep the whole-pixel peak
+    return dy, dx
+
+
+def _high_pass(luma: np.ndarray) -> np.ndarray:
+    return (luma - ndimage.gaussian_filter(luma, 3.0)).astype(np.float32)
+
+
+def _snap(value: float) -> float:
+    whole = round(value)
+    return float(whole) if abs(value - whole) < WHOLE_PIXEL else round(value, 4)
+
+
+def _moving(small: np.ndarray, registered: list[bool]) -> np.ndarray:
+    """Per frame, the cells of blobs that differ from the temporal median (small: n
+    frames of Y, Cb, Cr on the detection grid). Rain only adds light, so the noise of
+    Y is read off its darker side, and a brighter blob must survive a wider opening:
+    dense rain clumps into 3×3 cells, a person does not fit into 5×5; a grey opening
+    first takes out what is bright and thin. Rain's white light leaves the chroma as it
+    is, so a change of colour counts as moving on a 3×3 opening."""
+    luma = np.stack([ndimage.grey_opening(frame[0], size=(3, 3)) for frame in small])
+    chroma = small[:, 1:]
+    use = registered if any(registered) else [True] * len(small)
+    base_luma = np.median(luma[use], axis=0)
+    base_chroma = np.median(chroma[use], axis=0)
+    masks = np.zeros(luma.shape, bool)
+    for position in range(len(small)):
+        diff = luma[position] - base_luma
+        diff -= np.median(diff)
+        sigma = -float(np.percentile(diff, 15.87))  # one σ below the median
+        threshold = max(MOVING_SIGMA * sigma, MIN_CONTRAST)
+        colour = np.hypot(*(chroma[position] - base_chroma))
+        # The median of a 2-D Gaussian's length is 1.177σ.
+        colour_threshold = max(MOVING_SIGMA * float(np.median(colour)) / 1.177, MIN_CONTRAST / 2)
+        found = (
+            ndimage.binary_opening(diff < -threshold, _SQUARE3)
+            | ndimage.binary_opening(diff > threshold, _SQUARE5)
+            | ndimage.binary_opening(colour > colour_threshold, _SQUARE3)
+        )
+        labels, blobs = ndimage.label(found)
+        if blobs:
+            sizes = np.bincount(labels.ravel())
+            found = (sizes >= MIN_BLOB_CELLS)[labels] & found
+        masks[position] = ndimage.binary_dilation(found, _SQUARE3, iterations=MOVING_GROW)
+    return masks
+
+
+# The temporal statistic, band by band in reference coordinates
+
+
+def _background(
+    aligned: _Aligned, method: str, rows: list[int], options: EstimateOptions
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The background in reference coordinates, once per entry of `rows` (the target's
+    row among the samples: only "lowrank" gives each frame its own), with the standard
+    error (levels of Y) and the clean-sample count per pixel."""
+    usable = [p for p, ok in enumerate(aligned.registered) if ok]
+    if len(usable) < len(aligned.stack):  # a copy: only when a frame is left out
+        aligned = aligned.subset(usable)
+    stack, shifts = aligned.stack, aligned.shifts
+    rows = [usable.index(r) if method == "lowrank" else 0 for r in rows]
+    height, width = stack.shape[1:3]
+    outputs = [np.zeros((height, width, 3), np.float32) for _ in set(rows)]
+    order = sorted(set(rows))
+    error = np.zeros((height, width), np.float32)
+    count = np.zeros((height, width), np.int32)
+    band = max(8, BAND_PIXELS // width)
+    for top in range(0, height, band):
+        bottom = min(height, top + band)
+        samples = stack[:, top:bottom].astype(np.float32)
+        valid = _coverage(shifts, top, bottom, height, width)
+        clean = valid & ~aligned.moving_rows(top, bottom, width)
+        values, se, n = _robust_band(samples, clean, method, options)
+        if method == "lowrank":
+            layers = _lowrank_band(samples, clean, values)
+            for output, row in zip(outputs, order, strict=True):
+                output[top:bottom] = layers[row]
+        else:
+            for output in outputs:
+                output[top:bottom] = values
+        error[top:bottom], count[top:bottom] = se, n
+    return [outputs[order.index(r)] for r in rows], error, count
+
+
+def _coverage(
+    shifts: list[tuple[float, float]], top: int, bottom: int, height: int, width: int
+) -> np.ndarray:
+    """Where each frame, moved into reference coordinates, covers rows top..bottom−1
+    (n, h, W): not on the border its shift uncovered, nor a pixel beyond (ringing)."""
+    y = np.arange(top, bottom)[:, None]
+    x = np.arange(width)[None, :]
+    valid = np.empty((len(shifts), bottom - top, width), bool)
+    for position, (dy, dx) in enumerate(shifts):
+        edge = 0 if dy == round(dy) and dx == round(dx) else 1
+        sy, sx = y + dy, x + dx
+        valid[position] = (
+            (sy >= edge) & (sy <= height - 1 - edge) & (sx >= edge) & (sx <= width - 1 - edge)
+        )
+    return valid
+
+
+def _translate(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """`image` (H×W×3 or H×W) moved by (dy, dx), out(y) = in(y − d), float32: a Fourier
+    shift of the image mirrored WARP_PAD px beyond each side."""
+    planar = image.ndim == 2
+    pad = ((WARP_PAD, WARP_PAD), (WARP_PAD, WARP_PAD)) + ((0, 0),) * (image.ndim - 2)
+    padded = np.pad(image.astype(np.float32), pad, "symmetric")
+    rows, columns = padded.shape[:2]
+    ramp_y = np.exp(-2j * np.pi * fft.fftfreq(rows)[:, None] * shift[0])
+    ramp_x = np.exp(-2j * np.pi * fft.rfftfreq(columns)[None, :] * shift[1])
+    ramp = (ramp_y * ramp_x).astype(np.complex64)
+    spectrum = fft.rfft2(padded, axes=(0, 1))
+    spectrum *= ramp if planar else ramp[:, :, None]
+    moved = fft.irfft2(spectrum, (rows, columns), axes=(0, 1))
+    return moved[WARP_PAD:-WARP_PAD, WARP_PAD:-WARP_PAD].astype(np.float32)
+
+
+def _robust_band(
+    samples: np.ndarray, clean: np.ndarray, method: str, options: EstimateOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background RGB (h, W, 3), its standard error in Y and the inlier count (h, W).
+
+    "percentile" (and "rain-free", "lowrank" before their own step) starts at a low
+    order statistic of Y, then averages the samples in [L − 3σ, L + 2.5σ] a few times:
+    the mean of the clean samples, unbiased by noise, with rain above the band. "median"
+    is the sample of median Y, the classical baseline.
+    """
+    luma = samples @ _Y_WEIGHTS + _Y_OFFSET  # (n, h, W)
+    available = clean.sum(axis=0)
+    ranked = np.sort(np.where(clean, luma, _ABSENT), axis=0)
+    last = np.maximum(available - 1, 0)
+    start_share = 0.5 if method == "median" else options.percentile / 100
+
+    def order_statistic(share: float) -> np.ndarray:
+        index = np.floor(share * last).astype(np.intp)[None]
+        return np.take_along_axis(ranked, index, axis=0)[0]
+
+    level = order_statistic(start_share)
+    spread = (order_statistic(0.25) - order_statistic(0.05)) / np.float32(0.97)
+    spread = np.where(available > 0, spread, 0).astype(np.float32)
+    # Half the band's typical spread: smoothing cannot make a pixel quieter than that.
+    typical = spread[available >= 8]
+    floor = max(NOISE_FLOOR, 0.5 * float(np.median(typical)) if typical.size else 0.0)
+    sigma = np.maximum(ndimage.gaussian_filter(spread, NOISE_SMOOTHING, mode="nearest"), floor)
+    if method == "median":
+        picked = (luma == level[None]) & clean
+        first = np.argmax(picked, axis=0)[None, :, :, None]
+        values = np.take_along_axis(samples, first, axis=0)[0]
+        se = 1.2533 * sigma / np.sqrt(np.maximum(available, 1))
+        return values, np.where(available > 0, se, 255).astype(np.float32), available
+    for _ in range(ITERATIONS):
+        inliers = (
+            clean & (luma >= level - INLIER_LOW * sigma) & (luma <= level + INLIER_HIGH * sigma)
+        )
+        n = inliers.sum(axis=0)
+        total = np.where(inliers, luma, 0).sum(axis=0)
+        level = np.where(n > 0, total / np.maximum(n, 1), level).astype(np.float32)
+        deviation = np.where(inliers, (luma - level) ** 2, 0).sum(axis=0)
+        local = np.sqrt(deviation / np.maximum(n - 1, 1)).astype(np.float32)
+        local = np.where(n > 2, local, sigma)
+        sigma = np.maximum(ndimage.gaussian_filter(local, NOISE_SMOOTHING, mode="nearest"), floor)
+    weights = inliers.astype(np.float32)
+    values = np.einsum("nhw,nhwc->hwc", weights, samples) / np.maximum(n, 1)[:, :, None]
+    se = np.where(n > 0, sigma / np.sqrt(np.maximum(n, 1)), 255).astype(np.float32)
+    return values.astype(np.float32), se, n
+
+
+def _lowrank_band(samples: np.ndarray, clean: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """Robust PCA (inexact ALM, Lin et al. 2010) of the band's frames as rows: D = L + S
+    with L low rank and S sparse and, since rain only adds light, S ≥ 0. Samples not
+    clean (moving, uncovered) are filled with the robust background first. Frames ≪
+    pixels, so the SVT goes through the n×n Gram matrix."""
+    count, rows, width = samples.shape[:3]
+    data = np.where(clean[..., None], samples, fill[None]).reshape(count, -1) / np.float32(255)
+    lam = np.float32(1 / math.sqrt(data.shape[1]))
+    norm_two = math.sqrt(max(float(np.linalg.eigvalsh(data @ data.T)[-1]), 1e-12))
+    dual = data / max(norm_two, float(np.abs(data).max()) / lam)
+    mu, mu_bar, rho = 1.25 / norm_two, 1.25e7 / norm_two, 1.5
+    sparse = np.zeros_like(data)
+    scale = float(np.linalg.norm(data))
+    low = data
+    for _ in range(LOWRANK_ITERATIONS):
+        low = _singular_value_threshold(data - sparse + dual / mu, 1 / mu)
+        sparse = np.maximum(data - low + dual / mu - lam / mu, 0)
+        gap = data - low - sparse
+        dual += mu * gap
+        mu = min(mu * rho, mu_bar)
+        if float(np.linalg.norm(gap)) < LOWRANK_TOLERANCE * scale:
+            break
+    return (np.clip(low, 0, 1) * 255).reshape(count, rows, width, 3)
+
+
+def _singular_value_threshold(matrix: np.ndarray, tau: float) -> np.ndarray:
+    """U·shrink(Σ)·Vᵀ of a wide matrix, from the eigenvectors of M·Mᵀ: V = Mᵀ·U·Σ⁻¹."""
+    values, vectors = np.linalg.eigh((matrix @ matrix.T).astype(np.float64))
+    singular = np.sqrt(np.maximum(values, 0))
+    kept = singular > tau
+    if not kept.any():
+        return np.zeros_like(matrix)
+    ratio = (singular[kept] - tau) / singular[kept]
+    projector = (vectors[:, kept] * ratio) @ vectors[:, kept].T
+    return (projector.astype(np.float32) @ matrix).astype(np.float32)
+
+
+# Back to each target frame
+
+
+def _to_frame(plane: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """A map in reference coordinates moved into a frame's own (bilinear): out(y) = in(y − d)."""
+    if shift == (0.0, 0.0):
+        return plane
+    return ndimage.shift(plane, shift, order=1, mode="nearest")
+
+
+def _confidence(
+    error: np.ndarray, count: np.ndarray, shift: tuple[float, float], moving: np.ndarray
+) -> np.ndarray:
+    """uint8 confidence in the frame's own coordinates: from the clean-sample count and the
+    standard error, 0 on the frame's moving objects and where the reference does not
+    reach (the border the shake uncovers)."""
+    factor = (np.minimum(count / FULL_COUNT, 1) / (1 + (error / HALF_ERROR) ** 2)).astype(
+        np.float32
+    )
+    factor[moving] = 0
+    height, width = factor.shape
+    moved = _to_frame(factor, shift)
+    dy, dx = shift
+    y = np.arange(height)[:, None] - dy
+    x = np.arange(width)[None, :] - dx
+    inside = (y >= 1) & (y <= height - 2) & (x >= 1) & (x <= width - 2)
+    moved = np.where(inside, moved, 0)
+    return np.rint(np.clip(moved, 0, 1) * 255).astype(np.uint8)
+
+
+def _predicted_psnr(squared: np.ndarray, confidence: np.ndarray) -> float:
+    """psnr_y a predicted squared error map gives over the confident pixels (all, if
+    none), with the rounding to uint8 added."""
+    trusted = confidence >= 128
+    if not trusted.any():
+        trusted = confidence > 0
+    if not trusted.any():
+        return 0.0
+    mse = float(np.mean(squared[trusted])) + 1 / 12
+    return float(min(MAX_PSNR, 10 * math.log10(255.0**2 / mse)))
+
+
+# Small helpers of the pixels
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return (rgb.astype(np.float32) @ _Y_WEIGHTS + _Y_OFFSET).astype(np.float32)
+
+
+def _box_luma(frame: np.ndarray, target_height: int) -> np.ndarray:
+    """Luma box-averaged by a whole factor to about `target_height` rows."""
+    return _box(_luma(frame), max(1, round(frame.shape[0] / target_height)))
+
+
+def _box_chroma(frame: np.ndarray, factor: int) -> np.ndarray:
+    """MATLAB's Cb and Cr (2, h, w), box-averaged by `factor`: white light, rain's,
+    leaves them as they are."""
+    planes = frame.astype(np.float32) @ _CHROMA_WEIGHTS.T
+    return np.stack([_box(planes[:, :, c], factor) for c in range(2)])
+
+
+def _box(plane: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return plane
+    rows, columns = plane.shape[0] // factor, plane.shape[1] // factor
+    cut = plane[: rows * factor, : columns * factor]
+    return cut.reshape(rows, factor, columns, factor).mean(axis=(1, 3), dtype=np.float32)
+
+
+def _round(image: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(image, 0, 255)).astype(np.uint8)

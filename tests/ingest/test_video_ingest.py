@@ -1,0 +1,240 @@
+"""Videos and bursts of stills in `rainbench ingest`: a video goes in byte for byte (less
+its location) with one row and a sequence of its own; three stills of one camera a
+second apart become a burst; a lone still stays alone. The video is encoded here with
+PyAV, the stills written with EXIF by rainbench.demo."""
+
+import hashlib
+import io
+import sys
+import tarfile
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rainbench.capture.location import location_hint
+from rainbench.capture.probe import probe
+from rainbench.capture.reject import Reason
+from rainbench.capture.source import SourceFile
+from rainbench.capture.video import VideoFrames
+from rainbench.data.select import Filters, captures
+from rainbench.demo.captures import CaptureSpec, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest.bursts import group_bursts
+from rainbench.ingest.label_page import write_label_page
+from rainbench.ingest.tag import tag_dataset
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset
+from rainbench.shards.verify import verify
+
+av = pytest.importorskip("av", reason="videos need rainbench[video]")
+
+OPTIONS = IngestOptions(workers=1)
+START = datetime(2024, 5, 1, 10, 0, 0)
+
+
+def encode_mov(frames: int = 12) -> bytes:
+    """A QuickTime video from a phone that recorded where it was (©xyz)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mov") as output:
+        output.metadata.update(
+            {"location": "+47.3754+008.5451/", "make": "Apple", "model": "iPhone 15"}
+        )
+        stream = output.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        rng = np.random.default_rng(5)
+        for _ in range(frames):
+            picture = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def still(name: str, seconds: float, seed: int) -> CaptureSpec:
+    return CaptureSpec(name, 160, 120, captured_at=START + timedelta(seconds=seconds), seed=seed)
+
+
+@pytest.fixture
+def raw(tmp_path):
+    root = tmp_path / "raw"
+    (root / "cam").mkdir(parents=True)
+    (root / "cam" / "rain.mov").write_bytes(encode_mov())
+    for number, seconds in enumerate((0, 1, 2)):
+        write_capture(root, still(f"cam/burst-{number}.jpg", seconds, seed=number + 1))
+    write_capture(root, still("cam/lone.jpg", 600, seed=9))
+    return root
+
+
+def rows_by_name(ds) -> dict[str, dict]:
+    table = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES)
+    return {row["source_path"].split("/")[-1]: row for row in table.to_pylist()}
+
+
+def test_a_video_and_a_burst_are_ingested(raw, tmp_path):
+    ds = tmp_path / "ds"
+    summary = ingest([raw], ds, OPTIONS)
+    assert summary.accepted == 5 and not summary.rejected
+    rows = rows_by_name(ds)
+    video = rows["rain.mov"]
+    assert video["kind"] == "video" and video["format"] == "mov"
+    assert (video["codec"], video["frames"], video["frame_rate"]) == ("h264", 12, 24.0)
+    assert video["duration_s"] == pytest.approx(0.5)
+    assert (video["width"], video["height"], video["rotation"]) == (64, 48, 0)
+    assert (video["camera_make"], video["camera_model"]) == ("Apple", "iPhone 15")
+    assert video["members"] == ["mov", "json"]
+    assert (video["sequence"], video["sequence_index"]) == (video["key"], None)
+    assert video["gps_lat"] is None and video["phash"] and video["rain_type"]
+    first = rows["burst-0.jpg"]["key"]
+    for number in range(3):
+        row = rows[f"burst-{number}.jpg"]
+        assert (row["kind"], row["sequence"], row["sequence_index"]) == ("still", first, number)
+    lone = rows["lone.jpg"]
+    assert (lone["kind"], lone["sequence"], lone["sequence_index"]) == ("still", None, None)
+
+    # Stored as found, less its location: the same size, the same frames.
+    with tarfile.open(Dataset(ds).root / video["shard"]) as tar:
+        stored = tar.extractfile(f"{video['key']}.mov").read()
+        with VideoFrames(tar.extractfile(f"{video['key']}.mov")) as frames:
+            assert len(frames) == 12 and frames.read([4]).shape == (1, 48, 64, 3)
+    original = (raw / "cam" / "rain.mov").read_bytes()
+    assert len(stored) == len(original) and stored != original
+    assert location_hint(stored) is None
+    assert verify(Dataset(ds), workers=1) == []
+
+
+def test_a_rerun_changes_nothing(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    before = Dataset(ds).samples_manifest.read_bytes()
+    again = ingest([raw], ds, OPTIONS)
+    assert (again.scanned, again.accepted) == (0, 0)
+    assert Dataset(ds).samples_manifest.read_bytes() == before
+
+
+def test_a_later_ingest_extends_a_burst(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    write_capture(raw, still("cam/burst-3.jpg", 3.5, seed=4))
+    ingest([raw], ds, OPTIONS)
+    rows = rows_by_name(ds)
+    assert rows["burst-3.jpg"]["sequence"] == rows["burst-0.jpg"]["key"]
+    assert rows["burst-3.jpg"]["sequence_index"] == 3
+
+
+def test_burst_gap_zero_groups_nothing(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, IngestOptions(workers=1, burst_gap=0))
+    rows = rows_by_name(ds)
+    assert all(rows[f"burst-{n}.jpg"]["sequence"] is None for n in range(3))
+    assert rows["rain.mov"]["sequence"] == rows["rain.mov"]["key"]
+
+
+def test_the_picture_loader_skips_videos(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    chosen = captures(ds, Filters())
+    assert len(chosen) == 4 and set(chosen["kind"]) == {"still"}
+
+
+def test_rain_dataset_single_mode_skips_videos(raw, tmp_path):
+    pytest.importorskip("torch", reason="the loader needs rainbench[train]")
+    from rainbench.data import RainDataset
+
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    dataset = RainDataset(ds, crop=32, shuffle=False)
+    keys = {sample["key"] for sample in dataset}
+    assert rows_by_name(ds)["rain.mov"]["key"] not in keys and len(keys) == 4
+
+
+def test_without_pyav_a_video_is_refused_with_the_fix(raw, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
+    path = raw / "cam" / "rain.mov"
+    source = SourceFile(raw.as_posix(), "cam/rain.mov", path.stat().st_size, 0)
+    result = probe(source)
+    assert result.reason == Reason.UNSUPPORTED
+    assert "pip install 'rainbench[video]'" in result.message
+
+
+def test_stills_without_a_time_are_never_grouped():
+    rows = [
+        {"key": f"{n:024x}", "kind": None, "captured_at": None, "source_path": f"a/{n}.jpg"}
+        for n in range(4)
+    ]
+    table = pa.Table.from_pylist(rows, schema=manifest.SAMPLES)
+    grouped = group_bursts(table)
+    assert grouped["sequence"].to_pylist() == [None] * 4
+    assert grouped["kind"].to_pylist() == ["still"] * 4
+
+
+def test_tag_measures_a_video_again_on_its_middle_frame(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    path = Dataset(ds).samples_manifest
+    table = manifest.read_manifest(path, manifest.SAMPLES)
+    before = {row["key"]: row for row in table.to_pylist()}
+    index = table.schema.get_field_index("features_version")
+    table = table.set_column(index, "features_version", pa.nulls(table.num_rows, pa.string()))
+    manifest.write_manifest(path, table)
+    summary = tag_dataset(ds)
+    assert summary.measured == 5 and not summary.unmeasurable
+    after = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    for row in after:
+        assert row["rain_type"] == before[row["key"]]["rain_type"]
+        assert row["feat_contrast"] == pytest.approx(before[row["key"]]["feat_contrast"])
+
+
+def test_the_label_page_shows_a_video_by_its_middle_frame(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    page = write_label_page(ds, tmp_path / "label.html")
+    assert page.cards == 5 and not page.unreadable
+
+
+def test_verify_counts_a_videos_frames(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    for row in rows:
+        if row["kind"] == "video":
+            row["frames"] += 1
+    manifest.write_manifest(path, manifest.rows_to_table(rows, manifest.SAMPLES))
+    problems = verify(Dataset(ds), workers=1)
+    assert [p.kind for p in problems] == ["video-frames"]
+    assert "12 frames, the manifest says 13" in problems[0].detail
+
+
+def test_a_burst_needs_one_camera_size_folder_and_short_gaps():
+    def row(name: str, seconds: float, **changes) -> dict:
+        return {
+            "key": hashlib.sha256(name.encode()).hexdigest()[:24],
+            "captured_at": START + timedelta(seconds=seconds),
+            "source_path": name,
+            "camera_make": "Canon",
+            "camera_model": "EOS R6",
+            "width": 160,
+            "height": 120,
+            **changes,
+        }
+
+    rows = [
+        row("a/1.jpg", 0.0),
+        row("a/2.jpg", 1.5),
+        row("a/3.jpg", 3.5),  # 2.0 s after the one before: still in
+        row("a/4.jpg", 5.6),  # 2.1 s: a new run, too short to be a burst
+        row("a/5.jpg", 6.0),
+        row("b/1.jpg", 0.5),  # another folder
+        row("a/x.jpg", 0.7, camera_model="EOS R5"),  # another camera
+        row("a/y.jpg", 0.8, width=120, height=160),  # another size
+    ]
+    table = pa.Table.from_pylist(rows, schema=manifest.SAMPLES)
+    grouped = {
+        r["source_path"]: (r["sequence"], r["sequence_index"])
+        for r in group_bursts(table.take([7, 3, 0, 5, 2, 6, 1, 4])).to_pylist()
+    }
+    first = rows[0]["key"]
+    assert [grouped[f"a/{n}.jpg"] for n in (1, 2, 3)] == [(first, 0), (first, 1), (first, 2)]
+    for name in ("a/4.jpg", "a/5.jpg", "b/1.jpg", "a/x.jpg", "a/y.jpg"):
+        assert grouped[name] == (None, None)

@@ -1,0 +1,219 @@
+"""`rainbench pairs` end to end: a tripod rain video and a burst of stills, ingested,
+paired into a verified real-paired split whose ground truth is close to the truth,
+scored by eval; re-runs, determinism and bad requests."""
+
+import io
+import json
+import shutil
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rainbench.cli import main
+from rainbench.data import RainDataset
+from rainbench.demo.captures import CaptureSpec, render_scene, write_picture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.leaderboard.eval import CONFIDENT, EvalSettings, evaluate
+from rainbench.leaderboard.sources import DerainerSource
+from rainbench.metrics.fullref import psnr_y
+from rainbench.models.registry import create_derainer
+from rainbench.pairs import build as build_module
+from rainbench.pairs.build import PairsOptions, build_pairs
+from rainbench.pairs.estimate import EstimateOptions
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, RAIN, member
+from rainbench.shards.members import open_shard, read_member
+from rainbench.shards.verify import verify
+from rainbench.synth.video import encode_h264, render_rain_video
+
+pytest.importorskip("av")
+
+WIDTH, HEIGHT, FRAMES = 192, 128, 40
+EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
+
+
+def _still(seed: int) -> np.ndarray:
+    return render_scene(WIDTH, HEIGHT, seed)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """A rendered tripod video in streaks, with shake and a crossing object, as H.264."""
+    root = tmp_path_factory.mktemp("video")
+    rendered = render_rain_video(_still(3), "streak", FRAMES, seed=1)
+    (root / "raw").mkdir()
+    encode_h264(rendered.frames, root / "raw" / "tripod.mp4", crf=18)
+    return root / "raw", rendered
+
+
+@pytest.fixture(scope="module")
+def _paired(tmp_path_factory, video):
+    raw, _ = video
+    ds = tmp_path_factory.mktemp("paired") / "ds"
+    ingest([raw], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    summary = build_pairs(ds, PairsOptions(workers=1))
+    return ds, summary
+
+
+@pytest.fixture
+def paired(tmp_path, _paired):
+    ds, summary = _paired
+    return shutil.copytree(ds, tmp_path / "ds"), summary
+
+
+def _pairs(ds) -> list[dict]:
+    table = manifest.read_manifest(Dataset(ds).synthetic_manifest, manifest.SYNTHETIC)
+    return table.to_pylist()
+
+
+def _member(ds, row: dict, name: str) -> np.ndarray:
+    with open_shard(ds, row["shard"]) as tar:
+        data = read_member(tar, row["shard"], member(row["key"], name), 10**8)
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_a_tripod_video_becomes_a_verified_real_paired_split(paired, video):
+    ds, summary = paired
+    _, rendered = video
+    rows = _pairs(ds)
+    assert summary.stored["lab-pairs"] == len(rows) >= 3
+    assert verify(Dataset(ds), 1) == []
+    samples = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES)
+    (video_key,) = samples["key"].to_pylist()
+    for row in rows:
+        assert row["split"] == "lab-pairs" and row["recipe"].startswith("pairs:")
+        assert row["source_key"] == row["group"] == video_key
+        assert row["window_start"] <= row["frame_index"] <= row["window_end"]
+        assert 0 < row["confidence_mean"] <= 1 and row["gt_psnr_estimate"] > 0
+        assert row["members"] == [RAIN, GROUND_TRUTH, CONFIDENCE, "json"]
+        rain, gt, confidence = (_member(ds, row, name) for name in (RAIN, GROUND_TRUTH, CONFIDENCE))
+        assert rain.shape == gt.shape == (HEIGHT, WIDTH, 3) and confidence.shape == (HEIGHT, WIDTH)
+        # The ground truth is near the true background where the map trusts it, and the
+        # crossing object is never trusted.
+        trusted = confidence >= CONFIDENT
+        truth = rendered.backgrounds[row["frame_index"]]
+        assert trusted.mean() > 0.3
+        assert psnr_y(gt, truth, trusted) > 30
+        assert not (trusted & rendered.objects[row["frame_index"]]).any()
+
+
+def test_eval_scores_the_pairs_on_their_trusted_pixels(tmp_path, paired):
+    ds, _ = paired
+    source = DerainerSource(create_derainer("identity"), "cpu", None, 32)
+    settings = EvalSettings(metrics=("psnr_y", "ssim_y"), batch=2, crops=1)
+    reports = evaluate(source, ds, "all", tmp_path / "res", settings)
+    assert {r.split: r.kind for r in reports} == {"lab-pairs": "real-paired"}
+    table = pd.read_parquet(tmp_path / "res" / "identity" / "ds" / "lab-pairs.parquet")
+    assert (table.status == "ok").all() and table.psnr_y.notna().all()
+    info = json.loads((tmp_path / "res" / "identity" / "ds" / "lab-pairs.json").read_text())
+    assert set(info["ground_truth"]["methods"]) <= {"pairs:percentile", "pairs:rain-free"}
+
+
+def test_running_again_is_a_no_op_and_the_same_video_gives_the_same_bytes(tmp_path, paired, video):
+    ds, first = paired
+    again = build_pairs(ds, PairsOptions(workers=1))
+    assert again.stored["lab-pairs"] == 0
+    assert again.existing["lab-pairs"] == first.stored["lab-pairs"]
+    other = tmp_path / "other"
+    ingest([video[0]], other, IngestOptions(workers=2, split=EVERYTHING_TEST))
+    build_pairs(other, PairsOptions(workers=2))
+    shards = [
+        manifest.read_manifest(Dataset(root).shards_manifest, manifest.SHARDS).to_pylist()
+        for root in (ds, other)
+    ]
+    assert [(s["shard"], s["sha256"]) for s in shards[0]] == [
+        (s["shard"], s["sha256"]) for s in shards[1]
+    ]
+
+
+def test_a_burst_of_stills_is_a_sequence_too(tmp_path):
+    rendered = render_rain_video(_still(5), "drizzle", 8, seed=2, shake=0.0, moving_object=False)
+    start = datetime(2026, 5, 1, 14, 0, 0)
+    for index, frame in enumerate(rendered.frames):
+        spec = CaptureSpec(
+            name=f"burst/IMG_{index:04d}.jpg",
+            quality=95,
+            make="Canon",
+            model="EOS R6",
+            captured_at=start + timedelta(seconds=index),
+        )
+        write_picture(tmp_path / "raw", spec, Image.fromarray(frame))
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    samples = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES)
+    (burst,) = set(samples["sequence"].to_pylist())
+    assert burst is not None, "the stills form one burst"
+    summary = build_pairs(ds, PairsOptions(workers=1))
+    rows = _pairs(ds)
+    assert summary.stored["lab-pairs"] == len(rows) >= 1
+    assert verify(Dataset(ds), 1) == []
+
+
+def test_bad_requests_are_one_line_errors(tmp_path, paired):
+    ds, _ = paired
+    with pytest.raises(DatasetError, match="no rainy video or burst"):
+        build_pairs(ds, PairsOptions(sequences=("0" * 24,), workers=1))
+    for name in ("test", "syn-streak", "Bad Name"):
+        with pytest.raises(DatasetError, match="--name"):
+            build_pairs(ds, PairsOptions(name=name, workers=1))
+
+
+def test_the_cli_pairs_and_reports(paired):
+    ds, _ = paired
+    result = CliRunner().invoke(main, ["pairs", str(ds), "--json", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert not report["stored"] and report["existing"]["lab-pairs"] >= 3
+
+
+def test_a_killed_run_resumes_to_the_same_bytes(tmp_path, monkeypatch, paired, video):
+    ds, _ = paired
+    other = tmp_path / "other"
+    ingest([video[0]], other, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    made = build_module.make_window
+    calls = []
+
+    def killed(task):
+        calls.append(task)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run dies while its second window is made
+        return made(task)
+
+    monkeypatch.setattr(build_module, "make_window", killed)
+    small = PairsOptions(workers=1, shard_bytes=1)  # a shard per window
+    with pytest.raises(KeyboardInterrupt):
+        build_pairs(other, small)
+    monkeypatch.undo()
+    assert 0 < len(_pairs(other)) < len(_pairs(ds))
+    build_pairs(other, small)
+    fresh = tmp_path / "fresh"
+    ingest([video[0]], fresh, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    build_pairs(fresh, small)
+    shards = [
+        manifest.read_manifest(Dataset(root).shards_manifest, manifest.SHARDS).to_pylist()
+        for root in (other, fresh)
+    ]
+    assert [s["sha256"] for s in shards[0]] == [s["sha256"] for s in shards[1]]
+    assert verify(Dataset(other), 1) == []
+
+
+def test_the_loader_reads_real_pairs_with_their_confidence(paired):
+    ds, _ = paired
+    data = RainDataset(ds, mode="paired", paired_split="lab-pairs", crop=32, crops_per_image=2)
+    crops = list(data)
+    assert len(crops) == 2 * len(_pairs(ds))
+    for crop in crops:
+        assert crop["rain"].shape == crop["gt"].shape == (3, 32, 32)
+        assert crop["gt_confidence"].shape == (1, 32, 32)
+        assert 0 <= float(crop["gt_confidence"].min()) <= float(crop["gt_confidence"].max()) <= 1
+
+
+def test_options_out_of_range_are_one_line_errors(paired):
+    ds, _ = paired
+    with pytest.raises(DatasetError, match="percentile"):
+        build_pairs(ds, PairsOptions(estimate=EstimateOptions(percentile=120), workers=1))

@@ -1,0 +1,208 @@
+"""The background estimate from time, on small synthetic sequences built here: a smooth
+textured scene, shaken by whole and fractional pixels, under bright streaks that fall
+anew every frame, with a dark square crossing it."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from rainbench.metrics.fullref import psnr_y
+from rainbench.pairs.estimate import (
+    METHODS,
+    ArrayFrames,
+    EstimateOptions,
+    Window,
+    estimate_pairs,
+    estimate_window,
+    find_rain_free,
+    plan_windows,
+)
+
+HEIGHT, WIDTH = 64, 96
+
+
+def scene(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.normal(0, 1, (HEIGHT + 16, WIDTH + 16, 3)), (2, 2, 0))
+    ramp = np.linspace(60, 160, WIDTH + 16)[None, :, None]
+    return np.clip(ramp + 400 * texture, 0, 255).astype(np.float32)
+
+
+def shifted(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """The central HEIGHT×WIDTH of `image` moved by shift (Fourier: no interpolator bias)."""
+    planes = [
+        np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image[:, :, c]), shift)).real
+        for c in range(3)
+    ]
+    return np.stack(planes, axis=2)[8 : 8 + HEIGHT, 8 : 8 + WIDTH]
+
+
+def sequence(
+    count: int = 21,
+    seed: int = 0,
+    shake: bool = True,
+    square: int = 0,
+    dry: range = range(0),
+    veil: bool = False,
+) -> tuple[ArrayFrames, list[np.ndarray], list[np.ndarray], list[tuple[float, float]]]:
+    """Frames, true backgrounds, square masks and shifts."""
+    rng = np.random.default_rng(seed)
+    still = scene(seed)
+    frames, truths, squares, shifts = [], [], [], []
+    for index in range(count):
+        shift = (0.0, 0.0)
+        if shake and index % 2:
+            shift = tuple(float(v) for v in np.round(rng.uniform(-1.5, 1.5, 2), 2))
+        elif shake:
+            shift = (float(rng.integers(-1, 2)), float(rng.integers(-1, 2)))
+        truth = shifted(still, shift)
+        frame = truth.copy()
+        mask = np.zeros((HEIGHT, WIDTH), bool)
+        if square:
+            left = int(index * (WIDTH - square) / max(count - 1, 1))
+            mask[20 : 20 + square, left : left + square] = True
+            frame[mask] = 15
+        if index not in dry and veil:  # mist: no streak, a lighter, flatter frame
+            frame = 0.6 * frame + 0.4 * 220
+        elif index not in dry:
+            for column in rng.integers(0, WIDTH, 12):
+                top = int(rng.integers(0, HEIGHT - 20))
+                frame[top : top + 20, column] += rng.uniform(60, 120)
+        frame += rng.normal(0, 1, frame.shape)
+        frames.append(np.clip(np.rint(frame), 0, 255).astype(np.uint8))
+        truths.append(np.clip(np.rint(truth), 0, 255).astype(np.uint8))
+        squares.append(mask)
+        shifts.append(shift)
+    return ArrayFrames(frames), truths, squares, shifts
+
+
+def test_the_background_comes_back_under_rain_and_shake():
+    frames, truths, _, shifts = sequence()
+    options = EstimateOptions(window=21, stride=5)
+    estimates = list(estimate_pairs(frames, options))
+    assert [e.index for e in estimates] == [0, 5, 10, 15, 20]
+    middle = estimates[2]
+    for estimate in estimates:
+        assert estimate.skipped is None and estimate.method == "percentile"
+        trusted = estimate.confidence >= 128
+        assert trusted.mean() > 0.6
+        assert psnr_y(estimate.gt, truths[estimate.index], trusted) > 40
+        expected = np.subtract(shifts[estimate.index], shifts[10])
+        assert np.allclose(np.subtract(estimate.shift, middle.shift), expected, atol=0.1)
+        assert 35 < estimate.gt_psnr_estimate <= 60
+        rainy = psnr_y(frames.read([estimate.index])[0], truths[estimate.index], trusted)
+        assert rainy < 30
+
+
+def test_a_moving_square_is_left_out_and_a_huge_one_skips_the_frame():
+    frames, truths, squares, _ = sequence(square=12)
+    options = EstimateOptions(window=21, stride=5)
+    for estimate in estimate_pairs(frames, options):
+        assert estimate.skipped is None
+        assert not estimate.confidence[squares[estimate.index]].any()
+        assert estimate.moving > 0
+        trusted = estimate.confidence >= 128
+        assert psnr_y(estimate.gt, truths[estimate.index], trusted) > 38
+    frames.frames[10, 8:56, 10:70] = 20  # a bus stops in front of the camera
+    estimates = estimate_window(frames, Window(0, 20, (10,)), (), options)
+    assert "moves" in estimates[0].skipped
+    assert estimates[0].gt is None and estimates[0].confidence is None
+
+
+def test_a_frame_shaken_too_far_is_not_paired():
+    frames, truths, _, _ = sequence(count=11, shake=False)
+    frames.frames[5] = np.roll(frames.frames[5], (0, 14), axis=(0, 1))  # a 14 px jolt
+    estimates = estimate_window(frames, Window(0, 10, (3, 5)), (), EstimateOptions(window=11))
+    assert estimates[0].skipped is None
+    assert "not registered" in estimates[1].skipped
+    assert psnr_y(estimates[0].gt, truths[3], estimates[0].confidence >= 128) > 38
+
+
+def test_rain_free_frames_are_found_and_preferred():
+    frames, truths, _, _ = sequence(count=24, dry=range(6))
+    options = EstimateOptions(window=12, stride=4)
+    dry = find_rain_free(frames, options)
+    assert dry == (0, 1, 2, 3, 4, 5)
+    estimates = estimate_window(frames, Window(0, 11, (2, 9)), dry, options)
+    assert estimates[0].skipped == "rain-free"
+    assert estimates[1].method == "rain-free" and estimates[1].window == (0, 5)
+    trusted = estimates[1].confidence >= 128
+    assert psnr_y(estimates[1].gt, truths[9], trusted) > 40
+    without = estimate_window(
+        frames, Window(0, 11, (9,)), dry, EstimateOptions(window=12, prefer_rain_free=False)
+    )
+    assert without[0].method == "percentile"
+
+
+def test_a_sequence_all_in_the_rain_has_no_rain_free_frames():
+    frames, _, _, _ = sequence(count=12)
+    assert find_rain_free(frames, EstimateOptions(window=12)) == ()
+
+
+def test_mist_without_streaks_is_not_taken_for_dry():
+    frames, _, _, _ = sequence(count=16, dry=range(5), veil=True)
+    assert find_rain_free(frames, EstimateOptions(window=16)) == (0, 1, 2, 3, 4)
+    frames, _, _, _ = sequence(count=16, veil=True)
+    assert find_rain_free(frames, EstimateOptions(window=16)) == ()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_gives_a_background(method):
+    frames, truths, _, _ = sequence(count=15, shake=False)
+    options = EstimateOptions(method=method, window=15, stride=7)
+    for estimate in estimate_pairs(frames, options):
+        assert estimate.method == method
+        trusted = estimate.confidence >= 128
+        floor = 30 if method == "median" else 38
+        assert psnr_y(estimate.gt, truths[estimate.index], trusted) > floor
+
+
+def test_three_frames_are_enough_with_less_confidence():
+    frames, _, _, _ = sequence(count=3, shake=False)
+    few = list(estimate_pairs(frames, EstimateOptions()))
+    assert [e.index for e in few] == [1]
+    many = next(iter(estimate_pairs(sequence(count=21, shake=False)[0], EstimateOptions())))
+    assert few[0].confidence.mean() < many.confidence.mean()
+    assert few[0].gt_psnr_estimate < many.gt_psnr_estimate
+    assert list(estimate_pairs(ArrayFrames(frames.frames[:2]), EstimateOptions())) == []
+
+
+def test_the_same_frames_give_the_same_bytes():
+    frames, _, _, _ = sequence(count=11, square=10)
+    options = EstimateOptions(window=11, stride=5)
+    first, second = (list(estimate_pairs(frames, options)) for _ in range(2))
+    for a, b in zip(first, second, strict=True):
+        assert a.gt.tobytes() == b.gt.tobytes()
+        assert a.confidence.tobytes() == b.confidence.tobytes()
+        assert (a.shift, a.gt_psnr_estimate) == (b.shift, b.gt_psnr_estimate)
+
+
+@pytest.mark.parametrize("count", [3, 5, 30, 31, 32, 100, 1000])
+@pytest.mark.parametrize("stride", [1, 8, 40])
+def test_windows_pair_every_stride_th_frame_once(count, stride):
+    options = EstimateOptions(stride=stride)
+    windows = plan_windows(count, options)
+    targets = [t for w in windows for t in w.targets]
+    assert targets == sorted(set(targets))
+    assert all(b - a == stride for a, b in itertools.pairwise(targets))
+    assert targets[0] <= stride and count - 1 - targets[-1] <= stride
+    for window in windows:
+        assert 0 <= window.start <= min(window.targets)
+        assert max(window.targets) <= window.end < count
+        assert window.end - window.start + 1 == min(options.window, count)
+
+
+def test_windows_of_too_short_sequences_and_bad_options():
+    assert plan_windows(2, EstimateOptions()) == []
+    assert plan_windows(5, EstimateOptions()) == [Window(0, 4, (2,))]
+    for bad in (
+        EstimateOptions(method="mean"),
+        EstimateOptions(window=2),
+        EstimateOptions(stride=0),
+        EstimateOptions(percentile=120),
+        EstimateOptions(max_moving=0),
+    ):
+        with pytest.raises(ValueError):
+            plan_windows(40, bad)
