@@ -193,8 +193,9 @@ def ground_truth_text(table: SplitTable) -> str | None:
             f" dB psnr_y from the true background; mean confidence "
             f"{truth['confidence_mean']:.2f}, {100 * truth['moving_mean']:.1f}% of a frame "
             f"masked as moving on average; full-reference metrics score only the pixels of "
-            f"confidence ≥ {truth['confident_from']:.2f}. How far such estimates are from the "
-            "truth, measured on synthetic videos: docs/pairs.md"
+            f"confidence ≥ {truth['confident_from']:.2f}. A veil or mist in every frame stays "
+            "in such a ground truth and that figure cannot see it; how far such estimates are "
+            "from the truth, measured on synthetic videos: docs/pairs.md"
         )
     return text + "."
 
