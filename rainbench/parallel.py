@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from itertools import islice
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -117,3 +118,31 @@ def distribute(fn: Callable[[T], R], units: Iterable[T], workers: int) -> Iterat
     """`fn` over `units` on a pool of its own."""
     with WorkerPool(workers) as pool:
         yield from pool.map_unordered(fn, units)
+
+
+def available_memory(
+    meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int:
+    """Bytes free for new work: MemAvailable, or less where a cgroup limit is tighter;
+    unbounded (a very large number) where neither can be read."""
+    found = [2**62]
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    # cgroup v2 (memory.max, memory.current), else v1 (limit_in_bytes, usage_in_bytes)
+    for limit, usage in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        try:
+            cap = (cgroup / limit).read_text().strip()
+            used = int((cgroup / usage).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit():  # "max" is no limit
+            found.append(max(0, int(cap) - used))
+        break
+    return min(found)

@@ -32,6 +32,7 @@ from rainbench.metrics.registry import (
     check_metric,
     create_metric,
 )
+from rainbench.parallel import available_memory
 
 DEFAULT_CACHE = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rainbench" / "scores.sqlite"
@@ -160,34 +161,6 @@ def workers_for_memory(needs: list[int], available: int) -> int:
         if total > available:
             return max(1, fitting)
     return max(1, len(needs))
-
-
-def available_memory(
-    meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
-) -> int:
-    """Bytes free for new work: MemAvailable, or less where a cgroup limit is tighter;
-    unbounded (a very large number) where neither can be read."""
-    found = [2**62]
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    # cgroup v2 (memory.max, memory.current), else v1 (limit_in_bytes, usage_in_bytes)
-    for limit, usage in (
-        ("memory.max", "memory.current"),
-        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
-    ):
-        try:
-            cap = (cgroup / limit).read_text().strip()
-            used = int((cgroup / usage).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if cap.isdigit():  # "max" is no limit
-            found.append(max(0, int(cap) - used))
-        break
-    return min(found)
 
 
 def _pixels(job: ScoreJob) -> int:

@@ -31,7 +31,7 @@ from rainbench.pairs.estimate import (
     find_rain_free,
     plan_windows,
 )
-from rainbench.parallel import WorkerPool
+from rainbench.parallel import WorkerPool, available_memory
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
@@ -46,6 +46,11 @@ DEFAULT_NAME = "lab-pairs"
 DEFAULT_SHARD_BYTES = 1_000_000_000
 _RESERVED = {"train", "val", "test", "synthetic"}
 _MIN_FRAMES = 3  # fewer frames hold no temporal statistic worth the name
+# What one worker holds to estimate a window: a base, the video's bytes, and about three
+# times the window's 8-bit frames (the frames, registered in place, and the float32 row
+# bands; benchmarks/pairs_cost.py: 590 MB for a 1080p window of 193 MB of frames).
+_WORKER_BASE_BYTES = 256 << 20
+_WINDOW_FRAME_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -95,47 +100,74 @@ def build_pairs(root: Path, options: PairsOptions, progress: bool = False) -> Pa
         check_options(options.estimate)
     except ValueError as error:
         raise DatasetError(str(error)) from None
-    with dataset.lock(), WorkerPool(options.workers) as pool:
+    with dataset.lock():
         sequences = find_sequences(dataset, options.sequences)
-        digest = _digest(options.estimate)
-        planned = [
-            (sequence, window, _job_name(sequence, window, digest))
-            for sequence in sequences
-            for window in plan_windows(sequence.frames, options.estimate)
-        ]
-        stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-        done = {
-            job
-            for split, job in zip(
-                stored["split"].to_pylist(), stored["job"].to_pylist(), strict=True
-            )
-            if split == options.name
-        }
-        pending = {s.key: s for s, _, job in planned if job not in done}
-        rain_free = dict.fromkeys((s.key for s in sequences), ())
-        if options.estimate.prefer_rain_free and pending:
-            tasks = [SequenceTask(dataset.root, s, options.estimate) for s in pending.values()]
-            found = pool.map_ordered(_rain_free, tasks)
-            rain_free.update(zip(pending, found, strict=True))
-        jobs = [
-            PairJob(
-                split=options.name,
-                job=job,
-                row={
-                    "recipe_version": VERSION,
-                    "source_key": sequence.key,
-                    "group": sequence.key,  # a sequence never straddles two splits
-                },
-                task=WindowTask(
-                    dataset.root, sequence, window, rain_free[sequence.key], options.estimate
-                ),
-            )
-            for sequence, window, job in planned
-        ]
-        summary = write_pairs(
-            dataset, jobs, make_window, pool, options.shard_bytes, new_run_id(), progress
+        workers = min(options.workers, _workers_for_memory(sequences, options.estimate))
+        with WorkerPool(workers) as pool:
+            return _build(dataset, sequences, options, pool, progress)
+
+
+def _build(
+    dataset: Dataset,
+    sequences: list[Sequence],
+    options: PairsOptions,
+    pool: WorkerPool,
+    progress: bool,
+) -> PairsSummary:
+    """The pairs of `sequences`' windows that the split lacks, made in `pool` (the caller
+    holds the dataset's lock)."""
+    digest = _digest(options.estimate)
+    planned = [
+        (sequence, window, _job_name(sequence, window, digest))
+        for sequence in sequences
+        for window in plan_windows(sequence.frames, options.estimate)
+    ]
+    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    done = {
+        job
+        for split, job in zip(stored["split"].to_pylist(), stored["job"].to_pylist(), strict=True)
+        if split == options.name
+    }
+    pending = {s.key: s for s, _, job in planned if job not in done}
+    rain_free = dict.fromkeys((s.key for s in sequences), ())
+    if options.estimate.prefer_rain_free and pending:
+        tasks = [SequenceTask(dataset.root, s, options.estimate) for s in pending.values()]
+        found = pool.map_ordered(_rain_free, tasks)
+        rain_free.update(zip(pending, found, strict=True))
+    jobs = [
+        PairJob(
+            split=options.name,
+            job=job,
+            row={
+                "recipe_version": VERSION,
+                "source_key": sequence.key,
+                "group": sequence.key,  # a sequence never straddles two splits
+            },
+            task=WindowTask(
+                dataset.root, sequence, window, rain_free[sequence.key], options.estimate
+            ),
         )
-    return summary
+        for sequence, window, job in planned
+    ]
+    return write_pairs(
+        dataset, jobs, make_window, pool, options.shard_bytes, new_run_id(), progress
+    )
+
+
+def _workers_for_memory(sequences: list[Sequence], options: EstimateOptions) -> int:
+    """How many workers the free memory holds, each with the largest window: at least 1."""
+    if not sequences:
+        return 1
+    need = max(
+        _WORKER_BASE_BYTES
+        + (sequence.rows[0]["bytes"] if sequence.video else 0)
+        + _WINDOW_FRAME_COPIES
+        * min(options.window, sequence.frames)
+        * 3
+        * max(row["width"] * row["height"] for row in sequence.rows)
+        for sequence in sequences
+    )
+    return max(1, available_memory() // need)
 
 
 def find_sequences(dataset: Dataset, keys: tuple[str, ...] = ()) -> list[Sequence]:

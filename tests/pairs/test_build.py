@@ -217,3 +217,13 @@ def test_options_out_of_range_are_one_line_errors(paired):
     ds, _ = paired
     with pytest.raises(DatasetError, match="percentile"):
         build_pairs(ds, PairsOptions(estimate=EstimateOptions(percentile=120), workers=1))
+
+
+def test_workers_are_as_many_as_the_free_memory_holds(monkeypatch, paired):
+    ds, _ = paired
+    sequences = build_module.find_sequences(Dataset(ds))
+    window = 3 * FRAMES * 3 * WIDTH * HEIGHT  # three copies of a window's 8-bit frames
+    need = (256 << 20) + sequences[0].rows[0]["bytes"] + window
+    for available, workers in ((1, 1), (2 * need + need // 2, 2), (10 * need, 10)):
+        monkeypatch.setattr(build_module, "available_memory", lambda free=available: free)
+        assert build_module._workers_for_memory(sequences, EstimateOptions(window=64)) == workers
