@@ -117,6 +117,7 @@ def _build(
     """The pairs of `sequences`' windows that the split lacks, made in `pool` (the caller
     holds the dataset's lock)."""
     digest = _digest(options.estimate)
+    _check_same_options(dataset, options.name, digest)
     planned = [
         (sequence, window, _job_name(sequence, window, digest))
         for sequence in sequences
@@ -342,6 +343,19 @@ def _check_name(dataset: Dataset, name: str) -> None:
         raise DatasetError(
             f"--name {name}: the split holds pairs made otherwise ({sorted(others)[0]}); "
             "choose another name"
+        )
+
+
+def _check_same_options(dataset: Dataset, name: str, digest: str) -> None:
+    """A split holds the pairs of one set of options: two estimates of the same frames
+    in one split would be scored twice."""
+    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    splits, jobs = stored["split"].to_pylist(), stored["job"].to_pylist()
+    mine = [job for split, job in zip(splits, jobs, strict=True) if split == name]
+    if any(not job.endswith(f":{digest}") for job in mine):
+        raise DatasetError(
+            f"--name {name}: the split holds pairs made with other options; give these "
+            "another --name, or the same options again"
         )
 
 

@@ -227,3 +227,11 @@ def test_workers_are_as_many_as_the_free_memory_holds(monkeypatch, paired):
     for available, workers in ((1, 1), (2 * need + need // 2, 2), (10 * need, 10)):
         monkeypatch.setattr(build_module, "available_memory", lambda free=available: free)
         assert build_module._workers_for_memory(sequences, EstimateOptions(window=64)) == workers
+
+
+def test_a_split_holds_the_pairs_of_one_set_of_options(paired):
+    ds, _ = paired
+    with pytest.raises(DatasetError, match="other options"):
+        build_pairs(ds, PairsOptions(estimate=EstimateOptions(stride=4), workers=1))
+    summary = build_pairs(ds, PairsOptions(name="dense", estimate=EstimateOptions(stride=4)))
+    assert summary.stored["dense"] > len([r for r in _pairs(ds) if r["split"] == "lab-pairs"])
