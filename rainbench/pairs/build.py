@@ -117,18 +117,21 @@ def _build(
     """The pairs of `sequences`' windows that the split lacks, made in `pool` (the caller
     holds the dataset's lock)."""
     digest = _digest(options.estimate)
-    _check_same_options(dataset, options.name, digest)
+    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    splits, stored_jobs = stored["split"].to_pylist(), stored["job"].to_pylist()
+    done = {job for split, job in zip(splits, stored_jobs, strict=True) if split == options.name}
+    # A split holds the pairs of one set of options: two estimates of the same frames in
+    # one split would be scored twice.
+    if any(not job.endswith(f":{digest}") for job in done):
+        raise DatasetError(
+            f"--name {options.name}: the split holds pairs made with other options; give "
+            "these another --name, or the same options again"
+        )
     planned = [
         (sequence, window, _job_name(sequence, window, digest))
         for sequence in sequences
         for window in plan_windows(sequence.frames, options.estimate)
     ]
-    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    done = {
-        job
-        for split, job in zip(stored["split"].to_pylist(), stored["job"].to_pylist(), strict=True)
-        if split == options.name
-    }
     pending = {s.key: s for s, _, job in planned if job not in done}
     rain_free = dict.fromkeys((s.key for s in sequences), ())
     if options.estimate.prefer_rain_free and pending:
@@ -343,19 +346,6 @@ def _check_name(dataset: Dataset, name: str) -> None:
         raise DatasetError(
             f"--name {name}: the split holds pairs made otherwise ({sorted(others)[0]}); "
             "choose another name"
-        )
-
-
-def _check_same_options(dataset: Dataset, name: str, digest: str) -> None:
-    """A split holds the pairs of one set of options: two estimates of the same frames
-    in one split would be scored twice."""
-    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    splits, jobs = stored["split"].to_pylist(), stored["job"].to_pylist()
-    mine = [job for split, job in zip(splits, jobs, strict=True) if split == name]
-    if any(not job.endswith(f":{digest}") for job in mine):
-        raise DatasetError(
-            f"--name {name}: the split holds pairs made with other options; give these "
-            "another --name, or the same options again"
         )
 
 
