@@ -208,10 +208,10 @@ def score_one(task: tuple[ScoreJob, ScoreSettings, bool]) -> dict:
 @functools.cache  # once per process
 def _tune_worker() -> None:
     """Ask torch for transparent huge pages, if it is not imported yet in this worker
-    (torch reads the variable at its first allocation). NIQE allocates and frees
-    0.5 GB per MP per call (pyiqa's float64 convolutions unfold 49 values per pixel),
-    and the kernel faults each block in anew: with 2 MB pages, 60× fewer faults. Only in
-    pool workers, never in the caller's process; values are the same either way.
+    (torch reads the variable at its first allocation). NIQE and PIQE allocate and free
+    a band's float buffers, hundreds of MB, for every band of every image, and the kernel
+    faults each block in anew; with 2 MB pages, far fewer faults. Only in pool workers,
+    never in the caller's process; values are the same either way.
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

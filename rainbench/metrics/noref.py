@@ -1,6 +1,7 @@
 """No-reference metrics for real rain (niqe, brisque, piqe, musiq, topiq_nr), computed
-by pyiqa. pyiqa is imported here and nowhere else: its licence is non-commercial, so
-this module is the one to replace. Weight files come from `weights`, never a download.
+by pyiqa. pyiqa is imported here and in `banded` (NIQE and PIQE band by band, to pyiqa's
+values) and nowhere else: its licence is non-commercial, so these two modules are the
+ones to replace. Weight files come from `weights`, never a download.
 """
 
 import sys
@@ -33,8 +34,9 @@ METRICS = (
         True,
         "NIQE, LIVE parameters (pyiqa); compare methods only at equal resolution",
         min_side=96,  # one 96×96 block
-        # float64 convolutions unfold 49 values per pixel: measured 430–450 B/px
-        peak_bytes_per_pixel=460,
+        # In bands (`banded`), benchmarks/metric_memory.py: 137 B/px at 2 MP, 43 at 12 MP
+        # (pyiqa's whole-image call: 420–430).
+        peak_bytes_per_pixel=140,
     ),
     PyiqaMetric("brisque", True, "BRISQUE, LIVE SVR (pyiqa)"),
     PyiqaMetric(
@@ -42,7 +44,8 @@ METRICS = (
         True,
         "PIQE (pyiqa); needs no weights",
         min_side=16,  # one 16×16 block
-        peak_bytes_per_pixel=180,  # measured 100–175 B/px from 2 to 12 MP
+        # In bands: 66 B/px at 2 MP, 39 at 12 MP (pyiqa's whole-image call: 96–111).
+        peak_bytes_per_pixel=70,
     ),
     PyiqaMetric("musiq", False, "MUSIQ trained on KonIQ-10k (pyiqa), ~0..100"),
     # Its ResNet-50 comes with the checkpoint: without backbone_pretrain=False timm would
@@ -80,12 +83,13 @@ def _build(
     # pyiqa prints "Loading pretrained model" to stdout, which may be the CLI's --json.
     with redirect_stdout(sys.stderr):
         model = pyiqa.create_metric(metric.name, device=device, **options)
+    call = _banded(metric.name, model)
 
     def score(pred: np.ndarray) -> float:
         x = torch.tensor(pred, device=device).permute(2, 0, 1).unsqueeze(0)
         try:
             with torch.inference_mode():
-                value = float(model(x.float() / 255))
+                value = float(call(x.float() / 255))
         # Flat images leave NIQE without statistics: one image fails, not the run.
         except (RuntimeError, ValueError) as error:
             raise MetricError(f"{metric.name} fails on this image: {_first_line(error)}") from error
@@ -94,6 +98,20 @@ def _build(
         return value
 
     return score
+
+
+def _banded(name: str, model):
+    """pyiqa's call for this metric, or its band-by-band equivalent where there is one."""
+    from rainbench.metrics import banded  # imports pyiqa: only once it is known to import
+
+    if name == "niqe":
+        pristine = model.net
+        return partial(
+            banded.niqe, mu_pristine=pristine.mu_pris_param, cov_pristine=pristine.cov_pris_param
+        )
+    if name == "piqe":
+        return banded.piqe
+    return model
 
 
 def _import_pyiqa():
