@@ -324,7 +324,7 @@ class _Run:
         last_commit = time.monotonic()
         for result in self.pool.map_unordered(write_unit, tasks):
             if result.sha256 and self.dataset.url is None:  # to a store: uploaded by the worker
-                publish(self.dataset.root / result.shard)
+                publish(self.dataset.root / result.tmp, self.dataset.root / result.shard)
             write_marker(self.markers, result)
             results.append(result)
             bar.update(result.samples + len(result.dropped))
@@ -332,6 +332,9 @@ class _Run:
                 self._commit(plan, results)
                 last_commit = time.monotonic()
         bar.close()
+        # Every shard of this run is published: what waits now was written by a task
+        # that outlived a killed run's driver (Ray stops them within seconds).
+        _remove_unpublished(self.dataset)
         self._commit(plan, results)
         summary.shards += sum(1 for r in results if r.sha256)
         return results

@@ -68,6 +68,7 @@ class UnitResult:
     bytes: int
     samples: int
     dropped: list[dict] = field(default_factory=list)  # {key, reason, message}
+    tmp: str | None = None  # where the shard waits to be published, beside `shard`
 
 
 def marker_path(markers: Path, shard: str) -> Path:
@@ -95,6 +96,7 @@ def write_unit(task: UnitTask) -> UnitResult:
         if result.samples:
             info = writer.finish()
             result.sha256, result.bytes = info.sha256, info.bytes
+            result.tmp = (Path(task.shard).parent / writer.tmp_path.name).as_posix()
             if task.store is not None:
                 upload(writer.tmp_path, f"{task.store}/{task.shard}")
                 writer.tmp_path.unlink()

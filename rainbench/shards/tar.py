@@ -2,11 +2,14 @@
 
 Members carry fixed metadata (mtime 0, uid/gid 0, mode 0444), so the same samples
 always give byte-identical shards. The shard is written under a temporary name,
-hashed while it is written, flushed to disk and only then renamed.
+hashed while it is written, flushed to disk and only then renamed. Each writer's
+temporary name is its own, so a writer left over from a killed run (a Ray task outlives
+its driver for a few seconds) never writes into the file a new run publishes.
 """
 
 import hashlib
 import os
+import secrets
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,7 @@ class ShardWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp_path = temporary_path(path)
+        self.tmp_path = path.with_name(f"{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - closed by finish() or __exit__
         self._sha = hashlib.sha256()
@@ -71,7 +74,7 @@ class ShardWriter:
 
     def commit(self) -> ShardInfo:
         info = self.finish()
-        publish(self.path)
+        publish(self.tmp_path, self.path)
         return info
 
     def _write(self, data: bytes) -> None:
@@ -80,18 +83,13 @@ class ShardWriter:
         self._size += len(data)
 
 
-def temporary_path(path: Path) -> Path:
-    return path.with_name(path.name + TMP_SUFFIX)
-
-
-def publish(path: Path) -> None:
-    """Make the finished shard waiting at its temporary name visible at `path`.
+def publish(tmp: Path, path: Path) -> None:
+    """Make the finished shard waiting at `tmp`, its temporary name, visible at `path`.
 
     Flushed to disk before the rename, so even after a power cut a shard under its
     final name is complete. The ingest's main process calls this, keeping the
     disk waits off the workers.
     """
-    tmp = temporary_path(path)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)

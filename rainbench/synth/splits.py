@@ -163,7 +163,7 @@ def _fill_shards(
 def _publish(writer: ShardWriter) -> ShardInfo:
     with writer:
         info = writer.finish()
-    publish(writer.path)
+    publish(writer.tmp_path, writer.path)
     return info
 
 

@@ -243,3 +243,25 @@ def test_the_cli_says_the_disk_is_full_in_one_line(tmp_path, raw, monkeypatch):
         f"error: {ds}: No space left on device; free some space and run the same ingest "
         "again to resume"
     ]
+
+
+def test_a_shard_written_by_a_killed_runs_leftover_task_is_swept(
+    tmp_path, raw, reference, monkeypatch
+):
+    """A Ray task of a killed driver may still write a shard while the next run goes:
+    under a temporary name of its own, which the run removes once its shards are out."""
+    ds = tmp_path / "ds"
+    written = run_module.write_unit
+
+    def with_a_stale_writer(task):
+        result = written(task)
+        stale = tar_module.ShardWriter(ds / task.shard)
+        stale.add("x.jpg", b"a killed run's")
+        stale.finish()
+        return result
+
+    monkeypatch.setattr(run_module, "write_unit", with_a_stale_writer)
+    ingest([raw], ds, OPTIONS)
+    assert not [p for p in ds.rglob("*.tmp")]
+    assert fingerprint(ds) == reference
+    assert verify(Dataset(ds)) == []

@@ -32,6 +32,21 @@ def test_nothing_visible_until_commit_and_error_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError), ShardWriter(path) as writer:
         writer.add("k.jpg", b"x")
         assert not path.exists()
-        assert path.with_name(path.name + TMP_SUFFIX).exists()
+        assert writer.tmp_path.exists() and writer.tmp_path.parent == tmp_path
+        assert writer.tmp_path.name.startswith(path.name + ".")
+        assert writer.tmp_path.name.endswith(TMP_SUFFIX)
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_left_over_from_a_killed_run_never_touches_the_published_shard(tmp_path):
+    """A Ray task can outlive its killed driver by seconds, while the next run writes
+    the same shard: each writer has a temporary file of its own."""
+    path = tmp_path / "s-000000.tar"
+    stale = ShardWriter(path)
+    stale.add("k.jpg", b"old run, half written")
+    published = _write(path, [("k.jpg", b"new run")])
+    stale.add("k.json", b"{}")
+    stale.finish()
+    assert published.sha256 == file_sha256(path)
+    assert stale.tmp_path.exists()  # never published: the next run's cleanup removes it
