@@ -41,7 +41,7 @@ class WorkerPool:
         if self.workers <= 1 or len(units) <= 1:
             yield from map(fn, units)
             return
-        pool = self._start()
+        pool = self._start(fn)
         # A bounded number of units in flight, so memory does not grow with the input.
         in_flight = 4 * self.workers
         queue = iter(units)
@@ -58,7 +58,7 @@ class WorkerPool:
         if self.workers <= 1 or len(units) <= 1:
             yield from map(fn, units)
             return
-        pool = self._start()
+        pool = self._start(fn)
         queue = iter(units)
         ahead = deque(pool.submit(fn, unit) for unit in islice(queue, 4 * self.workers))
         while ahead:
@@ -66,11 +66,15 @@ class WorkerPool:
             ahead.extend(pool.submit(fn, unit) for unit in islice(queue, 1))
             yield result
 
-    def _start(self) -> Executor:
+    def _start(self, fn: Callable) -> Executor:
         if self._executor is None:
             # forkserver, not fork: the parent may run threads (progress bars) and
             # OpenMP libraries (rawpy), neither of which survives a fork safely.
             context = multiprocessing.get_context("forkserver")
+            # The fork server imports the work's module once (where it starts no threads:
+            # no work runs there), and every worker forks with it imported instead of
+            # importing it again. Effective when this process starts its fork server.
+            context.set_forkserver_preload(["__main__", fn.__module__])
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=context,
