@@ -1,6 +1,7 @@
 """Object stores (`s3://`, `gs://`, any fsspec protocol) as places for datasets and
 captures: telling a URL from a local path, the fsspec filesystem behind it, reading by
-range or as a stream, atomic uploads, and the local folders that mirror a store's URL.
+range or as a stream, atomic uploads, objects made only where none is, and the local
+folders that mirror a store's URL.
 
 Credentials and endpoints come from where each store's own client looks (AWS_* and
 AWS_ENDPOINT_URL, ~/.aws, GOOGLE_APPLICATION_CREDENTIALS, fsspec's configuration);
@@ -121,6 +122,30 @@ def upload(local: Path, url: str) -> None:
     fs, path = filesystem(url)
     with _reporting(url):
         fs.put_file(os.fspath(local), path)
+
+
+def create(url: str, data: bytes) -> bool:
+    """Put `data` at `url` unless an object is there already: True when this call made
+    it. Exclusive where the store has conditional writes (S3's If-None-Match, GCS's
+    generation match); on a store without them fsspec checks first, and two writers at
+    the same moment could both pass."""
+    fs, path = filesystem(url)
+    with _reporting(url):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+    return True
+
+
+def delete(url: str) -> None:
+    """Remove the object at `url`; one already gone is no error."""
+    fs, path = filesystem(url)
+    try:
+        with _reporting(url):
+            fs.rm_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def listing(url: str) -> dict[str, tuple[int, int]]:

@@ -1,12 +1,14 @@
 """A dataset directory: where things live, `dataset.json`, and the lock that keeps a
 second writer out. A dataset in an object store is worked on through a local mirror
 folder (`open_dataset`, `open_for_writing`) holding its dataset.json and manifests;
-its shards stay in the store.
+its shards stay in the store, and so does a lock that keeps writers on other machines
+out.
 """
 
 import fcntl
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,8 @@ from rainbench import __version__
 from rainbench.errors import RainbenchError
 from rainbench.files import write_atomic
 from rainbench.store import (
+    create,
+    delete,
     is_url,
     mirror_dir,
     mirrored_url,
@@ -138,7 +142,8 @@ class Dataset:
         """Hold the dataset's writer lock; a second writer is refused at once.
 
         flock is released by the kernel when the holder dies, so a killed ingest
-        never leaves a stale lock behind.
+        never leaves a stale lock behind. A dataset in a store is also locked there
+        (`_store_lock`), against writers on other machines.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as handle:
@@ -156,9 +161,102 @@ class Dataset:
             handle.write(f"pid {os.getpid()}")
             handle.flush()
             try:
-                yield
+                if self.url is None:
+                    yield
+                else:
+                    with _store_lock(self.url):
+                        yield
             finally:
                 handle.truncate(0)
+
+
+@contextmanager
+def _store_lock(url: str) -> Iterator[None]:
+    """Keep writers on other machines out of a dataset in a store: a `.lock` object,
+    made only where none is (the store's conditional write), naming its holder, and
+    removed at the end. Read back before going on, so a store that ignores the
+    condition lets the later writer through, never both.
+
+    A lock left by a killed writer on this machine (same host and process namespace, its
+    process gone) is taken over: writers here already queue on the mirror's flock, which
+    the caller holds. One from another machine is refused with where it comes from.
+    """
+    lock_url = f"{url}/.lock"
+    mine = json.dumps(_this_process(), sort_keys=True).encode()
+    if not create(lock_url, mine):
+        holder = _lock_holder(lock_url)
+        if holder is None or not _left_here_by_the_dead(holder):
+            _refuse(url, lock_url, holder)
+        delete(lock_url)
+        if not create(lock_url, mine):
+            _refuse(url, lock_url, _lock_holder(lock_url))
+    if read_bytes(lock_url) != mine:
+        _refuse(url, lock_url, _lock_holder(lock_url))
+    try:
+        yield
+    finally:
+        try:
+            if read_bytes(lock_url) == mine:
+                delete(lock_url)
+        except FileNotFoundError:
+            pass
+
+
+def _this_process() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "namespace": _pid_namespace(),
+        "pid": os.getpid(),
+        "started": _start_ticks(os.getpid()),
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        "token": uuid.uuid4().hex,
+    }
+
+
+def _lock_holder(lock_url: str) -> dict | None:
+    """The lock's holder as it wrote itself down; None when gone or unreadable."""
+    try:
+        holder = json.loads(read_bytes(lock_url))
+    except (FileNotFoundError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _left_here_by_the_dead(holder: dict) -> bool:
+    """Whether the lock was taken on this machine by a process that no longer runs
+    (a pid reused since has another start time)."""
+    if holder.get("host") != socket.gethostname() or holder.get("namespace") != _pid_namespace():
+        return False
+    pid = holder.get("pid")
+    return not isinstance(pid, int) or _start_ticks(pid) != holder.get("started")
+
+
+def _refuse(url: str, lock_url: str, holder: dict | None) -> None:
+    who = (
+        f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('since')}"
+        if holder
+        else "a holder that left no name"
+    )
+    raise DatasetError(
+        f"another rainbench command is writing to {url} ({who}); wait for it to finish. "
+        f"If it was killed, run it again on that host to resume, or delete {lock_url}"
+    )
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot); None when it does not run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def open_dataset(location: str | os.PathLike) -> Dataset:

@@ -1,9 +1,11 @@
 """Ingest into and out of an object store (a local moto S3 endpoint): the same inputs
 give the shards and manifests a local ingest gives, captures can be read from the store,
-a killed run resumes to the same dataset, and incremental ingest from a fresh machine
-(an empty cache) adds to what the store holds."""
+a killed run resumes to the same dataset, incremental ingest from a fresh machine
+(an empty cache) adds to what the store holds, and a writer on another machine is kept
+out."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,7 +19,8 @@ import s3fs
 
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
-from rainbench.shards.dataset import open_dataset
+from rainbench.shards import dataset as dataset_module
+from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.verify import verify
 
 OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
@@ -156,3 +159,43 @@ def test_incremental_ingest_from_a_fresh_machine(bucket, raw, tmp_path, monkeypa
     dataset = open_dataset(url)
     assert dataset.read_info()["counts"]["samples"] > before
     assert verify(dataset) == []
+
+
+def test_a_writer_on_another_machine_is_kept_out(bucket, raw, monkeypatch, tmp_path):
+    """Two machines ingesting into one URL: the second is refused in one line naming the
+    first, and writes nothing; once the first is done, it goes ahead."""
+    url = f"{bucket}/ds"
+    fs = s3fs.S3FileSystem()
+    other = {"host": "lab-node-7", "namespace": "pid:[1]", "pid": 4242, "started": 1}
+    fs.pipe_file(f"{url.removeprefix('s3://')}/.lock", json.dumps(other).encode())
+    with pytest.raises(DatasetError) as refused:
+        ingest([raw], url, OPTIONS)
+    message = str(refused.value)
+    assert "lab-node-7" in message and "pid 4242" in message and "\n" not in message
+    fs.invalidate_cache()
+    assert fs.find(url.removeprefix("s3://")) == [f"{url.removeprefix('s3://')}/.lock"]
+    fs.rm_file(f"{url.removeprefix('s3://')}/.lock")  # the other machine finished
+    ingest([raw], url, OPTIONS)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{url.removeprefix('s3://')}/.lock")
+
+
+def test_a_lock_left_here_by_a_killed_writer_is_taken_over(bucket, raw, reference):
+    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = dataset_module._start_ticks(gone.pid)
+    gone.wait()
+    left = dataset_module._this_process() | {"pid": gone.pid, "started": started}
+    fs.pipe_file(f"{url.removeprefix('s3://')}/.lock", json.dumps(left).encode())
+    ingest([raw], url, OPTIONS)
+    assert snapshot(url) == reference  # the lock is gone too: nothing but the dataset
+
+
+def test_a_live_writer_here_with_another_mirror_is_kept_out(bucket, raw):
+    """The store's lock holds on one machine too, where the mirror's flock does not
+    (another cache folder, another container with the same host name)."""
+    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    alive = dataset_module._this_process()
+    fs.pipe_file(f"{url.removeprefix('s3://')}/.lock", json.dumps(alive).encode())
+    with pytest.raises(DatasetError, match="another rainbench command is writing"):
+        ingest([raw], url, OPTIONS)
