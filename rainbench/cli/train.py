@@ -82,7 +82,7 @@ def _run_options(config: type[RunConfig], min_crop: int):
         return _option(config, field, *flags, **settings)
 
     decorators = [
-        options.dataset("--dataset"),
+        options.dataset("--dataset", url=True),
         click.option(
             "--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path)
         ),
@@ -128,7 +128,7 @@ def _run_options(config: type[RunConfig], min_crop: int):
         ),
         click.option(
             "--val-dataset",
-            type=click.Path(file_okay=False, path_type=Path),
+            type=options.Location(file_okay=False, path_type=Path),
             help="The dataset holding --val-split (default: DATASET), e.g. an imported "
             "public paired set.",
         ),
@@ -146,7 +146,7 @@ def _run_options(config: type[RunConfig], min_crop: int):
     return apply
 
 
-def _run_settings(rain_types: str | None, val_dataset: Path | None) -> dict:
+def _run_settings(rain_types: str | None, val_dataset: str | Path | None) -> dict:
     return {
         "rain_types": tuple(t.strip() for t in rain_types.split(",")) if rain_types else None,
         "val_dataset": str(val_dataset) if val_dataset else None,

@@ -178,3 +178,15 @@ def test_a_url_with_no_dataset_is_named_in_the_error(bucket):
         RainDataset(f"{bucket}/nothing")
     with pytest.raises(DatasetError, match=f"^{bucket}/nothing is not a rainbench dataset"):
         verify(open_dataset(f"{bucket}/nothing"))
+
+
+def test_training_reads_its_shards_from_the_store(url, tmp_path):
+    """`rainbench train` on a URL: the same loader as the README's loop, by range."""
+    args = ["train", "nlcl", "--dataset", url, "--out", str(tmp_path / "run"), "--split", "test"]
+    args += ["--crop", "48", "--channels", "8", "--blocks", "2", "-j", "0", "--steps", "2"]
+    args += ["--val-split", "syn-streak", "--val-dataset", url, "--validate-every", "2"]
+    trained = CliRunner().invoke(main, [*args, "--no-progress", "--threads", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    validation = (tmp_path / "run" / "validation.csv").read_text()
+    assert "psnr_y" in validation

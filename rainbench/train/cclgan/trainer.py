@@ -62,7 +62,7 @@ class CCLGANMethod:
 
 
 def train(
-    dataset: Path,
+    dataset: str | Path,  # a folder or an object store's URL
     run: Path,
     config: CCLGANConfig,
     device: str = "cpu",

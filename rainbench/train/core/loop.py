@@ -84,7 +84,7 @@ class TrainReport:
 
 def train(
     method: Method,
-    dataset: Path,
+    dataset: str | Path,  # a folder or an object store's URL
     run: Path,
     config: RunConfig,
     device: str = "cpu",
@@ -213,7 +213,7 @@ def _loader_position(loader: Loader, distributed: bool) -> dict:
     return state
 
 
-def _loader(dataset: Path, config: RunConfig) -> Loader:
+def _loader(dataset: str | Path, config: RunConfig) -> Loader:
     rainy = Filters(split=config.split, layer="rainy", rain_type=config.rain_types)
     try:
         data = RainDataset(

@@ -19,7 +19,9 @@ from rainbench.shards.dataset import DatasetError
 Translate = Callable[[torch.Tensor], torch.Tensor]  # rainy N×3×H×W in [-1, 1] → clean
 
 
-def validate(translate: Translate, model: nn.Module, dataset: Path, config, device: str) -> dict:
+def validate(
+    translate: Translate, model: nn.Module, dataset: str | Path, config, device: str
+) -> dict:
     """psnr_y on up to val_images pairs of the paired split (in val_dataset when given),
     beside the rainy input's own, and niqe on up to val_images real rainy captures of the
     val_real split of `dataset`, beside the input's own. `model` is put in eval mode
@@ -28,7 +30,7 @@ def validate(translate: Translate, model: nn.Module, dataset: Path, config, devi
     model.eval()
     with torch.inference_mode():
         if config.val_split:
-            paired = Path(config.val_dataset) if config.val_dataset else dataset
+            paired = config.val_dataset or dataset  # a path or an object store's URL
             scores.update(_validate_pairs(translate, paired, config, device))
         if config.val_real:
             scores.update(_validate_real(translate, dataset, config, device))

@@ -59,7 +59,7 @@ class NLCLMethod:
 
 
 def train(
-    dataset: Path,
+    dataset: str | Path,  # a folder or an object store's URL
     run: Path,
     config: NLCLConfig,
     device: str = "cpu",
