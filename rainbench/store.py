@@ -127,11 +127,13 @@ def upload(local: Path, url: str) -> None:
 def create(url: str, data: bytes) -> bool:
     """Put `data` at `url` unless an object is there already: True when this call made
     it. Exclusive where the store has conditional writes (S3's If-None-Match, GCS's
-    generation match); on a store without them fsspec checks first, and two writers at
-    the same moment could both pass."""
+    generation match). A store that ignores the condition is asked first, so only two
+    writers within one round trip of each other could both pass."""
     fs, path = filesystem(url)
     with _reporting(url):
         try:
+            if fs.exists(path):
+                return False
             fs.pipe_file(path, data, mode="create")
         except FileExistsError:
             return False

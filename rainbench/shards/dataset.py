@@ -174,8 +174,9 @@ class Dataset:
 def _store_lock(url: str) -> Iterator[None]:
     """Keep writers on other machines out of a dataset in a store: a `.lock` object,
     made only where none is (the store's conditional write), naming its holder, and
-    removed at the end. Read back before going on, so a store that ignores the
-    condition lets the later writer through, never both.
+    removed at the end. Read back before going on: on a store that ignores the
+    condition, of two writers within one round trip the earlier one then sees the
+    later one's lock and stops (they may still both go on; see `store.create`).
 
     A lock left by a killed writer on this machine (same host and process namespace, its
     process gone) is taken over: writers here already queue on the mirror's flock, which

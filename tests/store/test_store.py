@@ -1,5 +1,6 @@
 """rainbench.store: which locations are URLs, the one-line hint when a store's driver is
-missing, listings, ranged reads, and mirror folders that only the cache can make."""
+missing, listings, ranged reads, objects made only where none is, and mirror folders
+that only the cache can make."""
 
 import json
 
@@ -56,6 +57,19 @@ def test_listing_size_and_ranged_reads(bucket, tmp_path):
     local.write_bytes(b"uploaded")
     store.upload(local, f"{bucket}/up.bin")
     assert store.read_bytes(f"{bucket}/up.bin") == b"uploaded"
+
+
+def test_create_makes_an_object_only_where_none_is(bucket, monkeypatch):
+    url = f"{bucket}/ds/.lock"
+    assert store.create(url, b"first") and not store.create(url, b"second")
+    assert store.read_bytes(url) == b"first"
+    # The store's own refusal, for a writer that looked before the first one wrote.
+    monkeypatch.setattr(s3fs.S3FileSystem, "exists", lambda self, path: False)
+    assert not store.create(url, b"third")
+    assert store.read_bytes(url) == b"first"
+    store.delete(url)
+    store.delete(url)  # gone already: no error
+    assert store.size(url) == -1
 
 
 def test_only_folders_in_the_cache_stand_for_a_url(tmp_path, monkeypatch):
