@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass, replace
 
 from rainbench.files import write_atomic
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.dataset import TAGGERS, Dataset, DatasetError
 from rainbench.tagging.tagger import Tagger, load_tagger
 
-FOLDER = "taggers"
+FOLDER = TAGGERS
 INFO_KEY = "tagger"  # dataset.json: {"version", "path"} of the active fitted tagger
 _FITTED = re.compile(rf"{FOLDER}/tagger-fit-[0-9]+\.json")
 

@@ -8,6 +8,7 @@ out.
 import fcntl
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from rainbench.store import (
     create,
     delete,
     is_url,
+    listing,
     mirror_dir,
     mirrored_url,
     read_bytes,
@@ -34,6 +36,14 @@ SCHEMA_VERSION = 1
 # the reverse order and dataset.json last, so a reader never holds a sample row whose
 # shard its shards.parquet lacks.
 _FETCH_ORDER = ("samples.parquet", "synthetic.parquet", "rejects.parquet", "shards.parquet")
+# The store's writer lock: not `.lock`, the local flock file, which a dataset copied to the
+# store as it is (`aws s3 sync`) brings along.
+STORE_LOCK = ".writer-lock.json"
+# Small files beside the manifests that a mirror holds too: the fitted taggers
+# (`rainbench.ingest.taggers`) that dataset.json may name. Written once, never changed.
+TAGGERS = "taggers"
+SIDE_FOLDERS = (TAGGERS,)
+_SIDE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one name: never outside its folder
 
 
 class DatasetError(RainbenchError):
@@ -95,7 +105,8 @@ class Dataset:
 
     def pull(self) -> None:
         """Refresh a mirror's dataset.json and manifests from the store (a no-op for a
-        local dataset); a file the store no longer has is removed here too."""
+        local dataset); a file the store no longer has is removed here too. Then the
+        side folders: after dataset.json, so every file it names is already there."""
         if self.url is None:
             return
         names = [f"manifests/{name}" for name in _FETCH_ORDER] + ["dataset.json"]
@@ -104,12 +115,24 @@ class Dataset:
                 write_atomic(self.root / name, read_bytes(f"{self.url}/{name}"), shared=True)
             except FileNotFoundError:
                 (self.root / name).unlink(missing_ok=True)
+        for folder in SIDE_FOLDERS:
+            for name in listing(f"{self.url}/{folder}"):
+                local = self.root / folder / name
+                if _SIDE_FILE.fullmatch(name) and not local.exists():
+                    local.parent.mkdir(exist_ok=True)
+                    write_atomic(local, read_bytes(f"{self.url}/{folder}/{name}"), shared=True)
 
     def push(self) -> None:
-        """Publish a mirror's manifests, then dataset.json, to the store (each upload is
-        atomic); a no-op for a local dataset, whose files are already in place."""
+        """Publish a mirror's side folders, its manifests, then dataset.json, to the store
+        (each upload is atomic); a no-op for a local dataset, whose files are already in
+        place."""
         if self.url is None:
             return
+        for folder in SIDE_FOLDERS:
+            stored = listing(f"{self.url}/{folder}")
+            for path in sorted((self.root / folder).glob("*")):
+                if path.is_file() and path.name not in stored:
+                    upload(path, f"{self.url}/{folder}/{path.name}")
         for name in reversed(_FETCH_ORDER):
             if (self.manifests / name).exists():
                 upload(self.manifests / name, f"{self.url}/manifests/{name}")
@@ -172,7 +195,7 @@ class Dataset:
 
 @contextmanager
 def _store_lock(url: str) -> Iterator[None]:
-    """Keep writers on other machines out of a dataset in a store: a `.lock` object,
+    """Keep writers on other machines out of a dataset in a store: a STORE_LOCK object,
     made only where none is (the store's conditional write), naming its holder, and
     removed at the end. Read back before going on: on a store that ignores the
     condition, of two writers within one round trip the earlier one then sees the
@@ -182,7 +205,7 @@ def _store_lock(url: str) -> Iterator[None]:
     process gone) is taken over: writers here already queue on the mirror's flock, which
     the caller holds. One from another machine is refused with where it comes from.
     """
-    lock_url = f"{url}/.lock"
+    lock_url = f"{url}/{STORE_LOCK}"
     mine = json.dumps(_this_process(), sort_keys=True).encode()
     if not create(lock_url, mine):
         holder = _lock_holder(lock_url)

@@ -161,23 +161,27 @@ def test_incremental_ingest_from_a_fresh_machine(bucket, raw, tmp_path, monkeypa
     assert verify(dataset) == []
 
 
+def _lock_key(url: str) -> str:
+    return f"{url.removeprefix('s3://')}/{dataset_module.STORE_LOCK}"
+
+
 def test_a_writer_on_another_machine_is_kept_out(bucket, raw, monkeypatch, tmp_path):
     """Two machines ingesting into one URL: the second is refused in one line naming the
     first, and writes nothing; once the first is done, it goes ahead."""
     url = f"{bucket}/ds"
     fs = s3fs.S3FileSystem()
     other = {"host": "lab-node-7", "namespace": "pid:[1]", "pid": 4242, "started": 1}
-    fs.pipe_file(f"{url.removeprefix('s3://')}/.lock", json.dumps(other).encode())
+    fs.pipe_file(_lock_key(url), json.dumps(other).encode())
     with pytest.raises(DatasetError) as refused:
         ingest([raw], url, OPTIONS)
     message = str(refused.value)
     assert "lab-node-7" in message and "pid 4242" in message and "\n" not in message
     fs.invalidate_cache()
-    assert fs.find(url.removeprefix("s3://")) == [f"{url.removeprefix('s3://')}/.lock"]
-    fs.rm_file(f"{url.removeprefix('s3://')}/.lock")  # the other machine finished
+    assert fs.find(url.removeprefix("s3://")) == [_lock_key(url)]
+    fs.rm_file(_lock_key(url))  # the other machine finished
     ingest([raw], url, OPTIONS)
     fs.invalidate_cache()
-    assert not fs.exists(f"{url.removeprefix('s3://')}/.lock")
+    assert not fs.exists(_lock_key(url))
 
 
 def test_a_lock_left_here_by_a_killed_writer_is_taken_over(bucket, raw, reference):
@@ -186,7 +190,7 @@ def test_a_lock_left_here_by_a_killed_writer_is_taken_over(bucket, raw, referenc
     started = dataset_module._start_ticks(gone.pid)
     gone.wait()
     left = dataset_module._this_process() | {"pid": gone.pid, "started": started}
-    fs.pipe_file(f"{url.removeprefix('s3://')}/.lock", json.dumps(left).encode())
+    fs.pipe_file(_lock_key(url), json.dumps(left).encode())
     ingest([raw], url, OPTIONS)
     assert snapshot(url) == reference  # the lock is gone too: nothing but the dataset
 
@@ -196,6 +200,56 @@ def test_a_live_writer_here_with_another_mirror_is_kept_out(bucket, raw):
     (another cache folder, another container with the same host name)."""
     url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
     alive = dataset_module._this_process()
-    fs.pipe_file(f"{url.removeprefix('s3://')}/.lock", json.dumps(alive).encode())
+    fs.pipe_file(_lock_key(url), json.dumps(alive).encode())
     with pytest.raises(DatasetError, match="another rainbench command is writing"):
         ingest([raw], url, OPTIONS)
+
+
+def test_a_dataset_uploaded_with_its_fitted_tagger_tags_new_captures_with_it(
+    bucket, capture_folder, tmp_path
+):
+    """A dataset fitted here (`rainbench tag --fit`) and copied to the store as it is:
+    an ingest into the URL fetches its fitted tagger with the manifests and uses it."""
+    from dataclasses import replace
+
+    from rainbench.ingest.taggers import INFO_KEY
+    from rainbench.shards.dataset import Dataset
+    from rainbench.tagging.tagger import load_tagger
+
+    files = sorted(p for p in capture_folder.rglob("*") if p.is_file())
+    first, later = tmp_path / "first", tmp_path / "later"
+    for index, path in enumerate(files):
+        target = (first if index % 2 else later) / path.relative_to(capture_folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    local = tmp_path / "ds"
+    ingest([first], local, OPTIONS)
+    fitted = replace(load_tagger(), version="lab-fit-1")
+    (local / "taggers").mkdir()
+    (local / "taggers/tagger-fit-1.json").write_text(json.dumps(fitted.to_json()))
+    info = Dataset(local).read_info()
+    Dataset(local).write_info(
+        {**info, INFO_KEY: {"version": "lab-fit-1", "path": "taggers/tagger-fit-1.json"}}
+    )
+    url = f"{bucket}/ds"
+    s3fs.S3FileSystem().put(str(local), url.removeprefix("s3://"), recursive=True)
+
+    ingest([later], url, OPTIONS)
+    rows = pd.read_parquet(open_dataset(url).samples_manifest)
+    added = rows[rows["source_root"] == str(later.absolute())]
+    assert len(added) and set(added["tagger_version"]) == {"lab-fit-1"}
+
+
+def test_a_mirror_pushes_its_fitted_taggers_with_its_manifests(bucket, raw):
+    from rainbench.shards.dataset import open_for_writing
+
+    url = f"{bucket}/ds"
+    ingest([raw], url, OPTIONS)
+    mirror = open_for_writing(url)
+    (mirror.root / "taggers").mkdir(exist_ok=True)
+    (mirror.root / "taggers/tagger-fit-1.json").write_text('{"version": "lab-fit-1"}')
+    mirror.write_info(mirror.read_info())  # the commit point: pushes the mirror
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    stored = fs.cat_file(f"{url.removeprefix('s3://')}/taggers/tagger-fit-1.json")
+    assert stored == b'{"version": "lab-fit-1"}'

@@ -60,7 +60,7 @@ def test_listing_size_and_ranged_reads(bucket, tmp_path):
 
 
 def test_create_makes_an_object_only_where_none_is(bucket, monkeypatch):
-    url = f"{bucket}/ds/.lock"
+    url = f"{bucket}/ds/lock.json"
     assert store.create(url, b"first") and not store.create(url, b"second")
     assert store.read_bytes(url) == b"first"
     # The store's own refusal, for a writer that looked before the first one wrote.
