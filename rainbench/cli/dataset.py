@@ -180,7 +180,7 @@ def _stats_lines(stats: dict) -> list[str]:
 
 
 @click.command("tag")
-@options.dataset()
+@options.dataset(url=True)
 @options.labels
 @options.skip_bad_labels
 @click.option(
@@ -205,6 +205,7 @@ def tag_command(dataset, labels, skip_bad_labels, fit, workers, as_json) -> None
     Example:
       rainbench tag ds --labels collection/labels.csv
       rainbench tag ds --labels collection/labels.csv --fit
+      rainbench tag s3://lab/ds --labels collection/labels.csv
     """
     emit(tag_dataset(dataset, labels, skip_bad_labels, workers, fit), as_json, format_tagging)
 

@@ -20,7 +20,7 @@ from rainbench.capture.formats import FORMATS
 from rainbench.ingest.taggers import FitReport, active_tagger, reusable, store_fitted
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.dataset import Dataset, DatasetError, open_for_writing
 from rainbench.shards.layout import member
 from rainbench.shards.members import ShardError, open_shard, pixel_limit, read_member, size_limit
 from rainbench.shards.stats import rain_type_counts
@@ -110,7 +110,7 @@ def read_labels(sheet: Path) -> tuple[list[Label], list[LabelProblem]]:
 
 
 def tag_dataset(
-    path: Path,
+    path: str | Path,
     labels: Path | None = None,
     skip_bad_labels: bool = False,
     workers: int = 1,
@@ -120,11 +120,18 @@ def tag_dataset(
     apply the label sheet `labels` if given. With `fit`, first refit the tagger to the
     dataset's manual labels (the sheet's included) and keep it as the dataset's tagger.
     Only samples.parquet, and with `fit` dataset.json and taggers/, are written."""
-    dataset = Dataset(path)
+    dataset = open_for_writing(path)
+    if dataset.url is None:  # checked before the lock, which would make the folder
+        _require_samples(dataset, path)
+    with dataset.lock():
+        dataset.pull()  # a store's manifests as they are now, under the lock
+        _require_samples(dataset, path)
+        return retag(dataset, labels, skip_bad_labels, workers, fit)
+
+
+def _require_samples(dataset: Dataset, path: str | Path) -> None:
     if not dataset.samples_manifest.exists():
         raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
-    with dataset.lock():
-        return retag(dataset, labels, skip_bad_labels, workers, fit)
 
 
 def retag(
@@ -163,6 +170,7 @@ def retag(
     table = pa.Table.from_pylist(rows, schema=manifest.SAMPLES)
     if not table.equals(samples):
         manifest.write_manifest(dataset.samples_manifest, table)
+        dataset.push()  # in a store's mirror: published (a no-op for a local dataset)
     summary.samples = table.num_rows
     summary.rain_types = rain_type_counts(table)
     summary.manual = sum(source == "manual" for source in table["rain_type_source"].to_pylist())

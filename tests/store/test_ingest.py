@@ -253,3 +253,27 @@ def test_a_mirror_pushes_its_fitted_taggers_with_its_manifests(bucket, raw):
     fs.invalidate_cache()
     stored = fs.cat_file(f"{url.removeprefix('s3://')}/taggers/tagger-fit-1.json")
     assert stored == b'{"version": "lab-fit-1"}'
+
+
+def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
+    """`ingest --labels` and `rainbench tag` on a URL: the relabelled manifest is
+    published, not only left in this machine's mirror."""
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    url = f"{bucket}/ds"
+    ingest([raw], url, OPTIONS)
+    first = pd.read_parquet(open_dataset(url).samples_manifest).iloc[0]
+    other = "fog-like" if first["rain_type"] != "fog-like" else "storm"
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"source_path,sha256,key,rain_type,note\n,,{first['key']},{other},\n")
+    ingest([raw], url, IngestOptions(workers=1, shard_bytes=150_000, labels=sheet))
+    stored = pd.read_parquet(open_dataset(url).samples_manifest).set_index("key")
+    assert stored.loc[first["key"], "rain_type"] == other
+    third = next(t for t in ("drizzle", "streak", "storm") if t not in (other, first["rain_type"]))
+    sheet.write_text(f"source_path,sha256,key,rain_type,note\n,,{first['key']},{third},\n")
+    tagged = CliRunner().invoke(main, ["tag", url, "--labels", str(sheet), "-j", "1"])
+    assert tagged.exit_code == 0, tagged.output
+    stored = pd.read_parquet(open_dataset(url).samples_manifest).set_index("key")
+    assert stored.loc[first["key"], "rain_type"] == third
