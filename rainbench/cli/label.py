@@ -10,7 +10,7 @@ from rainbench.ingest.label_page import DEFAULT_LIMIT, KEY_LABELS, LabelPage, wr
 
 
 @click.command("label")
-@options.dataset()
+@options.dataset(url=True)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -23,7 +23,7 @@ from rainbench.capture.video import middle_frame
 from rainbench.files import write_atomic
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.layout import member, picture_ext
 from rainbench.shards.members import (
     ShardError,
@@ -80,7 +80,7 @@ class LabelPage:
 
 
 def write_label_page(
-    path: Path,
+    path: str | Path,  # a folder or an object store's URL
     out: Path,
     splits: tuple[str, ...] = (),
     limit: int = DEFAULT_LIMIT,
@@ -89,10 +89,10 @@ def write_label_page(
 ) -> LabelPage:
     """Write the labelling page of the dataset at `path` to `out`: its rainy captures
     (of `splits`, all when empty), the `limit` the tagger is least sure of first."""
-    dataset = Dataset(path)
+    dataset = open_dataset(path)
     if not dataset.samples_manifest.exists():
         raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
-    name = str(dataset.read_info().get("name") or dataset.root.name)
+    name = str(dataset.read_info().get("name") or Path(str(path)).name)
     rows = [
         row
         for row in manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pylist()

@@ -190,3 +190,14 @@ def test_training_reads_its_shards_from_the_store(url, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     validation = (tmp_path / "run" / "validation.csv").read_text()
     assert "psnr_y" in validation
+
+
+def test_the_label_page_reads_its_pictures_from_the_store(url, local_ds, tmp_path):
+    page = tmp_path / "labels.html"
+    made = CliRunner().invoke(main, ["label", url, "--out", str(page), "-j", "1", "--json"])
+    assert made.exit_code == 0, made.output
+    summary = json.loads(made.output)
+    assert summary["cards"] == summary["rainy"] > 0 and summary["unreadable"] == []
+    locally = CliRunner().invoke(main, ["label", str(local_ds), "--out", str(tmp_path / "l.html")])
+    assert locally.exit_code == 0, locally.output
+    assert page.read_bytes() == (tmp_path / "l.html").read_bytes()
