@@ -251,7 +251,7 @@ def format_fit(fit: dict) -> list[str]:
 
 
 @click.command("tag-eval")
-@options.dataset(required=False)
+@options.dataset(required=False, url=True)
 @click.option(
     "--tagger",
     "which",

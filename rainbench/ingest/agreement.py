@@ -10,7 +10,7 @@ import numpy as np
 
 from rainbench.ingest.taggers import active_tagger
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, feature_column
 from rainbench.tagging.scores import calibration_error, decide_all, f1_scores
 from rainbench.tagging.tagger import RAIN_TYPES, UNLIKE, Tagger, load_tagger
@@ -67,7 +67,7 @@ class LabelAgreement:
 def label_agreement(path, which: str = "active") -> LabelAgreement:
     """Agreement of the dataset's active tagger (`which` "active") or the shipped one
     ("shipped") with the manual labels of the dataset at `path`, from stored features."""
-    dataset = Dataset(path)
+    dataset = open_dataset(path)  # a folder or an object store's URL
     if not dataset.samples_manifest.exists():
         raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
     tagger = active_tagger(dataset) if which == "active" else load_tagger()

@@ -256,8 +256,8 @@ def test_a_mirror_pushes_its_fitted_taggers_with_its_manifests(bucket, raw):
 
 
 def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
-    """`ingest --labels` and `rainbench tag` on a URL: the relabelled manifest is
-    published, not only left in this machine's mirror."""
+    """`ingest --labels`, `rainbench tag` and `rainbench tag-eval` on a URL: the
+    relabelled manifest is published, not only left in this machine's mirror."""
     from click.testing import CliRunner
 
     from rainbench.cli import main
@@ -277,3 +277,6 @@ def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
     assert tagged.exit_code == 0, tagged.output
     stored = pd.read_parquet(open_dataset(url).samples_manifest).set_index("key")
     assert stored.loc[first["key"], "rain_type"] == third
+    measured = CliRunner().invoke(main, ["tag-eval", url, "--json"])
+    assert measured.exit_code == 0, measured.output
+    assert sum(json.loads(measured.output)["labels"].values()) == 1
