@@ -280,3 +280,22 @@ def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
     measured = CliRunner().invoke(main, ["tag-eval", url, "--json"])
     assert measured.exit_code == 0, measured.output
     assert sum(json.loads(measured.output)["labels"].values()) == 1
+
+
+def test_a_tagger_fitted_on_a_url_is_kept_in_the_store(bucket, raw, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    url = f"{bucket}/ds"
+    ingest([raw], url, OPTIONS)
+    keys = sorted(pd.read_parquet(open_dataset(url).samples_manifest)["key"])
+    sheet = tmp_path / "labels.csv"
+    rows = [f"{key},{('storm', 'streak')[i % 2]}" for i, key in enumerate(keys)]
+    sheet.write_text("\n".join(["key,rain_type", *rows]) + "\n")
+    fitted = CliRunner().invoke(main, ["tag", url, "--labels", str(sheet), "--fit", "-j", "1"])
+    assert fitted.exit_code == 0, fitted.output
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "another-machine"))
+    measured = CliRunner().invoke(main, ["tag-eval", url, "--json"])
+    assert measured.exit_code == 0, measured.output
+    assert json.loads(measured.output)["fitted_to_these"]
