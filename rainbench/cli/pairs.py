@@ -12,7 +12,7 @@ _DEFAULTS = EstimateOptions()
 
 
 @click.command("pairs")
-@options.dataset()
+@options.dataset(url=True)
 @click.option(
     "--name",
     default=DEFAULT_NAME,

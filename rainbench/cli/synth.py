@@ -15,7 +15,7 @@ from rainbench.synth.splits import PairsSummary
 
 
 @click.command("synth")
-@options.dataset(required=False)
+@options.dataset(required=False, url=True)
 @click.option(
     "--recipes",
     default=",".join(SynthOptions.recipes),
@@ -118,7 +118,7 @@ Layouts:
 
 @click.command("import-paired", help=_IMPORT_HELP)
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@options.dataset("--into")
+@options.dataset("--into", url=True)
 @click.option(
     "--layout",
     type=click.Choice(list(LAYOUTS)),

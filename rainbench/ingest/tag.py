@@ -20,7 +20,7 @@ from rainbench.capture.formats import FORMATS
 from rainbench.ingest.taggers import FitReport, active_tagger, reusable, store_fitted
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, open_for_writing
+from rainbench.shards.dataset import Dataset, DatasetError, writing
 from rainbench.shards.layout import member
 from rainbench.shards.members import ShardError, open_shard, pixel_limit, read_member, size_limit
 from rainbench.shards.stats import rain_type_counts
@@ -120,18 +120,10 @@ def tag_dataset(
     apply the label sheet `labels` if given. With `fit`, first refit the tagger to the
     dataset's manual labels (the sheet's included) and keep it as the dataset's tagger.
     Only samples.parquet, and with `fit` dataset.json and taggers/, are written."""
-    dataset = open_for_writing(path)
-    if dataset.url is None:  # checked before the lock, which would make the folder
-        _require_samples(dataset, path)
-    with dataset.lock():
-        dataset.pull()  # a store's manifests as they are now, under the lock
-        _require_samples(dataset, path)
+    with writing(path) as dataset:
+        if not dataset.samples_manifest.exists():
+            raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
         return retag(dataset, labels, skip_bad_labels, workers, fit)
-
-
-def _require_samples(dataset: Dataset, path: str | Path) -> None:
-    if not dataset.samples_manifest.exists():
-        raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
 
 
 def retag(

@@ -33,7 +33,7 @@ from rainbench.pairs.estimate import (
 )
 from rainbench.parallel import WorkerPool, available_memory
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
+from rainbench.shards.dataset import Dataset, DatasetError, new_run_id, writing
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import ShardError, open_shard, read_member, read_upright
 from rainbench.synth.importers import ESTIMATED
@@ -91,16 +91,14 @@ class WindowTask:
     options: EstimateOptions
 
 
-def build_pairs(root: Path, options: PairsOptions, progress: bool = False) -> PairsSummary:
+def build_pairs(root: str | Path, options: PairsOptions, progress: bool = False) -> PairsSummary:
     """Add the pairs of every window of every chosen sequence that the split lacks."""
-    dataset = Dataset(Path(root))
-    dataset.read_info()  # refuses, with a clear message, a folder that is no dataset
-    _check_name(dataset, options.name)
     try:
         check_options(options.estimate)
     except ValueError as error:
         raise DatasetError(str(error)) from None
-    with dataset.lock():
+    with writing(root) as dataset:
+        _check_name(dataset, options.name)
         sequences = find_sequences(dataset, options.sequences)
         workers = min(options.workers, _workers_for_memory(sequences, options.estimate))
         with WorkerPool(workers) as pool:

@@ -302,6 +302,21 @@ def open_for_writing(location: str | os.PathLike) -> Dataset:
     return Dataset(mirror_dir(str(location), "write"))
 
 
+@contextmanager
+def writing(location: str | os.PathLike, must_exist: bool = True) -> Iterator[Dataset]:
+    """The dataset at `location` (a folder or a URL) under its writer's lock; a store's
+    mirror refreshed under that lock. With `must_exist`, a location that holds no
+    dataset is refused, a local one before the lock, which would make the folder."""
+    dataset = open_for_writing(location)
+    if must_exist and dataset.url is None:
+        dataset.read_info()
+    with dataset.lock():
+        dataset.pull()
+        if must_exist:
+            dataset.read_info()
+        yield dataset
+
+
 def new_run_id() -> str:
     """A sortable, unique id for one run of a command that writes to a dataset."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]

@@ -14,7 +14,7 @@ from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, new_run_id
+from rainbench.shards.dataset import Dataset, DatasetError, new_run_id, writing
 from rainbench.shards.layout import GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import (
     ShardError,
@@ -55,14 +55,12 @@ class RenderTask:
     height: int
 
 
-def synthesize(root: Path, options: SynthOptions, progress: bool = False) -> PairsSummary:
+def synthesize(root: str | Path, options: SynthOptions, progress: bool = False) -> PairsSummary:
     """Add the pairs of every recipe × source × render that the dataset lacks."""
     unknown = [r for r in options.recipes if r not in RECIPES]
     if unknown:
         raise DatasetError(f"unknown recipe {unknown[0]!r}; known: {', '.join(RECIPES)}")
-    dataset = Dataset(root)
-    dataset.read_info()  # refuses, with a clear message, a folder that is no dataset
-    with dataset.lock(), WorkerPool(options.workers) as pool:
+    with writing(root) as dataset, WorkerPool(options.workers) as pool:
         sources = _sources(dataset, options)
         jobs = [
             _job(dataset, source, recipe, options, index)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, initial_info, new_run_id
+from rainbench.shards.dataset import Dataset, DatasetError, initial_info, new_run_id, writing
 from rainbench.shards.layout import GROUND_TRUTH, RAIN
 from rainbench.synth.importers import (
     LAYOUTS,
@@ -73,12 +73,11 @@ def import_paired(
         problems = [*problems, *checked]
         if any(problem.kind in MISMATCHES for problem in checked):
             return PairsSummary(), problems
-    dataset = Dataset(root)
-    with dataset.lock(), WorkerPool(workers) as pool:
+    with writing(root, must_exist=False) as dataset, WorkerPool(workers) as pool:
         if LAYOUTS[layout].kind == REAL_PAIRED:
             _refuse_straddling_scenes(dataset, layout, name, pairs)
         if not dataset.exists():
-            dataset.write_info(initial_info(dataset.root.name, {}))
+            dataset.write_info(initial_info(Path(str(root)).name, {}))
         jobs = [_job(Path(path), layout, name, pair) for pair in pairs]
         run_id = new_run_id()
         summary = write_pairs(dataset, jobs, import_pair, pool, shard_bytes, run_id, progress)

@@ -25,6 +25,7 @@ from rainbench.parallel import WorkerPool
 from rainbench.shards import layout, manifest
 from rainbench.shards.dataset import Dataset
 from rainbench.shards.tar import ShardInfo, ShardWriter, publish
+from rainbench.store import delete, listing, upload
 from rainbench.synth.png import ZLIB_VERSION
 
 # What a real pair estimated from a sequence adds to its row (manifest.SYNTHETIC).
@@ -150,20 +151,26 @@ def _fill_shards(
                 size += sum(len(data) for data in pair.members.values())
             # A job's pairs share a shard, so a job is stored whole or not at all.
             if writer is not None and size >= shard_bytes:
-                yield name, _publish(writer), rows
+                yield name, _publish(dataset, writer), rows
                 writer, index = None, index + 1
         if writer is not None:
-            yield name, _publish(writer), rows
+            yield name, _publish(dataset, writer), rows
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
 
 
-def _publish(writer: ShardWriter) -> ShardInfo:
+def _publish(dataset: Dataset, writer: ShardWriter) -> ShardInfo:
+    """Make a finished shard visible: renamed into place, or in a store uploaded to its
+    key (a PUT is atomic) and not kept in the mirror."""
     with writer:
         info = writer.finish()
-    publish(writer.tmp_path, writer.path)
+    if dataset.url is None:
+        publish(writer.tmp_path, writer.path)
+    else:
+        upload(writer.tmp_path, f"{dataset.url}/{writer.path.relative_to(dataset.root).as_posix()}")
+        writer.tmp_path.unlink()
     return info
 
 
@@ -264,3 +271,8 @@ def _repair(dataset: Dataset, split: str) -> None:
     for path in folder.iterdir() if folder.exists() else []:
         if path.relative_to(dataset.root).as_posix() not in listed:
             path.unlink()
+    if dataset.url is not None:  # a killed run's uploads that its manifests never listed
+        prefix = f"shards/synthetic/{split}"
+        for name in listing(f"{dataset.url}/{prefix}"):
+            if f"{prefix}/{name}" not in listed:
+                delete(f"{dataset.url}/{prefix}/{name}")

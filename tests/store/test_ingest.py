@@ -2,7 +2,9 @@
 give the shards and manifests a local ingest gives, captures can be read from the store,
 a killed run resumes to the same dataset, incremental ingest from a fresh machine
 (an empty cache) adds to what the store holds, and a writer on another machine is kept
-out."""
+out. Paired splits too: `synth`, `import-paired` and `pairs` on a URL write what they
+write on a local copy, and a killed `synth` resumes to the same, its stray upload
+removed."""
 
 import hashlib
 import json
@@ -13,17 +15,25 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import s3fs
+from click.testing import CliRunner
+from PIL import Image
 
+from rainbench.cli import main
+from rainbench.demo.captures import render_scene, sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
 from rainbench.shards import dataset as dataset_module
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.verify import verify
+from rainbench.synth import splits as splits_module
+from rainbench.synth.build import SynthOptions, synthesize
 
 OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
+EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
 
 
 def snapshot(url: str) -> dict:
@@ -53,7 +63,8 @@ def _fingerprint(names: list[str], read, ignore: tuple[str, ...] = ()) -> dict:
             result[name] = hashlib.sha256(data).hexdigest()
         elif name.endswith(".parquet"):
             table = pd.read_parquet(pd.io.common.BytesIO(data))
-            table = table.drop(columns=["ingest_run", "source_root", *ignore], errors="ignore")
+            dropped = ["ingest_run", "run", "source_root", *ignore]  # run ids: times
+            table = table.drop(columns=dropped, errors="ignore")
             result[name] = table.astype(str).to_dict("records")
     return result
 
@@ -258,10 +269,6 @@ def test_a_mirror_pushes_its_fitted_taggers_with_its_manifests(bucket, raw):
 def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
     """`ingest --labels`, `rainbench tag` and `rainbench tag-eval` on a URL: the
     relabelled manifest is published, not only left in this machine's mirror."""
-    from click.testing import CliRunner
-
-    from rainbench.cli import main
-
     url = f"{bucket}/ds"
     ingest([raw], url, OPTIONS)
     first = pd.read_parquet(open_dataset(url).samples_manifest).iloc[0]
@@ -283,10 +290,6 @@ def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
 
 
 def test_a_tagger_fitted_on_a_url_is_kept_in_the_store(bucket, raw, tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from rainbench.cli import main
-
     url = f"{bucket}/ds"
     ingest([raw], url, OPTIONS)
     keys = sorted(pd.read_parquet(open_dataset(url).samples_manifest)["key"])
@@ -299,3 +302,107 @@ def test_a_tagger_fitted_on_a_url_is_kept_in_the_store(bucket, raw, tmp_path, mo
     measured = CliRunner().invoke(main, ["tag-eval", url, "--json"])
     assert measured.exit_code == 0, measured.output
     assert json.loads(measured.output)["fitted_to_these"]
+
+
+SYNTH = SynthOptions(
+    recipes=("streak", "drizzle"),
+    source_split="test",
+    source_layer="clean",
+    workers=1,
+    shard_bytes=60_000,
+)
+
+
+@pytest.fixture(scope="module")
+def _ingested(tmp_path_factory):
+    """Rainy and clean captures, ingested; no paired split yet."""
+    root = tmp_path_factory.mktemp("paired-store")
+    for spec in sample_specs(4, seed=2, size=(160, 120)):
+        write_capture(root / "clean", spec)
+    ds = root / "ds"
+    ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=EVERYTHING_TEST))
+    return ds
+
+
+def _both(bucket, source, tmp_path) -> tuple[str, object]:
+    """The same dataset locally (a copy) and in the store."""
+    local = shutil.copytree(source, tmp_path / "local")
+    url = f"{bucket}/ds"
+    fs = s3fs.S3FileSystem()
+    fs.put(str(source), url.removeprefix("s3://"), recursive=True)
+    fs.rm_file(f"{url.removeprefix('s3://')}/.lock")  # the copy's own flock file
+    return url, local
+
+
+def test_synth_into_the_store_equals_synth_locally(bucket, _ingested, tmp_path):
+    url, local = _both(bucket, _ingested, tmp_path)
+    synthesize(local, SYNTH)
+    made = CliRunner().invoke(
+        main,
+        ["synth", url, "--recipes", "streak,drizzle", "--source-split", "test",
+         "--source-layer", "clean", "--shard-size", "60KB", "-j", "1"],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert snapshot(url) == local_snapshot(local)
+    assert verify(open_dataset(url)) == []
+
+
+def test_a_killed_synth_into_the_store_resumes_to_the_same(
+    bucket, _ingested, tmp_path, monkeypatch
+):
+    url, local = _both(bucket, _ingested, tmp_path)
+    synthesize(local, SYNTH)
+    committed = splits_module._commit
+
+    def killed_at_the_second(*args):
+        if killed_at_the_second.calls == 1:  # the second shard is uploaded, not listed
+            raise Killed
+        killed_at_the_second.calls += 1
+        committed(*args)
+
+    killed_at_the_second.calls = 0
+    with monkeypatch.context() as patch:
+        patch.setattr(splits_module, "_commit", killed_at_the_second)
+        with pytest.raises(Killed):
+            synthesize(url, SYNTH)
+    assert [p.kind for p in verify(open_dataset(url))] == ["stray-shard"]
+    # And one that an older killed run uploaded further on, which no run will overwrite.
+    stray = f"{url.removeprefix('s3://')}/shards/synthetic/syn-streak/syn-streak-000009.tar"
+    s3fs.S3FileSystem().pipe_file(stray, bytes(1024))
+    synthesize(url, SYNTH)
+    assert snapshot(url) == local_snapshot(local)
+    assert verify(open_dataset(url)) == []
+
+
+def test_import_paired_into_the_store_equals_a_local_import(bucket, _ingested, tmp_path):
+    folder = tmp_path / "Rain100L"
+    for n in range(1, 4):
+        for name, seed in ((f"rain-{n}.png", n), (f"norain-{n}.png", 100 + n)):
+            pixels = np.random.default_rng(seed).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(pixels).save(folder / name)
+    url, local = _both(bucket, _ingested, tmp_path)
+    for target in (str(local), url):
+        imported = CliRunner().invoke(
+            main,
+            ["import-paired", str(folder), target, "--layout", "rain100", "--name", "rain100l"],
+        )
+        assert imported.exit_code == 0, imported.output
+    assert snapshot(url) == local_snapshot(local)
+
+
+def test_pairs_on_a_video_in_the_store_equal_pairs_locally(bucket, tmp_path):
+    pytest.importorskip("av")
+    from rainbench.synth.video import encode_h264, render_rain_video
+
+    rendered = render_rain_video(render_scene(160, 96, 3), "streak", 24, seed=1)
+    (tmp_path / "raw").mkdir()
+    encode_h264(rendered.frames, tmp_path / "raw" / "tripod.mp4", crf=18)
+    source = tmp_path / "source"
+    ingest([tmp_path / "raw"], source, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    url, local = _both(bucket, source, tmp_path)
+    for target in (str(local), url):
+        paired = CliRunner().invoke(main, ["pairs", target, "--window", "11", "-j", "1"])
+        assert paired.exit_code == 0, paired.output
+    assert snapshot(url) == local_snapshot(local)
+    assert verify(open_dataset(url)) == []
