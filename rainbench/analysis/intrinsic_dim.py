@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from rainbench.capture.formats import FORMATS
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import GROUND_TRUTH, RAIN, member
 from rainbench.shards.members import (
     open_shard,
@@ -377,7 +377,7 @@ def _or_nan(estimator, patches: np.ndarray, *args) -> float:
 
 
 def from_synthetic_split(
-    dataset_root: Path, split: str, limit: int | None = None
+    dataset_root: str | Path, split: str, limit: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ground truth, rain layer) of each pair of a paired split, as H×W×3 float32 in
     [0, 1], the rain layer being clip(rainy − ground truth, 0, 1): what the rain added
@@ -386,7 +386,7 @@ def from_synthetic_split(
     Reads only the two members of each pair, shard by shard, as the pairs are drawn;
     an unknown split is refused at once.
     """
-    dataset = Dataset(Path(dataset_root))
+    dataset = open_dataset(dataset_root)  # a folder or an object store's URL
     dataset.read_info()
     table = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
     rows = [

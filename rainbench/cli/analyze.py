@@ -20,7 +20,7 @@ def analyze_group() -> None:
 
 
 @analyze_group.command("intrinsic-dim")
-@options.dataset("--dataset", file_okay=False)
+@options.dataset("--dataset", url=True, file_okay=False)
 @click.option("--split", required=True, help="The paired split, e.g. syn-streak.")
 @click.option(
     "--limit", type=click.IntRange(min=1), help="Only the first N pairs, by shard and key."

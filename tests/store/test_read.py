@@ -201,3 +201,13 @@ def test_the_label_page_reads_its_pictures_from_the_store(url, local_ds, tmp_pat
     locally = CliRunner().invoke(main, ["label", str(local_ds), "--out", str(tmp_path / "l.html")])
     assert locally.exit_code == 0, locally.output
     assert page.read_bytes() == (tmp_path / "l.html").read_bytes()
+
+
+def test_analyze_reads_a_paired_split_from_the_store(url, local_ds):
+    args = ["analyze", "intrinsic-dim", "--split", "syn-streak", "--limit", "2", "--json"]
+    remote = CliRunner().invoke(main, [args[0], args[1], url, *args[2:]])
+    local = CliRunner().invoke(main, [args[0], args[1], str(local_ds), *args[2:]])
+    assert remote.exit_code == local.exit_code == 0, remote.output
+    remote_report, local_report = json.loads(remote.output), json.loads(local.output)
+    assert remote_report.pop("dataset") == url
+    assert remote_report == {k: v for k, v in local_report.items() if k != "dataset"}
