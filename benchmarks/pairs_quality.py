@@ -35,7 +35,7 @@ from rainbench.metrics.fullref import psnr_y, ssim_y
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer, list_derainers
 from rainbench.pairs.estimate import METHODS, ArrayFrames, EstimateOptions, estimate_pairs
-from rainbench.synth.video import decode_video, encode_h264, render_rain_video
+from rainbench.synth.video import RainVideo, decode_video, encode_h264, render_rain_video
 
 RECIPES = ("drizzle", "streak", "storm", "fog-like")
 GOALS = {"drizzle": 35.0, "streak": 35.0, "storm": 30.0}
@@ -89,15 +89,7 @@ def measure(
     derainer's psnr_y against the estimate and against the truth."""
     started = time.perf_counter()
     still = still_of(condition)
-    video = render_rain_video(
-        still,
-        recipe,
-        condition.frames,
-        condition.seed,
-        night=condition.night,
-        rain_free_lead=condition.rain_free_lead,
-    )
-    data = encode_h264(video.frames, crf=condition.crf)
+    video, data = coded_video(condition, still, recipe, condition.rain_free_lead)
     frames = ArrayFrames(decode_video(data))
     rendered = time.perf_counter()
     estimates = list(estimate_pairs(frames, options))
@@ -143,20 +135,29 @@ def measure(
     return result
 
 
-def codec_floor(
-    condition: Condition, still: np.ndarray, recipe: str, options: EstimateOptions
-) -> float:
-    """The same video with no rain at all through the same codec and estimator: what
-    the codec alone leaves of the background."""
+def coded_video(
+    condition: Condition, still: np.ndarray, recipe: str, rain_free_lead: int
+) -> tuple[RainVideo, bytes]:
+    """The condition's video of `recipe` over `still` (its first `rain_free_lead` frames
+    dry), and its H.264 encoding at the condition's CRF."""
     video = render_rain_video(
         still,
         recipe,
         condition.frames,
         condition.seed,
         night=condition.night,
-        rain_free_lead=condition.frames,
+        rain_free_lead=rain_free_lead,
     )
-    frames = ArrayFrames(decode_video(encode_h264(video.frames, crf=condition.crf)))
+    return video, encode_h264(video.frames, crf=condition.crf)
+
+
+def codec_floor(
+    condition: Condition, still: np.ndarray, recipe: str, options: EstimateOptions
+) -> float:
+    """The same video with no rain at all through the same codec and estimator: what
+    the codec alone leaves of the background."""
+    video, data = coded_video(condition, still, recipe, rain_free_lead=condition.frames)
+    frames = ArrayFrames(decode_video(data))
     scores = [
         psnr_y(e.gt, video.backgrounds[e.index], e.confidence >= TRUSTED)
         for e in estimate_pairs(frames, replace(options, prefer_rain_free=False))
