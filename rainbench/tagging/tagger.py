@@ -6,8 +6,11 @@ Its parameters are a small versioned JSON file in the package, written by
 A rainy capture gets the most probable rain type, with that type's probability
 among the four as its confidence; a clean capture gets none, and is flagged
 `looks_rainy` when the tagger's probability of rain reaches the file's flag
-threshold. A capture whose features lie far from every calibration example gets the
-caveat `unlike-calibration` and a capped confidence.
+threshold. From version 3 that probability is a detector's of its own: a logistic
+regression on the cues only rain gives (bright, oriented, spread thin lines), so that
+the veil and colour cues the rain types need cannot make a hazy clean picture rainy.
+A capture whose features lie far from every calibration example gets the caveat
+`unlike-calibration` and a capped confidence.
 """
 
 import json
@@ -23,7 +26,7 @@ from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, TINY_
 RAIN_TYPES = ("drizzle", "streak", "storm", "fog-like")
 CLASSES = ("clean", *RAIN_TYPES)
 
-PARAMS_FILE = "tagger-v2.json"
+PARAMS_FILE = "tagger-v3.json"
 
 # What the tagger cannot judge well, with the most confidence it may then claim:
 # a tiny capture shows too little, a grey one has no colour for the veil cues, at
@@ -72,13 +75,31 @@ class Tagger:
     temperature: float = 1.0
     ood: dict | None = None
     capped: tuple[str, ...] = ("tiny", "grey", "night")  # caveats that cap the confidence
+    # P(rain) of its own (version 3 on): `inputs`, a subset of the standardised inputs,
+    # weighted by `weights` plus `bias`, that logit times `scale` plus `shift` (settled
+    # on held-out decisions), through the logistic function. None: P(rain) is
+    # 1 − P(clean) of the softmax.
+    detector: dict | None = None
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """P(class) for each row of `features` (columns in FEATURE_NAMES order)."""
+        """P(class) for each row of `features` (columns in FEATURE_NAMES order); with a
+        detector, P(clean) is 1 − its P(rain), shared among the types as the softmax
+        shares the rain among them."""
         logits = (self.design(features) @ self.weights.T + self.bias) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         odds = np.exp(logits)
-        return odds / odds.sum(axis=1, keepdims=True)
+        p = odds / odds.sum(axis=1, keepdims=True)
+        if self.detector is None:
+            return p
+        return with_rain(p, self.rain_probability(features))
+
+    def rain_probability(self, features: np.ndarray) -> np.ndarray:
+        """The detector's P(rain) for each row of `features`."""
+        x = self.transform(self._inputs(features))
+        columns = [self.inputs.index(name) for name in self.detector["inputs"]]
+        z = x[:, columns] @ np.asarray(self.detector["weights"]) + self.detector["bias"]
+        z = self.detector.get("scale", 1.0) * z + self.detector.get("shift", 0.0)
+        return 1 / (1 + np.exp(-z))
 
     def design(self, features: np.ndarray) -> np.ndarray:
         """What the softmax sees: the inputs transformed, expanded and standardised."""
@@ -154,6 +175,7 @@ class Tagger:
             "temperature": self.temperature,
             "ood": self.ood,
             "capped": list(self.capped),
+            **({"detector": self.detector} if self.detector is not None else {}),
             "calibration": self.calibration,
         }
 
@@ -164,6 +186,9 @@ class Tagger:
         unknown = set(data["inputs"]) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(f"tagger inputs {sorted(unknown)} are not features")
+        detector = data.get("detector")
+        if detector is not None and set(detector["inputs"]) - set(data["inputs"]):
+            raise ValueError("the tagger's detector reads inputs the tagger does not have")
         if data["features_version"] not in COMPATIBLE_VERSIONS:
             raise ValueError(
                 f"tagger of features version {data['features_version']}; these features "
@@ -188,7 +213,15 @@ class Tagger:
             temperature=float(data.get("temperature", 1.0)),
             ood=data.get("ood"),
             capped=tuple(data.get("capped", ("tiny", "grey", "night"))),
+            detector=detector,
         )
+
+
+def with_rain(p: np.ndarray, rain: np.ndarray) -> np.ndarray:
+    """Class probabilities `p` (CLASSES columns) with P(rain) replaced by `rain`, shared
+    among the types as `p` shares it."""
+    types = p[:, 1:] / np.maximum(p[:, 1:].sum(axis=1, keepdims=True), 1e-300)
+    return np.hstack([(1 - rain)[:, None], rain[:, None] * types])
 
 
 def expand(x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,15 @@ from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION
 from rainbench.tagging.fit import softmax_regression
 from rainbench.tagging.measure import compute_features
 from rainbench.tagging.scores import calibration_error, decide_all, f1_scores
-from rainbench.tagging.tagger import CLASSES, RAIN_TYPES, UNLIKE, Tagger, expand, load_tagger
+from rainbench.tagging.tagger import (
+    CLASSES,
+    RAIN_TYPES,
+    UNLIKE,
+    Tagger,
+    expand,
+    load_tagger,
+    with_rain,
+)
 
 # The photographs rain is rendered on, by name: scikit-image's bundled samples and
 # matplotlib's, each released into the public domain or under CC0 (their docstrings
@@ -50,10 +58,14 @@ BACKGROUNDS: dict[str, str] = {
     "hopper": "matplotlib:grace_hopper.jpg",
 }
 
-# The rain models, each written separately with its own streak physics: version 1's
-# Gaussian-profile streaks added to the scene, version 2's drops by size, speed and
-# depth lit by the scene, and screen-blended thresholded noise.
+# The rain models calibration fits on, each written separately with its own streak
+# physics: version 1's Gaussian-profile streaks added to the scene, version 2's drops by
+# size, speed and depth lit by the scene, and screen-blended thresholded noise.
 RAIN_MODELS = ("v1", "v2", "screen")
+# Rain models no calibration fits on: the robustness benchmark judges fits on every
+# calibration model by them, as the shipped tagger meets rain from a renderer it never
+# saw. Garg and Nayar's alpha-blended streaks (rainbench.synth.photometric).
+CHECK_MODELS = ("photometric",)
 
 # Capture heights, px, cycled over the examples: the real photographs this must hold
 # on are 170–2848 px tall, most near 512.
@@ -103,7 +115,7 @@ class Example:
 
     background: str  # a key of BACKGROUNDS
     label: str  # one of CLASSES
-    model: str | None  # one of RAIN_MODELS; None for clean
+    model: str | None  # one of RAIN_MODELS or CHECK_MODELS; None for clean
     seed: int
     height: int  # capture rows, after the chain's down-scaling
     quality: int  # JPEG
@@ -117,14 +129,20 @@ class Measured:
     height: int  # as decoded
 
 
-def examples(backgrounds: tuple[str, ...], per_cell: int, seed: int) -> list[Example]:
-    """For every background: `per_cell` examples of every rain type from every rain
-    model, and as many clean ones as rainy ones of a type; sizes, qualities and night
-    drawn evenly from the example's seed."""
+def examples(
+    backgrounds: tuple[str, ...],
+    per_cell: int,
+    seed: int,
+    models: tuple[str, ...] = RAIN_MODELS,
+    clean: bool = True,
+) -> list[Example]:
+    """For every background: `per_cell` examples of every rain type from every one of
+    `models`, and (with `clean`) as many clean ones as rainy ones of a type; sizes,
+    qualities and night drawn evenly from the example's seed."""
     made = []
     for background in backgrounds:
-        cells = [(label, model) for label in RAIN_TYPES for model in RAIN_MODELS]
-        cells += [("clean", None)] * len(RAIN_MODELS)
+        cells = [(label, model) for label in RAIN_TYPES for model in models]
+        cells += [("clean", None)] * len(models) * clean
         for cell, (label, model) in enumerate(cells):
             for index in range(per_cell):
                 drawn = _derive(seed, background, label, model, cell, index)
@@ -191,16 +209,29 @@ def rain(example: Example, clean: np.ndarray) -> np.ndarray:
         from rainbench.synth.screen import render_screen
 
         return render_screen(clean, example.label, example.seed)[0]
-    raise ValueError(f"unknown rain model {example.model!r}; known: {', '.join(RAIN_MODELS)}")
+    if example.model == "photometric":
+        from rainbench.synth.photometric import render_photometric
+
+        return render_photometric(clean, example.label, example.seed)[0]
+    known = ", ".join(RAIN_MODELS + CHECK_MODELS)
+    raise ValueError(f"unknown rain model {example.model!r}; known: {known}")
 
 
-def fit(measured: list[Measured], l2: float, products: bool, calibration: dict) -> Tagger:
+def fit(
+    measured: list[Measured],
+    l2: float,
+    products: bool,
+    calibration: dict,
+    detector: bool = False,
+) -> Tagger:
     """A multinomial logistic regression with an L2 penalty, fitted by Newton's method,
-    with the calibration examples' spread kept for the unlike-calibration caveat."""
+    with the calibration examples' spread kept for the unlike-calibration caveat; with
+    `detector`, a logistic regression of rain against clean on DETECTOR_INPUTS too
+    (tagger version 3)."""
     inputs = tuple(name for name, _, _ in INPUTS)
     raw = feature_matrix(measured)[:, [FEATURE_NAMES.index(name) for name in inputs]]
     model = Tagger(
-        version="2",
+        version="3" if detector else "2",
         features_version=FEATURES_VERSION,
         inputs=inputs,
         transforms=tuple(kind for _, kind, _ in INPUTS),
@@ -247,8 +278,42 @@ def fit(measured: list[Measured], l2: float, products: bool, calibration: dict) 
         weights=theta[:, :-1],
         bias=theta[:, -1],
         ood=ood,
+        detector=_fit_detector(x, y > 0, inputs) if detector else None,
     )
 
+
+def _fit_detector(x: np.ndarray, rain: np.ndarray, inputs: tuple[str, ...]) -> dict:
+    """Rain against clean on the standardised inputs DETECTOR_INPUTS, with P(rain) read
+    as if a capture were as likely clean as rainy before it is looked at."""
+    columns = [inputs.index(name) for name in DETECTOR_INPUTS]
+    theta = softmax_regression(x[:, columns], np.eye(2)[rain.astype(int)], DETECTOR_L2)
+    rainy = int(rain.sum())
+    prior = np.log(max(rainy, 1) / max(len(rain) - rainy, 1))
+    return {
+        "inputs": list(DETECTOR_INPUTS),
+        "weights": [float(f"{v:.9g}") for v in theta[1, :-1] - theta[0, :-1]],
+        "bias": float(f"{theta[1, -1] - theta[0, -1] - prior:.9g}"),
+        "l2": DETECTOR_L2,
+    }
+
+
+# The detector's inputs: the cues rain alone gives, whatever its renderer or type. Bright
+# thin lines over dark ones (polarity, excess), one orientation (coherence, the blocks'
+# votes), many short segments spread over the frame, on dark ground more than the
+# picture is. Not the veil, brightness or colour: rain's veil differs most between
+# rain models, and a hazy or grey clean picture has one too. Tagger 2's P(rain), from
+# the softmax over every input, detected rain models no fit saw less well
+# (docs/tagging.md: benchmarks/tagging_robustness.py --no-detector).
+DETECTOR_INPUTS = (
+    "streak_agreement",
+    "streak_blocks",
+    *(
+        f"{prefix}_{name}"
+        for prefix in ("thin", "ridge")
+        for name in ("polarity", "excess", "coherence", "on_dark", "segments", "spread")
+    ),
+)
+DETECTOR_L2 = 1.0
 
 SPREAD_SHRINK = 0.05
 # A capture is unlike calibration beyond the distance this share of held-out
@@ -269,45 +334,75 @@ class HeldOut:
     logits: np.ndarray  # rows × CLASSES, temperature 1
     distance: np.ndarray  # squared Mahalanobis distance from the fit's examples
     group: list[str]  # what was held out for each row
+    rain: np.ndarray | None = None  # the fit's detector's P(rain); None: fits had none
+
+    def probabilities(
+        self, chosen: np.ndarray, temperature: float, scale: tuple[float, float] = (1.0, 0.0)
+    ) -> np.ndarray:
+        """P(class) of the rows `chosen` as their fits give it (Tagger.probabilities), the
+        detector's logit scaled and shifted by `scale`."""
+        p = probabilities(self.logits[chosen], temperature)
+        if self.rain is None:
+            return p
+        return with_rain(p, rescaled(self.rain[chosen], scale))
 
 
-def leave_one_background_out(measured: list[Measured], l2: float, products: bool) -> HeldOut:
+def leave_one_background_out(
+    measured: list[Measured], l2: float, products: bool, detector: bool = False
+) -> HeldOut:
     groups = sorted({m.example.background for m in measured})
-    return _held_out(measured, l2, products, [([g], None) for g in groups])
+    return _held_out(measured, l2, products, detector, [([g], None) for g in groups])
 
 
-def leave_one_model_out(measured: list[Measured], l2: float, products: bool) -> HeldOut:
-    """Rain of each model judged by fits on the other models, on backgrounds those fits
-    never saw either (three background folds), so the clean captures judged are new too."""
+def leave_one_model_out(
+    measured: list[Measured], l2: float, products: bool, detector: bool = False
+) -> HeldOut:
+    """Rain of each calibration model judged by fits on the other calibration models, and
+    rain of each check model by fits on all of them, on backgrounds those fits never saw
+    either (three background folds), so the clean captures judged are new too."""
     backgrounds = sorted({m.example.background for m in measured})
     thirds = [backgrounds[start::3] for start in range(3)]
-    return _held_out(
-        measured, l2, products, [(third, model) for model in RAIN_MODELS for third in thirds]
-    )
+    present = {m.example.model for m in measured}
+    models = [model for model in RAIN_MODELS + CHECK_MODELS if model in present]
+    folds = [(third, model) for model in models for third in thirds]
+    return _held_out(measured, l2, products, detector, folds)
 
 
 def _held_out(
     measured: list[Measured],
     l2: float,
     products: bool,
+    detector: bool,
     folds: list[tuple[list[str], str | None]],
 ) -> HeldOut:
-    rows, logits, distance, group = [], [], [], []
+    rows, logits, distance, group, rain = [], [], [], [], []
     for backgrounds, model in folds:
         seen, mine = [], []
         for m in measured:
             unseen = m.example.background in backgrounds
             if unseen and (model is None or m.example.model in (model, None)):
                 mine.append(m)  # a held-out model's rain, and clean captures
-            elif not unseen and (model is None or m.example.model != model):
+            elif (
+                not unseen
+                and m.example.model not in CHECK_MODELS  # no fit learns from a check model
+                and (model is None or m.example.model != model)
+            ):
                 seen.append(m)
-        tagger = fit(seen, l2, products, {})
+        tagger = fit(seen, l2, products, {}, detector)
         features = feature_matrix(mine)
         rows += mine
         logits.append(tagger.design(features) @ tagger.weights.T + tagger.bias)
         distance.append(tagger.distance(features))
         group += [model or backgrounds[0]] * len(mine)
-    return HeldOut(rows, np.vstack(logits), np.concatenate(distance), group)
+        if detector:
+            rain.append(tagger.rain_probability(features))
+    return HeldOut(
+        rows,
+        np.vstack(logits),
+        np.concatenate(distance),
+        group,
+        np.concatenate(rain) if detector else None,
+    )
 
 
 def feature_matrix(measured: list[Measured]) -> np.ndarray:
@@ -491,27 +586,58 @@ class Settled:
     temperature: float  # of the rain-type confidence
     flag_threshold: float  # the lowest whose clean flags stay within FLAG_BUDGET
     unlike_limit: float  # squared distance beyond which a capture is unlike calibration
+    # The detector's logit is scaled and shifted by these (Platt scaling); None: no detector
+    detector_scale: tuple[float, float] | None = None
 
 
 def settle(held: HeldOut, rows: np.ndarray) -> Settled:
-    """Temperature, flag threshold and unlike limit from the held-out rows `rows`."""
+    """Temperature, flag threshold, unlike limit and the detector's scaling from the
+    held-out rows `rows`."""
     labels = np.array([CLASSES.index(m.example.label) for m in held.measured])
     rainy = rows & (labels > 0)
     temperature = fit_temperature(rain_logits(held.logits[rainy]), labels[rainy] - 1)
+    scale = None if held.rain is None else fit_scale(held.rain[rows], labels[rows] > 0)
     clean = rows & (labels == 0)
-    rain_on_clean = 1 - probabilities(held.logits[clean], 1.0)[:, 0]
+    rain_on_clean = 1 - held.probabilities(clean, 1.0, scale or (1.0, 0.0))[:, 0]
     threshold = next(
         (t for t in FLAG_THRESHOLDS if np.mean(rain_on_clean >= t) <= FLAG_BUDGET),
         FLAG_THRESHOLDS[-1],
     )
     limit = round(float(np.quantile(held.distance[rows], UNLIKE_QUANTILE)), 4)
-    return Settled(temperature, float(threshold), limit)
+    return Settled(temperature, float(threshold), limit, scale)
+
+
+def fit_scale(rain: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(a, b) so that P(rain) = σ(a·logit(p) + b) matches held-out truth, with rain and
+    clean weighed alike (a capture as likely clean as rainy before it is looked at)."""
+    theta = softmax_regression(_logit(rain)[:, None], np.eye(2)[truth.astype(int)], 1e-6)
+    prior = np.log(max(int(truth.sum()), 1) / max(int((~truth).sum()), 1))
+    scale = theta[1, 0] - theta[0, 0]
+    shift = theta[1, 1] - theta[0, 1] - prior
+    return round(float(scale), 6), round(float(shift), 6)
+
+
+def rescaled(rain: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """P(rain) with its logit scaled and shifted: σ(a·logit(p) + b)."""
+    return 1 / (1 + np.exp(-(scale[0] * _logit(rain) + scale[1])))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(p, 1e-12, 1)) - np.log(np.clip(1 - p, 1e-12, 1))
 
 
 def settled_tagger(tagger: Tagger, settled: Settled) -> Tagger:
     ood = dict(tagger.ood or {}, limit=settled.unlike_limit)
+    detector = tagger.detector
+    if detector is not None and settled.detector_scale is not None:
+        scale, shift = settled.detector_scale
+        detector = dict(detector, scale=scale, shift=shift)
     return replace(
-        tagger, temperature=settled.temperature, flag_threshold=settled.flag_threshold, ood=ood
+        tagger,
+        temperature=settled.temperature,
+        flag_threshold=settled.flag_threshold,
+        ood=ood,
+        detector=detector,
     )
 
 
@@ -519,9 +645,11 @@ def judge(held: HeldOut, rows: np.ndarray, tagger: Tagger) -> Evaluation:
     """The held-out rows `rows` decided as `tagger` (its temperature, threshold, limit
     and caps) would decide them."""
     chosen = np.flatnonzero(rows)
+    detector = tagger.detector or {}
+    scale = (detector.get("scale", 1.0), detector.get("shift", 0.0))
     return evaluate(
         [held.measured[i] for i in chosen],
-        probabilities(held.logits[chosen], tagger.temperature),
+        held.probabilities(chosen, tagger.temperature, scale),
         held.distance[chosen],
         tagger,
     )
@@ -571,6 +699,8 @@ class Robustness:
     pooled: Evaluation  # every background's held-out decisions together
     by_model: dict[str, Evaluation]  # leave-one-rain-model-out (new backgrounds too)
     by_condition: dict[str, dict[str, Evaluation]]  # condition → held-out model → result
+    # held-out model → {share of its clean captures flagged: share of its rain flagged}
+    detection: dict[str, dict[float, float]]
 
     def worst(self, table: dict[str, Evaluation]) -> tuple[str, Evaluation]:
         return min(table.items(), key=lambda item: item[1].macro_f1)
@@ -617,7 +747,14 @@ class Robustness:
                 f"{result.unlike:.1%} |"
             )
         model, worst = self.worst(self.by_model)
-        return [*lines, "", f"worst: {model}, macro-F1 {worst.macro_f1:.3f}"]
+        lines += ["", f"worst: {model}, macro-F1 {worst.macro_f1:.3f}"]
+        checks = [name for name in self.by_model if name in CHECK_MODELS]
+        if checks:
+            lines.append(
+                f"{', '.join(checks)}: rain no fit learns from, judged by fits on all of "
+                f"{', '.join(RAIN_MODELS)} (the others by fits on the other two)"
+            )
+        return lines
 
     def condition_table(self) -> list[str]:
         """Markdown: macro-F1 per acquisition condition for each rain model held out."""
@@ -652,8 +789,25 @@ class Robustness:
             )
         return lines
 
+    def detection_table(self) -> list[str]:
+        """Markdown: rain flagged when the flag threshold lets through a given share of
+        clean captures, for each rain model held out: detection without the threshold's
+        own luck."""
+        budgets = DETECTION_BUDGETS
+        lines = [
+            "| rain model held out | "
+            + " | ".join(f"rain flagged at {b:.0%} clean flagged" for b in budgets)
+            + " |",
+            "|---" * (1 + len(budgets)) + "|",
+        ]
+        for model, recall in self.detection.items():
+            lines.append(f"| {model} | " + " | ".join(f"{recall[b]:.1%}" for b in budgets) + " |")
+        held_out = [recall for name, recall in self.detection.items() if name in self.by_model]
+        worst = [min(recall[b] for recall in held_out) for b in budgets]
+        return [*lines, "", "worst model held out: " + ", ".join(f"{w:.1%}" for w in worst)]
+
     def to_lines(self) -> list[str]:
-        return [*self.model_table(), "", *self.background_table()]
+        return [*self.model_table(), "", *self.detection_table(), "", *self.background_table()]
 
     def to_dict(self) -> dict:
         return {
@@ -665,23 +819,33 @@ class Robustness:
                 case: {model: result.macro_f1 for model, result in results.items()}
                 for case, results in self.by_condition.items()
             },
+            "detection": self.detection,
         }
 
 
 def evaluate_held_out(per_cell: int, seed: int, workers: int) -> Robustness:
     """Fresh examples judged by fits like the shipped tagger's (its penalty and inputs)
-    that never saw their rain model or their background."""
+    that never saw their rain model or their background; the check models' rain too."""
     background_photo(next(iter(BACKGROUNDS)))  # fail early, with the fix, when missing
     settings = load_tagger().calibration
-    l2, products = settings["l2"], settings["products"]
-    measured, _ = measured_examples(per_cell, seed, workers)
-    return robustness(measured, fit(measured, l2, products, {}), l2, products)
+    l2, products, detector = settings["l2"], settings["products"], shipped_detector()
+    measured, _ = measured_examples(per_cell, seed, workers, check=True)
+    tagger = fit(calibration_examples(measured), l2, products, {}, detector)
+    return robustness(measured, tagger, l2, products)
+
+
+def shipped_detector() -> bool:
+    """Whether the shipped tagger has a detector: fits like it have one too."""
+    return load_tagger().detector is not None
 
 
 def robustness(measured: list[Measured], tagger: Tagger, l2: float, products: bool) -> Robustness:
     """Held-out judgement of fits like `tagger`: its threshold, temperature and unlike
-    limit are settled again without the held-out rain model wherever one is held out."""
-    lobo = leave_one_background_out(measured, l2, products)
+    limit are settled again without the held-out rain model wherever one is held out.
+    Check models' rain in `measured` is judged only, never fitted or settled on. The
+    fits have a detector where `tagger` has one."""
+    detector = tagger.detector is not None
+    lobo = leave_one_background_out(calibration_examples(measured), l2, products, detector)
     everything = np.ones(len(lobo.measured), dtype=bool)
     settled = settle(lobo, everything)
     shipped = settled_tagger(tagger, settled)
@@ -689,9 +853,9 @@ def robustness(measured: list[Measured], tagger: Tagger, l2: float, products: bo
         name: judge(lobo, np.array([g == name for g in lobo.group]), shipped)
         for name in sorted(set(lobo.group))
     }
-    lomo = leave_one_model_out(measured, l2, products)
+    lomo = leave_one_model_out(measured, l2, products, detector)
     by_model, by_condition = {}, {}
-    for model in RAIN_MODELS:
+    for model in dict.fromkeys(lomo.group):
         others = np.array([m.example.model != model for m in lobo.measured])
         without = settled_tagger(tagger, settle(lobo, others))
         mine = np.array([g == model for g in lomo.group])
@@ -703,17 +867,57 @@ def robustness(measured: list[Measured], tagger: Tagger, l2: float, products: bo
                     lomo, rows, without
                 )
     return Robustness(
-        settled, by_background, judge(lobo, everything, shipped), by_model, by_condition
+        settled,
+        by_background,
+        judge(lobo, everything, shipped),
+        by_model,
+        by_condition,
+        detection(lomo) | detection(lobo, pooled=POOLED_BACKGROUNDS),
     )
 
 
+# Shares of clean captures a flag may let through, at which detection is compared.
+DETECTION_BUDGETS = (0.05, 0.10)
+# The detection row of every background held out in turn, with every rain model known.
+POOLED_BACKGROUNDS = "every model, backgrounds held out"
+
+
+def detection(held: HeldOut, pooled: str | None = None) -> dict[str, dict[float, float]]:
+    """For each held-out group (or, named `pooled`, all of them together): the share of
+    its rain whose P(rain) exceeds the level that the given share of its own clean
+    captures exceed."""
+    every = np.ones(len(held.measured), dtype=bool)
+    rain = 1 - held.probabilities(every, 1.0)[:, 0]
+    clean = np.array([m.example.label == "clean" for m in held.measured])
+    found = {}
+    groups = [pooled] if pooled else list(dict.fromkeys(held.group))
+    for group in groups:
+        mine = every if pooled else np.array([g == group for g in held.group])
+        found[group] = {
+            budget: round(
+                float(np.mean(rain[mine & ~clean] > np.quantile(rain[mine & clean], 1 - budget))),
+                4,
+            )
+            for budget in DETECTION_BUDGETS
+        }
+    return found
+
+
+def calibration_examples(measured: list[Measured]) -> list[Measured]:
+    """Those of `measured` a fit may learn from: every example but check models' rain."""
+    return [m for m in measured if m.example.model not in CHECK_MODELS]
+
+
 def measured_examples(
-    per_cell: int, seed: int, workers: int, cache: Path | None = None
+    per_cell: int, seed: int, workers: int, cache: Path | None = None, check: bool = False
 ) -> tuple[list[Measured], str]:
     """The examples of every background for (`per_cell`, `seed`), measured, and how they
-    were had; `cache` keeps them as JSON lines and is reused only when it holds exactly
-    these examples measured with these features' version."""
+    were had: the calibration models' rain and clean captures, and with `check` the
+    check models' rain too. `cache` keeps them as JSON lines and is reused only when it
+    holds exactly these examples measured with these features' version."""
     todo = examples(tuple(BACKGROUNDS), per_cell, seed)
+    if check:
+        todo += examples(tuple(BACKGROUNDS), per_cell, seed, CHECK_MODELS, clean=False)
     if cache is not None and cache.exists():
         kept = _load_measured(cache)
         if kept is not None and [m.example for m in kept] == todo:

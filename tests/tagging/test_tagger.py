@@ -1,6 +1,7 @@
 """The shipped tagger: its parameter file, its decisions, and its caveats."""
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from rainbench.capture.decode import decode_capture
 from rainbench.capture.formats import FORMATS
 from rainbench.synth.recipes import RECIPES
 from rainbench.synth.render import render
-from rainbench.tagging.features import FEATURES_VERSION
+from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION
 from rainbench.tagging.measure import compute_features
 from rainbench.tagging.tagger import LOW_CONFIDENCE_CAP, RAIN_TYPES, Tagger, load_tagger
 from rainbench.train.tagger import INPUTS, sample_photo
@@ -101,3 +102,38 @@ def test_a_one_pixel_capture_is_tagged_not_crashed():
     features, height = _capture(np.full((1, 1, 3), 128, np.uint8))
     tag = load_tagger().tag(features, "rainy", height)
     assert tag.rain_type in RAIN_TYPES and tag.confidence <= LOW_CONFIDENCE_CAP
+
+
+def test_the_second_tagger_is_kept_and_reads_these_features(photo):
+    second = load_tagger("tagger-v2.json")
+    assert second.version == "2" and second.detector is None
+    features, height = _capture(render(photo, "streak", seed=2).rain)
+    assert second.tag(features, "rainy", height).rain_type in RAIN_TYPES
+
+
+def test_a_detector_gives_p_rain_and_the_softmax_shares_it_among_the_types():
+    tagger = load_tagger()
+    assert tagger.version == "3" and tagger.detector is not None
+    rng = np.random.default_rng(0)
+    features = rng.uniform(0.01, 0.5, (6, len(FEATURE_NAMES)))
+    p = tagger.probabilities(features)
+    assert np.allclose(p.sum(axis=1), 1)
+    assert np.allclose(1 - p[:, 0], tagger.rain_probability(features))
+    # Among the types, the softmax's shares, whatever the detector says.
+    without = replace(tagger, detector=None).probabilities(features)
+    assert np.allclose(
+        p[:, 1:] / p[:, 1:].sum(axis=1, keepdims=True),
+        without[:, 1:] / without[:, 1:].sum(axis=1, keepdims=True),
+    )
+    # The veil, brightness and colour do not move P(rain).
+    hazy = features.copy()
+    for name in ("dark_channel", "transmission", "black_level", "brightness", "saturation"):
+        hazy[:, FEATURE_NAMES.index(name)] *= 1.7
+    assert np.allclose(tagger.rain_probability(hazy), tagger.rain_probability(features))
+
+
+def test_a_detector_reading_an_input_the_tagger_lacks_is_refused():
+    data = load_tagger().to_json()
+    data["detector"] = dict(data["detector"], inputs=["hf_share", *data["detector"]["inputs"][1:]])
+    with pytest.raises(ValueError, match="detector"):
+        Tagger.from_json(data)

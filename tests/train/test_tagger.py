@@ -8,21 +8,28 @@ from rainbench.tagging.features import FEATURE_NAMES
 from rainbench.tagging.tagger import CLASSES, RAIN_TYPES, UNLIKE
 from rainbench.train.tagger import (
     BACKGROUNDS,
+    CHECK_MODELS,
     HEIGHTS,
+    POOLED_BACKGROUNDS,
     QUALITIES,
     RAIN_MODELS,
     Example,
+    HeldOut,
     Measured,
     background_photo,
+    calibration_examples,
+    detection,
     evaluate,
     examples,
     fit,
+    fit_scale,
     fit_temperature,
     leave_one_background_out,
     leave_one_model_out,
     measure,
     measured_examples,
     probabilities,
+    rescaled,
     robustness,
 )
 
@@ -52,7 +59,15 @@ def test_examples_cover_every_cell_and_condition():
     assert examples(("astronaut",), 2, seed=0) == examples(("astronaut",), 2, seed=0)
 
 
-@pytest.mark.parametrize("model", RAIN_MODELS)
+def test_check_examples_are_rain_only_and_leave_the_calibration_examples_as_they_were():
+    made = examples(("astronaut",), per_cell=3, seed=0, models=CHECK_MODELS, clean=False)
+    assert len(made) == 3 * len(RAIN_TYPES) * len(CHECK_MODELS)
+    assert {e.model for e in made} == set(CHECK_MODELS)
+    calibration = examples(("astronaut",), per_cell=3, seed=0)
+    assert not {e.seed for e in made} & {e.seed for e in calibration}
+
+
+@pytest.mark.parametrize("model", RAIN_MODELS + CHECK_MODELS)
 def test_an_example_is_a_pure_function_of_its_fields(model):
     example = Example("coffee", "streak", model, seed=5, height=320, quality=70, night=True)
     first = measure(example)
@@ -94,6 +109,70 @@ def test_held_out_fits_never_see_what_they_judge():
     assert set(lomo.group) == set(RAIN_MODELS)
     for m, group in zip(lomo.measured, lomo.group, strict=True):
         assert m.example.model in (group, None)  # its own model's rain, or clean
+
+
+def _with_check_rain(measured: list[Measured], seed: int) -> list[Measured]:
+    """`measured` plus check-model rain shifted as _separable shifts each type."""
+    rng = np.random.default_rng(seed)
+    extra = []
+    for index in range(120):
+        label = RAIN_TYPES[index % len(RAIN_TYPES)]
+        values = rng.uniform(0.2, 0.3, len(FEATURE_NAMES))
+        values[FEATURE_NAMES.index("thin_coherence") + CLASSES.index(label)] += 0.5
+        background = ("a", "b", "c")[index // 4 % 3]
+        example = Example(background, label, CHECK_MODELS[0], 10_000 + index, 480, 90, False)
+        extra.append(Measured(example, dict(zip(FEATURE_NAMES, values.tolist(), strict=True)), 480))
+    return measured + extra
+
+
+def test_check_models_are_judged_by_fits_on_every_calibration_model_and_never_fitted():
+    measured = _with_check_rain(_separable(450, 0), 1)
+    assert calibration_examples(measured) == measured[:450]
+    lomo = leave_one_model_out(measured, 1e-3, False)
+    assert list(dict.fromkeys(lomo.group)) == [*RAIN_MODELS, *CHECK_MODELS]
+    checked = [m for m, g in zip(lomo.measured, lomo.group, strict=True) if g in CHECK_MODELS]
+    assert {m.example.model for m in checked} == {CHECK_MODELS[0], None}
+    # A fit that learnt from the check rain would judge it from its own examples; poison
+    # the check rain's features and the calibration fits must not move.
+    poisoned = [
+        Measured(m.example, dict.fromkeys(FEATURE_NAMES, 9.0), 480)
+        if m.example.model in CHECK_MODELS
+        else m
+        for m in measured
+    ]
+    again = leave_one_model_out(poisoned, 1e-3, False)
+    calibration_rows = [g in RAIN_MODELS for g in lomo.group]
+    assert np.array_equal(lomo.logits[calibration_rows], again.logits[calibration_rows])
+    judged = robustness(measured, fit(measured[:450], 1e-3, False, {}), 1e-3, False)
+    assert set(judged.by_model) == {*RAIN_MODELS, *CHECK_MODELS}
+    assert judged.by_model[CHECK_MODELS[0]].macro_f1 == 1.0
+    assert set(judged.detection) == {*RAIN_MODELS, *CHECK_MODELS, POOLED_BACKGROUNDS}
+    assert "| photometric |" in "\n".join(judged.detection_table())
+    assert set(judged.by_background) == {"a", "b", "c"}
+    assert any(CHECK_MODELS[0] in line and "no fit" in line for line in judged.model_table())
+
+
+def test_detection_counts_rain_above_the_level_a_share_of_clean_exceeds():
+    clean = [Measured(Example("a", "clean", None, i, 480, 90, False), {}, 480) for i in range(20)]
+    rain = [Measured(Example("a", "streak", "v1", i, 480, 90, False), {}, 480) for i in range(10)]
+    # P(rain) 0.00 … 0.95 on the clean captures; 0.50 … 0.95 on the rainy ones.
+    scores = np.concatenate([np.arange(20) / 20, 0.5 + np.arange(10) / 20])
+    held = HeldOut(clean + rain, np.zeros((30, 5)), np.zeros(30), ["v1"] * 30, scores)
+    found = detection(held)["v1"]
+    # 5 % of clean lies above 0.9025 (one rainy capture beyond), 10 % above 0.855 (two).
+    assert found == {0.05: 0.1, 0.1: 0.2}
+    assert detection(held, pooled="all") == {"all": found}
+
+
+def test_the_detectors_scaling_recovers_a_known_one_read_as_even_odds():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, 20_000)
+    truth = rng.uniform(size=z.size) < 1 / (1 + np.exp(-(2.0 * z + 0.5)))
+    scale, shift = fit_scale(1 / (1 + np.exp(-z)), truth)
+    prior = np.log(truth.sum() / (~truth).sum())
+    assert abs(scale - 2.0) < 0.1
+    assert abs(shift - (0.5 - prior)) < 0.1
+    assert np.allclose(rescaled(np.array([0.5]), (scale, shift)), 1 / (1 + np.exp(-shift)))
 
 
 def test_temperature_recovers_overconfidence():
