@@ -791,8 +791,8 @@ class Robustness:
 
     def detection_table(self) -> list[str]:
         """Markdown: rain flagged when the flag threshold lets through a given share of
-        clean captures, for each rain model held out: detection without the threshold's
-        own luck."""
+        clean captures, for each rain model held out (and each rain type over them):
+        detection without the threshold's own luck."""
         budgets = DETECTION_BUDGETS
         lines = [
             "| rain model held out | "
@@ -872,7 +872,7 @@ def robustness(measured: list[Measured], tagger: Tagger, l2: float, products: bo
         judge(lobo, everything, shipped),
         by_model,
         by_condition,
-        detection(lomo) | detection(lobo, pooled=POOLED_BACKGROUNDS),
+        detection(lomo, by_type=True) | detection(lobo, pooled=POOLED_BACKGROUNDS),
     )
 
 
@@ -882,24 +882,37 @@ DETECTION_BUDGETS = (0.05, 0.10)
 POOLED_BACKGROUNDS = "every model, backgrounds held out"
 
 
-def detection(held: HeldOut, pooled: str | None = None) -> dict[str, dict[float, float]]:
+def detection(
+    held: HeldOut, pooled: str | None = None, by_type: bool = False
+) -> dict[str, dict[float, float]]:
     """For each held-out group (or, named `pooled`, all of them together): the share of
     its rain whose P(rain) exceeds the level that the given share of its own clean
-    captures exceed."""
+    captures exceed; with `by_type`, those decisions' share for each rain type too,
+    over every group."""
     every = np.ones(len(held.measured), dtype=bool)
     rain = 1 - held.probabilities(every, 1.0)[:, 0]
-    clean = np.array([m.example.label == "clean" for m in held.measured])
-    found = {}
-    groups = [pooled] if pooled else list(dict.fromkeys(held.group))
-    for group in groups:
-        mine = every if pooled else np.array([g == group for g in held.group])
-        found[group] = {
-            budget: round(
-                float(np.mean(rain[mine & ~clean] > np.quantile(rain[mine & clean], 1 - budget))),
-                4,
-            )
-            for budget in DETECTION_BUDGETS
+    labels = np.array([m.example.label for m in held.measured])
+    clean = labels == "clean"
+    groups = (
+        {pooled: every}
+        if pooled
+        else {
+            group: np.array([g == group for g in held.group]) for group in dict.fromkeys(held.group)
         }
+    )
+    flagged = {budget: np.zeros(len(rain), dtype=bool) for budget in DETECTION_BUDGETS}
+    for mine in groups.values():
+        for budget, flags in flagged.items():
+            flags[mine] = rain[mine] > np.quantile(rain[mine & clean], 1 - budget)
+    found = {
+        group: {b: round(float(np.mean(f[mine & ~clean])), 4) for b, f in flagged.items()}
+        for group, mine in groups.items()
+    }
+    if by_type:
+        for name in RAIN_TYPES:
+            found[f"{name}, every model held out"] = {
+                b: round(float(np.mean(f[labels == name])), 4) for b, f in flagged.items()
+            }
     return found
 
 

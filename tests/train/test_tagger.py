@@ -146,7 +146,8 @@ def test_check_models_are_judged_by_fits_on_every_calibration_model_and_never_fi
     judged = robustness(measured, fit(measured[:450], 1e-3, False, {}), 1e-3, False)
     assert set(judged.by_model) == {*RAIN_MODELS, *CHECK_MODELS}
     assert judged.by_model[CHECK_MODELS[0]].macro_f1 == 1.0
-    assert set(judged.detection) == {*RAIN_MODELS, *CHECK_MODELS, POOLED_BACKGROUNDS}
+    by_type = {f"{name}, every model held out" for name in RAIN_TYPES}
+    assert set(judged.detection) == {*RAIN_MODELS, *CHECK_MODELS, POOLED_BACKGROUNDS, *by_type}
     assert "| photometric |" in "\n".join(judged.detection_table())
     assert set(judged.by_background) == {"a", "b", "c"}
     assert any(CHECK_MODELS[0] in line and "no fit" in line for line in judged.model_table())
@@ -162,6 +163,7 @@ def test_detection_counts_rain_above_the_level_a_share_of_clean_exceeds():
     # 5 % of clean lies above 0.9025 (one rainy capture beyond), 10 % above 0.855 (two).
     assert found == {0.05: 0.1, 0.1: 0.2}
     assert detection(held, pooled="all") == {"all": found}
+    assert detection(held, by_type=True)["streak, every model held out"] == found
 
 
 def test_the_detectors_scaling_recovers_a_known_one_read_as_even_odds():
