@@ -4,7 +4,9 @@ shake, a person crossing, one recipe's rain new every frame, H.264), estimated b
 `rainbench.pairs.estimate` and scored against the truth with psnr_y and ssim_y over
 the pixels the estimate trusts (confidence ≥ 128). Then the ranking: the built-in
 derainers that need no checkpoint, scored against the estimated ground truth and
-against the true one; Kendall's τ between the two orders, per recipe.
+against the true one; Kendall's τ between the two orders, per recipe. Where a recipe
+veils the scene (storm, fog-like), the estimate is also scored against the truth as
+that veil shows it (blurred and veiled, without drops): what time can recover.
 
 A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS
 per goal (≥ 35 dB on drizzle and streak and ≥ 30 dB on storm, worst condition).
@@ -31,15 +33,34 @@ from scipy.stats import kendalltau
 
 from rainbench.demo.captures import render_scene
 from rainbench.demo.photos import framed_photo
-from rainbench.metrics.fullref import psnr_y, ssim_y
+from rainbench.metrics.fullref import matlab_y, psnr_y, ssim_y
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import create_derainer, list_derainers
-from rainbench.pairs.estimate import METHODS, ArrayFrames, EstimateOptions, estimate_pairs
+from rainbench.pairs.estimate import (
+    METHODS,
+    RAIN_FREE,
+    ArrayFrames,
+    EstimateOptions,
+    estimate_pairs,
+)
 from rainbench.synth.video import RainVideo, decode_video, encode_h264, render_rain_video
 
 RECIPES = ("drizzle", "streak", "storm", "fog-like")
+VEILED = ("storm", "fog-like")  # recipes whose veil and blur are in every rainy frame
 GOALS = {"drizzle": 35.0, "streak": 35.0, "storm": 30.0}
 TRUSTED = 128  # confidence ≥ this: the pixels a pair's metrics count
+# A condition's means over its pairs; `psnr_y_veiled` against the truth as the rain's
+# veil shows it (the truth itself where the recipe has no veil), for pairs estimated
+# from rainy frames only: a rain-free frame's ground truth has no veil to keep.
+KEYS = (
+    "psnr_y",
+    "ssim_y",
+    "coverage",
+    "gt_psnr_estimate",
+    "rainy_psnr_y",
+    "psnr_y_veiled",
+    "bias_y_veiled",
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,12 @@ def still_of(condition: Condition) -> np.ndarray:
     return np.asarray(framed_photo(condition.still, condition.width, aspect=aspect))
 
 
+def bias_y(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
+    """The mean of `pred` − `ref` in levels of psnr_y's Y (16..235) over `mask`."""
+    difference = matlab_y(pred).astype(np.float64) - matlab_y(ref)
+    return float(difference[mask].mean())
+
+
 def derain(derainer, frame: np.ndarray) -> np.ndarray:
     import torch
 
@@ -100,6 +127,8 @@ def measure(
             targets.append({"index": estimate.index, "skipped": estimate.skipped})
             continue
         truth = video.backgrounds[estimate.index]
+        # what time can recover from rainy frames: a rain-free frame's truth has no veil
+        veiled = None if estimate.method == RAIN_FREE else video.veiled[estimate.index]
         trusted = estimate.confidence >= TRUSTED
         rainy = frames.frames[estimate.index]
         row = {
@@ -109,6 +138,8 @@ def measure(
             "psnr_y": psnr_y(estimate.gt, truth, trusted),
             "ssim_y": ssim_y(estimate.gt, truth, trusted),
             "psnr_y_all": psnr_y(estimate.gt, truth),
+            "psnr_y_veiled": math.nan if veiled is None else psnr_y(estimate.gt, veiled, trusted),
+            "bias_y_veiled": math.nan if veiled is None else bias_y(estimate.gt, veiled, trusted),
             "gt_psnr_estimate": estimate.gt_psnr_estimate,
             "rainy_psnr_y": psnr_y(rainy, truth, trusted),
             "object_leak": int(np.count_nonzero(trusted & video.objects[estimate.index])),
@@ -120,6 +151,7 @@ def measure(
             row["derainers"][name] = {
                 "vs_estimate": psnr_y(output, estimate.gt, trusted),
                 "vs_truth": psnr_y(output, truth, trusted),
+                "vs_veiled": math.nan if veiled is None else psnr_y(output, veiled, trusted),
             }
         targets.append(row)
     result = {
@@ -173,13 +205,18 @@ def summarise(results: list[dict], names: list[str]) -> dict:
     for recipe in dict.fromkeys(r["recipe"] for r in results):
         rows = []
         scores = {name: {"vs_estimate": [], "vs_truth": []} for name in names}
+        # the same over the pairs from rainy frames, against the truth under the veil
+        under_veil = {name: {"vs_estimate": [], "vs_veiled": []} for name in names}
         for result in (r for r in results if r["recipe"] == recipe):
             paired = [t for t in result["targets"] if "psnr_y" in t]
             row = {"condition": result["condition"], "pairs": len(paired)}
             row["skipped"] = len(result["targets"]) - len(paired)
-            for key in ("psnr_y", "ssim_y", "coverage", "gt_psnr_estimate", "rainy_psnr_y"):
-                row[key] = float(np.mean([t[key] for t in paired])) if paired else math.nan
+            for key in KEYS:
+                values = [t[key] for t in paired if not math.isnan(t[key])]
+                row[key] = float(np.mean(values)) if values else math.nan
             row["min_psnr_y"] = min((t["psnr_y"] for t in paired), default=math.nan)
+            veiled = [t["psnr_y_veiled"] for t in paired if not math.isnan(t["psnr_y_veiled"])]
+            row["min_psnr_y_veiled"] = min(veiled, default=math.nan)
             row["object_leak"] = sum(t["object_leak"] for t in paired)
             if "codec_floor_psnr_y" in result:
                 row["codec_floor_psnr_y"] = result["codec_floor_psnr_y"]
@@ -189,6 +226,9 @@ def summarise(results: list[dict], names: list[str]) -> dict:
                 for name in names:
                     for side in ("vs_estimate", "vs_truth"):
                         scores[name][side].append(target["derainers"][name][side])
+                    if not math.isnan(target["psnr_y_veiled"]):
+                        for side in ("vs_estimate", "vs_veiled"):
+                            under_veil[name][side].append(target["derainers"][name][side])
         means = {
             name: {side: float(np.mean(v)) for side, v in sides.items()}
             for name, sides in scores.items()
@@ -198,15 +238,31 @@ def summarise(results: list[dict], names: list[str]) -> dict:
         tau = kendalltau(
             [means[n]["vs_estimate"] for n in names], [means[n]["vs_truth"] for n in names]
         ).statistic
+        veiled_means = {
+            name: {side: float(np.mean(v)) if v else math.nan for side, v in sides.items()}
+            for name, sides in under_veil.items()
+        }
+        tau_veiled = kendalltau(
+            [veiled_means[n]["vs_estimate"] for n in names],
+            [veiled_means[n]["vs_veiled"] for n in names],
+        ).statistic
         worst = min(rows, key=lambda r: r["psnr_y"])
+        veiled = min(
+            (r for r in rows if not math.isnan(r["psnr_y_veiled"])),
+            key=lambda r: r["psnr_y_veiled"],
+            default={"condition": None, "psnr_y_veiled": math.nan},
+        )
         summary[recipe] = {
             "conditions": rows,
             "worst": {"condition": worst["condition"], "psnr_y": worst["psnr_y"]},
+            "worst_veiled": {"condition": veiled["condition"], "psnr_y": veiled["psnr_y_veiled"]},
             "derainers": means,
             "order_vs_estimate": by_estimate,
             "order_vs_truth": by_truth,
             "kendall_tau": float(tau),
             "ranking_matches": by_estimate == by_truth,
+            "derainers_under_veil": veiled_means,
+            "kendall_tau_veiled": float(tau_veiled),
         }
     return summary
 
@@ -264,6 +320,43 @@ def print_tables(summary: dict, conditions: tuple[Condition, ...]) -> None:
         )
 
 
+def print_under_veil(summary: dict) -> None:
+    """The veiled recipes' estimates from rainy frames against the truth under the veil
+    and blur (only the drops removed), and the derainers' orders against it."""
+    veiled = {r: e for r, e in summary.items() if r in VEILED}
+    if not veiled:
+        return
+    print("\nThe estimate from rainy frames against the truth under the rain's veil and blur")
+    print("| recipe | condition | psnr_y | min | mean Y error | against the clear truth |")
+    print("|---|---|---|---|---|---|")
+    for recipe, entry in veiled.items():
+        for row in (r for r in entry["conditions"] if not math.isnan(r["psnr_y_veiled"])):
+            print(
+                f"| {recipe} | {row['condition']} | {row['psnr_y_veiled']:.2f} | "
+                f"{row['min_psnr_y_veiled']:.2f} | {row['bias_y_veiled']:+.2f} | "
+                f"{row['psnr_y']:.2f} |"
+            )
+    print("\n| recipe | worst condition | worst psnr_y under the veil | goal | |")
+    print("|---|---|---|---|---|")
+    for recipe, entry in veiled.items():
+        goal, worst = GOALS.get(recipe), entry["worst_veiled"]
+        verdict = "" if goal is None else ("PASS" if worst["psnr_y"] >= goal else "MISS")
+        goal_text = "—" if goal is None else f"≥ {goal:.0f}"
+        print(
+            f"| {recipe} | {worst['condition']} | {worst['psnr_y']:.2f} | {goal_text} | {verdict} |"
+        )
+    names = list(next(iter(veiled.values()))["derainers_under_veil"])
+    print("\nDerainers' mean psnr_y against the estimate and the truth under the veil")
+    print("| recipe | " + " | ".join(names) + " | τ |")
+    print("|---" * (len(names) + 2) + "|")
+    for recipe, entry in veiled.items():
+        means = entry["derainers_under_veil"]
+        cells = " | ".join(
+            f"{means[n]['vs_estimate']:.2f} / {means[n]['vs_veiled']:.2f}" for n in names
+        )
+        print(f"| {recipe} | {cells} | {entry['kendall_tau_veiled']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small condition, two recipes")
@@ -291,6 +384,7 @@ def main() -> None:
             )
     summary = summarise(results, names)
     print_tables(summary, conditions)
+    print_under_veil(summary)
     report = {
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "machine": {"cpu": cpu_model(), "python": platform.python_version()},

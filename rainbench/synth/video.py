@@ -4,7 +4,7 @@ to H.264. They measure how well `rainbench.pairs.estimate` recovers the backgrou
 """
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +30,9 @@ class RainVideo:
     shifts: list[tuple[float, float]]  # (dy, dx) of each frame's content against the still
     rain_free: tuple[int, ...]  # frames rendered without rain
     params: dict  # the recipe's parameters, drawn once for the whole video
+    # uint8 H×W×3: the truth as the rain's atmosphere shows it, its background blur and
+    # veil without drops (the truth itself in rain-free frames and in recipes without)
+    veiled: list[np.ndarray] = field(default_factory=list)
 
 
 def render_rain_video(
@@ -85,11 +88,14 @@ def render_rain_video(
             image += alpha[:, :, None] * (colour - image)
             mask = alpha > 0
         rng = np.random.default_rng(frame_seed)
+        veiled = background
         if index not in dry:
             image = _rain(image, spec, params, rng)
+            veiled = _veiled(_blurred(background, params), spec, params)
         image += rng.normal(0, sigma, image.shape).astype(np.float32)
         video.frames.append(_round(image))
         video.backgrounds.append(_round(background))
+        video.veiled.append(_round(veiled))
         video.objects.append(mask)
     return video
 
@@ -221,14 +227,24 @@ def _rain(image: np.ndarray, spec: Recipe, params: dict, rng: np.random.Generato
     """`image` (float32 H×W×3, 8-bit levels) under one frame of new drops, composited
     as `rainbench.synth.render.render` does with the video's drawn `params`."""
     height, width = image.shape[:2]
-    if "background_blur" in params:
-        radius = params["background_blur"] * height / REFERENCE_HEIGHT
-        image = ndimage.gaussian_filter(image, (radius, radius, 0))
-    out = image + _rain_layer(params, height, width, rng)[:, :, None] * np.float32(255)
-    if spec.compositing == "veil":
-        transmission = _transmission(params, height)[:, None, None]
-        out = out * transmission + (1 - transmission) * (255 * params["atmospheric_light"])
-    return out.astype(np.float32)
+    drops = _rain_layer(params, height, width, rng)[:, :, None] * np.float32(255)
+    return _veiled(_blurred(image, params) + drops, spec, params).astype(np.float32)
+
+
+def _blurred(image: np.ndarray, params: dict) -> np.ndarray:
+    """`image` behind the rain's water in the air: blurred where the recipe drew a blur."""
+    if "background_blur" not in params:
+        return image
+    radius = params["background_blur"] * image.shape[0] / REFERENCE_HEIGHT
+    return ndimage.gaussian_filter(image, (radius, radius, 0))
+
+
+def _veiled(image: np.ndarray, spec: Recipe, params: dict) -> np.ndarray:
+    """`image` seen through the recipe's veil, T·I + (1 − T)·A, where it has one."""
+    if spec.compositing != "veil":
+        return image
+    transmission = _transmission(params, image.shape[0])[:, None, None]
+    return image * transmission + (1 - transmission) * (255 * params["atmospheric_light"])
 
 
 def _round(image: np.ndarray) -> np.ndarray:

@@ -42,6 +42,25 @@ def test_frames_truths_objects_and_shifts():
     assert psnr_y(video.frames[5], video.backgrounds[5], ~video.objects[5]) < 30
 
 
+def test_the_veiled_truth_is_the_frame_without_drops():
+    # Without object and noise, a storm frame is its veiled truth plus the drops' light:
+    # never darker, brighter somewhere, and the veil itself far from the clear truth.
+    storm = render_rain_video(
+        still(), "storm", 4, seed=5, moving_object=False, noise=0, rain_free_lead=1
+    )
+    assert len(storm.veiled) == 4
+    assert np.array_equal(storm.veiled[0], storm.backgrounds[0])  # a dry frame has no veil
+    rainy = zip(storm.frames[1:], storm.veiled[1:], storm.backgrounds[1:], strict=True)
+    for frame, veiled, truth in rainy:
+        assert (frame.astype(int) >= veiled).all() and (frame.astype(int) > veiled).any()
+        assert psnr_y(veiled, truth) < 30
+    # Rain with no veil or blur leaves the truth as it is.
+    drizzle = render_rain_video(still(), "drizzle", 3, seed=5)
+    assert all(
+        np.array_equal(v, t) for v, t in zip(drizzle.veiled, drizzle.backgrounds, strict=True)
+    )
+
+
 def test_the_same_seed_gives_the_same_video():
     first = render_rain_video(still(), "storm", 3, seed=4, night=True)
     second = render_rain_video(still(), "storm", 3, seed=4, night=True)
