@@ -1,14 +1,18 @@
-"""Fit the rain-type tagger and write its parameter file, rainbench/tagging/tagger-v3.json.
+"""Fit the rain-type tagger and write its parameter file, rainbench/tagging/tagger-v4.json.
 
-    python benchmarks/calibrate_tagger.py                 # ≈ 6 min on 2 cores
+    python benchmarks/calibrate_tagger.py                 # ≈ 7 min on 2 cores
     python benchmarks/tagging_robustness.py               # judge it on fresh examples
-    python benchmarks/calibrate_tagger.py --no-detector --out rainbench/tagging/tagger-v2.json
-                                                          # tagger 2, as shipped before
+    python benchmarks/calibrate_tagger.py --no-detector --out /tmp/no-detector.json
+                                                          # P(rain) from the softmax, as tagger 2
+
+Taggers 2 and 3 were fitted by this script as it stood when they were shipped, on the
+twelve photographs before scikit-learn's two (their files record the command and the
+backgrounds); `git log rainbench/tagging/tagger-v3.json` finds that code.
 
 Rain of each type from three separately written rain models is rendered on every
 freely licensed photograph at hand (rainbench.train.tagger), at many sizes, exposures,
 camera chains and JPEG qualities, by day and at night, measured through ingest's own
-decode, and a logistic regression is fitted to the features, with (version 3) a
+decode, and a logistic regression is fitted to the features, with (since version 3) a
 detector of rain against clean on the cues rain alone gives. The confidence's
 temperature, the looks_rainy threshold and the unlike-calibration limit are settled on
 leave-one-background-out decisions, never on examples a fit saw. The file records every
@@ -84,7 +88,7 @@ def main() -> int:
         "features_sha256": digest,
         "versions": {
             name: metadata.version(name)
-            for name in ("numpy", "scipy", "pillow", "scikit-image", "matplotlib")
+            for name in ("numpy", "scipy", "pillow", "scikit-image", "matplotlib", "scikit-learn")
         },
     }
     tagger = fit(measured, args.l2, args.products, calibration, args.detector)

@@ -24,6 +24,7 @@ from bench import add_example_arguments  # benchmarks/ is on sys.path when run a
 from rainbench.tagging.features import FEATURE_NAMES
 from rainbench.tagging.tagger import load_tagger
 from rainbench.train.tagger import (
+    BACKGROUNDS,
     CONDITIONS,
     calibration_examples,
     feature_matrix,
@@ -46,7 +47,19 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         help="fits with a detector of their own for P(rain) [default: as the shipped tagger]",
     )
+    parser.add_argument(
+        "--unfitted",
+        nargs="+",
+        default=[],
+        metavar="BACKGROUND",
+        help="photographs whose examples are judged but never fitted on (to judge what "
+        "adding them to calibration changes, on the same examples)",
+    )
     args = parser.parse_args()
+    unknown = set(args.unfitted) - set(BACKGROUNDS)
+    if unknown:
+        parser.error(f"unknown backgrounds {sorted(unknown)}; known: {', '.join(BACKGROUNDS)}")
+    unfitted = frozenset(args.unfitted)
     settings = load_tagger().calibration
     l2 = settings["l2"] if args.l2 is None else args.l2
     products = settings["products"] or args.products
@@ -54,10 +67,12 @@ def main() -> int:
     measured, how = measured_examples(
         args.per_cell, args.seed, args.workers, args.features, check=True
     )
-    print(f"{how}, seed {args.seed}\n")
+    print(f"{how}, seed {args.seed}" + (f"; never fitted on {args.unfitted}" if unfitted else ""))
+    print()
     detector = shipped_detector() if args.detector is None else args.detector
-    tagger = fit(calibration_examples(measured), l2, products, {}, detector)
-    judged = robustness(measured, tagger, l2, products)
+    fitted = [m for m in calibration_examples(measured) if m.example.background not in unfitted]
+    tagger = fit(fitted, l2, products, {}, detector)
+    judged = robustness(measured, tagger, l2, products, unfitted)
 
     print("## Leave one rain model out\n")
     print("\n".join(judged.model_table()))

@@ -281,7 +281,8 @@ def tag_eval_command(dataset, which, per_cell, seed, workers, out, as_json) -> N
     Without: synthetic rain from each of three rain models, on every background
     photograph, judged by fits that never saw that rain model (nor that
     background), and from a fourth model no calibration uses, judged by fits on all
-    three; needs scikit-image and matplotlib (test extra) for the photographs.
+    three; needs scikit-image, matplotlib and scikit-learn (demo or test extra) for
+    the photographs.
 
     \b
     Example:

@@ -39,10 +39,12 @@ from rainbench.tagging.tagger import (
     with_rain,
 )
 
-# The photographs rain is rendered on, by name: scikit-image's bundled samples and
-# matplotlib's, each released into the public domain or under CC0 (their docstrings
-# say so). Pictures of no scene (microscopy, documents, drawings) and those with no
-# stated licence are left out.
+# The photographs rain is rendered on, by name: every photograph of a scene that the
+# installed packages bring under a licence that allows it. scikit-image's and
+# matplotlib's samples are in the public domain or under CC0 (their docstrings say so);
+# scikit-learn's two are under CC BY 2.0 (its datasets/images/README.txt names the
+# authors; docs/tagging.md credits them). Pictures of no scene (microscopy, documents,
+# drawings) and those with no stated licence are left out.
 BACKGROUNDS: dict[str, str] = {
     "astronaut": "skimage:astronaut.png",
     "brick": "skimage:brick.png",
@@ -56,6 +58,8 @@ BACKGROUNDS: dict[str, str] = {
     "hubble": "skimage:hubble_deep_field.jpg",
     "rocket": "skimage:rocket.jpg",
     "hopper": "matplotlib:grace_hopper.jpg",
+    "temple": "sklearn:china.jpg",
+    "flower": "sklearn:flower.jpg",
 }
 
 # The rain models calibration fits on, each written separately with its own streak
@@ -66,6 +70,10 @@ RAIN_MODELS = ("v1", "v2", "screen")
 # calibration model by them, as the shipped tagger meets rain from a renderer it never
 # saw. Garg and Nayar's alpha-blended streaks (rainbench.synth.photometric).
 CHECK_MODELS = ("photometric",)
+
+# The version calibrate_tagger.py gives the tagger it fits: 3 added the detector, 4 the
+# photographs scikit-learn brings to the backgrounds.
+VERSION = "4"
 
 # Capture heights, px, cycled over the examples: the real photographs this must hold
 # on are 170–2848 px tall, most near 512.
@@ -227,11 +235,11 @@ def fit(
     """A multinomial logistic regression with an L2 penalty, fitted by Newton's method,
     with the calibration examples' spread kept for the unlike-calibration caveat; with
     `detector`, a logistic regression of rain against clean on DETECTOR_INPUTS too
-    (tagger version 3)."""
+    (the shipped kind, VERSION; without it, as tagger 2 was made)."""
     inputs = tuple(name for name, _, _ in INPUTS)
     raw = feature_matrix(measured)[:, [FEATURE_NAMES.index(name) for name in inputs]]
     model = Tagger(
-        version="3" if detector else "2",
+        version=VERSION if detector else f"{VERSION}-no-detector",
         features_version=FEATURES_VERSION,
         inputs=inputs,
         transforms=tuple(kind for _, kind, _ in INPUTS),
@@ -348,24 +356,36 @@ class HeldOut:
 
 
 def leave_one_background_out(
-    measured: list[Measured], l2: float, products: bool, detector: bool = False
+    measured: list[Measured],
+    l2: float,
+    products: bool,
+    detector: bool = False,
+    unfitted: frozenset[str] = frozenset(),
 ) -> HeldOut:
+    """Each background's examples judged by fits on the others (never on `unfitted`
+    backgrounds, which are judged only)."""
     groups = sorted({m.example.background for m in measured})
-    return _held_out(measured, l2, products, detector, [([g], None) for g in groups])
+    folds = [([g], None) for g in groups]
+    return _held_out(measured, l2, products, detector, folds, unfitted)
 
 
 def leave_one_model_out(
-    measured: list[Measured], l2: float, products: bool, detector: bool = False
+    measured: list[Measured],
+    l2: float,
+    products: bool,
+    detector: bool = False,
+    unfitted: frozenset[str] = frozenset(),
 ) -> HeldOut:
     """Rain of each calibration model judged by fits on the other calibration models, and
     rain of each check model by fits on all of them, on backgrounds those fits never saw
-    either (three background folds), so the clean captures judged are new too."""
+    either (three background folds), so the clean captures judged are new too. No fit
+    learns from `unfitted` backgrounds."""
     backgrounds = sorted({m.example.background for m in measured})
     thirds = [backgrounds[start::3] for start in range(3)]
     present = {m.example.model for m in measured}
     models = [model for model in RAIN_MODELS + CHECK_MODELS if model in present]
     folds = [(third, model) for model in models for third in thirds]
-    return _held_out(measured, l2, products, detector, folds)
+    return _held_out(measured, l2, products, detector, folds, unfitted)
 
 
 def _held_out(
@@ -374,6 +394,7 @@ def _held_out(
     products: bool,
     detector: bool,
     folds: list[tuple[list[str], str | None]],
+    unfitted: frozenset[str] = frozenset(),
 ) -> HeldOut:
     rows, logits, distance, group, rain = [], [], [], [], []
     for backgrounds, model in folds:
@@ -385,6 +406,7 @@ def _held_out(
             elif (
                 not unseen
                 and m.example.model not in CHECK_MODELS  # no fit learns from a check model
+                and m.example.background not in unfitted
                 and (model is None or m.example.model != model)
             ):
                 seen.append(m)
@@ -545,7 +567,9 @@ def _scene(name: str, height: int, rng: np.random.Generator, night: bool) -> np.
 def background_photo(name: str) -> Path:
     """The path of a background photograph (a key of BACKGROUNDS)."""
     source, file = BACKGROUNDS[name].split(":")
-    return sample_photo(file) if source == "skimage" else _matplotlib_photo(file)
+    if source == "skimage":
+        return sample_photo(file)
+    return _matplotlib_photo(file) if source == "matplotlib" else _sklearn_photo(file)
 
 
 def sample_photo(name: str) -> Path:
@@ -567,6 +591,17 @@ def _matplotlib_photo(name: str) -> Path:
         raise CalibrationError(
             "some of the tagger's calibration photographs come with matplotlib: "
             'pip install "rainbench[test]" (or matplotlib)'
+        ) from None
+    return folder / name
+
+
+def _sklearn_photo(name: str) -> Path:
+    try:
+        folder = Path(str(resources.files("sklearn.datasets") / "images"))
+    except ModuleNotFoundError:
+        raise CalibrationError(
+            "some of the tagger's calibration photographs come with scikit-learn: "
+            'pip install "rainbench[demo]" (or scikit-learn)'
         ) from None
     return folder / name
 
@@ -826,7 +861,8 @@ class Robustness:
 def evaluate_held_out(per_cell: int, seed: int, workers: int) -> Robustness:
     """Fresh examples judged by fits like the shipped tagger's (its penalty and inputs)
     that never saw their rain model or their background; the check models' rain too."""
-    background_photo(next(iter(BACKGROUNDS)))  # fail early, with the fix, when missing
+    for name in BACKGROUNDS:  # fail early, with the fix, when a package is missing
+        background_photo(name)
     settings = load_tagger().calibration
     l2, products, detector = settings["l2"], settings["products"], shipped_detector()
     measured, _ = measured_examples(per_cell, seed, workers, check=True)
@@ -839,13 +875,21 @@ def shipped_detector() -> bool:
     return load_tagger().detector is not None
 
 
-def robustness(measured: list[Measured], tagger: Tagger, l2: float, products: bool) -> Robustness:
+def robustness(
+    measured: list[Measured],
+    tagger: Tagger,
+    l2: float,
+    products: bool,
+    unfitted: frozenset[str] = frozenset(),
+) -> Robustness:
     """Held-out judgement of fits like `tagger`: its threshold, temperature and unlike
     limit are settled again without the held-out rain model wherever one is held out.
-    Check models' rain in `measured` is judged only, never fitted or settled on. The
-    fits have a detector where `tagger` has one."""
+    Check models' rain in `measured` is judged only, never fitted or settled on; so are
+    the examples of `unfitted` backgrounds, except that settling reads their held-out
+    decisions too. The fits have a detector where `tagger` has one."""
     detector = tagger.detector is not None
-    lobo = leave_one_background_out(calibration_examples(measured), l2, products, detector)
+    calibration = calibration_examples(measured)
+    lobo = leave_one_background_out(calibration, l2, products, detector, unfitted)
     everything = np.ones(len(lobo.measured), dtype=bool)
     settled = settle(lobo, everything)
     shipped = settled_tagger(tagger, settled)
@@ -853,7 +897,7 @@ def robustness(measured: list[Measured], tagger: Tagger, l2: float, products: bo
         name: judge(lobo, np.array([g == name for g in lobo.group]), shipped)
         for name in sorted(set(lobo.group))
     }
-    lomo = leave_one_model_out(measured, l2, products, detector)
+    lomo = leave_one_model_out(measured, l2, products, detector, unfitted)
     by_model, by_condition = {}, {}
     for model in dict.fromkeys(lomo.group):
         others = np.array([m.example.model != model for m in lobo.measured])
@@ -926,17 +970,24 @@ def measured_examples(
 ) -> tuple[list[Measured], str]:
     """The examples of every background for (`per_cell`, `seed`), measured, and how they
     were had: the calibration models' rain and clean captures, and with `check` the
-    check models' rain too. `cache` keeps them as JSON lines and is reused only when it
-    holds exactly these examples measured with these features' version."""
+    check models' rain too. `cache` keeps every example measured into it as JSON lines;
+    those it holds that were measured with these features' version are reused (an
+    example is a pure function of its fields), and only the others are measured."""
     todo = examples(tuple(BACKGROUNDS), per_cell, seed)
     if check:
         todo += examples(tuple(BACKGROUNDS), per_cell, seed, CHECK_MODELS, clean=False)
+    kept = {}
     if cache is not None and cache.exists():
-        kept = _load_measured(cache)
-        if kept is not None and [m.example for m in kept] == todo:
-            return kept, f"{len(kept)} examples read from {cache}"
+        kept = {m.example: m for m in _load_measured(cache) or []}
+    missing = [example for example in todo if example not in kept]
+    if not missing:
+        return [kept[example] for example in todo], f"{len(todo)} examples read from {cache}"
     started = time.perf_counter()
-    measured = list(measure_all(todo, workers))
+    kept |= {m.example: m for m in measure_all(missing, workers)}
+    measured = [kept[example] for example in todo]
+    how = f"{len(missing)} examples measured in {time.perf_counter() - started:.0f} s"
+    if len(missing) < len(todo):
+        how += f", {len(todo) - len(missing)} read from {cache}"
     if cache is not None:
         lines = [
             json.dumps(
@@ -947,10 +998,10 @@ def measured_examples(
                     "height": m.height,
                 }
             )
-            for m in measured
+            for m in kept.values()  # these and those kept from before
         ]
         cache.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return measured, f"{len(measured)} examples measured in {time.perf_counter() - started:.0f} s"
+    return measured, how
 
 
 def _load_measured(path: Path) -> list[Measured] | None:

@@ -111,9 +111,18 @@ def test_the_second_tagger_is_kept_and_reads_these_features(photo):
     assert second.tag(features, "rainy", height).rain_type in RAIN_TYPES
 
 
+def test_the_third_tagger_is_kept_and_reads_these_features(photo):
+    third = load_tagger("tagger-v3.json")
+    assert third.version == "3" and third.detector is not None
+    assert "temple" not in third.calibration["backgrounds"]
+    features, height = _capture(render(photo, "streak", seed=2).rain)
+    assert third.tag(features, "rainy", height).rain_type in RAIN_TYPES
+
+
 def test_a_detector_gives_p_rain_and_the_softmax_shares_it_among_the_types():
     tagger = load_tagger()
-    assert tagger.version == "3" and tagger.detector is not None
+    assert tagger.version == "4" and tagger.detector is not None
+    assert {"temple", "flower"} <= set(tagger.calibration["backgrounds"])
     rng = np.random.default_rng(0)
     features = rng.uniform(0.01, 0.5, (6, len(FEATURE_NAMES)))
     p = tagger.probabilities(features)

@@ -153,6 +153,28 @@ def test_check_models_are_judged_by_fits_on_every_calibration_model_and_never_fi
     assert any(CHECK_MODELS[0] in line and "no fit" in line for line in judged.model_table())
 
 
+def test_unfitted_backgrounds_are_judged_and_never_fitted():
+    measured = _separable(450, 0)
+    # Poison background c's features: fits that never learn from c must not move.
+    poisoned = [
+        Measured(m.example, dict.fromkeys(FEATURE_NAMES, 9.0), 480)
+        if m.example.background == "c"
+        else m
+        for m in measured
+    ]
+    for held_out in (leave_one_background_out, leave_one_model_out):
+        first = held_out(measured, 1e-3, False, unfitted=frozenset({"c"}))
+        again = held_out(poisoned, 1e-3, False, unfitted=frozenset({"c"}))
+        fitted = np.array([m.example.background != "c" for m in first.measured])
+        assert {m.example.background for m in first.measured} == {"a", "b", "c"}  # c is judged
+        assert np.array_equal(first.logits[fitted], again.logits[fitted])
+        # ... while fits that may learn from c do move.
+        moved = held_out(poisoned, 1e-3, False)
+        assert not np.array_equal(held_out(measured, 1e-3, False).logits, moved.logits)
+    judged = robustness(measured, fit(measured, 1e-3, False, {}), 1e-3, False, frozenset({"c"}))
+    assert set(judged.by_background) == {"a", "b", "c"}
+
+
 def test_detection_counts_rain_above_the_level_a_share_of_clean_exceeds():
     clean = [Measured(Example("a", "clean", None, i, 480, 90, False), {}, 480) for i in range(20)]
     rain = [Measured(Example("a", "streak", "v1", i, 480, 90, False), {}, 480) for i in range(10)]
@@ -212,7 +234,7 @@ def test_unlike_calibration_caps_the_confidence():
     assert UNLIKE in far.caveats and far.confidence <= 0.4
 
 
-def test_measured_examples_are_kept_and_reused_only_when_the_same(tmp_path, monkeypatch):
+def test_measured_examples_are_kept_and_those_kept_reused(tmp_path, monkeypatch):
     calls = []
 
     def fake_measure_all(todo, workers):
@@ -226,4 +248,11 @@ def test_measured_examples_are_kept_and_reused_only_when_the_same(tmp_path, monk
     again, how = measured_examples(1, 0, 1, cache)
     assert again == first and "read from" in how and len(calls) == 1
     measured_examples(1, 1, 1, cache)  # another seed: other examples, measured anew
-    assert len(calls) == 2
+    assert calls == [calls[0], calls[0]]
+    assert measured_examples(1, 0, 1, cache)[0] == first and len(calls) == 2  # kept too
+    # The same seed with the check models' rain: only that is measured, the rest read.
+    both, how = measured_examples(1, 1, 1, cache, check=True)
+    assert len(calls) == 3 and calls[2] == len(both) - calls[0] and "read from" in how
+    assert {m.example.model for m in both[calls[0] :]} == set(CHECK_MODELS)
+    plain, _ = measured_examples(1, 1, 1, cache)  # a part of what is kept: nothing measured
+    assert plain == both[: calls[0]] and len(calls) == 3
