@@ -567,43 +567,32 @@ def _scene(name: str, height: int, rng: np.random.Generator, night: bool) -> np.
 def background_photo(name: str) -> Path:
     """The path of a background photograph (a key of BACKGROUNDS)."""
     source, file = BACKGROUNDS[name].split(":")
-    if source == "skimage":
-        return sample_photo(file)
-    return _matplotlib_photo(file) if source == "matplotlib" else _sklearn_photo(file)
+    return _package_photo(source, file)
 
 
 def sample_photo(name: str) -> Path:
     """The path of one of scikit-image's bundled sample photographs."""
+    return _package_photo("skimage", name)
+
+
+# Where each package keeps its photographs, and the distribution that brings it.
+PHOTO_FOLDERS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "skimage": ("skimage", ("data",), "scikit-image"),
+    "matplotlib": ("matplotlib", ("mpl-data", "sample_data"), "matplotlib"),
+    "sklearn": ("sklearn.datasets", ("images",), "scikit-learn"),
+}
+
+
+def _package_photo(source: str, name: str) -> Path:
+    package, folder, distribution = PHOTO_FOLDERS[source]
     try:
-        folder = Path(str(resources.files("skimage") / "data"))
+        root = resources.files(package)
     except ModuleNotFoundError:
         raise CalibrationError(
-            "the tagger's calibration photographs come with scikit-image: "
-            'pip install "rainbench[demo]" (or scikit-image)'
+            f"the tagger's calibration photographs come with {distribution}: "
+            f'pip install "rainbench[demo]" (or {distribution})'
         ) from None
-    return folder / name
-
-
-def _matplotlib_photo(name: str) -> Path:
-    try:
-        folder = Path(str(resources.files("matplotlib") / "mpl-data" / "sample_data"))
-    except ModuleNotFoundError:
-        raise CalibrationError(
-            "some of the tagger's calibration photographs come with matplotlib: "
-            'pip install "rainbench[test]" (or matplotlib)'
-        ) from None
-    return folder / name
-
-
-def _sklearn_photo(name: str) -> Path:
-    try:
-        folder = Path(str(resources.files("sklearn.datasets") / "images"))
-    except ModuleNotFoundError:
-        raise CalibrationError(
-            "some of the tagger's calibration photographs come with scikit-learn: "
-            'pip install "rainbench[demo]" (or scikit-learn)'
-        ) from None
-    return folder / name
+    return Path(str(root.joinpath(*folder, name)))
 
 
 class CalibrationError(RainbenchError):

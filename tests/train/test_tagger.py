@@ -13,6 +13,7 @@ from rainbench.train.tagger import (
     POOLED_BACKGROUNDS,
     QUALITIES,
     RAIN_MODELS,
+    CalibrationError,
     Example,
     HeldOut,
     Measured,
@@ -37,6 +38,15 @@ from rainbench.train.tagger import (
 def test_every_background_is_there_and_readable():
     for name in BACKGROUNDS:
         assert background_photo(name).is_file(), name
+
+
+def test_a_missing_package_of_photographs_is_named_with_the_fix(monkeypatch):
+    def missing(package):
+        raise ModuleNotFoundError(package)
+
+    monkeypatch.setattr(tagger_module.resources, "files", missing)
+    with pytest.raises(CalibrationError, match=r"scikit-learn: pip install .*rainbench\[demo\]"):
+        background_photo("temple")
 
 
 def test_examples_cover_every_cell_and_condition():
