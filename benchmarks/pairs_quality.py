@@ -300,13 +300,8 @@ def print_tables(summary: dict, conditions: tuple[Condition, ...]) -> None:
     print("\n| recipe | worst condition | worst psnr_y | goal | |")
     print("|---|---|---|---|---|")
     for recipe, entry in summary.items():
-        goal = GOALS.get(recipe)
-        verdict = "" if goal is None else ("PASS" if entry["worst"]["psnr_y"] >= goal else "MISS")
-        goal_text = "—" if goal is None else f"≥ {goal:.0f}"
-        print(
-            f"| {recipe} | {entry['worst']['condition']} | {entry['worst']['psnr_y']:.2f} | "
-            f"{goal_text} | {verdict} |"
-        )
+        worst = entry["worst"]
+        print(worst_row(recipe, worst))
     print("\nDerainers' mean psnr_y against the estimated and the true background")
     print("| recipe | " + " | ".join(next(iter(summary.values()))["derainers"]) + " | τ | match |")
     print("|---" * (len(next(iter(summary.values()))["derainers"]) + 3) + "|")
@@ -318,6 +313,17 @@ def print_tables(summary: dict, conditions: tuple[Condition, ...]) -> None:
             f"| {recipe} | {cells} | {entry['kendall_tau']:.2f} | "
             f"{'yes' if entry['ranking_matches'] else 'NO'} |"
         )
+
+
+def worst_row(recipe: str, worst: dict) -> str:
+    """A recipe's worst condition as a Markdown row, with its goal and verdict."""
+    goal = GOALS.get(recipe)
+    judged = (
+        "— |  |"
+        if goal is None
+        else f"≥ {goal:.0f} | {'PASS' if worst['psnr_y'] >= goal else 'MISS'} |"
+    )
+    return f"| {recipe} | {worst['condition']} | {worst['psnr_y']:.2f} | {judged}"
 
 
 def print_under_veil(summary: dict) -> None:
@@ -339,12 +345,8 @@ def print_under_veil(summary: dict) -> None:
     print("\n| recipe | worst condition | worst psnr_y under the veil | goal | |")
     print("|---|---|---|---|---|")
     for recipe, entry in veiled.items():
-        goal, worst = GOALS.get(recipe), entry["worst_veiled"]
-        verdict = "" if goal is None else ("PASS" if worst["psnr_y"] >= goal else "MISS")
-        goal_text = "—" if goal is None else f"≥ {goal:.0f}"
-        print(
-            f"| {recipe} | {worst['condition']} | {worst['psnr_y']:.2f} | {goal_text} | {verdict} |"
-        )
+        worst = entry["worst_veiled"]
+        print(worst_row(recipe, worst))
     names = list(next(iter(veiled.values()))["derainers_under_veil"])
     print("\nDerainers' mean psnr_y against the estimate and the truth under the veil")
     print("| recipe | " + " | ".join(names) + " | τ |")
