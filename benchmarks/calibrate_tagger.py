@@ -1,6 +1,6 @@
 """Fit the rain-type tagger and write its parameter file, rainbench/tagging/tagger-v4.json.
 
-    python benchmarks/calibrate_tagger.py                 # ≈ 7 min on 2 cores
+    python benchmarks/calibrate_tagger.py                 # ≈ 5 min on 2 cores
     python benchmarks/tagging_robustness.py               # judge it on fresh examples
     python benchmarks/calibrate_tagger.py --no-detector --out /tmp/no-detector.json
                                                           # P(rain) from the softmax, as tagger 2
