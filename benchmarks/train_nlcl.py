@@ -3,6 +3,7 @@ batch 1 and batch 16, 256×256 crops, fp32 and bf16 autocast, measured in one ru
 
     python benchmarks/train_nlcl.py --device cuda            # the goal is for one H100
     python benchmarks/train_nlcl.py --device cpu --crop 64 --steps 3   # a CPU smoke run
+    python benchmarks/train_nlcl.py --device cuda --channels-last   # and NHWC beside
 
 Goal (issue 8): batch-16 bf16 at least 10× the samples/s of batch-1 fp32 on one H100.
 The step is the trainer's own (`_train_step`: discriminator and generator updates with
@@ -22,17 +23,29 @@ from rainbench.train.nlcl.model import NLCLModel
 from rainbench.train.nlcl.trainer import _train_step
 
 
-def measure(device: str, batch: int, amp: str, crop: int, steps: int, warmup: int) -> dict:
+def measure(
+    device: str,
+    batch: int,
+    amp: str,
+    crop: int,
+    steps: int,
+    warmup: int,
+    channels_last: bool = False,
+) -> dict:
+    """One row: the step's speed at this batch and autocast. `channels_last` stores the
+    weights and crops as NHWC, which cuDNN's kernels read without converting (the
+    trainer does not do this yet: the row says what it would gain)."""
     config = NLCLConfig(batch=batch, crop=crop, amp=amp)
     torch.manual_seed(0)
-    model = NLCLModel(config).to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = NLCLModel(config).to(device, memory_format=layout)
     betas = (config.beta1, config.beta2)
     g_opt = torch.optim.Adam(model.generator_parameters(), lr=config.lr, betas=betas)
     d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=betas)
     sampler = torch.Generator(device=device).manual_seed(0)
     batch_data = {
-        "rain": torch.rand(batch, 3, crop, crop, device=device),
-        "clean": torch.rand(batch, 3, crop, crop, device=device),
+        "rain": torch.rand(batch, 3, crop, crop, device=device).to(memory_format=layout),
+        "clean": torch.rand(batch, 3, crop, crop, device=device).to(memory_format=layout),
     }
     for _ in range(warmup):
         _train_step(model, batch_data, g_opt, d_opt, sampler, config, device)
@@ -49,6 +62,7 @@ def measure(device: str, batch: int, amp: str, crop: int, steps: int, warmup: in
     return {
         "batch": batch,
         "amp": amp,
+        "channels_last": channels_last,
         "steps_per_s": round(steps / seconds, 3),
         "samples_per_s": round(steps * batch / seconds, 3),
         "peak_gpu_gib": round(peak, 2) if peak is not None else None,
@@ -61,10 +75,15 @@ def main() -> int:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--channels-last", action="store_true", help="each row again with NHWC weights and crops"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    layouts = (False, True) if args.channels_last else (False,)
     rows = [
-        measure(args.device, batch, amp, args.crop, args.steps, args.warmup)
+        measure(args.device, batch, amp, args.crop, args.steps, args.warmup, channels_last)
+        for channels_last in layouts
         for batch in (1, 16)
         for amp in ("off", "bf16")
     ]
@@ -78,14 +97,19 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"device: {device_name}, torch {torch.__version__}, crops {args.crop}×{args.crop}")
-    print(f"{'batch':>5} {'amp':>5} {'steps/s':>9} {'samples/s':>10} {'peak GiB':>9}")
+    print(f"{'batch':>5} {'amp':>5} {'layout':>6} {'steps/s':>9} {'samples/s':>10} {'peak GiB':>9}")
     for row in rows:
         peak = "—" if row["peak_gpu_gib"] is None else f"{row['peak_gpu_gib']:.2f}"
-        print(f"{row['batch']:>5} {row['amp']:>5} {row['steps_per_s']:>9.3f} "
+        layout = "NHWC" if row["channels_last"] else "NCHW"
+        print(f"{row['batch']:>5} {row['amp']:>5} {layout:>6} {row['steps_per_s']:>9.3f} "
               f"{row['samples_per_s']:>10.3f} {peak:>9}")  # fmt: skip
     verdict = "PASS" if ratio >= 10 else "MISS"
     where = "" if args.device.startswith("cuda") else " (not a GPU: the goal is for an H100)"
     print(f"batch-16 bf16 / batch-1 fp32 samples/s = {ratio:.2f}× (goal ≥ 10) {verdict}{where}")
+    for row in rows[len(rows) // len(layouts) :]:
+        nchw = next(r for r in rows if (r["batch"], r["amp"]) == (row["batch"], row["amp"]))
+        gain = row["samples_per_s"] / nchw["samples_per_s"]
+        print(f"batch {row['batch']} {row['amp']}: NHWC / NCHW samples/s = {gain:.2f}×")
     return 0
 
 

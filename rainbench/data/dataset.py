@@ -225,7 +225,7 @@ class RainDataset(IterableDataset):
             try:
                 picture = decode_jpeg(data, self.decode_device, orientation)
             except RuntimeError as error:  # torchvision's signal for a JPEG it cannot decode
-                raise ShardError(f"{where}: does not decode: {error}") from None
+                raise ShardError(f"{where}: does not decode: {_first_line(error)}") from None
         else:
             stored = StoredPicture(*decode_picture(data, fmt, where, width, height))
             _, height, width = stored.shape
@@ -293,13 +293,25 @@ class StoredPicture:
 
 def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tensor:
     """A JPEG decoded by torchvision on `device` (nvJPEG on a GPU), made upright by the
-    EXIF `orientation` the manifest recorded: uint8 3×H×W."""
+    EXIF `orientation` the manifest recorded: uint8 3×H×W. A JPEG that nvJPEG refuses
+    and libjpeg-turbo reads (CMYK, as print exports are) is decoded on the CPU and moved
+    to `device`; RuntimeError when neither decodes it."""
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as torch_decode
 
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    picture = torch_decode(encoded, mode=ImageReadMode.RGB, device=device)
+    try:
+        picture = torch_decode(encoded, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        if torch.device(device).type == "cpu":
+            raise
+        picture = torch_decode(encoded, mode=ImageReadMode.RGB).to(device)
     return upright(picture, orientation)
+
+
+def _first_line(error: Exception) -> str:
+    """An error's first line: torch's own messages go on with a C++ stack trace."""
+    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def upright(picture: torch.Tensor, orientation: int | None) -> torch.Tensor:

@@ -5,7 +5,8 @@ ones to replace. Weight files come from `weights`, never a download.
 """
 
 import sys
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -88,7 +89,7 @@ def _build(
     def score(pred: np.ndarray) -> float:
         x = torch.tensor(pred, device=device).permute(2, 0, 1).unsqueeze(0)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), full_float32(torch, device):
                 value = float(call(x.float() / 255))
         # Flat images leave NIQE without statistics: one image fails, not the run.
         except (RuntimeError, ValueError) as error:
@@ -98,6 +99,23 @@ def _build(
         return value
 
     return score
+
+
+@contextmanager
+def full_float32(torch, device) -> Iterator[None]:
+    """On CUDA, convolutions and matrix products in float32 rather than TF32, which
+    cuDNN uses for convolutions by default: TF32 keeps 10 bits of mantissa, enough to
+    tip PIQE's and BRISQUE's thresholds, so a GPU's score would not be the CPU's."""
+    if device.type != "cuda":
+        yield
+        return
+    convolutions, products = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = convolutions
+        torch.backends.cuda.matmul.allow_tf32 = products
 
 
 def _banded(name: str, model):

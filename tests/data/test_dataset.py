@@ -260,6 +260,45 @@ def test_torchvision_decoding_gives_pillows_pictures(_dataset):
         assert (a["image"] - b["image"]).abs().mean() < 2 / 255
 
 
+def test_a_jpeg_nvjpeg_refuses_is_decoded_on_the_cpu_and_moved(monkeypatch):
+    """nvJPEG refuses CMYK JPEGs (as an H200 showed) that libjpeg-turbo reads; "meta"
+    stands in for the GPU, with a decoder that refuses everything off the CPU."""
+    import torchvision.io
+    from PIL import Image
+
+    from rainbench.data.dataset import decode_jpeg
+
+    real = torchvision.io.decode_jpeg
+
+    def nvjpeg(encoded, mode, device="cpu"):
+        if torch.device(device).type != "cpu":
+            raise RuntimeError("nvjpegDecode failed\nException raised from decode_jpegs_cuda")
+        return real(encoded, mode=mode)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", nvjpeg)
+    buffer = io.BytesIO()
+    Image.new("CMYK", (20, 10), (0, 80, 160, 30)).save(buffer, "JPEG", quality=95)
+    picture = decode_jpeg(buffer.getvalue(), "meta", 6)
+    assert picture.device.type == "meta" and picture.shape == (3, 20, 10)
+    with pytest.raises(RuntimeError):
+        decode_jpeg(b"\xff\xd8" + bytes(100), "meta", 1)
+
+
+def test_a_jpeg_no_decoder_reads_is_a_one_line_error(monkeypatch, _dataset):
+    """torch's errors go on with a C++ stack trace; the ShardError keeps the first line."""
+    import torchvision.io
+
+    def refuse(encoded, mode, device="cpu"):
+        raise RuntimeError("Quantization table 0x00 was not defined\nframe #0: decode_jpeg")
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuse)
+    dataset = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=None,
+                          decode_device="cpu")  # fmt: skip
+    with pytest.raises(ShardError, match="does not decode: Quantization table") as raised:
+        next(iter(dataset))
+    assert "\n" not in str(raised.value)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_jpegs_decode_on_the_gpu(_dataset):

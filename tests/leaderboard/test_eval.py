@@ -394,6 +394,8 @@ def test_on_the_gpu_the_scores_are_those_of_the_cpu(tmp_path, ds):
     cpu_table = _table(tmp_path / "cpu", "identity", "syn-streak")
     gpu_table = _table(tmp_path / "gpu", "identity", "syn-streak")
     pd.testing.assert_frame_equal(cpu_table[list(FULL_REFERENCE)], gpu_table[list(FULL_REFERENCE)])
+    # PIQE's thresholds: float32 on both, not TF32 on the GPU (noref.full_float32).
+    np.testing.assert_allclose(gpu_table.piqe, cpu_table.piqe, atol=1e-3)
     assert gpu_table.peak_mem_mb.notna().all()
 
 

@@ -140,6 +140,24 @@ def test_cuda_asked_where_there_is_none():
         create_metric("piqe", device="cuda")
 
 
+@pytest.mark.parametrize("flags", [(True, True), (True, False), (False, False)])
+def test_on_cuda_scoring_runs_in_full_float32_and_restores_the_flags(flags):
+    from rainbench.metrics.noref import full_float32
+
+    backends = torch.backends
+    saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+    backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = flags
+    try:
+        with full_float32(torch, torch.device("cpu")):
+            assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == flags
+        with pytest.raises(ValueError), full_float32(torch, torch.device("cuda")):
+            assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+            raise ValueError("the image fails")
+        assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == flags
+    finally:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_value(calibration_images):
