@@ -4,7 +4,7 @@ loss terms over the first and the last 10 % of the steps, the held-out psnr_y of
 final background generator (and of the identity), and the wall time.
 
     PYTHONPATH=/tmp/nlcl-ref-deps OMP_NUM_THREADS=1 python benchmarks/nlcl_side_by_side.py \\
-        --release /tmp/nlcl-ref --steps 2000 --crop 128 --seeds 0 1
+        --release /tmp/nlcl-ref --steps 2000 --crop 128 --seeds 0 1 [--device cuda]
 
 The data are benchmarks/nlcl_learns.py's (`--held-out regions`, `--recipe`): its
 training captures ingested as a rainbench dataset, the very same JPEG files copied as
@@ -83,6 +83,8 @@ def main() -> int:
                         help="seeds of the release's runs (default: --seeds)")  # fmt: skip
     parser.add_argument("--log-every", type=int, default=10, help="both codes' loss lines")
     parser.add_argument("--recipe", default="heavy-streak", help="nlcl_learns.py's --recipe")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where both codes train (scoring stays on the CPU)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("nlcl-side-by-side.json"))
     args = parser.parse_args()
     if not args.release or not (args.release / "train.py").is_file():
@@ -144,13 +146,16 @@ def settings(args, rainy: int) -> dict:
         "seeds_ours": args.seeds,
         "seeds_public": args.public_seeds or args.seeds,
         "log_every": args.log_every,
-        "threads": "1 per run, one run of each code at a time on 2 cores",
+        "device": args.device,
+        "threads": "1 per run, one run of each code at a time",
         "ours": f"rainbench train nlcl --steps {args.steps} --crop {args.crop} --batch 1 "
         f"--decay-steps 0 --workers 0 --threads 1 --seed S --log-every {args.log_every} "
+        f"--device {args.device} "
         f"(every weight, lr 2e-4, betas 0.5/0.999: the defaults)",
         "public": f"train.py --model NLCL --dataset_mode unaligned --crop_size {args.crop} "
         f"--batch_size 1 --n_epochs {-(-args.steps // rainy)} --n_epochs_decay 0 "
-        f"--gpu_ids -1 --num_threads 0 --print_freq {args.log_every}, stopped after its "
+        f"--gpu_ids {_gpu_ids(args.device)} --num_threads 0 --print_freq {args.log_every}, "
+        f"stopped after its "
         f"checkpoint at step {args.steps} (--save_latest_freq {args.steps}); Python, NumPy "
         "and torch seeded with S (every lambda, lr, betas: its defaults)",
         "paper_weights": {term: getattr(NLCLConfig, term) for term in TERMS if term in WEIGHTED},
@@ -173,9 +178,13 @@ def train_ours(dataset: Path, run: Path, args, seed: int) -> dict:
                "--out", str(run), "--steps", str(args.steps), "--crop", str(args.crop),
                "--batch", "1", "--decay-steps", "0", "--workers", "0", "--threads", "1",
                "--seed", str(seed), "--log-every", str(args.log_every),
-               "--checkpoint-every", str(args.steps), "--no-progress"]  # fmt: skip
+               "--checkpoint-every", str(args.steps), "--device", args.device,
+               "--no-progress"]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode:
+        lines = finished.stderr.strip().splitlines() or [f"exit status {finished.returncode}"]
+        raise RuntimeError(f"rainbench train nlcl failed: {lines[-1]}")
     seconds = time.perf_counter() - started
     losses = pd.read_csv(run / "losses.csv")
     curve = {"step": losses["step"].tolist()}
@@ -196,7 +205,7 @@ def train_public(release: Path, data: Path, run: Path, args, seed: int) -> dict:
         "dataset_mode": "unaligned",
         "name": "side-by-side",
         "checkpoints_dir": run,
-        "gpu_ids": -1,
+        "gpu_ids": _gpu_ids(args.device),
         "crop_size": args.crop,
         "batch_size": 1,
         "n_epochs": -(-args.steps // max(rainy, clean)),
@@ -218,6 +227,11 @@ def train_public(release: Path, data: Path, run: Path, args, seed: int) -> dict:
     imported = run / "nlcl-imported.pt"  # as `rainbench nlcl import-checkpoint` does
     save_generator_checkpoint(import_published(checkpoint), imported, file_sha256(checkpoint))
     return row("public", seed, run, imported, seconds, curve)
+
+
+def _gpu_ids(device: str) -> int:
+    """The release's --gpu_ids for our --device: -1 is its CPU."""
+    return 0 if device == "cuda" else -1
 
 
 def run_public(command: list[str], cwd: Path, steps: int) -> dict[str, list[float]]:

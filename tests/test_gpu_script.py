@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("pytest_gpu", "train", "cclgan", "reference", "inference", "loader")
+PARTS = ("pytest_gpu", "train", "cclgan", "reference", "inference", "loader", "agreement")
 # The public train.py's part in the timing: its options as given, then a loss line per
 # iteration (one per picture of trainA), 0.05 s apart.
 TIMED_STAND_IN = """
@@ -60,11 +60,12 @@ def test_the_dry_run_records_every_part_and_none_fails(dry_run):
             assert part["figures"] and part["summary"], name
         else:
             assert part["reason"], name
-    # Without RAINBENCH_NLCL_REFERENCE only the public trainer is skipped, saying why.
-    assert [name for name, part in dry_run["parts"].items() if part["status"] == "skipped"] == [
-        "reference"
-    ]
+    # Without RAINBENCH_NLCL_REFERENCE only the public trainer is skipped, saying why,
+    # and on the CPU the GPU's agreement with it.
+    skipped = [name for name, part in dry_run["parts"].items() if part["status"] == "skipped"]
+    assert skipped == ["reference", "agreement"]
     assert "RAINBENCH_NLCL_REFERENCE" in dry_run["parts"]["reference"]["reason"]
+    assert "only on a GPU run" in dry_run["parts"]["agreement"]["reason"]
     seconds = sum(part["seconds"] for part in dry_run["parts"].values())
     rounding = 0.05 * (len(dry_run["parts"]) + 1)  # each figure is rounded to 0.1 s
     assert seconds <= dry_run["total_seconds"] + rounding
@@ -134,3 +135,39 @@ def test_a_public_trainer_that_fails_is_one_line_naming_why(gpu_script, tmp_path
     monkeypatch.delenv("RAINBENCH_NLCL_REFERENCE")
     with pytest.raises(gpu_script.Skipped, match="RAINBENCH_NLCL_REFERENCE is not set"):
         gpu_script.reference_speed(gpu_script.DRY_RUN, tmp_path / "work")
+
+
+def test_modules_skipped_whole_are_no_tests_unless_they_hold_gpu_tests(gpu_script, tmp_path):
+    """A real junit report of `pytest -m gpu`: a GPU test that passes, one that fails
+    with a multi-line message, a module that fails to import, and two skipped whole
+    (a package this machine lacks), one of which holds GPU tests."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_runs.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.gpu\n"
+        "def test_passes(): pass\n"
+        "@pytest.mark.gpu\n"
+        "def test_fails(): raise RuntimeError('nvjpeg failed\\nframe #0: decode')\n"
+    )
+    (tests / "test_broken.py").write_text("import no_such_package\n")
+    (tests / "test_video.py").write_text("import pytest\npytest.importorskip('no_av')\n")
+    (tests / "test_hidden.py").write_text(
+        "import pytest\npytest.importorskip('no_iqa')\n@pytest.mark.gpu\ndef test_x(): pass\n"
+    )
+    report = tmp_path / "junit.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-q",
+         "-o", "markers=gpu", "--continue-on-collection-errors", f"--junitxml={report}",
+         "tests"],
+        cwd=tmp_path, capture_output=True, check=False,
+    )  # fmt: skip
+    gpu_script.ROOT = tmp_path
+    outcomes = gpu_script.junit_outcomes(report)
+    assert (outcomes["passed"], outcomes["failed"], outcomes["errors"]) == (1, 1, 1)
+    assert outcomes["skipped"] == 0
+    broken, fails = sorted(outcomes["failing"])
+    assert broken.endswith("ModuleNotFoundError: No module named 'no_such_package'")
+    assert fails == "tests.test_runs::test_fails: RuntimeError: nvjpeg failed"
+    assert set(outcomes["modules_skipped"]) == {"tests.test_video", "tests.test_hidden"}
+    assert outcomes["gpu_tests_in_skipped_modules"] == ["tests.test_hidden"]

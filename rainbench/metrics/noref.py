@@ -104,8 +104,9 @@ def _build(
 @contextmanager
 def full_float32(torch, device) -> Iterator[None]:
     """On CUDA, convolutions and matrix products in float32 rather than TF32, which
-    cuDNN uses for convolutions by default: TF32 keeps 10 bits of mantissa, enough to
-    tip PIQE's and BRISQUE's thresholds, so a GPU's score would not be the CPU's."""
+    cuDNN uses for convolutions by default: TF32 keeps 10 bits of mantissa, which moved
+    PIQE by 0.56 on an H200 (its block thresholds tip) and would move every learned
+    metric off the CPU's value."""
     if device.type != "cuda":
         yield
         return
