@@ -246,7 +246,7 @@ def train_speed(plan: Plan, work: Path) -> dict:
         log(f"  train: batch {batch}, amp {amp}: {rows[-1]['samples_per_s']} samples/s")
     base = _row(rows, 1, "off")["samples_per_s"]
     best = _row(rows, 16, "bf16")["samples_per_s"]
-    # Beside the goal: what NHWC weights and crops would gain the batch-16 bf16 step.
+    # Beside the goal: the batch-16 bf16 step with NHWC weights and crops.
     nhwc = measure(plan.device, 16, "bf16", plan.train_crop, plan.train_steps,
                    plan.train_warmup, channels_last=True)  # fmt: skip
     log(f"  train: batch 16, amp bf16, NHWC: {nhwc['samples_per_s']} samples/s")

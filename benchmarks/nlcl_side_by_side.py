@@ -155,8 +155,8 @@ def settings(args, rainy: int) -> dict:
         "public": f"train.py --model NLCL --dataset_mode unaligned --crop_size {args.crop} "
         f"--batch_size 1 --n_epochs {-(-args.steps // rainy)} --n_epochs_decay 0 "
         f"--gpu_ids {_gpu_ids(args.device)} --num_threads 0 --print_freq {args.log_every}, "
-        f"stopped after its "
-        f"checkpoint at step {args.steps} (--save_latest_freq {args.steps}); Python, NumPy "
+        f"stopped after its checkpoint at step {args.steps} (--save_latest_freq "
+        f"{args.steps}); Python, NumPy "
         "and torch seeded with S (every lambda, lr, betas: its defaults)",
         "paper_weights": {term: getattr(NLCLConfig, term) for term in TERMS if term in WEIGHTED},
         "learning_rate": "2e-4, constant: ours --decay-steps 0; the release's linear "

@@ -28,6 +28,7 @@ from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import STEPS, turn_upright, upright_size
 from rainbench.data.read import ShardReader
 from rainbench.data.select import Filters, captures, pairs
+from rainbench.errors import first_line
 from rainbench.seeds import seed_from
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
@@ -225,7 +226,8 @@ class RainDataset(IterableDataset):
             try:
                 picture = decode_jpeg(data, self.decode_device, orientation)
             except RuntimeError as error:  # torchvision's signal for a JPEG it cannot decode
-                raise ShardError(f"{where}: does not decode: {_first_line(error)}") from None
+                # torch's messages go on with a C++ stack trace: the first line says it.
+                raise ShardError(f"{where}: does not decode: {first_line(error)}") from None
         else:
             stored = StoredPicture(*decode_picture(data, fmt, where, width, height))
             _, height, width = stored.shape
@@ -307,11 +309,6 @@ def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tens
             raise
         picture = torch_decode(encoded, mode=ImageReadMode.RGB).to(device)
     return upright(picture, orientation)
-
-
-def _first_line(error: Exception) -> str:
-    """An error's first line: torch's own messages go on with a C++ stack trace."""
-    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def upright(picture: torch.Tensor, orientation: int | None) -> torch.Tensor:
