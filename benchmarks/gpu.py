@@ -687,13 +687,16 @@ def _command_line(command: list[str]) -> str | None:
 
 
 def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    return next(iter(_lines(text)), "")
 
 
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    return next(reversed(_lines(text)), "")
+
+
+def _lines(text: str) -> list[str]:
+    """The text's lines that hold something, stripped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def report(document: dict) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rainbench.errors import first_line
 from rainbench.metrics import weights
 from rainbench.metrics.registry import MetricError, MetricSpec, register
 
@@ -93,7 +94,7 @@ def _build(
                 value = float(call(x.float() / 255))
         # Flat images leave NIQE without statistics: one image fails, not the run.
         except (RuntimeError, ValueError) as error:
-            raise MetricError(f"{metric.name} fails on this image: {_first_line(error)}") from error
+            raise MetricError(f"{metric.name} fails on this image: {first_line(error)}") from error
         if not np.isfinite(value):
             raise MetricError(f"{metric.name} is undefined on this image (flat regions?)")
         return value
@@ -140,13 +141,9 @@ def _import_pyiqa():
     # A torchvision that does not match torch fails at import with a RuntimeError.
     except (ImportError, RuntimeError) as error:
         raise MetricError(
-            f"no-reference metrics need torch and pyiqa ({_first_line(error)}): {INSTALL_HINT}"
+            f"no-reference metrics need torch and pyiqa ({first_line(error)}): {INSTALL_HINT}"
         ) from error
     return torch, pyiqa
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def _device(torch, device: str | None):
