@@ -59,10 +59,16 @@ def nvjpeg(data: bytes) -> dict:
     return {"decoded": True, "mean_abs_difference": round(difference, 3)}
 
 
+def calibration_image():
+    """pyiqa's distorted I04 (its wheel ships I04 twice: the reference too)."""
+    files = importlib.metadata.files("pyiqa")
+    (path,) = [f.locate() for f in files if f.parts[-2:] == ("dist_dir", "I04.bmp")]
+    return path
+
+
 def piqe_three_ways() -> dict:
     """PIQE of I04 on the CPU, on CUDA as scored (float32), on CUDA with TF32."""
-    (path,) = [f.locate() for f in importlib.metadata.files("pyiqa") if f.name == "I04.bmp"]
-    image = np.asarray(Image.open(path).convert("RGB"))
+    image = np.asarray(Image.open(calibration_image()).convert("RGB"))
     cpu = create_metric("piqe")(image)
     on_gpu = create_metric("piqe", device="cuda")
     exact = on_gpu(image)

@@ -279,6 +279,8 @@ def row(code: str, seed: int, folder: Path, checkpoint: Path, seconds: float, cu
     """One run's summary: each term's mean over the first and last 10 % of its steps."""
     steps = np.array(curve["step"])
     last = steps.max()
+    # As each run ends (the JSON comes only at the end): a run cut short still says how far it got.
+    print(f"{code} seed {seed}: {last} steps in {seconds:.0f} s", file=sys.stderr, flush=True)
     first_window = steps <= WINDOW * last
     last_window = steps > (1 - WINDOW) * last
     means = {}

@@ -171,3 +171,17 @@ def test_modules_skipped_whole_are_no_tests_unless_they_hold_gpu_tests(gpu_scrip
     assert fails == "tests.test_runs::test_fails: RuntimeError: nvjpeg failed"
     assert set(outcomes["modules_skipped"]) == {"tests.test_video", "tests.test_hidden"}
     assert outcomes["gpu_tests_in_skipped_modules"] == ["tests.test_hidden"]
+
+
+def test_the_agreement_reads_pyiqas_distorted_calibration_image(monkeypatch):
+    """The `agreement` part runs only on a GPU; its CPU half is checked here. pyiqa's
+    wheel holds two I04.bmp (reference and distorted): the first GPU run found both."""
+    pytest.importorskip("pyiqa")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "agreement", ROOT / "benchmarks" / "gpu_agreement.py"
+    )
+    agreement = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agreement)
+    path = agreement.calibration_image()
+    assert path.parts[-2:] == ("dist_dir", "I04.bmp") and path.is_file()
