@@ -175,8 +175,8 @@ def lower_envelope(video: RainVideo, decoded: list[np.ndarray]) -> dict:
     """How far above the truth under the veil each pixel's rainy samples lie, in levels
     of psnr_y's Y, at the median pixel (the moving object left out): the lowest sample,
     the best any temporal statistic that only knows "rain adds light" can start from,
-    and the median one. The noise alone puts the lowest of 31 samples about 2σ below
-    (σ 1 level by day, 3 at night, before the codec): drizzle's row is the reference."""
+    and the median one. Drizzle's rain is sparse, so its rows show where the noise and
+    the codec alone put the lowest sample."""
     rainy = [i for i in range(len(decoded)) if i not in video.rain_free]
     if not rainy:
         return {"lowest_excess_y": math.nan, "median_excess_y": math.nan}
