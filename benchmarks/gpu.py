@@ -1,5 +1,6 @@
 """Every GPU check in one run, one JSON: `pytest -m gpu`; the trainer's speed (batch-16
-bf16 against batch-1 fp32, `benchmarks/train_nlcl.py`) and CCLGAN's; the public NLCL trainer's speed
+bf16 against batch-1 fp32, `benchmarks/train_nlcl.py`), again with its generators
+compiled (`--compile`), and CCLGAN's; the public NLCL trainer's speed
 on the same GPU, when RAINBENCH_NLCL_REFERENCE names an unpacked copy of its release;
 12 MP `nlcl` inference; the loader's nvJPEG crops/s against its CPU decoders; and where
 the GPU's answers may differ from the CPU's (`benchmarks/gpu_agreement.py`).
@@ -63,6 +64,8 @@ class Plan:
     train_steps: int
     train_warmup: int
     train_rows: tuple[tuple[int, str], ...]  # (batch, amp)
+    compile_backend: str  # torch.compile's: "eager" only traces (the dry run)
+    compile_warmup: int  # steps before the timed ones; the first compiles
     reference_crop: int
     reference_image: int  # side of its generated square training pictures
     reference_iterations: int
@@ -86,6 +89,7 @@ GPU = Plan(
     timeouts={
         "pytest_gpu": 180,
         "train": 150,
+        "train_compiled": 180,
         "cclgan": 90,
         "reference": 150,
         "inference": 60,
@@ -96,6 +100,8 @@ GPU = Plan(
     train_steps=20,
     train_warmup=3,
     train_rows=((1, "off"), (1, "bf16"), (16, "off"), (16, "bf16")),
+    compile_backend="inductor",
+    compile_warmup=3,
     reference_crop=256,
     reference_image=320,
     reference_iterations=40,
@@ -117,6 +123,7 @@ DRY_RUN = Plan(
     timeouts={
         "pytest_gpu": 60,
         "train": 60,
+        "train_compiled": 60,
         "cclgan": 60,
         "reference": 90,
         "inference": 30,
@@ -127,6 +134,8 @@ DRY_RUN = Plan(
     train_steps=1,
     train_warmup=1,
     train_rows=((1, "off"), (16, "bf16")),
+    compile_backend="eager",
+    compile_warmup=1,
     reference_crop=32,
     reference_image=48,
     reference_iterations=3,
@@ -263,6 +272,36 @@ def train_speed(plan: Plan, work: Path) -> dict:
         "figures": figures,
         "goals": {"batch16_bf16_over_batch1_fp32": at_least(best / base, TRAIN_GOAL)},
         "summary": f"batch-16 bf16 / batch-1 fp32 samples/s = {best / base:.2f}×",
+    }
+
+
+def train_compiled(plan: Plan, work: Path) -> dict:
+    """Batch-16 bf16 with the generators compiled as `rainbench train nlcl --compile`
+    compiles them, against batch-1 fp32 as it trains by default (measured again here,
+    so that this part stands alone). The first warm-up step compiles."""
+    from train_nlcl import measure
+
+    size = (plan.train_crop, plan.train_steps)
+    base = measure(plan.device, 1, "off", *size, plan.train_warmup)
+    compiled = measure(plan.device, 16, "bf16", *size, plan.compile_warmup,
+                       compile_backend=plan.compile_backend)  # fmt: skip
+    first = compiled["first_step_s"]
+    log(f"  train_compiled: batch 16, amp bf16, {plan.compile_backend}: "
+        f"{compiled['samples_per_s']} samples/s (first step {first} s)")  # fmt: skip
+    ratio = compiled["samples_per_s"] / base["samples_per_s"]
+    figures = {
+        "backend": plan.compile_backend,
+        "crop": plan.train_crop,
+        "steps": plan.train_steps,
+        "batch1_fp32": base,
+        "compiled_batch16_bf16": compiled,
+        "ratio": round(ratio, 2),
+    }
+    return {
+        "figures": figures,
+        "goals": {"compiled_batch16_bf16_over_batch1_fp32": at_least(ratio, TRAIN_GOAL)},
+        "summary": f"compiled batch-16 bf16 / batch-1 fp32 samples/s = {ratio:.2f}× "
+        f"(first step, compiling: {first} s)",
     }
 
 
@@ -563,6 +602,7 @@ def agreement(plan: Plan, work: Path) -> dict:
 PARTS: dict[str, Callable[[Plan, Path], dict]] = {
     "pytest_gpu": pytest_gpu,
     "train": train_speed,
+    "train_compiled": train_compiled,
     "cclgan": cclgan_speed,
     "reference": reference_speed,
     "inference": inference_time,
@@ -711,12 +751,13 @@ def report(document: dict) -> None:
             f"{info['gpu']}, driver {info['driver']}, torch {info['torch']} "
             f"(CUDA {info['torch_cuda']})"
         )
-    print(f"{'part':<11} {'status':<10} {'s':>6}  result")
+    width = max(map(len, document["parts"])) + 1
+    print(f"{'part':<{width}} {'status':<10} {'s':>6}  result")
     for name, record in document["parts"].items():
         result = record.get("summary") or record.get("reason") or record.get("error", "")
-        print(f"{name:<11} {record['status']:<10} {record.get('seconds', 0):>6.1f}  {result}")
+        print(f"{name:<{width}} {record['status']:<10} {record.get('seconds', 0):>6.1f}  {result}")
         for goal, verdict in record.get("goals", {}).items():
-            print(f"{'':<30}{goal}: {_goal_text(verdict)}")
+            print(f"{'':<{width + 19}}{goal}: {_goal_text(verdict)}")
     print(f"total {document['total_seconds']} s")
 
 

@@ -4,6 +4,7 @@ batch 1 and batch 16, 256×256 crops, fp32 and bf16 autocast, measured in one ru
     python benchmarks/train_nlcl.py --device cuda            # the goal is for one H100
     python benchmarks/train_nlcl.py --device cpu --crop 64 --steps 3   # a CPU smoke run
     python benchmarks/train_nlcl.py --device cuda --channels-last   # and NHWC beside
+    python benchmarks/train_nlcl.py --device cuda --compile   # and `train --compile` beside
     python benchmarks/train_nlcl.py --device cuda --profile 4       # where the time goes
 
 Goal (issue 8): batch-16 bf16 at least 10× the samples/s of batch-1 fp32 on one H100.
@@ -23,7 +24,7 @@ import torch
 
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import NLCLModel
-from rainbench.train.nlcl.trainer import _train_step
+from rainbench.train.nlcl.trainer import NLCLMethod, _train_step
 
 
 def measure(
@@ -34,13 +35,21 @@ def measure(
     steps: int,
     warmup: int,
     channels_last: bool = False,
+    compile_backend: str | None = None,
 ) -> dict:
     """One row: the step's speed at this batch and autocast. `channels_last` stores the
     weights and crops as NHWC, cuDNN's own layout (the trainer keeps NCHW: batch-16
-    bf16 ran at 0.92× in NHWC on an H200)."""
-    step = training_step(device, batch, amp, crop, channels_last)
-    for _ in range(warmup):
+    bf16 ran at 0.92× in NHWC on an H200). `compile_backend` compiles the generators as
+    `rainbench train nlcl --compile` does ("inductor"; "eager" only traces); the first
+    warm-up step compiles, and its time is the row's `first_step_s`."""
+    step = training_step(device, batch, amp, crop, channels_last, compile_backend)
+    first = time.perf_counter()
+    for index in range(warmup):
         step()
+        if index == 0:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            first = time.perf_counter() - first
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -56,6 +65,8 @@ def measure(
         "batch": batch,
         "amp": amp,
         "channels_last": channels_last,
+        "compiled": compile_backend,
+        "first_step_s": round(first, 2) if warmup else None,
         "steps_per_s": round(steps / seconds, 3),
         "samples_per_s": round(steps * batch / seconds, 3),
         "peak_gpu_gib": round(peak, 2) if peak is not None else None,
@@ -63,13 +74,20 @@ def measure(
 
 
 def training_step(
-    device: str, batch: int, amp: str, crop: int, channels_last: bool = False
+    device: str,
+    batch: int,
+    amp: str,
+    crop: int,
+    channels_last: bool = False,
+    compile_backend: str | None = None,
 ) -> Callable[[], dict]:
     """The trainer's step on a fresh model and fixed random crops, seeded."""
     config = NLCLConfig(batch=batch, crop=crop, amp=amp)
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = NLCLModel(config).to(device, memory_format=layout)
+    if compile_backend:
+        NLCLMethod().compile(model, compile_backend)
     betas = (config.beta1, config.beta2)
     g_opt = torch.optim.Adam(model.generator_parameters(), lr=config.lr, betas=betas)
     d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=betas)
@@ -124,14 +142,19 @@ def main() -> int:
         "--channels-last", action="store_true", help="each row again with NHWC weights and crops"
     )
     parser.add_argument(
+        "--compile", action="store_true", help="each row again with the generators compiled"
+    )
+    parser.add_argument(
         "--profile", type=int, metavar="STEPS", help="then profile STEPS steps of each row"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    layouts = (False, True) if args.channels_last else (False,)
+    # (channels_last, compile_backend) of each group of rows; plain NCHW eager first
+    variants = [(False, None)] + [(True, None)] * args.channels_last
+    variants += [(False, "inductor")] * args.compile
     rows = [
-        measure(args.device, batch, amp, args.crop, args.steps, args.warmup, channels_last)
-        for channels_last in layouts
+        measure(args.device, batch, amp, args.crop, args.steps, args.warmup, *variant)
+        for variant in variants
         for batch in (1, 16)
         for amp in ("off", "bf16")
     ]
@@ -145,20 +168,28 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"device: {device_name}, torch {torch.__version__}, crops {args.crop}×{args.crop}")
-    print(f"{'batch':>5} {'amp':>5} {'layout':>6} {'steps/s':>9} {'samples/s':>10} {'peak GiB':>9}")
+    print(f"{'batch':>5} {'amp':>5} {'layout':>6} {'compiled':>9} {'first s':>8} "
+          f"{'steps/s':>9} {'samples/s':>10} {'peak GiB':>9}")  # fmt: skip
     for row in rows:
         peak = "—" if row["peak_gpu_gib"] is None else f"{row['peak_gpu_gib']:.2f}"
         layout = "NHWC" if row["channels_last"] else "NCHW"
-        print(f"{row['batch']:>5} {row['amp']:>5} {layout:>6} {row['steps_per_s']:>9.3f} "
-              f"{row['samples_per_s']:>10.3f} {peak:>9}")  # fmt: skip
+        first = "—" if row["first_step_s"] is None else f"{row['first_step_s']:.2f}"
+        print(f"{row['batch']:>5} {row['amp']:>5} {layout:>6} {row['compiled'] or 'no':>9} "
+              f"{first:>8} {row['steps_per_s']:>9.3f} {row['samples_per_s']:>10.3f} "
+              f"{peak:>9}")  # fmt: skip
     verdict = "PASS" if ratio >= 10 else "MISS"
     where = "" if args.device.startswith("cuda") else " (not a GPU: the goal is for an H100)"
     print(f"batch-16 bf16 / batch-1 fp32 samples/s = {ratio:.2f}× (goal ≥ 10) {verdict}{where}")
-    for row in rows[len(rows) // len(layouts) :]:
-        nchw = next(r for r in rows if (r["batch"], r["amp"]) == (row["batch"], row["amp"]))
-        gain = row["samples_per_s"] / nchw["samples_per_s"]
-        print(f"batch {row['batch']} {row['amp']}: NHWC / NCHW samples/s = {gain:.2f}×")
-    for row in rows[: len(rows) // len(layouts)] if args.profile else ():
+    plain_rows = rows[:4]
+    for row in rows[4:]:
+        plain = next(r for r in plain_rows if (r["batch"], r["amp"]) == (row["batch"], row["amp"]))
+        gain = row["samples_per_s"] / plain["samples_per_s"]
+        name = "NHWC / NCHW" if row["channels_last"] else "compiled / eager"
+        print(f"batch {row['batch']} {row['amp']}: {name} samples/s = {gain:.2f}×")
+        if row["compiled"] and row["batch"] == 16 and row["amp"] == "bf16":
+            ratio = row["samples_per_s"] / base["samples_per_s"]
+            print(f"compiled batch-16 bf16 / batch-1 fp32 samples/s = {ratio:.2f}×")
+    for row in plain_rows if args.profile else ():
         print(profile(args.device, row["batch"], row["amp"], args.crop, args.profile, args.warmup))
     return 0
 

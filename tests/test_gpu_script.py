@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("pytest_gpu", "train", "cclgan", "reference", "inference", "loader", "agreement")
+PARTS = ("pytest_gpu", "train", "train_compiled", "cclgan", "reference", "inference", "loader",
+         "agreement")  # fmt: skip
 # The public train.py's part in the timing: its options as given, then a loss line per
 # iteration (one per picture of trainA), 0.05 s apart.
 TIMED_STAND_IN = """
@@ -79,6 +80,10 @@ def test_the_dry_run_figures(dry_run):
     train = parts["train"]["figures"]
     assert {(row["batch"], row["amp"]) for row in train["rows"]} == {(1, "off"), (16, "bf16")}
     assert train["ratio"] > 0
+    compiled = parts["train_compiled"]["figures"]
+    assert compiled["backend"] == "eager" and compiled["ratio"] > 0
+    assert compiled["compiled_batch16_bf16"]["compiled"] == "eager"
+    assert compiled["compiled_batch16_bf16"]["first_step_s"] > 0
     cclgan = parts["cclgan"]["figures"]
     assert [(row["batch"], row["amp"]) for row in cclgan["rows"]] == [(1, "off"), (16, "bf16")]
     assert all(row["samples_per_s"] > 0 for row in cclgan["rows"])

@@ -16,10 +16,16 @@ from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
 from rainbench.shards.dataset import DatasetError
-from rainbench.train.core.loop import set_lr
+from rainbench.train.core.loop import plain, set_lr
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import NLCLModel
-from rainbench.train.nlcl.trainer import LOSS_TERMS, _train_step, build_optimizers, train
+from rainbench.train.nlcl.trainer import (
+    LOSS_TERMS,
+    NLCLMethod,
+    _train_step,
+    build_optimizers,
+    train,
+)
 
 TINY = NLCLConfig(
     steps=4,
@@ -137,10 +143,12 @@ def test_a_checkpoint_of_an_earlier_trainer_is_refused(tmp_path, _dataset):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
 
 
-def _one_step(config: NLCLConfig) -> tuple[dict, NLCLModel]:
+def _one_step(config: NLCLConfig, compile_backend: str | None = None) -> tuple[dict, NLCLModel]:
     """The weights before and the model after one training step on fixed random crops."""
     torch.manual_seed(0)
     model = NLCLModel(config)
+    if compile_backend:
+        NLCLMethod().compile(model, compile_backend)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     g_opt, d_opt = build_optimizers(model, config)
     set_lr((g_opt, d_opt), config, 0)
@@ -166,6 +174,20 @@ def test_public_heads_freeze_two_head_sets_and_step_the_rain_heads_twice():
             assert torch.allclose(parameter - before[name], 2 * step, atol=1e-9), name
         else:  # the same gradients: a step changes only where the heads are
             assert torch.equal(parameter, mine), name
+
+
+def test_compiled_generators_take_the_same_step():
+    """`--compile`'s path (torch.compile of both generators), traced by the eager backend
+    so that it costs seconds on the CPU; the GPU benchmark compiles with inductor."""
+    config = replace(TINY, validate_every=0)
+    _, eager = _one_step(config)
+    _, compiled = _one_step(config, compile_backend="eager")
+    assert compiled.background is not plain(compiled.background)  # wrapped, so compiled
+    method = NLCLMethod()
+    for part, module in method.parts(eager).items():
+        theirs = plain(method.parts(compiled)[part]).state_dict()
+        for name, value in module.state_dict().items():
+            torch.testing.assert_close(theirs[name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def test_public_levels_leave_out_the_deepest_discriminator_level():

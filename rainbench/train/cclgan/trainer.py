@@ -56,9 +56,9 @@ class CCLGANMethod:
     def translate(self, model: CCLGANModel, rainy: torch.Tensor) -> torch.Tensor:
         return translate_any_size(model.derain, rainy)
 
-    def compile(self, model: CCLGANModel) -> None:
-        model.derain = torch.compile(plain(model.derain))
-        model.rain = torch.compile(plain(model.rain))
+    def compile(self, model: CCLGANModel, backend: str = "inductor") -> None:
+        model.derain = torch.compile(plain(model.derain), backend=backend)
+        model.rain = torch.compile(plain(model.rain), backend=backend)
 
 
 def train(

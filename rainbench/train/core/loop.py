@@ -66,7 +66,8 @@ class Method(Protocol):
 
     def translate(self, model: nn.Module, rainy: torch.Tensor) -> torch.Tensor: ...
 
-    def compile(self, model: nn.Module) -> None: ...
+    # torch.compile the method's generators; "eager" only traces (a cheap CPU check).
+    def compile(self, model: nn.Module, backend: str = "inductor") -> None: ...
 
 
 @dataclass

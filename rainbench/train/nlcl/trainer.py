@@ -53,9 +53,9 @@ class NLCLMethod:
     def translate(self, model: NLCLModel, rainy: torch.Tensor) -> torch.Tensor:
         return model.background(rainy)
 
-    def compile(self, model: NLCLModel) -> None:
-        model.background = torch.compile(plain(model.background))
-        model.rain = torch.compile(plain(model.rain))
+    def compile(self, model: NLCLModel, backend: str = "inductor") -> None:
+        model.background = torch.compile(plain(model.background), backend=backend)
+        model.rain = torch.compile(plain(model.rain), backend=backend)
 
 
 def train(
