@@ -43,14 +43,15 @@ def measure(
     `rainbench train nlcl --compile` does ("inductor"; "eager" only traces); the first
     warm-up step compiles, and its time is the row's `first_step_s`."""
     step = training_step(device, batch, amp, crop, channels_last, compile_backend)
-    first = time.perf_counter()
+    cuda = device.startswith("cuda")
+    first_step = None
     for index in range(warmup):
+        began = time.perf_counter()
         step()
         if index == 0:
-            if device.startswith("cuda"):
+            if cuda:
                 torch.cuda.synchronize()
-            first = time.perf_counter() - first
-    cuda = device.startswith("cuda")
+            first_step = round(time.perf_counter() - began, 2)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -66,7 +67,7 @@ def measure(
         "amp": amp,
         "channels_last": channels_last,
         "compiled": compile_backend,
-        "first_step_s": round(first, 2) if warmup else None,
+        "first_step_s": first_step,
         "steps_per_s": round(steps / seconds, 3),
         "samples_per_s": round(steps * batch / seconds, 3),
         "peak_gpu_gib": round(peak, 2) if peak is not None else None,
