@@ -288,13 +288,14 @@ def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _datase
     run = tmp_path / "ddp"
 
     def torchrun(steps: int) -> None:
-        subprocess.run(
+        finished = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
              "2", "-m", "rainbench", "train", "nlcl", "--dataset", str(_dataset), "--out",
              str(run), "--crop", "48", "--channels", "8", "--blocks", "2", "-j", "0",
              "--steps", str(steps), "--checkpoint-every", "1", "--log-every", "1", "--no-progress"],
-            check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
+        assert finished.returncode == 0, finished.stderr[-4000:]  # the ranks' own errors
 
     torchrun(2)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
