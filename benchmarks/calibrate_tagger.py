@@ -1,15 +1,16 @@
-"""Fit the rain-type tagger and write its parameter file, rainbench/tagging/tagger-v4.json.
+"""Fit the rain-type tagger and write its parameter file, rainbench/tagging/tagger-v5.json.
 
-    python benchmarks/calibrate_tagger.py                 # ≈ 5 min on 2 cores
+    python benchmarks/calibrate_tagger.py                 # ≈ 6 min on 2 cores
     python benchmarks/tagging_robustness.py               # judge it on fresh examples
     python benchmarks/calibrate_tagger.py --no-detector --out /tmp/no-detector.json
                                                           # P(rain) from the softmax, as tagger 2
 
-Taggers 2 and 3 were fitted by this script as it stood when they were shipped, on the
-twelve photographs before scikit-learn's two (their files record the command and the
-backgrounds); `git log rainbench/tagging/tagger-v3.json` finds that code.
+Taggers 2 to 4 were fitted by this script as it stood when they were shipped: 2 and 3
+on the twelve photographs before scikit-learn's two, 2 to 4 on three rain models, before
+the photometric one joined them (their files record the command, the backgrounds and
+the rain models); `git log rainbench/tagging/tagger-v4.json` finds that code.
 
-Rain of each type from three separately written rain models is rendered on every
+Rain of each type from four separately written rain models is rendered on every
 freely licensed photograph at hand (rainbench.train.tagger), at many sizes, exposures,
 camera chains and JPEG qualities, by day and at night, measured through ingest's own
 decode, and a logistic regression is fitted to the features, with (since version 3) a

@@ -1,6 +1,6 @@
 """How the shipped tagger's kind of fit holds on rain and scenes it never saw.
 
-    python benchmarks/tagging_robustness.py                    # ≈ 7 min on 2 cores
+    python benchmarks/tagging_robustness.py                    # ≈ 10 min on 2 cores
     python benchmarks/tagging_robustness.py --features f.jsonl # keep (or reuse) the examples
 
 Fresh examples (seed 1; calibration used seed 0) from every rain model on every

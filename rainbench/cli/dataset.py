@@ -278,10 +278,10 @@ def tag_eval_command(dataset, which, per_cell, seed, workers, out, as_json) -> N
     --labels): rain types, the looks_rainy flag on rain and clean labels, and the
     calibration error of the confidence, from the stored features in seconds.
 
-    Without: synthetic rain from each of three rain models, on every background
+    Without: synthetic rain from each of four rain models, on every background
     photograph, judged by fits that never saw that rain model (nor that
-    background), and from a fourth model no calibration uses, judged by fits on all
-    three; needs scikit-image, matplotlib and scikit-learn (demo or test extra) for
+    background), and from a fifth model no calibration uses, judged by fits on all
+    four; needs scikit-image, matplotlib and scikit-learn (demo or test extra) for
     the photographs.
 
     \b

@@ -26,7 +26,7 @@ from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, TINY_
 RAIN_TYPES = ("drizzle", "streak", "storm", "fog-like")
 CLASSES = ("clean", *RAIN_TYPES)
 
-PARAMS_FILE = "tagger-v4.json"
+PARAMS_FILE = "tagger-v5.json"
 
 # What the tagger cannot judge well, with the most confidence it may then claim:
 # a tiny capture shows too little, a grey one has no colour for the veil cues, at

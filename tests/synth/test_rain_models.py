@@ -1,19 +1,25 @@
-"""What every separately written rain model does alike (the screen-blend and the
-photometric one): deterministic for a seed, leaves its input alone, keeps the shape,
-draws streaks along the wind, takes contrast away in storm and fog-like, and refuses
-what it cannot render."""
+"""What every separately written rain model does alike (the screen-blend, the
+photometric and the particle-camera one): deterministic for a seed, leaves its input
+alone, keeps the shape, draws streaks along the wind, takes contrast away in storm and
+fog-like, and refuses what it cannot render."""
 
 import json
 
 import numpy as np
 import pytest
 
+from rainbench.synth.particles import render_particles
 from rainbench.synth.photometric import render_photometric
 from rainbench.synth.screen import RAIN_TYPES, render_screen
 
 # Each model, and the grey of a flat scene its streaks show well against: screen rain
-# brightens any ground, photometric rain shows the drops' own light, so a darker one.
-MODELS = {"screen": (render_screen, 90), "photometric": (render_photometric, 40)}
+# brightens any ground, photometric rain shows the drops' own light, so a darker one, and
+# particle rain adds light in linear light, which shows most on dark ground.
+MODELS = {
+    "screen": (render_screen, 90),
+    "photometric": (render_photometric, 40),
+    "particles": (render_particles, 40),
+}
 
 
 def scene(rows: int, cols: int, seed: int = 0) -> np.ndarray:

@@ -43,14 +43,16 @@ def test_the_shipped_parameters_match_the_features():
 @pytest.mark.parametrize("rain_type", RAIN_TYPES)
 def test_each_type_is_recognised_on_clear_examples(photo, rain_type):
     # Five renders at the middle of the recipe's intensity range; the tagger is not
-    # perfect (docs/tagging.md gives its measured confusions), so four must be right.
+    # perfect (docs/tagging.md gives its measured confusions), so four must be right,
+    # and surer than the 0.4 a capped tag may claim (tagger 5, calibrated on four rain
+    # models that disagree most about drizzle, gives version 1's drizzle 0.50–0.56).
     typical = sum(RECIPES[rain_type].intensity) / 2
     right = 0
     for seed in range(5):
         features, height = _capture(render(photo, rain_type, seed, intensity=typical).rain)
         tag = load_tagger().tag(features, "rainy", height)
         assert not tag.caveats
-        right += tag.rain_type == rain_type and tag.confidence > 0.5
+        right += tag.rain_type == rain_type and tag.confidence > 0.4
     assert right >= 4
 
 
@@ -121,7 +123,7 @@ def test_the_third_tagger_is_kept_and_reads_these_features(photo):
 
 def test_a_detector_gives_p_rain_and_the_softmax_shares_it_among_the_types():
     tagger = load_tagger()
-    assert tagger.version == "4" and tagger.detector is not None
+    assert tagger.version == "5" and tagger.detector is not None
     assert {"temple", "flower"} <= set(tagger.calibration["backgrounds"])
     rng = np.random.default_rng(0)
     features = rng.uniform(0.01, 0.5, (6, len(FEATURE_NAMES)))

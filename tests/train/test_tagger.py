@@ -25,6 +25,7 @@ from rainbench.train.tagger import (
     fit,
     fit_scale,
     fit_temperature,
+    held_out_model,
     leave_one_background_out,
     leave_one_model_out,
     measure,
@@ -158,9 +159,32 @@ def test_check_models_are_judged_by_fits_on_every_calibration_model_and_never_fi
     assert judged.by_model[CHECK_MODELS[0]].macro_f1 == 1.0
     by_type = {f"{name}, every model held out" for name in RAIN_TYPES}
     assert set(judged.detection) == {*RAIN_MODELS, *CHECK_MODELS, POOLED_BACKGROUNDS, *by_type}
-    assert "| photometric |" in "\n".join(judged.detection_table())
+    assert f"| {CHECK_MODELS[0]} |" in "\n".join(judged.detection_table())
     assert set(judged.by_background) == {"a", "b", "c"}
     assert any(CHECK_MODELS[0] in line and "no fit" in line for line in judged.model_table())
+
+
+def test_a_model_held_out_is_judged_by_fits_on_the_models_named_alone():
+    measured = _with_check_rain(_separable(450, 0), 1)
+    held = held_out_model(measured, CHECK_MODELS[0], RAIN_MODELS[:1], 1e-3, False)
+    assert {m.example.model for m in held.measured} == {CHECK_MODELS[0], None}
+    assert set(held.group) == {CHECK_MODELS[0]}
+
+    def poisoned(models: tuple[str, ...]) -> list[Measured]:
+        return [
+            Measured(m.example, dict.fromkeys(FEATURE_NAMES, 9.0), 480)
+            if m.example.model in models
+            else m
+            for m in measured
+        ]
+
+    # Rain of the models not named never reaches a fit ...
+    again = held_out_model(poisoned(RAIN_MODELS[1:]), CHECK_MODELS[0], RAIN_MODELS[:1], 1e-3, False)
+    assert np.array_equal(held.logits, again.logits)
+    # ... while a check model named is fitted on like any other.
+    judged = held_out_model(measured, RAIN_MODELS[0], CHECK_MODELS, 1e-3, False)
+    moved = held_out_model(poisoned(CHECK_MODELS), RAIN_MODELS[0], CHECK_MODELS, 1e-3, False)
+    assert not np.array_equal(judged.logits, moved.logits)
 
 
 def test_unfitted_backgrounds_are_judged_and_never_fitted():
