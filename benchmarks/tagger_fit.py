@@ -1,7 +1,7 @@
 """Does fitting the tagger to a lab's labels help (`rainbench tag DS --fit`)? A constructed
 lab whose streaks the shipped tagger calls drizzle, and one whose labels agree with it.
 
-    python benchmarks/tagger_fit.py            # ≈ 1 min on 2 cores
+    python benchmarks/tagger_fit.py            # ≈ 10 s on 2 cores
 
 Feature rows are drawn in the shipped tagger's own standardised inputs: a cluster per
 rain type around the mean of candidates it calls that type with confidence > 0.8. In
