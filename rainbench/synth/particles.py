@@ -7,8 +7,8 @@ What sets it apart: everything follows from a drop's depth. A drop's image is wi
 long near the camera and a hairline far from it, while its per-pixel share of the
 exposure, τ/T = D / (v·T), does not depend on depth at all; near drops are out of focus;
 beyond the drawn volume the rain is a veil that thickens with distance (Koschmieder),
-distance read from the image rows. Streaks add the light a drop refracts, mostly the
-sky's, in linear light, and wet ground is darker and more saturated.
+distance read from the image rows. Streaks add, in linear light, the light a drop
+refracts: the sky's and that of lamps near it. Wet ground is darker and more saturated.
 """
 
 import math
@@ -158,7 +158,7 @@ def _wet(scene: np.ndarray, wetness: float) -> np.ndarray:
 def _veil(image: np.ndarray, sky: np.ndarray, extinction: float) -> np.ndarray:
     """Koschmieder's law by row: the bottom row near, the top far."""
     rows = image.shape[0]
-    height = np.linspace(1.0, 0.0, rows, dtype=np.float32) if rows > 1 else np.zeros(1)
+    height = np.linspace(1.0, 0.0, rows, dtype=np.float32)
     distance = NEAR_GROUND * (FAR_GROUND / NEAR_GROUND) ** height
     kept = np.exp(-extinction * distance).astype(np.float32)[:, None, None]
     airlight = 0.5 * sky + 0.5 * sky.mean()  # rain's veil is nearly colourless
