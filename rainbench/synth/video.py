@@ -106,10 +106,10 @@ def encode_h264(
     """H.264 (libx264, yuv420p, one thread) in MP4 of uint8 H×W×3 RGB frames of even
     size; written to `out` when given, and returned.
 
-    Nearly bit-reproducible: with swscale's RGB → YUV, one run in three gave another
-    bitstream of the same quality; converted here, and on one thread, about one run in
-    fifty still does (measured on a 96×64 clip), so figures measured on decoded videos
-    can move by hundredths of a dB. What is made from one video file is exact."""
+    The same frames give the same bytes, on any CPU x264 runs on: the RGB → YUV
+    conversion is done here (swscale's gave one of several results from run to run),
+    on one thread, and with x264's `cpu-independent` (without it, 800-px-wide frames
+    gave another bitstream from one encode to the next in one process)."""
     import av  # PyAV: only here, so the renderer works without it
 
     height, width = frames[0].shape[:2]
@@ -123,7 +123,7 @@ def encode_h264(
             "crf": str(crf),
             "preset": "medium",
             "threads": "1",
-            "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0",
+            "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:cpu-independent=1",
         }
         stream.codec_context.thread_count = 1  # PyAV's default, 0, lets FFmpeg choose
         for index, frame in enumerate(frames):

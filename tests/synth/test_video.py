@@ -87,6 +87,21 @@ def test_h264_round_trip(tmp_path):
         assert psnr_y(frame, original) > 32
 
 
+def test_the_same_frames_encode_to_the_same_bytes_whatever_came_before():
+    # 800 px wide, as the demo's video: without x264's cpu-independent, each of four
+    # encodes in one process gave other bytes, as allocations in between moved memory.
+    rng = np.random.default_rng(3)
+    texture = ndimage.gaussian_filter(rng.normal(0, 1, (128, 800, 3)), (2, 2, 0))
+    wide = np.clip(110 + 400 * texture, 0, 255).astype(np.uint8)
+    frames = render_rain_video(wide, "storm", 24, seed=1).frames
+    encoded = set()
+    for attempt in range(4):
+        clutter = [np.ones(100_000 * (n + attempt + 1), np.uint8) for n in range(20)]
+        encoded.add(encode_h264(frames))
+        del clutter[::3]
+    assert len(encoded) == 1
+
+
 def test_refusals():
     with pytest.raises(ValueError, match="even"):
         encode_h264([np.zeros((63, 96, 3), np.uint8)])
