@@ -1,7 +1,8 @@
 """Fitting the tagger to a lab's own labels. The shipped model's form and standardisation
 stay; its four rain-type rows of weights are refitted on manually labelled captures with
 an L2 penalty on their distance from the shipped weights, the penalty's strength chosen
-by cross-validation. Agreement is always measured on captures held out of the fit.
+by cross-validation. Agreement is always measured on captures held out of the fit, and
+captures of one scene (a burst, a video, near-duplicates) are held out together.
 """
 
 from dataclasses import dataclass, replace
@@ -49,11 +50,17 @@ class LabelFit:
 
 
 def fit_to_labels(
-    base: Tagger, features: np.ndarray, labels: list[str], keys: list[str]
+    base: Tagger,
+    features: np.ndarray,
+    labels: list[str],
+    keys: list[str],
+    scenes: list[str] | None = None,
 ) -> LabelFit:
     """Refit `base` on feature rows (FEATURE_NAMES columns) labelled with rain types.
     `keys` name the rows; the folds follow their order, so the same labels give the
-    same fit whatever order they come in."""
+    same fit whatever order they come in. Rows of one of `scenes` (None: each row its
+    own) always share a fold: frames of one scene are so alike that a fold holding one
+    while the fit saw another would show agreement the fit would not reach on a new scene."""
     counts = {name: labels.count(name) for name in RAIN_TYPES}
     enough = [name for name in RAIN_TYPES if counts[name] >= MIN_PER_TYPE]
     if len(enough) < MIN_TYPES:
@@ -73,13 +80,22 @@ def fit_to_labels(
     order = sorted(range(len(keys)), key=lambda index: keys[index])
     x = base.design(np.asarray(features, dtype=np.float64)[order])
     y = np.array([RAIN_TYPES.index(labels[index]) for index in order])
-    folds = stratified_folds(y, FOLDS)
+    groups = _scene_numbers(
+        [keys[i] for i in order] if scenes is None else [scenes[i] for i in order]
+    )
+    if groups.max() < 1:
+        raise TooFewLabels(
+            "fitting needs labels from at least 2 scenes to cross-validate; all of these "
+            "are of one (a burst, a video or near-duplicates of one capture)"
+        )
+    folds = stratified_folds(y, FOLDS, groups)
     predicted = np.empty_like(y)
-    for fold in range(FOLDS):
+    for fold in _folds_in_use(folds):
         train = folds != fold
-        theta = refit(base, x[train], y[train], choose_penalty(base, x[train], y[train]))
+        chosen = choose_penalty(base, x[train], y[train], groups[train])
+        theta = refit(base, x[train], y[train], chosen)
         predicted[~train] = _rain_logits(theta, x[~train]).argmax(axis=1)
-    penalty = choose_penalty(base, x, y)
+    penalty = choose_penalty(base, x, y, groups)
     theta = refit(base, x, y, penalty)
     fitted = replace(
         base,
@@ -90,27 +106,45 @@ def fit_to_labels(
     return LabelFit(fitted, penalty, counts, agreement(y, predicted), agreement(y, shipped), FOLDS)
 
 
-def stratified_folds(y: np.ndarray, k: int) -> np.ndarray:
-    """Each row's fold: rows dealt out in turn, type by type, so every fold holds about
-    a k-th of each type."""
+def stratified_folds(y: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Each row's fold, so that every fold holds about a k-th of each type. Without
+    `groups`, rows are dealt out in turn, type by type. With them (a number per row),
+    a group's rows share a fold: groups are dealt type by type (a group counts as its
+    most frequent type), the largest first, each to the fold that holds the fewest rows
+    of that type (then the fewest rows, then the first); singleton groups are dealt
+    exactly as rows are."""
+    if groups is None:
+        groups = np.arange(len(y))
+    sizes = np.bincount(groups)
+    kinds = np.array(
+        [np.bincount(y[groups == g], minlength=len(RAIN_TYPES)).argmax() for g in range(len(sizes))]
+    )
+    by_type = np.zeros((k, len(RAIN_TYPES)), dtype=np.int64)
     folds = np.empty(len(y), dtype=np.int64)
-    dealt = 0
     for label in range(len(RAIN_TYPES)):
-        rows = np.flatnonzero(y == label)
-        folds[rows] = (dealt + np.arange(len(rows))) % k
-        dealt += len(rows)
+        for group in sorted(np.flatnonzero(kinds == label), key=lambda g: -sizes[g]):
+            fold = min(range(k), key=lambda f: (by_type[f, label], by_type[f].sum()))
+            members = groups == group
+            folds[members] = fold
+            np.add.at(by_type[fold], y[members], 1)
     return folds
 
 
-def choose_penalty(base: Tagger, x: np.ndarray, y: np.ndarray) -> float | None:
+def choose_penalty(
+    base: Tagger, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+) -> float | None:
     """The λ of PENALTIES whose fits agree best with held-out folds (macro-F1 over the
-    folds' pooled decisions), or None when the shipped weights do at least as well; a
-    tie goes to the stronger penalty, nearer the shipped tagger."""
-    folds = stratified_folds(y, FOLDS)
+    folds' pooled decisions), or None when the shipped weights do at least as well or
+    the rows are of one group, so nothing can be held out; a tie goes to the stronger
+    penalty, nearer the shipped tagger."""
+    groups = np.arange(len(y)) if groups is None else _scene_numbers(list(groups))
+    if groups.max() < 1:
+        return None
+    folds = stratified_folds(y, FOLDS, groups)
     best, chosen = agreement(y, _rain_logits(_rain_theta(base), x).argmax(axis=1)).macro_f1, None
     for penalty in sorted(PENALTIES, reverse=True):
         predicted = np.empty_like(y)
-        for fold in range(FOLDS):
+        for fold in _folds_in_use(folds):
             train = folds != fold
             theta = refit(base, x[train], y[train], penalty)
             predicted[~train] = _rain_logits(theta, x[~train]).argmax(axis=1)
@@ -118,6 +152,17 @@ def choose_penalty(base: Tagger, x: np.ndarray, y: np.ndarray) -> float | None:
         if score > best:
             best, chosen = score, penalty
     return chosen
+
+
+def _scene_numbers(scenes: list) -> np.ndarray:
+    """Each row's scene as a number from 0, in order of first appearance."""
+    numbers: dict = {}
+    return np.array([numbers.setdefault(scene, len(numbers)) for scene in scenes], dtype=np.int64)
+
+
+def _folds_in_use(folds: np.ndarray) -> list[int]:
+    """The folds that hold rows: with fewer scenes than folds, some hold none."""
+    return sorted(set(folds.tolist()))
 
 
 def refit(base: Tagger, x: np.ndarray, y: np.ndarray, penalty: float | None) -> np.ndarray:
