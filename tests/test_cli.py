@@ -121,7 +121,8 @@ def test_tag_fit_prints_held_out_agreement_and_ingest_uses_the_fit(
     assert result.exit_code == 0, result.output
     assert f"fitted: tagger {load_tagger().version}-fit-1-" in result.output
     assert "(taggers/tagger-fit-1.json)" in result.output
-    assert "held out in 5 folds: macro-F1" in result.output and "shipped" in result.output
+    assert "held out in 5 folds (each judged by a fit that never saw it" in result.output
+    assert "): macro-F1 " in result.output and "shipped" in result.output
     shown = json.loads(runner.invoke(main, ["tag", str(ds), "--fit", "--json"]).output)
     assert shown["fit"]["reused"] and shown["tagger"] == shown["fit"]["version"]
 
@@ -373,6 +374,45 @@ def test_a_real_os_error_names_the_file(runner, tmp_path):
     result = runner.invoke(main, args)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert result.output.count("\n") == 1 and result.output.startswith(f"error: {blocker}")
+
+
+def test_the_store_clients_own_errors_are_one_line(runner, tmp_path, monkeypatch):
+    # As botocore raises them (not OSError), from the driver or a Ray worker alike.
+    missing = type("NoCredentialsError", (Exception,), {"__module__": "botocore.exceptions"})
+
+    def no_credentials(*args, **kwargs):
+        raise missing("Unable to locate credentials")
+
+    monkeypatch.setattr("rainbench.cli.dataset.verify", no_credentials)
+    result = runner.invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.count("\n") == 1
+    assert result.output.startswith("error: object store: Unable to locate credentials (set ")
+    assert "docs/cluster.md" in result.output
+
+
+def test_control_characters_from_a_dataset_cannot_forge_or_restyle_output(
+    runner, tmp_path, monkeypatch
+):
+    titles = ("splits", "layers", "rain_types", "rain_type_sources", "formats", "rejects")
+    stats = {
+        "name": "ds",
+        "samples": 1,
+        "shards": 1,
+        "shard_bytes": 0,
+        **{title: {} for title in (*titles, "paired_splits")},
+        "cameras": {"Evil\x1b[31mRED\nrejects: none": 1},  # an EXIF Make, as read
+        "near_duplicates": 0,
+        "looks_rainy": 0,
+        "captured_from": None,
+        "captured_to": None,
+    }
+    monkeypatch.setattr("rainbench.cli.dataset.open_dataset", lambda path: path)
+    monkeypatch.setattr("rainbench.cli.dataset.dataset_stats", lambda dataset: stats)
+    result = runner.invoke(main, ["stats", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "  cameras: Evil\\x1b[31mRED\\nrejects: none 1\n" in result.output
+    assert "\x1b" not in result.output and "\nrejects" not in result.output
 
 
 def test_an_unexpected_error_is_not_hidden(runner, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from rainbench.cli import options
-from rainbench.cli.output import emit, to_json, write_json
+from rainbench.cli.output import emit, on_one_line, to_json, write_json
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
 from rainbench.shards.dataset import open_dataset
@@ -155,7 +155,7 @@ def stats_command(dataset, as_json) -> None:
 
 def _stats_lines(stats: dict) -> list[str]:
     lines = [
-        f"{stats['name']}: {stats['samples']} samples in {stats['shards']} shards, "
+        f"{on_one_line(stats['name'])}: {stats['samples']} samples in {stats['shards']} shards, "
         f"{stats['shard_bytes'] / 1e6:.1f} MB"
     ]
     for title in (
@@ -169,7 +169,7 @@ def _stats_lines(stats: dict) -> list[str]:
         "paired_splits",
     ):
         if stats[title]:
-            parts = ", ".join(f"{k} {v}" for k, v in stats[title].items())
+            parts = ", ".join(f"{on_one_line(k)} {v}" for k, v in stats[title].items())
             lines.append(f"  {title.replace('_', ' ')}: {parts}")
     lines.append(f"  near-duplicates: {stats['near_duplicates']}")
     if stats["looks_rainy"]:
@@ -232,13 +232,18 @@ def format_fit(fit: dict) -> list[str]:
     """The fitted tagger, and its cross-validated agreement beside the shipped tagger's."""
     counts = ", ".join(f"{name} {count}" for name, count in fit["labels"].items())
     ours, shipped = fit["cv_fitted"], fit["cv_shipped"]
-    penalty = "shipped weights kept" if fit["penalty"] is None else f"penalty {fit['penalty']:g}"
+    penalty = (
+        "the shipped weights kept: no penalty beat them in cross-validation on all the labels"
+        if fit["penalty"] is None
+        else f"penalty {fit['penalty']:g}"
+    )
     lines = [
         f"{'already fitted to these labels' if fit['reused'] else 'fitted'}: tagger "
         f"{fit['version']} ({fit['path']}), from shipped {fit['base_version']}, on "
         f"{counts} labels; {penalty}",
-        f"held out in {fit['folds']} folds: macro-F1 {ours['macro_f1']:.2f} fitted, "
-        f"{shipped['macro_f1']:.2f} shipped; accuracy {ours['accuracy']:.2f} fitted, "
+        f"held out in {fit['folds']} folds (each judged by a fit that never saw it, its "
+        f"penalty chosen again{_scenes_kept_whole(fit)}): macro-F1 {ours['macro_f1']:.2f} "
+        f"fitted, {shipped['macro_f1']:.2f} shipped; accuracy {ours['accuracy']:.2f} fitted, "
         f"{shipped['accuracy']:.2f} shipped",
     ]
     if ours["macro_f1"] <= shipped["macro_f1"]:
@@ -248,6 +253,13 @@ def format_fit(fit: dict) -> list[str]:
             f"{fit['clean_labels_unused']} clean labels not used: the fit learns rain types"
         )
     return lines
+
+
+def _scenes_kept_whole(fit: dict) -> str:
+    scenes = fit.get("scenes")
+    if scenes is None or scenes == sum(fit["labels"].values()):
+        return ""
+    return f"; {scenes} scenes, a scene's captures held out together"
 
 
 @click.command("tag-eval")

@@ -62,6 +62,10 @@ class Commands(click.Group):
             for problem in _labels_rejected(error):
                 click.echo(str(problem), err=True)
             fail(str(error))
+        except Exception as error:
+            if not _from_the_store_client(error):
+                raise
+            fail(_store_client_text(error))
 
 
 def fail(message: str) -> NoReturn:
@@ -76,3 +80,22 @@ def _os_error_text(error: OSError) -> str:
     why = error.strerror or str(error) or type(error).__name__
     paths = [str(path) for path in (error.filename, error.filename2) if path is not None]
     return f"{' -> '.join(paths)}: {why}" if paths else why
+
+
+def _from_the_store_client(error: Exception) -> bool:
+    """Whether botocore (S3's client, under s3fs) raised `error`: it reports missing
+    credentials and the like in its own classes, not as OSError, wherever a store is
+    touched, on a Ray worker too. Known by module, so the CLI never imports botocore."""
+    return any(
+        kind.__module__.split(".")[0] in ("botocore", "aiobotocore") for kind in type(error).__mro__
+    )
+
+
+def _store_client_text(error: Exception) -> str:
+    text = f"object store: {error}"
+    if type(error).__name__ == "NoCredentialsError":
+        text += (
+            " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; with --ray "
+            "the workers need them too, in the environment `ray start` ran in: docs/cluster.md)"
+        )
+    return text

@@ -27,7 +27,19 @@ def emit(result: Any, as_json: bool, text: Callable[[Any], Iterable[str]]) -> No
         click.echo(to_json(result))
         return
     for line in text(result):
-        click.echo(line)
+        click.echo(line.translate(_SHOWN))
+
+
+# Control characters in what a line quotes (a camera name from EXIF, a file name) are
+# shown escaped, so a terminal escape in data cannot restyle or rewrite the output. Line
+# breaks stay (a result may print a block); where data could hold one, its lines
+# escape it themselves (`on_one_line`).
+_SHOWN = {code: f"\\x{code:02x}" for code in (*range(32), 127, *range(0x80, 0xA0)) if code != 10}
+
+
+def on_one_line(value: object) -> str:
+    """`value` as text on one line: a line break in it shown escaped."""
+    return str(value).replace("\n", "\\n")
 
 
 def write_json(result: Any, out: Path) -> None:

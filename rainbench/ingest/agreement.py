@@ -21,7 +21,7 @@ class LabelAgreement:
     """A tagger's decisions on manually labelled captures, as ingest would make them."""
 
     tagger: str  # its version
-    fitted_to_these: bool  # the dataset's own fit: these labels are not held out from it
+    fitted_to_these: bool  # the dataset's own fit moved from the shipped weights on its labels
     labels: dict[str, int]  # manual labels per rain type, and "clean"
     confusion: list[list[int]]  # rows: labelled type, columns: tagged (RAIN_TYPES order)
     f1: dict[str, float]  # per labelled type
@@ -107,7 +107,8 @@ def _agreement(
     fit = tagger.calibration.get("fit")
     return LabelAgreement(
         tagger=tagger.version,
-        fitted_to_these=isinstance(fit, dict),
+        # A fit that kept the shipped weights learnt nothing from the labels.
+        fitted_to_these=isinstance(fit, dict) and fit.get("penalty") is not None,
         labels=labels,
         confusion=made.confusion.tolist(),
         f1=f1,

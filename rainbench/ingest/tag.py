@@ -65,7 +65,7 @@ class TagSummary:
     unmeasurable: list[str] = field(default_factory=list)  # keys that could not be decoded
     labelled: int = 0  # labels applied from the sheet
     label_problems: list[str] = field(default_factory=list)  # skipped with --skip-bad-labels
-    changed: int = 0  # rows whose tag columns changed
+    changed: int = 0  # rows whose tag changed (its columns but the tagger's version)
     rain_types: dict[str, int] = field(default_factory=dict)
     manual: int = 0
     looks_rainy: int = 0
@@ -143,8 +143,16 @@ def retag(
         summary.label_problems = [str(p) for p in problems]
         matched = match.labels
     rows = samples.to_pylist()
+    unsized = [row["key"] for row in rows if row["width"] is None or row["height"] is None]
+    if unsized:  # the tiny caveat and the reading limits need them
+        raise DatasetError(
+            f"{dataset.samples_manifest}: {len(unsized)} rows have no width or height (the "
+            f"first: {unsized[0]}), which rainbench ingest always writes; refused"
+        )
     _measure_missing(dataset, rows, workers, summary)
-    before = [{name: row[name] for name in TAG_COLUMNS} for row in rows]
+    # A tag changes when what it says does, not only the tagger version that said it.
+    said = [name for name in TAG_COLUMNS if name != "tagger_version"]
+    before = [{name: row[name] for name in said} for row in rows]
     tagger = active_tagger(dataset)
     for row in rows:
         _tag_row(row, tagger, matched.get(row["key"]))
@@ -155,7 +163,7 @@ def retag(
         summary.fit = report.to_dict()
         for row in rows:
             _tag_row(row, tagger, None)
-    after = [{name: row[name] for name in TAG_COLUMNS} for row in rows]
+    after = [{name: row[name] for name in said} for row in rows]
     summary.changed = sum(old != new for old, new in zip(before, after, strict=True))
     summary.tagger = tagger.version
     summary.labelled = len(matched)
@@ -181,7 +189,11 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
         (row for row in manual if row["rain_type"] in RAIN_TYPES and _stored_features(row)),
         key=lambda row: row["key"],
     )
-    pairs = [[row["key"], row["rain_type"]] for row in labelled]
+    scenes = _scenes(labelled)
+    # The scenes decide the folds, so they are part of what the fit was made from.
+    pairs = [
+        [row["key"], row["rain_type"], scene] for row, scene in zip(labelled, scenes, strict=True)
+    ]
     digest = hashlib.sha256(json.dumps([FEATURES_VERSION, pairs]).encode()).hexdigest()
     found = reusable(dataset, digest)
     if found is not None:
@@ -191,7 +203,7 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
         [[row[feature_column(name)] for name in FEATURE_NAMES] for row in labelled], dtype=float
     )
     labels = [row["rain_type"] for row in labelled]
-    fitted = fit_to_labels(base, features, labels, [row["key"] for row in labelled])
+    fitted = fit_to_labels(base, features, labels, [row["key"] for row in labelled], scenes)
     report = FitReport(
         version="",
         path="",
@@ -199,6 +211,7 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
         base_version=base.version,
         labels_sha256=digest,
         labels=fitted.counts,
+        scenes=len(set(scenes)),
         clean_labels_unused=sum(row["rain_type"] is None for row in manual),
         penalty=fitted.penalty,
         folds=fitted.folds,
@@ -207,6 +220,25 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
     )
     report = store_fitted(dataset, fitted.tagger, report)
     return active_tagger(dataset), report
+
+
+def _scenes(rows: list[dict]) -> list[str]:
+    """Each row's scene, named by its smallest key: captures joined, directly or through
+    others, by a sequence (a burst or a video) or a near-duplicate link are one scene."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for row in rows:
+        for link in (row["near_dup_of"], row["sequence"]):
+            if link:
+                first, second = sorted((root(row["key"]), root(link)))
+                parent[second] = first
+    return [root(row["key"]) for row in rows]
 
 
 def _tag_row(row: dict, tagger: Tagger, label: Label | None) -> None:

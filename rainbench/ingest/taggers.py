@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 
-from rainbench.files import write_atomic
+from rainbench.files import regular_file, write_atomic
 from rainbench.shards.dataset import TAGGERS, Dataset, DatasetError
 from rainbench.tagging.tagger import Tagger, load_tagger
 
@@ -32,6 +32,9 @@ class FitReport:
     folds: int
     cv_fitted: dict  # macro_f1, accuracy, f1 per type
     cv_shipped: dict
+    # Scenes among the labelled captures (a burst, a video or near-duplicates are one):
+    # a scene's captures are always held out together. None in reports from before.
+    scenes: int | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -43,8 +46,10 @@ def active_tagger(dataset: Dataset) -> Tagger:
     if entry is None:
         return load_tagger()
     path = dataset.root / entry["path"]
+    if not path.resolve().is_relative_to(dataset.root.resolve()):
+        raise DatasetError(f"{path} leads outside the dataset; refused")
     try:
-        tagger = Tagger.from_json(json.loads(path.read_text(encoding="utf-8")))
+        tagger = Tagger.from_json(json.loads(regular_file(path).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DatasetError(
             f"{path}: cannot read the dataset's fitted tagger ({error}); "

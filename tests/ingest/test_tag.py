@@ -157,3 +157,14 @@ def test_stats_count_rain_types(tagged):
 def test_tagging_a_folder_that_is_no_dataset_fails_clearly(tmp_path):
     with pytest.raises(DatasetError, match="not a rainbench dataset"):
         tag_dataset(tmp_path)
+
+
+def test_rows_without_a_size_are_refused_in_one_line(tagged):
+    path = tagged / "manifests" / "samples.parquet"
+    table = manifest.read_manifest(path, manifest.SAMPLES)
+    column = table.schema.get_field_index("height")
+    table = table.set_column(column, "height", pa.nulls(table.num_rows, pa.int64()))
+    manifest.write_manifest(path, table)
+    with pytest.raises(DatasetError, match="have no width or height") as refused:
+        tag_dataset(tagged)
+    assert "\n" not in str(refused.value)

@@ -9,7 +9,7 @@ import pytest
 
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
-from rainbench.ingest.tag import tag_dataset
+from rainbench.ingest.tag import _scenes, tag_dataset
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.fit import TooFewLabels
 from rainbench.tagging.tagger import load_tagger
@@ -44,6 +44,7 @@ def test_fit_stores_a_versioned_tagger_that_retags_and_later_ingests_use(tmp_pat
     assert fit["path"] == "taggers/tagger-fit-1.json" and not fit["reused"]
     assert fit["version"].startswith(f"{load_tagger().version}-fit-1-")
     assert set(fit["cv_fitted"]) == {"macro_f1", "accuracy", "f1"}
+    assert 2 <= fit["scenes"] <= 33
     info = json.loads((ds / "dataset.json").read_text())
     assert info["tagger"] == {"version": fit["version"], "path": fit["path"]}
     stored = json.loads((ds / fit["path"]).read_text())
@@ -82,6 +83,19 @@ def test_fit_alone_learns_from_the_labels_already_applied(tmp_path, ds):
     assert json.loads((ds / "dataset.json").read_text())["tagger"]["path"] == second["path"]
 
 
+def test_captures_joined_by_a_sequence_or_a_near_duplicate_are_one_scene():
+    rows = [
+        {"key": "a", "near_dup_of": None, "sequence": None},
+        {"key": "c", "near_dup_of": "x", "sequence": None},  # x: a capture not labelled
+        {"key": "b", "near_dup_of": "x", "sequence": "s"},
+        {"key": "d", "near_dup_of": None, "sequence": "s"},
+        {"key": "e", "near_dup_of": None, "sequence": "t"},
+    ]
+    # Each scene is named by its smallest key, whatever order the rows come in.
+    assert _scenes(rows) == ["a", "b", "b", "b", "e"]
+    assert _scenes(rows[::-1]) == ["e", "b", "b", "b", "a"]
+
+
 def test_too_few_labels_change_nothing(tmp_path, ds):
     before = (ds / "manifests" / "samples.parquet").read_bytes()
     sheet = tmp_path / "labels.csv"
@@ -108,4 +122,15 @@ def test_a_tagger_path_leading_outside_the_dataset_is_refused(tmp_path, ds):
     info["tagger"] = {"version": "1-fit-1-x", "path": "../outside.json"}
     (ds / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match="refused"):
+        tag_dataset(ds)
+
+
+def test_a_fitted_tagger_linked_from_outside_the_dataset_is_refused(tmp_path, ds):
+    (tmp_path / "outside.json").write_text(json.dumps(load_tagger().to_json()))
+    (ds / "taggers").mkdir()
+    (ds / "taggers" / "tagger-fit-1.json").symlink_to(tmp_path / "outside.json")
+    info = json.loads((ds / "dataset.json").read_text())
+    info["tagger"] = {"version": "5-fit-1-x", "path": "taggers/tagger-fit-1.json"}
+    (ds / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="leads outside the dataset; refused"):
         tag_dataset(ds)
