@@ -2,8 +2,10 @@
 old file or the complete new one, never a mix, even after a power cut) and hashed.
 """
 
+import errno
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +26,19 @@ def write_atomic(path: Path, data: bytes, shared: bool = False) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def regular_file(path: Path) -> Path:
+    """`path`, refused with an OSError unless it is a regular file once links are
+    followed (a missing one is left for opening it to report): a FIFO or a device that a
+    dataset names would block its reader, or never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file; refused", str(path))
+    return path
 
 
 def fsync_dir(path: Path) -> None:

@@ -152,7 +152,9 @@ class VideoFrames:
         if not self.container.streams.video:
             raise CaptureRejected(Reason.NOT_AN_IMAGE, "the file has no video stream")
         self.stream = self.container.streams.video[0]
-        context = self.stream.codec_context
+        context = self.stream.codec_context  # None where FFmpeg knows no decoder for it
+        if context is None:
+            raise CaptureRejected(Reason.CORRUPT, "the video stream names no codec FFmpeg has")
         if not context.width or not context.height:
             raise CaptureRejected(Reason.CORRUPT, "the video stream declares no frame size")
         check_pixel_cap(context.width, context.height, max_pixels)

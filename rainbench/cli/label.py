@@ -40,7 +40,7 @@ def label_command(dataset, out, splits, limit, workers, as_json, progress) -> No
     \b
     Example:
       rainbench label ds --out labels.html
-      rainbench tag ds --labels labels-ds.csv
+      rainbench tag ds --labels labels-ds.csv   # the sheet's name, as label printed it
     """
     page = write_label_page(dataset, out, tuple(splits), limit, workers, progress)
     emit(page, as_json, format_page)
@@ -50,7 +50,7 @@ def format_page(page: LabelPage) -> list[str]:
     keys = ", ".join(f"{number} {label}" for number, label in enumerate(KEY_LABELS, 1))
     lines = [
         f"wrote {page.out}: {page.cards} of {page.rainy} rainy captures, least sure first",
-        f"keys: {keys}; Export CSV saves the label sheet",
+        f"keys: {keys}; Export CSV saves the label sheet as {page.sheet}",
     ]
     if page.unreadable:
         lines.append(f"could not show {len(page.unreadable)}: run rainbench verify")

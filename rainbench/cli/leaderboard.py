@@ -120,13 +120,22 @@ def eval_command(
 
 def _report_lines(reports: list[SplitReport]) -> list[str]:
     lines = []
+    warned = set()  # each metric's reason once, not once per split
     for report in reports:
         for metric, reason in report.unavailable_metrics.items():
-            click.echo(f"warning: {metric} not computed: {reason}", err=True)
-        lines.append(
+            if (metric, reason) not in warned:
+                click.echo(f"warning: {metric} not computed: {reason}", err=True)
+                warned.add((metric, reason))
+        line = (
             f"{report.dataset}/{report.split} ({report.kind}): {report.scored} scored, "
             f"{report.failed} failed, {report.skipped} already done -> {report.path}"
         )
+        if report.videos:
+            line += (
+                f"; {report.videos} video{'s' if report.videos > 1 else ''} not scored here: "
+                "a video is scored through its real pairs (rainbench pairs)"
+            )
+        lines.append(line)
     return lines
 
 

@@ -6,6 +6,7 @@ lowest tagger confidence first — whose export is a label sheet `rainbench tag`
 import base64
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from html import escape
@@ -75,8 +76,14 @@ class LabelPage:
     rainy: int = 0  # rainy captures selected, before --limit
     unreadable: list[str] = field(default_factory=list)  # keys whose picture did not decode
 
+    @property
+    def sheet(self) -> str:
+        """The file name the page's Export CSV saves under (label_page.html makes it the
+        same way): the dataset's name, as dataset.json gives it."""
+        return "labels-" + re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset) + ".csv"
+
     def to_dict(self) -> dict:
-        return {**self.__dict__, "out": str(self.out)}
+        return {**self.__dict__, "out": str(self.out), "sheet": self.sheet}
 
 
 def write_label_page(

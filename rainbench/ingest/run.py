@@ -31,6 +31,7 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import STICKY
 from rainbench.capture.source import name_text
 from rainbench.cluster import make_pool
+from rainbench.errors import first_line
 from rainbench.files import write_atomic
 from rainbench.ingest.bursts import DEFAULT_BURST_GAP, group_bursts
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
@@ -62,6 +63,20 @@ DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
 _COMMIT_SECONDS = 5.0  # how often finished shards are published to the manifests
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# What a run's settings (run.json) always hold; _start_settings writes them.
+_SETTINGS = frozenset(
+    (
+        "run_id",
+        "inputs",
+        "layer",
+        "keep_gps",
+        "max_pixels",
+        "shard_bytes",
+        "split",
+        "near_dup_bits",
+        "name",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,9 @@ class IngestSummary:
     seconds: float = 0.0
     resumed: bool = False
     tagging: dict | None = None  # what applying the label sheet did
+    # (source root, path) → reason, for each file rejected: a file that the resumed run
+    # and the run after it both reject (one that may read later) counts once.
+    rejected_files: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
     @property
     def images_per_second(self) -> float:
@@ -106,8 +124,10 @@ class IngestSummary:
         return self.scanned_bytes / 1e6 / self.seconds if self.seconds else 0.0
 
     def to_dict(self) -> dict:
+        fields = asdict(self)
+        del fields["rejected_files"]  # the counts say it; the manifest lists them
         return {
-            **asdict(self),
+            **fields,
             "images_per_second": round(self.images_per_second, 2),
             "mb_per_second": round(self.mb_per_second, 2),
         }
@@ -136,7 +156,7 @@ def ingest(
             dataset.pull()  # in a store: its manifests as they are now (locally: nothing)
         if pending.exists():
             summary.resumed = True
-            interrupted = json.loads(pending.read_text())
+            interrupted = _interrupted_settings(pending)
             interrupted["workers"] = options.workers  # the rest of its settings stand
             _Run(dataset, interrupted, pool, progress).execute(summary)
         elif dataset.state_dir.exists():
@@ -178,6 +198,24 @@ def _remove_unpublished(dataset: Dataset) -> None:
     shards_dir = dataset.root / "shards"
     for leftover in shards_dir.glob(f"*/*{TMP_SUFFIX}") if shards_dir.exists() else []:
         leftover.unlink()
+
+
+def _interrupted_settings(pending: Path) -> dict:
+    """The settings of the run that was interrupted, as it wrote them (atomically, so
+    only damage from outside makes them unreadable)."""
+    try:
+        settings = json.loads(pending.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        settings, why = None, first_line(error)
+    else:
+        why = "not the settings of an ingest"
+    if not isinstance(settings, dict) or not settings.keys() >= _SETTINGS:
+        raise DatasetError(
+            f"{pending}: cannot resume the interrupted ingest ({why}); remove "
+            f"{pending.parent} to start it afresh (rainbench verify then names any shard "
+            "it left)"
+        )
+    return settings
 
 
 def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions) -> dict:
@@ -425,11 +463,15 @@ class _Run:
             "rejected": dict(sorted(reasons.items())),
         }
         summary.accepted += run_summary["accepted"]
-        summary.duplicates += run_summary["duplicates"]
         summary.near_duplicates += run_summary["near_duplicates"]
         summary.unchanged += run_summary["unchanged"]
-        for reason, count in reasons.items():
-            summary.rejected[reason] = summary.rejected.get(reason, 0) + count
+        for row in plan.rows:  # a file an earlier run of this ingest rejected, read now
+            summary.rejected_files.pop((row["source_root"], row["source_path"]), None)
+        for reject in run_rejects:
+            summary.rejected_files[reject["source_root"], reject["source_path"]] = reject["reason"]
+        counted = Counter(summary.rejected_files.values())
+        summary.duplicates = counted.pop("duplicate", 0)
+        summary.rejected = dict(sorted(counted.items()))
         samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
         shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
         self._write_info(samples, shards, run=run_summary)

@@ -86,6 +86,7 @@ class SplitReport:
     skipped: int = 0  # already in the results
     failed: int = 0  # of those scored here
     unavailable_metrics: dict[str, str] = field(default_factory=dict)
+    videos: int = 0  # the split's rainy videos, left to the real pairs made of them
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "path": str(self.path)}
@@ -355,13 +356,13 @@ class _SplitRun:
         if self.kind == "real":
             table = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
             # A video is scored through the real pairs made of its frames.
-            rows = [
+            rainy = [
                 row
                 for row in table.to_pylist()
-                if row["split"] == self.split
-                and row["layer"] == "rainy"
-                and row.get("kind") != "video"
+                if row["split"] == self.split and row["layer"] == "rainy"
             ]
+            rows = [row for row in rainy if row.get("kind") != "video"]
+            self.report.videos = len(rainy) - len(rows)
         else:
             table = manifest.read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
             rows = [row for row in table.to_pylist() if row["split"] == self.split]

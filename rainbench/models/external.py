@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rainbench.errors import first_line
 from rainbench.models.base import NumpyDerainer
 from rainbench.models.options import number_option
 from rainbench.models.registry import DerainerError
@@ -115,8 +116,17 @@ class OutputsFolder:
                 if image.mode not in _EIGHT_BIT_MODES:
                     raise DerainerError(f"{path} is a {image.mode} image: save 8-bit RGB")
                 return np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
-            raise DerainerError(f"cannot read {path}: {error}") from error
+        # What Pillow raises for a damaged file or one declaring a pixel bomb: this
+        # output's row fails, the run goes on.
+        except (
+            UnidentifiedImageError,
+            OSError,
+            SyntaxError,
+            ValueError,
+            EOFError,
+            Image.DecompressionBombError,
+        ) as error:
+            raise DerainerError(f"cannot read {path}: {first_line(error)}") from error
 
     def find(self, key: str, split: str | None = None) -> Path:
         """The file holding `key`'s output: in the split's sub-folder first."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rainbench.capture.formats import FORMATS
+from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
 from rainbench.pairs.estimate import (
     RAIN_FREE,
@@ -203,6 +204,11 @@ def find_sequences(dataset: Dataset, keys: tuple[str, ...] = ()) -> list[Sequenc
     return [s for s in chosen if s.frames >= _MIN_FRAMES]
 
 
+# A sequence that cannot be read: a missing or damaged shard or member, a video member
+# whose stream no longer decodes. Its windows report why; the other sequences go on.
+_UNREADABLE = (ShardError, DatasetError, CaptureRejected, ValueError, OSError)
+
+
 def make_window(task: WindowTask) -> list[MadePair]:
     """The pairs of one window: one per target frame that is paired, and one carrying
     the reason for each target that is not (too much moves, registration failed)."""
@@ -221,7 +227,7 @@ def make_window(task: WindowTask) -> list[MadePair]:
             rain = frames.read([estimate.index])[0]
             made.append(_pair(estimate, rain, task.options, part))
         return made
-    except (ShardError, DatasetError, ValueError, OSError) as error:
+    except _UNREADABLE as error:
         return [MadePair({}, {}, error=first_line(error))]
 
 
@@ -254,7 +260,7 @@ def _rain_free(task: SequenceTask) -> tuple[int, ...]:
     report why)."""
     try:
         return tuple(find_rain_free(open_frames(task.root, task.sequence), task.options))
-    except (ShardError, DatasetError, ValueError, OSError):
+    except _UNREADABLE:
         return ()
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rainbench import __version__
 from rainbench.errors import RainbenchError
-from rainbench.files import write_atomic
+from rainbench.files import regular_file, write_atomic
 from rainbench.store import (
     create,
     delete,
@@ -141,7 +141,7 @@ class Dataset:
 
     def read_info(self) -> dict:
         try:
-            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+            info = json.loads(regular_file(self.info_path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DatasetError(
                 f"{self.url or self.root} is not a rainbench dataset (no dataset.json)"
@@ -152,6 +152,12 @@ class Dataset:
             raise DatasetError(f"{self.info_path}: cannot read it: not JSON ({error})") from None
         if not isinstance(info, dict):
             raise DatasetError(f"{self.info_path}: not a rainbench dataset.json (not an object)")
+        name = info.get("name", "")
+        # The name becomes a results folder and a heading; counts are updated in place.
+        if not isinstance(name, str) or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise DatasetError(f"{self.info_path}: its name is not one line of text; refused")
+        if not isinstance(info.get("counts", {}), dict):
+            raise DatasetError(f"{self.info_path}: its counts are not an object; refused")
         return info
 
     def write_info(self, info: dict) -> None:
@@ -326,7 +332,7 @@ def initial_info(name: str, options: dict) -> dict:
     """dataset.json of a new, empty dataset."""
     now = datetime.now(UTC).isoformat()
     return {
-        "name": name,
+        "name": "".join(c if 32 <= ord(c) != 127 else "_" for c in name),  # one line of text
         "schema_version": SCHEMA_VERSION,
         "created_at": now,
         "updated_at": now,

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.probe import KEY_HEX
 from rainbench.errors import first_line
-from rainbench.files import write_atomic
+from rainbench.files import regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 
@@ -170,7 +170,7 @@ def read_manifest(path: Path, schema: pa.Schema) -> pa.Table:
     if not path.exists():
         return schema.empty_table()
     try:
-        present = set(pq.read_schema(path).names)
+        present = set(pq.read_schema(regular_file(path)).names)
         table = pq.read_table(path, schema=schema)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DatasetError(

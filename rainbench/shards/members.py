@@ -16,6 +16,7 @@ from rainbench.capture.formats import Format
 from rainbench.capture.orientation import turn_upright
 from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
+from rainbench.files import regular_file
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.manifest import SHARD
 from rainbench.store import mirrored_url, open_ranged, open_stream
@@ -68,7 +69,7 @@ def open_shard_file(root: Path, shard: str, stream: bool = False):
     try:
         url = shard_url(root, shard)
         if url is None:
-            return open(shard_path(root, shard), "rb")  # the caller closes it
+            return open(regular_file(shard_path(root, shard)), "rb")  # the caller closes it
         return open_stream(url) if stream else open_ranged(url)
     except OSError as error:
         raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
@@ -79,7 +80,7 @@ def open_shard(root: Path, shard: str) -> tarfile.TarFile:
     From a store, only the headers and the members read are fetched."""
     try:
         if shard_url(root, shard) is None:
-            return tarfile.open(shard_path(root, shard), "r:")
+            return tarfile.open(regular_file(shard_path(root, shard)), "r:")
         # The store's file object holds no descriptor: it goes with the tar.
         return tarfile.open(fileobj=open_shard_file(root, shard), mode="r:")
     except (OSError, tarfile.TarError, EOFError) as error:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.video import VideoFrames
+from rainbench.errors import first_line
+from rainbench.files import regular_file
 from rainbench.parallel import distribute
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
@@ -193,6 +195,11 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
     members: dict[str, str] = {}
     sizes: dict[str, int] = {}
     refused: list[tuple[str, str]] = []
+    if not is_url(path):
+        try:
+            regular_file(Path(path))
+        except OSError as error:
+            return ShardReading(name, None, 0, {}, error=f"unreadable: {first_line(error)}")
     with open_stream(path) if is_url(path) else open(path, "rb") as raw:
         hashing = _HashingReader(raw, whole)
         try:

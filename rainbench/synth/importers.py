@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from rainbench.files import regular_file
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 # macOS archives carry AppleDouble twins (`__MACOSX/`, `._rain-1.png`) that look like images.
@@ -785,6 +787,10 @@ class _Sizes:
 
     def __call__(self, path: PurePosixPath) -> tuple[int, int] | None:
         if path not in self._known:
+            if why := _refused_file(self._root, path):
+                self._known[path] = None
+                self._problems.append(_problem("unreadable", path, why))
+                return None
             try:
                 with Image.open(self._root / path) as image:
                     self._known[path] = image.size
@@ -794,6 +800,19 @@ class _Sizes:
                 reason = str(error).replace(f" '{self._root / path}'", "")
                 self._problems.append(_problem("unreadable", path, f"not an image: {reason}"))
         return self._known[path]
+
+
+def _refused_file(root: Path, path: PurePosixPath) -> str | None:
+    """Why a file of the set is not read, as ingest refuses such captures: a link out of
+    the set, or a FIFO or device, which would block the reader."""
+    file = root / path
+    if not file.resolve().is_relative_to(root.resolve()):
+        return "leads outside the set; refused"
+    try:
+        regular_file(file)
+    except OSError:
+        return "not a regular file; refused"
+    return None
 
 
 def _checked(

@@ -107,7 +107,7 @@ def match_labels(
     conflicting: set[str] = set()
     problems: list[LabelProblem] = []
     for label in sorted(labels, key=lambda label: label.line):
-        keys = index.get((label.ident, label.value), [])
+        keys = _named(index, label)
         if len(keys) != 1:
             problems.append(LabelProblem(sheet, label.line, _unmatched(label, len(keys), refused)))
             continue
@@ -128,6 +128,16 @@ def match_labels(
             conflicting.add(key)
     applied = {key: label for key, label in first.items() if key not in conflicting}
     return LabelMatch(applied, problems)
+
+
+def _named(index: dict[tuple[str, str], list[str]], label: Label) -> list[str]:
+    """The keys of the captures `label` names. A source_path with backslashes names the
+    file of exactly that name (a name may hold one) or, when there is none, the file with
+    a "/" for each: a path typed the Windows way."""
+    keys = index.get((label.ident, label.value), [])
+    if keys or label.ident != "source_path" or "\\" not in label.value:
+        return keys
+    return index.get((label.ident, label.value.replace("\\", "/").removeprefix("./")), [])
 
 
 def _read_text(path: Path) -> str:
@@ -196,7 +206,7 @@ def _row(line: int, cells: list[str], columns: dict[str, int]) -> Label | str:
         if not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
             return f'{ident} "{values[ident]}" is not {digits} hex digits'
     else:
-        value = value.replace("\\", "/").removeprefix("./")
+        value = value.removeprefix("./")
     return Label(line, ident, value, rain_type, values.get("note") or None)
 
 

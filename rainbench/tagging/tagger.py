@@ -194,7 +194,7 @@ class Tagger:
                 f"tagger of features version {data['features_version']}; these features "
                 f"keep the values of versions {', '.join(COMPATIBLE_VERSIONS)} only"
             )
-        return cls(
+        tagger = cls(
             version=data["version"],
             features_version=data["features_version"],
             inputs=tuple(data["inputs"]),
@@ -215,6 +215,44 @@ class Tagger:
             capped=tuple(data.get("capped", ("tiny", "grey", "night"))),
             detector=detector,
         )
+        _check_shapes(tagger)
+        return tagger
+
+
+def _check_shapes(tagger: Tagger) -> None:
+    """A file whose arrays do not fit its inputs is refused here, not in a matmul later."""
+    n = len(tagger.inputs)
+    expanded = n + n * (n + 1) // 2 if tagger.products else n
+    shapes = {
+        "transforms": (len(tagger.transforms),),
+        "offsets": (len(tagger.offsets),),
+        "mean": tagger.mean.shape,
+        "scale": tagger.scale.shape,
+        "expanded_mean": tagger.expanded_mean.shape,
+        "expanded_scale": tagger.expanded_scale.shape,
+        "weights": tagger.weights.shape,
+        "bias": tagger.bias.shape,
+    }
+    wanted = {
+        "transforms": (n,),
+        "offsets": (n,),
+        "mean": (n,),
+        "scale": (n,),
+        "expanded_mean": (expanded,),
+        "expanded_scale": (expanded,),
+        "weights": (len(CLASSES), expanded),
+        "bias": (len(CLASSES),),
+    }
+    if tagger.ood is not None:
+        shapes["ood mean"] = np.shape(tagger.ood["mean"])
+        shapes["ood precision"] = np.shape(tagger.ood["precision"])
+        wanted["ood mean"], wanted["ood precision"] = (n,), (n, n)
+    if tagger.detector is not None:
+        shapes["detector weights"] = np.shape(tagger.detector["weights"])
+        wanted["detector weights"] = (len(tagger.detector["inputs"]),)
+    for name, shape in shapes.items():
+        if shape != wanted[name]:
+            raise ValueError(f"the tagger's {name} have shape {shape}, not {wanted[name]}")
 
 
 def with_rain(p: np.ndarray, rain: np.ndarray) -> np.ndarray:

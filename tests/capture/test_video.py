@@ -215,6 +215,14 @@ def test_a_damaged_video_is_refused_as_corrupt():
     assert "\n" not in refused.value.message
 
 
+def test_a_stream_whose_codec_was_overwritten_is_refused_as_corrupt():
+    # As a damaged shard member reads: the container opens, its stream names no codec.
+    unknown = encode().replace(b"avc1", b"zzzz")
+    with pytest.raises(CaptureRejected) as refused:
+        VideoFrames(unknown)
+    assert refused.value.reason == Reason.CORRUPT
+
+
 def test_a_file_without_a_video_stream_is_refused():
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="matroska") as output:

@@ -7,6 +7,7 @@ killed before its first commit.
 
 import hashlib
 import io
+import os
 import shutil
 import struct
 import tarfile
@@ -188,6 +189,21 @@ def linked_shard(ds: Path, context: dict) -> None:
     shard.symlink_to(outside)
 
 
+def fifo_shard(ds: Path, context: dict) -> None:
+    """A shard path as rainbench writes it, but the file is a FIFO: opened to be read, it
+    would wait for a writer forever."""
+    shard = ds / _rainy(ds, "jpeg")["shard"]
+    shard.unlink()
+    os.mkfifo(shard)
+
+
+def fifo_manifest(ds: Path, context: dict) -> None:
+    """samples.parquet is a FIFO."""
+    path = ds / "manifests" / "samples.parquet"
+    path.unlink()
+    os.mkfifo(path)
+
+
 def _member_of(ds: Path, fmt: str) -> tuple[str, str]:
     row = _rainy(ds, fmt)
     return row["shard"], f"{row['key']}.{'jpg' if fmt == 'jpeg' else fmt}"
@@ -298,6 +314,8 @@ HOSTILE = {
         unknown_format,
         not_json,
         killed_first_ingest,
+        fifo_shard,
+        fifo_manifest,
     )
 }
 

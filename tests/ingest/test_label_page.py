@@ -160,7 +160,8 @@ def test_the_crop_is_chosen_at_the_same_place_on_a_large_picture():
 
 def test_keys_label_and_export_makes_a_sheet_tag_applies(dataset, tmp_path, browser_tooling):
     sync_playwright, executable = browser_tooling
-    out = write_label_page(dataset, tmp_path / "labels.html").out
+    written = write_label_page(dataset, tmp_path / "labels.html")
+    out = written.out
     keys = _card_keys(out.read_text(encoding="utf-8"))
     sheet = tmp_path / "exported.csv"
     errors, outside, dialogs = [], [], []
@@ -211,7 +212,7 @@ def test_keys_label_and_export_makes_a_sheet_tag_applies(dataset, tmp_path, brow
         [keys[2], True, "label: streak"],
         *([key, False, "not labelled"] for key in keys[3:]),
     ]
-    assert suggested == "labels-ds.csv"
+    assert suggested == written.sheet == "labels-ds.csv"  # as `rainbench label` prints it
     assert kept == 3  # kept in the browser across a reload
 
     labels, problems = read_label_sheet(sheet)

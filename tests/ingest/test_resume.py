@@ -126,6 +126,22 @@ def test_crash_at_each_phase_then_resume_equals_uninterrupted(
     assert not (ds / ".ingest").exists()
 
 
+def test_a_resumed_run_counts_each_rejected_file_once(tmp_path, raw, monkeypatch):
+    fresh = ingest([raw], tmp_path / "fresh", OPTIONS)
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, run_module, "write_unit", 3)
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    # The resumed run finishes the killed one's rejects; the run after it reads the
+    # files that may read later (a dangling link) again, and rejects them again.
+    resumed = ingest([raw], ds, OPTIONS)
+    assert resumed.resumed
+    assert resumed.rejected == fresh.rejected and resumed.duplicates == fresh.duplicates
+    listed = pd.read_parquet(ds / "manifests/rejects.parquet")
+    assert sum(resumed.rejected.values()) + resumed.duplicates == len(listed)
+
+
 def test_crashing_twice_in_a_row_still_converges(tmp_path, raw, reference, monkeypatch):
     ds = tmp_path / "ds"
     for nth in (2, 4):
@@ -265,3 +281,14 @@ def test_a_shard_written_by_a_killed_runs_leftover_task_is_swept(
     assert not [p for p in ds.rglob("*.tmp")]
     assert fingerprint(ds) == reference
     assert verify(Dataset(ds)) == []
+
+
+@pytest.mark.parametrize("damage", ["{", "[]", '{"run_id": "x"}'])
+def test_a_damaged_record_of_the_interrupted_run_is_one_line(tmp_path, raw, damage):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    (ds / ".ingest").mkdir()
+    (ds / ".ingest" / "run.json").write_text(damage)
+    with pytest.raises(DatasetError, match="cannot resume the interrupted ingest") as refused:
+        ingest([raw], ds, OPTIONS)
+    assert "\n" not in str(refused.value) and "to start it afresh" in str(refused.value)

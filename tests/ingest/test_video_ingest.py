@@ -137,6 +137,25 @@ def test_the_picture_loader_skips_videos(raw, tmp_path):
     assert len(chosen) == 4 and set(chosen["kind"]) == {"still"}
 
 
+def test_eval_says_it_leaves_a_video_to_its_real_pairs(raw, tmp_path):
+    from rainbench.leaderboard.eval import EvalSettings, evaluate
+    from rainbench.leaderboard.sources import DerainerSource
+    from rainbench.models import create_derainer
+
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    split = rows_by_name(ds)["rain.mov"]["split"]
+    settings = EvalSettings(metrics=("psnr_y",))
+    source = DerainerSource(create_derainer("identity"), "cpu", None, 32)
+    [report] = evaluate(source, ds, split, tmp_path / "res", settings)
+    stills = [
+        row
+        for row in rows_by_name(ds).values()
+        if row["split"] == split and row["kind"] == "still" and row["layer"] == "rainy"
+    ]
+    assert report.videos == 1 and report.scored == len(stills) > 0
+
+
 def test_rain_dataset_single_mode_skips_videos(raw, tmp_path):
     pytest.importorskip("torch", reason="the loader needs rainbench[train]")
     from rainbench.data import RainDataset

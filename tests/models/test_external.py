@@ -3,7 +3,9 @@ Python script written by the test) and a folder of outputs computed elsewhere.""
 
 import hashlib
 import shlex
+import struct
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -176,6 +178,20 @@ def test_a_sixteen_bit_output_is_refused_not_clipped(tmp_path):
 
 def test_an_unreadable_output_is_an_error(tmp_path):
     (tmp_path / "k.png").write_bytes(b"not a png")
+    with pytest.raises(DerainerError, match=r"cannot read .*k\.png"):
+        OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+
+
+def test_an_output_declaring_a_pixel_bomb_is_an_error_not_a_crash(tmp_path):
+    # A PNG whose header claims 20000×20000 pixels: this output fails, the run goes on.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+    (tmp_path / "k.png").write_bytes(b"\x89PNG\r\n\x1a\n" + body)
     with pytest.raises(DerainerError, match=r"cannot read .*k\.png"):
         OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
 

@@ -2,6 +2,7 @@
 naming rules, the variants each accepts, and every problem reported rather than guessed.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,21 @@ def test_rain100_pairs_by_number_in_numeric_order(tmp_path):
     assert rain.dtype == np.uint8 and rain.shape == (32, 48, 3)
     np.testing.assert_array_equal(rain, rainy[2])
     np.testing.assert_array_equal(gt, truth[2])
+
+
+def test_a_link_out_of_the_set_and_a_fifo_are_refused_unread(tmp_path):
+    root = tmp_path / "set"
+    write_files(root, "rain-1.png", "norain-1.png", "norain-2.png", "rain-3.png")
+    write_image(tmp_path / "private.png")
+    (root / "rain-2.png").symlink_to(tmp_path / "private.png")
+    os.mkfifo(root / "norain-3.png")  # read, it would wait for a writer forever
+
+    pairs, problems = find_pairs(root, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    details = {problem.path: problem.detail for problem in problems}
+    assert details["rain-2.png"] == "leads outside the set; refused"
+    assert details["norain-3.png"] == "not a regular file; refused"
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,17 @@ def test_windows_separators_find_the_posix_source_path(tmp_path):
     assert list(match.labels) == [KEY_B]
 
 
+def test_a_backslash_in_a_name_finds_that_file_before_the_windows_reading(tmp_path):
+    samples = _samples(
+        {"key": KEY_A, "sha256": SHA_A, "source_path": "dir\\b.jpg"},  # a name with "\\"
+        {"key": KEY_B, "sha256": SHA_B, "source_path": "dir/b.jpg"},
+        {"key": KEY_C, "sha256": SHA_C, "source_path": "bad\\xff.jpg"},  # a byte not UTF-8
+    )
+    sheet = "source_path,rain_type\ndir\\b.jpg,storm\nbad\\xff.jpg,drizzle\n"
+    match = _match(tmp_path, sheet, samples)
+    assert list(match.labels) == [KEY_A, KEY_C]
+
+
 def test_clean_is_a_label(tmp_path):
     match = _match(tmp_path, "source_path,rain_type\na.jpg,CLEAN\n")
     assert match.labels[KEY_A].rain_type == "clean"

@@ -148,3 +148,11 @@ def test_a_detector_reading_an_input_the_tagger_lacks_is_refused():
     data["detector"] = dict(data["detector"], inputs=["hf_share", *data["detector"]["inputs"][1:]])
     with pytest.raises(ValueError, match="detector"):
         Tagger.from_json(data)
+
+
+@pytest.mark.parametrize("field", ["weights", "mean", "expanded_scale", "bias"])
+def test_a_parameter_file_whose_arrays_do_not_fit_is_refused_when_read(field):
+    data = load_tagger().to_json()
+    data[field] = [[1.0]] if field == "weights" else [1.0]
+    with pytest.raises(ValueError, match=f"the tagger's {field} have shape"):
+        Tagger.from_json(data)
