@@ -78,3 +78,20 @@ def test_stored_features_are_what_is_judged(sample_dataset, tmp_path):
 
     tagged = RAIN_TYPES[int(np.argmax(result.confusion[RAIN_TYPES.index("fog-like")]))]
     assert tagged == expected
+
+
+def test_a_fit_that_kept_the_shipped_weights_is_judged_without_the_warning(
+    tmp_path, sample_dataset, monkeypatch
+):
+    keys = sorted(_samples(sample_dataset).index)
+    rows = [f"{key},{('storm', 'streak')[i % 2]}" for i, key in enumerate(keys)]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("\n".join(["key,rain_type", *rows]) + "\n")
+    monkeypatch.setattr("rainbench.tagging.fit.choose_penalty", lambda *args: None)
+    fit = tag_dataset(sample_dataset, labels=sheet, fit=True).fit
+    assert fit["penalty"] is None
+
+    active = label_agreement(sample_dataset)
+
+    assert not active.fitted_to_these and "not held-out" not in "\n".join(active.to_lines())
+    assert active.macro_f1 == label_agreement(sample_dataset, "shipped").macro_f1
