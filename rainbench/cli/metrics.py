@@ -7,7 +7,7 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.group import fail
-from rainbench.cli.output import emit
+from rainbench.cli.output import emit, on_one_line
 from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES
 from rainbench.leaderboard.cells import metric_label
 from rainbench.leaderboard.results import load_results
@@ -183,9 +183,9 @@ def score_command(
         metric_options["device"] = device
     pairing = pair_folders(pred, ref)
     for name in pairing.unmatched_pred:
-        click.echo(f"unmatched prediction: {name}", err=True)
+        click.echo(f"unmatched prediction: {on_one_line(name)}", err=True)
     for name in pairing.unmatched_ref:
-        click.echo(f"unmatched reference: {name}", err=True)
+        click.echo(f"unmatched reference: {on_one_line(name)}", err=True)
     if not pairing.jobs:
         fail(f"no images to score in {pred}")
     settings = ScoreSettings(metrics, metric_options, None if no_cache else str(cache))
@@ -209,7 +209,7 @@ def _score_lines(result: dict) -> list[str]:
             f"{line['metric']:10s} mean {mean:>10s} over {line['images']} images{extra}{failed}"
         )
     for row in result["errors"]:
-        click.echo(f"{row['name']}: {row['status']}", err=True)
+        click.echo(on_one_line(f"{row['name']}: {row['status']}"), err=True)
     return [*lines, f"scores: {result['out']}"]
 
 

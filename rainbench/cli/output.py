@@ -38,8 +38,9 @@ _SHOWN = {code: f"\\x{code:02x}" for code in (*range(32), 127, *range(0x80, 0xA0
 
 
 def on_one_line(value: object) -> str:
-    """`value` as text on one line: a line break in it shown escaped."""
-    return str(value).replace("\n", "\\n")
+    """`value` (a name from data) as text on one line: a line break or any other control
+    character in it shown escaped."""
+    return str(value).replace("\n", "\\n").translate(_SHOWN)
 
 
 def write_json(result: Any, out: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from rainbench.cli import main
-from rainbench.cli.output import to_json
+from rainbench.cli.output import on_one_line, to_json
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.synth.splits import PairsSummary
@@ -42,3 +42,8 @@ def test_train_json_with_progress_keeps_the_step_lines_on_stderr(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["step"] == 1
     assert result.stderr.startswith("step 1/1: ")
+
+
+def test_a_name_from_data_is_printed_on_one_line_with_its_controls_escaped():
+    assert on_one_line("rain\nfall\x1b[31m.png") == "rain\\nfall\\x1b[31m.png"
+    assert on_one_line("plain name.png") == "plain name.png"
