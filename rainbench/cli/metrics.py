@@ -190,7 +190,9 @@ def score_command(
         fail(f"no images to score in {pred}")
     settings = ScoreSettings(metrics, metric_options, None if no_cache else str(cache))
     rows = score(pairing.jobs, settings, workers if device == "cpu" else 1, ray)
-    write_scores(out, rows, metrics, provenance(pred, ref, metrics, pairing, metric_options))
+    cached = None if no_cache else str(cache)
+    record = provenance(pred, ref, metrics, pairing, metric_options, cached)
+    write_scores(out, rows, metrics, record)
     result = {
         "out": str(out),
         "summary": summary(rows, metrics),

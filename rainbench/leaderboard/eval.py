@@ -36,8 +36,14 @@ from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
 from rainbench.files import file_sha256, write_atomic
-from rainbench.metrics.registry import PROTOCOL_VERSION, MetricError, check_metric, create_metric
-from rainbench.metrics.report import cpu_model, versions
+from rainbench.metrics.registry import (
+    PROTOCOL_VERSION,
+    MetricError,
+    check_metric,
+    create_metric,
+    versions,
+)
+from rainbench.metrics.report import cpu_model
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member

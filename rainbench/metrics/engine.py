@@ -31,6 +31,7 @@ from rainbench.metrics.registry import (
     MetricSpec,
     check_metric,
     create_metric,
+    versions,
 )
 from rainbench.parallel import available_memory
 
@@ -112,8 +113,8 @@ def score(
     memory here holds for the largest image.
     """
     specs = [check_metric(metric) for metric in settings.metrics]
-    for metric in settings.metrics:  # fail fast, without building (importing torch) here
-        weights.require(metric, settings.options.get("weights_dir"))
+    # Fails fast on a missing weight file, without building (importing torch) here.
+    identities = cache_identities(settings)
     # One image per unit, largest first, so no worker idles while another has a backlog.
     sizes = {job: _pixels(job) for job in jobs}
     ordered = sorted(jobs, key=lambda job: sizes[job], reverse=True)
@@ -127,12 +128,26 @@ def score(
     tune = ray is not None or workers > 1  # the units run in worker processes
     rows = []
     with make_pool(workers, ray) as pool:
-        units = [(job, settings, tune) for job in ordered]
+        units = [(job, settings, tune, identities) for job in ordered]
         for row in pool.map_unordered(score_one, units):
             if settings.cache:
-                _store(settings.cache, [row], settings.metrics)
+                _store(settings.cache, [row], identities)
             rows.append(row)
     return sorted(rows, key=lambda row: row["name"])
+
+
+def cache_identities(settings: ScoreSettings) -> dict[str, str]:
+    """What each metric's value depends on beyond the two images: the protocol, the
+    sha256 of the weight file it loads and the versions of what computes it. The cache
+    keys values by it, so a value computed with other weights or libraries is computed
+    again rather than read."""
+    libraries = ", ".join(f"{name} {number}" for name, number in versions().items())
+    identities = {}
+    for metric in settings.metrics:
+        loaded = weights.required(metric, settings.options.get("weights_dir"))
+        sha256 = loaded.sha256 if loaded is not None else "none"
+        identities[metric] = f"{PROTOCOL_VERSION}; weights {sha256}; {libraries}"
+    return identities
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -192,14 +207,14 @@ def built_metric(name: str, options: dict) -> Metric:
     return _BUILT[key]
 
 
-def score_one(task: tuple[ScoreJob, ScoreSettings, bool]) -> dict:
-    job, settings, tune = task
+def score_one(task: tuple[ScoreJob, ScoreSettings, bool, dict[str, str]]) -> dict:
+    job, settings, tune, identities = task
     if tune:
         _tune_worker()
     metrics = {name: built_metric(name, settings.options) for name in settings.metrics}
     cache = _open_cache(settings.cache)
     try:
-        return _score_one(job, metrics, cache)
+        return _score_one(job, metrics, cache, identities)
     finally:
         if cache is not None:
             cache.close()
@@ -217,7 +232,9 @@ def _tune_worker() -> None:
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
-def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:
+def _score_one(
+    job: ScoreJob, metrics: dict[str, Metric], cache, identities: dict[str, str]
+) -> dict:
     row: dict = {
         "name": job.name,
         "pred_sha256": None,
@@ -234,7 +251,7 @@ def _score_one(job: ScoreJob, metrics: dict[str, Metric], cache) -> dict:
         return row
     row["pred_sha256"] = hashlib.sha256(pred_bytes).hexdigest()
     row["ref_sha256"] = hashlib.sha256(ref_bytes).hexdigest() if ref_bytes is not None else None
-    known = _cached(cache, row["pred_sha256"], row["ref_sha256"], list(metrics))
+    known = _cached(cache, row["pred_sha256"], row["ref_sha256"], identities)
     row.update(known)
     todo = [name for name in metrics if name not in known]
     if not todo:
@@ -285,6 +302,7 @@ _SCHEMA = """create table if not exists scores (
     pred_sha256 text not null, ref_sha256 text not null, metric text not null,
     protocol text not null, value real not null,
     primary key (pred_sha256, ref_sha256, metric, protocol))"""
+# `protocol` holds the metric's identity (cache_identities), not only PROTOCOL_VERSION.
 
 
 def _open_cache(path: str | None):
@@ -293,19 +311,19 @@ def _open_cache(path: str | None):
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
-def _cached(cache, pred_sha: str, ref_sha: str | None, metrics: list[str]) -> dict[str, float]:
-    if cache is None:
+def _cached(cache, pred_sha: str, ref_sha: str | None, identities: dict[str, str]) -> dict:
+    """The values cached for this pair under each metric's identity (`protocol`)."""
+    if cache is None or not identities:
         return {}
-    marks = ",".join("?" * len(metrics))
+    either = " or ".join(["(metric = ? and protocol = ?)"] * len(identities))
     found = cache.execute(
-        f"select metric, value from scores where pred_sha256 = ? and ref_sha256 = ? "
-        f"and protocol = ? and metric in ({marks})",
-        (pred_sha, ref_sha or "", PROTOCOL_VERSION, *metrics),
+        f"select metric, value from scores where pred_sha256 = ? and ref_sha256 = ? and ({either})",
+        (pred_sha, ref_sha or "", *(item for pair in identities.items() for item in pair)),
     )
     return dict(found.fetchall())
 
 
-def _store(path: str, rows: list[dict], metrics: tuple[str, ...]) -> None:
+def _store(path: str, rows: list[dict], identities: dict[str, str]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as cache:
         cache.execute(_SCHEMA)
@@ -316,12 +334,12 @@ def _store(path: str, rows: list[dict], metrics: tuple[str, ...]) -> None:
                     row["pred_sha256"],
                     row["ref_sha256"] or "",
                     metric,
-                    PROTOCOL_VERSION,
+                    identity,
                     row[metric],  # inf (identical images) is a REAL to SQLite too
                 )
                 for row in rows
                 if row["pred_sha256"]
-                for metric in metrics
+                for metric, identity in identities.items()
                 if row.get(metric) is not None
             ],
         )

@@ -6,6 +6,7 @@ DESIGN: psnr_y, ssim_y, psnr, ssim, niqe, brisque, piqe).
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
@@ -123,3 +124,14 @@ def _check_image(image: np.ndarray, what: str) -> None:
         )
     if image.ndim != 3 or image.shape[2] != 3:
         raise MetricError(f"the {what} must be H×W×3 RGB, got shape {image.shape}")
+
+
+def versions() -> dict[str, str]:
+    """The versions of what computes the numbers (installed or not, no import needed)."""
+    found = {}
+    for package in ("numpy", "scipy", "pillow", "torch", "pyiqa"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found

@@ -6,15 +6,14 @@ import json
 import math
 import platform
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pyarrow as pa
 
 from rainbench import __version__
 from rainbench.metrics.engine import Pairing
-from rainbench.metrics.registry import PROTOCOL_VERSION
-from rainbench.metrics.weights import status
+from rainbench.metrics.registry import PROTOCOL_VERSION, versions
+from rainbench.metrics.weights import loaded_weights
 from rainbench.shards.manifest import write_manifest
 
 
@@ -31,7 +30,12 @@ def write_scores(out: Path, rows: list[dict], metrics: tuple[str, ...], provenan
 
 
 def provenance(
-    pred: Path, ref: Path | None, metrics: tuple[str, ...], pairing: Pairing, options: dict
+    pred: Path,
+    ref: Path | None,
+    metrics: tuple[str, ...],
+    pairing: Pairing,
+    options: dict,
+    cache: str | None = None,
 ) -> dict:
     return {
         "protocol_version": PROTOCOL_VERSION,
@@ -42,9 +46,12 @@ def provenance(
         "unmatched_pred": pairing.unmatched_pred,
         "unmatched_ref": pairing.unmatched_ref,
         "options": options,
+        # Values read from it were computed with the same weights and versions (their
+        # identity is part of its key: rainbench.metrics.engine.cache_identities).
+        "cache": cache,
         "rainbench_version": __version__,
         "versions": versions(),
-        "weights": {w.file.name: w.sha256 for w in status(options.get("weights_dir")) if w.present},
+        "weights": loaded_weights(metrics, options.get("weights_dir")),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "time": datetime.now(UTC).isoformat(),
@@ -60,17 +67,6 @@ def cpu_model() -> str:
     except OSError:  # not Linux
         pass
     return platform.processor() or platform.machine()
-
-
-def versions() -> dict[str, str]:
-    """The versions of what computes the numbers (installed or not, no import needed)."""
-    found = {}
-    for package in ("numpy", "scipy", "pillow", "torch", "pyiqa"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def summary(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:

@@ -173,6 +173,19 @@ def status(weights_dir: str | Path | None = None) -> list[WeightStatus]:
 
 def require(metric: str, weights_dir: str | Path | None = None) -> Path | None:
     """The checked weight file `metric` loads; None when it needs none."""
+    found = required(metric, weights_dir)
+    return found.path if found else None
+
+
+def loaded_weights(metrics, weights_dir: str | Path | None = None) -> dict[str, str | None]:
+    """The sha256 of each weight file that `metrics` load, by file name."""
+    found = (required(metric, weights_dir) for metric in metrics)
+    return {status.file.name: status.sha256 for status in found if status is not None}
+
+
+def required(metric: str, weights_dir: str | Path | None = None) -> WeightStatus | None:
+    """The checked weight file `metric` loads, with its sha256; None when it needs none.
+    Missing or not the expected file: a one-line MetricError saying how to provide it."""
     file = next((f for f in KNOWN_FILES.values() if metric in f.metrics), None)
     if file is None:
         return None
@@ -189,7 +202,7 @@ def require(metric: str, weights_dir: str | Path | None = None) -> Path | None:
             f"{metric}: {found.path} is not the expected {file.name} "
             f"({_found(found.sha256)}, expected {file.expected}); replace it: {command}"
         )
-    return found.path
+    return found
 
 
 def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path:

@@ -55,6 +55,8 @@ def test_score_writes_rows_and_provenance(tmp_path, folders):
         "unpaired.png"
     ]
     assert "numpy" in provenance["versions"]
+    # The cache it read from, and only the weight files its metrics load (none here).
+    assert provenance["cache"] == str(tmp_path / "c.sqlite") and provenance["weights"] == {}
 
 
 def test_unknown_metric_and_empty_folder_exit_one(tmp_path, folders):

@@ -4,6 +4,7 @@ process, and the worker count capped by memory."""
 
 import os
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -90,6 +91,31 @@ def test_no_reference_scoring_without_ref(folders):
     pairing = pair_folders(folders[0], None)
     rows = list(score(pairing.jobs, ScoreSettings(("test_mean",), {}, None), workers=1))
     assert len(rows) == 13 and rows[0]["ref_sha256"] is None
+
+
+def test_a_value_cached_with_other_weights_is_computed_again(tmp_path, monkeypatch):
+    for folder in ("p", "r"):
+        _save(tmp_path / folder / "x.png", 77)
+    jobs = pair_folders(tmp_path / "p", tmp_path / "r").jobs
+    settings = ScoreSettings(("test_mean",), {}, str(tmp_path / "c.sqlite"))
+    loaded = {"sha256": "a" * 64}
+
+    def weight_file(metric, weights_dir=None):  # as if test_mean loaded a weight file
+        return SimpleNamespace(sha256=loaded["sha256"])
+
+    monkeypatch.setattr(engine.weights, "required", weight_file)
+    first = score(jobs, settings, workers=1)
+    calls = []
+    original = registry.Metric.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(registry.Metric, "__call__", counted)
+    assert score(jobs, settings, workers=1) == first and calls == []  # read from the cache
+    loaded["sha256"] = "b" * 64  # the weight file replaced
+    assert score(jobs, settings, workers=1) == first and len(calls) == 1  # computed again
 
 
 def test_a_perfect_prediction_is_cached_as_infinite(tmp_path):
