@@ -44,6 +44,7 @@ from rainbench.metrics.registry import (
     versions,
 )
 from rainbench.metrics.report import cpu_model
+from rainbench.metrics.weights import loaded_weights
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
@@ -401,6 +402,8 @@ class _SplitRun:
             "unavailable_metrics": self.report.unavailable_metrics,
             "lower_is_better": {name: check_metric(name).lower_is_better for name, _ in metrics},
             "metric_protocol_version": PROTOCOL_VERSION,
+            # The weight files the metrics load, by their sha256: other weights, other values.
+            "weights": loaded_weights([name for name, _ in metrics], self.settings.weights_dir),
             "tile": (
                 {"size": self.settings.tile, "overlap": self.settings.overlap}
                 if self.settings.tile
@@ -458,8 +461,10 @@ class _SplitRun:
                 "metrics",
                 "tile",
                 "metric_protocol_version",
+                "weights",
             )
-            if before.get(what) != now[what]
+            # Results from before the weights were recorded are taken as they are.
+            if before.get(what) != now[what] and (what != "weights" or what in before)
         ]
         if before["dataset"]["manifest_sha256"] != provenance["dataset"]["manifest_sha256"]:
             stale.append(

@@ -259,6 +259,20 @@ def test_results_made_otherwise_are_refused(tmp_path, ds):
         evaluate(_source("identity"), ds, "syn-streak", results, other)
 
 
+def test_results_scored_with_other_metric_weights_are_refused(tmp_path, ds, monkeypatch):
+    results = tmp_path / "res"
+    files = {"brisque_svm_weights.pth": "a" * 64}  # as if a chosen metric loaded it
+    monkeypatch.setattr(eval_module, "loaded_weights", lambda metrics, folder: dict(files))
+    [first] = evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    recorded = json.loads((results / "identity" / "ds" / "syn-streak.json").read_text())
+    assert recorded["weights"] == files
+    [again] = evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    assert (again.scored, again.skipped) == (0, first.scored)
+    files["brisque_svm_weights.pth"] = "b" * 64  # the file replaced: other values
+    with pytest.raises(EvalError, match="another weights"):
+        evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+
+
 def test_a_checkpoint_is_recognised_by_its_bytes_not_its_path(tmp_path, ds):
     results, first, moved = tmp_path / "res", tmp_path / "a.pt", tmp_path / "b" / "a.pt"
     first.write_bytes(b"weights")
