@@ -9,12 +9,14 @@ import os
 import shutil
 from dataclasses import replace
 
+import pyarrow as pa
 import pytest
 import torch
 
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
+from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError
 from rainbench.train.core.loop import plain, set_lr
 from rainbench.train.nlcl.config import NLCLConfig
@@ -117,6 +119,27 @@ def test_other_settings_are_refused_on_resume(tmp_path, _dataset):
     train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0}))
     with pytest.raises(DatasetError, match="other settings"):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "crop": 40}))
+
+
+def test_a_run_records_its_captures_and_refuses_to_resume_on_others(tmp_path, _dataset):
+    run = tmp_path / "run"
+    one_step = NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0})
+    train(_dataset, run, one_step)
+    record = json.loads((run / "run.json").read_text())
+    assert record["captures"]["rainy"]["count"] > 1 and record["captures"]["clean"]["count"] > 0
+    assert record["versions"]["torch"] == torch.__version__ and record["device"] == "cpu"
+    # The same captures elsewhere: the run goes on.
+    moved = tmp_path / "moved"
+    shutil.copytree(_dataset, moved)
+    two_steps = replace(one_step, steps=2)
+    assert train(moved, run, two_steps).resumed_from == 1
+    # One rainy capture fewer: another training set, refused.
+    path = moved / "manifests" / "samples.parquet"
+    table = manifest.read_manifest(path, manifest.SAMPLES)
+    rainy = table["layer"].to_pylist().index("rainy")
+    manifest.write_manifest(path, pa.concat_tables([table.slice(0, rainy), table.slice(rainy + 1)]))
+    with pytest.raises(DatasetError, match="trained on other captures"):
+        train(moved, run, replace(one_step, steps=3))
 
 
 def test_the_checkpoint_scores_on_the_leaderboard(tmp_path, _dataset):

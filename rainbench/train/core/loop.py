@@ -11,6 +11,7 @@ then a linear decay), so there is no scheduler state to lose.
 """
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -25,12 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from rainbench import __version__
 from rainbench.data import Filters, Loader, RainDataset
 from rainbench.models.nlcl.checkpoint import save_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.threads import set_torch_threads
 from rainbench.train.core.config import RunConfig
 from rainbench.train.core.validation import check_niqe, validate
+
+PROVENANCE = "run.json"  # in RUN/: what the run trains on, and with which versions
 
 
 class Method(Protocol):
@@ -112,6 +116,8 @@ def train(
         _broadcast(model)
     optimizers = method.optimizers(model, config)
     loader = _loader(dataset, config)
+    trained_on = _captures(dataset, loader)
+    _check_captures(run, trained_on)
     sampler = torch.Generator(device=device).manual_seed(config.seed + rank)
     step, resumed_from = 0, None
     last_path = run / "checkpoints" / "last.pt"
@@ -120,6 +126,7 @@ def train(
         resumed_from = step
     if rank == 0:  # only now: a run that could not start leaves no settings behind
         _write_settings(run, config)
+        _write_provenance(run, trained_on, device)
     if config.compile:
         method.compile(model)
     log = _Log(run, method.loss_terms, enabled=rank == 0, resumed_at=step)
@@ -248,6 +255,52 @@ def _check_settings(run: Path, config: RunConfig) -> None:
                 f"{run} was trained with other settings ({', '.join(changed)}); "
                 "use another --out to start a new run"
             )
+
+
+def _captures(dataset: str | Path, loader: Loader) -> dict:
+    """What the run trains on: the rainy and clean captures its filters select, each
+    set by the sha256 of its sorted keys (a key is a hash of the capture's bytes), so the
+    same captures match wherever the dataset lies and whatever else its manifests say."""
+    data = loader.dataset
+
+    def chosen(samples) -> dict:
+        keys = "\n".join(sorted(samples["key"])).encode()
+        return {"count": len(samples), "keys_sha256": hashlib.sha256(keys).hexdigest()}
+
+    return {"dataset": str(dataset), "rainy": chosen(data.samples), "clean": chosen(data.clean)}
+
+
+def _check_captures(run: Path, trained_on: dict) -> None:
+    """Refuse to resume a run on other captures: its loader position, and what its
+    checkpoints learnt from, belong to the ones it started on."""
+    path = run / PROVENANCE
+    if not path.exists():  # a new run, or one from before its captures were recorded
+        return
+    before = json.loads(path.read_text())["captures"]
+    changed = [
+        f"{layer} {before[layer]['count']} then, {trained_on[layer]['count']} now"
+        for layer in ("rainy", "clean")
+        if before[layer]["keys_sha256"] != trained_on[layer]["keys_sha256"]
+    ]
+    if changed:
+        raise DatasetError(
+            f"{run} was trained on other captures ({'; '.join(changed)}, chosen from "
+            f"{before['dataset']}); use another --out to start a new run"
+        )
+
+
+def _write_provenance(run: Path, trained_on: dict, device: str) -> None:
+    """RUN/run.json: the captures trained on and the versions that trained first; kept
+    as it is when the run resumes."""
+    path = run / PROVENANCE
+    if path.exists():
+        return
+    record = {
+        "captures": trained_on,
+        "versions": {"rainbench": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "device": device,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _write_settings(run: Path, config: RunConfig) -> None:
