@@ -24,8 +24,9 @@ def train_group() -> None:
 _TRAIN_HELP = """Train NLCL (unsupervised, non-local contrastive deraining) on DATASET.
 
 Rainy captures of --split and the clean captures of the same split are drawn as
-unpaired random crops. RUN gets config.json, losses.csv (every loss term),
-TensorBoard logs, checkpoints/ (exact resume: run the same command again) and
+unpaired random crops. RUN gets config.json, run.json (the captures trained on
+and the versions), losses.csv (every loss term), TensorBoard logs, checkpoints/
+(exact resume: run the same command again; on other captures it is refused) and
 nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt.
 
 \b
