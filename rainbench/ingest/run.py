@@ -32,7 +32,7 @@ from rainbench.capture.reject import STICKY
 from rainbench.capture.source import name_text
 from rainbench.cluster import make_pool
 from rainbench.errors import first_line
-from rainbench.files import write_atomic
+from rainbench.files import file_sha256, write_atomic
 from rainbench.ingest.bursts import DEFAULT_BURST_GAP, group_bursts
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, is_known, probe_batch, walk_inputs
@@ -241,6 +241,12 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
         "near_dup_bits": options.near_dup_bits,
         "burst_gap": options.burst_gap,
         "workers": options.workers,
+        # The label sheet applied once the captures are in: where and which bytes.
+        "labels": (
+            {"path": str(options.labels), "sha256": file_sha256(Path(options.labels))}
+            if options.labels is not None
+            else None
+        ),
         "name": options.name or info.get("name") or Path(dataset.url or dataset.root).name,
         "tool_version": __version__,
     }
@@ -525,6 +531,9 @@ class _Run:
             entry = {
                 **{k: self.settings[k] for k in keys},
                 "inputs": [name_text(p) for p in self.settings["inputs"]],
+                # Absent from the settings of runs started by older versions.
+                "burst_gap": self.settings.get("burst_gap", DEFAULT_BURST_GAP),
+                "labels": self.settings.get("labels"),
                 "finished_at": datetime.now(UTC).isoformat(),
                 **run,
             }

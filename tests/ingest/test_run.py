@@ -65,6 +65,7 @@ def test_every_kind_of_capture_is_accepted(tmp_path, capture_folder, capture_spe
     info = json.loads((ds / "dataset.json").read_text())
     assert info["counts"]["samples"] == len(capture_specs)
     assert info["runs"][-1]["accepted"] == len(capture_specs)
+    assert info["runs"][-1]["burst_gap"] == 2.0 and info["runs"][-1]["labels"] is None
     assert not (ds / ".ingest").exists()
 
 

@@ -2,6 +2,7 @@
 features without touching shards, and label sheets win over the tagger."""
 
 import hashlib
+import json
 
 import pandas as pd
 import pyarrow as pa
@@ -131,6 +132,9 @@ def test_ingest_applies_labels_and_refuses_a_bad_sheet_first(tmp_path, capture_f
     assert summary.tagging["labelled"] == 1
     row = _samples(ds).set_index("source_path").loc[name]
     assert (row.rain_type, row.rain_type_source) == ("fog-like", "manual")
+    run = json.loads((ds / "dataset.json").read_text())["runs"][-1]
+    sheet_sha256 = hashlib.sha256(good.read_bytes()).hexdigest()
+    assert run["labels"] == {"path": str(good), "sha256": sheet_sha256}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("source_path,rain_type\nx.jpg,hail\n")
