@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rainbench import __version__
 from rainbench.capture.decode import decode_capture
 from rainbench.capture.formats import FORMATS
 from rainbench.errors import RainbenchError
@@ -750,6 +751,9 @@ class Robustness:
     by_condition: dict[str, dict[str, Evaluation]]  # condition → held-out model → result
     # held-out model → {share of its clean captures flagged: share of its rain flagged}
     detection: dict[str, dict[float, float]]
+    # What made the examples and judged them (per_cell, seed, the tagger whose fits
+    # these are, rainbench's version); None where the caller supplied the examples.
+    examples: dict | None = None
 
     def worst(self, table: dict[str, Evaluation]) -> tuple[str, Evaluation]:
         return min(table.items(), key=lambda item: item[1].macro_f1)
@@ -870,6 +874,7 @@ class Robustness:
                 for case, results in self.by_condition.items()
             },
             "detection": self.detection,
+            "examples": self.examples,
         }
 
 
@@ -882,7 +887,14 @@ def evaluate_held_out(per_cell: int, seed: int, workers: int) -> Robustness:
     l2, products, detector = settings["l2"], settings["products"], shipped_detector()
     measured, _ = measured_examples(per_cell, seed, workers, check=True)
     tagger = fit(calibration_examples(measured), l2, products, {}, detector)
-    return robustness(measured, tagger, l2, products)
+    judged = robustness(measured, tagger, l2, products)
+    judged.examples = {
+        "per_cell": per_cell,
+        "seed": seed,
+        "tagger": load_tagger().version,
+        "rainbench": __version__,
+    }
+    return judged
 
 
 def shipped_detector() -> bool:
