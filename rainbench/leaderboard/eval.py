@@ -14,6 +14,7 @@ builds the derainer and the metrics once (and holds a GPU when the device is cud
 this process still writes the one results Parquet and provenance JSON per split.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -285,11 +286,13 @@ class _SplitRun:
             described = self.source.describe(self.kind)
             metrics = [(name, None) for name in described["metrics"]]
             self.report.unavailable_metrics.update(described["unavailable"])
-            provenance = self._provenance(metrics, described["hardware"], described["threads"])
+            provenance = self._provenance(
+                metrics, described["hardware"], described["threads"], rows_manifest
+            )
         else:
             metrics = self._metrics()
             provenance = self._provenance(
-                metrics, _hardware(self.settings.device), self.settings.threads
+                metrics, _hardware(self.settings.device), self.settings.threads, rows_manifest
             )
         done = self._resume(provenance)
         todo = [row for row in rows_manifest if row["key"] not in done]
@@ -382,7 +385,11 @@ class _SplitRun:
         return built
 
     def _provenance(
-        self, metrics: list[tuple[str, object]], hardware: dict, threads: int | None
+        self,
+        metrics: list[tuple[str, object]],
+        hardware: dict,
+        threads: int | None,
+        rows: list[dict],
     ) -> dict:
         manifest_path = self.dataset.synthetic_manifest
         if self.kind == "real":
@@ -395,6 +402,9 @@ class _SplitRun:
                 "path": self.dataset.location,
                 "manifest": manifest_path.name,
                 "manifest_sha256": file_sha256(manifest_path),
+                # What is scored: a results file goes stale when this changes, not when
+                # another split, a tag or a run id in the manifest does.
+                "split_sha256": _split_sha256(rows),
             },
             "split": self.split,
             "kind": self.kind,
@@ -466,10 +476,17 @@ class _SplitRun:
             # Results from before the weights were recorded are taken as they are.
             if before.get(what) != now[what] and (what != "weights" or what in before)
         ]
-        if before["dataset"]["manifest_sha256"] != provenance["dataset"]["manifest_sha256"]:
+        # Results from before split_sha256 was recorded compare the whole manifest.
+        identity = "split_sha256" if "split_sha256" in before["dataset"] else "manifest_sha256"
+        if before["dataset"][identity] != provenance["dataset"][identity]:
+            what = (
+                f"{self.split} split (its images or their hashes)"
+                if identity == "split_sha256"
+                else provenance["dataset"]["manifest"]
+            )
             stale.append(
-                f"{self.info_path}: the dataset's {provenance['dataset']['manifest']} changed "
-                "since these results were made; give another --results folder or remove them"
+                f"{self.info_path}: the dataset's {what} changed since these results were "
+                "made; give another --results folder or remove them"
             )
         if stale and not self.settings.rescore_stale:
             raise EvalError(stale[0])
@@ -759,6 +776,15 @@ def _hardware(device: str) -> dict:
 
         gpu = torch.cuda.get_device_name(torch.device(device))
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform()}
+
+
+def _split_sha256(rows: list[dict]) -> str:
+    """The sha256 of what a split's results are of: each image's key with the hashes of
+    its bytes (a capture's; a pair's rainy and ground-truth images) and its rain type
+    (the results' per-type columns read it), sorted by key."""
+    columns = ("key", "sha256", "rain_sha256", "gt_sha256", "rain_type")
+    lines = sorted(" ".join(str(row.get(column) or "") for column in columns) for row in rows)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _inside(results: Path, path: Path) -> Path:

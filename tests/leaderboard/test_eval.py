@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
@@ -271,6 +272,30 @@ def test_results_scored_with_other_metric_weights_are_refused(tmp_path, ds, monk
     files["brisque_svm_weights.pth"] = "b" * 64  # the file replaced: other values
     with pytest.raises(EvalError, match="another weights"):
         evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+
+
+def test_results_go_stale_when_their_split_changes_not_the_rest_of_the_manifest(tmp_path, ds):
+    results = tmp_path / "res"
+    [first] = evaluate(_source("identity"), ds, "test", results, FAST)
+    path = ds / "manifests" / "samples.parquet"
+    table = manifest.read_manifest(path, manifest.SAMPLES)
+    retagged = table.set_column(
+        table.schema.get_field_index("tagger_version"),
+        "tagger_version",
+        pa.array(["another"] * table.num_rows),
+    )
+    manifest.write_manifest(path, retagged)  # the manifest's bytes change, the images do not
+    [again] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert (again.scored, again.skipped) == (0, first.scored)
+    rows = retagged.to_pylist()
+    gone = next(
+        i for i, row in enumerate(rows) if row["split"] == "test" and row["layer"] == "rainy"
+    )
+    manifest.write_manifest(
+        path, pa.Table.from_pylist(rows[:gone] + rows[gone + 1 :], manifest.SAMPLES)
+    )
+    with pytest.raises(EvalError, match=r"test split \(its images .*\) changed since"):
+        evaluate(_source("identity"), ds, "test", results, FAST)
 
 
 def test_a_checkpoint_is_recognised_by_its_bytes_not_its_path(tmp_path, ds):
