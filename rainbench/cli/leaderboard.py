@@ -77,6 +77,12 @@ Example:
     help="Images per split whose crops are kept for the leaderboard's comparison strip.",
 )
 @click.option("--metrics", "metric_names", help="Comma-separated metrics instead of the defaults.")
+@click.option(
+    "--rescore-stale",
+    is_flag=True,
+    help="Score results made otherwise (another checkpoint, metrics, weights, or images "
+    "of the split) again from the start instead of refusing them.",
+)
 @options.weights_dir
 @options.threads
 @options.ray
@@ -130,6 +136,11 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
             f"{report.dataset}/{report.split} ({report.kind}): {report.scored} scored, "
             f"{report.failed} failed, {report.skipped} already done -> {report.path}"
         )
+        if report.dropped:
+            line += (
+                f"; {report.dropped} earlier result{'s' if report.dropped > 1 else ''} dropped: "
+                "the image left the split or changed"
+            )
         if report.videos:
             line += (
                 f"; {report.videos} video{'s' if report.videos > 1 else ''} not scored here: "

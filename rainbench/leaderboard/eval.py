@@ -92,6 +92,7 @@ class SplitReport:
     path: Path
     scored: int = 0  # images scored by this run
     skipped: int = 0  # already in the results
+    dropped: int = 0  # results of images that left the split or changed since
     failed: int = 0  # of those scored here
     unavailable_metrics: dict[str, str] = field(default_factory=dict)
     videos: int = 0  # the split's rainy videos, left to the real pairs made of them
@@ -213,6 +214,11 @@ def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[st
         )
     name = dataset.read_info().get("name") or Path(dataset.url or dataset.root).name
     splits = _splits(dataset)
+    if split == "all" and not splits:
+        raise EvalError(
+            f"{dataset_path} has nothing to evaluate: no rainy stills and no pairs (clean "
+            "captures are not derained; a video is scored through its pairs: rainbench pairs)"
+        )
     chosen = sorted(splits) if split == "all" else [split]
     for wanted in chosen:
         if wanted not in splits:
@@ -282,19 +288,20 @@ class _SplitRun:
 
     def execute(self, progress: bool) -> SplitReport:
         rows_manifest = self._manifest_rows()
+        identities = {row["key"]: _image_sha256(row) for row in rows_manifest}
         if isinstance(self.source, _ClusterSource):
             described = self.source.describe(self.kind)
             metrics = [(name, None) for name in described["metrics"]]
             self.report.unavailable_metrics.update(described["unavailable"])
             provenance = self._provenance(
-                metrics, described["hardware"], described["threads"], rows_manifest
+                metrics, described["hardware"], described["threads"], identities
             )
         else:
             metrics = self._metrics()
             provenance = self._provenance(
-                metrics, _hardware(self.settings.device), self.settings.threads, rows_manifest
+                metrics, _hardware(self.settings.device), self.settings.threads, identities
             )
-        done = self._resume(provenance)
+        done = self._resume(provenance, identities)
         todo = [row for row in rows_manifest if row["key"] not in done]
         self.report.skipped = len(rows_manifest) - len(todo)
         crop_keys = set(sorted(row["key"] for row in rows_manifest)[: self.settings.crops])
@@ -310,6 +317,7 @@ class _SplitRun:
         with bar:
             for scored in self._scored(todo, metrics, columns, crop_keys):
                 for one in scored:
+                    one.row["image_sha256"] = identities[one.row["key"]]
                     rows.append(self._count(one.row))
                     if one.crops is not None:
                         self._save_crops(one.row["key"], one.crops, provenance)
@@ -317,7 +325,9 @@ class _SplitRun:
                 if time.monotonic() - last_flush > _FLUSH_SECONDS:
                     self._flush(rows, columns, provenance)
                     last_flush = time.monotonic()
-        rows += [self._count(row) for row in self.unreadable]
+        rows += [
+            self._count({**row, "image_sha256": identities[row["key"]]}) for row in self.unreadable
+        ]
         self._flush(rows, columns, provenance)
         statuses = [row["status"] for row in rows]
         provenance["images"] = {"ok": statuses.count("ok"), "failed": statuses.count("failed")}
@@ -389,7 +399,7 @@ class _SplitRun:
         metrics: list[tuple[str, object]],
         hardware: dict,
         threads: int | None,
-        rows: list[dict],
+        identities: dict[str, str],
     ) -> dict:
         manifest_path = self.dataset.synthetic_manifest
         if self.kind == "real":
@@ -402,9 +412,8 @@ class _SplitRun:
                 "path": self.dataset.location,
                 "manifest": manifest_path.name,
                 "manifest_sha256": file_sha256(manifest_path),
-                # What is scored: a results file goes stale when this changes, not when
-                # another split, a tag or a run id in the manifest does.
-                "split_sha256": _split_sha256(rows),
+                # What is scored: each image's identity, as each results row records it.
+                "split_sha256": _split_sha256(identities),
             },
             "split": self.split,
             "kind": self.kind,
@@ -452,8 +461,9 @@ class _SplitRun:
             "window_frames_max": max(r["window_end"] - r["window_start"] + 1 for r in estimated),
         }
 
-    def _resume(self, provenance: dict) -> dict[str, dict]:
-        """Rows already scored, by key, after checking they were scored the same way."""
+    def _resume(self, provenance: dict, identities: dict[str, str]) -> dict[str, dict]:
+        """Rows already scored, by key, after checking they were scored the same way: those
+        of images still in the split as they were (`identities`, key → image_sha256)."""
         if not self.info_path.exists():
             self._write_json(provenance)
             return {}
@@ -463,7 +473,7 @@ class _SplitRun:
         now = {**provenance, "checkpoint": (provenance["checkpoint"] or {}).get("sha256")}
         stale = [
             f"{self.info_path} was made with another {what.replace('_', ' ')}; "
-            "give another --results folder or remove its files to start over"
+            "give another --results folder, or --rescore-stale to score them again"
             for what in (
                 "model",
                 "checkpoint",
@@ -476,17 +486,17 @@ class _SplitRun:
             # Results from before the weights were recorded are taken as they are.
             if before.get(what) != now[what] and (what != "weights" or what in before)
         ]
-        # Results from before split_sha256 was recorded compare the whole manifest.
-        identity = "split_sha256" if "split_sha256" in before["dataset"] else "manifest_sha256"
-        if before["dataset"][identity] != provenance["dataset"][identity]:
-            what = (
-                f"{self.split} split (its images or their hashes)"
-                if identity == "split_sha256"
-                else provenance["dataset"]["manifest"]
-            )
+        table = None
+        if self.table_path.exists():
+            table = manifest.read_manifest(self.table_path, _schema(list(provenance["metrics"])))
+        # Results from before each row named its images: valid while the whole manifest is
+        # as it was, and then they are the images scored now.
+        unnamed = table is not None and table["image_sha256"].null_count > 0
+        if unnamed and before["dataset"]["manifest_sha256"] != now["dataset"]["manifest_sha256"]:
             stale.append(
-                f"{self.info_path}: the dataset's {what} changed since these results were "
-                "made; give another --results folder or remove them"
+                f"{self.info_path}: the dataset's {provenance['dataset']['manifest']} changed "
+                "since these results were made; give another --results folder, or "
+                "--rescore-stale to score them again"
             )
         if stale and not self.settings.rescore_stale:
             raise EvalError(stale[0])
@@ -497,10 +507,18 @@ class _SplitRun:
             self._write_json(provenance)
             return {}
         provenance["started_at"] = before["started_at"]
-        if not self.table_path.exists():
+        if table is None:
             return {}
-        table = manifest.read_manifest(self.table_path, _schema([n for n in provenance["metrics"]]))
-        done = {row["key"]: row for row in table.to_pylist()}
+        rows = table.to_pylist()
+        if unnamed:
+            for row in rows:
+                row["image_sha256"] = identities.get(row["key"])
+        # An image added to the split is scored; one that left it or changed (its bytes,
+        # its rain type) loses its row, and is scored again if it is still there.
+        done = {
+            row["key"]: row for row in rows if identities.get(row["key"]) == row["image_sha256"]
+        }
+        self.report.dropped = len(rows) - len(done)
         # Each flush writes the JSON before the rows (`_flush`): it holds the crop
         # position of every row done, and of any that a kill left undone, which are
         # derained again and placed anew.
@@ -738,6 +756,9 @@ def _schema(metrics: list[str]) -> pa.Schema:
     return pa.schema(
         [
             ("key", pa.string()),
+            # What was scored: the sha256 of the image's bytes and rain type (a pair's rainy
+            # and ground-truth images), so a changed image is scored again.
+            ("image_sha256", pa.string()),
             ("split", pa.string()),
             ("kind", pa.string()),
             ("rain_type", pa.string()),
@@ -778,12 +799,16 @@ def _hardware(device: str) -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform()}
 
 
-def _split_sha256(rows: list[dict]) -> str:
-    """The sha256 of what a split's results are of: each image's key with the hashes of
-    its bytes (a capture's; a pair's rainy and ground-truth images) and its rain type
-    (the results' per-type columns read it), sorted by key."""
-    columns = ("key", "sha256", "rain_sha256", "gt_sha256", "rain_type")
-    lines = sorted(" ".join(str(row.get(column) or "") for column in columns) for row in rows)
+def _image_sha256(row: dict) -> str:
+    """What a results row is of: the hashes of the image's bytes (a capture's; a pair's
+    rainy and ground-truth images) and its rain type (the per-type columns read it)."""
+    columns = ("sha256", "rain_sha256", "gt_sha256", "rain_type")
+    return hashlib.sha256(" ".join(str(row.get(c) or "") for c in columns).encode()).hexdigest()
+
+
+def _split_sha256(identities: dict[str, str]) -> str:
+    """The sha256 of a split as scored: its keys with their images' identities, sorted."""
+    lines = sorted(f"{key} {identity}" for key, identity in identities.items())
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

@@ -474,6 +474,10 @@ def _provenance(table: SplitTable) -> str:
             ),
             ("manifest sha256", short_sha(dataset.get("manifest_sha256"))),
             (
+                "split sha256",
+                short_sha(dataset["split_sha256"]) if dataset.get("split_sha256") else None,
+            ),
+            (
                 "tiles",
                 f"{tile.get('size')} px, overlap {tile.get('overlap')}" if tile else "whole images",
             ),

@@ -158,6 +158,8 @@ def _provenance_text(row: Row) -> str:
         f"{row.model} {row.run.version or ''}".rstrip() + ":",
         f"checkpoint {short_sha(checkpoint)},",
         f"manifest {short_sha(dataset.get('manifest_sha256'))},",
+        # Recorded since 2026-12: older results name only the manifest.
+        *([f"split {short_sha(dataset['split_sha256'])},"] if dataset.get("split_sha256") else []),
         f"hardware {hardware_text(provenance)},",
         f"finished {provenance.get('finished_at') or 'no (incomplete)'}",
     ]

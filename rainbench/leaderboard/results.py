@@ -20,6 +20,7 @@ KINDS = ("real", "real-paired", "imported", "synthetic")
 STATUSES = ("ok", "failed")
 BASE_COLUMNS = (
     "key",
+    "image_sha256",
     "split",
     "kind",
     "rain_type",

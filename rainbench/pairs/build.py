@@ -46,7 +46,6 @@ VERSION = "1"
 DEFAULT_NAME = "lab-pairs"
 DEFAULT_SHARD_BYTES = 1_000_000_000
 _RESERVED = {"train", "val", "test", "synthetic"}
-_MIN_FRAMES = 3  # fewer frames hold no temporal statistic worth the name
 # What one worker holds to estimate a window: a base, the video's bytes, and about three
 # times the window's 8-bit frames (the frames, registered in place, and the float32 row
 # bands; benchmarks/pairs_cost.py: 590 MB for a 1080p window of 193 MB of frames).
@@ -100,10 +99,33 @@ def build_pairs(root: str | Path, options: PairsOptions, progress: bool = False)
         raise DatasetError(str(error)) from None
     with writing(root) as dataset:
         _check_name(dataset, options.name)
-        sequences = find_sequences(dataset, options.sequences)
+        found = find_sequences(dataset, options.sequences)
+        least = options.estimate.min_frames
+        sequences = [s for s in found if s.frames >= least]
+        if not sequences:
+            raise DatasetError(f"nothing to pair in {dataset.location}: {_why_none(found, least)}")
         workers = min(options.workers, _workers_for_memory(sequences, options.estimate))
         with WorkerPool(workers) as pool:
-            return _build(dataset, sequences, options, pool, progress)
+            summary = _build(dataset, sequences, options, pool, progress)
+        # Said, not silently dropped: a burst cut short or a clip too brief to pair.
+        summary.failed[:0] = [
+            (s.key, f"{s.frames} frame{'s' * (s.frames != 1)}, fewer than {least}: not paired")
+            for s in found
+            if s.frames < least
+        ]
+        return summary
+
+
+def _why_none(found: list[Sequence], least: int) -> str:
+    if not found:
+        return (
+            "no rainy video and no burst of stills (stills from one camera at one size, "
+            "shot close together)"
+        )
+    return (
+        f"{'its sequence has' if len(found) == 1 else f'all {len(found)} sequences have'} "
+        f"fewer than {least} frames"
+    )
 
 
 def _build(
@@ -200,8 +222,7 @@ def find_sequences(dataset: Dataset, keys: tuple[str, ...] = ()) -> list[Sequenc
             f"--sequence {unknown[0]}: no rainy video or burst of stills has that key "
             f"in {dataset.location}"
         )
-    chosen = [found[key] for key in keys] if keys else list(found.values())
-    return [s for s in chosen if s.frames >= _MIN_FRAMES]
+    return [found[key] for key in keys] if keys else list(found.values())
 
 
 # A sequence that cannot be read: a missing or damaged shard or member, a video member

@@ -96,6 +96,7 @@ def write_run(
                         "path": f"/data/{dataset}",
                         "manifest": "manifests/samples.parquet",
                         "manifest_sha256": "cd" * 32,
+                        "split_sha256": "ef" * 32,
                     },
                     "split": split,
                     "kind": kind,

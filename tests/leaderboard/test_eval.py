@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -83,6 +84,7 @@ def test_identity_reproduces_the_input_against_ground_truth_scores(tmp_path, ds)
     assert info["finished_at"] and info["images"] == {"ok": 3, "failed": 0}
     assert info["metrics"] == [*FULL_REFERENCE, "piqe"] and info["kind"] == "synthetic"
     assert len(info["dataset"]["manifest_sha256"]) == 64
+    assert len(info["dataset"]["split_sha256"]) == 64
     assert len(list((results / "identity" / "ds" / "syn-streak.crops").glob("*.png"))) == 2
     assert len(list((results / "_reference" / "ds" / "syn-streak.crops").glob("*.gt.png"))) == 2
 
@@ -274,27 +276,50 @@ def test_results_scored_with_other_metric_weights_are_refused(tmp_path, ds, monk
         evaluate(_source("identity"), ds, "syn-streak", results, FAST)
 
 
-def test_results_go_stale_when_their_split_changes_not_the_rest_of_the_manifest(tmp_path, ds):
+def test_results_follow_their_split_as_it_grows_shrinks_and_changes(tmp_path, ds):
+    results = tmp_path / "res"
+    path = ds / "manifests" / "samples.parquet"
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    rainy = [i for i, row in enumerate(rows) if row["split"] == "test" and row["layer"] == "rainy"]
+    held_back = rows.pop(rainy[-1])  # the split first without it, as if ingested later
+    manifest.write_manifest(path, pa.Table.from_pylist(rows, manifest.SAMPLES))
+    [first] = evaluate(_source("identity"), ds, "test", results, FAST)
+    scored = _table(results, "identity", "test")
+    assert scored["image_sha256"].str.len().eq(64).all()
+
+    for row in rows:  # a re-tag that changes no rain type: the images are as they were
+        row["tagger_version"] = "another"
+    manifest.write_manifest(path, pa.Table.from_pylist([*rows, held_back], manifest.SAMPLES))
+    [grown] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert (grown.scored, grown.skipped, grown.dropped) == (1, first.scored, 0)
+
+    changed = rows[rainy[0]]  # another rain type: its per-type cell would be wrong
+    retyped = "fog-like" if changed["rain_type"] != "fog-like" else "storm"
+    changed["rain_type"] = retyped
+    gone = rows.pop(rainy[1])
+    manifest.write_manifest(path, pa.Table.from_pylist([*rows, held_back], manifest.SAMPLES))
+    [again] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert (again.scored, again.skipped, again.dropped) == (1, first.scored - 1, 2)
+    now = _table(results, "identity", "test")
+    assert gone["key"] not in now.index and now.loc[changed["key"], "rain_type"] == retyped
+    info = json.loads((results / "identity" / "ds" / "test.json").read_text())
+    assert info["images"]["ok"] == len(now)
+
+
+def test_results_from_before_rows_named_their_images_need_the_manifest_unchanged(tmp_path, ds):
     results = tmp_path / "res"
     [first] = evaluate(_source("identity"), ds, "test", results, FAST)
+    table_path = results / "identity" / "ds" / "test.parquet"
+    old = pq.read_table(table_path)
+    pq.write_table(old.drop_columns(["image_sha256"]), table_path)  # as an earlier version wrote
+    [again] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert (again.scored, again.skipped, again.dropped) == (0, first.scored, 0)
+    assert pq.read_table(table_path)["image_sha256"].null_count == 0  # named from now on
+    pq.write_table(old.drop_columns(["image_sha256"]), table_path)
     path = ds / "manifests" / "samples.parquet"
     table = manifest.read_manifest(path, manifest.SAMPLES)
-    retagged = table.set_column(
-        table.schema.get_field_index("tagger_version"),
-        "tagger_version",
-        pa.array(["another"] * table.num_rows),
-    )
-    manifest.write_manifest(path, retagged)  # the manifest's bytes change, the images do not
-    [again] = evaluate(_source("identity"), ds, "test", results, FAST)
-    assert (again.scored, again.skipped) == (0, first.scored)
-    rows = retagged.to_pylist()
-    gone = next(
-        i for i, row in enumerate(rows) if row["split"] == "test" and row["layer"] == "rainy"
-    )
-    manifest.write_manifest(
-        path, pa.Table.from_pylist(rows[:gone] + rows[gone + 1 :], manifest.SAMPLES)
-    )
-    with pytest.raises(EvalError, match=r"test split \(its images .*\) changed since"):
+    manifest.write_manifest(path, table.slice(1))
+    with pytest.raises(EvalError, match=r"samples.parquet changed since .* --rescore-stale"):
         evaluate(_source("identity"), ds, "test", results, FAST)
 
 

@@ -17,7 +17,7 @@ from rainbench.cli import main
 from rainbench.data import RainDataset
 from rainbench.demo.captures import CaptureSpec, render_scene, write_picture
 from rainbench.ingest import IngestOptions, ingest
-from rainbench.leaderboard.eval import CONFIDENT, EvalSettings, evaluate
+from rainbench.leaderboard.eval import CONFIDENT, EvalError, EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
 from rainbench.metrics.fullref import psnr_y
 from rainbench.models.registry import create_derainer
@@ -161,6 +161,43 @@ def test_bad_requests_are_one_line_errors(tmp_path, paired):
     for name in ("test", "syn-streak", "Bad Name"):
         with pytest.raises(DatasetError, match="--name"):
             build_pairs(ds, PairsOptions(name=name, workers=1))
+
+
+def test_a_sequence_too_short_to_pair_is_reported_and_nothing_to_pair_is_an_error(tmp_path):
+    rendered = render_rain_video(_still(4), "drizzle", 2, seed=3, shake=0.0, moving_object=False)
+    (tmp_path / "raw").mkdir()
+    encode_h264(rendered.frames, tmp_path / "raw" / "brief.mp4", crf=18)
+    write_picture(tmp_path / "raw", CaptureSpec(name="still.jpg"), Image.fromarray(_still(6)))
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    with pytest.raises(DatasetError, match=r"nothing to pair .* has fewer than 3 frames"):
+        build_pairs(ds, PairsOptions(workers=1))
+    result = CliRunner().invoke(main, ["pairs", str(ds)])
+    assert result.exit_code == 1 and "nothing to pair" in result.output
+
+    clean = tmp_path / "clean"
+    ingest([tmp_path / "raw"], clean, IngestOptions(workers=1, layer="clean"))
+    with pytest.raises(DatasetError, match=r"nothing to pair .* no rainy video"):
+        build_pairs(clean, PairsOptions(workers=1))
+    with pytest.raises(EvalError, match="nothing to evaluate"):
+        evaluate(
+            DerainerSource(create_derainer("identity"), "cpu", None, 32),
+            clean,
+            "all",
+            tmp_path / "res",
+            EvalSettings(metrics=("psnr_y",)),
+        )
+
+    encode_h264(_frames(10), tmp_path / "raw" / "long.mp4", crf=18)
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    summary = build_pairs(ds, PairsOptions(workers=1))
+    assert summary.stored["lab-pairs"] >= 1
+    (left_out,) = [why for _, why in summary.failed if "not paired" in why]
+    assert left_out == "2 frames, fewer than 3: not paired"
+
+
+def _frames(count: int) -> np.ndarray:
+    return render_rain_video(_still(7), "streak", count, seed=4, moving_object=False).frames
 
 
 def test_the_cli_pairs_and_reports(paired):
