@@ -248,6 +248,14 @@ def format_fit(fit: dict) -> list[str]:
     ]
     if ours["macro_f1"] <= shipped["macro_f1"]:
         lines.append("the fit did not beat the shipped tagger on held-out labels")
+    from rainbench.tagging.fit import MIN_PER_TYPE  # scipy: only when a fit is shown
+
+    kept = [name for name, count in fit["labels"].items() if count < MIN_PER_TYPE]
+    if kept and fit["penalty"] is not None:
+        lines.append(
+            f"{', '.join(kept)}: fewer than {MIN_PER_TYPE} labels, kept as shipped "
+            "(a type without labels is not judged above)"
+        )
     if fit["clean_labels_unused"]:
         lines.append(
             f"{fit['clean_labels_unused']} clean labels not used: the fit learns rain types"

@@ -157,9 +157,20 @@ def retag(
     for row in rows:
         _tag_row(row, tagger, matched.get(row["key"]))
     if fit:
+        from rainbench.tagging.fit import TooFewLabels
+
         # The labels are in the rows now, so the fit sees the sheet's too; the fitted
         # tagger then re-tags, and the manual labels it was fitted to still win.
-        tagger, report = _fit(dataset, rows)
+        try:
+            tagger, report = _fit(dataset, rows)
+        except TooFewLabels as error:  # all or nothing: the sheet is not applied either
+            unapplied = (
+                f"; nothing was changed (to apply the sheet alone: rainbench tag "
+                f"{dataset.location} --labels {labels})"
+                if matched
+                else ""
+            )
+            raise TooFewLabels(f"{error}{unapplied}") from None
         summary.fit = report.to_dict()
         for row in rows:
             _tag_row(row, tagger, None)

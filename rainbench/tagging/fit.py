@@ -88,15 +88,19 @@ def fit_to_labels(
             "fitting needs labels from at least 2 scenes to cross-validate; all of these "
             "are of one (a burst, a video or near-duplicates of one capture)"
         )
+    # Only types with enough labels are refitted: a type without them would be learnt
+    # as "never" (nothing labelled it), so it keeps its shipped row; its few labelled
+    # captures still count in the agreement.
+    types = tuple(RAIN_TYPES.index(name) for name in enough)
     folds = stratified_folds(y, FOLDS, groups)
     predicted = np.empty_like(y)
     for fold in _folds_in_use(folds):
         train = folds != fold
-        chosen = choose_penalty(base, x[train], y[train], groups[train])
-        theta = refit(base, x[train], y[train], chosen)
+        chosen = choose_penalty(base, x[train], y[train], groups[train], types)
+        theta = refit(base, x[train], y[train], chosen, types)
         predicted[~train] = _rain_logits(theta, x[~train]).argmax(axis=1)
-    penalty = choose_penalty(base, x, y, groups)
-    theta = refit(base, x, y, penalty)
+    penalty = choose_penalty(base, x, y, groups, types)
+    theta = refit(base, x, y, penalty, types)
     fitted = replace(
         base,
         weights=np.vstack([base.weights[:1], theta[:, :-1]]),
@@ -131,7 +135,11 @@ def stratified_folds(y: np.ndarray, k: int, groups: np.ndarray | None = None) ->
 
 
 def choose_penalty(
-    base: Tagger, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+    base: Tagger,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None = None,
+    types: tuple[int, ...] | None = None,
 ) -> float | None:
     """The λ of PENALTIES whose fits agree best with held-out folds (macro-F1 over the
     folds' pooled decisions), or None when the shipped weights do at least as well or
@@ -146,7 +154,7 @@ def choose_penalty(
         predicted = np.empty_like(y)
         for fold in _folds_in_use(folds):
             train = folds != fold
-            theta = refit(base, x[train], y[train], penalty)
+            theta = refit(base, x[train], y[train], penalty, types)
             predicted[~train] = _rain_logits(theta, x[~train]).argmax(axis=1)
         score = agreement(y, predicted).macro_f1
         if score > best:
@@ -165,23 +173,37 @@ def _folds_in_use(folds: np.ndarray) -> list[int]:
     return sorted(set(folds.tolist()))
 
 
-def refit(base: Tagger, x: np.ndarray, y: np.ndarray, penalty: float | None) -> np.ndarray:
+def refit(
+    base: Tagger,
+    x: np.ndarray,
+    y: np.ndarray,
+    penalty: float | None,
+    types: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """The rain-type rows of weights and (last column) biases fitted to rows `x` of the
     design matrix labelled `y` (RAIN_TYPES indices), near `base`'s (unchanged for
     penalty None). The likelihood is of the type given rain, the decision a tag makes;
-    the clean row stays as shipped."""
+    the clean row stays as shipped. Only the rows of `types` (None: all) that label some
+    of `x` are fitted, on the captures labelled with them, by the likelihood of the type
+    given that it is one of them; the other rows stay as shipped."""
     anchor = _rain_theta(base)
-    if penalty is None:
+    wanted = set(range(len(RAIN_TYPES)) if types is None else types)
+    active = np.array(sorted(wanted & set(y.tolist())))
+    if penalty is None or len(active) < 2:  # one type: nothing to decide between
         return anchor
+    rows = np.isin(y, active)
+    x, y = x[rows], np.searchsorted(active, y[rows])
     # The penalised change lies in the span of the labelled rows, so fit it in their
     # coordinates: as exact, and far fewer unknowns than expanded features.
     u, s, vt = np.linalg.svd(x, full_matrices=False)
     keep = s > 1e-9 * s[0]
-    onehot = np.eye(len(RAIN_TYPES))[y]
+    onehot = np.eye(len(active))[y]
     change = softmax_regression(
-        u[:, keep] * s[keep], onehot, penalty / len(x), offset=_rain_logits(anchor, x)
+        u[:, keep] * s[keep], onehot, penalty / len(x), offset=_rain_logits(anchor, x)[:, active]
     )
-    return anchor + np.hstack([change[:, :-1] @ vt[keep], change[:, -1:]])
+    theta = anchor.copy()
+    theta[active] += np.hstack([change[:, :-1] @ vt[keep], change[:, -1:]])
+    return theta
 
 
 def agreement(truth: np.ndarray, predicted: np.ndarray) -> Agreement:

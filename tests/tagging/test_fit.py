@@ -70,6 +70,26 @@ def test_the_same_labels_give_the_same_tagger_in_any_order(labs):
     assert first.tagger.bias[0] == tagger.bias[0] / tagger.temperature
 
 
+def test_a_type_without_enough_labels_keeps_its_shipped_row_and_is_still_called(labs):
+    tagger = load_tagger()
+    rows, labels = labs.lab(tagger, labs.centres(tagger), "fainter streaks", 12, seed=6)
+    # A lab that labels only streak and storm, and one drizzle capture.
+    kept = [i for i, label in enumerate(labels) if label in ("streak", "storm")]
+    kept.append(labels.index("drizzle"))
+    fit = fit_to_labels(tagger, rows[kept], [labels[i] for i in kept], [f"k{i}" for i in kept])
+    assert fit.penalty is not None, "the lab's streaks differ: the fit moves"
+    for name in ("drizzle", "fog-like"):  # as shipped, with the temperature folded in
+        row = 1 + RAIN_TYPES.index(name)
+        assert np.array_equal(fit.tagger.weights[row], tagger.weights[row] / tagger.temperature)
+    fresh, truth = labs.lab(tagger, labs.centres(tagger), "fainter streaks", 100, seed=7)
+    calls = [RAIN_TYPES[i] for i in labs.rain_probabilities(fit.tagger, fresh).argmax(axis=1)]
+    shipped = [RAIN_TYPES[i] for i in labs.rain_probabilities(tagger, fresh).argmax(axis=1)]
+    for name in ("drizzle", "fog-like"):
+        right = [c == t for c, t in zip(calls, truth, strict=True) if t == name]
+        before = [c == t for c, t in zip(shipped, truth, strict=True) if t == name]
+        assert np.mean(right) >= np.mean(before) - 0.2 and np.mean(right) > 0.5, name
+
+
 def test_too_few_labels_are_refused_saying_how_many_are_needed(labs):
     tagger = load_tagger()
     rows, labels = labs.lab(tagger, labs.centres(tagger), "fainter streaks", 4, seed=4)
