@@ -102,6 +102,26 @@ def test_bad_labels_are_listed_then_one_error(runner, tmp_path, capture_folder):
     assert lines[2].startswith("error: 2 label problem(s); nothing from the sheet was applied")
 
 
+def test_an_ingest_whose_sheet_names_a_missing_capture_keeps_its_captures_and_says_so(
+    runner, tmp_path, capture_folder
+):
+    ds = tmp_path / "ds"
+    name = sorted(p.name for p in capture_folder.iterdir() if p.is_file())[0]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"source_path,rain_type\n{name},storm\nnope.jpg,storm\n")
+    args = ["ingest", str(capture_folder), "--out", str(ds), "-j", "1", "--labels", str(sheet)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert "33 accepted" in lines[0], "the captures are in, and the summary says so"
+    assert lines[-2].startswith(f"{sheet}:3: ") and "nope.jpg" in lines[-2]
+    assert lines[-1].startswith("error: 1 label problem(s); nothing from the sheet was applied")
+    run = json.loads((ds / "dataset.json").read_text())["runs"][-1]
+    assert run["accepted"] == 33 and run["labels"]["applied"] is False
+    sources = pd.read_parquet(ds / "manifests" / "samples.parquet")["rain_type_source"]
+    assert set(sources) == {"auto"}
+
+
 def test_tag_fit_prints_held_out_agreement_and_ingest_uses_the_fit(
     runner, tmp_path, capture_folder
 ):

@@ -89,8 +89,15 @@ def ingest_command(raw, out, shard_size, as_json, progress, **settings) -> None:
       rainbench ingest s3://lab/raw/ --out s3://lab/ds
       rainbench ingest /shared/photos/ --out /shared/ds --ray
     """
+    from rainbench.ingest.tag import LabelsRejected
+
     ingest_options = IngestOptions(shard_bytes=shard_size, **settings)
-    summary = ingest(list(raw), out, ingest_options, progress=progress)
+    try:
+        summary = ingest(list(raw), out, ingest_options, progress=progress)
+    except LabelsRejected as rejected:
+        if rejected.summary is not None:  # the captures are in: say so before the problems
+            emit(rejected.summary, as_json, lambda summary: [format_summary(summary, out)])
+        raise
     emit(summary, as_json, lambda summary: [format_summary(summary, out)])
 
 

@@ -165,9 +165,25 @@ def ingest(
         settings = _start_settings(dataset, inputs, options)
         _Run(dataset, settings, pool, progress).execute(summary)
         if options.labels is not None:
-            tagged = retag(dataset, options.labels, options.skip_bad_labels, options.workers)
+            try:
+                tagged = retag(dataset, options.labels, options.skip_bad_labels, options.workers)
+            except LabelsRejected as rejected:
+                # The captures are in; the sheet's rows name some that are not. The run's
+                # entry says so, and the caller still gets what was ingested.
+                _sheet_not_applied(dataset, settings["run_id"])
+                rejected.summary = summary
+                raise
             summary.tagging = tagged.to_dict()
         return summary
+
+
+def _sheet_not_applied(dataset: Dataset, run_id: str) -> None:
+    info = dataset.read_info()
+    for entry in info["runs"]:
+        if entry["run_id"] == run_id and entry.get("labels"):
+            entry["labels"]["applied"] = False
+    dataset.write_info(info)
+    dataset.push()  # in a store's mirror: published (a no-op for a local dataset)
 
 
 @contextmanager

@@ -52,6 +52,7 @@ class LabelsRejected(DatasetError):
 
     def __init__(self, problems: list[LabelProblem]):
         self.problems = problems
+        self.summary = None  # an ingest's summary, when it ingested before matching the sheet
         super().__init__(
             f"{len(problems)} label problem(s); nothing from the sheet was applied "
             "(--skip-bad-labels applies the rest)"
