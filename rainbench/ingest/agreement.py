@@ -22,6 +22,7 @@ class LabelAgreement:
 
     tagger: str  # its version
     fitted_to_these: bool  # the dataset's own fit moved from the shipped weights on its labels
+    fitted_on: int | None  # how many rain-type labels that fit was made from (None: unknown)
     labels: dict[str, int]  # manual labels per rain type, and "clean"
     confusion: list[list[int]]  # rows: labelled type, columns: tagged (RAIN_TYPES order)
     f1: dict[str, float]  # per labelled type
@@ -42,9 +43,16 @@ class LabelAgreement:
         )
         lines = [head]
         if self.fitted_to_these:
+            judged = sum(map(sum, self.confusion))
+            made_from = (
+                f"{self.fitted_on} of this dataset's rain-type labels ({judged} judged here)"
+                if self.fitted_on is not None
+                else "this dataset's labels"
+            )
             lines.append(
-                "warning: this tagger was fitted to these labels, so this is not held-out "
-                "agreement; --fit printed that, or use --tagger shipped"
+                f"warning: this tagger was fitted to {made_from}; on the labels it learnt "
+                "from this is not held-out agreement: --fit printed that, or use --tagger "
+                "shipped"
             )
         lines.append("| labelled \\ tagged | " + " | ".join(RAIN_TYPES) + " |")
         lines.append("|---" * (len(RAIN_TYPES) + 1) + "|")
@@ -109,6 +117,9 @@ def _agreement(
         tagger=tagger.version,
         # A fit that kept the shipped weights learnt nothing from the labels.
         fitted_to_these=isinstance(fit, dict) and fit.get("penalty") is not None,
+        fitted_on=sum(fit["labels"].values())
+        if isinstance(fit, dict) and isinstance(fit.get("labels"), dict)
+        else None,
         labels=labels,
         confusion=made.confusion.tolist(),
         f1=f1,

@@ -51,16 +51,21 @@ def test_a_dataset_without_labels_or_a_dataset_at_all_is_one_clear_error(tmp_pat
 
 
 def test_the_fitted_tagger_is_flagged_as_not_held_out(tmp_path, sample_dataset):
-    keys = sorted(_samples(sample_dataset).index)
-    rows = [f"{key},{('storm', 'streak')[i % 2]}" for i, key in enumerate(keys)]
+    samples = _samples(sample_dataset)
+    keys = sorted(samples.index)
+    # Labels the fit can learn: by one of the features the tagger reads.
+    level = samples[feature_column("hf_share")]
+    rows = [f"{key},{'storm' if level[key] > level.median() else 'streak'}" for key in keys]
     sheet = tmp_path / "labels.csv"
     sheet.write_text("\n".join(["key,rain_type", *rows]) + "\n")
-    tag_dataset(sample_dataset, labels=sheet, fit=True)
+    assert tag_dataset(sample_dataset, labels=sheet, fit=True).fit["penalty"] is not None
 
     active = label_agreement(sample_dataset)
     shipped = label_agreement(sample_dataset, "shipped")
 
     assert active.fitted_to_these and "not held-out" in "\n".join(active.to_lines())
+    made_from = f"fitted to {len(keys)} of this dataset's rain-type labels ({len(keys)} judged"
+    assert made_from in "\n".join(active.to_lines())
     assert not shipped.fitted_to_these and shipped.tagger == load_tagger().version
 
 

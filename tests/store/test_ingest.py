@@ -31,6 +31,7 @@ from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.verify import verify
 from rainbench.synth import splits as splits_module
 from rainbench.synth.build import SynthOptions, synthesize
+from rainbench.tagging.features import feature_column
 
 OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
 EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
@@ -292,9 +293,12 @@ def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
 def test_a_tagger_fitted_on_a_url_is_kept_in_the_store(bucket, raw, tmp_path, monkeypatch):
     url = f"{bucket}/ds"
     ingest([raw], url, OPTIONS)
-    keys = sorted(pd.read_parquet(open_dataset(url).samples_manifest)["key"])
+    samples = pd.read_parquet(open_dataset(url).samples_manifest).set_index("key")
+    keys = sorted(samples.index)
     sheet = tmp_path / "labels.csv"
-    rows = [f"{key},{('storm', 'streak')[i % 2]}" for i, key in enumerate(keys)]
+    # Labels the fit can learn: by one of the features the tagger reads.
+    level = samples[feature_column("hf_share")]
+    rows = [f"{key},{'storm' if level[key] > level.median() else 'streak'}" for key in keys]
     sheet.write_text("\n".join(["key,rain_type", *rows]) + "\n")
     fitted = CliRunner().invoke(main, ["tag", url, "--labels", str(sheet), "--fit", "-j", "1"])
     assert fitted.exit_code == 0, fitted.output
