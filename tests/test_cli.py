@@ -451,3 +451,13 @@ def test_a_closed_pipe_is_left_to_click(runner, monkeypatch):
     monkeypatch.setattr("rainbench.cli.models.list_derainers", closed)
     result = runner.invoke(main, ["models"])
     assert result.exit_code == 1 and "error:" not in result.output
+
+
+def test_tag_eval_refuses_options_its_measurement_does_not_read(runner, tmp_path):
+    ds = str(tmp_path)
+    result = runner.invoke(main, ["tag-eval", ds, "--per-cell", "3", "--seed", "2"])
+    assert result.exit_code == 2 and "--per-cell and --seed are for tag-eval without a" in (
+        result.output
+    )
+    result = runner.invoke(main, ["tag-eval", "--tagger", "shipped"])
+    assert result.exit_code == 2 and "--tagger is for tag-eval with a DATASET" in result.output

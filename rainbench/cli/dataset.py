@@ -316,6 +316,18 @@ def tag_eval_command(dataset, which, per_cell, seed, workers, out, as_json) -> N
       rainbench tag-eval ds
       rainbench tag-eval --out tag-eval.json
     """
+    # An option the chosen measurement does not read is a mistake, not a no-op.
+    unread = {"per_cell": "--per-cell", "seed": "--seed"} if dataset else {"which": "--tagger"}
+    context = click.get_current_context()
+    given = [
+        flag
+        for name, flag in unread.items()
+        if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        wanted = "without a DATASET" if dataset is not None else "with a DATASET"
+        verb = "are" if len(given) > 1 else "is"
+        raise click.UsageError(f"{' and '.join(given)} {verb} for tag-eval {wanted}")
     if dataset is not None:
         from rainbench.ingest.agreement import label_agreement
 

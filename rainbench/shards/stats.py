@@ -50,11 +50,16 @@ def dataset_stats(dataset: Dataset) -> dict:
 
 
 def rain_type_counts(samples: pa.Table) -> dict[str, int]:
-    """Captures per rain type; clean captures and untagged rainy ones counted apart."""
+    """Captures per rain type; clean captures, rainy ones a person labelled clean (no rain
+    visible) and rainy ones without a tag (never measured) counted apart."""
     names = (
-        rain_type or ("clean" if layer == "clean" else "untagged")
-        for rain_type, layer in zip(
-            samples["rain_type"].to_pylist(), samples["layer"].to_pylist(), strict=True
+        rain_type
+        or ("clean" if layer == "clean" else "labelled clean" if source == "manual" else "untagged")
+        for rain_type, layer, source in zip(
+            samples["rain_type"].to_pylist(),
+            samples["layer"].to_pylist(),
+            samples["rain_type_source"].to_pylist(),
+            strict=True,
         )
     )
     return dict(Counter(names).most_common())

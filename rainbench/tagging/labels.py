@@ -176,6 +176,11 @@ def _header(path: Path, cells: list[str]) -> dict[str, int]:
     names = [cell.strip().lower() for cell in cells]
     columns = {name: names.index(name) for name in (*IDENTS, "rain_type", "note") if name in names}
     found = ",".join(cells)
+    twice = [name for name in columns if names.count(name) > 1]
+    if twice:  # which of the two would be meant cannot be told
+        raise LabelSheetError(
+            f"{path}: the column {twice[0]} appears twice (the header is: {found})"
+        )
     if "rain_type" not in columns:
         raise LabelSheetError(f"{path}: no rain_type column (the header is: {found})")
     if not any(ident in columns for ident in IDENTS):

@@ -252,6 +252,10 @@ NEEDS = "key, sha256 or source_path"
             "camera,rain_type\nphone,storm\n",
             f"no column naming the capture: needs {NEEDS} (the header is: camera,rain_type)",
         ),
+        (
+            "key,rain_type,Rain_Type\nab,storm,drizzle\n",
+            "the column rain_type appears twice (the header is: key,rain_type,Rain_Type)",
+        ),
         ("# nothing yet\n\n", f"no header row (it needs rain_type and one of {NEEDS})"),
         ("", f"no header row (it needs rain_type and one of {NEEDS})"),
     ],
