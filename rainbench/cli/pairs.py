@@ -35,7 +35,7 @@ _DEFAULTS = EstimateOptions()
 )
 @click.option(
     "--window",
-    type=click.IntRange(min=3),
+    type=click.IntRange(min=_DEFAULTS.min_frames),
     default=_DEFAULTS.window,
     show_default=True,
     help="Frames each background is estimated from.",
@@ -59,6 +59,13 @@ _DEFAULTS = EstimateOptions()
     default=_DEFAULTS.max_moving,
     show_default=True,
     help="Leave out a frame with more of its area moving (cars, people, leaves).",
+)
+@click.option(
+    "--min-confident",
+    type=click.FloatRange(0, 1),
+    default=_DEFAULTS.min_confident,
+    show_default=True,
+    help="Leave out a frame with less of its area confident (too few frames without rain).",
 )
 @click.option(
     "--rain-free/--no-rain-free",

@@ -182,7 +182,13 @@ def pairs_lines(summary: PairsSummary) -> list[str]:
     """Pairs stored and already there, per split; failed renders go to stderr."""
     for job, why in summary.failed:
         click.echo(f"failed: {job}: {why}", err=True)
-    return [
+    lines = [
         f"{split}: {summary.stored[split]} pairs stored, {summary.existing[split]} already there"
         for split in sorted(set(summary.stored) | set(summary.existing))
     ]
+    lines += [
+        f"{split}: its {count} pairs of an earlier version of rainbench pairs were made again"
+        for split, count in sorted(summary.replaced.items())
+        if count
+    ]
+    return lines

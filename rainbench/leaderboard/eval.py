@@ -46,6 +46,7 @@ from rainbench.metrics.registry import (
 )
 from rainbench.metrics.report import cpu_model
 from rainbench.metrics.weights import loaded_weights
+from rainbench.pairs.estimate import CONFIDENT  # a real pair's pixel is scored from it on
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
@@ -58,8 +59,6 @@ from rainbench.synth.importers import paired_kind
 from rainbench.threads import set_torch_threads
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
-# A real pair's pixel is scored when its confidence map says at least this (of 255).
-CONFIDENT = 128
 PAIRED_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
 CROP_SIDE = 256  # px: the crops the leaderboard's comparison strip shows
 _FLUSH_SECONDS = 10.0

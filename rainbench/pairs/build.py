@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.reject import CaptureRejected
@@ -41,8 +42,10 @@ from rainbench.synth.importers import ESTIMATED
 from rainbench.synth.png import encode_png
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 
-# The version of how pairs are made; part of every job, so a change makes them anew.
-VERSION = "1"
+# The version of how pairs are made; part of every job. 2: a frame's confidence counts
+# the clean samples other than the frame itself, and a frame too little of which is
+# confident is not paired.
+VERSION = "2"
 DEFAULT_NAME = "lab-pairs"
 DEFAULT_SHARD_BYTES = 1_000_000_000
 _RESERVED = {"train", "val", "test", "synthetic"}
@@ -141,8 +144,16 @@ def _build(
     stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
     splits, stored_jobs = stored["split"].to_pylist(), stored["job"].to_pylist()
     done = {job for split, job in zip(splits, stored_jobs, strict=True) if split == options.name}
-    # A split holds the pairs of one set of options: two estimates of the same frames in
-    # one split would be scored twice.
+    # A split holds the pairs of one version and one set of options: two estimates of the
+    # same frames in one split would be scored twice. Pairs made by an earlier version
+    # are made again, as this version makes them, from the sequences the dataset holds.
+    earlier = sum(
+        split == options.name and not job.startswith(f"pairs@{VERSION}:")
+        for split, job in zip(splits, stored_jobs, strict=True)
+    )
+    if earlier:
+        _drop_split(dataset, options.name)
+        done = set()
     if any(not job.endswith(f":{digest}") for job in done):
         raise DatasetError(
             f"--name {options.name}: the split holds pairs made with other options; give "
@@ -174,9 +185,22 @@ def _build(
         )
         for sequence, window, job in planned
     ]
-    return write_pairs(
+    summary = write_pairs(
         dataset, jobs, make_window, pool, options.shard_bytes, new_run_id(), progress
     )
+    summary.replaced[options.name] = earlier
+    return summary
+
+
+def _drop_split(dataset: Dataset, name: str) -> None:
+    """The split's rows out of synthetic.parquet, in one atomic write; its shards, listed
+    without rows then, are removed when write_pairs repairs the split."""
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    kept = pairs.filter(pc.not_equal(pairs["split"], name))
+    manifest.write_manifest(dataset.synthetic_manifest, kept)
+    info = dataset.read_info()
+    info["counts"].get("synthetic", {}).pop(name, None)
+    dataset.write_info(info)
 
 
 def _workers_for_memory(sequences: list[Sequence], options: EstimateOptions) -> int:

@@ -58,6 +58,8 @@ NOISE_FLOOR = 0.5  # levels of Y: no pixel is trusted to be quieter than this
 # background's predicted standard error reaches HALF_ERROR levels of Y (≈ 42 dB).
 FULL_COUNT = 5
 HALF_ERROR = 2.0
+# A pair's pixel is scored from this confidence on (rainbench.leaderboard.eval reads it).
+CONFIDENT = 128
 MAX_PSNR = 60.0
 # The share of the samples' variance taken as shared by all frames in gt_psnr_estimate:
 # H.264 keeps a static background's coding error from frame to frame, so it is in the
@@ -83,7 +85,10 @@ class EstimateOptions:
     max_shift: float = 8.0  # px: a frame shaken further is not used nor paired
     max_moving: float = 0.25  # a frame with more of its area moving is not paired
     prefer_rain_free: bool = True  # rain-free frames of the sequence are the ground truth
-    min_frames: int = 3  # fewer usable frames in a window: nothing is paired
+    # Fewer usable frames in a window: nothing is paired. A frame's confidence counts the
+    # other frames' clean samples, and reaches CONFIDENT from 3 of them (FULL_COUNT 5).
+    min_frames: int = 4
+    min_confident: float = 0.2  # a frame with less of its area confident is not paired
     rain_free_score: float = 0.002  # net share of bright outliers below which a frame is dry
     min_rain_free: int = 3  # fewer dry frames than this: none are used
 
@@ -143,6 +148,8 @@ def check_options(options: EstimateOptions) -> None:
         raise ValueError(f"stride must be ≥ 1, not {options.stride}")
     if options.max_shift < 0 or not 0 < options.max_moving <= 1:
         raise ValueError("max_shift must be ≥ 0 and max_moving in (0, 1]")
+    if not 0 <= options.min_confident <= 1:
+        raise ValueError(f"min_confident must be in [0, 1], not {options.min_confident}")
 
 
 def plan_windows(frame_count: int, options: EstimateOptions) -> list[Window]:
@@ -286,12 +293,25 @@ def estimate_window(
         return [results[t] for t in window.targets]
 
     rows = [sample_indices.index(t) if method == "lowrank" else 0 for t in wanted]
-    backgrounds, error, count = _background(samples, method, rows, options)
-    for target, background in zip(wanted, backgrounds, strict=True):
+    # Where a target is one of its own samples, its confidence counts the others only:
+    # counting it would trust a pixel more where the target itself shows no rain there,
+    # and with few frames a pair's scored pixels would be the ones it needs no deraining.
+    own = [sample_indices.index(t) for t in wanted] if method != RAIN_FREE else []
+    backgrounds, error, count, inlier = _background(samples, method, rows, own, options)
+    for k, (target, background) in enumerate(zip(wanted, backgrounds, strict=True)):
         position = target - window.start
         shift = scene.shifts[position]
         gt = background if shift == (0.0, 0.0) else _translate(background, shift)
-        confidence = _confidence(error, count, shift, scene.moving_mask(position, height, width))
+        others = count - inlier[k] if inlier else count
+        mask = scene.moving_mask(position, height, width)
+        confidence = _confidence(error, others, shift, mask)
+        trusted = float(np.mean(confidence >= CONFIDENT))
+        if trusted < options.min_confident:
+            results[target].skipped = (
+                f"{trusted:.0%} of the frame is confident, less than min_confident "
+                f"{options.min_confident:.0%} (too few frames without rain there)"
+            )
+            continue
         results[target].gt = _round(gt)
         results[target].confidence = confidence
         # The frames' shared error (what a codec froze into every frame) does not average
@@ -557,28 +577,33 @@ def _moving(small: np.ndarray, registered: list[bool]) -> np.ndarray:
 
 
 def _background(
-    aligned: _Aligned, method: str, rows: list[int], options: EstimateOptions
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    aligned: _Aligned, method: str, rows: list[int], own: list[int], options: EstimateOptions
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
     """The background in reference coordinates, once per entry of `rows` (the target's
     row among the samples: only "lowrank" gives each frame its own), with the standard
-    error (levels of Y) and the clean-sample count per pixel."""
+    error (levels of Y), the clean-sample count per pixel, and for each entry of `own`
+    (a target's row among the samples) where that sample is one of the clean ones."""
     usable = [p for p, ok in enumerate(aligned.registered) if ok]
     if len(usable) < len(aligned.stack):  # a copy: only when a frame is left out
         aligned = aligned.subset(usable)
     stack, shifts = aligned.stack, aligned.shifts
     rows = [usable.index(r) if method == "lowrank" else 0 for r in rows]
+    own = [usable.index(r) for r in own]
     height, width = stack.shape[1:3]
     outputs = [np.zeros((height, width, 3), np.float32) for _ in set(rows)]
     order = sorted(set(rows))
     error = np.zeros((height, width), np.float32)
     count = np.zeros((height, width), np.int32)
+    inlier = [np.zeros((height, width), bool) for _ in own]
     band = max(8, BAND_PIXELS // width)
     for top in range(0, height, band):
         bottom = min(height, top + band)
         samples = stack[:, top:bottom].astype(np.float32)
         valid = _coverage(shifts, top, bottom, height, width)
         clean = valid & ~aligned.moving_rows(top, bottom, width)
-        values, se, n = _robust_band(samples, clean, method, options)
+        values, se, n, inliers = _robust_band(samples, clean, method, options)
+        for mine, row in zip(inlier, own, strict=True):
+            mine[top:bottom] = inliers[row]
         if method == "lowrank":
             layers = _lowrank_band(samples, clean, values)
             for output, row in zip(outputs, order, strict=True):
@@ -587,7 +612,7 @@ def _background(
             for output in outputs:
                 output[top:bottom] = values
         error[top:bottom], count[top:bottom] = se, n
-    return [outputs[order.index(r)] for r in rows], error, count
+    return [outputs[order.index(r)] for r in rows], error, count, inlier
 
 
 def _coverage(
@@ -625,8 +650,9 @@ def _translate(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
 
 def _robust_band(
     samples: np.ndarray, clean: np.ndarray, method: str, options: EstimateOptions
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Background RGB (h, W, 3), its standard error in Y and the inlier count (h, W).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Background RGB (h, W, 3), its standard error in Y, the inlier count (h, W) and
+    which samples are the inliers (n, h, W).
 
     "percentile" (and "rain-free", "lowrank" before their own step) starts at a low
     order statistic of Y, then averages the samples in [L − 3σ, L + 2.5σ] a few times:
@@ -655,7 +681,7 @@ def _robust_band(
         first = np.argmax(picked, axis=0)[None, :, :, None]
         values = np.take_along_axis(samples, first, axis=0)[0]
         se = 1.2533 * sigma / np.sqrt(np.maximum(available, 1))
-        return values, np.where(available > 0, se, 255).astype(np.float32), available
+        return values, np.where(available > 0, se, 255).astype(np.float32), available, clean
     for _ in range(ITERATIONS):
         inliers = (
             clean & (luma >= level - INLIER_LOW * sigma) & (luma <= level + INLIER_HIGH * sigma)
@@ -670,7 +696,7 @@ def _robust_band(
     weights = inliers.astype(np.float32)
     values = np.einsum("nhw,nhwc->hwc", weights, samples) / np.maximum(n, 1)[:, :, None]
     se = np.where(n > 0, sigma / np.sqrt(np.maximum(n, 1)), 255).astype(np.float32)
-    return values.astype(np.float32), se, n
+    return values.astype(np.float32), se, n, inliers
 
 
 def _lowrank_band(samples: np.ndarray, clean: np.ndarray, fill: np.ndarray) -> np.ndarray:
@@ -743,7 +769,7 @@ def _confidence(
 def _predicted_psnr(squared: np.ndarray, confidence: np.ndarray) -> float:
     """psnr_y a predicted squared error map gives over the confident pixels (all, if
     none), with the rounding to uint8 added."""
-    trusted = confidence >= 128
+    trusted = confidence >= CONFIDENT
     if not trusted.any():
         trusted = confidence > 0
     if not trusted.any():

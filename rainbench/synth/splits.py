@@ -71,11 +71,14 @@ class PairsSummary:
     existing: Counter = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (job, why)
     shards: int = 0
+    # Per split: pairs of an earlier version of how pairs are made, made again.
+    replaced: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict:
         return {
             "stored": dict(self.stored),
             "existing": dict(self.existing),
+            "replaced": {split: n for split, n in self.replaced.items() if n},
             "failed": self.failed,
             "shards": self.shards,
         }

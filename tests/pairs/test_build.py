@@ -6,14 +6,17 @@ import io
 import json
 import shutil
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from rainbench.cli import main
+from rainbench.cli.synth import pairs_lines
 from rainbench.data import RainDataset
 from rainbench.demo.captures import CaptureSpec, render_scene, write_picture
 from rainbench.ingest import IngestOptions, ingest
@@ -170,7 +173,7 @@ def test_a_sequence_too_short_to_pair_is_reported_and_nothing_to_pair_is_an_erro
     write_picture(tmp_path / "raw", CaptureSpec(name="still.jpg"), Image.fromarray(_still(6)))
     ds = tmp_path / "ds"
     ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
-    with pytest.raises(DatasetError, match=r"nothing to pair .* has fewer than 3 frames"):
+    with pytest.raises(DatasetError, match=r"nothing to pair .* has fewer than 4 frames"):
         build_pairs(ds, PairsOptions(workers=1))
     result = CliRunner().invoke(main, ["pairs", str(ds)])
     assert result.exit_code == 1 and "nothing to pair" in result.output
@@ -191,13 +194,16 @@ def test_a_sequence_too_short_to_pair_is_reported_and_nothing_to_pair_is_an_erro
     encode_h264(_frames(10), tmp_path / "raw" / "long.mp4", crf=18)
     ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
     summary = build_pairs(ds, PairsOptions(workers=1))
-    assert summary.stored["lab-pairs"] >= 1
+    assert summary.stored["lab-pairs"] >= 1, summary.failed
     (left_out,) = [why for _, why in summary.failed if "not paired" in why]
-    assert left_out == "2 frames, fewer than 3: not paired"
+    assert left_out == "2 frames, fewer than 4: not paired"
 
 
 def _frames(count: int) -> np.ndarray:
-    return render_rain_video(_still(7), "streak", count, seed=4, moving_object=False).frames
+    rendered = render_rain_video(
+        _still(7), "drizzle", count, seed=4, shake=0.0, moving_object=False
+    )
+    return rendered.frames
 
 
 def test_the_cli_pairs_and_reports(paired):
@@ -272,3 +278,31 @@ def test_a_split_holds_the_pairs_of_one_set_of_options(paired):
         build_pairs(ds, PairsOptions(estimate=EstimateOptions(stride=4), workers=1))
     summary = build_pairs(ds, PairsOptions(name="dense", estimate=EstimateOptions(stride=4)))
     assert summary.stored["dense"] > len([r for r in _pairs(ds) if r["split"] == "lab-pairs"])
+
+
+def test_a_split_made_by_an_earlier_version_is_made_again(paired):
+    ds, _ = paired
+    path = Dataset(ds).synthetic_manifest
+    table = manifest.read_manifest(path, manifest.SYNTHETIC)
+    before = sorted(table["key"].to_pylist())
+    shards = sorted(Path(ds, "shards", "synthetic", "lab-pairs").iterdir())
+    jobs = [
+        job.replace(f"pairs@{build_module.VERSION}:", "pairs@1:")
+        for job in table["job"].to_pylist()
+    ]
+    earlier = table.set_column(table.schema.get_field_index("job"), "job", pa.array(jobs))
+    manifest.write_manifest(path, earlier)
+    summary = build_pairs(ds, PairsOptions(workers=1))
+    assert summary.replaced["lab-pairs"] == len(before) == summary.stored["lab-pairs"]
+    again = manifest.read_manifest(path, manifest.SYNTHETIC)
+    assert sorted(again["key"].to_pylist()) == before
+    assert all(job.startswith(f"pairs@{build_module.VERSION}:") for job in again["job"].to_pylist())
+    assert verify(Dataset(ds), 1) == []
+    # Only the new shards are left, each listed once.
+    listed = manifest.read_manifest(Dataset(ds).shards_manifest, manifest.SHARDS).to_pylist()
+    names = sorted(row["shard"] for row in listed if row["split"] == "lab-pairs")
+    folder = Path(ds, "shards", "synthetic", "lab-pairs")
+    assert names == sorted(path.relative_to(ds).as_posix() for path in folder.iterdir())
+    assert len(names) == len(shards)
+    line = "lab-pairs: its 5 pairs of an earlier version of rainbench pairs were made again"
+    assert line.replace("5", str(len(before))) in "\n".join(pairs_lines(summary))
