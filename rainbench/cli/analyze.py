@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from rainbench import __version__
 from rainbench.analysis.intrinsic_dim import Settings, analyze, from_synthetic_split
 from rainbench.cli import options
 from rainbench.cli.output import emit, write_json
@@ -63,7 +64,14 @@ def analyze_intrinsic_dim_command(
     """
     settings = Settings(references=references, unit_norm=unit_norm, seed=seed)
     report = analyze(from_synthetic_split(dataset, split, limit), settings, progress)
-    result = {"dataset": str(dataset), "split": split, **report.to_dict()}
+    # What a reader needs to make the same report again: the pairs taken and the tool.
+    result = {
+        "dataset": str(dataset),
+        "split": split,
+        "limit": limit,
+        **report.to_dict(),
+        "tool": {"name": "rainbench", "version": __version__},
+    }
     if out:
         write_json(result, out)
     emit(result, as_json, lambda result: [report.to_markdown()])

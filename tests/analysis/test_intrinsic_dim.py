@@ -9,8 +9,10 @@ import tarfile
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from rainbench import __version__
 from rainbench.analysis.intrinsic_dim import (
     Report,
     Settings,
@@ -25,6 +27,7 @@ from rainbench.analysis.intrinsic_dim import (
     random_positions,
     two_nn,
 )
+from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
@@ -225,6 +228,16 @@ def test_from_synthetic_split_yields_ground_truth_and_rain_layer(synthetic_datas
     assert len(list(from_synthetic_split(ds, "syn-streak", limit=2))) == 2
     report = analyze(from_synthetic_split(ds, "syn-streak", limit=None))
     assert report.counts["images"] == 3
+
+
+def test_the_cli_report_names_what_it_measured(synthetic_dataset, tmp_path):
+    out = tmp_path / "id.json"
+    args = ["analyze", "intrinsic-dim", str(synthetic_dataset), "--split", "syn-streak"]
+    result = CliRunner().invoke(main, [*args, "--limit", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert (report["split"], report["limit"], report["counts"]["images"]) == ("syn-streak", 2, 2)
+    assert report["tool"] == {"name": "rainbench", "version": __version__}
 
 
 def test_unknown_split_or_dataset_is_refused_at_once(synthetic_dataset, tmp_path):
