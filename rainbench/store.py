@@ -79,7 +79,11 @@ def _reporting(url: str) -> Iterator[None]:
     FileNotFoundError, which callers take as "not there"."""
     try:
         yield
-    except FileNotFoundError:
+    except FileNotFoundError as error:
+        # A missing bucket (s3fs says NoSuchBucket this way) is a wrong address, not an
+        # object that is not there yet.
+        if any(words in str(error) for words in ("bucket does not exist", "NoSuchBucket")):
+            raise StoreError(f"{url}: {first_line(error)}") from None
         raise
     except (OSError, ValueError) as error:
         raise StoreError(f"{url}: {first_line(error)}") from None

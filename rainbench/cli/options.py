@@ -70,12 +70,28 @@ threads = click.option(
     type=click.IntRange(min=1),
     help="torch's CPU threads.  [default: the CPUs that are free, less the data-loader workers]",
 )
+# What Ray takes as a cluster's address: auto, local, HOST:PORT or ray://HOST:PORT.
+_RAY_ADDRESS = re.compile(r"auto|local|(ray://)?[A-Za-z0-9_.\-]+:[0-9]+")
+
+
+def _ray_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--ray's address, refused when it is no address: `--ray DATASET` takes the word
+    after the flag as its address, so the dataset would be lost."""
+    if value is None or _RAY_ADDRESS.fullmatch(value):
+        return value
+    raise click.BadParameter(
+        f"{value!r} is no Ray address (auto, HOST:PORT or ray://HOST:PORT): --ray takes the "
+        "word after it as the address; write --ray auto, or put --ray last"
+    )
+
+
 ray = click.option(
     "--ray",
     "ray",
     is_flag=False,
     flag_value="auto",
     default=None,
+    callback=_ray_address,
     metavar="[ADDRESS]",
     help="Run the work as Ray tasks on the cluster at ADDRESS (alone: auto, the one "
     "`ray start` runs here). Needs the cluster extra: pip install 'rainbench[cluster]'.",

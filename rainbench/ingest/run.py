@@ -30,7 +30,7 @@ from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import STICKY
 from rainbench.capture.source import name_text
-from rainbench.cluster import make_pool
+from rainbench.cluster import import_ray, make_pool
 from rainbench.errors import first_line
 from rainbench.files import file_sha256, write_atomic
 from rainbench.ingest.bursts import DEFAULT_BURST_GAP, group_bursts
@@ -148,6 +148,8 @@ def ingest(
         _, problems = read_labels(options.labels)
         if problems and not options.skip_bad_labels:
             raise LabelsRejected(problems)
+    if options.ray is not None:
+        import_ray()  # no Ray: said before the dataset is made or locked
     dataset = open_for_writing(out)
     with _locked(dataset), make_pool(options.workers, options.ray) as pool:
         summary = IngestSummary()

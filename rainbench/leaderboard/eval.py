@@ -284,6 +284,8 @@ class _SplitRun:
         self.checkpoint = checkpoint
         self.report = SplitReport(name, split, kind, self.table_path)
         self.unreadable: list[dict] = []  # failed rows of images that could not be read
+        # The results on disk are a finished run's, of the split as it is (set by _resume).
+        self.finished = False
 
     def execute(self, progress: bool) -> SplitReport:
         rows_manifest = self._manifest_rows()
@@ -303,6 +305,8 @@ class _SplitRun:
         done = self._resume(provenance, identities)
         todo = [row for row in rows_manifest if row["key"] not in done]
         self.report.skipped = len(rows_manifest) - len(todo)
+        if not todo and self.finished:  # a re-run of a finished run: nothing is written
+            return self.report
         crop_keys = set(sorted(row["key"] for row in rows_manifest)[: self.settings.crops])
         columns = [name for name, _ in metrics]
         rows = list(done.values())
@@ -411,6 +415,9 @@ class _SplitRun:
                 "path": self.dataset.location,
                 "manifest": manifest_path.name,
                 "manifest_sha256": file_sha256(manifest_path),
+                # Which dataset, whatever its path or name: copies keep it, another
+                # ingest of the same name does not.
+                "created_at": self.dataset.read_info().get("created_at"),
                 # What is scored: each image's identity, as each results row records it.
                 "split_sha256": _split_sha256(identities),
             },
@@ -485,6 +492,15 @@ class _SplitRun:
             # Results from before the weights were recorded are taken as they are.
             if before.get(what) != now[what] and (what != "weights" or what in before)
         ]
+        if (
+            before["dataset"].get("created_at", now["dataset"]["created_at"])
+            != (now["dataset"]["created_at"])
+        ):
+            stale.append(
+                f"{self.info_path} was made on another dataset named {self.name} (created "
+                f"{before['dataset']['created_at']}, this one {now['dataset']['created_at']}); "
+                "give another --results folder, or --rescore-stale to score them again"
+            )
         table = None
         if self.table_path.exists():
             table = manifest.read_manifest(self.table_path, _schema(list(provenance["metrics"])))
@@ -518,6 +534,7 @@ class _SplitRun:
             row["key"]: row for row in rows if identities.get(row["key"]) == row["image_sha256"]
         }
         self.report.dropped = len(rows) - len(done)
+        self.finished = bool(before.get("finished_at")) and not unnamed and not self.report.dropped
         # Each flush writes the JSON before the rows (`_flush`): it holds the crop
         # position of every row done, and of any that a kill left undone, which are
         # derained again and placed anew.

@@ -80,3 +80,23 @@ def test_progress_is_off_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
     # CliRunner's stderr is not a terminal, as in a log file or CI.
     assert _called(argv, monkeypatch, target)[0][-1] is False
     assert _called([*argv, "--progress"], monkeypatch, target)[0][-1] is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--model", "identity", "--results", "res", "--ray", "s3://bucket/ds"],
+        ["ingest", "--ray", "raw/", "--out", "ds"],
+    ],
+)
+def test_ray_does_not_swallow_the_word_after_it(argv):
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2
+    assert "is no Ray address" in result.output and "write --ray auto" in result.output
+
+
+@pytest.mark.parametrize("address", ["auto", "local", "10.0.0.5:6379", "ray://head:10001"])
+def test_ray_addresses_are_taken(address):
+    from rainbench.cli.options import _RAY_ADDRESS
+
+    assert _RAY_ADDRESS.fullmatch(address)

@@ -16,7 +16,13 @@ from rainbench.synth.splits import PairsSummary
 
 def test_a_result_is_its_to_dict_a_list_each_one_and_plain_data_itself():
     pairs = PairsSummary(stored=Counter(a=2), failed=[("job", "why")], shards=1)
-    expected = {"stored": {"a": 2}, "existing": {}, "failed": [["job", "why"]], "shards": 1}
+    expected = {
+        "stored": {"a": 2},
+        "existing": {},
+        "replaced": {},
+        "failed": [["job", "why"]],
+        "shards": 1,
+    }
     assert json.loads(to_json(pairs)) == expected
     assert json.loads(to_json([pairs, {"plain": 1}])) == [expected, {"plain": 1}]
 

@@ -73,6 +73,7 @@ def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkey
     assert result.output.strip().splitlines() == [
         "error: --ray needs Ray, which is not installed: pip install 'rainbench[cluster]'"
     ]
+    assert not (tmp_path / "ds").exists()  # said before anything is made
 
 
 def test_an_address_nobody_listens_on_is_refused_in_one_line():

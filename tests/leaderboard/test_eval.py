@@ -203,9 +203,26 @@ def test_resume_after_a_kill_scores_only_the_rest_and_a_rerun_is_a_no_op(tmp_pat
 
     [report] = evaluate(_source("identity"), ds, "test", results, FAST)
     assert (report.scored, report.skipped) == (2, 2)
+    folder = results / "identity" / "ds"
+    finished = {path.name: path.read_bytes() for path in folder.glob("test.*") if path.is_file()}
     [again] = evaluate(_source("identity"), ds, "test", results, FAST)
     assert (again.scored, again.skipped) == (0, 4)
     assert len(_table(results, "identity", "test")) == 4
+    # Nothing is written again: the provenance still says when the scoring finished.
+    assert {p.name: p.read_bytes() for p in folder.glob("test.*") if p.is_file()} == finished
+
+
+def test_results_of_another_dataset_of_the_same_name_are_refused(tmp_path, ds):
+    results = tmp_path / "res"
+    evaluate(_source("identity"), ds, "test", results, FAST)
+    other = shutil.copytree(ds, tmp_path / "elsewhere" / "ds")  # a copy is the same dataset
+    [again] = evaluate(_source("identity"), other, "test", results, FAST)
+    assert again.scored == 0
+    info = json.loads((other / "dataset.json").read_text())
+    info["created_at"] = "2020-01-01T00:00:00+00:00"  # another ingest that named it ds too
+    (other / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(EvalError, match="made on another dataset named ds"):
+        evaluate(_source("identity"), other, "test", results, FAST)
 
 
 def _evaluate_killed_after_write(results, ds, settings, monkeypatch, kill_after: int) -> int:

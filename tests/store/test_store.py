@@ -84,3 +84,16 @@ def test_only_folders_in_the_cache_stand_for_a_url(tmp_path, monkeypatch):
     planted.mkdir()
     (planted / store.VIEW_FILE).write_text(json.dumps({"url": "s3://elsewhere"}))
     assert store.mirrored_url(planted) is None
+
+
+def test_a_bucket_that_does_not_exist_is_named_in_the_error(bucket, tmp_path):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    (tmp_path / "raw").mkdir()
+    missing = f"{bucket}-nowhere/ds"
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "raw"), "--out", missing])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and f"{bucket}-nowhere" in line and "bucket" in line
