@@ -499,7 +499,7 @@ class _SplitRun:
             stale.append(
                 f"{self.info_path} was made on another dataset named {self.name} (created "
                 f"{before['dataset']['created_at']}, this one {now['dataset']['created_at']}); "
-                "give another --results folder, or --rescore-stale to score them again"
+                "give this one another --results folder"
             )
         table = None
         if self.table_path.exists():

@@ -12,16 +12,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rainbench.capture.decode import load_upright
+from rainbench.capture.formats import Format, sniff
+from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
+from rainbench.files import regular_file
 from rainbench.models.base import NumpyDerainer
 from rainbench.models.options import number_option
 from rainbench.models.registry import DerainerError
 
 # What an output may be saved as; the stem is the input's name or the sample key.
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-
-# Pillow modes of 8-bit images; a 16-bit or float image would be silently clipped.
-_EIGHT_BIT_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA")
+_PILLOW = Format("image", "img")  # an output no magic names: opened by Pillow as it is
 
 PLACEHOLDERS = ("{input_dir}", "{output_dir}")
 
@@ -103,30 +105,28 @@ class OutputsFolder:
         self._listings: dict[Path, dict[str, list[Path]]] = {}
 
     def load(self, key: str, size: tuple[int, int], split: str | None = None) -> np.ndarray:
-        """The output for `key` as uint8 H×W×3 RGB; `size` is the input's (width,
-        height), as PIL gives it, and the output must match it."""
+        """The output for `key` as uint8 H×W×3 RGB, read as `rainbench score` reads a
+        prediction: upright by its EXIF orientation, 16-bit scaled to 8, alpha dropped.
+        `size` is the input's (width, height), as PIL gives it; the output must match it."""
         path = self.find(key, split)
         try:
-            with Image.open(path) as image:
-                if image.size != tuple(size):
-                    raise DerainerError(
-                        f"{path} is {image.size[0]}×{image.size[1]}, "
-                        f"the input is {size[0]}×{size[1]}"
-                    )
-                if image.mode not in _EIGHT_BIT_MODES:
-                    raise DerainerError(f"{path} is a {image.mode} image: save 8-bit RGB")
-                return np.asarray(image.convert("RGB"))
-        # What Pillow raises for a damaged file or one declaring a pixel bomb: this
-        # output's row fails, the run goes on.
-        except (
-            UnidentifiedImageError,
-            OSError,
-            SyntaxError,
-            ValueError,
-            EOFError,
-            Image.DecompressionBombError,
-        ) as error:
+            data = regular_file(path).read_bytes()
+            # BMP and the other formats ingest does not take: whatever Pillow reads.
+            fmt = sniff(data, path.name) or _PILLOW
+            if fmt.raw or fmt.video:
+                raise DerainerError(f"cannot read {path}: a {fmt.name} file is no output image")
+            # A header declaring more pixels than the input is refused before decoding.
+            image = load_upright(data, fmt, max_pixels=size[0] * size[1])
+        except CaptureRejected as rejected:
+            raise DerainerError(f"cannot read {path}: {rejected.message}") from None
+        # What Pillow raises for a damaged file: this output's row fails, the run goes on.
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
             raise DerainerError(f"cannot read {path}: {first_line(error)}") from error
+        if image.size != tuple(size):
+            raise DerainerError(
+                f"{path} is {image.size[0]}×{image.size[1]}, the input is {size[0]}×{size[1]}"
+            )
+        return np.asarray(image)
 
     def find(self, key: str, split: str | None = None) -> Path:
         """The file holding `key`'s output: in the split's sub-folder first."""

@@ -1,8 +1,9 @@
 """Fitting the tagger to a lab's own labels. The shipped model's form and standardisation
 stay; the rows of weights of the rain types with enough labels are refitted on manually
 labelled captures with an L2 penalty on their distance from the shipped weights, the
-penalty's strength chosen by cross-validation (the other types keep their rows). Agreement is always measured on captures held out of the fit, and
-captures of one scene (a burst, a video, near-duplicates) are held out together.
+penalty's strength chosen by cross-validation (the other types keep their rows).
+Agreement is always measured on captures held out of the fit, and captures of one scene
+(a burst, a video, near-duplicates) are held out together.
 """
 
 from dataclasses import dataclass, replace

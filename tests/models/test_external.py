@@ -170,10 +170,19 @@ def test_lookup_errors_name_the_key_or_file(tmp_path, files, key, size, message)
         OutputsFolder(tmp_path, "theirs").load(key, size)
 
 
-def test_a_sixteen_bit_output_is_refused_not_clipped(tmp_path):
+def test_a_sixteen_bit_output_is_scaled_not_clipped(tmp_path):
     Image.fromarray(np.full((4, 6), 40000, np.uint16)).save(tmp_path / "k.png")
-    with pytest.raises(DerainerError, match="save 8-bit RGB"):
-        OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+    assert OutputsFolder(tmp_path, "theirs").load("k", (6, 4))[0, 0].tolist() == [156] * 3
+
+
+def test_an_output_is_read_upright_as_score_reads_a_prediction(tmp_path):
+    stored = np.zeros((6, 4, 3), np.uint8)  # stored 4 wide, 6 high, to be turned 90°
+    stored[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    Image.fromarray(stored).save(tmp_path / "k.png", exif=exif)
+    upright = OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+    assert upright.shape == (4, 6, 3) and upright[0, -1].tolist() == [255, 255, 255]
 
 
 def test_an_unreadable_output_is_an_error(tmp_path):
