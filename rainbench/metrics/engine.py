@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,39 +69,45 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
     found twice on one side is ambiguous and reported as unmatched. Names are given
     as ingest stores them (`name_text`: bytes that are not UTF-8 as `\\xHH`).
     """
-    preds = _images_by_stem(pred_dir)
+    preds, pred_twice = _images_by_stem(pred_dir)
     if ref_dir is None:
         return Pairing(
-            [ScoreJob(_name(path, pred_dir), path, None) for _, path in sorted(preds.items())]
+            [ScoreJob(_name(path, pred_dir), path, None) for _, path in sorted(preds.items())],
+            _names(pred_twice, pred_dir),
         )
-    refs = _images_by_stem(ref_dir)
+    refs, ref_twice = _images_by_stem(ref_dir)
     jobs = [
         ScoreJob(_name(preds[s], pred_dir), preds[s], refs[s])
         for s in sorted(preds.keys() & refs.keys())
     ]
     return Pairing(
         jobs,
-        sorted(_name(preds[s], pred_dir) for s in preds.keys() - refs.keys()),
-        sorted(_name(refs[s], ref_dir) for s in refs.keys() - preds.keys()),
+        sorted(_names([preds[s] for s in preds.keys() - refs.keys()] + pred_twice, pred_dir)),
+        sorted(_names([refs[s] for s in refs.keys() - preds.keys()] + ref_twice, ref_dir)),
     )
+
+
+def _names(paths: list[Path], folder: Path) -> list[str]:
+    return [_name(path, folder) for path in paths]
 
 
 def _name(path: Path, folder: Path) -> str:
     return name_text(path.relative_to(folder).as_posix())
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    seen_twice: set[str] = set()
+def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[Path]]:
+    """The images under `folder` by relative path without extension, and those whose
+    stem is found twice (ambiguous: left unmatched, and reported)."""
+    by_stem: dict[str, list[Path]] = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and is_capture_name(path.name):
+            # NFC: a name copied from macOS (decomposed) pairs with the same name typed
+            # elsewhere (composed).
             stem = path.relative_to(folder).with_suffix("").as_posix()
-            if stem in found:
-                seen_twice.add(stem)
-            found[stem] = path
-    for stem in seen_twice:
-        del found[stem]
-    return found
+            by_stem.setdefault(unicodedata.normalize("NFC", stem), []).append(path)
+    found = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
+    twice = [path for paths in by_stem.values() if len(paths) > 1 for path in paths]
+    return found, twice
 
 
 def score(

@@ -58,6 +58,19 @@ def test_pairing_by_stem_reports_the_unmatched(folders):
     assert pairing.unmatched_ref == ["sub/only-ref.png"]
 
 
+def test_a_stem_found_twice_is_reported_and_names_pair_in_either_unicode_form(folders):
+    pred, ref = folders
+    _save(pred / "img3.jpg", 0)  # beside img3.png: which one is the prediction?
+    _save(pred / "Stra\u00dfe u\u0308.png", 0)  # ü decomposed, as macOS writes names
+    _save(ref / "Stra\u00dfe \u00fc.png", 0)
+    pairing = pair_folders(pred, ref)
+    assert pairing.unmatched_pred == ["img3.jpg", "img3.png", "only-pred.png"]
+    assert "img3.jpg" in pairing.unmatched_ref
+    assert "Stra\u00dfe u\u0308.png" in [job.name for job in pairing.jobs]
+    alone = pair_folders(pred, None)
+    assert alone.unmatched_pred == ["img3.jpg", "img3.png"]
+
+
 def test_rows_errors_and_cache(folders, tmp_path, monkeypatch):
     cache = str(tmp_path / "cache.sqlite")
     settings = ScoreSettings(("test_mad", "test_mean"), {}, cache)
