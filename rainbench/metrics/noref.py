@@ -4,6 +4,7 @@ values) and nowhere else: its licence is non-commercial, so these two modules ar
 ones to replace. Weight files come from `weights`, never a download.
 """
 
+import pickle
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -84,7 +85,16 @@ def _build(
         options["pretrained_model_path"] = str(weight_file)
     # pyiqa prints "Loading pretrained model" to stdout, which may be the CLI's --json.
     with redirect_stdout(sys.stderr):
-        model = pyiqa.create_metric(metric.name, device=device, **options)
+        try:
+            model = pyiqa.create_metric(metric.name, device=device, **options)
+        # A weight file that is no PyTorch file (damaged, another file renamed): one line.
+        except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
+            if weight_file is None:
+                raise
+            raise MetricError(
+                f"{metric.name}: {weight_file} does not load ({first_line(error)}); replace it: "
+                f"rainbench weights import {weight_file.name}"
+            ) from None
     call = _banded(metric.name, model)
 
     def score(pred: np.ndarray) -> float:

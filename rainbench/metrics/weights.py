@@ -21,6 +21,7 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from rainbench.errors import first_line
 from rainbench.files import file_sha256, write_atomic
 from rainbench.metrics.registry import MetricError
 
@@ -219,10 +220,25 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
             f"{path} is not the expected {file.name} for {', '.join(file.metrics)}: "
             f"{_found(sha256)}, expected {file.expected} ({file.source})"
         )
+    if state == "unverified" and path.suffix == ".pth":
+        _check_loads(path)  # no checksum to hold it to: at least it must be PyTorch's
     dest = resolve_dir(weights_dir) / file.name
     if not (dest.exists() and dest.samefile(path)):
         write_atomic(dest, Path(path).read_bytes())
     return dest
+
+
+def _check_loads(path: Path) -> None:
+    """Refuse a .pth file that PyTorch cannot read as plain tensors."""
+    import torch  # here: only an import of an unverified weight file needs it
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever the unpickler makes of bytes that are no .pth
+        raise MetricError(
+            f"{path} does not load as a PyTorch weight file ({first_line(error)}); nothing "
+            "was imported"
+        ) from None
 
 
 def fetch(

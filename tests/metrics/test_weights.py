@@ -168,12 +168,22 @@ def test_import_refuses_an_unknown_file(isolated, tmp_path):
 
 
 def test_a_file_without_published_checksum_is_unverified(isolated, tmp_path):
+    torch = pytest.importorskip("torch")
     source = tmp_path / BRISQUE
-    source.write_bytes(b"whatever pyiqa's file holds")
+    torch.save({"sv": torch.zeros(2, 3)}, source)  # a PyTorch file: what it holds is unchecked
     weights.import_file(source, isolated)
     (brisque,) = [s for s in weights.status(isolated) if s.file.name == BRISQUE]
     assert brisque.state == "unverified"
     assert brisque.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_an_unverified_file_that_is_no_pytorch_file_is_refused(isolated, tmp_path):
+    pytest.importorskip("torch")
+    source = tmp_path / BRISQUE
+    source.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(MetricError, match=r"does not load as a PyTorch weight file.*nothing was"):
+        weights.import_file(source, isolated)
+    assert not (isolated / BRISQUE).exists()
 
 
 def test_missing_file_names_the_file_the_folders_and_the_command(isolated):
