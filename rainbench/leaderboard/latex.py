@@ -140,6 +140,10 @@ _TEX_ESCAPES = {
     "}": "\\}",
     "~": "\\textasciitilde{}",
     "^": "\\textasciicircum{}",
+    # Under the default OT1 font encoding these three print as other glyphs (—, ¡, ¿).
+    "|": "\\textbar{}",
+    "<": "\\textless{}",
+    ">": "\\textgreater{}",
 }
 
 

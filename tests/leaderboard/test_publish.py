@@ -323,7 +323,7 @@ def test_html_escapes_names(tmp_path, write_run):
 def test_latex_and_markdown_escape_names(tmp_path, write_run):
     write_run(tmp_path, "a_b&c|d", "ds", "test", kind="real", metrics={"niqe": [3.0]})
     results = load_results(tmp_path)
-    assert "a\\_b\\&c|d" in render_latex(results)
+    assert "a\\_b\\&c\\textbar{}d" in render_latex(results)
     assert "a_b&c\\|d" in render_markdown(results)
 
 
