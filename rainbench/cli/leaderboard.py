@@ -83,6 +83,11 @@ Example:
     help="Score results made otherwise (another checkpoint, metrics, weights, or images "
     "of the split) again from the start instead of refusing them.",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Derain and score again the images that failed in an earlier run.",
+)
 @options.weights_dir
 @options.threads
 @options.ray

@@ -80,6 +80,9 @@ class EvalSettings:
     # Results made otherwise (another checkpoint, metrics, dataset manifest…) are scored
     # again from the start instead of refused.
     rescore_stale: bool = False
+    # Images that failed in an earlier run (an out-of-memory, a command that crashed) are
+    # derained and scored again instead of kept as failures.
+    retry_failed: bool = False
     threads: int | None = None  # torch's CPU threads; None: chosen from the free CPUs
 
 
@@ -534,6 +537,8 @@ class _SplitRun:
             row["key"]: row for row in rows if identities.get(row["key"]) == row["image_sha256"]
         }
         self.report.dropped = len(rows) - len(done)
+        if self.settings.retry_failed:
+            done = {key: row for key, row in done.items() if row["status"] != "failed"}
         self.finished = bool(before.get("finished_at")) and not unnamed and not self.report.dropped
         # Each flush writes the JSON before the rows (`_flush`): it holds the crop
         # position of every row done, and of any that a kill left undone, which are

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -210,6 +211,20 @@ def test_resume_after_a_kill_scores_only_the_rest_and_a_rerun_is_a_no_op(tmp_pat
     assert len(_table(results, "identity", "test")) == 4
     # Nothing is written again: the provenance still says when the scoring finished.
     assert {p.name: p.read_bytes() for p in folder.glob("test.*") if p.is_file()} == finished
+
+
+def test_failed_images_are_kept_unless_retried(tmp_path, ds):
+    results = tmp_path / "res"
+    [first] = evaluate(DerainerSource(_Flaky(), "cpu", None, 32), ds, "test", results, FAST)
+    assert (first.scored, first.failed) == (4, 3)
+    [again] = evaluate(DerainerSource(_Flaky(), "cpu", None, 32), ds, "test", results, FAST)
+    assert (again.scored, again.skipped) == (0, 4)
+    healed = _Flaky()
+    healed.singles = 3  # past its failures: what a retry after an out-of-memory meets
+    retry = replace(FAST, retry_failed=True)
+    [retried] = evaluate(DerainerSource(healed, "cpu", None, 32), ds, "test", results, retry)
+    assert (retried.scored, retried.failed, retried.skipped) == (3, 0, 1)
+    assert set(_table(results, "flaky", "test")["status"]) == {"ok"}
 
 
 def test_results_of_another_dataset_of_the_same_name_are_refused(tmp_path, ds):
