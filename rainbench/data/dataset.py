@@ -344,7 +344,8 @@ def _labels(row) -> dict:
     """The manifest's labels of a sample, collatable (no None)."""
     labels = {"key": row["key"], "split": row["split"]}
     if "rain_type" in row:
-        labels["rain_type"] = row["rain_type"] or ""
+        # Null (a clean capture's) comes from pandas as NaN, which `or` would keep.
+        labels["rain_type"] = row["rain_type"] if isinstance(row["rain_type"], str) else ""
         confidence = row["rain_type_confidence"]
         labels["confidence"] = math.nan if pd.isna(confidence) else float(confidence)
         labels["layer"] = row["layer"]

@@ -15,6 +15,7 @@ mirror folder under the shard's sha256, so later workers and passes skip the hea
 
 import contextlib
 import json
+import os
 import re
 import tarfile
 from collections import OrderedDict
@@ -50,12 +51,14 @@ class ShardReader:
         self._files: OrderedDict[str, object] = OrderedDict()
         self._ahead: dict[tuple[str, str], Future] = {}
         self._threads: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()  # the process whose files and threads these are
 
     def read(self, shard: str, member: str, limit: int | None = None) -> bytes:
         """The member's bytes; refused when larger than `limit` (default: what a picture
         within the pixel cap can take)."""
         if not member.lower().endswith(READABLE):
             raise ShardError(f"{shard}: refusing to read {member}: not a picture or JSON member")
+        self._own()
         offsets = self._offsets(shard)
         if member not in offsets:
             raise ShardError(f"{shard}: no member {member} (run rainbench verify)")
@@ -83,6 +86,7 @@ class ShardReader:
         url = shard_url(self.root, shard)
         if url is None:
             return
+        self._own()
         try:
             offsets = self._offsets(shard)
         except ShardError:
@@ -110,6 +114,14 @@ class ShardReader:
         if self._threads is not None:
             self._threads.shutdown(cancel_futures=True)
             self._threads = None
+
+    def _own(self) -> None:
+        """In a process forked after this reader read (a DataLoader worker), the files it
+        inherited share their offsets with its parent's, and its prefetch threads do not
+        exist: this process opens its own, and leaves those to the parent."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._files, self._ahead, self._threads = OrderedDict(), {}, None
 
     def __getstate__(self) -> dict:
         # Sent to DataLoader workers without open files or threads; each starts its own.

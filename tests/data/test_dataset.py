@@ -15,11 +15,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from rainbench.data import Filters, Loader, RainDataset, epoch_order
+from rainbench.data import read as read_module
 from rainbench.data.dataset import upright
 from rainbench.data.read import ShardError, ShardReader
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
+from rainbench.shards.layout import member, picture_ext
 from rainbench.synth.build import SynthOptions, synthesize
 
 EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
@@ -176,6 +178,30 @@ def test_unpaired_gives_a_rainy_and_a_clean_crop(_dataset):
         assert samples.loc[sample["key"], "layer"] == "rainy"
         assert samples.loc[sample["clean_key"], "layer"] == "clean"
         assert sample["rain"].shape == sample["clean"].shape == (3, 32, 32)
+
+
+def test_a_batch_of_clean_and_rainy_captures_collates(_dataset):
+    # Single mode over every capture of the split: a clean capture's rain type is null,
+    # which must come out as "" beside a rainy one's, whatever the order.
+    for seed in range(4):
+        data = RainDataset(_dataset, filters=Filters(split="test"), crop=32, seed=seed)
+        batches = list(Loader(data, batch_size=17))
+        types = [t for batch in batches for t in batch["rain_type"]]
+        layers = [layer for batch in batches for layer in batch["layer"]]
+        assert {t for t, layer in zip(types, layers, strict=True) if layer == "clean"} == {""}
+
+
+def test_a_reader_forked_after_reading_opens_its_own_files(_dataset, monkeypatch):
+    row = _samples(_dataset).query("layer == 'rainy'").iloc[0]
+    name = member(row["key"], picture_ext(row["format"]))
+    reader = ShardReader(_dataset)
+    first = reader.read(row["shard"], name)
+    inherited = reader._files[row["shard"]]
+    position = inherited.tell()
+    # As in a DataLoader worker forked from this process: another process id.
+    monkeypatch.setattr(read_module.os, "getpid", lambda: -1)
+    assert reader.read(row["shard"], name) == first
+    assert inherited.tell() == position and reader._files[row["shard"]] is not inherited
 
 
 def test_whole_pictures_and_small_ones(_dataset):
