@@ -32,7 +32,11 @@ from rainbench.demo.run import DemoOptions, DemoResult, run_demo
     show_default=True,
     help="Picks the captures' cameras, names and EXIF, and so their splits.",
 )
-@click.option("--device", help="cpu, cuda, cuda:1, …  [default: cuda when there is a GPU]")
+@click.option(
+    "--device",
+    callback=options.torch_device,
+    help="cpu, cuda, cuda:1, …  [default: cuda when there is a GPU]",
+)
 @click.option(
     "--no-fetch",
     is_flag=True,

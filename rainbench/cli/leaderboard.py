@@ -57,7 +57,11 @@ Example:
 @click.option("--split", default="all", show_default=True, help="A split's name, or all.")
 @click.option("--results", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--device", default=EvalSettings.device, show_default=True, help="cpu, cuda, cuda:1, …"
+    "--device",
+    default=EvalSettings.device,
+    show_default=True,
+    callback=options.torch_device,
+    help="cpu, cuda, cuda:1, …",
 )
 @click.option(
     "--tile",

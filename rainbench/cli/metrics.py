@@ -152,6 +152,7 @@ def _correlation(found: Correlation, items: str) -> str:
     "--device",
     default="cpu",
     show_default=True,
+    callback=options.torch_device,
     help="cpu, or cuda for the learned and no-reference metrics.",
 )
 @click.option(

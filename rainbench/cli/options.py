@@ -85,6 +85,26 @@ def _ray_address(ctx: click.Context, param: click.Parameter, value: str | None) 
     )
 
 
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
+def torch_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --device callback: cpu, cuda or cuda:N, and a CUDA device only where there is
+    one, so a machine without a GPU gets one line instead of torch's traceback."""
+    if value is None or value == "cpu":
+        return value
+    if not _DEVICE.fullmatch(value):
+        raise click.BadParameter(f"{value!r}: give cpu, cuda or cuda:N")
+    import torch  # only when a GPU is asked for
+
+    if not torch.cuda.is_available():
+        raise click.BadParameter(f"{value}: torch sees no CUDA device here; use --device cpu")
+    index = int(value.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise click.BadParameter(f"{value}: this machine has {torch.cuda.device_count()} GPUs")
+    return value
+
+
 ray = click.option(
     "--ray",
     "ray",

@@ -113,7 +113,7 @@ def _run_options(config: type[RunConfig], min_crop: int):
         ),
         option("amp", type=click.Choice(["off", "bf16"])),
         click.option("--compile", "compile", is_flag=True, help="torch.compile the generators."),
-        click.option("--device", default="cpu", show_default=True),
+        click.option("--device", default="cpu", show_default=True, callback=options.torch_device),
         option(
             "workers", "--workers", "-j", type=click.IntRange(min=0), help="DataLoader workers."
         ),

@@ -100,3 +100,24 @@ def test_ray_addresses_are_taken(address):
     from rainbench.cli.options import _RAY_ADDRESS
 
     assert _RAY_ADDRESS.fullmatch(address)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "ds", "--model", "identity", "--results", "r", "--device", "gpu"], "give cpu"),
+        (["train", "nlcl", "ds", "--out", "run", "--device", "cuda:x"], "give cpu"),
+    ],
+)
+def test_a_device_torch_would_not_take_is_one_line(argv, message):
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_cuda_without_a_gpu_is_one_line():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    argv = ["score", "--pred", ".", "--out", "s.parquet", "--device", "cuda"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2 and "torch sees no CUDA device here" in result.output

@@ -121,6 +121,14 @@ def test_other_settings_are_refused_on_resume(tmp_path, _dataset):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "crop": 40}))
 
 
+def test_a_batch_no_loader_process_can_fill_is_refused_not_waited_for(tmp_path, _dataset):
+    # Each loader process drops its partial batch: with every one short of a batch, an
+    # epoch would give nothing and training would wait forever.
+    config = NLCLConfig(**{**TINY.to_json(), "steps": 1, "batch": 1000, "validate_every": 0})
+    with pytest.raises(DatasetError, match=r"--batch 1000 is more than the \d+ crops each"):
+        train(_dataset, tmp_path / "run", config)
+
+
 def test_a_run_records_its_captures_and_refuses_to_resume_on_others(tmp_path, _dataset):
     run = tmp_path / "run"
     one_step = NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0})

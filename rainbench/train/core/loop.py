@@ -28,6 +28,7 @@ from torch import nn
 
 from rainbench import __version__
 from rainbench.data import Filters, Loader, RainDataset
+from rainbench.data.dataset import current_slot
 from rainbench.models.nlcl.checkpoint import save_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.threads import set_torch_threads
@@ -234,6 +235,16 @@ def _loader(dataset: str | Path, config: RunConfig) -> Loader:
         )
     except DatasetError as error:
         raise DatasetError(f"cannot train on {dataset}: {error}") from None
+    # Each loader process (ranks × workers) batches its own crops and drops a partial
+    # batch: with fewer crops than a batch in each, an epoch would give nothing, forever.
+    processes = current_slot().count * max(1, config.workers)
+    most = -(-len(data.samples) // processes) * data.crops_per_image
+    if most < config.batch:
+        raise DatasetError(
+            f"--batch {config.batch} is more than the {most} crops each of the {processes} "
+            f"loader processes gets per epoch ({len(data)} in all): no batch would ever be "
+            "full; lower --batch or -j"
+        )
     return Loader(
         data,
         batch_size=config.batch,
