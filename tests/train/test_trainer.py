@@ -129,6 +129,15 @@ def test_a_batch_no_loader_process_can_fill_is_refused_not_waited_for(tmp_path, 
         train(_dataset, tmp_path / "run", config)
 
 
+def test_another_methods_run_is_refused_in_one_line(tmp_path, _dataset):
+    run = tmp_path / "run"
+    run.mkdir()
+    theirs = {**TINY.to_json(), "random_encoder": True}  # as CCLGAN's config.json has
+    (run / "config.json").write_text(json.dumps(theirs))
+    with pytest.raises(DatasetError, match=r"is a run of another method .*random_encoder"):
+        train(_dataset, run, TINY)
+
+
 def test_a_run_records_its_captures_and_refuses_to_resume_on_others(tmp_path, _dataset):
     run = tmp_path / "run"
     one_step = NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0})

@@ -259,7 +259,20 @@ def _check_settings(run: Path, config: RunConfig) -> None:
     """Refuse to go on with a run that has other settings, `steps` aside."""
     path = run / "config.json"
     if path.exists():
-        saved = type(config).from_json(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        theirs = set(data) - set(config.to_json())
+        if theirs:  # settings this method does not have: another method's run
+            raise DatasetError(
+                f"{run} is a run of another method (its config.json has "
+                f"{', '.join(sorted(theirs)[:3])}, which {type(config).__name__} has not); "
+                "use another --out to start a new run"
+            )
+        try:
+            saved = type(config).from_json(data)
+        except (TypeError, ValueError) as error:
+            raise DatasetError(
+                f"{run}/config.json does not hold this method's settings: {error}"
+            ) from None
         changed = saved.differences(config)
         if changed:
             raise DatasetError(
