@@ -61,6 +61,7 @@ def demo_command(out, width, seed, device, no_fetch, workers, threads, as_json, 
     Example:
       rainbench demo --out demo
     """
+    options.require_device(device)
     demo_options = DemoOptions(
         width=width,
         seed=seed,

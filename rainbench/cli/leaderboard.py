@@ -123,7 +123,8 @@ def eval_command(
         raise click.UsageError("--option is for --model: a registered derainer's options")
     derainer_options = _key_values(options_)
     build = partial(_eval_source, model, model_cmd, outputs, name, checkpoint, derainer_options)
-    if ray is None:
+    if ray is None:  # on a cluster, the GPUs are the cluster's
+        options.require_device(settings["device"])
         source = build(eval_settings)
         reports = evaluate(source, dataset, split, results, eval_settings, checkpoint, progress)
     else:  # each of the cluster's actors builds the source itself

@@ -182,6 +182,8 @@ def score_command(
     metric_options = {"weights_dir": str(weights_dir)} if weights_dir else {}
     if device != "cpu":
         metric_options["device"] = device
+    if ray is None:  # on a cluster, the GPUs are the cluster's
+        options.require_device(device)
     pairing = pair_folders(pred, ref)
     for name in pairing.unmatched_pred:
         click.echo(f"unmatched prediction: {on_one_line(name)}", err=True)

@@ -89,20 +89,28 @@ _DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 
 def torch_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A --device callback: cpu, cuda or cuda:N, and a CUDA device only where there is
-    one, so a machine without a GPU gets one line instead of torch's traceback."""
-    if value is None or value == "cpu":
+    """A --device callback: cpu, cuda or cuda:N (torch's own error is a traceback)."""
+    if value is None or value == "cpu" or _DEVICE.fullmatch(value):
         return value
-    if not _DEVICE.fullmatch(value):
-        raise click.BadParameter(f"{value!r}: give cpu, cuda or cuda:N")
+    raise click.BadParameter(f"{value!r}: give cpu, cuda or cuda:N")
+
+
+def require_device(device: str | None) -> None:
+    """A CUDA device only where there is one, said in one line; for work that runs in
+    this process (on a Ray cluster, the GPUs are the cluster's)."""
+    if device is None or not device.startswith("cuda"):
+        return
     import torch  # only when a GPU is asked for
 
     if not torch.cuda.is_available():
-        raise click.BadParameter(f"{value}: torch sees no CUDA device here; use --device cpu")
-    index = int(value.partition(":")[2] or 0)
+        raise click.BadParameter(
+            f"{device}: torch sees no CUDA device here; use --device cpu", param_hint="--device"
+        )
+    index = int(device.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
-        raise click.BadParameter(f"{value}: this machine has {torch.cuda.device_count()} GPUs")
-    return value
+        raise click.BadParameter(
+            f"{device}: this machine has {torch.cuda.device_count()} GPUs", param_hint="--device"
+        )
 
 
 ray = click.option(

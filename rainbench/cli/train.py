@@ -177,6 +177,7 @@ def train_nlcl_command(
         **_run_settings(rain_types, val_dataset),
         **settings,
     )
+    options.require_device(device)
     report = train(dataset, run, config, device, progress, threads)
     emit(report, as_json, lambda r: _trained_lines(r, "nlcl"))
 
@@ -238,6 +239,7 @@ def train_cclgan_command(
         **_run_settings(rain_types, val_dataset),
         **settings,
     )
+    options.require_device(device)
     report = train(dataset, run, config, device, progress, threads, weights_dir)
     emit(report, as_json, lambda r: _trained_lines(r, "cclgan"))
 
