@@ -18,12 +18,15 @@ _BLOCK_INDICES = 1 << 22
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over `n` values and its bootstrap interval; NaNs when `n` is 0."""
+    """A mean over `n` values and its bootstrap interval; NaNs when `n` is 0. `infinite`
+    of the values are infinite (a PSNR of an output equal to its ground truth): the mean is
+    then infinite too."""
 
     mean: float
     low: float
     high: float
     n: int
+    infinite: int = 0
 
     @property
     def present(self) -> bool:
@@ -38,7 +41,8 @@ def seed_for(*parts: str) -> int:
 def estimate(
     values: np.ndarray, seed: int, resamples: int = RESAMPLES, confidence: float = CONFIDENCE
 ) -> Estimate:
-    """The mean of `values` with its percentile-bootstrap interval at `confidence`."""
+    """The mean of `values` with its percentile-bootstrap interval at `confidence`.
+    Infinite values stay in: every resample that draws one has an infinite mean."""
     values = np.asarray(values, dtype=np.float64)
     n = values.size
     if n == 0:
@@ -52,5 +56,9 @@ def estimate(
         ]
     )
     tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return Estimate(float(values.mean()), float(low), float(high), n)
+    infinite = int(np.isinf(values).sum())
+    # Interpolating towards an infinite resample mean gives NaN or infinity: with one,
+    # the interval's ends are resample means themselves.
+    method = "inverted_cdf" if infinite else "linear"
+    low, high = np.quantile(means, [tail, 1 - tail], method=method)
+    return Estimate(float(values.mean()), float(low), float(high), n, infinite)

@@ -22,6 +22,9 @@ METRIC_LABELS = {
 }
 
 
+INFINITY = "∞"
+
+
 @dataclass(frozen=True)
 class ValueCell:
     """One estimate in a table: a metric over all images, or the primary metric over one
@@ -138,8 +141,10 @@ def speed_decimals(table: SplitTable) -> int:
 
 
 def format_value(value: float | None, decimals: int) -> str:
-    if value is None or not math.isfinite(value):
+    if value is None or math.isnan(value):
         return "—"
+    if math.isinf(value):
+        return INFINITY if value > 0 else f"−{INFINITY}"
     return f"{value:.{decimals}f}"
 
 
@@ -259,6 +264,24 @@ def failures_text(table: SplitTable) -> str | None:
         if row.images_failed
     ]
     return f"Failed images (excluded from the means): {'; '.join(failed)}." if failed else None
+
+
+def infinite_text(table: SplitTable) -> str | None:
+    """Which models have infinite values in which metric, on how many images; None when
+    no value is infinite."""
+    found = [
+        f"{row.model}: {metric_label(m)} on {e.infinite} of {e.n}"
+        for row in table.rows
+        for m in table.metrics
+        if (e := row.estimates.get(m)) is not None and e.infinite
+    ]
+    if not found:
+        return None
+    return (
+        f"Infinite values (an output equal to its ground truth, where PSNR is infinite): "
+        f"{'; '.join(found)}. They stay in the means, which are then infinite ({INFINITY}), "
+        "as a mean of BasicSR's per-image PSNR over a test set is."
+    )
 
 
 def unavailable_text(tables: list[SplitTable]) -> str | None:

@@ -76,7 +76,9 @@ def render_csv(results: Results) -> str:
 
 
 def _csv_float(value: float) -> str:
-    return repr(value) if math.isfinite(value) else ""
+    """A number as Python, pandas and spreadsheets read it back: `inf` for infinity,
+    empty for none."""
+    return "" if math.isnan(value) else repr(value)
 
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV

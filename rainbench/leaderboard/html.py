@@ -19,7 +19,7 @@ from string import Template
 from PIL import Image, UnidentifiedImageError
 
 from rainbench import __version__
-from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES
+from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES, Estimate
 from rainbench.leaderboard.cells import (
     RowCells,
     ValueCell,
@@ -30,6 +30,7 @@ from rainbench.leaderboard.cells import (
     ground_truth_text,
     hardware_text,
     images_text,
+    infinite_text,
     kind_label,
     metric_decimals,
     metric_glossary,
@@ -194,9 +195,8 @@ def _section(
             '<p class="warn">These runs used different metric protocols; their numbers are '
             "not comparable.</p>"
         )
-    failures = failures_text(table)
-    if failures:
-        parts.append(f'<p class="warn">{escape(failures)}</p>')
+    for text in (failures_text(table), infinite_text(table)):
+        parts += [f'<p class="warn">{escape(text)}</p>'] if text else []
     if table.primary:
         parts += ['<div class="charts">', _bars(table, colors), _scatter(table, colors), "</div>"]
     parts += [_strip(table, results, colors), _provenance(table), "</section>"]
@@ -310,21 +310,29 @@ def _value_cell(cell: ValueCell, detail: str) -> str:
 def _bars(table: SplitTable, colors: dict[str, str]) -> str:
     primary = table.primary
     groups = ("all images", *table.rain_types) if table.rain_types else ("all images",)
-    series = [
-        Series(
-            row.model,
-            colors[row.model],
-            (row.estimates.get(primary), *(row.by_rain_type.get(t) for t in table.rain_types)),
-        )
+    found = [
+        (row, (row.estimates.get(primary), *(row.by_rain_type.get(t) for t in table.rain_types)))
         for row in table.rows
+    ]
+    series = [
+        Series(row.model, colors[row.model], tuple(e if _drawable(e) else None for e in values))
+        for row, values in found
     ]
     what = "by rain type" if table.rain_types else "per model"
     caption = (
         f"{primary_label(table)} {what}, bars with their {CONFIDENCE:.0%} intervals "
         f"({'lower' if table.lower_is_better[primary] else 'higher'} is better)."
     )
+    if any(e is not None and e.present and not _drawable(e) for _, v in found for e in v):
+        caption += " An infinite mean has no bar."
     svg = bar_chart(groups, series, primary_label(table), metric_decimals(table, primary))
     return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _drawable(found: Estimate | None) -> bool:
+    """Whether a chart can draw the estimate: present, with a finite mean (and so a finite
+    interval)."""
+    return found is not None and found.present and math.isfinite(found.mean)
 
 
 def _scatter(table: SplitTable, colors: dict[str, str]) -> str:
@@ -332,8 +340,7 @@ def _scatter(table: SplitTable, colors: dict[str, str]) -> str:
     points = [
         Point(row.model, colors[row.model], row.s_per_mp, row.estimates[primary])
         for row in table.rows
-        if primary in row.estimates
-        and row.estimates[primary].present
+        if _drawable(row.estimates.get(primary))
         and math.isfinite(row.s_per_mp)
         and row.s_per_mp > 0
     ]

@@ -7,6 +7,7 @@ import math
 import re
 
 from rainbench.leaderboard.cells import (
+    INFINITY,
     RowCells,
     ValueCell,
     kind_label,
@@ -116,7 +117,9 @@ def _latex_row(cells: RowCells) -> list[str]:
         str(cells.row.rank or "--"),
         _tex(cells.model),
         *(
-            f"{_latex_value(cell)} [{cell.low}, {cell.high}]" if cell.present else "--"
+            f"{_latex_value(cell)} [{_latex_number(cell.low)}, {_latex_number(cell.high)}]"
+            if cell.present
+            else "--"
             for cell in cells.metrics
         ),
         *(_latex_value(cell) if cell.present else "--" for cell in cells.rain_types),
@@ -126,7 +129,13 @@ def _latex_row(cells: RowCells) -> list[str]:
 
 
 def _latex_value(cell: ValueCell) -> str:
-    return f"\\textbf{{{cell.mean}}}" if cell.best else cell.mean
+    mean = _latex_number(cell.mean)
+    return f"\\textbf{{{mean}}}" if cell.best else mean
+
+
+def _latex_number(text: str) -> str:
+    """A formatted value as LaTeX: infinity as the symbol."""
+    return text.replace("−", "-").replace(INFINITY, "$\\infty$")
 
 
 _TEX_ESCAPES = {

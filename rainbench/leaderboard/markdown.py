@@ -17,6 +17,7 @@ from rainbench.leaderboard.cells import (
     ground_truth_text,
     hardware_text,
     images_text,
+    infinite_text,
     kind_label,
     metric_glossary,
     metric_label,
@@ -108,9 +109,8 @@ def _markdown_table(
     truth = ground_truth_text(table)
     if truth:
         lines += ["", _md(truth)]
-    failures = failures_text(table)
-    if failures:
-        lines += ["", _md(failures)]
+    for text in (failures_text(table), infinite_text(table)):
+        lines += ["", _md(text)] if text else []
     lines += ["", "Provenance:", ""]
     lines += [f"- {_md(_provenance_text(row))}" for row in table.rows]
     return lines

@@ -170,11 +170,12 @@ def _row(
     ok = run.scores[run.scores["status"] == "ok"]
 
     def mean(values: pd.Series, *parts: str) -> Estimate:
-        # Nulls are images a metric was not computed on; an infinite PSNR (output equal to
-        # the ground truth) would swallow the mean, so both stay out of it and out of n.
+        # Nulls are images a metric was not computed on: out of the mean and of n. An
+        # infinite PSNR (an output equal to its ground truth) stays in, as a per-image mean
+        # over a test set with BasicSR's PSNR keeps it: the mean is infinite, and says so.
         array = values.to_numpy(dtype=np.float64)
         return estimate(
-            array[np.isfinite(array)], seed_for(run.dataset, run.split, run.model, *parts)
+            array[~np.isnan(array)], seed_for(run.dataset, run.split, run.model, *parts)
         )
 
     estimates = {m: mean(ok[m], m) for m in metrics if m in run.metrics}

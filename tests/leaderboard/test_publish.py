@@ -172,6 +172,48 @@ def test_failed_images_are_excluded_from_means_but_counted(tmp_path, write_run):
     assert (rows[0]["images_ok"], rows[0]["images_failed"], rows[0]["n"]) == ("2", "1", "2")
 
 
+def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
+    # An output equal to its ground truth has an infinite PSNR: "perfect" is everywhere
+    # equal to it; "once" is infinite on one image of three, so its mean is too: both
+    # rank first.
+    inf = math.inf
+    runs = {"perfect": [inf, inf, inf], "once": [30.0, inf, 31.0], "plain": [30.0, 32.0, 31.0]}
+    for model, values in runs.items():
+        write_run(
+            tmp_path,
+            model,
+            "ds",
+            "syn",
+            kind="synthetic",
+            metrics={"psnr_y": values, "ssim_y": [0.9, 1.0, 0.95]},
+        )
+    table = _table(tmp_path, "syn")
+    assert _ranks(table) == {"perfect": 1, "once": 1, "plain": 3}
+    plain = next(r for r in table.rows if r.model == "plain").estimates["psnr_y"]
+    assert (plain.mean, plain.n, plain.infinite) == (31.0, 3, 0)
+    assert plain.low < 31.0 < plain.high
+    once = next(r for r in table.rows if r.model == "once").estimates["psnr_y"]
+    assert (once.mean, once.n, once.infinite) == (inf, 3, 1)
+    # Some resamples draw no infinite image: the interval's low end is a finite mean.
+    assert 30.0 <= once.low <= 31.0 and once.high == inf
+    perfect = next(r for r in table.rows if r.model == "perfect").estimates["psnr_y"]
+    assert (perfect.low, perfect.high, perfect.n) == (inf, inf, 3)
+    results = load_results(tmp_path)
+    markdown = render_markdown(results)
+    assert "| 1 | perfect 1.0 | **∞** [∞, ∞] |" in markdown
+    assert "Infinite values (an output equal to its ground truth" in markdown
+    assert "| 1 | once 1.0 | **∞** [30.00, ∞] |" in markdown
+    assert "once: PSNR-Y on 1 of 3; perfect: PSNR-Y on 3 of 3." in markdown
+    page = render_html(results)
+    assert "perfect: PSNR-Y on 3 of 3" in page and "An infinite mean has no bar." in page
+    assert "$\\infty$" in render_latex(results)
+    rows = list(csv.DictReader(io.StringIO(render_csv(results))))
+    perfect_rows = [r for r in rows if r["model"] == "perfect" and r["metric"] == "psnr_y"]
+    assert [(r["mean"], r["low"], r["high"]) for r in perfect_rows] == [("inf", "inf", "inf")]
+    assert float(perfect_rows[0]["mean"]) == inf
+
+
+
 def test_metrics_not_computed_are_named_with_the_fix(tmp_path, write_run):
     why = "niqe needs niqe_modelparameters.mat; provide it: rainbench weights extract-niqe X"
     for model in ("identity", "guided"):
