@@ -208,11 +208,15 @@ def _score_lines(result: dict) -> list[str]:
     lines = []
     for line in result["summary"]:
         mean = "—" if line["mean"] is None else f"{line['mean']:.4f}"
-        extra = f", {line['infinite']} identical (inf)" if line["infinite"] else ""
-        failed = f", {line['failed']} failed" if line["failed"] else ""
-        lines.append(
-            f"{line['metric']:10s} mean {mean:>10s} over {line['images']} images{extra}{failed}"
+        finite = line["images"] - line["infinite"]
+        # The leaderboard's mean keeps them (it is then infinite); this one says apart.
+        extra = (
+            f" ({line['infinite']} more identical to the reference: inf)"
+            if line["infinite"]
+            else ""
         )
+        failed = f", {line['failed']} failed" if line["failed"] else ""
+        lines.append(f"{line['metric']:10s} mean {mean:>10s} over {finite} images{extra}{failed}")
     for row in result["errors"]:
         click.echo(on_one_line(f"{row['name']}: {row['status']}"), err=True)
     return [*lines, f"scores: {result['out']}"]
