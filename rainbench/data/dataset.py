@@ -89,6 +89,10 @@ class RainDataset(IterableDataset):
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.crops_per_image < 1:
             raise ValueError("crops_per_image must be at least 1")
+        if self.crop is not None and self.crop < 1:
+            raise ValueError(
+                f"crop must be at least 1 px, or None for whole pictures; not {self.crop}"
+            )
         self.epoch = 0
         self._resume: dict = {}
         # A URL's manifests are fetched once, here; every worker reads shards by range.

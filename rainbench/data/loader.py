@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader
 
-from rainbench.data.dataset import RainDataset
+from rainbench.data.dataset import RainDataset, current_slot
 
 
 class Loader:
@@ -35,8 +35,22 @@ class Loader:
         self.dataset.load_state_dict(self.dataset.state_dict())
 
     def __len__(self) -> int:
-        size = self.options.get("batch_size", 1) or 1
-        return -(-len(self.dataset) // size)
+        """Batches an epoch yields in this process: each loader process (num_workers of
+        them, else this one) batches its own share of this rank's samples and ends with
+        its own partial batch, left out with drop_last."""
+        size = self.options.get("batch_size", 1)
+        workers = max(1, self.options.get("num_workers", 0))
+        rank = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
+        samples, crops = len(self.dataset.samples), self.dataset.crops_per_image
+        batches = 0
+        for worker in range(workers):
+            share = len(range(rank.index * workers + worker, samples, rank.count * workers))
+            items = share * crops
+            if self.options.get("drop_last", False):
+                batches += items // size
+            else:
+                batches += -(-items // size)
+        return batches
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.dataset.epoch:

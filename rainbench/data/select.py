@@ -35,6 +35,8 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
         )
     table = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
     table = table[table["kind"].fillna("still") != "video"]  # null: written before videos
+    if filters.split is not None:
+        _check_splits(dataset, table, _values(filters.split))
     table = _keep(table, filters)
     table["member"] = [
         member(key, picture_ext(fmt))
@@ -64,12 +66,31 @@ def pairs(root: Path, split: str | tuple[str, ...], query: str | None = None) ->
     return table.reset_index(drop=True)
 
 
+def _check_splits(dataset: Dataset, table: pd.DataFrame, wanted: tuple[str, ...]) -> None:
+    """Refuse splits of which none holds a capture: a misspelt split would otherwise
+    select nothing and be reported as an empty filter, or as another layer missing."""
+    known = sorted(set(table["split"].dropna()))
+    if set(wanted) & set(known):
+        return
+    where = dataset.url or dataset.root
+    text = f"no captures in split {', '.join(wanted)} of {where}; its splits: {', '.join(known)}"
+    if dataset.synthetic_manifest.exists():
+        paired = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+        found = sorted(set(wanted) & set(paired["split"].to_pylist()))
+        if found:
+            text += f" ({', '.join(found)}: a paired split, read in paired mode)"
+    raise DatasetError(text)
+
+
+def _values(wanted: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (wanted,) if isinstance(wanted, str) else tuple(wanted)
+
+
 def _keep(table: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     for column in ("split", "layer", "rain_type", "camera_model"):
         wanted = getattr(filters, column)
         if wanted is not None:
-            values = (wanted,) if isinstance(wanted, str) else tuple(wanted)
-            table = table[table[column].isin(values)]
+            table = table[table[column].isin(_values(wanted))]
     if filters.min_confidence is not None:
         table = table[table["rain_type_confidence"].fillna(-1) >= filters.min_confidence]
     if filters.query:

@@ -69,6 +69,23 @@ def test_every_sample_exactly_once_across_two_ranks_of_two_workers(_dataset, cro
     assert set(everything.values()) == {crops_per_image}
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batch_size": 3},
+        {"batch_size": 3, "num_workers": 2},
+        {"batch_size": 2, "num_workers": 2, "drop_last": True},
+    ],
+)
+def test_a_loaders_length_is_the_batches_it_yields(_dataset, options):
+    # Each loader process ends with its own partial batch: more batches than the
+    # samples over the batch size.
+    for rank in (0, 1):
+        dataset = RainDataset(_dataset, crop=32, crops_per_image=2, rank=rank, world_size=2)
+        loader = Loader(dataset, **options)
+        assert len(loader) == sum(1 for _ in loader)
+
+
 def test_the_order_comes_from_seed_and_epoch():
     shards = np.array(["a", "a", "b", "b", "b", "c"])
     first = epoch_order(shards, seed=1, epoch=0, shuffle=True)
@@ -141,6 +158,15 @@ def test_filters_come_from_the_manifest(_dataset):
         RainDataset(_dataset, filters=Filters(rain_type="hail"))
     with pytest.raises(DatasetError, match="bad query"):
         RainDataset(_dataset, filters=Filters(query="nonsense ==="))
+    # A split no capture is in is named, with the splits there are, whatever the mode.
+    splits = ", ".join(sorted(set(samples.split)))
+    with pytest.raises(
+        DatasetError, match=f"no captures in split nope of .*; its splits: {splits}$"
+    ):
+        RainDataset(_dataset, mode="unpaired", filters=Filters(split="nope"))
+    some_split = samples.split.iloc[0]
+    chosen = RainDataset(_dataset, filters=Filters(split=(some_split, "nope")), crop=32)
+    assert len(chosen) == (samples.split == some_split).sum()
 
 
 def _locate(window: np.ndarray, image: np.ndarray) -> list[tuple[int, int]]:
@@ -358,3 +384,16 @@ def test_crops_cut_before_turning_equal_crops_of_the_upright_picture(orientation
         box = (slice(None), slice(top, top + side), slice(left, left + side))
         crop = stored[box].permute(1, 2, 0).numpy()
         assert np.array_equal(crop, upright[top : top + side, left : left + side])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"mode": "pairs"}, "mode must be one of"),
+        ({"crops_per_image": 0}, "crops_per_image must be at least 1"),
+        ({"crop": -5}, "crop must be at least 1 px, or None for whole pictures; not -5"),
+    ],
+)
+def test_impossible_settings_are_refused_when_made_not_while_iterating(_dataset, settings, message):
+    with pytest.raises(ValueError, match=message):
+        RainDataset(_dataset, **settings)

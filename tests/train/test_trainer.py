@@ -121,6 +121,16 @@ def test_other_settings_are_refused_on_resume(tmp_path, _dataset):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "crop": 40}))
 
 
+def test_fewer_steps_than_trained_are_refused_and_the_settings_kept(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
+    before = (run / "config.json").read_text()
+    fewer = NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0})
+    with pytest.raises(DatasetError, match=r"has trained 2 steps already, more than the 1"):
+        train(_dataset, run, fewer)
+    assert (run / "config.json").read_text() == before
+
+
 def test_a_batch_no_loader_process_can_fill_is_refused_not_waited_for(tmp_path, _dataset):
     # Each loader process drops its partial batch: with every one short of a batch, an
     # epoch would give nothing and training would wait forever.

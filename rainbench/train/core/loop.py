@@ -125,6 +125,11 @@ def train(
     if last_path.exists():
         step = _load_checkpoint(method, last_path, model, optimizers, loader, sampler, device)
         resumed_from = step
+        if step > config.steps:  # before config.json says fewer steps than were trained
+            raise DatasetError(
+                f"{run} has trained {step} steps already, more than the {config.steps} asked "
+                f"for: ask for {step} or more to go on from its last checkpoint"
+            )
     if rank == 0:  # only now: a run that could not start leaves no settings behind
         _write_settings(run, config)
         _write_provenance(run, trained_on, device)
