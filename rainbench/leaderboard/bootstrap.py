@@ -27,6 +27,7 @@ class Estimate:
     high: float
     n: int
     infinite: int = 0
+    finite_sum: float = math.nan  # the sum of the finite values, to order infinite means
 
     @property
     def present(self) -> bool:
@@ -61,4 +62,5 @@ def estimate(
     # the interval's ends are resample means themselves.
     method = "inverted_cdf" if infinite else "linear"
     low, high = np.quantile(means, [tail, 1 - tail], method=method)
-    return Estimate(float(values.mean()), float(low), float(high), n, infinite)
+    finite_sum = float(values[np.isfinite(values)].sum())
+    return Estimate(float(values.mean()), float(low), float(high), n, infinite, finite_sum)

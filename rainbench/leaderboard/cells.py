@@ -8,7 +8,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES, Estimate
-from rainbench.leaderboard.ranking import Row, SplitTable, metric_specs, ordered_metrics
+from rainbench.leaderboard.ranking import (
+    Row,
+    SplitTable,
+    metric_specs,
+    ordered_metrics,
+    standing,
+)
 from rainbench.leaderboard.results import Run
 
 METRIC_LABELS = {
@@ -88,18 +94,19 @@ def imported_weights(run: Run) -> bool:
 def table_cells(table: SplitTable) -> list[RowCells]:
     """The cells of every row of `table`, in rank order."""
     decimals = {m: metric_decimals(table, m) for m in table.metrics}
-    best = {m: table.best(m) for m in table.metrics}
-    best_by_type = {t: table.best(table.primary, t) for t in table.rain_types}
+    best = {m: table.best_standing(m) for m in table.metrics}
+    best_by_type = {t: table.best_standing(table.primary, t) for t in table.rain_types}
     fastest, speed = table.best_speed(), speed_decimals(table)
     return [
         RowCells(
             row,
             metrics=tuple(
-                _value_cell(m, None, row.estimates.get(m), decimals[m], best[m])
+                _value_cell(table, m, None, row.estimates.get(m), decimals[m], best[m])
                 for m in table.metrics
             ),
             rain_types=tuple(
                 _value_cell(
+                    table,
                     table.primary,
                     t,
                     row.by_rain_type.get(t),
@@ -116,16 +123,22 @@ def table_cells(table: SplitTable) -> list[RowCells]:
 
 
 def _value_cell(
-    metric: str, rain_type: str | None, found: Estimate | None, decimals: int, best: float | None
+    table: SplitTable,
+    metric: str,
+    rain_type: str | None,
+    found: Estimate | None,
+    decimals: int,
+    best: tuple[float, float] | None,
 ) -> ValueCell:
     present = found is not None and found.present
-    return ValueCell(metric, rain_type, found, decimals, present and found.mean == best)
+    mine = standing(found, table.lower_is_better[metric]) if present else None
+    return ValueCell(metric, rain_type, found, decimals, present and mine == best)
 
 
 def decimals_for(values: Iterable[float]) -> int:
     """Decimals that show four significant digits of the largest value (at least one)."""
     largest = max((abs(v) for v in values), default=0.0)
-    if largest < 1:
+    if largest <= 1:  # SSIM's 1.0 keeps the column at 4 decimals
         return 4
     return max(1, 4 - len(str(int(largest))))
 
@@ -266,6 +279,16 @@ def failures_text(table: SplitTable) -> str | None:
     return f"Failed images (excluded from the means): {'; '.join(failed)}." if failed else None
 
 
+def unranked_text(table: SplitTable) -> str | None:
+    """Which rows are not ranked and why; None when every row with a score is."""
+    found = [f"{row.model} ({row.unranked})" for row in table.rows if row.unranked]
+    if not found:
+        return None
+    return (
+        f"Not ranked, as a rank compares methods on every image of the split: {'; '.join(found)}."
+    )
+
+
 def infinite_text(table: SplitTable) -> str | None:
     """Which models have infinite values in which metric, on how many images; None when
     no value is infinite."""
@@ -280,7 +303,9 @@ def infinite_text(table: SplitTable) -> str | None:
     return (
         f"Infinite values (an output equal to its ground truth, where PSNR is infinite): "
         f"{'; '.join(found)}. They stay in the means, which are then infinite ({INFINITY}), "
-        "as a mean of BasicSR's per-image PSNR over a test set is."
+        "as a mean of BasicSR's per-image PSNR over a test set is; of two infinite means, "
+        "the one with the larger share of infinite values ranks first, then the larger sum "
+        "of the others."
     )
 
 

@@ -39,6 +39,7 @@ from rainbench.leaderboard.cells import (
     short_sha,
     table_cells,
     unavailable_text,
+    unranked_text,
 )
 from rainbench.leaderboard.charts import Point, Series, bar_chart, scatter_chart
 from rainbench.leaderboard.ranking import Row, SplitTable, leaderboard_tables
@@ -195,7 +196,7 @@ def _section(
             '<p class="warn">These runs used different metric protocols; their numbers are '
             "not comparable.</p>"
         )
-    for text in (failures_text(table), infinite_text(table)):
+    for text in (unranked_text(table), failures_text(table), infinite_text(table)):
         parts += [f'<p class="warn">{escape(text)}</p>'] if text else []
     if table.primary:
         parts += ['<div class="charts">', _bars(table, colors), _scatter(table, colors), "</div>"]

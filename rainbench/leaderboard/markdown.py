@@ -25,6 +25,7 @@ from rainbench.leaderboard.cells import (
     short_sha,
     table_cells,
     unavailable_text,
+    unranked_text,
 )
 from rainbench.leaderboard.ranking import Row, SplitTable, leaderboard_tables
 from rainbench.leaderboard.results import Results
@@ -109,7 +110,7 @@ def _markdown_table(
     truth = ground_truth_text(table)
     if truth:
         lines += ["", _md(truth)]
-    for text in (failures_text(table), infinite_text(table)):
+    for text in (unranked_text(table), failures_text(table), infinite_text(table)):
         lines += ["", _md(text)] if text else []
     lines += ["", "Provenance:", ""]
     lines += [f"- {_md(_provenance_text(row))}" for row in table.rows]

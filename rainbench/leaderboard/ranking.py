@@ -25,12 +25,15 @@ class Row:
     """A model's line in a split's table."""
 
     run: Run
-    rank: int | None  # None when the model has no value for the primary metric
+    rank: int | None  # None when the row is not ranked: see `unranked`
     estimates: dict[str, Estimate]  # per metric, over the images with status ok
     by_rain_type: dict[str, Estimate]  # the primary metric per rain type (real splits)
     s_per_mp: float  # median over ok images; NaN when none
     images_ok: int
     images_failed: int
+    # Why a row with the primary metric is not ranked (its run has not finished, it
+    # failed on images, …); None when it is ranked or has no primary metric to rank by.
+    unranked: str | None = None
 
     @property
     def model(self) -> str:
@@ -63,12 +66,27 @@ class SplitTable:
         return tuple(sorted(found))
 
     def best(self, metric: str, rain_type: str | None = None) -> float | None:
-        """The best mean of `metric` (of the primary metric on `rain_type`) in the table."""
-        means = [
-            (row.by_rain_type if rain_type else row.estimates).get(rain_type or metric)
-            for row in self.rows
+        """The best mean of `metric` (of the primary metric on `rain_type`) among the
+        ranked rows (all rows where none is ranked)."""
+        found = self._best_estimate(metric, rain_type)
+        return found.mean if found else None
+
+    def best_standing(self, metric: str, rain_type: str | None = None) -> tuple | None:
+        """`standing` of the best mean: a cell is the best of its column when its own
+        standing equals it (of two infinite means, only the better is)."""
+        found = self._best_estimate(metric, rain_type)
+        return standing(found, self.lower_is_better[metric]) if found else None
+
+    def _best_estimate(self, metric: str, rain_type: str | None) -> Estimate | None:
+        ranked = [row for row in self.rows if row.rank is not None] or list(self.rows)
+        found = [
+            e
+            for row in ranked
+            if (e := (row.by_rain_type if rain_type else row.estimates).get(rain_type or metric))
+            and e.present
         ]
-        return _best([e.mean for e in means if e and e.present], self.lower_is_better[metric])
+        lower = self.lower_is_better[metric]
+        return max(found, key=lambda e: standing(e, lower), default=None)
 
     def best_speed(self) -> float | None:
         return _best([row.s_per_mp for row in self.rows if math.isfinite(row.s_per_mp)], True)
@@ -99,6 +117,9 @@ def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
     primary = _primary(kind, metrics)
     rain_types = _rain_types(runs) if kind == "real" and primary else ()
     rows = [_row(run, metrics, primary, rain_types) for run in runs]
+    latest = _latest_split(runs)
+    scored = {key for run in runs for key in _scored_keys(run, primary)}
+    rows = [replace(row, unranked=_unranked(row, primary, latest, scored)) for row in rows]
     ranked = _rank(rows, primary, lower_is_better)
     return SplitTable(
         dataset=dataset,
@@ -196,19 +217,78 @@ def _row(
     )
 
 
-def _rank(rows: list[Row], primary: str | None, lower_is_better: dict) -> tuple[Row, ...]:
-    """Standard competition ranking (1, 1, 3): equal means share a rank."""
+def standing(found: Estimate, lower_is_better: bool) -> tuple[float, float]:
+    """A mean as an order, the better the larger. An infinite value counts as a cap C
+    that grows without bound: means with infinite values order by their share of them,
+    then by the finite values' sum over n, as (k·C + Σ finite) / n does for a large C."""
+    if math.isinf(found.mean):
+        sign = 1 if found.mean > 0 else -1
+        key = (sign * found.infinite / found.n, found.finite_sum / found.n)
+    else:
+        key = (0.0, found.mean)
+    return (-key[0], -key[1]) if lower_is_better else key
 
-    def score(row: Row) -> float | None:
+
+def _latest_split(runs: list[Run]) -> str | None:
+    """The split's sha256 as the most recently finished run recorded it (None when no
+    run records one)."""
+    recorded = [
+        (provenance["finished_at"], provenance["dataset"]["split_sha256"])
+        for run in runs
+        if (provenance := run.provenance)
+        and provenance.get("finished_at")
+        and (provenance.get("dataset") or {}).get("split_sha256")
+    ]
+    return max(recorded)[1] if recorded else None
+
+
+def _scored_keys(run: Run, primary: str | None) -> set[str]:
+    """The images the run has a value of `primary` for."""
+    ok = run.scores[run.scores["status"] == "ok"]
+    if primary is None or primary not in ok.columns:
+        return set()
+    return set(ok.loc[ok[primary].notna(), "key"])
+
+
+def _unranked(row: Row, primary: str | None, latest: str | None, scored: set[str]) -> str | None:
+    """Why a row is not ranked: a rank compares every method on the same images, all of
+    them scored; None when it is ranked (or there is nothing to rank it by). `scored`:
+    the images some run has a value of `primary` for; one no run has is no one's loss."""
+    found = row.estimates.get(primary) if primary else None
+    if found is None or not found.present:
+        return None
+    total = row.images_ok + row.images_failed
+    split = ((row.run.provenance or {}).get("dataset") or {}).get("split_sha256")
+    if not row.run.complete:
+        return "its run has not finished"
+    if row.images_failed:
+        return f"it failed on {row.images_failed} of {total} images"
+    ok = row.run.scores.loc[row.run.scores["status"] == "ok", "key"]
+    missing = (set(ok) - _scored_keys(row.run, primary)) & scored
+    if missing:
+        return f"{primary} was not computed on {len(missing)} of {total} images"
+    if latest and split and split != latest:
+        return (
+            f"it was scored on another version of the split (split {split[:12]}, the latest "
+            f"run's {latest[:12]}); run rainbench eval for it again"
+        )
+    return None
+
+
+def _rank(rows: list[Row], primary: str | None, lower_is_better: dict) -> tuple[Row, ...]:
+    """Standard competition ranking (1, 1, 3) of the rows that can be ranked: equal means
+    share a rank; the others follow, unranked."""
+
+    def score(row: Row) -> tuple[float, float] | None:
         found = row.estimates.get(primary) if primary else None
-        if found is None or not found.present:
+        if found is None or not found.present or row.unranked:
             return None
-        return found.mean if lower_is_better[primary] else -found.mean
+        return standing(found, lower_is_better[primary])
 
     scores = [score(row) for row in rows]
     known = [s for s in scores if s is not None]
     ranked = [
-        replace(row, rank=None if mine is None else 1 + sum(s < mine for s in known))
+        replace(row, rank=None if mine is None else 1 + sum(s > mine for s in known))
         for row, mine in zip(rows, scores, strict=True)
     ]
     return tuple(sorted(ranked, key=lambda r: (r.rank is None, r.rank or 0, r.model)))

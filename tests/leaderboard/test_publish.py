@@ -174,8 +174,8 @@ def test_failed_images_are_excluded_from_means_but_counted(tmp_path, write_run):
 
 def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
     # An output equal to its ground truth has an infinite PSNR: "perfect" is everywhere
-    # equal to it; "once" is infinite on one image of three, so its mean is too: both
-    # rank first.
+    # equal to it; "once" is infinite on one image of three, so its mean is too, but a
+    # smaller share of its images is: it ranks second, above any finite mean.
     inf = math.inf
     runs = {"perfect": [inf, inf, inf], "once": [30.0, inf, 31.0], "plain": [30.0, 32.0, 31.0]}
     for model, values in runs.items():
@@ -188,7 +188,7 @@ def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
             metrics={"psnr_y": values, "ssim_y": [0.9, 1.0, 0.95]},
         )
     table = _table(tmp_path, "syn")
-    assert _ranks(table) == {"perfect": 1, "once": 1, "plain": 3}
+    assert _ranks(table) == {"perfect": 1, "once": 2, "plain": 3}
     plain = next(r for r in table.rows if r.model == "plain").estimates["psnr_y"]
     assert (plain.mean, plain.n, plain.infinite) == (31.0, 3, 0)
     assert plain.low < 31.0 < plain.high
@@ -202,8 +202,8 @@ def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
     markdown = render_markdown(results)
     assert "| 1 | perfect 1.0 | **∞** [∞, ∞] |" in markdown
     assert "Infinite values (an output equal to its ground truth" in markdown
-    assert "| 1 | once 1.0 | **∞** [30.00, ∞] |" in markdown
-    assert "once: PSNR-Y on 1 of 3; perfect: PSNR-Y on 3 of 3." in markdown
+    assert "| 2 | once 1.0 | ∞ [30.00, ∞] |" in markdown
+    assert "perfect: PSNR-Y on 3 of 3; once: PSNR-Y on 1 of 3." in markdown
     page = render_html(results)
     assert "perfect: PSNR-Y on 3 of 3" in page and "An infinite mean has no bar." in page
     assert "$\\infty$" in render_latex(results)
@@ -212,6 +212,43 @@ def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
     assert [(r["mean"], r["low"], r["high"]) for r in perfect_rows] == [("inf", "inf", "inf")]
     assert float(perfect_rows[0]["mean"]) == inf
 
+
+def test_a_rank_compares_only_runs_that_scored_every_image_of_the_same_split(tmp_path, write_run):
+    def run(model, niqe, **options):
+        return write_run(
+            tmp_path, model, "ds", "test", kind="real", metrics={"niqe": niqe}, **options
+        )
+
+    run("whole", [5.0, 5.0, 5.0])
+    run("crashy", [1.0, 1.0, 9.0], status=["ok", "ok", "failed"])  # failed on its worst image
+    run("blind", [2.0, 2.0, None])  # niqe could not be computed on one output
+    write_run(tmp_path, "x", "ds", "other", kind="real", metrics={"niqe": [2.0, None]})
+    write_run(tmp_path, "y", "ds", "other", kind="real", metrics={"niqe": [3.0, None]})
+    run("running", [1.0, 1.0, 1.0], finished=False)
+    older = run("older", [3.0, 3.0, 3.0])
+    sidecar = older.with_suffix(".json")
+    provenance = json.loads(sidecar.read_text())
+    provenance["dataset"]["split_sha256"] = "01" * 32
+    provenance["finished_at"] = "2024-12-31T10:05:00+00:00"  # before the others
+    sidecar.write_text(json.dumps(provenance))
+    table = _table(tmp_path, "test")
+    assert _ranks(table) == {
+        "whole": 1, "crashy": None, "blind": None, "running": None, "older": None
+    }  # fmt: skip
+    reasons = {row.model: row.unranked for row in table.rows}
+    assert reasons["whole"] is None
+    assert reasons["crashy"] == "it failed on 1 of 3 images"
+    assert reasons["blind"] == "niqe was not computed on 1 of 3 images"
+    assert reasons["running"] == "its run has not finished"
+    assert reasons["older"].startswith(
+        "it was scored on another version of the split (split 010101"
+    )
+    markdown = render_markdown(load_results(tmp_path))
+    assert "| 1 | whole 1.0 | **5.000** [5.000, 5.000] |" in markdown  # the best of the ranked
+    assert "Not ranked, as a rank compares methods on every image of the split: " in markdown
+    assert "crashy (it failed on 1 of 3 images)" in markdown
+    # An image no method has a value for is no one's loss.
+    assert _ranks(_table(tmp_path, "other")) == {"x": 1, "y": 2}
 
 
 def test_metrics_not_computed_are_named_with_the_fix(tmp_path, write_run):
@@ -550,10 +587,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 # replaced by "VERSION"): any change to a rendering's bytes changes its digest. Where a
 # change is meant, write the new digests here and say why in the commit.
 GOLDEN = {
-    "md": "4f2e23b32d110f70cd80c996ba74adb63f51695bbc5e7e9856b314e4e047ea94",
-    "csv": "8e228214cf2b468fee5fc9ff10148d2fe2b0e454a139029a0a14bff69e90c375",
-    "latex": "5f5cad11f84fce5ac7bda8db9ee5a0517e8f6f8afe5efbdbbffc425b124ee9bb",
-    "html": "d739c5f3e60c10ff5a622c49a44fca5924929fec6ba83089a5d8c059b4293a7e",
+    "md": "f59284ed34c58221adbc1314a0cc9f399a91e23dd7cc5e8e2a6e459f87c49fcd",
+    "csv": "6284c62264e84c9419dfebf55058339f71b5b7902425dba2950b0d1d0ae875e8",
+    "latex": "465cf919998921ca836c473ef2b26125976434f1ab58c92e79760a4d7d60bbcb",
+    "html": "7f5ab60b2f2893252d39dfc558060bc290c4cac0877d9f8573a10931cdb59ed5",
 }
 
 
