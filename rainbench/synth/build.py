@@ -4,6 +4,7 @@ what each recipe means on one picture.
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,12 @@ class SynthOptions:
     max_side: int | None = None  # shrink larger sources to this longest side first
     shard_bytes: int = DEFAULT_SHARD_BYTES
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Splits are syn-<recipe>, or syn-<recipe>-<suffix>: renders made otherwise than a
+    # split's own (other sources, seed or size) go to a split of their own.
+    suffix: str | None = None
+
+    def split(self, recipe: str) -> str:
+        return f"syn-{recipe}" + (f"-{self.suffix}" if self.suffix else "")
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,18 @@ def synthesize(root: str | Path, options: SynthOptions, progress: bool = False) 
     unknown = [r for r in options.recipes if r not in RECIPES]
     if unknown:
         raise DatasetError(f"unknown recipe {unknown[0]!r}; known: {', '.join(RECIPES)}")
+    if options.suffix is not None and not re.fullmatch(manifest.SPLIT, options.split("x")):
+        raise DatasetError(
+            f"--suffix {options.suffix!r} does not make a split name (lowercase letters, "
+            "digits, '-' and '_')"
+        )
+    recipes = tuple(dict.fromkeys(options.recipes))  # each once, in the order given
     with writing(root) as dataset, WorkerPool(options.workers) as pool:
+        _check_made_alike(dataset, options, recipes)
         sources = _sources(dataset, options)
         jobs = [
             _job(dataset, source, recipe, options, index)
-            for recipe in options.recipes
+            for recipe in recipes
             for source in sources
             for index in range(options.renders)
         ]
@@ -73,6 +87,44 @@ def synthesize(root: str | Path, options: SynthOptions, progress: bool = False) 
             dataset, jobs, render_pair, pool, options.shard_bytes, run_id, progress
         )
     return summary
+
+
+def _check_made_alike(dataset: Dataset, options: SynthOptions, recipes: tuple[str, ...]) -> None:
+    """Refuse to add renders to a split that holds renders made otherwise: from another
+    split or layer, with another base seed or size. A benchmark's syn-* splits are one
+    set of renders (the clean test captures at seed 0, full size), and training renders
+    mixed into them would be scored as test images."""
+    if not dataset.synthetic_manifest.exists():
+        return
+    splits = {options.split(recipe) for recipe in recipes}
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    rows = [r for r in pairs.select(["split", "job"]).to_pylist() if r["split"] in splits]
+    if not rows:
+        return
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    placed = {
+        row["key"]: (row["split"], row["layer"])
+        for row in samples.select(["key", "split", "layer"]).to_pylist()
+    }
+    mine = _made(options.source_split, options.source_layer, options.seed, options.max_side or 0)
+    for row in rows:
+        # The job: <recipe>@<version>:<source key>:<seed>:<render index>:<max side or 0>
+        parts = row["job"].rsplit(":", 4)
+        if len(parts) != 5 or parts[1] not in placed:  # a source since removed says nothing
+            continue
+        _, source, seed, _, max_side = parts
+        theirs = _made(*placed[source], int(seed), int(max_side))
+        if theirs != mine:
+            raise DatasetError(
+                f"{row['split']} holds renders of {theirs}; these would be of {mine}. Render "
+                "them into a split of their own with --suffix NAME (syn-<recipe>-NAME), or "
+                "with the split's own options"
+            )
+
+
+def _made(split: str, layer: str, seed: int, max_side: int) -> str:
+    size = f"shrunk to {max_side} px" if max_side else "full size"
+    return f"the {layer} captures of {split} at seed {seed}, {size}"
 
 
 def _sources(dataset: Dataset, options: SynthOptions) -> list[dict]:
@@ -107,7 +159,7 @@ def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, ind
         else (members[0], source["format"], source["bytes"])
     )
     return PairJob(
-        split=f"syn-{recipe}",
+        split=options.split(recipe),
         job=f"{recipe}@{version}:{source['key']}:{options.seed}:{index}:{options.max_side or 0}",
         row={
             "recipe": recipe,

@@ -6,6 +6,7 @@ import hashlib
 import io
 import shutil
 import tarfile
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,24 @@ def test_rerun_is_a_no_op_and_output_is_reproducible(ds, tmp_path, _clean_datase
     other = shutil.copytree(_clean_dataset, tmp_path / "other")
     synthesize(other, SynthOptions(workers=2, shard_bytes=200_000))
     assert _shard_hashes(other) == first
+
+
+def test_renders_made_otherwise_go_to_a_split_of_their_own(ds):
+    streak = SynthOptions(workers=1, shard_bytes=200_000, recipes=("streak", "streak"))
+    assert dict(synthesize(ds, streak).stored) == {"syn-streak": 5}  # each recipe once
+    for other in ({"seed": 1}, {"max_side": 64}, {"source_layer": "rainy"}):
+        with pytest.raises(DatasetError, match=r"syn-streak holds renders of the clean captures"):
+            synthesize(ds, replace(streak, **other))
+    more = synthesize(ds, replace(streak, renders=2))  # the same renders, one more each
+    assert dict(more.stored) == {"syn-streak": 5}
+    small = synthesize(ds, replace(streak, max_side=64, suffix="small"))
+    assert dict(small.stored) == {"syn-streak-small": 5}
+    pairs = pd.read_parquet(ds / "manifests/synthetic.parquet")
+    assert pairs.groupby("split").size().to_dict() == {"syn-streak": 10, "syn-streak-small": 5}
+    assert pairs[pairs.split == "syn-streak-small"].width.max() <= 64
+    assert verify(Dataset(ds)) == []
+    with pytest.raises(DatasetError, match="does not make a split name"):
+        synthesize(ds, replace(streak, suffix="No Good"))
 
 
 def test_killed_run_resumes_into_the_same_shards(ds, tmp_path, _clean_dataset, monkeypatch):
