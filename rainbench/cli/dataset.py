@@ -10,7 +10,7 @@ from rainbench.cli import options
 from rainbench.cli.output import emit, on_one_line, to_json, write_json
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
-from rainbench.shards.dataset import open_dataset
+from rainbench.shards.dataset import DatasetBusy, open_dataset
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import verify
 
@@ -122,6 +122,10 @@ def format_summary(summary: IngestSummary, out: Path) -> str:
     return "\n".join(lines)
 
 
+# verify's exit code when another process is writing to the dataset: nothing was judged.
+BUSY = 3
+
+
 @click.command("verify")
 @options.dataset(url=True)
 @options.workers
@@ -129,12 +133,19 @@ def format_summary(summary: IngestSummary, out: Path) -> str:
 def verify_command(dataset, workers, as_json) -> None:
     """Check every shard and manifest row of DATASET; exit 1 naming each problem.
 
+    Exit 3, with one line naming the writer, when another rainbench command is writing
+    to DATASET: its unfinished work is no damage; verify again once it has finished.
+
     \b
     Example:
       rainbench verify ds
       rainbench verify s3://lab/ds
     """
-    problems = verify(open_dataset(dataset), workers)
+    try:
+        problems = verify(open_dataset(dataset), workers)
+    except DatasetBusy as busy:
+        click.echo(f"error: {busy}", err=True)
+        sys.exit(BUSY)
     if as_json:
         click.echo(to_json(problems))
     elif problems:

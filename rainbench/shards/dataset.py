@@ -9,7 +9,10 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import socket
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rainbench import __version__
-from rainbench.errors import RainbenchError
+from rainbench.errors import RainbenchError, first_line
 from rainbench.files import regular_file, write_atomic
 from rainbench.store import (
     create,
@@ -44,10 +47,26 @@ STORE_LOCK = ".writer-lock.json"
 TAGGERS = "taggers"
 SIDE_FOLDERS = (TAGGERS,)
 _SIDE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one name: never outside its folder
+# Every name rainbench puts at a dataset's top level (`.dataset.json.tmp`: write_atomic's,
+# left by a kill -9). A folder without dataset.json that holds only these is the start of
+# a dataset, a first ingest killed before its first commit, and a writer goes on in it;
+# anything else there (hidden names aside) is somebody else's, and no writer touches it.
+OWN_NAMES = frozenset(
+    {"dataset.json", ".dataset.json.tmp", "manifests", "shards", ".ingest", ".lock", STORE_LOCK}
+    | set(SIDE_FOLDERS)
+)
+# A reader's look at the lock (`Dataset.writer`) holds it, shared, for an instant: a
+# writer that meets it then tries again this much later before it gives up.
+_LOCK_RETRY_S = 0.05
 
 
 class DatasetError(RainbenchError):
     """A problem with a dataset the user should fix; the message is one line."""
+
+
+class DatasetBusy(DatasetError):
+    """A reader found the dataset being written by another process: what it would read
+    now is a half-made change, not damage."""
 
 
 @dataclass(frozen=True)
@@ -172,22 +191,22 @@ class Dataset:
 
         flock is released by the kernel when the holder dies, so a killed ingest
         never leaves a stale lock behind. A dataset in a store is also locked there
-        (`_store_lock`), against writers on other machines.
+        (`_store_lock`), against writers on other machines. The folder is checked
+        first (`_check_folder`): nothing is made in a file's place or among somebody
+        else's files.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._check_folder()
         with open(self.root / ".lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not (_flock(handle, fcntl.LOCK_EX) or _flock(handle, fcntl.LOCK_EX, _LOCK_RETRY_S)):
                 handle.seek(0)
-                holder = handle.read().strip() or "another process"
+                holder = _one_line(handle.read(1000)) or "another process"
                 raise DatasetError(
-                    f"another rainbench command is writing to {self.root} ({holder}); "
+                    f"another rainbench command is writing to {self.root}: {holder}; "
                     "wait for it to finish"
-                ) from None
+                )
             handle.seek(0)
             handle.truncate()
-            handle.write(f"pid {os.getpid()}")
+            handle.write(f"pid {os.getpid()} ({_command()})")
             handle.flush()
             try:
                 if self.url is None:
@@ -197,6 +216,79 @@ class Dataset:
                         yield
             finally:
                 handle.truncate(0)
+
+    def _check_folder(self) -> None:
+        """Make the dataset's folder, refusing a file in its place and a folder that
+        holds anything but a dataset's own files (`OWN_NAMES`): a user's photos, say,
+        named by mistake."""
+        if self.root.exists() and not self.root.is_dir():
+            raise DatasetError(f"{self.root} is a file, not a folder; give a dataset folder")
+        if self.url is None and self.root.is_dir() and not self.exists():
+            # Hidden names aside (.DS_Store, a file manager's): no one's photos.
+            foreign = sorted(
+                name
+                for name in os.listdir(self.root)
+                if name not in OWN_NAMES and not name.startswith(".")
+            )
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (
+                    f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+                )
+                raise DatasetError(
+                    f"{self.root} is not empty and not a rainbench dataset (it holds "
+                    f"{shown}); give a new or empty folder"
+                )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatasetError(
+                f"{self.root}: cannot make the folder: {first_line(error)}"
+            ) from None
+
+    def writer(self) -> str | None:
+        """Who is writing to the dataset now, as the writer put itself down
+        ("pid N (command …)"), or None when nobody is. A local dataset's flock is tried,
+        shared and without waiting, and let go at once: only a live holder keeps it. A
+        store's lock object names its holder; one left by a killed writer on this
+        machine does not count (`_left_here_by_the_dead`)."""
+        if self.url is not None:
+            holder = _lock_holder(f"{self.url}/{STORE_LOCK}")
+            if holder is None or _left_here_by_the_dead(holder):
+                return None
+            return _holder_text(holder)
+        try:
+            handle = open(self.root / ".lock", "rb")  # noqa: SIM115 - closed below
+        except OSError:  # no lock file: nobody ever wrote here, or nobody can
+            return None
+        with handle:
+            if _flock(handle, fcntl.LOCK_SH):
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return None
+            return _one_line(handle.read(1000).decode("utf-8", "replace")) or "another process"
+
+
+def _flock(handle, mode: int, wait: float = 0) -> bool:
+    """Whether the lock `mode` on `handle` was taken, without blocking (after `wait`)."""
+    if wait:
+        time.sleep(wait)
+    try:
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _command() -> str:
+    """This process's command line, one line of at most 200 characters: how a reader
+    or another writer finds out what holds the lock."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    words = [program] if program and not program.startswith("-") else ["python", program]
+    return _one_line(shlex.join([word for word in words if word] + sys.argv[1:]))
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = "".join(c if c.isprintable() else "?" for c in text.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @contextmanager
@@ -237,6 +329,7 @@ def _this_process() -> dict:
         "host": socket.gethostname(),
         "namespace": _pid_namespace(),
         "pid": os.getpid(),
+        "command": _command(),
         "started": _start_ticks(os.getpid()),
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
         "token": uuid.uuid4().hex,
@@ -261,12 +354,17 @@ def _left_here_by_the_dead(holder: dict) -> bool:
     return not isinstance(pid, int) or _start_ticks(pid) != holder.get("started")
 
 
-def _refuse(url: str, lock_url: str, holder: dict | None) -> None:
-    who = (
-        f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('since')}"
-        if holder
-        else "a holder that left no name"
+def _holder_text(holder: dict) -> str:
+    command = holder.get("command")
+    return (
+        f"host {holder.get('host')}, pid {holder.get('pid')}"
+        + (f" ({_one_line(command)})" if isinstance(command, str) else "")
+        + f", since {holder.get('since')}"
     )
+
+
+def _refuse(url: str, lock_url: str, holder: dict | None) -> None:
+    who = _holder_text(holder) if holder else "a holder that left no name"
     raise DatasetError(
         f"another rainbench command is writing to {url} ({who}); wait for it to finish. "
         f"If it was killed, run it again on that host to resume, or delete {lock_url}"

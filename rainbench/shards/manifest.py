@@ -141,8 +141,15 @@ REJECTS = pa.schema(
 # (synth.splits.PairJob); splits are train/val/test, syn-<recipe> or an imported set's
 # name; shards are Dataset.shard_name / synthetic_shard_name.
 KEY = f"[0-9a-f]{{{KEY_HEX}}}"
-SPLIT = "[a-z0-9][a-z0-9_-]*"
-SHARD = rf"shards/(synthetic/)?{SPLIT}/{SPLIT}-[0-9]{{6,}}\.tar"
+# A new split's name, as the commands that name one check it before anything is written:
+# at most SPLIT_MAX characters, so that its shards' file names (<split>-NNNNNN.tar and
+# their temporaries, .<12 hex>.tmp more) stay far below the 255 bytes a file system allows.
+SPLIT_MAX = 100
+SPLIT = f"[a-z0-9][a-z0-9_-]{{0,{SPLIT_MAX - 1}}}"
+# A split name as a reader accepts it: of any length, so a dataset holding a longer one
+# (written before the cap) still reads; the length makes no path leave its folder.
+_STORED_SPLIT = "[a-z0-9][a-z0-9_-]*"
+SHARD = rf"shards/(synthetic/)?{_STORED_SPLIT}/{_STORED_SPLIT}-[0-9]{{6,}}\.tar"
 FORMAT = "|".join(FORMATS)
 MEMBER = r"[a-z0-9]+(\.[a-z0-9]+)*"  # a member's extension: jpg, preview.jpg, rain.png
 
@@ -150,7 +157,7 @@ MEMBER = r"[a-z0-9]+(\.[a-z0-9]+)*"  # a member's extension: jpg, preview.jpg, r
 # that has the column.
 NAMES = {
     "key": (KEY, "key", False),
-    "split": (SPLIT, "split name", False),
+    "split": (_STORED_SPLIT, "split name", False),
     "shard": (SHARD, "shard path", False),
     "source_key": (KEY, "key", True),
     "near_dup_of": (KEY, "key", True),

@@ -2,10 +2,12 @@
 
 Each shard is read once, in one pass that hashes the whole file and every member:
 the shard's sha256 must match shards.parquet, every manifest row's members must be
-there with the right sha256, and nothing may be on disk that no manifest lists. A
-video member must open and hold the frames its row counts (its packets are demuxed,
-nothing is decoded; skipped where PyAV is not installed). Nothing is decoded as a
-picture.
+there with the right sha256, and nothing may be on disk that no manifest lists. What
+readers trust beyond the hashes is checked in the same pass: a PNG's or JPEG's header
+must declare the size its row gives (readers bound decoding by it), and a `<key>.json`
+must be a JSON object naming its own row. A video member must open and hold the frames
+its row counts (its packets are demuxed, nothing is decoded; skipped where PyAV is not
+installed). Nothing is decoded as a picture.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
 link, a sparse file, a device) is reported, never read. A dataset in an object store is
 checked the same way: each shard object streams by once (no local copy), and the
@@ -13,26 +15,37 @@ store's listing stands for what is on disk.
 """
 
 import hashlib
+import json
 import os
+import struct
 import tarfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rainbench.capture.orientation import upright_size
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.video import VideoFrames
 from rainbench.errors import first_line
 from rainbench.files import regular_file
 from rainbench.parallel import distribute
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError
-from rainbench.shards.layout import GROUND_TRUTH, RAIN
+from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
+from rainbench.shards.layout import GROUND_TRUTH, METADATA, PREVIEW, RAIN
 from rainbench.shards.layout import member as layout_member
 from rainbench.shards.members import ShardError, irregular, open_shard, shard_path, shard_url
 from rainbench.shards.tar import TMP_SUFFIX
 from rainbench.store import is_url, listing, open_stream
 
 _CHUNK = 1 << 22
+# A `<key>.json` is a few kilobytes; one larger than this is not parsed.
+_METADATA_BYTES = 1 << 20
+# The fields of a `<key>.json` that name its row: a capture's key and sha256, a pair's
+# key, split and job.
+_NAMING = ("key", "sha256", "split", "job")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG frame headers (SOF0–SOF15 but DHT, JPG and DAC), which give the picture's size.
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,16 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Picture:
+    """The pixel size a picture member's header must declare."""
+
+    width: int  # as stored (a capture's row gives it upright)
+    height: int
+    exact: bool  # False: at most width × height pixels (a RAW's smaller preview)
+    said: str  # what the row says, for the message
+
+
+@dataclass(frozen=True)
 class Entry:
     """What one manifest row expects in its shard."""
 
@@ -56,6 +79,8 @@ class Entry:
     members: list[str]  # extensions, e.g. [jpg, json] or [rain.png, gt.png, json]
     hashes: dict[str, str]  # extension → expected sha256, for the members the row hashes
     sizes: dict[str, int | None] = field(default_factory=dict)  # extension → expected bytes
+    pictures: dict[str, Picture] = field(default_factory=dict)  # extension → its header's size
+    naming: dict[str, str] = field(default_factory=dict)  # what its <key>.json must say
 
 
 @dataclass(frozen=True)
@@ -67,10 +92,35 @@ class ShardReading:
     sizes: dict[str, int] = field(default_factory=dict)  # member name → bytes
     error: str | None = None
     refused: tuple[tuple[str, str], ...] = ()  # (member name, why) of members not read
+    # A PNG's or JPEG's declared (width, height), or why its header does not say.
+    headers: dict[str, tuple[int, int] | str] = field(default_factory=dict)
+    # A <key>.json's naming fields (`_NAMING`), or why it is not a JSON object.
+    metadata: dict[str, dict | str] = field(default_factory=dict)
 
 
 def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem]:
-    """Every problem found; an empty list means the dataset is sound."""
+    """Every problem found; an empty list means the dataset is sound.
+
+    A dataset another process is writing to is not judged (`DatasetBusy`): its
+    unfinished shards and its manifests mid-change are its writer's work, not damage.
+    It is asked before and after, so a writer that starts meanwhile is caught too.
+    """
+    _refuse_while_written(dataset)
+    problems = _verify(dataset, workers)
+    _refuse_while_written(dataset)
+    return problems
+
+
+def _refuse_while_written(dataset: Dataset) -> None:
+    writer = dataset.writer()
+    if writer is not None:
+        raise DatasetBusy(
+            f"{dataset.location} is being written by {writer}; run rainbench verify again "
+            "once it has finished"
+        )
+
+
+def _verify(dataset: Dataset, workers: int) -> list[Problem]:
     pending = (dataset.state_dir / "run.json").exists()
     if not dataset.exists():
         if pending:  # the first ingest stopped before its first commit
@@ -101,17 +151,8 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS).to_pylist()
     listed = {row["shard"]: row for row in shards}
     rows_by_shard: dict[str, list[Entry]] = defaultdict(list)
-    rows = [
-        (
-            row,
-            "samples.parquet",
-            {row["members"][0]: row["sha256"]},
-            {row["members"][0]: row["bytes"]},
-        )
-        for row in samples
-    ] + [
-        (row, "synthetic.parquet", {RAIN: row["rain_sha256"], GROUND_TRUTH: row["gt_sha256"]}, {})
-        for row in pairs
+    rows = [(row, "samples.parquet", _capture_entry(row)) for row in samples] + [
+        (row, "synthetic.parquet", _pair_entry(row)) for row in pairs
     ]
     videos: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
     for row in samples:
@@ -120,7 +161,7 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
                 (layout_member(row["key"], row["members"][0]), row["frames"])
             )
     seen_keys: set[str] = set()
-    for row, source, hashes, sizes in rows:
+    for row, source, entry in rows:
         if row["key"] in seen_keys:
             problems.append(Problem("duplicate-key", row["key"], f"listed twice ({source})"))
         seen_keys.add(row["key"])
@@ -132,7 +173,7 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
                     f"{source} row {row['key']} points at a shard not in shards.parquet",
                 )
             )
-        rows_by_shard[row["shard"]].append(Entry(row["key"], row["members"], hashes, sizes))
+        rows_by_shard[row["shard"]].append(entry)
 
     stored = _stored_names(dataset)
     tasks = []
@@ -159,14 +200,80 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
     for name in stored:
         if name.endswith(TMP_SUFFIX):
             problems.append(Problem("stray-temporary", name, "a shard that was never finished"))
-    counts = info.get("counts")
-    counted = counts.get("samples") if isinstance(counts, dict) else None
-    if counted != len(samples):
+    problems += _check_counts(info.get("counts"), samples, pairs)
+    return problems
+
+
+def _capture_entry(row: dict) -> Entry:
+    """What a samples.parquet row expects: its capture's bytes and sha256; a PNG's or
+    JPEG's header declaring its width × height once EXIF orientation is undone (the row
+    gives the size upright); a RAW's preview no larger; its <key>.json naming it."""
+    ext = row["members"][0]
+    width, height = row["width"], row["height"]
+    pictures = {}
+    if width is not None and height is not None:
+        said = f"the manifest's {width}×{height}"
+        if row["format"] in ("jpeg", "png"):
+            stored = upright_size(width, height, row["orientation"])
+            if stored != (width, height):
+                said += f" upright (orientation {row['orientation']})"
+            pictures[ext] = Picture(*stored, True, said)
+        if PREVIEW in row["members"]:
+            pictures[PREVIEW] = Picture(width, height, False, said)
+    return Entry(
+        row["key"],
+        row["members"],
+        {ext: row["sha256"]},
+        {ext: row["bytes"]},
+        pictures,
+        {"key": row["key"], "sha256": row["sha256"]},
+    )
+
+
+def _pair_entry(row: dict) -> Entry:
+    """What a synthetic.parquet row expects: its rain and ground truth's sha256, every
+    PNG of the pair at its width × height, its <key>.json naming key, split and job."""
+    width, height = row["width"], row["height"]
+    pictures = {}
+    if width is not None and height is not None:
+        said = f"the manifest's {width}×{height}"
+        pictures = {
+            ext: Picture(width, height, True, said)
+            for ext in row["members"]
+            if ext.endswith(".png")
+        }
+    return Entry(
+        row["key"],
+        row["members"],
+        {RAIN: row["rain_sha256"], GROUND_TRUTH: row["gt_sha256"]},
+        {},
+        pictures,
+        {"key": row["key"], "split": row["split"], "job": row["job"]},
+    )
+
+
+def _check_counts(counts: object, samples: list[dict], pairs: list[dict]) -> list[Problem]:
+    """dataset.json's counts of captures and of pairs per paired split agree with the
+    manifests (a dataset without pairs may have no `synthetic` count)."""
+    counts = counts if isinstance(counts, dict) else {}
+    problems = []
+    if counts.get("samples") != len(samples):
         problems.append(
             Problem(
                 "dataset-json",
                 "dataset.json",
-                f"counts {counted} samples, samples.parquet has {len(samples)}",
+                f"counts {counts.get('samples')} samples, samples.parquet has {len(samples)}",
+            )
+        )
+    listed = dict(sorted(Counter(row["split"] for row in pairs).items()))
+    counted = counts.get("synthetic", {})
+    if counted != listed:
+        problems.append(
+            Problem(
+                "dataset-json",
+                "dataset.json",
+                f"counts pairs {json.dumps(counted)[:200]}, synthetic.parquet has "
+                f"{json.dumps(listed)[:200]}",
             )
         )
     return problems
@@ -194,6 +301,8 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
     whole = hashlib.sha256()
     members: dict[str, str] = {}
     sizes: dict[str, int] = {}
+    headers: dict[str, tuple[int, int] | str] = {}
+    metadata: dict[str, dict | str] = {}
     refused: list[tuple[str, str]] = []
     if not is_url(path):
         try:
@@ -208,14 +317,25 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
                     if why := irregular(member):
                         refused.append((member.name, why))
                         continue
-                    members[member.name] = _member_sha256(archive.extractfile(member))
-                    sizes[member.name] = member.size
+                    found = _read_member(archive.extractfile(member), member.name, member.size)
+                    members[member.name], sizes[member.name] = found.sha256, member.size
+                    if found.header is not None:
+                        headers[member.name] = found.header
+                    if found.metadata is not None:
+                        metadata[member.name] = found.metadata
         except (tarfile.TarError, OSError, EOFError) as error:
             return ShardReading(name, None, 0, members, error=f"unreadable tar: {error}")
         while hashing.read(_CHUNK):
             pass
     return ShardReading(
-        name, whole.hexdigest(), hashing.size, members, sizes, refused=tuple(refused)
+        name,
+        whole.hexdigest(),
+        hashing.size,
+        members,
+        sizes,
+        refused=tuple(refused),
+        headers=headers,
+        metadata=metadata,
     )
 
 
@@ -255,11 +375,122 @@ def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Pr
     return problems
 
 
-def _member_sha256(handle) -> str:
+@dataclass(frozen=True)
+class _MemberReading:
+    sha256: str
+    header: tuple[int, int] | str | None  # PNG and JPEG members
+    metadata: dict | str | None  # <key>.json members
+
+
+def _read_member(handle, name: str, size: int) -> _MemberReading:
+    """Hash the member in chunks; on the way, read a PNG's or JPEG's declared size from
+    its header and keep a <key>.json's text to parse."""
     sha = hashlib.sha256()
+    header = _Header(name.rsplit(".", 1)[-1]) if name.endswith((".png", ".jpg")) else None
+    text = bytearray() if name.endswith(f".{METADATA}") and size <= _METADATA_BYTES else None
     while chunk := handle.read(_CHUNK):
         sha.update(chunk)
-    return sha.hexdigest()
+        if header is not None:
+            header.feed(chunk)
+        if text is not None:
+            text += chunk
+    metadata = None
+    if name.endswith(f".{METADATA}"):
+        metadata = (
+            _naming(bytes(text))
+            if text is not None
+            else f"{size} bytes, more than a <key>.json holds; not parsed"
+        )
+    return _MemberReading(
+        sha.hexdigest(), header.result() if header is not None else None, metadata
+    )
+
+
+def _naming(text: bytes) -> dict | str:
+    """The naming fields of a <key>.json, or why it is no JSON object."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    return {name: value[name] for name in _NAMING if name in value}
+
+
+class _Header:
+    """The pixel size a PNG's IHDR or a JPEG's frame header declares, found as the
+    member's chunks stream by. Only the bytes of the segment header being read are kept:
+    the JPEG segments before the frame header (EXIF, ICC, XMP) are skipped unread."""
+
+    def __init__(self, ext: str) -> None:
+        self.png = ext == "png"
+        self.pending = b""  # bytes from the next segment on, not parsed yet
+        self.skip = 0  # bytes still to pass over (the rest of a JPEG segment)
+        self.size: tuple[int, int] | str | None = None
+        self.started = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.size is not None:
+            return
+        if self.skip:  # within a segment that is passed over
+            passed = min(self.skip, len(chunk))
+            self.skip -= passed
+            chunk = chunk[passed:]
+        self.pending = self.pending + chunk if self.pending else chunk
+        if self.png:
+            self._png()
+        else:
+            self._jpeg()
+
+    def result(self) -> tuple[int, int] | str:
+        if self.size is not None:
+            return self.size
+        return "it ends before its header gives the size"
+
+    def _png(self) -> None:
+        data = self.pending
+        if len(data) < 24:
+            return
+        if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+            self.size = "no PNG header"
+        else:
+            self.size = struct.unpack(">II", data[16:24])
+
+    def _jpeg(self) -> None:
+        data, at = self.pending, 0
+        if not self.started:
+            if len(data) < 2:
+                return
+            if data[:2] != b"\xff\xd8":
+                self.size = "no JPEG header"
+                return
+            self.started, at = True, 2
+        while len(data) - at >= 4:
+            if data[at] != 0xFF:
+                self.size = "no JPEG marker where a segment should start"
+                return
+            marker = data[at + 1]
+            if marker == 0xFF:  # a fill byte
+                at += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+                at += 2
+                continue
+            if marker in (0xD9, 0xDA):
+                self.size = "no frame header before its picture data"
+                return
+            if marker in _JPEG_FRAMES:
+                if len(data) - at < 9:
+                    break
+                height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+                self.size = (width, height)
+                return
+            end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+            if end > len(data):
+                self.skip, at = end - len(data), len(data)
+                break
+            at = end
+        self.pending = data[at:]
 
 
 class _HashingReader:
@@ -292,28 +523,27 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
     for entry in entries:
         for ext in entry.members:
             member = layout_member(entry.key, ext)
+            where = f"{name}:{member}"
             expected.add(member)
             if member not in reading.members:
                 if member not in refused:
-                    problems.append(
-                        Problem("member-missing", f"{name}:{member}", "not in the shard")
-                    )
+                    problems.append(Problem("member-missing", where, "not in the shard"))
             elif entry.sizes.get(ext) not in (None, reading.sizes[member]):
                 problems.append(
                     Problem(
                         "member-size",
-                        f"{name}:{member}",
+                        where,
                         f"{reading.sizes[member]} bytes, the manifest says {entry.sizes[ext]}",
                     )
                 )
             elif ext in entry.hashes and reading.members[member] != entry.hashes[ext]:
                 problems.append(
-                    Problem(
-                        "member-sha256",
-                        f"{name}:{member}",
-                        "content does not match the manifest's sha256",
-                    )
+                    Problem("member-sha256", where, "content does not match the manifest's sha256")
                 )
+            elif ext in entry.pictures:
+                problems += _check_header(where, reading.headers[member], entry.pictures[ext])
+            elif ext == METADATA:
+                problems += _check_naming(where, reading.metadata[member], entry.naming)
     for member in sorted(set(reading.members) - expected):
         problems.append(Problem("stray-member", f"{name}:{member}", "in the shard, not in any row"))
     if listed["samples"] != len(entries):
@@ -326,3 +556,40 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
             )
         )
     return problems
+
+
+def _check_header(where: str, declared: tuple[int, int] | str, picture: Picture) -> list[Problem]:
+    if isinstance(declared, str):
+        return [Problem("member-header", where, declared)]
+    width, height = declared
+    if picture.exact and (width, height) != (picture.width, picture.height):
+        return [
+            Problem("member-header", where, f"its header declares {width}×{height}, {picture.said}")
+        ]
+    if not picture.exact and width * height > picture.width * picture.height:
+        return [
+            Problem(
+                "member-header",
+                where,
+                f"its header declares {width}×{height}, more pixels than {picture.said}",
+            )
+        ]
+    return []
+
+
+def _check_naming(where: str, found: dict | str, naming: dict[str, str]) -> list[Problem]:
+    """A <key>.json is a JSON object whose naming fields are its row's."""
+    if isinstance(found, str):
+        return [Problem("member-metadata", where, found)]
+    wrong = [
+        f"{name} {str(found[name])[:80]!r}, the row's {value!r}"
+        if name in found
+        else f"no {name}, the row's {value!r}"
+        for name, value in naming.items()
+        if found.get(name) != value
+    ]
+    return (
+        [Problem("member-metadata", where, f"does not name its row: {'; '.join(wrong)}")]
+        if wrong
+        else []
+    )

@@ -106,4 +106,34 @@ def test_a_file_that_is_no_manifest_is_one_line(tmp_path):
 def test_the_patterns_are_the_documented_ones():
     trusts = DOC.read_text().split("## What a reader trusts\n", 1)[1]
     assert f"`{manifest.KEY}`" in trusts and f"`{manifest.SPLIT}`" in trusts
+    assert f"`{manifest._STORED_SPLIT}`" in trusts
     assert f"`{manifest.MEMBER}`" in trusts
+
+
+def test_a_new_split_name_is_at_most_100_characters():
+    assert re.fullmatch(manifest.SPLIT, "a" * manifest.SPLIT_MAX)
+    assert not re.fullmatch(manifest.SPLIT, "a" * (manifest.SPLIT_MAX + 1))
+
+
+def test_a_stored_split_name_of_any_length_still_reads(tmp_path):
+    """The cap is on names a command is given, not on what a dataset already holds."""
+    split = "b" * 150
+    path = tmp_path / "synthetic.parquet"
+    row = {
+        "key": "0" * 24,
+        "split": split,
+        "shard": f"shards/synthetic/{split}/{split}-000000.tar",
+        "members": ["rain.png", "gt.png", "json"],
+    }
+    pq.write_table(pa.Table.from_pylist([row]), path)
+    assert manifest.read_manifest(path, manifest.SYNTHETIC)["split"].to_pylist() == [split]
+
+
+def test_a_too_long_split_name_is_refused_before_anything_is_written(tmp_path):
+    from rainbench.synth.imports import import_paired
+
+    (tmp_path / "set").mkdir()
+    with pytest.raises(DatasetError, match="--name") as caught:
+        import_paired(tmp_path / "set", "rain100", "a" * 250, tmp_path / "ds", 10**9, 1)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "ds").exists()

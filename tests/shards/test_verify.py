@@ -1,15 +1,30 @@
 """`verify` catches every way a dataset can disagree with its manifests."""
 
+import hashlib
+import io
+import json
 import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zlib
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
+from rainbench.cli import main
+from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
-from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards import manifest
+from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
 from rainbench.shards.tar import ShardWriter
 from rainbench.shards.verify import verify
+from rainbench.synth.build import SynthOptions, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +37,24 @@ def _sound(tmp_path_factory, _capture_folder):
 @pytest.fixture
 def ds(tmp_path, _sound):
     return shutil.copytree(_sound, tmp_path / "ds")
+
+
+@pytest.fixture(scope="module")
+def _paired(tmp_path_factory):
+    """Two clean captures and the paired split syn-drizzle rendered on them."""
+    root = tmp_path_factory.mktemp("paired")
+    for index in range(2):
+        write_capture(root / "clean", CaptureSpec(f"clean{index}.jpg", 64, 48, seed=index))
+    ds = root / "ds"
+    everything_test = {"train": 0.0, "val": 0.0, "test": 1.0}
+    ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=everything_test))
+    synthesize(ds, SynthOptions(recipes=("drizzle",), workers=1))
+    return ds
+
+
+@pytest.fixture
+def paired(tmp_path, _paired):
+    return shutil.copytree(_paired, tmp_path / "ds")
 
 
 def _kinds(ds) -> set[str]:
@@ -90,3 +123,228 @@ def test_a_first_ingest_killed_before_its_first_commit_is_pending(tmp_path):
     (tmp_path / ".ingest").mkdir()
     (tmp_path / ".ingest" / "run.json").write_text("{}")
     assert [p.kind for p in verify(Dataset(tmp_path))] == ["ingest-pending"]
+
+
+# -- what readers trust beyond the hashes ----------------------------------------------------
+
+_SCHEMAS = {"samples": manifest.SAMPLES, "shards": manifest.SHARDS, "synthetic": manifest.SYNTHETIC}
+
+
+def _rows(ds, name: str) -> list[dict]:
+    return pq.read_table(ds / "manifests" / f"{name}.parquet").to_pylist()
+
+
+def _write_rows(ds, name: str, rows: list[dict]) -> None:
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=_SCHEMAS[name]), ds / f"manifests/{name}.parquet"
+    )
+
+
+def _problems(ds) -> list:
+    return verify(Dataset(ds), workers=1)
+
+
+def _replace_member(ds, shard: str, name: str, data: bytes) -> None:
+    """Write `shard` again with member `name` holding `data`, and update its sha256 and
+    size in shards.parquet, as a forger would."""
+    with tarfile.open(ds / shard) as tar:
+        members = [(info.name, tar.extractfile(info).read()) for info in tar]
+    with ShardWriter(ds / shard) as writer:
+        for member, content in members:
+            writer.add(member, data if member == name else content)
+        info = writer.commit()
+    _write_rows(
+        ds,
+        "shards",
+        [
+            {**r, "sha256": info.sha256, "bytes": info.bytes} if r["shard"] == shard else r
+            for r in _rows(ds, "shards")
+        ],
+    )
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A whole PNG whose IHDR declares width × height: rows of zeros, deflated."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(bytes((1 + 3 * width) * height), 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_a_capture_row_whose_size_its_header_does_not_declare_is_caught(ds, fmt):
+    rows = _rows(ds, "samples")
+    row = next(r for r in rows if r["format"] == fmt)
+    _write_rows(ds, "samples", [{**r, "width": 99999} if r is row else r for r in rows])
+    problems = _problems(ds)
+    assert [p.kind for p in problems] == ["member-header"]
+    assert row["key"] in problems[0].where and "99999" in problems[0].detail
+
+
+def test_a_capture_turned_by_exif_is_checked_as_stored(ds):
+    """width and height are upright: a JPEG stored on its side declares them swapped, and
+    a row that gives the stored size instead is caught."""
+    rows = _rows(ds, "samples")
+    row = next(
+        r
+        for r in rows
+        if r["format"] == "jpeg" and r["orientation"] in (5, 6, 7, 8) and r["width"] != r["height"]
+    )
+    assert _problems(ds) == []
+    swapped = {**row, "width": row["height"], "height": row["width"]}
+    _write_rows(ds, "samples", [swapped if r is row else r for r in rows])
+    assert [p.kind for p in _problems(ds)] == ["member-header"]
+
+
+def test_a_pair_row_whose_size_its_pngs_do_not_declare_is_caught(paired):
+    assert _problems(paired) == []
+    rows = _rows(paired, "synthetic")
+    _write_rows(paired, "synthetic", [{**rows[0], "width": 99999}, *rows[1:]])
+    problems = _problems(paired)
+    assert {p.kind for p in problems} == {"member-header"}
+    assert {p.where.rsplit(".", 2)[-2] for p in problems} >= {"rain", "gt"}
+
+
+def test_a_picture_replaced_by_a_bomb_with_every_hash_updated_is_caught(paired):
+    """A rain.png declaring 20000×20000 in a few hundred kilobytes: its header is read, the
+    pixels never."""
+    row = _rows(paired, "synthetic")[0]
+    bomb = _png_declaring(20_000, 20_000)
+    _replace_member(paired, row["shard"], f"{row['key']}.rain.png", bomb)
+    digest = hashlib.sha256(bomb).hexdigest()
+    rows = _rows(paired, "synthetic")
+    _write_rows(
+        paired,
+        "synthetic",
+        [{**r, "rain_sha256": digest} if r["key"] == row["key"] else r for r in rows],
+    )
+    problems = _problems(paired)
+    assert [p.kind for p in problems] == ["member-header"]
+    assert "20000×20000" in problems[0].detail
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'{"evil": 1}', "does not name its row: no key"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"{not json", "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+    ],
+)
+@pytest.mark.parametrize("which", ["capture", "pair"])
+def test_a_metadata_member_that_does_not_name_its_row_is_caught(paired, which, content, detail):
+    row = _rows(paired, "samples" if which == "capture" else "synthetic")[0]
+    _replace_member(paired, row["shard"], f"{row['key']}.json", content)
+    problems = _problems(paired)
+    assert [p.kind for p in problems] == ["member-metadata"]
+    assert detail in problems[0].detail
+
+
+def test_a_metadata_member_of_another_row_is_caught(paired):
+    first, second = _rows(paired, "synthetic")[:2]
+    with tarfile.open(paired / second["shard"]) as tar:
+        other = tar.extractfile(f"{second['key']}.json").read()
+    _replace_member(paired, first["shard"], f"{first['key']}.json", other)
+    problems = _problems(paired)
+    assert [p.kind for p in problems] == ["member-metadata"]
+    assert "key" in problems[0].detail and "job" in problems[0].detail
+
+
+def test_pair_counts_in_dataset_json_are_checked(paired):
+    info = json.loads((paired / "dataset.json").read_text())
+    info["counts"]["synthetic"]["syn-drizzle"] = 999
+    (paired / "dataset.json").write_text(json.dumps(info))
+    problems = _problems(paired)
+    assert [p.kind for p in problems] == ["dataset-json"]
+    assert "999" in problems[0].detail
+
+
+# -- a dataset being written -----------------------------------------------------------------
+
+_HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from rainbench.shards.dataset import Dataset
+    with Dataset(Path(sys.argv[1])).lock():
+        print("locked", flush=True)
+        sys.stdin.read()
+    """
+)
+
+
+def test_a_dataset_being_written_is_not_judged_and_says_by_whom(ds):
+    """The writer's unfinished shard is its work, not damage: verify exits 3 naming the
+    writer; once it is gone, a temporary it left is damage again."""
+    (ds / "shards/train/train-000009.tar.0123456789ab.tmp").write_bytes(b"")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(ds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline() == "locked\n"
+        with pytest.raises(DatasetBusy, match=rf"being written by pid {writer.pid} \(python -c "):
+            verify(Dataset(ds), workers=1)
+        result = CliRunner().invoke(main, ["verify", str(ds)])
+        assert result.exit_code == 3
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and f"is being written by pid {writer.pid}" in lines[0]
+        assert "stray-temporary" not in result.output
+    finally:
+        writer.communicate("")
+    assert _kinds(ds) == {"stray-temporary"}
+
+
+def test_a_writer_that_starts_during_verify_is_caught(ds, monkeypatch):
+    from rainbench.shards import verify as verifying
+
+    judged = verifying._verify
+
+    def while_a_writer_starts(dataset, workers):
+        problems = judged(dataset, workers)
+        monkeypatch.setattr(Dataset, "writer", lambda self: "pid 1 (rainbench ingest)")
+        return problems
+
+    monkeypatch.setattr(verifying, "_verify", while_a_writer_starts)
+    with pytest.raises(DatasetBusy, match="being written by pid 1"):
+        verify(Dataset(ds), workers=1)
+
+
+def test_looking_at_the_lock_leaves_it_free(ds):
+    assert Dataset(ds).writer() is None
+    with Dataset(ds).lock():
+        assert Dataset(ds).writer().startswith("pid ")
+    assert Dataset(ds).writer() is None
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 4096, 1 << 22])
+def test_a_jpeg_header_is_found_past_large_segments_in_any_chunking(chunk):
+    """The frame header after 300 KB of application segments (EXIF, ICC, XMP in a real
+    file), fed in chunks that cut segments anywhere: the segments are skipped unread."""
+    from PIL import Image
+
+    from rainbench.shards.verify import _Header
+
+    out = io.BytesIO()
+    Image.new("RGB", (37, 21)).save(out, "JPEG")
+    plain = out.getvalue()
+    segment = b"\xff\xef" + struct.pack(">H", 65535) + bytes(65533)
+    jpeg = plain[:2] + segment * 5 + b"\xff\xff" + plain[2:]  # and a fill byte
+    for data, size in ((jpeg, (37, 21)), (_png_declaring(9, 4), (9, 4))):
+        header = _Header("jpg" if data is jpeg else "png")
+        for at in range(0, len(data), chunk):
+            header.feed(data[at : at + chunk])
+        assert header.result() == size
+    header = _Header("jpg")
+    header.feed(jpeg[:200_000])
+    assert header.result() == "it ends before its header gives the size"
