@@ -27,7 +27,6 @@ from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.publish import write_leaderboard
 from rainbench.leaderboard.sources import DerainerSource
-from rainbench.models.registry import create_derainer
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.synth.recipes import DEFAULT_RECIPES
 
@@ -72,7 +71,7 @@ def main() -> int:
         dataset = build_reference(args.work, args.workers)
         settings = EvalSettings(crops=2)
         for name in MODELS:
-            source = DerainerSource(create_derainer(name), "cpu", None, 32)
+            source = DerainerSource.from_registry(name, None, None, "cpu", None, 32, {})
             for report in evaluate(source, dataset, "all", RESULTS, settings, progress=True):
                 print(f"{name} {report.split}: {report.scored} scored, {report.failed} failed")
     write_leaderboard(RESULTS, "md", TABLE)

@@ -13,7 +13,6 @@ from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate, eval
 from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.models.external import CommandDerainer
-from rainbench.models.registry import create_derainer
 
 _EVAL_HELP = """Run a derainer over a dataset's splits and score every output.
 
@@ -26,6 +25,7 @@ image is recorded and the run goes on; a killed run resumes; a re-run is a no-op
 \b
 Example:
   rainbench eval ds --model guided --split all --results res
+  rainbench eval ds --model guided --option radius=8 --name guided-r8 --results res
   rainbench eval ds --model-cmd "python test.py --in {input_dir} --out {output_dir}" \\
       --name theirs --split syn-streak --results res
   rainbench eval ds --outputs derained/ --name theirs --split test --results res
@@ -45,13 +45,24 @@ Example:
     type=click.Path(file_okay=False, path_type=Path),
     help="Outputs computed elsewhere: DIR/<key>.png (or DIR/<split>/<key>.png).",
 )
-@click.option("--name", help="The method's name, with --model-cmd or --outputs.")
+@click.option(
+    "--name",
+    help="The method's name: needed with --model-cmd or --outputs; with --model, files a "
+    "variant (other options) beside the method's own results.",
+)
 @click.option(
     "--option",
     "options_",
     multiple=True,
     metavar="KEY=VALUE",
     help="An option of the derainer (repeatable), e.g. --option radius=8.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --model-cmd: the most one batch's command may run; past it, the batch's "
+    "images fail.",
 )
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--split", default="all", show_default=True, help="A split's name, or all.")
@@ -104,6 +115,7 @@ def eval_command(
     outputs,
     name,
     options_,
+    timeout,
     checkpoint,
     split,
     results,
@@ -120,9 +132,15 @@ def eval_command(
     metrics = tuple(m.strip() for m in metric_names.split(",")) if metric_names else None
     eval_settings = EvalSettings(metrics=metrics, **settings)
     if options_ and model is None:
-        raise click.UsageError("--option is for --model: a registered derainer's options")
+        raise click.UsageError(
+            "--option is for --model: a registered derainer's options (--model-cmd takes --timeout)"
+        )
+    if timeout is not None and model_cmd is None:
+        raise click.UsageError("--timeout is for --model-cmd: the external command's limit")
     derainer_options = _key_values(options_)
-    build = partial(_eval_source, model, model_cmd, outputs, name, checkpoint, derainer_options)
+    build = partial(
+        _eval_source, model, model_cmd, outputs, name, checkpoint, derainer_options, timeout
+    )
     if ray is None:  # on a cluster, the GPUs are the cluster's
         options.require_device(settings["device"])
         source = build(eval_settings)
@@ -142,10 +160,18 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
             if (metric, reason) not in warned:
                 click.echo(f"warning: {metric} not computed: {reason}", err=True)
                 warned.add((metric, reason))
+        # `scored` counts every image this run derained; those that failed are apart.
         line = (
-            f"{report.dataset}/{report.split} ({report.kind}): {report.scored} scored, "
-            f"{report.failed} failed, {report.skipped} already done -> {report.path}"
+            f"{report.dataset}/{report.split} ({report.kind}): "
+            f"{report.scored - report.failed} scored, {report.failed} failed, "
+            f"{report.skipped} already done"
         )
+        if report.failed_before:
+            line += (
+                f" ({report.failed_before} of them failed before: --retry-failed derains "
+                f"{'it' if report.failed_before == 1 else 'them'} again)"
+            )
+        line += f" -> {report.path}"
         if report.dropped:
             line += (
                 f"; {report.dropped} earlier result{'s' if report.dropped > 1 else ''} dropped: "
@@ -177,20 +203,25 @@ def _key_values(pairs: tuple[str, ...]) -> dict:
     return found
 
 
-def _eval_source(model, model_cmd, outputs, name, checkpoint, derainer_options, settings):
+def _eval_source(model, model_cmd, outputs, name, checkpoint, derainer_options, timeout, settings):
     if outputs is not None:
         return FolderSource(outputs, name)
     if model_cmd is not None:
-        derainer = CommandDerainer(model_cmd, name=name)
-    else:
-        derainer = create_derainer(
-            model, checkpoint=checkpoint, device=settings.device, **derainer_options
-        )
-    return DerainerSource(derainer, settings.device, settings.tile, settings.overlap)
+        derainer = CommandDerainer(model_cmd, name=name, timeout=timeout)
+        return DerainerSource(derainer, settings.device, settings.tile, settings.overlap)
+    return DerainerSource.from_registry(
+        model, name, checkpoint, settings.device, settings.tile, settings.overlap, derainer_options
+    )
 
 
 @click.command("leaderboard")
-@click.option("--results", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--results",
+    required=True,
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A results folder of rainbench eval; repeat it to publish several as one.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -212,6 +243,7 @@ def leaderboard_command(results, fmt, out) -> None:
     \b
     Example:
       rainbench leaderboard --results res --format html --out lb.html
+      rainbench leaderboard --results res --results their-res --format md
     """
     if out is None:
         click.echo(render_leaderboard(results, fmt), nl=False)

@@ -21,7 +21,7 @@ from rainbench.leaderboard.validity import (
     validity_caveats,
 )
 from rainbench.metrics import list_metrics
-from rainbench.metrics.engine import DEFAULT_CACHE, ScoreSettings, pair_folders, score
+from rainbench.metrics.engine import DEFAULT_CACHE, Pairing, ScoreSettings, pair_folders, score
 from rainbench.metrics.registry import MetricSpec
 from rainbench.metrics.report import provenance, summary, write_scores
 from rainbench.metrics.weights import (
@@ -189,8 +189,17 @@ def score_command(
         click.echo(f"unmatched prediction: {on_one_line(name)}", err=True)
     for name in pairing.unmatched_ref:
         click.echo(f"unmatched reference: {on_one_line(name)}", err=True)
+    for side, names in (
+        ("prediction", pairing.unsupported_pred),
+        ("reference", pairing.unsupported_ref),
+    ):
+        for name in names:
+            click.echo(
+                f"unsupported {side} (not an image file rainbench reads): {on_one_line(name)}",
+                err=True,
+            )
     if not pairing.jobs:
-        fail(f"no images to score in {pred}")
+        fail(_nothing_to_score(pred, ref, pairing))
     settings = ScoreSettings(metrics, metric_options, None if no_cache else str(cache))
     rows = score(pairing.jobs, settings, workers if device == "cpu" else 1, ray)
     cached = None if no_cache else str(cache)
@@ -204,19 +213,41 @@ def score_command(
     emit(result, as_json, _score_lines)
 
 
+def _nothing_to_score(pred: Path, ref: Path | None, pairing: Pairing) -> str:
+    """Why nothing is scored: no image in --pred, or none with a reference of its name
+    (an example of each side's names, so a suffix like `_derained` shows)."""
+    skipped = len(pairing.unsupported_pred)
+    others = f" ({skipped} other file{'s' if skipped > 1 else ''} unsupported)" if skipped else ""
+    if not pairing.unmatched_pred:
+        return f"no images to score in {pred}{others}"
+    if not pairing.unmatched_ref:
+        return f"no images in {ref} to score the {len(pairing.unmatched_pred)} in {pred} against"
+    count = len(pairing.unmatched_pred)
+    which = f"none of the {count} images" if count > 1 else "the one image"
+    has = "has a" if count > 1 else "has no"
+    return (
+        f"{which} in {pred} {has} reference of the same name in {ref} (paired by path "
+        f"without extension): e.g. prediction {on_one_line(pairing.unmatched_pred[0])}, "
+        f"reference {on_one_line(pairing.unmatched_ref[0])}"
+    )
+
+
 def _score_lines(result: dict) -> list[str]:
     lines = []
     for line in result["summary"]:
         mean = "—" if line["mean"] is None else f"{line['mean']:.4f}"
-        finite = line["images"] - line["infinite"]
-        # The leaderboard's mean keeps them (it is then infinite); this one says apart.
-        extra = (
-            f" ({line['infinite']} more identical to the reference: inf)"
-            if line["infinite"]
-            else ""
-        )
+        # The mean keeps an infinite value, as the leaderboard's does; the finite
+        # values' own mean is said beside it.
+        extra = ""
+        if line["infinite"]:
+            finite = line["images"] - line["infinite"]
+            extra = f" ({line['infinite']} identical to the reference"
+            if finite:
+                extra += f"; {line['finite_mean']:.4f} over the other {finite}"
+            extra += ")"
         failed = f", {line['failed']} failed" if line["failed"] else ""
-        lines.append(f"{line['metric']:10s} mean {mean:>10s} over {finite} images{extra}{failed}")
+        images = f"{line['images']} image{'s' if line['images'] != 1 else ''}"
+        lines.append(f"{line['metric']:10s} mean {mean:>10s} over {images}{extra}{failed}")
     for row in result["errors"]:
         click.echo(on_one_line(f"{row['name']}: {row['status']}"), err=True)
     return [*lines, f"scores: {result['out']}"]

@@ -3,6 +3,8 @@ result's to_dict() as indented JSON. stdout carries only the result; warnings,
 problems and progress go to stderr."""
 
 import json
+import math
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -11,14 +13,22 @@ import click
 
 
 def to_json(result: Any) -> str:
-    """A result (anything with to_dict(), a list of them, or plain data) as JSON."""
-    return json.dumps(_plain(result), indent=2)
+    """A result (anything with to_dict(), a list of them, or plain data) as JSON that
+    any parser reads: an infinite float as the string "inf" or "-inf", NaN as null
+    (Python's json would write the non-standard Infinity and NaN)."""
+    return json.dumps(_plain(result), indent=2, allow_nan=False)
 
 
 def _plain(result: Any) -> Any:
-    if isinstance(result, list):
+    if hasattr(result, "to_dict"):
+        result = result.to_dict()
+    if isinstance(result, dict):
+        return {key: _plain(value) for key, value in result.items()}
+    if isinstance(result, list | tuple):
         return [_plain(item) for item in result]
-    return result.to_dict() if hasattr(result, "to_dict") else result
+    if isinstance(result, float) and not math.isfinite(result):
+        return None if math.isnan(result) else ("inf" if result > 0 else "-inf")
+    return result
 
 
 def emit(result: Any, as_json: bool, text: Callable[[Any], Iterable[str]]) -> None:
@@ -41,6 +51,19 @@ def on_one_line(value: object) -> str:
     """`value` (a name from data) as text on one line: a line break or any other control
     character in it shown escaped."""
     return str(value).replace("\n", "\\n").translate(_SHOWN)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning rainbench itself gives (a plug-in skipped, …) is news for the user,
+    printed as one `warning:` line; any other keeps Python's form, source line and all."""
+    if category.__module__.split(".")[0] == "rainbench":
+        click.echo(f"warning: {on_one_line(message)}", err=True)
+        return
+    _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+warnings.showwarning = _show_warning
 
 
 def write_json(result: Any, out: Path) -> None:

@@ -374,7 +374,7 @@ class _Demo:
     def _eval(self) -> str:
         from rainbench.leaderboard.eval import EvalSettings, evaluate
         from rainbench.leaderboard.sources import DerainerSource
-        from rainbench.models.registry import DerainerError, create_derainer, list_derainers
+        from rainbench.models.registry import DerainerError, list_derainers
 
         device, result, progress = self.result.device, self.result, self.progress
         # Results of an earlier run made otherwise (metric weights added since, NLCL
@@ -387,11 +387,12 @@ class _Demo:
                 result.skipped_methods[spec.name] = "needs a checkpoint the demo does not train"
                 continue
             try:
-                derainer = create_derainer(spec.name, checkpoint=checkpoint, device=device)
+                source = DerainerSource.from_registry(
+                    spec.name, None, checkpoint, device, None, settings.overlap, {}
+                )
             except DerainerError as error:
                 result.skipped_methods[spec.name] = str(error)
                 continue
-            source = DerainerSource(derainer, device, None, settings.overlap)
             for split in result.splits:
                 reports = evaluate(
                     source, result.dataset, split, result.results, settings, checkpoint, progress

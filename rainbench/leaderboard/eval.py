@@ -37,6 +37,7 @@ from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
 from rainbench.files import file_sha256, write_atomic
+from rainbench.metrics.engine import metric_failure
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
     MetricError,
@@ -96,6 +97,7 @@ class SplitReport:
     skipped: int = 0  # already in the results
     dropped: int = 0  # results of images that left the split or changed since
     failed: int = 0  # of those scored here
+    failed_before: int = 0  # of those already done: kept failures (--retry-failed)
     unavailable_metrics: dict[str, str] = field(default_factory=dict)
     videos: int = 0  # the split's rainy videos, left to the real pairs made of them
 
@@ -120,7 +122,7 @@ class Item:
 class Output:
     image: np.ndarray | None  # uint8 H×W×3, None when the derainer failed
     error: str | None
-    seconds: float
+    seconds: float | None  # None: not timed (outputs made elsewhere)
     peak_mem_mb: float | None
 
 
@@ -151,6 +153,11 @@ class Source:
     def info(self) -> dict:
         raise NotImplementedError
 
+    def output_sha256(self, keys: list[str], split: str) -> dict[str, str] | None:
+        """Each key's output by its sha256, when the source has them before running (a
+        folder of outputs); None when the run makes them."""
+        return None
+
     def run(self, items: list[Item], split: str) -> list[Output]:
         raise NotImplementedError
 
@@ -168,12 +175,11 @@ def evaluate(
     dataset, name, splits, chosen = _chosen(dataset_path, split)
     checkpoint_info = _checkpoint_info(checkpoint)
     settings = replace(settings, threads=set_torch_threads(requested=settings.threads))
-    return [
-        _SplitRun(
-            source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info
-        ).execute(progress)
+    runs = [
+        _SplitRun(source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info)
         for wanted in chosen
     ]
+    return _execute(runs, progress)
 
 
 def evaluate_on_ray(
@@ -198,12 +204,33 @@ def evaluate_on_ray(
     build = partial(_Worker, build_source, there, Path(results).absolute(), location)
     with RayActors(address, build, gpu, most=_shard_count(dataset, chosen)) as actors:
         source = _ClusterSource(actors)
-        return [
+        runs = [
             _SplitRun(
                 source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info
-            ).execute(progress)
+            )
             for wanted in chosen
         ]
+        return _execute(runs, progress)
+
+
+def _execute(runs: list["_SplitRun"], progress: bool) -> list[SplitReport]:
+    """Every split's earlier results checked before any image is derained, so that one
+    refused split leaves the others as they were; then each split scored in turn."""
+    for run in runs:
+        run.prepare()
+    refused = [run for run in runs if run.refusal]
+    if len(refused) == 1:
+        raise EvalError(f"{refused[0].info_path}: {refused[0].refusal}; {_REMEDY}")
+    if refused:
+        each = "; ".join(f"{run.info_path.name} {run.refusal}" for run in refused)
+        raise EvalError(
+            f"the earlier results of {len(refused)} splits in {refused[0].folder} are "
+            f"refused, nothing was derained: {each}; {_REMEDY}"
+        )
+    return [run.execute(progress) for run in runs]
+
+
+_REMEDY = "give another --results folder, or --rescore-stale to score them again"
 
 
 def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[str, str], list]:
@@ -289,22 +316,42 @@ class _SplitRun:
         self.unreadable: list[dict] = []  # failed rows of images that could not be read
         # The results on disk are a finished run's, of the split as it is (set by _resume).
         self.finished = False
+        self.refusal: str | None = None  # why the results on disk are refused (prepare)
 
-    def execute(self, progress: bool) -> SplitReport:
-        rows_manifest = self._manifest_rows()
-        identities = {row["key"]: _image_sha256(row) for row in rows_manifest}
+    def prepare(self) -> None:
+        """Read the split, build the metrics and check the results on disk, writing
+        nothing: `refusal` says why they cannot be resumed (unless --rescore-stale)."""
+        self.rows_manifest = self._manifest_rows()
+        images = {row["key"]: _image_sha256(row) for row in self.rows_manifest}
+        # What each row is of: its images and, when the source has them already (a
+        # folder of outputs), its output file.
+        outputs = self.source.output_sha256(list(images), self.split) or {}
+        self.identities = {
+            key: _with_output(identity, outputs.get(key)) for key, identity in images.items()
+        }
         if isinstance(self.source, _ClusterSource):
             described = self.source.describe(self.kind)
-            metrics = [(name, None) for name in described["metrics"]]
+            self.metrics = [(name, None) for name in described["metrics"]]
             self.report.unavailable_metrics.update(described["unavailable"])
-            provenance = self._provenance(
-                metrics, described["hardware"], described["threads"], identities
-            )
+            hardware, threads = described["hardware"], described["threads"]
         else:
-            metrics = self._metrics()
-            provenance = self._provenance(
-                metrics, _hardware(self.settings.device), self.settings.threads, identities
-            )
+            self.metrics = self._metrics()
+            hardware, threads = _hardware(self.settings.device), self.settings.threads
+        self.provenance = self._provenance(self.metrics, hardware, threads, images)
+        self.before, self.table, self.stale = None, None, False
+        if self.info_path.exists():
+            self.before = json.loads(self.info_path.read_text(encoding="utf-8"))
+            if self.table_path.exists():
+                schema = _schema(list(self.provenance["metrics"]))
+                self.table = manifest.read_manifest(self.table_path, schema)
+            stale = self._stale(self.before, self.provenance)
+            if stale and not self.settings.rescore_stale:
+                self.refusal = ", ".join(stale)
+            self.stale = bool(stale)
+
+    def execute(self, progress: bool) -> SplitReport:
+        rows_manifest, identities = self.rows_manifest, self.identities
+        metrics, provenance = self.metrics, self.provenance
         done = self._resume(provenance, identities)
         todo = [row for row in rows_manifest if row["key"] not in done]
         self.report.skipped = len(rows_manifest) - len(todo)
@@ -470,19 +517,11 @@ class _SplitRun:
             "window_frames_max": max(r["window_end"] - r["window_start"] + 1 for r in estimated),
         }
 
-    def _resume(self, provenance: dict, identities: dict[str, str]) -> dict[str, dict]:
-        """Rows already scored, by key, after checking they were scored the same way: those
-        of images still in the split as they were (`identities`, key → image_sha256)."""
-        if not self.info_path.exists():
-            self._write_json(provenance)
-            return {}
-        before = json.loads(self.info_path.read_text(encoding="utf-8"))
-        # A checkpoint is the same by its bytes, whatever path it was given by.
-        before["checkpoint"] = (before.get("checkpoint") or {}).get("sha256")
-        now = {**provenance, "checkpoint": (provenance["checkpoint"] or {}).get("sha256")}
+    def _stale(self, before: dict, provenance: dict) -> list[str]:
+        """Why the results on disk (their provenance `before`) were made otherwise than
+        these would be, each saying what differs; none when they can be resumed."""
         stale = [
-            f"{self.info_path} was made with another {what.replace('_', ' ')}; "
-            "give another --results folder, or --rescore-stale to score them again"
+            f"made with another {what.replace('_', ' ')} ({difference})"
             for what in (
                 "model",
                 "checkpoint",
@@ -493,32 +532,39 @@ class _SplitRun:
                 "weights",
             )
             # Results from before the weights were recorded are taken as they are.
-            if before.get(what) != now[what] and (what != "weights" or what in before)
+            if (what != "weights" or what in before)
+            and (difference := _difference(what, before.get(what), provenance[what]))
         ]
-        if (
-            before["dataset"].get("created_at", now["dataset"]["created_at"])
-            != (now["dataset"]["created_at"])
-        ):
+        created, now = before["dataset"], provenance["dataset"]
+        if created.get("created_at", now["created_at"]) != now["created_at"]:
             stale.append(
-                f"{self.info_path} was made on another dataset named {self.name} (created "
-                f"{before['dataset']['created_at']}, this one {now['dataset']['created_at']}); "
-                "give this one another --results folder"
+                f"made on another dataset named {self.name} (created {created['created_at']}, "
+                f"this one {now['created_at']})"
             )
-        table = None
-        if self.table_path.exists():
-            table = manifest.read_manifest(self.table_path, _schema(list(provenance["metrics"])))
         # Results from before each row named its images: valid while the whole manifest is
         # as it was, and then they are the images scored now.
-        unnamed = table is not None and table["image_sha256"].null_count > 0
-        if unnamed and before["dataset"]["manifest_sha256"] != now["dataset"]["manifest_sha256"]:
+        if (
+            self._unnamed()
+            and before["dataset"]["manifest_sha256"] != provenance["dataset"]["manifest_sha256"]
+        ):
             stale.append(
-                f"{self.info_path}: the dataset's {provenance['dataset']['manifest']} changed "
-                "since these results were made; give another --results folder, or "
-                "--rescore-stale to score them again"
+                f"the dataset's {provenance['dataset']['manifest']} changed since these results "
+                "were made"
             )
-        if stale and not self.settings.rescore_stale:
-            raise EvalError(stale[0])
-        if stale:
+        return stale
+
+    def _unnamed(self) -> bool:
+        return self.table is not None and self.table["image_sha256"].null_count > 0
+
+    def _resume(self, provenance: dict, identities: dict[str, str]) -> dict[str, dict]:
+        """Rows already scored, by key, checked by `prepare` to be scored the same way:
+        those of images still in the split as they were (`identities`, key → the
+        row's identity)."""
+        if self.before is None:
+            self._write_json(provenance)
+            return {}
+        before, table, unnamed = self.before, self.table, self._unnamed()
+        if self.stale:  # made otherwise, and --rescore-stale: scored again from the start
             # The old rows go first: a run killed now must not find them under the new
             # provenance.
             self.table_path.unlink(missing_ok=True)
@@ -539,6 +585,7 @@ class _SplitRun:
         self.report.dropped = len(rows) - len(done)
         if self.settings.retry_failed:
             done = {key: row for key, row in done.items() if row["status"] != "failed"}
+        self.report.failed_before = sum(row["status"] == "failed" for row in done.values())
         self.finished = bool(before.get("finished_at")) and not unnamed and not self.report.dropped
         # Each flush writes the JSON before the rows (`_flush`): it holds the crop
         # position of every row done, and of any that a kill left undone, which are
@@ -630,8 +677,12 @@ class _SplitRun:
             "height": height,
             "status": "ok",
             "error": output.error,
-            "seconds": round(output.seconds, 6),
-            "s_per_mp": round(output.seconds / (width * height / 1e6), 6),
+            "seconds": None if output.seconds is None else round(output.seconds, 6),
+            "s_per_mp": (
+                None
+                if output.seconds is None
+                else round(output.seconds / (width * height / 1e6), 6)
+            ),
             "peak_mem_mb": output.peak_mem_mb,
             **dict.fromkeys(columns),
         }
@@ -648,7 +699,7 @@ class _SplitRun:
                 )
                 row[name] = value
             except (MetricError, ValueError, RuntimeError) as error:
-                problems.append(f"{name}: {one_line(error)}")
+                problems.append(metric_failure(name, error))
         if problems:
             row["error"] = "; ".join(problems)
         return row
@@ -703,6 +754,9 @@ class _Worker:
     def identity(self, _: None) -> tuple[str, dict]:
         return self.source.name, self.source.info()
 
+    def output_sha256(self, question: tuple[list[str], str]) -> dict[str, str] | None:
+        return self.source.output_sha256(*question)
+
     def describe(self, kind: str) -> dict:
         built, unavailable = self._metrics(kind)
         return {
@@ -741,6 +795,9 @@ class _ClusterSource(Source):
 
     def describe(self, kind: str) -> dict:
         return self.actors.ask(_Worker.describe, kind)
+
+    def output_sha256(self, keys: list[str], split: str) -> dict[str, str] | None:
+        return self.actors.ask(_Worker.output_sha256, (keys, split))
 
     def score(self, units: list[_Unit]) -> Iterator[list[Scored]]:
         return self.actors.map_unordered(_Worker.score, units)
@@ -825,6 +882,57 @@ def _image_sha256(row: dict) -> str:
     rainy and ground-truth images) and its rain type (the per-type columns read it)."""
     columns = ("sha256", "rain_sha256", "gt_sha256", "rain_type")
     return hashlib.sha256(" ".join(str(row.get(c) or "") for c in columns).encode()).hexdigest()
+
+
+def _with_output(identity: str, output_sha256: str | None) -> str:
+    """A row's identity: its images', and its output file's when known before running."""
+    if output_sha256 is None:
+        return identity
+    return hashlib.sha256(f"{identity} output {output_sha256}".encode()).hexdigest()
+
+
+# Parts of a model's record that describe it without changing its outputs: where its code
+# or outputs lie, its package's version (its `version` says when outputs change), a
+# command's timeout.
+_DESCRIPTIVE = ("source", "folder", "files", "outputs_sha256", "timeout")
+
+
+def _difference(what: str, before, now) -> str | None:
+    """What differs between the provenance's `what` of earlier results and of these, on
+    one line (`options {'size': 3} → {'size': 7}`); None when they are the same."""
+    if what == "model":
+        before, now = dict(before or {}), dict(now or {})
+        # Results from before the registered name was recorded were filed under the name.
+        before.setdefault("registered", before.get("name"))
+        if "registered" not in now:
+            before.pop("registered")
+        keys = sorted((before.keys() | now.keys()) - set(_DESCRIPTIVE))
+        return (
+            ", ".join(
+                f"{key} {_shown(before.get(key))} → {_shown(now.get(key))}"
+                for key in keys
+                if before.get(key) != now.get(key)
+            )
+            or None
+        )
+    if what == "checkpoint":  # the same by its bytes, whatever path names it
+        before, now = ((info or {}).get("sha256") for info in (before, now))
+        return None if before == now else f"sha256 {_short(before)} → {_short(now)}"
+    if what == "weights":
+        before, now = before or {}, now or {}
+        files = sorted(f for f in before.keys() | now.keys() if before.get(f) != now.get(f))
+        changed = (f"{f} {_short(before.get(f))} → {_short(now.get(f))}" for f in files)
+        return ", ".join(changed) or None
+    return None if before == now else f"{_shown(before)} → {_shown(now)}"
+
+
+def _short(sha256: str | None) -> str:
+    return "none" if sha256 is None else f"{sha256[:12]}…"
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _split_sha256(identities: dict[str, str]) -> str:

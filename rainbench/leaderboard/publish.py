@@ -3,6 +3,7 @@ text or to a file. Each step is its own module: loading (results.py), ranking
 (ranking.py), the cells every format shows (cells.py), and a renderer per format.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rainbench.files import write_atomic
@@ -21,14 +22,15 @@ RENDERERS = {
 FORMATS = tuple(RENDERERS)
 
 
-def render_leaderboard(results_dir: Path, fmt: str) -> str:
-    """The leaderboard of `results_dir` as text in `fmt` (one of FORMATS)."""
+def render_leaderboard(results_dir: Path | Sequence[Path], fmt: str) -> str:
+    """The leaderboard of `results_dir` (or of several, merged) as text in `fmt` (one of
+    FORMATS)."""
     if fmt not in RENDERERS:
         raise LeaderboardError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return RENDERERS[fmt](load_results(results_dir))
 
 
-def write_leaderboard(results_dir: Path, fmt: str, out: Path) -> Path:
+def write_leaderboard(results_dir: Path | Sequence[Path], fmt: str, out: Path) -> Path:
     """Write the leaderboard of `results_dir` to `out` in `fmt`; returns `out`."""
     out = Path(out)
     write_atomic(out, render_leaderboard(results_dir, fmt).encode("utf-8"))

@@ -1,9 +1,11 @@
 """Loading: the results directory the evaluation harness writes
 (<model>/<dataset>/<split>.parquet with a .json of provenance beside it) read into one
 `Run` per file pair, each checked where it is read so that a bad file is a one-line error.
+Several directories (a lab's and a contributor's) merge into one set of results.
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,16 +90,43 @@ class Run:
 
 @dataclass(frozen=True)
 class Results:
-    root: Path
+    root: Path  # the first directory read; its name titles the pages
     runs: tuple[Run, ...]
+    roots: tuple[Path, ...] = ()  # every directory read, when several were merged
 
     def reference_crops(self, dataset: str, split: str) -> Path:
-        return self.root / REFERENCE / dataset / f"{split}.crops"
+        """The input and ground-truth crops of a split: in the first directory that has
+        them."""
+        found = [root / REFERENCE / dataset / f"{split}.crops" for root in (*self.roots, self.root)]
+        return next((path for path in found if path.is_dir()), found[-1])
 
 
-def load_results(results_dir: Path) -> Results:
-    """Every run under `results_dir` (<model>/<dataset>/<split>.parquet + .json)."""
-    root = Path(results_dir)
+def load_results(results_dirs: Path | Sequence[Path]) -> Results:
+    """Every run under `results_dirs` (each <model>/<dataset>/<split>.parquet + .json):
+    one directory, or several merged, where a model's results on one split may be in
+    only one of them."""
+    if isinstance(results_dirs, str | Path):
+        return _load_one(Path(results_dirs))
+    loaded = [_load_one(Path(path)) for path in dict.fromkeys(results_dirs)]
+    if not loaded:
+        raise LeaderboardError("no results directory given")
+    seen: dict[tuple[str, str, str], Path] = {}
+    for results in loaded:
+        for run in results.runs:
+            where = seen.setdefault((run.model, run.dataset, run.split), results.root)
+            if where != results.root:
+                raise LeaderboardError(
+                    f"{run.model}/{run.dataset}/{run.split} is in both {where} and "
+                    f"{results.root}: keep one of them"
+                )
+    runs = sorted(
+        (run for results in loaded for run in results.runs),
+        key=lambda run: (run.model, run.dataset, run.split),
+    )
+    return Results(loaded[0].root, tuple(runs), tuple(results.root for results in loaded))
+
+
+def _load_one(root: Path) -> Results:
     if not root.is_dir():
         raise LeaderboardError(f"{root}: no such results directory")
     stems = sorted(

@@ -11,19 +11,53 @@ import numpy as np
 
 from rainbench.leaderboard.eval import Item, Output, Source, one_line
 from rainbench.models.base import to_pixels
-from rainbench.models.registry import DerainerError
+from rainbench.models.registry import DerainerError, check_derainer, create_derainer
+
+# How far beyond [0, 1] an output may stray and still be clipped, as a network without
+# a final clamp overshoots a little; further is taken for a mistake (values in 0..255,
+# another normalisation) and fails the image instead of being scored clipped.
+OUTPUT_TOLERANCE = 0.5
 
 
 class DerainerSource(Source):
-    """Runs a `Derainer` on batches of same-size images, in tiles when asked."""
+    """Runs a `Derainer` on batches of same-size images, in tiles when asked. `name` is
+    what its results are filed and shown under (default: the derainer's `name`)."""
 
-    def __init__(self, derainer, device: str, tile: int | None, overlap: int):
+    def __init__(
+        self,
+        derainer,
+        device: str,
+        tile: int | None,
+        overlap: int,
+        name: str | None = None,
+        registered: dict | None = None,
+    ):
         self.derainer, self.device = derainer, device
         self.tile, self.overlap = tile, overlap
-        self.name = derainer.name
+        self.name = name or derainer.name
+        self.registered = registered  # the registry's name and the code's origin
+
+    @classmethod
+    def from_registry(
+        cls,
+        model: str,
+        name: str | None,
+        checkpoint: Path | None,
+        device: str,
+        tile: int | None,
+        overlap: int,
+        options: dict,
+    ) -> "DerainerSource":
+        """The derainer registered as `model`, filed under `name` (default: `model`,
+        whatever its class's own `name` says), with the registered name and where its
+        code comes from in the provenance."""
+        spec = check_derainer(model)
+        derainer = create_derainer(model, checkpoint=checkpoint, device=device, **options)
+        origin = {"registered": model, "source": spec.origin()}
+        return cls(derainer, device, tile, overlap, name=name or model, registered=origin)
 
     def info(self) -> dict:
-        return self.derainer.info()
+        return {**self.derainer.info(), "name": self.name, **(self.registered or {})}
 
     def run(self, items: list[Item], split: str) -> list[Output]:
         try:
@@ -50,17 +84,46 @@ class DerainerSource(Source):
                 torch.cuda.synchronize()
         seconds = (time.perf_counter() - started) / len(items)
         peak = _peak_memory_mb(self.device)
-        if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(batch.shape):
-            shape = tuple(getattr(result, "shape", ()))
-            error = f"returned shape {shape}, expected {tuple(batch.shape)}"
+        error = _wrong_batch(result, tuple(batch.shape))
+        if error:
             return [Output(None, error, seconds, peak) for _ in items]
-        outputs = []
-        for image in result.detach().float().cpu():
-            if not torch.isfinite(image).all():
-                outputs.append(Output(None, "returned NaN or infinite values", seconds, peak))
-                continue
-            outputs.append(Output(to_pixels(image), None, seconds, peak))
-        return outputs
+        return [
+            Output(None, error, seconds, peak)
+            if (error := _wrong_values(image))
+            else Output(to_pixels(image), None, seconds, peak)
+            for image in result.detach().float().cpu()
+        ]
+
+
+def _wrong_batch(result: object, expected: tuple[int, ...]) -> str | None:
+    """What is wrong with a derainer's answer as a whole: not a float tensor of the
+    batch's shape."""
+    import torch
+
+    if not isinstance(result, torch.Tensor):
+        return f"returned {type(result).__name__}, expected a torch.Tensor of shape {expected}"
+    if tuple(result.shape) != expected:
+        return f"returned shape {tuple(result.shape)}, expected {expected}"
+    if not result.is_floating_point():
+        return (
+            f"returned {str(result.dtype).removeprefix('torch.')} values, expected floats in [0, 1]"
+        )
+    return None
+
+
+def _wrong_values(image) -> str | None:
+    """What is wrong with one output's values: NaN or infinity, or values further than
+    OUTPUT_TOLERANCE outside [0, 1] (closer ones are clipped)."""
+    import torch
+
+    if not torch.isfinite(image).all():
+        return "returned NaN or infinite values"
+    low, high = image.min().item(), image.max().item()
+    if high > 1 + OUTPUT_TOLERANCE:
+        return f"returned values up to {high:.4g}: expected [0, 1] (0..255 divided by 255)"
+    if low < -OUTPUT_TOLERANCE:
+        return f"returned values down to {low:.4g}: expected [0, 1]"
+    return None
 
 
 class FolderSource(Source):
@@ -75,16 +138,21 @@ class FolderSource(Source):
     def info(self) -> dict:
         return self.outputs.info()
 
+    def output_sha256(self, keys: list[str], split: str) -> dict[str, str]:
+        """Each key's output file by its sha256 (or "missing", "ambiguous")."""
+        return {key: self.outputs.sha256(key, split) for key in keys}
+
     def run(self, items: list[Item], split: str) -> list[Output]:
+        # No timing: the outputs were made elsewhere, so the row's speed is left empty.
         outputs = []
         for item in items:
             height, width = item.rain.shape[:2]
             try:
                 image = self.outputs.load(item.key, (width, height), split=split)
             except DerainerError as error:
-                outputs.append(Output(None, str(error), 0.0, None))
+                outputs.append(Output(None, str(error), None, None))
                 continue
-            outputs.append(Output(image, None, 0.0, None))
+            outputs.append(Output(image, None, None, None))
         return outputs
 
 

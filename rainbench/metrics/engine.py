@@ -9,6 +9,7 @@ image's `status` and the run goes on.
 
 import functools
 import hashlib
+import io
 import os
 import sqlite3
 import sys
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import UnidentifiedImageError
+from PIL import TiffImagePlugin, UnidentifiedImageError
 
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_upright
 from rainbench.capture.formats import is_capture_name, sniff
@@ -53,6 +54,9 @@ class Pairing:
     jobs: list[ScoreJob]
     unmatched_pred: list[str] = field(default_factory=list)
     unmatched_ref: list[str] = field(default_factory=list)
+    # Files that are no image rainbench reads (a .npy, a .txt), left out of the pairing.
+    unsupported_pred: list[str] = field(default_factory=list)
+    unsupported_ref: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,16 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
     The extension may differ (a derainer may write PNG for a JPEG input); a stem
     found twice on one side is ambiguous and reported as unmatched. Names are given
     as ingest stores them (`name_text`: bytes that are not UTF-8 as `\\xHH`).
+    Files that are no image (by their extension; hidden ones aside) are listed apart.
     """
-    preds, pred_twice = _images_by_stem(pred_dir)
+    preds, pred_twice, pred_other = _images_by_stem(pred_dir)
     if ref_dir is None:
         return Pairing(
             [ScoreJob(_name(path, pred_dir), path, None) for _, path in sorted(preds.items())],
             _names(pred_twice, pred_dir),
+            unsupported_pred=_names(pred_other, pred_dir),
         )
-    refs, ref_twice = _images_by_stem(ref_dir)
+    refs, ref_twice, ref_other = _images_by_stem(ref_dir)
     jobs = [
         ScoreJob(_name(preds[s], pred_dir), preds[s], refs[s])
         for s in sorted(preds.keys() & refs.keys())
@@ -84,6 +90,8 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
         jobs,
         sorted(_names([preds[s] for s in preds.keys() - refs.keys()] + pred_twice, pred_dir)),
         sorted(_names([refs[s] for s in refs.keys() - preds.keys()] + ref_twice, ref_dir)),
+        _names(pred_other, pred_dir),
+        _names(ref_other, ref_dir),
     )
 
 
@@ -95,19 +103,25 @@ def _name(path: Path, folder: Path) -> str:
     return name_text(path.relative_to(folder).as_posix())
 
 
-def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[Path]]:
-    """The images under `folder` by relative path without extension, and those whose
-    stem is found twice (ambiguous: left unmatched, and reported)."""
+def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[Path], list[Path]]:
+    """The images under `folder` by relative path without extension, those whose stem
+    is found twice (ambiguous: left unmatched, and reported), and the other files (not
+    hidden) that are no image."""
     by_stem: dict[str, list[Path]] = {}
+    other = []
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and is_capture_name(path.name):
+        if not path.is_file():
+            continue
+        if is_capture_name(path.name):
             # NFC: a name copied from macOS (decomposed) pairs with the same name typed
             # elsewhere (composed).
             stem = path.relative_to(folder).with_suffix("").as_posix()
             by_stem.setdefault(unicodedata.normalize("NFC", stem), []).append(path)
+        elif not path.name.startswith("."):
+            other.append(path)
     found = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
     twice = [path for paths in by_stem.values() if len(paths) > 1 for path in paths]
-    return found, twice
+    return found, twice, other
 
 
 def score(
@@ -279,7 +293,7 @@ def _score_one(
             row[name] = metric(pred, ref) if metric.spec.full_reference else metric(pred)
         except MetricError as error:
             row[name] = None
-            failures.append(f"{name}: {error}")
+            failures.append(metric_failure(name, error))
     if failures:
         row["status"] = "error: " + "; ".join(failures)
     return row
@@ -290,6 +304,12 @@ def _decode(data: bytes, path: Path) -> np.ndarray:
     name = name_text(path.name)
     if fmt is None or fmt.raw:
         raise MetricError(f"{name} is not an image that can be scored")
+    # Pillow reads no colour float TIFF, and a grey one as black: refused, whatever range.
+    if fmt.name == "tiff" and _float_tiff(data):
+        raise MetricError(
+            f"{name} is a floating-point TIFF, which is not scored: save the output as an "
+            "8- or 16-bit image (PNG, TIFF)"
+        )
     try:
         return np.asarray(load_upright(data, fmt))
     except CaptureRejected:  # load_upright read the header only: the size is past the cap
@@ -301,6 +321,28 @@ def _decode(data: bytes, path: Path) -> np.ndarray:
         raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise MetricError(f"{name} does not decode: {error}") from None
+
+
+def _float_tiff(data: bytes) -> bool:
+    """Whether a TIFF's first image holds floating-point samples (SampleFormat 3), which
+    Pillow cannot read in colour."""
+    try:
+        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        stream = io.BytesIO(data)
+        stream.seek(directory.next)
+        directory.load(stream)
+    except (SyntaxError, ValueError, OSError, EOFError):
+        return False
+    formats = directory.get(TiffImagePlugin.SAMPLEFORMAT, ())
+    return 3 in (formats if isinstance(formats, tuple) else (formats,))
+
+
+def metric_failure(name: str, error: Exception) -> str:
+    """A metric's failure on one image, on one line, its name said once (most metrics'
+    messages start with it already); an unexpected error keeps its type."""
+    lines = str(error).strip().splitlines() or [""]
+    text = lines[0] if isinstance(error, MetricError) else f"{type(error).__name__}: {lines[0]}"
+    return text if text.startswith((f"{name}:", f"{name} ")) else f"{name}: {text}"
 
 
 # -- the cache ----------------------------------------------------------------------------

@@ -45,6 +45,8 @@ def provenance(
         "images": len(pairing.jobs),
         "unmatched_pred": pairing.unmatched_pred,
         "unmatched_ref": pairing.unmatched_ref,
+        "unsupported_pred": pairing.unsupported_pred,
+        "unsupported_ref": pairing.unsupported_ref,
         "options": options,
         # Values read from it were computed with the same weights and versions (their
         # identity is part of its key: rainbench.metrics.engine.cache_identities).
@@ -70,7 +72,9 @@ def cpu_model() -> str:
 
 
 def summary(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
-    """Mean of each metric over the images it scored (inf counted apart)."""
+    """Each metric over the images it scored: its mean as the leaderboard takes it (an
+    infinite PSNR, an output identical to its reference, kept: the mean is then
+    infinite, as BasicSR's is) and, apart, the mean of the finite values."""
     lines = []
     for metric in metrics:
         values = [row[metric] for row in rows if row.get(metric) is not None]
@@ -78,7 +82,8 @@ def summary(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
         lines.append(
             {
                 "metric": metric,
-                "mean": sum(finite) / len(finite) if finite else None,
+                "mean": sum(values) / len(values) if values else None,
+                "finite_mean": sum(finite) / len(finite) if finite else None,
                 "images": len(values),
                 "infinite": len(values) - len(finite),
                 "failed": len(rows) - len(values),

@@ -16,7 +16,7 @@ from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
-from rainbench.files import regular_file
+from rainbench.files import file_sha256, regular_file
 from rainbench.models.base import NumpyDerainer
 from rainbench.models.options import number_option
 from rainbench.models.registry import DerainerError
@@ -48,12 +48,16 @@ class CommandDerainer(NumpyDerainer):
             name, "timeout", timeout, float, low=0, low_open=True, optional=True
         )
 
-    def options(self) -> dict:
-        return {"timeout": self.timeout}
-
     def info(self) -> dict:
+        # The timeout is on record but not an option: it decides which images fail, not
+        # what an output is, so changing it keeps earlier results.
         digest = hashlib.sha256(self.command.encode()).hexdigest()
-        return {**super().info(), "command": self.command, "command_sha256": digest}
+        return {
+            **super().info(),
+            "command": self.command,
+            "command_sha256": digest,
+            "timeout": self.timeout,
+        }
 
     def derain_images(self, images: np.ndarray) -> np.ndarray:
         with tempfile.TemporaryDirectory(prefix="rainbench-derain-") as work:
@@ -130,46 +134,43 @@ class OutputsFolder:
 
     def find(self, key: str, split: str | None = None) -> Path:
         """The file holding `key`'s output: in the split's sub-folder first."""
+        paths = self._candidates(key, split)
+        if len(paths) > 1:
+            names = ", ".join(sorted(path.name for path in paths))
+            raise DerainerError(f"more than one output for {key} in {paths[0].parent}: {names}")
+        if not paths:
+            raise DerainerError(f"no output for {key} in {self.folder}")
+        return paths[0]
+
+    def _candidates(self, key: str, split: str | None) -> list[Path]:
+        """The files named for `key` in the first folder that has any."""
         for folder in self._folders(split):
             paths = self._listing(folder).get(key, [])
-            if len(paths) > 1:
-                names = ", ".join(sorted(path.name for path in paths))
-                raise DerainerError(f"more than one output for {key} in {folder}: {names}")
             if paths:
-                return paths[0]
-        raise DerainerError(f"no output for {key} in {self.folder}")
+                return paths
+        return []
 
     def keys(self, split: str | None = None) -> list[str]:
         """Every key `load(key, split=split)` finds, sorted."""
         return sorted({key for folder in self._folders(split) for key in self._listing(folder)})
 
+    def sha256(self, key: str, split: str | None = None) -> str:
+        """What `key`'s output is: its file's sha256, or "missing" or "ambiguous" (more
+        than one file) when `load` would fail to find one. Results of a folder are of
+        these files, not of the folder: a copy elsewhere, or outputs added for other
+        keys, leave them as they are."""
+        paths = self._candidates(key, split)
+        if len(paths) > 1:
+            return "ambiguous"
+        return file_sha256(paths[0]) if paths else "missing"
+
     def info(self) -> dict:
-        """Name, folder and a sha256 over every output file's path and sha256."""
-        files = sorted(
-            path.relative_to(self.folder).as_posix()
-            for folder in (self.folder, *self._split_folders())
-            for paths in self._listing(folder).values()
-            for path in paths
-        )
-        digest = hashlib.sha256()
-        for name in files:
-            with open(self.folder / name, "rb") as file:
-                digest.update(
-                    f"{name}\t{hashlib.file_digest(file, 'sha256').hexdigest()}\n".encode()
-                )
-        return {
-            "name": self.name,
-            "version": self.version,
-            "folder": str(self.folder.resolve()),
-            "files": len(files),
-            "outputs_sha256": digest.hexdigest(),
-        }
+        """Name, version and the folder (for the record: each output is known by its
+        own sha256, `sha256`)."""
+        return {"name": self.name, "version": self.version, "folder": str(self.folder.resolve())}
 
     def _folders(self, split: str | None) -> list[Path]:
         return [self.folder] if split is None else [self.folder / split, self.folder]
-
-    def _split_folders(self) -> list[Path]:
-        return sorted(path for path in self.folder.iterdir() if path.is_dir())
 
     def _listing(self, folder: Path) -> dict[str, list[Path]]:
         """The output files directly in `folder` by stem, listed once."""

@@ -2,6 +2,7 @@
 external commands and outputs computed elsewhere."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,17 +15,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
+import rainbench
+from rainbench.cli import leaderboard as leaderboard_cli
+from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard import eval as eval_module
 from rainbench.leaderboard.eval import EvalError, EvalSettings, evaluate
+from rainbench.leaderboard.results import load_results
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.metrics.fullref import psnr, psnr_y, ssim, ssim_y
+from rainbench.models import registry
 from rainbench.models.base import Derainer
 from rainbench.models.external import CommandDerainer
-from rainbench.models.registry import create_derainer
+from rainbench.models.registry import DerainerSpec, create_derainer, list_derainers, register
 from rainbench.shards import manifest
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.synth.imports import import_paired
@@ -507,3 +514,237 @@ def test_torch_threads_are_chosen_or_given_and_recorded(tmp_path, ds):
         assert info["threads"] == torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+# --- the method's name, its origin, and why earlier results are refused -----------------
+
+
+class _Unnamed(Derainer):
+    """A plug-in's class that keeps the base class's `name`."""
+
+    version = "1"
+
+    def __init__(self, device: str = "cpu", gain: float = 1.0):
+        super().__init__(device)
+        self.gain = gain
+
+    def derain(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch * self.gain
+
+    def options(self) -> dict:
+        return {"gain": self.gain}
+
+
+@pytest.fixture
+def unnamed_derainers(monkeypatch):
+    """Two registered derainers, `plain` and `dimmed`, whose class has one `name`."""
+    list_derainers()  # the built-ins first
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    for name, gain in (("plain", 1.0), ("dimmed", 0.5)):
+        register(
+            DerainerSpec(
+                name,
+                "a test derainer",
+                lambda checkpoint, device, gain=gain, **options: _Unnamed(device, gain, **options),
+            )
+        )
+
+
+def _registered(model, name=None, **options):
+    return DerainerSource.from_registry(model, name, None, "cpu", None, 32, options)
+
+
+def test_results_are_filed_under_the_registered_name_not_the_class_name(
+    tmp_path, ds, unnamed_derainers
+):
+    results = tmp_path / "res"
+    [plain] = evaluate(_registered("plain"), ds, "test", results, FAST)
+    [dimmed] = evaluate(_registered("dimmed"), ds, "test", results, FAST)
+    assert (plain.scored, dimmed.scored, dimmed.skipped) == (4, 4, 0)
+    assert sorted(p.name for p in results.iterdir()) == ["_reference", "dimmed", "plain"]
+    info = json.loads((results / "dimmed" / "ds" / "test.json").read_text())
+    assert info["model"]["name"] == info["model"]["registered"] == "dimmed"
+    # Where the code came from: a built-in here, rainbench's own module and version.
+    assert info["model"]["source"] == {
+        "package": "rainbench",
+        "version": rainbench.__version__,
+        "module": __name__,
+    }
+
+
+def test_a_variant_is_filed_under_its_own_name_beside_the_method(tmp_path, ds, unnamed_derainers):
+    results = tmp_path / "res"
+    evaluate(_registered("plain"), ds, "test", results, FAST)
+    [variant] = evaluate(_registered("plain", "plain-dim", gain=0.25), ds, "test", results, FAST)
+    assert variant.scored == 4 and variant.path == results / "plain-dim" / "ds" / "test.parquet"
+    info = json.loads((results / "plain-dim" / "ds" / "test.json").read_text())
+    assert info["model"]["name"] == "plain-dim" and info["model"]["registered"] == "plain"
+    assert info["model"]["options"] == {"gain": 0.25}
+    # Another derainer under a name in use is refused, naming the derainers.
+    with pytest.raises(EvalError, match=r"registered 'plain' → 'dimmed'"):
+        evaluate(_registered("dimmed", "plain-dim", gain=0.25), ds, "test", results, FAST)
+
+
+def test_a_refusal_names_what_differs(tmp_path, ds, unnamed_derainers):
+    results = tmp_path / "res"
+    evaluate(_registered("plain"), ds, "test", results, FAST)
+    with pytest.raises(
+        EvalError, match=r"another model \(options \{'gain': 1.0\} → \{'gain': 0.5\}\)"
+    ):
+        evaluate(_registered("plain", gain=0.5), ds, "test", results, FAST)
+    evaluate(_registered("plain"), ds, "syn-streak", results, FAST)
+    other = replace(FAST, metrics=("piqe",))
+    with pytest.raises(EvalError, match=r"another metrics \(\['psnr_y', .*'piqe'\] → \['piqe'\]\)"):
+        evaluate(_registered("plain"), ds, "syn-streak", results, other)
+    weights = tmp_path / "a.pt"
+    weights.write_bytes(b"trained")
+    sha = eval_module.file_sha256(weights)
+    with pytest.raises(EvalError, match=rf"another checkpoint \(sha256 none → {sha[:12]}…\)"):
+        evaluate(_registered("plain"), ds, "test", results, FAST, weights)
+
+
+def test_every_split_is_checked_before_any_image_is_derained(tmp_path, ds, monkeypatch):
+    results, weights = tmp_path / "res", tmp_path / "a.pt"
+    weights.write_bytes(b"trained")
+    evaluate(_source("identity"), ds, "test", results, FAST)
+    derained = []
+    monkeypatch.setattr(DerainerSource, "run", lambda self, items, split: derained.append(split))
+    # syn-streak, first in order, could be scored; test's results are of no checkpoint.
+    with pytest.raises(EvalError, match=r"test.json: made with another checkpoint"):
+        evaluate(_source("identity"), ds, "all", results, FAST, weights)
+    assert derained == [] and not (results / "identity" / "ds" / "syn-streak.json").exists()
+    monkeypatch.undo()
+    evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    with pytest.raises(EvalError) as refused:
+        evaluate(_source("identity"), ds, "all", results, FAST, weights)
+    message = str(refused.value)
+    assert "the earlier results of 2 splits" in message and "\n" not in message
+    assert "syn-streak.json made with another checkpoint" in message
+    assert "test.json made with another checkpoint" in message
+
+
+def test_outputs_elsewhere_are_known_by_each_file_not_the_folder(tmp_path, ds):
+    run = eval_module._SplitRun(
+        _source("identity"), eval_module.Dataset(ds), "ds", "syn-streak", "synthetic",
+        tmp_path, FAST, None,
+    )  # fmt: skip
+    items = list(run._items(run._manifest_rows()))
+    outputs = tmp_path / "outputs"
+    for item in items:
+        eval_module._save_png(outputs / "syn-streak" / f"{item.key}.png", item.rain)
+    results = tmp_path / "res"
+    [first] = evaluate(FolderSource(outputs, "theirs"), ds, "syn-streak", results, FAST)
+    assert (first.scored, first.failed) == (3, 0)
+    table = _table(results, "theirs", "syn-streak")
+    # Not timed here: no speed, rather than a speed of 0 that would rank first.
+    assert table.seconds.isna().all() and table.s_per_mp.isna().all()
+
+    moved = shutil.copytree(outputs, tmp_path / "elsewhere" / "outputs")
+    eval_module._save_png(moved / "test" / "another-split.png", items[0].rain)
+    [again] = evaluate(FolderSource(moved, "theirs"), ds, "syn-streak", results, FAST)
+    assert (again.scored, again.skipped, again.dropped) == (0, 3, 0)
+
+    eval_module._save_png(moved / "syn-streak" / f"{items[0].key}.png", items[1].rain)
+    [changed] = evaluate(FolderSource(moved, "theirs"), ds, "syn-streak", results, FAST)
+    assert (changed.scored, changed.skipped, changed.dropped) == (1, 2, 1)
+
+
+class _Returns(Derainer):
+    """Returns what `answer(batch)` makes of the batch."""
+
+    name, version = "returns", "1"
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer
+
+    def derain(self, batch: torch.Tensor):
+        return self.answer(batch)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (lambda b: b * 255, r"returned values up to 2\d\d(\.\d+)?: expected \[0, 1\]"),
+        (lambda b: (b * 255).round().to(torch.uint8), "returned uint8 values, expected floats"),
+        (lambda b: b - 2, r"returned values down to -\d(\.\d+)?: expected \[0, 1\]"),
+        (lambda b: b.numpy(), r"returned ndarray, expected a torch.Tensor of shape \(2, 3, 8, 8\)"),
+        (lambda b: (b, None), "returned tuple, expected a torch.Tensor"),
+    ],
+)
+def test_outputs_of_the_wrong_type_or_range_fail_their_images(answer, error):
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(30, 230, (8, 8, 3), dtype=np.uint8) for _ in range(2)]
+    items = [eval_module.Item(str(i), None, image, None) for i, image in enumerate(pixels)]
+    outputs = DerainerSource(_Returns(answer), "cpu", None, 32).run(items, "test")
+    assert [output.image for output in outputs] == [None, None]
+    for output in outputs:
+        assert re.fullmatch(error + ".*", output.error), output.error
+
+
+def test_a_small_overshoot_is_clipped_and_scored():
+    image = np.full((8, 8, 3), 200, np.uint8)
+    item = eval_module.Item("k", None, image, None)
+    source = DerainerSource(_Returns(lambda b: b + 0.3), "cpu", None, 32)
+    [output] = source.run([item], "test")
+    assert output.error is None and output.image.max() == 255
+
+
+# --- what the command line says ------------------------------------------------------
+
+
+def test_the_summary_counts_scored_and_failed_apart_and_names_kept_failures(tmp_path, ds):
+    all_failed = eval_module.SplitReport("ds", "test", "real", tmp_path, scored=3, failed=3)
+    assert (
+        "ds/test (real): 0 scored, 3 failed, 0 already done ->"
+        in (leaderboard_cli._report_lines([all_failed])[0])
+    )
+    results = tmp_path / "res"
+    evaluate(DerainerSource(_Flaky(), "cpu", None, 32), ds, "test", results, FAST)
+    [again] = evaluate(DerainerSource(_Flaky(), "cpu", None, 32), ds, "test", results, FAST)
+    assert again.failed_before == 3
+    [line] = leaderboard_cli._report_lines([again])
+    assert "0 scored, 0 failed, 4 already done (3 of them failed before: --retry-failed" in line
+
+
+def test_name_files_a_registered_derainer_and_timeout_goes_to_the_command(tmp_path, ds):
+    runner = CliRunner()
+    results = tmp_path / "res"
+    common = ["--dataset", str(ds), "--split", "syn-streak", "--metrics", "psnr_y"]
+    common += ["--no-progress", "--results", str(results)]
+    named = runner.invoke(main, ["eval", "--model", "identity", "--name", "ident-2", *common])
+    assert named.exit_code == 0, named.output
+    assert (results / "ident-2" / "ds" / "syn-streak.parquet").is_file()
+    assert not (results / "identity").exists()
+    slow = f"{sys.executable} -c 'import time; time.sleep(5)' {{input_dir}} {{output_dir}}"
+    timed = runner.invoke(
+        main,
+        ["eval", "--model-cmd", slow, "--name", "slow", "--timeout", "0.5", *common],
+    )  # fmt: skip
+    assert timed.exit_code == 0, timed.output
+    errors = set(_table(results, "slow", "syn-streak").error)
+    assert errors == {"DerainerError: slow: the command ran past its 0.5 s timeout"}
+    wrong = runner.invoke(main, ["eval", "--model", "identity", "--timeout", "5", *common])
+    assert wrong.exit_code == 2 and "--timeout is for --model-cmd" in wrong.output
+
+
+# --- several results folders on one leaderboard ----------------------------------------
+
+
+def test_several_results_folders_make_one_leaderboard(tmp_path, write_run):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    write_run(ours, "guided", "ds", "test", kind="real", metrics={"niqe": [5.0] * 3})
+    write_run(theirs, "median", "ds", "test", kind="real", metrics={"niqe": [4.0] * 3})
+    merged = load_results([ours, theirs])
+    assert sorted(run.model for run in merged.runs) == ["guided", "median"]
+    board = CliRunner().invoke(
+        main, ["leaderboard", "--results", str(ours), "--results", str(theirs)]
+    )
+    assert board.exit_code == 0, board.output
+    assert "guided" in board.output and "median" in board.output
+    write_run(theirs, "guided", "ds", "test", kind="real", metrics={"niqe": [3.0] * 3})
+    clash = CliRunner().invoke(
+        main, ["leaderboard", "--results", str(ours), "--results", str(theirs)]
+    )
+    assert clash.exit_code == 1
+    assert f"guided/ds/test is in both {ours} and {theirs}" in clash.output

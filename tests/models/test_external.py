@@ -118,12 +118,14 @@ def test_both_placeholders_are_required():
 def test_info_holds_the_command_and_its_hash(script):
     line = command(script)
     info = CommandDerainer(line, name="theirs", timeout=60).info()
+    # The timeout is on record, not an option: it changes which images fail, no output.
     assert info == {
         "name": "theirs",
         "version": "external",
-        "options": {"timeout": 60},
+        "options": {},
         "command": line,
         "command_sha256": hashlib.sha256(line.encode()).hexdigest(),
+        "timeout": 60,
     }
 
 
@@ -210,20 +212,20 @@ def test_a_missing_folder_is_an_error(tmp_path):
         OutputsFolder(tmp_path / "nope", "theirs")
 
 
-def test_info_hashes_every_output_file(tmp_path):
+def test_each_output_is_known_by_its_own_file_not_the_folder(tmp_path):
     save(tmp_path / "a.png")
     save(tmp_path / "val" / "b.png")
-    (tmp_path / "notes.txt").write_text("not an output")
-    info = OutputsFolder(tmp_path, "theirs").info()
-    assert info["name"] == "theirs"
-    assert info["folder"] == str(tmp_path.resolve())
-    assert info["files"] == 2
-    lines = "".join(
-        f"{name}\t{hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()}\n"
-        for name in ("a.png", "val/b.png")
-    )
-    assert info["outputs_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
-    (tmp_path / "notes.txt").write_text("changed")  # not an output: same hash
-    assert OutputsFolder(tmp_path, "theirs").info() == info
-    save(tmp_path / "a.png", value=(1, 2, 3))
-    assert OutputsFolder(tmp_path, "theirs").info()["outputs_sha256"] != info["outputs_sha256"]
+    save(tmp_path / "c.png")
+    save(tmp_path / "c.jpg")
+    outputs = OutputsFolder(tmp_path, "theirs")
+    assert outputs.info() == {
+        "name": "theirs",
+        "version": "precomputed",
+        "folder": str(tmp_path.resolve()),
+    }
+    digest = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    assert outputs.sha256("a") == outputs.sha256("a", split="val") == digest
+    assert outputs.sha256("b", split="val") != outputs.sha256("b") == "missing"
+    assert outputs.sha256("c") == "ambiguous"
+    save(tmp_path / "val" / "d.png")  # another split's output: a's is as it was
+    assert OutputsFolder(tmp_path, "theirs").sha256("a") == digest

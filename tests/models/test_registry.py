@@ -3,12 +3,14 @@ unknown names and checkpoints, and plug-ins from an installed distribution's ent
 points (made on the fly here), where a broken one is skipped with a warning."""
 
 import importlib
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+import rainbench
 from rainbench.models import registry
 from rainbench.models.registry import (
     ENTRY_POINT_GROUP,
@@ -174,3 +176,57 @@ def test_broken_entry_points_are_skipped_with_a_warning_naming_each(plugin):
         ]
         assert reason in message
         assert "\n" not in message
+
+
+def test_a_factory_that_raises_is_one_line_naming_the_derainer(isolated_registry):
+    def factory(checkpoint, device, size=3):
+        return size
+
+    register(DerainerSpec("median", "a factory with one option", factory))
+    with pytest.raises(DerainerError) as refused:
+        create_derainer("median", siz=3)
+    message = str(refused.value)
+    assert message.startswith("derainer median (built-in) could not be built: TypeError: ")
+    assert "unexpected keyword argument 'siz'" in message and "\n" not in message
+
+
+def test_a_name_only_a_broken_plugin_gives_says_it_failed_to_load(plugin):
+    with pytest.warns(registry.PluginWarning), pytest.raises(DerainerError) as refused:
+        create_derainer("missing-module")
+    assert str(refused.value) == (
+        "derainer 'missing-module' is not available: the plug-in entry point missing-module = "
+        "rainbench_no_such_module:SPEC failed to load: ModuleNotFoundError: No module named "
+        "'rainbench_no_such_module'"
+    )
+    with pytest.warns(registry.PluginWarning), pytest.raises(DerainerError) as unknown:
+        create_derainer("restormer")
+    assert "unknown derainer 'restormer'" in str(unknown.value)
+    assert "3 plug-in(s) failed to load: the plug-in entry point missing-module" in str(
+        unknown.value
+    )
+
+
+@pytest.mark.filterwarnings("ignore:skipping derainer entry point")
+def test_a_plugin_records_its_package_version_and_entry_point(plugin):
+    specs = {spec.name: spec for spec in list_derainers()}
+    assert specs["fake"].origin() == {
+        "package": "fake-derainers",
+        "version": "1.0",
+        "entry_point": f"{PLUGIN}:SPEC",
+    }
+    assert specs["guided"].origin() == {
+        "package": "rainbench",
+        "version": rainbench.__version__,
+        "module": "rainbench.models.builtin",
+    }
+
+
+def test_the_cli_prints_a_skipped_plugin_as_one_warning_line(plugin, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    result = subprocess.run(
+        [sys.executable, "-m", "rainbench", "models"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning: skipping derainer entry point clash = " in result.stderr
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr
+    assert all(line.startswith("warning: ") for line in result.stderr.splitlines())

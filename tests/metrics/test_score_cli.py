@@ -1,0 +1,109 @@
+"""`rainbench score` telling the user what it did: files it cannot read, predictions
+that match no reference, a metric's failure, an infinite PSNR in the mean, and JSON
+that any parser reads."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rainbench.cli import main
+from rainbench.cli.output import to_json
+from rainbench.metrics.engine import pair_folders
+
+
+def _save(path, seed, size=(48, 64)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def _score(pred, ref, tmp_path, *extra):
+    out = tmp_path / "scores.parquet"
+    arguments = ["score", "--pred", str(pred), "--ref", str(ref), "--out", str(out)]
+    return CliRunner().invoke(main, [*arguments, "--no-cache", "-j", "1", *extra])
+
+
+def test_a_file_that_is_no_image_is_listed_not_ignored(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(ref / "a.png", 0)
+    _save(pred / "a.png", 1)
+    np.save(pred / "b.npy", np.zeros((4, 4, 3), np.float32))
+    (pred / ".DS_Store").write_bytes(b"hidden")
+    pairing = pair_folders(pred, ref)
+    assert pairing.unsupported_pred == ["b.npy"] and pairing.unsupported_ref == []
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr")
+    assert result.exit_code == 0, result.output
+    assert "unsupported prediction (not an image file rainbench reads): b.npy" in result.output
+    assert ".DS_Store" not in result.output
+
+
+def test_a_float_tiff_is_named_as_such(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    truth = _save(ref / "a.png", 0)
+    pred.mkdir()
+    tifffile.imwrite(pred / "a.tif", truth.astype(np.float32) / 255, photometric="rgb")
+    # One channel, which Pillow would read as black.
+    _save(ref / "b.png", 1)
+    Image.fromarray(np.full((48, 64), 0.5, np.float32)).save(pred / "b.tif")
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    errors = json.loads(result.stdout)["errors"]
+    for error, name in zip(errors, ("a.tif", "b.tif"), strict=True):
+        assert error["status"] == (
+            f"error: {name} is a floating-point TIFF, which is not scored: save the output as "
+            "an 8- or 16-bit image (PNG, TIFF)"
+        )
+
+
+def test_a_metric_failure_names_the_metric_once(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(ref / "a.png", 0)
+    _save(pred / "a.png", 1, size=(40, 64))
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr_y,psnr", "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert error["status"].startswith("error: psnr_y: prediction 64×40 and reference 64×48")
+    assert "psnr_y: psnr_y" not in error["status"] and "psnr: psnr" not in error["status"]
+
+
+def test_when_no_name_matches_it_says_so_with_an_example_of_each_side(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(ref / "a.png", 0)
+    _save(pred / "a_derained.png", 0)
+    _save(pred / "b_derained.png", 1)
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr")
+    assert result.exit_code == 1
+    assert (
+        f"error: none of the 2 images in {pred} has a reference of the same name in {ref} "
+        "(paired by path without extension): e.g. prediction a_derained.png, reference a.png"
+    ) in result.output
+
+
+def test_an_identical_image_makes_the_mean_infinite_and_the_rest_is_said_apart(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for index in range(3):
+        truth = _save(ref / f"{index}.png", index)
+        pred.mkdir(exist_ok=True)
+        shift = 0 if index == 0 else 9  # the first is the reference itself
+        Image.fromarray(np.clip(truth.astype(int) + shift, 0, 255).astype(np.uint8)).save(
+            pred / f"{index}.png"
+        )
+    text = _score(pred, ref, tmp_path, "--metrics", "psnr")
+    assert text.exit_code == 0, text.output
+    [line] = [line for line in text.stdout.splitlines() if line.startswith("psnr ")]
+    assert line.split()[:6] == ["psnr", "mean", "inf", "over", "3", "images"]
+    assert "(1 identical to the reference; " in line and " over the other 2)" in line
+    as_json = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    [summary] = json.loads(as_json.stdout)["summary"]  # strict JSON: no Infinity
+    assert summary["mean"] == "inf" and summary["infinite"] == 1
+    assert math.isfinite(summary["finite_mean"])
+
+
+def test_json_writes_non_finite_numbers_as_any_parser_reads_them():
+    text = to_json({"a": math.inf, "b": [-math.inf, math.nan, 1.5], "c": (math.nan,)})
+    assert json.loads(text) == {"a": "inf", "b": ["-inf", None, 1.5], "c": [None]}
+    assert "Infinity" not in text and "NaN" not in text
