@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -312,7 +313,7 @@ FAILURES = [
     ),
     (
         ["eval", "--model", "identity", "--dataset", "{tmp}", "--results", "{tmp}/r"],
-        "rainbench.cli.leaderboard.create_derainer",
+        "rainbench.leaderboard.sources.create_derainer",
         _raises("DerainerError"),
     ),
     (
@@ -461,3 +462,67 @@ def test_tag_eval_refuses_options_its_measurement_does_not_read(runner, tmp_path
     )
     result = runner.invoke(main, ["tag-eval", "--tagger", "shipped"])
     assert result.exit_code == 2 and "--tagger is for tag-eval with a DATASET" in result.output
+
+
+def test_synth_recipes_are_each_run_once_and_none_is_a_usage_error(runner, tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(
+        "rainbench.cli.synth.synthesize", lambda dataset, options, progress: asked.append(options)
+    )
+    monkeypatch.setattr("rainbench.cli.synth.emit", lambda *args: None)
+    result = runner.invoke(main, ["synth", str(tmp_path), "--recipes", " streak, drizzle,streak"])
+    assert result.exit_code == 0, result.output
+    assert asked[0].recipes == ("streak", "drizzle")
+    for empty in ("", " , "):
+        result = runner.invoke(main, ["synth", str(tmp_path), "--recipes", empty])
+        assert result.exit_code == 2 and "name at least one recipe" in result.output
+
+
+def _declared_png(path, width, height):
+    """A PNG whose header declares width×height and that holds no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_synth_preview_failures_are_one_line(runner, tmp_path, monkeypatch):
+    from PIL import Image
+
+    bomb, photo = tmp_path / "bomb.png", tmp_path / "photo.png"
+    _declared_png(bomb, 60000, 60000)
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(photo)
+    sheet = str(tmp_path / "sheet.png")
+
+    refused = runner.invoke(main, ["synth", "--preview", str(bomb), "--out", sheet])
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
+    assert refused.output.count("\n") == 1
+    assert refused.output.startswith(f"error: {bomb}: 60000×60000 = 3600 MP exceeds the cap")
+
+    for out, message in [(tmp_path, "is a directory"), (tmp_path / "sheet.xyz", "sheet.xyz")]:
+        result = runner.invoke(main, ["synth", "--preview", str(photo), "--out", str(out)])
+        assert result.exit_code == 2 and message in result.output
+    whole = runner.invoke(main, ["synth", "--preview", str(photo), "-o", sheet])
+    rendered = Path(sheet).read_bytes()
+    shrunk = runner.invoke(
+        main, ["synth", "--preview", str(photo), "-o", sheet, "--max-side", "32"]
+    )
+    assert whole.exit_code == shrunk.exit_code == 0, shrunk.output
+    assert Path(sheet).read_bytes() != rendered  # rendered on the picture at 32×24
+
+    def out_of_memory(*args):
+        raise MemoryError
+
+    monkeypatch.setattr("rainbench.cli.synth.preview_sheet", out_of_memory)
+    result = runner.invoke(main, ["synth", "--preview", str(photo), "--out", sheet])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert (
+        result.output
+        == f"error: {photo}: too large to render every recipe on in the memory there is\n"
+    )

@@ -80,7 +80,7 @@ def _ray_address(ctx: click.Context, param: click.Parameter, value: str | None) 
     if value is None or _RAY_ADDRESS.fullmatch(value):
         return value
     raise click.BadParameter(
-        f"{value!r} is no Ray address (auto, HOST:PORT or ray://HOST:PORT): --ray takes the "
+        f"{value!r} is no Ray address (auto, local, HOST:PORT or ray://HOST:PORT): --ray takes the "
         "word after it as the address; write --ray auto, or put --ray last"
     )
 

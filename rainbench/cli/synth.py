@@ -4,7 +4,10 @@ public paired set."""
 from pathlib import Path
 
 import click
+from PIL import Image
 
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS
+from rainbench.capture.reject import CaptureRejected
 from rainbench.cli import options
 from rainbench.cli.group import fail
 from rainbench.cli.output import emit
@@ -14,12 +17,28 @@ from rainbench.synth.recipes import RECIPES
 from rainbench.synth.splits import PairsSummary
 
 
+def _recipe_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """The comma-separated recipes, each once, in the order given."""
+    recipes = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    if not recipes:
+        raise click.BadParameter(f"name at least one recipe, of: {', '.join(RECIPES)}")
+    return recipes
+
+
+def _sheet_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--out of --preview: a file whose suffix names an image format Pillow writes."""
+    if value is not None and value.suffix.lower() not in Image.registered_extensions():
+        raise click.BadParameter(f"{value.name}: name the sheet's image file, e.g. sheet.png")
+    return value
+
+
 @click.command("synth")
 @options.dataset(required=False, url=True)
 @click.option(
     "--recipes",
     default=",".join(SynthOptions.recipes),
     show_default=True,
+    callback=_recipe_list,
     help=f"Comma-separated recipes, of: {', '.join(RECIPES)}.",
 )
 @click.option(
@@ -55,6 +74,12 @@ from rainbench.synth.splits import PairsSummary
     default=SynthOptions.max_side,
     help="Shrink sources to this longest side first.  [default: full resolution]",
 )
+@click.option(
+    "--suffix",
+    help="Name the splits syn-<recipe>-SUFFIX: renders made with other sources, seed or "
+    "size than a split already holds go to splits of their own, e.g. --source-split train "
+    "--suffix train.",
+)
 @options.shard_size(SynthOptions.shard_bytes)
 @options.workers
 @click.option(
@@ -63,7 +88,11 @@ from rainbench.synth.splits import PairsSummary
     help="Instead: render every recipe on this one image into a contact sheet.",
 )
 @click.option(
-    "--out", "-o", type=click.Path(path_type=Path), help="Where --preview writes the sheet (PNG)."
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_sheet_file,
+    help="Where --preview writes the sheet (PNG).",
 )
 @options.as_json()
 @options.progress
@@ -72,25 +101,28 @@ def synth_command(
 ) -> None:
     """Render synthetic rain on clean captures of DATASET as paired splits syn-<recipe>.
 
-    Re-running is a no-op; the same inputs and seed give byte-identical shards.
+    Re-running is a no-op; the same inputs and seed give byte-identical shards. A split
+    holds one set of renders: other sources, seed or size need --suffix.
 
     \b
     Example:
       rainbench synth ds --recipes drizzle,streak,storm,fog-like --seed 0
-      rainbench synth --preview photo.jpg --out sheet.png
+      rainbench synth ds --source-split train --max-side 512 --suffix train
+      rainbench synth --preview photo.jpg --out sheet.png --max-side 1024
     """
     if preview:
         if out is None:
             raise click.UsageError("--preview needs --out SHEET.png")
-        click.echo(preview_sheet(preview, out, settings["seed"]))
+        try:
+            click.echo(preview_sheet(preview, out, settings["seed"], settings["max_side"]))
+        except CaptureRejected as error:
+            fail(f"{preview}: {error.message}")
+        except MemoryError:
+            fail(f"{preview}: too large to render every recipe on in the memory there is")
         return
     if dataset is None:
         raise click.UsageError("give a DATASET, or --preview IMAGE --out SHEET.png")
-    synth_options = SynthOptions(
-        recipes=tuple(r.strip() for r in recipes.split(",") if r.strip()),
-        shard_bytes=shard_size,
-        **settings,
-    )
+    synth_options = SynthOptions(recipes=recipes, shard_bytes=shard_size, **settings)
     emit(synthesize(dataset, synth_options, progress=progress), as_json, pairs_lines)
 
 
@@ -136,9 +168,16 @@ Layouts:
     is_flag=True,
     help="Write the --split's checksum list from PATH first (once, when it has none).",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Leave out images with more pixels, read from the header (decompression bombs).",
+)
 @options.shard_size(SynthOptions.shard_bytes)
 @options.workers
-@options.as_json()
+@options.as_json("Print the summary and the problems as JSON.")
 @options.progress
 def import_paired_command(
     path,
@@ -148,12 +187,13 @@ def import_paired_command(
     protocol,
     split_name,
     write_checksums,
+    max_pixels,
     shard_size,
     workers,
     as_json,
     progress,
 ) -> None:
-    from rainbench.synth.imports import import_paired
+    from rainbench.synth.imports import CHANGED_SOURCE, import_paired
     from rainbench.synth.protocol import MISMATCHES, protocol_split
 
     split = None
@@ -167,15 +207,29 @@ def import_paired_command(
     if layout is None or name is None:
         raise click.UsageError("give --layout and --name, or --protocol FILE --split NAME")
     summary, problems = import_paired(
-        path, layout, name, dataset, shard_size, workers, progress, split, write_checksums
-    )
+        path, layout, name, dataset, shard_size, workers, progress, split, write_checksums,
+        max_pixels,
+    )  # fmt: skip
     for problem in problems:
         click.echo(f"{problem.kind}: {problem.path}: {problem.detail}", err=True)
-    if any(problem.kind in MISMATCHES for problem in problems):
+    report = {**summary.to_dict(), "problems": [problem.to_dict() for problem in problems]}
+    emit(report, as_json, lambda _: pairs_lines(summary))
+    kinds = {problem.kind for problem in problems}
+    if kinds & MISMATCHES:
         fail(f"{path} does not match {split.title}: nothing stored")
-    if not summary.stored and not summary.existing:
-        fail(f"no pairs found in {path} for layout {layout}")
-    emit(summary, as_json, pairs_lines)
+    if CHANGED_SOURCE in kinds:
+        fail(f"{path} holds other files than split {name} was imported from: nothing stored")
+    if "mixed-partitions" in kinds:
+        fail(f"{path} holds several of the set's partitions: nothing stored")
+    if not sum(summary.stored.values()) and not sum(summary.existing.values()):
+        found = (
+            f"none of its {len(summary.failed)} pairs could be read"
+            if summary.failed
+            else (f"no pairs found for layout {layout}")
+        )
+        fail(f"{path}: {found}")
+    if summary.failed:
+        fail(f"{len(summary.failed)} pairs of {path} could not be read (failed: above)")
 
 
 def pairs_lines(summary: PairsSummary) -> list[str]:

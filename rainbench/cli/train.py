@@ -1,6 +1,7 @@
 """Training: NLCL and CCLGAN on a dataset's shards, and published checkpoints converted
 for rainbench eval."""
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,12 @@ def _run_options(config: type[RunConfig], min_crop: int):
     decorators = [
         options.dataset("--dataset", url=True),
         click.option(
-            "--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path)
+            "--out",
+            "run",
+            required=True,
+            metavar="RUN",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="The run's folder: a new one, or one to resume.",
         ),
         click.option("--rain-types", help="Comma-separated rain types to train on (default: all)."),
         option("split"),
@@ -179,7 +185,8 @@ def train_nlcl_command(
     )
     options.require_device(device)
     report = train(dataset, run, config, device, progress, threads)
-    emit(report, as_json, lambda r: _trained_lines(r, "nlcl"))
+    if _first_rank():
+        emit(report, as_json, lambda r: _trained_lines(r, "nlcl"))
 
 
 _CCLGAN_HELP = """Train CCLGAN (unsupervised, cycle contrastive adversarial deraining) on DATASET.
@@ -241,7 +248,8 @@ def train_cclgan_command(
     )
     options.require_device(device)
     report = train(dataset, run, config, device, progress, threads, weights_dir)
-    emit(report, as_json, lambda r: _trained_lines(r, "cclgan"))
+    if _first_rank():
+        emit(report, as_json, lambda r: _trained_lines(r, "cclgan"))
 
 
 def _trained_lines(report: "TrainReport", name: str) -> list[str]:
@@ -256,6 +264,11 @@ def _trained_lines(report: "TrainReport", name: str) -> list[str]:
 @click.group("nlcl")
 def nlcl_group() -> None:
     """NLCL utilities."""
+
+
+def _first_rank() -> bool:
+    """Whether this process prints the summary: under torchrun, rank 0 alone does."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @nlcl_group.command("import-checkpoint")

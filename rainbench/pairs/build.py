@@ -380,7 +380,8 @@ class _Remembered:
 def _check_name(dataset: Dataset, name: str) -> None:
     if not re.fullmatch(manifest.SPLIT, name) or name in _RESERVED or name.startswith("syn-"):
         raise DatasetError(
-            f"--name {name!r}: use lower-case letters, digits, - and _; not train, val, "
+            f"--name {name[:40]!r}{'…' if len(name) > 40 else ''}: use at most "
+            f"{manifest.SPLIT_MAX} lower-case letters, digits, - and _; not train, val, "
             "test, synthetic or a syn-* name"
         )
     stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)

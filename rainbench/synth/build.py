@@ -67,12 +67,13 @@ def synthesize(root: str | Path, options: SynthOptions, progress: bool = False) 
     unknown = [r for r in options.recipes if r not in RECIPES]
     if unknown:
         raise DatasetError(f"unknown recipe {unknown[0]!r}; known: {', '.join(RECIPES)}")
-    if options.suffix is not None and not re.fullmatch(manifest.SPLIT, options.split("x")):
-        raise DatasetError(
-            f"--suffix {options.suffix!r} does not make a split name (lowercase letters, "
-            "digits, '-' and '_')"
-        )
     recipes = tuple(dict.fromkeys(options.recipes))  # each once, in the order given
+    bad = [r for r in recipes if not re.fullmatch(manifest.SPLIT, options.split(r))]
+    if bad:
+        raise DatasetError(
+            f"--suffix {options.suffix!r} does not make a split name of {bad[0]}: at most "
+            f"{manifest.SPLIT_MAX} lowercase letters, digits, '-' and '_' in all"
+        )
     with writing(root) as dataset, WorkerPool(options.workers) as pool:
         _check_made_alike(dataset, options, recipes)
         sources = _sources(dataset, options)
@@ -224,13 +225,14 @@ def _fit(image: Image.Image, max_side: int | None) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def preview_sheet(image_path: Path, out: Path, seed: int = 0) -> Path:
-    """Write the contact sheet of every recipe rendered on the picture at `image_path`."""
+def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | None = None) -> Path:
+    """Write the contact sheet of every recipe rendered on the picture at `image_path`,
+    shrunk first to `max_side` when given."""
     data = Path(image_path).read_bytes()
     fmt = sniff(data, Path(image_path).name)
     if fmt is None or fmt.raw:
         raise DatasetError(f"{image_path}: not an image rainbench can render on (JPEG, PNG, …)")
-    sheet = contact_sheet(np.asarray(load_upright(data, fmt)), seed=seed)
+    sheet = contact_sheet(np.asarray(_fit(load_upright(data, fmt), max_side)), seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out

@@ -5,9 +5,11 @@ them, checks sizes from the image headers and reports every file it could not pa
 a missing partner or a size mismatch is reported, never guessed.
 """
 
+import hashlib
 import os
 import posixpath
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
@@ -15,8 +17,12 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, load_stored
+from rainbench.capture.formats import Format, sniff
+from rainbench.capture.reject import CaptureRejected
+from rainbench.errors import first_line
 from rainbench.files import regular_file
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -44,11 +50,15 @@ class PairSource:
 
 @dataclass(frozen=True)
 class LayoutProblem:
-    # missing-gt, missing-rain, size-mismatch, unreadable, unexpected-file, duplicate-name,
-    # mixed-partitions, no-pairs (and, from a protocol check, rainbench.synth.protocol's)
+    # missing-gt, missing-rain, size-mismatch, unreadable, too-many-pixels, float-pixels,
+    # unexpected-file, duplicate-name, mixed-partitions, no-pairs (and, from an import,
+    # rainbench.synth.imports's; from a protocol check, rainbench.synth.protocol's)
     kind: str
     path: str  # relative to the root, POSIX separators; "." for the root itself
     detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "path": self.path, "detail": self.detail}
 
 
 # Kinds of paired split (DESIGN.md): rain rendered by someone else, or real rain whose
@@ -60,7 +70,7 @@ IMPORTED, REAL_PAIRED = "imported", "real-paired"
 class Layout:
     name: str
     description: str  # one line for --help; also what a "no-pairs" problem says is expected
-    find: Callable[[Path], tuple[list[PairSource], list[LayoutProblem]]]
+    find: Callable[[Path, int], tuple[list[PairSource], list[LayoutProblem]]]
     kind: str = IMPORTED
     ground_truth: str | None = None  # how a real-paired set estimated its ground truth
 
@@ -68,6 +78,8 @@ class Layout:
 # The recipe of a pair `rainbench pairs` estimated from a lab's own sequence:
 # `pairs:<method>` (percentile, median, lowrank or rain-free).
 ESTIMATED = "pairs:"
+# The split `rainbench pairs` stores its pairs in unless told otherwise.
+LAB_PAIRS = "lab-pairs"
 
 
 def paired_kind(recipe: str) -> str:
@@ -82,7 +94,9 @@ def paired_kind(recipe: str) -> str:
     return layout.kind if layout else IMPORTED
 
 
-def find_pairs(root: Path, layout: str) -> tuple[list[PairSource], list[LayoutProblem]]:
+def find_pairs(
+    root: Path, layout: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[list[PairSource], list[LayoutProblem]]:
     """The pairs under `root` by `layout`'s rules, sorted by name (numbers in
     numeric order: rain-2 before rain-10), and every problem met on the way.
 
@@ -92,31 +106,53 @@ def find_pairs(root: Path, layout: str) -> tuple[list[PairSource], list[LayoutPr
     pair survives, a "no-pairs" problem comes last. When a real set's pairs lie in
     more than one of its own partitions (`GT-RAIN_train/` and `GT-RAIN_test/`), none is
     returned and a "mixed-partitions" problem comes last: a split never mixes them.
+
+    An image whose header declares more than `max_pixels` ("too-many-pixels") or
+    floating-point pixels ("float-pixels", whose range no rule says) is left out too.
+    Two rules (or list lines) giving the same rainy and ground-truth files give one pair.
     """
     try:
         chosen = LAYOUTS[layout]
     except KeyError:
         raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}") from None
-    return chosen.find(Path(root))
+    return chosen.find(Path(root), max_pixels)
 
 
-def load_pair(pair: PairSource) -> tuple[np.ndarray, np.ndarray]:
-    """Rainy and ground-truth pixels, uint8 H×W×3 RGB, crops applied.
+def load_pair(
+    pair: PairSource, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rainy and ground-truth pixels, uint8 H×W×3 RGB, crops applied, decoded as ingest
+    decodes a capture: 16-bit grey scaled to 8 bits (not clipped), the header checked
+    against `max_pixels` before any pixel is decoded. A file that cannot be read raises
+    ValueError naming it.
 
     EXIF orientation is not applied: the public sets are plain PNG/JPEG whose
     pixels are stored upright.
     """
-    rain = _read_rgb(pair.rain, pair.crop_rain)
-    gt = _read_rgb(pair.gt, pair.crop_gt)
+    rain = _read_rgb(pair.rain, pair.crop_rain, max_pixels)
+    gt = _read_rgb(pair.gt, pair.crop_gt, max_pixels)
     if rain.shape != gt.shape:
         raise ValueError(f"{pair.name}: rainy {rain.shape} and ground truth {gt.shape} differ")
     return rain, gt
 
 
-def _read_rgb(path: Path, box: Box | None) -> np.ndarray:
-    with Image.open(path) as image:
-        region = image.crop(box) if box else image
-        return np.array(region.convert("RGB"), dtype=np.uint8)
+# What `load_stored` is told a file is when ingest's sniffing knows no such capture
+# (a BMP): it reads every format but RAW and HEIF with Pillow alike.
+_PILLOW_FORMAT = Format("pillow", "png")
+
+
+def _read_rgb(path: Path, box: Box | None, max_pixels: int) -> np.ndarray:
+    try:
+        data = path.read_bytes()
+        image, _ = load_stored(data, sniff(data, path.name) or _PILLOW_FORMAT, max_pixels)
+    except CaptureRejected as error:
+        raise ValueError(f"{path.name}: {error.message}") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{path.name}: not an image Pillow can read") from None
+    except Exception as error:  # Pillow's plugins fail in many ways on damaged files
+        raise ValueError(f"{path.name}: {first_line(error)}") from None
+    region = image.crop(box) if box else image
+    return np.array(region, dtype=np.uint8)
 
 
 # --- What is on disk -----------------------------------------------------------------
@@ -176,7 +212,8 @@ def _scan(root: Path) -> _Tree:
 @dataclass(frozen=True)
 class _Candidate:
     unit: PurePosixPath  # the folder (or list file) the rule matched in
-    name: str  # unique within its unit
+    name: str  # unique within its unit (a slug of `original`)
+    original: str  # the text the name was made from: two of them never share a name
     rain: PurePosixPath
     gt: PurePosixPath
     group: str | None = None
@@ -196,8 +233,24 @@ def _problem(kind: str, path: PurePosixPath, detail: str) -> LayoutProblem:
     return LayoutProblem(kind, str(path), detail)
 
 
+# Letters NFKD does not take apart, spelt in ASCII.
+_ASCII_SPELLING = str.maketrans(
+    {"ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O"}
+    | {"ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th", "ð": "d", "Ð": "D"}
+)
+
+
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+    """`text` as a name: accents folded to ASCII (café → cafe, Straße → Strasse), every
+    other run of characters but letters, digits, _ and - one hyphen; a text of none
+    of them is named by its hash."""
+    folded = unicodedata.normalize("NFKD", text.translate(_ASCII_SPELLING))
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", folded.encode("ascii", "ignore").decode()).strip("-")
+    return slug or _short_hash(text)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _where(folder: PurePosixPath) -> str:
@@ -230,8 +283,9 @@ def _pair_by_key(
     gt_dir: PurePosixPath,
     partition: PurePosixPath | None = None,
 ) -> None:
-    """Pair rainy files with the ground truth their key points to; a key given by
-    two files is a duplicate, and neither file is guessed between."""
+    """Pair rainy files with the ground truth their key points to, each named by a slug
+    of what `name` gives; a key given by two files is a duplicate, and neither file is
+    guessed between."""
     for files in [*rainy.values(), *gts.values()]:
         match.claimed.update(files)
         if len(files) > 1:
@@ -248,6 +302,7 @@ def _pair_by_key(
             match.candidates.append(
                 _Candidate(
                     unit,
+                    _slug(name(key)),
                     name(key),
                     files[0],
                     partner[0],
@@ -440,7 +495,7 @@ def _pair_same_names(
     rain_dir: PurePosixPath,
     gt_dir: PurePosixPath,
     *,
-    name: Callable[[Hashable], str] = lambda stem: _slug(str(stem)),
+    name: Callable[[Hashable], str] = str,
     group: Callable[[Hashable], str | None] = lambda stem: None,
     partition: PurePosixPath | None = None,
 ) -> None:
@@ -467,7 +522,7 @@ def _listed_pairs(path: Path) -> list[tuple[int, str]] | None:
     some other text (a README, a licence, a single-column list)."""
     lines = [
         (number, line.strip())
-        for number, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), 1)
+        for number, line in enumerate(path.read_text("utf-8-sig", errors="replace").splitlines(), 1)
         if line.strip()
     ]
     return lines if lines and _is_pair_line(lines[0][1]) else None
@@ -538,6 +593,7 @@ def _match_spa(tree: _Tree) -> _Match:
                     _Candidate(
                         text.with_suffix(""),
                         _slug(rain.stem),
+                        rain.stem,
                         rain,
                         gt,
                         _spa_scene(rain),
@@ -555,7 +611,7 @@ def _match_spa(tree: _Tree) -> _Match:
             parent,
             _keyed(tree.images_in(rain), lambda stem: stem),
             _keyed(tree.images_in(gt_dir), lambda stem: re.sub(r"[_-]?gt$", "", stem, flags=re.I)),
-            name=lambda stem: _slug(str(stem)),
+            name=str,
             rain_dir=rain,
             gt_dir=gt_dir,
             partition=_partition(parent),
@@ -609,7 +665,7 @@ def _match_didmdn(tree: _Tree) -> _Match:
         name = f"{density}-{number}" if density else str(number)
         match.claimed.add(image)
         match.candidates.append(
-            _Candidate(image.parent, name, image, image, density, side_by_side=True)
+            _Candidate(image.parent, name, name, image, image, density, side_by_side=True)
         )
     return match
 
@@ -661,7 +717,7 @@ def _match_gt_rain(tree: _Tree) -> _Match:
                 folder,
                 {key: found for key, found in rainy.items() if key[0] == prefix},
                 {key: clean[key] for key in cleans},
-                name=lambda key: _slug(f"{key[0]}-R-{key[1]:03d}"),
+                name=lambda key: f"{key[0]}-R-{key[1]:03d}",
                 gt_key=(lambda key, only=only: only) if only is not None else (lambda key: key),
                 group=lambda key, scene=scene: scene,
                 rain_dir=folder,
@@ -737,7 +793,7 @@ def _match_lhp_rain(tree: _Tree) -> _Match:
                 parent,
                 rain_sequences.get(sequence, inputs / sequence),
                 gt_sequences.get(sequence, gts / sequence),
-                name=lambda stem, sequence=sequence: _slug(f"{sequence}-{stem}"),
+                name=lambda stem, sequence=sequence: f"{sequence}-{stem}",
                 group=lambda stem, sequence=sequence: sequence,
                 partition=partition,
             )
@@ -759,9 +815,19 @@ def _prefixed(unit: PurePosixPath, text: str) -> str:
     return f"{prefix}-{text}" if prefix else text
 
 
+def _distinct(candidates: list[_Candidate]) -> list[_Candidate]:
+    """One candidate per (rainy, ground-truth) files: a list line written twice, or two
+    lists naming the same pair, is one pair."""
+    first: dict[tuple[PurePosixPath, PurePosixPath], _Candidate] = {}
+    for candidate in candidates:
+        first.setdefault((candidate.rain, candidate.gt), candidate)
+    return list(first.values())
+
+
 def _disambiguated(candidates: list[_Candidate]) -> list[_Candidate]:
     """Names stay as the rules give them unless two folders (train/ and test/, say)
-    give the same one; then every name takes its folder's path as a prefix."""
+    give the same one; then every name takes its folder's path as a prefix. (Names
+    are for people: a pair's identity in the dataset is its files, `imports._job`.)"""
     units: dict[str, set[PurePosixPath]] = defaultdict(set)
     for candidate in candidates:
         units[candidate.name].add(candidate.unit)
@@ -771,35 +837,84 @@ def _disambiguated(candidates: list[_Candidate]) -> list[_Candidate]:
         replace(
             c,
             name=_prefixed(c.unit, c.name),
+            original=f"{c.unit}/{c.original}",
             group=_prefixed(c.unit, c.group) if c.scene_group and c.group else c.group,
         )
         for c in candidates
     ]
 
 
-class _Sizes:
-    """Image sizes from headers, each file read once; unreadable files are reported once."""
+def _told_apart(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Names that only folding to ASCII made equal (`Straße 1`, `Straße-1`) each take
+    a short hash of their own text; the same text twice is left for the duplicate check."""
+    originals: dict[str, list[str]] = defaultdict(list)
+    for candidate in candidates:
+        originals[candidate.name].append(candidate.original)
+    return [
+        replace(c, name=f"{c.name}-{_short_hash(c.original)}")
+        if len(same := originals[c.name]) > 1 and len(set(same)) == len(same)
+        else c
+        for c in candidates
+    ]
 
-    def __init__(self, root: Path, problems: list[LayoutProblem]):
+
+class _Sizes:
+    """Image sizes from headers, each file read once; a file that cannot be read, or
+    whose pixels are not taken, is reported once."""
+
+    def __init__(self, root: Path, problems: list[LayoutProblem], max_pixels: int):
         self._root = root
         self._problems = problems
+        self._max_pixels = max_pixels
         self._known: dict[PurePosixPath, tuple[int, int] | None] = {}
 
     def __call__(self, path: PurePosixPath) -> tuple[int, int] | None:
         if path not in self._known:
-            if why := _refused_file(self._root, path):
-                self._known[path] = None
-                self._problems.append(_problem("unreadable", path, why))
-                return None
             try:
-                with Image.open(self._root / path) as image:
-                    self._known[path] = image.size
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                self._known[path] = self._read(path)
+            except _Refused as refused:
                 self._known[path] = None
-                # PIL names the absolute path; the problem already carries the relative one.
-                reason = str(error).replace(f" '{self._root / path}'", "")
-                self._problems.append(_problem("unreadable", path, f"not an image: {reason}"))
+                self._problems.append(_problem(refused.kind, path, refused.detail))
         return self._known[path]
+
+    def _read(self, path: PurePosixPath) -> tuple[int, int]:
+        if why := _refused_file(self._root, path):
+            raise _Refused("unreadable", why)
+        try:
+            size, mode = _header(self._root / path)
+        except (OSError, SyntaxError, ValueError) as error:
+            # PIL names the absolute path; the problem already carries the relative one.
+            reason = str(error).replace(f" '{self._root / path}'", "")
+            raise _Refused("unreadable", f"not an image: {reason}") from None
+        try:
+            check_pixel_cap(*size, self._max_pixels)
+        except CaptureRejected as error:
+            raise _Refused("too-many-pixels", error.message) from None
+        if mode == "F":
+            raise _Refused(
+                "float-pixels",
+                "32-bit floating-point pixels, whose range the set does not state: refused "
+                "rather than guessed; convert the set to 8- or 16-bit images first",
+            )
+        return size
+
+
+class _Refused(Exception):
+    def __init__(self, kind: str, detail: str):
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
+
+
+def _header(path: Path) -> tuple[tuple[int, int], str]:
+    """Size and mode from the header, no pixel decoded. Pillow's own bomb guard is off
+    (as in ingest, rainbench.capture.decode): the --max-pixels cap decides instead, and
+    neither its warning nor its error text leaks."""
+    saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_cap
 
 
 def _refused_file(root: Path, path: PurePosixPath) -> str | None:
@@ -844,7 +959,12 @@ def _checked(
 
 
 def _find(
-    root: Path, *, name: str, description: str, match: Callable[[_Tree], _Match]
+    root: Path,
+    max_pixels: int,
+    *,
+    name: str,
+    description: str,
+    match: Callable[[_Tree], _Match],
 ) -> tuple[list[PairSource], list[LayoutProblem]]:
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
@@ -869,9 +989,9 @@ def _find(
         )
         return [], [*problems, LayoutProblem("mixed-partitions", ".", detail)]
     by_name: dict[str, list[_Candidate]] = defaultdict(list)
-    for candidate in _disambiguated(found.candidates):
+    for candidate in _told_apart(_disambiguated(_distinct(found.candidates))):
         by_name[candidate.name].append(candidate)
-    sizes = _Sizes(root, problems)
+    sizes = _Sizes(root, problems, max_pixels)
     pairs = []
     for pair_name, candidates in by_name.items():
         if len(candidates) > 1:

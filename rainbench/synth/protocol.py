@@ -6,6 +6,7 @@ once from its download; every import checks against it and reports each differen
 
 import re
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -15,7 +16,14 @@ from rainbench.synth.importers import REAL_PAIRED, LayoutProblem, PairSource
 
 # What a protocol check reports; any of these keeps the split out of the dataset.
 MISMATCHES = frozenset(
-    {"protocol-count", "checksum-missing", "checksum-extra", "checksum-mismatch", "checksum-list"}
+    {
+        "protocol-count",
+        "checksum-missing",
+        "checksum-extra",
+        "checksum-mismatch",
+        "checksum-list",
+        "checksums-not-written",  # --write-checksums from a download with problems
+    }
 )
 # A note, not a mismatch: the split's checksum list has not been written yet.
 NO_CHECKSUMS = "no-checksums"
@@ -23,6 +31,20 @@ NO_CHECKSUMS = "no-checksums"
 # One line of a checksum list, as sha256sum writes it: the hex digest, two spaces, the
 # file's path relative to the folder the set was imported from.
 _LINE = re.compile(r"([0-9a-f]{64})  (\S.*)")
+
+# The real-paired splits the published protocols name (benchmarks/leaderboard/v*.toml,
+# which an installed rainbench does not ship): imported under these names only through
+# --protocol, so a split of that name has always been checked against its protocol.
+# tests/synth/test_protocol.py keeps it equal to the definitions.
+PROTOCOL_SPLIT_NAMES = frozenset(
+    {
+        "spa-real-test-1000",
+        "gt-rain-test",
+        "realrain-1k-l-test",
+        "realrain-1k-h-test",
+        "lhp-rain-test",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -66,28 +88,47 @@ def protocol_split(path: Path, name: str) -> ProtocolSplit:
 
 
 def check_protocol(
-    split: ProtocolSplit, root: Path, pairs: list[PairSource], write: bool = False
+    split: ProtocolSplit,
+    root: Path,
+    pairs: list[PairSource],
+    write: bool = False,
+    found: Sequence[LayoutProblem] = (),
+    sha256: Callable[[Path], str] = file_sha256,
 ) -> list[LayoutProblem]:
     """How the pairs found under `root` differ from `split`: a wrong pair count, then
     every listed file not among them, every file of theirs not listed and every file
     whose bytes differ, one problem each (kinds in MISMATCHES). Without a checksum list
-    yet, one NO_CHECKSUMS note says so.
+    yet, one NO_CHECKSUMS note says so. `sha256` gives a file's digest (the caller's,
+    when it has them already).
 
-    With `write`, first writes the list from these pairs, when their count is right
-    and no list exists yet: a list is written once, from one download.
+    With `write`, first writes the list from these pairs, when their count is right,
+    finding them met no problem (`found`, which a "checksums-not-written" mismatch
+    then names) and no list exists yet: a list is written once, from one whole download.
     """
     problems = []
     if split.pairs is not None and len(pairs) != split.pairs:
         detail = f"{len(pairs)} pairs found; {split.title} holds {split.pairs}"
         problems.append(LayoutProblem("protocol-count", ".", detail))
     files = _files(root, pairs)
+    if write and found:
+        kinds = ", ".join(sorted({problem.kind for problem in found}))
+        detail = (
+            f"{split.checksums.name} not written: finding the pairs met {len(found)} "
+            f"problems ({kinds}); a list is written only from a download whose every file pairs"
+        )
+        problems.append(LayoutProblem("checksums-not-written", ".", detail))
     if write and not problems:
-        _write_checksums(split, files)
+        _write_checksums(split, files, sha256)
     if not split.checksums.exists():
         checked = "the pair count was" if split.pairs is not None else "nothing could be"
+        fix = (
+            "it was not written, for the problems above"
+            if write
+            else "write it once from a download with --write-checksums"
+        )
         detail = (
             f"{split.title} has no checksum list yet ({split.checksums.name}), so only "
-            f"{checked} checked; write it once from a download with --write-checksums"
+            f"{checked} checked; {fix}"
         )
         return [*problems, LayoutProblem(NO_CHECKSUMS, ".", detail)]
     listed, unreadable = _read_checksums(split.checksums)
@@ -100,7 +141,7 @@ def check_protocol(
         detail = f"a file of the pairs found that {where} does not list"
         problems.append(LayoutProblem("checksum-extra", path, detail))
     for path in sorted(files.keys() & listed.keys()):
-        digest = file_sha256(files[path])
+        digest = sha256(files[path])
         if digest != listed[path]:
             detail = f"sha256 {digest[:16]}…, {where} lists {listed[path][:16]}…"
             problems.append(LayoutProblem("checksum-mismatch", path, detail))
@@ -115,7 +156,9 @@ def _files(root: Path, pairs: list[PairSource]) -> dict[str, Path]:
     }
 
 
-def _write_checksums(split: ProtocolSplit, files: dict[str, Path]) -> None:
+def _write_checksums(
+    split: ProtocolSplit, files: dict[str, Path], sha256: Callable[[Path], str]
+) -> None:
     if any("\n" in path or "\r" in path for path in files):
         raise DatasetError("a file name holds a line break: it cannot be listed")
     if split.checksums.exists():
@@ -123,14 +166,15 @@ def _write_checksums(split: ProtocolSplit, files: dict[str, Path]) -> None:
             f"{split.checksums} exists: a checksum list is written once; delete it to "
             "write it again"
         )
-    lines = "".join(f"{file_sha256(files[path])}  {path}\n" for path in sorted(files))
+    lines = "".join(f"{sha256(files[path])}  {path}\n" for path in sorted(files))
     write_atomic(split.checksums, lines.encode("utf-8"))
 
 
 def _read_checksums(path: Path) -> tuple[dict[str, str], list[LayoutProblem]]:
     listed: dict[str, str] = {}
     problems = []
-    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+    # utf-8-sig: a list saved by an editor that starts it with a byte-order mark
+    for number, line in enumerate(path.read_text("utf-8-sig").splitlines(), 1):
         found = _LINE.fullmatch(line)
         if found is None or found[2] in listed:
             why = "a second line for the same file" if found else "expected 'sha256  path'"

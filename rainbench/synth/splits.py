@@ -260,10 +260,16 @@ def _repair(dataset: Dataset, split: str) -> None:
     """Undo what a killed run left of this split, so it can be made again exactly.
 
     Unfinished shards and shards never listed are removed; so is a shard listed in
-    shards.parquet whose rows never reached synthetic.parquet (a commit cut in two).
+    shards.parquet whose rows never reached synthetic.parquet (a commit cut in two); and
+    dataset.json's pair counts follow synthetic.parquet again (a kill between the two).
     """
     folder = dataset.root / "shards" / "synthetic" / split
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    info = dataset.read_info()
+    counts = dict(sorted(Counter(pairs["split"].to_pylist()).items()))
+    if info["counts"].get("synthetic", {}) != counts:
+        info["counts"]["synthetic"] = counts
+        dataset.write_info(info)
     with_rows = set(pairs["shard"].to_pylist())
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
     names, splits = shards["shard"].to_pylist(), shards["split"].to_pylist()

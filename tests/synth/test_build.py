@@ -152,6 +152,28 @@ def test_killed_run_resumes_into_the_same_shards(ds, tmp_path, _clean_dataset, m
     pd.testing.assert_frame_equal(a.astype(str), b.astype(str))
 
 
+def test_a_kill_before_the_counts_are_written_is_repaired_by_the_next_run(ds, monkeypatch):
+    class Killed(BaseException):
+        pass
+
+    original, calls = Dataset.write_info, {"n": 0}
+
+    def killed_at_the_last(self, info):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second shard's pairs are in; their counts are not
+            raise Killed
+        original(self, info)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Dataset, "write_info", killed_at_the_last)
+        with pytest.raises(Killed):
+            synthesize(ds, replace(OPTIONS, recipes=("streak",)))
+    assert any(p.kind == "dataset-json" for p in verify(Dataset(ds)))
+    again = synthesize(ds, replace(OPTIONS, recipes=("streak",)))
+    assert dict(again.existing) == {"syn-streak": 5} and sum(again.stored.values()) == 0
+    assert verify(Dataset(ds)) == []
+
+
 def test_full_disk_ends_in_one_line_and_leaves_no_temporary(
     ds, tmp_path, _clean_dataset, monkeypatch
 ):

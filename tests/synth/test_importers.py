@@ -3,6 +3,10 @@ naming rules, the variants each accepts, and every problem reported rather than 
 """
 
 import os
+import re
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -619,3 +623,107 @@ def test_load_pair_converts_grey_and_palette_to_rgb(tmp_path):
 
     assert rain.shape == gt.shape == (32, 48, 3)
     np.testing.assert_array_equal(rain[..., 1], grey)
+
+
+# --- pixels as ingest decodes them, and what is refused before decoding ---------------
+
+
+def declared_png(path: Path, width: int, height: int) -> None:
+    """A PNG whose header declares `width`×`height` and that holds no pixels: what a
+    decompression bomb looks like to a header check."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_16_bit_grey_is_scaled_to_8_bits_not_clipped(tmp_path):
+    grey = np.linspace(0, 65535, 48 * 32).reshape(32, 48).astype(np.uint16)
+    for name in ("rain-1.png", "norain-1.png"):
+        Image.fromarray(grey).save(tmp_path / name)
+    assert Image.open(tmp_path / "rain-1.png").mode.startswith("I")
+
+    (pair,), problems = find_pairs(tmp_path, "rain100")
+    rain, gt = load_pair(pair)
+
+    assert problems == []
+    np.testing.assert_array_equal(rain[..., 0], grey >> 8)  # not 255 wherever grey > 255
+    np.testing.assert_array_equal(gt[..., 2], grey >> 8)
+
+
+def test_float_images_are_refused_not_guessed(tmp_path):
+    ramp = np.linspace(0, 1, 48 * 32, dtype=np.float32).reshape(32, 48)
+    for name in ("rain-1.tif", "norain-1.tif"):
+        Image.fromarray(ramp, "F").save(tmp_path / name)
+    write_files(tmp_path, "rain-2.png", "norain-2.png")
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-2"]
+    assert kinds(problems) == [("float-pixels", "norain-1.tif"), ("float-pixels", "rain-1.tif")]
+    assert "refused rather than guessed" in problems[0].detail
+
+
+def test_the_pixel_cap_is_read_from_the_header_and_pillows_guard_stays_quiet(tmp_path):
+    declared_png(tmp_path / "rain-1.png", 20000, 10000)  # 200 MP: over Pillow's 179 MP
+    declared_png(tmp_path / "norain-1.png", 20000, 10000)
+    write_files(tmp_path, "rain-2.png", "norain-2.png")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would raise
+        pairs, problems = find_pairs(tmp_path, "rain100")
+        capped, capped_problems = find_pairs(tmp_path, "rain100", max_pixels=1000)
+        with pytest.raises(ValueError, match=r"^rain-1\.png: 20000×10000 = 200 MP exceeds"):
+            load_pair(pairs[0], max_pixels=100_000_000)
+
+    assert [pair.name for pair in pairs] == ["rain-1", "rain-2"] and problems == []
+    assert capped == []
+    assert {kind for kind, _ in kinds(capped_problems)} == {"too-many-pixels", "no-pairs"}
+    assert "exceeds the cap of 0 MP" in capped_problems[0].detail
+    assert all("decompression bomb" not in problem.detail for problem in capped_problems)
+
+
+def test_a_file_that_does_not_decode_is_named_itself(tmp_path):
+    write_files(tmp_path, "rain-3.png", "norain-3.png")
+    data = bytearray((tmp_path / "norain-3.png").read_bytes())
+    idat = data.index(b"IDAT") + 4
+    data[idat : idat + 40] = bytes(40)  # header intact, pixel data broken
+    (tmp_path / "norain-3.png").write_bytes(bytes(data))
+
+    (pair,), _ = find_pairs(tmp_path, "rain100")
+
+    with pytest.raises(ValueError, match=r"^norain-3\.png: "):
+        load_pair(pair)
+
+
+# --- names --------------------------------------------------------------------------
+
+
+def test_a_list_with_a_byte_order_mark_and_a_line_twice_keeps_every_pair(tmp_path):
+    write_files(tmp_path, "rain/000.png", "gt/000gt.png", "rain/001.png", "gt/001gt.png")
+    lines = ["rain/000.png gt/000gt.png", "rain/001.png gt/001gt.png", "rain/001.png gt/001gt.png"]
+    (tmp_path / "test.txt").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+
+    pairs, problems = find_pairs(tmp_path, "spa")
+
+    assert problems == []
+    assert [pair.name for pair in pairs] == ["000", "001"]
+
+
+def test_names_are_folded_to_ascii_and_names_folding_made_equal_told_apart(tmp_path):
+    for sequence in ("Straße 1", "Straße-1", "café"):
+        write_files(tmp_path, f"input/{sequence}/000.png", f"gt/{sequence}/000.png")
+
+    pairs, problems = find_pairs(tmp_path, "lhp-rain")
+
+    assert problems == []
+    names = {pair.group: pair.name for pair in pairs}
+    assert names["café"] == "cafe-000"
+    assert names["Straße 1"][:-9] == names["Straße-1"][:-9] == "Strasse-1-000"
+    assert len(set(names.values())) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in names.values())

@@ -4,18 +4,21 @@ guessed; a real set's scene never straddles two splits; a protocol split is chec
 against its pair count and checksum list."""
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from rainbench.cli import main
+from rainbench.files import file_sha256
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.synth.importers import REAL_PAIRED, paired_kind
@@ -153,7 +156,7 @@ def test_each_real_set_becomes_a_real_paired_split_and_is_scored(
 
 
 def test_several_rainy_frames_keep_one_ground_truth_file(tmp_path, gt_rain):
-    import_paired(gt_rain / "GT-RAIN_test", "gt-rain", "gt-rain-test", tmp_path / "ds", 10**9, 1)
+    import_paired(gt_rain / "GT-RAIN_test", "gt-rain", "gt-test", tmp_path / "ds", 10**9, 1)
 
     pairs = stored(tmp_path / "ds")
 
@@ -163,17 +166,17 @@ def test_several_rainy_frames_keep_one_ground_truth_file(tmp_path, gt_rain):
 
 def test_a_scene_never_straddles_two_splits(tmp_path, gt_rain):
     ds = tmp_path / "ds"
-    import_paired(gt_rain / "GT-RAIN_test", "gt-rain", "gt-rain-test", ds, 10**9, 1)
+    import_paired(gt_rain / "GT-RAIN_test", "gt-rain", "gt-test", ds, 10**9, 1)
     again = tmp_path / "more"
     shutil.copytree(gt_rain / "GT-RAIN_test" / "Oinari_0-0", again / "Oinari_0-0")
     shutil.copytree(gt_rain / "GT-RAIN_train" / "Table_Rock_0-1", again / "Table_Rock_0-1")
 
-    with pytest.raises(DatasetError, match="Oinari_0-0 in gt-rain-test; a scene never straddles"):
+    with pytest.raises(DatasetError, match="Oinari_0-0 in gt-test; a scene never straddles"):
         import_paired(again, "gt-rain", "gt-rain-more", ds, 10**9, 1)
 
     assert len(stored(ds)) == 5
-    rerun, _ = import_paired(gt_rain / "GT-RAIN_test", "gt-rain", "gt-rain-test", ds, 10**9, 1)
-    assert rerun.existing["gt-rain-test"] == 5  # the split itself is no other split
+    rerun, _ = import_paired(gt_rain / "GT-RAIN_test", "gt-rain", "gt-test", ds, 10**9, 1)
+    assert rerun.existing["gt-test"] == 5  # the split itself is no other split
     result = import_cli(gt_rain / "GT-RAIN_train", ds, "--layout", "gt-rain", "--name", "gt-train")
     assert result.exit_code == 0, result.output
 
@@ -254,3 +257,189 @@ def test_protocol_options_are_checked(tmp_path, gt_rain, args, code, message):
 
     assert result.exit_code == code
     assert message in result.output
+
+
+# --- a pair is its files -------------------------------------------------------------
+
+
+def two_sets(root, *names):
+    """input/ beside target/ in each of `names`, the same two image names in each."""
+    for offset, name in enumerate(names):
+        for n in (1, 2):
+            _png(root / name / "input" / f"{n}.png", 10 * offset + n)
+            _png(root / name / "target" / f"{n}.png", 10 * offset + n + 100)
+
+
+def test_a_new_folder_adds_only_its_pairs(tmp_path):
+    ds, root = tmp_path / "ds", tmp_path / "test"
+    two_sets(root, "Rain100H")
+    first, _ = import_paired(root, "input-target", "sets", ds, 10**9, 1)
+    two_sets(root, "Rain100L")  # its names collide: every name now takes its folder's
+
+    again, _ = import_paired(root, "input-target", "sets", ds, 10**9, 1)
+
+    assert first.stored["sets"] == 2
+    assert (again.stored["sets"], again.existing["sets"]) == (2, 2)
+    assert sorted(stored(ds).source_rain) == [
+        f"{name}/input/{n}.png" for name in ("Rain100H", "Rain100L") for n in (1, 2)
+    ]
+
+
+def test_a_split_imported_before_pairs_were_their_files_keeps_its_keys(tmp_path, rain100l):
+    ds = tmp_path / "ds"
+    import_paired(rain100l[0], "rain100", "rain100l", ds, 10**9, 1)
+    table = pq.read_table(ds / "manifests/synthetic.parquet")
+    # As rainbench stored them before: the job was the layout and the pair's name.
+    legacy = [f"rain100:{path.split('.')[0]}" for path in table["source_rain"].to_pylist()]
+    index = table.schema.get_field_index("job")
+    pq.write_table(
+        table.set_column(index, "job", pa.array(legacy)), ds / "manifests/synthetic.parquet"
+    )
+
+    again, problems = import_paired(rain100l[0], "rain100", "rain100l", ds, 10**9, 1)
+
+    assert (again.stored["rain100l"], again.existing["rain100l"]) == (0, 3)
+    assert "changed-source" not in {problem.kind for problem in problems}
+
+
+def test_other_bytes_under_a_stored_pairs_paths_are_a_changed_source(tmp_path, rain100l):
+    root, ds = rain100l[0], tmp_path / "ds"
+    import_paired(root, "rain100", "rain100l", ds, 10**9, 1)
+    _png(root / "rain-2.png", 999)
+    _png(root / "rain-6.png", 6)
+    _png(root / "norain-6.png", 106)
+
+    result = import_cli(root, ds, "--layout", "rain100", "--name", "rain100l")
+
+    assert result.exit_code == 1
+    assert "changed-source: rain-2.png: rain-2.png hold other bytes than when imported" in (
+        result.output
+    )
+    assert "holds other files than split rain100l was imported from: nothing stored" in (
+        result.output
+    )
+    assert "already there" not in result.output
+    assert len(stored(ds)) == 3  # not rain-6 either: the split stays one download
+
+
+def test_the_source_files_digests_are_kept_with_each_pair(tmp_path, rain100l):
+    ds = tmp_path / "ds"
+    import_paired(rain100l[0], "rain100", "rain100l", ds, 10**9, 1)
+    pair = stored(ds).iloc[0]
+
+    with tarfile.open(ds / pair.shard) as archive:
+        metadata = json.load(archive.extractfile(f"{pair.key}.json"))
+
+    assert metadata["source_rain_sha256"] == file_sha256(rain100l[0] / pair.source_rain)
+    assert metadata["source_gt_sha256"] == file_sha256(rain100l[0] / pair.source_gt)
+
+
+# --- names a split may have ------------------------------------------------------------
+
+
+def test_a_name_keeps_to_one_layout(tmp_path, spa_data):
+    ds = tmp_path / "ds"
+    import_paired(spa_data / "testing", "spa", "mine", ds, 10**9, 1)
+    for n in (1, 2):
+        _png(tmp_path / "r100" / f"rain-{n}.png", n)
+        _png(tmp_path / "r100" / f"norain-{n}.png", n + 10)
+
+    with pytest.raises(DatasetError, match=r"--name mine: the split holds pairs made otherwise"):
+        import_paired(tmp_path / "r100", "rain100", "mine", ds, 10**9, 1)
+
+    assert set(stored(ds).recipe) == {"import:spa"}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("lab-pairs", "lab-pairs \\(rainbench pairs\\)"),
+        ("gt-rain-test", "a leaderboard protocol's split: import it with --protocol"),
+        ("x" * 250, "250 characters; a split's name has at most 100"),
+    ],
+)
+def test_names_of_other_commands_protocols_and_long_names_are_refused_first(
+    tmp_path, rain100l, name, message
+):
+    with pytest.raises(DatasetError, match=message):
+        import_paired(rain100l[0], "rain100", name, tmp_path / "ds", 10**9, 1)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_checksums_are_not_written_from_a_download_with_problems(tmp_path, gt_rain, protocol_file):
+    protocol = protocol_file()
+    test_set = gt_rain / "GT-RAIN_test"
+    _png(test_set / "Lonely_0-0" / "Lonely_0-0-Webcam-R-000.png", 7)  # no clean frame
+
+    result = import_cli(
+        test_set, tmp_path / "ds", "--protocol", protocol, "--split", "gt-rain-test",
+        "--write-checksums",
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    assert "missing-gt: Lonely_0-0/Lonely_0-0-Webcam-R-000.png" in result.output
+    assert "checksums-not-written: .: gt-rain-test.sha256 not written: finding the pairs met 1" in (
+        result.output
+    )
+    assert not (tmp_path / "v9" / "gt-rain-test.sha256").exists()
+    assert not (tmp_path / "ds" / "manifests" / "synthetic.parquet").exists()
+
+
+# --- what the command says -------------------------------------------------------------
+
+
+def test_a_failed_pair_names_its_file_and_fails_the_command(tmp_path, rain100l):
+    root = rain100l[0]
+    (root / "norain-3.png").write_bytes((root / "norain-3.png").read_bytes()[:200])
+
+    result = import_cli(root, tmp_path / "ds", "--layout", "rain100", "--name", "r")
+
+    assert result.exit_code == 1
+    assert "failed: rain100:rain-3.png//norain-3.png:" in result.output
+    assert ": norain-3.png: " in result.output and ": rain-3.png: " not in result.output
+    assert "r: 2 pairs stored" in result.output
+    assert "error: 1 pairs of" in result.output and "could not be read" in result.output
+
+
+def test_every_pair_failing_is_an_error(tmp_path):
+    for n in (1, 2):
+        _png(tmp_path / "set" / f"rain-{n}.png", n)
+        _png(tmp_path / "set" / f"norain-{n}.png", n + 10)
+        path = tmp_path / "set" / f"rain-{n}.png"
+        path.write_bytes(path.read_bytes()[:200])
+
+    result = import_cli(tmp_path / "set", tmp_path / "ds", "--layout", "rain100", "--name", "r")
+
+    assert result.exit_code == 1
+    assert "none of its 2 pairs could be read" in result.output
+
+
+def test_json_carries_the_problems(tmp_path, rain100l):
+    root = rain100l[0]
+    shutil.copy(root / "norain-1.png", root / "rain-1.png")  # byte-identical pair
+
+    result = CliRunner().invoke(
+        main,
+        ["import-paired", str(root), "--into", str(tmp_path / "ds"), "--layout", "rain100",
+         "--name", "r", "--json", "-j", "1", "--no-progress"],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["stored"] == {"r": 3}
+    assert {(p["kind"], p["path"]) for p in report["problems"]} == {
+        ("missing-gt", "rain-5.png"),
+        ("size-mismatch", "rain-4.png"),
+        ("identical-files", "rain-1.png"),
+    }
+    assert "its PSNR is infinite" in result.stderr
+
+
+def test_mixed_partitions_end_with_what_was_refused(gt_rain, tmp_path):
+    result = import_cli(gt_rain, tmp_path / "ds", "--layout", "gt-rain", "--name", "g")
+
+    assert result.exit_code == 1
+    assert "mixed-partitions" in result.output
+    assert result.output.splitlines()[-1] == (
+        f"error: {gt_rain} holds several of the set's partitions: nothing stored"
+    )

@@ -2,13 +2,20 @@
 against its pair count and checksum list, and writing that list once."""
 
 import hashlib
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from rainbench.shards.dataset import DatasetError
-from rainbench.synth.importers import find_pairs
-from rainbench.synth.protocol import MISMATCHES, NO_CHECKSUMS, check_protocol, protocol_split
+from rainbench.synth.importers import REAL_PAIRED, LayoutProblem, find_pairs
+from rainbench.synth.protocol import (
+    MISMATCHES,
+    NO_CHECKSUMS,
+    PROTOCOL_SPLIT_NAMES,
+    check_protocol,
+    protocol_split,
+)
 
 V2 = Path(__file__).resolve().parents[2] / "benchmarks" / "leaderboard" / "v2.toml"
 
@@ -98,6 +105,7 @@ def test_no_list_is_written_from_a_download_of_the_wrong_size(protocol_file, tes
 
     assert kinds(problems) == [("protocol-count", "."), (NO_CHECKSUMS, ".")]
     assert "5 pairs found; protocol v9 split gt-rain-test holds 2100" in problems[0].detail
+    assert problems[1].detail.endswith("it was not written, for the problems above")
     assert not split.checksums.exists()
 
 
@@ -134,3 +142,35 @@ def test_a_damaged_list_is_reported_line_by_line(protocol_file, test_set):
     assert kinds(problems) == [("checksum-list", "."), ("checksum-list", ".")]
     assert "line 2 of gt-rain-test.sha256: expected" in problems[0].detail
     assert "line 3 of gt-rain-test.sha256: a second line" in problems[1].detail
+
+
+def test_a_list_that_starts_with_a_byte_order_mark_reads_whole(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+    check_protocol(split, root, pairs, write=True)
+    split.checksums.write_bytes(b"\xef\xbb\xbf" + split.checksums.read_bytes())
+
+    assert check_protocol(split, root, pairs) == []
+
+
+def test_no_list_is_written_when_finding_the_pairs_met_problems(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+    found = [LayoutProblem("missing-rain", "a/x-C-001.png", "no rainy image for it")]
+
+    problems = check_protocol(split, root, pairs, write=True, found=found)
+
+    assert kinds(problems) == [("checksums-not-written", "."), (NO_CHECKSUMS, ".")]
+    assert "met 1 problems (missing-rain)" in problems[0].detail
+    assert "checksums-not-written" in MISMATCHES
+    assert not split.checksums.exists()
+
+
+def test_the_reserved_names_are_the_published_protocols_real_paired_splits():
+    named = {
+        split["name"]
+        for definition in V2.parent.glob("v*.toml")
+        for split in tomllib.loads(definition.read_text("utf-8"))["splits"]
+        if split["kind"] == REAL_PAIRED
+    }
+    assert named == PROTOCOL_SPLIT_NAMES
