@@ -505,6 +505,12 @@ def test_synth_preview_failures_are_one_line(runner, tmp_path, monkeypatch):
     assert refused.output.count("\n") == 1
     assert refused.output.startswith(f"error: {bomb}: 60000×60000 = 3600 MP exceeds the cap")
 
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    unread = runner.invoke(main, ["synth", "--preview", str(broken), "--out", sheet])
+    assert unread.exit_code == 1 and "object at 0x" not in unread.output
+    assert unread.output.startswith(f"error: {broken}: not a readable image (")
+
     for out, message in [(tmp_path, "is a directory"), (tmp_path / "sheet.xyz", "sheet.xyz")]:
         result = runner.invoke(main, ["synth", "--preview", str(photo), "--out", str(out)])
         assert result.exit_code == 2 and message in result.output

@@ -121,6 +121,11 @@ class RainDataset(IterableDataset):
         """Crops per epoch over all ranks and workers."""
         return len(self.samples) * self.crops_per_image
 
+    def slot_items(self, slot: Slot) -> int:
+        """Crops per epoch of one slot: every `slot.count`-th sample from `slot.index`,
+        as `__iter__` takes them."""
+        return len(range(slot.index, len(self.samples), slot.count)) * self.crops_per_image
+
     def set_epoch(self, epoch: int) -> None:
         """Iterate epoch `epoch` next; a resume point of another epoch is dropped."""
         if epoch != self.epoch:

@@ -4,9 +4,12 @@ so a checkpoint can resume in the middle of an epoch with exactly the samples le
 
 from collections.abc import Iterator
 
+import numpy as np
 from torch.utils.data import DataLoader
 
-from rainbench.data.dataset import RainDataset, current_slot
+from rainbench.data.dataset import RainDataset, Slot, current_slot
+
+_PLACE = ("__slot__", "__position__")  # where each item comes from, as the dataset says
 
 
 class Loader:
@@ -25,9 +28,9 @@ class Loader:
     def __iter__(self) -> Iterator[dict]:
         loader = DataLoader(self.dataset, **self.options)
         for batch in loader:
-            for slot, position in zip(
-                batch["__slot__"].tolist(), batch["__position__"].tolist(), strict=True
-            ):
+            # A batch's tensors of slots and positions; one item's ints with batch_size=None.
+            slots, positions = (np.atleast_1d(batch[name]).tolist() for name in _PLACE)
+            for slot, position in zip(slots, positions, strict=True):
                 self._consumed[slot] = max(self._consumed.get(slot, 0), position + 1)
             yield batch
         # The epoch is over: the next one starts from nothing.
@@ -38,18 +41,14 @@ class Loader:
         """Batches an epoch yields in this process: each loader process (num_workers of
         them, else this one) batches its own share of this rank's samples and ends with
         its own partial batch, left out with drop_last."""
-        size = self.options.get("batch_size", 1)
+        size = self.options.get("batch_size", 1) or 1  # None: items one by one
         workers = max(1, self.options.get("num_workers", 0))
         rank = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
-        samples, crops = len(self.dataset.samples), self.dataset.crops_per_image
         batches = 0
         for worker in range(workers):
-            share = len(range(rank.index * workers + worker, samples, rank.count * workers))
-            items = share * crops
-            if self.options.get("drop_last", False):
-                batches += items // size
-            else:
-                batches += -(-items // size)
+            slot = Slot(rank.index * workers + worker, rank.count * workers)
+            items = self.dataset.slot_items(slot)
+            batches += items // size if self.options.get("drop_last") else -(-items // size)
         return batches
 
     def set_epoch(self, epoch: int) -> None:

@@ -906,6 +906,10 @@ def _difference(what: str, before, now) -> str | None:
         before.setdefault("registered", before.get("name"))
         if "registered" not in now:
             before.pop("registered")
+        # An external command's timeout was one of its options before it was only on
+        # record: results of then are not of another model.
+        if "command" in before and isinstance(before.get("options"), dict):
+            before["options"] = {k: v for k, v in before["options"].items() if k != "timeout"}
         keys = sorted((before.keys() | now.keys()) - set(_DESCRIPTIVE))
         return (
             ", ".join(

@@ -5,13 +5,19 @@ on one image becomes that image's error, never the run's end.
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from rainbench.leaderboard.eval import Item, Output, Source, one_line
 from rainbench.models.base import to_pixels
-from rainbench.models.registry import DerainerError, check_derainer, create_derainer
+from rainbench.models.registry import (
+    DerainerError,
+    PluginWarning,
+    check_derainer,
+    create_derainer,
+)
 
 # How far beyond [0, 1] an output may stray and still be clipped, as a network without
 # a final clamp overshoots a little; further is taken for a mistake (values in 0..255,
@@ -48,13 +54,20 @@ class DerainerSource(Source):
         overlap: int,
         options: dict,
     ) -> "DerainerSource":
-        """The derainer registered as `model`, filed under `name` (default: `model`,
-        whatever its class's own `name` says), with the registered name and where its
-        code comes from in the provenance."""
-        spec = check_derainer(model)
+        """The derainer registered as `model`, filed under `name`. By default that is
+        `model`, whatever its class's own `name` says, or a variant of it the derainer
+        names itself (`nlcl-published`: NLCL with a published release's weights). The
+        registered name and where its code comes from go in the provenance."""
         derainer = create_derainer(model, checkpoint=checkpoint, device=device, **options)
+        with warnings.catch_warnings():  # create_derainer has said what was skipped
+            warnings.simplefilter("ignore", PluginWarning)
+            spec = check_derainer(model)
+        own = getattr(derainer, "name", None)
+        variant = own if isinstance(own, str) and own.startswith(f"{model}-") else None
         origin = {"registered": model, "source": spec.origin()}
-        return cls(derainer, device, tile, overlap, name=name or model, registered=origin)
+        return cls(
+            derainer, device, tile, overlap, name=name or variant or model, registered=origin
+        )
 
     def info(self) -> dict:
         return {**self.derainer.info(), "name": self.name, **(self.registered or {})}

@@ -12,8 +12,10 @@ import hashlib
 import io
 import os
 import sqlite3
+import struct
 import sys
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,11 +329,13 @@ def _float_tiff(data: bytes) -> bool:
     """Whether a TIFF's first image holds floating-point samples (SampleFormat 3), which
     Pillow cannot read in colour."""
     try:
-        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
-        stream = io.BytesIO(data)
-        stream.seek(directory.next)
-        directory.load(stream)
-    except (SyntaxError, ValueError, OSError, EOFError):
+        with warnings.catch_warnings():  # a damaged directory: Pillow's warnings, not ours
+            warnings.simplefilter("ignore")
+            directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+            stream = io.BytesIO(data)
+            stream.seek(directory.next)
+            directory.load(stream)
+    except (SyntaxError, ValueError, OSError, EOFError, struct.error):
         return False
     formats = directory.get(TiffImagePlugin.SAMPLEFORMAT, ())
     return 3 in (formats if isinstance(formats, tuple) else (formats,))

@@ -466,9 +466,9 @@ class _Header:
                 return
             self.started, at = True, 2
         while len(data) - at >= 4:
-            if data[at] != 0xFF:
-                self.size = "no JPEG marker where a segment should start"
-                return
+            if data[at] != 0xFF:  # junk between segments, which Pillow passes over too
+                at += 1
+                continue
             marker = data[at + 1]
             if marker == 0xFF:  # a fill byte
                 at += 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS, sniff
@@ -28,6 +28,7 @@ from rainbench.synth.render import contact_sheet, derive_seed, render
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
+_RECIPE_SPLITS = frozenset(f"syn-{recipe}" for recipe in RECIPES)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ def synthesize(root: str | Path, options: SynthOptions, progress: bool = False) 
             f"--suffix {options.suffix!r} does not make a split name of {bad[0]}: at most "
             f"{manifest.SPLIT_MAX} lowercase letters, digits, '-' and '_' in all"
         )
+    taken = [r for r in recipes if options.suffix and options.split(r) in _RECIPE_SPLITS]
+    if taken:  # syn-streak + v2 is streak-v2's split
+        raise DatasetError(
+            f"--suffix {options.suffix} makes {options.split(taken[0])}, the split of another "
+            "recipe: choose another suffix"
+        )
     with writing(root) as dataset, WorkerPool(options.workers) as pool:
         _check_made_alike(dataset, options, recipes)
         sources = _sources(dataset, options)
@@ -97,9 +104,16 @@ def _check_made_alike(dataset: Dataset, options: SynthOptions, recipes: tuple[st
     mixed into them would be scored as test images."""
     if not dataset.synthetic_manifest.exists():
         return
-    splits = {options.split(recipe) for recipe in recipes}
+    splits = {options.split(recipe): recipe for recipe in recipes}
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    rows = [r for r in pairs.select(["split", "job"]).to_pylist() if r["split"] in splits]
+    columns = ["split", "recipe", "job"]
+    rows = [r for r in pairs.select(columns).to_pylist() if r["split"] in splits]
+    for row in rows:  # a split of one recipe only, whatever a suffix made of its name
+        if row["recipe"] != splits[row["split"]]:
+            raise DatasetError(
+                f"{row['split']} holds renders of the recipe {row['recipe']}; "
+                f"{splits[row['split']]}'s cannot go there too"
+            )
     if not rows:
         return
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
@@ -232,7 +246,12 @@ def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | No
     fmt = sniff(data, Path(image_path).name)
     if fmt is None or fmt.raw:
         raise DatasetError(f"{image_path}: not an image rainbench can render on (JPEG, PNG, …)")
-    sheet = contact_sheet(np.asarray(_fit(load_upright(data, fmt), max_side)), seed=seed)
+    try:
+        picture = load_upright(data, fmt)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        # Pillow names an in-memory file by its object; the path says more.
+        raise DatasetError(f"{image_path}: not a readable image ({type(error).__name__})") from None
+    sheet = contact_sheet(np.asarray(_fit(picture, max_side)), seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out

@@ -83,7 +83,7 @@ def import_paired(
     """
     if layout not in LAYOUTS:
         raise DatasetError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    _check_name(name, protocol)
+    _check_name(name, protocol, _splits_there(root))
     if protocol is not None and (layout, name) != (protocol.layout, protocol.name):
         raise DatasetError(
             f"{protocol.title} is imported with --layout {protocol.layout} as --name "
@@ -101,8 +101,9 @@ def import_paired(
         digests = dict(zip(files, pool.map_ordered(file_sha256, files), strict=True))
         problems = [*problems, *_identical(Path(path), pairs, digests)]
         if protocol is not None:
+            found = [problem for problem in problems if problem.kind != IDENTICAL_FILES]
             checked = check_protocol(
-                protocol, Path(path), pairs, write_checksums, problems, digests.__getitem__
+                protocol, Path(path), pairs, write_checksums, found, digests.__getitem__
             )
             problems = [*problems, *checked]
             if any(problem.kind in MISMATCHES for problem in checked):
@@ -120,9 +121,18 @@ def import_paired(
     return summary, problems
 
 
-def _check_name(name: str, protocol: ProtocolSplit | None) -> None:
+def _splits_there(root: str | Path) -> set[str]:
+    """The paired splits a local dataset at `root` holds already (none elsewhere)."""
+    found = Dataset(Path(root)).synthetic_manifest if "://" not in str(root) else None
+    if found is None or not found.exists():
+        return set()
+    return set(manifest.read_manifest(found, manifest.SYNTHETIC)["split"].to_pylist())
+
+
+def _check_name(name: str, protocol: ProtocolSplit | None, there: set[str]) -> None:
     """Refuse, before anything is read, a name no split may have, one another command
-    makes, or a protocol's split name without that protocol's check."""
+    makes, or a protocol's split name without that protocol's check, unless the dataset
+    holds that split already (imported so before the name was kept for the protocol)."""
     if len(name) > manifest.SPLIT_MAX:  # checked first: the pattern below says no more
         raise DatasetError(
             f"--name: {len(name)} characters; a split's name has at most {manifest.SPLIT_MAX}"
@@ -132,7 +142,7 @@ def _check_name(name: str, protocol: ProtocolSplit | None) -> None:
             f"--name {name!r}: use lower-case letters, digits, - and _; not train, val, "
             f"test, synthetic, {LAB_PAIRS} (rainbench pairs) or a syn-* name (rainbench synth)"
         )
-    if name in PROTOCOL_SPLIT_NAMES and protocol is None:
+    if name in PROTOCOL_SPLIT_NAMES and protocol is None and name not in there:
         raise DatasetError(
             f"--name {name} is a leaderboard protocol's split: import it with --protocol "
             f"FILE --split {name}, which checks it, or choose another name"

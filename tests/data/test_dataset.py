@@ -75,6 +75,7 @@ def test_every_sample_exactly_once_across_two_ranks_of_two_workers(_dataset, cro
         {"batch_size": 3},
         {"batch_size": 3, "num_workers": 2},
         {"batch_size": 2, "num_workers": 2, "drop_last": True},
+        {"batch_size": None, "num_workers": 2},  # items one by one
     ],
 )
 def test_a_loaders_length_is_the_batches_it_yields(_dataset, options):

@@ -585,6 +585,18 @@ def test_a_variant_is_filed_under_its_own_name_beside_the_method(tmp_path, ds, u
         evaluate(_registered("dimmed", "plain-dim", gain=0.25), ds, "test", results, FAST)
 
 
+def test_a_variant_the_derainer_names_itself_is_filed_apart(tmp_path, ds, unnamed_derainers):
+    # As NLCL does with a published release's weights: nlcl-published beside nlcl.
+    class Published(_Unnamed):
+        name = "plain-published"
+
+    register(DerainerSpec("plain", "a test derainer", lambda c, d, **o: Published(d, **o)))
+    assert _registered("plain").name == "plain-published"
+    assert _registered("plain", "mine").name == "mine"  # --name still decides
+    register(DerainerSpec("plain", "a test derainer", lambda c, d, **o: _Unnamed(d, **o)))
+    assert _registered("plain").name == "plain"
+
+
 def test_a_refusal_names_what_differs(tmp_path, ds, unnamed_derainers):
     results = tmp_path / "res"
     evaluate(_registered("plain"), ds, "test", results, FAST)
@@ -724,6 +736,16 @@ def test_name_files_a_registered_derainer_and_timeout_goes_to_the_command(tmp_pa
     assert timed.exit_code == 0, timed.output
     errors = set(_table(results, "slow", "syn-streak").error)
     assert errors == {"DerainerError: slow: the command ran past its 0.5 s timeout"}
+    # Results from when the timeout was one of the command's options, or made with
+    # another timeout, are of the same model.
+    sidecar = results / "slow" / "ds" / "syn-streak.json"
+    record = json.loads(sidecar.read_text())
+    record["model"]["options"] = {"timeout": record["model"].pop("timeout")}
+    sidecar.write_text(json.dumps(record))
+    again = runner.invoke(
+        main, ["eval", "--model-cmd", slow, "--name", "slow", "--timeout", "2", *common]
+    )
+    assert again.exit_code == 0 and "already done" in again.output, again.output
     wrong = runner.invoke(main, ["eval", "--model", "identity", "--timeout", "5", *common])
     assert wrong.exit_code == 2 and "--timeout is for --model-cmd" in wrong.output
 

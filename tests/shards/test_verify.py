@@ -340,6 +340,9 @@ def test_a_jpeg_header_is_found_past_large_segments_in_any_chunking(chunk):
     plain = out.getvalue()
     segment = b"\xff\xef" + struct.pack(">H", 65535) + bytes(65533)
     jpeg = plain[:2] + segment * 5 + b"\xff\xff" + plain[2:]  # and a fill byte
+    app0 = 4 + struct.unpack(">H", jpeg[4:6])[0]  # junk after it, which Pillow passes over
+    jpeg = jpeg[:app0] + b"\x00\x00" + jpeg[app0:]
+    assert Image.open(io.BytesIO(jpeg)).size == (37, 21)
     for data, size in ((jpeg, (37, 21)), (_png_declaring(9, 4), (9, 4))):
         header = _Header("jpg" if data is jpeg else "png")
         for at in range(0, len(data), chunk):

@@ -123,6 +123,9 @@ def test_renders_made_otherwise_go_to_a_split_of_their_own(ds):
     assert verify(Dataset(ds)) == []
     with pytest.raises(DatasetError, match="does not make a split name"):
         synthesize(ds, replace(streak, suffix="No Good"))
+    # A suffix that names another recipe's split: syn-streak + v2 is streak-v2's.
+    with pytest.raises(DatasetError, match="makes syn-streak-v2, the split of another recipe"):
+        synthesize(ds, replace(streak, suffix="v2"))
 
 
 def test_killed_run_resumes_into_the_same_shards(ds, tmp_path, _clean_dataset, monkeypatch):

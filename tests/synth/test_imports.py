@@ -385,6 +385,35 @@ def test_checksums_are_not_written_from_a_download_with_problems(tmp_path, gt_ra
     assert not (tmp_path / "ds" / "manifests" / "synthetic.parquet").exists()
 
 
+def test_a_protocol_split_already_there_is_imported_again_by_its_name(
+    tmp_path, gt_rain, protocol_file
+):
+    # As a dataset made before the name was kept for --protocol holds it.
+    test_set, ds = gt_rain / "GT-RAIN_test", tmp_path / "ds"
+    first = import_cli(test_set, ds, "--protocol", protocol_file(), "--split", "gt-rain-test")
+    assert first.exit_code == 0, first.output
+    again = import_cli(test_set, ds, "--layout", "gt-rain", "--name", "gt-rain-test")
+    assert again.exit_code == 0, again.output
+    assert "gt-rain-test: 0 pairs stored, 5 already there" in again.output
+
+
+def test_an_identical_pair_is_a_warning_that_lets_the_list_be_written(
+    tmp_path, gt_rain, protocol_file
+):
+    protocol = protocol_file()
+    scene = gt_rain / "GT-RAIN_test" / "Oinari_0-0"
+    shutil.copy(scene / "Oinari_0-0-Webcam-C-000.png", scene / "Oinari_0-0-Webcam-R-000.png")
+
+    result = import_cli(
+        gt_rain / "GT-RAIN_test", tmp_path / "ds", "--protocol", protocol,
+        "--split", "gt-rain-test", "--write-checksums",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "identical-files: Oinari_0-0/Oinari_0-0-Webcam-R-000.png" in result.output
+    assert (tmp_path / "v9" / "gt-rain-test.sha256").exists()
+
+
 # --- what the command says -------------------------------------------------------------
 
 
