@@ -236,6 +236,15 @@ def _interrupted_settings(pending: Path) -> dict:
     return settings
 
 
+def _option_text(value) -> str:
+    """A setting as the CLI's option takes it: train=0.8,val=0.1,test=0.1, or on/off."""
+    if isinstance(value, dict):
+        return ",".join(f"{name}={share:g}" for name, share in value.items())
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
 def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions) -> dict:
     """The run's settings, checked against the dataset's fixed ones."""
     info = dataset.read_info() if dataset.exists() else {}
@@ -244,8 +253,9 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
     for name, value in (("split", fractions), ("keep_gps", options.keep_gps)):
         if name in fixed and fixed[name] != value:
             raise DatasetError(
-                f"{dataset.root} was created with {name}={fixed[name]}; "
-                f"a dataset keeps one {name} setting (got {value})"
+                f"{dataset.root} was created with --{name.replace('_', '-')} "
+                f"{_option_text(fixed[name])}; a dataset keeps one such setting (got "
+                f"{_option_text(value)})"
             )
     return {
         "run_id": new_run_id(),
@@ -291,8 +301,15 @@ class _Run:
             probes = self._scan(samples, rejects, summary)
             if not probes:
                 if not self.dataset.exists():
-                    shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
-                    self._write_info(samples, shards, run=None)
+                    # Nothing to start a dataset with: none is made, so its settings
+                    # (the split) stay open for the first ingest that has captures.
+                    shutil.rmtree(self.dataset.state_dir)
+                    where = ", ".join(str(p) for p in self.settings["inputs"])
+                    others = f" ({summary.ignored} without a capture's extension)"
+                    raise DatasetError(
+                        f"no captures under {where}{others if summary.ignored else ''}; "
+                        f"nothing was written to {self.dataset.root}"
+                    )
                 self._group_bursts()
                 shutil.rmtree(self.dataset.state_dir)
                 summary.seconds += time.perf_counter() - started

@@ -23,6 +23,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from rainbench.capture.orientation import upright_size
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.video import VideoFrames
@@ -36,6 +39,7 @@ from rainbench.shards.layout import member as layout_member
 from rainbench.shards.members import ShardError, irregular, open_shard, shard_path, shard_url
 from rainbench.shards.tar import TMP_SUFFIX
 from rainbench.store import is_url, listing, open_stream
+from rainbench.tagging.tagger import RAIN_TYPES
 
 _CHUNK = 1 << 22
 # A `<key>.json` is a few kilobytes; one larger than this is not parsed.
@@ -146,6 +150,9 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
                 "re-run it to finish (unlisted shards below may be its work)",
             )
         )
+    missing = _missing_manifests(dataset, info)
+    if missing:  # every row and member check would follow from it: said once
+        return [*problems, *missing]
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pylist()
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pylist()
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS).to_pylist()
@@ -160,6 +167,9 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
             videos[row["shard"]].append(
                 (layout_member(row["key"], row["members"][0]), row["frames"])
             )
+    keep_gps = bool((info.get("options") or {}).get("keep_gps"))
+    for row in samples:
+        problems += _check_values(row, keep_gps)
     seen_keys: set[str] = set()
     for row, source, entry in rows:
         if row["key"] in seen_keys:
@@ -250,6 +260,68 @@ def _pair_entry(row: dict) -> Entry:
         pictures,
         {"key": row["key"], "split": row["split"], "job": row["job"]},
     )
+
+
+# What a column of samples.parquet may hold (docs/dataset-format.md); null aside.
+_VALUES = {
+    "split": ("train", "val", "test"),  # a capture's: ingest.split's
+    "layer": ("rainy", "clean"),
+    "rain_type": RAIN_TYPES,
+    "rain_type_auto": RAIN_TYPES,
+    "rain_type_source": ("auto", "manual"),
+}
+# The columns without which a manifest's rows cannot be checked against their members.
+_INTEGRITY = {
+    "samples.parquet": ("sha256", "bytes", "members"),
+    "synthetic.parquet": ("rain_sha256", "gt_sha256", "members"),
+    "shards.parquet": ("sha256", "bytes"),
+}
+
+
+def _missing_manifests(dataset: Dataset, info: dict) -> list[Problem]:
+    """A manifest the dataset must have and lacks, or one without a column its checks
+    need: one problem each, instead of one per row or member that would follow."""
+    counts = info.get("counts") if isinstance(info.get("counts"), dict) else {}
+    needed = {
+        dataset.samples_manifest: bool(counts.get("samples")),
+        dataset.synthetic_manifest: bool(counts.get("synthetic")),
+        dataset.shards_manifest: bool(counts.get("shards")),
+    }
+    problems = []
+    for path, must in needed.items():
+        where = f"manifests/{path.name}"
+        if not path.exists():
+            if must:
+                problems.append(
+                    Problem("manifest-missing", where, "dataset.json counts its rows; it is gone")
+                )
+            continue
+        try:
+            present = set(pq.read_schema(regular_file(path)).names)
+        except (pa.ArrowException, OSError, ValueError):
+            continue  # no manifest at all: reading it says so, in one line
+        lacking = [c for c in _INTEGRITY[path.name] if c not in present]
+        if lacking and len(lacking) < len(_INTEGRITY[path.name]):
+            problems.append(Problem("manifest-column", where, f"has no {', '.join(lacking)}"))
+    return problems
+
+
+def _check_values(row: dict, keep_gps: bool) -> list[Problem]:
+    """A capture's labels within what each column may hold."""
+    wrong = [
+        f"{column} {row[column]!r} is none of {', '.join(allowed)}"
+        for column, allowed in _VALUES.items()
+        if row.get(column) is not None and row[column] not in allowed
+    ]
+    confidence = row.get("rain_type_confidence")
+    if confidence is not None and not 0 <= confidence <= 1:
+        wrong.append(f"rain_type_confidence {confidence} is outside [0, 1]")
+    if row.get("layer") == "clean" and row.get("rain_type") is not None:
+        wrong.append(f"a clean capture has rain_type {row['rain_type']!r}")
+    located = [c for c in ("gps_lat", "gps_lon", "gps_alt") if row.get(c) is not None]
+    if located and not keep_gps:
+        wrong.append(f"{', '.join(located)} kept, in a dataset made without --keep-gps")
+    return [Problem("row-value", row["key"], "; ".join(wrong))] if wrong else []
 
 
 def _check_counts(counts: object, samples: list[dict], pairs: list[dict]) -> list[Problem]:

@@ -225,3 +225,20 @@ def test_12mp_captures_in_every_orientation(tmp_path):
         assert row.orientation == spec.orientation
     # One scene per seed: no two are near-duplicates of each other.
     assert samples.near_dup_of.isna().all()
+
+
+def test_a_folder_without_captures_makes_no_dataset_and_fixes_no_setting(tmp_path, capture_specs):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no pictures here")
+    for folder, also in (("empty", ""), ("notes", r" \(1 without a capture's extension\)")):
+        with pytest.raises(DatasetError, match=rf"no captures under .*{folder}{also}; nothing"):
+            ingest([tmp_path / folder], tmp_path / "ds", IngestOptions(workers=1))
+        assert not Dataset(tmp_path / "ds").exists()
+    # The first ingest with captures chooses the split, as into a new folder.
+    for spec in capture_specs[:3]:
+        write_capture(tmp_path / "raw", spec)
+    split = {"train": 0.5, "val": 0.0, "test": 0.5}
+    ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1, split=split))
+    with pytest.raises(DatasetError, match=r"created with --split train=0.5,val=0,test=0.5;"):
+        ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1, split={"test": 1.0}))

@@ -351,3 +351,47 @@ def test_a_jpeg_header_is_found_past_large_segments_in_any_chunking(chunk):
     header = _Header("jpg")
     header.feed(jpeg[:200_000])
     assert header.result() == "it ends before its header gives the size"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "said"),
+    [
+        ("layer", "bogus", "layer 'bogus' is none of rainy, clean"),
+        ("split", "nosuch", "split 'nosuch' is none of train, val, test"),
+        ("rain_type", "hail", "rain_type 'hail' is none of drizzle, streak, storm, fog-like"),
+        ("rain_type_confidence", 7.5, "rain_type_confidence 7.5 is outside [0, 1]"),
+        ("gps_lat", 47.37, "gps_lat kept, in a dataset made without --keep-gps"),
+    ],
+)
+def test_a_label_outside_what_its_column_may_hold_is_caught(ds, column, value, said):
+    path = ds / "manifests" / "samples.parquet"
+    table = pd.read_parquet(path)
+    table[column] = table[column].astype(object)
+    table.loc[0, column] = value
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
+    [problem] = [p for p in verify(Dataset(ds), workers=1) if p.kind == "row-value"]
+    assert problem.where == table.key[0] and said in problem.detail
+
+
+def test_a_clean_capture_with_a_rain_type_is_caught(paired):
+    path = paired / "manifests" / "samples.parquet"
+    table = pd.read_parquet(path)
+    table["rain_type"] = table["rain_type"].astype(object)
+    table.loc[0, "rain_type"] = "storm"
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
+    [problem] = verify(Dataset(paired), workers=1)
+    assert problem.kind == "row-value" and "a clean capture has rain_type 'storm'" in problem.detail
+
+
+def test_a_missing_manifest_or_column_is_said_once(paired):
+    synthetic = paired / "manifests" / "synthetic.parquet"
+    kept = synthetic.read_bytes()
+    synthetic.unlink()
+    assert [(p.kind, p.where) for p in verify(Dataset(paired), workers=1)] == [
+        ("manifest-missing", "manifests/synthetic.parquet")
+    ]
+    synthetic.write_bytes(kept)
+    samples = paired / "manifests" / "samples.parquet"
+    pq.write_table(pq.read_table(samples).drop_columns(["sha256"]), samples)
+    [problem] = verify(Dataset(paired), workers=1)
+    assert (problem.kind, problem.detail) == ("manifest-column", "has no sha256")
