@@ -4,6 +4,7 @@ every time and two cells never share their resamples.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,10 +40,43 @@ def seed_for(*parts: str) -> int:
     return seed_from(*parts, bits=64, separator="\x1f")
 
 
+def units_of(groups: Sequence | None) -> np.ndarray | None:
+    """The unit of each value the bootstrap draws: values of one group (the frames of one
+    video) share one, a value without a group is a unit of its own. None when every unit
+    is a single value, where the plain bootstrap of values is the same thing."""
+    if groups is None:
+        return None
+    index: dict[tuple, int] = {}
+    units = [
+        index.setdefault(("group", g) if isinstance(g, str) and g else ("value", i), len(index))
+        for i, g in enumerate(groups)
+    ]
+    return None if len(index) == len(units) else np.asarray(units)
+
+
+def draw_counts(
+    rng: np.random.Generator, size: int, n: int, units: np.ndarray | None
+) -> np.ndarray:
+    """size × n: how often each of n values is drawn in each of `size` resamples; with
+    `units`, whole units are drawn, as many as there are (a cluster bootstrap)."""
+    if units is None:
+        picks = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+        return np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
+    count = int(units.max()) + 1
+    picks = rng.integers(0, count, size=(size, count)) + count * np.arange(size)[:, None]
+    drawn = np.bincount(picks.ravel(), minlength=size * count).reshape(size, count)
+    return drawn[:, units]
+
+
 def estimate(
-    values: np.ndarray, seed: int, resamples: int = RESAMPLES, confidence: float = CONFIDENCE
+    values: np.ndarray,
+    seed: int,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    units: np.ndarray | None = None,
 ) -> Estimate:
-    """The mean of `values` with its percentile-bootstrap interval at `confidence`.
+    """The mean of `values` with its percentile-bootstrap interval at `confidence`,
+    drawing values, or whole `units` (units_of) where values are not independent.
     Infinite values stay in: every resample that draws one has an infinite mean."""
     values = np.asarray(values, dtype=np.float64)
     n = values.size
@@ -50,12 +84,20 @@ def estimate(
         return Estimate(math.nan, math.nan, math.nan, 0)
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_INDICES // n)
-    means = np.concatenate(
-        [
-            values[rng.integers(0, n, size=(min(block, resamples - start), n))].mean(axis=1)
-            for start in range(0, resamples, block)
-        ]
-    )
+    if units is None:
+        means = np.concatenate(
+            [
+                values[rng.integers(0, n, size=(min(block, resamples - start), n))].mean(axis=1)
+                for start in range(0, resamples, block)
+            ]
+        )
+    else:  # each resample's mean over the values its units bring, however many
+        means = np.concatenate(
+            [
+                _weighted_means(draw_counts(rng, min(block, resamples - start), n, units), values)
+                for start in range(0, resamples, block)
+            ]
+        )
     tail = (1 - confidence) / 2
     infinite = int(np.isinf(values).sum())
     # Interpolating towards an infinite resample mean gives NaN or infinity: with one,
@@ -64,3 +106,9 @@ def estimate(
     low, high = np.quantile(means, [tail, 1 - tail], method=method)
     finite_sum = float(values[np.isfinite(values)].sum())
     return Estimate(float(values.mean()), float(low), float(high), n, infinite, finite_sum)
+
+
+def _weighted_means(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    # Infinite values only where drawn: 0 × inf would be NaN.
+    drawn = np.where(counts > 0, values * np.maximum(counts, 1), 0.0)
+    return drawn.sum(axis=1) / counts.sum(axis=1)

@@ -367,10 +367,14 @@ class _SplitRun:
             unit="image",
             disable=not progress,
         )
+        groups = self._groups()
+        for row in rows:  # results from before groups were recorded gain theirs
+            row.setdefault("group", groups.get(row["key"]))
         with bar:
             for scored in self._scored(todo, metrics, columns, crop_keys):
                 for one in scored:
                     one.row["image_sha256"] = identities[one.row["key"]]
+                    one.row["group"] = groups.get(one.row["key"])
                     rows.append(self._count(one.row))
                     if one.crops is not None:
                         self._save_crops(one.row["key"], one.crops, provenance)
@@ -379,7 +383,10 @@ class _SplitRun:
                     self._flush(rows, columns, provenance)
                     last_flush = time.monotonic()
         rows += [
-            self._count({**row, "image_sha256": identities[row["key"]]}) for row in self.unreadable
+            self._count(
+                {**row, "image_sha256": identities[row["key"]], "group": groups.get(row["key"])}
+            )
+            for row in self.unreadable
         ]
         self._flush(rows, columns, provenance)
         statuses = [row["status"] for row in rows]
@@ -424,6 +431,14 @@ class _SplitRun:
         self.report.scored += 1
         self.report.failed += row["status"] == "failed"
         return row
+
+    def _groups(self) -> dict[str, str]:
+        """Key → the sequence a real pair's frame comes from (a video, a burst, a public
+        set's scene): frames of one sequence are not independent images, and the
+        leaderboard's intervals resample them together. Other splits have none."""
+        if self.kind != "real-paired":
+            return {}
+        return {row["key"]: row["group"] for row in self.rows_manifest if row.get("group")}
 
     def _manifest_rows(self) -> list[dict]:
         if self.kind == "real":
@@ -840,6 +855,8 @@ def _schema(metrics: list[str]) -> pa.Schema:
             ("split", pa.string()),
             ("kind", pa.string()),
             ("rain_type", pa.string()),
+            # A real pair's sequence (_groups): the unit the leaderboard's bootstrap draws.
+            ("group", pa.string()),
             ("width", pa.int64()),
             ("height", pa.int64()),
             ("status", pa.string()),

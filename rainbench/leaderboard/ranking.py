@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from rainbench.leaderboard.bootstrap import Estimate, estimate, seed_for
+from rainbench.leaderboard.bootstrap import Estimate, estimate, seed_for, units_of
 from rainbench.leaderboard.results import KINDS, LeaderboardError, Results, Run
 from rainbench.metrics.registry import MetricSpec, list_metrics
 
@@ -194,9 +194,14 @@ def _row(
         # Nulls are images a metric was not computed on: out of the mean and of n. An
         # infinite PSNR (an output equal to its ground truth) stays in, as a per-image mean
         # over a test set with BasicSR's PSNR keeps it: the mean is infinite, and says so.
+        # Frames of one sequence (a real pair's `group`) are drawn together.
         array = values.to_numpy(dtype=np.float64)
+        kept = ~np.isnan(array)
+        groups = ok.loc[values.index, "group"] if "group" in ok.columns else None
         return estimate(
-            array[~np.isnan(array)], seed_for(run.dataset, run.split, run.model, *parts)
+            array[kept],
+            seed_for(run.dataset, run.split, run.model, *parts),
+            units=None if groups is None else units_of(groups.to_numpy(dtype=object)[kept]),
         )
 
     estimates = {m: mean(ok[m], m) for m in metrics if m in run.metrics}

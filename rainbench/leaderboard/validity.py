@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES, Estimate, seed_for
+from rainbench.leaderboard.bootstrap import (
+    CONFIDENCE,
+    RESAMPLES,
+    Estimate,
+    draw_counts,
+    seed_for,
+    units_of,
+)
 from rainbench.leaderboard.cells import format_value, metric_label
 from rainbench.leaderboard.ranking import SplitTable, leaderboard_tables, metric_specs
 from rainbench.leaderboard.results import Results, Run
@@ -191,14 +198,18 @@ def _metric_validity(
 ) -> MetricValidity | None:
     columns = (metric, *references)
     runs = [run for run in runs if all(c in run.metrics for c in columns)]
-    values = _common_images(runs, columns)
-    if values is None:
+    found = _common_images(runs, columns)
+    if found is None:
         return None
+    values, units = found
     # Every metric oriented so that higher is better: agreement is then a positive sign.
     values *= np.array([-1.0 if table.lower_is_better[c] else 1.0 for c in columns])[:, None, None]
     models, images = tuple(run.model for run in runs), values.shape[2]
     means, taus, rhos = _bootstrap(
-        values, seed_for("validity", str(seed), table.dataset, table.split, metric), resamples
+        values,
+        seed_for("validity", str(seed), table.dataset, table.split, metric),
+        resamples,
+        units,
     )
     once = np.ones((1, images))  # every image once: the estimates themselves
     agreements = tuple(
@@ -229,12 +240,18 @@ def _metric_validity(
     )
 
 
-def _common_images(runs: list[Run], columns: tuple[str, ...]) -> np.ndarray | None:
+def _common_images(
+    runs: list[Run], columns: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray | None] | None:
     """columns × runs × images: the images every run scored with a finite value of every
-    column, by key; None when there are none."""
-    frames = []
+    column, by key, with the units the bootstrap draws them in (units_of: the frames of
+    one sequence together); None when there are none."""
+    frames, groups = [], {}
     for run in runs:
-        ok = run.scores[run.scores["status"] == "ok"].set_index("key")[list(columns)]
+        ok = run.scores[run.scores["status"] == "ok"].set_index("key")
+        if "group" in ok.columns:
+            groups.update(ok["group"].dropna().to_dict())
+        ok = ok[list(columns)]
         frames.append(ok[np.isfinite(ok.to_numpy(dtype=np.float64)).all(axis=1)])
     if not frames:
         return None
@@ -242,25 +259,27 @@ def _common_images(runs: list[Run], columns: tuple[str, ...]) -> np.ndarray | No
     if not keys:
         return None
     stacked = np.stack([frame.loc[keys].to_numpy(dtype=np.float64) for frame in frames])
-    return np.ascontiguousarray(stacked.transpose(2, 0, 1))
+    units = units_of([groups.get(key) for key in keys])
+    return np.ascontiguousarray(stacked.transpose(2, 0, 1)), units
 
 
 def _bootstrap(
-    values: np.ndarray, seed: int, resamples: int
+    values: np.ndarray, seed: int, resamples: int, units: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample images with replacement, the same images for every method and column:
-    each column's per-method means (resamples × columns × methods), and each reference's
-    Kendall τ across methods and Spearman ρ across images (resamples × references). A
-    resample is how many times it draws each image, so nothing is copied or re-sorted."""
+    """Resample images with replacement (or whole `units`: a sequence's frames), the same
+    images for every method and column: each column's per-method means (resamples ×
+    columns × methods), and each reference's Kendall τ across methods and Spearman ρ
+    across images (resamples × references). A resample is how many times it draws each
+    image, so nothing is copied or re-sorted."""
     columns, methods, images = values.shape
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_VALUES // (methods * images))
     means, taus, rhos = [], [], []
     for start in range(0, resamples, block):
         size = min(block, resamples - start)
-        picks = rng.integers(0, images, size=(size, images)) + images * np.arange(size)[:, None]
-        counts = np.bincount(picks.ravel(), minlength=size * images).reshape(size, images)
-        block_means = np.einsum("ri,cmi->rcm", counts, values) / images
+        counts = draw_counts(rng, size, images, units)
+        drawn = counts.sum(axis=1)[:, None, None]  # images in each resample
+        block_means = np.einsum("ri,cmi->rcm", counts, values) / drawn
         means.append(block_means)
         taus.append(
             np.stack(
@@ -412,8 +431,9 @@ def validity_note(seed: int = DEFAULT_SEED, resamples: int = RESAMPLES) -> str:
         "+1 when it calls better what they call better, −1 when the opposite. τ is Kendall's "
         "τ between the methods' means (n methods), ρ is Spearman's ρ over every (method, "
         "image) pair (n images), both on the images every method scored, with "
-        f"{CONFIDENCE:.0%} percentile-bootstrap intervals that resample those images, the "
-        f"same for every method ({resamples} resamples, seed {seed}). ⚠ marks a metric that "
+        f"{CONFIDENCE:.0%} percentile-bootstrap intervals that resample those images (a "
+        "real pair's frames with their whole sequence), the same for every method "
+        f"({resamples} resamples, seed {seed}). ⚠ marks a metric that "
         f"ranks a method above one that beats it on {references} by more than that noise; "
         "each such pair is listed under its table."
     )

@@ -18,7 +18,7 @@ import pytest
 
 from rainbench import __version__
 from rainbench.leaderboard import markdown
-from rainbench.leaderboard.bootstrap import estimate, seed_for
+from rainbench.leaderboard.bootstrap import estimate, seed_for, units_of
 from rainbench.leaderboard.csv import CSV_COLUMNS, render_csv
 from rainbench.leaderboard.html import render_html
 from rainbench.leaderboard.latex import render_latex
@@ -49,6 +49,21 @@ def test_interval_contains_the_mean_and_shrinks_with_n():
     assert widths == sorted(widths, reverse=True)
     # The percentile interval of a mean of unit-variance values: about ±1.96/√n.
     assert widths[2] == pytest.approx(2 * 1.96 / math.sqrt(1000), rel=0.15)
+
+
+def test_frames_of_one_sequence_are_drawn_together():
+    # Two videos of three frames each, alike within a video: two values' worth of
+    # evidence, not six. Drawn by video, a quarter of the resamples hold only the first.
+    values = np.array([1.0, 1.0, 1.0, 5.0, 5.0, 5.0])
+    units = units_of(["a", "a", "a", "b", "b", "b"])
+    by_video = estimate(values, seed=3, units=units)
+    by_frame = estimate(values, seed=3)
+    assert by_video.mean == by_frame.mean == 3.0
+    assert (by_video.low, by_video.high) == (1.0, 5.0)
+    assert by_frame.low > 1.0 and by_frame.high < 5.0
+    # A frame without a sequence is a unit of its own; all alone: the plain bootstrap.
+    assert units_of(["a", None, "a", float("nan")]).tolist() == [0, 1, 0, 2]
+    assert units_of([None, None]) is None and units_of(None) is None
 
 
 def test_bootstrap_is_seeded_by_what_it_estimates():

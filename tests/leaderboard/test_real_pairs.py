@@ -54,7 +54,12 @@ def ds(tmp_path):
     dataset = Dataset(tmp_path / "ds")
     dataset.write_info(initial_info("ds", {}))
     jobs = [
-        PairJob("lab-pairs", f"pairs@1:{'a' * 24}:0-30:{seed}", {"source_key": "a" * 24}, seed)
+        PairJob(
+            "lab-pairs",
+            f"pairs@1:{'a' * 24}:0-30:{seed}",
+            {"source_key": "a" * 24, "group": f"video-{seed}"},  # a sequence per window
+            seed,
+        )
         for seed in range(2)
     ]
     with WorkerPool(1) as pool:
@@ -73,6 +78,8 @@ def test_only_confident_pixels_are_scored_and_the_ground_truth_is_stated(tmp_pat
     assert report.kind == "real-paired" and report.scored == 4
     table = pd.read_parquet(tmp_path / "res" / "identity" / "ds" / "lab-pairs.parquet")
     assert (table.status == "ok").all()
+    # Each row names its sequence: the leaderboard's intervals draw whole sequences.
+    assert sorted(table.group) == ["video-0", "video-0", "video-1", "video-1"]
     # The left half's wrong ground truth would bring psnr_y far below 30 dB.
     expected = []
     for seed in range(2):
