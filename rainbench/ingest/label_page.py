@@ -48,6 +48,9 @@ ANALYSIS_SIDE = 2048
 LINE_REACH = 2
 CLIP = 3.0  # line contrast beyond this many times its mean counts as this much
 DEFAULT_LIMIT = 300
+# In the head of every page this module writes: how an --out that exists is
+# known to be an earlier page, safe to replace, and not a file of the user's.
+MARKER = '<meta name="generator" content="rainbench label">'
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,9 @@ def write_label_page(
     progress: bool = False,
 ) -> LabelPage:
     """Write the labelling page of the dataset at `path` to `out`: its rainy captures
-    (of `splits`, all when empty), the `limit` the tagger is least sure of first."""
+    (of `splits`, all when empty), the `limit` the tagger is least sure of first. An
+    `out` that exists is replaced only when it is such a page."""
+    _check_replaceable(out)
     dataset = open_dataset(path)
     if not dataset.samples_manifest.exists():
         raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
@@ -127,6 +132,21 @@ def write_label_page(
     summary.unreadable = sorted(card.key for card in cards if card.problem)
     write_atomic(out, render_page(name, cards).encode())
     return summary
+
+
+def _check_replaceable(out: Path) -> None:
+    if not out.exists():
+        return
+    try:
+        with out.open("rb") as file:
+            head = file.read(4096)
+    except OSError as error:
+        raise DatasetError(f"{out}: cannot read it to check it ({error.strerror})") from None
+    if MARKER.encode() not in head:
+        raise DatasetError(
+            f"{out} exists and is not a page rainbench label wrote: not replaced "
+            "(give another --out, or remove it)"
+        )
 
 
 def _least_sure_first(row: dict) -> tuple:
@@ -263,6 +283,7 @@ def render_page(dataset: str, cards: list[Card]) -> str:
     )
     return _frame().substitute(
         title=escape(dataset),
+        marker=MARKER,
         dataset=escape(dataset, quote=True),
         keys=escape(json.dumps(KEY_LABELS), quote=True),
         legend=legend,
@@ -286,16 +307,23 @@ def _card_html(number: int, card: Card) -> str:
     if card.caveats:
         facts.append(f"caveats: {escape(', '.join(card.caveats))}")
     if card.manual:
-        facts.append(f"labelled: <b>{escape(card.manual)}</b>")
+        facts.append(f"applied: <b>{escape(card.manual)}</b>")
     if card.note:
         facts.append(f"note: {escape(card.note)}")
+    # The script seeds its labels from data-applied, so the page and its export start
+    # from the labels the dataset already has.
+    applied = ""
+    if card.manual:
+        applied = f' data-applied="{escape(card.manual)}" data-note="{escape(card.note or "")}"'
+    label = f"label: {escape(card.manual)}" if card.manual else "not labelled"
     return (
-        f'<article class="card" tabindex="-1" data-key="{escape(card.key)}">'
+        f'<article class="card{" labelled" if card.manual else ""}" tabindex="-1" '
+        f'data-key="{escape(card.key)}"{applied}>'
         f'<div class="pictures">{pictures}</div>'
         f'<p class="name"><span class="number">{number}</span> {escape(card.name)}</p>'
         f'<p class="meta">{escape(card.split)} · <code>{escape(card.key)}</code></p>'
         f'<p class="meta">{" · ".join(facts)}</p>'
-        '<p class="label">not labelled</p>'
+        f'<p class="label">{label}</p>'
         "</article>"
     )
 

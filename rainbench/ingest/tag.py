@@ -17,7 +17,14 @@ import numpy as np
 import pyarrow as pa
 
 from rainbench.capture.formats import FORMATS
-from rainbench.ingest.taggers import FitReport, active_tagger, reusable, store_fitted
+from rainbench.ingest.taggers import (
+    FitReport,
+    active_tagger,
+    reusable,
+    store_fitted,
+    use_fitted,
+    use_shipped,
+)
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, writing
@@ -65,6 +72,7 @@ class TagSummary:
     measured: int = 0  # captures whose features were missing or stale, decoded again
     unmeasurable: list[str] = field(default_factory=list)  # keys that could not be decoded
     labelled: int = 0  # labels applied from the sheet
+    empty_sheet: str | None = None  # the sheet, when it had a header and no label rows
     label_problems: list[str] = field(default_factory=list)  # skipped with --skip-bad-labels
     changed: int = 0  # rows whose tag changed (its columns but the tagger's version)
     rain_types: dict[str, int] = field(default_factory=dict)
@@ -72,6 +80,8 @@ class TagSummary:
     looks_rainy: int = 0
     tagger: str | None = None  # the version that tagged: shipped, or the dataset's fitted one
     fit: dict | None = None  # with --fit: the FitReport
+    # With shipped=True: the fitted tagger the shipped one replaced ("" when none was active).
+    replaced: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -116,19 +126,27 @@ def tag_dataset(
     skip_bad_labels: bool = False,
     workers: int = 1,
     fit: bool = False,
+    shipped: bool = False,
 ) -> TagSummary:
     """Re-tag every capture of the dataset at `path` from its stored features, and
     apply the label sheet `labels` if given. With `fit`, first refit the tagger to the
-    dataset's manual labels (the sheet's included) and keep it as the dataset's tagger.
-    Only samples.parquet, and with `fit` dataset.json and taggers/, are written."""
+    dataset's manual labels (the sheet's included) and keep it; it becomes the dataset's
+    tagger when it beat the shipped one in cross-validation, else the shipped one is.
+    With `shipped`, the shipped tagger becomes the dataset's tagger again. Only
+    samples.parquet, and with `fit` or `shipped` dataset.json and taggers/, are written."""
     with writing(path) as dataset:
         if not dataset.samples_manifest.exists():
             raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
-        return retag(dataset, labels, skip_bad_labels, workers, fit)
+        return retag(dataset, labels, skip_bad_labels, workers, fit, shipped)
 
 
 def retag(
-    dataset: Dataset, labels: Path | None, skip_bad_labels: bool, workers: int, fit: bool = False
+    dataset: Dataset,
+    labels: Path | None,
+    skip_bad_labels: bool,
+    workers: int,
+    fit: bool = False,
+    shipped: bool = False,
 ) -> TagSummary:
     """`tag_dataset` for a caller that already holds the dataset's lock (ingest)."""
     summary = TagSummary()
@@ -143,6 +161,8 @@ def retag(
             raise LabelsRejected(problems)
         summary.label_problems = [str(p) for p in problems]
         matched = match.labels
+        if not found and not problems:
+            summary.empty_sheet = str(labels)
     rows = samples.to_pylist()
     unsized = [row["key"] for row in rows if row["width"] is None or row["height"] is None]
     if unsized:  # the tiny caveat and the reading limits need them
@@ -154,6 +174,8 @@ def retag(
     # A tag changes when what it says does, not only the tagger version that said it.
     said = [name for name in TAG_COLUMNS if name != "tagger_version"]
     before = [{name: row[name] for name in said} for row in rows]
+    if shipped:
+        summary.replaced = use_shipped(dataset) or ""
     tagger = active_tagger(dataset)
     for row in rows:
         _tag_row(row, tagger, matched.get(row["key"]))
@@ -191,11 +213,10 @@ def retag(
 
 
 def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
-    """The shipped tagger refitted to the rows' manual rain-type labels and stored as the
-    dataset's tagger, or the active one when it was fitted to these very labels."""
-    # Imported here: fitting needs scipy, which tagging from stored features never does.
-    from rainbench.tagging.fit import fit_to_labels
-
+    """The shipped tagger refitted to the rows' manual rain-type labels and stored (one
+    stored before, when it was fitted to these very labels), made the dataset's tagger:
+    what --fit asks for, even where cross-validation found it no better than the shipped
+    one (the report says so; `--tagger shipped` goes back)."""
     manual = [row for row in rows if row["rain_type_source"] == "manual"]
     labelled = sorted(
         (row for row in manual if row["rain_type"] in RAIN_TYPES and _stored_features(row)),
@@ -208,8 +229,19 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
     ]
     digest = hashlib.sha256(json.dumps([FEATURES_VERSION, pairs]).encode()).hexdigest()
     found = reusable(dataset, digest)
-    if found is not None:
-        return active_tagger(dataset), found
+    if found is None:
+        found = _fit_anew(dataset, labelled, manual, scenes, digest)
+    tagger, report = found
+    use_fitted(dataset, report)
+    return tagger, report
+
+
+def _fit_anew(
+    dataset: Dataset, labelled: list[dict], manual: list[dict], scenes: list[str], digest: str
+) -> tuple[Tagger, FitReport]:
+    # Imported here: fitting needs scipy, which tagging from stored features never does.
+    from rainbench.tagging.fit import fit_to_labels
+
     base = load_tagger()
     features = np.array(
         [[row[feature_column(name)] for name in FEATURE_NAMES] for row in labelled], dtype=float
@@ -230,8 +262,7 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
         cv_fitted=fitted.fitted.to_dict(),
         cv_shipped=fitted.shipped.to_dict(),
     )
-    report = store_fitted(dataset, fitted.tagger, report)
-    return active_tagger(dataset), report
+    return store_fitted(dataset, fitted.tagger, report)
 
 
 def _scenes(rows: list[dict]) -> list[str]:

@@ -6,6 +6,8 @@ with its line, never raised, so one bad row does not cost the rest of the sheet.
 import csv
 import io
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +21,18 @@ _HEX_DIGITS = {"key": 24, "sha256": 64}
 _ALLOWED = f"allowed: {', '.join(LABEL_TYPES)}"
 _ANY_IDENT = f"{', '.join(IDENTS[:-1])} or {IDENTS[-1]}"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# What a spreadsheet may separate cells with: a comma, or a semicolon where the decimal
+# separator is a comma (Excel in much of Europe), or a tab.
+_DELIMITERS = (",", ";", "\t")
 
 
 @dataclass(frozen=True)
 class Label:
     line: int  # 1-based line in the sheet; the header is line 1 unless comments precede it
     ident: str  # the identifying column used: one of IDENTS
-    value: str  # its value, normalised: hex lowercased, paths POSIX without a leading ./
+    # Its value: hex lowercased; a source_path as given, spaces included, without a
+    # leading ./ (matching tries it exactly first, then stripped, then in other spellings).
+    value: str
     rain_type: str  # one of LABEL_TYPES
     note: str | None
 
@@ -55,7 +62,11 @@ class LabelMatch:
 def read_label_sheet(path: Path) -> tuple[list[Label], list[LabelProblem]]:
     """The sheet's labels, and a problem for each row that cannot be one."""
     text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # The lines as the reader counts them: only a line that starts with # as written is
+    # a comment, not a row whose first cell, quoted, does.
+    raw_lines = io.StringIO(text, newline="").readlines()
+    delimiter = _delimiter(raw_lines)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     columns: dict[str, int] | None = None
     labels: list[Label] = []
     problems: list[LabelProblem] = []
@@ -64,14 +75,14 @@ def read_label_sheet(path: Path) -> tuple[list[Label], list[LabelProblem]]:
         for cells in reader:
             # A quoted cell may span lines: a row is numbered by the line it starts on.
             line, start = start, reader.line_num + 1
-            if not any(cell.strip() for cell in cells) or cells[0].strip().startswith("#"):
+            if not any(cell.strip() for cell in cells) or _comment(raw_lines[line - 1]):
                 continue
             if columns is None:
                 if any(_LINE_BREAK.search(cell) for cell in cells):
                     raise LabelSheetError(f'{path}:{line}: a quote (") in the header is not closed')
                 columns = _header(path, cells)
                 continue
-            swallowed = _swallowed_row(line, cells, columns)
+            swallowed = _swallowed_row(line, cells, columns, delimiter)
             if swallowed is not None:
                 raise LabelSheetError(
                     f'{path}:{line}: a quote (") opened on this line is not closed: its cell '
@@ -131,13 +142,49 @@ def match_labels(
 
 
 def _named(index: dict[tuple[str, str], list[str]], label: Label) -> list[str]:
-    """The keys of the captures `label` names. A source_path with backslashes names the
-    file of exactly that name (a name may hold one) or, when there is none, the file with
-    a "/" for each: a path typed the Windows way."""
-    keys = index.get((label.ident, label.value), [])
-    if keys or label.ident != "source_path" or "\\" not in label.value:
-        return keys
-    return index.get((label.ident, label.value.replace("\\", "/").removeprefix("./")), [])
+    """The keys of the captures `label` names: for a source_path, those of the first of
+    its spellings (`_spellings`) that names any."""
+    if label.ident != "source_path":
+        return index.get((label.ident, label.value), [])
+    for spelling in _spellings(label.value):
+        keys = index.get(("source_path", spelling)) or index.get((_NFC, _nfc(spelling)))
+        if keys:
+            return keys
+    return []
+
+
+# The index's entries by a source_path in Unicode's composed form (NFC): macOS stores
+# "Café" decomposed (NFD), while a sheet typed or saved elsewhere holds it composed.
+_NFC = "source_path NFC"
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def _spellings(value: str) -> Iterator[str]:
+    """The paths a sheet's source_path may mean, most exact first: as given (a name may
+    begin or end with a space), stripped of spaces around it, and for each, when it holds
+    backslashes (a name may hold one), with a "/" for each: a path typed the Windows
+    way. Each is looked up exactly, then in composed Unicode."""
+    given = [value, value.strip().removeprefix("./")]
+    given += [path.replace("\\", "/").removeprefix("./") for path in given if "\\" in path]
+    yield from dict.fromkeys(given)
+
+
+def _comment(line: str) -> bool:
+    return line.lstrip(" \t").startswith("#")
+
+
+def _delimiter(lines: list[str]) -> str:
+    """The separator whose reading of the first line that is neither blank nor a comment
+    (the header) has a rain_type column; a comma when none does."""
+    header = next((line for line in lines if line.strip() and not _comment(line)), "")
+    for delimiter in _DELIMITERS:
+        cells = next(csv.reader([header], delimiter=delimiter), [])
+        if "rain_type" in (cell.strip().lower() for cell in cells):
+            return delimiter
+    return ","
 
 
 def _read_text(path: Path) -> str:
@@ -158,13 +205,15 @@ def _read_text(path: Path) -> str:
         ) from err
 
 
-def _swallowed_row(line: int, cells: list[str], columns: dict[str, int]) -> int | None:
+def _swallowed_row(
+    line: int, cells: list[str], columns: dict[str, int], delimiter: str
+) -> int | None:
     """The line of the first label row inside a cell that spans lines: a quote left open
     takes the rows after it into its cell until another quote closes it; None if none."""
     for cell in cells:
         parts = _LINE_BREAK.split(cell)
         for offset, text in enumerate(parts[1:], 1):
-            inner = next(csv.reader([text]), [])
+            inner = next(csv.reader([text], delimiter=delimiter), [])
             if isinstance(_row(line + offset, inner, columns), Label):
                 return line + offset
         line += len(parts) - 1
@@ -210,8 +259,8 @@ def _row(line: int, cells: list[str], columns: dict[str, int]) -> Label | str:
         digits = _HEX_DIGITS[ident]
         if not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
             return f'{ident} "{values[ident]}" is not {digits} hex digits'
-    else:
-        value = value.removeprefix("./")
+    else:  # as given: a name may begin or end with a space
+        value = cells[columns[ident]].removeprefix("./")
     return Label(line, ident, value, rain_type, values.get("note") or None)
 
 
@@ -233,9 +282,13 @@ def _index(samples: pa.Table) -> tuple[dict[tuple[str, str], list[str]], set[str
             value = row.get(column)
             if value is None:
                 continue
-            keys = index.setdefault((ident, value), [])
-            if row["key"] not in keys:
-                keys.append(row["key"])
+            entries = [(ident, value)]
+            if ident == "source_path":
+                entries.append((_NFC, _nfc(value)))
+            for entry in entries:
+                keys = index.setdefault(entry, [])
+                if row["key"] not in keys:
+                    keys.append(row["key"])
         if row.get("layer") == "clean":
             clean_layer.add(row["key"])
     return index, clean_layer
@@ -248,16 +301,24 @@ def _refused(rejects: pa.Table | None) -> dict[str, dict]:
     refused: dict[str, dict] = {}
     for row in rejects.select(["source_path", "reason", "duplicate_of"]).to_pylist():
         refused.setdefault(row["source_path"], row)
+        refused.setdefault(_nfc(row["source_path"]), row)
     return refused
 
 
 def _unmatched(label: Label, count: int, refused: dict[str, dict]) -> str:
-    what = f'{label.ident} "{label.value}"'
+    # repr: the value as given, so that a space around it or a control character shows.
+    what = f"{label.ident} {label.value!r}"
     if count > 1:
         # Only a more precise identifier can tell the captures apart.
         precise = " or ".join(IDENTS[: IDENTS.index(label.ident)])
         return f"ambiguous: {count} captures have {what}; use {precise}"
-    reject = refused.get(label.value) if label.ident == "source_path" else None
+    reject = None
+    if label.ident == "source_path":
+        spellings = list(_spellings(label.value))
+        reject = next(
+            (refused[name] for name in (*spellings, *map(_nfc, spellings)) if name in refused),
+            None,
+        )
     if reject is None:
         return f"no capture has {what}"
     if reject["reason"] == "duplicate":

@@ -3,12 +3,16 @@
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from rainbench.cli import main
 from rainbench.ingest.agreement import label_agreement
 from rainbench.ingest.tag import tag_dataset
+from rainbench.ingest.taggers import FitReport
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 from rainbench.tagging.tagger import RAIN_TYPES, load_tagger
+from rainbench.train import tagger
 
 
 def _samples(ds) -> pd.DataFrame:
@@ -50,7 +54,9 @@ def test_a_dataset_without_labels_or_a_dataset_at_all_is_one_clear_error(tmp_pat
         label_agreement(tmp_path)
 
 
-def test_the_fitted_tagger_is_flagged_as_not_held_out(tmp_path, sample_dataset):
+def test_the_fitted_tagger_is_flagged_as_not_held_out(tmp_path, sample_dataset, monkeypatch):
+    # Used as the dataset's tagger, as a fit that beat the shipped tagger is.
+    monkeypatch.setattr(FitReport, "beats_shipped", property(lambda report: True))
     samples = _samples(sample_dataset)
     keys = sorted(samples.index)
     # Labels the fit can learn: by one of the features the tagger reads.
@@ -100,3 +106,17 @@ def test_a_fit_that_kept_the_shipped_weights_is_judged_without_the_warning(
 
     assert not active.fitted_to_these and "not held-out" not in "\n".join(active.to_lines())
     assert active.macro_f1 == label_agreement(sample_dataset, "shipped").macro_f1
+
+
+def test_tag_eval_without_a_dataset_says_it_takes_minutes(monkeypatch):
+    class Result:
+        def to_lines(self):
+            return ["judged"]
+
+    monkeypatch.setattr(tagger, "evaluate_held_out", lambda per_cell, seed, workers: Result())
+    assert "it takes minutes" in CliRunner().invoke(main, ["tag-eval", "--help"]).output
+    shown = CliRunner().invoke(main, ["tag-eval", "-j", "2", "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert "measuring synthetic rain on 2 workers: this takes minutes" in shown.stderr
+    quiet = CliRunner().invoke(main, ["tag-eval", "--no-progress"])
+    assert quiet.stderr == "" and quiet.stdout == "judged\n"

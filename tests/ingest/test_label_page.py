@@ -52,7 +52,7 @@ def _samples(ds) -> pd.DataFrame:
 
 
 def _card_keys(page: str) -> list[str]:
-    return re.findall(r'<article class="card"[^>]*data-key="([0-9a-f]+)"', page)
+    return re.findall(r'<article class="card[^"]*"[^>]*data-key="([0-9a-f]+)"', page)
 
 
 def test_every_label_type_has_one_key():
@@ -102,7 +102,25 @@ def test_manual_labels_are_shown_and_come_last(dataset, tmp_path):
     tag_dataset(dataset, sheet)
     text = write_label_page(dataset, tmp_path / "b.html").out.read_text()
     assert _card_keys(text)[-1] == first
-    assert "labelled: <b>clean</b>" in text and "note: a wet lens" in text
+    assert "applied: <b>clean</b>" in text and "note: a wet lens" in text
+    # Shown as labelled, and the data the page's script seeds its labels from.
+    card = re.search(rf'<article class="card labelled"[^>]*data-key="{first}"[^>]*>', text)
+    assert card is not None
+    assert 'data-applied="clean" data-note="a wet lens"' in card.group(0)
+    assert text.count('<p class="label">label: clean</p>') == 1
+    assert "not labelled" not in text.split(f'data-key="{first}"')[1].split("</article>")[0]
+
+
+def test_an_existing_file_that_is_not_a_label_page_is_not_replaced(dataset, tmp_path):
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("key,rain_type,note\n")
+    result = CliRunner().invoke(main, ["label", str(dataset), "--out", str(sheet), "-j", "1"])
+    assert result.exit_code == 1
+    assert f"{sheet} exists and is not a page rainbench label wrote: not replaced" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sheet.read_text() == "key,rain_type,note\n"
+    page = write_label_page(dataset, tmp_path / "labels.html", limit=1)
+    assert write_label_page(dataset, page.out, limit=2).cards == 2  # its own page: replaced
 
 
 def test_split_and_limit_choose_the_captures(dataset, tmp_path):
@@ -227,3 +245,43 @@ def test_keys_label_and_export_makes_a_sheet_tag_applies(dataset, tmp_path, brow
     assert pd.isna(samples.loc[keys[1], "rain_type"])
     assert samples.loc[keys[2], "rain_type"] == "streak"
     assert (samples.loc[keys[3:], "rain_type_source"] == "auto").all()
+
+
+def test_applied_labels_start_labelled_and_export_with_their_notes(
+    dataset, tmp_path, browser_tooling
+):
+    sync_playwright, executable = browser_tooling
+    keys = _card_keys(write_label_page(dataset, tmp_path / "a.html").out.read_text())
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f'key,rain_type,note\n{keys[0]},storm,"lamp, ""glare"""\n{keys[1]},clean,\n')
+    tag_dataset(dataset, sheet)
+    out = write_label_page(dataset, tmp_path / "b.html").out
+    exported = tmp_path / "exported.csv"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.goto(out.as_uri(), wait_until="load")
+            done = page.text_content("#done")
+            shown = page.evaluate(
+                """() => Object.fromEntries([...document.querySelectorAll('.card')].map(card =>
+                    [card.dataset.key, card.querySelector('.label').textContent]))"""
+            )
+            with page.expect_download() as download:
+                page.click("#export")
+            download.value.save_as(exported)
+            # Cleared in the page, an applied label stays cleared after a reload.
+            page.evaluate(f"document.querySelector('[data-key=\"{keys[0]}\"]').click()")
+            page.keyboard.press("0")
+            page.reload(wait_until="load")
+            after = page.text_content("#done")
+        finally:
+            browser.close()
+    assert done == "2" and after == "1"
+    assert shown[keys[0]] == "label: storm" and shown[keys[1]] == "label: clean"
+    labels, problems = read_label_sheet(exported)
+    assert problems == []
+    assert {label.value: (label.rain_type, label.note) for label in labels} == {
+        keys[0]: ("storm", 'lamp, "glare"'),
+        keys[1]: ("clean", None),
+    }

@@ -7,7 +7,9 @@ import json
 import pandas as pd
 import pyarrow as pa
 import pytest
+from click.testing import CliRunner
 
+from rainbench.cli import main
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest.tag import LabelsRejected, tag_dataset
 from rainbench.shards import manifest
@@ -172,3 +174,24 @@ def test_rows_without_a_size_are_refused_in_one_line(tagged):
     with pytest.raises(DatasetError, match="have no width or height") as refused:
         tag_dataset(tagged)
     assert "\n" not in str(refused.value)
+
+
+def test_a_sheet_with_only_a_header_is_warned_of(tmp_path, tagged):
+    sheet = _sheet(tmp_path, ["# nothing labelled yet"])
+    assert tag_dataset(tagged, sheet).empty_sheet == str(sheet)
+    result = CliRunner().invoke(main, ["tag", str(tagged), "--labels", str(sheet)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {sheet} has no label rows, only a header" in result.output
+
+
+def test_stats_says_what_it_counts_and_why_a_path_is_no_dataset(tmp_path, tagged):
+    shown = CliRunner().invoke(main, ["stats", str(tagged)])
+    assert shown.exit_code == 0, shown.output
+    assert f"{len(_samples(tagged))} captures in " in shown.output.splitlines()[0]
+    missing = CliRunner().invoke(main, ["stats", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1
+    assert missing.output == f"error: {tmp_path / 'nowhere'} does not exist\n"
+    sheet = _sheet(tmp_path, [])
+    file = CliRunner().invoke(main, ["stats", str(sheet)])
+    assert file.exit_code == 1
+    assert file.output == f"error: {sheet} is a file, not a dataset folder\n"

@@ -1,15 +1,19 @@
 """A dataset's own tagger: `tag --fit` refits on its manual labels, keeps the fit
-versioned in DS/taggers/ with dataset.json naming it, and later tag and ingest runs use
-it; manual labels still win."""
+versioned in DS/taggers/, with dataset.json naming it when it beat the shipped tagger,
+and later tag and ingest runs use it; manual labels still win; `tag --tagger shipped`
+goes back to the shipped tagger."""
 
 import json
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest.tag import _scenes, tag_dataset
+from rainbench.ingest.taggers import FitReport
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.fit import TooFewLabels
 from rainbench.tagging.tagger import load_tagger
@@ -20,6 +24,13 @@ ONE = IngestOptions(workers=1)
 @pytest.fixture
 def ds(sample_dataset):
     return sample_dataset
+
+
+@pytest.fixture
+def fits_win(monkeypatch):
+    """Every fit beats the shipped tagger: labels dealt out by key carry no signal, so
+    a real fit on them seldom does."""
+    monkeypatch.setattr(FitReport, "beats_shipped", property(lambda report: True))
 
 
 def _samples(ds) -> pd.DataFrame:
@@ -34,7 +45,7 @@ def label_sheet(ds, path, types=("storm", "streak")):
     return path
 
 
-def test_fit_stores_a_versioned_tagger_that_retags_and_later_ingests_use(tmp_path, ds):
+def test_fit_stores_a_versioned_tagger_that_retags_and_later_ingests_use(tmp_path, ds, fits_win):
     sheet = label_sheet(ds, tmp_path / "labels.csv")
 
     summary = tag_dataset(ds, labels=sheet, fit=True)
@@ -71,7 +82,7 @@ def test_fit_stores_a_versioned_tagger_that_retags_and_later_ingests_use(tmp_pat
     assert sorted(p.name for p in (ds / "taggers").iterdir()) == ["tagger-fit-1.json"]
 
 
-def test_fit_alone_learns_from_the_labels_already_applied(tmp_path, ds):
+def test_fit_alone_learns_from_the_labels_already_applied(tmp_path, ds, fits_win):
     tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"))
     fit = tag_dataset(ds, fit=True).fit
     assert fit["labels"]["storm"] == 17
@@ -81,6 +92,45 @@ def test_fit_alone_learns_from_the_labels_already_applied(tmp_path, ds):
     assert second["path"] == "taggers/tagger-fit-2.json" and second["version"] != fit["version"]
     assert (ds / fit["path"]).exists()
     assert json.loads((ds / "dataset.json").read_text())["tagger"]["path"] == second["path"]
+
+
+def test_a_fit_that_does_not_beat_the_shipped_tagger_is_used_with_a_warning(
+    tmp_path, ds, monkeypatch
+):
+    monkeypatch.setattr(FitReport, "beats_shipped", property(lambda report: False))
+    sheet = label_sheet(ds, tmp_path / "labels.csv")
+    result = CliRunner().invoke(main, ["tag", str(ds), "--labels", str(sheet), "--fit"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: the fit did not beat the shipped tagger on held-out labels; it is the "
+        "dataset's tagger as asked: rainbench tag DATASET --tagger shipped goes back"
+    ) in result.output
+    info = json.loads((ds / "dataset.json").read_text())
+    assert info["tagger"]["path"] == "taggers/tagger-fit-1.json"
+    # Fitting again on the same labels finds the stored fit instead of a second file.
+    again = tag_dataset(ds, fit=True)
+    assert again.fit["reused"] and not again.fit["beats_shipped"]
+    assert sorted(p.name for p in (ds / "taggers").iterdir()) == ["tagger-fit-1.json"]
+
+
+def test_tagger_shipped_makes_the_shipped_tagger_active_again(tmp_path, ds, fits_win):
+    fit = tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True).fit
+    result = CliRunner().invoke(main, ["tag", str(ds), "--tagger", "shipped"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"the shipped tagger is the dataset's tagger again, in place of {fit['version']} "
+        "(kept in taggers/)"
+    ) in result.output
+    assert "tagger" not in json.loads((ds / "dataset.json").read_text())
+    assert (ds / fit["path"]).exists()
+    samples = _samples(ds)
+    assert (samples["tagger_version"] == load_tagger().version).all()
+    assert (samples["rain_type_source"] == "manual").all()  # the labels still win
+    assert tag_dataset(ds).tagger == load_tagger().version
+    again = CliRunner().invoke(main, ["tag", str(ds), "--tagger", "shipped"])
+    assert "the shipped tagger was already the dataset's tagger" in again.output
+    both = CliRunner().invoke(main, ["tag", str(ds), "--tagger", "shipped", "--fit"])
+    assert both.exit_code == 2 and "--fit and --tagger shipped" in both.output
 
 
 def test_captures_joined_by_a_sequence_or_a_near_duplicate_are_one_scene():
@@ -109,7 +159,7 @@ def test_too_few_labels_change_nothing(tmp_path, ds):
     )
 
 
-def test_an_unreadable_fitted_tagger_is_one_clear_error(tmp_path, ds):
+def test_an_unreadable_fitted_tagger_is_one_clear_error(tmp_path, ds, fits_win):
     tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True)
     (ds / "taggers" / "tagger-fit-1.json").write_text("{")
     with pytest.raises(DatasetError, match="fit it again with rainbench tag --fit"):

@@ -128,6 +128,65 @@ def test_a_backslash_in_a_name_finds_that_file_before_the_windows_reading(tmp_pa
     assert list(match.labels) == [KEY_A, KEY_C]
 
 
+def test_only_an_unquoted_hash_starts_a_comment(tmp_path):
+    samples = _samples({"key": KEY_A, "sha256": SHA_A, "source_path": "#hash.jpg"})
+    text = 'source_path,rain_type\n"#hash.jpg",storm\n  # a comment,drizzle\n'
+    match = _match(tmp_path, text, samples)
+    assert {key: label.rain_type for key, label in match.labels.items()} == {KEY_A: "storm"}
+
+
+def test_a_source_path_matches_across_unicode_normal_forms(tmp_path):
+    composed, decomposed = "Caf\u00e9/r\u00e9gen.jpg", "Cafe\u0301/re\u0301gen.jpg"
+    samples = _samples(
+        {"key": KEY_A, "sha256": SHA_A, "source_path": decomposed},  # as macOS stores it
+        {"key": KEY_B, "sha256": SHA_B, "source_path": "\u00e9t\u00e9.jpg"},
+    )
+    text = f"source_path,rain_type\n{composed},storm\ne\u0301te\u0301.jpg,drizzle\n"
+    match = _match(tmp_path, text, samples)
+    assert match.problems == []
+    assert {key: label.rain_type for key, label in match.labels.items()} == {
+        KEY_A: "storm",
+        KEY_B: "drizzle",
+    }
+
+
+def test_the_exact_unicode_spelling_wins_over_another_normal_form(tmp_path):
+    samples = _samples(
+        {"key": KEY_A, "sha256": SHA_A, "source_path": "Cafe\u0301.jpg"},
+        {"key": KEY_B, "sha256": SHA_B, "source_path": "Caf\u00e9.jpg"},
+    )
+    match = _match(tmp_path, "source_path,rain_type\nCaf\u00e9.jpg,storm\n", samples)
+    assert list(match.labels) == [KEY_B]
+
+
+def test_spaces_around_a_source_path_are_kept_before_they_are_stripped(tmp_path):
+    samples = _samples(
+        {"key": KEY_A, "sha256": SHA_A, "source_path": " leading space.jpg"},
+        {"key": KEY_B, "sha256": SHA_B, "source_path": "b.jpg"},
+    )
+    text = 'source_path,rain_type\n" leading space.jpg",storm\n" b.jpg ",drizzle\n" x.jpg",storm\n'
+    labels, problems = read_label_sheet(_sheet(tmp_path, text))
+    assert problems == []
+    match = match_labels(labels, samples, sheet="labels.csv")
+    assert {key: label.rain_type for key, label in match.labels.items()} == {
+        KEY_A: "storm",
+        KEY_B: "drizzle",
+    }
+    assert [str(problem) for problem in match.problems] == [
+        "labels.csv:4: no capture has source_path ' x.jpg'"
+    ]
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_semicolon_or_tab_separated_sheet_is_read(tmp_path, separator):
+    rows = ["# from Excel", "key;rain_type;note", f"{KEY_A};storm;lamp, glare", ";;"]
+    labels, problems = read_label_sheet(
+        _sheet(tmp_path, "\n".join(row.replace(";", separator) for row in rows) + "\n")
+    )
+    assert problems == []
+    assert labels == [Label(3, "key", KEY_A, "storm", "lamp, glare")]
+
+
 def test_clean_is_a_label(tmp_path):
     match = _match(tmp_path, "source_path,rain_type\na.jpg,CLEAN\n")
     assert match.labels[KEY_A].rain_type == "clean"
@@ -168,8 +227,8 @@ def test_a_label_for_no_capture_is_a_problem(tmp_path):
     match = _match(tmp_path, f"source_path,key,rain_type\nnew.jpg,,storm\n,{'d' * 24},storm\n")
     assert match.labels == {}
     assert [str(problem) for problem in match.problems] == [
-        'labels.csv:2: no capture has source_path "new.jpg"',
-        f'labels.csv:3: no capture has key "{"d" * 24}"',
+        "labels.csv:2: no capture has source_path 'new.jpg'",
+        f"labels.csv:3: no capture has key '{'d' * 24}'",
     ]
 
 
@@ -177,9 +236,9 @@ def test_a_refused_duplicate_points_at_the_capture_it_repeats(tmp_path):
     match = _match(tmp_path, "source_path,rain_type\ncopy-of-a.jpg,storm\nbroken.jpg,storm\n")
     assert match.labels == {}
     assert [problem.message for problem in match.problems] == [
-        'source_path "copy-of-a.jpg" was refused at ingest (duplicate): '
+        "source_path 'copy-of-a.jpg' was refused at ingest (duplicate): "
         f"label the capture it repeats by key {KEY_A}",
-        'source_path "broken.jpg" was refused at ingest (corrupt)',
+        "source_path 'broken.jpg' was refused at ingest (corrupt)",
     ]
 
 
@@ -191,7 +250,7 @@ def test_a_source_path_under_two_ingest_roots_is_ambiguous(tmp_path):
     match = _match(tmp_path, "source_path,rain_type\na.jpg,storm\n", samples)
     assert match.labels == {}
     assert [problem.message for problem in match.problems] == [
-        'ambiguous: 2 captures have source_path "a.jpg"; use key or sha256'
+        "ambiguous: 2 captures have source_path 'a.jpg'; use key or sha256"
     ]
 
 
@@ -231,8 +290,8 @@ def test_problems_come_in_line_order(tmp_path):
     ]
     match = match_labels(labels, SAMPLES_TABLE)
     assert [str(problem) for problem in match.problems] == [
-        'line 3: no capture has source_path "y.jpg"',
-        'line 5: no capture has source_path "x.jpg"',
+        "line 3: no capture has source_path 'y.jpg'",
+        "line 5: no capture has source_path 'x.jpg'",
     ]
 
 
