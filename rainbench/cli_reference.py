@@ -7,6 +7,7 @@ and tests/test_cli_reference.py fails while it is stale.
 """
 
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +27,10 @@ Every `rainbench` command with its `--help`, generated from the commands themsel
 Exit codes: 0 success, 1 a problem with the input or dataset (one line on stderr
 saying what to do), 2 a usage error. Commands that run long show progress bars on
 stderr when it is a terminal (`--progress` or `--no-progress` decide otherwise); stdout
-carries only the result, and `--json` prints it for scripts to read. A command's
-dataset is its positional DATASET; the flags older releases named it by (`--dataset`,
-`--into`) still work.
+carries only the result, and `--json` prints it for scripts to read. If the reader closes
+stdout early (`rainbench stats ds | head -1`), the command stops quietly with exit code
+141, as a shell reports a program ended by SIGPIPE. A command's dataset is its
+positional DATASET.
 """
 
 
@@ -43,11 +45,31 @@ def render_reference(group: click.Group = main, name: str = "rainbench") -> str:
         **group.context_settings,
     )
     commands = list(_walk(root))
-    lines = [INTRO]
+    lines = [INTRO + _aliases_text(commands)]
     lines += [f"- [`{ctx.command_path}`](#{_anchor(ctx.command_path)})" for ctx in commands]
     for ctx in commands:
         lines += ["", f"## `{ctx.command_path}`", "", "```text", ctx.get_help(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _aliases_text(commands: list[click.Context]) -> str:
+    """Which commands still take their dataset by the flag an older release named it by
+    (a hidden option, see rainbench.cli.options.dataset): read from the commands, so the
+    page never promises a flag a command does not take."""
+    taken = [
+        f"`{ctx.command_path} {flag}`"
+        for ctx in commands
+        for param in ctx.command.params
+        if param.name == "dataset_alias"
+        for flag in param.opts
+    ]
+    if not taken:
+        return ""
+    text = (
+        "These also take it by the flag an older release named it by, kept so that old "
+        f"command lines run: {', '.join(taken)}. Every other command takes it only as DATASET."
+    )
+    return "\n" + textwrap.fill(text, 88, break_on_hyphens=False, break_long_words=False) + "\n"
 
 
 def _walk(ctx: click.Context) -> Iterator[click.Context]:

@@ -124,8 +124,12 @@ def test_an_ingest_whose_sheet_names_a_missing_capture_keeps_its_captures_and_sa
 
 
 def test_tag_fit_prints_held_out_agreement_and_ingest_uses_the_fit(
-    runner, tmp_path, capture_folder
+    runner, tmp_path, capture_folder, monkeypatch
 ):
+    from rainbench.ingest.taggers import FitReport
+
+    # Used, as a fit that beat the shipped tagger is (labels dealt out carry no signal).
+    monkeypatch.setattr(FitReport, "beats_shipped", property(lambda report: True))
     ds = tmp_path / "ds"
     runner.invoke(main, ["ingest", str(capture_folder), "--out", str(ds), "-j", "1"])
     keys = sorted(pd.read_parquet(ds / "manifests" / "samples.parquet")["key"])
@@ -532,3 +536,66 @@ def test_synth_preview_failures_are_one_line(runner, tmp_path, monkeypatch):
         result.output
         == f"error: {photo}: too large to render every recipe on in the memory there is\n"
     )
+
+
+def test_a_closed_stdout_ends_any_command_quietly_with_141():
+    import subprocess
+    import sys
+
+    from rainbench.cli import CLOSED_STDOUT
+
+    for args in (["metrics"], ["--help"]):  # a command's output, and the top help
+        # A pipe whose reader has already gone, as after `| head -1`: the first line fails.
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "rainbench", *args],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                timeout=120,
+            )
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (CLOSED_STDOUT, b""), args
+
+
+def test_the_reference_names_exactly_the_commands_that_take_the_old_dataset_flags():
+    import re
+
+    import click
+
+    from rainbench.cli_reference import _walk, render_reference
+
+    page = render_reference()
+    named = set(re.findall(r"`(rainbench [a-z -]+?) (--dataset|--into)`", " ".join(page.split())))
+    root = click.Context(main, info_name="rainbench")
+    taking = {
+        (ctx.command_path, flag)
+        for ctx in _walk(root)
+        for param in ctx.command.params
+        for flag in param.opts
+        if flag in ("--dataset", "--into")
+    }
+    assert named == taking and ("rainbench eval", "--dataset") in named
+    assert "still work" not in page
+    # Every example in every help uses a flag its command takes.
+    contexts = list(_walk(root))
+    for ctx in contexts:
+        for line in ctx.get_help().splitlines():
+            example = line.strip()
+            for flag in ("--dataset", "--into"):
+                if example.startswith("rainbench ") and f" {flag} " in example:
+                    command = max(
+                        (c.command_path for c in contexts if example.startswith(c.command_path)),
+                        key=len,
+                    )
+                    assert (command, flag) in taking, example
+
+
+def test_json_out_makes_its_folder(tmp_path):
+    from rainbench.cli.output import write_json
+
+    out = tmp_path / "new" / "folder" / "result.json"
+    write_json({"a": 1}, out)  # tag-eval's and analyze's --out
+    assert json.loads(out.read_text()) == {"a": 1}

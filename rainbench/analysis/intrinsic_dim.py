@@ -27,6 +27,15 @@ from rainbench.shards.members import (
 # TwoNN fits the law of μ = r2/r1 on its lower 90 % only: the largest ratios come from
 # the sparse tail of the sample and bend the line (Facco et al. 2017).
 TWO_NN_DISCARD = 0.1
+# Distinct patches an image's layer needs for an estimate: the estimators' relative
+# standard error is about 1/√n, 10 % at 100 (with 8 patches TwoNN gave 53 on a photo
+# whose estimate from 512 is 5–8); a layer with fewer has no estimate (nan).
+MIN_PATCHES = 100
+# Images with both layers estimated that a conclusion needs: a two-sided sign test on
+# fewer cannot reach p < 0.05 even when every image agrees (6 of 6: p = 0.031).
+MIN_IMAGES = 6
+SIGNIFICANCE = 0.05
+ESTIMATORS = {"two_nn": "TwoNN", "mle": "MLE"}
 
 
 def two_nn(points: np.ndarray) -> float:
@@ -191,6 +200,11 @@ class Settings:
     unit_norm: bool = False
     seed: int = 0
 
+    @property
+    def fewest_references(self) -> int:
+        """The fewest references that sample MIN_PATCHES patches of a layer."""
+        return math.ceil(MIN_PATCHES / self.per_reference)
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -243,31 +257,53 @@ class Report:
     def image_higher(self, estimator: str) -> tuple[int, int]:
         """On how many images the estimator put image patches above rain patches, of
         how many it could estimate both on: a paired comparison image by image."""
+        higher, _, both = self._signs(estimator)
+        return higher, both
+
+    def _signs(self, estimator: str) -> tuple[int, int, int]:
+        """Images where image patches came out higher, lower, and images with both
+        layers estimated."""
         image, rain = self._pair(estimator)
         both = [
             (i, r)
             for i, r in zip(image.per_image, rain.per_image, strict=True)
             if not (math.isnan(i) or math.isnan(r))
         ]
-        return sum(i > r for i, r in both), len(both)
+        return sum(i > r for i, r in both), sum(i < r for i, r in both), len(both)
 
     def _pair(self, estimator: str) -> tuple[Spread, Spread]:
-        if estimator not in ("two_nn", "mle"):
-            raise ValueError(f"unknown estimator {estimator!r}; known: two_nn, mle")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
         return getattr(self, f"image_dim_{estimator}"), getattr(self, f"rain_dim_{estimator}")
 
     def verdict(self) -> str:
-        """One sentence: did image patches come out higher than rain patches?"""
-        higher = {
-            name: self._pair(name)[0].median > self._pair(name)[1].median
-            for name in ("two_nn", "mle")
+        """One sentence: did image patches come out higher than rain patches? Judged
+        image by image (the layers of an image are paired) with a two-sided sign test,
+        not by the medians, which a few images can put either way."""
+        signs = {name: self._signs(name) for name in ESTIMATORS}
+        counts = [f"{higher} of {both}" for higher, _, both in signs.values()]
+        if any(both < MIN_IMAGES for _, _, both in signs.values()):
+            return (
+                f"No conclusion: image patches came out higher than rain patches on "
+                f"{counts[0]} images with TwoNN and {counts[1]} with MLE, too few images for a "
+                f"sign test to tell (it needs {MIN_IMAGES} with both layers estimated)."
+            )
+        found = {
+            name: (_direction(higher, lower), _sign_test(higher, lower))
+            for name, (higher, lower, _) in signs.items()
         }
-        if all(higher.values()):
-            return "Image patches came out higher than rain patches with both estimators."
-        if not any(higher.values()):
-            return "Image patches did not come out higher than rain patches with either estimator."
-        which = "TwoNN" if higher["two_nn"] else "MLE"
-        return f"Image patches came out higher than rain patches with {which} only."
+        (two_nn, two_nn_p), (mle, mle_p) = found.values()
+        if two_nn == mle:
+            return (
+                f"Image patches came out {two_nn} with both estimators: higher on "
+                f"{counts[0]} images with TwoNN (sign test p = {two_nn_p:.2g}) and {counts[1]} "
+                f"with MLE (p = {mle_p:.2g})."
+            )
+        return (
+            f"The estimators disagree: image patches came out {two_nn} with TwoNN (higher on "
+            f"{counts[0]} images, sign test p = {two_nn_p:.2g}) but {mle} with MLE (higher on "
+            f"{counts[1]}, p = {mle_p:.2g})."
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -309,6 +345,21 @@ class Report:
         return "\n".join(lines)
 
 
+def _sign_test(higher: int, lower: int) -> float:
+    """Two-sided exact sign test of `higher` against `lower` (ties left out)."""
+    n = higher + lower
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(higher, lower) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _direction(higher: int, lower: int) -> str:
+    if _sign_test(higher, lower) >= SIGNIFICANCE:
+        return "neither consistently higher nor lower than rain patches"
+    return f"{'higher' if higher > lower else 'lower'} than rain patches"
+
+
 def _cell(spread: Spread) -> str:
     if math.isnan(spread.median):
         return "—"
@@ -336,6 +387,11 @@ def analyze(
     neighbours reach across groups; where they disagree, say so rather than pick one.
     """
     s = settings
+    if s.references < s.fewest_references:
+        raise ValueError(
+            f"{s.references} references of {s.per_reference} patches are too few: the "
+            f"estimators need {MIN_PATCHES} patches of a layer, {s.fewest_references} references"
+        )
     estimates: dict[tuple[str, str], list[float]] = {
         (layer, name): [] for layer in ("image", "rain") for name in ("two_nn", "mle")
     }
@@ -351,10 +407,12 @@ def analyze(
             patches = nonlocal_patches(
                 picture, s.patch, s.window, s.per_reference, s.references, rng, s.unit_norm
             )
+            distinct = len(np.unique(patches, axis=0))
             counts[f"{layer}_patches"] += len(patches)
-            counts[f"{layer}_distinct"] += len(np.unique(patches, axis=0))
-            estimates[layer, "two_nn"].append(_or_nan(two_nn, patches))
-            estimates[layer, "mle"].append(_or_nan(mle, patches, s.k))
+            counts[f"{layer}_distinct"] += distinct
+            enough = distinct >= MIN_PATCHES
+            estimates[layer, "two_nn"].append(_or_nan(two_nn, patches) if enough else math.nan)
+            estimates[layer, "mle"].append(_or_nan(mle, patches, s.k) if enough else math.nan)
     if not counts["images"]:
         raise ValueError("no pairs to analyse")
     return Report(

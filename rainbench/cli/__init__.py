@@ -2,13 +2,65 @@
 
 One module per family of commands; a command's module, and what it imports, is loaded
 only when that command runs or shows its help. Exit codes: 0 success, 1 a problem with
-the input or dataset (one-line message), 2 a usage error.
+the input or dataset (one-line message), 2 a usage error, 141 stdout closed before the
+command had written all of it (`rainbench stats ds | head -1`), quietly.
 """
+
+import contextlib
+import errno
+import os
+import select
+import sys
+from collections.abc import Iterator
 
 import click
 
 from rainbench import __version__
 from rainbench.cli.group import Commands
+
+# What a shell reports for a program that SIGPIPE ended (128 + 13), as `yes | head -1`
+# does under `set -o pipefail`: the reader left, and the command did not finish.
+CLOSED_STDOUT = 141
+
+
+class Main(Commands):
+    """The top group, which also ends a command whose reader closed stdout: quietly, with
+    CLOSED_STDOUT, whichever command it was, its --help too (click would exit 1 without
+    a word)."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        with _stdout_may_close():  # `rainbench --help` prints while its line is parsed
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context):
+        with _stdout_may_close():
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # what is still buffered meets a closed pipe here, not at exit
+            return result
+
+
+@contextlib.contextmanager
+def _stdout_may_close() -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.EPIPE or not _stdout_closed():
+            raise  # another pipe: Commands and click say what they say of it
+        # Python would flush stdout again at exit and complain of the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(CLOSED_STDOUT)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (an EPIPE may also come from a
+    socket or a child's pipe)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a test's capture)
+        return False
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
 
 # Each command: where it is defined, and the first paragraph of its help, which
 # `rainbench --help` lists.
@@ -87,7 +139,7 @@ COMMANDS = {
 }
 
 
-@click.group(cls=Commands, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Main, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rainbench")
 def main() -> None:
     """rainbench: real rain imagery — ingest, tag, benchmark.

@@ -5,9 +5,14 @@ from pathlib import Path
 import click
 
 from rainbench import __version__
-from rainbench.analysis.intrinsic_dim import Settings, analyze, from_synthetic_split
+from rainbench.analysis.intrinsic_dim import (
+    MIN_PATCHES,
+    Settings,
+    analyze,
+    from_synthetic_split,
+)
 from rainbench.cli import options
-from rainbench.cli.output import emit, write_json
+from rainbench.cli.output import emit, prepare_out, write_json
 
 
 @click.group("analyze")
@@ -28,10 +33,11 @@ def analyze_group() -> None:
 )
 @click.option(
     "--references",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=Settings().fewest_references),
     default=Settings.references,
     show_default=True,
-    help="Reference patches per image, each with its 7 most similar in a 40×40 window.",
+    help="Reference patches per image, each with its 7 most similar in a 40×40 window "
+    f"(at least {Settings().fewest_references}: {MIN_PATCHES} patches).",
 )
 @click.option(
     "--unit-norm", is_flag=True, help="Also scale each patch to unit norm (shape, not contrast)."
@@ -53,7 +59,8 @@ def analyze_intrinsic_dim_command(
     intrinsic dimension than rain patches: on each pair, NLCL's non-local groups of
     16×16 patches are sampled from the ground truth and from the rain layer
     (rainy − ground truth), and TwoNN and the Levina–Bickel MLE estimate each
-    layer's dimension. Prints the median and inter-quartile range over images.
+    layer's dimension. Prints the median and inter-quartile range over images, and
+    concludes only from a sign test over images (too few images: no conclusion).
 
     DATASET is a rainbench dataset with a paired split (rainbench synth).
 
@@ -63,6 +70,8 @@ def analyze_intrinsic_dim_command(
       rainbench analyze intrinsic-dim ds --split syn-storm --json --out id.json
     """
     settings = Settings(references=references, unit_norm=unit_norm, seed=seed)
+    if out:
+        prepare_out(out)
     report = analyze(from_synthetic_split(dataset, split, limit), settings, progress)
     # What a reader needs to make the same report again: the pairs taken and the tool.
     result = {

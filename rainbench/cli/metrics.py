@@ -33,6 +33,10 @@ from rainbench.metrics.weights import (
     status,
 )
 
+# The 2.5th and 97.5th percentiles of fewer resamples are the extreme few, which need not
+# even hold the estimate (1 resample: an "interval" of one point beside it).
+MIN_RESAMPLES = 100
+
 
 @click.group("metrics", invoke_without_command=True)
 @options.as_json("Print as JSON.")
@@ -68,13 +72,14 @@ def _metric_lines(specs: list[MetricSpec]) -> list[str]:
 )
 @click.option(
     "--resamples",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=MIN_RESAMPLES),
     default=RESAMPLES,
     show_default=True,
-    help="Bootstrap resamples of the images.",
+    help=f"Bootstrap resamples of the images (at least {MIN_RESAMPLES}).",
 )
 @options.as_json("Print as JSON.")
-def metrics_validity_command(results, seed, resamples, as_json) -> None:
+@click.pass_context
+def metrics_validity_command(ctx: click.Context, results, seed, resamples, as_json) -> None:
     """Check each no-reference metric against psnr_y and ssim_y on the paired splits.
 
     On every paired split of RESULTS (a `rainbench eval` results directory): Kendall τ
@@ -89,7 +94,8 @@ def metrics_validity_command(results, seed, resamples, as_json) -> None:
       rainbench metrics validity res --json --seed 1
     """
     found = results_validity(load_results(results), seed, resamples)
-    emit(found, as_json, _validity_lines)
+    # `rainbench metrics --json validity` means the same as `validity --json`.
+    emit(found, as_json or ctx.parent.params["as_json"], _validity_lines)
 
 
 def _validity_lines(found: list[SplitValidity]) -> list[str]:
@@ -279,9 +285,12 @@ def weights_status_command(weights_dir, as_json) -> None:
 
 
 def _status_lines(found: list[WeightStatus], weights_dir: Path | None) -> list[str]:
-    lines = [f"weights directory: {resolve_dir(weights_dir)}"]
+    folder = resolve_dir(weights_dir)
+    # A folder that is not there is most often a mistyped --weights-dir: said at once.
+    absent = "" if folder.is_dir() else " (does not exist; import, fetch and extract-niqe make it)"
+    lines = [f"weights directory: {folder}{absent}"]
     for s in found:
-        where = str(s.path) if s.path else f"missing — {s.file.command}"
+        where = str(s.path) if s.path else f"provide it: {s.file.command}"
         lines.append(f"  {s.state:10s} {s.file.name} ({', '.join(s.file.metrics)}): {where}")
     return lines
 

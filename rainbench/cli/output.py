@@ -66,6 +66,13 @@ _python_show_warning = warnings.showwarning
 warnings.showwarning = _show_warning
 
 
+def prepare_out(out: Path) -> None:
+    """Make the folder of an --out file, as `label --out` does. A command that computes
+    long calls it first, so that a folder it may not make stops it before the work."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
 def write_json(result: Any, out: Path) -> None:
     """Also keep the result as a JSON file (--out of tag-eval and analyze)."""
+    prepare_out(out)
     out.write_text(to_json(result) + "\n", encoding="utf-8")

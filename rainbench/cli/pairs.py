@@ -100,7 +100,7 @@ def pairs_command(
     Example:
       rainbench ingest videos/ --out ds
       rainbench pairs ds
-      rainbench eval --model guided --dataset ds --split all --results res
+      rainbench eval ds --model guided --split all --results res
     """
     pairs_options = PairsOptions(
         name=name,

@@ -200,7 +200,7 @@ writes, with cclgan.pt for rainbench eval --model cclgan --checkpoint RUN/cclgan
 
 \b
 Example:
-  rainbench train cclgan --dataset ds --out runs/cclgan --steps 20000 --device cuda
+  rainbench train cclgan ds --out runs/cclgan --steps 20000 --device cuda
 """
 
 _CCLGAN_LOSS_OPTIONS = (

@@ -8,12 +8,14 @@ import hashlib
 import http.client
 import io
 import os
+import re
 import shlex
 import sys
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,6 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from rainbench.errors import first_line
 from rainbench.files import file_sha256, write_atomic
 from rainbench.metrics.registry import MetricError
 
@@ -65,13 +66,23 @@ class WeightFile:
 
     def check(self, path: Path) -> tuple[str | None, str]:
         """(sha256 as this file is identified, state): ok, mismatch or unverified."""
-        try:
-            actual = _niqe_digest(path) if self.digest == "arrays" else file_sha256(path)
-        except (ValueError, KeyError, OSError, MatReadError):
+        return self.state(_digest(path, self.digest))
+
+    def state(self, actual: str | None) -> tuple[str | None, str]:
+        """(actual, state) for a file whose digest is `actual` (None: unreadable)."""
+        if actual is None:
             return None, "mismatch"
         if self.sha256 is None:
             return actual, "unverified"
         return actual, "ok" if actual.startswith(self.sha256) else "mismatch"
+
+
+def _digest(path: Path, kind: str) -> str | None:
+    """The sha256 of `path` by WeightFile.digest `kind`; None when it cannot be read so."""
+    try:
+        return _niqe_digest(path) if kind == "arrays" else file_sha256(path)
+    except (ValueError, KeyError, OSError, MatReadError):
+        return None
 
 
 def _from_pyiqa(name: str, metric: str, sha256: str | None) -> WeightFile:
@@ -207,12 +218,16 @@ def required(metric: str, weights_dir: str | Path | None = None) -> WeightStatus
 
 
 def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path:
-    """Copy a known weight file into the weights directory after checking its checksum."""
+    """Copy a known weight file into the weights directory, under the name pyiqa loads,
+    after checking its checksum. A file of another name (a browser's `name (1).mat`) is
+    known by its checksum, else by its name less a download's ` (N)`."""
     path = Path(path)
-    file = KNOWN_FILES.get(path.name)
+    file = KNOWN_FILES.get(path.name) or identify(path) or KNOWN_FILES.get(_undownloaded(path))
     if file is None:
         raise MetricError(
-            f"{path.name} is not a known weight file; known: {', '.join(sorted(KNOWN_FILES))}"
+            f"{path.name} is not a known weight file, by name or by checksum; known: "
+            f"{', '.join(sorted(KNOWN_FILES))} (a file without a published checksum, "
+            f"{_unpublished()}, must keep its name)"
         )
     sha256, state = file.check(path)
     if state == "mismatch":
@@ -221,23 +236,46 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
             f"{_found(sha256)}, expected {file.expected} ({file.source})"
         )
     if state == "unverified" and path.suffix == ".pth":
-        _check_loads(path)  # no checksum to hold it to: at least it must be PyTorch's
+        _check_loads(path, file)  # no checksum to hold it to: at least it must be PyTorch's
     dest = resolve_dir(weights_dir) / file.name
     if not (dest.exists() and dest.samefile(path)):
         write_atomic(dest, Path(path).read_bytes())
     return dest
 
 
-def _check_loads(path: Path) -> None:
+def identify(path: Path) -> WeightFile | None:
+    """The known file whose published checksum `path` holds, whatever its name; None
+    when it holds none (a file without a published checksum is never identified so)."""
+    digests: dict[str, str | None] = {}
+    for file in KNOWN_FILES.values():
+        if file.sha256 is None:
+            continue
+        if file.digest not in digests:
+            digests[file.digest] = _digest(path, file.digest)
+        if file.state(digests[file.digest])[1] == "ok":
+            return file
+    return None
+
+
+def _undownloaded(path: Path) -> str:
+    """`path`'s name less the ` (1)` a browser adds to a file downloaded twice."""
+    return re.sub(r" \(\d+\)$", "", path.stem) + path.suffix
+
+
+def _unpublished() -> str:
+    return ", ".join(name for name, file in KNOWN_FILES.items() if file.sha256 is None)
+
+
+def _check_loads(path: Path, file: WeightFile) -> None:
     """Refuse a .pth file that PyTorch cannot read as plain tensors."""
     import torch  # here: only an import of an unverified weight file needs it
 
     try:
         torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # whatever the unpickler makes of bytes that are no .pth
+    except Exception:  # whatever the unpickler makes of bytes that are no .pth: not shown
         raise MetricError(
-            f"{path} does not load as a PyTorch weight file ({first_line(error)}); nothing "
-            "was imported"
+            f"{path} is not a PyTorch weight file, which {file.name} for "
+            f"{', '.join(file.metrics)} must be ({file.source}); nothing was imported"
         ) from None
 
 
@@ -313,23 +351,22 @@ def extract_niqe(archive: str | Path, weights_dir: str | Path | None = None) -> 
     """Write pyiqa's niqe_modelparameters.mat from the NIQE parameters in BasicSR's sdist,
     reading only that member of the archive."""
     file = KNOWN_FILES["niqe_modelparameters.mat"]
+    archive = Path(archive)
+    expected = f"expected BasicSR's sdist {BASICSR_SDIST} ({_GET_BASICSR})"
+    if _is_mat(archive):
+        raise MetricError(
+            f"{archive} is a MATLAB file, not BasicSR's sdist; if it is {file.name}, "
+            f"import it: rainbench weights import {shlex.quote(str(archive))}"
+        )
+    mu, cov = _read_sdist_params(archive, expected)
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            member = next((m for m in tar if m.name.endswith(NIQE_NPZ_MEMBER) and m.isfile()), None)
-            if member is None:
-                raise MetricError(
-                    f"{archive} has no {NIQE_NPZ_MEMBER}; expected BasicSR's sdist "
-                    f"{BASICSR_SDIST} ({_GET_BASICSR})"
-                )
-            with np.load(io.BytesIO(tar.extractfile(member).read())) as npz:
-                mu, cov = npz["mu_pris_param"], npz["cov_pris_param"]
         found = _params_sha256(mu, cov)
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, ValueError, KeyError) as error:
-        raise MetricError(f"cannot read the NIQE parameters from {archive}: {error}") from error
+    except ValueError:
+        found = None
     if found != file.sha256:
         raise MetricError(
             f"the NIQE parameters in {archive} are not the published ones "
-            f"(sha256 {found}, expected {file.sha256})"
+            f"({_found(found)}, expected {file.sha256}); {expected}"
         )
     buffer = io.BytesIO()
     # pyiqa's NIQE reads these two variable names from a MATLAB file.
@@ -340,6 +377,37 @@ def extract_niqe(archive: str | Path, weights_dir: str | Path | None = None) -> 
         dest.unlink()
         raise MetricError(f"{dest} did not read back with the published NIQE parameters")
     return dest
+
+
+def _is_mat(path: Path) -> bool:
+    """Whether `path` is a MATLAB file (a v5 file's header starts with its name)."""
+    with open(path, "rb") as handle:
+        return path.suffix.lower() == ".mat" or handle.read(6) == b"MATLAB"
+
+
+def _read_sdist_params(archive: Path, expected: str) -> tuple[np.ndarray, np.ndarray]:
+    """mu and cov from the NIQE member of `archive`; whatever else it is (no tar archive,
+    a damaged one, a member that is no NumPy archive of them) is said in one sentence
+    that names what it should be, never in the reading library's words."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            member = next((m for m in tar if m.name.endswith(NIQE_NPZ_MEMBER) and m.isfile()), None)
+            if member is None:
+                raise MetricError(f"{archive} has no {NIQE_NPZ_MEMBER}; {expected}")
+            data = tar.extractfile(member).read()
+    except tarfile.ReadError:
+        raise MetricError(f"{archive} is not a .tar.gz archive; {expected}") from None
+    except (tarfile.TarError, EOFError, zlib.error):
+        raise MetricError(f"{archive} is damaged or cut short; {expected}") from None
+    try:
+        # No pickles: a member that needs one is not the published parameters.
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return npz["mu_pris_param"], npz["cov_pris_param"]
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile):
+        raise MetricError(
+            f"{NIQE_NPZ_MEMBER} in {archive} is not a NumPy archive holding the NIQE "
+            f"parameters mu_pris_param and cov_pris_param; {expected}"
+        ) from None
 
 
 def _status(file: WeightFile, folder: Path) -> WeightStatus:

@@ -14,6 +14,8 @@ from PIL import Image
 
 from rainbench import __version__
 from rainbench.analysis.intrinsic_dim import (
+    MIN_IMAGES,
+    MIN_PATCHES,
     Report,
     Settings,
     Spread,
@@ -171,7 +173,8 @@ def test_report_on_rendered_streaks(rendered_report):
     }
     markdown = report.to_markdown()
     assert "| TwoNN |" in markdown and "3 of 3 images" in markdown
-    assert report.verdict() in markdown and report.verdict().startswith("Image patches came out")
+    # Three images cannot carry a conclusion, however they agree.
+    assert report.verdict() in markdown and report.verdict().startswith("No conclusion")
 
 
 def test_spread_and_verdict_without_estimates():
@@ -182,14 +185,14 @@ def test_spread_and_verdict_without_estimates():
     assert math.isnan(empty.median) and empty.to_dict()["median"] is None
     report = Report(spread, empty, spread, empty, {}, Settings())
     assert report.image_higher("mle") == (0, 0)
-    assert report.verdict().startswith("Image patches did not come out higher")
+    assert report.verdict().startswith("No conclusion")
     with pytest.raises(ValueError, match="unknown estimator"):
         report.image_higher("pca")
 
 
 def test_a_uniform_rain_layer_gives_no_estimate_rather_than_an_error():
     background = _photo("astronaut", 64) / np.float32(255)
-    report = analyze([(background, np.zeros_like(background))], Settings(references=8))
+    report = analyze([(background, np.zeros_like(background))], Settings(references=16))
     assert math.isnan(report.rain_dim_two_nn.median) and math.isnan(report.rain_dim_mle.median)
     assert report.counts["rain_distinct"] == 1
     assert report.image_dim_two_nn.median > 0
@@ -245,3 +248,65 @@ def test_unknown_split_or_dataset_is_refused_at_once(synthetic_dataset, tmp_path
         from_synthetic_split(synthetic_dataset, "syn-hail", limit=None)
     with pytest.raises(DatasetError, match="not a rainbench dataset"):
         from_synthetic_split(tmp_path, "syn-streak", limit=None)
+
+
+def _report(image: list[float], rain: list[float]) -> Report:
+    image_spread, rain_spread = Spread(tuple(image)), Spread(tuple(rain))
+    return Report(image_spread, rain_spread, image_spread, rain_spread, {}, Settings())
+
+
+def test_few_images_give_no_conclusion_whatever_the_medians():
+    # Medians 8.5 against 5.5, but 1 of 2 images: no claim either way.
+    report = _report([7.0, 10.0], [8.0, 3.0])
+    assert report.verdict() == (
+        "No conclusion: image patches came out higher than rain patches on 1 of 2 images "
+        f"with TwoNN and 1 of 2 with MLE, too few images for a sign test to tell (it needs "
+        f"{MIN_IMAGES} with both layers estimated)."
+    )
+    agreeing = _report([9.0] * (MIN_IMAGES - 1), [3.0] * (MIN_IMAGES - 1))
+    assert agreeing.verdict().startswith("No conclusion")
+
+
+def test_the_verdict_follows_the_images_not_the_medians():
+    higher = _report([9.0] * 7, [3.0] * 7)
+    assert higher.verdict().startswith(
+        "Image patches came out higher than rain patches with both estimators: higher on "
+        "7 of 7 images with TwoNN (sign test p = 0.016)"
+    )
+    # Medians far apart, carried by a few images: 4 of 8 higher is no difference.
+    mixed = _report([20.0, 20.0, 20.0, 20.0, 1.0, 1.0, 1.0, 1.0], [2.0] * 8)
+    assert mixed.verdict().startswith(
+        "Image patches came out neither consistently higher nor lower than rain patches "
+        "with both estimators: higher on 4 of 8 images"
+    )
+    image, rain = Spread((9.0,) * 7), Spread((3.0,) * 7)
+    disagree = Report(image, rain, rain, image, {}, Settings())
+    assert disagree.verdict().startswith(
+        "The estimators disagree: image patches came out higher than rain patches with "
+        "TwoNN (higher on 7 of 7 images, sign test p = 0.016) but lower than rain patches "
+        "with MLE (higher on 0 of 7"
+    )
+
+
+def test_too_few_patches_are_refused_or_give_no_estimate():
+    background = _photo("astronaut", 64) / np.float32(255)
+    with pytest.raises(ValueError, match=f"estimators need {MIN_PATCHES} patches"):
+        analyze([(background, background)], Settings(references=1))
+    assert Settings().fewest_references * Settings().per_reference >= MIN_PATCHES
+    # A layer with fewer distinct patches than that has no estimate: a few streaks on black.
+    rain = np.zeros_like(background)
+    rain[10:12, 30:33] = 1
+    report = analyze([(background, rain)], Settings(references=16))
+    assert report.counts["rain_distinct"] < MIN_PATCHES
+    assert math.isnan(report.rain_dim_two_nn.median) and report.image_dim_two_nn.median > 0
+
+
+def test_the_cli_refuses_too_few_references_and_makes_the_out_folder(synthetic_dataset, tmp_path):
+    args = ["analyze", "intrinsic-dim", str(synthetic_dataset), "--split", "syn-streak"]
+    refused = CliRunner().invoke(main, [*args, "--limit", "1", "--references", "1"])
+    assert refused.exit_code == 2 and "--references" in refused.output
+    out = tmp_path / "new" / "folder" / "id.json"
+    result = CliRunner().invoke(main, [*args, "--limit", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["verdict"].startswith("No conclusion")
+    assert "No conclusion" in result.output

@@ -114,3 +114,43 @@ def test_score_a_folder_with_special_files_and_names_that_are_not_utf8(tmp_path,
     scores = pd.read_parquet(out)
     assert list(scores.name) == ["1.png", "2.png", r"bad\xff.png"]
     assert (scores.status == "ok").all()
+
+
+def test_weights_status_says_missing_once_and_names_an_absent_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    absent = tmp_path / "no-such-folder"
+    result = CliRunner().invoke(main, ["weights", "status", "--weights-dir", str(absent)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"weights directory: {absent} (does not exist; import, fetch and " + (
+        "extract-niqe make it)"
+    )
+    brisque = next(line for line in lines if "brisque_svm_weights.pth" in line)
+    assert brisque.split() == [
+        "missing",
+        "brisque_svm_weights.pth",
+        "(brisque):",
+        "provide",
+        "it:",
+        "rainbench",
+        "weights",
+        "import",
+        "brisque_svm_weights.pth",
+    ]
+    absent.mkdir()
+    present = CliRunner().invoke(main, ["weights", "status", "--weights-dir", str(absent)])
+    assert present.output.splitlines()[0] == f"weights directory: {absent}"
+
+
+def test_validity_refuses_too_few_resamples_and_takes_json_from_the_group(tmp_path, monkeypatch):
+    runner = CliRunner()
+    few = runner.invoke(main, ["metrics", "validity", str(tmp_path), "--resamples", "1"])
+    assert few.exit_code == 2 and "1 is not in the range x>=100" in few.output
+    monkeypatch.setattr("rainbench.cli.metrics.load_results", lambda results: None)
+    monkeypatch.setattr("rainbench.cli.metrics.results_validity", lambda *args: [])
+    for args in (["metrics", "--json", "validity"], ["metrics", "validity", "--json"]):
+        result = runner.invoke(main, [*args, str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output) == []
+    text = runner.invoke(main, ["metrics", "validity", str(tmp_path)])
+    assert text.output.startswith("no paired split scored")

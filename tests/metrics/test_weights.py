@@ -9,6 +9,7 @@ import io
 import os
 import re
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +119,61 @@ def test_extract_niqe_needs_the_npz_member(isolated, tmp_path):
         weights.extract_niqe(write_sdist(tmp_path / "other.tar.gz"), isolated)
 
 
+def _plain(message: str) -> None:
+    """A message in rainbench's words: none of tarfile's, numpy's or torch's."""
+    for leaked in ("method gz", "ReadError", "allow_pickle", "pickle"):
+        assert leaked not in message
+    assert not re.search(r"\(\d+\)", message)  # an unpickler's opcode number
+
+
 def test_extract_niqe_from_a_file_that_is_no_archive(isolated, tmp_path):
     junk = tmp_path / "basicsr-1.4.2.tar.gz"
     junk.write_bytes(os.urandom(1000))
-    with pytest.raises(MetricError, match="cannot read the NIQE parameters"):
-        weights.extract_niqe(junk, isolated)
+    zipped = tmp_path / "basicsr.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr(weights.NIQE_NPZ_MEMBER, b"x")
+    for path in (junk, zipped):
+        with pytest.raises(MetricError, match=r"is not a \.tar\.gz archive; expected BasicSR") as e:
+            weights.extract_niqe(path, isolated)
+        _plain(str(e.value))
+
+
+def test_extract_niqe_says_what_the_member_should_be_without_numpys_advice(isolated, tmp_path):
+    archive = tmp_path / "sdist.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        pickled = io.BytesIO()
+        np.save(pickled, np.array([{"mu": 1}], dtype=object), allow_pickle=True)
+        _add(tar, "basicsr-1.4.2/" + weights.NIQE_NPZ_MEMBER, pickled.getvalue())
+    with pytest.raises(MetricError, match="is not a NumPy archive holding the NIQE") as error:
+        weights.extract_niqe(archive, isolated)
+    _plain(str(error.value))
+    rng = np.random.default_rng(2)
+    wrong_shape = write_sdist(tmp_path / "shape.tar.gz", rng.normal(size=(1, 5)), np.eye(5))
+    with pytest.raises(MetricError, match="not the published ones"):
+        weights.extract_niqe(wrong_shape, isolated)
+
+
+def test_extract_niqe_given_the_mat_itself_points_to_import(isolated, tmp_path, fake_params):
+    for name in (NIQE, "renamed.bin"):
+        mat = write_mat(tmp_path / name, *fake_params)
+        with pytest.raises(MetricError, match=f"rainbench weights import {mat}$"):
+            weights.extract_niqe(mat, isolated)
+    assert not isolated.exists()
+
+
+def test_import_knows_a_renamed_file_by_its_checksum(isolated, tmp_path, fake_params):
+    source = write_mat(tmp_path / "niqe_modelparameters (1).mat", *fake_params)
+    assert weights.import_file(source, isolated) == isolated / NIQE
+    assert weights.require("niqe", isolated) == isolated / NIQE
+    assert weights.identify(source) == weights.KNOWN_FILES[NIQE]
+    assert weights.identify(tmp_path / "nothing") is None
+
+
+def test_import_knows_a_downloaded_twice_name_without_a_published_checksum(isolated, tmp_path):
+    torch = pytest.importorskip("torch")
+    source = tmp_path / "brisque_svm_weights (2).pth"
+    torch.save({"sv": torch.zeros(2, 3)}, source)
+    assert weights.import_file(source, isolated) == isolated / BRISQUE
 
 
 def test_extract_niqe_from_the_real_basicsr_sdist(isolated):
@@ -163,7 +214,10 @@ def test_import_refuses_a_mismatching_file(isolated, tmp_path):
 def test_import_refuses_an_unknown_file(isolated, tmp_path):
     other = tmp_path / "model.pth"
     other.write_bytes(b"x")
-    with pytest.raises(MetricError, match="not a known weight file; known: .*" + re.escape(NIQE)):
+    with pytest.raises(
+        MetricError,
+        match="not a known weight file, by name or by checksum; known: .*" + re.escape(NIQE),
+    ):
         weights.import_file(other, isolated)
 
 
@@ -181,8 +235,10 @@ def test_an_unverified_file_that_is_no_pytorch_file_is_refused(isolated, tmp_pat
     pytest.importorskip("torch")
     source = tmp_path / BRISQUE
     source.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(MetricError, match=r"does not load as a PyTorch weight file.*nothing was"):
+    message = r"is not a PyTorch weight file, which brisque_svm_weights\.pth for brisque must be"
+    with pytest.raises(MetricError, match=message + r".*; nothing was imported$") as error:
         weights.import_file(source, isolated)
+    _plain(str(error.value))
     assert not (isolated / BRISQUE).exists()
 
 
