@@ -19,9 +19,10 @@ _BLOCK_INDICES = 1 << 22
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over `n` values and its bootstrap interval; NaNs when `n` is 0. `infinite`
-    of the values are infinite (a PSNR of an output equal to its ground truth): the mean is
-    then infinite too."""
+    """A mean over `n` values and its bootstrap interval; NaNs when `n` is 0, and the
+    interval NaN when the values are one sequence's frames, which say nothing of the
+    spread between sequences. `infinite` of the values are infinite (a PSNR of an output
+    equal to its ground truth): the mean is then infinite too."""
 
     mean: float
     low: float
@@ -82,6 +83,10 @@ def estimate(
     n = values.size
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
+    infinite = int(np.isinf(values).sum())
+    finite_sum = float(values[np.isfinite(values)].sum())
+    if units is not None and not units.any():  # one sequence: no spread to draw from
+        return Estimate(float(values.mean()), math.nan, math.nan, n, infinite, finite_sum)
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_INDICES // n)
     if units is None:
@@ -99,12 +104,10 @@ def estimate(
             ]
         )
     tail = (1 - confidence) / 2
-    infinite = int(np.isinf(values).sum())
     # Interpolating towards an infinite resample mean gives NaN or infinity: with one,
     # the interval's ends are resample means themselves.
     method = "inverted_cdf" if infinite else "linear"
     low, high = np.quantile(means, [tail, 1 - tail], method=method)
-    finite_sum = float(values[np.isfinite(values)].sum())
     return Estimate(float(values.mean()), float(low), float(high), n, infinite, finite_sum)
 
 

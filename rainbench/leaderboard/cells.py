@@ -253,7 +253,11 @@ def conventions(table: SplitTable) -> str:
     directions = ", ".join(
         f"{metric_label(m)} {arrow(table.lower_is_better[m])}" for m in table.metrics
     )
-    drawn = "; frames of one sequence drawn together" if table.kind == "real-paired" else ""
+    drawn = (
+        "; the frames of a sequence drawn together: no interval from one sequence alone"
+        if table.kind == "real-paired"
+        else ""
+    )
     return (
         f"{protocol}; {directions} (↑ higher is better, ↓ lower is better); "
         f"means over the images each model processed without error, with "

@@ -33,6 +33,15 @@ class Point(NamedTuple):
     found: Estimate
 
 
+def _low(found: Estimate) -> float:
+    """The interval's low end, or the mean where there is no interval (one sequence)."""
+    return found.low if math.isfinite(found.low) else found.mean
+
+
+def _high(found: Estimate) -> float:
+    return found.high if math.isfinite(found.high) else found.mean
+
+
 def bar_chart(groups: tuple[str, ...], series: list[Series], label: str, decimals: int) -> str:
     """Bars of each series per group with their intervals; `label` names the value axis."""
     left, right = 64, CHART_WIDTH - 12
@@ -45,8 +54,8 @@ def bar_chart(groups: tuple[str, ...], series: list[Series], label: str, decimal
     height = CHART_HEIGHT + legend_height
     top, bottom = 14 + legend_height, height - (30 if single else 44)
     values = [v for s in series for v in s.values if v is not None and v.present]
-    lows = [min(v.low, v.mean) for v in values]
-    highs = [max(v.high, v.mean) for v in values]
+    lows = [min(_low(v), v.mean) for v in values]
+    highs = [max(_high(v), v.mean) for v in values]
     ticks = _ticks(min([0.0, *lows]), max([0.0, *highs]))
     lo, hi = ticks[0], ticks[-1]
 
@@ -99,7 +108,7 @@ def bar_chart(groups: tuple[str, ...], series: list[Series], label: str, decimal
             f'height="{abs(top_y - base):.1f}" fill="{one.color}"><title>{escape(tip)}</title>'
             "</rect>"
         )
-        mid, low, high = x + width / 2, y(found.low), y(found.high)
+        mid, low, high = x + width / 2, y(_low(found)), y(_high(found))
         cap = min(5.0, width / 4)
         parts.append(
             f'<path d="M{mid:.1f} {low:.1f}V{high:.1f}M{mid - cap:.1f} {low:.1f}'
@@ -154,8 +163,8 @@ def scatter_chart(points: list[Point], label: str, decimals: int) -> str:
             share = (value - x_lo) / (x_hi - x_lo)
         return left + 10 + share * (right - left - 20)
 
-    lows = [p.found.low for p in points]
-    highs = [p.found.high for p in points]
+    lows = [_low(p.found) for p in points]
+    highs = [_high(p.found) for p in points]
     pad = (max(highs) - min(lows)) * 0.08 or abs(max(highs)) * 0.05 or 1.0
     y_ticks = _ticks(min(lows) - pad, max(highs) + pad)
     y_lo, y_hi = y_ticks[0], y_ticks[-1]
@@ -191,7 +200,7 @@ def scatter_chart(points: list[Point], label: str, decimals: int) -> str:
             f"{speed:.3g} s/MP"
         )
         parts.append(
-            f'<path d="M{px:.1f} {y(found.low):.1f}V{y(found.high):.1f}" stroke="{color}" '
+            f'<path d="M{px:.1f} {y(_low(found)):.1f}V{y(_high(found)):.1f}" stroke="{color}" '
             'stroke-width="2" opacity="0.6"/>'
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6" fill="{color}" stroke="#fff" '
             f'stroke-width="1.5"><title>{escape(tip)}</title></circle>'

@@ -61,6 +61,9 @@ def test_frames_of_one_sequence_are_drawn_together():
     assert by_video.mean == by_frame.mean == 3.0
     assert (by_video.low, by_video.high) == (1.0, 5.0)
     assert by_frame.low > 1.0 and by_frame.high < 5.0
+    # One video's frames say nothing of how videos differ: no interval at all.
+    one = estimate(values, seed=3, units=units_of(["a"] * 6))
+    assert one.mean == 3.0 and math.isnan(one.low) and math.isnan(one.high)
     # A frame without a sequence is a unit of its own; all alone: the plain bootstrap.
     assert units_of(["a", None, "a", float("nan")]).tolist() == [0, 1, 0, 2]
     assert units_of([None, None]) is None and units_of(None) is None
