@@ -176,11 +176,12 @@ def stats_command(dataset, as_json) -> None:
 
 
 def _stats_lines(stats: dict) -> list[str]:
-    # samples: captures; the shards also hold the synthetic pairs, counted apart.
+    # samples: captures; the shards also hold the paired splits' pairs (synthetic,
+    # imported, real), counted apart.
     pairs = sum(stats["paired_splits"].values())
     lines = [
         f"{on_one_line(stats['name'])}: {stats['samples']} captures"
-        + (f", {pairs} synthetic pairs" if pairs else "")
+        + (f", {pairs} pairs" if pairs else "")
         + f" in {stats['shards']} shards, {stats['shard_bytes'] / 1e6:.1f} MB"
     ]
     for title in (

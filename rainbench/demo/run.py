@@ -29,6 +29,7 @@ from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.stats import CLEAN_LAYER
 from rainbench.shards.verify import verify
 from rainbench.train.nlcl.config import NLCLConfig
 
@@ -261,7 +262,7 @@ class _Demo:
             dataset.root, self.result.labels, workers=self.options.workers
         )
         counts = self.result.tagging.rain_types
-        types = ", ".join(f"{t} {n}" for t, n in counts.items() if t != "clean")
+        types = ", ".join(f"{t} {n}" for t, n in counts.items() if t != CLEAN_LAYER)
         return (
             f"the tagger agreed with the rain rendered on {len(rainy) - len(wrong)} of "
             f"{len(rainy)} rainy captures; the label sheet {self.result.labels} corrects "

@@ -49,12 +49,23 @@ def dataset_stats(dataset: Dataset) -> dict:
     }
 
 
+# rain_type_counts' names for captures without a rain type, apart from "untagged".
+CLEAN_LAYER = "clean layer"
+LABELLED_NO_RAIN = "labelled no rain"
+
+
 def rain_type_counts(samples: pa.Table) -> dict[str, int]:
-    """Captures per rain type; clean captures, rainy ones a person labelled clean (no rain
-    visible) and rainy ones without a tag (never measured) counted apart."""
+    """Captures per rain type; captures of the clean layer, rainy ones a person labelled
+    clean (no rain visible) and rainy ones without a tag (never measured) counted apart."""
     names = (
         rain_type
-        or ("clean" if layer == "clean" else "labelled clean" if source == "manual" else "untagged")
+        or (
+            CLEAN_LAYER
+            if layer == "clean"
+            else LABELLED_NO_RAIN
+            if source == "manual"
+            else "untagged"
+        )
         for rain_type, layer, source in zip(
             samples["rain_type"].to_pylist(),
             samples["layer"].to_pylist(),

@@ -15,7 +15,7 @@ def test_a_capture_labelled_clean_is_not_counted_as_untagged():
     )
     assert rain_type_counts(samples) == {
         "storm": 2,
-        "labelled clean": 1,
+        "labelled no rain": 1,
         "untagged": 1,
-        "clean": 1,
+        "clean layer": 1,
     }
