@@ -213,8 +213,8 @@ def _stats_lines(stats: dict) -> list[str]:
     "--fit",
     is_flag=True,
     help="First refit the tagger to the dataset's manual labels (with --labels, the "
-    "sheet's too), print its cross-validated agreement, and keep it; it becomes the "
-    "dataset's tagger only if it beat the shipped tagger there.",
+    "sheet's too), print its cross-validated agreement, keep it and make it the "
+    "dataset's tagger (with a warning where it did not beat the shipped tagger there).",
 )
 @click.option(
     "--tagger",
