@@ -99,8 +99,8 @@ def _demo_lines(result: DemoResult) -> list[str]:
     lines.append(
         f"Then try:\n"
         f"  rainbench stats {data}\n"
-        f"  rainbench eval {data} --model guided --option radius=8 --split test "
-        f"--results {result.out / 'results-radius-8'}\n"
+        f"  rainbench eval {data} --model guided --option radius=8 --name guided-r8 "
+        f"--split test --results {result.results}\n"
         f"  rainbench leaderboard --results {result.results} --format latex\n"
         f"  rainbench weights status\n"
         f"and the documentation: docs/README.md"
