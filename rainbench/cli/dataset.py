@@ -15,6 +15,10 @@ from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import verify
 from rainbench.store import is_url
 
+# Which tagger `tag` and `tag-eval` use: the dataset's own (a fit, when it has one), or
+# the one rainbench ships.
+TAGGER_CHOICES = ("active", "shipped")
+
 
 @click.command("ingest")
 @click.argument("raw", nargs=-1, required=True, type=options.Location(exists=True, path_type=Path))
@@ -219,7 +223,7 @@ def _stats_lines(stats: dict) -> list[str]:
 @click.option(
     "--tagger",
     "which",
-    type=click.Choice(["active", "shipped"]),
+    type=click.Choice(TAGGER_CHOICES),
     default="active",
     show_default=True,
     help="The dataset's active tagger (fitted, if it has one), or the shipped one, "
@@ -333,7 +337,7 @@ def _scenes_kept_whole(fit: dict) -> str:
 @click.option(
     "--tagger",
     "which",
-    type=click.Choice(["active", "shipped"]),
+    type=click.Choice(TAGGER_CHOICES),
     default="active",
     show_default=True,
     help="With DATASET: its active tagger (fitted, if it has one) or the shipped one.",
