@@ -10,13 +10,14 @@ Modes: `single` (one picture per sample), `paired` (a paired split: the same cro
 rain and ground truth, and of a real pair's confidence map), `unpaired` (a rainy crop
 with a clean crop, for NLCL).
 `single` and `unpaired` read still captures only: video rows are skipped (a video is
-no picture; `rainbench.capture.video.VideoFrames` reads its frames by index).
+no picture; `rainbench.capture.video.VideoFrames` reads its frames by index), and so
+are the stills of a burst that real pairs were made of (`rainbench.data.select`).
 """
 
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import STEPS, turn_upright, upright_size
 from rainbench.data.read import ShardReader
-from rainbench.data.select import Filters, captures, pairs
+from rainbench.data.select import Filters, as_values, captures, pairs
 from rainbench.errors import first_line
 from rainbench.seeds import seed_from
 from rainbench.shards.dataset import DatasetError, open_dataset
@@ -44,9 +45,12 @@ class Slot:
     count: int
 
 
-def current_slot(rank: int | None = None, world_size: int | None = None) -> Slot:
+def current_slot(
+    rank: int | None = None, world_size: int | None = None, first_worker: int = 0
+) -> Slot:
     """This process's slot: rank and world size from torch.distributed when it is
-    initialised, else from $RANK / $WORLD_SIZE, else 0 of 1; times the DataLoader worker."""
+    initialised, else from $RANK / $WORLD_SIZE, else 0 of 1; times the DataLoader worker.
+    Worker 0 plays the slot of worker `first_worker`, worker 1 the next one, cyclically."""
     if rank is None or world_size is None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -55,7 +59,7 @@ def current_slot(rank: int | None = None, world_size: int | None = None) -> Slot
             world_size = int(os.environ.get("WORLD_SIZE", 1))
     worker = get_worker_info()
     workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
-    return Slot(rank * workers + worker_id, world_size * workers)
+    return Slot(rank * workers + (worker_id + first_worker) % workers, world_size * workers)
 
 
 @dataclass
@@ -69,8 +73,10 @@ class RainDataset(IterableDataset):
 
     root: str | os.PathLike
     mode: str = "single"
-    filters: Filters = field(default_factory=Filters)  # single: which captures; unpaired: rainy
-    clean_filters: Filters | None = None  # unpaired: which clean captures
+    # single: which captures; unpaired: which rainy ones; paired: Filters.query only
+    filters: Filters = field(default_factory=Filters)
+    # unpaired: which clean captures (None: those of filters.split, all when it is None)
+    clean_filters: Filters | None = None
     paired_split: str | None = None  # paired: the synthetic split, e.g. syn-streak
     crop: int | None = 256  # None: whole pictures (then use batch_size=1)
     crops_per_image: int = 1  # K crops from each decoded picture
@@ -95,23 +101,27 @@ class RainDataset(IterableDataset):
             )
         self.epoch = 0
         self._resume: dict = {}
+        self._first_worker = 0  # the slot DataLoader worker 0 plays (see load_state_dict)
         # A URL's manifests are fetched once, here; every worker reads shards by range.
         local = open_dataset(self.root).root
         self._reader = ShardReader(local, verify=self.verify)
         if self.mode == "paired":
             if not self.paired_split:
                 raise DatasetError("paired mode needs paired_split (e.g. syn-streak)")
-            self.samples = pairs(local, self.paired_split, self.filters.query)
+            self.samples = pairs(local, self.paired_split, self.filters)
             # Real pairs (`rainbench pairs`) carry a confidence map; a pair without one,
             # in a mix of splits, gets a map of ones so that batches collate.
             self._confidence = bool(self.samples["confidence_member"].notna().any())
         elif self.mode == "unpaired":
-            rainy = self.filters if self.filters.layer else _with_layer(self.filters, "rainy")
+            rainy = self.filters if self.filters.layer else replace(self.filters, layer="rainy")
             self.samples = captures(local, rainy)
-            clean = self.clean_filters or Filters(layer="clean")
-            self.clean = captures(local, clean)
+            # By default the clean partners come from the rainy captures' split: another
+            # split's clean captures (test ones, which synth renders pairs on) must not
+            # leak into training.
+            clean = self.clean_filters or Filters(split=self.filters.split)
+            self.clean = captures(local, clean if clean.layer else replace(clean, layer="clean"))
             if self.clean.empty:
-                raise DatasetError(f"unpaired mode needs clean captures; none in {self.root}")
+                raise DatasetError(self._no_clean())
         else:
             self.samples = captures(local, self.filters)
         if self.samples.empty:
@@ -129,22 +139,26 @@ class RainDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Iterate epoch `epoch` next; a resume point of another epoch is dropped."""
         if epoch != self.epoch:
-            self._resume = {}
+            self._resume, self._first_worker = {}, 0
         self.epoch = epoch
 
     def state_dict(self, consumed: dict[int, int] | None = None) -> dict:
         """Where this epoch stands: crops consumed per slot (from `Loader`)."""
         return {"epoch": self.epoch, "seed": self.seed, "consumed": dict(consumed or {})}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Resume: the next iteration of `state['epoch']` skips what was consumed."""
+    def load_state_dict(self, state: dict, first_worker: int = 0) -> None:
+        """Resume: the next iteration of `state['epoch']` skips what was consumed.
+        DataLoader takes batches from its workers 0, 1, … in turn: for the batches to come
+        in the uninterrupted order, worker 0 plays the slot of worker `first_worker`, the
+        one whose batch was next (`Loader` works it out), and so on cyclically."""
         if state["seed"] != self.seed:
             raise ValueError(f"the state was saved with seed {state['seed']}, not {self.seed}")
         self.epoch = state["epoch"]
         self._resume = {int(slot): int(n) for slot, n in state["consumed"].items()}
+        self._first_worker = first_worker
 
     def __iter__(self) -> Iterator[dict]:
-        slot = current_slot(self.rank, self.world_size)
+        slot = current_slot(self.rank, self.world_size, self._first_worker)
         skip = self._resume.get(slot.index, 0)
         order = epoch_order(self.samples["shard"].to_numpy(), self.seed, self.epoch, self.shuffle)
         mine = order[slot.index :: slot.count]
@@ -161,6 +175,16 @@ class RainDataset(IterableDataset):
                 crop["__slot__"] = slot.index
                 crop["__position__"] = place * self.crops_per_image + number
                 yield crop
+
+    def _no_clean(self) -> str:
+        """Why unpaired mode has no clean partners, and where else they could come from."""
+        if self.clean_filters is None and self.filters.split is not None:
+            split = ", ".join(as_values(self.filters.split))
+            return (
+                f"unpaired mode needs clean captures; none in split {split} of {self.root} "
+                "(clean_filters=Filters(layer='clean') takes them from every split)"
+            )
+        return f"unpaired mode needs clean captures; none in {self.root} pass the clean filters"
 
     def _read_ahead(self, index: int) -> None:
         """From a store, fetch sample `index`'s pictures while the current one decodes."""
@@ -343,10 +367,6 @@ def epoch_order(shards: np.ndarray, seed: int, epoch: int, shuffle: bool) -> np.
     shard_rank = rng.permutation(len(names))[inverse]
     within = rng.random(count)
     return np.lexsort((within, shard_rank))
-
-
-def _with_layer(filters: Filters, layer: str) -> Filters:
-    return Filters(**{**filters.__dict__, "layer": layer})
 
 
 def _labels(row) -> dict:

@@ -11,6 +11,9 @@ from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, RAIN, member, picture_ext
 
+# A real pair's recipe (`rainbench pairs`): its source_key is the sequence it comes from.
+REAL_PAIR = "pairs:"
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -22,22 +25,32 @@ class Filters:
     camera_model: str | tuple[str, ...] | None = None
     min_confidence: float | None = None  # rain_type_confidence ≥ this (manual labels: 1.0)
     query: str | None = None  # any pandas query over the manifest's columns
+    # Captures of a sequence (burst) that a real-paired split holds pairs of are the
+    # frames the benchmark scores: left out unless this is True.
+    paired_sequences: bool = False
+
+
+# What selects captures by their labels; pairs are selected by paired_split and query.
+CAPTURE_FILTERS = ("split", "layer", "rain_type", "camera_model", "min_confidence")
 
 
 def captures(root: Path, filters: Filters) -> pd.DataFrame:
     """Rows of samples.parquet that pass `filters`, each with `member`: the tar member
     holding the picture to decode (a RAW capture's stored preview). Videos are left out:
-    they are no picture (read their frames with `rainbench.capture.video.VideoFrames`)."""
+    they are no picture (read their frames with `rainbench.capture.video.VideoFrames`);
+    so are the stills of a burst that real pairs were made of, unless
+    `filters.paired_sequences`."""
     dataset = Dataset(Path(root))
     if not dataset.samples_manifest.exists():
         raise DatasetError(
             f"{dataset.url or root} is not a rainbench dataset (no manifests/samples.parquet)"
         )
-    table = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
-    table = table[table["kind"].fillna("still") != "video"]  # null: written before videos
+    every = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
     if filters.split is not None:
-        _check_splits(dataset, table, _values(filters.split))
-    table = _keep(table, filters)
+        _check_splits(dataset, every, as_values(filters.split))
+    table = _keep(every[every["kind"].fillna("still") != "video"], filters)  # null: still
+    if not filters.paired_sequences:
+        table = _without_paired_sequences(dataset, every, table)
     table["member"] = [
         member(key, picture_ext(fmt))
         for key, fmt in zip(table["key"], table["format"], strict=True)
@@ -45,44 +58,91 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def pairs(root: Path, split: str | tuple[str, ...], query: str | None = None) -> pd.DataFrame:
-    """Rows of synthetic.parquet for the paired split(s), with their members: rain,
-    ground truth and, for a real pair, its confidence map."""
+def pairs(root: Path, split: str | tuple[str, ...], filters: Filters) -> pd.DataFrame:
+    """Rows of synthetic.parquet for the paired split(s) that pass `filters.query`, with
+    their members: rain, ground truth and, for a real pair, its confidence map. The
+    filters on capture labels are refused: a pair is no capture."""
+    given = [name for name in CAPTURE_FILTERS if getattr(filters, name) is not None]
+    if given:
+        raise DatasetError(
+            f"paired mode cannot filter by {', '.join(given)} (labels of captures, not of "
+            "pairs): its split is paired_split, and Filters.query selects over "
+            "synthetic.parquet's columns (recipe, source_key, group, intensity, …)"
+        )
     dataset = Dataset(Path(root))
-    table = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pandas()
-    table = _keep(table, Filters(split=split, query=query))
+    where = dataset.url or root
+    every = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pandas()
+    table = _keep(every, Filters(split=split))
     if table.empty:
-        known = sorted(set(manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-                           ["split"].to_pylist()))  # fmt: skip
-        where = dataset.url or root
+        known = sorted(set(every["split"]))
         raise DatasetError(f"no pairs in split {split!r} of {where}; paired splits: {known}")
-    table["rain_member"] = table["key"] + "." + RAIN
-    table["gt_member"] = table["key"] + "." + GROUND_TRUTH
+    chosen = _keep(table, Filters(query=filters.query))
+    if chosen.empty:
+        raise DatasetError(
+            f"the query {filters.query!r} matches none of the {len(table)} pairs in split "
+            f"{split!r} of {where}"
+        )
+    chosen["rain_member"] = chosen["key"] + "." + RAIN
+    chosen["gt_member"] = chosen["key"] + "." + GROUND_TRUTH
     # A real pair's confidence map (`rainbench pairs`); None for pairs without one.
-    table["confidence_member"] = [
+    chosen["confidence_member"] = [
         f"{key}.{CONFIDENCE}" if CONFIDENCE in list(members) else None
-        for key, members in zip(table["key"], table["members"], strict=True)
+        for key, members in zip(chosen["key"], chosen["members"], strict=True)
     ]
-    return table.reset_index(drop=True)
+    return chosen.reset_index(drop=True)
 
 
 def _check_splits(dataset: Dataset, table: pd.DataFrame, wanted: tuple[str, ...]) -> None:
     """Refuse splits of which none holds a capture: a misspelt split would otherwise
-    select nothing and be reported as an empty filter, or as another layer missing."""
+    select nothing and be reported as an empty filter, or as another layer missing; and
+    splits that hold only videos, which are no pictures."""
     known = sorted(set(table["split"].dropna()))
-    if set(wanted) & set(known):
-        return
     where = dataset.url or dataset.root
-    text = f"no captures in split {', '.join(wanted)} of {where}; its splits: {', '.join(known)}"
-    if dataset.synthetic_manifest.exists():
-        paired = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-        found = sorted(set(wanted) & set(paired["split"].to_pylist()))
-        if found:
-            text += f" ({', '.join(found)}: a paired split, read in paired mode)"
-    raise DatasetError(text)
+    if not set(wanted) & set(known):
+        text = (
+            f"no captures in split {', '.join(wanted)} of {where}; its splits: {', '.join(known)}"
+        )
+        if dataset.synthetic_manifest.exists():
+            paired = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+            found = sorted(set(wanted) & set(paired["split"].to_pylist()))
+            if found:
+                text += f" ({', '.join(found)}: a paired split, read in paired mode)"
+        raise DatasetError(text)
+    stills = table[(table["kind"].fillna("still") != "video") & table["split"].isin(wanted)]
+    if stills.empty:
+        raise DatasetError(
+            f"split {', '.join(wanted)} of {where} holds only videos, which single and "
+            "unpaired mode skip (a video is no picture): rainbench pairs makes real pairs "
+            "of its frames, read in paired mode"
+        )
 
 
-def _values(wanted: str | tuple[str, ...]) -> tuple[str, ...]:
+def _without_paired_sequences(
+    dataset: Dataset, every: pd.DataFrame, table: pd.DataFrame
+) -> pd.DataFrame:
+    """`table` less the stills of every sequence a real-paired split holds pairs of. A
+    pair names its sequence by the key of the burst's first still when it was made; a
+    later ingest that extends the burst may renumber it, so the sequence that still is
+    in now is left out too."""
+    if not dataset.synthetic_manifest.exists():
+        return table
+    made = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pandas()
+    real = made[made["recipe"].fillna("").str.startswith(REAL_PAIR)]
+    named = set(real["source_key"].dropna())
+    sequences = named | set(every.loc[every["key"].isin(named), "sequence"].dropna())
+    paired = table["sequence"].isin(sequences)
+    if paired.any() and paired.all():
+        splits = ", ".join(sorted(set(real["split"])))
+        raise DatasetError(
+            f"the {int(paired.sum())} captures that pass the filters are all frames of "
+            f"sequences with real pairs (in {splits}), which the benchmark scores: left "
+            "out so that nothing trains on them (Filters(paired_sequences=True) keeps them)"
+        )
+    return table[~paired]
+
+
+def as_values(wanted: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A filter's value(s) as a tuple."""
     return (wanted,) if isinstance(wanted, str) else tuple(wanted)
 
 
@@ -90,7 +150,7 @@ def _keep(table: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     for column in ("split", "layer", "rain_type", "camera_model"):
         wanted = getattr(filters, column)
         if wanted is not None:
-            table = table[table[column].isin(_values(wanted))]
+            table = table[table[column].isin(as_values(wanted))]
     if filters.min_confidence is not None:
         table = table[table["rain_type_confidence"].fillna(-1) >= filters.min_confidence]
     if filters.query:

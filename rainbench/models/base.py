@@ -1,14 +1,20 @@
 """The derainer interface every model implements, built-in or plug-in: a float batch
-N×3×H×W in [0, 1] (RGB) in, one of the same shape out. Importing it does not import
-torch; the tensors come from the caller.
+N×3×H×W in [0, 1] (RGB) in, one of the same shape out; and reading a trained method's
+checkpoint, weights-only. Importing it does not import torch; the tensors come from the
+caller.
 """
 
+import pickle
+import re
+import warnings
+import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rainbench.errors import first_line
 from rainbench.models.registry import DerainerError
 
 if TYPE_CHECKING:
@@ -21,19 +27,75 @@ def to_pixels(image: "torch.Tensor") -> np.ndarray:
     return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+class CheckpointError(DerainerError):
+    """A checkpoint file that cannot be read, or is not what it should be."""
+
+
 def read_checkpoint(checkpoint: Path, expected_format: str, refusal: str) -> dict:
-    """A trained method's checkpoint, read as tensors only (`weights_only`), or a one-line
-    `DerainerError`: it cannot be read, or is not in `expected_format` (`refusal` says
+    """A trained method's checkpoint, read as tensors only (`load_weights`), or a one-line
+    `CheckpointError`: it cannot be read, or is not in `expected_format` (`refusal` says
     what it should have been and how to get one)."""
+    state = load_weights(checkpoint)
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        raise CheckpointError(f"{checkpoint} is not {refusal}")
+    return state
+
+
+def load_weights(path: Path) -> object:
+    """What a PyTorch checkpoint file holds, unpickled weights-only (tensors, numbers,
+    strings and containers of them: nothing in it runs), on the CPU; or a one-line
+    `CheckpointError` saying what the file is not. torch's own advice to load unsafely
+    when that fails is never passed on."""
     import torch
 
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LEGACY))
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read: {first_line(error)}") from None
+    try:
+        with warnings.catch_warnings():
+            # torch warns of pickle protocols it did not write; the error below says
+            # whatever stops the load.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a file it cannot read
-        raise DerainerError(f"cannot read the checkpoint {checkpoint}: {error}") from None
-    if not isinstance(state, dict) or state.get("format") != expected_format:
-        raise DerainerError(f"{checkpoint} is not {refusal}")
-    return state
+        raise CheckpointError(f"{path} {_not_loaded(path, head, error)}") from None
+
+
+# How torch.save starts a file: a zip archive, or (before torch 1.6) a pickle of its
+# magic number, protocol 2.
+_ZIP = b"PK\x03\x04"
+_LEGACY = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _not_loaded(path: Path, head: bytes, error: Exception) -> str:
+    """Why torch.load refused the file, from what it starts with: what follows its path."""
+    if isinstance(error, pickle.UnpicklingError):  # the weights-only unpickler's refusal
+        # What it refused: a global (a function or class named in the pickle), else the
+        # unpickler's own words, such as an opcode it does not take.
+        named = re.search(r"GLOBAL ([\w.]+)", str(error)) or re.search(
+            r"WeightsUnpickler error:\s*([^\n.]+)", str(error)
+        )
+        what = f" ({named.group(1).strip()})" if named else ""
+        return f"holds objects a weights-only load refuses{what}: not loaded for safety"
+    if head.startswith(_ZIP):
+        if not zipfile.is_zipfile(path):
+            return "is truncated: a zip archive without its end (copy the file again)"
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "is not a PyTorch checkpoint: a zip archive without torch's data.pkl"
+        return f"is damaged: {_first_sentence(error)}"
+    if head == _LEGACY:
+        if isinstance(error, EOFError) or "EOF" in str(error):
+            return "is truncated: it ends before its tensors"
+        return f"is damaged: {_first_sentence(error)}"
+    return "is not a PyTorch checkpoint (neither torch.save's zip archive nor its older format)"
+
+
+def _first_sentence(error: Exception) -> str:
+    """torch's messages go on with advice after their first sentence."""
+    return first_line(error).split(". ")[0].rstrip(".")
 
 
 class Derainer(ABC):

@@ -4,7 +4,6 @@ paired crops, unpaired partners, and shards that are never unpickled."""
 import io
 import itertools
 import pickle
-import shutil
 import tarfile
 from collections import Counter
 
@@ -18,34 +17,8 @@ from rainbench.data import Filters, Loader, RainDataset, epoch_order
 from rainbench.data import read as read_module
 from rainbench.data.dataset import upright
 from rainbench.data.read import ShardError, ShardReader
-from rainbench.demo.captures import sample_specs, write_capture
-from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import member, picture_ext
-from rainbench.synth.build import SynthOptions, synthesize
-
-EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
-
-
-@pytest.fixture(scope="module")
-def _dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    for spec in sample_specs(14, seed=4, size=(160, 120)):
-        write_capture(root / "rainy", spec)
-    for spec in sample_specs(3, seed=11, size=(160, 120)):
-        write_capture(root / "clean", spec)
-    ds = root / "ds"
-    ingest(
-        [root / "rainy"], ds, IngestOptions(workers=1, shard_bytes=150_000, split=EVERYTHING_TEST)
-    )
-    ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=EVERYTHING_TEST))
-    synthesize(ds, SynthOptions(recipes=("streak",), workers=1))
-    return ds
-
-
-@pytest.fixture
-def ds(tmp_path, _dataset):
-    return shutil.copytree(_dataset, tmp_path / "ds")
 
 
 def _samples(ds) -> pd.DataFrame:
@@ -69,24 +42,6 @@ def test_every_sample_exactly_once_across_two_ranks_of_two_workers(_dataset, cro
     assert set(everything.values()) == {crops_per_image}
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"batch_size": 3},
-        {"batch_size": 3, "num_workers": 2},
-        {"batch_size": 2, "num_workers": 2, "drop_last": True},
-        {"batch_size": None, "num_workers": 2},  # items one by one
-    ],
-)
-def test_a_loaders_length_is_the_batches_it_yields(_dataset, options):
-    # Each loader process ends with its own partial batch: more batches than the
-    # samples over the batch size.
-    for rank in (0, 1):
-        dataset = RainDataset(_dataset, crop=32, crops_per_image=2, rank=rank, world_size=2)
-        loader = Loader(dataset, **options)
-        assert len(loader) == sum(1 for _ in loader)
-
-
 def test_the_order_comes_from_seed_and_epoch():
     shards = np.array(["a", "a", "b", "b", "b", "c"])
     first = epoch_order(shards, seed=1, epoch=0, shuffle=True)
@@ -98,37 +53,6 @@ def test_the_order_comes_from_seed_and_epoch():
     # Samples of one shard stay together, shards in a random order.
     runs = [shards[i] for i in first]
     assert sum(a != b for a, b in itertools.pairwise(runs)) == 2
-
-
-def test_resuming_mid_epoch_gives_the_rest_and_nothing_else(_dataset):
-    options = {"batch_size": 2, "num_workers": 2}
-    dataset = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
-    dataset.set_epoch(3)
-    loader = Loader(dataset, **options)
-    seen = []
-    for number, batch in enumerate(loader):
-        seen.extend(zip(batch["key"], batch["__position__"].tolist(), strict=True))
-        if number == 4:
-            state = loader.state_dict()
-            break
-    fresh = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
-    resumed = Loader(fresh, **options)
-    resumed.load_state_dict(state)
-    rest = [
-        (key, position)
-        for batch in resumed
-        for key, position in zip(batch["key"], batch["__position__"].tolist(), strict=True)
-    ]
-    whole = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
-    whole.set_epoch(3)
-    everything = [
-        (key, position)
-        for batch in Loader(whole, **options)
-        for key, position in zip(batch["key"], batch["__position__"].tolist(), strict=True)
-    ]
-    assert not set(seen) & set(rest)
-    assert sorted(seen + rest) == sorted(everything)
-    assert len(everything) == len(whole)
 
 
 def test_resumed_crops_are_the_same_pixels(_dataset):
@@ -205,6 +129,21 @@ def test_unpaired_gives_a_rainy_and_a_clean_crop(_dataset):
         assert samples.loc[sample["key"], "layer"] == "rainy"
         assert samples.loc[sample["clean_key"], "layer"] == "clean"
         assert sample["rain"].shape == sample["clean"].shape == (3, 32, 32)
+
+
+def test_unpaired_partners_come_from_the_rainy_split_unless_asked_otherwise(two_splits):
+    train = Filters(split="train")
+    data = RainDataset(two_splits, mode="unpaired", filters=train, crop=32)
+    assert set(data.clean.split) == {"train"} and set(data.clean.layer) == {"clean"}
+    assert {sample["clean_key"] for sample in data} <= set(data.clean.key)
+    # Nor does it train on the burst that lab-pairs scores.
+    assert data.samples.sequence.isna().all()
+    every = RainDataset(two_splits, mode="unpaired", filters=train,
+                        clean_filters=Filters(layer="clean"), crop=32)  # fmt: skip
+    assert set(every.clean.split) == {"train", "test"}
+    other = RainDataset(two_splits, mode="unpaired", filters=train,
+                        clean_filters=Filters(split="test"), crop=32)  # fmt: skip
+    assert set(other.clean.split) == {"test"} and set(other.clean.layer) == {"clean"}
 
 
 def test_a_batch_of_clean_and_rainy_captures_collates(_dataset):

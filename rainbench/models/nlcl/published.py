@@ -3,13 +3,11 @@ file is read with weights-only unpickling, so a checkpoint from elsewhere cannot
 code, and its tensors must match the published layout exactly.
 """
 
-import pickle
-import re
 from pathlib import Path
 
 import torch
 
-from rainbench.errors import RainbenchError
+from rainbench.models.base import CheckpointError, load_weights
 from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from rainbench.models.nlcl.generator import Generator
 
@@ -21,10 +19,6 @@ VERSION = 1
 NESTING_KEYS = ("state_dict", "model", "netG_B", "netG", "generator", "params")
 
 StateDict = dict[str, torch.Tensor]
-
-
-class CheckpointError(RainbenchError):
-    """A checkpoint that is unreadable or not the published generator layout."""
 
 
 def published_layout() -> dict[str, tuple[int, ...]]:
@@ -39,10 +33,7 @@ def import_published(path: Path) -> StateDict:
     `Generator().load_state_dict`: float32 tensors in the layout's key order. Accepts a
     bare state dict, one nested under a common key or as a dictionary's only tensor
     dictionary, and DataParallel's "module." prefixes."""
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
-        raise CheckpointError(f"{path}: {_load_failure(error)}") from None
+    loaded = load_weights(path)
     state = {key.removeprefix("module."): value for key, value in _find_state(loaded, path).items()}
     check_layout(state, str(path))
     return {key: state[key].detach().to(torch.float32).contiguous() for key in published_layout()}
@@ -111,13 +102,3 @@ def _is_state(value: object) -> bool:
         and bool(value)
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
     )
-
-
-def _load_failure(error: Exception) -> str:
-    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
-    if refused:
-        return f"refused: it pickles {refused.group(1)}, not only tensors (weights-only loading)"
-    if isinstance(error, pickle.UnpicklingError):
-        return "not a tensor checkpoint (weights-only unpickling failed)"
-    lines = str(error).strip().splitlines()
-    return f"not a readable checkpoint: {lines[0] if lines else type(error).__name__}"

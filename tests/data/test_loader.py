@@ -1,0 +1,146 @@
+"""`Loader`: its length, and resuming mid-epoch — the rest of the epoch in the order an
+uninterrupted run has it, with any workers, and only from a state of the same layout;
+an error in a worker says what it says without one."""
+
+import re
+import tarfile
+
+import pandas as pd
+import pytest
+
+from rainbench.data import Filters, Loader, RainDataset
+from rainbench.data.read import ShardError
+from rainbench.shards.dataset import DatasetError
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batch_size": 3},
+        {"batch_size": 3, "num_workers": 2},
+        {"batch_size": 2, "num_workers": 2, "drop_last": True},
+        {"batch_size": None, "num_workers": 2},  # items one by one
+    ],
+)
+def test_a_loaders_length_is_the_batches_it_yields(_dataset, options):
+    # Each loader process ends with its own partial batch: more batches than the
+    # samples over the batch size.
+    for rank in (0, 1):
+        dataset = RainDataset(_dataset, crop=32, crops_per_image=2, rank=rank, world_size=2)
+        loader = Loader(dataset, **options)
+        assert len(loader) == sum(1 for _ in loader)
+
+
+def test_resuming_mid_epoch_gives_the_rest_and_nothing_else(_dataset):
+    options = {"batch_size": 2, "num_workers": 2}
+    dataset = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
+    dataset.set_epoch(3)
+    loader = Loader(dataset, **options)
+    seen = []
+    for number, batch in enumerate(loader):
+        seen.extend(zip(batch["key"], batch["__position__"].tolist(), strict=True))
+        if number == 4:
+            state = loader.state_dict()
+            break
+    fresh = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
+    resumed = Loader(fresh, **options)
+    resumed.load_state_dict(state)
+    rest = [
+        (key, position)
+        for batch in resumed
+        for key, position in zip(batch["key"], batch["__position__"].tolist(), strict=True)
+    ]
+    whole = RainDataset(_dataset, crop=32, crops_per_image=2, seed=5)
+    whole.set_epoch(3)
+    everything = [
+        (key, position)
+        for batch in Loader(whole, **options)
+        for key, position in zip(batch["key"], batch["__position__"].tolist(), strict=True)
+    ]
+    assert not set(seen) & set(rest)
+    assert sorted(seen + rest) == sorted(everything)
+    assert len(everything) == len(whole)
+
+
+def _contents(batch: dict) -> tuple:
+    """A batch, byte for byte: its keys, slots, positions and pixels."""
+    return (
+        tuple(batch["key"]),
+        batch["__slot__"].tolist(),
+        batch["__position__"].tolist(),
+        batch["image"].numpy().tobytes(),
+    )
+
+
+# Three workers on a smaller machine: torch's warning of slowness is no failure.
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize(
+    ("options", "placement"),
+    [
+        ({"batch_size": 4, "num_workers": 0}, {}),
+        ({"batch_size": 4, "num_workers": 1}, {}),
+        # Workers of 3 and 2 batches: the rotation, then one worker done before the other.
+        ({"batch_size": 4, "num_workers": 2}, {}),
+        ({"batch_size": 4, "num_workers": 2, "drop_last": True}, {}),
+        ({"batch_size": 2, "num_workers": 3, "drop_last": True}, {}),
+        ({"batch_size": 3, "num_workers": 2}, {"rank": 1, "world_size": 2}),
+    ],
+)
+def test_a_resumed_epoch_gives_the_uninterrupted_batches_in_their_order(
+    _dataset, options, placement
+):
+    def loader() -> Loader:
+        data = RainDataset(_dataset, crop=24, seed=5, **placement)
+        made = Loader(data, **options)
+        made.set_epoch(2)
+        return made
+
+    whole, states = [], []
+    uninterrupted = loader()
+    for batch in uninterrupted:
+        whole.append(_contents(batch))
+        states.append(uninterrupted.state_dict())
+    assert len(whole) == len(uninterrupted)
+    for step, state in enumerate(states, start=1):  # a checkpoint after every batch
+        resumed = loader()
+        resumed.load_state_dict(state)
+        resumed.set_epoch(2)  # as a training loop does before each epoch
+        assert [_contents(batch) for batch in resumed] == whole[step:], f"after {step}"
+
+
+def test_a_state_of_another_layout_is_refused(_dataset):
+    def loader(workers: int, world_size: int = 1) -> Loader:
+        data = RainDataset(_dataset, crop=24, rank=0, world_size=world_size)
+        return Loader(data, batch_size=2, num_workers=workers)
+
+    state = loader(2).state_dict()
+    assert state["layout"] == {"world_size": 1, "workers": 2}
+    with pytest.raises(DatasetError, match=r"saved by 1 rank\(s\) × 2 DataLoader workers "
+                                           r"and this loader has 1 × 0"):  # fmt: skip
+        loader(0).load_state_dict(state)
+    with pytest.raises(DatasetError, match="this loader has 2 × 2"):
+        loader(2, world_size=2).load_state_dict(state)
+    # No workers and one worker give a rank one slot alike; a state from before the
+    # layout was recorded is taken as it is.
+    loader(1).load_state_dict(loader(0).state_dict())
+    loader(0).load_state_dict({key: state[key] for key in ("epoch", "seed", "consumed")})
+
+
+def test_an_undecodable_capture_is_the_same_one_line_error_with_workers(ds):
+    samples = pd.read_parquet(ds / "manifests" / "samples.parquet")
+    row = samples[samples.format == "jpeg"].iloc[0]
+    with tarfile.open(ds / row.shard) as tar:
+        info = tar.getmember(f"{row.key}.jpg")
+    with open(ds / row.shard, "r+b") as shard:  # the member's bytes, zeroed in place
+        shard.seek(info.offset_data)
+        shard.write(bytes(info.size))
+    messages = []
+    for workers in (0, 2):
+        data = RainDataset(ds, filters=Filters(query=f"key == '{row.key}'"), crop=32)
+        with pytest.raises(ShardError) as raised:
+            list(Loader(data, batch_size=1, num_workers=workers))
+        # Pillow names the buffer it read, at its address in that process.
+        messages.append(re.sub(r"0x[0-9a-f]+", "0x…", str(raised.value)))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(f"{row.shard}:{row.key}.jpg: does not decode")
+    assert "\n" not in messages[1]

@@ -1,0 +1,90 @@
+"""Which samples the loader reads, from the manifests alone: pairs chosen by query and
+never by capture labels, the stills of sequences with real pairs left out of training,
+and a split of videos named as such."""
+
+import shutil
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rainbench.data import Filters
+from rainbench.data.select import captures, pairs
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards.dataset import DatasetError
+
+
+def _manifest(ds, name: str) -> pd.DataFrame:
+    return pd.read_parquet(ds / "manifests" / f"{name}.parquet")
+
+
+def test_pairs_are_chosen_by_query_and_never_by_capture_labels(_dataset):
+    every = _manifest(_dataset, "synthetic")
+    streak = every[every.split == "syn-streak"]
+    one = streak.source_key.iloc[0]
+    chosen = pairs(_dataset, "syn-streak", Filters(query=f"source_key == '{one}'"))
+    assert list(chosen.source_key) == [one]
+    labels = Filters(split="val", rain_type="storm", camera_model="Nope")
+    refused = r"paired mode cannot filter by split, rain_type, camera_model .*: its split is"
+    with pytest.raises(DatasetError, match=refused):
+        pairs(_dataset, "syn-streak", labels)
+    with pytest.raises(
+        DatasetError,
+        match=f"the query \"recipe == 'nope'\" matches none of the {len(streak)} pairs in "
+        "split 'syn-streak' of ",
+    ):
+        pairs(_dataset, "syn-streak", Filters(query="recipe == 'nope'"))
+    with pytest.raises(DatasetError, match=r"no pairs in split 'syn-rain' of .*; paired splits"):
+        pairs(_dataset, "syn-rain", Filters())
+
+
+def test_the_stills_of_a_sequence_with_real_pairs_are_left_out(two_splits):
+    samples = _manifest(two_splits, "samples")
+    (burst,) = set(_manifest(two_splits, "synthetic").source_key)
+    frames = set(samples.key[samples.sequence == burst])
+    train = Filters(split="train", layer="rainy")
+    kept = set(captures(two_splits, train).key)
+    assert frames and not kept & frames
+    rainy = samples.key[(samples.split == "train") & (samples.layer == "rainy")]
+    assert kept == set(rainy) - frames
+    everything = set(captures(two_splits, Filters(split="train", paired_sequences=True)).key)
+    assert frames <= everything
+    with pytest.raises(DatasetError, match=r"the 8 captures that pass the filters are all "
+                                           r"frames of sequences with real pairs \(in lab-pairs\)"
+                                           r".*paired_sequences=True"):  # fmt: skip
+        captures(two_splits, Filters(query="sequence.notna()"))
+
+
+def test_a_burst_renumbered_since_its_pairs_were_made_is_still_left_out(tmp_path, two_splits):
+    """A later ingest of an earlier still makes that one the burst's first, and so its
+    key: the pairs still name the burst by the key its first still had."""
+    ds = shutil.copytree(two_splits, tmp_path / "ds")
+    samples = _manifest(ds, "samples")
+    (burst,) = set(_manifest(ds, "synthetic").source_key)
+    frames = samples.sequence == burst
+    new_first = samples.key[frames & (samples.sequence_index == 1)].iloc[0]
+    table = pq.read_table(ds / "manifests" / "samples.parquet")
+    renumbered = [new_first if s == burst else s for s in table.column("sequence").to_pylist()]
+    index = table.schema.get_field_index("sequence")
+    table = table.set_column(index, "sequence", pa.array(renumbered, pa.string()))
+    pq.write_table(table, ds / "manifests" / "samples.parquet")
+    assert not set(captures(ds, Filters(split="train")).key) & set(samples.key[frames])
+
+
+def test_a_split_of_videos_only_says_that_single_mode_skips_them(tmp_path):
+    pytest.importorskip("av", reason="videos need rainbench[video]")
+    import numpy as np
+
+    from rainbench.synth.video import encode_h264
+
+    frames = [np.full((48, 64, 3), 40 * n, np.uint8) for n in range(4)]
+    (tmp_path / "raw").mkdir()
+    encode_h264(frames, tmp_path / "raw" / "rain.mp4")
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split={"train": 1.0}))
+    videos = r"split train of .* holds only videos, which single and unpaired mode skip"
+    with pytest.raises(DatasetError, match=videos):
+        captures(ds, Filters(split="train"))
+    with pytest.raises(DatasetError, match=r"no captures in split nope of .*; its splits: train$"):
+        captures(ds, Filters(split="nope"))
