@@ -2,13 +2,16 @@
 for `rainbench.parallel.WorkerPool` with Ray tasks, `RayActors` keeps something costly
 to build (a derainer, its metrics) alive in one actor per CPU or GPU.
 
-Both only connect to a cluster that is already running and leave it running. A task
-whose worker or node dies is run again by Ray; an exception the function raises itself
-reaches the caller as that exception, not wrapped, so callers handle errors as they do
-for local workers.
+Both only connect to a cluster that is already running and leave it running, except
+`--ray local`, an instance of this run's own. A task whose worker or node dies is run
+again by Ray; an exception the function raises itself reaches the caller as that
+exception, not wrapped, so callers handle errors as they do for local workers. Tasks and
+actors reach the object store the driver reaches (`STORE_LOCATION`).
 """
 
 import logging
+import os
+import secrets
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -23,6 +26,23 @@ INSTALL = "pip install 'rainbench[cluster]'"
 # Runs of a unit whose worker or node died before Ray gives up on it.
 MAX_RETRIES = 3
 _CONNECT_SECONDS = 10.0
+# The environment that decides which object store a URL reaches (an S3-compatible
+# endpoint, the region, GCS's emulator), not who may use it: every task and actor gets
+# the driver's, so what a worker uploads lands where the driver commits, and what it reads
+# is what the driver names. Credentials stay in each node's own environment or files,
+# never sent through the cluster.
+STORE_LOCATION = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "STORAGE_EMULATOR_HOST",
+)
+# Ray's token for a `--ray local` instance: given in the environment (which the
+# instance's processes inherit), so Ray writes none to ~/.ray/auth_token, where it would
+# outlive the run and turn token checks on for every later Ray on this machine.
+_TOKEN = "RAY_AUTH_TOKEN"
+_AUTH_MODE = "RAY_AUTH_MODE"
 
 
 class ClusterError(RainbenchError):
@@ -45,21 +65,35 @@ class _Connection:
         self.address = address
         self.ray = import_ray()
         self._opened = False
+        self._set: list[str] = []  # environment variables set for a local instance
+        store = {name: os.environ[name] for name in STORE_LOCATION if name in os.environ}
+        self.runtime_env = {"env_vars": store} if store else None
 
     def __enter__(self):
         if not self.ray.is_initialized():
-            self._connect()
+            try:
+                self._connect()
+            except BaseException:
+                self.__exit__()  # what a local instance set in the environment goes
+                raise
             self._opened = True
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._opened:
-            # Disconnects this driver; the cluster, started by someone else, runs on.
+            # Disconnects this driver; the cluster, started by someone else, runs on (a
+            # local instance stops).
             self.ray.shutdown()
             self._opened = False
+        for name in self._set:
+            os.environ.pop(name, None)
+        self._set = []
 
     def _connect(self) -> None:
-        _check_reachable(self.address)
+        if self.address == "local":
+            self._own_token()
+        else:
+            _check_reachable(self.address)
         try:
             self.ray.init(
                 address=self.address,
@@ -76,6 +110,14 @@ class _Connection:
                 else f"cannot connect to the Ray cluster at {self.address}"
             )
             raise ClusterError(f"{where} ({first_line(error)})") from None
+
+    def _own_token(self) -> None:
+        """A token for the local instance in this process's environment, unless the user
+        chose how Ray authenticates; Ray then turns token checks on for the instance."""
+        if any(name in os.environ for name in (_TOKEN, "RAY_AUTH_TOKEN_PATH", _AUTH_MODE)):
+            return
+        os.environ[_TOKEN] = secrets.token_hex(32)
+        self._set = [_TOKEN, _AUTH_MODE]  # Ray sets the mode itself
 
     def cpus(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
@@ -136,7 +178,10 @@ class RayPool:
 
     def _task(self, fn: Callable):
         return self.connection.ray.remote(fn).options(
-            num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False
+            num_cpus=1,
+            max_retries=MAX_RETRIES,
+            retry_exceptions=False,
+            runtime_env=self.connection.runtime_env,
         )
 
     def _in_flight(self) -> int:
@@ -196,6 +241,7 @@ class RayActors:
             num_gpus=1 if self.gpu else 0,
             max_restarts=MAX_RETRIES,
             max_task_retries=MAX_RETRIES,
+            runtime_env=self.connection.runtime_env,
         )
         self.actors = [actor.remote(self.build) for _ in range(min(count, self.most))]
 
@@ -219,16 +265,33 @@ class RayActors:
 
 
 def _check_reachable(address: str) -> None:
-    """Refuse a HOST:PORT nobody listens on in seconds: Ray itself retries for minutes."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return  # "auto", or a ray:// client address: Ray's own checks are quick
+    """Refuse in seconds a HOST:PORT (or ray://HOST:PORT) where nobody listens, or where
+    what listens is no Ray: Ray itself retries for minutes, in many lines. Both the head's
+    GCS and a Ray client server speak gRPC, so a gRPC channel must come up."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto": Ray finds the address `ray start` left here, or says there is none
     try:
         socket.create_connection((host, int(port)), timeout=_CONNECT_SECONDS).close()
     except OSError as error:
         raise ClusterError(
             f"cannot connect to the Ray cluster at {address}: {first_line(error)}"
         ) from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false"):
+        return  # a TLS cluster: a plain channel cannot tell
+    import grpc  # comes with Ray
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=_CONNECT_SECONDS)
+    except grpc.FutureTimeoutError:
+        raise ClusterError(
+            f"cannot connect to the Ray cluster at {address}: what listens there gave no "
+            f"gRPC answer within {_CONNECT_SECONDS:g} s, so it is no Ray; give the head's "
+            "GCS port (HEAD:6379 by default) or its client server's (ray://HEAD:10001)"
+        ) from None
+    finally:
+        channel.close()
 
 
 def _take(queue: Iterator[T], n: int) -> list[T]:

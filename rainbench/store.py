@@ -24,6 +24,12 @@ _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
 STREAM_BLOCK = 8 << 20  # what a sequential read (verify's hash) fetches at a time
 VIEW_FILE = "store.json"  # in a mirror folder: the URL it mirrors
+# What a refusal (403: wrong credentials, or none for this bucket) adds to the store's word.
+_DENIED = (
+    "check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE; "
+    "GOOGLE_APPLICATION_CREDENTIALS for gs://) and that they may use this bucket; with "
+    "--ray the workers need them too, in the environment `ray start` ran in (docs/cluster.md)"
+)
 
 
 class StoreError(RainbenchError):
@@ -85,6 +91,8 @@ def _reporting(url: str) -> Iterator[None]:
         if any(words in str(error) for words in ("bucket does not exist", "NoSuchBucket")):
             raise StoreError(f"{url}: {first_line(error)}") from None
         raise
+    except PermissionError as error:
+        raise StoreError(f"{url}: {first_line(error)}; {_DENIED}") from None
     except (OSError, ValueError) as error:
         raise StoreError(f"{url}: {first_line(error)}") from None
 

@@ -57,7 +57,7 @@ from rainbench.shards.dataset import (
     open_for_writing,
 )
 from rainbench.shards.tar import TMP_SUFFIX, publish
-from rainbench.store import is_url, size
+from rainbench.store import delete, is_url, read_bytes, size
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
@@ -159,6 +159,8 @@ def ingest(
         if pending.exists():
             summary.resumed = True
             interrupted = _interrupted_settings(pending)
+            if _moved_on(dataset):
+                _plan_again(dataset, interrupted)
             interrupted["workers"] = options.workers  # the rest of its settings stand
             _Run(dataset, interrupted, pool, progress).execute(summary)
         elif dataset.state_dir.exists():
@@ -206,9 +208,9 @@ def _locked(dataset: Dataset) -> Iterator[None]:
     except OSError as error:
         if error.errno not in _NO_SPACE:
             raise
+        where = dataset.root if dataset.url is None else f"{dataset.root} ({dataset.url}'s state)"
         raise DatasetError(
-            f"{dataset.root}: {error.strerror}; free some space and run the same ingest "
-            "again to resume"
+            f"{where}: {error.strerror}; free some space and run the same ingest again to resume"
         ) from None
 
 
@@ -236,6 +238,46 @@ def _interrupted_settings(pending: Path) -> dict:
     return settings
 
 
+def _moved_on(dataset: Dataset) -> bool:
+    """Whether a dataset in a store changed since its mirror here last pulled or pushed
+    it: another writer (another cache folder or machine, once this one's lock was gone)
+    committed meanwhile, which the interrupted run's plan knows nothing of. A local
+    dataset's interrupted run is in the dataset itself, finished by whichever writer
+    comes next: no other commit gets in between."""
+    if dataset.url is None:
+        return False
+    try:
+        stored = read_bytes(f"{dataset.url}/dataset.json")
+    except FileNotFoundError:
+        stored = None
+    try:
+        seen = dataset.info_path.read_bytes()
+    except FileNotFoundError:
+        seen = None
+    return stored != seen
+
+
+def _plan_again(dataset: Dataset, settings: dict) -> None:
+    """Make an interrupted run plan again against what the store holds now. Its probes
+    stand; its plan and finished shards do not, since another writer may have committed
+    shards under the same names. What it uploaded that no manifest lists goes; nothing
+    committed ever does."""
+    state = dataset.state_dir
+    plan = state / "plan.parquet"
+    planned = (
+        set(pq.read_table(plan, columns=["shard"])["shard"].to_pylist()) if plan.exists() else set()
+    )
+    # The plan goes first: a kill from here on leaves a run that plans again.
+    for name in ("plan.parquet", "plan-rejects.parquet"):
+        (state / name).unlink(missing_ok=True)
+    shutil.rmtree(state / "done", ignore_errors=True)
+    dataset.pull()
+    _check_fixed(dataset, settings, f" in the ingest interrupted here; remove {state} to drop it")
+    shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
+    for shard in sorted(planned - set(shards["shard"].to_pylist())):
+        delete(f"{dataset.url}/{shard}")
+
+
 def _option_text(value) -> str:
     """A setting as the CLI's option takes it: train=0.8,val=0.1,test=0.1, or on/off."""
     if isinstance(value, dict):
@@ -245,18 +287,23 @@ def _option_text(value) -> str:
     return str(value)
 
 
+def _check_fixed(dataset: Dataset, settings: dict, what: str = "") -> None:
+    """Refuse run settings (`split`, `keep_gps`) other than the dataset's fixed ones."""
+    fixed = dataset.read_info().get("options", {}) if dataset.exists() else {}
+    for name in ("split", "keep_gps"):
+        if name in fixed and fixed[name] != settings[name]:
+            raise DatasetError(
+                f"{dataset.location} was created with --{name.replace('_', '-')} "
+                f"{_option_text(fixed[name])}; a dataset keeps one such setting (got "
+                f"{_option_text(settings[name])}{what})"
+            )
+
+
 def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions) -> dict:
     """The run's settings, checked against the dataset's fixed ones."""
     info = dataset.read_info() if dataset.exists() else {}
-    fixed = info.get("options", {})
-    fractions = options.split or fixed.get("split") or DEFAULT_FRACTIONS
-    for name, value in (("split", fractions), ("keep_gps", options.keep_gps)):
-        if name in fixed and fixed[name] != value:
-            raise DatasetError(
-                f"{dataset.root} was created with --{name.replace('_', '-')} "
-                f"{_option_text(fixed[name])}; a dataset keeps one such setting (got "
-                f"{_option_text(value)})"
-            )
+    fractions = options.split or info.get("options", {}).get("split") or DEFAULT_FRACTIONS
+    _check_fixed(dataset, {"split": fractions, "keep_gps": options.keep_gps})
     return {
         "run_id": new_run_id(),
         "started_at": datetime.now(UTC).isoformat(),
@@ -308,7 +355,7 @@ class _Run:
                     others = f" ({summary.ignored} without a capture's extension)"
                     raise DatasetError(
                         f"no captures under {where}{others if summary.ignored else ''}; "
-                        f"nothing was written to {self.dataset.root}"
+                        f"nothing was written to {self.dataset.location}"
                     )
                 self._group_bursts()
                 shutil.rmtree(self.dataset.state_dir)
@@ -402,8 +449,10 @@ class _Run:
         bar = self._bar(sum(len(t.rows) for t in tasks), "write", "img")
         last_commit = time.monotonic()
         for result in self.pool.map_unordered(write_unit, tasks):
-            if result.sha256 and self.dataset.url is None:  # to a store: uploaded by the worker
+            if result.sha256 and self.dataset.url is None:
                 publish(self.dataset.root / result.tmp, self.dataset.root / result.shard)
+            elif result.sha256:  # uploaded by the worker: to the store this driver commits to?
+                _check_uploaded(self.dataset, result)
             write_marker(self.markers, result)
             results.append(result)
             bar.update(result.samples + len(result.dropped))
@@ -619,6 +668,20 @@ def _reject_of(row: dict, run_id: str) -> dict:
         "source_inode": row["source_inode"],
         "ingest_run": run_id,
     }
+
+
+def _check_uploaded(dataset: Dataset, result: UnitResult) -> None:
+    """Refuse to go on, nothing of the shard committed, when the store this driver reaches
+    lacks what a worker uploaded: the workers reach another store (one HEAD request)."""
+    found = _size(dataset, result.shard)
+    if found != result.bytes:
+        what = "is not there" if found < 0 else f"has {found} bytes, not {result.bytes}"
+        raise DatasetError(
+            f"{dataset.url}/{result.shard} {what}, though a worker uploaded it: the workers "
+            "reach another object store than this machine (their AWS_ENDPOINT_URL, region "
+            "or credentials differ); nothing of it was committed. Give the Ray nodes this "
+            "machine's store settings, then run the same ingest again to resume"
+        )
 
 
 def _size(dataset: Dataset, shard: str) -> int:

@@ -22,6 +22,9 @@ from rainbench.shards.layout import member
 from rainbench.store import is_url, listing
 from rainbench.tagging.measure import compute_features
 
+# Parts of an object's key that name no folder: a key with one is refused, never read
+# (a path made of it would point elsewhere, `../x.jpg` out of the ingest root).
+_NO_FOLDER = ("", ".", "..")
 # (root, path, size, mtime_ns, inode): a file is re-probed only when one of these
 # changes. The inode catches a file replaced by another of the same size and time (a
 # copy that kept the original's mtime, an rsync).
@@ -74,12 +77,13 @@ def walk_inputs(inputs: Iterable[Path | str]) -> tuple[list[SourceFile], int]:
 def _store_sources(url: str) -> tuple[list[SourceFile], int]:
     """The capture objects under the prefix `url`, walked as a folder is (hidden folders
     skipped), with size and modification time from the store's listing; and how many
-    objects were ignored."""
+    objects were ignored. A key with a part that names no folder is kept, for the probe
+    to refuse."""
     root = url.rstrip("/")
     found, ignored = [], 0
     for relative, (size, mtime) in sorted(listing(root).items()):
         *folders, name = relative.split("/")
-        if any(folder.startswith(".") for folder in folders):
+        if any(part.startswith(".") and part not in _NO_FOLDER for part in folders):
             continue
         if not is_capture_name(name):
             ignored += 1
@@ -113,13 +117,23 @@ def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:
     rather than sent back, so results stay small.
     """
     sources, keep_gps, max_pixels, staging = task
-    records = []
+    records = [to_record(_refused_name(s)) for s in sources if _has_no_folder(s)]
+    readable = [s for s in sources if not _has_no_folder(s)]
     options = {"keep_gps": keep_gps, "max_pixels": max_pixels, "measure": compute_features}
-    for result in probe_many(sources, **options):
+    for result in probe_many(readable, **options):
         for ext, data in result.extra_members.items():
             write_atomic(Path(staging) / member(result.key, ext), data)
         records.append(to_record(result))
     return records
+
+
+def _has_no_folder(source: SourceFile) -> bool:
+    return any(part in _NO_FOLDER for part in source.path.split("/"))
+
+
+def _refused_name(source: SourceFile) -> Probe:
+    message = "its key has an empty, '.' or '..' part, which names no file under the prefix"
+    return Probe(source, Reason.NOT_A_FILE, f"{message}; not read")
 
 
 def to_record(result: Probe) -> dict:

@@ -167,8 +167,9 @@ def retag(
     unsized = [row["key"] for row in rows if row["width"] is None or row["height"] is None]
     if unsized:  # the tiny caveat and the reading limits need them
         raise DatasetError(
-            f"{dataset.samples_manifest}: {len(unsized)} rows have no width or height (the "
-            f"first: {unsized[0]}), which rainbench ingest always writes; refused"
+            f"{dataset.location}/manifests/samples.parquet: {len(unsized)} rows have no "
+            f"width or height (the first: {unsized[0]}), which rainbench ingest always "
+            "writes; refused"
         )
     _measure_missing(dataset, rows, workers, summary)
     # A tag changes when what it says does, not only the tagger version that said it.

@@ -4,6 +4,10 @@ versioned as DS/taggers/tagger-fit-<n>.json, the active one named in dataset.jso
 A fit becomes the active tagger, whether or not it beat the shipped one in
 cross-validation (the output says which); `rainbench tag DS --tagger shipped` makes the
 shipped one active again. Fits stay on disk.
+
+In a store, a mirror holds the fits it was asked for: a reader fetches the active one
+alone, again whenever the copy here is not the version dataset.json names (the URL holds
+a dataset made anew since); `--fit` fetches them all, and uploads the one it adds.
 """
 
 import json
@@ -11,13 +15,18 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rainbench.errors import first_line
 from rainbench.files import regular_file, write_atomic
 from rainbench.shards.dataset import TAGGERS, Dataset, DatasetError
+from rainbench.store import listing, read_range, upload
 from rainbench.tagging.tagger import Tagger, load_tagger
 
 FOLDER = TAGGERS
 INFO_KEY = "tagger"  # dataset.json: {"version", "path"} of the active fitted tagger
-_FITTED = re.compile(rf"{FOLDER}/tagger-fit-[0-9]+\.json")
+_FIT_NAME = re.compile(r"tagger-fit-[0-9]+\.json")
+_FITTED = re.compile(rf"{FOLDER}/{_FIT_NAME.pattern}")
+# A fit is some 25 kB; a file named like one but far larger is no tagger, never fetched.
+MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -50,30 +59,78 @@ class FitReport:
 
 
 def active_tagger(dataset: Dataset) -> Tagger:
-    """The dataset's fitted tagger when it has one, else the shipped tagger."""
+    """The dataset's fitted tagger when it has one, else the shipped tagger; always the
+    version dataset.json names."""
     entry = _active_entry(dataset)
     if entry is None:
         return load_tagger()
     path = dataset.root / entry["path"]
+    shown = f"{dataset.location}/{entry['path']}"
     if not path.resolve().is_relative_to(dataset.root.resolve()):
-        raise DatasetError(f"{path} leads outside the dataset; refused")
+        raise DatasetError(f"{shown} leads outside the dataset; refused")
     try:
+        if dataset.url is not None and _version(path) != entry["version"]:
+            _fetch(dataset, entry["path"])
         tagger = Tagger.from_json(json.loads(regular_file(path).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DatasetError(
-            f"{path}: cannot read the dataset's fitted tagger ({error}); "
+            f"{shown}: cannot read the dataset's fitted tagger ({first_line(error)}); "
             "fit it again with rainbench tag --fit"
         ) from None
+    if tagger.version != entry["version"]:
+        raise DatasetError(
+            f"{shown} holds tagger {tagger.version}, not {entry['version']}, which "
+            "dataset.json names; fit it again with rainbench tag --fit"
+        )
     return tagger
+
+
+def _version(path: Path) -> str | None:
+    """The version a stored tagger file says it is; None when there is none to read."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found.get("version") if isinstance(found, dict) else None
+
+
+def _fetch(dataset: Dataset, name: str) -> None:
+    """Copy the store's `name` (under the dataset) into the mirror: one ranged read, so a
+    huge object in its place costs no more than MAX_BYTES."""
+    data = read_range(f"{dataset.url}/{name}", 0, MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise DatasetError(
+            f"{dataset.url}/{name} is larger than {MAX_BYTES >> 20} MB, which no fitted "
+            "tagger is; refused"
+        )
+    (dataset.root / FOLDER).mkdir(exist_ok=True)
+    write_atomic(dataset.root / name, data, shared=True)
+
+
+def _fits(dataset: Dataset) -> list[Path]:
+    """The dataset's stored fits. A mirror's are first made the store's: each fetched, and
+    those the store no longer has removed, so none is left from an earlier dataset at the
+    same URL."""
+    folder = dataset.root / FOLDER
+    if dataset.url is not None:
+        stored = {
+            name
+            for name, (size, _) in listing(f"{dataset.url}/{FOLDER}").items()
+            if _FIT_NAME.fullmatch(name) and size <= MAX_BYTES
+        }
+        for path in folder.glob("tagger-fit-*.json"):
+            if path.name not in stored:
+                path.unlink()
+        for name in sorted(stored):
+            _fetch(dataset, f"{FOLDER}/{name}")
+    return list(folder.glob("tagger-fit-*.json"))
 
 
 def reusable(dataset: Dataset, labels_sha256: str) -> tuple[Tagger, FitReport] | None:
     """A stored tagger, the newest, fitted to these very labels from the shipped tagger
     of today, so fitting again would give the same tagger; with its report."""
     base = load_tagger().version
-    for path in sorted(
-        (dataset.root / FOLDER).glob("tagger-fit-*.json"), reverse=True, key=_number
-    ):
+    for path in sorted(_fits(dataset), reverse=True, key=_number):
         try:
             tagger = Tagger.from_json(json.loads(regular_file(path).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError):
@@ -113,10 +170,14 @@ def use_shipped(dataset: Dataset) -> str | None:
 
 def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> tuple[Tagger, FitReport]:
     """Write the fitted tagger as the next tagger-fit-<n>.json, named and its report
-    filled in (`use_fitted` makes it the active one)."""
+    filled in (`use_fitted` makes it the active one); in a store, uploaded at once, before
+    dataset.json can name it."""
     folder = dataset.root / FOLDER
     folder.mkdir(exist_ok=True)
-    number = max([0, *map(_number, folder.glob("tagger-fit-*.json"))]) + 1
+    taken = [path.name for path in folder.glob("tagger-fit-*.json")]
+    if dataset.url is not None:  # and never a name the store has, whatever is here
+        taken += listing(f"{dataset.url}/{FOLDER}")
+    number = max([0, *(_number(Path(name)) for name in taken if _FIT_NAME.fullmatch(name))]) + 1
     version = f"{report.base_version}-fit-{number}-{report.labels_sha256[:8]}"
     path = f"{FOLDER}/tagger-fit-{number}.json"
     report = replace(report, version=version, path=path, reused=False)
@@ -125,6 +186,8 @@ def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> tuple[T
     write_atomic(
         dataset.root / path, (json.dumps(fitted.to_json(), indent=1) + "\n").encode("utf-8")
     )
+    if dataset.url is not None:
+        upload(dataset.root / path, f"{dataset.url}/{path}")
     return fitted, report
 
 
@@ -134,11 +197,13 @@ def _active_entry(dataset: Dataset) -> dict | None:
     entry = dataset.read_info().get(INFO_KEY)
     if entry is None:
         return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-        raise DatasetError(f"{dataset.info_path}: '{INFO_KEY}' is not a tagger's version and path")
+    info = f"{dataset.location}/dataset.json"
+    if not isinstance(entry, dict) or not all(
+        isinstance(entry.get(name), str) for name in ("version", "path")
+    ):
+        raise DatasetError(f"{info}: '{INFO_KEY}' is not a tagger's version and path")
     if not _FITTED.fullmatch(entry["path"]):  # a name from the dataset: never outside it
         raise DatasetError(
-            f"{dataset.info_path}: tagger path {entry['path']!r} is not "
-            f"{FOLDER}/tagger-fit-<n>.json; refused"
+            f"{info}: tagger path {entry['path']!r} is not {FOLDER}/tagger-fit-<n>.json; refused"
         )
     return entry

@@ -8,14 +8,13 @@ out.
 import fcntl
 import json
 import os
-import re
 import shlex
 import socket
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,6 @@ from rainbench.store import (
     create,
     delete,
     is_url,
-    listing,
     mirror_dir,
     mirrored_url,
     read_bytes,
@@ -42,18 +40,16 @@ _FETCH_ORDER = ("samples.parquet", "synthetic.parquet", "rejects.parquet", "shar
 # The store's writer lock: not `.lock`, the local flock file, which a dataset copied to the
 # store as it is (`aws s3 sync`) brings along.
 STORE_LOCK = ".writer-lock.json"
-# Small files beside the manifests that a mirror holds too: the fitted taggers
-# (`rainbench.ingest.taggers`) that dataset.json may name. Written once, never changed.
+# The fitted taggers' folder (`rainbench.ingest.taggers`, which fetches and uploads them
+# in a store: a mirror holds only those asked for).
 TAGGERS = "taggers"
-SIDE_FOLDERS = (TAGGERS,)
-_SIDE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one name: never outside its folder
 # Every name rainbench puts at a dataset's top level (`.dataset.json.tmp`: write_atomic's,
 # left by a kill -9). A folder without dataset.json that holds only these is the start of
 # a dataset, a first ingest killed before its first commit, and a writer goes on in it;
 # anything else there (hidden names aside) is somebody else's, and no writer touches it.
 OWN_NAMES = frozenset(
-    {"dataset.json", ".dataset.json.tmp", "manifests", "shards", ".ingest", ".lock", STORE_LOCK}
-    | set(SIDE_FOLDERS)
+    {"dataset.json", ".dataset.json.tmp", "manifests", "shards", ".ingest", ".lock"}
+    | {STORE_LOCK, TAGGERS}
 )
 # A reader's look at the lock (`Dataset.writer`) holds it, shared, for an instant: a
 # writer that meets it then tries again this much later before it gives up.
@@ -124,8 +120,7 @@ class Dataset:
 
     def pull(self) -> None:
         """Refresh a mirror's dataset.json and manifests from the store (a no-op for a
-        local dataset); a file the store no longer has is removed here too. Then the
-        side folders: after dataset.json, so every file it names is already there."""
+        local dataset); a file the store no longer has is removed here too."""
         if self.url is None:
             return
         names = [f"manifests/{name}" for name in _FETCH_ORDER] + ["dataset.json"]
@@ -134,24 +129,12 @@ class Dataset:
                 write_atomic(self.root / name, read_bytes(f"{self.url}/{name}"), shared=True)
             except FileNotFoundError:
                 (self.root / name).unlink(missing_ok=True)
-        for folder in SIDE_FOLDERS:
-            for name in listing(f"{self.url}/{folder}"):
-                local = self.root / folder / name
-                if _SIDE_FILE.fullmatch(name) and not local.exists():
-                    local.parent.mkdir(exist_ok=True)
-                    write_atomic(local, read_bytes(f"{self.url}/{folder}/{name}"), shared=True)
 
     def push(self) -> None:
-        """Publish a mirror's side folders, its manifests, then dataset.json, to the store
-        (each upload is atomic); a no-op for a local dataset, whose files are already in
-        place."""
+        """Publish a mirror's manifests, then dataset.json, to the store (each upload is
+        atomic); a no-op for a local dataset, whose files are already in place."""
         if self.url is None:
             return
-        for folder in SIDE_FOLDERS:
-            stored = listing(f"{self.url}/{folder}")
-            for path in sorted((self.root / folder).glob("*")):
-                if path.is_file() and path.name not in stored:
-                    upload(path, f"{self.url}/{folder}/{path.name}")
         for name in reversed(_FETCH_ORDER):
             if (self.manifests / name).exists():
                 upload(self.manifests / name, f"{self.url}/manifests/{name}")
@@ -196,26 +179,17 @@ class Dataset:
         else's files.
         """
         self._check_folder()
-        with open(self.root / ".lock", "a+") as handle:
-            if not (_flock(handle, fcntl.LOCK_EX) or _flock(handle, fcntl.LOCK_EX, _LOCK_RETRY_S)):
-                handle.seek(0)
-                holder = _one_line(handle.read(1000)) or "another process"
-                raise DatasetError(
-                    f"another rainbench command is writing to {self.root}: {holder}; "
-                    "wait for it to finish"
-                )
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} ({_command()})")
-            handle.flush()
+        with ExitStack() as held:
             try:
-                if self.url is None:
-                    yield
-                else:
-                    with _store_lock(self.url):
-                        yield
-            finally:
-                handle.truncate(0)
+                held.enter_context(writer_lock(self.root / ".lock"))
+            except LockHeld as error:
+                raise DatasetError(
+                    f"another rainbench command is writing to {self.location}: {error.holder}; "
+                    "wait for it to finish"
+                ) from None
+            if self.url is not None:
+                held.enter_context(_store_lock(self.url))
+            yield
 
     def _check_folder(self) -> None:
         """Make the dataset's folder, refusing a file in its place and a folder that
@@ -265,6 +239,34 @@ class Dataset:
                 fcntl.flock(handle, fcntl.LOCK_UN)
                 return None
             return _one_line(handle.read(1000).decode("utf-8", "replace")) or "another process"
+
+
+class LockHeld(RainbenchError):
+    """Another process holds a `writer_lock`; `holder` is how it put itself down."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextmanager
+def writer_lock(path: Path) -> Iterator[None]:
+    """Hold the flock on the file `path` (made if missing), which names its holder
+    ("pid N (command …)") while held; a second process is refused at once (`LockHeld`).
+    The kernel releases a flock when its holder dies, so a killed writer leaves no stale
+    lock behind. A dataset's lock (`Dataset.lock`) and a training run's are this one."""
+    with open(path, "a+") as handle:
+        if not (_flock(handle, fcntl.LOCK_EX) or _flock(handle, fcntl.LOCK_EX, _LOCK_RETRY_S)):
+            handle.seek(0)
+            raise LockHeld(_one_line(handle.read(1000)) or "another process")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} ({_command()})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
 
 
 def _flock(handle, mode: int, wait: float = 0) -> bool:

@@ -156,8 +156,8 @@ def _sources(dataset: Dataset, options: SynthOptions) -> list[dict]:
     if not rows:
         raise DatasetError(
             f"no {options.source_layer} captures in the {options.source_split} split to render "
-            f"rain on; ingest some with `rainbench ingest DIR --out {dataset.root} --layer clean`"
-            " or choose others with --source-split/--source-layer"
+            f"rain on; ingest some with `rainbench ingest DIR --out {dataset.location} --layer "
+            "clean` or choose others with --source-split/--source-layer"
         )
     return sorted(rows, key=lambda row: row["key"])
 

@@ -1,6 +1,9 @@
 """A real Ray cluster on this machine for the cluster tests: a head and a second node of
 one CPU each, started with the `ray` command beside this Python and stopped by killing
-exactly the processes they started (`ray stop` would stop every Ray on the machine)."""
+exactly the processes they started (`ray stop` would stop every Ray on the machine).
+Without token authentication, said explicitly: a ~/.ray/auth_token left by anything
+else would turn it on, and then refuse this driver, which has no token. And a local S3
+endpoint that only the driver is pointed at."""
 
 import contextlib
 import os
@@ -10,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -55,7 +59,7 @@ class LocalCluster:
         process = subprocess.Popen(
             command,
             start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+            env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -103,3 +107,41 @@ def local_cluster():
 def ray_cluster(local_cluster) -> str:
     """The address ("127.0.0.1:PORT") of a cluster of two nodes of one CPU each."""
     return local_cluster.address
+
+
+@pytest.fixture
+def driver_store(tmp_path, monkeypatch) -> str:
+    """`s3://bucket` on a local S3 endpoint (moto, a process of its own) that only this
+    driver is pointed at: the Ray nodes were started with the environment's other one,
+    where nothing listens. rainbench's mirrors under tmp_path."""
+    s3fs = pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(port, server)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir("bucket")
+        yield "s3://bucket"
+    finally:
+        server.kill()
+        server.wait()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _wait_for(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the S3 endpoint on port {port} did not start")
+            time.sleep(0.1)

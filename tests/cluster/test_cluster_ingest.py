@@ -1,6 +1,7 @@
 """`rainbench ingest --ray`: on a real Ray cluster of two nodes the dataset comes out as
 the local path writes it, also when a worker or a whole node dies mid-run, or the
-driver is killed and the next run finishes its work."""
+driver is killed and the next run finishes its work; into an object store, the workers
+upload to the store the driver commits to."""
 
 import hashlib
 import json
@@ -16,9 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from rainbench.cli import main
+from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
 from rainbench.ingest.scan import probe_batch
+from rainbench.shards.dataset import open_dataset
+from rainbench.shards.verify import verify
 
 SHARD_BYTES = 150_000
 # What two local runs of the same ingest also write differently: when, and under what id.
@@ -178,3 +182,15 @@ def test_a_killed_driver_leaves_a_run_the_next_one_finishes(
     )
     assert summary.resumed
     assert contents(ds) == local
+
+
+def test_workers_upload_to_the_store_the_driver_commits_to(tmp_path, ray_cluster, driver_store):
+    """The nodes were started with another AWS_ENDPOINT_URL than the driver's: the tasks
+    are given the driver's, so the shards land where the manifests go."""
+    for spec in sample_specs(4, seed=2, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    url = f"{driver_store}/ds"
+    options = IngestOptions(workers=2, shard_bytes=20_000, ray=ray_cluster)
+    summary = ingest([tmp_path / "raw"], url, options)
+    assert summary.accepted == 4 and summary.shards > 1
+    assert verify(open_dataset(url), workers=1) == []

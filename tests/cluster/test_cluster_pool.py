@@ -1,12 +1,15 @@
 """`rainbench.cluster`: Ray tasks and actors behave as local worker processes do for the
 callers: every unit once, errors as themselves, one-line errors without Ray or a cluster."""
 
+import os
 import socket
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
 
+from rainbench import cluster
 from rainbench.cli import main
 from rainbench.cluster import ClusterError, RayActors, RayPool, make_pool
 from rainbench.shards.dataset import DatasetError
@@ -63,6 +66,20 @@ def test_actors_build_once_and_share_the_units(ray_cluster):
     assert sum(calls == 1 for _, calls in results) == 2
 
 
+def _endpoint(*_) -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL")
+
+
+def test_tasks_and_actors_reach_the_store_the_driver_reaches(ray_cluster, monkeypatch):
+    """The nodes were started with another AWS_ENDPOINT_URL: ingest's tasks and eval's
+    and score's actors get the driver's, so they read and write the driver's store."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    with RayPool(ray_cluster, 2) as pool:
+        assert set(pool.map_unordered(_endpoint, range(4))) == {"http://127.0.0.1:9"}
+    with RayActors(ray_cluster, dict, gpu=False, most=2) as actors:
+        assert set(actors.map_unordered(_endpoint, range(4))) == {"http://127.0.0.1:9"}
+
+
 def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     (tmp_path / "raw").mkdir()
@@ -86,3 +103,34 @@ def test_an_address_nobody_listens_on_is_refused_in_one_line():
         RayPool(f"127.0.0.1:{port}", 2),
     ):
         pass
+
+
+def test_an_address_where_something_else_listens_is_refused_in_seconds(monkeypatch):
+    """Not a Ray head (an S3 endpoint, say): Ray would retry for minutes, in many lines."""
+    pytest.importorskip("ray")
+    monkeypatch.setattr(cluster, "_CONNECT_SECONDS", 2.0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as refused, RayPool(address, 2):
+            pass
+    assert time.monotonic() - started < 20
+    message = str(refused.value)
+    assert message.startswith(f"cannot connect to the Ray cluster at {address}: ")
+    assert "no gRPC answer" in message and "\n" not in message
+
+
+def test_a_client_address_nobody_listens_on_is_refused_in_one_line():
+    pytest.importorskip("ray")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as refused, RayPool(f"ray://127.0.0.1:{port}", 2):
+        pass
+    assert time.monotonic() - started < 10
+    assert str(refused.value).startswith(
+        f"cannot connect to the Ray cluster at ray://127.0.0.1:{port}"
+    )

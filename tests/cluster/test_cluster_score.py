@@ -1,22 +1,22 @@
-"""`rainbench score --ray`: images scored as Ray tasks give the rows scored here."""
+"""`rainbench score --ray`: images scored as Ray tasks give the rows scored here, on a
+cluster and on a local instance started for the run, which leaves nothing in $HOME."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from rainbench.cli import main
 
 
-def _score(tmp_path, out: str, *more: str) -> list[dict]:
-    command = ["score", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]
-    command += ["--metrics", "psnr_y,ssim_y", "--no-cache", "--out", str(tmp_path / out)]
-    result = CliRunner().invoke(main, [*command, *more])
-    assert result.exit_code == 0, result.output
-    return pq.read_table(tmp_path / out).to_pylist()
-
-
-def test_score_on_ray_gives_the_local_rows(tmp_path, ray_cluster):
+@pytest.fixture
+def images(tmp_path) -> list[str]:
+    """`score`'s arguments for five predictions of five references, in tmp_path."""
     rng = np.random.default_rng(4)
     for folder in ("pred", "ref"):
         (tmp_path / folder).mkdir()
@@ -25,5 +25,37 @@ def test_score_on_ray_gives_the_local_rows(tmp_path, ray_cluster):
         noisy = np.clip(truth + rng.normal(0, 8, truth.shape), 0, 255).astype(np.uint8)
         Image.fromarray(truth).save(tmp_path / "ref" / f"{index}.png")
         Image.fromarray(noisy).save(tmp_path / "pred" / f"{index}.png")
-    here = _score(tmp_path, "here.parquet", "-j", "1")
-    assert _score(tmp_path, "ray.parquet", "--ray", ray_cluster) == here
+    command = ["score", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]
+    return [*command, "--metrics", "psnr_y,ssim_y", "--no-cache"]
+
+
+def _score(images: list[str], out, *more: str) -> list[dict]:
+    result = CliRunner().invoke(main, [*images, "--out", str(out), *more])
+    assert result.exit_code == 0, result.output
+    return pq.read_table(out).to_pylist()
+
+
+def test_score_on_ray_gives_the_local_rows(tmp_path, images, ray_cluster):
+    here = _score(images, tmp_path / "here.parquet", "-j", "1")
+    assert _score(images, tmp_path / "ray.parquet", "--ray", ray_cluster) == here
+
+
+def test_a_local_instance_leaves_no_token_in_home(tmp_path, images):
+    """Ray turns token checks on for an instance it starts, and would keep the token in
+    ~/.ray/auth_token, where it outlives the run and turns them on for every later
+    `ray start` and `--ray auto` on the machine; `--ray local` gives Ray one instead."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'rainbench[cluster]'")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    out = tmp_path / "local.parquet"
+    ran = subprocess.run(
+        [sys.executable, "-m", "rainbench", *images, "--out", str(out), "--ray", "local"],
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert not (home / ".ray").exists()
+    assert pq.read_table(out).to_pylist() == _score(images, tmp_path / "here.parquet", "-j", "1")

@@ -155,6 +155,114 @@ def test_kill_minus_nine_then_resume(bucket, raw, reference, tmp_path):
     assert snapshot(url) == reference
 
 
+def _keys(url: str) -> set[str]:
+    return set(pd.read_parquet(open_dataset(url).samples_manifest)["key"])
+
+
+@pytest.mark.parametrize("committed_before_the_kill", [False, True])
+def test_a_resumed_ingest_keeps_what_another_writer_committed_meanwhile(
+    bucket, tmp_path, monkeypatch, committed_before_the_kill
+):
+    """Killed here, the store's lock then taken by an ingest with another cache (which
+    plans from the store and commits), then resumed here: the resumed run plans again
+    against the store, so no shard of the other's is overwritten and no row of it lost."""
+    for folder, seed in (("mine", 2), ("theirs", 8)):
+        for spec in sample_specs(6, seed=seed, size=(160, 120)):
+            write_capture(tmp_path / folder, spec)
+    url, small = f"{bucket}/ds", IngestOptions(workers=1, shard_bytes=5_000)
+    original, calls = run_module.write_unit, []
+
+    def crashing(task):
+        calls.append(task.shard)
+        if len(calls) == 3:
+            raise Killed(task.shard)
+        return original(task)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "write_unit", crashing)
+        if committed_before_the_kill:
+            patch.setattr(run_module, "_COMMIT_SECONDS", 0)
+        with pytest.raises(Killed):
+            ingest([tmp_path / "mine"], url, small)
+    cache = os.environ["RAINBENCH_CACHE"]
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "another-cache"))
+    ingest([tmp_path / "theirs"], url, small)
+    theirs = _keys(url)
+    monkeypatch.setenv("RAINBENCH_CACHE", cache)
+    summary = ingest([tmp_path / "mine"], url, small)
+    assert summary.resumed
+    assert theirs < _keys(url) and len(_keys(url)) == 12
+    assert verify(open_dataset(url)) == []  # every shard as listed, none stray
+
+
+def test_a_shard_missing_from_the_drivers_store_is_never_committed(bucket, raw, monkeypatch):
+    """A worker's upload the driver's store does not have (the worker reached another
+    store) stops the ingest in one line before anything names it."""
+    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    original = run_module.write_unit
+
+    def uploaded_elsewhere(task):
+        result = original(task)
+        fs.rm_file(f"{task.store}/{task.shard}".removeprefix("s3://"))
+        return result
+
+    monkeypatch.setattr(run_module, "write_unit", uploaded_elsewhere)
+    with pytest.raises(DatasetError) as refused:
+        ingest([raw], url, OPTIONS)
+    message = str(refused.value)
+    assert "is not there, though a worker uploaded it" in message and "\n" not in message
+    fs.invalidate_cache()
+    assert not fs.exists(f"{url.removeprefix('s3://')}/dataset.json")
+    assert not fs.exists(f"{url.removeprefix('s3://')}/manifests/samples.parquet")
+
+
+def test_objects_whose_keys_name_no_file_are_refused_and_counted(bucket, tmp_path):
+    fs, prefix = s3fs.S3FileSystem(), f"{bucket.removeprefix('s3://')}/raw"
+    for spec in sample_specs(2, seed=2, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    fs.put(str(tmp_path / "raw"), prefix, recursive=True)
+    photo = next(p for p in (tmp_path / "raw").rglob("*") if p.is_file()).read_bytes()
+    for odd in ("../../escape.jpg", "./dot.jpg", "a//twice.jpg"):
+        fs.pipe_file(f"{prefix}/{odd}", photo)
+    summary = ingest([f"{bucket}/raw/"], f"{bucket}/ds", OPTIONS)
+    assert summary.accepted == 2 and summary.rejected == {"not-a-file": 3}
+    rejects = pd.read_parquet(open_dataset(f"{bucket}/ds").rejects_manifest)
+    assert sorted(rejects["source_path"]) == ["../../escape.jpg", "./dot.jpg", "a//twice.jpg"]
+    assert set(rejects["message"].str.contains("names no file under the prefix")) == {True}
+
+
+def test_messages_about_a_dataset_in_the_store_name_its_url(bucket, raw):
+    url = f"{bucket}/ds"
+    ingest([raw], url, OPTIONS)
+    with pytest.raises(DatasetError) as refused:
+        ingest([raw], url, IngestOptions(workers=1, split={"train": 0.5, "val": 0, "test": 0.5}))
+    assert str(refused.value).startswith(f"{url} was created with --split")
+
+
+def test_wrong_credentials_are_named_as_such(bucket, s3_endpoint):
+    """The store refuses the key (403): the error says to check the credentials."""
+    import urllib.request
+
+    def auth_after(requests: str) -> str:
+        reset = urllib.request.Request(
+            f"{s3_endpoint}/moto-api/reset-auth",
+            data=requests.encode(),
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
+        with urllib.request.urlopen(reset) as answer:
+            return json.loads(answer.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
+
+    before = auth_after("0")  # every request from now on is checked: "testing" is no key
+    try:
+        result = CliRunner().invoke(main, ["stats", f"{bucket}/ds"])
+    finally:
+        auth_after(before)
+    assert result.exit_code == 1
+    assert "check the credentials (AWS_ACCESS_KEY_ID" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_incremental_ingest_from_a_fresh_machine(bucket, raw, tmp_path, monkeypatch):
     url = f"{bucket}/ds"
     first = sorted(raw.rglob("*"))[: len(list(raw.rglob("*"))) // 2]
@@ -252,19 +360,93 @@ def test_a_dataset_uploaded_with_its_fitted_tagger_tags_new_captures_with_it(
     assert len(added) and set(added["tagger_version"]) == {"lab-fit-1"}
 
 
-def test_a_mirror_pushes_its_fitted_taggers_with_its_manifests(bucket, raw):
+def _name_fitted(url: str, version: str) -> None:
+    """Put a fitted tagger of `version` at taggers/tagger-fit-1.json in the store and
+    make dataset.json name it, as a `tag --fit` on another machine does."""
+    from dataclasses import replace
+
+    from rainbench.tagging.tagger import load_tagger
+
+    fs, prefix = s3fs.S3FileSystem(), url.removeprefix("s3://")
+    fitted = replace(load_tagger(), version=version)
+    fs.pipe_file(f"{prefix}/taggers/tagger-fit-1.json", json.dumps(fitted.to_json()).encode())
+    info = json.loads(fs.cat_file(f"{prefix}/dataset.json"))
+    info["tagger"] = {"version": version, "path": "taggers/tagger-fit-1.json"}
+    fs.pipe_file(f"{prefix}/dataset.json", json.dumps(info).encode())
+
+
+def test_a_fitted_tagger_fetched_before_is_fetched_again_once_the_dataset_names_another(
+    bucket, tmp_path
+):
+    """The URL's dataset was made again since (deleted, ingested and fitted anew from
+    another cache): the copy of taggers/tagger-fit-1.json here is an older fit's, and
+    neither readers nor an ingest from here use it."""
+    from rainbench.ingest.taggers import active_tagger
+
+    for folder, seed in (("first", 2), ("second", 8), ("later", 12)):
+        for spec in sample_specs(3, seed=seed, size=(160, 120)):
+            write_capture(tmp_path / folder, spec)
+    url = f"{bucket}/ds"
+    ingest([tmp_path / "first"], url, OPTIONS)
+    _name_fitted(url, "lab-fit-old")
+    assert active_tagger(open_dataset(url)).version == "lab-fit-old"
+    ingest([tmp_path / "second"], url, OPTIONS)  # the write mirror fetches it too
+    _name_fitted(url, "lab-fit-new")
+    assert active_tagger(open_dataset(url)).version == "lab-fit-new"
+    ingest([tmp_path / "later"], url, OPTIONS)
+    rows = pd.read_parquet(open_dataset(url).samples_manifest)
+    added = rows[rows["source_root"] == str((tmp_path / "later").absolute())]
+    assert len(added) and set(added["tagger_version"]) == {"lab-fit-new"}
+
+
+def test_readers_fetch_only_the_fitted_tagger_dataset_json_names(bucket, raw, tmp_path):
+    from rainbench.ingest.taggers import active_tagger
+
+    url = f"{bucket}/ds"
+    ingest([raw], url, OPTIONS)
+    fs, prefix = s3fs.S3FileSystem(), url.removeprefix("s3://")
+    fs.pipe_file(f"{prefix}/taggers/big-blob.bin", bytes(3 << 20))
+    fs.pipe_file(f"{prefix}/taggers/tagger-fit-7.json", b"{}")
+    stats = CliRunner().invoke(main, ["stats", url])
+    assert stats.exit_code == 0, stats.output
+    view = open_dataset(url)
+    assert not (view.root / "taggers").exists()
+    _name_fitted(url, "lab-fit-1")
+    assert active_tagger(open_dataset(url)).version == "lab-fit-1"
+    assert sorted(p.name for p in (view.root / "taggers").iterdir()) == ["tagger-fit-1.json"]
+    # A huge object in the named one's place is refused, not copied.
+    fs.pipe_file(f"{prefix}/taggers/tagger-fit-1.json", bytes(3 << 20))
+    info = json.loads(fs.cat_file(f"{prefix}/dataset.json"))
+    info["tagger"]["version"] = "lab-fit-2"
+    fs.pipe_file(f"{prefix}/dataset.json", json.dumps(info).encode())
+    with pytest.raises(DatasetError, match=f"{url}/taggers/tagger-fit-1.json is larger than"):
+        active_tagger(open_dataset(url))
+
+
+def test_a_fit_left_in_a_mirror_that_the_store_lacks_is_never_reused(bucket, raw):
+    """A write mirror's copy of a fit the store no longer has (the URL's dataset was made
+    again since) is not reused by `tag --fit`, whose result dataset.json would then name
+    with nothing, or another fit, behind it in the store."""
+    from dataclasses import replace
+
+    from rainbench.ingest.taggers import FitReport, reusable
     from rainbench.shards.dataset import open_for_writing
+    from rainbench.tagging.tagger import load_tagger
 
     url = f"{bucket}/ds"
     ingest([raw], url, OPTIONS)
     mirror = open_for_writing(url)
-    (mirror.root / "taggers").mkdir(exist_ok=True)
-    (mirror.root / "taggers/tagger-fit-1.json").write_text('{"version": "lab-fit-1"}')
-    mirror.write_info(mirror.read_info())  # the commit point: pushes the mirror
-    fs = s3fs.S3FileSystem()
-    fs.invalidate_cache()
-    stored = fs.cat_file(f"{url.removeprefix('s3://')}/taggers/tagger-fit-1.json")
-    assert stored == b'{"version": "lab-fit-1"}'
+    base = load_tagger()
+    scores = {"macro_f1": 0.5, "accuracy": 0.5, "f1": {}}
+    report = FitReport(
+        "lab-fit-1", "taggers/tagger-fit-1.json", False, base.version, "ab" * 32, {}, 0,
+        None, 2, scores, scores,
+    )  # fmt: skip
+    stale = replace(base, version="lab-fit-1", calibration={"fit": report.to_dict()})
+    (mirror.root / "taggers").mkdir()
+    (mirror.root / "taggers/tagger-fit-1.json").write_text(json.dumps(stale.to_json()))
+    assert reusable(mirror, "ab" * 32) is None
+    assert not (mirror.root / "taggers/tagger-fit-1.json").exists()
 
 
 def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
