@@ -2,6 +2,9 @@
 for rainbench eval."""
 
 import os
+import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,8 +12,9 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.output import emit
+from rainbench.tagging.tagger import RAIN_TYPES
 from rainbench.train.cclgan.config import SEMANTIC_ENCODERS, CCLGANConfig
-from rainbench.train.core.config import NEGATIVE_SELECTIONS, RunConfig
+from rainbench.train.core.config import MIN_CROP, NEGATIVE_SELECTIONS, RunConfig, SettingsError
 from rainbench.train.nlcl.config import NLCLConfig
 
 if TYPE_CHECKING:
@@ -28,7 +32,11 @@ Rainy captures of --split and the clean captures of the same split are drawn as
 unpaired random crops. RUN gets config.json, run.json (the captures trained on
 and the versions), losses.csv (every loss term), TensorBoard logs, checkpoints/
 (exact resume: run the same command again; on other captures it is refused) and
-nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt.
+nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt. Only the
+settings of how a run is run, logged and validated (-j, --compile, --*-every,
+--keep-checkpoints, --val-*) may change when it resumes. Ctrl-C or SIGTERM stops it
+after the step under way, with a checkpoint there (exit 130 or 143); exit 3 when
+another command is training into RUN.
 
 \b
 Example:
@@ -76,7 +84,11 @@ def _nlcl_loss_options(command):
     return _config("identity", "--identity/--no-identity", help=identity)(command)
 
 
-def _run_options(config: type[RunConfig], min_crop: int):
+def _rain_types(ctx: click.Context, param: click.Parameter, value: str | None):
+    return tuple(name.strip() for name in value.split(",")) if value else None
+
+
+def _run_options(config: type[RunConfig], min_crop: int, crop_help: str):
     """The options every trainer has: data, length, optimiser, machinery, validation and
     the location contrast's negative selection, with `config`'s defaults."""
 
@@ -93,16 +105,24 @@ def _run_options(config: type[RunConfig], min_crop: int):
             type=click.Path(file_okay=False, path_type=Path),
             help="The run's folder: a new one, or one to resume.",
         ),
-        click.option("--rain-types", help="Comma-separated rain types to train on (default: all)."),
+        click.option(
+            "--rain-types",
+            callback=_rain_types,
+            help=f"Comma-separated rain types to train on, of {', '.join(RAIN_TYPES)} "
+            "(default: all).",
+        ),
         option("split"),
         option("steps", type=click.IntRange(min=1)),
         option(
             "decay_steps",
             type=click.IntRange(min=0),
-            help="Decay the learning rate linearly to 0 over the last N steps.",
+            help="Decay the learning rate linearly over the last N steps, as CUT does over "
+            "epochs: they run at N/(N+1), …, 1/(N+1) of --lr. The rate is a function of the "
+            "step: a run resumes with other --steps or --decay-steps only if no step it "
+            "trained would have had another rate.",
         ),
         option("batch", type=click.IntRange(min=1)),
-        option("crop", type=click.IntRange(min=min_crop)),
+        option("crop", type=click.IntRange(min=min_crop), help=crop_help),
         option("lr", type=float),
         option(
             "nce_negatives",
@@ -125,6 +145,12 @@ def _run_options(config: type[RunConfig], min_crop: int):
         ),
         option("seed", type=int),
         option("checkpoint_every", type=click.IntRange(min=1)),
+        option(
+            "keep_checkpoints",
+            type=click.IntRange(min=0),
+            help="Keep the newest N checkpoints/step-*.pt (0: every one); checkpoints/last.pt "
+            "and RUN's derainer file always stay.",
+        ),
         option("log_every", type=click.IntRange(min=1)),
         option("validate_every", type=click.IntRange(min=0)),
         click.option("--val-split", help="A paired split for validation psnr_y, e.g. syn-streak."),
@@ -153,15 +179,41 @@ def _run_options(config: type[RunConfig], min_crop: int):
     return apply
 
 
-def _run_settings(rain_types: str | None, val_dataset: str | Path | None) -> dict:
-    return {
-        "rain_types": tuple(t.strip() for t in rain_types.split(",")) if rain_types else None,
-        "val_dataset": str(val_dataset) if val_dataset else None,
-    }
+def _run(train: Callable[..., "TrainReport"], name: str, as_json: bool) -> None:
+    """Call `train` (which makes the config, then trains) and say how it went. Settings
+    that cannot be honoured are usage errors (exit 2); a run folder another command is
+    training into exits 3, as verify does for a dataset being written; a run stopped by
+    SIGINT or SIGTERM, 128 + the signal, as a shell reports it."""
+    from rainbench.train.core.loop import RunBusy
+
+    try:
+        report = train()
+    except SettingsError as error:
+        raise click.UsageError(str(error)) from None
+    except RunBusy as busy:
+        from rainbench.cli.dataset import BUSY
+
+        click.echo(f"error: {busy}", err=True)
+        sys.exit(BUSY)
+    if _first_rank() and (as_json or report.stopped_by is None):
+        emit(report, as_json, lambda r: _trained_lines(r, name))
+    if report.stopped_by is None:
+        return
+    if _first_rank():
+        click.echo(
+            f"{report.run}: stopped by {report.stopped_by} after step {report.step}, with a "
+            "checkpoint there; the same command resumes",
+            err=True,
+        )
+    sys.exit(128 + signal.Signals[report.stopped_by])
+
+
+def _val_dataset(val_dataset: str | Path | None) -> str | None:
+    return str(val_dataset) if val_dataset else None
 
 
 @train_group.command("nlcl", help=_TRAIN_HELP)
-@_run_options(NLCLConfig, min_crop=48)
+@_run_options(NLCLConfig, min_crop=48, crop_help="Side of the square crops, px.")
 @_config("channels", type=click.IntRange(min=4))
 @_config("blocks", type=click.IntRange(min=1))
 @click.option(
@@ -177,16 +229,18 @@ def train_nlcl_command(
     # Imported here, as in import-checkpoint: torch, which `--help` does without.
     from rainbench.train.nlcl.trainer import train
 
-    config = NLCLConfig(
-        # The paper's layers, as far as a smaller generator has them.
-        nce_layers=tuple(layer for layer in (0, 2, 4, 8, 12) if layer <= settings["blocks"] + 1),
-        **_run_settings(rain_types, val_dataset),
-        **settings,
-    )
-    options.require_device(device)
-    report = train(dataset, run, config, device, progress, threads)
-    if _first_rank():
-        emit(report, as_json, lambda r: _trained_lines(r, "nlcl"))
+    def trained() -> "TrainReport":
+        config = NLCLConfig(
+            # The paper's layers, as far as a smaller generator has them.
+            nce_layers=tuple(n for n in (0, 2, 4, 8, 12) if n <= settings["blocks"] + 1),
+            rain_types=rain_types,
+            val_dataset=_val_dataset(val_dataset),
+            **settings,
+        )
+        options.require_device(device)
+        return train(dataset, run, config, device, progress, threads)
+
+    _run(trained, "nlcl", as_json)
 
 
 _CCLGAN_HELP = """Train CCLGAN (unsupervised, cycle contrastive adversarial deraining) on DATASET.
@@ -194,9 +248,10 @@ _CCLGAN_HELP = """Train CCLGAN (unsupervised, cycle contrastive adversarial dera
 Two ResNet generators (rainy→clean, clean→rainy) and two PatchGAN discriminators with
 hinge loss, PatchNCE on the four translation and cycle directions, identity terms,
 and cycle contrast in a frozen encoder's space (VGG16, or CLIP) and in the
-discriminators'. The encoder's published weights must be in the weights directory:
-rainbench weights import vgg16-397923af.pth. RUN gets what rainbench train nlcl
-writes, with cclgan.pt for rainbench eval --model cclgan --checkpoint RUN/cclgan.pt.
+discriminators'. The encoder's published weights must be in the weights directory
+(unless --semantic-contrast 0): rainbench weights import vgg16-397923af.pth. RUN gets
+what rainbench train nlcl writes, and resumes as it does, with cclgan.pt for
+rainbench eval --model cclgan --checkpoint RUN/cclgan.pt.
 
 \b
 Example:
@@ -224,7 +279,8 @@ def _cclgan_options(command):
 
 
 @train_group.command("cclgan", help=_CCLGAN_HELP)
-@_run_options(CCLGANConfig, min_crop=16)
+@_run_options(CCLGANConfig, min_crop=MIN_CROP,
+              crop_help="Side of the square crops, px: a multiple of 4.")  # fmt: skip
 @_option(CCLGANConfig, "channels", type=click.IntRange(min=4))
 @_option(CCLGANConfig, "blocks", type=click.IntRange(min=1))
 @_cclgan_options
@@ -240,16 +296,18 @@ def train_cclgan_command(
 ) -> None:  # fmt: skip
     from rainbench.train.cclgan.trainer import train
 
-    config = CCLGANConfig(
-        # CUT's layers 4, 8, 12 in CycleGAN's layout, as far as the generator has them.
-        nce_layers=tuple(layer for layer in (4, 7, 10) if layer <= 9 + settings["blocks"]),
-        **_run_settings(rain_types, val_dataset),
-        **settings,
-    )
-    options.require_device(device)
-    report = train(dataset, run, config, device, progress, threads, weights_dir)
-    if _first_rank():
-        emit(report, as_json, lambda r: _trained_lines(r, "cclgan"))
+    def trained() -> "TrainReport":
+        config = CCLGANConfig(
+            # CUT's layers 4, 8, 12 in CycleGAN's layout, as far as the generator has them.
+            nce_layers=tuple(layer for layer in (4, 7, 10) if layer <= 9 + settings["blocks"]),
+            rain_types=rain_types,
+            val_dataset=_val_dataset(val_dataset),
+            **settings,
+        )
+        options.require_device(device)
+        return train(dataset, run, config, device, progress, threads, weights_dir)
+
+    _run(trained, "cclgan", as_json)
 
 
 def _trained_lines(report: "TrainReport", name: str) -> list[str]:

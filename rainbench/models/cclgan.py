@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rainbench.models.base import Derainer, read_checkpoint
+from rainbench.models.base import Derainer, load_weights, read_checkpoint
 from rainbench.models.registry import DerainerError
 
 CHECKPOINT_FORMAT = "rainbench-cclgan"
@@ -102,10 +102,7 @@ def import_cyclegan_generator(path: Path, out: Path, source_sha256: str) -> None
     its width and block count are read from the tensors' shapes."""
     from rainbench.models.nlcl.checkpoint import save_atomic
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for a file it cannot read
-        raise DerainerError(f"cannot read {path}: {error}") from None
+    state = load_weights(path)
     state = (
         {k.removeprefix("module."): v for k, v in state.items()} if isinstance(state, dict) else {}
     )
@@ -147,6 +144,9 @@ class CCLGANDerainer(Derainer):
         self.generator = load_generator(state).to(device)
         self.step = state.get("step")
         self.imported_from = state.get("imported_from")
+        config = state.get("config")
+        # A smoke test's weights (no semantic encoder learnt from) are told apart.
+        self.random_encoder = isinstance(config, dict) and config.get("random_encoder") is True
         if self.imported_from:
             self.name = f"{self.name}-published"
 
@@ -158,4 +158,6 @@ class CCLGANDerainer(Derainer):
     def options(self) -> dict:
         if self.imported_from:
             return {"step": self.step, "imported_from": self.imported_from}
+        if self.random_encoder:
+            return {"step": self.step, "random_encoder": True}
         return {"step": self.step}

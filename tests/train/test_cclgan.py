@@ -18,12 +18,13 @@ import torch
 from click.testing import CliRunner
 
 from rainbench.cli import main
-from rainbench.models.cclgan import ResnetGenerator
+from rainbench.models.cclgan import CCLGANDerainer, ResnetGenerator
 from rainbench.models.registry import create_derainer
 from rainbench.shards.dataset import DatasetError
 from rainbench.train.cclgan.config import CCLGANConfig
 from rainbench.train.cclgan.encoders import CLIPImageEncoder, VGG16Features
 from rainbench.train.cclgan.trainer import LOSS_TERMS, train
+from rainbench.train.core.config import SettingsError
 
 TINY = CCLGANConfig(
     steps=4,
@@ -73,6 +74,39 @@ def test_training_logs_every_term_validates_and_checkpoints(tmp_path, _dataset):
     }  # fmt: skip
     weights = torch.load(run / "cclgan.pt", weights_only=True)
     assert set(weights) == {"format", "version", "config", "step", "derain", "rain"}
+    assert weights["config"]["random_encoder"] is True  # a smoke test's weights say so
+    assert CCLGANDerainer(run / "cclgan.pt").options() == {"step": 4, "random_encoder": True}
+
+
+@pytest.mark.parametrize("crop", [31, 33, 50, 65])
+def test_crops_the_generators_cannot_take_are_refused_naming_those_they_can(crop):
+    below = crop - crop % 4
+    with pytest.raises(SettingsError, match=rf"multiple of 4 \({below} or {below + 4}\)$"):
+        _with(crop=crop)
+
+
+def test_the_cli_refuses_such_crops_and_locations_as_usage_errors(tmp_path, _dataset):
+    args = ["train", "cclgan", str(_dataset), "--out", str(tmp_path / "run"), *TINY_ARGS]
+    for crop, says in (("16", "16 is not in the range x>=24"), ("31", "multiple of 4 (28 or 32)")):
+        result = CliRunner().invoke(main, [*args, "--crop", crop])
+        assert result.exit_code == 2 and says in result.output, result.output
+    # 32 px crops: generator layers 7 and 10 are 8×8, discriminator level 2 15×15.
+    result = CliRunner().invoke(main, [*args, "--nce-locations", "100"])
+    says = ("--nce-locations 100 is more than the 64 locations of generator layer 7 (8×8 at "
+            "--crop 32): at most 64")  # fmt: skip
+    assert result.exit_code == 2 and says in result.output, result.output
+    with pytest.raises(SettingsError, match=r"the 225 locations of discriminator level 2 \(15×"):
+        train(_dataset, tmp_path / "run", _with(discriminator_locations=226))
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_semantic_contrast_needs_no_encoder_weights(tmp_path, _dataset, monkeypatch):
+    monkeypatch.setenv("RAINBENCH_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    config = _with(random_encoder=False, semantic_contrast=0.0, steps=1, validate_every=0)
+    assert train(_dataset, tmp_path / "run", config, threads=1).step == 1
+    [row] = _rows(tmp_path / "run" / "losses.csv")
+    assert row["semantic_contrast"] == "" and math.isfinite(float(row["total"]))  # left out
 
 
 @pytest.mark.parametrize("negatives", ["cut", "hcsc"])
@@ -192,7 +226,7 @@ def test_the_cli_sets_every_cclgan_weight_and_refuses_other_settings_on_resume(t
     defaults = CCLGANConfig()  # the research note's weights stay the defaults
     assert (defaults.semantic_contrast, defaults.discriminator_contrast) == (0.5, 0.005)
     again = CliRunner().invoke(main, [*args, "--steps", "2", "--flip"])
-    assert again.exit_code == 1 and "other settings (flip)" in again.output
+    assert again.exit_code == 1 and "other settings (flip: False → True)" in again.output
 
 
 def test_a_killed_training_resumes_to_the_same_weights(tmp_path, _dataset):

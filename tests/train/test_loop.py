@@ -1,16 +1,28 @@
 """The shared trainer core: NLCL, moved onto it, logs the very losses it logged before
 the move (same seed, sizes and thread count). On the machine that recorded them they
 are byte for byte the same; another CPU's vector units may round float32 sums
-differently, so the test allows that (1e-5 relative), and no more."""
+differently, so the test allows that (1e-5 relative), and no more.
+
+Then, on NLCL at that size, the core's run folders (refused when not a run, locked,
+started afresh without a checkpoint), its checkpoints (a bad last.pt, how many are
+kept), the learning rate's schedule, settings changed on resume, and SIGINT/SIGTERM."""
 
 import csv
 import io
+import json
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from rainbench.shards.dataset import DatasetError
+from rainbench.train.core import loop
+from rainbench.train.core.config import SettingsError
+from rainbench.train.core.loop import RunBusy, TrainWarning, set_lr
 from rainbench.train.nlcl.config import NLCLConfig
-from rainbench.train.nlcl.trainer import train
+from rainbench.train.nlcl.trainer import NLCLMethod, train
 
 # losses.csv of 3 steps of the previous, self-contained NLCL trainer on the tiny dataset
 # (tests/train/conftest.py) with the settings below, one CPU thread.
@@ -37,3 +49,229 @@ def test_nlcl_on_the_core_logs_byte_identical_losses(tmp_path: Path, _dataset):
         assert {k: float(v) for k, v in new.items()} == pytest.approx(
             {k: float(v) for k, v in old.items()}, rel=1e-5
         )
+
+
+# The core's handling of run folders, checkpoints and settings, on NLCL at the size above.
+def _with(**changes) -> NLCLConfig:
+    return replace(SETTINGS, **{"steps": 2, "checkpoint_every": 1, **changes})
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _steps(run: Path) -> list[int]:
+    return sorted(int(path.stem.split("-")[1]) for path in (run / "checkpoints").glob("step-*"))
+
+
+def test_a_bad_validation_split_stops_the_run_before_anything_is_written(tmp_path, _dataset):
+    run = tmp_path / "run"
+    typo = _with(validate_every=1, val_split="syn-strek")
+    with pytest.raises(DatasetError, match=r"validation \(--val-split\): no pairs in split"):
+        train(_dataset, run, typo, threads=1)
+    assert not (run / "config.json").exists() and not (run / "run.json").exists()
+
+
+def test_a_run_without_checkpoints_starts_afresh_whatever_its_settings(tmp_path, _dataset):
+    # What a run that stopped before its first checkpoint leaves: settings and logs.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(_with(crop=56, val_split="x").to_json()))
+    (run / "run.json").write_text(json.dumps({"captures": "of another dataset"}))
+    (run / "losses.csv").write_text("step,epoch,lr\n1,0,0.1\n")
+    report = train(_dataset, run, _with(steps=1), threads=1)
+    assert report.resumed_from is None
+    assert json.loads((run / "config.json").read_text())["crop"] == 48
+    assert json.loads((run / "run.json").read_text())["captures"]["rainy"]["count"] == 4
+    assert [row["lr"] for row in _rows(run / "losses.csv")] == ["0.0002"]
+
+
+def test_a_run_folder_is_new_empty_or_a_run(tmp_path, _dataset):
+    with pytest.raises(DatasetError, match=r"is a rainbench dataset; give --out a folder"):
+        train(_dataset, _dataset, _with(), threads=1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "IMG_0001.JPG").write_bytes(b"a photo")
+    (photos / ".DS_Store").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"not empty and not a nlcl run \(it holds IMG_0001"):
+        train(_dataset, photos, _with(), threads=1)
+    assert sorted(p.name for p in photos.iterdir()) == [".DS_Store", "IMG_0001.JPG"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden").write_bytes(b"")
+    assert train(_dataset, empty, _with(steps=1), threads=1).step == 1
+
+
+def test_a_run_being_trained_is_refused_naming_its_holder(tmp_path, _dataset):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+    from rainbench.shards.dataset import writer_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with writer_lock(run / ".lock"):  # as a trainer in another process holds it
+        with pytest.raises(RunBusy, match=r"another rainbench command is training into .*: pid"):
+            train(_dataset, run, _with(steps=1), threads=1)
+        args = ["train", "nlcl", str(_dataset), "--out", str(run), "--crop", "48", "--channels",
+                "8", "--blocks", "2", "-j", "0", "--steps", "1", "--no-progress"]  # fmt: skip
+        busy = CliRunner().invoke(main, args)
+    assert busy.exit_code == 3 and "is training into" in busy.output, busy.output
+    assert not (run / "config.json").exists()
+    assert train(_dataset, run, _with(steps=1), threads=1).step == 1  # let go: it trains
+
+
+def test_a_bad_last_checkpoint_resumes_from_the_newest_step_checkpoint(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=3), threads=1)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # cut short
+    with pytest.warns(TrainWarning, match=r"last\.pt cannot be read .*from step-0000003\.pt"):
+        assert train(_dataset, run, _with(steps=4), threads=1).resumed_from == 3
+    last.unlink()
+    (run / "checkpoints" / "step-0000004.pt").write_text("not a checkpoint\n")
+    with pytest.warns(TrainWarning, match=r"last\.pt is missing; resuming from step-0000003"):
+        assert train(_dataset, run, _with(steps=5), threads=1).resumed_from == 3
+    for path in (run / "checkpoints").iterdir():
+        path.write_text("damaged\n")
+    with pytest.raises(DatasetError, match=r"no checkpoint of .* can be read \(last\.pt: dam"):
+        train(_dataset, run, _with(steps=6), threads=1)
+    assert (run / "checkpoints" / "step-0000005.pt").read_text() == "damaged\n"  # not overwritten
+
+
+def test_only_the_newest_step_checkpoints_are_kept(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=4, keep_checkpoints=2), threads=1)
+    assert _steps(run) == [3, 4]
+    assert (run / "checkpoints" / "last.pt").exists() and (run / "nlcl.pt").exists()
+    with pytest.warns(TrainWarning, match=r"keep_checkpoints: 2 → 0"):  # 0: all from now on
+        train(_dataset, run, _with(steps=5, keep_checkpoints=0), threads=1)
+    assert _steps(run) == [3, 4, 5]
+
+
+def test_the_learning_rate_is_a_function_of_the_step():
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    rates = []
+    for step in range(6):
+        set_lr([optimizer], _with(steps=6, decay_steps=3, lr=1.0), step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25]  # decays over the last 3, as CUT's
+
+
+def test_steps_and_decay_change_on_resume_only_before_the_decay(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=2), threads=1)
+    # Step 3 on decays: the two steps trained had lr under both schedules.
+    train(_dataset, run, _with(steps=4, decay_steps=2), threads=1)
+    assert [float(row["lr"]) for row in _rows(run / "losses.csv")] == pytest.approx(
+        [2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 / 3]
+    )
+    with pytest.raises(DatasetError, match=r"steps: 4 → 8 the learning rate of step 3 on"):
+        train(_dataset, run, _with(steps=8, decay_steps=2), threads=1)
+
+
+def test_settings_of_how_a_run_is_run_may_change_on_resume_others_not(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=1), threads=1)
+    with pytest.raises(DatasetError, match=r"other settings \(crop: 48 → 40, lr: 0.0002 → 0.001\)"):
+        train(_dataset, run, _with(steps=2, crop=40, lr=1e-3), threads=1)
+    changed = {"log_every": 2, "checkpoint_every": 2, "keep_checkpoints": 1, "validate_every": 2,
+               "val_split": "syn-streak", "val_images": 1}  # fmt: skip
+    with pytest.warns(TrainWarning, match=r"resuming at step 1 with log_every: 1 → 2, "):
+        assert train(_dataset, run, _with(steps=2, **changed), threads=1).resumed_from == 1
+    [resumed] = json.loads((run / "run.json").read_text())["resumes"]
+    assert resumed["step"] == 1
+    assert resumed["changed"] == {
+        "steps": [1, 2], "log_every": [1, 2], "checkpoint_every": [1, 2],
+        "keep_checkpoints": [3, 1], "validate_every": [0, 2], "val_split": [None, "syn-streak"],
+        "val_images": [8, 1],
+    }  # fmt: skip
+    assert json.loads((run / "config.json").read_text())["log_every"] == 2
+    assert [int(row["step"]) for row in _rows(run / "validation.csv")] == [2]
+
+
+def test_other_loader_processes_on_resume_go_on_with_the_next_epoch(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=1), threads=1)
+    with pytest.warns(TrainWarning) as heard:
+        train(_dataset, run, _with(steps=2, workers=2), threads=1)
+    resumed, skipped = (str(warning.message) for warning in heard)
+    assert resumed.endswith("run: resuming at step 1 with workers: 0 → 2")
+    assert skipped.endswith(
+        "last.pt was saved by 1 × 1 loader processes (ranks × workers), this run has 1 × 2: "
+        "the rest of epoch 0 is skipped, training goes on with epoch 1"
+    )
+    assert [row["epoch"] for row in _rows(run / "losses.csv")] == ["0", "1"]
+
+
+class _Stopped(NLCLMethod):
+    """NLCL, which gets `signal` during its second step of this process."""
+
+    def __init__(self, number: signal.Signals):
+        self.number, self.steps = number, 0
+
+    def step(self, *args) -> dict:
+        self.steps += 1
+        if self.steps == 2:
+            signal.raise_signal(self.number)
+        return super().step(*args)
+
+
+def test_a_stop_signal_saves_at_the_step_and_the_run_resumes_exactly(tmp_path, _dataset):
+    config = _with(steps=4, checkpoint_every=100)
+    train(_dataset, tmp_path / "whole", config, threads=1)
+    run = tmp_path / "stopped"
+    before = signal.getsignal(signal.SIGTERM)  # another test's library may have set one
+    report = loop.train(_Stopped(signal.SIGTERM), _dataset, run, config, threads=1)
+    assert (report.stopped_by, report.step) == ("SIGTERM", 2)
+    assert _steps(run) == [2]
+    assert signal.getsignal(signal.SIGTERM) == before  # given back
+    assert train(_dataset, run, config, threads=1).resumed_from == 2
+    assert _rows(run / "losses.csv") == _rows(tmp_path / "whole" / "losses.csv")
+    ours = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
+    for part in ("background", "rain", "discriminator"):
+        for name, tensor in theirs[part].items():
+            assert torch.equal(ours[part][name], tensor), f"{part}.{name}"
+
+
+def test_ctrl_c_exits_130_with_one_line_after_saving(tmp_path, _dataset, monkeypatch):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    calls, original = [], NLCLMethod.step
+
+    def step(self, *args) -> dict:
+        calls.append(len(calls) + 1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, during the second step
+        return original(self, *args)
+
+    monkeypatch.setattr(NLCLMethod, "step", step)
+    run = tmp_path / "run"
+    args = ["train", "nlcl", str(_dataset), "--out", str(run), "--crop", "48", "--channels", "8",
+            "--blocks", "2", "-j", "0", "--steps", "5", "--threads", "1"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert result.output == (
+        f"{run}: stopped by SIGINT after step 2, with a checkpoint there; the same command "
+        "resumes\n"
+    )
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_rain_types_are_checked_against_the_taggers(tmp_path, _dataset):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    with pytest.raises(SettingsError, match=r"snow is not a rain type; the rain types are driz"):
+        _with(rain_types=("streak", "snow"))
+    args = ["train", "nlcl", str(_dataset), "--out", str(tmp_path / "run"), "--rain-types",
+            "snow", "--steps", "1"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "snow is not a rain type" in result.output
+    assert not (tmp_path / "run").exists()

@@ -18,6 +18,7 @@ from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError
+from rainbench.train.core.config import SettingsError
 from rainbench.train.core.loop import plain, set_lr
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import NLCLModel
@@ -119,6 +120,24 @@ def test_other_settings_are_refused_on_resume(tmp_path, _dataset):
     train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0}))
     with pytest.raises(DatasetError, match="other settings"):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "crop": 40}))
+
+
+def test_what_the_sampler_cannot_honour_is_refused_before_anything_is_made(tmp_path, _dataset):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    with pytest.raises(SettingsError, match=r"--patch 64 is larger than --crop 48: .*at most 48"):
+        replace(TINY, patch=64)
+    # 48 px, window 16, patch 8: a reference near a border has 12 × 12 candidates.
+    for field in ("positives", "negatives", "nce_locations"):
+        flag = "--" + field.replace("_", "-")
+        with pytest.raises(SettingsError, match=rf"^{flag} 1000 is more than the 144 centres"):
+            train(_dataset, tmp_path / "run", replace(TINY, **{field: 1000}))
+    assert not (tmp_path / "run").exists()
+    args = ["train", "nlcl", str(_dataset), "--out", str(tmp_path / "run"), "--crop", "48"]
+    result = CliRunner().invoke(main, [*args, "--patch", "64"])
+    assert result.exit_code == 2 and "Error: --patch 64 is larger than --crop 48" in result.output
 
 
 def test_fewer_steps_than_trained_are_refused_and_the_settings_kept(tmp_path, _dataset):

@@ -5,7 +5,7 @@ the public code's where the note names none).
 
 from dataclasses import dataclass
 
-from rainbench.train.core.config import RunConfig
+from rainbench.train.core.config import RunConfig, SettingsError
 
 SEMANTIC_ENCODERS = ("vgg16", "clip")
 
@@ -36,15 +36,23 @@ class CCLGANConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.crop % 4:
+            # Two stride-2 convolutions down, two transposed ones up: other sides come
+            # back a few pixels larger than they went in.
+            below = self.crop - self.crop % 4  # the base class has checked it is ≥ MIN_CROP
+            raise SettingsError(
+                f"--crop {self.crop}: CCLGAN's generators halve the crop twice, so it must be "
+                f"a multiple of 4 ({below} or {below + 4})"
+            )
         last = 9 + self.blocks  # the last residual block's index
         if not self.nce_layers or max(self.nce_layers) > last:
-            raise ValueError(
+            raise SettingsError(
                 f"nce_layers {self.nce_layers} must lie within 0…{last} for {self.blocks} blocks"
             )
         if self.semantic_encoder not in SEMANTIC_ENCODERS:
-            raise ValueError(
+            raise SettingsError(
                 f"semantic_encoder must be one of {', '.join(SEMANTIC_ENCODERS)}, "
                 f"not {self.semantic_encoder!r}"
             )
         if not 1 <= self.discriminator_levels <= 4:
-            raise ValueError("discriminator_levels must lie within 1…4")
+            raise SettingsError("discriminator_levels must lie within 1…4")

@@ -23,7 +23,7 @@ from rainbench.train.nlcl.sampling import gather_flat
 
 
 class CCLGANModel(nn.Module):
-    def __init__(self, config: CCLGANConfig, encoder: nn.Module):
+    def __init__(self, config: CCLGANConfig, encoder: nn.Module | None):
         super().__init__()
         self.config = config
         self.derain = ResnetGenerator(config.channels, config.blocks)
@@ -48,7 +48,8 @@ class CCLGANModel(nn.Module):
             if config.nce_negatives == "hcsc"
             else None
         )  # fmt: skip
-        self.encoder = encoder  # frozen; not in checkpoints (its weights are a file)
+        # Frozen; not in checkpoints (its weights are a file). None: no semantic contrast.
+        self.encoder = encoder
 
     def _width(self, layer: int) -> int:
         """Channels after generator layer `layer` (the encoder half: 0…9 + blocks)."""
@@ -104,18 +105,16 @@ class CCLGANModel(nn.Module):
         # in the space of the discriminator judging that domain.
         cycles = (("rainy", "clean"), ("clean", "rainy"))
         judges = {"rainy": self.judge_rainy, "clean": self.judge_clean}
-        semantic = sum(self._cycle_contrast(self.encoder, x, d, o) for d, o in cycles)
         judged = sum(
             self._cycle_contrast(self._judge_features(judges[d], sampler), x, d, o)
             for d, o in cycles
         )
-        terms = {
-            "adversarial": adversarial,
-            "location_contrast": location,
-            "identity": identity,
-            "semantic_contrast": semantic,
-            "discriminator_contrast": judged,
-        }
+        terms = {"adversarial": adversarial, "location_contrast": location, "identity": identity}
+        if self.encoder is not None:  # none when semantic_contrast is 0: the term is left out
+            terms["semantic_contrast"] = sum(
+                self._cycle_contrast(self.encoder, x, d, o) for d, o in cycles
+            )
+        terms["discriminator_contrast"] = judged
         terms["total"] = sum(getattr(config, name) * value for name, value in terms.items())
         return terms
 

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import torch
 
-from rainbench.models.cclgan import CHECKPOINT_FORMAT, translate_any_size
+from rainbench.models.cclgan import CHECKPOINT_FORMAT, ResnetGenerator, translate_any_size
 from rainbench.models.nlcl.generator import to_model_range
 from rainbench.train.cclgan.config import CCLGANConfig
 from rainbench.train.cclgan.encoders import semantic_encoder
 from rainbench.train.cclgan.model import CCLGANModel
 from rainbench.train.core import loop
+from rainbench.train.core.config import SettingsError
 from rainbench.train.core.loop import TrainReport, autocast, average_gradients, plain
+from rainbench.train.nlcl.networks import Discriminator
 
 CHECKPOINT_VERSION = 1
 LOSS_TERMS = ("total", "adversarial", "location_contrast", "identity", "semantic_contrast",
@@ -30,8 +32,28 @@ class CCLGANMethod:
     def __init__(self, weights_dir: Path | None = None):
         self.weights_dir = weights_dir
 
+    def check(self, config: CCLGANConfig) -> None:
+        """Refuse more random locations than the smallest feature map they are drawn
+        from has (fewer would be drawn than config.json says). The maps' sizes come from
+        the networks themselves, run on the meta device (shapes only, no memory)."""
+        with torch.device("meta"):
+            image = torch.empty(1, 3, config.crop, config.crop)
+            generator = ResnetGenerator(config.channels, config.blocks)
+            layers = generator.features(image, config.nce_layers)
+            levels = Discriminator().features(image, config.discriminator_levels)
+        named = zip(config.nce_layers, layers, strict=True)
+        _check_locations(config, "nce_locations", {f"generator layer {n}": f for n, f in named})
+        named = enumerate(levels, 1)
+        _check_locations(config, "discriminator_locations",
+                         {f"discriminator level {n}": f for n, f in named})  # fmt: skip
+
     def build(self, config: CCLGANConfig) -> CCLGANModel:
-        encoder = semantic_encoder(config.semantic_encoder, config.random_encoder, self.weights_dir)
+        # Without a semantic contrast term, no encoder (and no weights file) is needed.
+        encoder = (
+            semantic_encoder(config.semantic_encoder, config.random_encoder, self.weights_dir)
+            if config.semantic_contrast
+            else None
+        )
         return CCLGANModel(config, encoder)
 
     def optimizers(self, model: CCLGANModel, config: CCLGANConfig) -> dict:
@@ -116,6 +138,17 @@ def train_step(
     values = {name: float(value.detach()) for name, value in terms.items()}
     values["discriminator"] = float(d_loss.detach())
     return values
+
+
+def _check_locations(config: CCLGANConfig, field: str, maps: dict[str, torch.Tensor]) -> None:
+    name, smallest = min(maps.items(), key=lambda item: item[1].shape[-2:].numel())
+    most, asked = smallest.shape[-2:].numel(), getattr(config, field)
+    if asked > most:
+        h, w = smallest.shape[-2:]
+        raise SettingsError(
+            f"--{field.replace('_', '-')} {asked} is more than the {most} locations of {name} "
+            f"({h}×{w} at --crop {config.crop}): at most {most}"
+        )
 
 
 def _flip(images: torch.Tensor, sampler: torch.Generator) -> torch.Tensor:

@@ -1,14 +1,26 @@
 """The settings every training run has, whatever the method: length, optimiser, data,
 machinery and validation. A method's config extends `RunConfig` with its networks and
 losses. A run keeps its settings in RUN/config.json; resuming with different ones is
-refused, except for `steps`, which may grow.
+refused, except for those that do not change what a step computes (`RESUMABLE`), and
+`steps` and `decay_steps` while no trained step has felt the decay (rainbench.train.core.loop).
 """
 
 from dataclasses import asdict, dataclass, fields
-from typing import Self
+from typing import ClassVar, Self
+
+from rainbench.errors import RainbenchError
+from rainbench.tagging.tagger import RAIN_TYPES
 
 # How the location contrast picks its negatives (rainbench.train.core.contrast).
 NEGATIVE_SELECTIONS = ("cut", "domain", "hcsc")
+# The PatchGAN discriminator's deepest level is InstanceNorm-ed; below this crop it is 1×1.
+MIN_CROP = 24
+
+
+class SettingsError(RainbenchError, ValueError):
+    """Settings that cannot be honoured: a value out of its range, or at odds with
+    another (a patch larger than the crop). The message is one line naming the option
+    and the values that would do."""
 
 
 @dataclass(frozen=True)
@@ -19,7 +31,8 @@ class RunConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    decay_steps: int = 0  # linear decay to 0 over the last decay_steps (0: constant)
+    # The last decay_steps steps run at lr·N/(N+1) … lr·1/(N+1) (0: constant); see set_lr.
+    decay_steps: int = 0
     # Data.
     rain_types: tuple[str, ...] | None = None
     split: str = "train"
@@ -35,19 +48,40 @@ class RunConfig:
     compile: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
+    # Step checkpoints kept, the newest (0: all). Three cover the last 1,500 steps at the
+    # default checkpoint_every, room to step back from a GAN that went wrong, in bounded
+    # space (NLCL's are 59 MB each, CCLGAN's 348 MB).
+    keep_checkpoints: int = 3
     validate_every: int = 0  # 0: never
     val_split: str | None = None  # a paired split for psnr_y, e.g. syn-streak
     val_real: str | None = None  # a split whose real rainy captures get niqe, e.g. val
     val_dataset: str | None = None  # where val_split is (None: the training set)
     val_images: int = 8
 
+    # Settings a run may resume with changed: how it is run, logged and watched, not
+    # what a step computes. (Thread counts are no setting: they change rounding only.)
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({
+        "workers", "compile", "log_every", "checkpoint_every", "keep_checkpoints",
+        "validate_every", "val_split", "val_real", "val_dataset", "val_images",
+    })  # fmt: skip
+
     def __post_init__(self) -> None:
         if self.amp not in ("off", "bf16"):
-            raise ValueError(f"amp must be off or bf16, not {self.amp!r}")
+            raise SettingsError(f"amp must be off or bf16, not {self.amp!r}")
         if self.nce_negatives not in NEGATIVE_SELECTIONS:
-            raise ValueError(
+            raise SettingsError(
                 f"nce_negatives must be one of {', '.join(NEGATIVE_SELECTIONS)}, "
                 f"not {self.nce_negatives!r}"
+            )
+        if self.crop < MIN_CROP:
+            raise SettingsError(
+                f"--crop {self.crop} is too small for the discriminator: at least {MIN_CROP}"
+            )
+        unknown = [name for name in self.rain_types or () if name not in RAIN_TYPES]
+        if unknown:
+            raise SettingsError(
+                f"--rain-types: {', '.join(unknown)} is not a rain type; the rain types are "
+                f"{', '.join(RAIN_TYPES)}"
             )
 
     def to_json(self) -> dict:
@@ -59,7 +93,7 @@ class RunConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values)
 
-    def differences(self, other: "RunConfig") -> list[str]:
-        """Settings that differ, `steps` aside."""
+    def differences(self, other: "RunConfig") -> dict[str, tuple]:
+        """Every setting that differs: its name → (ours, other's)."""
         mine, theirs = self.to_json(), other.to_json()
-        return [name for name in mine if name != "steps" and mine[name] != theirs[name]]
+        return {name: (mine[name], theirs[name]) for name in mine if mine[name] != theirs[name]}

@@ -4,10 +4,15 @@ installed), checkpoints that hold everything an exact resume needs (networks,
 optimisers, step, RNG states, loader position), written atomically, and a periodic
 validation. A `Method` says what is trained and how one step goes.
 
+A run folder is locked while trained into; a run resumes from its last checkpoint
+(else its newest readable step checkpoint), with the settings that do not change what
+a step computes free to change; SIGINT and SIGTERM stop it at the end of the step
+under way, with a checkpoint there.
+
 Under torchrun (WORLD_SIZE > 1) every rank trains on its share of the data with
 averaged gradients (`average_gradients`); only rank 0 writes, after checking that the
-ranks' weights are identical. The learning rate is a function of the step (constant,
-then a linear decay), so there is no scheduler state to lose.
+ranks' weights are identical. The learning rate is a function of the step (`set_lr`),
+so there is no scheduler state to lose.
 """
 
 import csv
@@ -15,9 +20,13 @@ import hashlib
 import json
 import os
 import random
+import re
+import signal
 import sys
+import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
+import warnings
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,26 +38,38 @@ from torch import nn
 from rainbench import __version__
 from rainbench.data import Filters, Loader, RainDataset
 from rainbench.data.dataset import current_slot
+from rainbench.errors import first_line
+from rainbench.files import write_atomic
 from rainbench.models.nlcl.checkpoint import save_atomic
-from rainbench.shards.dataset import DatasetError
+from rainbench.shards.dataset import Dataset, DatasetError, LockHeld, writer_lock
 from rainbench.threads import set_torch_threads
 from rainbench.train.core.config import RunConfig
-from rainbench.train.core.validation import check_niqe, validate
+from rainbench.train.core.validation import check_validation, validate
 
 PROVENANCE = "run.json"  # in RUN/: what the run trains on, and with which versions
+LOCK = ".lock"  # in RUN/: held by the process training into it, naming it
+# What a run folder holds, besides RUN/<method>.pt and hidden files (write_atomic's).
+RUN_NAMES = frozenset(
+    {"config.json", PROVENANCE, "losses.csv", "validation.csv", "tensorboard", "checkpoints"}
+)
+_STEP_CHECKPOINT = re.compile(r"step-(\d+)\.pt")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Method(Protocol):
-    """What a trainer brings to the loop. `parts(model)` names every module a checkpoint
-    holds (its keys in the file); `derainer_parts` are those RUN/<name>.pt keeps for the
-    `name` derainer; `translate` maps rainy images in [-1, 1] to clean ones, for
-    validation."""
+    """What a trainer brings to the loop. `check(config)` refuses settings its networks
+    cannot honour (a `SettingsError`), before anything is read or written; `parts(model)`
+    names every module a checkpoint holds (its keys in the file); `derainer_parts` are
+    those RUN/<name>.pt keeps for the `name` derainer; `translate` maps rainy images in
+    [-1, 1] to clean ones, for validation."""
 
     name: str
     checkpoint_format: str
     checkpoint_version: int
     loss_terms: tuple[str, ...]
     derainer_parts: tuple[str, ...]
+
+    def check(self, config: RunConfig) -> None: ...
 
     def build(self, config: RunConfig) -> nn.Module: ...
 
@@ -75,6 +96,15 @@ class Method(Protocol):
     def compile(self, model: nn.Module, backend: str = "inductor") -> None: ...
 
 
+class TrainWarning(UserWarning):
+    """What the user should hear about a run that goes on: the checkpoint it resumes
+    from is not last.pt, settings changed on resume, the loader's position given up."""
+
+
+class RunBusy(DatasetError):
+    """Another process is training into the run folder."""
+
+
 @dataclass
 class TrainReport:
     run: Path
@@ -83,9 +113,20 @@ class TrainReport:
     seconds: float
     last: dict[str, float]
     threads: int  # torch's CPU threads
+    stopped_by: str | None = None  # "SIGINT" or "SIGTERM": stopped early, with a checkpoint
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "run": str(self.run)}
+
+
+@dataclass
+class _Checkpoint:
+    path: Path
+    state: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
 
 
 def train(
@@ -101,16 +142,50 @@ def train(
 
     torch's CPU threads are `threads`, else chosen from the free CPUs less the loader's
     workers (`rainbench.threads`); they change speed, not what a step computes beyond
-    rounding, so a run may resume with another count.
+    rounding, so a run may resume with another count. SIGINT and SIGTERM stop training at
+    the end of the step under way, with a checkpoint there (`TrainReport.stopped_by`).
     """
+    method.check(config)
     threads = set_torch_threads(config.workers, threads)
     distributed = _start_distributed(device)
     rank = torch.distributed.get_rank() if distributed else 0
     if distributed and device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    _check_settings(run, config)
-    if config.val_real and config.validate_every:
-        check_niqe(device)  # missing NIQE parameters stop the run now, not at its first validation
+    _check_folder(run, method, config)
+    with ExitStack() as held:
+        if rank == 0:  # the only writer
+            run.mkdir(parents=True, exist_ok=True)
+            try:
+                held.enter_context(writer_lock(run / LOCK))
+            except LockHeld as error:
+                raise RunBusy(
+                    f"another rainbench command is training into {run}: {error.holder}; "
+                    "wait for it to finish, or give another --out"
+                ) from None
+        return _train(method, dataset, run, config, device, progress, distributed, rank,
+                      threads)  # fmt: skip
+
+
+def _train(
+    method: Method,
+    dataset: str | Path,
+    run: Path,
+    config: RunConfig,
+    device: str,
+    progress: bool,
+    distributed: bool,
+    rank: int,
+    threads: int,
+) -> TrainReport:
+    speak = rank == 0  # warnings: once, not once per rank
+    resume = _resume_point(method, run, device, speak)
+    changes = _check_resume(run, config, resume) if resume else {}
+    noted = {name: change for name, change in changes.items() if name in config.RESUMABLE}
+    if noted and speak:  # `steps` grows as a matter of course: not news
+        warnings.warn(f"{run}: resuming at step {resume.step} with {_changes(noted)}",
+                      TrainWarning, stacklevel=2)  # fmt: skip
+    if config.validate_every:  # what validation reads, now, not at its first turn
+        check_validation(dataset, config, device)
     _seed_everything(config.seed + rank)
     model = method.build(config).to(device)
     if distributed:  # every rank starts from rank 0's initial weights
@@ -118,55 +193,65 @@ def train(
     optimizers = method.optimizers(model, config)
     loader = _loader(dataset, config)
     trained_on = _captures(dataset, loader)
-    _check_captures(run, trained_on)
     sampler = torch.Generator(device=device).manual_seed(config.seed + rank)
+    # The loader processes the loader's position counts in: -j 0 reads in this process.
+    layout = {"world_size": current_slot().count, "workers": max(1, config.workers)}
     step, resumed_from = 0, None
-    last_path = run / "checkpoints" / "last.pt"
-    if last_path.exists():
-        step = _load_checkpoint(method, last_path, model, optimizers, loader, sampler, device)
-        resumed_from = step
-        if step > config.steps:  # before config.json says fewer steps than were trained
-            raise DatasetError(
-                f"{run} has trained {step} steps already, more than the {config.steps} asked "
-                f"for: ask for {step} or more to go on from its last checkpoint"
-            )
+    if resume:
+        _check_captures(run, trained_on)
+        _restore(method, resume, model, optimizers, loader, sampler, layout, speak)
+        step = resumed_from = resume.step
     if rank == 0:  # only now: a run that could not start leaves no settings behind
         _write_settings(run, config)
-        _write_provenance(run, trained_on, device)
+        _write_provenance(run, trained_on, device, resumed_from, changes)
     if config.compile:
         method.compile(model)
+
+    def save_checkpoint() -> None:
+        position = _loader_position(loader, distributed)
+        if distributed:
+            _check_in_step(model)
+        if rank == 0:
+            _save_checkpoint(method, run, step, model, optimizers, position, sampler, config,
+                             layout)  # fmt: skip
+
     log = _Log(run, method.loss_terms, enabled=rank == 0, resumed_at=step)
-    started, last = time.perf_counter(), {}
-    while step < config.steps:
-        loader.set_epoch(loader.dataset.epoch)
-        for batch in loader:
-            if step >= config.steps:
-                break
-            set_lr(optimizers.values(), config, step)
-            last = method.step(model, batch, optimizers, sampler, config, device, distributed)
-            step += 1
-            if step % config.log_every == 0 or step == config.steps:
-                lr = next(iter(optimizers.values())).param_groups[0]["lr"]
-                log.write(step, loader.dataset.epoch, lr, last)
-                if progress and rank == 0:
-                    # stderr, as all progress: stdout is the result's (--json).
-                    print(_progress_line(method, step, config.steps, last), file=sys.stderr,
-                          flush=True)  # fmt: skip
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                position = _loader_position(loader, distributed)
-                if distributed:
-                    _check_in_step(model)
-                if rank == 0:
-                    _save_checkpoint(method, run, step, model, optimizers, position, sampler,
-                                     config)  # fmt: skip
-            if rank == 0 and config.validate_every and step % config.validate_every == 0:
-                scores = validate(lambda x: method.translate(model, x), model, dataset, config,
-                                  device)  # fmt: skip
-                log.validation(step, scores)
-        else:
-            loader.set_epoch(loader.dataset.epoch + 1)
+    started, last, stopped = time.perf_counter(), {}, None
+    with _StopSignals() as stop:
+        while step < config.steps and stopped is None:
+            loader.set_epoch(loader.dataset.epoch)
+            for batch in loader:
+                if step >= config.steps:
+                    break
+                set_lr(optimizers.values(), config, step)
+                last = method.step(model, batch, optimizers, sampler, config, device, distributed)
+                step += 1
+                if step % config.log_every == 0 or step == config.steps:
+                    lr = next(iter(optimizers.values())).param_groups[0]["lr"]
+                    log.write(step, loader.dataset.epoch, lr, last)
+                    if progress and rank == 0:
+                        # stderr, as all progress: stdout is the result's (--json).
+                        print(_progress_line(method, step, config.steps, last), file=sys.stderr,
+                              flush=True)  # fmt: skip
+                saved = step % config.checkpoint_every == 0 or step == config.steps
+                if saved:
+                    save_checkpoint()
+                if rank == 0 and config.validate_every and step % config.validate_every == 0:
+                    scores = validate(lambda x: method.translate(model, x), model, dataset,
+                                      config, device)  # fmt: skip
+                    log.validation(step, scores)
+                if step < config.steps:
+                    stopped = stop.asked(distributed, device)
+                if stopped is not None:
+                    if not saved:
+                        save_checkpoint()
+                    break
+            else:
+                loader.set_epoch(loader.dataset.epoch + 1)
     log.close()
-    return TrainReport(run, step, resumed_from, time.perf_counter() - started, last, threads)
+    stopped_by = signal.Signals(stopped).name if stopped is not None else None
+    return TrainReport(run, step, resumed_from, time.perf_counter() - started, last, threads,
+                       stopped_by)  # fmt: skip
 
 
 def autocast(config: RunConfig, device: str) -> AbstractContextManager:
@@ -177,13 +262,21 @@ def autocast(config: RunConfig, device: str) -> AbstractContextManager:
 
 
 def set_lr(optimizers, config: RunConfig, step: int) -> None:
-    """Every group's rate at `step`: lr (times the group's `lr_scale`), decayed linearly
-    to 0 over the last decay_steps."""
-    start = config.steps - config.decay_steps
-    share = 1.0 if step < start else max(0.0, (config.steps - step) / max(config.decay_steps, 1))
+    """Every group's rate for step `step` (counted from 0): lr, times the group's
+    `lr_scale`; over the last N = decay_steps steps a linear decay, lr·N/(N+1) down to
+    lr·1/(N+1) (as CUT decays over its last epochs; 0 would come one step after the
+    last). A function of the step, `steps` and `decay_steps`: a run resumes with other
+    `steps` or `decay_steps` only where no step it trained would have had another rate
+    (`_check_resume`)."""
+    share = min(1.0, (config.steps - step) / (config.decay_steps + 1))
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * share * group.get("lr_scale", 1.0)
+
+
+def decay_start(config: RunConfig) -> int:
+    """The first step (counted from 0) that `set_lr` gives less than lr."""
+    return config.steps - config.decay_steps
 
 
 def average_gradients(parameters) -> None:
@@ -257,33 +350,192 @@ def _loader(dataset: str | Path, config: RunConfig) -> Loader:
         drop_last=True,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
+        worker_init_fn=_ignore_stop_signals,
     )
 
 
-def _check_settings(run: Path, config: RunConfig) -> None:
-    """Refuse to go on with a run that has other settings, `steps` aside."""
-    path = run / "config.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-        theirs = set(data) - set(config.to_json())
-        if theirs:  # settings this method does not have: another method's run
-            raise DatasetError(
-                f"{run} is a run of another method (its config.json has "
-                f"{', '.join(sorted(theirs)[:3])}, which {type(config).__name__} has not); "
-                "use another --out to start a new run"
-            )
+def _ignore_stop_signals(worker: int) -> None:
+    """In a loader process: SIGINT and SIGTERM are the main process's to handle (it ends
+    the step under way, saves, and shuts its workers down); a worker they ended would
+    take that step with it. Ctrl-C reaches every process of the terminal's group."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
+class _StopSignals:
+    """While held, SIGINT and SIGTERM ask the loop to stop at the end of the step under
+    way (`asked`); a second one acts at once, as it would have without this. Signals are
+    caught only in the main thread (Python runs handlers nowhere else)."""
+
+    def __enter__(self) -> "_StopSignals":
+        self.received: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {
+                number: signal.signal(number, self._receive) for number in STOP_SIGNALS
+            }
+        return self
+
+    def _receive(self, number: int, frame) -> None:
+        self.received = number
+        signal.signal(number, self._previous(number))
+
+    def _previous(self, number: int):
+        previous = self.previous[number]
+        return signal.SIG_DFL if previous is None else previous  # None: set outside Python
+
+    def __exit__(self, *exc) -> None:
+        for number in self.previous:
+            signal.signal(number, self._previous(number))
+
+    def asked(self, distributed: bool, device: str) -> int | None:
+        """The signal received, here or on any rank: the ranks stop at the same step."""
+        if not distributed:
+            return self.received
+        flag = torch.tensor([self.received or 0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag) or None
+
+
+def _check_folder(run: Path, method: Method, config: RunConfig) -> None:
+    """A run folder is new, empty, or a run of this method: never a file, a dataset,
+    another method's run or somebody else's folder (hidden names aside)."""
+    if run.exists() and not run.is_dir():
+        raise DatasetError(f"{run} is a file, not a folder; give --out a folder for the run")
+    if not run.is_dir():
+        return
+    if Dataset(run).exists():
+        raise DatasetError(
+            f"{run} is a rainbench dataset; give --out a folder of the run's own, "
+            f"e.g. runs/{method.name}"
+        )
+    try:
+        settings = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):  # none, or unreadable: the checkpoint's settings count
+        settings = {}
+    theirs = set(settings) - set(config.to_json()) if isinstance(settings, dict) else set()
+    if theirs:  # settings this method does not have: another method's run
+        raise DatasetError(
+            f"{run} is a run of another method (its config.json has "
+            f"{', '.join(sorted(theirs)[:3])}, which {type(config).__name__} has not); "
+            "use another --out to start a new run"
+        )
+    ours = RUN_NAMES | {f"{method.name}.pt"}
+    foreign = sorted(name for name in os.listdir(run) if name not in ours and name[0] != ".")
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if foreign[3:] else "")
+        raise DatasetError(
+            f"{run} is not empty and not a {method.name} run (it holds {shown}); give --out "
+            "a new or empty folder"
+        )
+
+
+def _resume_point(method: Method, run: Path, device: str, speak: bool) -> _Checkpoint | None:
+    """The checkpoint the run goes on from: last.pt, else (missing or unreadable) the
+    newest step checkpoint that reads, which a warning names; None for a run without
+    checkpoints, which starts afresh whatever its folder holds. A run none of whose
+    checkpoints reads is refused: never started over them."""
+    folder = run / "checkpoints"
+    last = folder / "last.pt"
+    numbered = sorted(_step_checkpoints(folder).items(), reverse=True)
+    candidates = ([last] if last.exists() else []) + [path for _, path in numbered]
+    problems: dict[Path, str] = {}
+    for path in candidates:
         try:
-            saved = type(config).from_json(data)
-        except (TypeError, ValueError) as error:
-            raise DatasetError(
-                f"{run}/config.json does not hold this method's settings: {error}"
-            ) from None
-        changed = saved.differences(config)
-        if changed:
-            raise DatasetError(
-                f"{run} was trained with other settings ({', '.join(changed)}); "
-                "use another --out to start a new run"
+            checkpoint = _Checkpoint(path, _read_checkpoint(method, path, device))
+        except _Unreadable as error:
+            problems[path] = str(error)
+            continue
+        if path != last and speak:
+            lost = f"cannot be read ({problems[last]})" if last in problems else "is missing"
+            warnings.warn(
+                f"{last} {lost}; resuming from {path.name}, step {checkpoint.step}",
+                TrainWarning,
+                stacklevel=2,
             )
+        return checkpoint
+    if not problems:
+        return None
+    path, problem = next(iter(problems.items()))
+    raise DatasetError(
+        f"no checkpoint of {run} can be read ({path.name}: {problem}); delete {folder} to "
+        "start the run over, or give another --out"
+    )
+
+
+def _step_checkpoints(folder: Path) -> dict[int, Path]:
+    """checkpoints/step-NNNNNNN.pt by step."""
+    found = {}
+    for path in folder.glob("step-*.pt"):
+        match = _STEP_CHECKPOINT.fullmatch(path.name)
+        if match:
+            found[int(match[1])] = path
+    return found
+
+
+class _Unreadable(Exception):
+    """A checkpoint file that cannot be resumed from; the message says why."""
+
+
+def _read_checkpoint(method: Method, path: Path, device: str) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # torch raises many kinds, in many words, for a file it cannot read
+        raise _Unreadable("damaged, cut short, or not a checkpoint file") from None
+    if not isinstance(state, dict) or state.get("format") != method.checkpoint_format:
+        raise _Unreadable(f"not a rainbench {method.name} checkpoint")
+    if state.get("version") != method.checkpoint_version:
+        raise DatasetError(
+            f"{path} was written by an earlier {method.name} trainer, whose networks "
+            "differ from this one's; start a new run with another --out"
+        )
+    missing = [key for key in ("step", "config", "loader", "rng") if key not in state]
+    if missing:
+        raise _Unreadable(f"it has no {', '.join(missing)}")
+    return state
+
+
+def _check_resume(run: Path, config: RunConfig, checkpoint: _Checkpoint) -> dict[str, tuple]:
+    """The settings changed since `checkpoint` was saved, each name → (then, now), when
+    the run may go on with them: those that do not change what a step computes
+    (`RunConfig.RESUMABLE`), and `steps` and `decay_steps` where no trained step would
+    have had another learning rate. Any other change is refused, naming each."""
+    step = checkpoint.step
+    if step > config.steps:
+        raise DatasetError(
+            f"{run} has trained {step} steps already, more than the {config.steps} asked "
+            f"for: ask for {step} or more to go on from its last checkpoint"
+        )
+    try:
+        before = type(config).from_json(checkpoint.state["config"])
+    except (TypeError, ValueError) as error:
+        raise DatasetError(
+            f"{checkpoint.path} does not hold this method's settings: {first_line(error)}"
+        ) from None
+    changed = before.differences(config)
+    schedule = {name: change for name, change in changed.items()
+                if name in ("steps", "decay_steps")}  # fmt: skip
+    refused = {name: change for name, change in changed.items()
+               if name not in config.RESUMABLE and name not in schedule}  # fmt: skip
+    if refused:
+        raise DatasetError(
+            f"{run} was trained with other settings ({_changes(refused)}); resume with "
+            "those, or use another --out to start a new run"
+        )
+    start = max(0, min(decay_start(before), decay_start(config)))
+    if schedule and step > start:
+        raise DatasetError(
+            f"{run} has trained {step} steps with --steps {before.steps} --decay-steps "
+            f"{before.decay_steps}; with {_changes(schedule)} the learning rate of step "
+            f"{start + 1} on would differ from the one it had: go on with --steps "
+            f"{before.steps} --decay-steps {before.decay_steps}, or start a new run with "
+            "another --out"
+        )
+    return changed
+
+
+def _changes(changed: dict[str, tuple]) -> str:
+    return ", ".join(f"{name}: {then} → {now}" for name, (then, now) in changed.items())
 
 
 def _captures(dataset: str | Path, loader: Loader) -> dict:
@@ -299,13 +551,26 @@ def _captures(dataset: str | Path, loader: Loader) -> dict:
     return {"dataset": str(dataset), "rainy": chosen(data.samples), "clean": chosen(data.clean)}
 
 
+def _read_provenance(run: Path) -> dict | None:
+    path = run / PROVENANCE
+    if not path.exists():  # a run from before its captures were recorded
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise DatasetError(
+            f"{path} cannot be read ({first_line(error)}); delete it to resume without "
+            "checking the captures"
+        ) from None
+
+
 def _check_captures(run: Path, trained_on: dict) -> None:
     """Refuse to resume a run on other captures: its loader position, and what its
     checkpoints learnt from, belong to the ones it started on."""
-    path = run / PROVENANCE
-    if not path.exists():  # a new run, or one from before its captures were recorded
+    record = _read_provenance(run)
+    if record is None:
         return
-    before = json.loads(path.read_text())["captures"]
+    before = record["captures"]
     changed = [
         f"{layer} {before[layer]['count']} then, {trained_on[layer]['count']} now"
         for layer in ("rainy", "clean")
@@ -318,26 +583,37 @@ def _check_captures(run: Path, trained_on: dict) -> None:
         )
 
 
-def _write_provenance(run: Path, trained_on: dict, device: str) -> None:
-    """RUN/run.json: the captures trained on and the versions that trained first; kept
-    as it is when the run resumes."""
-    path = run / PROVENANCE
-    if path.exists():
+def _write_provenance(
+    run: Path, trained_on: dict, device: str, resumed_from: int | None, changes: dict
+) -> None:
+    """RUN/run.json: the captures trained on and the versions that trained first, made
+    anew for a new run (one that never saved a checkpoint too); a resumed run adds the
+    settings it changed, under `resumes`."""
+    record = _read_provenance(run) if resumed_from is not None else None
+    if record is None:
+        record = {
+            "captures": trained_on,
+            "versions": {
+                "rainbench": __version__,
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+            },
+            "device": device,
+        }
+    elif not changes:
         return
-    record = {
-        "captures": trained_on,
-        "versions": {"rainbench": __version__, "torch": torch.__version__, "numpy": np.__version__},
-        "device": device,
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    if changes:
+        changed = {name: list(change) for name, change in changes.items()}
+        record.setdefault("resumes", []).append({"step": resumed_from, "changed": changed})
+    write_atomic(run / PROVENANCE, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def _write_settings(run: Path, config: RunConfig) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    write_atomic(run / "config.json", (json.dumps(config.to_json(), indent=2) + "\n").encode())
 
 
-def _save_checkpoint(method, run, step, model, optimizers, position, sampler, config) -> None:
+def _save_checkpoint(method, run, step, model, optimizers, position, sampler, config,
+                     layout) -> None:  # fmt: skip
     folder = run / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     head = {
@@ -352,6 +628,7 @@ def _save_checkpoint(method, run, step, model, optimizers, position, sampler, co
         **parts,
         **{key: optimizer.state_dict() for key, optimizer in optimizers.items()},
         "loader": position,
+        "layout": layout,  # the loader processes `position` counts in
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -365,22 +642,39 @@ def _save_checkpoint(method, run, step, model, optimizers, position, sampler, co
     # What the derainer needs, small: its networks and their shape (in the config).
     save_atomic({**head, **{key: parts[key] for key in method.derainer_parts}},
                 run / f"{method.name}.pt")  # fmt: skip
+    if config.keep_checkpoints:
+        # Up to this step: later ones are left by a run resumed from before them (they
+        # did not read), and are replaced as it gets there.
+        kept = sorted(number for number in _step_checkpoints(folder) if number <= step)
+        for number in kept[: -config.keep_checkpoints]:
+            (folder / f"step-{number:07d}.pt").unlink(missing_ok=True)
 
 
-def _load_checkpoint(method, path, model, optimizers, loader, sampler, device) -> int:
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("format") != method.checkpoint_format:
-        raise DatasetError(f"{path} is not a rainbench {method.name} checkpoint")
-    if state.get("version") != method.checkpoint_version:
-        raise DatasetError(
-            f"{path} was written by an earlier {method.name} trainer, whose networks "
-            "differ from this one's; start a new run with another --out"
-        )
+def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, speak) -> None:
+    """Everything of `checkpoint` back in place. The loader's position counts per loader
+    process (ranks × workers): under another layout the rest of its epoch is given up,
+    and training goes on with the next one."""
+    state = checkpoint.state
     for key, module in method.parts(model).items():
         plain(module).load_state_dict(state[key])
     for key, optimizer in optimizers.items():
         optimizer.load_state_dict(state[key])
-    loader.load_state_dict(state["loader"])
+    # Checkpoints from before layouts were recorded: the world size was this one.
+    before = state.get("layout", {**layout, "workers": max(1, state["config"]["workers"])})
+    if before == layout:
+        loader.load_state_dict(state["loader"])
+    else:
+        epoch = state["loader"]["epoch"]
+        loader.set_epoch(epoch + 1)
+        if speak:
+            warnings.warn(
+                f"{checkpoint.path} was saved by {before['world_size']} × {before['workers']} "
+                f"loader processes (ranks × workers), this run has {layout['world_size']} × "
+                f"{layout['workers']}: the rest of epoch {epoch} is skipped, training goes on "
+                f"with epoch {epoch + 1}",
+                TrainWarning,
+                stacklevel=3,
+            )
     rng = state["rng"]
     torch.set_rng_state(rng["torch"].cpu())
     if rng["cuda"] and torch.cuda.is_available():
@@ -388,7 +682,6 @@ def _load_checkpoint(method, path, model, optimizers, loader, sampler, device) -
     sampler.set_state(rng["sampler"].to(sampler.get_state().device))
     _set_numpy_state(rng["numpy"])
     random.setstate((3, tuple(rng["python"]), None))
-    return int(state["step"])
 
 
 def _numpy_state() -> dict:
@@ -477,12 +770,16 @@ class _Log:
 
 
 def _truncate(path: Path, step: int) -> None:
-    """Drop the rows of a log beyond `step`."""
+    """Drop the rows of a log beyond `step`; the whole log when none is left (a new run
+    may log other columns)."""
     if not path.exists():
         return
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     kept = [row for row in rows if int(row["step"]) <= step]
+    if not kept:
+        path.unlink()
+        return
     if len(kept) == len(rows):
         return
     with open(path, "w", newline="", encoding="utf-8") as handle:

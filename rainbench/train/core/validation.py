@@ -38,6 +38,33 @@ def validate(
     return scores
 
 
+def check_validation(dataset: str | Path, config, device: str) -> None:
+    """What validation will read, checked before a run's first step: the paired split
+    and the real rainy captures it names, and NIQE's parameters. A DatasetError naming
+    the option otherwise."""
+    if config.val_split:
+        try:
+            _pairs(config.val_dataset or dataset, config)
+        except DatasetError as error:
+            raise DatasetError(f"validation (--val-split): {error}") from None
+    if config.val_real:
+        check_niqe(device)
+        try:
+            _real_captures(dataset, config)
+        except DatasetError as error:
+            raise DatasetError(f"validation (--val-real): {error}") from None
+
+
+def _pairs(dataset: str | Path, config) -> RainDataset:
+    return RainDataset(dataset, mode="paired", paired_split=config.val_split, crop=None,
+                       shuffle=False)  # fmt: skip
+
+
+def _real_captures(dataset: str | Path, config) -> RainDataset:
+    rainy = Filters(split=config.val_real, layer="rainy", rain_type=config.rain_types)
+    return RainDataset(dataset, mode="single", filters=rainy, crop=None, shuffle=False)
+
+
 def check_niqe(device: str):
     """NIQE through rainbench.metrics; a DatasetError naming the fix when its
     parameters are missing."""
@@ -52,10 +79,8 @@ def check_niqe(device: str):
 def _validate_pairs(translate, dataset, config, device) -> dict[str, float]:
     from rainbench.metrics.fullref import psnr_y
 
-    pairs = RainDataset(dataset, mode="paired", paired_split=config.val_split, crop=None,
-                        shuffle=False)  # fmt: skip
     ours, identity = [], []
-    for sample in islice(pairs, config.val_images):
+    for sample in islice(_pairs(dataset, config), config.val_images):
         gt = to_pixels(sample["gt"])
         ours.append(psnr_y(_derain(translate, sample["rain"], device), gt))
         identity.append(psnr_y(to_pixels(sample["rain"]), gt))
@@ -66,10 +91,8 @@ def _validate_real(translate, dataset, config, device) -> dict[str, float]:
     from rainbench.metrics.registry import MetricError
 
     niqe = check_niqe(device)
-    rainy = Filters(split=config.val_real, layer="rainy", rain_type=config.rain_types)
-    captures = RainDataset(dataset, mode="single", filters=rainy, crop=None, shuffle=False)
     ours, identity = [], []
-    for sample in islice(captures, config.val_images):
+    for sample in islice(_real_captures(dataset, config), config.val_images):
         try:
             score = niqe(_derain(translate, sample["image"], device))
             own = niqe(to_pixels(sample["image"]))

@@ -4,7 +4,7 @@ docs/nlcl.md): the run's own (`RunConfig`) and NLCL's networks and losses.
 
 from dataclasses import dataclass
 
-from rainbench.train.core.config import RunConfig
+from rainbench.train.core.config import RunConfig, SettingsError
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,13 @@ class NLCLConfig(RunConfig):
     def __post_init__(self) -> None:
         # Generator layers 0 (first conv) … blocks + 1 (tail) have `channels` channels.
         if not self.nce_layers or max(self.nce_layers) > self.blocks + 1:
-            raise ValueError(
+            raise SettingsError(
                 f"nce_layers {self.nce_layers} must lie within 0…{self.blocks + 1} "
                 f"for a generator of {self.blocks} blocks"
             )
         super().__post_init__()
+        if self.patch > self.crop:
+            raise SettingsError(
+                f"--patch {self.patch} is larger than --crop {self.crop}: the non-local "
+                f"sampler's patches lie inside the crop (at most {self.crop})"
+            )

@@ -11,9 +11,11 @@ import torch
 from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT
 from rainbench.models.nlcl.generator import to_model_range
 from rainbench.train.core import loop
+from rainbench.train.core.config import SettingsError
 from rainbench.train.core.loop import TrainReport, autocast, average_gradients, plain
 from rainbench.train.nlcl.config import NLCLConfig
 from rainbench.train.nlcl.model import NLCLModel
+from rainbench.train.nlcl.sampling import candidate_count
 
 # 2: the discriminator as CUT's layer list, separate image and rain heads (docs/nlcl.md,
 # "Proven equal to the public code").
@@ -30,6 +32,19 @@ class NLCLMethod:
     checkpoint_version = CHECKPOINT_VERSION
     loss_terms = LOSS_TERMS
     derainer_parts = ("background", "rain")
+
+    def check(self, config: NLCLConfig) -> None:
+        """Refuse more patches or locations than the non-local sampler can draw in a crop
+        (it would draw fewer than config.json says)."""
+        most = candidate_count(config.crop, config.crop, config.window, config.patch)
+        for field in ("positives", "negatives", "nce_locations"):
+            asked = getattr(config, field)
+            if asked > most:
+                raise SettingsError(
+                    f"--{field.replace('_', '-')} {asked} is more than the {most} centres the "
+                    f"non-local sampler can offer in a {config.crop} px crop (--window "
+                    f"{config.window}, --patch {config.patch}): at most {most}"
+                )
 
     def build(self, config: NLCLConfig) -> NLCLModel:
         return NLCLModel(config)
