@@ -653,18 +653,19 @@ class _SplitRun:
             if CONFIDENCE in row["members"]:
                 confidence = _picture(tar, row, member(key, CONFIDENCE), FORMATS["png"])
                 mask = np.atleast_3d(confidence)[..., 0] >= CONFIDENT  # stored grey, read RGB
+            png = FORMATS["png"]
             return Item(
                 key,
                 row["recipe"],
-                _picture(tar, row, member(key, RAIN), FORMATS["png"]),
-                _picture(tar, row, member(key, GROUND_TRUTH), FORMATS["png"]),
+                _picture(tar, row, member(key, RAIN), png, sha256=row["rain_sha256"]),
+                _picture(tar, row, member(key, GROUND_TRUTH), png, sha256=row["gt_sha256"]),
                 mask,
             )
         fmt = FORMATS[row["format"]]
         if fmt.raw:  # camera RAW: the stored sRGB preview is the picture to derain
             image = _picture(tar, row, member(key, PREVIEW), FORMATS["jpeg"])
         else:
-            image = _picture(tar, row, member(key, fmt.ext), fmt, row["bytes"])
+            image = _picture(tar, row, member(key, fmt.ext), fmt, row["bytes"], row["sha256"])
         return Item(key, row["rain_type"], image, None)
 
     def _unreadable(self, row: dict, error: ShardError) -> None:
@@ -870,11 +871,19 @@ def _schema(metrics: list[str]) -> pa.Schema:
 
 
 def _picture(
-    tar: tarfile.TarFile, row: dict, name: str, fmt: Format, stored_bytes: int | None = None
+    tar: tarfile.TarFile,
+    row: dict,
+    name: str,
+    fmt: Format,
+    stored_bytes: int | None = None,
+    sha256: str | None = None,
 ) -> np.ndarray:
     """Member `name` as upright uint8 RGB, read and decoded within the manifest row's
-    sizes: `stored_bytes` (a capture as stored) and width × height."""
-    picture = read_upright(tar, row["shard"], name, fmt, row["width"], row["height"], stored_bytes)
+    sizes: `stored_bytes` (a capture as stored) and width × height; with `sha256`, only
+    if its bytes are those the manifest names (what is scored is what the row says)."""
+    picture = read_upright(
+        tar, row["shard"], name, fmt, row["width"], row["height"], stored_bytes, sha256
+    )
     return np.asarray(picture)
 
 

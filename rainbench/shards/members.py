@@ -5,11 +5,12 @@ file no larger than the manifest allows, and a picture's header must not declare
 pixels than the manifest gives before one is decoded.
 """
 
+import hashlib
 import re
 import tarfile
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_stored
 from rainbench.capture.formats import Format
@@ -87,8 +88,11 @@ def open_shard(root: Path, shard: str) -> tarfile.TarFile:
         raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
 
 
-def read_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> bytes:
-    """The bytes of member `name`: a regular file of at most `limit` bytes."""
+def read_member(
+    tar: tarfile.TarFile, shard: str, name: str, limit: int, sha256: str | None = None
+) -> bytes:
+    """The bytes of member `name`: a regular file of at most `limit` bytes, and with
+    `sha256` (the manifest's), those bytes and no others."""
     where = f"{shard}:{name}"
     try:
         info = tar.getmember(name)
@@ -105,6 +109,8 @@ def read_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> byte
         raise ShardError(f"{where}: cannot read it: {first_line(error)}") from None
     if len(data) != info.size:
         raise ShardError(f"{where}: cut short (run rainbench verify)")
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ShardError(f"{where}: its bytes are not the manifest's (run rainbench verify)")
     return data
 
 
@@ -149,6 +155,8 @@ def decode_picture(
             f"{where}: its header declares more pixels than the manifest's {width}×{height} "
             f"(or the {DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap); not decoded"
         ) from None
+    except UnidentifiedImageError:  # its message names a memory address: not reproducible
+        raise ShardError(f"{where}: does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ShardError(f"{where}: does not decode: {first_line(error)}") from None
 
@@ -161,10 +169,12 @@ def read_upright(
     width: int | None,
     height: int | None,
     stored_bytes: int | None = None,
+    sha256: str | None = None,
 ) -> Image.Image:
     """Member `name` decoded as `fmt` and turned upright, read within the manifest row's
-    sizes: `stored_bytes` (a capture as stored) and `width` × `height`."""
-    data = read_member(tar, shard, name, size_limit(stored_bytes, width, height))
+    sizes: `stored_bytes` (a capture as stored) and `width` × `height`; with `sha256`,
+    only if its bytes are the manifest's."""
+    data = read_member(tar, shard, name, size_limit(stored_bytes, width, height), sha256)
     image, orientation = decode_picture(data, fmt, f"{shard}:{name}", width, height)
     return turn_upright(image, orientation)
 

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 from dataclasses import replace
 
@@ -186,6 +187,33 @@ def test_a_failing_derainer_is_recorded_per_image_and_the_run_goes_on(tmp_path, 
     ]
     assert failed.piqe.isna().all()
     assert table[table.status == "ok"].piqe.notna().all()
+
+
+def _damage_first_member(ds, split: str, suffix: str) -> str:
+    """Flip bytes in the middle of one member of `split`, keeping its size and the tar
+    sound: what a bad disk or a tampered copy does. Returns the member's key."""
+    samples = manifest.read_manifest(ds / "manifests" / "samples.parquet", manifest.SAMPLES)
+    pairs = manifest.read_manifest(ds / "manifests" / "synthetic.parquet", manifest.SYNTHETIC)
+    rows = [r for t in (samples, pairs) for r in t.to_pylist() if r["split"] == split]
+    row = rows[0]
+    path = ds / row["shard"]
+    with tarfile.open(path) as tar:
+        info = tar.getmember(f"{row['key']}{suffix}")
+    data = bytearray(path.read_bytes())
+    middle = info.offset_data + info.size // 2
+    data[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return row["key"]
+
+
+@pytest.mark.parametrize(("split", "suffix"), [("test", ".jpg"), ("syn-streak", ".gt.png")])
+def test_a_member_whose_bytes_are_not_the_manifests_fails_its_image(tmp_path, ds, split, suffix):
+    key = _damage_first_member(ds, split, suffix)
+    [report] = evaluate(_source("identity"), ds, split, tmp_path / "res", FAST)
+    assert report.failed == 1
+    row = _table(tmp_path / "res", "identity", split).loc[key]
+    assert row.status == "failed"
+    assert "its bytes are not the manifest's" in row.error
 
 
 def test_resume_after_a_kill_scores_only_the_rest_and_a_rerun_is_a_no_op(tmp_path, ds, monkeypatch):

@@ -2,6 +2,7 @@
 must be a regular file within the manifest's size, the picture's header within the
 manifest's pixels before anything is decoded."""
 
+import hashlib
 import io
 import tarfile
 
@@ -63,6 +64,15 @@ def test_a_member_is_read_within_its_limit(ds):
             read_member(tar, SHARD, "b.png", 10_000)
 
 
+def test_a_member_given_its_sha256_is_read_only_if_its_bytes_match(ds):
+    with open_shard(ds, SHARD) as tar:
+        data = read_member(tar, SHARD, "a.png", 10_000)
+        digest = hashlib.sha256(data).hexdigest()
+        assert read_member(tar, SHARD, "a.png", 10_000, digest) == data
+        with pytest.raises(ShardError, match=r"a\.png: its bytes are not the manifest's"):
+            read_member(tar, SHARD, "a.png", 10_000, "0" * 64)
+
+
 @pytest.mark.parametrize(
     ("kind", "what"),
     [
@@ -108,6 +118,12 @@ def test_a_missing_or_truncated_shard_is_one_line(ds):
     (ds / SHARD).unlink()
     with pytest.raises(ShardError, match=f"cannot read shard {SHARD}"):
         open_shard(ds, SHARD)
+
+
+def test_an_undecodable_picture_is_one_line_without_a_memory_address():
+    with pytest.raises(ShardError) as caught:
+        decode_picture(b"\xff\xd8\xff" + bytes(100), FORMATS["jpeg"], "s:a.jpg", 10, 10)
+    assert str(caught.value) == "s:a.jpg: does not decode: no readable jpeg header"
 
 
 def test_a_picture_larger_than_the_manifest_says_is_not_decoded():
