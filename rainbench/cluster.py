@@ -43,6 +43,10 @@ STORE_LOCATION = (
 # outlive the run and turn token checks on for every later Ray on this machine.
 _TOKEN = "RAY_AUTH_TOKEN"
 _AUTH_MODE = "RAY_AUTH_MODE"
+# One token for every local instance of this process: Ray keeps the first it saw (and
+# that checks are on) for the life of the process, so a second instance with another
+# token would refuse its own driver.
+_LOCAL_TOKEN = secrets.token_hex(32)
 
 
 class ClusterError(RainbenchError):
@@ -110,13 +114,18 @@ class _Connection:
                 else f"cannot connect to the Ray cluster at {self.address}"
             )
             raise ClusterError(f"{where} ({first_line(error)})") from None
+        except RuntimeError as error:  # a local instance that did not start, in many lines
+            what = "a local Ray instance" if self.address == "local" else self.address
+            raise ClusterError(
+                f"Ray did not start or connect ({what}): {first_line(error)}"
+            ) from None
 
     def _own_token(self) -> None:
         """A token for the local instance in this process's environment, unless the user
         chose how Ray authenticates; Ray then turns token checks on for the instance."""
         if any(name in os.environ for name in (_TOKEN, "RAY_AUTH_TOKEN_PATH", _AUTH_MODE)):
             return
-        os.environ[_TOKEN] = secrets.token_hex(32)
+        os.environ[_TOKEN] = _LOCAL_TOKEN
         self._set = [_TOKEN, _AUTH_MODE]  # Ray sets the mode itself
 
     def cpus(self) -> int:

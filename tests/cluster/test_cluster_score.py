@@ -59,3 +59,38 @@ def test_a_local_instance_leaves_no_token_in_home(tmp_path, images):
     assert ran.returncode == 0, ran.stderr
     assert not (home / ".ray").exists()
     assert pq.read_table(out).to_pylist() == _score(images, tmp_path / "here.parquet", "-j", "1")
+
+
+_TWICE = """
+import os
+from rainbench.cluster import RayPool
+
+
+def double(x):
+    return 2 * x
+
+
+for attempt in range(2):
+    with RayPool("local", 1) as pool:
+        print(sorted(pool.map_unordered(double, [1, 2])))
+    print(sorted(name for name in os.environ if name.startswith("RAY_AUTH")))
+"""
+
+
+def test_local_instances_one_after_another_in_one_process(tmp_path):
+    """Ray keeps the first local instance's token for the life of the process: the
+    second must be started with the same one, or it refuses its own driver."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'rainbench[cluster]'")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    ran = subprocess.run(
+        [sys.executable, "-c", _TWICE],
+        env={**env, "HOME": str(home), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\n") == ["[2, 4]", "[]", "[2, 4]", "[]", ""]
+    assert not (home / ".ray").exists()

@@ -2,7 +2,6 @@
 uninterrupted run has it, with any workers, and only from a state of the same layout;
 an error in a worker says what it says without one."""
 
-import re
 import tarfile
 
 import pandas as pd
@@ -139,8 +138,7 @@ def test_an_undecodable_capture_is_the_same_one_line_error_with_workers(ds):
         data = RainDataset(ds, filters=Filters(query=f"key == '{row.key}'"), crop=32)
         with pytest.raises(ShardError) as raised:
             list(Loader(data, batch_size=1, num_workers=workers))
-        # Pillow names the buffer it read, at its address in that process.
-        messages.append(re.sub(r"0x[0-9a-f]+", "0x…", str(raised.value)))
+        messages.append(str(raised.value))
     assert messages[0] == messages[1]
     assert messages[0].startswith(f"{row.shard}:{row.key}.jpg: does not decode")
     assert "\n" not in messages[1]
