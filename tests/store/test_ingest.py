@@ -108,10 +108,8 @@ class Killed(BaseException):
     """Stands in for SIGKILL: nothing after the crash point runs."""
 
 
-def test_a_killed_ingest_into_the_store_resumes_to_the_same_dataset(
-    bucket, raw, reference, monkeypatch
-):
-    url = f"{bucket}/ds"
+def _killed_at_the_third_shard():
+    """`write_unit` as an ingest killed when its third shard starts."""
     original, calls = run_module.write_unit, []
 
     def crashing(task):
@@ -120,8 +118,15 @@ def test_a_killed_ingest_into_the_store_resumes_to_the_same_dataset(
             raise Killed(task.shard)
         return original(task)
 
+    return crashing
+
+
+def test_a_killed_ingest_into_the_store_resumes_to_the_same_dataset(
+    bucket, raw, reference, monkeypatch
+):
+    url = f"{bucket}/ds"
     with monkeypatch.context() as patch:
-        patch.setattr(run_module, "write_unit", crashing)
+        patch.setattr(run_module, "write_unit", _killed_at_the_third_shard())
         patch.setattr(run_module, "_COMMIT_SECONDS", 0)  # every finished shard is committed
         with pytest.raises(Killed):
             ingest([raw], url, OPTIONS)
@@ -170,16 +175,8 @@ def test_a_resumed_ingest_keeps_what_another_writer_committed_meanwhile(
         for spec in sample_specs(6, seed=seed, size=(160, 120)):
             write_capture(tmp_path / folder, spec)
     url, small = f"{bucket}/ds", IngestOptions(workers=1, shard_bytes=5_000)
-    original, calls = run_module.write_unit, []
-
-    def crashing(task):
-        calls.append(task.shard)
-        if len(calls) == 3:
-            raise Killed(task.shard)
-        return original(task)
-
     with monkeypatch.context() as patch:
-        patch.setattr(run_module, "write_unit", crashing)
+        patch.setattr(run_module, "write_unit", _killed_at_the_third_shard())
         if committed_before_the_kill:
             patch.setattr(run_module, "_COMMIT_SECONDS", 0)
         with pytest.raises(Killed):
