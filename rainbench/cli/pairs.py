@@ -5,7 +5,13 @@ import click
 from rainbench.cli import options
 from rainbench.cli.output import emit
 from rainbench.cli.synth import pairs_lines
-from rainbench.pairs.build import DEFAULT_NAME, DEFAULT_SHARD_BYTES, PairsOptions, build_pairs
+from rainbench.pairs.build import (
+    DEFAULT_NAME,
+    DEFAULT_SHARD_BYTES,
+    PairsOptions,
+    RealPairsSummary,
+    build_pairs,
+)
 from rainbench.pairs.estimate import METHODS, EstimateOptions
 
 _DEFAULTS = EstimateOptions()
@@ -109,4 +115,12 @@ def pairs_command(
         shard_bytes=shard_size,
         workers=workers,
     )
-    emit(build_pairs(dataset, pairs_options, progress=progress), as_json, pairs_lines)
+    emit(build_pairs(dataset, pairs_options, progress=progress), as_json, _lines)
+
+
+def _lines(summary: RealPairsSummary) -> list[str]:
+    return pairs_lines(summary) + [
+        f"{split}: {count} pairs of sequences whose frames changed since were replaced"
+        for split, count in sorted(summary.changed.items())
+        if count
+    ]

@@ -14,10 +14,12 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from rainbench.capture.formats import FORMATS
@@ -44,8 +46,10 @@ from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 
 # The version of how pairs are made; part of every job. 2: a frame's confidence counts
 # the clean samples other than the frame itself, and a frame too little of which is
-# confident is not paired.
-VERSION = "2"
+# confident is not paired. 3: rain-free frames are found against the sequence (and are
+# never targets), `lowrank` predicts its own quality, a pan's frames are not
+# registered, and a job names its sequence's frames.
+VERSION = "3"
 DEFAULT_NAME = "lab-pairs"
 DEFAULT_SHARD_BYTES = 1_000_000_000
 _RESERVED = {"train", "val", "test", "synthetic"}
@@ -63,6 +67,18 @@ class PairsOptions:
     sequences: tuple[str, ...] = ()  # only these sequences (keys); all rainy ones when empty
     shard_bytes: int = DEFAULT_SHARD_BYTES
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass
+class RealPairsSummary(PairsSummary):
+    """What `write_pairs` reports, and per split the pairs dropped because their
+    sequence's frames changed since they were made (a burst grew): made again."""
+
+    changed: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        changed = {split: n for split, n in self.changed.items() if n}
+        return {**super().to_dict(), "changed": changed}
 
 
 @dataclass(frozen=True)
@@ -94,29 +110,103 @@ class WindowTask:
     options: EstimateOptions
 
 
-def build_pairs(root: str | Path, options: PairsOptions, progress: bool = False) -> PairsSummary:
-    """Add the pairs of every window of every chosen sequence that the split lacks."""
+def build_pairs(
+    root: str | Path, options: PairsOptions, progress: bool = False
+) -> RealPairsSummary:
+    """Add the pairs of every window of every chosen sequence that the split lacks, in
+    place of the pairs of a sequence whose frames changed since they were made."""
     try:
         check_options(options.estimate)
     except ValueError as error:
         raise DatasetError(str(error)) from None
     with writing(root) as dataset:
         _check_name(dataset, options.name)
-        found = find_sequences(dataset, options.sequences)
+        every = find_sequences(dataset)
+        found = find_sequences(dataset, options.sequences) if options.sequences else every
         least = options.estimate.min_frames
-        sequences = [s for s in found if s.frames >= least]
+        # The same footage twice (one clip in two containers) would be paired twice;
+        # a sequence asked for by key is paired whatever it repeats.
+        long_enough = [s for s in found if s.frames >= least]
+        repeats = {} if options.sequences else near_duplicates(dataset.root, long_enough)
+        sequences = [s for s in long_enough if s.key not in repeats]
         if not sequences:
             raise DatasetError(f"nothing to pair in {dataset.location}: {_why_none(found, least)}")
         workers = min(options.workers, _workers_for_memory(sequences, options.estimate))
         with WorkerPool(workers) as pool:
-            summary = _build(dataset, sequences, options, pool, progress)
-        # Said, not silently dropped: a burst cut short or a clip too brief to pair.
+            summary = _build(dataset, sequences, {s.key for s in every}, options, pool, progress)
+        # Said, not silently dropped: a burst cut short, a clip too brief to pair, a copy.
         summary.failed[:0] = [
             (s.key, f"{s.frames} frame{'s' * (s.frames != 1)}, fewer than {least}: not paired")
             for s in found
             if s.frames < least
+        ] + [
+            (
+                s.key,
+                f"the same footage as {repeats[s.key]} (a near-duplicate): not paired; "
+                "pair it with --sequence",
+            )
+            for s in long_enough
+            if s.key in repeats
         ]
         return summary
+
+
+def near_duplicates(root: Path, sequences: list[Sequence]) -> dict[str, str]:
+    """The sequences that repeat another of `sequences` (one clip in two containers, or
+    encoded twice), by key, each with the key of the sequence it repeats: linked by
+    ingest's `near_dup_of`, as many frames, and the same rain in them. A second take
+    from the same tripod, or a burst of the same scene, has other drops: no repeat."""
+    near = {s.key: {row.get("near_dup_of") or row["key"] for row in s.rows} for s in sequences}
+    # Originals first: sequences fewest of whose frames repeat a capture outside them.
+    order = sorted(
+        sequences, key=lambda s: (len(near[s.key] - {row["key"] for row in s.rows}), s.key)
+    )
+    middles: dict[str, np.ndarray | None] = {}
+    kept: list[Sequence] = []
+    repeats = {}
+    for sequence in order:
+        for original in kept:
+            if (
+                near[sequence.key] & near[original.key]
+                and original.frames == sequence.frames
+                and _same_footage(root, original, sequence, middles)
+            ):
+                repeats[sequence.key] = original.key
+                break
+        else:
+            kept.append(sequence)
+    return repeats
+
+
+# A copy's middle frame is this much closer (in mean squared error) to the original's
+# than the original's is to its next frame: a remux is the same pixels, a second encode
+# the same rain; another take of the same scene has other drops.
+_REPEAT_SHARE = 0.25
+
+
+def _same_footage(
+    root: Path, original: Sequence, copy: Sequence, middles: dict[str, np.ndarray | None]
+) -> bool:
+    """Whether `copy` holds `original`'s footage; `middles` keeps each sequence's middle
+    two frames (grey, subsampled to about 360 rows) between calls."""
+    for sequence in (original, copy):
+        if sequence.key not in middles:
+            middles[sequence.key] = _middle(root, sequence)
+    own, other = middles[original.key], middles[copy.key]
+    if own is None or other is None or own.shape != other.shape:
+        return False
+    apart = float(np.mean((own[1] - own[0]) ** 2))
+    return float(np.mean((other[0] - own[0]) ** 2)) < _REPEAT_SHARE * apart
+
+
+def _middle(root: Path, sequence: Sequence) -> np.ndarray | None:
+    middle = max(0, sequence.frames // 2 - 1)
+    try:
+        frames = open_frames(root, sequence).read([middle, middle + 1])
+    except _UNREADABLE:
+        return None
+    step = max(1, frames.shape[1] // 360)
+    return frames[:, ::step, ::step].mean(axis=3, dtype=np.float32)
 
 
 def _why_none(found: list[Sequence], least: int) -> str:
@@ -134,27 +224,24 @@ def _why_none(found: list[Sequence], least: int) -> str:
 def _build(
     dataset: Dataset,
     sequences: list[Sequence],
+    existing: set[str],
     options: PairsOptions,
     pool: WorkerPool,
     progress: bool,
-) -> PairsSummary:
+) -> RealPairsSummary:
     """The pairs of `sequences`' windows that the split lacks, made in `pool` (the caller
-    holds the dataset's lock)."""
+    holds the dataset's lock); `existing` are the keys of every sequence the dataset
+    holds."""
     digest = _digest(options.estimate)
-    stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    splits, stored_jobs = stored["split"].to_pylist(), stored["job"].to_pylist()
-    done = {job for split, job in zip(splits, stored_jobs, strict=True) if split == options.name}
+    stored = _split_rows(dataset, options.name)
     # A split holds the pairs of one version and one set of options: two estimates of the
     # same frames in one split would be scored twice. Pairs made by an earlier version
     # are made again, as this version makes them, from the sequences the dataset holds.
-    earlier = sum(
-        split == options.name and not job.startswith(f"pairs@{VERSION}:")
-        for split, job in zip(splits, stored_jobs, strict=True)
-    )
+    earlier = sum(not row["job"].startswith(f"pairs@{VERSION}:") for row in stored)
     if earlier:
-        _drop_split(dataset, options.name)
-        done = set()
-    if any(not job.endswith(f":{digest}") for job in done):
+        _drop_rows(dataset, options.name, {row["shard"] for row in stored})
+        stored = []
+    if any(not row["job"].endswith(f":{digest}") for row in stored):
         raise DatasetError(
             f"--name {options.name}: the split holds pairs made with other options; give "
             "these another --name, or the same options again"
@@ -164,9 +251,27 @@ def _build(
         for sequence in sequences
         for window in plan_windows(sequence.frames, options.estimate)
     ]
+    # Pairs of a sequence whose frames changed since (a burst that grew, or one whose
+    # first still is another now): the same frames would be paired twice. They are
+    # dropped with the shards that hold them, in one write of the manifest, and those
+    # shards' other pairs made again, so a run killed after it resumes as any other.
+    planned_jobs = {job for _, _, job in planned}
+    paired = {s.key for s in sequences}
+    changed = [
+        row
+        for row in stored
+        if row["source_key"] not in existing
+        or (row["source_key"] in paired and row["job"] not in planned_jobs)
+    ]
+    if changed:
+        shards = {row["shard"] for row in changed}
+        _drop_rows(dataset, options.name, shards)
+        stored = [row for row in stored if row["shard"] not in shards]
+    done = {row["job"] for row in stored}
     pending = {s.key: s for s, _, job in planned if job not in done}
+    # Found whatever `prefer_rain_free` says: a dry frame is never paired as a rainy one.
     rain_free = dict.fromkeys((s.key for s in sequences), ())
-    if options.estimate.prefer_rain_free and pending:
+    if pending:
         tasks = [SequenceTask(dataset.root, s, options.estimate) for s in pending.values()]
         found = pool.map_ordered(_rain_free, tasks)
         rain_free.update(zip(pending, found, strict=True))
@@ -185,21 +290,31 @@ def _build(
         )
         for sequence, window, job in planned
     ]
-    summary = write_pairs(
-        dataset, jobs, make_window, pool, options.shard_bytes, new_run_id(), progress
-    )
+    run = new_run_id()
+    made = write_pairs(dataset, jobs, make_window, pool, options.shard_bytes, run, progress)
+    summary = RealPairsSummary(**{f.name: getattr(made, f.name) for f in fields(made)})
     summary.replaced[options.name] = earlier
+    summary.changed[options.name] = len(changed)
     return summary
 
 
-def _drop_split(dataset: Dataset, name: str) -> None:
-    """The split's rows out of synthetic.parquet, in one atomic write; its shards, listed
-    without rows then, are removed when write_pairs repairs the split."""
+def _split_rows(dataset: Dataset, name: str) -> list[dict]:
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    kept = pairs.filter(pc.not_equal(pairs["split"], name))
+    columns = ["job", "shard", "source_key"]
+    return pairs.filter(pc.equal(pairs["split"], name)).select(columns).to_pylist()
+
+
+def _drop_rows(dataset: Dataset, name: str, shards: set[str]) -> None:
+    """The split's rows in `shards` out of synthetic.parquet, in one atomic write; the
+    shards, listed without rows then, are removed when write_pairs repairs the split."""
+    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    dropped = pc.and_(
+        pc.equal(pairs["split"], name), pc.is_in(pairs["shard"], pa.array(sorted(shards)))
+    )
+    kept = pairs.filter(pc.invert(dropped))
     manifest.write_manifest(dataset.synthetic_manifest, kept)
     info = dataset.read_info()
-    info["counts"].get("synthetic", {}).pop(name, None)
+    info["counts"]["synthetic"] = dict(sorted(Counter(kept["split"].to_pylist()).items()))
     dataset.write_info(info)
 
 
@@ -405,4 +520,8 @@ def _digest(options: EstimateOptions) -> str:
 
 
 def _job_name(sequence: Sequence, window: Window, digest: str) -> str:
-    return f"pairs@{VERSION}:{sequence.key}:{window.start}-{window.end}:{digest}"
+    """The job of a window: its sequence, which frames the sequence holds (a burst that
+    grew is another sequence under the same key), the window and the options."""
+    frames = "\0".join(row["key"] for row in sequence.rows)
+    held = hashlib.sha256(frames.encode()).hexdigest()[:12]
+    return f"pairs@{VERSION}:{sequence.key}:{held}:{window.start}-{window.end}:{digest}"

@@ -4,6 +4,7 @@ robust temporal statistic that knows rain only adds light gives the background o
 target frame, with a confidence map and a predicted quality. Pure numpy/scipy.
 """
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,16 @@ REGISTER_CROP = 512
 # A frame whose registered crop correlates (high-passed) less than this share of the
 # window's median with the reference is not registered: its shift is not to be trusted.
 MATCH_SHARE = 0.5
+# A frame the camera's steady drift puts further than this many times max_shift from
+# the window's middle has moved (a pan), not shaken: it is not registered, however well
+# a wrong shift within max_shift matches (on a street's repeating facades, about as
+# well as a right one through a storm at night).
+PATH_SLACK = 2.0
+# A step from one frame to the next is none while the crops line up within STILL_REACH
+# px of none at least STILL_SHARE as well as they do at their best: a person or a bus
+# crossing a standing background, not a camera that moves.
+STILL_REACH = 2.0
+STILL_SHARE = 0.5
 # Shifts this close to a whole pixel are taken as whole: no interpolation blur.
 WHOLE_PIXEL = 0.02
 # Frames are moved by a Fourier shift, the ideal band-limited translation (a cubic
@@ -69,8 +80,11 @@ CORRELATED = 0.5
 BAND_PIXELS = 1 << 18  # pixels per row band: ~100 MB of float32 for a 31-frame window
 # Rain-free frames are found on luma box-averaged to about this height.
 RAIN_FREE_HEIGHT = 360
-RAIN_FREE_LIFT = 2.0  # levels of Y a dry frame's median may sit above the darkest frame's
+RAIN_FREE_LIFT = 2.0  # levels of Y a dry frame's level may sit above the darkest frame's
 RAIN_FREE_APART = 4  # the rainy frames' median score must be this many times the threshold
+RAIN_FREE_GAP = 4.0  # robust σ of the rainy frames' scores a dry one sits below their median
+RAIN_FREE_ALIKE = 3  # frames as bright (itself included) a frame's base is the median of
+RAIN_FREE_FLAT = 70  # percentile of the base's gradient below which a pixel is flat ground
 LOWRANK_ITERATIONS = 60
 LOWRANK_TOLERANCE = 1e-5
 
@@ -89,8 +103,8 @@ class EstimateOptions:
     # other frames' clean samples, and reaches CONFIDENT from 3 of them (FULL_COUNT 5).
     min_frames: int = 4
     min_confident: float = 0.2  # a frame with less of its area confident is not paired
-    rain_free_score: float = 0.002  # net share of bright outliers below which a frame is dry
-    min_rain_free: int = 3  # fewer dry frames than this: none are used
+    rain_free_score: float = 0.002  # net share of thin bright outliers below which a frame is dry
+    min_rain_free: int = 3  # fewer dry frames than this: not the ground truth (nor targets)
 
 
 @dataclass(frozen=True)
@@ -175,70 +189,107 @@ def plan_windows(frame_count: int, options: EstimateOptions) -> list[Window]:
 
 
 def find_rain_free(frames: FrameSource, options: EstimateOptions) -> tuple[int, ...]:
-    """The frames without rain (before or after it), when at least `min_rain_free`.
+    """The frames without rain (before or after it), as the sequence itself shows them.
 
-    Each chunk of `window` frames is box-averaged to about 360 rows, registered, and
-    compared with its own low temporal percentile: rain adds bright outliers and nothing
-    else adds more bright than dark ones once blobs (moving objects) are left out, so a
-    frame whose net share of bright outliers is below `rain_free_score` may be dry. It is
-    dry if its median luma is also within RAIN_FREE_LIFT of the sequence's darkest (rain
-    and its veil add light), and if the other frames are clearly streaked or lifted.
+    Each chunk of `window` frames is box-averaged to about 360 rows and registered. A
+    frame's level is the chunk's median background plus the frame's median difference
+    from it (so a passing object does not move it), and its score is its net share of
+    thin bright outliers on flat ground against the median of the chunk's frames as
+    bright as it is (within RAIN_FREE_LIFT): rain adds thin bright outliers, while
+    noise and the codec add as many dark ones as bright. A frame is dry when its score
+    is below `rain_free_score` and its level within RAIN_FREE_LIFT of the sequence's
+    darkest (rain and its veil add light), and when the other frames stand apart:
+    clearly lifted, or clearly streaked with its score far below their spread; else
+    none is. Every dry frame is returned, even fewer than `min_rain_free` (they are then
+    not the ground truth, but never a target).
     """
     check_options(options)
     count = len(frames)
-    if count < max(options.min_rain_free, options.min_frames):
+    if count < options.min_frames:
         return ()
-    chunks = np.array_split(np.arange(count), math.ceil(count / options.window))
-    scores, levels = [], []
-    for chunk in chunks:
+    scores: list[float] = []
+    levels: list[float] = []
+    for chunk in np.array_split(np.arange(count), math.ceil(count / options.window)):
         lumas = np.stack([_box_luma(frame, RAIN_FREE_HEIGHT) for frame in frames.read(chunk)])
-        levels.extend(float(np.median(luma)) for luma in lumas)
-        shifts = [(0.0, 0.0)] * len(lumas)
-        if options.register:  # shake would pass for outliers on every edge
-            opened = np.stack([ndimage.grey_opening(luma, size=(3, 3)) for luma in lumas])
-            shifts, _ = _register(opened, None, options.max_shift)
-        aligned = [
-            _translate(luma, (-dy, -dx)) for luma, (dy, dx) in zip(lumas, shifts, strict=True)
-        ]
-        base = np.percentile(aligned, 20, axis=0).astype(np.float32)
-        # Each frame against the base moved to it: the frame itself is not resampled,
-        # which would ring around every sharp streak. The border a shift uncovers holds
-        # copies, not the scene: left out.
-        edge = math.ceil(max(max(abs(dy), abs(dx)) for dy, dx in shifts)) + 1
-        inner = (slice(edge, -edge), slice(edge, -edge))
-        diffs = np.stack(
-            [
-                (luma - _translate(base, shift))[inner]
-                for luma, shift in zip(lumas, shifts, strict=True)
-            ]
-        )
-        diffs -= np.median(diffs, axis=(1, 2), keepdims=True)
-        sigma = max(1.4826 * float(np.median(np.abs(diffs))), 1.0)
-        for diff in diffs:
-            bright, dark = diff > 4 * sigma, diff < -4 * sigma
-            blobs = ndimage.binary_dilation(
-                ndimage.binary_opening(bright | dark, _SQUARE3), iterations=2
-            )
-            thin = np.count_nonzero(bright & ~blobs) - np.count_nonzero(dark & ~blobs)
-            scores.append(thin / diff.size)
-    # Rain lifts the level too (drops add light, a veil is brighter than the mean scene),
-    # which catches a veil or mist without distinct streaks.
+        chunk_scores, chunk_levels = _rain_scores(lumas, options)
+        scores += chunk_scores
+        levels += chunk_levels
     low = min(levels)
     dry = [
         index
         for index in range(count)
         if scores[index] < options.rain_free_score and levels[index] <= low + RAIN_FREE_LIFT
     ]
-    wet = [index for index in range(count) if index not in set(dry)]
-    if len(dry) < options.min_rain_free or not wet:
+    wet = sorted(set(range(count)) - set(dry))
+    if not dry or not wet:
         return ()
-    # The dry frames must stand apart from the rest — those clearly streaked or clearly
-    # lifted — else time cannot tell them (dense rain or mist in every frame).
-    streaked = np.median([scores[i] for i in wet]) > RAIN_FREE_APART * options.rain_free_score
+    # The dry frames must stand apart from the rest — those clearly lifted, or clearly
+    # streaked — else time cannot tell them (dense rain or mist in every frame).
     lifted = np.median([levels[i] for i in wet]) > np.median([levels[i] for i in dry]) + (
         RAIN_FREE_LIFT
     )
-    return tuple(dry) if streaked or lifted else ()
+    if lifted:
+        return tuple(dry)
+    rainy = np.array([scores[i] for i in wet])
+    typical = float(np.median(rainy))
+    if typical <= RAIN_FREE_APART * options.rain_free_score:
+        return ()
+    # Streaked, so each dry frame must score far below the rainy frames' own spread: in
+    # a small or heavily coded video a rainy frame's score can fall near none by chance.
+    spread = 1.4826 * float(np.median(np.abs(rainy - typical)))
+    return tuple(i for i in dry if scores[i] < typical - RAIN_FREE_GAP * spread)
+
+
+def _rain_scores(lumas: np.ndarray, options: EstimateOptions) -> tuple[list[float], list[float]]:
+    """Per frame of a chunk of box-averaged lumas: its net share of thin bright outliers
+    and its level (see find_rain_free)."""
+    shifts = [(0.0, 0.0)] * len(lumas)
+    if options.register:  # shake would pass for outliers on every edge
+        opened = np.stack([ndimage.grey_opening(luma, size=(3, 3)) for luma in lumas])
+        shifts, _ = _register(opened, None, options.max_shift)
+    aligned = np.stack(
+        [_translate(luma, (-dy, -dx)) for luma, (dy, dx) in zip(lumas, shifts, strict=True)]
+    )
+    # Each frame against a base moved to it: the frame itself is not resampled, which
+    # would ring around every sharp streak. The border a shift uncovers holds copies,
+    # not the scene: left out.
+    edge = math.ceil(max(max(abs(dy), abs(dx)) for dy, dx in shifts)) + 1
+    inner = (slice(edge, -edge), slice(edge, -edge))
+    median = np.median(aligned, axis=0).astype(np.float32)
+    typical = float(np.median(median[inner]))
+    levels = [
+        typical + float(np.median((luma - _translate(median, shift))[inner]))
+        for luma, shift in zip(lumas, shifts, strict=True)
+    ]
+    # The median is unbiased by noise, where a low percentile is biased dark and made
+    # every clean frame look brighter than its base. Against frames as bright as it is,
+    # a dry frame before a veiled rain meets the other dry frames, not the veil.
+    bases: dict[tuple[int, ...], np.ndarray] = {}
+    scores = []
+    for luma, shift, level in zip(lumas, shifts, levels, strict=True):
+        alike = tuple(i for i, other in enumerate(levels) if abs(other - level) <= RAIN_FREE_LIFT)
+        if len(alike) < RAIN_FREE_ALIKE:
+            base = median
+        else:
+            if alike not in bases:
+                bases[alike] = np.median(aligned[list(alike)], axis=0).astype(np.float32)
+            base = bases[alike]
+        diff = (luma - _translate(base, shift))[inner]
+        diff -= np.median(diff)
+        # Rain only adds light: the noise is read off the darker side, of this frame's
+        # own differences (the chunk's, pooled, depended on how many of them rain).
+        sigma = max(-float(np.percentile(diff, 15.87)), 1.0)
+        bright, dark = diff > 4 * sigma, diff < -4 * sigma
+        # Blobs (moving objects) are left out, and so are the scene's edges, where the
+        # codec and the registration leave outliers of either sign in clean frames.
+        blobs = ndimage.binary_opening(bright | dark, _SQUARE5)
+        edges = ndimage.gaussian_gradient_magnitude(base, 1.0)[inner]
+        flat = ~ndimage.binary_dilation(blobs, iterations=2) & (
+            edges <= np.percentile(edges, RAIN_FREE_FLAT)
+        )
+        net = np.count_nonzero(bright & flat) - np.count_nonzero(dark & flat)
+        scores.append(net / diff.size)
+    return scores, levels
 
 
 def estimate_window(
@@ -246,17 +297,19 @@ def estimate_window(
 ) -> list[FrameEstimate]:
     """One estimate per target of `window`, in order.
 
-    With `rain_free` frames (and `prefer_rain_free`), the background is their robust
-    mean, from those nearest the window in time, and the method is "rain-free"; the
-    window's own frames then only place the targets and find what moves in them.
-    Rain-free frames are never targets: they come back with skipped="rain-free".
+    With at least `min_rain_free` of `rain_free` frames (and `prefer_rain_free`), the
+    background is their robust mean, from those nearest the window in time, and the
+    method is "rain-free"; the window's own frames then only place the targets and find
+    what moves in them. Rain-free frames are never targets, however few: they come back
+    with skipped="rain-free", as a dry frame paired as rainy would score a derainer on
+    nothing to derain.
     """
     check_options(options)
     dry = set(rain_free)
     indices = list(range(window.start, window.end + 1))
     stack = frames.read(indices)
     height, width = stack.shape[1:3]
-    use_dry = bool(rain_free) and options.prefer_rain_free
+    use_dry = len(rain_free) >= options.min_rain_free and options.prefer_rain_free
     scene = _align(stack, None, options, warp=not use_dry)
     if use_dry:
         centre = (window.start + window.end) / 2
@@ -264,15 +317,13 @@ def estimate_window(
         chosen = sorted(nearest)
         samples = _align(frames.read(chosen), scene.reference, options, warp=True)
         method, sample_indices = RAIN_FREE, chosen
-    else:
-        keep = [p for p, i in enumerate(indices) if i not in dry]
-        samples = scene if len(keep) == len(indices) else scene.subset(keep)
-        method = options.method
-        sample_indices = [indices[p] for p in keep]
+    else:  # the dry frames among them are clean samples like any other
+        samples, method, sample_indices = scene, options.method, indices
     used = (min(sample_indices), max(sample_indices))
 
     results: dict[int, FrameEstimate] = {}
     wanted = []
+    unaligned = _not_lined_up(scene, options) or _not_lined_up(samples, options)
     for target in window.targets:
         position = target - window.start
         shift = scene.shifts[position]
@@ -280,12 +331,17 @@ def estimate_window(
         why = None
         if target in dry:
             why = RAIN_FREE
+        elif unaligned:  # its moving share and its own registration mean nothing then
+            why = unaligned
         elif moving > options.max_moving:  # (a frame this covered does not register well)
             why = f"{moving:.0%} of the frame moves, more than max_moving {options.max_moving:.0%}"
         elif not scene.registered[position]:
             why = f"not registered: a shake beyond max_shift {options.max_shift} px or no match"
         elif samples.usable < options.min_frames:
-            why = f"{samples.usable} usable frames, fewer than min_frames {options.min_frames}"
+            why = (
+                f"{samples.usable} of the {len(samples.registered)} frames registered, fewer "
+                f"than min_frames {options.min_frames}"
+            )
         if why is None:
             wanted.append(target)
         results[target] = FrameEstimate(target, None, None, method, used, shift, moving, 0.0, why)
@@ -297,7 +353,7 @@ def estimate_window(
     # counting it would trust a pixel more where the target itself shows no rain there,
     # and with few frames a pair's scored pixels would be the ones it needs no deraining.
     own = [sample_indices.index(t) for t in wanted] if method != RAIN_FREE else []
-    backgrounds, error, count, inlier = _background(samples, method, rows, own, options)
+    backgrounds, error, count, inlier, departures = _background(samples, method, rows, own, options)
     for k, (target, background) in enumerate(zip(wanted, backgrounds, strict=True)):
         position = target - window.start
         shift = scene.shifts[position]
@@ -307,23 +363,48 @@ def estimate_window(
         confidence = _confidence(error, others, shift, mask)
         trusted = float(np.mean(confidence >= CONFIDENT))
         if trusted < options.min_confident:
-            results[target].skipped = (
-                f"{trusted:.0%} of the frame is confident, less than min_confident "
-                f"{options.min_confident:.0%} (too few frames without rain there)"
-            )
+            results[target].skipped = _unconfident(trusted, samples, options)
             continue
         results[target].gt = _round(gt)
         results[target].confidence = confidence
         # The frames' shared error (what a codec froze into every frame) does not average
         # out: a share CORRELATED of the sample variance σ² = se²·n is added to se².
         shared = error**2 * (1 + CORRELATED * count)
+        # `lowrank` is not the robust mean the standard error is of: how far it departs
+        # from that mean is added, as an error of its own.
+        if departures[k] is not None:
+            shared += departures[k]
         results[target].gt_psnr_estimate = _predicted_psnr(_to_frame(shared, shift), confidence)
     return [results[t] for t in window.targets]
 
 
+def _not_lined_up(aligned: "_Aligned", options: EstimateOptions) -> str | None:
+    """Why a window's frames did not line up — most of them not registered, so whatever
+    else is wrong with a target follows from that — or None when they did."""
+    frames = len(aligned.registered)
+    if 2 * aligned.usable >= frames:
+        return None
+    return (
+        f"only {aligned.usable} of the {frames} frames registered (a pan, or a shake beyond "
+        f"max_shift {options.max_shift} px)"
+    )
+
+
+def _unconfident(trusted: float, samples: "_Aligned", options: EstimateOptions) -> str:
+    """Why a frame too little of which is confident is not paired."""
+    why = (
+        f"{trusted:.0%} of the frame is confident, less than min_confident "
+        f"{options.min_confident:.0%} (too few frames without rain there"
+    )
+    left_out = len(samples.registered) - samples.usable
+    if left_out:
+        return f"{why}; {left_out} of the {len(samples.registered)} frames not registered)"
+    return f"{why})"
+
+
 def estimate_pairs(frames: FrameSource, options: EstimateOptions) -> Iterator[FrameEstimate]:
     """Every target of the whole sequence, window after window."""
-    rain_free = find_rain_free(frames, options) if options.prefer_rain_free else ()
+    rain_free = find_rain_free(frames, options)
     for window in plan_windows(len(frames), options):
         yield from estimate_window(frames, window, rain_free, options)
 
@@ -393,9 +474,12 @@ def _align(
         shifts, reference = _register(crops, reference, options.max_shift)
         matches = [_match(c, reference, shift) for c, shift in zip(crops, shifts, strict=True)]
         typical = float(np.median(matches))
+        travel = _travel(crops)
         registered = [
-            math.hypot(*shift) <= options.max_shift and match >= MATCH_SHARE * typical
-            for shift, match in zip(shifts, matches, strict=True)
+            math.hypot(*shift) <= options.max_shift
+            and match >= MATCH_SHARE * typical
+            and moved <= PATH_SLACK * options.max_shift
+            for shift, match, moved in zip(shifts, matches, travel, strict=True)
         ]
     else:
         shifts = [(0.0, 0.0)] * count
@@ -457,6 +541,24 @@ def _register(
     return snapped, reference
 
 
+def _travel(crops: np.ndarray) -> np.ndarray:
+    """How far (px) the camera's steady drift puts each crop from the middle one: its
+    median step from frame to frame (whole pixels, searched a quarter of the crop far)
+    times the frames between them. A camera that shakes has no drift, and a wrong step
+    here and there does not move the median; one that pans does. A step is none while
+    the crops line up about as well as they do anywhere at a shake's reach of none:
+    the background stands, whatever moves in front of it."""
+    steps = []
+    for before, after in itertools.pairwise(crops):
+        surface = _correlation_surface(after, before)
+        far = _within(surface, min(crops.shape[1:]) / 4)
+        near = _within(surface, STILL_REACH)
+        still = surface[near].max() >= STILL_SHARE * surface[far].max()
+        steps.append((0.0, 0.0) if still else _peak(surface, far))
+    drift = math.hypot(*np.median(np.array(steps), axis=0)) if steps else 0.0
+    return drift * np.abs(np.arange(len(crops)) - (len(crops) - 1) / 2)
+
+
 def _match(crop: np.ndarray, reference: np.ndarray, shift: tuple[float, float]) -> float:
     """The correlation of a registered crop's high-passed luma with the reference's: low
     where the shift is wrong (a shake beyond the search, a scene that changed)."""
@@ -474,14 +576,29 @@ def _phase_correlation(
     """The whole-pixel shift of `crop` against `reference`, from the normalised
     cross-power spectrum's highest peak within `limit` (+2) px of none; beyond it, a
     shake too large anyway."""
+    surface = _correlation_surface(crop, reference)
+    return _peak(surface, _within(surface, limit + 2))
+
+
+def _correlation_surface(crop: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The normalised cross-power spectrum of two crops, back in space: a peak at each
+    shift that lines part of them up, as high as that part is large."""
     taper = np.outer(np.hanning(crop.shape[0]), np.hanning(crop.shape[1]))
     spectrum = np.fft.rfft2((crop - crop.mean()) * taper) * np.conj(
         np.fft.rfft2((reference - reference.mean()) * taper)
     )
     spectrum /= np.maximum(np.abs(spectrum), 1e-9)
-    surface = np.fft.irfft2(spectrum, crop.shape)
+    return np.fft.irfft2(spectrum, crop.shape)
+
+
+def _within(surface: np.ndarray, reach: float) -> np.ndarray:
+    """Where on a correlation surface the shift is at most `reach` px."""
     offsets = [np.minimum(np.arange(n), n - np.arange(n)) for n in surface.shape]
-    near = np.hypot(offsets[0][:, None], offsets[1][None, :]) <= limit + 2
+    return np.hypot(offsets[0][:, None], offsets[1][None, :]) <= reach
+
+
+def _peak(surface: np.ndarray, near: np.ndarray) -> tuple[float, float]:
+    """The shift (dy, dx) of the surface's highest point where `near`."""
     peak = np.unravel_index(int(np.argmax(np.where(near, surface, -np.inf))), surface.shape)
     return tuple(
         float(p - n if p > n // 2 else p) for p, n in zip(peak, surface.shape, strict=True)
@@ -578,11 +695,13 @@ def _moving(small: np.ndarray, registered: list[bool]) -> np.ndarray:
 
 def _background(
     aligned: _Aligned, method: str, rows: list[int], own: list[int], options: EstimateOptions
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
     """The background in reference coordinates, once per entry of `rows` (the target's
     row among the samples: only "lowrank" gives each frame its own), with the standard
-    error (levels of Y), the clean-sample count per pixel, and for each entry of `own`
-    (a target's row among the samples) where that sample is one of the clean ones."""
+    error of the robust mean (levels of Y), the clean-sample count per pixel, for each
+    entry of `own` (a target's row among the samples) where that sample is one of the
+    clean ones, and per entry of `rows` the squared departure in Y of "lowrank"'s
+    background from the robust mean (None for the other methods)."""
     usable = [p for p, ok in enumerate(aligned.registered) if ok]
     if len(usable) < len(aligned.stack):  # a copy: only when a frame is left out
         aligned = aligned.subset(usable)
@@ -595,6 +714,7 @@ def _background(
     error = np.zeros((height, width), np.float32)
     count = np.zeros((height, width), np.int32)
     inlier = [np.zeros((height, width), bool) for _ in own]
+    departures = [np.zeros((height, width), np.float32) for _ in order if method == "lowrank"]
     band = max(8, BAND_PIXELS // width)
     for top in range(0, height, band):
         bottom = min(height, top + band)
@@ -606,13 +726,21 @@ def _background(
             mine[top:bottom] = inliers[row]
         if method == "lowrank":
             layers = _lowrank_band(samples, clean, values)
-            for output, row in zip(outputs, order, strict=True):
+            for output, departure, row in zip(outputs, departures, order, strict=True):
                 output[top:bottom] = layers[row]
+                departure[top:bottom] = (_luma(layers[row]) - _luma(values)) ** 2
         else:
             for output in outputs:
                 output[top:bottom] = values
         error[top:bottom], count[top:bottom] = se, n
-    return [outputs[order.index(r)] for r in rows], error, count, inlier
+    picked = [order.index(r) for r in rows]
+    return (
+        [outputs[i] for i in picked],
+        error,
+        count,
+        inlier,
+        [departures[i] if departures else None for i in picked],
+    )
 
 
 def _coverage(

@@ -153,7 +153,8 @@ def decode_video(data: bytes) -> list[np.ndarray]:
 def _yuv420(rgb: np.ndarray) -> np.ndarray:
     """uint8 H×W×3 RGB as PyAV's yuv420p array, (3H/2)×W: BT.601 limited range (what a
     decoder assumes of a stream that names no colour space) with each 2×2 block's
-    chroma averaged."""
+    chroma averaged. PyAV reads the array as the Y, Cb and Cr planes one after the
+    other, so the (H/2)×(W/2) chroma planes are laid out flat, whatever H/2 is."""
     red, green, blue = (rgb[..., c].astype(np.float64) for c in range(3))
     luma = 16 + (65.481 * red + 128.553 * green + 24.966 * blue) / 255
     cb = 128 + (-37.797 * red - 74.203 * green + 112.0 * blue) / 255
@@ -164,10 +165,10 @@ def _yuv420(rgb: np.ndarray) -> np.ndarray:
         return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
     def half(values: np.ndarray) -> np.ndarray:
-        blocks = values.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
-        return plane(blocks).reshape(height // 4, width)
+        return plane(values.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)))
 
-    return np.concatenate([plane(luma), half(cb), half(cr)])
+    planes = [plane(luma), half(cb), half(cr)]
+    return np.concatenate([p.ravel() for p in planes]).reshape(3 * height // 2, width)
 
 
 def _shake(frames: int, shake: float, rng: np.random.Generator) -> list[tuple[float, float]]:

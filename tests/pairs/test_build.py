@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rainbench.cli import main
+from rainbench.cli import pairs as pairs_cli
 from rainbench.cli.synth import pairs_lines
 from rainbench.data import RainDataset
 from rainbench.demo.captures import CaptureSpec, render_scene, write_picture
@@ -32,7 +33,7 @@ from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, RAIN, member
 from rainbench.shards.members import open_shard, read_member
 from rainbench.shards.verify import verify
-from rainbench.synth.video import encode_h264, render_rain_video
+from rainbench.synth.video import decode_video, encode_h264, render_rain_video
 
 pytest.importorskip("av")
 
@@ -306,3 +307,129 @@ def test_a_split_made_by_an_earlier_version_is_made_again(paired):
     assert len(names) == len(shards)
     line = "lab-pairs: its 5 pairs of an earlier version of rainbench pairs were made again"
     assert line.replace("5", str(len(before))) in "\n".join(pairs_lines(summary))
+
+
+def _write_burst(root: Path, frames: list[np.ndarray], first: int = 0) -> None:
+    """Stills of one camera a second apart, named and timed from frame `first` on."""
+    start = datetime(2026, 5, 1, 14, 0, 0)
+    for index, frame in enumerate(frames, start=first):
+        spec = CaptureSpec(
+            name=f"burst/IMG_{index:04d}.jpg",
+            quality=95,
+            make="Canon",
+            model="EOS R6",
+            captured_at=start + timedelta(seconds=index),
+        )
+        write_picture(root, spec, Image.fromarray(frame))
+
+
+def _contents(ds) -> set[tuple]:
+    return {
+        (row["source_key"], row["frame_index"], row["rain_sha256"], row["gt_sha256"])
+        for row in _pairs(ds)
+    }
+
+
+def _video_key(ds) -> str:
+    samples = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES)
+    (key,) = [row["key"] for row in samples.to_pylist() if row["kind"] == "video"]
+    return key
+
+
+def _shard_digests(ds) -> list[tuple[str, str]]:
+    listed = manifest.read_manifest(Dataset(ds).shards_manifest, manifest.SHARDS).to_pylist()
+    return sorted((s["shard"], s["sha256"]) for s in listed if s["split"] == "lab-pairs")
+
+
+def test_a_burst_that_grew_is_paired_again_in_place_of_its_old_pairs(tmp_path, monkeypatch, video):
+    # 12 stills paired (frames 1 and 9) beside a video, in one shard; 8 stills more of
+    # the same burst: its pairs (1, 9, 17 now) replace the old ones, never beside them,
+    # and the video's pairs that shared their shard are made again as they were.
+    rendered = render_rain_video(_still(5), "streak", 20, seed=2, shake=0.0)
+    raw = tmp_path / "raw"
+    shutil.copytree(video[0], raw / "video")
+    _write_burst(raw, rendered.frames[:12])
+    grown = tmp_path / "grown"
+    ingest([raw], grown, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    build_pairs(grown, PairsOptions(workers=1))
+    (burst,) = {r["source_key"] for r in _pairs(grown)} - {_video_key(grown)}
+    assert sorted(r["frame_index"] for r in _pairs(grown) if r["source_key"] == burst) == [1, 9]
+    _write_burst(raw, rendered.frames[12:], first=12)
+    ingest([raw], grown, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    before = shutil.copytree(grown, tmp_path / "before")
+
+    summary = build_pairs(grown, PairsOptions(workers=1))
+    indices = [r["frame_index"] for r in _pairs(grown) if r["source_key"] == burst]
+    assert sorted(indices) == [1, 9, 17]
+    assert summary.changed["lab-pairs"] == 2 and summary.to_dict()["changed"] == {"lab-pairs": 2}
+    assert verify(Dataset(grown), 1) == []
+    folder = Path(grown, "shards", "synthetic", "lab-pairs")
+    on_disk = sorted(path.relative_to(grown).as_posix() for path in folder.iterdir())
+    assert on_disk == [shard for shard, _ in _shard_digests(grown)]
+    # The same pairs as a dataset that held all 20 stills from the start.
+    fresh = tmp_path / "fresh"
+    ingest([raw], fresh, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    build_pairs(fresh, PairsOptions(workers=1))
+    assert _contents(grown) == _contents(fresh)
+    line = "lab-pairs: 2 pairs of sequences whose frames changed since were replaced"
+    assert line in pairs_cli._lines(summary)
+
+    # Killed after the old pairs are dropped, before or while the new ones are made: a
+    # re-run ends as the uninterrupted run did.
+    for where in ("write_pairs", "make_window"):
+        killed = shutil.copytree(before, tmp_path / f"killed-{where}")
+
+        def die(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(build_module, where, die)
+        with pytest.raises(KeyboardInterrupt):
+            build_pairs(killed, PairsOptions(workers=1))
+        monkeypatch.undo()
+        build_pairs(killed, PairsOptions(workers=1))
+        assert _contents(killed) == _contents(grown)
+        assert _shard_digests(killed) == _shard_digests(grown)
+        assert verify(Dataset(killed), 1) == []
+
+
+def test_the_same_footage_in_two_containers_is_paired_once(tmp_path, video):
+    import av
+
+    raw = shutil.copytree(video[0], tmp_path / "raw")
+    with av.open(str(raw / "tripod.mp4")) as source, av.open(str(raw / "copy.mkv"), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    # Another take from the same tripod: a near-duplicate too, but with other drops.
+    take = render_rain_video(_still(3), "streak", FRAMES, seed=2)
+    encode_h264(take.frames, raw / "take.mp4", crf=18)
+    ds = tmp_path / "ds"
+    ingest([raw], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    samples = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES).to_pylist()
+    key = {row["source_path"]: row["key"] for row in samples}
+    assert sum(1 for row in samples if row["near_dup_of"]) == 2
+    summary = build_pairs(ds, PairsOptions(workers=1))
+    paired = {row["source_key"] for row in _pairs(ds)}
+    (kept,) = paired & {key["tripod.mp4"], key["copy.mkv"]}
+    (left,) = {key["tripod.mp4"], key["copy.mkv"]} - {kept}
+    assert paired == {kept, key["take.mp4"]}
+    why = f"the same footage as {kept} (a near-duplicate): not paired; pair it with --sequence"
+    assert (left, why) in summary.failed
+    # Asked for by key, it is paired.
+    build_pairs(ds, PairsOptions(name="copy", sequences=(left,), workers=1))
+    assert {r["source_key"] for r in _pairs(ds) if r["split"] == "copy"} == {left}
+
+
+@pytest.mark.parametrize("height", [66, 64, 2])
+def test_the_renderers_videos_take_any_even_size(height):
+    # yuv420p's chroma planes are (H/2)×(W/2): laid out flat, not as rows of W, which
+    # an H/2 that is odd (270, 358, 66 rows) cannot fill.
+    frame = np.zeros((height, 96, 3), np.uint8)
+    split = 2 * (height // 4)  # on a chroma row's edge: each 2×2 block is one colour
+    frame[:split] = (200, 40, 40)
+    frame[split:] = (30, 60, 210)
+    (decoded,) = decode_video(encode_h264([frame], crf=0))
+    assert decoded.shape == frame.shape
+    assert np.abs(decoded.astype(int) - frame).mean() < 4
