@@ -7,11 +7,14 @@ import os
 import shutil
 import socket
 import threading
+from datetime import datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 # One torch thread everywhere, subprocesses too: runs compared bit for bit (a resumed
 # training, a killed one) must not differ by a thread count that follows the machine's
@@ -24,6 +27,7 @@ from rainbench.demo.captures import (
     write_bad_corpus,
     write_capture,
     write_near_duplicates,
+    write_picture,
 )
 
 # Object stores: only the local S3 endpoint tests/store starts (on this port), with fake
@@ -42,6 +46,27 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_name, None)
 
 SMALL = (480, 360)
+
+
+def _write_burst(root: Path, frames: list[np.ndarray], first: int = 0) -> None:
+    """Stills of one camera a second apart, named and timed from frame `first` on: what
+    ingest groups as a burst."""
+    start = datetime(2026, 5, 1, 14, 0, 0)
+    for index, frame in enumerate(frames, start=first):
+        spec = CaptureSpec(
+            name=f"burst/IMG_{index:04d}.jpg",
+            quality=95,
+            make="Canon",
+            model="EOS R6",
+            captured_at=start + timedelta(seconds=index),
+        )
+        write_picture(root, spec, Image.fromarray(frame))
+
+
+@pytest.fixture(scope="session")
+def write_burst():
+    """`write_burst(root, frames, first=0)`: a burst of stills of `frames` in `root`."""
+    return _write_burst
 
 
 @pytest.fixture(scope="session")

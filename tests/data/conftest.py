@@ -3,17 +3,13 @@ with a synthetic split, and a dataset of two splits with a burst that real pairs
 made of."""
 
 import shutil
-from datetime import datetime, timedelta
 
 import pytest
-from PIL import Image
 
 from rainbench.demo.captures import (
-    CaptureSpec,
     render_scene,
     sample_specs,
     write_capture,
-    write_picture,
 )
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.synth.build import SynthOptions, synthesize
@@ -44,7 +40,7 @@ def ds(tmp_path, _dataset):
 
 
 @pytest.fixture(scope="session")
-def two_splits(tmp_path_factory):
+def two_splits(tmp_path_factory, write_burst):
     """Half the captures in train, half in test, by key: rainy and clean lone stills,
     and a burst of rainy stills (in both splits) that real pairs were made of."""
     from rainbench.pairs.build import PairsOptions, build_pairs
@@ -57,16 +53,7 @@ def two_splits(tmp_path_factory):
         write_capture(root / "clean", spec)
     frames = render_rain_video(render_scene(96, 64, 5), "drizzle", 8, seed=2, shake=0.0,
                                moving_object=False).frames  # fmt: skip
-    start = datetime(2026, 5, 1, 14, 0, 0)
-    for index, frame in enumerate(frames):
-        spec = CaptureSpec(
-            name=f"burst/IMG_{index:04d}.jpg",
-            quality=95,
-            make="Canon",
-            model="EOS R6",
-            captured_at=start + timedelta(seconds=index),
-        )
-        write_picture(root / "rainy", spec, Image.fromarray(frame))
+    write_burst(root / "rainy", frames)
     ds = root / "ds"
     ingest([root / "rainy"], ds, IngestOptions(workers=1, split=HALVES))
     ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=HALVES))

@@ -5,7 +5,6 @@ scored by eval; re-runs, determinism and bad requests."""
 import io
 import json
 import shutil
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -135,18 +134,9 @@ def test_running_again_is_a_no_op_and_the_same_video_gives_the_same_bytes(tmp_pa
     ]
 
 
-def test_a_burst_of_stills_is_a_sequence_too(tmp_path):
+def test_a_burst_of_stills_is_a_sequence_too(tmp_path, write_burst):
     rendered = render_rain_video(_still(5), "drizzle", 8, seed=2, shake=0.0, moving_object=False)
-    start = datetime(2026, 5, 1, 14, 0, 0)
-    for index, frame in enumerate(rendered.frames):
-        spec = CaptureSpec(
-            name=f"burst/IMG_{index:04d}.jpg",
-            quality=95,
-            make="Canon",
-            model="EOS R6",
-            captured_at=start + timedelta(seconds=index),
-        )
-        write_picture(tmp_path / "raw", spec, Image.fromarray(frame))
+    write_burst(tmp_path / "raw", rendered.frames)
     ds = tmp_path / "ds"
     ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
     samples = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES)
@@ -309,20 +299,6 @@ def test_a_split_made_by_an_earlier_version_is_made_again(paired):
     assert line.replace("5", str(len(before))) in "\n".join(pairs_lines(summary))
 
 
-def _write_burst(root: Path, frames: list[np.ndarray], first: int = 0) -> None:
-    """Stills of one camera a second apart, named and timed from frame `first` on."""
-    start = datetime(2026, 5, 1, 14, 0, 0)
-    for index, frame in enumerate(frames, start=first):
-        spec = CaptureSpec(
-            name=f"burst/IMG_{index:04d}.jpg",
-            quality=95,
-            make="Canon",
-            model="EOS R6",
-            captured_at=start + timedelta(seconds=index),
-        )
-        write_picture(root, spec, Image.fromarray(frame))
-
-
 def _contents(ds) -> set[tuple]:
     return {
         (row["source_key"], row["frame_index"], row["rain_sha256"], row["gt_sha256"])
@@ -341,20 +317,22 @@ def _shard_digests(ds) -> list[tuple[str, str]]:
     return sorted((s["shard"], s["sha256"]) for s in listed if s["split"] == "lab-pairs")
 
 
-def test_a_burst_that_grew_is_paired_again_in_place_of_its_old_pairs(tmp_path, monkeypatch, video):
+def test_a_burst_that_grew_is_paired_again_in_place_of_its_old_pairs(
+    tmp_path, monkeypatch, video, write_burst
+):
     # 12 stills paired (frames 1 and 9) beside a video, in one shard; 8 stills more of
     # the same burst: its pairs (1, 9, 17 now) replace the old ones, never beside them,
     # and the video's pairs that shared their shard are made again as they were.
     rendered = render_rain_video(_still(5), "streak", 20, seed=2, shake=0.0)
     raw = tmp_path / "raw"
     shutil.copytree(video[0], raw / "video")
-    _write_burst(raw, rendered.frames[:12])
+    write_burst(raw, rendered.frames[:12])
     grown = tmp_path / "grown"
     ingest([raw], grown, IngestOptions(workers=1, split=EVERYTHING_TEST))
     build_pairs(grown, PairsOptions(workers=1))
     (burst,) = {r["source_key"] for r in _pairs(grown)} - {_video_key(grown)}
     assert sorted(r["frame_index"] for r in _pairs(grown) if r["source_key"] == burst) == [1, 9]
-    _write_burst(raw, rendered.frames[12:], first=12)
+    write_burst(raw, rendered.frames[12:], first=12)
     ingest([raw], grown, IngestOptions(workers=1, split=EVERYTHING_TEST))
     before = shutil.copytree(grown, tmp_path / "before")
 
