@@ -3,21 +3,23 @@ videos store them: walking the boxes of a byte range, and telling a cut file fro
 damaged one.
 """
 
-import struct
 from collections.abc import Iterator
 
 from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.source import CaptureFile
 
 
-def boxes(data: bytes, pos: int, end: int, what: str) -> Iterator[tuple[bytes, int, int, int]]:
+def boxes(
+    data: bytes | CaptureFile, pos: int, end: int, what: str
+) -> Iterator[tuple[bytes, int, int, int]]:
     """Type, header start, payload start and end of each box in data[pos:end]; a box
-    running past `end` is refused as a truncated `what` file."""
+    running past `end` is refused as a truncated `what` file. `data` is only sliced, so
+    anything sliced like bytes (a video's open file) is walked by its headers alone."""
     while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        head = 8
+        header = data[pos : pos + 16]
+        size, kind, head = int.from_bytes(header[:4], "big"), header[4:8], 8
         if size == 1 and pos + 16 <= end:
-            (size,) = struct.unpack_from(">Q", data, pos + 8)
-            head = 16
+            size, head = int.from_bytes(header[8:16], "big"), 16
         elif size == 0:  # the box runs to the end of its parent
             size = end - pos
         if size < head or pos + size > end:

@@ -3,8 +3,9 @@ bytes that will be stored, validate by decoding, read EXIF and hash perceptually
 video is validated by demuxing it, and hashed and measured on its middle frame.
 
 `probe` never raises for a bad file: it returns a `Probe` whose `reason` says why
-the file was refused. `stored_bytes` recomputes the stored bytes for the shard
-writer, which reads the file again rather than holding every capture in memory.
+the file was refused. `stored_capture` recomputes what is stored for the shard
+writer, which reads the file again rather than holding every capture in memory. A
+video is never read whole: it is walked, decoded and hashed in pieces from its file.
 """
 
 import hashlib
@@ -20,10 +21,11 @@ from rainbench.capture.formats import FORMATS, Format, sniff
 from rainbench.capture.gps import strip_gps
 from rainbench.capture.phash import phash_variants
 from rainbench.capture.reject import CaptureRejected, Reason
-from rainbench.capture.source import SourceFile, read_capture
-from rainbench.capture.video import VideoInfo, probe_video
+from rainbench.capture.source import CaptureFile, SourceFile, open_capture
+from rainbench.capture.video import VideoInfo, location_edits, probe_video
 
 KEY_HEX = 24  # 96 bits of the stored bytes' sha256: dot-free and collision-safe
+_HASH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -66,14 +68,36 @@ class Probe:
         return "video" if self.format and FORMATS[self.format].video else "still"
 
 
-def stored_bytes(data: bytes, source: SourceFile, keep_gps: bool) -> tuple[Format, bytes]:
-    """The capture's format and the exact bytes ingest stores for it."""
-    if not data:
+@dataclass(frozen=True)
+class Stored:
+    """What ingest stores for a capture: a still's bytes, read whole (the pixel cap
+    bounds them), or a video as a view of its open file with the location edits made,
+    which is read in pieces and never held whole."""
+
+    format: Format
+    found: bytes | CaptureFile  # the file as found
+    stored: bytes | CaptureFile  # what is stored: `found` itself when nothing was removed
+
+    @property
+    def size(self) -> int:
+        return len(self.stored)
+
+
+def stored_capture(capture: CaptureFile, source: SourceFile, keep_gps: bool) -> Stored:
+    """The capture's format and exactly what ingest stores for it."""
+    if not capture.size:
         raise CaptureRejected(Reason.EMPTY, "the file is empty (0 bytes)")
-    fmt = sniff(data, source.path)
+    fmt = sniff(capture[:16], source.path)
     if fmt is None:
         raise CaptureRejected(Reason.NOT_AN_IMAGE, "not an image: unknown file signature")
-    return fmt, data if keep_gps else strip_gps(data, fmt)
+    if fmt.video:
+        return Stored(fmt, capture, capture if keep_gps else _without_location(capture, fmt))
+    data = capture.read_all()
+    return Stored(fmt, data, data if keep_gps else strip_gps(data, fmt))
+
+
+def _without_location(capture: CaptureFile, fmt: Format) -> CaptureFile:
+    return capture.edited(location_edits(capture, fmt))
 
 
 def probe(
@@ -81,27 +105,28 @@ def probe(
     keep_gps: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     measure: Callable[[Image.Image], dict[str, float]] | None = None,
-    read: Callable[[SourceFile], bytes] | None = None,
+    read: Callable[[SourceFile], CaptureFile] | None = None,
 ) -> Probe:
     """Probe `source`; `measure`, when given, is applied to the upright preview so later
-    stages get what they need from this one decode. `read`: how to get its bytes
-    (default `read_capture`)."""
+    stages get what they need from this one decode. `read`: how to open it (default
+    `open_capture`)."""
     result = Probe(source)
     try:
-        data = (read or read_capture)(source)
-        fmt, stored = stored_bytes(data, source, keep_gps)
-        if fmt.video:
-            video = probe_video(stored, max_pixels, keep_gps)
-        else:
-            decoded = decode_capture(stored, fmt, max_pixels)
+        with (read or open_capture)(source) as capture:
+            stored = stored_capture(capture, source, keep_gps)
+            if stored.format.video:
+                video = probe_video(stored.stored, max_pixels, keep_gps)
+            else:
+                decoded = decode_capture(stored.stored, stored.format, max_pixels)
+            result.source_sha256, result.sha256 = _digests(stored)
+            if stored.format.video:  # read in several passes: they must have seen one file
+                capture.check_unchanged()
     except CaptureRejected as rejected:
         result.reason, result.message = rejected.reason, rejected.message
         return result
-    result.format = fmt.name
-    result.source_sha256 = hashlib.sha256(data).hexdigest()
-    result.sha256 = result.source_sha256 if stored is data else hashlib.sha256(stored).hexdigest()
-    result.bytes = len(stored)
-    if fmt.video:
+    result.format = stored.format.name
+    result.bytes = stored.size
+    if stored.format.video:
         preview = _take_video(result, video)
     else:
         result.width, result.height, result.mode = decoded.width, decoded.height, decoded.mode
@@ -112,6 +137,22 @@ def probe(
     if measure is not None:
         result.features = measure(preview)
     return result
+
+
+def _digests(stored: Stored) -> tuple[str, str]:
+    """The sha256 of the file as found and of what is stored; a video's in one pass, in
+    pieces."""
+    same = stored.stored is stored.found
+    if isinstance(stored.found, bytes):
+        found = hashlib.sha256(stored.found).hexdigest()
+        return found, found if same else hashlib.sha256(stored.stored).hexdigest()
+    digests = hashlib.sha256(), hashlib.sha256()
+    for offset in range(0, stored.size, _HASH_CHUNK):
+        digests[0].update(stored.found.pread(offset, _HASH_CHUNK))
+        if not same:  # the same bytes again, edited, from the page cache
+            digests[1].update(stored.stored.pread(offset, _HASH_CHUNK))
+    found = digests[0].hexdigest()
+    return found, found if same else digests[1].hexdigest()
 
 
 def _take_video(result: Probe, video: VideoInfo) -> Image.Image:
@@ -135,11 +176,29 @@ def probe_many(sources: list[SourceFile], **options) -> Iterator[Probe]:
     """`probe` each of `sources` in turn (`options` as for `probe`), the next file read
     on a thread while this one decodes and is measured: reading and decoding both
     release the GIL, so a slow disk or a network mount waits behind the decode, not
-    before it. At most two captures are held at once."""
+    before it. At most two stills are held at once; a video is only opened ahead, its
+    bytes read in pieces as it is probed."""
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
-        ahead: Future | None = reader.submit(read_capture, sources[0]) if sources else None
-        for number, source in enumerate(sources):
-            pending = ahead
-            following = sources[number + 1 : number + 2]
-            ahead = reader.submit(read_capture, following[0]) if following else None
-            yield probe(source, **options, read=lambda _, pending=pending: pending.result())
+        ahead: Future | None = reader.submit(_read_ahead, sources[0]) if sources else None
+        try:
+            for number, source in enumerate(sources):
+                pending = ahead
+                following = sources[number + 1 : number + 2]
+                ahead = reader.submit(_read_ahead, following[0]) if following else None
+                yield probe(source, **options, read=lambda _, pending=pending: pending.result())
+        finally:  # a consumer that stopped early leaves no file open
+            if ahead is not None and ahead.exception() is None:
+                ahead.result().close()
+
+
+def _read_ahead(source: SourceFile) -> CaptureFile:
+    """`source` opened, and unless it is a video, read whole (kept by the CaptureFile)."""
+    capture = open_capture(source)
+    try:
+        fmt = sniff(capture[:16], source.path)
+        if not (fmt and fmt.video):
+            capture.read_all()
+    except BaseException:
+        capture.close()
+        raise
+    return capture

@@ -1,17 +1,22 @@
 """Reading a file from a raw folder nobody vouches for: only regular files are opened,
 a read never goes past the size the open file reports, and every file name becomes
 text that can be stored (Parquet strings are UTF-8) and turned back into the name.
+A capture is opened, not read: a video of several GB is read in pieces (`CaptureFile`).
 """
 
+import bisect
+import io
 import os
 import re
 import stat
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.errors import first_line
-from rainbench.store import StoreError, is_url, read_bytes
+from rainbench.store import STREAM_BLOCK, StoreError, is_url, open_stream
 
 # A name's bytes that are not UTF-8 reach Python as surrogates U+DC80–U+DCFF
 # (surrogateescape). They are stored as `\xHH`; a backslash that would read as the
@@ -20,6 +25,7 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _LOOKS_ESCAPED = re.compile(r"\\(?=\\|x[89a-fA-F][0-9a-fA-F]|[\udc80-\udcff])")
 _ESCAPE = re.compile(r"\\(\\|x[89a-fA-F][0-9a-fA-F])")
 _READ_CHUNK = 1 << 30  # Linux returns at most ~2 GiB from one read()
+_WINDOW = 64 << 10  # what a small read of a CaptureFile fetches and keeps
 
 
 def name_text(name: str) -> str:
@@ -53,33 +59,55 @@ class SourceFile:
 
 
 def read_capture(source: SourceFile) -> bytes:
-    """The bytes of `source`, which must still have the size the scan found; a symlink
-    is followed only to a regular file inside the ingest root. A root that is a URL
-    (`s3://bucket/raw`) is read from its object store."""
+    """The bytes of `source`, which must still have the size the scan found; see
+    `open_capture`."""
+    with open_capture(source) as capture:
+        return capture.read_all()
+
+
+def open_capture(source: SourceFile) -> "CaptureFile":
+    """`source` opened for reading, still of the size the scan found; a symlink is followed
+    only to a regular file inside the ingest root. A root that is a URL (`s3://bucket/raw`)
+    is read from its object store into a temporary file, never into memory."""
     if is_url(source.root):
-        return _read_object(source)
-    return read_regular(source.absolute, source.size, Path(name_on_disk(source.root)))
+        return _spool_object(source)
+    return open_regular(source.absolute, source.size, Path(name_on_disk(source.root)))
 
 
-def _read_object(source: SourceFile) -> bytes:
+def _spool_object(source: SourceFile) -> "CaptureFile":
     url = f"{name_on_disk(source.root)}/{name_on_disk(source.path)}"
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - the CaptureFile closes it
     try:
-        data = read_bytes(url)
+        with open_stream(url) as stream:
+            while chunk := stream.read(STREAM_BLOCK):
+                spool.write(chunk)
+        spool.flush()
     except (OSError, StoreError) as error:
+        spool.close()
         raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {first_line(error)}") from None
-    if len(data) != source.size:
+    if spool.tell() != source.size:
+        spool.close()
         raise CaptureRejected(
-            Reason.CHANGED, f"the object changed size since the scan ({source.size} → {len(data)})"
+            Reason.CHANGED,
+            f"the object changed size since the scan ({source.size} → {spool.tell()})",
         )
-    return data
+    fd = os.dup(spool.fileno())
+    spool.close()  # the file lives on, unnamed, while `fd` is open
+    return CaptureFile(fd, source.size)
 
 
 def read_regular(path: Path, size: int | None = None, within: Path | None = None) -> bytes:
-    """Read the regular file at `path`, or refuse it with a `CaptureRejected`.
+    """The bytes of the regular file at `path`; see `open_regular`."""
+    with open_regular(path, size, within) as opened:
+        return opened.read_all()
+
+
+def open_regular(path: Path, size: int | None = None, within: Path | None = None) -> "CaptureFile":
+    """Open the regular file at `path`, or refuse it with a `CaptureRejected`.
 
     FIFOs, sockets, devices and directories are refused from their `lstat`, never
     opened; the open itself cannot block or follow a link swapped in meanwhile
-    (O_NONBLOCK, O_NOFOLLOW), and `fstat` on the open file confirms what was read.
+    (O_NONBLOCK, O_NOFOLLOW), and `fstat` on the open file confirms what is read.
     `size`: the size the file must have. `within`: a symlink must lead inside it.
     """
     try:
@@ -95,11 +123,202 @@ def read_regular(path: Path, size: int | None = None, within: Path | None = None
             raise CaptureRejected(
                 Reason.CHANGED, f"the file changed size since the scan ({size} → {opened.st_size})"
             )
-        return _read_exactly(fd, opened.st_size)
     except OSError as error:
-        raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {_why(error)}") from None
-    finally:
         os.close(fd)
+        raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {_why(error)}") from None
+    except CaptureRejected:
+        os.close(fd)
+        raise
+    return CaptureFile(fd, opened.st_size)
+
+
+class CaptureFile(io.RawIOBase):
+    """An open capture file that is never read whole unless asked (`read_all`): a video
+    of several GB is walked by its headers (`capture[a:b]`, `capture[i]`, `find`, as
+    on bytes), and decoded, hashed and copied into a shard as a seekable binary file.
+
+    `edited` gives a view of the same file in which same-length edits (offset,
+    replacement) are made to every byte read: a video's location removed without a
+    copy of it. A read that finds the file shorter than its size, or a file whose size
+    or time changed while it was read (`check_unchanged`), is refused as `changed`.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        size: int,
+        edits: Sequence[tuple[int, bytes]] = (),
+        opened: tuple[int, int] | None = None,
+    ):
+        super().__init__()
+        self._fd, self.size, self._position = fd, size, 0
+        self._owner = opened is None  # a view made by `edited` leaves the descriptor be
+        self.edits = _disjoint(edits)
+        self._starts = [at for at, _ in self.edits]
+        self._cached: tuple[int, bytes] = (0, b"")  # the last window read for small reads
+        self._whole: bytes | None = None
+        if opened is None:
+            found = os.fstat(fd)
+            opened = (found.st_size, found.st_mtime_ns)
+        self._opened = opened
+
+    def edited(self, edits: Sequence[tuple[int, bytes]]) -> "CaptureFile":
+        """A view of this file with `edits` made (its own position; usable while this
+        file is open); this file itself when there are none."""
+        return CaptureFile(self._fd, self.size, edits, self._opened) if edits else self
+
+    def view(self) -> "CaptureFile":
+        """Another file object over this file's bytes, at its start: two readers (two
+        demuxers) never move each other's position."""
+        return CaptureFile(self._fd, self.size, self.edits, self._opened)
+
+    def close(self) -> None:
+        if not self.closed and self._owner:
+            os.close(self._fd)
+        super().close()
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (fewer only at the end of the file), edited."""
+        length = max(0, min(length, self.size - offset))
+        parts, at, left = [], offset, length
+        try:
+            while left:
+                part = os.pread(self._fd, min(left, _READ_CHUNK), at)
+                if not part:
+                    raise CaptureRejected(Reason.CHANGED, "the file shrank while being read")
+                parts.append(part)
+                at += len(part)
+                left -= len(part)
+        except OSError as error:
+            raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {_why(error)}") from None
+        return self._edit(parts[0] if len(parts) == 1 else b"".join(parts), offset)
+
+    def read_all(self) -> bytes:
+        """The whole file (a still: the pixel cap bounds it), read once and kept, so a
+        file read ahead on a thread is not read again when it is probed."""
+        if self._whole is None:
+            try:
+                self._whole = self.pread(0, self.size) + self._beyond_end()
+            except MemoryError:
+                raise CaptureRejected(
+                    Reason.UNREADABLE,
+                    f"cannot read: too large to hold in memory ({self.size} bytes)",
+                ) from None
+        return self._whole
+
+    def check_unchanged(self) -> None:
+        """Refuse the file if it was written to since it was opened: what was read of it
+        in several passes (parsed, decoded, hashed) may then not be one file."""
+        self._beyond_end()
+        try:
+            now = os.fstat(self._fd)
+        except OSError as error:
+            raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {_why(error)}") from None
+        if (now.st_size, now.st_mtime_ns) != self._opened:
+            raise CaptureRejected(Reason.CHANGED, "the file changed while being read")
+
+    def _beyond_end(self) -> bytes:
+        try:
+            grown = os.pread(self._fd, 1, self.size)
+        except OSError as error:
+            raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {_why(error)}") from None
+        if grown:
+            raise CaptureRejected(Reason.CHANGED, "the file grew while being read")
+        return b""
+
+    def _edit(self, data: bytes, offset: int) -> bytes:
+        first = bisect.bisect_right(self._starts, offset) - 1
+        touched = []
+        for at, replacement in self.edits[max(first, 0) :]:
+            if at >= offset + len(data):
+                break
+            if at + len(replacement) > offset:
+                touched.append((at, replacement))
+        return apply_edits(data, offset, touched) if touched else data
+
+    # Bytes-like access, for parsers walking a container's headers: small reads come
+    # from one cached window, so a walk costs a system call per window, not per field.
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: int | slice) -> int | bytes:
+        if isinstance(key, int):
+            if not -self.size <= key < self.size:
+                raise IndexError("capture index out of range")
+            return self._small(key % self.size, 1)[0]
+        start, stop, step = key.indices(self.size)
+        if step != 1:
+            raise ValueError("a capture is sliced without a step")
+        return self._small(start, stop - start) if stop > start else b""
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        start, end, _ = slice(start, end).indices(self.size)
+        found = self[start:end].find(sub)
+        return found if found < 0 else start + found
+
+    def _small(self, offset: int, length: int) -> bytes:
+        if length > _WINDOW:
+            return self.pread(offset, length)
+        at, window = self._cached
+        if not (at <= offset and offset + length <= at + len(window)):
+            at, window = offset, self.pread(offset, _WINDOW)
+            self._cached = at, window
+        return window[offset - at : offset - at + length]
+
+    # A seekable binary file, for PyAV, hashing and the shard writer.
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.pread(self._position, len(buffer))
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
+def apply_edits(data: bytes, offset: int, edits: Sequence[tuple[int, bytes]]) -> bytes:
+    """`data`, the bytes at `offset` of a file, with the file's same-length `edits`
+    (offset, replacement) made where they fall in it, in order (a later one wins)."""
+    buffer = None
+    for at, replacement in edits:
+        low, high = max(at, offset), min(at + len(replacement), offset + len(data))
+        if low < high:
+            buffer = bytearray(data) if buffer is None else buffer
+            buffer[low - offset : high - offset] = replacement[low - at : high - at]
+    return data if buffer is None else bytes(buffer)
+
+
+def _disjoint(edits: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """`edits` as edits sorted by offset that do not overlap, with the effect of making
+    them in their order: edits that overlap become one."""
+    groups: list[tuple[int, int, list[int]]] = []  # start, stop, the edits' positions
+    for number in sorted(range(len(edits)), key=lambda n: edits[n][0]):
+        at, replacement = edits[number]
+        stop = at + len(replacement)
+        if groups and at < groups[-1][1]:
+            start, high, members = groups[-1]
+            groups[-1] = (start, max(high, stop), [*members, number])
+        elif replacement:
+            groups.append((at, stop, [number]))
+    return [
+        edits[members[0]]
+        if len(members) == 1
+        else (start, apply_edits(bytes(stop - start), start, [edits[n] for n in sorted(members)]))
+        for start, stop, members in groups
+    ]
 
 
 def _resolve(path: Path, within: Path | None) -> tuple[str, os.stat_result]:
@@ -123,26 +342,6 @@ def _resolve(path: Path, within: Path | None) -> tuple[str, os.stat_result]:
     elif not stat.S_ISREG(found.st_mode):
         raise CaptureRejected(Reason.NOT_A_FILE, f"not a regular file: {_kind(found.st_mode)}")
     return target, found
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    parts = []
-    left = size
-    try:
-        while left:
-            part = os.read(fd, min(left, _READ_CHUNK))
-            if not part:
-                raise CaptureRejected(Reason.CHANGED, "the file shrank while being read")
-            parts.append(part)
-            left -= len(part)
-        data = b"".join(parts)
-    except MemoryError:
-        raise CaptureRejected(
-            Reason.UNREADABLE, f"cannot read: too large to hold in memory ({size} bytes)"
-        ) from None
-    if os.read(fd, 1):
-        raise CaptureRejected(Reason.CHANGED, "the file grew while being read")
-    return data
 
 
 def _identity(found: os.stat_result) -> tuple[int, int]:

@@ -5,11 +5,13 @@ picture; frames addressed by index, found by demuxing packet timestamps, never b
 Frame i is the i-th frame the decoder puts out from the start of the stream (presentation
 order); the manifest's `frames` counts them. Location removal keeps the file's size and
 every offset: a location box is renamed `free` and zeroed, a Matroska tag's value zeroed.
+The edits are found by walking the file's headers and metadata, so ingest makes them as it
+copies the video in pieces and never holds the file whole.
 """
 
+import bisect
 import io
 import re
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, reduce
 from rainbench.capture.formats import Format
 from rainbench.capture.location import location_hint, xmp_location_spans
 from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.source import CaptureFile, apply_edits
 
 # More frames than a day at 100 fps is no camera's video: refused before it is indexed.
 MAX_FRAMES = 10_000_000
@@ -78,7 +81,7 @@ class VideoInfo:
 
 
 def probe_video(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, keep_gps: bool = False
+    data: bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS, keep_gps: bool = False
 ) -> VideoInfo:
     """What the manifest says about the video in `data`, proven readable by demuxing every
     packet of its video stream and decoding its middle frame; `CaptureRejected` when not."""
@@ -158,6 +161,7 @@ class VideoFrames:
         if not context.width or not context.height:
             raise CaptureRejected(Reason.CORRUPT, "the video stream declares no frame size")
         check_pixel_cap(context.width, context.height, max_pixels)
+        self._max_pixels, self._declared = max_pixels, (context.width, context.height)
         declared = self.stream.frames
         if declared > MAX_FRAMES:
             raise CaptureRejected(
@@ -240,6 +244,10 @@ class VideoFrames:
         missing = [i for i in wanted if i not in found]
         if missing:
             raise CaptureRejected(self._damage_reason(), f"frame {missing[0]} does not decode")
+        first = found[wanted[0]].shape[:2]
+        for index in wanted:
+            if found[index].shape[:2] != first:
+                raise _resized(first[::-1], found[index].shape[1::-1], index)
         return np.stack([found[int(i)] for i in indices])
 
     def _decode_timed(self, wanted: list[int]) -> dict[int, np.ndarray]:
@@ -268,8 +276,38 @@ class VideoFrames:
         return found
 
     def _frames(self) -> Iterator:
+        av = _pyav()
         for packet in self.container.demux(self.stream):
-            yield from packet.decode()
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                self._refuse_if_resized(av, packet)
+                raise
+            yield from frames
+
+    def _refuse_if_resized(self, av, packet) -> None:
+        """Say why when the decoder refuses a packet whose picture has another size than
+        the stream's (FFmpeg reports only invalid data): the packet is decoded alone,
+        by a decoder that refuses more pixels than the cap, so no size is trusted."""
+        context = self.stream.codec_context
+        alone = av.CodecContext.create(context.name, "r")
+        alone.options = {"max_pixels": str(self._max_pixels)}
+        if context.extradata:
+            alone.extradata = context.extradata
+        try:
+            frames = alone.decode(packet)
+        except av.FFmpegError:
+            return
+        for frame in frames:
+            if (frame.width, frame.height) != self._declared:
+                raise _resized(
+                    self._declared, (frame.width, frame.height), self._frame_at(packet.pts)
+                )
+
+    def _frame_at(self, pts: int | None) -> int | None:
+        """The index of the frame with timestamp `pts`, where the video's are known."""
+        at = bisect.bisect_left(self._pts or [], pts or 0)
+        return at if self._pts and at < len(self._pts) and self._pts[at] == pts else None
 
     def _upright(self, frame) -> np.ndarray:
         if self._rotation is None:
@@ -292,6 +330,14 @@ class VideoFrames:
         if self._damage_reason() == Reason.TRUNCATED:
             return CaptureRejected(Reason.TRUNCATED, f"the video ends early: {text}")
         return CaptureRejected(Reason.CORRUPT, f"the video does not decode: {text}")
+
+
+def _resized(size: tuple[int, int], new: tuple[int, int], index: int | None) -> CaptureRejected:
+    where = "" if index is None else f" at frame {index}"
+    return CaptureRejected(
+        Reason.CORRUPT,
+        f"the frame size changes{where}: {size[0]}×{size[1]} → {new[0]}×{new[1]}",
+    )
 
 
 def _pyav():
@@ -397,11 +443,22 @@ def _degrees(sign: str, digits: str, fraction: str | None, width: int) -> float:
 
 # -- location removal --------------------------------------------------------------------
 
+# A video's bytes, or its file: a CaptureFile reads like bytes, so the walks below read
+# only the headers and metadata they look at, never the media data.
+Data = bytes | CaptureFile
+
 
 def strip_location(data: bytes, fmt: Format) -> bytes:
     """`data` with every location record of its container neutralised in place (size and
     offsets unchanged, nothing re-encoded); `data` itself when there was none. Refused as
     `gps-uncertain` where a trace of a location is left that no record accounts for."""
+    edits = location_edits(data, fmt)
+    return apply_edits(data, 0, edits) if edits else data
+
+
+def location_edits(data: Data, fmt: Format) -> list[tuple[int, bytes]]:
+    """The same-length edits (offset, replacement) that `strip_location` makes, found by
+    walking the container's headers and metadata: a `CaptureFile` is never read whole."""
     if fmt.name == "mkv":
         edits, unchecked = _matroska_edits(data)
     else:
@@ -409,17 +466,11 @@ def strip_location(data: bytes, fmt: Format) -> bytes:
     edits += _timed_sample_edits(data)
     # A value already zeroed (a file stripped before) is no edit: stripping is idempotent.
     edits = [(at, new) for at, new in edits if data[at : at + len(new)] != new]
-    stripped = data
-    if edits:
-        buffer = bytearray(data)
-        for start, replacement in edits:
-            buffer[start : start + len(replacement)] = replacement
-        stripped = bytes(buffer)
-    _refuse_location_left(stripped, unchecked, fmt)
-    return stripped
+    _refuse_location_left(data, edits, unchecked, fmt)
+    return edits
 
 
-def _timed_sample_edits(data: bytes) -> list[tuple[int, bytes]]:
+def _timed_sample_edits(data: Data) -> list[tuple[int, bytes]]:
     """Edits zeroing the samples of subtitle and timed-metadata tracks that name a
     location (a drone's or a dashcam's position frame by frame, in the media data where
     the container's metadata is not). Found by demuxing those tracks; a sample whose
@@ -427,8 +478,9 @@ def _timed_sample_edits(data: bytes) -> list[tuple[int, bytes]]:
     the video is refused."""
     av = _pyav()
     edits: list[tuple[int, bytes]] = []
+    file = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data.view()
     try:
-        with av.open(io.BytesIO(data), "r", metadata_errors="replace") as container:
+        with av.open(file, "r", metadata_errors="replace") as container:
             timed = [s for s in container.streams if s.type not in ("video", "audio")]
             for packet in container.demux(timed) if timed else ():
                 payload = bytes(packet)
@@ -449,13 +501,18 @@ def _timed_sample_edits(data: bytes) -> list[tuple[int, bytes]]:
     return edits
 
 
-def _refuse_location_left(data: bytes, unchecked: list[tuple[int, int]], fmt: Format) -> None:
-    """Refuse when the container's metadata still names a location: every byte is looked
-    at but the media data and the names of the records cleaned (`unchecked`)."""
+def _refuse_location_left(
+    data: Data,
+    edits: list[tuple[int, bytes]],
+    unchecked: list[tuple[int, int]],
+    fmt: Format,
+) -> None:
+    """Refuse when the container's metadata, once edited, still names a location: every
+    byte is looked at but the media data and the names of the records cleaned
+    (`unchecked`)."""
     at = 0
-    view = memoryview(data)
     for start, stop in [*sorted(unchecked), (len(data), len(data))]:
-        if start > at and (hint := location_hint(bytes(view[at:start]))):
+        if start > at and (hint := location_hint(apply_edits(data[at:start], at, edits))):
             raise CaptureRejected(
                 Reason.GPS_UNCERTAIN,
                 f"{fmt.name.upper()} metadata names a location outside the records location "
@@ -464,7 +521,7 @@ def _refuse_location_left(data: bytes, unchecked: list[tuple[int, int]], fmt: Fo
         at = max(at, stop)
 
 
-def _box_edits(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+def _box_edits(data: Data) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
     """Edits neutralising the location boxes of an MP4/QuickTime file, and the spans the
     final check skips (media data, the key names of Apple metadata)."""
     edits: list[tuple[int, bytes]] = []
@@ -496,7 +553,7 @@ def _box_edits(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, in
     return edits, unchecked
 
 
-def _meta_children(data: bytes, start: int, stop: int) -> int:
+def _meta_children(data: Data, start: int, stop: int) -> int:
     """Where a meta box's children start: ISO's meta is a full box (version and flags
     first, zero), QuickTime's is a plain one whose first child's size comes first."""
     if stop - start >= 12 and data[start : start + 4] == b"\0\0\0\0":
@@ -505,7 +562,7 @@ def _meta_children(data: bytes, start: int, stop: int) -> int:
 
 
 def _meta_edits(
-    data: bytes, start: int, stop: int, unchecked: list[tuple[int, int]]
+    data: Data, start: int, stop: int, unchecked: list[tuple[int, int]]
 ) -> list[tuple[int, bytes]]:
     """Items of a meta box's ilst that hold a location: by key name (Apple's mdta keys,
     com.apple.quicktime.location.*), by item type (©xyz) or by what they say."""
@@ -524,17 +581,17 @@ def _meta_edits(
     return edits
 
 
-def _mdta_keys(data: bytes, start: int, stop: int) -> dict[int, bytes]:
+def _mdta_keys(data: Data, start: int, stop: int) -> dict[int, bytes]:
     """Apple's metadata keys by their 1-based index: the ilst items' box types."""
     if stop - start < 8:
         raise CaptureRejected(Reason.CORRUPT_EXIF, "the video's metadata keys box is cut short")
-    (count,) = struct.unpack_from(">I", data, start + 4)
+    count = int.from_bytes(data[start + 4 : start + 8], "big")
     names = {}
     pos = start + 8
     for index in range(1, count + 1):
         if pos + 8 > stop:
             raise CaptureRejected(Reason.CORRUPT_EXIF, "the video's metadata keys run past")
-        (size,) = struct.unpack_from(">I", data, pos)
+        size = int.from_bytes(data[pos : pos + 4], "big")
         if size < 8 or pos + size > stop:
             raise CaptureRejected(Reason.CORRUPT_EXIF, f"the video's metadata key {index} is bad")
         names[index] = data[pos + 8 : pos + size]
@@ -547,7 +604,7 @@ def _freed(head: int, start: int, stop: int) -> tuple[int, bytes]:
     return head + 4, b"free" + bytes(start - head - 8) + bytes(stop - start)
 
 
-def _matroska_edits(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+def _matroska_edits(data: Data) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
     """Edits zeroing the values of location tags (SimpleTag elements whose TagName says
     location, or whose value names one), and the spans the final check skips (clusters'
     media data, the names of the tags cleaned)."""
@@ -569,7 +626,7 @@ def _matroska_edits(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[in
 
 
 def _simple_tag_edits(
-    data: bytes, start: int, stop: int, unchecked: list[tuple[int, int]], depth: int
+    data: Data, start: int, stop: int, unchecked: list[tuple[int, int]], depth: int
 ) -> list[tuple[int, bytes]]:
     if depth > _MAX_DEPTH:
         raise CaptureRejected(Reason.CORRUPT, f"tags nested deeper than {_MAX_DEPTH}")
@@ -587,7 +644,7 @@ def _simple_tag_edits(
 
 
 def _ebml_elements(
-    data: bytes, pos: int, end: int, tolerate_end: bool = False
+    data: Data, pos: int, end: int, tolerate_end: bool = False
 ) -> Iterator[tuple[int, int, int, int]]:
     """ID, header start, payload start and payload end of each EBML element in
     data[pos:end]. An element of unknown size ends where its parent does, or (a Cluster)
@@ -609,7 +666,7 @@ def _ebml_elements(
         pos = stop
 
 
-def _unknown_end(data: bytes, pos: int, end: int) -> int:
+def _unknown_end(data: Data, pos: int, end: int) -> int:
     while pos < end:
         element, id_length = _vint(data, pos, end, keep_marker=True)
         if element in _SEGMENT_CHILDREN:
@@ -621,7 +678,7 @@ def _unknown_end(data: bytes, pos: int, end: int) -> int:
     return end
 
 
-def _vint(data: bytes, pos: int, end: int, keep_marker: bool) -> tuple[int | None, int]:
+def _vint(data: Data, pos: int, end: int, keep_marker: bool) -> tuple[int | None, int]:
     """An EBML variable-length integer at `pos`: its value (None: the all-ones "unknown"
     size) and its length in bytes."""
     if pos >= end:

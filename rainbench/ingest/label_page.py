@@ -28,9 +28,9 @@ from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.layout import member, picture_ext
 from rainbench.shards.members import (
     ShardError,
+    open_member,
     open_shard,
     pixel_limit,
-    read_member,
     read_upright,
     size_limit,
 )
@@ -182,19 +182,19 @@ def _pictures_of_shard(task: tuple[Path, str, list[dict]]) -> dict[str, dict]:
     with tar:
         for row in rows:
             try:
-                results[row["key"]] = _pictures(_upright(tar, shard, row))
+                results[row["key"]] = _pictures(_upright(tar, root, shard, row))
             except ShardError as error:
                 results[row["key"]] = {"problem": str(error)}
     return results
 
 
-def _upright(tar, shard: str, row: dict) -> Image.Image:
+def _upright(tar, root: Path, shard: str, row: dict) -> Image.Image:
     fmt = FORMATS[row["format"]]
     if fmt.video:  # shown by its middle frame, the one it was tagged on
         name = member(row["key"], fmt.ext)
-        data = read_member(tar, shard, name, size_limit(row["bytes"], None, None))
         try:
-            return middle_frame(data, pixel_limit(row["width"], row["height"]))
+            with open_member(tar, root, shard, name, size_limit(row["bytes"], None, None)) as video:
+                return middle_frame(video, pixel_limit(row["width"], row["height"]))
         except CaptureRejected as rejected:
             raise ShardError(f"{shard}:{name}: {rejected.message}") from None
     ext = picture_ext(row["format"])

@@ -29,7 +29,14 @@ from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, writing
 from rainbench.shards.layout import member
-from rainbench.shards.members import ShardError, open_shard, pixel_limit, read_member, size_limit
+from rainbench.shards.members import (
+    ShardError,
+    open_member,
+    open_shard,
+    pixel_limit,
+    read_member,
+    size_limit,
+)
 from rainbench.shards.stats import rain_type_counts
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
 from rainbench.tagging.labels import (
@@ -363,11 +370,13 @@ def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict 
             limit = size_limit(stale.bytes, stale.width, stale.height)
             # A RAW's sensor is a little larger than the picture the manifest sizes.
             pixels = DEFAULT_MAX_PIXELS if fmt.raw else pixel_limit(stale.width, stale.height)
+            name = member(stale.key, fmt.ext)
             try:
-                data = read_member(tar, shard, member(stale.key, fmt.ext), limit)
                 if fmt.video:  # measured on its middle frame, as ingest did
-                    preview = reduce_for_preview(middle_frame(data, pixels))
+                    with open_member(tar, root, shard, name, limit) as video:
+                        preview = reduce_for_preview(middle_frame(video, pixels))
                 else:
+                    data = read_member(tar, shard, name, limit)
                     preview = decode_capture(data, fmt, pixels).preview
             except (ShardError, CaptureRejected):
                 continue

@@ -1,7 +1,8 @@
 """Phase 3, write: one unit of work = one shard. The worker re-reads each capture,
 re-derives the stored bytes, checks them against the planned sha256, and writes
 `<key>.<ext>`, any staged extra members and `<key>.json` into the shard under its
-temporary name.
+temporary name. A video is copied into the shard in pieces, hashed on the way, and
+taken out again when its hash is not the planned one.
 
 The orchestrator then publishes the shard (flush, rename) and leaves a small
 "done" marker beside the run's state: a shard without its marker is redone. A shard of
@@ -16,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 from rainbench import __version__
-from rainbench.capture.probe import stored_bytes
+from rainbench.capture.probe import stored_capture
 from rainbench.capture.reject import CaptureRejected, Reason
-from rainbench.capture.source import SourceFile, read_capture
+from rainbench.capture.source import SourceFile, open_capture
 from rainbench.files import write_atomic
 from rainbench.shards.layout import METADATA, member
 from rainbench.shards.tar import ShardWriter
@@ -69,6 +70,9 @@ class UnitResult:
     samples: int
     dropped: list[dict] = field(default_factory=list)  # {key, reason, message}
     tmp: str | None = None  # where the shard waits to be published, beside `shard`
+    # In a store: which upload of the shard is this run's (`store.version`), so that a
+    # resume takes no other writer's upload of as many bytes under the same key for it.
+    version: str | None = None
 
 
 def marker_path(markers: Path, shard: str) -> Path:
@@ -80,14 +84,13 @@ def write_unit(task: UnitTask) -> UnitResult:
     with ShardWriter(Path(task.dataset_root) / task.shard) as writer:
         for row in task.rows:
             try:
-                stored = _stored(row, task.keep_gps)
+                _add_capture(writer, row, task.keep_gps)
             except CaptureRejected as rejected:
                 result.dropped.append(
                     {"key": row["key"], "reason": str(rejected.reason), "message": rejected.message}
                 )
                 continue
             key, members = row["key"], row["members"]
-            writer.add(member(key, members[0]), stored)
             for ext in members[1:-1]:
                 staged = Path(task.staging) / member(key, ext)
                 writer.add(member(key, ext), staged.read_bytes())
@@ -115,12 +118,28 @@ def read_marker(path: Path) -> UnitResult | None:
         return None
 
 
-def _stored(row: dict, keep_gps: bool) -> bytes:
+def _add_capture(writer: ShardWriter, row: dict, keep_gps: bool) -> None:
+    """Write the capture's `<key>.<ext>` member, re-derived from its file, if it is still
+    what was planned; a video is copied in pieces and taken out again if it is not."""
     source = SourceFile(row["source_root"], row["source_path"], row["source_size"], 0)
-    fmt, stored = stored_bytes(read_capture(source), source, keep_gps)
-    if fmt.name != row["format"] or hashlib.sha256(stored).hexdigest() != row["sha256"]:
-        raise CaptureRejected(Reason.CHANGED, "the file changed between scanning and writing")
-    return stored
+    name = member(row["key"], row["members"][0])
+    with open_capture(source) as capture:
+        stored = stored_capture(capture, source, keep_gps)
+        if stored.format.name != row["format"]:
+            raise _changed()
+        if isinstance(stored.stored, bytes):
+            if hashlib.sha256(stored.stored).hexdigest() != row["sha256"]:
+                raise _changed()
+            writer.add(name, stored.stored)
+            return
+        with writer.tentative():
+            if writer.add_file(name, stored.stored, stored.size) != row["sha256"]:
+                raise _changed()
+            capture.check_unchanged()
+
+
+def _changed() -> CaptureRejected:
+    return CaptureRejected(Reason.CHANGED, "the file changed between scanning and writing")
 
 
 def metadata_json(row: dict, keep_gps: bool) -> bytes:

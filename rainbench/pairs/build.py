@@ -39,7 +39,7 @@ from rainbench.parallel import WorkerPool, available_memory
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id, writing
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
-from rainbench.shards.members import ShardError, open_shard, read_member, read_upright
+from rainbench.shards.members import ShardError, open_member, open_shard, read_upright
 from rainbench.synth.importers import ESTIMATED
 from rainbench.synth.png import encode_png
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
@@ -319,12 +319,12 @@ def _drop_rows(dataset: Dataset, name: str, shards: set[str]) -> None:
 
 
 def _workers_for_memory(sequences: list[Sequence], options: EstimateOptions) -> int:
-    """How many workers the free memory holds, each with the largest window: at least 1."""
+    """How many workers the free memory holds, each with the largest window (a video is
+    decoded from its shard, never held whole): at least 1."""
     if not sequences:
         return 1
     need = max(
         _WORKER_BASE_BYTES
-        + (sequence.rows[0]["bytes"] if sequence.video else 0)
         + _WINDOW_FRAME_COPIES
         * min(options.window, sequence.frames)
         * 3
@@ -433,13 +433,20 @@ def open_frames(root: Path, sequence: Sequence) -> FrameSource:
 
 
 class _VideoFrames:
+    """A video's frames, decoded from its member where it lies in the shard (held open
+    while they are read): a video of several GB is never held in memory whole."""
+
     def __init__(self, root: Path, row: dict):
         from rainbench.capture.video import VideoFrames
 
         shard, ext = row["shard"], FORMATS[row["format"]].ext
-        with open_shard(root, shard) as tar:
-            data = read_member(tar, shard, member(row["key"], ext), row["bytes"])
-        self._frames = VideoFrames(data)
+        self._tar = open_shard(root, shard)
+        try:
+            video = open_member(self._tar, root, shard, member(row["key"], ext), row["bytes"])
+            self._frames = VideoFrames(video)
+        except BaseException:
+            self._tar.close()
+            raise
 
     def __len__(self) -> int:
         return len(self._frames)

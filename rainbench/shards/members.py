@@ -7,8 +7,11 @@ pixels than the manifest gives before one is decoded.
 
 import hashlib
 import re
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -20,7 +23,7 @@ from rainbench.errors import first_line
 from rainbench.files import regular_file
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.manifest import SHARD
-from rainbench.store import mirrored_url, open_ranged, open_stream
+from rainbench.store import STREAM_BLOCK, mirrored_url, open_ranged, open_stream
 
 # A member whose size the manifest does not give (a RAW's preview, a pair's PNGs) may
 # hold its pixels at 8 bytes each (16-bit RGBA, uncompressed) and this much metadata.
@@ -94,6 +97,42 @@ def read_member(
     """The bytes of member `name`: a regular file of at most `limit` bytes, and with
     `sha256` (the manifest's), those bytes and no others."""
     where = f"{shard}:{name}"
+    handle, size = _open_member(tar, shard, name, limit)
+    try:
+        data = handle.read(size)
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise ShardError(f"{where}: cannot read it: {first_line(error)}") from None
+    if len(data) != size:
+        raise ShardError(f"{where}: cut short (run rainbench verify)")
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ShardError(f"{where}: its bytes are not the manifest's (run rainbench verify)")
+    return data
+
+
+def open_member(tar: tarfile.TarFile, root: Path, shard: str, name: str, limit: int) -> BinaryIO:
+    """Member `name`, a regular file of at most `limit` bytes, as a seekable binary file
+    (a video of several GB is never held whole): read where it lies in a local shard,
+    usable while `tar` is open; from a store, copied first in large pieces to a
+    temporary file, as a demuxer's many small reads would each be a request. A member
+    cut short reads short: its reader refuses it."""
+    handle, size = _open_member(tar, shard, name, limit)
+    if shard_url(root, shard) is None:
+        return handle
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
+    try:
+        shutil.copyfileobj(handle, spool, STREAM_BLOCK)
+    except (OSError, tarfile.TarError, EOFError) as error:
+        spool.close()
+        raise ShardError(f"{shard}:{name}: cannot read it: {first_line(error)}") from None
+    if spool.tell() != size:
+        spool.close()
+        raise ShardError(f"{shard}:{name}: cut short (run rainbench verify)")
+    spool.seek(0)
+    return spool
+
+
+def _open_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> tuple[BinaryIO, int]:
+    where = f"{shard}:{name}"
     try:
         info = tar.getmember(name)
     except KeyError:
@@ -104,14 +143,9 @@ def read_member(
     if info.size > limit:
         raise ShardError(f"{where}: {info.size} bytes, more than the {limit} allowed; refused")
     try:
-        data = tar.extractfile(info).read(info.size)  # type: ignore[union-attr]
+        return tar.extractfile(info), info.size  # type: ignore[return-value]
     except (OSError, tarfile.TarError, EOFError) as error:
         raise ShardError(f"{where}: cannot read it: {first_line(error)}") from None
-    if len(data) != info.size:
-        raise ShardError(f"{where}: cut short (run rainbench verify)")
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ShardError(f"{where}: its bytes are not the manifest's (run rainbench verify)")
-    return data
 
 
 def check_regular(info: tarfile.TarInfo, where: str) -> None:

@@ -11,13 +11,18 @@ import hashlib
 import os
 import secrets
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from rainbench.files import fsync_dir
 
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
+_CHUNK = 1 << 20  # what add_file reads at a time
+_USTAR_LIMIT = 8 << 30  # the first size a USTAR header cannot hold (11 octal digits)
 TMP_SUFFIX = ".tmp"
 
 
@@ -57,13 +62,40 @@ class ShardWriter:
             self.tmp_path.unlink(missing_ok=True)
 
     def add(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = 0
-        info.mode = 0o444
-        self._write(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"))
+        self._header(name, len(data))
         self._write(data)
         self._write(bytes(-len(data) % _BLOCK))
+
+    def add_file(self, name: str, file: BinaryIO, size: int) -> str:
+        """Add a member of `size` bytes read from `file` in pieces, never held whole (a
+        video of several GB); the sha256 of its bytes. A file that ends early (EOFError)
+        or fails to read leaves no trace of the member."""
+        digest = hashlib.sha256()
+        with self.tentative():
+            self._header(name, size)
+            left = size
+            while left:
+                chunk = file.read(min(left, _CHUNK))
+                if not chunk:
+                    raise EOFError(f"{name}: the file ends {left} bytes before its size")
+                digest.update(chunk)
+                self._write(chunk)
+                left -= len(chunk)
+            self._write(bytes(-size % _BLOCK))
+        return digest.hexdigest()
+
+    @contextmanager
+    def tentative(self) -> Iterator[None]:
+        """Members added in the block are taken out again if it raises: a capture found
+        to have changed as it was copied in leaves the shard as it was before."""
+        size, sha = self._size, self._sha.copy()
+        try:
+            yield
+        except BaseException:
+            self._file.seek(size)
+            self._file.truncate()
+            self._size, self._sha = size, sha
+            raise
 
     def finish(self) -> ShardInfo:
         """Write the end-of-archive blocks and close; the shard waits at `tmp_path`."""
@@ -76,6 +108,18 @@ class ShardWriter:
         info = self.finish()
         publish(self.tmp_path, self.path)
         return info
+
+    def _header(self, name: str, size: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mtime = 0
+        info.mode = 0o444
+        # USTAR holds sizes below 8 GiB; a larger member (a long 4K video) gets a POSIX
+        # (pax) size record before its header, which every tar reader knows.
+        big = size >= _USTAR_LIMIT
+        self._write(
+            info.tobuf(tarfile.PAX_FORMAT if big else tarfile.USTAR_FORMAT, "utf-8", "strict")
+        )
 
     def _write(self, data: bytes) -> None:
         self._file.write(data)

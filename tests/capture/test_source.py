@@ -1,6 +1,7 @@
 """Reading from the raw folder: only regular files are read, never past the size the
 open file reports, and every name maps to storable text and back."""
 
+import io
 import os
 import socket
 
@@ -9,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rainbench.capture.reject import CaptureRejected, Reason
-from rainbench.capture.source import SourceFile, name_on_disk, name_text, read_capture, read_regular
+from rainbench.capture.source import (
+    SourceFile,
+    name_on_disk,
+    name_text,
+    open_regular,
+    read_capture,
+    read_regular,
+)
 
 # Any file name a POSIX file system allows: bytes other than NUL and "/".
 NAMES = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b)
@@ -101,13 +109,13 @@ def test_symlinks_lead_only_to_regular_files_inside_the_root(tmp_path):
 
 def test_a_file_that_grows_or_shrinks_while_read_is_changed(tmp_path, monkeypatch):
     path = tmp_path / "a.jpg"
-    real_read = os.read
+    real_read = os.pread
 
     def read_after(change):
-        def read(fd, n):
+        def read(fd, n, offset):
             change()
-            monkeypatch.setattr(os, "read", real_read)
-            return real_read(fd, n)
+            monkeypatch.setattr(os, "pread", real_read)
+            return real_read(fd, n, offset)
 
         return read
 
@@ -116,7 +124,7 @@ def test_a_file_that_grows_or_shrinks_while_read_is_changed(tmp_path, monkeypatc
         (lambda: os.truncate(path, 1), "shrank"),
     ]:
         path.write_bytes(b"abc")
-        monkeypatch.setattr(os, "read", read_after(change))
+        monkeypatch.setattr(os, "pread", read_after(change))
         refused = _refused(path)
         assert (refused.reason, refused.message) == (
             Reason.CHANGED,
@@ -128,3 +136,39 @@ def test_a_source_file_with_an_undecodable_name_is_found(tmp_path):
     (tmp_path / os.fsdecode(b"bad\xff.jpg")).write_bytes(b"bytes")
     source = SourceFile(name_text(tmp_path.as_posix()), r"bad\xff.jpg", 5, 0)
     assert read_capture(source) == b"bytes"
+
+
+def test_an_opened_capture_reads_like_its_bytes_with_the_edits_made(tmp_path):
+    data = bytes(range(256)) * 700  # several of the windows small reads are served from
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    edits = [(10, b"AB"), (70_000, b"free"), (11, b"xyz"), (len(data) - 2, b"!!")]
+    expected = bytearray(data)
+    for at, replacement in edits:  # in order: where two overlap, the later wins
+        expected[at : at + len(replacement)] = replacement
+    with open_regular(path, len(data)) as capture:
+        edited = capture.edited(edits)
+        assert edited.read_all() == bytes(expected) and capture.read_all() == data
+        assert edited[10:14] == b"Axyz" and edited[-1] == ord("!") and len(edited) == len(data)
+        assert edited[65_530:70_010] == bytes(expected[65_530:70_010])
+        assert edited.find(b"free", 60_000, 80_000) == 70_000
+        assert edited.find(b"free", 0, 70_003) == -1
+        assert edited.seek(-3, io.SEEK_END) == len(data) - 3
+        assert edited.read() == bytes(expected[-3:]) and edited.read(5) == b""
+        assert capture.edited([]) is capture
+
+
+def test_a_capture_written_to_while_open_is_changed(tmp_path):
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"abcdef")
+    with open_regular(path) as capture:
+        capture.check_unchanged()
+        with open(path, "r+b") as handle:  # the same size, other bytes, a later time
+            handle.write(b"X")
+        os.utime(path, ns=(0, 0))
+        with pytest.raises(CaptureRejected) as refused:
+            capture.check_unchanged()
+        assert refused.value.reason == Reason.CHANGED
+        os.truncate(path, 2)
+        with pytest.raises(CaptureRejected, match="shrank"):
+            capture.pread(0, 6)

@@ -9,12 +9,14 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.capture.gps import has_gps, strip_gps
 from rainbench.capture.location import location_hint
 from rainbench.capture.reject import CaptureRejected, Reason
-from rainbench.capture.video import VideoFrames, probe_video, strip_location
+from rainbench.capture.source import open_regular
+from rainbench.capture.video import VideoFrames, location_edits, probe_video, strip_location
 
 av = pytest.importorskip("av", reason="videos need rainbench[video]")
 
@@ -279,3 +281,64 @@ def test_a_subtitle_track_with_positions_is_zeroed(container, codec):
     stripped = strip_location(data, sniff(data, "x"))
     assert len(stripped) == len(data) and text in data and b"47.3754" not in stripped
     assert probe_video(stripped).frames == 3
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "options"),
+    [
+        ("mov", "libx264", {}),
+        ("mp4", "libx264", {"movflags": "use_metadata_tags"}),
+        ("mp4", "libx264", {"movflags": "frag_keyframe+empty_moov"}),
+        ("matroska", "mpeg4", {}),
+    ],
+)
+def test_location_is_removed_from_an_open_file_as_from_its_bytes(
+    tmp_path, container, codec, options
+):
+    """Ingest walks a video's file by its headers and never reads it whole: the edits it
+    finds there make exactly the bytes `strip_location` makes of the whole file."""
+    data = encode(container, codec, metadata={"location": ZURICH}, options=options)
+    fmt = sniff(data, "x")
+    (tmp_path / "clip").write_bytes(data)
+    with open_regular(tmp_path / "clip") as capture:
+        edits = location_edits(capture, fmt)
+        assert edits and capture.edited(edits).read_all() == strip_location(data, fmt)
+
+
+@pytest.mark.parametrize("damage", ["location left", "cut"])
+def test_an_open_file_is_refused_as_its_bytes_are(tmp_path, damage):
+    data = encode("mp4")
+    if damage == "cut":
+        data = data[: len(data) // 2]
+    else:
+        data = _append_to_moov(data, _box(b"Xtra", f"where: {ZURICH}".encode()))
+    (tmp_path / "clip").write_bytes(data)
+    with pytest.raises(CaptureRejected) as from_bytes:
+        strip_location(data, FORMATS["mp4"])
+    with open_regular(tmp_path / "clip") as capture, pytest.raises(CaptureRejected) as from_file:
+        location_edits(capture, FORMATS["mp4"])
+    assert (from_file.value.reason, from_file.value.message) == (
+        from_bytes.value.reason,
+        from_bytes.value.message,
+    )
+
+
+def test_a_frame_size_that_changes_mid_stream_is_named():
+    """The decoder refuses the first frame of the new size with "invalid data"; the
+    refusal says what is wrong instead."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as output:
+        stream = output.add_stream("mjpeg", rate=24)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuvj420p"
+        for index in range(12):
+            size = (WIDTH, HEIGHT) if index < 6 else (WIDTH // 2, HEIGHT // 2)
+            jpeg = io.BytesIO()
+            Image.new("RGB", size, (level(index),) * 3).save(jpeg, "JPEG")
+            packet = av.Packet(jpeg.getvalue())
+            packet.stream, packet.pts, packet.dts = stream, index, index
+            packet.time_base = Fraction(1, 24)
+            output.mux(packet)
+    with pytest.raises(CaptureRejected) as refused:
+        probe_video(buffer.getvalue())
+    assert refused.value.reason == Reason.CORRUPT
+    assert refused.value.message == "the frame size changes at frame 6: 64×48 → 32×24"

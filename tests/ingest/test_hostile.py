@@ -108,19 +108,19 @@ def test_a_file_that_grows_while_read_is_changed_then_taken_next_time(tmp_path, 
     for seed, name in enumerate([b"growing.jpg", b"steady.jpg"]):
         _capture(raw, name, seed)
     growing = raw / "growing.jpg"
-    real_read = os.read
+    real_read = os.pread
     grown = []
 
-    def read(fd, n):  # the camera is still writing it: it grows just as it is read
+    def read(fd, n, offset):  # the camera is still writing it: it grows just as it is read
         if not grown and os.fstat(fd).st_ino == growing.stat().st_ino:
             grown.append(True)
             with open(growing, "ab") as handle:
                 handle.write(bytes(16))
-        return real_read(fd, n)
+        return real_read(fd, n, offset)
 
     ds = tmp_path / "ds"
     with monkeypatch.context() as patch:
-        patch.setattr(os, "read", read)
+        patch.setattr(os, "pread", read)
         first = ingest([raw], ds, IngestOptions(workers=1))
     assert (first.accepted, first.rejected) == (1, {"changed-during-ingest": 1})
     second = ingest([raw], ds, IngestOptions(workers=1))

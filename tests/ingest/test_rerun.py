@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from rainbench.capture import probe as probe_module
-from rainbench.capture.source import read_capture
+from rainbench.capture.source import open_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import write as write_module
 from rainbench.shards import manifest
@@ -26,10 +26,10 @@ def reads(monkeypatch) -> list[str]:
 
     def counting(source):
         paths.append(source.path)
-        return read_capture(source)
+        return open_capture(source)
 
-    monkeypatch.setattr(probe_module, "read_capture", counting)
-    monkeypatch.setattr(write_module, "read_capture", counting)
+    monkeypatch.setattr(probe_module, "open_capture", counting)
+    monkeypatch.setattr(write_module, "open_capture", counting)
     return paths
 
 

@@ -5,6 +5,7 @@ PyAV, the stills written with EXIF by rainbench.demo."""
 
 import hashlib
 import io
+import os
 import sys
 import tarfile
 from datetime import datetime, timedelta
@@ -21,9 +22,11 @@ from rainbench.capture.video import VideoFrames
 from rainbench.data.select import Filters, captures
 from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest import write as write_module
 from rainbench.ingest.bursts import group_bursts
 from rainbench.ingest.label_page import write_label_page
 from rainbench.ingest.tag import tag_dataset
+from rainbench.pairs.build import Sequence, open_frames
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset
 from rainbench.shards.verify import verify
@@ -257,3 +260,83 @@ def test_a_burst_needs_one_camera_size_folder_and_short_gaps():
     assert [grouped[f"a/{n}.jpg"] for n in (1, 2, 3)] == [(first, 0), (first, 1), (first, 2)]
     for name in ("a/4.jpg", "a/5.jpg", "b/1.jpg", "a/x.jpg", "a/y.jpg"):
         assert grouped[name] == (None, None)
+
+
+def encode_mjpeg(frames: int = 40) -> bytes:
+    """A video of a few MB (noise, barely compressible): more than ingest reads at once."""
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(3)
+    with av.open(buffer, "w", format="matroska") as output:
+        stream = output.add_stream("mjpeg", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuvj420p"
+        stream.options = {"qmin": "1", "qmax": "2"}
+        for _ in range(frames):
+            picture = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def test_a_video_is_ingested_and_paired_without_being_read_whole(raw, tmp_path, monkeypatch):
+    """A lab's video runs to several GB: ingest (probe and shard writer) reads it in
+    pieces, and `pairs` decodes it where it lies in the shard."""
+    video = raw / "cam" / "big.mkv"
+    video.write_bytes(encode_mjpeg())
+    size = video.stat().st_size
+    asked: list[int] = []
+    real_read, real_pread = os.read, os.pread
+
+    def read(fd, n, *at):
+        if os.fstat(fd).st_size in (size, video.stat().st_size) and n > 1:
+            asked.append(n)
+        return real_pread(fd, n, *at) if at else real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", lambda fd, n: read(fd, n))
+    monkeypatch.setattr(os, "pread", read)
+    ingest([raw], tmp_path / "ds", OPTIONS)
+    row = rows_by_name(tmp_path / "ds")["big.mkv"]
+    assert row["sha256"] == hashlib.sha256(video.read_bytes()).hexdigest()
+    assert asked and max(asked) <= size // 2
+
+    asked.clear()
+    real_extract = tarfile.TarFile.extractfile
+    monkeypatch.setattr(
+        tarfile.TarFile, "extractfile", lambda *args: _Recording(real_extract(*args), asked)
+    )
+    frames = open_frames(tmp_path / "ds", Sequence(row["key"], 40, (row,)))
+    assert len(frames) == 40 and frames.read([39]).shape == (1, 240, 320, 3)
+    assert asked and max(asked) <= size // 2
+
+
+class _Recording:
+    """A file that records how much each read asks for."""
+
+    def __init__(self, file, asked: list[int]):
+        self._file, self._asked = file, asked
+
+    def read(self, size: int = -1) -> bytes:
+        self._asked.append(size)
+        return self._file.read(size)
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
+def test_a_video_changed_before_it_is_written_is_dropped_whole(raw, tmp_path, monkeypatch):
+    """The same size, other bytes: the member copied in pieces is taken out again and
+    the shard holds the other captures, intact."""
+    video = raw / "cam" / "rain.mov"
+    real_open = write_module.open_capture
+
+    def changed_first(source):
+        if source.path.endswith("rain.mov"):
+            data = bytearray(video.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            video.write_bytes(bytes(data))
+        return real_open(source)
+
+    monkeypatch.setattr(write_module, "open_capture", changed_first)
+    result = ingest([raw], tmp_path / "ds", OPTIONS)
+    assert result.accepted == 4 and result.rejected == {"changed-during-ingest": 1}
+    assert "rain.mov" not in rows_by_name(tmp_path / "ds")
+    assert verify(Dataset(tmp_path / "ds")) == []

@@ -1,3 +1,5 @@
+import hashlib
+import io
 import tarfile
 
 import pytest
@@ -50,3 +52,51 @@ def test_a_writer_left_over_from_a_killed_run_never_touches_the_published_shard(
     stale.finish()
     assert published.sha256 == file_sha256(path)
     assert stale.tmp_path.exists()  # never published: the next run's cleanup removes it
+
+
+class _Pieces(io.BytesIO):
+    """A file that records how much each read asked for."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.asked: list[int] = []
+
+    def read(self, size: int = -1) -> bytes:
+        self.asked.append(size)
+        return super().read(size)
+
+
+def test_a_member_from_a_file_is_the_member_from_bytes_read_in_pieces(tmp_path):
+    data = bytes(range(256)) * 9000  # over 2 MiB: more than one piece
+    by_bytes = _write(tmp_path / "a" / "s-000000.tar", [("k.mp4", data), ("k.json", b"{}")])
+    source = _Pieces(data)
+    with ShardWriter(tmp_path / "b" / "s-000000.tar") as writer:
+        digest = writer.add_file("k.mp4", source, len(data))
+        writer.add("k.json", b"{}")
+        assert writer.commit() == by_bytes
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert len(source.asked) > 1 and 0 < max(source.asked) < len(data)
+
+
+def test_a_member_that_fails_as_it_is_added_leaves_no_trace(tmp_path):
+    expected = _write(tmp_path / "a" / "s-000000.tar", [("a.jpg", b"a")])
+    with ShardWriter(tmp_path / "b" / "s-000000.tar") as writer:
+        writer.add("a.jpg", b"a")
+        with pytest.raises(EOFError):  # the file is shorter than its size
+            writer.add_file("b.mp4", io.BytesIO(b"short"), 2000)
+        with pytest.raises(ValueError), writer.tentative():  # its check failed
+            writer.add_file("c.mp4", io.BytesIO(b"c" * 3000), 3000)
+            raise ValueError("not the planned bytes")
+        assert writer.commit() == expected
+
+
+def test_a_member_of_8_gib_or_more_gets_a_size_record_every_tar_reader_knows(tmp_path):
+    # USTAR's size field stops below 8 GiB; a camera's long 4K video may not. Only the
+    # header is written here (9 GiB of data would take minutes): a reader must find the
+    # member's name and whole size in it.
+    with ShardWriter(tmp_path / "s-000000.tar") as writer:
+        writer._header("k.mp4", 9 << 30)
+        writer._file.flush()
+        with tarfile.open(writer.tmp_path, "r:") as tar:
+            found = tar.next()
+    assert (found.name, found.size) == ("k.mp4", 9 << 30)
