@@ -200,6 +200,20 @@ def size(url: str) -> int:
         return -1
 
 
+def version(url: str) -> str | None:
+    """Which upload the object at `url` is (one HEAD request): its size and the store's
+    tag of that upload — S3's ETag, GCS's generation, else its modification time — so
+    that another upload of as many bytes tells apart; None when there is no object."""
+    fs, path = filesystem(url)
+    try:
+        with _reporting(url):
+            info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    tag = info.get("ETag") or info.get("generation") or info.get("etag") or _mtime_ns(info)
+    return f"{int(info.get('size') or 0)}:{str(tag).strip(chr(34))}"
+
+
 def cache_root() -> Path:
     """Where rainbench keeps its local mirrors: $RAINBENCH_CACHE, else
     $XDG_CACHE_HOME/rainbench, else ~/.cache/rainbench."""

@@ -57,7 +57,7 @@ from rainbench.shards.dataset import (
     open_for_writing,
 )
 from rainbench.shards.tar import TMP_SUFFIX, publish
-from rainbench.store import delete, is_url, read_bytes, size
+from rainbench.store import delete, is_url, read_bytes, version
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
@@ -439,7 +439,7 @@ class _Run:
         for shard, rows in plan.units().items():
             marker = read_marker(marker_path(self.markers, shard))
             shard_file = self.dataset.root / shard
-            if marker and (marker.sha256 is None or _size(self.dataset, shard) == marker.bytes):
+            if marker and (marker.sha256 is None or _still_published(self.dataset, marker)):
                 results.append(marker)
             else:
                 shard_file.unlink(missing_ok=True)
@@ -452,7 +452,7 @@ class _Run:
             if result.sha256 and self.dataset.url is None:
                 publish(self.dataset.root / result.tmp, self.dataset.root / result.shard)
             elif result.sha256:  # uploaded by the worker: to the store this driver commits to?
-                _check_uploaded(self.dataset, result)
+                result.version = _check_uploaded(self.dataset, result)
             write_marker(self.markers, result)
             results.append(result)
             bar.update(result.samples + len(result.dropped))
@@ -670,25 +670,38 @@ def _reject_of(row: dict, run_id: str) -> dict:
     }
 
 
-def _check_uploaded(dataset: Dataset, result: UnitResult) -> None:
-    """Refuse to go on, nothing of the shard committed, when the store this driver reaches
-    lacks what a worker uploaded: the workers reach another store (one HEAD request)."""
-    found = _size(dataset, result.shard)
-    if found != result.bytes:
-        what = "is not there" if found < 0 else f"has {found} bytes, not {result.bytes}"
+def _check_uploaded(dataset: Dataset, result: UnitResult) -> str:
+    """Which upload of the shard the store holds (`store.version`, one HEAD request).
+    Refuse to go on, nothing of the shard committed, when the store this driver reaches
+    lacks what a worker uploaded: the workers reach another store."""
+    found = version(f"{dataset.url}/{result.shard}")
+    size = _size_of(found)
+    if size != result.bytes:
+        what = "is not there" if size < 0 else f"has {size} bytes, not {result.bytes}"
         raise DatasetError(
             f"{dataset.url}/{result.shard} {what}, though a worker uploaded it: the workers "
             "reach another object store than this machine (their AWS_ENDPOINT_URL, region "
             "or credentials differ); nothing of it was committed. Give the Ray nodes this "
             "machine's store settings, then run the same ingest again to resume"
         )
+    return found
 
 
-def _size(dataset: Dataset, shard: str) -> int:
-    """The published shard's size (in a store: the object's), or -1 when there is none."""
-    if dataset.url is not None:
-        return size(f"{dataset.url}/{shard}")
-    try:
-        return (dataset.root / shard).stat().st_size
-    except FileNotFoundError:
-        return -1
+def _still_published(dataset: Dataset, marker: UnitResult) -> bool:
+    """Whether the shard a finished unit published is still there as it left it: in a
+    store, the same upload (another writer may have put as many bytes under the key
+    since), where the marker names it; else a file of its size."""
+    if dataset.url is None:
+        try:
+            return (dataset.root / marker.shard).stat().st_size == marker.bytes
+        except FileNotFoundError:
+            return False
+    found = version(f"{dataset.url}/{marker.shard}")
+    if marker.version is not None:  # markers written before versions were kept have none
+        return found == marker.version
+    return _size_of(found) == marker.bytes
+
+
+def _size_of(found: str | None) -> int:
+    """The object's size in a `store.version` (-1: no object)."""
+    return -1 if found is None else int(found.partition(":")[0])

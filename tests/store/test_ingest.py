@@ -593,3 +593,28 @@ def test_pairs_on_a_video_in_the_store_equal_pairs_locally(bucket, tmp_path):
         assert paired.exit_code == 0, paired.output
     assert snapshot(url) == local_snapshot(local)
     assert verify(open_dataset(url)) == []
+
+
+def test_a_resume_takes_no_other_upload_of_as_many_bytes_for_its_own_shard(
+    bucket, raw, reference, monkeypatch
+):
+    # Killed with two shards uploaded but not committed; meanwhile another writer (from
+    # another cache, say) put other bytes of the same length under one of their keys.
+    # The resume must see that it is not its upload and write that shard again.
+    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    uploaded = []
+    with monkeypatch.context() as patch:
+        crashing = _killed_at_the_third_shard()
+        patch.setattr(
+            run_module, "write_unit", lambda task: uploaded.append(task.shard) or crashing(task)
+        )
+        with pytest.raises(Killed):
+            ingest([raw], url, OPTIONS)
+    key = f"{url.removeprefix('s3://')}/{uploaded[0]}"
+    fs.invalidate_cache()
+    original = fs.cat_file(key)
+    fs.pipe_file(key, original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size
+    summary = ingest([raw], url, OPTIONS)
+    assert summary.resumed
+    assert snapshot(url) == reference
+    assert verify(open_dataset(url)) == []
