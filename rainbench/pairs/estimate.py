@@ -299,10 +299,10 @@ def estimate_window(
 
     With at least `min_rain_free` of `rain_free` frames (and `prefer_rain_free`), the
     background is their robust mean, from those nearest the window in time, and the
-    method is "rain-free"; the window's own frames then only place the targets and find
-    what moves in them. Rain-free frames are never targets, however few: they come back
-    with skipped="rain-free", as a dry frame paired as rainy would score a derainer on
-    nothing to derain.
+    method is "rain-free"; the window's own frames then place the targets, find what
+    moves in them, and bound the predicted quality (`_codec_error`). Rain-free frames
+    are never targets, however few: they come back with skipped="rain-free", as a dry
+    frame paired as rainy would score a derainer on nothing to derain.
     """
     check_options(options)
     dry = set(rain_free)
@@ -310,8 +310,10 @@ def estimate_window(
     stack = frames.read(indices)
     height, width = stack.shape[1:3]
     use_dry = len(rain_free) >= options.min_rain_free and options.prefer_rain_free
-    scene = _align(stack, None, options, warp=not use_dry)
-    if use_dry:
+    scene = _align(stack, None, options, warp=True)
+    codec = None
+    if use_dry:  # before the dry frames are read: one extra copy of the window at a time
+        codec = _codec_error(scene, [p for p, i in enumerate(indices) if i not in dry], options)
         centre = (window.start + window.end) / 2
         nearest = sorted(rain_free, key=lambda i: (abs(i - centre), i))[: options.window]
         chosen = sorted(nearest)
@@ -367,15 +369,42 @@ def estimate_window(
             continue
         results[target].gt = _round(gt)
         results[target].confidence = confidence
-        # The frames' shared error (what a codec froze into every frame) does not average
-        # out: a share CORRELATED of the sample variance σ² = se²·n is added to se².
-        shared = error**2 * (1 + CORRELATED * count)
+        shared = _shared_error(error, count)
+        if codec is not None:
+            shared = np.maximum(shared, codec)
         # `lowrank` is not the robust mean the standard error is of: how far it departs
         # from that mean is added, as an error of its own.
         if departures[k] is not None:
             shared += departures[k]
         results[target].gt_psnr_estimate = _predicted_psnr(_to_frame(shared, shift), confidence)
     return [results[t] for t in window.targets]
+
+
+def _shared_error(error: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The squared error of a robust mean (levels of Y²) from its standard error and its
+    sample count: the frames' shared error (what a codec froze into every frame) does not
+    average out, so a share CORRELATED of the sample variance σ² = se²·n is added to se²."""
+    return error**2 * (1 + CORRELATED * count)
+
+
+def _codec_error(
+    aligned: "_Aligned", rainy: list[int], options: EstimateOptions
+) -> np.ndarray | None:
+    """The squared error (levels of Y², reference coordinates) that the time-based
+    estimate of the window's rainy frames (positions `rainy` of `aligned`, warped)
+    predicts, 0 where they hold no clean sample; None with fewer than `min_frames` of
+    them registered.
+
+    The dry frames of a static scene are coded alike (skipped blocks): their spread is
+    near none and says nothing of the codec error they all share, which time cannot
+    average out. Rain makes the codec code the scene afresh, and the rainy frames'
+    spread shows that error: a rain-free background is trusted no more than the
+    time-based one of its window."""
+    positions = [p for p in rainy if aligned.registered[p]]
+    if len(positions) < options.min_frames:
+        return None
+    _, error, count, _, _ = _background(aligned.subset(positions), "percentile", [0], [], options)
+    return np.where(count > 0, _shared_error(error, count), 0).astype(np.float32)
 
 
 def _not_lined_up(aligned: "_Aligned", options: EstimateOptions) -> str | None:
