@@ -22,9 +22,14 @@ row per image (metrics, s per megapixel, peak memory, status) goes to
 RESULTS/<model>/<dataset>/<split>.parquet with a provenance JSON beside it. A failing
 image is recorded and the run goes on; a killed run resumes; a re-run is a no-op.
 
+A checkpoint of rainbench train names the captures it learnt from: a split whose images
+come from them (train, pairs rendered on its clean captures) is scored, counted in the
+provenance (trained_on) and shown on the leaderboard, not ranked.
+
 \b
 Example:
   rainbench eval ds --model guided --split all --results res
+  rainbench eval ds --model nlcl --checkpoint runs/nlcl/nlcl.pt --split test --results res
   rainbench eval ds --model guided --option radius=8 --name guided-r8 --results res
   rainbench eval ds --model-cmd "python test.py --in {input_dir} --out {output_dir}" \\
       --name theirs --split syn-streak --results res
@@ -183,6 +188,12 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
                 "a video is scored through its real pairs (rainbench pairs)"
             )
         lines.append(line)
+        seen = report.trained_on or {}
+        if seen.get("images"):  # the leaderboard shows the row, unranked (ranking.py)
+            lines.append(
+                f"{report.model} on {report.dataset}/{report.split}: trained on "
+                f"{seen['images']} of its {seen['of']} images — shown, not ranked"
+            )
     return lines
 
 

@@ -290,7 +290,8 @@ def unranked_text(table: SplitTable) -> str | None:
     if not found:
         return None
     return (
-        f"Not ranked, as a rank compares methods on every image of the split: {'; '.join(found)}."
+        "Not ranked, as a rank compares methods on every image of the split and on none "
+        f"they trained on: {'; '.join(found)}."
     )
 
 

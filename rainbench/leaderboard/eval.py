@@ -100,6 +100,11 @@ class SplitReport:
     failed_before: int = 0  # of those already done: kept failures (--retry-failed)
     unavailable_metrics: dict[str, str] = field(default_factory=dict)
     videos: int = 0  # the split's rainy videos, left to the real pairs made of them
+    model: str | None = None  # what the results are filed under
+    # Of the split's images, how many come from captures the model trained on, when its
+    # checkpoint says which: {"images": n, "of": total}; the leaderboard does not rank
+    # a row with n > 0.
+    trained_on: dict | None = None
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "path": str(self.path)}
@@ -160,6 +165,11 @@ class Source:
 
     def run(self, items: list[Item], split: str) -> list[Output]:
         raise NotImplementedError
+
+    def trained_on(self) -> frozenset[str] | None:
+        """The keys of the captures the source's model was trained on, when its checkpoint
+        says (`rainbench.models.trained_on`); None: nothing to compare."""
+        return None
 
 
 def evaluate(
@@ -312,7 +322,7 @@ class _SplitRun:
             results, results / "_reference" / _safe(name) / f"{split}.crops"
         )
         self.checkpoint = checkpoint
-        self.report = SplitReport(name, split, kind, self.table_path)
+        self.report = SplitReport(name, split, kind, self.table_path, model=source.name)
         self.unreadable: list[dict] = []  # failed rows of images that could not be read
         # The results on disk are a finished run's, of the split as it is (set by _resume).
         self.finished = False
@@ -337,6 +347,7 @@ class _SplitRun:
         else:
             self.metrics = self._metrics()
             hardware, threads = _hardware(self.settings.device), self.settings.threads
+        self.report.trained_on = self._trained_on(self.source.trained_on())
         self.provenance = self._provenance(self.metrics, hardware, threads, images)
         self.before, self.table, self.stale = None, None, False
         if self.info_path.exists():
@@ -356,6 +367,10 @@ class _SplitRun:
         todo = [row for row in rows_manifest if row["key"] not in done]
         self.report.skipped = len(rows_manifest) - len(todo)
         if not todo and self.finished:  # a re-run of a finished run: nothing is written
+            # but the overlap with the training captures, where results from before it was
+            # recorded lack it, so that the leaderboard sees it.
+            if self.before.get("trained_on") != provenance["trained_on"]:
+                self._write_json({**self.before, "trained_on": provenance["trained_on"]})
             return self.report
         crop_keys = set(sorted(row["key"] for row in rows_manifest)[: self.settings.crops])
         columns = [name for name, _ in metrics]
@@ -488,6 +503,7 @@ class _SplitRun:
             },
             "split": self.split,
             "kind": self.kind,
+            "trained_on": self.report.trained_on,
             "metrics": [name for name, _ in metrics],
             "unavailable_metrics": self.report.unavailable_metrics,
             "lower_is_better": {name: check_metric(name).lower_is_better for name, _ in metrics},
@@ -510,6 +526,32 @@ class _SplitRun:
             "crops": {},
             **({"ground_truth": self._ground_truth()} if self.kind == "real-paired" else {}),
         }
+
+    def _trained_on(self, trained: frozenset[str] | None) -> dict | None:
+        """How many of the split's images come from captures in `trained`: a still by its
+        key; a pair by its source (`source_key`: the clean capture a synthetic pair is
+        rendered on, the video of a real pair) and, for a burst's pair, by any still of
+        the burst (its source_key is the first still's key, which the others name as
+        their `sequence`): frames of one scene are not unseen because another was seen.
+        None when the source does not say what it was trained on."""
+        if trained is None:
+            return None
+        rows = self.rows_manifest
+        if self.kind == "real":
+            seen = sum(row["key"] in trained for row in rows)
+        else:
+            samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+            burst_seen = {
+                sequence
+                for key, sequence in zip(
+                    samples["key"].to_pylist(), samples["sequence"].to_pylist(), strict=True
+                )
+                if sequence and key in trained
+            }
+            seen = sum(
+                row["source_key"] in trained or row["source_key"] in burst_seen for row in rows
+            )
+        return {"images": seen, "of": len(rows)}
 
     def _ground_truth(self) -> dict:
         """How a real-paired split's ground truth was made and how good it is said to be:
@@ -767,8 +809,8 @@ class _Worker:
         self.results, self.dataset = results, open_dataset(dataset)
         self.metrics: dict[str, tuple[list, dict[str, str]]] = {}
 
-    def identity(self, _: None) -> tuple[str, dict]:
-        return self.source.name, self.source.info()
+    def identity(self, _: None) -> tuple[str, dict, frozenset[str] | None]:
+        return self.source.name, self.source.info(), self.source.trained_on()
 
     def output_sha256(self, question: tuple[list[str], str]) -> dict[str, str] | None:
         return self.source.output_sha256(*question)
@@ -804,10 +846,13 @@ class _ClusterSource(Source):
 
     def __init__(self, actors: RayActors):
         self.actors = actors
-        self.name, self._info = actors.ask(_Worker.identity, None)
+        self.name, self._info, self._trained_on = actors.ask(_Worker.identity, None)
 
     def info(self) -> dict:
         return self._info
+
+    def trained_on(self) -> frozenset[str] | None:
+        return self._trained_on
 
     def describe(self, kind: str) -> dict:
         return self.actors.ask(_Worker.describe, kind)

@@ -31,8 +31,9 @@ class Row:
     s_per_mp: float  # median over ok images; NaN when none
     images_ok: int
     images_failed: int
-    # Why a row with the primary metric is not ranked (its run has not finished, it
-    # failed on images, …); None when it is ranked or has no primary metric to rank by.
+    # Why a row with the primary metric is not ranked (its model trained on images of
+    # the split, its run has not finished, it failed on images, …); None when it is
+    # ranked or has no primary metric to rank by.
     unranked: str | None = None
 
     @property
@@ -257,13 +258,19 @@ def _scored_keys(run: Run, primary: str | None) -> set[str]:
 
 def _unranked(row: Row, primary: str | None, latest: str | None, scored: set[str]) -> str | None:
     """Why a row is not ranked: a rank compares every method on the same images, all of
-    them scored; None when it is ranked (or there is nothing to rank it by). `scored`:
-    the images some run has a value of `primary` for; one no run has is no one's loss."""
+    them scored, none of them seen in training; None when it is ranked (or there is
+    nothing to rank it by). `scored`: the images some run has a value of `primary` for;
+    one no run has is no one's loss."""
     found = row.estimates.get(primary) if primary else None
     if found is None or not found.present:
         return None
     total = row.images_ok + row.images_failed
-    split = ((row.run.provenance or {}).get("dataset") or {}).get("split_sha256")
+    provenance = row.run.provenance or {}
+    split = (provenance.get("dataset") or {}).get("split_sha256")
+    # eval's count of the split's images that come from the model's training captures.
+    trained_on = provenance.get("trained_on") or {}
+    if trained_on.get("images"):
+        return f"trained on {trained_on['images']} of these {trained_on['of']} images"
     if not row.run.complete:
         return "its run has not finished"
     if row.images_failed:

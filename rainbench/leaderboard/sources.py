@@ -72,6 +72,9 @@ class DerainerSource(Source):
     def info(self) -> dict:
         return {**self.derainer.info(), "name": self.name, **(self.registered or {})}
 
+    def trained_on(self) -> frozenset[str] | None:
+        return getattr(self.derainer, "trained_on", None)
+
     def run(self, items: list[Item], split: str) -> list[Output]:
         try:
             return self._run_batch(items)

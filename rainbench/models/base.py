@@ -107,6 +107,9 @@ class Derainer(ABC):
 
     name: str = "derainer"
     version: str = "0"  # bump whenever the outputs for the same input could change
+    # The keys of the captures its weights were trained on, when its checkpoint says
+    # (`rainbench.models.trained_on`): eval counts the images of a split among them.
+    trained_on: frozenset[str] | None = None
 
     def __init__(self, device: str = "cpu"):
         self.device = device

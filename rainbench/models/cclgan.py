@@ -12,6 +12,7 @@ from torch import nn
 
 from rainbench.models.base import Derainer, load_weights, read_checkpoint
 from rainbench.models.registry import DerainerError
+from rainbench.models.trained_on import trained_on
 
 CHECKPOINT_FORMAT = "rainbench-cclgan"
 
@@ -144,6 +145,7 @@ class CCLGANDerainer(Derainer):
         self.generator = load_generator(state).to(device)
         self.step = state.get("step")
         self.imported_from = state.get("imported_from")
+        self.trained_on = trained_on(state)
         config = state.get("config")
         # A smoke test's weights (no semantic encoder learnt from) are told apart.
         self.random_encoder = isinstance(config, dict) and config.get("random_encoder") is True

@@ -73,9 +73,11 @@ def test_training_logs_every_term_validates_and_checkpoints(tmp_path, _dataset):
         "step-0000002.pt", "step-0000004.pt", "last.pt"
     }  # fmt: skip
     weights = torch.load(run / "cclgan.pt", weights_only=True)
-    assert set(weights) == {"format", "version", "config", "step", "derain", "rain"}
+    assert set(weights) == {"format", "version", "config", "step", "derain", "rain", "trained_on"}
     assert weights["config"]["random_encoder"] is True  # a smoke test's weights say so
-    assert CCLGANDerainer(run / "cclgan.pt").options() == {"step": 4, "random_encoder": True}
+    derainer = CCLGANDerainer(run / "cclgan.pt")
+    assert derainer.options() == {"step": 4, "random_encoder": True}
+    assert len(derainer.trained_on) == 7  # the four rainy and three clean captures
 
 
 @pytest.mark.parametrize("crop", [31, 33, 50, 65])

@@ -20,6 +20,7 @@ class NLCLDerainer(Derainer):
 
     def __init__(self, checkpoint: Path, device: str = "cpu"):
         from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, load_generator
+        from rainbench.models.trained_on import trained_on
 
         super().__init__(device)
         state = read_checkpoint(
@@ -31,6 +32,7 @@ class NLCLDerainer(Derainer):
         self.generator = load_generator(state, "background").to(device)
         self.step = state.get("step")
         self.imported_from = state.get("imported_from")
+        self.trained_on = trained_on(state)
         if self.imported_from:
             self.name = f"{self.name}-published"
 

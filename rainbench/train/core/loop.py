@@ -41,6 +41,7 @@ from rainbench.data.dataset import current_slot
 from rainbench.errors import first_line
 from rainbench.files import write_atomic
 from rainbench.models.nlcl.checkpoint import save_atomic
+from rainbench.models.trained_on import TRAINED_ON, pack_keys
 from rainbench.shards.dataset import Dataset, DatasetError, LockHeld, writer_lock
 from rainbench.threads import set_torch_threads
 from rainbench.train.core.config import RunConfig
@@ -193,6 +194,7 @@ def _train(
     optimizers = method.optimizers(model, config)
     loader = _loader(dataset, config)
     trained_on = _captures(dataset, loader)
+    keys = _capture_keys(loader)
     sampler = torch.Generator(device=device).manual_seed(config.seed + rank)
     # The loader processes the loader's position counts in: -j 0 reads in this process.
     layout = {"world_size": current_slot().count, "workers": max(1, config.workers)}
@@ -213,7 +215,7 @@ def _train(
             _check_in_step(model)
         if rank == 0:
             _save_checkpoint(method, run, step, model, optimizers, position, sampler, config,
-                             layout)  # fmt: skip
+                             layout, keys)  # fmt: skip
 
     log = _Log(run, method.loss_terms, enabled=rank == 0, resumed_at=step)
     started, last, stopped = time.perf_counter(), {}, None
@@ -551,6 +553,13 @@ def _captures(dataset: str | Path, loader: Loader) -> dict:
     return {"dataset": str(dataset), "rainy": chosen(data.samples), "clean": chosen(data.clean)}
 
 
+def _capture_keys(loader: Loader) -> dict:
+    """The keys of the captures the run trains on, packed for its checkpoints: what eval
+    compares a split's images with (`rainbench.models.trained_on`)."""
+    data = loader.dataset
+    return {"rainy": pack_keys(data.samples["key"]), "clean": pack_keys(data.clean["key"])}
+
+
 def _read_provenance(run: Path) -> dict | None:
     path = run / PROVENANCE
     if not path.exists():  # a run from before its captures were recorded
@@ -613,7 +622,7 @@ def _write_settings(run: Path, config: RunConfig) -> None:
 
 
 def _save_checkpoint(method, run, step, model, optimizers, position, sampler, config,
-                     layout) -> None:  # fmt: skip
+                     layout, keys) -> None:  # fmt: skip
     folder = run / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     head = {
@@ -621,6 +630,7 @@ def _save_checkpoint(method, run, step, model, optimizers, position, sampler, co
         "version": method.checkpoint_version,
         "config": config.to_json(),
         "step": step,
+        TRAINED_ON: keys,
     }
     parts = {key: plain(module).state_dict() for key, module in method.parts(model).items()}
     state = {
@@ -639,7 +649,8 @@ def _save_checkpoint(method, run, step, model, optimizers, position, sampler, co
     }
     save_atomic(state, folder / f"step-{step:07d}.pt")
     save_atomic(state, folder / "last.pt")
-    # What the derainer needs, small: its networks and their shape (in the config).
+    # What the derainer needs, small: its networks, their shape (in the config) and the
+    # captures they learnt from (eval's check for images it has seen).
     save_atomic({**head, **{key: parts[key] for key in method.derainer_parts}},
                 run / f"{method.name}.pt")  # fmt: skip
     if config.keep_checkpoints:
