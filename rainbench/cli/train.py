@@ -32,7 +32,8 @@ Rainy captures of --split and the clean captures of the same split are drawn as
 unpaired random crops. RUN gets config.json, run.json (the captures trained on
 and the versions), losses.csv (every loss term), TensorBoard logs, checkpoints/
 (exact resume: run the same command again; on other captures it is refused) and
-nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt. Only the
+nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt (which names
+the captures trained on: eval does not rank it on images from them). Only the
 settings of how a run is run, logged and validated (-j, --compile, --*-every,
 --keep-checkpoints, --val-*) may change when it resumes. Ctrl-C or SIGTERM stops it
 after the step under way, with a checkpoint there (exit 130 or 143); exit 3 when
