@@ -21,8 +21,8 @@ from ingest import _validate  # the floor's own work, as benchmarks/ingest.py me
 from rainbench.capture.decode import decode_capture
 from rainbench.capture.exif import read_exif
 from rainbench.capture.phash import phash_variants
-from rainbench.capture.probe import stored_bytes
-from rainbench.capture.source import read_capture
+from rainbench.capture.probe import stored_capture
+from rainbench.capture.source import CaptureFile, open_capture
 from rainbench.ingest.scan import walk_inputs
 from rainbench.tagging import measure
 from rainbench.tagging.features import THIN_SIGMA
@@ -41,9 +41,12 @@ def one_pass(folder: Path) -> dict[str, float]:
 
     sources, _ = walk_inputs([folder])
     for source in sources:
-        data = timed("read", read_capture, source)
+        capture = timed("read", _read, source)
+        data = capture.read_all()  # read once, kept
         timed("floor (sha256 + reduced decode)", _validate, data)
-        fmt, stored = timed("sniff + GPS strip", stored_bytes, data, source, False)
+        found = timed("sniff + GPS strip", stored_capture, capture, source, False)
+        fmt, stored = found.format, found.stored
+        capture.close()
         decoded = timed("validating decode", decode_capture, stored, fmt)
         timed("sha256 × 2", _hash_both, data, stored)
         timed("EXIF", read_exif, decoded.exif)
@@ -54,6 +57,12 @@ def one_pass(folder: Path) -> dict[str, float]:
         timed("features: thin ridge filter", ridge_features, luma, THIN_SIGMA, "thin")
         timed("features (all)", measure.compute_features, preview)
     return {name: sum(values) / len(values) for name, values in spent.items()}
+
+
+def _read(source) -> CaptureFile:
+    capture = open_capture(source)
+    capture.read_all()
+    return capture
 
 
 def _hash_both(data: bytes, stored: bytes) -> None:

@@ -191,6 +191,10 @@ class CaptureFile(io.RawIOBase):
                 left -= len(part)
         except OSError as error:
             raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {_why(error)}") from None
+        except MemoryError:  # a container's metadata span of GBs, on a small worker
+            raise CaptureRejected(
+                Reason.UNREADABLE, f"cannot read: too large to hold in memory ({length} bytes)"
+            ) from None
         return self._edit(parts[0] if len(parts) == 1 else b"".join(parts), offset)
 
     def read_all(self) -> bytes:
@@ -227,13 +231,15 @@ class CaptureFile(io.RawIOBase):
         return b""
 
     def _edit(self, data: bytes, offset: int) -> bytes:
-        first = bisect.bisect_right(self._starts, offset) - 1
-        touched = []
-        for at, replacement in self.edits[max(first, 0) :]:
-            if at >= offset + len(data):
-                break
-            if at + len(replacement) > offset:
-                touched.append((at, replacement))
+        # The edits are disjoint and sorted: those that can touch the data lie between the
+        # last one starting at or before it and the first one starting after it.
+        first = max(bisect.bisect_right(self._starts, offset) - 1, 0)
+        last = bisect.bisect_left(self._starts, offset + len(data))
+        touched = [
+            self.edits[index]
+            for index in range(first, last)
+            if self.edits[index][0] + len(self.edits[index][1]) > offset
+        ]
         return apply_edits(data, offset, touched) if touched else data
 
     # Bytes-like access, for parsers walking a container's headers: small reads come

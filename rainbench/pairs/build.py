@@ -133,7 +133,7 @@ def build_pairs(
             raise DatasetError(f"nothing to pair in {dataset.location}: {_why_none(found, least)}")
         workers = min(options.workers, _workers_for_memory(sequences, options.estimate))
         with WorkerPool(workers) as pool:
-            summary = _build(dataset, sequences, {s.key for s in every}, options, pool, progress)
+            summary = _build(dataset, sequences, every, options, pool, progress)
         # Said, not silently dropped: a burst cut short, a clip too brief to pair, a copy.
         summary.failed[:0] = [
             (s.key, f"{s.frames} frame{'s' * (s.frames != 1)}, fewer than {least}: not paired")
@@ -202,7 +202,8 @@ def _same_footage(
 def _middle(root: Path, sequence: Sequence) -> np.ndarray | None:
     middle = max(0, sequence.frames // 2 - 1)
     try:
-        frames = open_frames(root, sequence).read([middle, middle + 1])
+        with open_frames(root, sequence) as source:
+            frames = source.read([middle, middle + 1])
     except _UNREADABLE:
         return None
     step = max(1, frames.shape[1] // 360)
@@ -224,53 +225,50 @@ def _why_none(found: list[Sequence], least: int) -> str:
 def _build(
     dataset: Dataset,
     sequences: list[Sequence],
-    existing: set[str],
+    every: list[Sequence],
     options: PairsOptions,
     pool: WorkerPool,
     progress: bool,
 ) -> RealPairsSummary:
     """The pairs of `sequences`' windows that the split lacks, made in `pool` (the caller
-    holds the dataset's lock); `existing` are the keys of every sequence the dataset
-    holds."""
+    holds the dataset's lock); `every`: the sequences the dataset holds."""
     digest = _digest(options.estimate)
     stored = _split_rows(dataset, options.name)
     # A split holds the pairs of one version and one set of options: two estimates of the
     # same frames in one split would be scored twice. Pairs made by an earlier version
     # are made again, as this version makes them, from the sequences the dataset holds.
     earlier = sum(not row["job"].startswith(f"pairs@{VERSION}:") for row in stored)
-    if earlier:
-        _drop_rows(dataset, options.name, {row["shard"] for row in stored})
-        stored = []
-    if any(not row["job"].endswith(f":{digest}") for row in stored):
+    if not earlier and any(not row["job"].endswith(f":{digest}") for row in stored):
         raise DatasetError(
             f"--name {options.name}: the split holds pairs made with other options; give "
             "these another --name, or the same options again"
         )
-    planned = [
-        (sequence, window, _job_name(sequence, window, digest))
-        for sequence in sequences
-        for window in plan_windows(sequence.frames, options.estimate)
-    ]
+    planned = _planned(sequences, digest, options.estimate)
     # Pairs of a sequence whose frames changed since (a burst that grew, or one whose
-    # first still is another now): the same frames would be paired twice. They are
-    # dropped with the shards that hold them, in one write of the manifest, and those
-    # shards' other pairs made again, so a run killed after it resumes as any other.
+    # first still is another now): the same frames would be paired twice.
     planned_jobs = {job for _, _, job in planned}
-    paired = {s.key for s in sequences}
+    paired, existing = {s.key for s in sequences}, {s.key for s in every}
     changed = [
         row
         for row in stored
         if row["source_key"] not in existing
         or (row["source_key"] in paired and row["job"] not in planned_jobs)
     ]
-    if changed:
-        shards = {row["shard"] for row in changed}
-        _drop_rows(dataset, options.name, shards)
-        stored = [row for row in stored if row["shard"] not in shards]
+    # They (all, from an earlier version) are dropped with the shards that hold them, in
+    # one write of the manifest, and those shards' other pairs made again — whichever
+    # sequences were asked for — so a run killed after it resumes as any other.
+    dropped = {row["shard"] for row in (stored if earlier else changed)}
+    if dropped:
+        _drop_rows(dataset, options.name, dropped)
+        lost = {row["source_key"] for row in stored if row["shard"] in dropped}
+        stored = [row for row in stored if row["shard"] not in dropped]
+        least = options.estimate.min_frames
+        again = [s for s in every if s.key in lost - paired and s.frames >= least]
+        planned += _planned(again, digest, options.estimate)
     done = {row["job"] for row in stored}
     pending = {s.key: s for s, _, job in planned if job not in done}
     # Found whatever `prefer_rain_free` says: a dry frame is never paired as a rainy one.
-    rain_free = dict.fromkeys((s.key for s in sequences), ())
+    rain_free = dict.fromkeys((s.key for s, _, _ in planned), ())
     if pending:
         tasks = [SequenceTask(dataset.root, s, options.estimate) for s in pending.values()]
         found = pool.map_ordered(_rain_free, tasks)
@@ -296,6 +294,17 @@ def _build(
     summary.replaced[options.name] = earlier
     summary.changed[options.name] = len(changed)
     return summary
+
+
+def _planned(
+    sequences: list[Sequence], digest: str, options: EstimateOptions
+) -> list[tuple[Sequence, Window, str]]:
+    """Every window of `sequences`, with its job."""
+    return [
+        (sequence, window, _job_name(sequence, window, digest))
+        for sequence in sequences
+        for window in plan_windows(sequence.frames, options)
+    ]
 
 
 def _split_rows(dataset: Dataset, name: str) -> list[dict]:
@@ -373,19 +382,20 @@ def make_window(task: WindowTask) -> list[MadePair]:
     """The pairs of one window: one per target frame that is paired, and one carrying
     the reason for each target that is not (too much moves, registration failed)."""
     try:
-        frames = _Remembered(open_frames(task.root, task.sequence))
-        estimates = estimate_window(frames, task.window, task.rain_free, task.options)
-        made = []
-        for estimate in estimates:
-            if estimate.skipped == RAIN_FREE:  # clean already: its own ground truth
-                continue
-            part = str(estimate.index)
-            if estimate.skipped is not None:
-                why = f"frame {estimate.index}: {estimate.skipped}"
-                made.append(MadePair({}, {}, error=why, part=part))
-                continue
-            rain = frames.read([estimate.index])[0]
-            made.append(_pair(estimate, rain, task.options, part))
+        with open_frames(task.root, task.sequence) as source:
+            frames = _Remembered(source)
+            estimates = estimate_window(frames, task.window, task.rain_free, task.options)
+            made = []
+            for estimate in estimates:
+                if estimate.skipped == RAIN_FREE:  # clean already: its own ground truth
+                    continue
+                part = str(estimate.index)
+                if estimate.skipped is not None:
+                    why = f"frame {estimate.index}: {estimate.skipped}"
+                    made.append(MadePair({}, {}, error=why, part=part))
+                    continue
+                rain = frames.read([estimate.index])[0]
+                made.append(_pair(estimate, rain, task.options, part))
         return made
     except _UNREADABLE as error:
         return [MadePair({}, {}, error=first_line(error))]
@@ -419,14 +429,16 @@ def _rain_free(task: SequenceTask) -> tuple[int, ...]:
     """The sequence's rain-free frames; none when it cannot be read (its windows then
     report why)."""
     try:
-        return tuple(find_rain_free(open_frames(task.root, task.sequence), task.options))
+        with open_frames(task.root, task.sequence) as frames:
+            return tuple(find_rain_free(frames, task.options))
     except _UNREADABLE:
         return ()
 
 
-def open_frames(root: Path, sequence: Sequence) -> FrameSource:
+def open_frames(root: Path, sequence: Sequence) -> "_VideoFrames | _BurstFrames":
     """The sequence's frames, addressed by index: a video's decoded frames, or a burst's
-    stills decoded upright."""
+    stills decoded upright. Use it in a `with` block: a video's shard (and, from a
+    store, its temporary copy) stays open until the block ends."""
     if sequence.video:
         return _VideoFrames(root, sequence.rows[0])
     return _BurstFrames(root, sequence.rows)
@@ -434,30 +446,49 @@ def open_frames(root: Path, sequence: Sequence) -> FrameSource:
 
 class _VideoFrames:
     """A video's frames, decoded from its member where it lies in the shard (held open
-    while they are read): a video of several GB is never held in memory whole."""
+    until `close`): a video of several GB is never held in memory whole."""
 
     def __init__(self, root: Path, row: dict):
         from rainbench.capture.video import VideoFrames
 
         shard, ext = row["shard"], FORMATS[row["format"]].ext
         self._tar = open_shard(root, shard)
+        self._video = self._frames = None
         try:
-            video = open_member(self._tar, root, shard, member(row["key"], ext), row["bytes"])
-            self._frames = VideoFrames(video)
+            self._video = open_member(self._tar, root, shard, member(row["key"], ext), row["bytes"])
+            self._frames = VideoFrames(self._video)
         except BaseException:
-            self._tar.close()
+            self.close()
             raise
 
     def __len__(self) -> int:
         return len(self._frames)
 
+    def __enter__(self) -> "_VideoFrames":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
     def read(self, indices) -> np.ndarray:
         return self._frames.read(list(indices))
+
+    def close(self) -> None:
+        """The decoder, the member (a store's temporary copy) and the shard, closed."""
+        for part in (self._frames, self._video, self._tar):
+            if part is not None:
+                part.close()
 
 
 class _BurstFrames:
     def __init__(self, root: Path, rows: tuple[dict, ...]):
         self._root, self._rows = root, rows
+
+    def __enter__(self) -> "_BurstFrames":
+        return self
+
+    def __exit__(self, *_) -> None:
+        pass  # each still's shard is opened and closed as it is read
 
     def __len__(self) -> int:
         return len(self._rows)

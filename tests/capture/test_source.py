@@ -172,3 +172,19 @@ def test_a_capture_written_to_while_open_is_changed(tmp_path):
         os.truncate(path, 2)
         with pytest.raises(CaptureRejected, match="shrank"):
             capture.pread(0, 6)
+
+
+def test_a_span_too_large_to_hold_is_refused_not_a_traceback(tmp_path, monkeypatch):
+    # A container's metadata walk slices a span whole (a huge `free` box): on a small
+    # worker that may not fit.
+    (tmp_path / "clip").write_bytes(b"x" * 1000)
+
+    def no_memory(fd, length, offset):
+        raise MemoryError
+
+    with open_regular(tmp_path / "clip") as capture:
+        monkeypatch.setattr(os, "pread", no_memory)
+        with pytest.raises(CaptureRejected) as refused:
+            capture[0:900]
+    assert refused.value.reason == Reason.UNREADABLE
+    assert "too large to hold in memory" in refused.value.message

@@ -303,8 +303,8 @@ def test_a_video_is_ingested_and_paired_without_being_read_whole(raw, tmp_path, 
     monkeypatch.setattr(
         tarfile.TarFile, "extractfile", lambda *args: _Recording(real_extract(*args), asked)
     )
-    frames = open_frames(tmp_path / "ds", Sequence(row["key"], 40, (row,)))
-    assert len(frames) == 40 and frames.read([39]).shape == (1, 240, 320, 3)
+    with open_frames(tmp_path / "ds", Sequence(row["key"], 40, (row,))) as frames:
+        assert len(frames) == 40 and frames.read([39]).shape == (1, 240, 320, 3)
     assert asked and max(asked) <= size // 2
 
 

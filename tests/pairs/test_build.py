@@ -351,6 +351,11 @@ def test_a_burst_that_grew_is_paired_again_in_place_of_its_old_pairs(
     assert _contents(grown) == _contents(fresh)
     line = "lab-pairs: 2 pairs of sequences whose frames changed since were replaced"
     assert line in pairs_cli._lines(summary)
+    # Asked for the burst alone: the video's pairs that shared its shard are made again
+    # too, not lost.
+    only = shutil.copytree(before, tmp_path / "only-the-burst")
+    build_pairs(only, PairsOptions(workers=1, sequences=(burst,)))
+    assert _contents(only) == _contents(fresh)
 
     # Killed after the old pairs are dropped, before or while the new ones are made: a
     # re-run ends as the uninterrupted run did.
@@ -411,3 +416,22 @@ def test_the_renderers_videos_take_any_even_size(height):
     (decoded,) = decode_video(encode_h264([frame], crf=0))
     assert decoded.shape == frame.shape
     assert np.abs(decoded.astype(int) - frame).mean() < 4
+
+
+def test_a_sequences_frames_are_closed_with_it(tmp_path, video, monkeypatch):
+    # A video's shard (and from a store its temporary copy) is held while its frames are
+    # read, and closed with the `with` block, not whenever the garbage collector runs.
+    ds = tmp_path / "ds"
+    ingest([video[0]], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    (sequence,) = build_module.find_sequences(Dataset(ds))
+    opened, original = [], build_module.open_shard
+
+    def recording(*args):
+        opened.append(original(*args))
+        return opened[-1]
+
+    monkeypatch.setattr(build_module, "open_shard", recording)
+    with build_module.open_frames(ds, sequence) as frames:
+        frames.read([0])
+        assert not opened[0].fileobj.closed
+    assert opened[0].fileobj.closed
