@@ -455,7 +455,8 @@ class _VideoFrames:
         self._tar = open_shard(root, shard)
         self._video = self._frames = None
         try:
-            self._video = open_member(self._tar, root, shard, member(row["key"], ext), row["bytes"])
+            name = member(row["key"], ext)
+            self._video = open_member(self._tar, root, shard, name, row["bytes"], row["sha256"])
             self._frames = VideoFrames(self._video)
         except BaseException:
             self.close()

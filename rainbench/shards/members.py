@@ -6,6 +6,7 @@ pixels than the manifest gives before one is decoded.
 """
 
 import hashlib
+import os
 import re
 import shutil
 import tarfile
@@ -19,6 +20,7 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_store
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import turn_upright
 from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.source import CaptureFile
 from rainbench.errors import first_line
 from rainbench.files import regular_file
 from rainbench.shards.dataset import DatasetError
@@ -109,15 +111,44 @@ def read_member(
     return data
 
 
-def open_member(tar: tarfile.TarFile, root: Path, shard: str, name: str, limit: int) -> BinaryIO:
+# The member last copied from a store in this process, by (shard URL, name, sha256): the
+# windows of one video, read one after another, copy it once, not once each.
+_COPIED: dict[tuple[str, str, str], BinaryIO] = {}
+
+
+def open_member(
+    tar: tarfile.TarFile,
+    root: Path,
+    shard: str,
+    name: str,
+    limit: int,
+    sha256: str | None = None,
+) -> BinaryIO:
     """Member `name`, a regular file of at most `limit` bytes, as a seekable binary file
     (a video of several GB is never held whole): read where it lies in a local shard,
     usable while `tar` is open; from a store, copied first in large pieces to a
-    temporary file, as a demuxer's many small reads would each be a request. A member
-    cut short reads short: its reader refuses it."""
+    temporary file, as a demuxer's many small reads would each be a request. With
+    `sha256` (the manifest's), the copy is kept until another member is copied, and
+    opened again by the next call for the same bytes. A member cut short reads short:
+    its reader refuses it."""
     handle, size = _open_member(tar, shard, name, limit)
-    if shard_url(root, shard) is None:
+    url = shard_url(root, shard)
+    if url is None:
         return handle
+    if sha256 is None:
+        return _copy(handle, size, shard, name)
+    key = (url, name, sha256)
+    if key not in _COPIED:
+        for copy in _COPIED.values():
+            copy.close()
+        _COPIED.clear()
+        _COPIED[key] = _copy(handle, size, shard, name)
+    # Its own descriptor and position: the kept copy stays open when the caller closes.
+    return CaptureFile(os.dup(_COPIED[key].fileno()), size)
+
+
+def _copy(handle: BinaryIO, size: int, shard: str, name: str) -> BinaryIO:
+    """A store's member in a temporary file, copied in large pieces."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
     try:
         shutil.copyfileobj(handle, spool, STREAM_BLOCK)

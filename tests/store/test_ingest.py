@@ -27,6 +27,7 @@ from rainbench.demo.captures import render_scene, sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
 from rainbench.shards import dataset as dataset_module
+from rainbench.shards import members as members_module
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.verify import verify
 from rainbench.synth import splits as splits_module
@@ -578,7 +579,7 @@ def test_import_paired_into_the_store_equals_a_local_import(bucket, _ingested, t
     assert snapshot(url) == local_snapshot(local)
 
 
-def test_pairs_on_a_video_in_the_store_equal_pairs_locally(bucket, tmp_path):
+def test_pairs_on_a_video_in_the_store_equal_pairs_locally(bucket, tmp_path, monkeypatch):
     pytest.importorskip("av")
     from rainbench.synth.video import encode_h264, render_rain_video
 
@@ -588,11 +589,15 @@ def test_pairs_on_a_video_in_the_store_equal_pairs_locally(bucket, tmp_path):
     source = tmp_path / "source"
     ingest([tmp_path / "raw"], source, IngestOptions(workers=1, split=EVERYTHING_TEST))
     url, local = _both(bucket, source, tmp_path)
+    copies, copy = [], members_module._copy
+    monkeypatch.setattr(members_module, "_copy", lambda *args: copies.append(1) or copy(*args))
     for target in (str(local), url):
         paired = CliRunner().invoke(main, ["pairs", target, "--window", "11", "-j", "1"])
         assert paired.exit_code == 0, paired.output
     assert snapshot(url) == local_snapshot(local)
     assert verify(open_dataset(url)) == []
+    # The rain-free scan and every window read the video: fetched from the store once.
+    assert len(copies) == 1
 
 
 def test_a_resume_takes_no_other_upload_of_as_many_bytes_for_its_own_shard(
