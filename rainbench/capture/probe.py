@@ -148,9 +148,10 @@ def _digests(stored: Stored) -> tuple[str, str]:
         return found, found if same else hashlib.sha256(stored.stored).hexdigest()
     digests = hashlib.sha256(), hashlib.sha256()
     for offset in range(0, stored.size, _HASH_CHUNK):
-        digests[0].update(stored.found.pread(offset, _HASH_CHUNK))
-        if not same:  # the same bytes again, edited, from the page cache
-            digests[1].update(stored.stored.pread(offset, _HASH_CHUNK))
+        chunk = stored.found.pread(offset, _HASH_CHUNK)
+        digests[0].update(chunk)
+        if not same:  # the same piece, with the location edits made: read once
+            digests[1].update(stored.stored.edit(chunk, offset))
     found = digests[0].hexdigest()
     return found, found if same else digests[1].hexdigest()
 

@@ -195,7 +195,7 @@ class CaptureFile(io.RawIOBase):
             raise CaptureRejected(
                 Reason.UNREADABLE, f"cannot read: too large to hold in memory ({length} bytes)"
             ) from None
-        return self._edit(parts[0] if len(parts) == 1 else b"".join(parts), offset)
+        return self.edit(parts[0] if len(parts) == 1 else b"".join(parts), offset)
 
     def read_all(self) -> bytes:
         """The whole file (a still: the pixel cap bounds it), read once and kept, so a
@@ -230,7 +230,8 @@ class CaptureFile(io.RawIOBase):
             raise CaptureRejected(Reason.CHANGED, "the file grew while being read")
         return b""
 
-    def _edit(self, data: bytes, offset: int) -> bytes:
+    def edit(self, data: bytes, offset: int) -> bytes:
+        """`data`, the file's bytes at `offset` as read, with this view's edits made."""
         # The edits are disjoint and sorted: those that can touch the data lie between the
         # last one starting at or before it and the first one starting after it.
         first = max(bisect.bisect_right(self._starts, offset) - 1, 0)
