@@ -8,6 +8,7 @@ backtracking regular expression run here at their full size.
 """
 
 import io
+import re
 import struct
 import zlib
 from fractions import Fraction
@@ -21,7 +22,7 @@ from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.capture.gps import strip_gps
-from rainbench.capture.location import location_hint, xmp_location_spans
+from rainbench.capture.location import _WORDS, location_hint, xmp_location_spans
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.ingest import IngestOptions, ingest
 
@@ -412,6 +413,50 @@ def test_location_hint_reads_utf16_and_iso6709() -> None:
     assert location_hint("exif:GPSLatitude".encode("utf-16-le")) == "GPSLat"
     assert location_hint(b"\xa9xyz\0\x12\x15\xc7+47.3754+008.5451/") == "+47.3754+008.5451"
     assert location_hint(b"Canon EOS R6 2024:05:01 10:00:00 +0.33") is None
+
+
+@pytest.mark.parametrize("tag", [b"<>", b"< rdf:li/>", b"</>", b"</ x>"])
+def test_xmp_tag_without_a_name_is_malformed_not_an_error(tag: bytes) -> None:
+    # Was an AttributeError out of probe (found by fuzzing), which stopped the whole ingest.
+    assert xmp_location_spans(xmp(tag), 0, len(xmp(tag))) == []
+    packet = xmp(tag + b"<exif:GPSLatitude>47,22.5N</exif:GPSLatitude>")
+    with pytest.raises(CaptureRejected) as refused:  # what follows is checked as leftover
+        xmp_location_spans(packet, 0, len(packet))
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+# What location_hint finds, written plainly: its own pattern is built for speed.
+_PLAIN_HINT = re.compile(
+    b"|".join(rb"\x00?".join(re.escape(bytes([c])) for c in word) for word in _WORDS)
+    + rb"|[+-]\d{1,2}\.\d{2,}[+-]\d{1,3}\.\d{2,}",
+    re.IGNORECASE,
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [*_WORDS, b"+47.3754+008.5451", b"gps", b"\0", b"-", b"1.", *b"gGlLsS+-.9 \0"]
+        ),
+        max_size=12,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_location_hint_finds_what_the_words_spelled_plainly_find(parts, rng) -> None:
+    # Pieces of the words, in either case and as UTF-16, run together: the same leftmost
+    # trace as the plain alternation, or none where it finds none.
+    text = b"".join(
+        bytes(c ^ 0x20 if chr(c).isalpha() and rng.random() < 0.5 else c for c in part)
+        if isinstance(part, bytes)
+        else bytes([part])
+        for part in parts
+    )
+    if rng.random() < 0.3:
+        text = b"\0".join(bytes([c]) for c in text)
+    plain = _PLAIN_HINT.search(text)
+    expected = None if plain is None else plain[0].replace(b"\0", b"").decode("latin-1")
+    assert location_hint(text) == expected
 
 
 def test_ingest_stores_no_planted_coordinate(tmp_path) -> None:
