@@ -12,7 +12,7 @@ copies the video in pieces and never holds the file whole.
 import bisect
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -41,8 +41,21 @@ _LOCATION_NAME = re.compile(rb"location|gps|latitude|longitude|iso6709|\xa9xyz|l
 # In a subtitle or timed-metadata sample, "GPS" alone marks a position: DJI's subtitles
 # read "GPS(8.5451,47.3754,420)".
 _GPS_TEXT = re.compile(rb"gps", re.I)
+# In media data that is no track's sample, "GPS" with a number after it: three letters
+# alone turn up by chance in MBs of binary framing.
+_GPS_POSITION = re.compile(rb"gps[^0-9a-z]{0,4}[-+]?\d{1,3}\.\d", re.I)
 # Bytes a Matroska block puts before its frame: track number, timecode, flags.
 _BLOCK_HEADER = 64
+_SIMPLE_BLOCK, _BLOCK_GROUP, _BLOCK = 0xA3, 0xA0, 0xA1
+# Metadata is scanned a window at a time, never held whole (a hostile `free` box or a
+# Matroska attachment may declare GBs); each window runs on past the next one's start by
+# more than any trace a reader takes for a location, so a trace across the seam is found.
+_SCAN_WINDOW = 8 << 20
+_SCAN_OVERLAP = 64 << 10
+# Metadata held whole: an XMP packet parsed, a record holding a location rewritten, a
+# metadata key or tag name. No camera writes more; a hostile file could declare GBs.
+_MAX_WHOLE = 64 << 20
+_MAX_NAME = 64 << 10
 # Boxes that hold other boxes and may hold metadata; sample tables and media are skipped.
 _CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"udta", b"meta", b"moof", b"traf"}
 # Boxes whose payload means nothing; one holding old metadata is zeroed like user data.
@@ -84,9 +97,15 @@ def probe_video(
     data: bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS, keep_gps: bool = False
 ) -> VideoInfo:
     """What the manifest says about the video in `data`, proven readable by demuxing every
-    packet of its video stream and decoding its middle frame; `CaptureRejected` when not."""
+    packet of its video stream and decoding its first, middle and last frames (a group of
+    pictures each, not the whole video: a frame damaged elsewhere is refused by the
+    `pairs` window that reads it); `CaptureRejected` when not."""
     with VideoFrames(data, max_pixels) as video:
         middle = video.read([len(video) // 2])[0]
+        first, last = video.read([0])[0], video.read([len(video) - 1])[0]
+        for before, after in ((first, middle), (middle, last)):
+            if before.shape != after.shape:
+                raise _resized(before.shape[1::-1], after.shape[1::-1], None)
         tags = video.tags
         stream = video.stream
         frames = len(video)
@@ -446,6 +465,7 @@ def _degrees(sign: str, digits: str, fraction: str | None, width: int) -> float:
 # A video's bytes, or its file: a CaptureFile reads like bytes, so the walks below read
 # only the headers and metadata they look at, never the media data.
 Data = bytes | CaptureFile
+Spans = list[tuple[int, int]]  # byte ranges: start, stop
 
 
 def strip_location(data: bytes, fmt: Format) -> bytes:
@@ -459,32 +479,41 @@ def strip_location(data: bytes, fmt: Format) -> bytes:
 def location_edits(data: Data, fmt: Format) -> list[tuple[int, bytes]]:
     """The same-length edits (offset, replacement) that `strip_location` makes, found by
     walking the container's headers and metadata: a `CaptureFile` is never read whole."""
+    # `media`: the media data (mdat boxes, clusters); `cleaned`: names of records cleaned.
     if fmt.name == "mkv":
-        edits, unchecked = _matroska_edits(data)
+        edits, cleaned, media = _matroska_edits(data)
     else:
-        edits, unchecked = _box_edits(data)
-    edits += _timed_sample_edits(data)
+        edits, cleaned, media = _box_edits(data)
+    sample_edits, samples = _timed_sample_edits(data)
+    edits += sample_edits
     # A value already zeroed (a file stripped before) is no edit: stripping is idempotent.
     edits = [(at, new) for at, new in edits if data[at : at + len(new)] != new]
-    _refuse_location_left(data, edits, unchecked, fmt)
+    _refuse_location_left(data, edits, cleaned + media, fmt)
+    _refuse_location_in_media(data, edits, media, samples, fmt)
     return edits
 
 
-def _timed_sample_edits(data: Data) -> list[tuple[int, bytes]]:
+def _timed_sample_edits(data: Data) -> tuple[list[tuple[int, bytes]], dict[int, int]]:
     """Edits zeroing the samples of subtitle and timed-metadata tracks that name a
     location (a drone's or a dashcam's position frame by frame, in the media data where
-    the container's metadata is not). Found by demuxing those tracks; a sample whose
-    bytes are not stored as demuxed (compressed, split) cannot be cleaned in place and
-    the video is refused."""
+    the container's metadata is not), found by demuxing those tracks; and where each
+    video and audio sample starts, which the media data check skips. A sample whose bytes
+    are not stored as demuxed (compressed, split) cannot be cleaned in place and the video
+    is refused."""
     av = _pyav()
     edits: list[tuple[int, bytes]] = []
+    pictures_and_sound: dict[int, int] = {}  # where each sample starts: its size
     file = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data.view()
     try:
         with av.open(file, "r", metadata_errors="replace") as container:
-            timed = [s for s in container.streams if s.type not in ("video", "audio")]
-            for packet in container.demux(timed) if timed else ():
+            for packet in container.demux():
+                if packet.size == 0 or packet.pos is None:
+                    continue
+                if packet.stream.type in ("video", "audio"):
+                    pictures_and_sound[packet.pos] = packet.size
+                    continue
                 payload = bytes(packet)
-                if not payload or not (location_hint(payload) or _GPS_TEXT.search(payload)):
+                if not (location_hint(payload) or _GPS_TEXT.search(payload)):
                     continue
                 start = max(packet.pos, 0)
                 at = data.find(payload, start, start + len(payload) + _BLOCK_HEADER)
@@ -498,7 +527,87 @@ def _timed_sample_edits(data: Data) -> list[tuple[int, bytes]]:
     except av.FFmpegError as error:
         text = getattr(error, "strerror", None) or type(error).__name__
         raise CaptureRejected(Reason.CORRUPT, f"the video does not demux: {text}") from None
-    return edits
+    return edits, pictures_and_sound
+
+
+def _refuse_location_in_media(
+    data: Data,
+    edits: list[tuple[int, bytes]],
+    media: list[tuple[int, int]],
+    pictures_and_sound: dict[int, int],
+    fmt: Format,
+) -> None:
+    """Refuse when the media data, once edited, names a location outside the video and
+    audio samples: a track FFmpeg does not read (a subtitle track typed as video, one whose
+    sample table is damaged) keeps its samples there, and no demuxing finds them. An MP4
+    sample is skipped from where FFmpeg read it for as long as FFmpeg says; a Matroska
+    block, whose frames FFmpeg reads past a header, as the whole block it starts."""
+    if fmt.name == "mkv":
+        skipped = _blocks_at(data, media, pictures_and_sound)
+    else:
+        skipped = [(at, at + size) for at, size in pictures_and_sound.items()]
+
+    def trace(text: bytes) -> str | None:
+        found = location_hint(text) or _GPS_POSITION.search(text)
+        return found if found is None or isinstance(found, str) else found[0].decode("latin-1")
+
+    for start, stop in _outside(media, skipped):
+        if hint := _scan(data, start, stop, trace, edits):
+            raise CaptureRejected(
+                Reason.GPS_UNCERTAIN,
+                f"{fmt.name.upper()} media data names a location outside every video and "
+                f"audio sample, in a track that is not read: {hint!r}",
+            )
+
+
+def _blocks_at(
+    data: Data, clusters: list[tuple[int, int]], starts: dict[int, int]
+) -> list[tuple[int, int]]:
+    """The whole elements (header to end) of the Matroska blocks in `clusters` whose
+    frame data starts at one of `starts`, as FFmpeg reports a block's position."""
+    blocks = []
+    walk = [(start, stop, 0) for start, stop in clusters]
+    while walk:
+        pos, end, depth = walk.pop()
+        for element, head, start, stop in _ebml_elements(data, pos, end):
+            if element == _BLOCK_GROUP and depth == 0:
+                walk.append((start, stop, 1))
+            elif element in (_SIMPLE_BLOCK, _BLOCK) and start in starts:
+                blocks.append((head, stop))
+    return blocks
+
+
+def _outside(
+    spans: list[tuple[int, int]], holes: list[tuple[int, int]]
+) -> Iterator[tuple[int, int]]:
+    """The parts of `spans` that none of `holes` (disjoint) covers."""
+    holes = sorted(holes)
+    for start, stop in sorted(spans):
+        at = start
+        first = max(bisect.bisect_left(holes, (start, start)) - 1, 0)  # may reach into it
+        for low, high in (holes[index] for index in range(first, len(holes))):
+            if low >= stop:
+                break
+            if low > at:
+                yield at, low
+            at = max(at, high)
+        if at < stop:
+            yield at, stop
+
+
+def _scan(
+    data: Data,
+    start: int,
+    stop: int,
+    find: Callable[[bytes], str | None] = location_hint,
+    edits: Sequence[tuple[int, bytes]] = (),
+) -> str | None:
+    """`find` over data[start:stop] with `edits` made, read a window at a time."""
+    for low in range(start, stop, _SCAN_WINDOW):
+        high = min(stop, low + _SCAN_WINDOW + _SCAN_OVERLAP)
+        if found := find(apply_edits(data[low:high], low, edits)):
+            return found
+    return None
 
 
 def _refuse_location_left(
@@ -512,7 +621,7 @@ def _refuse_location_left(
     (`unchecked`)."""
     at = 0
     for start, stop in [*sorted(unchecked), (len(data), len(data))]:
-        if start > at and (hint := location_hint(apply_edits(data[at:start], at, edits))):
+        if start > at and (hint := _scan(data, at, start, edits=edits)):
             raise CaptureRejected(
                 Reason.GPS_UNCERTAIN,
                 f"{fmt.name.upper()} metadata names a location outside the records location "
@@ -521,11 +630,12 @@ def _refuse_location_left(
         at = max(at, stop)
 
 
-def _box_edits(data: Data) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
-    """Edits neutralising the location boxes of an MP4/QuickTime file, and the spans the
-    final check skips (media data, the key names of Apple metadata)."""
+def _box_edits(data: Data) -> tuple[list[tuple[int, bytes]], Spans, Spans]:
+    """Edits neutralising the location boxes of an MP4/QuickTime file; the spans the final
+    check skips (the key names of Apple metadata, boxes already looked at); the media data."""
     edits: list[tuple[int, bytes]] = []
-    unchecked: list[tuple[int, int]] = []
+    checked: list[tuple[int, int]] = []
+    media: list[tuple[int, int]] = []
     walk = [(0, len(data), 0, b"")]
     while walk:
         pos, end, depth, parent = walk.pop()
@@ -537,20 +647,23 @@ def _box_edits(data: Data) -> tuple[list[tuple[int, bytes]], list[tuple[int, int
                     Reason.UNSUPPORTED, "a compressed QuickTime movie header (cmov)"
                 )
             if kind == b"mdat":
-                unchecked.append((start, stop))
+                media.append((start, stop))
             elif kind == b"meta":
-                edits += _meta_edits(data, start, stop, unchecked)
+                edits += _meta_edits(data, start, stop, checked)
                 walk.append((_meta_children(data, start, stop), stop, depth + 1, kind))
             elif kind in _CONTAINER_BOXES:
                 walk.append((start, stop, depth + 1, kind))
             elif kind == b"uuid" and data[start : start + 16] == _XMP_UUID:
+                _refuse_whole(stop - start - 16, "an XMP packet")
                 spans = xmp_location_spans(data, start + 16, stop)
                 edits += [(low, b" " * (high - low)) for low, high in spans]
-            elif kind in (b"\xa9xyz", b"loci") or (
-                (parent == b"udta" or kind in _FREE_BOXES) and location_hint(data[start:stop])
-            ):
+            elif kind in (b"\xa9xyz", b"loci"):
                 edits.append(_freed(head, start, stop))
-    return edits, unchecked
+            elif parent == b"udta" or kind in _FREE_BOXES:
+                if _scan(data, start, stop):
+                    edits.append(_freed(head, start, stop))
+                checked.append((start, stop))  # zeroed, or found clean: not scanned again
+    return edits, checked, media
 
 
 def _meta_children(data: Data, start: int, stop: int) -> int:
@@ -562,27 +675,29 @@ def _meta_children(data: Data, start: int, stop: int) -> int:
 
 
 def _meta_edits(
-    data: Data, start: int, stop: int, unchecked: list[tuple[int, int]]
+    data: Data, start: int, stop: int, checked: list[tuple[int, int]]
 ) -> list[tuple[int, bytes]]:
     """Items of a meta box's ilst that hold a location: by key name (Apple's mdta keys,
-    com.apple.quicktime.location.*), by item type (©xyz) or by what they say."""
+    com.apple.quicktime.location.*), by item type (©xyz) or by what they say. The key
+    names (which may say location, of a value cleaned) join `checked`."""
     first = _meta_children(data, start, stop)
     children = {kind: (head, s, e) for kind, head, s, e in bmff.boxes(data, first, stop, "video")}
-    names = _mdta_keys(data, *children[b"keys"][1:]) if b"keys" in children else {}
-    if b"keys" in children:
-        unchecked.append(children[b"keys"][1:])
+    names = _mdta_keys(data, *children[b"keys"][1:], checked) if b"keys" in children else {}
     if b"ilst" not in children:
         return []
     edits = []
     for kind, head, item_start, item_stop in bmff.boxes(data, *children[b"ilst"][1:], "video"):
         name = names.get(int.from_bytes(kind, "big"), kind) if names else kind
-        if _LOCATION_NAME.search(name) or location_hint(data[item_start:item_stop]):
+        if _LOCATION_NAME.search(name) or _scan(data, item_start, item_stop):
             edits.append(_freed(head, item_start, item_stop))
     return edits
 
 
-def _mdta_keys(data: Data, start: int, stop: int) -> dict[int, bytes]:
-    """Apple's metadata keys by their 1-based index: the ilst items' box types."""
+def _mdta_keys(
+    data: Data, start: int, stop: int, checked: list[tuple[int, int]]
+) -> dict[int, bytes]:
+    """Apple's metadata keys by their 1-based index: the ilst items' box types. Only the
+    names' own bytes join `checked`: whatever else the box holds is scanned."""
     if stop - start < 8:
         raise CaptureRejected(Reason.CORRUPT_EXIF, "the video's metadata keys box is cut short")
     count = int.from_bytes(data[start + 4 : start + 8], "big")
@@ -594,22 +709,40 @@ def _mdta_keys(data: Data, start: int, stop: int) -> dict[int, bytes]:
         size = int.from_bytes(data[pos : pos + 4], "big")
         if size < 8 or pos + size > stop:
             raise CaptureRejected(Reason.CORRUPT_EXIF, f"the video's metadata key {index} is bad")
+        if size - 8 > _MAX_NAME:
+            raise CaptureRejected(
+                Reason.CORRUPT_EXIF,
+                f"the video's metadata key {index} is {size - 8} bytes long, more than "
+                f"{_MAX_NAME >> 10} KiB",
+            )
         names[index] = data[pos + 8 : pos + size]
+        checked.append((pos + 8, pos + size))
         pos += size
     return names
 
 
 def _freed(head: int, start: int, stop: int) -> tuple[int, bytes]:
     """The box at `head` becomes a `free` box of zeros: the same size, nothing to read."""
+    _refuse_whole(stop - head, "a box naming a location")
     return head + 4, b"free" + bytes(start - head - 8) + bytes(stop - start)
 
 
-def _matroska_edits(data: Data) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+def _refuse_whole(size: int, what: str) -> None:
+    """Refuse metadata too large to hold whole (to parse it, or to rewrite it clean)."""
+    if size > _MAX_WHOLE:
+        raise CaptureRejected(
+            Reason.GPS_UNCERTAIN,
+            f"{what} of {size} bytes, more than the {_MAX_WHOLE >> 20} MiB location removal holds",
+        )
+
+
+def _matroska_edits(data: Data) -> tuple[list[tuple[int, bytes]], Spans, Spans]:
     """Edits zeroing the values of location tags (SimpleTag elements whose TagName says
-    location, or whose value names one), and the spans the final check skips (clusters'
-    media data, the names of the tags cleaned)."""
+    location, or whose value names one); the spans the final check skips (the names of
+    the tags cleaned); the media data (clusters)."""
     edits: list[tuple[int, bytes]] = []
-    unchecked: list[tuple[int, int]] = []
+    cleaned: list[tuple[int, int]] = []
+    clusters: list[tuple[int, int]] = []
     walk = [(0, len(data), 0)]
     while walk:
         pos, end, depth = walk.pop()
@@ -617,29 +750,35 @@ def _matroska_edits(data: Data) -> tuple[list[tuple[int, bytes]], list[tuple[int
             raise CaptureRejected(Reason.CORRUPT, f"elements nested deeper than {_MAX_DEPTH}")
         for element, _, start, stop in _ebml_elements(data, pos, end):
             if element == _CLUSTER:
-                unchecked.append((start, stop))
+                clusters.append((start, stop))
             elif element in (_SEGMENT, _TAGS, _TAG):
                 walk.append((start, stop, depth + 1))
             elif element == _SIMPLE_TAG:
-                edits += _simple_tag_edits(data, start, stop, unchecked, depth)
-    return edits, unchecked
+                edits += _simple_tag_edits(data, start, stop, cleaned, depth)
+    return edits, cleaned, clusters
 
 
 def _simple_tag_edits(
-    data: Data, start: int, stop: int, unchecked: list[tuple[int, int]], depth: int
+    data: Data, start: int, stop: int, cleaned: list[tuple[int, int]], depth: int
 ) -> list[tuple[int, bytes]]:
     if depth > _MAX_DEPTH:
         raise CaptureRejected(Reason.CORRUPT, f"tags nested deeper than {_MAX_DEPTH}")
     children = list(_ebml_elements(data, start, stop))
-    name = b"".join(data[s:e] for element, _, s, e in children if element == _TAG_NAME)
+    names = [(s, e) for element, _, s, e in children if element == _TAG_NAME]
+    if sum(e - s for s, e in names) > _MAX_NAME:
+        raise CaptureRejected(
+            Reason.CORRUPT_EXIF, f"a Matroska tag name longer than {_MAX_NAME >> 10} KiB"
+        )
+    name = b"".join(data[s:e] for s, e in names)
     values = [(s, e) for element, _, s, e in children if element in (_TAG_STRING, _TAG_BINARY)]
     edits = []
-    if _LOCATION_NAME.search(name) or any(location_hint(data[s:e]) for s, e in values):
+    if _LOCATION_NAME.search(name) or any(_scan(data, s, e) for s, e in values):
+        _refuse_whole(sum(e - s for s, e in values), "a tag naming a location")
         edits = [(s, bytes(e - s)) for s, e in values]
-        unchecked += [(s, e) for element, _, s, e in children if element == _TAG_NAME]
+        cleaned += names
     for element, _, s, e in children:
         if element == _SIMPLE_TAG:
-            edits += _simple_tag_edits(data, s, e, unchecked, depth + 1)
+            edits += _simple_tag_edits(data, s, e, cleaned, depth + 1)
     return edits
 
 
@@ -647,13 +786,20 @@ def _ebml_elements(
     data: Data, pos: int, end: int, tolerate_end: bool = False
 ) -> Iterator[tuple[int, int, int, int]]:
     """ID, header start, payload start and payload end of each EBML element in
-    data[pos:end]. An element of unknown size ends where its parent does, or (a Cluster)
-    where the next element of its parent's kind starts. With `tolerate_end` (a file's
-    first bytes only) the Segment's declared end is yielded even if it lies beyond."""
+    data[pos:end]. An element of unknown size (a Segment or a Cluster only) ends where its
+    parent does, or (a Cluster) where the next element of its parent's kind starts. With
+    `tolerate_end` (a file's first bytes only) the Segment's declared end is yielded even if
+    it lies beyond."""
     while pos < end:
         element, id_length = _vint(data, pos, end, keep_marker=True)
         size, size_length = _vint(data, pos + id_length, end, keep_marker=False)
         start = pos + id_length + size_length
+        if size is None and element not in (_SEGMENT, _CLUSTER):
+            # Only these are written live, before their size is known; any other element
+            # of unknown size would swallow its parent's rest (a tag's value in its name).
+            raise CaptureRejected(
+                Reason.CORRUPT, f"Matroska element 0x{element:X} at {pos} has an unknown size"
+            )
         if size is None:
             stop = _unknown_end(data, start, end) if element == _CLUSTER else end
         else:

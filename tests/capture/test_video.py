@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rainbench.capture import video as video_module
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.capture.gps import has_gps, strip_gps
 from rainbench.capture.location import location_hint
 from rainbench.capture.reject import CaptureRejected, Reason
-from rainbench.capture.source import open_regular
+from rainbench.capture.source import CaptureFile, open_regular
 from rainbench.capture.video import VideoFrames, location_edits, probe_video, strip_location
 
 av = pytest.importorskip("av", reason="videos need rainbench[video]")
@@ -258,11 +259,12 @@ def _append_to_moov(data: bytes, box: bytes) -> bytes:
     return data[:at] + struct.pack(">I", size + len(box)) + data[at + 4 :] + box
 
 
-@pytest.mark.parametrize(("container", "codec"), [("mov", "mov_text"), ("matroska", "subrip")])
-def test_a_subtitle_track_with_positions_is_zeroed(container, codec):
-    """A drone writes its position frame by frame as subtitles, in the media data."""
-    text = b"GPS(8.5451,47.3754,420)"
-    sample = len(text).to_bytes(2, "big") + text if codec == "mov_text" else text
+POSITIONS = b"GPS(8.5451,47.3754,420)"
+
+
+def _with_subtitles(container: str, codec: str) -> bytes:
+    """Three frames and a subtitle track whose one sample gives a drone's position."""
+    sample = len(POSITIONS).to_bytes(2, "big") + POSITIONS if codec == "mov_text" else POSITIONS
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as output:
         video = output.add_stream("libx264", rate=24)
@@ -277,10 +279,151 @@ def test_a_subtitle_track_with_positions_is_zeroed(container, codec):
         packet.time_base = subtitles.time_base
         output.mux(packet)
         output.mux(video.encode())
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("container", "codec"), [("mov", "mov_text"), ("matroska", "subrip")])
+def test_a_subtitle_track_with_positions_is_zeroed(container, codec):
+    """A drone writes its position frame by frame as subtitles, in the media data."""
+    data = _with_subtitles(container, codec)
     stripped = strip_location(data, sniff(data, "x"))
-    assert len(stripped) == len(data) and text in data and b"47.3754" not in stripped
+    assert len(stripped) == len(data) and POSITIONS in data and b"47.3754" not in stripped
     assert probe_video(stripped).frames == 3
+
+
+def _typed_as_video(data: bytearray) -> None:
+    """The subtitle track's TrackType (after its CodecID) made 1, video: FFmpeg then
+    drops the track and demuxes none of its samples."""
+    data[data.index(b"\x83\x81\x11", data.index(b"S_TEXT/UTF8")) + 2] = 1
+
+
+def _timing_damaged(data: bytearray) -> None:
+    """The text track's time-to-sample box given an impossible size: FFmpeg reads no
+    sample of the track."""
+    stts = data.index(b"stts", data.index(b"text"))
+    data[stts - 4 : stts] = b"\xff\xff\xff\xff"
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "hide"),
+    [("matroska", "subrip", _typed_as_video), ("mov", "mov_text", _timing_damaged)],
+)
+def test_positions_in_a_track_ffmpeg_does_not_read_are_refused(container, codec, hide):
+    # Found by fuzzing: both were stored with the positions in them.
+    data = bytearray(_with_subtitles(container, codec))
+    hide(data)
+    with pytest.raises(CaptureRejected) as refused:
+        strip_location(bytes(data), sniff(bytes(data), "x"))
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
+    assert "outside every video and audio sample" in refused.value.message
+
+
+def test_a_video_with_sound_keeps_its_samples_unchecked():
+    # Video and audio samples are media, never read for location: no refusal, no edit.
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as output:
+        video = output.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        sound = output.add_stream("pcm_s16le", rate=8000, layout="mono")
+        hum = b"GPS 47.3754 latitude " * 40  # what no location removal may touch here
+        for index in range(6):
+            picture = np.full((HEIGHT, WIDTH, 3), level(index), np.uint8)
+            output.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+            samples = np.frombuffer(hum, np.int16).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 8000, index * samples.shape[1]
+            output.mux(sound.encode(frame))
+        output.mux(video.encode())
+        output.mux(sound.encode())
+    data = buffer.getvalue()
+    assert hum in data and strip_location(data, FORMATS["mkv"]) == data
+
+
+def test_a_matroska_tag_name_of_unknown_size_is_refused():
+    # Found by fuzzing: the name, run on to its parent's end, took in the value it names.
+    data = bytearray(encode("matroska", "mpeg4", metadata={"location": ZURICH}))
+    name = data.index(b"\x45\xa3\x88LOCATION")  # TagName, size 8
+    data[name + 2] = 0xFF  # the all-ones size: unknown
+    with pytest.raises(CaptureRejected) as refused:
+        strip_location(bytes(data), FORMATS["mkv"])
+    assert refused.value.reason == Reason.CORRUPT and "unknown size" in refused.value.message
+
+
+def test_apple_keys_that_swallow_their_items_leave_the_items_checked():
+    # Found by fuzzing: a keys box of size 0 ran on over ilst, and all of it was skipped.
+    data = bytearray(
+        encode(
+            "mov",
+            metadata={"com.apple.quicktime.location.ISO6709": ZURICH, "make": "Apple"},
+            options={"movflags": "use_metadata_tags"},
+        )
+    )
+    keys = data.index(b"keys") - 4
+    data[keys : keys + 4] = bytes(4)  # size 0: to the end of meta
+    with pytest.raises(CaptureRejected) as refused:
+        strip_location(bytes(data), FORMATS["mov"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+def _with_top_level_box(tmp_path, kind: bytes, head: bytes, size: int, tail: bytes = b""):
+    """A video file ending in a box of `size` payload bytes: `head`, zeros (sparse on
+    disk) and `tail`."""
+    path = tmp_path / "clip.mp4"
+    with path.open("wb") as file:
+        file.write(encode("mp4") + struct.pack(">I", 1) + kind + struct.pack(">Q", 16 + size))
+        file.write(head)
+        file.truncate(file.tell() + size - len(head) - len(tail))
+        file.seek(0, io.SEEK_END)
+        file.write(tail)
+    return path
+
+
+def test_metadata_is_scanned_in_windows_never_whole(tmp_path, monkeypatch):
+    """A `free` box of 24 MiB is read a window at a time (a hostile file may declare GBs:
+    one of 3 GiB took 6.3 GB of memory and 393 s, now 70 MB and 17 s)."""
+    path = _with_top_level_box(tmp_path, b"free", b"", 24 << 20)
+    reads = []
+    pread = CaptureFile.pread
+    monkeypatch.setattr(
+        CaptureFile, "pread", lambda self, at, n: reads.append(n) or pread(self, at, n)
+    )
+    with open_regular(path) as capture:
+        assert location_edits(capture, FORMATS["mp4"]) == []
+    assert max(reads) <= video_module._SCAN_WINDOW + video_module._SCAN_OVERLAP
+
+
+def test_a_location_across_two_windows_is_found(tmp_path):
+    seam = video_module._SCAN_WINDOW - 8
+    path = _with_top_level_box(tmp_path, b"free", bytes(seam) + f"at {ZURICH}".encode(), 24 << 20)
+    with open_regular(path) as capture:
+        edits = location_edits(capture, FORMATS["mp4"])
+        assert ZURICH.encode() not in capture.edited(edits).read_all()
+
+
+@pytest.mark.parametrize(
+    ("kind", "head"),
+    [
+        (b"free", f"at {ZURICH}".encode()),  # too large to rewrite clean
+        (b"uuid", bytes.fromhex("be7acfcb97a942e89c71999491e3afac")),  # XMP: to parse
+    ],
+)
+def test_metadata_too_large_to_hold_is_refused_unread(tmp_path, kind, head):
+    path = _with_top_level_box(tmp_path, kind, head, (64 << 20) + 17)
+    with open_regular(path) as capture, pytest.raises(CaptureRejected) as refused:
+        location_edits(capture, FORMATS["mp4"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN and "64 MiB" in refused.value.message
+
+
+def test_a_last_frame_that_does_not_decode_is_refused():
+    """Found by fuzzing: one composition offset changed left every frame but the last
+    readable, and the video, whose middle frame alone was decoded, was accepted."""
+    data = bytearray(encode("mov", frames=6, gop=3))
+    ctts = data.index(b"ctts")
+    count = int.from_bytes(data[ctts + 8 : ctts + 12], "big")
+    data[ctts + 12 + 8 * (count - 1) + 4] = 0x10  # the last entry's offset += 2**28
+    with pytest.raises(CaptureRejected) as refused:
+        probe_video(bytes(data))
+    assert refused.value.reason == Reason.CORRUPT and "frame 5" in refused.value.message
 
 
 @pytest.mark.parametrize(
