@@ -10,7 +10,7 @@ video is never read whole: it is walked, decoded and hashed in pieces from its f
 
 import hashlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -23,8 +23,13 @@ from rainbench.capture.phash import phash_variants
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.source import CaptureFile, SourceFile, open_capture
 from rainbench.capture.video import VideoInfo, location_edits, probe_video
+from rainbench.errors import first_line
 
 KEY_HEX = 24  # 96 bits of the stored bytes' sha256: dot-free and collision-safe
+# A still is read whole: 16 bytes a pixel of the pixel cap (four 32-bit float channels,
+# uncompressed) is more than any picture within the cap needs; a bigger file would only
+# fill the worker's memory.
+_STILL_BYTES_PER_PIXEL = 16
 _HASH_CHUNK = 1 << 20
 
 
@@ -83,8 +88,11 @@ class Stored:
         return len(self.stored)
 
 
-def stored_capture(capture: CaptureFile, source: SourceFile, keep_gps: bool) -> Stored:
-    """The capture's format and exactly what ingest stores for it."""
+def stored_capture(
+    capture: CaptureFile, source: SourceFile, keep_gps: bool, max_still_bytes: int | None = None
+) -> Stored:
+    """The capture's format and exactly what ingest stores for it; a still larger than
+    `max_still_bytes` is refused before it is read."""
     if not capture.size:
         raise CaptureRejected(Reason.EMPTY, "the file is empty (0 bytes)")
     fmt = sniff(capture[:16], source.path)
@@ -92,6 +100,12 @@ def stored_capture(capture: CaptureFile, source: SourceFile, keep_gps: bool) -> 
         raise CaptureRejected(Reason.NOT_AN_IMAGE, "not an image: unknown file signature")
     if fmt.video:
         return Stored(fmt, capture, capture if keep_gps else _without_location(capture, fmt))
+    if max_still_bytes is not None and capture.size > max_still_bytes:
+        raise CaptureRejected(
+            Reason.TOO_MANY_PIXELS,
+            f"a still of {capture.size} bytes, more than {_STILL_BYTES_PER_PIXEL} a pixel "
+            "of the pixel cap",
+        )
     data = capture.read_all()
     return Stored(fmt, data, data if keep_gps else strip_gps(data, fmt))
 
@@ -113,7 +127,7 @@ def probe(
     result = Probe(source)
     try:
         with (read or open_capture)(source) as capture:
-            stored = stored_capture(capture, source, keep_gps)
+            stored = stored_capture(capture, source, keep_gps, _STILL_BYTES_PER_PIXEL * max_pixels)
             if stored.format.video:
                 video = probe_video(stored.stored, max_pixels, keep_gps)
             else:
@@ -123,6 +137,12 @@ def probe(
                 capture.check_unchanged()
     except CaptureRejected as rejected:
         result.reason, result.message = rejected.reason, rejected.message
+        return result
+    except Exception as error:
+        # A decoder's own failure on a hostile file: recorded, and retried on the next run
+        # (a later rainbench may read it), never the end of the whole ingest.
+        result.reason = Reason.UNREADABLE
+        result.message = f"unexpected {type(error).__name__} while reading it: {first_line(error)}"
         return result
     result.format = stored.format.name
     result.bytes = stored.size
@@ -178,26 +198,28 @@ def probe_many(sources: list[SourceFile], **options) -> Iterator[Probe]:
     on a thread while this one decodes and is measured: reading and decoding both
     release the GIL, so a slow disk or a network mount waits behind the decode, not
     before it. At most two stills are held at once; a video is only opened ahead, its
-    bytes read in pieces as it is probed."""
+    bytes read in pieces as it is probed, as is a still too large to be accepted."""
+    limit = _STILL_BYTES_PER_PIXEL * options.get("max_pixels", DEFAULT_MAX_PIXELS)
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
-        ahead: Future | None = reader.submit(_read_ahead, sources[0]) if sources else None
+        ahead = reader.submit(_read_ahead, sources[0], limit) if sources else None
         try:
             for number, source in enumerate(sources):
                 pending = ahead
                 following = sources[number + 1 : number + 2]
-                ahead = reader.submit(_read_ahead, following[0]) if following else None
+                ahead = reader.submit(_read_ahead, following[0], limit) if following else None
                 yield probe(source, **options, read=lambda _, pending=pending: pending.result())
         finally:  # a consumer that stopped early leaves no file open
             if ahead is not None and ahead.exception() is None:
                 ahead.result().close()
 
 
-def _read_ahead(source: SourceFile) -> CaptureFile:
-    """`source` opened, and unless it is a video, read whole (kept by the CaptureFile)."""
+def _read_ahead(source: SourceFile, max_still_bytes: int) -> CaptureFile:
+    """`source` opened, and unless it is a video or larger than a still may be, read whole
+    (kept by the CaptureFile)."""
     capture = open_capture(source)
     try:
         fmt = sniff(capture[:16], source.path)
-        if not (fmt and fmt.video):
+        if not (fmt and fmt.video) and capture.size <= max_still_bytes:
             capture.read_all()
     except BaseException:
         capture.close()
