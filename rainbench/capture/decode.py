@@ -22,6 +22,12 @@ from rainbench.capture.reject import CaptureRejected, Reason
 # Longest side of the preview every later stage (hashing, tagging) works from.
 PREVIEW_SIDE = 1024
 
+# About how many pixels reduce_for_preview converts at a time (16 MB in RGBA).
+_BAND_PIXELS = 1 << 22
+
+# What decoders raise for damage they check for; see decoder_error_text.
+_DAMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
 # The pixel cap: 250 MP admits today's 200 MP phone sensors (16320×12240) and
 # 150 MP medium-format backs, and refuses decompression bombs. Pillow's own guard
 # (≈179 MP) would refuse the 200 MP sensors, so it is replaced by this explicit one.
@@ -52,6 +58,19 @@ def decode_capture(data: bytes, fmt: Format, max_pixels: int = DEFAULT_MAX_PIXEL
 
     Raises `CaptureRejected` with the reason when it is not.
     """
+    try:
+        return _decode(data, fmt, max_pixels)
+    except MemoryError:
+        # The machine is short, not the file bad: UNREADABLE is retried on a re-run,
+        # where fewer workers or a larger machine may hold it.
+        size = header_size(data)
+        shown = f" ({size[0]}×{size[1]})" if size else ""
+        raise CaptureRejected(
+            Reason.UNREADABLE, f"cannot decode: too large to hold in memory{shown}"
+        ) from None
+
+
+def _decode(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     if fmt.raw:
         from rainbench.capture.raw import decode_raw
 
@@ -76,9 +95,21 @@ def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:
 
 def reduce_for_preview(image: Image.Image) -> Image.Image:
     """An RGB image with its longest side below 2 × PREVIEW_SIDE."""
-    image = _to_rgb(image)
     factor = max(image.size) // PREVIEW_SIDE
-    return image.reduce(factor) if factor >= 2 else image
+    if factor < 2:
+        return _to_rgb(image)
+    # Converted and reduced band by band: converting the whole picture first would
+    # hold one or two more full-size copies beside the decoded one (1.8 GB more for a
+    # 225 MP RGBA PNG).
+    # Bands start on whole reduction blocks, so the pixels are those of the whole
+    # picture converted, then reduced.
+    width, height = image.size
+    rows = factor * max(1, _BAND_PIXELS // (width * factor))
+    reduced = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(top + rows, height)))
+        reduced.paste(_to_rgb(band).reduce(factor), (0, top // factor))
+    return reduced
 
 
 def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
@@ -88,18 +119,22 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
             image = _open(data)
             full_size = image.size  # draft() below shrinks `size` to the decoded scale
             check_pixel_cap(*full_size, max_pixels)
-            exif = _read_exif(image)
             mode = image.mode
             if image.format == "JPEG":
                 # draft() picks the largest DCT scale that keeps the size ≥ the request.
                 image.draft("RGB" if mode != "CMYK" else "CMYK", _draft_request(image.size))
             image.load()
-    except CaptureRejected:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+            # Only now: a PNG's getexif() loads the pixels itself (its eXIf chunk may
+            # follow them), and _read_exif would swallow that decode's failure. A JPEG's
+            # EXIF came with its header, so reading it here costs nothing more.
+            exif = _read_exif(image)
+            reduced = reduce_for_preview(image)
+    except (CaptureRejected, MemoryError):
+        raise  # MemoryError: decode_capture refuses without blaming the file
+    except Exception as error:
         # The signature already said which format this is, so a failure here is
         # damage: truncation when the container's end is missing, else corruption.
-        text = str(error) or type(error).__name__
+        text = decoder_error_text(error)
         if isinstance(error, UnidentifiedImageError):
             text = f"the {fmt.name} header does not parse"
         truncated = "truncated" in text.lower() or isinstance(error, EOFError)
@@ -109,13 +144,26 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     width, height = upright_size(*full_size, exif.get(ORIENTATION_TAG))
     orientation = exif.get(ORIENTATION_TAG)
     return Decoded(
-        reduce_for_preview(image),
+        reduced,
         width,
         height,
         mode,
         exif,
         orientation=orientation if orientation in STEPS else 1,
     )
+
+
+def decoder_error_text(error: Exception) -> str:
+    """`error`, raised by a decoder on a damaged file, as one line for the refusal.
+
+    Decoders signal damage they check for with OSError, SyntaxError, ValueError or
+    EOFError; anything else escaped from parsing code that trusted a field (an ASCII
+    StripOffsets, an empty image list), so its type is named.
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, _DAMAGE_ERRORS):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def load_upright(data: bytes, fmt: Format, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -160,7 +208,10 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = _open(data)
-            return upright_size(*image.size, image.getexif().get(ORIENTATION_TAG))
+            # Image's getexif(), not PngImageFile's: that one decodes every pixel to look
+            # for an eXIf chunk after them, the very cost (and bomb) this must not meet.
+            exif = Image.Image.getexif(image)
+            return upright_size(*image.size, exif.get(ORIENTATION_TAG))
     except Exception:  # any unreadable header: the size is simply unknown
         return None
 
@@ -225,6 +276,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grey: scale to 8 bits rather than clip.
         return image.point(lambda v: v / 256).convert("L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Through RGBA: Pillow warns when it converts a palette with per-entry
+        # transparency straight to RGB. RGBA itself converts directly, without a copy.
         return image.convert("RGBA").convert("RGB")
     return image.convert("RGB")

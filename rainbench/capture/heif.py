@@ -8,7 +8,12 @@ import io
 from PIL import Image
 
 from rainbench.capture.bmff import ends_inside_a_box
-from rainbench.capture.decode import Decoded, check_pixel_cap, reduce_for_preview
+from rainbench.capture.decode import (
+    Decoded,
+    check_pixel_cap,
+    decoder_error_text,
+    reduce_for_preview,
+)
 from rainbench.capture.orientation import ORIENTATION_TAG
 from rainbench.capture.reject import CaptureRejected, Reason
 
@@ -32,12 +37,17 @@ def decode_heic(data: bytes, max_pixels: int) -> Decoded:
         ) from None
     try:
         heif = pillow_heif.open_heif(io.BytesIO(data))  # reads the boxes, decodes nothing
+        if len(heif) == 0:  # boxes that parse, none an image libheif can use (a bad hvcC)
+            raise ValueError("libheif finds no image in it")
         check_pixel_cap(*heif.size, max_pixels)
         image = heif.to_pillow()
+    except (CaptureRejected, MemoryError):
+        raise  # MemoryError: decode_capture refuses without blaming the file
     except SyntaxError as error:  # pillow-heif's signal for a codec or feature libheif lacks
-        raise CaptureRejected(Reason.UNSUPPORTED, f"libheif cannot decode it: {error}") from None
-    except (ValueError, EOFError, RuntimeError) as error:
-        message = str(error).strip()
+        message = decoder_error_text(error)
+        raise CaptureRejected(Reason.UNSUPPORTED, f"libheif cannot decode it: {message}") from None
+    except Exception as error:  # anything else pillow-heif lets through is damage too
+        message = decoder_error_text(error)
         if ends_inside_a_box(data):
             raise CaptureRejected(Reason.TRUNCATED, f"HEIC ends early: {message}") from None
         raise CaptureRejected(Reason.CORRUPT, f"HEIC does not decode: {message}") from None

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from rainbench.capture.decode import PREVIEW_SIDE, Decoded, check_pixel_cap, reduce_for_preview
+from rainbench.capture.decode import (
+    PREVIEW_SIDE,
+    Decoded,
+    check_pixel_cap,
+    decoder_error_text,
+    reduce_for_preview,
+)
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import orientation_of, turn_upright
 from rainbench.capture.reject import CaptureRejected, Reason
@@ -69,6 +75,12 @@ def decode_raw(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
         raise CaptureRejected(
             Reason.CORRUPT, f"LibRaw cannot decode it as {fmt.name.upper()}: {_text(error)}"
         ) from None
+    except (CaptureRejected, MemoryError):
+        raise  # MemoryError: decode_capture refuses without blaming the file
+    except Exception as error:  # rawpy and Pillow trust what LibRaw makes of a damaged file
+        raise CaptureRejected(
+            Reason.CORRUPT, f"{fmt.name.upper()} does not decode: {decoder_error_text(error)}"
+        ) from None
     width, height = (sizes.height, sizes.width) if sizes.flip & 4 else (sizes.width, sizes.height)
     return Decoded(
         reduce_for_preview(upright),
@@ -101,7 +113,9 @@ def _embedded_preview(raw: "rawpy.RawPy") -> tuple[Image.Image, bytes] | None:
             # still reads every byte of the JPEG.
             image.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))
             image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+    except MemoryError:
+        raise  # decode_capture refuses without blaming the file
+    except Exception:  # a damaged JPEG, whatever Pillow raises for it: render instead
         return None
     orientation = _flip_orientation(sizes.flip)
     if orientation == 1:
@@ -147,7 +161,9 @@ def _rendered_preview(raw: "rawpy.RawPy") -> tuple[Image.Image, bytes]:
     # half_size skips demosaicing (each 2×2 CFA block becomes one pixel): fast, and
     # still larger than PREVIEW_SIDE for any real sensor. LibRaw applies `flip` here.
     rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
-    image = Image.fromarray(rgb)
+    # One channel from a monochrome sensor, or a CFA without a pattern (LibRaw reads it
+    # as one colour): a grey picture.
+    image = Image.fromarray(rgb[:, :, 0] if rgb.shape[2] == 1 else rgb)
     return image, _encode_jpeg(image)
 
 
@@ -177,6 +193,7 @@ def _read_exif(data: bytes) -> Image.Exif:
 
 
 def _text(error: Exception) -> str:
-    # rawpy passes LibRaw's C message through as bytes.
+    # rawpy passes LibRaw's C message through as bytes; a refusal's message is one line.
     message = error.args[0] if error.args else error
-    return message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+    text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+    return " ".join(text.split())

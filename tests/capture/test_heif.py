@@ -96,6 +96,29 @@ def test_garbage_after_the_header_is_corrupt():
 
 
 @needs_encoder
+def test_no_image_libheif_can_use_is_corrupt():
+    # The hvcC box's size zeroed: the boxes parse, pillow-heif lists no image at all.
+    data = bytearray(capture_bytes(heic_spec()))
+    at = data.index(b"hvcC") - 4
+    data[at : at + 4] = bytes(4)
+    with pytest.raises(CaptureRejected) as refused:
+        decode_heic(bytes(data), 10**6)
+    assert refused.value.reason == Reason.CORRUPT
+
+
+@needs_encoder
+def test_unknown_brands_are_refused_in_one_line():
+    # libheif's text for this ends in a newline; a refusal's message is one line.
+    data = bytearray(capture_bytes(heic_spec()))
+    data[16:28] = b"x" * 12  # the compatible brands, none of them known
+    with pytest.raises(CaptureRejected) as refused:
+        decode_heic(bytes(data), 10**6)
+    assert refused.value.reason == Reason.UNSUPPORTED
+    message = refused.value.message
+    assert message == " ".join(message.split()) and "supported brands" in message
+
+
+@needs_encoder
 def test_pixel_cap():
     with pytest.raises(CaptureRejected) as refused:
         decode_heic(capture_bytes(heic_spec()), max_pixels=320 * 239)

@@ -121,6 +121,34 @@ def test_preview_jpg_carries_no_metadata(orientation, preview):
 
 
 @needs_rawpy
+def test_dng_without_cfa_pattern_renders_grey():
+    # LibRaw reads a CFA without a pattern as one colour and renders one channel.
+    data = bytearray(capture_bytes(dng_spec()))
+    at = data.index(struct.pack("<HHI", 33422, 1, 4))  # the CFAPattern entry
+    data[at : at + 2] = struct.pack("<H", 0xFFF0)  # renamed: a private tag LibRaw skips
+    decoded = decode_raw(bytes(data), FORMATS["dng"], 10**6)
+    preview_jpg = Image.open(io.BytesIO(decoded.extra_members["preview.jpg"]))
+    assert preview_jpg.mode == "L" and preview_jpg.size == SENSOR
+    preview = np.asarray(decoded.preview)
+    assert preview.shape == (*SENSOR[::-1], 3) and preview.std() > 0
+    assert (preview == preview[:, :, :1]).all()
+
+
+@needs_rawpy
+def test_any_rawpy_failure_is_corrupt(monkeypatch):
+    import rawpy
+
+    def failing_imread(file: io.BytesIO) -> None:
+        raise RuntimeError("LibRaw made\nno sense of it")
+
+    monkeypatch.setattr(rawpy, "imread", failing_imread)
+    with pytest.raises(CaptureRejected) as refused:
+        decode_raw(capture_bytes(dng_spec()), FORMATS["dng"], 10**6)
+    assert refused.value.reason == Reason.CORRUPT
+    assert refused.value.message == "DNG does not decode: RuntimeError: LibRaw made no sense of it"
+
+
+@needs_rawpy
 def test_truncated_dng_is_refused():
     data = capture_bytes(dng_spec())
     with pytest.raises(CaptureRejected) as refused:

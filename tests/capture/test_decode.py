@@ -1,0 +1,136 @@
+"""Validating decodes of the formats Pillow reads: damage is refused with a reason, and
+the preview is made without holding more than the decoded picture."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rainbench.capture import decode
+from rainbench.capture.decode import decode_capture, header_size, reduce_for_preview
+from rainbench.capture.formats import FORMATS
+from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.demo.captures import CaptureSpec, capture_bytes
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png(
+    width: int, height: int, idat: bytes, before_idat: bytes = b"", after_idat: bytes = b""
+) -> bytes:
+    """An 8-bit RGB PNG with valid CRCs around whatever `idat` holds."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + before_idat
+        + png_chunk(b"IDAT", idat)
+        + after_idat
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def broken_idat(width: int, height: int) -> bytes:
+    """RGB pixel data whose deflate stream is damaged."""
+    idat = bytearray(zlib.compress(bytes((1 + 3 * width) * height)))
+    idat[2:42] = b"\xff" * 40
+    return bytes(idat)
+
+
+def exif_chunk(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return png_chunk(b"eXIf", exif.tobytes())
+
+
+def test_png_whose_pixels_do_not_decode_is_refused():
+    # Without an eXIf chunk, Pillow's PNG getexif() decodes the pixels itself: the
+    # failure must not be lost with the EXIF it was reading.
+    with pytest.raises(CaptureRejected) as refused:
+        decode_capture(png(64, 48, broken_idat(64, 48)), FORMATS["png"])
+    assert refused.value.reason == Reason.CORRUPT
+
+
+def test_png_exif_after_the_pixels_is_read():
+    idat = zlib.compress(bytes((1 + 3 * 64) * 48))
+    data = png(64, 48, idat, after_idat=exif_chunk(6))  # turned 90° clockwise
+    decoded = decode_capture(data, FORMATS["png"])
+    assert decoded.exif[0x0112] == 6
+    assert (decoded.width, decoded.height) == (48, 64)
+
+
+def test_header_size_decodes_no_png_pixels():
+    # Damaged pixel data would fail a decode: the size comes back, so none was run.
+    assert header_size(png(64, 48, broken_idat(64, 48))) == (64, 48)
+    assert header_size(png(64, 48, broken_idat(64, 48), before_idat=exif_chunk(6))) == (48, 64)
+
+
+def test_tiff_with_ascii_strip_offsets_is_corrupt():
+    # Pillow seeks to the ASCII value and raises TypeError, not one of its own errors.
+    spec = CaptureSpec("a.tif", 64, 48, fmt="tiff", mode="L", orientation=None)
+    data = bytearray(capture_bytes(spec))
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    (count,) = struct.unpack_from(order + "H", data, ifd)
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if struct.unpack_from(order + "H", data, entry)[0] == 273:  # StripOffsets
+            struct.pack_into(order + "H", data, entry + 2, 2)  # LONG → ASCII
+    with pytest.raises(CaptureRejected) as refused:
+        decode_capture(bytes(data), FORMATS["tiff"])
+    assert refused.value.reason == Reason.CORRUPT
+    assert "TypeError" in refused.value.message and "\n" not in refused.value.message
+
+
+def test_preview_never_converts_the_whole_picture(monkeypatch):
+    width, height = 6000, 4000
+    data = png_bytes(Image.new("RGBA", (width, height)))
+    converted: list[int] = []
+    convert = Image.Image.convert
+
+    def counting_convert(image: Image.Image, *args, **kwargs) -> Image.Image:
+        converted.append(image.width * image.height)
+        return convert(image, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", counting_convert)
+    decoded = decode_capture(data, FORMATS["png"])
+    assert decoded.reduced.size == (1200, 800) and decoded.reduced.mode == "RGB"
+    assert converted and max(converted) <= width * height // 4
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "I;16", "CMYK"])
+def test_preview_equals_the_whole_picture_converted_then_reduced(monkeypatch, mode):
+    monkeypatch.setattr(decode, "_BAND_PIXELS", 50_000)  # many bands, a partial last one
+    rng = np.random.default_rng(3)
+    size = (2111, 1333)  # neither side a multiple of the reduction factor, 2
+    if mode == "I;16":
+        grey = rng.integers(0, 65536, size[::-1], np.uint16).astype("<u2")
+        image = Image.frombytes(mode, size, grey.tobytes())
+    else:
+        bands = len(Image.new(mode, (1, 1)).getbands())
+        image = Image.frombytes(
+            mode, size, rng.integers(0, 256, size[0] * size[1] * bands, np.uint8)
+        )
+    expected = decode._to_rgb(image).reduce(2)
+    assert np.array_equal(np.asarray(reduce_for_preview(image)), np.asarray(expected))
+
+
+def test_memory_error_is_refused_as_unreadable(monkeypatch):
+    def out_of_memory(image: Image.Image) -> Image.Image:
+        raise MemoryError
+
+    monkeypatch.setattr(decode, "_to_rgb", out_of_memory)
+    with pytest.raises(CaptureRejected) as refused:
+        decode_capture(png_bytes(Image.new("RGBA", (64, 48))), FORMATS["png"])
+    assert refused.value.reason == Reason.UNREADABLE  # retried: the machine was short
+    assert refused.value.message == "cannot decode: too large to hold in memory (64×48)"
