@@ -5,6 +5,7 @@ spaces), so no offset moves; only bytes after the picture's end are cut, and PNG
 which nothing points at by offset, dropped.
 """
 
+import bisect
 import re
 import struct
 import zlib
@@ -22,6 +23,14 @@ _EXIF_IFD = 0x8769
 _SUB_IFDS = 0x014A
 _XMP_TAG = 0x02BC
 _MP_ENTRY = 0xB002
+# IFDs the walk does not need but must know are there: Interop, Sony's SR2Private.
+_OTHER_IFDS = {0xA005, 0xC634}
+# Tags placing data by offset, each with the tag giving the lengths: strips, tiles and
+# the JPEG thumbnail of IFD1.
+_PLACED = {0x0111: 0x0117, 0x0144: 0x0145, 0x0201: 0x0202}
+_PLACED_TAGS = {*_PLACED, *_PLACED.values()}
+# GPSLatitude, GPSLongitude and their destination twins, the coordinates of a location.
+_GPS_COORDINATES = {0x0002, 0x0004, 0x0014, 0x0016}
 
 # Bytes per value of each TIFF field type; 13 is the IFD type EXIF uses for pointers.
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
@@ -35,6 +44,7 @@ _PNG_XMP = b"XML:com.adobe.xmp"
 # ImageMagick's hex-encoded profiles in PNG text chunks; Pillow reads the EXIF one too.
 _PNG_RAW_EXIF = {b"Raw profile type exif", b"Raw profile type APP1"}
 _PNG_RAW_XMP = b"Raw profile type xmp"
+_PNG_RAW_PROFILE = b"Raw profile type "
 # An XMP text chunk inflating beyond this is a decompression bomb, not metadata.
 _MAX_INFLATED = 64 << 20
 
@@ -206,12 +216,48 @@ class _Tiff:
         start, stop = self.value(entry)
         return [self.u32(pos) for pos in range(start, stop, 4)]
 
+    def accounted(self, pos: int, count: int) -> list[tuple[int, int]]:
+        """The bytes the IFD at `pos` accounts for: itself, its entries' values, the data
+        they place by offset and length, and the other IFDs it points to. Read leniently:
+        an entry GPS removal does not otherwise need, broken, only accounts for less."""
+        spans = [(pos, pos + 6 + 12 * count)]
+        arrays: dict[int, tuple[int, ...]] = {}  # offsets and lengths, by tag
+        for entry in self.entries(pos, count):
+            tag, kind, number = self.u16(entry), self.u16(entry + 2), self.u32(entry + 4)
+            size = _TYPE_SIZES.get(kind, 0) * number
+            start = entry + 8 if size <= 4 else self.base + self.u32(entry + 8)
+            if start + size > self.end:
+                continue
+            spans.append((start, start + size))
+            if kind in (3, 4, 13) and (tag in _PLACED_TAGS or tag in _OTHER_IFDS or kind == 13):
+                form = "H" if kind == 3 else "I"
+                arrays[tag] = struct.unpack_from(f"{self.order}{number}{form}", self.buf, start)
+            if kind in _POINTER_TYPES and (tag in _OTHER_IFDS or kind == 13):
+                for ifd in (self.base + child for child in arrays[tag]):
+                    if ifd + 2 <= self.end:
+                        spans.append((ifd, min(ifd + 6 + 12 * self.u16(ifd), self.end)))
+        for offsets, lengths in _PLACED.items():
+            # a length missing for an offset places nothing the walk can bound
+            pairs = zip(arrays.get(offsets, ()), arrays.get(lengths, ()), strict=False)
+            for offset, length in pairs:
+                spans.append((self.base + offset, min(self.base + offset + length, self.end)))
+        return spans
 
-def _tiff_edits(buf: bytes, base: int, end: int, where: str) -> list[_Edit]:
+
+def _tiff_edits(
+    buf: bytes, base: int, end: int, where: str, others: tuple[int, ...] = ()
+) -> list[_Edit]:
     """Edits that remove the GPS IFDs of the TIFF structure at `base`: each is zeroed with
     its values, and its pointer entry is dropped from the parent IFD. IFDs are followed
     along the IFD0 → IFD1 → … chain and into Exif IFDs and SubIFDs (RAW files); XMP held
-    in tag 700 (TIFF, DNG) is blanked too."""
+    in tag 700 (TIFF, DNG) is blanked too.
+
+    A GPS IFD may understate what it holds (an entry count lowered, a type narrowed), so
+    the bytes after each of its parts are zeroed up to the next byte that the rest of the
+    structure accounts for: writers lay an IFD's values out right after it, so nothing
+    but GPS data lies there. A GPS coordinate entry left in bytes nothing accounts for (a
+    GPS IFD unlinked, its pointer aimed elsewhere) is refused as `gps-uncertain`. `others`
+    are where other EXIF blocks in `buf` begin, which the zeroing stops at."""
     if base == end:  # an empty EXIF block, as some cameras write, carries nothing
         return []
     tiff = _Tiff(buf, base, end, where)
@@ -219,6 +265,8 @@ def _tiff_edits(buf: bytes, base: int, end: int, where: str) -> list[_Edit]:
     parents: dict[int, int] = {}  # position → entry count of the IFDs pointing at a GPS IFD
     gps: list[int] = []
     xmp: list[tuple[int, int]] = []
+    # This header, the others after it, and all but GPS
+    accounted = [(header, header + 8) for header in (base, *others) if header >= base]
     # (name, offset, the chain index of its next IFD, or None where no chain is followed)
     todo: list[tuple[str, int, int | None]] = [("IFD0", tiff.u32(base + 4), 1)]
     while todo:
@@ -227,6 +275,7 @@ def _tiff_edits(buf: bytes, base: int, end: int, where: str) -> list[_Edit]:
         if pos in walked:
             raise tiff.broken(f"{name} at offset {offset} is reached twice (an IFD loop)")
         walked[pos] = pos + 6 + 12 * count
+        accounted += tiff.accounted(pos, count)
         for entry in tiff.entries(pos, count):
             tag = tiff.u16(entry)
             if tag == _GPS_IFD:
@@ -243,19 +292,51 @@ def _tiff_edits(buf: bytes, base: int, end: int, where: str) -> list[_Edit]:
     zeroed: list[tuple[int, int]] = []
     for offset in gps:
         pos, count = tiff.ifd(offset, "GPS IFD")
-        if count:
-            zeroed.append((pos, pos + 6 + 12 * count))
-            zeroed += [tiff.value(entry) for entry in tiff.entries(pos, count)]
-    edits = [_Edit(start, stop, bytes(stop - start)) for start, stop in _merged(zeroed)]
+        zeroed.append((pos, pos + 6 + 12 * count))
+        zeroed += [tiff.value(entry) for entry in tiff.entries(pos, count)]
     for start, stop in zeroed:
         for ifd_start, ifd_stop in walked.items():
             if start < ifd_stop and ifd_start < stop:
                 raise tiff.broken(f"GPS data at offset {start - base} overlaps an IFD")
+    known = _merged(accounted)
+    zeroed = _merged([(start, _next_accounted(known, stop, end)) for start, stop in zeroed])
+    _refuse_stray_gps(tiff, _merged(known + zeroed))
+    edits = [
+        _Edit(start, stop, bytes(stop - start))
+        for start, stop in zeroed
+        if buf[start:stop].count(0) < stop - start
+    ]
     if edits:
         edits += [_without_gps_entries(tiff, pos, count) for pos, count in parents.items()]
     for start, stop in xmp:
         edits += _xmp_edits(buf, start, stop)
     return edits
+
+
+def _next_accounted(known: list[tuple[int, int]], pos: int, end: int) -> int:
+    """The first position at or after `pos` inside one of the sorted, disjoint `known`
+    spans; `end` when none is."""
+    index = bisect.bisect_right(known, pos, key=lambda span: span[1])
+    return max(known[index][0], pos) if index < len(known) else end
+
+
+def _refuse_stray_gps(tiff: _Tiff, accounted: list[tuple[int, int]]) -> None:
+    """Refuse a GPS coordinate entry (a latitude or longitude, RATIONAL × 3) in the bytes
+    between the sorted, disjoint `accounted` spans: a GPS IFD the walk cannot reach."""
+    starts = [start for start, _ in accounted[1:]] + [tiff.end]
+    gaps = zip([stop for _, stop in accounted], starts, strict=True)
+    signatures = [struct.pack(tiff.order + "HI", kind, 3) for kind in (5, 10)]
+    for start, stop in gaps:
+        for signature in signatures:
+            at = tiff.buf.find(signature, start + 2, stop)
+            while at >= 0:
+                if tiff.u16(at - 2) in _GPS_COORDINATES:
+                    raise CaptureRejected(
+                        Reason.GPS_UNCERTAIN,
+                        f"{tiff.where}: a GPS coordinate entry at offset {at - 2 - tiff.base}"
+                        " lies outside any IFD",
+                    )
+                at = tiff.buf.find(signature, at + 1, stop)
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -391,9 +472,11 @@ def _mpf_images(data: bytes, base: int, end: int) -> list[int]:
 
 
 def _png_edits(data: bytes) -> list[_Edit]:
-    """GPS edits for a PNG: EXIF and XMP cleaned field by field; any other ancillary chunk
-    that names a location, or is named for one, dropped whole (nothing in a PNG points at
-    a chunk by offset); whatever follows IEND cut off."""
+    """GPS edits for a PNG: EXIF and XMP cleaned field by field, in eXIf and text chunks
+    and wherever else an ancillary chunk holds EXIF (an obsolete exIf, a text chunk keyed
+    "exif", which Pillow reads); any other ancillary chunk that names a location, or is
+    named for one, dropped whole (nothing in a PNG points at a chunk by offset); whatever
+    follows IEND cut off."""
     edits = []
     pos = 8
     while True:
@@ -412,8 +495,14 @@ def _png_edits(data: bytes) -> list[_Edit]:
                 body = _apply(exif, found)
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
             body = _png_text(kind, data, start, stop)
-        elif kind[0] & 0x20 and location_hint(data[start:stop]):  # an ancillary chunk
-            body = _DROP
+        elif kind == b"zxIf":
+            raise CaptureRejected(
+                Reason.GPS_UNCERTAIN, "PNG zxIf chunk holds compressed EXIF, which is not cleaned"
+            )
+        elif kind == b"fdAT":  # an animated PNG's frame data: pixels, as in IDAT
+            body = _DROP if location_hint(data[start:stop]) else None
+        elif kind[0] & 0x20:  # an ancillary chunk
+            body = _png_other(data[start:stop], f"PNG {kind!r} chunk")
         if body == _DROP:
             edits.append(_Edit(pos, stop + 4, b""))
         elif body is not None:
@@ -440,7 +529,7 @@ def _png_text(kind: bytes, data: bytes, start: int, stop: int) -> bytes | None:
     one. A compressed chunk is inflated and deflated again."""
     nul = data.find(b"\0", start, min(stop, start + 80))  # keywords are 1–79 bytes
     if nul < 0:
-        return _DROP if location_hint(data[start:stop]) else None
+        return _png_other(data[start:stop], f"PNG {kind!r} chunk")
     keyword = data[start:nul]
     if _LOCATION_KEYWORD.search(keyword):
         return _DROP
@@ -456,20 +545,73 @@ def _png_text(kind: bytes, data: bytes, start: int, stop: int) -> bytes | None:
         if language_end < 0 or text_at == 0:
             raise CaptureRejected(Reason.CORRUPT_EXIF, f"PNG iTXt {keyword!r} chunk is malformed")
     text = _inflate(chunk[text_at:], keyword) if compressed else chunk[text_at:]
+    where = f"PNG {kind.decode()} {keyword!r}"
     if keyword == _PNG_XMP:
         edits = _xmp_in(text)
     elif keyword in _PNG_RAW_EXIF:
         edits = _raw_profile(lambda exif: _exif_edits(exif, 0, len(exif), "PNG EXIF profile"))(text)
     elif keyword == _PNG_RAW_XMP:
         edits = _raw_profile(_xmp_in)(text)
+    elif keyword.startswith(_PNG_RAW_PROFILE):  # 8bim, iptc: their EXIF is cleaned too
+        edits = _raw_profile(lambda profile: _embedded_tiff_edits(profile, where))(text)
     else:
-        edits = []
+        edits = _embedded_tiff_edits(text, where)
     text = _apply(text, edits) if edits else text
     if location_hint(text) or location_hint(chunk[len(keyword) + 1 : text_at]):
         return _DROP  # the translated keyword of an iTXt chunk counts too
     if not edits:
         return None
     return chunk[:text_at] + (zlib.compress(text) if compressed else text)
+
+
+def _png_other(body: bytes, where: str) -> bytes | None:
+    """The body of an ancillary chunk GPS removal does not parse, with GPS taken out of any
+    EXIF it holds; None when it holds none, `_DROP` when it names a location."""
+    edits = _embedded_tiff_edits(body, where)
+    cleaned = _apply(body, edits) if edits else body
+    if location_hint(cleaned):
+        return _DROP
+    return cleaned if edits else None
+
+
+_TIFF_HEADER = re.compile(rb"II\*\0|MM\0\*")
+
+
+def _embedded_tiff_edits(blob: bytes, where: str) -> list[_Edit]:
+    """GPS edits for every TIFF structure (EXIF) in `blob`, found by its header: metadata
+    that holds EXIF without saying so. Each structure is taken to run to the blob's end,
+    so one may see another's GPS IFD as a stray (a maker note's own TIFF header inside an
+    EXIF block, two blocks in a row): the structures are walked again while a walk
+    cleans one, and one that still cannot be walked, which may hold GPS, is refused as
+    `gps-uncertain`."""
+    headers = [found.span() for found in _TIFF_HEADER.finditer(blob)]
+    cleaned = blob
+    while True:
+        before, failures = cleaned, []
+        for start, stop in headers:
+            if _TIFF_HEADER.fullmatch(cleaned, start, stop) is None:
+                continue  # zeroed with the GPS data of another structure
+            try:
+                others = tuple(
+                    _exif_start(cleaned, header) for header, _ in headers if header != start
+                )
+                found = _tiff_edits(cleaned, start, len(blob), where, others)
+            except CaptureRejected as error:
+                failures.append(error.message)
+                continue
+            if found:
+                cleaned = _apply(cleaned, found)
+        if not failures:
+            return [] if cleaned is blob else [_Edit(0, len(blob), cleaned)]
+        if cleaned is before:
+            raise CaptureRejected(Reason.GPS_UNCERTAIN, f"{failures[0]} (EXIF that may hold GPS)")
+
+
+def _exif_start(buf: bytes, header: int) -> int:
+    """Where the EXIF block whose TIFF header is at `header` begins: its "Exif\\0\\0"
+    prefix, where it has one, is part of it."""
+    prefixed = buf.startswith(_EXIF_HEADER, header - len(_EXIF_HEADER))
+    return header - len(_EXIF_HEADER) if prefixed else header
 
 
 def _xmp_in(xmp: bytes) -> list[_Edit]:
@@ -570,7 +712,11 @@ def _heic_edits(data: bytes) -> list[_Edit]:
             find = _heif_exif_edits
         elif kind == b"mime":  # XMP, whatever content type it claims (libheif reads it so)
             find = _xmp_in
-        else:
+        elif kind in _HEIF_PICTURES:
+            continue
+        elif locations.get(item):
+            find = _heif_other_edits
+        else:  # an item of another kind stored nowhere in this file holds nothing
             continue
         if item not in locations:
             raise CaptureRejected(
@@ -591,6 +737,22 @@ def _heif_exif_edits(item: bytes) -> list[_Edit]:
         raise CaptureRejected(Reason.CORRUPT_EXIF, "HEIF Exif item is shorter than its header")
     found = _tiff_edits(item, 4 + struct.unpack_from(">I", item)[0], len(item), "HEIF Exif item")
     _refuse_location_left(item, 0, len(item), found, "HEIF Exif item")
+    return found
+
+
+# Item types that code or compose a picture: their bytes are pixels, not metadata.
+_HEIF_PICTURES = {
+    *(b"hvc1", b"hvt1", b"lhv1", b"av01", b"avc1", b"vvc1", b"jpeg", b"j2k1", b"unci"),
+    *(b"grid", b"iovl", b"iden", b"tmap", b"mski"),
+}
+
+
+def _heif_other_edits(item: bytes) -> list[_Edit]:
+    """An item of a kind GPS removal does not know (an Exif or XMP item under another
+    type name): GPS cleaned from any EXIF it holds, refused when it still names a
+    location (libheif may not read it, but its bytes are stored)."""
+    found = _embedded_tiff_edits(item, "HEIF item")
+    _refuse_location_left(item, 0, len(item), found, "HEIF item")
     return found
 
 

@@ -6,6 +6,7 @@ Pillow-made block.
 import io
 import struct
 import xml.etree.ElementTree as ET
+import zlib
 
 import numpy as np
 import pytest
@@ -319,3 +320,183 @@ def test_broken_tiff_file_is_rejected() -> None:
     with pytest.raises(CaptureRejected) as refused:
         strip_gps(broken, FORMATS["dng"])
     assert refused.value.reason == Reason.CORRUPT_EXIF
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_with(chunk: bytes) -> bytes:
+    """A PNG without EXIF of its own, `chunk` placed after IHDR."""
+    plain = capture("png")
+    return plain[:33] + chunk + plain[33:]
+
+
+def png_chunk_body(data: bytes, kind: bytes) -> bytes:
+    at = data.index(kind) - 4
+    (length,) = struct.unpack_from(">I", data, at)
+    body = data[at + 8 : at + 8 + length]
+    assert struct.unpack_from(">I", data, at + 8 + length)[0] == zlib.crc32(kind + body)
+    return body
+
+
+def tags_of(block: bytes) -> Image.Exif:
+    tags = Image.Exif()
+    tags.load(block[block.index(b"Exif\0\0") :])
+    return tags
+
+
+@pytest.mark.parametrize("kind", [b"tEXt", b"zTXt", b"iTXt"])
+def test_exif_in_a_png_text_chunk_keyed_exif_is_cleaned(kind: bytes) -> None:
+    # Pillow reads a tEXt chunk keyed "exif" as the picture's EXIF, binary as it is.
+    block = exif().tobytes()
+    head = {b"tEXt": b"exif\0", b"zTXt": b"exif\0\0", b"iTXt": b"exif\0\1\0\0\0"}[kind]
+    data = png_with(png_chunk(kind, head + (block if kind == b"tEXt" else zlib.compress(block))))
+    if kind == b"tEXt":
+        assert gps_of(data)[GPS_LATITUDE] == (52.0, 22.0, 11.5)
+
+    stripped = strip_gps(data, FORMATS["png"])
+
+    text = png_chunk_body(stripped, kind)[len(head) :]
+    text = text if kind == b"tEXt" else zlib.decompress(text)
+    assert tags_of(text).get_ifd(GPS_IFD) == {}
+    assert tags_of(text)[MAKE] == "Canon"
+    assert not has_gps(stripped, FORMATS["png"])
+
+
+@pytest.mark.parametrize("kind", [b"exIf", b"prVt"])
+def test_exif_in_another_png_chunk_is_cleaned_in_place(kind: bytes) -> None:
+    # The obsolete exIf chunk, or a private one: exiftool and others read such EXIF.
+    block = exif().tobytes()
+    data = png_with(png_chunk(kind, b"camera\0" + block))
+
+    stripped = strip_gps(data, FORMATS["png"])
+
+    body = png_chunk_body(stripped, kind)
+    assert len(stripped) == len(data)
+    assert tags_of(body).get_ifd(GPS_IFD) == {}
+    assert tags_of(body)[MAKE] == "Canon"
+
+
+def test_each_of_two_exif_blocks_in_one_png_chunk_is_cleaned() -> None:
+    # As in a Photoshop resource block: the first block's GPS zeroing stops at the second.
+    block = exif().tobytes()
+    data = png_with(png_chunk(b"prVt", block + block))
+
+    body = png_chunk_body(strip_gps(data, FORMATS["png"]), b"prVt")
+
+    for half in (body[: len(block)], body[len(block) :]):
+        assert tags_of(half).get_ifd(GPS_IFD) == {}
+        assert tags_of(half)[MAKE] == "Canon"
+
+
+@pytest.mark.parametrize("case", ["unwalkable-exif-in-private-chunk", "zxIf", "8bim-xmp-profile"])
+def test_png_chunk_that_may_hide_gps_is_refused(case: str) -> None:
+    block = b"Exif\0\0" + broken_blocks()["gps-pointer-outside"]
+    hexed = XMP.hex()
+    chunk = {
+        "unwalkable-exif-in-private-chunk": png_chunk(b"prVt", block),
+        "zxIf": png_chunk(b"zxIf", b"\0" + zlib.compress(exif().tobytes())),
+        "8bim-xmp-profile": png_chunk(
+            b"tEXt", b"Raw profile type 8bim\0\n8bim\n" + f"{len(XMP):8d}\n{hexed}".encode()
+        ),
+    }[case]
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(png_with(chunk), FORMATS["png"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+def camera_block() -> bytes:
+    """A little-endian EXIF block laid out as cameras do, each part right after the one
+    before: IFD0 (Make, Exif and GPS pointers), its Make value; the Exif IFD pointing to
+    an Interop IFD; the GPS IFD (latitude reference, latitude) and its latitude; the
+    Interop IFD; IFD1 placing a thumbnail; the thumbnail."""
+
+    def ifd(entries: list[tuple[int, int, int, bytes]], following: int = 0) -> bytes:
+        packed = [
+            struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries
+        ]
+        return struct.pack("<H", len(entries)) + b"".join(packed) + struct.pack("<I", following)
+
+    def at(offset: int) -> bytes:
+        return struct.pack("<I", offset)
+
+    ifd0 = ifd(
+        [(MAKE, 2, 6, at(50)), (EXIF_IFD, 4, 1, at(56)), (GPS_IFD, 4, 1, at(74))], following=146
+    )
+    exif_ifd = ifd([(0xA005, 4, 1, at(128))])
+    gps = ifd([(1, 2, 2, b"N\0\0\0"), (GPS_LATITUDE, 5, 3, at(104))])
+    latitude = struct.pack("<6I", 52, 1, 22, 1, 23, 2)
+    interop = ifd([(1, 2, 4, b"R98\0")])
+    ifd1 = ifd([(0x0201, 4, 1, at(176)), (0x0202, 4, 1, at(16))])
+    thumbnail = b"\xff\xd8" + bytes(range(1, 13)) + b"\xff\xd9"
+    block = b"II*\0" + at(8) + ifd0 + b"Canon\0" + exif_ifd + gps + latitude + interop + ifd1
+    assert len(block) == 176
+    return block + thumbnail
+
+
+def test_camera_layout_changes_only_in_its_gps_data() -> None:
+    block = camera_block()
+    data = capture("jpeg", exif=b"Exif\0\0" + block)
+    assert gps_of(data)[GPS_LATITUDE] == (52.0, 22.0, 11.5)
+    tiff = data.index(b"Exif\0\0") + 6
+
+    stripped = strip_gps(data, FORMATS["jpeg"])
+
+    assert gps_of(stripped) == {}
+    after = stripped[tiff : tiff + len(block)]
+    assert after[:8] + after[50:74] + after[128:] == block[:8] + block[50:74] + block[128:]
+    assert after[74:128] == bytes(54)  # the GPS IFD and its latitude
+    assert (
+        stripped[:tiff] + stripped[tiff + len(block) :] == data[:tiff] + data[tiff + len(block) :]
+    )
+
+
+def understated(case: str) -> bytes:
+    """The camera block with its GPS IFD saying less than it holds, or not reached."""
+    block = camera_block()
+    return {
+        "entry-count-lowered": block[:74] + struct.pack("<H", 1) + block[76:],
+        "latitude-type-narrowed": block[:90] + struct.pack("<H", 4) + block[92:],
+        "gps-pointer-unlinked": block[:34] + struct.pack("<H", 0x9C9C) + block[36:],
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["entry-count-lowered", "latitude-type-narrowed"])
+def test_gps_data_beyond_what_the_gps_ifd_declares_is_zeroed(case: str) -> None:
+    data = capture("jpeg", exif=b"Exif\0\0" + understated(case))
+    seconds = struct.pack("<II", 23, 2)
+    assert seconds in data
+
+    stripped = strip_gps(data, FORMATS["jpeg"])
+
+    assert seconds not in stripped
+    assert struct.pack("<HHI", GPS_LATITUDE, 5, 3) not in stripped
+    assert b"R98" in stripped and b"\xff\xd8\x01\x02" in stripped  # Interop, thumbnail
+
+
+def test_gps_ifd_that_no_pointer_reaches_is_refused() -> None:
+    data = capture("jpeg", exif=b"Exif\0\0" + understated("gps-pointer-unlinked"))
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(data, FORMATS["jpeg"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+def test_heic_exif_item_under_another_type_name_is_cleaned() -> None:
+    data = capture("heic", exif()).replace(b"Exif", b"Exiv", 1)  # the first: its infe type
+
+    stripped = strip_gps(data, FORMATS["heic"])
+
+    assert tags_of(stripped).get_ifd(GPS_IFD) == {}
+    assert tags_of(stripped)[MAKE] == "Canon"
+    assert len(stripped) == len(data)
+
+
+def test_heic_xmp_item_under_another_type_name_naming_a_location_is_refused() -> None:
+    data = capture("heic", xmp=XMP).replace(b"mime", b"mimx", 1)  # the first: its infe type
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(data, FORMATS["heic"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
