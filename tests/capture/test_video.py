@@ -379,8 +379,8 @@ def _with_top_level_box(tmp_path, kind: bytes, head: bytes, size: int, tail: byt
 
 
 def test_metadata_is_scanned_in_windows_never_whole(tmp_path, monkeypatch):
-    """A `free` box of 24 MiB is read a window at a time (a hostile file may declare GBs:
-    one of 3 GiB took 6.3 GB of memory and 393 s, now 70 MB and 17 s)."""
+    """A `free` box of 24 MiB is read a window at a time: a hostile file may declare GBs
+    (benchmarks/video_memory.py --free-box)."""
     path = _with_top_level_box(tmp_path, b"free", b"", 24 << 20)
     reads = []
     pread = CaptureFile.pread
