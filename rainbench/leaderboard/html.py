@@ -10,13 +10,15 @@ asks for no favicon.ico.
 import base64
 import json
 import math
+import warnings
 from collections import Counter
 from functools import cache
 from html import escape
 from importlib.resources import files
+from pathlib import Path
 from string import Template
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from rainbench import __version__
 from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES, Estimate
@@ -42,6 +44,7 @@ from rainbench.leaderboard.cells import (
     unranked_text,
 )
 from rainbench.leaderboard.charts import Point, Series, bar_chart, scatter_chart
+from rainbench.leaderboard.eval import CROP_SIDE
 from rainbench.leaderboard.ranking import Row, SplitTable, leaderboard_tables
 from rainbench.leaderboard.results import Results
 from rainbench.leaderboard.validity import (
@@ -59,6 +62,9 @@ from rainbench.leaderboard.validity import (
 )
 
 STRIP_KEYS = 6  # crop rows shown per split
+# A crop's PNG at most CROP_SIDE square is under 0.6 MB even stored uncompressed as 16-bit
+# RGBA; eval's are 8-bit RGB and compressed.
+_CROP_BYTES = 1 << 20
 # Tableau 10: distinct, readable on white, and fine for the common colour-vision deficiencies.
 PALETTE = (
     "#4e79a7",
@@ -425,23 +431,36 @@ def _score(table: SplitTable, row: Row, key: str) -> str:
     return f"{metric_label(table.primary)} {value}"
 
 
-def _crop(path, alt: str, caption: str) -> str:
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            png = image.format == "PNG"
-    except (OSError, UnidentifiedImageError):
-        png = False
-    if not png:
+def _crop(path: Path, alt: str, caption: str) -> str:
+    size = _crop_size(path)
+    if size is None:
         return (
             f'<figure><div class="missing">no crop</div>'
             f"<figcaption>{escape(caption)}</figcaption></figure>"
         )
     data = base64.b64encode(path.read_bytes()).decode("ascii")
+    width, height = size
     return (
         f'<figure><img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
         f'alt="{escape(alt)}"><figcaption>{escape(caption)}</figcaption></figure>'
     )
+
+
+def _crop_size(path: Path) -> tuple[int, int] | None:
+    """The size of the PNG crop at `path` from its header alone; None where there is no
+    PNG, or one larger than eval writes: a results folder may hold anything, and the page
+    embeds the file whole for a browser to decode."""
+    try:
+        if not path.is_file() or path.stat().st_size > _CROP_BYTES:  # a FIFO would block
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=("PNG",)) as image:
+                size = image.size
+    # ValueError: a text or colour-profile chunk that inflates past Pillow's limit.
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return size if max(size) <= CROP_SIDE else None
 
 
 def _provenance(table: SplitTable) -> str:

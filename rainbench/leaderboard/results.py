@@ -5,7 +5,7 @@ Several directories (a lab's and a contributor's) merge into one set of results.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,22 +35,65 @@ BASE_COLUMNS = (
     "peak_mem_mb",
 )
 REQUIRED_COLUMNS = ("key", "kind", "rain_type", "status", "s_per_mp")
-# Provenance keys whose types the renderers rely on.
-_PROVENANCE_TYPES = {
-    "model": dict,
-    "checkpoint": (dict, type(None)),
-    "dataset": dict,
-    "kind": str,
-    "metrics": list,
-    "unavailable_metrics": dict,
-    "lower_is_better": dict,
-    "tile": (dict, type(None)),
-    "hardware": dict,
-    "versions": dict,
-    "finished_at": (str, type(None)),
-    "images": dict,
-    "crops": dict,
+# The provenance values the renderers rely on, by their path of keys ("*": every item
+# of a list, every value of an object), each parent before its children; a value that
+# is not there is not checked.
+_NONE = type(None)
+_NUMBER = (int, float)
+_PROVENANCE_TYPES: dict[tuple[str, ...], type | tuple[type, ...]] = {
+    ("model",): dict,
+    ("model", "options"): (dict, _NONE),
+    ("checkpoint",): (dict, _NONE),
+    ("dataset",): dict,
+    ("dataset", "split_sha256"): (str, _NONE),
+    ("kind",): str,
+    ("metrics",): list,
+    ("metrics", "*"): str,
+    ("unavailable_metrics",): dict,
+    ("unavailable_metrics", "*"): str,
+    ("lower_is_better",): dict,
+    ("lower_is_better", "*"): bool,
+    ("tile",): (dict, _NONE),
+    ("hardware",): dict,
+    ("versions",): dict,
+    ("finished_at",): (str, _NONE),
+    ("images",): dict,
+    ("crops",): dict,
+    ("trained_on",): (dict, _NONE),
+    ("trained_on", "images"): int,
+    ("trained_on", "of"): int,
+    ("ground_truth",): dict,
+    ("ground_truth", "methods"): dict,
+    ("ground_truth", "confident_from"): _NUMBER,
+    ("ground_truth", "confidence_mean"): _NUMBER,
+    ("ground_truth", "moving_mean"): _NUMBER,
+    ("ground_truth", "gt_psnr_estimate_median"): _NUMBER,
+    ("ground_truth", "window_frames_max"): _NUMBER,
 }
+# Keys of an object that eval writes all or none of, as the renderers read them together.
+_TOGETHER = {
+    "trained_on": ("images", "of"),
+    "ground_truth": (
+        "confident_from",
+        "confidence_mean",
+        "moving_mean",
+        "gt_psnr_estimate_median",
+        "window_frames_max",
+    ),
+}
+_JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    _NONE: "null",
+}
+# eval writes a few kilobytes (what grows is one crop place, some 50 bytes, per kept
+# crop); the cap bounds what a hostile file costs to parse, far above any real run's.
+_PROVENANCE_BYTES = 8 << 20
+_TEXT_COLUMNS = ("key", "kind", "rain_type", "status")  # what rows are grouped by
 
 
 class LeaderboardError(RainbenchError):
@@ -171,25 +214,55 @@ def _load_run(stem: Path) -> Run:
 
 
 def _read_provenance(path: Path) -> dict:
+    with path.open("rb") as file:
+        data = file.read(_PROVENANCE_BYTES + 1)
+    if len(data) > _PROVENANCE_BYTES:
+        raise LeaderboardError(
+            f"{path}: larger than {_PROVENANCE_BYTES >> 20} MiB, which no evaluation writes"
+        )
     try:
-        provenance = json.loads(path.read_text(encoding="utf-8"))
+        provenance = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise LeaderboardError(f"{path}: not UTF-8 text ({error.reason})") from error
     except json.JSONDecodeError as error:
         raise LeaderboardError(
             f"{path}: not valid JSON ({error.msg} at line {error.lineno})"
         ) from error
+    except RecursionError as error:
+        raise LeaderboardError(f"{path}: not valid JSON (nested too deep)") from error
     if not isinstance(provenance, dict):
         raise LeaderboardError(f"{path}: expected a JSON object, got {type(provenance).__name__}")
-    for key, kind in _PROVENANCE_TYPES.items():
-        if key in provenance and not isinstance(provenance[key], kind):
-            raise LeaderboardError(f"{path}: {key!r} has the wrong type")
-    for metric, lower in provenance.get("lower_is_better", {}).items():
-        if not isinstance(lower, bool):
-            raise LeaderboardError(f"{path}: lower_is_better[{metric!r}] must be true or false")
-    if not all(isinstance(m, str) for m in provenance.get("metrics", [])):
-        raise LeaderboardError(f"{path}: 'metrics' must list metric names")
+    for keys, kind in _PROVENANCE_TYPES.items():
+        for name, value in _values_at(provenance, keys):
+            if not isinstance(value, kind):
+                expected = " or ".join(dict.fromkeys(_JSON_NAMES[k] for k in _kinds(kind)))
+                raise LeaderboardError(f"{path}: {name} must be {expected}")
+    for key, together in _TOGETHER.items():
+        found = [k for k in together if k in (provenance.get(key) or {})]
+        if found and len(found) < len(together):
+            missing = ", ".join(k for k in together if k not in found)
+            raise LeaderboardError(f"{path}: {key} has {found[0]} but not {missing}")
     return provenance
+
+
+def _values_at(
+    value: object, keys: tuple[str, ...], name: str = ""
+) -> Iterator[tuple[str, object]]:
+    """The values at the path `keys` under `value`, each with its path as JSON names it."""
+    if not keys:
+        yield name, value
+        return
+    key, rest = keys[0], keys[1:]
+    if key == "*":
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for inner, item in items:
+            yield from _values_at(item, rest, f"{name}[{json.dumps(inner)}]")
+    elif isinstance(value, dict) and key in value:
+        yield from _values_at(value[key], rest, f"{name}.{key}" if name else key)
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def _read_scores(
@@ -216,9 +289,12 @@ def _read_scores(
     for column in (*metrics, "s_per_mp"):
         if not _numeric(table.schema, column):
             raise LeaderboardError(f"{path}: column {column!r} is not numeric")
+    for column in _TEXT_COLUMNS:
+        if not _text(table.schema, column):
+            raise LeaderboardError(f"{path}: column {column!r} is not text")
     scores = table.to_pandas()
     if not scores["status"].isin(STATUSES).all():
-        found = sorted(set(scores["status"].astype(str)) - set(STATUSES))
+        found = sorted({"null" if pd.isna(s) else str(s) for s in scores["status"]} - set(STATUSES))
         raise LeaderboardError(f"{path}: status must be ok or failed, found {', '.join(found)}")
     for column in (*metrics, "s_per_mp"):
         scores[column] = scores[column].astype("float64")
@@ -228,6 +304,13 @@ def _read_scores(
 def _numeric(schema: pa.Schema, column: str) -> bool:
     kind = schema.field(column).type
     return pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)
+
+
+def _text(schema: pa.Schema, column: str) -> bool:
+    kind = schema.field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
 
 
 def _one_line(error: Exception) -> str:

@@ -8,6 +8,8 @@ import io
 import json
 import math
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from rainbench import __version__
 from rainbench.leaderboard import markdown
 from rainbench.leaderboard.bootstrap import estimate, seed_for, units_of
 from rainbench.leaderboard.csv import CSV_COLUMNS, render_csv
+from rainbench.leaderboard.eval import CROP_SIDE
 from rainbench.leaderboard.html import render_html
 from rainbench.leaderboard.latex import render_latex
 from rainbench.leaderboard.markdown import render_markdown
@@ -471,6 +475,32 @@ def _odd_kind(parquet):
     parquet.with_suffix(".json").write_text(json.dumps(provenance))
 
 
+def _provenance_change(change):
+    def damage(parquet):
+        provenance = json.loads(parquet.with_suffix(".json").read_text())
+        change(provenance)
+        parquet.with_suffix(".json").write_text(json.dumps(provenance))
+
+    return damage
+
+
+def _column(name, values):
+    def damage(parquet):
+        table = pq.read_table(parquet)
+        column = table.column_names.index(name)
+        pq.write_table(table.set_column(column, name, values), parquet)
+
+    return damage
+
+
+def _deep_json(parquet):
+    parquet.with_suffix(".json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+def _huge_json(parquet):
+    parquet.with_suffix(".json").write_text(json.dumps({"pad": "x" * (8 << 20)}))
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -482,6 +512,29 @@ def _odd_kind(parquet):
         _odd_status,
         _text_metric,
         _odd_kind,
+        pytest.param(
+            _provenance_change(lambda p: p.update(unavailable_metrics={"niqe": None})),
+            id="reason-not-text",
+        ),
+        pytest.param(
+            _provenance_change(lambda p: p["model"].update(options="x")), id="options-not-object"
+        ),
+        pytest.param(
+            _provenance_change(lambda p: p["dataset"].update(split_sha256=7)),
+            id="split-sha256-not-text",
+        ),
+        pytest.param(
+            _provenance_change(lambda p: p.update(trained_on={"images": 2})), id="trained-on-half"
+        ),
+        pytest.param(
+            _provenance_change(lambda p: p.update(ground_truth={"gt_psnr_estimate_median": 30.0})),
+            id="ground-truth-half",
+        ),
+        pytest.param(_column("status", pa.array([None, None], pa.string())), id="status-null"),
+        pytest.param(_column("status", pa.array([math.nan, math.nan])), id="status-nan"),
+        pytest.param(_column("key", pa.array([{"a": 1}, {"a": 2}])), id="key-not-text"),
+        _deep_json,
+        _huge_json,
     ],
 )
 def test_a_malformed_file_is_a_one_line_error_naming_it(tmp_path, write_run, damage):
@@ -492,6 +545,52 @@ def test_a_malformed_file_is_a_one_line_error_naming_it(tmp_path, write_run, dam
     message = str(caught.value)
     assert "\n" not in message
     assert str(parquet.parent) in message and "test." in message
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bomb_header(path):
+    """A PNG header of 16000 × 16000 pixels: Pillow's bomb guard refuses it on open."""
+    header = struct.pack(">IIBBBBB", 16000, 16000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IEND", b""))
+
+
+def _wider_than_eval_writes(path):
+    Image.new("RGB", (CROP_SIDE + 1, 8)).save(path)
+
+
+def _text_bomb(path):
+    """A small PNG whose text chunk inflates to 5 MB, past Pillow's limit."""
+    png = path.read_bytes()
+    text = _png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(bytes(5 << 20)))
+    path.write_bytes(png[:33] + text + png[33:])  # after the signature and header
+
+
+def _heavier_than_eval_writes(path):
+    path.write_bytes(path.read_bytes() + bytes(1 << 20))
+
+
+@pytest.mark.parametrize(
+    "damage", [_bomb_header, _wider_than_eval_writes, _text_bomb, _heavier_than_eval_writes]
+)
+def test_a_crop_larger_than_eval_writes_is_shown_as_missing(tmp_path, write_run, damage):
+    crops = {"k0": np.zeros((16, 16, 3), np.uint8), "k1": np.zeros((16, 16, 3), np.uint8)}
+    parquet = write_run(
+        tmp_path,
+        "a",
+        "ds",
+        "test",
+        kind="real",
+        keys=["k0", "k1"],
+        metrics={"niqe": [3.0, 4.0]},
+        crops=crops,
+    )
+    damage(parquet.with_suffix(".crops") / "k0.png")
+    page = render_html(load_results(tmp_path))
+    assert page.count('class="missing">no crop') == 1
+    assert page.count("data:image/png;base64,") == 1  # k1 still shown
 
 
 def test_no_results_is_an_error(tmp_path):
