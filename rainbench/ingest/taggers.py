@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rainbench.errors import first_line
-from rainbench.files import regular_file, write_atomic
-from rainbench.shards.dataset import TAGGERS, Dataset, DatasetError
+from rainbench.files import write_atomic
+from rainbench.shards.dataset import TAGGERS, Dataset, DatasetError, read_json
 from rainbench.store import listing, read_range, upload
 from rainbench.tagging.tagger import Tagger, load_tagger
 
@@ -25,7 +25,8 @@ FOLDER = TAGGERS
 INFO_KEY = "tagger"  # dataset.json: {"version", "path"} of the active fitted tagger
 _FIT_NAME = re.compile(r"tagger-fit-[0-9]+\.json")
 _FITTED = re.compile(rf"{FOLDER}/{_FIT_NAME.pattern}")
-# A fit is some 25 kB; a file named like one but far larger is no tagger, never fetched.
+# A fit is some 25 kB; a file named like one but far larger is no tagger, never fetched
+# from a store nor read here.
 MAX_BYTES = 1 << 20
 
 
@@ -64,14 +65,12 @@ def active_tagger(dataset: Dataset) -> Tagger:
     entry = _active_entry(dataset)
     if entry is None:
         return load_tagger()
-    path = dataset.root / entry["path"]
+    path = dataset.inside(entry["path"])
     shown = f"{dataset.location}/{entry['path']}"
-    if not path.resolve().is_relative_to(dataset.root.resolve()):
-        raise DatasetError(f"{shown} leads outside the dataset; refused")
     try:
         if dataset.url is not None and _version(path) != entry["version"]:
             _fetch(dataset, entry["path"])
-        tagger = Tagger.from_json(json.loads(regular_file(path).read_text(encoding="utf-8")))
+        tagger = _read(path, shown)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DatasetError(
             f"{shown}: cannot read the dataset's fitted tagger ({first_line(error)}); "
@@ -85,10 +84,16 @@ def active_tagger(dataset: Dataset) -> Tagger:
     return tagger
 
 
+def _read(path: Path, shown: str) -> Tagger:
+    """The fitted tagger stored at `path` (`shown` to the user): a file larger than
+    MAX_BYTES is refused unread, and parameters that are no tagger's in `from_json`."""
+    return Tagger.from_json(read_json(path, MAX_BYTES), source=shown)
+
+
 def _version(path: Path) -> str | None:
     """The version a stored tagger file says it is; None when there is none to read."""
     try:
-        found = json.loads(path.read_text(encoding="utf-8"))
+        found = read_json(path, MAX_BYTES)
     except (OSError, ValueError):
         return None
     return found.get("version") if isinstance(found, dict) else None
@@ -103,7 +108,7 @@ def _fetch(dataset: Dataset, name: str) -> None:
             f"{dataset.url}/{name} is larger than {MAX_BYTES >> 20} MB, which no fitted "
             "tagger is; refused"
         )
-    (dataset.root / FOLDER).mkdir(exist_ok=True)
+    dataset.taggers.mkdir(exist_ok=True)
     write_atomic(dataset.root / name, data, shared=True)
 
 
@@ -111,7 +116,7 @@ def _fits(dataset: Dataset) -> list[Path]:
     """The dataset's stored fits. A mirror's are first made the store's: each fetched, and
     those the store no longer has removed, so none is left from an earlier dataset at the
     same URL."""
-    folder = dataset.root / FOLDER
+    folder = dataset.taggers
     if dataset.url is not None:
         stored = {
             name
@@ -132,7 +137,7 @@ def reusable(dataset: Dataset, labels_sha256: str) -> tuple[Tagger, FitReport] |
     base = load_tagger().version
     for path in sorted(_fits(dataset), reverse=True, key=_number):
         try:
-            tagger = Tagger.from_json(json.loads(regular_file(path).read_text(encoding="utf-8")))
+            tagger = _read(path, f"{dataset.location}/{FOLDER}/{path.name}")
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: fitted again, into a new file
         report = tagger.calibration.get("fit")
@@ -142,7 +147,12 @@ def reusable(dataset: Dataset, labels_sha256: str) -> tuple[Tagger, FitReport] |
             and report.get("base_version") == base
         ):
             fields = {name: value for name, value in report.items() if name != "beats_shipped"}
-            return tagger, FitReport(**{**fields, "reused": True})
+            try:  # a report this tool wrote: its fields, and scores that compare
+                found = FitReport(**{**fields, "reused": True})
+                if isinstance(found.beats_shipped, bool):
+                    return tagger, found
+            except (TypeError, KeyError):
+                pass  # fitted again, into a new file
     return None
 
 
@@ -172,7 +182,7 @@ def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> tuple[T
     """Write the fitted tagger as the next tagger-fit-<n>.json, named and its report
     filled in (`use_fitted` makes it the active one); in a store, uploaded at once, before
     dataset.json can name it."""
-    folder = dataset.root / FOLDER
+    folder = dataset.taggers
     folder.mkdir(exist_ok=True)
     taken = [path.name for path in folder.glob("tagger-fit-*.json")]
     if dataset.url is not None:  # and never a name the store has, whatever is here
@@ -182,7 +192,9 @@ def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> tuple[T
     path = f"{FOLDER}/tagger-fit-{number}.json"
     report = replace(report, version=version, path=path, reused=False)
     calibration = {"fit": report.to_dict(), "command": "rainbench tag DS --fit"}
-    fitted = replace(tagger, version=version, calibration=calibration)
+    fitted = replace(
+        tagger, version=version, calibration=calibration, source=f"{dataset.location}/{path}"
+    )
     write_atomic(
         dataset.root / path, (json.dumps(fitted.to_json(), indent=1) + "\n").encode("utf-8")
     )

@@ -7,7 +7,9 @@ out.
 
 import fcntl
 import json
+import math
 import os
+import re
 import shlex
 import socket
 import sys
@@ -29,6 +31,7 @@ from rainbench.store import (
     mirror_dir,
     mirrored_url,
     read_bytes,
+    read_range,
     upload,
 )
 
@@ -51,6 +54,13 @@ OWN_NAMES = frozenset(
     {"dataset.json", ".dataset.json.tmp", "manifests", "shards", ".ingest", ".lock"}
     | {STORE_LOCK, TAGGERS}
 )
+# dataset.json grows by one entry per ingest run, 0.5 to 1 kB as written (every
+# rejection reason and a label sheet counted, two inputs): 32 MiB keeps 30 000 runs or
+# more, an ingest an hour for three years. What it bounds: parsing a hostile file of
+# this size takes at most some 850 MB (`[{},{},…]`), about one 250 MP capture's decode.
+MAX_INFO_BYTES = 32 << 20
+# The names of split fractions in `options.split`: one path segment, as a split's are.
+_SPLIT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # A reader's look at the lock (`Dataset.writer`) holds it, shared, for an instant: a
 # writer that meets it then tries again this much later before it gives up.
 _LOCK_RETRY_S = 0.05
@@ -71,28 +81,48 @@ class Dataset:
 
     @property
     def manifests(self) -> Path:
-        return self.root / "manifests"
+        return self.inside("manifests")
 
     @property
     def samples_manifest(self) -> Path:
-        return self.manifests / "samples.parquet"
+        return self.inside("manifests/samples.parquet")
 
     @property
     def shards_manifest(self) -> Path:
-        return self.manifests / "shards.parquet"
+        return self.inside("manifests/shards.parquet")
 
     @property
     def rejects_manifest(self) -> Path:
-        return self.manifests / "rejects.parquet"
+        return self.inside("manifests/rejects.parquet")
 
     @property
     def info_path(self) -> Path:
-        return self.root / "dataset.json"
+        return self.inside("dataset.json")
 
     @property
     def state_dir(self) -> Path:
         """Work in progress of an unfinished ingest; absent when none is pending."""
-        return self.root / ".ingest"
+        return self.inside(".ingest")
+
+    @property
+    def taggers(self) -> Path:
+        """The dataset's fitted taggers (`rainbench.ingest.taggers`)."""
+        return self.inside(TAGGERS)
+
+    def inside(self, name: str) -> Path:
+        """The dataset's file or folder `name`, refused unless it lies inside the
+        dataset once links are followed (as a shard must, `shards.members.shard_path`):
+        a link the dataset holds never takes a reader, or a writer, elsewhere."""
+        path = self.root / name
+        try:
+            outside = not path.resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError) as error:  # a link loop: RuntimeError before 3.13
+            raise DatasetError(
+                f"{self.location}/{name}: cannot follow its links ({first_line(error)}); refused"
+            ) from None
+        if outside:
+            raise DatasetError(f"{self.location}/{name} leads outside the dataset; refused")
+        return path
 
     def shard_name(self, split: str, index: int) -> str:
         """A shard's path relative to the dataset root."""
@@ -103,7 +133,7 @@ class Dataset:
 
     @property
     def synthetic_manifest(self) -> Path:
-        return self.manifests / "synthetic.parquet"
+        return self.inside("manifests/synthetic.parquet")
 
     @property
     def url(self) -> str | None:
@@ -125,10 +155,18 @@ class Dataset:
             return
         names = [f"manifests/{name}" for name in _FETCH_ORDER] + ["dataset.json"]
         for name in names:
+            url = f"{self.url}/{name}"
             try:
-                write_atomic(self.root / name, read_bytes(f"{self.url}/{name}"), shared=True)
+                # dataset.json only as far as `read_info` reads it, which refuses it then.
+                data = (
+                    read_range(url, 0, MAX_INFO_BYTES + 1)
+                    if name == "dataset.json"
+                    else read_bytes(url)
+                )
             except FileNotFoundError:
                 (self.root / name).unlink(missing_ok=True)
+                continue
+            write_atomic(self.root / name, data, shared=True)
 
     def push(self) -> None:
         """Publish a mirror's manifests, then dataset.json, to the store (each upload is
@@ -142,24 +180,23 @@ class Dataset:
             upload(self.info_path, f"{self.url}/dataset.json")
 
     def read_info(self) -> dict:
+        """dataset.json, refused in one line unless it has the shape writers rely on
+        (docs/dataset-format.md)."""
         try:
-            info = json.loads(regular_file(self.info_path).read_text(encoding="utf-8"))
+            info = read_json(self.info_path, MAX_INFO_BYTES)
         except FileNotFoundError:
             raise DatasetError(
                 f"{self.url or self.root} is not a rainbench dataset (no dataset.json)"
             ) from None
         except OSError as error:
             raise DatasetError(f"{self.info_path}: cannot read it: {error.strerror}") from None
-        except ValueError as error:  # not UTF-8, or not JSON
-            raise DatasetError(f"{self.info_path}: cannot read it: not JSON ({error})") from None
+        except ValueError as error:  # too large, not UTF-8, not JSON
+            raise DatasetError(f"{self.info_path}: cannot read it: {error}") from None
         if not isinstance(info, dict):
             raise DatasetError(f"{self.info_path}: not a rainbench dataset.json (not an object)")
-        name = info.get("name", "")
-        # The name becomes a results folder and a heading; counts are updated in place.
-        if not isinstance(name, str) or any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise DatasetError(f"{self.info_path}: its name is not one line of text; refused")
-        if not isinstance(info.get("counts", {}), dict):
-            raise DatasetError(f"{self.info_path}: its counts are not an object; refused")
+        problem = _info_problem(info)
+        if problem:
+            raise DatasetError(f"{self.info_path}: {problem}; refused")
         return info
 
     def write_info(self, info: dict) -> None:
@@ -175,10 +212,11 @@ class Dataset:
         flock is released by the kernel when the holder dies, so a killed ingest
         never leaves a stale lock behind. A dataset in a store is also locked there
         (`_store_lock`), against writers on other machines. The folder is checked
-        first (`_check_folder`): nothing is made in a file's place or among somebody
-        else's files.
+        first (`_check_folder`, `_check_links`): nothing is made in a file's place,
+        among somebody else's files or through a link out of the dataset.
         """
         self._check_folder()
+        self._check_links()
         with ExitStack() as held:
             try:
                 held.enter_context(writer_lock(self.root / ".lock"))
@@ -219,6 +257,17 @@ class Dataset:
                 f"{self.root}: cannot make the folder: {first_line(error)}"
             ) from None
 
+    def _check_links(self) -> None:
+        """Refuse, before a writer makes or replaces anything, a dataset whose own names
+        (`OWN_NAMES`) or split folders lead outside it: writers build a new shard's path
+        from the split's name, not through `shards.members.shard_path`."""
+        names = sorted(OWN_NAMES)
+        for folder in ("shards", "shards/synthetic"):
+            if self.inside(folder).is_dir():
+                names += [f"{folder}/{child.name}" for child in (self.root / folder).iterdir()]
+        for name in names:
+            self.inside(name)
+
     def writer(self) -> str | None:
         """Who is writing to the dataset now, as the writer put itself down
         ("pid N (command …)"), or None when nobody is. A local dataset's flock is tried,
@@ -231,7 +280,7 @@ class Dataset:
                 return None
             return _holder_text(holder)
         try:
-            handle = open(self.root / ".lock", "rb")  # noqa: SIM115 - closed below
+            handle = open(self.inside(".lock"), "rb")  # noqa: SIM115 - closed below
         except OSError:  # no lock file: nobody ever wrote here, or nobody can
             return None
         with handle:
@@ -239,6 +288,65 @@ class Dataset:
                 fcntl.flock(handle, fcntl.LOCK_UN)
                 return None
             return _one_line(handle.read(1000).decode("utf-8", "replace")) or "another process"
+
+
+def read_json(path: Path, limit: int) -> object:
+    """The JSON in the file at `path`, which must be a regular file of at most `limit`
+    bytes of UTF-8: larger, or nested too deep to parse, is a ValueError, read no
+    further, so what a hostile file costs its reader is bounded."""
+    with open(regular_file(path), "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB, more than rainbench ever writes there")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("not JSON (nested too deep)") from None
+    except ValueError as error:
+        raise ValueError(f"not JSON ({error})") from None
+
+
+def _info_problem(info: dict) -> str | None:
+    """What of dataset.json's shape (docs/dataset-format.md) is wrong for the readers
+    and writers that rely on it, or None: the name becomes a results folder and a
+    heading; counts are updated in place; runs are found by id and a run's label sheet
+    marked unapplied; the split fractions assign new captures' splits."""
+    name = info.get("name", "")
+    if not isinstance(name, str) or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "its name is not one line of text"
+    if "counts" not in info:
+        return "it has no counts"
+    if not isinstance(info["counts"], dict):
+        return "its counts are not an object"
+    runs = info.get("runs")
+    if not isinstance(runs, list) or not all(
+        isinstance(run, dict)
+        and isinstance(run.get("run_id"), str)
+        and isinstance(run.get("labels") or {}, dict)
+        for run in runs
+    ):
+        return "its runs are not a list of runs, each with its run_id"
+    options = info.get("options", {})
+    if not isinstance(options, dict):
+        return "its options are not an object"
+    if "keep_gps" in options and not isinstance(options["keep_gps"], bool):
+        return "its option keep_gps is not true or false"
+    if "split" in options and not _fractions(options["split"]):
+        return "its option split is not split names with fractions ≥ 0 that sum to 1"
+    return None
+
+
+def _fractions(split: object) -> bool:
+    """Whether `split` is split fractions: names to numbers ≥ 0 that sum to 1."""
+    return (
+        isinstance(split, dict)
+        and all(isinstance(name, str) and _SPLIT_NAME.fullmatch(name) for name in split)
+        and all(
+            isinstance(share, int | float) and not isinstance(share, bool) and 0 <= share <= 1
+            for share in split.values()
+        )
+        and math.isclose(sum(split.values()), 1, abs_tol=1e-9)
+    )
 
 
 class LockHeld(RainbenchError):

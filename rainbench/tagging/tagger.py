@@ -21,6 +21,7 @@ from importlib import resources
 
 import numpy as np
 
+from rainbench.errors import RainbenchError
 from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, TINY_HEIGHT
 
 RAIN_TYPES = ("drizzle", "streak", "storm", "fog-like")
@@ -37,6 +38,13 @@ LOW_CONFIDENCE_CAP = 0.4
 UNLIKE = "unlike-calibration"
 GREY_SATURATION = 0.02  # mean (max − min) / max below this: a grey picture
 NIGHT_BRIGHTNESS = 0.12  # mean luma below this: a night scene
+CAVEATS = ("tiny", "grey", "night", UNLIKE)
+TRANSFORMS = ("linear", "log")
+
+
+class TaggerError(RainbenchError):
+    """A tagger that cannot judge a capture: its parameters give probabilities that are
+    not numbers (they overflow), or the capture's features are not numbers."""
 
 
 @dataclass(frozen=True)
@@ -80,18 +88,35 @@ class Tagger:
     # on held-out decisions), through the logistic function. None: P(rain) is
     # 1 − P(clean) of the softmax.
     detector: dict | None = None
+    source: str = ""  # the file it was read from, for messages; not a parameter
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """P(class) for each row of `features` (columns in FEATURE_NAMES order); with a
         detector, P(clean) is 1 − its P(rain), shared among the types as the softmax
-        shares the rain among them."""
-        logits = (self.design(features) @ self.weights.T + self.bias) / self.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        odds = np.exp(logits)
-        p = odds / odds.sum(axis=1, keepdims=True)
-        if self.detector is None:
-            return p
-        return with_rain(p, self.rain_probability(features))
+        shares the rain among them. Never anything but numbers: a TaggerError instead."""
+        # Overflow is caught below, as probabilities that are not numbers.
+        with np.errstate(all="ignore"):
+            logits = (self.design(features) @ self.weights.T + self.bias) / self.temperature
+            logits -= logits.max(axis=1, keepdims=True)
+            odds = np.exp(logits)
+            p = odds / odds.sum(axis=1, keepdims=True)
+            if self.detector is not None:
+                p = with_rain(p, self.rain_probability(features))
+        if not np.isfinite(p).all():
+            raise self._not_numbers(features)
+        return p
+
+    def _not_numbers(self, features: np.ndarray) -> TaggerError:
+        inputs = self._inputs(features)
+        if not np.isfinite(inputs).all():
+            bad = sorted({self.inputs[i] for i in np.nonzero(~np.isfinite(inputs))[1]})
+            return TaggerError(
+                f"a capture's features {', '.join(bad)} are not numbers; the tagger cannot judge it"
+            )
+        return TaggerError(
+            f"{self.source or f'tagger {self.version}'}: its parameters give probabilities "
+            "that are not numbers (they overflow); refused"
+        )
 
     def rain_probability(self, features: np.ndarray) -> np.ndarray:
         """The detector's P(rain) for each row of `features`."""
@@ -112,8 +137,9 @@ class Tagger:
         """Each row's squared Mahalanobis distance from the calibration examples."""
         if self.ood is None:
             return np.zeros(len(features))
-        x = self.transform(self._inputs(features)) - np.asarray(self.ood["mean"])
-        return np.einsum("ij,jk,ik->i", x, np.asarray(self.ood["precision"]), x)
+        with np.errstate(all="ignore"):  # far beyond any limit: unlike-calibration
+            x = self.transform(self._inputs(features)) - np.asarray(self.ood["mean"])
+            return np.einsum("ij,jk,ik->i", x, np.asarray(self.ood["precision"]), x)
 
     def _inputs(self, features: np.ndarray) -> np.ndarray:
         columns = [FEATURE_NAMES.index(name) for name in self.inputs]
@@ -180,43 +206,125 @@ class Tagger:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Tagger":
-        if tuple(data["classes"]) != CLASSES:
+    def from_json(cls, data: dict, source: str = "") -> "Tagger":
+        """The tagger `data` (a parameter file's JSON) describes, read from `source`. Every
+        parameter is checked here, whoever wrote the file: arrays of finite numbers in
+        the shapes the inputs give, divisors and the temperature above 0, known
+        transforms and caveats, a flag threshold in [0, 1]; else a ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError("not a tagger's parameters (not a JSON object)")
+        if data["classes"] != list(CLASSES):
             raise ValueError(f"tagger classes {data['classes']} are not {list(CLASSES)}")
-        unknown = set(data["inputs"]) - set(FEATURE_NAMES)
+        inputs = _names(data["inputs"], "inputs")
+        unknown = set(inputs) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(f"tagger inputs {sorted(unknown)} are not features")
-        detector = data.get("detector")
-        if detector is not None and set(detector["inputs"]) - set(data["inputs"]):
-            raise ValueError("the tagger's detector reads inputs the tagger does not have")
+        transforms = _names(data["transforms"], "transforms")
+        if set(transforms) - set(TRANSFORMS):
+            raise ValueError(f"the tagger's transforms are not all one of {list(TRANSFORMS)}")
         if data["features_version"] not in COMPATIBLE_VERSIONS:
             raise ValueError(
                 f"tagger of features version {data['features_version']}; these features "
                 f"keep the values of versions {', '.join(COMPATIBLE_VERSIONS)} only"
             )
+        capped = _names(data.get("capped", ["tiny", "grey", "night"]), "capped")
+        if set(capped) - set(CAVEATS):
+            raise ValueError(f"the tagger's capped are not all one of {list(CAVEATS)}")
+        if not isinstance(data["version"], str) or not isinstance(data["calibration"], dict):
+            raise ValueError("the tagger's version is not text or its calibration not an object")
+        products = data.get("products", True)
+        if not isinstance(products, bool):
+            raise ValueError("the tagger's products is not true or false")
+        offsets = _numbers(data["offsets"], "offsets")
+        if offsets.ndim != 1:
+            raise ValueError("the tagger's offsets are not a list of numbers")
         tagger = cls(
             version=data["version"],
             features_version=data["features_version"],
-            inputs=tuple(data["inputs"]),
-            transforms=tuple(data["transforms"]),
-            offsets=tuple(data["offsets"]),
-            mean=np.array(data["mean"]),
-            scale=np.array(data["scale"]),
-            expanded_mean=np.array(data["expanded_mean"]),
-            expanded_scale=np.array(data["expanded_scale"]),
-            weights=np.array(data["weights"]),
-            bias=np.array(data["bias"]),
-            flag_threshold=float(data["flag_threshold"]),
+            inputs=inputs,
+            transforms=transforms,
+            offsets=tuple(offsets.tolist()),
+            mean=_numbers(data["mean"], "mean"),
+            scale=_numbers(data["scale"], "scale"),
+            expanded_mean=_numbers(data["expanded_mean"], "expanded_mean"),
+            expanded_scale=_numbers(data["expanded_scale"], "expanded_scale"),
+            weights=_numbers(data["weights"], "weights"),
+            bias=_numbers(data["bias"], "bias"),
+            flag_threshold=_number(data["flag_threshold"], "flag_threshold"),
             calibration=data["calibration"],
             # Version 1 files predate these: pairwise products, no temperature, no spread.
-            products=bool(data.get("products", True)),
-            temperature=float(data.get("temperature", 1.0)),
+            products=products,
+            temperature=_number(data.get("temperature", 1.0), "temperature"),
             ood=data.get("ood"),
-            capped=tuple(data.get("capped", ("tiny", "grey", "night"))),
-            detector=detector,
+            capped=capped,
+            detector=data.get("detector"),
+            source=source,
         )
+        _check_parts(tagger)
         _check_shapes(tagger)
+        _check_values(tagger)
         return tagger
+
+
+def _names(value: object, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"the tagger's {name} are not a list of names")
+    return tuple(value)
+
+
+def _numbers(value: object, name: str) -> np.ndarray:
+    """`value` as an array of finite floats: text, nulls, objects or NaN in a parameter
+    file are refused here, not in a ufunc (or as NaN probabilities) later."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # ragged lists
+        raise ValueError(f"the tagger's {name} holds something other than numbers") from None
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"the tagger's {name} holds something other than numbers")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"the tagger's {name} holds a number that is not finite")
+    return array
+
+
+def _number(value: object, name: str) -> float:
+    array = _numbers(value, name)
+    if array.ndim:
+        raise ValueError(f"the tagger's {name} is not a number")
+    return float(array)
+
+
+def _check_parts(tagger: Tagger) -> None:
+    """The spread and the detector, objects of their own, hold what they must."""
+    if tagger.ood is not None:
+        if not isinstance(tagger.ood, dict):
+            raise ValueError("the tagger's ood is not an object")
+        _numbers(tagger.ood["mean"], "ood mean")
+        _numbers(tagger.ood["precision"], "ood precision")
+        _number(tagger.ood["limit"], "ood limit")
+    detector = tagger.detector
+    if detector is not None:
+        if not isinstance(detector, dict):
+            raise ValueError("the tagger's detector is not an object")
+        if set(_names(detector["inputs"], "detector inputs")) - set(tagger.inputs):
+            raise ValueError("the tagger's detector reads inputs the tagger does not have")
+        _numbers(detector["weights"], "detector weights")
+        _number(detector["bias"], "detector bias")
+        for name in ("scale", "shift"):  # version 3 on: settled on held-out decisions
+            _number(detector.get(name, 0.0), f"detector {name}")
+
+
+def _check_values(tagger: Tagger) -> None:
+    """Numbers the tagger divides by, takes the logarithm of or compares with, in range."""
+    if not (tagger.scale > 0).all() or not (tagger.expanded_scale > 0).all():
+        raise ValueError("the tagger's scale and expanded_scale are not all above 0")
+    if tagger.temperature <= 0:
+        raise ValueError(f"the tagger's temperature {tagger.temperature} is not above 0")
+    logs = [o for t, o in zip(tagger.transforms, tagger.offsets, strict=True) if t == "log"]
+    if any(offset <= 0 for offset in logs):
+        raise ValueError("the tagger's offsets of log transforms are not all above 0")
+    if not 0 <= tagger.flag_threshold <= 1:
+        raise ValueError(f"the tagger's flag_threshold {tagger.flag_threshold} is not in [0, 1]")
 
 
 def _check_shapes(tagger: Tagger) -> None:
@@ -272,7 +380,7 @@ def expand(x: np.ndarray) -> np.ndarray:
 def load_tagger(params_file: str = PARAMS_FILE) -> Tagger:
     """The tagger shipped in the package (or an earlier one kept beside it)."""
     text = resources.files("rainbench.tagging").joinpath(params_file).read_text("utf-8")
-    return Tagger.from_json(json.loads(text))
+    return Tagger.from_json(json.loads(text), source=f"rainbench/tagging/{params_file}")
 
 
 def _floats(values: np.ndarray) -> list[float]:

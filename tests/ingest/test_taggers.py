@@ -184,3 +184,49 @@ def test_a_fitted_tagger_linked_from_outside_the_dataset_is_refused(tmp_path, ds
     (ds / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match="leads outside the dataset; refused"):
         tag_dataset(ds)
+
+
+def _name_fit(ds, content: bytes) -> None:
+    (ds / "taggers").mkdir(exist_ok=True)
+    (ds / "taggers" / "tagger-fit-1.json").write_bytes(content)
+    info = json.loads((ds / "dataset.json").read_text())
+    info["tagger"] = {"version": "5-fit-1-x", "path": "taggers/tagger-fit-1.json"}
+    (ds / "dataset.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, r"\(not JSON \(nested too deep\)\)"),
+        (b'{"pad": "' + b"x" * (1 << 20) + b'"}', r"\(larger than 1 MiB"),
+        (
+            json.dumps({**load_tagger().to_json(), "temperature": 0}).encode(),
+            r"\(the tagger's temperature 0.0 is not above 0\)",
+        ),
+    ],
+)
+def test_a_fitted_tagger_too_deep_large_or_degenerate_is_one_clear_error(ds, content, message):
+    _name_fit(ds, content)
+    with pytest.raises(DatasetError, match=f"cannot read the dataset's fitted tagger {message}"):
+        tag_dataset(ds)
+
+
+def test_a_taggers_folder_linked_outside_the_dataset_is_neither_read_nor_written(
+    tmp_path, ds, fits_win
+):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "tagger-fit-1.json").write_text(json.dumps(load_tagger().to_json()))
+    (ds / "taggers").symlink_to(outside)
+    with pytest.raises(DatasetError, match="taggers leads outside the dataset; refused"):
+        tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True)
+    assert [path.name for path in outside.iterdir()] == ["tagger-fit-1.json"]
+
+
+def test_a_stored_fit_whose_report_is_no_report_is_fitted_again(tmp_path, ds, fits_win):
+    fit = tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True).fit
+    stored = json.loads((ds / fit["path"]).read_text())
+    stored["calibration"]["fit"]["planted"] = "a field no FitReport has"
+    (ds / fit["path"]).write_text(json.dumps(stored))
+    again = tag_dataset(ds, fit=True).fit
+    assert not again["reused"] and again["path"] == "taggers/tagger-fit-2.json"

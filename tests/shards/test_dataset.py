@@ -2,7 +2,9 @@
 a dataset in; the writers' lock."""
 
 import os
+import shutil
 
+import pyarrow.parquet as pq
 import pytest
 
 from rainbench.demo.captures import CaptureSpec, write_capture
@@ -20,6 +22,16 @@ from rainbench.shards.dataset import OWN_NAMES, Dataset, DatasetError, initial_i
         (b'{"name": "a\\nb"}', "its name is not one line of text"),
         (b'{"name": {"a": 1}}', "its name is not one line of text"),
         (b'{"name": "ds", "counts": [1]}', "its counts are not an object"),
+        (b"[" * 100_000 + b"]" * 100_000, r"cannot read it: not JSON \(nested too deep\)"),
+        (b"{}", "it has no counts"),
+        (b'{"counts": {}}', "its runs are not a list of runs"),
+        (b'{"counts": {}, "runs": [{"labels": null}]}', "each with its run_id"),
+        (b'{"counts": {}, "runs": [{"run_id": "r", "labels": "x"}]}', "its runs are not"),
+        (b'{"counts": {}, "runs": [], "options": []}', "its options are not an object"),
+        (b'{"counts": {}, "runs": [], "options": {"keep_gps": "no"}}', "keep_gps is not"),
+        (b'{"counts": {}, "runs": [], "options": {"split": {"train": "1"}}}', "option split"),
+        (b'{"counts": {}, "runs": [], "options": {"split": {"test": 0}}}', "option split"),
+        (b'{"counts": {}, "runs": [], "options": {"split": {"../x": 1}}}', "option split"),
     ],
 )
 def test_a_dataset_json_that_is_no_json_object_is_one_line(tmp_path, content, message):
@@ -127,3 +139,80 @@ def test_a_store_lock_names_its_writer_unless_left_here_by_the_dead(tmp_path, mo
     assert Dataset(tmp_path).writer() is None
     monkeypatch.setattr(datasets, "_lock_holder", lambda url: None)
     assert Dataset(tmp_path).writer() is None
+
+
+def _run_entry(number: int) -> dict:
+    """An ingest run's entry in dataset.json as large as they come: every rejection
+    reason counted, a label sheet, two inputs."""
+    reasons = ("empty", "not-an-image", "truncated", "corrupt", "too-many-pixels")
+    reasons += ("corrupt-exif", "gps-uncertain", "duplicate", "unsupported-format")
+    reasons += ("unreadable", "not-a-file", "link-outside", "changed-during-ingest")
+    return {
+        "run_id": f"20261205T093248Z-{number:06x}",
+        "started_at": "2026-12-05T09:32:48.448663+00:00",
+        "inputs": ["/srv/lab/captures/2026-12-05/camera-3", "/srv/lab/captures/extra"],
+        "layer": "rainy",
+        "shard_bytes": 1_000_000_000,
+        "near_dup_bits": 8,
+        "max_pixels": 250_000_000,
+        "tool_version": "0.1.0",
+        "burst_gap": 2.0,
+        "labels": {"path": "/srv/lab/labels/camera-3.csv", "sha256": "a" * 64, "applied": True},
+        "finished_at": "2026-12-05T09:32:49.935517+00:00",
+        "accepted": 1200,
+        "duplicates": 3,
+        "near_duplicates": 40,
+        "unchanged": 0,
+        "rejected": dict.fromkeys(reasons, 7),
+    }
+
+
+def test_a_dataset_json_of_twenty_thousand_runs_is_read(tmp_path):
+    """dataset.json grows by one entry per ingest run: a lab's years of them fit."""
+    info = initial_info("lab", {"split": {"train": 0.8, "val": 0.1, "test": 0.1}})
+    info["runs"] = [_run_entry(number) for number in range(20_000)]
+    Dataset(tmp_path).write_info(info)
+    assert len(Dataset(tmp_path).read_info()["runs"]) == 20_000
+
+
+def test_a_dataset_json_past_the_cap_is_refused_unread(tmp_path):
+    pad = b"x" * (32 << 20)
+    (tmp_path / "dataset.json").write_bytes(b'{"counts": {}, "runs": [], "pad": "' + pad + b'"}')
+    with pytest.raises(DatasetError, match="cannot read it: larger than 32 MiB"):
+        Dataset(tmp_path).read_info()
+
+
+@pytest.mark.parametrize("name", ["manifests", "manifests/samples.parquet", "dataset.json"])
+def test_a_dataset_file_linked_outside_is_refused_and_left_alone(tmp_path, name):
+    raw = _photos(tmp_path / "raw")
+    ds = tmp_path / "l1" / "ds"
+    ingest([raw], ds, IngestOptions(workers=1))
+    outside = tmp_path / "elsewhere"
+    (ds / name).rename(outside)
+    (ds / name).symlink_to(outside)
+    before = {path: path.stat().st_mtime_ns for path in [outside, *outside.rglob("*")]}
+    with pytest.raises(DatasetError, match="leads outside the dataset; refused"):
+        Dataset(ds).read_info()
+        pq.read_table(Dataset(ds).samples_manifest)  # what verify, tag, stats read
+    with pytest.raises(DatasetError, match="leads outside the dataset; refused"):
+        ingest([raw], ds, IngestOptions(workers=1))
+    assert {path: path.stat().st_mtime_ns for path in before} == before
+
+
+@pytest.mark.parametrize("name", ["shards/train", "taggers", ".ingest", ".lock"])
+def test_a_writer_refuses_a_dataset_whose_own_folders_lead_outside(tmp_path, name):
+    """A writer makes a new shard's path from its split: a split folder linked out of
+    the dataset is refused before anything is written, as are the other names a writer
+    makes or replaces."""
+    raw = _photos(tmp_path / "raw")
+    ds = tmp_path / "ds"
+    ingest([raw], ds, IngestOptions(workers=1))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    if (ds / name).is_dir():
+        shutil.rmtree(ds / name)
+    (ds / name).unlink(missing_ok=True)
+    (ds / name).symlink_to(outside)
+    with pytest.raises(DatasetError, match=f"ds/{name} leads outside the dataset; refused"):
+        ingest([_photos(tmp_path / "more")], ds, IngestOptions(workers=1))
+    assert list(outside.iterdir()) == []

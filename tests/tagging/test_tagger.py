@@ -1,6 +1,7 @@
 """The shipped tagger: its parameter file, its decisions, and its caveats."""
 
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +14,13 @@ from rainbench.synth.recipes import RECIPES
 from rainbench.synth.render import render
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION
 from rainbench.tagging.measure import compute_features
-from rainbench.tagging.tagger import LOW_CONFIDENCE_CAP, RAIN_TYPES, Tagger, load_tagger
+from rainbench.tagging.tagger import (
+    LOW_CONFIDENCE_CAP,
+    RAIN_TYPES,
+    Tagger,
+    TaggerError,
+    load_tagger,
+)
 from rainbench.train.tagger import INPUTS, sample_photo
 
 
@@ -156,3 +163,53 @@ def test_a_parameter_file_whose_arrays_do_not_fit_is_refused_when_read(field):
     data[field] = [[1.0]] if field == "weights" else [1.0]
     with pytest.raises(ValueError, match=f"the tagger's {field} have shape"):
         Tagger.from_json(data)
+
+
+@pytest.mark.parametrize("field", ["scale", "mean", "offsets", "bias", "expanded_mean"])
+def test_a_parameter_file_with_text_for_numbers_is_refused_when_read(field):
+    data = load_tagger().to_json()
+    data[field] = ["x"] * len(data[field])
+    with pytest.raises(ValueError, match=f"the tagger's {field} holds something other than"):
+        Tagger.from_json(data)
+
+
+def _first_weight_infinite(data: dict) -> None:
+    data["weights"][0][0] = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(temperature=0.0), "temperature 0.0 is not above 0"),
+        (lambda d: d.update(scale=[0.0] * len(d["scale"])), "scale and expanded_scale are not"),
+        (_first_weight_infinite, "weights holds a number that is not finite"),
+        (lambda d: d["transforms"].__setitem__(0, "cube"), "transforms are not all one of"),
+        (lambda d: d.update(flag_threshold=float("nan")), "flag_threshold holds a number that"),
+        (lambda d: d.update(flag_threshold=1.5), r"flag_threshold 1.5 is not in \[0, 1\]"),
+        (lambda d: d.update(capped=["tiny", 3]), "capped are not a list of names"),
+        (lambda d: d.update(products="no"), "products is not true or false"),
+        (lambda d: d["detector"].update(bias="1"), "detector bias holds something other"),
+        (lambda d: d["ood"].update(limit=None), "ood limit holds something other"),
+        (lambda d: d.update(version=5), "version is not text"),
+    ],
+)
+def test_a_parameter_file_of_degenerate_numbers_is_refused_when_read(edit, message):
+    """Numbers that would make every probability NaN, and names the tagger ignores."""
+    data = json.loads(json.dumps(load_tagger().to_json()))  # the shipped one's, untouched
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        Tagger.from_json(data)
+
+
+def test_a_tagger_never_gives_probabilities_that_are_not_numbers():
+    """Finite parameters can still overflow; features read from a manifest can be NaN.
+    Either is a one-line TaggerError naming the file, not NaN in a manifest."""
+    tagger = load_tagger()
+    features = np.full((1, len(FEATURE_NAMES)), 0.1)
+    weights = np.full_like(tagger.weights, 1e308)  # finite, but no sum of them is
+    huge = replace(tagger, weights=weights, source="ds/taggers/tagger-fit-1.json")
+    with pytest.raises(TaggerError, match=r"^ds/taggers/tagger-fit-1.json: its parameters give"):
+        huge.probabilities(features)
+    features[0, FEATURE_NAMES.index(tagger.inputs[0])] = np.nan
+    with pytest.raises(TaggerError, match=f"a capture's features {tagger.inputs[0]} are not"):
+        tagger.tag(dict(zip(FEATURE_NAMES, features[0], strict=True)), "rainy", 480)
