@@ -26,12 +26,14 @@ from rainbench.files import stream_sha256, write_atomic
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, open_dataset
 from rainbench.shards.members import (
+    TAR_ERRORS,
     ShardError,
-    irregular,
     open_shard,
     open_shard_file,
+    refused,
     shard_url,
     size_limit,
+    tar_failure,
 )
 from rainbench.store import read_range
 
@@ -141,8 +143,8 @@ class ShardReader:
         with open_shard(self.root, shard) as tar:
             try:
                 return {info.name: _where(shard, info) for info in tar}
-            except (OSError, tarfile.TarError, EOFError) as error:
-                raise ShardError(f"cannot read shard {shard}: {error}") from None
+            except TAR_ERRORS as error:
+                raise ShardError(f"cannot read shard {shard}: {tar_failure(error)}") from None
 
     def _kept_index(self, shard: str) -> dict[str, tuple[int, int] | str]:
         """A store's shard's index, from the mirror folder when an earlier reader kept it
@@ -153,9 +155,10 @@ class ShardReader:
         path = self.root / "index" / f"{digest}.json"
         try:
             kept = json.loads(path.read_text(encoding="utf-8"))
-            return {name: where if isinstance(where, str) else tuple(where) for name, where in kept}
-        except (OSError, ValueError, TypeError):
-            pass  # not kept yet, or torn: read the headers again
+            if isinstance(kept, list):
+                return dict(_kept_entry(entry) for entry in kept)
+        except (OSError, ValueError, TypeError, RecursionError):
+            pass  # not kept yet, torn or not ours: read the headers again
         index = self._read_index(shard)
         with contextlib.suppress(OSError):  # only a cache: a full disk costs nothing more
             write_atomic(path, json.dumps(list(index.items())).encode(), shared=True)
@@ -197,6 +200,17 @@ class ShardReader:
 
 def _where(shard: str, info: tarfile.TarInfo) -> tuple[int, int] | str:
     """A member's (offset, size), or why it is refused."""
-    if why := irregular(info):
+    if why := refused(info):
         return f"{shard}:{info.name}: {why}"
     return info.offset_data, info.size
+
+
+def _kept_entry(entry: object) -> tuple[str, tuple[int, int] | str]:
+    """A kept index's [name, where], as `_kept_index` wrote it; anything else is a
+    ValueError (the mirror folder is no more trusted than the dataset)."""
+    match entry:
+        case [str(name), str(why)]:
+            return name, why
+        case [str(name), [int(start), int(size)]] if start >= 0 and size >= 0:
+            return name, (start, size)
+    raise ValueError(f"not an entry of a shard's index: {entry!r:.80}")

@@ -268,11 +268,17 @@ def _build(
     done = {row["job"] for row in stored}
     pending = {s.key: s for s, _, job in planned if job not in done}
     # Found whatever `prefer_rain_free` says: a dry frame is never paired as a rainy one.
-    rain_free = dict.fromkeys((s.key for s, _, _ in planned), ())
+    rain_free: dict[str, tuple[int, ...]] = dict.fromkeys((s.key for s, _, _ in planned), ())
+    # A sequence that does not open (a video with other frames than the manifest
+    # counts) fails once, not once for each of the windows its count would make.
+    unopened: dict[str, str] = {}
     if pending:
         tasks = [SequenceTask(dataset.root, s, options.estimate) for s in pending.values()]
-        found = pool.map_ordered(_rain_free, tasks)
-        rain_free.update(zip(pending, found, strict=True))
+        for key, found in zip(pending, pool.map_ordered(_rain_free, tasks), strict=True):
+            if isinstance(found, str):
+                unopened[key] = found
+            else:
+                rain_free[key] = found
     jobs = [
         PairJob(
             split=options.name,
@@ -287,10 +293,13 @@ def _build(
             ),
         )
         for sequence, window, job in planned
+        if sequence.key not in unopened
     ]
     run = new_run_id()
     made = write_pairs(dataset, jobs, make_window, pool, options.shard_bytes, run, progress)
     summary = RealPairsSummary(**{f.name: getattr(made, f.name) for f in fields(made)})
+    summary.failed += [(key, f"not paired: {why}") for key, why in unopened.items()]
+    summary.existing[options.name] += 0  # the split is reported even when no sequence opened
     summary.replaced[options.name] = earlier
     summary.changed[options.name] = len(changed)
     return summary
@@ -425,14 +434,18 @@ def _pair(estimate, rain: np.ndarray, options: EstimateOptions, part: str) -> Ma
     return MadePair(members, metadata, part=part)
 
 
-def _rain_free(task: SequenceTask) -> tuple[int, ...]:
-    """The sequence's rain-free frames; none when it cannot be read (its windows then
-    report why)."""
+def _rain_free(task: SequenceTask) -> tuple[int, ...] | str:
+    """The sequence's rain-free frames (none when a frame cannot be read: the windows
+    that need it report why, the others are paired), or why the sequence does not open."""
     try:
-        with open_frames(task.root, task.sequence) as frames:
+        frames = open_frames(task.root, task.sequence)
+    except _UNREADABLE as error:
+        return first_line(error)
+    with frames:
+        try:
             return tuple(find_rain_free(frames, task.options))
-    except _UNREADABLE:
-        return ()
+        except _UNREADABLE:
+            return ()
 
 
 def open_frames(root: Path, sequence: Sequence) -> "_VideoFrames | _BurstFrames":
@@ -446,7 +459,9 @@ def open_frames(root: Path, sequence: Sequence) -> "_VideoFrames | _BurstFrames"
 
 class _VideoFrames:
     """A video's frames, decoded from its member where it lies in the shard (held open
-    until `close`): a video of several GB is never held in memory whole."""
+    until `close`): a video of several GB is never held in memory whole. Its windows are
+    planned from the manifest's count of frames, so a video holding another count is
+    refused as it opens, not part-way through a window."""
 
     def __init__(self, root: Path, row: dict):
         from rainbench.capture.video import VideoFrames
@@ -458,6 +473,11 @@ class _VideoFrames:
             name = member(row["key"], ext)
             self._video = open_member(self._tar, root, shard, name, row["bytes"], row["sha256"])
             self._frames = VideoFrames(self._video)
+            if len(self._frames) != row["frames"]:
+                raise ShardError(
+                    f"{shard}:{name}: {len(self._frames)} frames, the manifest says "
+                    f"{row['frames']} (run rainbench verify)"
+                )
         except BaseException:
             self.close()
             raise

@@ -40,6 +40,10 @@ _KINDS = {
     tarfile.FIFOTYPE: "fifo",
     tarfile.DIRTYPE: "directory",
 }
+# What tarfile raises on a damaged or forged shard: besides its own errors, a header's
+# number it cannot use (a GNU sparse 1.0 map that is not one, a PAX size no seek can
+# reach) surfaces as ValueError or OverflowError.
+TAR_ERRORS = (OSError, tarfile.TarError, EOFError, ValueError, OverflowError)
 
 
 class ShardError(DatasetError):
@@ -89,8 +93,16 @@ def open_shard(root: Path, shard: str) -> tarfile.TarFile:
             return tarfile.open(regular_file(shard_path(root, shard)), "r:")
         # The store's file object holds no descriptor: it goes with the tar.
         return tarfile.open(fileobj=open_shard_file(root, shard), mode="r:")
-    except (OSError, tarfile.TarError, EOFError) as error:
-        raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
+    except TAR_ERRORS as error:
+        raise ShardError(f"cannot read shard {shard}: {tar_failure(error)}") from None
+
+
+def tar_failure(error: BaseException) -> str:
+    """What a failure from `TAR_ERRORS` says, in one line. A ValueError's message may
+    quote a header's bytes (hundreds of them, escaped): it is named, not quoted."""
+    if isinstance(error, ValueError | OverflowError):
+        return f"a damaged tar header ({type(error).__name__})"
+    return first_line(error)
 
 
 def read_member(
@@ -102,8 +114,8 @@ def read_member(
     handle, size = _open_member(tar, shard, name, limit)
     try:
         data = handle.read(size)
-    except (OSError, tarfile.TarError, EOFError) as error:
-        raise ShardError(f"{where}: cannot read it: {first_line(error)}") from None
+    except TAR_ERRORS as error:
+        raise ShardError(f"{where}: cannot read it: {tar_failure(error)}") from None
     if len(data) != size:
         raise ShardError(f"{where}: cut short (run rainbench verify)")
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
@@ -152,9 +164,9 @@ def _copy(handle: BinaryIO, size: int, shard: str, name: str) -> BinaryIO:
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
     try:
         shutil.copyfileobj(handle, spool, STREAM_BLOCK)
-    except (OSError, tarfile.TarError, EOFError) as error:
+    except TAR_ERRORS as error:
         spool.close()
-        raise ShardError(f"{shard}:{name}: cannot read it: {first_line(error)}") from None
+        raise ShardError(f"{shard}:{name}: cannot read it: {tar_failure(error)}") from None
     if spool.tell() != size:
         spool.close()
         raise ShardError(f"{shard}:{name}: cut short (run rainbench verify)")
@@ -168,20 +180,25 @@ def _open_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> tup
         info = tar.getmember(name)
     except KeyError:
         raise ShardError(f"{where}: not in the shard (run rainbench verify)") from None
-    except (OSError, tarfile.TarError, EOFError) as error:
-        raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
-    check_regular(info, where)
+    except TAR_ERRORS as error:
+        raise ShardError(f"cannot read shard {shard}: {tar_failure(error)}") from None
+    if why := refused(info):
+        raise ShardError(f"{where}: {why}")
     if info.size > limit:
         raise ShardError(f"{where}: {info.size} bytes, more than the {limit} allowed; refused")
     try:
         return tar.extractfile(info), info.size  # type: ignore[return-value]
-    except (OSError, tarfile.TarError, EOFError) as error:
-        raise ShardError(f"{where}: cannot read it: {first_line(error)}") from None
+    except TAR_ERRORS as error:
+        raise ShardError(f"{where}: cannot read it: {tar_failure(error)}") from None
 
 
-def check_regular(info: tarfile.TarInfo, where: str) -> None:
-    if why := irregular(info):
-        raise ShardError(f"{where}: {why}")
+def refused(info: tarfile.TarInfo) -> str | None:
+    """Why a member is refused unread, or None: it is not a regular file (`irregular`),
+    or its size is negative, which tarfile takes as given from a forged PAX record and
+    no read accepts. (A size past the end of the shard, tarfile refuses itself.)"""
+    if info.size < 0:
+        return f"its header gives a negative size ({info.size}); refused (run rainbench verify)"
+    return irregular(info)
 
 
 def irregular(info: tarfile.TarInfo) -> str | None:

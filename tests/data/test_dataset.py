@@ -4,6 +4,7 @@ paired crops, unpaired partners, and shards that are never unpickled."""
 import io
 import itertools
 import pickle
+import re
 import tarfile
 from collections import Counter
 
@@ -177,14 +178,16 @@ def test_whole_pictures_and_small_ones(_dataset):
     assert padded["image"].shape == (3, 200, 200)
 
 
-def _add_member(shard, name: str, data: bytes) -> None:
+def _add_member(shard, name: str, data: bytes, records: dict[str, str] | None = None) -> None:
+    """Append member `name` holding `data`, its header carrying PAX `records` as given."""
     with tarfile.open(shard) as tar:
         members = [(info, tar.extractfile(info).read()) for info in tar]
-    with tarfile.open(shard, "w") as tar:
+    with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as tar:
         for info, content in members:
             tar.addfile(info, io.BytesIO(content))
         info = tarfile.TarInfo(name)
         info.size = len(data)
+        info.pax_headers = records or {}
         tar.addfile(info, io.BytesIO(data))
 
 
@@ -224,6 +227,33 @@ def test_a_member_beyond_its_manifest_row_is_refused_unread(ds):
     with pytest.raises(ShardError, match=f"{member}: {row.bytes + 1} bytes, more than"):
         ShardReader(ds).read(row.shard, member, int(row.bytes))
     with pytest.raises(ShardError, match=member):
+        list(RainDataset(ds, crop=32, shuffle=False))
+
+
+# PAX records tarfile takes as given, and what the reader says of each: a negative size
+# refuses the member; a GNU sparse 1.0 member whose data is no sparse map, or a size no
+# seek can pass, leaves the shard's headers unreadable.
+_FORGED = [
+    ({"size": "-5"}, "{shard}:{member}: its header gives a negative size (-5)"),
+    (
+        {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "999"},
+        "cannot read shard {shard}: a damaged tar header",
+    ),
+    ({"size": str(2**64)}, "cannot read shard {shard}: a damaged tar header"),
+]
+
+
+@pytest.mark.parametrize(("records", "why"), _FORGED)
+def test_a_forged_member_header_is_a_one_line_error(ds, records, why):
+    samples = _samples(ds)
+    row = samples[samples.format == "jpeg"].iloc[0]
+    member = f"{row.key}.jpg"
+    _add_member(ds / row.shard, member, bytes(512), records)  # the later member wins
+    expected = why.format(shard=row.shard, member=member)
+    with pytest.raises(ShardError) as caught:
+        ShardReader(ds).read(row.shard, member, int(row.bytes))
+    assert str(caught.value).startswith(expected) and len(str(caught.value)) < 150
+    with pytest.raises(ShardError, match=re.escape(expected)):
         list(RainDataset(ds, crop=32, shuffle=False))
 
 

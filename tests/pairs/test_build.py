@@ -435,3 +435,31 @@ def test_a_sequences_frames_are_closed_with_it(tmp_path, video, monkeypatch):
         frames.read([0])
         assert not opened[0].fileobj.closed
     assert opened[0].fileobj.closed
+
+
+def test_a_video_without_the_frames_its_row_counts_fails_alone(tmp_path, video, write_burst):
+    # A video row's `frames` raised past the real count, and a still re-marked as a
+    # video: windows are planned from the count, so each fails once, as it opens, and
+    # the burst beside them is paired.
+    raw = shutil.copytree(video[0], tmp_path / "raw")
+    rendered = render_rain_video(_still(5), "drizzle", 8, seed=2, shake=0.0, moving_object=False)
+    write_burst(raw, rendered.frames)
+    write_picture(raw, CaptureSpec(name="still.jpg"), Image.fromarray(_still(6)))
+    ds = tmp_path / "ds"
+    ingest([raw], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    forged = {"tripod.mp4": {"frames": 400}, "still.jpg": {"kind": "video", "frames": FRAMES}}
+    rows = [{**row, **forged.get(row["source_path"], {})} for row in rows]
+    manifest.write_manifest(path, pa.Table.from_pylist(rows, schema=manifest.SAMPLES))
+
+    summary = build_pairs(ds, PairsOptions(workers=1))
+    key = {row["source_path"]: row for row in rows}
+    assert {r["source_key"] for r in _pairs(ds)} == {key["burst/IMG_0000.jpg"]["sequence"]}
+    failed = dict(summary.failed)
+    assert set(failed) == {key["tripod.mp4"]["key"], key["still.jpg"]["key"]}
+    for name, counts in (("tripod.mp4", f"{FRAMES} frames, the manifest says 400"),
+                         ("still.jpg", f"1 frames, the manifest says {FRAMES}")):  # fmt: skip
+        row = key[name]
+        where = f"{row['shard']}:{row['key']}.{name.split('.')[1]}"
+        assert failed[row["key"]] == f"not paired: {where}: {counts} (run rainbench verify)"

@@ -98,6 +98,38 @@ def test_a_sparse_member_is_refused_unread(ds):
         read_member(tar, SHARD, "b.png", size_limit(None, None, None))
 
 
+# PAX records tarfile takes as given: a GNU sparse 1.0 member whose data is no sparse
+# map, and sizes no file holds.
+_FORGED = {
+    "sparse-1.0 without a map": {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "b.png",
+        "GNU.sparse.realsize": "999",
+    },
+    "size past any offset": {"size": str(2**64)},
+}
+
+
+@pytest.mark.parametrize("records", _FORGED.values(), ids=_FORGED)
+def test_a_forged_header_makes_the_shard_unreadable_in_one_line(ds, records):
+    info = tarfile.TarInfo("b.png")
+    info.size, info.pax_headers = 512, records
+    _append(ds, info, _png(8, 8).ljust(512, b"\0"))
+    with open_shard(ds, SHARD) as tar, pytest.raises(ShardError) as caught:
+        read_member(tar, SHARD, "a.png", 10_000)
+    assert str(caught.value).startswith(f"cannot read shard {SHARD}: a damaged tar header")
+    assert len(str(caught.value)) < 120  # not the member's bytes, quoted
+
+
+def test_a_negative_size_is_refused_unread(ds):
+    info = tarfile.TarInfo("b.png")
+    info.size, info.pax_headers = 512, {"size": "-5"}  # tarfile takes the record as given
+    _append(ds, info, bytes(512))
+    with open_shard(ds, SHARD) as tar, pytest.raises(ShardError, match="negative size \\(-5\\)"):
+        read_member(tar, SHARD, "b.png", 10_000)
+
+
 def test_a_shard_must_lie_inside_the_dataset(ds, tmp_path):
     assert shard_path(ds, SHARD) == (ds / SHARD).resolve()
     for name in ("../outside.tar", "/etc/passwd", "shards/test/../../x-000000.tar"):

@@ -118,6 +118,30 @@ def test_the_loader_fetches_members_by_range_never_whole_shards(url, local_ds, m
     assert max(fetched) == dataset.samples["bytes"].iloc[0]
 
 
+@pytest.mark.parametrize(
+    "kept",
+    [
+        lambda entries: [[name, [0]] for name, _ in entries],  # no size
+        lambda entries: [[name, [-1, 5]] for name, _ in entries],
+        lambda entries: {"not": "a list"},
+    ],
+    ids=["short", "negative", "object"],
+)
+def test_a_kept_index_not_as_the_reader_wrote_it_is_read_again(url, local_ds, kept):
+    # The mirror folder is no more trusted than the dataset: an index kept there that
+    # the reader did not write is ignored, and the shard's headers are read again.
+    local = _crops(local_ds)
+    _crops(url)
+    indexes = list((open_dataset(url).root / "index").glob("*.json"))
+    assert indexes
+    for path in indexes:
+        path.write_text(json.dumps(kept(json.loads(path.read_text()))))
+    remote = _crops(url)
+    assert local.keys() == remote.keys()
+    for key, crop in local.items():
+        assert torch.equal(crop, remote[key])
+
+
 def _rainy():
     from rainbench.data import Filters
 
