@@ -36,6 +36,7 @@ from tqdm import tqdm
 from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
+from rainbench.errors import first_line
 from rainbench.files import file_sha256, write_atomic
 from rainbench.metrics.engine import metric_failure
 from rainbench.metrics.registry import (
@@ -49,7 +50,7 @@ from rainbench.metrics.report import cpu_model
 from rainbench.metrics.weights import loaded_weights
 from rainbench.pairs.estimate import CONFIDENT  # a real pair's pixel is scored from it on
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
+from rainbench.shards.dataset import Dataset, DatasetError, open_dataset, read_json
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import (
     ShardError,
@@ -300,6 +301,32 @@ def _splits(dataset: Dataset) -> dict[str, str]:
     return found
 
 
+# What a real pair's row says of its estimated ground truth (`_SplitRun._ground_truth`).
+_ESTIMATE_FIGURES = (
+    "confidence_mean",
+    "moving_fraction",
+    "gt_psnr_estimate",
+    "window_start",
+    "window_end",
+)
+
+
+# A run's provenance is some kilobytes; a file far larger was not written by eval.
+_PROVENANCE_BYTES = 8 << 20
+
+
+def _earlier_provenance(path: Path) -> dict:
+    """The provenance of the results already at `path`'s run, which this run resumes or
+    finds stale; refused in one line unless eval could have written it."""
+    try:
+        before = read_json(path, _PROVENANCE_BYTES)
+    except (OSError, ValueError) as error:
+        raise EvalError(f"{path}: cannot read it: {first_line(error)}; move it away") from None
+    if not isinstance(before, dict):
+        raise EvalError(f"{path}: not an evaluation's provenance (no JSON object); move it away")
+    return before
+
+
 class _SplitRun:
     def __init__(
         self,
@@ -351,7 +378,7 @@ class _SplitRun:
         self.provenance = self._provenance(self.metrics, hardware, threads, images)
         self.before, self.table, self.stale = None, None, False
         if self.info_path.exists():
-            self.before = json.loads(self.info_path.read_text(encoding="utf-8"))
+            self.before = _earlier_provenance(self.info_path)
             if self.table_path.exists():
                 schema = _schema(list(self.provenance["metrics"]))
                 self.table = manifest.read_manifest(self.table_path, schema)
@@ -560,7 +587,9 @@ class _SplitRun:
         table = manifest.read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
         rows = [row for row in table.to_pylist() if row["split"] == self.split]
         methods = Counter(row["recipe"] for row in rows)
-        estimated = [row for row in rows if row["gt_psnr_estimate"] is not None]
+        # Pairs estimated by `rainbench pairs` carry every figure below; other real pairs
+        # (an imported set's, an earlier version's) may lack some: they are not counted.
+        estimated = [row for row in rows if all(row[c] is not None for c in _ESTIMATE_FIGURES)]
         if not estimated:
             return {"methods": dict(sorted(methods.items()))}
         return {

@@ -4,9 +4,13 @@ docs/dataset-format.md), reading them, and replacing them atomically.
 Reading is where names from a dataset are checked: keys, split names, shard paths,
 formats and member extensions must match the documented patterns, or the manifest is
 refused as a whole (a one-line `DatasetError`) before any reader builds a path from it.
+So is a row without a value the format requires, or with a time no Python datetime
+holds: readers compute with them unchecked.
 """
 
 import io
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -168,11 +172,50 @@ NAMES = {
 }
 
 
-def read_manifest(path: Path, schema: pa.Schema) -> pa.Table:
+# The prefix of a real pair's recipe, `pairs:<method>` (synth.importers.ESTIMATED).
+REAL_PAIR = "pairs:"
+
+# What a row must hold beyond its names (the columns docs/dataset-format.md gives
+# without "null"), by manifest (each with a key column, which names the row in a
+# message): (columns, which rows need them in words, those rows or None for every row).
+# Readers compute with these unchecked; columns added later, which older datasets
+# lack, are not asked for.
+_Rows = Callable[[pa.Table], pa.ChunkedArray] | None
+_REQUIRED: dict[pa.Schema, tuple[tuple[tuple[str, ...], str, _Rows], ...]] = {
+    SAMPLES: (
+        (("sha256",), "every row", None),
+        (("layer",), "every row", None),
+        (("width", "height"), "every row", None),
+        (("bytes",), "every row", None),
+        (("frames",), "a video's row", lambda table: pc.equal(table["kind"], "video")),
+    ),
+    SYNTHETIC: (
+        (("recipe",), "every row", None),
+        (("job",), "every row", None),
+        (("width", "height"), "every row", None),
+        (("rain_sha256",), "every row", None),
+        (("gt_sha256",), "every row", None),
+        (
+            ("frame_index", "window_start", "window_end"),
+            f"a real pair's row (recipe {REAL_PAIR}…)",
+            lambda table: pc.starts_with(table["recipe"], REAL_PAIR),
+        ),
+    ),
+}
+# The instants a Python datetime holds (years 1 to 9999), as a timestamp[us] stores them.
+_TIMES = (
+    pa.scalar(datetime.min, _TS).cast(pa.int64()).as_py(),
+    pa.scalar(datetime.max, _TS).cast(pa.int64()).as_py(),
+)
+
+
+def read_manifest(path: Path, schema: pa.Schema, check_values: bool = True) -> pa.Table:
     """The manifest at `path`, or an empty table of `schema` when there is none yet.
 
     A file that is no Parquet, lacks a column that names rows, or holds a name that
-    does not match its pattern (`NAMES`) is refused with a one-line `DatasetError`.
+    does not match its pattern (`NAMES`) is refused with a one-line `DatasetError`; so,
+    unless `check_values` is off (verify, which reports them row by row), is one with a
+    row that breaks `row_faults`.
     """
     if not path.exists():
         return schema.empty_table()
@@ -191,7 +234,46 @@ def read_manifest(path: Path, schema: pa.Schema) -> pa.Table:
         if not nullable and column not in present:
             raise DatasetError(f"{path}: not a rainbench manifest: it has no {column} column")
         _check_names(path, table[column], column, pattern, what, nullable)
+    if check_values and (found := next(_faults(table, schema), None)):
+        fault, rows = found
+        count = pc.sum(rows).as_py()
+        first = table["key"][pc.index(rows, True).as_py()].as_py()
+        raise DatasetError(
+            f"{path}: {count} {'row has' if count == 1 else 'rows have'} {fault} (the first: "
+            f"{first}); the manifest is damaged or was not written by rainbench "
+            "(see docs/dataset-format.md)"
+        )
     return table
+
+
+def row_faults(table: pa.Table, schema: pa.Schema) -> dict[int, list[str]]:
+    """Row index → what is wrong in it: no value where the format requires one
+    (`_REQUIRED`), or a timestamp beyond what a Python datetime holds (to_pylist would
+    raise on it). Rows without faults are absent."""
+    found: dict[int, list[str]] = {}
+    for fault, rows in _faults(table, schema):
+        for index in pc.indices_nonzero(rows).to_pylist():
+            found.setdefault(index, []).append(fault)
+    return found
+
+
+def _faults(table: pa.Table, schema: pa.Schema) -> Iterator[tuple[str, pa.Array]]:
+    """(what is wrong, a mask of the rows it is wrong in) for each fault some row has."""
+    for columns, scope, which in _REQUIRED.get(schema, ()):
+        rows = pc.is_null(table[columns[0]])
+        for column in columns[1:]:
+            rows = pc.or_(rows, pc.is_null(table[column]))
+        if which is not None:
+            rows = pc.and_(rows, pc.fill_null(which(table), False))
+        if pc.any(rows, min_count=0).as_py():
+            yield f"no {' or '.join(columns)}, which {scope} must have", rows.combine_chunks()
+    for field in schema:
+        if pa.types.is_timestamp(field.type):
+            stamps = table[field.name].cast(pa.int64())
+            beyond = pc.or_(pc.less(stamps, _TIMES[0]), pc.greater(stamps, _TIMES[1]))
+            beyond = pc.fill_null(beyond, False)
+            if pc.any(beyond, min_count=0).as_py():
+                yield f"a {field.name} outside the years 1 to 9999", beyond.combine_chunks()
 
 
 def _check_names(

@@ -5,9 +5,12 @@ the shard's sha256 must match shards.parquet, every manifest row's members must 
 there with the right sha256, and nothing may be on disk that no manifest lists. What
 readers trust beyond the hashes is checked in the same pass: a PNG's or JPEG's header
 must declare the size its row gives (readers bound decoding by it), and a `<key>.json`
-must be a JSON object naming its own row. A video member must open and hold the frames
-its row counts (its packets are demuxed, nothing is decoded; skipped where PyAV is not
-installed). Nothing is decoded as a picture.
+must be a JSON object naming its own row; a member name may be stored once (readers
+would take the last copy, webdataset refuses the shard). A manifest row without a
+value the format requires is reported where every other reader refuses the manifest.
+A video member must open and hold the frames its row counts (its packets are demuxed,
+nothing is decoded; skipped where PyAV is not installed). Nothing is decoded as a
+picture.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
 link, a sparse file, a device) is reported, never read. A dataset in an object store is
 checked the same way: each shard object streams by once (no local copy), and the
@@ -36,7 +39,15 @@ from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
 from rainbench.shards.layout import GROUND_TRUTH, METADATA, PREVIEW, RAIN
 from rainbench.shards.layout import member as layout_member
-from rainbench.shards.members import ShardError, irregular, open_shard, shard_path, shard_url
+from rainbench.shards.members import (
+    TAR_ERRORS,
+    ShardError,
+    irregular,
+    open_shard,
+    shard_path,
+    shard_url,
+    tar_failure,
+)
 from rainbench.shards.tar import TMP_SUFFIX
 from rainbench.store import is_url, listing, open_stream
 from rainbench.tagging.tagger import RAIN_TYPES
@@ -96,6 +107,8 @@ class ShardReading:
     sizes: dict[str, int] = field(default_factory=dict)  # member name → bytes
     error: str | None = None
     refused: tuple[tuple[str, str], ...] = ()  # (member name, why) of members not read
+    # Member names stored more than once, with how often: readers take the last copy.
+    repeated: dict[str, int] = field(default_factory=dict)
     # A PNG's or JPEG's declared (width, height), or why its header does not say.
     headers: dict[str, tuple[int, int] | str] = field(default_factory=dict)
     # A <key>.json's naming fields (`_NAMING`), or why it is not a JSON object.
@@ -153,9 +166,9 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
     missing = _missing_manifests(dataset, info)
     if missing:  # every row and member check would follow from it: said once
         return [*problems, *missing]
-    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pylist()
-    pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pylist()
-    shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS).to_pylist()
+    samples, faults = _read_rows(dataset.samples_manifest, manifest.SAMPLES)
+    pairs, pair_faults = _read_rows(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    shards, _ = _read_rows(dataset.shards_manifest, manifest.SHARDS)
     listed = {row["shard"]: row for row in shards}
     rows_by_shard: dict[str, list[Entry]] = defaultdict(list)
     rows = [(row, "samples.parquet", _capture_entry(row)) for row in samples] + [
@@ -168,8 +181,10 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
                 (layout_member(row["key"], row["members"][0]), row["frames"])
             )
     keep_gps = bool((info.get("options") or {}).get("keep_gps"))
-    for row in samples:
-        problems += _check_values(row, keep_gps)
+    for index, row in enumerate(samples):
+        problems += _check_values(row, keep_gps, faults.get(index, []))
+    for index, wrong in sorted(pair_faults.items()):
+        problems.append(Problem("row-value", pairs[index]["key"], "; ".join(wrong)))
     seen_keys: set[str] = set()
     for row, source, entry in rows:
         if row["key"] in seen_keys:
@@ -306,9 +321,21 @@ def _missing_manifests(dataset: Dataset, info: dict) -> list[Problem]:
     return problems
 
 
-def _check_values(row: dict, keep_gps: bool) -> list[Problem]:
-    """A capture's labels within what each column may hold."""
-    wrong = [
+def _read_rows(path: Path, schema: pa.Schema) -> tuple[list[dict], dict[int, list[str]]]:
+    """The manifest's rows and what is wrong in each (`manifest.row_faults`), to be
+    reported rather than refused. Timestamps come as microseconds: verify compares
+    none, and one beyond a Python datetime's years is such a fault."""
+    table = manifest.read_manifest(path, schema, check_values=False)
+    faults = manifest.row_faults(table, schema)
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type):
+            table = table.set_column(index, column.name, table[index].cast(pa.int64()))
+    return table.to_pylist(), faults
+
+
+def _check_values(row: dict, keep_gps: bool, faults: list[str]) -> list[Problem]:
+    """A capture's labels within what each column may hold, after the row's `faults`."""
+    wrong = faults + [
         f"{column} {row[column]!r} is none of {', '.join(allowed)}"
         for column, allowed in _VALUES.items()
         if row.get(column) is not None and row[column] not in allowed
@@ -376,6 +403,7 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
     headers: dict[str, tuple[int, int] | str] = {}
     metadata: dict[str, dict | str] = {}
     refused: list[tuple[str, str]] = []
+    names: Counter[str] = Counter()
     if not is_url(path):
         try:
             regular_file(Path(path))
@@ -386,6 +414,7 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
         try:
             with tarfile.open(fileobj=hashing, mode="r|") as archive:
                 for member in archive:
+                    names[member.name] += 1
                     if why := irregular(member):
                         refused.append((member.name, why))
                         continue
@@ -395,8 +424,10 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
                         headers[member.name] = found.header
                     if found.metadata is not None:
                         metadata[member.name] = found.metadata
-        except (tarfile.TarError, OSError, EOFError) as error:
-            return ShardReading(name, None, 0, members, error=f"unreadable tar: {error}")
+        except TAR_ERRORS as error:
+            return ShardReading(
+                name, None, 0, members, error=f"unreadable tar: {tar_failure(error)}"
+            )
         while hashing.read(_CHUNK):
             pass
     return ShardReading(
@@ -406,6 +437,7 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
         members,
         sizes,
         refused=tuple(refused),
+        repeated={member: count for member, count in names.items() if count > 1},
         headers=headers,
         metadata=metadata,
     )
@@ -432,8 +464,8 @@ def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Pr
                     counted = len(video)
             except KeyError:
                 continue
-            except (OSError, tarfile.TarError, EOFError) as error:
-                problems.append(Problem("video-unreadable", where, str(error)))
+            except TAR_ERRORS as error:
+                problems.append(Problem("video-unreadable", where, tar_failure(error)))
                 continue
             except CaptureRejected as rejected:
                 if rejected.reason == Reason.UNSUPPORTED:  # no PyAV here
@@ -582,6 +614,14 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
         return [Problem("shard-corrupt", name, reading.error)]
     refused = dict(reading.refused)
     problems = [Problem("member-type", f"{name}:{member}", why) for member, why in refused.items()]
+    problems += [
+        Problem(
+            "member-repeated",
+            f"{name}:{member}",
+            f"stored {count} times: readers take the last copy, webdataset refuses the shard",
+        )
+        for member, count in reading.repeated.items()
+    ]
     if reading.sha256 != listed["sha256"] or reading.bytes != listed["bytes"]:
         problems.append(
             Problem(

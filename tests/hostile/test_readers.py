@@ -2,6 +2,7 @@
 error, a recorded problem or a failed row, never a traceback, and writes nothing
 outside the dataset and results folders it was given."""
 
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -210,3 +213,191 @@ def test_eval_records_the_unreadable_image_and_scores_the_rest(hostile_corpus, t
     [error] = table.loc[table.status == "failed", "error"]
     assert error.startswith("unreadable: ") and "symbolic link" in error
     assert os.path.exists(results / "identity" / "good" / f"{PAIRED}.parquet")
+
+
+def _null_layer(table: pa.Table) -> pa.Table:
+    rows = table.to_pylist()
+    return pa.Table.from_pylist([{**rows[0], "layer": None}, *rows[1:]], schema=table.schema)
+
+
+def _null_recipe(table: pa.Table) -> pa.Table:
+    index = table.schema.get_field_index("recipe")
+    return table.set_column(index, "recipe", pa.nulls(len(table), pa.string()))
+
+
+def _time_beyond_python(table: pa.Table) -> pa.Table:
+    """A captured_at Arrow holds and a Python datetime cannot (-2**62 µs)."""
+    index = table.schema.get_field_index("captured_at")
+    stamps = pa.array([-(2**62)] + [None] * (len(table) - 1), pa.int64())
+    return table.set_column(index, "captured_at", stamps.cast(pa.timestamp("us")))
+
+
+# A row without a value its column requires, or with one Python cannot hold: verify
+# names the row; every reader of that manifest stops in one line; the rest read on.
+_ROW_FAULTS = {
+    "null-layer": ("samples", _null_layer),
+    "null-recipe": ("synthetic", _null_recipe),
+    "time-beyond-python": ("samples", _time_beyond_python),
+}
+_READS = {
+    "samples": {"stats", "eval", "tag", "synth", "loader"},
+    "synthetic": {"stats", "eval", "synth", "loader", "intrinsic-dim"},
+}
+
+
+@pytest.mark.parametrize("fault", sorted(_ROW_FAULTS))
+@pytest.mark.parametrize("reader", ["verify", *sorted(_READS["samples"] | _READS["synthetic"])])
+def test_a_row_fault_is_reported_or_refused_in_one_line(fault, reader, hostile_corpus, tmp_path):
+    good = next(iter(hostile_corpus.values())).parents[6] / "good"  # conftest.py's layout
+    base = tmp_path / "l1" / "l2" / "l3" / "l4"
+    ds = shutil.copytree(good, base / "ds")
+    name, edit = _ROW_FAULTS[fault]
+    path = ds / "manifests" / f"{name}.parquet"
+    pq.write_table(edit(pq.read_table(path)), path)
+
+    outcome = _run(reader, ds, base / "results", base / "pred")
+
+    if reader == "verify":
+        assert outcome == "problem:row-value"
+    else:
+        assert outcome == ("error" if reader in _READS[name] else "ok")
+
+
+# -- what a dataset's own small files hold: dataset.json, a fitted tagger, its folders ----------
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> Path:
+    """A rainy and a clean capture, their features cleared so `tag` measures them."""
+    from rainbench.demo.captures import CaptureSpec, write_capture
+    from rainbench.ingest import IngestOptions, ingest
+
+    root = tmp_path_factory.mktemp("plain")
+    write_capture(root / "rainy", CaptureSpec("rain.jpg", 64, 48, seed=1))
+    write_capture(root / "clean", CaptureSpec("clean.jpg", 64, 48, seed=2))
+    ds = root / "ds"
+    test = {"train": 0.0, "val": 0.0, "test": 1.0}
+    ingest([root / "rainy"], ds, IngestOptions(workers=1, split=test))
+    ingest([root / "clean"], ds, IngestOptions(workers=1, layer="clean", split=test))
+    table = pd.read_parquet(ds / "manifests" / "samples.parquet").assign(features_version=None)
+    table.to_parquet(ds / "manifests" / "samples.parquet", index=False)
+    return ds
+
+
+def _shipped_edited(edit) -> bytes:
+    from rainbench.tagging.tagger import load_tagger
+
+    data = json.loads(json.dumps(load_tagger().to_json()))
+    edit(data)
+    return json.dumps({**data, "version": "5-fit-1-x"}).encode()
+
+
+def _every(name: str, value):
+    """Every number of the shipped tagger's `name` (a list or a matrix) set to `value`."""
+    import numpy as np
+
+    def edit(data: dict) -> None:
+        data[name] = np.full(np.shape(data[name]), value, dtype=object).tolist()
+
+    return edit
+
+
+FITTED = {
+    "text-for-scale": lambda: _shipped_edited(_every("scale", "x")),
+    "text-for-bias": lambda: _shipped_edited(_every("bias", "x")),
+    "temperature-0": lambda: _shipped_edited(lambda data: data.update(temperature=0.0)),
+    "scale-0": lambda: _shipped_edited(_every("scale", 0.0)),
+    "weights-infinite": lambda: _shipped_edited(_every("weights", float("inf"))),
+    "unknown-transform": lambda: _shipped_edited(_every("transforms", "cube")),
+    "threshold-nan": lambda: _shipped_edited(lambda data: data.update(flag_threshold=float("nan"))),
+    "nested-deep": lambda: b"[" * 100_000 + b"]" * 100_000,
+    "two-mib": lambda: b'{"pad": "' + b"x" * (2 << 20) + b'"}',
+}
+
+
+@pytest.mark.parametrize("fitted", sorted(FITTED))
+def test_a_hostile_fitted_tagger_stops_tag_in_one_line(plain, fitted, tmp_path):
+    ds = shutil.copytree(plain, tmp_path / "ds")
+    (ds / "taggers").mkdir()
+    (ds / "taggers" / "tagger-fit-1.json").write_bytes(FITTED[fitted]())
+    info = json.loads((ds / "dataset.json").read_text())
+    info["tagger"] = {"version": "5-fit-1-x", "path": "taggers/tagger-fit-1.json"}
+    (ds / "dataset.json").write_text(json.dumps(info))
+    before = (ds / "manifests" / "samples.parquet").read_bytes()
+    result = CliRunner().invoke(main, ["tag", str(ds), "--workers", "1"])
+    assert _one_line_error(result) and "tagger-fit-1.json: cannot read" in result.stderr
+    assert (ds / "manifests" / "samples.parquet").read_bytes() == before
+
+
+INFOS = {
+    "no-counts": b"{}",
+    "nested-deep": b"[" * 100_000 + b"]" * 100_000,
+    "past-the-cap": b'{"counts": {}, "runs": [], "pad": "' + b"x" * (32 << 20) + b'"}',
+    "split-of-zeros": b'{"counts": {}, "runs": [], "options": {"split": {"train": 0}}}',
+}
+
+
+@pytest.mark.parametrize("reader", ["verify", "stats", "tag", "synth"])
+@pytest.mark.parametrize("content", sorted(INFOS))
+def test_a_dataset_json_of_the_wrong_shape_stops_readers_and_writers_in_one_line(
+    plain, content, reader, tmp_path
+):
+    ds = shutil.copytree(plain, tmp_path / "ds")
+    (ds / "dataset.json").write_bytes(INFOS[content])
+    assert _run(reader, ds, tmp_path / "results", tmp_path) == "error"
+
+
+@pytest.mark.parametrize("reader", ["verify", "stats", "tag", "synth", "loader"])
+@pytest.mark.parametrize("name", ["manifests", "manifests/samples.parquet", "dataset.json"])
+def test_a_dataset_file_linked_outside_is_neither_read_nor_written(plain, name, reader, tmp_path):
+    base = tmp_path / "l1" / "l2"
+    ds = shutil.copytree(plain, base / "ds")
+    outside = tmp_path / "elsewhere"
+    (ds / name).rename(outside)
+    (ds / name).symlink_to(outside)
+    before = _files(tmp_path)
+    if reader == "loader":  # it reads no dataset.json
+        outcome = _library(lambda: list(RainDataset(ds, crop=32, shuffle=False)))
+        assert outcome == ("ok" if name == "dataset.json" else "error")
+    else:
+        assert _run(reader, ds, base / "results", base / "pred") == "error"
+    changed = {name for name, stat in _files(tmp_path).items() if before.get(name) != stat}
+    assert not {name for name in changed if not name.startswith("l1/l2/")}
+
+
+# PAX records tarfile takes as given, forged on a rainy capture's member: a negative
+# size, a GNU sparse 1.0 member whose data is no sparse map, a size no seek can pass.
+FORGED_HEADERS = {
+    "negative-size": {"size": "-5"},
+    "sparse-1.0-without-a-map": {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.realsize": "999",
+    },
+    "size-past-any-offset": {"size": str(2**64)},
+}
+
+
+@pytest.mark.parametrize("records", FORGED_HEADERS.values(), ids=FORGED_HEADERS)
+@pytest.mark.parametrize("reader", ["eval", "tag", "loader"])
+def test_a_forged_member_header_is_a_failed_row_or_one_line(
+    hostile_corpus, reader, records, tmp_path
+):
+    # The sparse member of sparse-member (never inflated here) written again as 512
+    # bytes under the forged records: the shard's other members stay as they were.
+    ds, results = tmp_path / "ds", tmp_path / "results"
+    shutil.copytree(hostile_corpus["sparse-member"], ds)
+    samples = pd.read_parquet(ds / "manifests" / "samples.parquet")
+    row = samples[(samples.layer == "rainy") & (samples.format == "jpeg")].iloc[0]
+    forged, shard = f"{row.key}.jpg", ds / row.shard
+    with tarfile.open(shard) as tar:
+        members = [
+            (i.name, bytes(512) if i.name == forged else tar.extractfile(i).read()) for i in tar
+        ]
+    with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.pax_headers = records if name == forged else {}
+            tar.addfile(info, io.BytesIO(data))
+    assert _run(reader, ds, results, tmp_path) == _MEMBER[reader]

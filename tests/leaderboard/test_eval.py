@@ -329,6 +329,21 @@ def test_results_made_otherwise_are_refused(tmp_path, ds):
         evaluate(_source("identity"), ds, "syn-streak", results, other)
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(b"[" * 100_000, "nested too deep"), (b"[1, 2]", "no JSON object"), (b"{", "not JSON")],
+)
+def test_earlier_results_that_eval_could_not_have_written_are_refused_in_one_line(
+    tmp_path, ds, content, said
+):
+    results = tmp_path / "res"
+    evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    (results / "identity" / "ds" / "syn-streak.json").write_bytes(content)
+    with pytest.raises(EvalError, match=said) as refused:
+        evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    assert "\n" not in str(refused.value)
+
+
 def test_results_scored_with_other_metric_weights_are_refused(tmp_path, ds, monkeypatch):
     results = tmp_path / "res"
     files = {"brisque_svm_weights.pth": "a" * 64}  # as if a chosen metric loaded it

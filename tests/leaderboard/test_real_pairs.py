@@ -13,6 +13,7 @@ from rainbench.leaderboard.sources import DerainerSource
 from rainbench.metrics.fullref import psnr_y
 from rainbench.models.registry import create_derainer
 from rainbench.parallel import WorkerPool
+from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, initial_info
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, RAIN
 from rainbench.synth.png import encode_png
@@ -104,3 +105,19 @@ def _decode(data: bytes):
     from PIL import Image
 
     return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_a_pair_without_every_estimate_figure_is_left_out_of_the_ground_truth(tmp_path, ds):
+    """A real pair may lack its estimate's figures (an imported set's, an earlier
+    version's): it counts among the methods, and the figures are those of the rest."""
+    path = Dataset(ds).synthetic_manifest
+    rows = manifest.read_manifest(path, manifest.SYNTHETIC).to_pylist()
+    rows[0].update(confidence_mean=None, gt_psnr_estimate=12.0)
+    manifest.write_manifest(path, manifest.rows_to_table(rows, manifest.SYNTHETIC))
+    source = DerainerSource(create_derainer("identity"), "cpu", None, 32)
+    (report,) = evaluate(source, ds, "all", tmp_path / "res", EvalSettings(metrics=("psnr_y",)))
+    assert report.scored == 4
+    info = json.loads((tmp_path / "res" / "identity" / "ds" / "lab-pairs.json").read_text())
+    truth = info["ground_truth"]
+    assert truth["methods"] == {"pairs:percentile": 4}
+    assert truth["gt_psnr_estimate_median"] == 41.0 and truth["confidence_mean"] == 0.5

@@ -164,7 +164,8 @@ def test_a_pair_counts_by_its_source_and_a_burst_pair_by_any_still_of_its_burst(
     dataset = Dataset(tmp_path / "ds")
     dataset.write_info(initial_info("ds", {}))
     stills = [
-        {"key": key, "split": "train", "layer": "rainy", "kind": "still",
+        {"key": key, "sha256": key + "0" * 40, "split": "train", "layer": "rainy",
+         "kind": "still", "width": 64, "height": 48, "bytes": 1000,
          "shard": "shards/train/train-000000.tar", "format": "jpeg", "members": ["jpg"],
          "sequence": sequence}
         for key, sequence in ((first, first), (second, first), (lone, None))

@@ -2,6 +2,7 @@
 manifest is read only when every name in it matches its documented pattern."""
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pytest
 
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError
+from rainbench.synth.importers import ESTIMATED
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "dataset-format.md"
 
@@ -36,13 +38,34 @@ def test_every_column_is_documented(section, schema):
 def _write_samples(path: Path, **changes) -> None:
     row = {
         "key": "0123456789abcdef01234567",
+        "sha256": "0123456789abcdef01234567" + "0" * 40,
         "shard": "shards/test/test-000000.tar",
         "split": "test",
+        "layer": "rainy",
+        "width": 64,
+        "height": 48,
         "format": "jpeg",
+        "bytes": 1000,
         "members": ["jpg", "json"],
         **changes,
     }
     manifest.write_manifest(path, manifest.rows_to_table([row], manifest.SAMPLES))
+
+
+def _pair(**changes) -> dict:
+    return {
+        "key": "0" * 24,
+        "split": "syn-drizzle",
+        "recipe": "drizzle",
+        "shard": "shards/synthetic/syn-drizzle/syn-drizzle-000000.tar",
+        "job": "drizzle@1:" + "a" * 24 + ":0:0",
+        "width": 64,
+        "height": 48,
+        "members": ["rain.png", "gt.png", "json"],
+        "rain_sha256": "1" * 64,
+        "gt_sha256": "2" * 64,
+        **changes,
+    }
 
 
 def test_a_sound_manifest_reads_back(tmp_path):
@@ -119,12 +142,7 @@ def test_a_stored_split_name_of_any_length_still_reads(tmp_path):
     """The cap is on names a command is given, not on what a dataset already holds."""
     split = "b" * 150
     path = tmp_path / "synthetic.parquet"
-    row = {
-        "key": "0" * 24,
-        "split": split,
-        "shard": f"shards/synthetic/{split}/{split}-000000.tar",
-        "members": ["rain.png", "gt.png", "json"],
-    }
+    row = _pair(split=split, shard=f"shards/synthetic/{split}/{split}-000000.tar")
     pq.write_table(pa.Table.from_pylist([row]), path)
     assert manifest.read_manifest(path, manifest.SYNTHETIC)["split"].to_pylist() == [split]
 
@@ -137,3 +155,85 @@ def test_a_too_long_split_name_is_refused_before_anything_is_written(tmp_path):
         import_paired(tmp_path / "set", "rain100", "a" * 250, tmp_path / "ds", 10**9, 1)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "ds").exists()
+
+
+_REAL_PAIR = {
+    "recipe": "pairs:percentile",
+    "frame_index": 4,
+    "window_start": 0,
+    "window_end": 30,
+    "confidence_mean": 0.9,
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "row", "column"),
+    [
+        ("samples", {"layer": None}, "layer"),
+        ("samples", {"height": None}, "width or height"),
+        ("samples", {"sha256": None}, "sha256"),
+        ("samples", {"bytes": None}, "bytes"),
+        ("samples", {"kind": "video", "format": "mp4", "members": ["mp4", "json"]}, "frames"),
+        ("synthetic", {"recipe": None}, "recipe"),
+        ("synthetic", {"job": None}, "job"),
+        ("synthetic", {"width": None}, "width or height"),
+        ("synthetic", {**_REAL_PAIR, "window_start": None}, "frame_index or window_start"),
+    ],
+)
+def test_a_null_where_a_value_is_required_refuses_the_manifest(tmp_path, schema, row, column):
+    path = tmp_path / f"{schema}.parquet"
+    if schema == "samples":
+        _write_samples(path, **row)
+    else:
+        pq.write_table(pa.Table.from_pylist([_pair(**row)], manifest.SYNTHETIC), path)
+    key = pq.read_table(path)["key"][0].as_py()
+    schema = manifest.SAMPLES if schema == "samples" else manifest.SYNTHETIC
+    with pytest.raises(
+        DatasetError, match=f"{path}: 1 row has no {column}.*first: {key}"
+    ) as caught:
+        manifest.read_manifest(path, schema)
+    assert "\n" not in str(caught.value)
+    table = manifest.read_manifest(path, schema, check_values=False)
+    assert list(manifest.row_faults(table, schema)) == [0]
+
+
+def test_columns_the_format_leaves_optional_may_be_null(tmp_path):
+    """Camera fields, GPS, features, a still's video fields; a pair's estimate fields
+    unless it is a real pair, a real pair's figures besides its frames."""
+    path = tmp_path / "samples.parquet"
+    _write_samples(path, kind="still", frames=None, camera_make=None, captured_at=None)
+    assert manifest.read_manifest(path, manifest.SAMPLES).num_rows == 1
+    path = tmp_path / "synthetic.parquet"
+    rows = [_pair(), _pair(key="1" * 24, **{**_REAL_PAIR, "confidence_mean": None})]
+    pq.write_table(pa.Table.from_pylist(rows, manifest.SYNTHETIC), path)
+    assert manifest.read_manifest(path, manifest.SYNTHETIC).num_rows == 2
+
+
+def test_a_wrongly_typed_column_is_refused_where_its_nulls_are(tmp_path):
+    """Parquet's cast reads 7 as "7"; a null still has no recipe."""
+    path = tmp_path / "synthetic.parquet"
+    table = pa.Table.from_pylist([_pair(), _pair(key="1" * 24)], manifest.SYNTHETIC)
+    index = table.schema.get_field_index("recipe")
+    pq.write_table(table.set_column(index, "recipe", pa.array([7, None], pa.int64())), path)
+    with pytest.raises(DatasetError, match="1 row has no recipe"):
+        manifest.read_manifest(path, manifest.SYNTHETIC)
+
+
+def test_a_time_beyond_what_python_holds_refuses_the_manifest(tmp_path):
+    path = tmp_path / "samples.parquet"
+    _write_samples(path, captured_at=datetime.max)
+    assert manifest.read_manifest(path, manifest.SAMPLES)["captured_at"][0].as_py() == datetime.max
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("captured_at")
+    stamps = pa.array([-(2**62)], pa.int64()).cast(pa.timestamp("us"))
+    pq.write_table(table.set_column(index, "captured_at", stamps), path)
+    with pytest.raises(DatasetError, match="1 row has a captured_at outside the years 1 to 9999"):
+        manifest.read_manifest(path, manifest.SAMPLES)
+    table = manifest.read_manifest(path, manifest.SAMPLES, check_values=False)
+    assert manifest.row_faults(table, manifest.SAMPLES) == {
+        0: ["a captured_at outside the years 1 to 9999"]
+    }
+
+
+def test_a_real_pairs_recipe_prefix_is_the_one_pairs_writes():
+    assert manifest.REAL_PAIR == ESTIMATED

@@ -395,3 +395,83 @@ def test_a_missing_manifest_or_column_is_said_once(paired):
     pq.write_table(pq.read_table(samples).drop_columns(["sha256"]), samples)
     [problem] = verify(Dataset(paired), workers=1)
     assert (problem.kind, problem.detail) == ("manifest-column", "has no sha256")
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "said"),
+    [
+        ("samples", {"layer": None}, "no layer"),
+        ("samples", {"height": None}, "no width or height"),
+        ("samples", {"bytes": None}, "no bytes"),
+        ("samples", {"kind": "video", "frames": None}, "no frames, which a video's row must"),
+        ("synthetic", {"height": None}, "no width or height"),
+        ("synthetic", {"recipe": None}, "no recipe"),
+        ("synthetic", {"recipe": "pairs:median"}, "no frame_index or window_start or window_end"),
+    ],
+)
+def test_a_null_where_the_format_requires_a_value_is_caught(paired, name, change, said):
+    """Other readers refuse such a manifest; verify names each row."""
+    rows = _rows(paired, name)
+    _write_rows(paired, name, [{**rows[0], **change}, *rows[1:]])
+    [problem] = [p for p in _problems(paired) if p.kind == "row-value"]
+    assert problem.where == rows[0]["key"] and said in problem.detail
+
+
+def test_a_time_beyond_what_python_holds_is_caught(ds):
+    path = ds / "manifests" / "samples.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("captured_at")
+    stamps = pa.array([-(2**62)] + [None] * (len(table) - 1), pa.int64())
+    pq.write_table(table.set_column(index, "captured_at", stamps.cast(pa.timestamp("us"))), path)
+    [problem] = _problems(ds)
+    assert (problem.kind, problem.where) == ("row-value", table["key"][0].as_py())
+    assert problem.detail == "a captured_at outside the years 1 to 9999"
+
+
+def _forge(ds, shard: str, headers: dict[str, str] | None = None, junk: bool = False) -> str:
+    """Write `shard` again, its first member with PAX `headers`, or (`junk`) stored
+    twice, junk first; update its sha256 and size in shards.parquet. Its first member."""
+    with tarfile.open(ds / shard) as tar:
+        members = [(info.name, tar.extractfile(info).read()) for info in tar]
+    if junk:
+        members.insert(0, (members[0][0], b"not the capture"))
+    with tarfile.open(ds / shard, "w", format=tarfile.PAX_FORMAT) as tar:
+        for index, (name, data) in enumerate(members):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.pax_headers = headers if headers and index == 0 else {}
+            tar.addfile(info, io.BytesIO(data))
+    data = (ds / shard).read_bytes()
+    update = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    rows = _rows(ds, "shards")
+    _write_rows(ds, "shards", [{**r, **update} if r["shard"] == shard else r for r in rows])
+    return members[0][0]
+
+
+def test_a_member_stored_twice_is_caught(paired):
+    """Readers take the last copy, `tar x` and first-match readers the first, and
+    webdataset refuses the shard."""
+    shard = _rows(paired, "samples")[0]["shard"]
+    member = _forge(paired, shard, junk=True)
+    [problem] = _problems(paired)
+    assert (problem.kind, problem.where) == ("member-repeated", f"{shard}:{member}")
+    assert "stored 2 times" in problem.detail
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"size": str(2**64)},  # no seek reaches it
+        {  # GNU sparse 1.0, whose data is then no sparse map
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": "x.jpg",
+            "GNU.sparse.realsize": "999",
+        },
+    ],
+)
+def test_a_tar_header_tarfile_cannot_use_is_a_corrupt_shard(paired, headers):
+    shard = _rows(paired, "samples")[0]["shard"]
+    _forge(paired, shard, headers)
+    [problem] = _problems(paired)
+    assert (problem.kind, problem.where) == ("shard-corrupt", shard)
