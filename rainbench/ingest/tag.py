@@ -170,14 +170,7 @@ def retag(
         matched = match.labels
         if not found and not problems:
             summary.empty_sheet = str(labels)
-    rows = samples.to_pylist()
-    unsized = [row["key"] for row in rows if row["width"] is None or row["height"] is None]
-    if unsized:  # the tiny caveat and the reading limits need them
-        raise DatasetError(
-            f"{dataset.location}/manifests/samples.parquet: {len(unsized)} rows have no "
-            f"width or height (the first: {unsized[0]}), which rainbench ingest always "
-            "writes; refused"
-        )
+    rows = samples.to_pylist()  # every row sized: read_manifest refuses one that is not
     _measure_missing(dataset, rows, workers, summary)
     # A tag changes when what it says does, not only the tagger version that said it.
     said = [name for name in TAG_COLUMNS if name != "tagger_version"]
