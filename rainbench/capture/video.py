@@ -507,17 +507,19 @@ def _timed_sample_edits(data: Data) -> tuple[list[tuple[int, bytes]], dict[int, 
     try:
         with av.open(file, "r", metadata_errors="replace") as container:
             for packet in container.demux():
-                if packet.size == 0 or packet.pos is None:
+                if packet.size == 0:  # the demuxer's end-of-stream packet
                     continue
                 if packet.stream.type in ("video", "audio"):
-                    pictures_and_sound[packet.pos] = packet.size
+                    if packet.pos is not None:  # None: FFmpeg does not know where it lies
+                        pictures_and_sound[packet.pos] = packet.size
                     continue
                 payload = bytes(packet)
                 if not (location_hint(payload) or _GPS_TEXT.search(payload)):
                     continue
-                start = max(packet.pos, 0)
-                at = data.find(payload, start, start + len(payload) + _BLOCK_HEADER)
-                if packet.pos < 0 or at < 0:
+                at = -1
+                if packet.pos is not None:
+                    at = data.find(payload, packet.pos, packet.pos + len(payload) + _BLOCK_HEADER)
+                if at < 0:
                     raise CaptureRejected(
                         Reason.GPS_UNCERTAIN,
                         f"a {packet.stream.type} track names a location in a sample that "
@@ -533,7 +535,7 @@ def _timed_sample_edits(data: Data) -> tuple[list[tuple[int, bytes]], dict[int, 
 def _refuse_location_in_media(
     data: Data,
     edits: list[tuple[int, bytes]],
-    media: list[tuple[int, int]],
+    media: Spans,
     pictures_and_sound: dict[int, int],
     fmt: Format,
 ) -> None:
@@ -546,13 +548,8 @@ def _refuse_location_in_media(
         skipped = _blocks_at(data, media, pictures_and_sound)
     else:
         skipped = [(at, at + size) for at, size in pictures_and_sound.items()]
-
-    def trace(text: bytes) -> str | None:
-        found = location_hint(text) or _GPS_POSITION.search(text)
-        return found if found is None or isinstance(found, str) else found[0].decode("latin-1")
-
     for start, stop in _outside(media, skipped):
-        if hint := _scan(data, start, stop, trace, edits):
+        if hint := _scan(data, start, stop, _trace_in_media, edits):
             raise CaptureRejected(
                 Reason.GPS_UNCERTAIN,
                 f"{fmt.name.upper()} media data names a location outside every video and "
@@ -560,9 +557,16 @@ def _refuse_location_in_media(
             )
 
 
-def _blocks_at(
-    data: Data, clusters: list[tuple[int, int]], starts: dict[int, int]
-) -> list[tuple[int, int]]:
+def _trace_in_media(text: bytes) -> str | None:
+    """A location in media data that is no video or audio sample: any trace
+    `location_hint` finds, or "GPS" with a number after it (a subtitle's)."""
+    if hint := location_hint(text):
+        return hint
+    found = _GPS_POSITION.search(text)
+    return None if found is None else found[0].decode("latin-1")
+
+
+def _blocks_at(data: Data, clusters: Spans, starts: dict[int, int]) -> Spans:
     """The whole elements (header to end) of the Matroska blocks in `clusters` whose
     frame data starts at one of `starts`, as FFmpeg reports a block's position."""
     blocks = []
@@ -577,9 +581,7 @@ def _blocks_at(
     return blocks
 
 
-def _outside(
-    spans: list[tuple[int, int]], holes: list[tuple[int, int]]
-) -> Iterator[tuple[int, int]]:
+def _outside(spans: Spans, holes: Spans) -> Iterator[tuple[int, int]]:
     """The parts of `spans` that none of `holes` (disjoint) covers."""
     holes = sorted(holes)
     for start, stop in sorted(spans):
@@ -634,8 +636,8 @@ def _box_edits(data: Data) -> tuple[list[tuple[int, bytes]], Spans, Spans]:
     """Edits neutralising the location boxes of an MP4/QuickTime file; the spans the final
     check skips (the key names of Apple metadata, boxes already looked at); the media data."""
     edits: list[tuple[int, bytes]] = []
-    checked: list[tuple[int, int]] = []
-    media: list[tuple[int, int]] = []
+    checked: Spans = []
+    media: Spans = []
     walk = [(0, len(data), 0, b"")]
     while walk:
         pos, end, depth, parent = walk.pop()
@@ -674,9 +676,7 @@ def _meta_children(data: Data, start: int, stop: int) -> int:
     return start
 
 
-def _meta_edits(
-    data: Data, start: int, stop: int, checked: list[tuple[int, int]]
-) -> list[tuple[int, bytes]]:
+def _meta_edits(data: Data, start: int, stop: int, checked: Spans) -> list[tuple[int, bytes]]:
     """Items of a meta box's ilst that hold a location: by key name (Apple's mdta keys,
     com.apple.quicktime.location.*), by item type (©xyz) or by what they say. The key
     names (which may say location, of a value cleaned) join `checked`."""
@@ -693,9 +693,7 @@ def _meta_edits(
     return edits
 
 
-def _mdta_keys(
-    data: Data, start: int, stop: int, checked: list[tuple[int, int]]
-) -> dict[int, bytes]:
+def _mdta_keys(data: Data, start: int, stop: int, checked: Spans) -> dict[int, bytes]:
     """Apple's metadata keys by their 1-based index: the ilst items' box types. Only the
     names' own bytes join `checked`: whatever else the box holds is scanned."""
     if stop - start < 8:
@@ -741,8 +739,8 @@ def _matroska_edits(data: Data) -> tuple[list[tuple[int, bytes]], Spans, Spans]:
     location, or whose value names one); the spans the final check skips (the names of
     the tags cleaned); the media data (clusters)."""
     edits: list[tuple[int, bytes]] = []
-    cleaned: list[tuple[int, int]] = []
-    clusters: list[tuple[int, int]] = []
+    cleaned: Spans = []
+    clusters: Spans = []
     walk = [(0, len(data), 0)]
     while walk:
         pos, end, depth = walk.pop()
@@ -759,7 +757,7 @@ def _matroska_edits(data: Data) -> tuple[list[tuple[int, bytes]], Spans, Spans]:
 
 
 def _simple_tag_edits(
-    data: Data, start: int, stop: int, cleaned: list[tuple[int, int]], depth: int
+    data: Data, start: int, stop: int, cleaned: Spans, depth: int
 ) -> list[tuple[int, bytes]]:
     if depth > _MAX_DEPTH:
         raise CaptureRejected(Reason.CORRUPT, f"tags nested deeper than {_MAX_DEPTH}")
