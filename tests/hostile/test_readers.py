@@ -10,6 +10,7 @@ import stat
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +20,10 @@ from click.testing import CliRunner
 from rainbench.analysis.intrinsic_dim import from_synthetic_split
 from rainbench.cli import main
 from rainbench.data import RainDataset
+from rainbench.demo.captures import CaptureSpec, write_capture
+from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
+from rainbench.tagging.tagger import load_tagger
 
 PAIRED = "syn-drizzle"
 READERS = ("verify", "stats", "eval", "tag", "synth", "loader", "intrinsic-dim", "score")
@@ -269,8 +273,6 @@ def test_a_row_fault_is_reported_or_refused_in_one_line(fault, reader, hostile_c
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> Path:
     """A rainy and a clean capture, their features cleared so `tag` measures them."""
-    from rainbench.demo.captures import CaptureSpec, write_capture
-    from rainbench.ingest import IngestOptions, ingest
 
     root = tmp_path_factory.mktemp("plain")
     write_capture(root / "rainy", CaptureSpec("rain.jpg", 64, 48, seed=1))
@@ -285,7 +287,6 @@ def plain(tmp_path_factory) -> Path:
 
 
 def _shipped_edited(edit) -> bytes:
-    from rainbench.tagging.tagger import load_tagger
 
     data = json.loads(json.dumps(load_tagger().to_json()))
     edit(data)
@@ -294,7 +295,6 @@ def _shipped_edited(edit) -> bytes:
 
 def _every(name: str, value):
     """Every number of the shipped tagger's `name` (a list or a matrix) set to `value`."""
-    import numpy as np
 
     def edit(data: dict) -> None:
         data[name] = np.full(np.shape(data[name]), value, dtype=object).tolist()
