@@ -24,6 +24,7 @@ from pathlib import Path
 from rainbench import __version__
 from rainbench.errors import RainbenchError, first_line
 from rainbench.files import regular_file, write_atomic
+from rainbench.shards.layout import STORED_SPLIT
 from rainbench.store import (
     create,
     delete,
@@ -60,7 +61,7 @@ OWN_NAMES = frozenset(
 # this size takes at most some 850 MB (`[{},{},…]`), about one 250 MP capture's decode.
 MAX_INFO_BYTES = 32 << 20
 # The names of split fractions in `options.split`: one path segment, as a split's are.
-_SPLIT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_SPLIT_NAME = re.compile(STORED_SPLIT)
 # A reader's look at the lock (`Dataset.writer`) holds it, shared, for an instant: a
 # writer that meets it then tries again this much later before it gives up.
 _LOCK_RETRY_S = 0.05

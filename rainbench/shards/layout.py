@@ -9,6 +9,10 @@ PREVIEW = "preview.jpg"  # a camera RAW's rendered, upright sRGB preview
 RAIN = "rain.png"  # a pair's rainy picture
 GROUND_TRUTH = "gt.png"  # a pair's clean picture
 CONFIDENCE = "confidence.png"  # a real pair's confidence map: grey, 255 trusted, 0 skipped
+# A split name as a reader accepts it (manifests, dataset.json's split fractions): of any
+# length, so a dataset holding a longer one (written before the cap) still reads; the
+# length makes no path leave its folder.
+STORED_SPLIT = "[a-z0-9][a-z0-9_-]*"
 
 
 def member(key: str, ext: str) -> str:

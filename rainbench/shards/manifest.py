@@ -22,6 +22,7 @@ from rainbench.capture.probe import KEY_HEX
 from rainbench.errors import first_line
 from rainbench.files import regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
+from rainbench.shards.layout import STORED_SPLIT
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 
 _TS = pa.timestamp("us")
@@ -150,10 +151,7 @@ KEY = f"[0-9a-f]{{{KEY_HEX}}}"
 # their temporaries, .<12 hex>.tmp more) stay far below the 255 bytes a file system allows.
 SPLIT_MAX = 100
 SPLIT = f"[a-z0-9][a-z0-9_-]{{0,{SPLIT_MAX - 1}}}"
-# A split name as a reader accepts it: of any length, so a dataset holding a longer one
-# (written before the cap) still reads; the length makes no path leave its folder.
-_STORED_SPLIT = "[a-z0-9][a-z0-9_-]*"
-SHARD = rf"shards/(synthetic/)?{_STORED_SPLIT}/{_STORED_SPLIT}-[0-9]{{6,}}\.tar"
+SHARD = rf"shards/(synthetic/)?{STORED_SPLIT}/{STORED_SPLIT}-[0-9]{{6,}}\.tar"
 FORMAT = "|".join(FORMATS)
 MEMBER = r"[a-z0-9]+(\.[a-z0-9]+)*"  # a member's extension: jpg, preview.jpg, rain.png
 
@@ -161,7 +159,7 @@ MEMBER = r"[a-z0-9]+(\.[a-z0-9]+)*"  # a member's extension: jpg, preview.jpg, r
 # that has the column.
 NAMES = {
     "key": (KEY, "key", False),
-    "split": (_STORED_SPLIT, "split name", False),
+    "split": (STORED_SPLIT, "split name", False),
     "shard": (SHARD, "shard path", False),
     "source_key": (KEY, "key", True),
     "near_dup_of": (KEY, "key", True),

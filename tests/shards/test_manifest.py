@@ -129,7 +129,7 @@ def test_a_file_that_is_no_manifest_is_one_line(tmp_path):
 def test_the_patterns_are_the_documented_ones():
     trusts = DOC.read_text().split("## What a reader trusts\n", 1)[1]
     assert f"`{manifest.KEY}`" in trusts and f"`{manifest.SPLIT}`" in trusts
-    assert f"`{manifest._STORED_SPLIT}`" in trusts
+    assert f"`{manifest.STORED_SPLIT}`" in trusts
     assert f"`{manifest.MEMBER}`" in trusts
 
 
