@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.demo.run import DemoResult, Stage
+from rainbench.synth.splits import PairsSummary
 from rainbench.tagging.tagger import load_tagger
 
 
@@ -470,9 +471,11 @@ def test_tag_eval_refuses_options_its_measurement_does_not_read(runner, tmp_path
 
 def test_synth_recipes_are_each_run_once_and_none_is_a_usage_error(runner, tmp_path, monkeypatch):
     asked = []
-    monkeypatch.setattr(
-        "rainbench.cli.synth.synthesize", lambda dataset, options, progress: asked.append(options)
-    )
+    def synthesize(dataset, options, progress):
+        asked.append(options)
+        return PairsSummary()
+
+    monkeypatch.setattr("rainbench.cli.synth.synthesize", synthesize)
     monkeypatch.setattr("rainbench.cli.synth.emit", lambda *args: None)
     result = runner.invoke(main, ["synth", str(tmp_path), "--recipes", " streak, drizzle,streak"])
     assert result.exit_code == 0, result.output

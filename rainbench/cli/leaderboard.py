@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from rainbench.cli import options
+from rainbench.cli.group import fail
 from rainbench.cli.output import emit
 from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate, evaluate_on_ray
 from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
@@ -155,6 +156,19 @@ def eval_command(
             build, ray, dataset, split, results, eval_settings, checkpoint, progress
         )
     emit(reports, as_json, _report_lines)
+    _fail_when_every_image_failed(reports)
+
+
+def _fail_when_every_image_failed(reports: list[SplitReport]) -> None:
+    """Exit 1 when every image this run derained failed: a run that scored nothing is a
+    failure (a derainer that cannot load, a command past its timeout), though failed
+    images beside scored ones are results, reported only."""
+    derained = sum(report.scored for report in reports)
+    if derained and sum(report.failed for report in reports) == derained:
+        where = ", ".join(str(report.path) for report in reports if report.failed)
+        fail(
+            f"every one of the {derained} images derained failed (why: the error column of {where})"
+        )
 
 
 def _report_lines(reports: list[SplitReport]) -> list[str]:

@@ -4,7 +4,7 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.output import emit
-from rainbench.cli.synth import pairs_lines
+from rainbench.cli.synth import fail_if_nothing_made, pairs_lines
 from rainbench.pairs.build import (
     DEFAULT_NAME,
     DEFAULT_SHARD_BYTES,
@@ -115,7 +115,9 @@ def pairs_command(
         shard_bytes=shard_size,
         workers=workers,
     )
-    emit(build_pairs(dataset, pairs_options, progress=progress), as_json, _lines)
+    summary = build_pairs(dataset, pairs_options, progress=progress)
+    emit(summary, as_json, _lines)
+    fail_if_nothing_made(summary, "no frame of any sequence could be paired")
 
 
 def _lines(summary: RealPairsSummary) -> list[str]:

@@ -123,7 +123,9 @@ def synth_command(
     if dataset is None:
         raise click.UsageError("give a DATASET, or --preview IMAGE --out SHEET.png")
     synth_options = SynthOptions(recipes=recipes, shard_bytes=shard_size, **settings)
-    emit(synthesize(dataset, synth_options, progress=progress), as_json, pairs_lines)
+    summary = synthesize(dataset, synth_options, progress=progress)
+    emit(summary, as_json, pairs_lines)
+    fail_if_nothing_made(summary, "every render failed")
 
 
 _IMPORT_HELP = """Store a public paired set found at PATH as the paired split NAME of DATASET.
@@ -230,6 +232,14 @@ def import_paired_command(
         fail(f"{path}: {found}")
     if summary.failed:
         fail(f"{len(summary.failed)} pairs of {path} could not be read (failed: above)")
+
+
+def fail_if_nothing_made(summary: PairsSummary, why: str) -> None:
+    """Exit 1 with `why` when this run reported failures and no split holds a pair:
+    a run that made nothing is a failure; failed pairs beside stored ones are reported
+    only (`failed:` lines, exit 0), as eval reports failed images."""
+    if summary.failed and not sum(summary.stored.values()) + sum(summary.existing.values()):
+        fail(f"no pair stored: {why} (failed: above)")
 
 
 def pairs_lines(summary: PairsSummary) -> list[str]:

@@ -776,7 +776,13 @@ def test_name_files_a_registered_derainer_and_timeout_goes_to_the_command(tmp_pa
         main,
         ["eval", "--model-cmd", slow, "--name", "slow", "--timeout", "0.5", *common],
     )  # fmt: skip
-    assert timed.exit_code == 0, timed.output
+    # Every image failed: results kept, and the run fails, saying where to look.
+    assert timed.exit_code == 1, timed.output
+    assert "0 scored, 3 failed, 0 already done" in timed.stdout
+    parquet = results / "slow" / "ds" / "syn-streak.parquet"
+    assert timed.stderr == (
+        f"error: every one of the 3 images derained failed (why: the error column of {parquet})\n"
+    )
     errors = set(_table(results, "slow", "syn-streak").error)
     assert errors == {"DerainerError: slow: the command ran past its 0.5 s timeout"}
     # Results from when the timeout was one of the command's options, or made with

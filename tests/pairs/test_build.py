@@ -437,6 +437,25 @@ def test_a_sequences_frames_are_closed_with_it(tmp_path, video, monkeypatch):
     assert opened[0].fileobj.closed
 
 
+def test_a_run_that_pairs_nothing_fails_the_command(tmp_path, video):
+    # Its only video fails as it opens: the failure is reported and the run exits 1,
+    # since nothing was made; a failure beside stored pairs is reported only (above).
+    ds = tmp_path / "ds"
+    ingest([video[0]], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    rows = [{**row, "frames": 400} for row in rows]
+    manifest.write_manifest(path, pa.Table.from_pylist(rows, schema=manifest.SAMPLES))
+
+    result = CliRunner().invoke(main, ["pairs", str(ds), "-j", "1", "--no-progress"])
+
+    assert result.exit_code == 1
+    assert "the manifest says 400" in result.stderr
+    assert result.stderr.endswith(
+        "error: no pair stored: no frame of any sequence could be paired (failed: above)\n"
+    )
+
+
 def test_a_video_without_the_frames_its_row_counts_fails_alone(tmp_path, video, write_burst):
     # A video row's `frames` raised past the real count, and a still re-marked as a
     # video: windows are planned from the count, so each fails once, as it opens, and

@@ -243,3 +243,22 @@ def test_cli(ds, tmp_path):
     assert preview.exit_code == 0 and sheet.exists()
     assert runner.invoke(main, ["synth", "--preview", str(image)]).exit_code == 2
     assert runner.invoke(main, ["synth"]).exit_code == 2
+
+
+def test_a_run_whose_every_render_fails_fails_the_command(ds, monkeypatch):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+    from rainbench.shards.members import ShardError
+    from rainbench.synth import build as build_module
+
+    def damaged(task):
+        raise ShardError(f"{task.shard}: damaged")
+
+    monkeypatch.setattr(build_module, "_read_source", damaged)
+    args = ["synth", str(ds), "--recipes", "drizzle", "-j", "1", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == 1
+    assert result.stderr.count(": damaged") == 5
+    assert result.stderr.endswith("error: no pair stored: every render failed (failed: above)\n")
