@@ -254,6 +254,18 @@ def _build(
         if row["source_key"] not in existing
         or (row["source_key"] in paired and row["job"] not in planned_jobs)
     ]
+    # Each sequence is opened, and its rain-free frames found, once; a sequence that
+    # does not open (a video with other frames than the manifest counts) fails once, not
+    # once for each of the windows its count would make. Those whose pairs changed are
+    # opened first: one that does not open keeps its pairs, never dropped for a count
+    # it does not hold.
+    rain_free: dict[str, tuple[int, ...]] = {}
+    unopened: dict[str, str] = {}
+    changed_keys = {row["source_key"] for row in changed} & paired
+    reopened = [s for s in sequences if s.key in changed_keys]
+    _open(dataset.root, reopened, options, pool, rain_free, unopened)
+    changed = [row for row in changed if row["source_key"] not in unopened]
+    planned = [(s, window, job) for s, window, job in planned if s.key not in unopened]
     # They (all, from an earlier version) are dropped with the shards that hold them, in
     # one write of the manifest, and those shards' other pairs made again — whichever
     # sequences were asked for — so a run killed after it resumes as any other.
@@ -266,19 +278,8 @@ def _build(
         again = [s for s in every if s.key in lost - paired and s.frames >= least]
         planned += _planned(again, digest, options.estimate)
     done = {row["job"] for row in stored}
-    pending = {s.key: s for s, _, job in planned if job not in done}
-    # Found whatever `prefer_rain_free` says: a dry frame is never paired as a rainy one.
-    rain_free: dict[str, tuple[int, ...]] = dict.fromkeys((s.key for s, _, _ in planned), ())
-    # A sequence that does not open (a video with other frames than the manifest
-    # counts) fails once, not once for each of the windows its count would make.
-    unopened: dict[str, str] = {}
-    if pending:
-        tasks = [SequenceTask(dataset.root, s, options.estimate) for s in pending.values()]
-        for key, found in zip(pending, pool.map_ordered(_rain_free, tasks), strict=True):
-            if isinstance(found, str):
-                unopened[key] = found
-            else:
-                rain_free[key] = found
+    pending = {s.key: s for s, _, job in planned if job not in done and s.key not in rain_free}
+    _open(dataset.root, list(pending.values()), options, pool, rain_free, unopened)
     jobs = [
         PairJob(
             split=options.name,
@@ -288,8 +289,9 @@ def _build(
                 "source_key": sequence.key,
                 "group": sequence.key,  # a sequence never straddles two splits
             },
+            # A sequence all of whose pairs are stored was not opened: none is made.
             task=WindowTask(
-                dataset.root, sequence, window, rain_free[sequence.key], options.estimate
+                dataset.root, sequence, window, rain_free.get(sequence.key, ()), options.estimate
             ),
         )
         for sequence, window, job in planned
@@ -432,6 +434,25 @@ def _pair(estimate, rain: np.ndarray, options: EstimateOptions, part: str) -> Ma
         "estimate_options": asdict(options),
     }
     return MadePair(members, metadata, part=part)
+
+
+def _open(
+    root: Path,
+    sequences: list[Sequence],
+    options: PairsOptions,
+    pool: WorkerPool,
+    rain_free: dict[str, tuple[int, ...]],
+    unopened: dict[str, str],
+) -> None:
+    """Open each of `sequences` in `pool`: its rain-free frames into `rain_free` (found
+    whatever `prefer_rain_free` says: a dry frame is never paired as a rainy one), or
+    why it does not open into `unopened`, by key."""
+    tasks = [SequenceTask(root, s, options.estimate) for s in sequences]
+    for sequence, found in zip(sequences, pool.map_ordered(_rain_free, tasks), strict=True):
+        if isinstance(found, str):
+            unopened[sequence.key] = found
+        else:
+            rain_free[sequence.key] = found
 
 
 def _rain_free(task: SequenceTask) -> tuple[int, ...] | str:

@@ -437,6 +437,24 @@ def test_a_sequences_frames_are_closed_with_it(tmp_path, video, monkeypatch):
     assert opened[0].fileobj.closed
 
 
+def test_a_forged_frame_count_does_not_drop_the_pairs_already_made(paired):
+    # Windows are planned from the count, so a raised count reads as frames that changed
+    # since: the video is opened before its pairs would be dropped, and it fails alone.
+    ds, _ = paired
+    before = _pairs(ds)
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    rows = [{**row, "frames": 400} for row in rows]
+    manifest.write_manifest(path, pa.Table.from_pylist(rows, schema=manifest.SAMPLES))
+
+    summary = build_pairs(ds, PairsOptions(workers=1))
+
+    assert _pairs(ds) == before
+    assert not summary.changed["lab-pairs"] and not summary.stored["lab-pairs"]
+    [(key, why)] = summary.failed
+    assert key == rows[0]["key"] and why.endswith("the manifest says 400 (run rainbench verify)")
+
+
 def test_a_run_that_pairs_nothing_fails_the_command(tmp_path, video):
     # Its only video fails as it opens: the failure is reported and the run exits 1,
     # since nothing was made; a failure beside stored pairs is reported only (above).
