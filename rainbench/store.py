@@ -1,7 +1,7 @@
 """Object stores (`s3://`, `gs://`, any fsspec protocol) as places for datasets and
 captures: telling a URL from a local path, the fsspec filesystem behind it, reading by
-range or as a stream, atomic uploads, objects made only where none is, and the local
-folders that mirror a store's URL.
+range or as a stream, copying to a file a block at a time, atomic uploads, objects made
+only where none is, and the local folders that mirror a store's URL.
 
 Credentials and endpoints come from where each store's own client looks (AWS_* and
 AWS_ENDPOINT_URL, ~/.aws, GOOGLE_APPLICATION_CREDENTIALS, fsspec's configuration);
@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from rainbench.errors import RainbenchError, first_line
+from rainbench.files import fsync_dir
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
@@ -126,6 +127,30 @@ def read_range(url: str, start: int, end: int) -> bytes:
     fs, path = filesystem(url)
     with _reporting(url):
         return fs.cat_file(path, start=start, end=end)
+
+
+def download(url: str, local: Path) -> None:
+    """Copy the object at `url` to `local` a block at a time (a manifest of millions of
+    rows is never held whole), so that readers of `local` see the old file or the new:
+    a temporary of this process's own beside it, renamed (processes that hold no lock
+    may refresh one mirror at once; the last rename wins)."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
+    try:
+        with open_stream(url) as source, open(tmp, "wb") as handle:
+            while True:
+                with _reporting(url):
+                    block = source.read(STREAM_BLOCK)
+                if not block:
+                    break
+                handle.write(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, local)
+    except BaseException:  # a store's failure, disk full, interrupted: no temporary stays
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(local.parent)
 
 
 def upload(local: Path, url: str) -> None:

@@ -55,9 +55,10 @@ from rainbench.shards.dataset import (
     initial_info,
     new_run_id,
     open_for_writing,
+    stored_info,
 )
 from rainbench.shards.tar import TMP_SUFFIX, publish
-from rainbench.store import delete, is_url, read_bytes, version
+from rainbench.store import delete, is_url, version
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
@@ -247,7 +248,7 @@ def _moved_on(dataset: Dataset) -> bool:
     if dataset.url is None:
         return False
     try:
-        stored = read_bytes(f"{dataset.url}/dataset.json")
+        stored = stored_info(f"{dataset.url}/dataset.json")
     except FileNotFoundError:
         stored = None
     try:

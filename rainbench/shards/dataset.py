@@ -28,6 +28,7 @@ from rainbench.shards.layout import STORED_SPLIT
 from rainbench.store import (
     create,
     delete,
+    download,
     is_url,
     mirror_dir,
     mirrored_url,
@@ -158,16 +159,12 @@ class Dataset:
         for name in names:
             url = f"{self.url}/{name}"
             try:
-                # dataset.json only as far as `read_info` reads it, which refuses it then.
-                data = (
-                    read_range(url, 0, MAX_INFO_BYTES + 1)
-                    if name == "dataset.json"
-                    else read_bytes(url)
-                )
+                if name == "dataset.json":  # as far as `read_info` reads it, which refuses it then
+                    write_atomic(self.root / name, stored_info(url), shared=True)
+                else:  # a block at a time: a manifest of millions of rows is large
+                    download(url, self.root / name)
             except FileNotFoundError:
                 (self.root / name).unlink(missing_ok=True)
-                continue
-            write_atomic(self.root / name, data, shared=True)
 
     def push(self) -> None:
         """Publish a mirror's manifests, then dataset.json, to the store (each upload is
@@ -289,6 +286,12 @@ class Dataset:
                 fcntl.flock(handle, fcntl.LOCK_UN)
                 return None
             return _one_line(handle.read(1000).decode("utf-8", "replace")) or "another process"
+
+
+def stored_info(url: str) -> bytes:
+    """A store's dataset.json as far as `Dataset.read_info` reads it (one byte past
+    MAX_INFO_BYTES: a longer one is refused there), never a hostile size whole."""
+    return read_range(url, 0, MAX_INFO_BYTES + 1)
 
 
 def read_json(path: Path, limit: int) -> object:

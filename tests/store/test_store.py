@@ -1,8 +1,10 @@
 """rainbench.store: which locations are URLs, the one-line hint when a store's driver is
-missing, listings, ranged reads, objects made only where none is, and mirror folders
-that only the cache can make."""
+missing, listings, ranged reads, block-wise downloads, objects made only where none is,
+and mirror folders that only the cache can make."""
 
 import json
+import os
+import tracemalloc
 
 import fsspec.core
 import pytest
@@ -57,6 +59,31 @@ def test_listing_size_and_ranged_reads(bucket, tmp_path):
     local.write_bytes(b"uploaded")
     store.upload(local, f"{bucket}/up.bin")
     assert store.read_bytes(f"{bucket}/up.bin") == b"uploaded"
+
+
+def test_download_copies_a_block_at_a_time_and_leaves_no_temporary(bucket, tmp_path):
+    fs = s3fs.S3FileSystem()
+    data = bytes(range(256)) * (3 * store.STREAM_BLOCK // 256 + 7)  # 3 blocks and a bit
+    fs.pipe_file(f"{bucket.removeprefix('s3://')}/m.parquet", data)
+    target = tmp_path / "mirror" / "m.parquet"
+    store.download(f"{bucket}/m.parquet", target)
+    assert target.read_bytes() == data
+    with pytest.raises(FileNotFoundError):
+        store.download(f"{bucket}/gone.parquet", target)
+    assert target.read_bytes() == data and os.listdir(target.parent) == ["m.parquet"]
+
+    # Never the whole object in memory (a manifest of millions of rows): a local file,
+    # where no server's buffers count, of eight blocks.
+    source = tmp_path / "large.bin"
+    source.write_bytes(os.urandom(8 * store.STREAM_BLOCK))
+    tracemalloc.start()
+    try:
+        store.download(source.as_uri(), tmp_path / "copy.bin")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
+    assert peak < 4 * store.STREAM_BLOCK
 
 
 def test_create_makes_an_object_only_where_none_is(bucket, monkeypatch):
