@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rainbench.ingest.taggers import active_tagger
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
+from rainbench.shards.fitted import active_tagger
 from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, feature_column
 from rainbench.tagging.scores import calibration_error, decide_all, f1_scores
 from rainbench.tagging.tagger import RAIN_TYPES, UNLIKE, Tagger, load_tagger

@@ -38,7 +38,6 @@ from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, is_known, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
 from rainbench.ingest.tag import LabelsRejected, read_labels, retag
-from rainbench.ingest.taggers import active_tagger
 from rainbench.ingest.write import (
     UnitResult,
     UnitTask,
@@ -57,6 +56,7 @@ from rainbench.shards.dataset import (
     open_for_writing,
     stored_info,
 )
+from rainbench.shards.fitted import active_tagger
 from rainbench.shards.tar import TMP_SUFFIX, publish
 from rainbench.store import delete, is_url, version
 

@@ -17,17 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from rainbench.capture.formats import FORMATS
-from rainbench.ingest.taggers import (
-    FitReport,
-    active_tagger,
-    reusable,
-    store_fitted,
-    use_fitted,
-    use_shipped,
-)
+from rainbench.ingest.taggers import FitReport, reusable, store_fitted, use_fitted, use_shipped
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, writing
+from rainbench.shards.fitted import active_tagger
 from rainbench.shards.layout import member
 from rainbench.shards.members import (
     ShardError,

@@ -7,27 +7,19 @@ shipped one active again. Fits stay on disk.
 
 In a store, a mirror holds the fits it was asked for: a reader fetches the active one
 alone, again whenever the copy here is not the version dataset.json names (the URL holds
-a dataset made anew since); `--fit` fetches them all, and uploads the one it adds.
+a dataset made anew since); `--fit` fetches them all, and uploads the one it adds. The
+active one is read by `rainbench.shards.fitted`, as `verify` reads it.
 """
 
 import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rainbench.errors import first_line
 from rainbench.files import write_atomic
-from rainbench.shards.dataset import TAGGERS, Dataset, DatasetError, read_json
-from rainbench.store import listing, read_range, upload
+from rainbench.shards.dataset import Dataset
+from rainbench.shards.fitted import FIT_NAME, FOLDER, INFO_KEY, MAX_BYTES, fetch, read_fitted
+from rainbench.store import listing, upload
 from rainbench.tagging.tagger import Tagger, load_tagger
-
-FOLDER = TAGGERS
-INFO_KEY = "tagger"  # dataset.json: {"version", "path"} of the active fitted tagger
-_FIT_NAME = re.compile(r"tagger-fit-[0-9]+\.json")
-_FITTED = re.compile(rf"{FOLDER}/{_FIT_NAME.pattern}")
-# A fit is some 25 kB; a file named like one but far larger is no tagger, never fetched
-# from a store nor read here.
-MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -59,59 +51,6 @@ class FitReport:
         return {**self.__dict__, "beats_shipped": self.beats_shipped}
 
 
-def active_tagger(dataset: Dataset) -> Tagger:
-    """The dataset's fitted tagger when it has one, else the shipped tagger; always the
-    version dataset.json names."""
-    entry = _active_entry(dataset)
-    if entry is None:
-        return load_tagger()
-    path = dataset.inside(entry["path"])
-    shown = f"{dataset.location}/{entry['path']}"
-    try:
-        if dataset.url is not None and _version(path) != entry["version"]:
-            _fetch(dataset, entry["path"])
-        tagger = _read(path, shown)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DatasetError(
-            f"{shown}: cannot read the dataset's fitted tagger ({first_line(error)}); "
-            "fit it again with rainbench tag --fit"
-        ) from None
-    if tagger.version != entry["version"]:
-        raise DatasetError(
-            f"{shown} holds tagger {tagger.version}, not {entry['version']}, which "
-            "dataset.json names; fit it again with rainbench tag --fit"
-        )
-    return tagger
-
-
-def _read(path: Path, shown: str) -> Tagger:
-    """The fitted tagger stored at `path` (`shown` to the user): a file larger than
-    MAX_BYTES is refused unread, and parameters that are no tagger's in `from_json`."""
-    return Tagger.from_json(read_json(path, MAX_BYTES), source=shown)
-
-
-def _version(path: Path) -> str | None:
-    """The version a stored tagger file says it is; None when there is none to read."""
-    try:
-        found = read_json(path, MAX_BYTES)
-    except (OSError, ValueError):
-        return None
-    return found.get("version") if isinstance(found, dict) else None
-
-
-def _fetch(dataset: Dataset, name: str) -> None:
-    """Copy the store's `name` (under the dataset) into the mirror: one ranged read, so a
-    huge object in its place costs no more than MAX_BYTES."""
-    data = read_range(f"{dataset.url}/{name}", 0, MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise DatasetError(
-            f"{dataset.url}/{name} is larger than {MAX_BYTES >> 20} MB, which no fitted "
-            "tagger is; refused"
-        )
-    dataset.taggers.mkdir(exist_ok=True)
-    write_atomic(dataset.root / name, data, shared=True)
-
-
 def _fits(dataset: Dataset) -> list[Path]:
     """The dataset's stored fits. A mirror's are first made the store's: each fetched, and
     those the store no longer has removed, so none is left from an earlier dataset at the
@@ -121,13 +60,13 @@ def _fits(dataset: Dataset) -> list[Path]:
         stored = {
             name
             for name, (size, _) in listing(f"{dataset.url}/{FOLDER}").items()
-            if _FIT_NAME.fullmatch(name) and size <= MAX_BYTES
+            if FIT_NAME.fullmatch(name) and size <= MAX_BYTES
         }
         for path in folder.glob("tagger-fit-*.json"):
             if path.name not in stored:
                 path.unlink()
         for name in sorted(stored):
-            _fetch(dataset, f"{FOLDER}/{name}")
+            fetch(dataset, f"{FOLDER}/{name}")
     return list(folder.glob("tagger-fit-*.json"))
 
 
@@ -137,7 +76,7 @@ def reusable(dataset: Dataset, labels_sha256: str) -> tuple[Tagger, FitReport] |
     base = load_tagger().version
     for path in sorted(_fits(dataset), reverse=True, key=_number):
         try:
-            tagger = _read(path, f"{dataset.location}/{FOLDER}/{path.name}")
+            tagger = read_fitted(path, f"{dataset.location}/{FOLDER}/{path.name}")
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: fitted again, into a new file
         report = tagger.calibration.get("fit")
@@ -187,7 +126,7 @@ def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> tuple[T
     taken = [path.name for path in folder.glob("tagger-fit-*.json")]
     if dataset.url is not None:  # and never a name the store has, whatever is here
         taken += listing(f"{dataset.url}/{FOLDER}")
-    number = max([0, *(_number(Path(name)) for name in taken if _FIT_NAME.fullmatch(name))]) + 1
+    number = max([0, *(_number(Path(name)) for name in taken if FIT_NAME.fullmatch(name))]) + 1
     version = f"{report.base_version}-fit-{number}-{report.labels_sha256[:8]}"
     path = f"{FOLDER}/tagger-fit-{number}.json"
     report = replace(report, version=version, path=path, reused=False)
@@ -201,21 +140,3 @@ def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> tuple[T
     if dataset.url is not None:
         upload(dataset.root / path, f"{dataset.url}/{path}")
     return fitted, report
-
-
-def _active_entry(dataset: Dataset) -> dict | None:
-    if not dataset.exists():
-        return None
-    entry = dataset.read_info().get(INFO_KEY)
-    if entry is None:
-        return None
-    info = f"{dataset.location}/dataset.json"
-    if not isinstance(entry, dict) or not all(
-        isinstance(entry.get(name), str) for name in ("version", "path")
-    ):
-        raise DatasetError(f"{info}: '{INFO_KEY}' is not a tagger's version and path")
-    if not _FITTED.fullmatch(entry["path"]):  # a name from the dataset: never outside it
-        raise DatasetError(
-            f"{info}: tagger path {entry['path']!r} is not {FOLDER}/tagger-fit-<n>.json; refused"
-        )
-    return entry

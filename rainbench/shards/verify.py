@@ -10,7 +10,7 @@ would take the last copy, webdataset refuses the shard). A manifest row without 
 value the format requires is reported where every other reader refuses the manifest.
 A video member must open and hold the frames its row counts (its packets are demuxed,
 nothing is decoded; skipped where PyAV is not installed). Nothing is decoded as a
-picture.
+picture. The fitted tagger dataset.json names, if any, must read as ingest reads it.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
 link, a sparse file, a device) is reported, never read. A dataset in an object store is
 checked the same way: each shard object streams by once (no local copy), and the
@@ -37,6 +37,7 @@ from rainbench.files import regular_file
 from rainbench.parallel import distribute
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
+from rainbench.shards.fitted import active_tagger
 from rainbench.shards.layout import GROUND_TRUTH, METADATA, PREVIEW, RAIN
 from rainbench.shards.layout import member as layout_member
 from rainbench.shards.members import (
@@ -226,7 +227,18 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
         if name.endswith(TMP_SUFFIX):
             problems.append(Problem("stray-temporary", name, "a shard that was never finished"))
     problems += _check_counts(info.get("counts"), samples, pairs)
+    problems += _check_tagger(dataset)
     return problems
+
+
+def _check_tagger(dataset: Dataset) -> list[Problem]:
+    """The fitted tagger dataset.json names, read as ingest and `tag` read it: present,
+    within its size, a tagger's parameters, and the version named."""
+    try:
+        active_tagger(dataset)
+    except DatasetError as error:  # its message names the file
+        return [Problem("tagger", "dataset.json", str(error))]
+    return []
 
 
 def _capture_entry(row: dict) -> Entry:

@@ -327,6 +327,9 @@ def test_a_hostile_fitted_tagger_stops_tag_in_one_line(plain, fitted, tmp_path):
     result = CliRunner().invoke(main, ["tag", str(ds), "--workers", "1"])
     assert _one_line_error(result) and "tagger-fit-1.json: cannot read" in result.stderr
     assert (ds / "manifests" / "samples.parquet").read_bytes() == before
+    checked = CliRunner().invoke(main, ["verify", str(ds), "--workers", "1"])
+    assert checked.exit_code == 1
+    assert f"tagger: dataset.json: {ds}/taggers/tagger-fit-1.json: cannot read" in checked.stderr
 
 
 INFOS = {

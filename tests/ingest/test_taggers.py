@@ -14,7 +14,8 @@ from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest.tag import _scenes, tag_dataset
 from rainbench.ingest.taggers import FitReport
-from rainbench.shards.dataset import DatasetError
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.verify import verify
 from rainbench.tagging.fit import TooFewLabels
 from rainbench.tagging.tagger import load_tagger
 
@@ -161,9 +162,14 @@ def test_too_few_labels_change_nothing(tmp_path, ds):
 
 def test_an_unreadable_fitted_tagger_is_one_clear_error(tmp_path, ds, fits_win):
     tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True)
+    assert verify(Dataset(ds), workers=1) == []
     (ds / "taggers" / "tagger-fit-1.json").write_text("{")
     with pytest.raises(DatasetError, match="fit it again with rainbench tag --fit"):
         tag_dataset(ds)
+    # verify reads it as ingest and tag do
+    [problem] = verify(Dataset(ds), workers=1)
+    assert (problem.kind, problem.where) == ("tagger", "dataset.json")
+    assert problem.detail.startswith(f"{ds}/taggers/tagger-fit-1.json: cannot read the dataset's")
 
 
 def test_a_tagger_path_leading_outside_the_dataset_is_refused(tmp_path, ds):

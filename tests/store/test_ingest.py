@@ -330,8 +330,8 @@ def test_a_dataset_uploaded_with_its_fitted_tagger_tags_new_captures_with_it(
     an ingest into the URL fetches its fitted tagger with the manifests and uses it."""
     from dataclasses import replace
 
-    from rainbench.ingest.taggers import INFO_KEY
     from rainbench.shards.dataset import Dataset
+    from rainbench.shards.fitted import INFO_KEY
     from rainbench.tagging.tagger import load_tagger
 
     files = sorted(p for p in capture_folder.rglob("*") if p.is_file())
@@ -379,7 +379,7 @@ def test_a_fitted_tagger_fetched_before_is_fetched_again_once_the_dataset_names_
     """The URL's dataset was made again since (deleted, ingested and fitted anew from
     another cache): the copy of taggers/tagger-fit-1.json here is an older fit's, and
     neither readers nor an ingest from here use it."""
-    from rainbench.ingest.taggers import active_tagger
+    from rainbench.shards.fitted import active_tagger
 
     for folder, seed in (("first", 2), ("second", 8), ("later", 12)):
         for spec in sample_specs(3, seed=seed, size=(160, 120)):
@@ -398,7 +398,7 @@ def test_a_fitted_tagger_fetched_before_is_fetched_again_once_the_dataset_names_
 
 
 def test_readers_fetch_only_the_fitted_tagger_dataset_json_names(bucket, raw, tmp_path):
-    from rainbench.ingest.taggers import active_tagger
+    from rainbench.shards.fitted import active_tagger
 
     url = f"{bucket}/ds"
     ingest([raw], url, OPTIONS)
