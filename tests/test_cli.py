@@ -471,6 +471,7 @@ def test_tag_eval_refuses_options_its_measurement_does_not_read(runner, tmp_path
 
 def test_synth_recipes_are_each_run_once_and_none_is_a_usage_error(runner, tmp_path, monkeypatch):
     asked = []
+
     def synthesize(dataset, options, progress):
         asked.append(options)
         return PairsSummary()
