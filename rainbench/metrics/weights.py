@@ -184,9 +184,19 @@ def status(weights_dir: str | Path | None = None) -> list[WeightStatus]:
 
 
 def require(metric: str, weights_dir: str | Path | None = None) -> Path | None:
-    """The checked weight file `metric` loads; None when it needs none."""
+    """The checked weight file `metric` loads; None when it needs none. pyiqa unpickles
+    a .pth whole (`weights_only=False`), so one with no checksum to hold it to must first
+    read as plain tensors, as `import_file` demands: a pickle that would run code, put
+    in the weights folder by hand, never reaches pyiqa."""
     found = required(metric, weights_dir)
-    return found.path if found else None
+    if found is None:
+        return None
+    if found.state == "unverified" and found.path.suffix == ".pth":
+        try:
+            _check_loads(found.path, found.file, f"replace it: {found.file.command}")
+        except MetricError as error:
+            raise MetricError(f"{metric}: {error}") from None
+    return found.path
 
 
 def loaded_weights(metrics, weights_dir: str | Path | None = None) -> dict[str, str | None]:
@@ -236,7 +246,7 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
             f"{_found(sha256)}, expected {file.expected} ({file.source})"
         )
     if state == "unverified" and path.suffix == ".pth":
-        _check_loads(path, file)  # no checksum to hold it to: at least it must be PyTorch's
+        _check_loads(path, file, "nothing was imported")  # no checksum: at least plain tensors
     dest = resolve_dir(weights_dir) / file.name
     if not (dest.exists() and dest.samefile(path)):
         write_atomic(dest, Path(path).read_bytes())
@@ -266,16 +276,16 @@ def _unpublished() -> str:
     return ", ".join(name for name, file in KNOWN_FILES.items() if file.sha256 is None)
 
 
-def _check_loads(path: Path, file: WeightFile) -> None:
-    """Refuse a .pth file that PyTorch cannot read as plain tensors."""
-    import torch  # here: only an import of an unverified weight file needs it
+def _check_loads(path: Path, file: WeightFile, then: str) -> None:
+    """Refuse a .pth file that PyTorch cannot read as plain tensors, saying `then`."""
+    import torch  # here: only an unverified weight file needs it
 
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # whatever the unpickler makes of bytes that are no .pth: not shown
         raise MetricError(
-            f"{path} is not a PyTorch weight file, which {file.name} for "
-            f"{', '.join(file.metrics)} must be ({file.source}); nothing was imported"
+            f"{path} is not a PyTorch weight file of plain tensors, which {file.name} for "
+            f"{', '.join(file.metrics)} must be ({file.source}); {then}"
         ) from None
 
 

@@ -116,7 +116,8 @@ def test_missing_weights_give_the_clear_error(metric, file, empty_weights):
 def test_a_weight_file_that_does_not_load_is_one_line(empty_weights):
     empty_weights.mkdir()
     (empty_weights / "brisque_svm_weights.pth").write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(MetricError, match=r"^brisque: .* does not load .*; replace it: "):
+    message = r"^brisque: .* is not a PyTorch weight file of plain tensors, .*; replace it: "
+    with pytest.raises(MetricError, match=message):
         create_metric("brisque", weights_dir=str(empty_weights))
 
 

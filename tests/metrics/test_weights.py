@@ -235,11 +235,36 @@ def test_an_unverified_file_that_is_no_pytorch_file_is_refused(isolated, tmp_pat
     pytest.importorskip("torch")
     source = tmp_path / BRISQUE
     source.write_bytes(bytes(range(256)) * 4)
-    message = r"is not a PyTorch weight file, which brisque_svm_weights\.pth for brisque must be"
+    message = r"is not a PyTorch weight file of plain tensors, which brisque_svm_weights\.pth"
     with pytest.raises(MetricError, match=message + r".*; nothing was imported$") as error:
         weights.import_file(source, isolated)
     _plain(str(error.value))
     assert not (isolated / BRISQUE).exists()
+
+
+class _RunsCode:
+    """Unpickled, it writes a file: what a hostile .pth would do instead."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "ran"))
+
+
+def test_a_pickle_that_runs_code_in_the_weights_folder_never_reaches_pyiqa(isolated, tmp_path):
+    # pyiqa unpickles brisque's file whole; with no checksum to hold it to, it is read as
+    # plain tensors first. Put in place by hand, not imported.
+    torch = pytest.importorskip("torch")
+    ran = tmp_path / "ran"
+    isolated.mkdir(exist_ok=True)
+    torch.save({"sv": _RunsCode(ran)}, isolated / BRISQUE)
+    message = rf"^brisque: {isolated / BRISQUE} is not a PyTorch weight file of plain tensors"
+    with pytest.raises(MetricError, match=message + r".*; replace it: rainbench weights import"):
+        weights.require("brisque", isolated)
+    assert not ran.exists()
+    torch.save([torch.zeros(2), torch.zeros(2, 3)], isolated / BRISQUE)
+    assert weights.require("brisque", isolated) == isolated / BRISQUE
 
 
 def test_missing_file_names_the_file_the_folders_and_the_command(isolated):
