@@ -16,11 +16,14 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from rainbench.cli import main
+from rainbench.files import file_sha256
 from rainbench.models.cclgan import CCLGANDerainer, ResnetGenerator
 from rainbench.models.registry import create_derainer
 from rainbench.shards.dataset import DatasetError
+from rainbench.train.cclgan import encoders
 from rainbench.train.cclgan.config import CCLGANConfig
 from rainbench.train.cclgan.encoders import CLIPImageEncoder, VGG16Features
 from rainbench.train.cclgan.trainer import LOSS_TERMS, train
@@ -168,6 +171,50 @@ def test_clip_reads_the_visual_tower_of_a_clip_state_dict(tmp_path):
     [embedding] = encoder(image)
     assert embedding.shape == (2, 16)
     assert torch.equal(embedding, published(image)[0])
+
+
+def test_clip_runs_no_torchscript_but_openais_own(tmp_path, monkeypatch):
+    # A TorchScript archive is a program: one not known by OpenAI's sha256 is refused
+    # unrun; OpenAI's (here: this archive, its sha256 taken as theirs) is loaded.
+    tiny = {"width": 32, "layers": 2, "heads": 4, "patch": 8, "resolution": 32, "output": 16}
+    published = CLIPImageEncoder(**tiny)
+    with pytest.warns(FutureWarning):  # torch.jit.script is deprecated; OpenAI's file is one
+        scripted = torch.jit.script(_Visual(_parameters_only(published)))
+    scripted.save(str(tmp_path / "ViT-B-32.pt"))
+    encoder = CLIPImageEncoder(**tiny)
+    with pytest.raises(DatasetError, match=r"neither OpenAI's ViT-B-32\.pt \(sha256 40d36571…\)"):
+        encoder.load_published(tmp_path / "ViT-B-32.pt")
+    own = file_sha256(tmp_path / "ViT-B-32.pt")
+    monkeypatch.setattr(encoders, "OPENAI_VIT_B_32_SHA256", own)
+    encoder.load_published(tmp_path / "ViT-B-32.pt")
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(encoder(image)[0], published(image)[0])
+
+
+def _parameters_only(module: nn.Module) -> nn.Module:
+    """`module`'s parameters in modules of the same names, its buffers left out (as in
+    OpenAI's archive, which holds no normalisation)."""
+    copy = _Holder()
+    for name, parameter in module.named_parameters(recurse=False):
+        copy.register_parameter(name, parameter)
+    for name, child in module.named_children():
+        copy.add_module(name, _parameters_only(child))
+    return copy
+
+
+class _Holder(nn.Module):
+    """Parameters and modules only."""
+
+
+class _Visual(nn.Module):
+    """A CLIP model whose image tower is `visual`, as OpenAI's archive holds it."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def test_a_cyclegan_generator_imports_and_derains_any_size(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rainbench.files import file_sha256
 from rainbench.shards.dataset import DatasetError
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -76,6 +77,8 @@ def semantic_encoder(name: str, random: bool, weights_dir: Path | None = None) -
     return encoder.eval().requires_grad_(False)
 
 
+# OpenAI's ViT-B-32.pt, as openai/CLIP checks its download (its URL names it).
+OPENAI_VIT_B_32_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -140,10 +143,17 @@ class CLIPImageEncoder(nn.Module):
 
     def load_published(self, path: Path) -> None:
         """OpenAI's ViT-B-32.pt (a TorchScript archive) or a plain state dict of the
-        whole CLIP model: its `visual.*` tensors."""
+        whole CLIP model: its `visual.*` tensors. A TorchScript archive is a program, so
+        only OpenAI's own, known by its sha256, is loaded as one."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # OpenAI publishes TorchScript, which torch.load refuses
+            if file_sha256(path) != OPENAI_VIT_B_32_SHA256:
+                raise DatasetError(
+                    f"CCLGAN's semantic contrast: {path} is neither OpenAI's ViT-B-32.pt "
+                    f"(sha256 {OPENAI_VIT_B_32_SHA256[:8]}…) nor a state dict of plain "
+                    "tensors; TorchScript from elsewhere is a program, and is not run"
+                ) from None
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         visual = {k.removeprefix("visual."): v.float() for k, v in state.items()
                   if k.startswith("visual.")}  # fmt: skip
