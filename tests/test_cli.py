@@ -469,6 +469,27 @@ def test_tag_eval_refuses_options_its_measurement_does_not_read(runner, tmp_path
     assert result.exit_code == 2 and "--tagger is for tag-eval with a DATASET" in result.output
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["verify"], ["stats"], ["tag"], ["label"], ["pairs"], ["synth"], ["tag-eval"],
+     ["eval", "--model", "identity", "--split", "all", "--results", "{tmp}/res", "--dataset"]],
+    ids=lambda command: command[0],
+)  # fmt: skip
+def test_every_command_says_alike_why_a_path_is_no_dataset(runner, tmp_path, command):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("hi")
+    args = [arg.format(tmp=tmp_path) for arg in command]
+    for target, why in (
+        ("nowhere", "does not exist"),
+        ("file.txt", "is a file, not a dataset folder"),
+        ("empty", "is not a rainbench dataset (no "),
+    ):
+        result = runner.invoke(main, [*args, str(tmp_path / target)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"error: {tmp_path / target} {why}"), result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_synth_recipes_are_each_run_once_and_none_is_a_usage_error(runner, tmp_path, monkeypatch):
     asked = []
 

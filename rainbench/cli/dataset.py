@@ -10,10 +10,9 @@ from rainbench.cli import options
 from rainbench.cli.output import emit, on_one_line, prepare_out, to_json, write_json
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
-from rainbench.shards.dataset import DatasetBusy, DatasetError, open_dataset
+from rainbench.shards.dataset import DatasetBusy, open_dataset
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import verify
-from rainbench.store import is_url
 
 # Which tagger `tag` and `tag-eval` use: the dataset's own (a fit, when it has one), or
 # the one rainbench ships.
@@ -173,9 +172,6 @@ def stats_command(dataset, as_json) -> None:
     Example:
       rainbench stats ds --json
     """
-    if not is_url(dataset) and not Path(dataset).is_dir():
-        what = "is a file, not a dataset folder" if Path(dataset).exists() else "does not exist"
-        raise DatasetError(f"{dataset} {what}")
     emit(dataset_stats(open_dataset(dataset)), as_json, _stats_lines)
 
 

@@ -42,9 +42,7 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
     `filters.paired_sequences`."""
     dataset = Dataset(Path(root))
     if not dataset.samples_manifest.exists():
-        raise DatasetError(
-            f"{dataset.url or root} is not a rainbench dataset (no manifests/samples.parquet)"
-        )
+        raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
     every = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
     if filters.split is not None:
         _check_splits(dataset, every, as_values(filters.split))

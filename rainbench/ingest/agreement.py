@@ -77,7 +77,7 @@ def label_agreement(path, which: str = "active") -> LabelAgreement:
     ("shipped") with the manual labels of the dataset at `path`, from stored features."""
     dataset = open_dataset(path)  # a folder or an object store's URL
     if not dataset.samples_manifest.exists():
-        raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
+        raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
     tagger = active_tagger(dataset) if which == "active" else load_tagger()
     rows = [
         row

@@ -103,7 +103,7 @@ def write_label_page(
     _check_replaceable(out)
     dataset = open_dataset(path)
     if not dataset.samples_manifest.exists():
-        raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
+        raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
     name = str(dataset.read_info().get("name") or Path(str(path)).name)
     rows = [
         row

@@ -137,7 +137,7 @@ def tag_dataset(
     samples.parquet, and with `fit` or `shipped` dataset.json and taggers/, are written."""
     with writing(path) as dataset:
         if not dataset.samples_manifest.exists():
-            raise DatasetError(f"{path} is not a rainbench dataset (no manifests/samples.parquet)")
+            raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
         return retag(dataset, labels, skip_bad_labels, workers, fit, shipped)
 
 

@@ -249,8 +249,7 @@ def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[st
     dataset = open_dataset(dataset_path)  # a URL: its manifests here, shards read by range
     if not (dataset.samples_manifest.exists() or dataset.synthetic_manifest.exists()):
         raise EvalError(
-            f"{dataset_path} is not a rainbench dataset (no manifests/samples.parquet or "
-            "manifests/synthetic.parquet)"
+            dataset.not_a_dataset("manifests/samples.parquet or manifests/synthetic.parquet")
         )
     name = dataset.read_info().get("name") or Path(dataset.url or dataset.root).name
     splits = _splits(dataset)

@@ -150,6 +150,14 @@ class Dataset:
     def exists(self) -> bool:
         return self.info_path.exists()
 
+    def not_a_dataset(self, missing: str) -> str:
+        """Why this is no dataset, when it lacks the file `missing`: a local folder that
+        is not there, or a file, said as such; else the file it lacks."""
+        if self.url is None and not self.root.is_dir():
+            what = "is a file, not a dataset folder" if self.root.exists() else "does not exist"
+            return f"{self.root} {what}"
+        return f"{self.url or self.root} is not a rainbench dataset (no {missing})"
+
     def pull(self) -> None:
         """Refresh a mirror's dataset.json and manifests from the store (a no-op for a
         local dataset); a file the store no longer has is removed here too."""
@@ -182,10 +190,8 @@ class Dataset:
         (docs/dataset-format.md)."""
         try:
             info = read_json(self.info_path, MAX_INFO_BYTES)
-        except FileNotFoundError:
-            raise DatasetError(
-                f"{self.url or self.root} is not a rainbench dataset (no dataset.json)"
-            ) from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise DatasetError(self.not_a_dataset("dataset.json")) from None
         except OSError as error:
             raise DatasetError(f"{self.info_path}: cannot read it: {error.strerror}") from None
         except ValueError as error:  # too large, not UTF-8, not JSON

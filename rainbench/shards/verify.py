@@ -150,9 +150,7 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
                     "re-run it to finish",
                 )
             ]
-        raise DatasetError(
-            f"{dataset.url or dataset.root} is not a rainbench dataset (no dataset.json)"
-        )
+        raise DatasetError(dataset.not_a_dataset("dataset.json"))
     info = dataset.read_info()
     problems: list[Problem] = []
     if pending:
