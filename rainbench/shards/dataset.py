@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,6 +219,7 @@ class Dataset:
         first (`_check_folder`, `_check_links`): nothing is made in a file's place,
         among somebody else's files or through a link out of the dataset.
         """
+        made = first_missing(self.root) if self.url is None else None
         self._check_folder()
         self._check_links()
         with ExitStack() as held:
@@ -229,6 +230,8 @@ class Dataset:
                     f"another rainbench command is writing to {self.location}: {error.holder}; "
                     "wait for it to finish"
                 ) from None
+            if made:  # a writer that stored nothing leaves no folder behind
+                held.callback(remove_if_only_lock, self.root / ".lock", made)
             if self.url is not None:
                 held.enter_context(_store_lock(self.url))
             yield
@@ -377,6 +380,8 @@ def writer_lock(path: Path) -> Iterator[None]:
         if not (_flock(handle, fcntl.LOCK_EX) or _flock(handle, fcntl.LOCK_EX, _LOCK_RETRY_S)):
             handle.seek(0)
             raise LockHeld(_one_line(handle.read(1000)) or "another process")
+        if not _still_at(handle, path):  # removed by its last holder (`remove_if_only_lock`)
+            raise LockHeld("another process, which has just removed the folder")
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} ({_command()})")
@@ -385,6 +390,39 @@ def writer_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             handle.truncate(0)
+
+
+def _still_at(handle, path: Path) -> bool:
+    """Whether the file open as `handle` is still the one at `path`."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The outermost of `folder` and its parents that does not exist; None if it does."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def remove_if_only_lock(path: Path, made: Path) -> None:
+    """Remove the folder of the lock file `path`, and its parents up to `made`, when
+    nothing else is in it (a writer made them and stored nothing). The lock goes first,
+    while it is still held: a process that takes it after sees it gone (`writer_lock`)
+    and writes nothing."""
+    if os.listdir(path.parent) != [path.name]:
+        return
+    path.unlink()
+    folder = path.parent
+    with suppress(OSError):  # another process made a file there meanwhile: it stays
+        while True:
+            folder.rmdir()
+            if folder == made:
+                break
+            folder = folder.parent
 
 
 def _flock(handle, mode: int, wait: float = 0) -> bool:

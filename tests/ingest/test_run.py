@@ -233,8 +233,8 @@ def test_a_folder_without_captures_makes_no_dataset_and_fixes_no_setting(tmp_pat
     (tmp_path / "notes" / "readme.txt").write_text("no pictures here")
     for folder, also in (("empty", ""), ("notes", r" \(1 without a capture's extension\)")):
         with pytest.raises(DatasetError, match=rf"no captures under .*{folder}{also}; nothing"):
-            ingest([tmp_path / folder], tmp_path / "ds", IngestOptions(workers=1))
-        assert not Dataset(tmp_path / "ds").exists()
+            ingest([tmp_path / folder], tmp_path / "ds" / "new", IngestOptions(workers=1))
+        assert not (tmp_path / "ds").exists()  # no folder made and left: nothing at all
     # The first ingest with captures chooses the split, as into a new folder.
     for spec in capture_specs[:3]:
         write_capture(tmp_path / "raw", spec)

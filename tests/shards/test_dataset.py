@@ -126,6 +126,38 @@ def test_the_lock_names_its_holder_and_a_second_writer_hears_it(tmp_path):
     assert Dataset(tmp_path).writer() is None
 
 
+def test_a_writer_that_stores_nothing_leaves_no_folder_and_one_that_does_keeps_it(tmp_path):
+    with Dataset(tmp_path / "a" / "b").lock():
+        assert os.listdir(tmp_path / "a" / "b") == [".lock"]
+    assert os.listdir(tmp_path) == []
+    with Dataset(tmp_path / "a" / "b").lock():
+        (tmp_path / "a" / "b" / "dataset.json").write_text("{}")
+    assert sorted(os.listdir(tmp_path / "a" / "b")) == [".lock", "dataset.json"]
+    (tmp_path / "old").mkdir()
+    with Dataset(tmp_path / "old").lock():  # a folder that was there stays
+        pass
+    assert os.listdir(tmp_path / "old") == [".lock"]
+
+
+def test_a_lock_its_holder_removed_is_not_taken(tmp_path, monkeypatch):
+    # A process that opened the lock file as its holder removed it (with the folder it
+    # made) would hold a lock no later writer sees: it is refused instead.
+    from rainbench.shards import dataset as datasets
+
+    path = tmp_path / ".lock"
+
+    def removed_meanwhile(handle, mode, wait=0):
+        path.unlink(missing_ok=True)
+        return True
+
+    monkeypatch.setattr(datasets, "_flock", removed_meanwhile)
+    with (
+        pytest.raises(datasets.LockHeld, match="has just removed the folder"),
+        datasets.writer_lock(path),
+    ):
+        pass
+
+
 def test_a_store_lock_names_its_writer_unless_left_here_by_the_dead(tmp_path, monkeypatch):
     from rainbench.shards import dataset as datasets
 

@@ -10,6 +10,7 @@ kept), the learning rate's schedule, settings changed on resume, and SIGINT/SIGT
 import csv
 import io
 import json
+import os
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -70,7 +71,10 @@ def test_a_bad_validation_split_stops_the_run_before_anything_is_written(tmp_pat
     typo = _with(validate_every=1, val_split="syn-strek")
     with pytest.raises(DatasetError, match=r"validation \(--val-split\): no pairs in split"):
         train(_dataset, run, typo, threads=1)
-    assert not (run / "config.json").exists() and not (run / "run.json").exists()
+    assert not run.exists()  # the folder it made, and its lock, gone again
+    with pytest.raises(DatasetError, match=r"cannot train on .*nowhere does not exist"):
+        train(tmp_path / "nowhere", tmp_path / "runs" / "first", _with(), threads=1)
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_a_run_without_checkpoints_starts_afresh_whatever_its_settings(tmp_path, _dataset):

@@ -42,7 +42,14 @@ from rainbench.errors import first_line
 from rainbench.files import write_atomic
 from rainbench.models.nlcl.checkpoint import save_atomic
 from rainbench.models.trained_on import TRAINED_ON, pack_keys
-from rainbench.shards.dataset import Dataset, DatasetError, LockHeld, writer_lock
+from rainbench.shards.dataset import (
+    Dataset,
+    DatasetError,
+    LockHeld,
+    first_missing,
+    remove_if_only_lock,
+    writer_lock,
+)
 from rainbench.threads import set_torch_threads
 from rainbench.train.core.config import RunConfig
 from rainbench.train.core.validation import check_validation, validate
@@ -155,6 +162,7 @@ def train(
     _check_folder(run, method, config)
     with ExitStack() as held:
         if rank == 0:  # the only writer
+            made = first_missing(run)
             run.mkdir(parents=True, exist_ok=True)
             try:
                 held.enter_context(writer_lock(run / LOCK))
@@ -163,6 +171,8 @@ def train(
                     f"another rainbench command is training into {run}: {error.holder}; "
                     "wait for it to finish, or give another --out"
                 ) from None
+            if made:  # a run stopped before it wrote anything leaves no folder behind
+                held.callback(remove_if_only_lock, run / LOCK, made)
         return _train(method, dataset, run, config, device, progress, distributed, rank,
                       threads)  # fmt: skip
 
