@@ -29,8 +29,10 @@ saying what to do), 2 a usage error. Commands that run long show progress bars o
 stderr when it is a terminal (`--progress` or `--no-progress` decide otherwise); stdout
 carries only the result, and `--json` prints it for scripts to read. If the reader closes
 stdout early (`rainbench stats ds | head -1`), the command stops quietly with exit code
-141, as a shell reports a program ended by SIGPIPE. A command's dataset is its
-positional DATASET.
+141, as a shell reports a program ended by SIGPIPE. Ctrl-C stops a command with one line
+(`error: interrupted; run the same command again to finish …`) and exit code 130
+(`rainbench train` first saves a checkpoint at the end of the step under way). A
+command's dataset is its positional DATASET.
 """
 
 

@@ -11,6 +11,8 @@ import click
 
 from rainbench.errors import RainbenchError
 
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
+
 
 def _labels_rejected(error: RainbenchError) -> list:
     """The problems of a label sheet refused whole, listed one per line before the error;
@@ -26,7 +28,7 @@ class Commands(click.Group):
 
     An expected failure (a RainbenchError) in any command below it, or an OSError (a
     full disk, a file the user named that is missing or not theirs), ends the command
-    with `error: <one line>` on stderr and exit code 1."""
+    with `error: <one line>` on stderr and exit code 1; Ctrl-C with one line and 130."""
 
     def __init__(self, *args, lazy: dict[str, tuple[str, str]], **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,6 +68,13 @@ class Commands(click.Group):
             if not _from_the_store_client(error):
                 raise
             fail(_store_client_text(error))
+        except KeyboardInterrupt:  # Ctrl-C: said in a line, exit 128 + SIGINT as a shell has it
+            click.echo(
+                "error: interrupted; run the same command again to finish (ingest, synth, "
+                "pairs and eval go on from where they stopped)",
+                err=True,
+            )
+            sys.exit(INTERRUPTED)
 
 
 def fail(message: str) -> NoReturn:

@@ -56,3 +56,16 @@ def test_each_command_is_where_the_table_says_with_the_summary_it_lists(name):
 def test_an_unknown_command_is_a_usage_error():
     result = CliRunner().invoke(main, ["nope"])
     assert result.exit_code == 2 and "No such command 'nope'" in result.output
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
+    def interrupted(dataset):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rainbench.cli.dataset.dataset_stats", interrupted)
+    result = CliRunner().invoke(main, ["stats", str(tmp_path)])
+    assert result.exit_code == 130
+    assert result.stderr == (
+        "error: interrupted; run the same command again to finish (ingest, synth, pairs and "
+        "eval go on from where they stopped)\n"
+    )
