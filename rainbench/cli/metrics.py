@@ -217,6 +217,8 @@ def score_command(
         "errors": [r for r in rows if r["status"] != "ok"],
     }
     emit(result, as_json, _score_lines)
+    if rows and not any(line["images"] for line in result["summary"]):  # no value at all
+        fail(f"every one of the {len(rows)} images failed to score (why: above; rows in {out})")
 
 
 def _nothing_to_score(pred: Path, ref: Path | None, pairing: Pairing) -> str:

@@ -91,6 +91,26 @@ def test_unknown_metric_and_empty_folder_exit_one(tmp_path, folders):
     assert empty.exit_code == 1
 
 
+def test_a_run_whose_every_image_fails_exits_one_and_keeps_its_rows(tmp_path, folders):
+    pred, gt = folders
+    for path in pred.glob("*.png"):
+        path.write_bytes(b"not a picture")
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--pred", str(pred), "--ref", str(gt), "--metrics", "psnr_y"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        f"error: every one of the 3 images failed to score (why: above; rows in {out})\n"
+    )
+    assert len(pd.read_parquet(out)) == 3
+    # One that scores beside the failures: reported, exit 0.
+    Image.open(gt / "0.png").save(pred / "0.png")
+    partly = CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])
+    assert partly.exit_code == 0 and "over 1 image (1 identical to the reference), 2 failed" in (
+        partly.stdout
+    )
+
+
 def test_metrics_and_weights_status(tmp_path):
     runner = CliRunner()
     names = {m["name"] for m in json.loads(runner.invoke(main, ["metrics", "--json"]).output)}
