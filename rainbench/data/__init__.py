@@ -2,8 +2,8 @@
 rainbench dataset) and `Loader` (a DataLoader that can resume mid-epoch).
 """
 
-from rainbench.data.dataset import RainDataset, current_slot, epoch_order
+from rainbench.data.dataset import RainDataset, SkippedSample, current_slot, epoch_order
 from rainbench.data.loader import Loader
 from rainbench.data.select import Filters
 
-__all__ = ["Filters", "Loader", "RainDataset", "current_slot", "epoch_order"]
+__all__ = ["Filters", "Loader", "RainDataset", "SkippedSample", "current_slot", "epoch_order"]

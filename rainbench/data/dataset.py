@@ -16,6 +16,7 @@ are the stills of a burst that real pairs were made of (`rainbench.data.select`)
 
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -35,6 +36,11 @@ from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
 
 MODES = ("single", "paired", "unpaired")
+ON_ERROR = ("raise", "skip")
+
+
+class SkippedSample(UserWarning):
+    """A sample that could not be read, replaced in the epoch (`on_error="skip"`)."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +94,19 @@ class RainDataset(IterableDataset):
     decode_device: str | None = None
     rank: int | None = None  # None: from torch.distributed or the environment
     world_size: int | None = None
+    # "raise": a member that cannot be read or decoded stops the epoch (a ShardError).
+    # "skip": the sample is replaced by the next of this slot's order that reads, with a
+    # SkippedSample warning; the epoch keeps its length and resumes exactly.
+    on_error: str = "raise"
 
     def __post_init__(self) -> None:
         super().__init__()
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(
+                f"on_error must be one of {', '.join(ON_ERROR)}, not {self.on_error!r}"
+            )
         if self.crops_per_image < 1:
             raise ValueError("crops_per_image must be at least 1")
         if self.crop is not None and self.crop < 1:
@@ -164,17 +178,45 @@ class RainDataset(IterableDataset):
         mine = order[slot.index :: slot.count]
         first, partial = divmod(skip, self.crops_per_image)
         for place in range(first, len(mine)):
-            index = int(mine[place])
             if place + 1 < len(mine):
                 self._read_ahead(int(mine[place + 1]))
-            rng = np.random.default_rng(_seed(self.seed, self.epoch, index))
-            crops = self._crops(index, rng)
+            crops = self._crops_or_replacement(mine, place)
             for number, crop in enumerate(crops):
                 if place == first and number < partial:
                     continue
                 crop["__slot__"] = slot.index
                 crop["__position__"] = place * self.crops_per_image + number
                 yield crop
+
+    def _crops_or_replacement(self, mine: np.ndarray, place: int) -> list[dict]:
+        """The crops of sample `mine[place]`; with `on_error="skip"`, if it cannot be
+        read, those of the next sample of `mine` (cyclically) that can, cut where this
+        place's seed says: the same data give the same epoch, of the same length, and a
+        resumed one picks up at the same crop. When none of `mine` reads, the first
+        error stands."""
+        index = int(mine[place])
+        rng = np.random.default_rng(_seed(self.seed, self.epoch, index))
+        try:
+            return self._crops(index, rng)
+        except ShardError as error:
+            if self.on_error == "raise":
+                raise
+            failed = error
+        for step in range(1, len(mine)):
+            other = int(mine[(place + step) % len(mine)])
+            rng = np.random.default_rng(_seed(self.seed, self.epoch, index))
+            try:
+                crops = self._crops(other, rng)
+            except ShardError:
+                continue  # said when its own turn comes
+            warnings.warn(
+                f"{failed}; skipped: sample {self.samples.iloc[index]['key']} replaced by "
+                f"{self.samples.iloc[other]['key']}",
+                SkippedSample,
+                stacklevel=2,
+            )
+            return crops
+        raise failed
 
     def _no_clean(self) -> str:
         """Why unpaired mode has no clean partners, and where else they could come from."""

@@ -6,6 +6,7 @@ import itertools
 import pickle
 import re
 import tarfile
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rainbench.data import Filters, Loader, RainDataset, epoch_order
+from rainbench.data import Filters, Loader, RainDataset, SkippedSample, epoch_order
 from rainbench.data import read as read_module
 from rainbench.data.dataset import upright
 from rainbench.data.read import ShardError, ShardReader
@@ -228,6 +229,36 @@ def test_a_member_beyond_its_manifest_row_is_refused_unread(ds):
         ShardReader(ds).read(row.shard, member, int(row.bytes))
     with pytest.raises(ShardError, match=member):
         list(RainDataset(ds, crop=32, shuffle=False))
+
+
+def test_on_error_skip_replaces_a_sample_that_does_not_read_and_keeps_the_epoch(ds):
+    # One capture's member broken: "raise" stops the epoch; "skip" says which sample was
+    # replaced by which, and the epoch keeps its length, its other crops and its resume.
+    samples = _samples(ds)
+    row = samples[samples.format == "jpeg"].iloc[0]
+    _add_member(ds / row.shard, f"{row.key}.jpg", b"\xff\xd8 broken")  # the later one wins
+    with pytest.raises(ShardError, match=f"{row.key}.jpg"):
+        list(RainDataset(ds, crop=32, seed=3))
+    skipping = RainDataset(ds, crop=32, seed=3, crops_per_image=2, on_error="skip")
+    with pytest.warns(SkippedSample) as said:
+        crops = list(skipping)
+    [warning] = said
+    assert f"{row.key}.jpg" in str(warning.message)
+    assert f"skipped: sample {row.key} replaced by " in str(warning.message)
+    keys = Counter(crop["key"] for crop in crops)
+    assert len(crops) == len(skipping) and row.key not in keys
+    assert sorted(keys.values()) == [2] * (len(samples) - 2) + [4]
+    assert [crop["__position__"] for crop in crops] == list(range(len(crops)))
+    # The same epoch again, and resumed mid-way, gives the same crops.
+    again = RainDataset(ds, crop=32, seed=3, crops_per_image=2, on_error="skip")
+    again.load_state_dict({"epoch": 0, "seed": 3, "consumed": {0: 5}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedSample)
+        rest = list(again)
+    assert [c["key"] for c in rest] == [c["key"] for c in crops[5:]]
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(rest, crops[5:], strict=True))
+    with pytest.raises(ValueError, match="on_error must be one of raise, skip, not 'ignore'"):
+        RainDataset(ds, on_error="ignore")
 
 
 # PAX records tarfile takes as given, and what the reader says of each: a negative size
