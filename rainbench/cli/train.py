@@ -35,9 +35,9 @@ and the versions), losses.csv (every loss term), TensorBoard logs, checkpoints/
 nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt (which names
 the captures trained on: eval does not rank it on images from them). Only the
 settings of how a run is run, logged and validated (-j, --compile, --*-every,
---keep-checkpoints, --val-*) may change when it resumes. Ctrl-C or SIGTERM stops it
-after the step under way, with a checkpoint there (exit 130 or 143); exit 3 when
-another command is training into RUN.
+--keep-checkpoints, --val-*, --on-error) may change when it resumes. Ctrl-C or
+SIGTERM stops it after the step under way, with a checkpoint there (exit 130 or
+143); exit 3 when another command is training into RUN.
 
 \b
 Example:
@@ -145,6 +145,13 @@ def _run_options(config: type[RunConfig], min_crop: int, crop_help: str):
             "workers", "--workers", "-j", type=click.IntRange(min=0), help="DataLoader workers."
         ),
         option("seed", type=int),
+        option(
+            "on_error",
+            type=click.Choice(["raise", "skip"]),
+            help="A capture that does not read: raise stops the run; skip replaces it in "
+            "the epoch with the next that reads, with a warning. A run stopped by one "
+            "resumes with --on-error skip.",
+        ),
         option("checkpoint_every", type=click.IntRange(min=1)),
         option(
             "keep_checkpoints",

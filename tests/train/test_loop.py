@@ -11,14 +11,19 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
+import tarfile
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
+from rainbench.data import SkippedSample
 from rainbench.shards.dataset import DatasetError
+from rainbench.shards.members import ShardError
 from rainbench.train.core import loop
 from rainbench.train.core.config import SettingsError
 from rainbench.train.core.loop import RunBusy, TrainWarning, set_lr
@@ -75,6 +80,26 @@ def test_a_bad_validation_split_stops_the_run_before_anything_is_written(tmp_pat
     with pytest.raises(DatasetError, match=r"cannot train on .*nowhere does not exist"):
         train(tmp_path / "nowhere", tmp_path / "runs" / "first", _with(), threads=1)
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_run_stopped_by_a_capture_that_does_not_read_resumes_with_on_error_skip(
+    tmp_path, _dataset
+):
+    ds = shutil.copytree(_dataset, tmp_path / "ds")
+    samples = pd.read_parquet(ds / "manifests" / "samples.parquet")
+    row = samples[samples.layer == "rainy"].iloc[0]
+    with tarfile.open(ds / row.shard, "a") as tar:  # a later member of the name wins
+        info = tarfile.TarInfo(f"{row.key}.{row.members[0]}")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"junk!"))
+    run = tmp_path / "run"
+    with pytest.raises(ShardError, match=f"{row.key}.{row.members[0]}: does not decode"):
+        train(ds, run, _with(steps=4), threads=1)
+    with pytest.warns(SkippedSample, match=f"skipped: sample {row.key} replaced by "):
+        report = train(ds, run, _with(steps=4, on_error="skip"), threads=1)
+    assert report.step == 4
+    with pytest.raises(SettingsError, match="on_error must be raise or skip, not 'ignore'"):
+        _with(on_error="ignore")
 
 
 def test_a_run_without_checkpoints_starts_afresh_whatever_its_settings(tmp_path, _dataset):

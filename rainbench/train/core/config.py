@@ -38,6 +38,9 @@ class RunConfig:
     split: str = "train"
     workers: int = 2
     seed: int = 0
+    # A capture that does not read: "raise" stops the run; "skip" replaces it in the
+    # epoch with the next that reads (RainDataset's on_error), with a warning.
+    on_error: str = "raise"
     # The location contrast's negatives (rainbench.train.core.contrast): cut, domain or
     # hcsc; hcsc clusters the last prototype_memory keys of a layer into `prototypes`.
     nce_negatives: str = "cut"
@@ -62,12 +65,14 @@ class RunConfig:
     # what a step computes. (Thread counts are no setting: they change rounding only.)
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({
         "workers", "compile", "log_every", "checkpoint_every", "keep_checkpoints",
-        "validate_every", "val_split", "val_real", "val_dataset", "val_images",
+        "validate_every", "val_split", "val_real", "val_dataset", "val_images", "on_error",
     })  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.amp not in ("off", "bf16"):
             raise SettingsError(f"amp must be off or bf16, not {self.amp!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise SettingsError(f"on_error must be raise or skip, not {self.on_error!r}")
         if self.nce_negatives not in NEGATIVE_SELECTIONS:
             raise SettingsError(
                 f"nce_negatives must be one of {', '.join(NEGATIVE_SELECTIONS)}, "

@@ -342,6 +342,7 @@ def _loader(dataset: str | Path, config: RunConfig) -> Loader:
             clean_filters=Filters(split=config.split, layer="clean"),
             crop=config.crop,
             seed=config.seed,
+            on_error=config.on_error,
         )
     except DatasetError as error:
         raise DatasetError(f"cannot train on {dataset}: {error}") from None
