@@ -191,7 +191,8 @@ class RainDataset(IterableDataset):
     def _crops_or_replacement(self, mine: np.ndarray, place: int) -> list[dict]:
         """The crops of sample `mine[place]`; with `on_error="skip"`, if it cannot be
         read, those of the next sample of `mine` (cyclically) that can, cut where this
-        place's seed says: the same data give the same epoch, of the same length, and a
+        place's seed and the attempt say (an unpaired partner that does not read is
+        drawn afresh): the same data give the same epoch, of the same length, and a
         resumed one picks up at the same crop. When none of `mine` reads, the first
         error stands."""
         index = int(mine[place])
@@ -204,7 +205,7 @@ class RainDataset(IterableDataset):
             failed = error
         for step in range(1, len(mine)):
             other = int(mine[(place + step) % len(mine)])
-            rng = np.random.default_rng(_seed(self.seed, self.epoch, index))
+            rng = np.random.default_rng(_seed(self.seed, self.epoch, index, step))
             try:
                 crops = self._crops(other, rng)
             except ShardError:

@@ -261,6 +261,18 @@ def test_on_error_skip_replaces_a_sample_that_does_not_read_and_keeps_the_epoch(
         RainDataset(ds, on_error="ignore")
 
 
+def test_on_error_skip_draws_a_new_partner_when_a_clean_one_does_not_read(ds):
+    samples = _samples(ds)
+    bad = samples[(samples.layer == "clean") & (samples.format == "jpeg")].iloc[0]
+    _add_member(ds / bad.shard, f"{bad.key}.jpg", b"\xff\xd8 broken")
+    skipping = RainDataset(ds, mode="unpaired", crop=32, seed=1, on_error="skip")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", SkippedSample)
+        crops = list(skipping)
+    assert len(crops) == len(skipping) and bad.key not in {c["clean_key"] for c in crops}
+    assert said and all(f"{bad.key}.jpg" in str(w.message) for w in said)
+
+
 # PAX records tarfile takes as given, and what the reader says of each: a negative size
 # refuses the member; a GNU sparse 1.0 member whose data is no sparse map, or a size no
 # seek can pass, leaves the shard's headers unreadable.
