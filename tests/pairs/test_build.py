@@ -437,15 +437,21 @@ def test_a_sequences_frames_are_closed_with_it(tmp_path, video, monkeypatch):
     assert opened[0].fileobj.closed
 
 
+def _counting(ds, frames: int) -> list[dict]:
+    """Rewrite every sample row of `ds` to count `frames` frames; the rows."""
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    rows = [{**row, "frames": frames} for row in rows]
+    manifest.write_manifest(path, pa.Table.from_pylist(rows, schema=manifest.SAMPLES))
+    return rows
+
+
 def test_a_forged_frame_count_does_not_drop_the_pairs_already_made(paired):
     # Windows are planned from the count, so a raised count reads as frames that changed
     # since: the video is opened before its pairs would be dropped, and it fails alone.
     ds, _ = paired
     before = _pairs(ds)
-    path = Dataset(ds).samples_manifest
-    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
-    rows = [{**row, "frames": 400} for row in rows]
-    manifest.write_manifest(path, pa.Table.from_pylist(rows, schema=manifest.SAMPLES))
+    rows = _counting(ds, 400)
 
     summary = build_pairs(ds, PairsOptions(workers=1))
 
@@ -460,10 +466,7 @@ def test_a_run_that_pairs_nothing_fails_the_command(tmp_path, video):
     # since nothing was made; a failure beside stored pairs is reported only (above).
     ds = tmp_path / "ds"
     ingest([video[0]], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
-    path = Dataset(ds).samples_manifest
-    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
-    rows = [{**row, "frames": 400} for row in rows]
-    manifest.write_manifest(path, pa.Table.from_pylist(rows, schema=manifest.SAMPLES))
+    _counting(ds, 400)
 
     result = CliRunner().invoke(main, ["pairs", str(ds), "-j", "1", "--no-progress"])
 
