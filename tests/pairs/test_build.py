@@ -503,3 +503,11 @@ def test_a_video_without_the_frames_its_row_counts_fails_alone(tmp_path, video, 
         row = key[name]
         where = f"{row['shard']}:{row['key']}.{name.split('.')[1]}"
         assert failed[row["key"]] == f"not paired: {where}: {counts} (run rainbench verify)"
+    # Asked for the video alone, nothing of what was asked is made: exit 1, the burst's
+    # pairs kept; the whole dataset again finds the burst's pairs there: exit 0.
+    before = _pairs(ds)
+    args = ["pairs", str(ds), "-j", "1", "--no-progress"]
+    alone = CliRunner().invoke(main, [*args, "--sequence", key["tripod.mp4"]["key"]])
+    assert alone.exit_code == 1 and "error: no pair stored" in alone.stderr
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert _pairs(ds) == before
