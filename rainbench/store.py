@@ -81,14 +81,17 @@ def _install_hint(url: str) -> str:
 
 
 @contextmanager
-def _reporting(url: str) -> Iterator[None]:
+def _reporting(url: str, writing: bool = False) -> Iterator[None]:
     """A store's failure as a one-line `StoreError`; a missing object stays a
     FileNotFoundError, which callers take as "not there"."""
     try:
         yield
     except FileNotFoundError as error:
-        # A missing bucket (s3fs says NoSuchBucket this way) is a wrong address, not an
-        # object that is not there yet.
+        # A missing bucket is a wrong address, not an object that is not there yet: s3fs
+        # says NoSuchBucket; gcsfs names only the request, so a write is the tell (an
+        # object is always there to be written, unless its bucket is not).
+        if writing:
+            raise StoreError(f"{url}: the bucket does not exist") from None
         if any(words in str(error) for words in ("bucket does not exist", "NoSuchBucket")):
             raise StoreError(f"{url}: {first_line(error)}") from None
         raise
@@ -157,7 +160,7 @@ def upload(local: Path, url: str) -> None:
     """Put the file at `local` under `url`. An object store's PUT (and a multipart
     upload's completion) is atomic: readers see the whole object or none."""
     fs, path = filesystem(url)
-    with _reporting(url):
+    with _reporting(url, writing=True):
         fs.put_file(os.fspath(local), path)
 
 
@@ -167,7 +170,7 @@ def create(url: str, data: bytes) -> bool:
     generation match). A store that ignores the condition is asked first, so only two
     writers within one round trip of each other could both pass."""
     fs, path = filesystem(url)
-    with _reporting(url):
+    with _reporting(url, writing=True):
         try:
             if fs.exists(path):
                 return False

@@ -30,17 +30,23 @@ from rainbench.demo.captures import (
     write_picture,
 )
 
-# Object stores: only the local S3 endpoint tests/store starts (on this port), with fake
-# credentials, never a real store. Set here, before any worker pool starts, because
-# forkserver workers keep the environment their server started with.
-with socket.socket() as _probe:
-    _probe.bind(("127.0.0.1", 0))
-    _s3_port = _probe.getsockname()[1]
+# Object stores: only the local S3 endpoint and GCS emulator tests/store starts (on these
+# ports), with fake credentials, never a real store. Set here, before any worker pool
+# starts, because forkserver workers keep the environment their server started with.
+_ports = []
+for _ in range(2):
+    with socket.socket() as _probe:
+        _probe.bind(("127.0.0.1", 0))
+        _ports.append(_probe.getsockname()[1])
 os.environ.update(
-    AWS_ENDPOINT_URL=f"http://127.0.0.1:{_s3_port}",
+    AWS_ENDPOINT_URL=f"http://127.0.0.1:{_ports[0]}",
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="us-east-1",
+    STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_ports[1]}",
+    # gcsfs asks a bucket's layout over gRPC first, which no emulator answers: each
+    # lookup would wait 60 s before falling back to the JSON API the emulator speaks.
+    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",
 )
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_name, None)

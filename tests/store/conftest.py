@@ -1,10 +1,16 @@
-"""A local S3 endpoint for the store tests: moto in server mode on 127.0.0.1, one per
-session, and a fresh bucket per test, with the endpoint and fake credentials in the
-environment the way a user sets them (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, …)."""
+"""Local object stores for the store tests, one of each per session, on 127.0.0.1: an S3
+endpoint (moto in server mode) and a GCS emulator (gcp-storage-emulator, in memory). A
+test that takes `bucket` runs once against each, in a fresh bucket, with the endpoints
+and fake credentials in the environment the way a user sets them (AWS_ENDPOINT_URL,
+STORAGE_EMULATOR_HOST, …); `s3_bucket` is for what only moto can do."""
 
 import itertools
 import logging
 import os
+import socket
+import subprocess
+import sys
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,9 +32,58 @@ def s3_endpoint():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def gcs_endpoint():
+    """A process of its own: the emulator prints a traceback for every connection a
+    client closes early, which would land in the output of the commands tested here."""
+    pytest.importorskip("gcp_storage_emulator")
+    pytest.importorskip("gcsfs")
+    # The port tests/conftest.py put in the environment before any worker started.
+    port = urlsplit(os.environ["STORAGE_EMULATOR_HOST"]).port
+    command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--in-memory", "-q"]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the GCS emulator on port {port} did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket(request, monkeypatch, tmp_path) -> str:
+    """`s3://…` or `gs://…`, a new bucket on the local endpoint; rainbench's mirrors
+    under tmp_path."""
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
+    if request.param == "s3":
+        return request.getfixturevalue("s3_bucket")
+    request.getfixturevalue("gcs_endpoint")
+    import gcsfs
+
+    name = f"bucket-{next(_buckets)}"
+    gcsfs.GCSFileSystem().mkdir(name)
+    return f"gs://{name}"
+
+
 @pytest.fixture
-def bucket(s3_endpoint, monkeypatch, tmp_path) -> str:
-    """`s3://<a new bucket>` on the local endpoint; rainbench's mirrors under tmp_path."""
+def s3_bucket(s3_endpoint, monkeypatch, tmp_path) -> str:
+    """`s3://<a new bucket>` on the local S3 endpoint; rainbench's mirrors under tmp_path."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

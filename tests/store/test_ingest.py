@@ -1,4 +1,4 @@
-"""Ingest into and out of an object store (a local moto S3 endpoint): the same inputs
+"""Ingest into and out of an object store (local S3 and GCS endpoints): the same inputs
 give the shards and manifests a local ingest gives, captures can be read from the store,
 a killed run resumes to the same dataset, incremental ingest from a fresh machine
 (an empty cache) adds to what the store holds, and a writer on another machine is kept
@@ -18,7 +18,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import s3fs
 from click.testing import CliRunner
 from PIL import Image
 
@@ -30,6 +29,7 @@ from rainbench.shards import dataset as dataset_module
 from rainbench.shards import members as members_module
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.verify import verify
+from rainbench.store import filesystem
 from rainbench.synth import splits as splits_module
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.tagging.features import feature_column
@@ -41,9 +41,8 @@ EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
 def snapshot(url: str) -> dict:
     """What a dataset in the store holds, with run ids, times and the ingest root aside:
     every shard's bytes and every manifest's rows."""
-    fs = s3fs.S3FileSystem()
+    fs, prefix = filesystem(url)
     fs.invalidate_cache()
-    prefix = url.removeprefix("s3://")
     names = sorted(name[len(prefix) + 1 :] for name in fs.find(prefix))
     return _fingerprint(names, lambda name: fs.cat_file(f"{prefix}/{name}"))
 
@@ -94,8 +93,8 @@ def test_ingest_into_the_store_equals_a_local_ingest(bucket, raw, reference):
 
 def test_ingest_from_the_store_equals_a_local_ingest(bucket, capture_folder, tmp_path):
     ingest([capture_folder], tmp_path / "local", OPTIONS)
-    fs = s3fs.S3FileSystem()
-    fs.put(str(capture_folder), f"{bucket.removeprefix('s3://')}/raw", recursive=True)
+    fs, raw = filesystem(f"{bucket}/raw")
+    fs.put(str(capture_folder), raw, recursive=True)
     ingest([f"{bucket}/raw"], tmp_path / "from-store", OPTIONS)
     # The same captures and shards, byte for byte; file times and inodes are the store's.
     mtime = ("source_mtime_ns", "source_inode")
@@ -147,7 +146,7 @@ def test_kill_minus_nine_then_resume(bucket, raw, reference, tmp_path):
     process = subprocess.Popen(
         command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    fs, shards = s3fs.S3FileSystem(), f"{url.removeprefix('s3://')}/shards"
+    fs, shards = filesystem(f"{url}/shards")
     deadline = time.monotonic() + 60
     while process.poll() is None and time.monotonic() < deadline:  # until a shard is up
         fs.invalidate_cache()
@@ -196,12 +195,13 @@ def test_a_resumed_ingest_keeps_what_another_writer_committed_meanwhile(
 def test_a_shard_missing_from_the_drivers_store_is_never_committed(bucket, raw, monkeypatch):
     """A worker's upload the driver's store does not have (the worker reached another
     store) stops the ingest in one line before anything names it."""
-    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    url = f"{bucket}/ds"
+    fs, path = filesystem(url)
     original = run_module.write_unit
 
     def uploaded_elsewhere(task):
         result = original(task)
-        fs.rm_file(f"{task.store}/{task.shard}".removeprefix("s3://"))
+        fs.rm_file(filesystem(f"{task.store}/{task.shard}")[1])
         return result
 
     monkeypatch.setattr(run_module, "write_unit", uploaded_elsewhere)
@@ -210,21 +210,22 @@ def test_a_shard_missing_from_the_drivers_store_is_never_committed(bucket, raw, 
     message = str(refused.value)
     assert "is not there, though a worker uploaded it" in message and "\n" not in message
     fs.invalidate_cache()
-    assert not fs.exists(f"{url.removeprefix('s3://')}/dataset.json")
-    assert not fs.exists(f"{url.removeprefix('s3://')}/manifests/samples.parquet")
+    assert not fs.exists(f"{path}/dataset.json")
+    assert not fs.exists(f"{path}/manifests/samples.parquet")
 
 
-def test_objects_whose_keys_name_no_file_are_refused_and_counted(bucket, tmp_path):
-    fs, prefix = s3fs.S3FileSystem(), f"{bucket.removeprefix('s3://')}/raw"
+def test_objects_whose_keys_name_no_file_are_refused_and_counted(s3_bucket, tmp_path):
+    """S3 only: the GCS emulator drops the connection rather than store such names."""
+    fs, prefix = filesystem(f"{s3_bucket}/raw")
     for spec in sample_specs(2, seed=2, size=(160, 120)):
         write_capture(tmp_path / "raw", spec)
     fs.put(str(tmp_path / "raw"), prefix, recursive=True)
     photo = next(p for p in (tmp_path / "raw").rglob("*") if p.is_file()).read_bytes()
     for odd in ("../../escape.jpg", "./dot.jpg", "a//twice.jpg"):
         fs.pipe_file(f"{prefix}/{odd}", photo)
-    summary = ingest([f"{bucket}/raw/"], f"{bucket}/ds", OPTIONS)
+    summary = ingest([f"{s3_bucket}/raw/"], f"{s3_bucket}/ds", OPTIONS)
     assert summary.accepted == 2 and summary.rejected == {"not-a-file": 3}
-    rejects = pd.read_parquet(open_dataset(f"{bucket}/ds").rejects_manifest)
+    rejects = pd.read_parquet(open_dataset(f"{s3_bucket}/ds").rejects_manifest)
     assert sorted(rejects["source_path"]) == ["../../escape.jpg", "./dot.jpg", "a//twice.jpg"]
     assert set(rejects["message"].str.contains("names no file under the prefix")) == {True}
 
@@ -237,8 +238,9 @@ def test_messages_about_a_dataset_in_the_store_name_its_url(bucket, raw):
     assert str(refused.value).startswith(f"{url} was created with --split")
 
 
-def test_wrong_credentials_are_named_as_such(bucket, s3_endpoint):
-    """The store refuses the key (403): the error says to check the credentials."""
+def test_wrong_credentials_are_named_as_such(s3_bucket, s3_endpoint):
+    """The store refuses the key (403): the error says to check the credentials (moto's
+    own switch makes it refuse)."""
     import urllib.request
 
     def auth_after(requests: str) -> str:
@@ -253,7 +255,7 @@ def test_wrong_credentials_are_named_as_such(bucket, s3_endpoint):
 
     before = auth_after("0")  # every request from now on is checked: "testing" is no key
     try:
-        result = CliRunner().invoke(main, ["stats", f"{bucket}/ds"])
+        result = CliRunner().invoke(main, ["stats", f"{s3_bucket}/ds"])
     finally:
         auth_after(before)
     assert result.exit_code == 1
@@ -280,14 +282,14 @@ def test_incremental_ingest_from_a_fresh_machine(bucket, raw, tmp_path, monkeypa
 
 
 def _lock_key(url: str) -> str:
-    return f"{url.removeprefix('s3://')}/{dataset_module.STORE_LOCK}"
+    return filesystem(f"{url}/{dataset_module.STORE_LOCK}")[1]
 
 
 def test_a_writer_on_another_machine_is_kept_out(bucket, raw, monkeypatch, tmp_path):
     """Two machines ingesting into one URL: the second is refused in one line naming the
     first, and writes nothing; once the first is done, it goes ahead."""
     url = f"{bucket}/ds"
-    fs = s3fs.S3FileSystem()
+    fs, path = filesystem(url)
     other = {"host": "lab-node-7", "namespace": "pid:[1]", "pid": 4242, "started": 1}
     fs.pipe_file(_lock_key(url), json.dumps(other).encode())
     with pytest.raises(DatasetError) as refused:
@@ -295,7 +297,7 @@ def test_a_writer_on_another_machine_is_kept_out(bucket, raw, monkeypatch, tmp_p
     message = str(refused.value)
     assert "lab-node-7" in message and "pid 4242" in message and "\n" not in message
     fs.invalidate_cache()
-    assert fs.find(url.removeprefix("s3://")) == [_lock_key(url)]
+    assert fs.find(path) == [_lock_key(url)]
     fs.rm_file(_lock_key(url))  # the other machine finished
     ingest([raw], url, OPTIONS)
     fs.invalidate_cache()
@@ -303,7 +305,8 @@ def test_a_writer_on_another_machine_is_kept_out(bucket, raw, monkeypatch, tmp_p
 
 
 def test_a_lock_left_here_by_a_killed_writer_is_taken_over(bucket, raw, reference):
-    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    url = f"{bucket}/ds"
+    fs = filesystem(url)[0]
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     started = dataset_module._start_ticks(gone.pid)
     gone.wait()
@@ -316,7 +319,8 @@ def test_a_lock_left_here_by_a_killed_writer_is_taken_over(bucket, raw, referenc
 def test_a_live_writer_here_with_another_mirror_is_kept_out(bucket, raw):
     """The store's lock holds on one machine too, where the mirror's flock does not
     (another cache folder, another container with the same host name)."""
-    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    url = f"{bucket}/ds"
+    fs = filesystem(url)[0]
     alive = dataset_module._this_process()
     fs.pipe_file(_lock_key(url), json.dumps(alive).encode())
     with pytest.raises(DatasetError, match="another rainbench command is writing"):
@@ -350,7 +354,8 @@ def test_a_dataset_uploaded_with_its_fitted_tagger_tags_new_captures_with_it(
         {**info, INFO_KEY: {"version": "lab-fit-1", "path": "taggers/tagger-fit-1.json"}}
     )
     url = f"{bucket}/ds"
-    s3fs.S3FileSystem().put(str(local), url.removeprefix("s3://"), recursive=True)
+    fs, path = filesystem(url)
+    fs.put(str(local), path, recursive=True)
 
     ingest([later], url, OPTIONS)
     rows = pd.read_parquet(open_dataset(url).samples_manifest)
@@ -365,7 +370,7 @@ def _name_fitted(url: str, version: str) -> None:
 
     from rainbench.tagging.tagger import load_tagger
 
-    fs, prefix = s3fs.S3FileSystem(), url.removeprefix("s3://")
+    fs, prefix = filesystem(url)
     fitted = replace(load_tagger(), version=version)
     fs.pipe_file(f"{prefix}/taggers/tagger-fit-1.json", json.dumps(fitted.to_json()).encode())
     info = json.loads(fs.cat_file(f"{prefix}/dataset.json"))
@@ -402,7 +407,7 @@ def test_readers_fetch_only_the_fitted_tagger_dataset_json_names(bucket, raw, tm
 
     url = f"{bucket}/ds"
     ingest([raw], url, OPTIONS)
-    fs, prefix = s3fs.S3FileSystem(), url.removeprefix("s3://")
+    fs, prefix = filesystem(url)
     fs.pipe_file(f"{prefix}/taggers/big-blob.bin", bytes(3 << 20))
     fs.pipe_file(f"{prefix}/taggers/tagger-fit-7.json", b"{}")
     stats = CliRunner().invoke(main, ["stats", url])
@@ -516,9 +521,9 @@ def _both(bucket, source, tmp_path) -> tuple[str, object]:
     """The same dataset locally (a copy) and in the store."""
     local = shutil.copytree(source, tmp_path / "local")
     url = f"{bucket}/ds"
-    fs = s3fs.S3FileSystem()
-    fs.put(str(source), url.removeprefix("s3://"), recursive=True)
-    fs.rm_file(f"{url.removeprefix('s3://')}/.lock")  # the copy's own flock file
+    fs, path = filesystem(url)
+    fs.put(str(source), path, recursive=True)
+    fs.rm_file(f"{path}/.lock")  # the copy's own flock file
     return url, local
 
 
@@ -555,8 +560,8 @@ def test_a_killed_synth_into_the_store_resumes_to_the_same(
             synthesize(url, SYNTH)
     assert [p.kind for p in verify(open_dataset(url))] == ["stray-shard"]
     # And one that an older killed run uploaded further on, which no run will overwrite.
-    stray = f"{url.removeprefix('s3://')}/shards/synthetic/syn-streak/syn-streak-000009.tar"
-    s3fs.S3FileSystem().pipe_file(stray, bytes(1024))
+    fs, stray = filesystem(f"{url}/shards/synthetic/syn-streak/syn-streak-000009.tar")
+    fs.pipe_file(stray, bytes(1024))
     synthesize(url, SYNTH)
     assert snapshot(url) == local_snapshot(local)
     assert verify(open_dataset(url)) == []
@@ -606,7 +611,8 @@ def test_a_resume_takes_no_other_upload_of_as_many_bytes_for_its_own_shard(
     # Killed with two shards uploaded but not committed; meanwhile another writer (from
     # another cache, say) put other bytes of the same length under one of their keys.
     # The resume must see that it is not its upload and write that shard again.
-    url, fs = f"{bucket}/ds", s3fs.S3FileSystem()
+    url = f"{bucket}/ds"
+    fs, path = filesystem(url)
     uploaded = []
     with monkeypatch.context() as patch:
         crashing = _killed_at_the_third_shard()
@@ -615,7 +621,7 @@ def test_a_resume_takes_no_other_upload_of_as_many_bytes_for_its_own_shard(
         )
         with pytest.raises(Killed):
             ingest([raw], url, OPTIONS)
-    key = f"{url.removeprefix('s3://')}/{uploaded[0]}"
+    key = f"{path}/{uploaded[0]}"
     fs.invalidate_cache()
     original = fs.cat_file(key)
     fs.pipe_file(key, original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size

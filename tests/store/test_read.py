@@ -1,4 +1,4 @@
-"""Reading a dataset from an object store (a local moto S3 endpoint): verify streams
+"""Reading a dataset from an object store (local S3 and GCS endpoints): verify streams
 each shard once and finds damage, the loader and eval read members by range and give
 what they give locally, and names from the store's manifests are checked as locally."""
 
@@ -7,7 +7,6 @@ import shutil
 
 import pandas as pd
 import pytest
-import s3fs
 import torch
 from click.testing import CliRunner
 from torch.utils.data import DataLoader
@@ -23,6 +22,7 @@ from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, shard_url
 from rainbench.shards.verify import verify
+from rainbench.store import filesystem
 from rainbench.synth.build import SynthOptions, synthesize
 
 EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
@@ -47,12 +47,13 @@ def local_ds(tmp_path_factory):
 def url(bucket, local_ds) -> str:
     """The dataset uploaded to the store as it is on disk."""
     target = f"{bucket}/ds"
-    s3fs.S3FileSystem().put(str(local_ds), target.removeprefix("s3://"), recursive=True)
+    fs, path = filesystem(target)
+    fs.put(str(local_ds), path, recursive=True)
     return target
 
 
 def _key(url: str, name: str) -> str:
-    return f"{url.removeprefix('s3://')}/{name}"
+    return filesystem(f"{url}/{name}")[1]
 
 
 def _shards(local_ds) -> list[str]:
@@ -63,7 +64,7 @@ def _shards(local_ds) -> list[str]:
 
 def test_verify_streams_the_store_and_finds_damage(url, local_ds):
     assert verify(open_dataset(url), workers=1) == []
-    fs = s3fs.S3FileSystem()
+    fs = filesystem(url)[0]
     first, second = _shards(local_ds)[:2]
     damaged = bytearray(fs.cat_file(_key(url, first)))
     damaged[520] ^= 0xFF  # in the first member's bytes
@@ -101,7 +102,10 @@ def test_the_loader_reads_the_store_as_it_reads_local_files(url, local_ds):
 
 def test_the_loader_fetches_members_by_range_never_whole_shards(url, local_ds, monkeypatch):
     fetched: list[int] = []
-    original = s3fs.core.S3File._fetch_range
+    fs = filesystem(url)[0]
+    with fs.open(_key(url, _shards(local_ds)[0])) as handle:
+        kind = type(handle)  # the store's own file class: S3File, GCSFile
+    original = kind._fetch_range
 
     def counting(self, start, end):
         data = original(self, start, end)
@@ -109,7 +113,7 @@ def test_the_loader_fetches_members_by_range_never_whole_shards(url, local_ds, m
             fetched.append(len(data))
         return data
 
-    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counting)
+    monkeypatch.setattr(kind, "_fetch_range", counting)
     dataset = RainDataset(url, crop=64, shuffle=False, filters=_rainy())
     next(iter(dataset))
     shard = dataset.samples["shard"].iloc[0]
@@ -169,7 +173,7 @@ def test_a_manifest_naming_a_shard_outside_the_dataset_is_refused(url, local_ds,
     samples.loc[0, "shard"] = "shards/../../elsewhere/test-000000.tar"
     bad = tmp_path / "samples.parquet"
     samples.to_parquet(bad)
-    s3fs.S3FileSystem().put_file(str(bad), _key(url, "manifests/samples.parquet"))
+    filesystem(url)[0].put_file(str(bad), _key(url, "manifests/samples.parquet"))
     with pytest.raises(DatasetError, match="not a valid shard path"):
         RainDataset(url)
     root = open_dataset(url.replace("/ds", "/other")).root

@@ -43,8 +43,7 @@ def test_a_missing_driver_names_the_extra_to_install(monkeypatch):
 
 
 def test_listing_size_and_ranged_reads(bucket, tmp_path):
-    fs = s3fs.S3FileSystem()
-    root = bucket.removeprefix("s3://")
+    fs, root = store.filesystem(bucket)
     fs.pipe_file(f"{root}/raw/a.jpg", b"a" * 1000)
     fs.pipe_file(f"{root}/raw/sub/b.jpg", bytes(range(256)) * 4)
     found = store.listing(f"{bucket}/raw/")
@@ -62,9 +61,9 @@ def test_listing_size_and_ranged_reads(bucket, tmp_path):
 
 
 def test_download_copies_a_block_at_a_time_and_leaves_no_temporary(bucket, tmp_path):
-    fs = s3fs.S3FileSystem()
+    fs, root = store.filesystem(bucket)
     data = bytes(range(256)) * (3 * store.STREAM_BLOCK // 256 + 7)  # 3 blocks and a bit
-    fs.pipe_file(f"{bucket.removeprefix('s3://')}/m.parquet", data)
+    fs.pipe_file(f"{root}/m.parquet", data)
     target = tmp_path / "mirror" / "m.parquet"
     store.download(f"{bucket}/m.parquet", target)
     assert target.read_bytes() == data
@@ -86,17 +85,23 @@ def test_download_copies_a_block_at_a_time_and_leaves_no_temporary(bucket, tmp_p
     assert peak < 4 * store.STREAM_BLOCK
 
 
-def test_create_makes_an_object_only_where_none_is(bucket, monkeypatch):
+def test_create_makes_an_object_only_where_none_is(bucket):
     url = f"{bucket}/ds/lock.json"
     assert store.create(url, b"first") and not store.create(url, b"second")
-    assert store.read_bytes(url) == b"first"
-    # The store's own refusal, for a writer that looked before the first one wrote.
-    monkeypatch.setattr(s3fs.S3FileSystem, "exists", lambda self, path: False)
-    assert not store.create(url, b"third")
     assert store.read_bytes(url) == b"first"
     store.delete(url)
     store.delete(url)  # gone already: no error
     assert store.size(url) == -1
+
+
+def test_the_stores_own_condition_refuses_a_writer_that_looked_too_early(s3_bucket, monkeypatch):
+    """For a writer that looked before the first one wrote: S3's If-None-Match (moto
+    honours it; the GCS emulator ignores gcsfs's ifGenerationMatch=0, so S3 only)."""
+    url = f"{s3_bucket}/ds/lock.json"
+    assert store.create(url, b"first")
+    monkeypatch.setattr(s3fs.S3FileSystem, "exists", lambda self, path: False)
+    assert not store.create(url, b"second")
+    assert store.read_bytes(url) == b"first"
 
 
 def test_only_folders_in_the_cache_stand_for_a_url(tmp_path, monkeypatch):
