@@ -3,7 +3,7 @@ one CPU each, started with the `ray` command beside this Python and stopped by k
 exactly the processes they started (`ray stop` would stop every Ray on the machine).
 Without token authentication, said explicitly: a ~/.ray/auth_token left by anything
 else would turn it on, and then refuse this driver, which has no token. And a local S3
-endpoint that only the driver is pointed at."""
+or GCS endpoint that only the driver is pointed at."""
 
 import contextlib
 import os
@@ -109,30 +109,46 @@ def ray_cluster(local_cluster) -> str:
     return local_cluster.address
 
 
-@pytest.fixture
-def driver_store(tmp_path, monkeypatch) -> str:
-    """`s3://bucket` on a local S3 endpoint (moto, a process of its own) that only this
-    driver is pointed at: the Ray nodes were started with the environment's other one,
-    where nothing listens. rainbench's mirrors under tmp_path."""
-    s3fs = pytest.importorskip("s3fs")
-    pytest.importorskip("moto.server")
+# Per store: its client's module and filesystem, the local server's module and
+# arguments (the port last), and the variable that points a client at that server.
+_STORES = {
+    "s3": ("s3fs", "S3FileSystem", "moto.server", ["-H", "127.0.0.1", "-p"], "AWS_ENDPOINT_URL"),
+    "gs": (
+        "gcsfs",
+        "GCSFileSystem",
+        "gcp_storage_emulator",
+        ["start", "--in-memory", "-q", "--host", "127.0.0.1", "--port"],
+        "STORAGE_EMULATOR_HOST",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(_STORES))
+def driver_store(request, tmp_path, monkeypatch) -> str:
+    """`gs://bucket` or `s3://bucket` on a local endpoint (the GCS emulator or moto, a
+    process of its own) that only this driver is pointed at: the Ray nodes were started
+    with the environment's other one, where nothing listens. rainbench's mirrors under
+    tmp_path."""
+    client, kind, server_module, arguments, variable = _STORES[request.param]
+    filesystem = getattr(pytest.importorskip(client), kind)
+    pytest.importorskip(server_module)
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", server_module, *arguments, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for(port, server)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{port}")
         monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
-        s3fs.S3FileSystem.clear_instance_cache()
-        s3fs.S3FileSystem().mkdir("bucket")
-        yield "s3://bucket"
+        filesystem.clear_instance_cache()
+        filesystem().mkdir("bucket")
+        yield f"{request.param}://bucket"
     finally:
         server.kill()
         server.wait()
-        s3fs.S3FileSystem.clear_instance_cache()
+        filesystem.clear_instance_cache()
 
 
 def _wait_for(port: int, server: subprocess.Popen) -> None:
@@ -143,5 +159,5 @@ def _wait_for(port: int, server: subprocess.Popen) -> None:
             return
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the S3 endpoint on port {port} did not start")
+                pytest.fail(f"the store's endpoint on port {port} did not start")
             time.sleep(0.1)

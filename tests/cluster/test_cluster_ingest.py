@@ -185,8 +185,9 @@ def test_a_killed_driver_leaves_a_run_the_next_one_finishes(
 
 
 def test_workers_upload_to_the_store_the_driver_commits_to(tmp_path, ray_cluster, driver_store):
-    """The nodes were started with another AWS_ENDPOINT_URL than the driver's: the tasks
-    are given the driver's, so the shards land where the manifests go."""
+    """The nodes were started with another AWS_ENDPOINT_URL (STORAGE_EMULATOR_HOST) than
+    the driver's: the tasks are given the driver's, so the shards land where the
+    manifests go."""
     for spec in sample_specs(4, seed=2, size=(160, 120)):
         write_capture(tmp_path / "raw", spec)
     url = f"{driver_store}/ds"
