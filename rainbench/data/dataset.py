@@ -113,6 +113,8 @@ class RainDataset(IterableDataset):
             raise ValueError(
                 f"crop must be at least 1 px, or None for whole pictures; not {self.crop}"
             )
+        if self.decode_device is not None:
+            _require_torch_decoder()
         self.epoch = 0
         self._resume: dict = {}
         self._first_worker = 0  # the slot DataLoader worker 0 plays (see load_state_dict)
@@ -367,6 +369,19 @@ class StoredPicture:
         row = rows - top - side if flip_rows else top
         column = columns - left - side if flip_columns else left
         return (row, column) if swap else (column, row)
+
+
+def _require_torch_decoder() -> None:
+    """`decode_device` needs torchvision's JPEG decoder, which torchvision 0.29 deprecated
+    for TorchCodec's: one line here where this torchvision lacks it (or there is none),
+    not a traceback from every loader worker."""
+    try:
+        from torchvision.io import decode_jpeg  # noqa: F401
+    except ImportError as error:
+        raise ValueError(
+            f"decode_device needs torchvision's decode_jpeg ({first_line(error)}); "
+            "leave decode_device=None to decode with Pillow"
+        ) from None
 
 
 def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tensor:

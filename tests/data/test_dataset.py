@@ -364,6 +364,20 @@ def test_a_jpeg_no_decoder_reads_is_a_one_line_error(monkeypatch, _dataset):
     assert "\n" not in str(raised.value)
 
 
+def test_decode_device_without_torchvisions_decoder_is_one_line(monkeypatch, _dataset):
+    """torchvision 0.29 deprecated its image decoding; one that has dropped it is said
+    so when the dataset is made, with the way out."""
+    import torchvision.io
+
+    monkeypatch.delattr(torchvision.io, "decode_jpeg")
+    with pytest.raises(ValueError) as raised:
+        RainDataset(_dataset, decode_device="cpu")
+    message = str(raised.value)
+    assert message.startswith("decode_device needs torchvision's decode_jpeg (cannot import")
+    assert message.endswith("decode_device=None to decode with Pillow") and "\n" not in message
+    RainDataset(_dataset)  # Pillow needs no torchvision
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_jpegs_decode_on_the_gpu(_dataset):
