@@ -67,15 +67,18 @@ def _listening(port: int) -> bool:
 
 
 @pytest.fixture(params=["s3", "gs"])
-def bucket(request, monkeypatch, tmp_path) -> str:
-    """`s3://…` or `gs://…`, a new bucket on the local endpoint; rainbench's mirrors
-    under tmp_path."""
-    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
-    if request.param == "s3":
-        return request.getfixturevalue("s3_bucket")
-    request.getfixturevalue("gcs_endpoint")
-    import gcsfs
+def bucket(request) -> str:
+    """`s3://…` or `gs://…`: a new bucket on the local endpoint of each store in turn."""
+    return request.getfixturevalue(f"{request.param}_bucket")
 
+
+@pytest.fixture
+def gs_bucket(gcs_endpoint, monkeypatch, tmp_path) -> str:
+    """`gs://<a new bucket>` on the GCS emulator; rainbench's mirrors under tmp_path."""
+    gcsfs = pytest.importorskip("gcsfs")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
+    gcsfs.GCSFileSystem.clear_instance_cache()  # an earlier test's endpoint, if any
     name = f"bucket-{next(_buckets)}"
     gcsfs.GCSFileSystem().mkdir(name)
     return f"gs://{name}"
