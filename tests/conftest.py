@@ -6,7 +6,10 @@ Image sizes are small so the suite stays fast; benchmarks use 12 MP.
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +55,32 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_name, None)
 
 SMALL = (480, 360)
+
+
+@pytest.fixture(scope="session")
+def local_server():
+    """Start `python -m MODULE ARGUMENTS…` in a process of its own, its output dropped
+    (a test's commands print to the same stream), and return it once it listens on
+    127.0.0.1:`port`; the caller stops it."""
+
+    def start(module: str, arguments: list[str], port: int) -> subprocess.Popen:
+        server = subprocess.Popen(
+            [sys.executable, "-m", module, *arguments],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return server
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    server.kill()
+                    pytest.fail(f"{module} did not start listening on port {port}")
+                time.sleep(0.1)
+
+    return start
 
 
 def _write_burst(root: Path, frames: list[np.ndarray], first: int = 0) -> None:

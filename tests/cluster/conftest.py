@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,7 @@ _STORES = {
 
 
 @pytest.fixture(params=sorted(_STORES))
-def driver_store(request, tmp_path, monkeypatch) -> str:
+def driver_store(request, tmp_path, monkeypatch, local_server) -> str:
     """`gs://bucket` or `s3://bucket` on a local endpoint (the GCS emulator or moto, a
     process of its own) that only this driver is pointed at: the Ray nodes were started
     with the environment's other one, where nothing listens. rainbench's mirrors under
@@ -133,13 +132,8 @@ def driver_store(request, tmp_path, monkeypatch) -> str:
     filesystem = getattr(pytest.importorskip(client), kind)
     pytest.importorskip(server_module)
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", server_module, *arguments, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = local_server(server_module, [*arguments, str(port)], port)
     try:
-        _wait_for(port, server)
         monkeypatch.setenv(variable, f"http://127.0.0.1:{port}")
         monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
         filesystem.clear_instance_cache()
@@ -149,15 +143,3 @@ def driver_store(request, tmp_path, monkeypatch) -> str:
         server.kill()
         server.wait()
         filesystem.clear_instance_cache()
-
-
-def _wait_for(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the store's endpoint on port {port} did not start")
-            time.sleep(0.1)

@@ -7,10 +7,6 @@ STORAGE_EMULATOR_HOST, …); `s3_bucket` is for what only moto can do."""
 import itertools
 import logging
 import os
-import socket
-import subprocess
-import sys
-import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -33,37 +29,18 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="session")
-def gcs_endpoint():
+def gcs_endpoint(local_server):
     """A process of its own: the emulator prints a traceback for every connection a
     client closes early, which would land in the output of the commands tested here."""
     pytest.importorskip("gcp_storage_emulator")
     pytest.importorskip("gcsfs")
     # The port tests/conftest.py put in the environment before any worker started.
     port = urlsplit(os.environ["STORAGE_EMULATOR_HOST"]).port
-    command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--in-memory", "-q"]
-    server = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not _listening(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the GCS emulator on port {port} did not start")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.kill()
-        server.wait()
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+    arguments = ["start", "--in-memory", "-q", "--host", "127.0.0.1", "--port", str(port)]
+    server = local_server("gcp_storage_emulator", arguments, port)
+    yield f"http://127.0.0.1:{port}"
+    server.kill()
+    server.wait()
 
 
 @pytest.fixture(params=["s3", "gs"])
