@@ -242,6 +242,25 @@ def version(url: str) -> str | None:
     return f"{int(info.get('size') or 0)}:{str(tag).strip(chr(34))}"
 
 
+def bucket_missing(url: str) -> bool:
+    """Whether the store says that the bucket of `url` does not exist (one request, no
+    listing); False where it says it does, or cannot tell: no right to ask, the store
+    unreachable, a kind of store other than S3 and GCS."""
+    fs, path = filesystem(url)
+    bucket = path.split("/", 1)[0]
+    driver = _EXTRAS.get(_URL.match(url).group(1).lower())
+    try:
+        if driver == "s3fs":
+            fs.call_s3("head_bucket", Bucket=bucket)
+        elif driver == "gcsfs":
+            fs.call("GET", f"b/{bucket}")
+    except FileNotFoundError:  # both clients' word for a 404
+        return True
+    except Exception:  # refused, unreachable, or any other answer: it cannot tell
+        return False
+    return False
+
+
 def cache_root() -> Path:
     """Where rainbench keeps its local mirrors: $RAINBENCH_CACHE, else
     $XDG_CACHE_HOME/rainbench, else ~/.cache/rainbench."""

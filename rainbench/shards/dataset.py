@@ -26,6 +26,7 @@ from rainbench.errors import RainbenchError, first_line
 from rainbench.files import regular_file, write_atomic
 from rainbench.shards.layout import STORED_SPLIT
 from rainbench.store import (
+    bucket_missing,
     create,
     delete,
     download,
@@ -156,6 +157,8 @@ class Dataset:
         if self.url is None and not self.root.is_dir():
             what = "is a file, not a dataset folder" if self.root.exists() else "does not exist"
             return f"{self.root} {what}"
+        if self.url is not None and bucket_missing(self.url):
+            return f"{self.url}: the bucket does not exist"
         return f"{self.url or self.root} is not a rainbench dataset (no {missing})"
 
     def pull(self) -> None:

@@ -129,3 +129,21 @@ def test_a_bucket_that_does_not_exist_is_named_in_the_error(bucket, tmp_path):
     assert result.exit_code == 1
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ") and f"{bucket}-nowhere" in line and "bucket" in line
+
+
+@pytest.mark.parametrize("command", [["verify"], ["tag"], ["label"]])
+def test_reading_from_a_bucket_that_does_not_exist_says_so(bucket, command):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    result = CliRunner().invoke(main, [*command, f"{bucket}-nowhere/ds"])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and f"{bucket}-nowhere" in line
+    assert "bucket does not exist" in line
+
+
+def test_a_missing_dataset_in_a_bucket_is_no_missing_bucket(bucket):
+    assert not store.bucket_missing(f"{bucket}/no-dataset")
+    assert store.bucket_missing(f"{bucket}-nowhere/no-dataset")
