@@ -3,23 +3,29 @@
 Units are plain picklable values and the function a module-level one, so another
 engine (Ray, Spark) can stand in for this one without touching the callers. One
 `WorkerPool` can serve several phases, so worker start-up is paid once. Workers exit
-when the process that started them dies, however it dies.
+when the process that started them dies, however it dies. Ctrl-C is the main
+process's to report: workers and their fork server stay quiet (`_interrupted`).
 """
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import select
+import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_running = False  # in a worker: whether a unit runs now (`_interrupted`)
 
 
 class WorkerPool:
@@ -45,12 +51,12 @@ class WorkerPool:
         # A bounded number of units in flight, so memory does not grow with the input.
         in_flight = 4 * self.workers
         queue = iter(units)
-        pending = {pool.submit(fn, unit) for unit in islice(queue, in_flight)}
+        pending = {pool.submit(_run, fn, unit) for unit in islice(queue, in_flight)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
-            pending |= {pool.submit(fn, unit) for unit in islice(queue, len(done))}
+            pending |= {pool.submit(_run, fn, unit) for unit in islice(queue, len(done))}
 
     def map_ordered(self, fn: Callable[[T], R], units: Iterable[T]) -> Iterator[R]:
         """Like `map_unordered`, but results come in the order of `units`."""
@@ -60,10 +66,10 @@ class WorkerPool:
             return
         pool = self._start(fn)
         queue = iter(units)
-        ahead = deque(pool.submit(fn, unit) for unit in islice(queue, 4 * self.workers))
+        ahead = deque(pool.submit(_run, fn, unit) for unit in islice(queue, 4 * self.workers))
         while ahead:
             result = ahead.popleft().result()
-            ahead.extend(pool.submit(fn, unit) for unit in islice(queue, 1))
+            ahead.extend(pool.submit(_run, fn, unit) for unit in islice(queue, 1))
             yield result
 
     def _start(self, fn: Callable) -> Executor:
@@ -75,17 +81,86 @@ class WorkerPool:
             # no work runs there), and every worker forks with it imported instead of
             # importing it again. Effective when this process starts its fork server.
             context.set_forkserver_preload(["__main__", fn.__module__])
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=context,
-                initializer=_exit_with,
-                initargs=(os.getpid(),),
-            )
+            # Every worker is started here, with a Ctrl-C meanwhile held until they all
+            # are: one that came while a worker was being started (the fork server
+            # imports the modules first, a second or so) left that worker unknown to
+            # the pool, which then did not wait for it, and it printed a traceback.
+            with _ctrl_c_held() as ignoring:
+                with ignoring():
+                    multiprocessing.forkserver.ensure_running()
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=context,
+                    initializer=_start_worker,
+                    initargs=(os.getpid(),),
+                )
+                # The pool starts a worker for each unit submitted while none is idle.
+                for _ in range(self.workers):
+                    self._executor.submit(int)
         return self._executor
 
 
+@contextmanager
+def _ctrl_c_held() -> Iterator[Callable]:
+    """Ctrl-C (SIGINT) in the block is held, and raised as KeyboardInterrupt after it.
+    The block gets `ignoring`, a context in which SIGINT is ignored instead: processes
+    started from there inherit that (the fork server; a Ctrl-C in those milliseconds is
+    lost), where a handler of this process would not survive their exec. Only the main
+    thread may set handlers; elsewhere Ctrl-C is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield nullcontext
+        return
+    held = []
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(signum)
+
+    @contextmanager
+    def ignoring() -> Iterator[None]:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, hold)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield ignoring
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if held and callable(previous):  # Python's own handler raises KeyboardInterrupt
+        previous(signal.SIGINT, None)
+
+
+def _start_worker(parent: int) -> None:
+    """Runs first in every worker: exit as soon as process `parent` is gone, and take
+    Ctrl-C as `_interrupted` says."""
+    _exit_with(parent)
+    signal.signal(signal.SIGINT, _interrupted)
+
+
+def _run(fn: Callable[[T], R], unit: T) -> R:
+    """One unit of work in a worker, known to be running while it runs."""
+    global _running
+    _running = True
+    try:
+        return fn(unit)
+    finally:
+        _running = False
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C in a worker (a terminal sends it to every process of the command): a
+    running unit stops with KeyboardInterrupt, as anywhere, which its caller gets; an
+    idle worker takes no notice, where Python printed the traceback of its wait for
+    work. The main process says it in one line and ends the pool, which tells idle
+    workers to exit (and `_exit_with` ends them if it dies first)."""
+    if _running:
+        raise KeyboardInterrupt
+
+
 def _exit_with(parent: int) -> None:
-    """Runs first in every worker: exit as soon as process `parent` is gone.
+    """Exit as soon as process `parent` is gone.
 
     A worker is the forkserver's child, not `parent`'s, and waits on a queue whose
     writing end it holds itself, so a `kill -9` of `parent` would leave the workers,

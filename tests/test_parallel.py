@@ -1,3 +1,5 @@
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +59,71 @@ def test_workers_and_forkserver_exit_when_the_owner_is_killed(workers_are, sessi
     finally:
         owner.kill()  # SIGKILL, to the owner alone
         owner.wait()
+    deadline = time.monotonic() + 10
+    while session_processes(owner.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not session_processes(owner.pid)
+
+
+# A pool's owner that a terminal's Ctrl-C reaches with all its processes: while the
+# fork server imports the work's module (slow to import here), while the workers wait
+# for work, or while they run it. It reports Ctrl-C in one line, as the CLI does.
+_SLOW_MODULE = """
+import time
+
+time.sleep(3)  # the fork server imports this before it starts any worker
+
+
+def work(seconds):
+    time.sleep(seconds)
+"""
+_INTERRUPTED_OWNER = """
+import signal, sys, time
+from rainbench.parallel import WorkerPool
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell ignores it
+    from slow_to_import import work
+    try:
+        with WorkerPool(2) as pool:
+            print("starting", flush=True)
+            list(pool.map_unordered(work, [0, 0]))
+            print("ready", flush=True)
+            list(pool.map_unordered(work, [600, 600] if sys.argv[1] == "busy" else []))
+            time.sleep(600)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("workers_are", ["starting", "idle", "busy"])
+def test_ctrl_c_ends_the_pool_in_one_line(workers_are, tmp_path, session_processes):
+    (tmp_path / "slow_to_import.py").write_text(_SLOW_MODULE)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_OWNER, workers_are],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "starting"
+        if workers_are == "starting":
+            time.sleep(1)  # the fork server is importing slow_to_import
+        else:
+            assert owner.stdout.readline().strip() == "ready"
+            time.sleep(0.5)  # busy: the work has reached the workers
+        os.killpg(owner.pid, signal.SIGINT)  # as a terminal sends Ctrl-C: to every process
+        _, stderr = owner.communicate(timeout=30)
+    finally:
+        if owner.poll() is None:
+            os.killpg(owner.pid, signal.SIGKILL)
+            owner.wait()
+    assert owner.returncode == 130
+    assert stderr.strip() == "interrupted"  # no worker's or fork server's traceback
     deadline = time.monotonic() + 10
     while session_processes(owner.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
