@@ -21,6 +21,7 @@ RAINBENCH_NLCL_REFERENCE_PYTHON picks another interpreter for it).
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -512,8 +513,8 @@ def inference_time(plan: Plan, work: Path) -> dict:
 
 def loader_speed(plan: Plan, work: Path) -> dict:
     """Crops/s of `RainDataset` in one process over the same JPEG dataset, per decoder:
-    Pillow (the default), torchvision on the CPU, nvJPEG; one untimed pass each, then
-    interleaved timed passes, best kept."""
+    Pillow (the default), torch's on the CPU (TorchCodec, else torchvision), nvJPEG; one
+    untimed pass each, then interleaved timed passes, best kept."""
     from ingest import capture_specs  # the ingest benchmark's varied JPEG captures
 
     from rainbench.demo.captures import write_capture
@@ -695,9 +696,18 @@ def compare_with_reference(records: dict) -> None:
     reference["summary"] += f"; ours (batch-16 bf16) {ours:.2f}: {ours / theirs:.2f}×"
 
 
+def _installed(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict:
     import torch
     import torchvision
+
+    from rainbench.data.dataset import torch_jpeg_decoder
 
     return {
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -709,6 +719,8 @@ def machine() -> dict:
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "torchvision": torchvision.__version__,
+        "torchcodec": _installed("torchcodec"),
+        "jpeg_decoder": getattr(torch_jpeg_decoder(), "__name__", None),  # decode_device's
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),

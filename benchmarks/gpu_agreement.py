@@ -1,7 +1,8 @@
 """Where a GPU's answer may differ from the CPU's, measured: PIQE on pyiqa's calibration
 image I04 on the CPU, on CUDA as rainbench scores it (float32) and on CUDA with torch's
 default TF32 convolutions; and nvJPEG on each kind of JPEG (4:2:0, 4:4:4, progressive,
-greyscale, CMYK), decoded or refused, against torchvision's CPU decoder.
+greyscale, CMYK), decoded or refused, against the CPU decoder of the library the loader
+uses (`torch_jpeg_decoder`: TorchCodec, else torchvision).
 
     python benchmarks/gpu_agreement.py        # needs CUDA and rainbench[eval]
 
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 
 import rainbench.metrics.noref as noref
+from rainbench.data.dataset import torch_jpeg_decoder
 from rainbench.metrics import create_metric
 
 
@@ -47,14 +49,12 @@ def jpeg_kinds() -> dict[str, bytes]:
 def nvjpeg(data: bytes) -> dict:
     """nvJPEG's answer on one JPEG: decoded, with its mean difference from the CPU
     decoder's pixels, or refused with the error's first line."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    decode = torch_jpeg_decoder()
     try:
-        gpu = decode_jpeg(encoded, mode=ImageReadMode.RGB, device="cuda")
+        gpu = decode(data, "cuda")
     except RuntimeError as error:
         return {"decoded": False, "error": str(error).splitlines()[0]}
-    cpu = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+    cpu = decode(data, "cpu")
     difference = (gpu.cpu().float() - cpu.float()).abs().mean().item()
     return {"decoded": True, "mean_abs_difference": round(difference, 3)}
 
@@ -92,7 +92,11 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("error: needs a CUDA device", file=sys.stderr)
         return 1
+    if torch_jpeg_decoder() is None:
+        print("error: needs TorchCodec or torchvision: pip install torchcodec", file=sys.stderr)
+        return 1
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print(f"JPEG decoder: {torch_jpeg_decoder().__name__}")
     figures = measure_all()
     for name, result in figures["nvjpeg"].items():
         if result["decoded"]:

@@ -127,3 +127,20 @@ def _gps(gps: dict) -> tuple[float | None, float | None, float | None]:
     if alt is not None and gps.get(5) in (1, b"\x01"):
         alt = -alt
     return lat, lon, alt
+
+
+def without_app1(jpeg: bytes) -> bytes:
+    """`jpeg` without its APP1 segments (EXIF, XMP), its picture untouched: for a decoder
+    that would read them itself (orientation) where the manifest's word is the one to
+    follow, or a copy that must carry no metadata."""
+    kept, position = bytearray(jpeg[:2]), 2
+    while position + 4 <= len(jpeg) and jpeg[position] == 0xFF and jpeg[position + 1] != 0xDA:
+        if jpeg[position + 1] == 0xFF:  # a fill byte before a marker
+            kept.append(0xFF)
+            position += 1
+            continue
+        end = position + 2 + int.from_bytes(jpeg[position + 2 : position + 4], "big")
+        if jpeg[position + 1] != 0xE1:
+            kept += jpeg[position:end]
+        position = end
+    return bytes(kept + jpeg[position:])  # from the start of scan on, untouched

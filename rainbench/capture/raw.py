@@ -18,6 +18,7 @@ from rainbench.capture.decode import (
     decoder_error_text,
     reduce_for_preview,
 )
+from rainbench.capture.exif import without_app1
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import orientation_of, turn_upright
 from rainbench.capture.reject import CaptureRejected, Reason
@@ -119,7 +120,10 @@ def _embedded_preview(raw: "rawpy.RawPy") -> tuple[Image.Image, bytes] | None:
         return None
     orientation = _flip_orientation(sizes.flip)
     if orientation == 1:
-        return image, _without_app1(thumb.data)
+        # LibRaw prepends an EXIF block built from the RAW's tags, GPS included, and extra
+        # members bypass ingest's GPS removal: the preview carries no metadata, the RAW
+        # and the manifest do.
+        return image, without_app1(thumb.data)
     image = turn_upright(image.convert("RGB"), orientation)
     return image, _encode_jpeg(image)
 
@@ -135,19 +139,6 @@ def _flip_orientation(flip: int) -> int:
     swap, rows, columns = bool(flip & 4), bool(flip & 2), bool(flip & 1)
     # Flipped before the transpose, rows are columns after it.
     return orientation_of(swap, columns, rows) if swap else orientation_of(swap, rows, columns)
-
-
-def _without_app1(jpeg: bytes) -> bytes:
-    """`jpeg` without its APP1 segments (EXIF, XMP). LibRaw prepends an EXIF block built
-    from the RAW's tags, GPS included, and extra members bypass ingest's GPS removal:
-    the preview carries no metadata, the RAW and the manifest do."""
-    kept, position = bytearray(jpeg[:2]), 2
-    while position + 4 <= len(jpeg) and jpeg[position] == 0xFF and jpeg[position + 1] != 0xDA:
-        end = position + 2 + int.from_bytes(jpeg[position + 2 : position + 4], "big")
-        if jpeg[position + 1] != 0xE1:
-            kept += jpeg[position:end]
-        position = end
-    return bytes(kept + jpeg[position:])  # from the start of scan on, untouched
 
 
 def _fits(thumb_size: tuple[int, int], sensor_size: tuple[int, int]) -> bool:

@@ -17,8 +17,9 @@ are the stills of a burst that real pairs were made of (`rainbench.data.select`)
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from rainbench.capture.exif import without_app1
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import STEPS, turn_upright, upright_size
 from rainbench.data.read import ShardReader
@@ -89,8 +91,9 @@ class RainDataset(IterableDataset):
     shuffle: bool = True
     seed: int = 0
     verify: bool = False  # check each shard's sha256 when first opened
-    # None: Pillow on the CPU. "cuda" (or "cpu"): JPEGs decoded by torchvision on that
-    # device (nvJPEG on a GPU; use num_workers=0 then), other formats by Pillow.
+    # None: Pillow on the CPU. "cuda" (or "cpu"): JPEGs decoded by TorchCodec (else
+    # torchvision) on that device (nvJPEG on a GPU; use num_workers=0 then), other
+    # formats by Pillow.
     decode_device: str | None = None
     rank: int | None = None  # None: from torch.distributed or the environment
     world_size: int | None = None
@@ -303,7 +306,7 @@ class RainDataset(IterableDataset):
             check_jpeg(data, where, width, height)
             try:
                 picture = decode_jpeg(data, self.decode_device, orientation)
-            except RuntimeError as error:  # torchvision's signal for a JPEG it cannot decode
+            except RuntimeError as error:  # the decoders' signal for a JPEG they cannot read
                 # torch's messages go on with a C++ stack trace: the first line says it.
                 raise ShardError(f"{where}: does not decode: {first_line(error)}") from None
         else:
@@ -372,33 +375,67 @@ class StoredPicture:
 
 
 def _require_torch_decoder() -> None:
-    """`decode_device` needs torchvision's JPEG decoder, which torchvision 0.29 deprecated
-    for TorchCodec's: one line here where this torchvision lacks it (or there is none),
-    not a traceback from every loader worker."""
+    """`decode_device` needs a torch JPEG decoder (`torch_jpeg_decoder`): one line here
+    where there is none, not a traceback from every loader worker."""
+    if torch_jpeg_decoder() is None:
+        raise ValueError(
+            "decode_device needs TorchCodec's or torchvision's decode_jpeg, and neither "
+            "can be imported: pip install torchcodec, or leave decode_device=None to "
+            "decode with Pillow"
+        )
+
+
+@lru_cache(maxsize=1)
+def torch_jpeg_decoder() -> Callable[[bytes, str], torch.Tensor] | None:
+    """What `decode_device` decodes JPEGs with: TorchCodec's decoder (torchcodec 0.16
+    on), else torchvision's, which torchvision 0.29 deprecated for it (the same
+    libjpeg-turbo and nvJPEG; the same pixels on the CPU, tested). None when neither can
+    be imported."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except (ImportError, OSError, RuntimeError):  # absent, or its libraries do not load
+        pass
+    else:
+        return decode_with_torchcodec
     try:
         from torchvision.io import decode_jpeg  # noqa: F401
-    except ImportError as error:
-        raise ValueError(
-            f"decode_device needs torchvision's decode_jpeg ({first_line(error)}); "
-            "leave decode_device=None to decode with Pillow"
-        ) from None
+    except ImportError:
+        return None
+    return decode_with_torchvision
+
+
+def decode_with_torchcodec(data: bytes, device: str) -> torch.Tensor:
+    """A JPEG's picture as stored, RGB uint8 3×H×W, decoded by TorchCodec on `device`."""
+    from torchcodec.decoders import decode_jpeg
+
+    # TorchCodec turns the picture by its EXIF orientation, with no switch to stop it; it
+    # gets no EXIF, so that the manifest's orientation is the one applied, as elsewhere.
+    return decode_jpeg(_encoded(without_app1(data)), mode="RGB", device=device)
+
+
+def decode_with_torchvision(data: bytes, device: str) -> torch.Tensor:
+    """A JPEG's picture as stored, RGB uint8 3×H×W, decoded by torchvision on `device`."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(_encoded(data), mode=ImageReadMode.RGB, device=device)
+
+
+def _encoded(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def decode_jpeg(data: bytes, device: str, orientation: int | None) -> torch.Tensor:
-    """A JPEG decoded by torchvision on `device` (nvJPEG on a GPU), made upright by the
-    EXIF `orientation` the manifest recorded: uint8 3×H×W. A JPEG that nvJPEG refuses
-    and libjpeg-turbo reads (CMYK, as print exports are) is decoded on the CPU and moved
-    to `device`; RuntimeError when neither decodes it."""
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_jpeg as torch_decode
-
-    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    """A JPEG decoded by torch on `device` (nvJPEG on a GPU; `torch_jpeg_decoder`), made
+    upright by the EXIF `orientation` the manifest recorded: uint8 3×H×W. A JPEG that
+    nvJPEG refuses and libjpeg-turbo reads (CMYK, as print exports are) is decoded on
+    the CPU and moved to `device`; RuntimeError when neither decodes it."""
+    torch_decode = torch_jpeg_decoder()
     try:
-        picture = torch_decode(encoded, mode=ImageReadMode.RGB, device=device)
+        picture = torch_decode(data, device)
     except RuntimeError:
         if torch.device(device).type == "cpu":
             raise
-        picture = torch_decode(encoded, mode=ImageReadMode.RGB).to(device)
+        picture = torch_decode(data, "cpu").to(device)
     return upright(picture, orientation)
 
 

@@ -55,3 +55,26 @@ def test_subsecond_time_is_kept_for_bursts():
     assert read_exif(exif).captured_at == datetime(2026, 5, 4, 17, 30, 12, 250000)
     exif.get_ifd(0x8769)[0x9291] = "n/a"
     assert read_exif(exif).captured_at == datetime(2026, 5, 4, 17, 30, 12)
+
+
+def test_without_app1_keeps_the_picture_and_drops_exif_and_xmp():
+    import io
+
+    import numpy as np
+
+    from rainbench.capture.exif import without_app1
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><tiff:Orientation>6</tiff:Orientation></x:xmpmeta>'
+    Image.fromarray(pixels).save(buffer, "JPEG", exif=_exif().tobytes(), xmp=xmp)
+    data = buffer.getvalue()
+    # A fill byte before a marker is legal; it must not be read as a segment.
+    data = data[:2] + b"\xff" + data[2:]
+    stripped = without_app1(data)
+    assert b"\xff\xe1" not in stripped[: stripped.index(b"\xff\xda")]
+    assert b"Exif" not in stripped and b"xmpmeta" not in stripped
+    with Image.open(io.BytesIO(stripped)) as reread:
+        assert not reread.getexif() and reread.size == (32, 24)
+        with Image.open(io.BytesIO(data)) as original:
+            assert np.array_equal(np.asarray(reread), np.asarray(original))

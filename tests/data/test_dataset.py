@@ -314,68 +314,105 @@ def test_upright_turns_tensors_as_pillow_turns_pictures(orientation):
     assert np.array_equal(turned.permute(1, 2, 0).numpy(), np.asarray(expected))
 
 
-def test_torchvision_decoding_gives_pillows_pictures(_dataset):
+@pytest.fixture
+def jpeg_decoder(monkeypatch):
+    """A function: make the torch JPEG decoder the one named ("torchcodec" or
+    "torchvision"; the other cannot be imported), or neither (None)."""
+    import sys
+
+    import torchvision.io
+
+    from rainbench.data import dataset
+
+    def choose(name: str | None) -> None:
+        if name != "torchcodec":
+            monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # ImportError
+        else:
+            pytest.importorskip("torchcodec.decoders")
+        if name != "torchvision":
+            monkeypatch.delattr(torchvision.io, "decode_jpeg")
+        dataset.torch_jpeg_decoder.cache_clear()
+
+    yield choose
+    dataset.torch_jpeg_decoder.cache_clear()
+
+
+@pytest.mark.parametrize("decoder", ["torchcodec", "torchvision"])
+def test_torch_decoding_gives_pillows_pictures(decoder, jpeg_decoder, _dataset):
+    jpeg_decoder(decoder)
     plain = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=None,
                         shuffle=False)  # fmt: skip
     torch_decoded = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=None,
                                 shuffle=False, decode_device="cpu")  # fmt: skip
-    for a, b in zip(plain, torch_decoded, strict=True):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pictures = list(zip(plain, torch_decoded, strict=True))
+    assert pictures
+    for a, b in pictures:
         assert a["key"] == b["key"] and a["image"].shape == b["image"].shape
         # Both are libjpeg-turbo; their IDCT and upsampling may round differently.
         assert (a["image"] - b["image"]).abs().mean() < 2 / 255
+    # TorchCodec's is taken where it is installed: torchvision 0.29's warns on every call.
+    deprecated = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert bool(deprecated) == (decoder == "torchvision" and torchvision_deprecates_decoding())
+
+
+def torchvision_deprecates_decoding() -> bool:
+    import torchvision
+
+    major, minor = (int(part) for part in torchvision.__version__.split(".")[:2])
+    return (major, minor) >= (0, 29)
 
 
 def test_a_jpeg_nvjpeg_refuses_is_decoded_on_the_cpu_and_moved(monkeypatch):
     """nvJPEG refuses CMYK JPEGs (as an H200 showed) that libjpeg-turbo reads; "meta"
     stands in for the GPU, with a decoder that refuses everything off the CPU."""
-    import torchvision.io
     from PIL import Image
 
-    from rainbench.data.dataset import decode_jpeg
+    from rainbench.data import dataset
 
-    real = torchvision.io.decode_jpeg
+    real = dataset.torch_jpeg_decoder()
 
-    def nvjpeg(encoded, mode, device="cpu"):
+    def nvjpeg(encoded, device):
         if torch.device(device).type != "cpu":
             raise RuntimeError("nvjpegDecode failed\nException raised from decode_jpegs_cuda")
-        return real(encoded, mode=mode)
+        return real(encoded, device)
 
-    monkeypatch.setattr(torchvision.io, "decode_jpeg", nvjpeg)
+    monkeypatch.setattr(dataset, "torch_jpeg_decoder", lambda: nvjpeg)
     buffer = io.BytesIO()
     Image.new("CMYK", (20, 10), (0, 80, 160, 30)).save(buffer, "JPEG", quality=95)
-    picture = decode_jpeg(buffer.getvalue(), "meta", 6)
+    picture = dataset.decode_jpeg(buffer.getvalue(), "meta", 6)
     assert picture.device.type == "meta" and picture.shape == (3, 20, 10)
     with pytest.raises(RuntimeError):
-        decode_jpeg(b"\xff\xd8" + bytes(100), "meta", 1)
+        dataset.decode_jpeg(b"\xff\xd8" + bytes(100), "meta", 1)
 
 
 def test_a_jpeg_no_decoder_reads_is_a_one_line_error(monkeypatch, _dataset):
     """torch's errors go on with a C++ stack trace; the ShardError keeps the first line."""
-    import torchvision.io
+    from rainbench.data import dataset
 
-    def refuse(encoded, mode, device="cpu"):
+    def refuse(encoded, device):
         raise RuntimeError("Quantization table 0x00 was not defined\nframe #0: decode_jpeg")
 
-    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuse)
-    dataset = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=None,
-                          decode_device="cpu")  # fmt: skip
+    monkeypatch.setattr(dataset, "torch_jpeg_decoder", lambda: refuse)
+    data = RainDataset(_dataset, filters=Filters(query="format == 'jpeg'"), crop=None,
+                       decode_device="cpu")  # fmt: skip
     with pytest.raises(ShardError, match="does not decode: Quantization table") as raised:
-        next(iter(dataset))
+        next(iter(data))
     assert "\n" not in str(raised.value)
 
 
-def test_decode_device_without_torchvisions_decoder_is_one_line(monkeypatch, _dataset):
-    """torchvision 0.29 deprecated its image decoding; one that has dropped it is said
-    so when the dataset is made, with the way out."""
-    import torchvision.io
-
-    monkeypatch.delattr(torchvision.io, "decode_jpeg")
+def test_decode_device_without_a_torch_decoder_is_one_line(jpeg_decoder, _dataset):
+    """torchvision 0.29 deprecated its image decoding for TorchCodec's; where neither
+    can be imported, that is said when the dataset is made, with the ways out."""
+    jpeg_decoder(None)
     with pytest.raises(ValueError) as raised:
         RainDataset(_dataset, decode_device="cpu")
     message = str(raised.value)
-    assert message.startswith("decode_device needs torchvision's decode_jpeg (cannot import")
-    assert message.endswith("decode_device=None to decode with Pillow") and "\n" not in message
-    RainDataset(_dataset)  # Pillow needs no torchvision
+    assert message.startswith("decode_device needs TorchCodec's or torchvision's decode_jpeg")
+    assert "pip install torchcodec" in message and "\n" not in message
+    assert message.endswith("decode_device=None to decode with Pillow")
+    RainDataset(_dataset)  # Pillow needs neither
 
 
 @pytest.mark.gpu
