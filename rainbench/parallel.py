@@ -47,7 +47,7 @@ class WorkerPool:
         if self.workers <= 1 or len(units) <= 1:
             yield from map(fn, units)
             return
-        pool = self._start(fn)
+        pool = self._start(fn, len(units))
         # A bounded number of units in flight, so memory does not grow with the input.
         in_flight = 4 * self.workers
         queue = iter(units)
@@ -64,7 +64,7 @@ class WorkerPool:
         if self.workers <= 1 or len(units) <= 1:
             yield from map(fn, units)
             return
-        pool = self._start(fn)
+        pool = self._start(fn, len(units))
         queue = iter(units)
         ahead = deque(pool.submit(_run, fn, unit) for unit in islice(queue, 4 * self.workers))
         while ahead:
@@ -72,7 +72,7 @@ class WorkerPool:
             ahead.extend(pool.submit(_run, fn, unit) for unit in islice(queue, 1))
             yield result
 
-    def _start(self, fn: Callable) -> Executor:
+    def _start(self, fn: Callable, units: int) -> Executor:
         if self._executor is None:
             # forkserver, not fork: the parent may run threads (progress bars) and
             # OpenMP libraries (rawpy), neither of which survives a fork safely.
@@ -94,8 +94,9 @@ class WorkerPool:
                     initializer=_start_worker,
                     initargs=(os.getpid(),),
                 )
-                # The pool starts a worker for each unit submitted while none is idle.
-                for _ in range(self.workers):
+                # The pool starts a worker for each unit submitted while none is idle
+                # (as many as there are units; a later phase may start the others).
+                for _ in range(min(self.workers, units)):
                     self._executor.submit(int)
         return self._executor
 
