@@ -373,10 +373,10 @@ def test_a_jpeg_nvjpeg_refuses_is_decoded_on_the_cpu_and_moved(monkeypatch):
 
     real = dataset.torch_jpeg_decoder()
 
-    def nvjpeg(encoded, device):
+    def nvjpeg(data, device):
         if torch.device(device).type != "cpu":
             raise RuntimeError("nvjpegDecode failed\nException raised from decode_jpegs_cuda")
-        return real(encoded, device)
+        return real(data, device)
 
     monkeypatch.setattr(dataset, "torch_jpeg_decoder", lambda: nvjpeg)
     buffer = io.BytesIO()
@@ -391,7 +391,7 @@ def test_a_jpeg_no_decoder_reads_is_a_one_line_error(monkeypatch, _dataset):
     """torch's errors go on with a C++ stack trace; the ShardError keeps the first line."""
     from rainbench.data import dataset
 
-    def refuse(encoded, device):
+    def refuse(data, device):
         raise RuntimeError("Quantization table 0x00 was not defined\nframe #0: decode_jpeg")
 
     monkeypatch.setattr(dataset, "torch_jpeg_decoder", lambda: refuse)

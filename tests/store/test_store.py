@@ -147,3 +147,23 @@ def test_reading_from_a_bucket_that_does_not_exist_says_so(bucket, command):
 def test_a_missing_dataset_in_a_bucket_is_no_missing_bucket(bucket):
     assert not store.bucket_missing(f"{bucket}/no-dataset")
     assert store.bucket_missing(f"{bucket}-nowhere/no-dataset")
+
+
+@pytest.mark.parametrize(
+    ("answer", "missing"),
+    [(FileNotFoundError("404"), True), (PermissionError("403"), False), (OSError("500"), False)],
+)
+def test_only_a_404_for_the_bucket_says_it_is_missing(answer, missing, monkeypatch):
+    """Credentials that may read objects but not look at the bucket are refused (403):
+    that says nothing of the bucket, and no error may then claim it is missing."""
+
+    class Store:
+        def call_s3(self, *args, **kwargs):
+            raise answer
+
+        def call(self, *args, **kwargs):
+            raise answer
+
+    monkeypatch.setattr(store, "filesystem", lambda url: (Store(), url.split("://")[1]))
+    assert store.bucket_missing("s3://bucket/ds") is missing
+    assert store.bucket_missing("gs://bucket/ds") is missing
