@@ -4,7 +4,8 @@ sha256 and reduced decode only), the floor that also stores each file unchanged 
 shards, and a naive ingest that re-encodes every image. Each method's CPU time per
 capture (the whole process tree) gives the per-core ratio, which other sessions' load
 moves far less than the wall time; a re-run of the unchanged folder shows what a
-re-run costs when no capture needs reading.
+re-run costs when no capture needs reading; and ingest with its rain-type features
+stubbed out (benchmarks/ingest_without_features.py) shows what they cost.
 
 A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS
 per goal.
@@ -193,6 +194,16 @@ def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json:
             "ours_2n": ("rainbench ingest, 2N", folders, ingest),
             # The same folder again into the dataset that holds it: nothing to read.
             "ours_rerun": ("rainbench ingest, unchanged re-run", folders[:1], ingest),
+            # Context: ours with the rain-type features stubbed out, to show their cost.
+            "ours_unmeasured": (
+                "rainbench ingest, features stubbed",
+                folders[:1],
+                [
+                    sys.executable,
+                    Path(__file__).with_name("ingest_without_features.py"),
+                    *ingest[3:],
+                ],
+            ),
         }
         results = {
             key: Result(label, captures * len(inputs), _megabytes(inputs))
@@ -460,6 +471,8 @@ def report(
         "ours_over_floor_store": ours.images_per_second / results["floor_store"].images_per_second,
         # Per core: the floor's CPU time per capture over ours (1 = as cheap as the floor).
         "ours_over_floor_cpu": floor_.cpu_per_image_ms / ours.cpu_per_image_ms,
+        "unmeasured_over_floor_cpu": floor_.cpu_per_image_ms
+        / results["ours_unmeasured"].cpu_per_image_ms,
         "ours_over_naive": ours.images_per_second / naive_.images_per_second,
         "peak_rss_2n_over_n": ours_2n.peak_rss_mb / ours.peak_rss_mb,
         "tree_rss_2n_over_n": ours_2n.tree_rss_mb / ours.tree_rss_mb,
@@ -526,6 +539,13 @@ def report(
         f"ours / floor per core (CPU time per capture) = {ratios['ours_over_floor_cpu']:.2f}×  "
         f"({floor_.cpu_per_image_ms:.1f} / {ours.cpu_per_image_ms:.1f} ms; the goal's ratio, "
         "measured as the load of other sessions moves it least)"
+    )
+    unmeasured = results["ours_unmeasured"].cpu_per_image_ms
+    print(
+        f"without the rain-type features (stubbed; context, no goal): per core "
+        f"{ratios['unmeasured_over_floor_cpu']:.2f}×  ({floor_.cpu_per_image_ms:.1f} / "
+        f"{unmeasured:.1f} ms): the features cost {ours.cpu_per_image_ms - unmeasured:.1f} ms "
+        "per capture"
     )
     print(
         f"ours / floor+store = {ratios['ours_over_floor_store']:.2f}×  "

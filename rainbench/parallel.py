@@ -80,6 +80,9 @@ class WorkerPool:
             # The fork server imports the work's module once (where it starts no threads:
             # no work runs there), and every worker forks with it imported instead of
             # importing it again. Effective when this process starts its fork server.
+            # `__main__` is asked for too, but Python 3.11–3.13 never pass its path to
+            # the fork server (they file it under another key), so each worker imports
+            # the main script itself, after the work's module.
             context.set_forkserver_preload(["__main__", fn.__module__])
             # Every worker is started here, with a Ctrl-C meanwhile held until they all
             # are: one that came while a worker was being started (the fork server
