@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -88,8 +88,11 @@ class WorkerPool:
             # are: one that came while a worker was being started (the fork server
             # imports the modules first, a second or so) left that worker unknown to
             # the pool, which then did not wait for it, and it printed a traceback.
-            with _ctrl_c_held() as ignoring:
-                with ignoring():
+            with _ctrl_c_held():
+                # Ignored, not held, while the fork server starts: it inherits that
+                # through exec, where a handler would not survive it (a Ctrl-C in those
+                # milliseconds is lost).
+                with _ctrl_c_handled_by(signal.SIG_IGN):
                     multiprocessing.forkserver.ensure_running()
                 self._executor = ProcessPoolExecutor(
                     max_workers=self.workers,
@@ -105,35 +108,29 @@ class WorkerPool:
 
 
 @contextmanager
-def _ctrl_c_held() -> Iterator[Callable]:
-    """Ctrl-C (SIGINT) in the block is held, and raised as KeyboardInterrupt after it.
-    The block gets `ignoring`, a context in which SIGINT is ignored instead: processes
-    started from there inherit that (the fork server; a Ctrl-C in those milliseconds is
-    lost), where a handler of this process would not survive their exec. Only the main
-    thread may set handlers; elsewhere Ctrl-C is left as it is."""
+def _ctrl_c_handled_by(handler: Callable | signal.Handlers) -> Iterator[None]:
+    """Ctrl-C (SIGINT) goes to `handler` in the block, and where it went before after
+    it. Only the main thread may set handlers; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
-        yield nullcontext
+        yield
         return
-    held = []
-
-    def hold(signum: int, frame: object) -> None:
-        held.append(signum)
-
-    @contextmanager
-    def ignoring() -> Iterator[None]:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, hold)
-
-    previous = signal.signal(signal.SIGINT, hold)
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield ignoring
+        yield
     finally:
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if held and callable(previous):  # Python's own handler raises KeyboardInterrupt
-        previous(signal.SIGINT, None)
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C in the block is held, and taken after it as it would have been then
+    (Python's own handler raises KeyboardInterrupt)."""
+    held = []
+    with _ctrl_c_handled_by(lambda signum, frame: held.append(signum)):
+        yield
+    handler = signal.getsignal(signal.SIGINT)
+    if held and callable(handler):
+        handler(signal.SIGINT, None)
 
 
 def _start_worker(parent: int) -> None:
