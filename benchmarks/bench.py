@@ -16,17 +16,21 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def add_example_arguments(parser: argparse.ArgumentParser, seed: int) -> None:
-    """--per-cell, --seed, --features and --workers: which tagging examples to measure
-    (rainbench.train.tagger.measured_examples), and where to keep them."""
+def add_example_arguments(
+    parser: argparse.ArgumentParser, seed: int, features_file: bool = True
+) -> None:
+    """--per-cell, --seed, --workers and (with `features_file`) --features: which tagging
+    examples to measure (rainbench.train.tagger.measured_examples), and where to keep
+    them."""
     parser.add_argument(
         "--per-cell", type=int, default=4, help="examples per background, rain type and model"
     )
     parser.add_argument("--seed", type=int, default=seed)
-    parser.add_argument(
-        "--features",
-        type=Path,
-        help="keep the measured examples here, or reuse them (same code only: delete the "
-        "file after changing a renderer)",
-    )
+    if features_file:
+        parser.add_argument(
+            "--features",
+            type=Path,
+            help="keep the measured examples here, or reuse them (same code only: delete the "
+            "file after changing a renderer)",
+        )
     parser.add_argument("-j", "--workers", type=int, default=2)

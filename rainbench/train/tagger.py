@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from rainbench import __version__
-from rainbench.capture.decode import decode_capture
+from rainbench.capture.decode import Decoded, decode_capture
 from rainbench.capture.formats import FORMATS
 from rainbench.errors import RainbenchError
 from rainbench.parallel import WorkerPool
@@ -181,8 +181,14 @@ def measure_all(todo: list[Example], workers: int) -> Iterator[Measured]:
 
 
 def measure(example: Example) -> Measured:
-    """Render `example` through its camera chain and JPEG, and measure it through
-    ingest's own decode."""
+    """Render `example` and measure it as ingest measures a capture."""
+    decoded = decoded_example(example)
+    return Measured(example, compute_features(decoded.preview), decoded.height)
+
+
+def decoded_example(example: Example) -> Decoded:
+    """`example` rendered through its camera chain and JPEG, then decoded by ingest's own
+    decode: what ingest would see of such a capture."""
     chain, rng = drawn_chain(example)
     rows = min(round(example.height / chain.scale), max(LARGEST_RENDER, example.height))
     chain = replace(chain, scale=example.height / rows, quality=None)
@@ -191,8 +197,7 @@ def measure(example: Example) -> Measured:
     pixels = acquire(pixels, chain, example.seed)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=example.quality)
-    decoded = decode_capture(buffer.getvalue(), FORMATS["jpeg"])
-    return Measured(example, compute_features(decoded.preview), decoded.height)
+    return decode_capture(buffer.getvalue(), FORMATS["jpeg"])
 
 
 def drawn_chain(example: Example) -> tuple[Acquisition, np.random.Generator]:
@@ -388,12 +393,17 @@ def leave_one_model_out(
     rain of each check model by fits on all of them, on backgrounds those fits never saw
     either (three background folds), so the clean captures judged are new too. No fit
     learns from `unfitted` backgrounds."""
+    return _held_out(measured, l2, products, detector, model_folds(measured), unfitted)
+
+
+def model_folds(measured: list[Measured]) -> list[tuple[list[str], str]]:
+    """Leave-one-rain-model-out's folds: every rain model in `measured`, each with every
+    third of the backgrounds."""
     backgrounds = sorted({m.example.background for m in measured})
     thirds = [backgrounds[start::3] for start in range(3)]
     present = {m.example.model for m in measured}
     models = [model for model in RAIN_MODELS + CHECK_MODELS if model in present]
-    folds = [(third, model) for model in models for third in thirds]
-    return _held_out(measured, l2, products, detector, folds, unfitted)
+    return [(third, model) for model in models for third in thirds]
 
 
 def held_out_model(
@@ -424,18 +434,7 @@ def _held_out(
 ) -> HeldOut:
     rows, logits, distance, group, rain = [], [], [], [], []
     for backgrounds, model in folds:
-        seen, mine = [], []
-        for m in measured:
-            unseen = m.example.background in backgrounds
-            if unseen and (model is None or m.example.model in (model, None)):
-                mine.append(m)  # a held-out model's rain, and clean captures
-            elif (
-                not unseen
-                and m.example.model not in checks  # no fit learns from a check model
-                and m.example.background not in unfitted
-                and (model is None or m.example.model != model)
-            ):
-                seen.append(m)
+        seen, mine = fold_split(measured, backgrounds, model, unfitted, checks)
         tagger = fit(seen, l2, products, {}, detector)
         features = feature_matrix(mine)
         rows += mine
@@ -451,6 +450,31 @@ def _held_out(
         group,
         np.concatenate(rain) if detector else None,
     )
+
+
+def fold_split(
+    measured: list[Measured],
+    backgrounds: list[str],
+    model: str | None,
+    unfitted: frozenset[str] = frozenset(),
+    checks: tuple[str, ...] = CHECK_MODELS,
+) -> tuple[list[Measured], list[Measured]]:
+    """The examples a fold's fit may learn from, and those it judges: `model`'s rain
+    (every rain, for None) and clean captures on `backgrounds`; the fit sees neither
+    those backgrounds, nor `model`, nor `checks`' rain, nor `unfitted` backgrounds."""
+    seen, mine = [], []
+    for m in measured:
+        unseen = m.example.background in backgrounds
+        if unseen and (model is None or m.example.model in (model, None)):
+            mine.append(m)
+        elif (
+            not unseen
+            and m.example.model not in checks
+            and m.example.background not in unfitted
+            and (model is None or m.example.model != model)
+        ):
+            seen.append(m)
+    return seen, mine
 
 
 def feature_matrix(measured: list[Measured]) -> np.ndarray:

@@ -1,0 +1,268 @@
+"""A small convolutional rain detector against the shipped one, on rain no fit saw.
+
+Whether a network learned from rendered rain detects rain of a model it never saw
+better than the shipped detector's features, and what it costs.
+
+    python benchmarks/tagging_local_detector.py --cache /tmp/local
+    (≈ 30 min on 2 cores; the cache keeps the renders for the next run)
+
+Leave-one-rain-model-out, in benchmarks/tagging_robustness.py's folds (a rain model held
+out with a third of the backgrounds). In each fold two detectors learn from the same
+examples, the other rain models' and clean captures on the other backgrounds: the
+shipped tagger's kind of detector (its logistic regression on the thin-line and
+orientation features, as tagging_robustness fits it), and a network of four
+convolutions (8 channels, 5×5 then dilated 3×3) over the preview's own luma (as the
+`thin_*` features see it, ≤ 512 rows), taught on random crops of them. Both judge the
+held-out model's rain and the held-out backgrounds' clean captures. Prints Markdown:
+the share of rain flagged at 5 % and 10 % of those clean captures flagged, per held-out
+model, worst and mean; and the CPU time per capture of the features and of the
+network, on one thread, in the same run. Needs torch (the `eval` extra). A measurement:
+the tagger uses nothing from here.
+"""
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from bench import add_example_arguments, log  # benchmarks/ is on sys.path when run as a script
+from PIL import Image
+from scipy import ndimage
+
+from rainbench.parallel import WorkerPool
+from rainbench.seeds import seed_from
+from rainbench.tagging.features import FEATURES_VERSION
+from rainbench.tagging.measure import compute_features, native_luma
+from rainbench.tagging.tagger import CLASSES, load_tagger
+from rainbench.train.tagger import (
+    BACKGROUNDS,
+    CHECK_MODELS,
+    DETECTION_BUDGETS,
+    Example,
+    HeldOut,
+    Measured,
+    decoded_example,
+    detection,
+    examples,
+    fold_split,
+    leave_one_model_out,
+    model_folds,
+)
+
+CHANNELS = 8
+CROP = 64  # px square: the training crops, cut anywhere in a render
+STEPS = 300
+BATCH = 16  # rainy crops per step, and as many clean ones
+LEARNING_RATE = 3e-3
+COST_CAPTURES = 24  # captures rendered again to time the features against the network
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_example_arguments(parser, seed=1, features_file=False)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep each rendered example's luma and features in this folder, or reuse them "
+        "(same code only: delete it after changing a renderer)",
+    )
+    parser.add_argument(
+        "--teach-seed", type=int, default=0, help="seeds the networks' weights and crops"
+    )
+    args = parser.parse_args()
+    # torch is imported where the network runs, so the render workers never load it.
+    import torch
+
+    torch.set_num_threads(1)  # the features' numpy runs on one thread too
+    measured, luma = rendered(args.per_cell, args.seed, args.workers, args.cache)
+    settings = load_tagger().calibration
+    shipped = detection(leave_one_model_out(measured, settings["l2"], settings["products"], True))
+    learned = detection(network_held_out(measured, luma, args.teach_seed))
+    print(
+        f"{len(measured)} examples, seed {args.seed}; networks taught with seed {args.teach_seed}\n"
+    )
+    print("\n".join(detection_table(shipped, learned)))
+    every = examples(tuple(BACKGROUNDS), 1, args.seed)
+    features_ms, network_ms = cost(every[:: len(every) // COST_CAPTURES][:COST_CAPTURES])
+    print(
+        f"\nCPU per capture, one thread, {COST_CAPTURES} captures: the features "
+        f"{features_ms:.1f} ms, the network {network_ms:.1f} ms "
+        f"({network_ms / features_ms:.2f}× the features)"
+    )
+    return 0
+
+
+def rendered(
+    per_cell: int, seed: int, workers: int, cache: Path | None
+) -> tuple[list[Measured], dict[Example, np.ndarray]]:
+    """Every rain model's and clean example of `seed`, measured, with the luma the
+    network reads (8-bit), from `cache` where it holds them."""
+    todo = examples(tuple(BACKGROUNDS), per_cell, seed)
+    todo += examples(tuple(BACKGROUNDS), per_cell, seed, CHECK_MODELS, clean=False)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    started, done = time.perf_counter(), []
+    with WorkerPool(workers) as pool:
+        for count, item in enumerate(pool.map_ordered(_render, [(e, cache) for e in todo])):
+            done.append(item)
+            if count % 100 == 99:
+                seconds = time.perf_counter() - started
+                log(f"seed {seed}: {count + 1}/{len(todo)} in {seconds:.0f} s")
+    return [m for m, _ in done], {m.example: luma for m, luma in done}
+
+
+def _render(task: tuple[Example, Path | None]) -> tuple[Measured, np.ndarray]:
+    example, cache = task
+    name = hashlib.sha256(json.dumps(asdict(example)).encode()).hexdigest()[:24]
+    kept = None if cache is None else cache / f"{name}.json"
+    if kept is not None and kept.exists():
+        item = json.loads(kept.read_text())
+        if item.get("features_version") == FEATURES_VERSION:
+            luma = np.asarray(Image.open(cache / f"{name}.png"))
+            return Measured(example, item["features"], item["height"]), luma
+    decoded = decoded_example(example)
+    measured = Measured(example, compute_features(decoded.preview), decoded.height)
+    luma = np.round(native_luma(decoded.preview) * 255).astype(np.uint8)
+    if kept is not None:
+        Image.fromarray(luma).save(cache / f"{name}.png")
+        item = {"features_version": FEATURES_VERSION, **asdict(measured)}
+        # The JSON last, whole or not at all: it says the picture beside it is complete.
+        kept.with_suffix(".part").write_text(json.dumps(item))
+        kept.with_suffix(".part").replace(kept)
+    return measured, luma
+
+
+def network_inputs(luma: np.ndarray) -> np.ndarray:
+    """The network's two channels: the luma's high-pass residual in units of its own
+    typical size (so exposure and gain do not move it), and the luma itself (rain shows
+    against dark ground)."""
+    pixels = luma.astype(np.float32) / 255
+    residual = pixels - ndimage.uniform_filter(pixels, 5)
+    scale = 1.4826 * float(np.median(np.abs(residual))) + 2e-3
+    return np.stack([residual / scale, pixels])
+
+
+def network():
+    from torch import nn
+
+    dilated = [
+        layer
+        for dilation in (2, 4)
+        for layer in (
+            nn.Conv2d(CHANNELS, CHANNELS, 3, padding=dilation, dilation=dilation),
+            nn.ReLU(),
+        )
+    ]
+    return nn.Sequential(
+        nn.Conv2d(2, CHANNELS, 5, padding=2), nn.ReLU(), *dilated, nn.Conv2d(CHANNELS, 1, 1)
+    )
+
+
+def taught_network(inputs: list[np.ndarray], rainy: np.ndarray, seed: int):
+    """A network whose mean pixel logit says rain, taught on crops of `inputs`."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = network()
+    optimiser = torch.optim.Adam(net.parameters(), LEARNING_RATE)
+    rain, clean = np.flatnonzero(rainy), np.flatnonzero(~rainy)
+    target = torch.tensor([1.0] * BATCH + [0.0] * BATCH)
+    for _ in range(STEPS):
+        picked = np.concatenate([rng.choice(rain, BATCH), rng.choice(clean, BATCH)])
+        crops = torch.from_numpy(np.stack([_crop(inputs[i], rng) for i in picked]))
+        logits = net(crops).mean(dim=(1, 2, 3))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return net
+
+
+def _crop(channels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    short = [(0, 0)] + [(0, max(0, CROP - n)) for n in channels.shape[1:]]
+    channels = np.pad(channels, short, mode="reflect")
+    top = rng.integers(0, channels.shape[1] - CROP + 1)
+    left = rng.integers(0, channels.shape[2] - CROP + 1)
+    crop = channels[:, top : top + CROP, left : left + CROP]
+    return np.ascontiguousarray(crop[:, :, ::-1] if rng.random() < 0.5 else crop)
+
+
+def rain_logit(net, inputs: np.ndarray) -> float:
+    import torch
+
+    with torch.no_grad():
+        return float(net(torch.from_numpy(inputs)[None]).mean())
+
+
+def network_held_out(
+    measured: list[Measured], luma: dict[Example, np.ndarray], seed: int = 0
+) -> HeldOut:
+    """Every fold's held-out examples with the P(rain) of a network taught on what the
+    fold's fits learn from."""
+    rows, rain, group = [], [], []
+    for number, (backgrounds, model) in enumerate(model_folds(measured)):
+        started = time.perf_counter()
+        seen, mine = fold_split(measured, backgrounds, model)
+        inputs = [network_inputs(luma[m.example]) for m in seen]
+        rainy = np.array([m.example.label != "clean" for m in seen])
+        net = taught_network(inputs, rainy, seed_from("local detector", seed, number))
+        rows += mine
+        group += [model] * len(mine)
+        rain += [rain_logit(net, network_inputs(luma[m.example])) for m in mine]
+        log(f"{model}, backgrounds {backgrounds}: {time.perf_counter() - started:.0f} s")
+    count = len(rows)
+    return HeldOut(
+        rows,
+        np.zeros((count, len(CLASSES))),
+        np.zeros(count),
+        group,
+        1 / (1 + np.exp(-np.array(rain))),
+    )
+
+
+def detection_table(shipped: dict, learned: dict) -> list[str]:
+    head = " / ".join(f"{b:.0%}" for b in DETECTION_BUDGETS)
+    lines = [
+        f"| rain model held out | shipped detector, rain flagged at {head} of clean "
+        f"flagged | network, the same |",
+        "|---|---|---|",
+    ]
+    models = list(learned)
+    for model in models:
+        lines.append(f"| {model} | {_shares(shipped[model])} | {_shares(learned[model])} |")
+    for name, pick in (("worst", min), ("mean", lambda v: sum(v) / len(v))):
+        cells = [
+            " / ".join(f"{pick([d[m][b] for m in models]):.1%}" for b in DETECTION_BUDGETS)
+            for d in (shipped, learned)
+        ]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _shares(found: dict[float, float]) -> str:
+    return " / ".join(f"{found[b]:.1%}" for b in DETECTION_BUDGETS)
+
+
+def cost(todo: list[Example]) -> tuple[float, float]:
+    """Milliseconds of CPU per capture: the features on the preview, and the network on
+    the preview's luma (its inputs included), a network as taught but untrained (the
+    weights do not change the work)."""
+    net = network()
+    features = network_time = 0.0
+    for example in todo:
+        preview = decoded_example(example).preview
+        started = time.process_time()
+        compute_features(preview)
+        features += time.process_time() - started
+        started = time.process_time()
+        rain_logit(net, network_inputs(np.round(native_luma(preview) * 255).astype(np.uint8)))
+        network_time += time.process_time() - started
+    return features * 1e3 / len(todo), network_time * 1e3 / len(todo)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""benchmarks/tagging_local_detector.py: its network judges exactly what the shipped
+kind of detector judges, fold by fold, and learns what it is taught."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rainbench.tagging.features import FEATURE_NAMES
+from rainbench.tagging.tagger import CLASSES
+from rainbench.train.tagger import RAIN_MODELS, Example, Measured, leave_one_model_out
+
+pytest.importorskip("torch")
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "tagging_local_detector.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARK.parent))  # its `from bench import ...`
+        spec = importlib.util.spec_from_file_location("tagging_local_detector", BENCHMARK)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+def _luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
+    """Grey noise, with sparse bright vertical lines a pixel wide where it rains."""
+    pixels = rng.normal(90, 4, (48, 64))
+    if rainy:
+        for column in rng.choice(64, 6, replace=False):
+            top = rng.integers(0, 32)
+            pixels[top : top + 16, column] += 40
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def test_it_judges_the_rows_and_folds_the_shipped_kind_judges(bench, monkeypatch):
+    monkeypatch.setattr(bench, "STEPS", 2)
+    rng = np.random.default_rng(0)
+    measured, luma = [], {}
+    for index in range(90):
+        label = CLASSES[index % len(CLASSES)]
+        model = None if label == "clean" else RAIN_MODELS[index // 5 % len(RAIN_MODELS)]
+        example = Example("abc"[index // 10 % 3], label, model, index, 48, 90, False)
+        values = rng.uniform(0.2, 0.3, len(FEATURE_NAMES)).tolist()
+        measured.append(Measured(example, dict(zip(FEATURE_NAMES, values, strict=True)), 48))
+        luma[example] = _luma(model is not None, rng)
+    shipped = leave_one_model_out(measured, 1e-3, False, detector=True)
+    learned = bench.network_held_out(measured, luma)
+    assert [m.example for m in learned.measured] == [m.example for m in shipped.measured]
+    assert learned.group == shipped.group
+    assert learned.rain.shape == (len(learned.measured),)
+
+
+def test_the_network_learns_thin_bright_lines_from_noise(bench, monkeypatch):
+    monkeypatch.setattr(bench, "STEPS", 60)
+    monkeypatch.setattr(bench, "CROP", 32)
+    rng = np.random.default_rng(1)
+    rainy = np.arange(40) % 2 == 0
+    inputs = [bench.network_inputs(_luma(r, rng)) for r in rainy]
+    net = bench.taught_network(inputs, rainy, seed=0)
+    fresh = [bench.rain_logit(net, bench.network_inputs(_luma(r, rng))) for r in (True, False) * 5]
+    assert min(fresh[0::2]) > max(fresh[1::2])
