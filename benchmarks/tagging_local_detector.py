@@ -4,7 +4,7 @@ Whether a network learned from rendered rain detects rain of a model it never sa
 better than the shipped detector's features, and what it costs.
 
     python benchmarks/tagging_local_detector.py --cache /tmp/local
-    (≈ 30 min on 2 cores; the cache keeps the renders for the next run)
+    (≈ 20 min on 2 cores; the cache keeps the renders for the next run)
 
 Leave-one-rain-model-out, in benchmarks/tagging_robustness.py's folds (a rain model held
 out with a third of the backgrounds). In each fold two detectors learn from the same
