@@ -3,6 +3,7 @@ and orientation, EXIF with GPS, awkward names), near-duplicates and bad files.
 Image sizes are small so the suite stays fast; benchmarks use 12 MP.
 """
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -55,6 +56,23 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_name, None)
 
 SMALL = (480, 360)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Import benchmarks/<name>.py as a module, as it runs as a script: with its folder,
+    and so `bench`, its shared helpers, importable."""
+
+    def load(name: str):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.syspath_prepend(str(BENCHMARKS))
+            spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ failing. And the public trainer's timing, on a stand-in train.py that prints its
 per-iteration lines (the release itself has no licence and is not in CI)."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -99,12 +98,8 @@ def test_the_dry_run_figures(dry_run):
 
 
 @pytest.fixture
-def gpu_script(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its `from bench import ...`
-    spec = importlib.util.spec_from_file_location("gpu_script", ROOT / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gpu_script(load_benchmark):
+    return load_benchmark("gpu")
 
 
 def _stand_in(folder: Path, body: str) -> Path:
@@ -178,15 +173,9 @@ def test_modules_skipped_whole_are_no_tests_unless_they_hold_gpu_tests(gpu_scrip
     assert outcomes["gpu_tests_in_skipped_modules"] == ["tests.test_hidden"]
 
 
-def test_the_agreement_reads_pyiqas_distorted_calibration_image(monkeypatch):
+def test_the_agreement_reads_pyiqas_distorted_calibration_image(load_benchmark):
     """The `agreement` part runs only on a GPU; its CPU half is checked here. pyiqa's
     wheel holds two I04.bmp (reference and distorted): the first GPU run found both."""
     pytest.importorskip("pyiqa")
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "agreement", ROOT / "benchmarks" / "gpu_agreement.py"
-    )
-    agreement = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agreement)
-    path = agreement.calibration_image()
+    path = load_benchmark("gpu_agreement").calibration_image()
     assert path.parts[-2:] == ("dist_dir", "I04.bmp") and path.is_file()

@@ -3,9 +3,6 @@
 a scene's captures out together, and refuses too few labels. The labs are
 benchmarks/tagger_fit.py's, whose tables docs/tagging.md shows."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,17 +16,10 @@ from rainbench.tagging.fit import (
 )
 from rainbench.tagging.tagger import RAIN_TYPES, load_tagger
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "tagger_fit.py"
-
 
 @pytest.fixture(scope="module")
-def labs():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARK.parent))  # its `from bench import ...`
-        spec = importlib.util.spec_from_file_location("tagger_fit", BENCHMARK)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+def labs(load_benchmark):
+    return load_benchmark("tagger_fit")
 
 
 def test_twenty_labels_per_type_teach_it_a_labs_fainter_streaks(labs):

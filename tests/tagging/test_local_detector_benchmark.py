@@ -1,9 +1,6 @@
 """benchmarks/tagging_local_detector.py: its network judges exactly what the shipped
 kind of detector judges, fold by fold, and learns what it is taught."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,17 +10,10 @@ from rainbench.train.tagger import RAIN_MODELS, Example, Measured, leave_one_mod
 
 pytest.importorskip("torch")
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "tagging_local_detector.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARK.parent))  # its `from bench import ...`
-        spec = importlib.util.spec_from_file_location("tagging_local_detector", BENCHMARK)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("tagging_local_detector")
 
 
 def _luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
