@@ -4,8 +4,9 @@ sha256 and reduced decode only), the floor that also stores each file unchanged 
 shards, and a naive ingest that re-encodes every image. Each method's CPU time per
 capture (the whole process tree) gives the per-core ratio, which other sessions' load
 moves far less than the wall time; a re-run of the unchanged folder shows what a
-re-run costs when no capture needs reading; and ingest with its rain-type features
-stubbed out (benchmarks/ingest_without_features.py) shows what they cost.
+re-run costs when no capture needs reading; and `ingest --no-tag`, alone and followed by
+`rainbench tag`, shows what the rain-type tagging costs ingest and what tagging later
+costs in all.
 
 A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS
 per goal.
@@ -21,6 +22,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -194,15 +196,13 @@ def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json:
             "ours_2n": ("rainbench ingest, 2N", folders, ingest),
             # The same folder again into the dataset that holds it: nothing to read.
             "ours_rerun": ("rainbench ingest, unchanged re-run", folders[:1], ingest),
-            # Context: ours with the rain-type features stubbed out, to show their cost.
-            "ours_unmeasured": (
-                "rainbench ingest, features stubbed",
+            # Tagging left to later: what the rain-type features cost ingest, and what
+            # measuring them afterwards costs in all.
+            "ours_untagged": ("rainbench ingest --no-tag", folders[:1], [*ingest, "--no-tag"]),
+            "tagged_later": (
+                "ingest --no-tag, then rainbench tag",
                 folders[:1],
-                [
-                    sys.executable,
-                    Path(__file__).with_name("ingest_without_features.py"),
-                    *ingest[3:],
-                ],
+                _then_tag([*ingest, "--no-tag"], out, workers),
             ),
         }
         results = {
@@ -224,6 +224,13 @@ def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json:
                 if key.startswith("ours"):
                     _check_ingest(run, 0 if key == "ours_rerun" else results[key].captures)
     report(results, captures, workers, load, as_json)
+
+
+def _then_tag(ingest: list, out: Path, workers: int) -> list:
+    """A command that runs `ingest` on the folders after it, then `rainbench tag` on `out`."""
+    tag = [sys.executable, "-m", "rainbench", "tag", out, "-j", workers]
+    first, then = (shlex.join(str(part) for part in command) for command in (ingest, tag))
+    return ["sh", "-c", f'{first} "$@" >/dev/null && {then} >/dev/null', "sh"]
 
 
 # -- the captures ----------------------------------------------------------------------
@@ -471,8 +478,10 @@ def report(
         "ours_over_floor_store": ours.images_per_second / results["floor_store"].images_per_second,
         # Per core: the floor's CPU time per capture over ours (1 = as cheap as the floor).
         "ours_over_floor_cpu": floor_.cpu_per_image_ms / ours.cpu_per_image_ms,
-        "unmeasured_over_floor_cpu": floor_.cpu_per_image_ms
-        / results["ours_unmeasured"].cpu_per_image_ms,
+        "untagged_over_floor_cpu": floor_.cpu_per_image_ms
+        / results["ours_untagged"].cpu_per_image_ms,
+        "tagged_later_over_ours_cpu": results["tagged_later"].cpu_per_image_ms
+        / ours.cpu_per_image_ms,
         "ours_over_naive": ours.images_per_second / naive_.images_per_second,
         "peak_rss_2n_over_n": ours_2n.peak_rss_mb / ours.peak_rss_mb,
         "tree_rss_2n_over_n": ours_2n.tree_rss_mb / ours.tree_rss_mb,
@@ -540,12 +549,18 @@ def report(
         f"({floor_.cpu_per_image_ms:.1f} / {ours.cpu_per_image_ms:.1f} ms; the goal's ratio, "
         "measured as the load of other sessions moves it least)"
     )
-    unmeasured = results["ours_unmeasured"].cpu_per_image_ms
+    untagged = results["ours_untagged"].cpu_per_image_ms
     print(
-        f"without the rain-type features (stubbed; context, no goal): per core "
-        f"{ratios['unmeasured_over_floor_cpu']:.2f}×  ({floor_.cpu_per_image_ms:.1f} / "
-        f"{unmeasured:.1f} ms): the features cost {ours.cpu_per_image_ms - unmeasured:.1f} ms "
+        f"ours --no-tag / floor per core = {ratios['untagged_over_floor_cpu']:.2f}×  "
+        f"({floor_.cpu_per_image_ms:.1f} / {untagged:.1f} ms; context: tagging left to "
+        f"`rainbench tag`): the features and tags cost {ours.cpu_per_image_ms - untagged:.1f} ms "
         "per capture"
+    )
+    later = results["tagged_later"].cpu_per_image_ms
+    print(
+        f"ingest --no-tag, then rainbench tag = {ratios['tagged_later_over_ours_cpu']:.2f}× "
+        f"the CPU time per capture of a tagged ingest ({later:.1f} / "
+        f"{ours.cpu_per_image_ms:.1f} ms; context: what tagging later costs in all)"
     )
     print(
         f"ours / floor+store = {ratios['ours_over_floor_store']:.2f}×  "

@@ -73,6 +73,14 @@ TAGGER_CHOICES = ("active", "shipped")
     help="Stills of one camera, size and folder this close in time (3 or more) are a "
     "burst, a sequence like a video; 0: no bursts.",
 )
+@click.option(
+    "--tag/--no-tag",
+    default=IngestOptions.tag,
+    show_default=True,
+    help="Measure and tag each capture's rain type as it goes in. --no-tag leaves both to "
+    "a later `rainbench tag OUT`, which decodes each capture again at preview size: "
+    "ingest itself costs less, the two together more (docs/ingest.md).",
+)
 @click.option("--name", help="Dataset name recorded in dataset.json (default: the folder name).")
 @options.labels
 @options.skip_bad_labels
@@ -82,8 +90,9 @@ def ingest_command(raw, out, shard_size, as_json, progress, **settings) -> None:
     """Ingest camera captures under RAW... into the dataset OUT.
 
     Re-running adds only new files; a killed run resumes where it stopped. Every
-    capture is tagged with a rain type as it goes in; --labels applies a label sheet
-    (collection/labels-template.csv) on top, and manual labels always win.
+    capture is tagged with a rain type as it goes in (unless --no-tag); --labels
+    applies a label sheet (collection/labels-template.csv) on top, and manual labels
+    always win.
 
     \b
     Example:
@@ -92,6 +101,7 @@ def ingest_command(raw, out, shard_size, as_json, progress, **settings) -> None:
       rainbench ingest rain-videos/ --out ds --burst-gap 1.5
       rainbench ingest s3://lab/raw/ --out s3://lab/ds
       rainbench ingest /shared/photos/ --out /shared/ds --ray
+      rainbench ingest photos/ --out ds --no-tag && rainbench tag ds -j 8
     """
     from rainbench.ingest.tag import LabelsRejected
 
@@ -123,6 +133,11 @@ def format_summary(summary: IngestSummary, out: Path) -> str:
         lines.append(f"why each was refused: {out}/manifests/rejects.parquet")
     if summary.tagging:
         lines.extend(format_tagging(TagSummary(**summary.tagging)))
+    if summary.untagged:
+        lines.append(
+            f"{summary.untagged} captures not yet measured for their rain type: "
+            f"rainbench tag {out} measures and tags them"
+        )
     return "\n".join(lines)
 
 

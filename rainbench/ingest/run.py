@@ -93,6 +93,9 @@ class IngestOptions:
     name: str | None = None
     labels: Path | None = None  # a label sheet applied once the captures are in
     skip_bad_labels: bool = False  # apply a sheet's good labels despite problems
+    # Measure and tag each capture's rain type as it goes in; False leaves both to a
+    # later `rainbench tag`, which decodes each capture again at preview size.
+    tag: bool = True
     # A Ray cluster's address ("auto": the one `ray start` runs here) to probe and write
     # on; None: local worker processes. Its nodes must all see the inputs and the dataset.
     ray: str | None = None
@@ -112,6 +115,7 @@ class IngestSummary:
     seconds: float = 0.0
     resumed: bool = False
     tagging: dict | None = None  # what applying the label sheet did
+    untagged: int = 0  # the dataset's captures never measured for tagging (--no-tag)
     # (source root, path) → reason, for each file rejected: a file that the resumed run
     # and the run after it both reject (one that may read later) counts once.
     rejected_files: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
@@ -144,6 +148,11 @@ def ingest(
     for entry in inputs:
         if not is_url(entry) and not Path(entry).exists():
             raise DatasetError(f"input not found: {entry}")
+    if options.labels is not None and not options.tag:
+        raise DatasetError(
+            "--no-tag with --labels: a sheet is applied by tagging, which --no-tag leaves "
+            f"out; after this ingest, rainbench tag {out} --labels {options.labels}"
+        )
     if options.labels is not None:
         # A broken sheet or an unknown rain type is refused before any work is done.
         _, problems = read_labels(options.labels)
@@ -317,6 +326,7 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
         "near_dup_bits": options.near_dup_bits,
         "burst_gap": options.burst_gap,
         "workers": options.workers,
+        "tag": options.tag,
         # The label sheet applied once the captures are in: where and which bytes.
         "labels": (
             {"path": str(options.labels), "sha256": file_sha256(Path(options.labels))}
@@ -360,6 +370,7 @@ class _Run:
                     )
                 self._group_bursts()
                 shutil.rmtree(self.dataset.state_dir)
+                summary.untagged = samples["features_version"].null_count
                 summary.seconds += time.perf_counter() - started
                 return
             shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
@@ -389,6 +400,7 @@ class _Run:
                 self.settings["keep_gps"],
                 self.settings["max_pixels"],
                 self.staging.as_posix(),
+                self.settings.get("tag", True),  # absent from a run.json from before it
             )
             for i in range(0, len(todo), batch)
         ]
@@ -565,6 +577,7 @@ class _Run:
         summary.rejected = dict(sorted(counted.items()))
         samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
         shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
+        summary.untagged = samples["features_version"].null_count
         self._write_info(samples, shards, run=run_summary)
         # run.json goes first: without it the rest of the state is known to be stale.
         (self.dataset.state_dir / "run.json").unlink()
@@ -618,6 +631,7 @@ class _Run:
                 "inputs": [name_text(p) for p in self.settings["inputs"]],
                 # Absent from the settings of runs started by older versions.
                 "burst_gap": self.settings.get("burst_gap", DEFAULT_BURST_GAP),
+                "tag": self.settings.get("tag", True),
                 "labels": self.settings.get("labels"),
                 "finished_at": datetime.now(UTC).isoformat(),
                 **run,

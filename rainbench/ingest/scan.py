@@ -110,16 +110,18 @@ def _source(root: Path, path: Path) -> SourceFile:
     return SourceFile(name_text(root.as_posix()), name_text(relative), size, mtime, inode)
 
 
-def probe_batch(task: tuple[list[SourceFile], bool, int, str]) -> list[dict]:
-    """Probe a batch of files (in a worker process) and return journal records.
+def probe_batch(task: tuple[list[SourceFile], bool, int, str, bool]) -> list[dict]:
+    """Probe a batch of files (in a worker process) and return journal records, each
+    with its rain-type features when the task's last item (tag) says so.
 
     A RAW's rendered preview is staged on disk under the run's state directory
     rather than sent back, so results stay small.
     """
-    sources, keep_gps, max_pixels, staging = task
+    sources, keep_gps, max_pixels, staging, tag = task
     records = [to_record(_refused_name(s)) for s in sources if _has_no_folder(s)]
     readable = [s for s in sources if not _has_no_folder(s)]
-    options = {"keep_gps": keep_gps, "max_pixels": max_pixels, "measure": compute_features}
+    measure = compute_features if tag else None
+    options = {"keep_gps": keep_gps, "max_pixels": max_pixels, "measure": measure}
     for result in probe_many(readable, **options):
         for ext, data in result.extra_members.items():
             write_atomic(Path(staging) / member(result.key, ext), data)

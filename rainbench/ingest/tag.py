@@ -302,6 +302,11 @@ def _stored_features(row: dict) -> dict[str, float] | None:
     return {name: row[feature_column(name)] for name in FEATURE_NAMES}
 
 
+# Units of measuring per worker, at least, where the captures allow: enough that the
+# workers finish close together.
+_PARTS_PER_WORKER = 4
+
+
 @dataclass(frozen=True)
 class Stale:
     """A capture to measure again, with the manifest's sizes that bound reading it."""
@@ -315,7 +320,7 @@ class Stale:
 
 def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: TagSummary) -> None:
     """Decode (at preview scale) the captures whose features are missing or of another
-    version, shard by shard, and store fresh features in their rows."""
+    version, a shard's captures a part at a time, and store fresh features in their rows."""
     stale: dict[str, list[Stale]] = {}
     for row in rows:
         if _stored_features(row) is None:
@@ -325,7 +330,17 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
     if not stale:
         return
     by_key = {row["key"]: row for row in rows}
-    tasks = [(dataset.root, shard, members) for shard, members in sorted(stale.items())]
+    # A 1 GB shard holds hundreds of captures: parts of one keep every worker busy on a
+    # dataset of few shards. Each part walks all the shard's headers again (tarfile
+    # indexes them all): cheap on a disk, a range request per header from a store, so
+    # a store's shard stays whole.
+    count = sum(map(len, stale.values()))
+    part = max(1, -(-count // (_PARTS_PER_WORKER * workers))) if dataset.url is None else count
+    tasks = [
+        (dataset.root, shard, members[start : start + part])
+        for shard, members in sorted(stale.items())
+        for start in range(0, len(members), part)
+    ]
     with WorkerPool(workers) as pool:
         for results in pool.map_unordered(_measure_shard, tasks):
             for key, features in results:

@@ -42,7 +42,7 @@ def fingerprint(ds) -> dict:
     rejects = pd.read_parquet(ds / "manifests/rejects.parquet")
     files = sorted(p.relative_to(ds).as_posix() for p in (ds / "shards").rglob("*") if p.is_file())
     for column in ("members", "tag_caveats"):
-        samples[column] = samples[column].map(tuple)
+        samples[column] = samples[column].map(tuple, na_action="ignore")  # null: untagged
     samples = samples.astype(object).where(samples.notna(), None)  # NaN != NaN
     return {
         "samples": samples.sort_values("key").to_dict("records"),

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from rainbench.cli import main
 from rainbench.ingest import IngestOptions, ingest
+from rainbench.ingest import tag as tag_module
 from rainbench.ingest.tag import LabelsRejected, tag_dataset
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
@@ -64,8 +65,9 @@ def test_retagging_is_idempotent_and_touches_only_nothing(tagged):
     assert _hashes(tagged) == before  # not even samples.parquet is rewritten
 
 
-def test_missing_features_are_measured_again_from_the_shards(tagged):
-    path = Dataset(tagged).samples_manifest
+def _forget_features(ds) -> pd.DataFrame:
+    """Clear every row's stored features; the rows as they were."""
+    path = Dataset(ds).samples_manifest
     table = manifest.read_manifest(path, manifest.SAMPLES)
     stored = table.to_pandas().set_index("key")
     for name in ["features_version", *(feature_column(n) for n in FEATURE_NAMES)]:
@@ -74,6 +76,11 @@ def test_missing_features_are_measured_again_from_the_shards(tagged):
             index, name, pa.nulls(table.num_rows, table.schema.field(name).type)
         )
     manifest.write_manifest(path, table)
+    return stored
+
+
+def test_missing_features_are_measured_again_from_the_shards(tagged):
+    stored = _forget_features(tagged)
     shards = {k: v for k, v in _hashes(tagged).items() if k.startswith("shards/")}
 
     summary = tag_dataset(tagged)
@@ -84,6 +91,26 @@ def test_missing_features_are_measured_again_from_the_shards(tagged):
     columns = [feature_column(name) for name in FEATURE_NAMES] + ["rain_type"]
     pd.testing.assert_frame_equal(again[columns], stored.loc[again.index, columns])
     assert {k: v for k, v in _hashes(tagged).items() if k.startswith("shards/")} == shards
+
+
+def test_a_shards_captures_are_measured_in_parts(tagged, monkeypatch):
+    """Parts of a shard, not whole shards, so that a dataset of few shards keeps every
+    worker busy (one worker here: parts run inline, where they can be counted)."""
+    stored = _forget_features(tagged)
+    parts = []
+
+    def measure_part(task):
+        parts.append((task[1], [stale.key for stale in task[2]]))
+        return measure_shard(task)
+
+    measure_shard = tag_module._measure_shard
+    monkeypatch.setattr(tag_module, "_measure_shard", measure_part)
+
+    summary = tag_dataset(tagged, workers=1)
+
+    assert summary.measured == len(stored)
+    assert len(parts) > len({shard for shard, _ in parts})
+    assert sorted(key for _, keys in parts for key in keys) == sorted(stored.index)
 
 
 def test_manual_labels_win_and_stay(tmp_path, tagged):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,8 @@ from rainbench.cli import main
 from rainbench.demo.captures import render_scene, sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
+from rainbench.ingest import tag as tag_module
+from rainbench.ingest.tag import tag_dataset
 from rainbench.shards import dataset as dataset_module
 from rainbench.shards import members as members_module
 from rainbench.shards.dataset import DatasetError, open_dataset
@@ -332,8 +335,6 @@ def test_a_dataset_uploaded_with_its_fitted_tagger_tags_new_captures_with_it(
 ):
     """A dataset fitted here (`rainbench tag --fit`) and copied to the store as it is:
     an ingest into the URL fetches its fitted tagger with the manifests and uses it."""
-    from dataclasses import replace
-
     from rainbench.shards.dataset import Dataset
     from rainbench.shards.fitted import INFO_KEY
     from rainbench.tagging.tagger import load_tagger
@@ -366,8 +367,6 @@ def test_a_dataset_uploaded_with_its_fitted_tagger_tags_new_captures_with_it(
 def _name_fitted(url: str, version: str) -> None:
     """Put a fitted tagger of `version` at taggers/tagger-fit-1.json in the store and
     make dataset.json name it, as a `tag --fit` on another machine does."""
-    from dataclasses import replace
-
     from rainbench.tagging.tagger import load_tagger
 
     fs, prefix = filesystem(url)
@@ -473,6 +472,32 @@ def test_labels_and_tags_reach_the_store(bucket, raw, tmp_path):
     measured = CliRunner().invoke(main, ["tag-eval", url, "--json"])
     assert measured.exit_code == 0, measured.output
     assert sum(json.loads(measured.output)["labels"].values()) == 1
+
+
+def test_untagged_captures_in_the_store_are_tagged_later_a_shard_at_a_time(
+    bucket, raw, tmp_path, monkeypatch
+):
+    """`ingest --no-tag` into a URL, then `rainbench tag`: the tags of a tagged ingest,
+    published. Each shard is measured whole (here one per split, the train split's of
+    several captures): a part of one would walk all its headers again, a request each."""
+    whole = IngestOptions(workers=1)
+    ingest([raw], tmp_path / "reference", whole)
+    url = f"{bucket}/ds"
+    ingest([raw], url, replace(whole, tag=False))
+    assert pd.read_parquet(open_dataset(url).samples_manifest)["features_version"].isna().all()
+    parts = []
+
+    def measure_part(task):
+        parts.append(task[1])
+        return measure_shard(task)
+
+    measure_shard = tag_module._measure_shard
+    monkeypatch.setattr(tag_module, "_measure_shard", measure_part)
+
+    tag_dataset(url, workers=1)
+
+    assert len(parts) == len(set(parts))
+    assert snapshot(url) == local_snapshot(tmp_path / "reference")
 
 
 def test_a_tagger_fitted_on_a_url_is_kept_in_the_store(bucket, raw, tmp_path, monkeypatch):
