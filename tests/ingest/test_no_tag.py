@@ -8,12 +8,11 @@ from click.testing import CliRunner
 
 from rainbench.cli import main
 from rainbench.ingest import IngestOptions, ingest
-from rainbench.ingest import run as run_module
 from rainbench.ingest.tag import TAG_COLUMNS, tag_dataset
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 
-from .test_resume import Killed, _crash_on_call, fingerprint
+from .test_resume import fingerprint
 
 UNTAGGED = IngestOptions(workers=1, tag=False)
 MEASURED = ["features_version", *(feature_column(name) for name in FEATURE_NAMES)]
@@ -39,23 +38,6 @@ def test_untagged_then_tagged_is_a_tagged_ingest(tmp_path, capture_folder):
 
     assert tagged.measured == summary.untagged and not tagged.unmeasurable
     assert fingerprint(ds) == reference
-
-
-def test_a_killed_untagged_run_is_finished_untagged(tmp_path, capture_folder, monkeypatch):
-    ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 2)
-        with pytest.raises(Killed):
-            ingest([capture_folder], ds, UNTAGGED)
-
-    # The interrupted run's settings stand, --no-tag among them; this run's own
-    # (tagging) apply to files it has to read, and there are none left.
-    summary = ingest([capture_folder], ds, IngestOptions(workers=1))
-
-    assert summary.resumed
-    assert summary.untagged == len(fingerprint(ds)["samples"])
-    runs = json.loads((ds / "dataset.json").read_text())["runs"]
-    assert [run["tag"] for run in runs] == [False]
 
 
 def test_no_tag_with_labels_is_refused_before_any_work(tmp_path, capture_folder):

@@ -7,6 +7,7 @@ process), and real `kill -9` of the whole process tree at random moments.
 
 import errno
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -152,6 +154,23 @@ def test_crashing_twice_in_a_row_still_converges(tmp_path, raw, reference, monke
     summary = ingest([raw], ds, OPTIONS)
     assert summary.resumed
     assert fingerprint(ds) == reference
+
+
+def test_a_killed_untagged_run_is_finished_untagged(tmp_path, capture_folder, monkeypatch):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, run_module, "write_unit", 2)
+        with pytest.raises(Killed):
+            ingest([capture_folder], ds, replace(OPTIONS, tag=False))
+
+    # The interrupted run's settings stand, --no-tag among them; this run's own
+    # (tagging) apply to files it has to read, and there are none left.
+    summary = ingest([capture_folder], ds, OPTIONS)
+
+    assert summary.resumed
+    assert summary.untagged == len(fingerprint(ds)["samples"]) > 0
+    runs = json.loads((ds / "dataset.json").read_text())["runs"]
+    assert [run["tag"] for run in runs] == [False]
 
 
 def test_kill_minus_nine_at_random_moments(tmp_path, raw, reference):
