@@ -5,6 +5,8 @@ better than the shipped detector's features, and what it costs.
 
     python benchmarks/tagging_local_detector.py --cache /tmp/local
     (≈ 20 min on 2 cores; the cache keeps the renders for the next run)
+    python benchmarks/tagging_local_detector.py --cache /tmp/local --networks 3
+    (an ensemble of three networks per fold beside the first of them alone)
 
 Leave-one-rain-model-out, in benchmarks/tagging_robustness.py's folds (a rain model held
 out with a third of the backgrounds). In each fold two detectors learn from the same
@@ -13,10 +15,11 @@ shipped tagger's kind of detector (its logistic regression on the thin-line and
 orientation features, as tagging_robustness fits it), and a network of four
 convolutions (8 channels, 5×5 then dilated 3×3) over the preview's own luma (as the
 `thin_*` features see it, ≤ 512 rows), taught on random crops of them. Both judge the
-held-out model's rain and the held-out backgrounds' clean captures. Prints Markdown:
-the share of rain flagged at 5 % and 10 % of those clean captures flagged, per held-out
-model, worst and mean; and the CPU time per capture of the features and of the
-network, on one thread, in the same run. Needs torch (the `eval` extra). A measurement:
+held-out model's rain and the held-out backgrounds' clean captures (with `--networks
+K`, K networks too, their mean logit). Prints Markdown: the share of rain flagged at
+5 % and 10 % of those clean captures flagged, per held-out model, worst and mean; and
+the CPU time per capture of the features and of the network(s), on one thread, in the
+same run. Needs torch (the `eval` extra). A measurement:
 the tagger uses nothing from here.
 """
 
@@ -72,6 +75,14 @@ def main() -> int:
     parser.add_argument(
         "--teach-seed", type=int, default=0, help="seeds the networks' weights and crops"
     )
+    parser.add_argument(
+        "--networks",
+        type=int,
+        default=1,
+        metavar="K",
+        help="an ensemble: K networks per fold, each taught with its own seed, their mean "
+        "logit P(rain) (the first network is the one K=1 teaches)",
+    )
     args = parser.parse_args()
     # torch is imported where the network runs, so the render workers never load it.
     import torch
@@ -80,16 +91,21 @@ def main() -> int:
     measured, luma = rendered(args.per_cell, args.seed, args.workers, args.cache)
     settings = load_tagger().calibration
     shipped = detection(leave_one_model_out(measured, settings["l2"], settings["products"], True))
-    learned = detection(network_held_out(measured, luma, args.teach_seed))
+    held = network_held_out(measured, luma, args.teach_seed, args.networks)
+    learned = {"network": detection(held[0])}
+    if args.networks > 1:
+        learned[f"{args.networks} networks"] = detection(held[1])
     print(
-        f"{len(measured)} examples, seed {args.seed}; networks taught with seed {args.teach_seed}\n"
+        f"{len(measured)} examples, seed {args.seed}; networks taught with seed "
+        f"{args.teach_seed}, {args.networks} per fold\n"
     )
     print("\n".join(detection_table(shipped, learned)))
     every = examples(tuple(BACKGROUNDS), 1, args.seed)
-    features_ms, network_ms = cost(every[:: len(every) // COST_CAPTURES][:COST_CAPTURES])
+    todo = every[:: len(every) // COST_CAPTURES][:COST_CAPTURES]
+    features_ms, network_ms = cost(todo, args.networks)
     print(
         f"\nCPU per capture, one thread, {COST_CAPTURES} captures: the features "
-        f"{features_ms:.1f} ms, the network {network_ms:.1f} ms "
+        f"{features_ms:.1f} ms, {args.networks} network(s) {network_ms:.1f} ms "
         f"({network_ms / features_ms:.2f}× the features)"
     )
     return 0
@@ -199,11 +215,12 @@ def rain_logit(net, inputs: np.ndarray) -> float:
 
 
 def network_held_out(
-    measured: list[Measured], luma: dict[Example, np.ndarray], seed: int = 0
-) -> HeldOut:
-    """Every fold's held-out examples with the P(rain) of a network taught on what the
-    fold's fits learn from."""
-    rows, rain, group = [], [], []
+    measured: list[Measured], luma: dict[Example, np.ndarray], seed: int = 0, networks: int = 1
+) -> list[HeldOut]:
+    """Every fold's held-out examples with P(rain) from networks taught on what the
+    fold's fits learn from: the first network's alone, and with `networks` > 1 their
+    ensemble's (the mean logit) after it."""
+    rows, group, logits = [], [], []
     for number, (backgrounds, model) in enumerate(model_folds(measured)):
         started = time.perf_counter()
         seen, mine = fold_split(measured, backgrounds, model)
@@ -211,37 +228,48 @@ def network_held_out(
         # once would take ≈ 2.4 GB at 1344 examples, their 8-bit luma 0.3 GB.
         inputs = [network_inputs(luma[m.example]) for m in seen]
         rainy = np.array([m.example.label != "clean" for m in seen])
-        net = taught_network(inputs, rainy, seed_from("local detector", seed, number))
+        # The first network's seed is the one a single network is taught with.
+        seeds = [
+            seed_from("local detector", seed, number, *([k] if k else [])) for k in range(networks)
+        ]
+        nets = [taught_network(inputs, rainy, each) for each in seeds]
         rows += mine
         group += [model] * len(mine)
-        rain += [rain_logit(net, network_inputs(luma[m.example])) for m in mine]
+        for m in mine:
+            held = network_inputs(luma[m.example])
+            logits.append([rain_logit(net, held) for net in nets])
         log(f"{model}, backgrounds {backgrounds}: {time.perf_counter() - started:.0f} s")
+    logits = np.array(logits)
+    chosen = [logits[:, 0]] + ([logits.mean(axis=1)] if networks > 1 else [])
     count = len(rows)
-    return HeldOut(
-        rows,
-        np.zeros((count, len(CLASSES))),
-        np.zeros(count),
-        group,
-        1 / (1 + np.exp(-np.array(rain))),
-    )
-
-
-def detection_table(shipped: dict, learned: dict) -> list[str]:
-    head = " / ".join(f"{b:.0%}" for b in DETECTION_BUDGETS)
-    lines = [
-        f"| rain model held out | shipped detector, rain flagged at {head} of clean "
-        f"flagged | network, the same |",
-        "|---|---|---|",
+    return [
+        HeldOut(rows, np.zeros((count, len(CLASSES))), np.zeros(count), group, 1 / (1 + np.exp(-z)))
+        for z in chosen
     ]
-    models = list(learned)
+
+
+def detection_table(shipped: dict, learned: dict[str, dict]) -> list[str]:
+    """Markdown: the shipped detector's detection beside each of `learned`'s, named by
+    its keys."""
+    head = " / ".join(f"{b:.0%}" for b in DETECTION_BUDGETS)
+    columns = {"shipped detector": shipped, **learned}
+    lines = [
+        f"| rain model held out (rain flagged at {head} of clean flagged) | "
+        + " | ".join(columns)
+        + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    models = list(next(iter(learned.values())))
     for model in models:
-        lines.append(f"| {model} | {_shares(shipped[model])} | {_shares(learned[model])} |")
+        lines.append(
+            f"| {model} | " + " | ".join(_shares(d[model]) for d in columns.values()) + " |"
+        )
     for name, pick in (("worst", min), ("mean", lambda v: sum(v) / len(v))):
         cells = [
             " / ".join(f"{pick([d[m][b] for m in models]):.1%}" for b in DETECTION_BUDGETS)
-            for d in (shipped, learned)
+            for d in columns.values()
         ]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -249,11 +277,11 @@ def _shares(found: dict[float, float]) -> str:
     return " / ".join(f"{found[b]:.1%}" for b in DETECTION_BUDGETS)
 
 
-def cost(todo: list[Example]) -> tuple[float, float]:
-    """Milliseconds of CPU per capture: the features on the preview, and the network on
-    the preview's luma (its inputs included), a network as taught but untrained (the
-    weights do not change the work)."""
-    net = network()
+def cost(todo: list[Example], networks: int = 1) -> tuple[float, float]:
+    """Milliseconds of CPU per capture: the features on the preview, and `networks`
+    networks on the preview's luma (their inputs made once, included), each as taught
+    but untrained (the weights do not change the work)."""
+    nets = [network() for _ in range(networks)]
     features = network_time = 0.0
     for example in todo:
         preview = decoded_example(example).preview
@@ -261,7 +289,9 @@ def cost(todo: list[Example]) -> tuple[float, float]:
         compute_features(preview)
         features += time.process_time() - started
         started = time.process_time()
-        rain_logit(net, network_inputs(np.round(native_luma(preview) * 255).astype(np.uint8)))
+        inputs = network_inputs(np.round(native_luma(preview) * 255).astype(np.uint8))
+        for net in nets:
+            rain_logit(net, inputs)
         network_time += time.process_time() - started
     return features * 1e3 / len(todo), network_time * 1e3 / len(todo)
 

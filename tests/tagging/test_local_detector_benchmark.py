@@ -26,8 +26,7 @@ def _luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def test_it_judges_the_rows_and_folds_the_shipped_kind_judges(bench, monkeypatch):
-    monkeypatch.setattr(bench, "STEPS", 2)
+def _examples() -> tuple[list[Measured], dict[Example, np.ndarray]]:
     rng = np.random.default_rng(0)
     measured, luma = [], {}
     for index in range(90):
@@ -37,11 +36,27 @@ def test_it_judges_the_rows_and_folds_the_shipped_kind_judges(bench, monkeypatch
         values = rng.uniform(0.2, 0.3, len(FEATURE_NAMES)).tolist()
         measured.append(Measured(example, dict(zip(FEATURE_NAMES, values, strict=True)), 48))
         luma[example] = _luma(model is not None, rng)
+    return measured, luma
+
+
+def test_it_judges_the_rows_and_folds_the_shipped_kind_judges(bench, monkeypatch):
+    monkeypatch.setattr(bench, "STEPS", 2)
+    measured, luma = _examples()
     shipped = leave_one_model_out(measured, 1e-3, False, detector=True)
-    learned = bench.network_held_out(measured, luma)
+    [learned] = bench.network_held_out(measured, luma)
     assert [m.example for m in learned.measured] == [m.example for m in shipped.measured]
     assert learned.group == shipped.group
     assert learned.rain.shape == (len(learned.measured),)
+
+
+def test_an_ensemble_is_its_first_network_and_others_averaged(bench, monkeypatch):
+    monkeypatch.setattr(bench, "STEPS", 2)
+    measured, luma = _examples()
+    [alone] = bench.network_held_out(measured, luma)
+    first, ensemble = bench.network_held_out(measured, luma, networks=3)
+    np.testing.assert_array_equal(first.rain, alone.rain)  # K=1's results stand
+    assert not np.allclose(ensemble.rain, first.rain)
+    assert [m.example for m in ensemble.measured] == [m.example for m in first.measured]
 
 
 def test_the_network_learns_thin_bright_lines_from_noise(bench, monkeypatch):
