@@ -19,8 +19,8 @@ held-out model's rain and the held-out backgrounds' clean captures (with `--netw
 K`, K networks too, their mean logit). Prints Markdown: the share of rain flagged at
 5 % and 10 % of those clean captures flagged, per held-out model, worst and mean; and
 the CPU time per capture of the features and of the network(s), on one thread, in the
-same run. Needs torch (the `eval` extra). A measurement:
-the tagger uses nothing from here.
+same run. Needs torch (the `eval` extra). A measurement: the tagger uses nothing from
+here.
 """
 
 import argparse
