@@ -10,11 +10,13 @@ later label sheet says otherwise.
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from PIL.Image import Image
 
 from rainbench.capture.formats import FORMATS
 from rainbench.ingest.taggers import FitReport, reusable, store_fitted, use_fitted, use_shipped
@@ -355,17 +357,27 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
 def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict | None]]:
     # Imported in the worker: measuring needs scipy, which tagging from stored
     # features (and ingest's main process, which imports this module) never does.
+    from rainbench.tagging.measure import compute_features
+
+    return [
+        (key, None if preview is None else compute_features(preview))
+        for key, preview in previews(*task)
+    ]
+
+
+def previews(root: Path, shard: str, members: list[Stale]) -> Iterator[tuple[str, Image | None]]:
+    """Each of a shard's `members` with its upright preview, decoded as ingest decoded it
+    (a video's middle frame), or None where the shard or the capture cannot be read."""
+    # Imported where it runs, in a worker, as the features are (above).
     from rainbench.capture.decode import DEFAULT_MAX_PIXELS, decode_capture, reduce_for_preview
     from rainbench.capture.reject import CaptureRejected
     from rainbench.capture.video import middle_frame
-    from rainbench.tagging.measure import compute_features
 
-    root, shard, members = task
-    results: dict[str, dict | None] = dict.fromkeys(stale.key for stale in members)
     try:
         tar = open_shard(root, shard)
     except ShardError:
-        return list(results.items())  # missing or damaged: unmeasured (verify names it)
+        yield from ((stale.key, None) for stale in members)  # verify names the shard
+        return
     with tar:
         for stale in members:
             fmt = FORMATS[stale.format]
@@ -381,6 +393,5 @@ def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict 
                     data = read_member(tar, shard, name, limit)
                     preview = decode_capture(data, fmt, pixels).preview
             except (ShardError, CaptureRejected):
-                continue
-            results[stale.key] = compute_features(preview)
-    return list(results.items())
+                preview = None
+            yield stale.key, preview

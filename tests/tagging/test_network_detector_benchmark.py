@@ -1,0 +1,172 @@
+"""benchmarks/network_detector.py: the network file it teaches reads back to the same
+networks, its threshold keeps clean flags within the budget on held-out decisions, and
+`judge` gives both detectors' flags for every capture of a dataset."""
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from rainbench.ingest.run import IngestOptions, ingest
+from rainbench.tagging.features import FEATURE_NAMES
+from rainbench.tagging.tagger import CLASSES, load_tagger
+from rainbench.train.tagger import (
+    CHECK_MODELS,
+    FLAG_THRESHOLDS,
+    RAIN_MODELS,
+    Example,
+    Measured,
+)
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("network_detector")
+
+
+def _luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
+    """Grey noise, with sparse bright vertical lines a pixel wide where it rains."""
+    pixels = rng.normal(90, 4, (48, 64))
+    if rainy:
+        for column in rng.choice(64, 6, replace=False):
+            top = rng.integers(0, 32)
+            pixels[top : top + 16, column] += 40
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _examples() -> tuple[list[Measured], dict[Example, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    measured, luma = [], {}
+    for index in range(90):
+        label = CLASSES[index % len(CLASSES)]
+        model = None if label == "clean" else RAIN_MODELS[index // 5 % len(RAIN_MODELS)]
+        example = Example("abc"[index // 10 % 3], label, model, index, 48, 90, False)
+        values = rng.uniform(0.2, 0.3, len(FEATURE_NAMES)).tolist()
+        measured.append(Measured(example, dict(zip(FEATURE_NAMES, values, strict=True)), 48))
+        luma[example] = _luma(model is not None, rng)
+    return measured, luma
+
+
+@contextmanager
+def _briefly(bench) -> Iterator[None]:
+    """Networks taught in a few steps (the teaching lives in tagging_local_detector,
+    which network_detector imported)."""
+    teacher = bench.taught_network.__globals__
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(teacher, "STEPS", 40)
+        patch.setitem(teacher, "CROP", 32)
+        yield
+
+
+@pytest.fixture(scope="module")
+def detector(bench) -> dict:
+    """A network file taught briefly, as JSON gives it back."""
+    with _briefly(bench):
+        return json.loads(json.dumps(bench.taught_detector(*_examples(), seed=0)))
+
+
+def test_the_file_reads_back_to_the_networks_it_was_taught(bench, detector):
+    assert len(detector["networks"]) == bench.NETWORKS
+    assert detector["flag_threshold"] in FLAG_THRESHOLDS
+    held = detector["calibration"]["held_out"]
+    chosen = held[detector["pooling"]]
+    assert detector["flag_threshold"] == chosen["flag_threshold"]
+    assert all(held[pooling]["clean_flagged"] <= 0.05 for pooling in bench.POOLINGS)
+    # On lines this plain, networks that never saw a background still find the rain.
+    assert chosen["rain_flagged"] > 0.5
+    worst = max(held[pooling]["worst_rain_flagged"] for pooling in bench.POOLINGS)
+    assert chosen["worst_rain_flagged"] == worst
+    nets = bench.networks_of(detector)
+    sample = _luma(True, np.random.default_rng(5))
+    measured, luma = _examples()
+    with _briefly(bench):  # the seeds recorded teach the same network again
+        [first] = bench._taught(measured, luma, detector["calibration"]["teach_seeds"][:1])
+    assert bench.pooled_logits([first], sample) == bench.pooled_logits(nets[:1], sample)
+    rng = np.random.default_rng(6)
+    rain = [bench.network_probability(detector, nets, _luma(True, rng)) for _ in range(5)]
+    clean = [bench.network_probability(detector, nets, _luma(False, rng)) for _ in range(5)]
+    assert min(rain) > max(clean)
+
+
+def _picture(rainy: bool, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    pixels = rng.normal(60, 6, (240, 320, 3))
+    if rainy:
+        for column in rng.choice(320, 40, replace=False):
+            top = rng.integers(0, 160)
+            pixels[top : top + 60, column] += 120
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def test_judge_gives_both_detectors_flags_for_every_capture(
+    bench, detector, tmp_path, monkeypatch, capsys
+):
+    network_file = tmp_path / "net.json"
+    network_file.write_text(json.dumps(detector))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for index in range(6):
+        _picture(index % 2 == 0, index).save(raw / f"{index}.jpg", quality=92)
+    (raw / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    ingest([raw], tmp_path / "ds", IngestOptions(workers=1, layer="clean"))
+    table = tmp_path / "flags.csv"
+    arguments = ["judge", str(tmp_path / "ds"), "--detector", str(network_file)]
+    monkeypatch.setattr(
+        "sys.argv", ["network_detector.py", *arguments, "--csv", str(table), "-j", "1"]
+    )
+    assert bench.main() == 0
+    rows = pd.read_csv(table)
+    assert len(rows) == 6  # the broken file was rejected by ingest, never a capture
+    assert set(rows["layer"]) == {"clean"}
+    tagger = load_tagger()
+    # The shipped detector's decision is the one ingest stored as looks_rainy.
+    stored = pd.read_parquet(tmp_path / "ds" / "manifests" / "samples.parquet")
+    flags = dict(zip(stored["key"], stored["looks_rainy"], strict=True))
+    assert all(rows["flag_shipped"] == rows["key"].map(flags))
+    assert all(rows["flag_shipped"] == (rows["p_shipped"] >= tagger.flag_threshold))
+    names = dict(zip(stored["key"], stored["source_path"], strict=True))
+    rainy = rows["key"].map(names).str.extract(r"(\d)\.jpg$")[0].astype(int) % 2 == 0
+    assert rows["p_network"][rainy].min() > rows["p_network"][~rainy].max()
+    printed = capsys.readouterr().out
+    assert f"| {tmp_path / 'ds'} | clean | all | 6 |" in printed
+
+
+def test_judge_without_a_network_file_says_how_to_make_one(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        "sys.argv",
+        ["network_detector.py", "judge", str(tmp_path), "--detector", str(tmp_path / "no.json")],
+    )
+    with pytest.raises(SystemExit, match=r"network_detector\.py teach"):
+        bench.main()
+
+
+def test_check_judges_the_file_on_each_seed_and_condition(bench, detector, monkeypatch):
+    def rendered(per_cell, seed, workers, cache):
+        measured, luma = _examples()
+        fresh, pixels = [], {}
+        for m in measured:
+            if m.example.model in (RAIN_MODELS[-1], None):
+                # The last rain model's lines stand in for the model no calibration saw.
+                model = m.example.model and CHECK_MODELS[0]
+                example = replace(m.example, model=model, seed=m.example.seed + 1000 * seed)
+                fresh.append(replace(m, example=example))
+                pixels[example] = luma[m.example]
+        return fresh, pixels
+
+    monkeypatch.setattr(bench, "rendered", rendered)
+    args = argparse.Namespace(per_cell=1, workers=1, cache=None, judge_seeds=[1, 2])
+    lines = bench.checked(detector, args)
+    seeds = [line.split(" | ")[0] for line in lines if line.startswith(("| 1 |", "| 2 |"))]
+    assert seeds == ["| 1", "| 1", "| 2", "| 2"]  # each detector, each seed
+    worst = next(line for line in lines if line.startswith("| worst"))
+    conditions = [line.split(" | ")[0] for line in lines if line.startswith("| height")]
+    assert conditions == ["| height: ≤ 320 px"]  # every example is 48 rows: no other row
+    assert worst.split(" | ")[2] == "100.0%"  # the networks find every plain line
