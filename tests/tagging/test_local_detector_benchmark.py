@@ -1,12 +1,20 @@
 """benchmarks/tagging_local_detector.py: its network judges exactly what the shipped
 kind of detector judges, fold by fold, and learns what it is taught."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from rainbench.tagging.features import FEATURE_NAMES
 from rainbench.tagging.tagger import CLASSES
-from rainbench.train.tagger import RAIN_MODELS, Example, Measured, leave_one_model_out
+from rainbench.train.tagger import (
+    RAIN_MODELS,
+    Example,
+    HeldOut,
+    Measured,
+    leave_one_model_out,
+)
 
 pytest.importorskip("torch")
 
@@ -68,3 +76,19 @@ def test_the_network_learns_thin_bright_lines_from_noise(bench, monkeypatch):
     net = bench.taught_network(inputs, rainy, seed=0)
     fresh = [bench.rain_logit(net, bench.network_inputs(_luma(r, rng))) for r in (True, False) * 5]
     assert min(fresh[0::2]) > max(fresh[1::2])
+
+
+def test_the_light_table_gives_each_detector_day_and_night_rain_apart(bench):
+    measured, _ = _examples()
+    night = [
+        replace(m, example=replace(m.example, night=i % 2 == 0)) for i, m in enumerate(measured)
+    ]
+    clean = np.array([m.example.model is None for m in night])
+    lit = np.array([m.example.night for m in night])
+    # Clean captures spread over 0.2–0.6, night rain above them all, day rain below.
+    rain = np.where(clean, np.linspace(0.2, 0.6, len(night)), np.where(lit, 0.9, 0.1))
+    count = len(night)
+    groups = ["v1"] * count  # one held-out group, its clean captures among it
+    held = HeldOut(night, np.zeros((count, len(CLASSES))), np.zeros(count), groups, rain)
+    lines = bench.light_table({"detector": held})
+    assert lines[2:] == ["| day rain | 0.0% / 0.0% |", "| night rain | 100.0% / 100.0% |"]
