@@ -24,7 +24,7 @@ def bench(load_benchmark):
     return load_benchmark("tagging_local_detector")
 
 
-def _luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
+def lined_luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
     """Grey noise, with sparse bright vertical lines a pixel wide where it rains."""
     pixels = rng.normal(90, 4, (48, 64))
     if rainy:
@@ -34,7 +34,7 @@ def _luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def _examples() -> tuple[list[Measured], dict[Example, np.ndarray]]:
+def lined_examples() -> tuple[list[Measured], dict[Example, np.ndarray]]:
     rng = np.random.default_rng(0)
     measured, luma = [], {}
     for index in range(90):
@@ -43,13 +43,13 @@ def _examples() -> tuple[list[Measured], dict[Example, np.ndarray]]:
         example = Example("abc"[index // 10 % 3], label, model, index, 48, 90, False)
         values = rng.uniform(0.2, 0.3, len(FEATURE_NAMES)).tolist()
         measured.append(Measured(example, dict(zip(FEATURE_NAMES, values, strict=True)), 48))
-        luma[example] = _luma(model is not None, rng)
+        luma[example] = lined_luma(model is not None, rng)
     return measured, luma
 
 
 def test_it_judges_the_rows_and_folds_the_shipped_kind_judges(bench, monkeypatch):
     monkeypatch.setattr(bench, "STEPS", 2)
-    measured, luma = _examples()
+    measured, luma = lined_examples()
     shipped = leave_one_model_out(measured, 1e-3, False, detector=True)
     [learned] = bench.network_held_out(measured, luma)
     assert [m.example for m in learned.measured] == [m.example for m in shipped.measured]
@@ -59,7 +59,7 @@ def test_it_judges_the_rows_and_folds_the_shipped_kind_judges(bench, monkeypatch
 
 def test_an_ensemble_is_its_first_network_and_others_averaged(bench, monkeypatch):
     monkeypatch.setattr(bench, "STEPS", 2)
-    measured, luma = _examples()
+    measured, luma = lined_examples()
     [alone] = bench.network_held_out(measured, luma)
     first, ensemble = bench.network_held_out(measured, luma, networks=3)
     np.testing.assert_array_equal(first.rain, alone.rain)  # K=1's results stand
@@ -72,14 +72,15 @@ def test_the_network_learns_thin_bright_lines_from_noise(bench, monkeypatch):
     monkeypatch.setattr(bench, "CROP", 32)
     rng = np.random.default_rng(1)
     rainy = np.arange(40) % 2 == 0
-    inputs = [bench.network_inputs(_luma(r, rng)) for r in rainy]
+    inputs = [bench.network_inputs(lined_luma(r, rng)) for r in rainy]
     net = bench.taught_network(inputs, rainy, seed=0)
-    fresh = [bench.rain_logit(net, bench.network_inputs(_luma(r, rng))) for r in (True, False) * 5]
+    pictures = [bench.network_inputs(lined_luma(r, rng)) for r in (True, False) * 5]
+    fresh = [bench.rain_logit(net, inputs) for inputs in pictures]
     assert min(fresh[0::2]) > max(fresh[1::2])
 
 
 def test_the_light_table_gives_each_detector_day_and_night_rain_apart(bench):
-    measured, _ = _examples()
+    measured, _ = lined_examples()
     night = [
         replace(m, example=replace(m.example, night=i % 2 == 0)) for i, m in enumerate(measured)
     ]

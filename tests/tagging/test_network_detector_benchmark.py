@@ -14,15 +14,14 @@ import pytest
 from PIL import Image
 
 from rainbench.ingest.run import IngestOptions, ingest
-from rainbench.tagging.features import FEATURE_NAMES
-from rainbench.tagging.tagger import CLASSES, load_tagger
+from rainbench.tagging.tagger import load_tagger
 from rainbench.train.tagger import (
     CHECK_MODELS,
     FLAG_THRESHOLDS,
     RAIN_MODELS,
-    Example,
-    Measured,
 )
+
+from .test_local_detector_benchmark import lined_examples, lined_luma
 
 pytest.importorskip("torch")
 
@@ -30,29 +29,6 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def bench(load_benchmark):
     return load_benchmark("network_detector")
-
-
-def _luma(rainy: bool, rng: np.random.Generator) -> np.ndarray:
-    """Grey noise, with sparse bright vertical lines a pixel wide where it rains."""
-    pixels = rng.normal(90, 4, (48, 64))
-    if rainy:
-        for column in rng.choice(64, 6, replace=False):
-            top = rng.integers(0, 32)
-            pixels[top : top + 16, column] += 40
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def _examples() -> tuple[list[Measured], dict[Example, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    measured, luma = [], {}
-    for index in range(90):
-        label = CLASSES[index % len(CLASSES)]
-        model = None if label == "clean" else RAIN_MODELS[index // 5 % len(RAIN_MODELS)]
-        example = Example("abc"[index // 10 % 3], label, model, index, 48, 90, False)
-        values = rng.uniform(0.2, 0.3, len(FEATURE_NAMES)).tolist()
-        measured.append(Measured(example, dict(zip(FEATURE_NAMES, values, strict=True)), 48))
-        luma[example] = _luma(model is not None, rng)
-    return measured, luma
 
 
 @contextmanager
@@ -70,7 +46,7 @@ def _briefly(bench) -> Iterator[None]:
 def detector(bench) -> dict:
     """A network file taught briefly, as JSON gives it back."""
     with _briefly(bench):
-        return json.loads(json.dumps(bench.taught_detector(*_examples(), seed=0)))
+        return json.loads(json.dumps(bench.taught_detector(*lined_examples(), seed=0)))
 
 
 def test_the_file_reads_back_to_the_networks_it_was_taught(bench, detector):
@@ -85,14 +61,14 @@ def test_the_file_reads_back_to_the_networks_it_was_taught(bench, detector):
     worst = max(held[pooling]["worst_rain_flagged"] for pooling in bench.POOLINGS)
     assert chosen["worst_rain_flagged"] == worst
     nets = bench.networks_of(detector)
-    sample = _luma(True, np.random.default_rng(5))
-    measured, luma = _examples()
+    sample = lined_luma(True, np.random.default_rng(5))
+    measured, luma = lined_examples()
     with _briefly(bench):  # the seeds recorded teach the same network again
         [first] = bench._taught(measured, luma, detector["calibration"]["teach_seeds"][:1])
     assert bench.pooled_logits([first], sample) == bench.pooled_logits(nets[:1], sample)
     rng = np.random.default_rng(6)
-    rain = [bench.network_probability(detector, nets, _luma(True, rng)) for _ in range(5)]
-    clean = [bench.network_probability(detector, nets, _luma(False, rng)) for _ in range(5)]
+    rain = [bench.network_probability(detector, nets, lined_luma(True, rng)) for _ in range(5)]
+    clean = [bench.network_probability(detector, nets, lined_luma(False, rng)) for _ in range(5)]
     assert min(rain) > max(clean)
 
 
@@ -150,7 +126,7 @@ def test_judge_without_a_network_file_says_how_to_make_one(bench, tmp_path, monk
 
 def test_check_judges_the_file_on_each_seed_and_condition(bench, detector, monkeypatch):
     def rendered(per_cell, seed, workers, cache):
-        measured, luma = _examples()
+        measured, luma = lined_examples()
         fresh, pixels = [], {}
         for m in measured:
             if m.example.model in (RAIN_MODELS[-1], None):
