@@ -15,11 +15,7 @@ from PIL import Image
 
 from rainbench.ingest.run import IngestOptions, ingest
 from rainbench.tagging.tagger import load_tagger
-from rainbench.train.tagger import (
-    CHECK_MODELS,
-    FLAG_THRESHOLDS,
-    RAIN_MODELS,
-)
+from rainbench.train.tagger import CHECK_MODELS, FLAG_THRESHOLDS, RAIN_MODELS
 
 from .test_local_detector_benchmark import lined_examples, lined_luma
 
