@@ -333,51 +333,56 @@ def _weights(net) -> dict[str, list]:
 
 def judge_datasets(args: argparse.Namespace) -> int:
     detector = _read_detector(args.detector)
-    judged = []
-    for location in args.datasets:
-        dataset = open_dataset(location)
-        rows = read_manifest(dataset.samples_manifest, SAMPLES).to_pylist()
-        tagger = active_tagger(dataset)
-        by_key = {row["key"]: row for row in rows}
-        parts: dict[str, list[Stale]] = {}
-        for row in rows:
-            stale = Stale(row["key"], row["format"], row["bytes"], row["width"], row["height"])
-            parts.setdefault(row["shard"], []).append(stale)
-        tasks = [
-            (dataset.root, shard, members[start : start + PART], detector)
-            for shard, members in sorted(parts.items())
-            for start in range(0, len(members), PART)
-        ]
-        with WorkerPool(args.workers) as pool:
-            for results in pool.map_unordered(_judge_part, tasks):
-                for key, features, learned in results:
-                    row = by_key[key]
-                    shipped = None
-                    if features is not None:
-                        values = np.array([[features[name] for name in FEATURE_NAMES]])
-                        shipped = 1 - float(tagger.probabilities(values)[0, 0])
-                    judged.append(
-                        {
-                            "dataset": location,
-                            "key": key,
-                            "layer": row["layer"],
-                            "rain_type": row["rain_type"] or "",
-                            "rain_type_source": row["rain_type_source"] or "",
-                            "caveats": " ".join(row["tag_caveats"] or []),
-                            "p_shipped": shipped,
-                            "p_network": learned,
-                            "flag_shipped": shipped is not None
-                            and shipped >= tagger.flag_threshold,
-                            "flag_network": learned is not None
-                            and learned >= detector["flag_threshold"],
-                        }
-                    )
-        log(f"{location}: {len(rows)} captures judged (tagger {tagger.version})")
+    judged = [row for place in args.datasets for row in _judged(place, detector, args.workers)]
     judged.sort(key=lambda row: (row["dataset"], row["key"]))
     if args.csv is not None:
         pd.DataFrame(judged).to_csv(args.csv, index=False)
     print("\n".join(flag_table(judged, detector)))
     return 0
+
+
+def _judged(location: str, detector: dict, workers: int) -> list[dict]:
+    """A row per capture of the dataset at `location`: its P(rain) from the dataset's
+    tagger and from the networks, and whether each flags it."""
+    dataset = open_dataset(location)
+    rows = read_manifest(dataset.samples_manifest, SAMPLES).to_pylist()
+    tagger = active_tagger(dataset)
+    by_key = {row["key"]: row for row in rows}
+    parts: dict[str, list[Stale]] = {}
+    for row in rows:
+        stale = Stale(row["key"], row["format"], row["bytes"], row["width"], row["height"])
+        parts.setdefault(row["shard"], []).append(stale)
+    tasks = [
+        (dataset.root, shard, members[start : start + PART], detector)
+        for shard, members in sorted(parts.items())
+        for start in range(0, len(members), PART)
+    ]
+    judged = []
+    with WorkerPool(workers) as pool:
+        for results in pool.map_unordered(_judge_part, tasks):
+            for key, features, learned in results:
+                row = by_key[key]
+                tagged = None
+                if features is not None:
+                    values = np.array([[features[name] for name in FEATURE_NAMES]])
+                    tagged = 1 - float(tagger.probabilities(values)[0, 0])
+                judged.append(
+                    {
+                        "dataset": location,
+                        "key": key,
+                        "layer": row["layer"],
+                        "rain_type": row["rain_type"] or "",
+                        "rain_type_source": row["rain_type_source"] or "",
+                        "caveats": " ".join(row["tag_caveats"] or []),
+                        "p_tagger": tagged,
+                        "p_network": learned,
+                        "flag_tagger": tagged is not None and tagged >= tagger.flag_threshold,
+                        "flag_network": learned is not None
+                        and learned >= detector["flag_threshold"],
+                    }
+                )
+    log(f"{location}: {len(rows)} captures judged (tagger {tagger.version})")
+    return judged
 
 
 def _judge_part(
@@ -404,7 +409,7 @@ def flag_table(judged: list[dict], detector: dict) -> list[str]:
     """Markdown: per dataset, layer and rain type (as labelled or tagged), how many
     captures each detector flags at its own threshold."""
     lines = [
-        f"| dataset | layer | rain type | captures | shipped detector flags | network "
+        f"| dataset | layer | rain type | captures | its tagger flags | networks "
         f"({detector['version']}, threshold {detector['flag_threshold']}) flags | unreadable |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -415,11 +420,11 @@ def flag_table(judged: list[dict], detector: dict) -> list[str]:
     for (dataset, layer, rain_type), rows in sorted(groups.items()):
         read = [row for row in rows if row["p_network"] is not None]
         count = max(len(read), 1)
-        shipped = sum(row["flag_shipped"] for row in read)
+        tagged = sum(row["flag_tagger"] for row in read)
         learned = sum(row["flag_network"] for row in read)
         lines.append(
             f"| {dataset} | {layer} | {rain_type or 'none'} | {len(read)} | "
-            f"{shipped} ({shipped / count:.0%}) | {learned} ({learned / count:.0%}) | "
+            f"{tagged} ({tagged / count:.0%}) | {learned} ({learned / count:.0%}) | "
             f"{len(rows) - len(read)} |"
         )
     return lines

@@ -102,8 +102,8 @@ def test_judge_gives_both_detectors_flags_for_every_capture(
     # The shipped detector's decision is the one ingest stored as looks_rainy.
     stored = pd.read_parquet(tmp_path / "ds" / "manifests" / "samples.parquet")
     flags = dict(zip(stored["key"], stored["looks_rainy"], strict=True))
-    assert all(rows["flag_shipped"] == rows["key"].map(flags))
-    assert all(rows["flag_shipped"] == (rows["p_shipped"] >= tagger.flag_threshold))
+    assert all(rows["flag_tagger"] == rows["key"].map(flags))
+    assert all(rows["flag_tagger"] == (rows["p_tagger"] >= tagger.flag_threshold))
     names = dict(zip(stored["key"], stored["source_path"], strict=True))
     rainy = rows["key"].map(names).str.extract(r"(\d)\.jpg$")[0].astype(int) % 2 == 0
     assert rows["p_network"][rainy].min() > rows["p_network"][~rainy].max()
