@@ -70,13 +70,12 @@ from rainbench.train.tagger import (
     CHECK_MODELS,
     CONDITIONS,
     DETECTION_BUDGETS,
-    FLAG_BUDGET,
-    FLAG_THRESHOLDS,
     RAIN_MODELS,
     Measured,
     calibration_examples,
     feature_matrix,
     fit_scale,
+    flag_threshold,
     fold_split,
     rescaled,
 )
@@ -299,10 +298,7 @@ def _settled(z: np.ndarray, judged: list[Measured]) -> dict:
     truth = np.array([m.example.label != "clean" for m in judged])
     scale = fit_scale(_sigmoid(z), truth)
     p = rescaled(_sigmoid(z), scale)
-    threshold = next(
-        (t for t in FLAG_THRESHOLDS if np.mean(p[~truth] >= t) <= FLAG_BUDGET),
-        FLAG_THRESHOLDS[-1],
-    )
+    threshold = flag_threshold(p[~truth])
     flags = p >= threshold
     found = {}
     for condition, cases in CONDITIONS.items():
@@ -314,7 +310,7 @@ def _settled(z: np.ndarray, judged: list[Measured]) -> dict:
     return {
         "scale": scale[0],
         "shift": scale[1],
-        "flag_threshold": float(threshold),
+        "flag_threshold": threshold,
         "rain_flagged": round(float(flags[truth].mean()), 4),
         "clean_flagged": round(float(flags[~truth].mean()), 4),
         "worst_condition": worst,
@@ -447,7 +443,7 @@ def networks_of(detector: dict) -> list:
 
 def network_probability(detector: dict, nets: list, luma: np.ndarray) -> float:
     """P(rain) of 8-bit preview luma, as the file's settings read the networks."""
-    z = pooled_logits(nets, luma)[detector.get("pooling", "mean")]
+    z = pooled_logits(nets, luma)[detector["pooling"]]
     return float(rescaled(np.array([_sigmoid(z)]), (detector["scale"], detector["shift"]))[0])
 
 

@@ -673,12 +673,19 @@ def settle(held: HeldOut, rows: np.ndarray) -> Settled:
     scale = None if held.rain is None else fit_scale(held.rain[rows], labels[rows] > 0)
     clean = rows & (labels == 0)
     rain_on_clean = 1 - held.probabilities(clean, 1.0, scale or (1.0, 0.0))[:, 0]
-    threshold = next(
-        (t for t in FLAG_THRESHOLDS if np.mean(rain_on_clean >= t) <= FLAG_BUDGET),
-        FLAG_THRESHOLDS[-1],
-    )
     limit = round(float(np.quantile(held.distance[rows], UNLIKE_QUANTILE)), 4)
-    return Settled(temperature, float(threshold), limit, scale)
+    return Settled(temperature, flag_threshold(rain_on_clean), limit, scale)
+
+
+def flag_threshold(rain_on_clean: np.ndarray) -> float:
+    """The lowest of FLAG_THRESHOLDS whose flags on clean captures with these held-out
+    P(rain) stay within FLAG_BUDGET (the highest when none does)."""
+    return float(
+        next(
+            (t for t in FLAG_THRESHOLDS if np.mean(rain_on_clean >= t) <= FLAG_BUDGET),
+            FLAG_THRESHOLDS[-1],
+        )
+    )
 
 
 def fit_scale(rain: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
