@@ -30,7 +30,9 @@ not what your photographs will give.
 `judge`: every capture of each dataset (a video by its middle frame, as ingest measures
 it) decoded again at preview scale; P(rain) from the dataset's tagger (its detector, on
 the features) and from the network file; per dataset and layer, how many each flags at
-its own threshold. Ingest your rainy photographs and your clean ones (`--layer clean`
+its own threshold, and how many a candidate made of the two flags: the networks' flag
+where the tagger would not give the capture its `night` caveat, the tagger's where it
+would. Ingest your rainy photographs and your clean ones (`--layer clean`
 or not: both detectors judge every capture) and compare. Needs torch (the `eval` extra).
 A measurement: the tagger uses nothing from here.
 """
@@ -65,7 +67,7 @@ from rainbench.shards.dataset import open_dataset
 from rainbench.shards.fitted import active_tagger
 from rainbench.shards.manifest import SAMPLES, read_manifest
 from rainbench.tagging.features import FEATURE_NAMES
-from rainbench.tagging.tagger import load_tagger
+from rainbench.tagging.tagger import NIGHT_BRIGHTNESS, load_tagger
 from rainbench.train.tagger import (
     CHECK_MODELS,
     CONDITIONS,
@@ -362,6 +364,13 @@ def _judged(location: str, detector: dict, workers: int) -> list[dict]:
                 if features is not None:
                     values = np.array([[features[name] for name in FEATURE_NAMES]])
                     tagged = 1 - float(tagger.probabilities(values)[0, 0])
+                flags = {
+                    "flag_tagger": tagged is not None and tagged >= tagger.flag_threshold,
+                    "flag_network": learned is not None and learned >= detector["flag_threshold"],
+                }
+                # The candidate of tagging_local_detector.py's by_light(): the networks
+                # where the tagger sees day, the tagger where it would say `night`.
+                night = features is not None and features["brightness"] < NIGHT_BRIGHTNESS
                 judged.append(
                     {
                         "dataset": location,
@@ -370,11 +379,11 @@ def _judged(location: str, detector: dict, workers: int) -> list[dict]:
                         "rain_type": row["rain_type"] or "",
                         "rain_type_source": row["rain_type_source"] or "",
                         "caveats": " ".join(row["tag_caveats"] or []),
+                        "night": night,
                         "p_tagger": tagged,
                         "p_network": learned,
-                        "flag_tagger": tagged is not None and tagged >= tagger.flag_threshold,
-                        "flag_network": learned is not None
-                        and learned >= detector["flag_threshold"],
+                        **flags,
+                        "flag_by_light": flags["flag_tagger" if night else "flag_network"],
                     }
                 )
     log(f"{location}: {len(rows)} captures judged (tagger {tagger.version})")
@@ -403,11 +412,12 @@ def _judge_part(
 
 def flag_table(judged: list[dict], detector: dict) -> list[str]:
     """Markdown: per dataset, layer and rain type (as labelled or tagged), how many
-    captures each detector flags at its own threshold."""
+    captures each detector flags at its own threshold, and the two of them taken by light."""
     lines = [
         f"| dataset | layer | rain type | captures | its tagger flags | networks "
-        f"({detector['version']}, threshold {detector['flag_threshold']}) flags | unreadable |",
-        "|---|---|---|---|---|---|---|",
+        f"({detector['version']}, threshold {detector['flag_threshold']}) flags | networks by "
+        "day, its tagger at night | unreadable |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for row in judged:
@@ -416,12 +426,14 @@ def flag_table(judged: list[dict], detector: dict) -> list[str]:
     for (dataset, layer, rain_type), rows in sorted(groups.items()):
         read = [row for row in rows if row["p_network"] is not None]
         count = max(len(read), 1)
-        tagged = sum(row["flag_tagger"] for row in read)
-        learned = sum(row["flag_network"] for row in read)
+        cells = []
+        for flag in ("flag_tagger", "flag_network", "flag_by_light"):
+            flagged = sum(row[flag] for row in read)
+            cells.append(f"{flagged} ({flagged / count:.0%})")
         lines.append(
             f"| {dataset} | {layer} | {rain_type or 'none'} | {len(read)} | "
-            f"{tagged} ({tagged / count:.0%}) | {learned} ({learned / count:.0%}) | "
-            f"{len(rows) - len(read)} |"
+            + " | ".join(cells)
+            + f" | {len(rows) - len(read)} |"
         )
     return lines
 

@@ -93,3 +93,45 @@ def test_the_light_table_gives_each_detector_day_and_night_rain_apart(bench):
     held = HeldOut(night, np.zeros((count, len(CLASSES))), np.zeros(count), groups, rain)
     lines = bench.light_table({"detector": held})
     assert lines[2:] == ["| day rain | 0.0% / 0.0% |", "| night rain | 100.0% / 100.0% |"]
+
+
+def test_by_light_takes_each_detector_where_it_is_meant_to_judge(bench):
+    measured, _ = lined_examples()
+    dark = [
+        replace(m, features={**m.features, "brightness": 0.05 if i % 2 else 0.5})
+        for i, m in enumerate(measured)
+    ]
+    night = np.array([i % 2 == 1 for i in range(len(dark))])
+    clean = np.array([m.example.model is None for m in dark])
+    count = len(dark)
+    spread = np.linspace(0.2, 0.6, count)
+
+    def held(sees: np.ndarray) -> HeldOut:
+        # Rain it sees above every clean capture, the rest of the rain below them all.
+        rain = np.where(clean, spread, np.where(sees, 0.9, 0.1))
+        return HeldOut(dark, np.zeros((count, len(CLASSES))), np.zeros(count), ["v1"] * count, rain)
+
+    both = bench.by_light(held(~night), held(night))
+    flagged = bench.detection(both)["v1"]
+    assert flagged == {0.05: 1.0, 0.1: 1.0}
+    # Either detector alone finds the rain of one light only.
+    assert bench.detection(held(~night))["v1"][0.05] < 0.6
+    # A clean capture's rank is the share of its fold's clean captures below it.
+    ranks = both.rain[clean]
+    assert np.all(np.diff(ranks[np.argsort(spread[clean])]) > 0)
+    assert 0 < ranks.min() < ranks.max() < 1
+
+
+def test_the_caveat_line_counts_night_found_and_day_taken_for_night(bench):
+    measured, _ = lined_examples()
+    rows = [
+        replace(
+            m,
+            example=replace(m.example, night=i < 10),
+            features={**m.features, "brightness": 0.05 if i < 8 or i == 50 else 0.5},
+        )
+        for i, m in enumerate(measured)
+    ]
+    assert bench.caveat_line(rows) == (
+        "The night caveat: 8 of 10 captures rendered at night, 1 of 80 rendered by day."
+    )

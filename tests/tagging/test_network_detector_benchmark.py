@@ -68,9 +68,9 @@ def test_the_file_reads_back_to_the_networks_it_was_taught(bench, detector):
     assert min(rain) > max(clean)
 
 
-def _picture(rainy: bool, seed: int) -> Image.Image:
+def _picture(rainy: bool, seed: int, level: float = 60) -> Image.Image:
     rng = np.random.default_rng(seed)
-    pixels = rng.normal(60, 6, (240, 320, 3))
+    pixels = rng.normal(level, 6, (240, 320, 3))
     if rainy:
         for column in rng.choice(320, 40, replace=False):
             top = rng.integers(0, 160)
@@ -86,7 +86,9 @@ def test_judge_gives_both_detectors_flags_for_every_capture(
     raw = tmp_path / "raw"
     raw.mkdir()
     for index in range(6):
-        _picture(index % 2 == 0, index).save(raw / f"{index}.jpg", quality=92)
+        # The last two are night scenes: the tagger gives them its `night` caveat.
+        level = 15 if index >= 4 else 60
+        _picture(index % 2 == 0, index, level).save(raw / f"{index}.jpg", quality=92)
     (raw / "broken.jpg").write_bytes(b"\xff\xd8\xff")
     ingest([raw], tmp_path / "ds", IngestOptions(workers=1, layer="clean"))
     table = tmp_path / "flags.csv"
@@ -107,8 +109,14 @@ def test_judge_gives_both_detectors_flags_for_every_capture(
     names = dict(zip(stored["key"], stored["source_path"], strict=True))
     rainy = rows["key"].map(names).str.extract(r"(\d)\.jpg$")[0].astype(int) % 2 == 0
     assert rows["p_network"][rainy].min() > rows["p_network"][~rainy].max()
+    # The candidate takes the tagger's flag at night and the networks' by day.
+    night = rows["key"].map(names).str.contains(r"[45]\.jpg$")
+    assert list(rows["night"]) == list(night)
+    chosen = rows["flag_tagger"].where(night, rows["flag_network"])
+    assert list(rows["flag_by_light"]) == list(chosen)
     printed = capsys.readouterr().out
     assert f"| {tmp_path / 'ds'} | clean | all | 6 |" in printed
+    assert "| networks by day, its tagger at night |" in printed
 
 
 def test_judge_without_a_network_file_says_how_to_make_one(bench, tmp_path, monkeypatch):
