@@ -21,11 +21,12 @@ settings are, on decisions about backgrounds the networks that made them never s
 condition has the most rain flagged. The file holds the weights, those settings and how
 they were made. Then (and with `check`, for the file as it is) fresh examples
 (`--judge-seeds`) of the `particles` rain model, which no calibration uses, and fresh
-clean captures are judged by it and by the shipped tagger's detector: the share flagged
-at each one's threshold, and at 5 % and 10 % of the clean captures flagged, per seed;
-and by acquisition condition (size, JPEG, night, noise, sharpening, tone). The clean
-captures are new renders of the calibration's backgrounds, so their flags are a floor,
-not what your photographs will give.
+clean captures are judged by it, by the shipped tagger's detector and by the two taken
+by light (as `judge` below takes them): the share flagged at each one's threshold, and
+at 5 % and 10 % of the clean captures flagged, per seed; and by acquisition condition
+(size, JPEG, night, noise, sharpening, tone). The clean captures are new renders of the
+calibration's backgrounds, so their flags are a floor, not what your photographs will
+give.
 
 `judge`: every capture of each dataset (a video by its middle frame, as ingest measures
 it) decoded again at preview scale; P(rain) from the dataset's tagger (its detector, on
@@ -147,8 +148,9 @@ def teach_and_check(args: argparse.Namespace) -> int:
 
 
 def checked(detector: dict, args: argparse.Namespace) -> list[str]:
-    """Markdown: the network file and the shipped tagger's detector on fresh examples of
-    each of `args.judge_seeds`, and by acquisition condition over all of them."""
+    """Markdown: the network file, the shipped tagger's detector and the two taken by
+    light on fresh examples of each of `args.judge_seeds`, and by acquisition condition
+    over all of them."""
     nets = networks_of(detector)
     tagger = load_tagger()
     chosen, seeds, shipped, learned = [], [], [], []
@@ -159,9 +161,15 @@ def checked(detector: dict, args: argparse.Namespace) -> list[str]:
         seeds += [seed] * len(mine)
         shipped.append(1 - tagger.probabilities(feature_matrix(mine))[:, 0])
         learned += [network_probability(detector, nets, luma[m.example]) for m in mine]
+    shipped, learned = np.concatenate(shipped), np.array(learned)
+    # The candidate judge flags: each detector's P(rain) as its margin over its own
+    # threshold, the networks' by day and the tagger's where it would say `night`.
+    night = np.array([m.features["brightness"] < NIGHT_BRIGHTNESS for m in chosen])
+    margins = np.where(night, shipped - tagger.flag_threshold, learned - detector["flag_threshold"])
     judged = {
-        f"tagger {tagger.version}": (np.concatenate(shipped), tagger.flag_threshold),
-        f"networks ({detector['version']})": (np.array(learned), detector["flag_threshold"]),
+        f"tagger {tagger.version}": (shipped, tagger.flag_threshold),
+        f"networks ({detector['version']})": (learned, detector["flag_threshold"]),
+        "networks by day, tagger at night (P(rain) − its threshold)": (margins, 0.0),
     }
     clean = np.array([m.example.model is None for m in chosen])
     return [

@@ -137,15 +137,20 @@ def test_check_judges_the_file_on_each_seed_and_condition(bench, detector, monke
                 # The last rain model's lines stand in for the model no calibration saw.
                 model = m.example.model and CHECK_MODELS[0]
                 example = replace(m.example, model=model, seed=m.example.seed + 1000 * seed)
-                fresh.append(replace(m, example=example))
+                # Seed 2's rain is a night scene's, to the tagger's eyes.
+                dark = {"brightness": 0.05} if seed == 2 and model else {}
+                fresh.append(replace(m, example=example, features={**m.features, **dark}))
                 pixels[example] = luma[m.example]
         return fresh, pixels
 
     monkeypatch.setattr(bench, "rendered", rendered)
     args = argparse.Namespace(per_cell=1, workers=1, cache=None, judge_seeds=[1, 2])
     lines = bench.checked(detector, args)
-    seeds = [line.split(" | ")[0] for line in lines if line.startswith(("| 1 |", "| 2 |"))]
-    assert seeds == ["| 1", "| 1", "| 2", "| 2"]  # each detector, each seed
+    rows = [line.split(" | ") for line in lines if line.startswith(("| 1 |", "| 2 |"))]
+    assert [row[0] for row in rows] == ["| 1"] * 3 + ["| 2"] * 3  # each detector, each seed
+    # Rain flagged by the two taken by light: the networks' by day, the tagger's at night.
+    assert rows[2][3] == rows[1][3] and rows[5][3] == rows[3][3]
+    assert rows[0][3] != rows[1][3] and rows[3][3] != rows[4][3]
     worst = next(line for line in lines if line.startswith("| worst"))
     conditions = [line.split(" | ")[0] for line in lines if line.startswith("| height")]
     assert conditions == ["| height: ≤ 320 px"]  # every example is 48 rows: no other row
