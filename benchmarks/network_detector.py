@@ -68,7 +68,7 @@ from rainbench.shards.dataset import open_dataset
 from rainbench.shards.fitted import active_tagger
 from rainbench.shards.manifest import SAMPLES, read_manifest
 from rainbench.tagging.features import FEATURE_NAMES
-from rainbench.tagging.tagger import NIGHT_BRIGHTNESS, load_tagger
+from rainbench.tagging.tagger import load_tagger, looks_night
 from rainbench.train.tagger import (
     CHECK_MODELS,
     CONDITIONS,
@@ -164,7 +164,7 @@ def checked(detector: dict, args: argparse.Namespace) -> list[str]:
     shipped, learned = np.concatenate(shipped), np.array(learned)
     # The candidate judge flags: each detector's P(rain) as its margin over its own
     # threshold, the networks' by day and the tagger's where it would say `night`.
-    night = np.array([m.features["brightness"] < NIGHT_BRIGHTNESS for m in chosen])
+    night = np.array([looks_night(m.features) for m in chosen])
     margins = np.where(night, shipped - tagger.flag_threshold, learned - detector["flag_threshold"])
     judged = {
         f"tagger {tagger.version}": (shipped, tagger.flag_threshold),
@@ -378,7 +378,7 @@ def _judged(location: str, detector: dict, workers: int) -> list[dict]:
                 }
                 # The candidate of tagging_local_detector.py's by_light(): the networks
                 # where the tagger sees day, the tagger where it would say `night`.
-                night = features is not None and features["brightness"] < NIGHT_BRIGHTNESS
+                night = features is not None and looks_night(features)
                 judged.append(
                     {
                         "dataset": location,

@@ -41,7 +41,7 @@ from rainbench.parallel import WorkerPool
 from rainbench.seeds import seed_from
 from rainbench.tagging.features import FEATURES_VERSION
 from rainbench.tagging.measure import compute_features, native_luma
-from rainbench.tagging.tagger import CLASSES, NIGHT_BRIGHTNESS, load_tagger
+from rainbench.tagging.tagger import CLASSES, load_tagger, looks_night
 from rainbench.train.tagger import (
     BACKGROUNDS,
     CHECK_MODELS,
@@ -99,8 +99,7 @@ def main() -> int:
     if args.networks > 1:
         columns[f"{args.networks} networks"] = held[1]
     # The candidate from the day-and-night table: the learned detector by day only.
-    lit = list(columns)[-1]
-    columns[f"{lit} by day, shipped at night"] = by_light(held[-1], shipped_held)
+    columns[f"{list(columns)[-1]} by day, shipped at night"] = by_light(held[-1], shipped_held)
     learned = {name: detection(each) for name, each in list(columns.items())[1:]}
     print(
         f"{len(measured)} examples, seed {args.seed}; networks taught with seed "
@@ -296,8 +295,7 @@ def light_table(columns: dict[str, HeldOut], budget: float = 0.10) -> list[str]:
     for light in ("day", "night"):
         cells = []
         for held in columns.values():
-            every = np.ones(len(held.measured), dtype=bool)
-            rain = 1 - held.probabilities(every, 1.0)[:, 0]
+            rain = held.rain_probability()
             clean = np.array([m.example.model is None for m in held.measured])
             lit = np.array([m.example.night == (light == "night") for m in held.measured])
             shares = []
@@ -319,15 +317,14 @@ def by_light(day: HeldOut, night: HeldOut) -> HeldOut:
     both."""
     assert [m.example for m in day.measured] == [m.example for m in night.measured]
     assert day.group == night.group
-    dark = np.array([m.features["brightness"] < NIGHT_BRIGHTNESS for m in day.measured])
+    dark = np.array([looks_night(m.features) for m in day.measured])
     rain = np.where(dark, _clean_ranks(night), _clean_ranks(day))
     count = len(rain)
     return HeldOut(day.measured, np.zeros((count, len(CLASSES))), np.zeros(count), day.group, rain)
 
 
 def _clean_ranks(held: HeldOut) -> np.ndarray:
-    every = np.ones(len(held.measured), dtype=bool)
-    rain = 1 - held.probabilities(every, 1.0)[:, 0]
+    rain = held.rain_probability()
     clean = np.array([m.example.model is None for m in held.measured])
     ranks = np.empty(len(rain))
     for group in dict.fromkeys(held.group):
@@ -340,7 +337,7 @@ def _clean_ranks(held: HeldOut) -> np.ndarray:
 def caveat_line(measured: list[Measured]) -> str:
     """How often the `night` caveat, which by_light() goes by, matches the light each
     capture was rendered in."""
-    dark = [m.features["brightness"] < NIGHT_BRIGHTNESS for m in measured]
+    dark = [looks_night(m.features) for m in measured]
     night = [m.example.night for m in measured]
     caught = sum(d and n for d, n in zip(dark, night, strict=True))
     false = sum(d and not n for d, n in zip(dark, night, strict=True))

@@ -42,6 +42,12 @@ CAVEATS = ("tiny", "grey", "night", UNLIKE)
 TRANSFORMS = ("linear", "log")
 
 
+def looks_night(features: dict[str, float]) -> bool:
+    """Whether a capture of these features is a night scene to the tagger (its `night`
+    caveat)."""
+    return bool(features["brightness"] < NIGHT_BRIGHTNESS)
+
+
 class TaggerError(RainbenchError):
     """A tagger that cannot judge a capture: its parameters give probabilities that are
     not numbers (they overflow), or the capture's features are not numbers."""
@@ -167,7 +173,7 @@ class Tagger:
             for name, applies in (
                 ("tiny", height < TINY_HEIGHT),
                 ("grey", features["saturation"] < GREY_SATURATION),
-                ("night", features["brightness"] < NIGHT_BRIGHTNESS),
+                ("night", looks_night(features)),
                 (UNLIKE, unlike),
             )
             if applies

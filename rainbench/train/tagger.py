@@ -367,6 +367,10 @@ class HeldOut:
             return p
         return with_rain(p, rescaled(self.rain[chosen], scale))
 
+    def rain_probability(self) -> np.ndarray:
+        """P(rain) of every row as its fit gives it, unscaled: what detection judges."""
+        return 1 - self.probabilities(np.ones(len(self.measured), dtype=bool), 1.0)[:, 0]
+
 
 def leave_one_background_out(
     measured: list[Measured],
@@ -992,7 +996,7 @@ def detection(
     captures exceed; with `by_type`, those decisions' share for each rain type too,
     over every group."""
     every = np.ones(len(held.measured), dtype=bool)
-    rain = 1 - held.probabilities(every, 1.0)[:, 0]
+    rain = held.rain_probability()
     labels = np.array([m.example.label for m in held.measured])
     clean = labels == "clean"
     groups = (

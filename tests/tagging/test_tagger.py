@@ -20,6 +20,7 @@ from rainbench.tagging.tagger import (
     Tagger,
     TaggerError,
     load_tagger,
+    looks_night,
 )
 from rainbench.train.tagger import INPUTS, sample_photo
 
@@ -95,6 +96,7 @@ def test_hard_captures_are_named_and_the_tiny_capped(photo, caveat, make, capped
     tagger = load_tagger()
     tag = tagger.tag(features, "rainy", height)
     assert tag.rain_type in RAIN_TYPES and caveat in tag.caveats
+    assert looks_night(features) is (caveat == "night")  # what benchmarks go by
     assert (caveat in tagger.capped) is capped
     if capped:
         assert tag.confidence <= LOW_CONFIDENCE_CAP
