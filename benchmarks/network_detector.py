@@ -71,11 +71,11 @@ from rainbench.tagging.features import FEATURE_NAMES
 from rainbench.tagging.tagger import load_tagger, looks_night
 from rainbench.train.tagger import (
     CHECK_MODELS,
-    CONDITIONS,
     DETECTION_BUDGETS,
     RAIN_MODELS,
     Measured,
     calibration_examples,
+    condition_masks,
     feature_matrix,
     fit_scale,
     flag_threshold,
@@ -209,18 +209,16 @@ def _by_condition(judged: dict, clean: np.ndarray, chosen: list[Measured]) -> li
         "|---|" + "---|" * (len(judged) + 1),
     ]
     worst = dict.fromkeys(judged, 1.0)
-    for condition, cases in CONDITIONS.items():
-        for case, test in cases:
-            rows = np.array([bool(test(m)) for m in chosen])
-            if not (rows & ~clean).any() or not (rows & clean).any():
-                continue  # no example of this condition among those judged
-            cells = []
-            for name, (p, threshold) in judged.items():
-                found = float(np.mean(p[rows & ~clean] >= threshold))
-                worst[name] = min(worst[name], found)
-                cells.append(f"{found:.1%} / {np.mean(p[rows & clean] >= threshold):.1%}")
-            rainy = int((rows & ~clean).sum())
-            lines.append(f"| {condition}: {case} | " + " | ".join(cells) + f" | {rainy} |")
+    for condition, rows in condition_masks(chosen).items():
+        if not (rows & ~clean).any() or not (rows & clean).any():
+            continue  # no example of this condition among those judged
+        cells = []
+        for name, (p, threshold) in judged.items():
+            found = float(np.mean(p[rows & ~clean] >= threshold))
+            worst[name] = min(worst[name], found)
+            cells.append(f"{found:.1%} / {np.mean(p[rows & clean] >= threshold):.1%}")
+        rainy = int((rows & ~clean).sum())
+        lines.append(f"| {condition} | " + " | ".join(cells) + f" | {rainy} |")
     cells = " | ".join(f"{found:.1%}" for found in worst.values())
     return [*lines, f"| worst, rain flagged | {cells} | |"]
 
@@ -310,12 +308,11 @@ def _settled(z: np.ndarray, judged: list[Measured]) -> dict:
     p = rescaled(_sigmoid(z), scale)
     threshold = flag_threshold(p[~truth])
     flags = p >= threshold
-    found = {}
-    for condition, cases in CONDITIONS.items():
-        for case, test in cases:
-            rain = truth & np.array([bool(test(m)) for m in judged])
-            if rain.any():
-                found[f"{condition}: {case}"] = float(np.mean(flags[rain]))
+    found = {
+        name: float(np.mean(flags[truth & rows]))
+        for name, rows in condition_masks(judged).items()
+        if (truth & rows).any()
+    }
     worst = min(found, key=found.get)
     return {
         "scale": scale[0],

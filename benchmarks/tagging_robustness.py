@@ -25,8 +25,8 @@ from rainbench.tagging.features import FEATURE_NAMES
 from rainbench.tagging.tagger import load_tagger
 from rainbench.train.tagger import (
     BACKGROUNDS,
-    CONDITIONS,
     calibration_examples,
+    condition_masks,
     feature_matrix,
     fit,
     measured_examples,
@@ -92,19 +92,12 @@ def _separation(measured) -> str:
     overall and per condition, with the medians of rain and clean."""
     x = feature_matrix(measured)
     rain = np.array([m.example.label != "clean" for m in measured])
-    cases = [
-        (f"{name}: {case}", test) for name, tests in CONDITIONS.items() for case, test in tests
-    ]
-    head = (
-        "| feature | median rain | median clean | AUC all | "
-        + " | ".join(c for c, _ in cases)
-        + " |"
-    )
-    lines = [head, "|---" * (4 + len(cases)) + "|"]
-    masks = [np.array([bool(test(m)) for m in measured]) for _, test in cases]
+    conditions = condition_masks(measured)
+    head = "| feature | median rain | median clean | AUC all | " + " | ".join(conditions) + " |"
+    lines = [head, "|---" * (4 + len(conditions)) + "|"]
     for column, name in enumerate(FEATURE_NAMES):
         values = x[:, column]
-        aucs = [_auc(values[rain & mask], values[~rain & mask]) for mask in masks]
+        aucs = [_auc(values[rain & mask], values[~rain & mask]) for mask in conditions.values()]
         lines.append(
             f"| {name} | {np.median(values[rain]):.4g} | {np.median(values[~rain]):.4g} | "
             f"{_auc(values[rain], values[~rain]):.2f} | "

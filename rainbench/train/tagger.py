@@ -770,8 +770,14 @@ CONDITIONS: dict[str, tuple[tuple[str, object], ...]] = {
 }
 
 
-def condition_rows(held: HeldOut, test) -> np.ndarray:
-    return np.array([bool(test(m)) for m in held.measured])
+def condition_masks(measured: list[Measured]) -> dict[str, np.ndarray]:
+    """For each acquisition condition, named as the tables name it ("JPEG: quality
+    40–55"), which of `measured` it holds for."""
+    return {
+        f"{condition}: {case}": np.array([bool(test(m)) for m in measured])
+        for condition, cases in CONDITIONS.items()
+        for case, test in cases
+    }
 
 
 @dataclass
@@ -961,17 +967,14 @@ def robustness(
     }
     lomo = leave_one_model_out(measured, l2, products, detector, unfitted)
     by_model, by_condition = {}, {}
+    conditions = condition_masks(lomo.measured)
     for model in dict.fromkeys(lomo.group):
         others = np.array([m.example.model != model for m in lobo.measured])
         without = settled_tagger(tagger, settle(lobo, others))
         mine = np.array([g == model for g in lomo.group])
         by_model[model] = judge(lomo, mine, without)
-        for condition, cases in CONDITIONS.items():
-            for case, test in cases:
-                rows = mine & condition_rows(lomo, test)
-                by_condition.setdefault(f"{condition}: {case}", {})[model] = judge(
-                    lomo, rows, without
-                )
+        for name, rows in conditions.items():
+            by_condition.setdefault(name, {})[model] = judge(lomo, mine & rows, without)
     return Robustness(
         settled,
         by_background,
