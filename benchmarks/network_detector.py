@@ -21,21 +21,21 @@ settings are, on decisions about backgrounds the networks that made them never s
 condition has the most rain flagged. The file holds the weights, those settings and how
 they were made. Then (and with `check`, for the file as it is) fresh examples
 (`--judge-seeds`) of the `particles` rain model, which no calibration uses, and fresh
-clean captures are judged by it, by the shipped tagger's detector and by the two taken
-by light (as `judge` below takes them): the share flagged at each one's threshold, and
-at 5 % and 10 % of the clean captures flagged, per seed; and by acquisition condition
-(size, JPEG, night, noise, sharpening, tone). The clean captures are new renders of the
-calibration's backgrounds, so their flags are a floor, not what your photographs will
-give.
+clean captures are judged by it, by the shipped tagger's detector, by the two taken
+by light and by either of them (as `judge` below takes them): the share flagged at each
+one's threshold, and at 5 % and 10 % of the clean captures flagged, per seed; and by
+acquisition condition (size, JPEG, night, noise, sharpening, tone). The clean captures
+are new renders of the calibration's backgrounds, so their flags are a floor, not what
+your photographs will give.
 
 `judge`: every capture of each dataset (a video by its middle frame, as ingest measures
 it) decoded again at preview scale; P(rain) from the dataset's tagger (its detector, on
 the features) and from the network file; per dataset and layer, how many each flags at
-its own threshold, and how many a candidate made of the two flags: the networks' flag
-where the tagger would not give the capture its `night` caveat, the tagger's where it
-would. Ingest your rainy photographs and your clean ones (`--layer clean`
-or not: both detectors judge every capture) and compare. Needs torch (the `eval` extra).
-A measurement: the tagger uses nothing from here.
+its own threshold, and how many each of two candidates made of the two flags: the
+networks' flag where the tagger would not give the capture its `night` caveat, the
+tagger's where it would; and either's flag. Ingest your rainy photographs and your
+clean ones (`--layer clean` or not: both detectors judge every capture) and compare.
+Needs torch (the `eval` extra). A measurement: the tagger uses nothing from here.
 """
 
 import argparse
@@ -162,14 +162,19 @@ def checked(detector: dict, args: argparse.Namespace) -> list[str]:
         shipped.append(1 - tagger.probabilities(feature_matrix(mine))[:, 0])
         learned += [network_probability(detector, nets, luma[m.example]) for m in mine]
     shipped, learned = np.concatenate(shipped), np.array(learned)
-    # The candidate judge flags: each detector's P(rain) as its margin over its own
-    # threshold, the networks' by day and the tagger's where it would say `night`.
+    # The candidates judge flags: each detector's P(rain) as its margin over its own
+    # threshold, the networks' by day and the tagger's where it would say `night`, or
+    # the larger of the two.
     night = np.array([looks_night(m.features) for m in chosen])
-    margins = np.where(night, shipped - tagger.flag_threshold, learned - detector["flag_threshold"])
+    tagged, found = shipped - tagger.flag_threshold, learned - detector["flag_threshold"]
     judged = {
         f"tagger {tagger.version}": (shipped, tagger.flag_threshold),
         f"networks ({detector['version']})": (learned, detector["flag_threshold"]),
-        "networks by day, tagger at night (P(rain) − its threshold)": (margins, 0.0),
+        "networks by day, tagger at night (P(rain) − its threshold)": (
+            np.where(night, tagged, found),
+            0.0,
+        ),
+        "networks or tagger (the larger P(rain) − its threshold)": (np.maximum(tagged, found), 0.0),
     }
     clean = np.array([m.example.model is None for m in chosen])
     return [
@@ -373,8 +378,9 @@ def _judged(location: str, detector: dict, workers: int) -> list[dict]:
                     "flag_tagger": tagged is not None and tagged >= tagger.flag_threshold,
                     "flag_network": learned is not None and learned >= detector["flag_threshold"],
                 }
-                # The candidate of tagging_local_detector.py's by_light(): the networks
-                # where the tagger sees day, the tagger where it would say `night`.
+                # The candidates of tagging_local_detector.py's by_light() (the networks
+                # where the tagger sees day, the tagger where it would say `night`) and
+                # either() (whichever flags).
                 night = features is not None and looks_night(features)
                 judged.append(
                     {
@@ -389,6 +395,7 @@ def _judged(location: str, detector: dict, workers: int) -> list[dict]:
                         "p_network": learned,
                         **flags,
                         "flag_by_light": flags["flag_tagger" if night else "flag_network"],
+                        "flag_either": flags["flag_tagger"] or flags["flag_network"],
                     }
                 )
     log(f"{location}: {len(rows)} captures judged (tagger {tagger.version})")
@@ -417,12 +424,13 @@ def _judge_part(
 
 def flag_table(judged: list[dict], detector: dict) -> list[str]:
     """Markdown: per dataset, layer and rain type (as labelled or tagged), how many
-    captures each detector flags at its own threshold, and the two of them taken by light."""
+    captures each detector flags at its own threshold, the two of them taken by light, and
+    either of them."""
     lines = [
         f"| dataset | layer | rain type | captures | its tagger flags | networks "
         f"({detector['version']}, threshold {detector['flag_threshold']}) flags | networks by "
-        "day, its tagger at night | unreadable |",
-        "|---|---|---|---|---|---|---|---|",
+        "day, its tagger at night | networks or its tagger | unreadable |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for row in judged:
@@ -432,7 +440,7 @@ def flag_table(judged: list[dict], detector: dict) -> list[str]:
         read = [row for row in rows if row["p_network"] is not None]
         count = max(len(read), 1)
         cells = []
-        for flag in ("flag_tagger", "flag_network", "flag_by_light"):
+        for flag in ("flag_tagger", "flag_network", "flag_by_light", "flag_either"):
             flagged = sum(row[flag] for row in read)
             cells.append(f"{flagged} ({flagged / count:.0%})")
         lines.append(

@@ -122,6 +122,28 @@ def test_by_light_takes_each_detector_where_it_is_meant_to_judge(bench):
     assert 0 < ranks.min() < ranks.max() < 1
 
 
+def test_either_flags_what_one_of_the_two_detectors_is_sure_of_without_a_night_test(bench):
+    measured, _ = lined_examples()
+    count = len(measured)
+    halves = np.arange(count) % 2 == 1  # not the light: either needs no test for night
+    clean = np.array([m.example.model is None for m in measured])
+
+    def held(sees: np.ndarray, spread: np.ndarray) -> HeldOut:
+        rain = np.where(clean, spread, np.where(sees, 0.9, 0.1))
+        return HeldOut(
+            measured, np.zeros((count, len(CLASSES))), np.zeros(count), ["v1"] * count, rain
+        )
+
+    # The two rank the clean captures in opposite orders, so the larger rank lifts them.
+    rising, falling = np.linspace(0.2, 0.6, count), np.linspace(0.6, 0.2, count)
+    one, other = held(halves, rising), held(~halves, falling)
+    both = bench.either(one, other)
+    assert bench.detection(both)["v1"] == {0.05: 1.0, 0.1: 1.0}
+    assert bench.detection(one)["v1"][0.1] < 0.6
+    assert np.all(both.rain == np.maximum(both.rain, bench._clean_ranks(one)))
+    assert np.all(both.rain[clean] >= 0.5)  # the larger of two opposite ranks
+
+
 def test_the_caveat_line_counts_night_found_and_day_taken_for_night(bench):
     measured, _ = lined_examples()
     rows = [

@@ -114,9 +114,10 @@ def test_judge_gives_both_detectors_flags_for_every_capture(
     assert list(rows["night"]) == list(night)
     chosen = rows["flag_tagger"].where(night, rows["flag_network"])
     assert list(rows["flag_by_light"]) == list(chosen)
+    assert list(rows["flag_either"]) == list(rows["flag_tagger"] | rows["flag_network"])
     printed = capsys.readouterr().out
     assert f"| {tmp_path / 'ds'} | clean | all | 6 |" in printed
-    assert "| networks by day, its tagger at night |" in printed
+    assert "| networks by day, its tagger at night | networks or its tagger |" in printed
 
 
 def test_judge_without_a_network_file_says_how_to_make_one(bench, tmp_path, monkeypatch):
@@ -147,10 +148,19 @@ def test_check_judges_the_file_on_each_seed_and_condition(bench, detector, monke
     args = argparse.Namespace(per_cell=1, workers=1, cache=None, judge_seeds=[1, 2])
     lines = bench.checked(detector, args)
     rows = [line.split(" | ") for line in lines if line.startswith(("| 1 |", "| 2 |"))]
-    assert [row[0] for row in rows] == ["| 1"] * 3 + ["| 2"] * 3  # each detector, each seed
+    assert [row[0] for row in rows] == ["| 1"] * 4 + ["| 2"] * 4  # each detector, each seed
     # Rain flagged by the two taken by light: the networks' by day, the tagger's at night.
-    assert rows[2][3] == rows[1][3] and rows[5][3] == rows[3][3]
-    assert rows[0][3] != rows[1][3] and rows[3][3] != rows[4][3]
+    assert rows[2][3] == rows[1][3] and rows[6][3] == rows[4][3]
+    assert rows[0][3] != rows[1][3] and rows[4][3] != rows[5][3]
+    # Either flags what one of them flags, and so at least as much rain and clean as each.
+    for seed in (rows[:4], rows[4:]):
+        for column in (3, 4):
+            share = [float(row[column].rstrip("%")) for row in seed]
+            assert share[3] >= max(share[:2])
+    head = next(line for line in lines if line.startswith("| condition"))
+    assert head.endswith(
+        " | networks or tagger (the larger P(rain) − its threshold) | rainy examples |"
+    )
     worst = next(line for line in lines if line.startswith("| worst"))
     conditions = [line.split(" | ")[0] for line in lines if line.startswith("| height")]
     assert conditions == ["| height: ≤ 320 px"]  # every example is 48 rows: no other row
