@@ -331,7 +331,11 @@ class VideoFrames:
     def _upright(self, frame) -> np.ndarray:
         if self._rotation is None:
             # PyAV gives the matrix's counterclockwise angle: an iPhone's portrait is -90.
-            self._rotation = round(-(frame.rotation or 0) / 90) % 4 * 90
+            # An angle that is no quarter turn (a skewed matrix; a degenerate one reads as
+            # −2³¹) leaves the frames as they are decoded, as ffmpeg's autorotate does.
+            turned = -(frame.rotation or 0)
+            quarters = round(turned / 90)
+            self._rotation = quarters % 4 * 90 if abs(turned - 90 * quarters) < 1 else 0
         picture = frame.to_ndarray(format="rgb24")
         return np.ascontiguousarray(np.rot90(picture, -self._rotation // 90))
 

@@ -24,8 +24,10 @@ import pyarrow.compute as pc
 
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.video import MAX_FRAMES
 from rainbench.errors import first_line
 from rainbench.pairs.estimate import (
+    MIN_SIDE,
     RAIN_FREE,
     EstimateOptions,
     FrameSource,
@@ -243,6 +245,14 @@ def _build(
             f"--name {options.name}: the split holds pairs made with other options; give "
             "these another --name, or the same options again"
         )
+    # A count of frames no ingest stores (an edited or damaged manifest) would plan
+    # windows without end: that sequence does not open.
+    unopened = {
+        s.key: f"the manifest says {s.frames} frames, more than a video may hold "
+        f"({MAX_FRAMES}): run rainbench verify"
+        for s in sequences
+        if s.frames > MAX_FRAMES
+    }
     planned = _planned(sequences, digest, options.estimate)
     # Pairs of a sequence whose frames changed since (a burst that grew, or one whose
     # first still is another now): the same frames would be paired twice.
@@ -260,9 +270,8 @@ def _build(
     # opened first: one that does not open keeps its pairs, never dropped for a count
     # it does not hold.
     rain_free: dict[str, tuple[int, ...]] = {}
-    unopened: dict[str, str] = {}
     changed_keys = {row["source_key"] for row in changed} & paired
-    reopened = [s for s in sequences if s.key in changed_keys]
+    reopened = [s for s in sequences if s.key in changed_keys and s.key not in unopened]
     _open(dataset.root, reopened, options, pool, rain_free, unopened)
     changed = [row for row in changed if row["source_key"] not in unopened]
     planned = [(s, window, job) for s, window, job in planned if s.key not in unopened]
@@ -310,10 +319,12 @@ def _build(
 def _planned(
     sequences: list[Sequence], digest: str, options: EstimateOptions
 ) -> list[tuple[Sequence, Window, str]]:
-    """Every window of `sequences`, with its job."""
+    """Every window of `sequences`, with its job (none of a sequence whose count of
+    frames exceeds MAX_FRAMES: no video holds it)."""
     return [
         (sequence, window, _job_name(sequence, window, digest))
         for sequence in sequences
+        if sequence.frames <= MAX_FRAMES
         for window in plan_windows(sequence.frames, options)
     ]
 
@@ -457,13 +468,17 @@ def _open(
 
 def _rain_free(task: SequenceTask) -> tuple[int, ...] | str:
     """The sequence's rain-free frames (none when a frame cannot be read: the windows
-    that need it report why, the others are paired), or why the sequence does not open."""
+    that need it report why, the others are paired), or why the sequence does not open:
+    it cannot be read, or its frames are smaller than MIN_SIDE."""
     try:
         frames = open_frames(task.root, task.sequence)
     except _UNREADABLE as error:
         return first_line(error)
     with frames:
         try:
+            height, width = frames.read([0])[0].shape[:2]
+            if min(height, width) < MIN_SIDE:
+                return f"frames of {width}×{height} px: pairs needs {MIN_SIDE} px a side"
             return tuple(find_rain_free(frames, task.options))
         except _UNREADABLE:
             return ()

@@ -80,6 +80,7 @@ CORRELATED = 0.5
 BAND_PIXELS = 1 << 18  # pixels per row band: ~100 MB of float32 for a 31-frame window
 # Rain-free frames are found on luma box-averaged to about this height.
 RAIN_FREE_HEIGHT = 360
+MIN_SIDE = 32  # px: a frame narrower or shorter shows too little scene to estimate from
 RAIN_FREE_LIFT = 2.0  # levels of Y a dry frame's level may sit above the darkest frame's
 RAIN_FREE_APART = 4  # the rainy frames' median score must be this many times the threshold
 RAIN_FREE_GAP = 4.0  # robust σ of the rainy frames' scores a dry one sits below their median
@@ -254,7 +255,9 @@ def _rain_scores(lumas: np.ndarray, options: EstimateOptions) -> tuple[list[floa
     # would ring around every sharp streak. The border a shift uncovers holds copies,
     # not the scene: left out.
     edge = math.ceil(max(max(abs(dy), abs(dx)) for dy, dx in shifts)) + 1
-    inner = (slice(edge, -edge), slice(edge, -edge))
+    # A shift far beyond max_shift in a small frame would leave no inside: one pixel stays.
+    edge = min(edge, (min(lumas.shape[1:]) - 1) // 2)
+    inner = (slice(edge, lumas.shape[1] - edge), slice(edge, lumas.shape[2] - edge))
     median = np.median(aligned, axis=0).astype(np.float32)
     typical = float(np.median(median[inner]))
     levels = [

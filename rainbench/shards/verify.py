@@ -29,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rainbench.capture.formats import FORMATS
 from rainbench.capture.orientation import upright_size
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.video import VideoFrames
@@ -248,7 +249,9 @@ def _capture_entry(row: dict) -> Entry:
     pictures = {}
     if width is not None and height is not None:
         said = f"the manifest's {width}×{height}"
-        if row["format"] in ("jpeg", "png"):
+        # A member that is not of the row's format (row-value says so) has no header to
+        # hold to it.
+        if row["format"] in ("jpeg", "png") and ext == FORMATS[row["format"]].ext:
             stored = upright_size(width, height, row["orientation"])
             if stored != (width, height):
                 said += f" upright (orientation {row['orientation']})"
@@ -294,6 +297,7 @@ _VALUES = {
     "rain_type": RAIN_TYPES,
     "rain_type_auto": RAIN_TYPES,
     "rain_type_source": ("auto", "manual"),
+    "format": tuple(FORMATS),
 }
 # The columns without which a manifest's rows cannot be checked against their members.
 _INTEGRITY = {
@@ -355,6 +359,9 @@ def _check_values(row: dict, keep_gps: bool, faults: list[str]) -> list[Problem]
         wrong.append(f"rain_type_confidence {confidence} is outside [0, 1]")
     if row.get("layer") == "clean" and row.get("rain_type") is not None:
         wrong.append(f"a clean capture has rain_type {row['rain_type']!r}")
+    stored, members = FORMATS.get(row.get("format")), row.get("members")
+    if stored is not None and members and members[0] != stored.ext:
+        wrong.append(f"format {row['format']!r} is kept as .{stored.ext}, not .{members[0]}")
     located = [c for c in ("gps_lat", "gps_lon", "gps_alt") if row.get(c) is not None]
     if located and not keep_gps:
         wrong.append(f"{', '.join(located)} kept, in a dataset made without --keep-gps")

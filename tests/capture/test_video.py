@@ -140,6 +140,36 @@ def test_rotation_turns_frames_upright():
     assert frame[-8:, :8].mean() > 240  # the white corner: top left → bottom left
 
 
+def _with_display_matrix(data: bytes, matrix: list[int]) -> bytes:
+    """The mp4 `data` with its track header's display matrix (nine 32-bit fixed-point
+    numbers) replaced by `matrix`."""
+    at = data.find(b"tkhd")
+    version = data[at + 4]
+    # version and flags, two times, track id, reserved, duration, reserved, layer,
+    # alternate group, volume, reserved: then the matrix
+    at += 4 + 4 + (8 if version == 0 else 16) + 4 + 4 + (4 if version == 0 else 8) + 8 + 8
+    patched = bytearray(data)
+    struct.pack_into(">9i", patched, at, *matrix)
+    return bytes(patched)
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        [0] * 9,  # degenerate: PyAV reads its angle as −2³¹
+        [32768, 56756, 0, -56756, 32768, 0, 0, 0, 1 << 30],  # 60°
+    ],
+)
+def test_a_display_matrix_of_no_quarter_turn_leaves_the_frames_as_decoded(matrix):
+    data = _with_display_matrix(encode(), matrix)
+    info = probe_video(data)
+    assert (info.width, info.height, info.rotation) == (WIDTH, HEIGHT, 0)
+    with VideoFrames(data) as video:
+        frame = video.read([2])[0]
+    assert frame.shape == (HEIGHT, WIDTH, 3)
+    assert frame[:8, :8].mean() > 240  # the white corner where it was encoded
+
+
 @pytest.mark.parametrize(
     ("container", "codec", "options", "where"),
     [

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from rainbench.capture.video import MAX_FRAMES
 from rainbench.cli import main
 from rainbench.cli import pairs as pairs_cli
 from rainbench.cli.synth import pairs_lines
@@ -459,6 +460,39 @@ def test_a_forged_frame_count_does_not_drop_the_pairs_already_made(paired):
     assert not summary.changed["lab-pairs"] and not summary.stored["lab-pairs"]
     [(key, why)] = summary.failed
     assert key == rows[0]["key"] and why.endswith("the manifest says 400 (run rainbench verify)")
+
+
+def test_a_frame_count_no_video_holds_fails_as_the_video_opens(paired):
+    # 10¹² frames would plan windows without end: the video fails once, its pairs kept.
+    ds, _ = paired
+    before = _pairs(ds)
+    rows = _counting(ds, 10**12)
+
+    summary = build_pairs(ds, PairsOptions(workers=1))
+
+    assert _pairs(ds) == before
+    [(key, why)] = summary.failed
+    assert key == rows[0]["key"]
+    assert why == (
+        f"not paired: the manifest says {10**12} frames, more than a video may hold "
+        f"({MAX_FRAMES}): run rainbench verify"
+    )
+
+
+def test_a_video_too_small_to_estimate_from_fails_alone(tmp_path):
+    # 24×16 px frames: too little scene to register, or to find rain in.
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rendered = render_rain_video(render_scene(24, 16, 1), "streak", 12, seed=1)
+    encode_h264(rendered.frames, raw / "tiny.mp4", crf=18)
+    ds = tmp_path / "ds"
+    ingest([raw], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+
+    result = CliRunner().invoke(main, ["pairs", str(ds), "-j", "1", "--no-progress"])
+
+    assert result.exit_code == 1
+    assert "not paired: frames of 24×16 px: pairs needs 32 px a side\n" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_run_that_pairs_nothing_fails_the_command(tmp_path, video):

@@ -277,6 +277,16 @@ def test_a_small_rainy_video_has_no_dry_frames(tmp_path):
     assert find_rain_free(frames, EstimateOptions()) == ()
 
 
+def test_frames_smaller_than_a_shift_leave_a_pixel_to_judge():
+    # Noise, not a scene: phase correlation finds shifts as wide as the frames, which
+    # once left no pixel inside the border the shifts uncover (an IndexError). Which
+    # frames noise passes for dry is of no matter here.
+    rng = np.random.default_rng(0)
+    for height, width in ((2, 2), (8, 8), (4, 64)):
+        frames = ArrayFrames(rng.integers(0, 256, (12, height, width, 3), dtype=np.uint8))
+        assert set(find_rain_free(frames, EstimateOptions())) <= set(range(12))
+
+
 def test_dry_frames_too_few_for_a_ground_truth_are_still_no_targets():
     frames, _, _, _ = sequence(count=16, dry=range(2))
     options = EstimateOptions(window=16, stride=7)

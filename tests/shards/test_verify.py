@@ -373,6 +373,22 @@ def test_a_label_outside_what_its_column_may_hold_is_caught(ds, column, value, s
     assert problem.where == table.key[0] and said in problem.detail
 
 
+@pytest.mark.parametrize("format", ["png", "jpeg", "mp4", "tiff"])
+def test_a_format_its_member_is_not_is_caught_not_read_as_one(ds, format):
+    # A row whose format names another kind of file than its member: once a KeyError,
+    # looking for a PNG or JPEG header where none was read.
+    rows = _rows(ds, "samples")
+    if rows[0]["format"] == format:
+        pytest.skip(f"the first capture is a {format} already")
+    ext = rows[0]["members"][0]
+    rows[0]["format"] = format
+    _write_rows(ds, "samples", rows)
+    [problem] = _problems(ds)
+    assert (problem.kind, problem.where) == ("row-value", rows[0]["key"])
+    assert problem.detail.startswith(f"format {format!r} is kept as .")
+    assert problem.detail.endswith(f", not .{ext}")
+
+
 def test_a_clean_capture_with_a_rain_type_is_caught(paired):
     path = paired / "manifests" / "samples.parquet"
     table = pd.read_parquet(path)
