@@ -352,14 +352,17 @@ def _clean_ranks(held: HeldOut) -> np.ndarray:
 
 def caveat_line(measured: list[Measured]) -> str:
     """How often the `night` caveat, which by_light() goes by, matches the light each
-    capture was rendered in."""
-    dark = [looks_night(m.features) for m in measured]
-    night = [m.example.night for m in measured]
-    caught = sum(d and n for d, n in zip(dark, night, strict=True))
-    false = sum(d and not n for d, n in zip(dark, night, strict=True))
+    capture was rendered in; at night, per label too (a veil lifts the mean luma)."""
+    dark = np.array([looks_night(m.features) for m in measured])
+    night = np.array([m.example.night for m in measured])
+    labels = np.array([m.example.label for m in measured])
+    kinds = ", ".join(
+        f"{label} {(dark & night & (labels == label)).sum()} of {(night & (labels == label)).sum()}"
+        for label in CLASSES
+    )
     return (
-        f"The night caveat: {caught} of {sum(night)} captures rendered at night, "
-        f"{false} of {len(night) - sum(night)} rendered by day."
+        f"The night caveat: {(dark & night).sum()} of {night.sum()} captures rendered at night "
+        f"({kinds}), {(dark & ~night).sum()} of {(~night).sum()} rendered by day."
     )
 
 

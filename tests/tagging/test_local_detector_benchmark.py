@@ -155,5 +155,6 @@ def test_the_caveat_line_counts_night_found_and_day_taken_for_night(bench):
         for i, m in enumerate(measured)
     ]
     assert bench.caveat_line(rows) == (
-        "The night caveat: 8 of 10 captures rendered at night, 1 of 80 rendered by day."
+        "The night caveat: 8 of 10 captures rendered at night (clean 2 of 2, drizzle 2 of 2, "
+        "streak 2 of 2, storm 1 of 2, fog-like 1 of 2), 1 of 80 rendered by day."
     )
