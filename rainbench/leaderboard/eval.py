@@ -37,7 +37,8 @@ from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
 from rainbench.errors import first_line
-from rainbench.files import file_sha256, write_atomic
+from rainbench.files import file_sha256, regular_file, write_atomic
+from rainbench.leaderboard.results import STATUSES, LeaderboardError, read_provenance
 from rainbench.metrics.engine import metric_failure
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
@@ -50,7 +51,7 @@ from rainbench.metrics.report import cpu_model
 from rainbench.metrics.weights import loaded_weights
 from rainbench.pairs.estimate import CONFIDENT  # a real pair's pixel is scored from it on
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, open_dataset, read_json
+from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import (
     ShardError,
@@ -310,19 +311,27 @@ _ESTIMATE_FIGURES = (
 )
 
 
-# A run's provenance is some kilobytes; a file far larger was not written by eval.
-_PROVENANCE_BYTES = 8 << 20
+# What every evaluation has written in its provenance, and resuming reads.
+_ALWAYS_WRITTEN = ("model", "dataset", "kind", "metrics", "started_at")
 
 
 def _earlier_provenance(path: Path) -> dict:
     """The provenance of the results already at `path`'s run, which this run resumes or
-    finds stale; refused in one line unless eval could have written it."""
+    finds stale; refused in one line unless eval could have written it: checked as the
+    leaderboard checks it, and for what resuming reads besides."""
     try:
-        before = read_json(path, _PROVENANCE_BYTES)
-    except (OSError, ValueError) as error:
+        before = read_provenance(regular_file(path))
+    except OSError as error:
         raise EvalError(f"{path}: cannot read it: {first_line(error)}; move it away") from None
-    if not isinstance(before, dict):
-        raise EvalError(f"{path}: not an evaluation's provenance (no JSON object); move it away")
+    except LeaderboardError as error:
+        raise EvalError(f"{error}; move it away") from None
+    missing = [key for key in _ALWAYS_WRITTEN if key not in before]
+    if missing:
+        raise EvalError(
+            f"{path}: not an evaluation's provenance (no {', '.join(missing)}); move it away"
+        )
+    if not isinstance(before.get("weights"), dict | None):
+        raise EvalError(f"{path}: weights must be an object or null; move it away")
     return before
 
 
@@ -630,7 +639,7 @@ class _SplitRun:
         # as it was, and then they are the images scored now.
         if (
             self._unnamed()
-            and before["dataset"]["manifest_sha256"] != provenance["dataset"]["manifest_sha256"]
+            and created.get("manifest_sha256") != provenance["dataset"]["manifest_sha256"]
         ):
             stale.append(
                 f"the dataset's {provenance['dataset']['manifest']} changed since these results "
@@ -664,9 +673,7 @@ class _SplitRun:
                 row["image_sha256"] = identities.get(row["key"])
         # An image added to the split is scored; one that left it or changed (its bytes,
         # its rain type) loses its row, and is scored again if it is still there.
-        done = {
-            row["key"]: row for row in rows if identities.get(row["key"]) == row["image_sha256"]
-        }
+        done = {row["key"]: row for row in rows if self._still_valid(row, identities)}
         self.report.dropped = len(rows) - len(done)
         if self.settings.retry_failed:
             done = {key: row for key, row in done.items() if row["status"] != "failed"}
@@ -681,6 +688,17 @@ class _SplitRun:
             if key in done and done[key]["status"] == "ok"
         }
         return done
+
+    def _still_valid(self, row: dict, identities: dict[str, str]) -> bool:
+        """Whether an earlier row is of an image still in the split as it was, and as
+        eval writes rows: of this split and its kind, ok or failed (the leaderboard
+        refuses other statuses)."""
+        return (
+            row["key"] in identities
+            and identities[row["key"]] == row["image_sha256"]
+            and (row["split"], row["kind"]) == (self.split, self.kind)
+            and row["status"] in STATUSES
+        )
 
     def _batches(self, rows: list[dict]) -> Iterator[list[Item]]:
         """Items read shard by shard, grouped into batches of one image size."""
@@ -1029,8 +1047,9 @@ def _difference(what: str, before, now) -> str | None:
     return None if before == now else f"{_shown(before)} → {_shown(now)}"
 
 
-def _short(sha256: str | None) -> str:
-    return "none" if sha256 is None else f"{sha256[:12]}…"
+def _short(sha256: object) -> str:
+    # str(): what an earlier provenance records is shown whatever it is.
+    return "none" if sha256 is None else f"{str(sha256)[:12]}…"
 
 
 def _shown(value) -> str:
@@ -1057,8 +1076,12 @@ def _safe(name: str) -> str:
 
 
 def one_line(error: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(error).strip().splitlines()
+    """An exception as one line: its type and the first line of its message (its type
+    alone when the message cannot be had)."""
+    try:
+        text = str(error).strip().splitlines()
+    except Exception:  # a derainer's exception whose __str__ raises
+        text = []
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 

@@ -363,13 +363,13 @@ def _scatter(table: SplitTable, colors: dict[str, str]) -> str:
 def _strip(table: SplitTable, results: Results, colors: dict[str, str]) -> str:
     reference = results.reference_crops(table.dataset, table.split)
     keys = sorted(
-        {p.name.removesuffix(".input.png") for p in reference.glob("*.input.png")}
-        | {p.stem for row in table.rows for p in row.run.crops.glob("*.png")}
+        {p.name.removesuffix(".input.png") for p in _crops(reference, "*.input.png", results)}
+        | {p.stem for row in table.rows for p in _crops(row.run.crops, "*.png", results)}
     )[:STRIP_KEYS]
     if not keys:
         return ""
-    has_input = any((reference / f"{k}.input.png").is_file() for k in keys)
-    has_gt = table.kind != "real" and any((reference / f"{k}.gt.png").is_file() for k in keys)
+    has_input = any(_held(reference / f"{k}.input.png", results) for k in keys)
+    has_gt = table.kind != "real" and any(_held(reference / f"{k}.gt.png", results) for k in keys)
     heads = ['<div class="head blank"></div>']
     if has_input:
         heads.append('<div class="head">rainy input</div>')
@@ -387,13 +387,16 @@ def _strip(table: SplitTable, results: Results, colors: dict[str, str]) -> str:
             f"{escape(_crop_place(table, key))}</div>"
         )
         if has_input:
-            cells.append(_crop(reference / f"{key}.input.png", f"{key}: rainy input", "rainy"))
-        for row in table.rows:
             cells.append(
-                _crop(row.run.crops / f"{key}.png", f"{key}: {row.model}", _score(table, row, key))
+                _crop(reference / f"{key}.input.png", results, f"{key}: rainy input", "rainy")
             )
+        for row in table.rows:
+            score = _score(table, row, key)
+            cells.append(_crop(row.run.crops / f"{key}.png", results, f"{key}: {row.model}", score))
         if has_gt:
-            cells.append(_crop(reference / f"{key}.gt.png", f"{key}: ground truth", "clean"))
+            cells.append(
+                _crop(reference / f"{key}.gt.png", results, f"{key}: ground truth", "clean")
+            )
     columns = len(heads) - 1
     return (
         "<h3>Visual comparison</h3>"
@@ -431,8 +434,18 @@ def _score(table: SplitTable, row: Row, key: str) -> str:
     return f"{metric_label(table.primary)} {value}"
 
 
-def _crop(path: Path, alt: str, caption: str) -> str:
-    size = _crop_size(path)
+def _crops(folder: Path, pattern: str, results: Results) -> list[Path]:
+    """The crops in `folder` whose names match `pattern`, those the results hold alone: a
+    folder linked to elsewhere would show the names of files there."""
+    return [path for path in folder.glob(pattern) if _held(path, results)]
+
+
+def _held(path: Path, results: Results) -> bool:
+    return results.holds(path) and path.is_file()
+
+
+def _crop(path: Path, results: Results, alt: str, caption: str) -> str:
+    size = _crop_size(path, results)
     if size is None:
         return (
             f'<figure><div class="missing">no crop</div>'
@@ -446,12 +459,13 @@ def _crop(path: Path, alt: str, caption: str) -> str:
     )
 
 
-def _crop_size(path: Path) -> tuple[int, int] | None:
+def _crop_size(path: Path, results: Results) -> tuple[int, int] | None:
     """The size of the PNG crop at `path` from its header alone; None where there is no
-    PNG, or one larger than eval writes: a results folder may hold anything, and the page
-    embeds the file whole for a browser to decode."""
+    PNG, one the results do not hold (a link, or one out of them: the page would publish
+    whatever it leads to), or one larger than eval writes: a results folder may hold
+    anything, and the page embeds the file whole for a browser to decode."""
     try:
-        if not path.is_file() or path.stat().st_size > _CROP_BYTES:  # a FIFO would block
+        if not _held(path, results) or path.stat().st_size > _CROP_BYTES:  # a FIFO would block
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

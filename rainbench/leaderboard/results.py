@@ -58,6 +58,8 @@ _PROVENANCE_TYPES: dict[tuple[str, ...], type | tuple[type, ...]] = {
     ("versions",): dict,
     ("finished_at",): (str, _NONE),
     ("images",): dict,
+    ("images", "ok"): int,
+    ("images", "failed"): int,
     ("crops",): dict,
     ("trained_on",): (dict, _NONE),
     ("trained_on", "images"): int,
@@ -72,6 +74,7 @@ _PROVENANCE_TYPES: dict[tuple[str, ...], type | tuple[type, ...]] = {
 }
 # Keys of an object that eval writes all or none of, as the renderers read them together.
 _TOGETHER = {
+    "images": ("ok", "failed"),
     "trained_on": ("images", "of"),
     "ground_truth": (
         "confident_from",
@@ -141,7 +144,16 @@ class Results:
         """The input and ground-truth crops of a split: in the first directory that has
         them."""
         found = [root / REFERENCE / dataset / f"{split}.crops" for root in (*self.roots, self.root)]
-        return next((path for path in found if path.is_dir()), found[-1])
+        return next((path for path in found if path.is_dir() and self.holds(path)), found[-1])
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path`, a file or folder named by what the results directories hold, is
+        no link and lies inside one of them once every link above it is followed: a name
+        read from results leads nowhere else (eval writes no links)."""
+        if path.is_symlink():
+            return False
+        where = path.resolve()
+        return any(where.is_relative_to(root.resolve()) for root in (*self.roots, self.root))
 
 
 def load_results(results_dirs: Path | Sequence[Path]) -> Results:
@@ -189,7 +201,7 @@ def _load_one(root: Path) -> Results:
 
 def _load_run(stem: Path) -> Run:
     parquet, sidecar = stem.parent / f"{stem.name}.parquet", stem.parent / f"{stem.name}.json"
-    provenance = _read_provenance(sidecar) if sidecar.is_file() else None
+    provenance = read_provenance(sidecar) if sidecar.is_file() else None
     listed = None if provenance is None else provenance.get("metrics")
     if parquet.is_file():
         scores, metrics = _read_scores(parquet, listed, sidecar.name)
@@ -201,6 +213,8 @@ def _load_run(stem: Path) -> Run:
         kinds.add(provenance["kind"])
     if not kinds <= set(KINDS) or len(kinds) > 1:
         raise LeaderboardError(f"{parquet}: kind must be one of {', '.join(KINDS)}; found {kinds}")
+    if parquet.is_file() and provenance and provenance.get("finished_at") is not None:
+        _check_counted(parquet, scores, provenance, sidecar.name)
     return Run(
         model=stem.parent.parent.name,
         dataset=stem.parent.name,
@@ -213,7 +227,7 @@ def _load_run(stem: Path) -> Run:
     )
 
 
-def _read_provenance(path: Path) -> dict:
+def read_provenance(path: Path) -> dict:
     with path.open("rb") as file:
         data = file.read(_PROVENANCE_BYTES + 1)
     if len(data) > _PROVENANCE_BYTES:
@@ -293,12 +307,41 @@ def _read_scores(
         if not _text(table.schema, column):
             raise LeaderboardError(f"{path}: column {column!r} is not text")
     scores = table.to_pandas()
+    repeated = scores["key"][scores["key"].duplicated()]
+    if not repeated.empty:
+        first = repeated.iloc[0]
+        same = scores["key"].isna() if pd.isna(first) else scores["key"] == first
+        raise LeaderboardError(
+            f"{path}: key {_shown(first)} has {int(same.sum())} rows; eval writes one per image"
+        )
     if not scores["status"].isin(STATUSES).all():
         found = sorted({"null" if pd.isna(s) else str(s) for s in scores["status"]} - set(STATUSES))
         raise LeaderboardError(f"{path}: status must be ok or failed, found {', '.join(found)}")
     for column in (*metrics, "s_per_mp"):
         scores[column] = scores[column].astype("float64")
     return scores, metrics
+
+
+def _check_counted(path: Path, scores: pd.DataFrame, provenance: dict, sidecar: str) -> None:
+    """A finished run's rows are the images eval counted in its JSON, one per image of
+    the split: a row added after it (an image from elsewhere) or removed would move the
+    means of a split it is not of."""
+    counted = provenance.get("images") or {}
+    if "ok" not in counted:  # checked together: `failed` is there too
+        return
+    found = {status: int((scores["status"] == status).sum()) for status in STATUSES}
+    if found != {status: counted[status] for status in STATUSES}:
+        raise LeaderboardError(
+            f"{path}: {found['ok']} ok and {found['failed']} failed rows, but {sidecar} "
+            f"counts {counted['ok']} and {counted['failed']} images of the split; rows were "
+            "added or removed after eval wrote them"
+        )
+
+
+def _shown(value: object) -> str:
+    """A value from a results file as a message shows it: quoted, at most 80 characters."""
+    text = "null" if pd.isna(value) else repr(str(value))
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _numeric(schema: pa.Schema, column: str) -> bool:

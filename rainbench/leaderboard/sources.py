@@ -78,7 +78,9 @@ class DerainerSource(Source):
     def run(self, items: list[Item], split: str) -> list[Output]:
         try:
             return self._run_batch(items)
-        except Exception as error:  # whatever a derainer raises is that image's failure
+        # Whatever a derainer raises is that image's failure, a sys.exit() in its code
+        # too; an interrupt still ends the run.
+        except (Exception, SystemExit) as error:
             if len(items) > 1:  # run the batch's images alone to blame the right one
                 return [output for item in items for output in self.run([item], split)]
             return [Output(None, one_line(error), 0.0, None)]
@@ -101,14 +103,20 @@ class DerainerSource(Source):
         seconds = (time.perf_counter() - started) / len(items)
         peak = _peak_memory_mb(self.device)
         error = _wrong_batch(result, tuple(batch.shape))
+        if error and len(items) > 1:
+            raise _WrongBatch(error)  # `run` blames the right images, as for an exception
         if error:
-            return [Output(None, error, seconds, peak) for _ in items]
+            return [Output(None, error, seconds, peak)]
         return [
             Output(None, error, seconds, peak)
             if (error := _wrong_values(image))
             else Output(to_pixels(image), None, seconds, peak)
             for image in result.detach().float().cpu()
         ]
+
+
+class _WrongBatch(Exception):
+    """A derainer's answer to a batch of several images is wrong as a whole."""
 
 
 def _wrong_batch(result: object, expected: tuple[int, ...]) -> str | None:

@@ -54,7 +54,7 @@ from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 VERSION = "3"
 DEFAULT_NAME = "lab-pairs"
 DEFAULT_SHARD_BYTES = 1_000_000_000
-_RESERVED = {"train", "val", "test", "synthetic"}
+_RESERVED = set(manifest.RESERVED_PAIRED)
 # What one worker holds to estimate a window: a base, the video's bytes, and about three
 # times the window's 8-bit frames (the frames, registered in place, and the float32 row
 # bands; benchmarks/pairs_cost.py: 590 MB for a 1080p window of 193 MB of frames).

@@ -9,9 +9,9 @@ PREVIEW = "preview.jpg"  # a camera RAW's rendered, upright sRGB preview
 RAIN = "rain.png"  # a pair's rainy picture
 GROUND_TRUTH = "gt.png"  # a pair's clean picture
 CONFIDENCE = "confidence.png"  # a real pair's confidence map: grey, 255 trusted, 0 skipped
-# A split name as a reader accepts it (manifests, dataset.json's split fractions): of any
-# length, so a dataset holding a longer one (written before the cap) still reads; the
-# length makes no path leave its folder.
+# A split name as a reader accepts it (manifests, dataset.json's split fractions): longer
+# than a new one may be, so a dataset holding a longer one (written before the cap) still
+# reads; manifests cap it (manifest.STORED_SPLIT_MAX) so its files' names fit a file system.
 STORED_SPLIT = "[a-z0-9][a-z0-9_-]*"
 
 

@@ -151,6 +151,17 @@ KEY = f"[0-9a-f]{{{KEY_HEX}}}"
 # their temporaries, .<12 hex>.tmp more) stay far below the 255 bytes a file system allows.
 SPLIT_MAX = 100
 SPLIT = f"[a-z0-9][a-z0-9_-]{{0,{SPLIT_MAX - 1}}}"
+# A stored split's name (STORED_SPLIT) at most this long: more than a new one may have, so
+# that a dataset from before that cap still reads, and short enough that every file named
+# from it (the longest: a shard's temporary, <split>-NNNNNN.tar.<12 hex>.tmp, 28 more;
+# eval's .<split>.parquet.tmp) stays below the 255 bytes a file system allows.
+STORED_SPLIT_MAX = 200
+# The capture splits (ingest.split's) and the names no paired split has, which synth,
+# pairs and import-paired refuse: a paired split of a capture split's name would hide
+# that split from a reader that looks one up by name (eval --split test), and
+# shards/synthetic/ is the paired splits' folder.
+CAPTURE_SPLITS = ("train", "val", "test")
+RESERVED_PAIRED = (*CAPTURE_SPLITS, "synthetic")
 SHARD = rf"shards/(synthetic/)?{STORED_SPLIT}/{STORED_SPLIT}-[0-9]{{6,}}\.tar"
 FORMAT = "|".join(FORMATS)
 MEMBER = r"[a-z0-9]+(\.[a-z0-9]+)*"  # a member's extension: jpg, preview.jpg, rain.png
@@ -232,6 +243,8 @@ def read_manifest(path: Path, schema: pa.Schema, check_values: bool = True) -> p
         if not nullable and column not in present:
             raise DatasetError(f"{path}: not a rainbench manifest: it has no {column} column")
         _check_names(path, table[column], column, pattern, what, nullable)
+    if "split" in schema.names:
+        _check_splits(path, table["split"], schema)
     if check_values and (found := next(_faults(table, schema), None)):
         fault, rows = found
         count = pc.sum(rows).as_py()
@@ -289,6 +302,27 @@ def _check_names(
         raise DatasetError(
             f"{path}: {column} {shown} is not a valid {what}; the manifest is damaged "
             "or was not written by rainbench (see docs/dataset-format.md)"
+        )
+
+
+def _check_splits(path: Path, splits: pa.ChunkedArray, schema: pa.Schema) -> None:
+    """Refuse a split name longer than STORED_SPLIT_MAX, or in synthetic.parquet one that
+    no paired split has (RESERVED_PAIRED); the pattern is checked already."""
+    names = pc.unique(splits).to_pylist()
+    long = next((name for name in names if len(name) > STORED_SPLIT_MAX), None)
+    if long is not None:
+        raise DatasetError(
+            f"{path}: split {long[:40]!r}… has {len(long)} characters, more than the "
+            f"{STORED_SPLIT_MAX} a split's name may have; the manifest is damaged or was not "
+            "written by rainbench (see docs/dataset-format.md)"
+        )
+    reserved = sorted(set(names) & set(RESERVED_PAIRED)) if schema == SYNTHETIC else []
+    if reserved:
+        raise DatasetError(
+            f"{path}: paired split {reserved[0]!r} has a name no paired split may have "
+            f"({', '.join(RESERVED_PAIRED)}: the capture splits' and the paired splits' "
+            "folder's); the manifest is damaged or was not written by rainbench (see "
+            "docs/dataset-format.md)"
         )
 
 

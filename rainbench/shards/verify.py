@@ -292,7 +292,7 @@ def _pair_entry(row: dict) -> Entry:
 
 # What a column of samples.parquet may hold (docs/dataset-format.md); null aside.
 _VALUES = {
-    "split": ("train", "val", "test"),  # a capture's: ingest.split's
+    "split": manifest.CAPTURE_SPLITS,  # ingest.split's
     "layer": ("rainy", "clean"),
     "rain_type": RAIN_TYPES,
     "rain_type_auto": RAIN_TYPES,

@@ -33,7 +33,7 @@ from rainbench.synth.protocol import (
 )
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 
-_RESERVED = {"train", "val", "test", "synthetic", LAB_PAIRS}
+_RESERVED = {*manifest.RESERVED_PAIRED, LAB_PAIRS}
 
 # What an import reports besides find_pairs' and the protocol's problems. A pair whose
 # files differ from those the split holds under their paths keeps the whole import out

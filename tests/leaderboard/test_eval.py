@@ -321,6 +321,25 @@ def test_a_run_killed_at_any_write_resumes_to_the_same_crops(tmp_path, ds, monke
         )
 
 
+def test_earlier_rows_eval_would_not_write_are_scored_again(tmp_path, ds):
+    results = tmp_path / "res"
+    evaluate(_source("identity"), ds, "test", results, FAST)
+    table_path = results / "identity" / "ds" / "test.parquet"
+    table = pq.read_table(table_path)
+    rows = table.to_pylist()
+    rows[0]["status"], rows[1]["status"] = None, "skipped"  # neither ok nor failed
+    rows[2]["kind"], rows[3]["split"] = "synthetic", "syn-streak"  # another split's
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), table_path)
+    [again] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert (again.scored, again.skipped, again.dropped) == (4, 0, 4)
+    [line] = leaderboard_cli._report_lines([again])
+    assert "4 earlier results dropped" in line
+    scored = _table(results, "identity", "test")
+    assert set(scored.status) == {"ok"}
+    assert set(scored.split) == {"test"} and set(scored.kind) == {"real"}
+    assert [run.split for run in load_results(results).runs] == ["test"]
+
+
 def test_results_made_otherwise_are_refused(tmp_path, ds):
     results = tmp_path / "res"
     evaluate(_source("identity"), ds, "syn-streak", results, FAST)
@@ -331,7 +350,11 @@ def test_results_made_otherwise_are_refused(tmp_path, ds):
 
 @pytest.mark.parametrize(
     ("content", "said"),
-    [(b"[" * 100_000, "nested too deep"), (b"[1, 2]", "no JSON object"), (b"{", "not JSON")],
+    [
+        (b"[" * 100_000, "nested too deep"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b"{", "not valid JSON"),
+    ],
 )
 def test_earlier_results_that_eval_could_not_have_written_are_refused_in_one_line(
     tmp_path, ds, content, said
@@ -342,6 +365,35 @@ def test_earlier_results_that_eval_could_not_have_written_are_refused_in_one_lin
     with pytest.raises(EvalError, match=said) as refused:
         evaluate(_source("identity"), ds, "syn-streak", results, FAST)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda info: info.update(checkpoint="x"), "checkpoint must be an object or null"),
+        (lambda info: info.update(dataset="x"), "dataset must be an object"),
+        (lambda info: info.update(model=["x"]), "model must be an object"),
+        (lambda info: info.update(crops=[1, 2]), "crops must be an object"),
+        (lambda info: info.update(weights=["x"]), "weights must be an object or null"),
+        (
+            lambda info: [info.pop(key) for key in ("dataset", "model", "metrics", "kind")],
+            r"not an evaluation's provenance \(no model, dataset, kind, metrics\)",
+        ),
+    ],
+    ids=["checkpoint", "dataset", "model", "crops", "weights", "missing"],
+)
+def test_an_earlier_provenance_of_another_shape_is_refused_in_one_line(tmp_path, ds, change, said):
+    results = tmp_path / "res"
+    evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    sidecar = results / "identity" / "ds" / "syn-streak.json"
+    info = json.loads(sidecar.read_text())
+    change(info)
+    sidecar.write_text(json.dumps(info))
+    with pytest.raises(EvalError, match=said) as refused:
+        evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    message = str(refused.value)
+    assert message.startswith(f"{sidecar}: ") and message.endswith("; move it away")
+    assert "\n" not in message
 
 
 def test_results_scored_with_other_metric_weights_are_refused(tmp_path, ds, monkeypatch):
@@ -723,7 +775,7 @@ class _Returns(Derainer):
         (lambda b: b * 255, r"returned values up to 2\d\d(\.\d+)?: expected \[0, 1\]"),
         (lambda b: (b * 255).round().to(torch.uint8), "returned uint8 values, expected floats"),
         (lambda b: b - 2, r"returned values down to -\d(\.\d+)?: expected \[0, 1\]"),
-        (lambda b: b.numpy(), r"returned ndarray, expected a torch.Tensor of shape \(2, 3, 8, 8\)"),
+        (lambda b: b.numpy(), r"returned ndarray, expected a torch.Tensor of shape \(1, 3, 8, 8\)"),
         (lambda b: (b, None), "returned tuple, expected a torch.Tensor"),
     ],
 )
@@ -735,6 +787,55 @@ def test_outputs_of_the_wrong_type_or_range_fail_their_images(answer, error):
     assert [output.image for output in outputs] == [None, None]
     for output in outputs:
         assert re.fullmatch(error + ".*", output.error), output.error
+
+
+def _grey_items(*levels: int) -> list:
+    return [
+        eval_module.Item(str(i), None, np.full((8, 8, 3), level, np.uint8), None)
+        for i, level in enumerate(levels)
+    ]
+
+
+def test_a_batch_answered_with_the_wrong_shape_is_run_again_one_image_at_a_time():
+    def answer(batch):
+        if len(batch) > 1:
+            return batch[:1]
+        return batch[:, :, :-1] if batch.mean() > 0.5 else batch  # only the bright image
+
+    outputs = DerainerSource(_Returns(answer), "cpu", None, 32).run(_grey_items(200, 50), "test")
+    assert [output.error for output in outputs] == [
+        "returned shape (1, 3, 7, 8), expected (1, 3, 8, 8)",
+        None,
+    ]
+    assert outputs[0].image is None and outputs[1].image is not None
+
+
+class _Unprintable(Exception):
+    def __str__(self):
+        raise ValueError("no words for it")
+
+
+def _raises(error: BaseException):
+    def answer(batch):
+        raise error
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("error", "said"), [(_Unprintable(), "_Unprintable"), (SystemExit(3), "SystemExit: 3")]
+)
+def test_an_exception_without_words_or_an_exit_fails_its_images(error, said):
+    outputs = DerainerSource(_Returns(_raises(error)), "cpu", None, 32).run(
+        _grey_items(200, 50), "test"
+    )
+    assert [(output.image, output.error) for output in outputs] == [(None, said)] * 2
+
+
+def test_an_interrupt_in_a_derainer_ends_the_run():
+    source = DerainerSource(_Returns(_raises(KeyboardInterrupt())), "cpu", None, 32)
+    with pytest.raises(KeyboardInterrupt):
+        source.run(_grey_items(200), "test")
 
 
 def test_a_small_overshoot_is_clipped_and_scored():

@@ -1,6 +1,7 @@
 """Publishing: reading a results directory, the ranked tables with bootstrap intervals,
 and the Markdown, CSV, LaTeX and HTML renderings."""
 
+import base64
 import csv
 import hashlib
 import html.parser
@@ -493,6 +494,20 @@ def _column(name, values):
     return damage
 
 
+def _row_again(parquet):
+    """The first image's row twice, the copy with a better score."""
+    table = pq.read_table(parquet)
+    copy = table.slice(0, 1).set_column(table.column_names.index("niqe"), "niqe", [[0.0]])
+    pq.write_table(pa.concat_tables([table, copy]), parquet)
+
+
+def _row_from_elsewhere(parquet):
+    """A row of an image the split does not have, its key unlike any of the split's."""
+    table = pq.read_table(parquet)
+    other = table.slice(0, 1).set_column(0, "key", [["f" * 24]])
+    pq.write_table(pa.concat_tables([table, other]), parquet)
+
+
 def _deep_json(parquet):
     parquet.with_suffix(".json").write_text("[" * 100_000 + "]" * 100_000)
 
@@ -533,6 +548,11 @@ def _huge_json(parquet):
         pytest.param(_column("status", pa.array([None, None], pa.string())), id="status-null"),
         pytest.param(_column("status", pa.array([math.nan, math.nan])), id="status-nan"),
         pytest.param(_column("key", pa.array([{"a": 1}, {"a": 2}])), id="key-not-text"),
+        pytest.param(_column("key", pa.array(["k0", "k0"])), id="key-twice"),
+        pytest.param(_column("key", pa.array([None, None], pa.string())), id="key-null-twice"),
+        pytest.param(_row_again, id="row-twice"),
+        pytest.param(_row_from_elsewhere, id="row-from-elsewhere"),
+        pytest.param(_provenance_change(lambda p: p.update(images={"ok": 2})), id="images-half"),
         _deep_json,
         _huge_json,
     ],
@@ -591,6 +611,82 @@ def test_a_crop_larger_than_eval_writes_is_shown_as_missing(tmp_path, write_run,
     page = render_html(load_results(tmp_path))
     assert page.count('class="missing">no crop') == 1
     assert page.count("data:image/png;base64,") == 1  # k1 still shown
+
+
+def test_an_unfinished_run_has_rows_its_json_does_not_count_yet(tmp_path, write_run):
+    parquet = write_run(
+        tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [3.0, 4.0]}, finished=False
+    )
+    _row_from_elsewhere(parquet)
+    assert len(load_results(tmp_path).runs[0].scores) == 3
+
+
+def _link_out(crop: Path, outside: Path) -> None:
+    crop.unlink()
+    crop.symlink_to(outside)
+
+
+def _folder_out(crop: Path, outside: Path) -> None:
+    """The crops' folder a link to a folder outside the results that holds `crop`'s name."""
+    (outside.parent / crop.name).write_bytes(outside.read_bytes())
+    folder = crop.parent
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    folder.symlink_to(outside.parent)
+
+
+def _link_inside(crop: Path, outside: Path) -> None:
+    """A link to another crop of the results: eval writes no links, so none is read."""
+    crop.unlink()
+    crop.symlink_to(crop.with_name(crop.name.replace("k0", "k1")))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reference", "missing", "shown"),
+    [
+        (_link_out, False, 1, 5),
+        (_folder_out, False, 2, 4),
+        (_link_inside, False, 1, 5),
+        (_link_out, True, 1, 5),
+        (_folder_out, True, 0, 2),  # no input or ground-truth column at all
+        (_link_inside, True, 1, 5),
+    ],
+)
+def test_a_crop_that_leads_out_of_the_results_is_not_read(
+    tmp_path, write_run, damage, reference, missing, shown
+):
+    """The page embeds a crop's bytes: one read through a link would publish whatever
+    file of the machine it leads to (a results folder may come from anyone)."""
+    secret = tmp_path / "private" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(secret)
+    results = tmp_path / "results"
+    crops = {"k0": np.zeros((16, 16, 3), np.uint8), "k1": np.zeros((16, 16, 3), np.uint8)}
+    parquet = write_run(
+        results,
+        "a",
+        "ds",
+        "test",
+        kind="synthetic",
+        keys=["k0", "k1"],
+        metrics={"psnr_y": [30.0, 31.0]},
+        crops=crops,
+    )
+    reference_crops = results / "_reference" / "ds" / "test.crops"
+    reference_crops.mkdir(parents=True)
+    for key, image in crops.items():
+        for part in ("input", "gt"):
+            Image.fromarray(image).save(reference_crops / f"{key}.{part}.png")
+    if reference:
+        damage(reference_crops / "k0.input.png", secret)
+    else:
+        damage(parquet.with_suffix(".crops") / "k0.png", secret)
+    page = render_html(load_results(results))
+    assert base64.b64encode(secret.read_bytes()).decode() not in page
+    assert "secret" not in page
+    assert page.count('class="missing">no crop') == missing
+    assert page.count("data:image/png;base64,") == shown
 
 
 def test_no_results_is_an_error(tmp_path):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rainbench.shards import manifest
-from rainbench.shards.dataset import DatasetError
+from rainbench.shards.dataset import Dataset, DatasetError, initial_info
 from rainbench.synth.importers import ESTIMATED
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "dataset-format.md"
@@ -138,13 +138,59 @@ def test_a_new_split_name_is_at_most_100_characters():
     assert not re.fullmatch(manifest.SPLIT, "a" * (manifest.SPLIT_MAX + 1))
 
 
-def test_a_stored_split_name_of_any_length_still_reads(tmp_path):
-    """The cap is on names a command is given, not on what a dataset already holds."""
-    split = "b" * 150
-    path = tmp_path / "synthetic.parquet"
+def _write_pairs(path: Path, split: str) -> None:
     row = _pair(split=split, shard=f"shards/synthetic/{split}/{split}-000000.tar")
     pq.write_table(pa.Table.from_pylist([row]), path)
+
+
+def test_a_stored_split_name_longer_than_a_new_one_still_reads(tmp_path):
+    """The cap of 100 is on names a command is given, not on what a dataset from before
+    it holds."""
+    split = "b" * manifest.STORED_SPLIT_MAX
+    path = tmp_path / "synthetic.parquet"
+    _write_pairs(path, split)
     assert manifest.read_manifest(path, manifest.SYNTHETIC)["split"].to_pylist() == [split]
+
+
+@pytest.mark.parametrize("name", ["synthetic", "samples"])
+def test_a_split_name_too_long_for_its_files_refuses_the_manifest(tmp_path, name):
+    """eval's <split>.parquet.tmp of a 250-character split would not fit a file name."""
+    split = "b" * (manifest.STORED_SPLIT_MAX + 1)
+    path = tmp_path / f"{name}.parquet"
+    if name == "synthetic":
+        _write_pairs(path, split)
+    else:
+        _write_samples(path, split=split, shard=f"shards/{split}/{split}-000000.tar")
+    schema = manifest.SYNTHETIC if name == "synthetic" else manifest.SAMPLES
+    with pytest.raises(DatasetError, match=f"{path}: split 'b+'… has 201 characters") as caught:
+        manifest.read_manifest(path, schema)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("split", manifest.RESERVED_PAIRED)
+def test_a_paired_split_named_like_a_capture_split_refuses_the_manifest(tmp_path, split):
+    """A paired split `test` would stand for the real test split in eval --split test."""
+    path = tmp_path / "synthetic.parquet"
+    _write_pairs(path, split)
+    with pytest.raises(DatasetError, match=f"{path}: paired split '{split}'") as caught:
+        manifest.read_manifest(path, manifest.SYNTHETIC)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("split", manifest.RESERVED_PAIRED)
+def test_the_commands_that_name_a_paired_split_refuse_what_a_reader_refuses(tmp_path, split):
+    from rainbench.pairs.build import PairsOptions, build_pairs
+    from rainbench.synth.imports import import_paired
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    Dataset(ds).write_info(initial_info("ds", {}))
+    (tmp_path / "set").mkdir()
+    with pytest.raises(DatasetError, match="--name"):
+        import_paired(tmp_path / "set", "rain100", split, ds, 10**9, 1)
+    with pytest.raises(DatasetError, match="--name"):
+        build_pairs(ds, PairsOptions(name=split, workers=1))
+    assert not Dataset(ds).synthetic_manifest.exists()
 
 
 def test_a_too_long_split_name_is_refused_before_anything_is_written(tmp_path):
