@@ -122,7 +122,11 @@ class RainDataset(IterableDataset):
         self._resume: dict = {}
         self._first_worker = 0  # the slot DataLoader worker 0 plays (see load_state_dict)
         # A URL's manifests are fetched once, here; every worker reads shards by range.
-        local = open_dataset(self.root).root
+        # dataset.json is read as every command reads it: refused in one line unless a
+        # dataset's (docs/dataset-format.md).
+        dataset = open_dataset(self.root)
+        dataset.read_info()
+        local = dataset.root
         self._reader = ShardReader(local, verify=self.verify)
         if self.mode == "paired":
             if not self.paired_split:

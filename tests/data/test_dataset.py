@@ -461,3 +461,19 @@ def test_crops_cut_before_turning_equal_crops_of_the_upright_picture(orientation
 def test_impossible_settings_are_refused_when_made_not_while_iterating(_dataset, settings, message):
     with pytest.raises(ValueError, match=message):
         RainDataset(_dataset, **settings)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(None, "dataset.json"), (b"[1]", "not an object"), (b"{", "cannot read it")],
+)
+def test_a_dataset_without_a_readable_dataset_json_is_refused_in_one_line(ds, content, said):
+    # As every command refuses it (docs/dataset-format.md, "On a violation").
+    info = ds / "dataset.json"
+    if content is None:
+        info.unlink()
+    else:
+        info.write_bytes(content)
+    with pytest.raises(DatasetError, match=said) as refused:
+        RainDataset(ds, crop=32)
+    assert "\n" not in str(refused.value)
