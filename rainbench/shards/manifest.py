@@ -278,6 +278,8 @@ def _faults(table: pa.Table, schema: pa.Schema) -> Iterator[tuple[str, pa.Array]
             rows = pc.and_(rows, pc.fill_null(which(table), False))
         if pc.any(rows, min_count=0).as_py():
             yield f"no {' or '.join(columns)}, which {scope} must have", rows.combine_chunks()
+    if schema == SYNTHETIC:
+        yield from _pair_faults(table)
     for field in schema:
         if pa.types.is_timestamp(field.type):
             stamps = table[field.name].cast(pa.int64())
@@ -285,6 +287,26 @@ def _faults(table: pa.Table, schema: pa.Schema) -> Iterator[tuple[str, pa.Array]
             beyond = pc.fill_null(beyond, False)
             if pc.any(beyond, min_count=0).as_py():
                 yield f"a {field.name} outside the years 1 to 9999", beyond.combine_chunks()
+
+
+def _pair_faults(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:
+    """A real pair's frames out of order (eval sizes its window from them), and a
+    confidence_mean no confidence map has (eval averages them)."""
+    start, end, frame = table["window_start"], table["window_end"], table["frame_index"]
+    disorder = pc.or_(
+        pc.or_(pc.less(start, 0), pc.less(end, start)),
+        pc.or_(pc.less(frame, start), pc.greater(frame, end)),
+    )
+    confidence = table["confidence_mean"]
+    # NaN is outside too: no comparison holds for it.
+    outside = pc.invert(pc.and_(pc.greater_equal(confidence, 0), pc.less_equal(confidence, 1)))
+    for fault, rows in (
+        ("its frames out of order (0 ≤ window_start ≤ frame_index ≤ window_end)", disorder),
+        ("a confidence_mean outside [0, 1]", outside),
+    ):
+        rows = pc.fill_null(rows, False)
+        if pc.any(rows, min_count=0).as_py():
+            yield fault, rows.combine_chunks()
 
 
 def _check_names(

@@ -243,6 +243,27 @@ def test_a_null_where_a_value_is_required_refuses_the_manifest(tmp_path, schema,
     assert list(manifest.row_faults(table, schema)) == [0]
 
 
+@pytest.mark.parametrize(
+    ("change", "fault"),
+    [
+        ({"window_start": 5, "window_end": -3}, "its frames out of order"),
+        ({"window_start": -1}, "its frames out of order"),
+        ({"frame_index": 31}, "its frames out of order"),
+        ({"confidence_mean": float("nan")}, "a confidence_mean outside"),
+        ({"confidence_mean": 1.5}, "a confidence_mean outside"),
+    ],
+)
+def test_a_real_pair_of_impossible_figures_refuses_the_manifest(tmp_path, change, fault):
+    # eval sizes the ground truth's window from them, and averages the confidence.
+    path = tmp_path / "synthetic.parquet"
+    rows = [_pair(**_REAL_PAIR), _pair(key="1" * 24, **{**_REAL_PAIR, **change})]
+    pq.write_table(pa.Table.from_pylist(rows, manifest.SYNTHETIC), path)
+    with pytest.raises(DatasetError, match=f"1 row has {fault}.*first: {'1' * 24}"):
+        manifest.read_manifest(path, manifest.SYNTHETIC)
+    table = manifest.read_manifest(path, manifest.SYNTHETIC, check_values=False)
+    assert list(manifest.row_faults(table, manifest.SYNTHETIC)) == [1]
+
+
 def test_columns_the_format_leaves_optional_may_be_null(tmp_path):
     """Camera fields, GPS, features, a still's video fields; a pair's estimate fields
     unless it is a real pair, a real pair's figures besides its frames."""
