@@ -32,6 +32,7 @@ DEFAULT_WEIGHTS_DIR = "~/.cache/rainbench/weights"
 # The published NIQE parameters inside BasicSR's source distribution (Apache-2.0).
 BASICSR_SDIST = "basicsr-1.4.2.tar.gz"
 NIQE_NPZ_MEMBER = "basicsr/metrics/niqe_pris_params.npz"
+_NIQE_NPZ_BYTES = 1 << 20  # the published member is 11,850 bytes; far more is not it
 _GET_BASICSR = "pip download basicsr==1.4.2 --no-deps --no-binary :all: --no-build-isolation"
 _PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 # Where `weights fetch` downloads from, unless told: pyiqa's own published files (a
@@ -404,6 +405,11 @@ def _read_sdist_params(archive: Path, expected: str) -> tuple[np.ndarray, np.nda
             member = next((m for m in tar if m.name.endswith(NIQE_NPZ_MEMBER) and m.isfile()), None)
             if member is None:
                 raise MetricError(f"{archive} has no {NIQE_NPZ_MEMBER}; {expected}")
+            if member.size > _NIQE_NPZ_BYTES:  # read whole into memory: a bomb would fill it
+                raise MetricError(
+                    f"{NIQE_NPZ_MEMBER} in {archive} is {member.size} bytes, not the NIQE "
+                    f"parameters' few kilobytes; {expected}"
+                )
             data = tar.extractfile(member).read()
     except tarfile.ReadError:
         raise MetricError(f"{archive} is not a .tar.gz archive; {expected}") from None

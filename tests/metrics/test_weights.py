@@ -126,6 +126,15 @@ def _plain(message: str) -> None:
     assert not re.search(r"\(\d+\)", message)  # an unpickler's opcode number
 
 
+def test_extract_niqe_reads_no_member_far_larger_than_the_parameters(isolated, tmp_path):
+    # 64 MB of zeros compress to some 64 kB: read whole, a larger one would fill memory.
+    archive = tmp_path / "sdist.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _add(tar, "basicsr-1.4.2/" + weights.NIQE_NPZ_MEMBER, bytes(64 << 20))
+    with pytest.raises(MetricError, match=r"is 67108864 bytes, not the NIQE parameters"):
+        weights.extract_niqe(archive, isolated)
+
+
 def test_extract_niqe_from_a_file_that_is_no_archive(isolated, tmp_path):
     junk = tmp_path / "basicsr-1.4.2.tar.gz"
     junk.write_bytes(os.urandom(1000))
