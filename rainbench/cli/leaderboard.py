@@ -194,7 +194,7 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
         if report.dropped:
             line += (
                 f"; {report.dropped} earlier result{'s' if report.dropped > 1 else ''} dropped: "
-                "the image left the split or changed"
+                "the image left the split or changed, or the row was not as eval writes it"
             )
         if report.videos:
             line += (

@@ -333,7 +333,9 @@ def test_earlier_rows_eval_would_not_write_are_scored_again(tmp_path, ds):
     [again] = evaluate(_source("identity"), ds, "test", results, FAST)
     assert (again.scored, again.skipped, again.dropped) == (4, 0, 4)
     [line] = leaderboard_cli._report_lines([again])
-    assert "4 earlier results dropped" in line
+    assert "4 earlier results dropped: the image left the split or changed, or the row was not" in (
+        line
+    )
     scored = _table(results, "identity", "test")
     assert set(scored.status) == {"ok"}
     assert set(scored.split) == {"test"} and set(scored.kind) == {"real"}
