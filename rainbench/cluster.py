@@ -53,6 +53,11 @@ class ClusterError(RainbenchError):
     """No Ray, no cluster to connect to, or work Ray could not finish; one line."""
 
 
+class ActorLost(ClusterError):
+    """An actor's process died running a unit, each time Ray restarted it: the unit
+    itself kills it (a crash in native code, os._exit, the memory killer)."""
+
+
 def import_ray():
     try:
         import ray
@@ -143,6 +148,8 @@ class _Connection:
             if isinstance(cause, BaseException):
                 raise cause from None
             raise ClusterError(first_line(error)) from None
+        except exceptions.RayActorError as error:
+            raise ActorLost(f"Ray could not finish the work: {first_line(error)}") from None
         except exceptions.RayError as error:
             # A worker or node died more often than MAX_RETRIES, an actor is gone…
             raise ClusterError(f"Ray could not finish the work: {first_line(error)}") from None
@@ -238,39 +245,74 @@ class RayActors:
         self.connection.__exit__(*exc)
 
     def _start(self) -> None:
-        ray = self.connection.ray
         if self.gpu:
             count = self.connection.gpus()
             if not count:
                 raise ClusterError("the Ray cluster has no GPU; give --device cpu or add GPU nodes")
         else:
             count = self.connection.cpus()
-        actor = ray.remote(_Holder).options(
-            num_cpus=1,
-            num_gpus=1 if self.gpu else 0,
-            max_restarts=MAX_RETRIES,
-            max_task_retries=MAX_RETRIES,
-            runtime_env=self.connection.runtime_env,
+        self.actors = [self._new_actor() for _ in range(min(count, self.most))]
+
+    def _new_actor(self):
+        return (
+            self.connection.ray.remote(_Holder)
+            .options(
+                num_cpus=1,
+                num_gpus=1 if self.gpu else 0,
+                max_restarts=MAX_RETRIES,
+                max_task_retries=MAX_RETRIES,
+                runtime_env=self.connection.runtime_env,
+            )
+            .remote(self.build)
         )
-        self.actors = [actor.remote(self.build) for _ in range(min(count, self.most))]
+
+    def _replace(self, actor):
+        """A new actor in place of `actor`, which is dead."""
+        self.connection.ray.kill(actor)
+        self.actors[self.actors.index(actor)] = fresh = self._new_actor()
+        return fresh
 
     def ask(self, fn: Callable[[Any, T], R], unit: T) -> R:
         """`fn(held, unit)` on one actor: a question about what the work is done with."""
         return self.connection.get(self.actors[0].call.remote(fn, unit))
 
-    def map_unordered(self, fn: Callable[[Any, T], R], units: Iterable[T]) -> Iterator[R]:
-        """`fn(held, unit)` for each unit, on whichever actor is free, results as they come."""
+    def map_unordered(
+        self,
+        fn: Callable[[Any, T], R],
+        units: Iterable[T],
+        split: Callable[[T], list[T]] | None = None,
+        lost: Callable[[T, str], R] | None = None,
+    ) -> Iterator[R]:
+        """`fn(held, unit)` for each unit, on whichever actor is free, results as they come.
+
+        A unit that kills its actor (ActorLost) ends the run, unless `lost` is given: the
+        actor is replaced, and the unit runs again as the smaller units `split(unit)`
+        gives, or, when it gives fewer than two, its result is `lost(unit, why)`."""
         queue = iter(units)
+        again: list[T] = []  # the pieces of units that killed their actor, run first
+
+        def following() -> list[T]:
+            return [again.pop(0)] if again else list(_take(queue, 1))
+
         busy = {}
-        for actor, unit in zip(self.actors, queue, strict=False):
-            busy[actor.call.remote(fn, unit)] = actor
+        for actor in self.actors:
+            for unit in following():
+                busy[actor.call.remote(fn, unit)] = actor, unit
         while busy:
             done, _ = self.connection.ray.wait(list(busy), num_returns=1)
-            actor = busy.pop(done[0])
-            result = self.connection.get(done[0])
-            for unit in _take(queue, 1):
-                busy[actor.call.remote(fn, unit)] = actor
-            yield result
+            actor, unit = busy.pop(done[0])
+            try:
+                results = [self.connection.get(done[0])]
+            except ActorLost as error:
+                if lost is None:
+                    raise
+                actor = self._replace(actor)
+                pieces = split(unit) if split is not None else []
+                again[:0] = pieces if len(pieces) > 1 else []
+                results = [] if len(pieces) > 1 else [lost(unit, str(error))]
+            for unit in following():
+                busy[actor.call.remote(fn, unit)] = actor, unit
+            yield from results
 
 
 def _check_reachable(address: str) -> None:

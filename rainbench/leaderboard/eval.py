@@ -14,6 +14,7 @@ builds the derainer and the metrics once (and holds a GPU when the device is cud
 this process still writes the one results Parquet and provenance JSON per split.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -421,17 +422,24 @@ class _SplitRun:
         for row in rows:  # results from before groups were recorded gain theirs
             row.setdefault("group", groups.get(row["key"]))
         with bar:
-            for scored in self._scored(todo, metrics, columns, crop_keys):
-                for one in scored:
-                    one.row["image_sha256"] = identities[one.row["key"]]
-                    one.row["group"] = groups.get(one.row["key"])
-                    rows.append(self._count(one.row))
-                    if one.crops is not None:
-                        self._save_crops(one.row["key"], one.crops, provenance)
-                    bar.update(1)
-                if time.monotonic() - last_flush > _FLUSH_SECONDS:
+            try:
+                for scored in self._scored(todo, metrics, columns, crop_keys):
+                    for one in scored:
+                        one.row["image_sha256"] = identities[one.row["key"]]
+                        one.row["group"] = groups.get(one.row["key"])
+                        rows.append(self._count(one.row))
+                        if one.crops is not None:
+                            self._save_crops(one.row["key"], one.crops, provenance)
+                        bar.update(1)
+                    if time.monotonic() - last_flush > _FLUSH_SECONDS:
+                        self._flush(rows, columns, provenance)
+                        last_flush = time.monotonic()
+            except BaseException:
+                # Whatever ends the run early (a cluster lost, an interrupt), the rows made
+                # so far are kept for the next run to resume from; what ended it is said.
+                with contextlib.suppress(Exception):
                     self._flush(rows, columns, provenance)
-                    last_flush = time.monotonic()
+                raise
         rows += [
             self._count(
                 {**row, "image_sha256": identities[row["key"]], "group": groups.get(row["key"])}
@@ -757,18 +765,7 @@ class _SplitRun:
         return Item(key, row["rain_type"], image, None)
 
     def _unreadable(self, row: dict, error: ShardError) -> None:
-        self.unreadable.append(
-            {
-                "key": row["key"],
-                "split": self.split,
-                "kind": self.kind,
-                "rain_type": row["rain_type"] if self.kind == "real" else row["recipe"],
-                "width": row["width"],
-                "height": row["height"],
-                "status": "failed",
-                "error": f"unreadable: {error}",
-            }
-        )
+        self.unreadable.append(_failed(row, self.split, self.kind, f"unreadable: {error}"))
 
     def _row(self, item: Item, output: Output, metrics: list, columns: list[str]) -> dict:
         height, width = item.rain.shape[:2]
@@ -826,6 +823,20 @@ class _SplitRun:
     def _write_json(self, provenance: dict) -> None:
         text = json.dumps(provenance, indent=2, ensure_ascii=False) + "\n"
         write_atomic(self.info_path, text.encode())
+
+
+def _failed(row: dict, split: str, kind: str, error: str) -> dict:
+    """The results row of a manifest row's image that failed before it was derained."""
+    return {
+        "key": row["key"],
+        "split": split,
+        "kind": kind,
+        "rain_type": row["rain_type"] if kind == "real" else row["recipe"],
+        "width": row["width"],
+        "height": row["height"],
+        "status": "failed",
+        "error": error,
+    }
 
 
 @dataclass(frozen=True)
@@ -907,7 +918,19 @@ class _ClusterSource(Source):
         return self.actors.ask(_Worker.output_sha256, (keys, split))
 
     def score(self, units: list[_Unit]) -> Iterator[list[Scored]]:
-        return self.actors.map_unordered(_Worker.score, units)
+        return self.actors.map_unordered(_Worker.score, units, _one_by_one, _lost)
+
+
+def _one_by_one(unit: _Unit) -> list[_Unit]:
+    """A unit whose actor died (the derainer, or a metric, ended its process), image by
+    image: the images that do not kill it are scored, and the one that does is blamed."""
+    return [replace(unit, rows=[row]) for row in unit.rows]
+
+
+def _lost(unit: _Unit, why: str) -> list[Scored]:
+    """The failed row of the one image of a unit that kills its actor each time."""
+    error = f"its Ray worker died scoring it, each time Ray restarted the worker ({why})"
+    return [Scored(_failed(row, unit.split, unit.kind, error)) for row in unit.rows]
 
 
 def _build_metrics(kind: str, settings: EvalSettings) -> tuple[list, dict[str, str]]:

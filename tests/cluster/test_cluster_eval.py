@@ -3,6 +3,8 @@ the local path does, into the same one results Parquet and provenance per split,
 run cut short resumes."""
 
 import json
+import os
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +13,7 @@ from click.testing import CliRunner
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
+from rainbench.leaderboard.eval import EvalSettings, Output, Source, evaluate_on_ray
 from rainbench.synth.build import SynthOptions, synthesize
 
 METRICS = "psnr_y,ssim_y,psnr,ssim,piqe"
@@ -87,3 +90,45 @@ def test_eval_on_ray_resumes_a_run_cut_short(tmp_path, ds, local, ray_cluster):
     test = next(r for r in reports if r["split"] == "test")
     assert (test["scored"], test["skipped"]) == (2, 2)
     assert results_of(results) == local
+
+
+class _DiesOnOne(Source):
+    """Gives each image back as it is, but ends its process on the first key in sorted
+    order, as a crash in a derainer's native code would."""
+
+    name = "dies-on-one"
+
+    def __init__(self, doomed: str):
+        self.doomed = doomed
+
+    def info(self) -> dict:
+        return {"name": self.name}
+
+    def run(self, items, split):
+        if any(item.key == self.doomed for item in items):
+            os._exit(1)
+        return [Output(item.rain, None, 0.0, None) for item in items]
+
+
+def _dies_on(doomed: str):
+    return lambda settings: _DiesOnOne(doomed)
+
+
+def test_an_image_that_kills_its_worker_fails_alone_and_the_run_goes_on(tmp_path, ds, ray_cluster):
+    ray = pytest.importorskip("ray")
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import tests
+    try:
+        rows = pq.read_table(ds / "manifests" / "samples.parquet").to_pylist()
+        keys = sorted(row["key"] for row in rows if row["layer"] == "rainy")
+        settings = EvalSettings(metrics=("piqe",), crops=0)
+        [report] = evaluate_on_ray(
+            _dies_on(keys[0]), ray_cluster, ds, "test", tmp_path / "res", settings
+        )
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
+    assert (report.scored, report.failed) == (4, 1)
+    table = pq.read_table(tmp_path / "res" / "dies-on-one" / "ds" / "test.parquet")
+    failed = [row for row in table.to_pylist() if row["status"] == "failed"]
+    assert [row["key"] for row in failed] == [keys[0]]
+    assert failed[0]["error"].startswith("its Ray worker died scoring it, each time Ray")

@@ -66,6 +66,41 @@ def test_actors_build_once_and_share_the_units(ray_cluster):
     assert sum(calls == 1 for _, calls in results) == 2
 
 
+def _die_on_seven(held: dict, unit: tuple[int, ...]) -> list[int]:
+    if 7 in unit:
+        os._exit(1)  # as a crash in a derainer's native code ends its process
+    held["calls"] += 1
+    return [x * x for x in unit]
+
+
+def _one_by_one(unit: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return [(x,) for x in unit]
+
+
+def test_a_unit_that_kills_its_actor_is_run_again_in_pieces_and_the_run_goes_on(ray_cluster):
+    units = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)]
+    with RayActors(ray_cluster, _counter, gpu=False, most=2) as actors:
+        results = list(
+            actors.map_unordered(
+                _die_on_seven, units, split=_one_by_one, lost=lambda unit, why: (unit, why)
+            )
+        )
+        assert len(actors.actors) == 2  # the dead one replaced
+    lost = [result for result in results if isinstance(result, tuple)]
+    assert [unit for unit, _ in lost] == [(7,)]
+    assert lost[0][1].startswith("Ray could not finish the work: ")
+    found = sorted(x for result in results if isinstance(result, list) for x in result)
+    assert found == [x * x for x in range(10) if x != 7]
+
+
+def test_without_lost_a_unit_that_kills_its_actor_ends_the_run(ray_cluster):
+    with (
+        RayActors(ray_cluster, _counter, gpu=False, most=1) as actors,
+        pytest.raises(cluster.ActorLost, match=r"^Ray could not finish the work: "),
+    ):
+        list(actors.map_unordered(_die_on_seven, [(6, 7)]))
+
+
 def _endpoint(*_) -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL")
 

@@ -321,6 +321,33 @@ def test_a_run_killed_at_any_write_resumes_to_the_same_crops(tmp_path, ds, monke
         )
 
 
+class _EndsAfter(DerainerSource):
+    """The identity, until a batch after the first `batches` raises what ends a run (an
+    interrupt, a cluster lost)."""
+
+    def __init__(self, batches: int, error: BaseException):
+        super().__init__(create_derainer("identity"), "cpu", None, 32)
+        self.batches, self.error = batches, error
+
+    def run(self, items, split):
+        if self.batches == 0:
+            raise self.error
+        self.batches -= 1
+        return super().run(items, split)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), EvalError("the cluster is gone")])
+def test_a_run_ended_early_keeps_the_rows_it_made(tmp_path, ds, error):
+    # Between flushes (every 10 s): the rows of the batches done are written as it ends.
+    results = tmp_path / "res"
+    settings = EvalSettings(metrics=("piqe",), batch=1, crops=0)
+    with pytest.raises(type(error)):
+        evaluate(_EndsAfter(2, error), ds, "test", results, settings)
+    assert len(_table(results, "identity", "test")) == 2
+    [report] = evaluate(_source("identity"), ds, "test", results, settings)
+    assert (report.scored, report.skipped) == (2, 2)
+
+
 def test_earlier_rows_eval_would_not_write_are_scored_again(tmp_path, ds):
     results = tmp_path / "res"
     evaluate(_source("identity"), ds, "test", results, FAST)
