@@ -37,7 +37,7 @@ from tqdm import tqdm
 from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
-from rainbench.errors import first_line
+from rainbench.errors import RainbenchError, first_line
 from rainbench.files import file_sha256, regular_file, write_atomic
 from rainbench.leaderboard.results import STATUSES, LeaderboardError, read_provenance
 from rainbench.metrics.engine import metric_failure
@@ -903,7 +903,11 @@ class _ClusterSource(Source):
 
     def __init__(self, actors: RayActors):
         self.actors = actors
-        self.name, self._info, self._trained_on = actors.ask(_Worker.identity, None)
+        try:  # the first question builds the source, on a worker
+            self.name, self._info, self._trained_on = actors.ask(_Worker.identity, None)
+        except RainbenchError as error:
+            # What the driver has (a plugin, a checkpoint) a worker may lack: say where.
+            raise EvalError(f"on the Ray cluster's workers: {error}") from None
 
     def info(self) -> dict:
         return self._info

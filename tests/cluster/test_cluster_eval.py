@@ -13,7 +13,13 @@ from click.testing import CliRunner
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
-from rainbench.leaderboard.eval import EvalSettings, Output, Source, evaluate_on_ray
+from rainbench.leaderboard.eval import (
+    EvalError,
+    EvalSettings,
+    Output,
+    Source,
+    evaluate_on_ray,
+)
 from rainbench.synth.build import SynthOptions, synthesize
 
 METRICS = "psnr_y,ssim_y,psnr,ssim,piqe"
@@ -132,3 +138,22 @@ def test_an_image_that_kills_its_worker_fails_alone_and_the_run_goes_on(tmp_path
     failed = [row for row in table.to_pylist() if row["status"] == "failed"]
     assert [row["key"] for row in failed] == [keys[0]]
     assert failed[0]["error"].startswith("its Ray worker died scoring it, each time Ray")
+
+
+def _unknown(settings):
+    raise EvalError("unknown derainer 'plugged'; known: guided, identity")
+
+
+def test_a_source_a_worker_cannot_build_is_refused_saying_where(tmp_path, ds, ray_cluster):
+    # A plugin installed where the driver runs and not on the cluster's nodes.
+    ray = pytest.importorskip("ray")
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    try:
+        with pytest.raises(EvalError) as refused:
+            evaluate_on_ray(_unknown, ray_cluster, ds, "test", tmp_path / "res", EvalSettings())
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
+    assert str(refused.value) == (
+        "on the Ray cluster's workers: unknown derainer 'plugged'; known: guided, identity"
+    )
