@@ -204,6 +204,12 @@ def score_command(
                 f"unsupported {side} (not an image file rainbench reads): {on_one_line(name)}",
                 err=True,
             )
+    for side, names in (("prediction", pairing.outside_pred), ("reference", pairing.outside_ref)):
+        for name in names:
+            click.echo(
+                f"left out: {side} {on_one_line(name)} is a link leading out of its folder",
+                err=True,
+            )
     if not pairing.jobs:
         fail(_nothing_to_score(pred, ref, pairing))
     settings = ScoreSettings(metrics, metric_options, None if no_cache else str(cache))

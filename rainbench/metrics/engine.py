@@ -59,6 +59,9 @@ class Pairing:
     # Files that are no image rainbench reads (a .npy, a .txt), left out of the pairing.
     unsupported_pred: list[str] = field(default_factory=list)
     unsupported_ref: list[str] = field(default_factory=list)
+    # Links that lead out of their folder, left out: as ingest refuses them (link-outside).
+    outside_pred: list[str] = field(default_factory=list)
+    outside_ref: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,15 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
     as ingest stores them (`name_text`: bytes that are not UTF-8 as `\\xHH`).
     Files that are no image (by their extension; hidden ones aside) are listed apart.
     """
-    preds, pred_twice, pred_other = _images_by_stem(pred_dir)
+    preds, pred_twice, pred_other, pred_out = _images_by_stem(pred_dir)
     if ref_dir is None:
         return Pairing(
             [ScoreJob(_name(path, pred_dir), path, None) for _, path in sorted(preds.items())],
             _names(pred_twice, pred_dir),
             unsupported_pred=_names(pred_other, pred_dir),
+            outside_pred=_names(pred_out, pred_dir),
         )
-    refs, ref_twice, ref_other = _images_by_stem(ref_dir)
+    refs, ref_twice, ref_other, ref_out = _images_by_stem(ref_dir)
     jobs = [
         ScoreJob(_name(preds[s], pred_dir), preds[s], refs[s])
         for s in sorted(preds.keys() & refs.keys())
@@ -94,6 +98,8 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
         sorted(_names([refs[s] for s in refs.keys() - preds.keys()] + ref_twice, ref_dir)),
         _names(pred_other, pred_dir),
         _names(ref_other, ref_dir),
+        _names(pred_out, pred_dir),
+        _names(ref_out, ref_dir),
     )
 
 
@@ -105,13 +111,21 @@ def _name(path: Path, folder: Path) -> str:
     return name_text(path.relative_to(folder).as_posix())
 
 
-def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[Path], list[Path]]:
+def _images_by_stem(
+    folder: Path,
+) -> tuple[dict[str, Path], list[Path], list[Path], list[Path]]:
     """The images under `folder` by relative path without extension, those whose stem
-    is found twice (ambiguous: left unmatched, and reported), and the other files (not
-    hidden) that are no image."""
+    is found twice (ambiguous: left unmatched, and reported), the other files (not
+    hidden) that are no image, and the links that lead out of `folder` (rglob follows
+    no linked folder)."""
     by_stem: dict[str, list[Path]] = {}
-    other = []
+    other, outside = [], []
+    root = Path(os.path.realpath(folder))
     for path in sorted(folder.rglob("*")):
+        # realpath, not resolve(): a link loop is no error, and is_file() then says no.
+        if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root):
+            outside.append(path)
+            continue
         if not path.is_file():
             continue
         if is_capture_name(path.name):
@@ -123,7 +137,7 @@ def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[Path], list[Pat
             other.append(path)
     found = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
     twice = [path for paths in by_stem.values() if len(paths) > 1 for path in paths]
-    return found, twice, other
+    return found, twice, other, outside
 
 
 def score(

@@ -47,6 +47,8 @@ def provenance(
         "unmatched_ref": pairing.unmatched_ref,
         "unsupported_pred": pairing.unsupported_pred,
         "unsupported_ref": pairing.unsupported_ref,
+        "outside_pred": pairing.outside_pred,
+        "outside_ref": pairing.outside_ref,
         "options": options,
         # Values read from it were computed with the same weights and versions (their
         # identity is part of its key: rainbench.metrics.engine.cache_identities).

@@ -58,6 +58,24 @@ def test_pairing_by_stem_reports_the_unmatched(folders):
     assert pairing.unmatched_ref == ["sub/only-ref.png"]
 
 
+def test_a_link_leading_out_of_its_folder_is_left_out_and_said(folders, tmp_path):
+    # As ingest refuses such a link (link-outside); one to a file inside is read.
+    pred, ref = folders
+    _save(tmp_path / "elsewhere" / "secret.png", 255)
+    (pred / "img3.png").unlink()
+    (pred / "img3.png").symlink_to(tmp_path / "elsewhere" / "secret.png")
+    (ref / "img4.png").unlink()
+    (ref / "img4.png").symlink_to("../elsewhere/secret.png")
+    (pred / "again.png").symlink_to(pred / "img5.png")
+    _save(ref / "again.png", 0)
+    pairing = pair_folders(pred, ref)
+    assert (pairing.outside_pred, pairing.outside_ref) == (["img3.png"], ["img4.png"])
+    names = [job.name for job in pairing.jobs]
+    assert "img3.png" not in names and "img4.png" not in names and "again.png" in names
+    assert "img4.png" in pairing.unmatched_pred
+    assert pair_folders(pred, None).outside_pred == ["img3.png"]
+
+
 def test_a_stem_found_twice_is_reported_and_names_pair_in_either_unicode_form(folders):
     pred, ref = folders
     _save(pred / "img3.jpg", 0)  # beside img3.png: which one is the prediction?

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -40,6 +41,20 @@ def test_a_file_that_is_no_image_is_listed_not_ignored(tmp_path):
     assert result.exit_code == 0, result.output
     assert "unsupported prediction (not an image file rainbench reads): b.npy" in result.output
     assert ".DS_Store" not in result.output
+
+
+def test_a_link_leading_out_of_the_folder_is_said_and_not_scored(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(ref / "a.png", 0)
+    _save(ref / "b.png", 1)
+    _save(pred / "a.png", 1)
+    _save(tmp_path / "private" / "b.png", 2)
+    pred.joinpath("b.png").symlink_to(tmp_path / "private" / "b.png")
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    assert result.exit_code == 0, result.output
+    assert "left out: prediction b.png is a link leading out of its folder" in result.stderr
+    rows = pq.read_table(tmp_path / "scores.parquet").to_pylist()
+    assert [row["name"] for row in rows] == ["a.png"]
 
 
 def test_a_float_tiff_is_named_as_such(tmp_path):
