@@ -41,6 +41,15 @@ def regular_file(path: Path) -> Path:
     return path
 
 
+def leads_inside(path: Path, root: Path) -> bool:
+    """Whether `path` lies inside `root` once every link in either is followed: the one
+    test that a name read from a dataset, a set or a results folder leads nowhere else.
+    A link loop is no error here (`os.path.realpath`, unlike `Path.resolve` before
+    Python 3.13): it is judged by where it stands, and opening it then fails as any
+    unreadable file does."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory's entries, so a rename in it survives a power cut."""
     fd = os.open(path, os.O_RDONLY)

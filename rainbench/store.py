@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from rainbench.errors import RainbenchError, first_line
-from rainbench.files import fsync_dir
+from rainbench.files import fsync_dir, leads_inside
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
@@ -289,9 +289,8 @@ def mirrored_url(folder: Path) -> str | None:
     """The URL a mirror folder stands for, or None for any other folder. Only folders
     under the cache root count: a dataset's own files never redirect a reader."""
     try:
-        resolved = folder.resolve()
-        if not resolved.is_relative_to((cache_root() / "store").resolve()):
+        if not leads_inside(folder, cache_root() / "store"):
             return None
-        return json.loads((resolved / VIEW_FILE).read_text(encoding="utf-8"))["url"]
+        return json.loads((folder / VIEW_FILE).read_text(encoding="utf-8"))["url"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

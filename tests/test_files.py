@@ -6,7 +6,7 @@ import os
 import pytest
 
 from rainbench import files as files_module
-from rainbench.files import file_sha256, write_atomic
+from rainbench.files import file_sha256, leads_inside, write_atomic
 
 
 def test_write_atomic_replaces_the_file(tmp_path):
@@ -33,3 +33,20 @@ def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(bytes(range(256)) * 40_000)  # more than one 4 MiB read
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_leads_inside_follows_every_link_and_takes_a_loop_as_it_stands(tmp_path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "sub" / "in").symlink_to(root / "file")
+    (root / "out").symlink_to(elsewhere / "file")
+    (root / "up").symlink_to("..")
+    (root / "loop").symlink_to("loop")
+    (tmp_path / "alias").symlink_to(root)
+    assert leads_inside(root / "missing", root) and leads_inside(root, root)
+    assert leads_inside(root / "sub" / "in", root) and leads_inside(root / "loop", root)
+    assert leads_inside(tmp_path / "alias" / "file", root)  # the root reached by a link
+    assert leads_inside(root / "file", tmp_path / "alias")
+    assert not leads_inside(root / "out", root) and not leads_inside(root / "up" / "x", root)
+    assert not leads_inside(root / ".." / "root2", root)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.errors import first_line
+from rainbench.files import leads_inside
 from rainbench.store import STREAM_BLOCK, StoreError, is_url, open_stream
 
 # A name's bytes that are not UTF-8 reach Python as surrogates U+DC80–U+DCFF
@@ -334,13 +335,11 @@ def _resolve(path: Path, within: Path | None) -> tuple[str, os.stat_result]:
     target = os.fspath(path)
     if stat.S_ISLNK(found.st_mode):
         target = os.path.realpath(path, strict=True)  # OSError for a loop or a dangling link
-        if within is not None:
-            root = os.path.realpath(within)
-            if os.path.commonpath([root, target]) != root:
-                raise CaptureRejected(
-                    Reason.LINK_OUTSIDE,
-                    f"a symlink leading outside the ingest root (to {name_text(target)})",
-                )
+        if within is not None and not leads_inside(Path(target), within):
+            raise CaptureRejected(
+                Reason.LINK_OUTSIDE,
+                f"a symlink leading outside the ingest root (to {name_text(target)})",
+            )
         found = os.stat(target)
         if not stat.S_ISREG(found.st_mode):
             raise CaptureRejected(

@@ -38,7 +38,7 @@ from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
 from rainbench.errors import RainbenchError, first_line
-from rainbench.files import file_sha256, regular_file, write_atomic
+from rainbench.files import file_sha256, leads_inside, regular_file, write_atomic
 from rainbench.leaderboard.results import STATUSES, LeaderboardError, read_provenance
 from rainbench.metrics.engine import metric_failure
 from rainbench.metrics.registry import (
@@ -1092,7 +1092,7 @@ def _split_sha256(identities: dict[str, str]) -> str:
 
 def _inside(results: Path, path: Path) -> Path:
     """`path`, refused unless it stays inside the results folder."""
-    if not path.resolve().is_relative_to(results.resolve()):
+    if not leads_inside(path, results):
         raise EvalError(f"{path} would lie outside the results folder {results}; refused")
     return path
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rainbench.errors import RainbenchError
+from rainbench.files import leads_inside
 
 REFERENCE = "_reference"  # the results directory's folder of input and ground-truth crops
 # Real rain without ground truth, then the kinds of paired split (DESIGN.md), in the
@@ -150,10 +151,9 @@ class Results:
         """Whether `path`, a file or folder named by what the results directories hold, is
         no link and lies inside one of them once every link above it is followed: a name
         read from results leads nowhere else (eval writes no links)."""
-        if path.is_symlink():
-            return False
-        where = path.resolve()
-        return any(where.is_relative_to(root.resolve()) for root in (*self.roots, self.root))
+        return not path.is_symlink() and any(
+            leads_inside(path, root) for root in (*self.roots, self.root)
+        )
 
 
 def load_results(results_dirs: Path | Sequence[Path]) -> Results:

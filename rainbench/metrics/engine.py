@@ -27,6 +27,7 @@ from rainbench.capture.formats import is_capture_name, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import name_text, read_regular
 from rainbench.cluster import make_pool
+from rainbench.files import leads_inside
 from rainbench.metrics import weights
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
@@ -120,10 +121,9 @@ def _images_by_stem(
     no linked folder)."""
     by_stem: dict[str, list[Path]] = {}
     other, outside = [], []
-    root = Path(os.path.realpath(folder))
     for path in sorted(folder.rglob("*")):
-        # realpath, not resolve(): a link loop is no error, and is_file() then says no.
-        if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root):
+        # A link loop stays: is_file() then says no.
+        if path.is_symlink() and not leads_inside(path, folder):
             outside.append(path)
             continue
         if not path.is_file():

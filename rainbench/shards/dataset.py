@@ -5,6 +5,7 @@ its shards stay in the store, and so does a lock that keeps writers on other mac
 out.
 """
 
+import errno
 import fcntl
 import json
 import math
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from rainbench import __version__
 from rainbench.errors import RainbenchError, first_line
-from rainbench.files import regular_file, write_atomic
+from rainbench.files import leads_inside, regular_file, write_atomic
 from rainbench.shards.layout import STORED_SPLIT
 from rainbench.store import (
     bucket_missing,
@@ -117,14 +118,18 @@ class Dataset:
         dataset once links are followed (as a shard must, `shards.members.shard_path`):
         a link the dataset holds never takes a reader, or a writer, elsewhere."""
         path = self.root / name
-        try:
-            outside = not path.resolve().is_relative_to(self.root.resolve())
-        except (OSError, RuntimeError) as error:  # a link loop: RuntimeError before 3.13
-            raise DatasetError(
-                f"{self.location}/{name}: cannot follow its links ({first_line(error)}); refused"
-            ) from None
-        if outside:
+        if not leads_inside(path, self.root):
             raise DatasetError(f"{self.location}/{name} leads outside the dataset; refused")
+        try:
+            os.stat(path)
+        except OSError as error:
+            # A link loop reads as a missing file to exists(): refused, lest a reader
+            # see an empty dataset. A missing file is for its writer to make.
+            if error.errno == errno.ELOOP:
+                raise DatasetError(
+                    f"{self.location}/{name}: cannot follow its links ({first_line(error)}); "
+                    "refused"
+                ) from None
         return path
 
     def shard_name(self, split: str, index: int) -> str:

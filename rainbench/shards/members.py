@@ -22,7 +22,7 @@ from rainbench.capture.orientation import turn_upright
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import CaptureFile
 from rainbench.errors import first_line
-from rainbench.files import regular_file
+from rainbench.files import leads_inside, regular_file
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.manifest import SHARD
 from rainbench.store import STREAM_BLOCK, mirrored_url, open_ranged, open_stream
@@ -56,8 +56,8 @@ def shard_path(root: Path, shard: str) -> Path:
     and lies inside the dataset at `root` once links are resolved."""
     if not re.fullmatch(SHARD, shard):
         raise ShardError(f"{shard!r} is not a shard path; refused")
-    path = (root / shard).resolve()
-    if not path.is_relative_to(root.resolve()):
+    path = root / shard
+    if not leads_inside(path, root):
         raise ShardError(f"shard {shard} leads outside {root}; refused")
     return path
 

@@ -23,7 +23,7 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, load_s
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
-from rainbench.files import regular_file
+from rainbench.files import leads_inside, regular_file
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
@@ -921,7 +921,7 @@ def _refused_file(root: Path, path: PurePosixPath) -> str | None:
     """Why a file of the set is not read, as ingest refuses such captures: a link out of
     the set, or a FIFO or device, which would block the reader."""
     file = root / path
-    if not file.resolve().is_relative_to(root.resolve()):
+    if not leads_inside(file, root):
         return "leads outside the set; refused"
     try:
         regular_file(file)

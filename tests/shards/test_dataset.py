@@ -231,6 +231,23 @@ def test_a_dataset_file_linked_outside_is_refused_and_left_alone(tmp_path, name)
     assert {path: path.stat().st_mtime_ns for path in before} == before
 
 
+@pytest.mark.parametrize("name", ["manifests", "manifests/samples.parquet", "dataset.json"])
+def test_a_dataset_file_that_is_a_link_loop_is_refused_not_read_as_missing(tmp_path, name):
+    raw = _photos(tmp_path / "raw")
+    ds = tmp_path / "ds"
+    ingest([raw], ds, IngestOptions(workers=1))
+    if (ds / name).is_dir():
+        shutil.rmtree(ds / name)
+    else:
+        (ds / name).unlink()
+    (ds / name).symlink_to(name.rsplit("/", 1)[-1])
+    with pytest.raises(DatasetError, match="cannot follow its links"):
+        Dataset(ds).read_info()
+        pq.read_table(Dataset(ds).samples_manifest)
+    with pytest.raises(DatasetError, match="cannot follow its links"):
+        ingest([raw], ds, IngestOptions(workers=1))
+
+
 @pytest.mark.parametrize("name", ["shards/train", "taggers", ".ingest", ".lock"])
 def test_a_writer_refuses_a_dataset_whose_own_folders_lead_outside(tmp_path, name):
     """A writer makes a new shard's path from its split: a split folder linked out of

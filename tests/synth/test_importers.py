@@ -113,6 +113,17 @@ def test_a_link_out_of_the_set_and_a_fifo_are_refused_unread(tmp_path):
     assert details["norain-3.png"] == "not a regular file; refused"
 
 
+def test_a_link_loop_in_the_set_is_refused_unread(tmp_path):
+    root = tmp_path / "set"
+    write_files(root, "rain-1.png", "norain-1.png", "norain-2.png")
+    (root / "rain-2.png").symlink_to("rain-2.png")
+
+    pairs, problems = find_pairs(root, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    assert "rain-2.png" in {problem.path for problem in problems}
+
+
 @pytest.mark.parametrize(
     ("rain", "gt"),
     [
