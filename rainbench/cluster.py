@@ -137,7 +137,11 @@ class _Connection:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
     def gpus(self) -> int:
-        return int(self.ray.cluster_resources().get("GPU", 0))
+        """The cluster's GPUs, refused in one line when it has none."""
+        count = int(self.ray.cluster_resources().get("GPU", 0))
+        if not count:
+            raise ClusterError("the Ray cluster has no GPU; give --device cpu or add GPU nodes")
+        return count
 
     def get(self, ref):
         exceptions = self.ray.exceptions
@@ -156,15 +160,21 @@ class _Connection:
 
 
 class RayPool:
-    """`WorkerPool`'s methods, with each unit a Ray task (one CPU) on the cluster at
-    `address` ("auto": the one `ray start` runs on this machine)."""
+    """`WorkerPool`'s methods, with each unit a Ray task (one CPU, and one GPU when `gpu`)
+    on the cluster at `address` ("auto": the one `ray start` runs on this machine)."""
 
-    def __init__(self, address: str, workers: int):
-        self.workers = workers
+    def __init__(self, address: str, workers: int, gpu: bool = False):
+        self.workers, self.gpu = workers, gpu
         self.connection = _Connection(address)
 
     def __enter__(self) -> "RayPool":
         self.connection.__enter__()
+        try:
+            if self.gpu:
+                self.connection.gpus()
+        except BaseException:
+            self.connection.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -195,13 +205,15 @@ class RayPool:
     def _task(self, fn: Callable):
         return self.connection.ray.remote(fn).options(
             num_cpus=1,
+            num_gpus=1 if self.gpu else 0,
             max_retries=MAX_RETRIES,
             retry_exceptions=False,
             runtime_env=self.connection.runtime_env,
         )
 
     def _in_flight(self) -> int:
-        return 2 * max(self.workers, self.connection.cpus())
+        slots = self.connection.gpus() if self.gpu else self.connection.cpus()
+        return 2 * max(self.workers, slots)
 
 
 class _Holder:
@@ -245,12 +257,7 @@ class RayActors:
         self.connection.__exit__(*exc)
 
     def _start(self) -> None:
-        if self.gpu:
-            count = self.connection.gpus()
-            if not count:
-                raise ClusterError("the Ray cluster has no GPU; give --device cpu or add GPU nodes")
-        else:
-            count = self.connection.cpus()
+        count = self.connection.gpus() if self.gpu else self.connection.cpus()
         self.actors = [self._new_actor() for _ in range(min(count, self.most))]
 
     def _new_actor(self):
@@ -349,9 +356,10 @@ def _take(queue: Iterator[T], n: int) -> list[T]:
     return [unit for _, unit in zip(range(n), queue, strict=False)]
 
 
-def make_pool(workers: int, ray: str | None = None) -> "WorkerPool | RayPool":
+def make_pool(workers: int, ray: str | None = None, gpu: bool = False) -> "WorkerPool | RayPool":
     """A local `WorkerPool`, or with `ray` (a cluster address, or "auto") a pool of Ray
-    tasks on that cluster with the same methods (`rainbench.cluster.RayPool`)."""
+    tasks on that cluster with the same methods (`rainbench.cluster.RayPool`), each with
+    a GPU of its own when `gpu`."""
     if ray is None:
         return WorkerPool(workers)
-    return RayPool(ray, workers)
+    return RayPool(ray, workers, gpu)

@@ -146,8 +146,9 @@ def score(
     """One row per job, in name order: name, hashes, size, a column per metric, status.
 
     With `ray` (a cluster address, or "auto") the images are scored as Ray tasks
-    (`rainbench.cluster.make_pool`); locally, `workers` is first cut to what the
-    memory here holds for the largest image.
+    (`rainbench.cluster.make_pool`), each on a GPU of the cluster when the device is
+    CUDA; locally, `workers` is first cut to what the memory here holds for the largest
+    image.
     """
     specs = [check_metric(metric) for metric in settings.metrics]
     # Fails fast on a missing weight file, without building (importing torch) here.
@@ -163,8 +164,13 @@ def score(
             settings.metrics, {**settings.options, "threads": 1}, settings.cache
         )
     tune = ray is not None or workers > 1  # the units run in worker processes
+    gpu = ray is not None and str(settings.options.get("device", "cpu")).startswith("cuda")
+    if gpu:  # Ray shows each task only the GPU it was given, as cuda:0
+        settings = ScoreSettings(
+            settings.metrics, {**settings.options, "device": "cuda"}, settings.cache
+        )
     rows = []
-    with make_pool(workers, ray) as pool:
+    with make_pool(workers, ray, gpu) as pool:
         units = [(job, settings, tune, identities) for job in ordered]
         for row in pool.map_unordered(score_one, units):
             if settings.cache:

@@ -40,6 +40,16 @@ def test_score_on_ray_gives_the_local_rows(tmp_path, images, ray_cluster):
     assert _score(images, tmp_path / "ray.parquet", "--ray", ray_cluster) == here
 
 
+def test_score_on_cuda_wants_the_clusters_gpus(tmp_path, images, ray_cluster):
+    out = tmp_path / "cuda.parquet"
+    result = CliRunner().invoke(
+        main, [*images, "--out", str(out), "--device", "cuda", "--ray", ray_cluster]
+    )
+    assert result.exit_code == 1, result.output
+    assert "the Ray cluster has no GPU; give --device cpu" in result.output
+    assert not out.exists()
+
+
 def test_a_local_instance_leaves_no_token_in_home(tmp_path, images):
     """Ray turns token checks on for an instance it starts, and would keep the token in
     ~/.ray/auth_token, where it outlives the run and turns them on for every later
