@@ -294,3 +294,12 @@ def mirrored_url(folder: Path) -> str | None:
         return json.loads((folder / VIEW_FILE).read_text(encoding="utf-8"))["url"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def shown(path: Path) -> str:
+    """`path` as the user names it: a file in a mirror by its URL in the store, for a
+    message about it; any other by itself."""
+    for folder in path.parents:
+        if (url := mirrored_url(folder)) is not None:
+            return f"{url}/{path.relative_to(folder).as_posix()}"
+    return str(path)

@@ -23,7 +23,9 @@ from rainbench.errors import first_line
 from rainbench.files import regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import STORED_SPLIT
+from rainbench.store import shown
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
+from rainbench.tagging.tagger import RAIN_TYPES
 
 _TS = pa.timestamp("us")
 
@@ -181,6 +183,15 @@ NAMES = {
 }
 
 
+# What a label column of samples.parquet may hold, null aside (docs/dataset-format.md):
+# tag, tag-eval and --fit index the four types by them, readers pick layers by them.
+LABELS = {
+    "layer": ("rainy", "clean"),
+    "rain_type": RAIN_TYPES,
+    "rain_type_auto": RAIN_TYPES,
+    "rain_type_source": ("auto", "manual"),
+}
+
 # The prefix of a real pair's recipe, `pairs:<method>` (synth.importers.ESTIMATED).
 REAL_PAIR = "pairs:"
 
@@ -228,29 +239,30 @@ def read_manifest(path: Path, schema: pa.Schema, check_values: bool = True) -> p
     """
     if not path.exists():
         return schema.empty_table()
+    where = shown(path)  # a store's manifest by its URL, not by the local copy's path
     try:
         present = set(pq.read_schema(regular_file(path)).names)
         table = pq.read_table(path, schema=schema)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DatasetError(
-            f"{path}: not a readable Parquet manifest ({first_line(error)})"
+            f"{where}: not a readable Parquet manifest ({first_line(error)})"
         ) from None
     if not present & set(schema.names):
-        raise DatasetError(f"{path}: not a rainbench manifest: none of its columns are known")
+        raise DatasetError(f"{where}: not a rainbench manifest: none of its columns are known")
     for column, (pattern, what, nullable) in NAMES.items():
         if column not in schema.names:
             continue
         if not nullable and column not in present:
-            raise DatasetError(f"{path}: not a rainbench manifest: it has no {column} column")
-        _check_names(path, table[column], column, pattern, what, nullable)
+            raise DatasetError(f"{where}: not a rainbench manifest: it has no {column} column")
+        _check_names(where, table[column], column, pattern, what, nullable)
     if "split" in schema.names:
-        _check_splits(path, table["split"], schema)
+        _check_splits(where, table["split"], schema)
     if check_values and (found := next(_faults(table, schema), None)):
         fault, rows = found
         count = pc.sum(rows).as_py()
         first = table["key"][pc.index(rows, True).as_py()].as_py()
         raise DatasetError(
-            f"{path}: {count} {'row has' if count == 1 else 'rows have'} {fault} (the first: "
+            f"{where}: {count} {'row has' if count == 1 else 'rows have'} {fault} (the first: "
             f"{first}); the manifest is damaged or was not written by rainbench "
             "(see docs/dataset-format.md)"
         )
@@ -278,6 +290,8 @@ def _faults(table: pa.Table, schema: pa.Schema) -> Iterator[tuple[str, pa.Array]
             rows = pc.and_(rows, pc.fill_null(which(table), False))
         if pc.any(rows, min_count=0).as_py():
             yield f"no {' or '.join(columns)}, which {scope} must have", rows.combine_chunks()
+    if schema == SAMPLES:
+        yield from _label_faults(table)
     if schema == SYNTHETIC:
         yield from _pair_faults(table)
     for field in schema:
@@ -287,6 +301,16 @@ def _faults(table: pa.Table, schema: pa.Schema) -> Iterator[tuple[str, pa.Array]
             beyond = pc.fill_null(beyond, False)
             if pc.any(beyond, min_count=0).as_py():
                 yield f"a {field.name} outside the years 1 to 9999", beyond.combine_chunks()
+
+
+def _label_faults(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:
+    """A label that is none of what its column may hold (`LABELS`)."""
+    for column, allowed in LABELS.items():
+        values = table[column]
+        known = pc.is_in(values, value_set=pa.array(allowed))
+        rows = pc.and_(pc.is_valid(values), pc.invert(known))
+        if pc.any(rows, min_count=0).as_py():
+            yield f"a {column} none of {', '.join(allowed)}", rows.combine_chunks()
 
 
 def _pair_faults(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:
@@ -310,38 +334,38 @@ def _pair_faults(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:
 
 
 def _check_names(
-    path: Path, values: pa.ChunkedArray, column: str, pattern: str, what: str, nullable: bool
+    where: str, values: pa.ChunkedArray, column: str, pattern: str, what: str, nullable: bool
 ) -> None:
     if pa.types.is_list(values.type):
         lengths = pc.fill_null(pc.list_value_length(values), 0)
         if not pc.all(pc.greater(lengths, 0), min_count=0).as_py():
-            raise DatasetError(f"{path}: a row has no {column}; the manifest is damaged")
+            raise DatasetError(f"{where}: a row has no {column}; the manifest is damaged")
         values, nullable = pc.list_flatten(values), False
     matches = pc.fill_null(pc.match_substring_regex(values, f"^({pattern})$"), nullable)
     if not pc.all(matches, min_count=0).as_py():
         bad = values[pc.index(matches, False).as_py()].as_py()
-        shown = "null" if bad is None else repr(bad[:80])
+        value = "null" if bad is None else repr(bad[:80])
         raise DatasetError(
-            f"{path}: {column} {shown} is not a valid {what}; the manifest is damaged "
+            f"{where}: {column} {value} is not a valid {what}; the manifest is damaged "
             "or was not written by rainbench (see docs/dataset-format.md)"
         )
 
 
-def _check_splits(path: Path, splits: pa.ChunkedArray, schema: pa.Schema) -> None:
+def _check_splits(where: str, splits: pa.ChunkedArray, schema: pa.Schema) -> None:
     """Refuse a split name longer than STORED_SPLIT_MAX, or in synthetic.parquet one that
     no paired split has (RESERVED_PAIRED); the pattern is checked already."""
     names = pc.unique(splits).to_pylist()
     long = next((name for name in names if len(name) > STORED_SPLIT_MAX), None)
     if long is not None:
         raise DatasetError(
-            f"{path}: split {long[:40]!r}… has {len(long)} characters, more than the "
+            f"{where}: split {long[:40]!r}… has {len(long)} characters, more than the "
             f"{STORED_SPLIT_MAX} a split's name may have; the manifest is damaged or was not "
             "written by rainbench (see docs/dataset-format.md)"
         )
     reserved = sorted(set(names) & set(RESERVED_PAIRED)) if schema == SYNTHETIC else []
     if reserved:
         raise DatasetError(
-            f"{path}: paired split {reserved[0]!r} has a name no paired split may have "
+            f"{where}: paired split {reserved[0]!r} has a name no paired split may have "
             f"({', '.join(RESERVED_PAIRED)}: the capture splits' and the paired splits' "
             "folder's); the manifest is damaged or was not written by rainbench (see "
             "docs/dataset-format.md)"

@@ -52,7 +52,6 @@ from rainbench.shards.members import (
 )
 from rainbench.shards.tar import TMP_SUFFIX
 from rainbench.store import is_url, listing, open_stream
-from rainbench.tagging.tagger import RAIN_TYPES
 
 _CHUNK = 1 << 22
 # A `<key>.json` is a few kilobytes; one larger than this is not parsed.
@@ -290,13 +289,10 @@ def _pair_entry(row: dict) -> Entry:
     )
 
 
-# What a column of samples.parquet may hold (docs/dataset-format.md); null aside.
+# What a column of samples.parquet may hold beyond its pattern (docs/dataset-format.md);
+# null aside. The labels' are row faults (`manifest.LABELS`), which every reader refuses.
 _VALUES = {
     "split": manifest.CAPTURE_SPLITS,  # ingest.split's
-    "layer": ("rainy", "clean"),
-    "rain_type": RAIN_TYPES,
-    "rain_type_auto": RAIN_TYPES,
-    "rain_type_source": ("auto", "manual"),
     "format": tuple(FORMATS),
 }
 # The columns without which a manifest's rows cannot be checked against their members.

@@ -264,6 +264,25 @@ def test_a_real_pair_of_impossible_figures_refuses_the_manifest(tmp_path, change
     assert list(manifest.row_faults(table, manifest.SYNTHETIC)) == [1]
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("layer", "bogus"),
+        ("rain_type", "hail"),
+        ("rain_type_auto", "Storm"),
+        ("rain_type_source", "guess"),
+    ],
+)
+def test_a_label_none_of_its_columns_values_refuses_the_manifest(tmp_path, column, value):
+    # tag, tag-eval and --fit index the four types by them; verify reports the row.
+    path = tmp_path / "samples.parquet"
+    _write_samples(path, **{column: value})
+    with pytest.raises(DatasetError, match=f"1 row has a {column} none of .*first: 0123"):
+        manifest.read_manifest(path, manifest.SAMPLES)
+    table = manifest.read_manifest(path, manifest.SAMPLES, check_values=False)
+    assert list(manifest.row_faults(table, manifest.SAMPLES)) == [0]
+
+
 def test_columns_the_format_leaves_optional_may_be_null(tmp_path):
     """Camera fields, GPS, features, a still's video fields; a pair's estimate fields
     unless it is a real pair, a real pair's figures besides its frames."""

@@ -356,9 +356,10 @@ def test_a_jpeg_header_is_found_past_large_segments_in_any_chunking(chunk):
 @pytest.mark.parametrize(
     ("column", "value", "said"),
     [
-        ("layer", "bogus", "layer 'bogus' is none of rainy, clean"),
+        ("layer", "bogus", "a layer none of rainy, clean"),
         ("split", "nosuch", "split 'nosuch' is none of train, val, test"),
-        ("rain_type", "hail", "rain_type 'hail' is none of drizzle, streak, storm, fog-like"),
+        ("rain_type", "hail", "a rain_type none of drizzle, streak, storm, fog-like"),
+        ("rain_type_source", "guess", "a rain_type_source none of auto, manual"),
         ("rain_type_confidence", 7.5, "rain_type_confidence 7.5 is outside [0, 1]"),
         ("gps_lat", 47.37, "gps_lat kept, in a dataset made without --keep-gps"),
     ],
