@@ -624,3 +624,31 @@ def test_json_out_makes_its_folder(tmp_path):
     out = tmp_path / "new" / "folder" / "result.json"
     write_json({"a": 1}, out)  # tag-eval's and analyze's --out
     assert json.loads(out.read_text()) == {"a": 1}
+
+
+def test_a_label_sheet_cannot_forge_or_restyle_the_lines_tag_prints(runner, tmp_path, monkeypatch):
+    from rainbench.ingest.tag import LabelsRejected, TagSummary
+    from rainbench.tagging.labels import LabelProblem
+
+    # A cell of the sheet, as a problem quotes it: a quoted cell may hold a line break.
+    cell = "hail\x1b]0;pwned\x07\nerror: forged"
+    problem = LabelProblem("labels.csv", 2, f"unknown rain type '{cell}'")
+    shown = "labels.csv:2: unknown rain type 'hail\\x1b]0;pwned\\x07\\nerror: forged'"
+
+    def rejected(*args):
+        raise LabelsRejected([problem])
+
+    monkeypatch.setattr("rainbench.cli.dataset.tag_dataset", rejected)
+    result = runner.invoke(main, ["tag", str(tmp_path), "--labels", __file__], color=True)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == shown
+    assert result.stderr.count("\n") == 2 and "\x1b" not in result.stderr
+
+    # A rain type as the manifest holds it, with --skip-bad-labels.
+    summary = TagSummary(samples=1, rain_types={cell: 1}, label_problems=[str(problem)])
+    monkeypatch.setattr("rainbench.cli.dataset.tag_dataset", lambda *args: summary)
+    result = runner.invoke(main, ["tag", str(tmp_path), "--skip-bad-labels"], color=True)
+    assert result.exit_code == 0, result.output
+    assert f"skipped: {shown}\n" in result.output
+    assert "tagged 1 captures (hail\\x1b]0;pwned\\x07\\nerror: forged 1)" in result.output
+    assert result.output.count("\n") == 2 and "\x1b" not in result.output

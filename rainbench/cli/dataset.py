@@ -268,7 +268,7 @@ def tag_command(dataset, labels, skip_bad_labels, fit, which, workers, as_json) 
 
 
 def format_tagging(summary: TagSummary) -> list[str]:
-    types = ", ".join(f"{name} {count}" for name, count in summary.rain_types.items())
+    types = ", ".join(f"{on_one_line(name)} {count}" for name, count in summary.rain_types.items())
     lines = [*format_fit(summary.fit)] if summary.fit else []
     if summary.replaced:
         lines.append(
@@ -288,7 +288,7 @@ def format_tagging(summary: TagSummary) -> list[str]:
         lines.append(f"measured {summary.measured} captures whose features were missing")
     if summary.looks_rainy:
         lines.append(f"{summary.looks_rainy} clean captures look rainy (looks_rainy)")
-    lines.extend(f"skipped: {problem}" for problem in summary.label_problems)
+    lines.extend(f"skipped: {on_one_line(problem)}" for problem in summary.label_problems)
     if summary.unmeasurable:
         lines.append(f"could not decode {len(summary.unmeasurable)}: run rainbench verify")
     return lines

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import click
 
+from rainbench.cli.output import on_one_line
 from rainbench.errors import RainbenchError
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
@@ -62,7 +63,7 @@ class Commands(click.Group):
             fail(_os_error_text(error))
         except RainbenchError as error:
             for problem in _labels_rejected(error):
-                click.echo(str(problem), err=True)
+                click.echo(on_one_line(problem), err=True)
             fail(str(error))
         except Exception as error:
             if not _from_the_store_client(error):
@@ -78,9 +79,10 @@ class Commands(click.Group):
 
 
 def fail(message: str) -> NoReturn:
-    """End the command with `error: <message on one line>` on stderr and exit code 1."""
+    """End the command with `error: <message on one line>` on stderr and exit code 1; a
+    control character the message quotes (a name from data) shown escaped."""
     text = " ".join(line.strip() for line in message.splitlines() if line.strip())
-    click.echo(f"error: {text}", err=True)
+    click.echo(f"error: {on_one_line(text)}", err=True)
     sys.exit(1)
 
 

@@ -4,6 +4,7 @@ conventions, glossary, failures, provenance). A renderer only adds its own marku
 """
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +17,11 @@ from rainbench.leaderboard.ranking import (
     standing,
 )
 from rainbench.leaderboard.results import Run
+
+# A control character (C0, DEL, C1) in a name is no text to show: every format makes it a
+# space. Printed to a terminal, an escape sequence in a name would restyle or rewrite it;
+# TeX refuses some and reads others as markup (a form feed is an \outer \par).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 METRIC_LABELS = {
     "psnr_y": "PSNR-Y",

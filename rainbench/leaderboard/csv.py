@@ -9,7 +9,7 @@ import math
 import re
 
 from rainbench.leaderboard.bootstrap import Estimate
-from rainbench.leaderboard.cells import table_cells
+from rainbench.leaderboard.cells import CONTROL, table_cells
 from rainbench.leaderboard.ranking import leaderboard_tables
 from rainbench.leaderboard.results import Results
 
@@ -89,8 +89,9 @@ _PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def _csv_text(value: object) -> str:
     """A name as a CSV cell no spreadsheet runs: one that would start a formula gets a
-    leading single quote, shown as text."""
-    text = str(value)
+    leading single quote, shown as text; a control character but a tab or line break
+    becomes a space."""
+    text = CONTROL.sub(lambda found: found[0] if found[0] in "\t\r\n" else " ", str(value))
     if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
         return "'" + text
     return text

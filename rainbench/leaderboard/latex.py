@@ -7,6 +7,7 @@ import math
 import re
 
 from rainbench.leaderboard.cells import (
+    CONTROL,
     INFINITY,
     RowCells,
     ValueCell,
@@ -157,7 +158,7 @@ _TEX_ESCAPES = {
 
 
 def _tex(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(c, c) for c in text)
+    return "".join(_TEX_ESCAPES.get(c, c) for c in CONTROL.sub(" ", text))
 
 
 def _tex_arrow(lower_is_better: bool) -> str:

@@ -9,6 +9,7 @@ import math
 import re
 
 from rainbench.leaderboard.cells import (
+    CONTROL,
     RowCells,
     ValueCell,
     arrow,
@@ -177,14 +178,13 @@ _MD_ESCAPED = frozenset("\\`*[]|~$")
 _MD_HTML = {"<": "&lt;", ">": "&gt;"}
 _MD_ENTITY = re.compile(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 _MD_BLOCK_START = re.compile(r"^(\s*)([-+#=]|\d+(?=[.)]))")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _md(text: str) -> str:
     """`text` as Markdown that renders as the same plain text, in a table cell or a
     list item: no HTML, link, emphasis, code or math, and no line break or `|` to end
     the cell. `&` and intra-word `_` stay as they are where they cannot be markup."""
-    text = _CONTROL.sub(" ", text)
+    text = CONTROL.sub(" ", text)
     out = []
     for index, char in enumerate(text):
         if char in _MD_ESCAPED:
@@ -216,7 +216,7 @@ def _between_word_characters(text: str, index: int) -> bool:
 
 def _md_code(text: str) -> str:
     """`text` as a Markdown code span, fenced by more backticks than it holds in a row."""
-    text = _CONTROL.sub(" ", text)
+    text = CONTROL.sub(" ", text)
     fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"

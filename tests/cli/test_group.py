@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from rainbench.cli import COMMANDS, main
+from rainbench.errors import RainbenchError
 
 HEAVY = ("scipy", "torch", "pyiqa", "pandas")
 
@@ -69,3 +70,13 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
         "error: interrupted; run the same command again to finish (ingest, synth, pairs and "
         "eval go on from where they stopped)\n"
     )
+
+
+def test_an_error_quoting_a_control_character_cannot_restyle_the_terminal(tmp_path, monkeypatch):
+    def refused(dataset):
+        raise RainbenchError("ds/\x1b]0;pwned\x07\x1b[2J: a name from data")
+
+    monkeypatch.setattr("rainbench.cli.dataset.dataset_stats", refused)
+    result = CliRunner().invoke(main, ["stats", str(tmp_path)], color=True)  # as on a terminal
+    assert result.exit_code == 1
+    assert result.stderr == "error: ds/\\x1b]0;pwned\\x07\\x1b[2J: a name from data\n"

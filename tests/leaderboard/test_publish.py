@@ -432,6 +432,14 @@ def test_latex_and_markdown_escape_names(tmp_path, write_run):
     assert "a_b&c\\|d" in render_markdown(results)
 
 
+def test_latex_holds_no_control_character_from_a_name(tmp_path, write_run):
+    hostile = "a\x1b]0;pwned\x07\x0c\n\nb\x7f\x9bc"  # a folder's name may hold any of them
+    write_run(tmp_path, hostile, "ds\x01", "test", kind="real", metrics={"niqe": [3.0]})
+    latex = render_latex(load_results(tmp_path))
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]|\n\n(?!\\begin)", latex)
+    assert "a ]0;pwned    b  c" in latex and "ds " in latex
+
+
 def test_reference_crops_are_not_a_model(results_dir):
     assert "_reference" not in {run.model for run in load_results(results_dir).runs}
 
@@ -768,6 +776,14 @@ def test_markdown_escapes_only_what_would_be_markup():
     assert markdown._md("syn-streak 1.0") == "syn-streak 1.0"
     assert markdown._md("two\nlines") == "two lines"
     assert markdown._md_code("a`b") == "``a`b``" and markdown._md_code("`") == "`` ` ``"
+
+
+def test_csv_holds_no_escape_sequence_from_a_name(tmp_path, write_run):
+    write_run(
+        tmp_path, "a\x1b]0;pwned\x07b", "ds\x9b2J", "test", kind="real", metrics={"niqe": [3.0]}
+    )
+    rows = list(csv.reader(io.StringIO(render_csv(load_results(tmp_path)))))
+    assert {(row[0], row[3]) for row in rows[1:]} == {("ds 2J", "a ]0;pwned b")}
 
 
 def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers(tmp_path, write_run):
