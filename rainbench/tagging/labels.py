@@ -14,6 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 
 LABEL_TYPES = ("drizzle", "streak", "storm", "fog-like", "clean")  # clean: no rain visible
+# A note starting so is a formula to a spreadsheet: the label page exports it after a
+# single quote, shown as text, which reading the sheet takes off.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 # The columns that name a capture, most precise first: a row uses the first it fills.
 IDENTS = ("key", "sha256", "source_path")
@@ -261,7 +264,10 @@ def _row(line: int, cells: list[str], columns: dict[str, int]) -> Label | str:
             return f'{ident} "{values[ident]}" is not {digits} hex digits'
     else:  # as given: a name may begin or end with a space
         value = cells[columns[ident]].removeprefix("./")
-    return Label(line, ident, value, rain_type, values.get("note") or None)
+    note = values.get("note") or None
+    if note and note.startswith("'") and note[1:].startswith(FORMULA_START):
+        note = note[1:]  # the guard an exported sheet puts before a formula's start
+    return Label(line, ident, value, rain_type, note)
 
 
 def _index(samples: pa.Table) -> tuple[dict[tuple[str, str], list[str]], set[str]]:

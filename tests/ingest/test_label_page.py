@@ -253,7 +253,8 @@ def test_applied_labels_start_labelled_and_export_with_their_notes(
     sync_playwright, executable = browser_tooling
     keys = _card_keys(write_label_page(dataset, tmp_path / "a.html").out.read_text())
     sheet = tmp_path / "sheet.csv"
-    sheet.write_text(f'key,rain_type,note\n{keys[0]},storm,"lamp, ""glare"""\n{keys[1]},clean,\n')
+    rows = f'{keys[0]},storm,"lamp, ""glare"""\n{keys[1]},clean,\n{keys[2]},streak,=1+1\n'
+    sheet.write_text(f"key,rain_type,note\n{rows}")
     tag_dataset(dataset, sheet)
     out = write_label_page(dataset, tmp_path / "b.html").out
     exported = tmp_path / "exported.csv"
@@ -277,11 +278,13 @@ def test_applied_labels_start_labelled_and_export_with_their_notes(
             after = page.text_content("#done")
         finally:
             browser.close()
-    assert done == "2" and after == "1"
+    assert done == "3" and after == "2"
     assert shown[keys[0]] == "label: storm" and shown[keys[1]] == "label: clean"
+    assert f"{keys[2]},streak,'=1+1" in exported.read_text()  # a spreadsheet shows it
     labels, problems = read_label_sheet(exported)
     assert problems == []
     assert {label.value: (label.rain_type, label.note) for label in labels} == {
         keys[0]: ("storm", 'lamp, "glare"'),
         keys[1]: ("clean", None),
+        keys[2]: ("streak", "=1+1"),
     }

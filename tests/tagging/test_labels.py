@@ -383,6 +383,15 @@ def test_an_unclosed_quote_in_the_header_is_an_error(tmp_path):
         read_label_sheet(path)
 
 
+def test_the_label_pages_guard_before_a_formula_is_taken_off_a_note(tmp_path):
+    # The page exports '=… so that a spreadsheet shows the note rather than run it.
+    text = "source_path,rain_type,note\na.jpg,storm,'=HYPERLINK(x)\nb.jpg,storm,'-lit\n"
+    path = _sheet(tmp_path, text + "c.jpg,storm,'quoted\nd.jpg,storm,-faint\n")
+    labels, problems = read_label_sheet(path)
+    assert problems == []
+    assert [label.note for label in labels] == ["=HYPERLINK(x)", "-lit", "'quoted", "-faint"]
+
+
 def test_a_note_over_lines_that_holds_no_label_row_is_kept(tmp_path):
     text = HEADER + 'a.jpg,storm,"drops, lens\nstorm, a.jpg?\n\n"\nc.jpg,streak,\n'
     labels, problems = read_label_sheet(_sheet(tmp_path, text))
