@@ -1,8 +1,10 @@
 """The command line: exit codes, one-line errors, --json output, help with examples."""
 
 import errno
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +48,19 @@ def test_verify_failure_exits_one_and_names_the_problem(runner, tmp_path, captur
     result = runner.invoke(main, ["verify", str(ds)])
     assert result.exit_code == 1
     assert f"shard-missing: {shard.relative_to(ds).as_posix()}" in result.output
+
+
+def test_verify_shows_a_tar_members_name_escaped(runner, tmp_path, capture_folder):
+    ds = tmp_path / "ds"
+    runner.invoke(main, ["ingest", str(capture_folder), "--out", str(ds), "-j", "1"])
+    shard = next((ds / "shards").rglob("*.tar"))
+    with tarfile.open(shard, "a") as tar:  # a stray member whose name clears the screen
+        info = tarfile.TarInfo("x\x1b[2J\nshard-missing: y.png")
+        tar.addfile(info, io.BytesIO())
+    result = runner.invoke(main, ["verify", str(ds)], color=True)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\nshard-missing" not in result.output
+    assert "x\\x1b[2J\\nshard-missing: y.png" in result.output
 
 
 def test_user_errors_exit_one_with_one_line(runner, tmp_path):

@@ -169,7 +169,7 @@ def verify_command(dataset, workers, as_json) -> None:
         click.echo(to_json(problems))
     elif problems:
         for problem in problems:
-            click.echo(str(problem), err=True)
+            click.echo(on_one_line(problem), err=True)  # a tar member's name is any text
         click.echo(f"{dataset}: {len(problems)} problems", err=True)
     else:
         click.echo(f"{dataset}: ok")

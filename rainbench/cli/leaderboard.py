@@ -9,7 +9,7 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.group import fail
-from rainbench.cli.output import emit
+from rainbench.cli.output import emit, on_one_line
 from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate, evaluate_on_ray
 from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
@@ -177,7 +177,7 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
     for report in reports:
         for metric, reason in report.unavailable_metrics.items():
             if (metric, reason) not in warned:
-                click.echo(f"warning: {metric} not computed: {reason}", err=True)
+                click.echo(on_one_line(f"warning: {metric} not computed: {reason}"), err=True)
                 warned.add((metric, reason))
         # `scored` counts every image this run derained; those that failed are apart.
         line = (

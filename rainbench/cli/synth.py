@@ -10,7 +10,7 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import CaptureRejected
 from rainbench.cli import options
 from rainbench.cli.group import fail
-from rainbench.cli.output import emit
+from rainbench.cli.output import emit, on_one_line
 from rainbench.synth.build import SynthOptions, preview_sheet, synthesize
 from rainbench.synth.importers import LAYOUTS
 from rainbench.synth.recipes import RECIPES
@@ -213,7 +213,7 @@ def import_paired_command(
         max_pixels,
     )  # fmt: skip
     for problem in problems:
-        click.echo(f"{problem.kind}: {problem.path}: {problem.detail}", err=True)
+        click.echo(on_one_line(f"{problem.kind}: {problem.path}: {problem.detail}"), err=True)
     report = {**summary.to_dict(), "problems": [problem.to_dict() for problem in problems]}
     emit(report, as_json, lambda _: pairs_lines(summary))
     kinds = {problem.kind for problem in problems}
@@ -245,7 +245,7 @@ def fail_if_nothing_made(summary: PairsSummary, why: str) -> None:
 def pairs_lines(summary: PairsSummary) -> list[str]:
     """Pairs stored and already there, per split; failed renders go to stderr."""
     for job, why in summary.failed:
-        click.echo(f"failed: {job}: {why}", err=True)
+        click.echo(on_one_line(f"failed: {job}: {why}"), err=True)
     lines = [
         f"{split}: {summary.stored[split]} pairs stored, {summary.existing[split]} already there"
         for split in sorted(set(summary.stored) | set(summary.existing))
