@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from rainbench.files import regular_file
+
 LABEL_TYPES = ("drizzle", "streak", "storm", "fog-like", "clean")  # clean: no rain visible
 # A note starting so is a formula to a spreadsheet: the label page exports it after a
 # single quote, shown as text, which reading the sheet takes off.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+# A sheet's size read at most: a million rows of key, type and note take about 110 MB,
+# and reading them about ten times that in memory.
+MAX_SHEET_BYTES = 256 << 20
 
 # The columns that name a capture, most precise first: a row uses the first it fills.
 IDENTS = ("key", "sha256", "source_path")
@@ -192,11 +198,17 @@ def _delimiter(lines: list[str]) -> str:
 
 def _read_text(path: Path) -> str:
     try:
-        data = path.read_bytes()
+        with open(regular_file(path), "rb") as handle:  # a FIFO would block the reader
+            data = handle.read(MAX_SHEET_BYTES + 1)
     except FileNotFoundError as err:
         raise LabelSheetError(f"{path}: no such label sheet") from err
     except OSError as err:
         raise LabelSheetError(f"{path}: cannot read the label sheet ({err.strerror})") from err
+    if len(data) > MAX_SHEET_BYTES:
+        raise LabelSheetError(
+            f"{path}: larger than {MAX_SHEET_BYTES >> 20} MiB; refused (a label sheet is a "
+            "short row per capture: split it)"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

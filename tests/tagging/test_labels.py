@@ -1,9 +1,12 @@
 """Label sheets: what a sheet may look like, how each row finds its capture, and how
 every mistake is reported with its line instead of stopping the whole sheet."""
 
+import os
+
 import pytest
 
 from rainbench.shards.manifest import REJECTS, SAMPLES, rows_to_table
+from rainbench.tagging import labels as labels_module
 from rainbench.tagging.labels import (
     Label,
     LabelProblem,
@@ -380,6 +383,17 @@ def test_an_unclosed_quote_is_an_error_naming_the_line_it_opens_on(tmp_path, row
 def test_an_unclosed_quote_in_the_header_is_an_error(tmp_path):
     path = _sheet(tmp_path, 'source_path,rain_type,"note\na.jpg,storm,x"\nc.jpg,streak,y\n')
     with pytest.raises(LabelSheetError, match=r"labels\.csv:1: a quote .* in the header"):
+        read_label_sheet(path)
+
+
+def test_a_sheet_that_is_a_fifo_or_too_large_is_refused_unread(tmp_path, monkeypatch):
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)  # read, it would wait for a writer forever
+    with pytest.raises(LabelSheetError, match=r"fifo\.csv: cannot read .*not a regular file"):
+        read_label_sheet(fifo)
+    monkeypatch.setattr(labels_module, "MAX_SHEET_BYTES", 1 << 20)
+    path = _sheet(tmp_path, "source_path,rain_type\n" + "a.jpg,storm\n" * 100_000)
+    with pytest.raises(LabelSheetError, match=r"labels\.csv: larger than 1 MiB; refused"):
         read_label_sheet(path)
 
 
