@@ -342,14 +342,40 @@ def _check_reachable(address: str) -> None:
     channel = grpc.insecure_channel(f"{host}:{port}")
     try:
         grpc.channel_ready_future(channel).result(timeout=_CONNECT_SECONDS)
+        if not address.startswith("ray://"):
+            _check_gcs(channel, address)
     except grpc.FutureTimeoutError:
         raise ClusterError(
             f"cannot connect to the Ray cluster at {address}: what listens there gave no "
-            f"gRPC answer within {_CONNECT_SECONDS:g} s, so it is no Ray; give the head's "
-            "GCS port (HEAD:6379 by default) or its client server's (ray://HEAD:10001)"
+            f"gRPC answer within {_CONNECT_SECONDS:g} s, so it is no Ray; {_PORTS}"
         ) from None
     finally:
         channel.close()
+
+
+_PORTS = "give the head's GCS port (HEAD:6379 by default) or its client server's (ray://HEAD:10001)"
+
+
+def _check_gcs(channel, address: str) -> None:
+    """Refuse a port that speaks gRPC but is no head's GCS (a raylet's, an object
+    manager's): Ray would retry it for 20 s, a warning a second. The question is the
+    one a driver asks first, its cluster's ID; any answer but "no such method" passes
+    (a cluster that wants a token refuses it, and Ray then says why)."""
+    import grpc
+
+    ask = channel.unary_unary(
+        "/ray.rpc.NodeInfoGcsService/GetClusterId",
+        request_serializer=bytes,  # an empty request: no field set
+        response_deserializer=bytes,
+    )
+    try:
+        ask(b"", timeout=_CONNECT_SECONDS)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            raise ClusterError(
+                f"cannot connect to the Ray cluster at {address}: what listens there speaks "
+                f"gRPC but is no Ray head's GCS (another Ray port?); {_PORTS}"
+            ) from None
 
 
 def _take(queue: Iterator[T], n: int) -> list[T]:

@@ -1,10 +1,13 @@
 """`rainbench.cluster`: Ray tasks and actors behave as local worker processes do for the
 callers: every unit once, errors as themselves, one-line errors without Ray or a cluster."""
 
+import contextlib
 import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from click.testing import CliRunner
@@ -155,6 +158,40 @@ def test_an_address_where_something_else_listens_is_refused_in_seconds(monkeypat
     message = str(refused.value)
     assert message.startswith(f"cannot connect to the Ray cluster at {address}: ")
     assert "no gRPC answer" in message and "\n" not in message
+
+
+@contextlib.contextmanager
+def _grpc_server(answers: bool) -> Iterator[str]:
+    """The address of a gRPC server on 127.0.0.1 that answers a GCS's first question
+    when `answers`, and knows no method otherwise (as a raylet's port)."""
+    grpc = pytest.importorskip("grpc")
+    handlers = []
+    if answers:
+        method = grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+        service = {"GetClusterId": method}
+        handlers = [grpc.method_handlers_generic_handler("ray.rpc.NodeInfoGcsService", service)]
+    server = grpc.server(ThreadPoolExecutor(max_workers=1), handlers=handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def test_a_ray_port_that_is_no_heads_gcs_is_refused_in_seconds():
+    """Another Ray port (a raylet's): Ray would retry for 20 s, a warning a second."""
+    pytest.importorskip("ray")
+    with _grpc_server(answers=True) as address:
+        cluster._check_reachable(address)  # what a head answers passes
+    with _grpc_server(answers=False) as address:
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as refused, RayPool(address, 2):
+            pass
+    assert time.monotonic() - started < 10
+    message = str(refused.value)
+    assert message.startswith(f"cannot connect to the Ray cluster at {address}: ")
+    assert "speaks gRPC but is no Ray head's GCS" in message and "\n" not in message
 
 
 def test_a_client_address_nobody_listens_on_is_refused_in_one_line():
