@@ -62,7 +62,11 @@ def main() -> int:
         parser.error(f"{args.checkpoint} records no training crop: give --tile")
     derainer = create_derainer("nlcl", checkpoint=args.checkpoint, device="cpu")
     # An imported checkpoint has no rain generator.
-    rain = load_generator(state, "rain") if state.get("rain") is not None else None
+    rain = (
+        load_generator(state, "rain", str(args.checkpoint))
+        if state.get("rain") is not None
+        else None
+    )
     pairs = RainDataset(
         args.held_out, mode="paired", paired_split=args.split, crop=None, shuffle=False
     )

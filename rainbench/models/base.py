@@ -9,16 +9,19 @@ import re
 import warnings
 import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rainbench.errors import first_line
+from rainbench.files import regular_file
 from rainbench.models.registry import DerainerError
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 
 def to_pixels(image: "torch.Tensor") -> np.ndarray:
@@ -45,14 +48,21 @@ def load_weights(path: Path) -> object:
     """What a PyTorch checkpoint file holds, unpickled weights-only (tensors, numbers,
     strings and containers of them: nothing in it runs), on the CPU; or a one-line
     `CheckpointError` saying what the file is not. torch's own advice to load unsafely
-    when that fails is never passed on."""
+    when that fails is never passed on. A FIFO or a device is refused unopened, and an
+    archive with a compressed member unread: torch.save never compresses one, and torch
+    would inflate it whole, however large it says it is."""
     import torch
 
     try:
-        with open(path, "rb") as handle:
+        with open(regular_file(path), "rb") as handle:
             head = handle.read(len(_LEGACY))
     except OSError as error:
         raise CheckpointError(f"{path} cannot be read: {first_line(error)}") from None
+    if head.startswith(_ZIP) and (packed := _compressed_member(path)):
+        raise CheckpointError(
+            f"{path} holds a compressed member ({packed}), which torch.save never writes: "
+            "not loaded, as it may inflate beyond memory"
+        )
     try:
         with warnings.catch_warnings():
             # torch warns of pickle protocols it did not write; the error below says
@@ -67,6 +77,19 @@ def load_weights(path: Path) -> object:
 # magic number, protocol 2.
 _ZIP = b"PK\x03\x04"
 _LEGACY = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _compressed_member(path: Path) -> str | None:
+    """The first member of a zip archive that is not stored as it is; None when every
+    one is, or the archive cannot be listed (torch.load then says what it is)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.compress_type != zipfile.ZIP_STORED:
+                    return member.filename
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass
+    return None
 
 
 def _not_loaded(path: Path, head: bytes, error: Exception) -> str:
@@ -96,6 +119,76 @@ def _not_loaded(path: Path, head: bytes, error: Exception) -> str:
 def _first_sentence(error: Exception) -> str:
     """torch's messages go on with advice after their first sentence."""
     return first_line(error).split(". ")[0].rstrip(".")
+
+
+def load_network(
+    build: Callable[..., "nn.Module"], config: object, weights: object, where: str
+) -> "nn.Module":
+    """The network `build(channels=…, blocks=…)` makes at the size a checkpoint's `config`
+    records (build's defaults for what it does not), holding the checkpoint's `weights`,
+    in eval mode; else a one-line CheckpointError naming `where`. A config never costs
+    more memory than the weights the file holds: no two weights may share values (an
+    expanded tensor, a storage held twice), the network is laid out on torch's meta
+    device first (nothing allocated) with no more blocks than there are weights, and it
+    must match them key by key and shape by shape, with finite floating-point values."""
+    import torch
+
+    if not isinstance(weights, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
+    ):
+        raise CheckpointError(f"{where} is not a state dict of tensors")
+    held = {w.untyped_storage().data_ptr(): w.untyped_storage().nbytes() for w in weights.values()}
+    if sum(w.numel() * w.element_size() for w in weights.values()) > sum(held.values()):
+        raise CheckpointError(
+            f"{where}: its weights share their values (expanded tensors, or one storage "
+            "held twice), as no trained network's do"
+        )
+    size = (
+        {name: config[name] for name in ("channels", "blocks") if name in config}
+        if isinstance(config, dict)
+        else None
+    )
+    no_size = CheckpointError(f"{where}: its config's channels and blocks are no network's size")
+    if (
+        size is None
+        or not all(type(value) is int for value in size.values())
+        or size.get("channels", 1) < 1
+        or not 0 <= size.get("blocks", 0) <= len(weights)
+    ):
+        raise no_size
+    try:
+        with torch.device("meta"):
+            network = build(**size)
+    except (RuntimeError, ValueError):  # sizes torch cannot lay out, even unallocated
+        raise no_size from None
+    unset = set(dict(network.named_buffers())) - set(network.state_dict())
+    if unset:  # to_empty would leave them as whatever the memory held
+        raise TypeError(f"{build.__name__} has buffers outside its state dict: {sorted(unset)}")
+    problem = _misfit(network.state_dict(), weights)
+    if problem:
+        raise CheckpointError(f"{where}: {problem}")
+    network.to_empty(device="cpu")
+    network.load_state_dict(weights)
+    return network.eval()
+
+
+def _misfit(layout: dict, weights: dict) -> str | None:
+    """How `weights` do not fit a network's state dict `layout`; None when they do."""
+    import torch
+
+    for key, wanted in layout.items():
+        value = weights.get(key)
+        if value is None:
+            return f"missing weight {key!r}"
+        if value.shape != wanted.shape:
+            return f"{key!r} has shape {tuple(value.shape)}, expected {tuple(wanted.shape)}"
+        if not value.is_floating_point():
+            return f"{key!r} is {value.dtype}, expected floating point"
+    unexpected = next((key for key in weights if key not in layout), None)
+    if unexpected is not None:
+        return f"unexpected weight {unexpected!r}"
+    bad = next((key for key, value in weights.items() if not torch.isfinite(value).all()), None)
+    return f"{bad!r} holds NaN or infinite values" if bad is not None else None
 
 
 class Derainer(ABC):

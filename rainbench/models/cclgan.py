@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rainbench.models.base import Derainer, load_weights, read_checkpoint
+from rainbench.models.base import Derainer, load_network, load_weights, read_checkpoint
 from rainbench.models.registry import DerainerError
 from rainbench.models.trained_on import trained_on
 
@@ -88,13 +88,13 @@ def translate_any_size(generator: ResnetGenerator, x: torch.Tensor) -> torch.Ten
     return generator(x)[..., :h, :w]
 
 
-def load_generator(state: dict, part: str = "derain") -> ResnetGenerator:
-    """The `part` generator of a loaded checkpoint at the size its config records, in
-    eval mode."""
-    config = state.get("config", {})
-    generator = ResnetGenerator(config.get("channels", 64), config.get("blocks", 9))
-    generator.load_state_dict(state[part])
-    return generator.eval()
+def load_generator(state: dict, where: str, part: str = "derain") -> ResnetGenerator:
+    """The `part` generator of a loaded checkpoint (`where`) at the size its config
+    records, in eval mode; a CheckpointError when its weights do not fit that size."""
+    weights = state.get(part)
+    return load_network(
+        ResnetGenerator, state.get("config", {}), weights, f"{where} ({part} generator)"
+    )
 
 
 def import_cyclegan_generator(path: Path, out: Path, source_sha256: str) -> None:
@@ -107,15 +107,15 @@ def import_cyclegan_generator(path: Path, out: Path, source_sha256: str) -> None
     state = (
         {k.removeprefix("module."): v for k, v in state.items()} if isinstance(state, dict) else {}
     )
-    if "model.1.weight" not in state:
+    first = state.get("model.1.weight")
+    if not isinstance(first, torch.Tensor) or first.dim() != 4:
         raise DerainerError(f"{path} is not a CycleGAN-layout generator (no model.1.weight)")
-    channels = state["model.1.weight"].shape[0]
-    blocks = len({k.split(".")[1] for k in state if ".conv_block." in k})
-    generator = ResnetGenerator(channels, blocks)
-    try:
-        generator.load_state_dict(state)
-    except RuntimeError as error:
-        raise DerainerError(f"{path} does not fit a ResNet generator: {error}") from None
+    size = {
+        "channels": first.shape[0],
+        "blocks": len({k.split(".")[1] for k in state if ".conv_block." in k}),
+    }
+    generator = load_network(ResnetGenerator, size, state, f"{path} (a ResNet generator)")
+    channels, blocks = size["channels"], size["blocks"]
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
@@ -142,7 +142,7 @@ class CCLGANDerainer(Derainer):
             "a rainbench CCLGAN checkpoint (train one with rainbench train cclgan, or "
             "convert one with rainbench cclgan import-checkpoint)",
         )
-        self.generator = load_generator(state).to(device)
+        self.generator = load_generator(state, str(checkpoint)).to(device)
         self.step = state.get("step")
         self.imported_from = state.get("imported_from")
         self.trained_on = trained_on(state)

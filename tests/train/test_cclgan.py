@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 import torch
@@ -173,6 +174,21 @@ def test_clip_reads_the_visual_tower_of_a_clip_state_dict(tmp_path):
     assert torch.equal(embedding, published(image)[0])
 
 
+def test_clip_weights_that_would_inflate_beyond_memory_are_refused_unread(tmp_path):
+    # CLIP's state dicts have no published sha256: a small file torch.load would inflate
+    # whole (its members recompressed, which torch.save never does) is not loaded.
+    torch.save({"visual.proj": torch.zeros(1 << 22)}, tmp_path / "plain.pt")
+    with (
+        zipfile.ZipFile(tmp_path / "plain.pt") as source,
+        zipfile.ZipFile(tmp_path / "clip.pt", "w") as bomb,
+    ):
+        for member in source.infolist():
+            bomb.writestr(member.filename, source.read(member), zipfile.ZIP_DEFLATED)
+    tiny = CLIPImageEncoder(width=32, layers=2, heads=4, patch=8, resolution=32, output=16)
+    with pytest.raises(DatasetError, match="nor a state dict of plain tensors"):
+        tiny.load_published(tmp_path / "clip.pt")
+
+
 def test_clip_runs_no_torchscript_but_openais_own(tmp_path, monkeypatch):
     # A TorchScript archive is a program: one not known by OpenAI's sha256 is refused
     # unrun; OpenAI's (here: this archive, its sha256 taken as theirs) is loaded.
@@ -236,6 +252,36 @@ def test_a_cyclegan_generator_imports_and_derains_any_size(tmp_path):
                str(tmp_path / "d.pt")],
     )  # fmt: skip
     assert refused.exit_code == 1 and "not a CycleGAN-layout generator" in refused.output
+
+
+_SHARED = torch.zeros(1, 3, 7, 7)
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"model.1.weight": 5}, "not a CycleGAN-layout generator"),
+        ({"model.1.weight": torch.tensor(1.0)}, "not a CycleGAN-layout generator"),
+        # 1.6 kB asking for a generator 20,000 wide (29 GB for one convolution)...
+        ({"model.1.weight": torch.zeros(1).expand(20_000, 3, 7, 7)}, "share their values"),
+        # ... or 10,000 blocks deep, every weight the same few bytes.
+        (
+            dict.fromkeys(
+                ["model.1.weight", *(f"model.{n}.conv_block.1.weight" for n in range(10**4))],
+                _SHARED,
+            ),
+            "share their values",
+        ),
+    ],
+)
+def test_an_import_is_no_larger_than_the_weights_it_holds(tmp_path, state, message):
+    torch.save(state, tmp_path / "G_A.pth")
+    refused = CliRunner().invoke(
+        main, ["cclgan", "import-checkpoint", str(tmp_path / "G_A.pth"), "--out",
+               str(tmp_path / "c.pt")],
+    )  # fmt: skip
+    assert refused.exit_code == 1 and message in refused.output, refused.output
+    assert refused.output.count("\n") == 1 and not (tmp_path / "c.pt").exists()
 
 
 def test_cclgan_and_nlcl_on_one_leaderboard(tmp_path, _dataset):

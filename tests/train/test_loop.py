@@ -169,6 +169,22 @@ def test_a_bad_last_checkpoint_resumes_from_the_newest_step_checkpoint(tmp_path,
     assert (run / "checkpoints" / "step-0000005.pt").read_text() == "damaged\n"  # not overwritten
 
 
+def test_a_last_checkpoint_that_is_a_fifo_or_of_other_networks_is_not_resumed(tmp_path, _dataset):
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=3), threads=1)
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    last.unlink()
+    os.mkfifo(last)  # read, it would wait for a writer forever
+    with pytest.warns(TrainWarning, match=r"last\.pt cannot be read .*from step-0000003\.pt"):
+        assert train(_dataset, run, _with(steps=4), threads=1).resumed_from == 3
+    weights = state["background"]
+    weights[next(iter(weights))] = torch.zeros(1, 2, 3)  # a tensor of another network
+    torch.save(state, last)
+    with pytest.raises(DatasetError, match=r"last\.pt does not fit this run's networks \("):
+        train(_dataset, run, _with(steps=5), threads=1)
+
+
 def test_only_the_newest_step_checkpoints_are_kept(tmp_path, _dataset):
     run = tmp_path / "run"
     train(_dataset, run, _with(steps=4, keep_checkpoints=2), threads=1)

@@ -29,7 +29,7 @@ class NLCLDerainer(Derainer):
             "a rainbench NLCL checkpoint (train one with rainbench train nlcl, or convert the "
             "published one with rainbench nlcl import-checkpoint)",
         )
-        self.generator = load_generator(state, "background").to(device)
+        self.generator = load_generator(state, "background", str(checkpoint)).to(device)
         self.step = state.get("step")
         self.imported_from = state.get("imported_from")
         self.trained_on = trained_on(state)

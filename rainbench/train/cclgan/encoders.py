@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rainbench.files import file_sha256
+from rainbench.files import file_sha256, regular_file
+from rainbench.models.base import CheckpointError, load_weights
 from rainbench.shards.dataset import DatasetError
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,7 +51,7 @@ class VGG16Features(nn.Module):
 
     def load_published(self, path: Path) -> None:
         """torchvision's vgg16-397923af.pth: its `features` layers up to relu3_3."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
         own = set(self.features.state_dict())
         self.features.load_state_dict(
             {
@@ -146,9 +147,9 @@ class CLIPImageEncoder(nn.Module):
         whole CLIP model: its `visual.*` tensors. A TorchScript archive is a program, so
         only OpenAI's own, known by its sha256, is loaded as one."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # OpenAI publishes TorchScript, which torch.load refuses
-            if file_sha256(path) != OPENAI_VIT_B_32_SHA256:
+            state = load_weights(path)
+        except CheckpointError:  # OpenAI publishes TorchScript, which torch.load refuses
+            if file_sha256(regular_file(path)) != OPENAI_VIT_B_32_SHA256:
                 raise DatasetError(
                     f"CCLGAN's semantic contrast: {path} is neither OpenAI's ViT-B-32.pt "
                     f"(sha256 {OPENAI_VIT_B_32_SHA256[:8]}…) nor a state dict of plain "

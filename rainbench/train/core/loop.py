@@ -40,6 +40,7 @@ from rainbench.data import Filters, Loader, RainDataset
 from rainbench.data.dataset import current_slot
 from rainbench.errors import first_line
 from rainbench.files import write_atomic
+from rainbench.models.base import CheckpointError, load_weights
 from rainbench.models.nlcl.checkpoint import save_atomic
 from rainbench.models.trained_on import TRAINED_ON, pack_keys
 from rainbench.shards.dataset import (
@@ -189,7 +190,7 @@ def _train(
     threads: int,
 ) -> TrainReport:
     speak = rank == 0  # warnings: once, not once per rank
-    resume = _resume_point(method, run, device, speak)
+    resume = _resume_point(method, run, speak)
     changes = _check_resume(run, config, resume) if resume else {}
     noted = {name: change for name, change in changes.items() if name in config.RESUMABLE}
     if noted and speak:  # `steps` grows as a matter of course: not news
@@ -443,7 +444,7 @@ def _check_folder(run: Path, method: Method, config: RunConfig) -> None:
         )
 
 
-def _resume_point(method: Method, run: Path, device: str, speak: bool) -> _Checkpoint | None:
+def _resume_point(method: Method, run: Path, speak: bool) -> _Checkpoint | None:
     """The checkpoint the run goes on from: last.pt, else (missing or unreadable) the
     newest step checkpoint that reads, which a warning names; None for a run without
     checkpoints, which starts afresh whatever its folder holds. A run none of whose
@@ -455,7 +456,7 @@ def _resume_point(method: Method, run: Path, device: str, speak: bool) -> _Check
     problems: dict[Path, str] = {}
     for path in candidates:
         try:
-            checkpoint = _Checkpoint(path, _read_checkpoint(method, path, device))
+            checkpoint = _Checkpoint(path, _read_checkpoint(method, path))
         except _Unreadable as error:
             problems[path] = str(error)
             continue
@@ -490,10 +491,12 @@ class _Unreadable(Exception):
     """A checkpoint file that cannot be resumed from; the message says why."""
 
 
-def _read_checkpoint(method: Method, path: Path, device: str) -> dict:
+def _read_checkpoint(method: Method, path: Path) -> dict:
+    """The checkpoint's state on the CPU (restoring moves it), read as a derainer's is:
+    a FIFO, or an archive that would inflate beyond memory, is refused unread."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception:  # torch raises many kinds, in many words, for a file it cannot read
+        state = load_weights(path)
+    except CheckpointError:  # torch says many things, in many words, of a file it cannot read
         raise _Unreadable("damaged, cut short, or not a checkpoint file") from None
     if not isinstance(state, dict) or state.get("format") != method.checkpoint_format:
         raise _Unreadable(f"not a rainbench {method.name} checkpoint")
@@ -677,10 +680,16 @@ def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, spe
     process (ranks × workers): under another layout the rest of its epoch is given up,
     and training goes on with the next one."""
     state = checkpoint.state
-    for key, module in method.parts(model).items():
-        plain(module).load_state_dict(state[key])
-    for key, optimizer in optimizers.items():
-        optimizer.load_state_dict(state[key])
+    try:
+        for key, module in method.parts(model).items():
+            plain(module).load_state_dict(state[key])
+        for key, optimizer in optimizers.items():
+            optimizer.load_state_dict(state[key])
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:  # torch's words vary
+        raise DatasetError(
+            f"{checkpoint.path} does not fit this run's networks ({first_line(error)}); "
+            "delete it to resume from an earlier checkpoint, or give another --out"
+        ) from None
     # Checkpoints from before layouts were recorded: the world size was this one.
     before = state.get("layout", {**layout, "workers": max(1, state["config"]["workers"])})
     if before == layout:
