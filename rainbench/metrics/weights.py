@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from scipy.io.matlab import MatReadError
 
-from rainbench.files import file_sha256, write_atomic
+from rainbench.files import file_sha256, regular_file, write_atomic
 from rainbench.metrics.registry import MetricError
 
 WEIGHTS_ENV = "RAINBENCH_WEIGHTS"
@@ -82,7 +81,7 @@ def _digest(path: Path, kind: str) -> str | None:
     """The sha256 of `path` by WeightFile.digest `kind`; None when it cannot be read so."""
     try:
         return _niqe_digest(path) if kind == "arrays" else file_sha256(path)
-    except (ValueError, KeyError, OSError, MatReadError):
+    except (ValueError, KeyError, OSError):
         return None
 
 
@@ -279,11 +278,13 @@ def _unpublished() -> str:
 
 def _check_loads(path: Path, file: WeightFile, then: str) -> None:
     """Refuse a .pth file that PyTorch cannot read as plain tensors, saying `then`."""
-    import torch  # here: only an unverified weight file needs it
+    # Here: only an unverified weight file needs torch. Read as a checkpoint is, so a
+    # FIFO or an archive that would inflate beyond memory is refused too.
+    from rainbench.models.base import CheckpointError, load_weights
 
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # whatever the unpickler makes of bytes that are no .pth: not shown
+        load_weights(path)
+    except CheckpointError:  # what it says of bytes that are no .pth: not shown
         raise MetricError(
             f"{path} is not a PyTorch weight file of plain tensors, which {file.name} for "
             f"{', '.join(file.metrics)} must be ({file.source}); {then}"
@@ -439,8 +440,79 @@ def _found(sha256: str | None) -> str:
 
 
 def _niqe_digest(path: Path) -> str:
-    params = scipy.io.loadmat(path)
+    params = _mat_doubles(path)
+    if set(params) != {"mu_prisparam", "cov_prisparam"}:
+        raise ValueError(f"{path} holds {', '.join(sorted(params))}, not NIQE's two arrays")
     return _params_sha256(params["mu_prisparam"], params["cov_prisparam"])
+
+
+# MATLAB v5 (the format of niqe_modelparameters.mat): a 128-byte header, then elements,
+# each an 8-byte tag (type, byte count) and its data padded to 8 bytes.
+_MAT_HEADER = 128
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_DOUBLE, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 9, 14, 15
+_MX_DOUBLE = 6  # a matrix's class: double
+_NIQE_MAT_BYTES = 1 << 16  # NIQE's arrays take some 11 kB, compressed or not
+
+
+def _mat_doubles(path: Path) -> dict[str, np.ndarray]:
+    """The variables of a little-endian MATLAB v5 file by name, each a real double
+    matrix; anything else, or more than _NIQE_MAT_BYTES however compressed, is a
+    ValueError. Read here, not by scipy: pyiqa loads the file whole with scipy, whose
+    reader inflates every compressed variable whole and crashes the interpreter on an
+    element of a type it does not know. A file read here is safe for it to load."""
+    with open(regular_file(path), "rb") as handle:
+        data = handle.read(_NIQE_MAT_BYTES + 1)
+    if len(data) > _NIQE_MAT_BYTES or data[126:_MAT_HEADER] != b"IM":
+        raise ValueError(f"{path} is not a small little-endian MATLAB v5 file")
+    variables = {}
+    for kind, body in _mat_elements(data[_MAT_HEADER:]):
+        if kind == _MI_COMPRESSED:
+            inflate = zlib.decompressobj()
+            try:
+                body = inflate.decompress(body, _NIQE_MAT_BYTES)
+            except zlib.error:
+                raise ValueError(f"{path} holds a damaged compressed variable") from None
+            if inflate.unconsumed_tail or not inflate.eof:
+                raise ValueError(f"{path} holds a compressed variable too large or cut short")
+            ((kind, body),) = _mat_elements(body)
+        if kind != _MI_MATRIX:
+            raise ValueError(f"{path} holds an element of type {kind}, not a matrix")
+        name, values = _mat_matrix(body)
+        variables[name] = values
+    return variables
+
+
+def _mat_elements(data: bytes) -> list[tuple[int, bytes]]:
+    """(type, data) of each element in `data`, which they must fill exactly."""
+    elements, offset = [], 0
+    while offset < len(data):
+        kind, size = (int(value) for value in np.frombuffer(data, "<u4", 2, offset))
+        if kind >> 16:  # the small format: size and type in 4 bytes, data in the next 4
+            kind, size, start, end = kind & 0xFFFF, kind >> 16, offset + 4, offset + 8
+        else:  # data padded to 8 bytes, but a compressed element's
+            start = offset + 8
+            end = start + (size if kind == _MI_COMPRESSED else -(-size // 8) * 8)
+        if end > len(data) or start + size > end:
+            raise ValueError("MATLAB elements cut short")
+        elements.append((kind, data[start : start + size]))
+        offset = end
+    return elements
+
+
+def _mat_matrix(body: bytes) -> tuple[str, np.ndarray]:
+    """The name and values of a real double matrix element's data."""
+    parts = _mat_elements(body)
+    kinds = [kind for kind, _ in parts]
+    if kinds[:3] != [_MI_UINT32, _MI_INT32, _MI_INT8] or len(parts) != 4:
+        raise ValueError("a MATLAB variable that is not one real matrix")
+    (_, flags), (_, dims), (_, name), (kind, values) = parts
+    shape = tuple(int(n) for n in np.frombuffer(dims, "<i4"))
+    if flags[0] != _MX_DOUBLE or flags[1] & 0x08 or kind != _MI_DOUBLE or len(values) % 8:
+        raise ValueError("a MATLAB variable that is not a real double matrix")
+    array = np.frombuffer(values, "<f8")
+    if len(shape) != 2 or array.size != shape[0] * shape[1]:
+        raise ValueError("a MATLAB matrix whose values do not fill its size")
+    return name.decode("ascii", "replace"), array.reshape(shape, order="F")
 
 
 def _params_sha256(mu: np.ndarray, cov: np.ndarray) -> str:

@@ -220,6 +220,29 @@ def test_import_refuses_a_mismatching_file(isolated, tmp_path):
     assert not isolated.exists()
 
 
+def test_a_mat_is_read_without_scipy_no_further_than_niqes_arrays(isolated, tmp_path, fake_params):
+    mu, cov = fake_params
+    compressed = tmp_path / "compressed" / NIQE
+    compressed.parent.mkdir()
+    scipy.io.savemat(compressed, {"mu_prisparam": mu, "cov_prisparam": cov}, do_compression=True)
+    assert weights.import_file(compressed, isolated) == isolated / NIQE  # as MATLAB saves it
+    # 10 MB of zeros compressed into 10 kB beside the arrays: pyiqa's loadmat would
+    # inflate them whole.
+    bomb = tmp_path / "bomb" / NIQE
+    bomb.parent.mkdir()
+    padded = {"mu_prisparam": mu, "cov_prisparam": cov, "pad": np.zeros(1_250_000)}
+    scipy.io.savemat(bomb, padded, do_compression=True)
+    # An element of a type scipy's reader does not know: it crashes the interpreter.
+    crash = write_mat(tmp_path / "crash" / NIQE, mu, cov)
+    data = bytearray(crash.read_bytes())
+    assert data[192] == 9  # mu's values: miDOUBLE
+    data[192] = 222
+    crash.write_bytes(bytes(data))
+    for path in (bomb, crash):
+        with pytest.raises(MetricError, match=r"is not the expected .*: unreadable, expected"):
+            weights.import_file(path, isolated)
+
+
 def test_import_refuses_an_unknown_file(isolated, tmp_path):
     other = tmp_path / "model.pth"
     other.write_bytes(b"x")
@@ -248,6 +271,20 @@ def test_an_unverified_file_that_is_no_pytorch_file_is_refused(isolated, tmp_pat
     with pytest.raises(MetricError, match=message + r".*; nothing was imported$") as error:
         weights.import_file(source, isolated)
     _plain(str(error.value))
+    assert not (isolated / BRISQUE).exists()
+
+
+def test_an_unverified_file_that_would_inflate_beyond_memory_is_refused(isolated, tmp_path):
+    torch = pytest.importorskip("torch")
+    plain = tmp_path / "plain.pth"
+    torch.save({"sv": torch.zeros(1 << 24, dtype=torch.uint8)}, plain)
+    source = tmp_path / BRISQUE
+    with zipfile.ZipFile(plain) as archive, zipfile.ZipFile(source, "w") as out:
+        for member in archive.infolist():
+            out.writestr(member.filename, archive.read(member), zipfile.ZIP_DEFLATED)
+    assert source.stat().st_size < (1 << 24) // 100
+    with pytest.raises(MetricError, match=r"is not a PyTorch weight file of plain tensors"):
+        weights.import_file(source, isolated)
     assert not (isolated / BRISQUE).exists()
 
 
