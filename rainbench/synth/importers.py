@@ -517,15 +517,41 @@ def _pair_same_names(
 # --- spa ---------------------------------------------------------------------------------
 
 
-def _listed_pairs(path: Path) -> list[tuple[int, str]] | None:
+# SPA-Data's longest list, real_world.txt, is some 60 MB; a text far larger is no list.
+_MAX_LIST_BYTES = 256 << 20
+
+
+def _listed_pairs(root: Path, text: PurePosixPath) -> list[tuple[int, str]] | None:
     """The numbered non-blank lines of a "rainy gt" list, or None when the file is
-    some other text (a README, a licence, a single-column list)."""
+    some other text (a README, a licence, a single-column list). Refused unread
+    (`_Refused`) as an image of the set is, or past _MAX_LIST_BYTES: a link to
+    /dev/zero would fill memory, a FIFO block."""
+    if why := _refused_file(root, text):
+        raise _Refused("unreadable", why)
+    with open(root / text, "rb") as handle:
+        data = handle.read(_MAX_LIST_BYTES + 1)
+    if len(data) > _MAX_LIST_BYTES:
+        raise _Refused("unreadable", f"larger than {_MAX_LIST_BYTES >> 20} MiB, which no list is")
     lines = [
         (number, line.strip())
-        for number, line in enumerate(path.read_text("utf-8-sig", errors="replace").splitlines(), 1)
+        for number, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines(), 1)
         if line.strip()
     ]
     return lines if lines and _is_pair_line(lines[0][1]) else None
+
+
+def _read_lists(tree: _Tree, problems: list[LayoutProblem]) -> list[tuple[PurePosixPath, list]]:
+    """Every "rainy gt" list under the tree with its lines; a text refused is a problem."""
+    lists = []
+    for text in tree.texts:
+        try:
+            lines = _listed_pairs(tree.root, text)
+        except _Refused as refused:
+            problems.append(_problem(refused.kind, text, refused.detail))
+            continue
+        if lines is not None:
+            lists.append((text, lines))
+    return lists
 
 
 def _is_pair_line(line: str) -> bool:
@@ -570,10 +596,8 @@ def _match_spa(tree: _Tree) -> _Match:
     """
     match = _Match()
     images = set(tree.images)
-    lists = [(text, _listed_pairs(tree.root / text)) for text in tree.texts]
+    lists = _read_lists(tree, match.problems)
     for text, lines in lists:
-        if lines is None:
-            continue
         for number, line in lines:
             if not _is_pair_line(line):
                 detail = f"line {number}: expected 'rainy gt' image paths, got {line[:80]!r}"
@@ -600,7 +624,7 @@ def _match_spa(tree: _Tree) -> _Match:
                         partition=_partition(rain.parent),
                     )
                 )
-    if any(lines is not None for _, lines in lists):
+    if lists:
         return match
     for parent in tree.dirs:
         rain, gt_dir = tree.child(parent, "rain"), tree.child(parent, "gt")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rainbench.synth import importers
 from rainbench.synth.importers import (
     IMPORTED,
     LAYOUTS,
@@ -350,6 +351,23 @@ def test_spa_list_paths_relative_to_the_root_and_folder_fallback(tmp_path):
     pairs, problems = find_pairs(tmp_path / "b", "spa")
     assert problems == []
     assert [(p.name, p.gt.name) for p in pairs] == [("000", "000gt.png"), ("001", "001_gt.png")]
+
+
+def test_a_spa_list_that_is_a_fifo_a_link_out_or_too_large_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(importers, "_MAX_LIST_BYTES", 1 << 20)
+    write_files(tmp_path / "set", "rain/000.png", "gt/000gt.png")
+    os.mkfifo(tmp_path / "set" / "waits.txt")  # read, it would wait for a writer forever
+    (tmp_path / "set" / "zeros.txt").symlink_to("/dev/zero")  # read, it would fill memory
+    (tmp_path / "set" / "long.txt").write_text("rain/000.png gt/000gt.png\n" * 50_000)
+
+    pairs, problems = find_pairs(tmp_path / "set", "spa")
+
+    assert [pair.name for pair in pairs] == ["000"]  # by its folders: no list was read
+    assert {problem.path: problem.detail for problem in problems} == {
+        "long.txt": "larger than 1 MiB, which no list is",
+        "waits.txt": "not a regular file; refused",
+        "zeros.txt": "leads outside the set; refused",
+    }
 
 
 def test_spa_groups_training_crops_by_video_and_refuses_mixed_partitions(spa_data):
