@@ -72,7 +72,8 @@ def _fits(dataset: Dataset) -> list[Path]:
 
 def reusable(dataset: Dataset, labels_sha256: str) -> tuple[Tagger, FitReport] | None:
     """A stored tagger, the newest, fitted to these very labels from the shipped tagger
-    of today, so fitting again would give the same tagger; with its report."""
+    of today, so fitting again would give the same tagger; with its report, which must
+    name the very file and version it is in: dataset.json will name them."""
     base = load_tagger().version
     for path in sorted(_fits(dataset), reverse=True, key=_number):
         try:
@@ -84,6 +85,8 @@ def reusable(dataset: Dataset, labels_sha256: str) -> tuple[Tagger, FitReport] |
             isinstance(report, dict)
             and report.get("labels_sha256") == labels_sha256
             and report.get("base_version") == base
+            and report.get("path") == f"{FOLDER}/{path.name}"
+            and report.get("version") == tagger.version
         ):
             fields = {name: value for name, value in report.items() if name != "beats_shipped"}
             try:  # a report this tool wrote: its fields, and scores that compare

@@ -236,3 +236,22 @@ def test_a_stored_fit_whose_report_is_no_report_is_fitted_again(tmp_path, ds, fi
     (ds / fit["path"]).write_text(json.dumps(stored))
     again = tag_dataset(ds, fit=True).fit
     assert not again["reused"] and again["path"] == "taggers/tagger-fit-2.json"
+
+
+@pytest.mark.parametrize("planted", [{"path": "../outside.json"}, {"version": "another"}])
+def test_a_stored_fit_whose_report_names_another_file_or_version_is_fitted_again(
+    tmp_path, ds, fits_win, planted
+):
+    # dataset.json names the file and version a reused fit's report gives: they must be
+    # the file's own, never a path out of the dataset nor another fit's version.
+    fit = tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True).fit
+    stored = json.loads((ds / fit["path"]).read_text())
+    stored["calibration"]["fit"].update(planted)
+    (ds / fit["path"]).write_text(json.dumps(stored))
+
+    again = tag_dataset(ds, fit=True).fit
+
+    assert not again["reused"] and again["path"] == "taggers/tagger-fit-2.json"
+    info = json.loads((ds / "dataset.json").read_text())
+    assert info["tagger"] == {"version": again["version"], "path": again["path"]}
+    assert (_samples(ds)["tagger_version"] == again["version"]).all()
