@@ -16,7 +16,7 @@ from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
-from rainbench.files import file_sha256, regular_file
+from rainbench.files import file_sha256, leads_inside, regular_file
 from rainbench.models.base import NumpyDerainer
 from rainbench.models.options import number_option
 from rainbench.models.registry import DerainerError
@@ -110,9 +110,12 @@ class OutputsFolder:
 
     def load(self, key: str, size: tuple[int, int], split: str | None = None) -> np.ndarray:
         """The output for `key` as uint8 H×W×3 RGB, read as `rainbench score` reads a
-        prediction: upright by its EXIF orientation, 16-bit scaled to 8, alpha dropped.
+        prediction: upright by its EXIF orientation, 16-bit scaled to 8, alpha dropped, a
+        link leading out of the folder refused.
         `size` is the input's (width, height), as PIL gives it; the output must match it."""
         path = self.find(key, split)
+        if not leads_inside(path, self.folder):  # as score leaves out such a prediction
+            raise DerainerError(f"{path} leads outside the outputs folder {self.folder}; refused")
         try:
             data = regular_file(path).read_bytes()
             # BMP and the other formats ingest does not take: whatever Pillow reads.

@@ -207,6 +207,18 @@ def test_an_output_declaring_a_pixel_bomb_is_an_error_not_a_crash(tmp_path):
         OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
 
 
+def test_an_output_that_is_a_link_out_of_the_folder_is_refused_unread(tmp_path):
+    save(tmp_path / "private.png", value=(1, 2, 3))  # crops of it would go on a leaderboard
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "k.png").symlink_to(tmp_path / "private.png")
+    save(tmp_path / "outputs" / "in" / "j.png")
+    (tmp_path / "outputs" / "j.png").symlink_to("in/j.png")  # a link inside is followed
+    outputs = OutputsFolder(tmp_path / "outputs", "theirs")
+    with pytest.raises(DerainerError, match=r"k\.png leads outside the outputs folder .*; refused"):
+        outputs.load("k", (6, 4))
+    assert outputs.load("j", (6, 4)).shape == (4, 6, 3)
+
+
 def test_a_missing_folder_is_an_error(tmp_path):
     with pytest.raises(DerainerError, match=r"outputs folder .* not found"):
         OutputsFolder(tmp_path / "nope", "theirs")
