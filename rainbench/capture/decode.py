@@ -7,9 +7,11 @@ an upright RGB preview, small enough for hashing and tagging features.
 """
 
 import io
+import re
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -32,6 +34,27 @@ _DAMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 # 150 MP medium-format backs, and refuses decompression bombs. Pillow's own guard
 # (≈179 MP) would refuse the 200 MP sensors, so it is replaced by this explicit one.
 DEFAULT_MAX_PIXELS = 250_000_000
+
+# Pillow's plugin for each format rainbench decodes with Pillow: bytes are opened only as
+# the format they are said to be (a member named .png that is an ICO or an EPS is no
+# PNG, and is not handed to that plugin). Its JPEG plugin opens MPO files too.
+_PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP"}
+# Plugins that decode pixels while they open, before any cap can be checked: ICO decodes
+# its largest icon whatever size its directory declares (a 256×256 icon holding a PNG
+# of 16000×16000). Never opened, whatever the format asked for.
+_DECODES_ON_OPEN = {"ICO"}
+
+# A progressive JPEG's every scan is decoded over the whole picture, and libjpeg only
+# warns at a scan that repeats another: at 11 bytes and 40 ms a scan of 64 MP, a 1 MB
+# file decodes for half an hour. Encoders write about ten (libjpeg's default progression).
+MAX_JPEG_SCANS = 100
+# A marker outside a segment: 0xFF then neither a stuffed zero, a fill byte nor a restart.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_NO_LENGTH = {0x01, 0xD8, 0xD9}  # TEM, SOI, EOI: markers without a segment
+_SOS, _EOI = 0xDA, 0xD9
+# The frames whose scans each refine the whole picture. A sequential frame's scan may not
+# repeat a component (libjpeg stops at once), so its scans need no count.
+_PROGRESSIVE_SOF = {0xC2, 0xC6, 0xCA, 0xCE}
 
 
 @dataclass
@@ -116,10 +139,11 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: the cap below decides
-            image = _open(data)
+            image = _open(data, fmt)
             full_size = image.size  # draft() below shrinks `size` to the decoded scale
             check_pixel_cap(*full_size, max_pixels)
             mode = image.mode
+            check_jpeg_scans(data)
             if image.format == "JPEG":
                 # draft() picks the largest DCT scale that keeps the size ≥ the request.
                 image.draft("RGB" if mode != "CMYK" else "CMYK", _draft_request(image.size))
@@ -194,20 +218,21 @@ def load_stored(
         return _to_rgb(open_upright(data, max_pixels)), 1  # libheif applies the orientation
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        image = _open(data)
+        image = _open(data, fmt)
         check_pixel_cap(*image.size, max_pixels)
+        check_jpeg_scans(data)
         image.load()
         orientation = image.getexif().get(ORIENTATION_TAG)
     return _to_rgb(image), orientation if orientation in STEPS else 1
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
+def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | None:
     """The upright size from the header alone (no pixels decoded), for the formats
-    Pillow reads itself; None for others."""
+    Pillow reads itself (with `fmt`, for that one only); None for others."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = _open(data)
+            image = _open(data, fmt)
             # Image's getexif(), not PngImageFile's: that one decodes every pixel to look
             # for an eXIf chunk after them, the very cost (and bomb) this must not meet.
             exif = Image.Image.getexif(image)
@@ -216,13 +241,70 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _open(data: bytes) -> Image.Image:
-    """Open without Pillow's bomb guard: ingest's explicit pixel cap decides instead."""
+def _open(data: bytes, fmt: Format | None = None) -> Image.Image:
+    """Open as `fmt` (any format Pillow reads where it decodes no such format itself),
+    without Pillow's bomb guard: ingest's explicit pixel cap decides instead."""
+    if fmt is not None and fmt.name in _PILLOW_FORMATS:
+        formats = [_PILLOW_FORMATS[fmt.name]]
+    else:
+        Image.init()  # every plugin registered, so that all are offered
+        formats = [name for name in Image.OPEN if name not in _DECODES_ON_OPEN]
     saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data), formats=formats)
     finally:
         Image.MAX_IMAGE_PIXELS = saved_cap
+
+
+def check_jpeg_scans(data: bytes) -> None:
+    """Refuse a JPEG of more than MAX_JPEG_SCANS scans before it is decoded: OSError,
+    as for damage a decoder finds. Other formats' bytes pass."""
+    if (
+        data.startswith(b"\xff\xd8")
+        and _progressive(data)
+        and jpeg_scans(data, MAX_JPEG_SCANS + 1) > MAX_JPEG_SCANS
+    ):
+        raise OSError(
+            f"more than {MAX_JPEG_SCANS} progressive scans, far more than an encoder writes; "
+            "not decoded"
+        )
+
+
+def _jpeg_markers(data: bytes) -> Iterator[int]:
+    """A JPEG's markers in order: segments skipped by their lengths, entropy-coded data
+    to the next marker, as libjpeg reads them."""
+    position = 0
+    while found := _JPEG_MARKER.search(data, position):
+        marker, position = data[found.start() + 1], found.end()
+        yield marker
+        if marker in _JPEG_NO_LENGTH:
+            continue
+        if position + 2 > len(data):
+            return
+        position += int.from_bytes(data[position : position + 2], "big")
+
+
+def _progressive(data: bytes) -> bool:
+    """Whether the JPEG's frame, declared before its first scan, is progressive: the
+    header alone is read."""
+    for marker in _jpeg_markers(data):
+        if marker in _PROGRESSIVE_SOF:
+            return True
+        if marker in (_SOS, _EOI):
+            return False
+    return False
+
+
+def jpeg_scans(data: bytes, stop: int) -> int:
+    """How many scans (SOS markers) a JPEG holds, counted up to `stop`: segments are
+    skipped by their lengths, entropy-coded data to the next marker, as libjpeg reads
+    them; the images after the first (an MPO's) are counted too."""
+    scans = 0
+    for marker in _jpeg_markers(data):
+        scans += marker == _SOS
+        if scans >= stop:
+            break
+    return scans
 
 
 def _has_end(data: bytes, fmt: Format) -> bool:

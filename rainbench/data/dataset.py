@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from rainbench.capture.decode import check_jpeg_scans
 from rainbench.capture.exif import without_app1
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import STEPS, turn_upright, upright_size
@@ -251,8 +252,8 @@ class RainDataset(IterableDataset):
         row = self.samples.iloc[index]
         labels = _labels(row)
         if self.mode == "paired":
-            rain = self._picture(row, row["rain_member"], FORMATS["png"], None)
-            gt = self._picture(row, row["gt_member"], FORMATS["png"], None)
+            rain = self._pair_picture(row, row["rain_member"])
+            gt = self._pair_picture(row, row["gt_member"])
             boxes = self._boxes(rain.shape, rng)
             crops = [{**labels, "rain": _float(rain[box]), "gt": _float(gt[box])} for box in boxes]
             if self._confidence:
@@ -260,7 +261,7 @@ class RainDataset(IterableDataset):
                 member = row["confidence_member"]
                 stored = None
                 if isinstance(member, str):
-                    stored = self._picture(row, member, FORMATS["png"], None)
+                    stored = self._pair_picture(row, member)
                 for crop, box in zip(crops, boxes, strict=True):
                     ones = torch.ones_like(crop["rain"][:1])
                     crop["gt_confidence"] = ones if stored is None else _float(stored[box][:1])
@@ -292,6 +293,12 @@ class RainDataset(IterableDataset):
             row, row["member"], fmt, _int(row["orientation"]), stored_bytes=_int(row["bytes"])
         )
 
+    def _pair_picture(self, row, member: str):
+        """A PNG of a pair (see `_picture`), which must be the row's width × height: the
+        same box is cut from rain, ground truth and confidence map, so one of another size
+        would give a crop of the wrong pixels, or of padding."""
+        return self._picture(row, member, FORMATS["png"], None, exact_size=True)
+
     def _picture(
         self,
         row,
@@ -299,22 +306,31 @@ class RainDataset(IterableDataset):
         fmt: Format,
         orientation: int | None,
         stored_bytes: int | None = None,
+        exact_size: bool = False,
     ):
         """The picture, upright, at least crop×crop (edges repeated): a uint8 3×H×W
         tensor, or a `StoredPicture` that turns only the crops cut from it. Bounded by
-        the manifest: `stored_bytes` (a capture's size) or the row's width × height."""
+        the manifest: `stored_bytes` (a capture's size) or the row's width × height, which
+        it must be exactly with `exact_size`."""
         width, height = _int(row["width"]), _int(row["height"])
         data = self._reader.read(row["shard"], member, size_limit(stored_bytes, width, height))
         where = f"{row['shard']}:{member}"
         if self.decode_device is not None and fmt.name == "jpeg":
             check_jpeg(data, where, width, height)
             try:
+                check_jpeg_scans(data)  # torch's decoders, too, decode every scan
                 picture = decode_jpeg(data, self.decode_device, orientation)
-            except RuntimeError as error:  # the decoders' signal for a JPEG they cannot read
-                # torch's messages go on with a C++ stack trace: the first line says it.
+            # OSError: too many scans; RuntimeError: the decoders' signal for a JPEG they
+            # cannot read, whose message goes on with a C++ stack trace.
+            except (OSError, RuntimeError) as error:
                 raise ShardError(f"{where}: does not decode: {first_line(error)}") from None
         else:
             stored = StoredPicture(*decode_picture(data, fmt, where, width, height))
+            if exact_size and stored.shape[1:] != (height, width):
+                raise ShardError(
+                    f"{where}: {stored.shape[2]}×{stored.shape[1]}, not the manifest's "
+                    f"{width}×{height} (run rainbench verify)"
+                )
             _, height, width = stored.shape
             if self.crop is not None and min(height, width) >= self.crop:
                 return stored

@@ -7,10 +7,16 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from rainbench.capture import decode
-from rainbench.capture.decode import decode_capture, header_size, reduce_for_preview
+from rainbench.capture.decode import (
+    MAX_JPEG_SCANS,
+    decode_capture,
+    header_size,
+    load_stored,
+    reduce_for_preview,
+)
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.demo.captures import CaptureSpec, capture_bytes
@@ -74,6 +80,55 @@ def test_header_size_decodes_no_png_pixels():
     # Damaged pixel data would fail a decode: the size comes back, so none was run.
     assert header_size(png(64, 48, broken_idat(64, 48))) == (64, 48)
     assert header_size(png(64, 48, broken_idat(64, 48), before_idat=exif_chunk(6))) == (48, 64)
+
+
+def icon_holding(picture: bytes) -> bytes:
+    """An ICO whose one icon declares 256×256 and holds `picture`, whatever its size."""
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(picture), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + picture
+
+
+def test_bytes_are_opened_only_as_their_format_and_never_by_a_plugin_that_decodes_to_open():
+    # Pillow's ICO plugin decodes its icon while it opens, before any cap is checked: a
+    # 256×256 icon holding a 16000×16000 PNG took 1.6 GB from a 0.75 MB member.
+    icon = icon_holding(png_bytes(Image.new("RGB", (600, 400))))
+    for fmt in ("png", "jpeg"):
+        with pytest.raises(UnidentifiedImageError):
+            load_stored(icon, FORMATS[fmt], max_pixels=256 * 256)
+    assert header_size(icon) is None
+    plain = png_bytes(Image.new("RGB", (64, 48)))
+    assert header_size(plain) == header_size(plain, FORMATS["png"]) == (64, 48)
+    assert header_size(plain, FORMATS["jpeg"]) is None
+
+
+def progressive_jpeg(repeats: int) -> bytes:
+    """A progressive 64×48 JPEG of libjpeg's ten scans, its last scan `repeats` more
+    times: libjpeg only warns at a scan that repeats another."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    last = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last:-2] * repeats + b"\xff\xd9"
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded():
+    # Each scan is decoded over the whole picture: 40 ms a scan at 64 MP, for 11 bytes.
+    assert decode.jpeg_scans(progressive_jpeg(0), 1000) == 10
+    allowed = progressive_jpeg(MAX_JPEG_SCANS - 10)
+    assert load_stored(allowed, FORMATS["jpeg"])[0].size == (64, 48)
+    many = progressive_jpeg(MAX_JPEG_SCANS - 9)
+    with pytest.raises(OSError, match=f"more than {MAX_JPEG_SCANS} progressive scans"):
+        load_stored(many, FORMATS["jpeg"])
+    with pytest.raises(CaptureRejected) as refused:
+        decode_capture(many, FORMATS["jpeg"])
+    assert refused.value.reason == Reason.CORRUPT and "progressive scans" in refused.value.message
+    # A scan marker inside a segment (an EXIF thumbnail's) is no scan of the picture.
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    thumbnail = png_bytes(Image.new("RGB", (8, 8)))  # any bytes: the count skips them
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(thumbnail) + 200) + thumbnail + b"\xff\xda" * 100
+    with_app1 = allowed[:2] + app1 + allowed[2:]
+    assert decode.jpeg_scans(with_app1, 1000) == MAX_JPEG_SCANS
 
 
 def test_tiff_with_ascii_strip_offsets_is_corrupt():

@@ -13,14 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from rainbench.data import Filters, Loader, RainDataset, SkippedSample, epoch_order
+from rainbench.data import dataset as dataset_module
 from rainbench.data import read as read_module
 from rainbench.data.dataset import upright
 from rainbench.data.read import ShardError, ShardReader
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import member, picture_ext
+
+from ..capture.test_decode import icon_holding, png_bytes, progressive_jpeg
 
 
 def _samples(ds) -> pd.DataFrame:
@@ -110,8 +114,6 @@ def test_paired_crops_are_aligned_to_the_pixel(_dataset):
     pairs = pd.read_parquet(_dataset / "manifests" / "synthetic.parquet").set_index("key")
     for sample in dataset:
         shard = pairs.loc[sample["key"], "shard"]
-        from PIL import Image
-
         rain = np.asarray(Image.open(io.BytesIO(reader.read(shard, f"{sample['key']}.rain.png"))))
         gt = np.asarray(Image.open(io.BytesIO(reader.read(shard, f"{sample['key']}.gt.png"))))
         rain_crop = (sample["rain"] * 255).round().byte().permute(1, 2, 0).numpy()
@@ -300,10 +302,49 @@ def test_a_forged_member_header_is_a_one_line_error(ds, records, why):
         list(RainDataset(ds, crop=32, shuffle=False))
 
 
+@pytest.mark.parametrize("crop", [32, None])
+def test_a_pair_picture_not_of_its_rows_size_is_refused(ds, crop):
+    # The same box is cut from rain and ground truth: a ground truth turned on its side
+    # gave crops of black padding, or a batch torch could not stack.
+    pair = pd.read_parquet(ds / "manifests" / "synthetic.parquet").iloc[0]
+    name = f"{pair.key}.gt.png"
+    _add_member(ds / pair.shard, name, png_bytes(Image.new("RGB", (pair.height, pair.width))))
+    expected = f"{name}: {pair.height}×{pair.width}, not the manifest's {pair.width}×{pair.height}"
+    with pytest.raises(ShardError, match=re.escape(expected)):
+        list(RainDataset(ds, mode="paired", paired_split="syn-streak", crop=crop, shuffle=False))
+
+
+@pytest.mark.parametrize("decode_device", [None, "cpu"])
+@pytest.mark.parametrize(
+    ("stored", "said"),
+    [
+        (progressive_jpeg(100), "does not decode: more than 100 progressive scans"),
+        (
+            icon_holding(png_bytes(Image.new("RGB", (600, 400)))),
+            "(does not decode: )?no readable (JPEG|jpeg) header",
+        ),
+    ],
+    ids=["scans", "icon"],
+)
+def test_a_capture_whose_decoding_nothing_bounds_is_refused_undecoded(
+    ds, decode_device, stored, said
+):
+    # A JPEG of thousands of scans decodes for as long as its maker likes; an ICO
+    # decodes its icon, of any size, as Pillow opens it. Neither reaches a decoder.
+    if decode_device is not None and dataset_module.torch_jpeg_decoder() is None:
+        pytest.skip("no torch JPEG decoder")
+    samples = _samples(ds)
+    row = samples[samples.format == "jpeg"].iloc[0]
+    assert len(stored) <= row.bytes
+    _add_member(ds / row.shard, f"{row.key}.jpg", stored)  # the later member wins
+    only = Filters(query=f"key == '{row.key}'")
+    loader = RainDataset(ds, filters=only, crop=32, decode_device=decode_device)
+    with pytest.raises(ShardError, match=f"{row.key}.jpg: {said}"):
+        list(loader)
+
+
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_upright_turns_tensors_as_pillow_turns_pictures(orientation):
-    from PIL import Image
-
     from rainbench.capture.orientation import _UPRIGHT as _TRANSPOSES
 
     pixels = np.random.default_rng(orientation).integers(0, 255, (5, 7, 3), dtype=np.uint8)
@@ -367,8 +408,6 @@ def torchvision_deprecates_decoding() -> bool:
 def test_a_jpeg_nvjpeg_refuses_is_decoded_on_the_cpu_and_moved(monkeypatch):
     """nvJPEG refuses CMYK JPEGs (as an H200 showed) that libjpeg-turbo reads; "meta"
     stands in for the GPU, with a decoder that refuses everything off the CPU."""
-    from PIL import Image
-
     from rainbench.data import dataset
 
     real = dataset.torch_jpeg_decoder()
@@ -429,8 +468,6 @@ def test_jpegs_decode_on_the_gpu(_dataset):
 
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_crops_cut_before_turning_equal_crops_of_the_upright_picture(orientation):
-    from PIL import Image
-
     from rainbench.capture.decode import load_stored, load_upright
     from rainbench.capture.formats import FORMATS
     from rainbench.data.dataset import StoredPicture
