@@ -19,10 +19,7 @@ from rainbench.capture.formats import FORMATS
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import GROUND_TRUTH, RAIN, member
-from rainbench.shards.members import (
-    open_shard,
-    read_upright,
-)
+from rainbench.shards.members import ShardError, open_shard, read_upright
 
 # TwoNN fits the law of μ = r2/r1 on its lower 90 % only: the largest ratios come from
 # the sparse tail of the sample and bend the line (Facco et al. 2017).
@@ -403,6 +400,11 @@ def analyze(
     ):
         counts["images"] += 1
         for layer, picture in (("image", background), ("rain", rain)):
+            if _places(picture.shape, s.patch) < MIN_PATCHES:
+                # Too small to hold that many distinct patches (or even one): no estimate.
+                estimates[layer, "two_nn"].append(math.nan)
+                estimates[layer, "mle"].append(math.nan)
+                continue
             rng = np.random.default_rng([s.seed, index])  # the same references in both layers
             patches = nonlocal_patches(
                 picture, s.patch, s.window, s.per_reference, s.references, rng, s.unit_norm
@@ -423,6 +425,11 @@ def analyze(
         counts=counts,
         settings=settings,
     )
+
+
+def _places(shape: tuple[int, ...], patch: int) -> int:
+    """Where a patch×patch patch can lie in an image of `shape`."""
+    return max(0, shape[0] - patch + 1) * max(0, shape[1] - patch + 1)
 
 
 def _or_nan(estimator, patches: np.ndarray, *args) -> float:
@@ -463,7 +470,7 @@ def from_synthetic_split(
 
 
 def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """A member that cannot be read, or is larger than its row says, stops the estimate
+    """A member that cannot be read, or is not the size its row says, stops the estimate
     with a one-line `ShardError` naming it."""
     for shard, members in groupby(rows, key=lambda row: row["shard"]):
         with open_shard(dataset.root, shard) as tar:
@@ -474,5 +481,13 @@ def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray
 
 
 def _png(tar: tarfile.TarFile, row: dict, name: str) -> np.ndarray:
-    picture = read_upright(tar, row["shard"], name, FORMATS["png"], row["width"], row["height"])
+    """A pair's PNG, which must be its row's width × height: the rain layer is the rainy
+    picture less the ground truth, pixel by pixel."""
+    size = (row["width"], row["height"])
+    picture = read_upright(tar, row["shard"], name, FORMATS["png"], *size)
+    if picture.size != size:
+        raise ShardError(
+            f"{row['shard']}:{name}: {picture.width}×{picture.height}, not the manifest's "
+            f"{size[0]}×{size[1]} (run rainbench verify)"
+        )
     return np.asarray(picture, dtype=np.float32) / 255

@@ -4,6 +4,8 @@ sampler, the report on a rendered example, and reading pairs from a synthetic sp
 import io
 import json
 import math
+import re
+import shutil
 import tarfile
 
 import numpy as np
@@ -33,6 +35,7 @@ from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
+from rainbench.shards.members import ShardError
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.synth.render import render
 
@@ -199,6 +202,17 @@ def test_a_uniform_rain_layer_gives_no_estimate_rather_than_an_error():
     assert "—" in report.to_markdown()
 
 
+@pytest.mark.parametrize("side", [(12, 12), (16, 22)])
+def test_pictures_too_small_for_the_sampler_give_no_estimate_rather_than_an_error(side):
+    # Smaller than a patch, or too few patches for a group of 8: a traceback before.
+    tiny = np.random.default_rng(0).random((*side, 3), dtype=np.float32)
+    background = _photo("astronaut", 64) / np.float32(255)
+    report = analyze([(tiny, tiny), (background, background)], Settings(references=16))
+    assert math.isnan(report.image_dim_two_nn.per_image[0])
+    assert math.isnan(report.rain_dim_mle.per_image[0])
+    assert report.image_dim_two_nn.per_image[1] > 0 and report.counts["images"] == 2
+
+
 @pytest.fixture(scope="module")
 def synthetic_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("intrinsic")
@@ -241,6 +255,31 @@ def test_the_cli_report_names_what_it_measured(synthetic_dataset, tmp_path):
     report = json.loads(out.read_text())
     assert (report["split"], report["limit"], report["counts"]["images"]) == ("syn-streak", 2, 2)
     assert report["tool"] == {"name": "rainbench", "version": __version__}
+
+
+def test_a_pair_picture_not_of_its_rows_size_stops_the_estimate_in_one_line(
+    synthetic_dataset, tmp_path
+):
+    # The rain layer is rainy − ground truth: pictures of two sizes were a numpy traceback.
+    ds = shutil.copytree(synthetic_dataset, tmp_path / "ds")
+    row = pd.read_parquet(ds / "manifests/synthetic.parquet").iloc[0]
+    turned = io.BytesIO()
+    Image.new("RGB", (row.height, row.width)).save(turned, "PNG")
+    with tarfile.open(ds / row.shard, "a") as tar:  # the later member wins
+        info = tarfile.TarInfo(f"{row.key}.gt.png")
+        info.size = len(turned.getvalue())
+        tar.addfile(info, io.BytesIO(turned.getvalue()))
+    said = (
+        f"{row.key}.gt.png: {row.height}×{row.width}, not the manifest's {row.width}×{row.height}"
+    )
+    with pytest.raises(ShardError, match=re.escape(said)):
+        list(from_synthetic_split(ds, "syn-streak"))
+    result = CliRunner().invoke(
+        main, ["analyze", "intrinsic-dim", str(ds), "--split", "syn-streak"]
+    )
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
+        f"error: {row.shard}:{said} (run rainbench verify)"
+    ]
 
 
 def test_unknown_split_or_dataset_is_refused_at_once(synthetic_dataset, tmp_path):
