@@ -112,17 +112,25 @@ def _in_one_line(batches: Iterable) -> Iterator:
     its own one-line message, as it is without workers, not torch's "Caught … in
     DataLoader worker process n" and the worker's traceback."""
     iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except RainbenchError as error:
-            message = _own_message(error)
-            if message == str(error):  # raised here, not in a worker
-                raise
-            raise type(error)(message) from None
-        yield batch
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except RainbenchError as error:
+                message = _own_message(error)
+                if message == str(error):  # raised here, not in a worker
+                    raise
+                raise type(error)(message) from None
+            yield batch
+    finally:
+        # The workers end with the iteration, not when the iterator is collected: an
+        # error's traceback holds it until the process exits, and the exit then waits
+        # for its workers, forever for workers that ignore SIGTERM (`rainbench train`'s).
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # with num_workers > 0
+        if shutdown is not None:
+            shutdown()
 
 
 def _own_message(error: RainbenchError) -> str:

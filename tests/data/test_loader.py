@@ -2,6 +2,8 @@
 uninterrupted run has it, with any workers, and only from a state of the same layout;
 an error in a worker says what it says without one."""
 
+import multiprocessing
+import signal
 import tarfile
 
 import pandas as pd
@@ -125,14 +127,20 @@ def test_a_state_of_another_layout_is_refused(_dataset):
     loader(0).load_state_dict({key: state[key] for key in ("epoch", "seed", "consumed")})
 
 
-def test_an_undecodable_capture_is_the_same_one_line_error_with_workers(ds):
+def _undecodable(ds) -> pd.Series:
+    """The row of a JPEG capture whose member's bytes are zeroed in place."""
     samples = pd.read_parquet(ds / "manifests" / "samples.parquet")
     row = samples[samples.format == "jpeg"].iloc[0]
     with tarfile.open(ds / row.shard) as tar:
         info = tar.getmember(f"{row.key}.jpg")
-    with open(ds / row.shard, "r+b") as shard:  # the member's bytes, zeroed in place
+    with open(ds / row.shard, "r+b") as shard:
         shard.seek(info.offset_data)
         shard.write(bytes(info.size))
+    return row
+
+
+def test_an_undecodable_capture_is_the_same_one_line_error_with_workers(ds):
+    row = _undecodable(ds)
     messages = []
     for workers in (0, 2):
         data = RainDataset(ds, filters=Filters(query=f"key == '{row.key}'"), crop=32)
@@ -142,3 +150,20 @@ def test_an_undecodable_capture_is_the_same_one_line_error_with_workers(ds):
     assert messages[0] == messages[1]
     assert messages[0].startswith(f"{row.shard}:{row.key}.jpg: does not decode")
     assert "\n" not in messages[1]
+
+
+def _ignore_sigterm(worker: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as `rainbench train`'s workers do
+
+
+def test_the_workers_end_with_an_error_not_at_exit(ds):
+    # The error's traceback holds the DataLoader's iterator; at exit, multiprocessing
+    # waits for its workers, which `rainbench train` has ignore SIGTERM: it waited forever.
+    row = _undecodable(ds)
+    before = set(multiprocessing.active_children())
+    data = RainDataset(ds, filters=Filters(query=f"key == '{row.key}'"), crop=32)
+    loader = Loader(data, batch_size=1, num_workers=2, worker_init_fn=_ignore_sigterm)
+    with pytest.raises(ShardError) as raised:
+        list(loader)
+    assert raised.value.__traceback__ is not None
+    assert set(multiprocessing.active_children()) <= before
