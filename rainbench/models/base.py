@@ -164,7 +164,8 @@ def load_network(
     unset = set(dict(network.named_buffers())) - set(network.state_dict())
     if unset:  # to_empty would leave them as whatever the memory held
         raise TypeError(f"{build.__name__} has buffers outside its state dict: {sorted(unset)}")
-    problem = _misfit(network.state_dict(), weights)
+    layout = {key: tuple(value.shape) for key, value in network.state_dict().items()}
+    problem = weights_misfit(layout, weights)
     if problem:
         raise CheckpointError(f"{where}: {problem}")
     network.to_empty(device="cpu")
@@ -172,21 +173,22 @@ def load_network(
     return network.eval()
 
 
-def _misfit(layout: dict, weights: dict) -> str | None:
-    """How `weights` do not fit a network's state dict `layout`; None when they do."""
+def weights_misfit(layout: dict[str, tuple[int, ...]], weights: dict) -> str | None:
+    """How `weights` (name → tensor) do not fit a network's `layout` (name → shape), the
+    first thing found; None when they do: the same keys, shapes, floating point, finite."""
     import torch
 
-    for key, wanted in layout.items():
+    for key, shape in layout.items():
         value = weights.get(key)
         if value is None:
-            return f"missing weight {key!r}"
-        if value.shape != wanted.shape:
-            return f"{key!r} has shape {tuple(value.shape)}, expected {tuple(wanted.shape)}"
+            return f"missing key {key!r}"
+        if tuple(value.shape) != shape:
+            return f"{key!r} has shape {tuple(value.shape)}, expected {shape}"
         if not value.is_floating_point():
             return f"{key!r} is {value.dtype}, expected floating point"
     unexpected = next((key for key in weights if key not in layout), None)
     if unexpected is not None:
-        return f"unexpected weight {unexpected!r}"
+        return f"unexpected key {unexpected!r}"
     bad = next((key for key, value in weights.items() if not torch.isfinite(value).all()), None)
     return f"{bad!r} holds NaN or infinite values" if bad is not None else None
 

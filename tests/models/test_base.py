@@ -157,10 +157,10 @@ def test_a_network_is_never_larger_than_the_weights_its_checkpoint_holds():
         r"'layers\.0\.weight' has shape \(2, 2, 1, 1\), expected \(100000, 100000, 1, 1\)": [
             ({"channels": 100_000}, weights),  # 40 GB asked of a file of 56 bytes
         ],
-        "missing weight 'layers.1.bias'": [
+        "missing key 'layers.1.bias'": [
             ({}, {k: v for k, v in weights.items() if k != "layers.1.bias"})
         ],
-        "unexpected weight 'x'": [({}, {**weights, "x": torch.zeros(1)})],
+        "unexpected key 'x'": [({}, {**weights, "x": torch.zeros(1)})],
         "'layers.0.weight' is torch.int64, expected floating point": [
             ({}, {**weights, "layers.0.weight": torch.zeros(2, 2, 1, 1, dtype=torch.long)})
         ],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from rainbench.models.base import CheckpointError, load_weights
+from rainbench.models.base import CheckpointError, load_weights, weights_misfit
 from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from rainbench.models.nlcl.generator import Generator
 
@@ -41,28 +41,9 @@ def import_published(path: Path) -> StateDict:
 
 def check_layout(state: StateDict, where: str) -> None:
     """Raise CheckpointError naming the first missing or unexpected key, or wrong shape."""
-    problem = _layout_problem(state)
+    problem = weights_misfit(published_layout(), state)
     if problem:
         raise CheckpointError(f"{where}: {problem} (not the published NLCL generator layout)")
-
-
-def _layout_problem(state: StateDict) -> str | None:
-    layout = published_layout()
-    for key in layout:
-        if key not in state:
-            return f"missing key {key!r}"
-    for key in state:
-        if key not in layout:
-            return f"unexpected key {key!r}"
-    for key, shape in layout.items():
-        value = state[key]
-        if tuple(value.shape) != shape:
-            return f"{key!r} has shape {tuple(value.shape)}, expected {shape}"
-        if not value.is_floating_point():
-            return f"{key!r} is {value.dtype}, expected floating point"
-        if not torch.isfinite(value).all():
-            return f"{key!r} holds NaN or infinite values"
-    return None
 
 
 def save_generator_checkpoint(state: StateDict, out: Path, source_sha256: str) -> None:
