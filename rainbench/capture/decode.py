@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -39,10 +40,11 @@ DEFAULT_MAX_PIXELS = 250_000_000
 # the format they are said to be (a member named .png that is an ICO or an EPS is no
 # PNG, and is not handed to that plugin). Its JPEG plugin opens MPO files too.
 _PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP"}
-# Plugins that decode pixels while they open, before any cap can be checked: ICO decodes
-# its largest icon whatever size its directory declares (a 256×256 icon holding a PNG
-# of 16000×16000). Never opened, whatever the format asked for.
-_DECODES_ON_OPEN = {"ICO"}
+# Plugins never used, whatever the format asked for: ICO decodes its largest icon while
+# it opens, before any cap can be checked, whatever size its directory declares (a
+# 256×256 icon holding a PNG of 16000×16000); EPS hands the file to Ghostscript, an
+# interpreter, where one is installed.
+_NEVER_OPENED = {"ICO", "EPS"}
 
 # A progressive JPEG's every scan is decoded over the whole picture, and libjpeg only
 # warns at a scan that repeats another: at 11 bytes and 40 ms a scan of 64 MP, a 1 MB
@@ -139,7 +141,7 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: the cap below decides
-            image = _open(data, fmt)
+            image = open_image(data, fmt)
             full_size = image.size  # draft() below shrinks `size` to the decoded scale
             check_pixel_cap(*full_size, max_pixels)
             mode = image.mode
@@ -218,7 +220,7 @@ def load_stored(
         return _to_rgb(open_upright(data, max_pixels)), 1  # libheif applies the orientation
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        image = _open(data, fmt)
+        image = open_image(data, fmt)
         check_pixel_cap(*image.size, max_pixels)
         check_jpeg_scans(data)
         image.load()
@@ -232,7 +234,7 @@ def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = _open(data, fmt)
+            image = open_image(data, fmt)
             # Image's getexif(), not PngImageFile's: that one decodes every pixel to look
             # for an eXIf chunk after them, the very cost (and bomb) this must not meet.
             exif = Image.Image.getexif(image)
@@ -241,17 +243,20 @@ def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | Non
         return None
 
 
-def _open(data: bytes, fmt: Format | None = None) -> Image.Image:
-    """Open as `fmt` (any format Pillow reads where it decodes no such format itself),
-    without Pillow's bomb guard: ingest's explicit pixel cap decides instead."""
+def open_image(source: bytes | Path, fmt: Format | None = None) -> Image.Image:
+    """The picture in `source` (its bytes, or a file) opened as `fmt` (any format Pillow
+    reads where it decodes no such format itself, `_NEVER_OPENED` aside), its header
+    read and no pixel decoded, without Pillow's bomb guard: the caller's explicit pixel
+    cap decides instead."""
     if fmt is not None and fmt.name in _PILLOW_FORMATS:
         formats = [_PILLOW_FORMATS[fmt.name]]
     else:
         Image.init()  # every plugin registered, so that all are offered
-        formats = [name for name in Image.OPEN if name not in _DECODES_ON_OPEN]
+        formats = [name for name in Image.OPEN if name not in _NEVER_OPENED]
     saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        return Image.open(io.BytesIO(data), formats=formats)
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        return Image.open(stream, formats=formats)
     finally:
         Image.MAX_IMAGE_PIXELS = saved_cap
 

@@ -17,9 +17,14 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, load_stored
+from rainbench.capture.decode import (
+    DEFAULT_MAX_PIXELS,
+    check_pixel_cap,
+    load_stored,
+    open_image,
+)
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
@@ -930,15 +935,11 @@ class _Refused(Exception):
 
 
 def _header(path: Path) -> tuple[tuple[int, int], str]:
-    """Size and mode from the header, no pixel decoded. Pillow's own bomb guard is off
-    (as in ingest, rainbench.capture.decode): the --max-pixels cap decides instead, and
-    neither its warning nor its error text leaks."""
-    saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with Image.open(path) as image:
-            return image.size, image.mode
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved_cap
+    """Size and mode from the header, no pixel decoded, as ingest opens a capture
+    (`open_image`): the --max-pixels cap decides, and no plugin that decodes to open, or
+    runs a program, is used."""
+    with open_image(path) as image:
+        return image.size, image.mode
 
 
 def _refused_file(root: Path, path: PurePosixPath) -> str | None:

@@ -15,6 +15,7 @@ from rainbench.capture.decode import (
     decode_capture,
     header_size,
     load_stored,
+    open_image,
     reduce_for_preview,
 )
 from rainbench.capture.formats import FORMATS
@@ -96,6 +97,11 @@ def test_bytes_are_opened_only_as_their_format_and_never_by_a_plugin_that_decode
         with pytest.raises(UnidentifiedImageError):
             load_stored(icon, FORMATS[fmt], max_pixels=256 * 256)
     assert header_size(icon) is None
+    # Pillow's EPS plugin hands the file to Ghostscript, an interpreter, where one is.
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\nshowpage\n"
+    assert header_size(eps) is None
+    with pytest.raises(UnidentifiedImageError):
+        open_image(eps)
     plain = png_bytes(Image.new("RGB", (64, 48)))
     assert header_size(plain) == header_size(plain, FORMATS["png"]) == (64, 48)
     assert header_size(plain, FORMATS["jpeg"]) is None

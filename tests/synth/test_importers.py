@@ -2,6 +2,7 @@
 naming rules, the variants each accepts, and every problem reported rather than guessed.
 """
 
+import io
 import os
 import re
 import struct
@@ -112,6 +113,21 @@ def test_a_link_out_of_the_set_and_a_fifo_are_refused_unread(tmp_path):
     details = {problem.path: problem.detail for problem in problems}
     assert details["rain-2.png"] == "leads outside the set; refused"
     assert details["norain-3.png"] == "not a regular file; refused"
+
+
+def test_a_picture_read_by_a_plugin_that_decodes_to_open_is_refused_unread(tmp_path):
+    # An ICO named .png: Pillow's plugin decodes its icon while it opens, whatever size
+    # the icon's directory declares.
+    root = tmp_path / "set"
+    write_files(root, "rain-1.png", "norain-1.png", "norain-2.png")
+    icon = io.BytesIO()
+    Image.new("RGB", SIZE).save(icon, "ICO", sizes=[SIZE])  # its pair's size
+    (root / "rain-2.png").write_bytes(icon.getvalue())
+
+    pairs, problems = find_pairs(root, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    assert kinds(problems) == [("unreadable", "rain-2.png")]
 
 
 def test_a_link_loop_in_the_set_is_refused_unread(tmp_path):
