@@ -14,12 +14,14 @@ from PIL import Image
 from rainbench.capture.decode import (
     PREVIEW_SIDE,
     Decoded,
+    check_jpeg_scans,
     check_pixel_cap,
     decoder_error_text,
+    open_image,
     reduce_for_preview,
 )
 from rainbench.capture.exif import without_app1
-from rainbench.capture.formats import Format
+from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import orientation_of, turn_upright
 from rainbench.capture.reject import CaptureRejected, Reason
 
@@ -107,9 +109,11 @@ def _embedded_preview(raw: "rawpy.RawPy") -> tuple[Image.Image, bytes] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: the RAW passed the cap
-            image = Image.open(io.BytesIO(thumb.data))
+            # What LibRaw calls a JPEG is the file's bytes: opened as nothing else.
+            image = open_image(thumb.data, FORMATS["jpeg"])
             if not _fits(image.size, (sizes.width, sizes.height)):
                 return None
+            check_jpeg_scans(thumb.data)
             # DCT scaling: the smallest decode whose sides are all ≥ PREVIEW_SIDE, which
             # still reads every byte of the JPEG.
             image.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))

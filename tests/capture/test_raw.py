@@ -184,3 +184,33 @@ def test_missing_rawpy_says_how_to_install(monkeypatch):
         decode_raw(b"II*\x00", FORMATS["nef"], 10**6)
     assert refused.value.reason == Reason.UNSUPPORTED
     assert "pip install 'rainbench[raw]'" in refused.value.message
+
+
+def _raw_with_thumb(data: bytes, size: tuple[int, int]):
+    """What `_embedded_preview` reads of a rawpy RawPy: a sensor of `size` whose embedded
+    preview LibRaw calls a JPEG, holding `data`."""
+    rawpy = pytest.importorskip("rawpy")
+
+    class Raw:
+        sizes = type("Sizes", (), {"width": size[0], "height": size[1], "flip": 0})
+
+        def extract_thumb(self):
+            return type("Thumb", (), {"format": rawpy.ThumbFormat.JPEG, "data": data})
+
+    return Raw()
+
+
+def test_an_embedded_preview_is_read_as_nothing_but_a_bounded_jpeg():
+    from rainbench.capture.raw import _embedded_preview
+
+    size = (128, 96)
+    icon = io.BytesIO()  # Pillow's ICO plugin decodes while it opens, whatever it declares
+    Image.new("RGB", size).save(icon, "ICO", sizes=[size])
+    progressive = io.BytesIO()
+    Image.new("RGB", size).save(progressive, "JPEG", progressive=True)
+    data = progressive.getvalue()
+    last = data.rindex(b"\xff\xda")  # its last scan, 200 times more: libjpeg only warns
+    many_scans = data[:-2] + data[last:-2] * 200 + b"\xff\xd9"
+    assert _embedded_preview(_raw_with_thumb(data, size)) is not None
+    for refused in (icon.getvalue(), many_scans):
+        assert _embedded_preview(_raw_with_thumb(refused, size)) is None  # rendered instead
