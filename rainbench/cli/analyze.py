@@ -12,7 +12,7 @@ from rainbench.analysis.intrinsic_dim import (
     from_synthetic_split,
 )
 from rainbench.cli import options
-from rainbench.cli.output import emit, prepare_out, write_json
+from rainbench.cli.output import emit, prepare_report, write_json
 
 
 @click.group("analyze")
@@ -71,7 +71,7 @@ def analyze_intrinsic_dim_command(
     """
     settings = Settings(references=references, unit_norm=unit_norm, seed=seed)
     if out:
-        prepare_out(out)
+        prepare_report(out, dataset)
     report = analyze(from_synthetic_split(dataset, split, limit), settings, progress)
     # What a reader needs to make the same report again: the pairs taken and the tool.
     result = {

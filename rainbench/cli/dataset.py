@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from rainbench.cli import options
-from rainbench.cli.output import emit, on_one_line, prepare_out, to_json, write_json
+from rainbench.cli.output import emit, on_one_line, prepare_report, to_json, write_json
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
 from rainbench.shards.dataset import DatasetBusy, open_dataset
@@ -397,7 +397,7 @@ def tag_eval_command(dataset, which, per_cell, seed, workers, out, as_json, prog
         verb = "are" if len(given) > 1 else "is"
         raise click.UsageError(f"{' and '.join(given)} {verb} for tag-eval {wanted}")
     if out:
-        prepare_out(out)  # a folder it may not make stops it before minutes of work
+        prepare_report(out, dataset)  # before minutes of work
     if dataset is not None:
         from rainbench.ingest.agreement import label_agreement
 

@@ -7,7 +7,7 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.group import fail
-from rainbench.cli.output import emit, on_one_line
+from rainbench.cli.output import emit, on_one_line, prepare_out
 from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES
 from rainbench.leaderboard.cells import metric_label
 from rainbench.leaderboard.results import load_results
@@ -23,7 +23,14 @@ from rainbench.leaderboard.validity import (
 from rainbench.metrics import list_metrics
 from rainbench.metrics.engine import DEFAULT_CACHE, Pairing, ScoreSettings, pair_folders, score
 from rainbench.metrics.registry import MetricSpec
-from rainbench.metrics.report import provenance, summary, write_scores
+from rainbench.metrics.report import (
+    is_provenance,
+    is_scores,
+    provenance,
+    provenance_path,
+    summary,
+    write_scores,
+)
 from rainbench.metrics.weights import (
     WeightStatus,
     extract_niqe,
@@ -183,6 +190,16 @@ def score_command(
       rainbench score --pred derained/ --metrics niqe,piqe --out nr.parquet
       rainbench score --pred /shared/out/ --ref /shared/gt/ --out scores.parquet --ray
     """
+    sidecar = provenance_path(out)
+    if sidecar == out:
+        raise click.BadParameter(
+            f"{out}: the provenance goes beside the scores as {sidecar.name}; name the "
+            "scores .parquet",
+            param_hint="--out",
+        )
+    # Before the scoring: only an earlier run's scores and provenance are replaced.
+    prepare_out(out, "a scores table of rainbench score", is_scores)
+    prepare_out(sidecar, f"the provenance of the scores {out}", is_provenance)
     default = "psnr_y,ssim_y,psnr,ssim" if ref else "niqe,brisque,piqe"
     metrics = tuple(m.strip() for m in (metric_names or default).split(",") if m.strip())
     metric_options = {"weights_dir": str(weights_dir)} if weights_dir else {}

@@ -4,12 +4,17 @@ problems and progress go to stderr."""
 
 import json
 import math
+import os
+import stat
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import click
+
+from rainbench.errors import RainbenchError
+from rainbench.files import leads_inside, write_atomic
 
 
 def to_json(result: Any) -> str:
@@ -66,13 +71,52 @@ _python_show_warning = warnings.showwarning
 warnings.showwarning = _show_warning
 
 
-def prepare_out(out: Path) -> None:
-    """Make the folder of an --out file, as `label --out` does. A command that computes
-    long calls it first, so that a folder it may not make stops it before the work."""
+def prepare_out(out: Path, what: str, ours: Callable[[Path], bool]) -> None:
+    """Make the folder of an --out file, and refuse in one line an --out that exists and
+    is not `what` (`ours` judges a regular file: an earlier run's output, safe to
+    replace), so that a file of the user's there is never overwritten, nor a FIFO
+    blocked on. A command that computes long calls it first, so that a folder it may
+    not make, or a file it may not replace, stops it before the work."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = os.stat(out).st_mode  # through a link: what it leads to
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode) or not ours(out):
+        raise OutRefused(
+            f"{out} exists and is not {what}: not replaced (give another --out, or remove it)"
+        )
+
+
+class OutRefused(RainbenchError):
+    """An --out that holds something other than what the command writes."""
+
+
+def prepare_report(out: Path, dataset: Path | str | None = None) -> None:
+    """prepare_out for the JSON report of write_json: an --out that is one (a JSON
+    object) is replaced, any other file refused, and so is any file of the `dataset`
+    the report is of (its dataset.json is a JSON object too)."""
+
+    def ours(path: Path) -> bool:
+        return _json_object(path) and not (local and leads_inside(path, dataset))
+
+    local = isinstance(dataset, Path)
+    prepare_out(out, "a JSON report" + (f" outside the dataset {dataset}" if local else ""), ours)
+
+
+def _json_object(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return isinstance(json.loads(handle.read(_LARGEST_REPORT + 1)), dict)
+    except (OSError, ValueError):
+        return False
+
+
+_LARGEST_REPORT = 1 << 24  # bytes: no report is larger; a larger file is not one
 
 
 def write_json(result: Any, out: Path) -> None:
-    """Also keep the result as a JSON file (--out of tag-eval and analyze)."""
-    prepare_out(out)
-    out.write_text(to_json(result) + "\n", encoding="utf-8")
+    """Also keep the result as a JSON file (--out of tag-eval and analyze), replaced
+    atomically: an interrupted write leaves the earlier report whole."""
+    prepare_report(out)
+    write_atomic(out, (to_json(result) + "\n").encode("utf-8"))

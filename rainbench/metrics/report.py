@@ -9,24 +9,52 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from rainbench import __version__
+from rainbench.files import write_atomic
 from rainbench.metrics.engine import Pairing
 from rainbench.metrics.registry import PROTOCOL_VERSION, versions
 from rainbench.metrics.weights import loaded_weights
 from rainbench.shards.manifest import write_manifest
 
+# The columns every scores table starts with; the metrics' follow.
+FIRST_COLUMNS = ["name", "pred_sha256", "ref_sha256", "width", "height"]
+
 
 def write_scores(out: Path, rows: list[dict], metrics: tuple[str, ...], provenance: dict) -> Path:
     """`out` (Parquet) and `out` with suffix .json (provenance); returns the JSON's path."""
-    columns = ["name", "pred_sha256", "ref_sha256", "width", "height", *metrics, "status"]
+    columns = [*FIRST_COLUMNS, *metrics, "status"]
     types = {"width": pa.int64(), "height": pa.int64(), **dict.fromkeys(metrics, pa.float64())}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in columns])
     table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema)
     write_manifest(out, table)
-    sidecar = out.with_suffix(".json")
-    sidecar.write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    sidecar = provenance_path(out)
+    write_atomic(sidecar, (json.dumps(provenance, indent=2, default=str) + "\n").encode())
     return sidecar
+
+
+def provenance_path(out: Path) -> Path:
+    return out.with_suffix(".json")
+
+
+def is_scores(path: Path) -> bool:
+    """Whether `path` is a scores table write_scores wrote (one `score --out` may
+    replace)."""
+    try:
+        return pq.read_schema(path).names[: len(FIRST_COLUMNS)] == FIRST_COLUMNS
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def is_provenance(path: Path) -> bool:
+    """Whether `path` is the provenance JSON write_scores wrote beside its scores."""
+    try:
+        with open(path, "rb") as handle:
+            found = json.loads(handle.read(1 << 24))
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and {"protocol_version", "pred", "metrics"} <= found.keys()
 
 
 def provenance(

@@ -2,6 +2,7 @@
 progress and problems go to stderr."""
 
 import json
+import os
 from collections import Counter
 
 import pytest
@@ -53,3 +54,41 @@ def test_train_json_with_progress_keeps_the_step_lines_on_stderr(tmp_path):
 def test_a_name_from_data_is_printed_on_one_line_with_its_controls_escaped():
     assert on_one_line("rain\nfall\x1b[31m.png") == "rain\\nfall\\x1b[31m.png"
     assert on_one_line("plain name.png") == "plain name.png"
+
+
+def test_a_json_out_replaces_only_a_report_and_never_a_users_file_or_the_datasets(tmp_path):
+    from rainbench.cli.output import OutRefused, prepare_report, write_json
+
+    earlier = tmp_path / "report.json"
+    write_json({"a": 1}, earlier)
+    write_json({"a": 2}, earlier)  # an earlier report is replaced
+    assert json.loads(earlier.read_text()) == {"a": 2}
+    notes, fifo = tmp_path / "notes.txt", tmp_path / "fifo"
+    notes.write_text("my notes\n")
+    os.mkfifo(fifo)
+    for out in (notes, fifo, tmp_path):  # a FIFO is refused, not opened (it would block)
+        with pytest.raises(OutRefused, match=r"exists and is not a JSON report: not replaced"):
+            write_json({"a": 3}, out)
+    assert notes.read_text() == "my notes\n"
+    dataset = tmp_path / "ds"
+    (dataset / "dataset.json").parent.mkdir()
+    (dataset / "dataset.json").write_text('{"name": "ds"}')
+    with pytest.raises(OutRefused, match=r"not a JSON report outside the dataset"):
+        prepare_report(dataset / "dataset.json", dataset)
+    prepare_report(tmp_path / "new" / "report.json", dataset)  # a new file, its folder made
+
+
+def test_a_json_out_interrupted_mid_write_keeps_the_earlier_report(tmp_path, monkeypatch):
+    from rainbench.cli.output import write_json
+
+    out = tmp_path / "report.json"
+    write_json({"a": 1}, out)
+
+    def interrupted(handle):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rainbench.files.os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_json({"a": 2, "long": "x" * 100_000}, out)
+    assert json.loads(out.read_text()) == {"a": 1}
+    assert [path.name for path in tmp_path.iterdir()] == ["report.json"]

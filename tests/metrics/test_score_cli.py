@@ -4,6 +4,7 @@ that any parser reads."""
 
 import json
 import math
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -122,3 +123,33 @@ def test_json_writes_non_finite_numbers_as_any_parser_reads_them():
     text = to_json({"a": math.inf, "b": [-math.inf, math.nan, 1.5], "c": (math.nan,)})
     assert json.loads(text) == {"a": "inf", "b": ["-inf", None, 1.5], "c": [None]}
     assert "Infinity" not in text and "NaN" not in text
+
+
+def test_out_replaces_only_an_earlier_runs_scores_and_provenance(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for name in ("a", "b"):
+        _save(pred / f"{name}.png", 1)
+        _save(ref / f"{name}.png", 2)
+    photo = (pred / "a.png").read_bytes()
+    assert _score(pred, ref, tmp_path).exit_code == 0
+    assert _score(pred, ref, tmp_path).exit_code == 0  # its own scores: replaced
+    notes = tmp_path / "other.json"
+    notes.write_text("my notes\n")
+    os.mkfifo(tmp_path / "fifo.parquet")
+    refusals = {
+        pred / "a.png": "is not a scores table of rainbench score",  # an input
+        tmp_path / "other.parquet": "is not the provenance of the scores",  # beside: notes
+        tmp_path / "fifo.parquet": "is not a scores table",  # refused, never opened
+    }
+    for out, message in refusals.items():
+        arguments = ["--pred", str(pred), "--ref", str(ref), "--out", str(out), "--no-cache"]
+        refused = CliRunner().invoke(main, ["score", *arguments])
+        assert refused.exit_code == 1 and message in refused.output, refused.output
+        assert refused.output.count("\n") == 1
+    assert (pred / "a.png").read_bytes() == photo and notes.read_text() == "my notes\n"
+    assert not (tmp_path / "other.parquet").exists()
+    # Scores named .json would be overwritten by their own provenance.
+    arguments = ["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "s.json")]
+    refused = CliRunner().invoke(main, ["score", *arguments, "--no-cache"])
+    assert refused.exit_code == 2 and "name the scores .parquet" in refused.output
+    assert not (tmp_path / "s.json").exists()
