@@ -9,9 +9,9 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.group import fail
-from rainbench.cli.output import emit, on_one_line
+from rainbench.cli.output import emit, on_one_line, prepare_out
 from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate, evaluate_on_ray
-from rainbench.leaderboard.publish import render_leaderboard, write_leaderboard
+from rainbench.leaderboard.publish import is_leaderboard, render_leaderboard, write_leaderboard
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.models.external import CommandDerainer
 
@@ -273,4 +273,6 @@ def leaderboard_command(results, fmt, out) -> None:
     if out is None:
         click.echo(render_leaderboard(results, fmt), nl=False)
         return
+    # A results file, or any other file of the user's, is never overwritten.
+    prepare_out(out, "a leaderboard", is_leaderboard)
     click.echo(f"wrote {write_leaderboard(results, fmt, out)}")

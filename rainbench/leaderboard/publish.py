@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rainbench.files import write_atomic
-from rainbench.leaderboard.csv import render_csv
+from rainbench.leaderboard.csv import CSV_COLUMNS, render_csv
 from rainbench.leaderboard.html import render_html
 from rainbench.leaderboard.latex import render_latex
 from rainbench.leaderboard.markdown import render_markdown
@@ -28,6 +28,21 @@ def render_leaderboard(results_dir: Path | Sequence[Path], fmt: str) -> str:
     if fmt not in RENDERERS:
         raise LeaderboardError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return RENDERERS[fmt](load_results(results_dir))
+
+
+def is_leaderboard(path: Path) -> bool:
+    """Whether `path` starts as a leaderboard of one of the FORMATS does (its title, or
+    the CSV's header): one that `rainbench leaderboard --out` may replace."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return False
+    starts = (f"# {_TITLE}", f"% {_TITLE}", ",".join(CSV_COLUMNS))
+    return head.startswith(starts) or f"<title>{_TITLE}" in head
+
+
+_TITLE = "rainbench leaderboard"  # how the Markdown, LaTeX and HTML pages start
 
 
 def write_leaderboard(results_dir: Path | Sequence[Path], fmt: str, out: Path) -> Path:

@@ -883,3 +883,27 @@ def test_the_published_leaderboard_is_what_its_results_render():
     demoted = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
     assert published.startswith("# Leaderboard\n")
     assert published.endswith("\n\n" + demoted)
+
+
+def test_out_replaces_a_leaderboard_of_any_format_and_no_other_file(results_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    def publish(fmt: str, out: Path):
+        argv = ["leaderboard", "--results", str(results_dir), "--format", fmt, "--out", str(out)]
+        return CliRunner().invoke(main, argv)
+
+    page = tmp_path / "lb"
+    for fmt in (*FORMATS, *FORMATS):  # each replaces the last, whatever its format
+        assert publish(fmt, page).exit_code == 0
+    results = sorted(results_dir.rglob("*.parquet"))[0]
+    kept = results.read_bytes()
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n")
+    for out in (results, notes):
+        refused = publish("md", out)
+        assert refused.exit_code == 1, refused.output
+        assert refused.output.startswith(f"error: {out} exists and is not a leaderboard")
+        assert refused.output.count("\n") == 1
+    assert results.read_bytes() == kept and notes.read_text() == "# my notes\n"
