@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rainbench.cli import options
-from rainbench.cli.output import emit
+from rainbench.cli.output import emit, prepare_out
 from rainbench.tagging.tagger import RAIN_TYPES
 from rainbench.train.cclgan.config import SEMANTIC_ENCODERS, CCLGANConfig
 from rainbench.train.core.config import MIN_CROP, NEGATIVE_SELECTIONS, RunConfig, SettingsError
@@ -349,8 +349,10 @@ def nlcl_import_command(file, out) -> None:
       rainbench nlcl import-checkpoint net_G_B.pth --out nlcl-published.pt
     """
     from rainbench.files import file_sha256
+    from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT
     from rainbench.models.nlcl.published import import_published, save_generator_checkpoint
 
+    _prepare_checkpoint_out(out, file, CHECKPOINT_FORMAT)
     state = import_published(file)
     save_generator_checkpoint(state, out, file_sha256(file))
     click.echo(f"wrote {out}: rainbench eval --model nlcl --checkpoint {out}")
@@ -374,7 +376,25 @@ def cclgan_import_command(file, out) -> None:
       rainbench cclgan import-checkpoint latest_net_G_A.pth --out cclgan-published.pt
     """
     from rainbench.files import file_sha256
-    from rainbench.models.cclgan import import_cyclegan_generator
+    from rainbench.models.cclgan import CHECKPOINT_FORMAT, import_cyclegan_generator
 
+    _prepare_checkpoint_out(out, file, CHECKPOINT_FORMAT)
     import_cyclegan_generator(file, out, file_sha256(file))
     click.echo(f"wrote {out}: rainbench eval --model cclgan --checkpoint {out}")
+
+
+def _prepare_checkpoint_out(out: Path, source: Path, checkpoint_format: str) -> None:
+    """An --out that exists is replaced only when it is an earlier import's checkpoint
+    (of `checkpoint_format`), never the file imported, nor any other file."""
+    from rainbench.models.base import CheckpointError, load_weights
+
+    def ours(path: Path) -> bool:
+        if path.samefile(source):
+            return False
+        try:
+            state = load_weights(path)
+        except CheckpointError:
+            return False
+        return isinstance(state, dict) and state.get("format") == checkpoint_format
+
+    prepare_out(out, f"a {checkpoint_format} checkpoint other than {source}", ours)

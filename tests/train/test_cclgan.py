@@ -375,3 +375,27 @@ def test_a_run_that_cannot_start_leaves_no_settings_behind(tmp_path, _dataset, m
         train(_dataset, run, _with(random_encoder=False, steps=1))
     train(_dataset, run, _with(steps=1, validate_every=0), threads=1)  # other settings: fine
     assert json.loads((run / "config.json").read_text())["random_encoder"] is True
+
+
+def test_an_import_replaces_only_an_earlier_import_never_its_source(tmp_path):
+    generator = ResnetGenerator(channels=8, blocks=2)
+    source = tmp_path / "G_A.pth"
+    torch.save(generator.state_dict(), source)
+    published, photo = source.read_bytes(), tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n my photo")
+    (tmp_path / "link.pt").symlink_to(source)
+    runner = CliRunner()
+    for out in ("c.pt", "c.pt"):  # an earlier import is replaced
+        argv = ["cclgan", "import-checkpoint", str(source), "--out", str(tmp_path / out)]
+        assert runner.invoke(main, argv).exit_code == 0
+    for out in (source, tmp_path / "link.pt", photo):
+        refused = runner.invoke(
+            main, ["cclgan", "import-checkpoint", str(source), "--out", str(out)]
+        )
+        assert refused.exit_code == 1 and "not replaced" in refused.output, refused.output
+    assert source.read_bytes() == published and photo.read_bytes().endswith(b"my photo")
+    # An NLCL import does not replace a CCLGAN checkpoint either.
+    refused = runner.invoke(
+        main, ["nlcl", "import-checkpoint", str(source), "--out", str(tmp_path / "c.pt")]
+    )
+    assert refused.exit_code == 1 and "not a rainbench-nlcl checkpoint" in refused.output
