@@ -158,7 +158,38 @@ def run_demo(out: Path, options: DemoOptions | None = None, progress: bool = Fal
             f'the demo needs {", ".join(missing)}: pip install "rainbench[demo]" '
             '(from a checkout: pip install ".[demo]")'
         )
+    _check_out(Path(out))
     return _Demo(Path(out), options or DemoOptions(), progress).run()
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that is neither new, empty, nor an earlier demo's: the demo writes
+    labels.csv and the leaderboard pages over what is there, so a folder of the user's
+    is never written into. A demo's folder holds only what the demo writes, and its
+    capture folder (the first stage's), whole or partial, whenever it holds anything."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DemoError(f"{out} is not a folder; give a new or empty folder as --out")
+    held = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith("."))
+    result = DemoResult.under(out)
+    captures = {result.raw.name, _partial(result.raw).name}
+    ours = captures | {
+        path.relative_to(out).parts[0]
+        for path in (result.dataset, result.labels, result.run, result.results)
+    }
+    ours |= {result.leaderboard_md.name, result.leaderboard_html.name}
+    foreign = [name for name in held if name not in ours]
+    if foreign or (held and not captures & set(held)):
+        raise DemoError(
+            f"{out} is not empty and not a demo's folder (it holds "
+            f"{', '.join((foreign or held)[:3])}); give a new or empty folder as --out"
+        )
+
+
+def _partial(raw: Path) -> Path:
+    """Where the capture folder is written before it is renamed, whole, to `raw`."""
+    return raw.with_name(f"{raw.name}.partial")
 
 
 class _Demo:
@@ -197,7 +228,7 @@ class _Demo:
         if raw.exists():
             return f"{raw} is already written (remove it to write it again)"
         # Written beside and renamed when complete, so a killed run never leaves half.
-        partial = raw.with_name(f"{raw.name}.partial")
+        partial = _partial(raw)
         shutil.rmtree(partial, ignore_errors=True)
         paths = write_photo_captures(partial, self.captures, self.options.width)
         first = paths[0]

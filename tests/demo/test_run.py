@@ -158,3 +158,18 @@ def test_a_missing_requirement_is_one_line_saying_what_to_install(monkeypatch, t
     ):
         run_demo(tmp_path / "demo", TINY)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_folder_of_the_users_is_refused_before_anything_is_written(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "labels.csv").write_text("key,rain_type\nmy,storm\n")  # a sheet the demo writes too
+    with pytest.raises(DemoError, match=r"is not empty and not a demo's folder \(it holds labels"):
+        run_demo(mine, TINY)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(DemoError, match=r"\(it holds notes.txt\)"):
+        run_demo(mine, TINY)
+    with pytest.raises(DemoError, match="is not a folder"):
+        run_demo(mine / "notes.txt", TINY)
+    assert sorted(path.name for path in mine.iterdir()) == ["labels.csv", "notes.txt"]
+    assert (mine / "labels.csv").read_text() == "key,rain_type\nmy,storm\n"
