@@ -417,6 +417,19 @@ def test_a_real_os_error_names_the_file(runner, tmp_path):
     assert result.output.count("\n") == 1 and result.output.startswith(f"error: {blocker}")
 
 
+def test_a_preview_sheet_never_replaces_its_own_photo(runner, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(photo)
+    kept = photo.read_bytes()
+    (tmp_path / "link.png").symlink_to(photo)
+    for out in (photo, tmp_path / "link.png"):
+        result = runner.invoke(main, ["synth", "--preview", str(photo), "--out", str(out)])
+        assert result.exit_code == 2 and "is the --preview image itself" in result.output
+    assert photo.read_bytes() == kept
+
+
 def test_the_store_clients_own_errors_are_one_line(runner, tmp_path, monkeypatch):
     # As botocore raises them (not OSError), from the driver or a Ray worker alike.
     missing = type("NoCredentialsError", (Exception,), {"__module__": "botocore.exceptions"})

@@ -113,6 +113,11 @@ def synth_command(
     if preview:
         if out is None:
             raise click.UsageError("--preview needs --out SHEET.png")
+        if out.exists() and out.samefile(preview):
+            raise click.BadParameter(
+                f"{out} is the --preview image itself; name another file for the sheet",
+                param_hint="--out",
+            )
         try:
             click.echo(preview_sheet(preview, out, settings["seed"], settings["max_side"]))
         except CaptureRejected as error:
