@@ -21,7 +21,7 @@ from tqdm import tqdm
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.video import middle_frame
-from rainbench.files import write_atomic
+from rainbench.files import regular_file, write_atomic
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
@@ -138,7 +138,7 @@ def _check_replaceable(out: Path) -> None:
     if not out.exists():
         return
     try:
-        with out.open("rb") as file:
+        with open(regular_file(out), "rb") as file:  # a FIFO would block the check
             head = file.read(4096)
     except OSError as error:
         raise DatasetError(f"{out}: cannot read it to check it ({error.strerror})") from None

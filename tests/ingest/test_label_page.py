@@ -7,6 +7,7 @@ applies. Without Playwright or a Chromium the browser test skips (fails under CI
 import base64
 import io
 import math
+import os
 import re
 import shutil
 
@@ -121,6 +122,9 @@ def test_an_existing_file_that_is_not_a_label_page_is_not_replaced(dataset, tmp_
     assert sheet.read_text() == "key,rain_type,note\n"
     page = write_label_page(dataset, tmp_path / "labels.html", limit=1)
     assert write_label_page(dataset, page.out, limit=2).cards == 2  # its own page: replaced
+    os.mkfifo(tmp_path / "fifo.html")  # read to check it, it would wait for a writer forever
+    with pytest.raises(DatasetError, match=r"fifo\.html: cannot read it to check it \(not a"):
+        write_label_page(dataset, tmp_path / "fifo.html")
 
 
 def test_split_and_limit_choose_the_captures(dataset, tmp_path):
