@@ -27,7 +27,8 @@ def _brightness(pred):
 # Test metrics, registered in this process only (worker processes do not import
 # this module): the tests that use them score in process.
 register(MetricSpec("test_mad", True, True, "mean absolute difference", lambda: _mean_abs))
-register(MetricSpec("test_mean", False, False, "mean brightness", lambda: _brightness))
+# (test_mean takes the options a worker passes, threads and device: unused here.)
+register(MetricSpec("test_mean", False, False, "mean brightness", lambda **_: _brightness))
 
 
 def _save(path, value, size=(32, 24)):
@@ -245,8 +246,8 @@ def test_workers_for_memory_sums_the_largest_images():
 def test_workers_are_capped_by_memory(tmp_path, monkeypatch):
     asked = []
 
-    def inline_pool(workers, ray):
-        asked.append((workers, ray))
+    def inline_pool(workers, ray, gpu):
+        asked.append((workers, ray, gpu))
         return WorkerPool(1)
 
     monkeypatch.setattr(engine, "make_pool", inline_pool)
@@ -260,7 +261,9 @@ def test_workers_are_capped_by_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "available_memory", lambda: need // 2)
     score(jobs, settings, workers=8)  # never fewer than one
     score(jobs, settings, workers=8, ray="auto")  # a cluster's memory is not this machine's
-    assert asked == [(2, None), (1, None), (8, "auto")]
+    cuda = ScoreSettings(("test_mean",), {"device": "cuda:1"}, None)
+    score(jobs, cuda, workers=1, ray="auto")  # on the cluster, each task gets a GPU
+    assert asked == [(2, None, False), (1, None, False), (8, "auto", False), (1, "auto", True)]
 
 
 def test_workers_ask_for_huge_pages_only_before_torch_is_imported(monkeypatch):
