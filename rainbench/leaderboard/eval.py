@@ -395,6 +395,11 @@ class _SplitRun:
             if stale and not self.settings.rescore_stale:
                 self.refusal = ", ".join(stale)
             self.stale = bool(stale)
+        elif self.table_path.exists():  # eval writes the JSON before any row: not its table
+            raise EvalError(
+                f"{self.table_path}: no {self.info_path.name} beside it, so eval did not "
+                "write it; not replaced: move it away"
+            )
 
     def execute(self, progress: bool) -> SplitReport:
         rows_manifest, identities = self.rows_manifest, self.identities

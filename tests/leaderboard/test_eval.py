@@ -425,6 +425,15 @@ def test_an_earlier_provenance_of_another_shape_is_refused_in_one_line(tmp_path,
     assert "\n" not in message
 
 
+def test_a_file_where_the_rows_go_without_their_provenance_is_not_replaced(tmp_path, ds):
+    table = tmp_path / "res" / "identity" / "ds" / "syn-streak.parquet"
+    table.parent.mkdir(parents=True)
+    table.write_text("a file of the user's\n")  # eval writes the provenance before any row
+    with pytest.raises(EvalError, match=r"syn-streak\.parquet: no syn-streak\.json beside"):
+        evaluate(_source("identity"), ds, "syn-streak", tmp_path / "res", FAST)
+    assert table.read_text() == "a file of the user's\n"
+
+
 def test_results_scored_with_other_metric_weights_are_refused(tmp_path, ds, monkeypatch):
     results = tmp_path / "res"
     files = {"brisque_svm_weights.pth": "a" * 64}  # as if a chosen metric loaded it
