@@ -3,6 +3,7 @@ store the pairs as the splits `syn-<recipe>`; and the contact sheet that shows
 what each recipe means on one picture.
 """
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS, sniff
+from rainbench.files import write_atomic
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id, writing
@@ -252,6 +254,7 @@ def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | No
         # Pillow names an in-memory file by its object; the path says more.
         raise DatasetError(f"{image_path}: not a readable image ({type(error).__name__})") from None
     sheet = contact_sheet(np.asarray(_fit(picture, max_side)), seed=seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    encoded = io.BytesIO()  # in the format its suffix names, replaced whole
+    sheet.save(encoded, format=Image.registered_extensions()[out.suffix.lower()])
+    write_atomic(out, encoded.getvalue())
     return out

@@ -223,6 +223,21 @@ def test_preview_sheet(tmp_path):
     out = preview_sheet(path, tmp_path / "sheet.png")
     with Image.open(out) as sheet:
         assert sheet.width > 320 and sheet.format == "PNG"
+    with Image.open(preview_sheet(path, tmp_path / "sheet.JPG", max_side=100)) as sheet:
+        assert sheet.format == "JPEG"  # as its suffix names
+
+
+def test_an_interrupted_preview_sheet_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    path = write_capture(tmp_path, sample_specs(1, seed=2, size=(160, 120))[0])
+    before = preview_sheet(path, tmp_path / "sheet.png").read_bytes()
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rainbench.files.os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        preview_sheet(path, tmp_path / "sheet.png", seed=1)
+    assert (tmp_path / "sheet.png").read_bytes() == before
 
 
 def test_cli(ds, tmp_path):
