@@ -533,8 +533,11 @@ def _listed_pairs(root: Path, text: PurePosixPath) -> list[tuple[int, str]] | No
     /dev/zero would fill memory, a FIFO block."""
     if why := _refused_file(root, text):
         raise _Refused("unreadable", why)
-    with open(root / text, "rb") as handle:
-        data = handle.read(_MAX_LIST_BYTES + 1)
+    try:
+        with open(root / text, "rb") as handle:
+            data = handle.read(_MAX_LIST_BYTES + 1)
+    except OSError as error:  # no permission, a folder swapped in since the listing
+        raise _Refused("unreadable", first_line(error)) from None
     if len(data) > _MAX_LIST_BYTES:
         raise _Refused("unreadable", f"larger than {_MAX_LIST_BYTES >> 20} MiB, which no list is")
     lines = [

@@ -386,6 +386,19 @@ def test_a_spa_list_that_is_a_fifo_a_link_out_or_too_large_is_refused_unread(tmp
     }
 
 
+def test_a_spa_list_that_cannot_be_opened_is_a_problem_not_a_traceback(tmp_path, monkeypatch):
+    write_files(tmp_path / "set", "rain/000.png", "gt/000gt.png")
+    (tmp_path / "set" / "list.txt").write_text("rain/000.png gt/000gt.png\n")
+
+    def denied(path, mode="r"):  # as for a list this user may not read (root may)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(importers, "open", denied, raising=False)
+    pairs, problems = find_pairs(tmp_path / "set", "spa")
+    assert [pair.name for pair in pairs] == ["000"]  # by its folders
+    assert kinds(problems) == [("unreadable", "list.txt")]
+
+
 def test_spa_groups_training_crops_by_video_and_refuses_mixed_partitions(spa_data):
     pairs, problems = find_pairs(spa_data / "training", "spa")
 
