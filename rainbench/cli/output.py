@@ -15,6 +15,7 @@ import click
 
 from rainbench.errors import RainbenchError
 from rainbench.files import leads_inside, write_atomic
+from rainbench.shards.dataset import read_json
 
 
 def to_json(result: Any) -> str:
@@ -106,8 +107,7 @@ def prepare_report(out: Path, dataset: Path | str | None = None) -> None:
 
 def _json_object(path: Path) -> bool:
     try:
-        with open(path, "rb") as handle:
-            return isinstance(json.loads(handle.read(_LARGEST_REPORT + 1)), dict)
+        return isinstance(read_json(path, _LARGEST_REPORT), dict)
     except (OSError, ValueError):
         return False
 

@@ -16,6 +16,7 @@ from rainbench.files import write_atomic
 from rainbench.metrics.engine import Pairing
 from rainbench.metrics.registry import PROTOCOL_VERSION, versions
 from rainbench.metrics.weights import loaded_weights
+from rainbench.shards.dataset import read_json
 from rainbench.shards.manifest import write_manifest
 
 # The columns every scores table starts with; the metrics' follow.
@@ -50,8 +51,7 @@ def is_scores(path: Path) -> bool:
 def is_provenance(path: Path) -> bool:
     """Whether `path` is the provenance JSON write_scores wrote beside its scores."""
     try:
-        with open(path, "rb") as handle:
-            found = json.loads(handle.read(1 << 24))
+        found = read_json(path, 1 << 24)
     except (OSError, ValueError):
         return False
     return isinstance(found, dict) and {"protocol_version", "pred", "metrics"} <= found.keys()
