@@ -430,6 +430,27 @@ def test_a_preview_sheet_never_replaces_its_own_photo(runner, tmp_path):
     assert photo.read_bytes() == kept
 
 
+def test_a_preview_sheet_replaces_only_an_earlier_sheet(runner, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(photo)
+    for suffix in ("png", "jpg", "webp"):
+        sheet, theirs = tmp_path / f"sheet.{suffix}", tmp_path / f"theirs.{suffix}"
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(theirs)
+        kept = theirs.read_bytes()
+        refused = runner.invoke(main, ["synth", "--preview", str(photo), "-o", str(theirs)])
+        assert refused.exit_code == 1 and theirs.read_bytes() == kept
+        assert refused.output == (
+            f"error: {theirs} exists and is not a contact sheet of synth --preview: not "
+            "replaced (give another --out, or remove it)\n"
+        )
+        for seed in ("0", "1"):  # written, then replaced by the next preview
+            args = ["synth", "--preview", str(photo), "-o", str(sheet), "--seed", seed]
+            assert runner.invoke(main, args).exit_code == 0
+        assert sheet.read_bytes() != kept
+
+
 def test_the_store_clients_own_errors_are_one_line(runner, tmp_path, monkeypatch):
     # As botocore raises them (not OSError), from the driver or a Ray worker alike.
     missing = type("NoCredentialsError", (Exception,), {"__module__": "botocore.exceptions"})

@@ -10,8 +10,8 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import CaptureRejected
 from rainbench.cli import options
 from rainbench.cli.group import fail
-from rainbench.cli.output import emit, on_one_line
-from rainbench.synth.build import SynthOptions, preview_sheet, synthesize
+from rainbench.cli.output import emit, on_one_line, prepare_out
+from rainbench.synth.build import SynthOptions, is_sheet, preview_sheet, synthesize
 from rainbench.synth.importers import LAYOUTS
 from rainbench.synth.recipes import RECIPES
 from rainbench.synth.splits import PairsSummary
@@ -92,7 +92,8 @@ def _sheet_file(ctx: click.Context, param: click.Parameter, value: Path | None) 
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     callback=_sheet_file,
-    help="Where --preview writes the sheet (PNG).",
+    help="Where --preview writes the sheet (PNG): an earlier sheet there is replaced, any "
+    "other file refused.",
 )
 @options.as_json()
 @options.progress
@@ -119,6 +120,7 @@ def synth_command(
                 param_hint="--out",
             )
         try:
+            prepare_out(out, "a contact sheet of synth --preview", is_sheet)
             click.echo(preview_sheet(preview, out, settings["seed"], settings["max_side"]))
         except CaptureRejected as error:
             fail(f"{preview}: {error.message}")

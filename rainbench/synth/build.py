@@ -255,6 +255,23 @@ def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | No
         raise DatasetError(f"{image_path}: not a readable image ({type(error).__name__})") from None
     sheet = contact_sheet(np.asarray(_fit(picture, max_side)), seed=seed)
     encoded = io.BytesIO()  # in the format its suffix names, replaced whole
-    sheet.save(encoded, format=Image.registered_extensions()[out.suffix.lower()])
+    exif = Image.Exif()
+    exif[_DESCRIPTION] = SHEET_DESCRIPTION  # so that a later preview knows it may replace it
+    sheet.save(encoded, format=Image.registered_extensions()[out.suffix.lower()], exif=exif)
     write_atomic(out, encoded.getvalue())
     return out
+
+
+SHEET_DESCRIPTION = "rainbench synth --preview contact sheet"
+_DESCRIPTION = 0x010E  # the EXIF ImageDescription tag
+
+
+def is_sheet(path: Path) -> bool:
+    """True when `path` is a contact sheet preview_sheet wrote, in the format its suffix
+    names (formats without EXIF cannot say so: an earlier sheet in one is not known)."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    try:
+        with Image.open(path, formats=[fmt] if fmt else []) as image:
+            return image.getexif().get(_DESCRIPTION) == SHEET_DESCRIPTION
+    except Exception:  # Pillow raises many kinds for a file it cannot read: not a sheet
+        return False
