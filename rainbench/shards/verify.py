@@ -210,6 +210,8 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
             continue
         if path.exists() if url is None else name in stored:
             tasks.append((url or path.as_posix(), name))
+        elif url is None and path.is_symlink():  # a loop, or a link to nothing
+            problems.append(Problem("shard-missing", name, "a link that leads to no file"))
         else:
             problems.append(Problem("shard-missing", name, "listed in shards.parquet, not on disk"))
     for reading in distribute(read_shard, tasks, workers):

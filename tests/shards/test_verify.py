@@ -90,6 +90,14 @@ def test_a_missing_shard_is_caught(ds):
     assert _kinds(ds) == {"shard-missing"}
 
 
+def test_a_shard_replaced_by_a_link_to_nothing_is_said_so(ds):
+    shard = _a_shard(ds)
+    shard.unlink()
+    shard.symlink_to(shard.name)  # a loop: exists() says False, as for a missing file
+    (problem,) = verify(Dataset(ds), workers=1)
+    assert (problem.kind, problem.detail) == ("shard-missing", "a link that leads to no file")
+
+
 def test_stray_members_and_shards_are_caught(ds):
     with ShardWriter(ds / "shards/train/train-999999.tar") as writer:
         writer.add("deadbeef.jpg", b"x")
