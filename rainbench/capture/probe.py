@@ -186,6 +186,7 @@ def _take_video(result: Probe, video: VideoInfo) -> Image.Image:
         camera_make=video.camera_make,
         camera_model=video.camera_model,
         captured_at=video.captured_at,
+        orientation=video.orientation,
         gps_lat=video.gps_lat,
         gps_lon=video.gps_lon,
     )

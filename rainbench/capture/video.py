@@ -11,6 +11,7 @@ copies the video in pieces and never holds the file whole.
 
 import bisect
 import io
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from rainbench.capture import bmff
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, reduce_for_preview
 from rainbench.capture.formats import Format
 from rainbench.capture.location import location_hint, xmp_location_spans
+from rainbench.capture.orientation import orientation_of, turn_array
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.source import CaptureFile, apply_edits
 
@@ -80,9 +82,10 @@ class VideoInfo:
     frame_rate: float  # frames per second (the stream's average)
     frames: int  # frames in the video stream, counted by demuxing
     duration_s: float
-    width: int  # upright: the display matrix's rotation applied
+    width: int  # upright: the display matrix applied
     height: int
     rotation: int  # clockwise degrees the decoded frames are turned to show upright
+    orientation: int = 1  # the display matrix as the EXIF orientation that turns them
     pixel_format: str | None = None  # FFmpeg's name for the stored pixels: yuv420p, …
     camera_make: str | None = None
     camera_model: str | None = None
@@ -123,6 +126,7 @@ def probe_video(
         width=width,
         height=height,
         rotation=video.rotation,
+        orientation=video.orientation,
         pixel_format=pixel_format,
         camera_make=_first(tags, "com.apple.quicktime.make", "make", "com.android.manufacturer"),
         camera_model=_first(tags, "com.apple.quicktime.model", "model", "com.android.model"),
@@ -166,7 +170,7 @@ class VideoFrames:
         except BaseException:
             self.container.close()
             raise
-        self._rotation: int | None = None  # from the first decoded frame's display matrix
+        self._orientation: int | None = None  # from the first decoded frame's display matrix
 
     def _index(self, av, max_pixels: int) -> None:
         if self._damage_reason() == Reason.TRUNCATED:
@@ -221,13 +225,19 @@ class VideoFrames:
         return self._count
 
     @property
-    def rotation(self) -> int:
-        """Clockwise degrees (0, 90, 180, 270) that turn the decoded frames upright, from
-        the container's display matrix (FFmpeg hands it to every frame)."""
-        if self._rotation is None:
+    def orientation(self) -> int:
+        """The EXIF orientation (1–8) that turns the decoded frames upright, from the
+        container's display matrix (FFmpeg hands it to every frame)."""
+        if self._orientation is None:
             self.read([0])
-        assert self._rotation is not None
-        return self._rotation
+        assert self._orientation is not None
+        return self._orientation
+
+    @property
+    def rotation(self) -> int:
+        """Clockwise degrees (0, 90, 180, 270) that turn the decoded frames upright, after
+        the mirroring `orientation` names where it names one (2, 4, 5, 7)."""
+        return _CLOCKWISE[self.orientation]
 
     def __enter__(self) -> "VideoFrames":
         return self
@@ -329,15 +339,12 @@ class VideoFrames:
         return at if self._pts and at < len(self._pts) and self._pts[at] == pts else None
 
     def _upright(self, frame) -> np.ndarray:
-        if self._rotation is None:
-            # PyAV gives the matrix's counterclockwise angle: an iPhone's portrait is -90.
-            # An angle that is no quarter turn (a skewed matrix; a degenerate one reads as
-            # −2³¹) leaves the frames as they are decoded, as ffmpeg's autorotate does.
-            turned = -(frame.rotation or 0)
-            quarters = round(turned / 90)
-            self._rotation = quarters % 4 * 90 if abs(turned - 90 * quarters) < 1 else 0
-        picture = frame.to_ndarray(format="rgb24")
-        return np.ascontiguousarray(np.rot90(picture, -self._rotation // 90))
+        if self._orientation is None:
+            matrix = next(
+                (bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"), b""
+            )
+            self._orientation = display_orientation(matrix)
+        return np.ascontiguousarray(turn_array(frame.to_ndarray(format="rgb24"), self._orientation))
 
     def _damage_reason(self) -> Reason:
         at = self._file.tell()
@@ -353,6 +360,29 @@ class VideoFrames:
         if self._damage_reason() == Reason.TRUNCATED:
             return CaptureRejected(Reason.TRUNCATED, f"the video ends early: {text}")
         return CaptureRejected(Reason.CORRUPT, f"the video does not decode: {text}")
+
+
+def display_orientation(matrix: bytes) -> int:
+    """The EXIF orientation that turns decoded frames upright, from FFmpeg's display
+    matrix (nine native-endian int32, the picture's pixel (x, y) shown at (a·x + c·y,
+    b·x + d·y) from its first two columns). A matrix that is no quarter turn, with or
+    without a mirror (a skewed one, a degenerate one, none) leaves the frames as they
+    are decoded (1), as ffmpeg's autorotate does."""
+    if len(matrix) != 36:
+        return 1
+    a, b, _, c, d = np.frombuffer(matrix, dtype="=i4", count=5).astype(float)
+    # Within a degree of a quarter turn: the other diagonal is that small beside this one.
+    slack = math.sin(math.radians(1))
+    if a and d and abs(b) <= slack * abs(a) and abs(c) <= slack * abs(d):
+        return orientation_of(False, d < 0, a < 0)
+    if b and c and abs(a) <= slack * abs(b) and abs(d) <= slack * abs(c):
+        # Shown (x, y) comes from the picture's (y, x): rows and columns swap.
+        return orientation_of(True, b < 0, c < 0)
+    return 1
+
+
+# Each orientation's clockwise turn, after its mirror (2, 4, 5, 7 mirror left ↔ right).
+_CLOCKWISE = {1: 0, 2: 0, 3: 180, 4: 180, 5: 270, 6: 90, 7: 90, 8: 270}
 
 
 def _resized(size: tuple[int, int], new: tuple[int, int], index: int | None) -> CaptureRejected:

@@ -170,6 +170,32 @@ def test_a_display_matrix_of_no_quarter_turn_leaves_the_frames_as_decoded(matrix
     assert frame[:8, :8].mean() > 240  # the white corner where it was encoded
 
 
+ONE = 1 << 16  # 1.0 in the display matrix's 16.16 fixed point
+
+
+@pytest.mark.parametrize(
+    ("matrix", "orientation", "rotation", "corner"),
+    [
+        ([-ONE, 0, 0, 0, ONE, 0, 0, 0, 1 << 30], 2, 0, "top right"),  # mirrored left ↔ right
+        ([ONE, 0, 0, 0, -ONE, 0, 0, 0, 1 << 30], 4, 180, "bottom left"),  # top ↔ bottom
+        ([-ONE, 0, 0, 0, -ONE, 0, 0, 0, 1 << 30], 3, 180, "bottom right"),  # both: a half turn
+        ([0, ONE, 0, ONE, 0, 0, 0, 0, 1 << 30], 5, 270, "top left"),  # shown (x, y) = (y, x)
+        ([0, -ONE, 0, -ONE, 0, 0, 0, 0, 1 << 30], 7, 90, "bottom right"),  # (−y, −x)
+    ],
+)
+def test_a_mirroring_display_matrix_mirrors_the_frames(matrix, orientation, rotation, corner):
+    data = _with_display_matrix(encode(), matrix)
+    info = probe_video(data)
+    swapped = orientation >= 5
+    assert (info.width, info.height) == ((HEIGHT, WIDTH) if swapped else (WIDTH, HEIGHT))
+    assert (info.orientation, info.rotation) == (orientation, rotation)
+    with VideoFrames(data) as video:
+        frame = video.read([2])[0]
+    rows = slice(None, 8) if corner.startswith("top") else slice(-8, None)
+    columns = slice(None, 8) if corner.endswith("left") else slice(-8, None)
+    assert frame[rows, columns].mean() > 240  # the white corner, encoded top left
+
+
 @pytest.mark.parametrize(
     ("container", "codec", "options", "where"),
     [

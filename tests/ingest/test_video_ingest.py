@@ -83,7 +83,8 @@ def test_a_video_and_a_burst_are_ingested(raw, tmp_path):
     assert video["kind"] == "video" and video["format"] == "mov"
     assert (video["codec"], video["frames"], video["frame_rate"]) == ("h264", 12, 24.0)
     assert video["duration_s"] == pytest.approx(0.5)
-    assert (video["width"], video["height"], video["rotation"]) == (64, 48, 0)
+    upright = (video["width"], video["height"], video["rotation"], video["orientation"])
+    assert upright == (64, 48, 0, 1)
     assert (video["camera_make"], video["camera_model"]) == ("Apple", "iPhone 15")
     assert video["members"] == ["mov", "json"]
     assert (video["sequence"], video["sequence_index"]) == (video["key"], None)
