@@ -375,6 +375,9 @@ class _Run:
                 return
             shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
             self._save_plan(make_plan(self.dataset, probes, samples, shards, self._plan_settings()))
+            # The plan is on disk: the probes and manifests it was made from are let go
+            # before it is read back, so the driver holds one per-capture copy, not two.
+            del probes, samples, rejects, shards
         plan = self._load_plan()
         results = self._write(plan, summary)
         self._finalize(plan, results, summary)
