@@ -22,10 +22,19 @@ def write_atomic(path: Path, data: bytes, shared: bool = False) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:  # disk full, interrupted: no half-written file stays behind
+    except BaseException as error:  # disk full, interrupted: no half-written file stays behind
         tmp.unlink(missing_ok=True)
+        say_where(error, path)
         raise
     fsync_dir(path.parent)
+
+
+def say_where(error: BaseException, path: Path) -> None:
+    """Make `error` name `path` when it is an OSError that names no file: a failed write
+    (a full disk, a file-size limit) says only why, and the one line the user sees must
+    say where too."""
+    if isinstance(error, OSError) and error.filename is None:
+        error.filename = str(path)
 
 
 def regular_file(path: Path) -> Path:

@@ -3,14 +3,17 @@ and orientation, EXIF with GPS, awkward names), near-duplicates and bad files.
 Image sizes are small so the suite stays fast; benchmarks use 12 MP.
 """
 
+import contextlib
 import importlib.util
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -120,6 +123,23 @@ def _write_burst(root: Path, frames: list[np.ndarray], first: int = 0) -> None:
 def write_burst():
     """`write_burst(root, frames, first=0)`: a burst of stills of `frames` in `root`."""
     return _write_burst
+
+
+@contextlib.contextmanager
+def _file_size_limit(size: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.fixture(scope="session")
+def file_size_limit():
+    """`with file_size_limit(size):` writes past `size` bytes fail with EFBIG in this
+    process (Python ignores SIGXFSZ), as on a full disk or under a quota, root too."""
+    return _file_size_limit
 
 
 @pytest.fixture(scope="session")

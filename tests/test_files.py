@@ -1,5 +1,6 @@
 """Atomic replacement that leaves nothing behind when it fails, and file hashes."""
 
+import errno
 import hashlib
 import os
 
@@ -27,6 +28,21 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     with pytest.raises(OSError, match="No space left"):
         write_atomic(path, b"new")
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["file.json"]
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
+    """A write's own OSError (a full disk, a file-size limit) names no file; the one
+    line the user sees must say which."""
+    path = tmp_path / "file.json"
+
+    def disk_full(fd):  # as a network file system reports a write that found no space
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files_module.os, "fsync", disk_full)
+    with pytest.raises(OSError) as failed:
+        write_atomic(path, b"new")
+    assert failed.value.filename == str(path) and failed.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == []
 
 
 def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):

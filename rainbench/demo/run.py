@@ -25,6 +25,7 @@ from rainbench.demo.photos import (
     write_reduced_copy,
     write_tripod_video,
 )
+from rainbench.files import say_where
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
 from rainbench.shards import manifest
@@ -214,7 +215,11 @@ class _Demo:
         number = f"[{len(self.result.stages) + 1}/{len(STAGES)}]"
         self._say(f"{number} {name} …")
         started = time.perf_counter()
-        detail = work()
+        try:
+            detail = work()
+        except OSError as error:  # a write the demo makes itself (a full disk) names no file
+            say_where(error, self.result.out)
+            raise
         stage = Stage(name, time.perf_counter() - started, detail)
         self.result.stages.append(stage)
         self._say(f"{number} {name}: {detail} ({stage.seconds:.1f} s)")

@@ -432,9 +432,11 @@ class _SplitRun:
                     for one in scored:
                         one.row["image_sha256"] = identities[one.row["key"]]
                         one.row["group"] = groups.get(one.row["key"])
-                        rows.append(self._count(one.row))
+                        # The crops first: a row kept while they failed to save (a full
+                        # disk) would count as done on resume, and they would never be made.
                         if one.crops is not None:
                             self._save_crops(one.row["key"], one.crops, provenance)
+                        rows.append(self._count(one.row))
                         bar.update(1)
                     if time.monotonic() - last_flush > _FLUSH_SECONDS:
                         self._flush(rows, columns, provenance)

@@ -381,7 +381,12 @@ _SCHEMA = """create table if not exists scores (
 def _open_cache(path: str | None):
     if path is None or not Path(path).exists():
         return None
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    cache = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # A cache whose first write failed (a full disk) is an empty file, without the table.
+    if cache.execute("select 1 from sqlite_master where name = 'scores'").fetchone() is None:
+        cache.close()
+        return None
+    return cache
 
 
 def _cached(cache, pred_sha: str, ref_sha: str | None, identities: dict[str, str]) -> dict:
@@ -398,6 +403,16 @@ def _cached(cache, pred_sha: str, ref_sha: str | None, identities: dict[str, str
 
 def _store(path: str, rows: list[dict], identities: dict[str, str]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _insert(path, rows, identities)
+    except sqlite3.OperationalError as error:  # a full disk, a read-only folder
+        raise MetricError(
+            f"{path}: the score cache cannot be written ({error}); free some space or "
+            "name another --cache, or score with --no-cache"
+        ) from None
+
+
+def _insert(path: str, rows: list[dict], identities: dict[str, str]) -> None:
     with sqlite3.connect(path) as cache:
         cache.execute(_SCHEMA)
         cache.executemany(

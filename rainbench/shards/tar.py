@@ -7,6 +7,7 @@ temporary name is its own, so a writer left over from a killed run (a Ray task o
 its driver for a few seconds) never writes into the file a new run publishes.
 """
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from rainbench.files import fsync_dir
+from rainbench.files import fsync_dir, say_where
 
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
@@ -47,6 +48,7 @@ class ShardWriter:
         self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - closed by finish() or __exit__
         self._sha = hashlib.sha256()
         self._size = 0
+        self._finished = False
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -56,9 +58,11 @@ class ShardWriter:
 
     def discard(self) -> None:
         """Remove the temporary file of a shard that was not finished (a no-op after
-        `finish()`)."""
-        if not self._file.closed:
-            self._file.close()
+        `finish()`), also when writing it failed (a full disk): what is still buffered
+        for it is dropped, and `finish()` failing to close it does not keep it."""
+        if not self._finished:
+            with contextlib.suppress(OSError):
+                self._file.close()
             self.tmp_path.unlink(missing_ok=True)
 
     def add(self, name: str, data: bytes) -> None:
@@ -101,7 +105,12 @@ class ShardWriter:
         """Write the end-of-archive blocks and close; the shard waits at `tmp_path`."""
         self._write(bytes(2 * _BLOCK))
         self._write(bytes(-self._size % _RECORD))
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as error:
+            say_where(error, self.path)
+            raise
+        self._finished = True
         return ShardInfo(self._sha.hexdigest(), self._size)
 
     def commit(self) -> ShardInfo:
@@ -122,7 +131,11 @@ class ShardWriter:
         )
 
     def _write(self, data: bytes) -> None:
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as error:  # a full disk or a file-size limit names no file
+            say_where(error, self.path)
+            raise
         self._sha.update(data)
         self._size += len(data)
 

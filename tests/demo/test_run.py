@@ -3,6 +3,7 @@ NLCL steps) ends with a leaderboard listing every evaluated method on the real a
 synthetic splits; every stage leaves its mark; a second run redoes nothing."""
 
 import csv
+import errno
 import json
 import re
 from dataclasses import replace
@@ -158,6 +159,14 @@ def test_a_missing_requirement_is_one_line_saying_what_to_install(monkeypatch, t
     ):
         run_demo(tmp_path / "demo", TINY)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_full_disk_as_the_captures_are_written_names_the_demos_folder(tmp_path, file_size_limit):
+    # The capture folder is the demo's own writing: its errors name no file by themselves.
+    with pytest.raises(OSError) as full, file_size_limit(1000):
+        run_demo(tmp_path / "demo", TINY)
+    assert full.value.errno == errno.EFBIG and full.value.filename == str(tmp_path / "demo")
+    assert sorted(path.name for path in (tmp_path / "demo").iterdir()) == ["raw.partial"]
 
 
 def test_a_folder_of_the_users_is_refused_before_anything_is_written(tmp_path):

@@ -1,7 +1,9 @@
 """`rainbench eval`: scores per image from the shards, failures per image, resume,
 external commands and outputs computed elsewhere."""
 
+import errno
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -319,6 +321,35 @@ def test_a_run_killed_at_any_write_resumes_to_the_same_crops(tmp_path, ds, monke
         assert sorted(_table(results, "identity", "test").index) == sorted(
             _table(whole, "identity", "test").index
         )
+
+
+@pytest.mark.parametrize("full_at", [1, 2, 3])
+def test_a_crop_the_disk_had_no_room_for_is_saved_when_the_run_resumes(
+    tmp_path, ds, monkeypatch, full_at
+):
+    # The first image's crops are three files (output, input, ground truth): the disk
+    # fills at one of them. Its row must not be kept without them.
+    monkeypatch.setattr(eval_module, "_FLUSH_SECONDS", -1.0)  # a flush after every batch
+    settings = EvalSettings(metrics=("psnr",), batch=1, crops=2)
+    whole, results = tmp_path / "whole", tmp_path / "full"
+    evaluate(_source("identity"), ds, "syn-streak", whole, settings)
+    save_png, saves = eval_module._save_png, []
+
+    def disk_fills(path, pixels):
+        saves.append(path)
+        if len(saves) == full_at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        save_png(path, pixels)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(eval_module, "_save_png", disk_fills)
+        with pytest.raises(OSError):
+            evaluate(_source("identity"), ds, "syn-streak", results, settings)
+    evaluate(_source("identity"), ds, "syn-streak", results, settings)
+    crops = sorted(p.relative_to(results) for p in results.rglob("*.png"))
+    assert crops == sorted(p.relative_to(whole) for p in whole.rglob("*.png"))
+    info = json.loads((results / "identity" / "ds" / "syn-streak.json").read_text())
+    assert len(info["crops"]) == 2
 
 
 class _EndsAfter(DerainerSource):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from rainbench.metrics import engine, registry
 from rainbench.metrics.engine import ScoreSettings, pair_folders, score
-from rainbench.metrics.registry import MetricSpec, register
+from rainbench.metrics.registry import MetricError, MetricSpec, register
 from rainbench.parallel import WorkerPool
 
 
@@ -109,6 +109,24 @@ def test_rows_errors_and_cache(folders, tmp_path, monkeypatch):
     again = {r["name"]: r for r in score(scored, settings, workers=1)}
     for name in ("img0.png", "img2.png", "img9.png"):
         assert again[name] == rows[name]
+
+
+def test_a_cache_that_cannot_be_written_is_named_and_left_usable(
+    folders, tmp_path, file_size_limit
+):
+    """A full disk under the cache: one line naming it; and the empty file its first
+    write left is no cache at all, not an error in every later run."""
+    cache = tmp_path / "cache.sqlite"
+    settings = ScoreSettings(("test_mad",), {}, str(cache))
+    jobs = pair_folders(*folders).jobs
+    with (
+        pytest.raises(MetricError, match=r"cache\.sqlite: the score cache cannot be written"),
+        file_size_limit(0),
+    ):
+        score(jobs, settings, workers=1)
+    assert cache.stat().st_size == 0
+    uncached = ScoreSettings(settings.metrics, {}, None)
+    assert score(jobs, settings, workers=1) == score(jobs, uncached, workers=1)
 
 
 def test_same_rows_on_two_workers(folders):

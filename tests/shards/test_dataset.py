@@ -1,6 +1,7 @@
 """A dataset directory: dataset.json read as untrusted; the folder a writer may make
 a dataset in; the writers' lock."""
 
+import errno
 import os
 import shutil
 
@@ -124,6 +125,16 @@ def test_the_lock_names_its_holder_and_a_second_writer_hears_it(tmp_path):
         ):
             pass
     assert Dataset(tmp_path).writer() is None
+
+
+def test_a_lock_that_cannot_name_its_holder_says_where(tmp_path, file_size_limit):
+    # On a full disk the holder's name is the lock's first write: the one line the
+    # user sees names the lock, and the lock is free again.
+    with pytest.raises(OSError) as full, file_size_limit(0), Dataset(tmp_path).lock():
+        pass
+    assert full.value.errno == errno.EFBIG and full.value.filename == str(tmp_path / ".lock")
+    with Dataset(tmp_path).lock():
+        assert Dataset(tmp_path).writer().startswith(f"pid {os.getpid()} (")
 
 
 def test_a_writer_that_stores_nothing_leaves_no_folder_and_one_that_does_keeps_it(tmp_path):

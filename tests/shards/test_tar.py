@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import io
 import tarfile
@@ -100,3 +101,17 @@ def test_a_member_of_8_gib_or_more_gets_a_size_record_every_tar_reader_knows(tmp
         with tarfile.open(writer.tmp_path, "r:") as tar:
             found = tar.next()
     assert (found.name, found.size) == ("k.mp4", 9 << 30)
+
+
+@pytest.mark.parametrize("limit", [4096, 9000, 16384])
+def test_a_write_that_fails_names_the_shard_and_leaves_no_temporary(
+    tmp_path, file_size_limit, limit
+):
+    """A member's bytes still buffered when the limit is hit fail as the shard is closed
+    in finish() (9000): its temporary goes all the same."""
+    path = tmp_path / "s-000000.tar"
+    with pytest.raises(OSError) as failed, file_size_limit(limit), ShardWriter(path) as writer:
+        writer.add("k.jpg", bytes(100 if limit < 16384 else 9000))
+        writer.finish()
+    assert failed.value.errno == errno.EFBIG and failed.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ started afresh without a checkpoint), its checkpoints (a bad last.pt, how many a
 kept), the learning rate's schedule, settings changed on resume, and SIGINT/SIGTERM."""
 
 import csv
+import errno
 import io
 import json
 import os
@@ -114,6 +115,22 @@ def test_a_run_without_checkpoints_starts_afresh_whatever_its_settings(tmp_path,
     assert json.loads((run / "config.json").read_text())["crop"] == 48
     assert json.loads((run / "run.json").read_text())["captures"]["rainy"]["count"] == 4
     assert [row["lr"] for row in _rows(run / "losses.csv")] == ["0.0002"]
+
+
+def test_a_log_row_cut_short_by_a_full_disk_is_dropped_on_resume(tmp_path):
+    # The disk filled as step 12's row was appended, after 1 of its digits; the run
+    # resumes from its checkpoint at step 2.
+    log = tmp_path / "losses.csv"
+    log.write_text("step,epoch,lr\n1,0,0.1\n2,0,0.1\n11,1,0.1\n1", encoding="utf-8")
+    loop._truncate(log, 2)
+    assert log.read_text(encoding="utf-8").splitlines() == ["step,epoch,lr", "1,0,0.1", "2,0,0.1"]
+
+
+def test_a_log_row_the_disk_had_no_room_for_names_the_log(tmp_path, file_size_limit):
+    log = tmp_path / "losses.csv"
+    with pytest.raises(OSError) as full, file_size_limit(20):
+        loop._Log._append(log, {"step": 1, "epoch": 0, "lr": 0.0002, "loss": 0.123456789})
+    assert full.value.errno == errno.EFBIG and full.value.filename == str(log)
 
 
 def test_a_run_folder_is_new_empty_or_a_run(tmp_path, _dataset):

@@ -39,7 +39,7 @@ from rainbench import __version__
 from rainbench.data import Filters, Loader, RainDataset
 from rainbench.data.dataset import current_slot
 from rainbench.errors import first_line
-from rainbench.files import write_atomic
+from rainbench.files import say_where, write_atomic
 from rainbench.models.base import CheckpointError, load_weights
 from rainbench.models.nlcl.checkpoint import save_atomic
 from rainbench.models.trained_on import TRAINED_ON, pack_keys
@@ -793,21 +793,26 @@ class _Log:
     @staticmethod
     def _append(path: Path, row: dict) -> None:
         new = not path.exists()
-        with open(path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        try:
+            with open(path, "a", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError as error:  # a full disk: the write's own error names no file
+            say_where(error, path)
+            raise
 
 
 def _truncate(path: Path, step: int) -> None:
     """Drop the rows of a log beyond `step`; the whole log when none is left (a new run
-    may log other columns)."""
+    may log other columns). A row cut short (the disk filled as it was appended) goes
+    too: cut inside its step ("1" of "12") it would pass for an earlier step's."""
     if not path.exists():
         return
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    kept = [row for row in rows if int(row["step"]) <= step]
+    kept = [row for row in rows if None not in row.values() and int(row["step"]) <= step]
     if not kept:
         path.unlink()
         return
