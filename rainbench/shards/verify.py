@@ -62,6 +62,16 @@ _NAMING = ("key", "sha256", "split", "job")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG frame headers (SOF0–SOF15 but DHT, JPG and DAC), which give the picture's size.
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# A paired split's shard is renamed into place, listed in shards.parquet, then given its
+# rows (`rainbench.synth.splits`): one found before the last step is the work of a run
+# that was stopped, which the same command, run again, removes and writes anew.
+_PAIRED_SHARDS = "shards/synthetic/"
+_UNCOMMITTED = (
+    "its pairs were never committed (a synth, pairs or import-paired run was stopped); "
+    "run it again to finish"
+)
+_UNCOMMITTED_KINDS = ("stray-shard", "stray-temporary", "pairs-uncommitted")
+_PAIR_COUNTS = "counts pairs"  # how dataset.json's count of pairs is said to disagree
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,15 @@ def verify(dataset: Dataset, workers: int = os.cpu_count() or 1) -> list[Problem
     problems = _verify(dataset, workers)
     _refuse_while_written(dataset)
     return problems
+
+
+def left_by_a_stopped_run(problem: Problem) -> bool:
+    """Whether `problem` is what a synth, pairs or import-paired run that was stopped may
+    leave: a paired split's shard it never committed, or dataset.json's count of pairs
+    before its last write. The same command, run again, removes or corrects it."""
+    if problem.kind == "dataset-json":
+        return problem.detail.startswith(_PAIR_COUNTS)
+    return problem.kind in _UNCOMMITTED_KINDS and problem.where.startswith(_PAIRED_SHARDS)
 
 
 def _refuse_while_written(dataset: Dataset) -> None:
@@ -202,6 +221,9 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
     stored = _stored_names(dataset)
     tasks = []
     for name in listed:
+        if name.startswith(_PAIRED_SHARDS) and not rows_by_shard[name]:
+            problems.append(Problem("pairs-uncommitted", name, _UNCOMMITTED))
+            continue  # its members are no row's yet: not one stray-member each
         try:
             path = shard_path(dataset.root, name)
             url = shard_url(dataset.root, name)
@@ -222,10 +244,16 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
 
     for name in stored:
         if name.endswith(".tar") and name not in listed:
-            problems.append(Problem("stray-shard", name, "on disk but not in shards.parquet"))
+            stray = "on disk but not in shards.parquet"
+            if name.startswith(_PAIRED_SHARDS):
+                stray += f": {_UNCOMMITTED}"
+            problems.append(Problem("stray-shard", name, stray))
     for name in stored:
         if name.endswith(TMP_SUFFIX):
-            problems.append(Problem("stray-temporary", name, "a shard that was never finished"))
+            stray = "a shard that was never finished"
+            if name.startswith(_PAIRED_SHARDS):
+                stray += f": {_UNCOMMITTED}"
+            problems.append(Problem("stray-temporary", name, stray))
     problems += _check_counts(info.get("counts"), samples, pairs)
     problems += _check_tagger(dataset)
     return problems
@@ -386,7 +414,7 @@ def _check_counts(counts: object, samples: list[dict], pairs: list[dict]) -> lis
             Problem(
                 "dataset-json",
                 "dataset.json",
-                f"counts pairs {json.dumps(counted)[:200]}, synthetic.parquet has "
+                f"{_PAIR_COUNTS} {json.dumps(counted)[:200]}, synthetic.parquet has "
                 f"{json.dumps(listed)[:200]}",
             )
         )

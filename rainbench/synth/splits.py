@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from rainbench import __version__
@@ -243,6 +244,9 @@ def _commit(
     )
     info_json = dataset.read_info()
     info_json["counts"]["synthetic"] = dict(sorted(Counter(pairs["split"].to_pylist()).items()))
+    # Every listed shard, as ingest counts them: the same counts whichever command ran last.
+    info_json["counts"]["shards"] = shards.num_rows
+    info_json["counts"]["bytes"] = int(pc.sum(shards["bytes"]).as_py() or 0)
     dataset.write_info(info_json)
 
 

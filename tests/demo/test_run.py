@@ -17,6 +17,9 @@ from rainbench.demo.run import DEMO_NLCL, STAGES, DemoError, DemoOptions, _Demo,
 from rainbench.metrics.registry import MetricError, create_metric
 from rainbench.metrics.weights import WEIGHTS_ENV, status
 from rainbench.models.registry import list_derainers
+from rainbench.shards.dataset import Dataset
+from rainbench.shards.verify import verify
+from rainbench.synth import splits as splits_module
 
 # Weight files are tried from a port where nothing listens: the download fails at once.
 TINY = DemoOptions(
@@ -148,6 +151,28 @@ def test_training_further_scores_nlcl_again(demo):
     # Only nlcl's results were made with another checkpoint.
     images = sum(len(pq.read_table(path)) for path in (demo.results / "nlcl").rglob("*.parquet"))
     assert f" {images} images scored" in details["eval"]
+
+
+def test_a_demo_killed_in_synth_goes_on_past_verify_and_finishes_it(tmp_path, monkeypatch):
+    class Killed(BaseException):
+        """Stands in for SIGKILL: nothing after the crash point runs."""
+
+    def killed(tmp, path):  # the shard finished under its temporary name, not renamed
+        raise Killed
+
+    demo = _Demo(tmp_path / "demo", TINY, progress=False)
+    for stage in ("captures", "ingest", "tag", "verify"):
+        getattr(demo, f"_{stage}")()
+    with monkeypatch.context() as patch:
+        patch.setattr(splits_module, "publish", killed)
+        with pytest.raises(Killed):
+            demo._synth()
+    dataset = Dataset(demo.result.dataset)
+    assert [p.kind for p in verify(dataset, 1)] == ["stray-temporary"]
+    again = _Demo(tmp_path / "demo", TINY, progress=False)
+    for stage in ("captures", "ingest", "tag", "verify", "synth"):
+        getattr(again, f"_{stage}")()  # the same command, to where it was killed and on
+    assert verify(dataset, 1) == []
 
 
 def test_a_missing_requirement_is_one_line_saying_what_to_install(monkeypatch, tmp_path):

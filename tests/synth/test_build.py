@@ -155,6 +155,44 @@ def test_killed_run_resumes_into_the_same_shards(ds, tmp_path, _clean_dataset, m
     pd.testing.assert_frame_equal(a.astype(str), b.astype(str))
 
 
+@pytest.mark.parametrize("manifest_name", ["shards.parquet", "synthetic.parquet"])
+def test_verify_names_a_shard_a_killed_run_never_committed(ds, monkeypatch, manifest_name):
+    class Killed(BaseException):
+        pass
+
+    original = splits_module.manifest.write_manifest
+
+    def killed_writing(path, table):
+        if path.name == manifest_name:  # the first shard is in place; listed or not yet
+            raise Killed
+        original(path, table)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(splits_module.manifest, "write_manifest", killed_writing)
+        with pytest.raises(Killed):
+            synthesize(ds, replace(OPTIONS, recipes=("streak",)))
+    problems = verify(Dataset(ds))
+    assert [(p.kind, p.where) for p in problems] == [
+        (
+            "stray-shard" if manifest_name == "shards.parquet" else "pairs-uncommitted",
+            "shards/synthetic/syn-streak/syn-streak-000000.tar",
+        )
+    ]
+    assert "run it again to finish" in problems[0].detail
+    synthesize(ds, replace(OPTIONS, recipes=("streak",)))
+    assert verify(Dataset(ds)) == []
+
+
+def test_dataset_json_counts_every_listed_shard_as_ingest_does(ds):
+    # Ingest counts every shards.parquet row; were synth to count none of its own, the
+    # counts would depend on which ran last (a demo killed in synth, run again, ingests
+    # again before synth resumes).
+    synthesize(ds, OPTIONS)
+    counts = Dataset(ds).read_info()["counts"]
+    shards = pd.read_parquet(ds / "manifests/shards.parquet")
+    assert (counts["shards"], counts["bytes"]) == (len(shards), shards["bytes"].sum())
+
+
 def test_a_kill_before_the_counts_are_written_is_repaired_by_the_next_run(ds, monkeypatch):
     class Killed(BaseException):
         pass

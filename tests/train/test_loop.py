@@ -212,6 +212,50 @@ def test_only_the_newest_step_checkpoints_are_kept(tmp_path, _dataset):
     assert _steps(run) == [3, 4, 5]
 
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing after the crash point runs, no handler catches it."""
+
+
+def test_a_run_killed_while_saving_its_last_step_ends_with_that_steps_derainer(
+    tmp_path, _dataset, monkeypatch
+):
+    run, config = tmp_path / "run", _with(steps=2)
+    original = loop.save_atomic
+
+    def save_atomic(state, path):
+        if path.name == "nlcl.pt" and state["step"] == 2:
+            raise _Killed  # at the last step, killed as it saves the derainer
+        original(state, path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "save_atomic", save_atomic)
+        with pytest.raises(_Killed):
+            train(_dataset, run, config, threads=1)
+    train(_dataset, run, config, threads=1)  # the same command again
+    derainer = torch.load(run / "nlcl.pt", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert derainer["step"] == last["step"] == 2
+    for name, tensor in last["background"].items():
+        assert torch.equal(derainer["background"][name], tensor), name
+
+
+def test_a_resume_killed_while_it_drops_log_rows_keeps_the_log(tmp_path, monkeypatch):
+    log = tmp_path / "losses.csv"
+    log.write_text("step,total\r\n1,0.5\r\n2,0.4\r\n3,0.3\r\n")
+    before = log.read_bytes()
+
+    def killed(self, rows):
+        raise _Killed  # while the rows up to the checkpoint's step are written back
+
+    with monkeypatch.context() as patch:
+        patch.setattr(csv.DictWriter, "writerows", killed)
+        with pytest.raises(_Killed):
+            loop._truncate(log, 2)
+    assert log.read_bytes() == before
+    loop._truncate(log, 2)
+    assert log.read_bytes() == b"step,total\r\n1,0.5\r\n2,0.4\r\n"
+
+
 def test_the_learning_rate_is_a_function_of_the_step():
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)

@@ -17,6 +17,7 @@ so there is no scheduler state to lose.
 
 import csv
 import hashlib
+import io
 import json
 import os
 import random
@@ -662,11 +663,13 @@ def _save_checkpoint(method, run, step, model, optimizers, position, sampler, co
         },
     }
     save_atomic(state, folder / f"step-{step:07d}.pt")
-    save_atomic(state, folder / "last.pt")
     # What the derainer needs, small: its networks, their shape (in the config) and the
     # captures they learnt from (eval's check for images it has seen).
     save_atomic({**head, **{key: parts[key] for key in method.derainer_parts}},
                 run / f"{method.name}.pt")  # fmt: skip
+    # last.pt last: a run resumes from it, so a run killed before it trains this step again
+    # and saves the rest (a run that resumes at its last step saves nothing).
+    save_atomic(state, folder / "last.pt")
     if config.keep_checkpoints:
         # Up to this step: later ones are left by a run resumed from before them (they
         # did not read), and are replaced as it gets there.
@@ -818,7 +821,8 @@ def _truncate(path: Path, step: int) -> None:
         return
     if len(kept) == len(rows):
         return
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(kept)
+    text = io.StringIO()  # replaced whole: a resume killed here keeps the log it had
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(kept)
+    write_atomic(path, text.getvalue().encode("utf-8"))
