@@ -1,0 +1,41 @@
+"""Benchmark scripts that have no test of their own run, as a user runs them, at a tiny
+size: their figures are not checked here (they are the benchmarks' to print), only that
+they still print them."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from rainbench.synth.recipes import RECIPES
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_driver_memory_prints_a_peak_per_count_and_the_growth_between():
+    found = run("driver_memory.py", "--counts", "6", "3", "-j", "1")
+    assert found.returncode == 0, found.stderr
+    rows = [line for line in found.stdout.splitlines() if re.match(r"\| \d", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["3", "6"]
+    assert re.fullmatch(r"\| 6 \| \d+ MB \| -?\d+\.\d kB \|", rows[1])
+
+
+def test_render_speed_times_every_recipe_of_the_version_asked_for():
+    for version, extra in (("1", ()), ("2", ("--no-camera-chain",))):
+        found = run(
+            "render_speed.py", "--size", "64", "48", "--passes", "1", "--version", version, *extra
+        )
+        assert found.returncode == 0, found.stderr
+        timed = re.findall(r"^  (\S+) +\d+\.\d\d s$", found.stdout, re.M)
+        assert timed == [name for name, recipe in RECIPES.items() if recipe.version == version]
+    refused = run("render_speed.py", "--no-camera-chain")
+    assert refused.returncode == 2 and "for --version 2" in refused.stderr
