@@ -175,7 +175,8 @@ Layouts:
 @click.option(
     "--write-checksums",
     is_flag=True,
-    help="Write the --split's checksum list from PATH first (once, when it has none).",
+    help="Write the --split's checksum list from PATH first (once, when it has none; the "
+    "same list again is accepted, so a stopped import resumes).",
 )
 @click.option(
     "--max-pixels",

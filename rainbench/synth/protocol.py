@@ -161,13 +161,25 @@ def _write_checksums(
 ) -> None:
     if any("\n" in path or "\r" in path for path in files):
         raise DatasetError("a file name holds a line break: it cannot be listed")
-    if split.checksums.exists():
-        raise DatasetError(
-            f"{split.checksums} exists: a checksum list is written once; delete it to "
-            "write it again"
-        )
     lines = "".join(f"{sha256(files[path])}  {path}\n" for path in sorted(files))
+    if split.checksums.exists():
+        if _same_list(split.checksums, lines):  # written by this command, killed after it
+            return
+        raise DatasetError(
+            f"{split.checksums} exists and lists other files or bytes: a checksum list is "
+            "written once; delete it to write it again"
+        )
     write_atomic(split.checksums, lines.encode("utf-8"))
+
+
+def _same_list(path: Path, lines: str) -> bool:
+    """Whether the list at `path` is `lines`, as `_write_checksums` writes them."""
+    try:
+        return (
+            path.stat().st_size == len(lines.encode("utf-8")) and path.read_text("utf-8") == lines
+        )
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _read_checksums(path: Path) -> tuple[dict[str, str], list[LayoutProblem]]:

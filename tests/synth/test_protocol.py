@@ -92,7 +92,15 @@ def test_checksums_written_once_then_verified(protocol_file, test_set):
     digest, path = lines[0].split("  ")
     assert digest == hashlib.sha256((root / path).read_bytes()).hexdigest()
     assert check_protocol(split, root, pairs) == []
-    with pytest.raises(DatasetError, match="written once"):
+    # The same download again (the command run again after a kill): the same list, kept.
+    assert check_protocol(split, root, pairs, write=True) == []
+    assert split.checksums.read_text().splitlines() == lines
+    # Another download: never written over the list.
+    frame = root / paths[0]
+    frame.write_bytes(frame.read_bytes() + b"\0")
+    with pytest.raises(
+        DatasetError, match="lists other files or bytes: a checksum list is written once"
+    ):
         check_protocol(split, root, pairs, write=True)
     assert split.checksums.read_text().splitlines() == lines
 
