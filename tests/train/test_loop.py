@@ -341,6 +341,9 @@ def test_a_stop_signal_saves_at_the_step_and_the_run_resumes_exactly(tmp_path, _
     for part in ("background", "rain", "discriminator"):
         for name, tensor in theirs[part].items():
             assert torch.equal(ours[part][name], tensor), f"{part}.{name}"
+    # The random states too, so a checkpoint of a resumed run is the uninterrupted one's.
+    assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])
+    assert torch.equal(ours["rng"]["sampler"], theirs["rng"]["sampler"])
 
 
 def test_ctrl_c_exits_130_with_one_line_after_saving(tmp_path, _dataset, monkeypatch):

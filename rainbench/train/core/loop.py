@@ -366,6 +366,11 @@ def _loader(dataset: str | Path, config: RunConfig) -> Loader:
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
         worker_init_fn=_ignore_stop_signals,
+        # Each epoch's iterator draws its worker seed from this, not from torch's global
+        # generator (the crops come from the dataset's own seeds): a resumed run, which
+        # starts its iterator mid-epoch, then saves the random state an uninterrupted run
+        # saves.
+        generator=torch.Generator(),
     )
 
 
