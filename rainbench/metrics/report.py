@@ -21,6 +21,7 @@ from rainbench.shards.manifest import write_manifest
 
 # The columns every scores table starts with; the metrics' follow.
 FIRST_COLUMNS = ["name", "pred_sha256", "ref_sha256", "width", "height"]
+PROVENANCE_KEY = "rainbench_provenance"  # the table's metadata that holds its provenance
 
 
 def write_scores(out: Path, rows: list[dict], metrics: tuple[str, ...], provenance: dict) -> Path:
@@ -29,9 +30,13 @@ def write_scores(out: Path, rows: list[dict], metrics: tuple[str, ...], provenan
     types = {"width": pa.int64(), "height": pa.int64(), **dict.fromkeys(metrics, pa.float64())}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in columns])
     table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema)
-    write_manifest(out, table)
+    # In the table too, written with it in one atomic write: the two files are replaced
+    # one after the other, and a write that fails between them (a full disk) would leave
+    # new scores beside the earlier provenance.
+    text = json.dumps(provenance, indent=2, default=str) + "\n"
+    write_manifest(out, table.replace_schema_metadata({PROVENANCE_KEY: text}))
     sidecar = provenance_path(out)
-    write_atomic(sidecar, (json.dumps(provenance, indent=2, default=str) + "\n").encode())
+    write_atomic(sidecar, text.encode())
     return sidecar
 
 

@@ -153,3 +153,29 @@ def test_out_replaces_only_an_earlier_runs_scores_and_provenance(tmp_path):
     refused = CliRunner().invoke(main, ["score", *arguments, "--no-cache"])
     assert refused.exit_code == 2 and "name the scores .parquet" in refused.output
     assert not (tmp_path / "s.json").exists()
+
+
+def test_the_scores_carry_their_provenance_whatever_happens_to_the_json(tmp_path, monkeypatch):
+    from rainbench.metrics import report
+
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(pred / "a.png", 1)
+    _save(ref / "a.png", 2)
+    assert _score(pred, ref, tmp_path).exit_code == 0
+    out = tmp_path / "scores.parquet"
+    sidecar = out.with_suffix(".json")
+    inside = pq.read_schema(out).metadata[b"rainbench_provenance"]
+    assert json.loads(inside) == json.loads(sidecar.read_text())
+
+    before, original = sidecar.read_text(), report.write_atomic
+
+    def full_disk_for_the_json(path, data, shared=False):
+        if path == sidecar:
+            raise OSError(28, "No space left on device")
+        original(path, data, shared)
+
+    monkeypatch.setattr(report, "write_atomic", full_disk_for_the_json)
+    assert _score(pred, ref, tmp_path, "--metrics", "psnr_y").exit_code == 1
+    assert sidecar.read_text() == before  # the earlier run's, beside the new scores ...
+    inside = json.loads(pq.read_schema(out).metadata[b"rainbench_provenance"])
+    assert inside["metrics"] == ["psnr_y"]  # ... which say how they were made
