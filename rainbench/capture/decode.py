@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import ORIENTATION_TAG, STEPS, turn_upright, upright_size
@@ -226,6 +226,30 @@ def load_stored(
         image.load()
         orientation = image.getexif().get(ORIENTATION_TAG)
     return _to_rgb(image), orientation if orientation in STEPS else 1
+
+
+# Why an image with floating-point samples is refused where it would be scored: Pillow
+# reads no colour float TIFF, and a grey one as black, whatever its range.
+FLOAT_TIFF = (
+    "a floating-point TIFF, which is not scored: save the output as an 8- or 16-bit image "
+    "(PNG, TIFF)"
+)
+
+
+def float_tiff(data: bytes) -> bool:
+    """Whether a TIFF's first image holds floating-point samples (SampleFormat 3), which
+    Pillow cannot read in colour."""
+    try:
+        with warnings.catch_warnings():  # a damaged directory: Pillow's warnings, not ours
+            warnings.simplefilter("ignore")
+            directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+            stream = io.BytesIO(data)
+            stream.seek(directory.next)
+            directory.load(stream)
+    except (SyntaxError, ValueError, OSError, EOFError, struct.error):
+        return False
+    formats = directory.get(TiffImagePlugin.SAMPLEFORMAT, ())
+    return 3 in (formats if isinstance(formats, tuple) else (formats,))
 
 
 def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | None:

@@ -9,20 +9,23 @@ image's `status` and the run goes on.
 
 import functools
 import hashlib
-import io
 import os
 import sqlite3
-import struct
 import sys
 import unicodedata
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import TiffImagePlugin, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_upright
+from rainbench.capture.decode import (
+    DEFAULT_MAX_PIXELS,
+    FLOAT_TIFF,
+    float_tiff,
+    header_size,
+    load_upright,
+)
 from rainbench.capture.formats import is_capture_name, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import name_text, read_regular
@@ -326,12 +329,8 @@ def _decode(data: bytes, path: Path) -> np.ndarray:
     name = name_text(path.name)
     if fmt is None or fmt.raw:
         raise MetricError(f"{name} is not an image that can be scored")
-    # Pillow reads no colour float TIFF, and a grey one as black: refused, whatever range.
-    if fmt.name == "tiff" and _float_tiff(data):
-        raise MetricError(
-            f"{name} is a floating-point TIFF, which is not scored: save the output as an "
-            "8- or 16-bit image (PNG, TIFF)"
-        )
+    if fmt.name == "tiff" and float_tiff(data):
+        raise MetricError(f"{name} is {FLOAT_TIFF}")
     try:
         return np.asarray(load_upright(data, fmt))
     except CaptureRejected:  # load_upright read the header only: the size is past the cap
@@ -343,22 +342,6 @@ def _decode(data: bytes, path: Path) -> np.ndarray:
         raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise MetricError(f"{name} does not decode: {error}") from None
-
-
-def _float_tiff(data: bytes) -> bool:
-    """Whether a TIFF's first image holds floating-point samples (SampleFormat 3), which
-    Pillow cannot read in colour."""
-    try:
-        with warnings.catch_warnings():  # a damaged directory: Pillow's warnings, not ours
-            warnings.simplefilter("ignore")
-            directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
-            stream = io.BytesIO(data)
-            stream.seek(directory.next)
-            directory.load(stream)
-    except (SyntaxError, ValueError, OSError, EOFError, struct.error):
-        return False
-    formats = directory.get(TiffImagePlugin.SAMPLEFORMAT, ())
-    return 3 in (formats if isinstance(formats, tuple) else (formats,))
 
 
 def metric_failure(name: str, error: Exception) -> str:

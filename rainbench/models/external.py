@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rainbench.capture.decode import load_upright
+from rainbench.capture.decode import FLOAT_TIFF, float_tiff, load_upright
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.errors import first_line
@@ -122,6 +122,8 @@ class OutputsFolder:
             fmt = sniff(data, path.name) or _PILLOW
             if fmt.raw or fmt.video:
                 raise DerainerError(f"cannot read {path}: a {fmt.name} file is no output image")
+            if fmt.name == "tiff" and float_tiff(data):  # as score refuses a prediction
+                raise DerainerError(f"{path} is {FLOAT_TIFF}")
             # A header declaring more pixels than the input is refused before decoding.
             image = load_upright(data, fmt, max_pixels=size[0] * size[1])
         except CaptureRejected as rejected:

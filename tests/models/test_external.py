@@ -187,6 +187,19 @@ def test_an_output_is_read_upright_as_score_reads_a_prediction(tmp_path):
     assert upright.shape == (4, 6, 3) and upright[0, -1].tolist() == [255, 255, 255]
 
 
+@pytest.mark.parametrize(("shape", "photometric"), [((4, 6), "minisblack"), ((4, 6, 3), "rgb")])
+def test_a_float_tiff_output_is_refused_as_score_refuses_it(tmp_path, shape, photometric):
+    # Pillow would read the grey one as black and score it; the colour one not at all.
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "k.tif", np.full(shape, 0.5, np.float32), photometric=photometric)
+    with pytest.raises(DerainerError) as refused:
+        OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+    assert str(refused.value) == (
+        f"{tmp_path / 'k.tif'} is a floating-point TIFF, which is not scored: save the output "
+        "as an 8- or 16-bit image (PNG, TIFF)"
+    )
+
+
 def test_an_unreadable_output_is_an_error(tmp_path):
     (tmp_path / "k.png").write_bytes(b"not a png")
     with pytest.raises(DerainerError, match=r"cannot read .*k\.png"):
