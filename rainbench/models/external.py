@@ -128,8 +128,11 @@ class OutputsFolder:
             image = load_upright(data, fmt, max_pixels=size[0] * size[1])
         except CaptureRejected as rejected:
             raise DerainerError(f"cannot read {path}: {rejected.message}") from None
+        except UnidentifiedImageError:  # its message names a memory address: not reproducible
+            what = "an image" if fmt is _PILLOW else f"a {fmt.name} image"
+            raise DerainerError(f"cannot read {path}: no readable header of {what}") from None
         # What Pillow raises for a damaged file: this output's row fails, the run goes on.
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise DerainerError(f"cannot read {path}: {first_line(error)}") from error
         if image.size != tuple(size):
             raise DerainerError(
