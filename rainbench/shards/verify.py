@@ -221,15 +221,15 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
     stored = _stored_names(dataset)
     tasks = []
     for name in listed:
-        if name.startswith(_PAIRED_SHARDS) and not rows_by_shard[name]:
-            problems.append(Problem("pairs-uncommitted", name, _UNCOMMITTED))
-            continue  # its members are no row's yet: not one stray-member each
         try:
             path = shard_path(dataset.root, name)
             url = shard_url(dataset.root, name)
         except ShardError as error:
             problems.append(Problem("shard-outside", name, str(error)))
             continue
+        if name.startswith(_PAIRED_SHARDS) and not rows_by_shard[name]:
+            problems.append(Problem("pairs-uncommitted", name, _UNCOMMITTED))
+            continue  # its members are no row's yet: not one stray-member each
         if path.exists() if url is None else name in stored:
             tasks.append((url or path.as_posix(), name))
         elif url is None and path.is_symlink():  # a loop, or a link to nothing
