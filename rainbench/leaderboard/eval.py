@@ -52,7 +52,15 @@ from rainbench.metrics.report import cpu_model
 from rainbench.metrics.weights import loaded_weights
 from rainbench.pairs.estimate import CONFIDENT  # a real pair's pixel is scored from it on
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
+from rainbench.shards.dataset import (
+    Dataset,
+    DatasetError,
+    LockHeld,
+    first_missing,
+    open_dataset,
+    remove_if_only_lock,
+    writer_lock,
+)
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
 from rainbench.shards.members import (
     ShardError,
@@ -228,19 +236,23 @@ def evaluate_on_ray(
 
 def _execute(runs: list["_SplitRun"], progress: bool) -> list[SplitReport]:
     """Every split's earlier results checked before any image is derained, so that one
-    refused split leaves the others as they were; then each split scored in turn."""
-    for run in runs:
-        run.prepare()
-    refused = [run for run in runs if run.refusal]
-    if len(refused) == 1:
-        raise EvalError(f"{refused[0].info_path}: {refused[0].refusal}; {_REMEDY}")
-    if refused:
-        each = "; ".join(f"{run.info_path.name} {run.refusal}" for run in refused)
-        raise EvalError(
-            f"the earlier results of {len(refused)} splits in {refused[0].folder} are "
-            f"refused, nothing was derained: {each}; {_REMEDY}"
-        )
-    return [run.execute(progress) for run in runs]
+    refused split leaves the others as they were; then each split scored in turn. Each
+    split's results are locked first (`_SplitRun.lock`)."""
+    with contextlib.ExitStack() as held:
+        for run in runs:
+            run.lock(held)
+        for run in runs:
+            run.prepare()
+        refused = [run for run in runs if run.refusal]
+        if len(refused) == 1:
+            raise EvalError(f"{refused[0].info_path}: {refused[0].refusal}; {_REMEDY}")
+        if refused:
+            each = "; ".join(f"{run.info_path.name} {run.refusal}" for run in refused)
+            raise EvalError(
+                f"the earlier results of {len(refused)} splits in {refused[0].folder} are "
+                f"refused, nothing was derained: {each}; {_REMEDY}"
+            )
+        return [run.execute(progress) for run in runs]
 
 
 _REMEDY = "give another --results folder, or --rescore-stale to score them again"
@@ -354,6 +366,7 @@ class _SplitRun:
         self.table_path = _inside(results, self.folder / f"{split}.parquet")
         self.info_path = _inside(results, self.folder / f"{split}.json")
         self.crop_dir = _inside(results, self.folder / f"{split}.crops")
+        self.lock_path = _inside(results, self.folder / f".{split}.lock")
         self.reference_dir = _inside(
             results, results / "_reference" / _safe(name) / f"{split}.crops"
         )
@@ -363,6 +376,22 @@ class _SplitRun:
         # The results on disk are a finished run's, of the split as it is (set by _resume).
         self.finished = False
         self.refusal: str | None = None  # why the results on disk are refused (prepare)
+
+    def lock(self, held: contextlib.ExitStack) -> None:
+        """Hold this split's results lock in `held`: a second eval of the same model,
+        dataset and split into this folder is refused at once, not run beside this one,
+        where each would replace the other's rows and provenance with its own."""
+        made = first_missing(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            held.enter_context(writer_lock(self.lock_path))
+        except LockHeld as error:
+            raise EvalError(
+                f"another rainbench command is evaluating into {self.folder} "
+                f"({self.split}): {error.holder}; wait for it to finish"
+            ) from None
+        if made:  # a run refused before it wrote anything leaves no folder behind
+            held.callback(remove_if_only_lock, self.lock_path, made)
 
     def prepare(self) -> None:
         """Read the split, build the metrics and check the results on disk, writing
@@ -814,9 +843,10 @@ class _SplitRun:
 
     def _save_crops(self, key: str, crops: Crops, provenance: dict) -> None:
         _save_png(self.crop_dir / f"{key}.png", crops.output)
-        _save_png(self.reference_dir / f"{key}.input.png", crops.rain)
+        # The reference crops are every model's: evals of other models write them at once.
+        _save_png(self.reference_dir / f"{key}.input.png", crops.rain, shared=True)
         if crops.gt is not None:
-            _save_png(self.reference_dir / f"{key}.gt.png", crops.gt)
+            _save_png(self.reference_dir / f"{key}.gt.png", crops.gt, shared=True)
         # Recorded once the crops exist; the next flush makes it durable with the row.
         provenance["crops"][key] = crops.place
 
@@ -1012,11 +1042,11 @@ def _picture(
     return np.asarray(picture)
 
 
-def _save_png(path: Path, pixels: np.ndarray) -> None:
+def _save_png(path: Path, pixels: np.ndarray, shared: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "PNG")
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), shared)
 
 
 def _hardware(device: str) -> dict:

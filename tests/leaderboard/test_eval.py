@@ -250,6 +250,49 @@ def test_resume_after_a_kill_scores_only_the_rest_and_a_rerun_is_a_no_op(tmp_pat
     assert {p.name: p.read_bytes() for p in folder.glob("test.*") if p.is_file()} == finished
 
 
+def test_a_second_eval_of_the_split_into_the_same_results_is_refused_while_one_runs(
+    tmp_path, ds, monkeypatch
+):
+    results, alone = tmp_path / "res", tmp_path / "alone"
+    evaluate(_source("identity"), ds, "test", alone, FAST)
+    refusals = []
+    real_run = DerainerSource.run
+
+    def second_starts(self, items, split):
+        if not refusals:  # the first batch of the first run: a second run starts now
+            refusals.append(None)
+            with pytest.raises(EvalError) as refused:
+                evaluate(_source("identity"), ds, "test", results, FAST)
+            refusals[0] = str(refused.value)
+        return real_run(self, items, split)
+
+    monkeypatch.setattr(DerainerSource, "run", second_starts)
+    [report] = evaluate(_source("identity"), ds, "test", results, FAST)
+    assert f"pid {os.getpid()}" in refusals[0] and "\n" not in refusals[0]
+    assert report.scored == 4
+    timings = ["seconds", "s_per_mp", "peak_mem_mb"]
+    pd.testing.assert_frame_equal(
+        _table(results, "identity", "test").drop(columns=timings),
+        _table(alone, "identity", "test").drop(columns=timings),
+    )
+
+
+def test_the_reference_crops_leave_another_models_eval_writing_them_alone(tmp_path, ds):
+    results = tmp_path / "res"
+    evaluate(_source("identity"), ds, "syn-streak", tmp_path / "alone", FAST)
+    reference = results / "_reference" / "ds" / "syn-streak.crops"
+    reference.mkdir(parents=True)
+    key = sorted(p.name for p in (tmp_path / "alone" / "identity" / "ds").glob("*.crops/*"))[0]
+    # Another model's eval, halfway through writing the same crop as this one.
+    theirs = reference / f".{key.removesuffix('.png')}.input.png.tmp"
+    theirs.write_bytes(b"half a PNG")
+    evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    assert theirs.read_bytes() == b"half a PNG"
+    assert sorted(p.name for p in reference.glob("*.png")) == sorted(
+        p.name for p in (tmp_path / "alone" / "_reference" / "ds" / "syn-streak.crops").glob("*")
+    )
+
+
 def test_failed_images_are_kept_unless_retried(tmp_path, ds):
     results = tmp_path / "res"
     [first] = evaluate(DerainerSource(_Flaky(), "cpu", None, 32), ds, "test", results, FAST)
@@ -335,11 +378,11 @@ def test_a_crop_the_disk_had_no_room_for_is_saved_when_the_run_resumes(
     evaluate(_source("identity"), ds, "syn-streak", whole, settings)
     save_png, saves = eval_module._save_png, []
 
-    def disk_fills(path, pixels):
+    def disk_fills(path, pixels, shared=False):
         saves.append(path)
         if len(saves) == full_at:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        save_png(path, pixels)
+        save_png(path, pixels, shared)
 
     with monkeypatch.context() as patch:
         patch.setattr(eval_module, "_save_png", disk_fills)
