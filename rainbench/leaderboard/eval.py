@@ -39,7 +39,7 @@ from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
 from rainbench.errors import RainbenchError, first_line
 from rainbench.files import file_sha256, leads_inside, regular_file, write_atomic
-from rainbench.leaderboard.results import STATUSES, LeaderboardError, read_provenance
+from rainbench.leaderboard.results import STATUSES, LeaderboardError, read_provenance, split_lock
 from rainbench.metrics.engine import metric_failure
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
@@ -366,7 +366,7 @@ class _SplitRun:
         self.table_path = _inside(results, self.folder / f"{split}.parquet")
         self.info_path = _inside(results, self.folder / f"{split}.json")
         self.crop_dir = _inside(results, self.folder / f"{split}.crops")
-        self.lock_path = _inside(results, self.folder / f".{split}.lock")
+        self.lock_path = _inside(results, split_lock(self.folder, split))
         self.reference_dir = _inside(
             results, results / "_reference" / _safe(name) / f"{split}.crops"
         )

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from rainbench.errors import RainbenchError
 from rainbench.files import leads_inside
+from rainbench.shards.dataset import lock_holder
 
 REFERENCE = "_reference"  # the results directory's folder of input and ground-truth crops
 # Real rain without ground truth, then the kinds of paired split (DESIGN.md), in the
@@ -214,7 +215,18 @@ def _load_run(stem: Path) -> Run:
     if not kinds <= set(KINDS) or len(kinds) > 1:
         raise LeaderboardError(f"{parquet}: kind must be one of {', '.join(KINDS)}; found {kinds}")
     if parquet.is_file() and provenance and provenance.get("finished_at") is not None:
-        _check_counted(parquet, scores, provenance, sidecar.name)
+        try:
+            _check_counted(parquet, scores, provenance, sidecar.name)
+        except LeaderboardError:
+            # An eval run again on a finished split (new images, --retry-failed) adds rows
+            # before it counts them: not tampering, only not yet finished.
+            writer = lock_holder(split_lock(stem.parent, stem.name))
+            if writer is None:
+                raise
+            raise LeaderboardError(
+                f"{parquet}: an eval is writing it now ({writer}); make the leaderboard again "
+                "once it has finished"
+            ) from None
     return Run(
         model=stem.parent.parent.name,
         dataset=stem.parent.name,
@@ -225,6 +237,11 @@ def _load_run(stem: Path) -> Run:
         provenance=provenance,
         kind=next(iter(kinds), None),
     )
+
+
+def split_lock(folder: Path, split: str) -> Path:
+    """The lock an eval holds on `split`'s results in `folder` while it writes them."""
+    return folder / f".{split}.lock"
 
 
 def read_provenance(path: Path) -> dict:

@@ -294,15 +294,22 @@ class Dataset:
             if holder is None or _left_here_by_the_dead(holder):
                 return None
             return _holder_text(holder)
-        try:
-            handle = open(self.inside(".lock"), "rb")  # noqa: SIM115 - closed below
-        except OSError:  # no lock file: nobody ever wrote here, or nobody can
+        return lock_holder(self.inside(".lock"))
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the flock of `writer_lock` on `path` now, as the holder put itself down,
+    or None when nobody does. The flock is tried, shared and without waiting, and let go
+    at once: only a live holder keeps it."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:  # no lock file: nobody ever wrote here, or nobody can
+        return None
+    with handle:
+        if _flock(handle, fcntl.LOCK_SH):
+            fcntl.flock(handle, fcntl.LOCK_UN)
             return None
-        with handle:
-            if _flock(handle, fcntl.LOCK_SH):
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                return None
-            return _one_line(handle.read(1000).decode("utf-8", "replace")) or "another process"
+        return _one_line(handle.read(1000).decode("utf-8", "replace")) or "another process"
 
 
 def stored_info(url: str) -> bytes:

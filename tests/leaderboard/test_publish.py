@@ -8,6 +8,7 @@ import html.parser
 import io
 import json
 import math
+import os
 import re
 import struct
 import zlib
@@ -30,7 +31,8 @@ from rainbench.leaderboard.latex import render_latex
 from rainbench.leaderboard.markdown import render_markdown
 from rainbench.leaderboard.publish import FORMATS, render_leaderboard, write_leaderboard
 from rainbench.leaderboard.ranking import leaderboard_tables
-from rainbench.leaderboard.results import LeaderboardError, load_results
+from rainbench.leaderboard.results import LeaderboardError, load_results, split_lock
+from rainbench.shards.dataset import writer_lock
 
 
 def _table(root, split):
@@ -627,6 +629,20 @@ def test_an_unfinished_run_has_rows_its_json_does_not_count_yet(tmp_path, write_
     )
     _row_from_elsewhere(parquet)
     assert len(load_results(tmp_path).runs[0].scores) == 3
+
+
+def test_a_finished_run_an_eval_is_extending_now_is_said_so_not_called_tampered(
+    tmp_path, write_run
+):
+    parquet = write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [3.0, 4.0]})
+    _row_from_elsewhere(parquet)  # as an eval run again with new images writes them
+    with pytest.raises(LeaderboardError, match="rows were added or removed after eval"):
+        load_results(tmp_path)
+    eval_running = writer_lock(split_lock(parquet.parent, "test"))
+    with eval_running, pytest.raises(LeaderboardError) as busy:
+        load_results(tmp_path)
+    assert str(busy.value).startswith(f"{parquet}: an eval is writing it now (pid {os.getpid()} ")
+    assert str(busy.value).endswith("make the leaderboard again once it has finished")
 
 
 def _link_out(crop: Path, outside: Path) -> None:
