@@ -13,6 +13,7 @@ import os
 import sqlite3
 import sys
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,12 +173,12 @@ def score(
         settings = ScoreSettings(
             settings.metrics, {**settings.options, "device": "cuda"}, settings.cache
         )
-    rows = []
+    rows, caching = [], settings.cache is not None
     with make_pool(workers, ray, gpu) as pool:
         units = [(job, settings, tune, identities) for job in ordered]
         for row in pool.map_unordered(score_one, units):
-            if settings.cache:
-                _store(settings.cache, [row], identities)
+            if caching:
+                caching = _store(settings.cache, [row], identities)
             rows.append(row)
     return sorted(rows, key=lambda row: row["name"])
 
@@ -361,42 +362,75 @@ _SCHEMA = """create table if not exists scores (
 # `protocol` holds the metric's identity (cache_identities), not only PROTOCOL_VERSION.
 
 
+# Seconds a cache write waits for another process's (SQLite's own default is 5), and a
+# read for another's commit (SQLite's default).
+_CACHE_WAIT_S = 60
+_CACHE_READ_WAIT_S = 5
+
+
 def _open_cache(path: str | None):
+    """The cache, read-only; None where there is none to read. A cache is only ever a
+    shortcut: one that cannot be read now (another score holding it past SQLite's wait)
+    is none, and the values are computed."""
     if path is None or not Path(path).exists():
         return None
-    cache = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    # A cache whose first write failed (a full disk) is an empty file, without the table.
-    if cache.execute("select 1 from sqlite_master where name = 'scores'").fetchone() is None:
+    cache = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_CACHE_READ_WAIT_S)
+    try:
+        # A cache whose first write failed (a full disk) is an empty file, without the table.
+        found = cache.execute("select 1 from sqlite_master where name = 'scores'").fetchone()
+    except sqlite3.OperationalError:
+        found = None
+    if found is None:
         cache.close()
         return None
     return cache
 
 
 def _cached(cache, pred_sha: str, ref_sha: str | None, identities: dict[str, str]) -> dict:
-    """The values cached for this pair under each metric's identity (`protocol`)."""
+    """The values cached for this pair under each metric's identity (`protocol`); none
+    where the cache cannot be read now (`_open_cache`)."""
     if cache is None or not identities:
         return {}
     either = " or ".join(["(metric = ? and protocol = ?)"] * len(identities))
-    found = cache.execute(
-        f"select metric, value from scores where pred_sha256 = ? and ref_sha256 = ? and ({either})",
-        (pred_sha, ref_sha or "", *(item for pair in identities.items() for item in pair)),
-    )
-    return dict(found.fetchall())
+    try:
+        found = cache.execute(
+            f"select metric, value from scores where pred_sha256 = ? and ref_sha256 = ? "
+            f"and ({either})",
+            (pred_sha, ref_sha or "", *(item for pair in identities.items() for item in pair)),
+        )
+        return dict(found.fetchall())
+    except sqlite3.OperationalError:
+        return {}
 
 
-def _store(path: str, rows: list[dict], identities: dict[str, str]) -> None:
+def _store(path: str, rows: list[dict], identities: dict[str, str]) -> bool:
+    """Cache `rows`' values; False when another process held the cache past our wait,
+    which the run goes on without (a cache is only a shortcut)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         _insert(path, rows, identities)
-    except sqlite3.OperationalError as error:  # a full disk, a read-only folder
+    except sqlite3.OperationalError as error:  # a full disk, a read-only folder, a writer
+        if "locked" in str(error):
+            warnings.warn(
+                f"{path}: another process held the score cache for {_CACHE_WAIT_S} s "
+                f"({error}); the rest of this run's values are not cached",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return False
         raise MetricError(
-            f"{path}: the score cache cannot be written ({error}); free some space or "
-            "name another --cache, or score with --no-cache"
+            f"{path}: the score cache cannot be written ({error}); free some space or name "
+            "another --cache, or score with --no-cache"
         ) from None
+    return True
+
+
+class CacheWarning(UserWarning):
+    """The score cache could not be written: the run goes on, its values not cached."""
 
 
 def _insert(path: str, rows: list[dict], identities: dict[str, str]) -> None:
-    with sqlite3.connect(path) as cache:
+    with sqlite3.connect(path, timeout=_CACHE_WAIT_S) as cache:
         cache.execute(_SCHEMA)
         cache.executemany(
             "insert or replace into scores values (?, ?, ?, ?, ?)",

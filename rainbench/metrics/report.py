@@ -30,13 +30,15 @@ def write_scores(out: Path, rows: list[dict], metrics: tuple[str, ...], provenan
     types = {"width": pa.int64(), "height": pa.int64(), **dict.fromkeys(metrics, pa.float64())}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in columns])
     table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema)
-    # In the table too, written with it in one atomic write: the two files are replaced
-    # one after the other, and a write that fails between them (a full disk) would leave
-    # new scores beside the earlier provenance.
+    # The provenance is in the table too, written with it in one atomic write: the two
+    # files are replaced one after the other, and a failure between them (a full disk) or
+    # another score finishing into the same --out at once would leave scores beside a
+    # provenance not theirs. Each file goes through this process's own temporary, so two
+    # such scores leave one's file or the other's, whole, and neither crashes.
     text = json.dumps(provenance, indent=2, default=str) + "\n"
-    write_manifest(out, table.replace_schema_metadata({PROVENANCE_KEY: text}))
+    write_manifest(out, table.replace_schema_metadata({PROVENANCE_KEY: text}), shared=True)
     sidecar = provenance_path(out)
-    write_atomic(sidecar, text.encode())
+    write_atomic(sidecar, text.encode(), shared=True)
     return sidecar
 
 

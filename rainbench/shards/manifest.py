@@ -372,10 +372,11 @@ def _check_splits(where: str, splits: pa.ChunkedArray, schema: pa.Schema) -> Non
         )
 
 
-def write_manifest(path: Path, table: pa.Table) -> None:
+def write_manifest(path: Path, table: pa.Table, shared: bool = False) -> None:
+    """`table` as Parquet at `path`, replaced atomically (`shared` as for write_atomic)."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), shared)
 
 
 def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:

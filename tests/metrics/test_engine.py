@@ -129,6 +129,31 @@ def test_a_cache_that_cannot_be_written_is_named_and_left_usable(
     assert score(jobs, settings, workers=1) == score(jobs, uncached, workers=1)
 
 
+def test_a_cache_another_process_holds_is_waited_for_then_left(folders, tmp_path, monkeypatch):
+    import sqlite3
+
+    cache = tmp_path / "cache.sqlite"
+    settings = ScoreSettings(("test_mad",), {}, str(cache))
+    jobs = pair_folders(*folders).jobs
+    first = score(jobs, settings, workers=1)
+    monkeypatch.setattr(engine, "_CACHE_WAIT_S", 0.2)
+    monkeypatch.setattr(engine, "_CACHE_READ_WAIT_S", 0.05)
+    other = sqlite3.connect(cache, isolation_level=None)
+    try:
+        other.execute("begin immediate")  # another score, in the middle of its write
+        fresh = ScoreSettings(("test_mean",), {}, str(cache))
+        with pytest.warns(engine.CacheWarning, match=r"another process held the score cache"):
+            rows = score(jobs, fresh, workers=1)
+        assert rows == score(jobs, ScoreSettings(fresh.metrics, {}, None), workers=1)
+        other.execute("rollback")
+        other.execute("begin exclusive")  # ... committing: not even readable
+        with pytest.warns(engine.CacheWarning):
+            assert score(jobs, settings, workers=1) == first  # computed again, not read
+    finally:
+        other.execute("rollback")
+        other.close()
+
+
 def test_same_rows_on_two_workers(folders):
     settings = ScoreSettings(("psnr", "ssim_y"), {}, None)
     jobs = pair_folders(*folders).jobs

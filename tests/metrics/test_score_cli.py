@@ -179,3 +179,15 @@ def test_the_scores_carry_their_provenance_whatever_happens_to_the_json(tmp_path
     assert sidecar.read_text() == before  # the earlier run's, beside the new scores ...
     inside = json.loads(pq.read_schema(out).metadata[b"rainbench_provenance"])
     assert inside["metrics"] == ["psnr_y"]  # ... which say how they were made
+
+
+def test_another_scores_half_written_files_at_the_same_out_are_left_alone(tmp_path):
+    # Two scores finishing into one --out at once: each writes through its own temporary.
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(pred / "a.png", 1)
+    _save(ref / "a.png", 2)
+    theirs = [tmp_path / ".scores.parquet.tmp", tmp_path / ".scores.json.tmp"]
+    for path in theirs:
+        path.write_bytes(b"another score, half way")
+    assert _score(pred, ref, tmp_path).exit_code == 0
+    assert [path.read_bytes() for path in theirs] == [b"another score, half way"] * 2
