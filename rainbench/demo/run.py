@@ -8,6 +8,7 @@ what an earlier run of the same folder finished, so running it again resumes.
 """
 
 import csv
+import errno
 import os
 import shutil
 import sys
@@ -33,6 +34,9 @@ from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.stats import CLEAN_LAYER
 from rainbench.shards.verify import left_by_a_stopped_run, verify
 from rainbench.train.nlcl.config import NLCLConfig
+
+# A write that fails for want of room (a full disk, a quota, a file-size limit).
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 # NLCL as the demo trains it: a 4-block generator on 64 px crops, sized to take about
 # 2–3 minutes on two CPU cores. Far too short to derain well; it shows the machinery.
@@ -217,8 +221,9 @@ class _Demo:
         started = time.perf_counter()
         try:
             detail = work()
-        except OSError as error:  # a write the demo makes itself (a full disk) names no file
-            say_where(error, self.result.out)
+        except OSError as error:
+            if error.errno in _FULL:  # a write the demo makes itself names no file
+                say_where(error, self.result.out)
             raise
         stage = Stage(name, time.perf_counter() - started, detail)
         self.result.stages.append(stage)
