@@ -4,10 +4,12 @@ confidence means what it says (expected calibration error). The real test of tag
 on the lab's own captures; `rainbench tag-eval DS` prints it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from rainbench import __version__
+from rainbench.files import file_sha256
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.fitted import active_tagger
@@ -33,6 +35,9 @@ class LabelAgreement:
     clean_flagged: float | None  # share of clean-labelled captures flagged
     unlike: int  # labelled captures with the unlike-calibration caveat
     unmeasured: int  # labelled captures without features of a version the tagger reads
+    # What was judged and by what: the manifest the labels and features were read from.
+    manifest_sha256: str | None = None
+    rainbench_version: str = __version__
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -79,6 +84,7 @@ def label_agreement(path, which: str = "active") -> LabelAgreement:
     if not dataset.samples_manifest.exists():
         raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
     tagger = active_tagger(dataset) if which == "active" else load_tagger()
+    digest = file_sha256(dataset.samples_manifest)
     rows = [
         row
         for row in manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pylist()
@@ -93,7 +99,8 @@ def label_agreement(path, which: str = "active") -> LabelAgreement:
     features = np.array(
         [[row[feature_column(name)] for name in FEATURE_NAMES] for row in measured], dtype=float
     ).reshape(len(measured), len(FEATURE_NAMES))
-    return _agreement(tagger, measured, features, len(rows) - len(measured))
+    found = _agreement(tagger, measured, features, len(rows) - len(measured))
+    return replace(found, manifest_sha256=digest)
 
 
 def _agreement(

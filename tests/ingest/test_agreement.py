@@ -1,10 +1,14 @@
 """`rainbench tag-eval DS`: a tagger against the dataset's manual labels."""
 
+import hashlib
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from rainbench import __version__
 from rainbench.cli import main
 from rainbench.ingest.agreement import label_agreement
 from rainbench.ingest.tag import tag_dataset
@@ -89,6 +93,22 @@ def test_stored_features_are_what_is_judged(sample_dataset, tmp_path):
 
     tagged = RAIN_TYPES[int(np.argmax(result.confusion[RAIN_TYPES.index("fog-like")]))]
     assert tagged == expected
+
+
+def test_the_report_names_the_manifest_it_judged_and_the_tool(sample_dataset, tmp_path):
+    key = _samples(sample_dataset).index[0]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"key,rain_type\n{key},fog-like\n")
+    tag_dataset(sample_dataset, labels=sheet)
+    out = tmp_path / "tag-eval.json"
+
+    result = CliRunner().invoke(main, ["tag-eval", str(sample_dataset), "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    samples = sample_dataset / "manifests" / "samples.parquet"
+    assert report["manifest_sha256"] == hashlib.sha256(samples.read_bytes()).hexdigest()
+    assert report["rainbench_version"] == __version__
 
 
 def test_a_fit_that_kept_the_shipped_weights_is_judged_without_the_warning(
