@@ -6,6 +6,7 @@ metric's agreement with the full-reference ones (validity.py) and its warnings.
 import math
 import re
 
+from rainbench import __version__
 from rainbench.leaderboard.cells import (
     CONTROL,
     INFINITY,
@@ -31,7 +32,9 @@ def render_latex(results: Results) -> str:
     """One booktabs table per split (needs \\usepackage{booktabs}); best values in bold."""
     tables = leaderboard_tables(results)
     validities = validity_by_split(tables)
-    blocks = ["% rainbench leaderboard; needs \\usepackage{booktabs}"]
+    blocks = [
+        f"% rainbench leaderboard, made by rainbench {__version__}; needs \\usepackage{{booktabs}}"
+    ]
     blocks += [
         _latex_table(table, validities.get((table.dataset, table.split))) for table in tables
     ]

@@ -8,6 +8,7 @@ plain text.
 import math
 import re
 
+from rainbench import __version__
 from rainbench.leaderboard.cells import (
     CONTROL,
     RowCells,
@@ -69,6 +70,7 @@ def render_markdown(results: Results) -> str:
         validity = validities.get((table.dataset, table.split))
         note = real_split_note(table, list(validities.values()))
         lines += ["", *_markdown_table(table, validity, note)]
+    lines += ["", f"Made by rainbench {__version__} from {len(results.runs)} result files."]
     return "\n".join(lines) + "\n"
 
 
