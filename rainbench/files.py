@@ -6,6 +6,8 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +29,17 @@ def write_atomic(path: Path, data: bytes, shared: bool = False) -> None:
         say_where(error, path)
         raise
     fsync_dir(path.parent)
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Run the block so that an OSError it raises naming no file (a full disk, a
+    file-size limit) names `path`."""
+    try:
+        yield
+    except OSError as error:
+        say_where(error, path)
+        raise
 
 
 def say_where(error: BaseException, path: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rainbench import __version__
 from rainbench.errors import RainbenchError, first_line
-from rainbench.files import leads_inside, regular_file, say_where, write_atomic
+from rainbench.files import leads_inside, naming, regular_file, write_atomic
 from rainbench.shards.layout import STORED_SPLIT
 from rainbench.store import (
     bucket_missing,
@@ -399,11 +399,8 @@ def writer_lock(path: Path) -> Iterator[None]:
             raise LockHeld("another process, which has just removed the folder")
         handle.seek(0)
         handle.truncate()
-        try:  # unbuffered: a full disk fails here once, not again as the file closes
+        with naming(path):  # unbuffered: a full disk fails here once, not as the file closes
             os.write(handle.fileno(), f"pid {os.getpid()} ({_command()})".encode(handle.encoding))
-        except OSError as error:
-            say_where(error, path)
-            raise
         try:
             yield
         finally:

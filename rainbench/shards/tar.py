@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from rainbench.files import fsync_dir, say_where
+from rainbench.files import fsync_dir, naming
 
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
@@ -105,11 +105,8 @@ class ShardWriter:
         """Write the end-of-archive blocks and close; the shard waits at `tmp_path`."""
         self._write(bytes(2 * _BLOCK))
         self._write(bytes(-self._size % _RECORD))
-        try:
+        with naming(self.path):
             self._file.close()
-        except OSError as error:
-            say_where(error, self.path)
-            raise
         self._finished = True
         return ShardInfo(self._sha.hexdigest(), self._size)
 
@@ -131,11 +128,8 @@ class ShardWriter:
         )
 
     def _write(self, data: bytes) -> None:
-        try:
+        with naming(self.path):
             self._file.write(data)
-        except OSError as error:  # a full disk or a file-size limit names no file
-            say_where(error, self.path)
-            raise
         self._sha.update(data)
         self._size += len(data)
 

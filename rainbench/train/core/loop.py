@@ -40,7 +40,7 @@ from rainbench import __version__
 from rainbench.data import Filters, Loader, RainDataset
 from rainbench.data.dataset import current_slot
 from rainbench.errors import first_line
-from rainbench.files import say_where, write_atomic
+from rainbench.files import naming, write_atomic
 from rainbench.models.base import CheckpointError, load_weights
 from rainbench.models.nlcl.checkpoint import save_atomic
 from rainbench.models.trained_on import TRAINED_ON, pack_keys
@@ -801,15 +801,11 @@ class _Log:
     @staticmethod
     def _append(path: Path, row: dict) -> None:
         new = not path.exists()
-        try:
-            with open(path, "a", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(row))
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-        except OSError as error:  # a full disk: the write's own error names no file
-            say_where(error, path)
-            raise
+        with naming(path), open(path, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
 
 
 def _truncate(path: Path, step: int) -> None:
