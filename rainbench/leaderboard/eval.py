@@ -67,6 +67,7 @@ from rainbench.shards.members import (
     open_shard,
     read_upright,
 )
+from rainbench.store import shown
 from rainbench.synth.importers import paired_kind
 from rainbench.threads import set_torch_threads
 
@@ -74,6 +75,7 @@ REAL_METRICS = ("niqe", "brisque", "piqe")
 PAIRED_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
 CROP_SIDE = 256  # px: the crops the leaderboard's comparison strip shows
 _FLUSH_SECONDS = 10.0
+_MANIFEST_READS = 5  # an ingest replaces a manifest a few times at most
 
 
 class EvalError(DatasetError):
@@ -536,7 +538,7 @@ class _SplitRun:
 
     def _manifest_rows(self) -> list[dict]:
         if self.kind == "real":
-            table = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+            table = self._read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
             # A video is scored through the real pairs made of its frames.
             rainy = [
                 row
@@ -546,9 +548,25 @@ class _SplitRun:
             rows = [row for row in rainy if row.get("kind") != "video"]
             self.report.videos = len(rainy) - len(rows)
         else:
-            table = manifest.read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
+            table = self._read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
             rows = [row for row in table.to_pylist() if row["split"] == self.split]
         return sorted(rows, key=lambda row: (row["shard"], row["key"]))
+
+    def _read_manifest(self, path: Path, schema: pa.Schema) -> pa.Table:
+        """The manifest the split's rows come from, its sha256 kept for the provenance
+        (`manifest_sha256`): that of the very file read. An ingest may replace the file
+        (atomically) while eval reads it, so it is hashed before and after, and read
+        again until both agree."""
+        for _ in range(_MANIFEST_READS):
+            before = file_sha256(path) if path.exists() else None
+            table = manifest.read_manifest(path, schema)
+            self.manifest_sha256 = file_sha256(path) if path.exists() else None
+            if self.manifest_sha256 == before:
+                return table
+        raise EvalError(
+            f"{shown(path)}: replaced {_MANIFEST_READS} times while eval read it; run eval "
+            "again when the command writing the dataset has finished"
+        )
 
     def _metrics(self) -> list[tuple[str, object]]:
         """The metrics to compute, built once; those that cannot run here are reported."""
@@ -573,7 +591,7 @@ class _SplitRun:
                 "name": self.name,
                 "path": self.dataset.location,
                 "manifest": manifest_path.name,
-                "manifest_sha256": file_sha256(manifest_path),
+                "manifest_sha256": self.manifest_sha256,
                 # Which dataset, whatever its path or name: copies keep it, another
                 # ingest of the same name does not.
                 "created_at": self.dataset.read_info().get("created_at"),
@@ -636,8 +654,7 @@ class _SplitRun:
         """How a real-paired split's ground truth was made and how good it is said to be:
         the methods, and for pairs estimated by `rainbench pairs` their confidence and
         the estimate's own spread as psnr_y."""
-        table = manifest.read_manifest(self.dataset.synthetic_manifest, manifest.SYNTHETIC)
-        rows = [row for row in table.to_pylist() if row["split"] == self.split]
+        rows = self.rows_manifest
         methods = Counter(row["recipe"] for row in rows)
         # Pairs estimated by `rainbench pairs` carry every figure below; other real pairs
         # (an imported set's, an earlier version's) may lack some: they are not counted.

@@ -25,6 +25,7 @@ import rainbench
 from rainbench.cli import leaderboard as leaderboard_cli
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.files import file_sha256
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard import eval as eval_module
 from rainbench.leaderboard.eval import EvalError, EvalSettings, evaluate
@@ -550,6 +551,52 @@ def test_results_follow_their_split_as_it_grows_shrinks_and_changes(tmp_path, ds
     assert gone["key"] not in now.index and now.loc[changed["key"], "rain_type"] == retyped
     info = json.loads((results / "identity" / "ds" / "test.json").read_text())
     assert info["images"]["ok"] == len(now)
+
+
+def _called_from(function: str) -> bool:
+    frame = sys._getframe()
+    while frame and frame.f_code.co_name != function:
+        frame = frame.f_back
+    return frame is not None
+
+
+def test_the_provenance_names_the_manifest_the_rows_were_read_from(tmp_path, ds, monkeypatch):
+    # An ingest replacing the manifest while eval reads it: the rows scored and the
+    # manifest_sha256 recorded must come from one and the same file.
+    path = ds / "manifests" / "synthetic.parquet"
+    shrunk = manifest.read_manifest(path, manifest.SYNTHETIC).slice(1)
+    read, replaced = manifest.read_manifest, []
+
+    def read_then_replace(where, schema, *args, **kwargs):
+        table = read(where, schema, *args, **kwargs)
+        if _called_from("_manifest_rows") and not replaced:
+            replaced.append(True)
+            manifest.write_manifest(path, shrunk)
+        return table
+
+    monkeypatch.setattr(manifest, "read_manifest", read_then_replace)
+    [report] = evaluate(_source("identity"), ds, "syn-streak", tmp_path / "res", FAST)
+    info = json.loads((tmp_path / "res" / "identity" / "ds" / "syn-streak.json").read_text())
+    assert report.scored == shrunk.num_rows == 2
+    assert info["dataset"]["manifest_sha256"] == file_sha256(path)
+
+
+def test_a_manifest_replaced_at_every_read_is_refused_in_one_line(tmp_path, ds, monkeypatch):
+    path = ds / "manifests" / "synthetic.parquet"
+    tables = [manifest.read_manifest(path, manifest.SYNTHETIC)]
+    tables.append(tables[0].slice(1))
+    read = manifest.read_manifest
+
+    def read_then_replace(where, schema, *args, **kwargs):
+        table = read(where, schema, *args, **kwargs)
+        if _called_from("_manifest_rows"):
+            tables.reverse()
+            manifest.write_manifest(path, tables[0])
+        return table
+
+    monkeypatch.setattr(manifest, "read_manifest", read_then_replace)
+    with pytest.raises(EvalError, match=r"synthetic.parquet: replaced 5 times while eval read"):
+        evaluate(_source("identity"), ds, "syn-streak", tmp_path / "res", FAST)
 
 
 def test_results_from_before_rows_named_their_images_need_the_manifest_unchanged(tmp_path, ds):
