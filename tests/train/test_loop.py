@@ -133,6 +133,20 @@ def test_a_log_row_the_disk_had_no_room_for_names_the_log(tmp_path, file_size_li
     assert full.value.errno == errno.EFBIG and full.value.filename == str(log)
 
 
+# The board's thread ends with the error the writer raises again: its traceback, which
+# pytest turns into this warning, would say the same once more in forty lines.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_tensorboard_on_a_full_disk_is_one_error_naming_its_folder(tmp_path, file_size_limit):
+    log = loop._Log(tmp_path, ("loss",), enabled=True, resumed_at=0)
+    # Room for losses.csv's rows (≈ 20 bytes a step), not for the board's (≈ 70).
+    with pytest.raises(OSError) as full, file_size_limit(1000):
+        for step in range(1, 40):  # the board's thread writes; a later call says it failed
+            log.write(step, 0, 0.0002, {"loss": 0.5})
+        log.close()
+    assert full.value.errno == errno.EFBIG
+    assert full.value.filename == str(tmp_path / "tensorboard")
+
+
 def test_a_run_folder_is_new_empty_or_a_run(tmp_path, _dataset):
     with pytest.raises(DatasetError, match=r"is a rainbench dataset; give --out a folder"):
         train(_dataset, _dataset, _with(), threads=1)

@@ -770,33 +770,38 @@ class _Log:
             _truncate(run / name, resumed_at)  # rows a killed run logged after its checkpoint
         try:
             from torch.utils.tensorboard import SummaryWriter
-
-            self.board = SummaryWriter(str(run / "tensorboard"))
         except ImportError:  # tensorboard is optional: the CSV has every number
-            self.board = None
+            return
+        with naming(run / "tensorboard"):
+            self.board = SummaryWriter(str(run / "tensorboard"))
+        if threading.excepthook is not _quiet_board_thread:
+            _quiet_board_thread.hook = threading.excepthook
+            threading.excepthook = _quiet_board_thread
 
     def write(self, step: int, epoch: int, lr: float, values: dict[str, float]) -> None:
         if not self.enabled:
             return
         row = {"step": step, "epoch": epoch, "lr": lr, **{k: values.get(k) for k in self.terms}}
         self._append(self.run / "losses.csv", row)
-        if self.board:
-            for name in self.terms:
-                if name in values:
-                    self.board.add_scalar(f"loss/{name}", values[name], step)
-            self.board.add_scalar("lr", lr, step)
+        scalars = {f"loss/{name}": values[name] for name in self.terms if name in values}
+        self._to_board(step, {**scalars, "lr": lr})
 
     def validation(self, step: int, scores: dict[str, float]) -> None:
         if not self.enabled:
             return
         self._append(self.run / "validation.csv", {"step": step, **scores})
-        if self.board:
-            for name, value in scores.items():
-                self.board.add_scalar(f"validation/{name}", value, step)
+        self._to_board(step, {f"validation/{name}": value for name, value in scores.items()})
 
     def close(self) -> None:
         if self.board:
-            self.board.close()
+            with naming(self.run / "tensorboard"):
+                self.board.close()
+
+    def _to_board(self, step: int, scalars: dict[str, float]) -> None:
+        if self.board:
+            with naming(self.run / "tensorboard"):  # a full disk, said where
+                for name, value in scalars.items():
+                    self.board.add_scalar(name, value, step)
 
     @staticmethod
     def _append(path: Path, row: dict) -> None:
@@ -806,6 +811,19 @@ class _Log:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def _quiet_board_thread(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard writes from a thread of its own, which keeps what ended it (a full
+    disk) for the writer to raise again in the training's thread, where it is said in
+    one line: the thread's own traceback would say the same in forty. Every other
+    thread's exception goes to the hook there was before."""
+    thread = args.thread
+    if not (
+        type(thread).__module__.startswith("tensorboard.")
+        and getattr(thread, "exception", None) is args.exc_value
+    ):
+        _quiet_board_thread.hook(args)
 
 
 def _truncate(path: Path, step: int) -> None:
