@@ -20,7 +20,10 @@ PACKAGE = Path(__file__).resolve().parent
 # what it uses. A package may import only from layers below its own. A new package or
 # top-level module gets its place here.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("__init__", "errors", "files", "seeds", "windows", "parallel", "threads")),
+    (
+        "foundation",
+        ("__init__", "errors", "files", "seeds", "versions", "windows", "parallel", "threads"),
+    ),
     ("scale-out", ("cluster", "store")),
     ("capture", ("capture",)),
     ("tagging", ("tagging",)),
@@ -165,10 +168,11 @@ def render(found: list[Import]) -> str:
         "",
         "rainbench's folders follow a capture's journey: capture → tagging → shards →",
         "data → synth → models → metrics → leaderboard. Below the stages lies a foundation",
-        "(the error base, atomic files and hashes, seeds, window filters, worker pools, torch's",
-        "CPU threads) and, just above it, scale-out (Ray pools, object-store datasets);",
-        "above them the drivers: ingest, training, analysis, the demo and the CLI. Every",
-        "import points down: a stage uses only what lies below it, never a later stage.",
+        "(the error base, atomic files and hashes, seeds, the libraries' versions, window",
+        "filters, worker pools, torch's CPU threads) and, just above it, scale-out (Ray pools,",
+        "object-store datasets); above them the drivers: ingest, training, analysis, the demo",
+        "and the CLI. Every import points down: a stage uses only what lies below it, never a",
+        "later stage.",
         "",
         "This page is generated from the imports themselves (those inside functions too) by",
         "`python -m rainbench.architecture docs/architecture.md`; tests/test_architecture.py",

@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from rainbench.capture.formats import FORMATS
+from rainbench.files import file_sha256
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import GROUND_TRUTH, RAIN, member
@@ -33,6 +34,8 @@ MIN_PATCHES = 100
 MIN_IMAGES = 6
 SIGNIFICANCE = 0.05
 ESTIMATORS = {"two_nn": "TwoNN", "mle": "MLE"}
+# What decodes the pairs and estimates the dimensions: a report names their versions.
+LIBRARIES = ("numpy", "scipy", "pillow")
 
 
 def two_nn(points: np.ndarray) -> float:
@@ -441,9 +444,21 @@ def _or_nan(estimator, patches: np.ndarray, *args) -> float:
         return math.nan
 
 
+@dataclass(frozen=True)
+class SplitPairs:
+    """A paired split's pairs, read as they are iterated, and the sha256 of the
+    synthetic.parquet that chose them: what a report names as its input."""
+
+    pairs: Iterator[tuple[np.ndarray, np.ndarray]]
+    manifest_sha256: str
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.pairs
+
+
 def from_synthetic_split(
     dataset_root: str | Path, split: str, limit: int | None = None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> SplitPairs:
     """(ground truth, rain layer) of each pair of a paired split, as H×W×3 float32 in
     [0, 1], the rain layer being clip(rainy − ground truth, 0, 1): what the rain added
     (where the render saturated at white, less than the streaks drawn).
@@ -466,7 +481,10 @@ def from_synthetic_split(
             f"no pairs in split {split!r} of {dataset_root}; paired splits: "
             + (", ".join(known) if known else "none (run rainbench synth)")
         )
-    return _read_pairs(dataset, rows[:limit] if limit is not None else rows)
+    return SplitPairs(
+        _read_pairs(dataset, rows[:limit] if limit is not None else rows),
+        file_sha256(dataset.synthetic_manifest),
+    )
 
 
 def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

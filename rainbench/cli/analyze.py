@@ -6,6 +6,7 @@ import click
 
 from rainbench import __version__
 from rainbench.analysis.intrinsic_dim import (
+    LIBRARIES,
     MIN_PATCHES,
     Settings,
     analyze,
@@ -13,6 +14,7 @@ from rainbench.analysis.intrinsic_dim import (
 )
 from rainbench.cli import options
 from rainbench.cli.output import emit, prepare_report, write_json
+from rainbench.versions import installed_versions
 
 
 @click.group("analyze")
@@ -72,14 +74,17 @@ def analyze_intrinsic_dim_command(
     settings = Settings(references=references, unit_norm=unit_norm, seed=seed)
     if out:
         prepare_report(out, dataset)
-    report = analyze(from_synthetic_split(dataset, split, limit), settings, progress)
+    pairs = from_synthetic_split(dataset, split, limit)
+    report = analyze(pairs, settings, progress)
     # What a reader needs to make the same report again: the pairs taken and the tool.
     result = {
         "dataset": str(dataset),
         "split": split,
         "limit": limit,
+        "manifest_sha256": pairs.manifest_sha256,
         **report.to_dict(),
         "tool": {"name": "rainbench", "version": __version__},
+        "versions": installed_versions(LIBRARIES),
     }
     if out:
         write_json(result, out)

@@ -4,7 +4,7 @@ confidence means what it says (expected calibration error). The real test of tag
 on the lab's own captures; `rainbench tag-eval DS` prints it.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from rainbench.shards.fitted import active_tagger
 from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, feature_column
 from rainbench.tagging.scores import calibration_error, decide_all, f1_scores
 from rainbench.tagging.tagger import RAIN_TYPES, UNLIKE, Tagger, load_tagger
+from rainbench.versions import installed_versions
 
 
 @dataclass
@@ -38,6 +39,8 @@ class LabelAgreement:
     # What was judged and by what: the manifest the labels and features were read from.
     manifest_sha256: str | None = None
     rainbench_version: str = __version__
+    # What computes the decisions from the stored features.
+    versions: dict[str, str] = field(default_factory=lambda: installed_versions(("numpy",)))
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

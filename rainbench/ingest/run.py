@@ -59,6 +59,7 @@ from rainbench.shards.dataset import (
 from rainbench.shards.fitted import active_tagger
 from rainbench.shards.tar import TMP_SUFFIX, publish
 from rainbench.store import delete, is_url, version
+from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
@@ -335,6 +336,7 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
         ),
         "name": options.name or info.get("name") or Path(dataset.url or dataset.root).name,
         "tool_version": __version__,
+        "versions": installed_versions(CAPTURE_LIBRARIES),
     }
 
 
@@ -636,6 +638,7 @@ class _Run:
                 "burst_gap": self.settings.get("burst_gap", DEFAULT_BURST_GAP),
                 "tag": self.settings.get("tag", True),
                 "labels": self.settings.get("labels"),
+                "versions": self.settings.get("versions"),
                 "finished_at": datetime.now(UTC).isoformat(),
                 **run,
             }

@@ -15,11 +15,13 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rainbench import __version__
 from rainbench.files import write_atomic
 from rainbench.shards.dataset import Dataset
 from rainbench.shards.fitted import FIT_NAME, FOLDER, INFO_KEY, MAX_BYTES, fetch, read_fitted
 from rainbench.store import listing, upload
 from rainbench.tagging.tagger import Tagger, load_tagger
+from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 
 @dataclass
@@ -133,7 +135,11 @@ def store_fitted(dataset: Dataset, tagger: Tagger, report: FitReport) -> tuple[T
     version = f"{report.base_version}-fit-{number}-{report.labels_sha256[:8]}"
     path = f"{FOLDER}/tagger-fit-{number}.json"
     report = replace(report, version=version, path=path, reused=False)
-    calibration = {"fit": report.to_dict(), "command": "rainbench tag DS --fit"}
+    calibration = {
+        "fit": report.to_dict(),
+        "command": "rainbench tag DS --fit",
+        "versions": {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)},
+    }
     fitted = replace(
         tagger, version=version, calibration=calibration, source=f"{dataset.location}/{path}"
     )

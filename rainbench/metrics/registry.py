@@ -6,15 +6,18 @@ DESIGN: psnr_y, ssim_y, psnr, ssim, niqe, brisque, piqe).
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
 from rainbench.errors import RainbenchError
+from rainbench.versions import installed_versions
 
 # Bumped whenever any metric's computed value could change: cached scores and
 # published results carry it.
 PROTOCOL_VERSION = "1"
+
+# What computes the metrics' values: the score cache keys each value by these versions.
+METRIC_LIBRARIES = ("numpy", "scipy", "pillow", "torch", "pyiqa")
 
 # Modules whose import registers metrics; imported on first use, so that asking for
 # psnr_y never imports torch.
@@ -128,10 +131,4 @@ def _check_image(image: np.ndarray, what: str) -> None:
 
 def versions() -> dict[str, str]:
     """The versions of what computes the numbers (installed or not, no import needed)."""
-    found = {}
-    for package in ("numpy", "scipy", "pillow", "torch", "pyiqa"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
+    return installed_versions(METRIC_LIBRARIES)

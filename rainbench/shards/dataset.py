@@ -58,10 +58,11 @@ OWN_NAMES = frozenset(
     {"dataset.json", ".dataset.json.tmp", "manifests", "shards", ".ingest", ".lock"}
     | {STORE_LOCK, TAGGERS}
 )
-# dataset.json grows by one entry per ingest run, 0.5 to 1 kB as written (every
-# rejection reason and a label sheet counted, two inputs): 32 MiB keeps 30 000 runs or
-# more, an ingest an hour for three years. What it bounds: parsing a hostile file of
-# this size takes at most some 850 MB (`[{},{},…]`), about one 250 MP capture's decode.
+# dataset.json grows by one entry per ingest run, 0.7 to 1.3 kB as written (every
+# rejection reason, a label sheet and the libraries' versions counted, two inputs): 32 MiB
+# keeps 25 000 runs or more, an ingest an hour for almost three years. What it bounds:
+# parsing a hostile file of this size takes at most some 850 MB (`[{},{},…]`), about one
+# 250 MP capture's decode.
 MAX_INFO_BYTES = 32 << 20
 # The names of split fractions in `options.split`: one path segment, as a split's are.
 _SPLIT_NAME = re.compile(STORED_SPLIT)

@@ -3,7 +3,9 @@ store the pairs as the splits `syn-<recipe>`; and the contact sheet that shows
 what each recipe means on one picture.
 """
 
+import hashlib
 import io
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rainbench import __version__
 from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.files import write_atomic
@@ -28,6 +31,7 @@ from rainbench.synth.png import encode_png
 from rainbench.synth.recipes import DEFAULT_RECIPES, RECIPES
 from rainbench.synth.render import contact_sheet, derive_seed, render
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
+from rainbench.versions import installed_versions
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
 _RECIPE_SPLITS = frozenset(f"syn-{recipe}" for recipe in RECIPES)
@@ -257,13 +261,26 @@ def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | No
     encoded = io.BytesIO()  # in the format its suffix names, replaced whole
     exif = Image.Exif()
     exif[_DESCRIPTION] = SHEET_DESCRIPTION  # so that a later preview knows it may replace it
+    # What made it: the picture, the settings and the versions, as JSON.
+    made = {
+        "source_sha256": hashlib.sha256(data).hexdigest(),
+        "seed": seed,
+        "max_side": max_side,
+        "versions": {"rainbench": __version__, **installed_versions(SHEET_LIBRARIES)},
+    }
+    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _ASCII + json.dumps(made).encode()
     sheet.save(encoded, format=Image.registered_extensions()[out.suffix.lower()], exif=exif)
     write_atomic(out, encoded.getvalue())
     return out
 
 
 SHEET_DESCRIPTION = "rainbench synth --preview contact sheet"
+# What decodes the picture and renders the rain on it: the sheet names their versions.
+SHEET_LIBRARIES = ("numpy", "scipy", "pillow", "pillow-heif")
 _DESCRIPTION = 0x010E  # the EXIF ImageDescription tag
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286  # in the Exif IFD: a character code, then the text
+_ASCII = b"ASCII\0\0\0"
 
 
 def is_sheet(path: Path) -> bool:

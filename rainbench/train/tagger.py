@@ -39,6 +39,7 @@ from rainbench.tagging.tagger import (
     load_tagger,
     with_rain,
 )
+from rainbench.versions import installed_versions
 
 # The photographs rain is rendered on, by name: every photograph of a scene that the
 # installed packages bring under a licence that allows it. scikit-image's and
@@ -62,6 +63,8 @@ BACKGROUNDS: dict[str, str] = {
     "temple": "sklearn:china.jpg",
     "flower": "sklearn:flower.jpg",
 }
+# What makes, measures and fits the examples: the photographs' packages among them.
+EXAMPLE_LIBRARIES = ("numpy", "scipy", "pillow", "scikit-image", "matplotlib", "scikit-learn")
 
 # The rain models calibration fits on, each written separately with its own streak
 # physics: version 1's Gaussian-profile streaks added to the scene, version 2's drops by
@@ -793,7 +796,8 @@ class Robustness:
     # held-out model → {share of its clean captures flagged: share of its rain flagged}
     detection: dict[str, dict[float, float]]
     # What made the examples and judged them (per_cell, seed, the tagger whose fits
-    # these are, rainbench's version); None where the caller supplied the examples.
+    # these are, rainbench's version and its libraries'); None where the caller supplied
+    # the examples.
     examples: dict | None = None
 
     def worst(self, table: dict[str, Evaluation]) -> tuple[str, Evaluation]:
@@ -934,6 +938,7 @@ def evaluate_held_out(per_cell: int, seed: int, workers: int) -> Robustness:
         "seed": seed,
         "tagger": load_tagger().version,
         "rainbench": __version__,
+        "versions": installed_versions(EXAMPLE_LIBRARIES),
     }
     return judged
 

@@ -1,12 +1,14 @@
 """Intrinsic dimension: the estimators on manifolds of known dimension, NLCL's patch
 sampler, the report on a rendered example, and reading pairs from a synthetic split."""
 
+import hashlib
 import io
 import json
 import math
 import re
 import shutil
 import tarfile
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -255,6 +257,10 @@ def test_the_cli_report_names_what_it_measured(synthetic_dataset, tmp_path):
     report = json.loads(out.read_text())
     assert (report["split"], report["limit"], report["counts"]["images"]) == ("syn-streak", 2, 2)
     assert report["tool"] == {"name": "rainbench", "version": __version__}
+    # What it read the pairs from, and what computed the dimensions.
+    chosen_by = synthetic_dataset / "manifests" / "synthetic.parquet"
+    assert report["manifest_sha256"] == hashlib.sha256(chosen_by.read_bytes()).hexdigest()
+    assert report["versions"] == {name: version(name) for name in ("numpy", "scipy", "pillow")}
 
 
 def test_a_pair_picture_not_of_its_rows_size_stops_the_estimate_in_one_line(

@@ -109,6 +109,7 @@ def test_the_report_names_the_manifest_it_judged_and_the_tool(sample_dataset, tm
     samples = sample_dataset / "manifests" / "samples.parquet"
     assert report["manifest_sha256"] == hashlib.sha256(samples.read_bytes()).hexdigest()
     assert report["rainbench_version"] == __version__
+    assert report["versions"] == {"numpy": np.__version__}
 
 
 def test_a_fit_that_kept_the_shipped_weights_is_judged_without_the_warning(

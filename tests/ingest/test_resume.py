@@ -29,6 +29,7 @@ from rainbench.shards import manifest
 from rainbench.shards import tar as tar_module
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
+from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
 
@@ -171,6 +172,26 @@ def test_a_killed_untagged_run_is_finished_untagged(tmp_path, capture_folder, mo
     assert summary.untagged == len(fingerprint(ds)["samples"]) > 0
     runs = json.loads((ds / "dataset.json").read_text())["runs"]
     assert [run["tag"] for run in runs] == [False]
+
+
+def test_a_run_started_before_versions_were_recorded_is_finished(
+    tmp_path, capture_folder, monkeypatch
+):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, run_module, "write_unit", 2)
+        with pytest.raises(Killed):
+            ingest([capture_folder], ds, OPTIONS)
+    pending = ds / ".ingest" / "run.json"
+    settings = json.loads(pending.read_text())
+    assert settings["versions"] == installed_versions(CAPTURE_LIBRARIES)
+    del settings["versions"]  # as an older rainbench wrote it
+    pending.write_text(json.dumps(settings))
+
+    assert ingest([capture_folder], ds, OPTIONS).resumed
+
+    [entry] = json.loads((ds / "dataset.json").read_text())["runs"]
+    assert entry["versions"] is None  # unknown, not this run's
 
 
 def test_kill_minus_nine_at_random_moments(tmp_path, raw, reference):

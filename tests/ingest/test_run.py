@@ -18,6 +18,7 @@ from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
+from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 ONE = IngestOptions(workers=1)
 
@@ -66,6 +67,9 @@ def test_every_kind_of_capture_is_accepted(tmp_path, capture_folder, capture_spe
     assert info["counts"]["samples"] == len(capture_specs)
     assert info["runs"][-1]["accepted"] == len(capture_specs)
     assert info["runs"][-1]["burst_gap"] == 2.0 and info["runs"][-1]["labels"] is None
+    # What decoded, measured and tagged the captures.
+    assert info["runs"][-1]["versions"] == installed_versions(CAPTURE_LIBRARIES)
+    assert {"numpy", "scipy", "pillow", "av"} <= info["runs"][-1]["versions"].keys()
     assert not (ds / ".ingest").exists()
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from rainbench import __version__
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
@@ -18,6 +19,7 @@ from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.tagging.fit import TooFewLabels
 from rainbench.tagging.tagger import load_tagger
+from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 ONE = IngestOptions(workers=1)
 
@@ -63,6 +65,8 @@ def test_fit_stores_a_versioned_tagger_that_retags_and_later_ingests_use(tmp_pat
     assert stored["version"] == fit["version"]
     assert stored["calibration"]["fit"]["labels_sha256"] == fit["labels_sha256"]
     assert stored["calibration"]["fit"]["base_version"] == load_tagger().version
+    made_by = {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
+    assert stored["calibration"]["versions"] == made_by and "scipy" in made_by
     samples = _samples(ds)
     assert (samples["tagger_version"] == fit["version"]).all()
     assert (samples["rain_type_source"] == "manual").all()  # the labels still win

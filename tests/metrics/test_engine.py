@@ -193,6 +193,19 @@ def test_a_value_cached_with_other_weights_is_computed_again(tmp_path, monkeypat
     assert score(jobs, settings, workers=1) == first and len(calls) == 1  # computed again
 
 
+def test_the_cache_keys_values_by_the_metric_libraries_only(monkeypatch):
+    # Outputs elsewhere record other libraries (av for ingest); the cache's key stays
+    # the metrics' own five, so that no cached value is computed again for them.
+    found = {"numpy": "1", "scipy": "2", "pillow": "3", "torch": "4", "pyiqa": "5", "av": "6"}
+    monkeypatch.setattr("rainbench.versions.version", found.__getitem__)
+    monkeypatch.setattr(engine.weights, "required", lambda metric, weights_dir=None: None)
+    identities = engine.cache_identities(ScoreSettings(("test_mean",), {}, None))
+    assert identities == {
+        "test_mean": f"{registry.PROTOCOL_VERSION}; weights none; "
+        "numpy 1, scipy 2, pillow 3, torch 4, pyiqa 5"
+    }
+
+
 def test_a_perfect_prediction_is_cached_as_infinite(tmp_path):
     for folder in ("p", "r"):
         _save(tmp_path / folder / "x.png", 77)

@@ -4,6 +4,7 @@ no-op re-runs, byte-identical shards, and resume after a crash."""
 import errno
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 from dataclasses import replace
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from rainbench import __version__
 from rainbench.capture.decode import load_upright
 from rainbench.capture.formats import FORMATS
 from rainbench.demo.captures import sample_specs, write_capture
@@ -20,8 +22,15 @@ from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.synth import splits as splits_module
-from rainbench.synth.build import SynthOptions, preview_sheet, synthesize
+from rainbench.synth.build import (
+    SHEET_LIBRARIES,
+    SynthOptions,
+    is_sheet,
+    preview_sheet,
+    synthesize,
+)
 from rainbench.synth.recipes import V2_RECIPES
+from rainbench.versions import installed_versions
 
 ALL_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
 OPTIONS = SynthOptions(workers=1, shard_bytes=200_000)
@@ -263,6 +272,22 @@ def test_preview_sheet(tmp_path):
         assert sheet.width > 320 and sheet.format == "PNG"
     with Image.open(preview_sheet(path, tmp_path / "sheet.JPG", max_side=100)) as sheet:
         assert sheet.format == "JPEG"  # as its suffix names
+
+
+@pytest.mark.parametrize("name", ["sheet.png", "sheet.jpg"])
+def test_a_preview_sheet_names_what_made_it(tmp_path, name):
+    path = write_capture(tmp_path, sample_specs(1, seed=2, size=(160, 120))[0])
+    out = preview_sheet(path, tmp_path / name, seed=5, max_side=100)
+    with Image.open(out) as sheet:
+        comment = sheet.getexif().get_ifd(0x8769)[0x9286]  # the Exif IFD's UserComment
+    assert comment.startswith(b"ASCII\0\0\0")
+    assert json.loads(comment[8:]) == {
+        "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "seed": 5,
+        "max_side": 100,
+        "versions": {"rainbench": __version__, **installed_versions(SHEET_LIBRARIES)},
+    }
+    assert is_sheet(out)  # still known as a sheet that a later preview may replace
 
 
 def test_an_interrupted_preview_sheet_leaves_the_earlier_one_whole(tmp_path, monkeypatch):

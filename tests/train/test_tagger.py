@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 import rainbench.train.tagger as tagger_module
+from rainbench import __version__
 from rainbench.tagging.features import FEATURE_NAMES
-from rainbench.tagging.tagger import CLASSES, RAIN_TYPES, UNLIKE
+from rainbench.tagging.tagger import CLASSES, RAIN_TYPES, UNLIKE, load_tagger
 from rainbench.train.tagger import (
     BACKGROUNDS,
     CHECK_MODELS,
+    EXAMPLE_LIBRARIES,
     HEIGHTS,
     POOLED_BACKGROUNDS,
     QUALITIES,
@@ -34,6 +36,7 @@ from rainbench.train.tagger import (
     rescaled,
     robustness,
 )
+from rainbench.versions import installed_versions
 
 
 def test_every_background_is_there_and_readable():
@@ -254,6 +257,22 @@ def test_robustness_reports_every_model_condition_and_background():
     assert summary["worst_model_macro_f1"] == min(r.macro_f1 for r in judged.by_model.values())
     assert "| v1 |" in "\n".join(judged.model_table())
     assert any(line.startswith("| light: night |") for line in judged.condition_table())
+
+
+def test_tag_eval_without_a_dataset_records_what_made_its_examples(monkeypatch):
+    # Rendering and measuring the examples takes minutes: separable ones stand in.
+    monkeypatch.setattr(
+        tagger_module, "measured_examples", lambda *args, **kwargs: (_separable(450, 0), "")
+    )
+    judged = tagger_module.evaluate_held_out(per_cell=2, seed=7, workers=1)
+    assert judged.examples == {
+        "per_cell": 2,
+        "seed": 7,
+        "tagger": load_tagger().version,
+        "rainbench": __version__,
+        "versions": installed_versions(EXAMPLE_LIBRARIES),
+    }
+    assert {"numpy", "scipy", "pillow", "scikit-image"} <= judged.examples["versions"].keys()
 
 
 def test_unlike_calibration_caps_the_confidence():

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 from dataclasses import replace
+from importlib.metadata import version
 
 import pyarrow as pa
 import pytest
@@ -170,10 +171,12 @@ def test_another_methods_run_is_refused_in_one_line(tmp_path, _dataset):
 def test_a_run_records_its_captures_and_refuses_to_resume_on_others(tmp_path, _dataset):
     run = tmp_path / "run"
     one_step = NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0})
-    train(_dataset, run, one_step)
+    train(_dataset, run, one_step, threads=2)
     record = json.loads((run / "run.json").read_text())
     assert record["captures"]["rainy"]["count"] > 1 and record["captures"]["clean"]["count"] > 0
     assert record["versions"]["torch"] == torch.__version__ and record["device"] == "cpu"
+    # Pillow decodes the captures; torch's threads change a step's rounding.
+    assert record["versions"]["pillow"] == version("pillow") and record["threads"] == 2
     # The same captures elsewhere: the run goes on.
     moved = tmp_path / "moved"
     shutil.copytree(_dataset, moved)

@@ -41,6 +41,7 @@ from rainbench.data import Filters, Loader, RainDataset
 from rainbench.data.dataset import current_slot
 from rainbench.errors import first_line
 from rainbench.files import naming, write_atomic
+from rainbench.metrics.registry import versions
 from rainbench.models.base import CheckpointError, load_weights
 from rainbench.models.nlcl.checkpoint import save_atomic
 from rainbench.models.trained_on import TRAINED_ON, pack_keys
@@ -217,7 +218,7 @@ def _train(
         step = resumed_from = resume.step
     if rank == 0:  # only now: a run that could not start leaves no settings behind
         _write_settings(run, config)
-        _write_provenance(run, trained_on, device, resumed_from, changes)
+        _write_provenance(run, trained_on, device, threads, resumed_from, changes)
     if config.compile:
         method.compile(model)
 
@@ -613,21 +614,25 @@ def _check_captures(run: Path, trained_on: dict) -> None:
 
 
 def _write_provenance(
-    run: Path, trained_on: dict, device: str, resumed_from: int | None, changes: dict
+    run: Path,
+    trained_on: dict,
+    device: str,
+    threads: int,
+    resumed_from: int | None,
+    changes: dict,
 ) -> None:
-    """RUN/run.json: the captures trained on and the versions that trained first, made
-    anew for a new run (one that never saved a checkpoint too); a resumed run adds the
-    settings it changed, under `resumes`."""
+    """RUN/run.json: the captures trained on and the versions, device and torch threads
+    that trained first, made anew for a new run (one that never saved a checkpoint too);
+    a resumed run adds the settings it changed, under `resumes`."""
     record = _read_provenance(run) if resumed_from is not None else None
     if record is None:
         record = {
             "captures": trained_on,
-            "versions": {
-                "rainbench": __version__,
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-            },
+            # torch's own version names its build too (+cu130: which CUDA computed).
+            "versions": {"rainbench": __version__, **versions(), "torch": torch.__version__},
             "device": device,
+            # torch's CPU threads: they change a step's rounding (docs/nlcl.md).
+            "threads": threads,
         }
     elif not changes:
         return
