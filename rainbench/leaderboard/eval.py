@@ -197,7 +197,7 @@ def evaluate(
     """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`."""
     dataset, name, splits, chosen = _chosen(dataset_path, split)
     checkpoint_info = _checkpoint_info(checkpoint)
-    settings = replace(settings, threads=set_torch_threads(requested=settings.threads))
+    settings = replace(settings, threads=_torch_threads(settings.threads))
     runs = [
         _SplitRun(source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info)
         for wanted in chosen
@@ -278,8 +278,25 @@ def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[st
     for wanted in chosen:
         if wanted not in splits:
             known = ", ".join(sorted(splits)) or "none"
+            if wanted in _sample_splits(dataset):  # there, but nothing in it to derain
+                raise EvalError(
+                    f"{dataset_path}'s split {wanted!r} holds no rainy stills to derain (clean "
+                    "captures are not derained; a video is scored through its pairs: "
+                    f"rainbench pairs); splits to evaluate: {known}"
+                )
             raise EvalError(f"{dataset_path} has no split {wanted!r}; known: {known}")
     return dataset, name, splits, chosen
+
+
+def _torch_threads(requested: int | None) -> int:
+    """torch's CPU threads set (`set_torch_threads`); without torch, which every derainer
+    runs under, one line saying what to install instead of a traceback."""
+    try:
+        return set_torch_threads(requested=requested)
+    except ImportError as error:
+        raise EvalError(
+            f"rainbench eval needs torch ({first_line(error)}): pip install 'rainbench[eval]'"
+        ) from None
 
 
 def _checkpoint_info(checkpoint: Path | None) -> dict | None:
@@ -297,6 +314,12 @@ def _shard_count(dataset: Dataset, splits: list[str]) -> int:
         pairs = zip(table["shard"].to_pylist(), table["split"].to_pylist(), strict=True)
         shards |= {shard for shard, split in pairs if split in wanted}
     return len(shards)
+
+
+def _sample_splits(dataset: Dataset) -> set[str]:
+    """Every split a capture of the dataset is in, whatever its layer and kind."""
+    samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+    return set(samples["split"].to_pylist())
 
 
 def _splits(dataset: Dataset) -> dict[str, str]:
@@ -915,7 +938,7 @@ class _Worker:
         results: Path,
         dataset: str | Path,
     ):
-        self.settings = replace(settings, threads=set_torch_threads(requested=settings.threads))
+        self.settings = replace(settings, threads=_torch_threads(settings.threads))
         self.source = build_source(self.settings)
         self.results, self.dataset = results, open_dataset(dataset)
         self.metrics: dict[str, tuple[list, dict[str, str]]] = {}

@@ -657,6 +657,28 @@ def test_an_unknown_split_names_the_known_ones(tmp_path, ds):
         evaluate(_source("identity"), ds, "nope", tmp_path / "res", FAST)
 
 
+def test_without_torch_eval_says_what_to_install(tmp_path, ds, monkeypatch):
+    # Every derainer runs under torch: without it, one line naming the extra, and
+    # nothing written, not a traceback (nor a results file of failed rows).
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(EvalError, match=r"needs torch .*pip install 'rainbench\[eval\]'$"):
+        evaluate(_source("guided"), ds, "test", tmp_path / "res", FAST)
+    assert not (tmp_path / "res").exists()
+
+
+def test_a_split_with_nothing_to_derain_says_so(tmp_path):
+    # The split is there (stats lists it), but holds only clean captures (or videos,
+    # scored through their pairs): not "no split", but why and what can be evaluated.
+    for spec in sample_specs(2, seed=9, size=(160, 120)):
+        write_capture(tmp_path / "clean", spec)
+    ds = tmp_path / "ds"
+    everything_test = {"train": 0.0, "val": 0.0, "test": 1.0}
+    ingest([tmp_path / "clean"], ds, IngestOptions(workers=1, layer="clean", split=everything_test))
+    synthesize(ds, SynthOptions(recipes=("streak",), workers=1))
+    with pytest.raises(EvalError, match=r"'test' holds no rainy stills.*evaluate: syn-streak$"):
+        evaluate(_source("identity"), ds, "test", tmp_path / "res", FAST)
+
+
 def test_an_external_command_derainer(tmp_path, ds):
     script = tmp_path / "theirs.py"
     script.write_text(
