@@ -22,7 +22,17 @@ PACKAGE = Path(__file__).resolve().parent
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "foundation",
-        ("__init__", "errors", "files", "seeds", "versions", "windows", "parallel", "threads"),
+        (
+            "__init__",
+            "errors",
+            "files",
+            "seeds",
+            "versions",
+            "windows",
+            "parallel",
+            "threads",
+            "wording",
+        ),
     ),
     ("scale-out", ("cluster", "store")),
     ("capture", ("capture",)),

@@ -4,7 +4,9 @@ import errno
 import io
 import json
 import os
+import sys
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -29,15 +31,42 @@ def test_ingest_verify_stats(runner, tmp_path, capture_folder):
         main, ["ingest", str(capture_folder), "--out", ds, "-j", "1", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
-    assert "33 accepted" in result.output and "images/s" in result.output
+    assert "33 accepted" in result.output and "files/s" in result.output
     again = runner.invoke(
         main, ["ingest", str(capture_folder), "--out", ds, "--json", "--no-progress"]
     )
     assert json.loads(again.output)["accepted"] == 0
+    unchanged = runner.invoke(main, ["ingest", str(capture_folder), "--out", ds, "--no-progress"])
+    assert unchanged.output.splitlines()[1] == "nothing new"
     assert runner.invoke(main, ["verify", ds]).output.strip().endswith("ok")
     stats = json.loads(runner.invoke(main, ["stats", ds, "--json"]).output)
     assert stats["samples"] == 33 and sum(stats["splits"].values()) == 33
     assert "cameras:" in runner.invoke(main, ["stats", ds]).output
+
+
+def test_summaries_say_one_of_a_thing_in_the_singular(tmp_path):
+    from rainbench.cli.dataset import format_summary
+    from rainbench.cli.pairs import _lines as real_pairs_lines
+    from rainbench.ingest import IngestSummary
+    from rainbench.pairs.build import RealPairsSummary
+
+    one = dict.fromkeys(
+        ("accepted", "duplicates", "near_duplicates", "scanned", "shards", "ignored", "untagged"),
+        1,
+    )
+    text = format_summary(IngestSummary(**one, scanned_bytes=10**6, seconds=1.0), tmp_path)
+    assert f"{tmp_path}: 1 accepted, 1 duplicate, 1 near-duplicate (kept, marked), " in text
+    assert "probed 1 file (1.0 MB) in 1.0 s: 1.0 files/s, 1.0 MB/s; 1 shard written" in text
+    assert "ignored 1 file without" in text and "1 capture not yet measured" in text
+    split = {"s": 1}
+    lines = real_pairs_lines(
+        RealPairsSummary(stored=Counter(split), replaced=Counter(split), changed=Counter(split))
+    )
+    assert lines == [
+        "s: 1 pair stored, 0 already there",
+        "s: its 1 pair of an earlier version of rainbench pairs was made again",
+        "s: 1 pair of sequences whose frames changed since was replaced",
+    ]
 
 
 def test_verify_failure_exits_one_and_names_the_problem(runner, tmp_path, capture_folder):
@@ -499,6 +528,34 @@ def test_an_unexpected_error_is_not_hidden(runner, monkeypatch):
     assert isinstance(result.exception, KeyError)
 
 
+@pytest.mark.parametrize(
+    ("args", "module", "extra"),
+    [
+        (["train", "nlcl", "{tmp}"], "rainbench.train.nlcl.trainer", "train"),
+        (["train", "cclgan", "{tmp}"], "rainbench.train.cclgan.trainer", "train"),
+        (["nlcl", "import-checkpoint", "{file}"], "rainbench.models.nlcl.checkpoint", "eval"),
+        (["cclgan", "import-checkpoint", "{file}"], "rainbench.models.cclgan", "eval"),
+    ],
+    ids=lambda value: " ".join(value[:2]) if isinstance(value, list) else None,
+)
+def test_without_torch_train_and_imports_say_what_to_install(
+    runner, tmp_path, monkeypatch, args, module, extra
+):
+    # torch is imported when the command runs: simulated missing, and the command's
+    # module imported afresh, which then fails on `import torch`.
+    given = tmp_path / "net.pth"
+    given.write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    argv = [arg.format(tmp=tmp_path, file=given) for arg in args]
+    result = runner.invoke(main, [*argv, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: rainbench {' '.join(args[:2])} needs torch (")
+    assert result.output.rstrip().endswith(f"pip install 'rainbench[{extra}]'")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_closed_pipe_is_left_to_click(runner, monkeypatch):
     def closed(*args, **kwargs):
         raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
@@ -699,5 +756,5 @@ def test_a_label_sheet_cannot_forge_or_restyle_the_lines_tag_prints(runner, tmp_
     result = runner.invoke(main, ["tag", str(tmp_path), "--skip-bad-labels"], color=True)
     assert result.exit_code == 0, result.output
     assert f"skipped: {shown}\n" in result.output
-    assert "tagged 1 captures (hail\\x1b]0;pwned\\x07\\nerror: forged 1)" in result.output
+    assert "tagged 1 capture (hail\\x1b]0;pwned\\x07\\nerror: forged 1)" in result.output
     assert result.output.count("\n") == 2 and "\x1b" not in result.output

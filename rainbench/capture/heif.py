@@ -15,7 +15,7 @@ from rainbench.capture.decode import (
     reduce_for_preview,
 )
 from rainbench.capture.orientation import ORIENTATION_TAG
-from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.reject import CaptureRejected, Reason, missing_library
 
 
 def decode_heic(data: bytes, max_pixels: int) -> Decoded:
@@ -32,9 +32,7 @@ def decode_heic(data: bytes, max_pixels: int) -> Decoded:
     try:
         import pillow_heif
     except ImportError:
-        raise CaptureRejected(
-            Reason.UNSUPPORTED, "HEIC needs pillow-heif: pip install 'rainbench[heic]'"
-        ) from None
+        raise missing_library("HEIC", "pillow-heif", "heic") from None
     try:
         heif = pillow_heif.open_heif(io.BytesIO(data))  # reads the boxes, decodes nothing
         if len(heif) == 0:  # boxes that parse, none an image libheif can use (a bad hvcC)

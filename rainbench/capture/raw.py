@@ -23,7 +23,7 @@ from rainbench.capture.decode import (
 from rainbench.capture.exif import without_app1
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import orientation_of, turn_upright
-from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.reject import CaptureRejected, Reason, missing_library
 
 if TYPE_CHECKING:
     import rawpy
@@ -53,10 +53,7 @@ def decode_raw(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     try:
         import rawpy
     except ImportError:
-        raise CaptureRejected(
-            Reason.UNSUPPORTED,
-            f"{fmt.name.upper()} needs rawpy: pip install 'rainbench[raw]'",
-        ) from None
+        raise missing_library(fmt.name.upper(), "rawpy", "raw") from None
     try:
         with rawpy.imread(io.BytesIO(data)) as raw:
             sizes = raw.sizes  # a copy: postprocess(half_size=True) halves LibRaw's own

@@ -2,6 +2,7 @@
 `manifests/rejects.parquet` together with a one-line human message.
 """
 
+import re
 from enum import StrEnum
 
 
@@ -45,3 +46,20 @@ class CaptureRejected(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def missing_library(what: str, library: str, extra: str) -> CaptureRejected:
+    """`what` refused because the optional `library` is not installed: no fault of the
+    file (UNSUPPORTED is retried by the next ingest), and the message names the extra to
+    install, which `for_want_of_library` knows again in the rejects' messages."""
+    return CaptureRejected(
+        Reason.UNSUPPORTED, f"{what} needs {library}: pip install 'rainbench[{extra}]'"
+    )
+
+
+_MISSING_LIBRARY = re.compile(r" needs [^:]+: pip install 'rainbench\[\w+\]'$")
+
+
+def for_want_of_library(message: str | None) -> bool:
+    """Whether a refusal's message is one of `missing_library`'s."""
+    return message is not None and _MISSING_LIBRARY.search(message) is not None

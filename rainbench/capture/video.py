@@ -27,7 +27,7 @@ from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, reduce
 from rainbench.capture.formats import Format
 from rainbench.capture.location import location_hint, xmp_location_spans
 from rainbench.capture.orientation import orientation_of, turn_array
-from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.reject import CaptureRejected, Reason, missing_library
 from rainbench.capture.source import CaptureFile, apply_edits
 
 # More frames than a day at 100 fps is no camera's video: refused before it is indexed.
@@ -35,7 +35,6 @@ MAX_FRAMES = 10_000_000
 _MAX_DEPTH = 16  # box and element nesting followed, at most
 _MAX_TOP_BOXES = 10_000  # top-level boxes looked at to tell a cut file from a damaged one
 _EBML = b"\x1a\x45\xdf\xa3"  # the magic of Matroska and WebM files
-_PYAV_MISSING = "video needs PyAV: pip install 'rainbench[video]'"
 
 # A metadata name that says location: ©xyz, loci, com.apple.quicktime.location.ISO6709,
 # Matroska's LOCATION, GPS_LATITUDE and their like.
@@ -397,7 +396,7 @@ def _pyav():
     try:
         import av
     except ImportError:
-        raise CaptureRejected(Reason.UNSUPPORTED, _PYAV_MISSING) from None
+        raise missing_library("video", "PyAV", "video") from None
     return av
 
 

@@ -13,6 +13,7 @@ from rainbench.ingest.tag import TagSummary, tag_dataset
 from rainbench.shards.dataset import DatasetBusy, open_dataset
 from rainbench.shards.stats import dataset_stats
 from rainbench.shards.verify import verify
+from rainbench.wording import counted
 
 # Which tagger `tag` and `tag-eval` use: the dataset's own (a fit, when it has one), or
 # the one rainbench ships.
@@ -118,25 +119,34 @@ def ingest_command(raw, out, shard_size, as_json, progress, **settings) -> None:
 def format_summary(summary: IngestSummary, out: Path) -> str:
     rejected = sum(summary.rejected.values())
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(summary.rejected.items()))
+    shards = f"{counted(summary.shards, 'shard')} written"
     lines = [
         f"{'resumed and finished; ' if summary.resumed else ''}{out}: "
-        f"{summary.accepted} accepted, {summary.duplicates} duplicates, "
-        f"{summary.near_duplicates} near-duplicates (kept, marked), "
+        f"{summary.accepted} accepted, {counted(summary.duplicates, 'duplicate')}, "
+        f"{counted(summary.near_duplicates, 'near-duplicate')} (kept, marked), "
         f"{rejected} rejected" + (f" ({reasons})" if reasons else ""),
-        f"probed {summary.scanned} files ({summary.scanned_bytes / 1e6:.1f} MB) in "
-        f"{summary.seconds:.1f} s: {summary.images_per_second:.1f} images/s, "
-        f"{summary.mb_per_second:.1f} MB/s; {summary.shards} shards written",
+        # The rate counts every file probed: stills, videos, and files refused.
+        f"probed {counted(summary.scanned, 'file')} ({summary.scanned_bytes / 1e6:.1f} MB) in "
+        f"{summary.seconds:.1f} s: {summary.images_per_second:.1f} files/s, "
+        f"{summary.mb_per_second:.1f} MB/s; {shards}"
+        if summary.scanned
+        else "nothing new" + (f"; {shards}" if summary.shards else ""),
     ]
     if summary.ignored:
-        lines.append(f"ignored {summary.ignored} files without a capture extension")
+        lines.append(f"ignored {counted(summary.ignored, 'file')} without a capture extension")
     if rejected:
         lines.append(f"why each was refused: {out}/manifests/rejects.parquet")
+    lines.extend(
+        f"{counted(count, 'file')} rejected: {message}, then run the same ingest again to "
+        f"take {'it' if count == 1 else 'them'} in"
+        for message, count in summary.missing_libraries.items()
+    )
     if summary.tagging:
-        lines.extend(format_tagging(TagSummary(**summary.tagging)))
+        lines.extend(format_tagging(TagSummary(**summary.tagging), out))
     if summary.untagged:
         lines.append(
-            f"{summary.untagged} captures not yet measured for their rain type: "
-            f"rainbench tag {out} measures and tags them"
+            f"{counted(summary.untagged, 'capture')} not yet measured for their rain type: "
+            f"rainbench tag {out} measures and tags {'it' if summary.untagged == 1 else 'them'}"
         )
     return "\n".join(lines)
 
@@ -170,7 +180,7 @@ def verify_command(dataset, workers, as_json) -> None:
     elif problems:
         for problem in problems:
             click.echo(on_one_line(problem), err=True)  # a tar member's name is any text
-        click.echo(f"{dataset}: {len(problems)} problems", err=True)
+        click.echo(f"{dataset}: {counted(len(problems), 'problem')}", err=True)
     else:
         click.echo(f"{dataset}: ok")
     if problems:
@@ -264,12 +274,13 @@ def tag_command(dataset, labels, skip_bad_labels, fit, which, workers, as_json) 
             "--fit and --tagger shipped: a fit is judged against the shipped tagger, give one"
         )
     summary = tag_dataset(dataset, labels, skip_bad_labels, workers, fit, which == "shipped")
-    emit(summary, as_json, format_tagging)
+    emit(summary, as_json, lambda summary: format_tagging(summary, dataset))
 
 
-def format_tagging(summary: TagSummary) -> list[str]:
+def format_tagging(summary: TagSummary, dataset: str | Path) -> list[str]:
+    """What tagging `dataset` (as the user named it) did, in lines."""
     types = ", ".join(f"{on_one_line(name)} {count}" for name, count in summary.rain_types.items())
-    lines = [*format_fit(summary.fit)] if summary.fit else []
+    lines = [*format_fit(summary.fit, dataset)] if summary.fit else []
     if summary.replaced:
         lines.append(
             f"the shipped tagger is the dataset's tagger again, in place of {summary.replaced} "
@@ -280,22 +291,25 @@ def format_tagging(summary: TagSummary) -> list[str]:
     if summary.empty_sheet:
         lines.append(f"warning: {summary.empty_sheet} has no label rows, only a header")
     lines.append(
-        f"tagged {summary.samples} captures ({types}); {summary.manual} by manual label, "
-        f"{summary.labelled} labels applied now, {summary.changed} tags changed"
-        + (f"; tagger {summary.tagger}" if summary.tagger else "")
+        f"tagged {counted(summary.samples, 'capture')} ({types}); {summary.manual} by manual "
+        f"label, {counted(summary.labelled, 'label')} applied now; tags changed on "
+        f"{counted(summary.changed, 'capture')}, the rain type itself on "
+        f"{summary.rain_types_changed}" + (f"; tagger {summary.tagger}" if summary.tagger else "")
     )
     if summary.measured:
-        lines.append(f"measured {summary.measured} captures whose features were missing")
+        lines.append(f"measured {counted(summary.measured, 'capture')} whose features were missing")
     if summary.looks_rainy:
-        lines.append(f"{summary.looks_rainy} clean captures look rainy (looks_rainy)")
+        looks = "looks" if summary.looks_rainy == 1 else "look"
+        lines.append(f"{counted(summary.looks_rainy, 'clean capture')} {looks} rainy (looks_rainy)")
     lines.extend(f"skipped: {on_one_line(problem)}" for problem in summary.label_problems)
     if summary.unmeasurable:
         lines.append(f"could not decode {len(summary.unmeasurable)}: run rainbench verify")
     return lines
 
 
-def format_fit(fit: dict) -> list[str]:
-    """The fitted tagger, and its cross-validated agreement beside the shipped tagger's."""
+def format_fit(fit: dict, dataset: str | Path) -> list[str]:
+    """The fitted tagger, and its cross-validated agreement beside the shipped tagger's;
+    `dataset` as the user named it, for the command that goes back."""
     counts = ", ".join(f"{name} {count}" for name, count in fit["labels"].items())
     ours, shipped = fit["cv_fitted"], fit["cv_shipped"]
     penalty = (
@@ -319,7 +333,7 @@ def format_fit(fit: dict) -> list[str]:
     else:
         lines.append(
             "warning: the fit did not beat the shipped tagger on held-out labels; it is the "
-            "dataset's tagger as asked: rainbench tag DATASET --tagger shipped goes back"
+            f"dataset's tagger as asked: rainbench tag {dataset} --tagger shipped goes back"
         )
     from rainbench.tagging.fit import MIN_PER_TYPE  # scipy: only when a fit is shown
 

@@ -13,6 +13,7 @@ from rainbench.pairs.build import (
     build_pairs,
 )
 from rainbench.pairs.estimate import METHODS, EstimateOptions
+from rainbench.wording import counted
 
 _DEFAULTS = EstimateOptions()
 
@@ -122,7 +123,8 @@ def pairs_command(
 
 def _lines(summary: RealPairsSummary) -> list[str]:
     return pairs_lines(summary) + [
-        f"{split}: {count} pairs of sequences whose frames changed since were replaced"
+        f"{split}: {counted(count, 'pair')} of sequences whose frames changed since "
+        f"{'was' if count == 1 else 'were'} replaced"
         for split, count in sorted(summary.changed.items())
         if count
     ]

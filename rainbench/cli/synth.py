@@ -15,6 +15,7 @@ from rainbench.synth.build import SynthOptions, is_sheet, preview_sheet, synthes
 from rainbench.synth.importers import LAYOUTS
 from rainbench.synth.recipes import RECIPES
 from rainbench.synth.splits import PairsSummary
+from rainbench.wording import counted
 
 
 def _recipe_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -239,7 +240,7 @@ def import_paired_command(
         )
         fail(f"{path}: {found}")
     if summary.failed:
-        fail(f"{len(summary.failed)} pairs of {path} could not be read (failed: above)")
+        fail(f"{counted(len(summary.failed), 'pair')} of {path} could not be read (failed: above)")
 
 
 def fail_if_nothing_made(summary: PairsSummary, why: str) -> None:
@@ -255,11 +256,13 @@ def pairs_lines(summary: PairsSummary) -> list[str]:
     for job, why in summary.failed:
         click.echo(on_one_line(f"failed: {job}: {why}"), err=True)
     lines = [
-        f"{split}: {summary.stored[split]} pairs stored, {summary.existing[split]} already there"
+        f"{split}: {counted(summary.stored[split], 'pair')} stored, "
+        f"{summary.existing[split]} already there"
         for split in sorted(set(summary.stored) | set(summary.existing))
     ]
     lines += [
-        f"{split}: its {count} pairs of an earlier version of rainbench pairs were made again"
+        f"{split}: its {counted(count, 'pair')} of an earlier version of rainbench pairs "
+        f"{'was' if count == 1 else 'were'} made again"
         for split, count in sorted(summary.replaced.items())
         if count
     ]

@@ -1,10 +1,11 @@
 """Training: NLCL and CCLGAN on a dataset's shards, and published checkpoints converted
 for rainbench eval."""
 
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.output import emit, prepare_out
+from rainbench.errors import RainbenchError, first_line
 from rainbench.tagging.tagger import RAIN_TYPES
 from rainbench.train.cclgan.config import SEMANTIC_ENCODERS, CCLGANConfig
 from rainbench.train.core.config import MIN_CROP, NEGATIVE_SELECTIONS, RunConfig, SettingsError
@@ -216,6 +218,19 @@ def _run(train: Callable[..., "TrainReport"], name: str, as_json: bool) -> None:
     sys.exit(128 + signal.Signals[report.stopped_by])
 
 
+@contextlib.contextmanager
+def _needs_torch(command: str, extra: str) -> Iterator[None]:
+    """Around the import of what runs `command` under torch: without torch, one line
+    naming the extra to install instead of a traceback, as rainbench eval says it."""
+    try:
+        yield
+    except ImportError as error:
+        raise RainbenchError(
+            f"rainbench {command} needs torch ({first_line(error)}): "
+            f"pip install 'rainbench[{extra}]'"
+        ) from None
+
+
 def _val_dataset(val_dataset: str | Path | None) -> str | None:
     return str(val_dataset) if val_dataset else None
 
@@ -235,7 +250,8 @@ def train_nlcl_command(
     dataset, run, rain_types, val_dataset, device, threads, as_json, progress, **settings
 ) -> None:
     # Imported here, as in import-checkpoint: torch, which `--help` does without.
-    from rainbench.train.nlcl.trainer import train
+    with _needs_torch("train nlcl", "train"):
+        from rainbench.train.nlcl.trainer import train
 
     def trained() -> "TrainReport":
         config = NLCLConfig(
@@ -302,7 +318,8 @@ def train_cclgan_command(
     dataset, run, rain_types, val_dataset, device, threads, as_json, progress, weights_dir,
     **settings,
 ) -> None:  # fmt: skip
-    from rainbench.train.cclgan.trainer import train
+    with _needs_torch("train cclgan", "train"):
+        from rainbench.train.cclgan.trainer import train
 
     def trained() -> "TrainReport":
         config = CCLGANConfig(
@@ -349,8 +366,10 @@ def nlcl_import_command(file, out) -> None:
       rainbench nlcl import-checkpoint net_G_B.pth --out nlcl-published.pt
     """
     from rainbench.files import file_sha256
-    from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT
-    from rainbench.models.nlcl.published import import_published, save_generator_checkpoint
+
+    with _needs_torch("nlcl import-checkpoint", "eval"):
+        from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT
+        from rainbench.models.nlcl.published import import_published, save_generator_checkpoint
 
     _prepare_checkpoint_out(out, file, CHECKPOINT_FORMAT)
     state = import_published(file)
@@ -376,7 +395,9 @@ def cclgan_import_command(file, out) -> None:
       rainbench cclgan import-checkpoint latest_net_G_A.pth --out cclgan-published.pt
     """
     from rainbench.files import file_sha256
-    from rainbench.models.cclgan import CHECKPOINT_FORMAT, import_cyclegan_generator
+
+    with _needs_torch("cclgan import-checkpoint", "eval"):
+        from rainbench.models.cclgan import CHECKPOINT_FORMAT, import_cyclegan_generator
 
     _prepare_checkpoint_out(out, file, CHECKPOINT_FORMAT)
     import_cyclegan_generator(file, out, file_sha256(file))

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
-from rainbench.capture.reject import STICKY
+from rainbench.capture.reject import STICKY, for_want_of_library
 from rainbench.capture.source import name_text
 from rainbench.cluster import import_ray, make_pool
 from rainbench.errors import first_line
@@ -117,9 +117,14 @@ class IngestSummary:
     resumed: bool = False
     tagging: dict | None = None  # what applying the label sheet did
     untagged: int = 0  # the dataset's captures never measured for tagging (--no-tag)
-    # (source root, path) → reason, for each file rejected: a file that the resumed run
-    # and the run after it both reject (one that may read later) counts once.
-    rejected_files: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    # Of the rejected, those refused for want of an optional library, by the message that
+    # says what to install: the next ingest takes them in once it is installed.
+    missing_libraries: dict[str, int] = field(default_factory=dict)
+    # (source root, path) → (reason, message), for each file rejected: a file that the
+    # resumed run and the run after it both reject (one that may read later) counts once.
+    rejected_files: dict[tuple[str, str], tuple[str, str | None]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def images_per_second(self) -> float:
@@ -164,7 +169,7 @@ def ingest(
     dataset = open_for_writing(out)
     with _locked(dataset), make_pool(options.workers, options.ray) as pool:
         summary = IngestSummary()
-        pending = dataset.state_dir / "run.json"
+        pending = dataset.pending_run
         if not pending.exists():
             dataset.pull()  # in a store: its manifests as they are now (locally: nothing)
         if pending.exists():
@@ -388,9 +393,7 @@ class _Run:
     # -- phase 1: scan -------------------------------------------------------------------
 
     def _scan(self, samples: pa.Table, rejects: pa.Table, summary: IngestSummary) -> list:
-        write_atomic(
-            self.dataset.state_dir / "run.json", json.dumps(self.settings, indent=2).encode()
-        )
+        write_atomic(self.dataset.pending_run, json.dumps(self.settings, indent=2).encode())
         sources, ignored = walk_inputs(self.settings["inputs"])
         summary.ignored += ignored
         known = _known_files(samples, rejects)
@@ -576,16 +579,23 @@ class _Run:
         for row in plan.rows:  # a file an earlier run of this ingest rejected, read now
             summary.rejected_files.pop((row["source_root"], row["source_path"]), None)
         for reject in run_rejects:
-            summary.rejected_files[reject["source_root"], reject["source_path"]] = reject["reason"]
-        counted = Counter(summary.rejected_files.values())
+            where = reject["source_root"], reject["source_path"]
+            summary.rejected_files[where] = reject["reason"], reject["message"]
+        counted = Counter(reason for reason, _ in summary.rejected_files.values())
         summary.duplicates = counted.pop("duplicate", 0)
         summary.rejected = dict(sorted(counted.items()))
+        wanting = Counter(
+            message
+            for _, message in summary.rejected_files.values()
+            if for_want_of_library(message)
+        )
+        summary.missing_libraries = dict(sorted(wanting.items()))
         samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
         shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
         summary.untagged = samples["features_version"].null_count
         self._write_info(samples, shards, run=run_summary)
         # run.json goes first: without it the rest of the state is known to be stale.
-        (self.dataset.state_dir / "run.json").unlink()
+        self.dataset.pending_run.unlink()
         shutil.rmtree(self.dataset.state_dir)
 
     def _group_bursts(self) -> None:

@@ -64,7 +64,7 @@ class LabelsRejected(DatasetError):
         self.problems = problems
         self.summary = None  # an ingest's summary, when it ingested before matching the sheet
         super().__init__(
-            f"{len(problems)} label problem(s); nothing from the sheet was applied "
+            f"{sum(p.rows for p in problems)} label problem(s); nothing from the sheet was applied "
             "(--skip-bad-labels applies the rest)"
         )
 
@@ -78,6 +78,7 @@ class TagSummary:
     empty_sheet: str | None = None  # the sheet, when it had a header and no label rows
     label_problems: list[str] = field(default_factory=list)  # skipped with --skip-bad-labels
     changed: int = 0  # rows whose tag changed (its columns but the tagger's version)
+    rain_types_changed: int = 0  # of those, rows whose rain_type itself changed
     rain_types: dict[str, int] = field(default_factory=dict)
     manual: int = 0
     looks_rainy: int = 0
@@ -196,6 +197,9 @@ def retag(
             _tag_row(row, tagger, None)
     after = [{name: row[name] for name in said} for row in rows]
     summary.changed = sum(old != new for old, new in zip(before, after, strict=True))
+    summary.rain_types_changed = sum(
+        old["rain_type"] != new["rain_type"] for old, new in zip(before, after, strict=True)
+    )
     summary.tagger = tagger.version
     summary.labelled = len(matched)
     table = pa.Table.from_pylist(rows, schema=manifest.SAMPLES)

@@ -60,6 +60,7 @@ from rainbench.leaderboard.validity import (
     validity_caveats,
     validity_note,
 )
+from rainbench.wording import counted
 
 STRIP_KEYS = 6  # crop rows shown per split
 # A crop's PNG at most CROP_SIDE square is under 0.6 MB even stored uncompressed as 16-bit
@@ -117,7 +118,7 @@ def _intro(results: Results, tables: list[SplitTable], models: list[str]) -> str
     datasets = sorted({t.dataset for t in tables})
     counts = Counter(t.kind for t in tables)
     kinds = [
-        f"{_count(counts[kind], noun)} {what}"
+        f"{counted(counts[kind], noun)} {what}"
         for kind, noun, what in (
             ("real", "real-rain split", "without ground truth, scored with no-reference metrics"),
             ("real-paired", "real-rain split", "with ground truth estimated from video"),
@@ -128,13 +129,9 @@ def _intro(results: Results, tables: list[SplitTable], models: list[str]) -> str
     ]
     listed = f"{', '.join(kinds[:-1])} and {kinds[-1]}" if len(kinds) > 1 else "".join(kinds)
     return (
-        f"{_count(len(models), 'derainer')} ({', '.join(models)}) on "
-        f"{_count(len(tables), 'split')} of {', '.join(datasets)}: {listed}."
+        f"{counted(len(models), 'derainer')} ({', '.join(models)}) on "
+        f"{counted(len(tables), 'split')} of {', '.join(datasets)}: {listed}."
     )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _how_to_read(tables: list[SplitTable], validity: bool) -> str:

@@ -110,6 +110,11 @@ class Dataset:
         return self.inside(".ingest")
 
     @property
+    def pending_run(self) -> Path:
+        """The settings of an ingest that was interrupted, which the next one resumes."""
+        return self.state_dir / "run.json"
+
+    @property
     def taggers(self) -> Path:
         """The dataset's fitted taggers (`rainbench.ingest.taggers`)."""
         return self.inside(TAGGERS)
@@ -159,12 +164,18 @@ class Dataset:
 
     def not_a_dataset(self, missing: str) -> str:
         """Why this is no dataset, when it lacks the file `missing`: a local folder that
-        is not there, or a file, said as such; else the file it lacks."""
+        is not there, or a file, said as such; the first ingest into it interrupted before
+        it committed anything; else the file it lacks."""
         if self.url is None and not self.root.is_dir():
             what = "is a file, not a dataset folder" if self.root.exists() else "does not exist"
             return f"{self.root} {what}"
         if self.url is not None and bucket_missing(self.url):
             return f"{self.url}: the bucket does not exist"
+        if self.pending_run.exists():
+            return (
+                f"{self.url or self.root} is not a dataset yet: an ingest into it was "
+                "interrupted before its first commit; run the same ingest again to finish it"
+            )
         return f"{self.url or self.root} is not a rainbench dataset (no {missing})"
 
     def pull(self) -> None:

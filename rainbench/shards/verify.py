@@ -158,7 +158,7 @@ def _refuse_while_written(dataset: Dataset) -> None:
 
 
 def _verify(dataset: Dataset, workers: int) -> list[Problem]:
-    pending = (dataset.state_dir / "run.json").exists()
+    pending = dataset.pending_run.exists()
     if not dataset.exists():
         if pending:  # the first ingest stopped before its first commit
             return [

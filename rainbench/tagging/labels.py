@@ -24,6 +24,9 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # and reading them about ten times that in memory.
 MAX_SHEET_BYTES = 256 << 20
 
+# Rows that name no capture, listed one by one at most; the rest are counted in one line.
+SHOWN_UNMATCHED = 5
+
 # The columns that name a capture, most precise first: a row uses the first it fills.
 IDENTS = ("key", "sha256", "source_path")
 _HEX_DIGITS = {"key": 24, "sha256": 64}
@@ -51,6 +54,7 @@ class LabelProblem:
     sheet: str
     line: int
     message: str
+    rows: int = 1  # the sheet's rows it stands for: several that name no capture, said once
 
     def __str__(self) -> str:
         if not self.sheet:
@@ -120,16 +124,23 @@ def match_labels(
     labels: list[Label], samples: pa.Table, rejects: pa.Table | None = None, sheet: str = ""
 ) -> LabelMatch:
     """The capture each label names. Labels that name no capture, or several, or that
-    disagree with an earlier label of the same capture, become problems instead."""
+    disagree with an earlier label of the same capture, become problems instead; those
+    that name no capture are listed up to SHOWN_UNMATCHED, then counted (`_unmatched_said`)."""
     index, clean_layer = _index(samples)
     refused = _refused(rejects)
     first: dict[str, Label] = {}
     conflicting: set[str] = set()
     problems: list[LabelProblem] = []
+    nowhere: list[LabelProblem] = []  # rows naming no capture, nor one refused at ingest
     for label in sorted(labels, key=lambda label: label.line):
         keys = _named(index, label)
         if len(keys) != 1:
-            problems.append(LabelProblem(sheet, label.line, _unmatched(label, len(keys), refused)))
+            message = _unmatched(label, len(keys), refused)
+            if message is None:
+                message = f"no capture has {_named_as(label)}"
+                nowhere.append(LabelProblem(sheet, label.line, message))
+            else:
+                problems.append(LabelProblem(sheet, label.line, message))
             continue
         key = keys[0]
         if key in clean_layer and label.rain_type != "clean":
@@ -147,7 +158,26 @@ def match_labels(
             problems.append(LabelProblem(sheet, label.line, message))
             conflicting.add(key)
     applied = {key: label for key, label in first.items() if key not in conflicting}
+    problems = sorted([*problems, *_unmatched_said(nowhere, len(labels))], key=lambda p: p.line)
     return LabelMatch(applied, problems)
+
+
+def _unmatched_said(nowhere: list[LabelProblem], labels: int) -> list[LabelProblem]:
+    """The problems of the rows that name no capture, as few lines as say them: each of
+    the first SHOWN_UNMATCHED, then one counting the rest; one line alone when no row of
+    the sheet names a capture, as a sheet of another dataset does."""
+    if len(nowhere) <= SHOWN_UNMATCHED:
+        return nowhere
+    first = nowhere[0]
+    if len(nowhere) == labels:
+        message = (
+            f"none of the sheet's {labels} label rows names a capture of this dataset (the "
+            f"first: {first.message}): is it another dataset's sheet?"
+        )
+        return [LabelProblem(first.sheet, first.line, message, rows=labels)]
+    rest = nowhere[SHOWN_UNMATCHED:]
+    message = f"and {len(rest)} more rows from here on that name no capture of this dataset"
+    return [*nowhere[:SHOWN_UNMATCHED], LabelProblem(first.sheet, rest[0].line, message, len(rest))]
 
 
 def _named(index: dict[tuple[str, str], list[str]], label: Label) -> list[str]:
@@ -323,9 +353,10 @@ def _refused(rejects: pa.Table | None) -> dict[str, dict]:
     return refused
 
 
-def _unmatched(label: Label, count: int, refused: dict[str, dict]) -> str:
-    # repr: the value as given, so that a space around it or a control character shows.
-    what = f"{label.ident} {label.value!r}"
+def _unmatched(label: Label, count: int, refused: dict[str, dict]) -> str | None:
+    """Why `label` names not one capture; None when it names nothing in the dataset at
+    all, not even a file ingest refused."""
+    what = _named_as(label)
     if count > 1:
         # Only a more precise identifier can tell the captures apart.
         precise = " or ".join(IDENTS[: IDENTS.index(label.ident)])
@@ -338,10 +369,15 @@ def _unmatched(label: Label, count: int, refused: dict[str, dict]) -> str:
             None,
         )
     if reject is None:
-        return f"no capture has {what}"
+        return None
     if reject["reason"] == "duplicate":
         return (
             f"{what} was refused at ingest (duplicate): "
             f"label the capture it repeats by key {reject['duplicate_of']}"
         )
     return f"{what} was refused at ingest ({reject['reason']})"
+
+
+def _named_as(label: Label) -> str:
+    # repr: the value as given, so that a space around it or a control character shows.
+    return f"{label.ident} {label.value!r}"

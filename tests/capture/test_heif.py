@@ -10,7 +10,7 @@ import pytest
 from rainbench.capture.decode import decode_capture
 from rainbench.capture.formats import sniff
 from rainbench.capture.heif import decode_heic
-from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.reject import CaptureRejected, Reason, for_want_of_library
 from rainbench.demo.captures import CaptureSpec, capture_bytes, missing_writer, shows_upright
 
 needs_encoder = pytest.mark.skipif(
@@ -131,3 +131,4 @@ def test_missing_pillow_heif_says_how_to_install(monkeypatch):
         decode_heic(b"\x00\x00\x00\x18ftypheic", 10**6)
     assert refused.value.reason == Reason.UNSUPPORTED
     assert "pip install 'rainbench[heic]'" in refused.value.message
+    assert for_want_of_library(refused.value.message)  # ingest says it on the console

@@ -14,7 +14,7 @@ from PIL import Image
 from rainbench.capture.decode import decode_capture
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.capture.raw import decode_raw
-from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.reject import CaptureRejected, Reason, for_want_of_library
 from rainbench.demo.camera_raw import ifd_entry
 from rainbench.demo.captures import CaptureSpec, capture_bytes, shows_upright
 
@@ -184,6 +184,7 @@ def test_missing_rawpy_says_how_to_install(monkeypatch):
         decode_raw(b"II*\x00", FORMATS["nef"], 10**6)
     assert refused.value.reason == Reason.UNSUPPORTED
     assert "pip install 'rainbench[raw]'" in refused.value.message
+    assert for_want_of_library(refused.value.message)  # ingest says it on the console
 
 
 def _raw_with_thumb(data: bytes, size: tuple[int, int]):

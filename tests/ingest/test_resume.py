@@ -129,6 +129,26 @@ def test_crash_at_each_phase_then_resume_equals_uninterrupted(
     assert not (ds / ".ingest").exists()
 
 
+@pytest.mark.parametrize("command", ["stats", "tag"])  # verify lists it as a problem
+def test_readers_of_a_first_ingest_killed_before_its_commit_say_to_run_it_again(
+    tmp_path, raw, monkeypatch, command
+):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, run_module, "write_unit", 3)
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    assert not (ds / "dataset.json").exists()
+    result = CliRunner().invoke(main, [command, str(ds)])
+    assert result.exit_code == 1 and result.output == (
+        f"error: {ds} is not a dataset yet: an ingest into it was interrupted before its "
+        "first commit; run the same ingest again to finish it\n"
+    )
+    if command == "stats":  # verify lists it as its one problem
+        verified = CliRunner().invoke(main, ["verify", str(ds)])
+        assert verified.exit_code == 1 and verified.output.endswith(f"{ds}: 1 problem\n")
+
+
 def test_a_resumed_run_counts_each_rejected_file_once(tmp_path, raw, monkeypatch):
     fresh = ingest([raw], tmp_path / "fresh", OPTIONS)
     ds = tmp_path / "ds"

@@ -137,6 +137,24 @@ def test_manual_labels_win_and_stay(tmp_path, tagged):
         tag_dataset(tagged)
 
 
+def test_the_summary_counts_changed_tags_and_changed_rain_types_apart(tmp_path, tagged):
+    # A label that confirms the tagger's type changes the tag (source, confidence) but
+    # not the rain type; one that names another type changes both.
+    from rainbench.cli.dataset import format_tagging
+
+    samples = _samples(tagged)
+    first, second = samples.index[:2]
+    other = next(t for t in RAIN_TYPES if t != samples.loc[second, "rain_type"])
+    sheet = _sheet(
+        tmp_path, [f",,{first},{samples.loc[first, 'rain_type']},", f",,{second},{other},"]
+    )
+    summary = tag_dataset(tagged, labels=sheet)
+    assert (summary.changed, summary.rain_types_changed) == (2, 1)
+    assert summary.to_dict()["rain_types_changed"] == 1
+    line = format_tagging(summary, tagged)[-1]
+    assert "tags changed on 2 captures, the rain type itself on 1" in line
+
+
 def test_bad_labels_are_reported_and_nothing_is_applied(tmp_path, tagged):
     key = _samples(tagged).index[0]
     sheet = _sheet(tmp_path, [f",,{key},storm,", "nowhere.jpg,,,streak,", f",,{key[::-1]},hail,"])
@@ -151,6 +169,15 @@ def test_bad_labels_are_reported_and_nothing_is_applied(tmp_path, tagged):
     summary = tag_dataset(tagged, labels=sheet, skip_bad_labels=True)
     assert summary.labelled == 1 and len(summary.label_problems) == 2
     assert _samples(tagged).loc[key, "rain_type"] == "storm"
+
+
+def test_another_datasets_sheet_is_one_problem_that_counts_its_rows(tmp_path, tagged):
+    sheet = _sheet(tmp_path, [f",,{n:024x},storm," for n in range(1, 9)])
+    with pytest.raises(LabelsRejected) as raised:
+        tag_dataset(tagged, labels=sheet)
+    [problem] = raised.value.problems
+    assert "is it another dataset's sheet?" in problem.message
+    assert str(raised.value).startswith("8 label problem(s); nothing from the sheet was applied")
 
 
 def test_ingest_applies_labels_and_refuses_a_bad_sheet_first(tmp_path, capture_folder):

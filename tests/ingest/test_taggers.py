@@ -108,7 +108,7 @@ def test_a_fit_that_does_not_beat_the_shipped_tagger_is_used_with_a_warning(
     assert result.exit_code == 0, result.output
     assert (
         "warning: the fit did not beat the shipped tagger on held-out labels; it is the "
-        "dataset's tagger as asked: rainbench tag DATASET --tagger shipped goes back"
+        f"dataset's tagger as asked: rainbench tag {ds} --tagger shipped goes back"
     ) in result.output
     info = json.loads((ds / "dataset.json").read_text())
     assert info["tagger"]["path"] == "taggers/tagger-fit-1.json"

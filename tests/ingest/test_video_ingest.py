@@ -180,6 +180,28 @@ def test_without_pyav_a_video_is_refused_with_the_fix(raw, monkeypatch):
     assert "pip install 'rainbench[video]'" in result.message
 
 
+def test_without_pyav_ingest_says_what_to_install_and_a_rerun_takes_the_video_in(
+    raw, tmp_path, monkeypatch
+):
+    # Not the file's fault: the summary names the extra (the console's line), and the
+    # next ingest, with PyAV there, reads the video it refused.
+    from rainbench.cli.dataset import format_summary
+
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patched:
+        patched.setitem(sys.modules, "av", None)
+        summary = ingest([raw], ds, OPTIONS)
+    missing = "video needs PyAV: pip install 'rainbench[video]'"
+    assert summary.rejected == {"unsupported-format": 1}
+    assert summary.missing_libraries == {missing: 1}
+    assert summary.to_dict()["missing_libraries"] == {missing: 1}
+    assert f"1 file rejected: {missing}, then run the same ingest again to take it in" in (
+        format_summary(summary, ds).splitlines()
+    )
+    again = ingest([raw], ds, OPTIONS)
+    assert again.accepted == 1 and not again.rejected and not again.missing_libraries
+
+
 def test_stills_without_a_time_are_never_grouped():
     rows = [
         {"key": f"{n:024x}", "kind": None, "captured_at": None, "source_path": f"a/{n}.jpg"}

@@ -47,6 +47,18 @@ def test_no_dataset_json_is_not_a_dataset(tmp_path):
         Dataset(tmp_path).read_info()
 
 
+def test_a_first_ingest_interrupted_before_it_committed_says_to_run_it_again(tmp_path):
+    # Its journal is there, dataset.json not yet: not "no dataset", but how to finish it.
+    (tmp_path / ".ingest").mkdir()
+    (tmp_path / ".ingest" / "run.json").write_text("{}")
+    with pytest.raises(DatasetError) as caught:
+        Dataset(tmp_path).read_info()
+    assert str(caught.value) == (
+        f"{tmp_path} is not a dataset yet: an ingest into it was interrupted before its "
+        "first commit; run the same ingest again to finish it"
+    )
+
+
 def test_a_dataset_named_by_a_folder_with_a_line_break_keeps_one_line():
     assert initial_info("rain\nfall", {})["name"] == "rain_fall"
 

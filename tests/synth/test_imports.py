@@ -429,7 +429,7 @@ def test_a_failed_pair_names_its_file_and_fails_the_command(tmp_path, rain100l):
     assert "failed: rain100:rain-3.png//norain-3.png:" in result.output
     assert ": norain-3.png: " in result.output and ": rain-3.png: " not in result.output
     assert "r: 2 pairs stored" in result.output
-    assert "error: 1 pairs of" in result.output and "could not be read" in result.output
+    assert "error: 1 pair of" in result.output and "could not be read" in result.output
 
 
 def test_every_pair_failing_is_an_error(tmp_path):

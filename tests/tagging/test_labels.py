@@ -235,6 +235,34 @@ def test_a_label_for_no_capture_is_a_problem(tmp_path):
     ]
 
 
+def test_rows_that_name_no_capture_are_listed_five_then_counted(tmp_path):
+    # A file refused at ingest is of this dataset: listed whatever the count.
+    nowhere = "".join(f"new-{n}.jpg,storm\n" for n in range(8))
+    match = _match(tmp_path, f"source_path,rain_type\na.jpg,storm\n{nowhere}broken.jpg,storm\n")
+    assert list(match.labels) == [KEY_A]
+    assert [str(problem) for problem in match.problems] == [
+        *(
+            f"labels.csv:{line}: no capture has source_path 'new-{line - 3}.jpg'"
+            for line in (3, 4, 5, 6, 7)
+        ),
+        "labels.csv:8: and 3 more rows from here on that name no capture of this dataset",
+        "labels.csv:11: source_path 'broken.jpg' was refused at ingest (corrupt)",
+    ]
+    assert sum(problem.rows for problem in match.problems) == 9
+
+
+def test_a_sheet_none_of_whose_rows_names_a_capture_is_said_once(tmp_path):
+    # Another dataset's sheet: not a line per row, one asking whether it is.
+    keys = [f"{n:024x}" for n in range(1, 81)]
+    match = _match(tmp_path, "key,rain_type\n" + "".join(f"{key},streak\n" for key in keys))
+    assert match.labels == {}
+    assert [(problem.line, problem.rows) for problem in match.problems] == [(2, 80)]
+    assert match.problems[0].message == (
+        f"none of the sheet's 80 label rows names a capture of this dataset (the first: no "
+        f"capture has key '{keys[0]}'): is it another dataset's sheet?"
+    )
+
+
 def test_a_refused_duplicate_points_at_the_capture_it_repeats(tmp_path):
     match = _match(tmp_path, "source_path,rain_type\ncopy-of-a.jpg,storm\nbroken.jpg,storm\n")
     assert match.labels == {}
