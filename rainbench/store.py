@@ -132,21 +132,28 @@ def read_range(url: str, start: int, end: int) -> bytes:
         return fs.cat_file(path, start=start, end=end)
 
 
-def download(url: str, local: Path) -> None:
+def download(url: str, local: Path, limit: int | None = None) -> None:
     """Copy the object at `url` to `local` a block at a time (a manifest of millions of
     rows is never held whole), so that readers of `local` see the old file or the new:
     a temporary of this process's own beside it, renamed (processes that hold no lock
-    may refresh one mirror at once; the last rename wins)."""
+    may refresh one mirror at once; the last rename wins). An object larger than `limit`
+    bytes is a ValueError: refused before a byte is written where the store says its
+    size, else once that many bytes have come, and `local` is left as it was."""
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
     try:
         with open_stream(url) as source, open(tmp, "wb") as handle:
-            while True:
+            said = getattr(source, "size", None) or 0  # the size the store gives, if it does
+            copied = 0
+            while limit is None or max(said, copied) <= limit:
                 with _reporting(url):
                     block = source.read(STREAM_BLOCK)
                 if not block:
                     break
+                copied += len(block)
                 handle.write(block)
+            if limit is not None and max(said, copied) > limit:
+                raise ValueError(f"larger than {limit:,} bytes")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, local)

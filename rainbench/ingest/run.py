@@ -49,11 +49,13 @@ from rainbench.ingest.write import (
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import (
+    MAX_INFO_BYTES,
     Dataset,
     DatasetError,
     initial_info,
     new_run_id,
     open_for_writing,
+    read_json,
     stored_info,
 )
 from rainbench.shards.fitted import active_tagger
@@ -238,9 +240,10 @@ def _remove_unpublished(dataset: Dataset) -> None:
 
 def _interrupted_settings(pending: Path) -> dict:
     """The settings of the run that was interrupted, as it wrote them (atomically, so
-    only damage from outside makes them unreadable)."""
+    only damage from outside makes them unreadable): what dataset.json records of a run,
+    so no larger than it may be."""
     try:
-        settings = json.loads(pending.read_text(encoding="utf-8"))
+        settings = read_json(pending, MAX_INFO_BYTES)
     except (OSError, ValueError) as error:
         settings, why = None, first_line(error)
     else:

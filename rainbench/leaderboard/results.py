@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from rainbench.errors import RainbenchError
 from rainbench.files import leads_inside
 from rainbench.shards.dataset import lock_holder
+from rainbench.shards.parquet import TooLarge, read_table
 
 REFERENCE = "_reference"  # the results directory's folder of input and ground-truth crops
 # Real rain without ground truth, then the kinds of paired split (DESIGN.md), in the
@@ -300,7 +300,11 @@ def _read_scores(
     path: Path, listed: list[str] | None, sidecar: str
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     try:
-        table = pq.read_table(path)
+        table = read_table(path)
+    except TooLarge as error:
+        raise LeaderboardError(
+            f"{path}: refused: {error}; no evaluation writes such a file"
+        ) from error
     except (pa.ArrowException, OSError, ValueError) as error:
         raise LeaderboardError(
             f"{path}: not a readable Parquet file ({_one_line(error)})"

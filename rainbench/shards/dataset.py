@@ -34,7 +34,6 @@ from rainbench.store import (
     is_url,
     mirror_dir,
     mirrored_url,
-    read_bytes,
     read_range,
     upload,
 )
@@ -47,6 +46,8 @@ _FETCH_ORDER = ("samples.parquet", "synthetic.parquet", "rejects.parquet", "shar
 # The store's writer lock: not `.lock`, the local flock file, which a dataset copied to the
 # store as it is (`aws s3 sync`) brings along.
 STORE_LOCK = ".writer-lock.json"
+# A writer's lock names it in under 1 kB (`_this_process`): what a reader fetches of one.
+_LOCK_BYTES = 64 << 10
 # The fitted taggers' folder (`rainbench.ingest.taggers`, which fetches and uploads them
 # in a store: a mirror holds only those asked for).
 TAGGERS = "taggers"
@@ -64,6 +65,11 @@ OWN_NAMES = frozenset(
 # parsing a hostile file of this size takes at most some 850 MB (`[{},{},…]`), about one
 # 250 MP capture's decode.
 MAX_INFO_BYTES = 32 << 20
+# A manifest in a store is fetched whole to its mirror here (`Dataset.pull`): one larger
+# than this is refused unfetched. samples.parquet takes some 410 bytes a capture, with
+# the tagger's features (measured on a million rows), the other manifests less: 16 GiB
+# is some 40 million captures, whose table alone takes some 39 GB of memory to read.
+MAX_MANIFEST_BYTES = 16 << 30
 # The names of split fractions in `options.split`: one path segment, as a split's are.
 _SPLIT_NAME = re.compile(STORED_SPLIT)
 # A reader's look at the lock (`Dataset.writer`) holds it, shared, for an instant: a
@@ -180,7 +186,8 @@ class Dataset:
 
     def pull(self) -> None:
         """Refresh a mirror's dataset.json and manifests from the store (a no-op for a
-        local dataset); a file the store no longer has is removed here too."""
+        local dataset); a file the store no longer has is removed here too, and a
+        manifest larger than MAX_MANIFEST_BYTES is refused, its copy here left as it was."""
         if self.url is None:
             return
         names = [f"manifests/{name}" for name in _FETCH_ORDER] + ["dataset.json"]
@@ -190,9 +197,13 @@ class Dataset:
                 if name == "dataset.json":  # as far as `read_info` reads it, which refuses it then
                     write_atomic(self.root / name, stored_info(url), shared=True)
                 else:  # a block at a time: a manifest of millions of rows is large
-                    download(url, self.root / name)
+                    download(url, self.root / name, MAX_MANIFEST_BYTES)
             except FileNotFoundError:
                 (self.root / name).unlink(missing_ok=True)
+            except ValueError as error:  # past `download`'s limit: nothing of it kept here
+                raise DatasetError(
+                    f"{url}: {error}, more than any manifest rainbench writes; refused unfetched"
+                ) from None
 
     def push(self) -> None:
         """Publish a mirror's manifests, then dataset.json, to the store (each upload is
@@ -497,13 +508,13 @@ def _store_lock(url: str) -> Iterator[None]:
         delete(lock_url)
         if not create(lock_url, mine):
             _refuse(url, lock_url, _lock_holder(lock_url))
-    if read_bytes(lock_url) != mine:
+    if read_range(lock_url, 0, len(mine) + 1) != mine:
         _refuse(url, lock_url, _lock_holder(lock_url))
     try:
         yield
     finally:
         try:
-            if read_bytes(lock_url) == mine:
+            if read_range(lock_url, 0, len(mine) + 1) == mine:
                 delete(lock_url)
         except FileNotFoundError:
             pass
@@ -522,9 +533,11 @@ def _this_process() -> dict:
 
 
 def _lock_holder(lock_url: str) -> dict | None:
-    """The lock's holder as it wrote itself down; None when gone or unreadable."""
+    """The lock's holder as it wrote itself down; None when gone, unreadable, or larger
+    than any lock a writer leaves (read no further)."""
     try:
-        holder = json.loads(read_bytes(lock_url))
+        data = read_range(lock_url, 0, _LOCK_BYTES + 1)
+        holder = json.loads(data) if len(data) <= _LOCK_BYTES else None
     except (FileNotFoundError, ValueError):
         return None
     return holder if isinstance(holder, dict) else None

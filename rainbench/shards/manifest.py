@@ -5,7 +5,8 @@ Reading is where names from a dataset are checked: keys, split names, shard path
 formats and member extensions must match the documented patterns, or the manifest is
 refused as a whole (a one-line `DatasetError`) before any reader builds a path from it.
 So is a row without a value the format requires, or with a time no Python datetime
-holds: readers compute with them unchecked.
+holds: readers compute with them unchecked; and, before it is decoded, a file that would
+decode to far more than its size (`shards.parquet.read_table`).
 """
 
 import io
@@ -23,6 +24,7 @@ from rainbench.errors import first_line
 from rainbench.files import regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import STORED_SPLIT
+from rainbench.shards.parquet import TooLarge, read_table
 from rainbench.store import shown
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 from rainbench.tagging.tagger import RAIN_TYPES
@@ -232,7 +234,8 @@ _TIMES = (
 def read_manifest(path: Path, schema: pa.Schema, check_values: bool = True) -> pa.Table:
     """The manifest at `path`, or an empty table of `schema` when there is none yet.
 
-    A file that is no Parquet, lacks a column that names rows, or holds a name that
+    A file that is no Parquet, would decode to more than its size allows
+    (`shards.parquet.read_table`), lacks a column that names rows, or holds a name that
     does not match its pattern (`NAMES`) is refused with a one-line `DatasetError`; so,
     unless `check_values` is off (verify, which reports them row by row), is one with a
     row that breaks `row_faults`.
@@ -242,7 +245,12 @@ def read_manifest(path: Path, schema: pa.Schema, check_values: bool = True) -> p
     where = shown(path)  # a store's manifest by its URL, not by the local copy's path
     try:
         present = set(pq.read_schema(regular_file(path)).names)
-        table = pq.read_table(path, schema=schema)
+        table = read_table(path, schema)
+    except TooLarge as error:
+        raise DatasetError(
+            f"{where}: refused: {error}; the manifest is damaged or was not written by "
+            "rainbench (see docs/dataset-format.md)"
+        ) from None
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DatasetError(
             f"{where}: not a readable Parquet manifest ({first_line(error)})"

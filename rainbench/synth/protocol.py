@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rainbench.files import file_sha256, write_atomic
+from rainbench.files import file_sha256, regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.synth.importers import REAL_PAIRED, LayoutProblem, PairSource
 
@@ -31,6 +31,9 @@ NO_CHECKSUMS = "no-checksums"
 # One line of a checksum list, as sha256sum writes it: the hex digest, two spaces, the
 # file's path relative to the folder the set was imported from.
 _LINE = re.compile(r"([0-9a-f]{64})  (\S.*)")
+# A checksum list's size read at most: a line per file, some 100 bytes; 64 MiB is some
+# 600,000 files, where the public real test sets have a few thousand.
+MAX_CHECKSUM_LIST_BYTES = 64 << 20
 
 # The real-paired splits the published protocols name (benchmarks/leaderboard/v*.toml,
 # which an installed rainbench does not ship): imported under these names only through
@@ -185,8 +188,15 @@ def _same_list(path: Path, lines: str) -> bool:
 def _read_checksums(path: Path) -> tuple[dict[str, str], list[LayoutProblem]]:
     listed: dict[str, str] = {}
     problems = []
+    with open(regular_file(path), "rb") as handle:  # a FIFO would block the reader
+        data = handle.read(MAX_CHECKSUM_LIST_BYTES + 1)
+    if len(data) > MAX_CHECKSUM_LIST_BYTES:
+        raise DatasetError(
+            f"{path}: larger than {MAX_CHECKSUM_LIST_BYTES >> 20} MiB, more than a line per "
+            "file of any public set takes; refused"
+        )
     # utf-8-sig: a list saved by an editor that starts it with a byte-order mark
-    for number, line in enumerate(path.read_text("utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(data.decode("utf-8-sig").splitlines(), 1):
         found = _LINE.fullmatch(line)
         if found is None or found[2] in listed:
             why = "a second line for the same file" if found else "expected 'sha256  path'"

@@ -343,12 +343,22 @@ def test_a_shard_written_by_a_killed_runs_leftover_task_is_swept(
     assert verify(Dataset(ds)) == []
 
 
-@pytest.mark.parametrize("damage", ["{", "[]", '{"run_id": "x"}'])
-def test_a_damaged_record_of_the_interrupted_run_is_one_line(tmp_path, raw, damage):
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ("{", "not JSON"),
+        ("[]", "not the settings of an ingest"),
+        ('{"run_id": "x"}', "not the settings of an ingest"),
+        ('{"pad": "' + "x" * (32 << 20) + '"}', "larger than 32 MiB"),  # read no further
+    ],
+    ids=["torn", "a-list", "too-few", "too-large"],
+)
+def test_a_damaged_record_of_the_interrupted_run_is_one_line(tmp_path, raw, damage, why):
     ds = tmp_path / "ds"
     ingest([raw], ds, OPTIONS)
     (ds / ".ingest").mkdir()
     (ds / ".ingest" / "run.json").write_text(damage)
-    with pytest.raises(DatasetError, match="cannot resume the interrupted ingest") as refused:
+    said = rf"cannot resume the interrupted ingest \({why}"
+    with pytest.raises(DatasetError, match=said) as refused:
         ingest([raw], ds, OPTIONS)
     assert "\n" not in str(refused.value) and "to start it afresh" in str(refused.value)

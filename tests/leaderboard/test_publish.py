@@ -577,6 +577,20 @@ def test_a_malformed_file_is_a_one_line_error_naming_it(tmp_path, write_run, dam
     assert str(parquet.parent) in message and "test." in message
 
 
+def test_scores_that_decode_to_far_more_than_their_file_are_refused_undecoded(tmp_path, write_run):
+    """A thousand rows of one 2 MiB error message: 2 GiB from a file of kilobytes."""
+    parquet = write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [3.0, 4.0]})
+    table = pq.read_table(parquet)
+    rows = 1000
+    error = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), ["e" * (2 << 20)])
+    table = pa.table({name: pa.repeat(table[name][0], rows) for name in table.column_names})
+    pq.write_table(table.set_column(table.column_names.index("error"), "error", error), parquet)
+    with pytest.raises(LeaderboardError) as caught:
+        load_results(tmp_path)
+    assert str(caught.value).startswith(f"{parquet}: refused: decoding it would take 2.0 GiB")
+    assert str(caught.value).endswith("; no evaluation writes such a file")
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -1,10 +1,15 @@
 """The documented schema and the code's schema are the same list of columns, and a
-manifest is read only when every name in it matches its documented pattern."""
+manifest is read only when every name in it matches its documented pattern and it
+decodes to no more than its size allows."""
 
+import hashlib
 import re
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -12,6 +17,7 @@ import pytest
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, initial_info
 from rainbench.synth.importers import ESTIMATED
+from rainbench.tagging.features import FEATURE_NAMES, feature_column
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "dataset-format.md"
 
@@ -323,3 +329,108 @@ def test_a_time_beyond_what_python_holds_refuses_the_manifest(tmp_path):
 
 def test_a_real_pairs_recipe_prefix_is_the_one_pairs_writes():
     assert manifest.REAL_PAIR == ESTIMATED
+
+
+def _samples(rows: int) -> pa.Table:
+    """A samples.parquet's rows as ingest writes them: unique digests, a split and a shard
+    each, a root repeated on every row, a few cameras, tagger features, lists."""
+    rng = np.random.default_rng(5)
+    digests = [hashlib.sha256(str(row).encode()).hexdigest() for row in range(rows)]
+    splits = rng.choice(["train", "val", "test"], rows, p=[0.8, 0.1, 0.1])
+    columns = {
+        "key": [digest[:24] for digest in digests],
+        "sha256": digests,
+        "source_sha256": digests,
+        "split": splits,
+        "shard": [
+            f"shards/{split}/{split}-{row // 500:06d}.tar" for row, split in enumerate(splits)
+        ],
+        "layer": rng.choice(["rainy", "clean"], rows),
+        "width": [6000] * rows,
+        "height": [4000] * rows,
+        "format": ["jpeg"] * rows,
+        "bytes": rng.integers(1 << 20, 12 << 20, rows),
+        "members": [["jpg", "json"]] * rows,
+        "source_path": [
+            f"DCIM/{100 + row // 9999}CANON/IMG_{row % 9999:04d}.JPG" for row in range(rows)
+        ],
+        "source_root": ["/srv/lab/captures/camera-3"] * rows,
+        "camera_make": rng.choice(["Canon", "Apple", "FUJIFILM"], rows),
+        "tag_caveats": [[] if row % 9 else ["grey"] for row in range(rows)],
+        "phash": [digest[-16:] for digest in digests],
+        **{feature_column(name): rng.random(rows) for name in FEATURE_NAMES},
+    }
+    return pa.table(
+        [
+            pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(rows, f.type)
+            for f in manifest.SAMPLES
+        ],
+        schema=manifest.SAMPLES,
+    )
+
+
+def test_a_manifest_of_many_rows_reads_as_pyarrow_reads_it(tmp_path):
+    path = tmp_path / "samples.parquet"
+    manifest.write_manifest(path, _samples(40_000))
+    read = manifest.read_manifest(path, manifest.SAMPLES)
+    assert read.equals(pq.read_table(path, schema=manifest.SAMPLES)) and read.num_rows == 40_000
+
+
+def _dictionary_bomb(path: Path) -> None:
+    """A hundred thousand rows of one 16 MiB string: 1.6 TB decoded, from 2 kB."""
+    rows = 100_000
+    root = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), ["/" * (16 << 20)])
+    table = pa.table({"key": ["0" * 24] * rows, "source_root": root})
+    pq.write_table(table, path, compression="zstd", store_schema=False)
+
+
+def _row_bomb(path: Path) -> None:
+    """Four million rows in a few hundred bytes: each of samples.parquet's columns holds a
+    value a row once read, 3 GB."""
+    pq.write_table(pa.table({"key": pa.nulls(1 << 22, pa.string())}), path)
+
+
+def _list_bomb(path: Path) -> None:
+    """One row whose members are two million of one 16 kB string: 32 GB decoded."""
+    values = 1 << 21
+    members = pa.DictionaryArray.from_arrays(pa.array(np.zeros(values, np.int32)), ["j" * 16000])
+    lists = pa.ListArray.from_arrays(pa.array([0, values], pa.int32()), members)
+    pq.write_table(pa.table({"key": ["0" * 24], "members": lists}), path, store_schema=False)
+
+
+# Read a manifest in a process whose memory is capped, so that a bomb read as it says
+# fails there and not on the machine; print the one line of its refusal, the peak of
+# the process's resident memory in kB (VmHWM: its own, not its parent's) and the seconds
+# the reading took.
+_READ_CAPPED = """
+import re, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
+from pathlib import Path
+from rainbench.shards import manifest
+from rainbench.shards.dataset import DatasetError
+start = time.monotonic()
+try:
+    manifest.read_manifest(Path(sys.argv[1]), manifest.SAMPLES)
+except DatasetError as error:
+    print(error)
+peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]
+print(peak, time.monotonic() - start)
+"""
+
+
+@pytest.mark.parametrize("bomb", [_dictionary_bomb, _row_bomb, _list_bomb])
+def test_a_manifest_that_decodes_to_far_more_than_its_size_is_refused_quickly(tmp_path, bomb):
+    path = tmp_path / "samples.parquet"
+    bomb(path)
+    assert path.stat().st_size < 16 << 10
+    read = subprocess.run(
+        [sys.executable, "-c", _READ_CAPPED, str(path)], capture_output=True, text=True
+    )
+    assert read.returncode == 0, read.stderr
+    refused, used = read.stdout.splitlines()
+    assert refused.startswith(f"{path}: refused: decoding it would take ")
+    assert refused.endswith(
+        "; the manifest is damaged or was not written by rainbench (see docs/dataset-format.md)"
+    )
+    peak_kb, seconds = used.split()
+    assert int(peak_kb) < 512 << 10 and float(seconds) < 30  # under 512 MiB, in seconds

@@ -307,6 +307,24 @@ def test_a_writer_on_another_machine_is_kept_out(bucket, raw, monkeypatch, tmp_p
     assert not fs.exists(_lock_key(url))
 
 
+def test_a_lock_larger_than_any_writer_leaves_is_read_no_further(bucket, raw, monkeypatch):
+    """A holder padded to 8 MiB: a reader fetches 64 kB of it and finds no writer there,
+    a writer is kept out by a lock that names nobody."""
+    url = f"{bucket}/ds"
+    other = {"host": "lab-node-7", "namespace": "pid:[1]", "pid": 4242, "started": 1}
+    lock = json.dumps({**other, "pad": "x" * (8 << 20)}).encode()
+    filesystem(url)[0].pipe_file(_lock_key(url), lock)
+    dataset = open_dataset(url)
+    fetched, read_range = [], dataset_module.read_range
+    monkeypatch.setattr(
+        dataset_module, "read_range", lambda *where: fetched.append(where) or read_range(*where)
+    )
+    assert dataset.writer() is None
+    assert fetched == [(f"{url}/{dataset_module.STORE_LOCK}", 0, (64 << 10) + 1)]
+    with pytest.raises(DatasetError, match=r"\(a holder that left no name\)"):
+        ingest([raw], url, OPTIONS)
+
+
 def test_a_lock_left_here_by_a_killed_writer_is_taken_over(bucket, raw, reference):
     url = f"{bucket}/ds"
     fs = filesystem(url)[0]

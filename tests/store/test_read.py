@@ -18,11 +18,12 @@ from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
+from rainbench.shards import dataset as dataset_module
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, shard_url
 from rainbench.shards.verify import verify
-from rainbench.store import filesystem
+from rainbench.store import filesystem, mirror_dir
 from rainbench.synth.build import SynthOptions, synthesize
 
 EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
@@ -182,6 +183,20 @@ def test_a_manifest_naming_a_shard_outside_the_dataset_is_refused(url, local_ds,
     with pytest.raises(ShardError, match="not a shard path"):
         shard_url(root, "shards/../../elsewhere/test-000000.tar")
     shutil.rmtree(root)
+
+
+def test_a_manifest_larger_than_rainbench_writes_is_refused_unfetched(url, monkeypatch):
+    monkeypatch.setattr(dataset_module, "MAX_MANIFEST_BYTES", 1000)
+    said = f"{url}/manifests/samples.parquet: larger than 1,000 bytes, more than any manifest "
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(url)
+    assert str(refused.value) == said + "rainbench writes; refused unfetched"
+    assert not any((mirror_dir(url, "read") / "manifests").iterdir())  # nothing kept there
+    verified = CliRunner().invoke(main, ["verify", url, "-j", "1"])
+    assert (
+        verified.exit_code == 1
+        and verified.output == f"error: {said}rainbench writes; refused unfetched\n"
+    )
 
 
 def test_the_commands_a_new_user_runs_against_the_store(bucket, tmp_path):

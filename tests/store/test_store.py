@@ -85,6 +85,22 @@ def test_download_copies_a_block_at_a_time_and_leaves_no_temporary(bucket, tmp_p
     assert peak < 4 * store.STREAM_BLOCK
 
 
+def test_download_refuses_an_object_past_its_limit_unwritten(bucket, tmp_path, file_size_limit):
+    """The store says how large the object is: nothing of it is written (a write past 4 kB
+    would fail here), and the copy that was there stays."""
+    fs, root = store.filesystem(bucket)
+    fs.pipe_file(f"{root}/m.parquet", bytes(3 * store.STREAM_BLOCK))
+    target = tmp_path / "mirror" / "m.parquet"
+    target.parent.mkdir()
+    target.write_bytes(b"the copy from before")
+    with file_size_limit(4096), pytest.raises(ValueError, match=r"^larger than 1,000 bytes$"):
+        store.download(f"{bucket}/m.parquet", target, limit=1000)
+    assert target.read_bytes() == b"the copy from before"
+    assert os.listdir(target.parent) == ["m.parquet"]  # no temporary left
+    store.download(f"{bucket}/m.parquet", target, limit=3 * store.STREAM_BLOCK)
+    assert target.stat().st_size == 3 * store.STREAM_BLOCK
+
+
 def test_create_makes_an_object_only_where_none_is(bucket):
     url = f"{bucket}/ds/lock.json"
     assert store.create(url, b"first") and not store.create(url, b"second")

@@ -161,6 +161,16 @@ def test_a_list_that_starts_with_a_byte_order_mark_reads_whole(protocol_file, te
     assert check_protocol(split, root, pairs) == []
 
 
+def test_a_list_larger_than_any_set_s_is_refused_in_one_line(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+    split.checksums.parent.mkdir(parents=True, exist_ok=True)
+    with open(split.checksums, "wb") as handle:  # sparse: 64 MiB and a byte, on no disk
+        handle.truncate((64 << 20) + 1)
+    with pytest.raises(DatasetError, match=r"gt-rain-test\.sha256: larger than 64 MiB, more"):
+        check_protocol(split, root, pairs)
+
+
 def test_no_list_is_written_when_finding_the_pairs_met_problems(protocol_file, test_set):
     root, pairs = test_set
     split = protocol_split(protocol_file(), "gt-rain-test")
