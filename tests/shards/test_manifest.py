@@ -108,6 +108,17 @@ def test_a_name_off_its_pattern_refuses_the_whole_manifest(tmp_path, column, val
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("column", ["key", "camera_model"])
+def test_text_that_is_no_utf8_refuses_the_whole_manifest(tmp_path, column):
+    path = tmp_path / "samples.parquet"
+    _write_samples(path, **{column: "x"})
+    table = pq.read_table(path)
+    text = pa.array([b"0123456789abcdef0123\xff\xfe45"]).view(pa.string())
+    pq.write_table(table.set_column(table.schema.get_field_index(column), column, text), path)
+    with pytest.raises(DatasetError, match=f"{path}: not a readable .*Invalid UTF8"):
+        manifest.read_manifest(path, manifest.SAMPLES)
+
+
 def test_a_manifest_from_before_videos_reads_with_the_new_columns_null(tmp_path):
     path = tmp_path / "samples.parquet"
     _write_samples(path)
