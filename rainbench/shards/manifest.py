@@ -246,9 +246,6 @@ def read_manifest(path: Path, schema: pa.Schema, check_values: bool = True) -> p
     try:
         present = set(pq.read_schema(regular_file(path)).names)
         table = read_table(path, schema)
-        # Arrow reads text as it finds it: a string that is no UTF-8 would end its first
-        # reader's to_pylist() in a traceback.
-        table.validate(full=True)
     except TooLarge as error:
         raise DatasetError(
             f"{where}: refused: {error}; the manifest is damaged or was not written by "

@@ -76,7 +76,7 @@ def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
     Raises `TooLarge` for a file that would decode to more than max(DECODED_FLOOR,
     DECODED_RATIO × its size), before it is decoded; ValueError for one whose page headers
     are damaged, or whose text is stored so that its size is not known before decoding;
-    and pyarrow's errors for a file that is no Parquet.
+    and pyarrow's errors for a file that is no Parquet, or whose text is no UTF-8.
     """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
@@ -104,7 +104,11 @@ def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
     decoded = sum(_decoded(chunk) for column in table.columns for chunk in column.chunks)
     if decoded > limit:
         raise TooLarge(_too_large(decoded, limit, size))
-    return table.cast(wanted) if exact else table
+    table = table.cast(wanted) if exact else table
+    # Arrow reads text as it finds it: a string that is no UTF-8 would end its first
+    # reader's to_pylist() in a traceback.
+    table.validate(full=True)
+    return table
 
 
 def _too_large(cost: int, limit: int, size: int) -> str:

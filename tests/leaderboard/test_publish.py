@@ -559,6 +559,9 @@ def _huge_json(parquet):
         pytest.param(_column("status", pa.array([math.nan, math.nan])), id="status-nan"),
         pytest.param(_column("key", pa.array([{"a": 1}, {"a": 2}])), id="key-not-text"),
         pytest.param(_column("key", pa.array(["k0", "k0"])), id="key-twice"),
+        pytest.param(
+            _column("key", pa.array([b"k0", b"\xff\xfe"]).view(pa.string())), id="key-not-utf8"
+        ),
         pytest.param(_column("key", pa.array([None, None], pa.string())), id="key-null-twice"),
         pytest.param(_row_again, id="row-twice"),
         pytest.param(_row_from_elsewhere, id="row-from-elsewhere"),
