@@ -45,7 +45,7 @@ def test_ingest_verify_stats(runner, tmp_path, capture_folder):
 
 
 def test_summaries_say_one_of_a_thing_in_the_singular(tmp_path):
-    from rainbench.cli.dataset import format_summary
+    from rainbench.cli.dataset import _stats_lines, format_summary
     from rainbench.cli.pairs import _lines as real_pairs_lines
     from rainbench.ingest import IngestSummary
     from rainbench.pairs.build import RealPairsSummary
@@ -67,6 +67,11 @@ def test_summaries_say_one_of_a_thing_in_the_singular(tmp_path):
         "s: its 1 pair of an earlier version of rainbench pairs was made again",
         "s: 1 pair of sequences whose frames changed since was replaced",
     ]
+    titles = ("splits", "layers", "rain_types", "rain_type_sources", "formats", "cameras")
+    stats = dict.fromkeys((*titles, "rejects", "captured_from"), None)
+    stats.update(name="ds", samples=1, shards=1, shard_bytes=10**6, near_duplicates=0)
+    stats.update(paired_splits={"syn-streak": 1}, looks_rainy=0)
+    assert _stats_lines(stats)[0] == "ds: 1 capture, 1 pair in 1 shard, 1.0 MB"
 
 
 def test_verify_failure_exits_one_and_names_the_problem(runner, tmp_path, capture_folder):

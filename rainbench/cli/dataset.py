@@ -205,9 +205,9 @@ def _stats_lines(stats: dict) -> list[str]:
     # imported, real), counted apart.
     pairs = sum(stats["paired_splits"].values())
     lines = [
-        f"{on_one_line(stats['name'])}: {stats['samples']} captures"
-        + (f", {pairs} pairs" if pairs else "")
-        + f" in {stats['shards']} shards, {stats['shard_bytes'] / 1e6:.1f} MB"
+        f"{on_one_line(stats['name'])}: {counted(stats['samples'], 'capture')}"
+        + (f", {counted(pairs, 'pair')}" if pairs else "")
+        + f" in {counted(stats['shards'], 'shard')}, {stats['shard_bytes'] / 1e6:.1f} MB"
     ]
     for title in (
         "splits",

@@ -60,12 +60,14 @@ TAG_COLUMNS = (
 class LabelsRejected(DatasetError):
     """A label sheet has problems; nothing from it was applied."""
 
-    def __init__(self, problems: list[LabelProblem]):
+    def __init__(self, problems: list[LabelProblem], rest: bool = True):
         self.problems = problems
         self.summary = None  # an ingest's summary, when it ingested before matching the sheet
+        # `rest`: whether any row could apply without the others (not so where no row
+        # names a capture), which --skip-bad-labels would do.
         super().__init__(
-            f"{sum(p.rows for p in problems)} label problem(s); nothing from the sheet was applied "
-            "(--skip-bad-labels applies the rest)"
+            f"{sum(p.rows for p in problems)} label problem(s); nothing from the sheet was applied"
+            + (" (--skip-bad-labels applies the rest)" if rest else "")
         )
 
 
@@ -162,7 +164,7 @@ def retag(
         match = match_labels(found, samples, rejects, sheet=str(labels))
         problems = sorted([*problems, *match.problems], key=lambda p: p.line)
         if problems and not skip_bad_labels:
-            raise LabelsRejected(problems)
+            raise LabelsRejected(problems, rest=bool(match.labels))
         summary.label_problems = [str(p) for p in problems]
         matched = match.labels
         if not found and not problems:
