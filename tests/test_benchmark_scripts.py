@@ -39,3 +39,13 @@ def test_render_speed_times_every_recipe_of_the_version_asked_for():
         assert timed == [name for name, recipe in RECIPES.items() if recipe.version == version]
     refused = run("render_speed.py", "--no-camera-chain")
     assert refused.returncode == 2 and "for --version 2" in refused.stderr
+
+
+def test_manifest_read_prints_each_manifest_its_size_ratio_and_read_times():
+    found = run("manifest_read.py", "--rows", "50", "--reads", "1")
+    assert found.returncode == 0, found.stderr
+    rows = [line for line in found.stdout.splitlines() if line.startswith("| ") and "ms" in line]
+    assert len(rows) == 7
+    timed = r"\| \d+ ms \| \d+ ms \| \d+ ms \| \d+\.\d\d \|"
+    for row in rows:
+        assert re.fullmatch(r"\| [^|]+ \| \d+\.\d\d MB \| \d+\.\d× " + timed, row), row
