@@ -166,9 +166,8 @@ def _fail_when_every_image_failed(reports: list[SplitReport]) -> None:
     derained = sum(report.scored for report in reports)
     if derained and sum(report.failed for report in reports) == derained:
         where = ", ".join(str(report.path) for report in reports if report.failed)
-        fail(
-            f"every one of the {derained} images derained failed (why: the error column of {where})"
-        )
+        images = "the one image" if derained == 1 else f"every one of the {derained} images"
+        fail(f"{images} derained failed (why: the error column of {where})")
 
 
 def _report_lines(reports: list[SplitReport]) -> list[str]:

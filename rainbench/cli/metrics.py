@@ -1,6 +1,7 @@
 """The metrics: list them, check the no-reference ones against ground truth, score
 folders of images, and manage the offline weight files the no-reference metrics need."""
 
+import shlex
 from pathlib import Path
 
 import click
@@ -241,7 +242,8 @@ def score_command(
     }
     emit(result, as_json, _score_lines)
     if rows and not any(line["images"] for line in result["summary"]):  # no value at all
-        fail(f"every one of the {len(rows)} images failed to score (why: above; rows in {out})")
+        images = "the one image" if len(rows) == 1 else f"every one of the {len(rows)} images"
+        fail(f"{images} failed to score (why: above; rows in {out})")
 
 
 def _nothing_to_score(pred: Path, ref: Path | None, pairing: Pairing) -> str:
@@ -314,8 +316,10 @@ def _status_lines(found: list[WeightStatus], weights_dir: Path | None) -> list[s
     # A folder that is not there is most often a mistyped --weights-dir: said at once.
     absent = "" if folder.is_dir() else " (does not exist; import, fetch and extract-niqe make it)"
     lines = [f"weights directory: {folder}{absent}"]
+    # A command that provides a file puts it where --weights-dir says, as it says here.
+    into = f" --weights-dir {shlex.quote(str(folder))}" if weights_dir else ""
     for s in found:
-        where = str(s.path) if s.path else f"provide it: {s.file.command}"
+        where = str(s.path) if s.path else f"provide it: {s.file.command}{into}"
         lines.append(f"  {s.state:10s} {s.file.name} ({', '.join(s.file.metrics)}): {where}")
     return lines
 

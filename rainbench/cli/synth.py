@@ -217,6 +217,7 @@ def import_paired_command(
         raise click.UsageError("--write-checksums needs --protocol FILE --split NAME")
     if layout is None or name is None:
         raise click.UsageError("give --layout and --name, or --protocol FILE --split NAME")
+    listed = split is not None and split.checksums.exists()
     summary, problems = import_paired(
         path, layout, name, dataset, shard_size, workers, progress, split, write_checksums,
         max_pixels,
@@ -224,7 +225,19 @@ def import_paired_command(
     for problem in problems:
         click.echo(on_one_line(f"{problem.kind}: {problem.path}: {problem.detail}"), err=True)
     report = {**summary.to_dict(), "problems": [problem.to_dict() for problem in problems]}
-    emit(report, as_json, lambda _: pairs_lines(summary))
+    # The list this run wrote, which the lab proposes to the project: said where it is.
+    written = write_checksums and not listed and split.checksums.exists()
+    if write_checksums:
+        report["checksums_written"] = str(split.checksums) if written else None
+    said = (
+        [
+            f"checksum list of {split.title} written from this download: {split.checksums}; "
+            "propose it to the project, so that every lab's import is checked against it"
+        ]
+        if written
+        else []
+    )
+    emit(report, as_json, lambda _: pairs_lines(summary) + said)
     kinds = {problem.kind for problem in problems}
     if kinds & MISMATCHES:
         fail(f"{path} does not match {split.title}: nothing stored")

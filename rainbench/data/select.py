@@ -43,6 +43,7 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
     dataset = Dataset(Path(root))
     if not dataset.samples_manifest.exists():
         raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
+    _check_labels(filters)
     every = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
     if filters.split is not None:
         _check_splits(dataset, every, as_values(filters.split))
@@ -88,6 +89,20 @@ def pairs(root: Path, split: str | tuple[str, ...], filters: Filters) -> pd.Data
         for key, members in zip(chosen["key"], chosen["members"], strict=True)
     ]
     return chosen.reset_index(drop=True)
+
+
+def _check_labels(filters: Filters) -> None:
+    """Refuse a layer or rain type no capture can have (a misspelt "streaks", "clear"):
+    it would select nothing, or drop silently out of a tuple of them."""
+    for column in ("layer", "rain_type"):
+        wanted = getattr(filters, column)
+        allowed = manifest.LABELS[column]
+        unknown = [] if wanted is None else [v for v in as_values(wanted) if v not in allowed]
+        if unknown:
+            raise DatasetError(
+                f"no samples pass Filters({column}={unknown[0]!r}): a capture's {column} is "
+                f"one of {', '.join(allowed)}"
+            )
 
 
 def _check_splits(dataset: Dataset, table: pd.DataFrame, wanted: tuple[str, ...]) -> None:

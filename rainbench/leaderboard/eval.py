@@ -257,7 +257,12 @@ def _execute(runs: list["_SplitRun"], progress: bool) -> list[SplitReport]:
         return [run.execute(progress) for run in runs]
 
 
-_REMEDY = "give another --results folder, or --rescore-stale to score them again"
+# --name files the new results beside the earlier ones (`--model guided --option radius=8
+# --name guided-r8`), --rescore-stale replaces them.
+_REMEDY = (
+    "give another --name (a variant beside them) or --results folder, or --rescore-stale "
+    "to score them again"
+)
 
 
 def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[str, str], list]:

@@ -135,8 +135,16 @@ class OutputsFolder:
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise DerainerError(f"cannot read {path}: {first_line(error)}") from error
         if image.size != tuple(size):
+            # Most often a capture derained as stored, sideways: not turned by its EXIF.
+            turned = (
+                " (the input is the capture upright, turned by its EXIF orientation: "
+                "PIL.ImageOps.exif_transpose)"
+                if image.size == tuple(size)[::-1]
+                else ""
+            )
             raise DerainerError(
-                f"{path} is {image.size[0]}×{image.size[1]}, the input is {size[0]}×{size[1]}"
+                f"{path} is {image.size[0]}×{image.size[1]}, the input is "
+                f"{size[0]}×{size[1]}{turned}"
             )
         return np.asarray(image)
 

@@ -88,3 +88,18 @@ def test_a_split_of_videos_only_says_that_single_mode_skips_them(tmp_path):
         captures(ds, Filters(split="train"))
     with pytest.raises(DatasetError, match=r"no captures in split nope of .*; its splits: train$"):
         captures(ds, Filters(split="nope"))
+
+
+def test_a_layer_or_rain_type_no_capture_can_have_is_named(_dataset):
+    # A misspelt label would select nothing, or drop out of a tuple of them unsaid.
+    with pytest.raises(
+        DatasetError,
+        match=r"^no samples pass Filters\(rain_type='streaks'\): a capture's rain_type is one "
+        r"of drizzle, streak, storm, fog-like$",
+    ):
+        captures(_dataset, Filters(rain_type=("storm", "streaks")))
+    with pytest.raises(DatasetError, match=r"Filters\(layer='clear'\): a capture's layer is one"):
+        captures(_dataset, Filters(layer="clear"))
+    every_type = ("drizzle", "streak", "storm", "fog-like")
+    rainy = captures(_dataset, Filters(layer="rainy"))
+    assert len(captures(_dataset, Filters(rain_type=every_type))) == len(rainy)

@@ -909,6 +909,11 @@ def test_every_split_is_checked_before_any_image_is_derained(tmp_path, ds, monke
     assert "the earlier results of 2 splits" in message and "\n" not in message
     assert "syn-streak.json made with another checkpoint" in message
     assert "test.json made with another checkpoint" in message
+    # A variant goes beside them under its own --name, as docs/evaluation.md files one.
+    assert message.endswith(
+        "; give another --name (a variant beside them) or --results folder, or "
+        "--rescore-stale to score them again"
+    )
 
 
 def test_outputs_elsewhere_are_known_by_each_file_not_the_folder(tmp_path, ds):
@@ -1042,6 +1047,17 @@ def test_the_summary_counts_scored_and_failed_apart_and_names_kept_failures(tmp_
     assert again.failed_before == 3
     [line] = leaderboard_cli._report_lines([again])
     assert "0 scored, 0 failed, 4 already done (3 of them failed before: --retry-failed" in line
+
+
+def test_a_run_whose_one_image_failed_says_so_in_the_singular(tmp_path, capsys):
+    path = tmp_path / "test.parquet"
+    one = eval_module.SplitReport("ds", "test", "real", path, scored=1, failed=1)
+    with pytest.raises(SystemExit) as stopped:
+        leaderboard_cli._fail_when_every_image_failed([one])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == (
+        f"error: the one image derained failed (why: the error column of {one.path})\n"
+    )
 
 
 def test_name_files_a_registered_derainer_and_timeout_goes_to_the_command(tmp_path, ds):

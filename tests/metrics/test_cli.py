@@ -111,6 +111,20 @@ def test_a_run_whose_every_image_fails_exits_one_and_keeps_its_rows(tmp_path, fo
     )
 
 
+def test_a_run_of_one_image_that_fails_says_so_in_the_singular(tmp_path, folders):
+    pred, gt = folders
+    for path in pred.glob("*.png"):
+        path.unlink()
+    (pred / "0.png").write_bytes(b"not a picture")
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--pred", str(pred), "--ref", str(gt), "--metrics", "psnr_y"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        f"error: the one image failed to score (why: above; rows in {out})\n"
+    )
+
+
 def test_metrics_and_weights_status(tmp_path):
     runner = CliRunner()
     names = {m["name"] for m in json.loads(runner.invoke(main, ["metrics", "--json"]).output)}
@@ -156,6 +170,8 @@ def test_weights_status_says_missing_once_and_names_an_absent_folder(tmp_path, m
         "weights",
         "import",
         "brisque_svm_weights.pth",
+        "--weights-dir",  # where the file must go for status to find it
+        str(absent),
     ]
     absent.mkdir()
     present = CliRunner().invoke(main, ["weights", "status", "--weights-dir", str(absent)])

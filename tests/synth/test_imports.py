@@ -229,10 +229,17 @@ def test_protocol_checksums_written_then_checked_through_the_cli(tmp_path, gt_ra
     written = import_cli(test_set, tmp_path / "b", *args, "--write-checksums")
     assert written.exit_code == 0, written.output
     assert "no-checksums" not in written.output
-    assert len((tmp_path / "v9" / "gt-rain-test.sha256").read_text().splitlines()) == 7
+    listed = tmp_path / "v9" / "gt-rain-test.sha256"
+    assert len(listed.read_text().splitlines()) == 7
+    # It says where the list it wrote is, to be proposed to the project.
+    assert (
+        f"checksum list of protocol v9 split gt-rain-test written from this download: {listed}; "
+        "propose it to the project" in written.stdout
+    )
 
     again = import_cli(test_set, tmp_path / "b", *args, "--write-checksums")
     assert again.exit_code == 0, again.output  # the same list: a killed import resumes
+    assert "checksum list" not in again.output  # written by the run before
 
     frame = test_set / "Oinari_0-0" / "Oinari_0-0-Webcam-R-001.png"
     frame.write_bytes(frame.read_bytes() + b"\0")
