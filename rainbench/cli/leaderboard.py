@@ -2,6 +2,7 @@
 the results as tables or a page."""
 
 import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -144,6 +145,12 @@ def eval_command(
     if timeout is not None and model_cmd is None:
         raise click.UsageError("--timeout is for --model-cmd: the external command's limit")
     derainer_options = _key_values(options_)
+    if ray is not None:  # each of the cluster's actors builds the source in its own folder
+        outputs = outputs.absolute() if outputs else None
+        checkpoint = checkpoint.absolute() if checkpoint else None
+        if eval_settings.weights_dir is not None:
+            weights = Path(eval_settings.weights_dir).absolute()
+            eval_settings = replace(eval_settings, weights_dir=weights)
     build = partial(
         _eval_source, model, model_cmd, outputs, name, checkpoint, derainer_options, timeout
     )
@@ -151,7 +158,7 @@ def eval_command(
         options.require_device(settings["device"])
         source = build(eval_settings)
         reports = evaluate(source, dataset, split, results, eval_settings, checkpoint, progress)
-    else:  # each of the cluster's actors builds the source itself
+    else:
         reports = evaluate_on_ray(
             build, ray, dataset, split, results, eval_settings, checkpoint, progress
         )

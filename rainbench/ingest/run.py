@@ -127,6 +127,9 @@ class IngestSummary:
     rejected_files: dict[tuple[str, str], tuple[str, str | None]] = field(
         default_factory=dict, repr=False
     )
+    # inputs → files ignored under them: a resumed run and the run after it that walk the
+    # same inputs count their ignored files once.
+    ignored_under: dict[tuple[str, ...], int] = field(default_factory=dict, repr=False)
 
     @property
     def images_per_second(self) -> float:
@@ -139,6 +142,7 @@ class IngestSummary:
     def to_dict(self) -> dict:
         fields = asdict(self)
         del fields["rejected_files"]  # the counts say it; the manifest lists them
+        del fields["ignored_under"]  # `ignored` says it
         return {
             **fields,
             "images_per_second": round(self.images_per_second, 2),
@@ -398,7 +402,8 @@ class _Run:
     def _scan(self, samples: pa.Table, rejects: pa.Table, summary: IngestSummary) -> list:
         write_atomic(self.dataset.pending_run, json.dumps(self.settings, indent=2).encode())
         sources, ignored = walk_inputs(self.settings["inputs"])
-        summary.ignored += ignored
+        summary.ignored_under[tuple(map(str, self.settings["inputs"]))] = ignored
+        summary.ignored = sum(summary.ignored_under.values())
         known = _known_files(samples, rejects)
         journaled = self.journal.load()
         sources = [s for s in sources if not is_known(s, known)]
@@ -410,7 +415,9 @@ class _Run:
                 todo[i : i + batch],
                 self.settings["keep_gps"],
                 self.settings["max_pixels"],
-                self.staging.as_posix(),
+                # Absolute, as every path a task is given: a Ray task runs in its
+                # worker's folder, not in this one.
+                self.staging.absolute().as_posix(),
                 self.settings.get("tag", True),  # absent from a run.json from before it
             )
             for i in range(0, len(todo), batch)
@@ -493,11 +500,11 @@ class _Run:
 
     def _task(self, shard: str, rows: list[dict]) -> UnitTask:
         return UnitTask(
-            self.dataset.root.as_posix(),
+            self.dataset.root.absolute().as_posix(),
             shard,
             rows,
             self.settings["keep_gps"],
-            self.staging.as_posix(),
+            self.staging.absolute().as_posix(),
             self.dataset.url,
         )
 

@@ -154,6 +154,7 @@ def score(
     CUDA; locally, `workers` is first cut to what the memory here holds for the largest
     image.
     """
+    jobs, settings = _absolute(jobs, settings)
     specs = [check_metric(metric) for metric in settings.metrics]
     # Fails fast on a missing weight file, without building (importing torch) here.
     identities = cache_identities(settings)
@@ -181,6 +182,22 @@ def score(
                 caching = _store(settings.cache, [row], identities)
             rows.append(row)
     return sorted(rows, key=lambda row: row["name"])
+
+
+def _absolute(
+    jobs: list[ScoreJob], settings: ScoreSettings
+) -> tuple[list[ScoreJob], ScoreSettings]:
+    """The jobs and settings with every path absolute: a Ray task runs in its worker's
+    folder, not in this one (`--pred out/` would be read there)."""
+    jobs = [
+        ScoreJob(job.name, job.pred.absolute(), None if job.ref is None else job.ref.absolute())
+        for job in jobs
+    ]
+    options = dict(settings.options)
+    if options.get("weights_dir"):
+        options["weights_dir"] = str(Path(options["weights_dir"]).absolute())
+    cache = None if settings.cache is None else str(Path(settings.cache).absolute())
+    return jobs, ScoreSettings(settings.metrics, options, cache)
 
 
 def cache_identities(settings: ScoreSettings) -> dict[str, str]:

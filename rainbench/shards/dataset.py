@@ -478,7 +478,11 @@ def _command() -> str:
     """This process's command line, one line of at most 200 characters: how a reader
     or another writer finds out what holds the lock."""
     program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    words = [program] if program and not program.startswith("-") else ["python", program]
+    if program == "__main__.py":  # python -m rainbench: a package's __main__ as argv[0]
+        package = os.path.basename(os.path.dirname(sys.argv[0]))
+        words = ["python", "-m", package] if package else ["python", program]
+    else:
+        words = [program] if program and not program.startswith("-") else ["python", program]
     return _one_line(shlex.join([word for word in words if word] + sys.argv[1:]))
 
 

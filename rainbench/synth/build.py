@@ -88,8 +88,10 @@ def synthesize(root: str | Path, options: SynthOptions, progress: bool = False) 
             "recipe: choose another suffix"
         )
     with writing(root) as dataset, WorkerPool(options.workers) as pool:
-        _check_made_alike(dataset, options, recipes)
+        # No source first: a mistyped --source-split is said as such, not as a split
+        # made otherwise that --suffix would get round.
         sources = _sources(dataset, options)
+        _check_made_alike(dataset, options, recipes)
         jobs = [
             _job(dataset, source, recipe, options, index)
             for recipe in recipes

@@ -165,6 +165,22 @@ def test_a_resumed_run_counts_each_rejected_file_once(tmp_path, raw, monkeypatch
     assert sum(resumed.rejected.values()) + resumed.duplicates == len(listed)
 
 
+def test_a_run_resumed_from_its_scan_counts_each_ignored_file_once(tmp_path, raw, monkeypatch):
+    (raw / "notes.txt").write_text("rain gauge 2.4 mm")
+    (raw / "IMG_0001.xmp").write_text("<x:xmpmeta/>")
+    fresh = ingest([raw], tmp_path / "fresh", OPTIONS)
+    assert fresh.ignored == 2
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, scan_module.Journal, "append", 2)
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    # The resumed run walks the inputs to finish its scan, and the run after it walks
+    # them again: the same two files, ignored once.
+    resumed = ingest([raw], ds, OPTIONS)
+    assert resumed.resumed and resumed.ignored == 2
+
+
 def test_crashing_twice_in_a_row_still_converges(tmp_path, raw, reference, monkeypatch):
     ds = tmp_path / "ds"
     for nth in (2, 4):

@@ -1,6 +1,7 @@
 """`rainbench eval`: scores per image from the shards, failures per image, resume,
 external commands and outputs computed elsewhere."""
 
+import contextlib
 import errno
 import json
 import os
@@ -1117,3 +1118,23 @@ def test_several_results_folders_make_one_leaderboard(tmp_path, write_run):
     )
     assert clash.exit_code == 1
     assert f"guided/ds/test is in both {ours} and {theirs}" in clash.output
+
+
+def test_on_ray_the_actors_find_the_outputs_named_here(tmp_path, ds, monkeypatch):
+    # An actor builds its source in its worker's folder: `--outputs derained/` must not
+    # be looked for there.
+    for folder in ("derained", "elsewhere", "weights"):
+        (tmp_path / folder).mkdir()
+    built = []
+
+    def on_ray(build, address, dataset, split, results, settings, checkpoint, progress):
+        with contextlib.chdir(tmp_path / "elsewhere"):
+            built.append((build(settings), settings.weights_dir))
+        return []
+
+    monkeypatch.setattr(leaderboard_cli, "evaluate_on_ray", on_ray)
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", str(ds), "--outputs", "derained", "--name", "theirs", "--results", "res"]
+    result = CliRunner().invoke(main, [*args, "--weights-dir", "weights", "--ray", "auto"])
+    assert result.exit_code == 0, result.output
+    assert isinstance(built[0][0], FolderSource) and built[0][1] == tmp_path / "weights"

@@ -296,3 +296,18 @@ def test_a_writer_refuses_a_dataset_whose_own_folders_lead_outside(tmp_path, nam
     with pytest.raises(DatasetError, match=f"ds/{name} leads outside the dataset; refused"):
         ingest([_photos(tmp_path / "more")], ds, IngestOptions(workers=1))
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["/usr/bin/rainbench", "ingest", "raw"], "rainbench ingest raw"),
+        (["/src/rainbench/__main__.py", "ingest", "raw"], "python -m rainbench ingest raw"),
+        (["-c", "x"], "python -c x"),
+    ],
+)
+def test_the_lock_names_the_command_as_it_was_typed(tmp_path, monkeypatch, argv, command):
+    # `python -m rainbench` puts the package's __main__.py in argv[0]: named as typed.
+    monkeypatch.setattr("sys.argv", argv)
+    with Dataset(tmp_path).lock():
+        assert Dataset(tmp_path).writer() == f"pid {os.getpid()} ({command})"

@@ -119,8 +119,16 @@ def test_rerun_is_a_no_op_and_output_is_reproducible(ds, tmp_path, _clean_datase
 def test_renders_made_otherwise_go_to_a_split_of_their_own(ds):
     streak = SynthOptions(workers=1, shard_bytes=200_000, recipes=("streak", "streak"))
     assert dict(synthesize(ds, streak).stored) == {"syn-streak": 5}  # each recipe once
-    for other in ({"seed": 1}, {"max_side": 64}, {"source_layer": "rainy"}):
+    for other in ({"seed": 1}, {"max_side": 64}):
         with pytest.raises(DatasetError, match=r"syn-streak holds renders of the clean captures"):
+            synthesize(ds, replace(streak, **other))
+    # Sources that are not there (a mistyped split) are said as such, not as renders
+    # made otherwise that a suffix would get round.
+    for other, none in (
+        ({"source_layer": "rainy"}, "rainy captures in the test"),
+        ({"source_split": "tset"}, "clean captures in the tset"),
+    ):
+        with pytest.raises(DatasetError, match=f"no {none} split to render rain on"):
             synthesize(ds, replace(streak, **other))
     more = synthesize(ds, replace(streak, renders=2))  # the same renders, one more each
     assert dict(more.stored) == {"syn-streak": 5}
