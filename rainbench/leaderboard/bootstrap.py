@@ -20,9 +20,9 @@ _BLOCK_INDICES = 1 << 22
 @dataclass(frozen=True)
 class Estimate:
     """A mean over `n` values and its bootstrap interval; NaNs when `n` is 0, and the
-    interval NaN when the values are one sequence's frames, which say nothing of the
-    spread between sequences. `infinite` of the values are infinite (a PSNR of an output
-    equal to its ground truth): the mean is then infinite too."""
+    interval NaN when there is one value, or the values are one sequence's frames, which
+    say nothing of the spread between sequences. `infinite` of the values are infinite
+    (a PSNR of an output equal to its ground truth): the mean is then infinite too."""
 
     mean: float
     low: float
@@ -85,7 +85,9 @@ def estimate(
         return Estimate(math.nan, math.nan, math.nan, 0)
     infinite = int(np.isinf(values).sum())
     finite_sum = float(values[np.isfinite(values)].sum())
-    if units is not None and not units.any():  # one sequence: no spread to draw from
+    # One image, or one sequence's frames: no spread to draw from (every resample of one
+    # image is that image, an interval of width 0 that claims certainty).
+    if n == 1 or (units is not None and not units.any()):
         return Estimate(float(values.mean()), math.nan, math.nan, n, infinite, finite_sum)
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_INDICES // n)

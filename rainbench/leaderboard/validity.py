@@ -272,7 +272,9 @@ def _bootstrap(
     across images (resamples × references). A resample is how many times it draws each
     image, so nothing is copied or re-sorted."""
     columns, methods, images = values.shape
-    if units is not None and not units.any():  # one sequence: no interval, no discordance
+    # One image, or one sequence: no interval, no discordance (resamples of one image
+    # are all that image, and every lead would look certain).
+    if images == 1 or (units is not None and not units.any()):
         nan = np.full((resamples, columns - 1), np.nan)
         return np.full((resamples, columns, methods), np.nan), nan, nan.copy()
     rng = np.random.default_rng(seed)

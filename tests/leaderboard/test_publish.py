@@ -853,9 +853,9 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 # change is meant, write the new digests here and say why in the commit.
 GOLDEN = {
     "md": "83251a67dcd86f957e89cd499d5cdbe2e599ffd622e25752a6b783ef4b4a1b5d",
-    "csv": "6284c62264e84c9419dfebf55058339f71b5b7902425dba2950b0d1d0ae875e8",
+    "csv": "d1db5a1b82516b1308b377a1d71c63963c22b17615fca76d4cc9aadaf026b9a5",
     "latex": "ce75172830681464faa94667de40162eef9a45ac1a5674d974be01ccf1672baa",
-    "html": "7b2df07ec7b320b84af897a284d4fcf8d2ea044e97a7e6557dd32b0a741d66f8",
+    "html": "c31bb6b8819d911fbe5b1c2e19b72757e64ea1a447eb61dd545f50a969edd588",
 }
 
 

@@ -187,6 +187,19 @@ def test_a_lead_within_the_noise_is_no_warning(tmp_path, write_run):
     assert "With 2 methods τ can only be +1 or −1." in render_markdown(load_results(tmp_path))
 
 
+def test_a_split_of_one_image_has_no_interval_and_no_warning(tmp_path, write_run):
+    # Every resample of one image is that image: a lead of exactly its difference, which
+    # would look certain ([3.0, 3.0]) and be flagged.
+    for model, psnr, ssim, piqe in (("clean", 28.0, 0.85, 60.0), ("smear", 25.0, 0.7, 30.0)):
+        metrics = {"psnr_y": [psnr], "ssim_y": [ssim], "piqe": [piqe]}
+        write_run(tmp_path, model, "ds", "syn", kind="synthetic", metrics=metrics)
+    validity = _validity(tmp_path)
+    assert validity.discordances == ()
+    [table] = [t for t in leaderboard_tables(load_results(tmp_path)) if t.split == "syn"]
+    estimate = table.rows[0].estimates["psnr_y"]
+    assert estimate.n == 1 and math.isnan(estimate.low) and math.isnan(estimate.high)
+
+
 def test_a_single_method_has_no_tau_and_no_warnings(tmp_path, write_run):
     _write_damage(tmp_path, write_run, models=("identity",))
     validity = _validity(tmp_path)
