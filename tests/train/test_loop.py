@@ -134,7 +134,7 @@ def test_a_log_row_the_disk_had_no_room_for_names_the_log(tmp_path, file_size_li
 
 
 # The board's thread ends with the error the writer raises again: its traceback, which
-# pytest turns into this warning, would say the same once more in forty lines.
+# pytest turns into this warning, would say the same once more at length.
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_tensorboard_on_a_full_disk_is_one_error_naming_its_folder(tmp_path, file_size_limit):
     log = loop._Log(tmp_path, ("loss",), enabled=True, resumed_at=0)

@@ -821,7 +821,7 @@ class _Log:
 def _quiet_board_thread(args: threading.ExceptHookArgs) -> None:
     """TensorBoard writes from a thread of its own, which keeps what ended it (a full
     disk) for the writer to raise again in the training's thread, where it is said in
-    one line: the thread's own traceback would say the same in forty. Every other
+    one line: the thread's own traceback would say the same at length. Every other
     thread's exception goes to the hook there was before."""
     thread = args.thread
     if not (
