@@ -36,6 +36,7 @@ from rainbench.demo.captures import (
     write_near_duplicates,
     write_picture,
 )
+from rainbench.parallel import WorkerPool
 
 # Object stores: only the local S3 endpoint and GCS emulator tests/store starts (on these
 # ports), with fake credentials, never a real store. Set here, before any worker pool
@@ -133,6 +134,31 @@ def _file_size_limit(size: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+class _PoolElsewhere(WorkerPool):
+    """Runs each unit in a folder of its own, as a Ray task runs in its worker's."""
+
+    def __init__(self, folder: Path):
+        super().__init__(1)
+        self.folder = folder
+
+    def map_unordered(self, fn, units):
+        for unit in units:
+            with contextlib.chdir(self.folder):
+                result = fn(unit)
+            yield result
+
+    map_ordered = map_unordered
+
+
+@pytest.fixture
+def pool_elsewhere(tmp_path) -> WorkerPool:
+    """A one-worker pool whose units run in `pool_elsewhere.folder` (empty, under
+    tmp_path): a relative path handed to a unit would be read or written there."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    return _PoolElsewhere(folder)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """Ingest end to end through the library call: what lands in shards and manifests."""
 
-import contextlib
 import hashlib
 import io
 import json
@@ -19,7 +18,6 @@ from rainbench.capture.gps import has_gps
 from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
-from rainbench.parallel import WorkerPool
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
@@ -252,31 +250,13 @@ def test_a_folder_without_captures_makes_no_dataset_and_fixes_no_setting(tmp_pat
         ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1, split={"test": 1.0}))
 
 
-class _Elsewhere(WorkerPool):
-    """Runs each unit in another folder, as a Ray task runs in its worker's."""
-
-    def __init__(self, folder):
-        super().__init__(1)
-        self.folder = folder
-
-    def map_unordered(self, fn, units):
-        for unit in units:
-            with contextlib.chdir(self.folder):
-                result = fn(unit)
-            yield result
-
-    map_ordered = map_unordered
-
-
 def test_tasks_that_run_in_another_folder_write_into_the_dataset(
-    tmp_path, capture_folder, monkeypatch
+    tmp_path, capture_folder, monkeypatch, pool_elsewhere
 ):
     # `rainbench ingest raw/ --out ds --ray`: relative paths, tasks in the workers' folder.
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.setattr(run_module, "make_pool", lambda workers, ray=None: _Elsewhere(elsewhere))
+    monkeypatch.setattr(run_module, "make_pool", lambda workers, ray=None: pool_elsewhere)
     monkeypatch.chdir(tmp_path)
     summary = ingest([Path(capture_folder.name)], Path("ds"), IngestOptions(workers=1))
     assert summary.accepted > 0 and summary.shards > 0
-    assert list(elsewhere.iterdir()) == []
+    assert list(pool_elsewhere.folder.iterdir()) == []
     assert verify(Dataset(tmp_path / "ds")) == []

@@ -2,7 +2,6 @@
 the cache, the same rows whatever the number of workers, metrics built once per
 process, and the worker count capped by memory."""
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -334,29 +333,13 @@ def test_workers_ask_for_huge_pages_only_before_torch_is_imported(monkeypatch):
     assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
 
 
-class _Elsewhere(WorkerPool):
-    """Runs each unit in another folder, as a Ray task runs in its worker's."""
-
-    def __init__(self, folder):
-        super().__init__(1)
-        self.folder = folder
-
-    def map_unordered(self, fn, units):
-        for unit in units:
-            with contextlib.chdir(self.folder):
-                result = fn(unit)
-            yield result
-
-
 def test_units_that_run_in_another_folder_read_the_images_named_here(
-    folders, tmp_path, monkeypatch
+    folders, tmp_path, monkeypatch, pool_elsewhere
 ):
     # `rainbench score --pred pred/ --ref ref/ --cache c.sqlite --ray`: relative paths.
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.setattr(engine, "make_pool", lambda *args: _Elsewhere(elsewhere))
+    monkeypatch.setattr(engine, "make_pool", lambda *args: pool_elsewhere)
     monkeypatch.chdir(tmp_path)
     jobs = pair_folders(Path("pred"), Path("ref")).jobs
     rows = {r["name"]: r for r in score(jobs, ScoreSettings(("test_mad",), {}, "c.sqlite"), 1)}
     assert rows["img2.png"]["status"] == "ok" and rows["img2.png"]["test_mad"] == 3.0
-    assert list(elsewhere.iterdir()) == [] and (tmp_path / "c.sqlite").exists()
+    assert list(pool_elsewhere.folder.iterdir()) == [] and (tmp_path / "c.sqlite").exists()
