@@ -57,12 +57,6 @@ too, without its ground truth; the split exists to exercise the real-rain path
 (no-reference metrics, per-rain-type columns). BRISQUE is left out where its weights
 are not present (see [metrics.md](metrics.md)).
 
-**The model column.** A model is named with its derainer's version: `guided 1` is the
-derainer `guided` at version 1, the version its class declares and raises whenever its
-output for the same input could change; the provenance of each result records it.
-`(imported weights)` after it marks weights imported from a published release,
-`(incomplete)` a run that has not finished.
-
 """
 
 

@@ -15,6 +15,7 @@ from rainbench.leaderboard.eval import EvalSettings, SplitReport, evaluate, eval
 from rainbench.leaderboard.publish import is_leaderboard, render_leaderboard, write_leaderboard
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.models.external import CommandDerainer
+from rainbench.wording import counted
 
 _EVAL_HELP = """Run a derainer over a dataset's splits and score every output.
 
@@ -212,7 +213,7 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
         if seen.get("images"):  # the leaderboard shows the row, unranked (ranking.py)
             lines.append(
                 f"{report.model} on {report.dataset}/{report.split}: trained on "
-                f"{seen['images']} of its {seen['of']} images — shown, not ranked"
+                f"{seen['images']} of its {counted(seen['of'], 'image')} — shown, not ranked"
             )
     return lines
 

@@ -40,6 +40,7 @@ from rainbench.metrics.weights import (
     resolve_dir,
     status,
 )
+from rainbench.wording import counted
 
 # The 2.5th and 97.5th percentiles of fewer resamples are the extreme few, which need not
 # even hold the estimate (1 resample: an "interval" of one point beside it).
@@ -121,18 +122,18 @@ def _validity_lines(found: list[SplitValidity]) -> list[str]:
             for agreement in metric.agreements:
                 lines.append(
                     f"  {name:10s} {metric_label(agreement.reference):8s} "
-                    f"{_correlation(agreement.across_methods, 'methods'):34s} "
-                    f"{_correlation(agreement.across_images, 'images')}"
+                    f"{_correlation(agreement.across_methods, 'method'):34s} "
+                    f"{_correlation(agreement.across_images, 'image')}"
                 )
         lines += [f"  {caveat}" for caveat in validity_caveats(split)]
         lines += [f"  {discordance_text(d)}" for d in split.discordances]
     return lines
 
 
-def _correlation(found: Correlation, items: str) -> str:
+def _correlation(found: Correlation, item: str) -> str:
     value, low, high = correlation_text(found)
     interval = f" [{low}, {high}]" if low != "—" else ""
-    return f"{value}{interval} ({found.n} {items})"
+    return f"{value}{interval} ({counted(found.n, item)})"
 
 
 @click.command("score")

@@ -90,6 +90,14 @@ class RowCells:
         return text if run.complete else f"{text} (incomplete)"
 
 
+# What the number after a model's name is, in the notes on how to read a page.
+VERSION_NOTE = (
+    "The number after a model's name is its derainer's version (guided 1: the derainer "
+    "guided at version 1), which the derainer raises whenever its output for the same input "
+    "could change."
+)
+
+
 def imported_weights(run: Run) -> bool:
     """Whether the run's derainer used weights imported from a published release
     (`rainbench nlcl import-checkpoint`) rather than trained here."""
@@ -291,7 +299,7 @@ def failures_text(table: SplitTable) -> str | None:
 
 
 def unranked_text(table: SplitTable) -> str | None:
-    """Which rows are not ranked and why; None when every row with a score is."""
+    """Which rows are not ranked and why; None when every row is ranked."""
     found = [f"{row.model} ({row.unranked})" for row in table.rows if row.unranked]
     if not found:
         return None

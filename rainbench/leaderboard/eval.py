@@ -22,6 +22,7 @@ import os
 import platform
 import tarfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -44,8 +45,10 @@ from rainbench.metrics.engine import metric_failure
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
     MetricError,
+    MetricSpec,
     check_metric,
     create_metric,
+    list_metrics,
     versions,
 )
 from rainbench.metrics.report import cpu_model
@@ -80,6 +83,11 @@ _MANIFEST_READS = 5  # an ingest replaces a manifest a few times at most
 
 class EvalError(DatasetError):
     """The run cannot start (unknown split, results made otherwise); one line."""
+
+
+class EvalWarning(UserWarning):
+    """A chosen split left out of the run (none of the metrics asked for applies to it);
+    the CLI prints it as one `warning:` line."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +203,7 @@ def evaluate(
     progress: bool = False,
 ) -> list[SplitReport]:
     """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`."""
-    dataset, name, splits, chosen = _chosen(dataset_path, split)
+    dataset, name, splits, chosen = _chosen(dataset_path, split, settings.metrics)
     checkpoint_info = _checkpoint_info(checkpoint)
     settings = replace(settings, threads=_torch_threads(settings.threads))
     runs = [
@@ -218,7 +226,7 @@ def evaluate_on_ray(
     """`evaluate`, with the images derained and scored by actors on the Ray cluster at
     `address`, each building its source with `build_source(settings)`. The dataset must
     be where every node sees it (shared storage, a URL); results are written here."""
-    dataset, name, splits, chosen = _chosen(dataset_path, split)
+    dataset, name, splits, chosen = _chosen(dataset_path, split, settings.metrics)
     checkpoint_info = _checkpoint_info(checkpoint)
     gpu = settings.device.startswith("cuda")
     # Ray gives each actor its GPU as the only one it sees.
@@ -265,8 +273,11 @@ _REMEDY = (
 )
 
 
-def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[str, str], list]:
-    """The dataset, its name, its splits (name → kind) and those `split` chooses."""
+def _chosen(
+    dataset_path: str | Path, split: str, metrics: tuple[str, ...] | None
+) -> tuple[Dataset, str, dict[str, str], list]:
+    """The dataset, its name, its splits (name → kind) and those `split` chooses that
+    one of `metrics` applies to (`_scorable`)."""
     dataset = open_dataset(dataset_path)  # a URL: its manifests here, shards read by range
     if not (dataset.samples_manifest.exists() or dataset.synthetic_manifest.exists()):
         raise EvalError(
@@ -290,7 +301,51 @@ def _chosen(dataset_path: str | Path, split: str) -> tuple[Dataset, str, dict[st
                     f"rainbench pairs); splits to evaluate: {known}"
                 )
             raise EvalError(f"{dataset_path} has no split {wanted!r}; known: {known}")
-    return dataset, name, splits, chosen
+    return dataset, name, splits, _scorable(dataset_path, name, chosen, splits, metrics)
+
+
+def _scorable(
+    dataset_path: str | Path,
+    name: str,
+    chosen: list[str],
+    splits: dict[str, str],
+    metrics: tuple[str, ...] | None,
+) -> list[str]:
+    """The `chosen` splits one of `metrics` (None: the defaults) applies to. A split
+    none applies to would be derained for no score at all: it is left out with an
+    `EvalWarning` naming the metrics that apply, and when every chosen split is, the run
+    is refused."""
+    if metrics is None:
+        return chosen
+    specs = [check_metric(metric) for metric in metrics]
+    unscorable = [s for s in chosen if not any(_applies(spec, splits[s]) for spec in specs)]
+    if not unscorable:
+        return chosen
+    # Only a real split refuses a metric: a full-reference one, for want of a ground truth.
+    given = f"{', '.join(metrics)} need{'s' * (len(metrics) == 1)} a ground truth"
+    real = ", ".join(spec.name for spec in list_metrics() if _applies(spec, "real"))
+    if len(unscorable) == len(chosen):
+        one = len(unscorable) == 1
+        raise EvalError(
+            f"{dataset_path}: nothing to evaluate: {given}, which its real "
+            f"{'split' if one else 'splits'} {', '.join(repr(s) for s in unscorable)} "
+            f"{'has' if one else 'have'} not; give --metrics with any of {real} "
+            f"for {'it' if one else 'them'}"
+        )
+    for split in unscorable:
+        warnings.warn(
+            f"{name}/{split} ({splits[split]}) not evaluated: {given}, which it has not; "
+            f"--metrics with any of {real} scores it",
+            EvalWarning,
+            stacklevel=2,
+        )
+    return [s for s in chosen if s not in unscorable]
+
+
+def _applies(spec: MetricSpec, kind: str) -> bool:
+    """Whether a split of `kind` is scored with the metric: a full-reference one needs
+    the ground truth a real split has not."""
+    return not (spec.full_reference and kind == "real")
 
 
 def _torch_threads(requested: int | None) -> int:
@@ -1024,9 +1079,8 @@ def _build_metrics(kind: str, settings: EvalSettings) -> tuple[list, dict[str, s
     names = settings.metrics or (REAL_METRICS if kind == "real" else PAIRED_METRICS)
     built, unavailable = [], {}
     for name in names:
-        spec = check_metric(name)
-        if spec.full_reference and kind == "real":
-            continue  # no ground truth for real rain
+        if not _applies(check_metric(name), kind):
+            continue
         try:
             metric = create_metric(name, weights_dir=settings.weights_dir, device=settings.device)
         except MetricError as error:

@@ -23,6 +23,7 @@ from PIL import Image
 from rainbench import __version__
 from rainbench.leaderboard.bootstrap import CONFIDENCE, RESAMPLES, Estimate
 from rainbench.leaderboard.cells import (
+    VERSION_NOTE,
     RowCells,
     ValueCell,
     arrow,
@@ -144,6 +145,7 @@ def _how_to_read(tables: list[SplitTable], validity: bool) -> str:
         "↑ higher is better, ↓ lower is better. The best value of each column is "
         "highlighted in green.",
         f"Rank follows the primary metric ({ranking}); equal means share a rank.",
+        VERSION_NOTE,
         "s/MP is the median time the derainer took per megapixel, on the hardware listed "
         "under each split's provenance. Failed images are counted, never averaged.",
         "No-reference scores depend on resolution: compare models within a split, not "
@@ -177,7 +179,7 @@ def _section(
     validities: dict[tuple[str, str], SplitValidity],
 ) -> str:
     validity = validities.get((table.dataset, table.split))
-    meta = [f"{table.images} images", f"ranked by {primary_label(table)}"]
+    meta = [counted(table.images, "image"), f"ranked by {primary_label(table)}"]
     meta += [f"metric protocol v{v}" for v in table.protocol_versions]
     parts = [
         f'<section class="split" id="{_anchor(table)}">',

@@ -1,6 +1,7 @@
 """The leaderboard as LaTeX: one booktabs table per split of the shared cells (cells.py),
-best values in bold, every name escaped; on paired splits, rows of each no-reference
-metric's agreement with the full-reference ones (validity.py) and its warnings.
+best values in bold, every name escaped, and why a row is not ranked under it; on paired
+splits, rows of each no-reference metric's agreement with the full-reference ones
+(validity.py) and its warnings.
 """
 
 import math
@@ -15,6 +16,7 @@ from rainbench.leaderboard.cells import (
     kind_label,
     metric_label,
     table_cells,
+    unranked_text,
 )
 from rainbench.leaderboard.ranking import SplitTable, leaderboard_tables
 from rainbench.leaderboard.results import Results
@@ -26,6 +28,7 @@ from rainbench.leaderboard.validity import (
     discordance_text,
     validity_by_split,
 )
+from rainbench.wording import counted
 
 
 def render_latex(results: Results) -> str:
@@ -43,8 +46,9 @@ def render_latex(results: Results) -> str:
 
 def _latex_table(table: SplitTable, validity: SplitValidity | None) -> str:
     ranked = f", ranked by {metric_label(table.primary)}" if table.primary else ""
+    images = counted(table.images, "image")
     caption = (
-        f"{_tex(table.title)} ({kind_label(table)}, {table.images} images{_tex(ranked)}): mean and "
+        f"{_tex(table.title)} ({kind_label(table)}, {images}{_tex(ranked)}): mean and "
         f"95\\% bootstrap interval over the images each model processed; best in bold."
     )
     if validity:
@@ -89,12 +93,15 @@ def _latex_table(table: SplitTable, validity: SplitValidity | None) -> str:
             for row in agreement_rows(table, validity)
         ]
     lines += ["\\bottomrule", "\\end{tabular}"]
-    if validity and validity.discordances:
-        lines.append("\\par\\smallskip\\footnotesize")
-        lines += [
-            f"\\textbf{{Warning:}} {_tex(discordance_text(d).removeprefix('⚠ '))}.\\par"
-            for d in validity.discordances
-        ]
+    notes = [
+        f"\\textbf{{Warning:}} {_tex(discordance_text(d).removeprefix('⚠ '))}.\\par"
+        for d in (validity.discordances if validity else ())
+    ]
+    unranked = unranked_text(table)
+    if unranked:
+        notes.append(f"{_tex(unranked)}\\par")
+    if notes:
+        lines += ["\\par\\smallskip\\footnotesize", *notes]
     lines.append("\\end{table}")
     return "\n".join(lines)
 

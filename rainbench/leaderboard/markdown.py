@@ -11,6 +11,7 @@ import re
 from rainbench import __version__
 from rainbench.leaderboard.cells import (
     CONTROL,
+    VERSION_NOTE,
     RowCells,
     ValueCell,
     arrow,
@@ -43,6 +44,7 @@ from rainbench.leaderboard.validity import (
     validity_caveats,
     validity_note,
 )
+from rainbench.wording import counted
 
 
 def render_markdown(results: Results) -> str:
@@ -51,7 +53,9 @@ def render_markdown(results: Results) -> str:
         f"# rainbench leaderboard: {_md(results.root.name)}",
         "",
         "Each cell is a mean with its 95% bootstrap interval in brackets; **bold** is the "
-        "best in its column. Rows are ranked by the split's primary metric.",
+        f"best in its column. Rows are ranked by the split's primary metric. {VERSION_NOTE} "
+        "After it, (imported weights) marks weights imported from a published release and "
+        "(incomplete) a run that has not finished.",
         "",
         "Metrics:",
         "",
@@ -82,7 +86,8 @@ def _glossary_line(metric: str, lower_is_better: bool, description: str) -> str:
 def _markdown_table(
     table: SplitTable, validity: SplitValidity | None, real_note: str | None
 ) -> list[str]:
-    lines = [f"## {_md(table.title)} ({kind_label(table)}, {table.images} images)", ""]
+    images = counted(table.images, "image")
+    lines = [f"## {_md(table.title)} ({kind_label(table)}, {images})", ""]
     if table.primary:
         lines += [f"Ranked by {_md(primary_label(table))}.", ""]
     warned = flagged(validity)

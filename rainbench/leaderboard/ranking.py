@@ -12,6 +12,7 @@ import pandas as pd
 from rainbench.leaderboard.bootstrap import Estimate, estimate, seed_for, units_of
 from rainbench.leaderboard.results import KINDS, LeaderboardError, Results, Run
 from rainbench.metrics.registry import MetricSpec, list_metrics
+from rainbench.wording import counted
 
 # The contract's metrics in the order tables show them; other metrics follow.
 METRIC_ORDER = ("psnr_y", "ssim_y", "psnr", "ssim", "niqe", "brisque", "piqe")
@@ -31,9 +32,9 @@ class Row:
     s_per_mp: float  # median over ok images; NaN when none
     images_ok: int
     images_failed: int
-    # Why a row with the primary metric is not ranked (its model trained on images of
-    # the split, its run has not finished, it failed on images, …); None when it is
-    # ranked or has no primary metric to rank by.
+    # Why the row is not ranked (its model trained on images of the split, its run has
+    # not finished, it failed on images, it has no value of the primary metric, …); None
+    # when it is ranked.
     unranked: str | None = None
 
     @property
@@ -258,13 +259,11 @@ def _scored_keys(run: Run, primary: str | None) -> set[str]:
 
 def _unranked(row: Row, primary: str | None, latest: str | None, scored: set[str]) -> str | None:
     """Why a row is not ranked: a rank compares every method on the same images, all of
-    them scored, none of them seen in training; None when it is ranked (or there is
-    nothing to rank it by). `scored`: the images some run has a value of `primary` for;
-    one no run has is no one's loss."""
-    found = row.estimates.get(primary) if primary else None
-    if found is None or not found.present:
-        return None
-    total = row.images_ok + row.images_failed
+    them scored, none of them seen in training; None when it is ranked. `scored`: the
+    images some run has a value of `primary` for; one no run has is no one's loss."""
+    if primary is None:
+        return "no metric was computed on this split"
+    images = counted(row.images_ok + row.images_failed, "image")
     provenance = row.run.provenance or {}
     split = (provenance.get("dataset") or {}).get("split_sha256")
     # eval's count of the split's images that come from the model's training captures.
@@ -274,11 +273,15 @@ def _unranked(row: Row, primary: str | None, latest: str | None, scored: set[str
     if not row.run.complete:
         return "its run has not finished"
     if row.images_failed:
-        return f"it failed on {row.images_failed} of {total} images"
+        return f"it failed on {row.images_failed} of {images}"
+    if primary not in row.run.metrics:
+        return f"its run did not compute {primary}, the metric this split is ranked by"
     ok = row.run.scores.loc[row.run.scores["status"] == "ok", "key"]
     missing = (set(ok) - _scored_keys(row.run, primary)) & scored
     if missing:
-        return f"{primary} was not computed on {len(missing)} of {total} images"
+        return f"{primary} was not computed on {len(missing)} of {images}"
+    if not row.estimates[primary].present:
+        return f"{primary} was not computed on any of its {images}"
     if latest and split and split != latest:
         return (
             f"it was scored on another version of the split (split {split[:12]}, the latest "
@@ -292,10 +295,7 @@ def _rank(rows: list[Row], primary: str | None, lower_is_better: dict) -> tuple[
     share a rank; the others follow, unranked."""
 
     def score(row: Row) -> tuple[float, float] | None:
-        found = row.estimates.get(primary) if primary else None
-        if found is None or not found.present or row.unranked:
-            return None
-        return standing(found, lower_is_better[primary])
+        return None if row.unranked else standing(row.estimates[primary], lower_is_better[primary])
 
     scores = [score(row) for row in rows]
     known = [s for s in scores if s is not None]

@@ -20,6 +20,7 @@ from rainbench.leaderboard.bootstrap import (
 from rainbench.leaderboard.cells import format_value, metric_label
 from rainbench.leaderboard.ranking import SplitTable, leaderboard_tables, metric_specs
 from rainbench.leaderboard.results import Results, Run
+from rainbench.wording import counted
 
 REFERENCES = ("psnr_y", "ssim_y")  # what a no-reference metric is checked against
 DEFAULT_SEED = 0
@@ -516,7 +517,7 @@ def real_split_note(table: SplitTable, validities: list[SplitValidity]) -> str |
         f"({', '.join(v.split for v in checked)})"
     )
     if wrong:
-        text += f", where they rank {wrong} pair{'s' * (wrong != 1)} of methods against them"
+        text += f", where they rank {counted(wrong, 'pair')} of methods against them"
     return text + "."
 
 

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -69,6 +70,20 @@ def test_validity_without_a_paired_split_says_so(runner, tmp_path):
         json.loads(runner.invoke(main, ["metrics", "validity", str(tmp_path), "--json"]).output)
         == []
     )
+
+
+def test_validity_counts_one_method_and_one_image_in_the_singular(runner, tmp_path):
+    folder = tmp_path / "identity" / "reference"
+    folder.mkdir(parents=True)
+    provenance = json.loads((RESULTS / "identity" / "reference" / "syn-drizzle.json").read_text())
+    provenance["images"] = {"ok": 1, "failed": 0}
+    (folder / "syn-drizzle.json").write_text(json.dumps(provenance))
+    scores = pq.read_table(RESULTS / "identity" / "reference" / "syn-drizzle.parquet")
+    pq.write_table(scores.slice(0, 1), folder / "syn-drizzle.parquet")
+    result = runner.invoke(main, ["metrics", "validity", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "(1 method)" in result.output and "(1 image)" in result.output
+    assert "(1 methods)" not in result.output and "(1 images)" not in result.output
 
 
 def test_validity_of_a_missing_directory_is_one_line(runner, tmp_path):

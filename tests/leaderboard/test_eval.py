@@ -653,6 +653,53 @@ def test_an_output_path_outside_the_results_is_refused(tmp_path, ds):
         )  # fmt: skip
 
 
+def test_a_split_none_of_the_metrics_applies_to_is_left_out_and_said(tmp_path, ds):
+    # Real rain has no ground truth: a full-reference metric cannot score it, and
+    # derained for no metric at all, it would fill the leaderboard with empty rows.
+    results, only = tmp_path / "res", replace(FAST, metrics=("psnr_y", "ssim_y"))
+    with pytest.warns(eval_module.EvalWarning) as warned:
+        reports = evaluate(_source("identity"), ds, "all", results, only)
+    assert [r.split for r in reports] == ["syn-streak"]
+    [message] = [str(w.message) for w in warned]
+    assert message.startswith(
+        "ds/test (real) not evaluated: psnr_y, ssim_y need a ground truth, which it has not; "
+        "--metrics with any of "
+    )
+    assert "niqe" in message and "psnr" not in message.split("any of")[1]
+    assert not list((results / "identity" / "ds").glob("*test*"))
+    with pytest.raises(
+        EvalError,
+        match=r"nothing to evaluate: psnr_y needs a ground truth, "
+        r"which its real split 'test' has not; give --metrics with any of .*niqe",
+    ):
+        evaluate(_source("identity"), ds, "test", results, replace(FAST, metrics=("psnr_y",)))
+    assert not list((results / "identity" / "ds").glob("*test*"))  # nothing written
+    # A metric that applies to it keeps the split in, scored with that metric alone.
+    [report] = evaluate(
+        _source("identity"), ds, "test", results, replace(FAST, metrics=("psnr_y", "piqe"))
+    )
+    assert report.scored == 4 and _table(results, "identity", "test").piqe.notna().all()
+
+
+def test_the_cli_says_which_split_is_left_out_and_refuses_when_all_are(tmp_path, ds):
+    def run(split):
+        return subprocess.run(
+            [sys.executable, "-m", "rainbench", "eval", "--model", "identity", "--dataset",
+             str(ds), "--split", split, "--results", str(tmp_path / "res"), "--metrics",
+             "psnr_y", "--no-progress"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    left_out = run("all")
+    assert left_out.returncode == 0, left_out.stderr
+    assert left_out.stderr.startswith("warning: ds/test (real) not evaluated: psnr_y needs ")
+    assert left_out.stderr.count("\n") == 1 and "ds/syn-streak (synthetic)" in left_out.stdout
+    refused = run("test")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith(f"error: {ds}: nothing to evaluate: psnr_y needs")
+    assert refused.stderr.count("\n") == 1
+
+
 def test_an_unknown_split_names_the_known_ones(tmp_path, ds):
     with pytest.raises(EvalError, match="known: syn-streak, test"):
         evaluate(_source("identity"), ds, "nope", tmp_path / "res", FAST)
@@ -1048,6 +1095,14 @@ def test_the_summary_counts_scored_and_failed_apart_and_names_kept_failures(tmp_
     assert again.failed_before == 3
     [line] = leaderboard_cli._report_lines([again])
     assert "0 scored, 0 failed, 4 already done (3 of them failed before: --retry-failed" in line
+
+
+def test_a_split_of_one_image_trained_on_is_said_in_the_singular(tmp_path):
+    report = eval_module.SplitReport(
+        "ds", "train", "real", tmp_path, scored=1, model="nlcl", trained_on={"images": 1, "of": 1}
+    )
+    [_, line] = leaderboard_cli._report_lines([report])
+    assert line == "nlcl on ds/train: trained on 1 of its 1 image — shown, not ranked"
 
 
 def test_a_run_whose_one_image_failed_says_so_in_the_singular(tmp_path, capsys):

@@ -279,6 +279,56 @@ def test_a_rank_compares_only_runs_that_scored_every_image_of_the_same_split(tmp
     assert _ranks(_table(tmp_path, "other")) == {"x": 1, "y": 2}
 
 
+def test_every_row_without_a_rank_says_why_in_every_format(tmp_path, write_run):
+    def run(model, split="test", **options):
+        options.setdefault("metrics", {"niqe": [5.0, 5.0]})
+        return write_run(tmp_path, model, "ds", split, kind="real", **options)
+
+    run("whole")
+    run("other", metrics={"piqe": [20.0, 20.0]})  # its run did not compute niqe
+    run("crashed", status=["failed", "failed"])
+    run("blank", keys=["x1", "x2"], metrics={"niqe": [None, None]})  # no run has a value
+    sidecar = run("unscored", "bare").with_suffix(".json")  # no metric at all
+    provenance = json.loads(sidecar.read_text())
+    provenance["metrics"] = []
+    sidecar.write_text(json.dumps(provenance))
+    assert {row.model: row.unranked for row in _table(tmp_path, "test").rows} == {
+        "whole": None,
+        "other": "its run did not compute niqe, the metric this split is ranked by",
+        "crashed": "it failed on 2 of 2 images",
+        "blank": "niqe was not computed on any of its 2 images",
+    }
+    [row] = _table(tmp_path, "bare").rows
+    assert (row.rank, row.unranked) == (None, "no metric was computed on this split")
+    results = load_results(tmp_path)
+    lead = "Not ranked, as a rank compares methods on every image of the split and on none"
+    reasons = (
+        "blank (niqe was not computed on any of its 2 images); crashed (it failed on 2 of 2 "
+        "images); other (its run did not compute niqe, the metric this split is ranked by)."
+    )
+    for text in (render_markdown(results), render_html(results), render_latex(results)):
+        assert text.count(lead) == 2
+        assert reasons in text
+        assert "unscored (no metric was computed on this split)." in text
+
+
+def test_a_count_of_one_is_singular(tmp_path, write_run):
+    write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [5.0]}, status=["failed"])
+    write_run(tmp_path, "b", "ds", "test", kind="real", metrics={"niqe": [4.0]})
+    results = load_results(tmp_path)
+    assert "## ds / test (real rain, 1 image)" in render_markdown(results)
+    assert '<p class="meta">1 image · ' in render_html(results)
+    assert "(real rain, 1 image, ranked by NIQE)" in render_latex(results)
+    assert "a (it failed on 1 of 1 image)" in render_markdown(results)
+
+
+def test_the_notes_on_reading_a_page_say_what_the_number_after_a_name_is(results_dir):
+    results = load_results(results_dir)
+    said = "The number after a model's name is its derainer's version (guided 1: the derainer"
+    assert said in render_markdown(results)
+    assert said.replace("'", "&#x27;") in render_html(results)
+
+
 def test_metrics_not_computed_are_named_with_the_fix(tmp_path, write_run):
     why = "niqe needs niqe_modelparameters.mat; provide it: rainbench weights extract-niqe X"
     for model in ("identity", "guided"):
@@ -346,8 +396,8 @@ def test_paired_kinds_are_tables_of_their_own_in_a_fixed_order(tmp_path, write_r
         ("syn-streak", "psnr_y"),
     ]
     text = render_markdown(load_results(tmp_path))
-    assert "## ds / spa-test (real rain, ground truth estimated from video, 1 images)" in text
-    assert "## ds / rain100l (public paired set, 1 images)" in text
+    assert "## ds / spa-test (real rain, ground truth estimated from video, 1 image)" in text
+    assert "## ds / rain100l (public paired set, 1 image)" in text
     assert (
         "1 real-rain split without ground truth, scored with no-reference metrics, 1 real-rain "
         "split with ground truth estimated from video, 1 public paired set with the ground truth "
@@ -799,7 +849,7 @@ def test_markdown_renders_any_name_as_its_plain_text(tmp_path, write_run):
     provenance = [(text, tags) for text, tags in cells.found["li"] if "checkpoint" in text]
     assert {text.split(":")[0].strip() for text, _ in provenance} == shown
     assert all(not tags for _, tags in provenance)
-    assert cells.found["h2"] == [(f"{HOSTILE_DATASET} / -test (real rain, 1 images)", set())]
+    assert cells.found["h2"] == [(f"{HOSTILE_DATASET} / -test (real rain, 1 image)", set())]
 
 
 def test_markdown_escapes_only_what_would_be_markup():
@@ -852,10 +902,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 # replaced by "VERSION"): any change to a rendering's bytes changes its digest. Where a
 # change is meant, write the new digests here and say why in the commit.
 GOLDEN = {
-    "md": "83251a67dcd86f957e89cd499d5cdbe2e599ffd622e25752a6b783ef4b4a1b5d",
+    "md": "8c08f4adde2c51be643cea1074c7f55859a31b83d089d572599b086260033e76",
     "csv": "d1db5a1b82516b1308b377a1d71c63963c22b17615fca76d4cc9aadaf026b9a5",
-    "latex": "ce75172830681464faa94667de40162eef9a45ac1a5674d974be01ccf1672baa",
-    "html": "c31bb6b8819d911fbe5b1c2e19b72757e64ea1a447eb61dd545f50a969edd588",
+    "latex": "6f3235730d6d6d98464c33747a2647199d86d3b666bd2720eddf275cf834a391",
+    "html": "0c0219fb6bde18cd86a67d71211638776b588152d607efd403e245e94212fcbf",
 }
 
 
