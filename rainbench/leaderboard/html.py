@@ -33,6 +33,7 @@ from rainbench.leaderboard.cells import (
     ground_truth_text,
     hardware_text,
     images_text,
+    imported_weights,
     infinite_text,
     kind_label,
     metric_decimals,
@@ -287,6 +288,11 @@ def _table_row(cells: RowCells, colors: dict[str, str]) -> str:
         else '<span class="badge" title="the run has not finished or lacks its JSON">'
         "incomplete</span>"
     )
+    if imported_weights(row.run):
+        badge += (
+            '<span class="badge" title="weights imported from a published release, '
+            'not trained here">imported weights</span>'
+        )
     parts = [
         f'<td class="rank{first}">{row.rank or "—"}</td>',
         f'<td class="model"><span class="swatch" style="background:{colors[row.model]}"></span>'

@@ -423,6 +423,10 @@ def test_a_row_from_imported_weights_says_so(tmp_path, write_run):
     text = render_markdown(load_results(tmp_path))
     assert "nlcl-published 1.0 (imported weights)" in text
     assert "nlcl 1.0 (imported weights)" not in text
+    page = render_html(load_results(tmp_path))
+    assert page.count(">imported weights</span>") == 1
+    published = page.index("<strong>nlcl-published</strong>")
+    assert page.index(">imported weights</span>", published) < page.index("</td>", published)
 
 
 def test_every_format_renders(results_dir):
