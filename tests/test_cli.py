@@ -101,10 +101,12 @@ def test_user_errors_exit_one_with_one_line(runner, tmp_path):
     result = runner.invoke(main, ["verify", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith("error:")
+    # A missing input is a problem with the input too, not a usage error.
+    missing = runner.invoke(main, ["ingest", str(tmp_path / "missing"), "--out", "x"])
+    assert missing.exit_code == 1 and missing.output.count("\n") == 1
 
 
 def test_usage_errors_exit_two(runner, tmp_path):
-    assert runner.invoke(main, ["ingest", str(tmp_path / "missing"), "--out", "x"]).exit_code == 2
     assert (
         runner.invoke(
             main, ["ingest", str(tmp_path), "--out", "x", "--shard-size", "lots"]
@@ -209,6 +211,31 @@ def test_tag_fit_prints_held_out_agreement_and_ingest_uses_the_fit(
     samples = pd.read_parquet(ds / "manifests" / "samples.parquet").set_index("key")
     new = samples.drop(keys)
     assert len(new) == 2 and (new["tagger_version"] == shown["fit"]["version"]).all()
+
+
+@pytest.mark.parametrize(
+    ("fitted", "shipped", "shown", "verdict"),
+    [
+        (0.8412, 0.6, "macro-F1 0.84 fitted, 0.60 shipped", "beat"),
+        (0.1837, 0.1778, "macro-F1 0.184 fitted, 0.178 shipped", "beat"),
+        (0.18371, 0.18369, "macro-F1 0.1837 fitted, 0.1837 shipped", "matched"),
+    ],
+)
+def test_a_fit_is_said_to_beat_the_shipped_tagger_only_where_the_figures_show_it(
+    fitted, shipped, shown, verdict
+):
+    from rainbench.cli.dataset import format_fit
+
+    fit = {
+        "reused": False, "version": "5-fit-1-abcd", "path": "taggers/tagger-fit-1.json",
+        "base_version": "5", "labels": {"storm": 12, "streak": 12}, "penalty": 10.0,
+        "folds": 5, "scenes": None, "clean_labels_unused": 0, "beats_shipped": True,
+        "cv_fitted": {"macro_f1": fitted, "accuracy": 0.5},
+        "cv_shipped": {"macro_f1": shipped, "accuracy": 0.5},
+    }  # fmt: skip
+    lines = format_fit(fit, "ds")
+    assert shown in lines[1]
+    assert lines[2].startswith(f"the fit {verdict} the shipped tagger's macro-F1")
 
 
 def test_models_lists_the_built_in_derainers(runner):

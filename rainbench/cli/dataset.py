@@ -21,7 +21,7 @@ TAGGER_CHOICES = ("active", "shipped")
 
 
 @click.command("ingest")
-@click.argument("raw", nargs=-1, required=True, type=options.Location(exists=True, path_type=Path))
+@click.argument("raw", nargs=-1, required=True, type=options.InputLocation())
 @click.option(
     "--out",
     "-o",
@@ -312,6 +312,7 @@ def format_fit(fit: dict, dataset: str | Path) -> list[str]:
     `dataset` as the user named it, for the command that goes back."""
     counts = ", ".join(f"{name} {count}" for name, count in fit["labels"].items())
     ours, shipped = fit["cv_fitted"], fit["cv_shipped"]
+    places = _places_apart(ours["macro_f1"], shipped["macro_f1"])
     penalty = (
         "the shipped weights kept: no penalty beat them in cross-validation on all the labels"
         if fit["penalty"] is None
@@ -322,13 +323,17 @@ def format_fit(fit: dict, dataset: str | Path) -> list[str]:
         f"{fit['version']} ({fit['path']}), from shipped {fit['base_version']}, on "
         f"{counts} labels; {penalty}",
         f"held out in {fit['folds']} folds (each judged by a fit that never saw it, its "
-        f"penalty chosen again{_scenes_kept_whole(fit)}): macro-F1 {ours['macro_f1']:.2f} "
-        f"fitted, {shipped['macro_f1']:.2f} shipped; accuracy {ours['accuracy']:.2f} fitted, "
-        f"{shipped['accuracy']:.2f} shipped",
+        f"penalty chosen again{_scenes_kept_whole(fit)}): macro-F1 "
+        f"{ours['macro_f1']:.{places}f} fitted, {shipped['macro_f1']:.{places}f} shipped; "
+        f"accuracy {ours['accuracy']:.{places}f} fitted, {shipped['accuracy']:.{places}f} "
+        "shipped",
     ]
     if fit["beats_shipped"]:
+        # Ahead by less than the figures show: said as they show it.
+        ahead = f"{ours['macro_f1']:.{places}f}" != f"{shipped['macro_f1']:.{places}f}"
         lines.append(
-            "the fit beat the shipped tagger on held-out labels: it is the dataset's tagger"
+            f"the fit {'beat' if ahead else 'matched'} the shipped tagger's macro-F1 on "
+            "held-out labels: it is the dataset's tagger"
         )
     else:
         lines.append(
@@ -348,6 +353,15 @@ def format_fit(fit: dict, dataset: str | Path) -> list[str]:
             f"{fit['clean_labels_unused']} clean labels not used: the fit learns rain types"
         )
     return lines
+
+
+def _places_apart(ours: float, shipped: float) -> int:
+    """Decimal places to print two macro-F1s with: 2, or as many (up to 4) as show them
+    apart, so a fit said to beat the shipped tagger is seen to."""
+    for places in (2, 3):
+        if f"{ours:.{places}f}" != f"{shipped:.{places}f}":
+            return places
+    return 4
 
 
 def _scenes_kept_whole(fit: dict) -> str:

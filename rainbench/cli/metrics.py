@@ -22,7 +22,14 @@ from rainbench.leaderboard.validity import (
     validity_caveats,
 )
 from rainbench.metrics import list_metrics
-from rainbench.metrics.engine import DEFAULT_CACHE, Pairing, ScoreSettings, pair_folders, score
+from rainbench.metrics.engine import (
+    DEFAULT_CACHE,
+    Pairing,
+    ScoreSettings,
+    pair_folders,
+    plan_scoring,
+    run_plan,
+)
 from rainbench.metrics.registry import MetricSpec
 from rainbench.metrics.report import (
     is_provenance,
@@ -140,12 +147,12 @@ def _correlation(found: Correlation, item: str) -> str:
 @click.option(
     "--pred",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=options.InputPath(file_okay=False),
     help="Folder of images to score (a derainer's outputs).",
 )
 @click.option(
     "--ref",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=options.InputPath(file_okay=False),
     help="Folder of ground truths, paired with --pred by file name.",
 )
 @click.option(
@@ -160,7 +167,7 @@ def _correlation(found: Correlation, item: str) -> str:
     "-o",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The scores, one row per image (Parquet); provenance goes beside it (.json).",
+    help="The scores, one row per image: a .parquet file; provenance goes beside it (.json).",
 )
 @options.weights_dir
 @click.option(
@@ -192,13 +199,16 @@ def score_command(
       rainbench score --pred derained/ --metrics niqe,piqe --out nr.parquet
       rainbench score --pred /shared/out/ --ref /shared/gt/ --out scores.parquet --ray
     """
-    sidecar = provenance_path(out)
-    if sidecar == out:
-        raise click.BadParameter(
-            f"{out}: the provenance goes beside the scores as {sidecar.name}; name the "
-            "scores .parquet",
-            param_hint="--out",
+    # Parquet only: the table keeps its provenance in its own metadata, and a CSV would
+    # lose the infinite PSNR and the failed images' nulls. Any other name (s.csv, or
+    # s.json, which its own provenance would overwrite) is refused rather than written
+    # as Parquet under it.
+    if out.suffix.lower() != ".parquet":
+        fail(
+            f"--out {out}: rainbench score writes Parquet, its provenance beside it as .json; "
+            f"name it .parquet ({out.with_suffix('.parquet')})"
         )
+    sidecar = provenance_path(out)
     # Before the scoring: only an earlier run's scores and provenance are replaced.
     prepare_out(out, "a scores table of rainbench score", is_scores)
     prepare_out(sidecar, f"the provenance of the scores {out}", is_provenance)
@@ -232,9 +242,10 @@ def score_command(
     if not pairing.jobs:
         fail(_nothing_to_score(pred, ref, pairing))
     settings = ScoreSettings(metrics, metric_options, None if no_cache else str(cache))
-    rows = score(pairing.jobs, settings, workers if device == "cpu" else 1, ray)
+    plan = plan_scoring(pairing.jobs, settings, workers if device == "cpu" else 1, ray)
+    rows = run_plan(plan)
     cached = None if no_cache else str(cache)
-    record = provenance(pred, ref, metrics, pairing, metric_options, cached)
+    record = provenance(pred, ref, metrics, pairing, metric_options, cached, plan)
     write_scores(out, rows, metrics, record)
     result = {
         "out": str(out),
@@ -326,7 +337,7 @@ def _status_lines(found: list[WeightStatus], weights_dir: Path | None) -> list[s
 
 
 @weights_group.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=options.InputPath(dir_okay=False))
 @options.weights_dir
 def weights_import_command(file, weights_dir) -> None:
     """Check FILE against the known weight files and copy it into the weights directory.
@@ -363,7 +374,7 @@ def weights_fetch_command(names, base_url, weights_dir) -> None:
 
 
 @weights_group.command("extract-niqe")
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archive", type=options.InputPath(dir_okay=False))
 @options.weights_dir
 def weights_extract_niqe_command(archive, weights_dir) -> None:
     """Take the published NIQE parameters out of BasicSR's source archive and check them.

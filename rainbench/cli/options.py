@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from rainbench.errors import RainbenchError
 from rainbench.ingest.split import parse_fractions
 from rainbench.store import is_url
 
@@ -169,6 +170,31 @@ class Location(click.Path):
         if isinstance(value, str) and is_url(value):
             return value
         return super().convert(value, param, ctx)
+
+
+class InputPath(click.Path):
+    """A path the command reads, which must be there: a click.Path with exists=True and
+    these settings (file_okay, dir_okay). One that is missing, unreadable, or a file
+    where a folder goes (or the reverse) is a problem with the input, not with the
+    command line: `error: <which>: <what>` in one line and exit 1, as a missing dataset
+    is, not click's usage text and exit 2."""
+
+    def __init__(self, **settings: bool):
+        super().__init__(exists=True, path_type=Path, **settings)
+
+    def fail(self, message: str, param=None, ctx=None):
+        if param is None:
+            raise MissingInput(message)
+        which = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+        raise MissingInput(f"{which}: {message}")
+
+
+class MissingInput(RainbenchError):
+    """An input path the command line names that is not there (or not of its kind)."""
+
+
+class InputLocation(Location, InputPath):
+    """An input path that must be there, or an object store's URL (passed on as text)."""
 
 
 def dataset(*aliases: str, required: bool = True, url: bool = False, **path: bool):

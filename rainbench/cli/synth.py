@@ -85,7 +85,7 @@ def _sheet_file(ctx: click.Context, param: click.Parameter, value: Path | None) 
 @options.workers
 @click.option(
     "--preview",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=options.InputPath(dir_okay=False),
     help="Instead: render every recipe on this one image into a contact sheet.",
 )
 @click.option(
@@ -159,7 +159,7 @@ Layouts:
 
 
 @click.command("import-paired", help=_IMPORT_HELP)
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path", type=options.InputPath(file_okay=False))
 @options.dataset("--into", url=True)
 @click.option(
     "--layout",
@@ -169,7 +169,7 @@ Layouts:
 @click.option("--name", help="The split's name, e.g. rain100l.  [default: the --split's]")
 @click.option(
     "--protocol",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=options.InputPath(dir_okay=False),
     help="A leaderboard definition naming public real test splits, e.g. v2.toml.",
 )
 @click.option("--split", "split_name", help="The --protocol split PATH holds, e.g. gt-rain-test.")

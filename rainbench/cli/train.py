@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rainbench.cli import options
-from rainbench.cli.output import emit, prepare_out
+from rainbench.cli.output import OutRefused, emit, prepare_out
 from rainbench.errors import RainbenchError, first_line
 from rainbench.tagging.tagger import RAIN_TYPES
 from rainbench.train.cclgan.config import SEMANTIC_ENCODERS, CCLGANConfig
@@ -355,7 +355,7 @@ def _first_rank() -> bool:
 
 
 @nlcl_group.command("import-checkpoint")
-@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("file", type=options.InputPath(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def nlcl_import_command(file, out) -> None:
     """Convert the published NLCL release's background generator into a checkpoint
@@ -383,7 +383,7 @@ def cclgan_group() -> None:
 
 
 @cclgan_group.command("import-checkpoint")
-@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("file", type=options.InputPath(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def cclgan_import_command(file, out) -> None:
     """Convert a CycleGAN-layout rainy→clean generator (CycleGAN's, or CCLGAN's
@@ -409,13 +409,17 @@ def _prepare_checkpoint_out(out: Path, source: Path, checkpoint_format: str) -> 
     (of `checkpoint_format`), never the file imported, nor any other file."""
     from rainbench.models.base import CheckpointError, load_weights
 
+    if out.exists() and out.samefile(source):  # a link to it too
+        raise OutRefused(
+            f"--out {out} is the file being imported: give --out a new file name, e.g. "
+            f"{out.with_name(out.stem + '-rainbench.pt')}"
+        )
+
     def ours(path: Path) -> bool:
-        if path.samefile(source):
-            return False
         try:
             state = load_weights(path)
         except CheckpointError:
             return False
         return isinstance(state, dict) and state.get("format") == checkpoint_format
 
-    prepare_out(out, f"a {checkpoint_format} checkpoint other than {source}", ours)
+    prepare_out(out, f"a {checkpoint_format} checkpoint from an earlier import", ours)

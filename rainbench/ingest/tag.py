@@ -12,13 +12,16 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from PIL.Image import Image
 
+from rainbench import __version__
 from rainbench.capture.formats import FORMATS
+from rainbench.files import file_sha256
 from rainbench.ingest.taggers import FitReport, reusable, store_fitted, use_fitted, use_shipped
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
@@ -88,6 +91,8 @@ class TagSummary:
     fit: dict | None = None  # with --fit: the FitReport
     # With shipped=True: the fitted tagger the shipped one replaced ("" when none was active).
     replaced: str | None = None
+    # The label sheet applied: its file name, sha256, label rows and captures labelled.
+    sheet: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -143,7 +148,14 @@ def tag_dataset(
     with writing(path) as dataset:
         if not dataset.samples_manifest.exists():
             raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
-        return retag(dataset, labels, skip_bad_labels, workers, fit, shipped)
+        summary = retag(dataset, labels, skip_bad_labels, workers, fit, shipped)
+        if summary.sheet is not None:
+            # Which sheet labelled the captures, as an ingest run records its own.
+            info = dataset.read_info()
+            applied = {"applied_at": datetime.now(UTC).isoformat(), "tool_version": __version__}
+            info["label_sheets"] = [*info.get("label_sheets", []), {**summary.sheet, **applied}]
+            dataset.write_info(info)
+        return summary
 
 
 def retag(
@@ -160,6 +172,7 @@ def retag(
     matched: dict[str, Label] = {}
     if labels is not None:
         found, problems = read_labels(labels)
+        sheet_rows = len(found) + len(problems)  # the sheet's label rows, good or not
         rejects = manifest.read_manifest(dataset.rejects_manifest, manifest.REJECTS)
         match = match_labels(found, samples, rejects, sheet=str(labels))
         problems = sorted([*problems, *match.problems], key=lambda p: p.line)
@@ -169,6 +182,13 @@ def retag(
         matched = match.labels
         if not found and not problems:
             summary.empty_sheet = str(labels)
+        summary.sheet = {
+            "file": labels.name,
+            "sha256": file_sha256(labels),
+            "rows": sheet_rows,
+            "labelled": len(matched),
+            "skipped": len(problems),
+        }
     rows = samples.to_pylist()  # every row sized: read_manifest refuses one that is not
     _measure_missing(dataset, rows, workers, summary)
     # A tag changes when what it says does, not only the tagger version that said it.

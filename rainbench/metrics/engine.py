@@ -40,9 +40,11 @@ from rainbench.metrics.registry import (
     MetricSpec,
     check_metric,
     create_metric,
+    size_mismatch,
     versions,
 )
 from rainbench.parallel import available_memory
+from rainbench.threads import choose_threads
 
 DEFAULT_CACHE = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rainbench" / "scores.sqlite"
@@ -144,6 +146,20 @@ def _images_by_stem(
     return found, twice, other, outside
 
 
+@dataclass(frozen=True)
+class ScorePlan:
+    """How `score` runs: the jobs largest first, in how many processes, each with how
+    many of torch's CPU threads; paths absolute (a Ray task runs in its worker's folder)."""
+
+    jobs: list[ScoreJob]
+    settings: ScoreSettings  # with the threads, and the device, each process takes
+    identities: dict[str, str]  # cache_identities
+    workers: int
+    threads: int
+    ray: str | None
+    gpu: bool
+
+
 def score(
     jobs: list[ScoreJob], settings: ScoreSettings, workers: int, ray: str | None = None
 ) -> list[dict]:
@@ -154,6 +170,13 @@ def score(
     CUDA; locally, `workers` is first cut to what the memory here holds for the largest
     image.
     """
+    return run_plan(plan_scoring(jobs, settings, workers, ray))
+
+
+def plan_scoring(
+    jobs: list[ScoreJob], settings: ScoreSettings, workers: int, ray: str | None = None
+) -> ScorePlan:
+    """How `score` would run these jobs (its provenance records the workers and threads)."""
     jobs, settings = _absolute(jobs, settings)
     specs = [check_metric(metric) for metric in settings.metrics]
     # Fails fast on a missing weight file, without building (importing torch) here.
@@ -164,22 +187,26 @@ def score(
     if ray is None:
         largest = [worker_memory(specs, sizes[job]) for job in ordered[:workers]]
         workers = workers_for_memory(largest, available_memory())
-    if workers > 1:  # one torch thread per worker process: they share the cores
-        settings = ScoreSettings(
-            settings.metrics, {**settings.options, "threads": 1}, settings.cache
-        )
-    tune = ray is not None or workers > 1  # the units run in worker processes
-    gpu = ray is not None and str(settings.options.get("device", "cpu")).startswith("cuda")
+    # One torch thread per process where several share the cores (a pool's workers, Ray's
+    # one-CPU tasks); a process alone takes the free CPUs, as training does.
+    threads = 1 if workers > 1 or ray is not None else choose_threads()
+    options = {**settings.options, "threads": threads}
+    gpu = ray is not None and str(options.get("device", "cpu")).startswith("cuda")
     if gpu:  # Ray shows each task only the GPU it was given, as cuda:0
-        settings = ScoreSettings(
-            settings.metrics, {**settings.options, "device": "cuda"}, settings.cache
-        )
-    rows, caching = [], settings.cache is not None
-    with make_pool(workers, ray, gpu) as pool:
-        units = [(job, settings, tune, identities) for job in ordered]
+        options["device"] = "cuda"
+    settings = ScoreSettings(settings.metrics, options, settings.cache)
+    return ScorePlan(ordered, settings, identities, workers, threads, ray, gpu)
+
+
+def run_plan(plan: ScorePlan) -> list[dict]:
+    """The rows of `score`, as `plan` says to make them."""
+    tune = plan.ray is not None or plan.workers > 1  # the units run in worker processes
+    rows, caching = [], plan.settings.cache is not None
+    with make_pool(plan.workers, plan.ray, plan.gpu) as pool:
+        units = [(job, plan.settings, tune, plan.identities) for job in plan.jobs]
         for row in pool.map_unordered(score_one, units):
             if caching:
-                caching = _store(settings.cache, [row], identities)
+                caching = _store(plan.settings.cache, [row], plan.identities)
             rows.append(row)
     return sorted(rows, key=lambda row: row["name"])
 
@@ -330,6 +357,13 @@ def _score_one(
         return row
     row["height"], row["width"] = pred.shape[:2]
     failures = []
+    # A size that differs fails every full-reference metric alike: said once, naming them.
+    compared = [name for name in todo if metrics[name].spec.full_reference]
+    mismatch = size_mismatch(pred, ref) if ref is not None and compared else None
+    if mismatch:
+        row.update(dict.fromkeys(compared))
+        failures.append(f"{mismatch}: {', '.join(compared)} not scored")
+        todo = [name for name in todo if name not in compared]
     for name in todo:
         metric = metrics[name]
         try:

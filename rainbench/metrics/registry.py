@@ -87,14 +87,22 @@ class Metric:
         if ref is None:
             raise MetricError(f"{self.name} is full-reference: give a reference image")
         _check_image(ref, "reference")
-        if ref.shape != pred.shape:
-            raise MetricError(
-                f"{self.name}: prediction {pred.shape[1]}×{pred.shape[0]} and reference "
-                f"{ref.shape[1]}×{ref.shape[0]} differ in size"
-            )
+        mismatch = size_mismatch(pred, ref)
+        if mismatch:
+            raise MetricError(f"{self.name}: {mismatch}")
         if mask is None:
             return float(self._score(pred, ref))
         return float(self._score(pred, ref, mask))
+
+
+def size_mismatch(pred: np.ndarray, ref: np.ndarray) -> str | None:
+    """Why a full-reference metric cannot compare `pred` with `ref`, or None when it can."""
+    if ref.shape == pred.shape:
+        return None
+    return (
+        f"prediction {pred.shape[1]}×{pred.shape[0]} and reference "
+        f"{ref.shape[1]}×{ref.shape[0]} differ in size"
+    )
 
 
 def create_metric(name: str, **options) -> Metric:

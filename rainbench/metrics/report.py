@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from rainbench import __version__
 from rainbench.files import write_atomic
-from rainbench.metrics.engine import Pairing
+from rainbench.metrics.engine import Pairing, ScorePlan
 from rainbench.metrics.registry import PROTOCOL_VERSION, versions
 from rainbench.metrics.weights import loaded_weights
 from rainbench.shards.dataset import read_json
@@ -70,7 +70,8 @@ def provenance(
     metrics: tuple[str, ...],
     pairing: Pairing,
     options: dict,
-    cache: str | None = None,
+    cache: str | None,
+    plan: ScorePlan,
 ) -> dict:
     return {
         "protocol_version": PROTOCOL_VERSION,
@@ -88,6 +89,11 @@ def provenance(
         # Values read from it were computed with the same weights and versions (their
         # identity is part of its key: rainbench.metrics.engine.cache_identities).
         "cache": cache,
+        # How it ran: the processes, and torch's CPU threads in each, which may change
+        # a torch metric's rounding (not part of the cache's key: values are read back
+        # whatever the threads that computed them).
+        "workers": plan.workers,
+        "threads": plan.threads,
         "rainbench_version": __version__,
         "versions": versions(),
         "weights": loaded_weights(metrics, options.get("weights_dir")),

@@ -45,6 +45,7 @@ from rainbench.shards.members import ShardError, open_member, open_shard, read_u
 from rainbench.synth.importers import ESTIMATED
 from rainbench.synth.png import encode_png
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
+from rainbench.wording import counted
 
 # The version of how pairs are made; part of every job. 2: a frame's confidence counts
 # the clean samples other than the frame itself, and a frame too little of which is
@@ -310,10 +311,50 @@ def _build(
     made = write_pairs(dataset, jobs, make_window, pool, options.shard_bytes, run, progress)
     summary = RealPairsSummary(**{f.name: getattr(made, f.name) for f in fields(made)})
     summary.failed += [(key, f"not paired: {why}") for key, why in unopened.items()]
+    summary.failed += _dry_targets(planned, rain_free, stored, options.estimate.stride)
     summary.existing[options.name] += 0  # the split is reported even when no sequence opened
     summary.replaced[options.name] = earlier
     summary.changed[options.name] = len(changed)
     return summary
+
+
+def _dry_targets(
+    planned: list[tuple[Sequence, Window, str]],
+    rain_free: dict[str, tuple[int, ...]],
+    stored: list[dict],
+    stride: int,
+) -> list[tuple[str, str]]:
+    """Why each sequence without a pair makes none when every frame it would pair is
+    rain-free: such a frame is skipped, neither paired nor failed, and a run of such
+    sequences alone would store nothing without a word."""
+    targets: dict[str, set[int]] = {}
+    frames: dict[str, int] = {}
+    for sequence, window, _ in planned:
+        targets.setdefault(sequence.key, set()).update(window.targets)
+        frames[sequence.key] = sequence.frames
+    paired = {row["source_key"] for row in stored}
+    found = []
+    for key, chosen in targets.items():
+        dry = set(rain_free.get(key, ()))
+        if key in paired or not chosen <= dry:
+            continue
+        rainy = frames[key] - len(dry)
+        if not rainy:
+            found.append((key, f"not paired: all {frames[key]} frames are rain-free"))
+            continue
+        picked = (
+            f"frame {min(chosen)}, the one --stride {stride} picks, is"
+            if len(chosen) == 1
+            else f"the {len(chosen)} frames --stride {stride} picks are all"
+        )
+        found.append(
+            (
+                key,
+                f"not paired: {picked} rain-free (a dry frame is never paired as rainy); "
+                f"--stride 1 pairs every frame, {counted(rainy, 'rainy one')} among them",
+            )
+        )
+    return found
 
 
 def _planned(

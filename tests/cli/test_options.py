@@ -3,10 +3,12 @@ progress bars only on a terminal unless asked."""
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from rainbench.cli import main
+from rainbench.cli.options import InputPath
 
 
 class Called(Exception):
@@ -121,3 +123,61 @@ def test_cuda_without_a_gpu_is_one_line():
     argv = ["score", "--pred", ".", "--out", "s.parquet", "--device", "cuda"]
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 2 and "torch sees no CUDA device here" in result.output
+
+
+# Every input path the commands read, missing: (command line, what the error names).
+MISSING_INPUTS = [
+    (["ingest", "{tmp}/nope", "--out", "{tmp}/ds"], "RAW"),
+    (["score", "--pred", "{tmp}/nope", "--out", "{tmp}/s.parquet"], "--pred"),
+    (["score", "--pred", "{tmp}", "--ref", "{tmp}/nope", "--out", "{tmp}/s.parquet"], "--ref"),
+    (["import-paired", "{tmp}/nope", "{tmp}/ds"], "PATH"),
+    (["import-paired", "{tmp}", "{tmp}/ds", "--protocol", "{tmp}/nope"], "--protocol"),
+    (["synth", "--preview", "{tmp}/nope"], "--preview"),
+    (["weights", "import", "{tmp}/nope"], "FILE"),
+    (["weights", "extract-niqe", "{tmp}/nope"], "ARCHIVE"),
+    (["nlcl", "import-checkpoint", "{tmp}/nope", "--out", "{tmp}/n.pt"], "FILE"),
+    (["cclgan", "import-checkpoint", "{tmp}/nope", "--out", "{tmp}/c.pt"], "FILE"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "which"),
+    MISSING_INPUTS,
+    ids=[f"{' '.join(argv[:2])} {which}" for argv, which in MISSING_INPUTS],
+)
+def test_a_missing_input_path_is_one_line_and_exit_1(tmp_path, argv, which):
+    # A problem with the input, as a missing dataset is: not click's usage text, exit 2.
+    result = CliRunner().invoke(main, [arg.format(tmp=tmp_path) for arg in argv])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {which}: ")
+    assert f"'{tmp_path / 'nope'}' does not exist" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_a_folder_given_for_a_file_is_one_line_and_a_usage_error_stays_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["weights", "import", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith("error: FILE: ") and "is a directory" in result.output
+    unknown = CliRunner().invoke(main, ["score", "--pred", str(tmp_path), "--bogus"])
+    assert unknown.exit_code == 2 and "No such option" in unknown.output
+
+
+def _parameters(ctx: click.Context):
+    yield from ((ctx.command_path, param) for param in ctx.command.params)
+    if isinstance(ctx.command, click.Group):
+        for name in ctx.command.list_commands(ctx):
+            child = ctx.command.get_command(ctx, name)
+            yield from _parameters(click.Context(child, info_name=name, parent=ctx))
+
+
+def test_every_path_that_must_exist_is_an_input_path():
+    # One place decides how a missing input is said: options.InputPath, not a
+    # click.Path(exists=True) of a command's own.
+    own = [
+        f"{path} {param.name}"
+        for path, param in _parameters(click.Context(main, info_name="rainbench"))
+        if isinstance(param.type, click.Path)
+        and param.type.exists
+        and not isinstance(param.type, InputPath)
+    ]
+    assert own == []

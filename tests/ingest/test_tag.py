@@ -169,6 +169,14 @@ def test_bad_labels_are_reported_and_nothing_is_applied(tmp_path, tagged):
     summary = tag_dataset(tagged, labels=sheet, skip_bad_labels=True)
     assert summary.labelled == 1 and len(summary.label_problems) == 2
     assert _samples(tagged).loc[key, "rain_type"] == "storm"
+    # dataset.json says which sheet it was, the refused run not at all; no shard changes.
+    (recorded,) = json.loads((tagged / "dataset.json").read_text())["label_sheets"]
+    assert recorded["file"] == "labels.csv" and recorded["rows"] == 3
+    assert recorded["sha256"] == hashlib.sha256(sheet.read_bytes()).hexdigest()
+    assert (recorded["labelled"], recorded["skipped"]) == (1, 2)
+    assert {"applied_at", "tool_version"} <= recorded.keys()
+    changed = {path for path, digest in _hashes(tagged).items() if before.get(path) != digest}
+    assert changed == {"dataset.json", "manifests/samples.parquet"}
 
 
 def test_another_datasets_sheet_is_one_problem_that_counts_its_rows(tmp_path, tagged):

@@ -15,6 +15,7 @@ from rainbench.metrics import engine, registry
 from rainbench.metrics.engine import ScoreSettings, pair_folders, score
 from rainbench.metrics.registry import MetricError, MetricSpec, register
 from rainbench.parallel import WorkerPool
+from rainbench.threads import choose_threads
 
 
 def _mean_abs(pred, ref):
@@ -27,7 +28,7 @@ def _brightness(pred):
 
 # Test metrics, registered in this process only (worker processes do not import
 # this module): the tests that use them score in process.
-register(MetricSpec("test_mad", True, True, "mean absolute difference", lambda: _mean_abs))
+register(MetricSpec("test_mad", True, True, "mean absolute difference", lambda **_: _mean_abs))
 # (test_mean takes the options a worker passes, threads and device: unused here.)
 register(MetricSpec("test_mean", False, False, "mean brightness", lambda **_: _brightness))
 
@@ -258,7 +259,8 @@ def test_each_metric_is_built_once_per_process(tmp_path, monkeypatch):
     assert len(builds) == 1
     engine.built_metric("test_counted", {"weights_dir": "/other"})  # another key: built
     engine.built_metric("test_counted", {"weights_dir": "/w", "threads": 1})  # same key
-    assert builds == [{"weights_dir": "/w"}, {"weights_dir": "/other"}]
+    # The engine's own: one process, with the threads it chose (OMP_NUM_THREADS here).
+    assert builds == [{"weights_dir": "/w", "threads": choose_threads()}, {"weights_dir": "/other"}]
 
 
 def _meminfo(tmp_path, available_kib: int):

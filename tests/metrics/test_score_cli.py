@@ -7,6 +7,7 @@ import math
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -82,8 +83,9 @@ def test_a_metric_failure_names_the_metric_once(tmp_path):
     _save(pred / "a.png", 1, size=(40, 64))
     result = _score(pred, ref, tmp_path, "--metrics", "psnr_y,psnr", "--json")
     [error] = json.loads(result.stdout)["errors"]
-    assert error["status"].startswith("error: psnr_y: prediction 64×40 and reference 64×48")
-    assert "psnr_y: psnr_y" not in error["status"] and "psnr: psnr" not in error["status"]
+    assert error["status"] == (
+        "error: prediction 64×40 and reference 64×48 differ in size: psnr_y, psnr not scored"
+    )
 
 
 def test_when_no_name_matches_it_says_so_with_an_example_of_each_side(tmp_path):
@@ -136,8 +138,12 @@ def test_out_replaces_only_an_earlier_runs_scores_and_provenance(tmp_path):
     notes = tmp_path / "other.json"
     notes.write_text("my notes\n")
     os.mkfifo(tmp_path / "fifo.parquet")
+    mine = tmp_path / "mine.parquet"
+    pq.write_table(pa.table({"x": [1]}), mine)
+    table = mine.read_bytes()
     refusals = {
-        pred / "a.png": "is not a scores table of rainbench score",  # an input
+        pred / "a.png": "name it .parquet",  # an input, refused by its name alone
+        mine: "is not a scores table of rainbench score",  # a table of the user's
         tmp_path / "other.parquet": "is not the provenance of the scores",  # beside: notes
         tmp_path / "fifo.parquet": "is not a scores table",  # refused, never opened
     }
@@ -147,12 +153,21 @@ def test_out_replaces_only_an_earlier_runs_scores_and_provenance(tmp_path):
         assert refused.exit_code == 1 and message in refused.output, refused.output
         assert refused.output.count("\n") == 1
     assert (pred / "a.png").read_bytes() == photo and notes.read_text() == "my notes\n"
-    assert not (tmp_path / "other.parquet").exists()
-    # Scores named .json would be overwritten by their own provenance.
-    arguments = ["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "s.json")]
+    assert mine.read_bytes() == table and not (tmp_path / "other.parquet").exists()
+
+
+@pytest.mark.parametrize("name", ["s.csv", "s.json", "scores"])
+def test_scores_are_named_parquet_or_refused(tmp_path, name):
+    # Never Parquet under another name (s.csv); s.json would be overwritten by its own
+    # provenance.
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(pred / "a.png", 1)
+    _save(ref / "a.png", 2)
+    arguments = ["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / name)]
     refused = CliRunner().invoke(main, ["score", *arguments, "--no-cache"])
-    assert refused.exit_code == 2 and "name the scores .parquet" in refused.output
-    assert not (tmp_path / "s.json").exists()
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    assert f"name it .parquet ({(tmp_path / name).with_suffix('.parquet')})" in refused.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pred", "ref"]
 
 
 def test_the_scores_carry_their_provenance_whatever_happens_to_the_json(tmp_path, monkeypatch):
@@ -191,3 +206,37 @@ def test_another_scores_half_written_files_at_the_same_out_are_left_alone(tmp_pa
         path.write_bytes(b"another score, half way")
     assert _score(pred, ref, tmp_path).exit_code == 0
     assert [path.read_bytes() for path in theirs] == [b"another score, half way"] * 2
+
+
+def test_a_prediction_of_another_size_is_said_once_per_image(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(pred / "a.png", 1, size=(40, 48))
+    _save(ref / "a.png", 2, size=(44, 48))
+    _save(pred / "b.png", 3)
+    _save(ref / "b.png", 4)
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr_y,ssim_y,psnr")
+    assert result.exit_code == 0, result.output
+    said = (
+        "a.png: error: prediction 48×40 and reference 48×44 differ in size: "
+        "psnr_y, ssim_y, psnr not scored\n"
+    )
+    assert said in result.stderr and result.stderr.count("differ in size") == 1
+    rows = {row["name"]: row for row in pq.read_table(tmp_path / "scores.parquet").to_pylist()}
+    assert rows["a.png"]["status"] == said.split(": ", 1)[1].rstrip()
+    assert rows["a.png"]["psnr_y"] is None and rows["b.png"]["status"] == "ok"
+
+
+def test_the_provenance_records_the_processes_and_torchs_threads(tmp_path, monkeypatch):
+    # As train's run.json does: torch's CPU threads may change a torch metric's rounding.
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for name in ("a", "b"):
+        _save(pred / f"{name}.png", 1)
+        _save(ref / f"{name}.png", 2)
+    provenance = tmp_path / "scores.json"
+    assert _score(pred, ref, tmp_path, "--metrics", "psnr").exit_code == 0
+    alone = json.loads(provenance.read_text())
+    assert (alone["workers"], alone["threads"]) == (1, 3)  # one process: OMP_NUM_THREADS
+    assert _score(pred, ref, tmp_path, "--metrics", "psnr", "-j", "2").exit_code == 0
+    shared = json.loads(provenance.read_text())
+    assert (shared["workers"], shared["threads"]) == (2, 1)  # one thread per process

@@ -545,3 +545,31 @@ def test_a_video_without_the_frames_its_row_counts_fails_alone(tmp_path, video, 
     assert alone.exit_code == 1 and "error: no pair stored" in alone.stderr
     assert CliRunner().invoke(main, args).exit_code == 0
     assert _pairs(ds) == before
+
+
+def test_a_burst_whose_only_target_is_rain_free_says_why_nothing_is_stored(tmp_path, write_burst):
+    # 8 stills, the first 4 dry: at --stride 8 the one target is frame 3, which is dry
+    # and so never paired; at --stride 1 the 4 rainy ones are paired.
+    rendered = render_rain_video(
+        _still(5), "streak", 8, seed=2, shake=0.0, moving_object=False, rain_free_lead=4
+    )
+    write_burst(tmp_path / "raw", rendered.frames)
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    (burst,) = set(
+        manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES)[
+            "sequence"
+        ].to_pylist()
+    )
+    args = ["pairs", str(ds), "--sequence", burst, "-j", "1", "--no-progress"]
+
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"failed: {burst}: not paired: frame 3, the one --stride 8 picks, is rain-free (a dry "
+        "frame is never paired as rainy); --stride 1 pairs every frame, 4 rainy ones among them",
+        "error: no pair stored: no frame of any sequence could be paired (failed: above)",
+    ]
+    again = CliRunner().invoke(main, [*args, "--stride", "1"])
+    assert again.exit_code == 0 and "lab-pairs: 4 pairs stored" in again.output, again.output

@@ -388,11 +388,17 @@ def test_an_import_replaces_only_an_earlier_import_never_its_source(tmp_path):
     for out in ("c.pt", "c.pt"):  # an earlier import is replaced
         argv = ["cclgan", "import-checkpoint", str(source), "--out", str(tmp_path / out)]
         assert runner.invoke(main, argv).exit_code == 0
-    for out in (source, tmp_path / "link.pt", photo):
+    for out, said in (
+        (source, f"error: --out {source} is the file being imported: give --out a new file"),
+        (tmp_path / "link.pt", f"error: --out {tmp_path / 'link.pt'} is the file being imported"),
+        (photo, f"error: {photo} exists and is not a rainbench-cclgan checkpoint from an "
+                "earlier import: not replaced (give another --out, or remove it)"),
+    ):  # fmt: skip
         refused = runner.invoke(
             main, ["cclgan", "import-checkpoint", str(source), "--out", str(out)]
         )
-        assert refused.exit_code == 1 and "not replaced" in refused.output, refused.output
+        assert refused.exit_code == 1 and refused.output.startswith(said), refused.output
+        assert refused.output.count("\n") == 1
     assert source.read_bytes() == published and photo.read_bytes().endswith(b"my photo")
     # An NLCL import does not replace a CCLGAN checkpoint either.
     refused = runner.invoke(
