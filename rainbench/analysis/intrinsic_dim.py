@@ -16,11 +16,11 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from rainbench.capture.formats import FORMATS
-from rainbench.files import file_sha256
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import GROUND_TRUTH, RAIN, member
 from rainbench.shards.members import ShardError, open_shard, read_upright
+from rainbench.wording import counted
 
 # TwoNN fits the law of μ = r2/r1 on its lower 90 % only: the largest ratios come from
 # the sparse tail of the sample and bend the line (Facco et al. 2017).
@@ -281,11 +281,11 @@ class Report:
         image by image (the layers of an image are paired) with a two-sided sign test,
         not by the medians, which a few images can put either way."""
         signs = {name: self._signs(name) for name in ESTIMATORS}
-        counts = [f"{higher} of {both}" for higher, _, both in signs.values()]
+        counts = [f"{higher} of {counted(both, 'image')}" for higher, _, both in signs.values()]
         if any(both < MIN_IMAGES for _, _, both in signs.values()):
             return (
                 f"No conclusion: image patches came out higher than rain patches on "
-                f"{counts[0]} images with TwoNN and {counts[1]} with MLE, too few images for a "
+                f"{counts[0]} with TwoNN and {counts[1]} with MLE, too few images for a "
                 f"sign test to tell (it needs {MIN_IMAGES} with both layers estimated)."
             )
         found = {
@@ -296,12 +296,12 @@ class Report:
         if two_nn == mle:
             return (
                 f"Image patches came out {two_nn} with both estimators: higher on "
-                f"{counts[0]} images with TwoNN (sign test p = {two_nn_p:.2g}) and {counts[1]} "
+                f"{counts[0]} with TwoNN (sign test p = {two_nn_p:.2g}) and {counts[1]} "
                 f"with MLE (p = {mle_p:.2g})."
             )
         return (
             f"The estimators disagree: image patches came out {two_nn} with TwoNN (higher on "
-            f"{counts[0]} images, sign test p = {two_nn_p:.2g}) but {mle} with MLE (higher on "
+            f"{counts[0]}, sign test p = {two_nn_p:.2g}) but {mle} with MLE (higher on "
             f"{counts[1]}, p = {mle_p:.2g})."
         )
 
@@ -329,13 +329,16 @@ class Report:
         for name, title in (("two_nn", "TwoNN"), ("mle", f"MLE (k={s.k})")):
             image, rain = self._pair(name)
             wins, of = self.image_higher(name)
-            lines.append(f"| {title} | {_cell(image)} | {_cell(rain)} | {wins} of {of} images |")
+            lines.append(
+                f"| {title} | {_cell(image)} | {_cell(rain)} | {wins} of {counted(of, 'image')} |"
+            )
         c = self.counts
         lines += [
             "",
             "Median over images [inter-quartile range]. "
-            f"{c['images']} images; {c['image_patches']} image and {c['rain_patches']} rain "
-            f"patches ({c['image_distinct']} and {c['rain_distinct']} distinct) of "
+            f"{counted(c['images'], 'image')}; {c['image_patches']} image and "
+            f"{c['rain_patches']} rain patches ({c['image_distinct']} and "
+            f"{c['rain_distinct']} distinct) of "
             f"{s.patch}×{s.patch}×3, in non-local groups of {s.per_reference} within "
             f"{s.window}×{s.window} windows around {s.references} references per image; "
             + ("mean removed and unit norm." if s.unit_norm else "mean removed."),
@@ -468,7 +471,9 @@ def from_synthetic_split(
     """
     dataset = open_dataset(dataset_root)  # a folder or an object store's URL
     dataset.read_info()
-    table = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
+    table, digest = manifest.read_hashed(
+        dataset.synthetic_manifest, manifest.SYNTHETIC, "analyze intrinsic-dim"
+    )
     rows = [
         row
         for row in table.select(["key", "split", "shard", "width", "height"]).to_pylist()
@@ -481,10 +486,7 @@ def from_synthetic_split(
             f"no pairs in split {split!r} of {dataset_root}; paired splits: "
             + (", ".join(known) if known else "none (run rainbench synth)")
         )
-    return SplitPairs(
-        _read_pairs(dataset, rows[:limit] if limit is not None else rows),
-        file_sha256(dataset.synthetic_manifest),
-    )
+    return SplitPairs(_read_pairs(dataset, rows[:limit] if limit is not None else rows), digest)
 
 
 def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -12,6 +12,8 @@ _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _EXPOSURE_TIME, _F_NUMBER, _ISO = 0x829A, 0x829D, 0x8827
 _DATETIME_ORIGINAL, _FOCAL_LENGTH, _LENS_MODEL = 0x9003, 0x920A, 0xA434
 _SUBSEC, _SUBSEC_ORIGINAL = 0x9290, 0x9291
+# The longest make, model or lens name kept: far past any camera's or lens's name.
+MAX_TEXT = 1024
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ def _text(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.replace("\x00", "").strip()
-    return value or None
+    # EXIF sets no length: a text of MBs is no camera's name, and would be carried
+    # through every record of the capture (the scan journal, the manifest).
+    return value if value and len(value) <= MAX_TEXT else None
 
 
 def _number(value: object) -> float | None:

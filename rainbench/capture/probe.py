@@ -21,15 +21,17 @@ from rainbench.capture.formats import FORMATS, Format, sniff
 from rainbench.capture.gps import strip_gps
 from rainbench.capture.phash import phash_variants
 from rainbench.capture.reject import CaptureRejected, Reason
-from rainbench.capture.source import CaptureFile, SourceFile, open_capture
+from rainbench.capture.source import (
+    CaptureFile,
+    SourceFile,
+    check_still_size,
+    max_still_bytes,
+    open_capture,
+)
 from rainbench.capture.video import VideoInfo, location_edits, probe_video
 from rainbench.errors import first_line
 
 KEY_HEX = 24  # 96 bits of the stored bytes' sha256: dot-free and collision-safe
-# A still is read whole: 16 bytes a pixel of the pixel cap (four 32-bit float channels,
-# uncompressed) is more than any picture within the cap needs; a bigger file would only
-# fill the worker's memory.
-_STILL_BYTES_PER_PIXEL = 16
 _HASH_CHUNK = 1 << 20
 
 
@@ -89,10 +91,10 @@ class Stored:
 
 
 def stored_capture(
-    capture: CaptureFile, source: SourceFile, keep_gps: bool, max_still_bytes: int | None = None
+    capture: CaptureFile, source: SourceFile, keep_gps: bool, max_pixels: int | None = None
 ) -> Stored:
-    """The capture's format and exactly what ingest stores for it; a still larger than
-    `max_still_bytes` is refused before it is read."""
+    """The capture's format and exactly what ingest stores for it; with `max_pixels`, a
+    still larger than a picture of that many pixels takes is refused before it is read."""
     if not capture.size:
         raise CaptureRejected(Reason.EMPTY, "the file is empty (0 bytes)")
     fmt = sniff(capture[:16], source.path)
@@ -100,12 +102,8 @@ def stored_capture(
         raise CaptureRejected(Reason.NOT_AN_IMAGE, "not an image: unknown file signature")
     if fmt.video:
         return Stored(fmt, capture, capture if keep_gps else _without_location(capture, fmt))
-    if max_still_bytes is not None and capture.size > max_still_bytes:
-        raise CaptureRejected(
-            Reason.TOO_MANY_PIXELS,
-            f"a still of {capture.size} bytes, more than {_STILL_BYTES_PER_PIXEL} a pixel "
-            "of the pixel cap",
-        )
+    if max_pixels is not None:
+        check_still_size(capture.size, max_pixels)
     data = capture.read_all()
     return Stored(fmt, data, data if keep_gps else strip_gps(data, fmt))
 
@@ -127,7 +125,7 @@ def probe(
     result = Probe(source)
     try:
         with (read or open_capture)(source) as capture:
-            stored = stored_capture(capture, source, keep_gps, _STILL_BYTES_PER_PIXEL * max_pixels)
+            stored = stored_capture(capture, source, keep_gps, max_pixels)
             if stored.format.video:
                 video = probe_video(stored.stored, max_pixels, keep_gps)
             else:
@@ -200,7 +198,7 @@ def probe_many(sources: list[SourceFile], **options) -> Iterator[Probe]:
     release the GIL, so a slow disk or a network mount waits behind the decode, not
     before it. At most two stills are held at once; a video is only opened ahead, its
     bytes read in pieces as it is probed, as is a still too large to be accepted."""
-    limit = _STILL_BYTES_PER_PIXEL * options.get("max_pixels", DEFAULT_MAX_PIXELS)
+    limit = max_still_bytes(options.get("max_pixels", DEFAULT_MAX_PIXELS))
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
         ahead = reader.submit(_read_ahead, sources[0], limit) if sources else None
         try:
@@ -214,13 +212,13 @@ def probe_many(sources: list[SourceFile], **options) -> Iterator[Probe]:
                 ahead.result().close()
 
 
-def _read_ahead(source: SourceFile, max_still_bytes: int) -> CaptureFile:
+def _read_ahead(source: SourceFile, limit: int) -> CaptureFile:
     """`source` opened, and unless it is a video or larger than a still may be, read whole
     (kept by the CaptureFile)."""
     capture = open_capture(source)
     try:
         fmt = sniff(capture[:16], source.path)
-        if not (fmt and fmt.video) and capture.size <= max_still_bytes:
+        if not (fmt and fmt.video) and capture.size <= limit:
             capture.read_all()
     except BaseException:
         capture.close()

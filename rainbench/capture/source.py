@@ -27,6 +27,14 @@ _LOOKS_ESCAPED = re.compile(r"\\(?=\\|x[89a-fA-F][0-9a-fA-F]|[\udc80-\udcff])")
 _ESCAPE = re.compile(r"\\(\\|x[89a-fA-F][0-9a-fA-F])")
 _READ_CHUNK = 1 << 30  # Linux returns at most ~2 GiB from one read()
 _WINDOW = 64 << 10  # what a small read of a CaptureFile fetches and keeps
+# A still is read whole to be decoded, so its file is bounded by its pixels before it is
+# read: 16 bytes a pixel (four 32-bit float channels, uncompressed; a 16-bit RGB TIFF
+# takes 6, a camera RAW 1 to 2, JPEG and HEIF under 1) and 16 MiB besides for what a
+# picture carries beyond its pixels (EXIF, XMP, ICC profiles, a RAW's previews). At the
+# 250 MP cap that is 4 GB: a 50 MP 16-bit TIFF (300 MB) or a 100 MB RAW is far inside it,
+# a file of tens of GB named .jpg is refused unread.
+_STILL_BYTES_PER_PIXEL = 16
+_STILL_EXTRA_BYTES = 16 << 20
 
 
 def name_text(name: str) -> str:
@@ -97,9 +105,32 @@ def _spool_object(source: SourceFile) -> "CaptureFile":
     return CaptureFile(fd, source.size)
 
 
-def read_regular(path: Path, size: int | None = None, within: Path | None = None) -> bytes:
-    """The bytes of the regular file at `path`; see `open_regular`."""
+def max_still_bytes(max_pixels: int) -> int:
+    """The most bytes a still of at most `max_pixels` is read whole at."""
+    return _STILL_BYTES_PER_PIXEL * max_pixels + _STILL_EXTRA_BYTES
+
+
+def check_still_size(size: int, max_pixels: int) -> None:
+    """Refuse, before it is read, a still of `size` bytes larger than any picture of at
+    most `max_pixels` is (`max_still_bytes`)."""
+    if size > max_still_bytes(max_pixels):
+        raise CaptureRejected(
+            Reason.TOO_MANY_PIXELS,
+            f"a still of {size} bytes, more than a picture of {max_pixels} pixels takes "
+            f"({_STILL_BYTES_PER_PIXEL} bytes a pixel, {_STILL_EXTRA_BYTES >> 20} MiB besides); "
+            "not read",
+        )
+
+
+def read_regular(
+    path: Path, size: int | None = None, within: Path | None = None, max_pixels: int | None = None
+) -> bytes:
+    """The bytes of the regular file at `path` (see `open_regular`); with `max_pixels`, a
+    still's, refused unread when larger than a picture of that many pixels takes
+    (`check_still_size`)."""
     with open_regular(path, size, within) as opened:
+        if max_pixels is not None:
+            check_still_size(opened.size, max_pixels)
         return opened.read_all()
 
 
@@ -199,7 +230,7 @@ class CaptureFile(io.RawIOBase):
         return self.edit(parts[0] if len(parts) == 1 else b"".join(parts), offset)
 
     def read_all(self) -> bytes:
-        """The whole file (a still: the pixel cap bounds it), read once and kept, so a
+        """The whole file (a still: `check_still_size` bounds it), read once and kept, so a
         file read ahead on a thread is not read again when it is probed."""
         if self._whole is None:
             try:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from rainbench import __version__
-from rainbench.files import file_sha256
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.fitted import active_tagger
@@ -87,12 +86,8 @@ def label_agreement(path, which: str = "active") -> LabelAgreement:
     if not dataset.samples_manifest.exists():
         raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
     tagger = active_tagger(dataset) if which == "active" else load_tagger()
-    digest = file_sha256(dataset.samples_manifest)
-    rows = [
-        row
-        for row in manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pylist()
-        if row["rain_type_source"] == "manual"
-    ]
+    table, digest = manifest.read_hashed(dataset.samples_manifest, manifest.SAMPLES, "tag-eval")
+    rows = [row for row in table.to_pylist() if row["rain_type_source"] == "manual"]
     if not rows:
         raise DatasetError(
             f"{path} has no manual labels: label captures with rainbench label and "

@@ -280,6 +280,9 @@ def _moved_on(dataset: Dataset) -> bool:
     return stored != seen
 
 
+_PLANNED_SHARDS = pa.schema([manifest.SAMPLES.field("shard")])
+
+
 def _plan_again(dataset: Dataset, settings: dict) -> None:
     """Make an interrupted run plan again against what the store holds now. Its probes
     stand; its plan and finished shards do not, since another writer may have committed
@@ -287,9 +290,9 @@ def _plan_again(dataset: Dataset, settings: dict) -> None:
     committed ever does."""
     state = dataset.state_dir
     plan = state / "plan.parquet"
-    planned = (
-        set(pq.read_table(plan, columns=["shard"])["shard"].to_pylist()) if plan.exists() else set()
-    )
+    # Read as a manifest is, its decoding bounded by its size: the plan of a store's
+    # dataset lies in the cache folder here, where anything may have replaced it.
+    planned = set(manifest.read_manifest(plan, _PLANNED_SHARDS)["shard"].to_pylist())
     # The plan goes first: a kill from here on leaves a run that plans again.
     for name in ("plan.parquet", "plan-rejects.parquet"):
         (state / name).unlink(missing_ok=True)
@@ -457,7 +460,17 @@ class _Run:
         # Always read back from disk, also right after saving, so a fresh run and a
         # resumed one write from exactly the same rows (types included).
         table = manifest.read_manifest(self.plan_path, manifest.SAMPLES)
-        seen_again = json.loads(pq.read_schema(self.plan_path).metadata.get(b"seen_again", b"{}"))
+        # No larger than the file read_manifest bounded; what it holds is checked.
+        metadata = pq.read_schema(self.plan_path).metadata or {}
+        try:
+            seen_again = json.loads(metadata.get(b"seen_again", b"{}"))
+        except (ValueError, RecursionError):
+            seen_again = None
+        if not isinstance(seen_again, dict):
+            raise DatasetError(
+                f"{self.plan_path}: not a plan an ingest wrote (its files seen again do not "
+                f"read); remove {self.plan_path.parent} to plan afresh"
+            )
         rejects = manifest.read_manifest(self.plan_rejects_path, manifest.REJECTS).to_pylist()
         return Plan(table.to_pylist(), rejects, seen_again)
 

@@ -17,7 +17,8 @@ from rainbench.capture.formats import is_capture_name
 from rainbench.capture.probe import Probe, probe_many
 from rainbench.capture.reject import Reason
 from rainbench.capture.source import SourceFile, name_text
-from rainbench.files import write_atomic
+from rainbench.files import regular_file, write_atomic
+from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import member
 from rainbench.store import is_url, listing
 from rainbench.tagging.measure import compute_features
@@ -29,6 +30,14 @@ _NO_FOLDER = ("", ".", "..")
 # changes. The inode catches a file replaced by another of the same size and time (a
 # copy that kept the original's mtime, an rsync).
 FileId = tuple[str, str, int, int, int]
+# A journal line is one probe's record, some kB as written: two names of at most 4096
+# bytes, EXIF texts of at most 1024 characters (exif.MAX_TEXT), a message of at most
+# _MESSAGE_CHARS (as JSON, at most 6 bytes a character), numbers. A longer line is none
+# that rainbench wrote, refused before it is parsed.
+_RECORD_BYTES = 1 << 20
+# A decoder's message may quote a hostile file's fields at any length (a TIFF tag's
+# thousands of values): what is kept of it.
+_MESSAGE_CHARS = 64 << 10
 
 
 def file_id(source: SourceFile) -> FileId:
@@ -141,6 +150,8 @@ def _refused_name(source: SourceFile) -> Probe:
 def to_record(result: Probe) -> dict:
     record = asdict(result)
     record["extra_members"] = sorted(result.extra_members)
+    if result.message and len(result.message) > _MESSAGE_CHARS:
+        record["message"] = result.message[:_MESSAGE_CHARS] + "…"
     record["exif"] = {
         name: value.isoformat() if isinstance(value, datetime) else value
         for name, value in record["exif"].items()
@@ -176,12 +187,18 @@ class Journal:
         if not self.path.exists():
             return records
         valid = 0
-        with open(self.path, "rb") as handle:
-            for line in handle:
+        with open(regular_file(self.path), "rb") as handle:
+            while line := handle.readline(_RECORD_BYTES + 1):
+                if len(line) > _RECORD_BYTES:
+                    raise DatasetError(
+                        f"{self.path}: a line of more than {_RECORD_BYTES >> 20} MiB, longer "
+                        "than any record an ingest writes; remove "
+                        f"{self.path.parent} to scan afresh"
+                    )
                 try:
                     result = from_record(json.loads(line))
-                except ValueError:
-                    break
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    break  # torn, or damaged from outside: probed again
                 if not line.endswith(b"\n"):
                     break
                 records[file_id(result.source)] = result

@@ -21,10 +21,15 @@ from rainbench.capture.probe import stored_capture
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.source import SourceFile, open_capture
 from rainbench.files import write_atomic
+from rainbench.shards.dataset import read_json
 from rainbench.shards.layout import METADATA, member
 from rainbench.shards.tar import ShardWriter
 from rainbench.store import upload
 
+# A done marker holds its shard's hash and an entry for each capture dropped from the
+# shard, some 100 bytes as written (a few kB where the reason names a path): 64 MiB is far
+# more than a shard's captures make, and what reading a hostile one costs stays bounded.
+_MARKER_BYTES = 64 << 20
 # The capture facts frozen into each sample's `<key>.json` member. Mutable facts
 # (split, layer, rain type, near-duplicate links) live in the manifests only.
 METADATA_FIELDS = (
@@ -112,9 +117,11 @@ def write_marker(markers: Path, result: UnitResult) -> None:
 
 
 def read_marker(path: Path) -> UnitResult | None:
+    """The marker at `path`; None where there is none, or none that is whole (damaged,
+    larger than any marker, not a marker's fields): its shard is then written again."""
     try:
-        return UnitResult(**json.loads(path.read_text()))
-    except (FileNotFoundError, ValueError):
+        return UnitResult(**read_json(path, _MARKER_BYTES))
+    except (OSError, ValueError, TypeError):
         return None
 
 

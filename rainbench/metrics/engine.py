@@ -334,9 +334,11 @@ def _score_one(
         "height": None,
         "status": "ok",
     }
-    try:  # a FIFO or device swapped in after the folder was listed is refused, not read
-        pred_bytes = read_regular(job.pred)
-        ref_bytes = read_regular(job.ref) if job.ref else None
+    # A FIFO or device swapped in after the folder was listed is refused, not read; so is
+    # a file larger than a picture within the pixel cap takes.
+    try:
+        pred_bytes = read_regular(job.pred, max_pixels=DEFAULT_MAX_PIXELS)
+        ref_bytes = read_regular(job.ref, max_pixels=DEFAULT_MAX_PIXELS) if job.ref else None
     except CaptureRejected as rejected:
         row["status"] = f"error: {rejected.message}"
         return row
@@ -444,9 +446,11 @@ def _cached(cache, pred_sha: str, ref_sha: str | None, identities: dict[str, str
         return {}
     either = " or ".join(["(metric = ? and protocol = ?)"] * len(identities))
     try:
+        # A value that is no number (the column takes any type: a text of GBs, in a cache
+        # written by something else) is not read, and is computed anew.
         found = cache.execute(
             f"select metric, value from scores where pred_sha256 = ? and ref_sha256 = ? "
-            f"and ({either})",
+            f"and typeof(value) in ('real', 'integer') and ({either})",
             (pred_sha, ref_sha or "", *(item for pair in identities.items() for item in pair)),
         )
         return dict(found.fetchall())

@@ -15,8 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from rainbench.capture.decode import FLOAT_TIFF, float_tiff, load_upright
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.source import read_regular
 from rainbench.errors import first_line
-from rainbench.files import file_sha256, leads_inside, regular_file
+from rainbench.files import file_sha256, leads_inside
 from rainbench.models.base import NumpyDerainer
 from rainbench.models.options import number_option
 from rainbench.models.registry import DerainerError
@@ -117,7 +118,9 @@ class OutputsFolder:
         if not leads_inside(path, self.folder):  # as score leaves out such a prediction
             raise DerainerError(f"{path} leads outside the outputs folder {self.folder}; refused")
         try:
-            data = regular_file(path).read_bytes()
+            # Read whole to be decoded: a file larger than a picture of the input's size
+            # takes is refused unread.
+            data = read_regular(path, max_pixels=size[0] * size[1])
             # BMP and the other formats ingest does not take: whatever Pillow reads.
             fmt = sniff(data, path.name) or _PILLOW
             if fmt.raw or fmt.video:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.probe import KEY_HEX
 from rainbench.errors import first_line
-from rainbench.files import regular_file, write_atomic
+from rainbench.files import file_sha256, regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import STORED_SPLIT
 from rainbench.shards.parquet import TooLarge, read_table
@@ -275,6 +275,29 @@ def read_manifest(path: Path, schema: pa.Schema, check_values: bool = True) -> p
             "(see docs/dataset-format.md)"
         )
     return table
+
+
+# How often a manifest read for a report may have been replaced as it was read: an ingest
+# replaces one a few times at most.
+_HASHED_READS = 5
+
+
+def read_hashed(path: Path, schema: pa.Schema, reader: str) -> tuple[pa.Table, str | None]:
+    """The manifest at `path` (`read_manifest`) and the sha256 of the very file read (None
+    where there is none), for a report that names its input. A writer may replace the
+    file (atomically) while it is read, so it is hashed before and after, and read again
+    until both agree; `reader` names the command in the one-line refusal after
+    `_HASHED_READS` tries."""
+    for _ in range(_HASHED_READS):
+        before = file_sha256(path) if path.exists() else None
+        table = read_manifest(path, schema)
+        after = file_sha256(path) if path.exists() else None
+        if after == before:
+            return table, after
+    raise DatasetError(
+        f"{shown(path)}: replaced {_HASHED_READS} times while {reader} read it; run "
+        f"{reader} again when the command writing the dataset has finished"
+    )
 
 
 def row_faults(table: pa.Table, schema: pa.Schema) -> dict[int, list[str]]:

@@ -27,6 +27,7 @@ from rainbench.capture.decode import (
 )
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.source import read_regular
 from rainbench.errors import first_line
 from rainbench.files import leads_inside, regular_file
 
@@ -148,7 +149,7 @@ _PILLOW_FORMAT = Format("pillow", "png")
 
 def _read_rgb(path: Path, box: Box | None, max_pixels: int) -> np.ndarray:
     try:
-        data = path.read_bytes()
+        data = read_regular(path, max_pixels=max_pixels)  # refused unread past a picture's size
         image, _ = load_stored(data, sniff(data, path.name) or _PILLOW_FORMAT, max_pixels)
     except CaptureRejected as error:
         raise ValueError(f"{path.name}: {error.message}") from None

@@ -9,6 +9,7 @@ import re
 import shutil
 import tarfile
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,9 @@ from rainbench.analysis.intrinsic_dim import (
 )
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
+from rainbench.files import file_sha256
 from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.members import ShardError
 from rainbench.synth.build import SynthOptions, synthesize
@@ -263,6 +266,34 @@ def test_the_cli_report_names_what_it_measured(synthetic_dataset, tmp_path):
     assert report["versions"] == {name: version(name) for name in ("numpy", "scipy", "pillow")}
 
 
+def test_the_manifest_hash_is_that_of_the_file_the_pairs_were_chosen_from(
+    synthetic_dataset, tmp_path, monkeypatch
+):
+    # A synth replacing synthetic.parquet as it is read: the pairs taken and the
+    # manifest_sha256 the report records come from one and the same file.
+    ds = shutil.copytree(synthetic_dataset, tmp_path / "ds")
+    path = ds / "manifests" / "synthetic.parquet"
+    tables = [manifest.read_manifest(path, manifest.SYNTHETIC)]
+    tables.append(tables[0].slice(1))
+    read, reads = manifest.read_manifest, []
+
+    def read_then_replace(where, schema, *args, **kwargs):
+        table = read(where, schema, *args, **kwargs)
+        if Path(where) == path and len(reads) < replacements:
+            reads.append(where)
+            tables.reverse()
+            manifest.write_manifest(path, tables[0])
+        return table
+
+    monkeypatch.setattr(manifest, "read_manifest", read_then_replace)
+    replacements = 1
+    pairs = from_synthetic_split(ds, "syn-streak")
+    assert len(list(pairs)) == 2 and pairs.manifest_sha256 == file_sha256(path)
+    replacements = 100  # replaced at every read
+    with pytest.raises(DatasetError, match=r"replaced 5 times while analyze intrinsic-dim read"):
+        from_synthetic_split(ds, "syn-streak")
+
+
 def test_a_pair_picture_not_of_its_rows_size_stops_the_estimate_in_one_line(
     synthetic_dataset, tmp_path
 ):
@@ -305,11 +336,21 @@ def test_few_images_give_no_conclusion_whatever_the_medians():
     report = _report([7.0, 10.0], [8.0, 3.0])
     assert report.verdict() == (
         "No conclusion: image patches came out higher than rain patches on 1 of 2 images "
-        f"with TwoNN and 1 of 2 with MLE, too few images for a sign test to tell (it needs "
+        f"with TwoNN and 1 of 2 images with MLE, too few images for a sign test to tell (it needs "
         f"{MIN_IMAGES} with both layers estimated)."
     )
     agreeing = _report([9.0] * (MIN_IMAGES - 1), [3.0] * (MIN_IMAGES - 1))
     assert agreeing.verdict().startswith("No conclusion")
+
+
+def test_one_image_is_said_in_the_singular():
+    counts = {"images": 1, "image_patches": 512, "rain_patches": 512}
+    counts |= {"image_distinct": 512, "rain_distinct": 512}
+    spread = Spread((7.0,))
+    report = Report(spread, Spread((3.0,)), spread, Spread((3.0,)), counts, Settings())
+    assert "on 1 of 1 image with TwoNN and 1 of 1 image with MLE" in report.verdict()
+    markdown = report.to_markdown()
+    assert "| 1 of 1 image |" in markdown and "images [inter-quartile range]. 1 image;" in markdown
 
 
 def test_the_verdict_follows_the_images_not_the_medians():

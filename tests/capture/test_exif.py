@@ -2,7 +2,7 @@ from datetime import datetime
 
 from PIL import Image
 
-from rainbench.capture.exif import read_exif
+from rainbench.capture.exif import MAX_TEXT, read_exif
 
 
 def _exif() -> Image.Exif:
@@ -47,6 +47,15 @@ def test_garbage_values_become_none():
     fields = read_exif(exif)
     assert fields.orientation is None and fields.captured_at is None
     assert read_exif(Image.Exif()).camera_make is None
+
+
+def test_a_text_longer_than_any_cameras_name_is_none():
+    # EXIF sets no length; a make of MBs would be carried through every record of it.
+    exif = Image.Exif()
+    exif[0x010F] = "C" * MAX_TEXT
+    exif[0x0110] = "M" * (MAX_TEXT + 1)
+    fields = read_exif(exif)
+    assert fields.camera_make == "C" * MAX_TEXT and fields.camera_model is None
 
 
 def test_subsecond_time_is_kept_for_bursts():

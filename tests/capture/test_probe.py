@@ -9,7 +9,7 @@ import pytest
 from rainbench.capture import probe as probe_module
 from rainbench.capture.probe import probe, probe_many
 from rainbench.capture.reject import STICKY, Reason
-from rainbench.capture.source import CaptureFile, SourceFile
+from rainbench.capture.source import CaptureFile, SourceFile, max_still_bytes
 from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
 
@@ -60,11 +60,14 @@ def test_a_still_larger_than_any_picture_within_the_cap_is_refused_unread(tmp_pa
     path = tmp_path / "huge.png"
     write_capture(tmp_path, CaptureSpec("huge.png", 16, 16, fmt="png"))
     with path.open("r+b") as file:
-        file.truncate(16 * 1000 + 1)  # past 16 bytes a pixel of a 1000-pixel cap
+        file.truncate(max_still_bytes(1000) + 1)  # sparse: takes no disk
     monkeypatch.setattr(CaptureFile, "read_all", lambda self: pytest.fail("read whole"))
     for result in (
         probe(_source(path), max_pixels=1000),
         *probe_many([_source(path)], max_pixels=1000),
     ):
         assert result.reason == Reason.TOO_MANY_PIXELS
-        assert result.message == "a still of 16001 bytes, more than 16 a pixel of the pixel cap"
+        assert result.message == (
+            f"a still of {max_still_bytes(1000) + 1} bytes, more than a picture of 1000 pixels "
+            "takes (16 bytes a pixel, 16 MiB besides); not read"
+        )

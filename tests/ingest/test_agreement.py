@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,9 +11,11 @@ from click.testing import CliRunner
 
 from rainbench import __version__
 from rainbench.cli import main
+from rainbench.files import file_sha256
 from rainbench.ingest.agreement import label_agreement
 from rainbench.ingest.tag import tag_dataset
 from rainbench.ingest.taggers import FitReport
+from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
 from rainbench.tagging.tagger import RAIN_TYPES, load_tagger
@@ -110,6 +113,35 @@ def test_the_report_names_the_manifest_it_judged_and_the_tool(sample_dataset, tm
     assert report["manifest_sha256"] == hashlib.sha256(samples.read_bytes()).hexdigest()
     assert report["rainbench_version"] == __version__
     assert report["versions"] == {"numpy": np.__version__}
+
+
+def test_the_manifest_hash_is_that_of_the_file_the_labels_were_read_from(
+    sample_dataset, tmp_path, monkeypatch
+):
+    # A tag replacing samples.parquet as it is read: the labels judged and the
+    # manifest_sha256 the report records come from one and the same file.
+    first, second = _samples(sample_dataset).query("layer == 'rainy'").index[:2]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"key,rain_type\n{first},fog-like\n")
+    tag_dataset(sample_dataset, labels=sheet)
+    path = sample_dataset / "manifests" / "samples.parquet"
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    for row in rows:
+        if row["key"] == second:
+            row["rain_type"], row["rain_type_source"] = "fog-like", "manual"
+    relabelled = manifest.rows_to_table(rows, manifest.SAMPLES)
+    read, replaced = manifest.read_manifest, []
+
+    def read_then_replace(where, schema, *args, **kwargs):
+        table = read(where, schema, *args, **kwargs)
+        if Path(where) == path and not replaced:
+            replaced.append(True)
+            manifest.write_manifest(path, relabelled)
+        return table
+
+    monkeypatch.setattr(manifest, "read_manifest", read_then_replace)
+    result = label_agreement(sample_dataset)
+    assert sum(result.labels.values()) == 2 and result.manifest_sha256 == file_sha256(path)
 
 
 def test_a_fit_that_kept_the_shipped_weights_is_judged_without_the_warning(

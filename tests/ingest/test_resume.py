@@ -18,13 +18,18 @@ import time
 from dataclasses import replace
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from rainbench.capture.probe import Probe
+from rainbench.capture.reject import Reason
+from rainbench.capture.source import SourceFile
 from rainbench.cli import main
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
 from rainbench.ingest import scan as scan_module
+from rainbench.ingest import write as write_module
 from rainbench.shards import manifest
 from rainbench.shards import tar as tar_module
 from rainbench.shards.dataset import Dataset, DatasetError
@@ -378,3 +383,78 @@ def test_a_damaged_record_of_the_interrupted_run_is_one_line(tmp_path, raw, dama
     with pytest.raises(DatasetError, match=said) as refused:
         ingest([raw], ds, OPTIONS)
     assert "\n" not in str(refused.value) and "to start it afresh" in str(refused.value)
+
+
+def test_a_decoders_message_of_any_length_makes_a_journal_line_within_the_bound():
+    # A decoder may quote a hostile file's fields (a TIFF tag's thousands of values).
+    source = SourceFile("/raw", "a.tif", 10, 0)
+    record = scan_module.to_record(Probe(source, Reason.CORRUPT, "(1, " * (1 << 20)))
+    assert record["message"] == ("(1, " * (1 << 20))[: 64 << 10] + "…"
+    assert len(json.dumps(record, ensure_ascii=False).encode()) < 1 << 20
+
+
+@pytest.mark.parametrize("damage", ['{"pad": 1}', "[]", '{"exif": 1}', "{"])
+def test_a_journal_line_that_is_no_record_is_cut_off_and_probed_again(
+    tmp_path, raw, reference, damage
+):
+    ds = tmp_path / "ds"
+    with pytest.MonkeyPatch.context() as patch:
+        _crash_on_call(patch, *CRASH_POINTS["scan, after two journal appends"])
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    with (ds / ".ingest" / "scan.jsonl").open("a") as journal:
+        journal.write(damage + "\n")
+    ingest([raw], ds, OPTIONS)
+    assert fingerprint(ds) == reference
+
+
+def test_a_journal_line_longer_than_any_record_is_one_line_read_no_further(tmp_path, raw):
+    ds = tmp_path / "ds"
+    with pytest.MonkeyPatch.context() as patch:
+        _crash_on_call(patch, *CRASH_POINTS["scan, after two journal appends"])
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    with (ds / ".ingest" / "scan.jsonl").open("a") as journal:
+        journal.write('{"pad": "' + "x" * (1 << 20) + '"}\n')
+    with pytest.raises(DatasetError, match=r"scan\.jsonl: a line of more than 1 MiB") as refused:
+        ingest([raw], ds, OPTIONS)
+    assert "\n" not in str(refused.value) and "to scan afresh" in str(refused.value)
+
+
+@pytest.mark.parametrize("damage", ["[]", '{"shard": "x"}'])
+def test_a_done_marker_that_is_no_marker_has_its_shard_written_again(
+    tmp_path, raw, reference, monkeypatch, damage
+):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, *CRASH_POINTS["write, during the third shard"])
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    min((ds / ".ingest" / "done").iterdir()).write_text(damage)
+    ingest([raw], ds, OPTIONS)
+    assert fingerprint(ds) == reference
+    assert verify(Dataset(ds)) == []
+
+
+def test_a_done_marker_larger_than_any_is_none_read_no_further(tmp_path):
+    result = write_module.UnitResult("shards/train/000000.tar", "a" * 64, 10, 1)
+    write_module.write_marker(tmp_path, result)
+    (path,) = tmp_path.iterdir()
+    assert write_module.read_marker(path) == result
+    with path.open("a") as marker:  # still the same JSON, past the bound
+        marker.write(" " * (64 << 20))
+    assert write_module.read_marker(path) is None
+
+
+def test_a_plan_whose_files_seen_again_do_not_read_is_one_line(tmp_path, raw, monkeypatch):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, *CRASH_POINTS["write, during the third shard"])
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    plan = ds / ".ingest" / "plan.parquet"
+    table = pq.read_table(plan)
+    pq.write_table(table.replace_schema_metadata({"seen_again": "[" * 100_000}), plan)
+    with pytest.raises(DatasetError, match=r"plan\.parquet: not a plan an ingest wrote") as refused:
+        ingest([raw], ds, OPTIONS)
+    assert "\n" not in str(refused.value) and "to plan afresh" in str(refused.value)

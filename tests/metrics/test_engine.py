@@ -195,6 +195,37 @@ def test_a_value_cached_with_other_weights_is_computed_again(tmp_path, monkeypat
     assert score(jobs, settings, workers=1) == first and len(calls) == 1  # computed again
 
 
+def test_a_cached_value_that_is_no_number_is_computed_again(tmp_path):
+    # The value column takes any type: a cache written by something else may hold a text
+    # of GBs there, which would be read into every worker.
+    import sqlite3
+
+    for folder in ("p", "r"):
+        _save(tmp_path / folder / "x.png", 77)
+    jobs = pair_folders(tmp_path / "p", tmp_path / "r").jobs
+    settings = ScoreSettings(("test_mean",), {}, str(tmp_path / "c.sqlite"))
+    first = score(jobs, settings, workers=1)
+    with sqlite3.connect(settings.cache) as cache:
+        cache.execute("update scores set value = ?", ("x" * 1000,))
+    assert score(jobs, settings, workers=1) == first
+
+
+def test_a_prediction_larger_than_any_picture_within_the_cap_is_refused_unread(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(engine, "DEFAULT_MAX_PIXELS", 100)  # a bound of 16 MiB and 1600 bytes
+    for folder in ("p", "r"):
+        _save(tmp_path / folder / "x.png", 77)
+    with (tmp_path / "p" / "x.png").open("r+b") as file:
+        file.truncate((16 << 20) + 1601)  # sparse: takes no disk
+    jobs = pair_folders(tmp_path / "p", tmp_path / "r").jobs
+    (row,) = score(jobs, ScoreSettings(("test_mean",), {}, None), workers=1)
+    assert row["status"] == (
+        f"error: a still of {(16 << 20) + 1601} bytes, more than a picture of 100 pixels "
+        "takes (16 bytes a pixel, 16 MiB besides); not read"
+    )
+
+
 def test_the_cache_keys_values_by_the_metric_libraries_only(monkeypatch):
     # Outputs elsewhere record other libraries (av for ingest); the cache's key stays
     # the metrics' own five, so that no cached value is computed again for them.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rainbench.capture.source import max_still_bytes
 from rainbench.models import CommandDerainer, DerainerError, OutputsFolder
 
 torch = pytest.importorskip("torch")
@@ -231,6 +232,19 @@ def test_an_output_declaring_a_pixel_bomb_is_an_error_not_a_crash(tmp_path):
     (tmp_path / "k.png").write_bytes(b"\x89PNG\r\n\x1a\n" + body)
     with pytest.raises(DerainerError, match=r"cannot read .*k\.png"):
         OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+
+
+def test_an_output_larger_than_any_picture_of_the_inputs_size_is_refused_unread(tmp_path):
+    # It is read whole to be decoded: a file of GBs named .png would fill memory first.
+    save(tmp_path / "k.png")
+    with (tmp_path / "k.png").open("r+b") as file:
+        file.truncate(max_still_bytes(6 * 4) + 1)  # sparse: takes no disk
+    with pytest.raises(DerainerError) as refused:
+        OutputsFolder(tmp_path, "theirs").load("k", (6, 4))
+    assert str(refused.value) == (
+        f"cannot read {tmp_path / 'k.png'}: a still of {max_still_bytes(24) + 1} bytes, more "
+        "than a picture of 24 pixels takes (16 bytes a pixel, 16 MiB besides); not read"
+    )
 
 
 def test_an_output_that_is_a_link_out_of_the_folder_is_refused_unread(tmp_path):

@@ -15,9 +15,12 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -672,3 +675,34 @@ def test_a_resume_takes_no_other_upload_of_as_many_bytes_for_its_own_shard(
     assert summary.resumed
     assert snapshot(url) == reference
     assert verify(open_dataset(url)) == []
+
+
+@pytest.mark.parametrize("damage", ["not-parquet", "bomb"])
+def test_a_plan_here_that_is_damaged_is_one_line_when_the_resume_plans_again(
+    bucket, tmp_path, monkeypatch, damage
+):
+    # The plan of a store's dataset lies in the cache folder here; the resume reads its
+    # shards to remove their uploads, bounded as a manifest is.
+    for folder, seed in (("mine", 2), ("theirs", 8)):
+        for spec in sample_specs(6, seed=seed, size=(160, 120)):
+            write_capture(tmp_path / folder, spec)
+    url, small = f"{bucket}/ds", IngestOptions(workers=1, shard_bytes=5_000)
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "write_unit", _killed_at_the_third_shard())
+        with pytest.raises(Killed):
+            ingest([tmp_path / "mine"], url, small)
+    cache = os.environ["RAINBENCH_CACHE"]
+    (plan,) = Path(cache).rglob(".ingest/plan.parquet")
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "another-cache"))
+    ingest([tmp_path / "theirs"], url, small)  # the store moved on: the resume plans again
+    monkeypatch.setenv("RAINBENCH_CACHE", cache)
+    if damage == "bomb":  # a hundred thousand rows of one 16 MiB name: 1.6 TB decoded
+        rows = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(100_000, np.int32)), ["/" * (16 << 20)]
+        )
+        pq.write_table(pa.table({"shard": rows}), plan, compression="zstd", store_schema=False)
+    else:
+        plan.write_bytes(b"not parquet")
+    with pytest.raises(DatasetError, match=r"plan\.parquet: ") as refused:
+        ingest([tmp_path / "mine"], url, small)
+    assert "\n" not in str(refused.value)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rainbench.capture.source import max_still_bytes
 from rainbench.synth import importers
 from rainbench.synth.importers import (
     IMPORTED,
@@ -744,6 +745,25 @@ def test_the_pixel_cap_is_read_from_the_header_and_pillows_guard_stays_quiet(tmp
     assert {kind for kind, _ in kinds(capped_problems)} == {"too-many-pixels", "no-pairs"}
     assert "exceeds the cap of 0 MP" in capped_problems[0].detail
     assert all("decompression bomb" not in problem.detail for problem in capped_problems)
+
+
+def test_a_file_larger_than_any_picture_within_the_cap_is_refused_unread(tmp_path):
+    # It is read whole to be decoded: a file of GBs with a small picture's header would
+    # fill the worker's memory first. This pair fails; the import goes on.
+    write_files(tmp_path, "rain-1.png", "norain-1.png")
+    cap = SIZE[0] * SIZE[1]
+    with (tmp_path / "rain-1.png").open("r+b") as file:
+        file.truncate(max_still_bytes(cap) + 1)  # sparse: takes no disk
+    (pair,), problems = find_pairs(tmp_path, "rain100", max_pixels=cap)
+
+    with pytest.raises(ValueError) as refused:
+        load_pair(pair, max_pixels=cap)
+
+    assert problems == []
+    assert str(refused.value) == (
+        f"rain-1.png: a still of {max_still_bytes(cap) + 1} bytes, more than a picture of "
+        f"{cap} pixels takes (16 bytes a pixel, 16 MiB besides); not read"
+    )
 
 
 def test_a_file_that_does_not_decode_is_named_itself(tmp_path):
