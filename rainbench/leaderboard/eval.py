@@ -70,7 +70,6 @@ from rainbench.shards.members import (
     open_shard,
     read_upright,
 )
-from rainbench.store import shown
 from rainbench.synth.importers import paired_kind
 from rainbench.threads import set_torch_threads
 
@@ -78,7 +77,6 @@ REAL_METRICS = ("niqe", "brisque", "piqe")
 PAIRED_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
 CROP_SIDE = 256  # px: the crops the leaderboard's comparison strip shows
 _FLUSH_SECONDS = 10.0
-_MANIFEST_READS = 5  # an ingest replaces a manifest a few times at most
 
 
 class EvalError(DatasetError):
@@ -637,19 +635,10 @@ class _SplitRun:
 
     def _read_manifest(self, path: Path, schema: pa.Schema) -> pa.Table:
         """The manifest the split's rows come from, its sha256 kept for the provenance
-        (`manifest_sha256`): that of the very file read. An ingest may replace the file
-        (atomically) while eval reads it, so it is hashed before and after, and read
-        again until both agree."""
-        for _ in range(_MANIFEST_READS):
-            before = file_sha256(path) if path.exists() else None
-            table = manifest.read_manifest(path, schema)
-            self.manifest_sha256 = file_sha256(path) if path.exists() else None
-            if self.manifest_sha256 == before:
-                return table
-        raise EvalError(
-            f"{shown(path)}: replaced {_MANIFEST_READS} times while eval read it; run eval "
-            "again when the command writing the dataset has finished"
-        )
+        (`manifest_sha256`): that of the very file read, even where an ingest replaces it as
+        eval reads it (`manifest.read_hashed`)."""
+        table, self.manifest_sha256 = manifest.read_hashed(path, schema, "eval")
+        return table
 
     def _metrics(self) -> list[tuple[str, object]]:
         """The metrics to compute, built once; those that cannot run here are reported."""

@@ -38,6 +38,7 @@ from rainbench.models.base import Derainer
 from rainbench.models.external import CommandDerainer
 from rainbench.models.registry import DerainerSpec, create_derainer, list_derainers, register
 from rainbench.shards import manifest
+from rainbench.shards.dataset import DatasetError
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.synth.imports import import_paired
 
@@ -596,7 +597,7 @@ def test_a_manifest_replaced_at_every_read_is_refused_in_one_line(tmp_path, ds, 
         return table
 
     monkeypatch.setattr(manifest, "read_manifest", read_then_replace)
-    with pytest.raises(EvalError, match=r"synthetic.parquet: replaced 5 times while eval read"):
+    with pytest.raises(DatasetError, match=r"synthetic.parquet: replaced 5 times while eval read"):
         evaluate(_source("identity"), ds, "syn-streak", tmp_path / "res", FAST)
 
 
