@@ -73,7 +73,7 @@ def pairs(root: Path, split: str | tuple[str, ...], filters: Filters) -> pd.Data
     every = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC).to_pandas()
     table = _keep(every, Filters(split=split))
     if table.empty:
-        known = sorted(set(every["split"]))
+        known = ", ".join(sorted(set(every["split"]))) or "none (run rainbench synth)"
         raise DatasetError(f"no pairs in split {split!r} of {where}; paired splits: {known}")
     chosen = _keep(table, Filters(query=filters.query))
     if chosen.empty:

@@ -11,6 +11,7 @@ import csv
 import errno
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -377,6 +378,14 @@ class _Demo:
             self.progress,
             self.options.threads,
         )
+        if report.stopped_by is not None:
+            # The trainer caught Ctrl-C or SIGTERM to save a checkpoint first; the demo then
+            # stops as that signal stops it in any other stage (a run again resumes).
+            signal.raise_signal(signal.Signals[report.stopped_by])
+            raise DemoError(  # the signal is ignored in this process: stop all the same
+                f"NLCL training stopped by {report.stopped_by} after step {report.step}, "
+                "with a checkpoint there; run the demo again to go on"
+            )
         shape = f"{config.blocks} blocks of {config.channels} channels, {config.crop} px crops"
         if report.resumed_from == report.step:
             return f"NLCL already trained to step {report.step} ({shape}) -> {self.result.run}"

@@ -11,6 +11,7 @@ import pytest
 
 from rainbench.data import Filters
 from rainbench.data.select import captures, pairs
+from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
 
@@ -35,8 +36,19 @@ def test_pairs_are_chosen_by_query_and_never_by_capture_labels(_dataset):
         "split 'syn-streak' of ",
     ):
         pairs(_dataset, "syn-streak", Filters(query="recipe == 'nope'"))
-    with pytest.raises(DatasetError, match=r"no pairs in split 'syn-rain' of .*; paired splits"):
+    known = ", ".join(sorted(set(every.split)))
+    with pytest.raises(
+        DatasetError, match=f"no pairs in split 'syn-rain' of .*; paired splits: {known}$"
+    ):
         pairs(_dataset, "syn-rain", Filters())
+
+
+def test_a_dataset_without_pairs_says_so_and_how_to_make_them(tmp_path):
+    for spec in sample_specs(2, seed=4, size=(96, 64)):
+        write_capture(tmp_path / "raw", spec)
+    ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1))
+    with pytest.raises(DatasetError, match=r"paired splits: none \(run rainbench synth\)$"):
+        pairs(tmp_path / "ds", "syn-streak", Filters())
 
 
 def test_the_stills_of_a_sequence_with_real_pairs_are_left_out(two_splits):

@@ -6,10 +6,12 @@ import csv
 import errno
 import json
 import re
+import signal
 from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 from PIL.ExifTags import Base
 
@@ -20,6 +22,7 @@ from rainbench.models.registry import list_derainers
 from rainbench.shards.dataset import Dataset
 from rainbench.shards.verify import verify
 from rainbench.synth import splits as splits_module
+from rainbench.train.nlcl.trainer import NLCLMethod
 
 # Weight files are tried from a port where nothing listens: the download fails at once.
 TINY = DemoOptions(
@@ -173,6 +176,50 @@ def test_a_demo_killed_in_synth_goes_on_past_verify_and_finishes_it(tmp_path, mo
     for stage in ("captures", "ingest", "tag", "verify", "synth"):
         getattr(again, f"_{stage}")()  # the same command, to where it was killed and on
     assert verify(dataset, 1) == []
+
+
+class Terminated(Exception):
+    """Stands in for the end SIGTERM's default action brings the process."""
+
+
+def _terminated(number, frame):
+    raise Terminated
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("number", "ends_in"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)]
+)
+def test_a_signal_that_stops_training_stops_the_demo_and_a_run_again_resumes(
+    tmp_path, monkeypatch, number, ends_in
+):
+    calls, original = [], NLCLMethod.step
+
+    def step(self, *args) -> dict:
+        calls.append(len(calls) + 1)
+        if len(calls) == 2:
+            signal.raise_signal(number)  # Ctrl-C or a scheduler, during the second step
+        return original(self, *args)
+
+    four = replace(TINY, nlcl=replace(TINY.nlcl, steps=4))
+    demo = _Demo(tmp_path / "demo", four, progress=False)
+    for stage in ("captures", "ingest", "tag", "verify"):
+        getattr(demo, f"_{stage}")()
+    # Python's own handlers, whatever this process inherited (a background job ignores SIGINT).
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminated}
+    before = {each: signal.signal(each, handler) for each, handler in handlers.items()}
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(NLCLMethod, "step", step)
+            with pytest.raises(ends_in):
+                demo._train()  # not on to the weights, eval and leaderboard stages
+    finally:
+        for each, handler in before.items():
+            signal.signal(each, handler)
+    last = torch.load(demo.result.run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] == 2
+    again = _Demo(tmp_path / "demo", four, progress=False)._train()
+    assert "trained to step 4" in again and "resumed at step 2" in again
 
 
 def test_a_missing_requirement_is_one_line_saying_what_to_install(monkeypatch, tmp_path):

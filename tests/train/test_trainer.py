@@ -95,7 +95,7 @@ def test_niqe_validation_without_its_parameters_stops_before_training(
     monkeypatch.setenv("RAINBENCH_WEIGHTS", str(tmp_path / "no-weights"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     config = NLCLConfig(**{**TINY.to_json(), "val_real": "train"})
-    with pytest.raises(DatasetError, match=r"niqe needs niqe_modelparameters\.mat"):
+    with pytest.raises(DatasetError, match=r"^validation \(--val-real\): niqe needs niqe_model"):
         train(_dataset, tmp_path / "run", config)
     assert not (tmp_path / "run" / "losses.csv").exists()
 

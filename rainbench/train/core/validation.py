@@ -73,7 +73,7 @@ def check_niqe(device: str):
     try:
         return create_metric("niqe", device=device)
     except MetricError as error:
-        raise DatasetError(f"validation on real rain (val_real): {error}") from None
+        raise DatasetError(f"validation (--val-real): {error}") from None
 
 
 def _validate_pairs(translate, dataset, config, device) -> dict[str, float]:
