@@ -13,7 +13,13 @@ from collections.abc import Callable
 import numpy as np
 from scipy.ndimage import correlate1d
 
-from rainbench.metrics.registry import MetricError, MetricSpec, register
+from rainbench.metrics.registry import (
+    MetricError,
+    MetricSpec,
+    check_image,
+    register,
+    size_mismatch,
+)
 
 PEAK = 255.0  # L: the dynamic range of uint8
 
@@ -54,6 +60,7 @@ def matlab_y(rgb: np.ndarray) -> np.ndarray:
     39 of the ties just below ½. MATLAB's own double arithmetic may do the same, so on
     those few colours it may give one level less than this.
     """
+    check_image(rgb, "image")  # a float image would give a Y of its own
     # einsum casts in small buffers (`@` would copy the whole image to int32 first), and
     # the steps run in place: 48 MB for 12 MP.
     y = np.einsum("...c,c->...", rgb, _LUMA_WEIGHTS)  # 1000·(0.299R + 0.587G + 0.114B)
@@ -67,6 +74,7 @@ def matlab_y(rgb: np.ndarray) -> np.ndarray:
 def psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """20·log10(255 / RMSE) over every value of two equal-shaped uint8 arrays (the
     masked pixels' only, with a mask), in dB; `inf` when they are identical."""
+    _check_pair(pred, ref)
     diff = np.subtract(pred, ref, dtype=np.int16)
     diff = (diff if mask is None else diff[_checked(mask, pred)]).ravel()
     mse = int(np.einsum("i,i->", diff, diff, dtype=np.int64)) / diff.size  # exact sum
@@ -79,6 +87,7 @@ def ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> f
     """Wang et al.'s mean SSIM of two equal-shaped uint8 arrays, H×W or H×W×C (the mean
     of the channels' SSIM); both sides at least 11 px. With a mask, the mean of the
     map's values whose window is centred on a masked pixel."""
+    _check_pair(pred, ref)
     if min(pred.shape[:2]) < SSIM_WINDOW:
         raise MetricError(
             f"SSIM needs images of at least {SSIM_WINDOW} px per side, got "
@@ -101,6 +110,17 @@ def psnr_y(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) ->
 
 def ssim_y(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     return ssim(matlab_y(pred), matlab_y(ref), mask)
+
+
+def _check_pair(pred: np.ndarray, ref: np.ndarray) -> None:
+    """Refuse what has no value in the convention, also where these functions are called
+    directly rather than through `create_metric` (a float or differently sized array
+    would otherwise give a number)."""
+    check_image(pred, "prediction", rgb=False)
+    check_image(ref, "reference", rgb=False)
+    mismatch = size_mismatch(pred, ref)
+    if mismatch:
+        raise MetricError(mismatch)
 
 
 def _checked(mask: np.ndarray, image: np.ndarray) -> np.ndarray:

@@ -76,7 +76,7 @@ class Metric:
     def __call__(
         self, pred: np.ndarray, ref: np.ndarray | None = None, mask: np.ndarray | None = None
     ) -> float:
-        _check_image(pred, "prediction")
+        check_image(pred, "prediction")
         if min(pred.shape[:2]) < self.spec.min_side:
             raise MetricError(
                 f"{self.name} needs images of at least {self.spec.min_side} px per side, "
@@ -86,7 +86,7 @@ class Metric:
             return float(self._score(pred))
         if ref is None:
             raise MetricError(f"{self.name} is full-reference: give a reference image")
-        _check_image(ref, "reference")
+        check_image(ref, "reference")
         mismatch = size_mismatch(pred, ref)
         if mismatch:
             raise MetricError(f"{self.name}: {mismatch}")
@@ -128,13 +128,17 @@ def _load_providers() -> None:
         import_module(module)
 
 
-def _check_image(image: np.ndarray, what: str) -> None:
+def check_image(image: np.ndarray, what: str, rgb: bool = True) -> None:
+    """Refuse an image the convention does not define (metrics.md): not uint8, or not
+    H×W×3 RGB (`rgb`; otherwise H×W or H×W×C)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise MetricError(
             f"the {what} must be a uint8 array, got {getattr(image, 'dtype', type(image))}"
         )
-    if image.ndim != 3 or image.shape[2] != 3:
+    if rgb and (image.ndim != 3 or image.shape[2] != 3):
         raise MetricError(f"the {what} must be H×W×3 RGB, got shape {image.shape}")
+    if image.ndim not in (2, 3):
+        raise MetricError(f"the {what} must be H×W or H×W×C, got shape {image.shape}")
 
 
 def versions() -> dict[str, str]:

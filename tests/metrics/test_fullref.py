@@ -245,6 +245,26 @@ def test_bad_inputs_are_metric_errors(name):
         metric(pred)
 
 
+@pytest.mark.parametrize("function", [psnr_y, ssim_y, psnr, ssim])
+def test_bad_inputs_are_metric_errors_when_called_directly_too(function):
+    pred, ref = pair(seed=8)
+    with pytest.raises(MetricError, match="differ in size"):
+        function(pred[:-1], ref)
+    with pytest.raises(MetricError, match="uint8"):
+        function(pred.astype(np.float64), ref)  # a value, not an error, were it unchecked
+    with pytest.raises(MetricError, match="uint8"):
+        function(pred, ref.astype(np.float32))
+
+
+@pytest.mark.parametrize("function", [psnr_y, ssim_y])
+def test_the_y_metrics_called_directly_take_rgb_only(function):
+    pred, ref = pair(seed=8)
+    with pytest.raises(MetricError, match="H×W×3"):
+        function(pred[..., 0], ref[..., 0])  # a broadcasting error, were it unchecked
+    with pytest.raises(MetricError, match="uint8"):
+        matlab_y(pred / 255)
+
+
 @pytest.mark.parametrize("name", ["ssim_y", "ssim"])
 def test_ssim_refuses_images_smaller_than_its_window(name):
     pred, ref = pair(seed=9, width=40, height=10)
