@@ -176,7 +176,8 @@ def _run(reader: str, ds: Path, results: Path, pred: Path) -> str:
         "stats": ["stats", str(ds), "--json"],
         "eval": [
             "eval", "--model", "identity", "--dataset", str(ds), "--split", "all",
-            "--results", str(results), "--metrics", "psnr_y", "--crops", "2", "--json",
+            # piqe: real splits too are derained (a split none of --metrics applies to is not).
+            "--results", str(results), "--metrics", "psnr_y,piqe", "--crops", "2", "--json",
         ],
         "tag": ["tag", str(ds), *workers, "--json"],
         "synth": ["synth", str(ds), "--recipes", "streak", "--max-side", "64", *workers, "--json"],
