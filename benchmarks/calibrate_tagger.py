@@ -48,7 +48,7 @@ DEFAULT_OUT = Path(__file__).parent.parent / "rainbench" / "tagging" / PARAMS_FI
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_example_arguments(parser, seed=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--l2", type=float, default=0.03, help="L2 penalty on the weights")

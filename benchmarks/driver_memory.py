@@ -38,7 +38,7 @@ _DRIVER = (
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 2000, 4000])
     parser.add_argument("-j", "--workers", type=int, default=2)
     args = parser.parse_args()

@@ -13,6 +13,7 @@ difference on them says how the decoders differ, not how much a photograph would
 A measurement: exits 0 whatever the figures (1 without CUDA).
 """
 
+import argparse
 import importlib.metadata
 import io
 import sys
@@ -89,6 +90,8 @@ def measure_all() -> dict:
 
 
 def main() -> int:
+    # Before the CUDA check, so that --help answers on any machine.
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     if not torch.cuda.is_available():
         print("error: needs a CUDA device", file=sys.stderr)
         return 1

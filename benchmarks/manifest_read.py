@@ -43,7 +43,7 @@ LONG_ROOT = "/" + "/".join(["a-rather-long-folder-name"] * 160)  # 4001 characte
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--reads", type=int, default=5, help="reads of each file, each way")
     args = parser.parse_args()

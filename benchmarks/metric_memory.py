@@ -29,7 +29,7 @@ WAYS = ("rainbench", "pyiqa")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights-dir", type=Path, required=True, help="holds niqe's file")
     parser.add_argument("--megapixels", default="2,6,12", help="comma-separated sizes")
     parser.add_argument("--metrics", default=",".join(METRICS))

@@ -96,7 +96,7 @@ FOLDS = 3  # thirds of the backgrounds, each judged by networks taught on the ot
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     teach = commands.add_parser("teach", help="teach the networks and write their file")
     add_example_arguments(teach, seed=0, features_file=False)

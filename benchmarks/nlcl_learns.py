@@ -14,8 +14,8 @@ that training never reads: two quarters of each of five colour photographs, whos
 other two quarters train (`--held-out regions`; with `--colour-only`, they alone train,
 without the grey and other photographs), or 2×2 tiles of four photographs that training
 never sees at all (`--held-out photos`). Prints and writes a JSON with the numbers, the
-validation curve and the command, and beside it a JPEG contact sheet of four held-out
-pairs (rainy | B̂ | clean).
+validation curve and the command (--out, default WORK/nlcl-learns.json), and beside it a
+JPEG contact sheet of four held-out pairs (rainy | B̂ | clean).
 """
 
 import argparse
@@ -68,8 +68,8 @@ HELD_OUT_NAME = "nlcl-held-out"  # the held-out dataset's name, under which resu
 SHEET_HEIGHT = 192  # px: each picture's height on the contact sheet
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/nlcl-learns"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--minutes", type=float, help="as many steps as fit in this (CPU budget)")
@@ -99,11 +99,20 @@ def main() -> int:
         default="streak",
         help="the rain rendered on the training captures and the held-out pairs",
     )
-    parser.add_argument("--out", type=Path, default=Path("nlcl-learns.json"))
-    args = parser.parse_args()
-
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the JSON (default: WORK/nlcl-learns.json); the contact sheet goes beside it (.jpg)",
+    )
+    args = parser.parse_args(argv)
     if args.colour_only and args.held_out != "regions":
         parser.error("--colour-only goes with --held-out regions")
+    args.out = args.out or args.work / "nlcl-learns.json"
+    return args
+
+
+def main() -> int:
+    args = arguments()
     train_set, held_out = build(args.work, args.held_out, args.recipe, args.colour_only)
     split = f"syn-{args.recipe}"
     config = NLCLConfig(

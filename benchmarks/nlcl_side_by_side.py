@@ -72,7 +72,7 @@ WINDOW = 0.1  # the first and last 10 % of the steps
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--release", type=Path, default=os.environ.get(REFERENCE),
                         help=f"the unpacked public release (default: ${REFERENCE})")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/nlcl-side-by-side"))

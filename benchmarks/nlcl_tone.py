@@ -43,7 +43,7 @@ SHEET_ROWS = 4  # pairs on the contact sheet
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="RUN/nlcl.pt")
     parser.add_argument("held_out", type=Path, help="a dataset with a paired split")
     parser.add_argument("--split", default="syn-streak")

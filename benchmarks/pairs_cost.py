@@ -28,7 +28,7 @@ FRAMES = 31
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("width", type=int)
     parser.add_argument("height", type=int)
     parser.add_argument("--method", choices=METHODS, default="percentile")

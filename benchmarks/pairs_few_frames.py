@@ -32,7 +32,7 @@ def psnr_y(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", nargs="+", default=["drizzle", "streak"])
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

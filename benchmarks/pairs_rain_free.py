@@ -117,7 +117,7 @@ def render(video: Video) -> tuple[list[np.ndarray], set[int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", nargs="*", default=None, help="only these, by name")
     args = parser.parse_args()
     from rainbench.synth.video import decode_video, encode_h264

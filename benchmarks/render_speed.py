@@ -21,7 +21,7 @@ from rainbench.synth.render import render
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, nargs=2, default=[4000, 3000], metavar=("W", "H"))
     parser.add_argument("--version", choices=["1", "2"], default="1", help="recipes' version")
     parser.add_argument(

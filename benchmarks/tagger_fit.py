@@ -239,7 +239,7 @@ def rendered(rain: list, per_type: int, splits: int) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-type", type=int, nargs="+", default=[10, 20, 40])
     parser.add_argument("--seeds", type=int, default=5, help="labelled sets drawn per size")
     parser.add_argument(

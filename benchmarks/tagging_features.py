@@ -23,7 +23,7 @@ from rainbench.tagging.measure import compute_features
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="a folder of JPEG captures (searched deeply)")
     parser.add_argument("--count", type=int, default=48, help="captures to time, at most")
     args = parser.parse_args()

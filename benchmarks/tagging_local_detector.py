@@ -67,7 +67,7 @@ COST_CAPTURES = 24  # captures rendered again to time the features against the n
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_example_arguments(parser, seed=1, features_file=False)
     parser.add_argument(
         "--cache",

@@ -36,7 +36,7 @@ BUDGET = 0.05  # share of clean captures flagged at which detection is compared
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_example_arguments(parser, seed=1)
     parser.add_argument("--each", action="store_true", help="also print every combination")
     args = parser.parse_args()

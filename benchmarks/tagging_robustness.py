@@ -36,7 +36,7 @@ from rainbench.train.tagger import (
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_example_arguments(parser, seed=1)
     parser.add_argument("--l2", type=float, help="the fits' penalty [default: the shipped one's]")
     parser.add_argument(

@@ -10,8 +10,9 @@ recipe rendered on 12 of them (the rainy captures), 12 others as clean captures 
 the train split), and streak pairs of the last 6 in a dataset of their own that training
 never reads (`--val-dataset`), scored whole. The networks are small (NLCL 16 channels,
 4 blocks; CCLGAN 16 channels, 3 blocks) and CCLGAN's VGG16 has random weights, as no
-pretrained file is here. Prints one line per run and writes --out (JSON): every
-validation row of every run (with the identity's psnr_y), the seconds and the command.
+pretrained file is here. Prints one line per run and writes --out (JSON, default
+WORK/train-budget.json): every validation row of every run (with the identity's
+psnr_y), the seconds and the command.
 """
 
 import argparse
@@ -112,14 +113,20 @@ def run(method: str, negatives: str, steps: int, ds: Path, held: Path, work: Pat
     }
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="where the data and runs go")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--methods", nargs="+", default=["cclgan", "nlcl"])
     parser.add_argument("--negatives", nargs="+", default=["cut", "domain", "hcsc"])
-    parser.add_argument("--out", type=Path, default=Path("train-budget.json"))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, help="the JSON (default: WORK/train-budget.json)")
+    args = parser.parse_args(argv)
+    args.out = args.out or args.work / "train-budget.json"
+    return args
+
+
+def main() -> None:
+    args = arguments()
     ds, held = build(args.work)
     runs = []
     for method in args.methods:
@@ -138,6 +145,7 @@ def main() -> None:
             )
             runs.append(result)
     args.out.write_text(json.dumps({"runs": runs, "command": sys.argv}, indent=2) + "\n")
+    print(f"JSON: {args.out}")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def profile(device: str, batch: int, amp: str, crop: int, steps: int, warmup: in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)

@@ -39,7 +39,7 @@ _PEAK = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[150, 600])
     parser.add_argument("--free-box", type=float, metavar="GIB")
     args = parser.parse_args()

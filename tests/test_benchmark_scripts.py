@@ -7,9 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rainbench.synth.recipes import RECIPES
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(
+    str(path.relative_to(BENCHMARKS))
+    for path in BENCHMARKS.rglob("*.py")
+    if 'if __name__ == "__main__":' in path.read_text()
+)
 
 
 def run(script: str, *arguments: str) -> subprocess.CompletedProcess:
@@ -49,3 +56,25 @@ def test_manifest_read_prints_each_manifest_its_size_ratio_and_read_times():
     timed = r"\| \d+ ms \| \d+ ms \| \d+ ms \| \d+\.\d\d \|"
     for row in rows:
         assert re.fullmatch(r"\| [^|]+ \| \d+\.\d\d MB \| \d+\.\d× " + timed, row), row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_describes_the_benchmark_in_whole_sentences_and_runs_nothing(script):
+    """On any machine (gpu_agreement.py's CUDA check comes after), and the description
+    is not cut at the docstring's first line break."""
+    found = run(script, "--help")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith("usage: ")
+    description = found.stdout.split("\n\n")[1]
+    assert description.endswith((".", "?")), description
+
+
+@pytest.mark.parametrize(
+    ("script", "name"), [("nlcl_learns", "nlcl-learns.json"), ("train_budget", "train-budget.json")]
+)
+def test_the_json_goes_under_work_unless_out_names_a_file(load_benchmark, tmp_path, script, name):
+    arguments = load_benchmark(script).arguments
+    assert arguments(["--work", str(tmp_path)]).out == tmp_path / name
+    given = ["--work", str(tmp_path), "--out", "here.json"]
+    assert arguments(given).out == Path("here.json")

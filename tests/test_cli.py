@@ -4,9 +4,11 @@ import errno
 import io
 import json
 import os
+import re
 import sys
 import tarfile
 from collections import Counter
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +20,7 @@ from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.demo.run import DemoResult, Stage
 from rainbench.synth.splits import PairsSummary
 from rainbench.tagging.tagger import load_tagger
+from rainbench.train.core.config import RunConfig
 
 
 @pytest.fixture
@@ -126,6 +129,24 @@ def test_usage_errors_exit_two(runner, tmp_path):
 def test_help_has_an_example(runner, command):
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.output
+
+
+@pytest.mark.parametrize("method", ["nlcl", "cclgan"])
+def test_train_help_says_what_a_run_may_resume_with(runner, method):
+    """What the trainer's resume check lets change: its RESUMABLE settings, and the
+    schedule while no trained step would have had another rate."""
+    shown = " ".join(runner.invoke(main, ["train", method, "--help"]).output.split())
+    listed = re.search(r"resumes? (?:as it does, )?only with other (.+?) \(how", shown)
+    assert listed, shown
+    # Joined back where click broke a line after a hyphen (--on- error).
+    flags = re.split(r", | or ", listed.group(1).replace("- ", "-"))
+    for name in RunConfig.RESUMABLE:
+        flag = "-j" if name == "workers" else "--" + name.replace("_", "-")
+        assert any(fnmatch(flag, pattern) for pattern in flags), flag
+    assert (
+        "and other --steps and --decay-steps while no step it trained would have had another "
+        "learning rate; any other change is refused" in shown
+    )
 
 
 def test_tag_applies_a_sheet_and_stats_count_rain_types(runner, tmp_path, capture_folder):

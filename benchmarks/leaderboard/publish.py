@@ -61,7 +61,7 @@ are not present (see [metrics.md](metrics.md)).
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--evaluate", action="store_true", help="build the data and evaluate")
     parser.add_argument("--work", type=Path, default=Path("/tmp/rainbench-reference"))
     parser.add_argument("--html", type=Path, help="also write the HTML page here")

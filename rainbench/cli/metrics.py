@@ -1,6 +1,7 @@
 """The metrics: list them, check the no-reference ones against ground truth, score
 folders of images, and manage the offline weight files the no-reference metrics need."""
 
+import math
 import shlex
 from pathlib import Path
 
@@ -139,7 +140,8 @@ def _validity_lines(found: list[SplitValidity]) -> list[str]:
 
 def _correlation(found: Correlation, item: str) -> str:
     value, low, high = correlation_text(found)
-    interval = f" [{low}, {high}]" if low != "—" else ""
+    # As the leaderboard: an interval beside every value, `[—, —]` where there is none.
+    interval = f" [{low}, {high}]" if math.isfinite(found.value) else ""
     return f"{value}{interval} ({counted(found.n, item)})"
 
 

@@ -28,18 +28,22 @@ def train_group() -> None:
     """Train a derainer on a dataset's shards."""
 
 
-_TRAIN_HELP = """Train NLCL (unsupervised, non-local contrastive deraining) on DATASET.
+# What a run may resume with (rainbench.train.core.loop's resume check), for both methods.
+_RESUMES = """only with other -j, --compile, --*-every, --keep-checkpoints, --val-* or
+--on-error (how it is run, logged and validated), and other --steps and --decay-steps
+while no step it trained would have had another learning rate; any other change is
+refused"""
+
+_TRAIN_HELP = f"""Train NLCL (unsupervised, non-local contrastive deraining) on DATASET.
 
 Rainy captures of --split and the clean captures of the same split are drawn as
 unpaired random crops. RUN gets config.json, run.json (the captures trained on
 and the versions), losses.csv (every loss term), TensorBoard logs, checkpoints/
 (exact resume: run the same command again; on other captures it is refused) and
 nlcl.pt for rainbench eval --model nlcl --checkpoint RUN/nlcl.pt (which names
-the captures trained on: eval does not rank it on images from them). Only the
-settings of how a run is run, logged and validated (-j, --compile, --*-every,
---keep-checkpoints, --val-*, --on-error) may change when it resumes. Ctrl-C or
-SIGTERM stops it after the step under way, with a checkpoint there (exit 130 or
-143); exit 3 when another command is training into RUN.
+the captures trained on: eval does not rank it on images from them). It resumes
+{_RESUMES}. Ctrl-C or SIGTERM stops it after the step under way, with a checkpoint
+there (exit 130 or 143); exit 3 when another command is training into RUN.
 
 \b
 Example:
@@ -267,15 +271,15 @@ def train_nlcl_command(
     _run(trained, "nlcl", as_json)
 
 
-_CCLGAN_HELP = """Train CCLGAN (unsupervised, cycle contrastive adversarial deraining) on DATASET.
+_CCLGAN_HELP = f"""Train CCLGAN (unsupervised, cycle contrastive adversarial deraining) on DATASET.
 
 Two ResNet generators (rainy→clean, clean→rainy) and two PatchGAN discriminators with
 hinge loss, PatchNCE on the four translation and cycle directions, identity terms,
 and cycle contrast in a frozen encoder's space (VGG16, or CLIP) and in the
 discriminators'. The encoder's published weights must be in the weights directory
 (unless --semantic-contrast 0): rainbench weights import vgg16-397923af.pth. RUN gets
-what rainbench train nlcl writes, and resumes as it does, with cclgan.pt for
-rainbench eval --model cclgan --checkpoint RUN/cclgan.pt.
+what rainbench train nlcl writes, with cclgan.pt for rainbench eval --model cclgan
+--checkpoint RUN/cclgan.pt, and resumes as it does, {_RESUMES}.
 
 \b
 Example:

@@ -77,6 +77,9 @@ def load_weights(path: Path) -> object:
 # magic number, protocol 2.
 _ZIP = b"PK\x03\x04"
 _LEGACY = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+# How every pickle of protocol 2 or later starts (its PROTO opcode): torch's older format
+# among them, and a pickle that holds objects rather than weights.
+_PICKLE = b"\x80"
 
 
 def _compressed_member(path: Path) -> str | None:
@@ -94,7 +97,9 @@ def _compressed_member(path: Path) -> str | None:
 
 def _not_loaded(path: Path, head: bytes, error: Exception) -> str:
     """Why torch.load refused the file, from what it starts with: what follows its path."""
-    if isinstance(error, pickle.UnpicklingError):  # the weights-only unpickler's refusal
+    # The weights-only unpickler's refusal; on a file that is neither archive nor pickle
+    # (a PNG) it only means the first byte is no opcode it takes.
+    if isinstance(error, pickle.UnpicklingError) and head.startswith((_ZIP, _PICKLE)):
         # What it refused: a global (a function or class named in the pickle), else the
         # unpickler's own words, such as an opcode it does not take.
         named = re.search(r"GLOBAL ([\w.]+)", str(error)) or re.search(

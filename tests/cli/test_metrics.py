@@ -2,9 +2,11 @@
 validity` on the committed reference results (benchmarks/leaderboard/results)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -84,6 +86,23 @@ def test_validity_counts_one_method_and_one_image_in_the_singular(runner, tmp_pa
     assert result.exit_code == 0, result.output
     assert "(1 method)" in result.output and "(1 image)" in result.output
     assert "(1 methods)" not in result.output and "(1 images)" not in result.output
+
+
+def test_validity_of_one_sequence_shows_its_empty_interval_as_the_leaderboard(runner, tmp_path):
+    """Frames of one video: the correlations are there, their intervals `[—, —]`."""
+    for model in ("identity", "guided", "dcp"):
+        folder = tmp_path / model / "reference"
+        folder.mkdir(parents=True)
+        shutil.copy(RESULTS / model / "reference" / "syn-drizzle.json", folder)
+        scores = pq.read_table(RESULTS / model / "reference" / "syn-drizzle.parquet")
+        scores = scores.append_column("group", pa.array(["video-1"] * scores.num_rows))
+        pq.write_table(scores, folder / "syn-drizzle.parquet")
+    result = runner.invoke(main, ["metrics", "validity", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("  NIQE")]
+    assert rows and all(re.search(r"\d \[—, —\] \(3 methods\)", row) for row in rows), rows
+    board = runner.invoke(main, ["leaderboard", "--results", str(tmp_path)]).output
+    assert " [—, —] (n=3) |" in board
 
 
 def test_validity_of_a_missing_directory_is_one_line(runner, tmp_path):

@@ -1,10 +1,12 @@
 """The derainer interface: abstract, with provenance in info(); checkpoints read
 weights-only, and networks built only as large as the weights they hold."""
 
+import io
 import os
 import zipfile
 
 import pytest
+from PIL import Image
 
 from rainbench.models.base import Derainer, NumpyDerainer
 
@@ -59,8 +61,11 @@ def _unreadable(folder) -> dict:
     torch.save({"format": "rainbench-x", "weights": torch.zeros(500)}, whole)
     old = folder / "old.pt"
     torch.save({"weights": torch.zeros(500)}, old, _use_new_zipfile_serialization=False)
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(picture, "PNG")
     files = {
         "text.pt": (b"hello\n", r"is not a PyTorch checkpoint \(neither torch\.save's zip"),
+        "sheet.png": (picture.getvalue(), r"is not a PyTorch checkpoint \(neither torch\.save's"),
         "empty.pt": (b"", "is not a PyTorch checkpoint"),
         "cut.pt": (whole.read_bytes()[:600], "is truncated: a zip archive without its end"),
         "old-cut.pt": (old.read_bytes()[:900], "is truncated: it ends before its tensors"),

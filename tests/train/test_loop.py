@@ -299,8 +299,10 @@ def test_settings_of_how_a_run_is_run_may_change_on_resume_others_not(tmp_path, 
         train(_dataset, run, _with(steps=2, crop=40, lr=1e-3), threads=1)
     changed = {"log_every": 2, "checkpoint_every": 2, "keep_checkpoints": 1, "validate_every": 2,
                "val_split": "syn-streak", "val_images": 1}  # fmt: skip
-    with pytest.warns(TrainWarning, match=r"resuming at step 1 with log_every: 1 → 2, "):
+    with pytest.warns(TrainWarning, match=r"resuming at step 1 with log_every: 1 → 2, ") as heard:
         assert train(_dataset, run, _with(steps=2, **changed), threads=1).resumed_from == 1
+    [warned] = [str(w.message) for w in heard if "resuming" in str(w.message)]
+    assert "val_split: none → syn-streak," in warned  # not Python's None
     [resumed] = json.loads((run / "run.json").read_text())["resumes"]
     assert resumed["step"] == 1
     assert resumed["changed"] == {

@@ -558,7 +558,14 @@ def _check_resume(run: Path, config: RunConfig, checkpoint: _Checkpoint) -> dict
 
 
 def _changes(changed: dict[str, tuple]) -> str:
-    return ", ".join(f"{name}: {then} → {now}" for name, (then, now) in changed.items())
+    return ", ".join(
+        f"{name}: {_setting(then)} → {_setting(now)}" for name, (then, now) in changed.items()
+    )
+
+
+def _setting(value: object) -> str:
+    """A setting as a message shows it: an unset one (None) in a word."""
+    return "none" if value is None else str(value)
 
 
 def _captures(dataset: str | Path, loader: Loader) -> dict:
