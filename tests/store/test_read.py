@@ -155,7 +155,7 @@ def _rainy():
 
 
 def test_eval_on_the_store_gives_the_rows_it_gives_locally(url, local_ds, tmp_path):
-    settings = EvalSettings(metrics=("psnr", "ssim"), batch=2, crops=0)
+    settings = EvalSettings(metrics=("psnr", "ssim", "piqe"), batch=2, crops=0)  # piqe: test too
     source = DerainerSource(create_derainer("identity"), "cpu", None, 32)
     evaluate(source, local_ds, "all", tmp_path / "local", settings)
     evaluate(source, url, "all", tmp_path / "store", settings)
