@@ -78,7 +78,10 @@ def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
     are damaged, or whose text is stored so that its size is not known before decoding;
     and pyarrow's errors for a file that is no Parquet, or whose text is no UTF-8.
     """
-    with open(path, "rb") as handle:
+    # Arrow's own file, not Python's: a Python file that Arrow's threads let go of while
+    # the interpreter exits aborts the process after the command's work is done
+    # ("terminate called without an active exception", apache/arrow#34314).
+    with pa.OSFile(str(path)) as handle:
         size = os.fstat(handle.fileno()).st_size
         limit = max(DECODED_FLOOR, DECODED_RATIO * size)
         parquet = pq.ParquetFile(handle)

@@ -88,6 +88,24 @@ def test_a_manifest_reads_as_pyarrow_reads_it(tmp_path, monkeypatch):
     assert reads == [[], []]
 
 
+def test_arrow_reads_through_a_file_of_its_own(tmp_path, monkeypatch):
+    """Never through a Python file: Arrow's threads let go of one as the interpreter exits,
+    and the process aborts after its work is done (exit 134, "terminate called without an
+    active exception"; one `rainbench stats` in ten did)."""
+    path = tmp_path / "samples.parquet"
+    pq.write_table(_realistic(50), path)
+    given = []
+    reading, opening = pq.read_table, pq.ParquetFile
+    monkeypatch.setattr(
+        pq, "read_table", lambda source, **kw: reading(given.append(source) or source, **kw)
+    )
+    monkeypatch.setattr(
+        pq, "ParquetFile", lambda source, **kw: opening(given.append(source) or source, **kw)
+    )
+    read_table(path, SCHEMA)
+    assert given and all(isinstance(source, pa.NativeFile) for source in given)
+
+
 def test_a_schema_casts_and_fills_as_pyarrow_s_does(tmp_path):
     """A column the file lacks is null; one of another type cast (7 reads as "7")."""
     path = tmp_path / "samples.parquet"
