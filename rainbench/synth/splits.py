@@ -243,11 +243,18 @@ def _commit(
         dataset.synthetic_manifest, pairs.sort_by([("split", "ascending"), ("shard", "ascending")])
     )
     info_json = dataset.read_info()
-    info_json["counts"]["synthetic"] = dict(sorted(Counter(pairs["split"].to_pylist()).items()))
-    # Every listed shard, as ingest counts them: the same counts whichever command ran last.
-    info_json["counts"]["shards"] = shards.num_rows
-    info_json["counts"]["bytes"] = int(pc.sum(shards["bytes"]).as_py() or 0)
+    info_json["counts"].update(_counts(pairs, shards))
     dataset.write_info(info_json)
+
+
+def _counts(pairs: pa.Table, shards: pa.Table) -> dict:
+    """dataset.json's counts that the paired splits change: pairs by split, and every
+    listed shard as ingest counts them (the same counts whichever command ran last)."""
+    return {
+        "synthetic": dict(sorted(Counter(pairs["split"].to_pylist()).items())),
+        "shards": shards.num_rows,
+        "bytes": int(pc.sum(shards["bytes"]).as_py() or 0),
+    }
 
 
 def _next_index(dataset: Dataset, split: str) -> int:
@@ -265,21 +272,23 @@ def _repair(dataset: Dataset, split: str) -> None:
 
     Unfinished shards and shards never listed are removed; so is a shard listed in
     shards.parquet whose rows never reached synthetic.parquet (a commit cut in two); and
-    dataset.json's pair counts follow synthetic.parquet again (a kill between the two).
+    dataset.json's counts follow the manifests again (a kill before it was written).
     """
     folder = dataset.root / "shards" / "synthetic" / split
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    info = dataset.read_info()
-    counts = dict(sorted(Counter(pairs["split"].to_pylist()).items()))
-    if info["counts"].get("synthetic", {}) != counts:
-        info["counts"]["synthetic"] = counts
-        dataset.write_info(info)
     with_rows = set(pairs["shard"].to_pylist())
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
     names, splits = shards["shard"].to_pylist(), shards["split"].to_pylist()
     keep = [n in with_rows or s != split for n, s in zip(names, splits, strict=True)]
     if not all(keep):
-        manifest.write_manifest(dataset.shards_manifest, shards.filter(pa.array(keep)))
+        shards = shards.filter(pa.array(keep))
+        manifest.write_manifest(dataset.shards_manifest, shards)
+    info = dataset.read_info()
+    counts = _counts(pairs, shards)
+    counted = {"synthetic": {}, **info["counts"]}  # none yet: no pairs, nothing to write
+    if any(counted.get(name) != value for name, value in counts.items()):
+        info["counts"].update(counts)
+        dataset.write_info(info)
     listed = {n for n, k in zip(names, keep, strict=True) if k}
     for path in folder.iterdir() if folder.exists() else []:
         if path.relative_to(dataset.root).as_posix() not in listed:

@@ -230,6 +230,10 @@ def test_a_kill_before_the_counts_are_written_is_repaired_by_the_next_run(ds, mo
     again = synthesize(ds, replace(OPTIONS, recipes=("streak",)))
     assert dict(again.existing) == {"syn-streak": 5} and sum(again.stored.values()) == 0
     assert verify(Dataset(ds)) == []
+    # The second shard is counted too, as a run never killed counts it.
+    counts = Dataset(ds).read_info()["counts"]
+    shards = pd.read_parquet(ds / "manifests/shards.parquet")
+    assert (counts["shards"], counts["bytes"]) == (len(shards), shards["bytes"].sum())
 
 
 def test_full_disk_ends_in_one_line_and_leaves_no_temporary(
