@@ -48,5 +48,7 @@ _TITLE = "rainbench leaderboard"  # how the Markdown, LaTeX and HTML pages start
 def write_leaderboard(results_dir: Path | Sequence[Path], fmt: str, out: Path) -> Path:
     """Write the leaderboard of `results_dir` to `out` in `fmt`; returns `out`."""
     out = Path(out)
-    write_atomic(out, render_leaderboard(results_dir, fmt).encode("utf-8"))
+    # Shared: two leaderboards made at once into one --out hold no lock; each writes a
+    # temporary of its own, and the last to finish replaces the other's page whole.
+    write_atomic(out, render_leaderboard(results_dir, fmt).encode("utf-8"), shared=True)
     return out

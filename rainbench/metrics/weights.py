@@ -249,7 +249,9 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
         _check_loads(path, file, "nothing was imported")  # no checksum: at least plain tensors
     dest = resolve_dir(weights_dir) / file.name
     if not (dest.exists() and dest.samefile(path)):
-        write_atomic(dest, Path(path).read_bytes())
+        # Shared: processes that hold no lock (two imports, an import beside a demo's
+        # fetch) may write the one weights folder at once.
+        write_atomic(dest, Path(path).read_bytes(), shared=True)
     return dest
 
 
@@ -321,7 +323,7 @@ def _known(name: str) -> WeightFile:
 
 
 def _fetch(file: WeightFile, url: str, folder: Path, timeout: float) -> WeightStatus:
-    partial = folder / f".{file.name}.part"
+    partial = folder / f".{file.name}.{os.getpid()}.part"  # two fetches at once: one each
     try:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -384,7 +386,7 @@ def extract_niqe(archive: str | Path, weights_dir: str | Path | None = None) -> 
     # pyiqa's NIQE reads these two variable names from a MATLAB file.
     scipy.io.savemat(buffer, {"mu_prisparam": mu, "cov_prisparam": cov})
     dest = resolve_dir(weights_dir) / file.name
-    write_atomic(dest, buffer.getvalue())
+    write_atomic(dest, buffer.getvalue(), shared=True)  # as import_file writes
     if file.check(dest)[1] != "ok":
         dest.unlink()
         raise MetricError(f"{dest} did not read back with the published NIQE parameters")

@@ -11,6 +11,9 @@ import math
 import os
 import re
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -994,3 +997,30 @@ def test_out_replaces_a_leaderboard_of_any_format_and_no_other_file(results_dir,
         assert refused.output.startswith(f"error: {out} exists and is not a leaderboard")
         assert refused.output.count("\n") == 1
     assert results.read_bytes() == kept and notes.read_text() == "# my notes\n"
+
+
+def test_two_leaderboards_written_at_once_into_one_out_both_finish(results_dir, tmp_path):
+    # The first waits with its page written, just before it puts it in place, while the
+    # second is written whole; a temporary of the same name was taken from under it.
+    out, ready, go = tmp_path / "lb.md", tmp_path / "ready", tmp_path / "go"
+    script = f"""
+import os, time
+from pathlib import Path
+from rainbench.leaderboard.publish import write_leaderboard
+replace = os.replace
+def paused(*names):
+    Path({str(ready)!r}).touch()
+    while not Path({str(go)!r}).exists():
+        time.sleep(0.01)
+    replace(*names)
+os.replace = paused
+write_leaderboard(Path({str(results_dir)!r}), "md", Path({str(out)!r}))
+"""
+    first = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    while not ready.exists() and first.poll() is None:
+        time.sleep(0.01)
+    write_leaderboard(results_dir, "md", out)
+    go.touch()
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    assert out.read_text() == render_leaderboard(results_dir, "md")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

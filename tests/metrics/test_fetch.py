@@ -4,6 +4,9 @@ there is no network. The server is a local one on 127.0.0.1, started by the test
 import dataclasses
 import hashlib
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,41 @@ def test_a_file_whose_checksum_holds_is_kept(isolated, server, monkeypatch):
     assert found.path == isolated / MUSIQ and found.state == "ok"
     assert found.path.read_bytes() == data
     assert [s.state for s in weights.status() if s.file.name == MUSIQ] == ["ok"]
+
+
+def test_two_fetches_of_one_file_at_once_both_keep_it(isolated, server, monkeypatch):
+    # The first waits with its download written, before it checks it, while the second
+    # is fetched whole; a partial file of the same name was taken from under it.
+    folder, url = server
+    data = b"musiq checkpoint bytes"
+    (folder / MUSIQ).write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()[:8]
+    known = dataclasses.replace(weights.KNOWN_FILES[MUSIQ], sha256=digest)
+    monkeypatch.setitem(weights.KNOWN_FILES, MUSIQ, known)
+    ready, go = isolated.parent / "ready", isolated.parent / "go"
+    script = f"""
+import dataclasses, time
+from pathlib import Path
+from rainbench.metrics import weights
+known = weights.KNOWN_FILES[{MUSIQ!r}]
+weights.KNOWN_FILES[{MUSIQ!r}] = dataclasses.replace(known, sha256={digest!r})
+copy = weights._copy
+def paused(*arguments):
+    copy(*arguments)
+    Path({str(ready)!r}).touch()
+    while not Path({str(go)!r}).exists():
+        time.sleep(0.01)
+weights._copy = paused
+weights.fetch([{MUSIQ!r}], base_url={url!r})
+"""
+    first = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    while not ready.exists() and first.poll() is None:
+        time.sleep(0.01)
+    weights.fetch([MUSIQ], base_url=url)
+    go.touch()
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    assert sorted(p.name for p in isolated.iterdir()) == [MUSIQ]
+    assert (isolated / MUSIQ).read_bytes() == data
 
 
 def test_a_mismatching_download_is_refused_and_nothing_stored(isolated, server):
