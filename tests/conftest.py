@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -159,6 +159,42 @@ def pool_elsewhere(tmp_path) -> WorkerPool:
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     return _PoolElsewhere(folder)
+
+
+# Run in a subprocess before the code of `held_at_rename`: its first os.replace waits for
+# the `go` file, its output written and not yet put in place.
+_HELD_AT_RENAME = """
+import os, time
+from pathlib import Path
+replace = os.replace
+def held(*names):
+    Path({ready!r}).touch()
+    while not Path({go!r}).exists():
+        time.sleep(0.01)
+    replace(*names)
+os.replace = held
+"""
+
+
+@pytest.fixture
+def held_at_rename(tmp_path):
+    """`process, release = held_at_rename(code)` runs the Python `code` in a subprocess
+    and returns once it waits just before its first rename (another writer may then
+    write the same file); `release()` lets it go on."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    ready, go = folder / "ready", folder / "go"
+
+    def start(code: str) -> tuple[subprocess.Popen, Callable[[], None]]:
+        script = _HELD_AT_RENAME.format(ready=str(ready), go=str(go)) + code
+        process = subprocess.Popen(
+            [sys.executable, "-c", script], stderr=subprocess.PIPE, text=True
+        )
+        while not ready.exists() and process.poll() is None:
+            time.sleep(0.01)
+        return process, go.touch
+
+    return start
 
 
 @pytest.fixture(scope="session")

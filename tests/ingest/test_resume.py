@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -393,15 +394,21 @@ def test_a_decoders_message_of_any_length_makes_a_journal_line_within_the_bound(
     assert len(json.dumps(record, ensure_ascii=False).encode()) < 1 << 20
 
 
-@pytest.mark.parametrize("damage", ['{"pad": 1}', "[]", '{"exif": 1}', "{"])
-def test_a_journal_line_that_is_no_record_is_cut_off_and_probed_again(
-    tmp_path, raw, reference, damage
-):
+def _killed_after_two_journal_appends(tmp_path, raw) -> Path:
+    """A dataset whose ingest was killed with two probes in its scan journal."""
     ds = tmp_path / "ds"
     with pytest.MonkeyPatch.context() as patch:
         _crash_on_call(patch, *CRASH_POINTS["scan, after two journal appends"])
         with pytest.raises(Killed):
             ingest([raw], ds, OPTIONS)
+    return ds
+
+
+@pytest.mark.parametrize("damage", ['{"pad": 1}', "[]", '{"exif": 1}', "{"])
+def test_a_journal_line_that_is_no_record_is_cut_off_and_probed_again(
+    tmp_path, raw, reference, damage
+):
+    ds = _killed_after_two_journal_appends(tmp_path, raw)
     with (ds / ".ingest" / "scan.jsonl").open("a") as journal:
         journal.write(damage + "\n")
     ingest([raw], ds, OPTIONS)
@@ -409,11 +416,7 @@ def test_a_journal_line_that_is_no_record_is_cut_off_and_probed_again(
 
 
 def test_a_journal_line_longer_than_any_record_is_one_line_read_no_further(tmp_path, raw):
-    ds = tmp_path / "ds"
-    with pytest.MonkeyPatch.context() as patch:
-        _crash_on_call(patch, *CRASH_POINTS["scan, after two journal appends"])
-        with pytest.raises(Killed):
-            ingest([raw], ds, OPTIONS)
+    ds = _killed_after_two_journal_appends(tmp_path, raw)
     with (ds / ".ingest" / "scan.jsonl").open("a") as journal:
         journal.write('{"pad": "' + "x" * (1 << 20) + '"}\n')
     with pytest.raises(DatasetError, match=r"scan\.jsonl: a line of more than 1 MiB") as refused:

@@ -11,9 +11,6 @@ import math
 import os
 import re
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -999,28 +996,18 @@ def test_out_replaces_a_leaderboard_of_any_format_and_no_other_file(results_dir,
     assert results.read_bytes() == kept and notes.read_text() == "# my notes\n"
 
 
-def test_two_leaderboards_written_at_once_into_one_out_both_finish(results_dir, tmp_path):
+def test_two_leaderboards_written_at_once_into_one_out_both_finish(
+    results_dir, tmp_path, held_at_rename
+):
     # The first waits with its page written, just before it puts it in place, while the
     # second is written whole; a temporary of the same name was taken from under it.
-    out, ready, go = tmp_path / "lb.md", tmp_path / "ready", tmp_path / "go"
-    script = f"""
-import os, time
-from pathlib import Path
-from rainbench.leaderboard.publish import write_leaderboard
-replace = os.replace
-def paused(*names):
-    Path({str(ready)!r}).touch()
-    while not Path({str(go)!r}).exists():
-        time.sleep(0.01)
-    replace(*names)
-os.replace = paused
-write_leaderboard(Path({str(results_dir)!r}), "md", Path({str(out)!r}))
-"""
-    first = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    while not ready.exists() and first.poll() is None:
-        time.sleep(0.01)
+    out = tmp_path / "lb.md"
+    first, release = held_at_rename(
+        "from rainbench.leaderboard.publish import write_leaderboard\n"
+        f"write_leaderboard(Path({str(results_dir)!r}), 'md', Path({str(out)!r}))\n"
+    )
     write_leaderboard(results_dir, "md", out)
-    go.touch()
+    release()
     assert first.wait(timeout=60) == 0, first.stderr.read()
     assert out.read_text() == render_leaderboard(results_dir, "md")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -8,10 +8,7 @@ import hashlib
 import io
 import os
 import re
-import subprocess
-import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -188,31 +185,23 @@ def test_import_knows_a_downloaded_twice_name_without_a_published_checksum(isola
     assert weights.import_file(source, isolated) == isolated / BRISQUE
 
 
-def test_two_imports_of_one_file_at_once_both_finish(isolated, tmp_path, fake_params):
+def test_two_imports_of_one_file_at_once_both_finish(
+    isolated, tmp_path, fake_params, held_at_rename
+):
     # The first waits with its copy written, just before it puts it in place, while the
     # second is imported whole; a temporary of the same name was taken from under it.
     source = write_mat(tmp_path / NIQE, *fake_params)
-    ready, go = tmp_path / "ready", tmp_path / "go"
-    script = f"""
-import dataclasses, os, time
-from pathlib import Path
+    first, release = held_at_rename(
+        f"""
+import dataclasses
 from rainbench.metrics import weights
 known = weights.KNOWN_FILES[{NIQE!r}]
 weights.KNOWN_FILES[{NIQE!r}] = dataclasses.replace(known, sha256={params_sha256(*fake_params)!r})
-replace = os.replace
-def paused(*names):
-    Path({str(ready)!r}).touch()
-    while not Path({str(go)!r}).exists():
-        time.sleep(0.01)
-    replace(*names)
-os.replace = paused
 weights.import_file({str(source)!r}, {str(isolated)!r})
 """
-    first = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    while not ready.exists() and first.poll() is None:
-        time.sleep(0.01)
+    )
     weights.import_file(source, isolated)
-    go.touch()
+    release()
     assert first.wait(timeout=60) == 0, first.stderr.read()
     assert (isolated / NIQE).read_bytes() == source.read_bytes()
     assert sorted(p.name for p in isolated.iterdir()) == [NIQE]

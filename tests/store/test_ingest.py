@@ -170,13 +170,12 @@ def _keys(url: str) -> set[str]:
     return set(pd.read_parquet(open_dataset(url).samples_manifest)["key"])
 
 
-@pytest.mark.parametrize("committed_before_the_kill", [False, True])
-def test_a_resumed_ingest_keeps_what_another_writer_committed_meanwhile(
-    bucket, tmp_path, monkeypatch, committed_before_the_kill
-):
-    """Killed here, the store's lock then taken by an ingest with another cache (which
-    plans from the store and commits), then resumed here: the resumed run plans again
-    against the store, so no shard of the other's is overwritten and no row of it lost."""
+def _mine_killed_then_theirs_committed(
+    bucket, tmp_path, monkeypatch, committed_before_the_kill: bool = False
+) -> tuple[str, IngestOptions, set[str]]:
+    """An ingest of mine/ into the store killed at its third shard, then one of theirs/
+    with another cache committed: the store's dataset, the options both used, and the
+    keys the store then holds."""
     for folder, seed in (("mine", 2), ("theirs", 8)):
         for spec in sample_specs(6, seed=seed, size=(160, 120)):
             write_capture(tmp_path / folder, spec)
@@ -192,6 +191,19 @@ def test_a_resumed_ingest_keeps_what_another_writer_committed_meanwhile(
     ingest([tmp_path / "theirs"], url, small)
     theirs = _keys(url)
     monkeypatch.setenv("RAINBENCH_CACHE", cache)
+    return url, small, theirs
+
+
+@pytest.mark.parametrize("committed_before_the_kill", [False, True])
+def test_a_resumed_ingest_keeps_what_another_writer_committed_meanwhile(
+    bucket, tmp_path, monkeypatch, committed_before_the_kill
+):
+    """Killed here, the store's lock then taken by an ingest with another cache (which
+    plans from the store and commits), then resumed here: the resumed run plans again
+    against the store, so no shard of the other's is overwritten and no row of it lost."""
+    url, small, theirs = _mine_killed_then_theirs_committed(
+        bucket, tmp_path, monkeypatch, committed_before_the_kill
+    )
     summary = ingest([tmp_path / "mine"], url, small)
     assert summary.resumed
     assert theirs < _keys(url) and len(_keys(url)) == 12
@@ -683,19 +695,9 @@ def test_a_plan_here_that_is_damaged_is_one_line_when_the_resume_plans_again(
 ):
     # The plan of a store's dataset lies in the cache folder here; the resume reads its
     # shards to remove their uploads, bounded as a manifest is.
-    for folder, seed in (("mine", 2), ("theirs", 8)):
-        for spec in sample_specs(6, seed=seed, size=(160, 120)):
-            write_capture(tmp_path / folder, spec)
-    url, small = f"{bucket}/ds", IngestOptions(workers=1, shard_bytes=5_000)
-    with monkeypatch.context() as patch:
-        patch.setattr(run_module, "write_unit", _killed_at_the_third_shard())
-        with pytest.raises(Killed):
-            ingest([tmp_path / "mine"], url, small)
-    cache = os.environ["RAINBENCH_CACHE"]
-    (plan,) = Path(cache).rglob(".ingest/plan.parquet")
-    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "another-cache"))
-    ingest([tmp_path / "theirs"], url, small)  # the store moved on: the resume plans again
-    monkeypatch.setenv("RAINBENCH_CACHE", cache)
+    # The store moved on: the resume plans again.
+    url, small, _ = _mine_killed_then_theirs_committed(bucket, tmp_path, monkeypatch)
+    (plan,) = Path(os.environ["RAINBENCH_CACHE"]).rglob(".ingest/plan.parquet")
     if damage == "bomb":  # a hundred thousand rows of one 16 MiB name: 1.6 TB decoded
         rows = pa.DictionaryArray.from_arrays(
             pa.array(np.zeros(100_000, np.int32)), ["/" * (16 << 20)]
