@@ -119,4 +119,5 @@ def write_json(result: Any, out: Path) -> None:
     """Also keep the result as a JSON file (--out of tag-eval and analyze), replaced
     atomically: an interrupted write leaves the earlier report whole."""
     prepare_report(out)
-    write_atomic(out, (to_json(result) + "\n").encode("utf-8"))
+    # Shared: no lock is held, and two commands may keep reports in one file at once.
+    write_atomic(out, (to_json(result) + "\n").encode("utf-8"), shared=True)

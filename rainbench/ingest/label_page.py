@@ -130,7 +130,7 @@ def write_label_page(
     cards = [_card(row, pictures[row["key"]]) for row in rows]
     summary.cards = len(cards)
     summary.unreadable = sorted(card.key for card in cards if card.problem)
-    write_atomic(out, render_page(name, cards).encode())
+    write_atomic(out, render_page(name, cards).encode(), shared=True)  # no lock is held
     return summary
 
 

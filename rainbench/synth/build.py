@@ -272,7 +272,7 @@ def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | No
     }
     exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _ASCII + json.dumps(made).encode()
     sheet.save(encoded, format=Image.registered_extensions()[out.suffix.lower()], exif=exif)
-    write_atomic(out, encoded.getvalue())
+    write_atomic(out, encoded.getvalue(), shared=True)  # no lock is held
     return out
 
 

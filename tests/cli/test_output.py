@@ -92,3 +92,20 @@ def test_a_json_out_interrupted_mid_write_keeps_the_earlier_report(tmp_path, mon
         write_json({"a": 2, "long": "x" * 100_000}, out)
     assert json.loads(out.read_text()) == {"a": 1}
     assert [path.name for path in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_two_json_outs_written_at_once_into_one_file_both_finish(tmp_path, held_at_rename):
+    # The first waits with its report written, just before it puts it in place, while
+    # the second is written whole; a temporary of the same name was taken from under it.
+    from rainbench.cli.output import write_json
+
+    out = tmp_path / "report.json"
+    first, release = held_at_rename(
+        "from rainbench.cli.output import write_json\n"
+        f"write_json({{'run': 1}}, Path({str(out)!r}))\n"
+    )
+    write_json({"run": 2}, out)
+    release()
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    assert json.loads(out.read_text()) == {"run": 1}  # the last to finish
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

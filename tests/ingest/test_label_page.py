@@ -137,6 +137,18 @@ def test_split_and_limit_choose_the_captures(dataset, tmp_path):
         write_label_page(dataset, tmp_path / "none.html", splits=("nowhere",))
 
 
+def test_two_pages_written_at_once_into_one_out_both_finish(dataset, tmp_path, held_at_rename):
+    out = tmp_path / "page.html"
+    first, release = held_at_rename(
+        "from rainbench.ingest.label_page import write_label_page\n"
+        f"write_label_page(Path({str(dataset)!r}), Path({str(out)!r}), workers=1, limit=2)\n"
+    )
+    write_label_page(dataset, out, workers=1)
+    release()
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    assert len(_card_keys(out.read_text())) == 2  # the last to finish
+
+
 def test_command_writes_the_page(dataset, tmp_path):
     out = tmp_path / "page.html"
     result = CliRunner().invoke(main, ["label", str(dataset), "--out", str(out), "-j", "1"])

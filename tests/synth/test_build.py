@@ -286,6 +286,20 @@ def test_preview_sheet(tmp_path):
         assert sheet.format == "JPEG"  # as its suffix names
 
 
+def test_two_preview_sheets_written_at_once_into_one_out_both_finish(tmp_path, held_at_rename):
+    path = write_capture(tmp_path, sample_specs(1, seed=2, size=(160, 120))[0])
+    out = tmp_path / "sheet.png"
+    first, release = held_at_rename(
+        "from rainbench.synth.build import preview_sheet\n"
+        f"preview_sheet(Path({str(path)!r}), Path({str(out)!r}), seed=1)\n"
+    )
+    preview_sheet(path, out)
+    release()
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    with Image.open(out) as sheet:  # the last to finish
+        assert json.loads(sheet.getexif().get_ifd(0x8769)[0x9286][8:])["seed"] == 1
+
+
 @pytest.mark.parametrize("name", ["sheet.png", "sheet.jpg"])
 def test_a_preview_sheet_names_what_made_it(tmp_path, name):
     path = write_capture(tmp_path, sample_specs(1, seed=2, size=(160, 120))[0])
