@@ -149,11 +149,16 @@ def tag_dataset(
         if not dataset.samples_manifest.exists():
             raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
         summary = retag(dataset, labels, skip_bad_labels, workers, fit, shipped)
-        if summary.sheet is not None:
-            # Which sheet labelled the captures, as an ingest run records its own.
-            info = dataset.read_info()
+        info = dataset.read_info()
+        sheets = info.get("label_sheets", [])
+        # Which sheet labelled the captures, as an ingest run records its own; the same
+        # sheet applied again to the same effect is not, as an ingest finding nothing new
+        # adds no run.
+        if summary.sheet is not None and not (
+            sheets and {name: sheets[-1].get(name) for name in summary.sheet} == summary.sheet
+        ):
             applied = {"applied_at": datetime.now(UTC).isoformat(), "tool_version": __version__}
-            info["label_sheets"] = [*info.get("label_sheets", []), {**summary.sheet, **applied}]
+            info["label_sheets"] = [*sheets, {**summary.sheet, **applied}]
             dataset.write_info(info)
         return summary
 

@@ -177,6 +177,10 @@ def test_bad_labels_are_reported_and_nothing_is_applied(tmp_path, tagged):
     assert {"applied_at", "tool_version"} <= recorded.keys()
     changed = {path for path, digest in _hashes(tagged).items() if before.get(path) != digest}
     assert changed == {"dataset.json", "manifests/samples.parquet"}
+    # The same sheet again, to the same effect, is not recorded again: nothing changes.
+    again = _hashes(tagged)
+    tag_dataset(tagged, labels=sheet, skip_bad_labels=True)
+    assert _hashes(tagged) == again
 
 
 def test_another_datasets_sheet_is_one_problem_that_counts_its_rows(tmp_path, tagged):
