@@ -91,13 +91,17 @@ def test_unknown_metric_and_empty_folder_exit_one(tmp_path, folders):
     assert empty.exit_code == 1
 
 
+def _score_psnr_y(pred, gt, out):
+    args = ["score", "--pred", str(pred), "--ref", str(gt), "--metrics", "psnr_y"]
+    return CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])
+
+
 def test_a_run_whose_every_image_fails_exits_one_and_keeps_its_rows(tmp_path, folders):
     pred, gt = folders
     for path in pred.glob("*.png"):
         path.write_bytes(b"not a picture")
     out = tmp_path / "scores.parquet"
-    args = ["score", "--pred", str(pred), "--ref", str(gt), "--metrics", "psnr_y"]
-    result = CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])
+    result = _score_psnr_y(pred, gt, out)
     assert result.exit_code == 1
     assert result.stderr.endswith(
         f"error: every one of the 3 images failed to score (why: above; rows in {out})\n"
@@ -105,7 +109,7 @@ def test_a_run_whose_every_image_fails_exits_one_and_keeps_its_rows(tmp_path, fo
     assert len(pd.read_parquet(out)) == 3
     # One that scores beside the failures: reported, exit 0.
     Image.open(gt / "0.png").save(pred / "0.png")
-    partly = CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])
+    partly = _score_psnr_y(pred, gt, out)
     assert partly.exit_code == 0 and "over 1 image (1 identical to the reference), 2 failed" in (
         partly.stdout
     )
@@ -117,8 +121,7 @@ def test_a_run_of_one_image_that_fails_says_so_in_the_singular(tmp_path, folders
         path.unlink()
     (pred / "0.png").write_bytes(b"not a picture")
     out = tmp_path / "scores.parquet"
-    args = ["score", "--pred", str(pred), "--ref", str(gt), "--metrics", "psnr_y"]
-    result = CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])
+    result = _score_psnr_y(pred, gt, out)
     assert result.exit_code == 1
     assert result.stderr.endswith(
         f"error: the one image failed to score (why: above; rows in {out})\n"
