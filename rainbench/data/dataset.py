@@ -60,15 +60,20 @@ def current_slot(
     """This process's slot: rank and world size from torch.distributed when it is
     initialised, else from $RANK / $WORLD_SIZE, else 0 of 1; times the DataLoader worker.
     Worker 0 plays the slot of worker `first_worker`, worker 1 the next one, cyclically."""
-    if rank is None or world_size is None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        else:
-            rank = int(os.environ.get("RANK", 0))
-            world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank, world_size = rank_and_world_size(rank, world_size)
     worker = get_worker_info()
     workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
     return Slot(rank * workers + (worker_id + first_worker) % workers, world_size * workers)
+
+
+def rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """The ones given, else from torch.distributed when it is initialised, else from
+    $RANK / $WORLD_SIZE, else 0 of 1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 @dataclass
@@ -181,6 +186,14 @@ class RainDataset(IterableDataset):
         self._resume = {int(slot): int(n) for slot, n in state["consumed"].items()}
         self._first_worker = first_worker
 
+    def __getstate__(self) -> dict:
+        # A DataLoader worker started by spawn or forkserver (under mp.spawn's ranks, or
+        # with multiprocessing_context) has no process group of its own: it would take
+        # itself for rank 0 of 1 and read every rank's samples. It gets this process's.
+        state = self.__dict__.copy()
+        state["rank"], state["world_size"] = rank_and_world_size(self.rank, self.world_size)
+        return state
+
     def __iter__(self) -> Iterator[dict]:
         slot = current_slot(self.rank, self.world_size, self._first_worker)
         skip = self._resume.get(slot.index, 0)
@@ -286,12 +299,14 @@ class RainDataset(IterableDataset):
         ]
 
     def _capture(self, row) -> torch.Tensor:
+        """A capture (see `_picture`), which must be the row's width × height: a picture
+        put in its place after ingest would otherwise pass for it. A RAW capture's
+        stored preview is smaller than its sensor, which the row's size is."""
         fmt = FORMATS[row["format"]]
         if fmt.raw:  # camera RAW: the stored sRGB preview, already upright
             return self._picture(row, row["member"], FORMATS["jpeg"], None)
-        return self._picture(
-            row, row["member"], fmt, _int(row["orientation"]), stored_bytes=_int(row["bytes"])
-        )
+        orientation, stored_bytes = _int(row["orientation"]), _int(row["bytes"])
+        return self._picture(row, row["member"], fmt, orientation, stored_bytes, exact_size=True)
 
     def _pair_picture(self, row, member: str):
         """A PNG of a pair (see `_picture`), which must be the row's width × height: the
@@ -324,13 +339,12 @@ class RainDataset(IterableDataset):
             # cannot read, whose message goes on with a C++ stack trace.
             except (OSError, RuntimeError) as error:
                 raise ShardError(f"{where}: does not decode: {first_line(error)}") from None
+            if exact_size:
+                _check_size(where, picture.shape, width, height)
         else:
             stored = StoredPicture(*decode_picture(data, fmt, where, width, height))
-            if exact_size and stored.shape[1:] != (height, width):
-                raise ShardError(
-                    f"{where}: {stored.shape[2]}×{stored.shape[1]}, not the manifest's "
-                    f"{width}×{height} (run rainbench verify)"
-                )
+            if exact_size:
+                _check_size(where, stored.shape, width, height)
             _, height, width = stored.shape
             if self.crop is not None and min(height, width) >= self.crop:
                 return stored
@@ -392,6 +406,15 @@ class StoredPicture:
         row = rows - top - side if flip_rows else top
         column = columns - left - side if flip_columns else left
         return (row, column) if swap else (column, row)
+
+
+def _check_size(where: str, shape: tuple, width: int | None, height: int | None) -> None:
+    """Refuse an upright 3×H×W picture that is not the manifest's width × height."""
+    if None not in (width, height) and tuple(shape[1:]) != (height, width):
+        raise ShardError(
+            f"{where}: {shape[2]}×{shape[1]}, not the manifest's {width}×{height} "
+            "(run rainbench verify)"
+        )
 
 
 def _require_torch_decoder() -> None:

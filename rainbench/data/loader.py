@@ -3,39 +3,45 @@ so a checkpoint can resume in the middle of an epoch with exactly the batches le
 the order an uninterrupted run would have had them.
 """
 
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 
-import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate, default_convert
 
 from rainbench.data.dataset import RainDataset, Slot, current_slot
 from rainbench.errors import RainbenchError
 from rainbench.shards.dataset import DatasetError
-
-_PLACE = ("__slot__", "__position__")  # where each item comes from, as the dataset says
 
 
 class Loader:
     """Iterate batches; `state_dict()` at any point, `load_state_dict()` to resume.
 
     Keyword arguments go to `torch.utils.data.DataLoader` (batch_size, num_workers,
-    pin_memory, …). The layout of slots (world size × workers) must be the same when
-    resuming; `load_state_dict` refuses another.
+    pin_memory, collate_fn, …). The layout of slots (world size × workers) must be the
+    same when resuming; `load_state_dict` refuses another. With `equal_ranks`, every
+    rank's epoch ends after the same number of batches, the shortest rank's, as DDP
+    needs; the longer ranks' last crops are left out of that epoch.
     """
 
-    def __init__(self, dataset: RainDataset, **options):
+    def __init__(self, dataset: RainDataset, *, equal_ranks: bool = False, **options):
         self.dataset = dataset
+        self.equal_ranks = equal_ranks
         self.options = options
         self._consumed: dict[int, int] = {}
 
-    def __iter__(self) -> Iterator[dict]:
-        loader = DataLoader(self.dataset, **self.options)
-        for batch in _in_one_line(loader):
-            # A batch's tensors of slots and positions; one item's ints with batch_size=None.
-            slots, positions = (np.atleast_1d(batch[name]).tolist() for name in _PLACE)
-            for slot, position in zip(slots, positions, strict=True):
-                self._consumed[slot] = max(self._consumed.get(slot, 0), position + 1)
-            yield batch
+    def __iter__(self) -> Iterator:
+        batched = self.options.get("batch_size", 1) is not None
+        collate = _Placed(self.options.get("collate_fn"), batched)
+        loader = DataLoader(self.dataset, **{**self.options, "collate_fn": collate})
+        batches = _in_one_line(loader)
+        left = len(self) - self._taken() if self.equal_ranks else None
+        try:
+            for places, batch in itertools.islice(batches, left):
+                for slot, position in places:
+                    self._consumed[slot] = max(self._consumed.get(slot, 0), position + 1)
+                yield batch
+        finally:
+            batches.close()  # ends the workers now, also when equal_ranks stops early
         # The epoch is over: the next one starts from nothing.
         self._consumed = {}
         self.dataset.load_state_dict(self.dataset.state_dict())
@@ -43,8 +49,11 @@ class Loader:
     def __len__(self) -> int:
         """Batches an epoch yields in this process: each loader process (num_workers of
         them, else this one) batches its own share of this rank's samples and ends with
-        its own partial batch, left out with drop_last."""
-        return sum(self._batches(slot) for slot in self._slots())
+        its own partial batch, left out with drop_last. With `equal_ranks`, the fewest
+        any rank's process yields."""
+        rank = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
+        ranks = range(rank.count) if self.equal_ranks else [rank.index]
+        return min(sum(self._batches(slot) for slot in self._slots(r)) for r in ranks)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.dataset.epoch:
@@ -62,11 +71,13 @@ class Loader:
         self.dataset.load_state_dict(state, first_worker=self._next_worker(consumed))
         self._consumed = consumed
 
-    def _slots(self) -> list[Slot]:
-        """This rank's slots, one per DataLoader worker (one without workers)."""
+    def _slots(self, rank: int | None = None) -> list[Slot]:
+        """A rank's slots (this one's by default), one per DataLoader worker (one without
+        workers)."""
         workers = max(1, self.options.get("num_workers", 0))
-        rank = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
-        return [Slot(rank.index * workers + w, rank.count * workers) for w in range(workers)]
+        this = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
+        index = this.index if rank is None else rank
+        return [Slot(index * workers + w, this.count * workers) for w in range(workers)]
 
     def _batch_size(self) -> int:
         return self.options.get("batch_size", 1) or 1  # None: items one by one
@@ -75,6 +86,12 @@ class Loader:
         """The batches a slot's worker yields in an epoch."""
         items, size = self.dataset.slot_items(slot), self._batch_size()
         return items // size if self.options.get("drop_last") else -(-items // size)
+
+    def _taken(self) -> int:
+        """The batches this rank has yielded so far this epoch: every worker's batches
+        are full but its last."""
+        size = self._batch_size()
+        return sum(-(-self._consumed.get(slot.index, 0) // size) for slot in self._slots())
 
     def _next_worker(self, consumed: dict[int, int]) -> int:
         """The worker whose batch an uninterrupted epoch would take next, from what each
@@ -105,6 +122,21 @@ class Loader:
                 f"{workers}: resume with the same world size and num_workers, or crops would "
                 "repeat or go missing"
             )
+
+
+class _Placed:
+    """The collate_fn DataLoader is given: the one asked for (else DataLoader's own),
+    with where each item comes from taken out first, as a collate_fn of one's own may
+    keep no `__slot__` / `__position__` or make no dict."""
+
+    def __init__(self, collate: Callable | None, batched: bool):
+        self.collate = collate or (default_collate if batched else default_convert)
+        self.batched = batched  # else DataLoader calls it on each item alone
+
+    def __call__(self, items) -> tuple[list[tuple[int, int]], object]:
+        group = items if self.batched else [items]
+        places = [(int(item["__slot__"]), int(item["__position__"])) for item in group]
+        return places, self.collate(items)
 
 
 def _in_one_line(batches: Iterable) -> Iterator:

@@ -48,6 +48,21 @@ def test_every_sample_exactly_once_across_two_ranks_of_two_workers(_dataset, cro
     assert set(everything.values()) == {crops_per_image}
 
 
+def test_a_spawned_worker_keeps_the_rank_of_its_process(_dataset, monkeypatch):
+    # A worker started by spawn (under mp.spawn, or multiprocessing_context="spawn")
+    # unpickles the dataset in a process where torch.distributed is not initialised.
+    dataset = RainDataset(_dataset, crop=48)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    sent = pickle.dumps(dataset)
+    monkeypatch.undo()
+    in_worker = pickle.loads(sent)
+    ranks = [RainDataset(_dataset, crop=48, rank=rank, world_size=2) for rank in (0, 1)]
+    assert _keys(DataLoader(in_worker, batch_size=4)) == _keys(DataLoader(ranks[1], batch_size=4))
+    assert _keys(DataLoader(in_worker, batch_size=4)) != _keys(DataLoader(ranks[0], batch_size=4))
+
+
 def test_the_order_comes_from_seed_and_epoch():
     shards = np.array(["a", "a", "b", "b", "b", "c"])
     first = epoch_order(shards, seed=1, epoch=0, shuffle=True)
@@ -312,6 +327,28 @@ def test_a_pair_picture_not_of_its_rows_size_is_refused(ds, crop):
     expected = f"{name}: {pair.height}×{pair.width}, not the manifest's {pair.width}×{pair.height}"
     with pytest.raises(ShardError, match=re.escape(expected)):
         list(RainDataset(ds, mode="paired", paired_split="syn-streak", crop=crop, shuffle=False))
+
+
+@pytest.mark.parametrize("decode_device", [None, "cpu"])
+def test_a_capture_not_of_its_rows_size_is_refused(ds, decode_device):
+    # A picture put in a capture's place after ingest decodes, and was read as that
+    # capture: crops of another picture, or padding, under the capture's key and labels.
+    if decode_device is not None and dataset_module.torch_jpeg_decoder() is None:
+        pytest.skip("no torch JPEG decoder")
+    samples = _samples(ds)
+    row = samples[(samples.format == "jpeg") & (samples.orientation == 1)].iloc[0]
+    other = io.BytesIO()
+    Image.new("RGB", (row.width // 2, row.height // 2)).save(other, "JPEG")
+    _add_member(ds / row.shard, f"{row.key}.jpg", other.getvalue())  # the later one wins
+    expected = (
+        f"{row.key}.jpg: {row.width // 2}×{row.height // 2}, not the manifest's "
+        f"{row.width}×{row.height}"
+    )
+    only = Filters(query=f"key == '{row.key}'")
+    for crop in (32, None):
+        loader = RainDataset(ds, filters=only, crop=crop, decode_device=decode_device)
+        with pytest.raises(ShardError, match=re.escape(expected)):
+            list(loader)
 
 
 @pytest.mark.parametrize("decode_device", [None, "cpu"])

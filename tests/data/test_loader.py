@@ -2,9 +2,11 @@
 uninterrupted run has it, with any workers, and only from a state of the same layout;
 an error in a worker says what it says without one."""
 
+import itertools
 import multiprocessing
 import signal
 import tarfile
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -61,6 +63,48 @@ def test_resuming_mid_epoch_gives_the_rest_and_nothing_else(_dataset):
     assert not set(seen) & set(rest)
     assert sorted(seen + rest) == sorted(everything)
     assert len(everything) == len(whole)
+
+
+def test_a_collate_fn_of_ones_own_batches_and_resumes(_dataset):
+    # A collate_fn that keeps no `__slot__` / `__position__` and makes no dict.
+    def keys(items: list[dict]) -> list[str]:
+        return [item["key"] for item in items]
+
+    def loader() -> Loader:
+        data = RainDataset(_dataset, crop=24, seed=5)
+        return Loader(data, batch_size=3, num_workers=2, collate_fn=keys)
+
+    whole = list(loader())
+    assert len(whole) == len(loader())
+    first = loader()
+    seen = list(itertools.islice(first, 3))
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    assert seen + list(resumed) == whole
+
+
+@pytest.mark.parametrize("options", [{"num_workers": 2}, {"num_workers": 2, "drop_last": True}])
+def test_equal_ranks_end_every_ranks_epoch_after_as_many_batches(_dataset, options):
+    def loader(rank: int, equal_ranks: bool) -> Loader:
+        data = RainDataset(_dataset, crop=24, crops_per_image=2, rank=rank, world_size=2)
+        return Loader(data, batch_size=2, equal_ranks=equal_ranks, **options)
+
+    # 17 captures over 2 ranks × 2 workers: slots of 5, 4, 4 and 4 captures.
+    assert [len(loader(rank, equal_ranks=False)) for rank in (0, 1)] == [9, 8]
+    keys = []
+    for rank in (0, 1):
+        equal = loader(rank, equal_ranks=True)
+        batches = [batch["key"] for batch in equal]
+        assert len(batches) == len(equal) == 8
+        assert equal.state_dict()["consumed"] == {}  # the epoch is over
+        keys.append(Counter(key for batch in batches for key in batch))
+    assert not set(keys[0]) & set(keys[1])
+    # Resumed mid-epoch, the rank still stops at the same batch.
+    first = loader(0, equal_ranks=True)
+    seen = list(itertools.islice(first, 3))
+    resumed = loader(0, equal_ranks=True)
+    resumed.load_state_dict(first.state_dict())
+    assert len(seen) + len(list(resumed)) == 8
 
 
 def _contents(batch: dict) -> tuple:
