@@ -71,7 +71,7 @@ WEIGHTED = ("adversarial", "consistency", "sparsity", "layer_contrast", "locatio
 WINDOW = 0.1  # the first and last 10 % of the steps
 
 
-def main() -> int:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--release", type=Path, default=os.environ.get(REFERENCE),
                         help=f"the unpacked public release (default: ${REFERENCE})")  # fmt: skip
@@ -85,13 +85,18 @@ def main() -> int:
     parser.add_argument("--recipe", default="heavy-streak", help="nlcl_learns.py's --recipe")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where both codes train (scoring stays on the CPU)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("nlcl-side-by-side.json"))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, help="the JSON (default: WORK/nlcl-side-by-side.json)")
+    args = parser.parse_args(argv)
     if not args.release or not (args.release / "train.py").is_file():
         parser.error(f"--release (or ${REFERENCE}) must name the unpacked public release")
     if args.steps % args.log_every:
         parser.error("--steps must be a multiple of --log-every")
+    args.out = args.out or args.work / "nlcl-side-by-side.json"
+    return args
 
+
+def main() -> int:
+    args = arguments()
     train_set, held_out = build(args.work, "regions", args.recipe)
     public_data = public_folders(train_set.parent)
     runs = args.work / f"runs-{args.crop}-{args.steps}"

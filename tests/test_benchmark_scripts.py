@@ -78,3 +78,13 @@ def test_the_json_goes_under_work_unless_out_names_a_file(load_benchmark, tmp_pa
     assert arguments(["--work", str(tmp_path)]).out == tmp_path / name
     given = ["--work", str(tmp_path), "--out", "here.json"]
     assert arguments(given).out == Path("here.json")
+
+
+def test_the_side_by_side_json_goes_under_work_unless_out_names_a_file(load_benchmark, tmp_path):
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "train.py").touch()
+    arguments = load_benchmark("nlcl_side_by_side").arguments
+    given = ["--release", str(release), "--work", str(tmp_path)]
+    assert arguments(given).out == tmp_path / "nlcl-side-by-side.json"
+    assert arguments([*given, "--out", "here.json"]).out == Path("here.json")

@@ -15,10 +15,11 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -351,8 +352,25 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
         ),
         "name": options.name or info.get("name") or Path(dataset.url or dataset.root).name,
         "tool_version": __version__,
-        "versions": installed_versions(CAPTURE_LIBRARIES),
+        # The driver's at the first start; any other set its processes had is added to
+        # "other_versions" as met (`_worked_with`).
+        "versions": _versions_here(),
+        "other_versions": [],
     }
+
+
+@cache  # once a process: what it has imported stays as it was, whatever is installed later
+def _versions_here() -> dict:
+    """rainbench's and the capture libraries' versions in this process."""
+    return {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
+
+
+def _with_versions(call: tuple[Callable, object]) -> tuple[dict, object]:
+    """`fn(task)` and the versions of the process that ran it: a worker's, which on a
+    Ray cluster need not be the driver's. The function travels with the task, so what
+    the driver's module names at the time (a test's stand-in too) is what runs."""
+    fn, task = call
+    return _versions_here(), fn(task)
 
 
 class _Run:
@@ -370,6 +388,7 @@ class _Run:
 
     def execute(self, summary: IngestSummary) -> None:
         started = time.perf_counter()
+        self._worked_with(_versions_here())  # a resumption plans, commits and finalizes
         samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
         if not self.plan_path.exists():
             rejects = manifest.read_manifest(self.dataset.rejects_manifest, manifest.REJECTS)
@@ -400,6 +419,21 @@ class _Run:
         self._finalize(plan, results, summary)
         summary.seconds += time.perf_counter() - started
 
+    def _worked_with(self, versions: dict) -> None:
+        """Add `versions` to the run's other versions unless it has them, in run.json
+        before the work done with them is kept, so that a run resumed after an upgrade
+        names both its starts' versions."""
+        first = self.settings.get("versions")
+        if first is None:  # a run an older rainbench started: its versions are unknown
+            return
+        others = self.settings.setdefault("other_versions", [])
+        # A rainbench that recorded its start's versions without its own: tool_version.
+        if versions in [{"rainbench": self.settings["tool_version"], **first}, *others]:
+            return
+        others.append(versions)
+        if self.dataset.pending_run.exists():  # else the scan writes it, these included
+            write_atomic(self.dataset.pending_run, json.dumps(self.settings, indent=2).encode())
+
     # -- phase 1: scan -------------------------------------------------------------------
 
     def _scan(self, samples: pa.Table, rejects: pa.Table, summary: IngestSummary) -> list:
@@ -426,7 +460,10 @@ class _Run:
             for i in range(0, len(todo), batch)
         ]
         bar = self._bar(len(todo), "scan", "img")
-        for records in self.pool.map_unordered(probe_batch, tasks):
+        for versions, records in self.pool.map_unordered(
+            _with_versions, [(probe_batch, task) for task in tasks]
+        ):
+            self._worked_with(versions)
             self.journal.append(records)
             summary.scanned += len(records)
             summary.scanned_bytes += sum(max(0, r["source"]["size"]) for r in records)
@@ -492,7 +529,10 @@ class _Run:
             self._commit(plan, results)
         bar = self._bar(sum(len(t.rows) for t in tasks), "write", "img")
         last_commit = time.monotonic()
-        for result in self.pool.map_unordered(write_unit, tasks):
+        for versions, result in self.pool.map_unordered(
+            _with_versions, [(write_unit, task) for task in tasks]
+        ):
+            self._worked_with(versions)
             if result.sha256 and self.dataset.url is None:
                 publish(self.dataset.root / result.tmp, self.dataset.root / result.shard)
             elif result.sha256:  # uploaded by the worker: to the store this driver commits to?
@@ -672,6 +712,7 @@ class _Run:
                 "tag": self.settings.get("tag", True),
                 "labels": self.settings.get("labels"),
                 "versions": self.settings.get("versions"),
+                "other_versions": self.settings.get("other_versions", []),
                 "finished_at": datetime.now(UTC).isoformat(),
                 **run,
             }

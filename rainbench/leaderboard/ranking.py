@@ -269,7 +269,7 @@ def _unranked(row: Row, primary: str | None, latest: str | None, scored: set[str
     # eval's count of the split's images that come from the model's training captures.
     trained_on = provenance.get("trained_on") or {}
     if trained_on.get("images"):
-        return f"trained on {trained_on['images']} of these {trained_on['of']} images"
+        return f"trained on {trained_on['images']} of its {counted(trained_on['of'], 'image')}"
     if not row.run.complete:
         return "its run has not finished"
     if row.images_failed:

@@ -38,10 +38,10 @@ from rainbench.metrics.registry import (
     Metric,
     MetricError,
     MetricSpec,
+    cache_versions,
     check_metric,
     create_metric,
     size_mismatch,
-    versions,
 )
 from rainbench.parallel import available_memory
 from rainbench.threads import choose_threads
@@ -232,7 +232,7 @@ def cache_identities(settings: ScoreSettings) -> dict[str, str]:
     sha256 of the weight file it loads and the versions of what computes it. The cache
     keys values by it, so a value computed with other weights or libraries is computed
     again rather than read."""
-    libraries = ", ".join(f"{name} {number}" for name, number in versions().items())
+    libraries = ", ".join(f"{name} {number}" for name, number in cache_versions().items())
     identities = {}
     for metric in settings.metrics:
         loaded = weights.required(metric, settings.options.get("weights_dir"))

@@ -10,7 +10,7 @@ from importlib import import_module
 import numpy as np
 
 from rainbench.errors import RainbenchError
-from rainbench.versions import installed_versions
+from rainbench.versions import installed_versions, torch_version
 
 # Bumped whenever any metric's computed value could change: cached scores and
 # published results carry it.
@@ -18,6 +18,10 @@ PROTOCOL_VERSION = "1"
 
 # What computes the metrics' values: the score cache keys each value by these versions.
 METRIC_LIBRARIES = ("numpy", "scipy", "pillow", "torch", "pyiqa")
+# What decodes a HEIC input, score's or eval's: recorded beside them, kept out of the
+# cache's key so that no cached value is computed again for it. (Score refuses camera
+# RAW; eval derains a RAW capture's preview, which ingest rendered with rawpy.)
+DECODING_LIBRARIES = ("pillow-heif",)
 
 # Modules whose import registers metrics; imported on first use, so that asking for
 # psnr_y never imports torch.
@@ -141,6 +145,15 @@ def check_image(image: np.ndarray, what: str, rgb: bool = True) -> None:
         raise MetricError(f"the {what} must be H×W or H×W×C, got shape {image.shape}")
 
 
-def versions() -> dict[str, str]:
-    """The versions of what computes the numbers (installed or not, no import needed)."""
+def cache_versions() -> dict[str, str]:
+    """The versions the score cache keys a value by (those installed; no import needed)."""
     return installed_versions(METRIC_LIBRARIES)
+
+
+def versions() -> dict[str, str]:
+    """The versions an output records: the cache's, torch's with its build tag (which
+    the cache's key leaves out), and those of what decodes the inputs."""
+    found = {**cache_versions(), **installed_versions(DECODING_LIBRARIES)}
+    if "torch" in found:
+        found["torch"] = torch_version()
+    return found

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from rainbench import __version__
 from rainbench.capture.probe import Probe
 from rainbench.capture.reject import Reason
 from rainbench.capture.source import SourceFile
@@ -38,6 +39,7 @@ from rainbench.shards.verify import verify
 from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 OPTIONS = IngestOptions(workers=1, shard_bytes=150_000)
+INSTALLED = {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
 
 
 class Killed(BaseException):
@@ -226,7 +228,7 @@ def test_a_run_started_before_versions_were_recorded_is_finished(
             ingest([capture_folder], ds, OPTIONS)
     pending = ds / ".ingest" / "run.json"
     settings = json.loads(pending.read_text())
-    assert settings["versions"] == installed_versions(CAPTURE_LIBRARIES)
+    assert settings["versions"] == INSTALLED
     del settings["versions"]  # as an older rainbench wrote it
     pending.write_text(json.dumps(settings))
 
@@ -234,6 +236,55 @@ def test_a_run_started_before_versions_were_recorded_is_finished(
 
     [entry] = json.loads((ds / "dataset.json").read_text())["runs"]
     assert entry["versions"] is None  # unknown, not this run's
+
+
+def test_a_run_resumed_after_an_upgrade_names_both_starts_versions(
+    tmp_path, raw, reference, monkeypatch, upgrade
+):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, run_module, "write_unit", 2)
+        with pytest.raises(Killed):
+            ingest([raw], ds, OPTIONS)
+    upgrade("99.0")
+
+    assert ingest([raw], ds, OPTIONS).resumed
+
+    # The run the kill interrupted, then one that reads the bad files again.
+    resumed, new = json.loads((ds / "dataset.json").read_text())["runs"]
+    assert resumed["versions"] == INSTALLED
+    assert resumed["other_versions"] == [{**INSTALLED, "numpy": "99.0"}]
+    assert (new["versions"], new["other_versions"]) == ({**INSTALLED, "numpy": "99.0"}, [])
+    assert fingerprint(ds) == reference  # the same shards, byte for byte
+
+
+def test_a_run_an_older_rainbench_started_keeps_the_versions_it_recorded(
+    tmp_path, capture_folder, monkeypatch, upgrade
+):
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, run_module, "write_unit", 2)
+        with pytest.raises(Killed):
+            ingest([capture_folder], ds, OPTIONS)
+    pending = ds / ".ingest" / "run.json"
+    settings = json.loads(pending.read_text())
+    older = installed_versions(CAPTURE_LIBRARIES)  # its start's, without rainbench's
+    del settings["other_versions"]
+    pending.write_text(json.dumps({**settings, "versions": older}))
+
+    # Resumed by the same rainbench and libraries: nothing other.
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, run_module, "write_unit", 1)
+        with pytest.raises(Killed):
+            ingest([capture_folder], ds, OPTIONS)
+    assert json.loads(pending.read_text()).get("other_versions", []) == []
+    upgrade("99.0")
+
+    assert ingest([capture_folder], ds, OPTIONS).resumed
+
+    [entry] = json.loads((ds / "dataset.json").read_text())["runs"]
+    assert entry["versions"] == older
+    assert entry["other_versions"] == [{**INSTALLED, "numpy": "99.0"}]
 
 
 def test_kill_minus_nine_at_random_moments(tmp_path, raw, reference):

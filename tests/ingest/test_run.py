@@ -13,6 +13,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from rainbench import __version__
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.gps import has_gps
 from rainbench.demo.captures import CaptureSpec, write_capture
@@ -70,9 +71,37 @@ def test_every_kind_of_capture_is_accepted(tmp_path, capture_folder, capture_spe
     assert info["runs"][-1]["accepted"] == len(capture_specs)
     assert info["runs"][-1]["burst_gap"] == 2.0 and info["runs"][-1]["labels"] is None
     # What decoded, measured and tagged the captures.
-    assert info["runs"][-1]["versions"] == installed_versions(CAPTURE_LIBRARIES)
-    assert {"numpy", "scipy", "pillow", "av"} <= info["runs"][-1]["versions"].keys()
+    versions = info["runs"][-1]["versions"]
+    assert versions == {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
+    assert {"numpy", "scipy", "pillow", "av"} <= versions.keys()
+    assert info["runs"][-1]["other_versions"] == []  # the workers had the driver's
     assert not (ds / ".ingest").exists()
+
+
+def test_each_ingest_records_the_versions_it_ran_with(tmp_path, capture_folder, upgrade):
+    """Also an ingest into a dataset an earlier version of the libraries started."""
+    ds = tmp_path / "ds"
+    later = tmp_path / "later"
+    later.mkdir()
+    shutil.move(next(p for p in sorted(capture_folder.iterdir()) if p.is_file()), later)
+    installed = {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
+    ingest([capture_folder], ds, IngestOptions(workers=1))
+    upgrade("99.0")
+    assert ingest([later], ds, IngestOptions(workers=1)).accepted == 1
+    first, second = json.loads((ds / "dataset.json").read_text())["runs"]
+    assert (first["versions"], first["other_versions"]) == (installed, [])
+    assert (second["versions"], second["other_versions"]) == ({**installed, "numpy": "99.0"}, [])
+
+
+def test_workers_record_their_versions_beside_the_drivers(tmp_path, capture_folder, upgrade):
+    """What a Ray cluster's worker may have apart from its driver: here a driver
+    upgraded after its workers' processes were forked from the unupgraded fork server."""
+    installed = {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
+    upgrade("99.0")
+    ingest([capture_folder], tmp_path / "ds", IngestOptions(workers=2))
+    [entry] = json.loads((tmp_path / "ds" / "dataset.json").read_text())["runs"]
+    assert entry["versions"] == {**installed, "numpy": "99.0"}
+    assert entry["other_versions"] == [installed]
 
 
 def test_gps_is_removed_losslessly_unless_kept(tmp_path, capture_folder, capture_specs):

@@ -12,6 +12,7 @@ import sys
 import tarfile
 import textwrap
 from dataclasses import replace
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -581,6 +582,14 @@ def test_the_provenance_names_the_manifest_the_rows_were_read_from(tmp_path, ds,
     info = json.loads((tmp_path / "res" / "identity" / "ds" / "syn-streak.json").read_text())
     assert report.scored == shrunk.num_rows == 2
     assert info["dataset"]["manifest_sha256"] == file_sha256(path)
+
+
+def test_the_provenance_records_torchs_build_and_what_decodes_the_inputs(tmp_path, ds):
+    evaluate(_source("identity"), ds, "syn-streak", tmp_path / "res", FAST)
+    info = json.loads((tmp_path / "res" / "identity" / "ds" / "syn-streak.json").read_text())
+    assert info["versions"]["torch"] == torch.__version__  # '2.5.1+cpu', not '2.5.1'
+    assert info["versions"]["pillow-heif"] == version("pillow-heif")
+    assert info["versions"]["rainbench"] == rainbench.__version__
 
 
 def test_a_manifest_replaced_at_every_read_is_refused_in_one_line(tmp_path, ds, monkeypatch):

@@ -279,6 +279,16 @@ def test_a_rank_compares_only_runs_that_scored_every_image_of_the_same_split(tmp
     assert _ranks(_table(tmp_path, "other")) == {"x": 1, "y": 2}
 
 
+def test_a_row_trained_on_its_one_image_says_so_in_the_singular(tmp_path, write_run):
+    sidecar = write_run(tmp_path, "nlcl", "ds", "train", kind="real", metrics={"niqe": [5.0]})
+    sidecar = sidecar.with_suffix(".json")
+    provenance = json.loads(sidecar.read_text())
+    provenance["trained_on"] = {"images": 1, "of": 1}
+    sidecar.write_text(json.dumps(provenance))
+    [row] = _table(tmp_path, "train").rows
+    assert (row.rank, row.unranked) == (None, "trained on 1 of its 1 image")
+
+
 def test_every_row_without_a_rank_says_why_in_every_format(tmp_path, write_run):
     def run(model, split="test", **options):
         options.setdefault("metrics", {"niqe": [5.0, 5.0]})

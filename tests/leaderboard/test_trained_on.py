@@ -100,15 +100,15 @@ def test_rows_of_images_trained_on_are_shown_not_ranked(tmp_path, _trained):
     ranks = {split: {row.model: (row.rank, row.unranked) for row in table.rows}
              for split, table in tables.items()}  # fmt: skip
     assert ranks["train"] == {
-        "identity": (1, None), "nlcl": (None, "trained on 3 of these 3 images")
+        "identity": (1, None), "nlcl": (None, "trained on 3 of its 3 images")
     }  # fmt: skip
-    assert ranks["syn-streak"]["nlcl"] == (None, "trained on 3 of these 3 images")
+    assert ranks["syn-streak"]["nlcl"] == (None, "trained on 3 of its 3 images")
     assert {rank for rank, _ in ranks["test"].values()} == {1, 2}  # both ranked
     for fmt in ("md", "html"):
         board = CliRunner().invoke(main, ["leaderboard", "--results", str(results),
                                           "--format", fmt])  # fmt: skip
         assert board.exit_code == 0, board.output
-        assert "nlcl (trained on 3 of these 3 images)" in board.output
+        assert "nlcl (trained on 3 of its 3 images)" in board.output
     csv = CliRunner().invoke(main, ["leaderboard", "--results", str(results), "--format", "csv"])
     rows = list(DictReader(io.StringIO(csv.output)))
     rank = {(row["split"], row["model"]) for row in rows if row["rank"]}

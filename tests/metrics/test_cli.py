@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rainbench.cli import main
+from rainbench.metrics.registry import versions
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ def test_score_writes_rows_and_provenance(tmp_path, folders):
         "unpaired.png"
     ]
     assert "numpy" in provenance["versions"]
+    assert provenance["versions"] == versions()  # torch's build tag, pillow-heif's
     # The cache it read from, and only the weight files its metrics load (none here).
     assert provenance["cache"] == str(tmp_path / "c.sqlite") and provenance["weights"] == {}
 

@@ -227,16 +227,30 @@ def test_a_prediction_larger_than_any_picture_within_the_cap_is_refused_unread(
 
 
 def test_the_cache_keys_values_by_the_metric_libraries_only(monkeypatch):
-    # Outputs elsewhere record other libraries (av for ingest); the cache's key stays
-    # the metrics' own five, so that no cached value is computed again for them.
+    # Outputs record more (av for ingest; pillow-heif and torch's build tag for score
+    # and eval); the cache's key stays the metrics' own five, as their metadata says,
+    # so that no cached value is computed again for them.
     found = {"numpy": "1", "scipy": "2", "pillow": "3", "torch": "4", "pyiqa": "5", "av": "6"}
-    monkeypatch.setattr("rainbench.versions.version", found.__getitem__)
+    monkeypatch.setattr("rainbench.versions.version", {**found, "pillow-heif": "7"}.__getitem__)
+    monkeypatch.setattr(registry, "torch_version", lambda: "4+cu130")
     monkeypatch.setattr(engine.weights, "required", lambda metric, weights_dir=None: None)
     identities = engine.cache_identities(ScoreSettings(("test_mean",), {}, None))
     assert identities == {
         "test_mean": f"{registry.PROTOCOL_VERSION}; weights none; "
         "numpy 1, scipy 2, pillow 3, torch 4, pyiqa 5"
     }
+
+
+def test_outputs_record_torchs_build_and_the_heic_decoder_beside_the_keys_versions(
+    monkeypatch,
+):
+    found = {"numpy": "1", "scipy": "2", "pillow": "3", "torch": "4", "pyiqa": "5", "av": "6"}
+    monkeypatch.setattr("rainbench.versions.version", {**found, "pillow-heif": "7"}.__getitem__)
+    monkeypatch.setattr(registry, "torch_version", lambda: "4+cu130")
+    assert registry.versions() == {
+        "numpy": "1", "scipy": "2", "pillow": "3", "torch": "4+cu130", "pyiqa": "5",
+        "pillow-heif": "7",
+    }  # fmt: skip
 
 
 def test_a_perfect_prediction_is_cached_as_infinite(tmp_path):
