@@ -71,7 +71,7 @@ TAGGER_CHOICES = ("active", "shipped")
     default=IngestOptions.burst_gap,
     show_default=True,
     metavar="SECONDS",
-    help="Stills of one camera, size and folder this close in time (3 or more) are a "
+    help="Stills of one camera, size, format and folder this close in time (3 or more) are a "
     "burst, a sequence like a video; 0: no bursts.",
 )
 @click.option(

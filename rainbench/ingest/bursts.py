@@ -1,11 +1,12 @@
 """Bursts: stills from a fixed camera taken moments apart are one sequence, as a video is.
 
 Grouped over the whole samples manifest at the end of every ingest, so a later ingest
-can extend a burst: stills of one camera (make and model), one size and one source
-folder, ordered by capture time (then path), where each follows the one before within
-the gap, are a burst once there are at least `MIN_BURST` of them. A burst's `sequence`
-is its first still's key; `sequence_index` numbers its stills from 0. A video is a
-sequence of its own (its own key); a still without a capture time is never grouped.
+can extend a burst: stills of one camera (make and model), one size, one format (a
+camera shooting RAW and JPEG makes a burst of each) and one source folder, ordered by
+capture time (then path), where each follows the one before within the gap, are a
+burst once there are at least `MIN_BURST` of them. A burst's `sequence` is its first
+still's key; `sequence_index` numbers its stills from 0. A video is a sequence of its
+own (its own key); a still without a capture time is never grouped.
 """
 
 import posixpath
@@ -16,7 +17,7 @@ import pyarrow as pa
 DEFAULT_BURST_GAP = 2.0  # seconds between consecutive stills of a burst, at most
 MIN_BURST = 3
 
-_GROUPED_BY = ("camera_make", "camera_model", "width", "height", "source_root")
+_GROUPED_BY = ("camera_make", "camera_model", "width", "height", "format", "source_root")
 
 
 def group_bursts(samples: pa.Table, gap: float = DEFAULT_BURST_GAP) -> pa.Table:

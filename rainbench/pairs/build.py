@@ -13,6 +13,7 @@ no-op, a killed run resumes, the same inputs give the same bytes.
 import hashlib
 import json
 import os
+import posixpath
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -157,22 +158,31 @@ def build_pairs(
 def near_duplicates(root: Path, sequences: list[Sequence]) -> dict[str, str]:
     """The sequences that repeat another of `sequences` (one clip in two containers, or
     encoded twice), by key, each with the key of the sequence it repeats: linked by
-    ingest's `near_dup_of`, as many frames, and the same rain in them. A second take
-    from the same tripod, or a burst of the same scene, has other drops: no repeat."""
+    ingest's `near_dup_of`, as many frames, and the same rain in them; or the bursts
+    of one camera's shots in RAW and in JPEG, the JPEGs kept. A second take from the
+    same tripod, or a burst of the same scene, has other drops: no repeat."""
     near = {s.key: {row.get("near_dup_of") or row["key"] for row in s.rows} for s in sequences}
-    # Originals first: sequences fewest of whose frames repeat a capture outside them.
+    # Originals first: not RAW (its pixels are a reduced preview), then sequences fewest
+    # of whose frames repeat a capture outside them.
     order = sorted(
-        sequences, key=lambda s: (len(near[s.key] - {row["key"] for row in s.rows}), s.key)
+        sequences,
+        key=lambda s: (
+            FORMATS[s.rows[0]["format"]].raw,
+            len(near[s.key] - {row["key"] for row in s.rows}),
+            s.key,
+        ),
     )
     middles: dict[str, np.ndarray | None] = {}
     kept: list[Sequence] = []
     repeats = {}
     for sequence in order:
         for original in kept:
-            if (
-                near[sequence.key] & near[original.key]
-                and original.frames == sequence.frames
-                and _same_footage(root, original, sequence, middles)
+            if original.frames == sequence.frames and (
+                _same_shots(original, sequence)
+                or (
+                    near[sequence.key] & near[original.key]
+                    and _same_footage(root, original, sequence, middles)
+                )
             ):
                 repeats[sequence.key] = original.key
                 break
@@ -200,6 +210,20 @@ def _same_footage(
         return False
     apart = float(np.mean((own[1] - own[0]) ** 2))
     return float(np.mean((other[0] - own[0]) ** 2)) < _REPEAT_SHARE * apart
+
+
+def _same_shots(original: Sequence, copy: Sequence) -> bool:
+    """Whether two bursts are one camera's shots saved twice (RAW and JPEG): taken in one
+    folder at the same instants. Their pixels differ in size and look, so
+    `_same_footage` cannot tell."""
+    if original.video or copy.video:
+        return False
+    shot = ("camera_make", "camera_model", "source_root")
+    return all(original.rows[0][c] == copy.rows[0][c] for c in shot) and all(
+        posixpath.dirname(a["source_path"]) == posixpath.dirname(b["source_path"])
+        and a["captured_at"] == b["captured_at"]
+        for a, b in zip(original.rows, copy.rows, strict=True)
+    )
 
 
 def _middle(root: Path, sequence: Sequence) -> np.ndarray | None:

@@ -346,17 +346,16 @@ def _label_faults(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:
 
 def _pair_faults(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:
     """A real pair's frames out of order (eval sizes its window from them), and a
-    confidence_mean no confidence map has (eval averages them)."""
+    confidence_mean no confidence map has (eval averages them). The frame may lie
+    outside its window: a rain-free pair's window is the dry frames it was estimated
+    from, before or after the rain."""
     start, end, frame = table["window_start"], table["window_end"], table["frame_index"]
-    disorder = pc.or_(
-        pc.or_(pc.less(start, 0), pc.less(end, start)),
-        pc.or_(pc.less(frame, start), pc.greater(frame, end)),
-    )
+    disorder = pc.or_(pc.or_(pc.less(start, 0), pc.less(end, start)), pc.less(frame, 0))
     confidence = table["confidence_mean"]
     # NaN is outside too: no comparison holds for it.
     outside = pc.invert(pc.and_(pc.greater_equal(confidence, 0), pc.less_equal(confidence, 1)))
     for fault, rows in (
-        ("its frames out of order (0 ≤ window_start ≤ frame_index ≤ window_end)", disorder),
+        ("its frames out of order (0 ≤ window_start ≤ window_end, 0 ≤ frame_index)", disorder),
         ("a confidence_mean outside [0, 1]", outside),
     ):
         rows = pc.fill_null(rows, False)

@@ -285,6 +285,31 @@ def test_a_burst_needs_one_camera_size_folder_and_short_gaps():
         assert grouped[name] == (None, None)
 
 
+def test_a_camera_shooting_raw_and_jpeg_makes_a_burst_of_each():
+    # The same shots in two formats: one burst of both would hold each shot twice, its
+    # RAW previews and JPEGs decoded at other sizes and looks.
+    rows = [
+        {
+            "key": hashlib.sha256(name.encode()).hexdigest()[:24],
+            "captured_at": START + timedelta(seconds=shot),
+            "source_path": name,
+            "format": fmt,
+            "camera_make": "Canon",
+            "camera_model": "EOS R6",
+            "width": 160,
+            "height": 120,
+        }
+        for shot in range(3)
+        for name, fmt in ((f"DCIM/IMG_{shot}.CR2", "cr2"), (f"DCIM/IMG_{shot}.JPG", "jpeg"))
+    ]
+    grouped = group_bursts(pa.Table.from_pylist(rows, schema=manifest.SAMPLES)).to_pylist()
+    for first in rows[:2]:
+        burst = [r for r in grouped if r["sequence"] == first["key"]]
+        assert [(r["format"], r["sequence_index"]) for r in burst] == [
+            (first["format"], i) for i in range(3)
+        ]
+
+
 def encode_mjpeg(frames: int = 40) -> bytes:
     """A video of a few MB (noise, barely compressible): more than ingest reads at once."""
     buffer = io.BytesIO()

@@ -5,6 +5,7 @@ scored by eval; re-runs, determinism and bad requests."""
 import io
 import json
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,37 @@ def test_a_burst_of_stills_is_a_sequence_too(tmp_path, write_burst):
     rows = _pairs(ds)
     assert summary.stored["lab-pairs"] == len(rows) >= 1
     assert verify(Dataset(ds), 1) == []
+
+
+def test_a_burst_shot_in_raw_and_jpeg_is_paired_once_from_its_jpegs(tmp_path):
+    pytest.importorskip("rawpy")
+    rendered = render_rain_video(_still(5), "drizzle", 6, seed=2, shake=0.0, moving_object=False)
+    start = datetime(2026, 5, 1, 14, 0, 0)
+    for index, frame in enumerate(rendered.frames):
+        for fmt, ext in (("jpeg", "JPG"), ("dng", "DNG")):
+            spec = CaptureSpec(
+                name=f"DCIM/IMG_{index:04d}.{ext}",
+                fmt=fmt,
+                width=WIDTH,
+                height=HEIGHT,
+                captured_at=start + timedelta(seconds=index),
+            )
+            write_picture(tmp_path / "raw", spec, Image.fromarray(frame))
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    samples = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES).to_pylist()
+    bursts = {row["format"]: row["sequence"] for row in samples}
+    assert len(samples) == 12 and len(set(bursts.values())) == 2, "a burst of each format"
+    summary = build_pairs(ds, PairsOptions(workers=1))
+    assert summary.stored["lab-pairs"] >= 1
+    assert {row["source_key"] for row in _pairs(ds)} <= {
+        row["key"] for row in samples if row["format"] == "jpeg"
+    }
+    assert (
+        bursts["dng"],
+        f"the same footage as {bursts['jpeg']} (a near-duplicate): not "
+        "paired; pair it with --sequence",
+    ) in summary.failed
 
 
 def test_bad_requests_are_one_line_errors(tmp_path, paired):
@@ -573,3 +605,9 @@ def test_a_burst_whose_only_target_is_rain_free_says_why_nothing_is_stored(tmp_p
     ]
     again = CliRunner().invoke(main, [*args, "--stride", "1"])
     assert again.exit_code == 0 and "lab-pairs: 4 pairs stored" in again.output, again.output
+    # Their ground truth is the dry frames 0-3, a window each paired frame lies after:
+    # the manifest reads and verifies as any other.
+    assert {(row["recipe"], row["window_start"], row["window_end"]) for row in _pairs(ds)} == {
+        ("pairs:rain-free", 0, 3)
+    }
+    assert verify(Dataset(ds), 1) == []

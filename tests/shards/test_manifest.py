@@ -265,7 +265,7 @@ def test_a_null_where_a_value_is_required_refuses_the_manifest(tmp_path, schema,
     [
         ({"window_start": 5, "window_end": -3}, "its frames out of order"),
         ({"window_start": -1}, "its frames out of order"),
-        ({"frame_index": 31}, "its frames out of order"),
+        ({"frame_index": -1}, "its frames out of order"),
         ({"confidence_mean": float("nan")}, "a confidence_mean outside"),
         ({"confidence_mean": 1.5}, "a confidence_mean outside"),
     ],
@@ -298,6 +298,14 @@ def test_a_label_none_of_its_columns_values_refuses_the_manifest(tmp_path, colum
         manifest.read_manifest(path, manifest.SAMPLES)
     table = manifest.read_manifest(path, manifest.SAMPLES, check_values=False)
     assert list(manifest.row_faults(table, manifest.SAMPLES)) == [0]
+
+
+def test_a_rain_free_pair_after_its_window_is_read(tmp_path):
+    # Its ground truth came from the dry frames before the rain: its window.
+    path = tmp_path / "synthetic.parquet"
+    row = {**_REAL_PAIR, "recipe": "pairs:rain-free", "frame_index": 40, "window_end": 8}
+    pq.write_table(pa.Table.from_pylist([_pair(**row)], manifest.SYNTHETIC), path)
+    assert manifest.read_manifest(path, manifest.SYNTHETIC).num_rows == 1
 
 
 def test_columns_the_format_leaves_optional_may_be_null(tmp_path):
