@@ -259,6 +259,20 @@ def test_a_fit_is_said_to_beat_the_shipped_tagger_only_where_the_figures_show_it
     assert lines[2].startswith(f"the fit {verdict} the shipped tagger's macro-F1")
 
 
+def test_a_fit_that_ties_the_shipped_tagger_is_shown_to_two_places():
+    from rainbench.cli.dataset import format_fit
+
+    fit = {
+        "reused": False, "version": "5-fit-1-abcd", "path": "taggers/tagger-fit-1.json",
+        "base_version": "5", "labels": {"storm": 12, "streak": 12}, "penalty": None,
+        "folds": 5, "scenes": None, "clean_labels_unused": 0, "beats_shipped": False,
+        "cv_fitted": {"macro_f1": 1.0, "accuracy": 1.0},
+        "cv_shipped": {"macro_f1": 1.0, "accuracy": 1.0},
+    }  # fmt: skip
+    line = format_fit(fit, "ds")[1]
+    assert "macro-F1 1.00 fitted, 1.00 shipped; accuracy 1.00 fitted, 1.00 shipped" in line
+
+
 def test_models_lists_the_built_in_derainers(runner):
     result = runner.invoke(main, ["models"])
     assert result.exit_code == 0

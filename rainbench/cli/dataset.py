@@ -1,6 +1,7 @@
 """The dataset's commands: ingest captures, verify and count what is stored, tag rain
 types (and measure the tagger)."""
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -338,7 +339,8 @@ def format_fit(fit: dict, dataset: str | Path) -> list[str]:
     else:
         lines.append(
             "warning: the fit did not beat the shipped tagger on held-out labels; it is the "
-            f"dataset's tagger as asked: rainbench tag {dataset} --tagger shipped goes back"
+            f"dataset's tagger as asked: rainbench tag {shlex.quote(str(dataset))} --tagger "
+            "shipped goes back"
         )
     from rainbench.tagging.fit import MIN_PER_TYPE  # scipy: only when a fit is shown
 
@@ -357,7 +359,9 @@ def format_fit(fit: dict, dataset: str | Path) -> list[str]:
 
 def _places_apart(ours: float, shipped: float) -> int:
     """Decimal places to print two macro-F1s with: 2, or as many (up to 4) as show them
-    apart, so a fit said to beat the shipped tagger is seen to."""
+    apart, so a fit said to beat the shipped tagger is seen to; 2 for equal ones."""
+    if ours == shipped:  # no places could show them apart
+        return 2
     for places in (2, 3):
         if f"{ours:.{places}f}" != f"{shipped:.{places}f}":
             return places

@@ -28,8 +28,8 @@ class LabelAgreement:
     labels: dict[str, int]  # manual labels per rain type, and "clean"
     confusion: list[list[int]]  # rows: labelled type, columns: tagged (RAIN_TYPES order)
     f1: dict[str, float]  # per labelled type
-    macro_f1: float
-    accuracy: float
+    macro_f1: float | None  # None, as accuracy: no rain-type label with features to judge
+    accuracy: float | None
     calibration_error: float | None  # ECE of the rain-type confidence
     rain_flagged: float | None  # share of rain-labelled captures whose P(rain) reaches the flag
     clean_flagged: float | None  # share of clean-labelled captures flagged
@@ -61,11 +61,15 @@ class LabelAgreement:
                 "from this is not held-out agreement: --fit printed that, or use --tagger "
                 "shipped"
             )
-        lines.append("| labelled \\ tagged | " + " | ".join(RAIN_TYPES) + " |")
-        lines.append("|---" * (len(RAIN_TYPES) + 1) + "|")
-        for name, row in zip(RAIN_TYPES, self.confusion, strict=True):
-            lines.append(f"| **{name}** | " + " | ".join(str(n) for n in row) + " |")
-        facts = [f"macro-F1 {self.macro_f1:.3f}", f"accuracy {self.accuracy:.3f}"]
+        if self.macro_f1 is None:
+            # A table of zeros and a macro-F1 of 0 would read as a tagger always wrong.
+            facts = ["no rain-type label to judge the rain type by"]
+        else:
+            lines.append("| labelled \\ tagged | " + " | ".join(RAIN_TYPES) + " |")
+            lines.append("|---" * (len(RAIN_TYPES) + 1) + "|")
+            for name, row in zip(RAIN_TYPES, self.confusion, strict=True):
+                lines.append(f"| **{name}** | " + " | ".join(str(n) for n in row) + " |")
+            facts = [f"macro-F1 {self.macro_f1:.3f}", f"accuracy {self.accuracy:.3f}"]
         if self.calibration_error is not None:
             facts.append(f"calibration error {self.calibration_error:.3f}")
         if self.rain_flagged is not None:
@@ -128,8 +132,8 @@ def _agreement(
         labels=labels,
         confusion=made.confusion.tolist(),
         f1=f1,
-        macro_f1=macro_f1,
-        accuracy=round(float(np.mean(made.right)), 4) if made.right.size else 0.0,
+        macro_f1=macro_f1 if made.right.size else None,
+        accuracy=round(float(np.mean(made.right)), 4) if made.right.size else None,
         calibration_error=calibration_error(made.confidence, made.right)
         if made.confidence.size
         else None,

@@ -48,6 +48,10 @@ ANALYSIS_SIDE = 2048
 LINE_REACH = 2
 CLIP = 3.0  # line contrast beyond this many times its mean counts as this much
 DEFAULT_LIMIT = 300
+# In a name, characters that show nothing or reorder what follows are shown as their
+# escapes: a newline would show as a space, and a right-to-left override turns
+# "photo\u202egpj.exe" into "photoexe.jpg".
+_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # In the head of every page this module writes: how an --out that exists is
 # known to be an earlier page, safe to replace, and not a file of the user's.
 MARKER = '<meta name="generator" content="rainbench label">'
@@ -320,12 +324,16 @@ def _card_html(number: int, card: Card) -> str:
         f'<article class="card{" labelled" if card.manual else ""}" tabindex="-1" '
         f'data-key="{escape(card.key)}"{applied}>'
         f'<div class="pictures">{pictures}</div>'
-        f'<p class="name"><span class="number">{number}</span> {escape(card.name)}</p>'
+        f'<p class="name"><span class="number">{number}</span> {escape(_shown(card.name))}</p>'
         f'<p class="meta">{escape(card.split)} · <code>{escape(card.key)}</code></p>'
         f'<p class="meta">{" · ".join(facts)}</p>'
         f'<p class="label">{label}</p>'
         "</article>"
     )
+
+
+def _shown(name: str) -> str:
+    return _HIDDEN.sub(lambda hidden: repr(hidden.group())[1:-1], name)
 
 
 @cache

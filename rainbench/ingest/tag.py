@@ -10,6 +10,7 @@ later label sheet says otherwise.
 
 import hashlib
 import json
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -214,7 +215,7 @@ def retag(
         except TooFewLabels as error:  # all or nothing: the sheet is not applied either
             unapplied = (
                 f"; nothing was changed (to apply the sheet alone: rainbench tag "
-                f"{dataset.location} --labels {labels})"
+                f"{shlex.quote(str(dataset.location))} --labels {shlex.quote(str(labels))})"
                 if matched
                 else ""
             )

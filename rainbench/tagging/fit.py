@@ -94,8 +94,9 @@ def fit_to_labels(
     # captures still count in the agreement.
     types = tuple(RAIN_TYPES.index(name) for name in enough)
     folds = stratified_folds(y, FOLDS, groups)
+    in_use = _folds_in_use(folds)
     predicted = np.empty_like(y)
-    for fold in _folds_in_use(folds):
+    for fold in in_use:
         train = folds != fold
         chosen = choose_penalty(base, x[train], y[train], groups[train], types)
         theta = refit(base, x[train], y[train], chosen, types)
@@ -108,7 +109,10 @@ def fit_to_labels(
         bias=np.concatenate([base.bias[:1], theta[:, -1]]),
     )
     shipped = _rain_logits(_rain_theta(base), x).argmax(axis=1)
-    return LabelFit(fitted, penalty, counts, agreement(y, predicted), agreement(y, shipped), FOLDS)
+    # Folds that held rows: fewer than FOLDS when the labels come from fewer scenes.
+    return LabelFit(
+        fitted, penalty, counts, agreement(y, predicted), agreement(y, shipped), len(in_use)
+    )
 
 
 def stratified_folds(y: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:

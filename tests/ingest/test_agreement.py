@@ -173,3 +173,19 @@ def test_tag_eval_without_a_dataset_says_it_takes_minutes(monkeypatch):
     assert "measuring synthetic rain on 2 workers: this takes minutes" in shown.stderr
     quiet = CliRunner().invoke(main, ["tag-eval", "--no-progress"])
     assert quiet.stderr == "" and quiet.stdout == "judged\n"
+
+
+def test_clean_labels_alone_judge_no_rain_type(tmp_path, sample_dataset):
+    samples = _samples(sample_dataset)
+    keys = samples[samples["layer"] == "rainy"].index[:2]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("key,rain_type\n" + "".join(f"{key},clean\n" for key in keys))
+    tag_dataset(sample_dataset, labels=sheet)
+
+    result = label_agreement(sample_dataset)
+
+    assert result.macro_f1 is None and result.accuracy is None
+    assert result.labels["clean"] == 2 and result.clean_flagged is not None
+    text = "\n".join(result.to_lines())
+    assert "no rain-type label to judge the rain type by; clean flagged" in text
+    assert "macro-F1" not in text and "| **streak** |" not in text

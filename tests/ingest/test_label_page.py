@@ -21,7 +21,14 @@ from PIL import Image, ImageDraw
 from rainbench.cli import main
 from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
-from rainbench.ingest.label_page import CROP, KEY_LABELS, rain_crop_box, write_label_page
+from rainbench.ingest.label_page import (
+    CROP,
+    KEY_LABELS,
+    Card,
+    rain_crop_box,
+    render_page,
+    write_label_page,
+)
 from rainbench.ingest.tag import tag_dataset
 from rainbench.shards.dataset import DatasetError
 from rainbench.tagging.labels import LABEL_TYPES, match_labels, read_label_sheet
@@ -84,6 +91,14 @@ def test_a_hostile_name_is_escaped(dataset, tmp_path):
     text = write_label_page(dataset, tmp_path / "labels.html").out.read_text(encoding="utf-8")
     assert "<img src=x" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;&amp;&quot;&#x27;.jpg" in text
+
+
+def test_a_name_shows_its_line_breaks_and_direction_overrides_as_escapes():
+    # Shown as they are, "photo\u202egpj.exe" reads "photoexe.jpg", a newline a space.
+    name = "photo\u202egpj.exe\nnext\tline\x85.jpg"
+    card = Card("0" * 24, name, "train", None, None, (), None, None, problem="unread")
+    shown = re.search('<p class="name">(.*?)</p>', render_page("ds", [card]), re.S).group(1)
+    assert shown == '<span class="number">1</span> photo\\u202egpj.exe\\nnext\\tline\\x85.jpg'
 
 
 def test_pictures_are_upright_and_the_crop_is_one_to_one(dataset, tmp_path):

@@ -4,6 +4,7 @@ and later tag and ingest runs use it; manual labels still win; `tag --tagger shi
 goes back to the shipped tagger."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -162,6 +163,21 @@ def test_too_few_labels_change_nothing(tmp_path, ds):
     assert not (ds / "taggers").exists() and "tagger" not in json.loads(
         (ds / "dataset.json").read_text()
     )
+
+
+def test_the_commands_suggested_name_paths_with_spaces_quoted(tmp_path, ds, monkeypatch):
+    spaced = shutil.copytree(ds, tmp_path / "my ds")
+    sheet = tmp_path / "my labels.csv"
+    keys = sorted(_samples(spaced).index)[:6]
+    sheet.write_text("key,rain_type\n" + "".join(f"{key},storm\n" for key in keys))
+    with pytest.raises(TooFewLabels) as refused:
+        tag_dataset(spaced, labels=sheet, fit=True)
+    assert f"rainbench tag '{spaced.resolve()}' --labels '{sheet}')" in str(refused.value)
+
+    monkeypatch.setattr(FitReport, "beats_shipped", property(lambda report: False))
+    label_sheet(spaced, sheet)
+    result = CliRunner().invoke(main, ["tag", str(spaced), "--labels", str(sheet), "--fit"])
+    assert f"rainbench tag '{spaced}' --tagger shipped goes back" in result.output
 
 
 def test_an_unreadable_fitted_tagger_is_one_clear_error(tmp_path, ds, fits_win):

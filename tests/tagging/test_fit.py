@@ -131,3 +131,12 @@ def test_labels_of_one_scene_are_refused(labs):
     keys = [str(i) for i in range(len(rows))]
     with pytest.raises(TooFewLabels, match="at least 2 scenes"):
         fit_to_labels(tagger, rows, labels, keys, ["burst"] * len(rows))
+
+
+def test_labels_of_fewer_scenes_than_folds_are_held_out_in_as_many_folds(labs):
+    tagger = load_tagger()
+    rows, labels = labs.lab(tagger, labs.centres(tagger), "fainter streaks", 8, seed=3)
+    keys = [str(i) for i in range(len(rows))]
+    scenes = ["burst-a", "burst-b"] * (len(rows) // 2)
+    assert fit_to_labels(tagger, rows, labels, keys, scenes).folds == 2
+    assert fit_to_labels(tagger, rows, labels, keys).folds == 5
