@@ -40,7 +40,13 @@ from rainbench.capture.formats import FORMATS, Format
 from rainbench.cluster import RayActors
 from rainbench.errors import RainbenchError, first_line
 from rainbench.files import file_sha256, leads_inside, regular_file, write_atomic
-from rainbench.leaderboard.results import STATUSES, LeaderboardError, read_provenance, split_lock
+from rainbench.leaderboard.results import (
+    REFERENCE,
+    STATUSES,
+    LeaderboardError,
+    read_provenance,
+    split_lock,
+)
 from rainbench.metrics.engine import metric_failure
 from rainbench.metrics.registry import (
     PROTOCOL_VERSION,
@@ -445,14 +451,12 @@ class _SplitRun:
     ):
         self.source, self.dataset, self.name = source, dataset, name
         self.split, self.kind, self.settings = split, kind, settings
-        self.folder = results / _safe(source.name) / _safe(name)
+        self.folder = results / _model_folder(source.name) / _safe(name)
         self.table_path = _inside(results, self.folder / f"{split}.parquet")
         self.info_path = _inside(results, self.folder / f"{split}.json")
         self.crop_dir = _inside(results, self.folder / f"{split}.crops")
         self.lock_path = _inside(results, split_lock(self.folder, split))
-        self.reference_dir = _inside(
-            results, results / "_reference" / _safe(name) / f"{split}.crops"
-        )
+        self.reference_dir = _inside(results, results / REFERENCE / _safe(name) / f"{split}.crops")
         self.checkpoint = checkpoint
         self.report = SplitReport(name, split, kind, self.table_path, model=source.name)
         self.unreadable: list[dict] = []  # failed rows of images that could not be read
@@ -1220,6 +1224,18 @@ def _inside(results: Path, path: Path) -> Path:
     if not leads_inside(path, results):
         raise EvalError(f"{path} would lie outside the results folder {results}; refused")
     return path
+
+
+def _model_folder(name: str) -> str:
+    """The folder of a method's results, refused when it is that of the reference crops,
+    where the leaderboard reads no results."""
+    folder = _safe(name)
+    if folder == REFERENCE:
+        raise EvalError(
+            f"a method cannot be named {name!r}: {REFERENCE}/ holds the inputs' and ground "
+            "truths' crops, and the leaderboard reads no results there; give another --name"
+        )
+    return folder
 
 
 def _safe(name: str) -> str:

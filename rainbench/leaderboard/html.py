@@ -482,6 +482,19 @@ def _crop_size(path: Path, results: Results) -> tuple[int, int] | None:
     return size if max(size) <= CROP_SIDE else None
 
 
+def _code_text(model: dict) -> str | None:
+    """Which derainer made the outputs and where its code came from, as eval records it:
+    the registered name, then the package, its version and the plug-in's entry point or
+    the built-in's module (`median from h3derain 0.1 (h3derain:median_spec)`)."""
+    source = model.get("source")
+    if not isinstance(source, dict):  # an external command, outputs made elsewhere
+        return None
+    package = " ".join(str(source[k]) for k in ("package", "version") if source.get(k))
+    where = source.get("entry_point") or source.get("module")
+    text = f"{model.get('registered')} from {package}" if model.get("registered") else package
+    return f"{text} ({where})" if where else text
+
+
 def _provenance(table: SplitTable) -> str:
     cards = []
     for row in table.rows:
@@ -502,6 +515,7 @@ def _provenance(table: SplitTable) -> str:
         fields = [
             ("state", state),
             ("version", model.get("version")),
+            ("code", _code_text(model)),
             ("description", model.get("description")),
             (
                 "options",

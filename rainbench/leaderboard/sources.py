@@ -4,13 +4,16 @@ on one image becomes that image's error, never the run's end.
 """
 
 import contextlib
+import os
+import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from rainbench.leaderboard.eval import Item, Output, Source, one_line
+from rainbench.leaderboard.eval import EvalWarning, Item, Output, Source, one_line
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import (
     DerainerError,
@@ -42,6 +45,7 @@ class DerainerSource(Source):
         self.tile, self.overlap = tile, overlap
         self.name = name or derainer.name
         self.registered = registered  # the registry's name and the code's origin
+        self.warned: set[str] = set()  # what `_contained` has put back, said once each
 
     @classmethod
     def from_registry(
@@ -58,7 +62,8 @@ class DerainerSource(Source):
         `model`, whatever its class's own `name` says, or a variant of it the derainer
         names itself (`nlcl-published`: NLCL with a published release's weights). The
         registered name and where its code comes from go in the provenance."""
-        derainer = create_derainer(model, checkpoint=checkpoint, device=device, **options)
+        with _contained(model, set()):
+            derainer = create_derainer(model, checkpoint=checkpoint, device=device, **options)
         with warnings.catch_warnings():  # create_derainer has said what was skipped
             warnings.simplefilter("ignore", PluginWarning)
             spec = check_derainer(model)
@@ -83,7 +88,7 @@ class DerainerSource(Source):
         except (Exception, SystemExit) as error:
             if len(items) > 1:  # run the batch's images alone to blame the right one
                 return [output for item in items for output in self.run([item], split)]
-            return [Output(None, one_line(error), 0.0, None)]
+            return [Output(None, one_line(error), None, None)]  # not timed: it did not finish
 
     def _run_batch(self, items: list[Item]) -> list[Output]:
         import torch
@@ -92,7 +97,7 @@ class DerainerSource(Source):
         batch = batch.permute(0, 3, 1, 2).float().div_(255)
         _reset_peak_memory(self.device)
         started = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), _contained(self.name, self.warned):
             height, width = batch.shape[-2:]
             if self.tile and max(height, width) > self.tile:
                 result = self.derainer.derain_in_tiles(batch, self.tile, self.overlap)
@@ -113,6 +118,44 @@ class DerainerSource(Source):
             else Output(to_pixels(image), None, seconds, peak)
             for image in result.detach().float().cpu()
         ]
+
+
+@contextlib.contextmanager
+def _contained(name: str, warned: set[str]) -> Iterator[None]:
+    """Run a derainer's own code so that it leaves the run as it was: what it prints goes
+    to stderr (stdout is the command's, `--json` among it), and the working directory and
+    torch's thread count it changes are put back, with a warning the first time each
+    (`warned` holds those given): eval's relative paths, results among them, are read from
+    the one, and the provenance records the other (`threads`). Random seeds it sets change
+    nothing: eval draws no random number."""
+    # torch is not imported here: a derainer is built before eval checks that torch is
+    # there (one line if not), and eval sets torch's threads after building it.
+    torch = sys.modules.get("torch")
+    folder, threads = os.getcwd(), torch and torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        moved = os.getcwd()
+        if moved != folder:
+            if "folder" not in warned:
+                warnings.warn(
+                    f"{name} changed the working directory to {moved}: put back to {folder}",
+                    EvalWarning,
+                    stacklevel=3,
+                )
+                warned.add("folder")
+            os.chdir(folder)
+        if torch and (now := torch.get_num_threads()) != threads:
+            if "threads" not in warned:
+                warnings.warn(
+                    f"{name} set torch's CPU threads to {now}: put back to {threads}, as the "
+                    "provenance records",
+                    EvalWarning,
+                    stacklevel=3,
+                )
+                warned.add("threads")
+            torch.set_num_threads(threads)
 
 
 class _WrongBatch(Exception):

@@ -13,6 +13,7 @@ import tarfile
 import textwrap
 from dataclasses import replace
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -710,6 +711,13 @@ def test_the_cli_says_which_split_is_left_out_and_refuses_when_all_are(tmp_path,
     assert refused.stderr.count("\n") == 1
 
 
+def test_a_method_named_as_the_reference_crops_folder_is_refused(tmp_path, ds):
+    source = DerainerSource(create_derainer("identity"), "cpu", None, 32, name="._reference")
+    with pytest.raises(EvalError, match=r"cannot be named '._reference': _reference/ holds"):
+        evaluate(source, ds, "test", tmp_path / "res", FAST)
+    assert not (tmp_path / "res").exists()
+
+
 def test_an_unknown_split_names_the_known_ones(tmp_path, ds):
     with pytest.raises(EvalError, match="known: syn-streak, test"):
         evaluate(_source("identity"), ds, "nope", tmp_path / "res", FAST)
@@ -931,6 +939,22 @@ def test_a_variant_the_derainer_names_itself_is_filed_apart(tmp_path, ds, unname
     assert _registered("plain").name == "plain"
 
 
+def test_a_derainer_built_in_another_folder_is_put_back(
+    tmp_path, unnamed_derainers, capsys, monkeypatch
+):
+    def moves(checkpoint, device, **options):
+        print("loading weights")
+        os.chdir("/")
+        return _Unnamed(device)
+
+    register(DerainerSpec("mover", "a test derainer", moves))
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(eval_module.EvalWarning, match="mover changed the working directory"):
+        _registered("mover")
+    assert os.getcwd() == str(tmp_path)
+    assert capsys.readouterr().out == ""
+
+
 def test_a_refusal_names_what_differs(tmp_path, ds, unnamed_derainers):
     results = tmp_path / "res"
     evaluate(_registered("plain"), ds, "test", results, FAST)
@@ -1073,13 +1097,66 @@ def test_an_exception_without_words_or_an_exit_fails_its_images(error, said):
     outputs = DerainerSource(_Returns(_raises(error)), "cpu", None, 32).run(
         _grey_items(200, 50), "test"
     )
-    assert [(output.image, output.error) for output in outputs] == [(None, said)] * 2
+    # No time is recorded for work that did not finish: a row says 0 s for none.
+    assert [(output.image, output.error, output.seconds) for output in outputs] == [
+        (None, said, None)
+    ] * 2
 
 
 def test_an_interrupt_in_a_derainer_ends_the_run():
     source = DerainerSource(_Returns(_raises(KeyboardInterrupt())), "cpu", None, 32)
     with pytest.raises(KeyboardInterrupt):
         source.run(_grey_items(200), "test")
+
+
+def _meddles(batch: torch.Tensor) -> torch.Tensor:
+    """A derainer that prints, moves to another folder and changes torch's threads."""
+    print("derained", len(batch))
+    os.chdir("/")
+    torch.set_num_threads(torch.get_num_threads() + 1)
+    return batch.clone()
+
+
+def test_what_a_derainer_prints_or_changes_of_the_process_is_kept_from_the_run(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    source = DerainerSource(_Returns(_meddles), "cpu", None, 32)
+    with pytest.warns(eval_module.EvalWarning) as warned:
+        outputs = source.run(_grey_items(9), "test") + source.run(_grey_items(9), "test")
+    assert [output.error for output in outputs] == [None, None]
+    assert (os.getcwd(), torch.get_num_threads()) == (str(tmp_path), threads)
+    assert [str(warning.message) for warning in warned] == [
+        # once each, not once per batch
+        f"returns changed the working directory to /: put back to {tmp_path}",
+        f"returns set torch's CPU threads to {threads + 1}: put back to {threads}, as the "
+        "provenance records",
+    ]
+    printed = capsys.readouterr()
+    assert printed.out == ""  # stdout is the command's: --json
+    assert printed.err == "derained 1\n" * 2
+
+
+def _moves(batch: torch.Tensor) -> torch.Tensor:
+    os.chdir("/")
+    return batch.clone()
+
+
+def test_a_derainer_changing_folder_leaves_the_results_where_they_were_asked(
+    tmp_path, ds, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the dataset and the results by relative paths
+    with pytest.warns(eval_module.EvalWarning, match="changed the working directory"):
+        [report] = evaluate(
+            DerainerSource(_Returns(_moves), "cpu", None, 32), "ds", "test", Path("res"), FAST
+        )
+    assert (report.scored, report.failed) == (4, 0)
+    assert sorted(p.name for p in (tmp_path / "res" / "returns" / "ds").glob("test.*")) == [
+        "test.crops",
+        "test.json",
+        "test.parquet",
+    ]
 
 
 def test_a_small_overshoot_is_clipped_and_scored():

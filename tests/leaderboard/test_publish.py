@@ -491,6 +491,18 @@ def test_html_escapes_names(tmp_path, write_run):
     assert "&lt;b&gt;&amp;bold" in page and "<b>&bold" not in page
 
 
+def test_html_provenance_says_where_a_derainers_code_came_from(tmp_path, write_run):
+    parquet = write_run(tmp_path, "median7", "ds", "test", kind="real", metrics={"niqe": [3.0]})
+    provenance = json.loads(parquet.with_suffix(".json").read_text())
+    provenance["model"] |= {
+        "registered": "median",
+        "source": {"package": "h3<b>", "version": "0.1", "entry_point": "h3:median_spec"},
+    }
+    parquet.with_suffix(".json").write_text(json.dumps(provenance))
+    page = render_html(load_results(tmp_path))
+    assert "<dt>code</dt><dd>median from h3&lt;b&gt; 0.1 (h3:median_spec)</dd>" in page
+
+
 def test_latex_and_markdown_escape_names(tmp_path, write_run):
     write_run(tmp_path, "a_b&c|d", "ds", "test", kind="real", metrics={"niqe": [3.0]})
     results = load_results(tmp_path)
