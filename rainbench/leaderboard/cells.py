@@ -17,11 +17,14 @@ from rainbench.leaderboard.ranking import (
     standing,
 )
 from rainbench.leaderboard.results import Run
+from rainbench.shards.manifest import REAL_PAIR
 
 # A control character (C0, DEL, C1) in a name is no text to show: every format makes it a
 # space. Printed to a terminal, an escape sequence in a name would restyle or rewrite it;
 # TeX refuses some and reads others as markup (a form feed is an \outer \par).
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The recipe of a pair whose ground truth is its sequence's rain-free frames (`pairs`).
+_RAIN_FREE = f"{REAL_PAIR}rain-free"
 
 METRIC_LABELS = {
     "psnr_y": "PSNR-Y",
@@ -220,7 +223,7 @@ def ground_truth_text(table: SplitTable) -> str | None:
     text = f"Ground truth by {methods}"
     if "gt_psnr_estimate_median" in truth:
         text += (
-            f", estimated from time over windows of up to {truth['window_frames_max']} frames: "
+            f", {_made_from(set(truth.get('methods', {})), truth['window_frames_max'])}: "
             f"the estimate's own spread puts it at a median {truth['gt_psnr_estimate_median']:.1f}"
             f" dB psnr_y from the true background; mean confidence "
             f"{truth['confidence_mean']:.2f}, {100 * truth['moving_mean']:.1f}% of a frame "
@@ -230,6 +233,18 @@ def ground_truth_text(table: SplitTable) -> str | None:
             "from the truth, measured on synthetic videos: docs/pairs.md"
         )
     return text + "."
+
+
+def _made_from(methods: set[str], frames: int) -> str:
+    """Where `rainbench pairs` took a split's ground truths from: rainy frames over time,
+    or the rain-free frames a sequence has before or after the rain (`pairs:rain-free`,
+    whose window is those frames)."""
+    if methods == {_RAIN_FREE}:
+        return f"taken from rain-free frames of the same sequences, up to {frames} of them"
+    text = f"estimated from time over windows of up to {frames} frames"
+    return text + (
+        ", or from rain-free frames where a sequence has them" if _RAIN_FREE in methods else ""
+    )
 
 
 def short_sha(digest: object) -> str:

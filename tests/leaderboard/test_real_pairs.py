@@ -2,11 +2,13 @@
 of each pair, records how the ground truth was made, and the leaderboard states it."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from rainbench.leaderboard.cells import ground_truth_text
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.publish import render_leaderboard
 from rainbench.leaderboard.sources import DerainerSource
@@ -121,3 +123,28 @@ def test_a_pair_without_every_estimate_figure_is_left_out_of_the_ground_truth(tm
     truth = info["ground_truth"]
     assert truth["methods"] == {"pairs:percentile": 4}
     assert truth["gt_psnr_estimate_median"] == 41.0 and truth["confidence_mean"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("methods", "said"),
+    [
+        ({"pairs:percentile": 4}, "estimated from time over windows of up to 31 frames: "),
+        ({"pairs:rain-free": 4}, "taken from rain-free frames of the same sequences, up to 31"),
+        (
+            {"pairs:percentile": 2, "pairs:rain-free": 2},
+            "up to 31 frames, or from rain-free frames where a sequence has them: ",
+        ),
+    ],
+)
+def test_the_ground_truth_says_whether_it_came_from_rainy_or_rain_free_frames(methods, said):
+    truth = {
+        "methods": methods,
+        "confident_from": 0.5,
+        "confidence_mean": 0.8,
+        "moving_mean": 0.01,
+        "gt_psnr_estimate_median": 41.0,
+        "window_frames_max": 31,
+    }
+    run = SimpleNamespace(provenance={"ground_truth": truth})
+    table = SimpleNamespace(kind="real-paired", rows=[SimpleNamespace(run=run)])
+    assert said in ground_truth_text(table)
