@@ -74,7 +74,13 @@ Example:
 )
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--split", default="all", show_default=True, help="A split's name, or all.")
-@click.option("--results", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--results",
+    default="results",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The folder results go to (RESULTS/<model>/<dataset>/<split>.parquet).",
+)
 @click.option(
     "--device",
     default=EvalSettings.device,
@@ -249,7 +255,8 @@ def _eval_source(model, model_cmd, outputs, name, checkpoint, derainer_options, 
 @click.command("leaderboard")
 @click.option(
     "--results",
-    required=True,
+    default=("results",),
+    show_default=True,
     multiple=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="A results folder of rainbench eval; repeat it to publish several as one.",

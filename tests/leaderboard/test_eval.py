@@ -789,20 +789,20 @@ def test_outputs_computed_elsewhere(tmp_path, ds):
 
 
 def test_the_cli_runs_eval_and_reports(tmp_path, ds):
+    """Without --results, both commands use the folder `results` where they run."""
     result = subprocess.run(
         [sys.executable, "-m", "rainbench", "eval", "--model", "identity", "--dataset", str(ds),
-         "--split", "syn-streak", "--results", str(tmp_path / "res"), "--metrics", "psnr_y",
-         "--no-progress"],
-        capture_output=True, text=True, check=False,
+         "--split", "syn-streak", "--metrics", "psnr_y", "--no-progress"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "ds/syn-streak (synthetic): 3 scored, 0 failed, 0 already done" in result.stdout
     np.testing.assert_array_equal(
-        _table(tmp_path / "res", "identity", "syn-streak").status.to_numpy(), ["ok"] * 3
+        _table(tmp_path / "results", "identity", "syn-streak").status.to_numpy(), ["ok"] * 3
     )
     board = subprocess.run(
-        [sys.executable, "-m", "rainbench", "leaderboard", "--results", str(tmp_path / "res")],
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "rainbench", "leaderboard"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
     )  # fmt: skip
     assert "identity" in board.stdout and "PSNR-Y" in board.stdout
 
