@@ -37,11 +37,52 @@ class StoreError(RainbenchError):
     """An object store cannot be reached or read; the message is one line."""
 
 
+class StoreUnusable(StoreError):
+    """This process cannot use the store: it refuses the credentials (403), there are
+    none, or no answer comes. No object being read is to blame for it."""
+
+
+def unusable(url: str, error: BaseException) -> StoreUnusable | None:
+    """`error`, met reading `url`, as a `StoreUnusable` when it is of that kind: a
+    refusal (PermissionError, as s3fs words a 403) or an error of S3's client itself,
+    which s3fs passes on as it is only where no answer came (no credentials to sign with,
+    an endpoint out of reach, a timeout); None for any other error."""
+    if isinstance(error, StoreUnusable):
+        return error
+    client = from_store_client(error)
+    no_credentials = client and type(error).__name__ == "NoCredentialsError"
+    if isinstance(error, PermissionError) or no_credentials:
+        return StoreUnusable(f"{url}: {first_line(error)}; {_DENIED}")
+    return StoreUnusable(f"{url}: {first_line(error)}") if client else None
+
+
+def from_store_client(error: BaseException) -> bool:
+    """Whether botocore (S3's client, under s3fs) raised `error`: it reports missing
+    credentials and the like in its own classes, not as OSError, wherever a store is
+    touched, on a Ray worker too. Known by module, so nothing imports botocore for it."""
+    return any(
+        kind.__module__.split(".")[0] in ("botocore", "aiobotocore") for kind in type(error).__mro__
+    )
+
+
 def is_url(location: object) -> bool:
     """Whether `location` names a place in an object store (`s3://…`, `gs://…`); plain
     paths and `file://` URLs stay local."""
     match = _URL.match(str(location)) if isinstance(location, str) else None
     return bool(match) and match.group(1).lower() != "file"
+
+
+def check_url(url: str) -> str:
+    """`url` itself, refused in one line when it names no place in a store: nothing after
+    `://`, or for S3 and GCS no bucket (`s3:///ds`, what `s3://$BUCKET/ds` gives while
+    BUCKET is unset)."""
+    scheme = _URL.match(url).group(1).lower()
+    path = url[len(scheme) + 3 :]
+    if scheme in _EXTRAS and not path.split("/", 1)[0]:
+        raise StoreError(f"{url}: no bucket named; give {scheme}://BUCKET/PATH")
+    if not path.strip("/"):
+        raise StoreError(f"{url}: nothing named after {scheme}://")
+    return url
 
 
 def filesystem(url: str):
@@ -96,7 +137,7 @@ def _reporting(url: str, writing: bool = False) -> Iterator[None]:
             raise StoreError(f"{url}: {first_line(error)}") from None
         raise
     except PermissionError as error:
-        raise StoreError(f"{url}: {first_line(error)}; {_DENIED}") from None
+        raise unusable(url, error) from None
     except (OSError, ValueError) as error:
         raise StoreError(f"{url}: {first_line(error)}") from None
 
@@ -280,7 +321,7 @@ def cache_root() -> Path:
 def mirror_dir(url: str, purpose: str) -> Path:
     """The local folder mirroring `url` for `purpose` (`read`: a view readers refresh;
     `write`: an ingest's state and lock), named by the URL's hash and marked with it."""
-    url = url.rstrip("/")
+    url = check_url(url).rstrip("/")
     folder = cache_root() / "store" / purpose / hashlib.sha256(url.encode()).hexdigest()[:24]
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / VIEW_FILE

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.demo.run import DemoResult, Stage
+from rainbench.models.registry import list_derainers
 from rainbench.synth.splits import PairsSummary
 from rainbench.tagging.tagger import load_tagger
 from rainbench.train.core.config import RunConfig
@@ -129,6 +130,31 @@ def test_usage_errors_exit_two(runner, tmp_path):
 def test_help_has_an_example(runner, command):
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.output
+
+
+def _eval_examples(text: str) -> list[str]:
+    """Each command line in `text` (not prose) that runs `rainbench eval`, its continued
+    lines (a trailing backslash) joined on."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return re.findall(r"^\s*rainbench eval .*", joined, re.MULTILINE)
+
+
+def test_every_eval_example_gives_a_checkpoint_where_the_derainer_needs_one(runner):
+    # Tried as written, one without it fails (on a Ray cluster, once the actors start).
+    texts = [runner.invoke(main, ["eval", "--help"]).output, Path("README.md").read_text()]
+    texts += [doc.read_text() for doc in sorted(Path("docs").glob("*.md"))]
+    needing = {spec.name for spec in list_derainers() if spec.needs_checkpoint}
+    assert {"nlcl", "cclgan"} <= needing
+    examples = [line for text in texts for line in _eval_examples(text)]
+    lacking = [
+        line
+        for line in examples
+        if (model := re.search(r"--model (\S+)", line))
+        and model.group(1) in needing
+        and "--checkpoint" not in line
+    ]
+    assert lacking == []
+    assert any("--model nlcl" in line and "--ray" in line for line in examples)
 
 
 @pytest.mark.parametrize("method", ["nlcl", "cclgan"])

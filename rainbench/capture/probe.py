@@ -30,6 +30,7 @@ from rainbench.capture.source import (
 )
 from rainbench.capture.video import VideoInfo, location_edits, probe_video
 from rainbench.errors import first_line
+from rainbench.store import StoreUnusable
 
 KEY_HEX = 24  # 96 bits of the stored bytes' sha256: dot-free and collision-safe
 _HASH_CHUNK = 1 << 20
@@ -136,6 +137,8 @@ def probe(
     except CaptureRejected as rejected:
         result.reason, result.message = rejected.reason, rejected.message
         return result
+    except StoreUnusable:
+        raise  # no capture is to blame (`open_capture`): the ingest ends, to run again
     except Exception as error:
         # A decoder's own failure on a hostile file: recorded, and retried on the next run
         # (a later rainbench may read it), never the end of the whole ingest.

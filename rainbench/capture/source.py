@@ -17,7 +17,7 @@ from pathlib import Path
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.errors import first_line
 from rainbench.files import leads_inside
-from rainbench.store import STREAM_BLOCK, StoreError, is_url, open_stream
+from rainbench.store import STREAM_BLOCK, StoreError, is_url, open_stream, unusable
 
 # A name's bytes that are not UTF-8 reach Python as surrogates U+DC80–U+DCFF
 # (surrogateescape). They are stored as `\xHH`; a backslash that would read as the
@@ -91,9 +91,15 @@ def _spool_object(source: SourceFile) -> "CaptureFile":
             while chunk := stream.read(STREAM_BLOCK):
                 spool.write(chunk)
         spool.flush()
-    except (OSError, StoreError) as error:
+    except Exception as error:
         spool.close()
-        raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {first_line(error)}") from None
+        # A store that refuses this process (or that it cannot ask) ends the ingest: the
+        # object is not to blame, and every other would be rejected the same way.
+        if (barred := unusable(url, error)) is not None:
+            raise barred from None
+        if isinstance(error, (OSError, StoreError)):
+            raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {first_line(error)}") from None
+        raise
     if spool.tell() != source.size:
         spool.close()
         raise CaptureRejected(

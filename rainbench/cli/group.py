@@ -11,6 +11,7 @@ import click
 
 from rainbench.cli.output import on_one_line
 from rainbench.errors import RainbenchError
+from rainbench.store import from_store_client
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
@@ -66,7 +67,7 @@ class Commands(click.Group):
                 click.echo(on_one_line(problem), err=True)
             fail(str(error))
         except Exception as error:
-            if not _from_the_store_client(error):
+            if not from_store_client(error):
                 raise
             fail(_store_client_text(error))
         except KeyboardInterrupt:  # Ctrl-C: said in a line, exit 128 + SIGINT as a shell has it
@@ -91,15 +92,6 @@ def _os_error_text(error: OSError) -> str:
     why = error.strerror or str(error) or type(error).__name__
     paths = [str(path) for path in (error.filename, error.filename2) if path is not None]
     return f"{' -> '.join(paths)}: {why}" if paths else why
-
-
-def _from_the_store_client(error: Exception) -> bool:
-    """Whether botocore (S3's client, under s3fs) raised `error`: it reports missing
-    credentials and the like in its own classes, not as OSError, wherever a store is
-    touched, on a Ray worker too. Known by module, so the CLI never imports botocore."""
-    return any(
-        kind.__module__.split(".")[0] in ("botocore", "aiobotocore") for kind in type(error).__mro__
-    )
 
 
 def _store_client_text(error: Exception) -> str:

@@ -37,7 +37,8 @@ Example:
   rainbench eval ds --model-cmd "python test.py --in {input_dir} --out {output_dir}" \\
       --name theirs --split syn-streak --results res
   rainbench eval ds --outputs derained/ --name theirs --split test --results res
-  rainbench eval /shared/ds --model nlcl --device cuda --results /shared/res --ray
+  rainbench eval /shared/ds --model nlcl --checkpoint /shared/runs/nlcl/nlcl.pt \\
+      --device cuda --results /shared/res --ray
 """
 
 

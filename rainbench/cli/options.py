@@ -12,7 +12,7 @@ import click
 
 from rainbench.errors import RainbenchError
 from rainbench.ingest.split import parse_fractions
-from rainbench.store import is_url
+from rainbench.store import check_url, is_url
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
 
@@ -164,11 +164,12 @@ def as_json(text: str = "Print the summary as JSON."):
 
 class Location(click.Path):
     """A local path (a click.Path with these settings) or an object store's URL
-    (`s3://bucket/ds`, `gs://…`), which is passed on as text."""
+    (`s3://bucket/ds`, `gs://…`), which is passed on as text; one that names no bucket
+    is refused in one line (`check_url`)."""
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and is_url(value):
-            return value
+            return check_url(value)
         return super().convert(value, param, ctx)
 
 

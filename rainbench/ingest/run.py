@@ -437,8 +437,11 @@ class _Run:
     # -- phase 1: scan -------------------------------------------------------------------
 
     def _scan(self, samples: pa.Table, rejects: pa.Table, summary: IngestSummary) -> list:
-        write_atomic(self.dataset.pending_run, json.dumps(self.settings, indent=2).encode())
+        # Walked before the settings are written: inputs that cannot be walked (a bucket
+        # that is not there, a store out of reach) leave no interrupted run, which every
+        # later ingest into this dataset would try to finish first, failing the same way.
         sources, ignored = walk_inputs(self.settings["inputs"])
+        write_atomic(self.dataset.pending_run, json.dumps(self.settings, indent=2).encode())
         summary.ignored_under[tuple(map(str, self.settings["inputs"]))] = ignored
         summary.ignored = sum(summary.ignored_under.values())
         known = _known_files(samples, rejects)

@@ -20,7 +20,7 @@ from rainbench.capture.source import SourceFile, name_text
 from rainbench.files import regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import member
-from rainbench.store import is_url, listing
+from rainbench.store import check_url, is_url, listing
 from rainbench.tagging.measure import compute_features
 
 # Parts of an object's key that name no folder: a key with one is refused, never read
@@ -88,7 +88,7 @@ def _store_sources(url: str) -> tuple[list[SourceFile], int]:
     skipped), with size and modification time from the store's listing; and how many
     objects were ignored. A key with a part that names no folder is kept, for the probe
     to refuse."""
-    root = url.rstrip("/")
+    root = check_url(url).rstrip("/")
     found, ignored = [], 0
     for relative, (size, mtime) in sorted(listing(root).items()):
         *folders, name = relative.split("/")

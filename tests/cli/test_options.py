@@ -181,3 +181,22 @@ def test_every_path_that_must_exist_is_an_input_path():
         and not isinstance(param.type, InputPath)
     ]
     assert own == []
+
+
+# A URL that names no bucket, wherever a command takes a location: as `s3://$BUCKET/ds`
+# gives it while BUCKET is unset, or a URL cut short.
+NO_BUCKET = [
+    ["ingest", "s3://", "--out", "{tmp}/ds"],
+    ["ingest", "{tmp}", "--out", "s3:///ds"],
+    ["verify", "s3:///ds"],
+    ["eval", "--model", "identity", "--dataset", "gs://", "--results", "{tmp}/r"],
+    ["train", "nlcl", "s3:///ds", "--out", "{tmp}/run"],
+]
+
+
+@pytest.mark.parametrize("argv", NO_BUCKET, ids=[" ".join(argv[:2]) for argv in NO_BUCKET])
+def test_a_url_that_names_no_bucket_is_one_line_and_exit_1(tmp_path, argv):
+    result = CliRunner().invoke(main, [arg.format(tmp=tmp_path) for arg in argv])
+    assert result.exit_code == 1, result.output
+    assert "no bucket named; give " in result.output and result.output.count("\n") == 1
+    assert result.output.startswith("error: ")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,9 +23,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import s3fs
 from click.testing import CliRunner
 from PIL import Image
 
+from rainbench import store as store_module
 from rainbench.cli import main
 from rainbench.demo.captures import render_scene, sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
@@ -35,7 +38,7 @@ from rainbench.shards import dataset as dataset_module
 from rainbench.shards import members as members_module
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.verify import verify
-from rainbench.store import filesystem
+from rainbench.store import StoreError, StoreUnusable, filesystem
 from rainbench.synth import splits as splits_module
 from rainbench.synth.build import SynthOptions, synthesize
 from rainbench.tagging.features import feature_column
@@ -108,6 +111,27 @@ def test_ingest_from_the_store_equals_a_local_ingest(bucket, capture_folder, tmp
     assert from_store == local_snapshot(tmp_path / "local", mtime)
     samples = pd.read_parquet(tmp_path / "from-store/manifests/samples.parquet")
     assert set(samples["source_root"]) == {f"{bucket}/raw"}
+
+
+def test_an_input_url_that_names_no_bucket_is_refused_and_nothing_is_made(tmp_path):
+    with pytest.raises(StoreError, match=r"^s3://: no bucket named; give s3://BUCKET/PATH$"):
+        ingest(["s3://"], tmp_path / "ds", OPTIONS)
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("into", ["folder", "store"])
+def test_an_input_url_that_cannot_be_read_leaves_nothing_to_resume(s3_bucket, tmp_path, into):
+    """A mistyped input URL (a bucket that is not there) fails in one line and leaves no
+    interrupted run behind: the next ingest into the same dataset, with good inputs, runs
+    as if it had never been (it used to fail on the same bucket, whatever it was given)."""
+    out = tmp_path / "ds" if into == "folder" else f"{s3_bucket}/ds"
+    with pytest.raises(StoreError, match="bucket does not exist") as refused:
+        ingest([f"{s3_bucket}-missing/raw"], out, OPTIONS)
+    assert "\n" not in str(refused.value)
+    assert into == "store" or not (tmp_path / "ds").exists()
+    for spec in sample_specs(2, seed=2, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    assert ingest([tmp_path / "raw"], out, OPTIONS).accepted == 2
 
 
 class Killed(BaseException):
@@ -256,29 +280,77 @@ def test_messages_about_a_dataset_in_the_store_name_its_url(bucket, raw):
     assert str(refused.value).startswith(f"{url} was created with --split")
 
 
+def _auth_after(s3_endpoint: str, requests: str) -> str:
+    """Make the local S3 endpoint check the key of every request after `requests` more
+    (moto's own switch; "testing" is no key it knows); returns the setting it replaces."""
+    reset = urllib.request.Request(
+        f"{s3_endpoint}/moto-api/reset-auth",
+        data=requests.encode(),
+        headers={"Content-Type": "text/plain"},
+        method="POST",
+    )
+    with urllib.request.urlopen(reset) as answer:
+        return json.loads(answer.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
+
+
 def test_wrong_credentials_are_named_as_such(s3_bucket, s3_endpoint):
     """The store refuses the key (403): the error says to check the credentials (moto's
     own switch makes it refuse)."""
-    import urllib.request
-
-    def auth_after(requests: str) -> str:
-        reset = urllib.request.Request(
-            f"{s3_endpoint}/moto-api/reset-auth",
-            data=requests.encode(),
-            headers={"Content-Type": "text/plain"},
-            method="POST",
-        )
-        with urllib.request.urlopen(reset) as answer:
-            return json.loads(answer.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
-
-    before = auth_after("0")  # every request from now on is checked: "testing" is no key
+    before = _auth_after(s3_endpoint, "0")  # every request from now on is checked
     try:
         result = CliRunner().invoke(main, ["stats", f"{s3_bucket}/ds"])
     finally:
-        auth_after(before)
+        _auth_after(s3_endpoint, before)
     assert result.exit_code == 1
     assert "check the credentials (AWS_ACCESS_KEY_ID" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("credentials", ["refused", "none"])
+def test_captures_the_reader_may_not_read_end_the_ingest_and_none_is_rejected(
+    s3_bucket, s3_endpoint, tmp_path, credentials
+):
+    """The driver lists the captures in the store, but the process that reads them (a
+    Ray worker whose `ray start` had no credentials, say) has a key the store refuses, or
+    none: the ingest stops in one line saying to check them, and marks no capture as
+    unreadable; the same ingest with good credentials then takes them all."""
+    fs, prefix = filesystem(f"{s3_bucket}/raw")
+    for spec in sample_specs(2, seed=2, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    fs.put(str(tmp_path / "raw"), prefix, recursive=True)
+    listed = run_module.walk_inputs
+    refusing = []
+
+    def forget_credentials() -> None:
+        store_module._aws_session.cache_clear()  # a reader that never had them
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    with pytest.MonkeyPatch.context() as barred:
+
+        def listed_then_barred(inputs):
+            found = listed(inputs)
+            if credentials == "refused":
+                refusing.append(_auth_after(s3_endpoint, "0"))
+                return found
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                barred.delenv(name)
+            for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+                barred.setenv(name, str(tmp_path / "none"))
+            barred.setenv("AWS_EC2_METADATA_DISABLED", "true")
+            forget_credentials()
+            return found
+
+        barred.setattr(run_module, "walk_inputs", listed_then_barred)
+        try:
+            with pytest.raises(StoreUnusable, match="; check the credentials") as stopped:
+                ingest([f"{s3_bucket}/raw"], tmp_path / "ds", OPTIONS)
+        finally:
+            for before in refusing:
+                _auth_after(s3_endpoint, before)
+    assert "\n" not in str(stopped.value)
+    forget_credentials()
+    summary = ingest([f"{s3_bucket}/raw"], tmp_path / "ds", OPTIONS)
+    assert summary.accepted == 2 and summary.rejected == {}
 
 
 def test_incremental_ingest_from_a_fresh_machine(bucket, raw, tmp_path, monkeypatch):

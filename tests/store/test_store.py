@@ -30,6 +30,29 @@ def test_urls_and_paths(location, url):
     assert store.is_url(location) is url
 
 
+@pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/ds/", "gs://b/x", "memory://ds"])
+def test_a_url_that_names_a_place_is_taken(url):
+    assert store.check_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://", "s3://: no bucket named; give s3://BUCKET/PATH"),
+        ("s3:///ds", "s3:///ds: no bucket named; give s3://BUCKET/PATH"),
+        ("GS://", "GS://: no bucket named; give gs://BUCKET/PATH"),
+        ("memory://", "memory://: nothing named after memory://"),
+    ],
+)
+def test_a_url_that_names_no_bucket_is_refused_in_one_line(url, message, tmp_path, monkeypatch):
+    # Once a mirror folder's name is made of it (the way RainDataset and every command
+    # open a dataset in a store), it used to end in an AttributeError.
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path))
+    with pytest.raises(store.StoreError) as refused:
+        store.mirror_dir(url, "read")
+    assert str(refused.value) == message
+
+
 def test_a_missing_driver_names_the_extra_to_install(monkeypatch):
     def missing(url, **kwargs):
         raise ImportError("Install s3fs to access S3")
