@@ -110,13 +110,13 @@ def test_user_errors_exit_one_with_one_line(runner, tmp_path):
     assert missing.exit_code == 1 and missing.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("size", ["lots", "1.2.3GB", ".", "0", "0.0001KB"])
+def test_a_size_that_is_none_is_a_usage_error(runner, tmp_path, size):
+    result = runner.invoke(main, ["ingest", str(tmp_path), "--out", "x", "--shard-size", size])
+    assert result.exit_code == 2 and "is not a size like 1GB" in result.output
+
+
 def test_usage_errors_exit_two(runner, tmp_path):
-    assert (
-        runner.invoke(
-            main, ["ingest", str(tmp_path), "--out", "x", "--shard-size", "lots"]
-        ).exit_code
-        == 2
-    )
     assert (
         runner.invoke(main, ["ingest", str(tmp_path), "--out", "x", "--split", "train=2"]).exit_code
         == 2

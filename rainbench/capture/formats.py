@@ -38,6 +38,7 @@ CAPTURE_SUFFIXES = {
     ".jpg": "jpeg",
     ".jpeg": "jpeg",
     ".jpe": "jpeg",
+    ".mpo": "jpeg",  # a stereo camera's pictures: JPEGs that its MPF index chains
     ".png": "png",
     ".tif": "tiff",
     ".tiff": "tiff",

@@ -23,8 +23,9 @@ class Reason(StrEnum):
     CHANGED = "changed-during-ingest"
 
 
-# Refusals that depend only on the file's bytes: the same file is refused again, so a
-# re-run skips it while its size and mtime are unchanged. The others are retried.
+# Refusals that depend only on the file's bytes (too-many-pixels on the cap too, so
+# ingest reads such a file again under a higher one): the same file is refused again, so
+# a re-run skips it while its size and mtime are unchanged. The others are retried.
 STICKY = frozenset(
     {
         Reason.EMPTY,

@@ -105,11 +105,14 @@ def ingest_command(raw, out, shard_size, as_json, progress, **settings) -> None:
       rainbench ingest /shared/photos/ --out /shared/ds --ray
       rainbench ingest photos/ --out ds --no-tag && rainbench tag ds -j 8
     """
+    from rainbench.ingest.run import OptionsConflict
     from rainbench.ingest.tag import LabelsRejected
 
     ingest_options = IngestOptions(shard_bytes=shard_size, **settings)
     try:
         summary = ingest(list(raw), out, ingest_options, progress=progress)
+    except OptionsConflict as conflict:
+        raise click.UsageError(str(conflict)) from None
     except LabelsRejected as rejected:
         if rejected.summary is not None:  # the captures are in: say so before the problems
             emit(rejected.summary, as_json, lambda summary: [format_summary(summary, out)])

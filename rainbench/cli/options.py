@@ -23,10 +23,12 @@ class ByteSize(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        match = re.fullmatch(r"\s*([\d.]+)\s*([KMG]?B?)\s*", str(value).upper())
-        if not match:
+        match = re.fullmatch(r"\s*(\d+\.?\d*|\.\d+)\s*([KMG]?B?)\s*", str(value).upper())
+        size = int(float(match.group(1)) * _UNITS[match.group(2)]) if match else 0
+        # A size under one byte would put nothing in a shard: no size at all.
+        if size < 1:
             self.fail(f"{value!r} is not a size like 1GB, 500MB or 1000000", param, ctx)
-        return int(float(match.group(1)) * _UNITS[match.group(2)])
+        return size
 
 
 class Fractions(click.ParamType):

@@ -75,7 +75,10 @@ def make_plan(
             source = result.source
             plan.seen_again[result.key] = [source.size, source.mtime_ns, source.inode]
         else:
-            message = f"same bytes as {original[1]} (key {original[2]})"
+            # A name under another root is given whole, or it would read as the file itself.
+            same_root = original[0] == result.source.root
+            where = original[1] if same_root else f"{original[0].rstrip('/')}/{original[1]}"
+            message = f"same bytes as {where} (key {original[2]})"
             row = reject_row(result, Reason.DUPLICATE, message, settings.run_id)
             row["duplicate_of"] = original[2]
             plan.rejects.append(row)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
-from rainbench.capture.reject import STICKY, for_want_of_library
+from rainbench.capture.reject import STICKY, Reason, for_want_of_library
 from rainbench.capture.source import name_text
 from rainbench.cluster import import_ray, make_pool
 from rainbench.errors import first_line
@@ -82,6 +82,10 @@ _SETTINGS = frozenset(
         "name",
     )
 )
+
+
+class OptionsConflict(DatasetError):
+    """Settings that cannot go together: on the command line, a usage error."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def ingest(
         if not is_url(entry) and not Path(entry).exists():
             raise DatasetError(f"input not found: {entry}")
     if options.labels is not None and not options.tag:
-        raise DatasetError(
+        raise OptionsConflict(
             "--no-tag with --labels: a sheet is applied by tagging, which --no-tag leaves "
             f"out; after this ingest, rainbench tag {out} --labels {options.labels}"
         )
@@ -444,7 +448,9 @@ class _Run:
         write_atomic(self.dataset.pending_run, json.dumps(self.settings, indent=2).encode())
         summary.ignored_under[tuple(map(str, self.settings["inputs"]))] = ignored
         summary.ignored = sum(summary.ignored_under.values())
-        known = _known_files(samples, rejects)
+        runs = self.dataset.read_info().get("runs", []) if self.dataset.exists() else []
+        caps = {run.get("run_id"): run.get("max_pixels") for run in runs}
+        known = _known_files(samples, rejects, caps, self.settings["max_pixels"])
         journaled = self.journal.load()
         sources = [s for s in sources if not is_known(s, known)]
         todo = [s for s in sources if file_id(s) not in journaled]
@@ -734,12 +740,21 @@ class _Run:
         )
 
 
-def _known_files(samples: pa.Table, rejects: pa.Table) -> set:
-    """Files already decided: stored captures, and refusals a re-run would repeat."""
+def _known_files(
+    samples: pa.Table, rejects: pa.Table, caps: dict[str, object], max_pixels: int
+) -> set:
+    """Files already decided: stored captures, and refusals a re-run would repeat. A
+    capture refused as too large by a run with a lower `--max-pixels` (`caps`: each run's)
+    than this one's is no longer decided."""
     columns = ["source_root", "source_path", "source_size", "source_mtime_ns", "source_inode"]
     sticky = {str(reason) for reason in STICKY}
     rows = samples.select(columns).to_pylist()
-    rows += [r for r in rejects.to_pylist() if r["reason"] in sticky]
+    for row in rejects.to_pylist():
+        cap = caps.get(row["ingest_run"])
+        cap = cap if isinstance(cap, int) else DEFAULT_MAX_PIXELS  # a run without one
+        raised = row["reason"] == Reason.TOO_MANY_PIXELS and max_pixels > cap
+        if row["reason"] in sticky and not raised:
+            rows.append(row)
     # A row written before inodes were kept has none: 0, matched on the rest.
     return {(*(r[c] for c in columns[:4]), r["source_inode"] or 0) for r in rows}
 

@@ -52,6 +52,17 @@ def test_no_tag_with_labels_is_refused_before_any_work(tmp_path, capture_folder)
     assert not ds.exists()
 
 
+def test_no_tag_with_labels_is_a_usage_error_on_the_command_line(tmp_path):
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("source_path,sha256,key,rain_type,note\n")
+    command = ["ingest", str(tmp_path), "--out", str(tmp_path / "ds"), "--no-tag"]
+
+    result = CliRunner().invoke(main, [*command, "--labels", str(sheet)])
+
+    assert result.exit_code == 2
+    assert "Error: --no-tag with --labels: a sheet is applied by tagging" in result.output
+
+
 def test_the_cli_says_what_is_left_to_tag(tmp_path, capture_folder):
     ds = tmp_path / "ds"
     command = ["ingest", str(capture_folder), "--out", str(ds), "-j", "2", "--no-tag"]

@@ -11,6 +11,7 @@ import pytest
 
 from rainbench.capture import probe as probe_module
 from rainbench.capture.source import open_capture
+from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import write as write_module
 from rainbench.shards import manifest
@@ -99,3 +100,31 @@ def test_a_dataset_written_before_inodes_were_kept_is_not_read_again(
     again = ingest([capture_folder], tmp_path / "ds", OPTIONS)
     assert reads == []
     assert again.scanned == 0
+
+
+def test_a_duplicate_names_its_original_so_that_it_reads_as_another_file(tmp_path):
+    raw, moved = tmp_path / "raw", tmp_path / "moved"
+    write_capture(raw, CaptureSpec("day1/IMG_1.jpg", 320, 240))
+    ingest([raw], tmp_path / "ds", OPTIONS)
+    samples = manifest.read_manifest(Dataset(tmp_path / "ds").samples_manifest, manifest.SAMPLES)
+    key = samples["key"][0].as_py()
+    # Renamed where it was: named within the same root. Moved to another root: named whole.
+    os.rename(raw / "day1" / "IMG_1.jpg", raw / "day1" / "renamed.jpg")
+    shutil.copytree(raw / "day1", moved / "day1")
+    assert ingest([raw, moved], tmp_path / "ds", OPTIONS).duplicates == 2
+    rejects = Dataset(tmp_path / "ds").rejects_manifest
+    messages = manifest.read_manifest(rejects, manifest.REJECTS)["message"].to_pylist()
+    assert sorted(messages) == [
+        f"same bytes as {raw.as_posix()}/day1/IMG_1.jpg (key {key})",
+        f"same bytes as day1/IMG_1.jpg (key {key})",
+    ]
+
+
+def test_a_capture_refused_as_too_large_is_read_again_under_a_higher_cap(tmp_path, reads):
+    write_capture(tmp_path / "raw", CaptureSpec("IMG_1.jpg", 320, 240))
+    low = IngestOptions(workers=1, max_pixels=100)
+    assert ingest([tmp_path / "raw"], tmp_path / "ds", low).rejected == {"too-many-pixels": 1}
+    reads.clear()
+    assert ingest([tmp_path / "raw"], tmp_path / "ds", low).scanned == 0  # the same cap
+    assert reads == []
+    assert ingest([tmp_path / "raw"], tmp_path / "ds", OPTIONS).accepted == 1

@@ -16,7 +16,7 @@ from PIL import Image
 from rainbench import __version__
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.gps import has_gps
-from rainbench.demo.captures import CaptureSpec, write_capture
+from rainbench.demo.captures import CaptureSpec, render_scene, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
 from rainbench.shards.dataset import Dataset, DatasetError
@@ -260,6 +260,17 @@ def test_12mp_captures_in_every_orientation(tmp_path):
         assert row.orientation == spec.orientation
     # One scene per seed: no two are near-duplicates of each other.
     assert samples.near_dup_of.isna().all()
+
+
+def test_a_stereo_cameras_mpo_is_a_jpeg_stored_with_every_picture(tmp_path):
+    left, right = (Image.fromarray(render_scene(320, 240, seed)) for seed in (1, 2))
+    (tmp_path / "raw").mkdir()
+    left.save(tmp_path / "raw" / "DSCF0001.MPO", "MPO", save_all=True, append_images=[right])
+    assert ingest([tmp_path / "raw"], tmp_path / "ds", ONE).accepted == 1
+    row = _samples(tmp_path / "ds").iloc[0]
+    assert (row.format, list(row.members)) == ("jpeg", ["jpg", "json"])
+    stored = Image.open(io.BytesIO(_members(tmp_path / "ds")[f"{row.key}.jpg"]))
+    assert stored.n_frames == 2
 
 
 def test_a_folder_without_captures_makes_no_dataset_and_fixes_no_setting(tmp_path, capture_specs):
