@@ -93,6 +93,16 @@ def _crash_on_call(monkeypatch, target, name, nth, when=_always, error=None):
     monkeypatch.setattr(target, name, crashing)
 
 
+def _killed(monkeypatch, inputs, ds, options=OPTIONS, at=None, nth=2, when=_always):
+    """An ingest of `inputs` into `ds` killed at the `nth` call of `at` (module or class,
+    and the name of what it calls; default: write_unit, once a shard is written)."""
+    target, name = at or (run_module, "write_unit")
+    with monkeypatch.context() as patch:
+        _crash_on_call(patch, target, name, nth, when)
+        with pytest.raises(Killed):
+            ingest(inputs, ds, options)
+
+
 def _named(filename):
     return lambda path, *args, **kwargs: path.name == filename
 
@@ -119,10 +129,7 @@ def test_crash_at_each_phase_then_resume_equals_uninterrupted(
 ):
     target, name, nth, when = CRASH_POINTS[point]
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, target, name, nth, when)
-        with pytest.raises(Killed):
-            ingest([raw], ds, OPTIONS)
+    _killed(monkeypatch, [raw], ds, at=(target, name), nth=nth, when=when)
     # Whatever state the crash left, a reader never sees a partial shard or a
     # manifest row whose shard is missing.
     problems = verify(Dataset(ds)) if Dataset(ds).exists() else []
@@ -142,10 +149,7 @@ def test_readers_of_a_first_ingest_killed_before_its_commit_say_to_run_it_again(
     tmp_path, raw, monkeypatch, command
 ):
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 3)
-        with pytest.raises(Killed):
-            ingest([raw], ds, OPTIONS)
+    _killed(monkeypatch, [raw], ds, nth=3)
     assert not (ds / "dataset.json").exists()
     result = CliRunner().invoke(main, [command, str(ds)])
     assert result.exit_code == 1 and result.output == (
@@ -160,10 +164,7 @@ def test_readers_of_a_first_ingest_killed_before_its_commit_say_to_run_it_again(
 def test_a_resumed_run_counts_each_rejected_file_once(tmp_path, raw, monkeypatch):
     fresh = ingest([raw], tmp_path / "fresh", OPTIONS)
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 3)
-        with pytest.raises(Killed):
-            ingest([raw], ds, OPTIONS)
+    _killed(monkeypatch, [raw], ds, nth=3)
     # The resumed run finishes the killed one's rejects; the run after it reads the
     # files that may read later (a dangling link) again, and rejects them again.
     resumed = ingest([raw], ds, OPTIONS)
@@ -179,10 +180,7 @@ def test_a_run_resumed_from_its_scan_counts_each_ignored_file_once(tmp_path, raw
     fresh = ingest([raw], tmp_path / "fresh", OPTIONS)
     assert fresh.ignored == 2
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, scan_module.Journal, "append", 2)
-        with pytest.raises(Killed):
-            ingest([raw], ds, OPTIONS)
+    _killed(monkeypatch, [raw], ds, at=(scan_module.Journal, "append"), nth=2)
     # The resumed run walks the inputs to finish its scan, and the run after it walks
     # them again: the same two files, ignored once.
     resumed = ingest([raw], ds, OPTIONS)
@@ -192,10 +190,7 @@ def test_a_run_resumed_from_its_scan_counts_each_ignored_file_once(tmp_path, raw
 def test_crashing_twice_in_a_row_still_converges(tmp_path, raw, reference, monkeypatch):
     ds = tmp_path / "ds"
     for nth in (2, 4):
-        with monkeypatch.context() as patch:
-            _crash_on_call(patch, run_module, "write_unit", nth)
-            with pytest.raises(Killed):
-                ingest([raw], ds, OPTIONS)
+        _killed(monkeypatch, [raw], ds, nth=nth)
     summary = ingest([raw], ds, OPTIONS)
     assert summary.resumed
     assert fingerprint(ds) == reference
@@ -203,10 +198,7 @@ def test_crashing_twice_in_a_row_still_converges(tmp_path, raw, reference, monke
 
 def test_a_killed_untagged_run_is_finished_untagged(tmp_path, capture_folder, monkeypatch):
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 2)
-        with pytest.raises(Killed):
-            ingest([capture_folder], ds, replace(OPTIONS, tag=False))
+    _killed(monkeypatch, [capture_folder], ds, replace(OPTIONS, tag=False), nth=2)
 
     # The interrupted run's settings stand, --no-tag among them; this run's own
     # (tagging) apply to files it has to read, and there are none left.
@@ -222,10 +214,7 @@ def test_a_run_started_before_versions_were_recorded_is_finished(
     tmp_path, capture_folder, monkeypatch
 ):
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 2)
-        with pytest.raises(Killed):
-            ingest([capture_folder], ds, OPTIONS)
+    _killed(monkeypatch, [capture_folder], ds, nth=2)
     pending = ds / ".ingest" / "run.json"
     settings = json.loads(pending.read_text())
     assert settings["versions"] == INSTALLED
@@ -242,10 +231,7 @@ def test_a_run_resumed_after_an_upgrade_names_both_starts_versions(
     tmp_path, raw, reference, monkeypatch, upgrade
 ):
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 2)
-        with pytest.raises(Killed):
-            ingest([raw], ds, OPTIONS)
+    _killed(monkeypatch, [raw], ds, nth=2)
     upgrade("99.0")
 
     assert ingest([raw], ds, OPTIONS).resumed
@@ -262,10 +248,7 @@ def test_a_run_an_older_rainbench_started_keeps_the_versions_it_recorded(
     tmp_path, capture_folder, monkeypatch, upgrade
 ):
     ds = tmp_path / "ds"
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 2)
-        with pytest.raises(Killed):
-            ingest([capture_folder], ds, OPTIONS)
+    _killed(monkeypatch, [capture_folder], ds, nth=2)
     pending = ds / ".ingest" / "run.json"
     settings = json.loads(pending.read_text())
     older = installed_versions(CAPTURE_LIBRARIES)  # its start's, without rainbench's
@@ -273,10 +256,7 @@ def test_a_run_an_older_rainbench_started_keeps_the_versions_it_recorded(
     pending.write_text(json.dumps({**settings, "versions": older}))
 
     # Resumed by the same rainbench and libraries: nothing other.
-    with monkeypatch.context() as patch:
-        _crash_on_call(patch, run_module, "write_unit", 1)
-        with pytest.raises(Killed):
-            ingest([capture_folder], ds, OPTIONS)
+    _killed(monkeypatch, [capture_folder], ds, nth=1)
     assert json.loads(pending.read_text()).get("other_versions", []) == []
     upgrade("99.0")
 
