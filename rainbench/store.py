@@ -140,6 +140,10 @@ def _reporting(url: str, writing: bool = False) -> Iterator[None]:
         raise unusable(url, error) from None
     except (OSError, ValueError) as error:
         raise StoreError(f"{url}: {first_line(error)}") from None
+    except Exception as error:  # S3's client's own (no credentials to sign with): no OSError
+        if (barred := unusable(url, error)) is None:
+            raise
+        raise barred from None
 
 
 def open_ranged(url: str):

@@ -7,10 +7,12 @@ import shutil
 
 import pandas as pd
 import pytest
+import s3fs
 import torch
 from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
+from rainbench import store as store_module
 from rainbench.cli import main
 from rainbench.data import RainDataset
 from rainbench.demo.captures import sample_specs, write_capture
@@ -23,7 +25,7 @@ from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, shard_url
 from rainbench.shards.verify import verify
-from rainbench.store import filesystem, mirror_dir
+from rainbench.store import StoreError, filesystem, mirror_dir
 from rainbench.synth.build import SynthOptions, synthesize
 
 EVERYTHING_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
@@ -257,3 +259,28 @@ def test_analyze_reads_a_paired_split_from_the_store(url, local_ds):
     remote_report, local_report = json.loads(remote.output), json.loads(local.output)
     assert remote_report.pop("dataset") == url
     assert remote_report == {k: v for k, v in local_report.items() if k != "dataset"}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_loader_without_credentials_says_so_in_one_line(
+    s3_bucket, local_ds, monkeypatch, tmp_path, workers
+):
+    """A training script on a machine without the store's credentials: one line saying
+    to check them, from the loader's processes too, not the store client's own error."""
+    target = f"{s3_bucket}/ds"
+    fs, path = filesystem(target)
+    fs.put(str(local_ds), path, recursive=True)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store_module._aws_session.cache_clear()
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        with pytest.raises(StoreError, match=r"; check the credentials") as refused:
+            list(DataLoader(RainDataset(target, crop=32), batch_size=4, num_workers=workers))
+    finally:
+        store_module._aws_session.cache_clear()  # the next test's credentials
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert "\n" not in str(refused.value)
