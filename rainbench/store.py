@@ -44,14 +44,18 @@ class StoreUnusable(StoreError):
 
 def unusable(url: str, error: BaseException) -> StoreUnusable | None:
     """`error`, met reading `url`, as a `StoreUnusable` when it is of that kind: a
-    refusal (PermissionError, as s3fs words a 403) or an error of S3's client itself,
-    which s3fs passes on as it is only where no answer came (no credentials to sign with,
-    an endpoint out of reach, a timeout); None for any other error."""
+    refusal (a 403: s3fs raises PermissionError, gcsfs an OSError saying "Forbidden") or
+    an error of S3's client itself, which s3fs passes on as it is only where no answer
+    came (no credentials to sign with, an endpoint out of reach, a timeout); None for any
+    other error."""
     if isinstance(error, StoreUnusable):
         return error
     client = from_store_client(error)
     no_credentials = client and type(error).__name__ == "NoCredentialsError"
-    if isinstance(error, PermissionError) or no_credentials:
+    refused = isinstance(error, PermissionError) or (
+        isinstance(error, OSError) and str(error).startswith("Forbidden:")
+    )
+    if refused or no_credentials:
         return StoreUnusable(f"{url}: {first_line(error)}; {_DENIED}")
     return StoreUnusable(f"{url}: {first_line(error)}") if client else None
 
@@ -136,9 +140,9 @@ def _reporting(url: str, writing: bool = False) -> Iterator[None]:
         if any(words in str(error) for words in ("bucket does not exist", "NoSuchBucket")):
             raise StoreError(f"{url}: {first_line(error)}") from None
         raise
-    except PermissionError as error:
-        raise unusable(url, error) from None
-    except (OSError, ValueError) as error:
+    except OSError as error:  # a refusal says to check the credentials (`unusable`)
+        raise unusable(url, error) or StoreError(f"{url}: {first_line(error)}") from None
+    except ValueError as error:
         raise StoreError(f"{url}: {first_line(error)}") from None
     except Exception as error:  # S3's client's own (no credentials to sign with): no OSError
         if (barred := unusable(url, error)) is None:

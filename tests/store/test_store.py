@@ -206,3 +206,24 @@ def test_only_a_404_for_the_bucket_says_it_is_missing(answer, missing, monkeypat
     monkeypatch.setattr(store, "filesystem", lambda url: (Store(), url.split("://")[1]))
     assert store.bucket_missing("s3://bucket/ds") is missing
     assert store.bucket_missing("gs://bucket/ds") is missing
+
+
+@pytest.mark.parametrize(
+    ("url", "answer"),
+    [
+        ("s3://bucket/raw/a.jpg", PermissionError("Access Denied")),
+        # gcsfs's 403: a plain OSError, its first line naming the object.
+        ("gs://bucket/raw/a.jpg", OSError("Forbidden: bucket/raw/a.jpg\nno storage.objects.get")),
+    ],
+)
+def test_a_refusal_by_either_store_says_to_check_the_credentials(url, answer, monkeypatch):
+    class Store:
+        def find(self, *args, **kwargs):
+            raise answer
+
+    monkeypatch.setattr(store, "filesystem", lambda url: (Store(), url.split("://")[1]))
+    with pytest.raises(store.StoreUnusable, match="; check the credentials") as refused:
+        store.listing(url)
+    assert "\n" not in str(refused.value)
+    assert store.unusable(url, answer) is not None
+    assert store.unusable(url, OSError("Connection reset by peer")) is None
