@@ -284,11 +284,12 @@ def _score_lines(result: dict) -> list[str]:
     for line in result["summary"]:
         mean = "—" if line["mean"] is None else f"{line['mean']:.4f}"
         # The mean keeps an infinite value, as the leaderboard's does; the finite
-        # values' own mean is said beside it.
+        # values' own mean is said beside it. "Infinite", not "identical": psnr_y is
+        # infinite wherever the Y planes agree, whatever R, G and B do.
         extra = ""
         if line["infinite"]:
             finite = line["images"] - line["infinite"]
-            extra = f" ({line['infinite']} identical to the reference"
+            extra = f" ({line['infinite']} infinite"
             if finite:
                 extra += f"; {line['finite_mean']:.4f} over the other {finite}"
             extra += ")"

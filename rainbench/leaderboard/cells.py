@@ -336,7 +336,8 @@ def infinite_text(table: SplitTable) -> str | None:
     if not found:
         return None
     return (
-        f"Infinite values (an output equal to its ground truth, where PSNR is infinite): "
+        "Infinite values (PSNR where an output equals its ground truth; PSNR-Y also where "
+        "only their Y planes are equal): "
         f"{'; '.join(found)}. They stay in the means, which are then infinite ({INFINITY}), "
         "as a mean of BasicSR's per-image PSNR over a test set is; of two infinite means, "
         "the one with the larger share of infinite values ranks first, then the larger sum "

@@ -25,9 +25,10 @@ from rainbench.capture.decode import (
     FLOAT_TIFF,
     float_tiff,
     header_size,
-    load_upright,
+    load_stored,
 )
 from rainbench.capture.formats import is_capture_name, sniff
+from rainbench.capture.orientation import swaps_axes, turn_upright
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import name_text, read_regular
 from rainbench.cluster import make_pool
@@ -351,8 +352,8 @@ def _score_one(
         row["width"], row["height"] = header_size(pred_bytes) or (None, None)
         return row
     try:  # decoded once, for every metric that needs computing
-        pred = _decode(pred_bytes, job.pred)
-        ref = _decode(ref_bytes, job.ref) if ref_bytes is not None else None
+        pred, pred_turn = _decode(pred_bytes, job.pred)
+        ref, ref_turn = _decode(ref_bytes, job.ref) if ref_bytes is not None else (None, 1)
     except MetricError as error:
         row.update(dict.fromkeys(todo))
         row["status"] = f"error: {error}"
@@ -364,6 +365,7 @@ def _score_one(
     mismatch = size_mismatch(pred, ref) if ref is not None and compared else None
     if mismatch:
         row.update(dict.fromkeys(compared))
+        mismatch += _turn_hint(pred, ref, pred_turn, ref_turn)
         failures.append(f"{mismatch}: {', '.join(compared)} not scored")
         todo = [name for name in todo if name not in compared]
     for name in todo:
@@ -378,7 +380,26 @@ def _score_one(
     return row
 
 
-def _decode(data: bytes, path: Path) -> np.ndarray:
+def _turn_hint(pred: np.ndarray, ref: np.ndarray, pred_turn: int, ref_turn: int) -> str:
+    """Why two sizes may be each other's transpose: every image is compared upright,
+    turned by its EXIF orientation (as OpenCV's `imread` turns it), and a derainer that
+    read its input's stored pixels (PIL's `Image.open` does not turn them) wrote them so."""
+    if pred.shape[:2] != ref.shape[1::-1]:
+        return ""
+    for side, other, turn in (
+        ("reference", "prediction", ref_turn),
+        ("prediction", "reference", pred_turn),
+    ):
+        if swaps_axes(turn):
+            return (
+                f" (the {side} is turned upright by its EXIF orientation {turn}; as stored, "
+                f"unturned, it has the {other}'s size)"
+            )
+    return ""
+
+
+def _decode(data: bytes, path: Path) -> tuple[np.ndarray, int]:
+    """The image upright (as it is shown), and the EXIF orientation that turned it."""
     fmt = sniff(data, path.name)
     name = name_text(path.name)
     if fmt is None or fmt.raw:
@@ -386,8 +407,8 @@ def _decode(data: bytes, path: Path) -> np.ndarray:
     if fmt.name == "tiff" and float_tiff(data):
         raise MetricError(f"{name} is {FLOAT_TIFF}")
     try:
-        return np.asarray(load_upright(data, fmt))
-    except CaptureRejected:  # load_upright read the header only: the size is past the cap
+        image, turn = load_stored(data, fmt)
+    except CaptureRejected:  # load_stored read the header only: the size is past the cap
         raise MetricError(
             f"{name} is not decoded: its header declares more than the "
             f"{DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap"
@@ -396,6 +417,7 @@ def _decode(data: bytes, path: Path) -> np.ndarray:
         raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise MetricError(f"{name} does not decode: {error}") from None
+    return np.asarray(turn_upright(image, turn)), turn
 
 
 def metric_failure(name: str, error: Exception) -> str:

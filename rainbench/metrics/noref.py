@@ -6,6 +6,7 @@ ones to replace. Weight files come from `weights`, never a download.
 
 import pickle
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
@@ -100,7 +101,10 @@ def _build(
     def score(pred: np.ndarray) -> float:
         x = torch.tensor(pred, device=device).permute(2, 0, 1).unsqueeze(0)
         try:
-            with torch.inference_mode(), full_float32(torch, device):
+            with torch.inference_mode(), full_float32(torch, device), warnings.catch_warnings():
+                # On a flat image torch warns (NIQE's cov() of no blocks) before the value
+                # fails below: that one line is what is said, not the warning beside it.
+                warnings.simplefilter("ignore", UserWarning)
                 value = float(call(x.float() / 255))
         # Flat images leave NIQE without statistics: one image fails, not the run.
         except (RuntimeError, ValueError) as error:

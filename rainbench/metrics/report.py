@@ -4,6 +4,7 @@ provenance beside it, and the per-metric summary the CLI prints.
 
 import json
 import math
+import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,8 +77,10 @@ def provenance(
     return {
         "protocol_version": PROTOCOL_VERSION,
         "metrics": list(metrics),
-        "pred": str(pred),
-        "ref": str(ref) if ref else None,
+        # Absolute, as eval's are: a path relative to where score ran means nothing
+        # to whoever reads the record elsewhere.
+        "pred": os.path.abspath(pred),
+        "ref": os.path.abspath(ref) if ref else None,
         "images": len(pairing.jobs),
         "unmatched_pred": pairing.unmatched_pred,
         "unmatched_ref": pairing.unmatched_ref,
@@ -88,7 +91,7 @@ def provenance(
         "options": options,
         # Values read from it were computed with the same weights and versions (their
         # identity is part of its key: rainbench.metrics.engine.cache_identities).
-        "cache": cache,
+        "cache": os.path.abspath(cache) if cache else None,
         # How it ran: the processes, and torch's CPU threads in each, which may change
         # a torch metric's rounding (not part of the cache's key: values are read back
         # whatever the threads that computed them).

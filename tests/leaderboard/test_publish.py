@@ -226,7 +226,7 @@ def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
     results = load_results(tmp_path)
     markdown = render_markdown(results)
     assert "| 1 | perfect 1.0 | **∞** [∞, ∞] |" in markdown
-    assert "Infinite values (an output equal to its ground truth" in markdown
+    assert "Infinite values (PSNR where an output equals its ground truth; PSNR-Y also" in markdown
     assert "| 2 | once 1.0 | ∞ [30.00, ∞] |" in markdown
     assert "perfect: PSNR-Y on 3 of 3; once: PSNR-Y on 1 of 3." in markdown
     page = render_html(results)

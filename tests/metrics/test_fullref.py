@@ -205,6 +205,47 @@ def test_psnr_y_is_matlab_y_not_yiq(seed):
     assert gap == pytest.approx(YIQ_GAP_DB, abs=0.03)
 
 
+@pytest.mark.parametrize("seed", [0, 7, 11])
+def test_pyiqas_ssim_on_yiq_luma_reads_lower_by_the_documented_gap(seed):
+    """metrics.md's figure: pyiqa's `ssim` (Y′ of YIQ, rounded) is 0.028–0.049 below
+    `ssim_y` on these scenes; its `ssimc` is `ssim` on RGB."""
+    pyiqa = pytest.importorskip("pyiqa", reason="pyiqa comes with rainbench[eval]")
+    torch = pytest.importorskip("torch", reason="pyiqa comes with rainbench[eval]")
+    pred, ref = pair(seed, width=320, height=240)
+    pred_t, ref_t = (torch.tensor(x).permute(2, 0, 1)[None].double() / 255 for x in (pred, ref))
+    with torch.inference_mode():
+        yiq = float(pyiqa.create_metric("ssim", device="cpu")(pred_t, ref_t))
+        rgb = float(pyiqa.create_metric("ssimc", device="cpu")(pred_t, ref_t))
+    assert 0.028 <= ssim_y(pred, ref) - yiq <= 0.049
+    assert rgb == pytest.approx(ssim(pred, ref), abs=1e-6)
+
+
+def basicsr_y(rgb: np.ndarray) -> np.ndarray:
+    """BasicSR 1.4.2's Y (`to_y_channel`, `bgr2ycbcr(…, y_only=True)` on its BGR order),
+    written from its formula: float32 and not rounded."""
+    weights = np.array([65.481, 128.553, 24.966], np.float32)
+    return ((rgb.astype(np.float32) / 255) @ weights + 16).astype(np.float64)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 11])
+def test_basicsr_unrounded_y_reads_higher_by_the_documented_gap(seed):
+    """metrics.md's figures: on these scenes BasicSR's Y puts PSNR-Y 0.009–0.012 dB and
+    SSIM-Y 0.0013–0.0014 above ours (the rounding of Y is noise it leaves out)."""
+    pred, ref = pair(seed, width=320, height=240)
+    y_pred, y_ref = basicsr_y(pred), basicsr_y(ref)
+    unrounded = 20 * math.log10(255 / math.sqrt(np.mean((y_pred - y_ref) ** 2)))
+    assert 0.009 <= unrounded - psnr_y(pred, ref) <= 0.013
+    ssim_unrounded = structural_similarity(
+        y_pred,
+        y_ref,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+    )
+    assert 0.0012 <= ssim_unrounded - ssim_y(pred, ref) <= 0.0015
+
+
 # --- Through the registry ---------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ that any parser reads."""
 import json
 import math
 import os
+import struct
+import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +18,7 @@ from PIL import Image
 from rainbench.cli import main
 from rainbench.cli.output import to_json
 from rainbench.metrics.engine import pair_folders
+from rainbench.metrics.fullref import matlab_y
 
 
 def _save(path, seed, size=(48, 64)):
@@ -88,6 +91,68 @@ def test_a_metric_failure_names_the_metric_once(tmp_path):
     )
 
 
+def test_images_are_compared_upright_and_a_turn_that_differs_is_said(tmp_path):
+    """A phone's JPEG stored 48×64 with EXIF orientation 6 is shown 64×48: scored upright
+    (as OpenCV reads it), and a prediction of its stored, unturned pixels is told why its
+    size differs."""
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    upright = _save(pred / "upright.png", 0)  # 48 rows, 64 columns
+    stored = np.ascontiguousarray(np.rot90(upright))  # orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("upright", "unturned"):
+        (ref / f"{name}.jpg").parent.mkdir(exist_ok=True)
+        Image.fromarray(stored).save(ref / f"{name}.jpg", quality=100, subsampling=0, exif=exif)
+    Image.fromarray(stored).save(pred / "unturned.png")
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    [error] = json.loads(result.stdout)["errors"]
+    assert error["name"] == "unturned.png" and error["status"] == (
+        "error: prediction 48×64 and reference 64×48 differ in size (the reference is turned "
+        "upright by its EXIF orientation 6; as stored, unturned, it has the prediction's "
+        "size): psnr not scored"
+    )
+    [row] = pq.read_table(tmp_path / "scores.parquet").to_pylist()[1:]
+    assert row["name"] == "upright.png" and row["psnr"] > 40  # only the JPEG's loss
+
+
+def _png16(path, samples):
+    """A 16-bit PNG of `samples` (uint16 H×W grey or H×W×3 RGB), written by hand: Pillow
+    writes no 16-bit RGB."""
+    height, width = samples.shape[:2]
+    colour = 2 if samples.ndim == 3 else 0
+    rows = samples.astype(">u2").reshape(height, -1).view(np.uint8)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)  # filter 0 on each row
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def test_16_bit_samples_are_scored_as_their_high_byte(tmp_path):
+    """v >> 8, in grey and in colour, as Pillow and OpenCV read a 16-bit PNG (MATLAB's
+    im2uint8 rounds v / 257 instead: metrics.md)."""
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    samples = np.random.default_rng(0).integers(0, 65536, (48, 64, 3), dtype=np.uint16)
+    high = (samples >> 8).astype(np.uint8)
+    _png16(pred / "rgb.png", samples)
+    _png16(pred / "grey.png", samples[..., 1])
+    Image.fromarray(high).save(ref / "rgb.png")
+    Image.fromarray(high[..., 1]).convert("RGB").save(ref / "grey.png")
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr")
+    assert result.exit_code == 0, result.output
+    values = pq.read_table(tmp_path / "scores.parquet").column("psnr").to_pylist()
+    assert values == [math.inf, math.inf]
+
+
 def test_when_no_name_matches_it_says_so_with_an_example_of_each_side(tmp_path):
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     _save(ref / "a.png", 0)
@@ -114,11 +179,29 @@ def test_an_identical_image_makes_the_mean_infinite_and_the_rest_is_said_apart(t
     assert text.exit_code == 0, text.output
     [line] = [line for line in text.stdout.splitlines() if line.startswith("psnr ")]
     assert line.split()[:6] == ["psnr", "mean", "inf", "over", "3", "images"]
-    assert "(1 identical to the reference; " in line and " over the other 2)" in line
+    assert "(1 infinite; " in line and " over the other 2)" in line
     as_json = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
     [summary] = json.loads(as_json.stdout)["summary"]  # strict JSON: no Infinity
     assert summary["mean"] == "inf" and summary["infinite"] == 1
     assert math.isfinite(summary["finite_mean"])
+
+
+def test_an_infinite_psnr_y_is_not_called_an_identical_image(tmp_path):
+    """PSNR-Y is infinite wherever the Y planes agree: R, G and B may still differ."""
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    truth = _save(ref / "a.png", 0)
+    truth[0, 0] = (100, 100, 100)
+    Image.fromarray(truth).save(ref / "a.png")
+    near = truth.copy()
+    near[0, 0] = (100, 100, 101)  # Y 101.88 and 101.98: both 102
+    assert np.array_equal(matlab_y(near), matlab_y(truth))
+    pred.mkdir()
+    Image.fromarray(near).save(pred / "a.png")
+    text = _score(pred, ref, tmp_path, "--metrics", "psnr_y,psnr")
+    lines = {line.split()[0]: line for line in text.stdout.splitlines()[:2]}
+    assert lines["psnr_y"].split()[:3] == ["psnr_y", "mean", "inf"]
+    assert "identical" not in lines["psnr_y"] and "(1 infinite)" in lines["psnr_y"]
+    assert "inf" not in lines["psnr"]
 
 
 def test_json_writes_non_finite_numbers_as_any_parser_reads_them():
@@ -240,3 +323,17 @@ def test_the_provenance_records_the_processes_and_torchs_threads(tmp_path, monke
     assert _score(pred, ref, tmp_path, "--metrics", "psnr", "-j", "2").exit_code == 0
     shared = json.loads(provenance.read_text())
     assert (shared["workers"], shared["threads"]) == (2, 1)  # one thread per process
+
+
+def test_the_provenance_names_the_folders_wherever_score_ran(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        _save(tmp_path / "pred" / f"{name}.png", 1)
+        _save(tmp_path / "ref" / f"{name}.png", 2)
+    monkeypatch.chdir(tmp_path)
+    arguments = ["score", "--pred", "pred", "--ref", "ref", "--out", "s.parquet"]
+    result = CliRunner().invoke(main, [*arguments, "--cache", "c", "-j", "1", "--metrics", "psnr"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "s.json").read_text())
+    assert (record["pred"], record["ref"], record["cache"]) == tuple(
+        str(tmp_path / name) for name in ("pred", "ref", "c")
+    )
