@@ -43,6 +43,7 @@ class WorkerPool:
             self._executor.shutdown(cancel_futures=True)
 
     def map_unordered(self, fn: Callable[[T], R], units: Iterable[T]) -> Iterator[R]:
+        """`fn` of each of `units`, as each finishes; `fn`'s exception is raised here."""
         units = list(units)
         if self.workers <= 1 or len(units) <= 1:
             yield from map(fn, units)

@@ -45,13 +45,21 @@ def _load() -> float:
         return 0.0
 
 
+def _omp_num_threads() -> int | None:
+    """The threads $OMP_NUM_THREADS asks for, as OpenMP reads it: the first of its list
+    (one per nesting level). A value OpenMP ignores (0, text) is ignored here too, not
+    refused with a traceback from every command that sets threads."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) >= 1 else None
+
+
 def choose_threads(workers: int = 0, requested: int | None = None) -> int:
-    """`requested` when given, else $OMP_NUM_THREADS when set (the usual way to ask);
-    else the usable CPUs less `workers` (data-loader processes, each busy on a core)
-    and less the CPUs already busy with other work (the one-minute load average), at
-    least one."""
-    if requested is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
-        requested = int(os.environ["OMP_NUM_THREADS"])
+    """`requested` when given, else what $OMP_NUM_THREADS asks for (the usual way to
+    ask); else the usable CPUs less `workers` (data-loader processes, each busy on a
+    core) and less the CPUs already busy with other work (the one-minute load average),
+    at least one."""
+    if requested is None:
+        requested = _omp_num_threads()
     if requested is not None:
         if requested < 1:
             raise ValueError(f"threads must be at least 1, got {requested}")

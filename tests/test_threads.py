@@ -42,6 +42,15 @@ def test_an_explicit_count_wins_and_must_be_positive(machine, monkeypatch):
         threads.choose_threads(requested=0)
 
 
+@pytest.mark.parametrize(("value", "expected"), [("0", 2), ("auto", 2), (" 3", 3), ("4,2", 4)])
+def test_omp_num_threads_is_read_as_openmp_reads_it(machine, monkeypatch, value, expected):
+    # OpenMP (and so torch) ignores 0 and text, and takes the first of a list: 0 raised
+    # a ValueError whose traceback ended rainbench eval and train.
+    machine(2, 0.1)
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert threads.choose_threads() == expected
+
+
 @pytest.mark.parametrize(
     ("text", "expected"), [("max 100000\n", None), ("150000 100000\n", 2), ("garbage", None)]
 )

@@ -9,6 +9,7 @@ an upright RGB preview, small enough for hashing and tagging features.
 import io
 import re
 import struct
+import threading
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -21,6 +22,11 @@ from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import ORIENTATION_TAG, STEPS, turn_upright, upright_size
 from rainbench.capture.reject import CaptureRejected, Reason
+
+# Pillow's bomb cap and the warnings filters belong to the process: threads decoding at
+# once (two RainDatasets iterated in threads) change them one at a time, or one restores
+# what another set and the caller's cap and filters stay lost.
+_PROCESS_STATE = threading.RLock()
 
 # Longest side of the preview every later stage (hashing, tagging) works from.
 PREVIEW_SIDE = 1024
@@ -139,7 +145,7 @@ def reduce_for_preview(image: Image.Image) -> Image.Image:
 
 def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     try:
-        with warnings.catch_warnings():
+        with _PROCESS_STATE, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: the cap below decides
             image = open_image(data, fmt)
             full_size = image.size  # draft() below shrinks `size` to the decoded scale
@@ -218,7 +224,7 @@ def load_stored(
         from rainbench.capture.heif import open_upright
 
         return _to_rgb(open_upright(data, max_pixels)), 1  # libheif applies the orientation
-    with warnings.catch_warnings():
+    with _PROCESS_STATE, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = open_image(data, fmt)
         check_pixel_cap(*image.size, max_pixels)
@@ -240,7 +246,8 @@ def float_tiff(data: bytes) -> bool:
     """Whether a TIFF's first image holds floating-point samples (SampleFormat 3), which
     Pillow cannot read in colour."""
     try:
-        with warnings.catch_warnings():  # a damaged directory: Pillow's warnings, not ours
+        # a damaged directory: Pillow's warnings, not ours
+        with _PROCESS_STATE, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
             stream = io.BytesIO(data)
@@ -256,7 +263,7 @@ def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | Non
     """The upright size from the header alone (no pixels decoded), for the formats
     Pillow reads itself (with `fmt`, for that one only); None for others."""
     try:
-        with warnings.catch_warnings():
+        with _PROCESS_STATE, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = open_image(data, fmt)
             # Image's getexif(), not PngImageFile's: that one decodes every pixel to look
@@ -277,12 +284,13 @@ def open_image(source: bytes | Path, fmt: Format | None = None) -> Image.Image:
     else:
         Image.init()  # every plugin registered, so that all are offered
         formats = [name for name in Image.OPEN if name not in _NEVER_OPENED]
-    saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        stream = io.BytesIO(source) if isinstance(source, bytes) else source
-        return Image.open(stream, formats=formats)
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved_cap
+    with _PROCESS_STATE:
+        saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            stream = io.BytesIO(source) if isinstance(source, bytes) else source
+            return Image.open(stream, formats=formats)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved_cap
 
 
 def check_jpeg_scans(data: bytes) -> None:

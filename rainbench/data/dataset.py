@@ -33,13 +33,19 @@ from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import STEPS, turn_upright, upright_size
 from rainbench.data.read import ShardReader
 from rainbench.data.select import Filters, as_values, captures, pairs
-from rainbench.errors import first_line
+from rainbench.errors import RainbenchError, first_line
 from rainbench.seeds import seed_from
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
 
 MODES = ("single", "paired", "unpaired")
 ON_ERROR = ("raise", "skip")
+
+
+class SettingError(RainbenchError, ValueError):
+    """A setting of `RainDataset` or `Loader` that cannot work (a mode, a crop, a rank, a
+    decode device), refused in one line when the dataset is made, not by every loader
+    worker. A ValueError too, as Python's own refusals of an argument are."""
 
 
 class SkippedSample(UserWarning):
@@ -111,19 +117,20 @@ class RainDataset(IterableDataset):
     def __post_init__(self) -> None:
         super().__init__()
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+            raise SettingError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.on_error not in ON_ERROR:
-            raise ValueError(
+            raise SettingError(
                 f"on_error must be one of {', '.join(ON_ERROR)}, not {self.on_error!r}"
             )
         if self.crops_per_image < 1:
-            raise ValueError("crops_per_image must be at least 1")
+            raise SettingError("crops_per_image must be at least 1")
         if self.crop is not None and self.crop < 1:
-            raise ValueError(
+            raise SettingError(
                 f"crop must be at least 1 px, or None for whole pictures; not {self.crop}"
             )
+        _check_rank(self.rank, self.world_size)
         if self.decode_device is not None:
-            _require_torch_decoder()
+            _check_decode_device(self.decode_device)
         self.epoch = 0
         self._resume: dict = {}
         self._first_worker = 0  # the slot DataLoader worker 0 plays (see load_state_dict)
@@ -181,7 +188,7 @@ class RainDataset(IterableDataset):
         in the uninterrupted order, worker 0 plays the slot of worker `first_worker`, the
         one whose batch was next (`Loader` works it out), and so on cyclically."""
         if state["seed"] != self.seed:
-            raise ValueError(f"the state was saved with seed {state['seed']}, not {self.seed}")
+            raise SettingError(f"the state was saved with seed {state['seed']}, not {self.seed}")
         self.epoch = state["epoch"]
         self._resume = {int(slot): int(n) for slot, n in state["consumed"].items()}
         self._first_worker = first_worker
@@ -417,11 +424,47 @@ def _check_size(where: str, shape: tuple, width: int | None, height: int | None)
         )
 
 
+def _check_rank(rank: int | None, world_size: int | None) -> None:
+    """Refuse a rank without its world size (it was ignored: every sample read as rank 0
+    of 1) and a rank outside the world (its stride of the epoch repeats another rank's)."""
+    if (rank is None) != (world_size is None):
+        raise SettingError(
+            f"rank and world_size are given together, or neither (then they come from "
+            f"torch.distributed or $RANK / $WORLD_SIZE); got rank={rank}, world_size={world_size}"
+        )
+    if rank is not None and not 0 <= rank < world_size:
+        raise SettingError(
+            f"rank must be from 0 to world_size - 1; got rank={rank}, world_size={world_size}"
+        )
+
+
+def _check_decode_device(device: str) -> None:
+    """Refuse a `decode_device` torch cannot decode on here: otherwise every JPEG would
+    fail to decode as if its shard were damaged (and `on_error="skip"` would replace
+    them all by the other formats' captures)."""
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError):
+        where = None
+    if where is None or where.type not in ("cpu", "cuda"):
+        raise SettingError(
+            f"decode_device must be 'cpu', 'cuda' or 'cuda:N' (None: Pillow), not {device!r}"
+        )
+    if where.type == "cuda" and (
+        not torch.cuda.is_available() or (where.index or 0) >= torch.cuda.device_count()
+    ):
+        raise SettingError(
+            f"decode_device={device!r}, but torch sees {torch.cuda.device_count()} CUDA "
+            "device(s) here: decode on 'cpu', or leave decode_device=None for Pillow"
+        )
+    _require_torch_decoder()
+
+
 def _require_torch_decoder() -> None:
     """`decode_device` needs a torch JPEG decoder (`torch_jpeg_decoder`): one line here
     where there is none, not a traceback from every loader worker."""
     if torch_jpeg_decoder() is None:
-        raise ValueError(
+        raise SettingError(
             "decode_device needs TorchCodec's or torchvision's decode_jpeg, and neither "
             "can be imported: pip install torchcodec, or leave decode_device=None to "
             "decode with Pillow"

@@ -56,16 +56,23 @@ class Loader:
         return min(sum(self._batches(slot) for slot in self._slots(r)) for r in ranks)
 
     def set_epoch(self, epoch: int) -> None:
+        """Iterate epoch `epoch` next (its own order, from the seed); call it before each
+        epoch. Another epoch than the one under way starts from its beginning."""
         if epoch != self.dataset.epoch:
             self._consumed = {}
         self.dataset.set_epoch(epoch)
 
     def state_dict(self) -> dict:
+        """Where this epoch stands — its epoch, seed, the crops each slot has handed out
+        and the layout (world size × workers) — to save with a checkpoint."""
         rank = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
         layout = {"world_size": rank.count, "workers": self.options.get("num_workers", 0)}
         return {**self.dataset.state_dict(self._consumed), "layout": layout}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume from `state_dict()`'s state: the next iteration yields the batches of its
+        epoch not yet handed out, in the order of an uninterrupted run. A state of another
+        layout or seed is refused in one line."""
         self._check_layout(state.get("layout"))
         consumed = {int(slot): int(n) for slot, n in state["consumed"].items()}
         self.dataset.load_state_dict(state, first_worker=self._next_worker(consumed))

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tarfile
+import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,10 @@ _AHEAD = 8  # members fetched ahead and not yet read, at most
 
 
 class ShardReader:
+    """Members of a dataset's shards by name (`read`), each one seek and one read in a
+    shard file it keeps open. Threads may share a reader; a DataLoader worker forked or
+    sent it opens files of its own."""
+
     def __init__(self, root: str | Path, verify: bool = False):
         self.root = open_dataset(root).root  # a URL: its local view
         self.verify = verify
@@ -53,6 +58,9 @@ class ShardReader:
         self._files: OrderedDict[str, object] = OrderedDict()
         self._ahead: dict[tuple[str, str], Future] = {}
         self._threads: ThreadPoolExecutor | None = None
+        # Threads iterating one dataset share its files, whose offset a seek and a read
+        # use: one of them at a time.
+        self._lock = threading.Lock()
         self._pid = os.getpid()  # the process whose files and threads these are
 
     def read(self, shard: str, member: str, limit: int | None = None) -> bytes:
@@ -74,9 +82,10 @@ class ShardReader:
         if ahead is not None and ahead.exception() is None:
             data = ahead.result()
         else:  # read here, so a failure is reported as a read's
-            handle = self._file(shard)
-            handle.seek(start)
-            data = handle.read(size)
+            with self._lock:
+                handle = self._file(shard)
+                handle.seek(start)
+                data = handle.read(size)
         if len(data) != size:
             raise ShardError(f"{shard}: {member} is cut short (run rainbench verify)")
         return data
@@ -93,22 +102,25 @@ class ShardReader:
             offsets = self._offsets(shard)
         except ShardError:
             return
-        for member in members:
-            where = offsets.get(member)
-            if (shard, member) in self._ahead or not isinstance(where, tuple):
-                continue
-            start, size = where
-            if size > size_limit(None, None, None) or not member.lower().endswith(READABLE):
-                continue
-            if len(self._ahead) >= _AHEAD:
-                self._ahead.pop(next(iter(self._ahead))).cancel()
-            if self._threads is None:
-                self._threads = ThreadPoolExecutor(2, thread_name_prefix="rainbench-prefetch")
-            self._ahead[(shard, member)] = self._threads.submit(
-                read_range, url, start, start + size
-            )
+        with self._lock:  # the members ahead and their threads, too, are shared
+            for member in members:
+                where = offsets.get(member)
+                if (shard, member) in self._ahead or not isinstance(where, tuple):
+                    continue
+                start, size = where
+                if size > size_limit(None, None, None) or not member.lower().endswith(READABLE):
+                    continue
+                if len(self._ahead) >= _AHEAD:
+                    self._ahead.pop(next(iter(self._ahead))).cancel()
+                if self._threads is None:
+                    self._threads = ThreadPoolExecutor(2, thread_name_prefix="rainbench-prefetch")
+                self._ahead[(shard, member)] = self._threads.submit(
+                    read_range, url, start, start + size
+                )
 
     def close(self) -> None:
+        """Close the shard files and stop the prefetch threads; a later `read` opens
+        them again."""
         for handle in self._files.values():
             handle.close()
         self._files.clear()
@@ -124,10 +136,16 @@ class ShardReader:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._files, self._ahead, self._threads = OrderedDict(), {}, None
+            self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def __getstate__(self) -> dict:
         # Sent to DataLoader workers without open files or threads; each starts its own.
-        return {**self.__dict__, "_files": OrderedDict(), "_ahead": {}, "_threads": None}
+        state = {**self.__dict__, "_files": OrderedDict(), "_ahead": {}, "_threads": None}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def _offsets(self, shard: str) -> dict[str, tuple[int, int] | str]:
         if shard not in self._index:

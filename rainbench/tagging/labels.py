@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from rainbench.errors import RainbenchError
 from rainbench.files import regular_file
 
 LABEL_TYPES = ("drizzle", "streak", "storm", "fog-like", "clean")  # clean: no rain visible
@@ -62,8 +63,9 @@ class LabelProblem:
         return f"{self.sheet}:{self.line}: {self.message}"
 
 
-class LabelSheetError(ValueError):
-    """The whole sheet is unusable; the message is one line naming the file."""
+class LabelSheetError(RainbenchError, ValueError):
+    """The whole sheet is unusable; the message is one line naming the file. A
+    RainbenchError, caught with rainbench's other expected failures."""
 
 
 @dataclass

@@ -3,6 +3,8 @@ the preview is made without holding more than the decoded picture."""
 
 import io
 import struct
+import threading
+import warnings
 import zlib
 
 import numpy as np
@@ -195,3 +197,26 @@ def test_memory_error_is_refused_as_unreadable(monkeypatch):
         decode_capture(png_bytes(Image.new("RGBA", (64, 48))), FORMATS["png"])
     assert refused.value.reason == Reason.UNREADABLE  # retried: the machine was short
     assert refused.value.message == "cannot decode: too large to hold in memory (64×48)"
+
+
+def test_threads_decoding_at_once_leave_the_process_cap_and_warnings_as_they_were():
+    # Pillow's bomb cap and the warnings filters are the process's: each decode sets them
+    # and puts them back, and threads interleaving those steps kept another's setting.
+    data = capture_bytes(CaptureSpec(name="a.png", width=48, height=32, fmt="png"))
+    fmt = FORMATS["png"]
+    cap, filters = Image.MAX_IMAGE_PIXELS, list(warnings.filters)
+    start = threading.Barrier(8)
+
+    def decode_many():
+        start.wait()
+        for _ in range(300):
+            load_stored(data, fmt)
+            header_size(data, fmt)
+
+    threads = [threading.Thread(target=decode_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cap == Image.MAX_IMAGE_PIXELS
+    assert warnings.filters == filters

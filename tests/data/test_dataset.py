@@ -6,6 +6,7 @@ import itertools
 import pickle
 import re
 import tarfile
+import threading
 import warnings
 from collections import Counter
 
@@ -16,11 +17,19 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from rainbench.data import Filters, Loader, RainDataset, SkippedSample, epoch_order
+from rainbench.data import (
+    Filters,
+    Loader,
+    RainDataset,
+    SettingError,
+    SkippedSample,
+    epoch_order,
+)
 from rainbench.data import dataset as dataset_module
 from rainbench.data import read as read_module
 from rainbench.data.dataset import upright
 from rainbench.data.read import ShardError, ShardReader
+from rainbench.errors import RainbenchError
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import member, picture_ext
 
@@ -187,6 +196,39 @@ def test_a_reader_forked_after_reading_opens_its_own_files(_dataset, monkeypatch
     monkeypatch.setattr(read_module.os, "getpid", lambda: -1)
     assert reader.read(row["shard"], name) == first
     assert inherited.tell() == position and reader._files[row["shard"]] is not inherited
+
+
+def test_threads_sharing_a_reader_read_every_member_whole(_dataset):
+    # Threads iterating one RainDataset share its reader's open shard files: a seek and
+    # read of one thread between another's read the wrong bytes, said as a shard "cut
+    # short (run rainbench verify)" that is whole.
+    samples = _samples(_dataset)
+    members = [
+        (shard, member(key, picture_ext(fmt)))
+        for shard, key, fmt in zip(samples["shard"], samples["key"], samples["format"], strict=True)
+    ]
+    alone = ShardReader(_dataset)
+    expected = [alone.read(shard, name) for shard, name in members]
+    shared = ShardReader(_dataset)
+    start = threading.Barrier(4)
+    failures = []
+
+    def read_all() -> None:
+        start.wait()
+        try:
+            for _ in range(300):
+                if [shared.read(shard, name) for shard, name in members] != expected:
+                    failures.append("other bytes")
+        except ShardError as error:
+            failures.append(str(error))
+
+    threads = [threading.Thread(target=read_all) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert pickle.loads(pickle.dumps(shared)).read(*members[0]) == expected[0]
 
 
 def test_whole_pictures_and_small_ones(_dataset):
@@ -533,8 +575,51 @@ def test_crops_cut_before_turning_equal_crops_of_the_upright_picture(orientation
     ],
 )
 def test_impossible_settings_are_refused_when_made_not_while_iterating(_dataset, settings, message):
-    with pytest.raises(ValueError, match=message):
+    # A RainbenchError, which a caller catches with every other expected failure, and a
+    # ValueError, as Python's own refusals of an argument are.
+    with pytest.raises(SettingError, match=message) as raised:
         RainDataset(_dataset, **settings)
+    assert isinstance(raised.value, RainbenchError) and isinstance(raised.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("rank", "world_size", "message"),
+    [
+        (1, None, "rank and world_size are given together, or neither"),
+        (None, 2, "rank and world_size are given together, or neither"),
+        (2, 2, "rank must be from 0 to world_size - 1; got rank=2, world_size=2"),
+        (-1, 2, "rank must be from 0 to world_size - 1"),
+    ],
+)
+def test_a_rank_without_its_world_size_or_outside_it_is_refused(
+    _dataset, rank, world_size, message
+):
+    # A rank alone was ignored (every sample read as rank 0 of 1), and rank 2 of 2 read
+    # rank 0's stride again: silently wrong epochs.
+    with pytest.raises(SettingError, match=message):
+        RainDataset(_dataset, rank=rank, world_size=world_size)
+
+
+@pytest.mark.parametrize("device", ["tpu", "meta", "cuda", "cuda:1"])
+def test_a_decode_device_torch_cannot_decode_on_is_refused_when_made(_dataset, monkeypatch, device):
+    # Made, it failed every JPEG as a damaged shard ("does not decode"), and with
+    # on_error="skip" replaced every JPEG capture of the epoch by a PNG or TIFF one.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(SettingError, match=f"^decode_device.*{device!r}") as raised:
+        RainDataset(_dataset, decode_device=device, on_error="skip")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_cuda_device_torch_sees_is_taken(_dataset, monkeypatch):
+    if dataset_module.torch_jpeg_decoder() is None:
+        pytest.skip("needs TorchCodec or torchvision")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for device in ("cuda", "cuda:0", torch.device("cuda", 0)):
+        RainDataset(_dataset, decode_device=device)  # nothing is decoded until iterated
+    with pytest.raises(SettingError, match="torch sees 1 CUDA device"):
+        RainDataset(_dataset, decode_device="cuda:1")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from rainbench.data import Filters, Loader, RainDataset
+from rainbench.data import Filters, Loader, RainDataset, SettingError
 from rainbench.data.read import ShardError
 from rainbench.shards.dataset import DatasetError
 
@@ -169,6 +169,13 @@ def test_a_state_of_another_layout_is_refused(_dataset):
     # layout was recorded is taken as it is.
     loader(1).load_state_dict(loader(0).state_dict())
     loader(0).load_state_dict({key: state[key] for key in ("epoch", "seed", "consumed")})
+
+
+def test_a_state_of_another_seed_is_refused_as_a_setting(_dataset):
+    # Its epoch's order is another one: the counts would repeat crops and skip others.
+    state = Loader(RainDataset(_dataset, crop=24, seed=1), batch_size=2).state_dict()
+    with pytest.raises(SettingError, match=r"^the state was saved with seed 1, not 0$"):
+        Loader(RainDataset(_dataset, crop=24), batch_size=2).load_state_dict(state)
 
 
 def _undecodable(ds) -> pd.Series:

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from rainbench.errors import RainbenchError
 from rainbench.shards.manifest import REJECTS, SAMPLES, rows_to_table
 from rainbench.tagging import labels as labels_module
 from rainbench.tagging.labels import (
@@ -358,8 +359,11 @@ def test_an_unusable_sheet_is_an_error_naming_the_file(tmp_path, text, message):
 
 
 def test_a_missing_sheet_is_an_error(tmp_path):
-    with pytest.raises(LabelSheetError, match="no such label sheet"):
+    # A RainbenchError: a script that catches rainbench's expected failures in one
+    # clause (as the CLI does) catches this one too.
+    with pytest.raises(RainbenchError, match="no such label sheet") as caught:
         read_label_sheet(tmp_path / "missing.csv")
+    assert isinstance(caught.value, LabelSheetError)
 
 
 @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
