@@ -99,9 +99,11 @@ def render_html(results: Results) -> str:
         "</ol></nav>",
         *(_section(table, results, colors, validities) for table in tables),
         f"<footer>Made by rainbench {escape(__version__)} from {len(results.runs)} result "
-        f"files in <code>{escape(results.root.name)}</code>.</footer>",
+        f"files in {' and '.join(f'<code>{escape(name)}</code>' for name in results.names)}."
+        "</footer>",
     ]
-    return _page().substitute(title=escape(results.root.name), css=_style(), body="\n".join(body))
+    title = escape(" + ".join(results.names))
+    return _page().substitute(title=title, css=_style(), body="\n".join(body))
 
 
 @cache

@@ -50,7 +50,7 @@ from rainbench.wording import counted
 def render_markdown(results: Results) -> str:
     tables = leaderboard_tables(results)
     lines = [
-        f"# rainbench leaderboard: {_md(results.root.name)}",
+        f"# rainbench leaderboard: {_md(' + '.join(results.names))}",
         "",
         "Each cell is a mean with its 95% bootstrap interval in brackets; **bold** is the "
         f"best in its column. Rows are ranked by the split's primary metric. {VERSION_NOTE} "

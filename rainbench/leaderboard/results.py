@@ -138,9 +138,14 @@ class Run:
 
 @dataclass(frozen=True)
 class Results:
-    root: Path  # the first directory read; its name titles the pages
+    root: Path  # the first directory read
     runs: tuple[Run, ...]
     roots: tuple[Path, ...] = ()  # every directory read, when several were merged
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the directories read, in the order given: the pages' title."""
+        return tuple(root.name for root in self.roots or (self.root,))
 
     def reference_crops(self, dataset: str, split: str) -> Path:
         """The input and ground-truth crops of a split: in the first directory that has
@@ -197,6 +202,12 @@ def _load_one(root: Path) -> Results:
     )
     if not stems:
         raise LeaderboardError(f"{root}: no results (expected <model>/<dataset>/<split>.parquet)")
+    # A results folder from elsewhere may hold links; eval writes none, and a file read
+    # through one would publish what lies outside the folder given.
+    for stem in stems:
+        for path in (stem.with_name(f"{stem.name}.parquet"), stem.with_name(f"{stem.name}.json")):
+            if path.exists() and not leads_inside(path, root):
+                raise LeaderboardError(f"{path} leads outside {root}; refused")
     return Results(root, tuple(_load_run(stem) for stem in stems))
 
 

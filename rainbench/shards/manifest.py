@@ -289,15 +289,28 @@ def read_hashed(path: Path, schema: pa.Schema, reader: str) -> tuple[pa.Table, s
     until both agree; `reader` names the command in the one-line refusal after
     `_HASHED_READS` tries."""
     for _ in range(_HASHED_READS):
-        before = file_sha256(path) if path.exists() else None
+        before = _sha256(path)
         table = read_manifest(path, schema)
-        after = file_sha256(path) if path.exists() else None
+        after = _sha256(path)
         if after == before:
             return table, after
     raise DatasetError(
         f"{shown(path)}: replaced {_HASHED_READS} times while {reader} read it; run "
         f"{reader} again when the command writing the dataset has finished"
     )
+
+
+def _sha256(path: Path) -> str | None:
+    """The manifest's sha256, None when there is none; a FIFO or a device in its place is
+    refused unopened, as `read_manifest` refuses it: hashing it would wait, or never end."""
+    if not path.exists():
+        return None
+    try:
+        return file_sha256(regular_file(path))
+    except OSError as error:
+        raise DatasetError(
+            f"{shown(path)}: not a readable Parquet manifest ({first_line(error)})"
+        ) from None
 
 
 def row_faults(table: pa.Table, schema: pa.Schema) -> dict[int, list[str]]:

@@ -39,6 +39,10 @@ UNLIKE = "unlike-calibration"
 GREY_SATURATION = 0.02  # mean (max − min) / max below this: a grey picture
 NIGHT_BRIGHTNESS = 0.12  # mean luma below this: a night scene
 CAVEATS = ("tiny", "grey", "night", UNLIKE)
+# A feature beyond this in size is no measurement (features are fractions, contrasts and
+# counts): the products and sums it enters overflow, which is then its doing, not the
+# tagger's parameters'.
+FAR_BEYOND = 1e100
 TRANSFORMS = ("linear", "log")
 
 
@@ -118,6 +122,13 @@ class Tagger:
             bad = sorted({self.inputs[i] for i in np.nonzero(~np.isfinite(inputs))[1]})
             return TaggerError(
                 f"a capture's features {', '.join(bad)} are not numbers; the tagger cannot judge it"
+            )
+        far = np.abs(inputs) > FAR_BEYOND
+        if far.any():  # what overflowed is a stored value no picture gives, not the parameters
+            bad = sorted({self.inputs[i] for i in np.nonzero(far)[1]})
+            return TaggerError(
+                f"a capture's features {', '.join(bad)} are far beyond any picture's; the "
+                "tagger cannot judge it"
             )
         return TaggerError(
             f"{self.source or f'tagger {self.version}'}: its parameters give probabilities "
@@ -267,6 +278,7 @@ class Tagger:
             source=source,
         )
         _check_parts(tagger)
+        _check_fit(tagger.calibration.get("fit"))
         _check_shapes(tagger)
         _check_values(tagger)
         return tagger
@@ -318,6 +330,20 @@ def _check_parts(tagger: Tagger) -> None:
         _number(detector["bias"], "detector bias")
         for name in ("scale", "shift"):  # version 3 on: settled on held-out decisions
             _number(detector.get(name, 0.0), f"detector {name}")
+
+
+def _check_fit(fit: object) -> None:
+    """The report of `rainbench tag --fit`, when the file has one: its labels per rain
+    type are counts, which `tag-eval` adds up."""
+    if fit is None:
+        return
+    if not isinstance(fit, dict):
+        raise ValueError("the tagger's calibration fit is not an object")
+    labels = fit.get("labels", {})
+    if not isinstance(labels, dict) or not all(
+        type(count) is int and count >= 0 for count in labels.values()
+    ):
+        raise ValueError("the tagger's calibration fit labels are not counts per rain type")
 
 
 def _check_values(tagger: Tagger) -> None:

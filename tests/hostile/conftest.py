@@ -1,8 +1,8 @@
 """A corpus of hostile datasets, each made in code from one small good dataset: names
-that climb out of their folder, shards outside the dataset, tar members that are
-links or sparse, a truncated shard, decompression bombs whose hashes are updated so
-`verify` passes them, manifests that are not Parquet or JSON, and a first ingest
-killed before its first commit.
+that climb out of their folder, shards outside the dataset or in another store, tar
+members that are links, sparse, devices or FIFOs, a truncated shard, decompression bombs
+whose hashes are updated so `verify` passes them, manifests that are not Parquet or
+JSON, and a first ingest killed before its first commit.
 """
 
 import hashlib
@@ -101,8 +101,14 @@ def _replace_member(ds: Path, shard: str, target: str, info: tarfile.TarInfo, da
 
 
 def _link(name: str, kind: bytes, target: str) -> tarfile.TarInfo:
+    info = _special(name, kind)
+    info.linkname = target
+    return info
+
+
+def _special(name: str, kind: bytes) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
+    info.type = kind
     return info
 
 
@@ -180,6 +186,11 @@ def absolute_shard(ds: Path, context: dict) -> None:
     _move_shard(ds, "/etc/passwd")
 
 
+def url_shard(ds: Path, context: dict) -> None:
+    """A shard path that is another store's object."""
+    _move_shard(ds, "s3://elsewhere/shards/test/test-000000.tar")
+
+
 def linked_shard(ds: Path, context: dict) -> None:
     """A shard path as rainbench writes it, but the file is a link out of the dataset."""
     shard = ds / _rainy(ds, "jpeg")["shard"]
@@ -222,6 +233,19 @@ def symlink_member(ds: Path, context: dict) -> None:
 def hardlink_member(ds: Path, context: dict) -> None:
     shard, member = _member_of(ds, "jpeg")
     _replace_member(ds, shard, member, _link(member, tarfile.LNKTYPE, "etc/passwd"), None)
+
+
+def device_member(ds: Path, context: dict) -> None:
+    """A member that is /dev/zero's character device: extracted, it would read forever."""
+    shard, member = _member_of(ds, "jpeg")
+    info = _special(member, tarfile.CHRTYPE)
+    info.devmajor, info.devminor = 1, 5
+    _replace_member(ds, shard, member, info, None)
+
+
+def fifo_member(ds: Path, context: dict) -> None:
+    shard, member = _member_of(ds, "jpeg")
+    _replace_member(ds, shard, member, _special(member, tarfile.FIFOTYPE), None)
 
 
 def truncated_tar(ds: Path, context: dict) -> None:
@@ -302,10 +326,13 @@ HOSTILE = {
         traversal_key,
         dotdot_shard,
         absolute_shard,
+        url_shard,
         linked_shard,
         sparse_member,
         symlink_member,
         hardlink_member,
+        device_member,
+        fifo_member,
         truncated_tar,
         bomb_pair,
         bomb_capture,

@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import tarfile
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,34 @@ from click.testing import CliRunner
 from rainbench.analysis.intrinsic_dim import from_synthetic_split
 from rainbench.cli import main
 from rainbench.data import RainDataset
-from rainbench.demo.captures import CaptureSpec, write_capture
+from rainbench.demo.captures import CaptureSpec, render_scene, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
+from rainbench.synth.video import render_rain_video
 from rainbench.tagging.tagger import load_tagger
 
 PAIRED = "syn-drizzle"
-READERS = ("verify", "stats", "eval", "tag", "synth", "loader", "intrinsic-dim", "score")
+READERS = (
+    "verify",
+    "stats",
+    "eval",
+    "tag",
+    "synth",
+    "loader",
+    "intrinsic-dim",
+    "score",
+    "label",
+    "ingest",  # a new capture, into the hostile dataset
+    "import-paired",  # a public paired set, into the hostile dataset
+)
 # A broken samples.parquet: what reads it stops at once; what does not, reads on.
-_MANIFEST = {reader: "error" for reader in READERS} | {"intrinsic-dim": "ok", "score": "ok"}
-# A rainy capture's member or shard that cannot be read: a failed row where there are rows.
+_MANIFEST = {reader: "error" for reader in READERS} | dict.fromkeys(
+    ("intrinsic-dim", "score", "import-paired"), "ok"
+)
+# A manifest's shard path that leads out of the dataset: shards.parquet names it too.
+_SHARD_PATH = {**_MANIFEST, "import-paired": "error"}
+# A rainy capture's member or shard that cannot be read: a failed row where there are
+# rows; what only adds to the dataset reads no member.
 _MEMBER = {
     "stats": "ok",
     "eval": "failed",
@@ -38,12 +57,16 @@ _MEMBER = {
     "loader": "error",
     "intrinsic-dim": "ok",
     "score": "ok",
+    "label": "failed",
+    "ingest": "ok",
+    "import-paired": "ok",
 }
 EXPECTED = {
     "traversal-split": _MANIFEST,
     "traversal-key": _MANIFEST,
-    "dotdot-shard": _MANIFEST,
-    "absolute-shard": _MANIFEST,
+    "dotdot-shard": _SHARD_PATH,
+    "absolute-shard": _SHARD_PATH,
+    "url-shard": _SHARD_PATH,
     "not-parquet": _MANIFEST,
     "wrong-schema": _MANIFEST,
     "unknown-format": _MANIFEST,
@@ -51,12 +74,14 @@ EXPECTED = {
     "sparse-member": {**_MEMBER, "verify": "problem:member-type"},
     "symlink-member": {**_MEMBER, "verify": "problem:member-type"},
     "hardlink-member": {**_MEMBER, "verify": "problem:member-type"},
+    "device-member": {**_MEMBER, "verify": "problem:member-type"},
+    "fifo-member": {**_MEMBER, "verify": "problem:member-type"},
     "truncated-tar": {**_MEMBER, "verify": "problem:shard-corrupt"},
     # Hashes updated: verify finds the header's size is not the row's (and a capture's
     # <key>.json still naming the bytes it replaced); the readers refuse them before
     # decoding.
     "bomb-pair": {
-        **dict.fromkeys(("stats", "tag", "synth"), "ok"),
+        **dict.fromkeys(("stats", "tag", "synth", "label", "ingest", "import-paired"), "ok"),
         "verify": "problem:member-header",
         **dict.fromkeys(("eval", "score"), "failed"),
         **dict.fromkeys(("loader", "intrinsic-dim"), "error"),
@@ -68,18 +93,14 @@ EXPECTED = {
     },
     # tag reads dataset.json for the dataset's own fitted tagger; the loader reads it as
     # every command does.
-    "not-json": {
-        **dict.fromkeys(
-            ("verify", "stats", "eval", "tag", "synth", "loader", "intrinsic-dim"), "error"
-        ),
-        "score": "ok",
-    },
+    "not-json": {**{reader: "error" for reader in READERS}, "score": "ok"},
     "fifo-shard": {**_MEMBER, "verify": "problem:shard-corrupt"},
     "fifo-manifest": _MANIFEST,
+    # An ingest into it finishes the one killed.
     "killed-first-ingest": {
         **{reader: "error" for reader in READERS},
         "verify": "problem:ingest-pending",
-        "score": "ok",
+        **dict.fromkeys(("score", "ingest", "import-paired"), "ok"),
     },
 }
 
@@ -130,6 +151,9 @@ def _cli(args: list[str], reader: str) -> str:
         "synth": lambda: summary["failed"],
         "score": lambda: summary["errors"],
         "stats": lambda: False,
+        "label": lambda: summary["unreadable"],
+        "ingest": lambda: summary["rejected"],
+        "import-paired": lambda: summary["failed"] or summary["problems"],
     }[reader]()
     return "failed" if failed else "ok"
 
@@ -165,7 +189,18 @@ def _read_loader(ds: Path) -> None:
     list(RainDataset(ds, mode="paired", paired_split=PAIRED, crop=32, shuffle=False))
 
 
-def _run(reader: str, ds: Path, results: Path, pred: Path) -> str:
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory) -> Path:
+    """What the writers add to a hostile dataset: a new capture (raw/) and a public paired
+    set of one pair (rain100/)."""
+    root = tmp_path_factory.mktemp("sources")
+    write_capture(root / "raw", CaptureSpec("new.jpg", 64, 48, seed=20))
+    for name, seed in (("rain-1.png", 21), ("norain-1.png", 22)):
+        write_capture(root / "rain100", CaptureSpec(name, 64, 48, fmt="png", seed=seed))
+    return root
+
+
+def _run(reader: str, ds: Path, results: Path, pred: Path, sources: Path | None = None) -> str:
     if reader == "loader":
         return _library(lambda: _read_loader(ds))
     if reader == "intrinsic-dim":
@@ -180,18 +215,28 @@ def _run(reader: str, ds: Path, results: Path, pred: Path) -> str:
             "--results", str(results), "--metrics", "psnr_y,piqe", "--crops", "2", "--json",
         ],
         "tag": ["tag", str(ds), *workers, "--json"],
+        # The page goes beside the results: a folder the reader was given.
+        "label": ["label", str(ds), "--out", str(results / "labels.html"), *workers, "--json"],
         "synth": ["synth", str(ds), "--recipes", "streak", "--max-side", "64", *workers, "--json"],
         "score": [
             "score", "--pred", str(pred), "--ref", str(pred), "--metrics", "psnr_y",
             "--out", str(results / "scores.parquet"), "--no-cache", *workers, "--json",
         ],
-    }[reader]  # fmt: skip
-    return _cli(args, reader)
+    }  # fmt: skip
+    if sources is not None:  # what the writers add to the dataset
+        args |= {
+            "ingest": ["ingest", str(sources / "raw"), "--out", str(ds), *workers, "--json"],
+            "import-paired": [
+                "import-paired", str(sources / "rain100"), str(ds), "--layout", "rain100",
+                "--name", "rain100-x", *workers, "--json",
+            ],
+        }  # fmt: skip
+    return _cli(args[reader], reader)
 
 
 @pytest.mark.parametrize("reader", READERS)
 def test_a_reader_refuses_or_records_and_writes_nothing_outside(
-    hostile, reader, hostile_corpus, tmp_path
+    hostile, reader, hostile_corpus, sources, tmp_path
 ):
     # Four folders deep, so a name that climbs out of the results lands in tmp_path.
     base = tmp_path / "l1" / "l2" / "l3" / "l4"
@@ -200,7 +245,7 @@ def test_a_reader_refuses_or_records_and_writes_nothing_outside(
     _pictures(ds, pred)
     before = _files(tmp_path)
 
-    outcome = _run(reader, ds, results, pred)
+    outcome = _run(reader, ds, results, pred, sources)
 
     created = {
         name: stat
@@ -306,6 +351,13 @@ def _every(name: str, value):
     return edit
 
 
+def _fit(report):
+    def edit(data: dict) -> None:
+        data["calibration"]["fit"] = report
+
+    return edit
+
+
 FITTED = {
     "text-for-scale": lambda: _shipped_edited(_every("scale", "x")),
     "text-for-bias": lambda: _shipped_edited(_every("bias", "x")),
@@ -314,13 +366,18 @@ FITTED = {
     "weights-infinite": lambda: _shipped_edited(_every("weights", float("inf"))),
     "unknown-transform": lambda: _shipped_edited(_every("transforms", "cube")),
     "threshold-nan": lambda: _shipped_edited(lambda data: data.update(flag_threshold=float("nan"))),
+    "weights-of-another-shape": lambda: _shipped_edited(lambda data: data.update(weights=[[1.0]])),
+    # The report of the fit, which tag-eval adds up: counts that are not numbers.
+    "fit-labels-text": lambda: _shipped_edited(_fit({"labels": {"drizzle": "12"}})),
+    "fit-labels-null": lambda: _shipped_edited(_fit({"labels": {"drizzle": None}})),
+    "fit-not-an-object": lambda: _shipped_edited(_fit(["labels"])),
     "nested-deep": lambda: b"[" * 100_000 + b"]" * 100_000,
     "two-mib": lambda: b'{"pad": "' + b"x" * (2 << 20) + b'"}',
 }
 
 
 @pytest.mark.parametrize("fitted", sorted(FITTED))
-def test_a_hostile_fitted_tagger_stops_tag_in_one_line(plain, fitted, tmp_path):
+def test_a_hostile_fitted_tagger_stops_tag_and_tag_eval_in_one_line(plain, fitted, tmp_path):
     ds = shutil.copytree(plain, tmp_path / "ds")
     (ds / "taggers").mkdir()
     (ds / "taggers" / "tagger-fit-1.json").write_bytes(FITTED[fitted]())
@@ -331,9 +388,31 @@ def test_a_hostile_fitted_tagger_stops_tag_in_one_line(plain, fitted, tmp_path):
     result = CliRunner().invoke(main, ["tag", str(ds), "--workers", "1"])
     assert _one_line_error(result) and "tagger-fit-1.json: cannot read" in result.stderr
     assert (ds / "manifests" / "samples.parquet").read_bytes() == before
+    evaluated = CliRunner().invoke(main, ["tag-eval", str(ds)])
+    assert _one_line_error(evaluated) and "tagger-fit-1.json: cannot read" in evaluated.stderr
+    # An ingest into the dataset tags with its fitted tagger: it stops before storing.
+    write_capture(tmp_path / "new", CaptureSpec("new.jpg", 64, 48, seed=3))
+    ingested = CliRunner().invoke(main, ["ingest", str(tmp_path / "new"), "-o", str(ds), "-j", "1"])
+    assert _one_line_error(ingested) and "tagger-fit-1.json: cannot read" in ingested.stderr
+    assert (ds / "manifests" / "samples.parquet").read_bytes() == before
     checked = CliRunner().invoke(main, ["verify", str(ds), "--workers", "1"])
     assert checked.exit_code == 1
     assert f"tagger: dataset.json: {ds}/taggers/tagger-fit-1.json: cannot read" in checked.stderr
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308])
+def test_a_stored_feature_no_picture_gives_is_named_not_the_tagger(plain, value, tmp_path):
+    ds = shutil.copytree(plain, tmp_path / "ds")
+    assert CliRunner().invoke(main, ["tag", str(ds), "--workers", "1"]).exit_code == 0
+    path = ds / "manifests" / "samples.parquet"
+    table = pd.read_parquet(path)
+    table.loc[0, "feat_brightness"] = value  # measured, so tag reads it as it is
+    table.to_parquet(path, index=False)
+
+    result = CliRunner().invoke(main, ["tag", str(ds), "--workers", "1"])
+
+    assert _one_line_error(result)
+    assert "features brightness are far beyond any picture's" in result.stderr, result.stderr
 
 
 INFOS = {
@@ -407,3 +486,102 @@ def test_a_forged_member_header_is_a_failed_row_or_one_line(
             info.pax_headers = records if name == forged else {}
             tar.addfile(info, io.BytesIO(data))
     assert _run(reader, ds, results, tmp_path) == _MEMBER[reader]
+
+
+# -- `rainbench pairs` on a burst one frame of which a stranger replaced ------------------------
+
+
+@pytest.fixture(scope="module")
+def burst(tmp_path_factory, write_burst) -> Path:
+    """A dataset of one burst of eight stills: what `pairs` pairs (the corpus has none)."""
+    root = tmp_path_factory.mktemp("burst")
+    rendered = render_rain_video(render_scene(96, 64, 5), "drizzle", 8, seed=2, shake=0.0)
+    write_burst(root / "raw", rendered.frames)
+    test = {"train": 0.0, "val": 0.0, "test": 1.0}
+    ingest([root / "raw"], root / "ds", IngestOptions(workers=1, split=test))
+    return root / "ds"
+
+
+def _symlink(name: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    return info, None
+
+
+def _regular(data: bytes):
+    def member(name: str) -> tuple[tarfile.TarInfo, bytes]:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        return info, data
+
+    return member
+
+
+# Each the reason a frame is refused, which `pairs` records beside its sequence.
+BURST_FRAMES = {
+    "symlink": (_symlink, "a symbolic link, not a regular file; refused"),
+    "not-a-jpeg": (_regular(b"\xff\xd8 not a jpeg"), "does not decode"),
+}
+
+
+@pytest.mark.parametrize("frame", sorted(BURST_FRAMES))
+def test_pairs_records_a_frame_it_cannot_read_and_stops_in_one_line(burst, frame, tmp_path):
+    ds = shutil.copytree(burst, tmp_path / "ds")
+    samples = pd.read_parquet(ds / "manifests" / "samples.parquet").sort_values("key")
+    row = samples.iloc[2]
+    replaced, (make, reason) = f"{row.key}.jpg", BURST_FRAMES[frame]
+    with tarfile.open(ds / row.shard) as tar:
+        members = [(i.name, tar.extractfile(i).read()) for i in tar]
+    with tarfile.open(ds / row.shard, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info, content = make(name) if name == replaced else _regular(data)(name)
+            tar.addfile(info, None if content is None else io.BytesIO(content))
+    result = CliRunner().invoke(main, ["pairs", str(ds), "--workers", "1", "--json"])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert _one_line_error(result) and "no pair stored" in result.stderr
+    [(_, failure)] = json.loads(result.stdout)["failed"]
+    assert failure.startswith(f"{row.shard}:{replaced}: ") and reason in failure
+
+
+# Names a tar member may have that no reader must take as a path, nor as a capture's:
+# verify reports such a member; readers pass it by.
+STRAY_NAMES = {
+    "dotdot": "../../../../../evil.jpg",
+    "absolute": "/tmp/evil.jpg",
+    "four-kb": "a" * 4096 + ".jpg",
+    "nul": "evil\x00.jpg",
+    # NFD of a name beside a capture's member ("é" + the key): the same to a Mac's eye.
+    "normalisation-twin": "e\u0301{member}",
+}
+
+
+@pytest.mark.parametrize("stray", sorted(STRAY_NAMES))
+def test_a_stray_member_of_any_name_is_reported_and_written_nowhere(
+    hostile_corpus, stray, tmp_path
+):
+    good = next(iter(hostile_corpus.values())).parents[6] / "good"  # conftest.py's layout
+    base = tmp_path / "l1" / "l2" / "l3" / "l4"
+    ds = shutil.copytree(good, base / "ds")
+    row = pd.read_parquet(ds / "manifests" / "samples.parquet").iloc[0]
+    name = STRAY_NAMES[stray].format(member=f"{row.key}.{row.format.replace('jpeg', 'jpg')}")
+    with tarfile.open(ds / row.shard, "a", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"evil!"))
+    shards = pd.read_parquet(ds / "manifests" / "shards.parquet")
+    data = (ds / row.shard).read_bytes()
+    shards.loc[shards.shard == row.shard, ["sha256", "bytes"]] = [
+        sha256(data).hexdigest(),
+        len(data),
+    ]
+    shards.to_parquet(ds / "manifests" / "shards.parquet", index=False)
+    before = _files(tmp_path)
+
+    checked = CliRunner().invoke(main, ["verify", str(ds), "--workers", "1", "--json"])
+    assert _run("loader", ds, base / "results", base / "pred") == "ok"
+
+    assert checked.exit_code == 1
+    [problem] = json.loads(checked.stdout)
+    assert problem["kind"] == "stray-member" and problem["where"].startswith(f"{row.shard}:")
+    assert {name for name, stat in _files(tmp_path).items() if before.get(name) != stat} == set()

@@ -32,6 +32,8 @@ from rainbench.files import file_sha256
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard import eval as eval_module
 from rainbench.leaderboard.eval import EvalError, EvalSettings, evaluate
+from rainbench.leaderboard.html import render_html
+from rainbench.leaderboard.markdown import render_markdown
 from rainbench.leaderboard.results import load_results
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.metrics.fullref import psnr, psnr_y, ssim, ssim_y
@@ -1249,6 +1251,11 @@ def test_several_results_folders_make_one_leaderboard(tmp_path, write_run):
     write_run(theirs, "median", "ds", "test", kind="real", metrics={"niqe": [4.0] * 3})
     merged = load_results([ours, theirs])
     assert sorted(run.model for run in merged.runs) == ["guided", "median"]
+    # Named after both folders, not the first alone: its files are in both.
+    assert render_markdown(merged).startswith("# rainbench leaderboard: ours + theirs\n")
+    page = render_html(merged)
+    assert "<title>rainbench leaderboard: ours + theirs</title>" in page
+    assert "from 2 result files in <code>ours</code> and <code>theirs</code>." in page
     board = CliRunner().invoke(
         main, ["leaderboard", "--results", str(ours), "--results", str(theirs)]
     )

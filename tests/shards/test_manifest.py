@@ -3,9 +3,11 @@ manifest is read only when every name in it matches its documented pattern and i
 decodes to no more than its size allows."""
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -141,6 +143,30 @@ def test_a_file_that_is_no_manifest_is_one_line(tmp_path):
     pq.write_table(pa.table({"split": ["test"]}), path)
     with pytest.raises(DatasetError, match="not a rainbench manifest: it has no key column"):
         manifest.read_manifest(path, manifest.SAMPLES)
+
+
+def test_a_fifo_in_a_manifests_place_is_refused_unopened_by_a_hashed_read(tmp_path):
+    # Hashing it before the read opened it, and an open FIFO waits for a writer forever.
+    path = tmp_path / "samples.parquet"
+    os.mkfifo(path)
+    outcome = []
+
+    def read():
+        try:
+            manifest.read_hashed(path, manifest.SAMPLES, "tag-eval")
+        except DatasetError as error:
+            outcome.append(str(error))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    waited = reader.is_alive()
+    if waited:  # let the waiting open return, so the thread ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5)
+    assert not waited, "the read waited on the FIFO"
+    assert len(outcome) == 1
+    assert "not a readable Parquet manifest (not a regular file" in outcome[0]
 
 
 def test_the_patterns_are_the_documented_ones():
