@@ -36,8 +36,10 @@ MANIFESTS = {
 }
 # Columns that differ from run to run or machine to machine.
 VOLATILE = frozenset({"ingest_run", "run", "source_root", "source_mtime_ns", "source_inode"})
-# dataset.json's keys of that kind; `runs` logs every ingest, a re-run of the demo's too.
-VOLATILE_INFO = frozenset({"created_at", "updated_at", "runs"})
+# dataset.json's keys of that kind; `runs` logs every ingest, a re-run of the demo's too,
+# `pair_runs` every run that stored pairs, and `label_sheets` every sheet applied, with
+# when and from which path.
+VOLATILE_INFO = frozenset({"created_at", "updated_at", "runs", "pair_runs", "label_sheets"})
 
 
 def main() -> int:

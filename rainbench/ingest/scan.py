@@ -68,7 +68,7 @@ def walk_inputs(inputs: Iterable[Path | str]) -> tuple[list[SourceFile], int]:
             found += stored
             ignored += skipped
             continue
-        entry = Path(entry).absolute()
+        entry = _absolute(Path(entry))
         if entry.is_dir():
             root = entry
             names = _walk(entry)
@@ -99,6 +99,19 @@ def _store_sources(url: str) -> tuple[list[SourceFile], int]:
             continue
         found.append(SourceFile(name_text(root), name_text(relative), size, mtime))
     return found, ignored
+
+
+def _absolute(path: Path) -> Path:
+    """`path` made absolute, without its `..` parts where taking them out still names
+    the same folder (after a symlinked folder it does not): a folder given as `../raw`
+    is then the same root as when given as its absolute path, and its captures are
+    known either way, not duplicates of themselves."""
+    given = path.absolute()
+    plain = Path(os.path.normpath(given))
+    try:
+        return plain if os.path.samefile(plain, given) else given
+    except OSError:  # missing: the probe or the caller says so, under the name given
+        return given
 
 
 def _walk(root: Path) -> Iterator[Path]:

@@ -287,7 +287,7 @@ def _chosen(
         raise EvalError(
             dataset.not_a_dataset("manifests/samples.parquet or manifests/synthetic.parquet")
         )
-    name = dataset.read_info().get("name") or Path(dataset.url or dataset.root).name
+    name = dataset.read_info().get("name") or dataset.folder_name
     splits = _splits(dataset)
     if split == "all" and not splits:
         raise EvalError(

@@ -165,6 +165,12 @@ class Dataset:
         """Where the dataset is, as a user names it: its URL, or its absolute path."""
         return self.url or str(self.root.absolute())
 
+    @property
+    def folder_name(self) -> str:
+        """The name of the folder the dataset is in (a URL's last part), the name a new
+        dataset takes: `.` or `..` stand for the folder they name, not ''."""
+        return Path(self.url or os.path.abspath(self.root)).name
+
     def exists(self) -> bool:
         return self.info_path.exists()
 
@@ -361,7 +367,8 @@ def _info_problem(info: dict) -> str | None:
     """What of dataset.json's shape (docs/dataset-format.md) is wrong for the readers
     and writers that rely on it, or None: the name becomes a results folder and a
     heading; counts are updated in place; runs are found by id and a run's label sheet
-    marked unapplied; the split fractions assign new captures' splits."""
+    marked unapplied; a run that stores pairs is found by id and its splits extended
+    (`pair_runs`); the split fractions assign new captures' splits."""
     name = info.get("name", "")
     if not isinstance(name, str) or any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "its name is not one line of text"
@@ -377,6 +384,14 @@ def _info_problem(info: dict) -> str | None:
         for run in runs
     ):
         return "its runs are not a list of runs, each with its run_id"
+    pair_runs = info.get("pair_runs", [])
+    if not isinstance(pair_runs, list) or not all(
+        isinstance(run, dict)
+        and isinstance(run.get("run_id"), str)
+        and isinstance(run.get("splits"), list)
+        for run in pair_runs
+    ):
+        return "its pair_runs are not a list of runs, each with its run_id and splits"
     options = info.get("options", {})
     if not isinstance(options, dict):
         return "its options are not an object"

@@ -115,7 +115,7 @@ def import_paired(
             if changed:
                 return PairsSummary(), [*problems, *changed]
             if not dataset.exists():
-                dataset.write_info(initial_info(Path(str(root)).name, {}))
+                dataset.write_info(initial_info(dataset.folder_name, {}))
             run_id = new_run_id()
             summary = write_pairs(dataset, jobs, import_pair, pool, shard_bytes, run_id, progress)
     return summary, problems

@@ -16,6 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +29,7 @@ from rainbench.shards.dataset import Dataset
 from rainbench.shards.tar import ShardInfo, ShardWriter, publish
 from rainbench.store import delete, listing, upload
 from rainbench.synth.png import ZLIB_VERSION
+from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 # What a real pair estimated from a sequence adds to its row (manifest.SYNTHETIC).
 _ESTIMATE_COLUMNS = (
@@ -114,7 +116,7 @@ def write_pairs(
             dataset, split, zip(todo, made, strict=True), shard_bytes, summary, bar
         )
         for shard, info, rows in filled:
-            _commit(dataset, split, shard, info, rows, run_id)
+            _commit(dataset, split, shard, info, rows, run_id, shard_bytes)
             summary.shards += 1
             summary.stored[split] += len(rows)
         bar.close()
@@ -220,7 +222,13 @@ def _metadata_json(job: PairJob, pair: MadePair) -> bytes:
 
 
 def _commit(
-    dataset: Dataset, split: str, name: str, info: ShardInfo, rows: list[dict], run_id: str
+    dataset: Dataset,
+    split: str,
+    name: str,
+    info: ShardInfo,
+    rows: list[dict],
+    run_id: str,
+    shard_bytes: int,
 ) -> None:
     for row in rows:
         row["run"] = run_id
@@ -244,7 +252,24 @@ def _commit(
     )
     info_json = dataset.read_info()
     info_json["counts"].update(_counts(pairs, shards))
+    _record_run(info_json, run_id, split, shard_bytes)
     dataset.write_info(info_json)
+
+
+def _record_run(info: dict, run_id: str, split: str, shard_bytes: int) -> None:
+    """dataset.json's `pair_runs` entry of this run, as ingest keeps one per run in
+    `runs`: the splits it stored pairs in, where its shards roll over, and the versions
+    that made the pixels (another numpy may draw other rain from the same seed). Updated
+    with each shard's commit, so what a killed run published is recorded."""
+    runs = info.setdefault("pair_runs", [])
+    entry = next((run for run in runs if run["run_id"] == run_id), None)
+    if entry is None:
+        entry = {"run_id": run_id, "splits": [], "shard_bytes": shard_bytes}
+        versions = {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
+        entry |= {"tool_version": __version__, "versions": versions}
+        runs.append(entry)
+    entry["splits"] = list(dict.fromkeys([*entry["splits"], split]))
+    entry["last_shard_at"] = datetime.now(UTC).isoformat()
 
 
 def _counts(pairs: pa.Table, shards: pa.Table) -> dict:

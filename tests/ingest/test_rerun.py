@@ -4,6 +4,7 @@ same size and time (a new inode) is probed again, once: the manifest then names 
 
 import os
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +42,22 @@ def test_an_unchanged_folder_is_not_read_again(capture_folder, tmp_path, reads):
     again = ingest([capture_folder], tmp_path / "ds", OPTIONS)
     assert reads == []
     assert (again.scanned, again.accepted, again.unchanged) == (0, 0, 0)
+
+
+def test_a_folder_given_through_dot_dot_is_the_folder_ingested_before(
+    capture_folder, tmp_path, reads, monkeypatch
+):
+    ingest([capture_folder], tmp_path / "ds", OPTIONS)
+    rejects = Dataset(tmp_path / "ds").rejects_manifest
+    rejected = manifest.read_manifest(rejects, manifest.REJECTS).num_rows
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    reads.clear()
+    again = ingest([Path(os.path.relpath(capture_folder))], tmp_path / "ds", OPTIONS)
+    assert ".." in os.path.relpath(capture_folder)
+    assert reads == []
+    assert (again.scanned, again.accepted, again.duplicates) == (0, 0, 0)
+    assert manifest.read_manifest(rejects, manifest.REJECTS).num_rows == rejected
 
 
 def test_a_file_replaced_with_the_same_size_and_time_is_probed_again(

@@ -4,6 +4,7 @@ a dataset in; the writers' lock."""
 import errno
 import os
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -28,6 +29,8 @@ from rainbench.shards.dataset import OWN_NAMES, Dataset, DatasetError, initial_i
         (b'{"counts": {}}', "its runs are not a list of runs"),
         (b'{"counts": {}, "runs": [{"labels": null}]}', "each with its run_id"),
         (b'{"counts": {}, "runs": [{"run_id": "r", "labels": "x"}]}', "its runs are not"),
+        (b'{"counts": {}, "runs": [], "pair_runs": {}}', "its pair_runs are not a list"),
+        (b'{"counts": {}, "runs": [], "pair_runs": [{"run_id": "r"}]}', "and splits"),
         (b'{"counts": {}, "runs": [], "options": []}', "its options are not an object"),
         (b'{"counts": {}, "runs": [], "options": {"keep_gps": "no"}}', "keep_gps is not"),
         (b'{"counts": {}, "runs": [], "options": {"split": {"train": "1"}}}', "option split"),
@@ -57,6 +60,14 @@ def test_a_first_ingest_interrupted_before_it_committed_says_to_run_it_again(tmp
         f"{tmp_path} is not a dataset yet: an ingest into it was interrupted before its "
         "first commit; run the same ingest again to finish it"
     )
+
+
+def test_a_dataset_named_from_inside_its_folder_takes_that_folders_name(tmp_path, monkeypatch):
+    (tmp_path / "rain" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "rain" / "sub")
+    assert Dataset(Path(".")).folder_name == "sub"
+    assert Dataset(Path("..")).folder_name == "rain"
+    assert Dataset(Path("../sub/")).folder_name == "sub"
 
 
 def test_a_dataset_named_by_a_folder_with_a_line_break_keeps_one_line():

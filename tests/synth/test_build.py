@@ -116,6 +116,34 @@ def test_rerun_is_a_no_op_and_output_is_reproducible(ds, tmp_path, _clean_datase
     assert _shard_hashes(other) == first
 
 
+def test_a_split_rebuilt_from_what_the_dataset_records_is_the_same_bytes(
+    ds, tmp_path, _clean_dataset
+):
+    synthesize(ds, replace(OPTIONS, recipes=("drizzle",), seed=3, max_side=64, shard_bytes=20_000))
+    assert len(_shard_hashes(ds)) > 1
+    (run,) = Dataset(ds).read_info()["pair_runs"]
+    assert run["splits"] == ["syn-drizzle"] and run["tool_version"] == __version__
+    rendered_by = installed_versions(("numpy", "scipy", "pillow"))
+    assert run["versions"].items() >= {"rainbench": __version__, **rendered_by}.items()
+    pairs = pd.read_parquet(ds / "manifests/synthetic.parquet")
+    assert set(pairs["run"]) == {run["run_id"]}
+    # <recipe>@<version>:<source key>:<seed>:<render index>:<max side>
+    recipe, _, seed, _, max_side = pairs["job"][0].split(":")
+    recorded = SynthOptions(
+        recipes=(recipe.split("@")[0],),
+        seed=int(seed),
+        max_side=int(max_side),
+        shard_bytes=run["shard_bytes"],
+        workers=1,
+    )
+    again = shutil.copytree(_clean_dataset, tmp_path / "again")
+    synthesize(again, recorded)
+    assert _shard_hashes(again) == _shard_hashes(ds)
+    synthesize(again, replace(recorded, recipes=("streak",)))
+    runs = Dataset(again).read_info()["pair_runs"]
+    assert [r["splits"] for r in runs] == [["syn-drizzle"], ["syn-streak"]]
+
+
 def test_renders_made_otherwise_go_to_a_split_of_their_own(ds):
     streak = SynthOptions(workers=1, shard_bytes=200_000, recipes=("streak", "streak"))
     assert dict(synthesize(ds, streak).stored) == {"syn-streak": 5}  # each recipe once

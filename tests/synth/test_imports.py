@@ -66,6 +66,14 @@ def test_rain100l_folder_becomes_a_split(tmp_path, rain100l):
     assert sum(again.stored.values()) == 0 and again.existing["rain100l"] == 3
 
 
+def test_a_dataset_made_from_inside_its_folder_is_named_after_it(tmp_path, rain100l, monkeypatch):
+    root, _ = rain100l
+    (tmp_path / "ds").mkdir()
+    monkeypatch.chdir(tmp_path / "ds")
+    import_paired(root, "rain100", "rain100l", Path("."), 10**9, workers=1)
+    assert Dataset(tmp_path / "ds").read_info()["name"] == "ds"
+
+
 def test_names_are_checked(tmp_path, rain100l):
     for bad in ("test", "syn-streak", "Rain.100", ""):
         with pytest.raises(DatasetError, match="--name"):
