@@ -133,14 +133,14 @@ def main() -> int:
     report = train(train_set, run, config, args.device, progress=True)
     seconds = time.perf_counter() - started
     scores, derainers = {}, {}
+    results = results_folder(run)
     for name, checkpoint in (("identity", None), ("nlcl", run / "nlcl.pt")):
         derainers[name] = create_derainer(name, checkpoint=checkpoint, device=args.device)
         source = DerainerSource(derainers[name], args.device, None, 32)
         settings = EvalSettings(metrics=("psnr_y", "ssim_y"), device=args.device)
-        evaluate(source, held_out, split, run / "results", settings)
-        table = pd.read_parquet(run / "results" / name / HELD_OUT_NAME / f"{split}.parquet")
+        evaluate(source, held_out, split, results, settings)
+        table = pd.read_parquet(results / name / HELD_OUT_NAME / f"{split}.parquet")
         scores[name] = {m: round(float(table[m].mean()), 3) for m in ("psnr_y", "ssim_y")}
-    curve = pd.read_csv(run / "validation.csv")
     result = {
         "command": " ".join(["python", "benchmarks/nlcl_learns.py", *sys.argv[1:]]),
         "device": args.device,
@@ -158,12 +158,25 @@ def main() -> int:
         "held_out_pairs": len(table),
         "scores": scores,
         "psnr_y_gain": round(scores["nlcl"]["psnr_y"] - scores["identity"]["psnr_y"], 3),
-        "validation": curve.round(3).to_dict(orient="records"),
+        "validation": validation_curve(run),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     contact_sheet(derainers["nlcl"], held_out, split, args.out.with_suffix(".jpg"))
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
     return 0
+
+
+def results_folder(run: Path) -> Path:
+    """Where the held-out scores go: beside the run, not in it, since the trainer refuses
+    a run folder holding anything else, and the same command run again resumes there."""
+    return run.with_name(f"{run.name}-results")
+
+
+def validation_curve(run: Path) -> list[dict]:
+    """The held-out figures the trainer logged every --validate-every steps: none when
+    the run was shorter than that, whose scores above still stand."""
+    logged = run / "validation.csv"
+    return pd.read_csv(logged).round(3).to_dict(orient="records") if logged.exists() else []
 
 
 def contact_sheet(derainer, held_out: Path, split: str, path: Path, rows: int = 4) -> None:

@@ -58,6 +58,14 @@ def test_manifest_read_prints_each_manifest_its_size_ratio_and_read_times():
         assert re.fullmatch(r"\| [^|]+ \| \d+\.\d\d MB \| \d+\.\d× " + timed, row), row
 
 
+def test_commit_cost_prints_one_commit_per_dataset_size():
+    found = run("commit_cost.py", "--rows", "50", "20", "--commits", "1")
+    assert found.returncode == 0, found.stderr
+    rows = [line for line in found.stdout.splitlines() if re.match(r"\| \d", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["20", "50"]
+    assert re.fullmatch(r"\| 50 \| \d+\.\d MB \| \d+\.\d\d s \| \d+\.\d ms \|", rows[1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help_describes_the_benchmark_in_whole_sentences_and_runs_nothing(script):
@@ -78,6 +86,28 @@ def test_the_json_goes_under_work_unless_out_names_a_file(load_benchmark, tmp_pa
     assert arguments(["--work", str(tmp_path)]).out == tmp_path / name
     given = ["--work", str(tmp_path), "--out", "here.json"]
     assert arguments(given).out == Path("here.json")
+
+
+def test_nlcl_learns_reads_no_curve_from_a_run_shorter_than_validate_every(
+    load_benchmark, tmp_path
+):
+    """A run of fewer steps than --validate-every (--steps 200, or --minutes choosing
+    them) logs no validation.csv: its scores are still written, with no curve."""
+    validation_curve = load_benchmark("nlcl_learns").validation_curve
+    assert validation_curve(tmp_path) == []
+    (tmp_path / "validation.csv").write_text("step,psnr_y\n250,20.12345\n")
+    assert validation_curve(tmp_path) == [{"step": 250, "psnr_y": 20.123}]
+
+
+def test_nlcl_learns_scores_beside_its_run_where_training_again_accepts_it(
+    load_benchmark, tmp_path
+):
+    """The trainer refuses a run folder that holds anything but a run: scores inside it
+    made the same command, run again, stop before they were written."""
+    results_folder = load_benchmark("nlcl_learns").results_folder
+    run = tmp_path / "regions" / "run-cpu-64-4-2"
+    assert results_folder(run).parent == run.parent
+    assert results_folder(run) != run
 
 
 def test_the_side_by_side_json_goes_under_work_unless_out_names_a_file(load_benchmark, tmp_path):

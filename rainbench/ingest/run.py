@@ -67,6 +67,11 @@ from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 DEFAULT_SHARD_BYTES = 1_000_000_000
 DEFAULT_NEAR_DUP_BITS = 8  # of 64: re-encodes and resizes land within ~4
 _COMMIT_SECONDS = 5.0  # how often finished shards are published to the manifests
+# A commit rewrites the whole manifests, so its cost grows with the dataset (seconds at a
+# few hundred thousand captures: benchmarks/commit_cost.py), and committing every
+# _COMMIT_SECONDS would make the write phase quadratic in it. One that takes longer than
+# this runs that much less often, so commits take at most a tenth of the write phase.
+_COMMIT_BUDGET = 0.5
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # What a run's settings (run.json) always hold; _start_settings writes them.
 _SETTINGS = frozenset(
@@ -537,7 +542,7 @@ class _Run:
         if results:  # finished before a kill: publish what was not yet
             self._commit(plan, results)
         bar = self._bar(sum(len(t.rows) for t in tasks), "write", "img")
-        last_commit = time.monotonic()
+        last_commit, spacing = time.monotonic(), _COMMIT_SECONDS
         for versions, result in self.pool.map_unordered(
             _with_versions, [(write_unit, task) for task in tasks]
         ):
@@ -549,9 +554,11 @@ class _Run:
             write_marker(self.markers, result)
             results.append(result)
             bar.update(result.samples + len(result.dropped))
-            if time.monotonic() - last_commit > _COMMIT_SECONDS:
+            if time.monotonic() - last_commit > spacing:
+                began = time.monotonic()
                 self._commit(plan, results)
                 last_commit = time.monotonic()
+                spacing = _COMMIT_SECONDS * max(1.0, (last_commit - began) / _COMMIT_BUDGET)
         bar.close()
         # Every shard of this run is published: what waits now was written by a task
         # that outlived a killed run's driver (Ray stops them within seconds).

@@ -6,6 +6,7 @@ import json
 import shutil
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pandas as pd
@@ -299,4 +300,33 @@ def test_tasks_that_run_in_another_folder_write_into_the_dataset(
     summary = ingest([Path(capture_folder.name)], Path("ds"), IngestOptions(workers=1))
     assert summary.accepted > 0 and summary.shards > 0
     assert list(pool_elsewhere.folder.iterdir()) == []
+    assert verify(Dataset(tmp_path / "ds")) == []
+
+
+def test_slow_commits_are_spaced_out_to_a_tenth_of_the_write_phase(
+    tmp_path, capture_folder, monkeypatch
+):
+    """A commit rewrites the whole manifests: in a large dataset it takes seconds, and
+    committing every _COMMIT_SECONDS would make the write phase quadratic in its size.
+    On a clock where each shard takes 1 s to write and each commit 5 s, the first commit
+    comes after 5 s of shards and makes the next wait 50 s, past the last shard."""
+    now = [0.0]
+    clock = SimpleNamespace(monotonic=lambda: now[0], perf_counter=lambda: now[0])
+    monkeypatch.setattr(run_module, "time", clock)
+    write_unit, commit, commits = run_module.write_unit, run_module._Run._commit, []
+
+    def slow_write(task):
+        now[0] += 1
+        return write_unit(task)
+
+    def slow_commit(self, plan, results):
+        commits.append(len([r for r in results if r.sha256]))
+        now[0] += 5
+        commit(self, plan, results)
+
+    monkeypatch.setattr(run_module, "write_unit", slow_write)
+    monkeypatch.setattr(run_module._Run, "_commit", slow_commit)
+    summary = ingest([capture_folder], tmp_path / "ds", IngestOptions(workers=1, shard_bytes=1))
+    assert summary.shards > 20
+    assert commits == [6, summary.shards]  # before: after every 6 shards
     assert verify(Dataset(tmp_path / "ds")) == []

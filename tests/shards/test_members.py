@@ -64,6 +64,28 @@ def test_a_member_is_read_within_its_limit(ds):
             read_member(tar, SHARD, "b.png", 10_000)
 
 
+def test_a_shards_members_are_found_by_name_without_a_scan_per_member(tmp_path, monkeypatch):
+    # tarfile's getmember walks the member list for each name: N² for a whole shard.
+    root = tmp_path / "many"
+    with ShardWriter(root / SHARD) as writer:
+        for index in range(50):
+            writer.add(f"{index:02d}.png", _png(4, 4))
+        writer.add("00.png", _png(8, 8))  # a name twice: the last one counts, as in tarfile
+        writer.commit()
+    listed = []
+    members = tarfile.TarFile.getmembers
+    monkeypatch.setattr(
+        tarfile.TarFile, "getmembers", lambda tar: listed.append(tar) or members(tar)
+    )
+    with open_shard(root, SHARD) as tar:
+        for index in range(50):
+            read_member(tar, SHARD, f"{index:02d}.png", 10_000)
+        assert Image.open(io.BytesIO(read_member(tar, SHARD, "00.png", 10_000))).size == (8, 8)
+        with pytest.raises(ShardError, match="not in the shard"):
+            read_member(tar, SHARD, "50.png", 10_000)
+    assert len(listed) == 1
+
+
 def test_a_member_given_its_sha256_is_read_only_if_its_bytes_match(ds):
     with open_shard(ds, SHARD) as tar:
         data = read_member(tar, SHARD, "a.png", 10_000)
