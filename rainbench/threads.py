@@ -5,10 +5,16 @@ it and the load other processes already put on those CPUs.
 torch's default is one thread per core it sees. Oversubscribed, its OpenMP threads wait
 on each other: on two busy cores (load 5), two threads made a demo training step about
 5× slower than one (3.2 s against 0.6 s).
+
+A library call puts torch's count back as it found it when it returns (`torch_threads`),
+so a notebook that trains or evaluates keeps its own; only a process rainbench starts for
+the work (a Ray actor) keeps the count it is given (`set_torch_threads`).
 """
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _CGROUP_QUOTA = Path("/sys/fs/cgroup/cpu.max")
@@ -70,9 +76,29 @@ def choose_threads(workers: int = 0, requested: int | None = None) -> int:
 
 
 def set_torch_threads(workers: int = 0, requested: int | None = None) -> int:
-    """Set torch's intra-op threads by `choose_threads` and return the number."""
+    """Set torch's intra-op threads by `choose_threads` and return the number, for good:
+    only in a process rainbench starts (a Ray actor); a library call uses `torch_threads`."""
     import torch
 
     threads = choose_threads(workers, requested)
     torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def torch_threads(workers: int = 0, requested: int | None = None) -> Iterator[int]:
+    """torch's intra-op threads set by `choose_threads` (the number is yielded) for the
+    block, and put back as the caller had them when it ends, by an exception too.
+
+    A no-reference metric holds its count this way around each call, not once for its
+    life: the set and the restore cost next to nothing beside the call. torch's inter-op
+    threads are left alone: torch lets a process set those only once.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    threads = set_torch_threads(workers, requested)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)

@@ -73,3 +73,25 @@ def test_torch_gets_the_chosen_count(machine):
         assert threads.set_torch_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_torch_threads_are_the_chosen_count_inside_and_the_callers_after(machine):
+    # A library call from a notebook: the session's count outlives it, an error's too.
+    import torch
+
+    before = torch.get_num_threads()
+    machine(2, 5.0)
+    torch.set_num_threads(3)
+    try:
+        with threads.torch_threads() as chosen:
+            assert chosen == torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+        with pytest.raises(KeyError), threads.torch_threads(requested=2):
+            assert torch.get_num_threads() == 2
+            raise KeyError("the call fails")
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ValueError, match="at least 1"), threads.torch_threads(requested=0):
+            pass
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

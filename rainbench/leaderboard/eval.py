@@ -77,7 +77,7 @@ from rainbench.shards.members import (
     read_upright,
 )
 from rainbench.synth.importers import paired_kind
-from rainbench.threads import set_torch_threads
+from rainbench.threads import set_torch_threads, torch_threads
 
 REAL_METRICS = ("niqe", "brisque", "piqe")
 PAIRED_METRICS = ("psnr_y", "ssim_y", "psnr", "ssim", *REAL_METRICS)
@@ -206,15 +206,21 @@ def evaluate(
     checkpoint: Path | None = None,
     progress: bool = False,
 ) -> list[SplitReport]:
-    """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`."""
+    """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`,
+    with torch's CPU threads `settings.threads` (None: chosen from the free CPUs), put back
+    as they were on return."""
     dataset, name, splits, chosen = _chosen(dataset_path, split, settings.metrics)
     checkpoint_info = _checkpoint_info(checkpoint)
-    settings = replace(settings, threads=_torch_threads(settings.threads))
-    runs = [
-        _SplitRun(source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info)
-        for wanted in chosen
-    ]
-    return _execute(runs, progress)
+    _need_torch()
+    with torch_threads(requested=settings.threads) as threads:
+        settings = replace(settings, threads=threads)
+        runs = [
+            _SplitRun(
+                source, dataset, name, wanted, splits[wanted], results, settings, checkpoint_info
+            )
+            for wanted in chosen
+        ]
+        return _execute(runs, progress)
 
 
 def evaluate_on_ray(
@@ -352,11 +358,11 @@ def _applies(spec: MetricSpec, kind: str) -> bool:
     return not (spec.full_reference and kind == "real")
 
 
-def _torch_threads(requested: int | None) -> int:
-    """torch's CPU threads set (`set_torch_threads`); without torch, which every derainer
-    runs under, one line saying what to install instead of a traceback."""
+def _need_torch() -> None:
+    """Without torch, which every derainer runs under, one line saying what to install
+    instead of a traceback."""
     try:
-        return set_torch_threads(requested=requested)
+        import torch  # noqa: F401
     except ImportError as error:
         raise EvalError(
             f"rainbench eval needs torch ({first_line(error)}): pip install 'rainbench[eval]'"
@@ -991,7 +997,9 @@ class _Worker:
         results: Path,
         dataset: str | Path,
     ):
-        self.settings = replace(settings, threads=_torch_threads(settings.threads))
+        _need_torch()
+        # For good: the actor's process is Ray's, started for this run and ended with it.
+        self.settings = replace(settings, threads=set_torch_threads(requested=settings.threads))
         self.source = build_source(self.settings)
         self.results, self.dataset = results, open_dataset(dataset)
         self.metrics: dict[str, tuple[list, dict[str, str]]] = {}

@@ -8,7 +8,7 @@ import pickle
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 from rainbench.errors import first_line
 from rainbench.metrics import weights
 from rainbench.metrics.registry import MetricError, MetricSpec, register
+from rainbench.threads import torch_threads
 
 INSTALL_HINT = "pip install 'rainbench[eval]'"
 
@@ -72,12 +73,12 @@ def _build(
     """The scoring function `(uint8 H×W×3 RGB) → float`, with the pyiqa model built once
     here (on CPU unless `device` is given) and reused for every image.
 
-    `threads` caps torch's CPU threads: the engine asks for one per worker process
-    when it runs several, so they do not fight over the cores.
+    `threads` caps torch's CPU threads while it builds and while each call runs, and the
+    caller's count is put back after each (None: left as it is): the engine asks for one
+    per worker process when it runs several, so they do not fight over the cores.
     """
     torch, pyiqa = _import_pyiqa()
-    if threads:
-        torch.set_num_threads(threads)
+    held = partial(torch_threads, requested=threads) if threads else nullcontext
     device = _device(torch, device)
     options = dict(metric.options)
     weight_file = weights.require(metric.name, weights_dir)
@@ -85,7 +86,7 @@ def _build(
         # An explicit path: pyiqa then never looks for its download URL.
         options["pretrained_model_path"] = str(weight_file)
     # pyiqa prints "Loading pretrained model" to stdout, which may be the CLI's --json.
-    with redirect_stdout(sys.stderr):
+    with held(), redirect_stdout(sys.stderr):
         try:
             model = pyiqa.create_metric(metric.name, device=device, **options)
         # A weight file that is no PyTorch file (damaged, another file renamed): one line.
@@ -101,7 +102,12 @@ def _build(
     def score(pred: np.ndarray) -> float:
         x = torch.tensor(pred, device=device).permute(2, 0, 1).unsqueeze(0)
         try:
-            with torch.inference_mode(), full_float32(torch, device), warnings.catch_warnings():
+            with (
+                held(),
+                torch.inference_mode(),
+                full_float32(torch, device),
+                warnings.catch_warnings(),
+            ):
                 # On a flat image torch warns (NIQE's cov() of no blocks) before the value
                 # fails below: that one line is what is said, not the warning beside it.
                 warnings.simplefilter("ignore", UserWarning)

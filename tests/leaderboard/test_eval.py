@@ -846,16 +846,32 @@ def test_on_the_gpu_the_scores_are_those_of_the_cpu(tmp_path, ds):
     assert gpu_table.peak_mem_mb.notna().all()
 
 
-def test_torch_threads_are_chosen_or_given_and_recorded(tmp_path, ds):
+def test_torch_threads_are_chosen_or_given_recorded_and_given_back(tmp_path, ds):
+    # The run derains on the count its provenance records; its caller (a notebook's
+    # session) has its own count back when it returns, also when it fails.
+    seen = []
+
+    def notes(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return batch.clone()
+
+    source = DerainerSource(_Returns(notes), "cpu", None, 32)
     before = torch.get_num_threads()
+    torch.set_num_threads(3)
     try:
-        evaluate(_source("identity"), ds, "test", tmp_path / "a", FAST)
-        chosen = json.loads((tmp_path / "a" / "identity" / "ds" / "test.json").read_text())
-        assert chosen["threads"] == torch.get_num_threads() >= 1
-        given = EvalSettings(metrics=FAST.metrics, threads=1)
-        evaluate(_source("identity"), ds, "test", tmp_path / "b", given)
-        info = json.loads((tmp_path / "b" / "identity" / "ds" / "test.json").read_text())
-        assert info["threads"] == torch.get_num_threads() == 1
+        evaluate(source, ds, "test", tmp_path / "a", FAST)
+        chosen = json.loads((tmp_path / "a" / "returns" / "ds" / "test.json").read_text())
+        # Chosen: what $OMP_NUM_THREADS asks for (tests/conftest.py), not the caller's 3.
+        assert set(seen) == {chosen["threads"]} == {1} and torch.get_num_threads() == 3
+        seen.clear()
+        given = EvalSettings(metrics=FAST.metrics, threads=2)
+        evaluate(source, ds, "test", tmp_path / "b", given)
+        info = json.loads((tmp_path / "b" / "returns" / "ds" / "test.json").read_text())
+        assert set(seen) == {info["threads"]} == {2} and torch.get_num_threads() == 3
+        stops = DerainerSource(_Returns(_raises(KeyboardInterrupt())), "cpu", None, 32)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(stops, ds, "test", tmp_path / "c", given)
+        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
 

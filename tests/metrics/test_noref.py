@@ -139,6 +139,43 @@ def test_the_pyiqa_model_is_built_once(monkeypatch):
     assert len(built) == 1
 
 
+def test_threads_hold_for_each_call_and_the_callers_come_back(monkeypatch):
+    # A metric made once and called many times, from a notebook: torch runs on the
+    # metric's count while it builds and scores, and on the session's own in between and
+    # after a call that fails; without `threads` it keeps whatever the caller has.
+    from rainbench.metrics import banded
+
+    seen, build, score = [], pyiqa.create_metric, banded.piqe
+
+    def building(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return build(*args, **kwargs)
+
+    def scoring(x):
+        seen.append(torch.get_num_threads())
+        if not x.any():
+            raise RuntimeError("no blocks")
+        return score(x)
+
+    monkeypatch.setattr(pyiqa, "create_metric", building)
+    monkeypatch.setattr(banded, "piqe", scoring)
+    image = np.random.default_rng(0).integers(0, 256, (32, 40, 3), np.uint8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        piqe = create_metric("piqe", threads=2)
+        assert torch.get_num_threads() == 3
+        piqe(image)
+        assert torch.get_num_threads() == 3
+        with pytest.raises(MetricError, match="piqe fails on this image: no blocks"):
+            piqe(np.zeros_like(image))
+        assert torch.get_num_threads() == 3
+        create_metric("piqe")(image)
+        assert seen == [2, 2, 2, 3, 3] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_without_pyiqa_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyiqa", None)
     with pytest.raises(MetricError, match=r"pip install 'rainbench\[eval\]'"):

@@ -388,6 +388,40 @@ def test_ctrl_c_exits_130_with_one_line_after_saving(tmp_path, _dataset, monkeyp
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
 
 
+def test_training_runs_on_its_threads_and_leaves_the_callers_as_they_were(
+    tmp_path, _dataset, monkeypatch
+):
+    # Called from a notebook, training must not change the session's thread count (not
+    # even when it fails); from the CLI, the steps run on the count --threads asks for.
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    seen, original = [], NLCLMethod.step
+
+    def step(self, *args) -> dict:
+        seen.append(torch.get_num_threads())
+        return original(self, *args)
+
+    monkeypatch.setattr(NLCLMethod, "step", step)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert train(_dataset, tmp_path / "run", _with(steps=1), threads=2).threads == 2
+        assert seen == [2] and torch.get_num_threads() == 3
+        with pytest.raises(DatasetError, match="nowhere does not exist"):
+            train(tmp_path / "nowhere", tmp_path / "other", _with(), threads=2)
+        assert torch.get_num_threads() == 3
+        args = ["train", "nlcl", str(_dataset), "--out", str(tmp_path / "cli"), "--crop", "48",
+                "--channels", "8", "--blocks", "2", "-j", "0", "--steps", "1",
+                "--threads", "2"]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert seen == [2, 2]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_rain_types_are_checked_against_the_taggers(tmp_path, _dataset):
     from click.testing import CliRunner
 

@@ -53,7 +53,7 @@ from rainbench.shards.dataset import (
     remove_if_only_lock,
     writer_lock,
 )
-from rainbench.threads import set_torch_threads
+from rainbench.threads import torch_threads
 from rainbench.train.core.config import RunConfig
 from rainbench.train.core.validation import check_validation, validate
 
@@ -152,18 +152,19 @@ def train(
     """Train `method` on `dataset` into the folder `run`, resuming from its last checkpoint.
 
     torch's CPU threads are `threads`, else chosen from the free CPUs less the loader's
-    workers (`rainbench.threads`); they change speed, not what a step computes beyond
-    rounding, so a run may resume with another count. SIGINT and SIGTERM stop training at
-    the end of the step under way, with a checkpoint there (`TrainReport.stopped_by`).
+    workers (`rainbench.threads`), and put back as they were on return; they change
+    speed, not what a step computes beyond rounding, so a run may resume with another
+    count. SIGINT and SIGTERM stop training at the end of the step under way, with a
+    checkpoint there (`TrainReport.stopped_by`).
     """
     method.check(config)
-    threads = set_torch_threads(config.workers, threads)
-    distributed = _start_distributed(device)
-    rank = torch.distributed.get_rank() if distributed else 0
-    if distributed and device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    _check_folder(run, method, config)
     with ExitStack() as held:
+        threads = held.enter_context(torch_threads(config.workers, threads))
+        distributed = _start_distributed(device)
+        rank = torch.distributed.get_rank() if distributed else 0
+        if distributed and device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        _check_folder(run, method, config)
         if rank == 0:  # the only writer
             made = first_missing(run)
             run.mkdir(parents=True, exist_ok=True)
