@@ -260,11 +260,11 @@ def tag_command(dataset, labels, skip_bad_labels, fit, which, workers, as_json) 
     """Re-tag every capture's rain type from its stored features; apply a label sheet.
 
     Only manifests/samples.parquet changes; shards are never touched. Captures whose
-    features are missing (or from another tagger version) are decoded again at
-    preview size. Manual labels always win over the tagger. A tagger fitted with
-    --fit is kept in DATASET/taggers/, named in dataset.json and used by later tag and
-    ingest runs, until --tagger shipped (the output says whether it beat the shipped
-    tagger on held-out labels).
+    features are missing, no numbers (or far beyond any picture's) or from another
+    tagger version are decoded again at preview size. Manual labels always win over
+    the tagger. A tagger fitted with --fit is kept in DATASET/taggers/, named in
+    dataset.json and used by later tag and ingest runs, until --tagger shipped (the
+    output says whether it beat the shipped tagger on held-out labels).
 
     \b
     Example:
@@ -301,7 +301,16 @@ def format_tagging(summary: TagSummary, dataset: str | Path) -> list[str]:
         f"{summary.rain_types_changed}" + (f"; tagger {summary.tagger}" if summary.tagger else "")
     )
     if summary.measured:
-        lines.append(f"measured {counted(summary.measured, 'capture')} whose features were missing")
+        lines.append(
+            f"measured {counted(summary.measured, 'capture')} whose features were missing, "
+            "of another version or no measurement"
+        )
+    if summary.unusable:
+        lines.append(
+            f"{counted(len(summary.unusable), 'capture')} had stored features that are no "
+            "measurement (null, not a number or far beyond any picture's): measured again, "
+            "not tagged from them"
+        )
     if summary.looks_rainy:
         looks = "looks" if summary.looks_rainy == 1 else "look"
         lines.append(f"{counted(summary.looks_rainy, 'clean capture')} {looks} rainy (looks_rainy)")

@@ -32,20 +32,14 @@ from rainbench.capture.exif import without_app1
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import STEPS, turn_upright, upright_size
 from rainbench.data.read import ShardReader
-from rainbench.data.select import Filters, as_values, captures, pairs
-from rainbench.errors import RainbenchError, first_line
+from rainbench.data.select import Filters, SettingError, as_values, captures, pairs
+from rainbench.errors import first_line
 from rainbench.seeds import seed_from
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
 
 MODES = ("single", "paired", "unpaired")
 ON_ERROR = ("raise", "skip")
-
-
-class SettingError(RainbenchError, ValueError):
-    """A setting of `RainDataset` or `Loader` that cannot work (a mode, a crop, a rank, a
-    decode device), refused in one line when the dataset is made, not by every loader
-    worker. A ValueError too, as Python's own refusals of an argument are."""
 
 
 class SkippedSample(UserWarning):

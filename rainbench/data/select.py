@@ -3,10 +3,12 @@ filter come from samples.parquet / synthetic.parquet joined by key, never from t
 """
 
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 
 import pandas as pd
 
+from rainbench.errors import RainbenchError
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, RAIN, member, picture_ext
@@ -15,9 +17,19 @@ from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, RAIN, member, pict
 REAL_PAIR = "pairs:"
 
 
+class SettingError(RainbenchError, ValueError):
+    """A setting of `Filters`, `RainDataset` or `Loader` that cannot work (a filter of
+    the wrong type, a mode, a crop, a rank, a decode device), refused in one line when
+    it is made, not by every loader worker. A ValueError too, as Python's own refusals
+    of an argument are."""
+
+
 @dataclass(frozen=True)
 class Filters:
-    """What to keep; None keeps everything. Values may be one or several."""
+    """What to keep; None keeps everything. Values may be one or several (a tuple or a
+    list of them). Values of the wrong type are a SettingError here: a number in place
+    of a name would fail deep in pandas, and a byte string or a dict would be taken
+    apart into values."""
 
     split: str | tuple[str, ...] | None = None
     layer: str | tuple[str, ...] | None = None
@@ -28,6 +40,32 @@ class Filters:
     # Captures of a sequence (burst) that a real-paired split holds pairs of are the
     # frames the benchmark scores: left out unless this is True.
     paired_sequences: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("split", "layer", "rain_type", "camera_model"):
+            value = getattr(self, name)
+            several = isinstance(value, tuple | list)
+            if not (value is None or isinstance(value, str) or several) or (
+                several and not all(isinstance(item, str) for item in value)
+            ):
+                raise SettingError(
+                    f"Filters({name}=…) is a str, or a tuple of them, or None; not {value!r}"
+                )
+        confidence = self.min_confidence
+        if confidence is not None and (
+            isinstance(confidence, bool)
+            or not isinstance(confidence, Real)
+            or not 0 <= confidence <= 1
+        ):
+            raise SettingError(
+                f"Filters(min_confidence=…) is a number from 0 to 1, or None; not {confidence!r}"
+            )
+        if not (self.query is None or isinstance(self.query, str)):
+            raise SettingError(f"Filters(query=…) is a str or None; not {self.query!r}")
+        if not isinstance(self.paired_sequences, bool):
+            raise SettingError(
+                f"Filters(paired_sequences=…) is True or False; not {self.paired_sequences!r}"
+            )
 
 
 # What selects captures by their labels; pairs are selected by paired_split and query.

@@ -62,6 +62,7 @@ from rainbench.shards.dataset import (
 from rainbench.shards.fitted import active_tagger
 from rainbench.shards.tar import TMP_SUFFIX, publish
 from rainbench.store import delete, is_url, version
+from rainbench.tagging.tagger import LAYERS
 from rainbench.versions import CAPTURE_LIBRARIES, installed_versions
 
 DEFAULT_SHARD_BYTES = 1_000_000_000
@@ -165,8 +166,8 @@ def ingest(
 ) -> IngestSummary:
     """Ingest the captures under `inputs` into the dataset at `out`."""
     options = options or IngestOptions()
-    if options.layer not in ("rainy", "clean"):
-        raise DatasetError(f"--layer must be rainy or clean, not {options.layer!r}")
+    if options.layer not in LAYERS:
+        raise DatasetError(f"--layer must be {' or '.join(LAYERS)}, not {options.layer!r}")
     for entry in inputs:
         if not is_url(entry) and not Path(entry).exists():
             raise DatasetError(f"input not found: {entry}")

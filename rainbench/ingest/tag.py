@@ -38,6 +38,7 @@ from rainbench.shards.members import (
     size_limit,
 )
 from rainbench.shards.stats import rain_type_counts
+from rainbench.shards.verify import unusable_features
 from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
 from rainbench.tagging.labels import (
     Label,
@@ -78,8 +79,11 @@ class LabelsRejected(DatasetError):
 @dataclass
 class TagSummary:
     samples: int = 0
-    measured: int = 0  # captures whose features were missing or stale, decoded again
+    measured: int = 0  # captures whose features were missing, stale or unusable, decoded again
     unmeasurable: list[str] = field(default_factory=list)  # keys that could not be decoded
+    # Keys whose stored features were no measurement (null, NaN, ±inf, far beyond any
+    # picture's): decoded again, as missing ones are; those that failed are unmeasurable.
+    unusable: list[str] = field(default_factory=list)
     labelled: int = 0  # labels applied from the sheet
     empty_sheet: str | None = None  # the sheet, when it had a header and no label rows
     label_problems: list[str] = field(default_factory=list)  # skipped with --skip-bad-labels
@@ -331,7 +335,7 @@ def _tag_row(row: dict, tagger: Tagger, label: Label | None) -> None:
 
 
 def _stored_features(row: dict) -> dict[str, float] | None:
-    if row["features_version"] != FEATURES_VERSION:
+    if row["features_version"] != FEATURES_VERSION or unusable_features(row):
         return None
     return {name: row[feature_column(name)] for name in FEATURE_NAMES}
 
@@ -353,11 +357,14 @@ class Stale:
 
 
 def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: TagSummary) -> None:
-    """Decode (at preview scale) the captures whose features are missing or of another
-    version, a shard's captures a part at a time, and store fresh features in their rows."""
+    """Decode (at preview scale) the captures whose features are missing, of another
+    version or no measurement, a shard's captures a part at a time, and store fresh
+    features in their rows."""
     stale: dict[str, list[Stale]] = {}
     for row in rows:
         if _stored_features(row) is None:
+            if row["features_version"] == FEATURES_VERSION:
+                summary.unusable.append(row["key"])
             stale.setdefault(row["shard"], []).append(
                 Stale(row["key"], row["format"], row["bytes"], row["width"], row["height"])
             )
@@ -384,6 +391,7 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
                 by_key[key].update(feature_columns(features))
                 summary.measured += 1
     summary.unmeasurable.sort()
+    summary.unusable.sort()
 
 
 def _measure_shard(task: tuple[Path, str, list[Stale]]) -> list[tuple[str, dict | None]]:

@@ -12,6 +12,7 @@ active one is read by `rainbench.shards.fitted`, as `verify` reads it.
 """
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -90,14 +91,50 @@ def reusable(dataset: Dataset, labels_sha256: str) -> tuple[Tagger, FitReport] |
             and report.get("path") == f"{FOLDER}/{path.name}"
             and report.get("version") == tagger.version
         ):
-            fields = {name: value for name, value in report.items() if name != "beats_shipped"}
-            try:  # a report this tool wrote: its fields, and scores that compare
-                found = FitReport(**{**fields, "reused": True})
-                if isinstance(found.beats_shipped, bool):
-                    return tagger, found
-            except (TypeError, KeyError):
-                pass  # fitted again, into a new file
+            found = _stored_report(report)
+            if found is not None:
+                return tagger, found
     return None
+
+
+def _stored_report(report: dict) -> FitReport | None:
+    """A stored fit's report, reused; None (fitted again, into a new file) for one this
+    tool did not write: fields FitReport has not or lacks, or values of other types than
+    the output prints and compares, as a forged or damaged file may hold. Its names are
+    the file's own (`reusable`) and its labels counts (`Tagger.from_json`) already."""
+    fields = {name: value for name, value in report.items() if name != "beats_shipped"}
+    try:
+        found = FitReport(**{**fields, "reused": True})
+    except TypeError:
+        return None
+    well_typed = (
+        _count(found.clean_labels_unused)
+        and _count(found.folds)
+        and (found.scenes is None or _count(found.scenes))
+        and (found.penalty is None or _finite(found.penalty))
+        and _agreement(found.cv_fitted)
+        and _agreement(found.cv_shipped)
+    )
+    return found if well_typed else None
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _finite(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _agreement(value: object) -> bool:
+    """Cross-validated agreement as `tagging.fit.Agreement.to_dict` gives it."""
+    return (
+        isinstance(value, dict)
+        and _finite(value.get("macro_f1"))
+        and _finite(value.get("accuracy"))
+        and isinstance(value.get("f1"), dict)
+        and all(_finite(score) for score in value["f1"].values())
+    )
 
 
 def _number(path: Path) -> int:

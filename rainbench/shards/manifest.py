@@ -27,7 +27,7 @@ from rainbench.shards.layout import STORED_SPLIT
 from rainbench.shards.parquet import TooLarge, read_table
 from rainbench.store import shown
 from rainbench.tagging.features import FEATURE_NAMES, feature_column
-from rainbench.tagging.tagger import RAIN_TYPES
+from rainbench.tagging.tagger import LAYERS, RAIN_TYPES
 
 _TS = pa.timestamp("us")
 
@@ -188,7 +188,7 @@ NAMES = {
 # What a label column of samples.parquet may hold, null aside (docs/dataset-format.md):
 # tag, tag-eval and --fit index the four types by them, readers pick layers by them.
 LABELS = {
-    "layer": ("rainy", "clean"),
+    "layer": LAYERS,
     "rain_type": RAIN_TYPES,
     "rain_type_auto": RAIN_TYPES,
     "rain_type_source": ("auto", "manual"),

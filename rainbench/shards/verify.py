@@ -7,7 +7,9 @@ readers trust beyond the hashes is checked in the same pass: a PNG's or JPEG's h
 must declare the size its row gives (readers bound decoding by it), and a `<key>.json`
 must be a JSON object naming its own row; a member name may be stored once (readers
 would take the last copy, webdataset refuses the shard). A manifest row without a
-value the format requires is reported where every other reader refuses the manifest.
+value the format requires is reported where every other reader refuses the manifest,
+and so is a measured capture whose stored features are no measurement (`rainbench tag`
+measures it again).
 A video member must open and hold the frames its row counts (its packets are demuxed,
 nothing is decoded; skipped where PyAV is not installed). Nothing is decoded as a
 picture. The fitted tagger dataset.json names, if any, must read as ingest reads it.
@@ -52,6 +54,8 @@ from rainbench.shards.members import (
 )
 from rainbench.shards.tar import TMP_SUFFIX
 from rainbench.store import is_url, listing, open_stream
+from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
+from rainbench.tagging.tagger import FAR_BEYOND
 
 _CHUNK = 1 << 22
 # A `<key>.json` is a few kilobytes; one larger than this is not parsed.
@@ -201,6 +205,7 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
     keep_gps = bool((info.get("options") or {}).get("keep_gps"))
     for index, row in enumerate(samples):
         problems += _check_values(row, keep_gps, faults.get(index, []))
+        problems += _check_features(row)
     for index, wrong in sorted(pair_faults.items()):
         problems.append(Problem("row-value", pairs[index]["key"], "; ".join(wrong)))
     seen_keys: set[str] = set()
@@ -392,6 +397,36 @@ def _check_values(row: dict, keep_gps: bool, faults: list[str]) -> list[Problem]
     if located and not keep_gps:
         wrong.append(f"{', '.join(located)} kept, in a dataset made without --keep-gps")
     return [Problem("row-value", row["key"], "; ".join(wrong))] if wrong else []
+
+
+def unusable_features(row: dict) -> list[str]:
+    """The feature columns of a samples row measured at this FEATURES_VERSION that hold
+    no measurement: null, NaN, ±inf, or a value far beyond any picture's, which the
+    tagger cannot judge. A row of another version is measured again whatever it holds
+    (version 1 has no thin_* or ridge_* features)."""
+    if row["features_version"] != FEATURES_VERSION:
+        return []
+    # NaN compares false with everything, so `not … <=` catches it with the infinities.
+    return [
+        column
+        for column in map(feature_column, FEATURE_NAMES)
+        if row[column] is None or not abs(row[column]) <= FAR_BEYOND
+    ]
+
+
+def _check_features(row: dict) -> list[Problem]:
+    unusable = unusable_features(row)
+    if not unusable:
+        return []
+    values = ", ".join(f"{column} {row[column]!r}" for column in unusable)
+    return [
+        Problem(
+            "row-features",
+            row["key"],
+            f"{values}: no measurement (null, not a number or far beyond any picture's); "
+            "rainbench tag measures the capture again",
+        )
+    ]
 
 
 def _check_counts(counts: object, samples: list[dict], pairs: list[dict]) -> list[Problem]:

@@ -26,6 +26,8 @@ from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, TINY_
 
 RAIN_TYPES = ("drizzle", "streak", "storm", "fog-like")
 CLASSES = ("clean", *RAIN_TYPES)
+# A capture's layer: a clean one gets no rain type, only the looks_rainy flag.
+LAYERS = ("rainy", "clean")
 
 PARAMS_FILE = "tagger-v5.json"
 
@@ -44,6 +46,24 @@ CAVEATS = ("tiny", "grey", "night", UNLIKE)
 # tagger's parameters'.
 FAR_BEYOND = 1e100
 TRANSFORMS = ("linear", "log")
+# What every parameter file holds; what later versions added has a default for the
+# earlier files.
+REQUIRED = (
+    "version",
+    "features_version",
+    "classes",
+    "inputs",
+    "transforms",
+    "offsets",
+    "mean",
+    "scale",
+    "expanded_mean",
+    "expanded_scale",
+    "weights",
+    "bias",
+    "flag_threshold",
+    "calibration",
+)
 
 
 def looks_night(features: dict[str, float]) -> bool:
@@ -177,8 +197,11 @@ class Tagger:
     def decide(
         self, p: np.ndarray, features: dict[str, float], layer: str, height: int, unlike: bool
     ) -> Tag:
-        """The tag for one capture from its class probabilities `p` (CLASSES order);
-        `unlike`: its features are unlike every calibration example's."""
+        """The tag for one capture of `layer` (one of LAYERS) from its class
+        probabilities `p` (CLASSES order); `unlike`: its features are unlike every
+        calibration example's. Any other layer is a ValueError, not tagged as rainy."""
+        if layer not in LAYERS:
+            raise ValueError(f"a capture's layer is one of {', '.join(LAYERS)}, not {layer!r}")
         caveats = tuple(
             name
             for name, applies in (
@@ -227,9 +250,11 @@ class Tagger:
         """The tagger `data` (a parameter file's JSON) describes, read from `source`. Every
         parameter is checked here, whoever wrote the file: arrays of finite numbers in
         the shapes the inputs give, divisors and the temperature above 0, known
-        transforms and caveats, a flag threshold in [0, 1]; else a ValueError."""
+        transforms and caveats, a flag threshold in [0, 1], every part a file must have;
+        else a ValueError."""
         if not isinstance(data, dict):
             raise ValueError("not a tagger's parameters (not a JSON object)")
+        _require(data, REQUIRED, "file")
         if data["classes"] != list(CLASSES):
             raise ValueError(f"tagger classes {data['classes']} are not {list(CLASSES)}")
         inputs = _names(data["inputs"], "inputs")
@@ -284,6 +309,12 @@ class Tagger:
         return tagger
 
 
+def _require(data: dict, names: tuple[str, ...], part: str) -> None:
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise ValueError(f"the tagger's {part} has no {', '.join(missing)}")
+
+
 def _names(value: object, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError(f"the tagger's {name} are not a list of names")
@@ -317,6 +348,7 @@ def _check_parts(tagger: Tagger) -> None:
     if tagger.ood is not None:
         if not isinstance(tagger.ood, dict):
             raise ValueError("the tagger's ood is not an object")
+        _require(tagger.ood, ("mean", "precision", "limit"), "ood")
         _numbers(tagger.ood["mean"], "ood mean")
         _numbers(tagger.ood["precision"], "ood precision")
         _number(tagger.ood["limit"], "ood limit")
@@ -324,6 +356,7 @@ def _check_parts(tagger: Tagger) -> None:
     if detector is not None:
         if not isinstance(detector, dict):
             raise ValueError("the tagger's detector is not an object")
+        _require(detector, ("inputs", "weights", "bias"), "detector")
         if set(_names(detector["inputs"], "detector inputs")) - set(tagger.inputs):
             raise ValueError("the tagger's detector reads inputs the tagger does not have")
         _numbers(detector["weights"], "detector weights")

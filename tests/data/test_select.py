@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rainbench.data import Filters
+from rainbench.data import Filters, SettingError
+from rainbench.data import dataset as dataset_module
 from rainbench.data.select import captures, pairs
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
@@ -115,3 +116,30 @@ def test_a_layer_or_rain_type_no_capture_can_have_is_named(_dataset):
     every_type = ("drizzle", "streak", "storm", "fog-like")
     rainy = captures(_dataset, Filters(layer="rainy"))
     assert len(captures(_dataset, Filters(rain_type=every_type))) == len(rainy)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"split": 3}, r"^Filters\(split=…\) is a str, or a tuple of them, or None; not 3$"),
+        ({"split": ("train", 3)}, r"Filters\(split=…\) .*; not \('train', 3\)$"),
+        # Taken apart, these would select by their bytes or keys.
+        ({"rain_type": b"storm"}, r"Filters\(rain_type=…\) .*; not b'storm'$"),
+        ({"layer": {"rainy": 1}}, r"Filters\(layer=…\) .*; not \{'rainy': 1\}$"),
+        ({"min_confidence": "0.5"}, r"^Filters\(min_confidence=…\) .*; not '0.5'$"),
+        ({"min_confidence": True}, r"min_confidence=…\) is a number from 0 to 1.*not True$"),
+        ({"min_confidence": float("nan")}, r"min_confidence=…\) .*; not nan$"),
+        ({"min_confidence": 50}, r"min_confidence=…\) .*; not 50$"),
+        ({"query": 5}, r"^Filters\(query=…\) is a str or None; not 5$"),
+        ({"paired_sequences": "no"}, r"paired_sequences=…\) is True or False; not 'no'$"),
+    ],
+)
+def test_a_filter_of_the_wrong_type_is_refused_when_made(given, message):
+    with pytest.raises(SettingError, match=message):
+        Filters(**given)
+
+
+def test_filters_of_the_right_types_are_made_and_the_error_is_one_class():
+    Filters(split=["train", "val"], rain_type="storm", min_confidence=1, paired_sequences=True)
+    Filters(camera_model=("X100",), min_confidence=0.5, query="iso >= 800")
+    assert dataset_module.SettingError is SettingError

@@ -401,18 +401,20 @@ def test_a_hostile_fitted_tagger_stops_tag_and_tag_eval_in_one_line(plain, fitte
 
 
 @pytest.mark.parametrize("value", [1e308, -1e308])
-def test_a_stored_feature_no_picture_gives_is_named_not_the_tagger(plain, value, tmp_path):
+def test_a_stored_feature_no_picture_gives_is_measured_again_not_judged(plain, value, tmp_path):
     ds = shutil.copytree(plain, tmp_path / "ds")
     assert CliRunner().invoke(main, ["tag", str(ds), "--workers", "1"]).exit_code == 0
     path = ds / "manifests" / "samples.parquet"
     table = pd.read_parquet(path)
-    table.loc[0, "feat_brightness"] = value  # measured, so tag reads it as it is
+    measured = table.loc[0, "feat_brightness"]
+    table.loc[0, "feat_brightness"] = value  # measured, so tag would read it as it is
     table.to_parquet(path, index=False)
 
-    result = CliRunner().invoke(main, ["tag", str(ds), "--workers", "1"])
+    result = CliRunner().invoke(main, ["tag", str(ds), "--workers", "1", "--json"])
 
-    assert _one_line_error(result)
-    assert "features brightness are far beyond any picture's" in result.stderr, result.stderr
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["unusable"] == [table.loc[0, "key"]]
+    assert pd.read_parquet(path).loc[0, "feat_brightness"] == measured
 
 
 INFOS = {

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -91,6 +92,52 @@ def test_missing_features_are_measured_again_from_the_shards(tagged):
     columns = [feature_column(name) for name in FEATURE_NAMES] + ["rain_type"]
     pd.testing.assert_frame_equal(again[columns], stored.loc[again.index, columns])
     assert {k: v for k, v in _hashes(tagged).items() if k.startswith("shards/")} == shards
+
+
+# Stored features no picture gives: not numbers, infinite, beyond FAR_BEYOND, null.
+NO_MEASUREMENT = [float("nan"), float("-inf"), 1e308, None]
+
+
+def _spoil_features(ds) -> dict[str, dict]:
+    """Write NO_MEASUREMENT into a feature of the first rows (pyarrow, which keeps NaN
+    a NaN); those rows as they were, by key."""
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    before = {row["key"]: dict(row) for row in rows[: len(NO_MEASUREMENT)]}
+    for row, value, name in zip(rows, NO_MEASUREMENT, FEATURE_NAMES, strict=False):
+        row[feature_column(name)] = value
+    pq.write_table(pa.Table.from_pylist(rows, schema=manifest.SAMPLES), path)
+    return before
+
+
+def test_stored_features_that_are_no_measurement_are_measured_again(tagged):
+    before = _spoil_features(tagged)
+
+    result = CliRunner().invoke(main, ["tag", str(tagged), "--workers", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert f"{len(before)} captures had stored features that are no measurement" in result.output
+    summary = tag_dataset(tagged)  # measured now: nothing left to measure
+    assert summary.measured == 0 and summary.unusable == []
+    again = _samples(tagged)
+    columns = [feature_column(name) for name in FEATURE_NAMES] + ["rain_type", "tagger_version"]
+    for key, row in before.items():
+        assert {c: again.loc[key, c] for c in columns} == {c: row[c] for c in columns}
+
+
+def test_stored_features_that_are_no_measurement_and_cannot_be_decoded_are_reported(tagged):
+    before = _spoil_features(tagged)
+    for shard in tagged.glob("shards/**/*.tar"):
+        shard.write_bytes(b"")  # nothing can be measured again
+
+    summary = tag_dataset(tagged)
+
+    assert summary.unusable == sorted(before) == summary.unmeasurable
+    assert summary.measured == 0
+    # As a capture whose features are missing and cannot be decoded: left untagged.
+    again = _samples(tagged)
+    assert again.loc[list(before), "rain_type"].isna().all()
+    assert again.drop(index=list(before))["rain_type"].notna().all()
 
 
 def test_a_shards_captures_are_measured_in_parts(tagged, monkeypatch):

@@ -15,7 +15,7 @@ from rainbench.cli import main
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest.tag import _scenes, tag_dataset
-from rainbench.ingest.taggers import FitReport
+from rainbench.ingest.taggers import FitReport, reusable
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.tagging.fit import TooFewLabels
@@ -256,6 +256,38 @@ def test_a_stored_fit_whose_report_is_no_report_is_fitted_again(tmp_path, ds, fi
     (ds / fit["path"]).write_text(json.dumps(stored))
     again = tag_dataset(ds, fit=True).fit
     assert not again["reused"] and again["path"] == "taggers/tagger-fit-2.json"
+
+
+FORGED = [
+    {"penalty": "x"},
+    {"penalty": True},
+    {"folds": "5"},
+    {"clean_labels_unused": [1]},
+    {"scenes": -3},
+    {"cv_fitted": {"macro_f1": "b", "accuracy": 0.5, "f1": {}}},
+    {"cv_shipped": {"macro_f1": 0.5, "accuracy": None, "f1": {}}},
+    {"cv_fitted": {"macro_f1": 0.5, "accuracy": 0.5, "f1": {"storm": "high"}}},
+    {"cv_shipped": []},
+]
+
+
+def test_a_stored_fit_whose_report_holds_values_of_other_types_is_fitted_again(
+    tmp_path, ds, fits_win
+):
+    """Values the output prints and compares, forged: a new fit, never a traceback."""
+    fit = tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True).fit
+    stored = json.loads((ds / fit["path"]).read_text())
+    assert reusable(Dataset(ds), fit["labels_sha256"]) is not None
+    for forged in FORGED:
+        report = {**stored["calibration"]["fit"], **forged}
+        (ds / fit["path"]).write_text(json.dumps({**stored, "calibration": {"fit": report}}))
+        assert reusable(Dataset(ds), fit["labels_sha256"]) is None, forged
+
+    stored["calibration"]["fit"].update(FORGED[0])
+    (ds / fit["path"]).write_text(json.dumps(stored))
+    result = CliRunner().invoke(main, ["tag", str(ds), "--fit"])
+    assert result.exit_code == 0, result.output
+    assert "fitted: tagger " in result.output and "(taggers/tagger-fit-2.json)" in result.output
 
 
 @pytest.mark.parametrize("planted", [{"path": "../outside.json"}, {"version": "another"}])

@@ -382,6 +382,40 @@ def test_a_label_outside_what_its_column_may_hold_is_caught(ds, column, value, s
     assert problem.where == table.key[0] and said in problem.detail
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (float("nan"), "feat_brightness nan"),
+        (float("inf"), "feat_brightness inf"),
+        (float("-inf"), "feat_brightness -inf"),
+        (1e308, "feat_brightness 1e+308"),  # beyond FAR_BEYOND: no picture gives it
+        (None, "feat_brightness None"),  # measured, says its features_version
+    ],
+)
+def test_stored_features_that_are_no_measurement_are_caught(ds, value, said):
+    rows = _rows(ds, "samples")
+    rows[0]["feat_brightness"] = value
+    _write_rows(ds, "samples", rows)
+    [problem] = _problems(ds)
+    assert (problem.kind, problem.where) == ("row-features", rows[0]["key"])
+    assert problem.detail.startswith(f"{said}: no measurement")
+    result = CliRunner().invoke(main, ["verify", str(ds), "--workers", "1"])
+    assert result.exit_code == 1 and f"row-features: {rows[0]['key']}: {said}" in result.stderr
+
+
+def test_unmeasured_captures_and_older_features_are_no_problem(ds):
+    rows = _rows(ds, "samples")
+    for row in rows[1:]:  # as an ingest with --no-tag leaves them
+        row.update({name: None for name in row if name.startswith("feat_")}, features_version=None)
+    # Features version 1 had no thin-line features; `tag` measures such a row again.
+    rows[0].update(
+        {name: None for name in rows[0] if name.startswith(("feat_thin_", "feat_ridge_"))},
+        features_version="1",
+    )
+    _write_rows(ds, "samples", rows)
+    assert _problems(ds) == []
+
+
 @pytest.mark.parametrize("format", ["png", "jpeg", "mp4", "tiff"])
 def test_a_format_its_member_is_not_is_caught_not_read_as_one(ds, format):
     # A row whose format names another kind of file than its member: once a KeyError,

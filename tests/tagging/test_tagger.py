@@ -76,6 +76,13 @@ def test_a_rainy_capture_in_the_clean_layer_is_flagged(photo):
     assert load_tagger().tag(features, "clean", height).looks_rainy is True
 
 
+def test_a_layer_neither_rainy_nor_clean_is_refused():
+    # Anything but "clean" would otherwise be tagged as rainy.
+    features = dict.fromkeys(FEATURE_NAMES, 0.2)
+    with pytest.raises(ValueError, match=r"layer is one of rainy, clean, not 'wet'"):
+        load_tagger().tag(features, "wet", 480)
+
+
 @pytest.mark.parametrize(
     ("caveat", "make", "capped"),
     [
@@ -173,6 +180,35 @@ def test_a_parameter_file_with_text_for_numbers_is_refused_when_read(field):
     data[field] = ["x"] * len(data[field])
     with pytest.raises(ValueError, match=f"the tagger's {field} holds something other than"):
         Tagger.from_json(data)
+
+
+def test_a_parameter_file_lacking_parts_or_of_wrong_types_is_a_value_error():
+    """What from_json promises for any malformed object, whose callers catch ValueError:
+    each part of the shipped file, and of its ood and detector, removed or of another
+    type, is refused as one (or, where it has a default or is not read, accepted)."""
+    with pytest.raises(ValueError, match=r"the tagger's file has no version, .*, calibration$"):
+        Tagger.from_json({})
+    shipped = load_tagger().to_json()
+    others = []
+    for place in ((), ("ood",), ("detector",)):
+        for name in list(_part(shipped, place)):
+            for wrong in (None, True, "x", [], {}, [None], {"x": 1}, "<missing>"):
+                data = json.loads(json.dumps(shipped))
+                if wrong == "<missing>":
+                    del _part(data, place)[name]
+                else:
+                    _part(data, place)[name] = wrong
+                try:
+                    Tagger.from_json(data)
+                except ValueError:
+                    pass
+                except Exception as error:
+                    others.append(f"{'/'.join([*place, name])} = {wrong!r}: {error!r}")
+    assert others == []
+
+
+def _part(data: dict, place: tuple[str, ...]) -> dict:
+    return data[place[0]] if place else data
 
 
 def _first_weight_infinite(data: dict) -> None:
