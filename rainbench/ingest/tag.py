@@ -38,8 +38,12 @@ from rainbench.shards.members import (
     size_limit,
 )
 from rainbench.shards.stats import rain_type_counts
-from rainbench.shards.verify import unusable_features
-from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
+from rainbench.tagging.features import (
+    FEATURE_NAMES,
+    FEATURES_VERSION,
+    feature_column,
+    unusable_features,
+)
 from rainbench.tagging.labels import (
     Label,
     LabelProblem,

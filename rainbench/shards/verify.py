@@ -54,8 +54,7 @@ from rainbench.shards.members import (
 )
 from rainbench.shards.tar import TMP_SUFFIX
 from rainbench.store import is_url, listing, open_stream
-from rainbench.tagging.features import FEATURE_NAMES, FEATURES_VERSION, feature_column
-from rainbench.tagging.tagger import FAR_BEYOND
+from rainbench.tagging.features import unusable_features
 
 _CHUNK = 1 << 22
 # A `<key>.json` is a few kilobytes; one larger than this is not parsed.
@@ -397,21 +396,6 @@ def _check_values(row: dict, keep_gps: bool, faults: list[str]) -> list[Problem]
     if located and not keep_gps:
         wrong.append(f"{', '.join(located)} kept, in a dataset made without --keep-gps")
     return [Problem("row-value", row["key"], "; ".join(wrong))] if wrong else []
-
-
-def unusable_features(row: dict) -> list[str]:
-    """The feature columns of a samples row measured at this FEATURES_VERSION that hold
-    no measurement: null, NaN, ±inf, or a value far beyond any picture's, which the
-    tagger cannot judge. A row of another version is measured again whatever it holds
-    (version 1 has no thin_* or ridge_* features)."""
-    if row["features_version"] != FEATURES_VERSION:
-        return []
-    # NaN compares false with everything, so `not … <=` catches it with the infinities.
-    return [
-        column
-        for column in map(feature_column, FEATURE_NAMES)
-        if row[column] is None or not abs(row[column]) <= FAR_BEYOND
-    ]
 
 
 def _check_features(row: dict) -> list[Problem]:

@@ -10,6 +10,10 @@ FEATURES_VERSION = "2"
 # Versions whose features keep their values in this one: a tagger fitted to any of
 # them still reads these features right.
 COMPATIBLE_VERSIONS = ("1", "2")
+# A feature beyond this in size is no measurement (features are fractions, contrasts and
+# counts): the products and sums it enters overflow, which is then its doing, not the
+# tagger's parameters'.
+FAR_BEYOND = 1e100
 
 # Rows of the working image: the smallest preview a 12 MP JPEG decodes to is ≈ 378
 # rows, so this needs no upscaling for real captures.
@@ -78,3 +82,18 @@ FEATURE_NAMES = tuple(name for name, _ in FEATURES)
 
 def feature_column(name: str) -> str:
     return f"feat_{name}"
+
+
+def unusable_features(row: dict) -> list[str]:
+    """The feature columns of a samples row measured at this FEATURES_VERSION that hold
+    no measurement: null, NaN, ±inf, or a value far beyond any picture's, which the
+    tagger cannot judge. A row of another version is measured again whatever it holds
+    (version 1 has no thin_* or ridge_* features)."""
+    if row["features_version"] != FEATURES_VERSION:
+        return []
+    # NaN compares false with everything, so `not … <=` catches it with the infinities.
+    return [
+        column
+        for column in map(feature_column, FEATURE_NAMES)
+        if row[column] is None or not abs(row[column]) <= FAR_BEYOND
+    ]

@@ -22,7 +22,12 @@ from importlib import resources
 import numpy as np
 
 from rainbench.errors import RainbenchError
-from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, TINY_HEIGHT
+from rainbench.tagging.features import (
+    COMPATIBLE_VERSIONS,
+    FAR_BEYOND,
+    FEATURE_NAMES,
+    TINY_HEIGHT,
+)
 
 RAIN_TYPES = ("drizzle", "streak", "storm", "fog-like")
 CLASSES = ("clean", *RAIN_TYPES)
@@ -41,10 +46,6 @@ UNLIKE = "unlike-calibration"
 GREY_SATURATION = 0.02  # mean (max − min) / max below this: a grey picture
 NIGHT_BRIGHTNESS = 0.12  # mean luma below this: a night scene
 CAVEATS = ("tiny", "grey", "night", UNLIKE)
-# A feature beyond this in size is no measurement (features are fractions, contrasts and
-# counts): the products and sums it enters overflow, which is then its doing, not the
-# tagger's parameters'.
-FAR_BEYOND = 1e100
 TRANSFORMS = ("linear", "log")
 # What every parameter file holds; what later versions added has a default for the
 # earlier files.
