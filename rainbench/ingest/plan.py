@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from rainbench.capture.phash import hamming
+from rainbench.capture.phash import HashIndex
 from rainbench.capture.probe import Probe
 from rainbench.capture.reject import Reason
 from rainbench.ingest.split import split_for_key
@@ -112,31 +112,25 @@ def _near_duplicates(
 
     Earlier means already in the dataset, or before it in this run's order. The
     root is the first capture of the group, so groups never chain into each other.
-    Cost is O(new × total) vectorised bit counts: fine into the hundreds of thousands.
+    Every capture's hash is indexed at once; a capture's search is then limited to those
+    before it, as if they had been added one by one.
     """
     old_keys = samples["key"].to_pylist()
-    old_roots = [
+    roots = [
         near or key for key, near in zip(old_keys, samples["near_dup_of"].to_pylist(), strict=True)
     ]
-    hashes = np.zeros(len(old_keys) + len(accepted), dtype=np.uint64)
-    hashes[: len(old_keys)] = [int(h, 16) for h in samples["phash"].to_pylist()]
-    roots = old_roots + [""] * len(accepted)
+    hashes = [int(h, 16) for h in samples["phash"].to_pylist()]
+    hashes += [result.phash[0] for result in accepted]
+    index = HashIndex(np.array(hashes, dtype=np.uint64), max_bits)
     links: dict[str, tuple[str, int]] = {}
-    count = len(old_keys)
     for result in accepted:
-        best_distance, best_index = max_bits + 1, -1
-        if count:
-            for variant in result.phash:
-                distances = hamming(hashes[:count], variant)
-                index = int(distances.argmin())
-                if distances[index] < best_distance:
-                    best_distance, best_index = int(distances[index]), index
-        roots[count] = result.key
-        if best_index >= 0:
-            links[result.key] = (roots[best_index], best_distance)
-            roots[count] = roots[best_index]
-        hashes[count] = result.phash[0]
-        count += 1
+        found = index.nearest(result.phash, len(roots))
+        if found is None:
+            roots.append(result.key)
+        else:
+            distance, earlier = found
+            links[result.key] = (roots[earlier], distance)
+            roots.append(roots[earlier])
     return links
 
 
