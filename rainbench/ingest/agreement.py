@@ -12,7 +12,7 @@ from rainbench import __version__
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.fitted import active_tagger
-from rainbench.tagging.features import COMPATIBLE_VERSIONS, FEATURE_NAMES, feature_column
+from rainbench.tagging.features import FEATURE_NAMES, stored_features
 from rainbench.tagging.scores import calibration_error, decide_all, f1_scores
 from rainbench.tagging.tagger import RAIN_TYPES, UNLIKE, Tagger, load_tagger
 from rainbench.versions import installed_versions
@@ -34,7 +34,7 @@ class LabelAgreement:
     rain_flagged: float | None  # share of rain-labelled captures whose P(rain) reaches the flag
     clean_flagged: float | None  # share of clean-labelled captures flagged
     unlike: int  # labelled captures with the unlike-calibration caveat
-    unmeasured: int  # labelled captures without features of a version the tagger reads
+    unmeasured: int  # labelled captures without usable features of this version
     # What was judged and by what: the manifest the labels and features were read from.
     manifest_sha256: str | None = None
     rainbench_version: str = __version__
@@ -79,7 +79,10 @@ class LabelAgreement:
         facts.append(f"{UNLIKE} {self.unlike}")
         lines.append("; ".join(facts))
         if self.unmeasured:
-            lines.append(f"{self.unmeasured} labelled captures have no features: run rainbench tag")
+            lines.append(
+                f"{self.unmeasured} labelled captures have no usable features: "
+                "run rainbench tag to measure them"
+            )
         return lines
 
 
@@ -97,9 +100,16 @@ def label_agreement(path, which: str = "active") -> LabelAgreement:
             f"{path} has no manual labels: label captures with rainbench label and "
             "rainbench tag --labels first"
         )
-    measured = [row for row in rows if row["features_version"] in COMPATIBLE_VERSIONS]
+    # Judged as `rainbench tag` tags them: a capture that tag measures again is unmeasured.
+    stored = [(row, stored_features(row)) for row in rows]
+    measured = [row for row, features in stored if features is not None]
     features = np.array(
-        [[row[feature_column(name)] for name in FEATURE_NAMES] for row in measured], dtype=float
+        [
+            [features[name] for name in FEATURE_NAMES]
+            for _, features in stored
+            if features is not None
+        ],
+        dtype=float,
     ).reshape(len(measured), len(FEATURE_NAMES))
     found = _agreement(tagger, measured, features, len(rows) - len(measured))
     return replace(found, manifest_sha256=digest)

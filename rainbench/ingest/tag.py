@@ -42,7 +42,7 @@ from rainbench.tagging.features import (
     FEATURE_NAMES,
     FEATURES_VERSION,
     feature_column,
-    unusable_features,
+    stored_features,
 )
 from rainbench.tagging.labels import (
     Label,
@@ -256,7 +256,7 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
     one (the report says so; `--tagger shipped` goes back)."""
     manual = [row for row in rows if row["rain_type_source"] == "manual"]
     labelled = sorted(
-        (row for row in manual if row["rain_type"] in RAIN_TYPES and _stored_features(row)),
+        (row for row in manual if row["rain_type"] in RAIN_TYPES and stored_features(row)),
         key=lambda row: row["key"],
     )
     scenes = _scenes(labelled)
@@ -322,7 +322,7 @@ def _scenes(rows: list[dict]) -> list[str]:
 
 
 def _tag_row(row: dict, tagger: Tagger, label: Label | None) -> None:
-    features = _stored_features(row)
+    features = stored_features(row)
     manual = {name: row[name] for name in ("rain_type", "rain_type_confidence", "rain_type_note")}
     was_manual = row["rain_type_source"] == "manual"
     row.update(auto_tag_columns(features, row["layer"], row["height"], tagger))
@@ -336,12 +336,6 @@ def _tag_row(row: dict, tagger: Tagger, label: Label | None) -> None:
         )
     elif was_manual:
         row.update(manual, rain_type_source="manual")
-
-
-def _stored_features(row: dict) -> dict[str, float] | None:
-    if row["features_version"] != FEATURES_VERSION or unusable_features(row):
-        return None
-    return {name: row[feature_column(name)] for name in FEATURE_NAMES}
 
 
 # Units of measuring per worker, at least, where the captures allow: enough that the
@@ -366,7 +360,7 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
     features in their rows."""
     stale: dict[str, list[Stale]] = {}
     for row in rows:
-        if _stored_features(row) is None:
+        if stored_features(row) is None:
             if row["features_version"] == FEATURES_VERSION:
                 summary.unusable.append(row["key"])
             stale.setdefault(row["shard"], []).append(

@@ -97,3 +97,11 @@ def unusable_features(row: dict) -> list[str]:
         for column in map(feature_column, FEATURE_NAMES)
         if row[column] is None or not abs(row[column]) <= FAR_BEYOND
     ]
+
+
+def stored_features(row: dict) -> dict[str, float] | None:
+    """A samples row's features, where they are measurements of this FEATURES_VERSION
+    that the tagger can judge; None where `rainbench tag` measures the capture again."""
+    if row["features_version"] != FEATURES_VERSION or unusable_features(row):
+        return None
+    return {name: row[feature_column(name)] for name in FEATURE_NAMES}

@@ -189,3 +189,31 @@ def test_clean_labels_alone_judge_no_rain_type(tmp_path, sample_dataset):
     text = "\n".join(result.to_lines())
     assert "no rain-type label to judge the rain type by; clean flagged" in text
     assert "macro-F1" not in text and "| **streak** |" not in text
+
+
+def test_labelled_captures_whose_features_tag_would_measure_again_are_not_judged(
+    sample_dataset, tmp_path
+):
+    # A stored feature that is no measurement, and a row of features version 1 (which
+    # has no thin_* or ridge_* features): `rainbench tag` measures both again; tag-eval counts them
+    # as unmeasured and judges the others, rather than ending on them.
+    keys = sorted(_samples(sample_dataset).query("layer == 'rainy'").index)[:3]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text("key,rain_type\n" + "".join(f"{key},streak\n" for key in keys))
+    tag_dataset(sample_dataset, labels=sheet)
+    path = sample_dataset / "manifests" / "samples.parquet"
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    for row in rows:
+        if row["key"] == keys[0]:
+            row[feature_column(FEATURE_NAMES[0])] = float("nan")
+        elif row["key"] == keys[1]:
+            row["features_version"] = "1"
+            for name in FEATURE_NAMES:
+                if name.startswith(("thin_", "ridge_")):
+                    row[feature_column(name)] = None
+    manifest.write_manifest(path, manifest.rows_to_table(rows, manifest.SAMPLES))
+
+    result = label_agreement(sample_dataset)
+
+    assert result.unmeasured == 2 and sum(map(sum, result.confusion)) == 1
+    assert "2 labelled captures have no usable features" in "\n".join(result.to_lines())
