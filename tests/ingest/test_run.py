@@ -15,6 +15,7 @@ import webdataset as wds
 from PIL import Image
 
 from rainbench import __version__
+from rainbench.capture import phash
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.gps import has_gps
 from rainbench.demo.captures import CaptureSpec, render_scene, write_capture
@@ -173,7 +174,13 @@ def test_new_files_add_only_themselves_and_nothing_moves(tmp_path, capture_folde
     assert not set(both[~both.key.isin(first.key)].shard) & set(first.shard)
 
 
-def test_duplicates_refused_near_duplicates_marked_in_one_split(tmp_path, near_duplicate_folder):
+@pytest.mark.parametrize("search", ["compare-all", "index"])
+def test_duplicates_refused_near_duplicates_marked_in_one_split(
+    tmp_path, near_duplicate_folder, monkeypatch, search
+):
+    if search == "index":  # what a dataset of tens of thousands of captures searches with
+        monkeypatch.setattr(phash, "_COMPARED_FOR_NOTHING", 0)
+        monkeypatch.setattr(phash, "_COMPARED_PER_PROBE", 0)
     root, paths = near_duplicate_folder
     shutil.copy(paths["original"], root / "scene_copy.jpg")
     ingest([root], tmp_path / "ds", ONE)
