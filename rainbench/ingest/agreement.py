@@ -101,17 +101,11 @@ def label_agreement(path, which: str = "active") -> LabelAgreement:
             "rainbench tag --labels first"
         )
     # Judged as `rainbench tag` tags them: a capture that tag measures again is unmeasured.
-    stored = [(row, stored_features(row)) for row in rows]
-    measured = [row for row, features in stored if features is not None]
-    features = np.array(
-        [
-            [features[name] for name in FEATURE_NAMES]
-            for _, features in stored
-            if features is not None
-        ],
-        dtype=float,
-    ).reshape(len(measured), len(FEATURE_NAMES))
-    found = _agreement(tagger, measured, features, len(rows) - len(measured))
+    judged = [(row, features) for row in rows if (features := stored_features(row)) is not None]
+    values = np.array(
+        [[features[name] for name in FEATURE_NAMES] for _, features in judged], dtype=float
+    ).reshape(len(judged), len(FEATURE_NAMES))
+    found = _agreement(tagger, [row for row, _ in judged], values, len(rows) - len(judged))
     return replace(found, manifest_sha256=digest)
 
 
