@@ -36,6 +36,14 @@ def test_driver_memory_prints_a_peak_per_count_and_the_growth_between():
     assert re.fullmatch(r"\| 6 \| \d+ MB \| -?\d+\.\d kB \|", rows[1])
 
 
+def test_driver_memory_into_existing_datasets_prints_a_peak_per_dataset_size():
+    found = run("driver_memory.py", "--existing", "40", "0", "--batch", "2", "-j", "1")
+    assert found.returncode == 0, found.stderr
+    rows = [line for line in found.stdout.splitlines() if re.match(r"\| \d", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["0", "40"]
+    assert re.fullmatch(r"\| 40 \| \d+ MB \| -?\d+\.\d kB \|", rows[1])
+
+
 def test_render_speed_times_every_recipe_of_the_version_asked_for():
     for version, extra in (("1", ()), ("2", ("--no-camera-chain",))):
         found = run(
