@@ -52,8 +52,10 @@ from rainbench.wording import counted
 # the clean samples other than the frame itself, and a frame too little of which is
 # confident is not paired. 3: rain-free frames are found against the sequence (and are
 # never targets), `lowrank` predicts its own quality, a pan's frames are not
-# registered, and a job names its sequence's frames.
-VERSION = "3"
+# registered, and a job names its sequence's frames. 4: each frame's exposure gain is
+# fitted, the samples are brought to one exposure and the background is given its
+# target's (the pair's `exposure_gain`), and a rain-free one the rain's.
+VERSION = "4"
 DEFAULT_NAME = "lab-pairs"
 DEFAULT_SHARD_BYTES = 1_000_000_000
 _RESERVED = set(manifest.RESERVED_PAIRED)
@@ -507,6 +509,7 @@ def _pair(estimate, rain: np.ndarray, options: EstimateOptions, part: str) -> Ma
         "moving_fraction": round(float(estimate.moving), 6),
         "gt_psnr_estimate": round(float(estimate.gt_psnr_estimate), 4),
         "shift": [round(float(v), 4) for v in estimate.shift],
+        "exposure_gain": estimate.exposure,
         "estimate_options": asdict(options),
     }
     return MadePair(members, metadata, part=part)

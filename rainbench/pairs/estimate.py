@@ -78,6 +78,25 @@ MAX_PSNR = 60.0
 # benchmark's tuning condition (benchmarks/pairs_quality.py).
 CORRELATED = 0.5
 BAND_PIXELS = 1 << 18  # pixels per row band: ~100 MB of float32 for a 31-frame window
+# A frame's exposure (auto-exposure drifting, mains light flickering) is fitted as a gain
+# of its registered crop's Y − 16 against the window's median, on pixels more than
+# EXPOSURE_DARK levels above black (darker ones show a gain as no more than noise) and
+# below EXPOSURE_BRIGHT (a brighter frame clips there), where at least EXPOSURE_PIXELS
+# of them are. A window whose frames' gains are within EXPOSURE_CHANGE of its median
+# frame's, but for a tenth of them, is lit steadily, and all its gains are 1: the rain
+# (dense streaks lift the median pixel by 5 levels at 720p) and the codec move the fit
+# of a steadily lit frame by up to 2 %, 0.5–1 % for most (pairs_quality.py's videos),
+# and a 2 % error costs more than the drift it would correct.
+EXPOSURE_DARK = 16.0
+EXPOSURE_BRIGHT = 200.0
+EXPOSURE_PIXELS = 256
+EXPOSURE_CHANGE = 0.015
+# A step of light from the rain-free frames to the rain closer to 1 than this is none:
+# the fit on the two full backgrounds is far steadier than a frame's.
+EXPOSURE_SNAP = 0.004
+# levels of Y: a fit from the dry frames to the rainy ones that needs a larger offset is
+# a veil's, not an exposure's
+EXPOSURE_OFFSET = 3.0
 # Rain-free frames are found on luma box-averaged to about this height.
 RAIN_FREE_HEIGHT = 360
 MIN_SIDE = 32  # px: a frame narrower or shorter shows too little scene to estimate from
@@ -128,6 +147,8 @@ class FrameEstimate:
     moving: float  # share of the frame masked as moving
     gt_psnr_estimate: float  # predicted psnr_y of gt against the truth, from the data alone
     skipped: str | None = None  # why the frame is not paired; gt and confidence None then
+    # the gain that brought the background from its samples' exposure to this frame's
+    exposure: float = 1.0
 
 
 class FrameSource(Protocol):
@@ -303,10 +324,11 @@ def estimate_window(
     With at least `min_rain_free` of `rain_free` frames (and `prefer_rain_free`), the
     background is their robust mean, from those nearest the window in time, and the
     method is "rain-free"; the window's own frames then place the targets, find what
-    moves in them, and bound the predicted quality (`_codec_error`). Rain-free frames
-    are never targets, however few: they come back with skipped="rain-free", as a dry
-    frame paired as rainy would score a derainer on nothing to derain.
-    """
+    moves in them, bound the predicted quality and give the rain's exposure
+    (`_rainy_estimate`). Rain-free frames are never targets, however few: they come back
+    with skipped="rain-free", as a dry frame paired as rainy would score a derainer on
+    nothing to derain. Every frame's exposure gain is fitted (`_exposures`), the samples
+    are brought to one exposure, and each background is given its target's."""
     check_options(options)
     dry = set(rain_free)
     indices = list(range(window.start, window.end + 1))
@@ -314,9 +336,9 @@ def estimate_window(
     height, width = stack.shape[1:3]
     use_dry = len(rain_free) >= options.min_rain_free and options.prefer_rain_free
     scene = _align(stack, None, options, warp=True)
-    codec = None
+    rainy = None
     if use_dry:  # before the dry frames are read: one extra copy of the window at a time
-        codec = _codec_error(scene, [p for p, i in enumerate(indices) if i not in dry], options)
+        rainy = _rainy_estimate(scene, [p for p, i in enumerate(indices) if i not in dry], options)
         centre = (window.start + window.end) / 2
         nearest = sorted(rain_free, key=lambda i: (abs(i - centre), i))[: options.window]
         chosen = sorted(nearest)
@@ -359,9 +381,14 @@ def estimate_window(
     # and with few frames a pair's scored pixels would be the ones it needs no deraining.
     own = [sample_indices.index(t) for t in wanted] if method != RAIN_FREE else []
     backgrounds, error, count, inlier, departures = _background(samples, method, rows, own, options)
+    # The background is at its samples' exposure; a rain-free one, at the dry frames'.
+    step = 1.0 if rainy is None else _step(_luma(backgrounds[0]), rainy[1])
     for k, (target, background) in enumerate(zip(wanted, backgrounds, strict=True)):
         position = target - window.start
         shift = scene.shifts[position]
+        exposure = step * float(scene.gains[position])
+        if exposure != 1:
+            background = background * np.float32(exposure)
         gt = background if shift == (0.0, 0.0) else _translate(background, shift)
         others = count - inlier[k] if inlier else count
         mask = scene.moving_mask(position, height, width)
@@ -372,13 +399,15 @@ def estimate_window(
             continue
         results[target].gt = _round(gt)
         results[target].confidence = confidence
+        results[target].exposure = round(exposure, 4)
         shared = _shared_error(error, count)
-        if codec is not None:
-            shared = np.maximum(shared, codec)
+        if rainy is not None:
+            shared = np.maximum(shared, rainy[0])
         # `lowrank` is not the robust mean the standard error is of: how far it departs
         # from that mean is added, as an error of its own.
         if departures[k] is not None:
             shared += departures[k]
+        shared *= exposure**2  # levels at the window's exposure, now at the frame's
         results[target].gt_psnr_estimate = _predicted_psnr(_to_frame(shared, shift), confidence)
     return [results[t] for t in window.targets]
 
@@ -390,24 +419,43 @@ def _shared_error(error: np.ndarray, count: np.ndarray) -> np.ndarray:
     return error**2 * (1 + CORRELATED * count)
 
 
-def _codec_error(
+def _step(dry: np.ndarray, rainy: np.ndarray) -> float:
+    """The exposure gain from the rain-free background to the time-based one of the
+    window's rainy frames (Y, NaN where either has no clean sample): the light the dry
+    frames were shot under, against the rain's. A veil is a gain too, with an offset
+    (T·B + (1 − T)·A), and no fit tells it from an exposure, but an exposure has no
+    offset: where the fit needs one beyond EXPOSURE_OFFSET levels, the gain is 1 (what a
+    rain-free background is for is to be clear of that veil)."""
+    dry, rainy = dry[::2, ::2], rainy[::2, ::2]  # as in _exposures
+    both = np.isfinite(dry) & np.isfinite(rainy)
+    _, offset = _fit_exposure(rainy[both], dry[both], offset=True)
+    gain, _ = _fit_exposure(rainy[both], dry[both])
+    if abs(offset) > EXPOSURE_OFFSET or abs(gain - 1) < EXPOSURE_SNAP:
+        return 1.0
+    return round(gain, 4)
+
+
+def _rainy_estimate(
     aligned: "_Aligned", rainy: list[int], options: EstimateOptions
-) -> np.ndarray | None:
-    """The squared error (levels of Y², reference coordinates) that the time-based
-    estimate of the window's rainy frames (positions `rainy` of `aligned`, warped)
-    predicts, 0 where they hold no clean sample; None with fewer than `min_frames` of
-    them registered.
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The time-based estimate of the window's rainy frames (positions `rainy` of
+    `aligned`, warped): the squared error it predicts (levels of Y², reference
+    coordinates; 0 where they hold no clean sample) and its Y (NaN there); None with
+    fewer than `min_frames` of them registered.
 
     The dry frames of a static scene are coded alike (skipped blocks): their spread is
     near none and says nothing of the codec error they all share, which time cannot
     average out. Rain makes the codec code the scene afresh, and the rainy frames'
     spread shows that error: a rain-free background is trusted no more than the
-    time-based one of its window."""
+    time-based one of its window. Its Y is where the rain's exposure is read (`_step`)."""
     positions = [p for p in rainy if aligned.registered[p]]
     if len(positions) < options.min_frames:
         return None
-    _, error, count, _, _ = _background(aligned.subset(positions), "percentile", [0], [], options)
-    return np.where(count > 0, _shared_error(error, count), 0).astype(np.float32)
+    values, error, count, _, _ = _background(
+        aligned.subset(positions), "percentile", [0], [], options
+    )
+    codec = np.where(count > 0, _shared_error(error, count), 0).astype(np.float32)
+    return codec, np.where(count > 0, _luma(values[0]), np.nan)
 
 
 def _not_lined_up(aligned: "_Aligned", options: EstimateOptions) -> str | None:
@@ -452,6 +500,9 @@ class _Aligned:
     moving: np.ndarray  # (n, h, w) bool on the detection grid, in reference coordinates
     cell: int  # detection grid cell size, px
     reference: np.ndarray  # rain-robust registration reference: luma crop, float32
+    # (n,) float32: each frame's exposure against its stack's median frame, a gain of
+    # RGB; 1 where the frame did not register
+    gains: np.ndarray
 
     @property
     def usable(self) -> int:
@@ -465,6 +516,7 @@ class _Aligned:
             self.moving[positions],
             self.cell,
             self.reference,
+            self.gains[positions],
         )
 
     def moving_share(self, position: int) -> float:
@@ -516,6 +568,7 @@ def _align(
     else:
         shifts = [(0.0, 0.0)] * count
         reference = np.median(crops, axis=0) if reference is None else reference
+    gains = _exposures(crops, shifts, registered, options.max_shift)
     cell = max(1, round(height / DETECT_HEIGHT))
     small = np.stack(
         [
@@ -528,13 +581,79 @@ def _align(
             for frame, (dy, dx) in zip(stack, shifts, strict=True)
         ]
     )
+    # What moves is found at one exposure: a frame 3 % brighter would lift a white wall
+    # by 6 levels, as much as a person.
+    small[:, 0] = _Y_OFFSET + (small[:, 0] - _Y_OFFSET) / gains[:, None, None]
+    small[:, 1:] /= gains[:, None, None, None]
     if warp:
         # In place: a window's frames are held once, at 8 bits (the rounding's noise
         # averages out over the window, as the frames' shifts differ).
         for frame, shift, ok in zip(stack, shifts, registered, strict=True):
             if ok and shift != (0.0, 0.0):
                 frame[...] = _round(_translate(frame, (-shift[0], -shift[1])))
-    return _Aligned(stack, shifts, registered, _moving(small, registered), cell, reference)
+    moving = _moving(small, registered)
+    return _Aligned(stack, shifts, registered, moving, cell, reference, gains)
+
+
+def _exposures(
+    crops: np.ndarray, shifts: list[tuple[float, float]], registered: list[bool], limit: float
+) -> np.ndarray:
+    """Each registered crop's exposure gain against the median of the registered crops
+    lined up (without the border a shake up to `limit` px uncovers), relative to the
+    median frame's; 1 for the others, and for all in a steadily lit window
+    (EXPOSURE_CHANGE). The median of
+    frames at several exposures takes each pixel from one or another of them, so it is
+    taken again over the crops brought to one exposure, and the gains fitted again."""
+    margin = min(math.ceil(limit) + 1, (min(crops.shape[1:]) - 1) // 2)
+    # Every other pixel each way: a quarter of the cost, and still thousands of pixels
+    # to fit one number on.
+    inner = (slice(margin, -margin, 2), slice(margin, -margin, 2))
+    lined = np.stack(
+        [
+            ndimage.shift(crop, (-dy, -dx), order=1, mode="nearest")[inner]
+            for crop, (dy, dx) in zip(crops, shifts, strict=True)
+        ]
+    )
+    used = np.array(registered) if any(registered) else np.ones(len(crops), bool)
+    gains = np.ones(len(crops), np.float32)
+    for _ in range(2):
+        levelled = _Y_OFFSET + (lined[used] - _Y_OFFSET) / gains[used, None, None]
+        lit = np.median(levelled, axis=0).astype(np.float32)
+        for position in np.flatnonzero(used):
+            gains[position] = _fit_exposure(lined[position], lit)[0]
+        # The median frame's exposure is the window's: rain lifts the median crop
+        # a little, and each frame's fit, which leaves the rain out, a little below it.
+        gains[used] /= np.median(gains[used])
+    gains[~np.array(registered)] = 1
+    if np.percentile(np.abs(gains[used] - 1), 90) < EXPOSURE_CHANGE:
+        return np.ones(len(crops), np.float32)
+    return np.round(gains, 4).astype(np.float32)
+
+
+def _fit_exposure(luma: np.ndarray, base: np.ndarray, offset: bool = False) -> tuple[float, float]:
+    """(gain, offset) of luma ≈ gain · base + offset in Y − 16 (offset 0 unless asked),
+    on the pixels of `base` that show a gain (neither near black nor near clipping):
+    from the median ratio, a few least squares fits over the residuals within
+    [−3σ, +2.5σ] of their median, σ read off the darker side (rain, and what a grey
+    opening leaves of it, only adds light)."""
+    shown = (base > _Y_OFFSET + EXPOSURE_DARK) & (base < EXPOSURE_BRIGHT)
+    if np.count_nonzero(shown) < EXPOSURE_PIXELS:
+        return 1.0, 0.0
+    x = (base[shown] - _Y_OFFSET).astype(np.float64)
+    y = (luma[shown] - _Y_OFFSET).astype(np.float64)
+    gain, intercept = float(np.median(y / x)), 0.0
+    for _ in range(ITERATIONS):
+        residual = y - gain * x - intercept
+        centre = float(np.median(residual))
+        sigma = max(centre - float(np.percentile(residual, 15.87)), NOISE_FLOOR)
+        keep = (residual >= centre - INLIER_LOW * sigma) & (
+            residual <= centre + INLIER_HIGH * sigma
+        )
+        if offset:
+            gain, intercept = (float(v) for v in np.polyfit(x[keep], y[keep], 1))
+        else:
+            gain = float(np.dot(x[keep], y[keep]) / np.dot(x[keep], x[keep]))
+    return gain, intercept
 
 
 def _crop_slices(height: int, width: int) -> tuple[slice, slice]:
@@ -751,6 +870,7 @@ def _background(
     for top in range(0, height, band):
         bottom = min(height, top + band)
         samples = stack[:, top:bottom].astype(np.float32)
+        samples /= aligned.gains[:, None, None, None]  # all at the window's exposure
         valid = _coverage(shifts, top, bottom, height, width)
         clean = valid & ~aligned.moving_rows(top, bottom, width)
         values, se, n, inliers = _robust_band(samples, clean, method, options)

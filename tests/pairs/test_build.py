@@ -105,6 +105,9 @@ def test_a_tripod_video_becomes_a_verified_real_paired_split(paired, video):
         assert trusted.mean() > 0.3
         assert psnr_y(gt, truth, trusted) > 30
         assert not (trusted & rendered.objects[row["frame_index"]]).any()
+        with open_shard(ds, row["shard"]) as tar:
+            metadata = json.loads(read_member(tar, row["shard"], member(row["key"], "json"), 10**6))
+        assert 0.99 < metadata["exposure_gain"] < 1.01  # the rendered video's light is steady
 
 
 def test_eval_scores_the_pairs_on_their_trusted_pixels(tmp_path, paired):

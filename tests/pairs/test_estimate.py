@@ -318,3 +318,48 @@ def test_a_panning_camera_is_reported_as_not_registered():
     pan = ArrayFrames([wide[:, 6 * i : 6 * i + 192] for i in range(20)])
     for estimate in estimate_pairs(pan, EstimateOptions(window=20, stride=6)):
         assert "frames registered (a pan, or a shake beyond max_shift" in estimate.skipped
+
+
+def exposed(frames: ArrayFrames, gains: np.ndarray) -> ArrayFrames:
+    """The frames, rain and noise included, each under its own exposure gain."""
+    lit = frames.frames.astype(np.float32) * gains[:, None, None, None].astype(np.float32)
+    return ArrayFrames(np.clip(np.rint(lit), 0, 255).astype(np.uint8))
+
+
+def test_a_flickering_exposure_is_taken_out_and_given_back_to_each_frame():
+    # Mains light at 25 fps, or auto-exposure: each frame ±4 % brighter or darker. A low
+    # statistic over the raw samples picks the darker frames, and one background cannot
+    # be at every frame's exposure.
+    frames, truths, _, _ = sequence()
+    gains = 1 + np.random.default_rng(5).uniform(-0.04, 0.04, len(truths))
+    estimates = list(estimate_pairs(exposed(frames, gains), EstimateOptions(window=21, stride=5)))
+    middle = np.median(gains)
+    for estimate in estimates:
+        truth = np.clip(np.rint(truths[estimate.index] * gains[estimate.index]), 0, 255)
+        assert psnr_y(estimate.gt, truth.astype(np.uint8), estimate.confidence >= 128) > 40
+        assert abs(estimate.exposure - gains[estimate.index] / middle) < 0.005
+
+
+def test_a_steadily_lit_window_keeps_its_frames_as_they_are():
+    # Streaks new every frame move each frame's fitted gain a little; scaled by that,
+    # the background of a steady video would be worse, not better.
+    frames, _, _, _ = sequence()
+    estimates = list(estimate_pairs(frames, EstimateOptions(window=21, stride=5)))
+    assert [e.exposure for e in estimates] == [1.0] * 5
+
+
+def test_dry_frames_under_other_light_are_brought_to_the_rains():
+    frames, truths, _, _ = sequence(count=24, dry=range(6))
+    gains = np.where(np.arange(24) < 6, 1.0, 1.06)  # the rain darkened the sky: AE opened up
+    options = EstimateOptions(window=12, stride=4)
+    (estimate,) = estimate_window(
+        exposed(frames, gains), Window(0, 11, (9,)), tuple(range(6)), options
+    )
+    assert estimate.method == "rain-free"
+    truth = np.clip(np.rint(truths[9] * 1.06), 0, 255).astype(np.uint8)
+    assert psnr_y(estimate.gt, truth, estimate.confidence >= 128) > 40
+    # A veil is a gain with an offset: the dry frames' clear scene is kept as it is.
+    frames, truths, _, _ = sequence(count=16, dry=range(5), veil=True)
+    (estimate,) = estimate_window(frames, Window(0, 15, (9,)), (0, 1, 2, 3, 4), options)
+    assert estimate.exposure == 1
+    assert psnr_y(estimate.gt, truths[9], estimate.confidence >= 128) > 40
