@@ -601,9 +601,9 @@ def _exposures(
     """Each registered crop's exposure gain against the median of the registered crops
     lined up (without the border a shake up to `limit` px uncovers), relative to the
     median frame's; 1 for the others, and for all in a steadily lit window
-    (EXPOSURE_CHANGE). The median of
-    frames at several exposures takes each pixel from one or another of them, so it is
-    taken again over the crops brought to one exposure, and the gains fitted again."""
+    (EXPOSURE_CHANGE). The median of frames at several exposures takes each pixel from
+    one or another of them, so it is taken again over the crops brought to one exposure,
+    and the gains fitted again."""
     margin = min(math.ceil(limit) + 1, (min(crops.shape[1:]) - 1) // 2)
     # Every other pixel each way: a quarter of the cost, and still thousands of pixels
     # to fit one number on.
