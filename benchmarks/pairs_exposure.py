@@ -17,13 +17,18 @@ measurement, not a test: it exits 0 whatever the figures.
 
 import argparse
 import json
+import os
+import platform
+import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
-from bench import log  # benchmarks/ is on sys.path when run as a script
+from bench import cpu_model, log  # benchmarks/ is on sys.path when run as a script
 from pairs_quality import CONDITIONS, TRUSTED, Condition, still_of
 
 from rainbench.metrics.fullref import psnr_y
+from rainbench.pairs.build import VERSION as PAIRS_VERSION
 from rainbench.pairs.estimate import ArrayFrames, EstimateOptions, estimate_pairs
 from rainbench.synth.video import decode_video, encode_h264, render_rain_video
 
@@ -91,15 +96,16 @@ def measure(condition: Condition, recipe: str, change: str, options: EstimateOpt
 
 def row(result: dict) -> str:
     pairs = result["pairs"]
+    video = f"| {result['recipe']} | {result['condition']} | {result['exposure']}"
     if not pairs:
-        return f"| {result['recipe']} | {result['exposure']} | 0 | — | — | — | — |"
+        return f"{video} | 0 | — | — | — | — |"
 
     def mean(key: str) -> float:
         return float(np.mean([p[key] for p in pairs]))
 
     methods = ", ".join(sorted({p["method"] for p in pairs}))
     return (
-        f"| {result['recipe']} | {result['exposure']} | {len(pairs)} | {mean('psnr_y'):.2f} | "
+        f"{video} | {len(pairs)} | {mean('psnr_y'):.2f} | "
         f"{min(p['psnr_y'] for p in pairs):.2f} | {mean('gt_psnr_estimate'):.2f} | {methods} |"
     )
 
@@ -118,8 +124,8 @@ def main() -> None:
     options = EstimateOptions()
     started = time.perf_counter()
     results = []
-    print("| recipe | exposure | pairs | psnr_y | min | predicted | method |")
-    print("|---|---|---|---|---|---|---|")
+    print("| recipe | video | exposure | pairs | psnr_y | min | predicted | method |")
+    print("|---|---|---|---|---|---|---|---|")
     for condition, changes in CHANGES.items():
         for recipe in args.recipes:
             for change in changes:
@@ -130,8 +136,16 @@ def main() -> None:
                 log(f"{condition.name} {recipe} {change}: {time.perf_counter() - started:.0f} s")
     print(f"\n{time.perf_counter() - started:.0f} s")
     if args.out:
+        report = {
+            "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+            "machine": {"cpu": cpu_model(), "python": platform.python_version()},
+            "threads": os.environ.get("OMP_NUM_THREADS"),
+            "pairs_version": PAIRS_VERSION,
+            "options": asdict(options),
+            "results": results,
+        }
         with open(args.out, "w") as handle:
-            json.dump(results, handle, indent=1)
+            json.dump(report, handle, indent=1)
 
 
 if __name__ == "__main__":
