@@ -115,11 +115,19 @@ def _absolute(path: Path) -> Path:
 
 
 def _walk(root: Path) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=_unlisted):
         links = [d for d in dirs if is_capture_name(d) and os.path.islink(os.path.join(folder, d))]
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files + links):
             yield Path(folder) / name
+
+
+def _unlisted(error: OSError) -> None:
+    """A folder under the inputs that cannot be listed (not the user's, a path longer
+    than the system takes) stops the walk: skipped, its captures would be lost unsaid.
+    One that is gone since its parent was listed held nothing to lose."""
+    if not isinstance(error, FileNotFoundError):
+        raise OSError(error.errno, f"cannot list this folder: {error.strerror}", error.filename)
 
 
 def _source(root: Path, path: Path) -> SourceFile:

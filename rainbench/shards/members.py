@@ -184,7 +184,7 @@ def _copy(handle: BinaryIO, size: int, shard: str, name: str) -> BinaryIO:
 def _open_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> tuple[BinaryIO, int]:
     where = f"{shard}:{name}"
     try:
-        info = _member(tar, name)
+        info = find_member(tar, name)
     except KeyError:
         raise ShardError(f"{where}: not in the shard (run rainbench verify)") from None
     except TAR_ERRORS as error:
@@ -199,7 +199,7 @@ def _open_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> tup
         raise ShardError(f"{where}: cannot read it: {tar_failure(error)}") from None
 
 
-def _member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo:
+def find_member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo:
     """`tar.getmember(name)` from an index made once per shard: the last member of that
     name, as tarfile takes it; KeyError when there is none."""
     named = _NAMED.get(tar)

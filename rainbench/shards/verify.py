@@ -46,6 +46,7 @@ from rainbench.shards.layout import member as layout_member
 from rainbench.shards.members import (
     TAR_ERRORS,
     ShardError,
+    find_member,
     irregular,
     open_shard,
     shard_path,
@@ -519,7 +520,7 @@ def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Pr
         for name, frames in videos:
             where = f"{shard}:{name}"
             try:
-                info = tar.getmember(name)
+                info = find_member(tar, name)
                 if irregular(info):
                     continue
                 with VideoFrames(tar.extractfile(info)) as video:

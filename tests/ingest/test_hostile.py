@@ -10,8 +10,10 @@ import sys
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
-from rainbench.demo.captures import CaptureSpec, write_capture
+from rainbench.cli import main
+from rainbench.demo.captures import CaptureSpec, capture_bytes, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import Dataset
 from rainbench.shards.verify import verify
@@ -126,3 +128,28 @@ def test_a_file_that_grows_while_read_is_changed_then_taken_next_time(tmp_path, 
     second = ingest([raw], ds, IngestOptions(workers=1))
     assert (second.scanned, second.accepted, second.rejected) == (1, 1, {})
     assert not len(pd.read_parquet(ds / "manifests" / "rejects.parquet"))
+
+
+def test_a_folder_that_cannot_be_listed_stops_the_run_in_one_line(tmp_path):
+    """Skipped unsaid, as os.walk would, the captures under it would be lost. A path
+    longer than PATH_MAX is one that no user, root included, can list."""
+    raw = tmp_path / "raw"
+    _capture(raw, b"good.jpg", 1)
+    folder = os.open(raw, os.O_RDONLY)
+    for depth in range(25):  # 25 × 201 bytes: past Linux's 4096
+        name = f"{depth:02d}" + "d" * 198
+        os.mkdir(name, dir_fd=folder)
+        folder, parent = os.open(name, os.O_RDONLY, dir_fd=folder), folder
+        os.close(parent)
+    deep = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=folder)
+    os.write(deep, capture_bytes(CaptureSpec("deep.jpg", 160, 120, seed=2)))
+    os.close(deep)
+    os.close(folder)
+    ds = tmp_path / "ds"
+    result = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(ds), "--no-progress"])
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith(f"error: {raw}/00d") and line.endswith(
+        ": cannot list this folder: File name too long"
+    )
+    assert not ds.exists()  # no interrupted run left for the next ingest to finish

@@ -11,6 +11,7 @@ import tarfile
 import textwrap
 import zlib
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +24,7 @@ from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
 from rainbench.shards.tar import ShardWriter
-from rainbench.shards.verify import verify
+from rainbench.shards.verify import check_videos, verify
 from rainbench.synth.build import SynthOptions, synthesize
 
 
@@ -534,3 +535,38 @@ def test_a_tar_header_tarfile_cannot_use_is_a_corrupt_shard(paired, headers):
     _forge(paired, shard, headers)
     [problem] = _problems(paired)
     assert (problem.kind, problem.where) == ("shard-corrupt", shard)
+
+
+def _video(av, frames: int) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for _ in range(frames):
+            picture = np.zeros((16, 16, 3), dtype=np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def test_a_shards_videos_are_found_by_name_without_a_scan_per_video(tmp_path, monkeypatch):
+    # tarfile's getmember walks the member list for each name: N² for a shard of videos.
+    av = pytest.importorskip("av", reason="videos need rainbench[video]")
+    shard = "shards/train/train-000000.tar"
+    one, two = _video(av, 1), _video(av, 2)
+    with ShardWriter(tmp_path / shard) as writer:
+        for index in range(30):
+            writer.add(f"{index:02d}.mp4", one)
+        writer.add("00.mp4", two)  # a name twice: the last one counts, as in tarfile
+        writer.commit()
+    listed = []
+    members = tarfile.TarFile.getmembers
+    monkeypatch.setattr(
+        tarfile.TarFile, "getmembers", lambda tar: listed.append(tar) or members(tar)
+    )
+    videos = [(f"{index:02d}.mp4", 1) for index in range(30)] + [("30.mp4", 1)]
+    problems = check_videos((tmp_path.as_posix(), shard, videos))
+    assert [(p.kind, p.where, p.detail) for p in problems] == [
+        ("video-frames", f"{shard}:00.mp4", "2 frames, the manifest says 1")
+    ]
+    assert len(listed) == 1
