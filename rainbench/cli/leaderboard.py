@@ -106,7 +106,12 @@ Example:
     show_default=True,
     help="Images per split whose crops are kept for the leaderboard's comparison strip.",
 )
-@click.option("--metrics", "metric_names", help="Comma-separated metrics instead of the defaults.")
+@click.option(
+    "--metrics",
+    "metric_names",
+    callback=options.metric_list,
+    help="Comma-separated metrics instead of the defaults.",
+)
 @click.option(
     "--rescore-stale",
     is_flag=True,
@@ -144,8 +149,7 @@ def eval_command(
         raise click.UsageError("give exactly one of --model, --model-cmd or --outputs")
     if (model_cmd or outputs) and not name:
         raise click.UsageError("--model-cmd and --outputs need --name")
-    metrics = tuple(m.strip() for m in metric_names.split(",")) if metric_names else None
-    eval_settings = EvalSettings(metrics=metrics, **settings)
+    eval_settings = EvalSettings(metrics=metric_names, **settings)
     if options_ and model is None:
         raise click.UsageError(
             "--option is for --model: a registered derainer's options (--model-cmd takes --timeout)"

@@ -161,6 +161,7 @@ def _correlation(found: Correlation, item: str) -> str:
     "--metrics",
     "metric_names",
     default=None,
+    callback=options.metric_list,
     help="Comma-separated metric names.  [default: psnr_y,ssim_y,psnr,ssim with "
     "--ref, else niqe,brisque,piqe]",
 )
@@ -214,8 +215,8 @@ def score_command(
     # Before the scoring: only an earlier run's scores and provenance are replaced.
     prepare_out(out, "a scores table of rainbench score", is_scores)
     prepare_out(sidecar, f"the provenance of the scores {out}", is_provenance)
-    default = "psnr_y,ssim_y,psnr,ssim" if ref else "niqe,brisque,piqe"
-    metrics = tuple(m.strip() for m in (metric_names or default).split(",") if m.strip())
+    default = ("psnr_y", "ssim_y", "psnr", "ssim") if ref else ("niqe", "brisque", "piqe")
+    metrics = metric_names or default
     metric_options = {"weights_dir": str(weights_dir)} if weights_dir else {}
     if device != "cpu":
         metric_options["device"] = device

@@ -159,6 +159,20 @@ def shard_size(default: int):
     )
 
 
+def metric_list(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    """--metrics: the comma-separated names, each once, in the order given (a name given
+    twice would make two columns of that name, which no Parquet reader reads back);
+    None when it is not given."""
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    if not names:
+        raise click.BadParameter("name at least one metric (rainbench metrics lists them)")
+    return names
+
+
 def as_json(text: str = "Print the summary as JSON."):
     """--json: print the result as JSON (its to_dict()) instead of text."""
     return click.option("--json", "as_json", is_flag=True, help=text)

@@ -419,6 +419,10 @@ _ESTIMATE_FIGURES = (
 )
 
 
+# What a re-run with nothing left to score records of itself (`_SplitRun.execute`): the
+# inputs it read, where and as it found them.
+_READ_ANEW = ("model", "checkpoint", "dataset", "trained_on")
+
 # What every evaluation has written in its provenance, and resuming reads.
 _ALWAYS_WRITTEN = ("model", "dataset", "kind", "metrics", "started_at")
 
@@ -529,11 +533,15 @@ class _SplitRun:
         done = self._resume(provenance, identities)
         todo = [row for row in rows_manifest if row["key"] not in done]
         self.report.skipped = len(rows_manifest) - len(todo)
-        if not todo and self.finished:  # a re-run of a finished run: nothing is written
-            # but the overlap with the training captures, where results from before it was
-            # recorded lack it, so that the leaderboard sees it.
-            if self.before.get("trained_on") != provenance["trained_on"]:
-                self._write_json({**self.before, "trained_on": provenance["trained_on"]})
+        if not todo and self.finished:  # a re-run of a finished run: nothing is scored
+            # and the provenance stays that of the run that scored, but for what this run
+            # read anew: where the dataset, its manifest, the model and its checkpoint are
+            # now (a dataset moved, a manifest whose other splits changed), and the overlap
+            # with the training captures, where results from before it was recorded lack
+            # it, so that the leaderboard sees it. Unchanged, nothing is written.
+            now = {**self.before, **{what: provenance[what] for what in _READ_ANEW}}
+            if now != self.before:
+                self._write_json(now)
             return self.report
         crop_keys = set(sorted(row["key"] for row in rows_manifest)[: self.settings.crops])
         columns = [name for name, _ in metrics]

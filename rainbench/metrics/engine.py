@@ -180,6 +180,14 @@ def plan_scoring(
     """How `score` would run these jobs (its provenance records the workers and threads)."""
     jobs, settings = _absolute(jobs, settings)
     specs = [check_metric(metric) for metric in settings.metrics]
+    # Said once, before any image is read, rather than as every image's failure.
+    compared = [spec.name for spec in specs if spec.full_reference]
+    if compared and any(job.ref is None for job in jobs):
+        raise MetricError(
+            f"{', '.join(compared)} {'is' if len(compared) == 1 else 'are'} full-reference: "
+            "score against a folder of ground truths (--ref), or name no-reference metrics "
+            "(rainbench metrics lists them)"
+        )
     # Fails fast on a missing weight file, without building (importing torch) here.
     identities = cache_identities(settings)
     # One image per unit, largest first, so no worker idles while another has a backlog.
@@ -287,13 +295,15 @@ def _pixels(job: ScoreJob) -> int:
 
 # -- in each worker process ---------------------------------------------------------------
 
-# The metrics built in this process, by (name, weights dir, device): a worker builds each
-# once, whatever runs it (this pool's processes, Ray's, or the caller's own).
-_BUILT: dict[tuple[str, str | None, str | None], Metric] = {}
+# The metrics built in this process, by name and every option they were built with
+# (weights dir, device, threads): a worker builds each once, whatever runs it (this pool's
+# processes, Ray's, or the caller's own); a later score with other options in the same
+# process builds its own rather than reusing one built for another run's.
+_BUILT: dict[tuple, Metric] = {}
 
 
 def built_metric(name: str, options: dict) -> Metric:
-    key = (name, options.get("weights_dir"), options.get("device"))
+    key = (name, tuple(sorted(options.items())))
     if key not in _BUILT:
         _BUILT[key] = create_metric(name, **options)
     return _BUILT[key]
@@ -445,15 +455,16 @@ _CACHE_READ_WAIT_S = 5
 
 def _open_cache(path: str | None):
     """The cache, read-only; None where there is none to read. A cache is only ever a
-    shortcut: one that cannot be read now (another score holding it past SQLite's wait)
-    is none, and the values are computed."""
+    shortcut: one that cannot be read now (another score holding it past SQLite's wait),
+    or at all (a damaged one, a file that is no SQLite database), is none, and the values
+    are computed; storing into the latter ends the run in one line (`_store`)."""
     if path is None or not Path(path).exists():
         return None
     cache = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_CACHE_READ_WAIT_S)
     try:
         # A cache whose first write failed (a full disk) is an empty file, without the table.
         found = cache.execute("select 1 from sqlite_master where name = 'scores'").fetchone()
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:  # OperationalError among them
         found = None
     if found is None:
         cache.close()
@@ -476,7 +487,7 @@ def _cached(cache, pred_sha: str, ref_sha: str | None, identities: dict[str, str
             (pred_sha, ref_sha or "", *(item for pair in identities.items() for item in pair)),
         )
         return dict(found.fetchall())
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:
         return {}
 
 
@@ -498,6 +509,11 @@ def _store(path: str, rows: list[dict], identities: dict[str, str]) -> bool:
         raise MetricError(
             f"{path}: the score cache cannot be written ({error}); free some space or name "
             "another --cache, or score with --no-cache"
+        ) from None
+    except sqlite3.DatabaseError as error:  # "file is not a database", "malformed"
+        raise MetricError(
+            f"{path}: not a score cache, or a damaged one ({error}); name another --cache "
+            "(a damaged cache may be deleted: it is only a shortcut), or score with --no-cache"
         ) from None
     return True
 

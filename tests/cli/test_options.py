@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from rainbench.cli import main
 from rainbench.cli.options import InputPath
@@ -123,6 +124,27 @@ def test_cuda_without_a_gpu_is_one_line():
     argv = ["score", "--pred", ".", "--out", "s.parquet", "--device", "cuda"]
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 2 and "torch sees no CUDA device here" in result.output
+
+
+def test_metrics_given_twice_are_taken_once_and_none_at_all_is_refused(tmp_path, monkeypatch):
+    # A metric named twice would make two columns of one name, which no reader reads back.
+    eval_argv = ["eval", str(tmp_path), "--model", "identity", "--results", str(tmp_path / "r")]
+    args, _ = _called(
+        [*eval_argv, "--metrics", "psnr_y, ssim_y,psnr_y,"],
+        monkeypatch,
+        "rainbench.cli.leaderboard.evaluate",
+    )
+    assert args[4].metrics == ("psnr_y", "ssim_y")
+    (tmp_path / "pred").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "pred" / "a.png")
+    score_argv = ["score", "--pred", str(tmp_path / "pred"), "--out", str(tmp_path / "s.parquet")]
+    args, _ = _called(
+        [*score_argv, "--metrics", "piqe,piqe"], monkeypatch, "rainbench.cli.metrics.plan_scoring"
+    )
+    assert args[1].metrics == ("piqe",)
+    for argv in (eval_argv, score_argv):
+        result = CliRunner().invoke(main, [*argv, "--metrics", " , "])
+        assert result.exit_code == 2 and "name at least one metric" in result.output
 
 
 # Every input path the commands read, missing: (command line, what the error names).

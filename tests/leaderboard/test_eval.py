@@ -327,6 +327,46 @@ def test_results_of_another_dataset_of_the_same_name_are_refused(tmp_path, ds):
         evaluate(_source("identity"), other, "test", results, FAST)
 
 
+def test_a_rerun_with_nothing_to_score_records_where_it_read_its_inputs(tmp_path, ds):
+    """A dataset, outputs and checkpoint moved, and a manifest whose other rows changed:
+    a re-run of finished results scores nothing, and its provenance says where and what
+    the inputs are now, still when the scoring ran."""
+    results, checkpoint = tmp_path / "res", tmp_path / "a.pt"
+    checkpoint.write_bytes(b"weights")
+    outputs = tmp_path / "outputs"
+    pairs = manifest.read_manifest(ds / "manifests/synthetic.parquet", manifest.SYNTHETIC)
+    for key in pairs["key"].to_pylist():
+        _png(outputs / f"{key}.png", 0)  # of another size: failed rows, kept on re-runs
+    evaluate(_source("identity"), ds, "test", results, FAST, checkpoint)
+    evaluate(FolderSource(outputs, "theirs"), ds, "syn-streak", results, FAST)
+    info_path = results / "identity" / "ds" / "test.json"
+    before = json.loads(info_path.read_text())
+
+    moved = shutil.move(ds, tmp_path / "elsewhere" / "ds")
+    checkpoint = shutil.move(checkpoint, tmp_path / "b.pt")
+    outputs = shutil.move(outputs, tmp_path / "outputs2")
+    path = moved / "manifests" / "samples.parquet"
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    for row in rows:  # the clean captures re-tagged: the test split's images as they were
+        if row["layer"] == "clean":
+            row["tagger_version"] = "another"
+    manifest.write_manifest(path, pa.Table.from_pylist(rows, manifest.SAMPLES))
+    [again] = evaluate(_source("identity"), moved, "test", results, FAST, checkpoint)
+    [theirs] = evaluate(FolderSource(outputs, "theirs"), moved, "syn-streak", results, FAST)
+    assert (again.scored, again.skipped, theirs.scored, theirs.skipped) == (0, 4, 0, 3)
+    info = json.loads(info_path.read_text())
+    dataset, earlier = info["dataset"], before["dataset"]
+    assert dataset["path"] == str(moved) and dataset["manifest_sha256"] == file_sha256(path)
+    assert dataset["manifest_sha256"] != earlier["manifest_sha256"]
+    assert dataset["split_sha256"] == earlier["split_sha256"]
+    assert info["checkpoint"] == {"path": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    # The scoring's own record is the run's that scored.
+    unchanged = ("started_at", "finished_at", "images", "crops", "hardware", "versions")
+    assert {k: info[k] for k in unchanged} == {k: before[k] for k in unchanged}
+    info = json.loads((results / "theirs" / "ds" / "syn-streak.json").read_text())
+    assert (info["model"]["folder"], info["dataset"]["path"]) == (str(outputs), str(moved))
+
+
 def _evaluate_killed_after_write(results, ds, settings, monkeypatch, kill_after: int) -> int:
     """Evaluate, killed (KeyboardInterrupt) once the `kill_after`-th write of the JSON or
     the Parquet is on disk (never when 0); returns how many writes there were."""

@@ -93,6 +93,18 @@ def test_unknown_metric_and_empty_folder_exit_one(tmp_path, folders):
     assert empty.exit_code == 1
 
 
+def test_a_full_reference_metric_without_ref_is_refused_before_scoring(tmp_path, folders):
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--pred", str(folders[0]), "--metrics", "psnr,piqe,ssim_y"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache", "-j", "1"])
+    assert result.exit_code == 1 and not out.exists()
+    assert result.stderr.endswith(
+        "error: psnr, ssim_y are full-reference: score against a folder of ground truths "
+        "(--ref), or name no-reference metrics (rainbench metrics lists them)\n"
+    )
+    assert "0.png" not in result.output  # no image's own failure
+
+
 def _score_psnr_y(pred, gt, out):
     args = ["score", "--pred", str(pred), "--ref", str(gt), "--metrics", "psnr_y"]
     return CliRunner().invoke(main, [*args, "--out", str(out), "--no-cache"])

@@ -131,6 +131,20 @@ def test_a_cache_that_cannot_be_written_is_named_and_left_usable(
     assert score(jobs, settings, workers=1) == score(jobs, uncached, workers=1)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cache_that_is_no_database_is_named_in_one_line_and_left_as_it_is(
+    folders, tmp_path, workers
+):
+    """A damaged cache, or --cache naming some other file: read as no cache, and the first
+    value stored ends the run in one line, the file untouched."""
+    cache = tmp_path / "notes.sqlite"
+    cache.write_bytes(b"not a database, some notes of the user's\n" * 100)
+    settings = ScoreSettings(("psnr",), {}, str(cache))  # registered in a worker too
+    with pytest.raises(MetricError, match=r"notes\.sqlite: not a score cache, or a damaged one"):
+        score(pair_folders(*folders).jobs, settings, workers=workers)
+    assert cache.read_bytes() == b"not a database, some notes of the user's\n" * 100
+
+
 def test_a_cache_another_process_holds_is_waited_for_then_left(folders, tmp_path, monkeypatch):
     import sqlite3
 
@@ -303,9 +317,32 @@ def test_each_metric_is_built_once_per_process(tmp_path, monkeypatch):
     score(jobs, settings, workers=1)
     assert len(builds) == 1
     engine.built_metric("test_counted", {"weights_dir": "/other"})  # another key: built
-    engine.built_metric("test_counted", {"weights_dir": "/w", "threads": 1})  # same key
+    engine.built_metric("test_counted", {"weights_dir": "/other"})  # the same: not again
     # The engine's own: one process, with the threads it chose (OMP_NUM_THREADS here).
     assert builds == [{"weights_dir": "/w", "threads": choose_threads()}, {"weights_dir": "/other"}]
+
+
+def test_a_metric_built_with_other_threads_is_built_again(tmp_path, monkeypatch):
+    """Every option keys a built metric: a second score in the same process with other
+    threads (plan_scoring sets them) must not get the first run's metric."""
+    builds = []
+
+    def factory(**options):
+        builds.append(options)
+        return _brightness
+
+    register(MetricSpec("test_threaded", False, False, "records its options", factory))
+    monkeypatch.setattr(engine, "_BUILT", {})
+    _save(tmp_path / "img0.png", 0)
+    jobs = pair_folders(tmp_path, None).jobs
+    for threads in (3, 5):
+        monkeypatch.setattr(engine, "choose_threads", lambda threads=threads: threads)
+        score(jobs, ScoreSettings(("test_threaded",), {"weights_dir": "/w"}, None), workers=1)
+    assert builds == [{"weights_dir": "/w", "threads": 3}, {"weights_dir": "/w", "threads": 5}]
+    # Built once for each set of options, whatever their order.
+    first = engine.built_metric("test_threaded", {"weights_dir": "/w", "threads": 3})
+    assert first is engine.built_metric("test_threaded", {"threads": 3, "weights_dir": "/w"})
+    assert len(builds) == 2
 
 
 def _meminfo(tmp_path, available_kib: int):
