@@ -200,8 +200,13 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
         # `scored` counts every image this run derained; those that failed are apart.
         line = (
             f"{report.dataset}/{report.split} ({report.kind}): "
-            f"{report.scored - report.failed} scored, {report.failed} failed, "
-            f"{report.skipped} already done"
+            f"{report.scored - report.failed} scored"
+            + (
+                f" ({report.metric_failed} with a metric that failed: the error column)"
+                if report.metric_failed
+                else ""
+            )
+            + f", {report.failed} failed, {report.skipped} already done"
         )
         if report.failed_before:
             line += (

@@ -122,6 +122,9 @@ class SplitReport:
     skipped: int = 0  # already in the results
     dropped: int = 0  # results of images that left the split or changed since
     failed: int = 0  # of those scored here
+    # Of those scored here and not failed: a chosen metric failed on the output (its value
+    # is null, its error in the row's); --retry-failed scores them again too.
+    metric_failed: int = 0
     failed_before: int = 0  # of those already done: kept failures (--retry-failed)
     unavailable_metrics: dict[str, str] = field(default_factory=dict)
     videos: int = 0  # the split's rainy videos, left to the real pairs made of them
@@ -625,6 +628,7 @@ class _SplitRun:
     def _count(self, row: dict) -> dict:
         self.report.scored += 1
         self.report.failed += row["status"] == "failed"
+        self.report.metric_failed += row["status"] == "ok" and row["error"] is not None
         return row
 
     def _groups(self) -> dict[str, str]:
@@ -827,8 +831,8 @@ class _SplitRun:
         done = {row["key"]: row for row in rows if self._still_valid(row, identities)}
         self.report.dropped = len(rows) - len(done)
         if self.settings.retry_failed:
-            done = {key: row for key, row in done.items() if row["status"] != "failed"}
-        self.report.failed_before = sum(row["status"] == "failed" for row in done.values())
+            done = {key: row for key, row in done.items() if not _failure(row)}
+        self.report.failed_before = sum(_failure(row) for row in done.values())
         self.finished = bool(before.get("finished_at")) and not unnamed and not self.report.dropped
         # Each flush writes the JSON before the rows (`_flush`): it holds the crop
         # position of every row done, and of any that a kill left undone, which are
@@ -967,6 +971,13 @@ class _SplitRun:
     def _write_json(self, provenance: dict) -> None:
         text = json.dumps(provenance, indent=2, ensure_ascii=False) + "\n"
         write_atomic(self.info_path, text.encode())
+
+
+def _failure(row: dict) -> bool:
+    """Whether a results row is a failure --retry-failed does again: its image failed
+    (not derained, not read), or a metric failed on its output (an out-of-memory): an ok
+    row's error is only ever a metric's (`_row`)."""
+    return row["status"] == "failed" or row.get("error") is not None
 
 
 def _failed(row: dict, split: str, kind: str, error: str) -> dict:

@@ -314,6 +314,45 @@ def test_failed_images_are_kept_unless_retried(tmp_path, ds):
     assert set(_table(results, "flaky", "test")["status"]) == {"ok"}
 
 
+def test_a_metric_that_failed_on_an_output_is_counted_and_retried(tmp_path, ds, monkeypatch):
+    """An out-of-memory in a metric leaves the row ok with the value null: the summary
+    says so, a re-run keeps it as a failure, and --retry-failed scores it again."""
+    built = eval_module.create_metric
+    failures = [2]  # the first two psnr_y calls fail, as on a GPU out of memory
+
+    def create_metric(name, **options):
+        metric = built(name, **options)
+        if name != "psnr_y":
+            return metric
+
+        class Failing:
+            spec = metric.spec
+
+            def __call__(self, *images):
+                if failures[0]:
+                    failures[0] -= 1
+                    raise RuntimeError("CUDA out of memory")
+                return metric(*images)
+
+        return Failing()
+
+    monkeypatch.setattr(eval_module, "create_metric", create_metric)
+    results = tmp_path / "res"
+    [first] = evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    assert (first.scored, first.failed, first.metric_failed) == (3, 0, 2)
+    table = _table(results, "identity", "syn-streak")
+    assert table["psnr_y"].isna().sum() == 2 and table["ssim_y"].notna().all()
+    [line] = leaderboard_cli._report_lines([first])
+    assert "3 scored (2 with a metric that failed: the error column), 0 failed" in line
+    [again] = evaluate(_source("identity"), ds, "syn-streak", results, FAST)
+    assert (again.scored, again.skipped, again.failed_before) == (0, 3, 2)
+    retry = replace(FAST, retry_failed=True)
+    [retried] = evaluate(_source("identity"), ds, "syn-streak", results, retry)
+    assert (retried.scored, retried.metric_failed, retried.skipped) == (2, 0, 1)
+    table = _table(results, "identity", "syn-streak")
+    assert table["psnr_y"].notna().all() and table["error"].isna().all()
+
+
 def test_results_of_another_dataset_of_the_same_name_are_refused(tmp_path, ds):
     results = tmp_path / "res"
     evaluate(_source("identity"), ds, "test", results, FAST)
