@@ -318,7 +318,10 @@ def _card_html(number: int, card: Card) -> str:
     # from the labels the dataset already has.
     applied = ""
     if card.manual:
-        applied = f' data-applied="{escape(card.manual)}" data-note="{escape(card.note or "")}"'
+        # A CR as a reference: written as is, the HTML parser reads CR LF and CR as LF,
+        # and the page would export the note changed.
+        note = escape(card.note or "").replace("\r", "&#13;")
+        applied = f' data-applied="{escape(card.manual)}" data-note="{note}"'
     label = f"label: {escape(card.manual)}" if card.manual else "not labelled"
     return (
         f'<article class="card{" labelled" if card.manual else ""}" tabindex="-1" '

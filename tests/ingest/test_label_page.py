@@ -284,7 +284,8 @@ def test_applied_labels_start_labelled_and_export_with_their_notes(
     sync_playwright, executable = browser_tooling
     keys = _card_keys(write_label_page(dataset, tmp_path / "a.html").out.read_text())
     sheet = tmp_path / "sheet.csv"
-    rows = f'{keys[0]},storm,"lamp, ""glare"""\n{keys[1]},clean,\n{keys[2]},streak,=1+1\n'
+    # A note's line break as a spreadsheet saves it (\r\n) comes back as it was.
+    rows = f'{keys[0]},storm,"lamp, ""glare""\r\nleft"\n{keys[1]},clean,\n{keys[2]},streak,=1+1\n'
     sheet.write_text(f"key,rain_type,note\n{rows}")
     tag_dataset(dataset, sheet)
     out = write_label_page(dataset, tmp_path / "b.html").out
@@ -315,7 +316,45 @@ def test_applied_labels_start_labelled_and_export_with_their_notes(
     labels, problems = read_label_sheet(exported)
     assert problems == []
     assert {label.value: (label.rain_type, label.note) for label in labels} == {
-        keys[0]: ("storm", 'lamp, "glare"'),
+        keys[0]: ("storm", 'lamp, "glare"\r\nleft'),
         keys[1]: ("clean", None),
         keys[2]: ("streak", "=1+1"),
     }
+
+
+def test_an_exported_label_gives_way_to_a_later_sheet_and_a_pending_one_stays(
+    dataset, tmp_path, browser_tooling
+):
+    sync_playwright, executable = browser_tooling
+    out = tmp_path / "labels.html"
+    keys = _card_keys(write_label_page(dataset, out).out.read_text())
+    first, fix, second = tmp_path / "first.csv", tmp_path / "fix.csv", tmp_path / "second.csv"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.goto(out.as_uri(), wait_until="load")
+            page.keyboard.press("3")  # the first capture storm, the second drizzle
+            page.keyboard.press("1")
+            with page.expect_download() as download:
+                page.click("#export")
+            download.value.save_as(first)
+            tag_dataset(dataset, first)
+            # Still on the page written before: the second changed to streak, not exported.
+            page.click(f'[data-key="{keys[1]}"]')
+            page.keyboard.press("4")
+            # A later sheet (a colleague's) corrects the first.
+            fix.write_text(f"key,rain_type,note\n{keys[0]},streak,corrected\n")
+            tag_dataset(dataset, fix)
+            write_label_page(dataset, out)
+            page.goto(out.as_uri(), wait_until="load")
+            shown = [page.text_content(f'[data-key="{key}"] .label') for key in keys[:2]]
+            with page.expect_download() as download:
+                page.click("#export")
+            download.value.save_as(second)
+        finally:
+            browser.close()
+    assert shown == ["label: streak", "label: streak"]
+    rows = second.read_text().splitlines()
+    assert rows[0] == "key,rain_type,note"
+    assert sorted(rows[1:]) == sorted([f"{keys[0]},streak,corrected", f"{keys[1]},streak,"])
