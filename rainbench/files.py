@@ -16,11 +16,19 @@ def write_atomic(path: Path, data: bytes, shared: bool = False) -> None:
     """Replace `path` with `data` so that readers see the old file or the new, never a mix.
     `shared`: processes that hold no lock may write it at once (a store's read view);
     each writes its own temporary file and the last rename wins."""
+    with replacing(path, shared) as handle:
+        handle.write(data)
+
+
+@contextmanager
+def replacing(path: Path, shared: bool = False) -> Iterator[BinaryIO]:
+    """A file to write that replaces `path` when the block ends, as `write_atomic` does,
+    for content too large to hold in memory whole first (a manifest of a million rows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if shared else f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rainbench.capture.phash import HashIndex
 from rainbench.capture.probe import Probe
@@ -59,7 +60,7 @@ def make_plan(
     settings: PlanSettings,
 ) -> Plan:
     plan = Plan()
-    known = _KnownCaptures(samples)
+    known = _KnownCaptures(samples, probes)
     accepted: list[Probe] = []
     for result in sorted(probes, key=lambda p: (p.source.root, p.source.path)):
         if result.reason is not None:
@@ -83,7 +84,10 @@ def make_plan(
             row["duplicate_of"] = original[2]
             plan.rejects.append(row)
     links = _near_duplicates(accepted, samples, settings.near_dup_bits)
-    splits = dict(zip(samples["key"].to_pylist(), samples["split"].to_pylist(), strict=True))
+    # Of the stored splits, only those a new capture may take: its group's root's.
+    roots = [links[r.key][0] if r.key in links else r.key for r in accepted]
+    stored = _rows_of(samples.select(["key", "split"]), "key", roots)
+    splits = {row["key"]: row["split"] for row in stored}
     for result in accepted:
         near = links.get(result.key)
         root = near[0] if near else result.key
@@ -94,9 +98,25 @@ def make_plan(
     return plan
 
 
+def _rows_of(table: pa.Table, column: str, values: list[str]) -> list[dict]:
+    """The rows of `table` (in its order) whose `column` holds one of `values`: what a
+    plan looks up of a large dataset, without a Python object for each of its rows."""
+    wanted = pc.is_in(table[column], value_set=pa.array(values, pa.string()))
+    return table.filter(wanted).to_pylist()
+
+
 class _KnownCaptures:
-    def __init__(self, samples: pa.Table):
-        columns = samples.select(["sha256", "source_root", "source_path", "key"]).to_pylist()
+    """The stored captures that share a content or a key with one of `probes`."""
+
+    def __init__(self, samples: pa.Table, probes: list[Probe]):
+        samples = samples.select(["sha256", "source_root", "source_path", "key"])
+        read = [p for p in probes if p.reason is None]  # a refused file is looked up in none
+        shas = pa.array([p.sha256 for p in read], pa.string())
+        keys = pa.array([p.key for p in read], pa.string())
+        shared = pc.or_(
+            pc.is_in(samples["sha256"], value_set=shas), pc.is_in(samples["key"], value_set=keys)
+        )
+        columns = samples.filter(shared).to_pylist()
         self.by_sha = {c["sha256"]: (c["source_root"], c["source_path"], c["key"]) for c in columns}
         self.sha_of_key = {c["key"]: c["sha256"] for c in columns}
 
@@ -115,22 +135,32 @@ def _near_duplicates(
     Every capture's hash is indexed at once; a capture's search is then limited to those
     before it, as if they had been added one by one.
     """
-    old_keys = samples["key"].to_pylist()
-    roots = [
-        near or key for key, near in zip(old_keys, samples["near_dup_of"].to_pylist(), strict=True)
-    ]
-    hashes = [int(h, 16) for h in samples["phash"].to_pylist()]
-    hashes += [result.phash[0] for result in accepted]
-    index = HashIndex(np.array(hashes, dtype=np.uint64), max_bits)
+    stored = samples.num_rows
+    hashes = np.empty(stored + len(accepted), dtype=np.uint64)
+    start = 0
+    for piece in samples["phash"].chunks:  # a piece at a time: no Python str per capture
+        hashes[start : start + len(piece)] = np.array(
+            [int(h, 16) for h in piece.to_pylist()], dtype=np.uint64
+        )
+        start += len(piece)
+    hashes[stored:] = np.array([result.phash[0] for result in accepted], dtype=np.uint64)
+    index = HashIndex(hashes, max_bits)
+    roots: list[str] = []  # of this run's captures; a stored one's is looked up when found
+
+    def root_of(earlier: int) -> str:
+        if earlier >= stored:
+            return roots[earlier - stored]
+        return samples["near_dup_of"][earlier].as_py() or samples["key"][earlier].as_py()
+
     links: dict[str, tuple[str, int]] = {}
     for result in accepted:
-        found = index.nearest(result.phash, len(roots))
+        found = index.nearest(result.phash, stored + len(roots))
         if found is None:
             roots.append(result.key)
         else:
             distance, earlier = found
-            links[result.key] = (roots[earlier], distance)
-            roots.append(roots[earlier])
+            links[result.key] = (root_of(earlier), distance)
+            roots.append(root_of(earlier))
     return links
 
 

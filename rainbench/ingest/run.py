@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -30,11 +31,11 @@ from tqdm import tqdm
 from rainbench import __version__
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import STICKY, Reason, for_want_of_library
-from rainbench.capture.source import name_text
+from rainbench.capture.source import SourceFile, name_text
 from rainbench.cluster import import_ray, make_pool
 from rainbench.errors import first_line
 from rainbench.files import file_sha256, write_atomic
-from rainbench.ingest.bursts import DEFAULT_BURST_GAP, group_bursts
+from rainbench.ingest.bursts import DEFAULT_BURST_GAP, GROUPING, burst_columns
 from rainbench.ingest.plan import Plan, PlanSettings, make_plan
 from rainbench.ingest.scan import Journal, file_id, is_known, probe_batch, walk_inputs
 from rainbench.ingest.split import DEFAULT_FRACTIONS
@@ -292,6 +293,29 @@ def _moved_on(dataset: Dataset) -> bool:
 
 
 _PLANNED_SHARDS = pa.schema([manifest.SAMPLES.field("shard")])
+# A file's identity in samples.parquet, as `Plan.seen_again` gives it.
+_IDENTITY = ("source_size", "source_mtime_ns", "source_inode")
+# The columns of samples.parquet that a finished run counts (`_write_info`, `untagged`).
+_COUNTED = pa.schema(
+    [manifest.SAMPLES.field(name) for name in ("split", "layer", "features_version")]
+)
+# The columns of samples.parquet that bursts are kept in (`_group_bursts`).
+_BURST_COLUMNS = ("sequence", "sequence_index")
+# The columns of samples.parquet that scan and plan look up (`_known_files`, `make_plan`)
+# and the summary of a run with nothing new counts.
+_LOOKED_UP = [
+    "key",
+    "sha256",
+    "split",
+    "phash",
+    "near_dup_of",
+    "source_root",
+    "source_path",
+    "source_size",
+    "source_mtime_ns",
+    "source_inode",
+    "features_version",
+]
 
 
 def _plan_again(dataset: Dataset, settings: dict) -> None:
@@ -399,7 +423,10 @@ class _Run:
     def execute(self, summary: IngestSummary) -> None:
         started = time.perf_counter()
         self._worked_with(_versions_here())  # a resumption plans, commits and finalizes
+        # Read whole, so that the whole manifest is checked before the run relies on it,
+        # then only what scan and plan look up is kept: a third of it.
         samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+        samples = samples.select(_LOOKED_UP)
         if not self.plan_path.exists():
             rejects = manifest.read_manifest(self.dataset.rejects_manifest, manifest.REJECTS)
             probes = self._scan(samples, rejects, summary)
@@ -423,7 +450,8 @@ class _Run:
             self._save_plan(make_plan(self.dataset, probes, samples, shards, self._plan_settings()))
             # The plan is on disk: the probes and manifests it was made from are let go
             # before it is read back, so the driver holds one per-capture copy, not two.
-            del probes, samples, rejects, shards
+            del probes, rejects, shards
+        del samples  # a resumed run's too, read only to be checked
         plan = self._load_plan()
         results = self._write(plan, summary)
         self._finalize(plan, results, summary)
@@ -456,7 +484,7 @@ class _Run:
         summary.ignored = sum(summary.ignored_under.values())
         runs = self.dataset.read_info().get("runs", []) if self.dataset.exists() else []
         caps = {run.get("run_id"): run.get("max_pixels") for run in runs}
-        known = _known_files(samples, rejects, caps, self.settings["max_pixels"])
+        known = _known_files(samples, rejects, caps, self.settings["max_pixels"], sources)
         journaled = self.journal.load()
         sources = [s for s in sources if not is_known(s, known)]
         todo = [s for s in sources if file_id(s) not in journaled]
@@ -589,7 +617,7 @@ class _Run:
         samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
         shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
         present = set(shards["shard"].to_pylist())
-        stored = set(samples["key"].to_pylist())
+        stored = _among(samples["key"], [r["key"] for r in plan.rows])
         new_rows = [
             r
             for r in plan.rows
@@ -609,15 +637,14 @@ class _Run:
         ]
         if not new_shards and not new_rows:
             return
-        samples = pa.concat_tables([samples, manifest.rows_to_table(new_rows, manifest.SAMPLES)])
         shards = pa.concat_tables([shards, manifest.rows_to_table(new_shards, manifest.SHARDS)])
         # Shards first: a shard listed without its rows is harmless, rows without
         # their shard are not.
         manifest.write_manifest(self.dataset.shards_manifest, shards.sort_by("shard"))
-        manifest.write_manifest(
-            self.dataset.samples_manifest,
-            samples.sort_by([("shard", "ascending"), ("key", "ascending")]),
-        )
+        parts = [samples, manifest.rows_to_table(new_rows, manifest.SAMPLES)]
+        del samples  # `_sorted` lets each old column go once it has its sorted copy
+        samples = _sorted(parts, [("shard", "ascending"), ("key", "ascending")])
+        manifest.write_manifest(self.dataset.samples_manifest, samples)
         self._write_info(samples, shards, run=None)
 
     # -- phase 4: finalize ---------------------------------------------------------------
@@ -633,9 +660,13 @@ class _Run:
         run_rejects = plan.rejects + lost
         old = manifest.read_manifest(self.dataset.rejects_manifest, manifest.REJECTS)
         seen = {(r["source_root"], r["source_path"]) for r in run_rejects + plan.rows}
-        kept = [r for r in old.to_pylist() if (r["source_root"], r["source_path"]) not in seen]
-        rejects = manifest.rows_to_table(kept + run_rejects, manifest.REJECTS)
-        rejects = rejects.sort_by([("source_root", "ascending"), ("source_path", "ascending")])
+        kept = _without_files(old, seen)
+        del old
+        # In one piece, as the rows were when they went through Python: the same file.
+        rejects = pa.concat_tables([kept, manifest.rows_to_table(run_rejects, manifest.REJECTS)])
+        rejects = rejects.combine_chunks().sort_by(
+            [("source_root", "ascending"), ("source_path", "ascending")]
+        )
         manifest.write_manifest(self.dataset.rejects_manifest, rejects)
         if plan.seen_again:  # so the next run knows these files without reading them
             samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
@@ -670,7 +701,8 @@ class _Run:
             if for_want_of_library(message)
         )
         summary.missing_libraries = dict(sorted(wanting.items()))
-        samples = manifest.read_manifest(self.dataset.samples_manifest, manifest.SAMPLES)
+        # Only what is counted: this run wrote the manifest last, and read it whole before.
+        samples = manifest.read_manifest(self.dataset.samples_manifest, _COUNTED)
         shards = manifest.read_manifest(self.dataset.shards_manifest, manifest.SHARDS)
         summary.untagged = samples["features_version"].null_count
         self._write_info(samples, shards, run=run_summary)
@@ -681,15 +713,25 @@ class _Run:
     def _group_bursts(self) -> None:
         """Bursts regrouped over the whole manifest (new stills may extend one); the
         manifest is rewritten only when that changes something, so re-running it (a
-        resumed finalize, an ingest with nothing new) changes nothing more."""
+        resumed finalize, an ingest with nothing new) changes nothing more. Grouped on
+        the columns it needs alone (the manifest was read whole, and checked, earlier in
+        the run): the whole is read again only to be rewritten."""
         path = self.dataset.samples_manifest
         if not path.exists():
             return
-        samples = manifest.read_manifest(path, manifest.SAMPLES)
         gap = self.settings.get("burst_gap", DEFAULT_BURST_GAP)  # a run.json from before bursts
-        grouped = group_bursts(samples, gap)
-        if not grouped.equals(samples):
-            manifest.write_manifest(path, grouped)
+        kept = (*GROUPING, *_BURST_COLUMNS)
+        grouping = manifest.read_manifest(
+            path, pa.schema([manifest.SAMPLES.field(c) for c in kept])
+        )
+        grouped = burst_columns(grouping, gap)
+        if all(grouping[name].equals(pa.chunked_array([grouped[name]])) for name in grouped):
+            return
+        del grouping
+        samples = manifest.read_manifest(path, manifest.SAMPLES)
+        for name, values in grouped.items():
+            samples = samples.set_column(samples.schema.get_field_index(name), name, values)
+        manifest.write_manifest(path, samples)
 
     def _write_info(self, samples: pa.Table, shards: pa.Table, run: dict | None) -> None:
         info = (
@@ -707,8 +749,8 @@ class _Run:
             "samples": samples.num_rows,
             "shards": shards.num_rows,
             "bytes": int(pc.sum(shards["bytes"]).as_py() or 0),
-            "splits": dict(Counter(samples["split"].to_pylist())),
-            "layers": dict(Counter(samples["layer"].to_pylist())),
+            "splits": _counts(samples["split"]),
+            "layers": _counts(samples["layer"]),
         }
         if run is not None:
             keys = (
@@ -749,15 +791,31 @@ class _Run:
 
 
 def _known_files(
-    samples: pa.Table, rejects: pa.Table, caps: dict[str, object], max_pixels: int
+    samples: pa.Table,
+    rejects: pa.Table,
+    caps: dict[str, object],
+    max_pixels: int,
+    sources: list[SourceFile],
 ) -> set:
-    """Files already decided: stored captures, and refusals a re-run would repeat. A
-    capture refused as too large by a run with a lower `--max-pixels` (`caps`: each run's)
-    than this one's is no longer decided."""
+    """Of `sources`, the files already decided: stored captures, and refusals a re-run
+    would repeat. A capture refused as too large by a run with a lower `--max-pixels`
+    (`caps`: each run's) than this one's is no longer decided. Only the rows of the
+    sources' roots and paths are looked at, so a run adding a few files to a large dataset
+    holds no Python object per row."""
     columns = ["source_root", "source_path", "source_size", "source_mtime_ns", "source_inode"]
     sticky = {str(reason) for reason in STICKY}
-    rows = samples.select(columns).to_pylist()
-    for row in rejects.to_pylist():
+    roots = pa.array({source.root for source in sources}, pa.string())
+    paths = pa.array({source.path for source in sources}, pa.string())
+
+    def of_sources(table: pa.Table) -> list[dict]:
+        found = pc.and_(
+            pc.is_in(table["source_root"], value_set=roots),
+            pc.is_in(table["source_path"], value_set=paths),
+        )
+        return table.filter(found).to_pylist()
+
+    rows = of_sources(samples.select(columns))
+    for row in of_sources(rejects):
         cap = caps.get(row["ingest_run"])
         cap = cap if isinstance(cap, int) else DEFAULT_MAX_PIXELS  # a run without one
         raised = row["reason"] == Reason.TOO_MANY_PIXELS and max_pixels > cap
@@ -767,14 +825,72 @@ def _known_files(
     return {(*(r[c] for c in columns[:4]), r["source_inode"] or 0) for r in rows}
 
 
+def _without_files(table: pa.Table, files: set[tuple[str, str]]) -> pa.Table:
+    """The rows of `table` whose (source_root, source_path) is none of `files`: only the
+    rows of their roots and paths are looked at as Python objects."""
+    columns = ["source_root", "source_path"]
+    maybe = pc.and_(
+        pc.is_in(table["source_root"], value_set=pa.array({f[0] for f in files}, pa.string())),
+        pc.is_in(table["source_path"], value_set=pa.array({f[1] for f in files}, pa.string())),
+    )
+    rows = pc.indices_nonzero(maybe)
+    found = table.select(columns).take(rows).to_pylist()
+    gone = [
+        number
+        for number, row in zip(rows.to_pylist(), found, strict=True)
+        if (row["source_root"], row["source_path"]) in files
+    ]
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[gone] = False
+    return table.filter(keep)
+
+
+def _among(keys: pa.ChunkedArray, wanted: list[str]) -> set[str]:
+    """Those of `wanted` that `keys` holds, without a Python object for each key."""
+    return set(keys.filter(pc.is_in(keys, value_set=pa.array(wanted, pa.string()))).to_pylist())
+
+
+def _sorted(parts: list[pa.Table], keys: list[tuple[str, str]]) -> pa.Table:
+    """`pa.concat_tables(parts).sort_by(keys)`, the same table to the byte, made a column
+    at a time: each column's rows are let go once their sorted copy is made, so the rows
+    are held about once, not twice. `parts` is emptied; the caller must hold none of them.
+    """
+    table = pa.concat_tables(parts)
+    parts.clear()
+    order = pc.sort_indices(table, sort_keys=keys)
+    schema, columns = table.schema, table.columns
+    del table
+    for number, column in enumerate(columns):
+        columns[number] = column.take(order)
+        del column
+        # The old column's memory given back at once: else the allocator keeps much of
+        # it while the next columns are copied (80 MB more at 400,000 captures).
+        pa.default_memory_pool().release_unused()
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _counts(values: pa.ChunkedArray) -> dict[str, int]:
+    """Each value's count, in the order the values first appear (as `Counter` gives)."""
+    counted = pc.value_counts(values)
+    return dict(
+        zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
+    )
+
+
 def _with_identities(samples: pa.Table, identities: dict[str, list[int]]) -> pa.Table:
     """`samples` with the given captures' files as they are now: [size, mtime_ns, inode]
-    by key. Applying it twice (a resumed run) changes nothing more."""
-    rows = samples.to_pylist()
-    for row in rows:
-        if row["key"] in identities:
-            row["source_size"], row["source_mtime_ns"], row["source_inode"] = identities[row["key"]]
-    return manifest.rows_to_table(rows, manifest.SAMPLES)
+    by key. Applying it twice (a resumed run) changes nothing more. Each column in one
+    piece, as the manifest has always been written after this, and changed on its
+    columns, not on a Python object per row."""
+    seen = pc.is_in(samples["key"], value_set=pa.array(list(identities), pa.string()))
+    keys = samples["key"].filter(seen).to_pylist()
+    table = samples.combine_chunks()
+    seen = seen.combine_chunks()
+    for number, name in enumerate(_IDENTITY):
+        now = pa.array([identities[key][number] for key in keys], pa.int64())
+        values = pc.replace_with_mask(table[name].combine_chunks(), seen, now)
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    return table
 
 
 def _reject_of(row: dict, run_id: str) -> dict:

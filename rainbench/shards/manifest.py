@@ -9,7 +9,6 @@ holds: readers compute with them unchecked; and, before it is decoded, a file th
 decode to far more than its size (`shards.parquet.read_table`).
 """
 
-import io
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.probe import KEY_HEX
 from rainbench.errors import first_line
-from rainbench.files import file_sha256, regular_file, write_atomic
+from rainbench.files import file_sha256, regular_file, replacing
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.layout import STORED_SPLIT
 from rainbench.shards.parquet import TooLarge, read_table
@@ -416,10 +415,10 @@ def _check_splits(where: str, splits: pa.ChunkedArray, schema: pa.Schema) -> Non
 
 
 def write_manifest(path: Path, table: pa.Table, shared: bool = False) -> None:
-    """`table` as Parquet at `path`, replaced atomically (`shared` as for write_atomic)."""
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    write_atomic(path, buffer.getvalue(), shared)
+    """`table` as Parquet at `path`, replaced atomically (`shared` as for write_atomic).
+    Written straight to the file: a copy in memory would cost as much as the file again."""
+    with replacing(path, shared) as handle:
+        pq.write_table(table, handle, compression="zstd")
 
 
 def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:

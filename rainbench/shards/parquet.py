@@ -103,7 +103,9 @@ def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
         exact = {name for name, bound in bounds.items() if bound is None}
         read = pa.schema([_encoded(stored.field(f.name)) if f.name in exact else f for f in wanted])
         encoded = sorted({chunk.leaf for chunk in chunks if chunk.text and chunk.column in exact})
-        table = pq.read_table(handle, schema=read, read_dictionary=encoded)
+        # Not pre-buffered: the file's pages are read a column chunk at a time as they
+        # are decoded, not held whole beside the table (a manifest rewritten by a commit).
+        table = pq.read_table(handle, schema=read, read_dictionary=encoded, pre_buffer=False)
     decoded = sum(_decoded(chunk) for column in table.columns for chunk in column.chunks)
     if decoded > limit:
         raise TooLarge(_too_large(decoded, limit, size))

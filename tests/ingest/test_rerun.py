@@ -4,10 +4,13 @@ same size and time (a new inode) is probed again, once: the manifest then names 
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from rainbench.capture import probe as probe_module
@@ -16,7 +19,7 @@ from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import write as write_module
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset
+from rainbench.shards.dataset import Dataset, initial_info
 
 OPTIONS = IngestOptions(workers=1)  # inline, so the counting stand-in below is the one used
 
@@ -145,3 +148,62 @@ def test_a_capture_refused_as_too_large_is_read_again_under_a_higher_cap(tmp_pat
     assert ingest([tmp_path / "raw"], tmp_path / "ds", low).scanned == 0  # the same cap
     assert reads == []
     assert ingest([tmp_path / "raw"], tmp_path / "ds", OPTIONS).accepted == 1
+
+
+# Rows in the dataset the next two tests add to: enough that what the driver holds per
+# row outweighs what it holds whatever the dataset's size.
+LARGE = 20_000
+
+
+@pytest.fixture
+def large_dataset(tmp_path, load_benchmark) -> tuple[Path, Path, pa.Table]:
+    """(a folder of 3 new captures, a dataset of LARGE tagged captures, its samples as
+    read): the manifest in several row groups, so that it reads in several chunks."""
+    made = load_benchmark("manifest_read")
+    dataset = Dataset(tmp_path / "ds")
+    dataset.manifests.mkdir(parents=True)
+    pq.write_table(made.samples(LARGE, tagged=True), dataset.samples_manifest, row_group_size=7000)
+    manifest.write_manifest(dataset.shards_manifest, made.shards(LARGE))
+    options = {"split": {"train": 0.8, "val": 0.1, "test": 0.1}, "keep_gps": False}
+    dataset.write_info(initial_info("campaign", options))
+    raw = tmp_path / "raw"
+    for number in range(3):
+        write_capture(raw, CaptureSpec(f"new-{number}.jpg", 64, 48, seed=number))
+    return raw, dataset.root, manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+
+
+def test_adding_to_a_large_dataset_rewrites_its_manifest_as_concatenated_and_sorted(
+    large_dataset,
+):
+    raw, ds, before = large_dataset
+    assert before["key"].num_chunks > 1
+    summary = ingest([raw], ds, IngestOptions(workers=1, burst_gap=0))
+    assert summary.accepted == 3
+    written = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES)
+    run = Dataset(ds).read_info()["runs"][-1]["run_id"]
+    new = written.filter(pc.equal(written["ingest_run"], run)).to_pylist()
+    # What the commit made before it sorted column by column: the same bytes.
+    rows = pa.concat_tables([before, manifest.rows_to_table(new, manifest.SAMPLES)])
+    expected = rows.sort_by([("shard", "ascending"), ("key", "ascending")])
+    manifest.write_manifest(ds / "expected.parquet", expected)
+    assert Dataset(ds).samples_manifest.read_bytes() == (ds / "expected.parquet").read_bytes()
+
+
+def test_adding_to_a_large_dataset_holds_its_rows_about_once(large_dataset):
+    """The driver's Arrow memory at its peak: about one copy of the manifest's rows (it
+    reads them whole), not the two a sort beside the rows it sorts takes, nor the file
+    pre-read beside them."""
+    raw, ds, before = large_dataset
+    script = (
+        "import sys, pyarrow as pa\n"
+        "from rainbench.ingest import IngestOptions, ingest\n"
+        "ingest([sys.argv[1]], sys.argv[2], IngestOptions(workers=1))\n"
+        "print(pa.default_memory_pool().max_memory())\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script, str(raw), str(ds)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(found.stdout.split()[-1]) < 1.4 * before.nbytes
