@@ -423,12 +423,33 @@ class LockHeld(RainbenchError):
         self.holder = holder
 
 
+# The descriptors of the writer locks this process holds. A flock belongs to the open
+# file, which a forked child (a DataLoader worker, a pool's process) shares: the child lets
+# go of it at once (`_let_go_in_child`), or a killed holder's lock would stay held, naming
+# the dead, until its children noticed and exited too.
+_HELD_LOCKS: set[int] = set()
+
+
+def _let_go_in_child() -> None:
+    """In a forked child: each held lock's descriptor now points at /dev/null (the number
+    stays valid for the handle the child inherited, the lock is the parent's alone)."""
+    for descriptor in _HELD_LOCKS:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, descriptor)
+        os.close(null)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_in_child)
+
+
 @contextmanager
 def writer_lock(path: Path) -> Iterator[None]:
     """Hold the flock on the file `path` (made if missing), which names its holder
     ("pid N (command …)") while held; a second process is refused at once (`LockHeld`).
     The kernel releases a flock when its holder dies, so a killed writer leaves no stale
-    lock behind. A dataset's lock (`Dataset.lock`) and a training run's are this one."""
+    lock behind (its forked children hold no copy). A dataset's lock (`Dataset.lock`) and
+    a training run's are this one."""
     with open(path, "a+") as handle:
         if not (_flock(handle, fcntl.LOCK_EX) or _flock(handle, fcntl.LOCK_EX, _LOCK_RETRY_S)):
             handle.seek(0)
@@ -439,9 +460,11 @@ def writer_lock(path: Path) -> Iterator[None]:
         handle.truncate()
         with naming(path):  # unbuffered: a full disk fails here once, not as the file closes
             os.write(handle.fileno(), f"pid {os.getpid()} ({_command()})".encode(handle.encoding))
+        _HELD_LOCKS.add(handle.fileno())
         try:
             yield
         finally:
+            _HELD_LOCKS.discard(handle.fileno())
             handle.truncate(0)
 
 

@@ -150,6 +150,28 @@ def test_the_lock_names_its_holder_and_a_second_writer_hears_it(tmp_path):
     assert Dataset(tmp_path).writer() is None
 
 
+def test_a_holders_forked_child_keeps_no_hold_on_its_lock(tmp_path):
+    # A DataLoader worker outlives its killed trainer by seconds: the lock must go with
+    # the holder (here: the holder lets go while its child runs), not with the child.
+    from rainbench.shards.dataset import writer_lock
+
+    path = tmp_path / ".lock"
+    wake, waker = os.pipe()
+    with writer_lock(path):
+        child = os.fork()
+        if child == 0:
+            try:
+                os.read(wake, 1)  # until the test is done
+            finally:
+                os._exit(0)
+    try:
+        with writer_lock(path):
+            assert Dataset(tmp_path).writer().startswith(f"pid {os.getpid()} (")
+    finally:
+        os.write(waker, b"x")
+        os.waitpid(child, 0)
+
+
 def test_a_lock_that_cannot_name_its_holder_says_where(tmp_path, file_size_limit):
     # On a full disk the holder's name is the lock's first write: the one line the
     # user sees names the lock, and the lock is free again.

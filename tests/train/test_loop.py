@@ -270,6 +270,25 @@ def test_a_resume_killed_while_it_drops_log_rows_keeps_the_log(tmp_path, monkeyp
     assert log.read_bytes() == b"step,total\r\n1,0.5\r\n2,0.4\r\n"
 
 
+def test_a_resume_that_validates_on_other_things_keeps_each_score_in_its_column(tmp_path):
+    # --val-split and --val-real may change on resume: a niqe row under a psnr_y header
+    # would read as psnr_y, and a row shorter than the header as one cut short (dropped).
+    for resumed_at, scores in ((0, {"psnr_y": 20.0, "psnr_y_identity": 19.0}),
+                               (2, {"niqe": 7.0, "niqe_identity": 6.0}),
+                               (4, {"psnr_y": 21.0, "psnr_y_identity": 19.0})):  # fmt: skip
+        log = loop._Log(tmp_path, (), enabled=True, resumed_at=resumed_at)
+        log.validation(resumed_at + 2, scores)
+        log.close()
+    loop._Log(tmp_path, (), enabled=True, resumed_at=6).close()
+    with open(tmp_path / "validation.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [
+        {"step": "2", "psnr_y": "20.0", "psnr_y_identity": "19.0", "niqe": "", "niqe_identity": ""},
+        {"step": "4", "psnr_y": "", "psnr_y_identity": "", "niqe": "7.0", "niqe_identity": "6.0"},
+        {"step": "6", "psnr_y": "21.0", "psnr_y_identity": "19.0", "niqe": "", "niqe_identity": ""},
+    ]
+
+
 def test_the_learning_rate_is_a_function_of_the_step():
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)

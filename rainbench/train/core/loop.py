@@ -818,10 +818,15 @@ class _Log:
 
     @staticmethod
     def _append(path: Path, row: dict) -> None:
-        new = not path.exists()
+        # A resumed run may validate on other things (--val-split, --val-real): its rows
+        # go under the log's own header, widened by new columns, never under another's.
+        columns = _header(path)
+        added = [name for name in row if name not in columns]
+        if columns and added:
+            _rewrite(path, columns + added)
         with naming(path), open(path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
+            writer = csv.DictWriter(handle, fieldnames=columns + added)
+            if not columns:
                 writer.writeheader()
             writer.writerow(row)
 
@@ -839,6 +844,31 @@ def _quiet_board_thread(args: threading.ExceptHookArgs) -> None:
         _quiet_board_thread.hook(args)
 
 
+def _header(path: Path) -> list[str]:
+    """The columns of a CSV log; none for a log not begun."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _rewrite(path: Path, columns: list[str]) -> None:
+    """The log with the header `columns` (its own, and new ones left blank in its rows)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    _replace(path, columns, rows)
+
+
+def _replace(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """A log replaced whole: a run killed meanwhile keeps the log it had. Values past a
+    row's header (earlier trainers appended other scores under it) have no column: left out."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue().encode("utf-8"))
+
+
 def _truncate(path: Path, step: int) -> None:
     """Drop the rows of a log beyond `step`; the whole log when none is left (a new run
     may log other columns). A row cut short (the disk filled as it was appended) goes
@@ -853,8 +883,4 @@ def _truncate(path: Path, step: int) -> None:
         return
     if len(kept) == len(rows):
         return
-    text = io.StringIO()  # replaced whole: a resume killed here keeps the log it had
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(kept)
-    write_atomic(path, text.getvalue().encode("utf-8"))
+    _replace(path, list(rows[0]), kept)
