@@ -150,7 +150,9 @@ def _run_options(config: type[RunConfig], min_crop: int, crop_help: str):
         option(
             "workers", "--workers", "-j", type=click.IntRange(min=0), help="DataLoader workers."
         ),
-        option("seed", type=int),
+        # 32 bits, as numpy's legacy generator takes them and Lightning's seed_everything
+        # bounds them: a larger one ended in an overflow traceback from torch.
+        option("seed", type=click.IntRange(0, 2**32 - 1)),
         option(
             "on_error",
             type=click.Choice(["raise", "skip"]),

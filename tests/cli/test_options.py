@@ -117,6 +117,16 @@ def test_a_device_torch_would_not_take_is_one_line(argv, message):
     assert result.exit_code == 2 and message in result.output
 
 
+@pytest.mark.parametrize("method", ["nlcl", "cclgan"])
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_training_seed_past_32_bits_is_a_usage_error(tmp_path, method, seed):
+    # Past 2**64 torch's generator ended the run in an overflow traceback.
+    args = ["train", method, str(tmp_path), "--out", str(tmp_path / "run"), "--seed", seed]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--seed" in result.output
+    assert f"{seed} is not in the range 0<=x<=4294967295" in result.output
+
+
 def test_cuda_without_a_gpu_is_one_line():
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
