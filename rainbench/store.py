@@ -294,6 +294,17 @@ def version(url: str) -> str | None:
             info = fs.info(path)
     except FileNotFoundError:
         return None
+    return _upload_tag(info)
+
+
+def opened_version(handle: object) -> str | None:
+    """`version` of the upload an open store file reads, from what the store said when
+    it was opened (no request); None for a file of another kind."""
+    details = getattr(handle, "details", None)
+    return _upload_tag(details) if isinstance(details, dict) else None
+
+
+def _upload_tag(info: dict) -> str:
     tag = info.get("ETag") or info.get("generation") or info.get("etag") or _mtime_ns(info)
     return f"{int(info.get('size') or 0)}:{str(tag).strip(chr(34))}"
 

@@ -196,6 +196,7 @@ class RainDataset(IterableDataset):
         return state
 
     def __iter__(self) -> Iterator[dict]:
+        self._reader.read_again()  # a shard unreadable in an earlier pass may read now
         slot = current_slot(self.rank, self.world_size, self._first_worker)
         skip = self._resume.get(slot.index, 0)
         order = epoch_order(self.samples["shard"].to_numpy(), self.seed, self.epoch, self.shuffle)

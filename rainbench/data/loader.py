@@ -28,8 +28,16 @@ class Loader:
         self.equal_ranks = equal_ranks
         self.options = options
         self._consumed: dict[int, int] = {}
+        self._resuming = False  # a state was loaded: the next iteration resumes it
 
     def __iter__(self) -> Iterator:
+        # Each iteration is a pass over the epoch from its start, as DataLoader's, unless
+        # a state was loaded since the last one began: one left by a `break` would else
+        # leave its counts to the next, which the state and equal_ranks' length read.
+        if not self._resuming:
+            self._consumed = {}
+            self.dataset.load_state_dict(self.dataset.state_dict())
+        self._resuming = False
         batched = self.options.get("batch_size", 1) is not None
         collate = _Placed(self.options.get("collate_fn"), batched)
         loader = DataLoader(self.dataset, **{**self.options, "collate_fn": collate})
@@ -59,7 +67,7 @@ class Loader:
         """Iterate epoch `epoch` next (its own order, from the seed); call it before each
         epoch. Another epoch than the one under way starts from its beginning."""
         if epoch != self.dataset.epoch:
-            self._consumed = {}
+            self._consumed, self._resuming = {}, False
         self.dataset.set_epoch(epoch)
 
     def state_dict(self) -> dict:
@@ -77,6 +85,7 @@ class Loader:
         consumed = {int(slot): int(n) for slot, n in state["consumed"].items()}
         self.dataset.load_state_dict(state, first_worker=self._next_worker(consumed))
         self._consumed = consumed
+        self._resuming = True
 
     def _slots(self, rank: int | None = None) -> list[Slot]:
         """A rank's slots (this one's by default), one per DataLoader worker (one without

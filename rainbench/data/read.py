@@ -9,11 +9,13 @@ against shards.parquet when it is first opened. Shards are found through
 larger than the caller's limit (from the manifest) is never read. From an object store
 (`root` a mirror folder, see `open_dataset`) the headers and each member are fetched by
 range requests; a shard is never downloaded whole, and its member offsets are kept in the
-mirror folder under the shard's sha256, so later workers and passes skip the headers.
+mirror folder under the shard's sha256 and the upload read, so later workers and passes
+skip the headers.
 `prefetch` fetches the next sample's members in a thread while this one decodes.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -36,7 +38,7 @@ from rainbench.shards.members import (
     size_limit,
     tar_failure,
 )
-from rainbench.store import read_range
+from rainbench.store import opened_version, read_range, unusable, version
 
 # Member suffixes the loader reads; anything else in a shard is never touched.
 READABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".json")
@@ -55,6 +57,11 @@ class ShardReader:
         self._expected: dict[str, str] | None = None
         # shard → member → (offset, size), or why the member is refused
         self._index: dict[str, dict[str, tuple[int, int] | str]] = {}
+        # shard → why it cannot be read: said again for its every sample (with
+        # on_error="skip", and by each replacement tried), not found again by hashing the
+        # whole shard or reading all its headers once more; until the next pass
+        # (`read_again`), where a store's passing failure or a mended shard reads
+        self._broken: dict[str, str] = {}
         self._files: OrderedDict[str, object] = OrderedDict()
         self._ahead: dict[tuple[str, str], Future] = {}
         self._threads: ThreadPoolExecutor | None = None
@@ -84,8 +91,12 @@ class ShardReader:
         else:  # read here, so a failure is reported as a read's
             with self._lock:
                 handle = self._file(shard)
-                handle.seek(start)
-                data = handle.read(size)
+                try:
+                    handle.seek(start)
+                    data = handle.read(size)
+                except Exception as error:  # the store's refusal, an object gone since
+                    what = f"{shard}:{member}: cannot read it"
+                    raise self._unreadable(shard, what, error) from None
         if len(data) != size:
             raise ShardError(f"{shard}: {member} is cut short (run rainbench verify)")
         return data
@@ -147,39 +158,65 @@ class ShardReader:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
 
+    def read_again(self) -> None:
+        """Shards found unreadable are tried again from here (a new pass over the data)."""
+        self._broken.clear()
+
     def _offsets(self, shard: str) -> dict[str, tuple[int, int] | str]:
+        if shard in self._broken:
+            raise ShardError(self._broken[shard])
         if shard not in self._index:
-            if self.verify:
-                self._check_sha256(shard)
-            if shard_url(self.root, shard) is None:
-                self._index[shard] = self._read_index(shard)
-            else:
-                self._index[shard] = self._kept_index(shard)
+            try:
+                if self.verify:
+                    self._check_sha256(shard)
+                if shard_url(self.root, shard) is None:
+                    self._index[shard] = self._read_index(shard)
+                else:
+                    self._index[shard] = self._kept_index(shard)
+            except ShardError as error:
+                self._broken[shard] = str(error)
+                raise
         return self._index[shard]
 
     def _read_index(self, shard: str) -> dict[str, tuple[int, int] | str]:
+        return self._headers(shard)[0]
+
+    def _headers(self, shard: str) -> tuple[dict[str, tuple[int, int] | str], str | None]:
+        """The shard's index from its tar headers, and which upload of it they were read
+        from (`store.opened_version`; None for a local file)."""
         with open_shard(self.root, shard) as tar:
             try:
-                return {info.name: _where(shard, info) for info in tar}
-            except TAR_ERRORS as error:
-                raise ShardError(f"cannot read shard {shard}: {tar_failure(error)}") from None
+                index = {info.name: _where(shard, info) for info in tar}
+            except Exception as error:
+                raise self._unreadable(shard, f"cannot read shard {shard}", error) from None
+            return index, opened_version(tar.fileobj)
 
     def _kept_index(self, shard: str) -> dict[str, tuple[int, int] | str]:
         """A store's shard's index, from the mirror folder when an earlier reader kept it
-        there: one range request per member header is the cost of streaming."""
+        there for the upload the store holds now (one HEAD request): one range request
+        per member header is the cost of streaming. Kept under the manifest's sha256 and
+        that upload, as what the store held may not have been the manifest's shard (cut
+        short, or another writer's bytes since replaced): its index would outlive the
+        repair."""
         digest = self._expected_sha256(shard)
-        if digest is None or not re.fullmatch("[0-9a-f]{64}", digest):
+        try:
+            upload = version(shard_url(self.root, shard))
+        except Exception as error:  # the store's refusal, as for a read
+            raise self._unreadable(shard, f"cannot read shard {shard}", error) from None
+        if digest is None or not re.fullmatch("[0-9a-f]{64}", digest) or upload is None:
             return self._read_index(shard)
-        path = self.root / "index" / f"{digest}.json"
+        tag = hashlib.sha256(upload.encode()).hexdigest()[:16]
+        path = self.root / "index" / f"{digest}-{tag}.json"
         try:
             kept = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(kept, list):
                 return dict(_kept_entry(entry) for entry in kept)
         except (OSError, ValueError, TypeError, RecursionError):
             pass  # not kept yet, torn or not ours: read the headers again
-        index = self._read_index(shard)
-        with contextlib.suppress(OSError):  # only a cache: a full disk costs nothing more
-            write_atomic(path, json.dumps(list(index.items())).encode(), shared=True)
+        index, read = self._headers(shard)
+        if read == upload:  # else replaced in between: kept by the next reader
+            with contextlib.suppress(OSError):  # only a cache: a full disk costs nothing more
+                write_atomic(path, json.dumps(list(index.items())).encode(), shared=True)
         return index
 
     def _file(self, shard: str):
@@ -191,6 +228,17 @@ class ShardReader:
                 oldest.close()
         self._files[shard] = handle
         return handle
+
+    def _unreadable(self, shard: str, what: str, error: Exception) -> Exception:
+        """A failure reading `shard`, raised as one line: the store's refusal of this
+        process (a `StoreUnusable`, which no `on_error` skips: no sample is to blame), a
+        read that failed (a `ShardError` saying `what`), else the error itself."""
+        url = shard_url(self.root, shard)
+        if url is not None and (barred := unusable(url, error)) is not None:
+            return barred
+        if isinstance(error, TAR_ERRORS):
+            return ShardError(f"{what}: {tar_failure(error)}")
+        return error
 
     def _expected_sha256(self, shard: str) -> str | None:
         if self._expected is None:  # real and synthetic shards are all in shards.parquet
@@ -207,8 +255,8 @@ class ShardReader:
         try:
             with open_shard_file(self.root, shard, stream=True) as handle:
                 digest = stream_sha256(handle)
-        except OSError as error:
-            raise ShardError(f"cannot read shard {shard}: {error.strerror or error}") from None
+        except Exception as error:
+            raise self._unreadable(shard, f"cannot read shard {shard}", error) from None
         if digest != expected:
             raise ShardError(
                 f"shard {shard} is damaged: its sha256 differs from shards.parquet "

@@ -83,13 +83,16 @@ def shard_url(root: Path, shard: str) -> str | None:
 def open_shard_file(root: Path, shard: str, stream: bool = False):
     """The shard's bytes as a binary file: the local file, or the store's object read by
     range requests (`stream`: in large pieces, for one pass over all of it)."""
+    url = shard_url(root, shard)
     try:
-        url = shard_url(root, shard)
         if url is None:
             return open(regular_file(shard_path(root, shard)), "rb")  # the caller closes it
         return open_stream(url) if stream else open_ranged(url)
     except OSError as error:
-        raise ShardError(f"cannot read shard {shard}: {first_line(error)}") from None
+        # A store's client says no more of a missing object than its key.
+        missing = url is not None and isinstance(error, FileNotFoundError)
+        why = "no such object in the store" if missing else first_line(error)
+        raise ShardError(f"cannot read shard {shard}: {why}") from None
 
 
 def open_shard(root: Path, shard: str) -> tarfile.TarFile:

@@ -279,6 +279,54 @@ def test_a_damaged_shard_is_named_when_verified(ds):
         list(RainDataset(ds, crop=32, verify=True, shuffle=False))
 
 
+@pytest.mark.parametrize(
+    ("verify", "damage", "reading"),
+    [(True, "flipped", "stream_sha256"), (False, "cut", "open_shard")],
+    ids=["hashed", "headers"],
+)
+def test_a_damaged_shard_is_read_once_however_many_samples_skip_it(
+    ds, monkeypatch, verify, damage, reading
+):
+    # on_error="skip" meets each sample of a damaged shard, and each replacement tried in
+    # it: the shard is hashed (verify=True), or its headers read, once, not once for each
+    # (from a store, a whole download or a request per member each time).
+    samples = _samples(ds)
+    shard = samples.shard.value_counts().index[0]
+    data = bytearray((ds / shard).read_bytes())
+    if damage == "flipped":
+        data[-2000] ^= 0xFF
+    (ds / shard).write_bytes(bytes(data if damage == "flipped" else data[:600]))  # in a member
+    reads = Counter()
+    original = getattr(read_module, reading)
+
+    def counted(*arguments):
+        reads[reading] += 1
+        return original(*arguments)
+
+    monkeypatch.setattr(read_module, reading, counted)
+    dataset = RainDataset(ds, crop=32, verify=verify, on_error="skip")
+    with pytest.warns(SkippedSample) as said:
+        crops = list(dataset)
+    assert len(crops) == len(dataset) and len(said) == (samples.shard == shard).sum()
+    assert reads[reading] == samples.shard.nunique()
+
+
+def test_a_shard_unreadable_in_one_pass_is_tried_again_in_the_next(ds):
+    # A store's passing failure, or a shard mended meanwhile: the next epoch reads it.
+    samples = _samples(ds)
+    shard = samples.shard.value_counts().index[0]
+    whole = (ds / shard).read_bytes()
+    (ds / shard).write_bytes(whole[:600])
+    dataset = RainDataset(ds, crop=32, on_error="skip", shuffle=False)
+    with pytest.warns(SkippedSample):
+        list(dataset)
+    (ds / shard).write_bytes(whole)
+    dataset.set_epoch(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkippedSample)
+        assert len(list(dataset)) == len(dataset)
+
+
 def test_a_member_beyond_its_manifest_row_is_refused_unread(ds):
     samples = _samples(ds)
     row = samples[samples.format == "jpeg"].iloc[0]

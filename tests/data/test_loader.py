@@ -153,6 +153,30 @@ def test_a_resumed_epoch_gives_the_uninterrupted_batches_in_their_order(
         assert [_contents(batch) for batch in resumed] == whole[step:], f"after {step}"
 
 
+@pytest.mark.parametrize("options", [{"num_workers": 0}, {"num_workers": 2, "equal_ranks": True}])
+def test_an_epoch_left_by_a_break_is_passed_over_afresh_by_the_next_iteration(_dataset, options):
+    # As DataLoader's: a loop that leaves the epoch (a break, an exception it handles)
+    # and iterates the loader again gets the whole epoch, whose state counts only that
+    # pass (equal_ranks' length and a resume read the counts).
+    def loader() -> Loader:
+        made = Loader(RainDataset(_dataset, crop=24, seed=5), batch_size=2, **options)
+        made.set_epoch(2)
+        return made
+
+    whole = [_contents(batch) for batch in loader()]
+    left = loader()
+    _ = [_contents(batch) for batch in itertools.islice(left, 3)]
+    left.set_epoch(2)  # as a training loop does before each epoch
+    again = iter(left)
+    first = [_contents(next(again))]
+    state = left.state_dict()
+    again.close()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert first + [_contents(batch) for batch in resumed] == whole
+    assert [_contents(batch) for batch in left] == whole
+
+
 def test_a_state_of_another_layout_is_refused(_dataset):
     def loader(workers: int, world_size: int = 1) -> Loader:
         data = RainDataset(_dataset, crop=24, rank=0, world_size=world_size)

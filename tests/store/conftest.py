@@ -5,8 +5,10 @@ and fake credentials in the environment the way a user sets them (AWS_ENDPOINT_U
 STORAGE_EMULATOR_HOST, …); `s3_bucket` is for what only moto can do."""
 
 import itertools
+import json
 import logging
 import os
+import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,6 +28,25 @@ def s3_endpoint():
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture
+def s3_auth_after(s3_endpoint):
+    """`s3_auth_after(requests)`: make the local S3 endpoint check the key of every
+    request after `requests` more (moto's own switch; "testing" is no key it knows);
+    returns the setting it replaces."""
+
+    def auth_after(requests: str) -> str:
+        reset = urllib.request.Request(
+            f"{s3_endpoint}/moto-api/reset-auth",
+            data=requests.encode(),
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
+        with urllib.request.urlopen(reset) as answer:
+            return json.loads(answer.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
+
+    return auth_after
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -280,27 +279,14 @@ def test_messages_about_a_dataset_in_the_store_name_its_url(bucket, raw):
     assert str(refused.value).startswith(f"{url} was created with --split")
 
 
-def _auth_after(s3_endpoint: str, requests: str) -> str:
-    """Make the local S3 endpoint check the key of every request after `requests` more
-    (moto's own switch; "testing" is no key it knows); returns the setting it replaces."""
-    reset = urllib.request.Request(
-        f"{s3_endpoint}/moto-api/reset-auth",
-        data=requests.encode(),
-        headers={"Content-Type": "text/plain"},
-        method="POST",
-    )
-    with urllib.request.urlopen(reset) as answer:
-        return json.loads(answer.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
-
-
-def test_wrong_credentials_are_named_as_such(s3_bucket, s3_endpoint):
+def test_wrong_credentials_are_named_as_such(s3_bucket, s3_auth_after):
     """The store refuses the key (403): the error says to check the credentials (moto's
     own switch makes it refuse)."""
-    before = _auth_after(s3_endpoint, "0")  # every request from now on is checked
+    before = s3_auth_after("0")  # every request from now on is checked
     try:
         result = CliRunner().invoke(main, ["stats", f"{s3_bucket}/ds"])
     finally:
-        _auth_after(s3_endpoint, before)
+        s3_auth_after(before)
     assert result.exit_code == 1
     assert "check the credentials (AWS_ACCESS_KEY_ID" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -308,7 +294,7 @@ def test_wrong_credentials_are_named_as_such(s3_bucket, s3_endpoint):
 
 @pytest.mark.parametrize("credentials", ["refused", "none"])
 def test_captures_the_reader_may_not_read_end_the_ingest_and_none_is_rejected(
-    s3_bucket, s3_endpoint, tmp_path, credentials
+    s3_bucket, s3_auth_after, tmp_path, credentials
 ):
     """The driver lists the captures in the store, but the process that reads them (a
     Ray worker whose `ray start` had no credentials, say) has a key the store refuses, or
@@ -330,7 +316,7 @@ def test_captures_the_reader_may_not_read_end_the_ingest_and_none_is_rejected(
         def listed_then_barred(inputs):
             found = listed(inputs)
             if credentials == "refused":
-                refusing.append(_auth_after(s3_endpoint, "0"))
+                refusing.append(s3_auth_after("0"))
                 return found
             for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
                 barred.delenv(name)
@@ -346,7 +332,7 @@ def test_captures_the_reader_may_not_read_end_the_ingest_and_none_is_rejected(
                 ingest([f"{s3_bucket}/raw"], tmp_path / "ds", OPTIONS)
         finally:
             for before in refusing:
-                _auth_after(s3_endpoint, before)
+                s3_auth_after(before)
     assert "\n" not in str(stopped.value)
     forget_credentials()
     summary = ingest([f"{s3_bucket}/raw"], tmp_path / "ds", OPTIONS)

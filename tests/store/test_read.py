@@ -150,6 +150,55 @@ def test_a_kept_index_not_as_the_reader_wrote_it_is_read_again(url, local_ds, ke
         assert torch.equal(crop, remote[key])
 
 
+def test_a_shard_replaced_in_the_store_is_read_afresh_once_mended(url, local_ds):
+    # Other bytes stood under a shard's key for a while (another writer's, killed before
+    # it committed: docs/cluster.md): the loader fails on them, and once the shard is
+    # uploaded again it reads the shard, not by the other bytes' index kept meanwhile.
+    fs = filesystem(url)[0]
+    shard = RainDataset(local_ds, filters=_rainy()).samples["shard"].iloc[0]
+    other = next(name for name in _shards(local_ds) if name != shard)
+    fs.pipe_file(_key(url, shard), (local_ds / other).read_bytes())
+    with pytest.raises(ShardError, match=f"^{shard}: no member "):
+        _crops(url)
+    fs.pipe_file(_key(url, shard), (local_ds / shard).read_bytes())
+    local, remote = _crops(local_ds), _crops(url)
+    assert local.keys() == remote.keys()
+    for key, crop in local.items():
+        assert torch.equal(crop, remote[key])
+
+
+def test_a_shard_gone_from_the_store_is_named_in_one_line(url, local_ds):
+    dataset = RainDataset(url, crop=32, shuffle=False, filters=_rainy())
+    shard = dataset.samples["shard"].iloc[0]
+    samples = iter(DataLoader(dataset, batch_size=None))
+    next(samples)  # the shard is open, its headers read
+    filesystem(url)[0].rm_file(_key(url, shard))
+    with pytest.raises(ShardError, match=f"^{shard}:[0-9a-f]+\\.[a-z]+: cannot read it: "):
+        list(samples)
+    with pytest.raises(ShardError, match=f"^cannot read shard {shard}: no such object in the"):
+        _crops(url)
+
+
+def test_credentials_refused_in_the_middle_of_an_epoch_say_so_in_one_line(
+    s3_bucket, local_ds, s3_auth_after
+):
+    """Credentials that stop working while a job trains (they expire, say), once the
+    loader has opened a shard: one line saying to check them, not the client's error."""
+    target = f"{s3_bucket}/ds"
+    fs, path = filesystem(target)
+    fs.put(str(local_ds), path, recursive=True)
+    dataset = RainDataset(target, crop=32, shuffle=False, filters=_rainy())
+    samples = iter(DataLoader(dataset, batch_size=None))
+    next(samples)  # the shard is open, its headers read
+    before = s3_auth_after("0")
+    try:
+        with pytest.raises(StoreError, match="; check the credentials") as refused:
+            list(samples)
+    finally:
+        s3_auth_after(before)
+    assert "\n" not in str(refused.value)
+
+
 def _rainy():
     from rainbench.data import Filters
 
