@@ -84,11 +84,15 @@ def estimate(
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     infinite = int(np.isinf(values).sum())
-    finite_sum = float(values[np.isfinite(values)].sum())
+    # Summed in sorted order: the same values in another row order give the same mean to
+    # the last bit, so that two methods with the same scores tie.
+    ordered = np.sort(values)
+    mean = float(ordered.mean())
+    finite_sum = float(ordered[np.isfinite(ordered)].sum())
     # One image, or one sequence's frames: no spread to draw from (every resample of one
     # image is that image, an interval of width 0 that claims certainty).
     if n == 1 or (units is not None and not units.any()):
-        return Estimate(float(values.mean()), math.nan, math.nan, n, infinite, finite_sum)
+        return Estimate(mean, math.nan, math.nan, n, infinite, finite_sum)
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_INDICES // n)
     if units is None:
@@ -110,7 +114,7 @@ def estimate(
     # the interval's ends are resample means themselves.
     method = "inverted_cdf" if infinite else "linear"
     low, high = np.quantile(means, [tail, 1 - tail], method=method)
-    return Estimate(float(values.mean()), float(low), float(high), n, infinite, finite_sum)
+    return Estimate(mean, float(low), float(high), n, infinite, finite_sum)
 
 
 def _weighted_means(counts: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -178,6 +178,20 @@ def format_value(value: float | None, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """`names` (tables' anchors or labels, made from their titles) unique in one page: a
+    name taken by an earlier one gets -2, -3, … in order, where titles differ only in
+    what a name leaves out (rain_x and rain-x), so that each link finds its own table."""
+    unique: list[str] = []
+    for name in names:
+        found, count = name, 1
+        while found in unique:
+            count += 1
+            found = f"{name}-{count}"
+        unique.append(found)
+    return unique
+
+
 def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.upper())
 

@@ -43,6 +43,7 @@ from rainbench.leaderboard.cells import (
     short_sha,
     table_cells,
     unavailable_text,
+    unique_names,
     unranked_text,
 )
 from rainbench.leaderboard.charts import Point, Series, bar_chart, scatter_chart
@@ -88,6 +89,7 @@ def render_html(results: Results) -> str:
     models = sorted({run.model for run in results.runs})
     colors = {model: PALETTE[i % len(PALETTE)] for i, model in enumerate(models)}
     validities = validity_by_split(tables)
+    anchors = unique_names([_anchor(t) for t in tables])
     body = [
         "<header>",
         "<h1>rainbench leaderboard</h1>",
@@ -95,9 +97,15 @@ def render_html(results: Results) -> str:
         "</header>",
         _how_to_read(tables, bool(validities)),
         "<nav><ol>",
-        *(f'<li><a href="#{_anchor(t)}">{escape(t.title)}</a></li>' for t in tables),
+        *(
+            f'<li><a href="#{anchor}">{escape(t.title)}</a></li>'
+            for t, anchor in zip(tables, anchors, strict=True)
+        ),
         "</ol></nav>",
-        *(_section(table, results, colors, validities) for table in tables),
+        *(
+            _section(table, anchor, results, colors, validities)
+            for table, anchor in zip(tables, anchors, strict=True)
+        ),
         f"<footer>Made by rainbench {escape(__version__)} from {len(results.runs)} result "
         f"files in {' and '.join(f'<code>{escape(name)}</code>' for name in results.names)}."
         "</footer>",
@@ -177,6 +185,7 @@ def _anchor(table: SplitTable) -> str:
 
 def _section(
     table: SplitTable,
+    anchor: str,
     results: Results,
     colors: dict[str, str],
     validities: dict[tuple[str, str], SplitValidity],
@@ -185,7 +194,7 @@ def _section(
     meta = [counted(table.images, "image"), f"ranked by {primary_label(table)}"]
     meta += [f"metric protocol v{v}" for v in table.protocol_versions]
     parts = [
-        f'<section class="split" id="{_anchor(table)}">',
+        f'<section class="split" id="{anchor}">',
         f'<h2>{escape(table.title)}<span class="kind {table.kind}">{kind_label(table)}</span></h2>',
         f'<p class="meta">{escape(" · ".join(meta))}</p>',
         f'<div class="table-wrap">{_table(table, colors, validity)}</div>',

@@ -16,6 +16,7 @@ from rainbench.leaderboard.cells import (
     kind_label,
     metric_label,
     table_cells,
+    unique_names,
     unranked_text,
 )
 from rainbench.leaderboard.ranking import SplitTable, leaderboard_tables
@@ -39,12 +40,13 @@ def render_latex(results: Results) -> str:
         f"% rainbench leaderboard, made by rainbench {__version__}; needs \\usepackage{{booktabs}}"
     ]
     blocks += [
-        _latex_table(table, validities.get((table.dataset, table.split))) for table in tables
+        _latex_table(table, validities.get((table.dataset, table.split)), label)
+        for table, label in zip(tables, _labels(tables), strict=True)
     ]
     return "\n\n".join(blocks) + "\n"
 
 
-def _latex_table(table: SplitTable, validity: SplitValidity | None) -> str:
+def _latex_table(table: SplitTable, validity: SplitValidity | None, label: str) -> str:
     ranked = f", ranked by {metric_label(table.primary)}" if table.primary else ""
     images = counted(table.images, "image")
     caption = (
@@ -70,7 +72,7 @@ def _latex_table(table: SplitTable, validity: SplitValidity | None) -> str:
         "\\begin{table}[t]",
         "\\centering",
         f"\\caption{{{caption}}}",
-        f"\\label{{tab:{_label(table)}}}",
+        f"\\label{{tab:{label}}}",
         f"\\begin{{tabular}}{{{columns}}}",
         "\\toprule",
     ]
@@ -175,5 +177,8 @@ def _tex_arrow(lower_is_better: bool) -> str:
     return "$\\downarrow$" if lower_is_better else "$\\uparrow$"
 
 
-def _label(table: SplitTable) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", table.title).strip("-").lower()
+def _labels(tables: list[SplitTable]) -> list[str]:
+    # Unique: 雨 / test and 雪 / test both give test, and a \ref finds only one of them.
+    return unique_names(
+        [re.sub(r"[^A-Za-z0-9]+", "-", table.title).strip("-").lower() for table in tables]
+    )

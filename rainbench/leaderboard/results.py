@@ -168,7 +168,12 @@ def load_results(results_dirs: Path | Sequence[Path]) -> Results:
     only one of them."""
     if isinstance(results_dirs, str | Path):
         return _load_one(Path(results_dirs))
-    loaded = [_load_one(Path(path)) for path in dict.fromkeys(results_dirs)]
+    # One folder named twice (res and /home/me/res, or a link to it) is read once, not
+    # refused as holding every run twice.
+    folders: dict[Path, Path] = {}
+    for path in map(Path, results_dirs):
+        folders.setdefault(path.resolve(), path)
+    loaded = [_load_one(path) for path in folders.values()]
     if not loaded:
         raise LeaderboardError("no results directory given")
     seen: dict[tuple[str, str, str], Path] = {}

@@ -1364,6 +1364,19 @@ def test_several_results_folders_make_one_leaderboard(tmp_path, write_run):
     assert f"guided/ds/test is in both {ours} and {theirs}" in clash.output
 
 
+def test_one_results_folder_named_twice_is_read_once(tmp_path, write_run):
+    ours = tmp_path / "ours"
+    write_run(ours, "guided", "ds", "test", kind="real", metrics={"niqe": [5.0] * 3})
+    (tmp_path / "link").symlink_to(ours)
+    with contextlib.chdir(tmp_path):
+        for again in (ours, Path("link")):
+            board = CliRunner().invoke(
+                main, ["leaderboard", "--results", "ours", "--results", str(again)]
+            )
+            assert board.exit_code == 0, board.output
+            assert board.output.count("| guided 1.0 |") == 1
+
+
 def test_on_ray_the_actors_find_the_outputs_named_here(tmp_path, ds, monkeypatch):
     # An actor builds its source in its worker's folder: `--outputs derained/` must not
     # be looked for there.

@@ -73,3 +73,23 @@ def test_page_renders_cleanly_in_chromium(results_dir, tmp_path, browser_tooling
     width, height = _png_size(data)
     assert width == WIDTH
     assert height > 900
+
+
+def test_a_name_as_long_as_a_folders_fits_the_window(tmp_path, write_run, browser_tooling):
+    # One word of 250 characters (a folder's name takes 255 bytes): the lead, the nav, the
+    # section's title, the model cell, the strip's head and the footer all hold it.
+    sync_playwright, executable = browser_tooling
+    results = tmp_path / ("R" * 250)
+    for model in ("M" * 250, "dcp"):
+        write_run(results, model, "D" * 250, "test", kind="real", metrics={"niqe": [3.0, 4.0]})
+    page_path = write_leaderboard(results, "html", tmp_path / "leaderboard.html")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+            page.goto(page_path.as_uri(), wait_until="load")
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            width = page.evaluate("document.documentElement.scrollWidth")
+        finally:
+            browser.close()
+    assert width <= WIDTH, "a long name overflows a 1280 px window"

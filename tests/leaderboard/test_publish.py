@@ -150,6 +150,27 @@ def test_ties_share_a_rank(tmp_path, write_run):
     assert [row.model for row in table.rows] == ["b", "c", "a", "d"]
 
 
+def test_the_same_scores_in_another_row_order_tie(tmp_path, write_run):
+    # Summed in row order, these means differ in their last bit (20.6652 and
+    # 20.665200000000006): a ranked 2nd behind b with the same scores, and only b bold.
+    psnr = [29.109, 18.094, 11.229, 10.496, 34.398]
+    keys = [f"k{i}" for i in range(len(psnr))]
+    write_run(tmp_path, "a", "ds", "syn", kind="synthetic", metrics={"psnr_y": psnr}, keys=keys)
+    write_run(
+        tmp_path,
+        "b",
+        "ds",
+        "syn",
+        kind="synthetic",
+        metrics={"psnr_y": psnr[::-1]},
+        keys=keys[::-1],
+    )
+    table = _table(tmp_path, "syn")
+    assert _ranks(table) == {"a": 1, "b": 1}
+    assert table.rows[0].estimates["psnr_y"].mean == table.rows[1].estimates["psnr_y"].mean
+    assert render_markdown(load_results(tmp_path)).count("**20.67**") == 2  # both bold
+
+
 def test_per_rain_type_columns(results_dir):
     table = _table(results_dir, "test")
     assert table.rain_types == ("drizzle", "streak", "storm", "fog-like", "untagged")
@@ -489,6 +510,19 @@ def test_html_escapes_names(tmp_path, write_run):
     write_run(tmp_path, "<b>&bold", "ds", "test", kind="real", metrics={"niqe": [3.0]})
     page = render_html(load_results(tmp_path))
     assert "&lt;b&gt;&amp;bold" in page and "<b>&bold" not in page
+
+
+def test_html_anchors_and_latex_labels_are_one_per_table(tmp_path, write_run):
+    # Each pair of titles makes one anchor (rain_x, rain-x) or one label (雨, 雪) alike.
+    for dataset in ("rain_x", "rain-x", "雨", "雪"):
+        write_run(tmp_path, "m", dataset, "test", kind="real", metrics={"niqe": [3.0]})
+    results = load_results(tmp_path)
+    page = render_html(results)
+    anchors = re.findall(r'<section class="split" id="([^"]*)"', page)
+    assert len(anchors) == len(set(anchors)) == 4
+    assert re.findall(r'<li><a href="#([^"]*)"', page) == anchors
+    labels = re.findall(r"\\label\{([^}]*)\}", render_latex(results))
+    assert len(labels) == len(set(labels)) == 4
 
 
 def test_html_provenance_says_where_a_derainers_code_came_from(tmp_path, write_run):
@@ -931,7 +965,7 @@ GOLDEN = {
     "md": "8c08f4adde2c51be643cea1074c7f55859a31b83d089d572599b086260033e76",
     "csv": "d1db5a1b82516b1308b377a1d71c63963c22b17615fca76d4cc9aadaf026b9a5",
     "latex": "6f3235730d6d6d98464c33747a2647199d86d3b666bd2720eddf275cf834a391",
-    "html": "0c0219fb6bde18cd86a67d71211638776b588152d607efd403e245e94212fcbf",
+    "html": "fc45e80dff8fab0450bf72eee5e1a049cd13c8e55c73b1b24792baf0ad53c2cf",
 }
 
 
