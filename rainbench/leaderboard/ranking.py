@@ -120,8 +120,9 @@ def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
     rain_types = _rain_types(runs) if kind == "real" and primary else ()
     rows = [_row(run, metrics, primary, rain_types) for run in runs]
     latest = _latest_split(runs)
+    newest = max((_protocol(run) for run in runs if _protocol(run) is not None), default=None)
     scored = {key for run in runs for key in _scored_keys(run, primary)}
-    rows = [replace(row, unranked=_unranked(row, primary, latest, scored)) for row in rows]
+    rows = [replace(row, unranked=_unranked(row, primary, latest, newest, scored)) for row in rows]
     ranked = _rank(rows, primary, lower_is_better)
     return SplitTable(
         dataset=dataset,
@@ -257,10 +258,19 @@ def _scored_keys(run: Run, primary: str | None) -> set[str]:
     return set(ok.loc[ok[primary].notna(), "key"])
 
 
-def _unranked(row: Row, primary: str | None, latest: str | None, scored: set[str]) -> str | None:
+def _protocol(run: Run) -> int | None:
+    """The metric protocol version a run's values follow; None when it recorded none."""
+    found = (run.provenance or {}).get("metric_protocol_version")
+    return int(found) if isinstance(found, int | str) and str(found).isdigit() else None
+
+
+def _unranked(
+    row: Row, primary: str | None, latest: str | None, newest: int | None, scored: set[str]
+) -> str | None:
     """Why a row is not ranked: a rank compares every method on the same images, all of
-    them scored, none of them seen in training; None when it is ranked. `scored`: the
-    images some run has a value of `primary` for; one no run has is no one's loss."""
+    them scored, none of them seen in training, by the same metric protocol (`newest`, the
+    split's runs' newest); None when it is ranked. `scored`: the images some run has a
+    value of `primary` for; one no run has is no one's loss."""
     if primary is None:
         return "no metric was computed on this split"
     images = counted(row.images_ok + row.images_failed, "image")
@@ -282,6 +292,12 @@ def _unranked(row: Row, primary: str | None, latest: str | None, scored: set[str
         return f"{primary} was not computed on {len(missing)} of {images}"
     if not row.estimates[primary].present:
         return f"{primary} was not computed on any of its {images}"
+    protocol = _protocol(row.run)
+    if protocol is not None and newest is not None and protocol < newest:
+        return (
+            f"its values follow metric protocol {protocol}, the newest run's {newest}; run "
+            "rainbench eval --rescore-stale for it again"
+        )
     if latest and split and split != latest:
         return (
             f"it was scored on another version of the split (split {split[:12]}, the latest "

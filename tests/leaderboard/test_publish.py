@@ -259,6 +259,28 @@ def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
     assert float(perfect_rows[0]["mean"]) == inf
 
 
+def test_a_run_under_an_older_metric_protocol_is_shown_not_ranked(tmp_path, write_run):
+    # Values by another protocol (another crop, rounding or colour conversion) are not
+    # comparable: ranking them together let a protocol change decide a rank.
+    def run(model, niqe, protocol):
+        path = write_run(tmp_path, model, "ds", "test", kind="real", metrics={"niqe": niqe})
+        sidecar = path.with_suffix(".json")
+        provenance = json.loads(sidecar.read_text())
+        provenance["metric_protocol_version"] = protocol
+        sidecar.write_text(json.dumps(provenance))
+
+    run("new", [5.0, 5.0], 2)
+    run("old", [1.0, 1.0], 1)  # better by the old protocol's values
+    run("also-new", [6.0, 6.0], 2)
+    table = _table(tmp_path, "test")
+    assert _ranks(table) == {"new": 1, "also-new": 2, "old": None}
+    reasons = {row.model: row.unranked for row in table.rows}
+    assert reasons["old"] == (
+        "its values follow metric protocol 1, the newest run's 2; run rainbench eval "
+        "--rescore-stale for it again"
+    )
+
+
 def test_a_rank_compares_only_runs_that_scored_every_image_of_the_same_split(tmp_path, write_run):
     def run(model, niqe, **options):
         return write_run(
