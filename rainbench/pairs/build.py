@@ -623,13 +623,23 @@ class _BurstFrames:
 
     def _still(self, row: dict) -> np.ndarray:
         fmt = FORMATS[row["format"]]
-        # A RAW capture's pixels are its rendered preview; anything else is decoded as stored.
-        ext, fmt, stored = (
-            (PREVIEW, FORMATS["jpeg"], None) if fmt.raw else (fmt.ext, fmt, row["bytes"])
+        # A RAW capture's pixels are its rendered preview; anything else is decoded as stored,
+        # only if its bytes are the manifest's, as a video's are.
+        ext, fmt, stored, sha256 = (
+            (PREVIEW, FORMATS["jpeg"], None, None)
+            if fmt.raw
+            else (fmt.ext, fmt, row["bytes"], row["sha256"])
         )
         with open_shard(self._root, row["shard"]) as tar:
             image = read_upright(
-                tar, row["shard"], member(row["key"], ext), fmt, row["width"], row["height"], stored
+                tar,
+                row["shard"],
+                member(row["key"], ext),
+                fmt,
+                row["width"],
+                row["height"],
+                stored,
+                sha256,
             )
         return np.asarray(image.convert("RGB"))
 

@@ -67,6 +67,9 @@ class RenderTask:
     bytes: int | None  # the manifest's bounds on reading the member
     width: int
     height: int
+    # The manifest's digest of the member, where it is the capture as stored: a damaged
+    # capture fails its renders rather than baking the damage into their ground truth.
+    sha256: str | None
 
 
 def synthesize(root: str | Path, options: SynthOptions, progress: bool = False) -> PairsSummary:
@@ -152,7 +155,7 @@ def _made(split: str, layer: str, seed: int, max_side: int) -> str:
 
 def _sources(dataset: Dataset, options: SynthOptions) -> list[dict]:
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
-    columns = ["key", "shard", "split", "layer", "kind", "members", "format", "bytes"]
+    columns = ["key", "shard", "split", "layer", "kind", "members", "format", "bytes", "sha256"]
     # A video is no picture to render on; its frames are paired by `rainbench pairs`.
     rows = [
         row
@@ -176,10 +179,10 @@ def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, ind
     members = source["members"]
     # A RAW capture's pixels are its rendered preview; anything else is decoded as stored,
     # its size known from the manifest.
-    ext, fmt, stored_bytes = (
-        (PREVIEW, "jpeg", None)
+    ext, fmt, stored_bytes, sha256 = (
+        (PREVIEW, "jpeg", None, None)
         if PREVIEW in members
-        else (members[0], source["format"], source["bytes"])
+        else (members[0], source["format"], source["bytes"], source["sha256"])
     )
     return PairJob(
         split=options.split(recipe),
@@ -201,6 +204,7 @@ def _job(dataset: Dataset, source: dict, recipe: str, options: SynthOptions, ind
             stored_bytes,
             source["width"],
             source["height"],
+            sha256,
         ),
     )
 
@@ -235,7 +239,7 @@ def _read_source(task: RenderTask) -> Image.Image:
     with open_shard(task.root, task.shard) as archive:
         fmt = FORMATS[task.format]
         return read_upright(
-            archive, task.shard, task.member, fmt, task.width, task.height, task.bytes
+            archive, task.shard, task.member, fmt, task.width, task.height, task.bytes, task.sha256
         )
 
 

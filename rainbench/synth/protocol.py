@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from rainbench.files import file_sha256, regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.synth.importers import REAL_PAIRED, LayoutProblem, PairSource
+from rainbench.wording import counted
 
 # What a protocol check reports; any of these keeps the split out of the dataset.
 MISMATCHES = frozenset(
@@ -116,21 +117,22 @@ def check_protocol(
     if write and found:
         kinds = ", ".join(sorted({problem.kind for problem in found}))
         detail = (
-            f"{split.checksums.name} not written: finding the pairs met {len(found)} "
-            f"problems ({kinds}); a list is written only from a download whose every file pairs"
+            f"{split.checksums.name} not written: finding the pairs met "
+            f"{counted(len(found), 'problem')} ({kinds}); a list is written only from a "
+            "download whose every file pairs"
         )
         problems.append(LayoutProblem("checksums-not-written", ".", detail))
     if write and not problems:
         _write_checksums(split, files, sha256)
     if not split.checksums.exists():
-        checked = "the pair count was" if split.pairs is not None else "nothing could be"
+        checked = "only the pair count was" if split.pairs is not None else "nothing could be"
         fix = (
             "it was not written, for the problems above"
             if write
             else "write it once from a download with --write-checksums"
         )
         detail = (
-            f"{split.title} has no checksum list yet ({split.checksums.name}), so only "
+            f"{split.title} has no checksum list yet ({split.checksums.name}), so "
             f"{checked} checked; {fix}"
         )
         return [*problems, LayoutProblem(NO_CHECKSUMS, ".", detail)]

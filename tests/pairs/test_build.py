@@ -5,6 +5,7 @@ scored by eval; re-runs, determinism and bad requests."""
 import io
 import json
 import shutil
+import tarfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -151,6 +152,27 @@ def test_a_burst_of_stills_is_a_sequence_too(tmp_path, write_burst):
     rows = _pairs(ds)
     assert summary.stored["lab-pairs"] == len(rows) >= 1
     assert verify(Dataset(ds), 1) == []
+
+
+def test_a_burst_still_whose_bytes_are_not_the_manifests_pairs_nothing(tmp_path, write_burst):
+    # Bytes changed in place: the tar reads and the JPEG still decodes, to other pixels,
+    # which would go into every estimate of the window as a video's never do.
+    rendered = render_rain_video(_still(5), "drizzle", 8, seed=2, shake=0.0, moving_object=False)
+    write_burst(tmp_path / "raw", rendered.frames)
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    still = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES).to_pylist()[0]
+    name = member(still["key"], still["members"][0])
+    with tarfile.open(ds / still["shard"]) as archive:
+        offset = archive.getmember(name).offset_data
+    with open(ds / still["shard"], "r+b") as shard:
+        shard.seek(offset + still["bytes"] // 2)
+        shard.write(bytes(64))
+
+    summary = build_pairs(ds, PairsOptions(workers=1))
+
+    assert not summary.stored["lab-pairs"] and summary.failed
+    assert all("its bytes are not the manifest's" in why for _, why in summary.failed)
 
 
 def test_a_burst_shot_in_raw_and_jpeg_is_paired_once_from_its_jpegs(tmp_path):

@@ -377,6 +377,27 @@ def test_cli(ds, tmp_path):
     assert runner.invoke(main, ["synth"]).exit_code == 2
 
 
+def test_a_capture_whose_bytes_are_not_the_manifests_fails_its_renders(ds):
+    # Bytes changed in place: the tar reads and the JPEG still decodes, to other pixels,
+    # which would be stored as the pairs' ground truth.
+    samples = pd.read_parquet(ds / "manifests/samples.parquet").sort_values("key")
+    source = samples.iloc[0]
+    name = f"{source.key}.{source.members[0]}"
+    with tarfile.open(ds / source.shard) as archive:
+        offset = archive.getmember(name).offset_data
+    with open(ds / source.shard, "r+b") as shard:
+        shard.seek(offset + source.bytes // 2)
+        shard.write(bytes(64))
+
+    summary = synthesize(ds, replace(OPTIONS, recipes=("drizzle",)))
+
+    assert dict(summary.stored) == {"syn-drizzle": 4}
+    ((job, why),) = summary.failed
+    assert source.key in job and why.endswith(
+        "its bytes are not the manifest's (run rainbench verify)"
+    )
+
+
 def test_a_run_whose_every_render_fails_fails_the_command(ds, monkeypatch):
     from click.testing import CliRunner
 

@@ -75,7 +75,9 @@ def test_without_a_list_only_the_count_is_checked_and_one_line_says_so(protocol_
     ]
     no_count = protocol_split(protocol_file(pairs=None), "gt-rain-test")
     (note,) = check_protocol(no_count, root, pairs)
-    assert "nothing could be checked" in note.detail
+    assert "has no checksum list yet (gt-rain-test.sha256), so nothing could be checked;" in (
+        note.detail
+    )
 
 
 def test_checksums_written_once_then_verified(protocol_file, test_set):
@@ -179,7 +181,7 @@ def test_no_list_is_written_when_finding_the_pairs_met_problems(protocol_file, t
     problems = check_protocol(split, root, pairs, write=True, found=found)
 
     assert kinds(problems) == [("checksums-not-written", "."), (NO_CHECKSUMS, ".")]
-    assert "met 1 problems (missing-rain)" in problems[0].detail
+    assert "met 1 problem (missing-rain)" in problems[0].detail
     assert "checksums-not-written" in MISMATCHES
     assert not split.checksums.exists()
 
