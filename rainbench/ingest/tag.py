@@ -345,13 +345,15 @@ _PARTS_PER_WORKER = 4
 
 @dataclass(frozen=True)
 class Stale:
-    """A capture to measure again, with the manifest's sizes that bound reading it."""
+    """A capture to measure again, with the manifest's sizes that bound reading it and
+    its digest: bytes damaged in place are not measured as if they were the capture."""
 
     key: str
     format: str
     bytes: int | None
     width: int | None
     height: int | None
+    sha256: str | None
 
 
 def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: TagSummary) -> None:
@@ -364,7 +366,7 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
             if row["features_version"] == FEATURES_VERSION:
                 summary.unusable.append(row["key"])
             stale.setdefault(row["shard"], []).append(
-                Stale(row["key"], row["format"], row["bytes"], row["width"], row["height"])
+                Stale(*(row[c] for c in ("key", "format", "bytes", "width", "height", "sha256")))
             )
     if not stale:
         return
@@ -425,10 +427,10 @@ def previews(root: Path, shard: str, members: list[Stale]) -> Iterator[tuple[str
             name = member(stale.key, fmt.ext)
             try:
                 if fmt.video:  # measured on its middle frame, as ingest did
-                    with open_member(tar, root, shard, name, limit) as video:
+                    with open_member(tar, root, shard, name, limit, stale.sha256) as video:
                         preview = reduce_for_preview(middle_frame(video, pixels))
                 else:
-                    data = read_member(tar, shard, name, limit)
+                    data = read_member(tar, shard, name, limit, stale.sha256)
                     preview = decode_capture(data, fmt, pixels).preview
             except (ShardError, CaptureRejected):
                 preview = None

@@ -125,6 +125,28 @@ def test_stored_features_that_are_no_measurement_are_measured_again(tagged):
         assert {c: again.loc[key, c] for c in columns} == {c: row[c] for c in columns}
 
 
+def test_a_capture_damaged_in_place_is_not_measured_as_if_it_were_the_capture(tagged):
+    # Its shard still reads, its JPEG may still decode: only its digest tells.
+    import tarfile
+
+    before = _spoil_features(tagged)
+    key = sorted(before)[0]
+    row = _samples(tagged).loc[key]
+    shard = tagged / row["shard"]
+    with tarfile.open(shard) as tar:
+        info = next(m for m in tar.getmembers() if m.name.startswith(key) and m.isfile())
+    data = bytearray(shard.read_bytes())
+    middle = info.offset_data + info.size // 2
+    data[middle : middle + 64] = bytes(64)
+    shard.write_bytes(bytes(data))
+
+    summary = tag_dataset(tagged)
+
+    assert summary.unmeasurable == [key]
+    assert summary.measured == len(before) - 1
+    assert pd.isna(_samples(tagged).loc[key, "rain_type"])
+
+
 def test_stored_features_that_are_no_measurement_and_cannot_be_decoded_are_reported(tagged):
     before = _spoil_features(tagged)
     for shard in tagged.glob("shards/**/*.tar"):
