@@ -2,7 +2,6 @@
 folders of images, and manage the offline weight files the no-reference metrics need."""
 
 import math
-import shlex
 from pathlib import Path
 
 import click
@@ -332,10 +331,8 @@ def _status_lines(found: list[WeightStatus], weights_dir: Path | None) -> list[s
     # A folder that is not there is most often a mistyped --weights-dir: said at once.
     absent = "" if folder.is_dir() else " (does not exist; import, fetch and extract-niqe make it)"
     lines = [f"weights directory: {folder}{absent}"]
-    # A command that provides a file puts it where --weights-dir says, as it says here.
-    into = f" --weights-dir {shlex.quote(str(folder))}" if weights_dir else ""
     for s in found:
-        where = str(s.path) if s.path else f"provide it: {s.file.command}{into}"
+        where = str(s.path) if s.path else f"provide it: {s.file.provide(weights_dir)}"
         lines.append(f"  {s.state:10s} {s.file.name} ({', '.join(s.file.metrics)}): {where}")
     return lines
 

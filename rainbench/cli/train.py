@@ -412,7 +412,8 @@ def cclgan_import_command(file, out) -> None:
 
 def _prepare_checkpoint_out(out: Path, source: Path, checkpoint_format: str) -> None:
     """An --out that exists is replaced only when it is an earlier import's checkpoint
-    (of `checkpoint_format`), never the file imported, nor any other file."""
+    (of `checkpoint_format`), never the file imported, nor any other file: a trained
+    run's checkpoint has the same format, but no `imported_from`."""
     from rainbench.models.base import CheckpointError, load_weights
 
     if out.exists() and out.samefile(source):  # a link to it too
@@ -426,6 +427,10 @@ def _prepare_checkpoint_out(out: Path, source: Path, checkpoint_format: str) -> 
             state = load_weights(path)
         except CheckpointError:
             return False
-        return isinstance(state, dict) and state.get("format") == checkpoint_format
+        return (
+            isinstance(state, dict)
+            and state.get("format") == checkpoint_format
+            and bool(state.get("imported_from"))
+        )
 
     prepare_out(out, f"a {checkpoint_format} checkpoint from an earlier import", ours)

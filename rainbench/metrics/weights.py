@@ -39,6 +39,8 @@ _PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resol
 FETCH_URL_ENV = "RAINBENCH_WEIGHTS_URL"
 VGG16_FILE = "vgg16-397923af.pth"
 CLIP_FILE = "ViT-B-32.pt"
+# OpenAI's ViT-B-32.pt, as openai/CLIP checks its download (its URL names it).
+OPENAI_VIT_B_32_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
 LARGEST_DOWNLOAD = 1 << 30  # bytes: the largest checkpoint is about 0.2 GB
 
 
@@ -63,6 +65,11 @@ class WeightFile:
         if self.sha256 is None:
             return "none published"
         return self.sha256 if len(self.sha256) == 64 else f"{self.sha256}…"
+
+    def provide(self, weights_dir: str | Path | None = None) -> str:
+        """The command that provides this file, into --weights-dir when one is given."""
+        folder = f" --weights-dir {shlex.quote(str(resolve_dir(weights_dir)))}"
+        return self.command + (folder if weights_dir else "")
 
     def check(self, path: Path) -> tuple[str | None, str]:
         """(sha256 as this file is identified, state): ok, mismatch or unverified."""
@@ -145,6 +152,7 @@ class WeightStatus:
     path: Path | None  # where it was found; None when missing
     sha256: str | None  # as computed here (see WeightFile.digest)
     state: str  # ok, mismatch, unverified (no published checksum) or missing
+    weights_dir: str | Path | None = None  # the --weights-dir that `provide` names, if any
 
     @property
     def present(self) -> bool:
@@ -158,7 +166,7 @@ class WeightStatus:
             "path": str(self.path) if self.path else None,
             "sha256": self.sha256,
             "expected": self.file.expected,
-            "provide": self.file.command,
+            "provide": self.file.provide(self.weights_dir),
         }
 
 
@@ -180,7 +188,8 @@ def pyiqa_cache_dir() -> Path:
 def status(weights_dir: str | Path | None = None) -> list[WeightStatus]:
     """Every known file: where it is found first (the weights directory, then pyiqa's
     cache) and whether its checksum holds."""
-    return [_status(file, resolve_dir(weights_dir)) for file in KNOWN_FILES.values()]
+    folder = resolve_dir(weights_dir)
+    return [_status(file, folder, weights_dir) for file in KNOWN_FILES.values()]
 
 
 def require(metric: str, weights_dir: str | Path | None = None) -> Path | None:
@@ -213,7 +222,7 @@ def required(metric: str, weights_dir: str | Path | None = None) -> WeightStatus
         return None
     folder = resolve_dir(weights_dir)
     found = _status(file, folder)
-    command = file.command + (f" --weights-dir {shlex.quote(str(folder))}" if weights_dir else "")
+    command = file.provide(weights_dir)
     if not found.present:
         raise MetricError(
             f"{metric} needs {file.name}, found in neither {folder} nor {pyiqa_cache_dir()}; "
@@ -245,8 +254,12 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
             f"{path} is not the expected {file.name} for {', '.join(file.metrics)}: "
             f"{_found(sha256)}, expected {file.expected} ({file.source})"
         )
-    if state == "unverified" and path.suffix == ".pth":
-        _check_loads(path, file, "nothing was imported")  # no checksum: at least plain tensors
+    # No checksum: at least plain tensors, or (ViT-B-32.pt) OpenAI's own TorchScript archive.
+    if state == "unverified" and sha256 != OPENAI_VIT_B_32_SHA256:
+        then = "nothing was imported"
+        if file.name == CLIP_FILE:
+            then = f"nor is it OpenAI's TorchScript (sha256 {OPENAI_VIT_B_32_SHA256[:8]}…); {then}"
+        _check_loads(path, file, then)
     dest = resolve_dir(weights_dir) / file.name
     if not (dest.exists() and dest.samefile(path)):
         # Shared: processes that hold no lock (two imports, an import beside a demo's
@@ -429,12 +442,12 @@ def _read_sdist_params(archive: Path, expected: str) -> tuple[np.ndarray, np.nda
         ) from None
 
 
-def _status(file: WeightFile, folder: Path) -> WeightStatus:
+def _status(file: WeightFile, folder: Path, weights_dir: str | Path | None = None) -> WeightStatus:
     for candidate in (folder / file.name, pyiqa_cache_dir() / file.name):
         if candidate.is_file():
             sha256, state = file.check(candidate)
-            return WeightStatus(file, candidate, sha256, state)
-    return WeightStatus(file, None, None, "missing")
+            return WeightStatus(file, candidate, sha256, state, weights_dir)
+    return WeightStatus(file, None, None, "missing", weights_dir)
 
 
 def _found(sha256: str | None) -> str:

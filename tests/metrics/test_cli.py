@@ -147,6 +147,10 @@ def test_metrics_and_weights_status(tmp_path):
     status = runner.invoke(main, ["weights", "status", "--weights-dir", str(tmp_path), "--json"])
     files = {f["file"]: f for f in json.loads(status.output)}
     assert files["niqe_modelparameters.mat"]["provide"].startswith("rainbench weights extract-niqe")
+    # The command says where the file must go, as the text does.
+    assert files["brisque_svm_weights.pth"]["provide"] == (
+        f"rainbench weights import brisque_svm_weights.pth --weights-dir {tmp_path}"
+    )
 
 
 def test_score_a_folder_with_special_files_and_names_that_are_not_utf8(tmp_path, folders):

@@ -296,6 +296,20 @@ def test_an_unverified_file_that_is_no_pytorch_file_is_refused(isolated, tmp_pat
     assert not (isolated / BRISQUE).exists()
 
 
+def test_a_clip_file_is_plain_tensors_or_openais_own(isolated, tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    source = tmp_path / weights.CLIP_FILE
+    source.write_bytes(b"not CLIP at all")
+    with pytest.raises(MetricError, match=r"nor is it OpenAI's TorchScript \(sha256 40d36571…\)"):
+        weights.import_file(source, isolated)
+    assert not (isolated / weights.CLIP_FILE).exists()
+    # OpenAI's archive (TorchScript: no plain tensors), known by its sha256, is imported.
+    monkeypatch.setattr(weights, "OPENAI_VIT_B_32_SHA256", weights.file_sha256(source))
+    assert weights.import_file(source, isolated).read_bytes() == source.read_bytes()
+    torch.save({"visual.proj": torch.zeros(2, 2)}, source)  # a state dict of CLIP: fine too
+    assert weights.import_file(source, isolated).read_bytes() == source.read_bytes()
+
+
 def test_an_unverified_file_that_would_inflate_beyond_memory_is_refused(isolated, tmp_path):
     torch = pytest.importorskip("torch")
     plain = tmp_path / "plain.pth"

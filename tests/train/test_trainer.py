@@ -297,6 +297,14 @@ def test_the_cli_trains_resumes_and_imports(tmp_path, _dataset):
     assert create_derainer("nlcl", checkpoint=tmp_path / "n.pt").derain(
         torch.rand(1, 3, 8, 8)
     ).shape == (1, 3, 8, 8)
+    # A trained run's checkpoints have the imported one's format, but no import made them.
+    for trained in (tmp_path / "run" / "nlcl.pt", tmp_path / "run" / "checkpoints" / "last.pt"):
+        before = trained.read_bytes()
+        refused = runner.invoke(
+            main, ["nlcl", "import-checkpoint", str(published), "--out", str(trained)]
+        )
+        assert refused.exit_code == 1 and "earlier import: not replaced" in refused.output
+        assert trained.read_bytes() == before
 
 
 def test_the_cli_sets_every_loss_weight_and_contrast_setting(tmp_path, _dataset):

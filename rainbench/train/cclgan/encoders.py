@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rainbench.files import file_sha256, regular_file
+from rainbench.metrics.weights import OPENAI_VIT_B_32_SHA256
 from rainbench.models.base import CheckpointError, load_weights
 from rainbench.shards.dataset import DatasetError
 
@@ -78,8 +79,6 @@ def semantic_encoder(name: str, random: bool, weights_dir: Path | None = None) -
     return encoder.eval().requires_grad_(False)
 
 
-# OpenAI's ViT-B-32.pt, as openai/CLIP checks its download (its URL names it).
-OPENAI_VIT_B_32_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
