@@ -358,8 +358,7 @@ def _judged(location: str, detector: dict, workers: int) -> list[dict]:
     by_key = {row["key"]: row for row in rows}
     parts: dict[str, list[Stale]] = {}
     for row in rows:
-        stale = Stale(row["key"], row["format"], row["bytes"], row["width"], row["height"])
-        parts.setdefault(row["shard"], []).append(stale)
+        parts.setdefault(row["shard"], []).append(Stale.of(row))
     tasks = [
         (dataset.root, shard, members[start : start + PART], detector)
         for shard, members in sorted(parts.items())

@@ -355,6 +355,13 @@ class Stale:
     height: int | None
     sha256: str | None
 
+    @classmethod
+    def of(cls, row: dict) -> "Stale":
+        """The capture of a samples.parquet row."""
+        return cls(
+            row["key"], row["format"], row["bytes"], row["width"], row["height"], row["sha256"]
+        )
+
 
 def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: TagSummary) -> None:
     """Decode (at preview scale) the captures whose features are missing, of another
@@ -365,9 +372,7 @@ def _measure_missing(dataset: Dataset, rows: list[dict], workers: int, summary: 
         if stored_features(row) is None:
             if row["features_version"] == FEATURES_VERSION:
                 summary.unusable.append(row["key"])
-            stale.setdefault(row["shard"], []).append(
-                Stale(*(row[c] for c in ("key", "format", "bytes", "width", "height", "sha256")))
-            )
+            stale.setdefault(row["shard"], []).append(Stale.of(row))
     if not stale:
         return
     by_key = {row["key"]: row for row in rows}

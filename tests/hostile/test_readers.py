@@ -522,7 +522,8 @@ def _regular(data: bytes):
 # Each the reason a frame is refused, which `pairs` records beside its sequence.
 BURST_FRAMES = {
     "symlink": (_symlink, "a symbolic link, not a regular file; refused"),
-    "not-a-jpeg": (_regular(b"\xff\xd8 not a jpeg"), "does not decode"),
+    # Other bytes than the manifest's are refused before they are decoded.
+    "not-a-jpeg": (_regular(b"\xff\xd8 not a jpeg"), "its bytes are not the manifest's"),
 }
 
 
