@@ -804,18 +804,9 @@ def _known_files(
     holds no Python object per row."""
     columns = ["source_root", "source_path", "source_size", "source_mtime_ns", "source_inode"]
     sticky = {str(reason) for reason in STICKY}
-    roots = pa.array({source.root for source in sources}, pa.string())
-    paths = pa.array({source.path for source in sources}, pa.string())
-
-    def of_sources(table: pa.Table) -> list[dict]:
-        found = pc.and_(
-            pc.is_in(table["source_root"], value_set=roots),
-            pc.is_in(table["source_path"], value_set=paths),
-        )
-        return table.filter(found).to_pylist()
-
-    rows = of_sources(samples.select(columns))
-    for row in of_sources(rejects):
+    files = {(source.root, source.path) for source in sources}
+    rows = samples.select(columns).filter(_maybe_of(samples, files)).to_pylist()
+    for row in rejects.filter(_maybe_of(rejects, files)).to_pylist():
         cap = caps.get(row["ingest_run"])
         cap = cap if isinstance(cap, int) else DEFAULT_MAX_PIXELS  # a run without one
         raised = row["reason"] == Reason.TOO_MANY_PIXELS and max_pixels > cap
@@ -825,15 +816,23 @@ def _known_files(
     return {(*(r[c] for c in columns[:4]), r["source_inode"] or 0) for r in rows}
 
 
+def _maybe_of(table: pa.Table, files: set[tuple[str, str]]) -> pa.ChunkedArray:
+    """Which rows of `table` may be of one of `files` (source_root, source_path): their
+    root is one of the files' and their path one of the files', checked on the columns;
+    a few such rows are of none (another file's root with a third's path)."""
+    roots = pa.array({root for root, _ in files}, pa.string())
+    paths = pa.array({path for _, path in files}, pa.string())
+    return pc.and_(
+        pc.is_in(table["source_root"], value_set=roots),
+        pc.is_in(table["source_path"], value_set=paths),
+    )
+
+
 def _without_files(table: pa.Table, files: set[tuple[str, str]]) -> pa.Table:
     """The rows of `table` whose (source_root, source_path) is none of `files`: only the
     rows of their roots and paths are looked at as Python objects."""
     columns = ["source_root", "source_path"]
-    maybe = pc.and_(
-        pc.is_in(table["source_root"], value_set=pa.array({f[0] for f in files}, pa.string())),
-        pc.is_in(table["source_path"], value_set=pa.array({f[1] for f in files}, pa.string())),
-    )
-    rows = pc.indices_nonzero(maybe)
+    rows = pc.indices_nonzero(_maybe_of(table, files))
     found = table.select(columns).take(rows).to_pylist()
     gone = [
         number
