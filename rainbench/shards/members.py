@@ -12,6 +12,8 @@ import shutil
 import tarfile
 import tempfile
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +28,7 @@ from rainbench.errors import first_line
 from rainbench.files import leads_inside, regular_file
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.manifest import SHARD
-from rainbench.store import STREAM_BLOCK, mirrored_url, open_ranged, open_stream
+from rainbench.store import STREAM_BLOCK, mirrored_url, open_ranged, open_stream, unusable
 
 # A member whose size the manifest does not give (a RAW's preview, a pair's PNGs) may
 # hold its pixels at 8 bytes each (16-bit RGBA, uncompressed) and this much metadata.
@@ -51,6 +53,9 @@ TAR_ERRORS = (OSError, tarfile.TarError, EOFError, ValueError, OverflowError)
 _NAMED: "weakref.WeakKeyDictionary[tarfile.TarFile, dict[str, tarfile.TarInfo]]" = (
     weakref.WeakKeyDictionary()
 )
+# Each open shard read from a store by its URL there: a failure reading one of its
+# members may be the store refusing this process (`_reading`), which no member is to blame for.
+_URLS: "weakref.WeakKeyDictionary[tarfile.TarFile, str]" = weakref.WeakKeyDictionary()
 
 
 class ShardError(DatasetError):
@@ -98,13 +103,29 @@ def open_shard_file(root: Path, shard: str, stream: bool = False):
 def open_shard(root: Path, shard: str) -> tarfile.TarFile:
     """The shard as an uncompressed tar (nothing in it is inflated); see `shard_path`.
     From a store, only the headers and the members read are fetched."""
-    try:
-        if shard_url(root, shard) is None:
+    url = shard_url(root, shard)
+    with _reading(url, f"cannot read shard {shard}"):
+        if url is None:
             return tarfile.open(regular_file(shard_path(root, shard)), "r:")
         # The store's file object holds no descriptor: it goes with the tar.
-        return tarfile.open(fileobj=open_shard_file(root, shard), mode="r:")
-    except TAR_ERRORS as error:
-        raise ShardError(f"cannot read shard {shard}: {tar_failure(error)}") from None
+        tar = tarfile.open(fileobj=open_shard_file(root, shard), mode="r:")  # noqa: SIM115
+    _URLS[tar] = url
+    return tar
+
+
+@contextmanager
+def _reading(url: str | None, what: str) -> Iterator[None]:
+    """A failure reading a shard, from the store at `url` (None: a local file), as one
+    line: the store's refusal of this process as `store.unusable` says it (check the
+    credentials), else one of `TAR_ERRORS` as a ShardError saying `what`."""
+    try:
+        yield
+    except Exception as error:
+        if url is not None and (barred := unusable(url, error)) is not None:
+            raise barred from None
+        if isinstance(error, TAR_ERRORS):
+            raise ShardError(f"{what}: {tar_failure(error)}") from None
+        raise
 
 
 def tar_failure(error: BaseException) -> str:
@@ -122,10 +143,8 @@ def read_member(
     `sha256` (the manifest's), those bytes and no others."""
     where = f"{shard}:{name}"
     handle, size = _open_member(tar, shard, name, limit)
-    try:
+    with _reading(_URLS.get(tar), f"{where}: cannot read it"):
         data = handle.read(size)
-    except TAR_ERRORS as error:
-        raise ShardError(f"{where}: cannot read it: {tar_failure(error)}") from None
     if len(data) != size:
         raise ShardError(f"{where}: cut short (run rainbench verify)")
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
@@ -158,48 +177,47 @@ def open_member(
     if url is None:
         return handle
     if sha256 is None:
-        return _copy(handle, size, shard, name)
+        return _copy(handle, size, url, f"{shard}:{name}")
     key = (url, name, sha256)
     if key not in _COPIED:
         for copy in _COPIED.values():
             copy.close()
         _COPIED.clear()
-        _COPIED[key] = _copy(handle, size, shard, name)
+        _COPIED[key] = _copy(handle, size, url, f"{shard}:{name}")
     # Its own descriptor and position: the kept copy stays open when the caller closes.
     return CaptureFile(os.dup(_COPIED[key].fileno()), size)
 
 
-def _copy(handle: BinaryIO, size: int, shard: str, name: str) -> BinaryIO:
-    """A store's member in a temporary file, copied in large pieces."""
+def _copy(handle: BinaryIO, size: int, url: str, where: str) -> BinaryIO:
+    """A store's member (`where`, in the shard at `url`) in a temporary file, copied in
+    large pieces."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
     try:
-        shutil.copyfileobj(handle, spool, STREAM_BLOCK)
-    except TAR_ERRORS as error:
+        with _reading(url, f"{where}: cannot read it"):
+            shutil.copyfileobj(handle, spool, STREAM_BLOCK)
+    except BaseException:
         spool.close()
-        raise ShardError(f"{shard}:{name}: cannot read it: {tar_failure(error)}") from None
+        raise
     if spool.tell() != size:
         spool.close()
-        raise ShardError(f"{shard}:{name}: cut short (run rainbench verify)")
+        raise ShardError(f"{where}: cut short (run rainbench verify)")
     spool.seek(0)
     return spool
 
 
 def _open_member(tar: tarfile.TarFile, shard: str, name: str, limit: int) -> tuple[BinaryIO, int]:
-    where = f"{shard}:{name}"
+    where, url = f"{shard}:{name}", _URLS.get(tar)
     try:
-        info = find_member(tar, name)
+        with _reading(url, f"cannot read shard {shard}"):  # the headers, read once
+            info = find_member(tar, name)
     except KeyError:
         raise ShardError(f"{where}: not in the shard (run rainbench verify)") from None
-    except TAR_ERRORS as error:
-        raise ShardError(f"cannot read shard {shard}: {tar_failure(error)}") from None
     if why := refused(info):
         raise ShardError(f"{where}: {why}")
     if info.size > limit:
         raise ShardError(f"{where}: {info.size} bytes, more than the {limit} allowed; refused")
-    try:
+    with _reading(url, f"{where}: cannot read it"):
         return tar.extractfile(info), info.size  # type: ignore[return-value]
-    except TAR_ERRORS as error:
-        raise ShardError(f"{where}: cannot read it: {tar_failure(error)}") from None
 
 
 def find_member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo:

@@ -17,6 +17,7 @@ from rainbench.cli import main
 from rainbench.data import RainDataset
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
+from rainbench.leaderboard import eval as eval_module
 from rainbench.leaderboard.eval import EvalSettings, evaluate
 from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
@@ -218,6 +219,38 @@ def test_eval_on_the_store_gives_the_rows_it_gives_locally(url, local_ds, tmp_pa
         pd.testing.assert_frame_equal(local.drop(columns=measured), remote.drop(columns=measured))
         info = json.loads((tmp_path / f"store/identity/ds/{split}.json").read_text())
         assert info["dataset"]["path"] == url
+
+
+@pytest.mark.parametrize("when", ["opening", "reading"])
+def test_credentials_refused_while_eval_reads_the_shards_say_so_in_one_line(
+    s3_bucket, local_ds, tmp_path, s3_auth_after, monkeypatch, when
+):
+    """Credentials that stop working as eval opens a shard, or once it has: the run
+    stops with one line saying to check them, as the loader's does, rather than filing
+    every image as unreadable."""
+    target = f"{s3_bucket}/ds"
+    fs, path = filesystem(target)
+    fs.put(str(local_ds), path, recursive=True)
+    opened, before = eval_module.open_shard, []
+
+    def refused_from_then_on(root, shard):
+        if when == "opening":
+            before.append(s3_auth_after("0"))
+            return opened(root, shard)
+        tar = opened(root, shard)
+        before.append(s3_auth_after("0"))
+        return tar
+
+    monkeypatch.setattr(eval_module, "open_shard", refused_from_then_on)
+    source = DerainerSource(create_derainer("identity"), "cpu", None, 32)
+    settings = EvalSettings(metrics=("piqe",), batch=2, crops=0)
+    try:
+        with pytest.raises(StoreError, match="; check the credentials") as refused:
+            evaluate(source, target, "test", tmp_path / "res", settings)
+    finally:
+        if before:
+            s3_auth_after(before[0])
+    assert "\n" not in str(refused.value)
 
 
 def test_a_manifest_naming_a_shard_outside_the_dataset_is_refused(url, local_ds, tmp_path):
