@@ -44,6 +44,7 @@ from rainbench.leaderboard.results import (
     REFERENCE,
     STATUSES,
     LeaderboardError,
+    check_scores_file,
     read_provenance,
     split_lock,
 )
@@ -518,9 +519,14 @@ class _SplitRun:
         if self.info_path.exists():
             self.before = _earlier_provenance(self.info_path)
             if self.table_path.exists():
-                schema = _schema(list(self.provenance["metrics"]))
-                self.table = manifest.read_manifest(self.table_path, schema)
+                self.table = self._earlier_table(self.before)
             stale = self._stale(self.before, self.provenance)
+            # Rows scored elsewhere are not joined by rows scored here: the file would
+            # hold values of two environments and record one. A finished run with nothing
+            # left to score mixes nothing, and keeps the record of where it was scored.
+            elsewhere = self._elsewhere(self.before, self.provenance)
+            if elsewhere and (stale or self._scores_any()):
+                stale += elsewhere
             if stale and not self.settings.rescore_stale:
                 self.refusal = ", ".join(stale)
             self.stale = bool(stale)
@@ -802,8 +808,61 @@ class _SplitRun:
             )
         return stale
 
+    def _elsewhere(self, before: dict, provenance: dict) -> list[str]:
+        """Why the results on disk (their provenance `before`), made the same way, may
+        hold other values than these would: other versions of what computes them, or
+        another device; each saying what differs. Results from before either was
+        recorded are taken as they are."""
+        found = []
+        if "versions" in before and (
+            difference := _difference("versions", before["versions"], provenance["versions"])
+        ):
+            found.append(f"made with other versions ({difference})")
+        if "device" in before and (
+            difference := _difference("device", _device(before), _device(provenance))
+        ):
+            found.append(f"made on another device ({difference})")
+        return found
+
+    def _earlier_table(self, before: dict) -> pa.Table:
+        """The rows on disk, refused in one line unless the leaderboard could read them
+        with the metrics `before` lists: a metric column dropped or turned to text by
+        hand would be read as done, its values null or text taken for numbers."""
+        try:
+            check_scores_file(self.table_path, before["metrics"], self.info_path.name)
+        except LeaderboardError as error:
+            raise EvalError(f"{error}; move it away") from None
+        return manifest.read_manifest(self.table_path, _schema(list(self.provenance["metrics"])))
+
     def _unnamed(self) -> bool:
         return self.table is not None and self.table["image_sha256"].null_count > 0
+
+    def _kept(self, identities: dict[str, str]) -> tuple[dict[str, dict], int]:
+        """The earlier rows a resume keeps, by key: those of images still in the split as
+        they were (`identities`, key → the row's identity), less failures with
+        --retry-failed; and how many rows it drops as no longer of the split."""
+        rows = self.table.to_pylist()
+        if self._unnamed():
+            for row in rows:
+                row["image_sha256"] = identities.get(row["key"])
+        # An image added to the split is scored; one that left it or changed (its bytes,
+        # its rain type) loses its row, and is scored again if it is still there.
+        done = {row["key"]: row for row in rows if self._still_valid(row, identities)}
+        dropped = len(rows) - len(done)
+        if self.settings.retry_failed:
+            done = {key: row for key, row in done.items() if not _failure(row)}
+        return done, dropped
+
+    def _finished(self, dropped: int) -> bool:
+        """Whether the results on disk are a finished run's, of the split as it is."""
+        return bool(self.before.get("finished_at")) and not self._unnamed() and not dropped
+
+    def _scores_any(self) -> bool:
+        """Whether resuming the results on disk would derain any image."""
+        if self.table is None:
+            return True
+        done, dropped = self._kept(self.identities)
+        return not self._finished(dropped) or any(key not in done for key in self.identities)
 
     def _resume(self, provenance: dict, identities: dict[str, str]) -> dict[str, dict]:
         """Rows already scored, by key, checked by `prepare` to be scored the same way:
@@ -812,7 +871,7 @@ class _SplitRun:
         if self.before is None:
             self._write_json(provenance)
             return {}
-        before, table, unnamed = self.before, self.table, self._unnamed()
+        before, table = self.before, self.table
         if self.stale:  # made otherwise, and --rescore-stale: scored again from the start
             # The old rows go first: a run killed now must not find them under the new
             # provenance.
@@ -822,18 +881,9 @@ class _SplitRun:
         provenance["started_at"] = before["started_at"]
         if table is None:
             return {}
-        rows = table.to_pylist()
-        if unnamed:
-            for row in rows:
-                row["image_sha256"] = identities.get(row["key"])
-        # An image added to the split is scored; one that left it or changed (its bytes,
-        # its rain type) loses its row, and is scored again if it is still there.
-        done = {row["key"]: row for row in rows if self._still_valid(row, identities)}
-        self.report.dropped = len(rows) - len(done)
-        if self.settings.retry_failed:
-            done = {key: row for key, row in done.items() if not _failure(row)}
+        done, self.report.dropped = self._kept(identities)
         self.report.failed_before = sum(_failure(row) for row in done.values())
-        self.finished = bool(before.get("finished_at")) and not unnamed and not self.report.dropped
+        self.finished = self._finished(self.report.dropped)
         # Each flush writes the JSON before the rows (`_flush`): it holds the crop
         # position of every row done, and of any that a kill left undone, which are
         # derained again and placed anew.
@@ -1219,6 +1269,18 @@ def _difference(what: str, before, now) -> str | None:
             )
             or None
         )
+    if what == "versions":  # of what computes the values: 'torch 2.4.1+cpu → 2.5.1+cpu'
+        before, now = before or {}, now or {}
+        names = sorted(n for n in before.keys() | now.keys() if before.get(n) != now.get(n))
+        changed = (f"{n} {before.get(n) or 'none'} → {now.get(n) or 'none'}" for n in names)
+        return ", ".join(changed) or None
+    if what == "device":  # `_device`'s, key by key
+        changed = (
+            f"{key} {_shown(before.get(key))} → {_shown(now.get(key))}"
+            for key in now
+            if before.get(key) != now.get(key)
+        )
+        return ", ".join(changed) or None
     if what == "checkpoint":  # the same by its bytes, whatever path names it
         before, now = ((info or {}).get("sha256") for info in (before, now))
         return None if before == now else f"sha256 {_short(before)} → {_short(now)}"
@@ -1228,6 +1290,18 @@ def _difference(what: str, before, now) -> str | None:
         changed = (f"{f} {_short(before.get(f))} → {_short(now.get(f))}" for f in files)
         return ", ".join(changed) or None
     return None if before == now else f"{_shown(before)} → {_shown(now)}"
+
+
+def _device(provenance: dict) -> dict:
+    """What derained and scored a run's images, as far as it may change their values:
+    the kind of device (`cuda`, whichever index), the GPU's model and the CPU's (which
+    scores the metrics numpy computes, by instructions of its own)."""
+    hardware = provenance.get("hardware") or {}
+    return {
+        "device": str(provenance.get("device")).partition(":")[0],
+        "gpu": hardware.get("gpu"),
+        "cpu": hardware.get("cpu"),
+    }
 
 
 def _short(sha256: object) -> str:

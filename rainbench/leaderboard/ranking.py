@@ -12,6 +12,7 @@ import pandas as pd
 from rainbench.leaderboard.bootstrap import Estimate, estimate, seed_for, units_of
 from rainbench.leaderboard.results import KINDS, LeaderboardError, Results, Run
 from rainbench.metrics.registry import MetricSpec, list_metrics
+from rainbench.metrics.report import overflow_scale
 from rainbench.wording import counted
 
 # The contract's metrics in the order tables show them; other metrics follow.
@@ -201,10 +202,20 @@ def _row(
         array = values.to_numpy(dtype=np.float64)
         kept = ~np.isnan(array)
         groups = ok.loc[values.index, "group"] if "group" in ok.columns else None
-        return estimate(
-            array[kept],
+        # Values whose sum would overflow (1e308 on each image) are estimated at a scale
+        # that keeps their mean and interval finite; ordinary ones, at 1, as they are.
+        scale = overflow_scale(array[kept])
+        found = estimate(
+            array[kept] / scale,
             seed_for(run.dataset, run.split, run.model, *parts),
             units=None if groups is None else units_of(groups.to_numpy(dtype=object)[kept]),
+        )
+        return replace(
+            found,
+            mean=found.mean * scale,
+            low=found.low * scale,
+            high=found.high * scale,
+            finite_sum=found.finite_sum * scale,
         )
 
     estimates = {m: mean(ok[m], m) for m in metrics if m in run.metrics}

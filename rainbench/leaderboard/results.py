@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from rainbench.errors import RainbenchError
-from rainbench.files import leads_inside
+from rainbench.files import leads_inside, regular_file
 from rainbench.shards.dataset import lock_holder
 from rainbench.shards.parquet import TooLarge, read_table
 
@@ -325,24 +326,7 @@ def _read_scores(
         raise LeaderboardError(
             f"{path}: not a readable Parquet file ({_one_line(error)})"
         ) from error
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise LeaderboardError(f"{path}: missing column(s) {', '.join(missing)}")
-    if listed is None:
-        metrics = tuple(
-            c for c in table.column_names if c not in BASE_COLUMNS and _numeric(table.schema, c)
-        )
-    else:
-        absent = [m for m in listed if m not in table.column_names]
-        if absent:
-            raise LeaderboardError(f"{path}: no column for {', '.join(absent)} listed in {sidecar}")
-        metrics = tuple(listed)
-    for column in (*metrics, "s_per_mp"):
-        if not _numeric(table.schema, column):
-            raise LeaderboardError(f"{path}: column {column!r} is not numeric")
-    for column in _TEXT_COLUMNS:
-        if not _text(table.schema, column):
-            raise LeaderboardError(f"{path}: column {column!r} is not text")
+    metrics = scores_columns(path, table.schema, listed, sidecar)
     scores = table.to_pandas()
     repeated = scores["key"][scores["key"].duplicated()]
     if not repeated.empty:
@@ -357,6 +341,45 @@ def _read_scores(
     for column in (*metrics, "s_per_mp"):
         scores[column] = scores[column].astype("float64")
     return scores, metrics
+
+
+def check_scores_file(path: Path, listed: list[str], sidecar: str) -> None:
+    """Refuse, as the leaderboard would, a scores file whose columns it cannot read
+    (`scores_columns`) with `listed` the metrics of its provenance `sidecar`: eval
+    resumes only from a file it can publish. Its schema alone is read."""
+    try:
+        schema = pq.read_schema(regular_file(path))
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise LeaderboardError(
+            f"{path}: not a readable Parquet file ({_one_line(error)})"
+        ) from error
+    scores_columns(path, schema, listed, sidecar)
+
+
+def scores_columns(
+    path: Path, schema: pa.Schema, listed: list[str] | None, sidecar: str
+) -> tuple[str, ...]:
+    """The metric columns of the scores file at `path` of `schema`: those its provenance
+    `sidecar` lists (`listed`; None: every numeric column beyond the base ones), refused
+    in one line unless each is there and numeric, and so are the columns rows are
+    grouped by and timed with."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        raise LeaderboardError(f"{path}: missing column(s) {', '.join(missing)}")
+    if listed is None:
+        metrics = tuple(c for c in schema.names if c not in BASE_COLUMNS and _numeric(schema, c))
+    else:
+        absent = [m for m in listed if m not in schema.names]
+        if absent:
+            raise LeaderboardError(f"{path}: no column for {', '.join(absent)} listed in {sidecar}")
+        metrics = tuple(listed)
+    for column in (*metrics, "s_per_mp"):
+        if not _numeric(schema, column):
+            raise LeaderboardError(f"{path}: column {column!r} is not numeric")
+    for column in _TEXT_COLUMNS:
+        if not _text(schema, column):
+            raise LeaderboardError(f"{path}: column {column!r} is not text")
+    return metrics
 
 
 def _check_counted(path: Path, scores: pd.DataFrame, provenance: dict, sidecar: str) -> None:

@@ -6,9 +6,12 @@ import json
 import math
 import os
 import platform
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -128,11 +131,35 @@ def summary(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
         lines.append(
             {
                 "metric": metric,
-                "mean": sum(values) / len(values) if values else None,
-                "finite_mean": sum(finite) / len(finite) if finite else None,
+                "mean": _mean(values),
+                "finite_mean": _mean(finite),
                 "images": len(values),
                 "infinite": len(values) - len(finite),
                 "failed": len(rows) - len(values),
             }
         )
     return lines
+
+
+def _mean(values: list[float]) -> float | None:
+    """Their sum in order over their count (None when there are none); see
+    `overflow_scale` for values whose sum would overflow."""
+    if not values:
+        return None
+    scale = overflow_scale(values)
+    return sum(value / scale for value in values) / len(values) * scale
+
+
+def overflow_scale(values: Sequence[float] | np.ndarray) -> float:
+    """The power of two to divide `values` by before they are summed, averaged, or
+    interpolated between, and to multiply the result by: 1 for any ordinary values,
+    which are then taken as they are; for values so large that n of them would sum to
+    infinity (1e308 on each image), one that keeps twice their sum finite. Dividing
+    and multiplying by a power of two is exact (but for values near the smallest float,
+    which a sum of such large ones cannot feel), so a mean is the one an unbounded float
+    would give."""
+    values = np.asarray(values, dtype=np.float64)
+    largest = np.abs(values[np.isfinite(values)]).max(initial=0.0)
+    if largest <= sys.float_info.max / (2 * max(values.size, 1)):
+        return 1.0
+    return 2.0 ** (2 * values.size).bit_length()

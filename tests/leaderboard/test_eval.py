@@ -34,7 +34,7 @@ from rainbench.leaderboard import eval as eval_module
 from rainbench.leaderboard.eval import EvalError, EvalSettings, evaluate
 from rainbench.leaderboard.html import render_html
 from rainbench.leaderboard.markdown import render_markdown
-from rainbench.leaderboard.results import load_results
+from rainbench.leaderboard.results import LeaderboardError, load_results
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.metrics.fullref import psnr, psnr_y, ssim, ssim_y
 from rainbench.models import registry
@@ -527,6 +527,144 @@ def test_earlier_rows_eval_would_not_write_are_scored_again(tmp_path, ds):
     assert set(scored.status) == {"ok"}
     assert set(scored.split) == {"test"} and set(scored.kind) == {"real"}
     assert [run.split for run in load_results(results).runs] == ["test"]
+
+
+def _killed_after_two(results, ds, settings) -> Path:
+    """The test split's results, two of its four images scored before the run ended;
+    returns their provenance's path."""
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_EndsAfter(2, KeyboardInterrupt()), ds, "test", results, settings)
+    return results / "identity" / "ds" / "test.json"
+
+
+def _gpu(info: dict) -> None:
+    info["device"] = "cuda:0"
+    info["hardware"]["gpu"] = "NVIDIA H100 80GB HBM3"
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            lambda info: info["versions"].update(torch="2.0.0+cu118"),
+            rf"made with other versions \(torch 2\.0\.0\+cu118 → {re.escape(torch.__version__)}\)",
+        ),
+        (
+            lambda info: info["versions"].update(pyiqa="0.1.10", numpy="1.26.4"),
+            r"made with other versions \(numpy 1\.26\.4 → .*, pyiqa 0\.1\.10 → ",
+        ),
+        (
+            lambda info: info["versions"].update(rainbench="0.0.9"),
+            rf"other versions \(rainbench 0\.0\.9 → {re.escape(rainbench.__version__)}\)",
+        ),
+        (
+            lambda info: info["versions"].pop("pyiqa"),
+            r"made with other versions \(pyiqa none → ",
+        ),
+        (
+            _gpu,
+            r"made on another device \(device 'cuda' → 'cpu', gpu 'NVIDIA H100 80GB HBM3' → "
+            r"None\)",
+        ),
+        (
+            lambda info: info["hardware"].update(cpu="Another CPU"),
+            r"made on another device \(cpu 'Another CPU' → ",
+        ),
+    ],
+    ids=["torch", "libraries", "rainbench", "library-missing", "gpu", "cpu"],
+)
+def test_a_resume_where_the_values_could_differ_is_refused(tmp_path, ds, change, said):
+    """Rows scored with other versions or on another device are not joined by rows
+    scored here: the file would hold values of two environments, and record one."""
+    results, settings = tmp_path / "res", EvalSettings(metrics=("piqe",), batch=1, crops=0)
+    sidecar = _killed_after_two(results, ds, settings)
+    info = json.loads(sidecar.read_text())
+    change(info)
+    sidecar.write_text(json.dumps(info))
+    with pytest.raises(EvalError, match=said) as refused:
+        evaluate(_source("identity"), ds, "test", results, settings)
+    message = str(refused.value)
+    assert message.startswith(f"{sidecar}: ") and message.endswith(eval_module._REMEDY)
+    assert "\n" not in message
+    assert len(_table(results, "identity", "test")) == 2  # nothing derained, nothing written
+    [again] = evaluate(
+        _source("identity"), ds, "test", results, replace(settings, rescore_stale=True)
+    )
+    assert (again.scored, again.skipped) == (4, 0)
+    now = json.loads(sidecar.read_text())
+    assert now["versions"] == {"rainbench": rainbench.__version__, **eval_module.versions()}
+    assert now["device"] == "cpu" and now["hardware"]["gpu"] is None
+
+
+def test_what_does_not_change_the_values_does_not_refuse_a_resume(tmp_path, ds):
+    """Threads, batch size, cores and the OS: eval does not hold them fixed in one run
+    either (threads are chosen from the free CPUs; a batch is the images of one size)."""
+    results, settings = tmp_path / "res", EvalSettings(metrics=("piqe",), batch=1, crops=0)
+    sidecar = _killed_after_two(results, ds, settings)
+    info = json.loads(sidecar.read_text())
+    info.update(threads=64, batch=16)
+    info["hardware"].update(cores=128, os="Linux-6.1-other")
+    sidecar.write_text(json.dumps(info))
+    [report] = evaluate(_source("identity"), ds, "test", results, replace(settings, batch=2))
+    assert (report.scored, report.skipped) == (2, 2)
+
+
+def test_a_finished_run_rerun_elsewhere_scores_nothing_and_keeps_its_record(tmp_path, ds):
+    """Nothing to score, nothing mixed: not refused, and the provenance keeps the
+    versions and device its rows were scored with."""
+    results, settings = tmp_path / "res", EvalSettings(metrics=("piqe",), batch=1, crops=0)
+    evaluate(_source("identity"), ds, "test", results, settings)
+    sidecar = results / "identity" / "ds" / "test.json"
+    info = json.loads(sidecar.read_text())
+    info["versions"]["torch"] = "2.0.0+cu118"
+    _gpu(info)
+    sidecar.write_text(json.dumps(info))
+    [again] = evaluate(_source("identity"), ds, "test", results, settings)
+    assert (again.scored, again.skipped) == (0, 4)
+    assert json.loads(sidecar.read_text()) == info
+    # One image more to score (--retry-failed, a split grown): refused.
+    table_path = results / "identity" / "ds" / "test.parquet"
+    pq.write_table(pq.read_table(table_path).slice(1), table_path)
+    with pytest.raises(EvalError, match=r"made with other versions \(torch 2\.0\.0\+cu118 → "):
+        evaluate(_source("identity"), ds, "test", results, settings)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda t: t.drop_columns(["piqe"]), r"no column for piqe listed in test\.json"),
+        (
+            lambda t: t.set_column(
+                t.schema.get_field_index("piqe"), "piqe", t["piqe"].cast(pa.string())
+            ),
+            r"column 'piqe' is not numeric",
+        ),
+        (
+            lambda t: t.set_column(
+                t.schema.get_field_index("s_per_mp"),
+                "s_per_mp",
+                t["s_per_mp"].cast(pa.string()),
+            ),
+            r"column 's_per_mp' is not numeric",
+        ),
+        (lambda t: t.drop_columns(["status"]), r"missing column\(s\) status"),
+    ],
+    ids=["metric-dropped", "metric-text", "speed-text", "status-dropped"],
+)
+def test_results_the_leaderboard_would_refuse_are_refused_not_resumed(tmp_path, ds, change, said):
+    """A metric column dropped or turned to text by hand: not taken as done (nulls, or
+    text read back as numbers), but refused as the leaderboard refuses it."""
+    results, settings = tmp_path / "res", EvalSettings(metrics=("piqe",), batch=1, crops=0)
+    sidecar = _killed_after_two(results, ds, settings)
+    table_path = sidecar.with_suffix(".parquet")
+    pq.write_table(change(pq.read_table(table_path)), table_path)
+    with pytest.raises(LeaderboardError, match=said):
+        load_results(results)
+    for again in (settings, replace(settings, rescore_stale=True, retry_failed=True)):
+        with pytest.raises(
+            EvalError, match=f"^{re.escape(str(table_path))}: {said}; move it away$"
+        ):
+            evaluate(_source("identity"), ds, "test", results, again)
 
 
 def test_results_made_otherwise_are_refused(tmp_path, ds):

@@ -218,6 +218,24 @@ def test_failed_images_are_excluded_from_means_but_counted(tmp_path, write_run):
     assert (rows[0]["images_ok"], rows[0]["images_failed"], rows[0]["n"]) == ("2", "1", "2")
 
 
+def test_a_mean_of_finite_values_is_finite_however_large_they_are(tmp_path, write_run):
+    """Values each finite but whose sum is not (1e308 on every image): a finite mean
+    and interval, as an unbounded float would give them, not an infinite one."""
+    big = 1e308
+    runs = {"huge": [big] * 4, "signs": [big, -big, big, big], "plain": [30.0, 32.0, 31.0, 33.0]}
+    for model, values in runs.items():
+        write_run(tmp_path, model, "ds", "syn", kind="synthetic", metrics={"psnr_y": values})
+    table = _table(tmp_path, "syn")
+    found = {row.model: row.estimates["psnr_y"] for row in table.rows}
+    assert (found["huge"].mean, found["huge"].low, found["huge"].high) == (big, big, big)
+    assert found["huge"].infinite == 0
+    assert found["signs"].mean == big / 2 and -big <= found["signs"].low < found["signs"].high
+    assert math.isfinite(found["signs"].high)
+    assert _ranks(table) == {"huge": 1, "signs": 2, "plain": 3}
+    plain = estimate(np.array(runs["plain"]), seed_for("ds", "syn", "plain", "psnr_y"))
+    assert found["plain"] == plain  # ordinary values: estimated as they are
+
+
 def test_an_infinite_psnr_stays_in_the_mean_and_is_shown(tmp_path, write_run):
     # An output equal to its ground truth has an infinite PSNR: "perfect" is everywhere
     # equal to it; "once" is infinite on one image of three, so its mean is too, but a
