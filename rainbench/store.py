@@ -181,6 +181,21 @@ def read_range(url: str, start: int, end: int) -> bytes:
         return fs.cat_file(path, start=start, end=end)
 
 
+def read_at(handle, start: int, end: int) -> bytes:
+    """Bytes `start` to `end` of the upload an open store file (`open_ranged`) reads: one
+    range request that leaves the file's position alone, so threads may share the file.
+    Where the store checks the upload on every request (S3's ETag), another upload under
+    the key since the file was opened is refused (see `replaced`)."""
+    return handle._fetch_range(start, end)  # fsspec's range hook, which reads go through
+
+
+def replaced(error: BaseException) -> bool:
+    """Whether `error`, from reading an open store file, says that the store holds
+    another upload of the object than the one opened (s3fs's FileExpired: the ETag no
+    longer matches). Known by name, so nothing imports s3fs for it."""
+    return any(kind.__name__ == "FileExpired" for kind in type(error).__mro__)
+
+
 def download(url: str, local: Path, limit: int | None = None) -> None:
     """Copy the object at `url` to `local` a block at a time (a manifest of millions of
     rows is never held whole), so that readers of `local` see the old file or the new:

@@ -11,7 +11,10 @@ larger than the caller's limit (from the manifest) is never read. From an object
 range requests; a shard is never downloaded whole, and its member offsets are kept in the
 mirror folder under the shard's sha256 and the upload read, so later workers and passes
 skip the headers.
-`prefetch` fetches the next sample's members in a thread while this one decodes.
+Every member is read from the upload its shard was indexed from (the store's ETag or
+generation); a shard replaced in the store since is refused in one line, whether its
+members were fetched ahead (`prefetch`: in a thread while the sample before decodes) or
+not, and indexed afresh in the next pass.
 """
 
 import contextlib
@@ -38,7 +41,7 @@ from rainbench.shards.members import (
     size_limit,
     tar_failure,
 )
-from rainbench.store import opened_version, read_range, unusable, version
+from rainbench.store import opened_version, read_at, replaced, unusable, version
 
 # Member suffixes the loader reads; anything else in a shard is never touched.
 READABLE = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".json")
@@ -57,6 +60,7 @@ class ShardReader:
         self._expected: dict[str, str] | None = None
         # shard → member → (offset, size), or why the member is refused
         self._index: dict[str, dict[str, tuple[int, int] | str]] = {}
+        self._uploads: dict[str, str | None] = {}  # shard → the upload indexed (a store's)
         # shard → why it cannot be read: said again for its every sample (with
         # on_error="skip", and by each replacement tried), not found again by hashing the
         # whole shard or reading all its headers once more; until the next pass
@@ -95,6 +99,8 @@ class ShardReader:
                     handle.seek(start)
                     data = handle.read(size)
                 except Exception as error:  # the store's refusal, an object gone since
+                    if replaced(error):
+                        raise self._changed(shard) from None
                     what = f"{shard}:{member}: cannot read it"
                     raise self._unreadable(shard, what, error) from None
         if len(data) != size:
@@ -104,16 +110,17 @@ class ShardReader:
     def prefetch(self, shard: str, members: list[str]) -> None:
         """From a store, start fetching `members` of `shard` in a thread, for `read` to
         take; a no-op for local files (the page cache reads ahead). Only members `read`
-        would read without a limit are fetched; anything amiss is left for `read`."""
-        url = shard_url(self.root, shard)
-        if url is None:
+        would read without a limit are fetched, from the shard file `read` reads, so of
+        the same upload; anything amiss is left for `read`."""
+        if shard_url(self.root, shard) is None:
             return
         self._own()
-        try:
-            offsets = self._offsets(shard)
-        except ShardError:
-            return
         with self._lock:  # the members ahead and their threads, too, are shared
+            try:
+                offsets = self._offsets(shard)
+                handle = self._file(shard)
+            except Exception:
+                return
             for member in members:
                 where = offsets.get(member)
                 if (shard, member) in self._ahead or not isinstance(where, tuple):
@@ -126,7 +133,7 @@ class ShardReader:
                 if self._threads is None:
                     self._threads = ThreadPoolExecutor(2, thread_name_prefix="rainbench-prefetch")
                 self._ahead[(shard, member)] = self._threads.submit(
-                    read_range, url, start, start + size
+                    read_at, handle, start, start + size
                 )
 
     def close(self) -> None:
@@ -172,7 +179,7 @@ class ShardReader:
                 if shard_url(self.root, shard) is None:
                     self._index[shard] = self._read_index(shard)
                 else:
-                    self._index[shard] = self._kept_index(shard)
+                    self._index[shard], self._uploads[shard] = self._kept_index(shard)
             except ShardError as error:
                 self._broken[shard] = str(error)
                 raise
@@ -191,43 +198,58 @@ class ShardReader:
                 raise self._unreadable(shard, f"cannot read shard {shard}", error) from None
             return index, opened_version(tar.fileobj)
 
-    def _kept_index(self, shard: str) -> dict[str, tuple[int, int] | str]:
-        """A store's shard's index, from the mirror folder when an earlier reader kept it
-        there for the upload the store holds now (one HEAD request): one range request
-        per member header is the cost of streaming. Kept under the manifest's sha256 and
-        that upload, as what the store held may not have been the manifest's shard (cut
-        short, or another writer's bytes since replaced): its index would outlive the
-        repair."""
+    def _kept_index(self, shard: str) -> tuple[dict[str, tuple[int, int] | str], str | None]:
+        """A store's shard's index and the upload it is of, from the mirror folder when an
+        earlier reader kept it there for the upload the store holds now (one HEAD
+        request): one range request per member header is the cost of streaming. Kept
+        under the manifest's sha256 and that upload, as what the store held may not have
+        been the manifest's shard (cut short, or another writer's bytes since replaced):
+        its index would outlive the repair."""
         digest = self._expected_sha256(shard)
         try:
             upload = version(shard_url(self.root, shard))
         except Exception as error:  # the store's refusal, as for a read
             raise self._unreadable(shard, f"cannot read shard {shard}", error) from None
         if digest is None or not re.fullmatch("[0-9a-f]{64}", digest) or upload is None:
-            return self._read_index(shard)
+            return self._headers(shard)
         tag = hashlib.sha256(upload.encode()).hexdigest()[:16]
         path = self.root / "index" / f"{digest}-{tag}.json"
         try:
             kept = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(kept, list):
-                return dict(_kept_entry(entry) for entry in kept)
+                return dict(_kept_entry(entry) for entry in kept), upload
         except (OSError, ValueError, TypeError, RecursionError):
             pass  # not kept yet, torn or not ours: read the headers again
         index, read = self._headers(shard)
         if read == upload:  # else replaced in between: kept by the next reader
             with contextlib.suppress(OSError):  # only a cache: a full disk costs nothing more
                 write_atomic(path, json.dumps(list(index.items())).encode(), shared=True)
-        return index
+        return index, read
 
     def _file(self, shard: str):
         handle = self._files.pop(shard, None)
         if handle is None:
             handle = open_shard_file(self.root, shard)
+            if opened_version(handle) != self._uploads.get(shard):
+                handle.close()
+                raise self._changed(shard)
             if len(self._files) >= _OPEN_FILES:
                 _, oldest = self._files.popitem(last=False)
                 oldest.close()
         self._files[shard] = handle
         return handle
+
+    def _changed(self, shard: str) -> ShardError:
+        """A shard the store holds another upload of than the one indexed: said again for
+        its every sample until the next pass, which indexes it afresh."""
+        self._index.pop(shard, None)
+        if (handle := self._files.pop(shard, None)) is not None:
+            handle.close()
+        self._broken[shard] = (
+            f"{shard}: the shard changed in the store since it was indexed (another upload "
+            "under its key; run rainbench verify)"
+        )
+        return ShardError(self._broken[shard])
 
     def _unreadable(self, shard: str, what: str, error: Exception) -> Exception:
         """A failure reading `shard`, raised as one line: the store's refusal of this
