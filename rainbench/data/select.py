@@ -24,6 +24,20 @@ class SettingError(RainbenchError, ValueError):
     of an argument are."""
 
 
+class OnlyVideos(DatasetError):
+    """The filters select captures, every one of them a video, which single and unpaired
+    mode skip (a video is no picture). `selection` names them in words ("the rainy
+    captures of split train"), for a caller to say what it does not read."""
+
+    def __init__(self, selection: str, where: object) -> None:
+        self.selection = selection
+        super().__init__(
+            f"{selection} in {where} are all videos, which single and unpaired mode skip "
+            "(a video is no picture): rainbench pairs makes real pairs of their frames, "
+            "read in paired mode"
+        )
+
+
 @dataclass(frozen=True)
 class Filters:
     """What to keep; None keeps everything. Values may be one or several (a tuple or a
@@ -85,7 +99,10 @@ def captures(root: Path, filters: Filters) -> pd.DataFrame:
     every = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES).to_pandas()
     if filters.split is not None:
         _check_splits(dataset, every, as_values(filters.split))
-    table = _keep(every[every["kind"].fillna("still") != "video"], filters)  # null: still
+    stills = every["kind"].fillna("still") != "video"  # null: a still
+    table = _keep(every[stills], filters)
+    if table.empty and not _keep(every, filters).empty:
+        raise OnlyVideos(_selection(filters), dataset.url or dataset.root)
     if not filters.paired_sequences:
         table = _without_paired_sequences(dataset, every, table)
     table["member"] = [
@@ -161,11 +178,17 @@ def _check_splits(dataset: Dataset, table: pd.DataFrame, wanted: tuple[str, ...]
         raise DatasetError(text)
     stills = table[(table["kind"].fillna("still") != "video") & table["split"].isin(wanted)]
     if stills.empty:
-        raise DatasetError(
-            f"split {', '.join(wanted)} of {where} holds only videos, which single and "
-            "unpaired mode skip (a video is no picture): rainbench pairs makes real pairs "
-            "of its frames, read in paired mode"
-        )
+        raise OnlyVideos(f"the captures of split {', '.join(wanted)}", where)
+
+
+def _selection(filters: Filters) -> str:
+    """The captures `filters` select, in words: their layer and split, and whether other
+    filters narrowed them."""
+    layer = f"{'/'.join(as_values(filters.layer))} " if filters.layer else ""
+    split = f" of split {', '.join(as_values(filters.split))}" if filters.split else ""
+    others = ("rain_type", "camera_model", "min_confidence", "query")
+    narrowed = any(getattr(filters, name) not in (None, "") for name in others)
+    return f"the {layer}captures{split}" + (" that pass the filters" if narrowed else "")
 
 
 def _without_paired_sequences(

@@ -4,6 +4,7 @@ and a split of videos named as such."""
 
 import shutil
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import pytest
 
 from rainbench.data import Filters, SettingError
 from rainbench.data import dataset as dataset_module
-from rainbench.data.select import captures, pairs
+from rainbench.data.select import OnlyVideos, captures, pairs
 from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import DatasetError
@@ -96,11 +97,32 @@ def test_a_split_of_videos_only_says_that_single_mode_skips_them(tmp_path):
     encode_h264(frames, tmp_path / "raw" / "rain.mp4")
     ds = tmp_path / "ds"
     ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split={"train": 1.0}))
-    videos = r"split train of .* holds only videos, which single and unpaired mode skip"
+    videos = r"^the captures of split train in .* are all videos, which single and unpaired "
     with pytest.raises(DatasetError, match=videos):
         captures(ds, Filters(split="train"))
     with pytest.raises(DatasetError, match=r"no captures in split nope of .*; its splits: train$"):
         captures(ds, Filters(split="nope"))
+
+
+def test_rainy_captures_all_videos_beside_clean_stills_are_said_to_be_videos(tmp_path):
+    # The split holds stills (clean ones), so it is no split of videos only; but every
+    # capture the filters select is a video: said so, not "no samples pass the filters".
+    pytest.importorskip("av", reason="videos need rainbench[video]")
+    from rainbench.synth.video import encode_h264
+
+    frames = [np.full((48, 64, 3), 40 * n, np.uint8) for n in range(4)]
+    (tmp_path / "raw").mkdir()
+    encode_h264(frames, tmp_path / "raw" / "rain.mp4")
+    for spec in sample_specs(2, seed=9, size=(64, 48)):
+        write_capture(tmp_path / "clean", spec)
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split={"train": 1.0}))
+    ingest([tmp_path / "clean"], ds, IngestOptions(workers=1, layer="clean", split={"train": 1.0}))
+    with pytest.raises(OnlyVideos, match=r"^the rainy captures of split train in .* are all vid"):
+        captures(ds, Filters(split="train", layer="rainy"))
+    with pytest.raises(OnlyVideos, match=r"^the rainy captures that pass the filters in .* are "):
+        captures(ds, Filters(layer="rainy", rain_type=("storm", "streak", "drizzle", "fog-like")))
+    assert len(captures(ds, Filters(split="train", layer="clean"))) == 2
 
 
 def test_a_layer_or_rain_type_no_capture_can_have_is_named(_dataset):

@@ -453,3 +453,32 @@ def test_rain_types_are_checked_against_the_taggers(tmp_path, _dataset):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "snow is not a rain type" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_split_whose_rainy_captures_are_all_videos_is_refused_as_such(tmp_path):
+    # Training reads stills; videos are pairs' material (rainbench pairs), not its.
+    pytest.importorskip("av", reason="videos need rainbench[video]")
+    import numpy as np
+
+    from rainbench.demo.captures import sample_specs, write_capture
+    from rainbench.ingest import IngestOptions, ingest
+    from rainbench.synth.video import encode_h264
+
+    (tmp_path / "raw").mkdir()
+    encode_h264([np.full((48, 64, 3), 40 * n, np.uint8) for n in range(4)], tmp_path / "raw/a.mp4")
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split={"train": 1.0}))
+    videos = (
+        r"^cannot train on .*ds: the {}captures of split train are all videos, which training "
+        r"does not read \(it learns from still pictures\): choose a split of stills with "
+        r"--split, or ingest rainy stills; rainbench pairs makes real pairs of the videos' "
+        r"frames, for --val-split and rainbench eval$"
+    )
+    with pytest.raises(DatasetError, match=videos.format("")):
+        train(ds, tmp_path / "run", _with(), threads=1)
+    for spec in sample_specs(2, seed=9, size=(64, 48)):
+        write_capture(tmp_path / "clean", spec)
+    ingest([tmp_path / "clean"], ds, IngestOptions(workers=1, layer="clean", split={"train": 1.0}))
+    with pytest.raises(DatasetError, match=videos.format("rainy ")):
+        train(ds, tmp_path / "run", _with(), threads=1)
+    assert not (tmp_path / "run").exists()

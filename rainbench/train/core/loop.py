@@ -39,6 +39,7 @@ from torch import nn
 from rainbench import __version__
 from rainbench.data import Filters, Loader, RainDataset
 from rainbench.data.dataset import current_slot
+from rainbench.data.select import OnlyVideos
 from rainbench.errors import first_line
 from rainbench.files import naming, write_atomic
 from rainbench.metrics.registry import versions
@@ -348,6 +349,13 @@ def _loader(dataset: str | Path, config: RunConfig) -> Loader:
             seed=config.seed,
             on_error=config.on_error,
         )
+    except OnlyVideos as error:
+        raise DatasetError(
+            f"cannot train on {dataset}: {error.selection} are all videos, which training "
+            "does not read (it learns from still pictures): choose a split of stills with "
+            "--split, or ingest rainy stills; rainbench pairs makes real pairs of the "
+            "videos' frames, for --val-split and rainbench eval"
+        ) from None
     except DatasetError as error:
         raise DatasetError(f"cannot train on {dataset}: {error}") from None
     # Each loader process (ranks × workers) batches its own crops and drops a partial
