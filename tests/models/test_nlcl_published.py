@@ -171,3 +171,18 @@ def test_an_imported_checkpoint_scores_under_its_own_name(tmp_path, released):
     derainer = create_derainer("nlcl", checkpoint=out)
     assert derainer.info()["name"] == "nlcl-published"
     assert derainer.info()["options"]["imported_from"]["sha256"] == "ab" * 32
+
+
+def test_a_checkpoint_rainbench_wrote_is_said_to_need_no_import(tmp_path, released):
+    # nlcl.pt as rainbench train nlcl writes it: several state dicts, none the release's.
+    state = released.state_dict()
+    trained = {"format": "rainbench-nlcl", "version": 1, "config": {}, "step": 3,
+               "trained_on": {"rainy": torch.zeros(2, 12, dtype=torch.uint8)},
+               "background": state, "rain": state}  # fmt: skip
+    path = write(tmp_path / "nlcl.pt", trained)
+    said = (
+        rf"^{path} is already a rainbench NLCL checkpoint: nothing to import, use it as it "
+        rf"is: rainbench eval --model nlcl --checkpoint {path}$"
+    )
+    with pytest.raises(CheckpointError, match=said):
+        import_published(path)

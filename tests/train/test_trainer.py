@@ -305,6 +305,18 @@ def test_the_cli_trains_resumes_and_imports(tmp_path, _dataset):
         )
         assert refused.exit_code == 1 and "earlier import: not replaced" in refused.output
         assert trained.read_bytes() == before
+        # Given as the file to import, it needs none: said so, not its state dicts listed.
+        out = tmp_path / "again.pt"
+        needless = runner.invoke(
+            main, ["nlcl", "import-checkpoint", str(trained), "--out", str(out)]
+        )
+        assert needless.exit_code == 1 and not out.exists()
+        assert needless.output == (
+            f"error: {trained} is already a rainbench NLCL checkpoint: nothing to import, use "
+            f"it as it is: rainbench eval --model nlcl --checkpoint {trained}\n"
+        )
+        derained = create_derainer("nlcl", checkpoint=trained).derain(torch.rand(1, 3, 8, 8))
+        assert derained.shape == (1, 3, 8, 8)
 
 
 def test_the_cli_sets_every_loss_weight_and_contrast_setting(tmp_path, _dataset):

@@ -34,6 +34,14 @@ def import_published(path: Path) -> StateDict:
     bare state dict, one nested under a common key or as a dictionary's only tensor
     dictionary, and DataParallel's "module." prefixes."""
     loaded = load_weights(path)
+    if isinstance(loaded, dict) and loaded.get("format") == CHECKPOINT_FORMAT:
+        # What rainbench train nlcl writes (nlcl.pt, a run's checkpoints) or an earlier
+        # import: nothing to convert, and it holds several state dicts none of which is
+        # the release's nesting.
+        raise CheckpointError(
+            f"{path} is already a rainbench NLCL checkpoint: nothing to import, use it as "
+            f"it is: rainbench eval --model nlcl --checkpoint {path}"
+        )
     state = {key.removeprefix("module."): value for key, value in _find_state(loaded, path).items()}
     check_layout(state, str(path))
     return {key: state[key].detach().to(torch.float32).contiguous() for key in published_layout()}
