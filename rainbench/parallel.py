@@ -32,6 +32,7 @@ class WorkerPool:
     """`workers` processes, started on first use; with one worker, work runs inline."""
 
     def __init__(self, workers: int):
+        refuse_while_importing_main()
         self.workers = workers
         self._executor: Executor | None = None
 
@@ -106,6 +107,21 @@ class WorkerPool:
                 for _ in range(min(self.workers, units)):
                     self._executor.submit(int)
         return self._executor
+
+
+def refuse_while_importing_main() -> None:
+    """Refuse, in one line, rainbench work that a worker process starts while it imports
+    the user's script again (Python's spawn and forkserver children do, before any work):
+    the script calls rainbench at its top level, outside `if __name__ == "__main__":`,
+    and would run again in every worker (where its dataset's lock, held by the script's
+    own process, said another command was writing). A RuntimeError, as Python's own
+    refusal of a process started there: it ends that worker, not a command."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "a rainbench worker process imports your script again before it starts, and "
+            "the script calls rainbench at its top level: put that call under "
+            '`if __name__ == "__main__":`'
+        )
 
 
 @contextmanager

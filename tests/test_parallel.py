@@ -128,3 +128,25 @@ def test_ctrl_c_ends_the_pool_in_one_line(workers_are, tmp_path, session_process
     while session_processes(owner.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not session_processes(owner.pid)
+
+
+def test_a_script_that_ingests_at_its_top_level_is_told_to_guard_it(tmp_path):
+    # Every worker imports the script again before it starts; the ingest it called there
+    # was refused as if another command were writing (the script's own process held the
+    # dataset's lock).
+    from rainbench.demo.captures import sample_specs, write_capture
+
+    for spec in sample_specs(3, seed=1, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from rainbench.ingest import IngestOptions, ingest\n"
+        'ingest([Path("raw")], Path("ds"), IngestOptions(workers=2))\n'
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode != 0
+    assert "another rainbench command" not in run.stderr
+    assert 'put that call under `if __name__ == "__main__":`' in run.stderr

@@ -25,6 +25,7 @@ from pathlib import Path
 from rainbench import __version__
 from rainbench.errors import RainbenchError, first_line
 from rainbench.files import leads_inside, naming, regular_file, write_atomic
+from rainbench.parallel import refuse_while_importing_main
 from rainbench.shards.layout import STORED_SPLIT
 from rainbench.store import (
     bucket_missing,
@@ -256,6 +257,7 @@ class Dataset:
         first (`_check_folder`, `_check_links`): nothing is made in a file's place,
         among somebody else's files or through a link out of the dataset.
         """
+        refuse_while_importing_main()  # else the script's own process holds the lock
         made = first_missing(self.root) if self.url is None else None
         self._check_folder()
         self._check_links()

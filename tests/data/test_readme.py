@@ -32,7 +32,7 @@ def test_the_readme_training_loop_runs(tmp_path, monkeypatch):
     sheet.write_text("source_path,rain_type\n" + "\n".join(rows) + "\n")
     tag_dataset(tmp_path / "ds", labels=sheet)
     monkeypatch.chdir(tmp_path)
-    scope: dict = {}
+    scope: dict = {"__name__": "__main__"}  # run as a script is
     exec(compile(_training_loop(), "README.md", "exec"), scope)
     assert scope["loader"].state_dict()["consumed"] == {}  # the last epoch ran to its end
     assert len(scope["data"]) == 4 * 8
