@@ -3,8 +3,8 @@
 it and the load other processes already put on those CPUs.
 
 torch's default is one thread per core it sees. Oversubscribed, its OpenMP threads wait
-on each other: on two busy cores (load 5), two threads made a demo training step about
-5× slower than one (3.2 s against 0.6 s).
+on each other: on two cores kept busy, two threads made a step of the demo's generator
+about 10× slower than one (`benchmarks/busy_threads.py`; docs/evaluation.md).
 
 A library call puts torch's count back as it found it when it returns (`torch_threads`),
 so a notebook that trains or evaluates keeps its own; only a process rainbench starts for

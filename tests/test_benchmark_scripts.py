@@ -74,6 +74,14 @@ def test_commit_cost_prints_one_commit_per_dataset_size():
     assert re.fullmatch(r"\| 50 \| \d+\.\d MB \| \d+\.\d\d s \| \d+\.\d ms \|", rows[1])
 
 
+def test_busy_threads_times_one_thread_and_one_per_cpu_and_their_ratio():
+    found = run("busy_threads.py", "--spinners", "1", "--steps", "1")
+    assert found.returncode == 0, found.stderr
+    assert re.search(r"^  1 thread: \d+\.\d{3} s$", found.stdout, re.M)
+    ratio = re.search(r"^  \d+ threads / 1 thread: \d+\.\d\d×$", found.stdout, re.M)
+    assert ratio or found.stdout.startswith("1 usable CPUs")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help_describes_the_benchmark_in_whole_sentences_and_runs_nothing(script):
