@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from rainbench.capture.formats import FORMATS
+from rainbench.errors import RainbenchError
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, open_dataset
 from rainbench.shards.layout import GROUND_TRUTH, RAIN, member
@@ -188,6 +189,10 @@ def _as_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
+class AnalysisError(RainbenchError):
+    """Settings no estimate can be made with; the message says which."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """How patches are sampled and the dimension estimated; NLCL's sampler by default."""
@@ -199,6 +204,12 @@ class Settings:
     k: int = 20  # neighbours of the MLE estimator
     unit_norm: bool = False
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:  # numpy's generator takes none
+            raise AnalysisError(
+                f"the seed must be 0 or more, not {self.seed} (where the references fall)"
+            )
 
     @property
     def fewest_references(self) -> int:
@@ -476,7 +487,9 @@ def from_synthetic_split(
     )
     rows = [
         row
-        for row in table.select(["key", "split", "shard", "width", "height"]).to_pylist()
+        for row in table.select(
+            ["key", "split", "shard", "width", "height", "gt_sha256", "rain_sha256"]
+        ).to_pylist()
         if row["split"] == split
     ]
     rows.sort(key=lambda row: (row["shard"], row["key"]))
@@ -490,21 +503,22 @@ def from_synthetic_split(
 
 
 def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """A member that cannot be read, or is not the size its row says, stops the estimate
-    with a one-line `ShardError` naming it."""
+    """A member that cannot be read, is not the bytes its row's digest gives, or is not
+    the size its row says, stops the estimate with a one-line `ShardError` naming it."""
     for shard, members in groupby(rows, key=lambda row: row["shard"]):
         with open_shard(dataset.root, shard) as tar:
             for row in members:
-                gt = _png(tar, row, member(row["key"], GROUND_TRUTH))
-                rainy = _png(tar, row, member(row["key"], RAIN))
+                gt = _png(tar, row, member(row["key"], GROUND_TRUTH), row["gt_sha256"])
+                rainy = _png(tar, row, member(row["key"], RAIN), row["rain_sha256"])
                 yield gt, np.clip(rainy - gt, 0, 1)
 
 
-def _png(tar: tarfile.TarFile, row: dict, name: str) -> np.ndarray:
-    """A pair's PNG, which must be its row's width × height: the rain layer is the rainy
-    picture less the ground truth, pixel by pixel."""
+def _png(tar: tarfile.TarFile, row: dict, name: str, sha256: str) -> np.ndarray:
+    """A pair's PNG, which must be the bytes of `sha256` (the row's digest of it) and its
+    row's width × height: the rain layer is the rainy picture less the ground truth,
+    pixel by pixel."""
     size = (row["width"], row["height"])
-    picture = read_upright(tar, row["shard"], name, FORMATS["png"], *size)
+    picture = read_upright(tar, row["shard"], name, FORMATS["png"], *size, sha256=sha256)
     if picture.size != size:
         raise ShardError(
             f"{row['shard']}:{name}: {picture.width}×{picture.height}, not the manifest's "

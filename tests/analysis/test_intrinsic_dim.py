@@ -21,6 +21,7 @@ from rainbench import __version__
 from rainbench.analysis.intrinsic_dim import (
     MIN_IMAGES,
     MIN_PATCHES,
+    AnalysisError,
     Report,
     Settings,
     Spread,
@@ -298,16 +299,18 @@ def test_a_pair_picture_not_of_its_rows_size_stops_the_estimate_in_one_line(
     synthetic_dataset, tmp_path
 ):
     # The rain layer is rainy − ground truth: pictures of two sizes were a numpy traceback.
+    # A row that says the other size (the member's bytes are still the row's).
     ds = shutil.copytree(synthetic_dataset, tmp_path / "ds")
-    row = pd.read_parquet(ds / "manifests/synthetic.parquet").iloc[0]
-    turned = io.BytesIO()
-    Image.new("RGB", (row.height, row.width)).save(turned, "PNG")
-    with tarfile.open(ds / row.shard, "a") as tar:  # the later member wins
-        info = tarfile.TarInfo(f"{row.key}.gt.png")
-        info.size = len(turned.getvalue())
-        tar.addfile(info, io.BytesIO(turned.getvalue()))
+    path = ds / "manifests" / "synthetic.parquet"
+    table = manifest.read_manifest(path, manifest.SYNTHETIC)
+    row = table.to_pandas().iloc[0]
+    for name, other in (("width", row.height), ("height", row.width)):
+        column = table[name].to_pylist()
+        column[0] = other
+        table = table.set_column(table.schema.get_field_index(name), name, [column])
+    manifest.write_manifest(path, table)
     said = (
-        f"{row.key}.gt.png: {row.height}×{row.width}, not the manifest's {row.width}×{row.height}"
+        f"{row.key}.gt.png: {row.width}×{row.height}, not the manifest's {row.height}×{row.width}"
     )
     with pytest.raises(ShardError, match=re.escape(said)):
         list(from_synthetic_split(ds, "syn-streak"))
@@ -317,6 +320,28 @@ def test_a_pair_picture_not_of_its_rows_size_stops_the_estimate_in_one_line(
     assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
         f"error: {row.shard}:{said} (run rainbench verify)"
     ]
+
+
+def test_a_pair_picture_whose_bytes_are_not_the_manifests_stops_the_estimate_in_one_line(
+    synthetic_dataset, tmp_path
+):
+    # A ground truth of the right size that decodes, but is not the one made: only its
+    # digest tells, where its pixels were measured as the pair's.
+    ds = shutil.copytree(synthetic_dataset, tmp_path / "ds")
+    row = pd.read_parquet(ds / "manifests/synthetic.parquet").sort_values(["shard", "key"]).iloc[0]
+    other = io.BytesIO()
+    Image.new("RGB", (row.width, row.height), (90, 90, 90)).save(other, "PNG")
+    with tarfile.open(ds / row.shard, "a") as tar:  # the later member wins
+        info = tarfile.TarInfo(f"{row.key}.gt.png")
+        info.size = len(other.getvalue())
+        tar.addfile(info, io.BytesIO(other.getvalue()))
+    said = f"{row.shard}:{row.key}.gt.png: its bytes are not the manifest's (run rainbench verify)"
+    with pytest.raises(ShardError, match=re.escape(said)):
+        list(from_synthetic_split(ds, "syn-streak"))
+    result = CliRunner().invoke(
+        main, ["analyze", "intrinsic-dim", str(ds), "--split", "syn-streak"]
+    )
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == [f"error: {said}"]
 
 
 def test_unknown_split_or_dataset_is_refused_at_once(synthetic_dataset, tmp_path):
@@ -385,6 +410,18 @@ def test_too_few_patches_are_refused_or_give_no_estimate():
     report = analyze([(background, rain)], Settings(references=16))
     assert report.counts["rain_distinct"] < MIN_PATCHES
     assert math.isnan(report.rain_dim_two_nn.median) and report.image_dim_two_nn.median > 0
+
+
+def test_a_negative_seed_is_refused_in_one_line(synthetic_dataset):
+    # numpy's generator takes none: a ValueError traceback once the first pair was read.
+    with pytest.raises(AnalysisError, match="seed must be 0 or more, not -1"):
+        Settings(seed=-1)
+    args = ["analyze", "intrinsic-dim", str(synthetic_dataset), "--split", "syn-streak"]
+    refused = CliRunner().invoke(main, [*args, "--seed", "-1"])
+    assert refused.exit_code == 1 and refused.stderr.strip().splitlines() == [
+        "error: the seed must be 0 or more, not -1 (where the references fall)"
+    ]
+    assert analyze(from_synthetic_split(synthetic_dataset, "syn-streak", 1), Settings(seed=2**70))
 
 
 def test_the_cli_refuses_too_few_references_and_makes_the_out_folder(synthetic_dataset, tmp_path):

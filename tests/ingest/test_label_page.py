@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shutil
+import tarfile
 
 import numpy as np
 import pandas as pd
@@ -171,6 +172,29 @@ def test_command_writes_the_page(dataset, tmp_path):
     assert f"wrote {out}: 6 of 6 rainy captures" in result.output
     assert "1 drizzle, 2 fog-like, 3 storm, 4 streak, 5 clean" in result.output
     assert out.exists()
+
+
+def test_a_capture_damaged_in_place_is_not_shown_as_if_it_were_the_capture(dataset, tmp_path):
+    # Its shard still reads, its JPEG still decodes: only its digest tells.
+    key = sorted(_samples(dataset).index)[0]
+    shard = dataset / _samples(dataset).loc[key, "shard"]
+    with tarfile.open(shard) as tar:
+        info = next(m for m in tar.getmembers() if m.name == f"{key}.jpg")
+    data = bytearray(shard.read_bytes())
+    middle = info.offset_data + info.size // 2
+    data[middle : middle + 64] = bytes(64)
+    shard.write_bytes(bytes(data))
+
+    out = tmp_path / "page.html"
+    result = CliRunner().invoke(main, ["label", str(dataset), "--out", str(out), "-j", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert "could not show 1: run rainbench verify" in result.output
+    text = out.read_text(encoding="utf-8")
+    card = text[text.index(f'data-key="{key}"') :]
+    card = card[: card.index("</article>")]
+    assert "its bytes are not the manifest&#x27;s" in card and "<img" not in card
+    assert text.count('class="crop"') == 5
 
 
 def _streaks(size=(1200, 900), box=(760, 520, 1016, 776), seed=0) -> Image.Image:

@@ -237,6 +237,22 @@ def test_the_label_page_shows_a_video_by_its_middle_frame(raw, tmp_path):
     assert page.cards == 5 and not page.unreadable
 
 
+def test_the_label_page_does_not_show_a_video_damaged_in_place(raw, tmp_path):
+    # Its shard still reads and it still decodes: only its digest tells.
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    video = rows_by_name(ds)["rain.mov"]
+    shard = ds / video["shard"]
+    with tarfile.open(shard) as tar:
+        info = tar.getmember(f"{video['key']}.mov")
+    data = bytearray(shard.read_bytes())
+    data[info.offset_data + info.size - 8 : info.offset_data + info.size] = b"damaged!"
+    shard.write_bytes(bytes(data))
+    page = write_label_page(ds, tmp_path / "label.html")
+    assert page.cards == 5 and page.unreadable == [video["key"]]
+    assert "not the manifest&#x27;s" in page.out.read_text(encoding="utf-8")
+
+
 def test_verify_counts_a_videos_frames(raw, tmp_path):
     ds = tmp_path / "ds"
     ingest([raw], ds, OPTIONS)
