@@ -4,14 +4,19 @@ public paired set."""
 from pathlib import Path
 
 import click
-from PIL import Image
 
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
 from rainbench.capture.reject import CaptureRejected
 from rainbench.cli import options
 from rainbench.cli.group import fail
 from rainbench.cli.output import emit, on_one_line, prepare_out
-from rainbench.synth.build import SynthOptions, is_sheet, preview_sheet, synthesize
+from rainbench.synth.build import (
+    SHEET_SUFFIXES,
+    SynthOptions,
+    is_sheet,
+    preview_sheet,
+    synthesize,
+)
 from rainbench.synth.importers import LAYOUTS
 from rainbench.synth.recipes import RECIPES
 from rainbench.synth.splits import PairsSummary
@@ -27,9 +32,11 @@ def _recipe_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 
 
 def _sheet_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """--out of --preview: a file whose suffix names an image format Pillow writes."""
-    if value is not None and value.suffix.lower() not in Image.registered_extensions():
-        raise click.BadParameter(f"{value.name}: name the sheet's image file, e.g. sheet.png")
+    """--out of --preview: a file whose suffix names a format the sheet is written in."""
+    if value is not None and value.suffix.lower() not in SHEET_SUFFIXES:
+        raise click.BadParameter(
+            f"{value.name}: name the sheet's image file: .png, .jpg, .webp or .tif"
+        )
     return value
 
 
@@ -93,8 +100,8 @@ def _sheet_file(ctx: click.Context, param: click.Parameter, value: Path | None) 
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     callback=_sheet_file,
-    help="Where --preview writes the sheet (PNG): an earlier sheet there is replaced, any "
-    "other file refused.",
+    help="Where --preview writes the sheet (.png, .jpg, .webp or .tif): an earlier sheet "
+    "there is replaced, any other file refused.",
 )
 @options.as_json()
 @options.progress

@@ -275,12 +275,22 @@ def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | No
         "versions": {"rainbench": __version__, **installed_versions(SHEET_LIBRARIES)},
     }
     exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _ASCII + json.dumps(made).encode()
-    sheet.save(encoded, format=Image.registered_extensions()[out.suffix.lower()], exif=exif)
+    sheet.save(encoded, format=SHEET_SUFFIXES[out.suffix.lower()], exif=exif)
     write_atomic(out, encoded.getvalue(), shared=True)  # no lock is held
     return out
 
 
 SHEET_DESCRIPTION = "rainbench synth --preview contact sheet"
+# The sheet's formats, by suffix: those Pillow writes with EXIF and reads it back from,
+# so that a later preview knows the sheet it may replace (a GIF's or BMP's it could not).
+SHEET_SUFFIXES = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 # What decodes the picture and renders the rain on it: the sheet names their versions.
 SHEET_LIBRARIES = ("numpy", "scipy", "pillow", "pillow-heif")
 _DESCRIPTION = 0x010E  # the EXIF ImageDescription tag
@@ -291,8 +301,8 @@ _ASCII = b"ASCII\0\0\0"
 
 def is_sheet(path: Path) -> bool:
     """True when `path` is a contact sheet preview_sheet wrote, in the format its suffix
-    names (formats without EXIF cannot say so: an earlier sheet in one is not known)."""
-    fmt = Image.registered_extensions().get(path.suffix.lower())
+    names."""
+    fmt = SHEET_SUFFIXES.get(path.suffix.lower())
     try:
         with Image.open(path, formats=[fmt] if fmt else []) as image:
             return image.getexif().get(_DESCRIPTION) == SHEET_DESCRIPTION

@@ -264,8 +264,13 @@ def contact_sheet(clean: np.ndarray, seed: int = 0, width: int = 1600) -> Image.
     frame_height = max(1, round(frame_width * height / clean_width))
     rows = math.ceil(len(panels) / columns)
     crops_y = gap + rows * (label + frame_height + gap)
-    crop = min((width - gap * (len(panels) + 1)) // len(panels), height, clean_width)
+    slot = (width - gap * (len(panels) + 1)) // len(panels)  # each crop's, and its label's
+    crop = min(slot, height, clean_width)
     crop_top, crop_left = (height - crop) // 2, (clean_width - crop) // 3
+    # A label wider than its slot would run into the next one's.
+    crop_font = font
+    while crop_font.size > 6 and max(crop_font.getbbox(f"{n} 1:1")[2] for n, *_ in panels) > slot:
+        crop_font = ImageFont.load_default(size=crop_font.size - 1)
     sheet = Image.new("RGB", (width, crops_y + label + crop + gap), "white")
     draw = ImageDraw.Draw(sheet)
     for index, (name, caption, image) in enumerate(panels):
@@ -275,8 +280,8 @@ def contact_sheet(clean: np.ndarray, seed: int = 0, width: int = 1600) -> Image.
         draw.text((x, y), caption, fill="black", font=font)
         frame = Image.fromarray(image).resize((frame_width, frame_height), Image.Resampling.LANCZOS)
         sheet.paste(frame, (x, y + label))
-        x = gap + index * (crop + gap)
-        draw.text((x, crops_y), f"{name} 1:1", fill="black", font=font)
+        x = gap + index * (slot + gap)
+        draw.text((x, crops_y), f"{name} 1:1", fill="black", font=crop_font)
         cut = image[crop_top : crop_top + crop, crop_left : crop_left + crop]
         sheet.paste(Image.fromarray(cut), (x, crops_y + label))
     return sheet

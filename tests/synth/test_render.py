@@ -269,6 +269,21 @@ def test_contact_sheet_shows_every_recipe(clean):
     assert sheet.height > 2 * 900 * SMALL[1] / SMALL[0] / 3
 
 
+@pytest.mark.parametrize("size", [(17, 9), (1600, 1200)])
+def test_contact_sheet_crop_labels_stay_over_their_own_crop(size):
+    # The crops' row gives each panel a slot; its label and crop keep inside it. A crop
+    # narrower than its label ran the labels into one another ("heavy-streak 1:1drizzle"
+    # even on the docs' sheet; on a 17×9 picture every label over every other).
+    width, gap, panels = 1200, 8, len(RECIPES) + 1
+    slot = (width - gap * (panels + 1)) // panels
+    label = max(12, width // 80) + 6
+    band = label + min(slot, size[1], size[0]) + gap
+    sheet = np.asarray(contact_sheet(render_scene(*size, 0), 0, width))
+    for index in range(panels + 1):  # the gap before each slot and after the last
+        x = index * (slot + gap)
+        assert (sheet[-band:, x : x + gap] == 255).all(), f"the gap before slot {index}"
+
+
 def _print_table(size: tuple[int, int]) -> None:
     print(f"| recipe | min | median | max |  ({size[0]}×{size[1]}, dB)")
     print("|---|---|---|---|")
