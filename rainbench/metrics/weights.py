@@ -240,7 +240,7 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
     """Copy a known weight file into the weights directory, under the name pyiqa loads,
     after checking its checksum. A file of another name (a browser's `name (1).mat`) is
     known by its checksum, else by its name less a download's ` (N)`."""
-    path = Path(path)
+    path = _readable(Path(path))
     file = KNOWN_FILES.get(path.name) or identify(path) or KNOWN_FILES.get(_undownloaded(path))
     if file is None:
         raise MetricError(
@@ -266,6 +266,15 @@ def import_file(path: str | Path, weights_dir: str | Path | None = None) -> Path
         # fetch) may write the one weights folder at once.
         write_atomic(dest, Path(path).read_bytes(), shared=True)
     return dest
+
+
+def _readable(path: Path) -> Path:
+    """`path`, refused in one line unless it is a regular file: hashing a FIFO, or
+    opening it as an archive, would wait for a writer for ever."""
+    try:
+        return regular_file(path)
+    except OSError as error:
+        raise MetricError(f"{path}: {error.strerror}") from None
 
 
 def identify(path: Path) -> WeightFile | None:
@@ -378,7 +387,7 @@ def extract_niqe(archive: str | Path, weights_dir: str | Path | None = None) -> 
     """Write pyiqa's niqe_modelparameters.mat from the NIQE parameters in BasicSR's sdist,
     reading only that member of the archive."""
     file = KNOWN_FILES["niqe_modelparameters.mat"]
-    archive = Path(archive)
+    archive = _readable(Path(archive))
     expected = f"expected BasicSR's sdist {BASICSR_SDIST} ({_GET_BASICSR})"
     if _is_mat(archive):
         raise MetricError(

@@ -275,6 +275,17 @@ def test_import_refuses_an_unknown_file(isolated, tmp_path):
         weights.import_file(other, isolated)
 
 
+@pytest.mark.parametrize("name", [MUSIQ, "model.pth", "basicsr-1.4.2.tar.gz"])
+def test_a_fifo_is_refused_in_one_line_not_waited_on(isolated, tmp_path, name):
+    # Hashed or opened as an archive, it waited for a writer for ever.
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    read = weights.extract_niqe if name.endswith(".tar.gz") else weights.import_file
+    with pytest.raises(MetricError, match=rf"^{re.escape(str(fifo))}: not a regular file; "):
+        read(fifo, isolated)
+    assert not isolated.exists()
+
+
 def test_a_file_without_published_checksum_is_unverified(isolated, tmp_path):
     torch = pytest.importorskip("torch")
     source = tmp_path / BRISQUE
