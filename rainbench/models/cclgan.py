@@ -79,9 +79,10 @@ class ResnetGenerator(nn.Module):
 
 def translate_any_size(generator: ResnetGenerator, x: torch.Tensor) -> torch.Tensor:
     """The generator on an image of any size: reflect-padded to multiples of 4 (its two
-    down-samplings), the padding cut off again."""
+    down-samplings) and to at least 8 px (2 px at the residual blocks, which pad by
+    reflection and normalise per image), the padding cut off again."""
     h, w = x.shape[-2:]
-    pad_h, pad_w = -h % 4, -w % 4
+    pad_h, pad_w = max(-h % 4, 8 - h), max(-w % 4, 8 - w)
     if pad_h or pad_w:
         mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
         x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
