@@ -95,10 +95,10 @@ def file_sha256(path: Path) -> str:
         return stream_sha256(handle)
 
 
-def stream_sha256(handle: BinaryIO) -> str:
+def stream_sha256(handle: BinaryIO, piece: int = 1 << 22) -> str:
     """The hex SHA-256 of what is left to read from `handle` (a file, or an object in a
-    store read as a stream), read in 4 MiB pieces."""
+    store read as a stream), read in pieces of `piece` bytes (4 MiB)."""
     sha = hashlib.sha256()
-    while chunk := handle.read(1 << 22):
+    while chunk := handle.read(piece):
         sha.update(chunk)
     return sha.hexdigest()

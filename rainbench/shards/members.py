@@ -25,7 +25,7 @@ from rainbench.capture.orientation import turn_upright
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import CaptureFile
 from rainbench.errors import first_line
-from rainbench.files import leads_inside, regular_file
+from rainbench.files import leads_inside, regular_file, stream_sha256
 from rainbench.shards.dataset import DatasetError
 from rainbench.shards.manifest import SHARD
 from rainbench.store import STREAM_BLOCK, mirrored_url, open_ranged, open_stream, unusable
@@ -169,23 +169,42 @@ def open_member(
     (a video of several GB is never held whole): read where it lies in a local shard,
     usable while `tar` is open; from a store, copied first in large pieces to a
     temporary file, as a demuxer's many small reads would each be a request. With
-    `sha256` (the manifest's), the copy is kept until another member is copied, and
+    `sha256` (the manifest's), its bytes are those or it is refused (a video damaged in
+    place may still decode), and the copy is kept until another member is copied, and
     opened again by the next call for the same bytes. A member cut short reads short:
     its reader refuses it."""
     handle, size = _open_member(tar, shard, name, limit)
-    url = shard_url(root, shard)
+    where, url = f"{shard}:{name}", shard_url(root, shard)
     if url is None:
-        return handle
+        return _checked(handle, where, sha256, url)
     if sha256 is None:
-        return _copy(handle, size, url, f"{shard}:{name}")
+        return _copy(handle, size, url, where)
     key = (url, name, sha256)
     if key not in _COPIED:
         for copy in _COPIED.values():
             copy.close()
         _COPIED.clear()
-        _COPIED[key] = _copy(handle, size, url, f"{shard}:{name}")
+        _COPIED[key] = _checked(_copy(handle, size, url, where), where, sha256, url)
     # Its own descriptor and position: the kept copy stays open when the caller closes.
     return CaptureFile(os.dup(_COPIED[key].fileno()), size)
+
+
+def _checked(handle: BinaryIO, where: str, sha256: str | None, url: str | None) -> BinaryIO:
+    """`handle` rewound, once its bytes are found to be `sha256`'s (None: unchecked);
+    else closed, and refused as `read_member` refuses other bytes."""
+    if sha256 is None:
+        return handle
+    try:
+        with _reading(url, f"{where}: cannot read it"):
+            found = stream_sha256(handle, 1 << 20)  # a video is never held whole
+            handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    if found != sha256:
+        handle.close()
+        raise ShardError(f"{where}: its bytes are not the manifest's (run rainbench verify)")
+    return handle
 
 
 def _copy(handle: BinaryIO, size: int, url: str, where: str) -> BinaryIO:

@@ -9,6 +9,7 @@ import os
 import sys
 import tarfile
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -237,10 +238,9 @@ def test_the_label_page_shows_a_video_by_its_middle_frame(raw, tmp_path):
     assert page.cards == 5 and not page.unreadable
 
 
-def test_the_label_page_does_not_show_a_video_damaged_in_place(raw, tmp_path):
-    # Its shard still reads and it still decodes: only its digest tells.
-    ds = tmp_path / "ds"
-    ingest([raw], ds, OPTIONS)
+def _damaged_in_place(ds: Path) -> dict:
+    """The video's row, its member's last bytes overwritten in the shard: the shard still
+    reads and the video still decodes, only its digest tells."""
     video = rows_by_name(ds)["rain.mov"]
     shard = ds / video["shard"]
     with tarfile.open(shard) as tar:
@@ -248,6 +248,27 @@ def test_the_label_page_does_not_show_a_video_damaged_in_place(raw, tmp_path):
     data = bytearray(shard.read_bytes())
     data[info.offset_data + info.size - 8 : info.offset_data + info.size] = b"damaged!"
     shard.write_bytes(bytes(data))
+    return video
+
+
+def test_tag_does_not_measure_a_video_damaged_in_place(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    video = _damaged_in_place(ds)
+    path = Dataset(ds).samples_manifest
+    table = manifest.read_manifest(path, manifest.SAMPLES)
+    index = table.schema.get_field_index("features_version")
+    table = table.set_column(index, "features_version", pa.nulls(table.num_rows, pa.string()))
+    manifest.write_manifest(path, table)
+    summary = tag_dataset(ds)
+    assert summary.measured == 4
+    assert summary.unmeasurable == [video["key"]]
+
+
+def test_the_label_page_does_not_show_a_video_damaged_in_place(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    video = _damaged_in_place(ds)
     page = write_label_page(ds, tmp_path / "label.html")
     assert page.cards == 5 and page.unreadable == [video["key"]]
     assert "not the manifest&#x27;s" in page.out.read_text(encoding="utf-8")
