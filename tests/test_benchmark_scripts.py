@@ -5,10 +5,12 @@ they still print them."""
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.synth.recipes import RECIPES
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -80,6 +82,17 @@ def test_busy_threads_times_one_thread_and_one_per_cpu_and_their_ratio():
     assert re.search(r"^  1 thread: \d+\.\d{3} s$", found.stdout, re.M)
     ratio = re.search(r"^  \d+ threads / 1 thread: \d+\.\d\d×$", found.stdout, re.M)
     assert ratio or found.stdout.startswith("1 usable CPUs")
+
+
+def test_write_steps_times_each_write_step_beside_the_floor(tmp_path):
+    for spec in sample_specs(2, size=(64, 48)):
+        name = Path(spec.name).with_suffix(".jpg").as_posix()
+        write_capture(tmp_path, replace(spec, fmt="jpeg", mode="RGB", name=name))
+    found = run("write_steps.py", str(tmp_path), "--passes", "1")
+    assert found.returncode == 0, found.stderr
+    timed = re.findall(r"^(\S.*?) +\d+\.\d\d ms$", found.stdout, re.M)
+    assert timed[0].startswith("floor") and timed[-1].startswith("write (all")
+    assert re.search(r"^write \(all\) / floor: \d+\.\d\d$", found.stdout, re.M)
 
 
 @pytest.mark.slow
