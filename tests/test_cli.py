@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import tarfile
 from collections import Counter
@@ -851,3 +852,27 @@ def test_a_label_sheet_cannot_forge_or_restyle_the_lines_tag_prints(runner, tmp_
     assert f"skipped: {shown}\n" in result.output
     assert "tagged 1 capture (hail\\x1b]0;pwned\\x07\\nerror: forged 1)" in result.output
     assert result.output.count("\n") == 2 and "\x1b" not in result.output
+
+
+@pytest.mark.parametrize("method", ["nlcl", "cclgan"])
+def test_import_checkpoint_refuses_a_fifo_in_one_line(tmp_path, method):
+    fifo = tmp_path / "net.pth"
+    os.mkfifo(fifo)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rainbench",
+            method,
+            "import-checkpoint",
+            str(fifo),
+            "--out",
+            str(tmp_path / "out.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().endswith("not a regular file; refused")
+    assert run.stderr.count("\n") == 1 and not (tmp_path / "out.pt").exists()

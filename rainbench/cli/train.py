@@ -371,7 +371,7 @@ def nlcl_import_command(file, out) -> None:
     Example:
       rainbench nlcl import-checkpoint net_G_B.pth --out nlcl-published.pt
     """
-    from rainbench.files import file_sha256
+    from rainbench.files import file_sha256, regular_file
 
     with _needs_torch("nlcl import-checkpoint", "eval"):
         from rainbench.models.nlcl.checkpoint import CHECKPOINT_FORMAT
@@ -379,7 +379,7 @@ def nlcl_import_command(file, out) -> None:
 
     _prepare_checkpoint_out(out, file, CHECKPOINT_FORMAT)
     state = import_published(file)
-    save_generator_checkpoint(state, out, file_sha256(file))
+    save_generator_checkpoint(state, out, file_sha256(regular_file(file)))
     click.echo(f"wrote {out}: rainbench eval --model nlcl --checkpoint {out}")
 
 
@@ -400,13 +400,14 @@ def cclgan_import_command(file, out) -> None:
     Example:
       rainbench cclgan import-checkpoint latest_net_G_A.pth --out cclgan-published.pt
     """
-    from rainbench.files import file_sha256
+    from rainbench.files import file_sha256, regular_file
 
     with _needs_torch("cclgan import-checkpoint", "eval"):
         from rainbench.models.cclgan import CHECKPOINT_FORMAT, import_cyclegan_generator
 
     _prepare_checkpoint_out(out, file, CHECKPOINT_FORMAT)
-    import_cyclegan_generator(file, out, file_sha256(file))
+    # Hashed before it is loaded: a FIFO is refused, not waited on.
+    import_cyclegan_generator(file, out, file_sha256(regular_file(file)))
     click.echo(f"wrote {out}: rainbench eval --model cclgan --checkpoint {out}")
 
 
