@@ -329,10 +329,17 @@ def weights_status_command(weights_dir, as_json) -> None:
 def _status_lines(found: list[WeightStatus], weights_dir: Path | None) -> list[str]:
     folder = resolve_dir(weights_dir)
     # A folder that is not there is most often a mistyped --weights-dir: said at once.
-    absent = "" if folder.is_dir() else " (does not exist; import, fetch and extract-niqe make it)"
+    if folder.is_dir():
+        absent = ""
+    elif folder.exists():
+        absent = " (not a folder: import, fetch and extract-niqe cannot write there)"
+    else:
+        absent = " (does not exist; import, fetch and extract-niqe make it)"
     lines = [f"weights directory: {folder}{absent}"]
     for s in found:
         where = str(s.path) if s.path else f"provide it: {s.file.provide(weights_dir)}"
+        if s.state == "mismatch":  # found, but not the published file: said how to mend
+            where += f" (not the published file; replace it: {s.file.provide(weights_dir)})"
         lines.append(f"  {s.state:10s} {s.file.name} ({', '.join(s.file.metrics)}): {where}")
     return lines
 

@@ -192,9 +192,28 @@ def test_weights_status_says_missing_once_and_names_an_absent_folder(tmp_path, m
         "--weights-dir",  # where the file must go for status to find it
         str(absent),
     ]
+    absent.write_bytes(b"")  # named by the environment (--weights-dir takes folders only)
+    monkeypatch.setenv("RAINBENCH_WEIGHTS", str(absent))
+    a_file = CliRunner().invoke(main, ["weights", "status"])
+    assert a_file.output.splitlines()[0] == f"weights directory: {absent} (not a folder: " + (
+        "import, fetch and extract-niqe cannot write there)"
+    )
+    absent.unlink()
     absent.mkdir()
     present = CliRunner().invoke(main, ["weights", "status", "--weights-dir", str(absent)])
     assert present.output.splitlines()[0] == f"weights directory: {absent}"
+
+
+def test_weights_status_says_how_to_replace_a_file_that_is_not_the_published_one(tmp_path):
+    (tmp_path / "brisque_svm_weights.pth").write_bytes(b"not brisque")
+    (tmp_path / "niqe_modelparameters.mat").write_bytes(b"not niqe")
+    result = CliRunner().invoke(main, ["weights", "status", "--weights-dir", str(tmp_path)])
+    niqe = next(line for line in result.output.splitlines() if "niqe_modelparameters" in line)
+    assert niqe.split()[0] == "mismatch"
+    assert niqe.endswith(
+        "(not the published file; replace it: rainbench weights extract-niqe "
+        f"basicsr-1.4.2.tar.gz --weights-dir {tmp_path})"
+    )
 
 
 def test_validity_refuses_too_few_resamples_and_takes_json_from_the_group(tmp_path, monkeypatch):
