@@ -9,10 +9,15 @@ exception, not wrapped, so callers handle errors as they do for local workers. T
 actors reach the object store the driver reaches (`STORE_LOCATION`).
 """
 
+import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
+import threading
+import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -26,6 +31,12 @@ INSTALL = "pip install 'rainbench[cluster]'"
 # Runs of a unit whose worker or node died before Ray gives up on it.
 MAX_RETRIES = 3
 _CONNECT_SECONDS = 10.0
+# How long a run whose units cannot be running (the cluster had no free CPU or GPU for
+# them) waits for a first result before it says, once, what it waits for.
+_WAIT_SECONDS = 10.0
+# How often a wait checks that the cluster's head still answers: Ray notices its loss
+# only after 60 s, and then ends this process in lines of its own.
+_ALIVE_SECONDS = 5.0
 # The environment that decides which object store a URL reaches (an S3-compatible
 # endpoint, the region, GCS's emulator), not who may use it: every task and actor gets
 # the driver's, so what a worker uploads lands where the driver commits, and what it reads
@@ -53,9 +64,23 @@ class ClusterError(RainbenchError):
     """No Ray, no cluster to connect to, or work Ray could not finish; one line."""
 
 
+class ClusterWaiting(UserWarning):
+    """The run waits for the cluster: none of its CPUs (GPUs) is free for the work."""
+
+
 class ActorLost(ClusterError):
     """An actor's process died running a unit, each time Ray restarted it: the unit
     itself kills it (a crash in native code, os._exit, the memory killer)."""
+
+
+# Where Ray reports, in a traceback of many lines, an error of a unit whose result the
+# driver never fetched: the run stopped on one unit's error, which it reports itself in
+# one line, while others were in flight, and those fail the same way after it.
+_RAY_WORKER_LOG = logging.getLogger("ray._private.worker")
+
+
+def _echoes(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Unhandled error")
 
 
 def import_ray():
@@ -73,36 +98,43 @@ class _Connection:
     def __init__(self, address: str):
         self.address = address
         self.ray = import_ray()
-        self._opened = False
+        self.opened = False
         self._set: list[str] = []  # environment variables set for a local instance
+        self._said = False  # whether the run was said to wait for the cluster
         store = {name: os.environ[name] for name in STORE_LOCATION if name in os.environ}
         self.runtime_env = {"env_vars": store} if store else None
 
     def __enter__(self):
+        _RAY_WORKER_LOG.addFilter(_echoes)
         if not self.ray.is_initialized():
             try:
                 self._connect()
             except BaseException:
                 self.__exit__()  # what a local instance set in the environment goes
                 raise
-            self._opened = True
+            self.opened = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._opened:
+        if self.opened:
             # Disconnects this driver; the cluster, started by someone else, runs on (a
             # local instance stops).
             self.ray.shutdown()
-            self._opened = False
+            self.opened = False
         for name in self._set:
             os.environ.pop(name, None)
         self._set = []
+        _RAY_WORKER_LOG.removeFilter(_echoes)
 
     def _connect(self) -> None:
         if self.address == "local":
             self._own_token()
         else:
             _check_reachable(self.address)
+        with _sigterm_kept():
+            self._init()
+
+    def _init(self) -> None:
         try:
             self.ray.init(
                 address=self.address,
@@ -143,8 +175,70 @@ class _Connection:
             raise ClusterError("the Ray cluster has no GPU; give --device cpu or add GPU nodes")
         return count
 
+    def free(self, gpu: bool) -> float:
+        """The cluster's CPUs (GPUs) that no work holds now."""
+        return self.ray.available_resources().get("GPU" if gpu else "CPU", 0)
+
+    def wait(self, refs: list, gpu: bool, starved: bool) -> tuple[list, list]:
+        """`ray.wait` for the first of `refs` to finish. When `starved` (none of them can
+        be running: the cluster had no free CPU, or GPU, for them) and after _WAIT_SECONDS
+        none has finished and the cluster still has none free, the run says once, in one
+        line, what it waits for, then waits on."""
+        if not starved or self._said:
+            return self._wait(refs)
+        kind = "GPU" if gpu else "CPU"
+        while True:
+            done, rest = self._wait(refs, _WAIT_SECONDS)
+            if done:
+                return done, rest
+            if self.free(gpu) < 1:
+                break
+        self._said = True
+        total = int(self.ray.cluster_resources().get(kind, 0))
+        held = (
+            f"none of its {total} {kind}s is free for this run (other work holds them)"
+            if total
+            else f"it has no {kind}s (add nodes with some)"
+        )
+        warnings.warn(
+            f"waiting for the Ray cluster at {self.address}: {held}; the run goes on "
+            "once one is, Ctrl-C stops it",
+            ClusterWaiting,
+            stacklevel=2,
+        )
+        return self._wait(refs)
+
+    def _wait(self, refs: list, timeout: float | None = None) -> tuple[list, list]:
+        """`ray.wait` for the first of `refs`, `timeout` seconds at most, checking every
+        _ALIVE_SECONDS that the cluster is still there."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = _ALIVE_SECONDS
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            done, rest = self.ray.wait(refs, num_returns=1, timeout=step)
+            if done or (deadline is not None and time.monotonic() >= deadline):
+                return done, rest
+            self._check_alive()
+
+    def _check_alive(self) -> None:
+        """Refuse in one line to wait on a cluster whose head no longer answers."""
+        try:
+            head = self.ray.get_runtime_context().gcs_address
+        except Exception:  # a Ray client (ray://) knows no head's address to check
+            return
+        host, _, port = head.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=_CONNECT_SECONDS).close()
+        except OSError as error:
+            raise ClusterError(
+                f"lost the Ray cluster at {self.address}: its head ({head}) no longer "
+                f"answers ({first_line(error)}); run the same command again once it is back"
+            ) from None
+
     def get(self, ref):
         exceptions = self.ray.exceptions
+        self._wait([ref])
         try:
             return self.ray.get(ref)
         except exceptions.RayTaskError as error:
@@ -183,11 +277,13 @@ class RayPool:
     def map_unordered(self, fn: Callable[[T], R], units: Iterable[T]) -> Iterator[R]:
         task = self._task(fn)
         queue = iter(units)
+        starved = self._starved()
         # A bounded number of units in flight, so the driver's memory does not grow with
         # the input: enough to keep every CPU of the cluster busy.
         pending = [task.remote(unit) for unit in _take(queue, self._in_flight())]
         while pending:
-            done, pending = self.connection.ray.wait(pending, num_returns=1)
+            done, pending = self.connection.wait(pending, self.gpu, starved)
+            starved = False
             result = self.connection.get(done[0])
             pending += [task.remote(unit) for unit in _take(queue, 1)]
             yield result
@@ -196,8 +292,12 @@ class RayPool:
         """Like `map_unordered`, but results come in the order of `units`."""
         task = self._task(fn)
         queue = iter(units)
+        starved = self._starved()
         ahead = [task.remote(unit) for unit in _take(queue, self._in_flight())]
         while ahead:
+            if starved:  # any unit done means the cluster runs them
+                self.connection.wait(ahead, self.gpu, starved)
+                starved = False
             result = self.connection.get(ahead.pop(0))
             ahead += [task.remote(unit) for unit in _take(queue, 1)]
             yield result
@@ -211,6 +311,10 @@ class RayPool:
             runtime_env=self.connection.runtime_env,
         )
 
+    def _starved(self) -> bool:
+        """Whether no CPU (GPU) of the cluster is free, before this pool's units go in."""
+        return self.connection.free(self.gpu) < 1
+
     def _in_flight(self) -> int:
         slots = self.connection.gpus() if self.gpu else self.connection.cpus()
         return 2 * max(self.workers, slots)
@@ -223,6 +327,10 @@ class _Holder:
         self.build = build
         self.held = None
 
+    def ready(self) -> bool:
+        """Answered once the cluster has placed the actor and started it."""
+        return True
+
     def call(self, fn: Callable[[Any, T], R], unit: T) -> R:
         # Built on the first call, not in the constructor: an error building it then
         # reaches the caller as itself, not as the actor's death.
@@ -234,12 +342,17 @@ class _Holder:
 class RayActors:
     """Actors on the cluster at `address`, each holding what `build()` returns (built once
     per actor): one per GPU of the cluster when `gpu`, else one per CPU, at most `most`.
-    An actor whose node dies is built again elsewhere and its unit run again."""
+    An actor whose node dies is built again elsewhere and its unit run again. Units go
+    only to actors the cluster has started: one it has no free CPU (GPU) for yet, as
+    other work holds them, takes its share once it starts."""
 
     def __init__(self, address: str, build: Callable[[], Any], gpu: bool, most: int):
         self.connection = _Connection(address)
         self.build, self.gpu, self.most = build, gpu, max(1, most)
         self.actors: list = []
+        self.room = 0  # the actors the cluster had a free CPU (GPU) for as they went in
+        self.up: list = []  # the actors started, in the order they came up
+        self.starting: dict = {}  # an actor not yet started, by its `ready` call
 
     def __enter__(self) -> "RayActors":
         self.connection.__enter__()
@@ -251,17 +364,22 @@ class RayActors:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for actor in self.actors:
-            self.connection.ray.kill(actor)
-        self.actors = []
+        # A connection this opened ends with its job, the actors with it; killing them
+        # first, calls in flight (Ctrl-C) would each print Ray's word of a retry, on stdout.
+        if not self.connection.opened:
+            for actor in self.actors:
+                self.connection.ray.kill(actor)
+        self.actors, self.up, self.starting = [], [], {}
         self.connection.__exit__(*exc)
 
     def _start(self) -> None:
         count = self.connection.gpus() if self.gpu else self.connection.cpus()
-        self.actors = [self._new_actor() for _ in range(min(count, self.most))]
+        self.room = min(count, self.most, int(self.connection.free(self.gpu)))
+        for _ in range(min(count, self.most)):
+            self.actors.append(self._new_actor())
 
     def _new_actor(self):
-        return (
+        actor = (
             self.connection.ray.remote(_Holder)
             .options(
                 num_cpus=1,
@@ -272,16 +390,43 @@ class RayActors:
             )
             .remote(self.build)
         )
+        self.starting[actor.ready.remote()] = actor
+        return actor
 
     def _replace(self, actor):
         """A new actor in place of `actor`, which is dead."""
         self.connection.ray.kill(actor)
-        self.actors[self.actors.index(actor)] = fresh = self._new_actor()
-        return fresh
+        self.up.remove(actor)
+        self.actors[self.actors.index(actor)] = self._new_actor()
+
+    def _next(self, busy: dict):
+        """The first of `busy`'s calls to finish or of the actors starting to come up
+        (then taken into `up`)."""
+        done, _ = self.connection.wait([*busy, *self.starting], self.gpu, starved=not busy)
+        if done[0] in self.starting:
+            self._came_up(done[0])
+        return done[0]
+
+    def _came_up(self, ready) -> None:
+        self.connection.get(ready)
+        self.up.append(self.starting.pop(ready))
+
+    def _gather(self) -> None:
+        """Wait, _WAIT_SECONDS at most, for the actors the cluster had room for to start,
+        so that the first units go to each of them, not all to the first one up."""
+        deadline = time.monotonic() + _WAIT_SECONDS
+        while self.starting and len(self.up) < self.room:
+            left = deadline - time.monotonic()
+            done, _ = self.connection.ray.wait(list(self.starting), timeout=max(0, left))
+            if not done:
+                return
+            self._came_up(done[0])
 
     def ask(self, fn: Callable[[Any, T], R], unit: T) -> R:
         """`fn(held, unit)` on one actor: a question about what the work is done with."""
-        return self.connection.get(self.actors[0].call.remote(fn, unit))
+        while not self.up:
+            self._next({})
+        return self.connection.get(self.up[0].call.remote(fn, unit))
 
     def map_unordered(
         self,
@@ -297,29 +442,61 @@ class RayActors:
         gives, or, when it gives fewer than two, its result is `lost(unit, why)`."""
         queue = iter(units)
         again: list[T] = []  # the pieces of units that killed their actor, run first
+        busy: dict = {}
+        left = True  # whether `queue` may hold more
 
-        def following() -> list[T]:
-            return [again.pop(0)] if again else list(_take(queue, 1))
+        def give(actor) -> None:
+            nonlocal left
+            if again:
+                unit = again.pop(0)
+            else:
+                taken = _take(queue, 1)
+                left = bool(taken)
+                if not taken:
+                    return
+                unit = taken[0]
+            busy[actor.call.remote(fn, unit)] = actor, unit
 
-        busy = {}
-        for actor in self.actors:
-            for unit in following():
-                busy[actor.call.remote(fn, unit)] = actor, unit
-        while busy:
-            done, _ = self.connection.ray.wait(list(busy), num_returns=1)
-            actor, unit = busy.pop(done[0])
+        self._gather()
+        for actor in self.up:
+            give(actor)
+        while busy or (self.starting and (again or left)):
+            done = self._next(busy)
+            if done not in busy:  # an actor came up
+                give(self.up[-1])
+                continue
+            actor, unit = busy.pop(done)
             try:
-                results = [self.connection.get(done[0])]
+                results = [self.connection.get(done)]
             except ActorLost as error:
                 if lost is None:
                     raise
-                actor = self._replace(actor)
+                self._replace(actor)
                 pieces = split(unit) if split is not None else []
                 again[:0] = pieces if len(pieces) > 1 else []
                 results = [] if len(pieces) > 1 else [lost(unit, str(error))]
-            for unit in following():
-                busy[actor.call.remote(fn, unit)] = actor, unit
+                working = {actor for actor, _ in busy.values()}
+                for idle in [actor for actor in self.up if actor not in working]:
+                    give(idle)
+            else:
+                give(actor)
             yield from results
+
+
+@contextlib.contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """SIGTERM's handling as it was before `ray.init`, which takes it over: Ray's own
+    handler prints lines from its native code and exits as `sys.exit` does, where a
+    killed local run ends at once and quietly, its journal left for the next run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Ray leaves the signal alone there too
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: set outside Python, and not restorable
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_reachable(address: str) -> None:

@@ -55,8 +55,12 @@ class LocalCluster:
         command += ["--disable-usage-stats", "--temp-dir", str(temp)]
         command += ["--ray-client-server-port", str(_free_port())]
         command += ["--dashboard-agent-listen-port", str(_free_port())]
+        temp.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
             command,
+            # A node's processes work in temp: what they leave behind stays out of the
+            # folder the tests run in.
+            cwd=temp,
             start_new_session=True,
             env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", **env},
             stdout=subprocess.PIPE,
@@ -96,6 +100,19 @@ def local_cluster():
     try:
         cluster.start_head()
         cluster.add_node()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.temp, ignore_errors=True)
+
+
+@pytest.fixture
+def lone_cluster():
+    """A cluster of its own, a head of one CPU, for a test that takes it down."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'rainbench[cluster]'")
+    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rblone", dir="/tmp")))
+    try:
+        cluster.start_head()
         yield cluster
     finally:
         cluster.stop()

@@ -3,11 +3,13 @@ callers: every unit once, errors as themselves, one-line errors without Ray or a
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from click.testing import CliRunner
@@ -206,3 +208,183 @@ def test_a_client_address_nobody_listens_on_is_refused_in_one_line():
     assert str(refused.value).startswith(
         f"cannot connect to the Ray cluster at ray://127.0.0.1:{port}"
     )
+
+
+class _Holding:
+    def ping(self) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def _other_work(address: str, cpus: int) -> Iterator[Callable[[], None]]:
+    """`cpus` of the cluster's CPUs held by other work (actors of this driver, which the
+    pools under test then share) until the function it gives is called, or the end."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    holders = [ray.remote(num_cpus=1)(_Holding).remote() for _ in range(cpus)]
+
+    def let_go() -> None:
+        for holder in holders:
+            ray.kill(holder)
+
+    try:
+        ray.get([holder.ping.remote() for holder in holders])  # placed, CPUs held
+        yield let_go
+    finally:
+        let_go()
+        ray.shutdown()
+
+
+def _in_thread(work) -> Future:
+    return ThreadPoolExecutor(max_workers=1).submit(work)
+
+
+def test_actors_share_the_units_when_other_work_holds_one_cpu(ray_cluster):
+    """An actor the cluster cannot place yet gets no unit: its share goes to the others
+    (the run waited for it to the end, without a word)."""
+    with (
+        _other_work(ray_cluster, 1),
+        RayActors(ray_cluster, _counter, gpu=False, most=2) as actors,
+    ):
+        assert len(actors.actors) == 2  # one per CPU: one of them cannot start
+        run = _in_thread(lambda: list(actors.map_unordered(_count, range(6))))
+        results = run.result(timeout=60)
+        assert actors.ask(_count, 3)[0] == 9
+    assert sorted(square for square, _ in results) == [x * x for x in range(6)]
+
+
+def test_a_run_no_cpu_is_free_for_says_so_in_one_line_and_goes_on(ray_cluster, monkeypatch):
+    monkeypatch.setattr(cluster, "_WAIT_SECONDS", 1.0)
+    with _other_work(ray_cluster, 2) as let_go, RayPool(ray_cluster, 2) as pool:
+        with pytest.warns(cluster.ClusterWaiting) as said:
+            run = _in_thread(lambda: sorted(pool.map_unordered(_square, range(4))))
+            deadline = time.monotonic() + 30
+            while not said and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert not run.done()
+        let_go()
+        assert run.result(timeout=60) == [0, 1, 4, 9]
+    assert [str(warning.message) for warning in said] == [
+        f"waiting for the Ray cluster at {ray_cluster}: none of its 2 CPUs is free for "
+        "this run (other work holds them); the run goes on once one is, Ctrl-C stops it"
+    ]
+
+
+_CONNECTED = """
+import sys, time
+from rainbench.cluster import RayPool
+with RayPool(sys.argv[1], 1):
+    print("connected", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_driver_sent_sigterm_ends_as_a_local_one_does(ray_cluster):
+    """Quietly, by the signal: Ray's handler printed lines from its native code, exit 1."""
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _CONNECTED, ray_cluster],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert driver.stdout.readline() == "connected\n"
+    driver.send_signal(signal.SIGTERM)
+    _, errors = driver.communicate(timeout=30)
+    assert (driver.returncode, errors) == (-signal.SIGTERM, "")
+
+
+_REFUSED = """
+import sys, time
+from rainbench.cluster import RayPool
+
+def refuse(x):
+    time.sleep(0.3)
+    raise ValueError(f"unit {x} refused")
+
+with RayPool(sys.argv[1], 2) as pool:
+    try:
+        list(pool.map_unordered(refuse, range(8)))
+    except ValueError as error:
+        print(error)
+    time.sleep(2)  # the units in flight have failed, their results dropped
+"""
+
+
+def test_units_in_flight_when_one_fails_are_not_reported_again(ray_cluster):
+    """The caller reports the first error in one line; Ray printed each other unit's,
+    which failed the same way before the run stopped, as a traceback."""
+    driver = subprocess.run(
+        [sys.executable, "-c", _REFUSED, ray_cluster], capture_output=True, text=True
+    )
+    assert driver.stdout.endswith(" refused\n")
+    assert "Unhandled error" not in driver.stderr
+
+
+_INTERRUPTED = """
+import signal, sys, time
+from rainbench.cluster import RayActors
+
+def slow(held, unit):
+    time.sleep(60)
+
+def interrupt(*_):
+    raise KeyboardInterrupt
+
+with RayActors(sys.argv[1], dict, gpu=False, most=2) as actors:
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(5)  # both calls in flight by then
+    try:
+        list(actors.map_unordered(slow, range(2)))
+    except KeyboardInterrupt:
+        print("interrupted")
+"""
+
+
+def test_actors_interrupted_mid_call_end_without_a_word_from_ray(ray_cluster):
+    """Killed one by one, each actor's call in flight printed Ray's word that it would
+    be retried, on stdout."""
+    driver = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, ray_cluster], capture_output=True, text=True
+    )
+    assert driver.stdout == "interrupted\n"
+
+
+_WAITING = """
+import sys, time
+from pathlib import Path
+from rainbench.cluster import ClusterError, RayPool
+
+def slow(x, running=sys.argv[2]):
+    Path(running).touch()
+    time.sleep(120)
+
+try:
+    with RayPool(sys.argv[1], 1) as pool:
+        list(pool.map_unordered(slow, range(2)))
+except ClusterError as error:
+    print(error)
+"""
+
+
+def test_a_cluster_lost_mid_run_ends_it_in_one_line_within_seconds(lone_cluster, tmp_path):
+    """Ray noticed after 60 s, then ended the driver's process in lines of its own."""
+    running = tmp_path / "running"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _WAITING, lone_cluster.address, str(running)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not running.exists():
+            assert driver.poll() is None and time.monotonic() < deadline, "no unit ran"
+            time.sleep(0.1)
+        lone_cluster.stop()
+        started = time.monotonic()
+        said, _ = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert time.monotonic() - started < 30
+    assert said.startswith(f"lost the Ray cluster at {lone_cluster.address}: its head (")
+    assert said.endswith("run the same command again once it is back\n")
