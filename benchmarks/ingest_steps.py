@@ -29,16 +29,37 @@ from rainbench.tagging.features import THIN_SIGMA
 from rainbench.tagging.ridges import ridge_features
 
 
-def one_pass(folder: Path) -> dict[str, float]:
-    """Each step's mean CPU ms per capture over the files under `folder`."""
-    spent: dict[str, list[float]] = {}
+class StepTimes:
+    """The CPU milliseconds of named steps, each time one runs, in this thread."""
 
-    def timed(name: str, step: Callable, *args):
+    def __init__(self) -> None:
+        self.spent: dict[str, list[float]] = {}
+
+    def __call__(self, name: str, step: Callable, *args):
+        """`step(*args)`, timed under `name`."""
         started = time.thread_time()
         result = step(*args)
-        spent.setdefault(name, []).append((time.thread_time() - started) * 1000)
+        self.spent.setdefault(name, []).append((time.thread_time() - started) * 1000)
         return result
 
+    def means(self) -> dict[str, float]:
+        return {name: sum(values) / len(values) for name, values in self.spent.items()}
+
+
+def best_of(passes: int, one_pass: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Each step's lowest mean over `passes` runs of `one_pass`, printed a line each."""
+    best: dict[str, float] = {}
+    for _ in range(passes):
+        for name, ms in one_pass().items():
+            best[name] = min(best.get(name, float("inf")), ms)
+    for name, ms in best.items():
+        print(f"{name:<34} {ms:8.2f} ms")
+    return best
+
+
+def one_pass(folder: Path) -> dict[str, float]:
+    """Each step's mean CPU ms per capture over the files under `folder`."""
+    timed = StepTimes()
     sources, _ = walk_inputs([folder])
     for source in sources:
         capture = timed("read", _read, source)
@@ -56,7 +77,7 @@ def one_pass(folder: Path) -> dict[str, float]:
         luma = timed("features: native luma", measure.native_luma, preview)
         timed("features: thin ridge filter", ridge_features, luma, THIN_SIGMA, "thin")
         timed("features (all)", measure.compute_features, preview)
-    return {name: sum(values) / len(values) for name, values in spent.items()}
+    return timed.means()
 
 
 def _read(source) -> CaptureFile:
@@ -74,19 +95,19 @@ def _preview(decoded):
     return decoded.preview
 
 
-def main() -> None:
+def arguments(description: str) -> argparse.Namespace:
+    """The folder of captures and --passes, of a script described by `description`."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("folder", type=Path, help="a folder of captures")
     parser.add_argument("--passes", type=int, default=3)
-    args = parser.parse_args()
-    best: dict[str, float] = {}
-    for _ in range(args.passes):
-        for name, ms in one_pass(args.folder).items():
-            best[name] = min(best.get(name, float("inf")), ms)
-    for name, ms in best.items():
-        print(f"{name:<34} {ms:8.2f} ms")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    best_of(args.passes, lambda: one_pass(args.folder))
 
 
 if __name__ == "__main__":

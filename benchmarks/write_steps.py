@@ -11,14 +11,12 @@ worker's go into its shard. CPU time of this thread (`time.thread_time`), so oth
 sessions' load moves it little.
 """
 
-import argparse
 import hashlib
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ingest import _validate  # the floor's own work, as benchmarks/ingest.py measures it
+from ingest_steps import StepTimes, arguments, best_of
 
 from rainbench.capture.probe import stored_capture
 from rainbench.capture.source import open_capture
@@ -32,14 +30,7 @@ WHOLE = "write (all, as write_unit)"
 
 def one_pass(folder: Path, shard: Path) -> dict[str, float]:
     """Each step's mean CPU ms per capture over the files under `folder`."""
-    spent: dict[str, list[float]] = {}
-
-    def timed(name: str, step: Callable, *args):
-        started = time.thread_time()
-        result = step(*args)
-        spent.setdefault(name, []).append((time.thread_time() - started) * 1000)
-        return result
-
+    timed = StepTimes()
     sources, _ = walk_inputs([folder])
     with ShardWriter(shard) as writer:
         for number, source in enumerate(sources):
@@ -58,7 +49,7 @@ def one_pass(folder: Path, shard: Path) -> dict[str, float]:
                 "sha256": sha256,
             }
             timed(WHOLE, _add_capture, writer, row, False)
-    return {name: sum(values) / len(values) for name, values in spent.items()}
+    return timed.means()
 
 
 def _stored(source):
@@ -71,19 +62,9 @@ def _sha256(data: bytes) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("folder", type=Path, help="a folder of captures")
-    parser.add_argument("--passes", type=int, default=3)
-    args = parser.parse_args()
-    best: dict[str, float] = {}
+    args = arguments(__doc__)
     with tempfile.TemporaryDirectory() as scratch:
-        for _ in range(args.passes):
-            for name, ms in one_pass(args.folder, Path(scratch) / "shard.tar").items():
-                best[name] = min(best.get(name, float("inf")), ms)
-    for name, ms in best.items():
-        print(f"{name:<34} {ms:8.2f} ms")
+        best = best_of(args.passes, lambda: one_pass(args.folder, Path(scratch) / "shard.tar"))
     print(f"write (all) / floor: {best[WHOLE] / best[FLOOR]:.2f}")
 
 

@@ -537,6 +537,13 @@ def _killed_after_two(results, ds, settings) -> Path:
     return results / "identity" / "ds" / "test.json"
 
 
+def _edit(sidecar: Path, change) -> None:
+    """The provenance `sidecar` as `change` leaves it (a dict edited in place)."""
+    info = json.loads(sidecar.read_text())
+    change(info)
+    sidecar.write_text(json.dumps(info))
+
+
 def _gpu(info: dict) -> None:
     info["device"] = "cuda:0"
     info["hardware"]["gpu"] = "NVIDIA H100 80GB HBM3"
@@ -578,9 +585,7 @@ def test_a_resume_where_the_values_could_differ_is_refused(tmp_path, ds, change,
     scored here: the file would hold values of two environments, and record one."""
     results, settings = tmp_path / "res", EvalSettings(metrics=("piqe",), batch=1, crops=0)
     sidecar = _killed_after_two(results, ds, settings)
-    info = json.loads(sidecar.read_text())
-    change(info)
-    sidecar.write_text(json.dumps(info))
+    _edit(sidecar, change)
     with pytest.raises(EvalError, match=said) as refused:
         evaluate(_source("identity"), ds, "test", results, settings)
     message = str(refused.value)
@@ -713,9 +718,7 @@ def test_an_earlier_provenance_of_another_shape_is_refused_in_one_line(tmp_path,
     results = tmp_path / "res"
     evaluate(_source("identity"), ds, "syn-streak", results, FAST)
     sidecar = results / "identity" / "ds" / "syn-streak.json"
-    info = json.loads(sidecar.read_text())
-    change(info)
-    sidecar.write_text(json.dumps(info))
+    _edit(sidecar, change)
     with pytest.raises(EvalError, match=said) as refused:
         evaluate(_source("identity"), ds, "syn-streak", results, FAST)
     message = str(refused.value)
