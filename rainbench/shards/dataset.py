@@ -28,6 +28,8 @@ from rainbench.files import leads_inside, naming, regular_file, write_atomic
 from rainbench.parallel import refuse_while_importing_main
 from rainbench.shards.layout import STORED_SPLIT
 from rainbench.store import (
+    StoreError,
+    StoreUnusable,
     bucket_missing,
     create,
     delete,
@@ -556,12 +558,23 @@ def _store_lock(url: str) -> Iterator[None]:
         _refuse(url, lock_url, _lock_holder(lock_url))
     try:
         yield
-    finally:
-        try:
-            if read_range(lock_url, 0, len(mine) + 1) == mine:
-                delete(lock_url)
-        except FileNotFoundError:
-            pass
+    except BaseException as error:
+        # What ended the run is what the user needs to read; a lock it cannot remove is
+        # left for the next run here to take over. Where the store itself stopped
+        # answering, asking it again would only spend another round of retries.
+        if not isinstance(error, StoreUnusable):
+            with suppress(StoreError):
+                _release(lock_url, mine)
+        raise
+    _release(lock_url, mine)
+
+
+def _release(lock_url: str, mine: bytes) -> None:
+    try:
+        if read_range(lock_url, 0, len(mine) + 1) == mine:
+            delete(lock_url)
+    except FileNotFoundError:
+        pass
 
 
 def _this_process() -> dict:

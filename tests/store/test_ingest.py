@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 from click.testing import CliRunner
+from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from rainbench import store as store_module
@@ -32,6 +34,7 @@ from rainbench.demo.captures import render_scene, sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
 from rainbench.ingest import tag as tag_module
+from rainbench.ingest import write as write_module
 from rainbench.ingest.tag import tag_dataset
 from rainbench.shards import dataset as dataset_module
 from rainbench.shards import members as members_module
@@ -766,3 +769,48 @@ def test_a_plan_here_that_is_damaged_is_one_line_when_the_resume_plans_again(
     with pytest.raises(DatasetError, match=r"plan\.parquet: ") as refused:
         ingest([tmp_path / "mine"], url, small)
     assert "\n" not in str(refused.value)
+
+
+def test_an_endpoint_that_dies_mid_ingest_is_named_by_the_failed_upload(raw, tmp_path, monkeypatch):
+    """The store stops answering as a shard is uploaded: the one line names that shard,
+    not the lock the failed run could not remove after it (docs/cluster.md: the next run
+    takes it over)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("RAINBENCH_CACHE", str(tmp_path / "cache"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem().mkdir("dying")
+
+    def upload_as_the_store_dies(*args):
+        server.stop()
+        try:
+            store_module.upload(*args)
+        finally:
+            upload_as_the_store_dies.failed = time.monotonic()
+
+    monkeypatch.setattr(write_module, "upload", upload_as_the_store_dies)
+    command = ["ingest", str(raw), "--out", "s3://dying/ds", "--shard-size", "150KB"]
+    result = CliRunner().invoke(main, [*command, "-j", "1", "--no-progress"])
+    # No second round of the client's retries (seconds) spent on the lock.
+    assert time.monotonic() - upload_as_the_store_dies.failed < 2
+    assert result.exit_code == 1
+    assert "s3://dying/ds/shards/" in result.output
+    assert dataset_module.STORE_LOCK not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_lock_that_cannot_be_removed_leaves_the_error_that_ended_the_run(s3_bucket, monkeypatch):
+    """A run that fails, then fails to remove its lock from the store: the user reads
+    the first failure; the lock stays for the next run."""
+
+    def refused(url):
+        raise StoreError(f"{url}: refused")
+
+    monkeypatch.setattr(dataset_module, "delete", refused)
+    lock = dataset_module._store_lock(f"{s3_bucket}/ds")
+    with pytest.raises(ValueError, match="what ended the run"), lock:
+        raise ValueError("what ended the run")
