@@ -9,6 +9,7 @@ process's to report: workers and their fork server stay quiet (`_interrupted`).
 
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.util
 import os
 import select
 import signal
@@ -96,6 +97,7 @@ class WorkerPool:
                 # milliseconds is lost).
                 with _ctrl_c_handled_by(signal.SIG_IGN):
                     multiprocessing.forkserver.ensure_running()
+                _die_quietly_on_sigterm()
                 self._executor = ProcessPoolExecutor(
                     max_workers=self.workers,
                     mp_context=context,
@@ -148,6 +150,26 @@ def _ctrl_c_held() -> Iterator[None]:
     handler = signal.getsignal(signal.SIGINT)
     if held and callable(handler):
         handler(signal.SIGINT, None)
+
+
+def _die_quietly_on_sigterm() -> None:
+    """Let SIGTERM end this process as it would anyway, by the signal and without
+    unwinding (a killed ingest resumes from its journal), but first remove the named
+    semaphores of its pools' queues, as multiprocessing does at a normal exit. Left
+    behind, the resource tracker, which outlives this process, warns of them as leaked.
+    Only where SIGTERM has no handler yet, and only the main thread may set one."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    try:
+        multiprocessing.util._run_finalizers(0)  # the semaphores' unlinking, first at exit
+    finally:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def _start_worker(parent: int) -> None:

@@ -65,6 +65,35 @@ def test_workers_and_forkserver_exit_when_the_owner_is_killed(workers_are, sessi
     assert not session_processes(owner.pid)
 
 
+@pytest.mark.parametrize("workers_are", ["idle", "busy"])
+def test_a_terminated_owner_ends_quietly(workers_are, session_processes):
+    """`kill PID` (SIGTERM, to the owner alone): it dies by the signal, as a killed
+    ingest does (its journal resumes it), and nothing of its pool says a word: no
+    resource tracker's warning of leaked semaphores."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, workers_are],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # busy: the sleeps have reached the workers
+        owner.terminate()
+        owner.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while session_processes(owner.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not session_processes(owner.pid)
+    finally:
+        if owner.poll() is None:
+            os.killpg(owner.pid, signal.SIGKILL)
+            owner.wait()
+    assert owner.returncode == -signal.SIGTERM
+    assert owner.stderr.read() == ""
+
+
 # A pool's owner that a terminal's Ctrl-C reaches with all its processes: while the
 # fork server imports the work's module (slow to import here), while the workers wait
 # for work, or while they run it. It reports Ctrl-C in one line, as the CLI does.

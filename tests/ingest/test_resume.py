@@ -492,3 +492,35 @@ def test_a_plan_whose_files_seen_again_do_not_read_is_one_line(tmp_path, raw, mo
     with pytest.raises(DatasetError, match=r"plan\.parquet: not a plan an ingest wrote") as refused:
         ingest([raw], ds, OPTIONS)
     assert "\n" not in str(refused.value) and "to plan afresh" in str(refused.value)
+
+
+def test_sigterm_ends_the_ingest_quietly_and_it_resumes(
+    tmp_path, raw, reference, session_processes
+):
+    """`kill PID` mid-run: the ingest dies by the signal without a word (no resource
+    tracker's warning of leaked semaphores), and the next run finishes the same."""
+    ds = tmp_path / "ds"
+    command = [sys.executable, "-m", "rainbench", "ingest", str(raw), "--out", str(ds)]
+    command += ["--shard-size", "150KB", "-j", "2", "--no-progress"]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(session_processes(process.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the forkserver and a worker have started
+        assert process.poll() is None, "finished before its workers could be seen"
+        process.terminate()  # the main process alone, as `kill PID`
+        _, stderr = process.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the resource tracker speaks, if at all, as it exits
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == -signal.SIGTERM
+    assert stderr == b""
+    assert not session_processes(process.pid)
+    assert ingest([raw], ds, OPTIONS).resumed
+    assert fingerprint(ds) == reference
