@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from rainbench import __version__
 from rainbench.errors import RainbenchError, first_line
 from rainbench.parallel import WorkerPool
 
@@ -31,6 +32,9 @@ INSTALL = "pip install 'rainbench[cluster]'"
 # Runs of a unit whose worker or node died before Ray gives up on it.
 MAX_RETRIES = 3
 _CONNECT_SECONDS = 10.0
+# How long the check of the workers' rainbench waits for their answers: a node that gives
+# none by then (a worker slow to start) goes unchecked, not refused.
+_VERSION_SECONDS = 30.0
 # How long a run whose units cannot be running (the cluster had no free CPU or GPU for
 # them) waits for a first result before it says, once, what it waits for.
 _WAIT_SECONDS = 10.0
@@ -133,6 +137,7 @@ class _Connection:
             _check_reachable(self.address)
         with _sigterm_kept():
             self._init()
+        self._check_versions()
 
     def _init(self) -> None:
         try:
@@ -156,6 +161,46 @@ class _Connection:
             raise ClusterError(
                 f"Ray did not start or connect ({what}): {first_line(error)}"
             ) from None
+
+    def _check_versions(self) -> None:
+        """Refuse in one line a cluster whose workers run another rainbench than this
+        driver, or none they can import, before any work goes in: every unit would fail
+        there, in tracebacks of many lines. One task of no CPU per node that has CPUs
+        (where work runs), each node's answer within _VERSION_SECONDS."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = self.ray.remote(_version_probe())
+        asked = {
+            probe.options(
+                num_cpus=0,
+                max_retries=0,
+                runtime_env=self.runtime_env,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            ).remote(): node["NodeManagerAddress"]
+            for node in self.ray.nodes()
+            if node["Alive"] and node["Resources"].get("CPU", 0) >= 1
+        }
+        if not asked:
+            return
+        done, rest = self.ray.wait(list(asked), num_returns=len(asked), timeout=_VERSION_SECONDS)
+        for ref in rest:
+            self.ray.cancel(ref)
+        for ref in done:
+            try:
+                version, why = self.ray.get(ref)
+            except self.ray.exceptions.RayError:
+                continue  # a node gone meanwhile: Ray runs the work elsewhere
+            where = f"the Ray cluster at {self.address}"
+            if version is None:
+                raise ClusterError(
+                    f"{where} has workers (node {asked[ref]}) that cannot import rainbench "
+                    f"({why}): install rainbench {__version__} on every node"
+                )
+            if version != __version__:
+                raise ClusterError(
+                    f"{where} runs rainbench {version} on its workers (node {asked[ref]}), "
+                    f"this driver {__version__}: install the same version on every node"
+                )
 
     def _own_token(self) -> None:
         """A token for the local instance in this process's environment, unless the user
@@ -497,6 +542,22 @@ def _sigterm_kept() -> Iterator[None]:
     finally:
         if previous is not None:  # None: set outside Python, and not restorable
             signal.signal(signal.SIGTERM, previous)
+
+
+def _version_probe() -> Callable[[], tuple[str | None, str]]:
+    """A task answering the rainbench version its worker imports (None, and why, when it
+    imports none). Made inside a function so that it travels by value: a function of this
+    module travels as an import of rainbench.cluster, which is what the check asks about."""
+
+    def probe() -> tuple[str | None, str]:
+        try:
+            import rainbench
+        except Exception as error:  # any failure to import is the answer
+            said = str(error).strip().splitlines()  # said in one line by the driver
+            return None, f"{type(error).__name__}: {said[0] if said else ''}"
+        return str(getattr(rainbench, "__version__", "unknown")), ""
+
+    return probe
 
 
 def _check_reachable(address: str) -> None:
