@@ -305,23 +305,29 @@ def test_kill_minus_nine_at_random_moments(tmp_path, raw, reference):
         assert verify(Dataset(ds)) == []
 
 
+def _ingest_with_workers_up(raw, ds, session_processes, stderr) -> subprocess.Popen:
+    """`rainbench ingest RAW --out DS -j 2` in a session of its own, once its forkserver
+    and a worker have started."""
+    command = [sys.executable, "-m", "rainbench", "ingest", str(raw), "--out", str(ds)]
+    command += ["--shard-size", "150KB", "-j", "2", "--no-progress"]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr
+    )
+    deadline = time.monotonic() + 60
+    while len(session_processes(process.pid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is not None:
+        pytest.fail("the ingest finished before its workers could be seen")
+    return process
+
+
 def test_killing_only_the_main_process_takes_its_workers_with_it(
     tmp_path, raw, reference, session_processes
 ):
     ds = tmp_path / "ds"
-    command = [sys.executable, "-m", "rainbench", "ingest", str(raw), "--out", str(ds)]
-    command += ["--shard-size", "150KB", "-j", "2", "--no-progress"]
-    process = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(session_processes(process.pid)) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)  # until the forkserver and a worker have started
-        assert process.poll() is None, "finished before its workers could be seen"
-    finally:
-        process.kill()  # the main process alone
-        process.wait()
+    process = _ingest_with_workers_up(raw, ds, session_processes, subprocess.DEVNULL)
+    process.kill()  # the main process alone
+    process.wait()
     deadline = time.monotonic() + 10
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -500,16 +506,8 @@ def test_sigterm_ends_the_ingest_quietly_and_it_resumes(
     """`kill PID` mid-run: the ingest dies by the signal without a word (no resource
     tracker's warning of leaked semaphores), and the next run finishes the same."""
     ds = tmp_path / "ds"
-    command = [sys.executable, "-m", "rainbench", "ingest", str(raw), "--out", str(ds)]
-    command += ["--shard-size", "150KB", "-j", "2", "--no-progress"]
-    process = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    process = _ingest_with_workers_up(raw, ds, session_processes, subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while len(session_processes(process.pid)) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)  # until the forkserver and a worker have started
-        assert process.poll() is None, "finished before its workers could be seen"
         process.terminate()  # the main process alone, as `kill PID`
         _, stderr = process.communicate(timeout=30)
         deadline = time.monotonic() + 10
