@@ -44,32 +44,9 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("workers_are", ["idle", "busy"])
-def test_workers_and_forkserver_exit_when_the_owner_is_killed(workers_are, session_processes):
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER, workers_are],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # the owner's children share its session id
-    )
-    try:
-        assert owner.stdout.readline().strip() == "ready"
-        time.sleep(0.5)  # busy: the sleeps have reached the workers
-        assert len(session_processes(owner.pid)) >= 4  # the forkserver, two workers, the owner
-    finally:
-        owner.kill()  # SIGKILL, to the owner alone
-        owner.wait()
-    deadline = time.monotonic() + 10
-    while session_processes(owner.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not session_processes(owner.pid)
-
-
-@pytest.mark.parametrize("workers_are", ["idle", "busy"])
-def test_a_terminated_owner_ends_quietly(workers_are, session_processes):
-    """`kill PID` (SIGTERM, to the owner alone): it dies by the signal, as a killed
-    ingest does (its journal resumes it), and nothing of its pool says a word: no
-    resource tracker's warning of leaked semaphores."""
+def _ready_owner(workers_are: str) -> subprocess.Popen:
+    """`_OWNER` in a session of its own (its children share the session id), once its
+    workers are up and, when busy, running their sleeps."""
     owner = subprocess.Popen(
         [sys.executable, "-c", _OWNER, workers_are],
         stdout=subprocess.PIPE,
@@ -79,13 +56,43 @@ def test_a_terminated_owner_ends_quietly(workers_are, session_processes):
     )
     try:
         assert owner.stdout.readline().strip() == "ready"
-        time.sleep(0.5)  # busy: the sleeps have reached the workers
+    except BaseException:
+        os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait()
+        raise
+    time.sleep(0.5)  # busy: the sleeps have reached the workers
+    return owner
+
+
+def _gone(session_processes, session: int) -> bool:
+    """Whether every process of `session` has exited, waiting 10 s at most."""
+    deadline = time.monotonic() + 10
+    while session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not session_processes(session)
+
+
+@pytest.mark.parametrize("workers_are", ["idle", "busy"])
+def test_workers_and_forkserver_exit_when_the_owner_is_killed(workers_are, session_processes):
+    owner = _ready_owner(workers_are)
+    try:
+        assert len(session_processes(owner.pid)) >= 4  # the forkserver, two workers, the owner
+    finally:
+        owner.kill()  # SIGKILL, to the owner alone
+        owner.wait()
+    assert _gone(session_processes, owner.pid)
+
+
+@pytest.mark.parametrize("workers_are", ["idle", "busy"])
+def test_a_terminated_owner_ends_quietly(workers_are, session_processes):
+    """`kill PID` (SIGTERM, to the owner alone): it dies by the signal, as a killed
+    ingest does (its journal resumes it), and nothing of its pool says a word: no
+    resource tracker's warning of leaked semaphores."""
+    owner = _ready_owner(workers_are)
+    try:
         owner.terminate()
         owner.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while session_processes(owner.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not session_processes(owner.pid)
+        assert _gone(session_processes, owner.pid)
     finally:
         if owner.poll() is None:
             os.killpg(owner.pid, signal.SIGKILL)
@@ -153,10 +160,7 @@ def test_ctrl_c_ends_the_pool_in_one_line(workers_are, tmp_path, session_process
             owner.wait()
     assert owner.returncode == 130
     assert stderr.strip() == "interrupted"  # no worker's or fork server's traceback
-    deadline = time.monotonic() + 10
-    while session_processes(owner.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not session_processes(owner.pid)
+    assert _gone(session_processes, owner.pid)
 
 
 def test_a_script_that_ingests_at_its_top_level_is_told_to_guard_it(tmp_path):
