@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "versions",
             "windows",
             "parallel",
+            "forkserver",
             "threads",
             "wording",
         ),

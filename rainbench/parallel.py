@@ -85,8 +85,10 @@ class WorkerPool:
             # importing it again. Effective when this process starts its fork server.
             # `__main__` is asked for too, but Python 3.11–3.13 never pass its path to
             # the fork server (they file it under another key), so each worker imports
-            # the main script itself, after the work's module.
-            context.set_forkserver_preload(["__main__", fn.__module__])
+            # the main script itself, after the work's module. `rainbench.forkserver`
+            # keeps quiet a worker started just as SIGTERM ends this process
+            # (`_terminated`).
+            context.set_forkserver_preload(["rainbench.forkserver", "__main__", fn.__module__])
             # Every worker is started here, with a Ctrl-C meanwhile held until they all
             # are: one that came while a worker was being started (the fork server
             # imports the modules first, a second or so) left that worker unknown to
