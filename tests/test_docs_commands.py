@@ -201,9 +201,7 @@ def parse_error(arguments: list[str]) -> str | None:
     command, context, name = CLI, None, "rainbench"
     try:
         while isinstance(command, click.Group):
-            context = click.Context(
-                command, info_name=name, parent=context, **command.context_settings
-            )
+            context = _context(command, name, context)
             rest = []
             if arguments:  # a group given nothing prints its help (no_args_is_help)
                 with context.scope(cleanup=False):
@@ -234,7 +232,7 @@ def fragment_error(arguments: list[str]) -> str | None:
     values may be left out or written as `…`: a command that does not exist, an option
     that none of the commands it may be takes, a value of a choice not among them (each
     of `a|b`), a flag given `=value`."""
-    candidates = [(CLI, click.Context(CLI, info_name="rainbench"))]
+    candidates = [(CLI, _context(CLI, "rainbench"))]
     words = [word.strip("[]") for word in arguments]
     while words:
         word = words.pop(0)
@@ -265,8 +263,17 @@ def fragment_error(arguments: list[str]) -> str | None:
             command = group.get_command(ctx, word)
             if command is None:
                 return f"no such command: {ctx.command_path} {word}"
-            candidates = [(command, click.Context(command, info_name=word, parent=ctx))]
+            candidates = [(command, _context(command, word, ctx))]
     return None
+
+
+def _context(
+    command: click.Command, name: str, parent: click.Context | None = None
+) -> click.Context:
+    """A context for `command` as click makes one, with the settings it declares: a
+    command caches its help option from the first context it sees (`-h` comes from
+    rainbench's), and the CLI reference renders that option afterwards."""
+    return click.Context(command, info_name=name, parent=parent, **command.context_settings)
 
 
 def _commands_below(command: click.Command, ctx: click.Context):
@@ -276,7 +283,7 @@ def _commands_below(command: click.Command, ctx: click.Context):
         return
     for name in command.list_commands(ctx):
         below = command.get_command(ctx, name)
-        yield from _commands_below(below, click.Context(below, info_name=name, parent=ctx))
+        yield from _commands_below(below, _context(below, name, ctx))
 
 
 def _valid_choice(param: click.Parameter, ctx: click.Context, value: str) -> bool:
