@@ -763,6 +763,19 @@ def test_synth_preview_failures_are_one_line(runner, tmp_path, monkeypatch):
     )
 
 
+def test_synth_preview_takes_the_pixel_cap_its_refusal_names(runner, tmp_path):
+    from PIL import Image
+
+    photo, sheet = tmp_path / "photo.png", str(tmp_path / "sheet.png")
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(photo)
+    preview = ["synth", "--preview", str(photo), "--out", sheet]
+    refused = runner.invoke(main, [*preview, "--max-pixels", "3000"])
+    assert refused.exit_code == 1 and refused.output.endswith("(--max-pixels)\n")
+    assert runner.invoke(main, [*preview, "--max-pixels", "3072"]).exit_code == 0
+    without = runner.invoke(main, ["synth", str(tmp_path / "ds"), "--max-pixels", "3072"])
+    assert without.exit_code == 2 and "--max-pixels goes with --preview" in without.output
+
+
 def test_a_closed_stdout_ends_any_command_quietly_with_141():
     import subprocess
     import sys

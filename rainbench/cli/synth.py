@@ -103,10 +103,16 @@ def _sheet_file(ctx: click.Context, param: click.Parameter, value: Path | None) 
     help="Where --preview writes the sheet (.png, .jpg, .webp or .tif): an earlier sheet "
     "there is replaced, any other file refused.",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    help="With --preview: refuse a picture with more pixels, read from its header "
+    f"(decompression bombs).  [default: {DEFAULT_MAX_PIXELS}]",
+)
 @options.as_json()
 @options.progress
 def synth_command(
-    dataset, recipes, shard_size, preview, out, as_json, progress, **settings
+    dataset, recipes, shard_size, preview, out, max_pixels, as_json, progress, **settings
 ) -> None:
     """Render synthetic rain on clean captures of DATASET as paired splits syn-<recipe>.
 
@@ -129,7 +135,8 @@ def synth_command(
             )
         try:
             prepare_out(out, "a contact sheet of synth --preview", is_sheet)
-            click.echo(preview_sheet(preview, out, settings["seed"], settings["max_side"]))
+            cap = max_pixels or DEFAULT_MAX_PIXELS
+            click.echo(preview_sheet(preview, out, settings["seed"], settings["max_side"], cap))
         except CaptureRejected as error:
             fail(f"{preview}: {error.message}")
         except MemoryError:
@@ -137,6 +144,8 @@ def synth_command(
         return
     if dataset is None:
         raise click.UsageError("give a DATASET, or --preview IMAGE --out SHEET.png")
+    if max_pixels is not None:  # a dataset's captures were held to ingest's cap
+        raise click.UsageError("--max-pixels goes with --preview")
     synth_options = SynthOptions(recipes=recipes, shard_bytes=shard_size, **settings)
     summary = synthesize(dataset, synth_options, progress=progress)
     emit(summary, as_json, pairs_lines)

@@ -15,8 +15,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rainbench import __version__
-from rainbench.capture.decode import load_upright
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, load_upright
 from rainbench.capture.formats import FORMATS, sniff
+from rainbench.capture.source import read_regular
 from rainbench.files import write_atomic
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
@@ -251,15 +252,22 @@ def _fit(image: Image.Image, max_side: int | None) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def preview_sheet(image_path: Path, out: Path, seed: int = 0, max_side: int | None = None) -> Path:
+def preview_sheet(
+    image_path: Path,
+    out: Path,
+    seed: int = 0,
+    max_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Path:
     """Write the contact sheet of every recipe rendered on the picture at `image_path`,
-    shrunk first to `max_side` when given."""
-    data = Path(image_path).read_bytes()
+    shrunk first to `max_side` when given; a picture of more than `max_pixels` is refused
+    (a `CaptureRejected`) from its header or its size, undecoded."""
+    data = read_regular(Path(image_path), max_pixels=max_pixels)
     fmt = sniff(data, Path(image_path).name)
     if fmt is None or fmt.raw:
         raise DatasetError(f"{image_path}: not an image rainbench can render on (JPEG, PNG, …)")
     try:
-        picture = load_upright(data, fmt)
+        picture = load_upright(data, fmt, max_pixels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         # Pillow names an in-memory file by its object; the path says more.
         raise DatasetError(f"{image_path}: not a readable image ({type(error).__name__})") from None
