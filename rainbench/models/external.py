@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rainbench.capture.decode import FLOAT_TIFF, float_tiff, load_upright
+from rainbench.capture.decode import FLOAT_TIFF, float_tiff, header_size, load_upright
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import read_regular
@@ -127,7 +127,11 @@ class OutputsFolder:
                 raise DerainerError(f"cannot read {path}: a {fmt.name} file is no output image")
             if fmt.name == "tiff" and float_tiff(data):  # as score refuses a prediction
                 raise DerainerError(f"{path} is {FLOAT_TIFF}")
-            # A header declaring more pixels than the input is refused before decoding.
+            # An output of another size is refused from its header, before decoding (a
+            # header declaring more pixels than the input too, where none is read).
+            declared = header_size(data, None if fmt is _PILLOW else fmt)
+            if declared is not None and declared != tuple(size):
+                raise _wrong_size(path, declared, size)
             image = load_upright(data, fmt, max_pixels=size[0] * size[1])
         except CaptureRejected as rejected:
             raise DerainerError(f"cannot read {path}: {rejected.message}") from None
@@ -138,17 +142,7 @@ class OutputsFolder:
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise DerainerError(f"cannot read {path}: {first_line(error)}") from error
         if image.size != tuple(size):
-            # Most often a capture derained as stored, sideways: not turned by its EXIF.
-            turned = (
-                " (the input is the capture upright, turned by its EXIF orientation: "
-                "PIL.ImageOps.exif_transpose)"
-                if image.size == tuple(size)[::-1]
-                else ""
-            )
-            raise DerainerError(
-                f"{path} is {image.size[0]}×{image.size[1]}, the input is "
-                f"{size[0]}×{size[1]}{turned}"
-            )
+            raise _wrong_size(path, image.size, size)
         return np.asarray(image)
 
     def find(self, key: str, split: str | None = None) -> Path:
@@ -201,3 +195,14 @@ class OutputsFolder:
                         listing.setdefault(path.stem, []).append(path)
             self._listings[folder] = listing
         return self._listings[folder]
+
+
+def _wrong_size(path: Path, got: tuple[int, int], size: tuple[int, int]) -> DerainerError:
+    # Most often a capture derained as stored, sideways: not turned by its EXIF.
+    turned = (
+        " (the input is the capture upright, turned by its EXIF orientation: "
+        "PIL.ImageOps.exif_transpose)"
+        if tuple(got) == tuple(size)[::-1]
+        else ""
+    )
+    return DerainerError(f"{path} is {got[0]}×{got[1]}, the input is {size[0]}×{size[1]}{turned}")
