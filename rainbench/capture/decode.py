@@ -115,13 +115,22 @@ def _decode(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     return _decode_with_pillow(data, fmt, max_pixels)
 
 
+class PixelCapExceeded(CaptureRejected):
+    """A picture (a video's frame) of more pixels than the cap. The message names the
+    option that sets the cap where a command has one (ingest, import-paired, synth
+    --preview); `fact` says the same without it, for a reader whose cap no option sets."""
+
+    def __init__(self, width: int, height: int, max_pixels: int):
+        self.fact = (
+            f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
+            f"{max_pixels / 1e6:.0f} MP"
+        )
+        super().__init__(Reason.TOO_MANY_PIXELS, f"{self.fact} (--max-pixels)")
+
+
 def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise CaptureRejected(
-            Reason.TOO_MANY_PIXELS,
-            f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
-            f"{max_pixels / 1e6:.0f} MP (--max-pixels)",
-        )
+        raise PixelCapExceeded(width, height, max_pixels)
 
 
 def reduce_for_preview(image: Image.Image) -> Image.Image:

@@ -58,8 +58,8 @@ class LabelAgreement:
             )
             lines.append(
                 f"warning: this tagger was fitted to {made_from}; on the labels it learnt "
-                "from this is not held-out agreement: --fit printed that, or use --tagger "
-                "shipped"
+                "from this is not held-out agreement: `rainbench tag --fit` printed that, or "
+                "use --tagger shipped"
             )
         if self.macro_f1 is None:
             # A table of zeros and a macro-F1 of 0 would read as a tagger always wrong.

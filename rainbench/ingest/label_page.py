@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from rainbench.capture.decode import PixelCapExceeded
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.video import middle_frame
@@ -33,6 +34,7 @@ from rainbench.shards.members import (
     pixel_limit,
     read_upright,
     size_limit,
+    too_many_pixels,
 )
 
 # What keys 1–5 set, in order: the page's legend, its keyboard and its export all read
@@ -200,6 +202,8 @@ def _upright(tar, root: Path, shard: str, row: dict) -> Image.Image:
         try:
             with open_member(tar, root, shard, name, limit, row["sha256"]) as video:
                 return middle_frame(video, pixel_limit(row["width"], row["height"]))
+        except PixelCapExceeded:  # said as for a still: label has no --max-pixels
+            raise too_many_pixels(f"{shard}:{name}", row["width"], row["height"]) from None
         except CaptureRejected as rejected:
             raise ShardError(f"{shard}:{name}: {rejected.message}") from None
     ext = picture_ext(row["format"])

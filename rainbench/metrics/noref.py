@@ -93,9 +93,10 @@ def _build(
         except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
             if weight_file is None:
                 raise
+            provide = weights.KNOWN_FILES[weight_file.name].provide(weights_dir)
             raise MetricError(
-                f"{metric.name}: {weight_file} does not load ({first_line(error)}); replace it: "
-                f"rainbench weights import {weight_file.name}"
+                f"{metric.name}: {weight_file} does not load ({first_line(error)}); "
+                f"replace it: {provide}"
             ) from None
     call = _banded(metric.name, model)
 

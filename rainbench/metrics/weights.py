@@ -202,7 +202,7 @@ def require(metric: str, weights_dir: str | Path | None = None) -> Path | None:
         return None
     if found.state == "unverified" and found.path.suffix == ".pth":
         try:
-            _check_loads(found.path, found.file, f"replace it: {found.file.command}")
+            _check_loads(found.path, found.file, f"replace it: {found.file.provide(weights_dir)}")
         except MetricError as error:
             raise MetricError(f"{metric}: {error}") from None
     return found.path

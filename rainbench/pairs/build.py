@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rainbench.capture.decode import PixelCapExceeded
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.video import MAX_FRAMES
@@ -576,7 +577,10 @@ class _VideoFrames:
         try:
             name = member(row["key"], ext)
             self._video = open_member(self._tar, root, shard, name, row["bytes"], row["sha256"])
-            self._frames = VideoFrames(self._video)
+            try:
+                self._frames = VideoFrames(self._video)
+            except PixelCapExceeded as error:  # the readers' cap: pairs has no --max-pixels
+                raise ShardError(f"{shard}:{name}: {error.fact}") from None
             if len(self._frames) != row["frames"]:
                 raise ShardError(
                     f"{shard}:{name}: {len(self._frames)} frames, the manifest says "

@@ -282,6 +282,14 @@ def size_limit(stored_bytes: int | None, width: int | None, height: int | None) 
     return pixel_limit(width, height) * _BYTES_PER_PIXEL + _METADATA_BYTES
 
 
+def too_many_pixels(where: str, width: int | None, height: int | None) -> ShardError:
+    """A member refused for declaring more pixels than `pixel_limit` lets a reader take."""
+    return ShardError(
+        f"{where}: its header declares more pixels than the manifest's {width}×{height} "
+        f"(or the {DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap); not decoded"
+    )
+
+
 def decode_picture(
     data: bytes, fmt: Format, where: str, width: int | None, height: int | None
 ) -> tuple[Image.Image, int]:
@@ -289,10 +297,7 @@ def decode_picture(
     try:
         return load_stored(data, fmt, pixel_limit(width, height))
     except CaptureRejected:
-        raise ShardError(
-            f"{where}: its header declares more pixels than the manifest's {width}×{height} "
-            f"(or the {DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap); not decoded"
-        ) from None
+        raise too_many_pixels(where, width, height) from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
         raise ShardError(f"{where}: does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:

@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rainbench.capture.decode import PixelCapExceeded
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.orientation import upright_size
 from rainbench.capture.reject import CaptureRejected, Reason
@@ -529,6 +530,9 @@ def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Pr
                 continue
             except TAR_ERRORS as error:
                 problems.append(Problem("video-unreadable", where, tar_failure(error)))
+                continue
+            except PixelCapExceeded as error:  # the readers' cap, which no option of verify sets
+                problems.append(Problem("video-unreadable", where, error.fact))
                 continue
             except CaptureRejected as rejected:
                 if rejected.reason == Reason.UNSUPPORTED:  # no PyAV here

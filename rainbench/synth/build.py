@@ -169,7 +169,7 @@ def _sources(dataset: Dataset, options: SynthOptions) -> list[dict]:
         raise DatasetError(
             f"no {options.source_layer} captures in the {options.source_split} split to render "
             f"rain on; ingest some with `rainbench ingest DIR --out {dataset.location} --layer "
-            "clean` or choose others with --source-split/--source-layer"
+            f"{options.source_layer}` or choose others with --source-split/--source-layer"
         )
     return sorted(rows, key=lambda row: row["key"])
 

@@ -77,6 +77,8 @@ def test_the_fitted_tagger_is_flagged_as_not_held_out(tmp_path, sample_dataset, 
     shipped = label_agreement(sample_dataset, "shipped")
 
     assert active.fitted_to_these and "not held-out" in "\n".join(active.to_lines())
+    # What printed the held-out agreement is tag's --fit, an option tag-eval does not have.
+    assert "`rainbench tag --fit` printed that" in "\n".join(active.to_lines())
     made_from = f"fitted to {len(keys)} of this dataset's rain-type labels ({len(keys)} judged"
     assert made_from in "\n".join(active.to_lines())
     assert not shipped.fitted_to_these and shipped.tagger == load_tagger().version

@@ -30,7 +30,8 @@ from rainbench.ingest.tag import tag_dataset
 from rainbench.pairs.build import Sequence, open_frames
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset
-from rainbench.shards.verify import verify
+from rainbench.shards.members import ShardError
+from rainbench.shards.verify import check_videos, verify
 
 av = pytest.importorskip("av", reason="videos need rainbench[video]")
 
@@ -286,6 +287,39 @@ def test_verify_counts_a_videos_frames(raw, tmp_path):
     problems = verify(Dataset(ds), workers=1)
     assert [p.kind for p in problems] == ["video-frames"]
     assert "12 frames, the manifest says 13" in problems[0].detail
+
+
+def test_the_label_page_says_a_video_larger_than_its_manifest_as_it_says_a_still(raw, tmp_path):
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    video = next(row for row in rows if row["kind"] == "video")
+    video["width"], video["height"] = 8, 6  # its frames are 64×48
+    manifest.write_manifest(path, manifest.rows_to_table(rows, manifest.SAMPLES))
+    page = write_label_page(ds, tmp_path / "label.html")
+    assert page.unreadable == [video["key"]]
+    text = page.out.read_text(encoding="utf-8")
+    assert "its header declares more pixels than the manifest&#x27;s 8×6" in text
+    assert "--max-pixels" not in text  # ingest's option: label has none
+
+
+def test_a_video_past_the_readers_pixel_cap_is_said_without_ingests_option(
+    raw, tmp_path, monkeypatch
+):
+    """A video whose frames have more pixels than readers take (ingested under a higher
+    --max-pixels): verify and pairs, which have no such option, say the cap alone."""
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    row = rows_by_name(ds)["rain.mov"]
+    # The readers' cap, lowered: a video of frames past 250 MP is too large to make here.
+    monkeypatch.setattr(VideoFrames.__init__, "__defaults__", (1000,))
+    said = "64×48 = 0 MP exceeds the cap of 0 MP"
+    (problem,) = check_videos((str(ds), row["shard"], [(f"{row['key']}.mov", row["frames"])]))
+    assert (problem.kind, problem.detail) == ("video-unreadable", said)
+    with pytest.raises(ShardError) as refused:
+        open_frames(ds, Sequence(row["key"], row["frames"], (row,)))
+    assert str(refused.value) == f"{row['shard']}:{row['key']}.mov: {said}"
 
 
 def test_a_burst_needs_one_camera_size_folder_and_short_gaps():

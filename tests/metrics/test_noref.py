@@ -116,10 +116,39 @@ def test_missing_weights_give_the_clear_error(metric, file, empty_weights):
         create_metric(metric, weights_dir=str(empty_weights))
 
 
+def _import_into(folder) -> str:
+    """The end of a message whose fix imports brisque's file into `folder`, where the run
+    looks (its --weights-dir), as a pattern."""
+    return (
+        rf"rainbench weights import brisque_svm_weights.pth --weights-dir {re.escape(str(folder))}$"
+    )
+
+
 def test_a_weight_file_that_does_not_load_is_one_line(empty_weights):
     empty_weights.mkdir()
     (empty_weights / "brisque_svm_weights.pth").write_bytes(bytes(range(256)) * 4)
-    message = r"^brisque: .* is not a PyTorch weight file of plain tensors, .*; replace it: "
+    message = (
+        r"^brisque: .* is not a PyTorch weight file of plain tensors, .*; replace it: "
+        + _import_into(empty_weights)
+    )
+    with pytest.raises(MetricError, match=message):
+        create_metric("brisque", weights_dir=str(empty_weights))
+
+
+def test_a_weight_file_pyiqa_cannot_build_from_names_the_fix_for_this_weights_dir(
+    empty_weights, monkeypatch
+):
+    empty_weights.mkdir()
+    torch.save([torch.zeros(2)], empty_weights / "brisque_svm_weights.pth")  # plain tensors
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Error(s) in loading state_dict")
+
+    monkeypatch.setattr(pyiqa, "create_metric", refuse)
+    message = (
+        r"^brisque: .* does not load \(Error\(s\) in loading state_dict\); replace it: "
+        + _import_into(empty_weights)
+    )
     with pytest.raises(MetricError, match=message):
         create_metric("brisque", weights_dir=str(empty_weights))
 

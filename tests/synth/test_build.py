@@ -152,11 +152,13 @@ def test_renders_made_otherwise_go_to_a_split_of_their_own(ds):
             synthesize(ds, replace(streak, **other))
     # Sources that are not there (a mistyped split) are said as such, not as renders
     # made otherwise that a suffix would get round.
-    for other, none in (
-        ({"source_layer": "rainy"}, "rainy captures in the test"),
-        ({"source_split": "tset"}, "clean captures in the tset"),
+    # The ingest it suggests adds captures of the layer asked for.
+    for other, none, layer in (
+        ({"source_layer": "rainy"}, "rainy captures in the test", "rainy"),
+        ({"source_split": "tset"}, "clean captures in the tset", "clean"),
     ):
-        with pytest.raises(DatasetError, match=f"no {none} split to render rain on"):
+        said = f"no {none} split to render rain on; .* --layer {layer}` "
+        with pytest.raises(DatasetError, match=said):
             synthesize(ds, replace(streak, **other))
     more = synthesize(ds, replace(streak, renders=2))  # the same renders, one more each
     assert dict(more.stored) == {"syn-streak": 5}
