@@ -119,11 +119,14 @@ def _validity_lines(found: list[SplitValidity]) -> list[str]:
         return ["no paired split scored with a no-reference metric and psnr_y or ssim_y"]
     lines = []
     for split in found:
-        lines += [
+        lines.append(
             f"{split.title} ({split.kind}): {CONFIDENCE:.0%} intervals, "
-            f"{split.resamples} resamples, seed {split.seed}",
-            f"  {'metric':10s} {'against':8s} {'τ across methods':34s} ρ across images",
-        ]
+            f"{split.resamples} resamples, seed {split.seed}"
+        )
+        if split.metrics:
+            lines.append(
+                f"  {'metric':10s} {'against':8s} {'τ across methods':34s} ρ across images"
+            )
         for metric in split.metrics:
             name = f"{metric_label(metric.metric)} {'↓' if metric.lower_is_better else '↑'}"
             for agreement in metric.agreements:
@@ -253,11 +256,25 @@ def score_command(
         "out": str(out),
         "summary": summary(rows, metrics),
         "errors": [r for r in rows if r["status"] != "ok"],
+        # The files not scored, as the provenance records them: with the rows, every file
+        # of the folders is accounted for in what a script reads.
+        **{key: record[key] for key in LEFT_OUT},
     }
     emit(result, as_json, _score_lines)
     if rows and not any(line["images"] for line in result["summary"]):  # no value at all
         images = "the one image" if len(rows) == 1 else f"every one of the {len(rows)} images"
         fail(f"{images} failed to score (why: above; rows in {out})")
+
+
+# The provenance's lists of files that were not scored, which --json also gives.
+LEFT_OUT = (
+    "unmatched_pred",
+    "unmatched_ref",
+    "unsupported_pred",
+    "unsupported_ref",
+    "outside_pred",
+    "outside_ref",
+)
 
 
 def _nothing_to_score(pred: Path, ref: Path | None, pairing: Pairing) -> str:

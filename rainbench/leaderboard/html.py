@@ -248,9 +248,9 @@ def _table(table: SplitTable, colors: dict[str, str], validity: SplitValidity | 
         )
     body = [_table_row(cells, colors) for cells in table_cells(table)]
     foot = ""
-    if validity:
+    if validity and (found := agreement_rows(table, validity)):
         extra = len(table.rain_types) + 2
-        rows = "".join(_agreement_row(row, extra) for row in agreement_rows(table, validity))
+        rows = "".join(_agreement_row(row, extra) for row in found)
         foot = f'<tfoot class="agreement">{rows}</tfoot>'
     return (
         f"<table><thead>{group}<tr>{''.join(head)}</tr></thead>"

@@ -87,18 +87,16 @@ def _latex_table(table: SplitTable, validity: SplitValidity | None, label: str) 
     lines.append(" & ".join(header) + " \\\\")
     lines.append("\\midrule")
     lines += [" & ".join(_latex_row(cells)) + " \\\\" for cells in table_cells(table)]
-    if validity:
+    if validity and (found := agreement_rows(table, validity)):
         extra = len(table.rain_types) + 2
         lines.append("\\midrule")
-        lines += [
-            " & ".join(_agreement_row(row, extra)) + " \\\\"
-            for row in agreement_rows(table, validity)
-        ]
+        lines += [" & ".join(_agreement_row(row, extra)) + " \\\\" for row in found]
     lines += ["\\bottomrule", "\\end{tabular}"]
     notes = [
         f"\\textbf{{Warning:}} {_tex(discordance_text(d).removeprefix('⚠ '))}.\\par"
         for d in (validity.discordances if validity else ())
     ]
+    notes += [f"{_tex(text)}\\par" for text in (validity.unmeasured if validity else ())]
     unranked = unranked_text(table)
     if unranked:
         notes.append(f"{_tex(unranked)}\\par")

@@ -81,10 +81,9 @@ class SplitTable:
         return standing(found, self.lower_is_better[metric]) if found else None
 
     def _best_estimate(self, metric: str, rain_type: str | None) -> Estimate | None:
-        ranked = [row for row in self.rows if row.rank is not None] or list(self.rows)
         found = [
             e
-            for row in ranked
+            for row in self._ranked()
             if (e := (row.by_rain_type if rain_type else row.estimates).get(rain_type or metric))
             and e.present
         ]
@@ -92,7 +91,13 @@ class SplitTable:
         return max(found, key=lambda e: standing(e, lower), default=None)
 
     def best_speed(self) -> float | None:
-        return _best([row.s_per_mp for row in self.rows if math.isfinite(row.s_per_mp)], True)
+        """The fastest median speed among the ranked rows (all rows where none is ranked),
+        as for the metrics: a run that failed on its hardest images is not the fastest."""
+        return _best([r.s_per_mp for r in self._ranked() if math.isfinite(r.s_per_mp)], True)
+
+    def _ranked(self) -> list[Row]:
+        """The rows a column's best is chosen among: the ranked ones, else all."""
+        return [row for row in self.rows if row.rank is not None] or list(self.rows)
 
 
 def leaderboard_tables(results: Results) -> list[SplitTable]:

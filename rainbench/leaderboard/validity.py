@@ -126,6 +126,8 @@ class SplitValidity:
     left_out: tuple[str, ...]  # models whose run is incomplete
     seed: int
     resamples: int
+    # A sentence per no-reference metric that no image could measure, saying why.
+    unmeasured: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -143,6 +145,7 @@ class SplitValidity:
             "references": list(self.references),
             "metrics": [m.to_dict() for m in self.metrics],
             "left_out": list(self.left_out),
+            "unmeasured": list(self.unmeasured),
             "seed": self.seed,
             "resamples": self.resamples,
             "confidence": CONFIDENCE,
@@ -170,12 +173,14 @@ def split_validity(
     if not references or not no_reference:
         return None
     runs = [row.run for row in table.rows if row.run.complete]
-    measured = [
-        _metric_validity(table, runs, metric, references, seed, resamples)
-        for metric in no_reference
-    ]
-    measured = [m for m in measured if m is not None]
-    if not measured:
+    measured, unmeasured = [], []
+    for metric in no_reference:
+        found = _metric_validity(table, runs, metric, references, seed, resamples)
+        if found is not None:
+            measured.append(found)
+        elif why := _unmeasured(runs, metric, references):
+            unmeasured.append(why)
+    if not measured and not unmeasured:
         return None
     return SplitValidity(
         dataset=table.dataset,
@@ -186,6 +191,39 @@ def split_validity(
         left_out=tuple(row.model for row in table.rows if not row.run.complete),
         seed=seed,
         resamples=resamples,
+        unmeasured=tuple(unmeasured),
+    )
+
+
+def _with_columns(runs: list[Run], columns: tuple[str, ...]) -> list[Run]:
+    """The runs that computed every one of `columns`."""
+    return [run for run in runs if all(c in run.metrics for c in columns)]
+
+
+def _unmeasured(runs: list[Run], metric: str, references: tuple[str, ...]) -> str | None:
+    """Why `metric` could not be measured where runs computed it with the references: no
+    image has a finite value of each from every method (an infinite PSNR of one method's
+    every output drops every image); None where no run computed them together."""
+    columns = (metric, *references)
+    runs = _with_columns(runs, columns)
+    if not runs:
+        return None
+    infinite = []
+    for run in runs:
+        ok = run.scores[run.scores["status"] == "ok"]
+        for column in columns:
+            count = int(np.isinf(ok[column].to_numpy(dtype=np.float64)).sum())
+            if count:
+                infinite.append(
+                    f"{run.model}'s {metric_label(column)} is infinite on {count} of "
+                    f"{counted(len(ok), 'image')}"
+                )
+    labels = [metric_label(c) for c in columns]
+    names = f"{', '.join(labels[:-1])} and {labels[-1]}"
+    why = f" ({'; '.join(infinite)})" if infinite else ""
+    return (
+        f"{metric_label(metric)} is not measured: no image has a finite {names} from every "
+        f"method{why}."
     )
 
 
@@ -198,7 +236,7 @@ def _metric_validity(
     resamples: int,
 ) -> MetricValidity | None:
     columns = (metric, *references)
-    runs = [run for run in runs if all(c in run.metrics for c in columns)]
+    runs = _with_columns(runs, columns)
     found = _common_images(runs, columns)
     if found is None:
         return None
@@ -454,7 +492,7 @@ def validity_caveats(validity: SplitValidity) -> list[str]:
         caveats.append("With 1 method there is no τ.")
     if validity.left_out:
         caveats.append(f"Left out of τ and ρ as incomplete: {', '.join(validity.left_out)}.")
-    return caveats
+    return [*caveats, *validity.unmeasured]
 
 
 @dataclass(frozen=True)
@@ -473,8 +511,11 @@ class AgreementRow:
 
 
 def agreement_rows(table: SplitTable, validity: SplitValidity) -> list[AgreementRow]:
-    """τ against each reference, then ρ against each: the rows under `table`'s columns."""
+    """τ against each reference, then ρ against each: the rows under `table`'s columns;
+    none where no metric was measured."""
     by_metric = {m.metric: m for m in validity.metrics}
+    if not by_metric:
+        return []
     return [
         AgreementRow(
             symbol,

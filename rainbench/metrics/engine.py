@@ -27,10 +27,10 @@ from rainbench.capture.decode import (
     header_size,
     load_stored,
 )
-from rainbench.capture.formats import is_capture_name, sniff
+from rainbench.capture.formats import CAPTURE_SUFFIXES, FORMATS, is_capture_name, sniff
 from rainbench.capture.orientation import swaps_axes, turn_upright
 from rainbench.capture.reject import CaptureRejected
-from rainbench.capture.source import name_text, read_regular
+from rainbench.capture.source import name_text, open_regular, read_regular
 from rainbench.cluster import make_pool
 from rainbench.files import leads_inside
 from rainbench.metrics import weights
@@ -129,13 +129,15 @@ def _images_by_stem(
     by_stem: dict[str, list[Path]] = {}
     other, outside = [], []
     for path in sorted(folder.rglob("*")):
-        # A link loop stays: is_file() then says no.
         if path.is_symlink() and not leads_inside(path, folder):
             outside.append(path)
             continue
-        if not path.is_file():
+        # Folders are walked. Whatever else bears an image's name is a prediction or a
+        # reference, one that cannot be read (a dangling link, a link loop, a FIFO)
+        # included: its row says why, rather than its name going unsaid.
+        if path.is_dir():
             continue
-        if is_capture_name(path.name):
+        if _scored_name(path.name):
             # NFC: a name copied from macOS (decomposed) pairs with the same name typed
             # elsewhere (composed).
             stem = path.relative_to(folder).with_suffix("").as_posix()
@@ -145,6 +147,14 @@ def _images_by_stem(
     found = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
     twice = [path for paths in by_stem.values() if len(paths) > 1 for path in paths]
     return found, twice, other, outside
+
+
+def _scored_name(name: str) -> bool:
+    """Whether a file of this name is an image to score: a capture's extension, but not a
+    video's (a clip is no prediction to compare, and Pillow reads none)."""
+    if not is_capture_name(name):
+        return False
+    return not FORMATS[CAPTURE_SUFFIXES[name[name.rfind(".") :].lower()]].video
 
 
 @dataclass(frozen=True)
@@ -282,13 +292,14 @@ def _pixels(job: ScoreJob) -> int:
     """The prediction's size from its header (the whole file read only when the header is
     not in its first bytes); its file size when unreadable: still a fair order."""
     try:
-        with open(job.pred, "rb") as file:
-            head = file.read(_HEADER_BYTES)
+        # A FIFO or a device is refused, not opened to wait on; its row says why.
+        with open_regular(job.pred) as file:
+            head = file.pread(0, _HEADER_BYTES)
             width_height = header_size(head)
             if width_height is None and len(head) == _HEADER_BYTES:
-                width_height = header_size(head + file.read())
-        size = job.pred.stat().st_size
-    except OSError:
+                width_height = header_size(file.pread(0, file.size))
+            size = file.size
+    except CaptureRejected:
         return 0
     return width_height[0] * width_height[1] if width_height else size
 
@@ -345,15 +356,20 @@ def _score_one(
         "height": None,
         "status": "ok",
     }
-    # A FIFO or device swapped in after the folder was listed is refused, not read; so is
-    # a file larger than a picture within the pixel cap takes.
+    # A FIFO, a device or a dangling link is refused, not read; so is a file larger than a
+    # picture within the pixel cap takes. The row is the prediction's: a reference that
+    # cannot be read is named.
     try:
         pred_bytes = read_regular(job.pred, max_pixels=DEFAULT_MAX_PIXELS)
-        ref_bytes = read_regular(job.ref, max_pixels=DEFAULT_MAX_PIXELS) if job.ref else None
     except CaptureRejected as rejected:
         row["status"] = f"error: {rejected.message}"
         return row
     row["pred_sha256"] = hashlib.sha256(pred_bytes).hexdigest()
+    try:
+        ref_bytes = read_regular(job.ref, max_pixels=DEFAULT_MAX_PIXELS) if job.ref else None
+    except CaptureRejected as rejected:
+        row["status"] = f"error: reference {name_text(job.ref.name)}: {rejected.message}"
+        return row
     row["ref_sha256"] = hashlib.sha256(ref_bytes).hexdigest() if ref_bytes is not None else None
     known = _cached(cache, row["pred_sha256"], row["ref_sha256"], identities)
     row.update(known)
@@ -412,7 +428,7 @@ def _decode(data: bytes, path: Path) -> tuple[np.ndarray, int]:
     """The image upright (as it is shown), and the EXIF orientation that turned it."""
     fmt = sniff(data, path.name)
     name = name_text(path.name)
-    if fmt is None or fmt.raw:
+    if fmt is None or fmt.raw or fmt.video:
         raise MetricError(f"{name} is not an image that can be scored")
     if fmt.name == "tiff" and float_tiff(data):
         raise MetricError(f"{name} is {FLOAT_TIFF}")

@@ -43,6 +43,29 @@ def _ranks(table):
     return {row.model: row.rank for row in table.rows}
 
 
+def test_the_fastest_is_marked_among_the_ranked_rows(tmp_path, write_run):
+    # A run that failed on its hardest image timed only the easy ones: not the fastest.
+    slow = {"psnr_y": [30.0] * 3}
+    write_run(tmp_path, "slow", "ds", "syn", kind="synthetic", metrics=slow, s_per_mp=[2.0] * 3)
+    crashy = {"psnr_y": [35.0, 36.0, None]}
+    status = ["ok", "ok", "failed"]
+    write_run(
+        tmp_path,
+        "crashy",
+        "ds",
+        "syn",
+        kind="synthetic",
+        metrics=crashy,
+        s_per_mp=[0.1] * 3,
+        status=status,
+    )
+    table = _table(tmp_path, "syn")
+    assert table.best_speed() == 2.0
+    page = render_html(load_results(tmp_path))
+    assert '<td class="best"><span class="mean">2.000</span></td>' in page
+    assert '<td class="best"><span class="mean">0.100</span></td>' not in page
+
+
 def test_interval_contains_the_mean_and_shrinks_with_n():
     rng = np.random.default_rng(0)
     widths = []

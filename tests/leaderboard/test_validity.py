@@ -7,8 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from scipy import stats
 
+from rainbench.cli import main
 from rainbench.leaderboard.html import render_html
 from rainbench.leaderboard.latex import render_latex
 from rainbench.leaderboard.markdown import render_markdown
@@ -323,3 +325,44 @@ def test_no_paired_no_reference_metric_leaves_the_leaderboard_as_it_was(tmp_path
     results = load_results(tmp_path)
     assert results_validity(results) == []
     assert "trusted" not in render_markdown(results) and "<tfoot" not in render_html(results)
+
+
+def test_a_method_infinite_on_every_image_is_said_not_to_leave_the_split_unchecked(
+    tmp_path, write_run
+):
+    # An outputs folder that holds the ground truths: PSNR-Y is infinite on every image,
+    # which drops every image for all methods.
+    _write_damage(tmp_path, write_run, models=("restormer", "identity"))
+    write_run(
+        tmp_path,
+        "truths",
+        "ds",
+        "syn",
+        kind="synthetic",
+        metrics={"psnr_y": [math.inf] * IMAGES, "ssim_y": [1.0] * IMAGES, "piqe": [9.0] * IMAGES},
+    )
+    results = load_results(tmp_path)
+    [validity] = results_validity(results)
+    assert [m.metric for m in validity.metrics] == ["niqe"]  # truths did not compute it
+    why = (
+        "PIQE is not measured: no image has a finite PIQE, PSNR-Y and SSIM-Y from every "
+        "method (truths's PSNR-Y is infinite on 12 of 12 images)."
+    )
+    assert validity.unmeasured == (why,)
+    assert json.loads(json.dumps(validity.to_dict()))["unmeasured"] == [why]
+    assert why.replace("'", "&#x27;") in render_html(results)
+    assert f"{why}\\par" in render_latex(results)
+    markdown = render_markdown(results)
+    assert why in markdown
+    # Where nothing could be measured, the table has no rows of empty cells.
+    truths = {"psnr_y": [math.inf] * 2, "ssim_y": [1.0] * 2, "piqe": [9.0] * 2}
+    write_run(tmp_path, "truths", "ds", "syn2", kind="synthetic", metrics=truths)
+    rainy = {**truths, "psnr_y": [30.0] * 2}
+    write_run(tmp_path, "identity", "ds", "syn2", kind="synthetic", metrics=rainy)
+    validity = _validity(tmp_path, "syn2")
+    assert validity.metrics == () and len(validity.unmeasured) == 1
+    shown = CliRunner().invoke(main, ["metrics", "validity", str(tmp_path)])
+    assert shown.exit_code == 0 and shown.output.count("is not measured") == 2
+    results = load_results(tmp_path)
+    assert "τ with" not in render_markdown(results).split("## ds / syn2")[-1]
+    assert render_html(results).count('<tfoot class="agreement">') == 1  # syn's alone

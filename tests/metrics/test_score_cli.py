@@ -48,6 +48,70 @@ def test_a_file_that_is_no_image_is_listed_not_ignored(tmp_path):
     assert ".DS_Store" not in result.output
 
 
+def test_a_video_is_listed_as_unsupported_and_its_bytes_under_an_image_name_refused(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    mp4 = b"\x00\x00\x00\x18ftypisom" + bytes(100)
+    _save(ref / "a.png", 0)
+    _save(pred / "a.png", 1)
+    (pred / "a.mp4").write_bytes(mp4)  # beside a.png: not a second prediction of a
+    (ref / "clip.MOV").write_bytes(mp4)
+    _save(ref / "b.png", 2)
+    (pred / "b.png").write_bytes(mp4)
+    pairing = pair_folders(pred, ref)
+    assert (pairing.unsupported_pred, pairing.unsupported_ref) == (["a.mp4"], ["clip.MOV"])
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    assert result.exit_code == 0, result.output
+    assert "unsupported prediction (not an image file rainbench reads): a.mp4" in result.stderr
+    [error] = json.loads(result.stdout)["errors"]
+    assert error["status"] == "error: b.png is not an image that can be scored"
+
+
+def test_json_accounts_for_every_file_it_did_not_score(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(ref / "a.png", 0)
+    _save(pred / "a.png", 1)
+    _save(pred / "only-pred.png", 2)
+    _save(ref / "sub" / "only-ref.png", 3)
+    np.save(pred / "b.npy", np.zeros((4, 4, 3), np.float32))
+    _save(tmp_path / "private" / "c.png", 4)
+    pred.joinpath("c.png").symlink_to(tmp_path / "private" / "c.png")
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert [line["images"] for line in found["summary"]] == [1]
+    assert {key: found[key] for key in found if key not in ("out", "summary", "errors")} == {
+        "unmatched_pred": ["only-pred.png"],
+        "unmatched_ref": ["sub/only-ref.png"],
+        "unsupported_pred": ["b.npy"],
+        "unsupported_ref": [],
+        "outside_pred": ["c.png"],
+        "outside_ref": [],
+    }
+
+
+def test_an_image_name_that_cannot_be_read_is_its_rows_error_not_left_unsaid(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for name in ("a", "b", "c", "d", "e"):
+        _save(ref / f"{name}.png", 0)
+    _save(pred / "a.png", 0)
+    (pred / "b.png").symlink_to("gone.png")  # a derainer's output link to a deleted file
+    os.mkfifo(pred / "c.png")  # reading it would block for ever
+    (pred / "d.png").symlink_to("d.png")
+    _save(pred / "e.png", 0)
+    (ref / "e.png").unlink()
+    (ref / "e.png").symlink_to("gone.png")
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["unmatched_pred"] == found["unmatched_ref"] == []
+    assert {row["name"]: row["status"] for row in found["errors"]} == {
+        "b.png": "error: cannot read: No such file or directory",
+        "c.png": "error: not a regular file: a FIFO",
+        "d.png": "error: cannot read: Too many levels of symbolic links",
+        "e.png": "error: reference e.png: cannot read: No such file or directory",
+    }
+
+
 def test_a_link_leading_out_of_the_folder_is_said_and_not_scored(tmp_path):
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     _save(ref / "a.png", 0)
