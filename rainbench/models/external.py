@@ -127,10 +127,12 @@ class OutputsFolder:
                 raise DerainerError(f"cannot read {path}: a {fmt.name} file is no output image")
             if fmt.name == "tiff" and float_tiff(data):  # as score refuses a prediction
                 raise DerainerError(f"{path} is {FLOAT_TIFF}")
-            # An output of another size is refused from its header, before decoding (a
-            # header declaring more pixels than the input too, where none is read).
+            # An output of more pixels than the input is refused from its header, before
+            # decoding, as any other size is after. Only more: where the header's upright
+            # size and the decoder's differ (an eXIf chunk after a PNG's pixels, a TIFF
+            # Pillow turns itself), the decoded one is the output's.
             declared = header_size(data, None if fmt is _PILLOW else fmt)
-            if declared is not None and declared != tuple(size):
+            if declared is not None and declared[0] * declared[1] > size[0] * size[1]:
                 raise _wrong_size(path, declared, size)
             image = load_upright(data, fmt, max_pixels=size[0] * size[1])
         except CaptureRejected as rejected:

@@ -283,3 +283,13 @@ def test_each_output_is_known_by_its_own_file_not_the_folder(tmp_path):
     assert outputs.sha256("c") == "ambiguous"
     save(tmp_path / "val" / "d.png")  # another split's output: a's is as it was
     assert OutputsFolder(tmp_path, "theirs").sha256("a") == digest
+
+
+def test_an_oriented_tiff_output_of_the_inputs_size_is_read(tmp_path):
+    # Pillow turns a TIFF upright itself as it opens it: its header size is already
+    # upright, which a size check from the header would turn a second time.
+    stored = np.zeros((4, 6, 3), np.uint8)
+    stored[0, 0] = 255
+    Image.fromarray(stored).save(tmp_path / "k.tif", tiffinfo={274: 6})
+    upright = OutputsFolder(tmp_path, "theirs").load("k", (4, 6))
+    assert upright.shape == (6, 4, 3)
