@@ -154,8 +154,24 @@ class OutputsFolder:
             names = ", ".join(sorted(path.name for path in paths))
             raise DerainerError(f"more than one output for {key} in {paths[0].parent}: {names}")
         if not paths:
-            raise DerainerError(f"no output for {key} in {self.folder}")
+            raise DerainerError(self._missing(key, split))
         return paths[0]
+
+    def _missing(self, key: str, split: str | None) -> str:
+        """No output for `key`: the folders looked in, and a file named for the key and
+        more (`KEY.rain.png`, as the shards name a capture) where there is one."""
+        folders = self._folders(split)
+        said = f"no output for {key} in {' or '.join(str(folder) for folder in folders)}"
+        near = sorted(
+            path
+            for folder in folders
+            for stem, paths in self._listing(folder).items()
+            if stem.startswith(f"{key}.")
+            for path in paths
+        )
+        if near:
+            said += f"; there is {near[0]}: an output is named by its key alone, {key}.png"
+        return said
 
     def _candidates(self, key: str, split: str | None) -> list[Path]:
         """The files named for `key` in the first folder that has any."""

@@ -181,6 +181,17 @@ def test_lookup_errors_name_the_key_or_file(tmp_path, files, key, size, message)
         OutputsFolder(tmp_path, "theirs").load(key, size)
 
 
+def test_a_missing_output_names_every_folder_looked_in_and_a_near_miss(tmp_path):
+    (tmp_path / "test").mkdir()
+    save(tmp_path / "test" / "k.rain.png")  # named as extracted from the shards
+    with pytest.raises(DerainerError) as refused:
+        OutputsFolder(tmp_path, "theirs").load("k", (6, 4), split="test")
+    assert str(refused.value) == (
+        f"no output for k in {tmp_path / 'test'} or {tmp_path}; there is "
+        f"{tmp_path / 'test' / 'k.rain.png'}: an output is named by its key alone, k.png"
+    )
+
+
 def test_a_sixteen_bit_output_is_scaled_not_clipped(tmp_path):
     Image.fromarray(np.full((4, 6), 40000, np.uint16)).save(tmp_path / "k.png")
     assert OutputsFolder(tmp_path, "theirs").load("k", (6, 4))[0, 0].tolist() == [156] * 3
