@@ -10,9 +10,10 @@ would take the last copy, webdataset refuses the shard). A manifest row without 
 value the format requires is reported where every other reader refuses the manifest,
 and so is a measured capture whose stored features are no measurement (`rainbench tag`
 measures it again).
-A video member must open and hold the frames its row counts (its packets are demuxed,
-nothing is decoded; skipped where PyAV is not installed). Nothing is decoded as a
-picture. The fitted tagger dataset.json names, if any, must read as ingest reads it.
+A video member must open, hold the frames its row counts and declare its row's frame
+size (its packets are demuxed, nothing is decoded; skipped where PyAV is not
+installed). Nothing is decoded as a picture. The fitted tagger dataset.json names, if
+any, must read as ingest reads it.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
 link, a sparse file, a device) is reported, never read. A dataset in an object store is
 checked the same way: each shard object streams by once (no local copy), and the
@@ -197,11 +198,11 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
     rows = [(row, "samples.parquet", _capture_entry(row)) for row in samples] + [
         (row, "synthetic.parquet", _pair_entry(row)) for row in pairs
     ]
-    videos: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
+    videos: dict[str, list[tuple[str, int | None, Picture | None]]] = defaultdict(list)
     for row in samples:
         if row["kind"] == "video":
             videos[row["shard"]].append(
-                (layout_member(row["key"], row["members"][0]), row["frames"])
+                (layout_member(row["key"], row["members"][0]), row["frames"], _stored_size(row))
             )
     keep_gps = bool((info.get("options") or {}).get("keep_gps"))
     for index, row in enumerate(samples):
@@ -282,17 +283,14 @@ def _capture_entry(row: dict) -> Entry:
     ext = row["members"][0]
     width, height = row["width"], row["height"]
     pictures = {}
-    if width is not None and height is not None:
-        said = f"the manifest's {width}×{height}"
+    stored = _stored_size(row)
+    if stored is not None:
         # A member that is not of the row's format (row-value says so) has no header to
         # hold to it.
         if row["format"] in ("jpeg", "png") and ext == FORMATS[row["format"]].ext:
-            stored = upright_size(width, height, row["orientation"])
-            if stored != (width, height):
-                said += f" upright (orientation {row['orientation']})"
-            pictures[ext] = Picture(*stored, True, said)
+            pictures[ext] = stored
         if PREVIEW in row["members"]:
-            pictures[PREVIEW] = Picture(width, height, False, said)
+            pictures[PREVIEW] = Picture(width, height, False, f"the manifest's {width}×{height}")
     return Entry(
         row["key"],
         row["members"],
@@ -301,6 +299,28 @@ def _capture_entry(row: dict) -> Entry:
         pictures,
         {"key": row["key"], "sha256": row["sha256"]},
     )
+
+
+def _stored_size(row: dict) -> Picture | None:
+    """The size a capture's picture declares as stored: a still's header, a video's
+    stream (its frames as decoded). The row gives it upright, so the turn its
+    `orientation` names is undone; a video ingested before orientation was kept says its
+    turn in `rotation` alone."""
+    width, height = row["width"], row["height"]
+    if width is None or height is None:
+        return None
+    said = f"the manifest's {width}×{height}"
+    orientation, turn = row["orientation"], f"orientation {row['orientation']}"
+    if orientation is None and row["rotation"] is not None:
+        orientation, turn = _TURNS.get(row["rotation"]), f"rotation {row['rotation']}"
+    stored = upright_size(width, height, orientation)
+    if stored != (width, height):
+        said += f" upright ({turn})"
+    return Picture(*stored, True, said)
+
+
+# A video's clockwise turn as the orientation that makes it (one without a mirror).
+_TURNS = {0: 1, 90: 6, 180: 3, 270: 8}
 
 
 def _pair_entry(row: dict) -> Entry:
@@ -330,6 +350,7 @@ def _pair_entry(row: dict) -> Entry:
 _VALUES = {
     "split": manifest.CAPTURE_SPLITS,  # ingest.split's
     "format": tuple(FORMATS),
+    "kind": ("still", "video"),
 }
 # The columns without which a manifest's rows cannot be checked against their members.
 _INTEGRITY = {
@@ -391,9 +412,20 @@ def _check_values(row: dict, keep_gps: bool, faults: list[str]) -> list[Problem]
         wrong.append(f"rain_type_confidence {confidence} is outside [0, 1]")
     if row.get("layer") == "clean" and row.get("rain_type") is not None:
         wrong.append(f"a clean capture has rain_type {row['rain_type']!r}")
-    stored, members = FORMATS.get(row.get("format")), row.get("members")
+    stored, members, kind = FORMATS.get(row.get("format")), row.get("members"), row.get("kind")
     if stored is not None and members and members[0] != stored.ext:
         wrong.append(f"format {row['format']!r} is kept as .{stored.ext}, not .{members[0]}")
+    elif (
+        stored is not None
+        and kind in (None, "still", "video")
+        and stored.video != (kind == "video")
+    ):
+        # Readers tell videos by kind (null: a still): a video taken for a still would be
+        # decoded as a picture, and verify would neither count its frames nor size them.
+        wrong.append(
+            f"format {row['format']!r} is a {'video' if stored.video else 'still'}'s, "
+            f"kind {'null' if kind is None else repr(kind)}"
+        )
     located = [c for c in ("gps_lat", "gps_lon", "gps_alt") if row.get(c) is not None]
     if located and not keep_gps:
         wrong.append(f"{', '.join(located)} kept, in a dataset made without --keep-gps")
@@ -507,10 +539,13 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
     )
 
 
-def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Problem]:
-    """Each of the shard's video members (name, frames the manifest counts) opens as a
-    video with that many frames. A member missing or not regular is left to the hash
-    pass, which reports it; without PyAV nothing is checked."""
+def check_videos(
+    task: tuple[str, str, list[tuple[str, int | None, Picture | None]]],
+) -> list[Problem]:
+    """Each of the shard's video members (name, frames the manifest counts, the frame
+    size its row gives, as stored) opens as a video with that many frames, its stream
+    declaring that size (what readers bound decoding by). A member missing or not regular
+    is left to the hash pass, which reports it; without PyAV nothing is checked."""
     root, shard, videos = task
     problems: list[Problem] = []
     try:
@@ -518,7 +553,7 @@ def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Pr
     except ShardError:
         return problems
     with tar:
-        for name, frames in videos:
+        for name, frames, size in videos:
             where = f"{shard}:{name}"
             try:
                 info = find_member(tar, name)
@@ -526,6 +561,8 @@ def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Pr
                     continue
                 with VideoFrames(tar.extractfile(info)) as video:
                     counted = len(video)
+                    context = video.stream.codec_context
+                    declared = (context.width, context.height)
             except KeyError:
                 continue
             except TAR_ERRORS as error:
@@ -543,6 +580,8 @@ def check_videos(task: tuple[str, str, list[tuple[str, int | None]]]) -> list[Pr
                 problems.append(
                     Problem("video-frames", where, f"{counted} frames, the manifest says {frames}")
                 )
+            if size is not None:
+                problems += _check_header(where, declared, size)
     return problems
 
 

@@ -39,8 +39,9 @@ OPTIONS = IngestOptions(workers=1)
 START = datetime(2024, 5, 1, 10, 0, 0)
 
 
-def encode_mov(frames: int = 12) -> bytes:
-    """A QuickTime video from a phone that recorded where it was (©xyz)."""
+def encode_mov(frames: int = 12, rotation: int | None = None) -> bytes:
+    """A QuickTime video from a phone that recorded where it was (©xyz); `rotation`: its
+    display matrix turns the 64×48 frames that many degrees counterclockwise."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mov") as output:
         output.metadata.update(
@@ -48,6 +49,8 @@ def encode_mov(frames: int = 12) -> bytes:
         )
         stream = output.add_stream("libx264", rate=24)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
         rng = np.random.default_rng(5)
         for _ in range(frames):
             picture = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -289,6 +292,74 @@ def test_verify_counts_a_videos_frames(raw, tmp_path):
     assert "12 frames, the manifest says 13" in problems[0].detail
 
 
+def _with_video_row(ds, **changes) -> dict:
+    """Change the video's row of samples.parquet: the row as it was."""
+    path = Dataset(ds).samples_manifest
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    video = next(row for row in rows if row["format"] == "mov")
+    before = dict(video)
+    video.update(changes)
+    manifest.write_manifest(path, manifest.rows_to_table(rows, manifest.SAMPLES))
+    return before
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(8, 6), (640, 480), (48, 64)], ids=["smaller", "larger", "swapped"]
+)
+def test_verify_says_a_video_whose_frames_are_not_its_manifests_size(raw, tmp_path, width, height):
+    """As a still's header: the size its stream declares, which readers bound decoding by
+    (label refuses a video larger than its row), is its row's width × height."""
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    video = _with_video_row(ds, width=width, height=height)
+    [problem] = verify(Dataset(ds), workers=1)
+    assert (problem.kind, problem.where) == (
+        "member-header",
+        f"{video['shard']}:{video['key']}.mov",
+    )
+    assert problem.detail == f"its header declares 64×48, the manifest's {width}×{height}"
+
+
+@pytest.mark.parametrize(("rotation", "orientation"), [(90, 8), (-90, 6)])
+def test_verify_sizes_a_turned_video_upright(tmp_path, rotation, orientation):
+    """A video shown on its side: its row gives the frames upright (48×64), its stream
+    declares them as decoded (64×48); a row from before `orientation` was kept turns
+    them by `rotation`, and a row that gives the decoded size is caught."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "rain.mov").write_bytes(encode_mov(rotation=rotation))
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, OPTIONS)
+    row = rows_by_name(ds)["rain.mov"]
+    assert (row["width"], row["height"], row["orientation"]) == (48, 64, orientation)
+    assert verify(Dataset(ds), workers=1) == []
+    _with_video_row(ds, orientation=None)  # as an earlier rainbench wrote it
+    assert verify(Dataset(ds), workers=1) == []
+    _with_video_row(ds, width=64, height=48)
+    [problem] = verify(Dataset(ds), workers=1)
+    turn = f"rotation {row['rotation']}"
+    assert (problem.kind, problem.detail) == (
+        "member-header",
+        f"its header declares 64×48, the manifest's 64×48 upright ({turn})",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        (None, "format 'mov' is a video's, kind null"),
+        ("still", "format 'mov' is a video's, kind 'still'"),
+        ("clip", "kind 'clip' is none of still, video"),
+    ],
+)
+def test_verify_says_a_video_row_not_kept_as_a_video(raw, tmp_path, kind, said):
+    """Readers and verify's own video checks tell a video by its row's kind."""
+    ds = tmp_path / "ds"
+    ingest([raw], ds, OPTIONS)
+    video = _with_video_row(ds, kind=kind)
+    [problem] = verify(Dataset(ds), workers=1)
+    assert (problem.kind, problem.where, problem.detail) == ("row-value", video["key"], said)
+
+
 def test_the_label_page_says_a_video_larger_than_its_manifest_as_it_says_a_still(raw, tmp_path):
     ds = tmp_path / "ds"
     ingest([raw], ds, OPTIONS)
@@ -315,7 +386,8 @@ def test_a_video_past_the_readers_pixel_cap_is_said_without_ingests_option(
     # The readers' cap, lowered: a video of frames past 250 MP is too large to make here.
     monkeypatch.setattr(VideoFrames.__init__, "__defaults__", (1000,))
     said = "64×48 = 0 MP exceeds the cap of 0 MP"
-    (problem,) = check_videos((str(ds), row["shard"], [(f"{row['key']}.mov", row["frames"])]))
+    videos = [(f"{row['key']}.mov", row["frames"], None)]
+    (problem,) = check_videos((str(ds), row["shard"], videos))
     assert (problem.kind, problem.detail) == ("video-unreadable", said)
     with pytest.raises(ShardError) as refused:
         open_frames(ds, Sequence(row["key"], row["frames"], (row,)))

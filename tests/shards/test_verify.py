@@ -564,7 +564,7 @@ def test_a_shards_videos_are_found_by_name_without_a_scan_per_video(tmp_path, mo
     monkeypatch.setattr(
         tarfile.TarFile, "getmembers", lambda tar: listed.append(tar) or members(tar)
     )
-    videos = [(f"{index:02d}.mp4", 1) for index in range(30)] + [("30.mp4", 1)]
+    videos = [(f"{index:02d}.mp4", 1, None) for index in range(30)] + [("30.mp4", 1, None)]
     problems = check_videos((tmp_path.as_posix(), shard, videos))
     assert [(p.kind, p.where, p.detail) for p in problems] == [
         ("video-frames", f"{shard}:00.mp4", "2 frames, the manifest says 1")
