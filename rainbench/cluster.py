@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from rainbench import __version__
 from rainbench.errors import RainbenchError, first_line
-from rainbench.parallel import WorkerPool
+from rainbench.parallel import SETTINGS, WorkerPool
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -105,8 +105,11 @@ class _Connection:
         self.opened = False
         self._set: list[str] = []  # environment variables set for a local instance
         self._said = False  # whether the run was said to wait for the cluster
-        store = {name: os.environ[name] for name in STORE_LOCATION if name in os.environ}
-        self.runtime_env = {"env_vars": store} if store else None
+        # rainbench's own settings too (parallel.SETTINGS): the driver's, as set where the
+        # user runs the command.
+        forwarded = STORE_LOCATION + SETTINGS
+        given = {name: os.environ[name] for name in forwarded if name in os.environ}
+        self.runtime_env = {"env_vars": given} if given else None
 
     def __enter__(self):
         _RAY_WORKER_LOG.addFilter(_echoes)

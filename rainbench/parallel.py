@@ -27,6 +27,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _running = False  # in a worker: whether a unit runs now (`_interrupted`)
+# rainbench's settings from the environment that decide what a worker may read (the
+# readers' pixel cap, rainbench.capture.decode). A worker forks from a fork server that
+# kept the environment of its own start, perhaps long before: it is given the owner's
+# as the pool starts.
+SETTINGS = ("RAINBENCH_MAX_PIXELS",)
 
 
 class WorkerPool:
@@ -104,7 +109,7 @@ class WorkerPool:
                     max_workers=self.workers,
                     mp_context=context,
                     initializer=_start_worker,
-                    initargs=(os.getpid(),),
+                    initargs=(os.getpid(), {name: os.environ.get(name) for name in SETTINGS}),
                 )
                 # The pool starts a worker for each unit submitted while none is idle
                 # (as many as there are units; a later phase may start the others).
@@ -174,10 +179,15 @@ def _terminated(signum: int, frame: object) -> None:
         os.kill(os.getpid(), signum)
 
 
-def _start_worker(parent: int) -> None:
-    """Runs first in every worker: exit as soon as process `parent` is gone, and take
-    Ctrl-C as `_interrupted` says."""
+def _start_worker(parent: int, settings: dict[str, str | None]) -> None:
+    """Runs first in every worker: exit as soon as process `parent` is gone, take Ctrl-C
+    as `_interrupted` says, and hold rainbench's `settings` as the pool's owner does."""
     _exit_with(parent)
+    for name, value in settings.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     signal.signal(signal.SIGINT, _interrupted)
 
 

@@ -183,3 +183,21 @@ def test_a_script_that_ingests_at_its_top_level_is_told_to_guard_it(tmp_path):
     assert run.returncode != 0
     assert "another rainbench command" not in run.stderr
     assert 'put that call under `if __name__ == "__main__":`' in run.stderr
+
+
+def _readers_cap(_: int) -> str | None:
+    return os.environ.get("RAINBENCH_MAX_PIXELS")
+
+
+def test_workers_hold_the_owners_settings_as_the_pool_starts(monkeypatch):
+    """The fork server keeps the environment of its start: a setting changed since (a
+    raised readers' pixel cap) reaches the workers of a pool started after."""
+    monkeypatch.delenv("RAINBENCH_MAX_PIXELS", raising=False)
+    with WorkerPool(2) as pool:  # the fork server runs, started without it
+        assert set(pool.map_unordered(_readers_cap, range(4))) == {None}
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "400000000")
+    with WorkerPool(2) as pool:
+        assert set(pool.map_unordered(_readers_cap, range(4))) == {"400000000"}
+    monkeypatch.delenv("RAINBENCH_MAX_PIXELS")
+    with WorkerPool(2) as pool:
+        assert set(pool.map_unordered(_readers_cap, range(4))) == {None}

@@ -7,6 +7,7 @@ an upright RGB preview, small enough for hashing and tagging features.
 """
 
 import io
+import os
 import re
 import struct
 import threading
@@ -22,6 +23,7 @@ from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import ORIENTATION_TAG, STEPS, turn_upright, upright_size
 from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.errors import RainbenchError
 
 # Pillow's bomb cap and the warnings filters belong to the process: threads decoding at
 # once (two RainDatasets iterated in threads) change them one at a time, or one restores
@@ -41,6 +43,11 @@ _DAMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 # 150 MP medium-format backs, and refuses decompression bombs. Pillow's own guard
 # (≈179 MP) would refuse the 200 MP sensors, so it is replaced by this explicit one.
 DEFAULT_MAX_PIXELS = 250_000_000
+# The cap every reader of a dataset's pictures keeps (train, eval, synth, label, pairs,
+# verify, the loader) and score: ingest's default unless the user raises it here, once
+# for every command and for RainDataset in their own code. A manifest's sizes are
+# untrusted, so no dataset can raise it.
+MAX_PIXELS_ENV = "RAINBENCH_MAX_PIXELS"
 
 # Pillow's plugin for each format rainbench decodes with Pillow: bytes are opened only as
 # the format they are said to be (a member named .png that is an ICO or an EPS is no
@@ -115,17 +122,30 @@ def _decode(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     return _decode_with_pillow(data, fmt, max_pixels)
 
 
+def readers_max_pixels() -> int:
+    """The readers' pixel cap: $RAINBENCH_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
+    value = os.environ.get(MAX_PIXELS_ENV)
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    if not re.fullmatch(r"[0-9]+", value.strip()) or int(value) < 1:
+        raise RainbenchError(
+            f"{MAX_PIXELS_ENV}={value!r} is not a positive whole number of pixels "
+            f"(the readers' pixel cap, e.g. 400000000; unset: {DEFAULT_MAX_PIXELS})"
+        )
+    return int(value)
+
+
 class PixelCapExceeded(CaptureRejected):
     """A picture (a video's frame) of more pixels than the cap. The message names the
     option that sets the cap where a command has one (ingest, import-paired, synth
-    --preview); `fact` says the same without it, for a reader whose cap no option sets."""
+    --preview); `fact` says it for a reader whose cap no option sets, the readers' cap,
+    naming the variable that sets that one."""
 
     def __init__(self, width: int, height: int, max_pixels: int):
-        self.fact = (
-            f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
-            f"{max_pixels / 1e6:.0f} MP"
-        )
-        super().__init__(Reason.TOO_MANY_PIXELS, f"{self.fact} (--max-pixels)")
+        exceeds = f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
+        cap = f"{max_pixels / 1e6:.0f} MP"
+        self.fact = f"{exceeds}{cap} readers keep ({MAX_PIXELS_ENV})"
+        super().__init__(Reason.TOO_MANY_PIXELS, f"{exceeds}{cap} (--max-pixels)")
 
 
 def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:

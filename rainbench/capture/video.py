@@ -23,7 +23,12 @@ import numpy as np
 from PIL import Image
 
 from rainbench.capture import bmff
-from rainbench.capture.decode import DEFAULT_MAX_PIXELS, check_pixel_cap, reduce_for_preview
+from rainbench.capture.decode import (
+    DEFAULT_MAX_PIXELS,
+    check_pixel_cap,
+    readers_max_pixels,
+    reduce_for_preview,
+)
 from rainbench.capture.formats import Format
 from rainbench.capture.location import location_hint, xmp_location_spans
 from rainbench.capture.orientation import orientation_of, turn_array
@@ -136,9 +141,10 @@ def probe_video(
     )
 
 
-def middle_frame(source: bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def middle_frame(source: bytes | BinaryIO, max_pixels: int | None = None) -> Image.Image:
     """The frame that stands for the video where a still's picture is used (hashing,
-    tagging, the label page): its middle one, upright, at full size."""
+    tagging, the label page): its middle one, upright, at full size. `max_pixels`: as
+    `VideoFrames`'."""
     with VideoFrames(source, max_pixels) as video:
         return Image.fromarray(video.read([len(video) // 2])[0])
 
@@ -152,10 +158,13 @@ class VideoFrames:
     video costs one group of pictures, not the video up to it. `source`: the bytes, or a
     seekable binary file holding the video from its start (a tar member from
     `tarfile.extractfile`). Refusals (no video
-    stream, damage, too many pixels or frames) are `CaptureRejected`.
+    stream, damage, too many pixels or frames) are `CaptureRejected`. `max_pixels`: a
+    frame's most, by default the readers' cap (`readers_max_pixels`).
     """
 
-    def __init__(self, source: bytes | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, source: bytes | BinaryIO, max_pixels: int | None = None) -> None:
+        if max_pixels is None:
+            max_pixels = readers_max_pixels()
         av = _pyav()
         self._file = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
         self._size = self._file.seek(0, io.SEEK_END)

@@ -57,7 +57,8 @@ TAGGER_CHOICES = ("active", "shipped")
     type=click.IntRange(min=1),
     default=IngestOptions.max_pixels,
     show_default=True,
-    help="Refuse captures with more pixels (decompression bombs).",
+    help="Refuse captures with more pixels (decompression bombs). Later commands read "
+    "above 250 MP only with RAINBENCH_MAX_PIXELS set as high.",
 )
 @click.option(
     "--near-dup-bits",

@@ -53,5 +53,10 @@ def format_page(page: LabelPage) -> list[str]:
         f"keys: {keys}; Export CSV saves the label sheet as {page.sheet}",
     ]
     if page.unreadable:
-        lines.append(f"could not show {len(page.unreadable)}: run rainbench verify")
+        # The first one's reason, which is not always damage that verify would find (a
+        # picture past the readers' pixel cap reads as sound there).
+        lines.append(
+            f"could not show {len(page.unreadable)} (the page says why of each); the "
+            f"first: {page.first_problem}"
+        )
     return lines

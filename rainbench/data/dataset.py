@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rainbench.capture.decode import check_jpeg_scans
+from rainbench.capture.decode import check_jpeg_scans, readers_max_pixels
 from rainbench.capture.exif import without_app1
 from rainbench.capture.formats import FORMATS, Format
 from rainbench.capture.orientation import STEPS, turn_upright, upright_size
@@ -123,6 +123,7 @@ class RainDataset(IterableDataset):
                 f"crop must be at least 1 px, or None for whole pictures; not {self.crop}"
             )
         _check_rank(self.rank, self.world_size)
+        readers_max_pixels()  # a bad $RAINBENCH_MAX_PIXELS: said here, not by a worker
         if self.decode_device is not None:
             _check_decode_device(self.decode_device)
         self.epoch = 0

@@ -84,6 +84,7 @@ class LabelPage:
     cards: int = 0
     rainy: int = 0  # rainy captures selected, before --limit
     unreadable: list[str] = field(default_factory=list)  # keys whose picture did not decode
+    first_problem: str | None = None  # why the first of them did not (the page says each)
 
     @property
     def sheet(self) -> str:
@@ -135,7 +136,9 @@ def write_label_page(
             bar.update(len(results))
     cards = [_card(row, pictures[row["key"]]) for row in rows]
     summary.cards = len(cards)
-    summary.unreadable = sorted(card.key for card in cards if card.problem)
+    unreadable = sorted((card.key, card.problem) for card in cards if card.problem)
+    summary.unreadable = [key for key, _ in unreadable]
+    summary.first_problem = unreadable[0][1] if unreadable else None
     write_atomic(out, render_page(name, cards).encode(), shared=True)  # no lock is held
     return summary
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from rainbench import __version__
-from rainbench.capture.decode import DEFAULT_MAX_PIXELS
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, readers_max_pixels
 from rainbench.capture.reject import STICKY, Reason, for_want_of_library
 from rainbench.capture.source import SourceFile, name_text
 from rainbench.cluster import import_ray, make_pool
@@ -93,6 +94,11 @@ _SETTINGS = frozenset(
 
 class OptionsConflict(DatasetError):
     """Settings that cannot go together: on the command line, a usage error."""
+
+
+class IngestWarning(UserWarning):
+    """A setting that stores what later commands refuse (a --max-pixels above the readers'
+    cap); the CLI prints it as one `warning:` line."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,14 @@ def ingest(
             raise LabelsRejected(problems)
     if options.ray is not None:
         import_ray()  # no Ray: said before the dataset is made or locked
+    if options.max_pixels > (cap := readers_max_pixels()):
+        warnings.warn(
+            f"--max-pixels {options.max_pixels} is above the {cap / 1e6:.0f} MP cap readers "
+            f"keep: captures above it need {MAX_PIXELS_ENV}={options.max_pixels} (or higher) "
+            "set for train, eval, synth, label, pairs, verify, score and the loader",
+            IngestWarning,
+            stacklevel=2,
+        )
     dataset = open_for_writing(out)
     with _locked(dataset), make_pool(options.workers, options.ray) as pool:
         summary = IngestSummary()

@@ -414,7 +414,7 @@ def previews(root: Path, shard: str, members: list[Stale]) -> Iterator[tuple[str
     """Each of a shard's `members` with its upright preview, decoded as ingest decoded it
     (a video's middle frame), or None where the shard or the capture cannot be read."""
     # Imported where it runs, in a worker, as the features are (above).
-    from rainbench.capture.decode import DEFAULT_MAX_PIXELS, decode_capture, reduce_for_preview
+    from rainbench.capture.decode import decode_capture, readers_max_pixels, reduce_for_preview
     from rainbench.capture.reject import CaptureRejected
     from rainbench.capture.video import middle_frame
 
@@ -428,7 +428,7 @@ def previews(root: Path, shard: str, members: list[Stale]) -> Iterator[tuple[str
             fmt = FORMATS[stale.format]
             limit = size_limit(stale.bytes, stale.width, stale.height)
             # A RAW's sensor is a little larger than the picture the manifest sizes.
-            pixels = DEFAULT_MAX_PIXELS if fmt.raw else pixel_limit(stale.width, stale.height)
+            pixels = readers_max_pixels() if fmt.raw else pixel_limit(stale.width, stale.height)
             name = member(stale.key, fmt.ext)
             try:
                 if fmt.video:  # measured on its middle frame, as ingest did

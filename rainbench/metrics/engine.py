@@ -21,15 +21,16 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from rainbench.capture.decode import (
-    DEFAULT_MAX_PIXELS,
     FLOAT_TIFF,
+    MAX_PIXELS_ENV,
     float_tiff,
     header_size,
     load_stored,
+    readers_max_pixels,
 )
 from rainbench.capture.formats import CAPTURE_SUFFIXES, FORMATS, is_capture_name, sniff
 from rainbench.capture.orientation import swaps_axes, turn_upright
-from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.source import name_text, open_regular, read_regular
 from rainbench.cluster import make_pool
 from rainbench.files import leads_inside
@@ -169,6 +170,8 @@ class ScorePlan:
     threads: int
     ray: str | None
     gpu: bool
+    # The readers' pixel cap, read here: a Ray worker has not this process's environment.
+    max_pixels: int
 
 
 def score(
@@ -189,6 +192,7 @@ def plan_scoring(
 ) -> ScorePlan:
     """How `score` would run these jobs (its provenance records the workers and threads)."""
     jobs, settings = _absolute(jobs, settings)
+    max_pixels = readers_max_pixels()
     specs = [check_metric(metric) for metric in settings.metrics]
     # Said once, before any image is read, rather than as every image's failure.
     compared = [spec.name for spec in specs if spec.full_reference]
@@ -214,7 +218,7 @@ def plan_scoring(
     if gpu:  # Ray shows each task only the GPU it was given, as cuda:0
         options["device"] = "cuda"
     settings = ScoreSettings(settings.metrics, options, settings.cache)
-    return ScorePlan(ordered, settings, identities, workers, threads, ray, gpu)
+    return ScorePlan(ordered, settings, identities, workers, threads, ray, gpu, max_pixels)
 
 
 def run_plan(plan: ScorePlan) -> list[dict]:
@@ -222,7 +226,7 @@ def run_plan(plan: ScorePlan) -> list[dict]:
     tune = plan.ray is not None or plan.workers > 1  # the units run in worker processes
     rows, caching = [], plan.settings.cache is not None
     with make_pool(plan.workers, plan.ray, plan.gpu) as pool:
-        units = [(job, plan.settings, tune, plan.identities) for job in plan.jobs]
+        units = [(job, plan.settings, tune, plan.identities, plan.max_pixels) for job in plan.jobs]
         for row in pool.map_unordered(score_one, units):
             if caching:
                 caching = _store(plan.settings.cache, [row], plan.identities)
@@ -320,14 +324,14 @@ def built_metric(name: str, options: dict) -> Metric:
     return _BUILT[key]
 
 
-def score_one(task: tuple[ScoreJob, ScoreSettings, bool, dict[str, str]]) -> dict:
-    job, settings, tune, identities = task
+def score_one(task: tuple[ScoreJob, ScoreSettings, bool, dict[str, str], int]) -> dict:
+    job, settings, tune, identities, max_pixels = task
     if tune:
         _tune_worker()
     metrics = {name: built_metric(name, settings.options) for name in settings.metrics}
     cache = _open_cache(settings.cache)
     try:
-        return _score_one(job, metrics, cache, identities)
+        return _score_one(job, metrics, cache, identities, max_pixels)
     finally:
         if cache is not None:
             cache.close()
@@ -346,7 +350,7 @@ def _tune_worker() -> None:
 
 
 def _score_one(
-    job: ScoreJob, metrics: dict[str, Metric], cache, identities: dict[str, str]
+    job: ScoreJob, metrics: dict[str, Metric], cache, identities: dict[str, str], max_pixels: int
 ) -> dict:
     row: dict = {
         "name": job.name,
@@ -360,15 +364,15 @@ def _score_one(
     # picture within the pixel cap takes. The row is the prediction's: a reference that
     # cannot be read is named.
     try:
-        pred_bytes = read_regular(job.pred, max_pixels=DEFAULT_MAX_PIXELS)
+        pred_bytes = read_regular(job.pred, max_pixels=max_pixels)
     except CaptureRejected as rejected:
-        row["status"] = f"error: {rejected.message}"
+        row["status"] = f"error: {_unread(rejected)}"
         return row
     row["pred_sha256"] = hashlib.sha256(pred_bytes).hexdigest()
     try:
-        ref_bytes = read_regular(job.ref, max_pixels=DEFAULT_MAX_PIXELS) if job.ref else None
+        ref_bytes = read_regular(job.ref, max_pixels=max_pixels) if job.ref else None
     except CaptureRejected as rejected:
-        row["status"] = f"error: reference {name_text(job.ref.name)}: {rejected.message}"
+        row["status"] = f"error: reference {name_text(job.ref.name)}: {_unread(rejected)}"
         return row
     row["ref_sha256"] = hashlib.sha256(ref_bytes).hexdigest() if ref_bytes is not None else None
     known = _cached(cache, row["pred_sha256"], row["ref_sha256"], identities)
@@ -378,8 +382,10 @@ def _score_one(
         row["width"], row["height"] = header_size(pred_bytes) or (None, None)
         return row
     try:  # decoded once, for every metric that needs computing
-        pred, pred_turn = _decode(pred_bytes, job.pred)
-        ref, ref_turn = _decode(ref_bytes, job.ref) if ref_bytes is not None else (None, 1)
+        pred, pred_turn = _decode(pred_bytes, job.pred, max_pixels)
+        ref, ref_turn = (
+            _decode(ref_bytes, job.ref, max_pixels) if ref_bytes is not None else (None, 1)
+        )
     except MetricError as error:
         row.update(dict.fromkeys(todo))
         row["status"] = f"error: {error}"
@@ -424,8 +430,16 @@ def _turn_hint(pred: np.ndarray, ref: np.ndarray, pred_turn: int, ref_turn: int)
     return ""
 
 
-def _decode(data: bytes, path: Path) -> tuple[np.ndarray, int]:
-    """The image upright (as it is shown), and the EXIF orientation that turned it."""
+def _unread(rejected: CaptureRejected) -> str:
+    """Why a file was not read, with what raises the cap where it was too large."""
+    if rejected.reason == Reason.TOO_MANY_PIXELS:
+        return f"{rejected.message} (the pixel cap readers keep: {MAX_PIXELS_ENV})"
+    return rejected.message
+
+
+def _decode(data: bytes, path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
+    """The image upright (as it is shown), and the EXIF orientation that turned it; one
+    whose header declares more than `max_pixels` is refused undecoded."""
     fmt = sniff(data, path.name)
     name = name_text(path.name)
     if fmt is None or fmt.raw or fmt.video:
@@ -433,11 +447,11 @@ def _decode(data: bytes, path: Path) -> tuple[np.ndarray, int]:
     if fmt.name == "tiff" and float_tiff(data):
         raise MetricError(f"{name} is {FLOAT_TIFF}")
     try:
-        image, turn = load_stored(data, fmt)
+        image, turn = load_stored(data, fmt, max_pixels)
     except CaptureRejected:  # load_stored read the header only: the size is past the cap
         raise MetricError(
             f"{name} is not decoded: its header declares more than the "
-            f"{DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap"
+            f"{max_pixels / 1e6:.0f} MP cap readers keep ({MAX_PIXELS_ENV})"
         ) from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
         raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None

@@ -100,6 +100,8 @@ def provenance(
         # whatever the threads that computed them).
         "workers": plan.workers,
         "threads": plan.threads,
+        # The readers' pixel cap it ran under: a larger image is a row's error.
+        "max_pixels": plan.max_pixels,
         "rainbench_version": __version__,
         "versions": versions(),
         "weights": loaded_weights(metrics, options.get("weights_dir")),

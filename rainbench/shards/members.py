@@ -19,7 +19,12 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from rainbench.capture.decode import DEFAULT_MAX_PIXELS, header_size, load_stored
+from rainbench.capture.decode import (
+    MAX_PIXELS_ENV,
+    header_size,
+    load_stored,
+    readers_max_pixels,
+)
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import turn_upright
 from rainbench.capture.reject import CaptureRejected
@@ -268,10 +273,12 @@ def irregular(info: tarfile.TarInfo) -> str | None:
 
 
 def pixel_limit(width: int | None, height: int | None) -> int:
-    """The most pixels a picture of the manifest's `width` × `height` may declare."""
+    """The most pixels a picture of the manifest's `width` × `height` may declare: no
+    more than the readers' cap either (`readers_max_pixels`)."""
+    cap = readers_max_pixels()
     if width and height and width > 0 and height > 0:
-        return min(width * height, DEFAULT_MAX_PIXELS)
-    return DEFAULT_MAX_PIXELS
+        return min(width * height, cap)
+    return cap
 
 
 def size_limit(stored_bytes: int | None, width: int | None, height: int | None) -> int:
@@ -286,8 +293,13 @@ def too_many_pixels(where: str, width: int | None, height: int | None) -> ShardE
     """A member refused for declaring more pixels than `pixel_limit` lets a reader take."""
     return ShardError(
         f"{where}: its header declares more pixels than the manifest's {width}×{height} "
-        f"(or the {DEFAULT_MAX_PIXELS / 1e6:.0f} MP cap); not decoded"
+        f"{_or_the_cap()}; not decoded"
     )
+
+
+def _or_the_cap() -> str:
+    """The other bound of a picture than its manifest row's size, and what raises it."""
+    return f"(or the {readers_max_pixels() / 1e6:.0f} MP cap readers keep: {MAX_PIXELS_ENV})"
 
 
 def decode_picture(
@@ -331,5 +343,5 @@ def check_jpeg(data: bytes, where: str, width: int | None, height: int | None) -
     if size[0] * size[1] > pixel_limit(width, height):
         raise ShardError(
             f"{where}: its header declares {size[0]}×{size[1]}, more pixels than the "
-            f"manifest's {width}×{height}; not decoded"
+            f"manifest's {width}×{height} {_or_the_cap()}; not decoded"
         )

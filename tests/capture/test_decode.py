@@ -23,6 +23,7 @@ from rainbench.capture.decode import (
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.demo.captures import CaptureSpec, capture_bytes
+from rainbench.errors import RainbenchError
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -220,3 +221,18 @@ def test_threads_decoding_at_once_leave_the_process_cap_and_warnings_as_they_wer
         thread.join()
     assert cap == Image.MAX_IMAGE_PIXELS
     assert warnings.filters == filters
+
+
+def test_the_readers_cap_is_rainbench_max_pixels_and_a_bad_value_is_one_line(monkeypatch):
+    monkeypatch.delenv("RAINBENCH_MAX_PIXELS", raising=False)
+    assert decode.readers_max_pixels() == 250_000_000  # ingest's default
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "400000000")
+    assert decode.readers_max_pixels() == 400_000_000
+    for bad in ("0", "-5", "4e8", "400 MP", "many"):
+        monkeypatch.setenv("RAINBENCH_MAX_PIXELS", bad)
+        with pytest.raises(RainbenchError) as refused:
+            decode.readers_max_pixels()
+        assert str(refused.value) == (
+            f"RAINBENCH_MAX_PIXELS={bad!r} is not a positive whole number of pixels (the "
+            "readers' pixel cap, e.g. 400000000; unset: 250000000)"
+        )

@@ -302,6 +302,23 @@ def test_too_many_pixels_are_refused_before_decoding():
     assert refused.value.reason == Reason.TOO_MANY_PIXELS
 
 
+def test_a_reader_of_frames_keeps_the_readers_cap_rainbench_max_pixels(monkeypatch):
+    # Readers of a dataset's videos (pairs, verify, label, tag) give no cap of their own.
+    video = encode()
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(WIDTH * HEIGHT - 1))
+    for read in (VideoFrames, video_module.middle_frame):
+        with pytest.raises(CaptureRejected) as refused:
+            read(video)
+        assert refused.value.fact == (
+            "64×48 = 0 MP exceeds the cap of 0 MP readers keep (RAINBENCH_MAX_PIXELS)"
+        )
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(WIDTH * HEIGHT))
+    assert video_module.middle_frame(video).size == (WIDTH, HEIGHT)
+    monkeypatch.delenv("RAINBENCH_MAX_PIXELS")
+    with VideoFrames(video) as frames:
+        assert len(frames) == 12
+
+
 def _box(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", 8 + len(payload)) + kind + payload
 

@@ -120,6 +120,20 @@ def test_tasks_and_actors_reach_the_store_the_driver_reaches(ray_cluster, monkey
         assert set(actors.map_unordered(_endpoint, range(4))) == {"http://127.0.0.1:9"}
 
 
+def _readers_cap(*_) -> str | None:
+    return os.environ.get("RAINBENCH_MAX_PIXELS")
+
+
+def test_tasks_and_actors_keep_the_drivers_readers_pixel_cap(ray_cluster, monkeypatch):
+    """A cap raised where the command runs reaches every node's workers, which read the
+    dataset's pictures (train, eval, synth and pairs on Ray)."""
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "400000000")
+    with RayPool(ray_cluster, 2) as pool:
+        assert set(pool.map_unordered(_readers_cap, range(4))) == {"400000000"}
+    with RayActors(ray_cluster, dict, gpu=False, most=2) as actors:
+        assert set(actors.map_unordered(_readers_cap, range(4))) == {"400000000"}
+
+
 def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     (tmp_path / "raw").mkdir()

@@ -470,6 +470,33 @@ def test_a_capture_whose_decoding_nothing_bounds_is_refused_undecoded(
         list(loader)
 
 
+@pytest.mark.parametrize("decode_device", [None, "cpu"])
+def test_the_loader_keeps_the_readers_cap_rainbench_max_pixels(ds, monkeypatch, decode_device):
+    # A capture ingested under a --max-pixels above the readers' cap (its row gives its
+    # true size) is refused, saying what raises the cap, and read once that is raised.
+    if decode_device is not None and dataset_module.torch_jpeg_decoder() is None:
+        pytest.skip("no torch JPEG decoder")
+    samples = _samples(ds)
+    row = samples[samples.format == "jpeg"].iloc[0]
+    only = Filters(query=f"key == '{row.key}'")
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(row.width * row.height - 1))
+    loader = RainDataset(ds, filters=only, crop=32, decode_device=decode_device)
+    said = "(or the 0 MP cap readers keep: RAINBENCH_MAX_PIXELS); not decoded"
+    with pytest.raises(ShardError, match=re.escape(f"{row.key}.jpg: ") + ".*" + re.escape(said)):
+        list(loader)
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(row.width * row.height))
+    raised = RainDataset(ds, filters=only, crop=32, decode_device=decode_device)
+    assert [sample["key"] for sample in raised] == [row.key]
+
+
+def test_a_bad_readers_cap_is_refused_as_the_dataset_is_made(ds, monkeypatch):
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "250 MP")
+    with pytest.raises(RainbenchError) as refused:
+        RainDataset(ds)
+    assert str(refused.value).startswith("RAINBENCH_MAX_PIXELS='250 MP' is not a positive ")
+    assert "\n" not in str(refused.value)
+
+
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_upright_turns_tensors_as_pillow_turns_pictures(orientation):
     from rainbench.capture.orientation import _UPRIGHT as _TRANSPOSES

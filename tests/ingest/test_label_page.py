@@ -189,7 +189,8 @@ def test_a_capture_damaged_in_place_is_not_shown_as_if_it_were_the_capture(datas
     result = CliRunner().invoke(main, ["label", str(dataset), "--out", str(out), "-j", "1"])
 
     assert result.exit_code == 0, result.output
-    assert "could not show 1: run rainbench verify" in result.output
+    said = "could not show 1 (the page says why of each); the first: "
+    assert said in result.output and "its bytes are not the manifest's" in result.output
     text = out.read_text(encoding="utf-8")
     card = text[text.index(f'data-key="{key}"') :]
     card = card[: card.index("</article>")]

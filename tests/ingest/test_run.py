@@ -3,8 +3,12 @@
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -337,3 +341,35 @@ def test_slow_commits_are_spaced_out_to_a_tenth_of_the_write_phase(
     assert summary.shards > 20
     assert commits == [6, summary.shards]  # before: after every 6 shards
     assert verify(Dataset(tmp_path / "ds")) == []
+
+
+def test_a_max_pixels_above_the_readers_cap_is_said_once(tmp_path, monkeypatch):
+    # Ingest takes what it is told to; every later reader keeps its own cap, which only
+    # RAINBENCH_MAX_PIXELS raises: said as the captures go in, not when train refuses one.
+    write_capture(tmp_path / "raw", CaptureSpec("a.jpg", 64, 48))
+    monkeypatch.delenv("RAINBENCH_MAX_PIXELS", raising=False)
+    with pytest.warns(run_module.IngestWarning) as warned:
+        ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1, max_pixels=4 * 10**8))
+    assert [str(warning.message) for warning in warned] == [
+        "--max-pixels 400000000 is above the 250 MP cap readers keep: captures above it need "
+        "RAINBENCH_MAX_PIXELS=400000000 (or higher) set for train, eval, synth, label, pairs, "
+        "verify, score and the loader"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", run_module.IngestWarning)
+        ingest([tmp_path / "raw"], tmp_path / "ds", ONE)  # the default: the readers' own
+        monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "400000000")
+        ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1, max_pixels=4 * 10**8))
+
+
+def test_the_cli_says_a_max_pixels_above_the_readers_cap_in_one_warning_line(tmp_path):
+    write_capture(tmp_path / "raw", CaptureSpec("a.jpg", 64, 48))
+    env = {name: value for name, value in os.environ.items() if name != "RAINBENCH_MAX_PIXELS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "rainbench", "ingest", str(tmp_path / "raw"), "--out",
+         str(tmp_path / "ds"), "-j", "1", "--no-progress", "--max-pixels", "400000000"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("warning: --max-pixels 400000000 is above the 250 MP cap ")
+    assert done.stderr.count("\n") == 1 and "1 accepted" in done.stdout

@@ -331,3 +331,24 @@ def test_stats_says_what_it_counts_and_why_a_path_is_no_dataset(tmp_path, tagged
     file = CliRunner().invoke(main, ["stats", str(sheet)])
     assert file.exit_code == 1
     assert file.output == f"error: {sheet} is a file, not a dataset folder\n"
+
+
+def test_a_raw_capture_is_measured_again_under_the_readers_pixel_cap(tmp_path, monkeypatch):
+    """Its sensor, a little larger than the picture the manifest sizes, is bounded by the
+    readers' cap (RAINBENCH_MAX_PIXELS) as every other capture is."""
+    pytest.importorskip("rawpy", reason="rawpy is in the [raw] extra")
+    from datetime import datetime
+
+    from rainbench.demo.captures import CaptureSpec, write_capture
+
+    spec = CaptureSpec("IMG_0001.dng", 256, 192, fmt="dng", captured_at=datetime(2026, 5, 4))
+    write_capture(tmp_path / "raw", spec)
+    ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1))
+    samples = manifest.read_manifest(Dataset(tmp_path / "ds").samples_manifest, manifest.SAMPLES)
+    (row,) = samples.to_pylist()
+    stale = [tag_module.Stale.of(row)]
+    root = tmp_path / "ds"
+    ((_, preview),) = tag_module.previews(root, row["shard"], stale)
+    assert preview is not None
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "1000")
+    assert list(tag_module.previews(root, row["shard"], stale)) == [(row["key"], None)]

@@ -375,23 +375,30 @@ def test_the_label_page_says_a_video_larger_than_its_manifest_as_it_says_a_still
     assert "--max-pixels" not in text  # ingest's option: label has none
 
 
-def test_a_video_past_the_readers_pixel_cap_is_said_without_ingests_option(
-    raw, tmp_path, monkeypatch
-):
+def test_a_video_past_the_readers_pixel_cap_is_said_with_what_raises_it(raw, tmp_path, monkeypatch):
     """A video whose frames have more pixels than readers take (ingested under a higher
-    --max-pixels): verify and pairs, which have no such option, say the cap alone."""
+    --max-pixels): verify and pairs, which have no such option, name the variable that
+    raises the readers' cap, and read the video once it is raised."""
     ds = tmp_path / "ds"
     ingest([raw], ds, OPTIONS)
     row = rows_by_name(ds)["rain.mov"]
+    videos = (str(ds), row["shard"], [(f"{row['key']}.mov", row["frames"], None)])
+    sequence = Sequence(row["key"], row["frames"], (row,))
     # The readers' cap, lowered: a video of frames past 250 MP is too large to make here.
-    monkeypatch.setattr(VideoFrames.__init__, "__defaults__", (1000,))
-    said = "64×48 = 0 MP exceeds the cap of 0 MP"
-    videos = [(f"{row['key']}.mov", row["frames"], None)]
-    (problem,) = check_videos((str(ds), row["shard"], videos))
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "1000")
+    said = "64×48 = 0 MP exceeds the cap of 0 MP readers keep (RAINBENCH_MAX_PIXELS)"
+    (problem,) = check_videos(videos)
     assert (problem.kind, problem.detail) == ("video-unreadable", said)
     with pytest.raises(ShardError) as refused:
-        open_frames(ds, Sequence(row["key"], row["frames"], (row,)))
+        open_frames(ds, sequence)
     assert str(refused.value) == f"{row['shard']}:{row['key']}.mov: {said}"
+    page = write_label_page(ds, tmp_path / "label.html")
+    assert row["key"] in page.unreadable
+    assert "cap readers keep: RAINBENCH_MAX_PIXELS" in page.out.read_text(encoding="utf-8")
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(64 * 48))
+    assert check_videos(videos) == []
+    with open_frames(ds, sequence) as frames:
+        assert len(frames) == row["frames"]
 
 
 def test_a_burst_needs_one_camera_size_folder_and_short_gaps():

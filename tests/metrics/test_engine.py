@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rainbench.errors import RainbenchError
 from rainbench.metrics import engine, registry
 from rainbench.metrics.engine import ScoreSettings, pair_folders, score
 from rainbench.metrics.registry import MetricError, MetricSpec, register
@@ -227,7 +228,7 @@ def test_a_cached_value_that_is_no_number_is_computed_again(tmp_path):
 def test_a_prediction_larger_than_any_picture_within_the_cap_is_refused_unread(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(engine, "DEFAULT_MAX_PIXELS", 100)  # a bound of 16 MiB and 1600 bytes
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "100")  # a bound of 16 MiB and 1600 bytes
     for folder in ("p", "r"):
         _save(tmp_path / folder / "x.png", 77)
     with (tmp_path / "p" / "x.png").open("r+b") as file:
@@ -236,8 +237,29 @@ def test_a_prediction_larger_than_any_picture_within_the_cap_is_refused_unread(
     (row,) = score(jobs, ScoreSettings(("test_mean",), {}, None), workers=1)
     assert row["status"] == (
         f"error: a still of {(16 << 20) + 1601} bytes, more than a picture of 100 pixels "
-        "takes (16 bytes a pixel, 16 MiB besides); not read"
+        "takes (16 bytes a pixel, 16 MiB besides); not read (the pixel cap readers keep: "
+        "RAINBENCH_MAX_PIXELS)"
     )
+
+
+def test_score_keeps_the_readers_cap_rainbench_max_pixels(tmp_path, monkeypatch):
+    # A derainer's output of a capture ingested under a --max-pixels above the readers'
+    # cap: refused, saying what raises the cap, and scored once that is raised.
+    _save(tmp_path / "p" / "x.png", 77)  # 32×24
+    jobs = pair_folders(tmp_path / "p", None).jobs
+    settings = ScoreSettings(("test_mean",), {}, None)
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24 - 1))
+    (row,) = score(jobs, settings, workers=1)
+    assert row["status"] == (
+        "error: x.png is not decoded: its header declares more than the 0 MP cap readers "
+        "keep (RAINBENCH_MAX_PIXELS)"
+    )
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24))
+    (row,) = score(jobs, settings, workers=1)
+    assert (row["status"], row["test_mean"]) == ("ok", 77.0)
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "-1")
+    with pytest.raises(RainbenchError, match=r"^RAINBENCH_MAX_PIXELS='-1' is not a positive"):
+        engine.plan_scoring(jobs, settings, workers=1)  # before any image is read
 
 
 def test_the_cache_keys_values_by_the_metric_libraries_only(monkeypatch):

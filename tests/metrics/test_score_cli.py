@@ -387,6 +387,10 @@ def test_the_provenance_records_the_processes_and_torchs_threads(tmp_path, monke
     assert _score(pred, ref, tmp_path, "--metrics", "psnr", "-j", "2").exit_code == 0
     shared = json.loads(provenance.read_text())
     assert (shared["workers"], shared["threads"]) == (2, 1)  # one thread per process
+    assert shared["max_pixels"] == 250_000_000  # the readers' cap it ran under
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "400000000")
+    assert _score(pred, ref, tmp_path, "--metrics", "psnr").exit_code == 0
+    assert json.loads(provenance.read_text())["max_pixels"] == 400_000_000
 
 
 def test_the_provenance_names_the_folders_wherever_score_ran(tmp_path, monkeypatch):

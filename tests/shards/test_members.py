@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from rainbench.capture.formats import FORMATS
+from rainbench.errors import RainbenchError
 from rainbench.shards.members import (
     ShardError,
     check_jpeg,
@@ -201,3 +202,34 @@ def test_size_limits_come_from_the_manifest():
     assert size_limit(1234, 4000, 3000) == 1234
     assert size_limit(None, 10, 10) == 800 + (16 << 20)
     assert size_limit(None, None, -1) == size_limit(None, 10**6, 10**6)
+
+
+def test_the_readers_cap_is_rainbench_max_pixels(monkeypatch):
+    # A capture ingested under a higher --max-pixels than readers keep (its manifest says
+    # its true size): refused, naming what raises the cap, until that is raised.
+    png, jpeg = _png(32, 24), _jpeg(32, 24)
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24 - 1))
+    said = (
+        "a.png: its header declares more pixels than the manifest's 32×24 (or the 0 MP cap "
+        "readers keep: RAINBENCH_MAX_PIXELS); not decoded"
+    )
+    with pytest.raises(ShardError) as refused:
+        decode_picture(png, FORMATS["png"], "a.png", 32, 24)
+    assert str(refused.value) == said
+    with pytest.raises(ShardError, match=r"\(or the 0 MP cap readers keep: RAINBENCH_MAX_PIXELS\)"):
+        check_jpeg(jpeg, "a.jpg", 32, 24)
+    assert size_limit(None, None, None) == (32 * 24 - 1) * 8 + (16 << 20)
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24))
+    assert decode_picture(png, FORMATS["png"], "a.png", 32, 24)[0].size == (32, 24)
+    check_jpeg(jpeg, "a.jpg", 32, 24)
+    monkeypatch.delenv("RAINBENCH_MAX_PIXELS")
+    assert decode_picture(png, FORMATS["png"], "a.png", 32, 24)[0].size == (32, 24)
+    assert size_limit(None, None, None) == 250_000_000 * 8 + (16 << 20)
+
+
+def test_a_bad_readers_cap_is_one_line_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "0")
+    with pytest.raises(RainbenchError, match=r"^RAINBENCH_MAX_PIXELS='0' is not a positive") as bad:
+        decode_picture(_png(32, 24), FORMATS["png"], "a.png", 32, 24)
+    assert not isinstance(bad.value, ShardError)  # the setting's fault, not the shard's
+    assert "\n" not in str(bad.value)
