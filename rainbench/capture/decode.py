@@ -142,6 +142,7 @@ class PixelCapExceeded(CaptureRejected):
     naming the variable that sets that one."""
 
     def __init__(self, width: int, height: int, max_pixels: int):
+        self.size = (width, height)
         exceeds = f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
         cap = f"{max_pixels / 1e6:.0f} MP"
         self.fact = f"{exceeds}{cap} readers keep ({MAX_PIXELS_ENV})"
@@ -179,6 +180,8 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
             image = open_image(data, fmt)
             full_size = image.size  # draft() below shrinks `size` to the decoded scale
             check_pixel_cap(*full_size, max_pixels)
+            if why := misread(image):
+                raise CaptureRejected(Reason.UNSUPPORTED, why)
             mode = image.mode
             check_jpeg_scans(data)
             if image.format == "JPEG":
@@ -257,6 +260,8 @@ def load_stored(
         warnings.simplefilter("ignore")
         image = open_image(data, fmt)
         check_pixel_cap(*image.size, max_pixels)
+        if why := misread(image):
+            raise ValueError(why)  # as a decoder's failure: the picture does not decode
         check_jpeg_scans(data)
         image.load()
         orientation = image.getexif().get(ORIENTATION_TAG)
@@ -298,9 +303,20 @@ def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | Non
             # Image's getexif(), not PngImageFile's: that one decodes every pixel to look
             # for an eXIf chunk after them, the very cost (and bomb) this must not meet.
             exif = Image.Image.getexif(image)
-            return upright_size(*image.size, exif.get(ORIENTATION_TAG))
+            return upright_size(*_stored_size(image), exif.get(ORIENTATION_TAG))
     except Exception:  # any unreadable header: the size is simply unknown
         return None
+
+
+def _stored_size(image: Image.Image) -> tuple[int, int]:
+    """An opened picture's size as stored, before any turn: Pillow 13 and later give a
+    TIFF's already turned by its orientation, its tags the stored one."""
+    if image.format == "TIFF":
+        tags = image.tag_v2
+        return tags.get(TiffImagePlugin.IMAGEWIDTH, image.width), tags.get(
+            TiffImagePlugin.IMAGELENGTH, image.height
+        )
+    return image.size
 
 
 def open_image(source: bytes | Path, fmt: Format | None = None) -> Image.Image:
@@ -320,6 +336,28 @@ def open_image(source: bytes | Path, fmt: Format | None = None) -> Image.Image:
             return Image.open(stream, formats=formats)
         finally:
             Image.MAX_IMAGE_PIXELS = saved_cap
+
+
+def misread(image: Image.Image) -> str | None:
+    """Why Pillow would read this opened picture's samples wrongly, from its header; None
+    where it reads them right. Of a TIFF: floating-point samples (a grey one comes out
+    black) and samples of more than 8 bits in separate colour planes (noise)."""
+    if image.format != "TIFF":
+        return None
+    tags = image.tag_v2
+    if 3 in _per_sample(tags.get(TiffImagePlugin.SAMPLEFORMAT, 1)):
+        return "a floating-point TIFF, which Pillow reads as black: save it at 8 or 16 bits"
+    planar = tags.get(TiffImagePlugin.PLANAR_CONFIGURATION, 1) == 2
+    if planar and max(_per_sample(tags.get(TiffImagePlugin.BITSPERSAMPLE, 8))) > 8:
+        return (
+            "a TIFF of 16-bit samples in separate colour planes, which Pillow misreads: "
+            "save it with its samples interleaved (PlanarConfiguration 1)"
+        )
+    return None
+
+
+def _per_sample(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def check_jpeg_scans(data: bytes) -> None:
@@ -421,7 +459,9 @@ def _read_exif(image: Image.Image) -> Image.Exif:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode == "I;16B":  # Pillow's point() takes no big-endian samples
+        image = image.convert("I")
+    if image.mode in ("I;16", "I;16L", "I"):
         # 16-bit grey: scale to 8 bits rather than clip.
         return image.point(lambda v: v / 256).convert("L").convert("RGB")
     if image.mode in ("LA", "PA") or (image.mode == "P" and "transparency" in image.info):

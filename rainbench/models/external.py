@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rainbench.capture.decode import FLOAT_TIFF, float_tiff, header_size, load_upright
+from rainbench.capture.decode import (
+    FLOAT_TIFF,
+    PixelCapExceeded,
+    float_tiff,
+    header_size,
+    load_upright,
+)
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import read_regular
@@ -135,6 +141,8 @@ class OutputsFolder:
             if declared is not None and declared[0] * declared[1] > size[0] * size[1]:
                 raise _wrong_size(path, declared, size)
             image = load_upright(data, fmt, max_pixels=size[0] * size[1])
+        except PixelCapExceeded as larger:  # its size known only as it was decoded (HEIC)
+            raise _wrong_size(path, larger.size, size) from None
         except CaptureRejected as rejected:
             raise DerainerError(f"cannot read {path}: {rejected.message}") from None
         except UnidentifiedImageError:  # its message names a memory address: not reproducible

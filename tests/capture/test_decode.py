@@ -17,6 +17,7 @@ from rainbench.capture.decode import (
     decode_capture,
     header_size,
     load_stored,
+    load_upright,
     open_image,
     reduce_for_preview,
 )
@@ -236,3 +237,45 @@ def test_the_readers_cap_is_rainbench_max_pixels_and_a_bad_value_is_one_line(mon
             f"RAINBENCH_MAX_PIXELS={bad!r} is not a positive whole number of pixels (the "
             "readers' pixel cap, e.g. 400000000; unset: 250000000)"
         )
+
+
+def _tiff(array: np.ndarray, **options) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(array).save(stream, "TIFF", **options)
+    return stream.getvalue()
+
+
+def test_an_oriented_tiffs_header_size_is_upright_once():
+    # Pillow 13 opens a TIFF already turned by its orientation: the size is not turned
+    # a second time.
+    data = _tiff(np.zeros((20, 30, 3), np.uint8), tiffinfo={274: 6})
+    assert header_size(data) == load_upright(data, FORMATS["tiff"]).size == (20, 30)
+
+
+def test_a_big_endian_sixteen_bit_grey_tiff_reads_as_a_little_endian_one():
+    grey = (np.arange(20 * 30).reshape(20, 30) * 100).astype(np.uint16)
+    little = _tiff(grey)
+    big = io.BytesIO()
+    Image.frombytes("I;16B", (30, 20), grey.astype(">u2").tobytes()).save(big, "TIFF")
+    assert Image.open(big).mode == "I;16B"
+    expected = np.asarray(load_upright(little, FORMATS["tiff"]))
+    assert np.array_equal(np.asarray(load_upright(big.getvalue(), FORMATS["tiff"])), expected)
+    assert decode_capture(big.getvalue(), FORMATS["tiff"]).preview.size == (30, 20)
+
+
+def test_a_tiff_pillow_misreads_is_refused_not_read_as_noise():
+    tifffile = pytest.importorskip("tifffile")
+    rgb = np.random.default_rng(0).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
+    stream = io.BytesIO()
+    tifffile.imwrite(stream, rgb.transpose(2, 0, 1), photometric="rgb", planarconfig="separate")
+    said = "16-bit samples in separate colour planes"
+    with pytest.raises(CaptureRejected, match=said) as refused:
+        decode_capture(stream.getvalue(), FORMATS["tiff"])
+    assert refused.value.reason == Reason.UNSUPPORTED
+    with pytest.raises(ValueError, match=said):
+        load_stored(stream.getvalue(), FORMATS["tiff"])
+    # Eight-bit planes Pillow reads right.
+    planes = io.BytesIO()
+    tifffile.imwrite(planes, (rgb >> 8).astype(np.uint8).transpose(2, 0, 1), photometric="rgb",
+                     planarconfig="separate")  # fmt: skip
+    assert np.array_equal(np.asarray(load_upright(planes.getvalue(), FORMATS["tiff"])), rgb >> 8)

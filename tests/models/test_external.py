@@ -304,3 +304,15 @@ def test_an_oriented_tiff_output_of_the_inputs_size_is_read(tmp_path):
     Image.fromarray(stored).save(tmp_path / "k.tif", tiffinfo={274: 6})
     upright = OutputsFolder(tmp_path, "theirs").load("k", (4, 6))
     assert upright.shape == (6, 4, 3)
+
+
+def test_a_heic_output_larger_than_its_input_is_said_as_any_wrong_size(tmp_path):
+    # Its size is read by libheif, as it is decoded, not from a header Pillow reads.
+    from rainbench.demo.captures import CaptureSpec, capture_bytes, missing_writer
+
+    if missing_writer("heic") is not None:
+        pytest.skip(f"building test files: {missing_writer('heic')}")
+    (tmp_path / "k.png").write_bytes(capture_bytes(CaptureSpec("k.heic", 64, 48, fmt="heic")))
+    with pytest.raises(DerainerError) as refused:
+        OutputsFolder(tmp_path, "theirs").load("k", (32, 24))
+    assert str(refused.value) == f"{tmp_path / 'k.png'} is 64×48, the input is 32×24"
