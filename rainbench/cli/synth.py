@@ -238,9 +238,12 @@ def import_paired_command(
         path, layout, name, dataset, shard_size, workers, progress, split, write_checksums,
         max_pixels,
     )  # fmt: skip
-    for problem in problems:
-        click.echo(on_one_line(f"{problem.kind}: {problem.path}: {problem.detail}"), err=True)
-    report = {**summary.to_dict(), "problems": [problem.to_dict() for problem in problems]}
+    shown = [problem.to_dict() for problem in problems]
+    for problem in shown:
+        click.echo(
+            on_one_line(f"{problem['kind']}: {problem['path']}: {problem['detail']}"), err=True
+        )
+    report = {**summary.to_dict(), "problems": shown}
     # The list this run wrote, which the lab proposes to the project: said where it is.
     written = write_checksums and not listed and split.checksums.exists()
     if write_checksums:

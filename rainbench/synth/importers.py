@@ -27,7 +27,7 @@ from rainbench.capture.decode import (
 )
 from rainbench.capture.formats import Format, sniff
 from rainbench.capture.reject import CaptureRejected
-from rainbench.capture.source import read_regular
+from rainbench.capture.source import name_text, read_regular
 from rainbench.errors import first_line
 from rainbench.files import leads_inside, regular_file
 
@@ -50,7 +50,8 @@ class PairSource:
     crop_rain: Box | None  # PIL box within `rain` (side-by-side layouts), else None
     crop_gt: Box | None
     # DID-MDN density, Rain1400 scene id; for a real-paired layout the scene or sequence
-    # id, which never straddles two splits; None when the layout has none
+    # id, which never straddles two splits; None when the layout has none. A folder name's
+    # bytes that are not UTF-8 are `\xHH`, as ingest stores names (`name_text`).
     group: str | None
 
 
@@ -64,7 +65,9 @@ class LayoutProblem:
     detail: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "path": self.path, "detail": self.detail}
+        """As it is shown: a name's bytes that are not UTF-8 as `\\xHH` (`name_text`), as
+        the split stores the name."""
+        return {"kind": self.kind, "path": name_text(self.path), "detail": name_text(self.detail)}
 
 
 # Kinds of paired split (DESIGN.md): rain rendered by someone else, or real rain whose
@@ -107,8 +110,9 @@ def find_pairs(
     numeric order: rain-2 before rain-10), and every problem met on the way.
 
     Pairs whose partner is missing, whose sizes differ or whose files cannot be read
-    are left out and reported. When nothing under `root` fits the layout, the only
-    problem is one "no-pairs" saying what the layout expects; when files fit but no
+    are left out and reported, as is a folder not read (a link to a folder, not
+    followed; one that cannot be listed). When nothing under `root` fits the layout, the
+    last problem is one "no-pairs" saying what the layout expects; when files fit but no
     pair survives, a "no-pairs" problem comes last. When a real set's pairs lie in
     more than one of its own partitions (`GT-RAIN_train/` and `GT-RAIN_test/`), none is
     returned and a "mixed-partitions" problem comes last: a split never mixes them.
@@ -166,12 +170,15 @@ def _read_rgb(path: Path, box: Box | None, max_pixels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Tree:
-    """The files under a root, relative to it; hidden files and folders left out."""
+    """The files under a root, relative to it; hidden files and folders left out, and
+    a problem for each folder not read (`unread`: a link to a folder, which is not
+    followed, or a folder that cannot be listed)."""
 
     root: Path
     dirs: tuple[PurePosixPath, ...]
     images: tuple[PurePosixPath, ...]
     texts: tuple[PurePosixPath, ...]
+    unread: tuple[LayoutProblem, ...]
     _children: dict[PurePosixPath, dict[str, PurePosixPath]]
     _images_by_folder: dict[PurePosixPath, list[PurePosixPath]]
 
@@ -192,14 +199,24 @@ def _hidden(name: str) -> bool:
 
 
 def _scan(root: Path) -> _Tree:
-    dirs, images, texts = [], [], []
+    dirs, images, texts, unread = [], [], [], []
     children: dict[PurePosixPath, dict[str, PurePosixPath]] = defaultdict(dict)
     by_folder: dict[PurePosixPath, list[PurePosixPath]] = defaultdict(list)
-    for here, subdirs, files in os.walk(root):
+
+    def unlisted(error: OSError) -> None:
+        folder = Path(error.filename).relative_to(root).as_posix()
+        unread.append(LayoutProblem("unreadable", folder, f"cannot list it: {error.strerror}"))
+
+    for here, subdirs, files in os.walk(root, onerror=unlisted):
         subdirs[:] = sorted(d for d in subdirs if not _hidden(d))
         folder = PurePosixPath(Path(here).relative_to(root).as_posix())
         dirs.append(folder)
         children[folder] = {d.lower(): folder / d for d in subdirs}
+        unread += [
+            _problem("unreadable", folder / d, "a link to a folder, not followed: not read")
+            for d in subdirs
+            if os.path.islink(os.path.join(here, d))
+        ]
         for name in sorted(files):
             if _hidden(name):
                 continue
@@ -209,7 +226,7 @@ def _scan(root: Path) -> _Tree:
                 by_folder[folder].append(folder / name)
             elif suffix == ".txt":
                 texts.append(folder / name)
-    return _Tree(root, tuple(dirs), tuple(images), tuple(texts), children, by_folder)
+    return _Tree(root, tuple(dirs), tuple(images), tuple(texts), tuple(unread), children, by_folder)
 
 
 # --- What a layout's rules make of it ------------------------------------------------
@@ -956,6 +973,8 @@ def _refused_file(root: Path, path: PurePosixPath) -> str | None:
         regular_file(file)
     except OSError:
         return "not a regular file; refused"
+    if file.is_symlink() and not file.exists():
+        return "a link to nothing; refused"
     return None
 
 
@@ -983,7 +1002,7 @@ def _checked(
         root / candidate.gt,
         crop_rain,
         crop_gt,
-        candidate.group,
+        None if candidate.group is None else name_text(candidate.group),
     )
 
 
@@ -1001,8 +1020,8 @@ def _find(
     found = match(tree)
     if not found.claimed:
         detail = f"nothing here is laid out as {name}: expected {description}"
-        return [], [LayoutProblem("no-pairs", ".", detail)]
-    problems = list(found.problems)
+        return [], [*tree.unread, LayoutProblem("no-pairs", ".", detail)]
+    problems = [*found.problems, *tree.unread]
     problems += [
         _problem("unexpected-file", image, f"fits no {name} naming rule")
         for image in tree.images

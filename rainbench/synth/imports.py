@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rainbench.capture.decode import DEFAULT_MAX_PIXELS
+from rainbench.capture.source import name_text
 from rainbench.files import file_sha256
 from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
@@ -152,15 +153,21 @@ def _check_name(name: str, protocol: ProtocolSplit | None, there: set[str]) -> N
 def _identical(
     root: Path, pairs: list[PairSource], digests: dict[Path, str]
 ) -> list[LayoutProblem]:
+    # A side-by-side image's halves (DID-MDN) are one file; not so a list line naming a
+    # file as its own ground truth.
     return [
         LayoutProblem(
             IDENTICAL_FILES,
             pair.rain.relative_to(root).as_posix(),
-            f"byte for byte the same as {pair.gt.relative_to(root).as_posix()}: its PSNR "
-            "is infinite (stored all the same)",
+            (
+                "its own ground truth"
+                if pair.rain == pair.gt
+                else f"byte for byte the same as {pair.gt.relative_to(root).as_posix()}"
+            )
+            + ": its PSNR is infinite (stored all the same)",
         )
         for pair in pairs
-        if pair.rain != pair.gt and digests[pair.rain] == digests[pair.gt]
+        if pair.crop_rain is None and digests[pair.rain] == digests[pair.gt]
     ]
 
 
@@ -199,7 +206,9 @@ def _jobs(
     max_pixels: int,
 ) -> tuple[list[PairJob], list[LayoutProblem]]:
     """A job per pair, and a CHANGED_SOURCE problem per pair whose rainy file the split
-    holds already from other bytes or with another ground truth.
+    holds already from other bytes or with another ground truth, or whose files' bytes
+    the split holds under other paths no longer found (PATH a folder above or below the
+    one imported before: stored again, every pair would be in the split twice).
 
     A pair stored before its sources' digests were part of its job (`<layout>:<name>`)
     keeps that job, so its key stays valid and it counts as there already; what its
@@ -218,11 +227,21 @@ def _jobs(
             f"--layout {layout}; a split keeps to one layout, so choose another name"
         )
     before = {row["source_rain"]: row for row in rows}
+    made = [_job(root, layout, name, pair, digests, max_pixels) for pair in pairs]
+    # The split's pairs whose files this import does not find where they were, by their
+    # files' digests: found elsewhere, PATH is not the folder they were imported from.
+    found = {job.row["source_rain"] for job in made}
+    elsewhere = {
+        _digests(row["job"]): row
+        for row in rows
+        if "//" in row["job"] and row["source_rain"] not in found
+    }
     jobs, changed = [], []
-    for pair in pairs:
-        job = _job(root, layout, name, pair, digests, max_pixels)
+    for job in made:
         row = before.get(job.row["source_rain"])
-        if row is None or row["job"] == job.job:
+        if row is None and (moved := elsewhere.get(_digests(job.job))):
+            changed.append(_moved(name, job, moved))
+        elif row is None or row["job"] == job.job:
             jobs.append(job)
         elif "//" not in row["job"] and row["source_gt"] == job.row["source_gt"]:
             jobs.append(PairJob(job.split, row["job"], job.row, job.task))
@@ -239,7 +258,7 @@ def _job(
     digests: dict[Path, str],
     max_pixels: int,
 ) -> PairJob:
-    rain, gt = (file.relative_to(root).as_posix() for file in (pair.rain, pair.gt))
+    rain, gt = (name_text(file.relative_to(root).as_posix()) for file in (pair.rain, pair.gt))
     rain_sha256, gt_sha256 = digests[pair.rain], digests[pair.gt]
     return PairJob(
         split=name,
@@ -255,15 +274,31 @@ def _job(
     )
 
 
+def _digests(job: str) -> tuple[str, ...]:
+    """The rainy and ground-truth files' digests (16 hex digits each) a job names."""
+    return tuple(job.rsplit(":", 2)[1:])
+
+
+def _moved(name: str, job: PairJob, row: dict) -> LayoutProblem:
+    files = " and ".join(dict.fromkeys((row["source_rain"], row["source_gt"])))
+    return LayoutProblem(
+        CHANGED_SOURCE,
+        job.row["source_rain"],
+        f"split {name} holds the same bytes as {files}: a pair is known by its paths "
+        "relative to PATH, so give the folder the split was imported from (or import "
+        "under another --name)",
+    )
+
+
 def _changed(name: str, job: PairJob, row: dict) -> LayoutProblem:
     rain, gt = job.row["source_rain"], job.row["source_gt"]
     if row["source_gt"] != gt:
         what = f"was paired with {row['source_gt']}, now with {gt}"
     else:
-        then = row["job"].rsplit(":", 2)[1:]
-        now = job.job.rsplit(":", 2)[1:]
+        then, now = _digests(row["job"]), _digests(job.job)
         differ = [file for file, a, b in zip((rain, gt), then, now, strict=True) if a != b]
-        what = f"{' and '.join(differ)} hold other bytes than when imported"
+        verb = "hold" if len(differ) > 1 else "holds"
+        what = f"{' and '.join(differ)} {verb} other bytes than when imported"
     return LayoutProblem(
         CHANGED_SOURCE,
         rain,

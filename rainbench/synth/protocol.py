@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rainbench.capture.source import name_text
 from rainbench.files import file_sha256, regular_file, write_atomic
 from rainbench.shards.dataset import DatasetError
 from rainbench.synth.importers import REAL_PAIRED, LayoutProblem, PairSource
@@ -155,9 +156,12 @@ def check_protocol(
 
 def _files(root: Path, pairs: list[PairSource]) -> dict[str, Path]:
     """Every rainy and ground-truth file of the pairs, once (a clean frame several rainy
-    frames share is one file), by its path relative to `root`."""
+    frames share is one file), by its path relative to `root` as the split stores it
+    (`name_text`: bytes that are not UTF-8 as `\\xHH`)."""
     return {
-        path.relative_to(root).as_posix(): path for pair in pairs for path in (pair.rain, pair.gt)
+        name_text(path.relative_to(root).as_posix()): path
+        for pair in pairs
+        for path in (pair.rain, pair.gt)
     }
 
 

@@ -142,6 +142,52 @@ def test_a_link_loop_in_the_set_is_refused_unread(tmp_path):
     assert "rain-2.png" in {problem.path for problem in problems}
 
 
+def test_a_link_to_nothing_says_so(tmp_path):
+    root = tmp_path / "set"
+    write_files(root, "rain-1.png", "norain-1.png", "norain-2.png")
+    (root / "rain-2.png").symlink_to("gone.png")
+
+    pairs, problems = find_pairs(root, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    assert {problem.path: problem.detail for problem in problems}["rain-2.png"] == (
+        "a link to nothing; refused"
+    )
+
+
+def test_a_link_to_a_folder_is_reported_not_skipped_unsaid(tmp_path):
+    # os.walk does not enter it: a set whose rain/ is a link lost its files unsaid.
+    root = tmp_path / "set"
+    write_files(root, "rain-1.png", "norain-1.png")
+    write_files(tmp_path / "elsewhere", "rain-2.png", "norain-2.png")
+    (root / "more").symlink_to(tmp_path / "elsewhere")
+
+    pairs, problems = find_pairs(root, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    assert kinds(problems) == [("unreadable", "more")]
+    assert "a link to a folder, not followed" in problems[0].detail
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
+    root = tmp_path / "set"
+    write_files(root, "rain-1.png", "norain-1.png", "locked/rain-2.png", "locked/norain-2.png")
+    scandir = os.scandir
+
+    def refusing(path):  # as for a folder of another user (the tests may run as root)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    pairs, problems = find_pairs(root, "rain100")
+
+    assert [pair.name for pair in pairs] == ["rain-1"]
+    assert [(p.kind, p.path, p.detail) for p in problems] == [
+        ("unreadable", "locked", "cannot list it: Permission denied")
+    ]
+
+
 @pytest.mark.parametrize(
     ("rain", "gt"),
     [

@@ -5,6 +5,7 @@ against its pair count and checksum list."""
 
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -302,6 +303,22 @@ def test_a_new_folder_adds_only_its_pairs(tmp_path):
     ]
 
 
+def test_the_set_imported_from_another_folder_is_refused_not_stored_twice(tmp_path):
+    download, ds = tmp_path / "download", tmp_path / "ds"
+    two_sets(download, "Rain100H")
+    import_paired(download / "Rain100H", "input-target", "sets", ds, 10**9, 1)
+
+    result = import_cli(download, ds, "--layout", "input-target", "--name", "sets")
+
+    assert result.exit_code == 1
+    assert (
+        "changed-source: Rain100H/input/1.png: split sets holds the same bytes as input/1.png "
+        "and target/1.png: a pair is known by its paths relative to PATH" in result.output
+    )
+    assert "nothing stored" in result.output
+    assert len(stored(ds)) == 2  # each pair once, not again under its new paths
+
+
 def test_a_split_imported_before_pairs_were_their_files_keeps_its_keys(tmp_path, rain100l):
     ds = tmp_path / "ds"
     import_paired(rain100l[0], "rain100", "rain100l", ds, 10**9, 1)
@@ -329,7 +346,7 @@ def test_other_bytes_under_a_stored_pairs_paths_are_a_changed_source(tmp_path, r
     result = import_cli(root, ds, "--layout", "rain100", "--name", "rain100l")
 
     assert result.exit_code == 1
-    assert "changed-source: rain-2.png: rain-2.png hold other bytes than when imported" in (
+    assert "changed-source: rain-2.png: rain-2.png holds other bytes than when imported" in (
         result.output
     )
     assert "holds other files than split rain100l was imported from: nothing stored" in (
@@ -349,6 +366,43 @@ def test_the_source_files_digests_are_kept_with_each_pair(tmp_path, rain100l):
 
     assert metadata["source_rain_sha256"] == file_sha256(rain100l[0] / pair.source_rain)
     assert metadata["source_gt_sha256"] == file_sha256(rain100l[0] / pair.source_gt)
+
+
+def test_a_name_that_is_not_utf8_is_stored_and_listed_as_ingest_stores_it(
+    tmp_path, gt_rain, protocol_file
+):
+    # An archive unzipped without its names' encoding: bytes that are not UTF-8.
+    test_set = gt_rain / "GT-RAIN_test"
+    scene = test_set / os.fsdecode(b"caf\xe9")
+    _png(scene / "cafe-R-000.png", 1)
+    _png(scene / "cafe-C-000.png", 2)
+    args = ("--protocol", protocol_file(pairs=6), "--split", "gt-rain-test")
+
+    result = import_cli(test_set, tmp_path / "ds", *args, "--write-checksums")
+
+    assert result.exit_code == 0, result.output
+    assert "caf\\xe9/cafe-R-000.png" in set(stored(tmp_path / "ds").source_rain)
+    listed = (tmp_path / "v9" / "gt-rain-test.sha256").read_text("utf-8")
+    assert "  caf\\xe9/cafe-C-000.png\n" in listed
+    again = import_cli(test_set, tmp_path / "ds", *args)
+    assert again.exit_code == 0, again.output
+    assert "gt-rain-test: 0 pairs stored, 6 already there" in again.output
+
+
+def test_a_problem_names_a_file_that_is_not_utf8_as_the_split_would(tmp_path):
+    root = tmp_path / "set"
+    _png(root / "input" / os.fsdecode(b"caf\xe9.png"), 1)  # no target
+    _png(root / "input" / "1.png", 2)
+    _png(root / "target" / "1.png", 3)
+
+    result = import_cli(root, tmp_path / "ds", "--layout", "input-target", "--name", "x", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert "missing-gt: input/caf\\xe9.png: no ground truth for caf\\xe9 in target/" in (
+        result.stderr
+    )
+    problem = json.loads(result.stdout)["problems"][0]
+    assert problem["path"] == "input/caf\\xe9.png"
 
 
 # --- names a split may have ------------------------------------------------------------
@@ -429,6 +483,25 @@ def test_an_identical_pair_is_a_warning_that_lets_the_list_be_written(
     assert result.exit_code == 0, result.output
     assert "identical-files: Oinari_0-0/Oinari_0-0-Webcam-R-000.png" in result.output
     assert (tmp_path / "v9" / "gt-rain-test.sha256").exists()
+
+
+def test_a_list_line_naming_one_file_as_both_is_an_identical_pair(tmp_path):
+    root = tmp_path / "spa"
+    _png(root / "rain" / "1.png", 1)
+    _png(root / "gt" / "1gt.png", 2)
+    _png(root / "rain" / "2.png", 3)
+    (root / "list.txt").write_text("rain/1.png gt/1gt.png\nrain/2.png rain/2.png\n")
+
+    summary, problems = import_paired(root, "spa", "s", tmp_path / "ds", 10**9, 1)
+
+    assert summary.stored["s"] == 2
+    assert [(p.kind, p.path, p.detail) for p in problems] == [
+        (
+            "identical-files",
+            "rain/2.png",
+            "its own ground truth: its PSNR is infinite (stored all the same)",
+        )
+    ]
 
 
 # --- what the command says -------------------------------------------------------------
