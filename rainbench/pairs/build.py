@@ -42,8 +42,14 @@ from rainbench.pairs.estimate import (
 from rainbench.parallel import WorkerPool, available_memory
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError, new_run_id, writing
-from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, PREVIEW, RAIN, member
-from rainbench.shards.members import ShardError, open_member, open_shard, read_upright
+from rainbench.shards.layout import CONFIDENCE, GROUND_TRUTH, METADATA, PREVIEW, RAIN, member
+from rainbench.shards.members import (
+    ShardError,
+    open_member,
+    open_shard,
+    read_member,
+    read_upright,
+)
 from rainbench.synth.importers import ESTIMATED
 from rainbench.synth.png import encode_png
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
@@ -100,6 +106,12 @@ class Sequence:
     def video(self) -> bool:
         return self.rows[0].get("kind") == "video"
 
+    @property
+    def clean(self) -> tuple[int, ...]:
+        """The frames of a burst's clean stills (shot before or after the rain and
+        ingested with --layer clean): rain-free by the lab's word, never paired."""
+        return tuple(i for i, row in enumerate(self.rows) if row["layer"] != "rainy")
+
 
 @dataclass(frozen=True)
 class SequenceTask:
@@ -137,7 +149,8 @@ def build_pairs(
         repeats = {} if options.sequences else near_duplicates(dataset.root, long_enough)
         sequences = [s for s in long_enough if s.key not in repeats]
         if not sequences:
-            raise DatasetError(f"nothing to pair in {dataset.location}: {_why_none(found, least)}")
+            why = _why_none(dataset, found, least)
+            raise DatasetError(f"nothing to pair in {dataset.location}: {why}")
         workers = min(options.workers, _workers_for_memory(sequences, options.estimate))
         with WorkerPool(workers) as pool:
             summary = _build(dataset, sequences, every, options, pool, progress)
@@ -240,12 +253,24 @@ def _middle(root: Path, sequence: Sequence) -> np.ndarray | None:
     return frames[:, ::step, ::step].mean(axis=3, dtype=np.float32)
 
 
-def _why_none(found: list[Sequence], least: int) -> str:
+def _why_none(dataset: Dataset, found: list[Sequence], least: int) -> str:
     if not found:
-        return (
+        why = (
             "no rainy video and no burst of stills (stills from one camera at one size, "
             "shot close together)"
         )
+        # Stills ingest could not place in time are never a burst: say so, not nothing.
+        samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
+        untimed = sum(
+            row["layer"] == "rainy" and row["kind"] != "video" and row["captured_at"] is None
+            for row in samples.select(["layer", "kind", "captured_at"]).to_pylist()
+        )
+        if untimed:
+            why += (
+                f"; {counted(untimed, 'rainy still')} without a capture time (EXIF "
+                "DateTimeOriginal), which a burst needs"
+            )
+        return why
     return (
         f"{'its sequence has' if len(found) == 1 else f'all {len(found)} sequences have'} "
         f"fewer than {least} frames"
@@ -268,10 +293,12 @@ def _build(
     # same frames in one split would be scored twice. Pairs made by an earlier version
     # are made again, as this version makes them, from the sequences the dataset holds.
     earlier = sum(not row["job"].startswith(f"pairs@{VERSION}:") for row in stored)
-    if not earlier and any(not row["job"].endswith(f":{digest}") for row in stored):
+    other = next((row for row in stored if not row["job"].endswith(f":{digest}")), None)
+    if not earlier and other is not None:
         raise DatasetError(
-            f"--name {options.name}: the split holds pairs made with other options; give "
-            "these another --name, or the same options again"
+            f"--name {options.name}: the split holds pairs made with "
+            f"{_options_held(dataset, other, options.estimate)}; give these another --name, "
+            "or the same options again"
         )
     # A count of frames no ingest stores (an edited or damaged manifest) would plan
     # windows without end: that sequence does not open.
@@ -345,6 +372,37 @@ def _build(
     return summary
 
 
+def _options_held(dataset: Dataset, row: dict, asked: EstimateOptions) -> str:
+    """How the options of stored pair `row` differ from `asked`, as the command's options
+    ('--stride 8 (these: --stride 4)'), from its metadata: 'other options' where that
+    cannot be read."""
+    try:
+        with open_shard(dataset.root, row["shard"]) as tar:
+            data = read_member(tar, row["shard"], member(row["key"], METADATA), 1 << 20)
+        held = json.loads(data)["estimate_options"]
+        given = asdict(asked)
+        differ = [name for name in given if held[name] != given[name]]
+    except (ShardError, DatasetError, OSError, ValueError, KeyError, TypeError):
+        return "other options"
+    if not differ:  # options this version does not record
+        return "other options"
+    return (
+        f"{' '.join(_as_option(name, held[name]) for name in differ)} (these: "
+        f"{' '.join(_as_option(name, given[name]) for name in differ)})"
+    )
+
+
+# The options `rainbench pairs` takes, as it names them; the others are the library's.
+_FLAGS = {"method", "percentile", "window", "stride", "max_moving", "min_confident"}
+_SWITCHES = {"register": "register", "prefer_rain_free": "rain-free"}
+
+
+def _as_option(name: str, value: object) -> str:
+    if name in _SWITCHES:
+        return f"--{'' if value else 'no-'}{_SWITCHES[name]}"
+    return f"--{name.replace('_', '-')} {value}" if name in _FLAGS else f"{name} {value}"
+
+
 def _dry_targets(
     planned: list[tuple[Sequence, Window, str]],
     rain_free: dict[str, tuple[int, ...]],
@@ -399,7 +457,7 @@ def _planned(
 
 def _split_rows(dataset: Dataset, name: str) -> list[dict]:
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    columns = ["job", "shard", "source_key"]
+    columns = ["key", "job", "shard", "source_key"]
     return pairs.filter(pc.equal(pairs["split"], name)).select(columns).to_pylist()
 
 
@@ -437,21 +495,26 @@ def find_sequences(dataset: Dataset, keys: tuple[str, ...] = ()) -> list[Sequenc
     """The rainy sequences of the dataset, by key: videos and bursts of stills.
 
     Asking for a key that is no sequence is an error, so a typo is not a silent no-op.
+    The sequences come in key order, each once, however `keys` orders or repeats them:
+    the same sequences make the same shards.
     """
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
-    rows = [row for row in samples.to_pylist() if row["layer"] == "rainy"]
+    rows = samples.to_pylist()
     videos = [
         Sequence(row["key"], row["frames"] or 0, (row,))
         for row in rows
-        if row.get("kind") == "video"
+        if row.get("kind") == "video" and row["layer"] == "rainy"
     ]
     bursts: dict[str, list[dict]] = {}
     for row in rows:
         if row.get("kind") != "video" and row.get("sequence"):
             bursts.setdefault(row["sequence"], []).append(row)
+    # A burst holds its clean stills too (`Sequence.clean`), so that its frame i is its
+    # still of sequence_index i; one of clean stills alone is no rainy sequence.
     stills = [
         Sequence(key, len(members), tuple(sorted(members, key=lambda r: r["sequence_index"])))
         for key, members in bursts.items()
+        if any(row["layer"] == "rainy" for row in members)
     ]
     found = {s.key: s for s in sorted(videos + stills, key=lambda s: s.key)}
     unknown = [key for key in keys if key not in found]
@@ -460,7 +523,7 @@ def find_sequences(dataset: Dataset, keys: tuple[str, ...] = ()) -> list[Sequenc
             f"--sequence {unknown[0]}: no rainy video or burst of stills has that key "
             f"in {dataset.location}"
         )
-    return [found[key] for key in keys] if keys else list(found.values())
+    return [s for key, s in found.items() if not keys or key in keys]
 
 
 # A sequence that cannot be read: a missing or damaged shard or member, a video member
@@ -489,6 +552,17 @@ def make_window(task: WindowTask) -> list[MadePair]:
         return made
     except _UNREADABLE as error:
         return [MadePair({}, {}, error=first_line(error))]
+    except MemoryError:  # one window's frames at once: said, and the other windows go on
+        frames = task.window.end - task.window.start + 1
+        return [MadePair({}, {}, error=_out_of_memory(task.sequence, frames))]
+
+
+def _out_of_memory(sequence: Sequence, frames: int) -> str:
+    row = sequence.rows[0]
+    return (
+        f"not enough memory for {frames} frames of {row['width']}×{row['height']} at once: "
+        "give a smaller --window, or fewer --workers"
+    )
 
 
 def _pair(estimate, rain: np.ndarray, options: EstimateOptions, part: str) -> MadePair:
@@ -536,9 +610,11 @@ def _open(
 
 
 def _rain_free(task: SequenceTask) -> tuple[int, ...] | str:
-    """The sequence's rain-free frames (none when a frame cannot be read: the windows
-    that need it report why, the others are paired), or why the sequence does not open:
-    it cannot be read, or its frames are smaller than MIN_SIDE."""
+    """The sequence's rain-free frames, its clean stills among them (only those when a
+    frame cannot be read: the windows that need it report why, the others are paired),
+    or why the sequence does not open: it cannot be read, or its frames are smaller
+    than MIN_SIDE."""
+    clean = task.sequence.clean
     try:
         frames = open_frames(task.root, task.sequence)
     except _UNREADABLE as error:
@@ -548,9 +624,11 @@ def _rain_free(task: SequenceTask) -> tuple[int, ...] | str:
             height, width = frames.read([0])[0].shape[:2]
             if min(height, width) < MIN_SIDE:
                 return f"frames of {width}×{height} px: pairs needs {MIN_SIDE} px a side"
-            return tuple(find_rain_free(frames, task.options))
+            return tuple(sorted({*find_rain_free(frames, task.options), *clean}))
         except _UNREADABLE:
-            return ()
+            return clean
+        except MemoryError:  # it reads the sequence in chunks of --window frames
+            return _out_of_memory(task.sequence, min(task.options.window, len(frames)))
 
 
 def open_frames(root: Path, sequence: Sequence) -> "_VideoFrames | _BurstFrames":

@@ -182,8 +182,10 @@ def check_options(options: EstimateOptions) -> None:
         raise ValueError(f"window must be ≥ {options.min_frames} frames, not {options.window}")
     if options.stride < 1:
         raise ValueError(f"stride must be ≥ 1, not {options.stride}")
-    if options.max_shift < 0 or not 0 < options.max_moving <= 1:
-        raise ValueError("max_shift must be ≥ 0 and max_moving in (0, 1]")
+    if not options.max_shift >= 0:
+        raise ValueError(f"max_shift must be ≥ 0, not {options.max_shift}")
+    if not 0 < options.max_moving <= 1:
+        raise ValueError(f"max_moving must be in (0, 1], not {options.max_moving}")
     if not 0 <= options.min_confident <= 1:
         raise ValueError(f"min_confident must be in [0, 1], not {options.min_confident}")
 

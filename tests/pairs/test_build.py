@@ -323,8 +323,16 @@ def test_workers_are_as_many_as_the_free_memory_holds(monkeypatch, paired):
 
 def test_a_split_holds_the_pairs_of_one_set_of_options(paired):
     ds, _ = paired
-    with pytest.raises(DatasetError, match="other options"):
-        build_pairs(ds, PairsOptions(estimate=EstimateOptions(stride=4), workers=1))
+    # The refusal says what the split holds, as the command's options name it.
+    for asked, said in (
+        (EstimateOptions(stride=4), r"made with --stride 8 \(these: --stride 4\); give"),
+        (
+            EstimateOptions(register=False, max_shift=4.0),
+            r"made with --register max_shift 8.0 \(these: --no-register max_shift 4.0\)",
+        ),
+    ):
+        with pytest.raises(DatasetError, match=said):
+            build_pairs(ds, PairsOptions(estimate=asked, workers=1))
     summary = build_pairs(ds, PairsOptions(name="dense", estimate=EstimateOptions(stride=4)))
     assert summary.stored["dense"] > len([r for r in _pairs(ds) if r["split"] == "lab-pairs"])
 
@@ -636,3 +644,103 @@ def test_a_burst_whose_only_target_is_rain_free_says_why_nothing_is_stored(tmp_p
         ("pairs:rain-free", 0, 3)
     }
     assert verify(Dataset(ds), 1) == []
+
+
+def test_a_sequence_asked_for_twice_is_paired_once(paired):
+    # `--sequence K --sequence K`: each pair once, not a key listed twice in the manifest
+    # and a shard holding every member twice.
+    ds, first = paired
+    key = _video_key(ds)
+
+    summary = build_pairs(ds, PairsOptions(name="twice", sequences=(key, key), workers=1))
+
+    rows = [row for row in _pairs(ds) if row["split"] == "twice"]
+    assert summary.stored["twice"] == len(rows) == first.stored["lab-pairs"]
+    assert len({row["key"] for row in rows}) == len(rows)
+    assert verify(Dataset(ds), 1) == []
+
+
+def test_the_order_sequences_are_asked_for_in_does_not_change_the_shards(tmp_path, video):
+    raw = shutil.copytree(video[0], tmp_path / "raw")
+    encode_h264(_frames(10), raw / "short.mp4", crf=18)
+    ingested = tmp_path / "ingested"
+    ingest([raw], ingested, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    samples = manifest.read_manifest(Dataset(ingested).samples_manifest, manifest.SAMPLES)
+    keys = sorted(samples["key"].to_pylist())
+    digests = []
+    for order in (keys, keys[::-1]):
+        ds = shutil.copytree(ingested, tmp_path / order[0])
+        build_pairs(ds, PairsOptions(workers=1, sequences=tuple(order)))
+        digests.append(_shard_digests(ds))
+    assert digests[0] == digests[1] and len(digests[0]) == 1
+
+
+def test_a_bursts_clean_stills_are_its_rain_free_frames_and_keep_its_numbering(
+    tmp_path, write_burst
+):
+    # The 4 stills shot before the rain ingested with --layer clean, the 8 after it as
+    # rainy: one burst of 12. Each pair's frame_index is its still's sequence_index, and
+    # the clean stills are never paired but are the ground truth.
+    rendered = render_rain_video(
+        _still(5), "streak", 12, seed=2, shake=0.0, moving_object=False, rain_free_lead=4
+    )
+    raw, ds = tmp_path / "raw", tmp_path / "ds"
+    write_burst(raw, rendered.frames[:4])
+    ingest([raw], ds, IngestOptions(workers=1, layer="clean", split=EVERYTHING_TEST))
+    write_burst(raw, rendered.frames[4:], first=4)
+    ingest([raw], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+    samples = manifest.read_manifest(Dataset(ds).samples_manifest, manifest.SAMPLES).to_pylist()
+    (burst,) = {row["sequence"] for row in samples}
+    rainy = {row["sequence_index"]: row for row in samples if row["layer"] == "rainy"}
+
+    build_pairs(ds, PairsOptions(workers=1, estimate=EstimateOptions(stride=1)))
+
+    rows = _pairs(ds)
+    assert sorted(row["frame_index"] for row in rows) == sorted(rainy) == list(range(4, 12))
+    for row in rows:
+        still = rainy[row["frame_index"]]
+        with open_shard(ds, still["shard"]) as tar:
+            data = read_member(tar, still["shard"], member(still["key"], "jpg"), 10**8)
+        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert np.array_equal(_member(ds, row, RAIN), decoded)
+        assert (row["source_key"], row["recipe"], row["window_start"], row["window_end"]) == (
+            burst,
+            "pairs:rain-free",
+            0,
+            3,
+        )
+    assert verify(Dataset(ds), 1) == []
+
+
+@pytest.mark.parametrize("where", ["find_rain_free", "estimate_window"])
+def test_a_window_too_large_for_the_memory_fails_in_one_line(tmp_path, monkeypatch, video, where):
+    # Finding the dry frames reads chunks of --window frames, estimating a window all of
+    # them: where they do not fit, the sequence (or the window) fails, said in one line.
+    ds = tmp_path / "ds"
+    ingest([video[0]], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+
+    def too_large(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(build_module, where, too_large)
+    result = CliRunner().invoke(main, ["pairs", str(ds), "-j", "1", "--no-progress"])
+
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    said = f"not enough memory for 31 frames of {WIDTH}×{HEIGHT} at once: give a smaller "
+    assert f"{said}--window, or fewer --workers\n" in result.stderr
+    nothing = "error: no pair stored: no frame of any sequence could be paired (failed: above)"
+    assert result.stderr.endswith(f"{nothing}\n")
+
+
+def test_stills_without_a_capture_time_are_named_when_nothing_is_paired(tmp_path):
+    # A burst is stills shot close together by their EXIF time: without one, none is a
+    # burst, and the error says why rather than that there are no stills.
+    for index in range(6):
+        spec = CaptureSpec(name=f"burst/IMG_{index:04d}.jpg", width=WIDTH, height=HEIGHT)
+        write_picture(tmp_path / "raw", spec, Image.fromarray(_still(index)))
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1, split=EVERYTHING_TEST))
+
+    said = r"; 6 rainy stills without a capture time \(EXIF DateTimeOriginal\), which a burst needs"
+    with pytest.raises(DatasetError, match=rf"^nothing to pair in .*: no rainy video .*{said}$"):
+        build_pairs(ds, PairsOptions(workers=1))

@@ -16,6 +16,7 @@ from rainbench.pairs.estimate import (
     ArrayFrames,
     EstimateOptions,
     Window,
+    check_options,
     estimate_pairs,
     estimate_window,
     find_rain_free,
@@ -249,6 +250,18 @@ def test_windows_of_too_short_sequences_and_bad_options():
     ):
         with pytest.raises(ValueError):
             plan_windows(40, bad)
+
+
+def test_an_option_out_of_range_is_named_alone_with_its_value():
+    # --max-moving 0 was refused as "max_shift must be ≥ 0 and max_moving in (0, 1]",
+    # naming an option not given; a max_shift of NaN passed.
+    for bad, said in (
+        (EstimateOptions(max_moving=0), r"^max_moving must be in \(0, 1\], not 0$"),
+        (EstimateOptions(max_shift=float("nan")), r"^max_shift must be ≥ 0, not nan$"),
+        (EstimateOptions(max_shift=-1), r"^max_shift must be ≥ 0, not -1$"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            check_options(bad)
 
 
 @pytest.mark.parametrize("recipe", ["drizzle", "streak", "storm", "fog-like"])
