@@ -18,10 +18,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
+
+from rainbench.errors import RainbenchError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,12 +62,13 @@ class WorkerPool:
         # A bounded number of units in flight, so memory does not grow with the input.
         in_flight = 4 * self.workers
         queue = iter(units)
-        pending = {pool.submit(_run, fn, unit) for unit in islice(queue, in_flight)}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-            pending |= {pool.submit(_run, fn, unit) for unit in islice(queue, len(done))}
+        with _workers_lost_said():
+            pending = {pool.submit(_run, fn, unit) for unit in islice(queue, in_flight)}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+                pending |= {pool.submit(_run, fn, unit) for unit in islice(queue, len(done))}
 
     def map_ordered(self, fn: Callable[[T], R], units: Iterable[T]) -> Iterator[R]:
         """Like `map_unordered`, but results come in the order of `units`."""
@@ -74,11 +78,12 @@ class WorkerPool:
             return
         pool = self._start(fn, len(units))
         queue = iter(units)
-        ahead = deque(pool.submit(_run, fn, unit) for unit in islice(queue, 4 * self.workers))
-        while ahead:
-            result = ahead.popleft().result()
-            ahead.extend(pool.submit(_run, fn, unit) for unit in islice(queue, 1))
-            yield result
+        with _workers_lost_said():
+            ahead = deque(pool.submit(_run, fn, unit) for unit in islice(queue, 4 * self.workers))
+            while ahead:
+                result = ahead.popleft().result()
+                ahead.extend(pool.submit(_run, fn, unit) for unit in islice(queue, 1))
+                yield result
 
     def _start(self, fn: Callable, units: int) -> Executor:
         if self._executor is None:
@@ -116,6 +121,24 @@ class WorkerPool:
                 for _ in range(min(self.workers, units)):
                     self._executor.submit(int)
         return self._executor
+
+
+class WorkerLost(RainbenchError):
+    """A worker process died before it finished its work: killed (the system's
+    out-of-memory killer, `kill -9`), or crashed in native code."""
+
+
+@contextmanager
+def _workers_lost_said() -> Iterator[None]:
+    """Python's BrokenProcessPool, a traceback, as one line saying what happened."""
+    try:
+        yield
+    except BrokenProcessPool:
+        raise WorkerLost(
+            "a worker process died before it finished its work (killed by the system when "
+            "memory runs short or by hand, or crashed); run the same command again to go "
+            "on, with fewer --workers if memory is short"
+        ) from None
 
 
 def refuse_while_importing_main() -> None:

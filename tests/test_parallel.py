@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from rainbench.parallel import WorkerPool, distribute
+from rainbench.errors import RainbenchError
+from rainbench.parallel import WorkerLost, WorkerPool, distribute
 
 
 def _square(x: int) -> int:
@@ -183,6 +184,7 @@ def test_a_script_that_ingests_at_its_top_level_is_told_to_guard_it(tmp_path):
     assert run.returncode != 0
     assert "another rainbench command" not in run.stderr
     assert 'put that call under `if __name__ == "__main__":`' in run.stderr
+    assert "a worker process died before it finished its work" in run.stderr
 
 
 def _readers_cap(_: int) -> str | None:
@@ -201,3 +203,21 @@ def test_workers_hold_the_owners_settings_as_the_pool_starts(monkeypatch):
     monkeypatch.delenv("RAINBENCH_MAX_PIXELS")
     with WorkerPool(2) as pool:
         assert set(pool.map_unordered(_readers_cap, range(4))) == {None}
+
+
+def _killed(unit: int) -> int:
+    if unit == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the system kills a process for memory
+    return unit
+
+
+@pytest.mark.parametrize("order", ["map_unordered", "map_ordered"])
+def test_a_worker_killed_midway_ends_the_work_in_one_line(order):
+    with WorkerPool(2) as pool, pytest.raises(WorkerLost) as lost:
+        list(getattr(pool, order)(_killed, range(8)))
+    assert str(lost.value) == (
+        "a worker process died before it finished its work (killed by the system when "
+        "memory runs short or by hand, or crashed); run the same command again to go on, "
+        "with fewer --workers if memory is short"
+    )
+    assert isinstance(lost.value, RainbenchError)
