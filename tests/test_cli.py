@@ -889,3 +889,8 @@ def test_import_checkpoint_refuses_a_fifo_in_one_line(tmp_path, method):
     assert run.returncode == 1
     assert run.stderr.strip().endswith("not a regular file; refused")
     assert run.stderr.count("\n") == 1 and not (tmp_path / "out.pt").exists()
+
+
+def test_pairs_refuses_a_max_moving_of_zero_as_its_help_says(runner, tmp_path):
+    result = runner.invoke(main, ["pairs", str(tmp_path), "--max-moving", "0"])
+    assert result.exit_code == 2 and "0<x<=1" in result.output

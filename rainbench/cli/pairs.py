@@ -62,7 +62,7 @@ _DEFAULTS = EstimateOptions()
 )
 @click.option(
     "--max-moving",
-    type=click.FloatRange(0, 1),
+    type=click.FloatRange(0, 1, min_open=True),
     default=_DEFAULTS.max_moving,
     show_default=True,
     help="Leave out a frame with more of its area moving (cars, people, leaves).",
