@@ -107,8 +107,13 @@ def write_pairs(
     done = set(stored_jobs)
     for split in dict.fromkeys(job.split for job in jobs):
         _repair(dataset, split)
-        todo = [job for job in jobs if job.split == split and (split, job.job) not in done]
-        wanted = {(split, job.job) for job in jobs if job.split == split}
+        # A job given twice is one job: its pairs stored twice would be scored twice.
+        asked: dict[str, PairJob] = {}
+        for job in jobs:
+            if job.split == split:
+                asked.setdefault(job.job, job)
+        todo = [job for key, job in asked.items() if (split, key) not in done]
+        wanted = {(split, key) for key in asked}
         summary.existing[split] = sum(1 for done in stored_jobs if done in wanted)
         bar = tqdm(total=len(todo), desc=split, unit="pair", disable=not progress or not todo)
         made = pool.map_ordered(make, [job.task for job in todo])
