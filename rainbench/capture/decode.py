@@ -143,10 +143,18 @@ class PixelCapExceeded(CaptureRejected):
 
     def __init__(self, width: int, height: int, max_pixels: int):
         self.size = (width, height)
-        exceeds = f"{width}×{height} = {width * height / 1e6:.0f} MP exceeds the cap of "
-        cap = f"{max_pixels / 1e6:.0f} MP"
+        exceeds = f"{width}×{height} = {megapixels(width * height)} exceeds the cap of "
+        cap = megapixels(max_pixels)
         self.fact = f"{exceeds}{cap} readers keep ({MAX_PIXELS_ENV})"
         super().__init__(Reason.TOO_MANY_PIXELS, f"{exceeds}{cap} (--max-pixels)")
+
+
+def megapixels(pixels: int) -> str:
+    """A count of pixels as people say it: '400 MP', '1.5 MP'; below 1 MP, where a whole
+    number of MP would read 0, the pixels themselves: '768 pixels'."""
+    if pixels < 1_000_000:
+        return f"{pixels} pixels"
+    return f"{pixels / 1e6:.1f}".removesuffix(".0") + " MP"
 
 
 def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:

@@ -30,7 +30,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from rainbench import __version__
-from rainbench.capture.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, readers_max_pixels
+from rainbench.capture.decode import (
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    megapixels,
+    readers_max_pixels,
+)
 from rainbench.capture.reject import STICKY, Reason, for_want_of_library
 from rainbench.capture.source import SourceFile, name_text
 from rainbench.cluster import import_ray, make_pool
@@ -192,7 +197,7 @@ def ingest(
         import_ray()  # no Ray: said before the dataset is made or locked
     if options.max_pixels > (cap := readers_max_pixels()):
         warnings.warn(
-            f"--max-pixels {options.max_pixels} is above the {cap / 1e6:.0f} MP cap readers "
+            f"--max-pixels {options.max_pixels} is above the {megapixels(cap)} cap readers "
             f"keep: captures above it need {MAX_PIXELS_ENV}={options.max_pixels} (or higher) "
             "set for train, eval, synth, label, pairs, verify, score and the loader",
             IngestWarning,

@@ -26,6 +26,7 @@ from rainbench.capture.decode import (
     float_tiff,
     header_size,
     load_stored,
+    megapixels,
     readers_max_pixels,
 )
 from rainbench.capture.formats import CAPTURE_SUFFIXES, FORMATS, is_capture_name, sniff
@@ -451,7 +452,7 @@ def _decode(data: bytes, path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
     except CaptureRejected:  # load_stored read the header only: the size is past the cap
         raise MetricError(
             f"{name} is not decoded: its header declares more than the "
-            f"{max_pixels / 1e6:.0f} MP cap readers keep ({MAX_PIXELS_ENV})"
+            f"{megapixels(max_pixels)} cap readers keep ({MAX_PIXELS_ENV})"
         ) from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
         raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None

@@ -23,6 +23,7 @@ from rainbench.capture.decode import (
     MAX_PIXELS_ENV,
     header_size,
     load_stored,
+    megapixels,
     readers_max_pixels,
 )
 from rainbench.capture.formats import Format
@@ -299,7 +300,7 @@ def too_many_pixels(where: str, width: int | None, height: int | None) -> ShardE
 
 def _or_the_cap() -> str:
     """The other bound of a picture than its manifest row's size, and what raises it."""
-    return f"(or the {readers_max_pixels() / 1e6:.0f} MP cap readers keep: {MAX_PIXELS_ENV})"
+    return f"(or the {megapixels(readers_max_pixels())} cap readers keep: {MAX_PIXELS_ENV})"
 
 
 def decode_picture(

@@ -18,6 +18,7 @@ from rainbench.capture.decode import (
     header_size,
     load_stored,
     load_upright,
+    megapixels,
     open_image,
     reduce_for_preview,
 )
@@ -279,3 +280,11 @@ def test_a_tiff_pillow_misreads_is_refused_not_read_as_noise():
     tifffile.imwrite(planes, (rgb >> 8).astype(np.uint8).transpose(2, 0, 1), photometric="rgb",
                      planarconfig="separate")  # fmt: skip
     assert np.array_equal(np.asarray(load_upright(planes.getvalue(), FORMATS["tiff"])), rgb >> 8)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "said"),
+    [(250_000_000, "250 MP"), (1_500_000, "1.5 MP"), (12_345_678, "12.3 MP"), (768, "768 pixels")],
+)
+def test_a_pixel_cap_is_said_as_people_say_it_never_as_0_mp(pixels, said):
+    assert megapixels(pixels) == said

@@ -386,7 +386,7 @@ def test_a_video_past_the_readers_pixel_cap_is_said_with_what_raises_it(raw, tmp
     sequence = Sequence(row["key"], row["frames"], (row,))
     # The readers' cap, lowered: a video of frames past 250 MP is too large to make here.
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "1000")
-    said = "64×48 = 0 MP exceeds the cap of 0 MP readers keep (RAINBENCH_MAX_PIXELS)"
+    said = "64×48 = 3072 pixels exceeds the cap of 1000 pixels readers keep (RAINBENCH_MAX_PIXELS)"
     (problem,) = check_videos(videos)
     assert (problem.kind, problem.detail) == ("video-unreadable", said)
     with pytest.raises(ShardError) as refused:

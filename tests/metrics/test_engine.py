@@ -251,8 +251,8 @@ def test_score_keeps_the_readers_cap_rainbench_max_pixels(tmp_path, monkeypatch)
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24 - 1))
     (row,) = score(jobs, settings, workers=1)
     assert row["status"] == (
-        "error: x.png is not decoded: its header declares more than the 0 MP cap readers "
-        "keep (RAINBENCH_MAX_PIXELS)"
+        "error: x.png is not decoded: its header declares more than the 767 pixels cap "
+        "readers keep (RAINBENCH_MAX_PIXELS)"
     )
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24))
     (row,) = score(jobs, settings, workers=1)

@@ -210,13 +210,15 @@ def test_the_readers_cap_is_rainbench_max_pixels(monkeypatch):
     png, jpeg = _png(32, 24), _jpeg(32, 24)
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24 - 1))
     said = (
-        "a.png: its header declares more pixels than the manifest's 32×24 (or the 0 MP cap "
-        "readers keep: RAINBENCH_MAX_PIXELS); not decoded"
+        "a.png: its header declares more pixels than the manifest's 32×24 (or the 767 pixels "
+        "cap readers keep: RAINBENCH_MAX_PIXELS); not decoded"
     )
     with pytest.raises(ShardError) as refused:
         decode_picture(png, FORMATS["png"], "a.png", 32, 24)
     assert str(refused.value) == said
-    with pytest.raises(ShardError, match=r"\(or the 0 MP cap readers keep: RAINBENCH_MAX_PIXELS\)"):
+    with pytest.raises(
+        ShardError, match=r"\(or the 767 pixels cap readers keep: RAINBENCH_MAX_PIXELS\)"
+    ):
         check_jpeg(jpeg, "a.jpg", 32, 24)
     assert size_limit(None, None, None) == (32 * 24 - 1) * 8 + (16 << 20)
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(32 * 24))

@@ -789,7 +789,7 @@ def test_the_pixel_cap_is_read_from_the_header_and_pillows_guard_stays_quiet(tmp
     assert [pair.name for pair in pairs] == ["rain-1", "rain-2"] and problems == []
     assert capped == []
     assert {kind for kind, _ in kinds(capped_problems)} == {"too-many-pixels", "no-pairs"}
-    assert "exceeds the cap of 0 MP" in capped_problems[0].detail
+    assert "exceeds the cap of 1000 pixels" in capped_problems[0].detail
     assert all("decompression bomb" not in problem.detail for problem in capped_problems)
 
 
