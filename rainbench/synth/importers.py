@@ -10,14 +10,14 @@ import os
 import posixpath
 import re
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from rainbench.capture.decode import (
     DEFAULT_MAX_PIXELS,
@@ -30,8 +30,9 @@ from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import name_text, read_regular
 from rainbench.errors import first_line
 from rainbench.files import leads_inside, regular_file
+from rainbench.wording import counted
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 # macOS archives carry AppleDouble twins (`__MACOSX/`, `._rain-1.png`) that look like images.
 _SKIPPED_DIRS = frozenset({"__MACOSX"})
@@ -179,6 +180,8 @@ class _Tree:
     images: tuple[PurePosixPath, ...]
     texts: tuple[PurePosixPath, ...]
     unread: tuple[LayoutProblem, ...]
+    # Files of a picture kind Pillow knows that are not imported (.gif, .heic), by suffix.
+    not_imported: dict[str, int]
     _children: dict[PurePosixPath, dict[str, PurePosixPath]]
     _images_by_folder: dict[PurePosixPath, list[PurePosixPath]]
 
@@ -200,6 +203,7 @@ def _hidden(name: str) -> bool:
 
 def _scan(root: Path) -> _Tree:
     dirs, images, texts, unread = [], [], [], []
+    pictures, not_imported = Image.registered_extensions(), Counter()
     children: dict[PurePosixPath, dict[str, PurePosixPath]] = defaultdict(dict)
     by_folder: dict[PurePosixPath, list[PurePosixPath]] = defaultdict(list)
 
@@ -226,7 +230,18 @@ def _scan(root: Path) -> _Tree:
                 by_folder[folder].append(folder / name)
             elif suffix == ".txt":
                 texts.append(folder / name)
-    return _Tree(root, tuple(dirs), tuple(images), tuple(texts), tuple(unread), children, by_folder)
+            elif suffix in pictures:
+                not_imported[suffix] += 1
+    return _Tree(
+        root,
+        tuple(dirs),
+        tuple(images),
+        tuple(texts),
+        tuple(unread),
+        dict(sorted(not_imported.items())),
+        children,
+        by_folder,
+    )
 
 
 # --- What a layout's rules make of it ------------------------------------------------
@@ -1020,6 +1035,12 @@ def _find(
     found = match(tree)
     if not found.claimed:
         detail = f"nothing here is laid out as {name}: expected {description}"
+        if tree.not_imported:
+            files = counted(sum(tree.not_imported.values()), "file")
+            detail += (
+                f"; {files} of a kind not imported ({', '.join(tree.not_imported)}) were "
+                "not looked at"
+            )
         return [], [*tree.unread, LayoutProblem("no-pairs", ".", detail)]
     problems = [*found.problems, *tree.unread]
     problems += [

@@ -270,6 +270,25 @@ def test_unexpected_images_are_reported_and_other_files_ignored(tmp_path):
     ]
 
 
+def test_a_set_of_webp_images_pairs_as_any_other(tmp_path):
+    rainy = write_image(tmp_path / "rain-1.webp", seed=1)  # lossy: its pixels as decoded
+    write_image(tmp_path / "norain-1.webp", seed=2)
+    pairs, problems = find_pairs(tmp_path, "rain100")
+    assert [pair.name for pair in pairs] == ["rain-1"] and problems == []
+    assert load_pair(pairs[0])[0].shape == rainy.shape
+
+
+def test_nothing_laid_out_names_the_image_files_not_read(tmp_path):
+    write_files(tmp_path, "rain-1.gif", "norain-1.gif", "rain-2.gif")
+    (tmp_path / "README.md").write_bytes(b"not an image")
+    pairs, problems = find_pairs(tmp_path, "rain100")
+    assert pairs == []
+    (problem,) = problems
+    assert problem.kind == "no-pairs" and problem.detail.endswith(
+        "; 3 files of a kind not imported (.gif) were not looked at"
+    )
+
+
 def test_unreadable_image_is_reported(tmp_path):
     write_files(tmp_path, "norain-1.png", "rain-2.png", "norain-2.png")
     (tmp_path / "rain-1.png").write_bytes(b"\x89PNG broken")
