@@ -296,7 +296,8 @@ def format_tagging(summary: TagSummary, dataset: str | Path) -> list[str]:
     if summary.empty_sheet:
         lines.append(f"warning: {summary.empty_sheet} has no label rows, only a header")
     lines.append(
-        f"tagged {counted(summary.samples, 'capture')} ({types}); {summary.manual} by manual "
+        f"tagged {counted(summary.samples, 'capture')}{f' ({types})' if types else ''}; "
+        f"{summary.manual} by manual "
         f"label, {counted(summary.labelled, 'label')} applied now; tags changed on "
         f"{counted(summary.changed, 'capture')}, the rain type itself on "
         f"{summary.rain_types_changed}" + (f"; tagger {summary.tagger}" if summary.tagger else "")

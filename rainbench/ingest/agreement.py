@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from rainbench import __version__
+from rainbench.ingest.tag import require_dataset
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.fitted import active_tagger
@@ -90,8 +91,7 @@ def label_agreement(path, which: str = "active") -> LabelAgreement:
     """Agreement of the dataset's active tagger (`which` "active") or the shipped one
     ("shipped") with the manual labels of the dataset at `path`, from stored features."""
     dataset = open_dataset(path)  # a folder or an object store's URL
-    if not dataset.samples_manifest.exists():
-        raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
+    require_dataset(dataset)
     tagger = active_tagger(dataset) if which == "active" else load_tagger()
     table, digest = manifest.read_hashed(dataset.samples_manifest, manifest.SAMPLES, "tag-eval")
     rows = [row for row in table.to_pylist() if row["rain_type_source"] == "manual"]

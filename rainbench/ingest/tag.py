@@ -12,7 +12,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from PIL.Image import Image
 
 from rainbench import __version__
 from rainbench.capture.formats import FORMATS
+from rainbench.capture.source import name_text
 from rainbench.files import file_sha256
 from rainbench.ingest.taggers import FitReport, reusable, store_fitted, use_fitted, use_shipped
 from rainbench.parallel import WorkerPool
@@ -140,6 +141,15 @@ def read_labels(sheet: Path) -> tuple[list[Label], list[LabelProblem]]:
         raise DatasetError(str(error)) from None
 
 
+def require_dataset(dataset: Dataset) -> None:
+    """Refuse in one line a folder that is no dataset. A dataset whose ingests accepted
+    no capture has no samples.parquet yet, and is one of no captures, as stats has it."""
+    if not dataset.samples_manifest.exists() and (
+        not dataset.exists() or dataset.pending_run.exists()
+    ):
+        raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
+
+
 def tag_dataset(
     path: str | Path,
     labels: Path | None = None,
@@ -155,8 +165,7 @@ def tag_dataset(
     With `shipped`, the shipped tagger becomes the dataset's tagger again. Only
     samples.parquet, and with `fit` or `shipped` dataset.json and taggers/, are written."""
     with writing(path) as dataset:
-        if not dataset.samples_manifest.exists():
-            raise DatasetError(dataset.not_a_dataset("manifests/samples.parquet"))
+        require_dataset(dataset)
         summary = retag(dataset, labels, skip_bad_labels, workers, fit, shipped)
         info = dataset.read_info()
         sheets = info.get("label_sheets", [])
@@ -192,16 +201,19 @@ def retag(
         problems = sorted([*problems, *match.problems], key=lambda p: p.line)
         if problems and not skip_bad_labels:
             raise LabelsRejected(problems, rest=bool(match.labels))
-        summary.label_problems = [str(p) for p in problems]
+        # A sheet's name that is not UTF-8 as ingest stores a capture's (`\xHH`): a lone
+        # surrogate is no text to a JSON reader.
+        summary.label_problems = [str(replace(p, sheet=name_text(p.sheet))) for p in problems]
         matched = match.labels
         if not found and not problems:
-            summary.empty_sheet = str(labels)
+            summary.empty_sheet = name_text(str(labels))
         summary.sheet = {
-            "file": labels.name,
+            "file": name_text(labels.name),
             "sha256": file_sha256(labels),
             "rows": sheet_rows,
             "labelled": len(matched),
-            "skipped": len(problems),
+            # Rows, as `rows` counts them: one problem may stand for many (`LabelProblem.rows`).
+            "skipped": sum(p.rows for p in problems),
         }
     rows = samples.to_pylist()  # every row sized: read_manifest refuses one that is not
     _measure_missing(dataset, rows, workers, summary)
@@ -210,7 +222,9 @@ def retag(
     before = [{name: row[name] for name in said} for row in rows]
     if shipped:
         summary.replaced = use_shipped(dataset) or ""
-    tagger = active_tagger(dataset)
+    # A fit tags every row again and replaces the active tagger, which is then not read:
+    # one damaged or missing is what the refusal to read it says --fit mends.
+    tagger = load_tagger() if fit else active_tagger(dataset)
     for row in rows:
         _tag_row(row, tagger, matched.get(row["key"]))
     if fit:
@@ -223,7 +237,10 @@ def retag(
         except TooFewLabels as error:  # all or nothing: the sheet is not applied either
             unapplied = (
                 f"; nothing was changed (to apply the sheet alone: rainbench tag "
-                f"{shlex.quote(str(dataset.location))} --labels {shlex.quote(str(labels))})"
+                f"{shlex.quote(str(dataset.location))} --labels {shlex.quote(str(labels))}"
+                # Without it, the sheet's bad rows would refuse it all.
+                + (" --skip-bad-labels" if summary.label_problems else "")
+                + ")"
                 if matched
                 else ""
             )

@@ -295,7 +295,8 @@ def _row(line: int, cells: list[str], columns: dict[str, int]) -> Label | str:
     if rain_type not in LABEL_TYPES:
         if not rain_type:
             return f"no rain type ({_ALLOWED})"
-        return f"unknown rain type '{values['rain_type']}' ({_ALLOWED})"
+        # repr, as _named_as: a zero-width space or control character in the cell shows.
+        return f"unknown rain type {values['rain_type']!r} ({_ALLOWED})"
     filled = [ident for ident in IDENTS if values.get(ident)]
     if not filled:
         return f"no {' or '.join(ident for ident in IDENTS if ident in columns)} on this row"
@@ -305,7 +306,7 @@ def _row(line: int, cells: list[str], columns: dict[str, int]) -> Label | str:
         value = value.lower()
         digits = _HEX_DIGITS[ident]
         if not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
-            return f'{ident} "{values[ident]}" is not {digits} hex digits'
+            return f"{ident} {values[ident]!r} is not {digits} hex digits"
     else:  # as given: a name may begin or end with a space
         value = cells[columns[ident]].removeprefix("./")
     note = values.get("note") or None

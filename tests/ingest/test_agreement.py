@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from rainbench import __version__
 from rainbench.cli import main
 from rainbench.files import file_sha256
+from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest.agreement import label_agreement
 from rainbench.ingest.tag import tag_dataset
 from rainbench.ingest.taggers import FitReport
@@ -59,6 +60,15 @@ def test_a_dataset_without_labels_or_a_dataset_at_all_is_one_clear_error(tmp_pat
         label_agreement(sample_dataset)
     with pytest.raises(DatasetError, match="not a rainbench dataset"):
         label_agreement(tmp_path)
+
+
+def test_a_dataset_whose_ingest_accepted_nothing_has_no_manual_labels(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jpg").write_bytes(b"not a picture")
+    ingest([raw], tmp_path / "ds", IngestOptions(workers=1))
+    with pytest.raises(DatasetError, match="ds has no manual labels"):
+        label_agreement(tmp_path / "ds")
 
 
 def test_the_fitted_tagger_is_flagged_as_not_held_out(tmp_path, sample_dataset, monkeypatch):

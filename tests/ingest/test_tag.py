@@ -352,3 +352,45 @@ def test_a_raw_capture_is_measured_again_under_the_readers_pixel_cap(tmp_path, m
     assert preview is not None
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", "1000")
     assert list(tag_module.previews(root, row["shard"], stale)) == [(row["key"], None)]
+
+
+def test_a_dataset_whose_ingest_accepted_nothing_is_a_dataset_of_no_captures(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jpg").write_bytes(b"not a picture")
+    ds = tmp_path / "ds"
+    ingest([raw], ds, ONE)
+    assert not (ds / "manifests" / "samples.parquet").exists()  # as stats and verify read it
+
+    summary = tag_dataset(ds)
+
+    assert summary.samples == 0 and summary.rain_types == {}
+    result = CliRunner().invoke(main, ["tag", str(ds)])
+    assert result.exit_code == 0
+    assert result.output.startswith("tagged 0 captures; 0 by manual label")
+
+
+def test_a_sheet_named_in_bytes_that_are_not_utf8_is_said_as_ingest_stores_names(tmp_path, tagged):
+    sheet = tmp_path / "labels\udcff.csv"  # the byte 0xff, as Python names it on disk
+    sheet.write_text(f"key,rain_type\n{'0' * 24},storm\n")
+
+    summary = tag_dataset(tagged, labels=sheet, skip_bad_labels=True)
+
+    # No lone surrogate reaches --json or dataset.json: a strict JSON reader refuses one.
+    assert summary.sheet["file"] == "labels\\xff.csv"
+    assert summary.label_problems == [
+        f"{tmp_path}/labels\\xff.csv:2: no capture has key '{'0' * 24}'"
+    ]
+    recorded = json.loads((tagged / "dataset.json").read_text())["label_sheets"][-1]
+    assert recorded["file"] == "labels\\xff.csv"
+    sheet.write_text("key,rain_type\n")
+    assert tag_dataset(tagged, labels=sheet).empty_sheet == f"{tmp_path}/labels\\xff.csv"
+
+
+def test_the_rows_skipped_are_counted_also_where_one_line_says_many(tmp_path, tagged):
+    # More rows naming no capture than are listed one by one: said in one line.
+    rows = [f",,{index:024x},storm," for index in range(8)]
+    sheet = _sheet(tmp_path, [f",,{_samples(tagged).index[0]},storm,", *rows])
+    summary = tag_dataset(tagged, labels=sheet, skip_bad_labels=True)
+    assert len(summary.label_problems) == 6
+    assert (summary.sheet["rows"], summary.sheet["labelled"], summary.sheet["skipped"]) == (9, 1, 8)

@@ -165,6 +165,17 @@ def test_too_few_labels_change_nothing(tmp_path, ds):
     )
 
 
+def test_the_command_suggested_for_a_sheet_with_bad_rows_skips_them_as_asked(tmp_path, ds):
+    sheet = tmp_path / "labels.csv"
+    keys = sorted(_samples(ds).index)[:6]
+    rows = "".join(f"{key},storm\n" for key in keys) + f"{'0' * 24},storm\n"
+    sheet.write_text("key,rain_type\n" + rows)
+    with pytest.raises(TooFewLabels) as refused:
+        tag_dataset(ds, labels=sheet, skip_bad_labels=True, fit=True)
+    # The sheet alone, without --skip-bad-labels, would be refused for its last row.
+    assert str(refused.value).endswith(f"--labels {sheet} --skip-bad-labels)")
+
+
 def test_the_commands_suggested_name_paths_with_spaces_quoted(tmp_path, ds, monkeypatch):
     spaced = shutil.copytree(ds, tmp_path / "my ds")
     sheet = tmp_path / "my labels.csv"
@@ -190,6 +201,25 @@ def test_an_unreadable_fitted_tagger_is_one_clear_error(tmp_path, ds, fits_win):
     [problem] = verify(Dataset(ds), workers=1)
     assert (problem.kind, problem.where) == ("tagger", "dataset.json")
     assert problem.detail.startswith(f"{ds}/taggers/tagger-fit-1.json: cannot read the dataset's")
+
+
+@pytest.mark.parametrize("damage", ["unreadable", "missing"])
+def test_fit_again_mends_a_damaged_fitted_tagger_as_the_refusal_says(
+    tmp_path, ds, fits_win, damage
+):
+    tag_dataset(ds, labels=label_sheet(ds, tmp_path / "labels.csv"), fit=True)
+    fitted = ds / "taggers" / "tagger-fit-1.json"
+    if damage == "missing":
+        fitted.unlink()
+    else:
+        fitted.write_text("{")
+
+    summary = tag_dataset(ds, fit=True)
+
+    # Into a new file: a damaged one is never written over.
+    expected = "tagger-fit-1.json" if damage == "missing" else "tagger-fit-2.json"
+    assert summary.fit["path"] == f"taggers/{expected}"
+    assert tag_dataset(ds).tagger == summary.fit["version"]
 
 
 def test_a_tagger_path_leading_outside_the_dataset_is_refused(tmp_path, ds):

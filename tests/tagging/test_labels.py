@@ -207,13 +207,21 @@ def test_an_unknown_rain_type_names_its_line_and_the_allowed_ones(tmp_path, rain
     ]
 
 
+def test_an_unknown_rain_type_shows_a_character_that_prints_as_nothing(tmp_path):
+    # "storm" pasted with a zero-width space inside would read as "storm" itself.
+    _, problems = read_label_sheet(_sheet(tmp_path, "source_path,rain_type\na.jpg,stor\u200bm\n"))
+    assert problems[0].message.startswith("unknown rain type 'stor\\u200bm' (allowed:")
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [
         (",,storm", "no key or source_path on this row"),
         ("a.jpg,,", "no rain type (allowed: drizzle, streak, storm, fog-like, clean)"),
-        (",abc,storm", 'key "abc" is not 24 hex digits'),
-        (f",{'g' * 24},storm", f'key "{"g" * 24}" is not 24 hex digits'),
+        (",abc,storm", "key 'abc' is not 24 hex digits"),
+        (f",{'g' * 24},storm", f"key '{'g' * 24}' is not 24 hex digits"),
+        # A zero-width space pasted after a key is shown, not invisible.
+        (f",{KEY_A}\u200b,storm", f"key '{KEY_A}\\u200b' is not 24 hex digits"),
     ],
 )
 def test_row_mistakes_are_problems_not_errors(tmp_path, row, message):
@@ -224,7 +232,7 @@ def test_row_mistakes_are_problems_not_errors(tmp_path, row, message):
 
 def test_a_short_sha256_is_a_problem(tmp_path):
     _, problems = read_label_sheet(_sheet(tmp_path, f"sha256,rain_type\n{SHA_A[:63]},storm\n"))
-    assert problems[0].message == f'sha256 "{SHA_A[:63]}" is not 64 hex digits'
+    assert problems[0].message == f"sha256 '{SHA_A[:63]}' is not 64 hex digits"
 
 
 def test_a_label_for_no_capture_is_a_problem(tmp_path):
