@@ -399,7 +399,8 @@ def _start_settings(dataset: Dataset, inputs: list[Path], options: IngestOptions
         "tag": options.tag,
         # The label sheet applied once the captures are in: where and which bytes.
         "labels": (
-            {"path": str(options.labels), "sha256": file_sha256(Path(options.labels))}
+            # A name not UTF-8 as a capture's is stored (`\xHH`): JSON holds no lone surrogate.
+            {"path": name_text(str(options.labels)), "sha256": file_sha256(Path(options.labels))}
             if options.labels is not None
             else None
         ),

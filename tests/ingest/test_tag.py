@@ -387,6 +387,16 @@ def test_a_sheet_named_in_bytes_that_are_not_utf8_is_said_as_ingest_stores_names
     assert tag_dataset(tagged, labels=sheet).empty_sheet == f"{tmp_path}/labels\\xff.csv"
 
 
+def test_ingest_records_a_sheet_named_in_bytes_that_are_not_utf8_as_it_stores_names(
+    tmp_path, capture_folder
+):
+    sheet = tmp_path / "labels\udcff.csv"
+    sheet.write_text("source_path,rain_type\n")
+    ingest([capture_folder], tmp_path / "ds", IngestOptions(workers=1, labels=sheet))
+    text = (tmp_path / "ds" / "dataset.json").read_text(encoding="utf-8")
+    assert json.loads(text)["runs"][-1]["labels"]["path"] == f"{tmp_path}/labels\\xff.csv"
+
+
 def test_the_rows_skipped_are_counted_also_where_one_line_says_many(tmp_path, tagged):
     # More rows naming no capture than are listed one by one: said in one line.
     rows = [f",,{index:024x},storm," for index in range(8)]
