@@ -2,6 +2,7 @@
 for rainbench eval."""
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -64,7 +65,20 @@ def _config(field: str, *flags: str, **settings):
     return _option(NLCLConfig, field, *flags, **settings)
 
 
-_WEIGHT = click.FloatRange(min=0)
+class _Finite(click.FloatRange):
+    """A float range that refuses nan and ±inf too, which every range lets through (nan
+    compares false with either bound): a weight, rate or temperature of either makes
+    every loss nan, or Adam fail with a traceback."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+_WEIGHT = _Finite(min=0)
+_POSITIVE = _Finite(min=0, min_open=True)
 _COUNT = click.IntRange(min=2)
 # NLCL's loss weights and contrast settings, each an option named after its NLCLConfig
 # field, with the public code's default (docs/nlcl.md, "What is trained").
@@ -74,7 +88,7 @@ _NLCL_LOSS_OPTIONS = (
     ("sparsity", _WEIGHT, "Weight of the sparsity term mean|O − B̂|."),
     ("layer_contrast", _WEIGHT, "Weight of the layer contrast (image vs rain patches)."),
     ("location_contrast", _WEIGHT, "Weight of the location contrast (PatchNCE)."),
-    ("temperature", click.FloatRange(min=0, min_open=True), "Temperature of both contrasts."),
+    ("temperature", _POSITIVE, "Temperature of both contrasts."),
     ("rain_weight", _WEIGHT, "Asymmetric layer contrast: the rain anchors' weight."),
     ("positives", _COUNT, "Self-similar image patches the layer contrast draws from B̂."),
     ("negatives", _COUNT, "Self-similar rain patches the layer contrast draws from R̂."),
@@ -130,7 +144,7 @@ def _run_options(config: type[RunConfig], min_crop: int, crop_help: str):
         ),
         option("batch", type=click.IntRange(min=1)),
         option("crop", type=click.IntRange(min=min_crop), help=crop_help),
-        option("lr", type=float),
+        option("lr", type=_POSITIVE),
         option(
             "nce_negatives",
             type=click.Choice(NEGATIVE_SELECTIONS),
@@ -168,7 +182,12 @@ def _run_options(config: type[RunConfig], min_crop: int, crop_help: str):
             "and RUN's derainer file always stay.",
         ),
         option("log_every", type=click.IntRange(min=1)),
-        option("validate_every", type=click.IntRange(min=0)),
+        option(
+            "validate_every",
+            type=click.IntRange(min=0),
+            help="Validate on --val-split and --val-real every N steps (0: never; each of "
+            "those needs it).",
+        ),
         click.option("--val-split", help="A paired split for validation psnr_y, e.g. syn-streak."),
         click.option(
             "--val-real",
@@ -241,13 +260,37 @@ def _val_dataset(val_dataset: str | Path | None) -> str | None:
     return str(val_dataset) if val_dataset else None
 
 
+def _check_validation(settings: dict, val_dataset: str | Path | None) -> None:
+    """Validation options that would be silently left unused, refused as usage errors:
+    an empty split name, --validate-every with nothing to validate, and --val-* without
+    --validate-every (validation runs only every N steps)."""
+    named = {"--val-split": settings["val_split"], "--val-real": settings["val_real"]}
+    for flag, value in named.items():
+        if value is not None and not value.strip():
+            raise click.UsageError(f"{flag} is empty: give a split's name")
+    every = settings["validate_every"]
+    if every and not any(named.values()):
+        raise click.UsageError(
+            f"--validate-every {every} has nothing to validate: give --val-split (a paired "
+            "split, e.g. syn-streak) or --val-real (a split of real rainy captures, e.g. val)"
+        )
+    given = [flag for flag, value in {**named, "--val-dataset": val_dataset}.items() if value]
+    if given and not every:
+        raise click.UsageError(
+            f"{' and '.join(given)} would never be used: validation runs every "
+            "--validate-every N steps, 0 by default (never); give --validate-every"
+        )
+    if val_dataset and not settings["val_split"]:
+        raise click.UsageError("--val-dataset holds the pairs of --val-split: give --val-split")
+
+
 @train_group.command("nlcl", help=_TRAIN_HELP)
 @_run_options(NLCLConfig, min_crop=48, crop_help="Side of the square crops, px.")
 @_config("channels", type=click.IntRange(min=4))
 @_config("blocks", type=click.IntRange(min=1))
 @click.option(
     "--rain-temperature",
-    type=float,
+    type=_POSITIVE,
     default=NLCLConfig.rain_temperature,
     help="Asymmetric layer contrast: the rain anchors' temperature (default: --temperature).",
 )
@@ -255,6 +298,7 @@ def _val_dataset(val_dataset: str | Path | None) -> str | None:
 def train_nlcl_command(
     dataset, run, rain_types, val_dataset, device, threads, as_json, progress, **settings
 ) -> None:
+    _check_validation(settings, val_dataset)
     # Imported here, as in import-checkpoint: torch, which `--help` does without.
     with _needs_torch("train nlcl", "train"):
         from rainbench.train.nlcl.trainer import train
@@ -295,7 +339,7 @@ _CCLGAN_LOSS_OPTIONS = (
     ("semantic_contrast", _WEIGHT, "Weight of the cycle contrast in the encoder's space."),
     ("discriminator_contrast", _WEIGHT, "Weight of the cycle contrast in the discriminators'."),
     ("weak_negative", _WEIGHT, "The translated image's share of a cycle ratio's denominator."),
-    ("temperature", click.FloatRange(min=0, min_open=True), "Temperature of PatchNCE."),
+    ("temperature", _POSITIVE, "Temperature of PatchNCE."),
     ("nce_locations", _COUNT, "Random locations PatchNCE compares per layer."),
     ("discriminator_locations", _COUNT, "Random locations of the discriminator-space contrast."),
     ("discriminator_levels", click.IntRange(1, 4), "Discriminator levels that contrast reads."),
@@ -324,6 +368,7 @@ def train_cclgan_command(
     dataset, run, rain_types, val_dataset, device, threads, as_json, progress, weights_dir,
     **settings,
 ) -> None:  # fmt: skip
+    _check_validation(settings, val_dataset)
     with _needs_torch("train cclgan", "train"):
         from rainbench.train.cclgan.trainer import train
 

@@ -482,3 +482,53 @@ def test_a_split_whose_rainy_captures_are_all_videos_is_refused_as_such(tmp_path
     with pytest.raises(DatasetError, match=videos.format("rainy ")):
         train(ds, tmp_path / "run", _with(), threads=1)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--validate-every", "1"], "--validate-every 1 has nothing to validate: give --val-split"),
+        (["--val-split", "syn-streak"], "--val-split would never be used: validation runs every"),
+        (["--val-real", "train"], "--val-real would never be used"),
+        (["--val-split", "", "--validate-every", "1"], "--val-split is empty"),
+        (["--validate-every", "1", "--val-real", "train", "--val-dataset", "."],
+         "--val-dataset holds the pairs of --val-split"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["nlcl", "cclgan"])
+def test_validation_options_that_would_go_unused_are_usage_errors(tmp_path, method, options, says):
+    # Before: trained without validating, or logged a validation.csv of steps alone.
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    args = ["train", method, str(tmp_path / "ds"), "--out", str(tmp_path / "run"), *options]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and f"Error: {says}" in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--lr", "-1", "-1.0 is not in the range x>0"),  # was Adam's traceback
+        ("--lr", "nan", "nan is not a finite number"),
+        ("--rain-temperature", "0", "0.0 is not in the range x>0"),  # was nan losses
+        ("--rain-temperature", "nan", "nan is not a finite number"),
+        ("--adversarial", "inf", "inf is not a finite number"),
+        ("--temperature", "inf", "inf is not a finite number"),
+    ],
+)
+def test_rates_weights_and_temperatures_are_finite_and_in_range(tmp_path, option, value, says):
+    from click.testing import CliRunner
+
+    from rainbench.cli import main
+
+    for method in ("nlcl", "cclgan"):
+        if option == "--rain-temperature" and method == "cclgan":
+            continue
+        args = ["train", method, str(tmp_path / "ds"), "--out", str(tmp_path / "run"), option,
+                value]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import replace
 from importlib.metadata import version
 
@@ -414,3 +415,24 @@ def test_training_on_the_gpu_resumes_and_scores(tmp_path, _dataset, amp):
     whole = derainer.derain(batch)
     assert whole.is_cuda and whole.shape == batch.shape
     assert torch.allclose(derainer.derain_in_tiles(batch, tile=16, overlap=0), whole, atol=1e-4)
+
+
+def test_real_rain_validation_on_pictures_niqe_cannot_score_warns_in_one_line(
+    _dataset, monkeypatch
+):
+    # Before: numpy's "Mean of empty slice" warnings, in several lines, and nan logged.
+    from rainbench.metrics.registry import MetricError
+    from rainbench.train.core import validation
+
+    def undefined(image):
+        raise MetricError("niqe is undefined on a flat picture")
+
+    monkeypatch.setattr(validation, "check_niqe", lambda device: undefined)
+    config = replace(TINY, val_split=None, val_real="train")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ResourceWarning)  # the reader's, left mid-shard
+        scores = validation.validate(lambda x: x, torch.nn.Identity(), _dataset, config, "cpu")
+    assert scores == {}  # the row's niqe left empty, not nan
+    assert [w.category for w in caught] == [validation.ValidationWarning]
+    assert "niqe is undefined on every capture tried of split train" in str(caught[0].message)

@@ -3,6 +3,7 @@ psnr_y on a paired split and NIQE on real rainy captures, each beside the rainy 
 own score (the identity's).
 """
 
+import warnings
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
@@ -17,6 +18,10 @@ from rainbench.models.nlcl.generator import to_model_range
 from rainbench.shards.dataset import DatasetError
 
 Translate = Callable[[torch.Tensor], torch.Tensor]  # rainy N×3×H×W in [-1, 1] → clean
+
+
+class ValidationWarning(UserWarning):
+    """A validation that scored nothing this time; training goes on."""
 
 
 def validate(
@@ -100,6 +105,14 @@ def _validate_real(translate, dataset, config, device) -> dict[str, float]:
             continue
         ours.append(score)
         identity.append(own)
+    if not ours:  # a mean of nothing: numpy's warnings, in many lines, and a nan logged
+        warnings.warn(
+            f"validation (--val-real): niqe is undefined on every capture tried of split "
+            f"{config.val_real} (flat pictures); no niqe is logged this time",
+            ValidationWarning,
+            stacklevel=2,
+        )
+        return {}
     return {"niqe": float(np.mean(ours)), "niqe_identity": float(np.mean(identity))}
 
 
