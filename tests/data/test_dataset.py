@@ -481,7 +481,7 @@ def test_the_loader_keeps_the_readers_cap_rainbench_max_pixels(ds, monkeypatch, 
     only = Filters(query=f"key == '{row.key}'")
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(row.width * row.height - 1))
     loader = RainDataset(ds, filters=only, crop=32, decode_device=decode_device)
-    said = "(or the 0 MP cap readers keep: RAINBENCH_MAX_PIXELS); not decoded"
+    said = f"(or the {row.width * row.height - 1} pixels cap readers keep: RAINBENCH_MAX_PIXELS)"
     with pytest.raises(ShardError, match=re.escape(f"{row.key}.jpg: ") + ".*" + re.escape(said)):
         list(loader)
     monkeypatch.setenv("RAINBENCH_MAX_PIXELS", str(row.width * row.height))
