@@ -20,6 +20,7 @@ from rainbench.leaderboard.sources import DerainerSource
 from rainbench.models.registry import create_derainer
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError
+from rainbench.train.core import loop as loop_module
 from rainbench.train.core.config import SettingsError
 from rainbench.train.core.loop import plain, set_lr
 from rainbench.train.nlcl.config import NLCLConfig
@@ -436,3 +437,27 @@ def test_real_rain_validation_on_pictures_niqe_cannot_score_warns_in_one_line(
     assert scores == {}  # the row's niqe left empty, not nan
     assert [w.category for w in caught] == [validation.ValidationWarning]
     assert "niqe is undefined on every capture tried of split train" in str(caught[0].message)
+
+
+def _group_of_one(tmp_path, device: str) -> bool:
+    """A gloo group of this process alone, as torchrun's ranks start theirs."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    return True
+
+
+def test_the_process_group_training_started_is_torn_down_before_it_returns(
+    tmp_path, _dataset, monkeypatch
+):
+    # Left to the interpreter's exit, gloo's threads ended a rank with SIGABRT
+    # ("terminate called without an active exception"), now and then.
+    monkeypatch.setattr(
+        loop_module, "_start_distributed", lambda device: _group_of_one(tmp_path, device)
+    )
+    try:
+        train(_dataset, tmp_path / "run", NLCLConfig(**{**TINY.to_json(), "steps": 1}))
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

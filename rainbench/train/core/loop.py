@@ -161,7 +161,12 @@ def train(
     method.check(config)
     with ExitStack() as held:
         threads = held.enter_context(torch_threads(config.workers, threads))
+        ours = not torch.distributed.is_initialized()  # a caller's own group stays theirs
         distributed = _start_distributed(device)
+        if distributed and ours:
+            # Torn down before the interpreter exits: left to its end, gloo's threads have
+            # ended a rank with SIGABRT ("terminate called without an active exception").
+            held.callback(torch.distributed.destroy_process_group)
         rank = torch.distributed.get_rank() if distributed else 0
         if distributed and device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
