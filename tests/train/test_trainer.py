@@ -123,6 +123,9 @@ def test_other_settings_are_refused_on_resume(tmp_path, _dataset):
     train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 1, "validate_every": 0}))
     with pytest.raises(DatasetError, match="other settings"):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "crop": 40}))
+    storms = NLCLConfig(**{**TINY.to_json(), "steps": 2, "rain_types": ("fog-like", "storm")})
+    with pytest.raises(DatasetError, match=r"\(rain_types: none → fog-like,storm\)"):
+        train(_dataset, run, storms)
 
 
 def test_what_the_sampler_cannot_honour_is_refused_before_anything_is_made(tmp_path, _dataset):

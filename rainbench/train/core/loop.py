@@ -578,7 +578,10 @@ def _changes(changed: dict[str, tuple]) -> str:
 
 
 def _setting(value: object) -> str:
-    """A setting as a message shows it: an unset one (None) in a word."""
+    """A setting as a message shows it: an unset one (None) in a word, a list of names
+    as its option takes it (`drizzle,storm`)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
     return "none" if value is None else str(value)
 
 
