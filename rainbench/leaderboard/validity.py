@@ -284,10 +284,12 @@ def _common_images(
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """columns × runs × images: the images every run scored with a finite value of every
     column, by key, with the units the bootstrap draws them in (units_of: the frames of
-    one sequence together); None when there are none."""
+    one sequence together); None when there are none. A row without a key is no image
+    another run's row can be matched with."""
     frames, groups = [], {}
     for run in runs:
-        ok = run.scores[run.scores["status"] == "ok"].set_index("key")
+        scores = run.scores
+        ok = scores[(scores["status"] == "ok") & scores["key"].notna()].set_index("key")
         if "group" in ok.columns:
             groups.update(ok["group"].dropna().to_dict())
         ok = ok[list(columns)]

@@ -31,7 +31,7 @@ from rainbench.capture.decode import (
 )
 from rainbench.capture.formats import CAPTURE_SUFFIXES, FORMATS, is_capture_name, sniff
 from rainbench.capture.orientation import swaps_axes, turn_upright
-from rainbench.capture.reject import CaptureRejected, Reason
+from rainbench.capture.reject import CaptureRejected, Reason, missing_library
 from rainbench.capture.source import name_text, open_regular, read_regular
 from rainbench.cluster import make_pool
 from rainbench.files import leads_inside
@@ -380,7 +380,7 @@ def _score_one(
     row.update(known)
     todo = [name for name in metrics if name not in known]
     if not todo:
-        row["width"], row["height"] = header_size(pred_bytes) or (None, None)
+        row["width"], row["height"] = _cached_size(pred_bytes, job.pred, max_pixels)
         return row
     try:  # decoded once, for every metric that needs computing
         pred, pred_turn = _decode(pred_bytes, job.pred, max_pixels)
@@ -411,6 +411,19 @@ def _score_one(
     if failures:
         row["status"] = "error: " + "; ".join(failures)
     return row
+
+
+def _cached_size(data: bytes, path: Path, max_pixels: int) -> tuple[int | None, int | None]:
+    """The upright (width, height) of a prediction whose every value is cached: from its
+    header, or where Pillow reads none (a HEIC), decoded, as a row computed anew gives it."""
+    size = header_size(data)
+    if size is not None:
+        return size
+    try:
+        height, width = _decode(data, path, max_pixels)[0].shape[:2]
+    except MetricError:
+        return None, None
+    return width, height
 
 
 def _turn_hint(pred: np.ndarray, ref: np.ndarray, pred_turn: int, ref_turn: int) -> str:
@@ -454,6 +467,11 @@ def _decode(data: bytes, path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
             f"{name} is not decoded: its header declares more than the "
             f"{megapixels(max_pixels)} cap readers keep ({MAX_PIXELS_ENV})"
         ) from None
+    except ImportError:  # what decodes a HEIC, pillow-heif, is an optional extra
+        if fmt.name != "heic":
+            raise
+        needed = missing_library("HEIC", "pillow-heif", "heic")
+        raise MetricError(f"{name}: {needed.message}") from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
         raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError) as error:

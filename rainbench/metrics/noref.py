@@ -43,7 +43,14 @@ METRICS = (
         # (pyiqa's whole-image call: 420–430).
         peak_bytes_per_pixel=140,
     ),
-    PyiqaMetric("brisque", True, "BRISQUE, LIVE SVR (pyiqa)"),
+    PyiqaMetric(
+        "brisque",
+        True,
+        "BRISQUE, LIVE SVR (pyiqa)",
+        # pyiqa halves the image twice (MATLAB's bicubic imresize); on a half below 4 px
+        # its reflected border indexes past the edge: an IndexError, not a score.
+        min_side=7,
+    ),
     PyiqaMetric(
         "piqe",
         True,

@@ -249,6 +249,18 @@ def test_missing_metrics_runs_and_images(tmp_path, write_run):
     assert "Left out of τ and ρ as incomplete: wip." in render_markdown(load_results(tmp_path))
 
 
+def test_a_row_without_a_key_is_left_out_of_the_common_images(tmp_path, write_run):
+    # A results file edited by hand: its null key is no image to match across runs.
+    for model, gain in (("a", 0.0), ("b", 3.0)):
+        psnr = list(BASE[:5] + gain)
+        metrics = {"psnr_y": psnr, "ssim_y": list(np.array(psnr) / 40), "niqe": [-p for p in psnr]}
+        keys = [None, "k1", "k2", "k3", "k4"]
+        write_run(tmp_path, model, "ds", "syn", kind="synthetic", metrics=metrics, keys=keys)
+    assert _metric(_validity(tmp_path), "niqe").images == 4
+    shown = CliRunner().invoke(main, ["metrics", "validity", str(tmp_path)])
+    assert shown.exit_code == 0 and "(4 images)" in shown.output
+
+
 def test_only_registered_no_reference_metrics_against_what_references_there_are(
     tmp_path, write_run
 ):

@@ -299,6 +299,35 @@ def test_a_perfect_prediction_is_cached_as_infinite(tmp_path):
     assert score(jobs, settings, workers=1) == first
 
 
+def test_a_heic_prediction_read_from_the_cache_keeps_its_size(tmp_path):
+    # Pillow reads no HEIC header: the size a cached row gives comes from decoding.
+    pillow_heif = pytest.importorskip("pillow_heif", reason="HEIC needs rainbench[heic]")
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    (tmp_path / "p").mkdir()
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(tmp_path / "p" / "x.heic", quality=90)
+    _save(tmp_path / "r" / "x.png", 77)
+    settings = ScoreSettings(("psnr",), {}, str(tmp_path / "c.sqlite"))
+    jobs = pair_folders(tmp_path / "p", tmp_path / "r").jobs
+    first = score(jobs, settings, workers=1)
+    assert (first[0]["width"], first[0]["height"]) == (32, 24)
+    assert score(jobs, settings, workers=1) == first
+
+
+def test_a_heic_without_pillow_heif_is_the_rows_error_not_a_crash(tmp_path, monkeypatch):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="HEIC needs rainbench[heic]")
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    (tmp_path / "p").mkdir()
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(tmp_path / "p" / "x.heic", quality=90)
+    _save(tmp_path / "p" / "y.png", 7)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # makes the import fail
+    jobs = pair_folders(tmp_path / "p", None).jobs
+    rows = score(jobs, ScoreSettings(("test_mean",), {}, None), workers=1)
+    assert [row["status"] for row in rows] == [
+        "error: x.heic: HEIC needs pillow-heif: pip install 'rainbench[heic]'",
+        "ok",
+    ]
+
+
 def test_rows_in_name_order_whatever_order_they_finish(tmp_path):
     # Scored largest first: the largest image has the last name here.
     for i, side in enumerate((20, 30, 40, 50)):

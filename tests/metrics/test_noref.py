@@ -93,6 +93,21 @@ def test_niqe_refuses_images_below_96_px(any_niqe_parameters):
     assert np.isfinite(niqe(np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8)))
 
 
+def test_brisque_refuses_images_below_7_px_rather_than_crash(empty_weights):
+    # A file of the right form (not the published SVR): the failure is in the features.
+    empty_weights.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    support = torch.randn(10, 36, generator=generator, dtype=torch.float64)
+    coefficients = torch.randn(10, generator=generator, dtype=torch.float64)
+    torch.save((coefficients, support), empty_weights / "brisque_svm_weights.pth")
+    brisque = create_metric("brisque", weights_dir=str(empty_weights))
+    image = np.random.default_rng(0).integers(0, 256, (50, 50, 3), np.uint8)
+    for small in (image[:6], image[:, :6]):
+        with pytest.raises(MetricError, match=r"^brisque needs images of at least 7 px per side"):
+            brisque(small)
+    assert np.isfinite(brisque(image[:7])) and np.isfinite(brisque(image[:, :7]))
+
+
 def test_a_flat_image_is_one_failure_not_a_crash(any_niqe_parameters):
     # Nor a warning from torch (cov() without observations) on stderr beside that line.
     with pytest.raises(MetricError, match="niqe"), warnings.catch_warnings():
