@@ -28,7 +28,7 @@ from rainbench.capture.decode import (
 )
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import turn_upright
-from rainbench.capture.reject import CaptureRejected
+from rainbench.capture.reject import CaptureRejected, missing_library
 from rainbench.capture.source import CaptureFile
 from rainbench.errors import first_line
 from rainbench.files import leads_inside, regular_file, stream_sha256
@@ -311,6 +311,11 @@ def decode_picture(
         return load_stored(data, fmt, pixel_limit(width, height))
     except CaptureRejected:
         raise too_many_pixels(where, width, height) from None
+    except ImportError:  # what decodes a HEIC, pillow-heif, is an optional extra
+        if fmt.name != "heic":
+            raise
+        needed = missing_library("HEIC", "pillow-heif", "heic")
+        raise ShardError(f"{where}: {needed.message}") from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
         raise ShardError(f"{where}: does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:

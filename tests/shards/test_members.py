@@ -4,6 +4,7 @@ manifest's pixels before anything is decoded."""
 
 import hashlib
 import io
+import sys
 import tarfile
 
 import pytest
@@ -235,3 +236,13 @@ def test_a_bad_readers_cap_is_one_line_naming_the_variable(monkeypatch):
         decode_picture(_png(32, 24), FORMATS["png"], "a.png", 32, 24)
     assert not isinstance(bad.value, ShardError)  # the setting's fault, not the shard's
     assert "\n" not in str(bad.value)
+
+
+def test_a_heic_without_pillow_heif_is_one_line_naming_the_extra(monkeypatch):
+    # A dataset ingested where pillow-heif was installed, read where it is not.
+    pillow_heif = pytest.importorskip("pillow_heif", reason="HEIC needs rainbench[heic]")
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(Image.new("RGB", (32, 24), (90, 60, 30))).save(buffer, quality=90)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # makes the import fail
+    with pytest.raises(ShardError, match=r"^s:a\.heic: HEIC needs pillow-heif: pip install"):
+        decode_picture(buffer.getvalue(), FORMATS["heic"], "s:a.heic", 32, 24)
