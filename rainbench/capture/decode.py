@@ -311,9 +311,25 @@ def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | Non
             # Image's getexif(), not PngImageFile's: that one decodes every pixel to look
             # for an eXIf chunk after them, the very cost (and bomb) this must not meet.
             exif = Image.Image.getexif(image)
+            if image.format == "PNG" and "exif" not in image.info:
+                exif.load(_png_exif_after_pixels(data))  # as decoding will find it
             return upright_size(*_stored_size(image), exif.get(ORIENTATION_TAG))
     except Exception:  # any unreadable header: the size is simply unknown
         return None
+
+
+def _png_exif_after_pixels(data: bytes) -> bytes:
+    """The eXIf chunk a PNG holds after its pixels (empty where none): found by walking
+    the chunks' headers, nothing inflated; none after IEND, which decoders never read."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        if kind == b"eXIf":
+            return data[at + 8 : at + 8 + length]
+        if kind == b"IEND":
+            break
+        at += 12 + length
+    return b""
 
 
 def _stored_size(image: Image.Image) -> tuple[int, int]:

@@ -88,6 +88,14 @@ def test_header_size_decodes_no_png_pixels():
     assert header_size(png(64, 48, broken_idat(64, 48), before_idat=exif_chunk(6))) == (48, 64)
 
 
+def test_header_size_turns_a_png_by_an_exif_chunk_after_its_pixels_as_decoding_does():
+    idat = zlib.compress(bytes((1 + 3 * 64) * 48))
+    after = png(64, 48, idat, after_idat=exif_chunk(6))
+    assert header_size(after) == load_upright(after, FORMATS["png"]).size == (48, 64)
+    assert header_size(png(64, 48, broken_idat(64, 48), after_idat=exif_chunk(8))) == (48, 64)
+    assert header_size(png(64, 48, idat) + exif_chunk(6)) == (64, 48)  # after IEND: unread
+
+
 def icon_holding(picture: bytes) -> bytes:
     """An ICO whose one icon declares 256×256 and holds `picture`, whatever its size."""
     entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(picture), 6 + 16)
