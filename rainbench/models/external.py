@@ -135,8 +135,7 @@ class OutputsFolder:
                 raise DerainerError(f"{path} is {FLOAT_TIFF}")
             # An output of more pixels than the input is refused from its header, before
             # decoding, as any other size is after. Only more: where the header's upright
-            # size and the decoder's differ (an eXIf chunk after a PNG's pixels, a TIFF
-            # Pillow turns itself), the decoded one is the output's.
+            # size and the decoder's could differ, the decoded one is the output's.
             declared = header_size(data, None if fmt is _PILLOW else fmt)
             if declared is not None and declared[0] * declared[1] > size[0] * size[1]:
                 raise _wrong_size(path, declared, size)
