@@ -4,6 +4,7 @@ unless asked (`rainbench weights fetch`); a missing file is a `MetricError` nami
 command that provides it.
 """
 
+import gzip
 import hashlib
 import http.client
 import io
@@ -18,6 +19,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import scipy.io
@@ -32,6 +34,7 @@ DEFAULT_WEIGHTS_DIR = "~/.cache/rainbench/weights"
 BASICSR_SDIST = "basicsr-1.4.2.tar.gz"
 NIQE_NPZ_MEMBER = "basicsr/metrics/niqe_pris_params.npz"
 _NIQE_NPZ_BYTES = 1 << 20  # the published member is 11,850 bytes; far more is not it
+_SDIST_BYTES = 16 << 20  # BasicSR 1.4.2's sdist unpacks to 0.8 MB in 128 members
 _GET_BASICSR = "pip download basicsr==1.4.2 --no-deps --no-binary :all: --no-build-isolation"
 _PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 # Where `weights fetch` downloads from, unless told: pyiqa's own published files (a
@@ -333,13 +336,19 @@ def fetch(
 
 
 def _known(name: str) -> WeightFile:
-    fetched = {f.name: f for f in KNOWN_FILES.values() if f.fetched}
-    found = fetched.get(name) or next((f for f in fetched.values() if name in f.metrics), None)
+    files = KNOWN_FILES.values()
+    found = KNOWN_FILES.get(name) or next((f for f in files if name in f.metrics), None)
     if found is None:
-        metrics = sorted(m for f in fetched.values() for m in f.metrics)
+        fetched = sorted(f.name for f in files if f.fetched)
+        metrics = sorted(m for f in files if f.fetched for m in f.metrics)
         raise MetricError(
             f"{name!r} needs no weight file rainbench knows; known: {', '.join(metrics)} "
-            f"(or their files: {', '.join(sorted(fetched))})"
+            f"(or their files: {', '.join(fetched)})"
+        )
+    if not found.fetched:  # said as unknown, it was listed by `weights status`
+        raise MetricError(
+            f"{found.name} is not fetched (it is not among pyiqa's files); provide it: "
+            f"{found.command} ({found.source})"
         )
     return found
 
@@ -347,18 +356,21 @@ def _known(name: str) -> WeightFile:
 def _fetch(file: WeightFile, url: str, folder: Path, timeout: float) -> WeightStatus:
     partial = folder / f".{file.name}.{os.getpid()}.part"  # two fetches at once: one each
     try:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                _copy(response, partial, url)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-            if isinstance(error, urllib.error.HTTPError):
-                reason = f"HTTP {error.code} {error.reason}"
-            else:
-                reason = getattr(error, "reason", None) or error
-            raise MetricError(
-                f"cannot download {file.name} from {url} ({reason}); without network: "
-                f"{file.command} ({file.source})"
-            ) from None
+        # Opened before the download: a folder that cannot be written is said as such, not
+        # as a download that failed (whose offline remedy would fail the same way).
+        with open(partial, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    _copy(response, out, url)
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+                if isinstance(error, urllib.error.HTTPError):
+                    reason = f"HTTP {error.code} {error.reason}"
+                else:
+                    reason = getattr(error, "reason", None) or error
+                raise MetricError(
+                    f"cannot download {file.name} from {url} ({reason}); without network: "
+                    f"{file.command} ({file.source})"
+                ) from None
         sha256, state = file.check(partial)
         if state == "mismatch":
             raise MetricError(
@@ -372,15 +384,21 @@ def _fetch(file: WeightFile, url: str, folder: Path, timeout: float) -> WeightSt
         partial.unlink(missing_ok=True)
 
 
-def _copy(response, path: Path, url: str) -> None:
-    """The response body into `path`, refusing one larger than LARGEST_DOWNLOAD."""
+def _copy(response, out: BinaryIO, url: str) -> None:
+    """The response body into `out`, refusing one larger than LARGEST_DOWNLOAD, or
+    shorter than its Content-Length (a connection closed early: http.client reads that
+    as the end, and a file without a published checksum would be kept cut short)."""
     copied = 0
-    with open(path, "wb") as out:
-        while chunk := response.read(1 << 20):
-            copied += len(chunk)
-            if copied > LARGEST_DOWNLOAD:
-                raise MetricError(f"{url} sends more than {LARGEST_DOWNLOAD} bytes; refused")
-            out.write(chunk)
+    while chunk := response.read(1 << 20):
+        copied += len(chunk)
+        if copied > LARGEST_DOWNLOAD:
+            raise MetricError(f"{url} sends more than {LARGEST_DOWNLOAD} bytes; refused")
+        out.write(chunk)
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and copied < int(length):
+        raise MetricError(
+            f"the download of {url} was cut short: {copied} of {length} bytes; nothing stored"
+        )
 
 
 def extract_niqe(archive: str | Path, weights_dir: str | Path | None = None) -> Path:
@@ -421,13 +439,48 @@ def _is_mat(path: Path) -> bool:
         return path.suffix.lower() == ".mat" or handle.read(6) == b"MATLAB"
 
 
+class _Capped(io.RawIOBase):
+    """`stream`, read no further than `limit` bytes in all: beyond, `refusal` is raised."""
+
+    def __init__(self, stream, limit: int, refusal: MetricError):
+        self.stream, self.left, self.refusal = stream, limit, refusal
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.stream.readinto(buffer)
+        self.left -= count
+        if self.left < 0:
+            raise self.refusal
+        return count
+
+
 def _read_sdist_params(archive: Path, expected: str) -> tuple[np.ndarray, np.ndarray]:
     """mu and cov from the NIQE member of `archive`; whatever else it is (no tar archive,
     a damaged one, a member that is no NumPy archive of them) is said in one sentence
     that names what it should be, never in the reading library's words."""
+    unpacked = MetricError(
+        f"{archive} unpacks to more than {_SDIST_BYTES} bytes, far more than BasicSR's "
+        f"sdist; {expected}"
+    )
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            member = next((m for m in tar if m.name.endswith(NIQE_NPZ_MEMBER) and m.isfile()), None)
+        # Read as a stream, no further than _SDIST_BYTES unpacked: many tiny members, or a
+        # huge one that tarfile skips or reads whole (a long name), inflated from a few
+        # megabytes, would fill memory or take minutes.
+        with (
+            gzip.open(archive) as stream,
+            tarfile.open(fileobj=_Capped(stream, _SDIST_BYTES, unpacked), mode="r|") as tar,
+        ):
+            member = None
+            for found in tar:
+                if found.name.endswith(NIQE_NPZ_MEMBER) and found.isfile():
+                    member = found
+                    break
+                # Skipped by reading its way past: a size that ends beyond any real
+                # archive's would read an empty stream for ever.
+                if found.offset_data + found.size > _SDIST_BYTES:
+                    raise unpacked
             if member is None:
                 raise MetricError(f"{archive} has no {NIQE_NPZ_MEMBER}; {expected}")
             if member.size > _NIQE_NPZ_BYTES:  # read whole into memory: a bomb would fill it
@@ -436,9 +489,10 @@ def _read_sdist_params(archive: Path, expected: str) -> tuple[np.ndarray, np.nda
                     f"parameters' few kilobytes; {expected}"
                 )
             data = tar.extractfile(member).read()
-    except tarfile.ReadError:
+    except (tarfile.ReadError, gzip.BadGzipFile):
         raise MetricError(f"{archive} is not a .tar.gz archive; {expected}") from None
-    except (tarfile.TarError, EOFError, zlib.error):
+    # ValueError: tarfile's own, on a header that forges its size or its sparse map.
+    except (tarfile.TarError, EOFError, zlib.error, ValueError):
         raise MetricError(f"{archive} is damaged or cut short; {expected}") from None
     try:
         # No pickles: a member that needs one is not the published parameters.
@@ -531,7 +585,8 @@ def _mat_matrix(body: bytes) -> tuple[str, np.ndarray]:
         raise ValueError("a MATLAB variable that is not one real matrix")
     (_, flags), (_, dims), (_, name), (kind, values) = parts
     shape = tuple(int(n) for n in np.frombuffer(dims, "<i4"))
-    if flags[0] != _MX_DOUBLE or flags[1] & 0x08 or kind != _MI_DOUBLE or len(values) % 8:
+    real_double = len(flags) == 8 and flags[0] == _MX_DOUBLE and not flags[1] & 0x08
+    if not real_double or kind != _MI_DOUBLE or len(values) % 8:
         raise ValueError("a MATLAB variable that is not a real double matrix")
     array = np.frombuffer(values, "<f8")
     if len(shape) != 2 or array.size != shape[0] * shape[1]:

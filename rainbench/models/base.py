@@ -142,6 +142,9 @@ def load_network(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
     ):
         raise CheckpointError(f"{where} is not a state dict of tensors")
+    # Before their storages are measured: a sparse tensor has none.
+    if problem := _not_dense(weights):
+        raise CheckpointError(f"{where}: {problem}")
     held = {w.untyped_storage().data_ptr(): w.untyped_storage().nbytes() for w in weights.values()}
     if sum(w.numel() * w.element_size() for w in weights.values()) > sum(held.values()):
         raise CheckpointError(
@@ -180,22 +183,38 @@ def load_network(
 
 def weights_misfit(layout: dict[str, tuple[int, ...]], weights: dict) -> str | None:
     """How `weights` (name → tensor) do not fit a network's `layout` (name → shape), the
-    first thing found; None when they do: the same keys, shapes, floating point, finite."""
+    first thing found; None when they do: the same keys, shapes, dense float16, bfloat16,
+    float32 or float64 values, finite."""
     import torch
 
+    if problem := _not_dense(weights):
+        return problem
     for key, shape in layout.items():
         value = weights.get(key)
         if value is None:
             return f"missing key {key!r}"
         if tuple(value.shape) != shape:
             return f"{key!r} has shape {tuple(value.shape)}, expected {shape}"
-        if not value.is_floating_point():
-            return f"{key!r} is {value.dtype}, expected floating point"
+        # Not float8 either: torch cannot check its values for NaN.
+        if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            return f"{key!r} is {value.dtype}, expected float16, bfloat16, float32 or float64"
     unexpected = next((key for key in weights if key not in layout), None)
     if unexpected is not None:
         return f"unexpected key {unexpected!r}"
     bad = next((key for key, value in weights.items() if not torch.isfinite(value).all()), None)
     return f"{bad!r} holds NaN or infinite values" if bad is not None else None
+
+
+def _not_dense(weights: dict) -> str | None:
+    """The first tensor in `weights` that holds no plain values in memory (a sparse one, or
+    one on torch's meta device, which a weights-only load keeps), said; None if none."""
+    import torch
+
+    for key, value in weights.items():
+        if isinstance(value, torch.Tensor) and (value.layout != torch.strided or value.is_meta):
+            where = "meta device" if value.is_meta else str(value.layout)
+            return f"{key!r} is a {where} tensor, expected a dense one of values"
+    return None
 
 
 class Derainer(ABC):

@@ -105,9 +105,9 @@ def import_cyclegan_generator(path: Path, out: Path, source_sha256: str) -> None
     from rainbench.models.nlcl.checkpoint import save_atomic
 
     state = load_weights(path)
-    state = (
-        {k.removeprefix("module."): v for k, v in state.items()} if isinstance(state, dict) else {}
-    )
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        state = {}  # no state dict: said below as the CycleGAN layout missing
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     first = state.get("model.1.weight")
     if not isinstance(first, torch.Tensor) or first.dim() != 4:
         raise DerainerError(f"{path} is not a CycleGAN-layout generator (no model.1.weight)")

@@ -166,6 +166,10 @@ def _load_entry_point(entry_point: EntryPoint) -> DerainerSpec:
         raise DerainerError(f"{type(error).__name__}: {lines[0]}") from error
     if not isinstance(spec, DerainerSpec):
         raise DerainerError(f"it gives a {type(spec).__name__}, not a DerainerSpec")
+    # Listed and sorted with the others' names: a DerainerSpec given its arguments out of
+    # order broke `rainbench models` for every plug-in.
+    if not (isinstance(spec.name, str) and spec.name.isprintable() and spec.name.strip()):
+        raise DerainerError(f"its DerainerSpec's name is {spec.name!r}, not a one-line name")
     distribution = entry_point.dist.name if entry_point.dist else entry_point.value
     return dataclasses.replace(
         spec,

@@ -3,10 +3,13 @@ there is no network. The server is a local one on 127.0.0.1, started by the test
 
 import dataclasses
 import hashlib
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -106,6 +109,54 @@ def test_a_missing_file_on_the_server_is_one_line(isolated, server):
     assert "\n" not in message and not isolated.joinpath(BRISQUE).exists()
 
 
+class _CutShort(BaseHTTPRequestHandler):
+    """Promises 100,000 bytes, sends a few and closes: a connection dropped midway."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"PK\x03\x04 the start of a checkpoint")
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_download_cut_short_is_refused_and_nothing_stored(isolated):
+    # http.client takes the closed connection for the end of the body: brisque's file,
+    # with no checksum to catch it, was kept cut short and said to be fetched.
+    httpd = HTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        with pytest.raises(MetricError) as refused:
+            weights.fetch(["brisque"], base_url=url)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    message = str(refused.value)
+    assert message == (
+        f"the download of {url}{BRISQUE} was cut short: 30 of 100000 bytes; nothing stored"
+    )
+    assert list(isolated.iterdir()) == []
+
+
+def test_a_folder_it_cannot_write_is_not_said_to_be_a_failed_download(isolated, server):
+    # Said as "cannot download … without network: rainbench weights import …", whose
+    # remedy fails the same way.
+    folder, url = server
+    (folder / BRISQUE).write_bytes(b"svm")
+    partial = isolated / f".{BRISQUE}.{os.getpid()}.part"
+    isolated.mkdir()
+    # The download's file cannot be written, even by root: a link into no folder.
+    partial.symlink_to(isolated / "gone" / "file")
+    result = CliRunner().invoke(main, ["weights", "fetch", "brisque", "--from", url])
+    assert result.exit_code == 1
+    assert result.output == f"error: {partial}: No such file or directory\n"
+    assert not (isolated / BRISQUE).exists()
+
+
 def test_without_network_it_fails_in_one_line(isolated, monkeypatch):
     def blocked(*args, **kwargs):
         raise OSError("network is unreachable (sockets blocked by the test)")
@@ -122,6 +173,13 @@ def test_without_network_it_fails_in_one_line(isolated, monkeypatch):
 def test_an_unknown_name_lists_the_known_ones(isolated):
     with pytest.raises(MetricError, match="known: brisque, musiq, niqe, topiq_nr"):
         weights.fetch(["psnr_y"])
+
+
+@pytest.mark.parametrize("name", ["vgg16-397923af.pth", "cclgan-clip"])
+def test_a_known_file_it_does_not_fetch_is_not_said_to_be_unknown(isolated, name):
+    # It was "needs no weight file rainbench knows", of a file `weights status` lists.
+    with pytest.raises(MetricError, match=r"is not fetched .*; provide it: rainbench weights "):
+        weights.fetch([name])
 
 
 def test_the_cli_prints_each_file_and_fails_with_one_line(isolated, server):

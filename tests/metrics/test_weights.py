@@ -4,10 +4,12 @@ real sdist when RAINBENCH_BASICSR_SDIST names it).
 """
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import os
 import re
+import struct
 import tarfile
 import zipfile
 from pathlib import Path
@@ -132,6 +134,48 @@ def test_extract_niqe_reads_no_member_far_larger_than_the_parameters(isolated, t
     with tarfile.open(archive, "w:gz") as tar:
         _add(tar, "basicsr-1.4.2/" + weights.NIQE_NPZ_MEMBER, bytes(64 << 20))
     with pytest.raises(MetricError, match=r"is 67108864 bytes, not the NIQE parameters"):
+        weights.extract_niqe(archive, isolated)
+
+
+@pytest.mark.parametrize("bomb", ["tiny members", "a long name"])
+def test_extract_niqe_unpacks_no_more_than_a_bound(isolated, tmp_path, bomb):
+    # Inflated from a few megabytes to gigabytes, tarfile kept a record of each tiny
+    # member, or read a long name whole, before the NIQE member could be found.
+    count = (weights._SDIST_BYTES >> 9) + 1
+    if bomb == "tiny members":
+        data = tarfile.TarInfo("basicsr-1.4.2/setup.cfg").tobuf() * count
+    else:
+        name = tarfile.TarInfo("././@LongLink")
+        name.type, name.size = tarfile.GNUTYPE_LONGNAME, count << 9
+        data = name.tobuf(tarfile.GNU_FORMAT) + bytes(count << 9)
+    archive = tmp_path / "sdist.tar.gz"
+    with gzip.open(archive, "wb", compresslevel=1) as out:
+        out.write(data)
+    with pytest.raises(MetricError, match=rf"unpacks to more than {weights._SDIST_BYTES} bytes"):
+        weights.extract_niqe(archive, isolated)
+
+
+FORGED = {
+    "a size past any offset": {"size": str(2**64)},
+    "a sparse member without its map": {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.realsize": "999",
+    },
+}
+
+
+@pytest.mark.parametrize("records", FORGED.values(), ids=FORGED)
+def test_extract_niqe_from_an_archive_with_a_forged_header_is_one_line(isolated, tmp_path, records):
+    # tarfile raised ValueError on either, a traceback, before the NIQE member was found.
+    archive = tmp_path / "sdist.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        forged = tarfile.TarInfo("basicsr-1.4.2/setup.py")
+        forged.size, forged.pax_headers = 512, records
+        tar.addfile(forged, io.BytesIO(bytes(512)))
+        _add(tar, "basicsr-1.4.2/" + weights.NIQE_NPZ_MEMBER, b"x")
+    said = rf"^{re.escape(str(archive))} (unpacks to more than \d+ bytes|is damaged or cut short)"
+    with pytest.raises(MetricError, match=said):
         weights.extract_niqe(archive, isolated)
 
 
@@ -263,6 +307,31 @@ def test_a_mat_is_read_without_scipy_no_further_than_niqes_arrays(isolated, tmp_
     for path in (bomb, crash):
         with pytest.raises(MetricError, match=r"is not the expected .*: unreadable, expected"):
             weights.import_file(path, isolated)
+
+
+def _mat_element(kind: int, data: bytes) -> bytes:
+    return struct.pack("<II", kind, len(data)) + data + bytes(-len(data) % 8)
+
+
+@pytest.mark.parametrize("flags", [b"", b"\x06"])
+def test_a_mat_whose_matrix_has_no_flags_is_unreadable_not_a_traceback(isolated, tmp_path, flags):
+    # An array-flags element shorter than its 8 bytes: indexing it raised IndexError,
+    # which status, import and the metrics' check passed on as a traceback.
+    header = b"MATLAB 5.0 MAT-file".ljust(124) + struct.pack("<H", 0x0100) + b"IM"
+    matrix = b"".join(
+        _mat_element(kind, data)
+        for kind, data in [
+            (6, flags), (5, struct.pack("<ii", 1, 1)), (1, b"mu_prisparam"), (9, bytes(8))
+        ]
+    )  # fmt: skip
+    path = tmp_path / NIQE
+    path.write_bytes(header + _mat_element(14, matrix))
+    with pytest.raises(MetricError, match=r"is not the expected .*: unreadable, expected"):
+        weights.import_file(path, isolated)
+    isolated.mkdir()
+    (isolated / NIQE).write_bytes(path.read_bytes())
+    (niqe,) = [s for s in weights.status(isolated) if s.file.name == NIQE]
+    assert niqe.state == "mismatch" and niqe.sha256 is None
 
 
 def test_import_refuses_an_unknown_file(isolated, tmp_path):

@@ -166,8 +166,17 @@ def test_a_network_is_never_larger_than_the_weights_its_checkpoint_holds():
             ({}, {k: v for k, v in weights.items() if k != "layers.1.bias"})
         ],
         "unexpected key 'x'": [({}, {**weights, "x": torch.zeros(1)})],
-        "'layers.0.weight' is torch.int64, expected floating point": [
+        "'layers.0.weight' is torch.int64, expected float16, bfloat16, float32 or float64": [
             ({}, {**weights, "layers.0.weight": torch.zeros(2, 2, 1, 1, dtype=torch.long)})
+        ],
+        "'layers.0.bias' is torch.float8_e5m2, expected float16, bfloat16, float32 or float64": [
+            ({}, {**weights, "layers.0.bias": torch.zeros(2, dtype=torch.float8_e5m2)})
+        ],
+        "'layers.0.bias' is a torch.sparse_coo tensor, expected a dense one of values": [
+            ({}, {**weights, "layers.0.bias": torch.zeros(2).to_sparse()})
+        ],
+        "'layers.0.bias' is a meta device tensor, expected a dense one of values": [
+            ({}, {**weights, "layers.0.bias": torch.empty(2, device="meta")})
         ],
         "'layers.0.bias' holds NaN or infinite values": [({}, nan)],
         r"its weights share their values \(expanded tensors": [({"channels": 4096}, expanded)],

@@ -77,6 +77,12 @@ def broken(state: dict, change: str) -> dict:
         state["gen.0.bias"] = torch.zeros(32, dtype=torch.int64)
     elif change == "nan":
         state["gen.0.bias"] = torch.full((32,), float("nan"))
+    elif change == "float8":  # floating point, but torch cannot check it for NaN
+        state["gen.0.bias"] = torch.zeros(32, dtype=torch.float8_e4m3fn)
+    elif change == "sparse":
+        state["gen.0.bias"] = state["gen.0.bias"].to_sparse()
+    elif change == "meta":
+        state["gen.0.bias"] = torch.empty(32, device="meta")
     return state
 
 
@@ -88,6 +94,9 @@ def broken(state: dict, change: str) -> dict:
         ("extra", r"unexpected key 'gen\.19\.weight'"),
         ("integer", r"'gen\.0\.bias' is torch\.int64"),
         ("nan", r"'gen\.0\.bias' holds NaN"),
+        ("float8", r"'gen\.0\.bias' is torch\.float8_e4m3fn, expected float16, bfloat16"),
+        ("sparse", r"'gen\.0\.bias' is a torch\.sparse_coo tensor, expected a dense one"),
+        ("meta", r"'gen\.0\.bias' is a meta device tensor, expected a dense one"),
     ],
 )
 def test_off_layout_checkpoints_name_the_key(tmp_path, released, change, message):

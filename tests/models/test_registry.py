@@ -49,6 +49,8 @@ def make_spec():
 
 NOT_A_SPEC = 3
 CLASH = DerainerSpec("guided", "takes a built-in's name", Fake)
+SWAPPED = DerainerSpec(Fake, "its arguments out of order", "swapped")
+TWO_LINES = DerainerSpec("two\\nlines", "a name no listing shows on one line", Fake)
 
 
 def explode():
@@ -63,6 +65,8 @@ missing-module = rainbench_no_such_module:SPEC
 not-a-spec = {PLUGIN}:NOT_A_SPEC
 clash = {PLUGIN}:CLASH
 explodes = {PLUGIN}:explode
+swapped = {PLUGIN}:SWAPPED
+two-lines = {PLUGIN}:TWO_LINES
 """
 
 
@@ -163,13 +167,15 @@ def test_an_entry_point_derainer_is_created_like_a_built_in(plugin, tmp_path):
 def test_broken_entry_points_are_skipped_with_a_warning_naming_each(plugin):
     with pytest.warns(UserWarning) as caught:
         names = {spec.name for spec in list_derainers()}
-    assert {"missing-module", "not-a-spec", "explodes"}.isdisjoint(names)
+    assert {"missing-module", "not-a-spec", "explodes", "swapped", "two\nlines"}.isdisjoint(names)
     messages = [str(warning.message) for warning in caught]
     for name, reason in [
         ("missing-module", "ModuleNotFoundError"),
         ("not-a-spec", "gives a int, not a DerainerSpec"),
         ("clash", "the name 'guided' is taken by built-in"),
         ("explodes", "RuntimeError: plug-in bug"),
+        ("swapped", "its DerainerSpec's name is <class "),
+        ("two-lines", "its DerainerSpec's name is 'two\\nlines', not a one-line name"),
     ]:
         (message,) = [
             m for m in messages if m.startswith(f"skipping derainer entry point {name} =")
@@ -201,7 +207,7 @@ def test_a_name_only_a_broken_plugin_gives_says_it_failed_to_load(plugin):
     with pytest.warns(registry.PluginWarning), pytest.raises(DerainerError) as unknown:
         create_derainer("restormer")
     assert "unknown derainer 'restormer'" in str(unknown.value)
-    assert "3 plug-in(s) failed to load: the plug-in entry point missing-module" in str(
+    assert "5 plug-in(s) failed to load: the plug-in entry point missing-module" in str(
         unknown.value
     )
 

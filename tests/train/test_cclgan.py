@@ -273,6 +273,11 @@ _SHARED = torch.zeros(1, 3, 7, 7)
     [
         ({"model.1.weight": 5}, "not a CycleGAN-layout generator"),
         ({"model.1.weight": torch.tensor(1.0)}, "not a CycleGAN-layout generator"),
+        # A dictionary, not a state dict: a key that is no name.
+        ({"model.1.weight": torch.zeros(8, 3, 7, 7), 1: torch.zeros(1)}, "not a CycleGAN"),
+        # Tensors without values of their own.
+        ({"model.1.weight": torch.zeros(8, 3, 7, 7).to_sparse()}, "a torch.sparse_coo tensor"),
+        ({"model.1.weight": torch.empty(8, 3, 7, 7, device="meta")}, "a meta device tensor"),
         # 1.6 kB asking for a generator 20,000 wide (29 GB for one convolution)...
         ({"model.1.weight": torch.zeros(1).expand(20_000, 3, 7, 7)}, "share their values"),
         # ... or 10,000 blocks deep, every weight the same few bytes.
