@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import unquote
 
 from rainbench.errors import RainbenchError, first_line
 from rainbench.files import fsync_dir, leads_inside
@@ -74,6 +75,20 @@ def is_url(location: object) -> bool:
     paths and `file://` URLs stay local."""
     match = _URL.match(str(location)) if isinstance(location, str) else None
     return bool(match) and match.group(1).lower() != "file"
+
+
+def local_path(location: str | os.PathLike) -> str | os.PathLike:
+    """`location` with a `file://` URL turned into the path it names: `file:///data/ds`
+    is `/data/ds`, as fsspec and pyarrow read it, with escapes decoded as pyarrow does
+    and `Path.as_uri()` writes them (`%20`); any other location as it is. One that names
+    a host (`file://data/ds`, where a slash is missing) is refused in one line."""
+    match = _URL.match(location) if isinstance(location, str) else None
+    if match is None or match.group(1).lower() != "file":
+        return location
+    path = location[match.end() :]
+    if not path.startswith("/"):
+        raise StoreError(f"{location}: a file:// URL names a local path: file:///ABSOLUTE/PATH")
+    return Path(unquote(path))
 
 
 def check_url(url: str) -> str:

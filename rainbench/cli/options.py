@@ -12,7 +12,7 @@ import click
 
 from rainbench.errors import RainbenchError
 from rainbench.ingest.split import parse_fractions
-from rainbench.store import check_url, is_url
+from rainbench.store import StoreError, check_url, is_url, local_path
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
 
@@ -178,8 +178,21 @@ def as_json(text: str = "Print the summary as JSON."):
     return click.option("--json", "as_json", is_flag=True, help=text)
 
 
-class Location(click.Path):
-    """A local path (a click.Path with these settings) or an object store's URL
+class LocalPath(click.Path):
+    """A local path (a click.Path with these settings), also given as a `file:///…` URL,
+    as fsspec and pyarrow take it (`store.local_path`)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            try:
+                value = local_path(value)
+            except StoreError as error:
+                self.fail(str(error), param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Location(LocalPath):
+    """A local path (a LocalPath with these settings) or an object store's URL
     (`s3://bucket/ds`, `gs://…`), which is passed on as text; one that names no bucket
     is refused in one line (`check_url`)."""
 
@@ -218,7 +231,7 @@ def dataset(*aliases: str, required: bool = True, url: bool = False, **path: boo
     """The positional DATASET (a click.Path with the `path` settings; `url`: or an
     object store's URL), passed to the command as `dataset`; each flag in `aliases`
     (`--dataset`, `--into`) is a hidden option that names it the old way."""
-    kind = (Location if url else click.Path)(path_type=Path, **path)
+    kind = (Location if url else LocalPath)(path_type=Path, **path)
 
     def decorate(command):
         @functools.wraps(command)

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,7 @@ from rainbench.errors import first_line
 from rainbench.seeds import seed_from
 from rainbench.shards.dataset import DatasetError, open_dataset
 from rainbench.shards.members import ShardError, check_jpeg, decode_picture, size_limit
+from rainbench.store import local_path
 
 MODES = ("single", "paired", "unpaired")
 ON_ERROR = ("raise", "skip")
@@ -116,6 +118,14 @@ class RainDataset(IterableDataset):
             raise SettingError(
                 f"on_error must be one of {', '.join(ON_ERROR)}, not {self.on_error!r}"
             )
+        # Read in one mode only: given in another, a paired split was read as the whole
+        # dataset's captures, every split's, with no word.
+        if self.paired_split is not None and self.mode != "paired":
+            raise SettingError(f"paired_split is read in mode='paired', not {self.mode!r}")
+        if self.clean_filters is not None and self.mode != "unpaired":
+            raise SettingError(f"clean_filters is read in mode='unpaired', not {self.mode!r}")
+        for name in ("crops_per_image", "crop", "rank", "world_size"):
+            _check_whole(name, getattr(self, name))
         if self.crops_per_image < 1:
             raise SettingError("crops_per_image must be at least 1")
         if self.crop is not None and self.crop < 1:
@@ -126,13 +136,17 @@ class RainDataset(IterableDataset):
         readers_max_pixels()  # a bad $RAINBENCH_MAX_PIXELS: said here, not by a worker
         if self.decode_device is not None:
             _check_decode_device(self.decode_device)
-        self.epoch = 0
+        # The epoch lives in memory shared with the DataLoader workers: a persistent one
+        # (persistent_workers=True) iterates the epoch set since it started, not its first
+        # again and again.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._resume: dict = {}
         self._first_worker = 0  # the slot DataLoader worker 0 plays (see load_state_dict)
+        self._resume_epoch = 0  # the epoch the two above are of: a persistent worker keeps them
         # A URL's manifests are fetched once, here; every worker reads shards by range.
         # dataset.json is read as every command reads it: refused in one line unless a
         # dataset's (docs/dataset-format.md).
-        dataset = open_dataset(self.root)
+        dataset = open_dataset(local_path(self.root))
         dataset.read_info()
         local = dataset.root
         self._reader = ShardReader(local, verify=self.verify)
@@ -167,6 +181,15 @@ class RainDataset(IterableDataset):
         as `__iter__` takes them."""
         return len(range(slot.index, len(self.samples), slot.count)) * self.crops_per_image
 
+    @property
+    def epoch(self) -> int:
+        """The epoch iterated next."""
+        return int(self._epoch[0])
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self._epoch[0] = epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Iterate epoch `epoch` next; a resume point of another epoch is dropped."""
         if epoch != self.epoch:
@@ -184,7 +207,7 @@ class RainDataset(IterableDataset):
         one whose batch was next (`Loader` works it out), and so on cyclically."""
         if state["seed"] != self.seed:
             raise SettingError(f"the state was saved with seed {state['seed']}, not {self.seed}")
-        self.epoch = state["epoch"]
+        self.epoch = self._resume_epoch = state["epoch"]
         self._resume = {int(slot): int(n) for slot, n in state["consumed"].items()}
         self._first_worker = first_worker
 
@@ -198,15 +221,17 @@ class RainDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         self._reader.read_again()  # a shard unreadable in an earlier pass may read now
-        slot = current_slot(self.rank, self.world_size, self._first_worker)
-        skip = self._resume.get(slot.index, 0)
-        order = epoch_order(self.samples["shard"].to_numpy(), self.seed, self.epoch, self.shuffle)
+        epoch = self.epoch  # once: set_epoch may come while a worker still reads ahead
+        resuming = epoch == self._resume_epoch
+        slot = current_slot(self.rank, self.world_size, self._first_worker if resuming else 0)
+        skip = self._resume.get(slot.index, 0) if resuming else 0
+        order = epoch_order(self.samples["shard"].to_numpy(), self.seed, epoch, self.shuffle)
         mine = order[slot.index :: slot.count]
         first, partial = divmod(skip, self.crops_per_image)
         for place in range(first, len(mine)):
             if place + 1 < len(mine):
                 self._read_ahead(int(mine[place + 1]))
-            crops = self._crops_or_replacement(mine, place)
+            crops = self._crops_or_replacement(mine, place, epoch)
             for number, crop in enumerate(crops):
                 if place == first and number < partial:
                     continue
@@ -214,7 +239,7 @@ class RainDataset(IterableDataset):
                 crop["__position__"] = place * self.crops_per_image + number
                 yield crop
 
-    def _crops_or_replacement(self, mine: np.ndarray, place: int) -> list[dict]:
+    def _crops_or_replacement(self, mine: np.ndarray, place: int, epoch: int) -> list[dict]:
         """The crops of sample `mine[place]`; with `on_error="skip"`, if it cannot be
         read, those of the next sample of `mine` (cyclically) that can, cut where this
         place's seed and the attempt say (an unpaired partner that does not read is
@@ -222,7 +247,7 @@ class RainDataset(IterableDataset):
         resumed one picks up at the same crop. When none of `mine` reads, the first
         error stands."""
         index = int(mine[place])
-        rng = np.random.default_rng(_seed(self.seed, self.epoch, index))
+        rng = np.random.default_rng(_seed(self.seed, epoch, index))
         try:
             return self._crops(index, rng)
         except ShardError as error:
@@ -231,7 +256,7 @@ class RainDataset(IterableDataset):
             failed = error
         for step in range(1, len(mine)):
             other = int(mine[(place + step) % len(mine)])
-            rng = np.random.default_rng(_seed(self.seed, self.epoch, index, step))
+            rng = np.random.default_rng(_seed(self.seed, epoch, index, step))
             try:
                 crops = self._crops(other, rng)
             except ShardError:
@@ -418,6 +443,14 @@ def _check_size(where: str, shape: tuple, width: int | None, height: int | None)
             f"{where}: {shape[2]}×{shape[1]}, not the manifest's {width}×{height} "
             "(run rainbench verify)"
         )
+
+
+def _check_whole(name: str, value: object) -> None:
+    """Refuse a count or size that is no whole number: a crop of 2.5 px was cut 2 or 3 px
+    wide, crops no batch collates, one of True 1 px; a fractional count or rank failed
+    in every worker."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+        raise SettingError(f"{name} must be a whole number; not {value!r}")
 
 
 def _check_rank(rank: int | None, world_size: int | None) -> None:

@@ -50,6 +50,26 @@ def test_dataset_is_positional_and_the_old_flag_still_works(
     assert positional[0][position] == old[0][position] == Path(ds)
 
 
+@pytest.mark.parametrize(("before", "flag", "after", "target", "position"), COMMANDS)
+def test_a_dataset_given_as_a_file_url_is_the_folder_it_names(
+    tmp_path, monkeypatch, before, flag, after, target, position
+):
+    ds = tmp_path / "a ds"
+    before, after = ([a.format(tmp=tmp_path) for a in args] for args in (before, after))
+    called = _called([*before, ds.as_uri(), *after], monkeypatch, target)
+    assert called[0][position] == ds
+    host = CliRunner().invoke(main, [*before, "file://tmp/ds", *after])
+    assert host.exit_code == 2 and "file:// URL names a local path" in host.output
+
+
+def test_ingest_takes_file_urls_for_its_inputs_and_its_dataset(tmp_path, monkeypatch):
+    raw, ds = tmp_path / "raw", tmp_path / "ds"
+    raw.mkdir()
+    argv = ["ingest", raw.as_uri(), "--out", ds.as_uri()]
+    called = _called(argv, monkeypatch, "rainbench.cli.dataset.ingest")
+    assert called[0][:2] == ([raw], ds)
+
+
 def test_train_nlcl_takes_the_dataset_either_way(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     ds, run = str(tmp_path / "ds"), str(tmp_path / "run")

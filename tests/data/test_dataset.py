@@ -5,6 +5,7 @@ import io
 import itertools
 import pickle
 import re
+import shutil
 import tarfile
 import threading
 import warnings
@@ -83,6 +84,29 @@ def test_the_order_comes_from_seed_and_epoch():
     # Samples of one shard stay together, shards in a random order.
     runs = [shards[i] for i in first]
     assert sum(a != b for a, b in itertools.pairwise(runs)) == 2
+
+
+def test_persistent_workers_iterate_the_epoch_set_since_they_started(_dataset):
+    # A DataLoader's persistent workers keep the copy of the dataset they started with:
+    # set_epoch did not reach them, and every epoch was epoch 0 again, order and crops.
+    dataset = RainDataset(_dataset, crop=32, seed=4)
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=True)
+    epochs = []
+    for epoch in (0, 1, 2):
+        dataset.set_epoch(epoch)
+        epochs.append(_keys(loader))
+        assert epochs[-1] == _keys(DataLoader(dataset, batch_size=4, num_workers=2))
+    assert len({tuple(keys) for keys in epochs}) == 3
+
+
+def test_a_persistent_worker_resumes_only_the_epoch_it_was_told_to(_dataset):
+    # The next epoch is whole: the resume point the workers started with is of another.
+    dataset = RainDataset(_dataset, crop=32, seed=4)
+    dataset.load_state_dict({"epoch": 0, "seed": 4, "consumed": {0: 3, 1: 2}})
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=True)
+    assert len(_keys(loader)) == len(dataset) - 5
+    dataset.set_epoch(1)
+    assert _keys(loader) == _keys(DataLoader(dataset, batch_size=4, num_workers=2))
 
 
 def test_resumed_crops_are_the_same_pixels(_dataset):
@@ -647,6 +671,20 @@ def test_crops_cut_before_turning_equal_crops_of_the_upright_picture(orientation
         ({"mode": "pairs"}, "mode must be one of"),
         ({"crops_per_image": 0}, "crops_per_image must be at least 1"),
         ({"crop": -5}, "crop must be at least 1 px, or None for whole pictures; not -5"),
+        # A crop of 2.5 px was cut 2 or 3 px wide (no batch collated them), 200.0 px
+        # failed in torch's pad on smaller pictures, True was 1 px.
+        ({"crop": 2.5}, r"crop must be a whole number; not 2\.5$"),
+        ({"crop": 200.0}, "crop must be a whole number"),
+        ({"crop": True}, "crop must be a whole number; not True"),
+        ({"crops_per_image": 1.5}, "crops_per_image must be a whole number"),
+        ({"rank": 0.5, "world_size": 2}, "rank must be a whole number; not 0.5"),
+        # Ignored, they gave every split's captures in single mode.
+        ({"paired_split": "syn-streak"}, "paired_split is read in mode='paired', not 'single'"),
+        (
+            {"mode": "unpaired", "paired_split": "syn-streak"},
+            "paired_split is read in mode='paired', not 'unpaired'",
+        ),
+        ({"clean_filters": Filters(split="test")}, "clean_filters is read in mode='unpaired'"),
     ],
 )
 def test_impossible_settings_are_refused_when_made_not_while_iterating(_dataset, settings, message):
@@ -711,3 +749,15 @@ def test_a_dataset_without_a_readable_dataset_json_is_refused_in_one_line(ds, co
     with pytest.raises(DatasetError, match=said) as refused:
         RainDataset(ds, crop=32)
     assert "\n" not in str(refused.value)
+
+
+def test_a_file_url_reads_the_dataset_it_names(_dataset, tmp_path):
+    # fsspec's and pyarrow's way to name a local dataset; taken as a path it was
+    # file:/…, which "does not exist".
+    local = shutil.copytree(_dataset, tmp_path / "my ds")
+    by_url = RainDataset(local.as_uri(), crop=32, seed=3)
+    assert local.as_uri().startswith("file:///") and "%20" in local.as_uri()
+    expected = list(RainDataset(local, crop=32, seed=3))
+    got = list(by_url)
+    assert [item["key"] for item in got] == [item["key"] for item in expected]
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(got, expected, strict=True))

@@ -5,6 +5,7 @@ and mirror folders that only the cache can make."""
 import json
 import os
 import tracemalloc
+from pathlib import Path
 
 import fsspec.core
 import pytest
@@ -28,6 +29,28 @@ from rainbench import store
 )
 def test_urls_and_paths(location, url):
     assert store.is_url(location) is url
+
+
+@pytest.mark.parametrize(
+    ("location", "path"),
+    [
+        ("file:///data/ds", Path("/data/ds")),
+        ("FILE:///data/my%20ds/", Path("/data/my ds")),
+        ("/data/ds", "/data/ds"),
+        ("s3://bucket/ds", "s3://bucket/ds"),
+        (Path("ds"), Path("ds")),
+    ],
+)
+def test_a_file_url_is_the_local_path_it_names(location, path):
+    # Taken as a path, file:///data/ds was file:/data/ds, a folder that does not exist.
+    assert store.local_path(location) == path
+
+
+@pytest.mark.parametrize("url", ["file://data/ds", "file://localhost/data/ds", "file://"])
+def test_a_file_url_that_names_a_host_is_refused_in_one_line(url):
+    with pytest.raises(store.StoreError) as refused:
+        store.local_path(url)
+    assert str(refused.value) == f"{url}: a file:// URL names a local path: file:///ABSOLUTE/PATH"
 
 
 @pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/ds/", "gs://b/x", "memory://ds"])
