@@ -30,6 +30,11 @@ TWO_NN_DISCARD = 0.1
 # standard error is about 1/√n, 10 % at 100 (with 8 patches TwoNN gave 53 on a photo
 # whose estimate from 512 is 5–8); a layer with fewer has no estimate (nan).
 MIN_PATCHES = 100
+# References an image may have: 32768 patches of a layer, about 200 MB as float64; the
+# neighbour search grows as n² (1024 references took 2 CPU minutes an image, so this
+# about half an hour). More patches of one image hardly narrow the spread, which is
+# over images, and many more would not fit in memory at all.
+MOST_REFERENCES = 4096
 # Images with both layers estimated that a conclusion needs: a two-sided sign test on
 # fewer cannot reach p < 0.05 even when every image agrees (6 of 6: p = 0.031).
 MIN_IMAGES = 6
@@ -171,19 +176,30 @@ def patch_vectors(
     less its own mean so that a brightness offset is not a dimension. With `unit_norm`
     each is also divided by its norm (flat patches stay 0), so contrast is not one either:
     the estimate then measures the patches' shapes only."""
-    windows = sliding_window_view(_as_float(image), (patch, patch), axis=(0, 1))
-    vectors = windows[corners[:, 0], corners[:, 1]].reshape(len(corners), -1)
-    vectors = vectors - vectors.mean(axis=1, keepdims=True)
+    pixels = _checked(image)
+    windows = sliding_window_view(pixels, (patch, patch), axis=(0, 1))
+    values = windows[corners[:, 0], corners[:, 1]].reshape(len(corners), -1).astype(np.float64)
+    # n·v − Σv over a patch's n values, in float64, is exact on 8-bit pixels and on flat
+    # float32 ones: a flat patch is 0 and 8-bit patches a brightness step apart are one
+    # point, not near duplicates an ulp apart that the estimators would read as dimensions.
+    n = values.shape[1]
+    scale = 255 if pixels.dtype == np.uint8 else 1
+    vectors = (n * values - values.sum(axis=1, keepdims=True)) / (n * scale)
     if unit_norm:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.where(norms > 0, norms, 1)
     return vectors
 
 
-def _as_float(image: np.ndarray) -> np.ndarray:
+def _checked(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H×W×3 image, not shape {image.shape}")
+    return image
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    image = _checked(image)
     if image.dtype == np.uint8:
         return image.astype(np.float32) / 255
     return image.astype(np.float32, copy=False)
@@ -406,6 +422,8 @@ def analyze(
             f"{s.references} references of {s.per_reference} patches are too few: the "
             f"estimators need {MIN_PATCHES} patches of a layer, {s.fewest_references} references"
         )
+    if s.references > MOST_REFERENCES:
+        raise ValueError(f"{s.references} references are too many: at most {MOST_REFERENCES}")
     estimates: dict[tuple[str, str], list[float]] = {
         (layer, name): [] for layer in ("image", "rain") for name in ("two_nn", "mle")
     }
@@ -510,7 +528,10 @@ def _read_pairs(dataset: Dataset, rows: list[dict]) -> Iterator[tuple[np.ndarray
             for row in members:
                 gt = _png(tar, row, member(row["key"], GROUND_TRUTH), row["gt_sha256"])
                 rainy = _png(tar, row, member(row["key"], RAIN), row["rain_sha256"])
-                yield gt, np.clip(rainy - gt, 0, 1)
+                # In 8-bit integers, so that equal differences are equal floats whatever the
+                # background: a uniform haze is one flat picture, not ulp-sized texture.
+                rain = np.clip(rainy.astype(np.int16) - gt, 0, 255)
+                yield gt / np.float32(255), rain / np.float32(255)
 
 
 def _png(tar: tarfile.TarFile, row: dict, name: str, sha256: str) -> np.ndarray:
@@ -524,4 +545,4 @@ def _png(tar: tarfile.TarFile, row: dict, name: str, sha256: str) -> np.ndarray:
             f"{row['shard']}:{name}: {picture.width}×{picture.height}, not the manifest's "
             f"{size[0]}×{size[1]} (run rainbench verify)"
         )
-    return np.asarray(picture, dtype=np.float32) / 255
+    return np.asarray(picture)

@@ -8,6 +8,7 @@ from rainbench import __version__
 from rainbench.analysis.intrinsic_dim import (
     LIBRARIES,
     MIN_PATCHES,
+    MOST_REFERENCES,
     Settings,
     analyze,
     from_synthetic_split,
@@ -35,7 +36,7 @@ def analyze_group() -> None:
 )
 @click.option(
     "--references",
-    type=click.IntRange(min=Settings().fewest_references),
+    type=click.IntRange(min=Settings().fewest_references, max=MOST_REFERENCES),
     default=Settings.references,
     show_default=True,
     help="Reference patches per image, each with its 7 most similar in a 40×40 window "

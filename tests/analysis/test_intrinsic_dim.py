@@ -21,6 +21,7 @@ from rainbench import __version__
 from rainbench.analysis.intrinsic_dim import (
     MIN_IMAGES,
     MIN_PATCHES,
+    MOST_REFERENCES,
     AnalysisError,
     Report,
     Settings,
@@ -128,6 +129,46 @@ def test_patches_lose_their_mean_and_optionally_their_norm():
         random_patches(np.zeros((10, 40, 3)), patch=16, count=1)
     with pytest.raises(ValueError, match="H×W×3"):
         random_patches(np.zeros((40, 40)), count=1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_flat_patch_is_zero_and_a_brightness_step_no_new_point(dtype):
+    # A grey patch less its float32 mean was an ulp-sized speck at 136 of the 256 levels
+    # (with unit_norm a unit vector), and an overcast sky's patches a level apart were
+    # distinct near duplicates, not one point as a brightness offset should be.
+    levels = np.arange(256, dtype=np.uint8)
+    flat = np.repeat(np.repeat(levels[:, None, None], 16, axis=1), 3, axis=2)
+    flat = np.broadcast_to(flat[:, :, None, :], (256, 16, 16, 3)).reshape(-1, 16, 3)
+    image = flat if dtype == np.uint8 else flat / np.float32(255)
+    corners = np.stack([np.arange(256) * 16, np.zeros(256, dtype=int)], axis=1)
+    for unit_norm in (False, True):
+        assert not patch_vectors(image, corners, 16, unit_norm).any()
+    if dtype == np.uint8:
+        texture = np.random.default_rng(0).integers(0, 200, (16, 16, 3), dtype=np.uint8)
+        steps = np.concatenate([texture + step for step in range(0, 56, 5)])
+        corners = np.stack([np.arange(0, len(steps), 16), np.zeros(len(steps) // 16, int)], 1)
+        assert len(np.unique(patch_vectors(steps, corners, 16), axis=0)) == 1
+
+
+def test_a_uniform_haze_is_a_rain_layer_of_no_dimension(tmp_path):
+    # Rainy = clean + 8 everywhere: the rain layer is one flat picture. Subtracted as
+    # floats, its patches differed by ulps over each background, and the estimators
+    # measured the rounding: TwoNN about 30 against 5 for the image.
+    from rainbench.synth.imports import import_paired
+
+    for folder in ("input", "target"):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+    for name in ("astronaut", "coffee"):
+        clean = np.minimum(_photo(name, 96), 247)
+        Image.fromarray(clean).save(tmp_path / "set" / "target" / f"{name}.png")
+        Image.fromarray(clean + 8).save(tmp_path / "set" / "input" / f"{name}.png")
+    import_paired(tmp_path / "set", "input-target", "haze", tmp_path / "ds", 10**9, workers=1)
+    pairs = list(from_synthetic_split(tmp_path / "ds", "haze"))
+    assert all(np.all(rain == np.float32(8 / 255)) for _, rain in pairs)
+    report = analyze(pairs, Settings(references=16))
+    assert report.counts["rain_distinct"] == 2  # one flat patch an image
+    assert math.isnan(report.rain_dim_two_nn.median) and math.isnan(report.rain_dim_mle.median)
+    assert report.image_dim_two_nn.median > 0
 
 
 def _photo(name: str, height: int = 128) -> np.ndarray:
@@ -246,7 +287,8 @@ def test_from_synthetic_split_yields_ground_truth_and_rain_layer(synthetic_datas
                 for name in ("gt.png", "rain.png")
             }
         assert np.array_equal(gt, stored["gt.png"] / np.float32(255))
-        expected = np.clip(stored["rain.png"] / np.float32(255) - gt, 0, 1)
+        added = stored["rain.png"].astype(np.int16) - stored["gt.png"]
+        expected = np.clip(added, 0, 255) / np.float32(255)
         assert np.array_equal(rain, expected) and rain.max() > 0
     assert len(list(from_synthetic_split(ds, "syn-streak", limit=2))) == 2
     report = analyze(from_synthetic_split(ds, "syn-streak", limit=None))
@@ -428,6 +470,13 @@ def test_the_cli_refuses_too_few_references_and_makes_the_out_folder(synthetic_d
     args = ["analyze", "intrinsic-dim", str(synthetic_dataset), "--split", "syn-streak"]
     refused = CliRunner().invoke(main, [*args, "--limit", "1", "--references", "1"])
     assert refused.exit_code == 2 and "--references" in refused.output
+    # Too many: numpy's tracebacks (MemoryError, "maximum allowed dimension") before.
+    for many in (10**20, MOST_REFERENCES + 1):
+        refused = CliRunner().invoke(main, [*args, "--limit", "1", "--references", str(many)])
+        assert refused.exit_code == 2 and "--references" in refused.output
+    background = _photo("astronaut", 40) / np.float32(255)
+    with pytest.raises(ValueError, match=f"too many: at most {MOST_REFERENCES}"):
+        analyze([(background, background)], Settings(references=MOST_REFERENCES + 1))
     out = tmp_path / "new" / "folder" / "id.json"
     result = CliRunner().invoke(main, [*args, "--limit", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
