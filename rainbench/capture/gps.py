@@ -40,6 +40,12 @@ _EXIF_HEADER = b"Exif\0\0"
 _JPEG_XMP = b"http://ns.adobe.com/xap/1.0/\0"
 _JPEG_XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\0"
 _JPEG_MPF = b"MPF\0"
+_JPEG_PHOTOSHOP = b"Photoshop 3.0\0"
+_IPTC_RESOURCE = 0x0404
+# IPTC IIM datasets of the application record (2) that name a place: content location
+# code and name, city, sub-location, province or state, country code and country name.
+_IIM_PLACES = {26, 27, 90, 92, 95, 100, 101}
+_IIM_PLACE_TAG = re.compile(rb"\x1c\x02[\x1a\x1b\x5a\x5c\x5f\x64\x65]")
 _PNG_XMP = b"XML:com.adobe.xmp"
 # ImageMagick's hex-encoded profiles in PNG text chunks; Pillow reads the EXIF one too.
 _PNG_RAW_EXIF = {b"Raw profile type exif", b"Raw profile type APP1"}
@@ -397,12 +403,60 @@ def _jpeg_picture_edits(data: bytes, soi: int) -> tuple[list[_Edit], int, list[i
             extended.setdefault(guid, []).append((offset, head + 40, stop))
         elif marker == 0xE2 and soi == 0 and data.startswith(_JPEG_MPF, start):
             further = _mpf_images(data, start + len(_JPEG_MPF), stop)
+        elif marker == 0xED and data.startswith(_JPEG_PHOTOSHOP, start):
+            found = _blank_if_located(start, stop, data[start:stop])
+            edits += found or _photoshop_edits(data, start + len(_JPEG_PHOTOSHOP), stop)
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
             edits += _blank_if_located(start, stop, data[start:stop])
     for chunks in extended.values():
         pieces = [(start, stop) for _, start, stop in sorted(chunks)]
         edits += _payload_edits(data, pieces, _xmp_in)
     return edits, end, further
+
+
+def _photoshop_edits(data: bytes, pos: int, stop: int) -> list[_Edit]:
+    """Zero the place names (city, sub-location, country, …) of the IPTC record among
+    the Photoshop image resources in data[pos:stop]. A resource cut off by the segment's
+    end (one continued in the next) is read as far as it goes; bytes that are no resource
+    are refused when they hold a place dataset's tag."""
+    edits: list[_Edit] = []
+    while pos + 12 <= stop and data[pos : pos + 4].isalnum():
+        resource = int.from_bytes(data[pos + 4 : pos + 6], "big")
+        name = pos + 6 + (data[pos + 6] + 2) // 2 * 2  # a Pascal string padded to even
+        if name + 4 > stop:
+            break
+        start = name + 4
+        end = min(stop, start + int.from_bytes(data[name:start], "big"))
+        if resource == _IPTC_RESOURCE:
+            edits += _iptc_edits(data, start, end)
+        pos = end + (end - start) % 2
+    if pos < stop and _IIM_PLACE_TAG.search(data, pos, stop):
+        raise CaptureRejected(
+            Reason.GPS_UNCERTAIN,
+            "JPEG Photoshop resources hold an IPTC place name where no resource is read",
+        )
+    return edits
+
+
+def _iptc_edits(data: bytes, pos: int, stop: int) -> list[_Edit]:
+    """Zero the values of the IPTC IIM datasets in data[pos:stop] that name a place."""
+    edits = []
+    while pos + 5 <= stop and data[pos] == 0x1C:
+        record, dataset = data[pos + 1], data[pos + 2]
+        size, start = int.from_bytes(data[pos + 3 : pos + 5], "big"), pos + 5
+        if size & 0x8000:  # an extended dataset: its length in the next size & 0x7FFF bytes
+            start += size & 0x7FFF
+            size = int.from_bytes(data[pos + 5 : start], "big")
+        if start + size > stop:
+            raise CaptureRejected(Reason.CORRUPT_EXIF, "a JPEG IPTC dataset runs past its block")
+        if record == 2 and dataset in _IIM_PLACES:
+            edits.append(_Edit(start, start + size, bytes(size)))
+        pos = start + size
+    if _IIM_PLACE_TAG.search(data, pos, stop):
+        raise CaptureRejected(
+            Reason.GPS_UNCERTAIN, "JPEG IPTC holds a place name after bytes that are no dataset"
+        )
+    return edits
 
 
 # In entropy-coded data a 0xFF is followed by a stuffed 0x00 or a restart marker; any

@@ -44,12 +44,15 @@ _EBML = b"\x1a\x45\xdf\xa3"  # the magic of Matroska and WebM files
 # A metadata name that says location: ©xyz, loci, com.apple.quicktime.location.ISO6709,
 # Matroska's LOCATION, GPS_LATITUDE and their like.
 _LOCATION_NAME = re.compile(rb"location|gps|latitude|longitude|iso6709|\xa9xyz|loci", re.I)
-# In a subtitle or timed-metadata sample, "GPS" alone marks a position: DJI's subtitles
-# read "GPS(8.5451,47.3754,420)".
-_GPS_TEXT = re.compile(rb"gps", re.I)
-# In media data that is no track's sample, "GPS" with a number after it: three letters
-# alone turn up by chance in MBs of binary framing.
-_GPS_POSITION = re.compile(rb"gps[^0-9a-z]{0,4}[-+]?\d{1,3}\.\d", re.I)
+# In a subtitle or timed-metadata sample, "GPS" alone marks a position, and so do the
+# words lat, lon, lng, latitude, longitude with a number after them: DJI's subtitles read
+# "GPS(8.5451,47.3754,420)" or "[lat: 47.3754] [lon: 8.5451]".
+_GPS_TEXT = re.compile(rb"gps|\b(?:lat|lon|lng)(?:itude|gitude)?[^0-9a-z]{0,4}[-+]?\d", re.I)
+# In media data that is no track's sample, those words only with a decimal number after
+# them: three letters alone turn up by chance in MBs of binary framing.
+_GPS_POSITION = re.compile(
+    rb"(?:gps|\b(?:lat|lon|lng)(?:itude|gitude)?)[^0-9a-z]{0,4}[-+]?\d{1,3}\.\d", re.I
+)
 # Bytes a Matroska block puts before its frame: track number, timecode, flags.
 _BLOCK_HEADER = 64
 _SIMPLE_BLOCK, _BLOCK_GROUP, _BLOCK = 0xA3, 0xA0, 0xA1
@@ -526,7 +529,7 @@ def location_edits(data: Data, fmt: Format) -> list[tuple[int, bytes]]:
         edits, cleaned, media = _matroska_edits(data)
     else:
         edits, cleaned, media = _box_edits(data)
-    sample_edits, samples = _timed_sample_edits(data)
+    sample_edits, samples = _timed_sample_edits(data, _camm_tracks(data, fmt))
     edits += sample_edits
     # A value already zeroed (a file stripped before) is no edit: stripping is idempotent.
     edits = [(at, new) for at, new in edits if data[at : at + len(new)] != new]
@@ -535,10 +538,13 @@ def location_edits(data: Data, fmt: Format) -> list[tuple[int, bytes]]:
     return edits
 
 
-def _timed_sample_edits(data: Data) -> tuple[list[tuple[int, bytes]], dict[int, int]]:
+def _timed_sample_edits(
+    data: Data, camm: set[int]
+) -> tuple[list[tuple[int, bytes]], dict[int, int]]:
     """Edits zeroing the samples of subtitle and timed-metadata tracks that name a
     location (a drone's or a dashcam's position frame by frame, in the media data where
-    the container's metadata is not), found by demuxing those tracks; and where each
+    the container's metadata is not), found by demuxing those tracks: as text, or as the
+    GPS packets of a camera motion track (streams `camm`); and where each
     video and audio sample starts, which the media data check skips. A sample whose bytes
     are not stored as demuxed (compressed, split) cannot be cleaned in place and the video
     is refused."""
@@ -556,7 +562,8 @@ def _timed_sample_edits(data: Data) -> tuple[list[tuple[int, bytes]], dict[int, 
                         pictures_and_sound[packet.pos] = packet.size
                     continue
                 payload = bytes(packet)
-                if not (location_hint(payload) or _GPS_TEXT.search(payload)):
+                gps = packet.stream.index in camm and _camm_gps(payload)
+                if not (gps or location_hint(payload) or _GPS_TEXT.search(payload)):
                     continue
                 at = -1
                 if packet.pos is not None:
@@ -572,6 +579,41 @@ def _timed_sample_edits(data: Data) -> tuple[list[tuple[int, bytes]], dict[int, 
         text = getattr(error, "strerror", None) or type(error).__name__
         raise CaptureRejected(Reason.CORRUPT, f"the video does not demux: {text}") from None
     return edits, pictures_and_sound
+
+
+def _camm_tracks(data: Data, fmt: Format) -> set[int]:
+    """The streams (as FFmpeg numbers them: a movie's tracks in order) whose samples are
+    camera motion metadata (Google's `camm` sample entry), which hold positions as
+    binary numbers that no text search finds."""
+    if fmt.name == "mkv":
+        return set()
+    found = set()
+    for kind, _, start, stop in bmff.boxes(data, 0, len(data), "video"):
+        if kind != b"moov":
+            continue
+        traks = (box for box in bmff.boxes(data, start, stop, "video") if box[0] == b"trak")
+        for index, (_, _, trak_start, trak_stop) in enumerate(traks):
+            if _sample_entry(data, trak_start, trak_stop) == b"camm":
+                found.add(index)
+    return found
+
+
+def _sample_entry(data: Data, start: int, stop: int) -> bytes | None:
+    """The type of the first sample entry of the track whose trak box holds
+    data[start:stop] (in trak/mdia/minf/stbl/stsd)."""
+    for path in (b"mdia", b"minf", b"stbl", b"stsd"):
+        inner = next((b for b in bmff.boxes(data, start, stop, "video") if b[0] == path), None)
+        if inner is None:
+            return None
+        start, stop = inner[2], inner[3]
+    # stsd: version and flags, the entry count, then the entries (size, type, …).
+    return data[start + 12 : start + 16] if stop - start >= 16 else None
+
+
+def _camm_gps(sample: bytes) -> bool:
+    """Whether a camera motion sample is a GPS packet: after two reserved bytes its
+    type (little-endian), 5 (latitude, longitude, altitude) or 6 (a full GPS fix)."""
+    return len(sample) >= 4 and int.from_bytes(sample[2:4], "little") in (5, 6)
 
 
 def _refuse_location_in_media(

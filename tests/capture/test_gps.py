@@ -500,3 +500,67 @@ def test_heic_xmp_item_under_another_type_name_naming_a_location_is_refused() ->
     with pytest.raises(CaptureRejected) as refused:
         strip_gps(data, FORMATS["heic"])
     assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+PLACES_XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"'
+    b' xmlns:Iptc4xmpCore="http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/"'
+    b' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
+    b' photoshop:City="Delft" photoshop:Country="Nederland" photoshop:Credit="rainbench"'
+    b' Iptc4xmpCore:Location="Markt" Iptc4xmpCore:CountryCode="NLD">'
+    b"<Iptc4xmpExt:LocationShown><rdf:Bag><rdf:li rdf:parseType='Resource'>"
+    b"<Iptc4xmpExt:Sublocation>Nieuwe Kerk</Iptc4xmpExt:Sublocation>"
+    b"<Iptc4xmpExt:ProvinceState>Zuid-Holland</Iptc4xmpExt:ProvinceState>"
+    b"</rdf:li></rdf:Bag></Iptc4xmpExt:LocationShown>"
+    b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+)
+PLACES = (b"Delft", b"Nederland", b"Markt", b"NLD", b"Nieuwe Kerk", b"Zuid-Holland")
+
+
+@pytest.mark.parametrize("name", ["jpeg", "webp", "heic"])
+def test_xmp_place_names_are_blanked(name: str) -> None:
+    """The docs promise no property that records a place: a city or a country names one
+    as surely as a latitude does (photoshop:City, Iptc4xmpCore:Location, …)."""
+    data = capture(name, xmp=PLACES_XMP)
+    assert all(place in data for place in PLACES)
+
+    stripped = strip_gps(data, FORMATS[name])
+
+    assert len(stripped) == len(data) and not any(place in stripped for place in PLACES)
+    xmp = opened(stripped).info["xmp"]
+    root = ET.fromstring(xmp[xmp.index(b"<x:xmpmeta") : xmp.index(b"</x:xmpmeta>") + 12])
+    description = root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+    assert description.get("{http://ns.adobe.com/photoshop/1.0/}Credit") == "rainbench"
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+def iptc_segment(*datasets: tuple[int, bytes]) -> bytes:
+    """A JPEG APP13 segment holding Photoshop's IPTC resource with record-2 `datasets`."""
+    iim = b"".join(b"\x1c\x02" + bytes([n]) + struct.pack(">H", len(v)) + v for n, v in datasets)
+    resource = b"8BIM\x04\x04\0\0" + struct.pack(">I", len(iim)) + iim + b"\0" * (len(iim) % 2)
+    payload = b"Photoshop 3.0\0" + resource
+    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_iptc_place_names_are_zeroed_and_the_rest_kept() -> None:
+    plain = capture("jpeg")
+    places = [(90, b"Delft"), (92, b"Nieuwe Kerk"), (95, b"Zuid-Holland"), (101, b"Nederland")]
+    data = plain[:2] + iptc_segment((80, b"A. Photographer"), *places, (100, b"NLD")) + plain[2:]
+
+    stripped = strip_gps(data, FORMATS["jpeg"])
+
+    assert len(stripped) == len(data) and not any(place in stripped for place in PLACES)
+    assert b"A. Photographer" in stripped
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+def test_an_iptc_place_name_past_a_broken_dataset_is_refused() -> None:
+    plain = capture("jpeg")
+    segment = bytearray(iptc_segment((80, b"A. Photographer"), (90, b"Delft")))
+    segment[segment.index(b"\x1c\x02\x50")] = 0  # the first dataset's tag marker
+    data = plain[:2] + bytes(segment) + plain[2:]
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(data, FORMATS["jpeg"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN

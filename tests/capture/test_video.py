@@ -335,9 +335,9 @@ def _append_to_moov(data: bytes, box: bytes) -> bytes:
 POSITIONS = b"GPS(8.5451,47.3754,420)"
 
 
-def _with_subtitles(container: str, codec: str) -> bytes:
+def _with_subtitles(container: str, codec: str, text: bytes = POSITIONS) -> bytes:
     """Three frames and a subtitle track whose one sample gives a drone's position."""
-    sample = len(POSITIONS).to_bytes(2, "big") + POSITIONS if codec == "mov_text" else POSITIONS
+    sample = len(text).to_bytes(2, "big") + text if codec == "mov_text" else text
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as output:
         video = output.add_stream("libx264", rate=24)
@@ -356,11 +356,15 @@ def _with_subtitles(container: str, codec: str) -> bytes:
 
 
 @pytest.mark.parametrize(("container", "codec"), [("mov", "mov_text"), ("matroska", "subrip")])
-def test_a_subtitle_track_with_positions_is_zeroed(container, codec):
-    """A drone writes its position frame by frame as subtitles, in the media data."""
-    data = _with_subtitles(container, codec)
+@pytest.mark.parametrize(
+    "text", [POSITIONS, b"[rel_alt: 1.300 abs_alt: 420.3] [lat: 47.375400] [lon: 8.545100]"]
+)
+def test_a_subtitle_track_with_positions_is_zeroed(container, codec, text):
+    """A drone writes its position frame by frame as subtitles, in the media data: DJI's
+    as GPS(…) or as [lat: …] [lon: …]."""
+    data = _with_subtitles(container, codec, text)
     stripped = strip_location(data, sniff(data, "x"))
-    assert len(stripped) == len(data) and POSITIONS in data and b"47.3754" not in stripped
+    assert len(stripped) == len(data) and text in data and b"47.3754" not in stripped
     assert probe_video(stripped).frames == 3
 
 
@@ -558,3 +562,49 @@ def test_a_frame_size_that_changes_mid_stream_is_named():
         probe_video(buffer.getvalue())
     assert refused.value.reason == Reason.CORRUPT
     assert refused.value.message == "the frame size changes at frame 6: 64×48 → 32×24"
+
+
+def _with_camm(samples: list[bytes]) -> bytes:
+    """An MP4 whose second track is camera motion metadata (Google's `camm`): written as a
+    text track by FFmpeg's muxer, then its sample entry and handler retyped."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as output:
+        video = output.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        motion = output.add_mux_stream("mov_text")
+        motion.time_base = Fraction(1, 1000)
+        for index, sample in enumerate(samples):
+            picture = np.full((HEIGHT, WIDTH, 3), level(index), np.uint8)
+            output.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+            packet = av.Packet(sample)
+            packet.stream, packet.pts, packet.dts, packet.duration = (
+                motion,
+                index * 42,
+                index * 42,
+                42,
+            )
+            packet.time_base = motion.time_base
+            output.mux(packet)
+        output.mux(video.encode())
+    data = buffer.getvalue()
+    data = data.replace(b"tx3g", b"camm", 1)
+    return data.replace(b"\0\0\0\0sbtl", b"\0\0\0\0camm", 1)
+
+
+def test_gps_packets_of_a_camera_motion_track_are_zeroed():
+    """camm samples hold positions as binary doubles, which no text search finds; its
+    GPS packets (types 5 and 6) are zeroed, the gyroscope's (type 2) kept."""
+    lat, lon = 47.3754, 8.5451
+    minimal = struct.pack("<HHddd", 0, 5, lat, lon, 420.0)
+    fix = struct.pack("<HHdiddfffffff", 0, 6, 1.7e9, 3, lat, lon, 420.0, 5, 5, 0, 0, 0, 1)
+    gyro = struct.pack("<HHfff", 0, 2, 0.25, 0.5, 0.75)
+    data = _with_camm([minimal, gyro, fix, gyro])
+    coordinates = [struct.pack("<d", lat), struct.pack("<d", lon)]
+    assert all(number in data for number in coordinates)
+
+    stripped = strip_location(data, sniff(data, "x"))
+
+    assert len(stripped) == len(data)
+    assert not any(number in stripped for number in coordinates) and gyro in stripped
+    with VideoFrames(data) as before, VideoFrames(stripped) as after:
+        assert np.array_equal(before.read(range(4)), after.read(range(4)))
