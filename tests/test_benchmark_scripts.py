@@ -58,6 +58,19 @@ def test_render_speed_times_every_recipe_of_the_version_asked_for():
     assert refused.returncode == 2 and "for --version 2" in refused.stderr
 
 
+def test_physical_v2_errata_prints_a_row_per_version_2_recipe_in_each_table():
+    found = run("physical_v2_errata.py", "--seeds", "3", "--size", "64", "48", "--renders", "1")
+    assert found.returncode == 0, found.stderr
+    version_2 = [name for name, recipe in RECIPES.items() if recipe.version == "2"]
+    for recipe in version_2:
+        assert len(re.findall(rf"^\| {recipe} \|", found.stdout, re.M)) == 2
+    assert re.findall(r"^\| (\d+) \| \d\.\d\de-\d\d \|", found.stdout, re.M) == [
+        "240",
+        "480",
+        "1080",
+    ]
+
+
 def test_manifest_read_prints_each_manifest_its_size_ratio_and_read_times():
     found = run("manifest_read.py", "--rows", "50", "--reads", "1")
     assert found.returncode == 0, found.stderr

@@ -20,8 +20,9 @@ WORK_HEIGHT = 1080
 # Marshall–Palmer intercept N0, drops per m³ per mm of diameter.
 MP_INTERCEPT = 8000.0
 SMALLEST_DROP = 0.1  # mm
-# At most this many drops and streak samples: beyond, the nearest drops are kept and
-# the farther rain is left to the veil, which models it in aggregate.
+# About this many drops (a Poisson number around it) and at most this many streak
+# samples: beyond, the nearest drops are kept and the farther rain is left to the veil,
+# which models it in aggregate.
 MAX_DROPS = 40_000
 MAX_POINTS = 1_500_000
 # Drops are grouped by depth into this many layers, each blurred once for its defocus.
@@ -63,6 +64,8 @@ def render_physical(
     pair differs only by rain; the size shrinks when it down-scales); without, the rain
     is returned at the input size and the ground truth is `clean`.
     """
+    if clean.ndim != 3 or clean.shape[2] != 3 or clean.dtype != np.uint8:
+        raise ValueError(f"clean must be uint8 H×W×3, not {clean.dtype} {clean.shape}")
     param_seed, drop_seed, acquisition_seed = np.random.SeedSequence(seed).spawn(3)
     scene_luma = _mean_luma(clean)
     params = _draw(recipe, np.random.default_rng(param_seed))

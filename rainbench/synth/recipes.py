@@ -67,8 +67,8 @@ class PhysicalRecipe:
     """One rain type's physically based model (version 2, `rainbench.synth.physical`):
     drops of Marshall–Palmer sizes falling at terminal velocity in front of a pinhole
     camera, under a Koschmieder veil. Every drawn parameter is uniform in its range but
-    the exposure time, uniform in log. Distances are in metres, so nothing depends on
-    the image size.
+    the exposure time, uniform in log. Distances are in metres, so the drops do not
+    depend on the image size (the splashes do: see docs/synthetic-rain.md's errata).
     """
 
     name: str

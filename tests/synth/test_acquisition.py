@@ -75,3 +75,24 @@ def test_drawn_chains_within_their_ranges():
         json.dumps(a.to_dict())
     assert 0.3 < np.mean([a.scale == 1 for a in drawn]) < 0.7
     assert any(a.quality is None for a in drawn)
+
+
+def test_steps_run_in_the_documented_order(scene):
+    """Tone curve, down-scale, noise, sharpening, JPEG: noise before the JPEG round trip
+    (as a sensor's is), at the output size."""
+    steps = [
+        Acquisition(1.0, None, 0.0, 0.0, BUSY.gamma, BUSY.contrast),
+        Acquisition(BUSY.scale, None, 0.0, 0.0, 1.0, 0.0),
+        Acquisition(1.0, None, BUSY.noise, 0.0, 1.0, 0.0),
+        Acquisition(1.0, None, 0.0, BUSY.sharpen, 1.0, 0.0),
+        Acquisition(1.0, BUSY.quality, 0.0, 0.0, 1.0, 0.0),
+    ]
+
+    def in_order(order: list[int]) -> np.ndarray:
+        out = scene
+        for index in order:
+            out = acquire(out, steps[index], 7)
+        return out
+
+    assert np.array_equal(acquire(scene, BUSY, 7), in_order([0, 1, 2, 3, 4]))
+    assert not np.array_equal(acquire(scene, BUSY, 7), in_order([0, 1, 3, 4, 2]))
