@@ -383,3 +383,47 @@ def test_an_exported_label_gives_way_to_a_later_sheet_and_a_pending_one_stays(
     rows = second.read_text().splitlines()
     assert rows[0] == "key,rain_type,note"
     assert sorted(rows[1:]) == sorted([f"{keys[0]},streak,corrected", f"{keys[1]},streak,"])
+
+
+def test_two_pages_of_one_dataset_open_at_once_keep_each_others_labels(
+    dataset, tmp_path, browser_tooling
+):
+    sync_playwright, executable = browser_tooling
+    # All keep their labels under the dataset's name: a page of the two captures least
+    # sure of, and the whole dataset's page open twice (as in two tabs).
+    few = write_label_page(dataset, tmp_path / "few.html", limit=2).out
+    out = write_label_page(dataset, tmp_path / "all.html").out
+    keys = _card_keys(out.read_text())
+
+    def sees(page, key: str, label: str) -> None:
+        # A label stored in one tab reaches the others a moment later, as a person's
+        # next key press would find it.
+        page.wait_for_function(
+            "([key, label]) => JSON.parse(localStorage.getItem('rainbench-labels:ds'))[key]"
+            " === label",
+            arg=[key, label],
+        )
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            context = browser.new_context()
+            pages = [context.new_page() for _ in range(3)]
+            for page, uri in zip(pages, (few.as_uri(), out.as_uri(), out.as_uri()), strict=True):
+                page.goto(uri, wait_until="load")
+            pages[0].keyboard.press("1")
+            sees(pages[1], keys[0], "drizzle")
+            for key in ["j", "j", "3"]:
+                pages[1].keyboard.press(key)
+            sees(pages[2], keys[2], "storm")
+            for key in ["j", "j", "j", "4"]:
+                pages[2].keyboard.press(key)
+            sees(pages[1], keys[3], "streak")
+            pages[1].reload(wait_until="load")
+            shown = pages[1].evaluate(
+                """() => [...document.querySelectorAll('.card')].map(card =>
+                    card.querySelector('.label').textContent)"""
+            )
+        finally:
+            browser.close()
+    assert shown[:4] == ["label: drizzle", "not labelled", "label: storm", "label: streak"]
