@@ -365,14 +365,18 @@ def open_image(source: bytes | Path, fmt: Format | None = None) -> Image.Image:
 def misread(image: Image.Image) -> str | None:
     """Why Pillow would read this opened picture's samples wrongly, from its header; None
     where it reads them right. Of a TIFF: floating-point samples (a grey one comes out
-    black) and samples of more than 8 bits in separate colour planes (noise)."""
+    black), integer samples of more than 16 bits (read as 16-bit ones: white) and
+    samples of more than 8 bits in separate colour planes (noise)."""
     if image.format != "TIFF":
         return None
     tags = image.tag_v2
     if 3 in _per_sample(tags.get(TiffImagePlugin.SAMPLEFORMAT, 1)):
         return "a floating-point TIFF, which Pillow reads as black: save it at 8 or 16 bits"
+    bits = max(_per_sample(tags.get(TiffImagePlugin.BITSPERSAMPLE, 8)))
+    if bits > 16:
+        return f"a TIFF of {bits}-bit integer samples, read as 16-bit ones: save it at 8 or 16 bits"
     planar = tags.get(TiffImagePlugin.PLANAR_CONFIGURATION, 1) == 2
-    if planar and max(_per_sample(tags.get(TiffImagePlugin.BITSPERSAMPLE, 8))) > 8:
+    if planar and bits > 8:
         return (
             "a TIFF of 16-bit samples in separate colour planes, which Pillow misreads: "
             "save it with its samples interleaved (PlanarConfiguration 1)"

@@ -290,6 +290,21 @@ def test_a_tiff_pillow_misreads_is_refused_not_read_as_noise():
     assert np.array_equal(np.asarray(load_upright(planes.getvalue(), FORMATS["tiff"])), rgb >> 8)
 
 
+def test_a_tiff_of_32_bit_integers_is_refused_not_read_as_white():
+    grey = (np.arange(48 * 64).reshape(48, 64) * 1000).astype(np.int32)
+    stream = io.BytesIO()
+    Image.fromarray(grey, mode="I").save(stream, "TIFF")
+    said = "a TIFF of 32-bit integer samples, read as 16-bit ones"
+    with pytest.raises(CaptureRejected, match=said) as refused:
+        decode_capture(stream.getvalue(), FORMATS["tiff"])
+    assert refused.value.reason == Reason.UNSUPPORTED
+    with pytest.raises(ValueError, match=said):
+        load_stored(stream.getvalue(), FORMATS["tiff"])
+    # Sixteen bits, the most Pillow reads right, still read.
+    sixteen = _tiff((grey // 100).astype(np.uint16))
+    assert np.asarray(load_upright(sixteen, FORMATS["tiff"])).max() == (47 * 64 + 63) * 10 // 256
+
+
 @pytest.mark.parametrize(
     ("pixels", "said"),
     [(250_000_000, "250 MP"), (1_500_000, "1.5 MP"), (12_345_678, "12.3 MP"), (768, "768 pixels")],
