@@ -9,6 +9,7 @@ what an earlier run of the same folder finished, so running it again resumes.
 
 import csv
 import errno
+import json
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ from rainbench.demo.photos import (
     write_reduced_copy,
     write_tripod_video,
 )
-from rainbench.files import say_where
+from rainbench.files import say_where, write_atomic
 from rainbench.ingest import IngestOptions, IngestSummary, ingest
 from rainbench.ingest.tag import TagSummary, tag_dataset
 from rainbench.shards import manifest
@@ -164,15 +165,20 @@ def run_demo(out: Path, options: DemoOptions | None = None, progress: bool = Fal
             f'the demo needs {", ".join(missing)}: pip install "rainbench[demo]" '
             '(from a checkout: pip install ".[demo]")'
         )
-    _check_out(Path(out))
-    return _Demo(Path(out), options or DemoOptions(), progress).run()
+    options = options or DemoOptions()
+    out = Path(out)
+    _check_out(out, options)
+    _mark(out, options)
+    return _Demo(out, options, progress).run()
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an --out that is neither new, empty, nor an earlier demo's: the demo writes
-    labels.csv and the leaderboard pages over what is there, so a folder of the user's
-    is never written into. A demo's folder holds only what the demo writes, and its
-    capture folder (the first stage's), whole or partial, whenever it holds anything."""
+def _check_out(out: Path, options: DemoOptions) -> None:
+    """Refuse an --out that is neither new, empty, nor an earlier demo's of the same
+    captures: the demo writes labels.csv and the leaderboard pages over what is there,
+    and resumes on the captures it finds, so a folder of the user's is never written
+    into, even one laid out as a demo's (raw/, ds/, labels.csv). A demo's folder holds
+    its mark (MARK: the --width and --seed its captures were made with), only what the
+    demo writes, and its capture folder, whole or partial, whenever it holds anything."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -191,6 +197,42 @@ def _check_out(out: Path) -> None:
             f"{out} is not empty and not a demo's folder (it holds "
             f"{', '.join((foreign or held)[:3])}); give a new or empty folder as --out"
         )
+    mark = _read_mark(out)
+    if held and mark is None:
+        raise DemoError(
+            f"{out} holds what a demo writes ({', '.join(held[:3])}) but not a demo's mark "
+            f"({MARK}; a demo of an older rainbench wrote none): give a new or empty folder "
+            "as --out"
+        )
+    made = {"width": options.width, "seed": options.seed}
+    if mark is not None and mark != made:
+        raise DemoError(
+            f"{out} holds a demo made with --width {mark['width']} --seed {mark['seed']}: "
+            "run it again with those, or give another --out"
+        )
+
+
+# The demo's mark in its folder: the options its captures were made with.
+MARK = ".rainbench-demo.json"
+
+
+def _read_mark(out: Path) -> dict | None:
+    try:
+        mark = json.loads((out / MARK).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(mark, dict) or set(mark) != {"width", "seed"}:
+        return None
+    return mark
+
+
+def _mark(out: Path, options: DemoOptions) -> None:
+    """Mark `out` as a demo's folder, before anything else is written into it."""
+    if (out / MARK).exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    made = {"width": options.width, "seed": options.seed}
+    write_atomic(out / MARK, json.dumps(made).encode())
 
 
 def _partial(raw: Path) -> Path:

@@ -15,7 +15,15 @@ import torch
 from PIL import Image
 from PIL.ExifTags import Base
 
-from rainbench.demo.run import DEMO_NLCL, STAGES, DemoError, DemoOptions, _Demo, run_demo
+from rainbench.demo.run import (
+    DEMO_NLCL,
+    MARK,
+    STAGES,
+    DemoError,
+    DemoOptions,
+    _Demo,
+    run_demo,
+)
 from rainbench.metrics.registry import MetricError, create_metric
 from rainbench.metrics.weights import WEIGHTS_ENV, status
 from rainbench.models.registry import list_derainers
@@ -238,7 +246,7 @@ def test_a_full_disk_as_the_captures_are_written_names_the_demos_folder(tmp_path
     with pytest.raises(OSError) as full, file_size_limit(1000):
         run_demo(tmp_path / "demo", TINY)
     assert full.value.errno == errno.EFBIG and full.value.filename == str(tmp_path / "demo")
-    assert sorted(path.name for path in (tmp_path / "demo").iterdir()) == ["raw.partial"]
+    assert sorted(path.name for path in (tmp_path / "demo").iterdir()) == [MARK, "raw.partial"]
 
 
 def test_a_folder_of_the_users_is_refused_before_anything_is_written(tmp_path):
@@ -254,3 +262,20 @@ def test_a_folder_of_the_users_is_refused_before_anything_is_written(tmp_path):
         run_demo(mine / "notes.txt", TINY)
     assert sorted(path.name for path in mine.iterdir()) == ["labels.csv", "notes.txt"]
     assert (mine / "labels.csv").read_text() == "key,rain_type\nmy,storm\n"
+
+
+def test_a_folder_laid_out_as_a_demos_or_a_demo_of_other_captures_is_refused(tmp_path, demo):
+    # A project of the user's, as the docs lay one out: its labels.csv is never replaced.
+    mine = tmp_path / "project"
+    (mine / "raw" / "rainy").mkdir(parents=True)
+    (mine / "labels.csv").write_text("key,rain_type\nmy,storm\n")
+    said = r"holds what a demo writes \(labels.csv, raw\) but not a demo's mark"
+    with pytest.raises(DemoError, match=said):
+        run_demo(mine, TINY)
+    assert sorted(path.name for path in mine.iterdir()) == ["labels.csv", "raw"]
+    # A demo resumes only on the captures it made: other ones would mix into its dataset.
+    said = rf"holds a demo made with --width {TINY.width} --seed {TINY.seed}: run it again"
+    with pytest.raises(DemoError, match=said):
+        run_demo(demo.out, replace(TINY, seed=TINY.seed + 1))
+    with pytest.raises(DemoError, match=said):
+        run_demo(demo.out, replace(TINY, width=TINY.width * 2))
