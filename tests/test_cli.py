@@ -354,6 +354,10 @@ def test_demo_prints_each_stage_what_was_left_out_and_where_to_look(runner, tmp_
     shown = json.loads(runner.invoke(main, ["demo", "--out", str(out), "--json"]).output)
     assert shown["leaderboard"]["html"] == str(out / "leaderboard.html")
     assert shown["stages"][1] == {"name": "train", "seconds": 150.0, "detail": "NLCL to step 9"}
+    for width in ("95", "6001"):
+        refused = runner.invoke(main, ["demo", "--out", str(out), "--width", width])
+        assert refused.exit_code == 2 and "96<=x<=6000" in refused.output
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(

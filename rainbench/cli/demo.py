@@ -20,7 +20,9 @@ from rainbench.demo.run import DemoOptions, DemoResult, run_demo
 )
 @click.option(
     "--width",
-    type=click.IntRange(min=96),
+    # At most a 24 MP camera's: the demo trains NLCL on its captures and scores them,
+    # and from about 19 400 px they pass the readers' pixel cap.
+    type=click.IntRange(min=96, max=6000),
     default=DemoOptions.width,
     show_default=True,
     help="Width of the captures in px (3:2).",
