@@ -4,6 +4,7 @@ the order an uninterrupted run would have had them.
 """
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 
 from torch.utils.data import DataLoader, default_collate, default_convert
@@ -43,6 +44,8 @@ class Loader:
         loader = DataLoader(self.dataset, **{**self.options, "collate_fn": collate})
         batches = _in_one_line(loader)
         left = len(self) - self._taken() if self.equal_ranks else None
+        if self.equal_ranks and len(self) == 0 and sum(map(self._batches, self._slots())):
+            warnings.warn(self._empty_epoch(), stacklevel=2)
         try:
             for places, batch in itertools.islice(batches, left):
                 for slot, position in places:
@@ -62,6 +65,16 @@ class Loader:
         rank = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
         ranks = range(rank.count) if self.equal_ranks else [rank.index]
         return min(sum(self._batches(slot) for slot in self._slots(r)) for r in ranks)
+
+    def _empty_epoch(self) -> str:
+        """Why, with equal_ranks, this rank yields nothing though it holds samples."""
+        rank = current_slot(self.dataset.rank, self.dataset.world_size)  # outside a worker
+        empty = next(r for r in range(rank.count) if not sum(map(self._batches, self._slots(r))))
+        return (
+            f"equal_ranks: every rank's epoch is empty, as rank {empty} of {rank.count} gets "
+            f"no batch of the {len(self.dataset.samples)} samples; use fewer ranks, workers "
+            "or a smaller batch_size (or drop_last=False)"
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Iterate epoch `epoch` next (its own order, from the seed); call it before each

@@ -6,6 +6,7 @@ import itertools
 import multiprocessing
 import signal
 import tarfile
+import warnings
 from collections import Counter
 
 import pandas as pd
@@ -105,6 +106,19 @@ def test_equal_ranks_end_every_ranks_epoch_after_as_many_batches(_dataset, optio
     resumed = loader(0, equal_ranks=True)
     resumed.load_state_dict(first.state_dict())
     assert len(seen) + len(list(resumed)) == 8
+
+
+def test_equal_ranks_that_leave_every_epoch_empty_say_so(_dataset):
+    # 17 captures over 20 ranks: ranks 17–19 get none, so every rank stops at 0 batches.
+    def loader(rank: int) -> Loader:
+        data = RainDataset(_dataset, crop=24, rank=rank, world_size=20)
+        return Loader(data, batch_size=1, equal_ranks=True)
+
+    with pytest.warns(UserWarning, match=r"rank 17 of 20 gets no batch of the 17 samples"):
+        assert list(loader(0)) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(loader(19)) == []  # a rank with nothing to give has nothing to say
 
 
 def _contents(batch: dict) -> tuple:
