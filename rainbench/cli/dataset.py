@@ -289,7 +289,7 @@ def format_tagging(summary: TagSummary, dataset: str | Path) -> list[str]:
     if summary.replaced:
         lines.append(
             f"the shipped tagger is the dataset's tagger again, in place of {summary.replaced} "
-            "(kept in taggers/)"
+            "(this removes no file from taggers/)"
         )
     elif summary.replaced is not None:
         lines.append("the shipped tagger was already the dataset's tagger")

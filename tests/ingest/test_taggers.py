@@ -125,7 +125,7 @@ def test_tagger_shipped_makes_the_shipped_tagger_active_again(tmp_path, ds, fits
     assert result.exit_code == 0, result.output
     assert (
         f"the shipped tagger is the dataset's tagger again, in place of {fit['version']} "
-        "(kept in taggers/)"
+        "(this removes no file from taggers/)"
     ) in result.output
     assert "tagger" not in json.loads((ds / "dataset.json").read_text())
     assert (ds / fit["path"]).exists()
