@@ -53,6 +53,11 @@ STORE_LOCATION = (
     "AWS_DEFAULT_REGION",
     "STORAGE_EMULATOR_HOST",
 )
+# The metric weights' folder when no --weights-dir is given (rainbench.metrics.weights):
+# the driver checks the weights there before any work goes in, so the workers load them
+# from there too, as they do the flag's folder, and a relative one is made absolute as
+# the flag's is, since Ray runs work in a folder of its own.
+_WEIGHTS = "RAINBENCH_WEIGHTS"
 # Ray's token for a `--ray local` instance: given in the environment (which the
 # instance's processes inherit), so Ray writes none to ~/.ray/auth_token, where it would
 # outlive the run and turn token checks on for every later Ray on this machine.
@@ -109,6 +114,8 @@ class _Connection:
         # user runs the command.
         forwarded = STORE_LOCATION + SETTINGS
         given = {name: os.environ[name] for name in forwarded if name in os.environ}
+        if weights := os.environ.get(_WEIGHTS):
+            given[_WEIGHTS] = os.path.abspath(os.path.expanduser(weights))
         self.runtime_env = {"env_vars": given} if given else None
 
     def __enter__(self):
@@ -566,15 +573,22 @@ def _version_probe() -> Callable[[], tuple[str | None, str]]:
 def _check_reachable(address: str) -> None:
     """Refuse in seconds a HOST:PORT (or ray://HOST:PORT) where nobody listens, or where
     what listens is no Ray: Ray itself retries for minutes, in many lines. Both the head's
-    GCS and a Ray client server speak gRPC, so a gRPC channel must come up."""
+    GCS and a Ray client server speak gRPC, so a gRPC channel must come up. For "auto",
+    the address Ray goes to: $RAY_ADDRESS, or the one the last `ray start` here recorded,
+    which outlives a head killed without `ray stop`."""
+    where, hint = address, ""
+    if address == "auto":
+        address = _auto_address()
+        where = f"auto ({address}: $RAY_ADDRESS, else the last `ray start` on this machine)"
+        hint = "; start one with `ray start --head` or give --ray ADDRESS"
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        return  # "auto": Ray finds the address `ray start` left here, or says there is none
+        return  # Ray finds no address for "auto" and says so, or takes none of this form
     try:
         socket.create_connection((host, int(port)), timeout=_CONNECT_SECONDS).close()
     except OSError as error:
         raise ClusterError(
-            f"cannot connect to the Ray cluster at {address}: {first_line(error)}"
+            f"cannot connect to the Ray cluster at {where}: {first_line(error)}{hint}"
         ) from None
     if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false"):
         return  # a TLS cluster: a plain channel cannot tell
@@ -592,6 +606,23 @@ def _check_reachable(address: str) -> None:
         ) from None
     finally:
         channel.close()
+
+
+def _auto_address() -> str:
+    """The address `ray.init("auto")` connects to, found as Ray finds it; "auto" itself
+    where Ray finds none (it then says so) or cannot be asked."""
+    try:
+        from ray._private import services
+
+        logger = logging.getLogger(services.__name__)
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # Ray warns again of several instances, if it does
+        try:
+            return services.canonicalize_bootstrap_address("auto") or "auto"
+        finally:
+            logger.setLevel(level)
+    except Exception:  # none found, or a Ray whose internals differ: Ray decides
+        return "auto"
 
 
 _PORTS = "give the head's GCS port (HEAD:6379 by default) or its client server's (ray://HEAD:10001)"

@@ -134,6 +134,25 @@ def test_tasks_and_actors_keep_the_drivers_readers_pixel_cap(ray_cluster, monkey
         assert set(actors.map_unordered(_readers_cap, range(4))) == {"400000000"}
 
 
+def _weights_folder(*_) -> str | None:
+    return os.environ.get("RAINBENCH_WEIGHTS")
+
+
+def test_tasks_and_actors_find_the_metric_weights_where_the_driver_does(
+    ray_cluster, monkeypatch, tmp_path
+):
+    """$RAINBENCH_WEIGHTS, the default of --weights-dir that the driver checks the
+    weights in, reaches every node's workers as the flag does: absolute, since Ray runs
+    them in a folder of its own, whatever the nodes' own environment holds."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAINBENCH_WEIGHTS", "weights")
+    folder = str(tmp_path / "weights")
+    with RayPool(ray_cluster, 2) as pool:
+        assert set(pool.map_unordered(_weights_folder, range(4))) == {folder}
+    with RayActors(ray_cluster, dict, gpu=False, most=2) as actors:
+        assert set(actors.map_unordered(_weights_folder, range(4))) == {folder}
+
+
 def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     (tmp_path / "raw").mkdir()
@@ -208,6 +227,41 @@ def test_a_ray_port_that_is_no_heads_gcs_is_refused_in_seconds():
     message = str(refused.value)
     assert message.startswith(f"cannot connect to the Ray cluster at {address}: ")
     assert "speaks gRPC but is no Ray head's GCS" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("left_by", ["RAY_ADDRESS", "ray start"])
+def test_auto_that_leads_where_nobody_listens_is_refused_in_one_line(
+    left_by, monkeypatch, tmp_path
+):
+    """`--ray` alone goes where $RAY_ADDRESS, else the last `ray start` here, says: a
+    head gone since (killed without `ray stop`, which leaves its record) is refused at
+    once, where Ray would retry it for minutes in lines of its own."""
+    ray = pytest.importorskip("ray")
+    from ray._private import services
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    if left_by == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    else:  # the record of a `ray start` whose head is gone, and no Ray running here
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+        (tmp_path / "ray").mkdir()
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+        monkeypatch.setattr(services, "find_gcs_addresses", set)
+
+    def connects(*args, **kwargs):
+        raise AssertionError("Ray was asked to connect")
+
+    monkeypatch.setattr(ray, "init", connects)
+    with pytest.raises(ClusterError) as refused, RayPool("auto", 2):
+        pass
+    message = str(refused.value)
+    assert message.startswith("cannot connect to the Ray cluster at auto (")
+    assert f":{port}: $RAY_ADDRESS, else the last `ray start` on this machine)" in message
+    assert message.endswith("start one with `ray start --head` or give --ray ADDRESS")
+    assert "\n" not in message
 
 
 def test_a_client_address_nobody_listens_on_is_refused_in_one_line():
