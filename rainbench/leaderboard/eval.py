@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from rainbench import __version__
 from rainbench.capture.formats import FORMATS, Format
-from rainbench.cluster import RayActors
+from rainbench.cluster import ClusterError, RayActors
 from rainbench.errors import RainbenchError, first_line
 from rainbench.files import file_sha256, leads_inside, regular_file, write_atomic
 from rainbench.leaderboard.results import (
@@ -1112,6 +1112,8 @@ class _ClusterSource(Source):
         self.actors = actors
         try:  # the first question builds the source, on a worker
             self.name, self._info, self._trained_on = actors.ask(_Worker.identity, None)
+        except ClusterError:  # the driver's own: the cluster itself is gone
+            raise
         except RainbenchError as error:
             # What the driver has (a plugin, a checkpoint) a worker may lack: say where.
             raise EvalError(f"on the Ray cluster's workers: {error}") from None
