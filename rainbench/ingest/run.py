@@ -762,6 +762,10 @@ class _Run:
                 {"split": self.settings["split"], "keep_gps": self.settings["keep_gps"]},
             )
         )
+        # A dataset `import-paired` made has none of ingest's fixed settings: the first
+        # ingest into it fixes them, as for a dataset it makes (`_check_fixed`).
+        fixed = {"split": self.settings["split"], "keep_gps": self.settings["keep_gps"]}
+        info["options"] = {**fixed, **info.get("options", {})}
         info["tool"] = {"name": "rainbench", "version": __version__}
         info["updated_at"] = datetime.now(UTC).isoformat()
         info["counts"] = {

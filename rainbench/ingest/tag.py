@@ -166,6 +166,13 @@ def tag_dataset(
     samples.parquet, and with `fit` or `shipped` dataset.json and taggers/, are written."""
     with writing(path) as dataset:
         require_dataset(dataset)
+        if dataset.pending_run.exists():
+            # Its captures not yet committed were tagged when it planned them: a tagger
+            # made active now would never tag them, nor could a sheet name them.
+            raise DatasetError(
+                f"{dataset.location}: an ingest into it was interrupted; run the same "
+                "ingest again to finish it, then tag"
+            )
         summary = retag(dataset, labels, skip_bad_labels, workers, fit, shipped)
         info = dataset.read_info()
         sheets = info.get("label_sheets", [])

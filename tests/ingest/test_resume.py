@@ -161,6 +161,27 @@ def test_readers_of_a_first_ingest_killed_before_its_commit_say_to_run_it_again(
         assert verified.exit_code == 1 and verified.output.endswith(f"{ds}: 1 problem\n")
 
 
+def test_tag_is_refused_until_an_interrupted_ingest_is_finished(
+    tmp_path, raw, reference, monkeypatch
+):
+    # The killed run's captures not committed yet keep the tags of the tagger active
+    # when it planned them: a `tag --fit` in between would leave them tagged by another
+    # tagger than the dataset's, and a sheet could not name them.
+    ds = tmp_path / "ds"
+    monkeypatch.setattr(run_module, "_COMMIT_SECONDS", 0)  # each finished shard committed
+    _killed(monkeypatch, [raw], ds, nth=3)
+    samples = (ds / "manifests/samples.parquet").read_bytes()  # two shards' captures
+    result = CliRunner().invoke(main, ["tag", str(ds), "--tagger", "shipped"])
+    assert result.exit_code == 1 and result.output == (
+        f"error: {ds}: an ingest into it was interrupted; run the same ingest again to "
+        "finish it, then tag\n"
+    )
+    assert (ds / "manifests/samples.parquet").read_bytes() == samples
+    ingest([raw], ds, OPTIONS)
+    assert fingerprint(ds) == reference
+    assert CliRunner().invoke(main, ["tag", str(ds)]).exit_code == 0
+
+
 def test_a_resumed_run_counts_each_rejected_file_once(tmp_path, raw, monkeypatch):
     fresh = ingest([raw], tmp_path / "fresh", OPTIONS)
     ds = tmp_path / "ds"

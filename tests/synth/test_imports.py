@@ -20,6 +20,7 @@ from PIL import Image
 
 from rainbench.cli import main
 from rainbench.files import file_sha256
+from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.synth.importers import REAL_PAIRED, paired_kind
@@ -301,6 +302,19 @@ def test_a_new_folder_adds_only_its_pairs(tmp_path):
     assert sorted(stored(ds).source_rain) == [
         f"{name}/input/{n}.png" for name in ("Rain100H", "Rain100L") for n in (1, 2)
     ]
+
+
+def test_the_first_ingest_into_a_dataset_it_made_fixes_the_split(tmp_path, capture_folder):
+    ds = tmp_path / "ds"
+    two_sets(tmp_path / "test", "Rain100H")
+    import_paired(tmp_path / "test", "input-target", "sets", ds, 10**9, 1)
+    everything_test = {"train": 0.0, "val": 0.0, "test": 1.0}
+    ingest([capture_folder], ds, IngestOptions(workers=1, split=everything_test))
+    # Taken, these captures would join splits drawn by other fractions than the first's.
+    everything_train = {"train": 1.0, "val": 0.0, "test": 0.0}
+    with pytest.raises(DatasetError, match=r"created with --split train=0,val=0,test=1;"):
+        ingest([capture_folder], ds, IngestOptions(workers=1, split=everything_train))
+    assert not verify(Dataset(ds))
 
 
 def test_the_set_imported_from_another_folder_is_refused_not_stored_twice(tmp_path):
