@@ -277,12 +277,7 @@ def test_a_tiff_pillow_misreads_is_refused_not_read_as_noise():
     rgb = np.random.default_rng(0).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
     stream = io.BytesIO()
     tifffile.imwrite(stream, rgb.transpose(2, 0, 1), photometric="rgb", planarconfig="separate")
-    said = "16-bit samples in separate colour planes"
-    with pytest.raises(CaptureRejected, match=said) as refused:
-        decode_capture(stream.getvalue(), FORMATS["tiff"])
-    assert refused.value.reason == Reason.UNSUPPORTED
-    with pytest.raises(ValueError, match=said):
-        load_stored(stream.getvalue(), FORMATS["tiff"])
+    _refused_by_every_reader(stream.getvalue(), "16-bit samples in separate colour planes")
     # Eight-bit planes Pillow reads right.
     planes = io.BytesIO()
     tifffile.imwrite(planes, (rgb >> 8).astype(np.uint8).transpose(2, 0, 1), photometric="rgb",
@@ -294,15 +289,19 @@ def test_a_tiff_of_32_bit_integers_is_refused_not_read_as_white():
     grey = (np.arange(48 * 64).reshape(48, 64) * 1000).astype(np.int32)
     stream = io.BytesIO()
     Image.fromarray(grey, mode="I").save(stream, "TIFF")
-    said = "a TIFF of 32-bit integer samples, read as 16-bit ones"
-    with pytest.raises(CaptureRejected, match=said) as refused:
-        decode_capture(stream.getvalue(), FORMATS["tiff"])
-    assert refused.value.reason == Reason.UNSUPPORTED
-    with pytest.raises(ValueError, match=said):
-        load_stored(stream.getvalue(), FORMATS["tiff"])
+    _refused_by_every_reader(stream.getvalue(), "a TIFF of 32-bit integer samples, read as 16")
     # Sixteen bits, the most Pillow reads right, still read.
     sixteen = _tiff((grey // 100).astype(np.uint16))
     assert np.asarray(load_upright(sixteen, FORMATS["tiff"])).max() == (47 * 64 + 63) * 10 // 256
+
+
+def _refused_by_every_reader(tiff: bytes, said: str) -> None:
+    """Ingest refuses `tiff` as an unsupported format, and the readers as a bad picture."""
+    with pytest.raises(CaptureRejected, match=said) as refused:
+        decode_capture(tiff, FORMATS["tiff"])
+    assert refused.value.reason == Reason.UNSUPPORTED
+    with pytest.raises(ValueError, match=said):
+        load_stored(tiff, FORMATS["tiff"])
 
 
 @pytest.mark.parametrize(
