@@ -58,8 +58,10 @@ def decode_heic(data: bytes, max_pixels: int) -> Decoded:
 def open_upright(data: bytes, max_pixels: int) -> Image.Image:
     """The primary image, upright (libheif applies `irot`/`imir`), fully decoded once
     its size is within `max_pixels`."""
-    import pillow_heif
-
+    try:
+        import pillow_heif
+    except ImportError:
+        raise missing_library("HEIC", "pillow-heif", "heic") from None
     heif = pillow_heif.open_heif(io.BytesIO(data))  # reads the boxes, decodes nothing
     check_pixel_cap(*heif.size, max_pixels)
     return heif.to_pillow()

@@ -23,6 +23,7 @@ from PIL import UnidentifiedImageError
 from rainbench.capture.decode import (
     FLOAT_TIFF,
     MAX_PIXELS_ENV,
+    PixelCapExceeded,
     float_tiff,
     header_size,
     load_stored,
@@ -31,7 +32,7 @@ from rainbench.capture.decode import (
 )
 from rainbench.capture.formats import CAPTURE_SUFFIXES, FORMATS, is_capture_name, sniff
 from rainbench.capture.orientation import swaps_axes, turn_upright
-from rainbench.capture.reject import CaptureRejected, Reason, missing_library
+from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.source import name_text, open_regular, read_regular
 from rainbench.cluster import make_pool
 from rainbench.files import leads_inside
@@ -462,16 +463,13 @@ def _decode(data: bytes, path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
         raise MetricError(f"{name} is {FLOAT_TIFF}")
     try:
         image, turn = load_stored(data, fmt, max_pixels)
-    except CaptureRejected:  # load_stored read the header only: the size is past the cap
+    except PixelCapExceeded:  # load_stored read the header only: the size is past the cap
         raise MetricError(
             f"{name} is not decoded: its header declares more than the "
             f"{megapixels(max_pixels)} cap readers keep ({MAX_PIXELS_ENV})"
         ) from None
-    except ImportError:  # what decodes a HEIC, pillow-heif, is an optional extra
-        if fmt.name != "heic":
-            raise
-        needed = missing_library("HEIC", "pillow-heif", "heic")
-        raise MetricError(f"{name}: {needed.message}") from None
+    except CaptureRejected as rejected:  # a library it needs is not installed (HEIC's)
+        raise MetricError(f"{name}: {rejected.message}") from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
         raise MetricError(f"{name} does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError) as error:

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rainbench.capture.decode import (
     MAX_PIXELS_ENV,
+    PixelCapExceeded,
     header_size,
     load_stored,
     megapixels,
@@ -28,7 +29,7 @@ from rainbench.capture.decode import (
 )
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import turn_upright
-from rainbench.capture.reject import CaptureRejected, missing_library
+from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import CaptureFile
 from rainbench.errors import first_line
 from rainbench.files import leads_inside, regular_file, stream_sha256
@@ -309,13 +310,10 @@ def decode_picture(
     """`load_stored`, once the header declares no more pixels than the manifest's size."""
     try:
         return load_stored(data, fmt, pixel_limit(width, height))
-    except CaptureRejected:
+    except PixelCapExceeded:
         raise too_many_pixels(where, width, height) from None
-    except ImportError:  # what decodes a HEIC, pillow-heif, is an optional extra
-        if fmt.name != "heic":
-            raise
-        needed = missing_library("HEIC", "pillow-heif", "heic")
-        raise ShardError(f"{where}: {needed.message}") from None
+    except CaptureRejected as rejected:  # a library it needs is not installed (HEIC's)
+        raise ShardError(f"{where}: {rejected.message}") from None
     except UnidentifiedImageError:  # its message names a memory address: not reproducible
         raise ShardError(f"{where}: does not decode: no readable {fmt.name} header") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
