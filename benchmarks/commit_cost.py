@@ -25,11 +25,18 @@ from manifest_read import samples, shards
 
 from rainbench.ingest.plan import Plan
 from rainbench.ingest.run import _Run
+from rainbench.ingest.split import DEFAULT_FRACTIONS
 from rainbench.ingest.write import UnitResult
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, initial_info
 
-_SETTINGS = {"run_id": "20260501T120000Z-00000b", "name": "campaign"}
+# As an ingest's settings hold them (those a commit reads): the dataset's fixed settings.
+_SETTINGS = {
+    "run_id": "20260501T120000Z-00000b",
+    "name": "campaign",
+    "split": DEFAULT_FRACTIONS,
+    "keep_gps": False,
+}
 
 
 def main() -> int:
