@@ -45,7 +45,7 @@ _IPTC_RESOURCE = 0x0404
 # IPTC IIM datasets of the application record (2) that name a place: content location
 # code and name, city, sub-location, province or state, country code and country name.
 _IIM_PLACES = {26, 27, 90, 92, 95, 100, 101}
-_IIM_PLACE_TAG = re.compile(rb"\x1c\x02[\x1a\x1b\x5a\x5c\x5f\x64\x65]")
+_IIM_PLACE_TAG = re.compile(rb"\x1c\x02[" + re.escape(bytes(sorted(_IIM_PLACES))) + rb"]")
 _PNG_XMP = b"XML:com.adobe.xmp"
 # ImageMagick's hex-encoded profiles in PNG text chunks; Pillow reads the EXIF one too.
 _PNG_RAW_EXIF = {b"Raw profile type exif", b"Raw profile type APP1"}

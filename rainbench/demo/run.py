@@ -204,8 +204,7 @@ def _check_out(out: Path, options: DemoOptions) -> None:
             f"({MARK}; a demo of an older rainbench wrote none): give a new or empty folder "
             "as --out"
         )
-    made = {"width": options.width, "seed": options.seed}
-    if mark is not None and mark != made:
+    if mark is not None and mark != _made(options):
         raise DemoError(
             f"{out} holds a demo made with --width {mark['width']} --seed {mark['seed']}: "
             "run it again with those, or give another --out"
@@ -231,8 +230,12 @@ def _mark(out: Path, options: DemoOptions) -> None:
     if (out / MARK).exists():
         return
     out.mkdir(parents=True, exist_ok=True)
-    made = {"width": options.width, "seed": options.seed}
-    write_atomic(out / MARK, json.dumps(made).encode())
+    write_atomic(out / MARK, json.dumps(_made(options)).encode())
+
+
+def _made(options: DemoOptions) -> dict:
+    """What a demo's mark records: the options its captures are made with."""
+    return {"width": options.width, "seed": options.seed}
 
 
 def _partial(raw: Path) -> Path:

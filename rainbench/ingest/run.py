@@ -754,18 +754,14 @@ class _Run:
         manifest.write_manifest(path, samples)
 
     def _write_info(self, samples: pa.Table, shards: pa.Table, run: dict | None) -> None:
-        info = (
-            self.dataset.read_info()
-            if self.dataset.exists()
-            else initial_info(
-                self.settings["name"],
-                {"split": self.settings["split"], "keep_gps": self.settings["keep_gps"]},
-            )
-        )
-        # A dataset `import-paired` made has none of ingest's fixed settings: the first
-        # ingest into it fixes them, as for a dataset it makes (`_check_fixed`).
         fixed = {"split": self.settings["split"], "keep_gps": self.settings["keep_gps"]}
-        info["options"] = {**fixed, **info.get("options", {})}
+        if self.dataset.exists():
+            info = self.dataset.read_info()
+            # A dataset `import-paired` made has none of ingest's fixed settings: the first
+            # ingest into it fixes them, as for a dataset it makes (`_check_fixed`).
+            info["options"] = {**fixed, **info.get("options", {})}
+        else:
+            info = initial_info(self.settings["name"], fixed)
         info["tool"] = {"name": "rainbench", "version": __version__}
         info["updated_at"] = datetime.now(UTC).isoformat()
         info["counts"] = {
