@@ -1,9 +1,13 @@
 """`rainbench ingest --ray` against the local worker processes on the same cores: the
 same generated 12 MP captures (benchmarks/ingest.py makes them) ingested with `-j N`
 here, and with `--ray` on a Ray cluster of N CPUs started on this machine for the run.
+Each ingests N captures and then 2N: the difference between the two runs splits each
+method's time into a start-up paid once per command (Ray's import, connection and
+workers; the local pool's) and the rate after it, the one an ingest many times larger
+sees.
 
 A measurement, not a test: it exits 0 whatever the figures, and prints PASS or MISS for
-the goal (Ray ≥ 0.9× the local images/s).
+the goal (Ray ≥ 0.9× the local images/s, whole commands of N captures).
 
 Example:  python benchmarks/ray_ingest.py --captures 48 -j 2 --data /tmp/rain-captures
 """
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import cpu_model, log  # benchmarks/ is on sys.path when run as a script
@@ -49,11 +54,14 @@ def main() -> None:
 
 def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json: bool) -> None:
     load = os.getloadavg()[0]
-    inputs = generate(data, captures, workers)[:1]
-    for path in inputs[0].rglob("*"):  # into the page cache, for both alike
-        if path.is_file():
+    folders = generate(data, captures, workers)  # N under each
+    sizes = {captures: folders[:1], 2 * captures: folders}
+    megabytes = {}
+    for size, inputs in sizes.items():
+        files = [path for folder in inputs for path in folder.rglob("*") if path.is_file()]
+        for path in files:  # into the page cache, for both alike
             path.read_bytes()
-    megabytes = sum(p.stat().st_size for p in inputs[0].rglob("*") if p.is_file()) / 1e6
+        megabytes[size] = sum(path.stat().st_size for path in files) / 1e6
     with ray_cluster(workers) as address, tempfile.TemporaryDirectory(dir=data) as scratch:
         out = Path(scratch) / "ds"
         ingest = [sys.executable, "-m", "rainbench", "ingest", "--no-progress", "--json"]
@@ -62,21 +70,43 @@ def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json:
             "local": ("rainbench ingest -j N (local processes)", ingest),
             "ray": ("rainbench ingest --ray (cluster of N CPUs)", [*ingest, "--ray", address]),
         }
-        results = {key: Result(label, captures, megabytes) for key, (label, _) in methods.items()}
-        own = {key: [] for key in methods}
-        # Interleaved repeats, so a slow spell of the machine hits both alike.
+        results = {
+            (key, size): Result(label, size, megabytes[size])
+            for key, (label, _) in methods.items()
+            for size in sizes
+        }
+        own = {key: [] for key in results}
+        # Interleaved repeats, so a slow spell of the machine hits all alike.
         for repeat in range(REPEATS):
             for key, (label, command) in methods.items():
-                run = measure([*command, *map(str, inputs)])
-                shutil.rmtree(out, ignore_errors=True)
-                os.sync()
-                summary = json.loads(run.output)
-                if summary["accepted"] != captures:
-                    raise RuntimeError(f"{label} accepted {summary['accepted']} of {captures}")
-                results[key].runs.append(run)
-                own[key].append(summary["seconds"])
-                log(f"  run {repeat + 1}: {label}: {run.seconds:.2f} s")
+                for size, inputs in sizes.items():
+                    run = measure([*command, *map(str, inputs)])
+                    shutil.rmtree(out, ignore_errors=True)
+                    os.sync()
+                    summary = json.loads(run.output)
+                    if summary["accepted"] != size:
+                        raise RuntimeError(f"{label} accepted {summary['accepted']} of {size}")
+                    results[key, size].runs.append(run)
+                    own[key, size].append(summary["seconds"])
+                    log(f"  run {repeat + 1}: {label}, {size} captures: {run.seconds:.2f} s")
     report(results, own, captures, workers, load, as_json)
+
+
+@dataclass
+class Split:
+    """A method's time split by its runs of N and 2N captures: the start-up paid once per
+    command, and the rate after it. None where the machine's noise made the 2N run no
+    slower than the N run, which splits nothing."""
+
+    startup_seconds: float | None
+    images_per_second: float | None
+
+    @classmethod
+    def of(cls, once: Result, twice: Result) -> "Split":
+        more = twice.best.seconds - once.best.seconds
+        if more <= 0:
+            return cls(None, None)
+        return cls(once.best.seconds - more, once.captures / more)
 
 
 @contextmanager
@@ -117,17 +147,23 @@ def _kill_session(session: int) -> None:
 
 
 def report(
-    results: dict[str, Result],
-    own: dict[str, list[float]],
+    results: dict[tuple[str, int], Result],
+    own: dict[tuple[str, int], list[float]],
     captures: int,
     workers: int,
     load: float,
     as_json: bool,
 ) -> None:
-    local, ray = results["local"], results["ray"]
+    local, ray = results["local", captures], results["ray", captures]
     ratio = ray.images_per_second / local.images_per_second
-    own_ratio = min(own["local"]) / min(own["ray"])
+    own_ratio = min(own["local", captures]) / min(own["ray", captures])
     verdict = "PASS" if ratio >= GOAL else "MISS"
+    splits = {
+        key: Split.of(results[key, captures], results[key, 2 * captures])
+        for key in ("local", "ray")
+    }
+    rates = [splits[key].images_per_second for key in ("ray", "local")]
+    rate_ratio = rates[0] / rates[1] if None not in rates else None
     if as_json:
         document = {
             "captures": captures,
@@ -135,10 +171,19 @@ def report(
             "repeats": REPEATS,
             "cpu": cpu_model(),
             "load_1min_at_start": round(load, 2),
-            "methods": {key: result.to_dict() for key, result in results.items()},
-            "ingest_own_seconds": {key: min(seconds) for key, seconds in own.items()},
+            "methods": {
+                f"{key}_{size}": result.to_dict() for (key, size), result in results.items()
+            },
+            "ingest_own_seconds": {
+                f"{key}_{size}": min(seconds) for (key, size), seconds in own.items()
+            },
             "ray_over_local": round(ratio, 3),
             "ray_over_local_own_seconds": round(own_ratio, 3),
+            "startup_seconds": {key: split.startup_seconds for key, split in splits.items()},
+            "images_per_second_after_startup": {
+                key: split.images_per_second for key, split in splits.items()
+            },
+            "ray_over_local_after_startup": rate_ratio and round(rate_ratio, 3),
             "goal": verdict,
         }
         print(json.dumps(document, indent=2))
@@ -154,12 +199,25 @@ def report(
             f"{result.mb_per_second:>7.1f} {min(own[key]):>7.2f}"
         )
     print()
+    print(f"split by the runs of {captures} and {2 * captures} captures:")
+    for key, name in (("local", "local"), ("ray", "Ray")):
+        split = splits[key]
+        if split.images_per_second is None:
+            print(f"  {name}: the longer run was no slower (noise); no split")
+        else:
+            print(
+                f"  {name}: start-up {split.startup_seconds:.2f} s, "
+                f"then {split.images_per_second:.2f} images/s"
+            )
+    print()
     print(
         f"per core: local {local.images_per_second / workers:.2f} images/s, "
-        f"Ray {ray.images_per_second / workers:.2f} images/s"
+        f"Ray {ray.images_per_second / workers:.2f} images/s ({captures} captures)"
     )
     print(f"ingest's own seconds (start-up excluded): Ray / local = {own_ratio:.2f}×")
-    print(f"Ray / local = {ratio:.2f}×  (goal ≥ {GOAL})  {verdict}")
+    if rate_ratio is not None:
+        print(f"rate after start-up: Ray / local = {rate_ratio:.2f}×")
+    print(f"Ray / local = {ratio:.2f}×  (goal ≥ {GOAL}, {captures} captures)  {verdict}")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,8 @@ def test_a_ray_port_that_is_no_heads_gcs_is_refused_in_seconds():
     with _grpc_server(answers=True) as address:
         cluster._check_reachable(address)  # what a head answers passes
     with _grpc_server(answers=False) as address:
+        cluster._check_reachable(f"ray://{address}")  # a client server knows no GCS method
+    with _grpc_server(answers=False) as address:
         started = time.monotonic()
         with pytest.raises(ClusterError) as refused, RayPool(address, 2):
             pass
