@@ -52,6 +52,7 @@ from rainbench.shards.members import (
 )
 from rainbench.synth.importers import ESTIMATED
 from rainbench.synth.png import encode_png
+from rainbench.synth.protocol import PROTOCOL_SPLIT_NAMES
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 from rainbench.wording import counted
 
@@ -753,6 +754,11 @@ def _check_name(dataset: Dataset, name: str) -> None:
             f"--name {name[:40]!r}{'…' if len(name) > 40 else ''}: use at most "
             f"{manifest.SPLIT_MAX} lower-case letters, digits, - and _; not train, val, "
             "test, synthetic or a syn-* name"
+        )
+    if name in PROTOCOL_SPLIT_NAMES:  # scored as the public set: only its import makes it
+        raise DatasetError(
+            f"--name {name} is a leaderboard protocol's split of a public set, made only by "
+            "rainbench import-paired --protocol; choose another name"
         )
     stored = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
     others = {

@@ -118,13 +118,21 @@ def _check_made_alike(dataset: Dataset, options: SynthOptions, recipes: tuple[st
         return
     splits = {options.split(recipe): recipe for recipe in recipes}
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
-    columns = ["split", "recipe", "job"]
+    columns = ["split", "recipe", "recipe_version", "job"]
     rows = [r for r in pairs.select(columns).to_pylist() if r["split"] in splits]
     for row in rows:  # a split of one recipe only, whatever a suffix made of its name
         if row["recipe"] != splits[row["split"]]:
             raise DatasetError(
                 f"{row['split']} holds renders of the recipe {row['recipe']}; "
                 f"{splits[row['split']]}'s cannot go there too"
+            )
+        # Renders before and after a version's bump are other data: never one split.
+        version = RECIPES[row["recipe"]].version
+        if row["recipe_version"] not in (None, version):
+            raise DatasetError(
+                f"{row['split']} holds renders of {row['recipe']} version "
+                f"{row['recipe_version']}; this rainbench renders version {version}: render "
+                "them into a split of their own with --suffix NAME (syn-<recipe>-NAME)"
             )
     if not rows:
         return

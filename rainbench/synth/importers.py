@@ -10,6 +10,7 @@ import os
 import posixpath
 import re
 import unicodedata
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
@@ -22,10 +23,12 @@ from PIL import Image, UnidentifiedImageError
 from rainbench.capture.decode import (
     DEFAULT_MAX_PIXELS,
     check_pixel_cap,
-    load_stored,
+    header_size,
+    load_upright,
     open_image,
 )
 from rainbench.capture.formats import Format, sniff
+from rainbench.capture.orientation import ORIENTATION_TAG
 from rainbench.capture.reject import CaptureRejected
 from rainbench.capture.source import name_text, read_regular
 from rainbench.errors import first_line
@@ -133,12 +136,10 @@ def load_pair(
     pair: PairSource, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rainy and ground-truth pixels, uint8 H×W×3 RGB, crops applied, decoded as ingest
-    decodes a capture: 16-bit grey scaled to 8 bits (not clipped), the header checked
-    against `max_pixels` before any pixel is decoded. A file that cannot be read raises
-    ValueError naming it.
-
-    EXIF orientation is not applied: the public sets are plain PNG/JPEG whose
-    pixels are stored upright.
+    decodes a capture: turned upright by its EXIF orientation (so the two files of a pair
+    line up however each stores its picture), 16-bit grey scaled to 8 bits (not
+    clipped), the header checked against `max_pixels` before any pixel is decoded. A
+    file that cannot be read raises ValueError naming it.
     """
     rain = _read_rgb(pair.rain, pair.crop_rain, max_pixels)
     gt = _read_rgb(pair.gt, pair.crop_gt, max_pixels)
@@ -147,7 +148,7 @@ def load_pair(
     return rain, gt
 
 
-# What `load_stored` is told a file is when ingest's sniffing knows no such capture
+# What `load_upright` is told a file is when ingest's sniffing knows no such capture
 # (a BMP): it reads every format but RAW and HEIF with Pillow alike.
 _PILLOW_FORMAT = Format("pillow", "png")
 
@@ -155,7 +156,7 @@ _PILLOW_FORMAT = Format("pillow", "png")
 def _read_rgb(path: Path, box: Box | None, max_pixels: int) -> np.ndarray:
     try:
         data = read_regular(path, max_pixels=max_pixels)  # refused unread past a picture's size
-        image, _ = load_stored(data, sniff(data, path.name) or _PILLOW_FORMAT, max_pixels)
+        image = load_upright(data, sniff(data, path.name) or _PILLOW_FORMAT, max_pixels)
     except CaptureRejected as error:
         raise ValueError(f"{path.name}: {error.message}") from None
     except UnidentifiedImageError:
@@ -946,7 +947,7 @@ class _Sizes:
         if why := _refused_file(self._root, path):
             raise _Refused("unreadable", why)
         try:
-            size, mode = _header(self._root / path)
+            size, mode, turned = _header(self._root / path)
         except (OSError, SyntaxError, ValueError) as error:
             # PIL names the absolute path; the problem already carries the relative one.
             reason = str(error).replace(f" '{self._root / path}'", "")
@@ -961,7 +962,18 @@ class _Sizes:
                 "32-bit floating-point pixels, whose range the set does not state: refused "
                 "rather than guessed; convert the set to 8- or 16-bit images first",
             )
-        return size
+        return self._upright(path, size) if turned else size
+
+    def _upright(self, path: PurePosixPath, size: tuple[int, int]) -> tuple[int, int]:
+        """`size` once the file's EXIF orientation is applied, as decoding will apply it
+        (`load_pair`): two files may store one picture turned differently. Read whole, as
+        the size a header gives may be turned already (a TIFF's, by Pillow 13); a file not
+        read (larger than any picture within the cap) fails as its pair is decoded."""
+        try:
+            data = read_regular(self._root / path, within=self._root, max_pixels=self._max_pixels)
+        except CaptureRejected:
+            return size
+        return header_size(data) or size
 
 
 class _Refused(Exception):
@@ -970,12 +982,19 @@ class _Refused(Exception):
         self.kind, self.detail = kind, detail
 
 
-def _header(path: Path) -> tuple[tuple[int, int], str]:
+def _header(path: Path) -> tuple[tuple[int, int], str, bool]:
     """Size and mode from the header, no pixel decoded, as ingest opens a capture
     (`open_image`): the --max-pixels cap decides, and no plugin that decodes to open, or
-    runs a program, is used."""
-    with open_image(path) as image:
-        return image.size, image.mode
+    runs a program, is used. And whether an EXIF orientation turns the picture (read
+    whole only then: few files of a public set carry one)."""
+    with open_image(path) as image, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a damaged EXIF: Pillow's warnings, not ours
+        try:
+            # Image's getexif(), not PngImageFile's, which decodes every pixel.
+            orientation = Image.Image.getexif(image).get(ORIENTATION_TAG)
+        except Exception:  # decoding says what it makes of such an EXIF
+            orientation = None
+        return image.size, image.mode, orientation not in (None, 1)
 
 
 def _refused_file(root: Path, path: PurePosixPath) -> str | None:

@@ -4,6 +4,7 @@ that two labs that download a set import identical splits. A lab writes a split'
 once from its download; every import checks against it and reports each difference.
 """
 
+import codecs
 import re
 import tomllib
 from collections.abc import Callable, Sequence
@@ -201,8 +202,15 @@ def _read_checksums(path: Path) -> tuple[dict[str, str], list[LayoutProblem]]:
             f"{path}: larger than {MAX_CHECKSUM_LIST_BYTES >> 20} MiB, more than a line per "
             "file of any public set takes; refused"
         )
-    # utf-8-sig: a list saved by an editor that starts it with a byte-order mark
-    for number, line in enumerate(data.decode("utf-8-sig").splitlines(), 1):
+    # A list saved by an editor may start with a byte-order mark. Only \n and \r end a
+    # line, as where it is written: a name may hold U+2028.
+    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            detail = f"line {number} of {path.name}: not UTF-8 text, got {raw[:80]!r}"
+            problems.append(LayoutProblem("checksum-list", ".", detail))
+            continue
         found = _LINE.fullmatch(line)
         if found is None or found[2] in listed:
             why = "a second line for the same file" if found else "expected 'sha256  path'"

@@ -213,6 +213,9 @@ def test_bad_requests_are_one_line_errors(tmp_path, paired):
     for name in ("test", "syn-streak", "Bad Name"):
         with pytest.raises(DatasetError, match="--name"):
             build_pairs(ds, PairsOptions(name=name, workers=1))
+    # A leaderboard would score it as the public set of that name.
+    with pytest.raises(DatasetError, match=r"^--name gt-rain-test is a leaderboard protocol's"):
+        build_pairs(ds, PairsOptions(name="gt-rain-test", workers=1))
 
 
 def test_a_sequence_too_short_to_pair_is_reported_and_nothing_to_pair_is_an_error(tmp_path):

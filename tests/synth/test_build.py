@@ -29,7 +29,7 @@ from rainbench.synth.build import (
     preview_sheet,
     synthesize,
 )
-from rainbench.synth.recipes import V2_RECIPES
+from rainbench.synth.recipes import RECIPES, V2_RECIPES
 from rainbench.versions import installed_versions
 
 ALL_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
@@ -173,6 +173,24 @@ def test_renders_made_otherwise_go_to_a_split_of_their_own(ds):
     # A suffix that names another recipe's split: syn-streak + v2 is streak-v2's.
     with pytest.raises(DatasetError, match="makes syn-streak-v2, the split of another recipe"):
         synthesize(ds, replace(streak, suffix="v2"))
+
+
+def test_renders_of_another_recipe_version_are_never_added_to_a_split(ds, monkeypatch):
+    drizzle = replace(OPTIONS, recipes=("drizzle",), max_side=32)
+    synthesize(ds, drizzle)
+    bumped = replace(RECIPES["drizzle"], version="2")  # as a later rainbench renders it
+    monkeypatch.setitem(RECIPES, "drizzle", bumped)
+
+    with pytest.raises(DatasetError, match=r"^syn-drizzle holds renders of drizzle version 1;"):
+        synthesize(ds, drizzle)
+    assert dict(synthesize(ds, replace(drizzle, suffix="bumped")).stored) == {
+        "syn-drizzle-bumped": 5
+    }
+    pairs = pd.read_parquet(ds / "manifests/synthetic.parquet")
+    assert pairs.groupby("split").recipe_version.unique().map(list).to_dict() == {
+        "syn-drizzle": ["1"],
+        "syn-drizzle-bumped": ["2"],
+    }
 
 
 def test_killed_run_resumes_into_the_same_shards(ds, tmp_path, _clean_dataset, monkeypatch):

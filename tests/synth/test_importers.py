@@ -780,6 +780,31 @@ def test_16_bit_grey_is_scaled_to_8_bits_not_clipped(tmp_path):
     np.testing.assert_array_equal(gt[..., 2], grey >> 8)
 
 
+def test_exif_orientation_is_applied_so_a_pair_lines_up(tmp_path):
+    def stored_turned(path: Path, upright: np.ndarray, orientation: int) -> None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        turned = Image.fromarray(upright).transpose(
+            {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90}[orientation]
+        )
+        turned.save(path, exif=exif)  # lossless, so the pixels compare exactly
+
+    square = write_image(tmp_path / "norain-1.png", (32, 32))  # sizes alike either way
+    stored_turned(tmp_path / "rain-1.png", square, 3)
+    wide = write_image(tmp_path / "norain-2.png", (48, 32), seed=1)
+    stored_turned(tmp_path / "rain-2.png", wide, 6)  # stored 32×48: a mismatch unturned
+    tiff = write_image(tmp_path / "norain-3.png", (48, 32), seed=2)
+    stored_turned(tmp_path / "rain-3.tif", tiff, 6)  # Pillow 13 gives its size turned
+
+    pairs, problems = find_pairs(tmp_path, "rain100")
+
+    assert problems == []
+    for pair, upright in zip(pairs, (square, wide, tiff), strict=True):
+        rain, gt = load_pair(pair)
+        np.testing.assert_array_equal(rain, upright)
+        np.testing.assert_array_equal(gt, upright)
+
+
 def test_float_images_are_refused_not_guessed(tmp_path):
     ramp = np.linspace(0, 1, 48 * 32, dtype=np.float32).reshape(32, 48)
     for name in ("rain-1.tif", "norain-1.tif"):

@@ -154,6 +154,34 @@ def test_a_damaged_list_is_reported_line_by_line(protocol_file, test_set):
     assert "line 3 of gt-rain-test.sha256: a second line" in problems[1].detail
 
 
+def test_a_line_that_is_not_utf_8_is_one_problem(protocol_file, test_set):
+    root, pairs = test_set
+    split = protocol_split(protocol_file(), "gt-rain-test")
+    check_protocol(split, root, pairs, write=True)
+    lines = split.checksums.read_bytes().splitlines()
+    split.checksums.write_bytes(b"\n".join([*lines[:-1], lines[-1] + b"\xff"]) + b"\n")
+
+    problems = check_protocol(split, root, pairs)
+
+    # The line is not read: its file is found and not listed.
+    assert kinds(problems) == [("checksum-list", "."), ("checksum-extra", lines[-1][66:].decode())]
+    assert "line 7 of gt-rain-test.sha256: not UTF-8 text" in problems[0].detail
+
+
+def test_a_name_holding_a_unicode_line_separator_is_listed_on_one_line(protocol_file, gt_rain):
+    # Only \n and \r end a line of a list (sha256sum's own reading), as it is written.
+    scene = "Oinari\u20280-0"
+    root = gt_rain / "GT-RAIN_test"
+    (root / "Oinari_0-0").rename(root / scene)
+    for frame in (root / scene).iterdir():
+        frame.rename(frame.with_name(frame.name.replace("Oinari_0-0", scene)))
+    pairs, problems = find_pairs(root, "gt-rain")
+    split = protocol_split(protocol_file(), "gt-rain-test")
+
+    assert problems == [] and check_protocol(split, root, pairs, write=True) == []
+    assert check_protocol(split, root, pairs) == []
+
+
 def test_a_list_that_starts_with_a_byte_order_mark_reads_whole(protocol_file, test_set):
     root, pairs = test_set
     split = protocol_split(protocol_file(), "gt-rain-test")
