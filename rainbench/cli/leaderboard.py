@@ -224,12 +224,14 @@ def _report_lines(reports: list[SplitReport]) -> list[str]:
                 f"; {report.videos} video{'s' if report.videos > 1 else ''} not scored here: "
                 "a video is scored through its real pairs (rainbench pairs)"
             )
-        lines.append(line)
+        lines.append(on_one_line(line))  # a --name or dataset name may hold a line break
         seen = report.trained_on or {}
         if seen.get("images"):  # the leaderboard shows the row, unranked (ranking.py)
             lines.append(
-                f"{report.model} on {report.dataset}/{report.split}: trained on "
-                f"{seen['images']} of its {counted(seen['of'], 'image')} — shown, not ranked"
+                on_one_line(
+                    f"{report.model} on {report.dataset}/{report.split}: trained on "
+                    f"{seen['images']} of its {counted(seen['of'], 'image')} — shown, not ranked"
+                )
             )
     return lines
 

@@ -213,6 +213,7 @@ def evaluate(
     """Score `source` on `split` ("all": every split) of the dataset at `dataset_path`,
     with torch's CPU threads `settings.threads` (None: chosen from the free CPUs), put back
     as they were on return."""
+    _check_tiles(settings)
     dataset, name, splits, chosen = _chosen(dataset_path, split, settings.metrics)
     checkpoint_info = _checkpoint_info(checkpoint)
     _need_torch()
@@ -240,6 +241,7 @@ def evaluate_on_ray(
     """`evaluate`, with the images derained and scored by actors on the Ray cluster at
     `address`, each building its source with `build_source(settings)`. The dataset must
     be where every node sees it (shared storage, a URL); results are written here."""
+    _check_tiles(settings)
     dataset, name, splits, chosen = _chosen(dataset_path, split, settings.metrics)
     checkpoint_info = _checkpoint_info(checkpoint)
     gpu = settings.device.startswith("cuda")
@@ -285,6 +287,17 @@ _REMEDY = (
     "give another --name (a variant beside them) or --results folder, or --rescore-stale "
     "to score them again"
 )
+
+
+def _check_tiles(settings: EvalSettings) -> None:
+    """Tiles that cannot be laid out refused before anything is read or written: found
+    only at the first image larger than a tile, they would fail every such image, and
+    those failures, kept as results, would refuse the corrected run as made otherwise."""
+    if settings.tile and not 0 <= settings.overlap < settings.tile:
+        raise EvalError(
+            f"tiles need an overlap of at least 0 and less than the tile: --overlap "
+            f"{settings.overlap} with --tile {settings.tile}"
+        )
 
 
 def _chosen(

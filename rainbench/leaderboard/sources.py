@@ -4,6 +4,7 @@ on one image becomes that image's error, never the run's end.
 """
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -64,9 +65,10 @@ class DerainerSource(Source):
         registered name and where its code comes from go in the provenance."""
         with _contained(model, set()):
             derainer = create_derainer(model, checkpoint=checkpoint, device=device, **options)
-        with warnings.catch_warnings():  # create_derainer has said what was skipped
-            warnings.simplefilter("ignore", PluginWarning)
-            spec = check_derainer(model)
+            with warnings.catch_warnings():  # create_derainer has said what was skipped
+                warnings.simplefilter("ignore", PluginWarning)
+                spec = check_derainer(model)
+            _check_built(derainer, f"derainer {model} ({spec.source})")
         own = getattr(derainer, "name", None)
         variant = own if isinstance(own, str) and own.startswith(f"{model}-") else None
         origin = {"registered": model, "source": spec.origin()}
@@ -75,7 +77,10 @@ class DerainerSource(Source):
         )
 
     def info(self) -> dict:
-        return {**self.derainer.info(), "name": self.name, **(self.registered or {})}
+        record = {**self.derainer.info(), "name": self.name, **(self.registered or {})}
+        # As the provenance holds it (a tuple a list, a key a string): a resume compares
+        # the record on disk with this one, and would find a tuple option changed.
+        return json.loads(json.dumps(record, allow_nan=False))
 
     def trained_on(self) -> frozenset[str] | None:
         return getattr(self.derainer, "trained_on", None)
@@ -118,6 +123,21 @@ class DerainerSource(Source):
             else Output(to_pixels(image), None, seconds, peak)
             for image in result.detach().float().cpu()
         ]
+
+
+def _check_built(derainer: object, what: str) -> None:
+    """What eval asks of a plug-in's derainer before any image, so that a factory's
+    mistake is one line, not a traceback: something to derain with, whose `info()` is a
+    JSON record (the provenance holds it, and a resume compares it)."""
+    if not callable(getattr(derainer, "derain", None)):
+        raise DerainerError(
+            f"{what} could not be built: its factory returned {type(derainer).__name__}, "
+            "not a Derainer"
+        )
+    try:
+        json.dumps(derainer.info(), allow_nan=False)
+    except Exception as error:  # whatever a plug-in's info() raises, or holds
+        raise DerainerError(f"{what}: its info() is no JSON record: {one_line(error)}") from None
 
 
 @contextlib.contextmanager

@@ -3,8 +3,11 @@ as PNG files in a folder (`--model-cmd`), and `OutputsFolder` reads outputs comp
 elsewhere by sample key (`--outputs`).
 """
 
+import contextlib
 import hashlib
+import os
 import shlex
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -88,19 +91,57 @@ class CommandDerainer(NumpyDerainer):
             line = line.replace(placeholder, shlex.quote(str(path)))
         argv = shlex.split(line)
         try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, errors="replace", timeout=self.timeout
+            process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
             )
-        except subprocess.TimeoutExpired as error:
-            raise DerainerError(
-                f"{self.name}: the command ran past its {self.timeout} s timeout"
-            ) from error
         except OSError as error:
             raise DerainerError(f"{self.name}: cannot run {argv[0]}: {error.strerror}") from error
-        if result.returncode != 0:
-            lines = [text for text in result.stderr.splitlines() if text.strip()]
+        with process:
+            try:
+                _, stderr = process.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                _kill_tree(process)
+                raise DerainerError(
+                    f"{self.name}: the command ran past its {self.timeout} s timeout"
+                ) from None
+            except BaseException:  # an interrupt: nothing of the batch's is left running
+                _kill_tree(process)
+                raise
+        if process.returncode != 0:
+            lines = [text for text in stderr.splitlines() if text.strip()]
             last = lines[-1].strip() if lines else "nothing on stderr"
-            raise DerainerError(f"{self.name}: the command exited with {result.returncode}: {last}")
+            raise DerainerError(
+                f"{self.name}: the command exited with {process.returncode}: {last}"
+            )
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """Kill the command and every process it started, and reap it. The command alone
+    would leave what a wrapper (`sh run.sh`) started running beside the next batch's.
+    It stays in rainbench's process group, so that what signals the group (Ctrl-C, a
+    closed terminal, `timeout`) reaches all of them as before; its pipes are not read
+    to their end, as a process that left its tree may hold them."""
+    for pid in (process.pid, *_descendants(process.pid)):  # all found before any dies
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes `pid` started and theirs, from /proc; none without it (not Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # "pid (name) state ppid …": the name may hold spaces and parentheses
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 class OutputsFolder:

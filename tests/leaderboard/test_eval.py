@@ -4,6 +4,7 @@ external commands and outputs computed elsewhere."""
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -40,7 +41,13 @@ from rainbench.metrics.fullref import psnr, psnr_y, ssim, ssim_y
 from rainbench.models import registry
 from rainbench.models.base import Derainer
 from rainbench.models.external import CommandDerainer
-from rainbench.models.registry import DerainerSpec, create_derainer, list_derainers, register
+from rainbench.models.registry import (
+    DerainerError,
+    DerainerSpec,
+    create_derainer,
+    list_derainers,
+    register,
+)
 from rainbench.shards import manifest
 from rainbench.shards.dataset import DatasetError
 from rainbench.synth.build import SynthOptions, synthesize
@@ -116,6 +123,17 @@ def test_tiled_evaluation_matches_whole_images_for_identity(tmp_path, ds):
         _table(tmp_path / "a", "identity", "syn-streak")[list(FULL_REFERENCE)],
         _table(tmp_path / "b", "identity", "syn-streak")[list(FULL_REFERENCE)],
     )
+
+
+@pytest.mark.parametrize("overlap", [64, 100])
+def test_tiles_that_cannot_be_laid_out_are_refused_before_any_image(tmp_path, ds, overlap):
+    # Found only at the first image larger than a tile, every such image would fail, and
+    # the run with the overlap corrected be refused as made with other tiles.
+    settings = replace(FAST, tile=64, overlap=overlap)
+    source = DerainerSource(create_derainer("identity"), "cpu", 64, overlap)
+    with pytest.raises(EvalError, match=rf"^tiles need .*: --overlap {overlap} with --tile 64$"):
+        evaluate(source, ds, "syn-streak", tmp_path / "res", settings)
+    assert not (tmp_path / "res").exists()
 
 
 def test_all_splits_and_real_ones_get_no_reference_metrics_only(tmp_path, ds):
@@ -1193,6 +1211,51 @@ def test_a_derainer_built_in_another_folder_is_put_back(
     assert capsys.readouterr().out == ""
 
 
+class _Kernel(_Unnamed):
+    def options(self) -> dict:
+        return {"kernel": (3, 3)}
+
+
+def test_a_derainer_with_a_tuple_option_resumes_its_results(tmp_path, ds, unnamed_derainers):
+    # The provenance holds the tuple as a list: compared as it was, the finished run
+    # run again was refused as made with another model.
+    register(DerainerSpec("kernel", "a test derainer", lambda c, device: _Kernel(device)))
+    results = tmp_path / "res"
+    evaluate(_registered("kernel"), ds, "test", results, FAST)
+    [again] = evaluate(_registered("kernel"), ds, "test", results, FAST)
+    assert (again.scored, again.skipped) == (0, 4)
+
+
+class _Unrecorded(_Unnamed):
+    def __init__(self, device, options):
+        super().__init__(device)
+        self.recorded = options
+
+    def options(self) -> dict:
+        if isinstance(self.recorded, Exception):
+            raise self.recorded
+        return self.recorded
+
+
+@pytest.mark.parametrize(
+    ("made", "said"),
+    [
+        (lambda device: None, "could not be built: its factory returned NoneType, not a Derainer"),
+        (lambda device: _Unrecorded(device, {"f": open}), "TypeError: Object of type builtin_"),
+        (lambda device: _Unrecorded(device, {"a": math.nan}), "ValueError: Out of range float"),
+        (lambda device: _Unrecorded(device, RuntimeError("no\nrecord")), "RuntimeError: no$"),
+    ],
+    ids=["no-derainer", "not-json", "nan", "raises"],
+)
+def test_a_plugin_whose_derainer_eval_cannot_use_is_one_line(unnamed_derainers, made, said):
+    register(DerainerSpec("odd", "a test derainer", lambda c, device: made(device)))
+    with pytest.raises(
+        DerainerError,
+        match=rf"^derainer odd \(built-in\)(: its info\(\) is no JSON record: )?.*{said}",
+    ):
+        _registered("odd")
+
+
 def test_a_refusal_names_what_differs(tmp_path, ds, unnamed_derainers):
     results = tmp_path / "res"
     evaluate(_registered("plain"), ds, "test", results, FAST)
@@ -1439,6 +1502,17 @@ def test_a_run_whose_one_image_failed_says_so_in_the_singular(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"error: the one image derained failed (why: the error column of {one.path})\n"
     )
+
+
+def test_each_report_line_stays_one_line_whatever_the_names_hold(tmp_path):
+    """A --name (the results folder) or a model name holding a line break."""
+    path = tmp_path / "x\ny" / "ds" / "test.parquet"
+    report = eval_module.SplitReport(
+        "ds", "test", "real", path, scored=2, model="x\ny", trained_on={"images": 1, "of": 2}
+    )
+    lines = leaderboard_cli._report_lines([report])
+    assert len(lines) == 2 and not any("\n" in line for line in lines)
+    assert "x\\ny" in lines[0] and lines[1].startswith("x\\ny on ds/test: trained on 1")
 
 
 def test_name_files_a_registered_derainer_and_timeout_goes_to_the_command(tmp_path, ds):

@@ -5,7 +5,9 @@ import hashlib
 import shlex
 import struct
 import sys
+import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,6 +105,31 @@ def test_a_command_past_its_timeout_is_an_error(batch):
     sleeper = f"{shlex.quote(sys.executable)} -c {sleep} {{input_dir}} {{output_dir}}"
     with pytest.raises(DerainerError, match=r"ran past its 0\.2 s timeout"):
         CommandDerainer(sleeper, timeout=0.2).derain(batch)
+
+
+def test_a_command_past_its_timeout_leaves_nothing_it_started_running(tmp_path, batch):
+    # A wrapper script as many a model's is: the program is the shell's child, and the
+    # shell alone was killed at the timeout.
+    pid_file = tmp_path / "child.pid"
+    child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    wrapper = tmp_path / "run.sh"
+    wrapper.write_text(f"{shlex.quote(sys.executable)} -c {shlex.quote(child)} {pid_file}\n")
+    derainer = CommandDerainer(f"sh {wrapper} {{input_dir}} {{output_dir}}", timeout=2)
+    with pytest.raises(DerainerError, match=r"ran past its 2\.0 s timeout"):
+        derainer.derain(batch)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process not yet ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5", True])
