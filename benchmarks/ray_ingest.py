@@ -183,7 +183,7 @@ def report(
             "images_per_second_after_startup": {
                 key: split.images_per_second for key, split in splits.items()
             },
-            "ray_over_local_after_startup": rate_ratio and round(rate_ratio, 3),
+            "ray_over_local_after_startup": None if rate_ratio is None else round(rate_ratio, 3),
             "goal": verdict,
         }
         print(json.dumps(document, indent=2))
