@@ -216,6 +216,31 @@ def test_a_last_checkpoint_that_is_a_fifo_or_of_other_networks_is_not_resumed(tm
         train(_dataset, run, _with(steps=5), threads=1)
 
 
+def test_a_checkpoint_of_another_device_or_malformed_is_refused_in_one_line(tmp_path, _dataset):
+    # Before: tracebacks (a CUDA run resumed with --device cpu among them).
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=1), threads=1)
+    (run / "checkpoints" / "step-0000001.pt").unlink()
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    cuda = {**state["rng"], "sampler": torch.zeros(16, dtype=torch.uint8)}  # seed, offset
+    malformed = [
+        ({"rng": cuda}, r"last\.pt holds the random state of a sampler on another kind of "
+                        r"device than cpu: resume with the --device the run trained on"),
+        ({"step": "1"}, r"last\.pt: its step is '1', not a count of steps"),
+        ({"step": -1}, r"last\.pt: its step is -1, not a count of steps"),
+        ({"config": [1]}, r"last\.pt: its config is not what this trainer writes"),
+        ({"loader": {"epoch": 0}}, r"last\.pt holds a loader position or random states this "
+                                   r"trainer cannot restore \(no 'consumed'\)"),
+        ({"rng": {"torch": 1}}, r"cannot restore \(no 'sampler'\)"),
+        ({"layout": "1 × 1"}, r"cannot restore \(string indices must be integers"),
+    ]  # fmt: skip
+    for change, says in malformed:
+        torch.save({**state, **change}, last)
+        with pytest.raises(DatasetError, match=says):
+            train(_dataset, run, _with(steps=2), threads=1)
+
+
 def test_only_the_newest_step_checkpoints_are_kept(tmp_path, _dataset):
     run = tmp_path / "run"
     train(_dataset, run, _with(steps=4, keep_checkpoints=2), threads=1)
@@ -251,6 +276,42 @@ def test_a_run_killed_while_saving_its_last_step_ends_with_that_steps_derainer(
     assert derainer["step"] == last["step"] == 2
     for name, tensor in last["background"].items():
         assert torch.equal(derainer["background"][name], tensor), name
+
+
+def test_a_run_killed_as_it_validates_resumes_with_that_validation(tmp_path, _dataset, monkeypatch):
+    # Validation follows the checkpoint of its step: before, the resumed run went on from
+    # that checkpoint and its validation row was never written.
+    config = _with(steps=4, checkpoint_every=2, validate_every=2, val_split="syn-streak",
+                   val_images=1)  # fmt: skip
+    train(_dataset, tmp_path / "whole", config, threads=1)
+
+    def validate(*args):
+        raise _Killed  # at step 2, its checkpoint saved
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "validate", validate)
+        with pytest.raises(_Killed):
+            train(_dataset, run, config, threads=1)
+    assert train(_dataset, run, config, threads=1).resumed_from == 2
+    assert _rows(run / "validation.csv") == _rows(tmp_path / "whole" / "validation.csv")
+    assert [int(row["step"]) for row in _rows(run / "validation.csv")] == [2, 4]
+
+
+def test_tensorboard_shows_the_steps_a_resumed_run_trains_again_once(tmp_path, _dataset):
+    events = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=4, checkpoint_every=2), threads=1)
+    for name in ("last.pt", "step-0000004.pt"):  # as if killed before step 4's checkpoint
+        (run / "checkpoints" / name).unlink()
+    with pytest.warns(TrainWarning, match=r"last\.pt is missing; resuming from step-0000002"):
+        train(_dataset, run, _with(steps=4, checkpoint_every=2), threads=1)
+    board = events.EventAccumulator(str(run / "tensorboard"))
+    board.Reload()
+    # Steps 3 and 4 were logged by both runs; the first run's are dropped, as in losses.csv.
+    totals = {event.step: event.value for event in board.Scalars("loss/total")}
+    assert [event.step for event in board.Scalars("loss/total")] == [1, 2, 3, 4]
+    assert totals == {int(row["step"]): float(row["total"]) for row in _rows(run / "losses.csv")}
 
 
 def test_a_resume_killed_while_it_drops_log_rows_keeps_the_log(tmp_path, monkeypatch):
@@ -453,6 +514,15 @@ def test_rain_types_are_checked_against_the_taggers(tmp_path, _dataset):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "snow is not a rain type" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_rain_types_are_a_set_in_any_order(tmp_path):
+    # Before: a run resumed with --rain-types storm,streak after streak,storm was refused
+    # as trained with other settings, though it trains on the same captures.
+    given = _with(rain_types=("storm", "streak", "storm"))
+    assert given.rain_types == ("streak", "storm")  # as the tagger lists them
+    assert not given.differences(_with(rain_types=("streak", "storm")))
+    assert NLCLConfig.from_json({**given.to_json(), "rain_types": ["storm", "streak"]}) == given
 
 
 def test_a_split_whose_rainy_captures_are_all_videos_is_refused_as_such(tmp_path):

@@ -124,7 +124,7 @@ def test_other_settings_are_refused_on_resume(tmp_path, _dataset):
     with pytest.raises(DatasetError, match="other settings"):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "crop": 40}))
     storms = NLCLConfig(**{**TINY.to_json(), "steps": 2, "rain_types": ("fog-like", "storm")})
-    with pytest.raises(DatasetError, match=r"\(rain_types: none → fog-like,storm\)"):
+    with pytest.raises(DatasetError, match=r"\(rain_types: none → storm,fog-like\)"):
         train(_dataset, run, storms)
 
 
@@ -217,6 +217,11 @@ def test_a_checkpoint_of_an_earlier_trainer_is_refused(tmp_path, _dataset):
     state = torch.load(last, weights_only=True)
     torch.save({**state, "version": 1}, last)
     with pytest.raises(DatasetError, match="earlier nlcl trainer"):
+        train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
+    # A later trainer's is not called earlier (the advice differs: that rainbench resumes it).
+    torch.save({**state, "version": 3}, last)
+    later = r"by a later nlcl trainer \(checkpoint version 3; this rainbench reads 2\); resume"
+    with pytest.raises(DatasetError, match=later):
         train(_dataset, run, NLCLConfig(**{**TINY.to_json(), "steps": 2, "validate_every": 0}))
 
 
@@ -378,13 +383,14 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, _dataset):
 def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _dataset):
     """Data parallelism on the CPU (gloo): both ranks start from rank 0's weights, stay
     identical (the trainer refuses to checkpoint otherwise), only rank 0 writes, and the
-    checkpoint holds both ranks' loader positions."""
+    checkpoint holds both ranks' loader positions and random states: the resumed run
+    ends with the weights of an uninterrupted one."""
     import subprocess
     import sys
 
     run = tmp_path / "ddp"
 
-    def torchrun(steps: int) -> None:
+    def torchrun(steps: int, run=run) -> None:
         finished = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
              "2", "-m", "rainbench", "train", "nlcl", "--dataset", str(_dataset), "--out",
@@ -402,6 +408,14 @@ def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _datase
     torchrun(3)
     steps = [int(row["step"]) for row in _rows(run / "losses.csv")]
     assert steps == [1, 2, 3]  # one writer, and the resumed step follows on
+    # Each rank resumes its own random states (rank 1 took rank 0's before, and so drew
+    # other sampler positions than it would have).
+    torchrun(3, tmp_path / "whole")
+    ours = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
+    for part in ("background", "rain", "discriminator"):
+        for name, tensor in theirs[part].items():
+            assert torch.equal(ours[part][name], tensor), f"{part}.{name}"
 
 
 @pytest.mark.gpu

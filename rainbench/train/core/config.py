@@ -88,6 +88,9 @@ class RunConfig:
                 f"--rain-types: {', '.join(unknown)} is not a rain type; the rain types are "
                 f"{', '.join(RAIN_TYPES)}"
             )
+        if self.rain_types is not None:  # a set of types: in any order, or repeated, the same
+            chosen = tuple(name for name in RAIN_TYPES if name in self.rain_types)
+            object.__setattr__(self, "rain_types", chosen)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -221,7 +221,7 @@ def _train(
     step, resumed_from = 0, None
     if resume:
         _check_captures(run, trained_on)
-        _restore(method, resume, model, optimizers, loader, sampler, layout, speak)
+        _restore(method, resume, model, optimizers, loader, sampler, layout, rank, speak)
         step = resumed_from = resume.step
     if rank == 0:  # only now: a run that could not start leaves no settings behind
         _write_settings(run, config)
@@ -231,13 +231,23 @@ def _train(
 
     def save_checkpoint() -> None:
         position = _loader_position(loader, distributed)
+        rng = _random_states(sampler, distributed)
         if distributed:
             _check_in_step(model)
         if rank == 0:
-            _save_checkpoint(method, run, step, model, optimizers, position, sampler, config,
+            _save_checkpoint(method, run, step, model, optimizers, position, rng, config,
                              layout, keys)  # fmt: skip
 
     log = _Log(run, method.loss_terms, enabled=rank == 0, resumed_at=step)
+
+    def validate_now() -> None:
+        scores = validate(lambda x: method.translate(model, x), model, dataset, config, device)
+        log.validation(step, scores)
+
+    # A run killed while it validated (after its checkpoint) resumes with that validation.
+    due = config.validate_every and step and step % config.validate_every == 0
+    if rank == 0 and due and not log.validated(step):
+        validate_now()
     started, last, stopped = time.perf_counter(), {}, None
     with _StopSignals() as stop:
         while step < config.steps and stopped is None:
@@ -259,9 +269,7 @@ def _train(
                 if saved:
                     save_checkpoint()
                 if rank == 0 and config.validate_every and step % config.validate_every == 0:
-                    scores = validate(lambda x: method.translate(model, x), model, dataset,
-                                      config, device)  # fmt: skip
-                    log.validation(step, scores)
+                    validate_now()
                 if step < config.steps:
                     stopped = stop.asked(distributed, device)
                 if stopped is not None:
@@ -521,7 +529,14 @@ def _read_checkpoint(method: Method, path: Path) -> dict:
         raise _Unreadable("damaged, cut short, or not a checkpoint file") from None
     if not isinstance(state, dict) or state.get("format") != method.checkpoint_format:
         raise _Unreadable(f"not a rainbench {method.name} checkpoint")
-    if state.get("version") != method.checkpoint_version:
+    version = state.get("version")
+    if type(version) is int and version > method.checkpoint_version:
+        raise DatasetError(
+            f"{path} was written by a later {method.name} trainer (checkpoint version "
+            f"{version}; this rainbench reads {method.checkpoint_version}); resume it with "
+            "the rainbench that wrote it, or start a new run with another --out"
+        )
+    if version != method.checkpoint_version:
         raise DatasetError(
             f"{path} was written by an earlier {method.name} trainer, whose networks "
             "differ from this one's; start a new run with another --out"
@@ -529,6 +544,11 @@ def _read_checkpoint(method: Method, path: Path) -> dict:
     missing = [key for key in ("step", "config", "loader", "rng") if key not in state]
     if missing:
         raise _Unreadable(f"it has no {', '.join(missing)}")
+    if type(state["step"]) is not int or state["step"] < 0:
+        raise _Unreadable(f"its step is {state['step']!r}, not a count of steps")
+    odd = [key for key in ("config", "loader", "rng") if not isinstance(state[key], dict)]
+    if odd:
+        raise _Unreadable(f"its {', '.join(odd)} is not what this trainer writes")
     return state
 
 
@@ -670,7 +690,7 @@ def _write_settings(run: Path, config: RunConfig) -> None:
     write_atomic(run / "config.json", (json.dumps(config.to_json(), indent=2) + "\n").encode())
 
 
-def _save_checkpoint(method, run, step, model, optimizers, position, sampler, config,
+def _save_checkpoint(method, run, step, model, optimizers, position, rng, config,
                      layout, keys) -> None:  # fmt: skip
     folder = run / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
@@ -688,13 +708,7 @@ def _save_checkpoint(method, run, step, model, optimizers, position, sampler, co
         **{key: optimizer.state_dict() for key, optimizer in optimizers.items()},
         "loader": position,
         "layout": layout,  # the loader processes `position` counts in
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "sampler": sampler.get_state(),
-            "numpy": _numpy_state(),
-            "python": list(random.getstate()[1]),
-        },
+        **rng,
     }
     save_atomic(state, folder / f"step-{step:07d}.pt")
     # What the derainer needs, small: its networks, their shape (in the config) and the
@@ -712,10 +726,12 @@ def _save_checkpoint(method, run, step, model, optimizers, position, sampler, co
             (folder / f"step-{number:07d}.pt").unlink(missing_ok=True)
 
 
-def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, speak) -> None:
-    """Everything of `checkpoint` back in place. The loader's position counts per loader
-    process (ranks × workers): under another layout the rest of its epoch is given up,
-    and training goes on with the next one."""
+def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, rank,
+             speak) -> None:  # fmt: skip
+    """Everything of `checkpoint` back in place, each rank's own random states. The
+    loader's position counts per loader process (ranks × workers): under another layout
+    the rest of its epoch is given up, and training goes on with the next one (every
+    rank then takes rank 0's random states)."""
     state = checkpoint.state
     try:
         for key, module in method.parts(model).items():
@@ -727,6 +743,29 @@ def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, spe
             f"{checkpoint.path} does not fit this run's networks ({first_line(error)}); "
             "delete it to resume from an earlier checkpoint, or give another --out"
         ) from None
+    try:  # what a crafted or foreign file holds here, said in a line
+        _restore_position(checkpoint, loader, sampler, layout, rank, speak)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        why = f"no {error}" if isinstance(error, KeyError) else first_line(error)
+        raise DatasetError(
+            f"{checkpoint.path} holds a loader position or random states this trainer "
+            f"cannot restore ({why}); delete it to resume from an earlier checkpoint, or "
+            "give another --out"
+        ) from None
+
+
+def _restore_position(checkpoint, loader, sampler, layout, rank, speak) -> None:
+    state = checkpoint.state
+    rng = state["rng"]
+    ranks = state.get("rank_rng")  # none before they were kept, nor from a single process
+    if isinstance(ranks, list) and len(ranks) == layout["world_size"]:
+        rng = ranks[rank]
+    if rng["sampler"].numel() != sampler.get_state().numel():  # a CUDA generator's, or CPU's
+        raise DatasetError(
+            f"{checkpoint.path} holds the random state of a sampler on another kind of "
+            f"device than {sampler.device.type}: resume with the --device the run trained on "
+            "(run.json names it)"
+        )
     # Checkpoints from before layouts were recorded: the world size was this one.
     before = state.get("layout", {**layout, "workers": max(1, state["config"]["workers"])})
     if before == layout:
@@ -741,15 +780,31 @@ def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, spe
                 f"{layout['workers']}: the rest of epoch {epoch} is skipped, training goes on "
                 f"with epoch {epoch + 1}",
                 TrainWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-    rng = state["rng"]
     torch.set_rng_state(rng["torch"].cpu())
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
     sampler.set_state(rng["sampler"].to(sampler.get_state().device))
     _set_numpy_state(rng["numpy"])
     random.setstate((3, tuple(rng["python"]), None))
+
+
+def _random_states(sampler: torch.Generator, distributed: bool) -> dict:
+    """A checkpoint's random states: this process's (`rng`), and under torchrun every
+    rank's (`rank_rng`, gathered; each rank was seeded apart and resumes its own)."""
+    rng = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "sampler": sampler.get_state(),
+        "numpy": _numpy_state(),
+        "python": list(random.getstate()[1]),
+    }
+    if not distributed:
+        return {"rng": rng}
+    everyone = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, rng)
+    return {"rng": rng, "rank_rng": everyone}
 
 
 def _numpy_state() -> dict:
@@ -802,7 +857,10 @@ class _Log:
         except ImportError:  # tensorboard is optional: the CSV has every number
             return
         with naming(run / "tensorboard"):
-            self.board = SummaryWriter(str(run / "tensorboard"))
+            # Events of steps after `resumed_at` (logged by a killed run after its
+            # checkpoint, or by a start that saved none) are dropped from the display, as
+            # the CSV rows are: else the resumed steps would show twice.
+            self.board = SummaryWriter(str(run / "tensorboard"), purge_step=resumed_at + 1)
         if threading.excepthook is not _quiet_board_thread:
             _quiet_board_thread.hook = threading.excepthook
             threading.excepthook = _quiet_board_thread
@@ -820,6 +878,14 @@ class _Log:
             return
         self._append(self.run / "validation.csv", {"step": step, **scores})
         self._to_board(step, {f"validation/{name}": value for name, value in scores.items()})
+
+    def validated(self, step: int) -> bool:
+        """Whether validation.csv has a row for `step`."""
+        path = self.run / "validation.csv"
+        if not path.exists():
+            return False
+        with open(path, newline="", encoding="utf-8") as handle:
+            return any(row["step"] == str(step) for row in csv.DictReader(handle))
 
     def close(self) -> None:
         if self.board:
