@@ -2,6 +2,7 @@
 size: their figures are not checked here (they are the benchmarks' to print), only that
 they still print them."""
 
+import json
 import re
 import subprocess
 import sys
@@ -106,6 +107,28 @@ def test_write_steps_times_each_write_step_beside_the_floor(tmp_path):
     timed = re.findall(r"^(\S.*?) +\d+\.\d\d ms$", found.stdout, re.M)
     assert timed[0].startswith("floor") and timed[-1].startswith("write (all")
     assert re.search(r"^write \(all\) / floor: \d+\.\d\d$", found.stdout, re.M)
+
+
+@pytest.mark.slow
+def test_metric_cost_times_each_metric_and_marks_the_stand_ins(tmp_path, monkeypatch):
+    """With no weight file anywhere (an empty --weights-dir, pyiqa's cache moved), brisque
+    and musiq are left out, or with --stand-ins timed, each by its own path."""
+    pytest.importorskip("pyiqa", reason="no-reference metrics need rainbench[eval]")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    common = ["--sizes", "64x48", "--repeats", "1", "--weights-dir", str(tmp_path)]
+    found = run("metric_cost.py", *common, "--metrics", "piqe,brisque,musiq", "--stand-ins")
+    assert found.returncode == 0, found.stderr
+    rows = re.findall(r"^\| `(\S+)`(\S?) \| [\d.]+ \|$", found.stdout, re.M)
+    assert rows == [("piqe", ""), ("brisque", "*"), ("musiq", "†")]
+    assert re.search(r"^\* timed with a stand-in .* through create_metric", found.stdout, re.M)
+    assert re.search(
+        r"^† timed with a stand-in .* pyiqa\.create_metric directly", found.stdout, re.M
+    )
+    left_out = run("metric_cost.py", *common, "--metrics", "brisque", "--json")
+    assert left_out.returncode == 0, left_out.stderr
+    document = json.loads(left_out.stdout)
+    assert document["rows"] == []
+    assert document["left_out"]["brisque"].startswith("brisque needs brisque_svm_weights.pth")
 
 
 @pytest.mark.slow
