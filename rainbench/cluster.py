@@ -642,7 +642,8 @@ def _check_gcs(channel, address: str) -> None:
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise ClusterError(
                 f"cannot connect to the Ray cluster at {address}: what listens there gave "
-                f"no gRPC answer within {_CONNECT_SECONDS:g} s, so it is no Ray; {_PORTS}"
+                f"no gRPC answer within {_CONNECT_SECONDS:g} s: no Ray head, or one too busy "
+                f"to answer; {_PORTS}"
             ) from None
         if error.code() == grpc.StatusCode.UNIMPLEMENTED and not address.startswith("ray://"):
             raise ClusterError(
