@@ -6,11 +6,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rainbench.shards import manifest
-from rainbench.shards.dataset import Dataset
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.store import shown
 
 
 def dataset_stats(dataset: Dataset) -> dict:
     info = dataset.read_info()
+    _refuse_lost_manifests(dataset, info)
     samples = manifest.read_manifest(dataset.samples_manifest, manifest.SAMPLES)
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
     rejects = manifest.read_manifest(dataset.rejects_manifest, manifest.REJECTS)
@@ -47,6 +49,23 @@ def dataset_stats(dataset: Dataset) -> dict:
         "rejects": dict(Counter(rejects["reason"].to_pylist()).most_common()),
         "paired_splits": dict(sorted(Counter(pairs["split"].to_pylist()).items())),
     }
+
+
+def _refuse_lost_manifests(dataset: Dataset, info: dict) -> None:
+    """A manifest reads as empty where there is none yet; one that dataset.json counts
+    rows of and that is gone was lost, and counting it as empty would show a dataset that
+    lost its captures as one that never had any."""
+    counts = info.get("counts") if isinstance(info.get("counts"), dict) else {}
+    for path, counted in (
+        (dataset.samples_manifest, "samples"),
+        (dataset.shards_manifest, "shards"),
+        (dataset.synthetic_manifest, "synthetic"),
+    ):
+        if counts.get(counted) and not path.exists():
+            raise DatasetError(
+                f"{shown(path)}: gone, though dataset.json counts its rows; "
+                f"rainbench verify {dataset.location} says what else is damaged"
+            )
 
 
 # rain_type_counts' names for captures without a rain type, apart from "untagged".

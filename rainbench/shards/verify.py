@@ -1,8 +1,9 @@
 """`rainbench verify`: prove that a dataset on disk is what its manifests say.
 
 Each shard is read once, in one pass that hashes the whole file and every member:
-the shard's sha256 must match shards.parquet, every manifest row's members must be
-there with the right sha256, and nothing may be on disk that no manifest lists. What
+the shard's sha256 must match shards.parquet (which lists it once), every manifest
+row's members must be there with the right sha256, and no shard or member may be on disk
+that no manifest lists; one that cannot be opened is that shard's problem. What
 readers trust beyond the hashes is checked in the same pass: a PNG's or JPEG's header
 must declare the size its row gives (readers bound decoding by it), and a `<key>.json`
 must be a JSON object naming its own row; a member name may be stored once (readers
@@ -13,7 +14,7 @@ measures it again).
 A video member must open, hold the frames its row counts and declare its row's frame
 size (its packets are demuxed, nothing is decoded; skipped where PyAV is not
 installed). Nothing is decoded as a picture. The fitted tagger dataset.json names, if
-any, must read as ingest reads it.
+any, must read as ingest reads it, and rejects.parquet as `stats` reads it.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
 link, a sparse file, a device) is reported, never read. A dataset in an object store is
 checked the same way: each shard object streams by once (no local copy), and the
@@ -194,6 +195,11 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
     pairs, pair_faults = _read_rows(dataset.synthetic_manifest, manifest.SYNTHETIC)
     shards, _ = _read_rows(dataset.shards_manifest, manifest.SHARDS)
     listed = {row["shard"]: row for row in shards}
+    problems += [
+        Problem("duplicate-shard", name, f"listed {count} times in shards.parquet")
+        for name, count in Counter(row["shard"] for row in shards).items()
+        if count > 1
+    ]
     rows_by_shard: dict[str, list[Entry]] = defaultdict(list)
     rows = [(row, "samples.parquet", _capture_entry(row)) for row in samples] + [
         (row, "synthetic.parquet", _pair_entry(row)) for row in pairs
@@ -237,7 +243,7 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
         if name.startswith(_PAIRED_SHARDS) and not rows_by_shard[name]:
             problems.append(Problem("pairs-uncommitted", name, _UNCOMMITTED))
             continue  # its members are no row's yet: not one stray-member each
-        if path.exists() if url is None else name in stored:
+        if _on_disk(path) if url is None else name in stored:
             tasks.append((url or path.as_posix(), name))
         elif url is None and path.is_symlink():  # a loop, or a link to nothing
             problems.append(Problem("shard-missing", name, "a link that leads to no file"))
@@ -262,8 +268,27 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
                 stray += f": {_UNCOMMITTED}"
             problems.append(Problem("stray-temporary", name, stray))
     problems += _check_counts(info.get("counts"), samples, pairs)
+    problems += _check_rejects(dataset)
     problems += _check_tagger(dataset)
     return problems
+
+
+def _on_disk(path: Path) -> bool:
+    """Whether a listed shard is there: one that this user may not look at (its folder
+    refuses) is there, for reading it to report, not missing."""
+    try:
+        return path.exists()
+    except OSError:
+        return True
+
+
+def _check_rejects(dataset: Dataset) -> list[Problem]:
+    """rejects.parquet, which no row or shard check needs, read as `stats` reads it."""
+    try:
+        manifest.read_manifest(dataset.rejects_manifest, manifest.REJECTS)
+    except DatasetError as error:  # its message names the file
+        return [Problem("manifest-unreadable", "manifests/rejects.parquet", str(error))]
+    return []
 
 
 def _check_tagger(dataset: Dataset) -> list[Problem]:
@@ -457,7 +482,8 @@ def _check_counts(counts: object, samples: list[dict], pairs: list[dict]) -> lis
             Problem(
                 "dataset-json",
                 "dataset.json",
-                f"counts {counts.get('samples')} samples, samples.parquet has {len(samples)}",
+                f"counts {json.dumps(counts.get('samples'))[:200]} samples, samples.parquet "
+                f"has {len(samples)}",
             )
         )
     listed = dict(sorted(Counter(row["split"] for row in pairs).items()))
@@ -500,12 +526,14 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
     metadata: dict[str, dict | str] = {}
     refused: list[tuple[str, str]] = []
     names: Counter[str] = Counter()
-    if not is_url(path):
-        try:
-            regular_file(Path(path))
+    if is_url(path):
+        raw = open_stream(path)
+    else:
+        try:  # a file this user may not read is that shard's problem, not the end of verify
+            raw = open(regular_file(Path(path)), "rb")  # noqa: SIM115 - closed below
         except OSError as error:
             return ShardReading(name, None, 0, {}, error=f"unreadable: {first_line(error)}")
-    with open_stream(path) if is_url(path) else open(path, "rb") as raw:
+    with raw:
         hashing = _HashingReader(raw, whole)
         try:
             with tarfile.open(fileobj=hashing, mode="r|") as archive:
@@ -520,12 +548,12 @@ def read_shard(task: tuple[str, str]) -> ShardReading:
                         headers[member.name] = found.header
                     if found.metadata is not None:
                         metadata[member.name] = found.metadata
+            while hashing.read(_CHUNK):
+                pass
         except TAR_ERRORS as error:
             return ShardReading(
                 name, None, 0, members, error=f"unreadable tar: {tar_failure(error)}"
             )
-        while hashing.read(_CHUNK):
-            pass
     return ShardReading(
         name,
         whole.hexdigest(),

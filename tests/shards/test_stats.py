@@ -1,8 +1,12 @@
 """What `rainbench stats` counts per rain type."""
 
 import pyarrow as pa
+import pytest
 
-from rainbench.shards.stats import rain_type_counts
+from rainbench.demo.captures import CaptureSpec, write_capture
+from rainbench.ingest import IngestOptions, ingest
+from rainbench.shards.dataset import Dataset, DatasetError
+from rainbench.shards.stats import dataset_stats, rain_type_counts
 
 
 def test_a_capture_labelled_clean_is_not_counted_as_untagged():
@@ -19,3 +23,14 @@ def test_a_capture_labelled_clean_is_not_counted_as_untagged():
         "untagged": 1,
         "clean layer": 1,
     }
+
+
+@pytest.mark.parametrize("lost", ["samples", "shards"])
+def test_a_lost_manifest_is_refused_not_counted_as_empty(tmp_path, lost):
+    write_capture(tmp_path / "raw", CaptureSpec("a.jpg", 64, 48, seed=0))
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1))
+    assert dataset_stats(Dataset(ds))["samples"] == 1
+    (ds / f"manifests/{lost}.parquet").unlink()
+    with pytest.raises(DatasetError, match=f"{lost}.parquet: gone, though dataset.json counts"):
+        dataset_stats(Dataset(ds))

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -22,6 +23,7 @@ from rainbench.cli import main
 from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.shards import manifest
+from rainbench.shards import verify as verify_module
 from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
 from rainbench.shards.tar import ShardWriter
 from rainbench.shards.verify import check_videos, verify
@@ -274,6 +276,73 @@ def test_pair_counts_in_dataset_json_are_checked(paired):
     problems = _problems(paired)
     assert [p.kind for p in problems] == ["dataset-json"]
     assert "999" in problems[0].detail
+
+
+def test_counts_of_another_type_in_dataset_json_are_said_as_written(paired):
+    """A count written as text is no count: the message must not read "counts 2, has 2"."""
+    info = json.loads((paired / "dataset.json").read_text())
+    info["counts"]["samples"] = str(info["counts"]["samples"])
+    (paired / "dataset.json").write_text(json.dumps(info))
+    [problem] = _problems(paired)
+    assert problem.kind == "dataset-json"
+    assert problem.detail == 'counts "2" samples, samples.parquet has 2'
+
+
+def test_a_shard_listed_twice_is_caught(ds):
+    """Readers would count its samples and bytes twice (`stats` does)."""
+    rows = _rows(ds, "shards")
+    _write_rows(ds, "shards", [*rows, rows[0]])
+    [problem] = _problems(ds)
+    assert (problem.kind, problem.where) == ("duplicate-shard", rows[0]["shard"])
+    assert problem.detail == "listed 2 times in shards.parquet"
+
+
+def test_a_damaged_rejects_manifest_is_caught(ds):
+    """No row or shard check needs it, but `stats` and every later ingest read it."""
+    (ds / "manifests/rejects.parquet").write_bytes(b"PAR1 cut short")
+    [problem] = _problems(ds)
+    assert (problem.kind, problem.where) == ("manifest-unreadable", "manifests/rejects.parquet")
+    assert "not a readable Parquet manifest" in problem.detail
+
+
+def test_a_shard_this_user_may_not_open_is_a_problem_and_the_rest_is_checked(ds, monkeypatch):
+    """One shard that cannot be opened (permissions, a disk error) is that shard's problem;
+    verify goes on to the others rather than stop at it."""
+    denied, other = _a_shard(ds), ds / _rows(ds, "shards")[-1]["shard"]
+    data = bytearray(other.read_bytes())
+    data[1500] ^= 0x01
+    other.write_bytes(bytes(data))
+
+    def refusing(path, *args, **kwargs):
+        if os.path.samefile(path, denied):
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "open", refusing, raising=False)
+    denied_name, other_name = denied.relative_to(ds).as_posix(), other.relative_to(ds).as_posix()
+    assert {(p.kind, p.where.split(":")[0], p.detail) for p in _problems(ds)} >= {
+        ("shard-corrupt", denied_name, "unreadable: Permission denied")
+    }
+    assert {(p.kind, p.where.split(":")[0]) for p in _problems(ds)} == {
+        ("shard-corrupt", denied_name),
+        ("shard-sha256", other_name),
+        ("member-sha256", other_name),
+    }
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not bar root")
+def test_a_split_folder_this_user_may_not_read_is_a_problem_not_the_end(ds):
+    """A shard whose folder refuses this user is unreadable, not missing, and not the end."""
+    shard = _a_shard(ds)
+    shard.parent.chmod(0)
+    try:
+        problems = _problems(ds)
+    finally:
+        shard.parent.chmod(0o755)
+    name = shard.relative_to(ds).as_posix()
+    assert ("shard-corrupt", name, "unreadable: Permission denied") in {
+        (p.kind, p.where, p.detail) for p in problems
+    }
 
 
 # -- a dataset being written -----------------------------------------------------------------
