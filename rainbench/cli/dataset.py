@@ -288,19 +288,22 @@ def format_tagging(summary: TagSummary, dataset: str | Path) -> list[str]:
     lines = [*format_fit(summary.fit, dataset)] if summary.fit else []
     if summary.replaced:
         lines.append(
-            f"the shipped tagger is the dataset's tagger again, in place of {summary.replaced} "
-            "(this removes no file from taggers/)"
+            "the shipped tagger is the dataset's tagger again, in place of "
+            f"{on_one_line(summary.replaced)} (this removes no file from taggers/)"
         )
     elif summary.replaced is not None:
         lines.append("the shipped tagger was already the dataset's tagger")
     if summary.empty_sheet:
-        lines.append(f"warning: {summary.empty_sheet} has no label rows, only a header")
+        lines.append(
+            f"warning: {on_one_line(summary.empty_sheet)} has no label rows, only a header"
+        )
     lines.append(
         f"tagged {counted(summary.samples, 'capture')}{f' ({types})' if types else ''}; "
         f"{summary.manual} by manual "
         f"label, {counted(summary.labelled, 'label')} applied now; tags changed on "
         f"{counted(summary.changed, 'capture')}, the rain type itself on "
-        f"{summary.rain_types_changed}" + (f"; tagger {summary.tagger}" if summary.tagger else "")
+        f"{summary.rain_types_changed}"
+        + (f"; tagger {on_one_line(summary.tagger)}" if summary.tagger else "")
     )
     if summary.measured:
         lines.append(

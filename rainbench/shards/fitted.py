@@ -93,6 +93,10 @@ def active_entry(dataset: Dataset) -> dict | None:
         isinstance(entry.get(name), str) for name in ("version", "path")
     ):
         raise DatasetError(f"{info}: '{INFO_KEY}' is not a tagger's version and path")
+    if not entry["version"].isprintable():  # printed in outputs that are read by line
+        raise DatasetError(
+            f"{info}: tagger version {entry['version']!r} holds a control character; refused"
+        )
     if not _FITTED.fullmatch(entry["path"]):  # a name from the dataset: never outside it
         raise DatasetError(
             f"{info}: tagger path {entry['path']!r} is not {FOLDER}/tagger-fit-<n>.json; refused"

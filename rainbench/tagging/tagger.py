@@ -275,6 +275,8 @@ class Tagger:
             raise ValueError(f"the tagger's capped are not all one of {list(CAVEATS)}")
         if not isinstance(data["version"], str) or not isinstance(data["calibration"], dict):
             raise ValueError("the tagger's version is not text or its calibration not an object")
+        if not data["version"].isprintable():  # printed in outputs that are read by line
+            raise ValueError(f"the tagger's version {data['version']!r} holds a control character")
         products = data.get("products", True)
         if not isinstance(products, bool):
             raise ValueError("the tagger's products is not true or false")
@@ -329,12 +331,19 @@ def _numbers(value: object, name: str) -> np.ndarray:
         array = np.asarray(value)
     except (TypeError, ValueError):  # ragged lists
         raise ValueError(f"the tagger's {name} holds something other than numbers") from None
-    if array.dtype.kind not in "iuf":
+    # numpy reads a true among numbers as 1.0: a hand-edited file's slip, refused too.
+    if array.dtype.kind not in "iuf" or _holds_bool(value):
         raise ValueError(f"the tagger's {name} holds something other than numbers")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise ValueError(f"the tagger's {name} holds a number that is not finite")
     return array
+
+
+def _holds_bool(value: object) -> bool:
+    if isinstance(value, list):
+        return any(_holds_bool(item) for item in value)
+    return isinstance(value, bool)
 
 
 def _number(value: object, name: str) -> float:
@@ -368,14 +377,17 @@ def _check_parts(tagger: Tagger) -> None:
 
 def _check_fit(fit: object) -> None:
     """The report of `rainbench tag --fit`, when the file has one: its labels per rain
-    type are counts, which `tag-eval` adds up."""
+    type are counts, which `tag-eval` adds up, under the rain types' names, which `tag
+    --fit` prints when it reuses the file."""
     if fit is None:
         return
     if not isinstance(fit, dict):
         raise ValueError("the tagger's calibration fit is not an object")
     labels = fit.get("labels", {})
-    if not isinstance(labels, dict) or not all(
-        type(count) is int and count >= 0 for count in labels.values()
+    if (
+        not isinstance(labels, dict)
+        or not set(labels) <= set(RAIN_TYPES)
+        or not all(type(count) is int and count >= 0 for count in labels.values())
     ):
         raise ValueError("the tagger's calibration fit labels are not counts per rain type")
 

@@ -182,6 +182,18 @@ def test_a_parameter_file_with_text_for_numbers_is_refused_when_read(field):
         Tagger.from_json(data)
 
 
+@pytest.mark.parametrize("field", ["weights", "bias", "scale"])
+def test_a_parameter_file_with_true_among_its_numbers_is_refused_when_read(field):
+    """numpy would read the true as 1.0: a hand edit's slip tagging every capture."""
+    data = json.loads(json.dumps(load_tagger().to_json()))
+    if field == "weights":
+        data["weights"][1][0] = True
+    else:
+        data[field][0] = True
+    with pytest.raises(ValueError, match=f"the tagger's {field} holds something other than"):
+        Tagger.from_json(data)
+
+
 def test_a_parameter_file_lacking_parts_or_of_wrong_types_is_a_value_error():
     """What from_json promises for any malformed object, whose callers catch ValueError:
     each part of the shipped file, and of its ood and detector, removed or of another
@@ -229,6 +241,11 @@ def _first_weight_infinite(data: dict) -> None:
         (lambda d: d["detector"].update(bias="1"), "detector bias holds something other"),
         (lambda d: d["ood"].update(limit=None), "ood limit holds something other"),
         (lambda d: d.update(version=5), "version is not text"),
+        (
+            lambda d: d["calibration"].update(fit={"labels": {"storm\nerror: x": 5}}),
+            "calibration fit labels are not counts per rain type",
+        ),
+        (lambda d: d.update(version="5\nerror: x"), r"version '5\\nerror: x' holds a control"),
     ],
 )
 def test_a_parameter_file_of_degenerate_numbers_is_refused_when_read(edit, message):
