@@ -161,6 +161,8 @@ def open_regular(path: Path, size: int | None = None, within: Path | None = None
             raise CaptureRejected(
                 Reason.CHANGED, f"the file changed size since the scan ({size} → {opened.st_size})"
             )
+        if within is not None:
+            _check_inside(path, opened, within)
     except OSError as error:
         os.close(fd)
         raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {_why(error)}") from None
@@ -385,6 +387,21 @@ def _resolve(path: Path, within: Path | None) -> tuple[str, os.stat_result]:
     elif not stat.S_ISREG(found.st_mode):
         raise CaptureRejected(Reason.NOT_A_FILE, f"not a regular file: {_kind(found.st_mode)}")
     return target, found
+
+
+def _check_inside(path: Path, opened: os.stat_result, within: Path) -> None:
+    """Refuse the open file unless `path` still leads to it inside `within`. O_NOFOLLOW
+    guards only the last part of a path: a folder on it swapped for a link since the
+    scan (a raw folder being written) would lead the open anywhere. Checked on the open
+    file, before any byte of it is read, so no swap before or after the open escapes."""
+    where = os.path.realpath(path, strict=True)
+    if not leads_inside(Path(where), within):
+        raise CaptureRejected(
+            Reason.LINK_OUTSIDE,
+            f"a link on its path leads outside the ingest root (to {name_text(where)}); not read",
+        )
+    if _identity(os.stat(where)) != _identity(opened):
+        raise CaptureRejected(Reason.CHANGED, "the file was replaced as it was opened")
 
 
 def _identity(found: os.stat_result) -> tuple[int, int]:
