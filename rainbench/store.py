@@ -8,6 +8,7 @@ AWS_ENDPOINT_URL, ~/.aws, GOOGLE_APPLICATION_CREDENTIALS, fsspec's configuration
 rainbench keeps no secrets. A plain path never touches this module's filesystems.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -116,11 +117,27 @@ def filesystem(url: str):
     if driver == "s3fs":
         settings["session"] = _aws_session()
     try:
-        return fsspec.core.url_to_fs(url, **settings)
+        fs, path = fsspec.core.url_to_fs(url, **settings)
     except ImportError:
         raise StoreError(_install_hint(url)) from None
     except ValueError as error:
         raise StoreError(f"{url}: {error}") from None
+    if driver and not _reads_as_named(fs, path, url):
+        raise StoreError(
+            f"{url}: {driver} would read another object under this name ('::', "
+            "'?versionId=' or '#N' in a key mean more to it than text); not read"
+        )
+    return fs, path
+
+
+def _reads_as_named(fs, path: str, url: str) -> bool:
+    """Whether the driver asks the store for the very object `url` names. Keys come from
+    a store's listing, and any text is a key: fsspec reads `::` as a chain of
+    filesystems and drops what follows it, s3fs ends a key at `?versionId=`, gcsfs may
+    take `#N` for a generation; such a key would be read as another object, one outside
+    the prefix listed even (`raw/::a.jpg` is `raw`)."""
+    bucket, key, version = fs.split_path(path)
+    return version is None and f"{bucket}/{key}".rstrip("/") == url.split("://", 1)[1].rstrip("/")
 
 
 @lru_cache(maxsize=1)
@@ -154,7 +171,8 @@ def _reporting(url: str, writing: bool = False) -> Iterator[None]:
             raise StoreError(f"{url}: the bucket does not exist") from None
         if any(words in str(error) for words in ("bucket does not exist", "NoSuchBucket")):
             raise StoreError(f"{url}: {first_line(error)}") from None
-        raise
+        # The clients say no more than the key (s3fs) or the request: say what is missing.
+        raise FileNotFoundError(errno.ENOENT, "no such object in the store", url) from None
     except OSError as error:  # a refusal says to check the credentials (`unusable`)
         raise unusable(url, error) or StoreError(f"{url}: {first_line(error)}") from None
     except ValueError as error:

@@ -100,11 +100,10 @@ def _spool_object(source: SourceFile) -> "CaptureFile":
         if isinstance(error, (OSError, StoreError)):
             raise CaptureRejected(Reason.UNREADABLE, f"cannot read: {first_line(error)}") from None
         raise
-    if spool.tell() != source.size:
+    if (read := spool.tell()) != source.size:
         spool.close()
         raise CaptureRejected(
-            Reason.CHANGED,
-            f"the object changed size since the scan ({source.size} → {spool.tell()})",
+            Reason.CHANGED, f"the object changed size since the scan ({source.size} → {read})"
         )
     fd = os.dup(spool.fileno())
     spool.close()  # the file lives on, unnamed, while `fd` is open

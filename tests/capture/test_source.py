@@ -188,3 +188,15 @@ def test_a_span_too_large_to_hold_is_refused_not_a_traceback(tmp_path, monkeypat
             capture[0:900]
     assert refused.value.reason == Reason.UNREADABLE
     assert "too large to hold in memory" in refused.value.message
+
+
+def test_an_object_whose_size_changed_since_the_listing_is_changed(monkeypatch):
+    """Read from a store (the spool): the size read, not a closed file's error."""
+    from rainbench.capture import source as source_module
+
+    monkeypatch.setattr(source_module, "open_stream", lambda url: io.BytesIO(b"x" * 15))
+    listed = SourceFile("s3://bucket/raw", "a.jpg", size=5, mtime_ns=0)
+    with pytest.raises(CaptureRejected) as refused:
+        read_capture(listed)
+    assert refused.value.reason == Reason.CHANGED
+    assert refused.value.message == "the object changed size since the scan (5 → 15)"

@@ -33,6 +33,7 @@ from rainbench.cli import main
 from rainbench.demo.captures import render_scene, sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest import run as run_module
+from rainbench.ingest import scan as scan_module
 from rainbench.ingest import tag as tag_module
 from rainbench.ingest import write as write_module
 from rainbench.ingest.tag import tag_dataset
@@ -272,6 +273,55 @@ def test_objects_whose_keys_name_no_file_are_refused_and_counted(s3_bucket, tmp_
     rejects = pd.read_parquet(open_dataset(f"{s3_bucket}/ds").rejects_manifest)
     assert sorted(rejects["source_path"]) == ["../../escape.jpg", "./dot.jpg", "a//twice.jpg"]
     assert set(rejects["message"].str.contains("names no file under the prefix")) == {True}
+
+
+def test_objects_whose_keys_the_driver_reads_as_other_objects_are_refused_unread(
+    s3_bucket, tmp_path
+):
+    """fsspec reads `::` as a chain of filesystems and s3fs ends a key at `?versionId=`:
+    `raw/::a.jpg` would be read from `raw`, outside the prefix, and `raw/b.jpg::c.jpg`
+    from `raw/b.jpg`. Each is refused in one line; nothing of another object is stored."""
+    fs, prefix = filesystem(f"{s3_bucket}/raw")
+    for spec in sample_specs(2, seed=2, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    first, second = sorted(p for p in (tmp_path / "raw").rglob("*") if p.is_file())
+    outside = first.read_bytes()
+    fs.pipe_file(prefix, outside)  # the object `raw`, beside the prefix `raw/`
+    fs.pipe_file(f"{prefix}/b.jpg", second.read_bytes())
+    odd = ("::a.jpg", "b.jpg::c.jpg", "b.jpg?versionId=d.jpg")
+    bucket = prefix.split("/")[0]
+    for name in odd:  # as many bytes as the object each would be read from; s3fs would
+        # itself store the last under `raw/b.jpg`
+        body = bytes(len(outside if name[0] == ":" else second.read_bytes()))
+        fs.call_s3("put_object", Bucket=bucket, Key=f"raw/{name}", Body=body)
+    summary = ingest([f"{s3_bucket}/raw/"], f"{s3_bucket}/ds", OPTIONS)
+    assert summary.accepted == 1 and summary.rejected == {"unreadable": 3}
+    rejects = pd.read_parquet(open_dataset(f"{s3_bucket}/ds").rejects_manifest)
+    assert sorted(rejects["source_path"]) == sorted(odd)
+    for message in rejects["message"]:
+        assert "would read another object under this name" in message and "\n" not in message
+
+
+def test_an_object_gone_between_listing_and_reading_is_refused_saying_so(
+    s3_bucket, tmp_path, monkeypatch
+):
+    fs, prefix = filesystem(f"{s3_bucket}/raw")
+    for spec in sample_specs(2, seed=2, size=(160, 120)):
+        write_capture(tmp_path / "raw", spec)
+    fs.put(str(tmp_path / "raw"), prefix, recursive=True)
+    listed = scan_module.listing
+
+    def listed_then_deleted(url):
+        found = listed(url)
+        return {**found, "gone.jpg": next(iter(found.values()))}
+
+    monkeypatch.setattr(scan_module, "listing", listed_then_deleted)
+    summary = ingest([f"{s3_bucket}/raw/"], f"{s3_bucket}/ds", OPTIONS)
+    assert summary.accepted == 2 and summary.rejected == {"unreadable": 1}
+    rejects = pd.read_parquet(open_dataset(f"{s3_bucket}/ds").rejects_manifest)
+    assert rejects[["source_path", "message"]].values.tolist() == [
+        ["gone.jpg", "cannot read: no such object in the store"]
+    ]
 
 
 def test_messages_about_a_dataset_in_the_store_name_its_url(bucket, raw):

@@ -76,6 +76,29 @@ def test_a_url_that_names_no_bucket_is_refused_in_one_line(url, message, tmp_pat
     assert str(refused.value) == message
 
 
+@pytest.mark.parametrize(
+    ("url", "read"),
+    [
+        ("s3://bucket/raw/::a.jpg", None),  # fsspec: a chain; s3fs would read `raw`
+        ("s3://bucket/raw/a.jpg::b.jpg", None),
+        ("s3://bucket/raw/a.jpg?versionId=b.jpg", None),  # s3fs: a version of `raw/a.jpg`
+        ("gs://bucket/raw/a.jpg?generation=5", None),
+        ("s3://bucket/raw/a?b#c.jpg", "bucket/raw/a?b#c.jpg"),
+        ("s3://bucket/raw//a.jpg", "bucket/raw//a.jpg"),
+        ("s3://bucket/ds/", "bucket/ds"),
+        ("gs://bucket/raw/a#b.jpg", "bucket/raw/a#b.jpg"),
+    ],
+)
+def test_a_name_the_driver_reads_as_another_object_is_refused_in_one_line(url, read):
+    pytest.importorskip("gcsfs")
+    if read is not None:
+        assert store.filesystem(url)[1] == read
+        return
+    with pytest.raises(store.StoreError) as refused:
+        store.filesystem(url)
+    assert str(refused.value).startswith(f"{url}: ") and "another object" in str(refused.value)
+
+
 def test_a_missing_driver_names_the_extra_to_install(monkeypatch):
     def missing(url, **kwargs):
         raise ImportError("Install s3fs to access S3")
