@@ -487,8 +487,8 @@ def report(
         "tree_rss_2n_over_n": ours_2n.tree_rss_mb / ours.tree_rss_mb,
     }
     marginal = {
-        "ours": _marginal(ours, ours_2n),
-        "floor": _marginal(floor_, results["floor_2n"]),
+        "ours": marginal_rate(ours, ours_2n),
+        "floor": marginal_rate(floor_, results["floor_2n"]),
     }
     goals = {
         "ours_over_floor": ratios["ours_over_floor"] >= GOAL_OF_FLOOR,
@@ -577,7 +577,7 @@ def report(
     )
 
 
-def _marginal(n: Result, two_n: Result) -> float | None:
+def marginal_rate(n: Result, two_n: Result) -> float | None:
     """Images/s of the second N alone; None when noise made the 2N run no slower."""
     extra = two_n.best.seconds - n.best.seconds
     return round((two_n.captures - n.captures) / extra, 2) if extra > 0 else None

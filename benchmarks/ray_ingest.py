@@ -22,11 +22,10 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench import cpu_model, log  # benchmarks/ is on sys.path when run as a script
-from ingest import REPEATS, Result, generate, measure
+from ingest import REPEATS, Result, generate, marginal_rate, measure
 
 GOAL = 0.9  # Ray's images/s ≥ 0.9× the local path's
 
@@ -92,23 +91,6 @@ def benchmark(data: Path, captures: int, workers: int, shard_size: str, as_json:
     report(results, own, captures, workers, load, as_json)
 
 
-@dataclass
-class Split:
-    """A method's time split by its runs of N and 2N captures: the start-up paid once per
-    command, and the rate after it. None where the machine's noise made the 2N run no
-    slower than the N run, which splits nothing."""
-
-    startup_seconds: float | None
-    images_per_second: float | None
-
-    @classmethod
-    def of(cls, once: Result, twice: Result) -> "Split":
-        more = twice.best.seconds - once.best.seconds
-        if more <= 0:
-            return cls(None, None)
-        return cls(once.best.seconds - more, once.captures / more)
-
-
 @contextmanager
 def ray_cluster(cpus: int):
     """A one-node Ray cluster of `cpus` CPUs for the run; stopped by killing exactly its
@@ -158,12 +140,17 @@ def report(
     ratio = ray.images_per_second / local.images_per_second
     own_ratio = min(own["local", captures]) / min(own["ray", captures])
     verdict = "PASS" if ratio >= GOAL else "MISS"
-    splits = {
-        key: Split.of(results[key, captures], results[key, 2 * captures])
+    # Each method's rate after its start-up, from the runs of N and 2N captures (None
+    # where noise made the 2N run no slower), and so the start-up paid once per command.
+    rates = {
+        key: marginal_rate(results[key, captures], results[key, 2 * captures])
         for key in ("local", "ray")
     }
-    rates = [splits[key].images_per_second for key in ("ray", "local")]
-    rate_ratio = rates[0] / rates[1] if None not in rates else None
+    startups = {
+        key: None if rate is None else results[key, captures].best.seconds - captures / rate
+        for key, rate in rates.items()
+    }
+    rate_ratio = rates["ray"] / rates["local"] if None not in rates.values() else None
     if as_json:
         document = {
             "captures": captures,
@@ -179,10 +166,8 @@ def report(
             },
             "ray_over_local": round(ratio, 3),
             "ray_over_local_own_seconds": round(own_ratio, 3),
-            "startup_seconds": {key: split.startup_seconds for key, split in splits.items()},
-            "images_per_second_after_startup": {
-                key: split.images_per_second for key, split in splits.items()
-            },
+            "startup_seconds": startups,
+            "images_per_second_after_startup": rates,
             "ray_over_local_after_startup": None if rate_ratio is None else round(rate_ratio, 3),
             "goal": verdict,
         }
@@ -201,14 +186,10 @@ def report(
     print()
     print(f"split by the runs of {captures} and {2 * captures} captures:")
     for key, name in (("local", "local"), ("ray", "Ray")):
-        split = splits[key]
-        if split.images_per_second is None:
+        if rates[key] is None:
             print(f"  {name}: the longer run was no slower (noise); no split")
         else:
-            print(
-                f"  {name}: start-up {split.startup_seconds:.2f} s, "
-                f"then {split.images_per_second:.2f} images/s"
-            )
+            print(f"  {name}: start-up {startups[key]:.2f} s, then {rates[key]:.2f} images/s")
     print()
     print(
         f"per core: local {local.images_per_second / workers:.2f} images/s, "
