@@ -12,6 +12,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import tarfile
@@ -209,10 +210,30 @@ def test_a_last_checkpoint_that_is_a_fifo_or_of_other_networks_is_not_resumed(tm
     os.mkfifo(last)  # read, it would wait for a writer forever
     with pytest.warns(TrainWarning, match=r"last\.pt cannot be read .*from step-0000003\.pt"):
         assert train(_dataset, run, _with(steps=4), threads=1).resumed_from == 3
+    # Torch's own first line names no difference: "Error(s) in loading state_dict for …".
     weights = state["background"]
-    weights[next(iter(weights))] = torch.zeros(1, 2, 3)  # a tensor of another network
+    first = next(iter(weights))
+    fits = r"last\.pt does not fit this run's networks \("
+    for change, why in (
+        ({first: torch.zeros(1, 2, 3)},  # a tensor of another network
+         rf"its background weights hold shape \(1, 2, 3\) for '{re.escape(first)}', this run's "
+         r"network \(\d+(, \d+)*\)"),
+        ({first: None}, rf"its background weights hold no tensor for '{re.escape(first)}'"),
+        ({"extra.weight": torch.zeros(1)},
+         r"its background weights hold 'extra\.weight', which this run's network has not"),
+    ):  # fmt: skip
+        torch.save({**state, "background": {**weights, **change}}, last)
+        with pytest.raises(DatasetError, match=fits + why):
+            train(_dataset, run, _with(steps=5), threads=1)
+    lacking = {**weights}
+    del lacking[first]
+    for background, why in ((lacking, rf"lack '{re.escape(first)}'"), ([], "are a list")):
+        torch.save({**state, "background": background}, last)
+        with pytest.raises(DatasetError, match=rf"its background weights {why}\); delete it"):
+            train(_dataset, run, _with(steps=5), threads=1)
+    del state["background"]
     torch.save(state, last)
-    with pytest.raises(DatasetError, match=r"last\.pt does not fit this run's networks \("):
+    with pytest.raises(DatasetError, match=r"\(its background weights are missing\)"):
         train(_dataset, run, _with(steps=5), threads=1)
 
 

@@ -735,6 +735,8 @@ def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, ran
     state = checkpoint.state
     try:
         for key, module in method.parts(model).items():
+            if problem := _misfit(state.get(key), plain(module)):
+                raise ValueError(f"its {key} weights {problem}")
             plain(module).load_state_dict(state[key])
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(state[key])
@@ -752,6 +754,23 @@ def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, ran
             f"cannot restore ({why}); delete it to resume from an earlier checkpoint, or "
             "give another --out"
         ) from None
+
+
+def _misfit(weights, module: nn.Module) -> str | None:
+    """How a checkpoint's `weights` do not fit `module`, the first difference named (torch
+    names them all, after a first line that names none); None where they fit."""
+    if not isinstance(weights, dict):
+        return "are missing" if weights is None else f"are a {type(weights).__name__}"
+    expected = module.state_dict()
+    for name, value in expected.items():
+        if name not in weights:
+            return f"lack {name!r}"
+        found = getattr(weights[name], "shape", None)
+        if found != value.shape:
+            shape = "no tensor" if found is None else f"shape {tuple(found)}"
+            return f"hold {shape} for {name!r}, this run's network {tuple(value.shape)}"
+    extra = sorted(set(weights) - set(expected), key=str)
+    return f"hold {extra[0]!r}, which this run's network has not" if extra else None
 
 
 def _restore_position(checkpoint, loader, sampler, layout, rank, speak) -> None:
