@@ -19,8 +19,7 @@ def dataset_stats(dataset: Dataset) -> dict:
     pairs = manifest.read_manifest(dataset.synthetic_manifest, manifest.SYNTHETIC)
 
     def count(column: str, missing: str = "unknown") -> dict[str, int]:
-        values = (missing if v is None else str(v) for v in samples[column].to_pylist())
-        return dict(Counter(values).most_common())
+        return _counts(samples[column], missing)
 
     cameras = Counter(
         _camera(make, model)
@@ -46,9 +45,16 @@ def dataset_stats(dataset: Dataset) -> dict:
         "near_duplicates": samples.num_rows - samples["near_dup_of"].null_count,
         "captured_from": first.isoformat() if first else None,
         "captured_to": last.isoformat() if last else None,
-        "rejects": dict(Counter(rejects["reason"].to_pylist()).most_common()),
+        "rejects": _counts(rejects["reason"]),
         "paired_splits": dict(sorted(Counter(pairs["split"].to_pylist()).items())),
     }
+
+
+def _counts(column: pa.ChunkedArray, missing: str = "unknown") -> dict[str, int]:
+    """How often each value occurs, the commonest first; a row without one (a column added
+    since the file was written, or dropped by hand) counted as `missing`."""
+    values = (missing if v is None else str(v) for v in column.to_pylist())
+    return dict(Counter(values).most_common())
 
 
 def _refuse_lost_manifests(dataset: Dataset, info: dict) -> None:

@@ -1,6 +1,7 @@
 """What `rainbench stats` counts per rain type."""
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from rainbench.demo.captures import CaptureSpec, write_capture
@@ -34,3 +35,15 @@ def test_a_lost_manifest_is_refused_not_counted_as_empty(tmp_path, lost):
     (ds / f"manifests/{lost}.parquet").unlink()
     with pytest.raises(DatasetError, match=f"{lost}.parquet: gone, though dataset.json counts"):
         dataset_stats(Dataset(ds))
+
+
+def test_rejects_without_a_reason_are_counted_as_unknown(tmp_path):
+    raw = tmp_path / "raw"
+    write_capture(raw, CaptureSpec("a.jpg", 64, 48, seed=0))
+    (raw / "b.jpg").write_bytes(b"not a jpeg")
+    ds = tmp_path / "ds"
+    ingest([raw], ds, IngestOptions(workers=1))
+    assert list(dataset_stats(Dataset(ds))["rejects"]) == ["not-an-image"]
+    rejects = ds / "manifests" / "rejects.parquet"
+    pq.write_table(pq.read_table(rejects).drop_columns(["reason"]), rejects)  # by hand
+    assert dataset_stats(Dataset(ds))["rejects"] == {"unknown": 1}  # before: {None: 1}
