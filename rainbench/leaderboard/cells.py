@@ -18,6 +18,7 @@ from rainbench.leaderboard.ranking import (
 )
 from rainbench.leaderboard.results import Run
 from rainbench.shards.manifest import REAL_PAIR
+from rainbench.wording import counted
 
 # A control character (C0, DEL, C1) in a name is no text to show: every format makes it a
 # space. Printed to a terminal, an escape sequence in a name would restyle or rewrite it;
@@ -335,6 +336,25 @@ def unranked_text(table: SplitTable) -> str | None:
     return (
         "Not ranked, as a rank compares methods on every image of the split and on none "
         f"they trained on: {'; '.join(found)}."
+    )
+
+
+def missing_text(table: SplitTable) -> str | None:
+    """Which models lack which metric's value on images they processed (the metric failed
+    on the output), on how many; None when every value is there."""
+    found = [
+        f"{row.model}: {metric_label(m)} on {row.images_ok - e.n} of "
+        f"{counted(row.images_ok, 'image')}"
+        for row in table.rows
+        for m in table.metrics
+        if (e := row.estimates.get(m)) is not None and e.n < row.images_ok
+    ]
+    if not found:
+        return None
+    return (
+        f"Values missing where a metric failed on an output: {'; '.join(found)}. Each mean "
+        "is over the images with a value; one that leaves out an image another model has "
+        "a value for is not marked best."
     )
 
 

@@ -39,6 +39,7 @@ from rainbench.leaderboard.cells import (
     metric_decimals,
     metric_glossary,
     metric_label,
+    missing_text,
     primary_label,
     short_sha,
     table_cells,
@@ -213,7 +214,12 @@ def _section(
             '<p class="warn">These runs used different metric protocols; their numbers are '
             "not comparable.</p>"
         )
-    for text in (unranked_text(table), failures_text(table), infinite_text(table)):
+    for text in (
+        unranked_text(table),
+        failures_text(table),
+        missing_text(table),
+        infinite_text(table),
+    ):
         parts += [f'<p class="warn">{escape(text)}</p>'] if text else []
     if table.primary:
         parts += ['<div class="charts">', _bars(table, colors), _scatter(table, colors), "</div>"]

@@ -15,6 +15,7 @@ from rainbench.leaderboard.cells import (
     ValueCell,
     kind_label,
     metric_label,
+    missing_text,
     table_cells,
     unique_names,
     unranked_text,
@@ -97,9 +98,7 @@ def _latex_table(table: SplitTable, validity: SplitValidity | None, label: str) 
         for d in (validity.discordances if validity else ())
     ]
     notes += [f"{_tex(text)}\\par" for text in (validity.unmeasured if validity else ())]
-    unranked = unranked_text(table)
-    if unranked:
-        notes.append(f"{_tex(unranked)}\\par")
+    notes += [f"{_tex(text)}\\par" for text in (unranked_text(table), missing_text(table)) if text]
     if notes:
         lines += ["\\par\\smallskip\\footnotesize", *notes]
     lines.append("\\end{table}")

@@ -24,6 +24,7 @@ from rainbench.leaderboard.cells import (
     kind_label,
     metric_glossary,
     metric_label,
+    missing_text,
     primary_label,
     short_sha,
     table_cells,
@@ -118,7 +119,12 @@ def _markdown_table(
     truth = ground_truth_text(table)
     if truth:
         lines += ["", _md(truth)]
-    for text in (unranked_text(table), failures_text(table), infinite_text(table)):
+    for text in (
+        unranked_text(table),
+        failures_text(table),
+        missing_text(table),
+        infinite_text(table),
+    ):
         lines += ["", _md(text)] if text else []
     lines += ["", "Provenance:", ""]
     lines += [f"- {_md(_provenance_text(row))}" for row in table.rows]

@@ -4,7 +4,7 @@ without error, ranked by the split's primary metric.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,10 @@ class Row:
     # not finished, it failed on images, it has no value of the primary metric, …); None
     # when it is ranked.
     unranked: str | None = None
+    # Per metric, how many images the row processed without error lack its value (the
+    # metric failed on the output) while another run of the split has one for them: its
+    # mean leaves out images others' include.
+    missing: dict[str, int] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -86,6 +90,9 @@ class SplitTable:
             for row in self._ranked()
             if (e := (row.by_rain_type if rain_type else row.estimates).get(rain_type or metric))
             and e.present
+            # A mean that left out an image another run's includes (its metric failed on
+            # the output, perhaps the hardest one) is no fair best.
+            and not row.missing.get(metric)
         ]
         lower = self.lower_is_better[metric]
         return max(found, key=lambda e: standing(e, lower), default=None)
@@ -127,8 +134,9 @@ def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
     rows = [_row(run, metrics, primary, rain_types) for run in runs]
     latest = _latest_split(runs)
     newest = max((_protocol(run) for run in runs if _protocol(run) is not None), default=None)
-    scored = {key for run in runs for key in _scored_keys(run, primary)}
-    rows = [replace(row, unranked=_unranked(row, primary, latest, newest, scored)) for row in rows]
+    scored = {m: {key for run in runs for key in _scored_keys(run, m)} for m in metrics}
+    rows = [replace(row, missing=_missing(row, scored)) for row in rows]
+    rows = [replace(row, unranked=_unranked(row, primary, latest, newest)) for row in rows]
     ranked = _rank(rows, primary, lower_is_better)
     return SplitTable(
         dataset=dataset,
@@ -280,13 +288,22 @@ def _protocol(run: Run) -> int | None:
     return int(found) if isinstance(found, int | str) and str(found).isdigit() else None
 
 
-def _unranked(
-    row: Row, primary: str | None, latest: str | None, newest: int | None, scored: set[str]
-) -> str | None:
+def _missing(row: Row, scored: dict[str, set[str]]) -> dict[str, int]:
+    """Row.missing: per metric of the row's run, the images it processed without error
+    that lack its value while some run has one (`scored`, per metric); an image no run
+    has a value for is no one's loss."""
+    ok = set(row.run.scores.loc[row.run.scores["status"] == "ok", "key"])
+    found = {
+        metric: len((ok - _scored_keys(row.run, metric)) & scored[metric])
+        for metric in row.estimates
+    }
+    return {metric: count for metric, count in found.items() if count}
+
+
+def _unranked(row: Row, primary: str | None, latest: str | None, newest: int | None) -> str | None:
     """Why a row is not ranked: a rank compares every method on the same images, all of
     them scored, none of them seen in training, by the same metric protocol (`newest`, the
-    split's runs' newest); None when it is ranked. `scored`: the images some run has a
-    value of `primary` for; one no run has is no one's loss."""
+    split's runs' newest); None when it is ranked."""
     if primary is None:
         return "no metric was computed on this split"
     images = counted(row.images_ok + row.images_failed, "image")
@@ -302,10 +319,8 @@ def _unranked(
         return f"it failed on {row.images_failed} of {images}"
     if primary not in row.run.metrics:
         return f"its run did not compute {primary}, the metric this split is ranked by"
-    ok = row.run.scores.loc[row.run.scores["status"] == "ok", "key"]
-    missing = (set(ok) - _scored_keys(row.run, primary)) & scored
-    if missing:
-        return f"{primary} was not computed on {len(missing)} of {images}"
+    if row.missing.get(primary):
+        return f"{primary} was not computed on {row.missing[primary]} of {images}"
     if not row.estimates[primary].present:
         return f"{primary} was not computed on any of its {images}"
     protocol = _protocol(row.run)

@@ -363,6 +363,30 @@ def test_a_rank_compares_only_runs_that_scored_every_image_of_the_same_split(tmp
     assert _ranks(_table(tmp_path, "other")) == {"x": 1, "y": 2}
 
 
+def test_a_mean_that_left_out_an_image_others_scored_is_said_and_not_the_best(tmp_path, write_run):
+    # PIQE failed on the output of a's hardest image: its mean over the two easy ones
+    # (30) is no better than b's over all three, which it beats on those two (31).
+    write_run(
+        tmp_path, "a", "ds", "test", kind="real",
+        metrics={"niqe": [5.0] * 3, "piqe": [30.0, 30.0, None]},
+    )  # fmt: skip
+    write_run(
+        tmp_path, "b", "ds", "test", kind="real",
+        metrics={"niqe": [5.1] * 3, "piqe": [31.0, 31.0, 90.0]},
+    )  # fmt: skip
+    table = _table(tmp_path, "test")
+    assert _ranks(table) == {"a": 1, "b": 2}  # the primary metric is whole for both
+    assert table.best("piqe") == pytest.approx(50.6667, abs=1e-4)
+    results = load_results(tmp_path)
+    markdown = render_markdown(results)
+    assert "| 1 | a 1.0 | **5.000** [5.000, 5.000] | 30.00 [30.00, 30.00] |" in markdown
+    assert "| 2 | b 1.0 | 5.100 [5.100, 5.100] | **50.67** [31.00, 90.00] |" in markdown
+    note = "Values missing where a metric failed on an output: a: PIQE on 1 of 3 images."
+    for text in (markdown, render_html(results), render_latex(results)):
+        assert note in text
+    assert {row.model: row.missing for row in table.rows} == {"a": {"piqe": 1}, "b": {}}
+
+
 def test_a_row_trained_on_its_one_image_says_so_in_the_singular(tmp_path, write_run):
     sidecar = write_run(tmp_path, "nlcl", "ds", "train", kind="real", metrics={"niqe": [5.0]})
     sidecar = sidecar.with_suffix(".json")
