@@ -351,9 +351,11 @@ class VideoFrames:
 
     def _upright(self, frame) -> np.ndarray:
         if self._orientation is None:
-            matrix = next(
-                (bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"), b""
-            )
+            # Iterating a frame's side data gives the side data, or since PyAV 18.1.1
+            # their types (it became a mapping of type → side data).
+            side = frame.side_data
+            found = (item if hasattr(item, "type") else side[item] for item in side)
+            matrix = next((bytes(d) for d in found if d.type.name == "DISPLAYMATRIX"), b"")
             self._orientation = display_orientation(matrix)
         return np.ascontiguousarray(turn_array(frame.to_ndarray(format="rgb24"), self._orientation))
 
