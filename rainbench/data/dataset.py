@@ -14,12 +14,13 @@ no picture; `rainbench.capture.video.VideoFrames` reads its frames by index), an
 are the stills of a burst that real pairs were made of (`rainbench.data.select`).
 """
 
+import hashlib
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from numbers import Integral
 
 import numpy as np
@@ -190,6 +191,12 @@ class RainDataset(IterableDataset):
     def epoch(self, epoch: int) -> None:
         self._epoch[0] = epoch
 
+    @property
+    def resuming(self) -> bool:
+        """Whether the next iteration resumes a state loaded (`load_state_dict`): one of
+        the epoch set now, with crops consumed."""
+        return self.epoch == self._resume_epoch and bool(self._resume)
+
     def set_epoch(self, epoch: int) -> None:
         """Iterate epoch `epoch` next; a resume point of another epoch is dropped."""
         if epoch != self.epoch:
@@ -197,8 +204,24 @@ class RainDataset(IterableDataset):
         self.epoch = epoch
 
     def state_dict(self, consumed: dict[int, int] | None = None) -> dict:
-        """Where this epoch stands: crops consumed per slot (from `Loader`)."""
-        return {"epoch": self.epoch, "seed": self.seed, "consumed": dict(consumed or {})}
+        """Where this epoch stands: crops consumed per slot (from `Loader`), and which
+        samples the epoch orders (`selection`)."""
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "crops_per_image": self.crops_per_image,
+            "consumed": dict(consumed or {}),
+            "samples": self.selection,
+        }
+
+    @cached_property
+    def selection(self) -> dict:
+        """The samples an epoch orders, as a count and the sha256 of their shards and keys
+        in order: the epoch's order and every slot's share follow from them and the seed."""
+        rows = zip(self.samples["shard"], self.samples["key"], strict=True)
+        text = "".join(f"{shard}\0{key}\n" for shard, key in rows)
+        return {"count": len(self.samples), "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
     def load_state_dict(self, state: dict, first_worker: int = 0) -> None:
         """Resume: the next iteration of `state['epoch']` skips what was consumed.
@@ -207,6 +230,25 @@ class RainDataset(IterableDataset):
         one whose batch was next (`Loader` works it out), and so on cyclically."""
         if state["seed"] != self.seed:
             raise SettingError(f"the state was saved with seed {state['seed']}, not {self.seed}")
+        # Another order (shuffle) or another count of crops per sample: the counts, of
+        # crops, would repeat samples and skip others. A state from before they were
+        # recorded is taken as it is.
+        for name in ("shuffle", "crops_per_image"):
+            if name in state and state[name] != getattr(self, name):
+                raise SettingError(
+                    f"the state was saved with {name} {state[name]}, not {getattr(self, name)}"
+                )
+        # Other samples (captures ingested or re-tagged since, other filters) are ordered
+        # otherwise: the counts would repeat some and skip others. A state from before the
+        # samples were recorded is taken as it is.
+        saved = state.get("samples")
+        if saved is not None and saved != self.selection:
+            raise DatasetError(
+                f"the loader state was saved over other samples ({saved['count']} then, "
+                f"{self.selection['count']} now, or others in their place): the dataset or "
+                "the filters changed since, and resuming would repeat samples and skip "
+                f"others; start epoch {state['epoch'] + 1} with set_epoch instead"
+            )
         self.epoch = self._resume_epoch = state["epoch"]
         self._resume = {int(slot): int(n) for slot, n in state["consumed"].items()}
         self._first_worker = first_worker
@@ -243,9 +285,9 @@ class RainDataset(IterableDataset):
         """The crops of sample `mine[place]`; with `on_error="skip"`, if it cannot be
         read, those of the next sample of `mine` (cyclically) that can, cut where this
         place's seed and the attempt say (an unpaired partner that does not read is
-        drawn afresh): the same data give the same epoch, of the same length, and a
-        resumed one picks up at the same crop. When none of `mine` reads, the first
-        error stands."""
+        replaced alone: `_partner`): the same data give the same epoch, of the same
+        length, and a resumed one picks up at the same crop. When none of `mine` reads,
+        the first error stands."""
         index = int(mine[place])
         rng = np.random.default_rng(_seed(self.seed, epoch, index))
         try:
@@ -312,8 +354,7 @@ class RainDataset(IterableDataset):
             return [
                 {**labels, "image": _float(picture[box])} for box in self._boxes(picture.shape, rng)
             ]
-        partner = self.clean.iloc[int(rng.integers(len(self.clean)))]
-        clean = self._capture(partner)
+        partner, clean = self._partner(rng)
         return [
             {
                 **labels,
@@ -325,6 +366,31 @@ class RainDataset(IterableDataset):
                 self._boxes(picture.shape, rng), self._boxes(clean.shape, rng), strict=True
             )
         ]
+
+    def _partner(self, rng: np.random.Generator) -> tuple[pd.Series, object]:
+        """A clean partner drawn from `rng`, and its picture. With `on_error="skip"`, one
+        that cannot be read is replaced by the next clean capture (cyclically) that can,
+        with a SkippedSample warning: the rainy sample, which did read, keeps its place
+        in the epoch. When no clean capture reads, the first error stands."""
+        drawn = int(rng.integers(len(self.clean)))
+        tries = len(self.clean) if self.on_error == "skip" else 1
+        failed = None
+        for step in range(tries):
+            partner = self.clean.iloc[(drawn + step) % len(self.clean)]
+            try:
+                picture = self._capture(partner)
+            except ShardError as error:
+                failed = failed or error
+                continue
+            if failed is not None:
+                warnings.warn(
+                    f"{failed}; skipped: clean partner {self.clean.iloc[drawn]['key']} "
+                    f"replaced by {partner['key']}",
+                    SkippedSample,
+                    stacklevel=2,
+                )
+            return partner, picture
+        raise failed
 
     def _capture(self, row) -> torch.Tensor:
         """A capture (see `_picture`), which must be the row's width × height: a picture

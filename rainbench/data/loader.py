@@ -34,8 +34,9 @@ class Loader:
     def __iter__(self) -> Iterator:
         # Each iteration is a pass over the epoch from its start, as DataLoader's, unless
         # a state was loaded since the last one began: one left by a `break` would else
-        # leave its counts to the next, which the state and equal_ranks' length read.
-        if not self._resuming:
+        # leave its counts to the next, which the state and equal_ranks' length read. The
+        # dataset's own set_epoch, to another epoch, drops the state loaded: its counts too.
+        if not (self._resuming and self.dataset.resuming):
             self._consumed = {}
             self.dataset.load_state_dict(self.dataset.state_dict())
         self._resuming = False
@@ -97,7 +98,10 @@ class Loader:
         self._check_layout(state.get("layout"))
         consumed = {int(slot): int(n) for slot, n in state["consumed"].items()}
         self.dataset.load_state_dict(state, first_worker=self._next_worker(consumed))
-        self._consumed = consumed
+        # Only this rank's slots: the other ranks' counts in a gathered state stay as they
+        # were, and in the next state gathered they would overwrite those ranks' own.
+        mine = {slot.index for slot in self._slots()}
+        self._consumed = {slot: n for slot, n in consumed.items() if slot in mine}
         self._resuming = True
 
     def _slots(self, rank: int | None = None) -> list[Slot]:

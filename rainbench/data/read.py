@@ -147,6 +147,12 @@ class ShardReader:
             self._threads.shutdown(cancel_futures=True)
             self._threads = None
 
+    def __del__(self) -> None:
+        # A loop that stops mid-epoch (a trainer at its last step) leaves files open, which
+        # the garbage collector would close with a ResourceWarning each.
+        for handle in getattr(self, "_files", {}).values():
+            handle.close()
+
     def _own(self) -> None:
         """In a process forked after this reader read (a DataLoader worker), the files it
         inherited share their offsets with its parent's, and its prefetch threads do not

@@ -1,6 +1,7 @@
 """The loader: exactly once across ranks × workers, mid-epoch resume, filters, aligned
 paired crops, unpaired partners, and shards that are never unpickled."""
 
+import gc
 import io
 import itertools
 import pickle
@@ -222,6 +223,19 @@ def test_a_reader_forked_after_reading_opens_its_own_files(_dataset, monkeypatch
     assert inherited.tell() == position and reader._files[row["shard"]] is not inherited
 
 
+def test_a_dataset_left_mid_epoch_closes_its_shard_files_without_a_warning(_dataset):
+    # As a trainer at its last step leaves it: before, each shard file kept open was
+    # closed by the garbage collector with a ResourceWarning ("unclosed file").
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        data = RainDataset(_dataset, filters=Filters(split="test"), crop=32)
+        next(iter(data))
+        assert data._reader._files  # open, until the dataset goes
+        del data
+        gc.collect()
+    assert [str(w.message) for w in heard if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_threads_sharing_a_reader_read_every_member_whole(_dataset):
     # Threads iterating one RainDataset share its reader's open shard files: a seek and
     # read of one thread between another's read the wrong bytes, said as a shard "cut
@@ -402,6 +416,11 @@ def test_on_error_skip_draws_a_new_partner_when_a_clean_one_does_not_read(ds):
         crops = list(skipping)
     assert len(crops) == len(skipping) and bad.key not in {c["clean_key"] for c in crops}
     assert said and all(f"{bad.key}.jpg" in str(w.message) for w in said)
+    # Only the partner is replaced: the rainy captures, which read, each keep their place
+    # (each was replaced by another rainy one, seen twice, when its partner did not read).
+    order = epoch_order(skipping.samples["shard"].to_numpy(), seed=1, epoch=0, shuffle=True)
+    assert [c["key"] for c in crops] == skipping.samples["key"].iloc[order].tolist()
+    assert all(f"skipped: clean partner {bad.key} replaced by " in str(w.message) for w in said)
 
 
 # PAX records tarfile takes as given, and what the reader says of each: a negative size

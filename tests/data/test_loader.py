@@ -167,6 +167,36 @@ def test_a_resumed_epoch_gives_the_uninterrupted_batches_in_their_order(
         assert [_contents(batch) for batch in resumed] == whole[step:], f"after {step}"
 
 
+def test_ranks_resumed_twice_from_gathered_states_give_the_uninterrupted_batches(_dataset):
+    # Under DDP each rank's state counts its own slots; a checkpoint gathers every
+    # rank's (as rainbench train does). A rank resumed from such a state once counted the
+    # others' slots as they were, and the next gathered state took those stale counts
+    # over their ranks' own: rank 0 repeated its batches, and ran longer than rank 1.
+    def loader(rank: int) -> Loader:
+        data = RainDataset(_dataset, crop=24, seed=5, rank=rank, world_size=2)
+        return Loader(data, batch_size=2, equal_ranks=True)
+
+    def gathered(states: list[dict]) -> dict:
+        return {**states[0], "consumed": {k: n for s in states for k, n in s["consumed"].items()}}
+
+    whole = [[_contents(batch) for batch in loader(rank)] for rank in (0, 1)]
+    seen: list[list] = [[], []]
+    state = None
+    for _ in range(2):  # two runs, each resumed from the last one's checkpoint
+        loaders = [loader(rank) for rank in (0, 1)]
+        states = []
+        for rank, resumed in enumerate(loaders):
+            if state is not None:
+                resumed.load_state_dict(state)
+            seen[rank] += [_contents(batch) for batch in itertools.islice(resumed, 2)]
+            states.append(resumed.state_dict())
+        state = gathered(states)
+    for rank in (0, 1):
+        last = loader(rank)
+        last.load_state_dict(state)
+        assert seen[rank] + [_contents(batch) for batch in last] == whole[rank], f"rank {rank}"
+
+
 @pytest.mark.parametrize("options", [{"num_workers": 0}, {"num_workers": 2, "equal_ranks": True}])
 def test_an_epoch_left_by_a_break_is_passed_over_afresh_by_the_next_iteration(_dataset, options):
     # As DataLoader's: a loop that leaves the epoch (a break, an exception it handles)
@@ -189,6 +219,27 @@ def test_an_epoch_left_by_a_break_is_passed_over_afresh_by_the_next_iteration(_d
     resumed.load_state_dict(state)
     assert first + [_contents(batch) for batch in resumed] == whole
     assert [_contents(batch) for batch in left] == whole
+
+
+def test_a_dataset_set_to_another_epoch_after_a_resume_starts_it_afresh(_dataset):
+    # A loop that sets the epoch on the dataset (as on a sampler) goes on with the next
+    # epoch: the Loader kept the resumed epoch's counts, and cut the next one short by
+    # them (equal_ranks) or saved them in its state.
+    def loader() -> Loader:
+        return Loader(RainDataset(_dataset, crop=24, seed=5), batch_size=2, equal_ranks=True)
+
+    first = loader()
+    first.dataset.set_epoch(3)
+    _ = list(itertools.islice(first, 3))
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    resumed.dataset.set_epoch(4)
+    fresh = loader()
+    fresh.dataset.set_epoch(4)
+    batches = iter(resumed)
+    assert _contents(next(batches)) == _contents(next(iter(fresh)))
+    assert resumed.state_dict()["consumed"] == {0: 2}
+    assert 1 + len(list(batches)) == len(fresh) == 9
 
 
 def test_a_state_of_another_layout_is_refused(_dataset):
@@ -214,6 +265,45 @@ def test_a_state_of_another_seed_is_refused_as_a_setting(_dataset):
     state = Loader(RainDataset(_dataset, crop=24, seed=1), batch_size=2).state_dict()
     with pytest.raises(SettingError, match=r"^the state was saved with seed 1, not 0$"):
         Loader(RainDataset(_dataset, crop=24), batch_size=2).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("saved", "now", "said"),
+    [
+        ({"shuffle": True}, {"shuffle": False}, "shuffle True, not False"),
+        # The counts are of crops: 8 crops of one sample taken for 2 samples' 4 each.
+        ({"crops_per_image": 8}, {"crops_per_image": 4}, "crops_per_image 8, not 4"),
+    ],
+)
+def test_a_state_of_another_order_or_crop_count_is_refused_as_a_setting(_dataset, saved, now, said):
+    def loader(settings: dict) -> Loader:
+        return Loader(RainDataset(_dataset, crop=24, seed=1, **settings), batch_size=2)
+
+    first = loader(saved)
+    next(iter(first))
+    with pytest.raises(SettingError, match=f"^the state was saved with {said}$"):
+        loader(now).load_state_dict(first.state_dict())
+    loader(saved).load_state_dict(first.state_dict())
+
+
+def test_a_state_saved_over_other_samples_is_refused(_dataset):
+    # Captures ingested or re-tagged since, or other filters: the epoch's order is
+    # another one, and the counts repeated some samples and skipped others, silently.
+    def loader(filters: Filters) -> Loader:
+        return Loader(RainDataset(_dataset, filters=filters, crop=24), batch_size=2)
+
+    rainy = loader(Filters(layer="rainy"))
+    next(iter(rainy))
+    state = rainy.state_dict()
+    said = r"^the loader state was saved over other samples \(14 then, 17 now, or others in"
+    with pytest.raises(DatasetError, match=said):
+        loader(Filters()).load_state_dict(state)
+    loader(Filters(layer="rainy")).load_state_dict(state)
+    # As many samples, one of them another.
+    first, second = sorted(rainy.dataset.samples["key"])[:2]
+    state = loader(Filters(query=f"key != '{first}'")).state_dict()
+    with pytest.raises(DatasetError, match=r"\(16 then, 16 now, or others in their place\)"):
+        loader(Filters(query=f"key != '{second}'")).load_state_dict(state)
 
 
 def _undecodable(ds) -> pd.Series:

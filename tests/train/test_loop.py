@@ -429,6 +429,38 @@ def test_other_loader_processes_on_resume_go_on_with_the_next_epoch(tmp_path, _d
     assert [row["epoch"] for row in _rows(run / "losses.csv")] == ["0", "1"]
 
 
+def test_a_resume_over_the_captures_in_other_shards_goes_on_with_the_next_epoch(tmp_path):
+    # The same captures ingested again into other shards are ordered otherwise. Before:
+    # the loader refused the state in a line that named neither the checkpoint nor a way
+    # on (other captures are refused before, as captures the run was not trained on).
+    from rainbench.demo.captures import sample_specs, write_capture
+    from rainbench.ingest import IngestOptions, ingest
+
+    for layer, seed in (("rainy", 6), ("clean", 12)):
+        for spec in sample_specs(3, seed=seed, size=(128, 96)):
+            write_capture(tmp_path / layer, spec)
+
+    def ingested(**options) -> Path:
+        dataset = tmp_path / "ds"
+        shutil.rmtree(dataset, ignore_errors=True)
+        for layer in ("rainy", "clean"):
+            settings = IngestOptions(workers=1, split={"train": 1.0}, layer=layer, **options)
+            ingest([tmp_path / layer], dataset, settings)
+        return dataset
+
+    run = tmp_path / "run"
+    train(ingested(), run, _with(steps=1), threads=1)
+    dataset = ingested(shard_bytes=1)  # a shard each
+    with pytest.warns(TrainWarning) as heard:
+        train(dataset, run, _with(steps=2), threads=1)
+    [skipped] = [str(w.message) for w in heard]
+    assert skipped.endswith(
+        "last.pt was saved over the same captures in other shards (ingested again since): "
+        "the rest of epoch 0 is skipped, training goes on with epoch 1"
+    )
+    assert [row["epoch"] for row in _rows(run / "losses.csv")] == ["0", "1"]
+
+
 class _Stopped(NLCLMethod):
     """NLCL, which gets `signal` during its second step of this process."""
 

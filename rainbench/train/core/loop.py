@@ -787,17 +787,25 @@ def _restore_position(checkpoint, loader, sampler, layout, rank, speak) -> None:
         )
     # Checkpoints from before layouts were recorded: the world size was this one.
     before = state.get("layout", {**layout, "workers": max(1, state["config"]["workers"])})
-    if before == layout:
+    # The same captures (_check_captures) in other shards are ordered otherwise: the
+    # counts would repeat some and skip others. None before samples were recorded.
+    saved = state["loader"].get("samples")
+    now = loader.dataset.selection
+    if before == layout and saved in (None, now):
         loader.load_state_dict(state["loader"])
     else:
         epoch = state["loader"]["epoch"]
         loader.set_epoch(epoch + 1)
+        why = (
+            f"was saved by {before['world_size']} × {before['workers']} loader processes "
+            f"(ranks × workers), this run has {layout['world_size']} × {layout['workers']}"
+            if before != layout
+            else "was saved over the same captures in other shards (ingested again since)"
+        )
         if speak:
             warnings.warn(
-                f"{checkpoint.path} was saved by {before['world_size']} × {before['workers']} "
-                f"loader processes (ranks × workers), this run has {layout['world_size']} × "
-                f"{layout['workers']}: the rest of epoch {epoch} is skipped, training goes on "
-                f"with epoch {epoch + 1}",
+                f"{checkpoint.path} {why}: the rest of epoch {epoch} is skipped, training "
+                f"goes on with epoch {epoch + 1}",
                 TrainWarning,
                 stacklevel=4,
             )
