@@ -576,8 +576,9 @@ class _SplitRun:
             disable=not progress,
         )
         groups = self._groups()
-        for row in rows:  # results from before groups were recorded gain theirs
-            row.setdefault("group", groups.get(row["key"]))
+        for row in rows:  # results from before groups were recorded (read as null) gain theirs
+            if row.get("group") is None:
+                row["group"] = groups.get(row["key"])
         with bar:
             try:
                 for scored in self._scored(todo, metrics, columns, crop_keys):
@@ -624,7 +625,9 @@ class _SplitRun:
         for row in rows:
             by_shard.setdefault(row["shard"], []).append(row)
         units = [
-            _Unit(self.name, self.split, self.kind, shard_rows, frozenset(crop_keys))
+            _Unit(
+                self.name, self.split, self.kind, shard_rows, frozenset(crop_keys), tuple(columns)
+            )
             for shard_rows in by_shard.values()
         ]
         yield from self.source.score(units)
@@ -1066,6 +1069,7 @@ class _Unit:
     kind: str
     rows: list[dict]  # manifest rows
     crop_keys: frozenset[str]
+    metrics: tuple[str, ...]  # what the driver records the split as scored with
 
 
 class _Worker:
@@ -1106,10 +1110,31 @@ class _Worker:
             self.source, self.dataset, unit.name, unit.split, unit.kind, self.results,
             self.settings, None,
         )  # fmt: skip
-        metrics, _ = self._metrics(unit.kind)
-        columns = [name for name, _ in metrics]
-        batches = run._score(unit.rows, metrics, columns, set(unit.crop_keys))
-        return [one for batch in batches for one in batch] + [Scored(r) for r in run.unreadable]
+        built, unavailable = self._metrics(unit.kind)
+        # The driver's metrics, which another actor reported (`describe`): a metric this
+        # actor cannot run (its weights not on this node) fails on each of its rows, as a
+        # metric failing on an output does, rather than leave a null that reads as done.
+        metrics = [(name, metric) for name, metric in built if name in unit.metrics]
+        lacking = [name for name in unit.metrics if name not in dict(metrics)]
+        scored = [
+            one
+            for batch in run._score(unit.rows, metrics, list(unit.metrics), set(unit.crop_keys))
+            for one in batch
+        ]
+        said = [
+            metric_failure(
+                name,
+                MetricError(
+                    "cannot run on the Ray worker that scored it: "
+                    + unavailable.get(name, "not among the metrics it built")
+                ),
+            )
+            for name in lacking
+        ]
+        for one in scored:
+            if one.row["status"] == "ok" and said:
+                one.row["error"] = "; ".join(filter(None, [one.row["error"], *said]))
+        return scored + [Scored(r) for r in run.unreadable]
 
     def _metrics(self, kind: str) -> tuple[list, dict[str, str]]:
         if kind not in self.metrics:
@@ -1262,6 +1287,11 @@ def _with_output(identity: str, output_sha256: str | None) -> str:
 _DESCRIPTIVE = ("source", "folder", "files", "outputs_sha256", "timeout")
 
 
+def _as_set(names) -> frozenset[str] | None:
+    """A provenance's metric list as a set; None where it is no list (edited by hand)."""
+    return frozenset(map(str, names)) if isinstance(names, list) else None
+
+
 def _difference(what: str, before, now) -> str | None:
     """What differs between the provenance's `what` of earlier results and of these, on
     one line (`options {'size': 3} → {'size': 7}`); None when they are the same."""
@@ -1296,6 +1326,8 @@ def _difference(what: str, before, now) -> str | None:
             if before.get(key) != now.get(key)
         )
         return ", ".join(changed) or None
+    if what == "metrics" and (named := _as_set(now)) is not None and named == _as_set(before):
+        return None  # a set: the order --metrics named them in changes no value
     if what == "checkpoint":  # the same by its bytes, whatever path names it
         before, now = ((info or {}).get("sha256") for info in (before, now))
         return None if before == now else f"sha256 {_short(before)} → {_short(now)}"

@@ -176,6 +176,29 @@ def test_imported_sets_are_scored_as_their_kind_of_paired_split(tmp_path, ds):
     assert info["kind"] == "real-paired" and "psnr_y" in info["metrics"]
 
 
+def test_rows_from_before_groups_were_recorded_gain_theirs_on_resume(tmp_path, ds):
+    # Read back, a results file without the group column gives null groups: a resumed
+    # run kept them null beside the new rows' scenes, and the leaderboard's bootstrap drew
+    # those frames one by one instead of with their scene.
+    for scene in ("alley", "bridge"):
+        _png(tmp_path / "set" / scene / f"{scene}-C-000.png", len(scene))
+        for n in range(2):
+            _png(tmp_path / "set" / scene / f"{scene}-R-{n:03d}.png", 10 * len(scene) + n)
+    import_paired(tmp_path / "set", "gt-rain", "scenes", ds, 10**9, workers=1)
+    results = tmp_path / "res"
+    evaluate(_source("identity"), ds, "scenes", results, FAST)
+    table_path = results / "identity" / "ds" / "scenes.parquet"
+    grouped = pq.read_table(table_path)
+    assert sorted(grouped["group"].to_pylist()) == ["alley", "alley", "bridge", "bridge"]
+    # As such a run left it when killed after two images.
+    pq.write_table(grouped.drop(["group"]).slice(0, 2), table_path)
+    _edit(table_path.with_suffix(".json"), lambda info: info.update(finished_at=None))
+    [report] = evaluate(_source("identity"), ds, "scenes", results, FAST)
+    assert (report.scored, report.skipped) == (2, 2)
+    resumed = pq.read_table(table_path)
+    assert resumed["group"].to_pylist() == grouped["group"].to_pylist()
+
+
 class _Flaky(Derainer):
     """Refuses batches; of single images it raises on the first, returns NaN on the
     second, the wrong shape on the third, and derains (identity) the rest."""
@@ -630,6 +653,25 @@ def test_what_does_not_change_the_values_does_not_refuse_a_resume(tmp_path, ds):
     sidecar.write_text(json.dumps(info))
     [report] = evaluate(_source("identity"), ds, "test", results, replace(settings, batch=2))
     assert (report.scored, report.skipped) == (2, 2)
+
+
+def test_the_same_metrics_in_another_order_do_not_refuse_a_resume(tmp_path, ds):
+    # --metrics piqe,psnr_y after psnr_y,piqe: the same columns, refused as "another
+    # metrics" and, with --rescore-stale, every image scored again for nothing.
+    settings = EvalSettings(metrics=("psnr_y", "piqe"), batch=1, crops=0)
+    results = tmp_path / "res"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_EndsAfter(1, KeyboardInterrupt()), ds, "syn-streak", results, settings)
+    reordered = replace(settings, metrics=("piqe", "psnr_y"))
+    [report] = evaluate(_source("identity"), ds, "syn-streak", results, reordered)
+    assert (report.scored, report.skipped) == (2, 1)
+    assert _table(results, "identity", "syn-streak").piqe.notna().all()
+    [again] = evaluate(_source("identity"), ds, "syn-streak", results, settings)
+    assert (again.scored, again.skipped) == (0, 3)
+    with pytest.raises(EvalError, match=r"another metrics \(\['piqe', 'psnr_y'\] → \['piqe'\]\)"):
+        evaluate(
+            _source("identity"), ds, "syn-streak", results, replace(settings, metrics=("piqe",))
+        )
 
 
 def test_a_finished_run_rerun_elsewhere_scores_nothing_and_keeps_its_record(tmp_path, ds):
@@ -1610,3 +1652,51 @@ def test_on_ray_the_actors_find_the_outputs_named_here(tmp_path, ds, monkeypatch
     result = CliRunner().invoke(main, [*args, "--weights-dir", "weights", "--ray", "auto"])
     assert result.exit_code == 0, result.output
     assert isinstance(built[0][0], FolderSource) and built[0][1] == tmp_path / "weights"
+
+
+class _TwoActors:
+    """RayActors, in this process: two actors taking the units in turn (each split's
+    one shard), the second on a node without what piqe needs; questions go to the first."""
+
+    def __init__(self, address, build, gpu, most):
+        self.actors = [build(), build()]
+        built, unavailable = eval_module._build_metrics("real", self.actors[1].settings)
+        without = [(name, metric) for name, metric in built if name != "piqe"]
+        self.actors[1].metrics["real"] = (without, {**unavailable, "piqe": "piqe needs X.pth"})
+        self.calls = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def ask(self, fn, question):
+        return fn(self.actors[0], question)
+
+    def map_unordered(self, fn, units, split=None, lost=None):
+        for unit in units:
+            actor = self.actors[self.calls % 2]
+            self.calls += 1
+            yield fn(actor, unit)
+
+
+def test_on_ray_a_metric_an_actor_cannot_run_fails_its_rows(tmp_path, ds, monkeypatch):
+    # The first actor says piqe runs; rows of the one whose node lacks its weights had a
+    # null piqe, status ok and no error: taken as done, even by --retry-failed.
+    monkeypatch.setattr(eval_module, "RayActors", _TwoActors)
+    settings = replace(FAST, metrics=("psnr_y", "piqe"))
+
+    def build(settings):
+        return _source("identity")
+
+    reports = eval_module.evaluate_on_ray(build, "ray", ds, "all", tmp_path / "res", settings)
+    real = next(report for report in reports if report.kind == "real")
+    assert (real.scored, real.failed, real.metric_failed) == (4, 0, 4)
+    table = _table(tmp_path / "res", "identity", "test")
+    assert table.piqe.isna().all() and (table.status == "ok").all()
+    assert set(table.error) == {
+        "piqe: cannot run on the Ray worker that scored it: piqe needs X.pth"
+    }
+    paired = _table(tmp_path / "res", "identity", "syn-streak")
+    assert paired.piqe.notna().all() and paired.error.isna().all()
