@@ -196,6 +196,10 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
                 # draft() picks the largest DCT scale that keeps the size ≥ the request.
                 image.draft("RGB" if mode != "CMYK" else "CMYK", _draft_request(image.size))
             image.load()
+            if image.format == "TIFF":
+                # Pillow turns a TIFF upright as it loads it, and by its XMP's
+                # tiff:Orientation where it has no EXIF one, which the header's size hides.
+                full_size = image.size
             # Only now: a PNG's getexif() loads the pixels itself (its eXIf chunk may
             # follow them), and _read_exif would swallow that decode's failure. A JPEG's
             # EXIF came with its header, so reading it here costs nothing more.
@@ -311,8 +315,10 @@ def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | Non
             # Image's getexif(), not PngImageFile's: that one decodes every pixel to look
             # for an eXIf chunk after them, the very cost (and bomb) this must not meet.
             exif = Image.Image.getexif(image)
-            if image.format == "PNG" and "exif" not in image.info:
-                exif.load(_png_exif_after_pixels(data))  # as decoding will find it
+            # As decoding will find it; none there leaves the orientation XMP gives.
+            after = image.format == "PNG" and "exif" not in image.info
+            if after and (block := _png_exif_after_pixels(data)):
+                exif.load(block)
             return upright_size(*_stored_size(image), exif.get(ORIENTATION_TAG))
     except Exception:  # any unreadable header: the size is simply unknown
         return None

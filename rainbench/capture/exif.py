@@ -123,7 +123,7 @@ def _gps(gps: dict) -> tuple[float | None, float | None, float | None]:
         except (TypeError, ValueError, ZeroDivisionError):
             return None
         sign = -1.0 if _text(ref) == negative else 1.0
-        return sign * (d + m / 60 + s / 3600)
+        return _number(sign * (d + m / 60 + s / 3600))  # a 0/0 part is NaN: unreadable
 
     lat = degrees(gps.get(2), gps.get(1), "S")
     lon = degrees(gps.get(4), gps.get(3), "W")

@@ -27,8 +27,15 @@ _MP_ENTRY = 0xB002
 _OTHER_IFDS = {0xA005, 0xC634}
 # Tags placing data by offset, each with the tag giving the lengths: strips, tiles and
 # the JPEG thumbnail of IFD1.
-_PLACED = {0x0111: 0x0117, 0x0144: 0x0145, 0x0201: 0x0202}
+_THUMBNAIL, _THUMBNAIL_LENGTH = 0x0201, 0x0202
+_PLACED = {0x0111: 0x0117, 0x0144: 0x0145, _THUMBNAIL: _THUMBNAIL_LENGTH}
 _PLACED_TAGS = {*_PLACED, *_PLACED.values()}
+# A camera's private data, which may hold a TIFF structure of its own (Nikon's) with a
+# GPS directory in it.
+_MAKER_NOTE = 0x927C
+# How deep EXIF inside EXIF (a thumbnail's, a maker note's) is cleaned: cameras nest it
+# once; a hostile file nesting it without end would cost a walk per level.
+_MAX_NESTING = 2
 # GPSLatitude, GPSLongitude and their destination twins, the coordinates of a location.
 _GPS_COORDINATES = {0x0002, 0x0004, 0x0014, 0x0016}
 
@@ -222,6 +229,27 @@ class _Tiff:
         start, stop = self.value(entry)
         return [self.u32(pos) for pos in range(start, stop, 4)]
 
+    def lenient_value(self, entry: int) -> tuple[int, int] | None:
+        """Where the value of the entry at `entry` lies, or None where it does not lie
+        inside the block: for entries read leniently (empty when its type is unknown)."""
+        size = _TYPE_SIZES.get(self.u16(entry + 2), 0) * self.u32(entry + 4)
+        start = entry + 8 if size <= 4 else self.base + self.u32(entry + 8)
+        return (start, start + size) if start + size <= self.end else None
+
+    def thumbnail(self, pos: int, count: int) -> tuple[int, int] | None:
+        """Where the JPEG the IFD at `pos` places by JPEGInterchangeFormat lies (IFD1's
+        thumbnail, a RAW's preview), cut at the block's end; None where it places none."""
+        placed = {}
+        for entry in self.entries(pos, count):
+            tag, kind = self.u16(entry), self.u16(entry + 2)
+            if tag in (_THUMBNAIL, _THUMBNAIL_LENGTH) and kind in (3, 4):
+                placed[tag] = self.u16(entry + 8) if kind == 3 else self.u32(entry + 8)
+        if len(placed) < 2:
+            return None
+        start = self.base + placed[_THUMBNAIL]
+        stop = min(start + placed[_THUMBNAIL_LENGTH], self.end)
+        return (start, stop) if self.buf.startswith(b"\xff\xd8", start, stop) else None
+
     def accounted(self, pos: int, count: int) -> list[tuple[int, int]]:
         """The bytes the IFD at `pos` accounts for: itself, its entries' values, the data
         they place by offset and length, and the other IFDs it points to. Read leniently:
@@ -230,11 +258,11 @@ class _Tiff:
         arrays: dict[int, tuple[int, ...]] = {}  # offsets and lengths, by tag
         for entry in self.entries(pos, count):
             tag, kind, number = self.u16(entry), self.u16(entry + 2), self.u32(entry + 4)
-            size = _TYPE_SIZES.get(kind, 0) * number
-            start = entry + 8 if size <= 4 else self.base + self.u32(entry + 8)
-            if start + size > self.end:
+            value = self.lenient_value(entry)
+            if value is None:
                 continue
-            spans.append((start, start + size))
+            spans.append(value)
+            start = value[0]
             if kind in (3, 4, 13) and (tag in _PLACED_TAGS or tag in _OTHER_IFDS or kind == 13):
                 form = "H" if kind == 3 else "I"
                 arrays[tag] = struct.unpack_from(f"{self.order}{number}{form}", self.buf, start)
@@ -251,7 +279,12 @@ class _Tiff:
 
 
 def _tiff_edits(
-    buf: bytes, base: int, end: int, where: str, others: tuple[int, ...] = ()
+    buf: bytes,
+    base: int,
+    end: int,
+    where: str,
+    others: tuple[int, ...] = (),
+    depth: int = 0,
 ) -> list[_Edit]:
     """Edits that remove the GPS IFDs of the TIFF structure at `base`: each is zeroed with
     its values, and its pointer entry is dropped from the parent IFD. IFDs are followed
@@ -263,7 +296,9 @@ def _tiff_edits(
     structure accounts for: writers lay an IFD's values out right after it, so nothing
     but GPS data lies there. A GPS coordinate entry left in bytes nothing accounts for (a
     GPS IFD unlinked, its pointer aimed elsewhere) is refused as `gps-uncertain`. `others`
-    are where other EXIF blocks in `buf` begin, which the zeroing stops at."""
+    are where other EXIF blocks in `buf` begin, which the zeroing stops at. A JPEG the
+    structure places (IFD1's thumbnail) and a maker note's own TIFF structure are cleaned
+    too, unless this structure is already `depth` levels inside others: then refused."""
     if base == end:  # an empty EXIF block, as some cameras write, carries nothing
         return []
     tiff = _Tiff(buf, base, end, where)
@@ -271,6 +306,8 @@ def _tiff_edits(
     parents: dict[int, int] = {}  # position → entry count of the IFDs pointing at a GPS IFD
     gps: list[int] = []
     xmp: list[tuple[int, int]] = []
+    thumbnails: list[tuple[int, int]] = []
+    maker_notes: list[tuple[int, int]] = []
     # This header, the others after it, and all but GPS
     accounted = [(header, header + 8) for header in (base, *others) if header >= base]
     # (name, offset, the chain index of its next IFD, or None where no chain is followed)
@@ -292,6 +329,10 @@ def _tiff_edits(
                 todo += [(child_name, child, None) for child in tiff.pointers(entry) if child]
             elif tag == _XMP_TAG:
                 xmp.append(tiff.value(entry))
+            elif tag == _MAKER_NOTE and (note := tiff.lenient_value(entry)):
+                maker_notes.append(note)
+        if thumbnail := tiff.thumbnail(pos, count):
+            thumbnails.append(thumbnail)
         if next_index is not None and (following := tiff.u32(pos + 2 + 12 * count)):
             todo.append((f"IFD{next_index}", following, next_index + 1))
 
@@ -316,7 +357,37 @@ def _tiff_edits(
         edits += [_without_gps_entries(tiff, pos, count) for pos, count in parents.items()]
     for start, stop in xmp:
         edits += _xmp_edits(buf, start, stop)
+    maker_notes = [note for note in maker_notes if _TIFF_HEADER.search(buf, *note)]
+    if (thumbnails or maker_notes) and depth >= _MAX_NESTING:
+        raise CaptureRejected(
+            Reason.GPS_UNCERTAIN, f"{where}: EXIF nested in EXIF more than {depth} deep"
+        )
+    for start, stop in thumbnails:
+        edits += _thumbnail_edits(buf, start, stop, where, depth + 1)
+    for start, stop in maker_notes:
+        edits += _nested_tiff_edits(buf, start, stop, f"{where} maker note", depth + 1)
     return edits
+
+
+def _thumbnail_edits(buf: bytes, start: int, stop: int, where: str, depth: int) -> list[_Edit]:
+    """GPS edits for the JPEG in buf[start:stop] that an EXIF block holds (a thumbnail, a
+    RAW's preview): its own EXIF, XMP and other segments, cleaned as a JPEG's are. One
+    whose segments cannot be walked (cut short) has its EXIF found by TIFF header."""
+    thumbnail = bytes(buf[start:stop])
+    try:
+        found = _jpeg_picture_edits(thumbnail, 0, depth)[0]
+    except CaptureRejected as error:
+        if error.reason not in (Reason.TRUNCATED, Reason.CORRUPT):
+            raise
+        return _nested_tiff_edits(buf, start, stop, f"{where} thumbnail", depth)
+    return [_Edit(start + e.start, start + e.stop, e.data) for e in found]
+
+
+def _nested_tiff_edits(buf: bytes, start: int, stop: int, where: str, depth: int) -> list[_Edit]:
+    """GPS edits for the first TIFF structure in buf[start:stop] (a maker note's), taken to
+    run to `stop`: the GPS directory of another after it is a stray to that walk."""
+    header = _TIFF_HEADER.search(buf, start, stop)
+    return [] if header is None else _tiff_edits(buf, header.start(), stop, where, depth=depth)
 
 
 def _next_accounted(known: list[tuple[int, int]], pos: int, end: int) -> int:
@@ -377,7 +448,9 @@ def _jpeg_edits(data: bytes) -> list[_Edit]:
     return edits + _trailer_edits(data, end)
 
 
-def _jpeg_picture_edits(data: bytes, soi: int) -> tuple[list[_Edit], int, list[int]]:
+def _jpeg_picture_edits(
+    data: bytes, soi: int, depth: int = 0
+) -> tuple[list[_Edit], int, list[int]]:
     """GPS edits for the JPEG picture at `soi`, where it ends, and where the further
     pictures its MPF index lists start. Every segment counts, those between the scans of
     a progressive picture too: EXIF and XMP are cleaned field by field, any other
@@ -388,7 +461,7 @@ def _jpeg_picture_edits(data: bytes, soi: int) -> tuple[list[_Edit], int, list[i
     segments, end = _jpeg_segments(data, soi)
     for marker, start, stop in segments:
         if marker == 0xE1 and data.startswith(_EXIF_HEADER, start):
-            found = _tiff_edits(data, start + len(_EXIF_HEADER), stop, "JPEG EXIF")
+            found = _tiff_edits(data, start + len(_EXIF_HEADER), stop, "JPEG EXIF", depth=depth)
             _refuse_location_left(data, start, stop, found, "JPEG EXIF")
             edits += found
         elif marker == 0xE1 and data.startswith(_JPEG_XMP, start):

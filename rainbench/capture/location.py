@@ -36,12 +36,12 @@ _HINT = re.compile(
 _GPS_NAME = re.compile(rb"(?<!xmlns)[:<]gps[\w.-]*", re.IGNORECASE)
 
 # An XMP property whose local name says location: exif:GPSLatitude, drone-dji:GpsLatitude,
-# a default-namespace <GPSLatitude xmlns="…">, Iptc4xmpExt:Latitude and their like; or a
-# place by name: photoshop:City, State and Country, Iptc4xmpCore:Location and CountryCode,
-# Iptc4xmpExt:LocationShown and LocationCreated (and the Sublocation, ProvinceState,
-# CountryName, WorldRegion of their structures).
+# a default-namespace <GPSLatitude xmlns="…">, Iptc4xmpExt:Latitude, W3C geo:lat and
+# geo:long and their like; or a place by name: photoshop:City, State and Country,
+# Iptc4xmpCore:Location and CountryCode, Iptc4xmpExt:LocationShown and LocationCreated
+# (and the Sublocation, ProvinceState, CountryName, WorldRegion of their structures).
 _LOCATION_NAME = re.compile(
-    rb"(?:^|:)gps|latitude|longitude|location"
+    rb"(?:^|:)gps|latitude|longitude|location|(?:^|:)(?:lat|long|lon|lng)$"
     rb"|(?:^|:)(?:city|state|country|countrycode|countryname|provincestate|worldregion)$",
     re.IGNORECASE,
 )

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from rainbench.capture import decode
 from rainbench.capture.decode import (
@@ -259,6 +259,38 @@ def test_an_oriented_tiffs_header_size_is_upright_once():
     # a second time.
     data = _tiff(np.zeros((20, 30, 3), np.uint8), tiffinfo={274: 6})
     assert header_size(data) == load_upright(data, FORMATS["tiff"]).size == (20, 30)
+
+
+TURNED_XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+    b'02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.'
+    b'com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_a_tiff_turned_by_its_xmp_alone_is_recorded_at_the_size_it_loads(compression):
+    # With no EXIF orientation Pillow turns a TIFF by its XMP's tiff:Orientation as it
+    # loads it; the size its header gives is not turned.
+    xmp = TURNED_XMP
+    data = _tiff(np.zeros((20, 30, 3), np.uint8), tiffinfo={700: xmp}, compression=compression)
+
+    decoded = decode_capture(data, FORMATS["tiff"])
+
+    upright = load_upright(data, FORMATS["tiff"]).size
+    assert (decoded.width, decoded.height) == upright == decoded.preview.size == (20, 30)
+
+
+def test_a_png_turned_by_its_xmp_alone_has_that_header_size():
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", TURNED_XMP.decode())
+    stream = io.BytesIO()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(stream, "PNG", pnginfo=info)
+    data = stream.getvalue()
+
+    decoded = decode_capture(data, FORMATS["png"])
+
+    assert header_size(data) == (decoded.width, decoded.height) == (20, 30)
 
 
 def test_a_big_endian_sixteen_bit_grey_tiff_reads_as_a_little_endian_one():

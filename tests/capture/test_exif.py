@@ -1,6 +1,7 @@
 from datetime import datetime
 
 from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
 from rainbench.capture.exif import MAX_TEXT, read_exif
 
@@ -38,6 +39,14 @@ def test_gps_only_when_kept():
     assert kept.gps_lat == -(33 + 51 / 60 + 54 / 3600)
     assert kept.gps_lon == 151 + 12 / 60 + 36 / 3600
     assert kept.gps_alt == 58.0
+
+
+def test_a_gps_coordinate_with_a_zero_denominator_is_none_not_nan():
+    # Receivers without a fix write 0/0, which Pillow reads as NaN.
+    exif = _exif()
+    exif.get_ifd(0x8825)[2] = (IFDRational(33, 1), IFDRational(0, 0), IFDRational(0, 0))
+    kept = read_exif(exif, keep_gps=True)
+    assert kept.gps_lat is None and kept.gps_lon == 151 + 12 / 60 + 36 / 3600
 
 
 def test_garbage_values_become_none():

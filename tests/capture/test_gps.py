@@ -564,3 +564,69 @@ def test_an_iptc_place_name_past_a_broken_dataset_is_refused() -> None:
     with pytest.raises(CaptureRejected) as refused:
         strip_gps(data, FORMATS["jpeg"])
     assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+def with_thumbnail(thumbnail: bytes) -> bytes:
+    """A little-endian EXIF block: IFD0 (Make), then IFD1 placing `thumbnail` after it."""
+    ifd0 = struct.pack("<HHHII", 1, MAKE, 2, 4, int.from_bytes(b"Sony", "little")) + struct.pack(
+        "<I", 26
+    )
+    ifd1 = struct.pack("<H", 2)
+    ifd1 += struct.pack("<HHII", 0x0201, 4, 1, 56) + struct.pack(
+        "<HHII", 0x0202, 4, 1, len(thumbnail)
+    )
+    block = b"II*\0" + struct.pack("<I", 8) + ifd0 + ifd1 + struct.pack("<I", 0)
+    assert len(block) == 56
+    return block + thumbnail
+
+
+@pytest.mark.parametrize("name", ["jpeg", "png", "webp"])
+def test_gps_in_the_exif_of_a_thumbnail_is_removed(name: str) -> None:
+    # A thumbnail is a JPEG of its own, and may carry its own EXIF with the GPS directory.
+    thumbnail = capture("jpeg", exif())
+    data = capture(name, exif=b"Exif\0\0" + with_thumbnail(thumbnail))
+    at = data.index(thumbnail)
+    seconds = struct.pack("<II", 23, 2)  # the latitude's 11.5 seconds
+    assert seconds in data
+
+    stripped = strip_gps(data, FORMATS[name])
+
+    assert seconds not in stripped
+    kept = stripped[at : at + len(thumbnail)]
+    assert gps_of(kept) == {} and kept_tags(kept)[MAKE] == "Canon"
+    assert pixels(kept).shape == pixels(thumbnail).shape
+    assert len(stripped) == len(data)
+
+
+def test_gps_in_a_maker_notes_own_tiff_structure_is_removed() -> None:
+    # Nikon's maker note holds a whole TIFF structure; one with a GPS directory in it.
+    inner = exif(endian=">").tobytes()[len(b"Exif\0\0") :]
+    tags = Image.Exif()
+    tags[MAKE] = "NIKON"
+    tags.get_ifd(EXIF_IFD)[0x927C] = b"Nikon\0\x02\x10\0\0" + inner
+    data = capture("jpeg", tags)
+    at = data.index(inner)
+    seconds = struct.pack(">II", 23, 2)  # the latitude's 11.5 seconds
+    assert seconds in data
+
+    stripped = strip_gps(data, FORMATS["jpeg"])
+
+    assert seconds not in stripped
+    note = Image.Exif()
+    note.load(stripped[at : at + len(inner)])
+    assert note.get_ifd(GPS_IFD) == {} and note[MAKE] == "Canon"
+    assert len(stripped) == len(data)
+
+
+def test_exif_nested_deeper_than_cameras_nest_it_is_refused() -> None:
+    # A thumbnail's thumbnail is cleaned; a hostile chain of them is refused at once,
+    # rather than walked level after level.
+    thumbnail = capture("jpeg", exif())
+    for _ in range(2):
+        thumbnail = capture("jpeg", exif=b"Exif\0\0" + with_thumbnail(thumbnail))
+    assert struct.pack("<II", 23, 2) not in strip_gps(thumbnail, FORMATS["jpeg"])
+
+    deeper = capture("jpeg", exif=b"Exif\0\0" + with_thumbnail(thumbnail))
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(deeper, FORMATS["jpeg"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN

@@ -139,6 +139,12 @@ def xmp_bodies(point: Point) -> dict[str, bytes]:
         + lon
         + b"</exif:GPSLongitude>"
         b"</Iptc4xmpExt:LocationCreated></rdf:Description>",
+        "w3c-geo": b'<rdf:Description rdf:about="" '
+        b'xmlns:geo="http://www.w3.org/2003/01/geo/wgs84_pos#"><geo:lat>'
+        + point.decimal(point.lat).encode()
+        + b"</geo:lat><geo:long>"
+        + point.decimal(point.lon).encode()
+        + b"</geo:long></rdf:Description>",
         "comment": b"<!-- exif:GPSLatitude " + lat + b" " + lon + b" -->"
         b'<rdf:Description rdf:about=""/>',
     }
@@ -356,6 +362,7 @@ def test_cleanable_positions_are_cleaned_not_refused() -> None:
         ("jpeg", "exif-between-progressive-scans"),
         ("jpeg", "xmp-default-namespace"),
         ("jpeg", "xmp-nested-in-a-struct"),
+        ("jpeg", "xmp-w3c-geo"),
         ("png", "exif-after-iend"),
         ("png", "text-named-gps"),
         ("png", "compressed-comment"),
