@@ -7,6 +7,7 @@ from numbers import Real
 from pathlib import Path
 
 import pandas as pd
+from pandas.api.types import infer_dtype
 
 from rainbench.errors import RainbenchError
 from rainbench.shards import manifest
@@ -228,8 +229,26 @@ def _keep(table: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     if filters.min_confidence is not None:
         table = table[table["rain_type_confidence"].fillna(-1) >= filters.min_confidence]
     if filters.query:
-        try:
-            table = table.query(filters.query)
-        except Exception as error:  # pandas raises many kinds for a bad expression
-            raise DatasetError(f"bad query {filters.query!r}: {error}") from None
+        table = table[_condition(table, filters.query)]
     return table.sort_values(["shard", "key"])
+
+
+def _condition(table: pd.DataFrame, query: str) -> pd.Series:
+    """Which rows of `table` `query` keeps: true or false for each row. pandas' own
+    `query` takes anything else (a number, a column of them) as row labels, and picks
+    rows by them, or a row as a Series; or stops on a condition for some rows only."""
+    try:
+        chosen = table.eval(query, target=None)
+        if isinstance(chosen, pd.Series):
+            chosen = chosen.reindex(table.index)  # a row it has no value for: null
+    except Exception as error:  # pandas raises many kinds for a bad expression
+        raise DatasetError(f"bad query {query!r}: {error}") from None
+    if (
+        not isinstance(chosen, pd.Series)
+        or infer_dtype(chosen, skipna=False) not in ("boolean", "empty")
+        or chosen.isna().any()
+    ):
+        raise DatasetError(
+            f"bad query {query!r}: not a condition (true or false for each row, never null)"
+        )
+    return chosen

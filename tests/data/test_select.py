@@ -2,6 +2,7 @@
 never by capture labels, the stills of sequences with real pairs left out of training,
 and a split of videos named as such."""
 
+import re
 import shutil
 
 import numpy as np
@@ -165,3 +166,23 @@ def test_filters_of_the_right_types_are_made_and_the_error_is_one_class():
     Filters(split=["train", "val"], rain_type="storm", min_confidence=1, paired_sequences=True)
     Filters(camera_model=("X100",), min_confidence=0.5, query="iso >= 800")
     assert dataset_module.SettingError is SettingError
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "0",  # pandas' query takes it as a row label, and gives that row as a Series
+        "near_dup_distance.isnull() * 1",  # as row labels: row 1, once for each capture
+        "looks_rainy",  # null for rainy captures
+        "split.notna().iloc[:1]",  # for one row only
+    ],
+)
+def test_a_query_that_is_no_condition_is_refused_not_taken_as_row_labels(_dataset, query):
+    no_condition = rf"^bad query '{re.escape(query)}': not a condition \(true or false for "
+    with pytest.raises(DatasetError, match=no_condition):
+        captures(_dataset, Filters(query=query))
+    with pytest.raises(DatasetError, match=r"^bad query 'seed \* 0': not a condition"):
+        pairs(_dataset, "syn-streak", Filters(query="seed * 0"))
+    assert len(captures(_dataset, Filters(query="looks_rainy.fillna(False) | width > 0"))) == len(
+        captures(_dataset, Filters())
+    )
