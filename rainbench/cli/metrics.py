@@ -225,10 +225,13 @@ def score_command(
     if ray is None:  # on a cluster, the GPUs are the cluster's
         options.require_device(device)
     pairing = pair_folders(pred, ref)
-    for name in pairing.unmatched_pred:
-        click.echo(f"unmatched prediction: {on_one_line(name)}", err=True)
-    for name in pairing.unmatched_ref:
-        click.echo(f"unmatched reference: {on_one_line(name)}", err=True)
+    for side, names, twice in (
+        ("prediction", pairing.unmatched_pred, pairing.ambiguous_pred),
+        ("reference", pairing.unmatched_ref, pairing.ambiguous_ref),
+    ):
+        for name in names:
+            why = f" ({_AMBIGUOUS})" if name in twice else ""
+            click.echo(f"unmatched {side}: {on_one_line(name)}{why}", err=True)
     for side, names in (
         ("prediction", pairing.unsupported_pred),
         ("reference", pairing.unsupported_ref),
@@ -277,13 +280,25 @@ LEFT_OUT = (
 )
 
 
+# Why a file is left unmatched though its name may well be on the other side.
+_AMBIGUOUS = "ambiguous: another file there has the same path without extension"
+
+
 def _nothing_to_score(pred: Path, ref: Path | None, pairing: Pairing) -> str:
-    """Why nothing is scored: no image in --pred, or none with a reference of its name
-    (an example of each side's names, so a suffix like `_derained` shows)."""
+    """Why nothing is scored: no image in --pred, two of one stem on a side, or none with a
+    reference of its name (an example of each side's names, so a suffix like `_derained`
+    shows)."""
     skipped = len(pairing.unsupported_pred)
     others = f" ({skipped} other file{'s' if skipped > 1 else ''} unsupported)" if skipped else ""
     if not pairing.unmatched_pred:
         return f"no images to score in {pred}{others}"
+    # Before a missing name: the names may well be there, twice on one side.
+    for folder, twice in ((pred, pairing.ambiguous_pred), (ref, pairing.ambiguous_ref)):
+        if twice:
+            return (
+                f"{on_one_line(twice[0])} and {on_one_line(twice[1])} in {folder} have the same "
+                "path without extension, by which files are paired: neither is scored (keep one)"
+            )
     if not pairing.unmatched_ref:
         return f"no images in {ref} to score the {len(pairing.unmatched_pred)} in {pred} against"
     count = len(pairing.unmatched_pred)

@@ -73,6 +73,10 @@ class Pairing:
     # Links that lead out of their folder, left out: as ingest refuses them (link-outside).
     outside_pred: list[str] = field(default_factory=list)
     outside_ref: list[str] = field(default_factory=list)
+    # Of the unmatched, those whose stem another file on their side has too (ambiguous),
+    # grouped by stem: said as such, as their names may well be on the other side.
+    ambiguous_pred: list[str] = field(default_factory=list)
+    ambiguous_ref: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
             _names(pred_twice, pred_dir),
             unsupported_pred=_names(pred_other, pred_dir),
             outside_pred=_names(pred_out, pred_dir),
+            ambiguous_pred=_names(pred_twice, pred_dir),
         )
     refs, ref_twice, ref_other, ref_out = _images_by_stem(ref_dir)
     jobs = [
@@ -111,6 +116,8 @@ def pair_folders(pred_dir: Path, ref_dir: Path | None) -> Pairing:
         _names(ref_other, ref_dir),
         _names(pred_out, pred_dir),
         _names(ref_out, ref_dir),
+        _names(pred_twice, pred_dir),
+        _names(ref_twice, ref_dir),
     )
 
 
@@ -385,9 +392,12 @@ def _score_one(
         return row
     try:  # decoded once, for every metric that needs computing
         pred, pred_turn = _decode(pred_bytes, job.pred, max_pixels)
-        ref, ref_turn = (
-            _decode(ref_bytes, job.ref, max_pixels) if ref_bytes is not None else (None, 1)
-        )
+        try:
+            ref, ref_turn = (
+                _decode(ref_bytes, job.ref, max_pixels) if ref_bytes is not None else (None, 1)
+            )
+        except MetricError as error:  # it most often has the prediction's name: said whose
+            raise MetricError(f"reference {error}") from None
     except MetricError as error:
         row.update(dict.fromkeys(todo))
         row["status"] = f"error: {error}"
@@ -541,11 +551,13 @@ def _cached(cache, pred_sha: str, ref_sha: str | None, identities: dict[str, str
 def _store(path: str, rows: list[dict], identities: dict[str, str]) -> bool:
     """Cache `rows`' values; False when another process held the cache past our wait,
     which the run goes on without (a cache is only a shortcut)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         _insert(path, rows, identities)
-    except sqlite3.OperationalError as error:  # a full disk, a read-only folder, a writer
-        if "locked" in str(error):
+    # A full disk, a read-only folder, a writer; OSError: a file where a folder of its path
+    # should be, which the cache's folder cannot be made through.
+    except (sqlite3.OperationalError, OSError) as error:
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
             warnings.warn(
                 f"{path}: another process held the score cache for {_CACHE_WAIT_S} s "
                 f"({error}); the rest of this run's values are not cached",
@@ -553,8 +565,9 @@ def _store(path: str, rows: list[dict], identities: dict[str, str]) -> bool:
                 stacklevel=2,
             )
             return False
+        why = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) else error
         raise MetricError(
-            f"{path}: the score cache cannot be written ({error}); free some space or name "
+            f"{path}: the score cache cannot be written ({why}); free some space or name "
             "another --cache, or score with --no-cache"
         ) from None
     except sqlite3.DatabaseError as error:  # "file is not a database", "malformed"

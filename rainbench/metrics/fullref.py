@@ -121,6 +121,8 @@ def _check_pair(pred: np.ndarray, ref: np.ndarray) -> None:
     mismatch = size_mismatch(pred, ref)
     if mismatch:
         raise MetricError(mismatch)
+    if pred.size == 0:  # PSNR would divide by no values, SSIM average no channels (NaN)
+        raise MetricError(f"the images hold no values (shape {pred.shape})")
 
 
 def _checked(mask: np.ndarray, image: np.ndarray) -> np.ndarray:

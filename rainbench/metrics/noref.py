@@ -108,7 +108,8 @@ def _build(
     call = _banded(metric.name, model)
 
     def score(pred: np.ndarray) -> float:
-        x = torch.tensor(pred, device=device).permute(2, 0, 1).unsqueeze(0)
+        # torch takes no negative strides (`bgr[..., ::-1]`); a contiguous array is not copied.
+        x = torch.tensor(np.ascontiguousarray(pred), device=device).permute(2, 0, 1).unsqueeze(0)
         try:
             with (
                 held(),

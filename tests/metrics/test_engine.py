@@ -89,8 +89,9 @@ def test_a_stem_found_twice_is_reported_and_names_pair_in_either_unicode_form(fo
     assert pairing.unmatched_pred == ["img3.jpg", "img3.png", "only-pred.png"]
     assert "img3.jpg" in pairing.unmatched_ref
     assert "Stra\u00dfe u\u0308.png" in [job.name for job in pairing.jobs]
+    assert pairing.ambiguous_pred == ["img3.jpg", "img3.png"] and pairing.ambiguous_ref == []
     alone = pair_folders(pred, None)
-    assert alone.unmatched_pred == ["img3.jpg", "img3.png"]
+    assert alone.unmatched_pred == alone.ambiguous_pred == ["img3.jpg", "img3.png"]
 
 
 def test_rows_errors_and_cache(folders, tmp_path, monkeypatch):
@@ -130,6 +131,19 @@ def test_a_cache_that_cannot_be_written_is_named_and_left_usable(
     assert cache.stat().st_size == 0
     uncached = ScoreSettings(settings.metrics, {}, None)
     assert score(jobs, settings, workers=1) == score(jobs, uncached, workers=1)
+
+
+def test_a_cache_whose_folder_cannot_be_made_is_named(folders, tmp_path):
+    # A file where the cache's folder should be: before, the line named only that file
+    # ("afile: File exists"), not the cache nor what to do.
+    (tmp_path / "afile").write_text("")
+    cache = tmp_path / "afile" / "scores.sqlite"
+    settings = ScoreSettings(("test_mad",), {}, str(cache))
+    with pytest.raises(
+        MetricError,
+        match=r"afile/scores\.sqlite: the score cache cannot be written \(File exists: .*afile\)",
+    ):
+        score(pair_folders(*folders).jobs, settings, workers=1)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -297,6 +297,17 @@ def test_bad_inputs_are_metric_errors_when_called_directly_too(function):
         function(pred, ref.astype(np.float32))
 
 
+@pytest.mark.parametrize(
+    ("function", "shape"),
+    [(psnr, (0, 4)), (psnr, (4, 4, 0)), (psnr_y, (0, 4, 3)), (ssim, (20, 20, 0))],
+)
+def test_arrays_without_values_are_metric_errors_not_nan(function, shape):
+    # Before: PSNR divided by zero values, SSIM averaged no channels into NaN.
+    empty = np.zeros(shape, np.uint8)
+    with pytest.raises(MetricError, match="hold no values"):
+        function(empty, empty)
+
+
 @pytest.mark.parametrize("function", [psnr_y, ssim_y])
 def test_the_y_metrics_called_directly_take_rgb_only(function):
     pred, ref = pair(seed=8)

@@ -108,6 +108,16 @@ def test_brisque_refuses_images_below_7_px_rather_than_crash(empty_weights):
     assert np.isfinite(brisque(image[:7])) and np.isfinite(brisque(image[:, :7]))
 
 
+def test_a_view_of_an_array_is_scored_as_its_copy(any_niqe_parameters):
+    """RGB taken from OpenCV's BGR (`bgr[..., ::-1]`) or a flipped image is a view with a
+    negative stride, which torch refuses: before, a ValueError, not a score."""
+    bgr = np.random.default_rng(0).integers(0, 256, (120, 130, 3), np.uint8)
+    for name in ("niqe", "piqe"):
+        metric = create_metric(name)
+        for view in (bgr[..., ::-1], bgr[:, ::-1], bgr[::-1]):
+            assert metric(view) == metric(view.copy()), name
+
+
 def test_a_flat_image_is_one_failure_not_a_crash(any_niqe_parameters):
     # Nor a warning from torch (cov() without observations) on stderr beside that line.
     with pytest.raises(MetricError, match="niqe"), warnings.catch_warnings():

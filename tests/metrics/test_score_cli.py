@@ -112,6 +112,22 @@ def test_an_image_name_that_cannot_be_read_is_its_rows_error_not_left_unsaid(tmp
     }
 
 
+def test_a_reference_that_does_not_decode_is_named_as_the_reference(tmp_path):
+    # Paired files share their name: a status naming only the file reads as the prediction's.
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for name in ("a", "b"):
+        _save(pred / f"{name}.png", 0)
+        _save(ref / f"{name}.png", 0)
+    whole = (ref / "a.png").read_bytes()
+    (ref / "a.png").write_bytes(whole[: len(whole) // 2])
+    (pred / "b.png").write_bytes(whole[: len(whole) // 2])
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr", "--json")
+    assert {row["name"]: row["status"] for row in json.loads(result.stdout)["errors"]} == {
+        "a.png": "error: reference a.png does not decode: image file is truncated",
+        "b.png": "error: b.png does not decode: image file is truncated",
+    }
+
+
 def test_a_link_leading_out_of_the_folder_is_said_and_not_scored(tmp_path):
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     _save(ref / "a.png", 0)
@@ -228,6 +244,32 @@ def test_when_no_name_matches_it_says_so_with_an_example_of_each_side(tmp_path):
         f"error: none of the 2 images in {pred} has a reference of the same name in {ref} "
         "(paired by path without extension): e.g. prediction a_derained.png, reference a.png"
     ) in result.output
+
+
+def test_names_found_twice_on_one_side_are_said_to_be_ambiguous_not_missing(tmp_path):
+    # Before: "none of the 2 images … has a reference of the same name" (it has), and with
+    # no --ref, "no images in None to score the 2 … against".
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    _save(ref / "a.png", 0)
+    _save(pred / "a.png", 0)
+    _save(pred / "a.jpg", 0)  # the derainer run again, writing JPEG
+    twice = f"error: a.jpg and a.png in {pred} have the same path without extension, by which"
+    for extra in ((), ("--ref", str(ref))):
+        out = ["--out", str(tmp_path / "s.parquet"), "--no-cache", "--metrics", "piqe"]
+        result = CliRunner().invoke(main, ["score", "--pred", str(pred), *extra, *out])
+        assert result.exit_code == 1
+        assert twice in result.stderr
+        assert "unmatched prediction: a.jpg (ambiguous: another file there has the same" in (
+            result.stderr
+        )
+    _save(ref / "b.png", 0)
+    _save(ref / "b.jpg", 0)
+    _save(pred / "b.png", 0)
+    (pred / "a.jpg").unlink()
+    result = _score(pred, ref, tmp_path, "--metrics", "psnr")
+    assert result.exit_code == 0  # a.png is scored; b.png said, and why
+    assert "unmatched prediction: b.png\n" in result.stderr
+    assert "unmatched reference: b.jpg (ambiguous:" in result.stderr
 
 
 def test_an_identical_image_makes_the_mean_infinite_and_the_rest_is_said_apart(tmp_path):
