@@ -148,6 +148,11 @@ def _check_made_alike(dataset: Dataset, options: SynthOptions, recipes: tuple[st
         if len(parts) != 5 or parts[1] not in placed:  # a source since removed says nothing
             continue
         _, source, seed, _, max_side = parts
+        if not (re.fullmatch(r"-?[0-9]+", seed) and re.fullmatch(r"[0-9]+", max_side)):
+            raise DatasetError(
+                f"{row['split']} holds a pair whose job {row['job']!r} names no base seed and "
+                "size of a render: synthetic.parquet is damaged (rainbench verify names it)"
+            )
         theirs = _made(*placed[source], int(seed), int(max_side))
         if theirs != mine:
             raise DatasetError(

@@ -158,11 +158,11 @@ def _read_rgb(path: Path, box: Box | None, max_pixels: int) -> np.ndarray:
         data = read_regular(path, max_pixels=max_pixels)  # refused unread past a picture's size
         image = load_upright(data, sniff(data, path.name) or _PILLOW_FORMAT, max_pixels)
     except CaptureRejected as error:
-        raise ValueError(f"{path.name}: {error.message}") from None
+        raise ValueError(f"{name_text(path.name)}: {error.message}") from None
     except UnidentifiedImageError:
-        raise ValueError(f"{path.name}: not an image Pillow can read") from None
+        raise ValueError(f"{name_text(path.name)}: not an image Pillow can read") from None
     except Exception as error:  # Pillow's plugins fail in many ways on damaged files
-        raise ValueError(f"{path.name}: {first_line(error)}") from None
+        raise ValueError(f"{name_text(path.name)}: {first_line(error)}") from None
     region = image.crop(box) if box else image
     return np.array(region, dtype=np.uint8)
 
@@ -289,7 +289,8 @@ def _slug(text: str) -> str:
 
 
 def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+    # A name's bytes that are not UTF-8 are hashed as they are on disk.
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
 def _where(folder: PurePosixPath) -> str:
@@ -574,9 +575,10 @@ def _listed_pairs(root: Path, text: PurePosixPath) -> list[tuple[int, str]] | No
         raise _Refused("unreadable", first_line(error)) from None
     if len(data) > _MAX_LIST_BYTES:
         raise _Refused("unreadable", f"larger than {_MAX_LIST_BYTES >> 20} MiB, which no list is")
+    # A name's bytes that are not UTF-8 decode as the listing names that file (surrogateescape).
     lines = [
         (number, line.strip())
-        for number, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines(), 1)
+        for number, line in enumerate(data.decode("utf-8-sig", "surrogateescape").splitlines(), 1)
         if line.strip()
     ]
     return lines if lines and _is_pair_line(lines[0][1]) else None
@@ -985,16 +987,20 @@ class _Refused(Exception):
 def _header(path: Path) -> tuple[tuple[int, int], str, bool]:
     """Size and mode from the header, no pixel decoded, as ingest opens a capture
     (`open_image`): the --max-pixels cap decides, and no plugin that decodes to open, or
-    runs a program, is used. And whether an EXIF orientation turns the picture (read
-    whole only then: few files of a public set carry one)."""
-    with open_image(path) as image, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a damaged EXIF: Pillow's warnings, not ours
-        try:
-            # Image's getexif(), not PngImageFile's, which decodes every pixel.
-            orientation = Image.Image.getexif(image).get(ORIENTATION_TAG)
-        except Exception:  # decoding says what it makes of such an EXIF
-            orientation = None
-        return image.size, image.mode, orientation not in (None, 1)
+    runs a program, is used. And whether an EXIF orientation may turn the picture (read
+    whole only then): one in the header, or for a PNG with none there one its eXIf chunk
+    may give after the pixels, where decoding finds it."""
+    # Pillow warns of a damaged TIFF directory or EXIF on opening too: its warnings, not ours.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_image(path) as image:
+            try:
+                # Image's getexif(), not PngImageFile's, which decodes every pixel.
+                orientation = Image.Image.getexif(image).get(ORIENTATION_TAG)
+            except Exception:  # decoding says what it makes of such an EXIF
+                orientation = None
+            after = image.format == "PNG" and "exif" not in image.info
+            return image.size, image.mode, after or orientation not in (None, 1)
 
 
 def _refused_file(root: Path, path: PurePosixPath) -> str | None:
@@ -1060,7 +1066,10 @@ def _find(
                 f"; {files} of a kind not imported ({', '.join(tree.not_imported)}) were "
                 "not looked at"
             )
-        return [], [*tree.unread, LayoutProblem("no-pairs", ".", detail)]
+        # A list not read, or whose files are not found, says why (spa's).
+        met = [*found.problems, *tree.unread]
+        met.sort(key=lambda problem: (_natural(problem.path), problem.kind))
+        return [], [*met, LayoutProblem("no-pairs", ".", detail)]
     problems = [*found.problems, *tree.unread]
     problems += [
         _problem("unexpected-file", image, f"fits no {name} naming rule")

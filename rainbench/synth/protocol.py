@@ -32,8 +32,8 @@ MISMATCHES = frozenset(
 NO_CHECKSUMS = "no-checksums"
 
 # One line of a checksum list, as sha256sum writes it: the hex digest, two spaces, the
-# file's path relative to the folder the set was imported from.
-_LINE = re.compile(r"([0-9a-f]{64})  (\S.*)")
+# file's path relative to the folder the set was imported from (a space may start it).
+_LINE = re.compile(r"([0-9a-f]{64})  (.+)")
 # A checksum list's size read at most: a line per file, some 100 bytes; 64 MiB is some
 # 600,000 files, where the public real test sets have a few thousand.
 MAX_CHECKSUM_LIST_BYTES = 64 << 20
@@ -72,11 +72,23 @@ def protocol_split(path: Path, name: str) -> ProtocolSplit:
         definition = tomllib.loads(Path(path).read_text("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise DatasetError(f"{path}: not a protocol definition ({error})") from None
-    splits = [s for s in definition.get("splits", []) if s.get("kind") == REAL_PAIRED]
+    listed = definition.get("splits", [])
+    if not isinstance(listed, list) or not all(isinstance(s, dict) for s in listed):
+        raise DatasetError(
+            f"{path}: not a protocol definition (its splits are no [[splits]] tables)"
+        )
+    splits = [s for s in listed if s.get("kind") == REAL_PAIRED]
     found = next((s for s in splits if s.get("name") == name), None)
     if found is None:
         known = ", ".join(str(s.get("name")) for s in splits) or "none"
         raise DatasetError(f"{path} names no real-paired split {name!r}; it names: {known}")
+    pairs, texts = found.get("pairs"), [found.get(key, "") for key in ("layout", "checksums")]
+    if not all(isinstance(text, str) for text in texts) or not (
+        pairs is None or (type(pairs) is int and pairs >= 0)
+    ):
+        raise DatasetError(
+            f"{path}: split {name}'s layout and checksums must be text, its pairs a whole number"
+        )
     try:
         checksums = PurePosixPath(found["checksums"])
         split = ProtocolSplit(

@@ -237,6 +237,11 @@ def _commit(
 ) -> None:
     for row in rows:
         row["run"] = run_id
+    info_json = dataset.read_info()
+    if _record_run(info_json, run_id, split, shard_bytes):
+        # Recorded before the first rows that name it: a run killed before dataset.json's
+        # counts are written has its pairs in the manifest, and they name this run.
+        dataset.write_info(info_json)
     shards = manifest.read_manifest(dataset.shards_manifest, manifest.SHARDS)
     shard_row = {
         "shard": name,
@@ -255,17 +260,17 @@ def _commit(
     manifest.write_manifest(
         dataset.synthetic_manifest, pairs.sort_by([("split", "ascending"), ("shard", "ascending")])
     )
-    info_json = dataset.read_info()
     info_json["counts"].update(_counts(pairs, shards))
     _record_run(info_json, run_id, split, shard_bytes)
     dataset.write_info(info_json)
 
 
-def _record_run(info: dict, run_id: str, split: str, shard_bytes: int) -> None:
+def _record_run(info: dict, run_id: str, split: str, shard_bytes: int) -> bool:
     """dataset.json's `pair_runs` entry of this run, as ingest keeps one per run in
     `runs`: the splits it stored pairs in, where its shards roll over, and the versions
     that made the pixels (another numpy may draw other rain from the same seed). Updated
-    with each shard's commit, so what a killed run published is recorded."""
+    with each shard's commit, so what a killed run published is recorded. True when the
+    entry is new, or new to `split`."""
     runs = info.setdefault("pair_runs", [])
     entry = next((run for run in runs if run["run_id"] == run_id), None)
     if entry is None:
@@ -273,8 +278,10 @@ def _record_run(info: dict, run_id: str, split: str, shard_bytes: int) -> None:
         versions = {"rainbench": __version__, **installed_versions(CAPTURE_LIBRARIES)}
         entry |= {"tool_version": __version__, "versions": versions}
         runs.append(entry)
+    new = split not in entry["splits"]
     entry["splits"] = list(dict.fromkeys([*entry["splits"], split]))
     entry["last_shard_at"] = datetime.now(UTC).isoformat()
+    return new
 
 
 def _counts(pairs: pa.Table, shards: pa.Table) -> dict:

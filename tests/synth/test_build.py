@@ -175,6 +175,18 @@ def test_renders_made_otherwise_go_to_a_split_of_their_own(ds):
         synthesize(ds, replace(streak, suffix="v2"))
 
 
+def test_a_damaged_job_in_the_manifest_is_one_line(ds):
+    synthesize(ds, replace(OPTIONS, recipes=("drizzle",)))
+    path = ds / "manifests" / "synthetic.parquet"
+    pairs = pd.read_parquet(path)
+    recipe, source, _, index, size = pairs.loc[0, "job"].split(":")
+    pairs.loc[0, "job"] = f"{recipe}:{source}:1e3:{index}:{size}"  # a seed of another form
+    pairs.to_parquet(path, index=False)
+
+    with pytest.raises(DatasetError, match=r"job '.*:1e3:0:0' names no base seed .* damaged"):
+        synthesize(ds, replace(OPTIONS, recipes=("drizzle",)))
+
+
 def test_renders_of_another_recipe_version_are_never_added_to_a_split(ds, monkeypatch):
     drizzle = replace(OPTIONS, recipes=("drizzle",), max_side=32)
     synthesize(ds, drizzle)
@@ -266,7 +278,9 @@ def test_a_kill_before_the_counts_are_written_is_repaired_by_the_next_run(ds, mo
 
     def killed_at_the_last(self, info):
         calls["n"] += 1
-        if calls["n"] == 2:  # the second shard's pairs are in; their counts are not
+        # The run recorded, then the first shard's counts: the second shard's pairs are
+        # in; their counts are not.
+        if calls["n"] == 3:
             raise Killed
         original(self, info)
 
@@ -282,6 +296,32 @@ def test_a_kill_before_the_counts_are_written_is_repaired_by_the_next_run(ds, mo
     counts = Dataset(ds).read_info()["counts"]
     shards = pd.read_parquet(ds / "manifests/shards.parquet")
     assert (counts["shards"], counts["bytes"]) == (len(shards), shards["bytes"].sum())
+
+
+def test_a_run_killed_before_its_counts_are_written_is_in_pair_runs(ds, monkeypatch):
+    # Its first shard's pairs are in the manifest and name the run: rebuilding them needs
+    # the run's shard size and versions.
+    class Killed(BaseException):
+        pass
+
+    original = Dataset.write_info
+
+    def killed_with_the_counts(self, info):
+        if info["counts"].get("synthetic"):
+            raise Killed
+        original(self, info)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Dataset, "write_info", killed_with_the_counts)
+        with pytest.raises(Killed):
+            synthesize(ds, replace(OPTIONS, recipes=("streak",)))
+    (killed,) = set(pd.read_parquet(ds / "manifests/synthetic.parquet")["run"])
+    synthesize(ds, replace(OPTIONS, recipes=("streak",)))
+
+    runs = {run["run_id"]: run for run in Dataset(ds).read_info()["pair_runs"]}
+    assert set(pd.read_parquet(ds / "manifests/synthetic.parquet")["run"]) <= runs.keys()
+    assert runs[killed]["splits"] == ["syn-streak"]
+    assert runs[killed]["shard_bytes"] == OPTIONS.shard_bytes
 
 
 def test_full_disk_ends_in_one_line_and_leaves_no_temporary(

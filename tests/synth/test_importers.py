@@ -465,6 +465,26 @@ def test_a_spa_list_that_cannot_be_opened_is_a_problem_not_a_traceback(tmp_path,
     assert kinds(problems) == [("unreadable", "list.txt")]
 
 
+def test_a_spa_list_that_gives_no_pair_says_why(tmp_path):
+    # A list read whose files are elsewhere, and a list not read, are more than "nothing
+    # here is laid out as spa".
+    (tmp_path / "testing").mkdir()
+    (tmp_path / "testing" / "real_test_1000.txt").write_text("/rain/000.png /gt/000gt.png\n")
+    (tmp_path / "elsewhere.txt").write_text("rain/001.png gt/001gt.png\n")
+    (tmp_path / "testing" / "other.txt").symlink_to(tmp_path / "elsewhere.txt")
+
+    pairs, problems = find_pairs(tmp_path / "testing", "spa")
+
+    assert pairs == []
+    assert kinds(problems) == [
+        ("missing-gt", "gt/000gt.png"),
+        ("unreadable", "other.txt"),
+        ("missing-rain", "rain/000.png"),
+        ("no-pairs", "."),
+    ]
+    assert problems[0].detail == "listed on line 1 of real_test_1000.txt but not found"
+
+
 def test_spa_groups_training_crops_by_video_and_refuses_mixed_partitions(spa_data):
     pairs, problems = find_pairs(spa_data / "training", "spa")
 
@@ -805,6 +825,25 @@ def test_exif_orientation_is_applied_so_a_pair_lines_up(tmp_path):
         np.testing.assert_array_equal(gt, upright)
 
 
+def test_a_png_whose_exif_follows_its_pixels_is_sized_upright_as_it_decodes(tmp_path):
+    upright = write_image(tmp_path / "norain-1.png", (48, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = io.BytesIO()
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(stored, "PNG", exif=exif)
+    data = stored.getvalue()
+    start = data.index(b"eXIf") - 4
+    end = start + 12 + int.from_bytes(data[start : start + 4], "big")
+    data = data[:start] + data[end:]  # the eXIf chunk moved to just before IEND
+    iend = data.index(b"IEND") - 4
+    (tmp_path / "rain-1.png").write_bytes(data[:iend] + stored.getvalue()[start:end] + data[iend:])
+
+    (pair,), problems = find_pairs(tmp_path, "rain100")
+
+    assert problems == []
+    np.testing.assert_array_equal(load_pair(pair)[0], upright)
+
+
 def test_float_images_are_refused_not_guessed(tmp_path):
     ramp = np.linspace(0, 1, 48 * 32, dtype=np.float32).reshape(32, 48)
     for name in ("rain-1.tif", "norain-1.tif"):
@@ -895,3 +934,51 @@ def test_names_are_folded_to_ascii_and_names_folding_made_equal_told_apart(tmp_p
     assert names["Straße 1"][:-9] == names["Straße-1"][:-9] == "Strasse-1-000"
     assert len(set(names.values())) == 3
     assert all(re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in names.values())
+
+
+def test_names_whose_bytes_are_not_utf8_are_paired_and_named(tmp_path):
+    # A name of no letter is named by a hash of its bytes; two names that fold to one
+    # are told apart by theirs.
+    for name in (b"\xff\xfe", b"caf\xe9", b"caf\xe8"):
+        for role in (b"input", b"target"):
+            write_image(Path(os.fsdecode(bytes(tmp_path) + b"/" + role + b"/" + name + b".png")))
+
+    pairs, problems = find_pairs(tmp_path, "input-target")
+
+    assert problems == []
+    assert len({pair.name for pair in pairs}) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", pair.name) for pair in pairs)
+
+
+def test_a_spa_list_names_files_whose_bytes_are_not_utf8(tmp_path):
+    write_files(tmp_path, os.fsdecode(b"rain/caf\xe9.png"), os.fsdecode(b"gt/caf\xe9gt.png"))
+    (tmp_path / "list.txt").write_bytes(b"rain/caf\xe9.png gt/caf\xe9gt.png\n")
+
+    pairs, problems = find_pairs(tmp_path, "spa")
+
+    assert problems == []
+    assert [pair.rain.name for pair in pairs] == [os.fsdecode(b"caf\xe9.png")]
+
+
+def test_a_file_that_does_not_decode_is_named_as_the_split_names_it(tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")
+    write_files(tmp_path, f"input/{name}", f"target/{name}")
+    (tmp_path / "target" / name).write_bytes((tmp_path / "target" / name).read_bytes()[:80])
+
+    (pair,), _ = find_pairs(tmp_path, "input-target")
+
+    with pytest.raises(ValueError, match=r"^caf\\xe9\.png: "):
+        load_pair(pair)
+
+
+def test_a_damaged_tiff_is_one_problem_without_pillows_warnings(tmp_path):
+    write_files(tmp_path, "rain-1.png", "norain-1.png")
+    (tmp_path / "norain-1.png").unlink()
+    (tmp_path / "norain-1.tif").write_bytes(b"II*\0\x08\0\0\0")  # a directory past the end
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, problems = find_pairs(tmp_path, "rain100")
+
+    assert [str(warning.message) for warning in caught] == []
+    assert kinds(problems)[0] == ("unreadable", "norain-1.tif")

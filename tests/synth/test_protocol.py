@@ -40,11 +40,20 @@ def test_the_v2_definition_names_the_public_real_test_splits():
         protocol_split(V2, "syn-streak")
 
 
+_SPLIT_X = 'protocol_version = "9"\n[[splits]]\nname = "x"\nkind = "real-paired"\n'
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("protocol_version = ", "not a protocol definition"),
         ('protocol_version = "9"\n[[splits]]\nname = "x"\nkind = "real-paired"\n', "has no"),
+        # Values of the wrong kind, as a hand edit makes them: [splits] for [[splits]], …
+        ('protocol_version = "9"\n[splits]\nname = "x"\n', "no \\[\\[splits\\]\\] tables"),
+        ('protocol_version = "9"\nsplits = [1]\n', "no \\[\\[splits\\]\\] tables"),
+        (f"{_SPLIT_X}layout = 'gt-rain'\nchecksums = 5\n", "must be text"),
+        (f"{_SPLIT_X}layout = ['gt-rain']\nchecksums = 'x.sha256'\n", "must be text"),
+        (f"{_SPLIT_X}layout = 'gt-rain'\nchecksums = 'x.sha256'\npairs = '5'\n", "whole number"),
     ],
 )
 def test_a_broken_definition_is_one_line_error(tmp_path, text, message):
@@ -175,6 +184,16 @@ def test_a_name_holding_a_unicode_line_separator_is_listed_on_one_line(protocol_
     (root / "Oinari_0-0").rename(root / scene)
     for frame in (root / scene).iterdir():
         frame.rename(frame.with_name(frame.name.replace("Oinari_0-0", scene)))
+    pairs, problems = find_pairs(root, "gt-rain")
+    split = protocol_split(protocol_file(), "gt-rain-test")
+
+    assert problems == [] and check_protocol(split, root, pairs, write=True) == []
+    assert check_protocol(split, root, pairs) == []
+
+
+def test_a_name_that_starts_with_a_space_is_listed_and_read_back(protocol_file, gt_rain):
+    root = gt_rain / "GT-RAIN_test"
+    (root / "Oinari_0-0").rename(root / " Oinari_0-0")  # the scene folder's name
     pairs, problems = find_pairs(root, "gt-rain")
     split = protocol_split(protocol_file(), "gt-rain-test")
 
