@@ -119,12 +119,13 @@ def table_cells(table: SplitTable) -> list[RowCells]:
         RowCells(
             row,
             metrics=tuple(
-                _value_cell(table, m, None, row.estimates.get(m), decimals[m], best[m])
+                _value_cell(table, row, m, None, row.estimates.get(m), decimals[m], best[m])
                 for m in table.metrics
             ),
             rain_types=tuple(
                 _value_cell(
                     table,
+                    row,
                     table.primary,
                     t,
                     row.by_rain_type.get(t),
@@ -134,7 +135,7 @@ def table_cells(table: SplitTable) -> list[RowCells]:
                 for t in table.rain_types
             ),
             speed=format_value(row.s_per_mp, speed),
-            fastest=row.s_per_mp == fastest,
+            fastest=row.s_per_mp == fastest and table.contends(row),
         )
         for row in table.rows
     ]
@@ -142,6 +143,7 @@ def table_cells(table: SplitTable) -> list[RowCells]:
 
 def _value_cell(
     table: SplitTable,
+    row: Row,
     metric: str,
     rain_type: str | None,
     found: Estimate | None,
@@ -150,7 +152,9 @@ def _value_cell(
 ) -> ValueCell:
     present = found is not None and found.present
     mine = standing(found, table.lower_is_better[metric]) if present else None
-    return ValueCell(metric, rain_type, found, decimals, present and mine == best)
+    # An unranked row's mean equal to the best is not marked: the best is the ranked rows'.
+    marked = present and mine == best and table.contends(row, metric)
+    return ValueCell(metric, rain_type, found, decimals, marked)
 
 
 def decimals_for(values: Iterable[float]) -> int:

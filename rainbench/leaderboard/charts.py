@@ -44,6 +44,11 @@ def _high(found: Estimate) -> float:
 
 def bar_chart(groups: tuple[str, ...], series: list[Series], label: str, decimals: int) -> str:
     """Bars of each series per group with their intervals; `label` names the value axis."""
+    values = [v for s in series for v in s.values if v is not None and v.present]
+    if not values:  # an axis around 0 would read as scores near 0
+        return _nothing(
+            CHART_HEIGHT, f"bar chart of {label}", "no model has a finite value to draw"
+        )
     left, right = 64, CHART_WIDTH - 12
     single = len(groups) == 1  # one bar per model
     # Models are named under their bars where every name fits, else in a legend.
@@ -53,7 +58,6 @@ def bar_chart(groups: tuple[str, ...], series: list[Series], label: str, decimal
     legend, legend_height = ([], 0) if named else _legend(series)
     height = CHART_HEIGHT + legend_height
     top, bottom = 14 + legend_height, height - (30 if single else 44)
-    values = [v for s in series for v in s.values if v is not None and v.present]
     lows = [min(_low(v), v.mean) for v in values]
     highs = [max(_high(v), v.mean) for v in values]
     ticks = _ticks(min([0.0, *lows]), max([0.0, *highs]))
@@ -142,13 +146,13 @@ def scatter_chart(points: list[Point], label: str, decimals: int) -> str:
     speeds span ten times or more."""
     height = CHART_HEIGHT
     left, right, top, bottom = 64, CHART_WIDTH - 20, 16, height - 46
-    parts = [_svg_open(height, f"{label} against seconds per megapixel")]
     if not points:
-        parts.append(
-            f'<text x="{CHART_WIDTH / 2}" y="{height / 2}" text-anchor="middle" font-size="13" '
-            'fill="#59636e">no model has both a score and a timing</text></svg>'
+        return _nothing(
+            height,
+            f"{label} against seconds per megapixel",
+            "no model has both a score and a timing",
         )
-        return "".join(parts)
+    parts = [_svg_open(height, f"{label} against seconds per megapixel")]
     speeds = [p.speed for p in points]
     log = min(speeds) > 0 and max(speeds) / min(speeds) >= 10
     x_ticks = _log_ticks(min(speeds), max(speeds)) if log else _ticks(0.0, max(speeds) * 1.05)
@@ -246,6 +250,14 @@ def _point_label(name: str, px: float, py: float, frame: tuple, placed: list) ->
 
 def _overlap(a: tuple, b: tuple) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _nothing(height: int, label: str, why: str) -> str:
+    """A chart with nothing to draw: `why` in its middle."""
+    return (
+        f'{_svg_open(height, label)}<text x="{CHART_WIDTH / 2}" y="{height / 2}" '
+        f'text-anchor="middle" font-size="13" fill="#59636e">{escape(why)}</text></svg>'
+    )
 
 
 def _svg_open(height: int, label: str) -> str:

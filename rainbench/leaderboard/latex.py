@@ -29,6 +29,7 @@ from rainbench.leaderboard.validity import (
     correlation_text,
     discordance_text,
     validity_by_split,
+    validity_caveats,
 )
 from rainbench.wording import counted
 
@@ -97,7 +98,9 @@ def _latex_table(table: SplitTable, validity: SplitValidity | None, label: str) 
         f"\\textbf{{Warning:}} {_tex(discordance_text(d).removeprefix('⚠ '))}.\\par"
         for d in (validity.discordances if validity else ())
     ]
-    notes += [f"{_tex(text)}\\par" for text in (validity.unmeasured if validity else ())]
+    # The caveats under the agreement rows (a method left out of them, or too few for τ),
+    # then why a metric was not measured, as Markdown and HTML say them.
+    notes += [f"{_tex(text)}\\par" for text in (validity_caveats(validity) if validity else ())]
     notes += [f"{_tex(text)}\\par" for text in (unranked_text(table), missing_text(table)) if text]
     if notes:
         lines += ["\\par\\smallskip\\footnotesize", *notes]
@@ -163,6 +166,10 @@ _TEX_ESCAPES = {
     "|": "\\textbar{}",
     "<": "\\textless{}",
     ">": "\\textgreater{}",
+    # The agreement notes' statistics and signs, which pdfLaTeX's text fonts lack.
+    "τ": "$\\tau$",
+    "ρ": "$\\rho$",
+    "−": "$-$",
 }
 
 

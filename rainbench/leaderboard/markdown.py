@@ -75,7 +75,8 @@ def render_markdown(results: Results) -> str:
         validity = validities.get((table.dataset, table.split))
         note = real_split_note(table, list(validities.values()))
         lines += ["", *_markdown_table(table, validity, note)]
-    lines += ["", f"Made by rainbench {__version__} from {len(results.runs)} result files."]
+    files = counted(len(results.runs), "result file")
+    lines += ["", f"Made by rainbench {__version__} from {files}."]
     return "\n".join(lines) + "\n"
 
 

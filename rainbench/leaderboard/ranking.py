@@ -41,6 +41,9 @@ class Row:
     # metric failed on the output) while another run of the split has one for them: its
     # mean leaves out images others' include.
     missing: dict[str, int] = field(default_factory=dict)
+    # Why its values cannot be compared with the split's other runs' (an older metric
+    # protocol, another version of the split); None when they can.
+    stale: str | None = None
 
     @property
     def model(self) -> str:
@@ -57,7 +60,7 @@ class SplitTable:
     primary: str | None
     rain_types: tuple[str, ...]  # empty on synthetic splits
     rows: tuple[Row, ...]  # by rank
-    images: int  # distinct keys over all runs
+    images: int  # distinct keys over the runs not stale (all runs, where every one is)
 
     @property
     def title(self) -> str:
@@ -84,15 +87,21 @@ class SplitTable:
         found = self._best_estimate(metric, rain_type)
         return standing(found, self.lower_is_better[metric]) if found else None
 
+    def contends(self, row: Row, metric: str | None = None) -> bool:
+        """Whether `row`'s mean of `metric` (its speed, without one) may be its column's
+        best: a ranked row (any, where none is ranked) whose mean leaves out no image
+        another run's includes (its metric failed on the output, perhaps the hardest
+        one), which is no fair best."""
+        ranked = any(row is other for other in self._ranked())
+        return ranked and not (metric and row.missing.get(metric))
+
     def _best_estimate(self, metric: str, rain_type: str | None) -> Estimate | None:
         found = [
             e
-            for row in self._ranked()
+            for row in self.rows
             if (e := (row.by_rain_type if rain_type else row.estimates).get(rain_type or metric))
             and e.present
-            # A mean that left out an image another run's includes (its metric failed on
-            # the output, perhaps the hardest one) is no fair best.
-            and not row.missing.get(metric)
+            and self.contends(row, metric)
         ]
         lower = self.lower_is_better[metric]
         return max(found, key=lambda e: standing(e, lower), default=None)
@@ -131,13 +140,20 @@ def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
     lower_is_better = {m: _direction(m, runs, where) for m in metrics}
     primary = _primary(kind, metrics)
     rain_types = _rain_types(runs) if kind == "real" and primary else ()
-    rows = [_row(run, metrics, primary, rain_types) for run in runs]
+    sequences = _sequences(runs)
+    rows = [_row(run, metrics, primary, rain_types, sequences) for run in runs]
     latest = _latest_split(runs)
     newest = max((_protocol(run) for run in runs if _protocol(run) is not None), default=None)
     scored = {m: {key for run in runs for key in _scored_keys(run, m)} for m in metrics}
-    rows = [replace(row, missing=_missing(row, scored)) for row in rows]
-    rows = [replace(row, unranked=_unranked(row, primary, latest, newest)) for row in rows]
+    rows = [
+        replace(row, missing=_missing(row, scored), stale=_stale(row.run, latest, newest))
+        for row in rows
+    ]
+    rows = [replace(row, unranked=_unranked(row, primary)) for row in rows]
     ranked = _rank(rows, primary, lower_is_better)
+    # The split's images as its current runs scored them: those a stale run kept from
+    # another version (left since, re-rendered under other keys) are not its.
+    current = [row.run for row in rows if not row.stale] or runs
     return SplitTable(
         dataset=dataset,
         split=split,
@@ -147,7 +163,7 @@ def _split_table(dataset: str, split: str, runs: list[Run]) -> SplitTable:
         primary=primary,
         rain_types=rain_types,
         rows=ranked,
-        images=len({key for run in runs for key in run.scores["key"]}),
+        images=len({key for run in current for key in run.scores["key"]}),
     )
 
 
@@ -202,8 +218,24 @@ def _rain_types(runs: list[Run]) -> tuple[str, ...]:
     return (*known, *others, *([UNTAGGED] if UNTAGGED in found else []))
 
 
+def _sequences(runs: list[Run]) -> dict[str, str]:
+    """Each real pair's sequence (`group`) by key, as any run of the split recorded it: a
+    pair's sequence is the dataset's, so rows written before eval recorded it (no `group`
+    column) are drawn by the sequences the other runs give them."""
+    found: dict[str, str] = {}
+    for run in runs:
+        if "group" in run.scores.columns:
+            pairs = zip(run.scores["key"], run.scores["group"], strict=True)
+            found.update((key, group) for key, group in pairs if isinstance(group, str) and group)
+    return found
+
+
 def _row(
-    run: Run, metrics: tuple[str, ...], primary: str | None, rain_types: tuple[str, ...]
+    run: Run,
+    metrics: tuple[str, ...],
+    primary: str | None,
+    rain_types: tuple[str, ...],
+    sequences: dict[str, str],
 ) -> Row:
     ok = run.scores[run.scores["status"] == "ok"]
 
@@ -214,14 +246,14 @@ def _row(
         # Frames of one sequence (a real pair's `group`) are drawn together.
         array = values.to_numpy(dtype=np.float64)
         kept = ~np.isnan(array)
-        groups = ok.loc[values.index, "group"] if "group" in ok.columns else None
+        groups = [sequences.get(key) for key in ok.loc[values.index, "key"]] if sequences else None
         # Values whose sum would overflow (1e308 on each image) are estimated at a scale
         # that keeps their mean and interval finite; ordinary ones, at 1, as they are.
         scale = overflow_scale(array[kept])
         found = estimate(
             array[kept] / scale,
             seed_for(run.dataset, run.split, run.model, *parts),
-            units=None if groups is None else units_of(groups.to_numpy(dtype=object)[kept]),
+            units=None if groups is None else units_of(np.asarray(groups, dtype=object)[kept]),
         )
         return replace(
             found,
@@ -300,15 +332,14 @@ def _missing(row: Row, scored: dict[str, set[str]]) -> dict[str, int]:
     return {metric: count for metric, count in found.items() if count}
 
 
-def _unranked(row: Row, primary: str | None, latest: str | None, newest: int | None) -> str | None:
+def _unranked(row: Row, primary: str | None) -> str | None:
     """Why a row is not ranked: a rank compares every method on the same images, all of
-    them scored, none of them seen in training, by the same metric protocol (`newest`, the
-    split's runs' newest); None when it is ranked."""
+    them scored, none of them seen in training, by the same metric protocol on the same
+    version of the split (Row.stale); None when it is ranked."""
     if primary is None:
         return "no metric was computed on this split"
     images = counted(row.images_ok + row.images_failed, "image")
     provenance = row.run.provenance or {}
-    split = (provenance.get("dataset") or {}).get("split_sha256")
     # eval's count of the split's images that come from the model's training captures.
     trained_on = provenance.get("trained_on") or {}
     if trained_on.get("images"):
@@ -323,7 +354,15 @@ def _unranked(row: Row, primary: str | None, latest: str | None, newest: int | N
         return f"{primary} was not computed on {row.missing[primary]} of {images}"
     if not row.estimates[primary].present:
         return f"{primary} was not computed on any of its {images}"
-    protocol = _protocol(row.run)
+    return row.stale
+
+
+def _stale(run: Run, latest: str | None, newest: int | None) -> str | None:
+    """Row.stale: why the run's values cannot be compared with the split's other runs':
+    they follow an older metric protocol than `newest` (the runs' newest), or were scored
+    on another version of the split than `latest` (the most recently finished run's)."""
+    split = ((run.provenance or {}).get("dataset") or {}).get("split_sha256")
+    protocol = _protocol(run)
     if protocol is not None and newest is not None and protocol < newest:
         return (
             f"its values follow metric protocol {protocol}, the newest run's {newest}; run "

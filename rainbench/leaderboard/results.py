@@ -92,7 +92,7 @@ _JSON_NAMES = {
     list: "a list",
     str: "a string",
     bool: "true or false",
-    int: "a number",
+    int: "a whole number",
     float: "a number",
     _NONE: "null",
 }
@@ -281,10 +281,15 @@ def read_provenance(path: Path) -> dict:
     if not isinstance(provenance, dict):
         raise LeaderboardError(f"{path}: expected a JSON object, got {type(provenance).__name__}")
     for keys, kind in _PROVENANCE_TYPES.items():
+        kinds = _kinds(kind)
         for name, value in _values_at(provenance, keys):
-            if not isinstance(value, kind):
-                expected = " or ".join(dict.fromkeys(_JSON_NAMES[k] for k in _kinds(kind)))
-                raise LeaderboardError(f"{path}: {name} must be {expected}")
+            # true and false are no numbers in JSON, though Python's bool is an int.
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                # A number takes whole ones in: named once.
+                names = (_JSON_NAMES[k] for k in kinds if not (k is int and float in kinds))
+                raise LeaderboardError(
+                    f"{path}: {name} must be {' or '.join(dict.fromkeys(names))}"
+                )
     for key, together in _TOGETHER.items():
         found = [k for k in together if k in (provenance.get(key) or {})]
         if found and len(found) < len(together):

@@ -128,6 +128,9 @@ class SplitValidity:
     resamples: int
     # A sentence per no-reference metric that no image could measure, saying why.
     unmeasured: tuple[str, ...] = ()
+    # Models left out as their values are not comparable with the other runs' (Row.stale:
+    # an older metric protocol, another version of the split), as the table says.
+    stale: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -145,6 +148,7 @@ class SplitValidity:
             "references": list(self.references),
             "metrics": [m.to_dict() for m in self.metrics],
             "left_out": list(self.left_out),
+            "stale": list(self.stale),
             "unmeasured": list(self.unmeasured),
             "seed": self.seed,
             "resamples": self.resamples,
@@ -172,7 +176,7 @@ def split_validity(
     no_reference = [m for m in table.metrics if m in specs and not specs[m].full_reference]
     if not references or not no_reference:
         return None
-    runs = [row.run for row in table.rows if row.run.complete]
+    runs = [row.run for row in table.rows if row.run.complete and not row.stale]
     measured, unmeasured = [], []
     for metric in no_reference:
         found = _metric_validity(table, runs, metric, references, seed, resamples)
@@ -192,6 +196,7 @@ def split_validity(
         seed=seed,
         resamples=resamples,
         unmeasured=tuple(unmeasured),
+        stale=tuple(row.model for row in table.rows if row.run.complete and row.stale),
     )
 
 
@@ -494,6 +499,11 @@ def validity_caveats(validity: SplitValidity) -> list[str]:
         caveats.append("With 1 method there is no τ.")
     if validity.left_out:
         caveats.append(f"Left out of τ and ρ as incomplete: {', '.join(validity.left_out)}.")
+    if validity.stale:
+        caveats.append(
+            "Left out of τ and ρ as not comparable with the other runs (an older metric "
+            f"protocol or another version of the split): {', '.join(validity.stale)}."
+        )
     return [*caveats, *validity.unmeasured]
 
 

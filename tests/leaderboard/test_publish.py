@@ -99,6 +99,32 @@ def test_frames_of_one_sequence_are_drawn_together():
     assert units_of([None, None]) is None and units_of(None) is None
 
 
+def test_a_run_from_before_sequences_were_recorded_is_drawn_by_them_too(tmp_path, write_run):
+    # eval's rows gained `group` later: an older run's frames, drawn one by one, had an
+    # interval as if six videos were scored, narrower than the same scores' in a run
+    # that recorded them, and one where a single sequence gives none.
+    values = [20.0, 20.0, 20.0, 30.0, 30.0, 30.0]
+    for model, split, groups in (
+        ("new", "two", ["a"] * 3 + ["b"] * 3),
+        ("old", "two", None),
+        ("new", "one", ["a"] * 6),
+        ("old", "one", None),
+    ):
+        path = write_run(
+            tmp_path, model, "ds", split, kind="real-paired", metrics={"psnr_y": values}
+        )
+        if groups:
+            table = pq.read_table(path)
+            pq.write_table(table.append_column("group", pa.array(groups)), path)
+    for split, interval in (("two", (20.0, 30.0)), ("one", (math.nan, math.nan))):
+        found = {
+            row.model: (row.estimates["psnr_y"].low, row.estimates["psnr_y"].high)
+            for row in _table(tmp_path, split).rows
+        }
+        np.testing.assert_array_equal(found["old"], found["new"])
+        np.testing.assert_array_equal(found["old"], interval)
+
+
 def test_bootstrap_is_seeded_by_what_it_estimates():
     values = np.random.default_rng(1).normal(0, 1, 50)
     first = estimate(values, seed_for("demo", "test", "nlcl", "niqe"))
@@ -363,6 +389,30 @@ def test_a_rank_compares_only_runs_that_scored_every_image_of_the_same_split(tmp
     assert _ranks(_table(tmp_path, "other")) == {"x": 1, "y": 2}
 
 
+def test_a_split_counts_the_images_of_its_version_not_a_stale_runs(tmp_path, write_run):
+    # The split was rendered again under other keys since "before" was scored: its four
+    # images are no longer the split's, which has four, not eight.
+    write_run(tmp_path, "now", "ds", "syn", kind="synthetic", metrics={"psnr_y": [30.0] * 4})
+    before = write_run(
+        tmp_path,
+        "before",
+        "ds",
+        "syn",
+        kind="synthetic",
+        metrics={"psnr_y": [31.0] * 4},
+        keys=[f"old-{i}" for i in range(4)],
+    )
+    _provenance_change(
+        lambda p: p.update(
+            finished_at="2024-12-31T10:05:00+00:00",
+            dataset={**p["dataset"], "split_sha256": "01" * 32},
+        )
+    )(before)
+    table = _table(tmp_path, "syn")
+    assert table.images == 4 and _ranks(table) == {"now": 1, "before": None}
+    assert "## ds / syn (synthetic rain, 4 images)" in render_markdown(load_results(tmp_path))
+
+
 def test_a_mean_that_left_out_an_image_others_scored_is_said_and_not_the_best(tmp_path, write_run):
     # PIQE failed on the output of a's hardest image: its mean over the two easy ones
     # (30) is no better than b's over all three, which it beats on those two (31).
@@ -387,6 +437,22 @@ def test_a_mean_that_left_out_an_image_others_scored_is_said_and_not_the_best(tm
     assert {row.model: row.missing for row in table.rows} == {"a": {"piqe": 1}, "b": {}}
 
 
+def test_an_unranked_rows_mean_equal_to_the_best_is_not_marked_best(tmp_path, write_run):
+    # b failed on its third image: its mean over the other two equals a's best, but the
+    # best of a column is the ranked rows'.
+    write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [5.0] * 3})
+    write_run(
+        tmp_path, "b", "ds", "test", kind="real",
+        metrics={"niqe": [5.0, 5.0, 9.0]}, status=["ok", "ok", "failed"],
+    )  # fmt: skip
+    table = _table(tmp_path, "test")
+    assert _ranks(table) == {"a": 1, "b": None}
+    markdown = render_markdown(load_results(tmp_path))
+    [row_a] = [line for line in markdown.splitlines() if line.startswith("| 1 | a ")]
+    [row_b] = [line for line in markdown.splitlines() if line.startswith("| — | b ")]
+    assert row_a.count("**") == 4 and "**" not in row_b  # a's NIQE, whole and by type
+
+
 def test_a_row_trained_on_its_one_image_says_so_in_the_singular(tmp_path, write_run):
     sidecar = write_run(tmp_path, "nlcl", "ds", "train", kind="real", metrics={"niqe": [5.0]})
     sidecar = sidecar.with_suffix(".json")
@@ -395,6 +461,9 @@ def test_a_row_trained_on_its_one_image_says_so_in_the_singular(tmp_path, write_
     sidecar.write_text(json.dumps(provenance))
     [row] = _table(tmp_path, "train").rows
     assert (row.rank, row.unranked) == (None, "trained on 1 of its 1 image")
+    assert f"Made by rainbench {__version__} from 1 result file." in render_markdown(
+        load_results(tmp_path)
+    )
 
 
 def test_every_row_without_a_rank_says_why_in_every_format(tmp_path, write_run):
@@ -777,6 +846,41 @@ def test_a_malformed_file_is_a_one_line_error_naming_it(tmp_path, write_run, dam
     assert str(parquet.parent) in message and "test." in message
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # 2.0 is a number: "must be a number" said nothing of what was wrong with it.
+        (lambda p: p["images"].update(ok=2.0), "images.ok must be a whole number"),
+        # true is no count (Python's bool is an int): taken, it was "counts True and 0".
+        (lambda p: p["images"].update(ok=True), "images.ok must be a whole number"),
+        # ... and a row shown as "trained on True of its 2 images".
+        (
+            lambda p: p.update(trained_on={"images": True, "of": 2}),
+            "trained_on.images must be a whole number",
+        ),
+        (
+            lambda p: p.update(
+                ground_truth={
+                    "confident_from": False,
+                    "confidence_mean": 0.9,
+                    "moving_mean": 0.1,
+                    "gt_psnr_estimate_median": 40,
+                    "window_frames_max": 9,
+                }
+            ),
+            "ground_truth.confident_from must be a number",
+        ),
+    ],
+)
+def test_a_count_or_figure_edited_into_another_type_is_named_as_json_says(
+    tmp_path, write_run, change, expected
+):
+    parquet = write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [3.0, 4.0]})
+    _provenance_change(change)(parquet)
+    with pytest.raises(LeaderboardError, match=f"test.json: {re.escape(expected)}$"):
+        load_results(tmp_path)
+
+
 def test_scores_that_decode_to_far_more_than_their_file_are_refused_undecoded(tmp_path, write_run):
     """A thousand rows of one 2 MiB error message: 2 GiB from a file of kilobytes."""
     parquet = write_run(tmp_path, "a", "ds", "test", kind="real", metrics={"niqe": [3.0, 4.0]})
@@ -1049,10 +1153,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 # replaced by "VERSION"): any change to a rendering's bytes changes its digest. Where a
 # change is meant, write the new digests here and say why in the commit.
 GOLDEN = {
-    "md": "8c08f4adde2c51be643cea1074c7f55859a31b83d089d572599b086260033e76",
+    "md": "044567b8cfda1ff5d023352951c0ec1ec58244de5e13797a352482192eaf9784",
     "csv": "d1db5a1b82516b1308b377a1d71c63963c22b17615fca76d4cc9aadaf026b9a5",
-    "latex": "6f3235730d6d6d98464c33747a2647199d86d3b666bd2720eddf275cf834a391",
-    "html": "fc45e80dff8fab0450bf72eee5e1a049cd13c8e55c73b1b24792baf0ad53c2cf",
+    "latex": "54908a9166d5b13bc152840aab44f2c400372985e0910b40e822a103c2890728",
+    "html": "1a51691e8d36d36f604083e89743531742f2f2ca193ca69a3f9fe934493e4b59",
 }
 
 

@@ -249,6 +249,47 @@ def test_missing_metrics_runs_and_images(tmp_path, write_run):
     assert "Left out of τ and ρ as incomplete: wip." in render_markdown(load_results(tmp_path))
 
 
+def test_runs_the_table_calls_not_comparable_are_left_out(tmp_path, write_run):
+    # The table does not rank a run under an older metric protocol, or on another version
+    # of the split: its values are not comparable. Compared, they flagged NIQE for ranking
+    # an old run above a new one that "beat" it only by the old PSNR-Y and SSIM-Y's lower
+    # readings of the same quality.
+    _write_damage(tmp_path, write_run, models=("restormer", "identity"))
+    earlier = {"finished_at": "2024-12-31T10:05:00+00:00", "dataset": {"split_sha256": "01" * 32}}
+    for model, change in (("old", {"metric_protocol_version": "0"}), ("moved", earlier)):
+        path = write_run(
+            tmp_path,
+            model,
+            "ds",
+            "syn",
+            kind="synthetic",
+            metrics={
+                "psnr_y": list(BASE + 2),
+                "ssim_y": [0.8] * IMAGES,
+                "niqe": [1.0] * IMAGES,  # far the best NIQE
+                "piqe": [50.0] * IMAGES,
+            },
+        )
+        sidecar = path.with_suffix(".json")
+        provenance = json.loads(sidecar.read_text())
+        provenance["dataset"].update(change.pop("dataset", {}))
+        provenance.update(change)
+        sidecar.write_text(json.dumps(provenance))
+    validity = _validity(tmp_path)
+    assert not validity.discordances
+    assert _metric(validity, "niqe").models == ("restormer", "identity")
+    assert validity.left_out == () and validity.stale == ("moved", "old")
+    assert (
+        "Left out of τ and ρ as not comparable with the other runs (an older metric protocol "
+        "or another version of the split): moved, old."
+    ) in render_markdown(load_results(tmp_path))
+    # LaTeX says the caveats too, in symbols pdfLaTeX's text fonts have.
+    assert (
+        "Left out of $\\tau$ and $\\rho$ as not comparable with the other runs (an older "
+        "metric protocol or another version of the split): moved, old.\\par"
+    ) in render_latex(load_results(tmp_path))
+
+
 def test_a_row_without_a_key_is_left_out_of_the_common_images(tmp_path, write_run):
     # A results file edited by hand: its null key is no image to match across runs.
     for model, gain in (("a", 0.0), ("b", 3.0)):
