@@ -6,7 +6,9 @@ caught). Other formats are decoded fully, then reduced. Either way the result is
 an upright RGB preview, small enough for hashing and tagging features.
 """
 
+import contextlib
 import io
+import logging
 import os
 import re
 import struct
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from PIL import Image, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from rainbench.capture.formats import Format
 from rainbench.capture.orientation import ORIENTATION_TAG, STEPS, turn_upright, upright_size
@@ -58,6 +60,13 @@ _PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP"}
 # 256×256 icon holding a PNG of 16000×16000); EPS hands the file to Ghostscript, an
 # interpreter, where one is installed.
 _NEVER_OPENED = {"ICO", "EPS"}
+# Pillow's TIFF plugin logs some damage at ERROR as it opens, beside the error it raises
+# (which rainbench says in its own line); with no logging set up, Python prints it.
+_PILLOW_TIFF_LOG = logging.getLogger("PIL.TiffImagePlugin")
+# How far Pillow inflates one compressed PNG chunk (an ICC profile, XMP or other text)
+# before it calls the file damaged: its own 1 MiB refused whole pictures whose metadata
+# is larger. 64 MiB, as GPS removal inflates text; Pillow bounds all text at 64 MiB too.
+_PNG_CHUNK_INFLATED = 64 << 20
 
 # A progressive JPEG's every scan is decoded over the whole picture, and libjpeg only
 # warns at a scan that repeats another: at 11 bytes and 40 ms a scan of 64 MP, a 1 MB
@@ -183,7 +192,7 @@ def reduce_for_preview(image: Image.Image) -> Image.Image:
 
 def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
     try:
-        with _PROCESS_STATE, warnings.catch_warnings():
+        with _PROCESS_STATE, warnings.catch_warnings(), _png_metadata_inflated():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: the cap below decides
             image = open_image(data, fmt)
             full_size = image.size  # draft() below shrinks `size` to the decoded scale
@@ -192,7 +201,9 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
                 raise CaptureRejected(Reason.UNSUPPORTED, why)
             mode = image.mode
             check_jpeg_scans(data)
-            if image.format == "JPEG":
+            # Pillow names a JPEG whose MPF index lists further pictures (a phone's depth
+            # map, an HDR gain map) MPO: its first picture is decoded as any JPEG's.
+            if image.format in ("JPEG", "MPO"):
                 # draft() picks the largest DCT scale that keeps the size ≥ the request.
                 image.draft("RGB" if mode != "CMYK" else "CMYK", _draft_request(image.size))
             image.load()
@@ -213,6 +224,10 @@ def _decode_with_pillow(data: bytes, fmt: Format, max_pixels: int) -> Decoded:
         text = decoder_error_text(error)
         if isinstance(error, UnidentifiedImageError):
             text = f"the {fmt.name} header does not parse"
+            # A whole directory of samples Pillow has no mode for: a valid file, and a
+            # later Pillow may read it (unsupported is tried again).
+            if fmt.name == "tiff" and _has_end(data, fmt) and (why := _unread_tiff(data)):
+                raise CaptureRejected(Reason.UNSUPPORTED, why) from None
         truncated = "truncated" in text.lower() or isinstance(error, EOFError)
         if truncated or not _has_end(data, fmt):
             raise CaptureRejected(Reason.TRUNCATED, f"the file ends early: {text}") from None
@@ -268,7 +283,7 @@ def load_stored(
         from rainbench.capture.heif import open_upright
 
         return _to_rgb(open_upright(data, max_pixels)), 1  # libheif applies the orientation
-    with _PROCESS_STATE, warnings.catch_warnings():
+    with _PROCESS_STATE, warnings.catch_warnings(), _png_metadata_inflated():
         warnings.simplefilter("ignore")
         image = open_image(data, fmt)
         check_pixel_cap(*image.size, max_pixels)
@@ -291,6 +306,14 @@ FLOAT_TIFF = (
 def float_tiff(data: bytes) -> bool:
     """Whether a TIFF's first image holds floating-point samples (SampleFormat 3), which
     Pillow cannot read in colour."""
+    directory = _first_directory(data)
+    return directory is not None and 3 in _per_sample(
+        directory.get(TiffImagePlugin.SAMPLEFORMAT, ())
+    )
+
+
+def _first_directory(data: bytes) -> TiffImagePlugin.ImageFileDirectory_v2 | None:
+    """A TIFF's first directory (its tags), None where it does not read."""
     try:
         # a damaged directory: Pillow's warnings, not ours
         with _PROCESS_STATE, warnings.catch_warnings():
@@ -300,9 +323,32 @@ def float_tiff(data: bytes) -> bool:
             stream.seek(directory.next)
             directory.load(stream)
     except (SyntaxError, ValueError, OSError, EOFError, struct.error):
-        return False
-    formats = directory.get(TiffImagePlugin.SAMPLEFORMAT, ())
-    return 3 in (formats if isinstance(formats, tuple) else (formats,))
+        return None
+    return directory
+
+
+def _unread_tiff(data: bytes) -> str | None:
+    """Why Pillow identifies no picture in a TIFF whose directory reads: samples it has no
+    mode for (floating-point colour, 16-bit grey with alpha, CMYK with alpha, 16-bit
+    LAB), said as what they are; None where the directory does not read or contradicts
+    itself."""
+    directory = _first_directory(data)
+    if directory is None or not {TiffImagePlugin.IMAGEWIDTH, TiffImagePlugin.IMAGELENGTH} <= set(
+        directory
+    ):
+        return None
+    if 3 in _per_sample(directory.get(TiffImagePlugin.SAMPLEFORMAT, ())):
+        return "a floating-point TIFF, which Pillow does not read: save it at 8 or 16 bits"
+    samples = directory.get(TiffImagePlugin.SAMPLESPERPIXEL, 1)
+    bits = _per_sample(directory.get(TiffImagePlugin.BITSPERSAMPLE, 1))
+    if len(bits) not in (1, samples):
+        return None  # sizes for another number of samples than it has: damage
+    bits_text = str(bits[0]) if len(set(bits)) == 1 else "/".join(map(str, bits))
+    photometric = directory.get(TiffImagePlugin.PHOTOMETRIC_INTERPRETATION)
+    return (
+        f"a TIFF whose pixels Pillow does not read ({samples} samples of {bits_text} bits, "
+        f"PhotometricInterpretation {photometric}): save it as 8- or 16-bit grey, RGB or RGBA"
+    )
 
 
 def header_size(data: bytes, fmt: Format | None = None) -> tuple[int, int] | None:
@@ -359,13 +405,34 @@ def open_image(source: bytes | Path, fmt: Format | None = None) -> Image.Image:
     else:
         Image.init()  # every plugin registered, so that all are offered
         formats = [name for name in Image.OPEN if name not in _NEVER_OPENED]
-    with _PROCESS_STATE:
+    opener = threading.get_ident()
+
+    def others(record: logging.LogRecord) -> bool:
+        # Only this open's damage reports, not another thread's own Pillow (nor debug).
+        return record.thread != opener or record.levelno < logging.WARNING
+
+    with _PROCESS_STATE, _png_metadata_inflated():
         saved_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _PILLOW_TIFF_LOG.addFilter(others)
         try:
             stream = io.BytesIO(source) if isinstance(source, bytes) else source
             return Image.open(stream, formats=formats)
         finally:
+            _PILLOW_TIFF_LOG.removeFilter(others)
             Image.MAX_IMAGE_PIXELS = saved_cap
+
+
+@contextlib.contextmanager
+def _png_metadata_inflated() -> Iterator[None]:
+    """Pillow's PNG chunks inflated up to _PNG_CHUNK_INFLATED while opening and loading (a
+    text chunk after the pixels is read as they load); process state, so under the lock."""
+    with _PROCESS_STATE:
+        saved = PngImagePlugin.MAX_TEXT_CHUNK
+        PngImagePlugin.MAX_TEXT_CHUNK = max(saved, _PNG_CHUNK_INFLATED)
+        try:
+            yield
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK = saved
 
 
 def misread(image: Image.Image) -> str | None:
@@ -446,11 +513,21 @@ def jpeg_scans(data: bytes, stop: int) -> int:
 
 
 def _has_end(data: bytes, fmt: Format) -> bool:
-    """Whether the container's closing structure is there (judged only for JPEG and WebP)."""
+    """Whether the container's closing structure is there (judged only for JPEG, WebP and
+    TIFF)."""
     if fmt.name == "jpeg":
         return b"\xff\xd9" in data[-4096:]
     if fmt.name == "webp":
         return len(data) >= 8 + struct.unpack_from("<I", data, 4)[0]
+    if fmt.name == "tiff":
+        # libtiff (and Pillow, compressing) writes the first directory after the pixels:
+        # a file cut short has none where its header points.
+        order = "<" if data.startswith(b"II") else ">"
+        first = struct.unpack_from(order + "I", data, 4)[0] if len(data) >= 8 else len(data)
+        if first + 2 > len(data):
+            return False
+        # Its entries, then the next directory's offset.
+        return first + 6 + 12 * struct.unpack_from(order + "H", data, first)[0] <= len(data)
     return True
 
 

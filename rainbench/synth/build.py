@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rainbench import __version__
-from rainbench.capture.decode import DEFAULT_MAX_PIXELS, load_upright
+from rainbench.capture.decode import DEFAULT_MAX_PIXELS, load_upright, open_image
 from rainbench.capture.formats import FORMATS, sniff
 from rainbench.capture.source import read_regular
 from rainbench.files import write_atomic
@@ -325,7 +325,8 @@ def is_sheet(path: Path) -> bool:
     names."""
     fmt = SHEET_SUFFIXES.get(path.suffix.lower())
     try:
-        with Image.open(path, formats=[fmt] if fmt else []) as image:
-            return image.getexif().get(_DESCRIPTION) == SHEET_DESCRIPTION
+        # Opened as every reader opens a file: a damaged TIFF's Pillow log stays off stderr.
+        with open_image(path) as image:
+            return image.format == fmt and image.getexif().get(_DESCRIPTION) == SHEET_DESCRIPTION
     except Exception:  # Pillow raises many kinds for a file it cannot read: not a sheet
         return False

@@ -342,3 +342,104 @@ def _refused_by_every_reader(tiff: bytes, said: str) -> None:
 )
 def test_a_pixel_cap_is_said_as_people_say_it_never_as_0_mp(pixels, said):
     assert megapixels(pixels) == said
+
+
+def test_a_damaged_tiffs_pillow_log_stays_off_stderr_and_the_callers_own_logs_stay(caplog):
+    # Pillow logs an absurd SamplesPerPixel at ERROR beside the error it raises; with no
+    # logging set up, Python printed it on stderr beside rainbench's own one-line reason.
+    data = bytearray(_tiff(np.zeros((8, 8, 3), np.uint8)))
+    directory = struct.unpack_from("<I", data, 4)[0]
+    entries = struct.unpack_from("<H", data, directory)[0]
+    for entry in range(directory + 2, directory + 2 + 12 * entries, 12):
+        if struct.unpack_from("<H", data, entry)[0] == 277:  # SamplesPerPixel
+            struct.pack_into("<H", data, entry + 8, 100)
+    data = bytes(data)
+    with pytest.raises(CaptureRejected) as refused:
+        decode_capture(data, FORMATS["tiff"])
+    assert refused.value.reason == Reason.CORRUPT  # three sizes for 100 samples: damage
+    with pytest.raises(UnidentifiedImageError):
+        load_stored(data, FORMATS["tiff"])
+    assert header_size(data) is None
+    assert not caplog.records
+    # Only rainbench's own opens are quiet: the program's own Pillow still logs.
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(data))
+    assert [record.levelname for record in caplog.records] == ["ERROR"]
+
+
+def test_a_jpeg_with_further_pictures_is_decoded_at_a_reduced_scale_as_any_jpeg():
+    # Pillow opens a JPEG whose MPF index lists a depth or gain map as MPO, which was
+    # decoded whole: slower, and a preview of another size than the same JPEG's.
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 2200, 3), np.uint8))
+    plain, with_map = io.BytesIO(), io.BytesIO()
+    picture.save(plain, "JPEG")
+    picture.save(with_map, "MPO", save_all=True, append_images=[picture.resize((220, 150))])
+    assert Image.open(with_map).format == "MPO"
+
+    decoded = decode_capture(with_map.getvalue(), FORMATS["jpeg"])
+
+    assert (decoded.width, decoded.height) == (2200, 1500)
+    assert decoded.reduced.size == decode_capture(plain.getvalue(), FORMATS["jpeg"]).reduced.size
+    assert decoded.reduced.size == (550, 375)  # a quarter: the DCT scale, not reduce_for_preview
+
+
+def test_a_png_whose_icc_profile_or_text_inflates_past_a_mib_is_whole():
+    # Pillow refuses to inflate a PNG chunk past 1 MiB: such a picture was refused as
+    # corrupt, where the same profile in a JPEG passes.
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))
+    large = bytes(range(256)) * (5 << 10)  # 1.25 MiB, deflated to a few KiB
+    profile = io.BytesIO()
+    picture.save(profile, "PNG", icc_profile=large)
+    text = png(64, 48, zlib.compress(bytes(193 * 48)), after_idat=png_chunk(
+        b"zTXt", b"Comment\0\0" + zlib.compress(large)))  # fmt: skip
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+    for data in (profile.getvalue(), text):
+        decode_capture(data, FORMATS["png"])
+        load_stored(data, FORMATS["png"])
+    assert header_size(profile.getvalue()) == (64, 48)
+    assert limit == PngImagePlugin.MAX_TEXT_CHUNK  # the process's own, once decoded
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate", "packbits"])
+def test_a_tiff_cut_before_its_directory_is_truncated_not_corrupt(compression):
+    # libtiff (and Pillow, compressing) writes the directory after the pixels, so a TIFF
+    # cut short has no header left to parse: it was refused as corrupt.
+    data = _tiff(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8),
+                 compression=compression)  # fmt: skip
+    directory = struct.unpack_from("<I", data, 4)[0]
+    for cut in (data[:6], data[: len(data) // 2], data[: directory + 30]):
+        with pytest.raises(CaptureRejected) as refused:
+            decode_capture(cut, FORMATS["tiff"])
+        assert refused.value.reason == Reason.TRUNCATED
+        assert refused.value.message == "the file ends early: the tiff header does not parse"
+    damaged = bytearray(data)
+    entries = struct.unpack_from("<H", data, directory)[0]
+    damaged[directory + 2 : directory + 2 + 12 * entries] = b"\xff" * 12 * entries  # all there
+    with pytest.raises(CaptureRejected) as refused:
+        decode_capture(bytes(damaged), FORMATS["tiff"])
+    assert refused.value.reason == Reason.CORRUPT
+
+
+@pytest.mark.parametrize(
+    ("array", "options", "said"),
+    [
+        # Colour floating point (an HDR merge's output): "a floating-point TIFF" as for grey.
+        (np.zeros((8, 8, 3), np.float32), {"photometric": "rgb"}, "a floating-point TIFF, "),
+        (np.zeros((8, 8, 2), np.uint16), {"photometric": "minisblack", "extrasamples": [2]},
+         "(2 samples of 16 bits, PhotometricInterpretation 1)"),
+        (np.zeros((8, 8, 5), np.uint8), {"photometric": "separated", "extrasamples": [2]},
+         "(5 samples of 8 bits, PhotometricInterpretation 5)"),
+    ],
+)  # fmt: skip
+def test_a_whole_tiff_of_samples_pillow_has_no_mode_for_is_unsupported_not_corrupt(
+    array, options, said
+):
+    # Pillow identifies no picture in it: it was refused as corrupt (and never tried
+    # again), its header said not to parse.
+    tifffile = pytest.importorskip("tifffile")
+    stream = io.BytesIO()
+    tifffile.imwrite(stream, array, **options)
+    with pytest.raises(CaptureRejected) as refused:
+        decode_capture(stream.getvalue(), FORMATS["tiff"])
+    assert refused.value.reason == Reason.UNSUPPORTED
+    assert said in refused.value.message

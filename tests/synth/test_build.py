@@ -404,6 +404,21 @@ def test_a_preview_sheet_names_what_made_it(tmp_path, name):
     assert is_sheet(out)  # still known as a sheet that a later preview may replace
 
 
+def test_a_damaged_tiff_where_a_sheet_goes_is_no_sheet_and_pillow_logs_nothing(tmp_path, caplog):
+    # An absurd SamplesPerPixel: Pillow logs it at ERROR as it opens, which Python printed
+    # on stderr above synth's own line (`synth --preview … --out sheet.tif`).
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    directory = int.from_bytes(data[4:8], "little")
+    for entry in range(directory + 2, directory + 2 + 12 * data[directory], 12):
+        if data[entry : entry + 2] == (277).to_bytes(2, "little"):  # SamplesPerPixel
+            data[entry + 8 : entry + 10] = (100).to_bytes(2, "little")
+    (tmp_path / "sheet.tif").write_bytes(data)
+    assert not is_sheet(tmp_path / "sheet.tif")
+    assert not caplog.records
+
+
 def test_an_interrupted_preview_sheet_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
     path = write_capture(tmp_path, sample_specs(1, seed=2, size=(160, 120))[0])
     before = preview_sheet(path, tmp_path / "sheet.png").read_bytes()
