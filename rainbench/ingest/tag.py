@@ -11,7 +11,7 @@ later label sheet says otherwise.
 import hashlib
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,7 +283,7 @@ def _fit(dataset: Dataset, rows: list[dict]) -> tuple[Tagger, FitReport]:
         (row for row in manual if row["rain_type"] in RAIN_TYPES and stored_features(row)),
         key=lambda row: row["key"],
     )
-    scenes = _scenes(labelled)
+    scenes = _scenes(labelled, rows)
     # The scenes decide the folds, so they are part of what the fit was made from.
     pairs = [
         [row["key"], row["rain_type"], scene] for row, scene in zip(labelled, scenes, strict=True)
@@ -326,9 +326,11 @@ def _fit_anew(
     return store_fitted(dataset, fitted.tagger, report)
 
 
-def _scenes(rows: list[dict]) -> list[str]:
+def _scenes(rows: list[dict], every: Sequence[dict] = ()) -> list[str]:
     """Each row's scene, named by its smallest key: captures joined, directly or through
-    others, by a sequence (a burst or a video) or a near-duplicate link are one scene."""
+    others, by a sequence (a burst or a video) or a near-duplicate link are one scene.
+    `every`: the dataset's rows, whose links join `rows` too (a label's near-duplicate of
+    a burst's unlabelled still is of that burst's scene)."""
     parent: dict[str, str] = {}
 
     def root(name: str) -> str:
@@ -337,7 +339,7 @@ def _scenes(rows: list[dict]) -> list[str]:
             name = parent[name]
         return name
 
-    for row in rows:
+    for row in (*rows, *every):
         for link in (row["near_dup_of"], row["sequence"]):
             if link:
                 first, second = sorted((root(row["key"]), root(link)))

@@ -81,16 +81,24 @@ def read_label_sheet(path: Path) -> tuple[list[Label], list[LabelProblem]]:
     # a comment, not a row whose first cell, quoted, does.
     raw_lines = io.StringIO(text, newline="").readlines()
     delimiter = _delimiter(raw_lines)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1  # the line the row being read starts on
+
+    def uncommented() -> Iterator[str]:
+        # A comment never reaches the reader (a blank line stands in, keeping the line
+        # numbers), so a quote in it opens no cell that would take label rows into it;
+        # a line inside a quoted cell is that cell's text, # or not.
+        for number, raw in enumerate(raw_lines, 1):
+            yield "\n" if number == start and _comment(raw) else raw
+
+    reader = csv.reader(uncommented(), delimiter=delimiter, strict=True)
     columns: dict[str, int] | None = None
     labels: list[Label] = []
     problems: list[LabelProblem] = []
-    start = 1  # the line the row being read starts on
     try:
         for cells in reader:
             # A quoted cell may span lines: a row is numbered by the line it starts on.
             line, start = start, reader.line_num + 1
-            if not any(cell.strip() for cell in cells) or _comment(raw_lines[line - 1]):
+            if not any(cell.strip() for cell in cells):
                 continue
             if columns is None:
                 if any(_LINE_BREAK.search(cell) for cell in cells):

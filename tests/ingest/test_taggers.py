@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
@@ -16,6 +17,7 @@ from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.ingest.tag import _scenes, tag_dataset
 from rainbench.ingest.taggers import FitReport, reusable
+from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetError
 from rainbench.shards.verify import verify
 from rainbench.tagging.fit import TooFewLabels
@@ -150,6 +152,29 @@ def test_captures_joined_by_a_sequence_or_a_near_duplicate_are_one_scene():
     # Each scene is named by its smallest key, whatever order the rows come in.
     assert _scenes(rows) == ["a", "b", "b", "b", "e"]
     assert _scenes(rows[::-1]) == ["e", "b", "b", "b", "a"]
+
+
+def test_labels_joined_only_through_an_unlabelled_capture_are_one_scene(tmp_path, ds):
+    path = ds / "manifests" / "samples.parquet"
+    rows = manifest.read_manifest(path, manifest.SAMPLES).to_pylist()
+    keys = sorted(row["key"] for row in rows)
+    burst, still = keys[:2]  # a burst's first and second stills, neither labelled
+    links = {
+        still: {"sequence": burst},
+        keys[2]: {"sequence": burst},  # labelled: in the burst
+        keys[3]: {"near_dup_of": still},  # labelled: a near-duplicate of the burst's still
+    }
+    for row in rows:
+        row.update({"near_dup_of": None, "sequence": None, **links.get(row["key"], {})})
+    manifest.write_manifest(path, pa.Table.from_pylist(rows, schema=manifest.SAMPLES))
+    labelled = keys[2:]
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(
+        "key,rain_type\n"
+        + "".join(f"{key},{('storm', 'streak')[i % 2]}\n" for i, key in enumerate(labelled))
+    )
+    fit = tag_dataset(ds, labels=sheet, fit=True).fit
+    assert fit["scenes"] == len(labelled) - 1
 
 
 def test_too_few_labels_change_nothing(tmp_path, ds):

@@ -139,6 +139,26 @@ def test_only_an_unquoted_hash_starts_a_comment(tmp_path):
     assert {key: label.rain_type for key, label in match.labels.items()} == {KEY_A: "storm"}
 
 
+def test_a_quote_in_a_comment_opens_no_cell(tmp_path):
+    # Read as a row, the comment's quote opened a cell that took the next two rows in,
+    # up to the inch mark, and was skipped with the comment without a word.
+    text = (
+        "source_path,rain_type,note\n"
+        '# checked by,"Anna\n'
+        "a.jpg,storm,lamp\n"
+        'dir/b.jpg,drizzle,drops 2"\n'
+        'c.jpg,streak,"two\n# lines"\n'
+        '# and,"one left open\n'
+    )
+    labels, problems = read_label_sheet(_sheet(tmp_path, text))
+    assert problems == []
+    assert labels == [
+        Label(3, "source_path", "a.jpg", "storm", "lamp"),
+        Label(4, "source_path", "dir/b.jpg", "drizzle", 'drops 2"'),
+        Label(5, "source_path", "c.jpg", "streak", "two\n# lines"),  # a cell's line: no comment
+    ]
+
+
 def test_a_source_path_matches_across_unicode_normal_forms(tmp_path):
     composed, decomposed = "Caf\u00e9/r\u00e9gen.jpg", "Cafe\u0301/re\u0301gen.jpg"
     samples = _samples(
