@@ -98,7 +98,8 @@ def _build(
             model = pyiqa.create_metric(metric.name, device=device, **options)
         # A weight file that is no PyTorch file (damaged, another file renamed): one line.
         except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-            if weight_file is None:
+            # Out of the device's memory (a RuntimeError too) is no fault of the file.
+            if weight_file is None or isinstance(error, torch.cuda.OutOfMemoryError):
                 raise
             provide = weights.KNOWN_FILES[weight_file.name].provide(weights_dir)
             raise MetricError(

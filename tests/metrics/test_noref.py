@@ -178,6 +178,20 @@ def test_a_weight_file_pyiqa_cannot_build_from_names_the_fix_for_this_weights_di
         create_metric("brisque", weights_dir=str(empty_weights))
 
 
+def test_running_out_of_memory_building_a_metric_is_not_blamed_on_its_weight_file(
+    empty_weights, monkeypatch
+):
+    empty_weights.mkdir()
+    torch.save([torch.zeros(2)], empty_weights / "brisque_svm_weights.pth")
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(pyiqa, "create_metric", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match=r"^CUDA out of memory"):
+        create_metric("brisque", weights_dir=str(empty_weights))
+
+
 def test_the_pyiqa_model_is_built_once(monkeypatch):
     built = []
     real = pyiqa.create_metric
