@@ -4,7 +4,7 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.output import emit
-from rainbench.cli.synth import fail_if_nothing_made, pairs_lines
+from rainbench.cli.synth import fail_if_nothing_made, pairs_lines, say_failed
 from rainbench.pairs.build import (
     DEFAULT_NAME,
     DEFAULT_SHARD_BYTES,
@@ -117,6 +117,7 @@ def pairs_command(
         workers=workers,
     )
     summary = build_pairs(dataset, pairs_options, progress=progress)
+    say_failed(summary)
     emit(summary, as_json, _lines)
     fail_if_nothing_made(summary, "no frame of any sequence could be paired")
 

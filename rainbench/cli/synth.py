@@ -148,6 +148,7 @@ def synth_command(
         raise click.UsageError("--max-pixels goes with --preview")
     synth_options = SynthOptions(recipes=recipes, shard_bytes=shard_size, **settings)
     summary = synthesize(dataset, synth_options, progress=progress)
+    say_failed(summary)
     emit(summary, as_json, pairs_lines)
     fail_if_nothing_made(summary, "every render failed")
 
@@ -256,6 +257,7 @@ def import_paired_command(
         if written
         else []
     )
+    say_failed(summary)
     emit(report, as_json, lambda _: pairs_lines(summary) + said)
     kinds = {problem.kind for problem in problems}
     if kinds & MISMATCHES:
@@ -283,10 +285,15 @@ def fail_if_nothing_made(summary: PairsSummary, why: str) -> None:
         fail(f"no pair stored: {why} (failed: above)")
 
 
-def pairs_lines(summary: PairsSummary) -> list[str]:
-    """Pairs stored and already there, per split; failed renders go to stderr."""
+def say_failed(summary: PairsSummary) -> None:
+    """A `failed:` line on stderr per pair not made, --json or not (the JSON lists them
+    too): the error a run ends with points at them."""
     for job, why in summary.failed:
         click.echo(on_one_line(f"failed: {job}: {why}"), err=True)
+
+
+def pairs_lines(summary: PairsSummary) -> list[str]:
+    """Pairs stored and already there, per split."""
     lines = [
         f"{split}: {counted(summary.stored[split], 'pair')} stored, "
         f"{summary.existing[split]} already there"

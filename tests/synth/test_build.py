@@ -490,3 +490,9 @@ def test_a_run_whose_every_render_fails_fails_the_command(ds, monkeypatch):
     assert result.exit_code == 1
     assert result.stderr.count(": damaged") == 5
     assert result.stderr.endswith("error: no pair stored: every render failed (failed: above)\n")
+    # With --json too the failures are above the error that points at them, on stderr.
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 1
+    failed = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 5 and all(line.endswith(": damaged") for line in failed)
+    assert len(json.loads(result.stdout)["failed"]) == 5
