@@ -89,6 +89,82 @@ def translate_any_size(generator: ResnetGenerator, x: torch.Tensor) -> torch.Ten
     return generator(x)[..., :h, :w]
 
 
+def translate_in_tiles(generator: ResnetGenerator, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """`translate_any_size(generator, x)` computed layer by layer with only pieces of
+    about tile×tile on the generator's device: the whole-image activations stay where `x`
+    is (host memory), each convolution runs piece by piece with the halo it reads, and
+    every InstanceNorm uses the statistics of the whole image. So the result is the
+    whole-image result up to floating-point rounding, whatever the tile size: tiles that
+    each normalised themselves would differ by a tone shift per tile."""
+    device = next(generator.parameters()).device
+    h, w = x.shape[-2:]
+    pad_h, pad_w = max(-h % 4, 8 - h), max(-w % 4, 8 - w)
+    if pad_h or pad_w:
+        mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+    def conv(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        (k, _), (s, _), (p, _) = layer.kernel_size, layer.stride, layer.padding
+        x = F.pad(x, (p, p, p, p))  # zeros: Conv2d's own padding mode here
+        rows = _pieces((x.shape[-2] - k) // s + 1, max(1, tile // s))
+        columns = _pieces((x.shape[-1] - k) // s + 1, max(1, tile // s))
+        out = torch.empty((x.shape[0], layer.out_channels, rows[-1][1], columns[-1][1]))
+        for top, bottom in rows:
+            for left, right in columns:
+                piece = x[..., top * s : (bottom - 1) * s + k, left * s : (right - 1) * s + k]
+                result = F.conv2d(piece.to(device), layer.weight, layer.bias, stride=s)
+                out[..., top:bottom, left:right] = result.to(out.device, out.dtype)
+        return out
+
+    def transposed(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+        # Input row i reaches output rows s·i − p … s·i − p + k − 1, so output rows
+        # [s·first, s·last) gather input rows first − (k − 1 − p) // s … last + (p − 1) // s
+        # (those inside the picture).
+        (k, _), (s, _), (p, _) = layer.kernel_size, layer.stride, layer.padding
+        height, width = x.shape[-2:]
+        out_height = (height - 1) * s - 2 * p + k + layer.output_padding[0]
+        out_width = (width - 1) * s - 2 * p + k + layer.output_padding[1]
+        if (out_height, out_width) != (s * height, s * width):
+            raise TypeError(f"no tiled form for {layer}: its output is not {s}× its input")
+        out = torch.empty((x.shape[0], layer.out_channels, out_height, out_width))
+        rows, columns = _pieces(height, max(1, tile // s)), _pieces(width, max(1, tile // s))
+        for first_row, last_row in rows:
+            for first_column, last_column in columns:
+                top = max(0, first_row - (k - 1 - p) // s)
+                left = max(0, first_column - (k - 1 - p) // s)
+                bottom = min(height, last_row + (p - 1) // s + 1)
+                right = min(width, last_column + (p - 1) // s + 1)
+                piece = x[..., top:bottom, left:right].to(device)
+                result = F.conv_transpose2d(piece, layer.weight, layer.bias, stride=s)
+                out[..., s * first_row : s * last_row, s * first_column : s * last_column] = result[
+                    ...,
+                    s * (first_row - top) + p : s * (last_row - top) + p,
+                    s * (first_column - left) + p : s * (last_column - left) + p,
+                ].to(out.device, out.dtype)
+        return out
+
+    def run(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                x = conv(layer, x)
+            elif isinstance(layer, nn.ConvTranspose2d):
+                x = transposed(layer, x)
+            elif isinstance(layer, ResidualBlock):
+                x = x + run(layer.conv_block, x)
+            elif isinstance(layer, (nn.ReflectionPad2d, nn.InstanceNorm2d, nn.ReLU, nn.Tanh)):
+                x = layer(x)  # no weights: the whole image, where it is
+            else:
+                raise TypeError(f"no tiled form for {type(layer).__name__}")
+        return x
+
+    return run(generator.model, x.float())[..., :h, :w]
+
+
+def _pieces(length: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) of consecutive pieces of `size` covering 0…length."""
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
 def load_generator(state: dict, where: str, part: str = "derain") -> ResnetGenerator:
     """The `part` generator of a loaded checkpoint (`where`) at the size its config
     records, in eval mode; a CheckpointError when its weights do not fit that size."""
@@ -133,7 +209,7 @@ class CCLGANDerainer(Derainer):
     an imported checkpoint are named `cclgan-published`."""
 
     name = "cclgan"
-    version = "1"
+    version = "2"  # 2: tiles normalised with the whole image's statistics
 
     def __init__(self, checkpoint: Path, device: str = "cpu"):
         super().__init__(device)
@@ -156,6 +232,13 @@ class CCLGANDerainer(Derainer):
     def derain(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             output = translate_any_size(self.generator, batch.to(self.device).float() * 2 - 1)
+        return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
+
+    def derain_in_tiles(self, batch: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+        """Only pieces of about tile×tile on the device, with whole-image InstanceNorm
+        statistics (`translate_in_tiles`): the whole-image output, no overlap needed."""
+        with torch.inference_mode():
+            output = translate_in_tiles(self.generator, batch.float().cpu() * 2 - 1, tile)
         return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
 
     def options(self) -> dict:

@@ -53,6 +53,12 @@ class CommandDerainer(NumpyDerainer):
         missing = [placeholder for placeholder in PLACEHOLDERS if placeholder not in command]
         if missing:
             raise DerainerError(f"the command needs a {missing[0]} placeholder: {command}")
+        try:  # here, before any image, not as every image's failure
+            shlex.split(command)
+        except ValueError as error:  # the paths put in for the placeholders come quoted
+            raise DerainerError(
+                f"the command cannot be split as a shell would: {error}: {command}"
+            ) from None
         self.command, self.name = command, name
         self.timeout = number_option(
             name, "timeout", timeout, float, low=0, low_open=True, optional=True
@@ -61,11 +67,14 @@ class CommandDerainer(NumpyDerainer):
     def info(self) -> dict:
         # The timeout is on record but not an option: it decides which images fail, not
         # what an output is, so changing it keeps earlier results.
-        digest = hashlib.sha256(self.command.encode()).hexdigest()
+        # A path in it that is not UTF-8 reaches Python as surrogates (surrogateescape):
+        # hashed as its bytes, and recorded with those bytes as \xHH, as JSON holds no
+        # lone surrogate. A UTF-8 command is hashed and recorded as before.
+        command = self.command.encode("utf-8", "surrogateescape")
         return {
             **super().info(),
-            "command": self.command,
-            "command_sha256": digest,
+            "command": command.decode("utf-8", "backslashreplace"),
+            "command_sha256": hashlib.sha256(command).hexdigest(),
             "timeout": self.timeout,
         }
 
@@ -82,7 +91,13 @@ class CommandDerainer(NumpyDerainer):
             self._run(input_dir, output_dir)
             outputs = OutputsFolder(output_dir, self.name)
             size = (images.shape[2], images.shape[1])
-            derained = np.stack([outputs.load(stem, size) for stem in stems])
+            try:
+                derained = np.stack([outputs.load(stem, size) for stem in stems])
+            except DerainerError as error:
+                # The folder is a fresh temporary one, gone once the batch is done: said
+                # as the command's placeholder, so a failure reads the same every run.
+                said = str(error).replace(str(output_dir), PLACEHOLDERS[1])
+                raise DerainerError(f"{self.name}: {said}") from None
         return derained.astype(np.float32) / 255
 
     def _run(self, input_dir: Path, output_dir: Path) -> None:

@@ -5,7 +5,9 @@ the derainer's name everywhere (results, provenance); a class's `name` attribute
 the default for a derainer built directly in Python.
 """
 
+import contextlib
 import dataclasses
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,11 +94,11 @@ def create_derainer(
         return spec.factory(checkpoint, device, **options)
     except DerainerError:
         raise
-    except Exception as error:  # a plug-in's own bug, or an option its factory refuses
-        lines = str(error).strip().splitlines() or [""]
+    # A plug-in's own bug, or an option its factory refuses; a sys.exit() in its code
+    # (an argparse of its own) too, which would end rainbench.
+    except (Exception, SystemExit) as error:
         raise DerainerError(
-            f"derainer {name} ({spec.source}) could not be built: "
-            f"{type(error).__name__}: {lines[0]}".rstrip(": ")
+            f"derainer {name} ({spec.source}) could not be built: {_said(error)}"
         ) from error
 
 
@@ -148,6 +150,16 @@ def _listed(skipped: dict[str, str]) -> list[DerainerSpec]:
     return sorted(specs.values(), key=lambda spec: (spec.source != BUILT_IN, spec.name))
 
 
+def _said(error: BaseException) -> str:
+    """A plug-in's exception in one line: its type and the first line of its message; its
+    type alone when the message is empty or cannot be had (its __str__ raises)."""
+    try:
+        lines = str(error).strip().splitlines()
+    except Exception:
+        lines = []
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def _installed_version(distribution: str) -> str | None:
     try:
         return version(distribution)
@@ -159,11 +171,14 @@ def _load_entry_point(entry_point: EntryPoint) -> DerainerSpec:
     """The spec an entry point names, or that the zero-argument callable it names
     returns, with its distribution as source; DerainerError saying why not."""
     try:
-        loaded = entry_point.load()
-        spec = loaded() if callable(loaded) else loaded
-    except Exception as error:  # a plug-in's bug must not break listing
-        lines = str(error).strip().splitlines() or [""]
-        raise DerainerError(f"{type(error).__name__}: {lines[0]}") from error
+        # What its import prints goes to stderr: stdout is the command's (`--json`).
+        with contextlib.redirect_stdout(sys.stderr):
+            loaded = entry_point.load()
+            spec = loaded() if callable(loaded) else loaded
+    # A plug-in's bug must not break listing, nor its module's sys.exit() (an argparse
+    # run at import) end rainbench.
+    except (Exception, SystemExit) as error:
+        raise DerainerError(_said(error)) from error
     if not isinstance(spec, DerainerSpec):
         raise DerainerError(f"it gives a {type(spec).__name__}, not a DerainerSpec")
     # Listed and sorted with the others' names: a DerainerSpec given its arguments out of

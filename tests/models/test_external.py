@@ -2,6 +2,8 @@
 Python script written by the test) and a folder of outputs computed elsewhere."""
 
 import hashlib
+import json
+import os
 import shlex
 import struct
 import sys
@@ -85,13 +87,17 @@ def test_a_failing_command_is_an_error_with_its_last_stderr_line(script, batch):
 
 
 def test_a_missing_output_is_an_error_naming_it(script, batch):
-    with pytest.raises(DerainerError, match="no output for 000001 in"):
-        CommandDerainer(command(script, "--skip 000001")).derain(batch)
+    # Named in the command's placeholder, not the batch's temporary folder, gone by then
+    # and another every run.
+    with pytest.raises(DerainerError, match=r"^theirs: no output for 000001 in \{output_dir\}$"):
+        CommandDerainer(command(script, "--skip 000001"), name="theirs").derain(batch)
 
 
 def test_an_output_of_the_wrong_size_is_an_error_naming_it(script, batch):
-    with pytest.raises(DerainerError, match=r"000000\.png is 52×37, the input is 53×37"):
-        CommandDerainer(command(script, "--shrink")).derain(batch)
+    with pytest.raises(
+        DerainerError, match=r"^theirs: \{output_dir\}/000000\.png is 52×37, the input is 53×37$"
+    ):
+        CommandDerainer(command(script, "--shrink"), name="theirs").derain(batch)
 
 
 def test_a_program_that_is_not_there_is_an_error(batch):
@@ -143,6 +149,12 @@ def test_both_placeholders_are_required():
         CommandDerainer("python test.py --in {input_dir}")
 
 
+def test_a_command_that_cannot_be_split_is_refused_before_any_image():
+    # It was every image's failure: "ValueError: No closing quotation".
+    with pytest.raises(DerainerError, match=r"^the command cannot be split as a shell would: No"):
+        CommandDerainer("python 'my test.py --in {input_dir} --out {output_dir}")
+
+
 def test_info_holds_the_command_and_its_hash(script):
     line = command(script)
     info = CommandDerainer(line, name="theirs", timeout=60).info()
@@ -155,6 +167,22 @@ def test_info_holds_the_command_and_its_hash(script):
         "command_sha256": hashlib.sha256(line.encode()).hexdigest(),
         "timeout": 60,
     }
+
+
+def test_a_command_naming_a_path_not_utf8_runs_and_is_recorded_as_its_bytes(tmp_path, batch):
+    # Bytes that are not UTF-8 reach Python from argv as surrogates; the provenance is
+    # JSON, which holds no lone surrogate. info() raised UnicodeEncodeError before.
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/their \xff model"))
+    folder.mkdir()
+    (folder / "test.py").write_text(SCRIPT)
+    line = command(f"{shlex.quote(sys.executable)} {shlex.quote(str(folder / 'test.py'))}")
+    derainer = CommandDerainer(line, name="theirs")
+    assert torch.allclose(derainer.derain(batch), 1 - batch, atol=1e-6)
+    info = derainer.info()
+    assert info["command"] == line.replace("\udcff", "\\xff")
+    expected = hashlib.sha256(os.fsencode(line)).hexdigest()
+    assert info["command_sha256"] == expected
+    json.dumps(info, ensure_ascii=False).encode()
 
 
 # --- outputs computed elsewhere -------------------------------------------------------

@@ -184,6 +184,73 @@ def test_broken_entry_points_are_skipped_with_a_warning_naming_each(plugin):
         assert "\n" not in message
 
 
+EXITING_SOURCE = """
+import sys
+
+print("loading the exiting plug-in")  # not into `rainbench models --json`'s stdout
+
+
+class Unsaid(Exception):
+    def __str__(self):
+        raise RuntimeError("no message to be had")
+
+
+def exits():
+    sys.exit(2)  # what an argparse of its own does with rainbench's arguments
+
+
+def unsaid():
+    raise Unsaid()
+
+
+def silent():
+    raise ImportError()
+"""
+
+
+def test_a_plugin_that_exits_or_says_nothing_is_skipped_with_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    # A sys.exit() on load ended `rainbench models` (and every eval) with the plug-in's
+    # exit status; an exception whose message cannot be had escaped as a traceback; what
+    # its import printed went into stdout, the command's (`--json`).
+    (tmp_path / "rainbench_exiting.py").write_text(EXITING_SOURCE)
+    info = tmp_path / "exiting-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: exiting\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\n"
+        + "".join(f"{name} = rainbench_exiting:{name}\n" for name in ("exits", "unsaid", "silent"))
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    with pytest.warns(registry.PluginWarning) as caught:
+        names = {spec.name for spec in list_derainers()}
+    sys.modules.pop("rainbench_exiting", None)
+    assert "identity" in names
+    assert capsys.readouterr() == ("", "loading the exiting plug-in\n")
+    assert sorted(str(warning.message) for warning in caught) == [
+        f"skipping derainer entry point {name} = rainbench_exiting:{name}: {said}"
+        for name, said in [
+            ("exits", "SystemExit: 2"),
+            ("silent", "ImportError"),
+            ("unsaid", "Unsaid"),
+        ]
+    ]
+
+
+def test_a_factory_that_exits_is_one_line_naming_the_derainer(isolated_registry):
+    def factory(checkpoint, device):
+        sys.exit("usage: median [--size N]")
+
+    register(DerainerSpec("median", "a factory that exits", factory))
+    with pytest.raises(DerainerError) as refused:
+        create_derainer("median")
+    assert str(refused.value) == (
+        "derainer median (built-in) could not be built: SystemExit: usage: median [--size N]"
+    )
+
+
 def test_a_factory_that_raises_is_one_line_naming_the_derainer(isolated_registry):
     def factory(checkpoint, device, size=3):
         return size

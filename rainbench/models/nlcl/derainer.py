@@ -12,6 +12,7 @@ leaderboard labels the row as imported weights.
 from pathlib import Path
 
 from rainbench.models.base import Derainer, read_checkpoint
+from rainbench.models.registry import DerainerError
 
 
 class NLCLDerainer(Derainer):
@@ -39,6 +40,10 @@ class NLCLDerainer(Derainer):
     def derain(self, batch):
         import torch
 
+        if batch.shape[-2] * batch.shape[-1] < 2:  # torch's own refusal speaks of training
+            raise DerainerError(
+                "nlcl cannot derain a 1×1 picture: its InstanceNorm needs more than one pixel"
+            )
         with torch.inference_mode():
             output = self.generator(batch.to(self.device).float() * 2 - 1)
         return ((output + 1) / 2).clamp(0, 1).to(batch.device, batch.dtype)
