@@ -456,6 +456,26 @@ def test_real_rain_validation_on_pictures_niqe_cannot_score_warns_in_one_line(
     assert "niqe is undefined on every capture tried of split train" in str(caught[0].message)
 
 
+def test_a_diverged_networks_validation_is_nan_said_in_one_line(_dataset):
+    # Before: NaN outputs became 8-bit pixels (black on this CPU), and a finite psnr_y
+    # was logged beside the run's NaN losses as if it were a score.
+    from rainbench.train.core import validation
+
+    def diverged(x):
+        return torch.full_like(x, math.nan)
+
+    config = replace(TINY, val_real=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ResourceWarning)  # the reader's, left mid-shard
+        scores = validation.validate(diverged, torch.nn.Identity(), _dataset, config, "cpu")
+    assert math.isnan(scores["psnr_y"]) and math.isfinite(scores["psnr_y_identity"])
+    assert [w.category for w in caught] == [validation.ValidationWarning]
+    assert "values that are no number (NaN or infinite) on 2 of 2 pictures" in str(
+        caught[0].message
+    )
+
+
 def _group_of_one(tmp_path, device: str) -> bool:
     """A gloo group of this process alone, as torchrun's ranks start theirs."""
     torch.distributed.init_process_group(

@@ -3,6 +3,7 @@ psnr_y on a paired split and NIQE on real rainy captures, each beside the rainy 
 own score (the identity's).
 """
 
+import math
 import warnings
 from collections.abc import Callable
 from itertools import islice
@@ -21,7 +22,8 @@ Translate = Callable[[torch.Tensor], torch.Tensor]  # rainy N×3×H×W in [-1, 1
 
 
 class ValidationWarning(UserWarning):
-    """A validation that scored nothing this time; training goes on."""
+    """A validation that scored nothing this time, or scored a diverged network's output
+    as nan; training goes on."""
 
 
 def validate(
@@ -87,8 +89,10 @@ def _validate_pairs(translate, dataset, config, device) -> dict[str, float]:
     ours, identity = [], []
     for sample in islice(_pairs(dataset, config), config.val_images):
         gt = to_pixels(sample["gt"])
-        ours.append(psnr_y(_derain(translate, sample["rain"], device), gt))
+        derained = _derain(translate, sample["rain"], device)
+        ours.append(math.nan if derained is None else psnr_y(derained, gt))
         identity.append(psnr_y(to_pixels(sample["rain"]), gt))
+    _warn_if_diverged(ours, "psnr_y")
     return {"psnr_y": float(np.mean(ours)), "psnr_y_identity": float(np.mean(identity))}
 
 
@@ -99,7 +103,8 @@ def _validate_real(translate, dataset, config, device) -> dict[str, float]:
     ours, identity = [], []
     for sample in islice(_real_captures(dataset, config), config.val_images):
         try:
-            score = niqe(_derain(translate, sample["image"], device))
+            derained = _derain(translate, sample["image"], device)
+            score = math.nan if derained is None else niqe(derained)
             own = niqe(to_pixels(sample["image"]))
         except MetricError:  # NIQE is undefined on flat pictures: that one is left out
             continue
@@ -113,9 +118,28 @@ def _validate_real(translate, dataset, config, device) -> dict[str, float]:
             stacklevel=2,
         )
         return {}
+    _warn_if_diverged(ours, "niqe")
     return {"niqe": float(np.mean(ours)), "niqe_identity": float(np.mean(identity))}
 
 
-def _derain(translate: Translate, rain: torch.Tensor, device: str) -> np.ndarray:
+def _derain(translate: Translate, rain: torch.Tensor, device: str) -> np.ndarray | None:
+    """The translation of `rain` as 8-bit pixels; None where it holds a value that is no
+    number (a diverged network), which 8 bits would turn into some colour."""
     out = (translate(to_model_range(rain[None].to(device))) + 1) / 2
+    if not bool(torch.isfinite(out).all()):
+        return None
     return to_pixels(out[0].float())
+
+
+def _warn_if_diverged(scores: list[float], metric: str) -> None:
+    """One line when some translations held non-finite values: their score is NaN, and
+    so is the mean logged, as a diverged run's losses are."""
+    failed = sum(math.isnan(score) for score in scores)
+    if failed:
+        warnings.warn(
+            f"validation: the network's output held values that are no number (NaN or "
+            f"infinite) on {failed} of {len(scores)} pictures: training has diverged; "
+            f"{metric} is logged as nan",
+            ValidationWarning,
+            stacklevel=3,
+        )
