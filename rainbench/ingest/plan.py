@@ -155,12 +155,15 @@ def _near_duplicates(
     links: dict[str, tuple[str, int]] = {}
     for result in accepted:
         found = index.nearest(result.phash, stored + len(roots))
-        if found is None:
+        # A stored capture may name this one as its root: it was its group's root in a run
+        # that lost it before its write, and is its root again now, no near-duplicate of
+        # itself.
+        root = root_of(found[1]) if found is not None else result.key
+        if root == result.key:
             roots.append(result.key)
         else:
-            distance, earlier = found
-            links[result.key] = (root_of(earlier), distance)
-            roots.append(root_of(earlier))
+            links[result.key] = (root, found[0])
+            roots.append(root)
     return links
 
 

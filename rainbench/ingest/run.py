@@ -677,7 +677,8 @@ class _Run:
             for r in results
             for d in r.dropped
         ]
-        run_rejects = plan.rejects + lost
+        why_lost = {d["key"]: d["reason"] for r in results for d in r.dropped}
+        run_rejects = [_unless_original_lost(r, why_lost) for r in plan.rejects] + lost
         old = manifest.read_manifest(self.dataset.rejects_manifest, manifest.REJECTS)
         seen = {(r["source_root"], r["source_path"]) for r in run_rejects + plan.rows}
         kept = _without_files(old, seen)
@@ -700,7 +701,9 @@ class _Run:
         run_summary = {
             "accepted": accepted,
             "duplicates": reasons.pop("duplicate", 0),
-            "near_duplicates": sum(1 for r in plan.rows if r["near_dup_of"]),
+            "near_duplicates": sum(
+                1 for r in plan.rows if r["near_dup_of"] and r["key"] not in why_lost
+            ),
             "unchanged": plan.unchanged,
             "rejected": dict(sorted(reasons.items())),
         }
@@ -910,6 +913,22 @@ def _with_identities(samples: pa.Table, identities: dict[str, list[int]]) -> pa.
         values = pc.replace_with_mask(table[name].combine_chunks(), seen, now)
         table = table.set_column(table.schema.get_field_index(name), name, values)
     return table
+
+
+def _unless_original_lost(reject: dict, why_lost: dict[str, str]) -> dict:
+    """`reject`, unless it is a duplicate of a capture this run lost before storing it
+    (changed or gone since its probe): that repeats nothing the dataset holds, and as a
+    duplicate it would never be read again. Refused as changed instead, so the next run
+    reads it again and stores its bytes."""
+    why = why_lost.get(reject.get("duplicate_of") or "")
+    if why is None:
+        return reject
+    return {
+        **reject,
+        "reason": str(Reason.CHANGED),
+        "message": f"{reject['message']}, not stored ({why}); read again by the next ingest",
+        "duplicate_of": None,
+    }
 
 
 def _reject_of(row: dict, run_id: str) -> dict:

@@ -62,11 +62,16 @@ def walk_inputs(inputs: Iterable[Path | str]) -> tuple[list[SourceFile], int]:
     """
     found: list[SourceFile] = []
     ignored = 0
+    # An input given twice (`raw raw`, or `raw raw/IMG_0001.jpg`) names its files once:
+    # else each is probed and counted as often as it is named.
+    walked: set[tuple[Path, Path] | str] = set()
     for entry in inputs:
         if is_url(entry):
-            stored, skipped = _store_sources(str(entry))
-            found += stored
-            ignored += skipped
+            if str(entry) not in walked:
+                walked.add(str(entry))
+                stored, skipped = _store_sources(str(entry))
+                found += stored
+                ignored += skipped
             continue
         entry = _absolute(Path(entry))
         if entry.is_dir():
@@ -75,6 +80,9 @@ def walk_inputs(inputs: Iterable[Path | str]) -> tuple[list[SourceFile], int]:
         else:
             root, names = entry.parent, iter([entry])
         for path in names:
+            if (root, path) in walked:
+                continue
+            walked.add((root, path))
             if not is_capture_name(path.name):
                 ignored += 1
                 continue

@@ -15,11 +15,16 @@ def parse_fractions(text: str) -> dict[str, float]:
     for part in text.split(","):
         name, sep, value = part.partition("=")
         name = name.strip()
-        if not sep or name not in DEFAULT_FRACTIONS:
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = None
+        if not sep or name not in DEFAULT_FRACTIONS or fraction is None:
             raise ValueError(f"expected train=F,val=F,test=F, got {text!r}")
-        fractions[name] = float(value)
+        fractions[name] = fraction
     fractions = {name: fractions.get(name, 0.0) for name in DEFAULT_FRACTIONS}
-    if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
+    # Written so that a NaN (`train=nan`), which compares false with anything, fails it.
+    if not all(f >= 0 for f in fractions.values()) or not abs(sum(fractions.values()) - 1) <= 1e-9:
         raise ValueError(f"split fractions must be ≥ 0 and sum to 1, got {text!r}")
     return fractions
 

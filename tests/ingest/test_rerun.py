@@ -63,6 +63,17 @@ def test_a_folder_given_through_dot_dot_is_the_folder_ingested_before(
     assert manifest.read_manifest(rejects, manifest.REJECTS).num_rows == rejected
 
 
+def test_an_input_named_twice_is_read_and_counted_once(tmp_path, reads):
+    raw = tmp_path / "raw"
+    for seed, name in enumerate(("IMG_0001.jpg", "IMG_0002.jpg")):
+        write_capture(raw, CaptureSpec(name=name, width=96, height=64, seed=seed))
+    (raw / "notes.txt").write_text("not a capture")
+    summary = ingest([raw, raw, raw / "IMG_0001.jpg"], tmp_path / "ds", OPTIONS)
+    # Each file once to probe it, once to write it.
+    assert sorted(reads) == ["IMG_0001.jpg", "IMG_0001.jpg", "IMG_0002.jpg", "IMG_0002.jpg"]
+    assert (summary.scanned, summary.accepted, summary.ignored) == (2, 2, 1)
+
+
 def test_a_file_replaced_with_the_same_size_and_time_is_probed_again(
     capture_folder, tmp_path, reads
 ):

@@ -24,3 +24,10 @@ def test_parse_fractions():
     for bad in ("train=0.5,val=0.1", "train=0.8,dev=0.2", "train", "train=-1,val=2"):
         with pytest.raises(ValueError):
             parse_fractions(bad)
+
+
+def test_parse_fractions_refuses_nan_and_what_is_no_number():
+    with pytest.raises(ValueError, match="must be ≥ 0 and sum to 1"):
+        parse_fractions("train=nan,val=0.5,test=0.5")
+    with pytest.raises(ValueError, match="expected train=F,val=F,test=F"):
+        parse_fractions("train=0.8,val=0.1,test=abc")

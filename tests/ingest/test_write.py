@@ -164,3 +164,54 @@ def test_a_folder_swapped_for_a_link_after_the_walk_is_not_read(tmp_path, monkey
     assert _rejects(ds) == {"sub/a.jpg": "link-outside", "sub/b.jpg": "link-outside"}
     assert list(_samples(ds).source_path) == ["top.jpg"]
     assert verify(Dataset(ds)) == []
+
+
+def test_a_copy_of_a_file_lost_before_its_write_is_stored_by_the_next_run(tmp_path, monkeypatch):
+    raw, _ = _folders(tmp_path)
+    shutil.copyfile(raw / "sub/a.jpg", raw / "sub/copy.jpg")  # the same bytes, named after it
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _before_first(patch, "write_unit", lambda: (raw / "sub/a.jpg").unlink())
+        first = ingest([raw], ds, ONE)
+    # Not a duplicate of a capture the dataset does not hold: left for the next run to read.
+    assert _rejects(ds)["sub/a.jpg"] == "unreadable"
+    assert _rejects(ds)["sub/copy.jpg"] != "duplicate"
+    assert first.duplicates == 0
+
+    ingest([raw], ds, ONE)
+    assert set(_samples(ds).source_path) == {"top.jpg", "sub/b.jpg", "sub/copy.jpg"}
+    assert verify(Dataset(ds)) == []
+
+
+def test_a_near_duplicate_lost_before_its_write_is_not_counted(tmp_path, monkeypatch):
+    raw, _ = _folders(tmp_path)
+    # top.jpg's scene again, encoded otherwise: a near-duplicate of it, planned after it.
+    write_capture(raw, CaptureSpec("view/near.jpg", 64, 48, seed=0, quality=60))
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _before_first(patch, "write_unit", lambda: (raw / "view/near.jpg").unlink())
+        summary = ingest([raw], ds, ONE)
+    assert _rejects(ds) == {"view/near.jpg": "unreadable"}
+    assert summary.near_duplicates == _samples(ds).near_dup_of.notna().sum() == 0
+    assert Dataset(ds).read_info()["runs"][-1]["near_duplicates"] == 0
+
+
+def test_a_near_duplicate_root_lost_before_its_write_is_no_near_duplicate_of_itself_later(
+    tmp_path, monkeypatch
+):
+    raw, outside = _folders(tmp_path)
+    # top.jpg's scene again, encoded otherwise, planned before it: its group's root.
+    write_capture(raw, CaptureSpec("sub/near.jpg", 64, 48, seed=0, quality=60))
+    ds = tmp_path / "ds"
+    with monkeypatch.context() as patch:
+        _before_first(
+            patch, "write_unit", lambda: (raw / "sub/near.jpg").rename(outside / "near.jpg")
+        )
+        ingest([raw], ds, ONE)
+    (outside / "near.jpg").rename(raw / "sub/near.jpg")
+    again = ingest([raw], ds, ONE)
+    samples = _samples(ds).set_index("source_path")
+    root = samples.key["sub/near.jpg"]
+    assert samples.near_dup_of["top.jpg"] == root
+    assert samples.near_dup_of.isna()["sub/near.jpg"]
+    assert again.near_duplicates == 0
