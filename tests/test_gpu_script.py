@@ -43,7 +43,7 @@ def dry_run(tmp_path_factory) -> dict:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # beyond the dry run's own budget
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "PASS" in finished.stdout or "MISS" in finished.stdout
