@@ -296,7 +296,9 @@ def delete(url: str) -> None:
 
 def listing(url: str) -> dict[str, tuple[int, int]]:
     """Every object under `url`: its path relative to `url` → (size, mtime in ns), as
-    the store's listing gives them (no object is opened)."""
+    the store's listing gives them (no object is opened). A key ending in `/` is a
+    folder marker (what a console's "Create folder" makes), no file: left out, as
+    fsspec's drivers would read another key under its name (the one without the `/`)."""
     fs, path = filesystem(url)
     root = path.rstrip("/")
     try:
@@ -306,7 +308,9 @@ def listing(url: str) -> dict[str, tuple[int, int]]:
         return {}
     objects = {}
     for name, info in found.items():
-        if info.get("type") == "directory" or not name.startswith(root + "/"):
+        if info.get("type") == "directory" or name.endswith("/"):
+            continue
+        if not name.startswith(root + "/"):
             continue
         objects[name[len(root) + 1 :]] = (int(info.get("size") or 0), _mtime_ns(info))
     return objects

@@ -129,6 +129,15 @@ def test_listing_size_and_ranged_reads(bucket, tmp_path):
     assert store.read_bytes(f"{bucket}/up.bin") == b"uploaded"
 
 
+def test_listing_leaves_out_folder_markers(bucket):
+    # What a console's "Create folder" makes: an empty object whose key ends in `/`, here
+    # one for the prefix listed and one under it; neither is a file to read.
+    fs, root = store.filesystem(bucket)
+    for key in ("raw/", "raw/sub/", "raw/sub/a.jpg"):
+        fs.pipe_file(f"{root}/{key}", b"a" * key.endswith(".jpg"))
+    assert sorted(store.listing(f"{bucket}/raw")) == ["sub/a.jpg"]
+
+
 def test_download_copies_a_block_at_a_time_and_leaves_no_temporary(bucket, tmp_path):
     fs, root = store.filesystem(bucket)
     data = bytes(range(256)) * (3 * store.STREAM_BLOCK // 256 + 7)  # 3 blocks and a bit
