@@ -226,7 +226,9 @@ def _same_footage(
     if own is None or other is None or own.shape != other.shape:
         return False
     apart = float(np.mean((own[1] - own[0]) ** 2))
-    return float(np.mean((other[0] - own[0]) ** 2)) < _REPEAT_SHARE * apart
+    # At most, not below: where the middle frame repeats (a frame-rate conversion), apart
+    # is 0, and a remux, the same pixels, is 0 from it too.
+    return float(np.mean((other[0] - own[0]) ** 2)) <= _REPEAT_SHARE * apart
 
 
 def _same_shots(original: Sequence, copy: Sequence) -> bool:

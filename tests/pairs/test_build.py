@@ -474,6 +474,21 @@ def test_the_same_footage_in_two_containers_is_paired_once(tmp_path, video):
     assert {r["source_key"] for r in _pairs(ds) if r["split"] == "copy"} == {left}
 
 
+def test_a_remux_of_a_clip_whose_middle_frame_repeats_is_the_same_footage():
+    # A frame-rate conversion repeats frames: where the middle one repeats, the clip's
+    # own step is 0, and a remux (the same pixels) must still count as its copy.
+    frame = _still(3).mean(axis=2, dtype=np.float32)
+    repeated = np.stack([frame, frame])
+    original = build_module.Sequence("original", FRAMES, ({},))
+    copy = build_module.Sequence("copy", FRAMES, ({},))
+    middles = {"original": repeated, "copy": repeated.copy()}
+    assert build_module._same_footage(Path("."), original, copy, middles)
+    # Another take has other drops: not the same footage, however still the original.
+    middles["copy"] = repeated + np.float32(1)
+    middles["copy"][0, 10:20, 10:12] += 80
+    assert not build_module._same_footage(Path("."), original, copy, middles)
+
+
 @pytest.mark.parametrize("height", [66, 64, 2])
 def test_the_renderers_videos_take_any_even_size(height):
     # yuv420p's chroma planes are (H/2)×(W/2): laid out flat, not as rows of W, which
