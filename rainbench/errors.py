@@ -15,3 +15,14 @@ def first_line(error: BaseException) -> str:
         return error.strerror
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+def one_line(error: BaseException) -> str:
+    """An exception of code not rainbench's (a derainer's, a plug-in's) as one line: its
+    type and the first line of its message; its type alone when the message is empty or
+    cannot be had (its __str__ raises)."""
+    try:
+        text = str(error).strip().splitlines()
+    except Exception:
+        text = []
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

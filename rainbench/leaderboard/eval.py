@@ -1391,15 +1391,5 @@ def _safe(name: str) -> str:
     return name.replace("/", "_").replace("\\", "_").lstrip(".") or "_"
 
 
-def one_line(error: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message (its type
-    alone when the message cannot be had)."""
-    try:
-        text = str(error).strip().splitlines()
-    except Exception:  # a derainer's exception whose __str__ raises
-        text = []
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

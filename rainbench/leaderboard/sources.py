@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rainbench.leaderboard.eval import EvalWarning, Item, Output, Source, one_line
+from rainbench.errors import one_line
+from rainbench.leaderboard.eval import EvalWarning, Item, Output, Source
 from rainbench.models.base import to_pixels
 from rainbench.models.registry import (
     DerainerError,

@@ -16,7 +16,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, v
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rainbench.errors import RainbenchError
+from rainbench.errors import RainbenchError, one_line
 
 if TYPE_CHECKING:
     from rainbench.models.base import Derainer
@@ -98,7 +98,7 @@ def create_derainer(
     # (an argparse of its own) too, which would end rainbench.
     except (Exception, SystemExit) as error:
         raise DerainerError(
-            f"derainer {name} ({spec.source}) could not be built: {_said(error)}"
+            f"derainer {name} ({spec.source}) could not be built: {one_line(error)}"
         ) from error
 
 
@@ -150,16 +150,6 @@ def _listed(skipped: dict[str, str]) -> list[DerainerSpec]:
     return sorted(specs.values(), key=lambda spec: (spec.source != BUILT_IN, spec.name))
 
 
-def _said(error: BaseException) -> str:
-    """A plug-in's exception in one line: its type and the first line of its message; its
-    type alone when the message is empty or cannot be had (its __str__ raises)."""
-    try:
-        lines = str(error).strip().splitlines()
-    except Exception:
-        lines = []
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def _installed_version(distribution: str) -> str | None:
     try:
         return version(distribution)
@@ -178,7 +168,7 @@ def _load_entry_point(entry_point: EntryPoint) -> DerainerSpec:
     # A plug-in's bug must not break listing, nor its module's sys.exit() (an argparse
     # run at import) end rainbench.
     except (Exception, SystemExit) as error:
-        raise DerainerError(_said(error)) from error
+        raise DerainerError(one_line(error)) from error
     if not isinstance(spec, DerainerSpec):
         raise DerainerError(f"it gives a {type(spec).__name__}, not a DerainerSpec")
     # Listed and sorted with the others' names: a DerainerSpec given its arguments out of
