@@ -4,7 +4,7 @@ import click
 
 from rainbench.cli import options
 from rainbench.cli.output import emit
-from rainbench.cli.synth import fail_if_nothing_made, pairs_lines, say_failed
+from rainbench.cli.synth import fail_if_nothing_made, pairs_lines
 from rainbench.pairs.build import (
     DEFAULT_NAME,
     DEFAULT_SHARD_BYTES,
@@ -117,9 +117,8 @@ def pairs_command(
         workers=workers,
     )
     summary = build_pairs(dataset, pairs_options, progress=progress)
-    say_failed(summary)
     emit(summary, as_json, _lines)
-    fail_if_nothing_made(summary, "no frame of any sequence could be paired")
+    fail_if_nothing_made(summary, "no frame of any sequence could be paired", as_json)
 
 
 def _lines(summary: RealPairsSummary) -> list[str]:

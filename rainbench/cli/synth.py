@@ -148,9 +148,8 @@ def synth_command(
         raise click.UsageError("--max-pixels goes with --preview")
     synth_options = SynthOptions(recipes=recipes, shard_bytes=shard_size, **settings)
     summary = synthesize(dataset, synth_options, progress=progress)
-    say_failed(summary)
     emit(summary, as_json, pairs_lines)
-    fail_if_nothing_made(summary, "every render failed")
+    fail_if_nothing_made(summary, "every render failed", as_json)
 
 
 _IMPORT_HELP = """Store a public paired set found at PATH as the paired split NAME of DATASET.
@@ -257,7 +256,6 @@ def import_paired_command(
         if written
         else []
     )
-    say_failed(summary)
     emit(report, as_json, lambda _: pairs_lines(summary) + said)
     kinds = {problem.kind for problem in problems}
     if kinds & MISMATCHES:
@@ -274,26 +272,28 @@ def import_paired_command(
         )
         fail(f"{path}: {found}")
     if summary.failed:
-        fail(f"{counted(len(summary.failed), 'pair')} of {path} could not be read (failed: above)")
+        failed = f"{counted(len(summary.failed), 'pair')} of {path} could not be read"
+        fail(f"{failed} ({failed_where(as_json)})")
 
 
-def fail_if_nothing_made(summary: PairsSummary, why: str) -> None:
+def fail_if_nothing_made(summary: PairsSummary, why: str, as_json: bool) -> None:
     """Exit 1 with `why` when this run reported failures and no split holds a pair:
     a run that made nothing is a failure; failed pairs beside stored ones are reported
     only (`failed:` lines, exit 0), as eval reports failed images."""
     if summary.failed and not sum(summary.stored.values()) + sum(summary.existing.values()):
-        fail(f"no pair stored: {why} (failed: above)")
+        fail(f"no pair stored: {why} ({failed_where(as_json)})")
 
 
-def say_failed(summary: PairsSummary) -> None:
-    """A `failed:` line on stderr per pair not made, --json or not (the JSON lists them
-    too): the error a run ends with points at them."""
-    for job, why in summary.failed:
-        click.echo(on_one_line(f"failed: {job}: {why}"), err=True)
+def failed_where(as_json: bool) -> str:
+    """Where the failed pairs are listed: `failed:` lines above the error, or with --json
+    (stderr then holds the error alone) the JSON's `failed`."""
+    return "failed: in the JSON" if as_json else "failed: above"
 
 
 def pairs_lines(summary: PairsSummary) -> list[str]:
-    """Pairs stored and already there, per split."""
+    """Pairs stored and already there, per split; failed renders go to stderr."""
+    for job, why in summary.failed:
+        click.echo(on_one_line(f"failed: {job}: {why}"), err=True)
     lines = [
         f"{split}: {counted(summary.stored[split], 'pair')} stored, "
         f"{summary.existing[split]} already there"
