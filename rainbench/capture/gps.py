@@ -33,6 +33,8 @@ _PLACED_TAGS = {*_PLACED, *_PLACED.values()}
 # A camera's private data, which may hold a TIFF structure of its own (Nikon's) with a
 # GPS directory in it.
 _MAKER_NOTE = 0x927C
+# Photoshop's image resources (IPTC, XMP, EXIF among them), as Photoshop saves a TIFF.
+_PHOTOSHOP_TAG = 0x8649
 # How deep EXIF inside EXIF (a thumbnail's, a maker note's) is cleaned: cameras nest it
 # once; a hostile file nesting it without end would cost a walk per level.
 _MAX_NESTING = 2
@@ -158,9 +160,47 @@ def _refuse_location_left(
         )
 
 
-def _blank_if_located(start: int, stop: int, body: bytes) -> list[_Edit]:
-    """Metadata of a kind GPS removal does not parse is zeroed when it names a location."""
-    return [_Edit(start, stop, bytes(stop - start))] if location_hint(body) else []
+def _other_metadata(body: bytes, where: str, depth: int = 0) -> bytes | None:
+    """`body`, metadata of a kind GPS removal does not otherwise parse (another JPEG
+    application segment or comment, another WebP or PNG chunk), with GPS taken out of
+    any EXIF it holds, found by its TIFF header (ExifTool reads an APP1 headed "EXIF\\0\\0"
+    or "Exif\\0\\xff" too), and the location properties of any XMP it holds blanked
+    (ExifTool reads an APP1 or a WebP chunk headed "XMP\\0"); None where it still names a
+    location: it is to be zeroed or dropped whole."""
+    edits = _embedded_tiff_edits(body, where, depth)
+    cleaned = _apply(body, edits) if edits else body
+    marks = [at for mark in _XMP_MARKS if (at := cleaned.find(mark)) >= 0]
+    if marks:  # the packet is read from the tag declaring them, after any binary header
+        try:
+            edits = _xmp_edits(cleaned, max(cleaned.rfind(b"<", 0, min(marks)), 0), len(cleaned))
+        except CaptureRejected:
+            return None
+        cleaned = _apply(cleaned, edits) if edits else cleaned
+    return None if location_hint(cleaned) else cleaned
+
+
+# Every XMP packet declares RDF's namespace, and most are wrapped in x:xmpmeta.
+_XMP_MARKS = (b"22-rdf-syntax-ns#", b"adobe:ns:meta/")
+
+
+def _zeroed_unless_clean(
+    data: bytes,
+    start: int,
+    stop: int,
+    where: str,
+    depth: int = 0,
+    fields: Callable[[bytes], list[_Edit]] | None = None,
+) -> list[_Edit]:
+    """Edits cleaning data[start:stop], metadata that no offset points into, as
+    `_other_metadata` does, or zeroing it whole where it still names a location; `fields`
+    are the edits of the fields of it that name a place (IPTC's), made after."""
+    body = data[start:stop]
+    cleaned = _other_metadata(body, where, depth)
+    if cleaned is None:
+        return [_Edit(start, stop, bytes(stop - start))]
+    if fields is not None and (found := fields(cleaned)):
+        cleaned = _apply(cleaned, found)
+    return [] if cleaned is body else [_Edit(start, stop, cleaned)]
 
 
 def _exif_edits(buf: bytes, start: int, stop: int, where: str) -> list[_Edit]:
@@ -250,10 +290,13 @@ class _Tiff:
         stop = min(start + placed[_THUMBNAIL_LENGTH], self.end)
         return (start, stop) if self.buf.startswith(b"\xff\xd8", start, stop) else None
 
-    def accounted(self, pos: int, count: int) -> list[tuple[int, int]]:
+    def accounted(
+        self, pos: int, count: int
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """The bytes the IFD at `pos` accounts for: itself, its entries' values, the data
-        they place by offset and length, and the other IFDs it points to. Read leniently:
-        an entry GPS removal does not otherwise need, broken, only accounts for less."""
+        they place by offset and length, and the other IFDs it points to; and apart, the
+        data placed (strips, tiles, a thumbnail: pictures). Read leniently: an entry GPS
+        removal does not otherwise need, broken, only accounts for less."""
         spans = [(pos, pos + 6 + 12 * count)]
         arrays: dict[int, tuple[int, ...]] = {}  # offsets and lengths, by tag
         for entry in self.entries(pos, count):
@@ -270,12 +313,13 @@ class _Tiff:
                 for ifd in (self.base + child for child in arrays[tag]):
                     if ifd + 2 <= self.end:
                         spans.append((ifd, min(ifd + 6 + 12 * self.u16(ifd), self.end)))
+        placed = []
         for offsets, lengths in _PLACED.items():
             # a length missing for an offset places nothing the walk can bound
             pairs = zip(arrays.get(offsets, ()), arrays.get(lengths, ()), strict=False)
             for offset, length in pairs:
-                spans.append((self.base + offset, min(self.base + offset + length, self.end)))
-        return spans
+                placed.append((self.base + offset, min(self.base + offset + length, self.end)))
+        return spans + placed, placed
 
 
 def _tiff_edits(
@@ -285,6 +329,7 @@ def _tiff_edits(
     where: str,
     others: tuple[int, ...] = (),
     depth: int = 0,
+    whole_file: bool = False,
 ) -> list[_Edit]:
     """Edits that remove the GPS IFDs of the TIFF structure at `base`: each is zeroed with
     its values, and its pointer entry is dropped from the parent IFD. IFDs are followed
@@ -297,17 +342,23 @@ def _tiff_edits(
     but GPS data lies there. A GPS coordinate entry left in bytes nothing accounts for (a
     GPS IFD unlinked, its pointer aimed elsewhere) is refused as `gps-uncertain`. `others`
     are where other EXIF blocks in `buf` begin, which the zeroing stops at. A JPEG the
-    structure places (IFD1's thumbnail) and a maker note's own TIFF structure are cleaned
-    too, unless this structure is already `depth` levels inside others: then refused."""
+    structure places (IFD1's thumbnail), a maker note's own TIFF structure and Photoshop's
+    resources (tag 34377: IPTC, XMP, EXIF) are cleaned too, unless this structure is
+    already `depth` levels inside others: then refused. Where the structure is the
+    `whole_file` (TIFF, RAW), a location its metadata still names once cleaned is refused
+    as in any EXIF block, searched outside the pictures it places: a search of every
+    pixel would cost more than the rest of ingest."""
     if base == end:  # an empty EXIF block, as some cameras write, carries nothing
         return []
     tiff = _Tiff(buf, base, end, where)
     walked: dict[int, int] = {}  # start → end of every IFD: GPS zeroing must not touch one
+    pictures: list[tuple[int, int]] = []  # strips, tiles, thumbnails: nor one of these
     parents: dict[int, int] = {}  # position → entry count of the IFDs pointing at a GPS IFD
     gps: list[int] = []
     xmp: list[tuple[int, int]] = []
     thumbnails: list[tuple[int, int]] = []
     maker_notes: list[tuple[int, int]] = []
+    resources: list[tuple[int, int]] = []  # Photoshop's
     # This header, the others after it, and all but GPS
     accounted = [(header, header + 8) for header in (base, *others) if header >= base]
     # (name, offset, the chain index of its next IFD, or None where no chain is followed)
@@ -318,7 +369,9 @@ def _tiff_edits(
         if pos in walked:
             raise tiff.broken(f"{name} at offset {offset} is reached twice (an IFD loop)")
         walked[pos] = pos + 6 + 12 * count
-        accounted += tiff.accounted(pos, count)
+        spans, placed = tiff.accounted(pos, count)
+        accounted += spans
+        pictures += placed
         for entry in tiff.entries(pos, count):
             tag = tiff.u16(entry)
             if tag == _GPS_IFD:
@@ -331,6 +384,8 @@ def _tiff_edits(
                 xmp.append(tiff.value(entry))
             elif tag == _MAKER_NOTE and (note := tiff.lenient_value(entry)):
                 maker_notes.append(note)
+            elif tag == _PHOTOSHOP_TAG and (found := tiff.lenient_value(entry)):
+                resources.append(found)
         if thumbnail := tiff.thumbnail(pos, count):
             thumbnails.append(thumbnail)
         if next_index is not None and (following := tiff.u32(pos + 2 + 12 * count)):
@@ -341,10 +396,13 @@ def _tiff_edits(
         pos, count = tiff.ifd(offset, "GPS IFD")
         zeroed.append((pos, pos + 6 + 12 * count))
         zeroed += [tiff.value(entry) for entry in tiff.entries(pos, count)]
+    pictures = _merged(pictures)
     for start, stop in zeroed:
         for ifd_start, ifd_stop in walked.items():
             if start < ifd_stop and ifd_start < stop:
                 raise tiff.broken(f"GPS data at offset {start - base} overlaps an IFD")
+        if _next_accounted(pictures, start, end) < stop:
+            raise tiff.broken(f"GPS data at offset {start - base} overlaps the picture's data")
     known = _merged(accounted)
     zeroed = _merged([(start, _next_accounted(known, stop, end)) for start, stop in zeroed])
     _refuse_stray_gps(tiff, _merged(known + zeroed))
@@ -358,7 +416,8 @@ def _tiff_edits(
     for start, stop in xmp:
         edits += _xmp_edits(buf, start, stop)
     maker_notes = [note for note in maker_notes if _TIFF_HEADER.search(buf, *note)]
-    if (thumbnails or maker_notes) and depth >= _MAX_NESTING:
+    holding_exif = [block for block in resources if _TIFF_HEADER.search(buf, *block)]
+    if (thumbnails or maker_notes or holding_exif) and depth >= _MAX_NESTING:
         raise CaptureRejected(
             Reason.GPS_UNCERTAIN, f"{where}: EXIF nested in EXIF more than {depth} deep"
         )
@@ -366,6 +425,21 @@ def _tiff_edits(
         edits += _thumbnail_edits(buf, start, stop, where, depth + 1)
     for start, stop in maker_notes:
         edits += _nested_tiff_edits(buf, start, stop, f"{where} maker note", depth + 1)
+    for start, stop in resources:
+        edits += _zeroed_unless_clean(
+            buf,
+            start,
+            stop,
+            f"{where} Photoshop resources",
+            depth + 1,
+            lambda body: _photoshop_edits(body, 0, len(body)),
+        )
+    if whole_file:
+        at = base
+        for start, stop in [*pictures, (end, end)]:
+            if at < start:
+                _refuse_location_left(buf, at, min(start, end), edits, where)
+            at = max(at, stop)
     return edits
 
 
@@ -477,10 +551,16 @@ def _jpeg_picture_edits(
         elif marker == 0xE2 and soi == 0 and data.startswith(_JPEG_MPF, start):
             further = _mpf_images(data, start + len(_JPEG_MPF), stop)
         elif marker == 0xED and data.startswith(_JPEG_PHOTOSHOP, start):
-            found = _blank_if_located(start, stop, data[start:stop])
-            edits += found or _photoshop_edits(data, start + len(_JPEG_PHOTOSHOP), stop)
+            edits += _zeroed_unless_clean(
+                data,
+                start,
+                stop,
+                "JPEG Photoshop resources",
+                depth,
+                lambda body: _photoshop_edits(body, len(_JPEG_PHOTOSHOP), len(body)),
+            )
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
-            edits += _blank_if_located(start, stop, data[start:stop])
+            edits += _zeroed_unless_clean(data, start, stop, f"JPEG segment 0x{marker:02X}", depth)
     for chunks in extended.values():
         pieces = [(start, stop) for _, start, stop in sorted(chunks)]
         edits += _payload_edits(data, pieces, _xmp_in)
@@ -628,7 +708,7 @@ def _png_edits(data: bytes) -> list[_Edit]:
             )
         elif kind == b"fdAT":  # an animated PNG's frame data: pixels, as in IDAT
             body = _DROP if location_hint(data[start:stop]) else None
-        elif kind[0] & 0x20:  # an ancillary chunk
+        elif kind not in _PNG_PICTURE:  # an ancillary chunk, or a critical one no decoder knows
             body = _png_other(data[start:stop], f"PNG {kind!r} chunk")
         if body == _DROP:
             edits.append(_Edit(pos, stop + 4, b""))
@@ -640,6 +720,8 @@ def _png_edits(data: bytes) -> list[_Edit]:
         pos = stop + 4
 
 
+# The critical chunks of the standard: Pillow skips any other, whatever case it has.
+_PNG_PICTURE = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 # What _png_text returns for a chunk to drop whole.
 _DROP = b""
 # A text chunk named for a location: "GPS", "exif:GPSLatitude", "Location", …
@@ -682,7 +764,10 @@ def _png_text(kind: bytes, data: bytes, start: int, stop: int) -> bytes | None:
     elif keyword.startswith(_PNG_RAW_PROFILE):  # 8bim, iptc: their EXIF is cleaned too
         edits = _raw_profile(lambda profile: _embedded_tiff_edits(profile, where))(text)
     else:
-        edits = _embedded_tiff_edits(text, where)
+        cleaned = _other_metadata(text, where)
+        if cleaned is None:
+            return _DROP
+        edits = [] if cleaned is text else [_Edit(0, len(text), cleaned)]
     text = _apply(text, edits) if edits else text
     if location_hint(text) or location_hint(chunk[len(keyword) + 1 : text_at]):
         return _DROP  # the translated keyword of an iTXt chunk counts too
@@ -692,19 +777,18 @@ def _png_text(kind: bytes, data: bytes, start: int, stop: int) -> bytes | None:
 
 
 def _png_other(body: bytes, where: str) -> bytes | None:
-    """The body of an ancillary chunk GPS removal does not parse, with GPS taken out of any
-    EXIF it holds; None when it holds none, `_DROP` when it names a location."""
-    edits = _embedded_tiff_edits(body, where)
-    cleaned = _apply(body, edits) if edits else body
-    if location_hint(cleaned):
+    """The body of a chunk GPS removal does not parse, with GPS taken out of any EXIF and
+    XMP it holds; None when it holds none, `_DROP` when it names a location."""
+    cleaned = _other_metadata(body, where)
+    if cleaned is None:
         return _DROP
-    return cleaned if edits else None
+    return None if cleaned is body else cleaned
 
 
 _TIFF_HEADER = re.compile(rb"II\*\0|MM\0\*")
 
 
-def _embedded_tiff_edits(blob: bytes, where: str) -> list[_Edit]:
+def _embedded_tiff_edits(blob: bytes, where: str, depth: int = 0) -> list[_Edit]:
     """GPS edits for every TIFF structure (EXIF) in `blob`, found by its header: metadata
     that holds EXIF without saying so. Each structure is taken to run to the blob's end,
     so one may see another's GPS IFD as a stray (a maker note's own TIFF header inside an
@@ -722,7 +806,7 @@ def _embedded_tiff_edits(blob: bytes, where: str) -> list[_Edit]:
                 others = tuple(
                     _exif_start(cleaned, header) for header, _ in headers if header != start
                 )
-                found = _tiff_edits(cleaned, start, len(blob), where, others)
+                found = _tiff_edits(cleaned, start, len(blob), where, others, depth)
             except CaptureRejected as error:
                 failures.append(error.message)
                 continue
@@ -798,7 +882,7 @@ def _webp_edits(data: bytes) -> list[_Edit]:
         elif fourcc == b"XMP ":
             edits += _xmp_edits(data, start, stop)
         elif fourcc not in _WEBP_PICTURE:
-            edits += _blank_if_located(start, stop, data[start:stop])
+            edits += _zeroed_unless_clean(data, start, stop, f"WebP {fourcc!r} chunk")
         pos = stop + (size & 1)  # chunks are padded to even sizes
     return edits + _trailer_edits(data, end)
 
@@ -809,27 +893,28 @@ _WEBP_PICTURE = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"}
 
 def _tiff_file_edits(data: bytes) -> list[_Edit]:
     """TIFF and the TIFF-based RAW formats: the file is the EXIF structure."""
-    return _tiff_edits(data, 0, len(data), "TIFF")
+    return _tiff_edits(data, 0, len(data), "TIFF", whole_file=True)
 
 
 def _heic_edits(data: bytes) -> list[_Edit]:
-    """GPS edits for the Exif and XMP items of a HEIF file, found through its meta box:
-    iinf names each item's type, iloc says where its bytes are."""
-    meta = next(
-        (
-            (start, stop)
-            for kind, _, start, stop in bmff.boxes(data, 0, len(data), "HEIF")
-            if kind == b"meta"
-        ),
-        None,
-    )
-    if meta is None:
-        return []
-    start, stop = meta[0] + 4, meta[1]  # meta is a full box: version and flags come first
-    boxes = {
-        kind: (box_start, box_end)
-        for kind, _, box_start, box_end in bmff.boxes(data, start, stop, "HEIF")
-    }
+    """GPS edits for the Exif and XMP items of a HEIF file, found through its meta boxes
+    (libheif reads the first; the items of another are stored all the same): iinf names
+    each item's type, iloc says where its bytes are."""
+    edits: set[_Edit] = set()  # two meta boxes may place one item
+    for kind, _, start, stop in bmff.boxes(data, 0, len(data), "HEIF"):
+        if kind == b"meta":  # a full box: version and flags come first
+            edits.update(_heif_meta_edits(data, start + 4, stop))
+    return sorted(edits)
+
+
+def _heif_meta_edits(data: bytes, start: int, stop: int) -> list[_Edit]:
+    """GPS edits for the items of the meta box whose children are data[start:stop]."""
+    boxes: dict[bytes, tuple[int, int]] = {}
+    for kind, _, box_start, box_end in bmff.boxes(data, start, stop, "HEIF"):
+        if kind in boxes and kind in (b"iinf", b"iloc", b"idat"):
+            # which of them a reader takes is its own choice: the other may hold GPS
+            raise CaptureRejected(Reason.CORRUPT_EXIF, f"HEIF meta box holds two {kind!r} boxes")
+        boxes[kind] = (box_start, box_end)
     if b"iinf" not in boxes:
         return []
     locations = _heif_locations(data, boxes)
@@ -900,7 +985,8 @@ class _Reader:
 
 
 def _heif_items(data: bytes, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
-    """ID and type of each item in the iinf box."""
+    """ID and type of each item in the iinf box; an item of infe version 0 or 1 has no
+    type (b""), and is searched as one of an unknown type is."""
     header = _Reader(data, start, stop, "iinf")
     header.uint(2 if header.uint(4) >> 24 == 0 else 4)  # version and flags, entry count
     for kind, _, pos, end in bmff.boxes(data, header.pos, stop, "HEIF"):
@@ -908,11 +994,9 @@ def _heif_items(data: bytes, start: int, stop: int) -> Iterator[tuple[int, bytes
             continue
         fields = _Reader(data, pos, end, "infe")
         version = fields.uint(4) >> 24
-        if version < 2:  # item types exist from infe version 2 on
-            continue
-        item = fields.uint(2 if version == 2 else 4)
+        item = fields.uint(2 if version < 3 else 4)
         fields.uint(2)  # protection index
-        yield item, fields.take(4)
+        yield item, fields.take(4) if version >= 2 else b""  # types exist from version 2 on
 
 
 def _heif_locations(
@@ -931,6 +1015,8 @@ def _heif_locations(
     locations: dict[int, list[tuple[int, int]] | None] = {}
     for _ in range(fields.uint(2 if version < 2 else 4)):
         item = fields.uint(2 if version < 2 else 4)
+        if item in locations:  # libheif reads the first place given, which is not cleaned
+            raise CaptureRejected(Reason.CORRUPT_EXIF, f"HEIF item {item} is located twice")
         method = fields.uint(2) & 15 if version in (1, 2) else 0
         fields.uint(2)  # data reference index
         # Method 0 counts from the file's start, method 1 from the idat box's payload.

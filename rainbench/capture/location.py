@@ -50,7 +50,9 @@ _LOCATION_NAME = re.compile(
 # next "<", which bounds every match and keeps the scan linear.
 _TAG = re.compile(rb"""<(?:[^<>"']|"[^<"]*"|'[^<']*')*>""")
 _TAG_NAME = re.compile(rb"<(/?)([^\s/>]+)")
-_ATTRIBUTE = re.compile(rb"""(?<=\s)([^\s/>=]+)\s*=\s*(?:"[^"]*"|'[^']*')""")
+# An attribute follows a space, or (malformed, yet lenient readers read it) the quote
+# closing the one before.
+_ATTRIBUTE = re.compile(rb"""(?<=[\s"'])([^\s/>="']+)\s*=\s*(?:"[^"]*"|'[^']*')""")
 # Markup that is not a tag, and how each ends.
 _OTHER_MARKUP = ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"), (b"<?", b"?>"))
 
@@ -78,8 +80,10 @@ def xmp_location_spans(buf: bytes, start: int, stop: int) -> list[tuple[int, int
         return []
     if b"<!doctype" in packet.lower() or b"<!entity" in packet.lower():
         raise _uncertain("XMP declares a DOCTYPE, whose entities could build a GPS property")
-    spans = _scan(packet)
+    spans, malformed = _scan(packet)
     _refuse_leftover(packet, spans)
+    if name := _location_property(packet, malformed):
+        raise _uncertain(f"XMP names a location in markup that does not parse: {name!r}")
     return [(start + low, start + high) for low, high in spans]
 
 
@@ -89,8 +93,9 @@ def _wide(packet: bytes) -> bool:
     return head.startswith((b"\xfe\xff", b"\xff\xfe", b"\0\0\xfe\xff")) or b"\0" in head
 
 
-def _scan(packet: bytes) -> list[tuple[int, int]]:
-    """Location elements and attributes, found tag by tag in one pass."""
+def _scan(packet: bytes) -> tuple[list[tuple[int, int]], int]:
+    """Location elements and attributes, found tag by tag in one pass, and where the
+    markup stops parsing (the packet's end where it parses to the end)."""
     spans: list[tuple[int, int]] = []
     open_names: list[bytes] = []
     location: tuple[int, int] | None = None  # the outermost open location element: start, depth
@@ -100,7 +105,7 @@ def _scan(packet: bytes) -> list[tuple[int, int]]:
         if other is not None:
             end = packet.find(other[1], pos + len(other[0]))
             if end < 0:
-                break  # unterminated: the rest is checked as leftover text
+                return _scanned(spans, location, pos)  # unterminated
             pos = packet.find(b"<", end + len(other[1]))
             continue
         tag = _TAG.match(packet, pos)
@@ -110,12 +115,12 @@ def _scan(packet: bytes) -> list[tuple[int, int]]:
         text = tag[0]
         named = _TAG_NAME.match(text)
         if named is None:
-            break  # "<>" or "< x>": malformed from here on, checked as leftover text
+            return _scanned(spans, location, pos)  # "<>" or "< x>"
         closing, name = named.groups()
         empty = text.endswith(b"/>")
         if closing:
             if not open_names or open_names[-1] != name:
-                break  # malformed from here on: the rest is checked as leftover text
+                return _scanned(spans, location, pos)
             open_names.pop()
             if location is not None and len(open_names) == location[1]:
                 spans.append((location[0], tag.end()))
@@ -130,9 +135,31 @@ def _scan(packet: bytes) -> list[tuple[int, int]]:
         if not closing and not empty:
             open_names.append(name)
         pos = packet.find(b"<", tag.end())
+    return _scanned(spans, location, len(packet))
+
+
+def _scanned(
+    spans: list[tuple[int, int]], location: tuple[int, int] | None, pos: int
+) -> tuple[list[tuple[int, int]], int]:
+    """What `_scan` found, and `pos`, where it stopped: the markup from there on does not
+    parse (the packet's end, where all of it does)."""
     if location is not None:
         raise CaptureRejected(Reason.CORRUPT_EXIF, "XMP has a GPS property that is never closed")
-    return spans
+    return spans, pos
+
+
+# An element's or an attribute's name, in markup that does not parse.
+_MARKUP_NAME = re.compile(rb"""<\/?([^\s/>=<"']+)|(?<=[\s"'])([^\s/>=<"']+)\s*=""")
+
+
+def _location_property(packet: bytes, pos: int) -> str | None:
+    """The first name of a location property (a place's name too: photoshop:City) in
+    packet[pos:], markup the scan could not parse, which a lenient reader may still read."""
+    for found in _MARKUP_NAME.finditer(packet, pos):
+        name = found[1] or found[2]
+        if not name.startswith(b"xmlns") and _LOCATION_NAME.search(name):
+            return name.decode("latin-1")
+    return None
 
 
 def _location_attributes(tag: bytes) -> list[tuple[int, int]]:

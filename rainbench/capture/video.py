@@ -742,9 +742,9 @@ def _box_edits(data: Data) -> tuple[list[tuple[int, bytes]], Spans, Spans]:
             elif kind in _CONTAINER_BOXES:
                 walk.append((start, stop, depth + 1, kind))
             elif kind == b"uuid" and data[start : start + 16] == _XMP_UUID:
-                _refuse_whole(stop - start - 16, "an XMP packet")
-                spans = xmp_location_spans(data, start + 16, stop)
-                edits += [(low, b" " * (high - low)) for low, high in spans]
+                edits += _xmp_edits(data, start + 16, stop)
+            elif kind == b"XMP_" and parent == b"udta":  # where QuickTime keeps XMP
+                edits += _xmp_edits(data, start, stop)
             elif kind in (b"\xa9xyz", b"loci"):
                 edits.append(_freed(head, start, stop))
             elif parent == b"udta" or kind in _FREE_BOXES:
@@ -752,6 +752,14 @@ def _box_edits(data: Data) -> tuple[list[tuple[int, bytes]], Spans, Spans]:
                     edits.append(_freed(head, start, stop))
                 checked.append((start, stop))  # zeroed, or found clean: not scanned again
     return edits, checked, media
+
+
+def _xmp_edits(data: Data, start: int, stop: int) -> list[tuple[int, bytes]]:
+    """The location properties and place names of the XMP packet in data[start:stop]
+    blanked with spaces."""
+    _refuse_whole(stop - start, "an XMP packet")
+    spans = xmp_location_spans(data, start, stop)
+    return [(low, b" " * (high - low)) for low, high in spans]
 
 
 def _meta_children(data: Data, start: int, stop: int) -> int:

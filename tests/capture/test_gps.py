@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from rainbench.capture.formats import FORMATS
 from rainbench.capture.gps import has_gps, strip_gps
@@ -630,3 +630,258 @@ def test_exif_nested_deeper_than_cameras_nest_it_is_refused() -> None:
     with pytest.raises(CaptureRejected) as refused:
         strip_gps(deeper, FORMATS["jpeg"])
     assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+# The latitude's 11.5 seconds, as the GPS directory of exif() stores them.
+SECONDS = {"<": struct.pack("<II", 23, 2), ">": struct.pack(">II", 23, 2)}
+
+
+def test_gps_data_laid_over_the_pixels_is_refused() -> None:
+    # A GPS value whose offset points into the strip: zeroing it would change pixels.
+    data = bytearray(capture("tiff", exif()))
+    strip = opened(bytes(data)).tag_v2[0x0111][0]
+    latitude = data.index(struct.pack("<HHI", GPS_LATITUDE, 5, 3))
+    data[latitude + 8 : latitude + 12] = struct.pack("<I", strip + 16)
+    data = bytes(data)
+    assert gps_of(data)[GPS_LATITUDE]
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(data, FORMATS["tiff"])
+    assert refused.value.reason == Reason.CORRUPT_EXIF
+    assert "picture's data" in refused.value.message
+
+
+def jpeg_with(marker: int, payload: bytes) -> bytes:
+    plain = capture("jpeg")
+    return (
+        plain[:2]
+        + bytes([0xFF, marker])
+        + struct.pack(">H", len(payload) + 2)
+        + payload
+        + plain[2:]
+    )
+
+
+def webp_with(fourcc: bytes, payload: bytes) -> bytes:
+    body = capture("webp")[12:] + fourcc + struct.pack("<I", len(payload)) + payload
+    body += b"\0" * (len(payload) & 1)
+    return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body
+
+
+def photoshop_resource(resource: int, payload: bytes) -> bytes:
+    head = b"Photoshop 3.0\0" + b"8BIM" + struct.pack(">H", resource) + b"\0\0"
+    return head + struct.pack(">I", len(payload)) + payload + b"\0" * (len(payload) & 1)
+
+
+EXIF_BLOCK = exif().tobytes()[len(b"Exif\0\0") :]
+ELSEWHERE = {
+    # ExifTool reads an APP1 whose header is "Exif\0" in any case, then any byte.
+    "jpeg-app1-EXIF": lambda block: jpeg_with(0xE1, b"EXIF\0\0" + block),
+    "jpeg-app1-Exif-ff": lambda block: jpeg_with(0xE1, b"Exif\0\xff" + block),
+    "jpeg-app3-meta": lambda block: jpeg_with(0xE3, b"Meta\0\0" + block),  # Kodak's
+    "jpeg-comment": lambda block: jpeg_with(0xFE, block),
+    "jpeg-photoshop-exif": lambda block: jpeg_with(0xED, photoshop_resource(0x0422, block)),
+    "webp-chunk": lambda block: webp_with(b"exif", block),
+}
+
+
+@pytest.mark.parametrize("where", ELSEWHERE)
+def test_exif_in_other_metadata_is_cleaned(where: str) -> None:
+    data = ELSEWHERE[where](EXIF_BLOCK)
+    name = "webp" if where.startswith("webp") else "jpeg"
+    assert SECONDS["<"] in data
+
+    stripped = strip_gps(data, FORMATS[name])
+
+    assert SECONDS["<"] not in stripped
+    assert len(stripped) == len(data)
+    at = data.index(EXIF_BLOCK)
+    kept = Image.Exif()
+    kept.load(stripped[at : at + len(EXIF_BLOCK)])
+    assert kept.get_ifd(GPS_IFD) == {} and kept[MAKE] == "Canon"
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+XMP_ELSEWHERE = {
+    # ExifTool reads XMP from an APP1 or a WebP chunk headed "XMP\0".
+    "jpeg-app1-XMP": lambda xmp: jpeg_with(0xE1, b"XMP\0" + xmp),
+    "jpeg-comment": lambda xmp: jpeg_with(0xFE, xmp),
+    "jpeg-photoshop-xmp": lambda xmp: jpeg_with(0xED, photoshop_resource(0x0424, xmp)),
+    "webp-chunk": lambda xmp: webp_with(b"XMP\0", xmp),
+    "png-itxt": lambda xmp: capture("png", pnginfo=_itxt("XMP", xmp)),
+}
+
+
+def _itxt(keyword: str, text: bytes) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(keyword, text.decode())
+    return info
+
+
+@pytest.mark.parametrize("where", XMP_ELSEWHERE)
+def test_xmp_place_names_in_other_metadata_are_blanked(where: str) -> None:
+    data = XMP_ELSEWHERE[where](PLACES_XMP)
+    name = where.split("-")[0]
+    assert all(place in data for place in PLACES)
+
+    stripped = strip_gps(data, FORMATS[name])
+
+    assert not any(place in stripped for place in PLACES)
+    assert b'photoshop:Credit="rainbench"' in stripped
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+def test_a_png_chunk_of_a_critical_type_no_decoder_knows_is_cleaned() -> None:
+    # Pillow skips a critical chunk it does not know, whatever the standard says.
+    plain = capture("png")
+    iend = plain.rindex(b"IEND") - 4
+    body = b"LOCA+47.3754+008.5451/"
+    data = plain[:iend] + struct.pack(">I", len(body) - 4) + body + b"\0\0\0\0" + plain[iend:]
+    assert pixels(data).shape == pixels(plain).shape
+
+    stripped = strip_gps(data, FORMATS["png"])
+
+    assert stripped == plain
+
+
+def heic_iloc(data: bytes) -> tuple[int, list[tuple[int, int, int]]]:
+    """Where pillow-heif's iloc box is (version 0, 4-byte offsets, lengths and bases, one
+    extent each) and its items: ID, offset, length."""
+    at = data.index(b"iloc") - 4
+    assert data[at + 12 : at + 14] == b"\x44\x40"
+    items = []
+    for pos in range(at + 16, at + 16 + 18 * struct.unpack_from(">H", data, at + 14)[0], 18):
+        item, _, base, extents, offset, length = struct.unpack_from(">HHIHII", data, pos)
+        assert extents == 1
+        items.append((item, base + offset, length))
+    return at, items
+
+
+def test_a_heic_item_located_twice_is_refused() -> None:
+    # libheif reads the first place an item is given: cleaning another would leave GPS.
+    data = capture("heic", exif())
+    clean = capture("heic", exif(gps=False))
+    at, items = heic_iloc(data)
+    (_, clean_at, clean_length) = heic_iloc(clean)[1][1]
+    grown = 18  # one more entry, for the Exif item (2): a clean copy appended
+    entries = [(item, offset + grown, length) for item, offset, length in items]
+    entries.append((2, len(data) + grown, clean_length))
+    body = b"\0\0\0\0\x44\x40" + struct.pack(">H", len(entries))
+    body += b"".join(struct.pack(">HHIHII", i, 0, 0, 1, o, n) for i, o, n in entries)
+    size = struct.unpack_from(">I", data, at)[0]
+    meta, mdat = data.index(b"meta") - 4, data.index(b"mdat") - 4
+    located = bytearray(
+        data[:at] + struct.pack(">I", 8 + len(body)) + b"iloc" + body + data[at + size :]
+    )
+    located += clean[clean_at : clean_at + clean_length]
+    for box, grows in ((meta, grown), (mdat + grown, clean_length)):
+        located[box : box + 4] = struct.pack(
+            ">I", struct.unpack_from(">I", located, box)[0] + grows
+        )
+    located = bytes(located)
+    assert gps_of(located)[GPS_LATITUDE]
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(located, FORMATS["heic"])
+    assert refused.value.reason == Reason.CORRUPT_EXIF
+
+
+def test_a_heic_item_without_a_type_is_searched() -> None:
+    # infe version 1 gives a name and a content type, no item type: the Exif item's bytes
+    # are stored all the same.
+    data = capture("heic", exif())
+    infe = data.index(b"infe\x02\0\0\x01\0\x02\0\0Exif\0")
+    untyped = data[:infe] + b"infe\x01\0\0\0\0\x02\0\0Exi\0\0" + data[infe + 17 :]
+    assert len(untyped) == len(data) and SECONDS["<"] in untyped
+
+    stripped = strip_gps(untyped, FORMATS["heic"])
+
+    assert SECONDS[">"] not in stripped and SECONDS["<"] not in stripped
+    assert len(stripped) == len(untyped)
+
+
+def tiff_with_resources(payload: bytes) -> bytes:
+    """A TIFF whose tag 34377 holds `payload` as Photoshop's image resources."""
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[0x8649], info.tagtype[0x8649] = payload, 7
+    out = io.BytesIO()
+    image().save(out, "TIFF", tiffinfo=info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("resource", "payload", "gone"),
+    [
+        (0x0422, EXIF_BLOCK, SECONDS["<"]),
+        (0x0424, PLACES_XMP, b"Delft"),
+        (0x0404, b"\x1c\x02\x5a\0\x05Delft", b"Delft"),  # IPTC's city
+    ],
+    ids=["exif", "xmp", "iptc"],
+)
+def test_photoshop_resources_of_a_tiff_are_cleaned(resource, payload, gone) -> None:
+    data = tiff_with_resources(photoshop_resource(resource, payload)[len(b"Photoshop 3.0\0") :])
+    assert gone in data
+
+    stripped = strip_gps(data, FORMATS["tiff"])
+
+    assert gone not in stripped and len(stripped) == len(data)
+    assert np.array_equal(pixels(stripped), pixels(data))
+
+
+def test_a_tiff_naming_a_location_outside_its_gps_directory_is_refused() -> None:
+    # As an EXIF block in any other format is: the TIFF file is its EXIF block.
+    tags = exif(gps=False)
+    tags.get_ifd(EXIF_IFD)[0x9286] = b"ASCII\0\0\0latitude 47.3754 longitude 8.5451"
+    data = capture("tiff", tags)
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(data, FORMATS["tiff"])
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+def test_the_pixels_of_a_tiff_are_not_searched_for_a_location() -> None:
+    # Its strips are pictures, not metadata: searching every pixel would cost more than
+    # the rest of ingest, and a picture may hold any bytes.
+    words = np.frombuffer(b"latitude 47.3754 longitude 8.5451", np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(np.resize(words, (32, 32, 3))).save(out, "TIFF", exif=exif(gps=True).tobytes())
+    data = out.getvalue()
+    assert b"latitude 47.3754" in data
+
+    stripped = strip_gps(data, FORMATS["tiff"])
+
+    assert gps_of(stripped) == {}
+    assert np.array_equal(np.asarray(opened(stripped)), np.asarray(opened(data)))
+
+
+def test_the_items_of_a_second_heic_meta_box_are_cleaned() -> None:
+    # libheif reads the first meta box; the Exif item a second one places is stored too.
+    data = capture("heic", exif())
+    meta, mdat = data.index(b"meta") - 4, data.index(b"mdat") - 4
+    at, items = heic_iloc(data)
+    (_, exif_at, length) = items[1]
+    second = bytearray(data[meta:mdat])
+    base = at - meta + 16 + 18 + 4  # the Exif entry's base offset, its offset 0
+    assert struct.unpack_from(">I", second, base + 6)[0] == 0
+    struct.pack_into(">I", second, base, len(data) + len(second) + 8)
+    copy = data[exif_at : exif_at + length]
+    doubled = data + bytes(second) + struct.pack(">I", 8 + length) + b"mdat" + copy
+    assert doubled.count(SECONDS["<"]) == 2
+
+    stripped = strip_gps(doubled, FORMATS["heic"])
+
+    assert SECONDS["<"] not in stripped and len(stripped) == len(doubled)
+    assert gps_of(stripped) == {} and kept_tags(stripped)[MAKE] == "Canon"
+
+
+def test_a_heic_meta_box_with_two_item_location_boxes_is_refused() -> None:
+    # Its hdlr box made an iloc box placing no item, before the one placing them all.
+    data = bytearray(capture("heic", exif()))
+    hdlr = data.index(b"hdlr")
+    assert hdlr < data.index(b"iloc")
+    data[hdlr : hdlr + 12] = b"iloc" + bytes(8)  # version 0, no sizes, no items
+    data = bytes(data)
+
+    with pytest.raises(CaptureRejected) as refused:
+        strip_gps(data, FORMATS["heic"])
+    assert refused.value.reason == Reason.CORRUPT_EXIF

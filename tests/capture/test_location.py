@@ -404,8 +404,15 @@ def test_padding_after_the_picture_is_kept() -> None:
         xmp(b"<a " + b"x" * 1_000_000 + b">"),
         # ISO 6709 look-alikes
         xmp(b"+1.11" * 200_000),
+        # names without "=" after markup that does not parse
+        xmp(b"</x>" + b" a " * 300_000),
+        # empty values, each closing quote where an attribute may start
+        xmp(b"<a " + b'""' * 500_000 + b">"),
     ],
-    ids=["unclosed-gps", "gps-attribute-names", "quoted-lt", "comments", "long-name", "digits"],
+    ids=[
+        *("unclosed-gps", "gps-attribute-names", "quoted-lt", "comments", "long-name"),
+        *("digits", "names-past-broken-markup", "quotes"),
+    ],
 )
 def test_hostile_xmp_is_scanned_in_one_pass(packet: bytes) -> None:
     # Each took minutes (or did not finish) with the backtracking expression; linear, they
@@ -430,6 +437,24 @@ def test_xmp_tag_without_a_name_is_malformed_not_an_error(tag: bytes) -> None:
     with pytest.raises(CaptureRejected) as refused:  # what follows is checked as leftover
         xmp_location_spans(packet, 0, len(packet))
     assert refused.value.reason == Reason.GPS_UNCERTAIN
+
+
+@pytest.mark.parametrize("junk", [b"</oops>", b"<>", b"<!-- never closed"])
+def test_a_place_name_past_markup_that_does_not_parse_is_refused(junk: bytes) -> None:
+    # The scan stops where the markup stops parsing; a lenient reader may read on, and
+    # find the city that no scan blanked.
+    packet = xmp(junk + b'<rdf:Description rdf:about="" photoshop:City="Delft"/>')
+    with pytest.raises(CaptureRejected) as refused:
+        xmp_location_spans(packet, 0, len(packet))
+    assert refused.value.reason == Reason.GPS_UNCERTAIN
+    assert xmp_location_spans(xmp(junk), 0, len(xmp(junk))) == []
+
+
+def test_an_attribute_right_after_a_quote_is_read() -> None:
+    # No space between two attributes is malformed XML, yet a lenient reader reads both.
+    packet = xmp(b'<rdf:Description rdf:about="" photoshop:Credit="x"photoshop:City="Delft"/>')
+    spans = xmp_location_spans(packet, 0, len(packet))
+    assert [packet[low:high] for low, high in spans] == [b'photoshop:City="Delft"']
 
 
 # What location_hint finds, written plainly: its own pattern is built for speed.

@@ -256,6 +256,25 @@ def test_user_data_naming_a_location_is_neutralised():
     assert location_hint(stripped) is None and b"\xa9cmt" not in stripped
 
 
+@pytest.mark.parametrize("container", ["mp4", "mov"])
+def test_place_names_in_quicktime_xmp_are_blanked(container):
+    # QuickTime keeps XMP in moov/udta/XMP_: a city there names the place, with no GPS
+    # word for the search of what is left to find.
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        b'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" photoshop:City="Delft" '
+        b'photoshop:Credit="rainbench"/></rdf:RDF></x:xmpmeta>'
+    )
+    data = _append_to_moov(encode(container), _box(b"udta", _box(b"XMP_", xmp)))
+    fmt = sniff(data, f"x.{container}")
+
+    stripped = strip_location(data, fmt)
+
+    assert b"Delft" not in stripped and b'photoshop:Credit="rainbench"' in stripped
+    assert len(stripped) == len(data)
+
+
 @pytest.mark.parametrize("cut", [0.5, 0.97])
 def test_a_cut_video_is_refused_as_truncated(cut):
     data = encode()
