@@ -76,7 +76,23 @@ def rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, 
         return rank, world_size
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return _environment_rank()
+
+
+def _environment_rank() -> tuple[int, int]:
+    """$RANK of $WORLD_SIZE (0 of 1 where unset), refused unless a rank of that world: a
+    $RANK without its $WORLD_SIZE, or past it, read a stride of the epoch that another
+    rank reads too, and left samples unread, without a word."""
+    rank, world_size = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    try:
+        if 0 <= int(rank) < int(world_size):
+            return int(rank), int(world_size)
+    except ValueError:
+        pass
+    raise SettingError(
+        f"$RANK={rank} of $WORLD_SIZE={world_size} is no rank of the world: set both, as "
+        "torchrun does, or give RainDataset rank= and world_size="
+    )
 
 
 @dataclass

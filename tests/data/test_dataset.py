@@ -732,6 +732,29 @@ def test_a_rank_without_its_world_size_or_outside_it_is_refused(
         RainDataset(_dataset, rank=rank, world_size=world_size)
 
 
+@pytest.mark.parametrize(
+    ("environment", "said"),
+    [
+        ({"RANK": "1"}, "$RANK=1 of $WORLD_SIZE=1 is no rank of the world"),
+        ({"RANK": "3", "WORLD_SIZE": "2"}, "$RANK=3 of $WORLD_SIZE=2 is no rank of the world"),
+        ({"RANK": "one", "WORLD_SIZE": "2"}, "$RANK=one of $WORLD_SIZE=2 is no rank"),
+    ],
+)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_rank_from_the_environment_outside_its_world_is_refused(
+    _dataset, monkeypatch, environment, said, workers
+):
+    # $RANK=1 alone read every sample but the first, as rank 1 of 1; $RANK=3 of 2 read
+    # rank 1's stride less its first sample: samples dropped and repeated, without a word.
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    data = RainDataset(_dataset, crop=48)
+    with pytest.raises(SettingError) as refused:
+        list(Loader(data, batch_size=4, num_workers=workers))
+    assert said in str(refused.value) and "\n" not in str(refused.value)
+
+
 @pytest.mark.parametrize("device", ["tpu", "meta", "cuda", "cuda:1"])
 def test_a_decode_device_torch_cannot_decode_on_is_refused_when_made(_dataset, monkeypatch, device):
     # Made, it failed every JPEG as a damaged shard ("does not decode"), and with
