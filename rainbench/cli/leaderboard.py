@@ -156,6 +156,10 @@ def eval_command(
         )
     if timeout is not None and model_cmd is None:
         raise click.UsageError("--timeout is for --model-cmd: the external command's limit")
+    if outputs is not None and eval_settings.tile:  # the provenance would say it was tiled
+        raise click.UsageError(
+            "--tile is for --model and --model-cmd: --outputs were made elsewhere"
+        )
     derainer_options = _key_values(options_)
     if ray is not None:  # each of the cluster's actors builds the source in its own folder
         outputs = outputs.absolute() if outputs else None

@@ -269,6 +269,7 @@ def _execute(runs: list["_SplitRun"], progress: bool) -> list[SplitReport]:
             run.lock(held)
         for run in runs:
             run.prepare()
+        _check_scorable(runs)
         refused = [run for run in runs if run.refusal]
         if len(refused) == 1:
             raise EvalError(f"{refused[0].info_path}: {refused[0].refusal}; {_REMEDY}")
@@ -279,6 +280,23 @@ def _execute(runs: list["_SplitRun"], progress: bool) -> list[SplitReport]:
                 f"refused, nothing was derained: {each}; {_REMEDY}"
             )
         return [run.execute(progress) for run in runs]
+
+
+def _check_scorable(runs: list["_SplitRun"]) -> None:
+    """Refuse, before any image is derained, a split none of whose metrics can run here
+    (`--metrics brisque` without its weights): its images would be derained for no score,
+    and the results would refuse the run that has the weights as made otherwise."""
+    idle = [run for run in runs if not run.metrics]
+    if not idle:
+        return
+    why: dict[str, str] = {}
+    for run in idle:
+        why.update(run.report.unavailable_metrics)
+    reasons = "; ".join(
+        reason if reason.startswith(name) else f"{name}: {reason}" for name, reason in why.items()
+    )
+    splits = ", ".join(f"{run.name}/{run.split}" for run in idle)
+    raise EvalError(f"no metric can score {splits} here, so nothing was derained: {reasons}")
 
 
 # --name files the new results beside the earlier ones (`--model guided --option radius=8
@@ -490,6 +508,8 @@ class _SplitRun:
         # The results on disk are a finished run's, of the split as it is (set by _resume).
         self.finished = False
         self.refusal: str | None = None  # why the results on disk are refused (prepare)
+        # The output crops on disk that stay: those of earlier rows kept ok (_resume).
+        self.crops_kept: set[str] = set()
 
     def lock(self, held: contextlib.ExitStack) -> None:
         """Hold this split's results lock in `held`: a second eval of the same model,
@@ -565,6 +585,7 @@ class _SplitRun:
             if now != self.before:
                 self._write_json(now)
             return self.report
+        self._remove_crops(keep=self.crops_kept)
         crop_keys = set(sorted(row["key"] for row in rows_manifest)[: self.settings.crops])
         columns = [name for name, _ in metrics]
         rows = list(done.values())
@@ -589,6 +610,8 @@ class _SplitRun:
                         # disk) would count as done on resume, and they would never be made.
                         if one.crops is not None:
                             self._save_crops(one.row["key"], one.crops, provenance)
+                        else:  # an earlier output's crop would stand for this row's
+                            (self.crop_dir / f"{one.row['key']}.png").unlink(missing_ok=True)
                         rows.append(self._count(one.row))
                         bar.update(1)
                     if time.monotonic() - last_flush > _FLUSH_SECONDS:
@@ -855,19 +878,23 @@ class _SplitRun:
 
     def _kept(self, identities: dict[str, str]) -> tuple[dict[str, dict], int]:
         """The earlier rows a resume keeps, by key: those of images still in the split as
-        they were (`identities`, key → the row's identity), less failures with
-        --retry-failed; and how many rows it drops as no longer of the split."""
+        they were (`identities`, key → the row's identity); and how many rows it drops as
+        no longer of the split."""
         rows = self.table.to_pylist()
         if self._unnamed():
             for row in rows:
                 row["image_sha256"] = identities.get(row["key"])
         # An image added to the split is scored; one that left it or changed (its bytes,
         # its rain type) loses its row, and is scored again if it is still there.
-        done = {row["key"]: row for row in rows if self._still_valid(row, identities)}
-        dropped = len(rows) - len(done)
-        if self.settings.retry_failed:
-            done = {key: row for key, row in done.items() if not _failure(row)}
-        return done, dropped
+        kept = {row["key"]: row for row in rows if self._still_valid(row, identities)}
+        return kept, len(rows) - len(kept)
+
+    def _not_retried(self, kept: dict[str, dict]) -> dict[str, dict]:
+        """The rows `kept` that a resume does not score again: all, less failures with
+        --retry-failed."""
+        if not self.settings.retry_failed:
+            return kept
+        return {key: row for key, row in kept.items() if not _failure(row)}
 
     def _finished(self, dropped: int) -> bool:
         """Whether the results on disk are a finished run's, of the split as it is."""
@@ -877,7 +904,8 @@ class _SplitRun:
         """Whether resuming the results on disk would derain any image."""
         if self.table is None:
             return True
-        done, dropped = self._kept(self.identities)
+        kept, dropped = self._kept(self.identities)
+        done = self._not_retried(kept)
         return not self._finished(dropped) or any(key not in done for key in self.identities)
 
     def _resume(self, provenance: dict, identities: dict[str, str]) -> dict[str, dict]:
@@ -897,7 +925,10 @@ class _SplitRun:
         provenance["started_at"] = before["started_at"]
         if table is None:
             return {}
-        done, self.report.dropped = self._kept(identities)
+        kept, self.report.dropped = self._kept(identities)
+        done = self._not_retried(kept)
+        # Crops stay with the rows kept ok; a retried row's is replaced as it is scored.
+        self.crops_kept = {key for key, row in kept.items() if row["status"] == "ok"}
         self.report.failed_before = sum(_failure(row) for row in done.values())
         self.finished = self._finished(self.report.dropped)
         # Each flush writes the JSON before the rows (`_flush`): it holds the crop
@@ -1017,6 +1048,15 @@ class _SplitRun:
         if problems:
             row["error"] = "; ".join(problems)
         return row
+
+    def _remove_crops(self, keep: set[str]) -> None:
+        """Remove the output crops of every image but those of `keep`: the leaderboard
+        shows each crop in the folder, so one of results made otherwise (--rescore-stale),
+        of an image that changed, failed or left the split would pass for this run's."""
+        if self.crop_dir.is_dir():
+            for path in self.crop_dir.glob("*.png"):
+                if path.stem not in keep:
+                    path.unlink(missing_ok=True)
 
     def _save_crops(self, key: str, crops: Crops, provenance: dict) -> None:
         _save_png(self.crop_dir / f"{key}.png", crops.output)

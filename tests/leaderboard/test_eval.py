@@ -32,12 +32,13 @@ from rainbench.demo.captures import sample_specs, write_capture
 from rainbench.files import file_sha256
 from rainbench.ingest import IngestOptions, ingest
 from rainbench.leaderboard import eval as eval_module
-from rainbench.leaderboard.eval import EvalError, EvalSettings, evaluate
+from rainbench.leaderboard.eval import EvalError, EvalSettings, Output, evaluate
 from rainbench.leaderboard.html import render_html
 from rainbench.leaderboard.markdown import render_markdown
 from rainbench.leaderboard.results import LeaderboardError, load_results
 from rainbench.leaderboard.sources import DerainerSource, FolderSource
 from rainbench.metrics.fullref import psnr, psnr_y, ssim, ssim_y
+from rainbench.metrics.registry import MetricError
 from rainbench.models import registry
 from rainbench.models.base import Derainer
 from rainbench.models.external import CommandDerainer
@@ -491,6 +492,66 @@ def test_a_run_killed_at_any_write_resumes_to_the_same_crops(tmp_path, ds, monke
         assert sorted(_table(results, "identity", "test").index) == sorted(
             _table(whole, "identity", "test").index
         )
+
+
+class _Failing(DerainerSource):
+    """The identity, as its provenance says, failing on every image (out of memory)."""
+
+    def __init__(self):
+        super().__init__(create_derainer("identity"), "cpu", None, 32)
+
+    def run(self, items, split):
+        return [Output(None, "RuntimeError: CUDA out of memory", None, None) for _ in items]
+
+
+def _crop_keys(results, split):
+    return {path.stem for path in (results / "identity" / "ds" / f"{split}.crops").glob("*.png")}
+
+
+def test_no_crop_of_an_earlier_output_stays_beside_the_rows_that_replaced_it(tmp_path, ds):
+    # The leaderboard's strip shows every output crop in the folder: one of results made
+    # otherwise, or of an image gone from the split, would pass for this run's output.
+    results = tmp_path / "res"
+    settings = replace(FAST, crops=3)
+    evaluate(_source("identity"), ds, "syn-streak", results, settings)
+    assert len(_crop_keys(results, "syn-streak")) == 3
+    path = ds / "manifests" / "synthetic.parquet"
+    rows = manifest.read_manifest(path, manifest.SYNTHETIC).to_pylist()
+    gone = min(row["key"] for row in rows if row["split"] == "syn-streak")
+    kept = [row for row in rows if row["key"] != gone]
+    manifest.write_manifest(path, pa.Table.from_pylist(kept, manifest.SYNTHETIC))
+    [shrunk] = evaluate(_source("identity"), ds, "syn-streak", results, settings)
+    assert shrunk.dropped == 1 and len(_crop_keys(results, "syn-streak")) == 2
+    assert gone not in _crop_keys(results, "syn-streak")
+    stale = replace(settings, metrics=("psnr",), rescore_stale=True)
+    [again] = evaluate(_Failing(), ds, "syn-streak", results, stale)
+    assert (again.scored, again.failed) == (2, 2)
+    assert _crop_keys(results, "syn-streak") == set()
+
+
+def test_a_retried_image_that_fails_keeps_no_crop_of_its_earlier_output(tmp_path, ds, monkeypatch):
+    built = eval_module.create_metric
+
+    def create_metric(name, **options):  # psnr_y out of memory on every output
+        metric = built(name, **options)
+
+        class Failing:
+            spec = metric.spec
+
+            def __call__(self, *images):
+                raise RuntimeError("CUDA out of memory")
+
+        return Failing() if name == "psnr_y" else metric
+
+    monkeypatch.setattr(eval_module, "create_metric", create_metric)
+    results = tmp_path / "res"
+    settings = replace(FAST, crops=3)
+    [first] = evaluate(_source("identity"), ds, "syn-streak", results, settings)
+    assert (first.metric_failed, len(_crop_keys(results, "syn-streak"))) == (3, 3)
+    retry = replace(settings, retry_failed=True)
+    [retried] = evaluate(_Failing(), ds, "syn-streak", results, retry)
+    assert (retried.scored, retried.failed) == (3, 3)
+    assert _crop_keys(results, "syn-streak") == set()
 
 
 @pytest.mark.parametrize("full_at", [1, 2, 3])
@@ -972,6 +1033,24 @@ def test_a_split_none_of_the_metrics_applies_to_is_left_out_and_said(tmp_path, d
         _source("identity"), ds, "test", results, replace(FAST, metrics=("psnr_y", "piqe"))
     )
     assert report.scored == 4 and _table(results, "identity", "test").piqe.notna().all()
+
+
+def test_a_split_none_of_whose_metrics_can_run_here_is_refused_before_any_image(
+    tmp_path, ds, monkeypatch
+):
+    # Derained for no score, its results would then refuse the run that has the weights.
+    def create_metric(name, **options):
+        raise MetricError(f"{name} needs its_weights.pth, found nowhere")
+
+    monkeypatch.setattr(eval_module, "create_metric", create_metric)
+    results = tmp_path / "res"
+    with pytest.raises(EvalError) as refused:
+        evaluate(_Failing(), ds, "test", results, replace(FAST, metrics=("piqe",)))
+    assert str(refused.value) == (
+        "no metric can score ds/test here, so nothing was derained: "
+        "piqe needs its_weights.pth, found nowhere"
+    )
+    assert not results.exists()
 
 
 def test_the_cli_says_which_split_is_left_out_and_refuses_when_all_are(tmp_path, ds):
@@ -1592,6 +1671,16 @@ def test_name_files_a_registered_derainer_and_timeout_goes_to_the_command(tmp_pa
     assert again.exit_code == 0 and "already done" in again.output, again.output
     wrong = runner.invoke(main, ["eval", "--model", "identity", "--timeout", "5", *common])
     assert wrong.exit_code == 2 and "--timeout is for --model-cmd" in wrong.output
+
+
+def test_tile_with_outputs_made_elsewhere_is_a_usage_error(tmp_path, ds):
+    # Nothing is derained here: a provenance saying it was tiled would be false, and would
+    # refuse the same run without --tile as made otherwise.
+    results = tmp_path / "res"
+    args = ["eval", "--dataset", str(ds), "--outputs", str(tmp_path), "--name", "theirs"]
+    tiled = CliRunner().invoke(main, [*args, "--tile", "64", "--results", str(results)])
+    assert tiled.exit_code == 2 and "--tile is for --model and --model-cmd" in tiled.output
+    assert not results.exists()
 
 
 # --- several results folders on one leaderboard ----------------------------------------
