@@ -299,6 +299,19 @@ def test_a_run_killed_while_saving_its_last_step_ends_with_that_steps_derainer(
         assert torch.equal(derainer["background"][name], tensor), name
 
 
+def test_a_step_checkpoint_cut_short_by_a_kill_leaves_no_temporary_file(tmp_path, _dataset):
+    # Before: a resume with another --checkpoint-every never saved that step again, and
+    # its temporary file (up to CCLGAN's 348 MB) stayed in checkpoints/ for good.
+    run = tmp_path / "run"
+    train(_dataset, run, _with(steps=1), threads=1)
+    cut_short = run / "checkpoints" / ".step-0000002.pt.tmp"  # killed as it saved step 2
+    cut_short.write_bytes(bytes(1000))
+    with pytest.warns(TrainWarning, match="checkpoint_every: 1 → 3"):
+        train(_dataset, run, _with(steps=3, checkpoint_every=3), threads=1)
+    assert not cut_short.exists()
+    assert _steps(run) == [1, 3]
+
+
 def test_a_run_killed_as_it_validates_resumes_with_that_validation(tmp_path, _dataset, monkeypatch):
     # Validation follows the checkpoint of its step: before, the resumed run went on from
     # that checkpoint and its validation row was never written.
@@ -459,6 +472,24 @@ def test_a_resume_over_the_captures_in_other_shards_goes_on_with_the_next_epoch(
         "the rest of epoch 0 is skipped, training goes on with epoch 1"
     )
     assert [row["epoch"] for row in _rows(run / "losses.csv")] == ["0", "1"]
+
+
+def test_every_rank_has_as_many_batches_an_epoch_and_none_has_none(_dataset, monkeypatch):
+    # Ranks train in step. Before: with 4 captures over 3 ranks, rank 0 had 2 batches an
+    # epoch and ranks 1 and 2 one, so they went through their epochs apart, and a
+    # checkpoint saved rank 0's epoch with the others' counts (its resume was not
+    # exact); over 5 ranks, rank 4 had none and looped over empty epochs while the
+    # others waited for it, forever.
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    lengths = []
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        lengths.append(len(loop._loader(_dataset, _with())))
+    assert lengths == [1, 1, 1]
+    monkeypatch.setenv("WORLD_SIZE", "5")
+    says = r"^--batch 1 is more than the 0 crops each of rank 4 of 5's 1 loader processes"
+    with pytest.raises(DatasetError, match=says):
+        loop._loader(_dataset, _with())
 
 
 class _Stopped(NLCLMethod):

@@ -380,10 +380,12 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, _dataset):
     assert (killed / "losses.csv").read_text() == (tmp_path / "whole" / "losses.csv").read_text()
 
 
-def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _dataset):
+@pytest.mark.parametrize("negatives", ["cut", "hcsc"])
+def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _dataset, negatives):
     """Data parallelism on the CPU (gloo): both ranks start from rank 0's weights, stay
     identical (the trainer refuses to checkpoint otherwise), only rank 0 writes, and the
-    checkpoint holds both ranks' loader positions and random states: the resumed run
+    checkpoint holds both ranks' loader positions, random states and hcsc's key memories
+    (each rank remembers its own keys; before, both resumed rank 0's): the resumed run
     ends with the weights of an uninterrupted one."""
     import subprocess
     import sys
@@ -395,7 +397,8 @@ def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _datase
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
              "2", "-m", "rainbench", "train", "nlcl", "--dataset", str(_dataset), "--out",
              str(run), "--crop", "48", "--channels", "8", "--blocks", "2", "-j", "0",
-             "--steps", str(steps), "--checkpoint-every", "1", "--log-every", "1", "--no-progress"],
+             "--steps", str(steps), "--checkpoint-every", "1", "--log-every", "1", "--no-progress",
+             "--nce-negatives", negatives],
             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
         assert finished.returncode == 0, finished.stderr[-4000:]  # the ranks' own errors
@@ -413,7 +416,8 @@ def test_two_processes_under_torchrun_train_in_step_and_resume(tmp_path, _datase
     torchrun(3, tmp_path / "whole")
     ours = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     theirs = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
-    for part in ("background", "rain", "discriminator"):
+    parts = ("background", "rain", "discriminator") + (("memories",) if negatives == "hcsc" else ())
+    for part in parts:
         for name, tensor in theirs[part].items():
             assert torch.equal(ours[part][name], tensor), f"{part}.{name}"
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from rainbench import __version__
 from rainbench.data import Filters, Loader, RainDataset
-from rainbench.data.dataset import current_slot
+from rainbench.data.dataset import Slot, current_slot
 from rainbench.data.select import OnlyVideos
 from rainbench.errors import first_line
 from rainbench.files import naming, write_atomic
@@ -183,6 +183,10 @@ def train(
                 ) from None
             if made:  # a run stopped before it wrote anything leaves no folder behind
                 held.callback(remove_if_only_lock, run / LOCK, made)
+            # What a save cut short by SIGKILL left (write_atomic's): a later save of the
+            # same name replaces it, but a step another --checkpoint-every skips never comes.
+            for cut_short in (run / "checkpoints").glob(".*.tmp"):
+                cut_short.unlink(missing_ok=True)
         return _train(method, dataset, run, config, device, progress, distributed, rank,
                       threads)  # fmt: skip
 
@@ -231,7 +235,7 @@ def _train(
 
     def save_checkpoint() -> None:
         position = _loader_position(loader, distributed)
-        rng = _random_states(sampler, distributed)
+        rng = {**_random_states(sampler, distributed), **_rank_buffers(method, model, distributed)}
         if distributed:
             _check_in_step(model)
         if rank == 0:
@@ -373,16 +377,28 @@ def _loader(dataset: str | Path, config: RunConfig) -> Loader:
         raise DatasetError(f"cannot train on {dataset}: {error}") from None
     # Each loader process (ranks × workers) batches its own crops and drops a partial
     # batch: with fewer crops than a batch in each, an epoch would give nothing, forever.
-    processes = current_slot().count * max(1, config.workers)
-    most = -(-len(data.samples) // processes) * data.crops_per_image
-    if most < config.batch:
+    # Ranks train in step (every step averages their gradients), so each rank's epoch
+    # ends after the shortest rank's batches (`equal_ranks`): a rank with no batch would
+    # leave the others waiting, forever.
+    ranks, workers = current_slot().count, max(1, config.workers)
+
+    def most(rank: int) -> int:  # the crops of a rank's fullest loader process
+        slots = ranks * workers
+        return max(data.slot_items(Slot(rank * workers + w, slots)) for w in range(workers))
+
+    short = min(range(ranks), key=most)
+    if most(short) < config.batch:
+        whose, lower = f"the {workers}", "--batch or -j"
+        if ranks > 1:
+            whose, lower = f"rank {short} of {ranks}'s {workers}", "--batch, -j or --nproc-per-node"
         raise DatasetError(
-            f"--batch {config.batch} is more than the {most} crops each of the {processes} "
+            f"--batch {config.batch} is more than the {most(short)} crops each of {whose} "
             f"loader processes gets per epoch ({len(data)} in all): no batch would ever be "
-            "full; lower --batch or -j"
+            f"full; lower {lower}"
         )
     return Loader(
         data,
+        equal_ranks=ranks > 1,
         batch_size=config.batch,
         num_workers=config.workers,
         drop_last=True,
@@ -728,16 +744,21 @@ def _save_checkpoint(method, run, step, model, optimizers, position, rng, config
 
 def _restore(method, checkpoint, model, optimizers, loader, sampler, layout, rank,
              speak) -> None:  # fmt: skip
-    """Everything of `checkpoint` back in place, each rank's own random states. The
-    loader's position counts per loader process (ranks × workers): under another layout
-    the rest of its epoch is given up, and training goes on with the next one (every
-    rank then takes rank 0's random states)."""
+    """Everything of `checkpoint` back in place, each rank's own buffers and random
+    states. The loader's position counts per loader process (ranks × workers): under
+    another layout the rest of its epoch is given up, and training goes on with the next
+    one (every rank then takes rank 0's buffers and random states)."""
     state = checkpoint.state
     try:
         for key, module in method.parts(model).items():
             if problem := _misfit(state.get(key), plain(module)):
                 raise ValueError(f"its {key} weights {problem}")
             plain(module).load_state_dict(state[key])
+        own = state.get("rank_buffers")  # none from a single process, nor from before
+        if isinstance(own, list) and len(own) == layout["world_size"]:
+            for key, module in method.parts(model).items():
+                for name, buffer in plain(module).named_buffers():
+                    buffer.copy_(own[rank][f"{key}.{name}"])
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(state[key])
     except (RuntimeError, ValueError, KeyError, TypeError) as error:  # torch's words vary
@@ -832,6 +853,20 @@ def _random_states(sampler: torch.Generator, distributed: bool) -> dict:
     everyone = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(everyone, rng)
     return {"rng": rng, "rank_rng": everyone}
+
+
+def _rank_buffers(method: Method, model: nn.Module, distributed: bool) -> dict:
+    """Under torchrun, every rank's buffers (`rank_buffers`, gathered): the weights are
+    the same on every rank, but a buffer a step updates from the rank's own data (hcsc's
+    key memories) is not, and each rank resumes its own."""
+    if not distributed:
+        return {}
+    mine = {f"{key}.{name}": buffer.detach().cpu()
+            for key, module in method.parts(model).items()
+            for name, buffer in plain(module).named_buffers()}  # fmt: skip
+    everyone = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, mine)
+    return {"rank_buffers": everyone}
 
 
 def _numpy_state() -> dict:
