@@ -66,7 +66,7 @@ from rainbench.wording import counted
 VERSION = "4"
 DEFAULT_NAME = "lab-pairs"
 DEFAULT_SHARD_BYTES = 1_000_000_000
-_RESERVED = set(manifest.RESERVED_PAIRED)
+_RESERVED = {*manifest.RESERVED_PAIRED, manifest.EVERY_SPLIT}
 # What one worker holds to estimate a window: a base, the video's bytes, and about three
 # times the window's 8-bit frames (the frames, registered in place, and the float32 row
 # bands; benchmarks/pairs_cost.py: 590 MB for a 1080p window of 193 MB of frames).
@@ -755,7 +755,7 @@ def _check_name(dataset: Dataset, name: str) -> None:
         raise DatasetError(
             f"--name {name[:40]!r}{'…' if len(name) > 40 else ''}: use at most "
             f"{manifest.SPLIT_MAX} lower-case letters, digits, - and _; not train, val, "
-            "test, synthetic or a syn-* name"
+            "test, synthetic, all or a syn-* name"
         )
     if name in PROTOCOL_SPLIT_NAMES:  # scored as the public set: only its import makes it
         raise DatasetError(

@@ -38,6 +38,7 @@ from rainbench.store import (
     mirror_dir,
     mirrored_url,
     read_range,
+    shown,
     upload,
 )
 
@@ -228,19 +229,20 @@ class Dataset:
     def read_info(self) -> dict:
         """dataset.json, refused in one line unless it has the shape writers rely on
         (docs/dataset-format.md)."""
+        where = shown(self.info_path)  # a store's by its URL, not by the local copy's path
         try:
             info = read_json(self.info_path, MAX_INFO_BYTES)
         except (FileNotFoundError, NotADirectoryError):
             raise DatasetError(self.not_a_dataset("dataset.json")) from None
         except OSError as error:
-            raise DatasetError(f"{self.info_path}: cannot read it: {error.strerror}") from None
+            raise DatasetError(f"{where}: cannot read it: {error.strerror}") from None
         except ValueError as error:  # too large, not UTF-8, not JSON
-            raise DatasetError(f"{self.info_path}: cannot read it: {error}") from None
+            raise DatasetError(f"{where}: cannot read it: {error}") from None
         if not isinstance(info, dict):
-            raise DatasetError(f"{self.info_path}: not a rainbench dataset.json (not an object)")
+            raise DatasetError(f"{where}: not a rainbench dataset.json (not an object)")
         problem = _info_problem(info)
         if problem:
-            raise DatasetError(f"{self.info_path}: {problem}; refused")
+            raise DatasetError(f"{where}: {problem}; refused")
         return info
 
     def write_info(self, info: dict) -> None:

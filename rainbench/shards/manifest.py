@@ -165,6 +165,9 @@ STORED_SPLIT_MAX = 200
 # shards/synthetic/ is the paired splits' folder.
 CAPTURE_SPLITS = ("train", "val", "test")
 RESERVED_PAIRED = (*CAPTURE_SPLITS, "synthetic")
+# What `eval --split` takes for every split: a split of that name could never be scored
+# alone, so pairs and import-paired refuse it as a new split's name.
+EVERY_SPLIT = "all"
 SHARD = rf"shards/(synthetic/)?{STORED_SPLIT}/{STORED_SPLIT}-[0-9]{{6,}}\.tar"
 FORMAT = "|".join(FORMATS)
 MEMBER = r"[a-z0-9]+(\.[a-z0-9]+)*"  # a member's extension: jpg, preview.jpg, rain.png

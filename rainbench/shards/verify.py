@@ -17,11 +17,13 @@ installed). Nothing is decoded as a picture. The fitted tagger dataset.json name
 any, must read as ingest reads it, and rejects.parquet as `stats` reads it.
 Members are hashed in chunks as they stream by; one that is not a regular file (a
 link, a sparse file, a device) is reported, never read. A dataset in an object store is
-checked the same way: each shard object streams by once (no local copy), and the
-store's listing stands for what is on disk.
+checked the same way: each shard object streams by once (no local copy), a video member
+again for its demuxer, in as large pieces, and the store's listing stands for what is on
+disk.
 """
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -40,7 +42,7 @@ from rainbench.capture.reject import CaptureRejected, Reason
 from rainbench.capture.video import VideoFrames
 from rainbench.errors import first_line
 from rainbench.files import regular_file
-from rainbench.parallel import distribute
+from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
 from rainbench.shards.fitted import active_tagger
@@ -57,7 +59,7 @@ from rainbench.shards.members import (
     tar_failure,
 )
 from rainbench.shards.tar import TMP_SUFFIX
-from rainbench.store import is_url, listing, open_stream
+from rainbench.store import STREAM_BLOCK, is_url, listing, open_stream
 from rainbench.tagging.features import unusable_features
 
 _CHUNK = 1 << 22
@@ -249,11 +251,21 @@ def _verify(dataset: Dataset, workers: int) -> list[Problem]:
             problems.append(Problem("shard-missing", name, "a link that leads to no file"))
         else:
             problems.append(Problem("shard-missing", name, "listed in shards.parquet, not on disk"))
-    for reading in distribute(read_shard, tasks, workers):
-        problems += _check_shard(reading, listed[reading.shard], rows_by_shard[reading.shard])
-    checks = [(dataset.root.as_posix(), name, videos[name]) for _, name in tasks if videos[name]]
-    for found in distribute(check_videos, checks, workers):
-        problems += found
+    # In the order shards are listed, however the workers finish: a run reports as the
+    # last one did.
+    corrupt = set()  # shards the hash pass could not read: their videos are not demuxed
+    with WorkerPool(workers) as pool:
+        for reading in pool.map_ordered(read_shard, tasks):
+            problems += _check_shard(reading, listed[reading.shard], rows_by_shard[reading.shard])
+            if reading.error:
+                corrupt.add(reading.shard)
+        checks = [
+            (dataset.root.as_posix(), name, videos[name])
+            for _, name in tasks
+            if videos[name] and name not in corrupt
+        ]
+        for found in pool.map_ordered(check_videos, checks):
+            problems += found
 
     for name in stored:
         if name.endswith(".tar") and name not in listed:
@@ -319,11 +331,17 @@ def _capture_entry(row: dict) -> Entry:
     return Entry(
         row["key"],
         row["members"],
-        {ext: row["sha256"]},
+        _given({ext: row["sha256"]}),
         {ext: row["bytes"]},
         pictures,
-        {"key": row["key"], "sha256": row["sha256"]},
+        _given({"key": row["key"], "sha256": row["sha256"]}),
     )
+
+
+def _given(values: dict) -> dict:
+    """`values` less those the row leaves null: a member has nothing to be compared with
+    there, and row-value names the null once."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _stored_size(row: dict) -> Picture | None:
@@ -363,10 +381,10 @@ def _pair_entry(row: dict) -> Entry:
     return Entry(
         row["key"],
         row["members"],
-        {RAIN: row["rain_sha256"], GROUND_TRUTH: row["gt_sha256"]},
+        _given({RAIN: row["rain_sha256"], GROUND_TRUTH: row["gt_sha256"]}),
         {},
         pictures,
-        {"key": row["key"], "split": row["split"], "job": row["job"]},
+        _given({"key": row["key"], "split": row["split"], "job": row["job"]}),
     )
 
 
@@ -451,6 +469,9 @@ def _check_values(row: dict, keep_gps: bool, faults: list[str]) -> list[Problem]
             f"format {row['format']!r} is a {'video' if stored.video else 'still'}'s, "
             f"kind {'null' if kind is None else repr(kind)}"
         )
+    twice = [ext for ext, count in Counter(members or ()).items() if count > 1]
+    if twice:
+        wrong.append(f"members names {', '.join(twice)} more than once")
     located = [c for c in ("gps_lat", "gps_lon", "gps_alt") if row.get(c) is not None]
     if located and not keep_gps:
         wrong.append(f"{', '.join(located)} kept, in a dataset made without --keep-gps")
@@ -578,6 +599,7 @@ def check_videos(
     problems: list[Problem] = []
     try:
         tar = open_shard(Path(root), shard)
+        url = shard_url(Path(root), shard)
     except ShardError:
         return problems
     with tar:
@@ -587,7 +609,10 @@ def check_videos(
                 info = find_member(tar, name)
                 if irregular(info):
                     continue
-                with VideoFrames(tar.extractfile(info)) as video:
+                member = tar.extractfile(info)
+                if url is not None:  # each of the demuxer's small reads would be a request
+                    member = io.BufferedReader(member, STREAM_BLOCK)
+                with VideoFrames(member) as video:
                     counted = len(video)
                     context = video.stream.codec_context
                     declared = (context.width, context.height)
@@ -767,7 +792,7 @@ def _check_shard(reading: ShardReading, listed: dict, entries: list[Entry]) -> l
         )
     expected: set[str] = set()
     for entry in entries:
-        for ext in entry.members:
+        for ext in dict.fromkeys(entry.members):  # a member named twice is checked once
             member = layout_member(entry.key, ext)
             where = f"{name}:{member}"
             expected.add(member)

@@ -34,7 +34,7 @@ from rainbench.synth.protocol import (
 )
 from rainbench.synth.splits import MadePair, PairJob, PairsSummary, write_pairs
 
-_RESERVED = {*manifest.RESERVED_PAIRED, LAB_PAIRS}
+_RESERVED = {*manifest.RESERVED_PAIRED, manifest.EVERY_SPLIT, LAB_PAIRS}
 
 # What an import reports besides find_pairs' and the protocol's problems. A pair whose
 # files differ from those the split holds under their paths keeps the whole import out
@@ -141,7 +141,7 @@ def _check_name(name: str, protocol: ProtocolSplit | None, there: set[str]) -> N
     if not re.fullmatch(manifest.SPLIT, name) or name in _RESERVED or name.startswith("syn-"):
         raise DatasetError(
             f"--name {name!r}: use lower-case letters, digits, - and _; not train, val, "
-            f"test, synthetic, {LAB_PAIRS} (rainbench pairs) or a syn-* name (rainbench synth)"
+            f"test, synthetic, all, {LAB_PAIRS} (rainbench pairs) or a syn-* name (rainbench synth)"
         )
     if name in PROTOCOL_SPLIT_NAMES and protocol is None and name not in there:
         raise DatasetError(

@@ -210,7 +210,7 @@ def test_bad_requests_are_one_line_errors(tmp_path, paired):
     ds, _ = paired
     with pytest.raises(DatasetError, match="no rainy video or burst"):
         build_pairs(ds, PairsOptions(sequences=("0" * 24,), workers=1))
-    for name in ("test", "syn-streak", "Bad Name"):
+    for name in ("test", "syn-streak", "Bad Name", "all"):  # all: eval --split all
         with pytest.raises(DatasetError, match="--name"):
             build_pairs(ds, PairsOptions(name=name, workers=1))
     # A leaderboard would score it as the public set of that name.

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from rainbench.cli import main
 from rainbench.demo.captures import CaptureSpec, write_capture
 from rainbench.ingest import IngestOptions, ingest
+from rainbench.parallel import WorkerPool
 from rainbench.shards import manifest
 from rainbench.shards import verify as verify_module
 from rainbench.shards.dataset import Dataset, DatasetBusy, DatasetError
@@ -546,6 +547,49 @@ def test_a_null_where_the_format_requires_a_value_is_caught(paired, name, change
     assert problem.where == rows[0]["key"] and said in problem.detail
 
 
+@pytest.mark.parametrize(
+    ("name", "column"),
+    [
+        ("samples", "sha256"),
+        ("synthetic", "rain_sha256"),
+        ("synthetic", "gt_sha256"),
+        ("synthetic", "job"),
+    ],
+)
+def test_a_null_a_member_is_checked_against_is_said_once(paired, name, column):
+    """Not again as a member whose bytes or <key>.json disagree with a null."""
+    rows = _rows(paired, name)
+    _write_rows(paired, name, [{**rows[0], column: None}, *rows[1:]])
+    assert [(p.kind, p.where) for p in _problems(paired)] == [("row-value", rows[0]["key"])]
+
+
+def test_a_row_naming_its_members_twice_is_said_once_and_each_member_checked_once(ds):
+    rows = _rows(ds, "samples")
+    damaged = {**rows[0], "members": rows[0]["members"] * 2, "sha256": "0" * 64}
+    _write_rows(ds, "samples", [damaged, *rows[1:]])
+    problems = [(p.kind, p.detail) for p in _problems(ds)]
+    twice = ", ".join(rows[0]["members"])
+    assert problems[0] == ("row-value", f"members names {twice} more than once")
+    assert [kind for kind, _ in problems] == ["row-value", "member-sha256", "member-metadata"]
+
+
+def test_problems_come_in_the_order_shards_are_listed_however_workers_finish(ds, monkeypatch):
+    # Workers that finish in reverse order, which a pool of several may do.
+    def reversed_map(pool, fn, units):
+        return reversed([fn(unit) for unit in units])
+
+    monkeypatch.setattr(WorkerPool, "map_unordered", reversed_map)
+    shards = [row["shard"] for row in _rows(ds, "shards")]
+    for shard in shards:
+        with open(ds / shard, "r+b") as handle:
+            handle.seek(600)  # inside the first member
+            byte = handle.read(1)
+            handle.seek(600)
+            handle.write(bytes([byte[0] ^ 1]))
+    found = [p.where for p in _problems(ds) if p.kind == "shard-sha256"]
+    assert len(shards) > 1 and found == shards
+
+
 def test_a_time_beyond_what_python_holds_is_caught(ds):
     path = ds / "manifests" / "samples.parquet"
     table = pq.read_table(path)
@@ -616,6 +660,21 @@ def _video(av, frames: int) -> bytes:
             output.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
         output.mux(stream.encode())
     return buffer.getvalue()
+
+
+def test_a_shard_cut_short_in_its_video_is_said_once(tmp_path):
+    """As shard-corrupt, not again as a video that cannot be read to its end."""
+    av = pytest.importorskip("av", reason="videos need rainbench[video]")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "rain.mp4").write_bytes(_video(av, 24))
+    ds = tmp_path / "ds"
+    ingest([tmp_path / "raw"], ds, IngestOptions(workers=1))
+    [shard] = [row["shard"] for row in _rows(ds, "shards")]
+    with tarfile.open(ds / shard) as tar:
+        video = tar.getmembers()[0]
+    data = (ds / shard).read_bytes()
+    (ds / shard).write_bytes(data[: video.offset_data + video.size // 2])
+    assert [(p.kind, p.where) for p in _problems(ds)] == [("shard-corrupt", shard)]
 
 
 def test_a_shards_videos_are_found_by_name_without_a_scan_per_video(tmp_path, monkeypatch):

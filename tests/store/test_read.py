@@ -5,6 +5,7 @@ what they give locally, and names from the store's manifests are checked as loca
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import s3fs
@@ -81,6 +82,39 @@ def test_verify_streams_the_store_and_finds_damage(url, local_ds):
     assert ("shard-sha256", first) in kinds
     assert ("shard-missing", second) in kinds
     assert ("stray-shard", "shards/test/test-000099.tar") in kinds
+
+
+def test_verify_demuxes_a_video_in_the_store_in_large_reads(bucket, tmp_path, monkeypatch):
+    # The demuxer reads some kB at a time: each read a request of its own, thousands for
+    # a video of some GB.
+    av = pytest.importorskip("av", reason="videos need rainbench[video]")
+    noise = np.random.default_rng(0)
+    (tmp_path / "raw").mkdir()
+    with av.open(str(tmp_path / "raw" / "rain.mp4"), "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=24, options={"crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for _ in range(48):
+            pixels = noise.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        output.mux(stream.encode())
+    ingest([tmp_path / "raw"], tmp_path / "ds", IngestOptions(workers=1, split=EVERYTHING_TEST))
+    url = f"{bucket}/ds"
+    fs, path = filesystem(url)
+    fs.put(str(tmp_path / "ds"), path, recursive=True)
+    [shard] = _shards(tmp_path / "ds")
+    with fs.open(_key(url, shard)) as handle:
+        kind = type(handle)  # the store's own file class: S3File, GCSFile
+    original, fetched = kind._fetch_range, []
+
+    def counting(self, start, end):
+        if self.path.endswith(".tar"):
+            fetched.append(end - start)
+        return original(self, start, end)
+
+    monkeypatch.setattr(kind, "_fetch_range", counting)
+    assert verify(open_dataset(url), workers=1) == []
+    # The hash pass, the tar headers, and the video in a few large pieces.
+    assert (tmp_path / "ds" / shard).stat().st_size > 1 << 19 and len(fetched) <= 10
 
 
 def test_the_cli_verifies_and_counts_a_dataset_in_the_store(url):
@@ -270,6 +304,13 @@ def test_a_manifest_naming_a_shard_outside_the_dataset_is_refused(url, local_ds,
     with pytest.raises(ShardError, match="not a shard path"):
         shard_url(root, "shards/../../elsewhere/test-000000.tar")
     shutil.rmtree(root)
+
+
+def test_a_damaged_dataset_json_in_the_store_is_named_by_its_url(url):
+    filesystem(url)[0].pipe_file(_key(url, "dataset.json"), b"[1,2")
+    verified = CliRunner().invoke(main, ["verify", url, "-j", "1"])
+    assert verified.exit_code == 1
+    assert verified.output.startswith(f"error: {url}/dataset.json: cannot read it")
 
 
 def test_a_manifest_larger_than_rainbench_writes_is_refused_unfetched(url, monkeypatch):

@@ -77,7 +77,7 @@ def test_a_dataset_made_from_inside_its_folder_is_named_after_it(tmp_path, rain1
 
 
 def test_names_are_checked(tmp_path, rain100l):
-    for bad in ("test", "syn-streak", "Rain.100", ""):
+    for bad in ("test", "syn-streak", "Rain.100", "", "all"):  # all: eval --split all
         with pytest.raises(DatasetError, match="--name"):
             import_paired(rain100l[0], "rain100", bad, tmp_path / "ds", 10**9, workers=1)
 
