@@ -34,6 +34,8 @@ def replacing(path: Path, shared: bool = False) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     except BaseException as error:  # disk full, interrupted: no half-written file stays behind
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename == str(tmp):
+            error.filename = str(path)  # the file the user named, not its temporary one
         say_where(error, path)
         raise
     fsync_dir(path.parent)

@@ -3,6 +3,7 @@
 import errno
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,15 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
         write_atomic(path, b"new")
     assert failed.value.filename == str(path) and failed.value.errno == errno.ENOSPC
     assert os.listdir(tmp_path) == []
+
+
+def test_a_write_refused_at_its_temporary_names_the_file_asked_for():
+    # The temporary file is rainbench's own: the user named the file it replaces. (No
+    # file can be made in /proc, by root too.)
+    path = Path("/proc/report.json")
+    with pytest.raises(OSError) as failed:
+        write_atomic(path, b"new")
+    assert failed.value.filename == str(path)
 
 
 def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):

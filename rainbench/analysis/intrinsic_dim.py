@@ -226,6 +226,12 @@ class Settings:
             raise AnalysisError(
                 f"the seed must be 0 or more, not {self.seed} (where the references fall)"
             )
+        # A layer with an estimate has MIN_PATCHES distinct patches, k + 1 of which the MLE
+        # needs; a k outside would make every MLE estimate "none", the error swallowed.
+        if not 2 <= self.k < MIN_PATCHES:
+            raise AnalysisError(
+                f"k must be from 2 to {MIN_PATCHES - 1}, not {self.k} (the MLE's neighbours)"
+            )
 
     @property
     def fewest_references(self) -> int:

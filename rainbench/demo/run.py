@@ -177,8 +177,9 @@ def _check_out(out: Path, options: DemoOptions) -> None:
     captures: the demo writes labels.csv and the leaderboard pages over what is there,
     and resumes on the captures it finds, so a folder of the user's is never written
     into, even one laid out as a demo's (raw/, ds/, labels.csv). A demo's folder holds
-    its mark (MARK: the --width and --seed its captures were made with), only what the
-    demo writes, and its capture folder, whole or partial, whenever it holds anything."""
+    its mark (MARK: the --width and --seed its captures were made with) and only what the
+    demo writes; its capture folder may be gone, as the captures stage says to remove it
+    to write it again."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -192,12 +193,12 @@ def _check_out(out: Path, options: DemoOptions) -> None:
     }
     ours |= {result.leaderboard_md.name, result.leaderboard_html.name}
     foreign = [name for name in held if name not in ours]
-    if foreign or (held and not captures & set(held)):
+    mark = _read_mark(out)
+    if foreign or (held and mark is None and not captures & set(held)):
         raise DemoError(
             f"{out} is not empty and not a demo's folder (it holds "
             f"{', '.join((foreign or held)[:3])}); give a new or empty folder as --out"
         )
-    mark = _read_mark(out)
     if held and mark is None:
         raise DemoError(
             f"{out} holds what a demo writes ({', '.join(held[:3])}) but not a demo's mark "

@@ -73,6 +73,22 @@ def test_estimators_find_the_swiss_roll_two_dimensional(estimator):
 
 
 @pytest.mark.parametrize("estimator", [two_nn, mle])
+@pytest.mark.parametrize("d", [3, 6])
+def test_estimators_find_the_dimension_of_a_sphere_in_high_dimension(estimator, d):
+    # Curved and without a boundary: the d-sphere in R^d+1, turned into R^64.
+    points = _subspace(2000, d + 1, seed=d)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    assert estimator(points) == pytest.approx(d, rel=0.1)
+
+
+def test_the_mle_is_unbiased_with_few_neighbours():
+    # Inverses averaged over points, each with k - 1: unbiased for 1/d at any k. The
+    # per-point estimates averaged would give 2d at k = 3, and k - 2 there d/2.
+    estimates = [mle(_subspace(2000, 5, seed=seed), k=3) for seed in range(3)]
+    assert np.mean(estimates) == pytest.approx(5, rel=0.05)
+
+
+@pytest.mark.parametrize("estimator", [two_nn, mle])
 def test_duplicates_are_dropped_and_too_few_points_refused(estimator):
     points = _subspace(300, 3, seed=0)
     assert estimator(np.concatenate([points, points[:100]])) == estimator(points)
@@ -464,6 +480,17 @@ def test_a_negative_seed_is_refused_in_one_line(synthetic_dataset):
         "error: the seed must be 0 or more, not -1 (where the references fall)"
     ]
     assert analyze(from_synthetic_split(synthetic_dataset, "syn-streak", 1), Settings(seed=2**70))
+
+
+@pytest.mark.parametrize("k", [1, MIN_PATCHES])
+def test_a_k_the_mle_cannot_use_is_refused_rather_than_every_estimate_none(k):
+    # k = 1 made mle() refuse and k + 1 > MIN_PATCHES need more distinct patches than an
+    # estimated layer may have: every MLE estimate came out "—", the error swallowed.
+    with pytest.raises(AnalysisError, match=f"k must be from 2 to {MIN_PATCHES - 1}, not {k}"):
+        Settings(k=k)
+    background = _photo("astronaut", 64) / np.float32(255)
+    report = analyze([(background, background)], Settings(references=16, k=MIN_PATCHES - 1))
+    assert report.image_dim_mle.median > 0
 
 
 def test_the_cli_refuses_too_few_references_and_makes_the_out_folder(synthetic_dataset, tmp_path):

@@ -21,7 +21,9 @@ from rainbench.demo.run import (
     STAGES,
     DemoError,
     DemoOptions,
+    _check_out,
     _Demo,
+    _mark,
     run_demo,
 )
 from rainbench.metrics.registry import MetricError, create_metric
@@ -279,3 +281,17 @@ def test_a_folder_laid_out_as_a_demos_or_a_demo_of_other_captures_is_refused(tmp
         run_demo(demo.out, replace(TINY, seed=TINY.seed + 1))
     with pytest.raises(DemoError, match=said):
         run_demo(demo.out, replace(TINY, width=TINY.width * 2))
+
+
+def test_a_demos_folder_is_still_its_once_its_captures_are_removed_to_be_written_again(tmp_path):
+    # The captures stage says "remove it to write it again"; done, the folder was refused
+    # as not a demo's, though it held the demo's mark and only what the demo writes.
+    out = tmp_path / "demo"
+    _mark(out, TINY)
+    for name in ("ds", "runs", "results"):
+        (out / name).mkdir()
+    (out / "labels.csv").write_text("source_path,rain_type,note\n")
+    _check_out(out, TINY)
+    (out / MARK).unlink()
+    with pytest.raises(DemoError, match=r"not a demo's folder \(it holds ds, labels.csv, res"):
+        _check_out(out, TINY)
